@@ -1,0 +1,7 @@
+"""``evsim train``."""
+import click
+
+
+@click.command()
+def train():
+    """Train a spiking network."""

@@ -1,0 +1,107 @@
+"""The dataset interface shared by every loader.
+
+A loader returns a :class:`Dataset`: two :class:`Split` objects plus metadata.
+Inputs are stored in one of three encodings:
+
+``"rate"``   static intensities in [0, 1], shape ``[N, D]``; each time step draws
+             Bernoulli spikes with that probability (the paper's MNIST encoding).
+``"direct"`` static analog values, shape ``[N, D]``; the same vector is fed at every
+             time step (the first layer then performs MACs, not accumulates).
+``"frames"`` event-count frames, shape ``[N, T, C, H, W]``; the frame count T is fixed
+             by the framing, and a value k counts as k events.
+
+Loaders own file I/O; everything downstream (encoders, layers, the trainer) only
+sees these arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ENCODINGS = ("rate", "direct", "frames")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset.
+
+    Attributes
+    ----------
+    inputs : ndarray
+        ``[N, D]`` float32 for static encodings, ``[N, T, C, H, W]`` (float32 or an
+        unsigned integer type holding event counts) for ``"frames"``.
+    labels : ndarray
+        ``[N]`` int64 class indices.
+    """
+
+    inputs: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: train and test splits plus what describes them.
+
+    Attributes
+    ----------
+    name : registry name, e.g. ``"mnist"``.
+    train, test : the two splits.
+    n_classes : number of classes.
+    sample_shape : shape of one sample without the time axis, ``(D,)`` or ``(C, H, W)``.
+    encoding : one of :data:`ENCODINGS`.
+    source : where the data came from: ``"real"``, ``"emulated"``, ``"mnist-5k"``, ...
+        Recorded in every saved result so nobody mistakes emulated data for real.
+    time_steps : frame count fixed by framing (``"frames"`` only), else ``None``.
+    meta : free-form facts for reports (sensor size, framing parameters, notices).
+    """
+
+    name: str
+    train: Split
+    test: Split
+    n_classes: int
+    sample_shape: tuple
+    encoding: str
+    source: str
+    time_steps: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_inputs(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Options that choose and shape a dataset (never enter a kernel).
+
+    Attributes
+    ----------
+    data_dir : folder holding real data files; ``None`` means ``$EVSIM_DATA`` or none.
+    cache_dir : where framed/emulated data is cached; ``None`` means the default
+        (``$EVSIM_CACHE`` or ``~/.cache/evsim``).
+    source : ``"auto"`` (real if present, else the offline substitute), ``"real"``
+        or ``"emulated"``.
+    time_steps : number of simulation steps / frames T.
+    encoding : ``None`` for the dataset's default, else one of :data:`ENCODINGS`.
+    slicing : event framing, ``"events"`` (equal event number) or ``"time"``.
+    crop : crop N-MNIST's 34x34 sensor to 32x32.
+    denoise_us : ``tonic.transforms.Denoise`` filter time in microseconds, 0 = off.
+    downsample : target spatial size for DVS-Gesture (e.g. 32 or 48), 0 = native.
+    seed : seed for the fixed train/test split and the emulator.
+    """
+
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    source: str = "auto"
+    time_steps: int = 20
+    encoding: str | None = None
+    slicing: str = "events"
+    crop: bool = False
+    denoise_us: int = 0
+    downsample: int = 0
+    seed: int = 0
