@@ -1,0 +1,115 @@
+"""Event lists: the format in which spikes travel between layers.
+
+A batch of events for T steps and B samples is a CSR-like triple over *slots*
+``s = t * B + b``: events of slot s are ``idx[ptr[s]:ptr[s+1]]`` (flat neuron
+indices, int32, ascending) with values ``val[...]`` (float32; 1.0 for spikes, a
+count k for count frames, an analog value for direct input).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+
+class Events(NamedTuple):
+    """Events of ``n_steps`` x ``batch`` slots. ``ptr`` int64 ``[T*B+1]``, ``idx`` int32, ``val`` float32."""
+
+    ptr: np.ndarray
+    idx: np.ndarray
+    val: np.ndarray
+    n_steps: int
+    batch: int
+
+    @property
+    def count(self) -> int:
+        return int(self.ptr[-1])
+
+
+class EventsByRow(NamedTuple):
+    """The same events grouped by neuron: row i's events are ``slot[row_ptr[i]:row_ptr[i+1]]``."""
+
+    row_ptr: np.ndarray
+    slot: np.ndarray
+    val: np.ndarray
+
+
+@njit(parallel=True, cache=True)
+def _count_nonzero(dense):
+    n_slots, n = dense.shape
+    counts = np.zeros(n_slots + 1, dtype=np.int64)
+    for s in prange(n_slots):
+        c = 0
+        for i in range(n):
+            if dense[s, i] != 0:
+                c += 1
+        counts[s + 1] = c
+    return counts
+
+
+@njit(parallel=True, cache=True)
+def _fill_events(dense, ptr, index_map, idx, val):
+    n_slots, n = dense.shape
+    for s in prange(n_slots):
+        k = ptr[s]
+        for i in range(n):
+            x = dense[s, i]
+            if x != 0:
+                idx[k] = index_map[i]
+                val[k] = x
+                k += 1
+
+
+def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> Events:
+    """Events of the nonzero cells of a dense ``[T, B, N]`` array.
+
+    Parameters
+    ----------
+    dense : ``[T, B, N]`` array (float32 drive or uint8 spikes).
+    index_map : optional int32 ``[N]``: event index of column n is ``index_map[n]``
+        (maps a layer's compacted alive neurons back to their flat indices). Must be
+        increasing so event indices stay ascending.
+
+    Returns
+    -------
+    Events
+    """
+    n_steps, batch, n = dense.shape
+    flat = dense.reshape(n_steps * batch, n)
+    if index_map is None:
+        index_map = np.arange(n, dtype=np.int32)
+    ptr = np.cumsum(_count_nonzero(flat))
+    idx = np.empty(ptr[-1], dtype=np.int32)
+    val = np.empty(ptr[-1], dtype=np.float32)
+    _fill_events(flat, ptr, index_map, idx, val)
+    return Events(ptr, idx, val, n_steps, batch)
+
+
+@njit(cache=True)
+def _group_by_row(ptr, idx, val, n_rows):
+    n_slots = ptr.shape[0] - 1
+    row_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    for e in range(idx.shape[0]):
+        row_ptr[idx[e] + 1] += 1
+    for i in range(n_rows):
+        row_ptr[i + 1] += row_ptr[i]
+    fill = row_ptr[:-1].copy()
+    slot = np.empty(idx.shape[0], dtype=np.int64)
+    out_val = np.empty(idx.shape[0], dtype=np.float32)
+    for s in range(n_slots):
+        for e in range(ptr[s], ptr[s + 1]):
+            k = fill[idx[e]]
+            slot[k] = s
+            out_val[k] = val[e]
+            fill[idx[e]] = k + 1
+    return row_ptr, slot, out_val
+
+
+def group_by_row(events: Events, n_rows: int) -> EventsByRow:
+    """Transpose events to per-neuron lists (a counting sort, O(events + n_rows)).
+
+    Lets weight-gradient kernels loop over presynaptic rows in parallel, each
+    thread writing only its own rows (no shared scatter).
+    """
+    return EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, n_rows))

@@ -1,0 +1,78 @@
+"""Weight and input gradients of a layer, accumulated from events.
+
+``dL/dW[i, j] = sum_{t,b} x[t,b,i] * gU[t,b,j]`` is non-zero only for presynaptic
+neurons that fired, so it is accumulated event by event from the events grouped
+by row (:func:`evsim.kernels.events.group_by_row`). Kernels loop over rows in
+parallel: each thread writes only its own rows, never a shared entry.
+
+``grad_u`` is the ``[T*B, N]`` view of dL/du (N = alive neurons).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _weight_grad_rows(row_ptr, slot, val, grad_u, out):
+    """Dense gradient ``out[i, :] = sum over row i's events of val * grad_u[slot, :]``.
+
+    ``out`` float32 ``[n_pre, N]``; rows with no events are zeroed. The dense rows
+    include would-be gradients of synapses that do not exist (used by regeneration).
+    """
+    n_rows, n = out.shape
+    for i in prange(n_rows):
+        acc = out[i]
+        acc[:] = 0.0
+        for e in range(row_ptr[i], row_ptr[i + 1]):
+            g = grad_u[slot[e]]
+            v = val[e]
+            for j in range(n):
+                acc[j] += v * g[j]
+
+
+@njit(parallel=True, cache=True)
+def _weight_grad_csr(row_ptr, slot, val, indptr, columns, grad_u, out):
+    """Gradient on existing synapses only, aligned with CSR ``data`` (``out[k]`` for synapse k)."""
+    n_rows = indptr.shape[0] - 1
+    for i in prange(n_rows):
+        start, stop = indptr[i], indptr[i + 1]
+        for k in range(start, stop):
+            out[k] = 0.0
+        for e in range(row_ptr[i], row_ptr[i + 1]):
+            g = grad_u[slot[e]]
+            v = val[e]
+            for k in range(start, stop):
+                out[k] += v * g[columns[k]]
+
+
+@njit(parallel=True, cache=True)
+def _gather_csr(dense, indptr, columns, out):
+    """``out[k] = dense[row(k), columns[k]]``: a dense ``[n_pre, N]`` array in CSR data order."""
+    n_rows = indptr.shape[0] - 1
+    for i in prange(n_rows):
+        for k in range(indptr[i], indptr[i + 1]):
+            out[k] = dense[i, columns[k]]
+
+
+@njit(parallel=True, cache=True)
+def _scatter_csr(data, indptr, columns, dense):
+    """Write CSR ``data`` into a dense ``[n_pre, N]`` execution copy (other entries untouched)."""
+    n_rows = indptr.shape[0] - 1
+    for i in prange(n_rows):
+        for k in range(indptr[i], indptr[i + 1]):
+            dense[i, columns[k]] = data[k]
+
+
+@njit(parallel=True, cache=True)
+def _input_grad_csr(grad_u, indptr, columns, data, out):
+    """``out[s, i] = sum_k data[k] * grad_u[s, columns[k]]`` over row i's synapses (``[T*B, n_pre]``)."""
+    n_slots = grad_u.shape[0]
+    n_rows = indptr.shape[0] - 1
+    for s in prange(n_slots):
+        g = grad_u[s]
+        for i in range(n_rows):
+            acc = np.float32(0.0)
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * g[columns[k]]
+            out[s, i] = acc

@@ -1,0 +1,177 @@
+"""Layers: own parameters and pick kernels; no I/O, no datasets.
+
+A :class:`SparseLinear` layer holds a :class:`~evsim.synapses.SynapseStore` (the
+truth), a bias, and an *execution plan* rebuilt whenever the structure changes:
+
+- which postsynaptic neurons are alive (a neuron with no incoming synapse left
+  after neuronal pruning is dead: it is compacted away, costs nothing and never
+  fires; its bias is frozen);
+- the propagation path: ``rows`` (a dense ``[n_pre, N_alive]`` execution copy,
+  refreshed from the CSR data after every optimizer step) or ``csr`` (the CSR
+  arrays themselves, with compacted column indices).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.events import Events, dense_to_events, group_by_row
+from evsim.kernels.grad import (
+    _gather_csr,
+    _input_grad_csr,
+    _scatter_csr,
+    _weight_grad_csr,
+    _weight_grad_rows,
+)
+from evsim.kernels.lif import _lif_backward
+from evsim.kernels.propagate import _propagate_csr, _propagate_rows
+from evsim.neuron import LIFParameters, surrogate_grad
+from evsim.synapses import SynapseStore
+
+PATHS = ("auto", "rows", "csr")
+# Below this synapse density the CSR scatter touches so few synapses that it beats
+# accumulating whole dense rows (measured in benchmarks/bench_propagation.py).
+CSR_DENSITY_THRESHOLD = 0.05
+
+
+class LayerTrace(NamedTuple):
+    """What a forward pass records for the backward pass (``[T, B, N_alive]``)."""
+
+    events_in: Events
+    u: np.ndarray
+    spikes: np.ndarray
+
+
+class SparseLinear:
+    """Fully connected spiking layer with sparse, developing synapses.
+
+    Parameters
+    ----------
+    store : the synapses, ``(n_in, n_out)``.
+    bias : float32 ``[n_out]``; zeros by default.
+    path : ``"auto"`` (choose by density), ``"rows"`` or ``"csr"``.
+    develops : whether structural development may prune/regrow this layer.
+    """
+
+    def __init__(self, store: SynapseStore, bias: np.ndarray | None = None, path: str = "auto", develops: bool = True):
+        if path not in PATHS:
+            raise ConfigError(f"unknown propagation path {path!r}; choose one of {', '.join(PATHS)}")
+        self.store = store
+        self.bias = np.zeros(store.shape[1], dtype=np.float32) if bias is None else np.asarray(bias, np.float32).copy()
+        if self.bias.shape != (store.shape[1],):
+            raise ShapeError(f"bias has shape {self.bias.shape}, expected ({store.shape[1]},)")
+        self.bias_state: dict[str, np.ndarray] = {}
+        self.path_option = path
+        self.develops = develops
+        self.alive = np.ones(store.shape[1], dtype=bool)
+        self.grad_data = np.zeros(0, dtype=np.float32)
+        self.grad_bias = np.zeros(store.shape[1], dtype=np.float32)
+        self.grad_dense: np.ndarray | None = None
+        self.rebuild()
+
+    @classmethod
+    def uniform(cls, n_in: int, n_out: int, rng: np.random.Generator, density: float = 1.0, **kwargs) -> "SparseLinear":
+        """Layer with uniform ±1/sqrt(n_in) weights and biases (PyTorch Linear's init)."""
+        store = SynapseStore.uniform(n_in, n_out, rng, density)
+        bound = 1.0 / np.sqrt(n_in)
+        return cls(store, rng.uniform(-bound, bound, n_out).astype(np.float32), **kwargs)
+
+    # --------------------------------------------------------------- structure
+    @property
+    def n_in(self) -> int:
+        return self.store.shape[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.store.shape[1]
+
+    def kill(self, neurons: np.ndarray) -> int:
+        """Neuronal pruning: remove all incoming synapses of ``neurons``; they stay dead."""
+        self.alive[np.asarray(neurons, dtype=np.int64)] = False
+        removed = self.store.prune_columns(neurons)
+        self.rebuild()
+        return removed
+
+    def rebuild(self) -> None:
+        """Recompute the execution plan after any change of structure."""
+        self.alive_index = np.flatnonzero(self.alive).astype(np.int32)
+        local = np.full(self.n_out, -1, dtype=np.int32)
+        local[self.alive_index] = np.arange(self.alive_index.size, dtype=np.int32)
+        if self.store.nnz and np.any(local[self.store.indices] < 0):
+            raise ShapeError("a dead neuron still has incoming synapses; kill() must prune them")
+        self.columns = local[self.store.indices]
+        density = self.store.density
+        self.path = self.path_option if self.path_option != "auto" else (
+            "csr" if density < CSR_DENSITY_THRESHOLD else "rows")
+        self.weight_rows = None
+        if self.path == "rows":
+            self.weight_rows = np.zeros((self.n_in, self.alive_index.size), dtype=np.float32)
+            self.sync_weights()
+
+    def sync_weights(self) -> None:
+        """Refresh the dense execution copy from the CSR data (call after every weight change)."""
+        if self.weight_rows is not None:
+            _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, events: Events, lif: LIFParameters) -> tuple[Events, LayerTrace]:
+        """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
+        n_alive = self.alive_index.size
+        u = np.empty((events.n_steps, events.batch, n_alive), dtype=np.float32)
+        spikes = np.empty((events.n_steps, events.batch, n_alive), dtype=np.uint8)
+        bias = self.bias[self.alive_index]
+        hard = lif.reset == "hard"
+        decay, v_th = np.float32(lif.decay), np.float32(lif.v_th)
+        if self.path == "rows":
+            _propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
+        else:
+            _propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
+                           bias, decay, v_th, hard, u, spikes)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
+
+    # --------------------------------------------------------------- backward
+    def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,
+                 need_input_grad: bool, dense_grad: bool = False) -> np.ndarray | None:
+        """BPTT through this layer.
+
+        Parameters
+        ----------
+        trace : from :meth:`forward`.
+        grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes).
+        need_input_grad : return dL/d(input) ``[T, B, n_in]`` (False for the first layer).
+        dense_grad : also keep the dense ``[n_in, N_alive]`` gradient (would-be gradients
+            of missing synapses) in ``self.grad_dense``, for synaptic regeneration.
+
+        Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
+        """
+        n_steps, batch, n_alive = trace.u.shape
+        surrogate = surrogate_grad(trace.u - np.float32(lif.v_th), lif.surrogate, lif.width)
+        grad_u = np.empty_like(trace.u)
+        _lif_backward(grad_spikes, trace.u, trace.spikes, surrogate, np.float32(lif.decay), np.float32(lif.v_th),
+                      lif.reset == "hard", lif.detach_reset, grad_u)
+        grad_u2 = grad_u.reshape(n_steps * batch, n_alive)
+        self.grad_bias = np.zeros(self.n_out, dtype=np.float32)
+        self.grad_bias[self.alive_index] = grad_u2.sum(axis=0)
+
+        by_row = group_by_row(trace.events_in, self.n_in)
+        self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
+        if self.path == "rows" or dense_grad:
+            dense = np.empty((self.n_in, n_alive), dtype=np.float32)
+            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
+            _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
+            self.grad_dense = dense if dense_grad else None
+        else:
+            _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
+                             self.grad_data)
+            self.grad_dense = None
+
+        if not need_input_grad:
+            return None
+        if self.path == "rows":
+            grad_in = grad_u2 @ self.weight_rows.T
+        else:
+            grad_in = np.empty((n_steps * batch, self.n_in), dtype=np.float32)
+            _input_grad_csr(grad_u2, self.store.indptr, self.columns, self.store.data, grad_in)
+        return grad_in.reshape(n_steps, batch, self.n_in)

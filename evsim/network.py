@@ -1,0 +1,113 @@
+"""Network: a stack of spiking layers run for T steps, with BPTT.
+
+The output is the spike count of the last layer over the T steps (rate = count / T).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from evsim.errors import ShapeError
+from evsim.kernels.events import Events, dense_to_events
+from evsim.layers import LayerTrace, SparseLinear
+from evsim.neuron import LIFParameters
+
+
+class Network:
+    """Feed-forward spiking network of :class:`SparseLinear` layers.
+
+    Parameters
+    ----------
+    layers : the layers, input to output; consecutive sizes must match.
+    lif : neuron parameters shared by all layers.
+    """
+
+    def __init__(self, layers: list[SparseLinear], lif: LIFParameters = LIFParameters()):
+        for a, b in zip(layers, layers[1:]):
+            if a.n_out != b.n_in:
+                raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
+        self.layers = layers
+        self.lif = lif.validate()
+
+    @classmethod
+    def mlp(cls, sizes: list[int], rng: np.random.Generator, lif: LIFParameters = LIFParameters(),
+            path: str = "auto") -> "Network":
+        """Fully connected network with layer sizes ``sizes`` (input first); the output layer does not develop."""
+        layers = [SparseLinear.uniform(n_in, n_out, rng, path=path, develops=k < len(sizes) - 2)
+                  for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
+        return cls(layers, lif)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+
+    @property
+    def synapses(self) -> int:
+        """Number of existing synapses."""
+        return sum(layer.store.nnz for layer in self.layers)
+
+    @property
+    def dense_synapses(self) -> int:
+        """Synapses of the same architecture fully connected."""
+        return sum(layer.n_in * layer.n_out for layer in self.layers)
+
+    def forward(self, drive: np.ndarray | Events) -> tuple[np.ndarray, list[LayerTrace]]:
+        """Run the network.
+
+        Parameters
+        ----------
+        drive : float32 ``[T, B, n_in]`` input (spikes, counts or analog values), or
+            the same already as :class:`Events`.
+
+        Returns
+        -------
+        counts : float32 ``[B, n_out]`` output spike counts.
+        traces : one :class:`LayerTrace` per layer, for :meth:`backward`.
+        """
+        if isinstance(drive, np.ndarray):
+            if drive.ndim != 3 or drive.shape[2] != self.layers[0].n_in:
+                raise ShapeError(f"input must be [T, B, {self.layers[0].n_in}], got shape {drive.shape}")
+            if not np.all(np.isfinite(drive)):
+                raise ShapeError("input contains NaN or infinite values")
+            events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
+        else:
+            events = drive
+        traces = []
+        for layer in self.layers:
+            events, trace = layer.forward(events, self.lif)
+            traces.append(trace)
+        last = self.layers[-1]
+        counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
+        counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
+        return counts, traces
+
+    def backward(self, traces: list[LayerTrace], grad_counts: np.ndarray, dense_grad: bool = False) -> None:
+        """Backpropagate dL/d(counts) ``[B, n_out]`` through time; fills every layer's gradients.
+
+        ``dense_grad`` keeps the dense gradients of developing layers (would-be
+        gradients of missing synapses) for synaptic regeneration.
+        """
+        last = self.layers[-1]
+        n_steps = traces[-1].u.shape[0]
+        # count = sum_t o[t], so every step receives the same gradient.
+        grad_spikes = np.ascontiguousarray(
+            np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]
+            .repeat(n_steps, axis=0))
+        for k in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[k]
+            grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
+                                     dense_grad=dense_grad and layer.develops)
+            if k > 0:
+                grad_spikes = np.ascontiguousarray(grad_in[:, :, self.layers[k - 1].alive_index])
+
+    def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+        """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""
+        params = []
+        for layer in self.layers:
+            params.append((layer.store.data, layer.grad_data, layer.store.state))
+            params.append((layer.bias, layer.grad_bias, layer.bias_state))
+        return params
+
+    def sync_weights(self) -> None:
+        """Refresh execution copies after the optimizer changed the CSR data."""
+        for layer in self.layers:
+            layer.sync_weights()

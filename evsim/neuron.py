@@ -1,0 +1,108 @@
+"""Leaky integrate-and-fire neurons and surrogate gradients.
+
+The model (STBP-style discrete LIF, the SD-SNN reference code's default)::
+
+    u[t] = decay * u[t-1] * (1 - o[t-1]) + I[t]      hard reset (default)
+    u[t] = decay * u[t-1] - v_th * o[t-1] + I[t]     subtractive reset
+    o[t] = H(u[t] - v_th)
+
+with ``I[t] = W x[t] + b``. Backpropagation replaces H' by a surrogate
+``g(u - v_th)``; :func:`surrogate_grad` evaluates it. With ``detach_reset`` the
+reset term carries no gradient.
+
+References
+----------
+Wu et al., "Spatio-temporal backpropagation for training high-performance spiking
+neural networks", Frontiers in Neuroscience 2018.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from evsim.errors import ConfigError
+
+RESETS = ("hard", "subtract")
+SURROGATES = ("rectangular", "triangle", "atan", "fast_sigmoid")
+
+
+class LIFParameters(NamedTuple):
+    """LIF neuron parameters (dimensionless; one step = one frame).
+
+    Attributes
+    ----------
+    decay : membrane leak factor per step, in [0, 1) (default 0.2).
+    v_th : firing threshold (default 0.5).
+    reset : ``"hard"`` (reset to 0) or ``"subtract"`` (subtract ``v_th``).
+    surrogate : ``"rectangular"``, ``"triangle"``, ``"atan"`` or ``"fast_sigmoid"``.
+    width : surrogate width: the rectangle's half-width (default 0.5, so
+        g = 1 for |u - v_th| < 0.5) and the triangle's half-base; for ``atan`` and
+        ``fast_sigmoid`` the slope scale is ``1 / width``.
+    detach_reset : if True, no gradient flows through the reset term.
+    """
+
+    decay: float = 0.2
+    v_th: float = 0.5
+    reset: str = "hard"
+    surrogate: str = "rectangular"
+    width: float = 0.5
+    detach_reset: bool = False
+
+    @classmethod
+    def from_tau(cls, tau_mem: float, dt: float = 1.0, **kwargs) -> "LIFParameters":
+        """Parameterise the leak by a membrane time constant: ``decay = exp(-dt / tau_mem)``."""
+        if not tau_mem > 0:
+            raise ConfigError(f"tau_mem must be > 0, got {tau_mem}")
+        return cls(decay=math.exp(-dt / tau_mem), **kwargs)
+
+    def validate(self) -> "LIFParameters":
+        """Return self, or raise ConfigError naming the invalid field."""
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"decay must be in [0, 1), got {self.decay}")
+        if not self.v_th > 0:
+            raise ConfigError(f"v_th must be > 0, got {self.v_th}")
+        if self.reset not in RESETS:
+            raise ConfigError(f"unknown reset {self.reset!r}; choose one of {', '.join(RESETS)}")
+        if self.surrogate not in SURROGATES:
+            raise ConfigError(f"unknown surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}")
+        if not self.width > 0:
+            raise ConfigError(f"surrogate width must be > 0, got {self.width}")
+        return self
+
+
+def surrogate_grad(x: np.ndarray, kind: str = "rectangular", width: float = 0.5) -> np.ndarray:
+    """Surrogate derivative of the spike function at ``x = u - v_th``.
+
+    Parameters
+    ----------
+    x : float32 array of membrane distances to threshold.
+    kind : one of :data:`SURROGATES`.
+    width : see :class:`LIFParameters`.
+
+    Returns
+    -------
+    ndarray of the same shape, float32.
+
+    Notes
+    -----
+    rectangular  g = 1 if |x| < width else 0 (STBP / SD-SNN code, not normalised)
+    triangle     g = max(0, 1 - |x| / width) / width
+    atan         g = a / (2 (1 + (pi a x / 2)^2)), a = 1 / width (derivative of
+                 atan(pi a x / 2) / pi + 1/2, integral 1)
+    fast_sigmoid g = 1 / (1 + a |x|)^2 with a = 1 / width (SuperSpike)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    w = np.float32(width)
+    if kind == "rectangular":
+        return (np.abs(x) < w).astype(np.float32)
+    if kind == "triangle":
+        return np.maximum(np.float32(0), np.float32(1) - np.abs(x) / w) / w
+    if kind == "atan":
+        a = np.float32(1.0) / w
+        return a / (np.float32(2) * (np.float32(1) + (np.float32(math.pi / 2) * a * x) ** 2))
+    if kind == "fast_sigmoid":
+        a = np.float32(1.0) / w
+        return np.float32(1) / (np.float32(1) + a * np.abs(x)) ** 2
+    raise ConfigError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")

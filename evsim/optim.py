@@ -1,0 +1,98 @@
+"""Optimizers over ``(values, grads, state)`` triples, and learning-rate schedules.
+
+Moments are kept in each triple's ``state`` dict (for synapses: the SynapseStore's
+per-synapse state, so they move with pruning/regrowth and new synapses start at 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from evsim.errors import ConfigError
+from evsim.kernels.optim import _adam, _sgd
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def _moment(state: dict, name: str, like: np.ndarray) -> np.ndarray:
+    if name not in state or state[name].shape != like.shape:
+        state[name] = np.zeros_like(like, dtype=np.float32)
+    return state[name]
+
+
+@dataclass
+class Optimizer:
+    """Adam, AdamW or SGD with momentum.
+
+    Attributes
+    ----------
+    name : ``"adam"``, ``"adamw"`` or ``"sgd"``.
+    lr : base learning rate (the schedule scales it per epoch).
+    betas, eps : Adam constants. momentum, nesterov : SGD constants.
+    weight_decay : L2 (Adam, SGD) or decoupled (AdamW) decay.
+    steps : number of steps taken (Adam bias correction); saved in checkpoints.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    steps: int = 0
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+
+    def step(self, params: list[tuple[np.ndarray, np.ndarray, dict]], lr: float | None = None) -> None:
+        """Update every parameter array in place with learning rate ``lr`` (default ``self.lr``)."""
+        lr = self.lr if lr is None else lr
+        self.steps += 1
+        for values, grads, state in params:
+            if values.size == 0:
+                continue
+            if self.name == "sgd":
+                _sgd(values, grads, _moment(state, "momentum", values), lr, self.momentum, self.weight_decay,
+                     self.nesterov)
+            else:
+                beta1, beta2 = self.betas
+                _adam(values, grads, _moment(state, "adam_m", values), _moment(state, "adam_v", values), lr,
+                      beta1, beta2, self.eps, self.weight_decay, self.name == "adamw",
+                      1.0 - beta1 ** self.steps, 1.0 - beta2 ** self.steps)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate multiplier per epoch.
+
+    ``constant``; ``step``: x ``gamma`` every ``step_epochs`` epochs; ``cosine``: linear
+    warm-up over ``warmup_epochs`` then cosine decay to 0 at ``total_epochs``.
+    """
+
+    kind: str = "constant"
+    step_epochs: int = 30
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    total_epochs: int = 1
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
+
+    def factor(self, epoch: int) -> float:
+        """Multiplier for 0-based ``epoch``."""
+        if self.kind == "step":
+            return self.gamma ** (epoch // max(self.step_epochs, 1))
+        if self.kind == "cosine":
+            if epoch < self.warmup_epochs:
+                return (epoch + 1) / (self.warmup_epochs + 1)
+            span = max(self.total_epochs - self.warmup_epochs, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * (epoch - self.warmup_epochs) / span))
+        return 1.0

@@ -1,0 +1,203 @@
+"""SynapseStore: the single source of truth for a layer's synapses.
+
+Weights live in a canonical ``scipy.sparse.csr_matrix`` of shape ``(n_pre, n_post)``:
+row i holds presynaptic neuron i's outgoing synapses, so an input event indexes a
+row. Per-synapse state (optimizer moments, dendritic-spine ranges, counters) lives
+in arrays aligned with the CSR ``data`` array; pruning and regrowth move every state
+array together with the weights, so no state is left behind or misattributed.
+
+Canonical form: int32 ``indptr``/``indices``, float32 ``data``, column indices
+sorted and unique within each row. A weight that trains to exactly 0.0 is still an
+existing synapse (explicit zeros are kept).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from evsim.errors import ShapeError
+
+
+class SynapseStore:
+    """CSR weights plus aligned per-synapse state.
+
+    Parameters
+    ----------
+    matrix : csr_matrix ``(n_pre, n_post)``; converted to canonical form.
+    state : optional mapping name -> array of length ``matrix.nnz``.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, state: dict[str, np.ndarray] | None = None):
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sum_duplicates()  # also sorts indices
+        self.matrix = sp.csr_matrix(
+            (matrix.data.astype(np.float32), matrix.indices.astype(np.int32), matrix.indptr.astype(np.int32)),
+            shape=matrix.shape,
+        )
+        self.state: dict[str, np.ndarray] = {}
+        for name, values in (state or {}).items():
+            self.set_state(name, values)
+
+    # ----------------------------------------------------------------- creation
+    @classmethod
+    def uniform(cls, n_pre: int, n_post: int, rng: np.random.Generator, density: float = 1.0) -> "SynapseStore":
+        """Random synapses with weights uniform in ±1/sqrt(n_pre) (PyTorch's Linear default).
+
+        Parameters
+        ----------
+        density : fraction of the ``n_pre * n_post`` possible synapses that exist,
+            chosen uniformly at random; 1.0 gives a full (dense) connectivity.
+        """
+        bound = 1.0 / np.sqrt(n_pre)
+        weights = rng.uniform(-bound, bound, size=(n_pre, n_post)).astype(np.float32)
+        if density >= 1.0:
+            return cls.from_dense(weights, mask=np.ones_like(weights, dtype=bool))
+        mask = rng.random((n_pre, n_post)) < density
+        return cls.from_dense(weights, mask=mask)
+
+    @classmethod
+    def from_dense(cls, weights: np.ndarray, mask: np.ndarray | None = None) -> "SynapseStore":
+        """Store from a dense matrix; ``mask`` says which synapses exist (default: nonzero)."""
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.ndim != 2:
+            raise ShapeError(f"weights must be 2-D (n_pre, n_post), got shape {weights.shape}")
+        if mask is None:
+            mask = weights != 0
+        rows, cols = np.nonzero(mask)
+        matrix = sp.csr_matrix((weights[rows, cols], (rows, cols)), shape=weights.shape)
+        return cls(matrix)
+
+    # ---------------------------------------------------------------- accessors
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @property
+    def indptr(self) -> np.ndarray:
+        return self.matrix.indptr
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.matrix.indices
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.matrix.data
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.indptr[-1])
+
+    @property
+    def density(self) -> float:
+        n_pre, n_post = self.shape
+        return self.nnz / float(n_pre * n_post) if n_pre * n_post else 0.0
+
+    def rows(self) -> np.ndarray:
+        """Presynaptic (row) index of every stored synapse, aligned with ``data``."""
+        return np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
+
+    def fan_in(self) -> np.ndarray:
+        """Number of existing incoming synapses of each postsynaptic neuron."""
+        return np.bincount(self.indices, minlength=self.shape[1])
+
+    def to_dense(self) -> np.ndarray:
+        """Dense ``(n_pre, n_post)`` float32 weights, zeros where no synapse exists."""
+        return self.matrix.toarray()
+
+    def mask(self) -> np.ndarray:
+        """Dense boolean existence mask ``(n_pre, n_post)``."""
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.rows(), self.indices] = True
+        return out
+
+    def set_state(self, name: str, values: np.ndarray) -> None:
+        """Attach a per-synapse state array (must have one entry per synapse)."""
+        values = np.asarray(values)
+        if values.shape[:1] != (self.nnz,):
+            raise ShapeError(f"state {name!r} has {values.shape[:1]} entries, expected ({self.nnz},) aligned with data")
+        self.state[name] = values
+
+    # ---------------------------------------------------------------- structure
+    def prune(self, remove: np.ndarray) -> int:
+        """Remove the synapses at positions where ``remove`` (bool, aligned with data) is True.
+
+        All state arrays drop the same entries. O(nnz). Returns the number removed.
+        """
+        remove = np.asarray(remove, dtype=bool)
+        if remove.shape != (self.nnz,):
+            raise ShapeError(f"prune mask has shape {remove.shape}, expected ({self.nnz},)")
+        n_removed = int(remove.sum())
+        if n_removed == 0:
+            return 0
+        keep = ~remove
+        indptr = np.zeros(self.shape[0] + 1, dtype=np.int32)
+        np.cumsum(np.bincount(self.rows()[keep], minlength=self.shape[0]), out=indptr[1:])
+        self.matrix = sp.csr_matrix((self.data[keep], self.indices[keep], indptr), shape=self.shape)
+        self.state = {name: values[keep] for name, values in self.state.items()}
+        return n_removed
+
+    def prune_columns(self, columns: np.ndarray) -> int:
+        """Remove every incoming synapse of the postsynaptic neurons ``columns``."""
+        dead = np.zeros(self.shape[1], dtype=bool)
+        dead[np.asarray(columns, dtype=np.int64)] = True
+        return self.prune(dead[self.indices])
+
+    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray) -> int:
+        """Create synapses ``(pre[k], post[k])`` with ``weights[k]``.
+
+        New entries get zero in every state array (fresh optimizer moments, counters).
+        The CSR stays canonical; existing entries keep their order. O(nnz + k log k).
+
+        Raises
+        ------
+        ShapeError
+            If the three arrays differ in length or an index is out of range.
+        ValueError
+            If a pair already exists or appears twice.
+        """
+        pre = np.asarray(pre, dtype=np.int64).ravel()
+        post = np.asarray(post, dtype=np.int64).ravel()
+        weights = np.asarray(weights, dtype=np.float32).ravel()
+        if not (pre.shape == post.shape == weights.shape):
+            raise ShapeError(f"regrow needs equal-length pre/post/weights, got {pre.shape}, {post.shape}, {weights.shape}")
+        if pre.size == 0:
+            return 0
+        n_pre, n_post = self.shape
+        if pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post:
+            raise ShapeError(f"regrow index out of range for a {n_pre}x{n_post} store")
+        new_keys = pre * n_post + post
+        order = np.argsort(new_keys, kind="stable")
+        new_keys, pre, post, weights = new_keys[order], pre[order], post[order], weights[order]
+        if np.any(new_keys[1:] == new_keys[:-1]):
+            raise ValueError("regrow got the same (pre, post) pair twice")
+        keys = self.rows().astype(np.int64) * n_post + self.indices
+        at = np.searchsorted(keys, new_keys)
+        exists = at < keys.size
+        exists[exists] = keys[at[exists]] == new_keys[exists]
+        if exists.any():
+            k = int(np.argmax(exists))
+            raise ValueError(f"regrow: synapse ({pre[k]}, {post[k]}) already exists")
+        indptr = self.indptr + np.searchsorted(pre, np.arange(n_pre + 1), side="left").astype(np.int32)
+        self.matrix = sp.csr_matrix(
+            (np.insert(self.data, at, weights), np.insert(self.indices, at, post.astype(np.int32)), indptr),
+            shape=self.shape,
+        )
+        self.state = {
+            name: np.insert(values, at, np.zeros((), dtype=values.dtype)) for name, values in self.state.items()
+        }
+        return int(pre.size)
+
+    def is_canonical(self) -> bool:
+        """True when indptr is monotone, indices are in range, sorted and unique per row."""
+        indptr, indices = self.indptr, self.indices
+        if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
+            return False
+        if indices.size == 0:
+            return True
+        if indices.min() < 0 or indices.max() >= self.shape[1]:
+            return False
+        step = np.diff(indices.astype(np.int64))
+        row_start = np.zeros(indices.size, dtype=bool)
+        row_start[indptr[:-1][np.diff(indptr) > 0]] = True
+        return bool(np.all((step > 0) | row_start[1:]))

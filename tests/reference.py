@@ -1,0 +1,98 @@
+"""Dense plain-NumPy twins of evsim's kernels: slow, obvious, and the oracle for tests.
+
+Everything here works on dense arrays: inputs ``x[T, B, D]``, weights ``W[D, N]``
+(zeros where no synapse exists), biases ``b[N]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def heaviside(u, v_th):
+    return (u > v_th).astype(np.float32)
+
+
+def lif_forward(x, weight, bias, decay=0.2, v_th=0.5, reset="hard", spike_fn=heaviside):
+    """Membrane ``u`` and spikes ``o`` ``[T, B, N]`` of one LIF layer (see evsim.neuron)."""
+    n_steps, batch, _ = x.shape
+    n = weight.shape[1]
+    decay, v_th = np.float32(decay), np.float32(v_th)
+    u = np.zeros((n_steps, batch, n), dtype=x.dtype)
+    o = np.zeros_like(u)
+    u_prev = np.zeros((batch, n), dtype=x.dtype)
+    o_prev = np.zeros_like(u_prev)
+    for t in range(n_steps):
+        current = x[t] @ weight + bias
+        if reset == "hard":
+            u[t] = decay * u_prev * (1 - o_prev) + current
+        else:
+            u[t] = decay * u_prev - v_th * o_prev + current
+        o[t] = spike_fn(u[t], v_th)
+        u_prev, o_prev = u[t], o[t]
+    return u, o
+
+
+def lif_backward(grad_o, u, o, spike_grad, decay=0.2, v_th=0.5, reset="hard", detach_reset=False):
+    """dL/du ``[T, B, N]`` given dL/do from above; ``spike_grad`` = do/du at each u."""
+    n_steps = u.shape[0]
+    decay, v_th = np.float32(decay), np.float32(v_th)
+    grad_u = np.zeros_like(u)
+    carry = np.zeros_like(u[0])
+    for t in range(n_steps - 1, -1, -1):
+        if reset == "hard":
+            reset_grad = -decay * u[t] * carry
+            leak = decay * (1 - o[t])
+        else:
+            reset_grad = -v_th * carry
+            leak = decay
+        go = grad_o[t] + (0 if detach_reset else reset_grad)
+        grad_u[t] = go * spike_grad[t] + carry * leak
+        carry = grad_u[t]
+    return grad_u
+
+
+def network_forward(x, weights, biases, spike_fn=heaviside, **lif):
+    """Forward through all layers; returns counts ``[B, n_out]`` and per-layer (input, u, o)."""
+    trace = []
+    for weight, bias in zip(weights, biases):
+        u, o = lif_forward(x, weight, bias, spike_fn=spike_fn, **lif)
+        trace.append((x, u, o))
+        x = o
+    return trace[-1][2].sum(axis=0), trace
+
+
+def network_backward(trace, weights, grad_counts, surrogate, **lif):
+    """Dense BPTT. ``surrogate(u)`` gives do/du. Returns lists of dL/dW (dense) and dL/db."""
+    grad_o = np.broadcast_to(grad_counts, trace[-1][2].shape).copy()
+    grads_w, grads_b = [None] * len(weights), [None] * len(weights)
+    for k in range(len(weights) - 1, -1, -1):
+        x, u, o = trace[k]
+        grad_u = lif_backward(grad_o, u, o, surrogate(u), **lif)
+        grads_w[k] = np.einsum("tbi,tbj->ij", x, grad_u)
+        grads_b[k] = grad_u.sum(axis=(0, 1))
+        grad_o = grad_u @ weights[k].T
+    return grads_w, grads_b
+
+
+def mse_rate(counts, labels, n_steps):
+    target = np.zeros_like(counts)
+    target[np.arange(len(labels)), labels] = 1
+    return float(np.mean((counts / n_steps - target) ** 2))
+
+
+def adam(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False):
+    """One Adam/AdamW step on copies; returns (param, m, v)."""
+    g = grad + (0 if decoupled else weight_decay * param)
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    update = lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
+    if decoupled:
+        update = update + lr * weight_decay * param
+    return param - update, m, v
+
+
+def dyadic_weights(rng, shape, density=1.0, scale=64):
+    """Weights that are small multiples of 1/scale: every sum of them is exact in float32,
+    so event-driven and dense results must agree bit for bit, whatever the summation order."""
+    w = rng.integers(-12, 13, size=shape).astype(np.float32) / np.float32(scale)
+    return w * (rng.random(shape) < density)

@@ -1,0 +1,156 @@
+"""Backward pass: reference vs finite differences, kernels vs reference."""
+import numpy as np
+import pytest
+
+from evsim.kernels.events import dense_to_events
+from evsim.layers import SparseLinear
+from evsim.loss import mse_rate
+from evsim.network import Network
+from evsim.neuron import LIFParameters, surrogate_grad
+from evsim.synapses import SynapseStore
+from tests.reference import dyadic_weights, mse_rate as ref_mse, network_backward, network_forward
+
+SHARPNESS = 4.0
+
+
+def smooth_spike(u, v_th):
+    return 1.0 / (1.0 + np.exp(-SHARPNESS * (u - v_th)))
+
+
+def smooth_spike_grad(u, v_th=0.5):
+    s = smooth_spike(u, v_th)
+    return SHARPNESS * s * (1 - s)
+
+
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_reference_bptt_matches_finite_differences(reset, detach_reset):
+    """With a smooth spike function the reference BPTT is the exact gradient
+    (detached reset excepted: then it is not, and we check it differs)."""
+    rng = np.random.default_rng(0)
+    n_steps, batch = 5, 3
+    x = (rng.random((n_steps, batch, 6)) < 0.5).astype(np.float64)
+    weights = [rng.normal(0, 0.6, (6, 5)), rng.normal(0, 0.6, (5, 3))]
+    biases = [rng.normal(0, 0.2, 5), rng.normal(0, 0.2, 3)]
+    labels = np.array([0, 2, 1])
+    lif = dict(reset=reset)
+
+    def loss_of(ws):
+        counts, _ = network_forward(x, ws, biases, spike_fn=smooth_spike, **lif)
+        return ref_mse(counts, labels, n_steps)
+
+    counts, trace = network_forward(x, weights, biases, spike_fn=smooth_spike, **lif)
+    target = np.zeros_like(counts)
+    target[np.arange(batch), labels] = 1
+    grad_counts = 2 * (counts / n_steps - target) / (counts.size * n_steps)
+    grads_w, _ = network_backward(trace, weights, grad_counts, smooth_spike_grad, detach_reset=detach_reset, **lif)
+
+    eps = 1e-6
+    numeric = [np.zeros_like(w) for w in weights]
+    for k, w in enumerate(weights):
+        for idx in np.ndindex(w.shape):
+            plus = [v.copy() for v in weights]
+            minus = [v.copy() for v in weights]
+            plus[k][idx] += eps
+            minus[k][idx] -= eps
+            numeric[k][idx] = (loss_of(plus) - loss_of(minus)) / (2 * eps)
+    if detach_reset:
+        assert not np.allclose(grads_w[0], numeric[0], rtol=1e-4, atol=1e-9)
+    else:
+        for analytic, fd in zip(grads_w, numeric):
+            np.testing.assert_allclose(analytic, fd, rtol=1e-5, atol=1e-9)
+
+
+def build_network(rng, sizes, density, path, lif):
+    layers = []
+    weights, biases = [], []
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        w = dyadic_weights(rng, (n_in, n_out), density, scale=16)
+        b = (rng.integers(-4, 5, n_out) / 16).astype(np.float32)
+        layers.append(SparseLinear(SynapseStore.from_dense(w, w != 0), b, path=path))
+        weights.append(w)
+        biases.append(b)
+    return Network(layers, lif), weights, biases
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+@pytest.mark.parametrize("lif", [
+    LIFParameters(),
+    LIFParameters(reset="subtract"),
+    LIFParameters(detach_reset=True),
+    LIFParameters(surrogate="atan"),
+    LIFParameters(surrogate="triangle", width=0.7),
+    LIFParameters(surrogate="fast_sigmoid", reset="subtract"),
+], ids=lambda p: f"{p.reset}-{p.surrogate}-{'detach' if p.detach_reset else 'attached'}")
+def test_kernel_gradients_equal_dense_reference(rng, path, lif):
+    sizes = [50, 30, 20, 4]
+    net, weights, biases = build_network(rng, sizes, 0.4, path, lif)
+    n_steps, batch = 8, 6
+    x = (rng.random((n_steps, batch, sizes[0])) < 0.3).astype(np.float32) * rng.integers(1, 3, (n_steps, batch, sizes[0]))
+    labels = rng.integers(0, 4, batch)
+
+    counts, traces = net.forward(x.astype(np.float32))
+    _, grad_counts = mse_rate(counts.copy(), labels, n_steps)
+    net.backward(traces, grad_counts, dense_grad=True)
+
+    lif_kw = dict(decay=lif.decay, v_th=lif.v_th, reset=lif.reset)
+    ref_counts, ref_trace = network_forward(x.astype(np.float32), weights, biases, **lif_kw)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert all(tr[2].sum() > 0 for tr in ref_trace), "every layer should spike in this test"
+    grads_w, grads_b = network_backward(
+        ref_trace, weights, grad_counts,
+        lambda u: surrogate_grad(u - np.float32(lif.v_th), lif.surrogate, lif.width),
+        detach_reset=lif.detach_reset, **lif_kw)
+    for layer, gw, gb in zip(net.layers, grads_w, grads_b):
+        scale = np.abs(gw).max() + 1e-12
+        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+                                   atol=1e-5 * scale)
+        np.testing.assert_allclose(layer.grad_bias, gb, rtol=1e-4, atol=1e-5 * (np.abs(gb).max() + 1e-12))
+        if layer.develops:
+            np.testing.assert_allclose(layer.grad_dense, gw, rtol=1e-4, atol=1e-5 * scale)
+        assert np.abs(layer.grad_data).max() > 0
+
+
+def test_gradients_with_pruned_hidden_neurons(rng):
+    net, weights, biases = build_network(rng, [40, 16, 3], 0.6, "auto", LIFParameters())
+    net.layers[0].kill([1, 4, 9])
+    weights[0][:, [1, 4, 9]] = 0
+    x = (rng.random((6, 5, 40)) < 0.4).astype(np.float32)
+    labels = rng.integers(0, 3, 5)
+    counts, traces = net.forward(x)
+    _, grad_counts = mse_rate(counts.copy(), labels, 6)
+    net.backward(traces, grad_counts)
+
+    # Reference: dead neurons have no synapses and a frozen bias that must not matter,
+    # so give them a bias far below threshold (they never fire) in the dense twin.
+    ref_biases = [biases[0].copy(), biases[1]]
+    ref_biases[0][[1, 4, 9]] = -100.0
+    ref_counts, ref_trace = network_forward(x, weights, ref_biases)
+    np.testing.assert_array_equal(counts, ref_counts)
+    grads_w, grads_b = network_backward(ref_trace, weights, grad_counts,
+                                        lambda u: surrogate_grad(u - np.float32(0.5)))
+    for layer, gw in zip(net.layers, grads_w):
+        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+                                   atol=1e-6)
+    assert np.all(net.layers[0].grad_bias[[1, 4, 9]] == 0)
+
+
+@pytest.mark.parametrize("kind", ["triangle", "atan", "fast_sigmoid"])
+def test_smooth_surrogates_are_derivatives_of_their_primitive(kind):
+    width = 0.5
+    a = 1 / width
+    primitives = {
+        "triangle": lambda x: np.select([x < -width, x < 0, x < width],
+                                        [0.0, 0.5 * (1 + x / width) ** 2, 1 - 0.5 * (1 - x / width) ** 2], 1.0),
+        "atan": lambda x: np.arctan(np.pi * a * x / 2) / np.pi + 0.5,
+        "fast_sigmoid": lambda x: x / (1 + a * np.abs(x)),
+    }
+    x = np.linspace(-2, 2, 401)
+    x = x[np.abs(np.abs(x) - width) > 1e-3]  # away from the triangle's kinks
+    numeric = (primitives[kind](x + 1e-6) - primitives[kind](x - 1e-6)) / 2e-6
+    np.testing.assert_allclose(surrogate_grad(x, kind, width), numeric, rtol=1e-3, atol=1e-4)
+
+
+def test_rectangular_surrogate_is_the_paper_window():
+    x = np.array([-0.6, -0.5, -0.49, 0.0, 0.49, 0.5, 0.6], dtype=np.float32)
+    np.testing.assert_array_equal(surrogate_grad(x), [0, 0, 1, 1, 1, 0, 0])

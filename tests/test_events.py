@@ -1,0 +1,41 @@
+import numpy as np
+
+from evsim.kernels.events import dense_to_events, group_by_row
+
+
+def test_dense_to_events_roundtrip(rng):
+    dense = (rng.random((4, 3, 11)) < 0.3) * rng.integers(1, 5, (4, 3, 11))
+    dense = dense.astype(np.float32)
+    events = dense_to_events(dense)
+    back = np.zeros_like(dense).reshape(12, 11)
+    for s in range(12):
+        sl = slice(events.ptr[s], events.ptr[s + 1])
+        assert np.all(np.diff(events.idx[sl]) > 0)
+        back[s, events.idx[sl]] = events.val[sl]
+    np.testing.assert_array_equal(back.reshape(dense.shape), dense)
+    assert events.count == np.count_nonzero(dense)
+
+
+def test_index_map_and_uint8_spikes(rng):
+    spikes = (rng.random((2, 2, 4)) < 0.5).astype(np.uint8)
+    events = dense_to_events(spikes, np.array([1, 5, 6, 9], dtype=np.int32))
+    assert set(events.idx.tolist()) <= {1, 5, 6, 9}
+    assert np.all(events.val == 1)
+
+
+def test_group_by_row_is_a_transpose(rng):
+    dense = ((rng.random((3, 2, 7)) < 0.4) * rng.random((3, 2, 7))).astype(np.float32)
+    events = dense_to_events(dense)
+    by_row = group_by_row(events, 7)
+    flat = dense.reshape(6, 7)
+    for i in range(7):
+        sl = slice(by_row.row_ptr[i], by_row.row_ptr[i + 1])
+        np.testing.assert_array_equal(by_row.slot[sl], np.flatnonzero(flat[:, i]))
+        np.testing.assert_array_equal(by_row.val[sl], flat[flat[:, i] != 0, i])
+
+
+def test_no_events_at_all():
+    events = dense_to_events(np.zeros((3, 2, 5), dtype=np.float32))
+    assert events.count == 0 and events.ptr.shape == (7,)
+    by_row = group_by_row(events, 5)
+    assert by_row.row_ptr.tolist() == [0] * 6

@@ -1,0 +1,98 @@
+"""Event-driven propagation + LIF against the dense NumPy reference (exact equality)."""
+import numpy as np
+import pytest
+
+from evsim.kernels.events import dense_to_events
+from evsim.neuron import LIFParameters
+from tests.conftest import make_layer
+from tests.reference import lif_forward
+
+
+def spikes_input(rng, shape, activity):
+    return (rng.random(shape) < activity).astype(np.float32)
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+@pytest.mark.parametrize("density", [1.0, 0.3, 0.02])
+def test_forward_equals_dense_reference(rng, path, reset, density):
+    layer, weight, bias = make_layer(rng, 200, 25, density, path, scale=16)
+    x = spikes_input(rng, (7, 5, 200), 0.2)
+    lif = LIFParameters(reset=reset)
+    _, trace = layer.forward(dense_to_events(x), lif)
+    u_ref, o_ref = lif_forward(x, weight, bias, reset=reset)
+    np.testing.assert_array_equal(trace.u, u_ref)
+    np.testing.assert_array_equal(trace.spikes, o_ref.astype(np.uint8))
+    assert o_ref.sum() > 0, "test input should make neurons fire"
+
+
+def test_paths_agree_on_count_inputs(rng):
+    """Count frames: a value k acts as k events."""
+    rows, weight, bias = make_layer(rng, 40, 30, 0.5, "rows")
+    csr = type(rows)(rows.store, bias, path="csr")
+    x = rng.integers(0, 4, size=(6, 4, 40)).astype(np.float32) * (rng.random((6, 4, 40)) < 0.3)
+    events = dense_to_events(x)
+    out_rows, tr_rows = rows.forward(events, LIFParameters())
+    out_csr, tr_csr = csr.forward(events, LIFParameters())
+    u_ref, o_ref = lif_forward(x, weight, bias)
+    np.testing.assert_array_equal(tr_rows.u, u_ref)
+    np.testing.assert_array_equal(tr_csr.u, u_ref)
+    np.testing.assert_array_equal(out_rows.idx, out_csr.idx)
+    np.testing.assert_array_equal(out_rows.ptr, out_csr.ptr)
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_empty_rows_and_silent_steps(rng, path):
+    """Inputs with no synapses and time steps with no events at all."""
+    layer, weight, bias = make_layer(rng, 30, 12, 0.5, path)
+    layer.store.prune(np.isin(layer.store.rows(), [0, 3, 7]))  # rows 0, 3, 7 lose all synapses
+    layer.rebuild()
+    weight[[0, 3, 7]] = 0
+    x = spikes_input(rng, (8, 3, 30), 0.4)
+    x[[1, 4, 5]] = 0  # silent steps
+    x[:, :, [0, 3, 7]] = 1  # the empty rows fire every step
+    _, trace = layer.forward(dense_to_events(x), LIFParameters())
+    u_ref, o_ref = lif_forward(x, weight, bias)
+    np.testing.assert_array_equal(trace.u, u_ref)
+    np.testing.assert_array_equal(trace.spikes, o_ref.astype(np.uint8))
+
+
+def test_no_input_events_gives_bias_driven_dynamics(rng):
+    layer, weight, bias = make_layer(rng, 10, 6)
+    x = np.zeros((5, 2, 10), dtype=np.float32)
+    events = dense_to_events(x)
+    assert events.count == 0
+    _, trace = layer.forward(events, LIFParameters())
+    u_ref, _ = lif_forward(x, weight, bias)
+    np.testing.assert_array_equal(trace.u, u_ref)
+
+
+def test_golden_trace_constant_current():
+    """Closed form: constant current I = 0.3, decay 0.2, v_th 0.5, hard reset.
+
+    u1 = 0.3, u2 = 0.36, u3 = 0.372, u4 = 0.3744, ... never reaches 0.5 (limit 0.375);
+    with I = 0.45: u1 = 0.45, u2 = 0.54 -> spike, u3 = 0.45 (reset), u4 = 0.54 -> spike.
+    """
+    from evsim.layers import SparseLinear
+    from evsim.synapses import SynapseStore
+
+    layer = SparseLinear(SynapseStore.from_dense(np.array([[0.3, 0.45]], np.float32)), np.zeros(2, np.float32))
+    x = np.ones((4, 1, 1), dtype=np.float32)
+    _, trace = layer.forward(dense_to_events(x), LIFParameters())
+    np.testing.assert_allclose(trace.u[:, 0, 0], [0.3, 0.36, 0.372, 0.3744], rtol=1e-6)
+    np.testing.assert_allclose(trace.u[:, 0, 1], [0.45, 0.54, 0.45, 0.54], rtol=1e-6)
+    np.testing.assert_array_equal(trace.spikes[:, 0, 1], [0, 1, 0, 1])
+    np.testing.assert_array_equal(trace.spikes[:, 0, 0], [0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_dead_neurons_are_compacted(rng, path):
+    layer, weight, bias = make_layer(rng, 20, 10, 1.0, path)
+    layer.kill([2, 5, 6])
+    assert layer.alive_index.tolist() == [0, 1, 3, 4, 7, 8, 9]
+    x = spikes_input(rng, (5, 3, 20), 0.5)
+    out, trace = layer.forward(dense_to_events(x), LIFParameters())
+    assert trace.u.shape == (5, 3, 7)
+    u_ref, o_ref = lif_forward(x, weight[:, layer.alive_index], bias[layer.alive_index])
+    np.testing.assert_array_equal(trace.u, u_ref)
+    assert not np.isin(out.idx, [2, 5, 6]).any()
