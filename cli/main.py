@@ -9,11 +9,20 @@ from evsim.errors import EvsimError
 
 
 class EvsimGroup(click.Group):
-    """Turns every deliberate EvsimError into a one-line message and exit code 2."""
+    """Reports bad usage and every deliberate EvsimError as one line, exit code 2."""
 
-    def invoke(self, ctx):
+    def main(self, args=None, prog_name=None, **kwargs):
+        kwargs.pop("standalone_mode", None)  # errors are always handled here
         try:
-            return super().invoke(ctx)
+            return super().main(args, prog_name, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except EvsimError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)

@@ -1,7 +1,63 @@
-"""``evsim train``."""
+"""``evsim train``: parse options, build a TrainConfig, train, report."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
 import click
+
+from evsim.cli.options import data_options_from, dataset_options
+from evsim.errors import ConfigError
+from evsim.neuron import RESETS, SURROGATES, LIFParameters
+from evsim.optim import OPTIMIZERS, SCHEDULES
+from evsim.presets import preset
+from evsim.train import TrainConfig, parse_hidden, train as run_training
+
+
+def _hidden(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_hidden(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).split("; ")[0].replace("--hidden ", "")) from None
 
 
 @click.command()
-def train():
-    """Train a spiking network."""
+@dataset_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [preset: 15].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch [preset: 100].")
+@click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes, e.g. 800 or 800,400 [preset].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate [preset: 1e-3].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [preset: adam].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
+              help="Learning-rate schedule: x0.1 every --step-epochs, or cosine with --warmup-epochs.")
+@click.option("--step-epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--loss", type=click.Choice(["mse", "ce"]), default=None, help="mse on rates (paper) or ce [preset: mse].")
+@click.option("--reset", type=click.Choice(RESETS), default="hard", show_default=True, help="Membrane reset.")
+@click.option("--surrogate", type=click.Choice(SURROGATES), default="rectangular", show_default=True)
+@click.option("--path", type=click.Choice(["auto", "rows", "csr"]), default="auto", show_default=True,
+              help="Propagation path (auto chooses per layer by synapse density).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Numba threads (0 = all cores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: runs/<dataset>-<timestamp>].")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def train(**opts):
+    """Train a spiking network with BPTT on the event-driven engine."""
+    defaults = preset(opts["dataset"])
+    pick = {key: defaults[key] if opts.get(key) is None else opts[key]
+            for key in ("epochs", "batch_size", "time_steps", "hidden", "lr", "optimizer", "loss")}
+    data = data_options_from(opts, pick["time_steps"], opts["seed"])
+    out = opts["out"] or Path("runs") / f"{opts['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = TrainConfig(
+        dataset=opts["dataset"], data=data, **pick,
+        weight_decay=opts["weight_decay"], schedule=opts["schedule"], step_epochs=opts["step_epochs"],
+        warmup_epochs=opts["warmup_epochs"], lif=LIFParameters(reset=opts["reset"], surrogate=opts["surrogate"]),
+        path=opts["path"], seed=opts["seed"], threads=opts["threads"], out=str(out),
+    )
+    summary = run_training(config, out, progress=opts["progress"], echo=click.echo)
+    click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%), "
+               f"{summary['synapses']} synapses, data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")

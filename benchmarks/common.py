@@ -1,0 +1,38 @@
+"""Shared helpers for benchmarks: seeded inputs, warm-up, best-of-N timing."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+
+def best_time(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """Best wall time of ``fn()`` in seconds over ``repeat`` runs, after untimed warm-up
+    calls that absorb JIT compilation. Best-of-N is the least noisy on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def spike_input(rng: np.random.Generator, n_steps: int, batch: int, n: int, activity: float) -> np.ndarray:
+    """Binary ``[T, B, n]`` input with a fraction ``activity`` of cells active."""
+    return (rng.random((n_steps, batch, n), dtype=np.float32) < activity).astype(np.float32)
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "threads": numba.get_num_threads(),
+            "numpy": np.__version__, "numba": numba.__version__}
+
+
+def save_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")

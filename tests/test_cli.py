@@ -1,0 +1,46 @@
+"""The CLI: bad options give one line and exit code 2; a tiny run writes its folder."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+
+
+def run(args):
+    runner = CliRunner()
+    return runner.invoke(main, args, prog_name="evsim")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "--time-steps", "0"], "--time-steps"),
+    (["train", "--hidden", "abc"], "--hidden"),
+    (["train", "--hidden", "800,-3"], "--hidden"),
+    (["train", "--dataset", "nosuchset"], "--dataset"),
+    (["train", "--lr", "0"], "--lr"),
+])
+def test_bad_options_give_one_line_and_exit_2(args, fragment):
+    result = run(args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_tiny_training_run_writes_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = run(["train", "--dataset", "mnist", "--epochs", "2", "--hidden", "24", "--time-steps", "4",
+                  "--batch-size", "200", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden"] == [24] and config["time_steps"] == 4 and config["data_source"] == "mnist-5k"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_acc", "synapses", "wall_s"):
+        assert key in rows[0]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("test_acc", "best_test_acc", "epochs", "synapses", "data_source", "wall_s"):
+        assert key in summary
+    assert summary["synapses"] == 784 * 24 + 24 * 10
+    assert summary["test_acc"] > 0.3, "even a tiny network should learn something in 2 epochs"
+    assert "epoch   2" in result.output and "mnist-5k" in result.output
