@@ -38,6 +38,6 @@ def load_dataset(name: str, options: DataOptions | None = None) -> Dataset:
 
 
 # Loader modules register themselves on import.
-from evsim.data import mnist  # noqa: E402,F401
+from evsim.data import cifar10, dvsgesture, mnist, nmnist  # noqa: E402,F401
 
 __all__ = ["DATASETS", "DataOptions", "Dataset", "Split", "ENCODINGS", "register", "load_dataset"]

@@ -22,6 +22,9 @@ import numpy as np
 
 ENCODINGS = ("rate", "direct", "frames")
 
+# Frame count T per dataset when the user gives no --time-steps (SD-SNN paper values).
+DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20}
+
 
 @dataclass(frozen=True)
 class Split:
@@ -93,6 +96,8 @@ class DataOptions:
     denoise_us : ``tonic.transforms.Denoise`` filter time in microseconds, 0 = off.
     downsample : target spatial size for DVS-Gesture (e.g. 32 or 48), 0 = native.
     seed : seed for the fixed train/test split and the emulator.
+    download : let a loader download real data (tonic) when it is not on disk; the
+        environment variable ``EVSIM_OFFLINE`` (any non-empty value) also turns it off.
     """
 
     data_dir: Path | None = None
@@ -105,3 +110,4 @@ class DataOptions:
     denoise_us: int = 0
     downsample: int = 0
     seed: int = 0
+    download: bool = True

@@ -1,0 +1,101 @@
+"""On-disk cache for framed and emulated datasets.
+
+Every cache entry is a folder named by a hash of everything that shapes its content
+(dataset, source files, frame count, slicing, crop, denoise, downsampling, code
+version), so a changed option can never be served a stale entry. Entries are built in
+a temporary sibling folder and renamed into place only when complete: an interrupted
+or failed build leaves nothing half-written behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    """``$EVSIM_CACHE`` if set, else ``~/.cache/evsim``."""
+    env = os.environ.get("EVSIM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "evsim"
+
+
+def resolve_cache_dir(cache_dir: Path | None) -> Path:
+    """The cache folder to use: ``cache_dir`` or the default."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def cache_key(parts: dict) -> str:
+    """Stable 16-hex-digit hash of a JSON-serialisable dict."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def files_fingerprint(files: list, labels) -> dict:
+    """Identity of a file set: count, total size, newest mtime and a hash of names and labels.
+
+    Cheap (one ``stat`` per file) and changes when any file is added, removed,
+    relabelled, resized or rewritten.
+    """
+    digest = hashlib.sha256()
+    total = 0
+    newest = 0
+    for path, label in zip(files, labels):
+        st = os.stat(path)
+        total += st.st_size
+        newest = max(newest, st.st_mtime_ns)
+        digest.update(f"{path}\0{int(label)}\n".encode())
+    return {"files": len(files), "bytes": total, "mtime_ns": newest, "names": digest.hexdigest()[:16]}
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Build a folder in a temporary sibling and rename it to ``final`` on success.
+
+    Yields the temporary folder. On an exception the temporary folder is deleted and
+    ``final`` is left untouched. If ``final`` already exists and is not empty (a
+    concurrent build finished first), the new build is discarded.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)  # succeeds when final is absent or an empty folder
+        except OSError:
+            if not (final.is_dir() and any(final.iterdir())):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_entry(folder: Path) -> tuple[dict, dict] | None:
+    """Arrays (memory-mapped, read-only) and metadata of a complete cache entry, or ``None``."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    return arrays, meta
+
+
+def write_meta(folder: Path, meta: dict, arrays: list[str]) -> None:
+    """Write ``meta.json`` listing the ``.npy`` arrays that complete the entry."""
+    meta = dict(meta, arrays=list(arrays))
+    (Path(folder) / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=_plain))
+
+
+def _plain(value):
+    """JSON fallback for NumPy scalars and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

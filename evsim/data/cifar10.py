@@ -1,0 +1,134 @@
+"""CIFAR-10 from its python pickle batches (``cifar-10-batches-py``); no offline substitute.
+
+Expected under ``--data-dir`` / ``$EVSIM_DATA`` (DIR): ``DIR/cifar-10-batches-py/``
+(or DIR itself) holding ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``, each a
+pickled dict with ``b"data"`` (``[10000, 3072]`` uint8, channel planes R, G, B of
+32 x 32) and ``b"labels"``. The pickles are read with an unpickler that only admits
+NumPy arrays and plain containers, so a malicious file cannot run code.
+
+Encodings: ``"direct"`` (default; the image, normalised per channel with the usual
+CIFAR-10 mean and std, repeated at every time step) or ``"rate"`` (intensities in
+[0, 1] as Bernoulli spike probabilities).
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from evsim.data import register
+from evsim.data.base import DataOptions, Dataset, Split
+from evsim.data.nmnist import check_source, data_dir_of
+from evsim.errors import ConfigError, DataError
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = [f"data_batch_{k}" for k in range(1, 6)]
+TEST_BATCHES = ["test_batch"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
+STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch contains (NumPy arrays, dicts, lists, bytes)."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 3072]`` uint8 and labels ``[N]`` int64 of one pickle batch.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or not a valid pickle, or lacks ``data``/``labels`` of
+        consistent shapes with labels 0..9.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            batch = _SafeUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing CIFAR-10 batch; the folder needs {', '.join(TRAIN_BATCHES + TEST_BATCHES)}") from None
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise DataError(f"{path}: not a readable CIFAR-10 pickle batch ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path}: CIFAR-10 batch must be a dict with b'data' and b'labels'")
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[b"labels"])
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or len(labels) != len(data):
+        raise DataError(f"{path}: expected uint8 data [N, 3072] and N labels, got data {data.shape} "
+                        f"{data.dtype} and {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: label {int(labels.max())} is not a class 0..9")
+    return data, labels.astype(np.int64)
+
+
+def find_cifar10(options: DataOptions) -> Path:
+    """The folder holding the CIFAR-10 batches.
+
+    Raises
+    ------
+    ConfigError
+        For ``source="emulated"`` (there is no substitute) or an unknown source.
+    DataError
+        If no folder with ``data_batch_1`` is found.
+    """
+    check_source(options.source)
+    if options.source == "emulated":
+        raise ConfigError("there is no emulated CIFAR-10; use --source auto or real with the real batches")
+    data_dir = data_dir_of(options)
+    if data_dir is not None:
+        for folder in (data_dir / FOLDER, data_dir):
+            if (folder / TRAIN_BATCHES[0]).is_file():
+                return folder
+    raise DataError(f"CIFAR-10 not found in {data_dir or '--data-dir (or $EVSIM_DATA)'}; put the python "
+                    f"version there: {FOLDER}/data_batch_1..5 and {FOLDER}/test_batch")
+
+
+def _load_split(folder: Path, names: list[str], encoding: str) -> Split:
+    parts = [read_batch(folder / name) for name in names]
+    images = np.concatenate([p[0] for p in parts]).astype(np.float32) * np.float32(1.0 / 255.0)
+    labels = np.concatenate([p[1] for p in parts])
+    if encoding == "direct":
+        planes = images.reshape(len(images), 3, 1024)
+        planes -= MEAN[None, :, None]
+        planes /= STD[None, :, None]
+    return Split(images, labels)
+
+
+@register("cifar10")
+def load_cifar10(options: DataOptions) -> Dataset:
+    """CIFAR-10 as ``[N, 3072]`` float32 (channel-major 3 x 32 x 32).
+
+    Returns
+    -------
+    Dataset
+        ``encoding`` ``"direct"`` (normalised values) or ``"rate"`` ([0, 1]);
+        ``source="real"``; ``meta`` with ``classes``, ``sensor_size`` and
+        ``normalization`` (mean/std, or ``None`` for rate coding).
+
+    Raises
+    ------
+    ConfigError
+        For a frame encoding.
+    """
+    encoding = options.encoding or "direct"
+    if encoding not in ("direct", "rate"):
+        raise ConfigError(f"CIFAR-10 is static images: use encoding direct or rate, not {encoding!r}")
+    folder = find_cifar10(options)
+    train = _load_split(folder, TRAIN_BATCHES, encoding)
+    test = _load_split(folder, TEST_BATCHES, encoding)
+    norm = {"mean": MEAN.tolist(), "std": STD.tolist()} if encoding == "direct" else None
+    return Dataset(name="cifar10", train=train, test=test, n_classes=10, sample_shape=(3, 32, 32),
+                   encoding=encoding, source="real",
+                   meta={"classes": CLASSES, "sensor_size": [32, 32, 3], "root": str(folder),
+                         "normalization": norm, "notice": None})

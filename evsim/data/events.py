@@ -1,0 +1,225 @@
+"""Event files and their framing, shared by the N-MNIST and DVS-Gesture loaders.
+
+Reading goes through tonic (``tonic.io.read_mnist_file``; DVS-Gesture ``.npy``
+files as tonic stores them) after checks that turn bad files into a one-line
+:class:`~evsim.errors.DataError` naming the file. Framing uses tonic's transforms
+(``Denoise``, ``CenterCrop``, ``Downsample``, ``ToFrame``): ``T`` frames of
+per-polarity event counts, sliced by equal event number (``n_event_bins``) or equal
+time (``n_time_bins``). Frames are ``[T, C, H, W]`` with channel 0 = OFF, 1 = ON.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evsim.data.base import Split
+from evsim.data.cache import write_meta
+from evsim.errors import ConfigError, DataError
+
+NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
+SLICINGS = ("events", "time")
+_RECORD_BYTES = 5
+_MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
+_OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
+
+
+def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarray:
+    """Read one N-MNIST 40-bit ``.bin`` recording with tonic's reader, after checks.
+
+    Returns
+    -------
+    Structured array with tonic's N-MNIST dtype (``x, y, t, p``), ``t`` in us.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, is empty, is truncated (size not a multiple of
+        5 bytes), holds no events, or has an event outside the sensor.
+    """
+    import tonic
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read N-MNIST file ({exc.strerror})") from None
+    if size == 0:
+        raise DataError(f"{path}: empty N-MNIST file (0 bytes); delete it or replace it with a good copy")
+    if size % _RECORD_BYTES:
+        raise DataError(f"{path}: truncated N-MNIST file ({size} bytes is not a multiple of 5-byte "
+                        "events); replace it with a complete copy")
+    events = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
+    if len(events) == 0:
+        raise DataError(f"{path}: N-MNIST file holds no events (only timestamp-overflow records)")
+    check_in_sensor(events, sensor_size, path)
+    return events
+
+
+def check_in_sensor(events: np.ndarray, sensor_size: tuple, path: Path) -> None:
+    """Raise :class:`DataError` naming ``path`` if an event lies outside ``sensor_size``."""
+    width, height, _ = sensor_size
+    bad = (events["x"] < 0) | (events["x"] >= width) | (events["y"] < 0) | (events["y"] >= height)
+    if np.any(bad):
+        first = events[np.flatnonzero(bad)[0]]
+        raise DataError(f"{path}: event at x={int(first['x'])}, y={int(first['y'])} lies outside the "
+                        f"{width}x{height} sensor ({int(bad.sum())} such events); the file is corrupt "
+                        "or not from this dataset")
+
+
+def encode_nmnist_bin(events: np.ndarray) -> bytes:
+    """N-MNIST 40-bit records for events with fields ``x, y, t, p`` (t in us, sorted).
+
+    Each event is 5 bytes: x, y, then polarity in bit 7 and the 23-bit timestamp.
+
+    Raises
+    ------
+    ConfigError
+        If a coordinate does not fit a byte (or is 240 in y, the overflow marker) or
+        a timestamp needs more than 23 bits.
+    """
+    x = np.asarray(events["x"], dtype=np.int64)
+    y = np.asarray(events["y"], dtype=np.int64)
+    t = np.asarray(events["t"], dtype=np.int64)
+    p = np.asarray(events["p"], dtype=np.int64)
+    if len(x) and (x.min() < 0 or x.max() > 255 or y.min() < 0 or y.max() > 255 or np.any(y == _OVERFLOW_Y)):
+        raise ConfigError("event coordinates must be 0..255 (and y != 240) to be written as N-MNIST")
+    if len(t) and (t.min() < 0 or t.max() >= _MAX_T_US):
+        raise ConfigError(f"event timestamps must be 0..{_MAX_T_US - 1} us to be written as N-MNIST")
+    raw = np.empty((len(x), _RECORD_BYTES), dtype=np.uint8)
+    raw[:, 0] = x
+    raw[:, 1] = y
+    raw[:, 2] = ((p != 0) << 7) | ((t >> 16) & 0x7F)
+    raw[:, 3] = (t >> 8) & 0xFF
+    raw[:, 4] = t & 0xFF
+    return raw.tobytes()
+
+
+def write_nmnist_bin(path: Path, events: np.ndarray) -> None:
+    """Write events as an N-MNIST ``.bin`` file (see :func:`encode_nmnist_bin`)."""
+    Path(path).write_bytes(encode_nmnist_bin(events))
+
+
+def check_framing(time_steps: int, slicing: str) -> None:
+    """Validate framing options.
+
+    Raises
+    ------
+    ConfigError
+        If ``time_steps`` < 1 or ``slicing`` is not one of :data:`SLICINGS`.
+    """
+    if int(time_steps) < 1:
+        raise ConfigError(f"time_steps must be at least 1, got {time_steps}")
+    if slicing not in SLICINGS:
+        raise ConfigError(f"unknown slicing {slicing!r}; choose one of: {', '.join(SLICINGS)}")
+
+
+def to_frames(events: np.ndarray, sensor_size: tuple, time_steps: int, slicing: str) -> np.ndarray:
+    """``[T, C, H, W]`` per-polarity count frames of one recording (tonic ``ToFrame``).
+
+    ``slicing="events"``: T bins of equal event number; ``"time"``: T bins of equal
+    duration. As in tonic, the remainder events that do not fill a whole bin are
+    dropped. An empty recording gives all-zero frames.
+    """
+    import tonic
+
+    width, height, channels = sensor_size
+    if len(events) == 0:
+        return np.zeros((time_steps, channels, height, width), dtype=np.int16)
+    if slicing == "events":
+        framer = tonic.transforms.ToFrame(sensor_size=sensor_size, n_event_bins=time_steps)
+    else:
+        framer = tonic.transforms.ToFrame(sensor_size=sensor_size, n_time_bins=time_steps)
+    return framer(events)
+
+
+class FrameWriter:
+    """Fills a ``[N, T, C, H, W]`` ``.npy`` file sample by sample, widening its dtype if needed.
+
+    Starts as uint8 (the common case: no pixel holds more than 255 events in a frame)
+    and switches to uint16, then float32, the first time a sample does not fit, so a
+    large data set stays small on disk and in memory.
+    """
+
+    def __init__(self, path: Path, shape: tuple):
+        self.path = Path(path)
+        self.shape = tuple(shape)
+        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=self.shape)
+
+    def put(self, index: int, frames: np.ndarray) -> None:
+        """Store sample ``index``."""
+        if self.array.dtype.kind == "u" and frames.size:
+            peak = int(frames.max())
+            if peak > np.iinfo(self.array.dtype).max:
+                self._widen(np.uint16 if peak <= np.iinfo(np.uint16).max else np.float32)
+        self.array[index] = frames
+
+    def _widen(self, dtype) -> None:
+        old = self.array
+        wide_path = self.path.with_suffix(".wide.npy")
+        wide = np.lib.format.open_memmap(wide_path, mode="w+", dtype=dtype, shape=self.shape)
+        wide[:] = old
+        wide.flush()
+        del old, self.array
+        wide_path.replace(self.path)
+        self.array = wide
+
+    def close(self) -> None:
+        """Flush to disk."""
+        self.array.flush()
+        del self.array
+
+
+def frame_split(folder: Path, name: str, files: list, labels, read, transform, sensor_out: tuple,
+                time_steps: int, slicing: str, desc: str, progress: bool | None) -> dict:
+    """Frame every file of one split into ``folder/<name>_inputs.npy`` and ``_labels.npy``.
+
+    Parameters
+    ----------
+    read : ``path -> events`` (validated structured array).
+    transform : ``events -> events`` applied before framing (denoise, crop, downsample).
+    sensor_out : tonic sensor size ``(W, H, P)`` after ``transform``.
+
+    Returns
+    -------
+    dict
+        Event statistics of the split's raw recordings: mean events per sample, ON
+        fraction, mean duration (ms), largest count in one frame pixel.
+    """
+    from tqdm import tqdm
+
+    width, height, channels = sensor_out
+    writer = FrameWriter(folder / f"{name}_inputs.npy", (len(files), time_steps, channels, height, width))
+    n_events = n_on = 0
+    duration_us = 0.0
+    for i, path in enumerate(tqdm(files, desc=desc, unit="sample", leave=False,
+                                  disable=None if progress is None else not progress)):
+        events = read(path)
+        n_events += len(events)
+        n_on += int(np.count_nonzero(events["p"]))
+        duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
+        writer.put(i, to_frames(transform(events), sensor_out, time_steps, slicing))
+    dtype = str(writer.array.dtype)
+    writer.close()
+    np.save(folder / f"{name}_labels.npy", np.asarray(labels, dtype=np.int64))
+    count = max(len(files), 1)
+    return {"samples": len(files), "events_per_sample": n_events / count,
+            "on_fraction": n_on / max(n_events, 1), "duration_ms": duration_us / count / 1000.0,
+            "dtype": dtype}
+
+
+def build_frames_entry(folder: Path, splits: dict, read, transform, sensor_out: tuple, time_steps: int,
+                       slicing: str, meta: dict, progress: bool | None) -> None:
+    """Frame ``splits`` (``{"train": (files, labels), "test": ...}``) into cache folder ``folder``."""
+    stats = {}
+    for name, (files, labels) in splits.items():
+        stats[name] = frame_split(folder, name, files, labels, read, transform, sensor_out, time_steps,
+                                  slicing, f"framing {meta.get('dataset', '')} {name}", progress)
+    arrays = [f"{name}_{kind}" for name in splits for kind in ("inputs", "labels")]
+    write_meta(folder, dict(meta, event_stats=stats), arrays)
+
+
+def splits_from_entry(arrays: dict) -> tuple[Split, Split]:
+    """Train and test :class:`Split` objects from a loaded cache entry."""
+    return (Split(arrays["train_inputs"], np.asarray(arrays["train_labels"])),
+            Split(arrays["test_inputs"], np.asarray(arrays["test_labels"])))

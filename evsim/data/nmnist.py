@@ -1,0 +1,319 @@
+"""N-MNIST (Orchard et al. 2015): real through tonic when present, else emulated.
+
+Where real N-MNIST is looked for (``--data-dir`` or ``$EVSIM_DATA``, called DIR):
+
+- tonic's layout ``DIR/NMNIST/Train/<digit>/*.bin`` (what ``tonic.datasets.NMNIST``
+  downloads; listed by tonic itself), or
+- a plain folder ``DIR/Train/<digit>/*.bin`` and ``DIR/Test/<digit>/*.bin`` of any size.
+
+With no DIR, a previous tonic download in ``<cache>/tonic/NMNIST`` is used, or tonic
+downloads there when the network allows. Every file is read with
+``tonic.io.read_mnist_file`` after checks (:func:`evsim.data.events.read_nmnist_bin`).
+
+When no real data can be had and ``source`` is ``"auto"``, the loader falls back to
+the emulated N-MNIST (:mod:`evsim.data.emulate`) and says so in ``meta["notice"]``;
+``Dataset.source`` is ``"real"`` or ``"emulated"``. Framing follows the SD-SNN paper:
+T frames (20 by default) of per-polarity counts sliced by equal event number (or
+equal time), optional 34 -> 32 centre crop, optional ``tonic.transforms.Denoise``.
+Framed data is cached (:mod:`evsim.data.cache`) and returned memory-mapped.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evsim.data import register
+from evsim.data.base import DataOptions, Dataset
+from evsim.data.cache import atomic_dir, cache_key, files_fingerprint, load_entry, resolve_cache_dir
+from evsim.data.emulate import emulated_nmnist_dir
+from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
+                               splits_from_entry)
+from evsim.errors import ConfigError, DataError
+
+FRAMING_VERSION = 1
+SOURCES = ("auto", "real", "emulated")
+CLASSES = [str(d) for d in range(10)]
+SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
+_DOWNLOAD_HOST = ("data.mendeley.com", 443)
+
+
+@dataclass(frozen=True)
+class EventFiles:
+    """The recordings of an event dataset, before framing.
+
+    Attributes
+    ----------
+    source : ``"real"`` or ``"emulated"``.
+    root : folder holding the split folders.
+    layout : ``"tonic"``, ``"plain"`` or ``"emulated"``.
+    splits : ``{"train": (files, labels), "test": (files, labels)}``.
+    notice : one line for the user when a fallback or a forced choice happened.
+    """
+
+    source: str
+    root: Path
+    layout: str
+    splits: dict
+    notice: str | None = None
+
+
+def data_dir_of(options: DataOptions) -> Path | None:
+    """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
+    if options.data_dir is not None:
+        return Path(options.data_dir).expanduser()
+    env = os.environ.get("EVSIM_DATA")
+    return Path(env).expanduser() if env else None
+
+
+def check_source(source: str) -> None:
+    """Raise :class:`ConfigError` unless ``source`` is one of :data:`SOURCES`."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+
+
+def class_folders(split_dir: Path) -> list[Path]:
+    """Digit subfolders (``0`` .. ``9``) of a split folder that hold ``.bin`` files.
+
+    Raises
+    ------
+    DataError
+        If there are none (e.g. the ``.bin`` files lie directly in the split folder).
+    """
+    folders = sorted(d for d in split_dir.iterdir()
+                     if d.is_dir() and d.name in CLASSES and any(d.glob("*.bin")))
+    if not folders:
+        raise DataError(f"{split_dir}: no class subfolders 0-9 holding .bin files; N-MNIST must be "
+                        "laid out as Train/<digit>/*.bin and Test/<digit>/*.bin")
+    return folders
+
+
+def _plain_listing(root: Path) -> dict:
+    """``{"train": (files, labels), ...}`` of a plain ``Train/<digit>/*.bin`` folder."""
+    splits = {}
+    for name, folder in SPLIT_FOLDERS.items():
+        files, labels = [], []
+        for digit_dir in class_folders(root / folder):
+            names = sorted(digit_dir.glob("*.bin"))
+            files += names
+            labels += [int(digit_dir.name)] * len(names)
+        splits[name] = (files, np.asarray(labels, dtype=np.int64))
+    return splits
+
+
+def _tonic_listing(save_to: Path) -> dict:
+    """The same listing made by ``tonic.datasets.NMNIST`` (tonic's layout, no download)."""
+    import tonic
+
+    class NMNIST(tonic.datasets.NMNIST):  # same class name: tonic derives the folder from it
+        """tonic's N-MNIST that trusts the files on disk and never downloads."""
+
+        def _check_exists(self) -> bool:
+            return True
+
+    splits = {}
+    for name in SPLIT_FOLDERS:
+        dataset = NMNIST(save_to=str(save_to), train=name == "train")
+        splits[name] = ([Path(p) for p in dataset.data], np.asarray(dataset.targets, dtype=np.int64))
+    return splits
+
+
+def _find_real(options: DataOptions, cache_dir: Path) -> EventFiles | None:
+    """Real N-MNIST on disk, or ``None``. Malformed folders raise :class:`DataError`."""
+    data_dir = data_dir_of(options)
+    save_tos = [data_dir] if data_dir is not None else [cache_dir / "tonic"]
+    for save_to in save_tos:
+        for root, layout in ((save_to / "NMNIST", "tonic"), (save_to, "plain")):
+            present = [(root / f).is_dir() for f in SPLIT_FOLDERS.values()]
+            if not any(present):
+                continue
+            missing = [f for f, ok in zip(SPLIT_FOLDERS.values(), present) if not ok]
+            if missing:
+                raise DataError(f"{root}: has no {missing[0]} folder; N-MNIST needs both Train/<digit>/*.bin "
+                                "and Test/<digit>/*.bin")
+            splits = _plain_listing(root)  # validates the class folders
+            if layout == "tonic":
+                splits = _tonic_listing(save_to)
+            return EventFiles("real", root, layout, splits)
+    return None
+
+
+def _download_target(options: DataOptions, cache_dir: Path) -> Path:
+    data_dir = data_dir_of(options)
+    return data_dir if data_dir is not None else cache_dir / "tonic"
+
+
+def downloads_allowed(options: DataOptions) -> bool:
+    """Downloads are allowed unless ``options.download`` is off or ``$EVSIM_OFFLINE`` is set."""
+    return bool(options.download) and not os.environ.get("EVSIM_OFFLINE")
+
+
+def _try_download(options: DataOptions, cache_dir: Path) -> tuple[EventFiles | None, str]:
+    """Download N-MNIST with tonic; ``(files, "")`` or ``(None, why not)``."""
+    if not downloads_allowed(options):
+        return None, "downloads are off"
+    try:
+        socket.create_connection(_DOWNLOAD_HOST, timeout=3).close()
+    except OSError:
+        return None, "no network"
+    import tonic
+
+    target = _download_target(options, cache_dir)
+    try:
+        for train in (True, False):
+            tonic.datasets.NMNIST(save_to=str(target), train=train)
+    except Exception as exc:  # tonic raises many kinds; any failure means "not downloadable"
+        return None, f"download failed ({type(exc).__name__}: {exc})".splitlines()[0]
+    return EventFiles("real", target / "NMNIST", "tonic", _tonic_listing(target)), ""
+
+
+def find_nmnist(options: DataOptions) -> EventFiles:
+    """Locate the N-MNIST recordings to use, emulating them if needed.
+
+    Raises
+    ------
+    ConfigError
+        If ``options.source`` is not a known source.
+    DataError
+        If real data is required but absent, or a data folder is malformed.
+    """
+    check_source(options.source)
+    cache_dir = resolve_cache_dir(options.cache_dir)
+    if options.source != "emulated":
+        found = _find_real(options, cache_dir)
+        why = ""
+        if found is None:
+            found, why = _try_download(options, cache_dir)
+        if found is not None:
+            return found
+        where = data_dir_of(options) or f"{cache_dir / 'tonic'} (no --data-dir or $EVSIM_DATA given)"
+        if options.source == "real":
+            raise DataError(f"real N-MNIST not found in {where}, {why}; put it there as "
+                            "Train/<digit>/*.bin and Test/<digit>/*.bin (or tonic's NMNIST/ layout), "
+                            "or use --source emulated")
+        notice = (f"N-MNIST not found in {where}, {why}: using EMULATED N-MNIST (5,000 MNIST digits "
+                  "through an event-camera model, data_source=emulated); put the real files there as "
+                  "Train/<digit>/*.bin, Test/<digit>/*.bin to use them")
+    else:
+        notice = "using EMULATED N-MNIST (--source emulated; data_source=emulated)"
+    root = emulated_nmnist_dir(cache_dir, seed=options.seed)
+    return EventFiles("emulated", root, "emulated", _plain_listing(root), notice)
+
+
+def _check_options(options: DataOptions) -> None:
+    """Reject options that do not apply to N-MNIST.
+
+    Raises
+    ------
+    ConfigError
+        For a non-frame encoding, a downsampling request or a negative denoise time.
+    """
+    check_framing(options.time_steps, options.slicing)
+    if options.encoding not in (None, "frames"):
+        raise ConfigError(f"N-MNIST is framed event data; encoding {options.encoding!r} does not apply "
+                          "(leave --encoding unset)")
+    if options.downsample:
+        raise ConfigError("--downsample applies to dvsgesture only; N-MNIST offers --crop (34 -> 32)")
+    if options.denoise_us < 0:
+        raise ConfigError(f"denoise_us must be >= 0, got {options.denoise_us}")
+
+
+def event_transform(options: DataOptions):
+    """``events -> events`` for N-MNIST (denoise, then crop) and the sensor size after it."""
+    import tonic
+
+    steps = []
+    if options.denoise_us:
+        steps.append(tonic.transforms.Denoise(filter_time=options.denoise_us))
+    sensor_out = NMNIST_SENSOR
+    if options.crop:
+        steps.append(tonic.transforms.CenterCrop(sensor_size=NMNIST_SENSOR, size=(32, 32)))
+        sensor_out = (32, 32, 2)
+
+    def transform(events):
+        for step in steps:
+            events = step(events)
+        return events
+
+    return transform, sensor_out
+
+
+def framing_meta(options: DataOptions) -> dict:
+    """The framing parameters, as recorded in ``meta`` and the cache key."""
+    return {"time_steps": int(options.time_steps), "slicing": options.slicing, "crop": bool(options.crop),
+            "denoise_us": int(options.denoise_us), "downsample": int(options.downsample)}
+
+
+def frames_cached(name: str, found: EventFiles, options: DataOptions, read, transform, sensor_out,
+                  extra_meta: dict, progress: bool | None = None) -> tuple[dict, dict]:
+    """Framed arrays and metadata of ``found`` from the cache, building the entry if needed."""
+    import tonic
+
+    fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
+    key = cache_key({"dataset": name, "source": found.source, "root": str(found.root.resolve()),
+                     "files": fingerprint, "framing": framing_meta(options), "version": FRAMING_VERSION,
+                     "tonic": tonic.__version__})
+    folder = resolve_cache_dir(options.cache_dir) / "frames" / f"{name}-{key}"
+    entry = load_entry(folder)
+    if entry is None:
+        meta = dict(extra_meta, dataset=name, source=found.source, root=str(found.root),
+                    layout=found.layout, framing=framing_meta(options))
+        with atomic_dir(folder) as tmp:
+            build_frames_entry(tmp, found.splits, read, transform, sensor_out, options.time_steps,
+                               options.slicing, meta, progress)
+        entry = load_entry(folder)
+        if entry is None:
+            raise DataError(f"{folder}: frame cache could not be read back after writing it")
+    arrays, meta = entry
+    return arrays, dict(meta, cache=str(folder))
+
+
+@register("nmnist")
+def load_nmnist(options: DataOptions) -> Dataset:
+    """N-MNIST as ``[N, T, 2, H, W]`` count frames (real, or emulated with a notice).
+
+    Returns
+    -------
+    Dataset
+        ``encoding="frames"``, ``source`` ``"real"`` or ``"emulated"``, ``meta`` with
+        ``sensor_size`` (tonic order W, H, P), ``frame_size`` (H, W), ``classes``,
+        ``framing``, ``event_stats`` (per split), ``root``, ``cache`` and ``notice``
+        (a one-line message, or ``None``).
+    """
+    _check_options(options)
+    found = find_nmnist(options)
+    transform, sensor_out = event_transform(options)
+    extra = {"sensor_size": list(NMNIST_SENSOR), "frame_size": [sensor_out[1], sensor_out[0]],
+             "classes": CLASSES}
+    arrays, meta = frames_cached("nmnist", found, options, read_nmnist_bin, transform, sensor_out, extra)
+    train, test = splits_from_entry(arrays)
+    meta["notice"] = found.notice
+    return Dataset(name="nmnist", train=train, test=test, n_classes=10,
+                   sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source=found.source,
+                   time_steps=int(options.time_steps), meta=meta)
+
+
+def sample_events(options: DataOptions, split: str, index: int) -> tuple[np.ndarray, int, tuple, str]:
+    """Raw events of one recording: ``(events, label, sensor_size, path)``.
+
+    Raises
+    ------
+    ConfigError
+        If ``split`` is unknown or ``index`` is out of range.
+    """
+    found = find_nmnist(options)
+    files, labels = _pick(found.splits, split, index)
+    return read_nmnist_bin(files[index]), int(labels[index]), NMNIST_SENSOR, str(files[index])
+
+
+def _pick(splits: dict, split: str, index: int):
+    """``(files, labels)`` of ``split`` after checking ``index``."""
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(splits)}")
+    files, labels = splits[split]
+    if not 0 <= index < len(files):
+        raise ConfigError(f"index {index} out of range: the {split} split has {len(files)} samples")
+    return files, labels

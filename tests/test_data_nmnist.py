@@ -1,0 +1,324 @@
+"""N-MNIST loading: real files in both layouts, framing, cache, fallback, bad data.
+
+Every data folder here is written by the tests in the real 40-bit format (plus the
+real recording ``../shared/data/sample_nmnist.bin``); nothing touches the network.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tonic
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+from evsim.data import DataOptions, load_dataset
+from evsim.data import nmnist
+from evsim.data.emulate import write_emulated_nmnist
+from evsim.data.events import FrameWriter, encode_nmnist_bin, read_nmnist_bin, to_frames
+from evsim.errors import ConfigError, DataError
+
+SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "sample_nmnist.bin"
+needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"real N-MNIST recording not found at {SAMPLE}")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No network, no user data folder, no user cache."""
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    monkeypatch.delenv("EVSIM_DATA", raising=False)
+    monkeypatch.setenv("EVSIM_CACHE", str(tmp_path / "default-cache"))
+
+
+def synthetic_events(rng, n, width=34, height=34, duration_us=300_000):
+    events = np.zeros(n, dtype=tonic.datasets.NMNIST.dtype)
+    events["x"] = rng.integers(0, width, n)
+    events["y"] = rng.integers(0, height, n)
+    events["t"] = np.sort(rng.integers(0, duration_us, n))
+    events["p"] = rng.integers(0, 2, n)
+    return events
+
+
+def make_plain(root: Path, per_class=1, classes=(0, 1), real_first=True) -> Path:
+    """``root/Train/<d>/*.bin`` and ``root/Test/<d>/*.bin``; the first file is the real sample."""
+    rng = np.random.default_rng(7)
+    for folder in ("Train", "Test"):
+        for digit in classes:
+            (root / folder / str(digit)).mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                path = root / folder / str(digit) / f"{k:05d}.bin"
+                if real_first and SAMPLE.is_file() and folder == "Train" and digit == classes[0] and k == 0:
+                    shutil.copy(SAMPLE, path)
+                else:
+                    path.write_bytes(encode_nmnist_bin(synthetic_events(rng, 500 + 37 * k + digit)))
+    return root
+
+
+def opts(tmp_path, **kw):
+    kw.setdefault("cache_dir", tmp_path / "cache")
+    kw.setdefault("download", False)
+    return DataOptions(**kw)
+
+
+def cache_entries(tmp_path):
+    frames = tmp_path / "cache" / "frames"
+    return sorted(p.name for p in frames.iterdir()) if frames.is_dir() else []
+
+
+# ---------------------------------------------------------------- real recording
+
+@needs_sample
+def test_real_sample_matches_its_documentation():
+    events = read_nmnist_bin(SAMPLE)
+    assert len(events) == 4325
+    assert int(events["p"].sum()) == 2145 and int((events["p"] == 0).sum()) == 2180
+    assert 310_000 < events["t"].max() < 312_000
+    assert events["x"].max() <= 33 and events["y"].max() <= 33
+
+
+@needs_sample
+def test_encoder_round_trips_the_real_file_byte_for_byte():
+    events = read_nmnist_bin(SAMPLE)
+    assert encode_nmnist_bin(events) == SAMPLE.read_bytes()
+
+
+def test_encoder_rejects_what_the_format_cannot_hold():
+    events = synthetic_events(np.random.default_rng(0), 5)
+    events["y"][2] = 240
+    with pytest.raises(ConfigError, match="coordinates"):
+        encode_nmnist_bin(events)
+    events = synthetic_events(np.random.default_rng(0), 5)
+    events["t"][-1] = 2**23
+    with pytest.raises(ConfigError, match="timestamps"):
+        encode_nmnist_bin(events)
+
+
+# ---------------------------------------------------------------- loading and framing
+
+@needs_sample
+def test_plain_layout_loads_as_real_frames(tmp_path):
+    root = make_plain(tmp_path / "data")
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert ds.source == "real" and ds.meta["notice"] is None
+    assert ds.encoding == "frames" and ds.time_steps == 20 and ds.sample_shape == (2, 34, 34)
+    assert ds.train.inputs.shape == (2, 20, 2, 34, 34) and ds.train.inputs.dtype == np.uint8
+    assert ds.train.labels.tolist() == [0, 1] and ds.test.labels.tolist() == [0, 1]
+    assert ds.meta["sensor_size"] == [34, 34, 2] and ds.meta["layout"] == "plain"
+    # frame 0 is the real sample framed by tonic itself; equal-event bins of 4325 // 20 events
+    real = read_nmnist_bin(SAMPLE)
+    expected = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_event_bins=20)(real)
+    np.testing.assert_array_equal(ds.train.inputs[0], expected)
+    assert int(ds.train.inputs[0].sum()) == 4325 // 20 * 20
+    assert ds.meta["event_stats"]["train"]["samples"] == 2
+
+
+def test_tonic_layout_is_listed_by_tonic(tmp_path):
+    make_plain(tmp_path / "data" / "NMNIST", real_first=False)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "data"))
+    assert ds.source == "real" and ds.meta["layout"] == "tonic"
+    assert len(ds.train) == 2 and len(ds.test) == 2
+
+
+def test_time_slicing_and_crop(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=5, slicing="time", crop=True))
+    assert ds.train.inputs.shape == (2, 5, 2, 32, 32) and ds.sample_shape == (2, 32, 32)
+    events = read_nmnist_bin(root / "Train" / "0" / "00000.bin")
+    cropped = tonic.transforms.CenterCrop(sensor_size=(34, 34, 2), size=(32, 32))(events)
+    expected = tonic.transforms.ToFrame(sensor_size=(32, 32, 2), n_time_bins=5)(cropped)
+    np.testing.assert_array_equal(ds.train.inputs[0], expected)
+
+
+def test_denoise_removes_isolated_events(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    plain = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=1))
+    denoised = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=1, denoise_us=1000))
+    assert int(denoised.train.inputs.sum()) < int(plain.train.inputs.sum())
+
+
+def test_empty_recording_after_framing_gives_zero_frames():
+    events = np.zeros(0, dtype=tonic.datasets.NMNIST.dtype)
+    assert to_frames(events, (34, 34, 2), 4, "events").shape == (4, 2, 34, 34)
+
+
+# ---------------------------------------------------------------- cache
+
+def test_cache_is_keyed_by_every_framing_parameter(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    a = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=20))
+    b = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=10))
+    assert a.train.inputs.shape[1] == 20 and b.train.inputs.shape[1] == 10
+    load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=10, slicing="time"))
+    assert len(cache_entries(tmp_path)) == 3
+    again = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=20))
+    assert again.meta["cache"] == a.meta["cache"] and len(cache_entries(tmp_path)) == 3
+    np.testing.assert_array_equal(again.train.inputs, a.train.inputs)
+
+
+def test_cache_notices_changed_files(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    a = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    extra = synthetic_events(np.random.default_rng(3), 999)
+    (root / "Train" / "1" / "00001.bin").write_bytes(encode_nmnist_bin(extra))
+    b = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert len(b.train) == len(a.train) + 1 and b.meta["cache"] != a.meta["cache"]
+
+
+def test_frame_writer_widens_when_counts_do_not_fit(tmp_path):
+    writer = FrameWriter(tmp_path / "x.npy", (3, 1, 1, 1, 2))
+    writer.put(0, np.array([[[[3, 4]]]]))
+    assert writer.array.dtype == np.uint8
+    writer.put(1, np.array([[[[300, 1]]]]))
+    assert writer.array.dtype == np.uint16
+    writer.put(2, np.array([[[[70_000, 2]]]]))
+    assert writer.array.dtype == np.float32
+    writer.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy").reshape(3, 2), [[3, 4], [300, 1], [70_000, 2]])
+
+
+# ---------------------------------------------------------------- sources and fallback
+
+def small_emulation(monkeypatch):
+    """Make the emulated fallback emulate 2 digits per class (the full 5,000 take a minute)."""
+    def emulated_dir(cache_dir, seed=0, **kw):
+        out = Path(cache_dir) / "nmnist-emulated-test"
+        write_emulated_nmnist(out, per_class=2, seed=seed, progress=False)
+        return out
+    monkeypatch.setattr(nmnist, "emulated_nmnist_dir", emulated_dir)
+
+
+def test_auto_without_data_falls_back_to_emulated_with_a_notice(tmp_path, monkeypatch):
+    small_emulation(monkeypatch)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "nothing-here"))
+    assert ds.source == "emulated"
+    assert "EMULATED" in ds.meta["notice"] and "\n" not in ds.meta["notice"]
+    assert ds.train.inputs.shape == (20, 20, 2, 34, 34) and len(ds.test) == 20
+
+
+def test_forced_emulated_ignores_real_data(tmp_path, monkeypatch):
+    small_emulation(monkeypatch)
+    root = make_plain(tmp_path / "data", real_first=False)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, source="emulated"))
+    assert ds.source == "emulated" and "--source emulated" in ds.meta["notice"]
+
+
+def test_forced_real_without_data_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataError, match=r"real N-MNIST not found in .*nothing.*Train/<digit>/\*\.bin"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "nothing", source="real"))
+
+
+def test_unknown_source_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown source 'fake'"):
+        load_dataset("nmnist", opts(tmp_path, source="fake"))
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"encoding": "rate"}, "encoding 'rate' does not apply"),
+    ({"downsample": 32}, "--downsample applies to dvsgesture only"),
+    ({"denoise_us": -5}, "denoise_us must be >= 0"),
+    ({"time_steps": 0}, "time_steps must be at least 1"),
+    ({"slicing": "random"}, "unknown slicing 'random'"),
+])
+def test_options_that_do_not_apply_are_refused(tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        load_dataset("nmnist", opts(tmp_path, **kw))
+
+
+def test_sample_events_checks_split_and_index(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    events, label, sensor, path = nmnist.sample_events(opts(tmp_path, data_dir=root), "test", 1)
+    assert label == 1 and sensor == (34, 34, 2) and len(events) > 0 and path.endswith(".bin")
+    with pytest.raises(ConfigError, match="index 5 out of range"):
+        nmnist.sample_events(opts(tmp_path, data_dir=root), "test", 5)
+    with pytest.raises(ConfigError, match="unknown split 'val'"):
+        nmnist.sample_events(opts(tmp_path, data_dir=root), "val", 0)
+
+
+# ---------------------------------------------------------------- bad data
+
+def break_file(root: Path, how: str) -> Path:
+    path = root / "Test" / "1" / "00000.bin"
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[:-2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "outside":
+        array = np.frombuffer(raw, dtype=np.uint8).copy().reshape(-1, 5)
+        array[3, 0] = 40  # x = 40 on a 34-pixel sensor
+        path.write_bytes(array.tobytes())
+    elif how == "overflow-only":
+        path.write_bytes(bytes([0, 240, 0, 0, 0]) * 3)
+    return path
+
+
+@pytest.mark.parametrize("how,match", [
+    ("truncated", r"00000\.bin: truncated N-MNIST file"),
+    ("empty", r"00000\.bin: empty N-MNIST file"),
+    ("outside", r"00000\.bin: event at x=40, y=\d+ lies outside the 34x34 sensor"),
+    ("overflow-only", r"00000\.bin: N-MNIST file holds no events"),
+])
+def test_bad_bin_files_fail_clearly_and_leave_no_cache(tmp_path, how, match):
+    root = make_plain(tmp_path / "data", real_first=False)
+    break_file(root, how)
+    with pytest.raises(DataError, match=match):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert cache_entries(tmp_path) == []  # no entry and no temporary folder left
+
+
+def test_unreadable_path_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="cannot read N-MNIST file"):
+        read_nmnist_bin(tmp_path / "missing.bin")
+
+
+def test_folder_without_class_subfolders(tmp_path):
+    root = tmp_path / "data"
+    for folder in ("Train", "Test"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "a.bin").write_bytes(encode_nmnist_bin(synthetic_events(np.random.default_rng(0), 50)))
+    with pytest.raises(DataError, match=r"Train: no class subfolders 0-9 holding \.bin files"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+
+
+def test_missing_test_folder(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    shutil.rmtree(root / "Test")
+    with pytest.raises(DataError, match="has no Test folder"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+
+
+# ---------------------------------------------------------------- CLI
+
+def cli(args):
+    return CliRunner().invoke(main, args, prog_name="evsim")
+
+
+def test_cli_info_and_show_on_real_files(tmp_path):
+    root = make_plain(tmp_path / "data")
+    common = ["--dataset", "nmnist", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")]
+    result = cli(["data", "info", *common])
+    assert result.exit_code == 0, result.output
+    assert "data_source  real" in result.output and "34x34x2" in result.output
+    assert "train        2 samples; per class 0:1 1:1" in result.output
+    out = tmp_path / "show.png"
+    result = cli(["data", "show", *common, "--index", "1", "--split", "test", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bad_file_gives_one_line_and_exit_2(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    break_file(root, "truncated")
+    result = cli(["data", "info", "--dataset", "nmnist", "--data-dir", str(root),
+                  "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "truncated" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_show_index_out_of_range(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    result = cli(["data", "show", "--dataset", "nmnist", "--data-dir", str(root), "--cache-dir",
+                  str(tmp_path / "cache"), "--index", "9", "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "index 9 out of range" in result.output
