@@ -92,12 +92,16 @@ class Network:
         grad_spikes = np.ascontiguousarray(
             np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]
             .repeat(n_steps, axis=0))
+        would_be = None
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
             grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                     dense_grad=dense_grad and layer.develops)
+                                     dense_grad=dense_grad and layer.develops, would_be_grad_u=would_be)
             if k > 0:
-                grad_spikes = np.ascontiguousarray(grad_in[:, :, self.layers[k - 1].alive_index])
+                below = self.layers[k - 1]
+                grad_spikes = np.ascontiguousarray(grad_in[:, :, below.alive_index])
+                # Dead neurons below: the error they would receive if revived.
+                would_be = grad_in if dense_grad and below.develops and below.alive_index.size < below.n_out else None
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""

@@ -143,10 +143,12 @@ class SynapseStore:
         dead[np.asarray(columns, dtype=np.int64)] = True
         return self.prune(dead[self.indices])
 
-    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray) -> int:
+    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
+               initial_state: dict[str, float] | None = None) -> int:
         """Create synapses ``(pre[k], post[k])`` with ``weights[k]``.
 
-        New entries get zero in every state array (fresh optimizer moments, counters).
+        New entries get zero in every state array (fresh optimizer moments, counters),
+        or the value given for that array in ``initial_state``.
         The CSR stays canonical; existing entries keep their order. O(nnz + k log k).
 
         Raises
@@ -183,8 +185,10 @@ class SynapseStore:
             (np.insert(self.data, at, weights), np.insert(self.indices, at, post.astype(np.int32)), indptr),
             shape=self.shape,
         )
+        initial_state = initial_state or {}
         self.state = {
-            name: np.insert(values, at, np.zeros((), dtype=values.dtype)) for name, values in self.state.items()
+            name: np.insert(values, at, np.asarray(initial_state.get(name, 0), dtype=values.dtype))
+            for name, values in self.state.items()
         }
         return int(pre.size)
 

@@ -28,6 +28,8 @@ from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import Optimizer, Schedule
+from evsim.plots import plot_training
+from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     eval_batch_size: int = 500
+    structure: str = "none"
+    dev_interval: int = 0
+    sdsnn: SDSNNConfig = SDSNNConfig()
+    target_sparsity: float = 0.5
     out: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -60,6 +66,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden layer sizes must be positive integers, got {self.hidden}")
+        if self.structure not in STRUCTURES:
+            raise ConfigError(f"unknown structure {self.structure!r}; choose one of {', '.join(STRUCTURES)}")
+        if self.dev_interval < 0:
+            raise ConfigError(f"dev_interval must be >= 0 (0 = once per epoch), got {self.dev_interval}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
         get_loss(self.loss)
@@ -72,6 +82,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["data"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in out["data"].items()}
         out["lif"] = self.lif._asdict()
+        out["sdsnn"] = dataclasses.asdict(self.sdsnn)
         out["hidden"] = list(self.hidden)
         return out
 
@@ -116,8 +127,34 @@ class Trainer:
                                  total_epochs=config.epochs)
         self.loss_fn = get_loss(config.loss)
         self.rng = np.random.default_rng([config.seed, 1])
+        self.structure = make_structure(config.structure, self.network, config.sdsnn, config.target_sparsity,
+                                        self.development_steps() // 2, config.optimizer != "sgd", config.seed)
         self.metrics: list[dict] = []
         self.epoch = 0
+        self.batches_seen = 0
+
+    def development_steps(self) -> int:
+        """Development steps the whole run will take."""
+        per_epoch = 1 if self.config.dev_interval == 0 else -(-len(self.dataset.train) // self.config.batch_size) // self.config.dev_interval
+        return per_epoch * self.config.epochs
+
+    def compression(self) -> float:
+        """1 - synapses / synapses of the same architecture fully connected (whole network)."""
+        return 1.0 - self.network.synapses / self.network.dense_synapses
+
+    def neurons_pruned(self) -> float:
+        """Fraction of hidden neurons that are dead."""
+        hidden = self.network.layers[:-1]
+        total = sum(layer.n_out for layer in hidden)
+        return sum(int((~layer.alive).sum()) for layer in hidden) / total if total else 0.0
+
+    def develop(self, lr: float) -> dict:
+        """One structural development step; returns its metrics row."""
+        layers = self.structure.develop(self.network, lr)
+        return {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
+                "batch": self.batches_seen, "synapses": self.network.synapses,
+                "compression": round(self.compression(), 6), "neurons_pruned": round(self.neurons_pruned(), 6),
+                "layers": layers}
 
     def _events(self, inputs: np.ndarray):
         drive = encode_batch(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
@@ -138,9 +175,15 @@ class Trainer:
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
             if not np.isfinite(loss):
                 raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
-            self.network.backward(traces, grad_counts)
+            dense_grad = self.structure is not None and self.structure.needs_dense_grad
+            self.network.backward(traces, grad_counts, dense_grad=dense_grad)
+            if self.structure is not None:
+                self.structure.observe(self.network)
             self.optimizer.step(self.network.parameters(), lr)
             self.network.sync_weights()
+            self.batches_seen += 1
+            if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
+                self.metrics.append(self.develop(lr))
             total_loss += loss * len(batch)
             correct += int(np.sum(np.argmax(counts, axis=1) == labels))
             seen += len(batch)
@@ -167,18 +210,26 @@ class Trainer:
         if run_dir is not None:
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
         start = time.perf_counter()
-        best = 0.0
+        best = max((row["test_acc"] for row in self.metrics if row.get("type") == "epoch"), default=0.0)
+        if self.structure is not None:
+            echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
+                 f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
             train_loss, train_acc = self.train_epoch(progress)
+            if self.structure is not None and self.config.dev_interval == 0:
+                self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
             test_acc = self.evaluate("test")
             best = max(best, test_acc)
             row = {
+                "type": "epoch",
                 "epoch": self.epoch + 1,
                 "train_loss": round(train_loss, 6),
                 "train_acc": round(train_acc, 5),
                 "test_acc": round(test_acc, 5),
                 "synapses": self.network.synapses,
+                "compression": round(self.compression(), 6),
+                "neurons_pruned": round(self.neurons_pruned(), 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
                 "epoch_s": round(time.perf_counter() - t0, 3),
                 "wall_s": round(time.perf_counter() - start, 3),
@@ -186,9 +237,12 @@ class Trainer:
             self.metrics.append(row)
             self.epoch += 1
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
-                 f"test {100 * test_acc:6.2f}%  synapses {row['synapses']}  {row['epoch_s']:.1f}s")
+                 f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
+                 f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
+                 f"{row['epoch_s']:.1f}s")
             if run_dir is not None:
                 write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
+                plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
         summary = {
             "dataset": self.dataset.name,
             "data_source": self.dataset.source,
@@ -197,6 +251,10 @@ class Trainer:
             "epochs": self.epoch,
             "synapses": self.network.synapses,
             "dense_synapses": self.network.dense_synapses,
+            "compression": round(self.compression(), 6),
+            "neurons_pruned": round(self.neurons_pruned(), 6),
+            "structure": {"name": self.config.structure,
+                          "development_steps": self.structure.step if self.structure is not None else 0},
             "wall_s": round(time.perf_counter() - start, 3),
             "threads": numba.get_num_threads(),
         }

@@ -1,0 +1,45 @@
+"""Figures for run folders (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from evsim.files import write_bytes_atomic  # noqa: E402
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save ``fig`` as PNG atomically and close it."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def plot_training(metrics: list[dict], path: Path, data_source: str) -> None:
+    """Test/train accuracy, compression and pruned-neuron fraction over training."""
+    epochs = [row for row in metrics if row.get("type") == "epoch"]
+    dev = [row for row in metrics if row.get("type") == "development"]
+    fig, (ax_acc, ax_struct) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_acc.plot([r["epoch"] for r in epochs], [100 * r["test_acc"] for r in epochs], "o-", label="test")
+    ax_acc.plot([r["epoch"] for r in epochs], [100 * r["train_acc"] for r in epochs], "s--", label="train")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"accuracy (data: {data_source})")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    if dev:
+        steps = [r["step"] for r in dev]
+        ax_struct.plot(steps, [100 * r["compression"] for r in dev], label="compression (synapses)")
+        ax_struct.plot(steps, [100 * r["neurons_pruned"] for r in dev], label="hidden neurons pruned")
+        ax_struct.set(xlabel="development step")
+    else:
+        ax_struct.plot([r["epoch"] for r in epochs], [100 * r["compression"] for r in epochs], label="compression")
+        ax_struct.set(xlabel="epoch")
+    ax_struct.set(ylabel="%", title="structure", ylim=(0, 100))
+    ax_struct.grid(alpha=0.3)
+    ax_struct.legend()
+    save_figure(fig, path)

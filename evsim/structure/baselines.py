@@ -1,0 +1,102 @@
+"""Baselines for honest comparison under the same trainer.
+
+- :class:`MagnitudePruning`: gradual magnitude pruning (Zhu & Gupta 2017): sparsity
+  rises as ``s_f (1 - (1 - p)^3)`` over the schedule, removing the smallest |w|.
+- :class:`SET`: sparse evolutionary training (Mocanu et al. 2018): start at the target
+  sparsity with random connectivity; every step remove the fraction ``zeta`` of the
+  smallest-magnitude synapses and regrow as many at random missing positions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from evsim.network import Network
+
+
+def _stats(k, layer, pruned=0, regrown=0, **extra) -> dict:
+    store = layer.store
+    return {"layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
+            "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,
+            "pruned": int(pruned), "regrown": int(regrown),
+            "compression": round(1 - store.nnz / (layer.n_in * layer.n_out), 6), **extra}
+
+
+def prune_smallest(layer, n_remove: int) -> int:
+    """Remove the ``n_remove`` existing synapses of smallest |w| (ties: lowest position)."""
+    if n_remove <= 0:
+        return 0
+    order = np.argsort(np.abs(layer.store.data), kind="stable")[:n_remove]
+    remove = np.zeros(layer.store.nnz, dtype=bool)
+    remove[order] = True
+    removed = layer.store.prune(remove)
+    layer.rebuild()
+    return removed
+
+
+class MagnitudePruning:
+    """Gradual magnitude pruning of developing layers to ``target`` sparsity over ``steps`` steps."""
+
+    name = "magnitude"
+    needs_dense_grad = False
+
+    def __init__(self, network: Network, target: float, start: int = 1, steps: int = 40):
+        self.target, self.start, self.steps = target, start, max(steps, 1)
+        self.step = 0
+        self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+
+    def sparsity_at(self, step: int) -> float:
+        progress = min(max((step - self.start + 1) / self.steps, 0.0), 1.0)
+        return self.target * (1 - (1 - progress) ** 3)
+
+    def observe(self, network: Network) -> None:
+        pass
+
+    def develop(self, network: Network, lr: float) -> list[dict]:
+        self.step += 1
+        sparsity = self.sparsity_at(self.step)
+        stats = []
+        for k in self.layers:
+            layer = network.layers[k]
+            dense = layer.n_in * layer.n_out
+            pruned = prune_smallest(layer, layer.store.nnz - int(round(dense * (1 - sparsity))))
+            stats.append(_stats(k, layer, pruned, target_sparsity=round(sparsity, 6)))
+        return stats
+
+
+class SET:
+    """Prune the smallest ``zeta`` fraction and regrow randomly, at constant ``sparsity``."""
+
+    name = "set"
+    needs_dense_grad = False
+
+    def __init__(self, network: Network, sparsity: float, zeta: float = 0.3, seed: int = 0):
+        self.zeta = zeta
+        self.rng = np.random.default_rng([seed, 7])
+        self.step = 0
+        self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+        for k in self.layers:
+            layer = network.layers[k]
+            keep = int(round(layer.n_in * layer.n_out * (1 - sparsity)))
+            remove = np.ones(layer.store.nnz, dtype=bool)
+            remove[self.rng.choice(layer.store.nnz, size=keep, replace=False)] = False
+            layer.store.prune(remove)
+            layer.rebuild()
+
+    def observe(self, network: Network) -> None:
+        pass
+
+    def develop(self, network: Network, lr: float) -> list[dict]:
+        self.step += 1
+        stats = []
+        for k in self.layers:
+            layer = network.layers[k]
+            n = int(self.zeta * layer.store.nnz)
+            pruned = prune_smallest(layer, n)
+            missing = np.flatnonzero(~layer.store.mask().ravel())
+            pick = self.rng.choice(missing, size=min(n, missing.size), replace=False)
+            bound = 1.0 / np.sqrt(layer.n_in)
+            weights = self.rng.uniform(-bound, bound, pick.size).astype(np.float32)
+            regrown = layer.regrow(pick // layer.n_out, pick % layer.n_out, weights)
+            layer.sync_weights()
+            stats.append(_stats(k, layer, pruned, regrown))
+        return stats

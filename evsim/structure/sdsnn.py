@@ -1,0 +1,273 @@
+"""SD-SNN adaptive structural development (Han, Zhao, Zeng, Pan; arXiv 2211.12219).
+
+Three mechanisms run once per *development step* ``s`` (1-based; once per epoch in
+the paper, or every N batches) on each developing layer:
+
+1. Dendritic-spine synaptic constraint. After step 1 every synapse gets a range
+   ``[r-, r+] = [-m, m]``, m = the layer's largest |w|. A weight at or above r+ for K
+   consecutive steps moves r+ up by its mean excess over those steps (likewise r-
+   downward); a weight whose magnitude fell for K consecutive steps shrinks both
+   bounds by 0.75; from step K on weights are clipped into their range.
+2. Neuronal pruning (s >= 2K). Importance of a neuron = sum over its existing
+   incoming synapses of the min-max normalised range width ``r+ + |r-|``. The
+   ``floor(N rho / 100)`` least important neurons are dead (all incoming synapses
+   removed). rho adapts by a neurotrophic rule:
+   ``rho += alpha(s) * N_alive / N_next``, ``alpha(s) = exp(-(s - 2K - 1))`` while
+   ``s <= 2K + 24``, then 0.00075; rho is capped at ``rho_max``.
+3. Synaptic regeneration (s >= 2K). A missing synapse whose would-be update over the
+   last interval exceeds the q(s) percentile of the layer's |w|,
+   ``q(s) = min(60 + 1.1^(s - 2K - 1), 99)``, for R consecutive steps is created with
+   that would-be weight. The would-be gradient is accumulated event by event every
+   batch (dense rows kernel over presynaptic events x postsynaptic error); a dead
+   neuron's error is what the next layer sends back to its row, so regeneration can
+   revive pruned neurons.
+
+The would-be *update* mirrors the optimizer: SGD ``lr * sum_b g_b``; Adam-family
+``lr * sum_b g_b / (sqrt(mean_b g_b^2) + eps)`` (Adam's normalisation without momentum).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from evsim.errors import ConfigError
+from evsim.layers import SparseLinear
+from evsim.network import Network
+
+SPINE_STATE = ("r_plus", "r_minus", "above_n", "above_sum", "below_n", "below_sum", "fall_n", "prev_abs")
+
+
+@dataclass(frozen=True)
+class SDSNNConfig:
+    """SD-SNN constants (the authors' code's defaults; counts are development steps).
+
+    Attributes
+    ----------
+    spine_steps : K, consecutive steps before a range expands or shrinks (18).
+    regrow_steps : R, consecutive qualifying steps before a synapse regrows (12).
+    rho_init : initial pruning percentage (35 MNIST, 45 N-MNIST, 60 DVS-Gesture).
+    rho_max : cap on the pruning percentage.
+    shrink : range shrink factor (0.75).
+    alpha_fast_steps : steps of exponentially decaying alpha after 2K (24).
+    alpha_late : alpha afterwards (0.00075).
+    q_base, q_growth, q_max : regeneration percentile 60 + 1.1^(...) capped at 99.
+    """
+
+    spine_steps: int = 18
+    regrow_steps: int = 12
+    rho_init: float = 45.0
+    rho_max: float = 65.0
+    shrink: float = 0.75
+    alpha_fast_steps: int = 24
+    alpha_late: float = 0.00075
+    q_base: float = 60.0
+    q_growth: float = 1.1
+    q_max: float = 99.0
+
+    def __post_init__(self):
+        if self.spine_steps < 1 or self.regrow_steps < 1:
+            raise ConfigError("spine_steps (K) and regrow_steps (R) must be >= 1")
+        if not 0 <= self.rho_init <= self.rho_max < 100:
+            raise ConfigError(f"need 0 <= rho_init <= rho_max < 100, got {self.rho_init}, {self.rho_max}")
+
+    @property
+    def prune_start(self) -> int:
+        return 2 * self.spine_steps
+
+
+def alpha(step: int, cfg: SDSNNConfig) -> float:
+    """Neurotrophic rate alpha(s): exp(-(s - 2K - 1)) early, then a small constant."""
+    k2 = cfg.prune_start
+    if step <= k2 + cfg.alpha_fast_steps:
+        return math.exp(-(step - k2 - 1))
+    return cfg.alpha_late
+
+
+def regrowth_percentile(step: int, cfg: SDSNNConfig) -> float:
+    """q(s) = min(60 + 1.1^(s - 2K - 1), 99)."""
+    return min(cfg.q_base + cfg.q_growth ** (step - cfg.prune_start - 1), cfg.q_max)
+
+
+# ------------------------------------------------------------- 1. constraint
+def init_ranges(store, max_abs: float | None = None) -> None:
+    """Ranges [-m, m] (m = the layer's largest |w|) and zeroed spine counters."""
+    m = float(np.abs(store.data).max()) if max_abs is None else max_abs
+    n = store.nnz
+    store.set_state("r_plus", np.full(n, m, np.float32))
+    store.set_state("r_minus", np.full(n, -m, np.float32))
+    for name in ("above_n", "below_n", "fall_n"):
+        store.set_state(name, np.zeros(n, np.int32))
+    for name in ("above_sum", "below_sum"):
+        store.set_state(name, np.zeros(n, np.float32))
+    store.set_state("prev_abs", np.abs(store.data).astype(np.float32))
+
+
+def constrain(store, step: int, cfg: SDSNNConfig) -> None:
+    """One development step of the dendritic-spine constraint (in place)."""
+    st, w, k = store.state, store.data, cfg.spine_steps
+    r_plus, r_minus = st["r_plus"], st["r_minus"]
+
+    above = w >= r_plus
+    st["above_n"] = np.where(above, st["above_n"] + 1, 0).astype(np.int32)
+    st["above_sum"] = np.where(above, st["above_sum"] + (w - r_plus), 0).astype(np.float32)
+    expand = st["above_n"] >= k
+    r_plus[expand] += st["above_sum"][expand] / st["above_n"][expand]
+    st["above_n"][expand] = 0
+    st["above_sum"][expand] = 0
+
+    below = w <= r_minus
+    st["below_n"] = np.where(below, st["below_n"] + 1, 0).astype(np.int32)
+    st["below_sum"] = np.where(below, st["below_sum"] + (r_minus - w), 0).astype(np.float32)
+    expand = st["below_n"] >= k
+    r_minus[expand] -= st["below_sum"][expand] / st["below_n"][expand]
+    st["below_n"][expand] = 0
+    st["below_sum"][expand] = 0
+
+    magnitude = np.abs(w)
+    st["fall_n"] = np.where(magnitude < st["prev_abs"], st["fall_n"] + 1, 0).astype(np.int32)
+    shrink = st["fall_n"] >= k
+    r_plus[shrink] *= cfg.shrink
+    r_minus[shrink] *= cfg.shrink
+    st["fall_n"][shrink] = 0
+
+    if step >= k:
+        np.clip(w, r_minus, r_plus, out=w)
+    st["prev_abs"] = np.abs(w).astype(np.float32)
+
+
+# --------------------------------------------------------- 2. neuronal pruning
+def neuron_importance(store) -> np.ndarray:
+    """Sum over each neuron's existing incoming synapses of the min-max normalised range width."""
+    width = store.state["r_plus"] + np.abs(store.state["r_minus"])
+    span = float(width.max() - width.min()) if width.size else 0.0
+    normalised = (width - width.min()) / span if span > 0 else np.ones_like(width)
+    return np.bincount(store.indices, weights=normalised, minlength=store.shape[1])
+
+
+def neurons_to_prune(importance: np.ndarray, alive: np.ndarray, rho: float) -> np.ndarray:
+    """Alive neurons to kill so that floor(N rho / 100) neurons are dead: the least important."""
+    target_dead = int(math.floor(alive.size * rho / 100.0))
+    extra = target_dead - int(np.sum(~alive))
+    if extra <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.flatnonzero(alive)
+    order = np.argsort(importance[candidates], kind="stable")
+    return candidates[order[:extra]]
+
+
+def update_rho(rho: float, step: int, n_alive: int, n_next: int, cfg: SDSNNConfig) -> float:
+    """Neurotrophic rule rho += alpha(s) * N_alive / N_next, capped at rho_max."""
+    return min(rho + alpha(step, cfg) * n_alive / n_next, cfg.rho_max)
+
+
+# ----------------------------------------------------- 3. synaptic regeneration
+def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, exists: np.ndarray, weights_abs: np.ndarray,
+                        q: float, regrow_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Update the consecutive-qualification counter (in place) and return (pre, post) to regrow.
+
+    A missing synapse qualifies when |would-be update| exceeds the q-th percentile of
+    the layer's existing |w|; any non-qualifying step resets its counter.
+    """
+    threshold = np.percentile(weights_abs, q) if weights_abs.size else 0.0
+    qualifies = (np.abs(would_be) > threshold) & ~exists
+    counter[:] = np.where(qualifies, counter + 1, 0)
+    pre, post = np.nonzero(counter >= regrow_steps)
+    counter[pre, post] = 0
+    return pre, post
+
+
+class LayerDevelopment:
+    """Per-layer development state: rho, q, regeneration counters and gradient sums."""
+
+    def __init__(self, layer: SparseLinear, cfg: SDSNNConfig):
+        self.rho = cfg.rho_init
+        self.q = cfg.q_base
+        self.counter = np.zeros(layer.store.shape, dtype=np.int16)
+        self.grad_sum = np.zeros(layer.store.shape, dtype=np.float32)
+        self.grad_sq_sum = np.zeros(layer.store.shape, dtype=np.float32)
+        self.batches = 0
+
+    def observe(self, grad_dense: np.ndarray) -> None:
+        self.grad_sum += grad_dense
+        self.grad_sq_sum += grad_dense * grad_dense
+        self.batches += 1
+
+    def would_be_update(self, lr: float, adaptive: bool, eps: float = 1e-8) -> np.ndarray:
+        if not adaptive:
+            return lr * self.grad_sum
+        rms = np.sqrt(self.grad_sq_sum / max(self.batches, 1))
+        return lr * self.grad_sum / (rms + eps)
+
+    def reset_interval(self) -> None:
+        self.grad_sum[:] = 0
+        self.grad_sq_sum[:] = 0
+        self.batches = 0
+
+
+class SDSNN:
+    """The SD-SNN structure controller for a network's developing layers.
+
+    ``observe`` after every backward pass (while regeneration needs gradients),
+    ``develop`` at the end of every development interval.
+    """
+
+    name = "sdsnn"
+
+    def __init__(self, network: Network, cfg: SDSNNConfig, adaptive_optimizer: bool = True):
+        self.cfg = cfg
+        self.adaptive = adaptive_optimizer
+        self.step = 0
+        self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+        self.state = {k: LayerDevelopment(network.layers[k], cfg) for k in self.layers}
+
+    @property
+    def needs_dense_grad(self) -> bool:
+        """Would-be gradients are needed from the interval before regeneration starts."""
+        return self.step + 1 >= self.cfg.prune_start
+
+    def observe(self, network: Network) -> None:
+        for k in self.layers:
+            if network.layers[k].grad_dense is not None:
+                self.state[k].observe(network.layers[k].grad_dense)
+
+    def develop(self, network: Network, lr: float) -> list[dict]:
+        """One development step on every developing layer; returns one stats dict per layer."""
+        self.step += 1
+        s, cfg = self.step, self.cfg
+        stats = []
+        for k in self.layers:
+            layer, dev = network.layers[k], self.state[k]
+            store = layer.store
+            pruned = regrown = 0
+            if s == 1:
+                init_ranges(store)
+            else:
+                constrain(store, s, cfg)
+            if s >= cfg.prune_start:
+                if s > cfg.prune_start:
+                    n_next = network.layers[k + 1].n_out if k + 1 < len(network.layers) else layer.n_out
+                    dev.rho = update_rho(dev.rho, s, int(layer.alive.sum()), n_next, cfg)
+                kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
+                if kill.size:
+                    pruned = layer.kill(kill)
+                dev.q = regrowth_percentile(s, cfg)
+                if dev.batches:
+                    would_be = dev.would_be_update(lr, self.adaptive)
+                    pre, post = regrowth_candidates(dev.counter, would_be, store.mask(), np.abs(store.data), dev.q,
+                                                    cfg.regrow_steps)
+                    if pre.size:
+                        # A new synapse starts with the layer's current range, like every synapse did.
+                        m = float(np.abs(store.data).max()) if store.nnz else 1.0
+                        regrown = layer.regrow(pre, post, -would_be[pre, post], {"r_plus": m, "r_minus": -m})
+                        store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
+            dev.reset_interval()
+            layer.sync_weights()
+            stats.append({
+                "layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
+                "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,
+                "rho": round(dev.rho, 4), "q": round(dev.q, 3), "pruned": int(pruned), "regrown": int(regrown),
+                "compression": round(1 - store.nnz / (layer.n_in * layer.n_out), 6),
+            })
+        return stats
