@@ -1,0 +1,228 @@
+"""SD-SNN rules on hand-made cases, and structural invariants under development."""
+import math
+
+import numpy as np
+import pytest
+
+from evsim.errors import ConfigError
+from evsim.kernels.events import dense_to_events
+from evsim.layers import SparseLinear
+from evsim.loss import mse_rate
+from evsim.network import Network
+from evsim.structure import SET, MagnitudePruning, SDSNN, SDSNNConfig, make_structure
+from evsim.structure.sdsnn import (alpha, constrain, init_ranges, neuron_importance, neurons_to_prune,
+                                   regrowth_candidates, regrowth_percentile, update_rho)
+from evsim.synapses import SynapseStore
+
+CFG = SDSNNConfig(spine_steps=3, regrow_steps=2)
+
+
+def single(weights):
+    store = SynapseStore.from_dense(np.array([weights], np.float32), np.ones((1, len(weights)), bool))
+    init_ranges(store, max_abs=1.0)
+    return store
+
+
+def test_ranges_start_at_the_layers_largest_weight():
+    store = SynapseStore.from_dense(np.array([[0.2, -0.7], [0.1, 0.4]], np.float32))
+    init_ranges(store)
+    np.testing.assert_allclose(store.state["r_plus"], 0.7)
+    np.testing.assert_allclose(store.state["r_minus"], -0.7)
+
+
+def test_range_expands_by_mean_excess_exactly_at_step_k():
+    store = single([0.0])
+    excesses = [0.3, 0.1, 0.2]
+    for step, excess in enumerate(excesses, start=2):
+        store.data[0] = 1.0 + excess
+        constrain(store, step, CFG)
+        if step < 4:  # 1st and 2nd consecutive step above r+: not yet
+            assert store.state["r_plus"][0] == pytest.approx(1.0)
+    assert store.state["r_plus"][0] == pytest.approx(1.0 + np.mean(excesses))
+    assert store.state["above_n"][0] == 0
+
+
+def test_lower_bound_expands_downward():
+    store = single([0.0])
+    for step, w in enumerate([-1.5, -1.1, -1.4], start=2):
+        store.data[0] = w
+        constrain(store, step, CFG)
+    assert store.state["r_minus"][0] == pytest.approx(-1.0 - np.mean([0.5, 0.1, 0.4]))
+
+
+def test_interrupted_excess_does_not_expand():
+    store = single([0.0])
+    for step, w in enumerate([1.3, 0.5, 1.3, 1.3], start=2):
+        store.data[0] = w
+        constrain(store, step, SDSNNConfig(spine_steps=3))
+    assert store.state["r_plus"][0] == pytest.approx(1.0)
+
+
+def test_range_shrinks_by_075_after_k_falls():
+    store = single([0.9])
+    for step, w in enumerate([0.8, 0.7, 0.6], start=2):
+        store.data[0] = w
+        constrain(store, step, SDSNNConfig(spine_steps=3))
+    assert store.state["r_plus"][0] == pytest.approx(0.75)
+    assert store.state["r_minus"][0] == pytest.approx(-0.75)
+
+
+def test_clipping_only_from_step_k():
+    store = single([0.0])
+    store.state["r_plus"][:] = 0.5
+    store.data[0] = 0.8
+    constrain(store, 2, CFG)  # step 2 < K = 3: no clipping
+    assert store.data[0] == pytest.approx(0.8)
+    store.data[0] = 0.8
+    constrain(store, 3, SDSNNConfig(spine_steps=3))
+    assert store.data[0] == pytest.approx(0.5)
+
+
+def test_importance_sums_normalised_widths_of_existing_synapses():
+    mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1]], bool)
+    store = SynapseStore.from_dense(np.ones((3, 3), np.float32), mask)
+    init_ranges(store, 1.0)
+    widths = np.array([2.0, 1.0, 4.0, 3.0, 2.0, 1.0])  # CSR order: (0,0) (0,1) (1,0) (2,0) (2,1) (2,2)
+    store.state["r_plus"][:] = widths / 2
+    store.state["r_minus"][:] = -widths / 2
+    normalised = (widths - 1) / 3
+    expected = [normalised[[0, 2, 3]].sum(), normalised[[1, 4]].sum(), normalised[[5]].sum()]
+    np.testing.assert_allclose(neuron_importance(store), expected)
+
+
+def test_the_least_important_neurons_are_pruned_up_to_the_target():
+    importance = np.array([5.0, 1.0, 3.0, 0.5, 4.0, 2.0, 9.0, 7.0, 6.0, 8.0])
+    alive = np.ones(10, bool)
+    assert sorted(neurons_to_prune(importance, alive, 30.0)) == [1, 3, 5]
+    alive[[1, 3]] = False  # two already dead: only one more to reach floor(10 * 0.3) = 3
+    assert neurons_to_prune(importance, alive, 30.0).tolist() == [5]
+    assert neurons_to_prune(importance, alive, 19.0).size == 0
+
+
+def test_rho_follows_the_neurotrophic_formula():
+    cfg = SDSNNConfig(spine_steps=18, rho_init=45, rho_max=99)
+    assert alpha(37, cfg) == pytest.approx(1.0)
+    assert alpha(40, cfg) == pytest.approx(math.exp(-3))
+    assert alpha(60, cfg) == pytest.approx(math.exp(-23))
+    assert alpha(61, cfg) == pytest.approx(0.00075)
+    assert update_rho(45.0, 38, 400, 800, cfg) == pytest.approx(45 + math.exp(-1) * 0.5)
+    assert update_rho(98.0, 37, 800, 10, cfg) == 99  # capped
+
+
+def test_regrowth_percentile_schedule():
+    cfg = SDSNNConfig(spine_steps=18)
+    assert regrowth_percentile(37, cfg) == pytest.approx(61.0)
+    assert regrowth_percentile(47, cfg) == pytest.approx(60 + 1.1 ** 10)
+    assert regrowth_percentile(200, cfg) == 99.0
+
+
+def test_regeneration_needs_r_consecutive_qualifying_steps():
+    exists = np.array([[True, False, False]])
+    weights_abs = np.array([0.5])
+    counter = np.zeros((1, 3), np.int16)
+    strong = np.array([[9.0, 1.0, 1.0]])
+    weak = np.array([[9.0, 1.0, 0.1]])
+    pre, post = regrowth_candidates(counter, strong, exists, weights_abs, 50, 3)
+    assert pre.size == 0 and counter.tolist() == [[0, 1, 1]]  # existing synapses never count
+    regrowth_candidates(counter, weak, exists, weights_abs, 50, 3)  # (0, 2) drops out: reset
+    assert counter.tolist() == [[0, 2, 0]]
+    pre, post = regrowth_candidates(counter, strong, exists, weights_abs, 50, 3)
+    assert list(zip(pre, post)) == [(0, 1)] and counter.tolist() == [[0, 0, 1]]
+
+
+def small_network(rng, sizes=(30, 20, 4)):
+    return Network.mlp(list(sizes), rng)
+
+
+def train_steps(net, rng, structure, n_batches, lr=1e-2):
+    from evsim.optim import Optimizer
+
+    opt = Optimizer("adam", lr)
+    for _ in range(n_batches):
+        x = (rng.random((5, 8, net.sizes[0])) < 0.4).astype(np.float32)
+        counts, traces = net.forward(x)
+        _, grad = mse_rate(counts, rng.integers(0, net.sizes[-1], 8), 5)
+        net.backward(traces, grad, dense_grad=structure.needs_dense_grad)
+        structure.observe(net)
+        opt.step(net.parameters())
+        net.sync_weights()
+
+
+def assert_store_consistent(store):
+    assert store.is_canonical()
+    keys = store.rows().astype(np.int64) * store.shape[1] + store.indices
+    assert np.unique(keys).size == keys.size
+    assert all(values.shape[0] == store.nnz for values in store.state.values())
+
+
+def test_development_keeps_structure_consistent_and_regrown_state_fresh(rng):
+    net = small_network(rng)
+    cfg = SDSNNConfig(spine_steps=1, regrow_steps=1, rho_init=30, rho_max=50, q_base=0.0, q_max=1.0)
+    sd = SDSNN(net, cfg)
+    layer = net.layers[0]
+    total_regrown = total_pruned = 0
+    for _ in range(6):
+        train_steps(net, rng, sd, 2)
+        before = set(zip(layer.store.rows().tolist(), layer.store.indices.tolist()))
+        (stats,) = sd.develop(net, lr=1e-2)
+        total_regrown += stats["regrown"]
+        total_pruned += stats["pruned"]
+        assert_store_consistent(layer.store)
+        after = list(zip(layer.store.rows().tolist(), layer.store.indices.tolist()))
+        new = np.array([pair not in before for pair in after])
+        assert np.all(layer.store.state["adam_m"][new] == 0) and np.all(layer.store.state["adam_v"][new] == 0)
+        dead = ~layer.alive
+        assert layer.store.fan_in()[dead].sum() == 0 and np.all(layer.bias[dead] == 0)
+        # The execution copy matches the store.
+        np.testing.assert_array_equal(layer.weight_rows, layer.store.to_dense()[:, layer.alive_index])
+    assert total_pruned > 0 and total_regrown > 0
+
+
+def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng):
+    net = small_network(rng, (12, 8, 3))
+    net.layers[0].kill([2, 5])
+    x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
+    counts, traces = net.forward(x)
+    _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
+    net.backward(traces, grad, dense_grad=True)
+    # Recompute the output layer's dL/du and what it sends back to the dead rows.
+    out = net.layers[1]
+    from evsim.neuron import surrogate_grad
+    from tests.reference import lif_backward
+    u, o = traces[1].u, traces[1].spikes.astype(np.float32)
+    grad_o = np.broadcast_to(grad, u.shape).astype(np.float32)
+    grad_u = lif_backward(grad_o, u, o, surrogate_grad(u - np.float32(0.5)))
+    sent = grad_u @ out.store.to_dense().T  # [T, B, 8]
+    expected = np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]])
+    np.testing.assert_allclose(net.layers[0].grad_dense[:, [2, 5]], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_magnitude_pruning_reaches_its_target(rng):
+    net = small_network(rng)
+    mp = MagnitudePruning(net, target=0.6, steps=4)
+    for _ in range(5):
+        mp.develop(net, 1e-3)
+    assert net.layers[0].store.density == pytest.approx(0.4, abs=1 / 600)
+    assert net.layers[1].store.density == 1.0  # the output layer does not develop
+
+
+def test_set_keeps_sparsity_constant_and_rewires(rng):
+    net = small_network(rng)
+    set_ = SET(net, sparsity=0.5, seed=1)
+    nnz = net.layers[0].store.nnz
+    before = net.layers[0].store.mask()
+    (stats,) = set_.develop(net, 1e-3)
+    assert net.layers[0].store.nnz == nnz and stats["pruned"] == stats["regrown"] > 0
+    assert (net.layers[0].store.mask() != before).any()
+    assert_store_consistent(net.layers[0].store)
+
+
+def test_structure_config_errors(rng):
+    with pytest.raises(ConfigError, match="rho_init"):
+        SDSNNConfig(rho_init=70, rho_max=60)
+    with pytest.raises(ConfigError, match="spine_steps"):
+        SDSNNConfig(spine_steps=0)
+    with pytest.raises(ConfigError, match="target-sparsity"):
+        make_structure("set", small_network(rng), SDSNNConfig(), 1.5, 10, True, 0)
+    with pytest.raises(ConfigError, match="unknown structure"):
+        make_structure("random", small_network(rng), SDSNNConfig(), 0.5, 10, True, 0)
