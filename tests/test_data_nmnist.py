@@ -322,3 +322,12 @@ def test_cli_show_index_out_of_range(tmp_path):
     result = cli(["data", "show", "--dataset", "nmnist", "--data-dir", str(root), "--cache-dir",
                   str(tmp_path / "cache"), "--index", "9", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "index 9 out of range" in result.output
+
+
+def test_emulated_folder_given_as_data_dir_is_still_recorded_as_emulated(tmp_path):
+    root = tmp_path / "emu"
+    write_emulated_nmnist(root, per_class=1, progress=False)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert ds.source == "emulated" and "EMULATED" in ds.meta["notice"]
+    with pytest.raises(DataError, match="holds emulated N-MNIST .*not real recordings"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root, source="real"))

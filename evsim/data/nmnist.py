@@ -29,7 +29,7 @@ import numpy as np
 from evsim.data import register
 from evsim.data.base import DataOptions, Dataset
 from evsim.data.cache import atomic_dir, cache_key, files_fingerprint, load_entry, resolve_cache_dir
-from evsim.data.emulate import emulated_nmnist_dir
+from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
@@ -137,6 +137,9 @@ def _find_real(options: DataOptions, cache_dir: Path) -> EventFiles | None:
             splits = _plain_listing(root)  # validates the class folders
             if layout == "tonic":
                 splits = _tonic_listing(save_to)
+            if read_manifest(root) is not None:  # written by `evsim data emulate-nmnist`
+                return EventFiles("emulated", root, layout, splits,
+                                  f"{root} holds EMULATED N-MNIST (it has {MANIFEST}); data_source=emulated")
             return EventFiles("real", root, layout, splits)
     return None
 
@@ -187,6 +190,9 @@ def find_nmnist(options: DataOptions) -> EventFiles:
         why = ""
         if found is None:
             found, why = _try_download(options, cache_dir)
+        if found is not None and found.source == "emulated" and options.source == "real":
+            raise DataError(f"{found.root}: holds emulated N-MNIST ({MANIFEST}), not real recordings; "
+                            "point --data-dir at the real Train/ and Test/ folders")
         if found is not None:
             return found
         where = data_dir_of(options) or f"{cache_dir / 'tonic'} (no --data-dir or $EVSIM_DATA given)"
