@@ -65,7 +65,8 @@ def train(**opts):
     defaults = preset(opts["dataset"])
     pick = {key: defaults[key] if opts.get(key) is None else opts[key]
             for key in ("epochs", "batch_size", "time_steps", "hidden", "lr", "optimizer", "loss")}
-    data = data_options_from(opts, pick["time_steps"], opts["seed"])
+    # The data seed stays fixed: the emulated dataset must not change (and be re-made) per training seed.
+    data = data_options_from(opts, pick["time_steps"])
     structure = opts["structure"] or defaults["structure"]
     dev_interval = _dev_interval(opts["dev_interval"], defaults["dev_interval"])
     sdsnn = SDSNNConfig(spine_steps=opts["spine_steps"], regrow_steps=opts["regrow_steps"],

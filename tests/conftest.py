@@ -18,3 +18,9 @@ def make_layer(rng, n_in, n_out, density=1.0, path="auto", bias_scale=0.25, scal
     bias = (rng.integers(-8, 9, n_out) / 64 * bias_scale * 4).astype(np.float32)
     layer = SparseLinear(SynapseStore.from_dense(weight, mask), bias, path=path)
     return layer, weight, bias
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test may reach the network: loaders never probe for downloads."""
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")

@@ -35,12 +35,13 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["hidden"] == [24] and config["time_steps"] == 4 and config["data_source"] == "mnist-5k"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["type"] == "epoch"]
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_acc", "test_acc", "synapses", "wall_s"):
         assert key in rows[0]
     summary = json.loads((out / "summary.json").read_text())
     for key in ("test_acc", "best_test_acc", "epochs", "synapses", "data_source", "wall_s"):
         assert key in summary
-    assert summary["synapses"] == 784 * 24 + 24 * 10
+    assert summary["synapses"] == 784 * 24 + 24 * 10  # 2 development steps: before pruning starts at 2K
     assert summary["test_acc"] > 0.3, "even a tiny network should learn something in 2 epochs"
     assert "epoch   2" in result.output and "mnist-5k" in result.output
