@@ -35,7 +35,9 @@ def main():
 
 
 from evsim.cli.data import data  # noqa: E402
+from evsim.cli.profile import profile  # noqa: E402
 from evsim.cli.train import train  # noqa: E402
 
 main.add_command(data)
+main.add_command(profile)
 main.add_command(train)

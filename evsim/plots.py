@@ -43,3 +43,24 @@ def plot_training(metrics: list[dict], path: Path, data_source: str) -> None:
     ax_struct.grid(alpha=0.3)
     ax_struct.legend()
     save_figure(fig, path)
+
+
+def plot_energy(summary: dict, path: Path) -> None:
+    """Per-layer SOPs (this network vs unpruned) and energy per sample of the three rows."""
+    layers = summary["layers"]
+    fig, (ax_ops, ax_energy) = plt.subplots(1, 2, figsize=(11, 4))
+    x = range(len(layers))
+    this = [layer["sops_per_sample"] + layer["macs_per_sample"] for layer in layers]
+    unpruned = [layer["sops_unpruned_per_sample"] for layer in layers]
+    ax_ops.bar([i - 0.2 for i in x], unpruned, width=0.4, label="unpruned (same spikes)")
+    ax_ops.bar([i + 0.2 for i in x], this, width=0.4, label="this network")
+    ax_ops.set_xticks(list(x), [f"L{i}\n{l['n_in']}->{l['n_out']}" for i, l in enumerate(layers)])
+    ax_ops.set(ylabel="operations per sample", title="synaptic operations per layer")
+    ax_ops.legend()
+    rows = summary["rows"]
+    ax_energy.barh([r["network"] for r in rows], [r["energy_uj"] for r in rows])
+    ax_energy.set(xlabel="energy per sample (uJ, estimate)",
+                  title=f"{summary['energy_model']['e_ac_pj']} pJ/AC, {summary['energy_model']['e_mac_pj']} pJ/MAC"
+                        + (f"; data: {summary['data_source']}" if summary["data_source"] else ""))
+    ax_energy.invert_yaxis()
+    save_figure(fig, path)

@@ -20,7 +20,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from evsim.data import DataOptions, Dataset, load_dataset
+from evsim.checkpoint import NETWORK_FILE, save_network
 from evsim.data.encoding import encode_batch
+from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
 from evsim.files import write_json_atomic, write_jsonl_atomic
 from evsim.kernels.events import dense_to_events
@@ -190,17 +192,23 @@ class Trainer:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
         return total_loss / seen, correct / seen
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Output spike counts ``[N, n_classes]`` for ``inputs``, in evaluation batches."""
-        out = []
+    def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, EnergyReport | None]:
+        """Output spike counts ``[N, n_classes]`` for ``inputs``, and the exact operation
+        counts of those forward passes (counting is O(events), cheap enough to stay on)."""
+        out, report = [], None
+        analog = self.dataset.encoding == "direct"
         for start in range(0, len(inputs), self.config.eval_batch_size):
-            counts, _ = self.network.forward(self._events(inputs[start:start + self.config.eval_batch_size]))
+            counts, traces = self.network.forward(self._events(inputs[start:start + self.config.eval_batch_size]))
             out.append(counts)
-        return np.concatenate(out) if out else np.zeros((0, self.dataset.n_classes), np.float32)
+            batch = count_network(self.network, traces, analog, counts.shape[0], data_source=self.dataset.source)
+            report = batch if report is None else report.add(batch)
+        return (np.concatenate(out) if out else np.zeros((0, self.dataset.n_classes), np.float32)), report
 
-    def evaluate(self, split: str = "test") -> float:
+    def evaluate(self, split: str = "test") -> tuple[float, EnergyReport | None]:
+        """Accuracy on ``split`` and its energy report."""
         data = getattr(self.dataset, split)
-        return accuracy(self.predict(data.inputs), data.labels)
+        counts, report = self.predict(data.inputs)
+        return accuracy(counts, data.labels), report
 
     def fit(self, run_dir: Path | None = None, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict:
@@ -219,7 +227,8 @@ class Trainer:
             train_loss, train_acc = self.train_epoch(progress)
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
-            test_acc = self.evaluate("test")
+            test_acc, energy = self.evaluate("test")
+            energy_summary = energy.summary()
             best = max(best, test_acc)
             row = {
                 "type": "epoch",
@@ -230,6 +239,8 @@ class Trainer:
                 "synapses": self.network.synapses,
                 "compression": round(self.compression(), 6),
                 "neurons_pruned": round(self.neurons_pruned(), 6),
+                "sops_per_sample": round(energy_summary["sops_per_sample"], 1),
+                "energy_uj_per_sample": round(energy_summary["energy_uj_per_sample"], 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
                 "epoch_s": round(time.perf_counter() - t0, 3),
                 "wall_s": round(time.perf_counter() - start, 3),
@@ -241,6 +252,7 @@ class Trainer:
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
                  f"{row['epoch_s']:.1f}s")
             if run_dir is not None:
+                save_network(run_dir / NETWORK_FILE, self.network)
                 write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
                 plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
         summary = {
@@ -253,6 +265,8 @@ class Trainer:
             "dense_synapses": self.network.dense_synapses,
             "compression": round(self.compression(), 6),
             "neurons_pruned": round(self.neurons_pruned(), 6),
+            "sops_per_sample": self.metrics[-1]["sops_per_sample"],
+            "energy_uj_per_sample": self.metrics[-1]["energy_uj_per_sample"],
             "structure": {"name": self.config.structure,
                           "development_steps": self.structure.step if self.structure is not None else 0},
             "wall_s": round(time.perf_counter() - start, 3),

@@ -45,3 +45,27 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
     assert summary["synapses"] == 784 * 24 + 24 * 10  # 2 development steps: before pruning starts at 2K
     assert summary["test_acc"] > 0.3, "even a tiny network should learn something in 2 epochs"
     assert "epoch   2" in result.output and "mnist-5k" in result.output
+
+
+def test_profile_a_trained_run_and_bad_run_folders(tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4",
+                "--batch-size", "500", "--out", str(out), "--no-progress"]).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sops_per_sample"] > 0 and summary["energy_uj_per_sample"] > 0
+
+    result = run(["profile", str(out), "--samples", "50"])
+    assert result.exit_code == 0, result.output
+    assert "estimate" in result.output and "unpruned" in result.output
+    report = json.loads((out / "profile.json").read_text())
+    assert report["samples"] == 50 and report["data_source"] == "mnist-5k"
+    assert report["sops_per_sample"] > 0 and len(report["rows"]) == 3
+    assert (out / "profile.png").stat().st_size > 0
+    for key in ("Effective_ACs", "Effective_MACs", "Dense", "ConnectionSparsity", "ActivationSparsity"):
+        assert key in report["neurobench"]
+
+    (out / "network.npz").write_bytes(b"not a zip")
+    result = run(["profile", str(out)])
+    assert result.exit_code == 2 and "corrupt or truncated" in result.output
+    result = run(["profile", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "config.json" in result.output and len(result.output.strip().splitlines()) == 1

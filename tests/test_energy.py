@@ -1,0 +1,110 @@
+"""SOP/MAC counting: brute-force recounts, a hand-worked example, pruning, counts, analog input."""
+import numpy as np
+import pytest
+
+from evsim.energy import EnergyModel, count_network, profile
+from evsim.layers import SparseLinear
+from evsim.network import Network
+from evsim.synapses import SynapseStore
+
+
+def brute_force_sops(network, drive, traces):
+    """Loop over every recorded input value x[t, b, i] of every layer: x * (row i's synapses)."""
+    totals = []
+    x = drive
+    for layer, trace in zip(network.layers, traces):
+        row_len = np.array([layer.store.indptr[i + 1] - layer.store.indptr[i] for i in range(layer.n_in)])
+        total = 0.0
+        n_steps, batch, n_in = x.shape
+        for t in range(n_steps):
+            for b in range(batch):
+                for i in range(n_in):
+                    total += x[t, b, i] * row_len[i]
+        totals.append(total)
+        spikes = np.zeros((n_steps, batch, layer.n_out), np.float32)
+        spikes[:, :, layer.alive_index] = trace.spikes
+        x = spikes
+    return totals
+
+
+def test_sops_equal_a_brute_force_recount_on_random_pruned_networks(rng):
+    for trial in range(3):
+        net = Network.mlp([40, 25, 12, 5], rng)
+        net.layers[0].store.prune(rng.random(net.layers[0].store.nnz) < 0.5)
+        net.layers[0].rebuild()
+        net.layers[1].kill([0, 3, 7])
+        drive = (rng.random((6, 4, 40)) < 0.3) * rng.integers(1, 4, (6, 4, 40))
+        drive = drive.astype(np.float32)
+        _, traces = net.forward(drive)
+        report = count_network(net, traces, analog_input=False, batch=4)
+        expected = brute_force_sops(net, drive, traces)
+        np.testing.assert_array_equal([layer.sops for layer in report.layers], expected)
+        assert report.layers[0].events.sum() == drive.sum()  # a value k counts as k events
+
+
+def test_hand_worked_two_layer_example():
+    # Layer 1: 3 inputs -> 2 neurons; input 0 has 2 synapses, input 1 has 1, input 2 has 0.
+    w1 = np.array([[0.6, 0.6], [0.0, 0.7], [0.0, 0.0]], np.float32)
+    l1 = SparseLinear(SynapseStore.from_dense(w1), np.zeros(2, np.float32))
+    # Layer 2: 2 -> 3, fully connected.
+    l2 = SparseLinear(SynapseStore.from_dense(np.full((2, 3), 0.6, np.float32)), np.zeros(3, np.float32))
+    net = Network([l1, l2])
+    drive = np.zeros((2, 1, 3), np.float32)
+    drive[0, 0] = [1, 1, 1]  # step 0: all three inputs, 2 + 1 + 0 = 3 SOPs
+    drive[1, 0] = [2, 0, 0]  # step 1: input 0 twice (count 2): 4 SOPs
+    _, traces = net.forward(drive)
+    report = count_network(net, traces, analog_input=False, batch=1)
+    np.testing.assert_array_equal(report.layers[0].ops, [3, 4])
+    np.testing.assert_array_equal(report.layers[0].ops_unpruned, [3 * 2, 2 * 2])
+    # Step 0: neuron 0 gets 0.6 -> spikes; neuron 1 gets 1.3 -> spikes. Each spike reaches 3 synapses.
+    # Step 1: neuron 0: hard reset, 1.2 -> spikes; neuron 1: reset, 0.6 -> spikes.
+    np.testing.assert_array_equal(traces[0].spikes[:, 0], [[1, 1], [1, 1]])
+    np.testing.assert_array_equal(report.layers[1].ops, [6, 6])
+    rows = report.rows()
+    assert rows[0]["acs"] == 3 + 4 + 12
+    assert rows[2]["macs"] == 3 * 2 + 2 * 3
+
+
+def test_a_pruned_synapse_costs_nothing(rng):
+    net = Network.mlp([10, 6, 3], rng)
+    drive = (rng.random((5, 3, 10)) < 0.5).astype(np.float32)
+    drive[:, :, 4] = 1.0  # input 4 fires every step of every sample: 15 events
+    _, traces = net.forward(drive)
+    before = count_network(net, traces, False, 3).layers[0].sops
+    store = net.layers[0].store
+    remove = np.zeros(store.nnz, bool)
+    remove[store.indptr[4]] = True  # one synapse of input 4
+    store.prune(remove)
+    net.layers[0].rebuild()
+    _, traces = net.forward(drive)
+    after = count_network(net, traces, False, 3).layers[0].sops
+    assert before - after == 15
+
+
+def test_analog_input_counts_macs_in_the_first_layer_only(rng):
+    net = Network.mlp([8, 5, 2], rng)
+    drive = rng.random((4, 2, 8)).astype(np.float32)
+    drive[drive < 0.3] = 0
+    report = profile(net, [drive], analog_input=True)
+    first, second = report.layers
+    assert first.sops == 0 and first.macs == np.count_nonzero(drive) * 5  # one MAC per delivered value per synapse
+    assert second.macs == 0 and second.sops == brute_force_sops(net, drive, profile_traces(net, drive))[1]
+
+
+def profile_traces(net, drive):
+    return net.forward(drive)[1]
+
+
+def test_report_accumulates_and_prints_the_energy_model(rng):
+    net = Network.mlp([12, 6, 3], rng)
+    batches = [(rng.random((3, 2, 12)) < 0.4).astype(np.float32) for _ in range(3)]
+    total = profile(net, batches, model=EnergyModel(e_ac_pj=1.0, e_mac_pj=5.0))
+    singles = [profile(net, [b]) for b in batches]
+    assert total.samples == 6
+    assert total.layers[0].sops == sum(s.layers[0].sops for s in singles)
+    text = total.table()
+    assert "estimate" in text and "1.0 pJ/accumulate" in text
+    summary = total.summary()
+    assert summary["energy_uj_per_sample"] == pytest.approx(summary["sops_per_sample"] * 1e-6)
+    nb = summary["neurobench"]
+    assert nb["ConnectionSparsity"] == 0.0 and 0 <= nb["ActivationSparsity"] <= 1
