@@ -5,11 +5,9 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.data import DataOptions, load_dataset
-from evsim.data.encoding import encode_batch
 from evsim.energy import EnergyModel, profile as run_profile
 from evsim.errors import ConfigError
 from evsim.files import write_json_atomic
@@ -46,12 +44,9 @@ def profile(run_dir, split, samples, batch_size, json_path, png_path, e_ac, e_ma
     dataset = load_dataset(config["dataset"], DataOptions(**data))
     if dataset.meta.get("notice"):
         click.echo(f"NOTE: {dataset.meta['notice']}")
-    inputs = getattr(dataset, split).inputs[:samples]
-    rng = np.random.default_rng([config["seed"], 2])
-    batches = (encode_batch(inputs[s:s + batch_size], dataset.encoding, config["time_steps"], rng)
-               for s in range(0, len(inputs), batch_size))
-    report = run_profile(network, batches, analog_input=dataset.encoding == "direct",
-                         model=EnergyModel(e_ac, e_mac, e_neuron), data_source=dataset.source)
+    report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
+                         time_steps=config["time_steps"], split=split, samples=samples, batch_size=batch_size,
+                         seed=config["seed"])
     click.echo(report.table())
     summary = report.summary()
     write_json_atomic(json_path or run_dir / "profile.json", summary)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from evsim.errors import ConfigError
 from evsim.kernels.energy import _count_ops
 from evsim.kernels.events import Events
 from evsim.layers import LayerTrace, SparseLinear
@@ -187,15 +188,45 @@ def count_network(network, traces: list[LayerTrace], analog_input: bool, batch: 
     return EnergyReport(batch, traces[0].u.shape[0], layers, model, data_source)
 
 
-def profile(network, drive_batches, analog_input: bool = False, model: EnergyModel = EnergyModel(),
-            data_source: str = "") -> EnergyReport:
-    """Run ``network`` on each ``[T, B, n_in]`` array (or Events) of ``drive_batches`` and count.
+def profile(network, data, analog_input: bool = False, model: EnergyModel = EnergyModel(),
+            data_source: str = "", time_steps: int | None = None, split: str = "test", samples: int | None = None,
+            batch_size: int = 250, seed: int = 0) -> EnergyReport:
+    """Run ``network`` and count every operation it performs.
 
-    Returns the accumulated :class:`EnergyReport`.
+    Parameters
+    ----------
+    data : a :class:`~evsim.data.Dataset` (its ``split`` is encoded for ``time_steps``
+        steps, rate coding seeded by ``seed``), or one ``[T, B, n_in]`` array, or an
+        iterable of such arrays / :class:`Events`.
+    analog_input : count the first layer's work as MACs (direct-encoded input); taken
+        from the dataset's encoding when ``data`` is a Dataset.
+
+    Returns
+    -------
+    EnergyReport accumulated over all batches.
     """
+    from evsim.data import Dataset
+    from evsim.data.encoding import encode_batch
+
+    if isinstance(data, Dataset):
+        steps = time_steps or data.time_steps
+        if steps is None:
+            raise ConfigError("time_steps is required to encode a static-image dataset")
+        inputs = getattr(data, split).inputs[:samples]
+        rng = np.random.default_rng([seed, 2])
+        analog_input = data.encoding == "direct"
+        data_source = data_source or data.source
+        batches = (encode_batch(inputs[s:s + batch_size], data.encoding, steps, rng)
+                   for s in range(0, len(inputs), batch_size))
+    elif isinstance(data, np.ndarray):
+        batches = [data]
+    else:
+        batches = data
     report = None
-    for drive in drive_batches:
+    for drive in batches:
         counts, traces = network.forward(drive)
         batch_report = count_network(network, traces, analog_input, counts.shape[0], model, data_source)
         report = batch_report if report is None else report.add(batch_report)
+    if report is None:
+        raise ConfigError("nothing to profile: no input batches")
     return report

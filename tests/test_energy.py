@@ -108,3 +108,19 @@ def test_report_accumulates_and_prints_the_energy_model(rng):
     assert summary["energy_uj_per_sample"] == pytest.approx(summary["sops_per_sample"] * 1e-6)
     nb = summary["neurobench"]
     assert nb["ConnectionSparsity"] == 0.0 and 0 <= nb["ActivationSparsity"] <= 1
+
+
+def test_profile_accepts_a_dataset_and_rejects_nothing(rng):
+    from evsim.data.base import Dataset, Split
+    from evsim.errors import ConfigError
+
+    x = rng.random((30, 12)).astype(np.float32)
+    ds = Dataset("toy", Split(x, np.zeros(30, np.int64)), Split(x[:10], np.zeros(10, np.int64)), 3, (12,), "rate",
+                 "toy-source")
+    net = Network.mlp([12, 6, 3], rng)
+    report = profile(net, ds, time_steps=4, batch_size=4)
+    assert report.samples == 10 and report.data_source == "toy-source" and report.layers[0].sops > 0
+    with pytest.raises(ConfigError, match="time_steps"):
+        profile(net, ds)
+    with pytest.raises(ConfigError, match="nothing to profile"):
+        profile(net, [])
