@@ -34,9 +34,6 @@ PATHS = ("auto", "rows", "csr")
 # Below this synapse density the CSR scatter touches so few synapses that it beats
 # accumulating whole dense rows (measured in benchmarks/bench_propagation.py).
 CSR_DENSITY_THRESHOLD = 0.05
-# Neurons per column tile in the rows path: a [n_pre, 128] float32 block of a
-# 2312-input layer is 1.2 MB and stays in a 2 MB L2 cache.
-COLUMN_TILE = 128
 
 
 class LayerTrace(NamedTuple):
@@ -145,8 +142,7 @@ class SparseLinear:
         hard = lif.reset == "hard"
         decay, v_th = np.float32(lif.decay), np.float32(lif.v_th)
         if self.path == "rows":
-            _propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, COLUMN_TILE,
-                            u, spikes)
+            _propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
         else:
             _propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                            bias, decay, v_th, hard, u, spikes)
@@ -192,11 +188,11 @@ class SparseLinear:
                     full[:] = would_be_grad_u.reshape(n_steps * batch, self.n_out)
                 full[:, self.alive_index] = grad_u2
             self.grad_dense = np.empty((self.n_in, self.n_out), dtype=np.float32)
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, full, COLUMN_TILE, self.grad_dense)
+            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, full, self.grad_dense)
             _gather_csr(self.grad_dense, self.store.indptr, self.store.indices, self.grad_data)
         elif self.path == "rows":
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, COLUMN_TILE, dense)
+            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
             _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,

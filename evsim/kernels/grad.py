@@ -14,25 +14,21 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _weight_grad_rows(row_ptr, slot, val, grad_u, tile, out):
+def _weight_grad_rows(row_ptr, slot, val, grad_u, out):
     """Dense gradient ``out[i, :] = sum over row i's events of val * grad_u[slot, :]``.
 
     ``out`` float32 ``[n_pre, N]``; rows with no events are zeroed. The dense rows
     include would-be gradients of synapses that do not exist (used by regeneration).
-    Column tiles of ``tile`` keep the ``[T*B, tile]`` block of ``grad_u`` in L2 while
-    every row uses it.
     """
     n_rows, n = out.shape
-    for j0 in range(0, n, tile):
-        width = min(tile, n - j0)
-        for i in prange(n_rows):
-            for j in range(width):
-                out[i, j0 + j] = 0.0
-            for e in range(row_ptr[i], row_ptr[i + 1]):
-                s = slot[e]
-                v = val[e]
-                for j in range(width):
-                    out[i, j0 + j] += v * grad_u[s, j0 + j]
+    for i in prange(n_rows):
+        acc = out[i]
+        acc[:] = 0.0
+        for e in range(row_ptr[i], row_ptr[i + 1]):
+            g = grad_u[slot[e]]
+            v = val[e]
+            for j in range(n):
+                acc[j] += v * g[j]
 
 
 @njit(parallel=True, cache=True)

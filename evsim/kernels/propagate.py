@@ -21,31 +21,22 @@ from evsim.kernels.lif import _lif_update
 
 
 @njit(parallel=True, cache=True)
-def _propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, tile, u_out, o_out):
-    """Row-accumulation path. ``weight`` float32 ``[n_pre, N]`` C-contiguous.
-
-    Neurons are independent within a layer, so the work is split into column tiles
-    of ``tile`` neurons: all samples run through one tile before the next, so the
-    ``[n_pre, tile]`` weight block stays in the core's L2 cache instead of streaming
-    the whole matrix from L3 for every event.
-    """
+def _propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out):
+    """Row-accumulation path. ``weight`` float32 ``[n_pre, N]`` C-contiguous."""
     n_steps, batch, n = u_out.shape
-    for j0 in range(0, n, tile):
-        width = min(tile, n - j0)
-        for b in prange(batch):
-            current = np.empty(width, dtype=np.float32)
-            u = np.zeros(width, dtype=np.float32)
-            o = np.zeros(width, dtype=np.float32)
-            for t in range(n_steps):
-                for j in range(width):
-                    current[j] = bias[j0 + j]
-                s = t * batch + b
-                for e in range(ptr[s], ptr[s + 1]):
-                    row = idx[e]
-                    v = val[e]
-                    for j in range(width):
-                        current[j] += v * weight[row, j0 + j]
-                _lif_update(current, u, o, decay, v_th, hard, u_out[t, b, j0:j0 + width], o_out[t, b, j0:j0 + width])
+    for b in prange(batch):
+        current = np.empty(n, dtype=np.float32)
+        u = np.zeros(n, dtype=np.float32)
+        o = np.zeros(n, dtype=np.float32)
+        for t in range(n_steps):
+            current[:] = bias
+            s = t * batch + b
+            for e in range(ptr[s], ptr[s + 1]):
+                row = weight[idx[e]]
+                v = val[e]
+                for j in range(n):
+                    current[j] += v * row[j]
+            _lif_update(current, u, o, decay, v_th, hard, u_out[t, b], o_out[t, b])
 
 
 @njit(parallel=True, cache=True)
