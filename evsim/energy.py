@@ -64,8 +64,13 @@ class LayerCounts:
         return float(self.ops.sum()) if self.analog_input else 0.0
 
 
-def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool) -> LayerCounts:
-    """Counts of one forward pass of ``layer`` from its recorded trace."""
+def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool,
+                output_events: Events | None = None) -> LayerCounts:
+    """Counts of one forward pass of ``layer`` from its recorded trace.
+
+    ``output_events`` (the next layer's input events) are this layer's spikes as a
+    list: counting them is O(spikes) instead of a pass over the ``[T, B, N]`` array.
+    """
     events: Events = trace.events_in
     fan_out = np.diff(layer.store.indptr).astype(np.float64)
     per_step_events = np.zeros(events.n_steps)
@@ -73,8 +78,11 @@ def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool) -> L
     # An analog value costs one multiply-accumulate per synapse whatever its size; a count k is k events.
     weights = np.ones_like(events.val) if analog_input else events.val
     _count_ops(events.ptr, events.idx, weights, fan_out, events.n_steps, events.batch, per_step_events, per_step_ops)
-    spikes = np.zeros(layer.n_out)
-    spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)
+    if output_events is not None:
+        spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
+    else:
+        spikes = np.zeros(layer.n_out)
+        spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)
     return LayerCounts(layer.n_in, layer.n_out, layer.store.nnz, analog_input, per_step_events, per_step_ops,
                        per_step_events * layer.n_out, events.n_steps * events.batch * layer.alive_index.size, spikes)
 
@@ -183,8 +191,9 @@ class EnergyReport:
 def count_network(network, traces: list[LayerTrace], analog_input: bool, batch: int,
                   model: EnergyModel = EnergyModel(), data_source: str = "") -> EnergyReport:
     """Report for one forward pass (``traces`` from :meth:`Network.forward`)."""
-    layers = [count_layer(layer, trace, analog_input and k == 0)
-              for k, (layer, trace) in enumerate(zip(network.layers, traces))]
+    outputs = [trace.events_in for trace in traces[1:]] + [None]
+    layers = [count_layer(layer, trace, analog_input and k == 0, out)
+              for k, (layer, trace, out) in enumerate(zip(network.layers, traces, outputs))]
     return EnergyReport(batch, traces[0].u.shape[0], layers, model, data_source)
 
 

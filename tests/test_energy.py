@@ -60,6 +60,8 @@ def test_hand_worked_two_layer_example():
     # Step 1: neuron 0: hard reset, 1.2 -> spikes; neuron 1: reset, 0.6 -> spikes.
     np.testing.assert_array_equal(traces[0].spikes[:, 0], [[1, 1], [1, 1]])
     np.testing.assert_array_equal(report.layers[1].ops, [6, 6])
+    np.testing.assert_array_equal(report.layers[0].spikes, [2, 2])  # from the events, equal to the trace
+    np.testing.assert_array_equal(report.layers[1].spikes, traces[1].spikes.sum(axis=(0, 1)))
     rows = report.rows()
     assert rows[0]["acs"] == 3 + 4 + 12
     assert rows[2]["macs"] == 3 * 2 + 2 * 3
