@@ -60,7 +60,7 @@ def main():
             results[name].append(summary)
             print(f"seed {seed} {name:9s} test {100 * summary['test_acc']:.2f}%  "
                   f"compression {100 * summary['compression']:.1f}%  {summary['wall_s']:.0f}s", flush=True)
-    print(f"\n| structure | test accuracy (%) | compression (%) | neurons pruned (%) | seeds |\n| --- | --- | --- | --- | --- |")
+    print("\n| structure | test accuracy (%) | compression (%) | neurons pruned (%) | seeds |\n| --- | --- | --- | --- | --- |")
     for name, runs in results.items():
         acc = np.array([r["test_acc"] for r in runs]) * 100
         comp = np.array([r["compression"] for r in runs]) * 100

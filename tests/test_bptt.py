@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from evsim.kernels.events import dense_to_events
 from evsim.layers import SparseLinear
 from evsim.loss import mse_rate
 from evsim.network import Network

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 
 from evsim.errors import ConfigError
-from evsim.kernels.events import dense_to_events
-from evsim.layers import SparseLinear
 from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.structure import SET, MagnitudePruning, SDSNN, SDSNNConfig, make_structure

@@ -18,7 +18,7 @@ import numpy as np
 from evsim.data import register
 from evsim.data.base import DataOptions, Dataset
 from evsim.data.events import check_framing, check_in_sensor, splits_from_entry
-from evsim.data.nmnist import EventFiles, _pick, check_source, data_dir_of, framing_meta, frames_cached
+from evsim.data.nmnist import EventFiles, _pick, check_source, data_dir_of, frames_cached
 from evsim.errors import ConfigError, DataError
 
 SENSOR = (128, 128, 2)

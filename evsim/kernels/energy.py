@@ -6,7 +6,6 @@ synapses cost nothing; an event on a row with no synapses costs nothing).
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 

@@ -36,9 +36,6 @@ from evsim.errors import ConfigError
 from evsim.layers import SparseLinear
 from evsim.network import Network
 
-SPINE_STATE = ("r_plus", "r_minus", "above_n", "above_sum", "below_n", "below_sum", "fall_n", "prev_abs")
-
-
 @dataclass(frozen=True)
 class SDSNNConfig:
     """SD-SNN constants (the authors' code's defaults; counts are development steps).
