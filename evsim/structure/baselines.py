@@ -62,6 +62,13 @@ class MagnitudePruning:
             stats.append(_stats(k, layer, pruned, target_sparsity=round(sparsity, 6)))
         return stats
 
+    def state_dict(self) -> dict:
+        """The schedule position, for checkpoints."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+
 
 class SET:
     """Prune the smallest ``zeta`` fraction and regrow randomly, at constant ``sparsity``."""
@@ -100,3 +107,11 @@ class SET:
             layer.sync_weights()
             stats.append(_stats(k, layer, pruned, regrown))
         return stats
+
+    def state_dict(self) -> dict:
+        """The step and the random generator's state (JSON-ready), for checkpoints."""
+        return {"step": self.step, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.rng.bit_generator.state = state["rng"]

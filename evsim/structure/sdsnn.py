@@ -268,3 +268,22 @@ class SDSNN:
                 "compression": round(1 - store.nnz / (layer.n_in * layer.n_out), 6),
             })
         return stats
+
+    def state_dict(self) -> dict:
+        """Everything :meth:`develop` depends on besides the network, for checkpoints.
+
+        ``step``, and every attribute of each layer's :class:`LayerDevelopment` as
+        ``"<layer>.<attribute>"``, taken from ``vars()`` so that accumulators added
+        later are saved without a change here.
+        """
+        state = {"step": self.step}
+        for k, dev in self.state.items():
+            state.update({f"{k}.{name}": value for name, value in vars(dev).items()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (same layers and attribute names; arrays are taken as given)."""
+        self.step = state["step"]
+        for k, dev in self.state.items():
+            for name in vars(dev):
+                setattr(dev, name, state[f"{k}.{name}"])
