@@ -1,25 +1,38 @@
-"""``evsim train``: parse options, build a TrainConfig, train, report."""
+"""``evsim train``: resolve the options, build a TrainConfig, train (or resume), report.
+
+Each option's value comes from, in order: the command line, the ``--config`` TOML
+file (keys are option names with underscores), the dataset's preset
+(:mod:`evsim.presets`), the option's default.
+"""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from evsim.cli.options import data_options_from, dataset_options
+from evsim.checkpoint import CHECKPOINT_LATEST
+from evsim.cli.options import dataset_options
+from evsim.config import CONFIG_TOML, config_from_options, config_toml, read_config_file
 from evsim.errors import ConfigError
-from evsim.neuron import RESETS, SURROGATES, LIFParameters
+from evsim.files import write_bytes_atomic
+from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
 from evsim.presets import preset
-from evsim.structure import STRUCTURES, SDSNNConfig
-from evsim.train import TrainConfig, parse_hidden, train as run_training
+from evsim.structure import STRUCTURES
+from evsim.train import TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
+
+# Options that may accompany --resume: they change what is shown, not what is computed.
+RESUME_COMPATIBLE = ("progress",)
 
 
 def _hidden(ctx, param, value):
     if value is None:
-        return None
+        return value
     try:
-        return parse_hidden(value)
+        return parse_hidden(str(value))
     except ConfigError as exc:
         raise click.BadParameter(str(exc).split("; ")[0].replace("--hidden ", "")) from None
 
@@ -45,14 +58,14 @@ def _hidden(ctx, param, value):
               help="Structural development: SD-SNN, none, or a baseline [preset: sdsnn].")
 @click.option("--dev-interval", default=None,
               help="Development step every N batches, or 'epoch' (the paper) [preset].")
-@click.option("--spine-steps", "spine_steps", type=click.IntRange(min=1), default=18, show_default=True,
-              help="SD-SNN K: consecutive steps before a dendritic-spine range changes.")
+@click.option("--spine-steps", type=click.IntRange(min=1), default=18, show_default=True,
+              help="SD-SNN K: consecutive steps before a dendritic-spine range changes (a preset may set it).")
 @click.option("--regrow-steps", type=click.IntRange(min=1), default=12, show_default=True,
-              help="SD-SNN R: consecutive qualifying steps before a synapse regrows.")
+              help="SD-SNN R: consecutive qualifying steps before a synapse regrows (a preset may set it).")
 @click.option("--rho-init", type=click.FloatRange(0, 100, max_open=True), default=None,
               help="SD-SNN initial pruning percentage [preset: 35 MNIST, 45 N-MNIST, 60 DVS-Gesture].")
-@click.option("--rho-max", type=click.FloatRange(0, 100, max_open=True), default=None,
-              help="SD-SNN cap on the pruning percentage [preset: 65].")
+@click.option("--rho-max", type=click.FloatRange(0, 100, max_open=True), default=65.0, show_default=True,
+              help="SD-SNN cap on the pruning percentage (a preset may set it).")
 @click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Sparsity for the magnitude and set baselines.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -60,36 +73,97 @@ def _hidden(ctx, param, value):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<dataset>-<timestamp>].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-def train(**opts):
-    """Train a spiking network with BPTT on the event-driven engine."""
-    defaults = preset(opts["dataset"])
-    pick = {key: defaults[key] if opts.get(key) is None else opts[key]
-            for key in ("epochs", "batch_size", "time_steps", "hidden", "lr", "optimizer", "loss")}
-    # The data seed stays fixed: the emulated dataset must not change (and be re-made) per training seed.
-    data = data_options_from(opts, pick["time_steps"])
-    structure = opts["structure"] or defaults["structure"]
-    dev_interval = _dev_interval(opts["dev_interval"], defaults["dev_interval"])
-    sdsnn = SDSNNConfig(spine_steps=opts["spine_steps"], regrow_steps=opts["regrow_steps"],
-                        rho_init=opts["rho_init"] if opts["rho_init"] is not None else defaults["rho_init"],
-                        rho_max=opts["rho_max"] if opts["rho_max"] is not None else defaults.get("rho_max", 65.0))
-    out = opts["out"] or Path("runs") / f"{opts['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(
-        dataset=opts["dataset"], data=data, **pick,
-        weight_decay=opts["weight_decay"], schedule=opts["schedule"], step_epochs=opts["step_epochs"],
-        warmup_epochs=opts["warmup_epochs"], lif=LIFParameters(reset=opts["reset"], surrogate=opts["surrogate"]),
-        path=opts["path"], seed=opts["seed"], threads=opts["threads"], out=str(out),
-        structure=structure, dev_interval=dev_interval, sdsnn=sdsnn, target_sparsity=opts["target_sparsity"],
-    )
-    summary = run_training(config, out, progress=opts["progress"], echo=click.echo)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file of options (keys: option names with underscores, e.g. batch_size = 100); "
+                   "command-line options override it.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue the run in this folder exactly, from its checkpoint-latest.npz, with its own "
+                   "configuration (only --progress/--no-progress may be given with it).")
+@click.pass_context
+def train(ctx, config_file, resume_dir, **opts):
+    """Train a spiking network with BPTT on the event-driven engine.
+
+    Unset options take the value from --config FILE, else the dataset's preset, else
+    the default shown. Ctrl-C stops after the current batch and writes a checkpoint;
+    continue with --resume RUN_DIR.
+    """
+    given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    if resume_dir is not None:
+        _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
+        out = resume_dir
+        run = lambda: resume_training(resume_dir, progress=opts["progress"], echo=click.echo)  # noqa: E731
+    else:
+        options = _resolve(opts, given, _file_options(ctx, config_file) if config_file else {})
+        config = config_from_options(options)
+        out = Path(config.out)
+        if (out / CHECKPOINT_LATEST).exists():
+            raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
+                              "or choose another --out")
+        write_bytes_atomic(out / CONFIG_TOML, config_toml(config).encode())
+        run = lambda: run_training(config, out, progress=options["progress"], echo=click.echo)  # noqa: E731
+    try:
+        summary = run()
+    except TrainingInterrupted as exc:
+        click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
+                   f"Resume with: evsim train --resume {out}", err=True)
+        ctx.exit(130)
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
                f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
 
 
-def _dev_interval(value: str | None, default: int) -> int:
-    """'epoch' -> 0 (once per epoch); a positive integer -> every N batches."""
-    if value is None:
-        return default
+def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
+    """Refuse options that would change a resumed run, and folders without a checkpoint."""
+    if conflicting:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
+        raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
+                          f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
+    if not (run_dir / CHECKPOINT_LATEST).exists() and (run_dir / CONFIG_TOML).exists():
+        raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
+                          f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+
+
+def _file_options(ctx: click.Context, path: Path) -> dict:
+    """The config file's values, converted and checked exactly like the same options on the command line."""
+    params = {param.name: param for param in ctx.command.params if param.name not in ("config_file", "resume_dir")}
+    values = read_config_file(path, list(params))
+    converted = {}
+    for key, value in values.items():
+        param = params[key]
+        if key == "hidden" and isinstance(value, (list, int)) and not isinstance(value, bool):
+            value = ",".join(str(size) for size in (value if isinstance(value, list) else [value]))
+        if isinstance(param.type, click.types.IntParamType) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{path}: {key} = {value!r}: expected an integer")
+        try:
+            converted[key] = param.process_value(ctx, value)
+            if key == "dev_interval":
+                converted[key] = _dev_interval(converted[key])
+        except click.BadParameter as exc:
+            raise ConfigError(f"{path}: {key} = {value!r}: {exc.message}") from None
+    return converted
+
+
+def _resolve(opts: dict, given: set[str], from_file: dict) -> dict:
+    """Every option's value: command line > config file > dataset preset > option default."""
+    def pick(name: str, defaults: dict):
+        if name in given:
+            return opts[name]
+        return from_file[name] if name in from_file else defaults.get(name, opts[name])
+
+    defaults = preset(pick("dataset", {}))
+    options = {name: pick(name, defaults) for name in opts}
+    options["dev_interval"] = _dev_interval(options["dev_interval"])
+    options["hidden"] = tuple(options["hidden"])
+    if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
+        options["data_dir"] = Path(os.environ["EVSIM_DATA"])
+    options["out"] = options["out"] or Path("runs") / f"{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return options
+
+
+def _dev_interval(value: str | int) -> int:
+    """'epoch' -> 0 (once per epoch); a positive integer -> every N batches (a preset's 0 means per epoch)."""
+    if isinstance(value, int):
+        return value
     if value == "epoch":
         return 0
     if value.isdigit() and int(value) > 0:

@@ -1,16 +1,36 @@
-"""Saving and loading trained networks: plain NumPy ``.npz`` + JSON, no pickled code.
+"""Saving and loading networks and training checkpoints: plain NumPy ``.npz`` + JSON.
 
-Files are written atomically (temporary file, fsync, rename), so a reader sees
-either the previous complete file or the new complete one.
+Nothing is pickled: arrays are stored as ``.npy`` members, everything else as one
+JSON string (the ``meta`` member), and files are read with ``allow_pickle=False``.
+Files are written atomically (temporary file beside the target, fsync, rename), so a
+reader sees either the previous complete file or the new complete one: a write that
+fails or is killed half-way leaves the previous checkpoint in place.
+
+Two kinds of file share the network layout (``l<k>_indptr``, ``l<k>_indices``,
+``l<k>_data``, ``l<k>_shape``, ``l<k>_bias``, ``l<k>_alive``, ``l<k>_develops``), so
+:func:`load_network` reads either:
+
+``network.npz``            the trained network only (inference, profiling, export).
+``checkpoint-*.npz``       everything a run needs to continue bit for bit
+                           (:class:`TrainingState`): per-synapse state arrays
+                           (optimizer moments, dendritic-spine ranges and counters,
+                           as ``l<k>_state__<name>``), bias moments
+                           (``l<k>_bias_state__<name>``), the structure controller's
+                           state (``structure__<name>``), the shuffled order of an
+                           interrupted epoch (``epoch__order``), and in ``meta``: the
+                           config, epoch, batches seen, metrics, optimizer steps and
+                           the bit-generator states of every random generator.
 """
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from evsim.errors import CheckpointError
 from evsim.files import write_bytes_atomic
@@ -20,24 +40,94 @@ from evsim.neuron import LIFParameters
 from evsim.synapses import SynapseStore
 
 NETWORK_FILE = "network.npz"
+CHECKPOINT_LATEST = "checkpoint-latest.npz"
+CHECKPOINT_BEST = "checkpoint-best.npz"
+CHECKPOINT_FORMAT = 1
+# What np.load and the checks below raise on a damaged file.
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
 
 
-def save_network(path: Path, network: Network) -> None:
-    """Write the network's synapses (CSR), biases, alive masks and neuron parameters."""
-    arrays = {"meta": np.array(json.dumps({"format": 1, "n_layers": len(network.layers),
-                                           "lif": network.lif._asdict()}))}
+@dataclass
+class TrainingState:
+    """Everything a training run needs to continue exactly where it stopped.
+
+    Attributes
+    ----------
+    network : the network, with every per-synapse and bias state array.
+    config : the run's ``TrainConfig.to_dict()``.
+    data_source : where the data came from (resuming on other data is refused).
+    epoch : finished epochs. batches_seen : optimizer steps taken by the trainer.
+    metrics : the metric rows so far.
+    optimizer : ``{"name", "steps"}`` (moments live in the network's state arrays).
+    rng : name -> ``bit_generator.state`` (JSON) of every random generator.
+    structure : the structure controller's ``state_dict()``, or None.
+    in_epoch : for a run stopped inside an epoch, that epoch's ``order`` (array),
+        ``position`` (samples done) and running totals; None at an epoch boundary.
+    """
+
+    network: Network
+    config: dict
+    data_source: str
+    epoch: int
+    batches_seen: int
+    metrics: list[dict]
+    optimizer: dict
+    rng: dict
+    structure: dict | None = None
+    in_epoch: dict | None = None
+
+
+# ------------------------------------------------------------------ networks
+def _network_arrays(network: Network, with_state: bool) -> dict[str, np.ndarray]:
+    arrays = {}
     for k, layer in enumerate(network.layers):
         arrays.update({f"l{k}_indptr": layer.store.indptr, f"l{k}_indices": layer.store.indices,
                        f"l{k}_data": layer.store.data, f"l{k}_shape": np.array(layer.store.shape),
                        f"l{k}_bias": layer.bias, f"l{k}_alive": layer.alive,
                        f"l{k}_develops": np.array(layer.develops)})
+        if with_state:
+            arrays.update({f"l{k}_state__{name}": values for name, values in layer.store.state.items()})
+            arrays.update({f"l{k}_bias_state__{name}": values for name, values in layer.bias_state.items()})
+    return arrays
+
+
+def _network_from(f, meta: dict, path_option: str) -> Network:
+    """Rebuild the network (with any saved state arrays) from an open npz file."""
+    layers = []
+    for k in range(meta["n_layers"]):
+        matrix = sp.csr_matrix((f[f"l{k}_data"], f[f"l{k}_indices"], f[f"l{k}_indptr"]),
+                               shape=tuple(int(n) for n in f[f"l{k}_shape"]))
+        state = {key.split("__", 1)[1]: np.array(f[key]) for key in f.files if key.startswith(f"l{k}_state__")}
+        layer = SparseLinear(SynapseStore(matrix, state), f[f"l{k}_bias"], path=path_option,
+                             develops=bool(f[f"l{k}_develops"]))
+        layer.bias_state = {key.split("__", 1)[1]: np.array(f[key])
+                            for key in f.files if key.startswith(f"l{k}_bias_state__")}
+        layer.alive = f[f"l{k}_alive"].astype(bool)
+        layer.rebuild()
+        layers.append(layer)
+    return Network(layers, LIFParameters(**meta["lif"]))
+
+
+def _npz_bytes(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    return buffer.getvalue()
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line description of a read error."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def save_network(path: Path, network: Network) -> None:
+    """Write the network's synapses (CSR), biases, alive masks and neuron parameters."""
+    meta = {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
+    write_bytes_atomic(Path(path), _npz_bytes(meta, _network_arrays(network, with_state=False)))
 
 
 def load_network(path: Path, path_option: str = "auto") -> Network:
-    """Read a network written by :func:`save_network`.
+    """Read a network written by :func:`save_network` or :func:`save_checkpoint`.
 
     Raises
     ------
@@ -49,20 +139,110 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
         raise CheckpointError(f"{path}: no trained network here; train a run first (evsim train --out RUN_DIR)")
     try:
         with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            layers = []
-            for k in range(meta["n_layers"]):
-                import scipy.sparse as sp
+            return _network_from(f, json.loads(str(f["meta"])), path_option)
+    except _READ_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated network file ({_reason(exc)}); "
+                              "retrain or restore it") from None
 
-                matrix = sp.csr_matrix((f[f"l{k}_data"], f[f"l{k}_indices"], f[f"l{k}_indptr"]),
-                                       shape=tuple(f[f"l{k}_shape"]))
-                layer = SparseLinear(SynapseStore(matrix), f[f"l{k}_bias"], path=path_option,
-                                     develops=bool(f[f"l{k}_develops"]))
-                layer.alive = f[f"l{k}_alive"].astype(bool)
-                layer.rebuild()
-                layers.append(layer)
-        return Network(layers, LIFParameters(**meta["lif"]))
+
+# ------------------------------------------------------- training checkpoints
+def _pack(prefix: str, values: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """JSON description of ``values``: arrays and NumPy scalars go to ``arrays`` under
+    ``prefix + name`` (so their dtype survives: a float32 scalar must not come back as
+    a Python float, which NumPy would promote differently), everything else stays JSON."""
+    spec = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+            spec[name] = {"array": key}
+        elif isinstance(value, np.generic):
+            arrays[key] = np.asarray(value)
+            spec[name] = {"scalar": key}
+        else:
+            spec[name] = {"json": value}
+    return spec
+
+
+def _unpack(spec: dict, f) -> dict:
+    out = {}
+    for name, where in spec.items():
+        if "array" in where:
+            out[name] = np.array(f[where["array"]])
+        elif "scalar" in where:
+            out[name] = f[where["scalar"]][()]
+        else:
+            out[name] = where["json"]
+    return out
+
+
+def checkpoint_bytes(state: TrainingState) -> bytes:
+    """Serialise ``state`` (the bytes of a ``checkpoint-*.npz`` file).
+
+    Raises
+    ------
+    CheckpointError
+        If some state value is neither an array, a NumPy scalar nor JSON-ready.
+    """
+    arrays = _network_arrays(state.network, with_state=True)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "training-checkpoint",
+        "n_layers": len(state.network.layers),
+        "lif": state.network.lif._asdict(),
+        "config": state.config,
+        "data_source": state.data_source,
+        "epoch": state.epoch,
+        "batches_seen": state.batches_seen,
+        "optimizer": state.optimizer,
+        "rng": state.rng,
+        "structure": None if state.structure is None else _pack("structure__", state.structure, arrays),
+        "in_epoch": None if state.in_epoch is None else _pack("epoch__", state.in_epoch, arrays),
+        "metrics": state.metrics,
+    }
+    try:
+        return _npz_bytes(meta, arrays)
+    except TypeError as exc:
+        raise CheckpointError(f"cannot checkpoint the training state: {exc}") from None
+
+
+def save_checkpoint(paths: list[Path], state: TrainingState) -> None:
+    """Serialise ``state`` once and write it atomically to every path in ``paths``."""
+    payload = checkpoint_bytes(state)
+    for path in paths:
+        write_bytes_atomic(Path(path), payload)
+
+
+def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, is not a training checkpoint, or is truncated,
+        corrupt or inconsistent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint here; is {path.parent} a run folder written by evsim train?")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            if meta.get("kind") != "training-checkpoint":
+                raise CheckpointError(f"{path}: not a training checkpoint (a network-only file?)")
+            if meta["format"] != CHECKPOINT_FORMAT:
+                raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
+                                      f"evsim (format {CHECKPOINT_FORMAT})")
+            return TrainingState(
+                network=_network_from(f, meta, path_option),
+                config=meta["config"], data_source=meta["data_source"], epoch=meta["epoch"],
+                batches_seen=meta["batches_seen"], metrics=meta["metrics"], optimizer=meta["optimizer"],
+                rng=meta["rng"],
+                structure=None if meta["structure"] is None else _unpack(meta["structure"], f),
+                in_epoch=None if meta["in_epoch"] is None else _unpack(meta["in_epoch"], f),
+            )
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated network file ({exc}); retrain or restore it") from None
+    except _READ_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)}); restore the file, or "
+                              f"resume from {CHECKPOINT_BEST} by copying it to {CHECKPOINT_LATEST}") from None

@@ -1,16 +1,29 @@
-"""Training: epochs, batches, evaluation, metrics and the run folder.
+"""Training: epochs, batches, evaluation, metrics, checkpoints and the run folder.
 
 Python owns epochs and batches (progress, schedules, files); Numba kernels own one
 batch's time loop. A run folder holds::
 
-    config.json     the resolved configuration
-    metrics.jsonl   one JSON object per epoch
-    summary.json    the final result
+    config.json             the resolved configuration (and config.toml, see evsim.config)
+    metrics.jsonl           one JSON object per epoch and per development step
+    summary.json            the final result
+    network.npz             the trained network after the last finished epoch
+    checkpoint-latest.npz   the full training state after the last finished epoch
+                            (or after the last batch, when stopped with Ctrl-C)
+    checkpoint-best.npz     the full training state at the best test accuracy
+
+Exact resume: everything that changes during training (network and per-synapse
+state, optimizer steps, structure controller, the trainer's random generator, the
+position in an interrupted epoch) is in the checkpoint, and the kernels are
+deterministic for a given thread count, so ``resume(run_dir)`` ends bit-identical to
+the same run uninterrupted (timing fields apart).
 """
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,10 +34,18 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evsim.data import DataOptions, Dataset, load_dataset
-from evsim.checkpoint import NETWORK_FILE, save_network
+from evsim.checkpoint import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    NETWORK_FILE,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+    save_network,
+)
 from evsim.data.encoding import encode_batch
 from evsim.energy import EnergyReport, count_network
-from evsim.errors import ConfigError
+from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_json_atomic, write_jsonl_atomic
 from evsim.kernels.events import dense_to_events
 from evsim.loss import get_loss
@@ -89,6 +110,27 @@ class TrainConfig:
         out["hidden"] = list(self.hidden)
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (extra keys written beside it, like ``data_source``, are ignored).
+
+        Raises
+        ------
+        ConfigError
+            If a nested section has an unknown or missing field.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        top = {k: v for k, v in values.items() if k in fields}
+        try:
+            top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
+                                         for k, v in values["data"].items()})
+            top["lif"] = LIFParameters(**values["lif"])
+            top["sdsnn"] = SDSNNConfig(**values["sdsnn"])
+            top["hidden"] = tuple(values["hidden"])
+            return cls(**top)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
+
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"800"`` or ``"800,400"`` -> ``(800,)`` / ``(800, 400)``."""
@@ -104,6 +146,24 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose most active output neuron is the label (ties: lowest index)."""
     return float(np.mean(np.argmax(counts, axis=1) == labels))
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped at a batch boundary because of Ctrl-C (SIGINT).
+
+    The message says where. With a run folder, ``checkpoint-latest.npz`` holds the
+    state at that point, and :func:`resume` continues from it exactly.
+    """
+
+
+@dataclass
+class EpochProgress:
+    """Where an unfinished epoch stands: its sample order, samples done, running totals."""
+
+    order: np.ndarray
+    position: int = 0
+    total_loss: float = 0.0
+    correct: int = 0
 
 
 class Trainer:
@@ -135,11 +195,16 @@ class Trainer:
         self.metrics: list[dict] = []
         self.epoch = 0
         self.batches_seen = 0
+        self.in_epoch: EpochProgress | None = None
+        self.stop_requested = False
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
-        per_epoch = 1 if self.config.dev_interval == 0 else -(-len(self.dataset.train) // self.config.batch_size) // self.config.dev_interval
+        per_epoch = 1 if self.config.dev_interval == 0 else self.batches_per_epoch() // self.config.dev_interval
         return per_epoch * self.config.epochs
+
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.dataset.train) // self.config.batch_size)
 
     def compression(self) -> float:
         """1 - synapses / synapses of the same architecture fully connected (whole network)."""
@@ -150,6 +215,13 @@ class Trainer:
         hidden = self.network.layers[:-1]
         total = sum(layer.n_out for layer in hidden)
         return sum(int((~layer.alive).sum()) for layer in hidden) / total if total else 0.0
+
+    def position(self) -> str:
+        """Where training stands, e.g. ``"epoch 3/12, batch 8 of 40"``."""
+        where = f"epoch {self.epoch + 1}/{self.config.epochs}"
+        if self.in_epoch is not None:
+            where += f", batch {-(-self.in_epoch.position // self.config.batch_size) + 1} of {self.batches_per_epoch()}"
+        return where
 
     def develop(self, lr: float) -> dict:
         """One structural development step; returns its metrics row."""
@@ -164,15 +236,30 @@ class Trainer:
         return dense_to_events(drive)
 
     def train_epoch(self, progress: bool = True) -> tuple[float, float]:
-        """One pass over the shuffled training split; returns (mean loss, accuracy)."""
+        """One pass over the shuffled training split, or what is left of an interrupted
+        one (``self.in_epoch``); returns (mean loss, accuracy).
+
+        Raises
+        ------
+        TrainingInterrupted
+            Before a batch, when a stop was requested (Ctrl-C): ``self.in_epoch`` then
+            says where the epoch stands, so that it can be checkpointed and finished later.
+        """
         split = self.dataset.train
-        order = self.rng.permutation(len(split))
+        if self.in_epoch is None:
+            self.in_epoch = EpochProgress(self.rng.permutation(len(split)))
+        done = self.in_epoch
         lr = self.config.lr * self.schedule.factor(self.epoch)
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, len(order), self.config.batch_size), desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                   leave=False, disable=not progress, unit="batch")
+        batch_size = self.config.batch_size
+        bar = tqdm(range(done.position, len(done.order), batch_size),
+                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=not progress,
+                   unit="batch")
         for start in bar:
-            batch = order[start:start + self.config.batch_size]
+            if self.stop_requested:
+                bar.close()
+                raise TrainingInterrupted(f"stopped in epoch {self.epoch + 1}/{self.config.epochs} after batch "
+                                          f"{start // batch_size} of {self.batches_per_epoch()}")
+            batch = done.order[start:start + batch_size]
             labels = split.labels[batch]
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
@@ -187,11 +274,12 @@ class Trainer:
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
-            total_loss += loss * len(batch)
-            correct += int(np.sum(np.argmax(counts, axis=1) == labels))
-            seen += len(batch)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-        return total_loss / seen, correct / seen
+            done.position = start + len(batch)
+            done.total_loss += loss * len(batch)
+            done.correct += int(np.sum(np.argmax(counts, axis=1) == labels))
+            bar.set_postfix(loss=f"{done.total_loss / done.position:.4f}", acc=f"{done.correct / done.position:.3f}")
+        self.in_epoch = None
+        return done.total_loss / done.position, done.correct / done.position
 
     def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, EnergyReport | None]:
         """Output spike counts ``[N, n_classes]`` for ``inputs``, and the exact operation
@@ -211,35 +299,136 @@ class Trainer:
         counts, report = self.predict(data.inputs)
         return accuracy(counts, data.labels), report
 
+    # ------------------------------------------------------------ checkpoints
+    def training_state(self) -> TrainingState:
+        """Everything needed to continue this run exactly (see :mod:`evsim.checkpoint`)."""
+        return TrainingState(
+            network=self.network, config=self.config.to_dict(), data_source=self.dataset.source,
+            epoch=self.epoch, batches_seen=self.batches_seen, metrics=self.metrics,
+            optimizer={"name": self.optimizer.name, "steps": self.optimizer.steps},
+            rng={"trainer": self.rng.bit_generator.state},
+            structure=None if self.structure is None else self.structure.state_dict(),
+            in_epoch=None if self.in_epoch is None else dict(vars(self.in_epoch)),
+        )
+
+    def restore(self, state: TrainingState) -> None:
+        """Continue from ``state``, a checkpoint of a run with this trainer's configuration and data.
+
+        Raises
+        ------
+        CheckpointError
+            If the checkpoint belongs to another configuration, data source, network
+            shape, optimizer or structure controller.
+        """
+        mine = {k: v for k, v in self.config.to_dict().items() if k != "out"}
+        theirs = {k: v for k, v in state.config.items() if k != "out"}
+        if mine != theirs:
+            changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            raise CheckpointError(f"checkpoint belongs to a run with a different configuration ({', '.join(changed)})")
+        if state.data_source != self.dataset.source:
+            raise CheckpointError(f"checkpoint was trained on {state.data_source!r} data but the data found now is "
+                                  f"{self.dataset.source!r}; make the same data available (see --source, --data-dir)")
+        if state.network.sizes != self.network.sizes or state.optimizer["name"] != self.optimizer.name:
+            raise CheckpointError(f"checkpoint network {state.network.sizes} ({state.optimizer['name']}) does not match "
+                                  f"the configuration: {self.network.sizes} ({self.optimizer.name})")
+        if self.structure is not None:
+            expected, saved = set(self.structure.state_dict()), set(state.structure or {})
+            if expected != saved:
+                raise CheckpointError(f"checkpoint structure state does not match this evsim's {self.config.structure} "
+                                      f"controller (missing: {sorted(expected - saved)}, "
+                                      f"unexpected: {sorted(saved - expected)})")
+            self.structure.load_state_dict(state.structure)
+        for layer in state.network.layers:
+            # The execution path changes summation order in backward; keep the run's.
+            layer.path_option = self.config.path
+            layer.rebuild()
+        self.network = state.network
+        self.optimizer.steps = state.optimizer["steps"]
+        self.rng.bit_generator.state = state.rng["trainer"]
+        self.metrics = list(state.metrics)
+        self.epoch = state.epoch
+        self.batches_seen = state.batches_seen
+        self.in_epoch = None if state.in_epoch is None else EpochProgress(**state.in_epoch)
+
+    def _save_epoch_end(self, run_dir: Path, best: bool) -> None:
+        """Checkpoint (latest; best too when ``best``), then the network, metrics and plot."""
+        paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
+        save_checkpoint(paths, self.training_state())
+        self._save_results(run_dir)
+
+    def _save_results(self, run_dir: Path) -> None:
+        save_network(run_dir / NETWORK_FILE, self.network)
+        write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
+        plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+
+    # --------------------------------------------------------------- the loop
     def fit(self, run_dir: Path | None = None, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict:
-        """Train for ``config.epochs`` epochs; write the run folder if ``run_dir`` is given.
+        """Train until ``config.epochs`` epochs are done; write the run folder if ``run_dir`` is given.
 
         BLAS is held to one thread meanwhile: its only use here is a small matmul, and
         OpenBLAS threads spinning after it starve Numba's parallel kernels (measured:
         a 784-800-10 training batch takes about 2.2x longer with multithreaded BLAS).
+        Numba's thread count is restored afterwards.
+
+        Raises
+        ------
+        TrainingInterrupted
+            After Ctrl-C: the current batch is finished and, with ``run_dir``, the
+            state is saved to ``checkpoint-latest.npz`` first.
         """
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(run_dir, progress, echo)
+        threads = numba.get_num_threads()
+        try:
+            with threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
+                return self._fit(run_dir, progress, echo)
+        finally:
+            numba.set_num_threads(threads)
+
+    @contextmanager
+    def _stop_on_sigint(self):
+        """First Ctrl-C: finish the current batch, then stop (see :meth:`train_epoch`);
+        a second one raises KeyboardInterrupt at once, without a checkpoint."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+
+        def request_stop(signum, frame):
+            self.stop_requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
     def _fit(self, run_dir: Path | None, progress: bool, echo: Callable[[str], None]) -> dict:
         if self.config.threads:
             numba.set_num_threads(self.config.threads)
         if run_dir is not None:
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
-        start = time.perf_counter()
-        best = max((row["test_acc"] for row in self.metrics if row.get("type") == "epoch"), default=0.0)
+            if self.epoch and self.in_epoch is None:
+                self._save_results(run_dir)  # a run killed between its checkpoint and these files
+        finished = [row for row in self.metrics if row.get("type") == "epoch"]
+        best = max((row["test_acc"] for row in finished), default=None)
+        # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
+        start = time.perf_counter() - (finished[-1]["wall_s"] if finished else 0.0)
         if self.structure is not None:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
                  f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
-            train_loss, train_acc = self.train_epoch(progress)
+            try:
+                train_loss, train_acc = self.train_epoch(progress)
+            except TrainingInterrupted:
+                if run_dir is not None:
+                    save_checkpoint([run_dir / CHECKPOINT_LATEST], self.training_state())
+                    write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
+                raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
             test_acc, energy = self.evaluate("test")
             energy_summary = energy.summary()
-            best = max(best, test_acc)
             row = {
                 "type": "epoch",
                 "epoch": self.epoch + 1,
@@ -257,26 +446,27 @@ class Trainer:
             }
             self.metrics.append(row)
             self.epoch += 1
+            improved = best is None or row["test_acc"] > best
+            best = row["test_acc"] if improved else best
+            if run_dir is not None:
+                self._save_epoch_end(run_dir, improved)
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
                  f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
                  f"{row['epoch_s']:.1f}s")
-            if run_dir is not None:
-                save_network(run_dir / NETWORK_FILE, self.network)
-                write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
-                plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+        last = [row for row in self.metrics if row.get("type") == "epoch"][-1]
         summary = {
             "dataset": self.dataset.name,
             "data_source": self.dataset.source,
-            "test_acc": self.metrics[-1]["test_acc"],
+            "test_acc": last["test_acc"],
             "best_test_acc": best,
             "epochs": self.epoch,
             "synapses": self.network.synapses,
             "dense_synapses": self.network.dense_synapses,
             "compression": round(self.compression(), 6),
             "neurons_pruned": round(self.neurons_pruned(), 6),
-            "sops_per_sample": self.metrics[-1]["sops_per_sample"],
-            "energy_uj_per_sample": self.metrics[-1]["energy_uj_per_sample"],
+            "sops_per_sample": last["sops_per_sample"],
+            "energy_uj_per_sample": last["energy_uj_per_sample"],
             "structure": {"name": self.config.structure,
                           "development_steps": self.structure.step if self.structure is not None else 0},
             "wall_s": round(time.perf_counter() - start, 3),
@@ -287,11 +477,37 @@ class Trainer:
         return summary
 
 
-def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> dict:
-    """Load the dataset, announce its source, train, and return the summary."""
+def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset:
+    """Load the run's dataset and say where it came from."""
     dataset = load_dataset(config.dataset, config.data)
     notice = dataset.meta.get("notice")
     echo(f"data: {dataset.name} ({dataset.source}), {len(dataset.train)} train / {len(dataset.test)} test samples"
          + (f" -- NOTE: {notice}" if notice else ""))
-    return Trainer(config, dataset).fit(run_dir, progress, echo)
+    return dataset
+
+
+def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
+          echo: Callable[[str], None] = print) -> dict:
+    """Load the dataset, announce its source, train, and return the summary."""
+    return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
+
+
+def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Continue the run in ``run_dir`` exactly from its ``checkpoint-latest.npz``.
+
+    The configuration is the checkpoint's own; the result is bit-identical to the
+    same run uninterrupted (same seed and thread count; timing fields apart).
+
+    Raises
+    ------
+    CheckpointError
+        If there is no usable checkpoint, or the data found now differs from the run's.
+    """
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT_LATEST)
+    config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+    trainer = Trainer(config, _load_announced(config, echo))
+    trainer.restore(state)
+    echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
+         else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
+    return trainer.fit(run_dir, progress, echo)
