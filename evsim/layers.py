@@ -68,7 +68,7 @@ class SparseLinear:
         self.alive = np.ones(store.shape[1], dtype=bool)
         self.grad_data = np.zeros(0, dtype=np.float32)
         self.grad_bias = np.zeros(store.shape[1], dtype=np.float32)
-        self.grad_dense: np.ndarray | None = None
+        self.would_be_grad: np.ndarray | None = None
         self.rebuild()
 
     @classmethod
@@ -118,7 +118,9 @@ class SparseLinear:
         local[self.alive_index] = np.arange(self.alive_index.size, dtype=np.int32)
         if self.store.nnz and np.any(local[self.store.indices] < 0):
             raise ShapeError("a dead neuron still has incoming synapses; kill() must prune them")
+        self.local_index = local
         self.columns = local[self.store.indices]
+        self.incomplete = np.flatnonzero(self.store.fan_in() < self.n_in).astype(np.int64)
         density = self.store.density
         self.path = self.path_option if self.path_option != "auto" else (
             "csr" if density < CSR_DENSITY_THRESHOLD else "rows")
@@ -150,7 +152,7 @@ class SparseLinear:
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,
-                 need_input_grad: bool, dense_grad: bool = False,
+                 need_input_grad: bool, would_be_grad: bool = False,
                  would_be_grad_u: np.ndarray | None = None) -> np.ndarray | None:
         """BPTT through this layer.
 
@@ -159,12 +161,14 @@ class SparseLinear:
         trace : from :meth:`forward`.
         grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes).
         need_input_grad : return dL/d(input) ``[T, B, n_in]`` (False for the first layer).
-        dense_grad : also keep the dense ``[n_in, n_out]`` gradient in ``self.grad_dense``:
-            the would-be gradients of every missing synapse, for synaptic regeneration.
-        would_be_grad_u : ``[T, B, n_out]`` error each neuron would receive (for dead
-            neurons: the input gradient of the next layer at their row, i.e. a
-            revived neuron's dL/dI with the surrogate at 1); needed for ``dense_grad``
-            when neurons are dead.
+        would_be_grad : also compute, for synaptic regeneration, the gradient every
+            *missing* synapse would have: ``self.would_be_grad`` ``[n_in, n_incomplete]``
+            over the columns that miss synapses (``self.incomplete``), accumulated
+            event by event like the weight gradient; complete columns cost nothing.
+        would_be_grad_u : ``[T, B, n_out]`` error each neuron would receive; used for
+            dead neurons (the input gradient of the next layer at their row, i.e. a
+            revived neuron's dL/dI with the surrogate at 1). Dead neurons get zero
+            error without it.
 
         Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
         """
@@ -179,24 +183,23 @@ class SparseLinear:
 
         by_row = group_by_row(trace.events_in, self.n_in)
         self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
-        self.grad_dense = None
-        if dense_grad:
-            full = grad_u2
-            if n_alive < self.n_out:
-                full = np.zeros((n_steps * batch, self.n_out), dtype=np.float32)
-                if would_be_grad_u is not None:
-                    full[:] = would_be_grad_u.reshape(n_steps * batch, self.n_out)
-                full[:, self.alive_index] = grad_u2
-            self.grad_dense = np.empty((self.n_in, self.n_out), dtype=np.float32)
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, full, self.grad_dense)
-            _gather_csr(self.grad_dense, self.store.indptr, self.store.indices, self.grad_data)
-        elif self.path == "rows":
+        if self.path == "rows":
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
             _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
             _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
                              self.grad_data)
+        self.would_be_grad = None
+        if would_be_grad:
+            error = np.zeros((n_steps * batch, self.incomplete.size), dtype=np.float32)
+            local = self.local_index[self.incomplete]
+            alive = local >= 0
+            error[:, alive] = grad_u2[:, local[alive]]
+            if would_be_grad_u is not None:
+                error[:, ~alive] = would_be_grad_u.reshape(n_steps * batch, self.n_out)[:, self.incomplete[~alive]]
+            self.would_be_grad = np.empty((self.n_in, self.incomplete.size), dtype=np.float32)
+            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, self.would_be_grad)
 
         if not need_input_grad:
             return None

@@ -80,11 +80,11 @@ class Network:
         counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
         return counts, traces
 
-    def backward(self, traces: list[LayerTrace], grad_counts: np.ndarray, dense_grad: bool = False) -> None:
+    def backward(self, traces: list[LayerTrace], grad_counts: np.ndarray, would_be_grad: bool = False) -> None:
         """Backpropagate dL/d(counts) ``[B, n_out]`` through time; fills every layer's gradients.
 
-        ``dense_grad`` keeps the dense gradients of developing layers (would-be
-        gradients of missing synapses) for synaptic regeneration.
+        ``would_be_grad`` also computes, in developing layers, the gradients missing
+        synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
         """
         last = self.layers[-1]
         n_steps = traces[-1].u.shape[0]
@@ -96,12 +96,13 @@ class Network:
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
             grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                     dense_grad=dense_grad and layer.develops, would_be_grad_u=would_be)
+                                     would_be_grad=would_be_grad and layer.develops, would_be_grad_u=would_be)
             if k > 0:
                 below = self.layers[k - 1]
-                grad_spikes = np.ascontiguousarray(grad_in[:, :, below.alive_index])
+                all_alive = below.alive_index.size == below.n_out
+                grad_spikes = grad_in if all_alive else np.ascontiguousarray(grad_in[:, :, below.alive_index])
                 # Dead neurons below: the error they would receive if revived.
-                would_be = grad_in if dense_grad and below.develops and below.alive_index.size < below.n_out else None
+                would_be = grad_in if would_be_grad and below.develops and not all_alive else None
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""

@@ -191,7 +191,8 @@ class Trainer:
         self.loss_fn = get_loss(config.loss)
         self.rng = np.random.default_rng([config.seed, 1])
         self.structure = make_structure(config.structure, self.network, config.sdsnn, config.target_sparsity,
-                                        self.development_steps() // 2, config.optimizer != "sgd", config.seed)
+                                        self.development_steps() // 2, config.optimizer != "sgd", config.seed,
+                                        self.batches_per_epoch() if config.dev_interval else None)
         self.metrics: list[dict] = []
         self.epoch = 0
         self.batches_seen = 0
@@ -265,8 +266,8 @@ class Trainer:
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
             if not np.isfinite(loss):
                 raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
-            dense_grad = self.structure is not None and self.structure.needs_dense_grad
-            self.network.backward(traces, grad_counts, dense_grad=dense_grad)
+            would_be = self.structure is not None and self.structure.needs_would_be_grad
+            self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
                 self.structure.observe(self.network)
             self.optimizer.step(self.network.parameters(), lr)

@@ -140,7 +140,7 @@ def train_steps(net, rng, structure, n_batches, lr=1e-2):
         x = (rng.random((5, 8, net.sizes[0])) < 0.4).astype(np.float32)
         counts, traces = net.forward(x)
         _, grad = mse_rate(counts, rng.integers(0, net.sizes[-1], 8), 5)
-        net.backward(traces, grad, dense_grad=structure.needs_dense_grad)
+        net.backward(traces, grad, would_be_grad=structure.needs_would_be_grad)
         structure.observe(net)
         opt.step(net.parameters())
         net.sync_weights()
@@ -182,7 +182,7 @@ def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng):
     x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
     counts, traces = net.forward(x)
     _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
-    net.backward(traces, grad, dense_grad=True)
+    net.backward(traces, grad, would_be_grad=True)
     # Recompute the output layer's dL/du and what it sends back to the dead rows.
     out = net.layers[1]
     from evsim.neuron import surrogate_grad
@@ -192,7 +192,9 @@ def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng):
     grad_u = lif_backward(grad_o, u, o, surrogate_grad(u - np.float32(0.5)))
     sent = grad_u @ out.store.to_dense().T  # [T, B, 8]
     expected = np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]])
-    np.testing.assert_allclose(net.layers[0].grad_dense[:, [2, 5]], expected, rtol=1e-4, atol=1e-6)
+    layer = net.layers[0]
+    assert layer.incomplete.tolist() == [2, 5]  # complete columns need no would-be gradient
+    np.testing.assert_allclose(layer.would_be_grad, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_magnitude_pruning_reaches_its_target(rng):
@@ -224,3 +226,22 @@ def test_structure_config_errors(rng):
         make_structure("set", small_network(rng), SDSNNConfig(), 1.5, 10, True, 0)
     with pytest.raises(ConfigError, match="unknown structure"):
         make_structure("random", small_network(rng), SDSNNConfig(), 0.5, 10, True, 0)
+
+
+def test_would_be_update_over_the_interval_or_scaled_to_an_epoch(rng):
+    from evsim.structure.sdsnn import LayerDevelopment
+
+    layer = small_network(rng, (3, 4, 2)).layers[0]
+    dev = LayerDevelopment(layer, CFG)
+    columns = np.array([1, 3])
+    g1, g2 = np.array([[1.0, -2.0]] * 3, np.float32), np.array([[3.0, -2.0]] * 3, np.float32)
+    dev.observe(columns, g1)
+    dev.observe(columns, g2)
+    sgd = dev.would_be_update(4, lr=0.1, adaptive=False)
+    np.testing.assert_allclose(sgd[:, [1, 3]], 0.1 * (g1 + g2))
+    assert np.all(sgd[:, [0, 2]] == 0)  # complete columns have no missing synapse
+    epoch = dev.would_be_update(4, lr=0.1, adaptive=False, epoch_batches=10)
+    np.testing.assert_allclose(epoch, 5 * sgd)  # the interval's rate over 10 batches, not 2
+    adam = dev.would_be_update(4, lr=0.1, adaptive=True)
+    rms = np.sqrt((g1 ** 2 + g2 ** 2) / 2)
+    np.testing.assert_allclose(adam[:, [1, 3]], 0.1 * (g1 + g2) / rms, rtol=1e-6)

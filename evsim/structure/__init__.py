@@ -1,6 +1,6 @@
 """Structural development: SD-SNN and baselines behind one small interface.
 
-A structure controller has ``needs_dense_grad`` (whether backward must compute
+A structure controller has ``needs_would_be_grad`` (whether backward must compute
 would-be gradients of missing synapses), ``observe(network)`` after each backward,
 and ``develop(network, lr) -> list[dict]`` at the end of each development interval.
 """
@@ -14,12 +14,14 @@ STRUCTURES = ("sdsnn", "none", "magnitude", "set")
 
 
 def make_structure(name: str, network, sdsnn: SDSNNConfig, target_sparsity: float, schedule_steps: int,
-                   adaptive_optimizer: bool, seed: int):
-    """The controller called ``name``, or None for ``"none"``."""
+                   adaptive_optimizer: bool, seed: int, epoch_batches: int | None = None):
+    """The controller called ``name``, or None for ``"none"``. ``epoch_batches``: batches
+    per epoch when development runs every few batches (SD-SNN's would-be updates are
+    taken over an epoch, see :mod:`evsim.structure.sdsnn`)."""
     if name == "none":
         return None
     if name == "sdsnn":
-        return SDSNN(network, sdsnn, adaptive_optimizer)
+        return SDSNN(network, sdsnn, adaptive_optimizer, epoch_batches)
     if not 0 < target_sparsity < 1:
         raise ConfigError(f"--target-sparsity must be in (0, 1) for {name}, got {target_sparsity}")
     if name == "magnitude":

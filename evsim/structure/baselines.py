@@ -37,7 +37,7 @@ class MagnitudePruning:
     """Gradual magnitude pruning of developing layers to ``target`` sparsity over ``steps`` steps."""
 
     name = "magnitude"
-    needs_dense_grad = False
+    needs_would_be_grad = False
 
     def __init__(self, network: Network, target: float, start: int = 1, steps: int = 40):
         self.target, self.start, self.steps = target, start, max(steps, 1)
@@ -74,7 +74,7 @@ class SET:
     """Prune the smallest ``zeta`` fraction and regrow randomly, at constant ``sparsity``."""
 
     name = "set"
-    needs_dense_grad = False
+    needs_would_be_grad = False
 
     def __init__(self, network: Network, sparsity: float, zeta: float = 0.3, seed: int = 0):
         self.zeta = zeta

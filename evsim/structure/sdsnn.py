@@ -17,13 +17,17 @@ the paper, or every N batches) on each developing layer:
 3. Synaptic regeneration (s >= 2K). A missing synapse whose would-be update over the
    last interval exceeds the q(s) percentile of the layer's |w|,
    ``q(s) = min(60 + 1.1^(s - 2K - 1), 99)``, for R consecutive steps is created with
-   that would-be weight. The would-be gradient is accumulated event by event every
-   batch (dense rows kernel over presynaptic events x postsynaptic error); a dead
-   neuron's error is what the next layer sends back to its row, so regeneration can
-   revive pruned neurons.
+   that would-be weight (clipped into the layer's range). The would-be gradient is
+   accumulated event by event every batch (rows kernel over presynaptic events x
+   postsynaptic error), only over the columns that miss synapses; a dead neuron's
+   error is what the next layer sends back to its row, so regeneration can revive
+   pruned neurons.
 
 The would-be *update* mirrors the optimizer: SGD ``lr * sum_b g_b``; Adam-family
 ``lr * sum_b g_b / (sqrt(mean_b g_b^2) + eps)`` (Adam's normalisation without momentum).
+With development every N batches it is taken at the interval's rate over one epoch
+(x epoch_batches / N): in the paper a development step *is* an epoch, and comparing
+a few batches' update with the weights' percentiles would never let a synapse regrow.
 """
 from __future__ import annotations
 
@@ -176,30 +180,44 @@ def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, exists: np.nd
 
 
 class LayerDevelopment:
-    """Per-layer development state: rho, q, regeneration counters and gradient sums."""
+    """Per-layer development state: rho, q, regeneration counters, and the would-be
+    gradient sums of the current interval over the layer's incomplete columns."""
 
     def __init__(self, layer: SparseLinear, cfg: SDSNNConfig):
         self.rho = cfg.rho_init
         self.q = cfg.q_base
         self.counter = np.zeros(layer.store.shape, dtype=np.int16)
-        self.grad_sum = np.zeros(layer.store.shape, dtype=np.float32)
-        self.grad_sq_sum = np.zeros(layer.store.shape, dtype=np.float32)
+        self.columns = np.zeros(0, dtype=np.int64)
+        self.grad_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
+        self.grad_sq_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
         self.batches = 0
 
-    def observe(self, grad_dense: np.ndarray) -> None:
-        self.grad_sum += grad_dense
-        self.grad_sq_sum += grad_dense * grad_dense
+    def observe(self, columns: np.ndarray, would_be_grad: np.ndarray) -> None:
+        """Add one batch's would-be gradients ``[n_in, len(columns)]``."""
+        if self.batches == 0:
+            # Structure changes only between intervals, so the columns are fixed within one.
+            self.columns = columns.copy()
+            self.grad_sum = np.zeros_like(would_be_grad)
+            self.grad_sq_sum = np.zeros_like(would_be_grad)
+        self.grad_sum += would_be_grad
+        self.grad_sq_sum += would_be_grad * would_be_grad
         self.batches += 1
 
-    def would_be_update(self, lr: float, adaptive: bool, eps: float = 1e-8) -> np.ndarray:
-        if not adaptive:
-            return lr * self.grad_sum
-        rms = np.sqrt(self.grad_sq_sum / max(self.batches, 1))
-        return lr * self.grad_sum / (rms + eps)
+    def would_be_update(self, n_out: int, lr: float, adaptive: bool, epoch_batches: int | None = None,
+                        eps: float = 1e-8) -> np.ndarray:
+        """Dense ``[n_in, n_out]`` would-be update over the interval (zero in complete
+        columns); with ``epoch_batches``, at the interval's rate over that many batches."""
+        scale = lr if epoch_batches is None else lr * epoch_batches / max(self.batches, 1)
+        if adaptive:
+            rms = np.sqrt(self.grad_sq_sum / max(self.batches, 1))
+            step = scale * self.grad_sum / (rms + eps)
+        else:
+            step = scale * self.grad_sum
+        out = np.zeros((self.grad_sum.shape[0], n_out), dtype=np.float32)
+        out[:, self.columns] = step
+        return out
 
     def reset_interval(self) -> None:
-        self.grad_sum[:] = 0
-        self.grad_sq_sum[:] = 0
         self.batches = 0
 
 
@@ -212,22 +230,25 @@ class SDSNN:
 
     name = "sdsnn"
 
-    def __init__(self, network: Network, cfg: SDSNNConfig, adaptive_optimizer: bool = True):
+    def __init__(self, network: Network, cfg: SDSNNConfig, adaptive_optimizer: bool = True,
+                 epoch_batches: int | None = None):
         self.cfg = cfg
         self.adaptive = adaptive_optimizer
+        self.epoch_batches = epoch_batches
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
         self.state = {k: LayerDevelopment(network.layers[k], cfg) for k in self.layers}
 
     @property
-    def needs_dense_grad(self) -> bool:
+    def needs_would_be_grad(self) -> bool:
         """Would-be gradients are needed from the interval before regeneration starts."""
         return self.step + 1 >= self.cfg.prune_start
 
     def observe(self, network: Network) -> None:
         for k in self.layers:
-            if network.layers[k].grad_dense is not None:
-                self.state[k].observe(network.layers[k].grad_dense)
+            layer = network.layers[k]
+            if layer.would_be_grad is not None:
+                self.state[k].observe(layer.incomplete, layer.would_be_grad)
 
     def develop(self, network: Network, lr: float) -> list[dict]:
         """One development step on every developing layer; returns one stats dict per layer."""
@@ -251,13 +272,14 @@ class SDSNN:
                     pruned = layer.kill(kill)
                 dev.q = regrowth_percentile(s, cfg)
                 if dev.batches:
-                    would_be = dev.would_be_update(lr, self.adaptive)
+                    would_be = dev.would_be_update(layer.n_out, lr, self.adaptive, self.epoch_batches)
                     pre, post = regrowth_candidates(dev.counter, would_be, store.mask(), np.abs(store.data), dev.q,
                                                     cfg.regrow_steps)
                     if pre.size:
                         # A new synapse starts with the layer's current range, like every synapse did.
                         m = float(np.abs(store.data).max()) if store.nnz else 1.0
-                        regrown = layer.regrow(pre, post, -would_be[pre, post], {"r_plus": m, "r_minus": -m})
+                        weights = np.clip(-would_be[pre, post], -m, m)
+                        regrown = layer.regrow(pre, post, weights, {"r_plus": m, "r_minus": -m})
                         store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
             dev.reset_interval()
             layer.sync_weights()
