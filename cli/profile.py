@@ -1,27 +1,16 @@
 """``evsim profile RUN_DIR``: exact synaptic operations and estimated energy of a trained run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from evsim.checkpoint import NETWORK_FILE, load_network
+from evsim.cli.runs import read_config
 from evsim.data import DataOptions, load_dataset
 from evsim.energy import EnergyModel, profile as run_profile
-from evsim.errors import ConfigError
 from evsim.files import write_json_atomic
 from evsim.plots import plot_energy
-
-
-def read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; is {run_dir} a run folder written by evsim train?") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -63,4 +64,25 @@ def plot_energy(summary: dict, path: Path) -> None:
                   title=f"{summary['energy_model']['e_ac_pj']} pJ/AC, {summary['energy_model']['e_mac_pj']} pJ/MAC"
                         + (f"; data: {summary['data_source']}" if summary["data_source"] else ""))
     ax_energy.invert_yaxis()
+    save_figure(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
+    """Confusion matrix (rows: true class, columns: predicted), shaded by the fraction of
+    each true class, with the counts written in when there are few classes."""
+    confusion = np.asarray(confusion)
+    n = confusion.shape[0]
+    totals = confusion.sum(axis=1, keepdims=True)
+    fraction = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    size = min(3 + 0.45 * n, 14)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if fraction[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class", title=title,
+           xticks=range(n) if n <= 20 else [], yticks=range(n) if n <= 20 else [])
     save_figure(fig, path)

@@ -1,0 +1,48 @@
+"""``evsim export`` and ``evsim import-nir``: trained networks to and from NIR graphs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evsim.checkpoint import NETWORK_FILE, save_network
+from evsim.cli.runs import CHECKPOINTS, load_run_network
+from evsim.layers import PATHS
+from evsim.nir_io import read_nir, write_nir
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True,
+              help="Output format: NIR (HDF5, readable with nir.read).")
+@click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
+              help="Which saved network of the run to export.")
+def export(run_dir, out, fmt, checkpoint):
+    """Export a trained run's network as a NIR graph: Affine (pruned synapses as zeros, CSR
+    structure in metadata) -> LIF per layer."""
+    network, _, loaded = load_run_network(run_dir, checkpoint)
+    write_nir(out, network)
+    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), layers {'-'.join(map(str, network.sizes))}, "
+               f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = r = "
+               f"{1 / (1 - network.lif.decay):.6g} steps, v_threshold {network.lif.v_th}, dt = 1 step")
+    if network.lif.reset == "subtract":
+        click.echo("NOTE: subtractive reset has no NIR equivalent; other NIR tools will simulate a hard reset "
+                   "to v_reset = 0 (evsim import-nir restores it from the metadata)")
+
+
+@click.command("import-nir")
+@click.argument("nir_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time step the graph's time constants refer to, for graphs from other tools "
+                   "[default: the graph's dt metadata, else 1].")
+@click.option("--path", "path_option", type=click.Choice(PATHS), default="auto", show_default=True,
+              help="Propagation path of the imported layers.")
+def import_nir(nir_file, out_dir, dt, path_option):
+    """Read a NIR graph into an evsim network, saved as OUT_DIR/network.npz."""
+    network = read_nir(nir_file, dt, path_option)
+    save_network(out_dir / NETWORK_FILE, network)
+    click.echo(f"wrote {out_dir / NETWORK_FILE}: layers {'-'.join(map(str, network.sizes))}, "
+               f"{network.synapses} synapses, LIF decay {network.lif.decay:.6g}, v_th {network.lif.v_th}, "
+               f"{network.lif.reset} reset")
