@@ -6,7 +6,8 @@ truth), a bias, and an *execution plan* rebuilt whenever the structure changes:
 - which postsynaptic neurons are alive (a neuron with no incoming synapse left
   after neuronal pruning is dead: it is compacted away, costs nothing and never
   fires; its bias is frozen);
-- the propagation path: ``rows`` (a dense ``[n_pre, N_alive]`` execution copy,
+- the propagation path: ``rows`` (a dense ``[n_pre, N_alive]`` matrix: the CSR data
+  itself when every alive neuron has all its synapses, else an execution copy
   refreshed from the CSR data after every optimizer step) or ``csr`` (the CSR
   arrays themselves, with compacted column indices).
 """
@@ -124,14 +125,21 @@ class SparseLinear:
         density = self.store.density
         self.path = self.path_option if self.path_option != "auto" else (
             "csr" if density < CSR_DENSITY_THRESHOLD else "rows")
+        # Every alive neuron has all its synapses (no pruning, or neuron-level pruning
+        # only): the canonical CSR data *is* the row-major [n_in, N_alive] matrix, so the
+        # rows path uses it in place, with no copy to sync and no gradient to gather.
+        self.complete = self.store.nnz == self.n_in * self.alive_index.size
         self.weight_rows = None
         if self.path == "rows":
-            self.weight_rows = np.zeros((self.n_in, self.alive_index.size), dtype=np.float32)
-            self.sync_weights()
+            if self.complete:
+                self.weight_rows = self.store.data.reshape(self.n_in, self.alive_index.size)
+            else:
+                self.weight_rows = np.zeros((self.n_in, self.alive_index.size), dtype=np.float32)
+                self.sync_weights()
 
     def sync_weights(self) -> None:
         """Refresh the dense execution copy from the CSR data (call after every weight change)."""
-        if self.weight_rows is not None:
+        if self.weight_rows is not None and not self.complete:
             _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
 
     # ---------------------------------------------------------------- forward
@@ -183,7 +191,9 @@ class SparseLinear:
 
         by_row = group_by_row(trace.events_in, self.n_in)
         self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
-        if self.path == "rows":
+        if self.path == "rows" and self.complete:
+            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
+        elif self.path == "rows":
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
             _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
             _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)

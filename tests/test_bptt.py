@@ -66,7 +66,8 @@ def build_network(rng, sizes, density, path, lif):
     for n_in, n_out in zip(sizes, sizes[1:]):
         w = dyadic_weights(rng, (n_in, n_out), density, scale=16)
         b = (rng.integers(-4, 5, n_out) / 16).astype(np.float32)
-        layers.append(SparseLinear(SynapseStore.from_dense(w, w != 0), b, path=path))
+        mask = np.ones(w.shape, bool) if density >= 1 else w != 0  # a dyadic weight may be 0 yet exist
+        layers.append(SparseLinear(SynapseStore.from_dense(w, mask), b, path=path))
         weights.append(w)
         biases.append(b)
     return Network(layers, lif), weights, biases
@@ -111,9 +112,12 @@ def test_kernel_gradients_equal_dense_reference(rng, path, lif):
         assert np.abs(layer.grad_data).max() > 0
 
 
-def test_gradients_with_pruned_hidden_neurons(rng):
-    net, weights, biases = build_network(rng, [40, 16, 3], 0.6, "auto", LIFParameters())
+@pytest.mark.parametrize("density", [0.6, 1.0])
+def test_gradients_with_pruned_hidden_neurons(rng, density):
+    net, weights, biases = build_network(rng, [40, 16, 3], density, "auto", LIFParameters())
     net.layers[0].kill([1, 4, 9])
+    # Fully connected alive neurons: the rows path runs on the CSR data in place.
+    assert net.layers[0].complete == (density == 1.0)
     weights[0][:, [1, 4, 9]] = 0
     x = (rng.random((6, 5, 40)) < 0.4).astype(np.float32)
     labels = rng.integers(0, 3, 5)

@@ -1,0 +1,33 @@
+"""`evsim train` picks each dataset's preset; DVS-Gesture trains end to end on small generated files."""
+import json
+
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+from evsim.presets import preset
+from tests.test_data_dvsgesture import make_gestures
+
+
+def test_dvsgesture_trains_with_its_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVSIM_CACHE", str(tmp_path / "cache"))
+    make_gestures(tmp_path / "data")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--dataset", "dvsgesture", "--data-dir", str(tmp_path / "data"),
+                                       "--downsample", "16", "--epochs", "2", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    expected = preset("dvsgesture")
+    assert (config["time_steps"], config["batch_size"], config["hidden"]) == (64, 16, [512])
+    assert (config["sdsnn"]["rho_init"], config["sdsnn"]["rho_max"]) == (expected["rho_init"], expected["rho_max"])
+    assert config["structure"] == "sdsnn" and config["data_source"] == "real"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "dvsgesture" and summary["epochs"] == 2
+    assert summary["structure"]["development_steps"] == 2  # one per epoch: the preset's interval
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["layers"][0]["rho"] for r in rows if r["type"] == "development"] == [60.0, 60.0]
+
+
+def test_mnist_and_nmnist_presets_hold_the_papers_pruning_rates():
+    assert preset("mnist")["rho_init"] == 35.0
+    assert preset("nmnist")["rho_init"] == 45.0
+    assert preset("dvsgesture")["rho_init"] == 60.0
