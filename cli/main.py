@@ -14,7 +14,10 @@ class EvsimGroup(click.Group):
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)  # errors are always handled here
         try:
-            return super().main(args, prog_name, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, standalone_mode=False, **kwargs)
+            if isinstance(result, int) and result:  # ctx.exit(code) returns its code when not standalone
+                sys.exit(result)
+            return result
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(1)

@@ -30,3 +30,85 @@ def test_missing_and_truncated_network_files(rng, tmp_path):
     (tmp_path / "n.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_network(tmp_path / "n.npz")
+
+
+# ------------------------------------------------------------ training checkpoints
+import json  # noqa: E402
+import os  # noqa: E402
+
+from evsim.checkpoint import (  # noqa: E402
+    CHECKPOINT_LATEST, NETWORK_FILE, TrainingState, load_checkpoint, save_checkpoint)
+from evsim.train import Trainer  # noqa: E402
+from tests.runs import toy_config, toy_dataset  # noqa: E402
+
+
+def trained_state(tmp_path) -> TrainingState:
+    """A 1-epoch toy run with SD-SNN (ranges, counters and moments all present), saved as
+    ``checkpoint-latest.npz`` and ``network.npz`` in ``tmp_path``, and reloaded."""
+    trainer = Trainer(toy_config(epochs=1), toy_dataset())
+    trainer.fit(progress=False, echo=lambda line: None)
+    save_checkpoint([tmp_path / CHECKPOINT_LATEST], trainer.training_state())
+    save_network(tmp_path / NETWORK_FILE, trainer.network)
+    return load_checkpoint(tmp_path / CHECKPOINT_LATEST)
+
+
+def test_checkpoint_round_trip_keeps_every_array_and_scalar_type(tmp_path):
+    state = trained_state(tmp_path)
+    state.structure.update({"0.f32": np.float32(0.1), "0.py": 0.1, "0.none": None})
+    state.in_epoch = {"order": np.arange(5)[::-1], "position": 2, "total_loss": 1.5, "correct": 1}
+    save_checkpoint([tmp_path / "a.npz", tmp_path / "b.npz"], state)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    back = load_checkpoint(tmp_path / "a.npz")
+    assert type(back.structure["0.f32"]) is np.float32 and back.structure["0.f32"] == np.float32(0.1)
+    assert type(back.structure["0.py"]) is float and back.structure["0.none"] is None
+    assert back.in_epoch["order"].tolist() == [4, 3, 2, 1, 0] and back.in_epoch["position"] == 2
+    for mine, theirs in zip(state.network.layers, back.network.layers):
+        assert sorted(theirs.store.state) == sorted(mine.store.state)
+        for name, values in mine.store.state.items():
+            assert theirs.store.state[name].dtype == values.dtype and np.array_equal(theirs.store.state[name], values)
+        for name, values in mine.bias_state.items():
+            assert np.array_equal(theirs.bias_state[name], values)
+        assert np.array_equal(theirs.store.indptr, mine.store.indptr) and np.array_equal(theirs.alive, mine.alive)
+    assert "r_plus" in back.network.layers[0].store.state and "counter" in "".join(back.structure)
+    assert back.rng == state.rng and back.optimizer == state.optimizer == {"name": "adam", "steps": 8}
+    assert back.metrics == json.loads(json.dumps(state.metrics))
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:  # plain arrays only: nothing needs pickle
+        assert all(f[key].dtype != object for key in f.files)
+
+
+def test_truncated_or_foreign_checkpoints_give_one_line_errors(tmp_path):
+    trained_state(tmp_path)
+    path = tmp_path / CHECKPOINT_LATEST
+    data = path.read_bytes()
+    for damaged in (data[: len(data) // 2], data[:-200], b"garbage"):
+        path.write_bytes(damaged)
+        with pytest.raises(CheckpointError, match="corrupt or truncated checkpoint") as info:
+            load_checkpoint(path)
+        assert "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        load_checkpoint(tmp_path / NETWORK_FILE)
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
+        load_checkpoint(tmp_path / "nowhere.npz")
+    # Checkpoints share the network layout: the network of a checkpoint loads on its own too.
+    path.write_bytes(data)
+    assert load_network(path).sizes == [30, 12, 4]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    state = trained_state(tmp_path)
+    path = tmp_path / CHECKPOINT_LATEST
+    before = path.read_bytes()
+    state.epoch = 99
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint([path], state)
+    monkeypatch.undo()
+    state.structure["0.unsaveable"] = object()
+    with pytest.raises(CheckpointError, match="cannot checkpoint"):
+        save_checkpoint([path], state)
+    assert path.read_bytes() == before and load_checkpoint(path).epoch == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
