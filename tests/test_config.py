@@ -1,0 +1,136 @@
+"""--config FILE.toml: precedence (command line > file > preset > default), round trip
+through RUN_DIR/config.toml, and one-line errors for bad files and bad --resume use."""
+import json
+import math
+import tomllib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+from evsim.config import options_from_config, to_toml
+from evsim.presets import preset
+from tests.runs import assert_same_npz
+
+TINY = ["--dataset", "mnist", "--hidden", "16", "--time-steps", "4", "--batch-size", "500", "--no-progress"]
+
+
+def run(args):
+    return CliRunner().invoke(main, args, prog_name="evsim")
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace training by a recorder of the resolved TrainConfig."""
+    configs = []
+
+    def fake_training(config, out, progress, echo):
+        configs.append(config)
+        return {"test_acc": 0.5, "best_test_acc": 0.5, "synapses": 1, "compression": 0.0, "data_source": "x",
+                "wall_s": 0.0}
+
+    monkeypatch.setattr("evsim.cli.train.run_training", fake_training)
+    return configs
+
+
+def test_toml_writer_round_trips_through_tomllib():
+    values = {"text": 'quote " back\\slash \u00e9 tab\t', "small": 1e-05, "tenth": 0.1, "big": 1e300,
+              "neg": -2.5, "count": 7, "flag": True, "off": False, "sizes": [800, 400], "none": None}
+    back = tomllib.loads(to_toml(values, header="a comment\nsecond line"))
+    assert back == {k: v for k, v in values.items() if v is not None}
+    assert math.isinf(tomllib.loads(to_toml({"x": float("inf")}))["x"])
+
+
+def test_file_values_sit_between_the_command_line_and_the_preset(tmp_path, captured, monkeypatch):
+    monkeypatch.setattr("evsim.cli.train.preset", lambda name: {**preset(name), "spine_steps": 7, "regrow_steps": 5,
+                                                                 "rho_max": 70.0})
+    file = tmp_path / "run.toml"
+    file.write_text('dataset = "mnist"\nhidden = [64, 32]\nspine_steps = 9\nlr = 0.002\ndev_interval = "epoch"\n'
+                    'epochs = 4\ncrop = true\n')
+    assert run(["train", "--config", str(file), "--epochs", "2", "--out", str(tmp_path / "a")]).exit_code == 0
+    config = captured[-1]
+    assert (config.dataset, config.hidden, config.lr, config.dev_interval, config.epochs) == \
+        ("mnist", (64, 32), 0.002, 0, 2)
+    assert config.data.crop is True
+    assert (config.sdsnn.spine_steps, config.sdsnn.regrow_steps, config.sdsnn.rho_max) == (9, 5, 70.0)
+    assert (config.sdsnn.rho_init, config.batch_size) == (preset("mnist")["rho_init"], preset("mnist")["batch_size"])
+    assert tomllib.loads((tmp_path / "a" / "config.toml").read_text())["epochs"] == 2
+
+    for hidden, expected in (('"800,400"', (800, 400)), ("128", (128,))):
+        file.write_text(f"hidden = {hidden}\ndev_interval = 3\n")
+        assert run(["train", "--config", str(file), "--spine-steps", "3", "--out", str(tmp_path / hidden)]).exit_code == 0
+        assert (captured[-1].hidden, captured[-1].dev_interval, captured[-1].sdsnn.spine_steps) == (expected, 3, 3)
+
+
+def test_run_folder_config_toml_reproduces_the_run(tmp_path):
+    file = tmp_path / "mine.toml"
+    file.write_text('dataset = "mnist"\nstructure = "set"\ntarget_sparsity = 0.7\nseed = 3\nepochs = 5\n')
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(["train", "--config", str(file), *TINY, "--epochs", "1", "--out", str(first)]).exit_code == 0
+    saved = tomllib.loads((first / "config.toml").read_text())
+    assert saved["structure"] == "set" and saved["seed"] == 3 and saved["epochs"] == 1 and "out" not in saved
+
+    result = run(["train", "--config", str(first / "config.toml"), "--no-progress", "--out", str(second)])
+    assert result.exit_code == 0, result.output
+    configs = [json.loads((d / "config.json").read_text()) for d in (first, second)]
+    assert configs[0].pop("out") != configs[1].pop("out") and configs[0] == configs[1]
+    assert_same_npz(first / "network.npz", second / "network.npz")
+    assert_same_npz(first / "checkpoint-latest.npz", second / "checkpoint-latest.npz")
+
+
+def test_saved_options_rebuild_the_same_config(tmp_path, captured):
+    assert run(["train", *TINY, "--hidden", "20,10", "--reset", "subtract", "--dev-interval", "6",
+                "--out", str(tmp_path / "a")]).exit_code == 0
+    assert run(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b")]).exit_code == 0
+    first, second = captured
+    assert options_from_config(first) == options_from_config(second)
+    assert first.to_dict() | {"out": ""} == second.to_dict() | {"out": ""}
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("lrr = 0.1", "unknown key 'lrr' (did you mean 'lr'?); valid keys: batch_size, cache_dir, crop"),
+    ("batch-size = 10", "unknown key 'batch-size' (did you mean 'batch_size'?)"),
+    ("[train]\nlr = 0.1", "unknown key 'train'"),
+    ("epochs = 2.5", "epochs = 2.5: expected an integer"),
+    ("epochs = true", "epochs = True: expected an integer"),
+    ("lr = 0", "lr = 0: 0.0 is not in the range x>0"),
+    ('optimizer = "rmsprop"', "optimizer = 'rmsprop': 'rmsprop' is not one of"),
+    ("dev_interval = 0", "must be 'epoch' or a positive number of batches"),
+    ('hidden = "8,-1"', "hidden = '8,-1'"),
+    ("epochs = ", "not valid TOML"),
+])
+def test_bad_config_files_give_one_line_errors(tmp_path, captured, text, fragment):
+    file = tmp_path / "bad.toml"
+    file.write_text(text + "\n")
+    line = one_line_error(run(["train", "--config", str(file), "--out", str(tmp_path / "run")]))
+    assert fragment in line and str(file) in line
+    assert captured == []
+
+
+def test_missing_config_file(tmp_path, captured):
+    assert "config file" in one_line_error(run(["train", "--config", str(tmp_path / "none.toml")]))
+
+
+def test_resume_refuses_changes_and_folders_without_a_checkpoint(tmp_path, captured):
+    line = one_line_error(run(["train", "--resume", str(tmp_path), "--lr", "0.1", "--epochs", "3", "--no-progress"]))
+    assert "drop --epochs, --lr" in line and "--no-progress" not in line
+    assert "drop --config" in one_line_error(run(["train", "--resume", str(tmp_path), "--config", "x.toml"]))
+    assert "no checkpoint here" in one_line_error(run(["train", "--resume", str(tmp_path / "nothing")]))
+    assert run(["train", *TINY, "--out", str(tmp_path / "run")]).exit_code == 0  # (training faked)
+    line = one_line_error(run(["train", "--resume", str(tmp_path / "run")]))
+    assert "no checkpoint yet" in line and f"--config {tmp_path / 'run' / 'config.toml'}" in line
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tmp_path, captured):
+    (tmp_path / "checkpoint-latest.npz").write_bytes(b"a run")
+    line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
+    assert "already holds a training run" in line and f"--resume {tmp_path}" in line
+    assert captured == [] and np.frombuffer((tmp_path / "checkpoint-latest.npz").read_bytes(), np.uint8).size == 5
