@@ -36,3 +36,15 @@ def machine() -> dict:
 def save_json(path: str | None, payload: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def linear_fit(x, y) -> dict:
+    """Least-squares line ``y = intercept + slope * x`` (``np.polyfit``) and its R²."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size < 2 or np.ptp(x) == 0:
+        return {"slope": float("nan"), "intercept": float("nan"), "r2": float("nan"), "points": int(x.size)}
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    total = np.sum((y - y.mean()) ** 2)
+    r2 = 1.0 - float(np.sum(residual ** 2) / total) if total > 0 else 1.0
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "points": int(x.size)}
