@@ -1,0 +1,79 @@
+"""evsim eval and evaluate(): confusion matrix against a hand count, operations against
+the profiler, the command's outputs and its errors."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+from evsim.data.base import Dataset
+from evsim.energy import profile
+from evsim.errors import ConfigError
+from evsim.evaluate import evaluate
+from evsim.network import Network
+from tests.runs import toy_dataset
+
+
+def run(args):
+    return CliRunner().invoke(main, args, prog_name="evsim")
+
+
+def direct_toy() -> Dataset:
+    """The toy problem with direct (analog, noise-free) encoding: evaluation is deterministic."""
+    toy = toy_dataset()
+    return Dataset("toy", toy.train, toy.test, toy.n_classes, toy.sample_shape, "direct", "toy")
+
+
+def test_confusion_matrix_and_operations_match_a_direct_count(rng):
+    dataset = direct_toy()
+    network = Network.mlp([30, 16, 4], rng)
+    result = evaluate(network, dataset, time_steps=5, batch_size=32)
+    counts, _ = network.forward(np.repeat(dataset.test.inputs[None], 5, axis=0))
+    expected = np.zeros((4, 4), np.int64)
+    for label, guess in zip(dataset.test.labels, np.argmax(counts, axis=1)):
+        expected[label, guess] += 1
+    np.testing.assert_array_equal(result.confusion, expected)
+    assert result.samples == 100 and result.accuracy == np.trace(expected) / 100
+    summary = result.summary()
+    reference = profile(network, dataset, time_steps=5, batch_size=100).summary()
+    assert summary["macs_per_sample"] == reference["macs_per_sample"] > 0  # analog input: MACs, not SOPs
+    assert summary["sops_per_sample"] == reference["sops_per_sample"]
+    totals = expected.sum(axis=1)
+    assert summary["per_class_accuracy"] == [expected[k, k] / totals[k] for k in range(4)]
+
+
+def test_evaluate_refuses_a_network_that_does_not_fit(rng):
+    with pytest.raises(ConfigError, match=r"network \[30, 16, 5\] does not fit toy"):
+        evaluate(Network.mlp([30, 16, 5], rng), direct_toy(), time_steps=5)
+    with pytest.raises(ConfigError, match="unknown split 'valid'"):
+        evaluate(Network.mlp([30, 16, 4], rng), direct_toy(), time_steps=5, split="valid")
+
+
+def test_eval_command_outputs_and_errors(tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4",
+                "--batch-size", "500", "--out", str(out), "--no-progress"]).exit_code == 0
+
+    result = run(["eval", str(out), "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    assert "checkpoint-latest.npz, epoch 1/1" in result.output and "accuracy" in result.output
+    assert "SOPs per sample" in result.output and "estimate" in result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == report["samples"] == 1000
+    assert report["accuracy"] == np.trace(confusion) / 1000 and report["sops_per_sample"] > 0
+    assert report["data_source"] == "mnist-5k"
+    assert (out / "confusion-latest-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    result = run(["eval", str(out), "--checkpoint", "best", "--split", "train", "--batch-size", "700"])
+    assert result.exit_code == 0, result.output
+    assert "train split: 4000 samples" in result.output and (out / "confusion-best-train.png").is_file()
+
+    for name in ("checkpoint-latest.npz", "checkpoint-best.npz"):
+        (out / name).unlink()
+    result = run(["eval", str(out)])  # a run from before checkpoints: its network.npz
+    assert result.exit_code == 0 and f"{out} (network.npz)" in result.output
+    result = run(["eval", str(out), "--checkpoint", "best"])
+    assert result.exit_code == 2 and "checkpoint-best.npz: no checkpoint here" in result.output
+    assert len(result.output.strip().splitlines()) == 1
