@@ -29,8 +29,6 @@ from evsim.structure import SDSNNConfig
 from evsim.train import TrainConfig
 
 CONFIG_TOML = "config.toml"
-# Options that shape how a run is shown or where it goes, not what it computes.
-NOT_SAVED = ("out", "progress")
 
 
 def read_config_file(path: Path, valid_keys: list[str]) -> dict:

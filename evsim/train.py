@@ -379,6 +379,7 @@ class Trainer:
             state is saved to ``checkpoint-latest.npz`` first.
         """
         threads = numba.get_num_threads()
+        self.stop_requested = False  # a fit after an interrupted one continues
         try:
             with threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
                 return self._fit(run_dir, progress, echo)

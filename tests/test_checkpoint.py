@@ -1,9 +1,15 @@
+import json
+import os
+
 import numpy as np
 import pytest
 
-from evsim.checkpoint import load_network, save_network
+from evsim.checkpoint import (CHECKPOINT_LATEST, NETWORK_FILE, TrainingState, load_checkpoint, load_network,
+                              save_checkpoint, save_network)
 from evsim.errors import CheckpointError
 from evsim.network import Network
+from evsim.train import Trainer
+from tests.runs import toy_config, toy_dataset
 
 
 def test_saved_network_gives_identical_spikes(rng, tmp_path):
@@ -33,13 +39,6 @@ def test_missing_and_truncated_network_files(rng, tmp_path):
 
 
 # ------------------------------------------------------------ training checkpoints
-import json  # noqa: E402
-import os  # noqa: E402
-
-from evsim.checkpoint import (  # noqa: E402
-    CHECKPOINT_LATEST, NETWORK_FILE, TrainingState, load_checkpoint, save_checkpoint)
-from evsim.train import Trainer  # noqa: E402
-from tests.runs import toy_config, toy_dataset  # noqa: E402
 
 
 def trained_state(tmp_path) -> TrainingState:
