@@ -45,6 +45,8 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
     assert summary["synapses"] == 784 * 24 + 24 * 10  # 2 development steps: before pruning starts at 2K
     assert summary["test_acc"] > 0.3, "even a tiny network should learn something in 2 epochs"
     assert "epoch   2" in result.output and "mnist-5k" in result.output
+    for name in ("config.toml", "network.npz", "checkpoint-latest.npz", "checkpoint-best.npz", "training.png"):
+        assert (out / name).stat().st_size > 0, name
 
 
 def test_profile_a_trained_run_and_bad_run_folders(tmp_path):
