@@ -105,7 +105,7 @@ def start_and_signal_in_epoch_2(out, sig) -> subprocess.Popen:
     for line in proc.stdout:  # epoch 1's line is printed after its checkpoint is written
         if line.startswith("epoch   1"):
             break
-    time.sleep(0.1)
+    time.sleep(0.15)  # epoch 2 takes about a second: this lands inside it
     proc.send_signal(sig)
     return proc
 
