@@ -88,21 +88,21 @@ def train(ctx, config_file, resume_dir, **opts):
     continue with --resume RUN_DIR.
     """
     given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    config = None
     if resume_dir is not None:
         _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
-        out = resume_dir
-        run = lambda: resume_training(resume_dir, progress=opts["progress"], echo=click.echo)  # noqa: E731
+        out, progress = resume_dir, opts["progress"]
     else:
         options = _resolve(opts, given, _file_options(ctx, config_file) if config_file else {})
         config = config_from_options(options)
-        out = Path(config.out)
+        out, progress = Path(config.out), options["progress"]
         if (out / CHECKPOINT_LATEST).exists():
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
         write_bytes_atomic(out / CONFIG_TOML, config_toml(config).encode())
-        run = lambda: run_training(config, out, progress=options["progress"], echo=click.echo)  # noqa: E731
     try:
-        summary = run()
+        summary = (resume_training(out, progress, click.echo) if config is None
+                   else run_training(config, out, progress, click.echo))
     except TrainingInterrupted as exc:
         click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
                    f"Resume with: evsim train --resume {out}", err=True)
