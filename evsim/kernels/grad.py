@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from evsim.kernels.propagate import _add_rows
+
 
 @njit(parallel=True, cache=True)
 def _weight_grad_rows(row_ptr, slot, val, grad_u, out):
@@ -20,15 +22,10 @@ def _weight_grad_rows(row_ptr, slot, val, grad_u, out):
     ``out`` float32 ``[n_pre, N]``; rows with no events are zeroed. The dense rows
     include would-be gradients of synapses that do not exist (used by regeneration).
     """
-    n_rows, n = out.shape
-    for i in prange(n_rows):
+    for i in prange(out.shape[0]):
         acc = out[i]
         acc[:] = 0.0
-        for e in range(row_ptr[i], row_ptr[i + 1]):
-            g = grad_u[slot[e]]
-            v = val[e]
-            for j in range(n):
-                acc[j] += v * g[j]
+        _add_rows(slot, val, row_ptr[i], row_ptr[i + 1], grad_u, acc)
 
 
 @njit(parallel=True, cache=True)
