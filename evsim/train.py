@@ -20,6 +20,7 @@ the same run uninterrupted (timing fields apart).
 from __future__ import annotations
 
 import dataclasses
+import resource
 import signal
 import threading
 import time
@@ -473,6 +474,8 @@ class Trainer:
                           "development_steps": self.structure.step if self.structure is not None else 0},
             "wall_s": round(time.perf_counter() - start, 3),
             "threads": numba.get_num_threads(),
+            # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if run_dir is not None:
             write_json_atomic(run_dir / "summary.json", summary)
