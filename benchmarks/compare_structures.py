@@ -5,7 +5,8 @@ their target sparsity set to the compression SD-SNN reached on that seed's devel
 layers (so the baselines are compared at equal compression). Prints a markdown table
 of mean +- std and writes every run's summary as JSON.
 
-Run: python benchmarks/compare_structures.py --dataset nmnist --seeds 0 1 2 [--epochs N] [--json out.json]
+Run: python -m benchmarks.compare_structures --dataset nmnist --seeds 0 1 2 [--structures sdsnn none]
+     [--epochs N] [--json out.json]
 """
 from __future__ import annotations
 
@@ -42,14 +43,16 @@ def main():
     parser.add_argument("--dataset", default="nmnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--structures", nargs="+", choices=STRUCTURES, default=list(STRUCTURES),
+                        help="subset to run; magnitude/set need sdsnn first (they match its compression)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     dataset = load_dataset(args.dataset, base_config(args.dataset, args.epochs, 0).data)
     print(f"data: {dataset.name} ({dataset.source})", flush=True)
-    results = {name: [] for name in STRUCTURES}
+    results = {name: [] for name in args.structures}
     for seed in args.seeds:
         sparsity = None
-        for name in STRUCTURES:
+        for name in args.structures:
             config = dataclasses.replace(base_config(args.dataset, args.epochs, seed), structure=name,
                                          target_sparsity=sparsity or 0.5)
             trainer = Trainer(config, dataset)
