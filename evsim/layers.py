@@ -32,9 +32,10 @@ from evsim.neuron import LIFParameters, surrogate_grad
 from evsim.synapses import SynapseStore
 
 PATHS = ("auto", "rows", "csr")
-# Below this synapse density the CSR scatter touches so few synapses that it beats
-# accumulating whole dense rows (measured in benchmarks/bench_propagation.py).
-CSR_DENSITY_THRESHOLD = 0.05
+# Below this density of synapses among the alive neurons, scattering the synapses
+# that exist beats adding whole rows of alive neurons: at 10 % csr is faster at every
+# input activity (1.2-2.1x), at 50 % rows is (benchmarks/RESULTS.md, propagation).
+CSR_DENSITY_THRESHOLD = 0.12
 
 
 class LayerTrace(NamedTuple):
@@ -122,9 +123,11 @@ class SparseLinear:
         self.local_index = local
         self.columns = local[self.store.indices]
         self.incomplete = np.flatnonzero(self.store.fan_in() < self.n_in).astype(np.int64)
-        density = self.store.density
+        # The rows path touches every alive neuron per event, so what matters is the
+        # density among alive neurons (neuron-level pruning keeps it at 1).
+        alive_density = self.store.nnz / max(self.n_in * self.alive_index.size, 1)
         self.path = self.path_option if self.path_option != "auto" else (
-            "csr" if density < CSR_DENSITY_THRESHOLD else "rows")
+            "csr" if alive_density < CSR_DENSITY_THRESHOLD else "rows")
         # Every alive neuron has all its synapses (no pruning, or neuron-level pruning
         # only): the canonical CSR data *is* the row-major [n_in, N_alive] matrix, so the
         # rows path uses it in place, with no copy to sync and no gradient to gather.
