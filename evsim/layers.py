@@ -33,9 +33,10 @@ from evsim.synapses import SynapseStore
 
 PATHS = ("auto", "rows", "csr")
 # Below this density of synapses among the alive neurons, scattering the synapses
-# that exist beats adding whole rows of alive neurons: at 10 % csr is faster at every
-# input activity (1.2-2.1x), at 50 % rows is (benchmarks/RESULTS.md, propagation).
-CSR_DENSITY_THRESHOLD = 0.12
+# that exist beats adding whole rows of alive neurons in training. At 10 % the csr
+# forward is a little faster but its backward (a scalar gather per synapse) is slower,
+# so forward + backward favours rows (benchmarks/RESULTS.md, scaling).
+CSR_DENSITY_THRESHOLD = 0.05
 
 
 class LayerTrace(NamedTuple):
