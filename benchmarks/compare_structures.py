@@ -45,13 +45,15 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--structures", nargs="+", choices=STRUCTURES, default=list(STRUCTURES),
                         help="subset to run; magnitude/set need sdsnn first (they match its compression)")
+    parser.add_argument("--sparsity", type=float, default=None,
+                        help="target sparsity for magnitude/set when sdsnn is not run first")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     dataset = load_dataset(args.dataset, base_config(args.dataset, args.epochs, 0).data)
     print(f"data: {dataset.name} ({dataset.source})", flush=True)
     results = {name: [] for name in args.structures}
     for seed in args.seeds:
-        sparsity = None
+        sparsity = args.sparsity
         for name in args.structures:
             config = dataclasses.replace(base_config(args.dataset, args.epochs, seed), structure=name,
                                          target_sparsity=sparsity or 0.5)
