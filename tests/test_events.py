@@ -39,3 +39,14 @@ def test_no_events_at_all():
     assert events.count == 0 and events.ptr.shape == (7,)
     by_row = group_by_row(events, 5)
     assert by_row.row_ptr.tolist() == [0] * 6
+
+
+def test_full_empty_and_last_column_slots():
+    dense = np.zeros((1, 4, 5), np.float32)
+    dense[0, 0] = [1, 2, 3, 4, 5]  # every cell
+    dense[0, 2, 4] = -0.5  # only the last column
+    dense[0, 3, 0] = 7.0  # only the first column
+    events = dense_to_events(dense)
+    assert events.ptr.tolist() == [0, 5, 5, 6, 7]
+    assert events.idx.tolist() == [0, 1, 2, 3, 4, 4, 0]
+    assert events.val.tolist() == [1, 2, 3, 4, 5, -0.5, 7]
