@@ -24,11 +24,11 @@ from evsim.kernels.grad import (
     _input_grad_csr,
     _scatter_csr,
     _weight_grad_csr,
-    _weight_grad_rows,
+    weight_grad_rows,
 )
 from evsim.kernels.lif import _lif_backward
-from evsim.kernels.propagate import _propagate_csr, _propagate_rows
-from evsim.neuron import LIFParameters, surrogate_grad
+from evsim.kernels.propagate import _propagate_csr, propagate_rows
+from evsim.neuron import SURROGATES, LIFParameters
 from evsim.synapses import SynapseStore
 
 PATHS = ("auto", "rows", "csr")
@@ -156,7 +156,7 @@ class SparseLinear:
         hard = lif.reset == "hard"
         decay, v_th = np.float32(lif.decay), np.float32(lif.v_th)
         if self.path == "rows":
-            _propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
+            propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
         else:
             _propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                            bias, decay, v_th, hard, u, spikes)
@@ -185,21 +185,22 @@ class SparseLinear:
         Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
         """
         n_steps, batch, n_alive = trace.u.shape
-        surrogate = surrogate_grad(trace.u - np.float32(lif.v_th), lif.surrogate, lif.width)
         grad_u = np.empty_like(trace.u)
-        _lif_backward(grad_spikes, trace.u, trace.spikes, surrogate, np.float32(lif.decay), np.float32(lif.v_th),
-                      lif.reset == "hard", lif.detach_reset, grad_u)
+        grad_bias_per_sample = np.empty((batch, n_alive), dtype=np.float32)
+        _lif_backward(grad_spikes, trace.u, trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width),
+                      np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u,
+                      grad_bias_per_sample)
         grad_u2 = grad_u.reshape(n_steps * batch, n_alive)
         self.grad_bias = np.zeros(self.n_out, dtype=np.float32)
-        self.grad_bias[self.alive_index] = grad_u2.sum(axis=0)
+        self.grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 
         by_row = group_by_row(trace.events_in, self.n_in)
         self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
         if self.path == "rows" and self.complete:
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
+            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
         elif self.path == "rows":
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
+            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
             _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
@@ -213,7 +214,7 @@ class SparseLinear:
             if would_be_grad_u is not None:
                 error[:, ~alive] = would_be_grad_u.reshape(n_steps * batch, self.n_out)[:, self.incomplete[~alive]]
             self.would_be_grad = np.empty((self.n_in, self.incomplete.size), dtype=np.float32)
-            _weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, self.would_be_grad)
+            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, self.would_be_grad)
 
         if not need_input_grad:
             return None

@@ -96,3 +96,42 @@ def test_dead_neurons_are_compacted(rng, path):
     u_ref, o_ref = lif_forward(x, weight[:, layer.alive_index], bias[layer.alive_index])
     np.testing.assert_array_equal(trace.u, u_ref)
     assert not np.isin(out.idx, [2, 5, 6]).any()
+
+
+@pytest.mark.parametrize("tile", [16, 32, 48, 50])
+@pytest.mark.parametrize("unit", [True, False])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_tiled_row_sums_equal_numpy(rng, tile, unit, n_threads):
+    """Column tiles with a remainder, 8-row passes with a remainder, empty rows, both thread splits."""
+    import numba
+
+    from evsim.kernels.propagate import _accumulate_rows
+
+    n_rows, n_matrix, n = 23, 40, 50
+    counts = rng.integers(0, 20, n_rows)
+    counts[[0, 5, 22]] = 0
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    idx = rng.integers(0, n_matrix, ptr[-1]).astype(np.int32)
+    val = np.ones(ptr[-1], np.float32) if unit else rng.integers(1, 4, ptr[-1]).astype(np.float32)
+    matrix = (rng.integers(-64, 65, (n_matrix, n)) / 16).astype(np.float32)  # dyadic: sums are exact
+    expected = np.zeros((n_rows, n), np.float32)
+    for r in range(n_rows):
+        for e in range(ptr[r], ptr[r + 1]):
+            expected[r] += val[e] * matrix[idx[e]]
+    out = np.full((n_rows, n), np.nan, np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        _accumulate_rows(ptr, idx, val, matrix, tile, unit, n_threads, out)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_tile_width_fits_budget_and_vectors():
+    from evsim.kernels.propagate import TILE_BYTES, tile_width
+
+    assert tile_width(2312, 800) % 16 == 0 and tile_width(2312, 800) * 2312 * 4 <= TILE_BYTES
+    assert tile_width(10, 800) == 800  # small matrices: one tile
+    assert tile_width(10**7, 800) == 16  # never below one vector
+    assert tile_width(100, 0) == 1  # empty output still loops safely

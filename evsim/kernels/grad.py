@@ -12,20 +12,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from evsim.kernels.propagate import _add_rows
+from evsim.kernels.propagate import accumulate_rows
 
 
-@njit(parallel=True, cache=True)
-def _weight_grad_rows(row_ptr, slot, val, grad_u, out):
+def weight_grad_rows(row_ptr, slot, val, grad_u, out) -> None:
     """Dense gradient ``out[i, :] = sum over row i's events of val * grad_u[slot, :]``.
 
     ``out`` float32 ``[n_pre, N]``; rows with no events are zeroed. The dense rows
     include would-be gradients of synapses that do not exist (used by regeneration).
     """
-    for i in prange(out.shape[0]):
-        acc = out[i]
-        acc[:] = 0.0
-        _add_rows(slot, val, row_ptr[i], row_ptr[i + 1], grad_u, acc)
+    accumulate_rows(row_ptr, slot, val, grad_u, out)
 
 
 @njit(parallel=True, cache=True)

@@ -5,6 +5,8 @@ the number of *alive* neurons of the layer (pruned neurons are compacted away).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -28,15 +30,34 @@ def _lif_update(current, u, o, decay, v_th, hard, u_out, o_out):
         o_out[j] = 1 if spike else 0
 
 
+@njit(cache=True, inline="always")
+def _surrogate(x, kind, width):
+    """:func:`evsim.neuron.surrogate_grad` for one value; ``kind`` indexes ``SURROGATES``."""
+    one = np.float32(1.0)
+    if kind == 0:  # rectangular
+        return one if abs(x) < width else np.float32(0.0)
+    if kind == 1:  # triangle
+        return max(np.float32(0.0), one - abs(x) / width) / width
+    a = one / width
+    if kind == 2:  # atan
+        z = np.float32(math.pi / 2) * a * x
+        return a / (np.float32(2.0) * (one + z * z))
+    d = one + a * abs(x)  # fast_sigmoid
+    return one / (d * d)
+
+
 @njit(parallel=True, cache=True)
-def _lif_backward(grad_spikes, u, o, surrogate, decay, v_th, hard, detach_reset, grad_u):
+def _lif_backward(grad_spikes, u, o, kind, width, decay, v_th, hard, detach_reset, grad_u, grad_bias_per_sample):
     """BPTT through the LIF dynamics.
 
-    Parameters (all ``[T, B, N]``)
+    Parameters (``[T, B, N]`` unless noted)
     ----------
     grad_spikes : dL/do[t] arriving from above (next layer or loss).
-    u, o : recorded membrane and spikes. surrogate : g(u - v_th), precomputed.
+    u, o : recorded membrane and spikes.
+    kind, width : the surrogate ``g(u - v_th)`` (index into ``SURROGATES``), evaluated here.
     grad_u : output, dL/du[t] (also dL/dI[t], since u[t] = ... + I[t]).
+    grad_bias_per_sample : output ``[B, N]``, ``sum_t dL/du[t]`` (the bias gradient
+        is its sum over samples; summed here while the values are in registers).
 
     Notes
     -----
@@ -50,6 +71,8 @@ def _lif_backward(grad_spikes, u, o, surrogate, decay, v_th, hard, detach_reset,
     n_steps, batch, n = u.shape
     for b in prange(batch):
         carry = np.zeros(n, dtype=np.float32)
+        bias_sum = grad_bias_per_sample[b]
+        bias_sum[:] = 0.0
         for t in range(n_steps - 1, -1, -1):
             for j in range(n):
                 c = carry[j]
@@ -63,6 +86,7 @@ def _lif_backward(grad_spikes, u, o, surrogate, decay, v_th, hard, detach_reset,
                 go = grad_spikes[t, b, j]
                 if not detach_reset:
                     go += reset_grad
-                gu = go * surrogate[t, b, j] + c * leak
+                gu = go * _surrogate(u[t, b, j] - v_th, kind, width) + c * leak
                 grad_u[t, b, j] = gu
                 carry[j] = gu
+                bias_sum[j] += gu

@@ -1,62 +1,132 @@
-"""Event-driven propagation through a layer, fused with the LIF update.
+"""Event-driven propagation through a layer.
 
 Two execution paths with identical results:
 
-``rows``  (dense-ish layers) the layer keeps a dense ``[n_pre, N]`` execution copy
-          of its weights (pruned synapses are 0); each event adds a whole
-          contiguous row, which the compiler vectorises (~7 G adds/s per core here:
-          bound by streaming the rows, see benchmarks/RESULTS.md).
+``rows``  (dense-ish layers) the layer keeps a dense ``[n_pre, N]`` matrix of its
+          weights (pruned synapses are 0); each event adds a whole contiguous row.
+          The currents of all ``T * B`` slots are summed first (the input of a
+          feed-forward layer does not depend on its state), tile by tile of
+          columns, then the LIF dynamics run over time (:func:`_accumulate_rows`).
 ``csr``   (very sparse layers) each event scatters its CSR row: ``I[col] += v * w``
           over the synapses that exist only (~1-2.5 G SOP/s, but no zeros touched).
 
-Both loop over samples with ``prange`` (each thread owns its samples' state, so
-nothing is shared) and over time steps inside. Per slot ``s = t * B + b``:
-``I = bias + sum_e val[e] * W[idx[e], :]``, then the LIF update.
+Per slot ``s = t * B + b``: ``I = bias + sum_e val[e] * W[idx[e], :]``, then the LIF update.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from evsim.kernels.lif import _lif_update
 
+# Bytes of the summed matrix a column tile may span: half of a 2 MB L2, so the tile
+# stays in the core's L2 while every event of every slot reads it (measured:
+# benchmarks/RESULTS.md, "tiled row sums").
+TILE_BYTES = 1 << 20
+
+
+def tile_width(n_matrix_rows: int, n_columns: int) -> int:
+    """Columns per tile: a multiple of 16 (one 512-bit vector) within :data:`TILE_BYTES`."""
+    width = TILE_BYTES // (4 * max(n_matrix_rows, 1)) // 16 * 16
+    return max(1, min(max(width, 16), n_columns))
+
+
+@njit(cache=True)
+def _balanced_bounds(ptr, n_chunks):
+    """Split rows ``0..n`` into ``n_chunks`` runs of about equal work (events + rows)."""
+    n_rows = ptr.shape[0] - 1
+    total = ptr[n_rows] - ptr[0] + n_rows
+    bounds = np.empty(n_chunks + 1, dtype=np.int64)
+    bounds[0] = 0
+    r = 0
+    for c in range(1, n_chunks):
+        target = total * c // n_chunks
+        while r < n_rows and ptr[r] - ptr[0] + r < target:
+            r += 1
+        bounds[c] = r
+    bounds[n_chunks] = n_rows
+    return bounds
+
+
+@njit(cache=True, inline="always")
+def _sum_rows(idx, val, start, stop, matrix, c0, c1, unit, acc):
+    """``acc += sum_e val[e] * matrix[idx[e], c0:c1]`` over events ``start:stop``.
+
+    Eight rows per pass: ``acc`` is loaded and stored once per eight rows. With
+    ``unit`` (every value is 1, as for spikes) the multiplications are skipped.
+    """
+    e = start
+    while e + 8 <= stop:
+        r0, r1 = matrix[idx[e], c0:c1], matrix[idx[e + 1], c0:c1]
+        r2, r3 = matrix[idx[e + 2], c0:c1], matrix[idx[e + 3], c0:c1]
+        r4, r5 = matrix[idx[e + 4], c0:c1], matrix[idx[e + 5], c0:c1]
+        r6, r7 = matrix[idx[e + 6], c0:c1], matrix[idx[e + 7], c0:c1]
+        if unit:
+            for j in range(acc.shape[0]):
+                acc[j] += ((r0[j] + r1[j]) + (r2[j] + r3[j])) + ((r4[j] + r5[j]) + (r6[j] + r7[j]))
+        else:
+            v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
+            v4, v5, v6, v7 = val[e + 4], val[e + 5], val[e + 6], val[e + 7]
+            for j in range(acc.shape[0]):
+                acc[j] += (((v0 * r0[j] + v1 * r1[j]) + (v2 * r2[j] + v3 * r3[j]))
+                           + ((v4 * r4[j] + v5 * r5[j]) + (v6 * r6[j] + v7 * r7[j])))
+        e += 8
+    while e < stop:
+        row = matrix[idx[e], c0:c1]
+        v = val[e]
+        for j in range(acc.shape[0]):
+            acc[j] += v * row[j]
+        e += 1
+
 
 @njit(parallel=True, cache=True)
-def _propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out):
-    """Row-accumulation path. ``weight`` float32 ``[n_pre, N]`` C-contiguous."""
-    n_steps, batch, n = u_out.shape
+def _accumulate_rows(ptr, idx, val, matrix, tile, unit, n_chunks, out):
+    """``out[r, :] = sum_e val[e] * matrix[idx[e], :]`` over row r's events ``ptr[r]:ptr[r+1]``.
+
+    The sparse-times-dense product behind both the forward pass (rows = slots,
+    ``matrix`` = weights) and the weight gradient (rows = presynaptic neurons,
+    ``matrix`` = dL/du per slot). Each of ``n_chunks`` threads owns a run of output
+    rows of equal work and walks it once per tile of ``tile`` columns, so the tile of ``matrix``
+    stays in its L2 cache instead of streaming whole rows from memory.
+    """
+    n = out.shape[1]
+    bounds = _balanced_bounds(ptr, n_chunks)
+    for chunk in prange(n_chunks):
+        scratch = np.empty(tile, dtype=np.float32)
+        for c0 in range(0, n, tile):
+            c1 = min(c0 + tile, n)
+            acc = scratch[:c1 - c0]
+            for r in range(bounds[chunk], bounds[chunk + 1]):
+                acc[:] = 0.0
+                _sum_rows(idx, val, ptr[r], ptr[r + 1], matrix, c0, c1, unit, acc)
+                out[r, c0:c1] = acc
+
+
+def accumulate_rows(ptr, idx, val, matrix, out) -> None:
+    """:func:`_accumulate_rows` with the tile width and the unit-value test chosen here."""
+    unit = bool(np.all(val == 1))
+    _accumulate_rows(ptr, idx, val, matrix, tile_width(matrix.shape[0], out.shape[1]), unit, get_num_threads(), out)
+
+
+@njit(parallel=True, cache=True)
+def _lif_scan(current_u, o_out, bias, decay, v_th, hard):
+    """LIF over time from summed currents; ``current_u`` ``[T, B, N]`` becomes the membrane trace."""
+    n_steps, batch, n = current_u.shape
     for b in prange(batch):
         current = np.empty(n, dtype=np.float32)
         u = np.zeros(n, dtype=np.float32)
         o = np.zeros(n, dtype=np.float32)
         for t in range(n_steps):
-            current[:] = bias
-            s = t * batch + b
-            _add_rows(idx, val, ptr[s], ptr[s + 1], weight, current)
-            _lif_update(current, u, o, decay, v_th, hard, u_out[t, b], o_out[t, b])
+            for j in range(n):
+                current[j] = current_u[t, b, j] + bias[j]
+            _lif_update(current, u, o, decay, v_th, hard, current_u[t, b], o_out[t, b])
 
 
-@njit(cache=True, inline="always")
-def _add_rows(idx, val, start, stop, matrix, acc):
-    """``acc += sum_e val[e] * matrix[idx[e]]`` over events ``start:stop``.
-
-    Four rows per pass: ``acc`` is loaded and stored once per four rows instead of
-    once per row, and four row streams are in flight (measured 1.15-1.4x).
-    """
-    n = acc.shape[0]
-    e = start
-    while e + 4 <= stop:
-        r0, r1, r2, r3 = matrix[idx[e]], matrix[idx[e + 1]], matrix[idx[e + 2]], matrix[idx[e + 3]]
-        v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
-        for j in range(n):
-            acc[j] += (v0 * r0[j] + v1 * r1[j]) + (v2 * r2[j] + v3 * r3[j])
-        e += 4
-    while e < stop:
-        row = matrix[idx[e]]
-        v = val[e]
-        for j in range(n):
-            acc[j] += v * row[j]
-        e += 1
+def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out) -> None:
+    """Rows path: ``u_out``/``o_out`` ``[T, B, N]`` from events and the ``[n_pre, N]`` weights."""
+    n_steps, batch, n = u_out.shape
+    accumulate_rows(ptr, idx, val, weight, u_out.reshape(n_steps * batch, n))
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
 
 
 @njit(parallel=True, cache=True)
