@@ -13,6 +13,8 @@ import numpy as np
 from evsim.errors import ConfigError
 from evsim.kernels.optim import _adam, _sgd
 
+f32 = np.float32
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -59,13 +61,13 @@ class Optimizer:
             if values.size == 0:
                 continue
             if self.name == "sgd":
-                _sgd(values, grads, _moment(state, "momentum", values), lr, self.momentum, self.weight_decay,
-                     self.nesterov)
+                _sgd(values, grads, _moment(state, "momentum", values), f32(lr), f32(self.momentum),
+                     f32(self.weight_decay), self.nesterov)
             else:
                 beta1, beta2 = self.betas
-                _adam(values, grads, _moment(state, "adam_m", values), _moment(state, "adam_v", values), lr,
-                      beta1, beta2, self.eps, self.weight_decay, self.name == "adamw",
-                      1.0 - beta1 ** self.steps, 1.0 - beta2 ** self.steps)
+                _adam(values, grads, _moment(state, "adam_m", values), _moment(state, "adam_v", values), f32(lr),
+                      f32(beta1), f32(beta2), f32(self.eps), f32(self.weight_decay), self.name == "adamw",
+                      f32(lr / (1.0 - beta1 ** self.steps)), f32(1.0 / math.sqrt(1.0 - beta2 ** self.steps)))
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,28 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bias2):
-    """Adam / AdamW step. ``bias1 = 1 - beta1**step``, ``bias2 = 1 - beta2**step``.
+def _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_sqrt_bias2):
+    """Adam / AdamW step in PyTorch's form, all float32 scalars.
 
-    ``decoupled`` (AdamW): ``param -= lr * weight_decay * param`` apart from the
-    adaptive step; otherwise weight decay is added to the gradient (Adam + L2).
+    ``step_size = lr / (1 - beta1**step)``, ``inv_sqrt_bias2 = 1 / sqrt(1 - beta2**step)``:
+    ``param -= step_size * m / (sqrt(v) * inv_sqrt_bias2 + eps)``. ``decoupled`` (AdamW):
+    ``param *= 1 - lr * weight_decay`` first; otherwise weight decay is added to the
+    gradient (Adam + L2). Float32 scalars keep the division and square root in
+    16-lane float32 (float64 scalars made this 4.6x slower, compute-bound).
     """
+    one = np.float32(1.0)
     for k in prange(param.shape[0]):
         g = grad[k]
-        if not decoupled:
-            g += weight_decay * param[k]
-        m[k] = beta1 * m[k] + (1.0 - beta1) * g
-        v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
-        update = lr * (m[k] / bias1) / (np.sqrt(v[k] / bias2) + eps)
+        p = param[k]
         if decoupled:
-            update += lr * weight_decay * param[k]
-        param[k] -= update
+            p *= one - lr * weight_decay
+        else:
+            g += weight_decay * p
+        mk = beta1 * m[k] + (one - beta1) * g
+        vk = beta2 * v[k] + (one - beta2) * g * g
+        m[k] = mk
+        v[k] = vk
+        param[k] = p - step_size * mk / (np.sqrt(vk) * inv_sqrt_bias2 + eps)
 
 
 @njit(parallel=True, cache=True)
