@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from evsim.kernels.events import dense_to_events, group_by_row
+from evsim.kernels.events import EventsByRow, _group_by_row, dense_to_events, group_by_row
 
 
 def test_dense_to_events_roundtrip(rng):
@@ -23,10 +24,12 @@ def test_index_map_and_uint8_spikes(rng):
     assert np.all(events.val == 1)
 
 
-def test_group_by_row_is_a_transpose(rng):
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 7])
+def test_group_by_row_is_a_transpose(rng, n_chunks):
+    """Any split of the slots into parallel runs (7 runs > 6 slots: some runs empty)."""
     dense = ((rng.random((3, 2, 7)) < 0.4) * rng.random((3, 2, 7))).astype(np.float32)
     events = dense_to_events(dense)
-    by_row = group_by_row(events, 7)
+    by_row = EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, 7, n_chunks))
     flat = dense.reshape(6, 7)
     for i in range(7):
         sl = slice(by_row.row_ptr[i], by_row.row_ptr[i + 1])

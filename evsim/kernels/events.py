@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -90,23 +91,35 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     return Events(ptr, idx, val, n_steps, batch)
 
 
-@njit(cache=True)
-def _group_by_row(ptr, idx, val, n_rows):
+@njit(parallel=True, cache=True)
+def _group_by_row(ptr, idx, val, n_rows, n_chunks):
+    """Counting sort by neuron, parallel over ``n_chunks`` runs of slots: each run counts
+    its events per row, a prefix sum gives every (run, row) its write offset, and each
+    run fills its own positions (so each row's events stay in slot order)."""
     n_slots = ptr.shape[0] - 1
+    counts = np.zeros((n_chunks, n_rows), dtype=np.int64)
+    for c in prange(n_chunks):
+        for e in range(ptr[n_slots * c // n_chunks], ptr[n_slots * (c + 1) // n_chunks]):
+            counts[c, idx[e]] += 1
     row_ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    for e in range(idx.shape[0]):
-        row_ptr[idx[e] + 1] += 1
+    offsets = np.empty((n_chunks, n_rows), dtype=np.int64)
+    total = 0
     for i in range(n_rows):
-        row_ptr[i + 1] += row_ptr[i]
-    fill = row_ptr[:-1].copy()
+        row_ptr[i] = total
+        for c in range(n_chunks):
+            offsets[c, i] = total
+            total += counts[c, i]
+    row_ptr[n_rows] = total
     slot = np.empty(idx.shape[0], dtype=np.int64)
     out_val = np.empty(idx.shape[0], dtype=np.float32)
-    for s in range(n_slots):
-        for e in range(ptr[s], ptr[s + 1]):
-            k = fill[idx[e]]
-            slot[k] = s
-            out_val[k] = val[e]
-            fill[idx[e]] = k + 1
+    for c in prange(n_chunks):
+        fill = offsets[c]
+        for s in range(n_slots * c // n_chunks, n_slots * (c + 1) // n_chunks):
+            for e in range(ptr[s], ptr[s + 1]):
+                k = fill[idx[e]]
+                slot[k] = s
+                out_val[k] = val[e]
+                fill[idx[e]] = k + 1
     return row_ptr, slot, out_val
 
 
@@ -116,4 +129,4 @@ def group_by_row(events: Events, n_rows: int) -> EventsByRow:
     Lets weight-gradient kernels loop over presynaptic rows in parallel, each
     thread writing only its own rows (no shared scatter).
     """
-    return EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, n_rows))
+    return EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, n_rows, numba.get_num_threads()))
