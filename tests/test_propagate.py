@@ -98,10 +98,10 @@ def test_dead_neurons_are_compacted(rng, path):
     assert not np.isin(out.idx, [2, 5, 6]).any()
 
 
-@pytest.mark.parametrize("tile", [16, 32, 48, 50])
+@pytest.mark.parametrize("tiles", [[0, 16, 32, 48, 50], [0, 32, 50], [0, 48, 50], [0, 50]])
 @pytest.mark.parametrize("unit", [True, False])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_tiled_row_sums_equal_numpy(rng, tile, unit, n_threads):
+def test_tiled_row_sums_equal_numpy(rng, tiles, unit, n_threads):
     """Column tiles with a remainder, 8-row passes with a remainder, empty rows, both thread splits."""
     import numba
 
@@ -122,16 +122,22 @@ def test_tiled_row_sums_equal_numpy(rng, tile, unit, n_threads):
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        _accumulate_rows(ptr, idx, val, matrix, tile, unit, n_threads, out)
+        _accumulate_rows(ptr, idx, val, matrix, np.array(tiles, np.int64), unit, n_threads, out)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(out, expected)
 
 
-def test_tile_width_fits_budget_and_vectors():
-    from evsim.kernels.propagate import TILE_BYTES, tile_width
+def test_tiles_fit_budget_in_whole_vectors():
+    from evsim.kernels.propagate import TILE_BYTES, tile_bounds
 
-    assert tile_width(2312, 800) % 16 == 0 and tile_width(2312, 800) * 2312 * 4 <= TILE_BYTES
-    assert tile_width(10, 800) == 800  # small matrices: one tile
-    assert tile_width(10**7, 800) == 16  # never below one vector
-    assert tile_width(100, 0) == 1  # empty output still loops safely
+    for n_rows in (2312, 1280, 700):
+        bounds = tile_bounds(n_rows, 800)
+        widths = np.diff(bounds)
+        assert bounds[0] == 0 and bounds[-1] == 800
+        assert np.all(widths % 16 == 0) and np.all(widths * n_rows * 4 <= TILE_BYTES)
+        assert widths.max() - widths.min() <= 16  # near-equal: no thin remainder tile
+    assert tile_bounds(10, 800).tolist() == [0, 800]  # small matrices: one tile
+    assert np.diff(tile_bounds(10**7, 800)).tolist() == [16] * 50  # never below one vector
+    assert tile_bounds(100, 40).tolist() == [0, 40]
+    assert tile_bounds(100, 0).tolist() == [0, 0]  # no columns: one empty tile

@@ -25,10 +25,15 @@ from evsim.kernels.lif import _lif_update
 TILE_BYTES = 1 << 20
 
 
-def tile_width(n_matrix_rows: int, n_columns: int) -> int:
-    """Columns per tile: a multiple of 16 (one 512-bit vector) within :data:`TILE_BYTES`."""
-    width = TILE_BYTES // (4 * max(n_matrix_rows, 1)) // 16 * 16
-    return max(1, min(max(width, 16), n_columns))
+def tile_bounds(n_matrix_rows: int, n_columns: int) -> np.ndarray:
+    """Column boundaries of the fewest tiles within :data:`TILE_BYTES`, of near-equal
+    width in whole 16-float vectors (one 512-bit register), so no tile is a thin remainder."""
+    n_vectors = -(-n_columns // 16)
+    max_vectors = max(1, TILE_BYTES // (4 * 16 * max(n_matrix_rows, 1)))
+    n_tiles = max(1, -(-n_vectors // max_vectors))
+    bounds = np.arange(n_tiles + 1, dtype=np.int64) * n_vectors // n_tiles * 16
+    bounds[-1] = n_columns
+    return bounds
 
 
 @njit(cache=True)
@@ -97,21 +102,21 @@ def _sum_rows(idx, val, start, stop, matrix, c0, c1, unit, acc):
 
 
 @njit(parallel=True, cache=True)
-def _accumulate_rows(ptr, idx, val, matrix, tile, unit, n_chunks, out):
+def _accumulate_rows(ptr, idx, val, matrix, tiles, unit, n_chunks, out):
     """``out[r, :] = sum_e val[e] * matrix[idx[e], :]`` over row r's events ``ptr[r]:ptr[r+1]``.
 
     The sparse-times-dense product behind both the forward pass (rows = slots,
     ``matrix`` = weights) and the weight gradient (rows = presynaptic neurons,
     ``matrix`` = dL/du per slot). Each of ``n_chunks`` threads owns a run of output
-    rows of equal work and walks it once per tile of ``tile`` columns, so the tile of ``matrix``
-    stays in its L2 cache instead of streaming whole rows from memory.
+    rows of equal work and walks it once per tile of columns (``tiles`` are the column
+    boundaries), so the tile of ``matrix`` stays in its L2 cache instead of streaming
+    whole rows from memory.
     """
-    n = out.shape[1]
     bounds = _balanced_bounds(ptr, n_chunks)
     for chunk in prange(n_chunks):
-        scratch = np.empty(tile, dtype=np.float32)
-        for c0 in range(0, n, tile):
-            c1 = min(c0 + tile, n)
+        scratch = np.empty(out.shape[1], dtype=np.float32)
+        for k in range(tiles.shape[0] - 1):
+            c0, c1 = tiles[k], tiles[k + 1]
             acc = scratch[:c1 - c0]
             for r in range(bounds[chunk], bounds[chunk + 1]):
                 acc[:] = 0.0
@@ -120,9 +125,9 @@ def _accumulate_rows(ptr, idx, val, matrix, tile, unit, n_chunks, out):
 
 
 def accumulate_rows(ptr, idx, val, matrix, out) -> None:
-    """:func:`_accumulate_rows` with the tile width and the unit-value test chosen here."""
+    """:func:`_accumulate_rows` with the tiles and the unit-value test chosen here."""
     unit = bool(np.all(val == 1))
-    _accumulate_rows(ptr, idx, val, matrix, tile_width(matrix.shape[0], out.shape[1]), unit, get_num_threads(), out)
+    _accumulate_rows(ptr, idx, val, matrix, tile_bounds(matrix.shape[0], out.shape[1]), unit, get_num_threads(), out)
 
 
 @njit(parallel=True, cache=True)
