@@ -54,50 +54,61 @@ def _balanced_bounds(ptr, n_chunks):
 
 
 @njit(cache=True, inline="always")
-def _sum_rows(idx, val, start, stop, matrix, c0, c1, unit, acc):
-    """``acc += sum_e val[e] * matrix[idx[e], c0:c1]`` over events ``start:stop``.
+def _offsets(idx, e, n_columns, c0):
+    """Flat offsets of the tile rows of events ``e..e+3``, unsigned: with unsigned
+    indices the compiler drops negative-index wrap-around and vectorises the sums."""
+    return (np.uint64(idx[e]) * n_columns + c0, np.uint64(idx[e + 1]) * n_columns + c0,
+            np.uint64(idx[e + 2]) * n_columns + c0, np.uint64(idx[e + 3]) * n_columns + c0)
+
+
+@njit(cache=True, inline="always")
+def _sum_rows(idx, val, start, stop, flat, n_columns, c0, unit, acc):
+    """``acc += sum_e val[e] * matrix[idx[e], c0:c0 + len(acc)]`` over events ``start:stop``,
+    ``flat`` being the C-contiguous ``matrix`` with ``n_columns`` columns, raveled.
 
     Sixteen rows per pass, then four, then one: ``acc`` is loaded and stored once
-    per pass (16 rows: 1.15-1.2x over 8). With ``unit`` (every value is 1, as for
-    spikes) the multiplications are skipped.
+    per pass. Rows are addressed by flat offsets rather than slices: a slice costs a
+    bounds normalisation per row, as much as summing a 96-column tile row
+    (benchmarks/RESULTS.md). With ``unit`` (every value is 1, as for spikes) the
+    multiplications are skipped.
     """
+    n = np.uint64(n_columns)
+    c = np.uint64(c0)
+    width = np.uint64(acc.shape[0])
     e = start
     while e + 16 <= stop:
-        r0, r1 = matrix[idx[e], c0:c1], matrix[idx[e + 1], c0:c1]
-        r2, r3 = matrix[idx[e + 2], c0:c1], matrix[idx[e + 3], c0:c1]
-        r4, r5 = matrix[idx[e + 4], c0:c1], matrix[idx[e + 5], c0:c1]
-        r6, r7 = matrix[idx[e + 6], c0:c1], matrix[idx[e + 7], c0:c1]
-        q0, q1 = matrix[idx[e + 8], c0:c1], matrix[idx[e + 9], c0:c1]
-        q2, q3 = matrix[idx[e + 10], c0:c1], matrix[idx[e + 11], c0:c1]
-        q4, q5 = matrix[idx[e + 12], c0:c1], matrix[idx[e + 13], c0:c1]
-        q6, q7 = matrix[idx[e + 14], c0:c1], matrix[idx[e + 15], c0:c1]
+        a0, a1, a2, a3 = _offsets(idx, e, n, c)
+        a4, a5, a6, a7 = _offsets(idx, e + 4, n, c)
+        b0, b1, b2, b3 = _offsets(idx, e + 8, n, c)
+        b4, b5, b6, b7 = _offsets(idx, e + 12, n, c)
         if unit:
-            for j in range(acc.shape[0]):
-                acc[j] += ((((r0[j] + r1[j]) + (r2[j] + r3[j])) + ((r4[j] + r5[j]) + (r6[j] + r7[j])))
-                           + (((q0[j] + q1[j]) + (q2[j] + q3[j])) + ((q4[j] + q5[j]) + (q6[j] + q7[j]))))
+            for j in range(width):
+                acc[j] += ((((flat[a0 + j] + flat[a1 + j]) + (flat[a2 + j] + flat[a3 + j]))
+                            + ((flat[a4 + j] + flat[a5 + j]) + (flat[a6 + j] + flat[a7 + j])))
+                           + (((flat[b0 + j] + flat[b1 + j]) + (flat[b2 + j] + flat[b3 + j]))
+                              + ((flat[b4 + j] + flat[b5 + j]) + (flat[b6 + j] + flat[b7 + j]))))
         else:
             v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
             v4, v5, v6, v7 = val[e + 4], val[e + 5], val[e + 6], val[e + 7]
             w0, w1, w2, w3 = val[e + 8], val[e + 9], val[e + 10], val[e + 11]
             w4, w5, w6, w7 = val[e + 12], val[e + 13], val[e + 14], val[e + 15]
-            for j in range(acc.shape[0]):
-                acc[j] += ((((v0 * r0[j] + v1 * r1[j]) + (v2 * r2[j] + v3 * r3[j]))
-                            + ((v4 * r4[j] + v5 * r5[j]) + (v6 * r6[j] + v7 * r7[j])))
-                           + (((w0 * q0[j] + w1 * q1[j]) + (w2 * q2[j] + w3 * q3[j]))
-                              + ((w4 * q4[j] + w5 * q5[j]) + (w6 * q6[j] + w7 * q7[j]))))
+            for j in range(width):
+                acc[j] += ((((v0 * flat[a0 + j] + v1 * flat[a1 + j]) + (v2 * flat[a2 + j] + v3 * flat[a3 + j]))
+                            + ((v4 * flat[a4 + j] + v5 * flat[a5 + j]) + (v6 * flat[a6 + j] + v7 * flat[a7 + j])))
+                           + (((w0 * flat[b0 + j] + w1 * flat[b1 + j]) + (w2 * flat[b2 + j] + w3 * flat[b3 + j]))
+                              + ((w4 * flat[b4 + j] + w5 * flat[b5 + j]) + (w6 * flat[b6 + j] + w7 * flat[b7 + j]))))
         e += 16
     while e + 4 <= stop:
-        r0, r1 = matrix[idx[e], c0:c1], matrix[idx[e + 1], c0:c1]
-        r2, r3 = matrix[idx[e + 2], c0:c1], matrix[idx[e + 3], c0:c1]
+        a0, a1, a2, a3 = _offsets(idx, e, n, c)
         v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
-        for j in range(acc.shape[0]):
-            acc[j] += (v0 * r0[j] + v1 * r1[j]) + (v2 * r2[j] + v3 * r3[j])
+        for j in range(width):
+            acc[j] += (v0 * flat[a0 + j] + v1 * flat[a1 + j]) + (v2 * flat[a2 + j] + v3 * flat[a3 + j])
         e += 4
     while e < stop:
-        row = matrix[idx[e], c0:c1]
-        v = val[e]
-        for j in range(acc.shape[0]):
-            acc[j] += v * row[j]
+        a0 = np.uint64(idx[e]) * n + c
+        v0 = val[e]
+        for j in range(width):
+            acc[j] += v0 * flat[a0 + j]
         e += 1
 
 
@@ -110,8 +121,10 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, unit, n_chunks, out):
     ``matrix`` = dL/du per slot). Each of ``n_chunks`` threads owns a run of output
     rows of equal work and walks it once per tile of columns (``tiles`` are the column
     boundaries), so the tile of ``matrix`` stays in its L2 cache instead of streaming
-    whole rows from memory.
+    whole rows from memory. ``matrix`` must be C-contiguous.
     """
+    n_columns = matrix.shape[1]
+    flat = matrix.reshape(matrix.size)
     bounds = _balanced_bounds(ptr, n_chunks)
     for chunk in prange(n_chunks):
         scratch = np.empty(out.shape[1], dtype=np.float32)
@@ -120,7 +133,7 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, unit, n_chunks, out):
             acc = scratch[:c1 - c0]
             for r in range(bounds[chunk], bounds[chunk + 1]):
                 acc[:] = 0.0
-                _sum_rows(idx, val, ptr[r], ptr[r + 1], matrix, c0, c1, unit, acc)
+                _sum_rows(idx, val, ptr[r], ptr[r + 1], flat, n_columns, c0, unit, acc)
                 out[r, c0:c1] = acc
 
 
