@@ -53,3 +53,22 @@ def test_full_empty_and_last_column_slots():
     assert events.ptr.tolist() == [0, 5, 5, 6, 7]
     assert events.idx.tolist() == [0, 1, 2, 3, 4, 4, 0]
     assert events.val.tolist() == [1, 2, 3, 4, 5, -0.5, 7]
+
+
+@pytest.mark.parametrize("activity", [0.0, 0.02, 0.3, 1.0])
+def test_byte_spikes_take_the_word_skipping_fill(rng, activity):
+    """uint8 spikes with N % 8 == 0 use the 8-cells-per-load fill: same events as the
+    dense definition, including slots whose last spikes sit in a partly filled word."""
+    spikes = (rng.random((5, 4, 24)) < activity).astype(np.uint8)
+    spikes[0, 0] = 0
+    spikes[0, 1, -1] = 1  # only the very last cell
+    spikes[0, 2, 16:] = 1  # the whole last word
+    spikes[0, 3, 5:11] = 1  # straddles two words
+    index_map = (np.arange(24) * 2 + 1).astype(np.int32)
+    events = dense_to_events(spikes, index_map)
+    flat = spikes.reshape(20, 24)
+    assert events.ptr.tolist() == [0] + np.cumsum(flat.sum(axis=1)).tolist()
+    for s in range(20):
+        sl = slice(events.ptr[s], events.ptr[s + 1])
+        np.testing.assert_array_equal(events.idx[sl], index_map[np.flatnonzero(flat[s])])
+    assert np.all(events.val == 1)
