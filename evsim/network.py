@@ -55,8 +55,8 @@ class Network:
 
         Parameters
         ----------
-        drive : float32 ``[T, B, n_in]`` input (spikes, counts or analog values), or
-            the same already as :class:`Events`.
+        drive : ``[T, B, n_in]`` input (float32 spikes, counts or analog values, or
+            integer counts), or the same already as :class:`Events`.
 
         Returns
         -------
@@ -66,9 +66,12 @@ class Network:
         if isinstance(drive, np.ndarray):
             if drive.ndim != 3 or drive.shape[2] != self.layers[0].n_in:
                 raise ShapeError(f"input must be [T, B, {self.layers[0].n_in}], got shape {drive.shape}")
-            if not np.all(np.isfinite(drive)):
+            if drive.dtype.kind in "ui":  # integer counts: nothing to check, no float copy
+                events = dense_to_events(np.ascontiguousarray(drive))
+            elif not np.all(np.isfinite(drive)):
                 raise ShapeError("input contains NaN or infinite values")
-            events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
+            else:
+                events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
         else:
             events = drive
         traces = []

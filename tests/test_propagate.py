@@ -141,3 +141,20 @@ def test_tiles_fit_budget_in_whole_vectors():
     assert np.diff(tile_bounds(10**7, 800)).tolist() == [16] * 50  # never below one vector
     assert tile_bounds(100, 40).tolist() == [0, 40]
     assert tile_bounds(100, 0).tolist() == [0, 0]  # no columns: one empty tile
+
+
+def test_integer_count_frames_run_as_their_float_twin(rng):
+    """Frames keep their stored uint8/uint16 type through encoding; the network's
+    result is the same as for the float32 copy (count k = k events)."""
+    from evsim.data.encoding import encode_batch
+    from evsim.network import Network
+
+    net = Network.mlp([48, 20, 4], rng)
+    for dtype in (np.uint8, np.uint16):
+        frames = (rng.integers(0, 4, (3, 6, 2, 24)) * (rng.random((3, 6, 2, 24)) < 0.3)).astype(dtype)
+        drive = encode_batch(frames, "frames", 6, rng)
+        assert drive.dtype == dtype and drive.shape == (6, 3, 48) and drive.flags.c_contiguous
+        counts, traces = net.forward(drive)
+        ref_counts, ref_traces = net.forward(drive.astype(np.float32))
+        np.testing.assert_array_equal(counts, ref_counts)
+        np.testing.assert_array_equal(traces[0].u, ref_traces[0].u)

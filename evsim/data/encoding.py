@@ -26,7 +26,8 @@ def encode_batch(inputs: np.ndarray, encoding: str, time_steps: int, rng: np.ran
     Returns
     -------
     ndarray
-        float32 ``[T, B, D]``, C-contiguous.
+        ``[T, B, D]``, C-contiguous: float32, or for ``"frames"`` the frames' own
+        type (uint8/uint16 counts as stored, or float32).
     """
     batch = inputs.shape[0]
     if encoding == "rate":
@@ -43,5 +44,7 @@ def encode_batch(inputs: np.ndarray, encoding: str, time_steps: int, rng: np.ran
                 "reload the dataset with the same --time-steps"
             )
         flat = inputs.reshape(batch, time_steps, -1)
-        return np.ascontiguousarray(flat.transpose(1, 0, 2), dtype=np.float32)
+        # Counts keep their stored integer type: a quarter of the bytes to move, and
+        # one-byte cells convert to events 8 at a time (dense_to_events).
+        return np.ascontiguousarray(flat.transpose(1, 0, 2))
     raise ConfigError(f"unknown encoding {encoding!r}; choose rate, direct or frames")

@@ -95,7 +95,8 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
 
     Parameters
     ----------
-    dense : ``[T, B, N]`` array (float32 drive or uint8 spikes).
+    dense : ``[T, B, N]`` array: float32 drive, or integer counts and spikes
+        (one-byte cells take a faster path).
     index_map : optional int32 ``[N]``: event index of column n is ``index_map[n]``
         (maps a layer's compacted alive neurons back to their flat indices). Must be
         increasing so event indices stay ascending.
