@@ -20,8 +20,8 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.lif import _lif_update
 
 # Bytes of the summed matrix a column tile may span: half of a 2 MB L2, so the tile
-# stays in the core's L2 while every event of every slot reads it (measured:
-# benchmarks/RESULTS.md, "tiled row sums").
+# stays in the core's L2 while every event of every slot reads it (tiles of about this
+# size measured fastest; benchmarks/RESULTS.md, bench_train's table of changes).
 TILE_BYTES = 1 << 20
 
 
