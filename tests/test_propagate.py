@@ -158,3 +158,19 @@ def test_integer_count_frames_run_as_their_float_twin(rng):
         ref_counts, ref_traces = net.forward(drive.astype(np.float32))
         np.testing.assert_array_equal(counts, ref_counts)
         np.testing.assert_array_equal(traces[0].u, ref_traces[0].u)
+
+
+def test_row_sums_of_a_strided_matrix(rng):
+    """A non-contiguous matrix (a column slice) gives the same sums as its copy."""
+    from evsim.kernels.propagate import accumulate_rows
+
+    wide = (rng.integers(-8, 9, (30, 70)) / 8).astype(np.float32)
+    ptr = np.array([0, 5, 5, 23], np.int64)
+    idx = rng.integers(0, 30, 23).astype(np.int32)
+    val = np.ones(23, np.float32)
+    out, ref = np.empty((3, 40), np.float32), np.empty((3, 40), np.float32)
+    accumulate_rows(ptr, idx, val, wide[:, 10:50], out)
+    accumulate_rows(ptr, idx, val, np.ascontiguousarray(wide[:, 10:50]), ref)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(ref[1], 0)
+    np.testing.assert_array_equal(ref[0], wide[idx[:5], 10:50].sum(axis=0))

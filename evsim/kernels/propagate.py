@@ -140,6 +140,7 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, unit, n_chunks, out):
 def accumulate_rows(ptr, idx, val, matrix, out) -> None:
     """:func:`_accumulate_rows` with the tiles and the unit-value test chosen here."""
     unit = bool(np.all(val == 1))
+    matrix = np.ascontiguousarray(matrix)  # flat offsets need row-major rows (a no-op for every caller today)
     _accumulate_rows(ptr, idx, val, matrix, tile_bounds(matrix.shape[0], out.shape[1]), unit, get_num_threads(), out)
 
 
