@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from evsim.aligned import aligned_empty
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, dense_to_events, group_by_row
 from evsim.kernels.grad import (
@@ -138,7 +139,8 @@ class SparseLinear:
             if self.complete:
                 self.weight_rows = self.store.data.reshape(self.n_in, self.alive_index.size)
             else:
-                self.weight_rows = np.zeros((self.n_in, self.alive_index.size), dtype=np.float32)
+                self.weight_rows = aligned_empty((self.n_in, self.alive_index.size))
+                self.weight_rows[:] = 0.0
                 self.sync_weights()
 
     def sync_weights(self) -> None:
@@ -150,7 +152,7 @@ class SparseLinear:
     def forward(self, events: Events, lif: LIFParameters) -> tuple[Events, LayerTrace]:
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
         n_alive = self.alive_index.size
-        u = np.empty((events.n_steps, events.batch, n_alive), dtype=np.float32)
+        u = aligned_empty((events.n_steps, events.batch, n_alive))
         spikes = np.empty((events.n_steps, events.batch, n_alive), dtype=np.uint8)
         bias = self.bias[self.alive_index]
         hard = lif.reset == "hard"
@@ -185,7 +187,7 @@ class SparseLinear:
         Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
         """
         n_steps, batch, n_alive = trace.u.shape
-        grad_u = np.empty_like(trace.u)
+        grad_u = aligned_empty(trace.u.shape)  # summed row by row for the weight gradient
         grad_bias_per_sample = np.empty((batch, n_alive), dtype=np.float32)
         _lif_backward(grad_spikes, trace.u, trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width),
                       np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u,
@@ -207,7 +209,8 @@ class SparseLinear:
                              self.grad_data)
         self.would_be_grad = None
         if would_be_grad:
-            error = np.zeros((n_steps * batch, self.incomplete.size), dtype=np.float32)
+            error = aligned_empty((n_steps * batch, self.incomplete.size))
+            error[:] = 0.0
             local = self.local_index[self.incomplete]
             alive = local >= 0
             error[:, alive] = grad_u2[:, local[alive]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from evsim.aligned import aligned
 from evsim.errors import ShapeError
 
 
@@ -37,6 +38,16 @@ class SynapseStore:
         self.state: dict[str, np.ndarray] = {}
         for name, values in (state or {}).items():
             self.set_state(name, values)
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        return self._matrix
+
+    @matrix.setter
+    def matrix(self, matrix: sp.csr_matrix) -> None:
+        # The weights are summed row by row in place (rows path): keep them on a cache line.
+        matrix.data = aligned(matrix.data)
+        self._matrix = matrix
 
     # ----------------------------------------------------------------- creation
     @classmethod

@@ -1,0 +1,30 @@
+"""Arrays whose data starts on a 64-byte cache line.
+
+The row-sum kernels load 16 float32 (one cache line) at a time. Large NumPy arrays
+come from ``mmap`` and start 16 bytes past a page boundary, so every such load would
+straddle two cache lines: aligning the summed matrices measured 1.2x on the row sums
+(benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CACHE_LINE = 64
+
+
+def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """Uninitialised C-contiguous array of ``shape`` starting on a cache line."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
+    start = -buffer.ctypes.data % CACHE_LINE
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(values: np.ndarray) -> np.ndarray:
+    """``values`` itself when it is C-contiguous and starts on a cache line, else an aligned copy."""
+    if values.flags.c_contiguous and values.ctypes.data % CACHE_LINE == 0:
+        return values
+    out = aligned_empty(values.shape, values.dtype)
+    out[...] = values
+    return out
