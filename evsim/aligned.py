@@ -23,8 +23,8 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
 
 def aligned(values: np.ndarray) -> np.ndarray:
     """``values`` itself when it is C-contiguous and starts on a cache line, else an aligned copy."""
-    if values.flags.c_contiguous and values.ctypes.data % CACHE_LINE == 0:
-        return values
+    if values.flags.c_contiguous and (values.size == 0 or values.ctypes.data % CACHE_LINE == 0):
+        return values  # an empty array has no data to align
     out = aligned_empty(values.shape, values.dtype)
     out[...] = values
     return out
