@@ -21,6 +21,13 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def aligned_zeros(shape, dtype=np.float32) -> np.ndarray:
+    """Zeroed C-contiguous array of ``shape`` starting on a cache line."""
+    out = aligned_empty(shape, dtype)
+    out[...] = 0
+    return out
+
+
 def aligned(values: np.ndarray) -> np.ndarray:
     """``values`` itself when it is C-contiguous and starts on a cache line, else an aligned copy."""
     if values.flags.c_contiguous and (values.size == 0 or values.ctypes.data % CACHE_LINE == 0):

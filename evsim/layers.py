@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evsim.aligned import aligned_empty
+from evsim.aligned import aligned_empty, aligned_zeros
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, dense_to_events, group_by_row
 from evsim.kernels.grad import (
@@ -139,8 +139,7 @@ class SparseLinear:
             if self.complete:
                 self.weight_rows = self.store.data.reshape(self.n_in, self.alive_index.size)
             else:
-                self.weight_rows = aligned_empty((self.n_in, self.alive_index.size))
-                self.weight_rows[:] = 0.0
+                self.weight_rows = aligned_zeros((self.n_in, self.alive_index.size))
                 self.sync_weights()
 
     def sync_weights(self) -> None:
@@ -209,8 +208,7 @@ class SparseLinear:
                              self.grad_data)
         self.would_be_grad = None
         if would_be_grad:
-            error = aligned_empty((n_steps * batch, self.incomplete.size))
-            error[:] = 0.0
+            error = aligned_zeros((n_steps * batch, self.incomplete.size))
             local = self.local_index[self.incomplete]
             alive = local >= 0
             error[:, alive] = grad_u2[:, local[alive]]
