@@ -41,11 +41,16 @@ allocations.
 
 Engines
 -------
-``evsim``        exactly what ``Trainer.train_epoch`` does for one batch: dense input ->
-                 ``dense_to_events`` (timed: a user pays it) -> ``Network.forward`` ->
-                 ``mse_rate`` -> ``Network.backward`` -> ``Optimizer("adam").step`` ->
-                 ``sync_weights``; Numba threads = ``--threads``, BLAS held to one thread
+``evsim``        exactly what ``Trainer.train_epoch`` does for one batch: the batch's
+                 frames as evsim's event loaders keep them (:class:`SparseFrames`, built
+                 once from the binary input, as the dataset cache is) ->
+                 ``encode_events`` (timed) -> ``Network.forward`` -> ``mse_rate`` ->
+                 ``Network.backward`` -> ``Optimizer("adam").step`` -> ``sync_weights``;
+                 Numba threads = ``--threads``, BLAS held to one thread
                  (``threadpool_limits(1, "blas")``, as ``Trainer.fit`` does).
+``evsim, dense input``  the same network fed the dense float32 ``[T, B, n_in]`` input
+                 that snnTorch gets, turned into events by ``dense_to_events`` (timed):
+                 what a user pays who hands evsim dense arrays.
 ``evsim pruned`` the same network with 400 of its 800 hidden neurons killed
                  (``layer.kill``, a seeded random half). Each layer's forward and backward
                  are timed separately, to check the issue's target: pruning half the
@@ -105,7 +110,9 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import machine, save_json, spike_input
 from benchmarks.dense_bptt import DenseMLP
-from evsim.kernels.events import dense_to_events
+from evsim.data.encoding import encode_events
+from evsim.data.frames import SparseFrames
+from evsim.kernels.events import Events, dense_to_events
 from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.neuron import LIFParameters
@@ -172,6 +179,19 @@ def timed_runs(fn, repeat: int, warmup: int, clock: LayerClock | None = None) ->
 
 
 # ---------------------------------------------------------------------- engines
+def input_events(x: SparseFrames | np.ndarray, n_steps: int) -> Events:
+    """The first layer's events: stored frames as ``Trainer`` encodes them, or a dense
+    ``[T, B, n_in]`` array."""
+    if isinstance(x, SparseFrames):
+        return encode_events(x, "frames", n_steps, None)
+    return dense_to_events(x)
+
+
+def stored_frames(x: np.ndarray) -> SparseFrames:
+    """The binary ``[T, B, n_in]`` input as evsim's event loaders store a dataset."""
+    return SparseFrames.from_dense(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(np.uint8))
+
+
 @dataclass
 class Evsim:
     """One evsim network with its optimizer, driven like ``Trainer.train_epoch``."""
@@ -183,8 +203,8 @@ class Evsim:
     def __post_init__(self):
         self.clock = LayerClock(self.network)
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray) -> float:
-        counts, traces = self.network.forward(dense_to_events(x))
+    def train_step(self, x: SparseFrames | np.ndarray, labels: np.ndarray) -> float:
+        counts, traces = self.network.forward(input_events(x, self.n_steps))
         loss, grad_counts = mse_rate(counts, labels, self.n_steps)
         if not np.isfinite(loss):
             raise RuntimeError(f"evsim training diverged (loss {loss})")
@@ -193,8 +213,8 @@ class Evsim:
         self.network.sync_weights()
         return loss
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        counts, _ = self.network.forward(dense_to_events(x))
+    def infer(self, x: SparseFrames | np.ndarray) -> np.ndarray:
+        counts, _ = self.network.forward(input_events(x, self.n_steps))
         return counts
 
     def hidden_rate(self, x: np.ndarray) -> float:
@@ -339,19 +359,22 @@ def measure_engine(engine: str, n_threads: int, sizes, n_steps: int, batch: int,
         if engine == "evsim":
             full = build_evsim(sizes, lif, seed, n_steps, weight_scale=weight_scale)
             pruned = build_evsim(sizes, lif, seed, n_steps, prune_hidden, weight_scale)
+            frames = stored_frames(x)
             with threadpool_limits(limits=1, user_api="blas"):
-                row["evsim_counts"] = full.infer(x).tolist()
+                row["evsim_counts"] = full.infer(frames).tolist()
                 row["hidden_rate"] = full.hidden_rate(x)
                 row["input_events_per_sample"] = float(x.sum()) / batch
                 row["pruned_hidden_neurons"] = int((~pruned.network.layers[0].alive).sum())
-                for name, model in (("evsim", full), ("evsim_pruned", pruned)):
-                    t_train, layers_train = timed_runs(lambda: model.train_step(x, labels), repeat, warmup,
+                for name, model, given in (("evsim", full, frames), ("evsim_pruned", pruned, frames),
+                                           ("evsim_dense_input", full, x)):
+                    t_train, layers_train = timed_runs(lambda: model.train_step(given, labels), repeat, warmup,
                                                        model.clock)
-                    t_infer, layers_infer = timed_runs(lambda: model.infer(x), repeat, warmup, model.clock)
+                    t_infer, layers_infer = timed_runs(lambda: model.infer(given), repeat, warmup, model.clock)
                     row[f"{name}_train_sps"] = batch / t_train
                     row[f"{name}_infer_sps"] = batch / t_infer
-                    row[f"{name}_train_layer_ms"] = [1e3 * t for t in layers_train]
-                    row[f"{name}_infer_layer_ms"] = [1e3 * t for t in layers_infer]
+                    if name != "evsim_dense_input":
+                        row[f"{name}_train_layer_ms"] = [1e3 * t for t in layers_train]
+                        row[f"{name}_infer_layer_ms"] = [1e3 * t for t in layers_infer]
         elif engine == "snntorch":
             _, train_step, infer = build_snntorch(modules, initial_network(sizes, lif, seed, weight_scale), lif)
             row["snntorch_counts"] = infer(x).tolist()
@@ -425,7 +448,7 @@ def run(sizes=SIZES, n_steps=20, batch=64, activities=(0.01, 0.02, 0.05, 0.10), 
         for mode in ("train", "infer"):
             for ref in ("snntorch", "dense"):
                 if f"{ref}_{mode}_sps" in row:
-                    for name in ("evsim", "evsim_pruned"):
+                    for name in ("evsim", "evsim_pruned", "evsim_dense_input"):
                         row[f"{name}_over_{ref}_{mode}"] = row[f"{name}_{mode}_sps"] / row[f"{ref}_{mode}_sps"]
     add_thread_scaling(rows)
     return rows
@@ -450,13 +473,16 @@ def markdown(rows: list[dict]) -> str:
     out = []
     for mode, title in (("train", "Training (forward + BPTT + Adam)"), ("infer", "Inference (forward)")):
         out += [f"**{title}, samples/s**", "",
-                "| activity | threads | evsim | evsim, half hidden pruned | snnTorch | dense NumPy "
-                "| evsim / snnTorch | pruned / snnTorch | evsim / dense NumPy |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| activity | threads | evsim | evsim, dense input | evsim, half hidden pruned | snnTorch "
+                "| dense NumPy | evsim / snnTorch | dense input / snnTorch | pruned / snnTorch "
+                "| evsim / dense NumPy |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             out.append(f"| {r['activity']:.0%} | {r['threads']} | {_fmt(r, f'evsim_{mode}_sps')} "
+                       f"| {_fmt(r, f'evsim_dense_input_{mode}_sps')} "
                        f"| {_fmt(r, f'evsim_pruned_{mode}_sps')} | {_fmt(r, f'snntorch_{mode}_sps')} "
                        f"| {_fmt(r, f'dense_{mode}_sps')} | {_fmt(r, f'evsim_over_snntorch_{mode}', '.2f', 'x')} "
+                       f"| {_fmt(r, f'evsim_dense_input_over_snntorch_{mode}', '.2f', 'x')} "
                        f"| {_fmt(r, f'evsim_pruned_over_snntorch_{mode}', '.2f', 'x')} "
                        f"| {_fmt(r, f'evsim_over_dense_{mode}', '.2f', 'x')} |")
         out.append("")

@@ -215,7 +215,7 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
     EnergyReport accumulated over all batches.
     """
     from evsim.data import Dataset
-    from evsim.data.encoding import encode_batch
+    from evsim.data.encoding import encode_events
 
     if isinstance(data, Dataset):
         steps = time_steps or data.time_steps
@@ -225,7 +225,7 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
         rng = np.random.default_rng([seed, 2])
         analog_input = data.encoding == "direct"
         data_source = data_source or data.source
-        batches = (encode_batch(inputs[s:s + batch_size], data.encoding, steps, rng)
+        batches = (encode_events(inputs[s:s + batch_size], data.encoding, steps, rng)
                    for s in range(0, len(inputs), batch_size))
     elif isinstance(data, np.ndarray):
         batches = [data]

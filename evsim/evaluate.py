@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.data import Dataset
-from evsim.data.encoding import encode_batch
+from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
 from evsim.network import Network
@@ -85,8 +85,8 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
     report = None
     for start in range(0, len(data), batch_size):
-        drive = encode_batch(data.inputs[start:start + batch_size], dataset.encoding, time_steps, rng)
-        counts, traces = network.forward(drive)
+        events = encode_events(data.inputs[start:start + batch_size], dataset.encoding, time_steps, rng)
+        counts, traces = network.forward(events)
         np.add.at(confusion, (data.labels[start:start + batch_size], np.argmax(counts, axis=1)), 1)
         batch = count_network(network, traces, dataset.encoding == "direct", counts.shape[0],
                               data_source=dataset.source)

@@ -44,11 +44,10 @@ from evsim.checkpoint import (
     save_checkpoint,
     save_network,
 )
-from evsim.data.encoding import encode_batch
+from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_json_atomic, write_jsonl_atomic
-from evsim.kernels.events import dense_to_events
 from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.neuron import LIFParameters
@@ -233,9 +232,8 @@ class Trainer:
                 "compression": round(self.compression(), 6), "neurons_pruned": round(self.neurons_pruned(), 6),
                 "layers": layers}
 
-    def _events(self, inputs: np.ndarray):
-        drive = encode_batch(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
-        return dense_to_events(drive)
+    def _events(self, inputs):
+        return encode_events(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
 
     def train_epoch(self, progress: bool = True) -> tuple[float, float]:
         """One pass over the shuffled training split, or what is left of an interrupted
@@ -283,7 +281,7 @@ class Trainer:
         self.in_epoch = None
         return done.total_loss / done.position, done.correct / done.position
 
-    def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, EnergyReport | None]:
+    def predict(self, inputs) -> tuple[np.ndarray, EnergyReport | None]:
         """Output spike counts ``[N, n_classes]`` for ``inputs``, and the exact operation
         counts of those forward passes (counting is O(events), cheap enough to stay on)."""
         out, report = [], None

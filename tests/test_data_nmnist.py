@@ -15,7 +15,8 @@ from evsim.cli.main import main
 from evsim.data import DataOptions, load_dataset
 from evsim.data import nmnist
 from evsim.data.emulate import write_emulated_nmnist
-from evsim.data.events import FrameWriter, encode_nmnist_bin, read_nmnist_bin, to_frames
+from evsim.data.events import encode_nmnist_bin, read_nmnist_bin, to_frames
+from evsim.data.frames import SparseFrameWriter, SparseFrames
 from evsim.errors import ConfigError, DataError
 
 SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "sample_nmnist.bin"
@@ -133,7 +134,7 @@ def test_denoise_removes_isolated_events(tmp_path):
     root = make_plain(tmp_path / "data", real_first=False)
     plain = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=1))
     denoised = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=1, denoise_us=1000))
-    assert int(denoised.train.inputs.sum()) < int(plain.train.inputs.sum())
+    assert int(denoised.train.inputs.val.sum()) < int(plain.train.inputs.val.sum())
 
 
 def test_empty_recording_after_framing_gives_zero_frames():
@@ -152,7 +153,7 @@ def test_cache_is_keyed_by_every_framing_parameter(tmp_path):
     assert len(cache_entries(tmp_path)) == 3
     again = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=20))
     assert again.meta["cache"] == a.meta["cache"] and len(cache_entries(tmp_path)) == 3
-    np.testing.assert_array_equal(again.train.inputs, a.train.inputs)
+    np.testing.assert_array_equal(again.train.inputs.to_dense(), a.train.inputs.to_dense())
 
 
 def test_cache_notices_changed_files(tmp_path):
@@ -164,16 +165,23 @@ def test_cache_notices_changed_files(tmp_path):
     assert len(b.train) == len(a.train) + 1 and b.meta["cache"] != a.meta["cache"]
 
 
-def test_frame_writer_widens_when_counts_do_not_fit(tmp_path):
-    writer = FrameWriter(tmp_path / "x.npy", (3, 1, 1, 1, 2))
-    writer.put(0, np.array([[[[3, 4]]]]))
-    assert writer.array.dtype == np.uint8
-    writer.put(1, np.array([[[[300, 1]]]]))
-    assert writer.array.dtype == np.uint16
-    writer.put(2, np.array([[[[70_000, 2]]]]))
-    assert writer.array.dtype == np.float32
-    writer.close()
-    np.testing.assert_array_equal(np.load(tmp_path / "x.npy").reshape(3, 2), [[3, 4], [300, 1], [70_000, 2]])
+def test_frame_writer_keeps_counts_in_the_smallest_type(tmp_path):
+    frames = [np.array([[[[3, 0]]], [[[0, 4]]]]), np.array([[[[0, 0]]], [[[0, 0]]]]),
+              np.array([[[[300, 1]]], [[[0, 0]]]])]
+    for n, dtype in ((1, np.uint8), (3, np.uint16)):
+        writer = SparseFrameWriter(tmp_path, f"s{n}", n, 2)
+        for f in frames[:n]:
+            writer.put(f)
+        assert writer.close() == np.dtype(dtype).name
+        stored = SparseFrames(*(np.load(tmp_path / f"s{n}_{part}.npy") for part in ("ptr", "idx", "val")), 2, (1, 1, 2))
+        assert stored.dtype == dtype and not list(tmp_path.glob("*.raw"))
+        np.testing.assert_array_equal(stored.to_dense(), np.stack(frames[:n]))
+
+
+def test_frame_writer_rejects_a_wrong_frame_count(tmp_path):
+    writer = SparseFrameWriter(tmp_path, "x", 1, 3)
+    with pytest.raises(DataError, match="expected 3 frames"):
+        writer.put(np.zeros((2, 1, 1, 1)))
 
 
 # ---------------------------------------------------------------- sources and fallback

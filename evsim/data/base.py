@@ -8,7 +8,9 @@ Inputs are stored in one of three encodings:
 ``"direct"`` static analog values, shape ``[N, D]``; the same vector is fed at every
              time step (the first layer then performs MACs, not accumulates).
 ``"frames"`` event-count frames, shape ``[N, T, C, H, W]``; the frame count T is fixed
-             by the framing, and a value k counts as k events.
+             by the framing, and a value k counts as k events. The event loaders keep
+             them as :class:`~evsim.data.frames.SparseFrames` (an event store); a dense
+             array works too.
 
 Loaders own file I/O; everything downstream (encoders, layers, the trainer) only
 sees these arrays.
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from evsim.data.frames import SparseFrames
 
 ENCODINGS = ("rate", "direct", "frames")
 
@@ -32,14 +36,15 @@ class Split:
 
     Attributes
     ----------
-    inputs : ndarray
-        ``[N, D]`` float32 for static encodings, ``[N, T, C, H, W]`` (float32 or an
-        unsigned integer type holding event counts) for ``"frames"``.
+    inputs : ndarray or SparseFrames
+        ``[N, D]`` float32 for static encodings; for ``"frames"``, ``[N, T, C, H, W]``
+        counts: :class:`~evsim.data.frames.SparseFrames` (what the event loaders give),
+        or a dense float32 or unsigned integer array.
     labels : ndarray
         ``[N]`` int64 class indices.
     """
 
-    inputs: np.ndarray
+    inputs: np.ndarray | SparseFrames
     labels: np.ndarray
 
     def __len__(self) -> int:

@@ -196,7 +196,7 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(SENSOR), "frame_size": [sensor_out[1], sensor_out[0]], "classes": CLASSES}
     arrays, meta = frames_cached("dvsgesture", found, options, read_gesture_npy, transform, sensor_out, extra)
-    train, test = splits_from_entry(arrays)
+    train, test = splits_from_entry(arrays, meta)
     meta["notice"] = None
     return Dataset(name="dvsgesture", train=train, test=test, n_classes=len(CLASSES),
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source="real",

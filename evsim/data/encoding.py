@@ -1,13 +1,44 @@
-"""Turn a batch of stored inputs into the dense ``[T, B, D]`` drive of the first layer.
+"""Turn a batch of stored inputs into the first layer's events.
 
-The result is converted to event lists by :func:`evsim.kernels.events.dense_to_events`;
-cells that are zero produce no event.
+:func:`encode_events` is what training and evaluation call. Frames stored as events
+(:class:`~evsim.data.frames.SparseFrames`) become a batch by copying their rows; every
+other input is first encoded as a dense ``[T, B, D]`` drive (:func:`encode_batch`)
+whose nonzero cells become events.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
+from evsim.kernels.events import Events, dense_to_events
+
+
+def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generator) -> Events:
+    """The events of a batch for ``time_steps`` simulation steps.
+
+    Parameters
+    ----------
+    inputs : :class:`SparseFrames` of B samples, or an array as for :func:`encode_batch`.
+    encoding, time_steps, rng : as for :func:`encode_batch`.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown encoding, or frames framed for another number of time steps.
+    """
+    if isinstance(inputs, SparseFrames):
+        if encoding != "frames":
+            raise ConfigError(f"stored frames need the frames encoding, not {encoding!r}")
+        _check_frame_steps(inputs.n_steps, time_steps)
+        return inputs.events()
+    return dense_to_events(encode_batch(inputs, encoding, time_steps, rng))
+
+
+def _check_frame_steps(stored: int, time_steps: int) -> None:
+    if stored != time_steps:
+        raise ConfigError(f"frames have {stored} time steps but {time_steps} were asked for; "
+                          "reload the dataset with the same --time-steps")
 
 
 def encode_batch(inputs: np.ndarray, encoding: str, time_steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,11 +69,7 @@ def encode_batch(inputs: np.ndarray, encoding: str, time_steps: int, rng: np.ran
         flat = inputs.reshape(batch, -1).astype(np.float32)
         return np.ascontiguousarray(np.broadcast_to(flat[None], (time_steps,) + flat.shape))
     if encoding == "frames":
-        if inputs.shape[1] != time_steps:
-            raise ConfigError(
-                f"frames have {inputs.shape[1]} time steps but {time_steps} were asked for; "
-                "reload the dataset with the same --time-steps"
-            )
+        _check_frame_steps(inputs.shape[1], time_steps)
         flat = inputs.reshape(batch, time_steps, -1)
         # Counts keep their stored integer type: a quarter of the bytes to move, and
         # one-byte cells convert to events 8 at a time (dense_to_events).

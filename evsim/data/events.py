@@ -15,6 +15,7 @@ import numpy as np
 
 from evsim.data.base import Split
 from evsim.data.cache import write_meta
+from evsim.data.frames import SparseFrames, SparseFrameWriter
 from evsim.errors import ConfigError, DataError
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
@@ -133,46 +134,10 @@ def to_frames(events: np.ndarray, sensor_size: tuple, time_steps: int, slicing: 
     return framer(events)
 
 
-class FrameWriter:
-    """Fills a ``[N, T, C, H, W]`` ``.npy`` file sample by sample, widening its dtype if needed.
-
-    Starts as uint8 (the common case: no pixel holds more than 255 events in a frame)
-    and switches to uint16, then float32, the first time a sample does not fit, so a
-    large data set stays small on disk and in memory.
-    """
-
-    def __init__(self, path: Path, shape: tuple):
-        self.path = Path(path)
-        self.shape = tuple(shape)
-        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=self.shape)
-
-    def put(self, index: int, frames: np.ndarray) -> None:
-        """Store sample ``index``."""
-        if self.array.dtype.kind == "u" and frames.size:
-            peak = int(frames.max())
-            if peak > np.iinfo(self.array.dtype).max:
-                self._widen(np.uint16 if peak <= np.iinfo(np.uint16).max else np.float32)
-        self.array[index] = frames
-
-    def _widen(self, dtype) -> None:
-        old = self.array
-        wide_path = self.path.with_suffix(".wide.npy")
-        wide = np.lib.format.open_memmap(wide_path, mode="w+", dtype=dtype, shape=self.shape)
-        wide[:] = old
-        wide.flush()
-        del old, self.array
-        wide_path.replace(self.path)
-        self.array = wide
-
-    def close(self) -> None:
-        """Flush to disk."""
-        self.array.flush()
-        del self.array
-
-
 def frame_split(folder: Path, name: str, files: list, labels, read, transform, sensor_out: tuple,
                 time_steps: int, slicing: str, desc: str, progress: bool | None) -> dict:
-    """Frame every file of one split into ``folder/<name>_inputs.npy`` and ``_labels.npy``.
+    """Frame every file of one split into ``folder`` as a :class:`SparseFrames` store
+    (``<name>_ptr/_idx/_val.npy``) and ``<name>_labels.npy``.
 
     Parameters
     ----------
@@ -184,23 +149,21 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     -------
     dict
         Event statistics of the split's raw recordings: mean events per sample, ON
-        fraction, mean duration (ms), largest count in one frame pixel.
+        fraction, mean duration (ms), and the type of the stored counts.
     """
     from tqdm import tqdm
 
-    width, height, channels = sensor_out
-    writer = FrameWriter(folder / f"{name}_inputs.npy", (len(files), time_steps, channels, height, width))
+    writer = SparseFrameWriter(folder, name, len(files), time_steps)
     n_events = n_on = 0
     duration_us = 0.0
-    for i, path in enumerate(tqdm(files, desc=desc, unit="sample", leave=False,
-                                  disable=None if progress is None else not progress)):
+    for path in tqdm(files, desc=desc, unit="sample", leave=False,
+                     disable=None if progress is None else not progress):
         events = read(path)
         n_events += len(events)
         n_on += int(np.count_nonzero(events["p"]))
         duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
-        writer.put(i, to_frames(transform(events), sensor_out, time_steps, slicing))
-    dtype = str(writer.array.dtype)
-    writer.close()
+        writer.put(to_frames(transform(events), sensor_out, time_steps, slicing))
+    dtype = writer.close()
     np.save(folder / f"{name}_labels.npy", np.asarray(labels, dtype=np.int64))
     count = max(len(files), 1)
     return {"samples": len(files), "events_per_sample": n_events / count,
@@ -215,11 +178,23 @@ def build_frames_entry(folder: Path, splits: dict, read, transform, sensor_out: 
     for name, (files, labels) in splits.items():
         stats[name] = frame_split(folder, name, files, labels, read, transform, sensor_out, time_steps,
                                   slicing, f"framing {meta.get('dataset', '')} {name}", progress)
-    arrays = [f"{name}_{kind}" for name in splits for kind in ("inputs", "labels")]
-    write_meta(folder, dict(meta, event_stats=stats), arrays)
+    width, height, channels = sensor_out
+    arrays = [f"{name}_{kind}" for name in splits for kind in ("ptr", "idx", "val", "labels")]
+    write_meta(folder, dict(meta, event_stats=stats, frame_shape=[time_steps, channels, height, width]), arrays)
 
 
-def splits_from_entry(arrays: dict) -> tuple[Split, Split]:
-    """Train and test :class:`Split` objects from a loaded cache entry."""
-    return (Split(arrays["train_inputs"], np.asarray(arrays["train_labels"])),
-            Split(arrays["test_inputs"], np.asarray(arrays["test_labels"])))
+def splits_from_entry(arrays: dict, meta: dict) -> tuple[Split, Split]:
+    """Train and test :class:`Split` objects (inputs as :class:`SparseFrames`) from a
+    loaded cache entry."""
+    n_steps, *sample_shape = meta["frame_shape"]
+
+    def split(name):
+        frames = SparseFrames(arrays[f"{name}_ptr"], arrays[f"{name}_idx"], arrays[f"{name}_val"], n_steps,
+                              sample_shape)
+        labels = np.asarray(arrays[f"{name}_labels"])
+        if len(frames) != len(labels):
+            raise DataError(f"{meta.get('cache', 'frame cache')}: {len(frames)} samples but {len(labels)} labels; "
+                            "delete the cache folder to rebuild it")
+        return Split(frames, labels)
+
+    return split("train"), split("test")

@@ -34,7 +34,7 @@ from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
 
-FRAMING_VERSION = 1
+FRAMING_VERSION = 2  # 2: frames stored as events (SparseFrames)
 SOURCES = ("auto", "real", "emulated")
 CLASSES = [str(d) for d in range(10)]
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
@@ -295,7 +295,7 @@ def load_nmnist(options: DataOptions) -> Dataset:
     extra = {"sensor_size": list(NMNIST_SENSOR), "frame_size": [sensor_out[1], sensor_out[0]],
              "classes": CLASSES}
     arrays, meta = frames_cached("nmnist", found, options, read_nmnist_bin, transform, sensor_out, extra)
-    train, test = splits_from_entry(arrays)
+    train, test = splits_from_entry(arrays, meta)
     meta["notice"] = found.notice
     return Dataset(name="nmnist", train=train, test=test, n_classes=10,
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source=found.source,

@@ -120,6 +120,39 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
 
 
 @njit(parallel=True, cache=True)
+def _gather_rows(ptr, idx, val, rows):
+    """Copy stored row ``rows[s]`` of a CSR event store to slot ``s``, values as float32."""
+    n_slots = rows.shape[0]
+    out_ptr = np.zeros(n_slots + 1, dtype=np.int64)
+    for s in range(n_slots):
+        out_ptr[s + 1] = out_ptr[s] + ptr[rows[s] + 1] - ptr[rows[s]]
+    out_idx = np.empty(out_ptr[n_slots], dtype=np.int32)
+    out_val = np.empty(out_ptr[n_slots], dtype=np.float32)
+    for s in prange(n_slots):
+        k = out_ptr[s]
+        for e in range(ptr[rows[s]], ptr[rows[s] + 1]):
+            out_idx[k] = idx[e]
+            out_val[k] = val[e]
+            k += 1
+    return out_ptr, out_idx, out_val
+
+
+def gather_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, rows: np.ndarray, n_steps: int,
+                  batch: int) -> Events:
+    """Events whose slot ``s`` holds row ``rows[s]`` of a CSR event store.
+
+    Parameters
+    ----------
+    ptr, idx, val : the store: row r's events are ``idx[ptr[r]:ptr[r+1]]`` (int32,
+        ascending) with values ``val[...]`` (any real type; converted to float32).
+    rows : int64 ``[n_steps * batch]``, the stored row of each slot.
+
+    Cost is O(events + slots): no dense scan.
+    """
+    return Events(*_gather_rows(ptr, idx, val, rows), n_steps, batch)
+
+
+@njit(parallel=True, cache=True)
 def _group_by_row(ptr, idx, val, n_rows, n_chunks):
     """Counting sort by neuron, parallel over ``n_chunks`` runs of slots: each run counts
     its events per row, a prefix sum gives every (run, row) its write offset, and each
