@@ -2,7 +2,9 @@
 compute ceiling of the row sums.
 
 Steps (T = 20, batch 64, binary input at ``--activity``): converting the dense input to
-events, the layer's forward pass (row sums + LIF + output events), its weight gradient
+events (``events``), making the same events from frames stored as events, as the
+event loaders keep them (``frame_events``; not timed against checkouts that predate
+them), the layer's forward pass (row sums + LIF + output events), its weight gradient
 (``backward`` without input gradient), grouping events by input row, and one Adam step
 over its 1.85 M weights. Rounds run every step once in turn, so the machine's stalls
 hit all of them alike; the best and the median over rounds are reported.
@@ -33,6 +35,16 @@ from benchmarks.common import machine, save_json, spike_input
 N_IN, N_OUT, N_STEPS, BATCH = 2312, 800, 20, 64
 
 
+def stored_frames_events(x: np.ndarray):
+    """``SparseFrames.events`` of ``x`` stored as a dataset's frames, or None before they existed."""
+    try:
+        from evsim.data.frames import SparseFrames
+    except ImportError:
+        return None
+    frames = SparseFrames.from_dense(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(np.uint8))
+    return frames.events
+
+
 def build(activity: float, seed: int = 0):
     """The layer, its input events, a forward trace and the callables to time."""
     from evsim.kernels.events import Events, dense_to_events, group_by_row
@@ -53,6 +65,7 @@ def build(activity: float, seed: int = 0):
     optimizer = Optimizer("adam", 1e-3)
     steps = {
         "events": lambda: dense_to_events(x),
+        "frame_events": stored_frames_events(x),
         "forward": lambda: layer.forward(events, lif),
         "weight_grad": lambda: layer.backward(trace, grad_spikes, lif, need_input_grad=False),
         "group_by_row": lambda: group_by_row(events, N_IN),
@@ -65,6 +78,7 @@ def build(activity: float, seed: int = 0):
 def measure(n_threads: int, activity: float, rounds: int) -> dict:
     numba.set_num_threads(n_threads)
     steps, n_events = build(activity)
+    steps = {name: fn for name, fn in steps.items() if fn is not None}
     for fn in steps.values():  # compile and warm up
         fn()
     seconds = {name: [] for name in steps}
@@ -99,13 +113,14 @@ def main(argv=None):
     print(f"evsim from {evsim.__path__[0]}; {N_IN}-{N_OUT} layer, T = {N_STEPS}, batch {BATCH}, "
           f"activity {args.activity:.0%}, best / median of {args.rounds} rounds (ms)")
     rows = []
-    names = ("events", "forward", "weight_grad", "group_by_row", "adam", "ceiling")
+    names = ("events", "frame_events", "forward", "weight_grad", "group_by_row", "adam", "ceiling")
     print("| threads | " + " | ".join(names) + " | forward G adds/s/core | weight grad G adds/s/core | ceiling G adds/s/core |")
     print("| --- " * (len(names) + 4) + "|")
     for n_threads in (int(t) for t in args.threads.split(",")):
         r = measure(n_threads, args.activity, args.rounds)
         rows.append(r)
-        cells = " | ".join(f"{r[f'{n}_ms']:.2f} / {r[f'{n}_median_ms']:.2f}" for n in names)
+        cells = " | ".join(f"{r[f'{n}_ms']:.2f} / {r[f'{n}_median_ms']:.2f}" if f"{n}_ms" in r else "n/a"
+                           for n in names)
         print(f"| {n_threads} | {cells} | {r['forward_gadds_per_core']:.1f} | {r['weight_grad_gadds_per_core']:.1f} | "
               f"{r['ceiling_gadds_per_core']:.1f} |", flush=True)
     save_json(args.json, {"benchmark": "kernels", "machine": machine(), "evsim": evsim.__path__[0], "rows": rows})
