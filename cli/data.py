@@ -9,6 +9,7 @@ import numpy as np
 from evsim.cli.options import data_options_from, dataset_options
 from evsim.data import load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
+from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
@@ -48,6 +49,10 @@ def info(**kwargs):
     shape = dataset.train.inputs.shape[1:]
     click.echo(f"inputs       {list(shape)} {dataset.train.inputs.dtype}, encoding {dataset.encoding}"
                + (f", T = {dataset.time_steps}" if dataset.time_steps else ""))
+    if isinstance(dataset.train.inputs, SparseFrames):
+        cells = sum(len(split.inputs) for split in (dataset.train, dataset.test)) * int(np.prod(shape))
+        stored = sum(split.inputs.val.size for split in (dataset.train, dataset.test))
+        click.echo(f"stored as    events: {stored} active frame cells ({100 * stored / max(cells, 1):.1f} % of all)")
     click.echo(f"classes      {dataset.n_classes}")
     for name, split in (("train", dataset.train), ("test", dataset.test)):
         click.echo(f"{name:<12} {len(split)} samples; per class {_class_counts(split.labels, dataset.n_classes)}")

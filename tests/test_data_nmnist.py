@@ -182,6 +182,8 @@ def test_frame_writer_rejects_a_wrong_frame_count(tmp_path):
     writer = SparseFrameWriter(tmp_path, "x", 1, 3)
     with pytest.raises(DataError, match="expected 3 frames"):
         writer.put(np.zeros((2, 1, 1, 1)))
+    with pytest.raises(DataError, match="0 of 1 samples"):
+        writer.close()
 
 
 # ---------------------------------------------------------------- sources and fallback
@@ -308,6 +310,7 @@ def test_cli_info_and_show_on_real_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert "data_source  real" in result.output and "34x34x2" in result.output
     assert "train        2 samples; per class 0:1 1:1" in result.output
+    assert "stored as    events:" in result.output and "active frame cells" in result.output
     out = tmp_path / "show.png"
     result = cli(["data", "show", *common, "--index", "1", "--split", "test", "--out", str(out)])
     assert result.exit_code == 0, result.output

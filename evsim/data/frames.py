@@ -142,6 +142,8 @@ class SparseFrameWriter:
         """Write the arrays; returns the counts' type."""
         self._idx.close()
         self._val.close()
+        if self.written * self.n_steps != len(self.counts):
+            raise DataError(f"{self.name}: {self.written} of {len(self.counts) // self.n_steps} samples were framed")
         ptr = np.zeros(len(self.counts) + 1, dtype=np.int64)
         np.cumsum(self.counts, out=ptr[1:])
         np.save(self.folder / f"{self.name}_ptr.npy", ptr)
