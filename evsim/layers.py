@@ -28,7 +28,7 @@ from evsim.kernels.grad import (
     weight_grad_rows,
 )
 from evsim.kernels.lif import _lif_backward
-from evsim.kernels.propagate import _propagate_csr, propagate_rows
+from evsim.kernels.propagate import propagate_csr, propagate_rows
 from evsim.neuron import SURROGATES, LIFParameters
 from evsim.synapses import SynapseStore
 
@@ -159,8 +159,8 @@ class SparseLinear:
         if self.path == "rows":
             propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
         else:
-            _propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
-                           bias, decay, v_th, hard, u, spikes)
+            propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
+                          bias, decay, v_th, hard, u, spikes)
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
 
     # --------------------------------------------------------------- backward

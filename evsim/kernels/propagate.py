@@ -10,6 +10,8 @@ Two execution paths with identical results:
 ``csr``   (very sparse layers) each event scatters its CSR row: ``I[col] += v * w``
           over the synapses that exist only (~1-2.5 G SOP/s, but no zeros touched).
 
+Both paths sum the currents of all slots first, then run the same LIF scan.
+
 Per slot ``s = t * B + b``: ``I = bias + sum_e val[e] * W[idx[e], :]``, then the LIF update.
 """
 from __future__ import annotations
@@ -166,19 +168,21 @@ def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out)
 
 
 @njit(parallel=True, cache=True)
-def _propagate_csr(ptr, idx, val, indptr, columns, data, bias, decay, v_th, hard, u_out, o_out):
-    """CSR-scatter path. ``columns`` are compacted (alive-neuron) column indices."""
+def _csr_currents(ptr, idx, val, indptr, columns, data, out):
+    """``out[s, :] = sum_e val[e] * W[idx[e], :]`` by scattering each event's CSR row
+    (``columns`` are compacted alive-neuron indices); one slot per task."""
+    for s in prange(out.shape[0]):
+        current = out[s]
+        current[:] = 0.0
+        for e in range(ptr[s], ptr[s + 1]):
+            i = idx[e]
+            v = val[e]
+            for k in range(indptr[i], indptr[i + 1]):
+                current[columns[k]] += v * data[k]
+
+
+def propagate_csr(ptr, idx, val, indptr, columns, data, bias, decay, v_th, hard, u_out, o_out) -> None:
+    """CSR path: ``u_out``/``o_out`` ``[T, B, N]`` from events and the CSR synapses."""
     n_steps, batch, n = u_out.shape
-    for b in prange(batch):
-        current = np.empty(n, dtype=np.float32)
-        u = np.zeros(n, dtype=np.float32)
-        o = np.zeros(n, dtype=np.float32)
-        for t in range(n_steps):
-            current[:] = bias
-            s = t * batch + b
-            for e in range(ptr[s], ptr[s + 1]):
-                i = idx[e]
-                v = val[e]
-                for k in range(indptr[i], indptr[i + 1]):
-                    current[columns[k]] += v * data[k]
-            _lif_update(current, u, o, decay, v_th, hard, u_out[t, b], o_out[t, b])
+    _csr_currents(ptr, idx, val, indptr, columns, data, u_out.reshape(n_steps * batch, n))
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
