@@ -98,12 +98,11 @@ def test_dead_neurons_are_compacted(rng, path):
     assert not np.isin(out.idx, [2, 5, 6]).any()
 
 
-@pytest.mark.parametrize("tiles, groups", [([0, 16, 32, 48, 50], [0, 4]), ([0, 16, 32, 48, 50], [0, 2, 4]),
-                                           ([0, 16, 32, 48, 50], [0, 1, 3, 4]), ([0, 32, 50], [0, 1, 2]),
-                                           ([0, 48, 50], [0, 2]), ([0, 50], [0, 1])])
+@pytest.mark.parametrize("tiles, n_groups", [([0, 16, 32, 48, 50], 1), ([0, 16, 32, 48, 50], 2), ([0, 16, 32, 48, 50], 4),
+                                             ([0, 32, 50], 2), ([0, 48, 50], 1), ([0, 50], 1)])
 @pytest.mark.parametrize("unit", [True, False])
 @pytest.mark.parametrize("n_threads, n_row_chunks", [(1, 1), (2, 1), (2, 2), (2, 3)])
-def test_tiled_row_sums_equal_numpy(rng, tiles, groups, unit, n_threads, n_row_chunks):
+def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row_chunks):
     """Column tiles with a remainder, in groups; 16-, 4- and 1-row passes; empty rows;
     every split of the work into column groups times runs of rows."""
     import numba
@@ -125,8 +124,7 @@ def test_tiled_row_sums_equal_numpy(rng, tiles, groups, unit, n_threads, n_row_c
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        _accumulate_rows(ptr, idx, val, matrix, np.array(tiles, np.int64), np.array(groups, np.int64),
-                         n_row_chunks, unit, out)
+        _accumulate_rows(ptr, idx, val, matrix, np.array(tiles, np.int64), n_groups, n_row_chunks, unit, out)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(out, expected)
@@ -147,22 +145,30 @@ def test_tiles_fit_budget_in_whole_vectors():
     assert tile_bounds(100, 0).tolist() == [0, 0]  # no columns: one empty tile
 
 
-def test_column_groups_are_equal_runs_of_tiles():
-    """One group per thread: tile counts a multiple of the groups where the vectors
-    allow, so every group spans the same number of columns (the same work)."""
-    from evsim.kernels.propagate import TILE_BYTES, group_bounds, tile_bounds
+@pytest.mark.parametrize("n_columns", [48, 64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_row_sums_split_by_tiles_or_rows(rng, n_columns, n_threads):
+    """Two threads split 4 tiles (64 columns) by tile and 3 tiles (48) by rows: every
+    split gives NumPy's sums."""
+    import numba
 
-    for n_rows, n_columns, n_groups in ((2312, 800, 2), (1280, 800, 2), (2312, 800, 3), (10, 800, 2),
-                                        (100, 64, 4), (2312, 800, 16)):
-        tiles = tile_bounds(n_rows, n_columns, n_groups)
-        assert (len(tiles) - 1) % n_groups == 0
-        assert np.all(np.diff(tiles) * n_rows * 4 <= max(TILE_BYTES, 64 * n_rows))
-        widths = np.diff(tiles[group_bounds(len(tiles) - 1, n_groups)])
-        assert widths.sum() == n_columns and widths.max() - widths.min() <= 16
-    tiles = tile_bounds(10**5, 80, 3)  # tiles of one vector: 5 of them for 3 groups
-    assert np.diff(tiles).tolist() == [16] * 5
-    assert np.diff(group_bounds(5, 3)).tolist() == [1, 2, 2]
-    assert tile_bounds(100, 40, 4).tolist() == [0, 16, 32, 40]  # no more groups than vectors (3)
+    from evsim.kernels.propagate import accumulate_rows, tile_bounds
+
+    matrix = (rng.integers(-64, 65, (20_000, n_columns)) / 16).astype(np.float32)
+    assert tile_bounds(*matrix.shape).size - 1 == n_columns // 16  # one vector per tile
+    counts = rng.integers(0, 30, 9)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    idx = rng.integers(0, 20_000, ptr[-1]).astype(np.int32)
+    val = np.ones(ptr[-1], np.float32)
+    out = np.full((9, n_columns), np.nan, np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        accumulate_rows(ptr, idx, val, matrix, out)
+    finally:
+        numba.set_num_threads(previous)
+    expected = np.stack([matrix[idx[ptr[r]:ptr[r + 1]]].sum(axis=0) for r in range(9)])
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_integer_count_frames_run_as_their_float_twin(rng):
