@@ -124,7 +124,8 @@ def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        _accumulate_rows(ptr, idx, val, matrix, np.array(tiles, np.int64), n_groups, n_row_chunks, unit, out)
+        _accumulate_rows(ptr, idx, None if unit else val, matrix, np.array(tiles, np.int64), n_groups, n_row_chunks,
+                         out)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(out, expected)

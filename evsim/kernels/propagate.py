@@ -22,6 +22,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.lif import _lif_update
+from evsim.kernels.simd import LANES, load, store
 
 # Bytes of the summed matrix a column tile may span: half of a 2 MB L2, so the tile
 # stays in the core's L2 while every event of every slot reads it (tiles of about this
@@ -59,66 +60,78 @@ def _balanced_bounds(ptr, n_chunks):
 
 @njit(cache=True, inline="always")
 def _offsets(idx, e, n_columns, c0):
-    """Flat offsets of the tile rows of events ``e..e+3``, unsigned: with unsigned
-    indices the compiler drops negative-index wrap-around and vectorises the sums."""
-    return (np.uint64(idx[e]) * n_columns + c0, np.uint64(idx[e + 1]) * n_columns + c0,
-            np.uint64(idx[e + 2]) * n_columns + c0, np.uint64(idx[e + 3]) * n_columns + c0)
+    """Flat offsets of the tile rows of events ``e..e+3``."""
+    return (idx[e] * n_columns + c0, idx[e + 1] * n_columns + c0,
+            idx[e + 2] * n_columns + c0, idx[e + 3] * n_columns + c0)
 
 
 @njit(cache=True, inline="always")
-def _sum_rows(idx, val, start, stop, flat, n_columns, c0, unit, acc):
-    """``acc += sum_e val[e] * matrix[idx[e], c0:c0 + len(acc)]`` over events ``start:stop``,
-    ``flat`` being the C-contiguous ``matrix`` with ``n_columns`` columns, raveled.
+def _row(flat, a, val, e, j, n):
+    """Lanes ``j..j+n`` of the row at offset ``a``, times ``val[e]`` (1 if ``val`` is None:
+    Numba compiles that case without the multiplication)."""
+    if val is None:
+        return load(flat, a + j, n)
+    return val[e] * load(flat, a + j, n)
 
-    Sixteen rows per pass, then four, then one: ``acc`` is loaded and stored once
-    per pass. Rows are addressed by flat offsets rather than slices: a slice costs a
-    bounds normalisation per row, as much as summing a 96-column tile row
-    (benchmarks/RESULTS.md). With ``unit`` (every value is 1, as for spikes) the
-    multiplications are skipped.
+
+@njit(cache=True, inline="always")
+def _sum4(flat, a, val, e, j, n):
+    """Sum of the rows of events ``e..e+3`` at offsets ``a``, as a balanced tree."""
+    return ((_row(flat, a[0], val, e, j, n) + _row(flat, a[1], val, e + 1, j, n))
+            + (_row(flat, a[2], val, e + 2, j, n) + _row(flat, a[3], val, e + 3, j, n)))
+
+
+@njit(cache=True, inline="always")
+def _sum16(flat, a, val, e, j, n):
+    """Sum of the rows of events ``e..e+15`` at offsets ``a``, as a balanced tree."""
+    return ((_sum4(flat, a[0:4], val, e, j, n) + _sum4(flat, a[4:8], val, e + 4, j, n))
+            + (_sum4(flat, a[8:12], val, e + 8, j, n) + _sum4(flat, a[12:16], val, e + 12, j, n)))
+
+
+@njit(cache=True, inline="always")
+def _sum_rows(idx, val, start, stop, flat, n_columns, c0, acc, width):
+    """``acc[:width] += sum_e val[e] * matrix[idx[e], c0:c0 + width]`` over events
+    ``start:stop``, ``flat`` being the C-contiguous ``matrix`` with ``n_columns``
+    columns, raveled; ``val`` None means every value is 1 (spikes).
+
+    Sixteen rows per pass, then four, then one, in 16-lane vectors
+    (:mod:`evsim.kernels.simd`): ``acc`` is loaded and stored once per pass. Whole
+    vectors are summed with the literal lane count, so their loads compile unmasked;
+    only a row's last, partial vector is masked. Rows are addressed by flat offsets
+    rather than slices: a slice costs a bounds normalisation per row, as much as
+    summing a 96-column tile row (benchmarks/RESULTS.md).
     """
-    n = np.uint64(n_columns)
-    c = np.uint64(c0)
-    width = np.uint64(acc.shape[0])
+    whole = width - width % LANES
+    n = width - whole
     e = start
     while e + 16 <= stop:
-        a0, a1, a2, a3 = _offsets(idx, e, n, c)
-        a4, a5, a6, a7 = _offsets(idx, e + 4, n, c)
-        b0, b1, b2, b3 = _offsets(idx, e + 8, n, c)
-        b4, b5, b6, b7 = _offsets(idx, e + 12, n, c)
-        if unit:
-            for j in range(width):
-                acc[j] += ((((flat[a0 + j] + flat[a1 + j]) + (flat[a2 + j] + flat[a3 + j]))
-                            + ((flat[a4 + j] + flat[a5 + j]) + (flat[a6 + j] + flat[a7 + j])))
-                           + (((flat[b0 + j] + flat[b1 + j]) + (flat[b2 + j] + flat[b3 + j]))
-                              + ((flat[b4 + j] + flat[b5 + j]) + (flat[b6 + j] + flat[b7 + j]))))
-        else:
-            v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
-            v4, v5, v6, v7 = val[e + 4], val[e + 5], val[e + 6], val[e + 7]
-            w0, w1, w2, w3 = val[e + 8], val[e + 9], val[e + 10], val[e + 11]
-            w4, w5, w6, w7 = val[e + 12], val[e + 13], val[e + 14], val[e + 15]
-            for j in range(width):
-                acc[j] += ((((v0 * flat[a0 + j] + v1 * flat[a1 + j]) + (v2 * flat[a2 + j] + v3 * flat[a3 + j]))
-                            + ((v4 * flat[a4 + j] + v5 * flat[a5 + j]) + (v6 * flat[a6 + j] + v7 * flat[a7 + j])))
-                           + (((w0 * flat[b0 + j] + w1 * flat[b1 + j]) + (w2 * flat[b2 + j] + w3 * flat[b3 + j]))
-                              + ((w4 * flat[b4 + j] + w5 * flat[b5 + j]) + (w6 * flat[b6 + j] + w7 * flat[b7 + j]))))
+        a = (_offsets(idx, e, n_columns, c0) + _offsets(idx, e + 4, n_columns, c0)
+             + _offsets(idx, e + 8, n_columns, c0) + _offsets(idx, e + 12, n_columns, c0))
+        for j in range(0, whole, LANES):
+            store(acc, j, load(acc, j, LANES) + _sum16(flat, a, val, e, j, LANES), LANES)
+        if n:
+            store(acc, whole, load(acc, whole, n) + _sum16(flat, a, val, e, whole, n), n)
         e += 16
     while e + 4 <= stop:
-        a0, a1, a2, a3 = _offsets(idx, e, n, c)
-        v0, v1, v2, v3 = val[e], val[e + 1], val[e + 2], val[e + 3]
-        for j in range(width):
-            acc[j] += (v0 * flat[a0 + j] + v1 * flat[a1 + j]) + (v2 * flat[a2 + j] + v3 * flat[a3 + j])
+        a = _offsets(idx, e, n_columns, c0)
+        for j in range(0, whole, LANES):
+            store(acc, j, load(acc, j, LANES) + _sum4(flat, a, val, e, j, LANES), LANES)
+        if n:
+            store(acc, whole, load(acc, whole, n) + _sum4(flat, a, val, e, whole, n), n)
         e += 4
     while e < stop:
-        a0 = np.uint64(idx[e]) * n + c
-        v0 = val[e]
-        for j in range(width):
-            acc[j] += v0 * flat[a0 + j]
+        a = idx[e] * n_columns + c0
+        for j in range(0, whole, LANES):
+            store(acc, j, load(acc, j, LANES) + _row(flat, a, val, e, j, LANES), LANES)
+        if n:
+            store(acc, whole, load(acc, whole, n) + _row(flat, a, val, e, whole, n), n)
         e += 1
 
 
 @njit(parallel=True, cache=True)
-def _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_row_chunks, unit, out):
-    """``out[r, :] = sum_e val[e] * matrix[idx[e], :]`` over row r's events ``ptr[r]:ptr[r+1]``.
+def _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_row_chunks, out):
+    """``out[r, :] = sum_e val[e] * matrix[idx[e], :]`` over row r's events ``ptr[r]:ptr[r+1]``
+    (``val`` None: every value is 1).
 
     The sparse-times-dense product behind both the forward pass (rows = slots,
     ``matrix`` = weights) and the weight gradient (rows = presynaptic neurons,
@@ -136,14 +149,13 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_row_chunks, unit,
     per_group = (tiles.shape[0] - 1) // n_groups
     for task in prange(n_groups * n_row_chunks):
         group, chunk = task // n_row_chunks, task % n_row_chunks
-        scratch = np.empty(out.shape[1], dtype=np.float32)
+        acc = np.empty(out.shape[1], dtype=np.float32)
         for k in range(group * per_group, (group + 1) * per_group):
             c0, c1 = tiles[k], tiles[k + 1]
-            acc = scratch[:c1 - c0]
             for r in range(bounds[chunk], bounds[chunk + 1]):
-                acc[:] = 0.0
-                _sum_rows(idx, val, ptr[r], ptr[r + 1], flat, n_columns, c0, unit, acc)
-                out[r, c0:c1] = acc
+                acc[:c1 - c0] = 0.0
+                _sum_rows(idx, val, ptr[r], ptr[r + 1], flat, n_columns, c0, acc, c1 - c0)
+                out[r, c0:c1] = acc[:c1 - c0]
 
 
 def accumulate_rows(ptr, idx, val, matrix, out) -> None:
@@ -154,12 +166,13 @@ def accumulate_rows(ptr, idx, val, matrix, out) -> None:
     tiles to make the split even would cost more per row than it saves in memory
     traffic (the weight gradient measured 0.8-0.9x that way).
     """
-    unit = bool(np.all(val == 1))
+    if np.all(val == 1):
+        val = None  # spikes: compiled without the multiplications
     matrix = np.ascontiguousarray(matrix)  # flat offsets need row-major rows (a no-op for every caller today)
     tiles = tile_bounds(matrix.shape[0], out.shape[1])
     n_threads = get_num_threads()
     n_groups = math.gcd(tiles.size - 1, n_threads)
-    _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_threads // n_groups, unit, out)
+    _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_threads // n_groups, out)
 
 
 @njit(parallel=True, cache=True)

@@ -1,0 +1,135 @@
+"""Sixteen float32 lanes (one 64-byte cache line, one AVX-512 register) as a Numba value.
+
+Numba leaves vector width to LLVM, which on AVX-512 machines prefers 256-bit
+registers: the row sums then move 8 floats per load, and their inner loop runs out
+of general registers for the 16 row offsets. Loading, adding and storing whole
+16-lane vectors explicitly made them 1.25-1.4x faster (benchmarks/RESULTS.md). On
+machines without AVX-512, LLVM splits each vector into two 256-bit or four 128-bit
+operations; the results are the same.
+
+Every load and store takes a lane count ``n`` (1-16): lanes ``n..15`` are neither
+read nor written (masked loads, which never fault), so a row's last, partial vector
+needs no scalar remainder loop. Loads give 0 in those lanes.
+
+``+`` adds two vectors and ``s * v`` scales a vector by a float32 scalar; lanes are
+independent, so sums are those of the same float32 scalar additions in the same order.
+"""
+from __future__ import annotations
+
+import operator
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
+
+LANES = 16
+_VECTOR = ir.VectorType(ir.FloatType(), LANES)
+_I32 = ir.IntType(32)
+_MASK = ir.VectorType(ir.IntType(1), LANES)
+
+
+class Float32x16(types.Type):
+    """Numba type of a 16-lane float32 vector (an LLVM ``<16 x float>``)."""
+
+    def __init__(self):
+        super().__init__(name="Float32x16")
+
+
+float32x16 = Float32x16()
+
+
+@register_model(Float32x16)
+class _Float32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _address(context, builder, array_type, array, offset):
+    """Pointer to ``array.ravel()[offset]`` (``array`` contiguous) as a vector pointer."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [offset]), _VECTOR.as_pointer())
+
+
+def _first_lanes(builder, n):
+    """Mask of lanes ``0..n-1``."""
+    if n.type.width != 32:
+        n = builder.trunc(n, _I32) if n.type.width > 32 else builder.sext(n, _I32)
+    one = builder.insert_element(ir.Constant(ir.VectorType(_I32, LANES), ir.Undefined), n, ir.Constant(_I32, 0))
+    broadcast = builder.shuffle_vector(one, ir.Constant(ir.VectorType(_I32, LANES), ir.Undefined),
+                                       ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return builder.icmp_signed("<", ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES))), broadcast)
+
+
+def _check_contiguous_float32(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"
+
+
+@intrinsic
+def load(typingctx, array, offset, n):
+    """Lanes ``0..n-1`` from ``array.ravel()[offset:offset + n]``, zeros after them.
+
+    ``array`` C-contiguous float32; no bounds check (the caller's offsets must be in range).
+    """
+    if not (_check_contiguous_float32(array) and isinstance(offset, types.Integer)
+            and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
+        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
+        return builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, args[2]),
+                                          ir.Constant(_VECTOR, [0.0] * LANES)])
+
+    return float32x16(array, offset, n), codegen
+
+
+@intrinsic
+def store(typingctx, array, offset, vector, n):
+    """Write lanes ``0..n-1`` of ``vector`` to ``array.ravel()[offset:offset + n]``."""
+    if not (_check_contiguous_float32(array) and isinstance(offset, types.Integer) and vector is float32x16
+            and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
+        masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16f32.p0")
+        builder.call(masked_store, [args[2], address, ir.Constant(_I32, 4), _first_lanes(builder, args[3])])
+        return context.get_dummy_value()
+
+    return types.none(array, offset, vector, n), codegen
+
+
+@intrinsic
+def _add(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return float32x16(a, b), codegen
+
+
+@intrinsic
+def _scale(typingctx, scalar, vector):
+    def codegen(context, builder, signature, args):
+        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), args[0], ir.Constant(_I32, 0))
+        broadcast = builder.shuffle_vector(one, ir.Constant(_VECTOR, ir.Undefined),
+                                           ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+        return builder.fmul(broadcast, args[1])
+
+    return float32x16(types.float32, vector), codegen
+
+
+@overload(operator.add)
+def _vector_add(a, b):
+    if a is float32x16 and b is float32x16:
+        return lambda a, b: _add(a, b)
+    return None
+
+
+@overload(operator.mul)
+def _vector_scale(a, b):
+    if a == types.float32 and b is float32x16:
+        return lambda a, b: _scale(a, b)
+    return None
