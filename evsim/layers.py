@@ -166,7 +166,7 @@ class SparseLinear:
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,
                  need_input_grad: bool, would_be_grad: bool = False,
-                 would_be_grad_u: np.ndarray | None = None) -> np.ndarray | None:
+                 would_be_grad_u: np.ndarray | None = None, input_rows: np.ndarray | None = None) -> np.ndarray | None:
         """BPTT through this layer.
 
         Parameters
@@ -174,6 +174,8 @@ class SparseLinear:
         trace : from :meth:`forward`.
         grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes).
         need_input_grad : return dL/d(input) ``[T, B, n_in]`` (False for the first layer).
+        input_rows : return the input gradient of these input neurons only,
+            ``[T, B, len(input_rows)]`` (the alive neurons below, when no dead one needs it).
         would_be_grad : also compute, for synaptic regeneration, the gradient every
             *missing* synapse would have: ``self.would_be_grad`` ``[n_in, n_incomplete]``
             over the columns that miss synapses (``self.incomplete``), accumulated
@@ -220,8 +222,10 @@ class SparseLinear:
         if not need_input_grad:
             return None
         if self.path == "rows":
-            grad_in = grad_u2 @ self.weight_rows.T
+            grad_in = grad_u2 @ (self.weight_rows if input_rows is None else self.weight_rows[input_rows]).T
         else:
             grad_in = np.empty((n_steps * batch, self.n_in), dtype=np.float32)
             _input_grad_csr(grad_u2, self.store.indptr, self.columns, self.store.data, grad_in)
-        return grad_in.reshape(n_steps, batch, self.n_in)
+            if input_rows is not None:
+                grad_in = np.ascontiguousarray(grad_in[:, input_rows])
+        return grad_in.reshape(n_steps, batch, grad_in.shape[1])

@@ -98,14 +98,17 @@ class Network:
         would_be = None
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
+            below = self.layers[k - 1] if k > 0 else None
+            all_alive = below is None or below.alive_index.size == below.n_out
+            # Dead neurons below need the error they would receive if revived (regeneration);
+            # otherwise only the alive ones get an input gradient.
+            dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
             grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                     would_be_grad=would_be_grad and layer.develops, would_be_grad_u=would_be)
+                                     would_be_grad=would_be_grad and layer.develops, would_be_grad_u=would_be,
+                                     input_rows=None if all_alive or dead_need_error else below.alive_index)
             if k > 0:
-                below = self.layers[k - 1]
-                all_alive = below.alive_index.size == below.n_out
-                grad_spikes = grad_in if all_alive else np.ascontiguousarray(grad_in[:, :, below.alive_index])
-                # Dead neurons below: the error they would receive if revived.
-                would_be = grad_in if would_be_grad and below.develops and not all_alive else None
+                grad_spikes = np.ascontiguousarray(grad_in[:, :, below.alive_index]) if dead_need_error else grad_in
+                would_be = grad_in if dead_need_error else None
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""

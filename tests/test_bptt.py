@@ -139,6 +139,22 @@ def test_gradients_with_pruned_hidden_neurons(rng, density):
     assert np.all(net.layers[0].grad_bias[[1, 4, 9]] == 0)
 
 
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_input_gradient_of_selected_rows(rng, path):
+    """``input_rows`` gives the same input gradient as the full one, at those rows only
+    (what the layer above pruned hidden neurons returns when no dead one needs it)."""
+    net, _, _ = build_network(rng, [12, 9, 4], 0.7, path, LIFParameters())
+    layer = net.layers[1]
+    x = (rng.random((5, 3, 12)) < 0.5).astype(np.float32)
+    _, traces = net.forward(x)
+    grad_spikes = rng.standard_normal(traces[1].u.shape).astype(np.float32)
+    rows = np.array([0, 3, 4, 8])
+    full = layer.backward(traces[1], grad_spikes, net.lif, need_input_grad=True)
+    some = layer.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows)
+    assert some.shape == (5, 3, 4) and some.flags.c_contiguous
+    np.testing.assert_allclose(some, full[:, :, rows], rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("kind", ["triangle", "atan", "fast_sigmoid"])
 def test_smooth_surrogates_are_derivatives_of_their_primitive(kind):
     width = 0.5
