@@ -37,6 +37,24 @@ def test_group_by_row_is_a_transpose(rng, n_chunks):
         np.testing.assert_array_equal(by_row.val[sl], flat[flat[:, i] != 0, i])
 
 
+def test_group_by_row_runs_in_parallel_only_with_enough_events_per_row(rng, monkeypatch):
+    """Few events per row: one run (parallel runs would share cache lines); many: one
+    run per thread. Both give the same transpose."""
+    import evsim.kernels.events as ev
+
+    calls = []
+    real = ev._group_by_row
+    monkeypatch.setattr(ev, "_group_by_row", lambda *args: calls.append(args[-1]) or real(*args))
+    monkeypatch.setattr(ev.numba, "get_num_threads", lambda: 2)
+    n_rows = 10
+    sparse = dense_to_events((rng.random((4, 5, n_rows)) < 0.5).astype(np.float32))  # about 10 per row
+    dense = dense_to_events(np.ones((20, 5, n_rows), np.float32))  # 100 per row
+    one, two = ev.group_by_row(sparse, n_rows), ev.group_by_row(dense, n_rows)
+    assert calls == [1, 2]
+    assert np.array_equal(one.row_ptr, real(*sparse[:3], n_rows, 2)[0])
+    assert np.array_equal(two.slot, real(*dense[:3], n_rows, 1)[1])
+
+
 def test_no_events_at_all():
     events = dense_to_events(np.zeros((3, 2, 5), dtype=np.float32))
     assert events.count == 0 and events.ptr.shape == (7,)

@@ -184,10 +184,19 @@ def _group_by_row(ptr, idx, val, n_rows, n_chunks):
     return row_ptr, slot, out_val
 
 
+# Events per row each parallel run of group_by_row needs: runs write neighbouring parts
+# of every row's list, so with fewer the cache lines they share cost more than the
+# second thread gains. Two runs on 2312 rows (benchmarks/RESULTS.md): 1.6x slower than
+# one at 12 events per row, 1.2x slower at 25, 1.65x faster at 63.
+EVENTS_PER_ROW_PER_RUN = 20
+
+
 def group_by_row(events: Events, n_rows: int) -> EventsByRow:
     """Transpose events to per-neuron lists (a counting sort, O(events + n_rows)).
 
     Lets weight-gradient kernels loop over presynaptic rows in parallel, each
     thread writing only its own rows (no shared scatter).
     """
-    return EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, n_rows, numba.get_num_threads()))
+    n_runs = events.count // (EVENTS_PER_ROW_PER_RUN * max(n_rows, 1))
+    return EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, n_rows,
+                                      max(1, min(numba.get_num_threads(), n_runs))))
