@@ -3,7 +3,8 @@
 Numba leaves vector width to LLVM, which on AVX-512 machines prefers 256-bit
 registers: the row sums then move 8 floats per load, and their inner loop runs out
 of general registers for the 16 row offsets. Loading, adding and storing whole
-16-lane vectors explicitly made them 1.25-1.4x faster (benchmarks/RESULTS.md). On
+16-lane vectors explicitly made the forward pass 1.3-1.5x and the weight gradient
+1.1-1.2x faster (``bench_kernels``, benchmarks/RESULTS.md). On
 machines without AVX-512, LLVM splits each vector into two 256-bit or four 128-bit
 operations; the results are the same.
 
