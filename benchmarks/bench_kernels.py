@@ -30,19 +30,9 @@ import time
 import numba
 import numpy as np
 
-from benchmarks.common import machine, save_json, spike_input
+from benchmarks.common import machine, save_json, spike_input, stored_frames
 
 N_IN, N_OUT, N_STEPS, BATCH = 2312, 800, 20, 64
-
-
-def stored_frames_events(x: np.ndarray):
-    """``SparseFrames.events`` of ``x`` stored as a dataset's frames, or None before they existed."""
-    try:
-        from evsim.data.frames import SparseFrames
-    except ImportError:
-        return None
-    frames = SparseFrames.from_dense(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(np.uint8))
-    return frames.events
 
 
 def build(activity: float, seed: int = 0):
@@ -63,9 +53,10 @@ def build(activity: float, seed: int = 0):
     layer.backward(trace, grad_spikes, lif, need_input_grad=False)
     params = [(layer.store.data, np.full_like(layer.store.data, 1e-3), layer.store.state)]
     optimizer = Optimizer("adam", 1e-3)
+    frames = stored_frames(x)
     steps = {
         "events": lambda: dense_to_events(x),
-        "frame_events": stored_frames_events(x),
+        "frame_events": None if frames is None else frames.events,
         "forward": lambda: layer.forward(events, lif),
         "weight_grad": lambda: layer.backward(trace, grad_spikes, lif, need_input_grad=False),
         "group_by_row": lambda: group_by_row(events, N_IN),

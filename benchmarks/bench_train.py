@@ -108,7 +108,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import machine, save_json, spike_input
+from benchmarks.common import machine, save_json, spike_input, stored_frames
 from benchmarks.dense_bptt import DenseMLP
 from evsim.data.encoding import encode_events
 from evsim.data.frames import SparseFrames
@@ -185,11 +185,6 @@ def input_events(x: SparseFrames | np.ndarray, n_steps: int) -> Events:
     if isinstance(x, SparseFrames):
         return encode_events(x, "frames", n_steps, None)
     return dense_to_events(x)
-
-
-def stored_frames(x: np.ndarray) -> SparseFrames:
-    """The binary ``[T, B, n_in]`` input as evsim's event loaders store a dataset."""
-    return SparseFrames.from_dense(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(np.uint8))
 
 
 @dataclass

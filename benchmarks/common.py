@@ -28,6 +28,16 @@ def spike_input(rng: np.random.Generator, n_steps: int, batch: int, n: int, acti
     return (rng.random((n_steps, batch, n), dtype=np.float32) < activity).astype(np.float32)
 
 
+def stored_frames(x: np.ndarray):
+    """The binary ``[T, B, n]`` input as evsim's event loaders store a dataset
+    (``SparseFrames``), or None for checkouts that predate them."""
+    try:
+        from evsim.data.frames import SparseFrames
+    except ImportError:
+        return None
+    return SparseFrames.from_dense(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(np.uint8))
+
+
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__}

@@ -52,14 +52,19 @@ def _address(context, builder, array_type, array, offset):
     return builder.bitcast(builder.gep(data, [offset]), _VECTOR.as_pointer())
 
 
+def _broadcast(builder, value, vector_type):
+    """``value`` in every lane of a ``vector_type``."""
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
 def _first_lanes(builder, n):
     """Mask of lanes ``0..n-1``."""
     if n.type.width != 32:
         n = builder.trunc(n, _I32) if n.type.width > 32 else builder.sext(n, _I32)
-    one = builder.insert_element(ir.Constant(ir.VectorType(_I32, LANES), ir.Undefined), n, ir.Constant(_I32, 0))
-    broadcast = builder.shuffle_vector(one, ir.Constant(ir.VectorType(_I32, LANES), ir.Undefined),
-                                       ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-    return builder.icmp_signed("<", ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES))), broadcast)
+    lanes = ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES)))
+    return builder.icmp_signed("<", lanes, _broadcast(builder, n, ir.VectorType(_I32, LANES)))
 
 
 def _check_contiguous_float32(array) -> bool:
@@ -114,10 +119,7 @@ def _add(typingctx, a, b):
 @intrinsic
 def _scale(typingctx, scalar, vector):
     def codegen(context, builder, signature, args):
-        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), args[0], ir.Constant(_I32, 0))
-        broadcast = builder.shuffle_vector(one, ir.Constant(_VECTOR, ir.Undefined),
-                                           ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-        return builder.fmul(broadcast, args[1])
+        return builder.fmul(_broadcast(builder, args[0], _VECTOR), args[1])
 
     return float32x16(types.float32, vector), codegen
 
