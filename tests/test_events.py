@@ -17,6 +17,21 @@ def test_dense_to_events_roundtrip(rng):
     assert events.count == np.count_nonzero(dense)
 
 
+@pytest.mark.parametrize("n", [1, 8, 63, 64, 65, 130, 800])
+@pytest.mark.parametrize("activity", [0.0, 0.05, 0.5, 1.0])
+def test_byte_cells_give_the_same_events_as_float_cells(rng, n, activity):
+    """The 64-cells-per-step path for uint8 and bool cells (any width: the last block
+    of a row is partial) equals the scalar path on the same values as float32."""
+    counts = ((rng.random((3, 4, n)) < activity) * rng.integers(1, 200, (3, 4, n))).astype(np.uint8)
+    index_map = (3 * np.arange(n) + 1).astype(np.int32)
+    expected = dense_to_events(counts.astype(np.float32), index_map)
+    for cells in (counts, counts > 0):
+        got = dense_to_events(cells, index_map)
+        np.testing.assert_array_equal(got.ptr, expected.ptr)
+        np.testing.assert_array_equal(got.idx, expected.idx)
+        np.testing.assert_array_equal(got.val, expected.val if cells.dtype == np.uint8 else expected.val > 0)
+
+
 def test_index_map_and_uint8_spikes(rng):
     spikes = (rng.random((2, 2, 4)) < 0.5).astype(np.uint8)
     events = dense_to_events(spikes, np.array([1, 5, 6, 9], dtype=np.int32))

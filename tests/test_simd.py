@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from evsim.kernels.simd import LANES, load, store
+from evsim.kernels.simd import LANES, load, lowest_bit, nonzero_bits, popcount, store
 
 
 @njit(cache=False)
@@ -21,6 +21,36 @@ def _copy(source, offset, n, target, target_offset):
 def _axpy(scale, x, y, out, n):
     """``out[:n] = scale * x[:n] + y[:n]`` through one vector each."""
     store(out, 0, scale * load(x, 0, n) + load(y, 0, n), n)
+
+
+@njit(cache=False)
+def _bits(cells, offset, n):
+    """The nonzero mask of ``n`` cells at ``offset``, its popcount and its set bits, low first."""
+    bits = nonzero_bits(cells, offset, n)
+    count = popcount(bits)
+    found = np.empty(count, dtype=np.int64)
+    for k in range(count):
+        found[k] = lowest_bit(bits)
+        bits &= bits - np.uint64(1)
+    return count, found
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 63, 64])
+def test_nonzero_bits_marks_exactly_the_nonzero_cells_among_n(rng, n):
+    cells = ((rng.random(200) < 0.4) * rng.integers(1, 256, 200)).astype(np.uint8)
+    cells[[7, 8 + 63]] = [255, 1]  # the high bit of a byte, and the 64th cell
+    for offset in (0, 8, 13):
+        count, found = _bits(cells, offset, n)
+        expected = np.flatnonzero(cells[offset:offset + n])
+        assert count == expected.size
+        np.testing.assert_array_equal(found, expected)
+
+
+def test_lowest_bit_and_popcount_on_the_top_bit():
+    cells = np.zeros(64, np.uint8)
+    cells[63] = 1
+    count, found = _bits(cells, 0, 64)
+    assert count == 1 and found.tolist() == [63]
 
 
 @pytest.mark.parametrize("n", [1, 7, 15, 16])
@@ -56,7 +86,10 @@ def test_partial_load_at_the_end_of_mapped_memory_does_not_fault():
     out = np.zeros(LANES, np.float32)
     _copy(values, values.size - 4, 4, out, 0)
     np.testing.assert_array_equal(out[:4], [1.0, 2.0, 3.0, 4.0])
-    del values
+    cells = np.frombuffer(region, dtype=np.uint8, count=page)  # the same for 3 of 64 bytes
+    cells[-3:] = [0, 7, 9]
+    assert _bits(cells, page - 3, 3)[1].tolist() == [1, 2]
+    del values, cells
     libc.mprotect(ctypes.c_void_p(base + page), ctypes.c_size_t(page), 3)  # give the page back readable
     region.close()
 

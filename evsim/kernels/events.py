@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from evsim.kernels.simd import lowest_bit, nonzero_bits, popcount
+
 
 class Events(NamedTuple):
     """Events of ``n_steps`` x ``batch`` slots. ``ptr`` int64 ``[T*B+1]``, ``idx`` int32, ``val`` float32."""
@@ -66,28 +68,47 @@ def _fill_events(dense, ptr, index_map, idx, val):
             k += x != 0
 
 
+@njit(cache=True, inline="always")
+def _row_bits(row, i, n):
+    """Nonzero mask of cells ``i..i+63`` of a byte row of ``n`` cells: whole blocks
+    pass the literal 64, so their load compiles unmasked; only the last is masked."""
+    if i + 64 <= n:
+        return nonzero_bits(row, i, 64)
+    return nonzero_bits(row, i, n - i)
+
+
 @njit(parallel=True, cache=True)
-def _fill_byte_events(dense, words, ptr, index_map, idx, val):
-    """:func:`_fill_events` for one-byte cells (spikes), skipping 8 silent cells per
-    64-bit load of ``words`` (``dense`` viewed as uint64); measured 3x at 1 % activity,
-    1.1x at 5 %, equal at 20 % and above."""
+def _count_nonzero_bytes(dense):
+    """:func:`_count_nonzero` for one-byte cells, 64 cells per step."""
     n_slots, n = dense.shape
+    counts = np.zeros(n_slots + 1, dtype=np.int64)
     for s in prange(n_slots):
+        row = dense[s]
+        c = 0
+        for i in range(0, n, 64):
+            c += popcount(_row_bits(row, i, n))
+        counts[s + 1] = c
+    return counts
+
+
+@njit(parallel=True, cache=True)
+def _fill_byte_events(dense, ptr, index_map, idx, val):
+    """:func:`_fill_events` for one-byte cells (spikes): a 64-bit mask of each 64 cells'
+    nonzeros, then one step per set bit. Measured 2.5x the 8-cell skipping it replaced at
+    5 % activity, 1.1x at 0.01 % (``benchmarks/RESULTS.md``)."""
+    n_slots, n = dense.shape
+    one = np.uint64(1)
+    for s in prange(n_slots):
+        row = dense[s]
         k = ptr[s]
-        end = ptr[s + 1]
-        for w in range(words.shape[1]):
-            if k == end:
-                break
-            if words[s, w] == 0:
-                continue
-            guarded = k + 8 > end  # fewer than 8 positions left: stay inside the slot
-            for i in range(8 * w, 8 * w + 8):
-                if guarded and k == end:
-                    break
-                x = dense[s, i]
-                idx[k] = index_map[i]
-                val[k] = x
-                k += x != 0
+        for i in range(0, n, 64):
+            bits = _row_bits(row, i, n)
+            while bits:
+                j = i + lowest_bit(bits)
+                idx[k] = index_map[j]
+                val[k] = row[j]
+                k += 1
+                bits &= bits - one
 
 
 def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> Events:
@@ -96,7 +117,7 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     Parameters
     ----------
     dense : ``[T, B, N]`` array: float32 drive, or integer counts and spikes
-        (one-byte cells take a faster path).
+        (uint8 and bool cells take a faster path, 64 cells per step).
     index_map : optional int32 ``[N]``: event index of column n is ``index_map[n]``
         (maps a layer's compacted alive neurons back to their flat indices). Must be
         increasing so event indices stay ascending.
@@ -109,11 +130,14 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     flat = dense.reshape(n_steps * batch, n)
     if index_map is None:
         index_map = np.arange(n, dtype=np.int32)
-    ptr = np.cumsum(_count_nonzero(flat))
+    if flat.dtype == np.bool_:
+        flat = flat.view(np.uint8)
+    byte_cells = flat.dtype == np.uint8 and flat.flags.c_contiguous
+    ptr = np.cumsum(_count_nonzero_bytes(flat) if byte_cells else _count_nonzero(flat))
     idx = np.empty(ptr[-1], dtype=np.int32)
     val = np.empty(ptr[-1], dtype=np.float32)
-    if flat.dtype.itemsize == 1 and n % 8 == 0 and flat.flags.c_contiguous:
-        _fill_byte_events(flat, flat.view(np.uint64), ptr, index_map, idx, val)
+    if byte_cells:
+        _fill_byte_events(flat, ptr, index_map, idx, val)
     else:
         _fill_events(flat, ptr, index_map, idx, val)
     return Events(ptr, idx, val, n_steps, batch)

@@ -14,6 +14,11 @@ needs no scalar remainder loop. Loads give 0 in those lanes.
 
 ``+`` adds two vectors and ``s * v`` scales a vector by a float32 scalar; lanes are
 independent, so sums are those of the same float32 scalar additions in the same order.
+
+For finding spikes, :func:`nonzero_bits` turns up to 64 bytes into a 64-bit mask of
+the nonzero ones in one masked load and compare, and :func:`popcount` and
+:func:`lowest_bit` count and walk its set bits, so a scan of spike bytes costs one
+step per 64 cells plus one per spike, with no branch per cell.
 """
 from __future__ import annotations
 
@@ -56,15 +61,15 @@ def _broadcast(builder, value, vector_type):
     """``value`` in every lane of a ``vector_type``."""
     one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+                                  ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count))
 
 
-def _first_lanes(builder, n):
-    """Mask of lanes ``0..n-1``."""
+def _first_lanes(builder, n, lanes=LANES):
+    """Mask of lanes ``0..n-1`` of ``lanes``."""
     if n.type.width != 32:
         n = builder.trunc(n, _I32) if n.type.width > 32 else builder.sext(n, _I32)
-    lanes = ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES)))
-    return builder.icmp_signed("<", lanes, _broadcast(builder, n, ir.VectorType(_I32, LANES)))
+    index = ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes)))
+    return builder.icmp_signed("<", index, _broadcast(builder, n, ir.VectorType(_I32, lanes)))
 
 
 def _check_contiguous_float32(array) -> bool:
@@ -136,3 +141,54 @@ def _vector_scale(a, b):
     if a == types.float32 and b is float32x16:
         return lambda a, b: _scale(a, b)
     return None
+
+
+_BYTES = ir.VectorType(ir.IntType(8), 64)
+_I64 = ir.IntType(64)
+
+
+@intrinsic
+def nonzero_bits(typingctx, array, offset, n):
+    """uint64 whose bit k is set where ``array.ravel()[offset + k] != 0``, for ``k < n``
+    (``n`` at most 64; bytes from ``n`` on are not read and give 0 bits).
+
+    ``array`` C-contiguous uint8; no bounds check.
+    """
+    if not (isinstance(array, types.Array) and array.dtype == types.uint8 and array.layout == "C"
+            and isinstance(offset, types.Integer) and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), _BYTES.as_pointer())
+        load_type = ir.FunctionType(_BYTES, [_BYTES.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), _BYTES])
+        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v64i8.p0")
+        zeros = ir.Constant(_BYTES, [0] * 64)
+        cells = builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2], 64), zeros])
+        return builder.bitcast(builder.icmp_unsigned("!=", cells, zeros), _I64)
+
+    return types.uint64(array, offset, n), codegen
+
+
+def _call_on_bits(builder, name, bits, *flags):
+    """``name``(``bits``, ``flags``...): an LLVM bit intrinsic with an i64 result."""
+    function_type = ir.FunctionType(_I64, [_I64] + [ir.IntType(1)] * len(flags))
+    function = cgutils.get_or_insert_function(builder.module, function_type, name)
+    return builder.call(function, [bits] + [ir.Constant(ir.IntType(1), flag) for flag in flags])
+
+
+@intrinsic
+def popcount(typingctx, bits):
+    """Number of set bits of a uint64, as an int64."""
+    if bits != types.uint64:
+        return None
+    return types.int64(bits), lambda context, builder, signature, args: _call_on_bits(builder, "llvm.ctpop.i64", args[0])
+
+
+@intrinsic
+def lowest_bit(typingctx, bits):
+    """Index of the lowest set bit of a nonzero uint64, as an int64 (undefined for 0)."""
+    if bits != types.uint64:
+        return None
+    return types.int64(bits), lambda context, builder, signature, args: _call_on_bits(builder, "llvm.cttz.i64",
+                                                                                      args[0], 1)
