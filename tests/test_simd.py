@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from evsim.kernels.simd import LANES, load, lowest_bit, nonzero_bits, popcount, store
+from evsim.kernels.simd import LANES, greater, load, lowest_bit, nonzero_bits, popcount, splat, store, store_bytes
 
 
 @njit(cache=False)
@@ -70,6 +70,26 @@ def test_vector_arithmetic_is_float32_lane_by_lane(rng, n):
     _axpy(np.float32(0.3), x, y, out, n)
     np.testing.assert_array_equal(out[:n], np.float32(0.3) * x[:n] + y[:n])
     np.testing.assert_array_equal(out[n:], 0)
+
+
+@njit(cache=False)
+def _membrane(x, y, out, fired, threshold, n):
+    """``out = 0.2 * x * (1 - y) - y``, and its lanes above ``threshold`` as bytes."""
+    v = np.float32(0.2) * load(x, 0, n) * (splat(np.float32(1.0)) - load(y, 0, n)) - load(y, 0, n)
+    store(out, 0, v, n)
+    store_bytes(fired, 0, greater(v, threshold), n)
+
+
+@pytest.mark.parametrize("n", [5, 16])
+def test_lanewise_operations_and_spike_bytes_match_float32_numpy(rng, n):
+    x, y = rng.standard_normal(LANES).astype(np.float32), (rng.random(LANES) < 0.5).astype(np.float32)
+    x[0] = np.nan  # NaN never fires, as with ``>``
+    out, fired = np.zeros(LANES, np.float32), np.full(LANES, 7, np.uint8)
+    _membrane(x, y, out, fired, np.float32(-0.1), n)
+    expected = np.float32(0.2) * x * (np.float32(1.0) - y) - y
+    np.testing.assert_array_equal(out[:n], expected[:n])
+    np.testing.assert_array_equal(fired[:n], (expected[:n] > np.float32(-0.1)).astype(np.uint8))
+    np.testing.assert_array_equal(fired[n:], 7)  # lanes from n on are not written
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc")

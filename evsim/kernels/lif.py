@@ -1,4 +1,5 @@
-"""LIF membrane update and its BPTT backward pass (see :mod:`evsim.neuron` for the model).
+"""BPTT through the LIF dynamics (see :mod:`evsim.neuron` for the model; the forward
+update runs in :func:`evsim.kernels.propagate._lif_scan`).
 
 Shapes: membrane ``u`` and spikes ``o`` are ``[T, B, N]`` (float32, uint8); ``N`` is
 the number of *alive* neurons of the layer (pruned neurons are compacted away).
@@ -9,25 +10,6 @@ import math
 
 import numpy as np
 from numba import njit, prange
-
-
-@njit(cache=True, inline="always")
-def _lif_update(current, u, o, decay, v_th, hard, u_out, o_out):
-    """One step for one sample: ``u, o`` (state, updated in place) from ``current``.
-
-    ``u_out``/``o_out`` are this step's rows of the recorded traces. Spiking is
-    ``u > v_th`` (strict, as in the reference code); ``o`` holds 0.0/1.0.
-    """
-    for j in range(current.shape[0]):
-        if hard:
-            uj = decay * u[j] * (np.float32(1.0) - o[j]) + current[j]
-        else:
-            uj = decay * u[j] - v_th * o[j] + current[j]
-        spike = uj > v_th
-        u[j] = uj
-        o[j] = np.float32(1.0) if spike else np.float32(0.0)
-        u_out[j] = uj
-        o_out[j] = 1 if spike else 0
 
 
 @njit(cache=True, inline="always")

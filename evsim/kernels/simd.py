@@ -12,8 +12,11 @@ Every load and store takes a lane count ``n`` (1-16): lanes ``n..15`` are neithe
 read nor written (masked loads, which never fault), so a row's last, partial vector
 needs no scalar remainder loop. Loads give 0 in those lanes.
 
-``+`` adds two vectors and ``s * v`` scales a vector by a float32 scalar; lanes are
-independent, so sums are those of the same float32 scalar additions in the same order.
+``+``, ``-`` and ``*`` work lane by lane on two vectors, ``s * v`` scales a vector by
+a float32 scalar, :func:`splat` fills all lanes with a scalar and :func:`greater`
+compares with one (1.0 or 0.0 per lane, as spikes are kept); lanes are independent, so
+results are those of the same float32 scalar operations in the same order.
+:func:`store_bytes` writes such 0/1 lanes as uint8 spikes.
 
 For finding spikes, :func:`nonzero_bits` turns up to 64 bytes into a 64-bit mask of
 the nonzero ones in one masked load and compare, and :func:`popcount` and
@@ -113,20 +116,62 @@ def store(typingctx, array, offset, vector, n):
     return types.none(array, offset, vector, n), codegen
 
 
+def _lanewise(instruction):
+    """An intrinsic applying the IR builder's ``instruction`` to two vectors, lane by lane."""
+
+    def typer(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            return getattr(builder, instruction)(args[0], args[1])
+
+        return float32x16(a, b), codegen
+
+    typer.__name__ = typer.__qualname__ = f"_{instruction}"  # one name per intrinsic
+    return intrinsic(typer)
+
+
+_add, _sub, _mul = _lanewise("fadd"), _lanewise("fsub"), _lanewise("fmul")
+
+
 @intrinsic
-def _add(typingctx, a, b):
-    def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1])
-
-    return float32x16(a, b), codegen
+def splat(typingctx, scalar):
+    """A float32 in all 16 lanes."""
+    if scalar != types.float32:
+        return None
+    return float32x16(scalar), lambda context, builder, signature, args: _broadcast(builder, args[0], _VECTOR)
 
 
 @intrinsic
-def _scale(typingctx, scalar, vector):
-    def codegen(context, builder, signature, args):
-        return builder.fmul(_broadcast(builder, args[0], _VECTOR), args[1])
+def greater(typingctx, vector, scalar):
+    """1.0 in the lanes where ``vector > scalar``, 0.0 elsewhere (NaN lanes: 0.0, as ``>``)."""
+    if not (vector is float32x16 and scalar == types.float32):
+        return None
 
-    return float32x16(types.float32, vector), codegen
+    def codegen(context, builder, signature, args):
+        above = builder.fcmp_ordered(">", args[0], _broadcast(builder, args[1], _VECTOR))
+        return builder.uitofp(above, _VECTOR)
+
+    return float32x16(vector, scalar), codegen
+
+
+@intrinsic
+def store_bytes(typingctx, array, offset, vector, n):
+    """Write lanes ``0..n-1`` of ``vector``, whole numbers 0-255, as bytes to
+    ``array.ravel()[offset:offset + n]`` (``array`` C-contiguous uint8; no bounds check)."""
+    if not (isinstance(array, types.Array) and array.dtype == types.uint8 and array.layout == "C"
+            and isinstance(offset, types.Integer) and vector is float32x16 and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        cells = ir.VectorType(ir.IntType(8), LANES)
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), cells.as_pointer())
+        store_type = ir.FunctionType(ir.VoidType(), [cells, cells.as_pointer(), _I32, _MASK])
+        masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16i8.p0")
+        builder.call(masked_store, [builder.fptoui(args[2], cells), address, ir.Constant(_I32, 1),
+                                    _first_lanes(builder, args[3])])
+        return context.get_dummy_value()
+
+    return types.none(array, offset, vector, n), codegen
 
 
 @overload(operator.add)
@@ -136,10 +181,19 @@ def _vector_add(a, b):
     return None
 
 
+@overload(operator.sub)
+def _vector_sub(a, b):
+    if a is float32x16 and b is float32x16:
+        return lambda a, b: _sub(a, b)
+    return None
+
+
 @overload(operator.mul)
-def _vector_scale(a, b):
+def _vector_mul(a, b):
+    if a is float32x16 and b is float32x16:
+        return lambda a, b: _mul(a, b)
     if a == types.float32 and b is float32x16:
-        return lambda a, b: _scale(a, b)
+        return lambda a, b: _mul(splat(a), b)
     return None
 
 
