@@ -198,7 +198,8 @@ def _lif_lanes(current, bias, u, o, spikes, j, n, decay, v_th, hard):
 def _lif_scan(current_u, o_out, bias, decay, v_th, hard):
     """LIF over time from summed currents; ``current_u`` ``[T, B, N]`` becomes the membrane
     trace. In explicit 16-lane vectors: LLVM's own vectorisation of the scalar update
-    used 8 lanes and checked for aliasing on every step (measured 2x slower)."""
+    used 8 lanes and checked for aliasing on every step (1.3-1.5x slower for 400 and 800
+    neurons; benchmarks/RESULTS.md)."""
     n_steps, batch, n = current_u.shape
     whole = n - n % LANES
     for b in prange(batch):
