@@ -89,9 +89,9 @@ def test_full_empty_and_last_column_slots():
 
 
 @pytest.mark.parametrize("activity", [0.0, 0.02, 0.3, 1.0])
-def test_byte_spikes_take_the_word_skipping_fill(rng, activity):
-    """uint8 spikes with N % 8 == 0 use the 8-cells-per-load fill: same events as the
-    dense definition, including slots whose last spikes sit in a partly filled word."""
+def test_byte_spikes_take_the_bit_mask_fill(rng, activity):
+    """uint8 spikes use the 64-cell bit-mask fill: same events as the dense definition,
+    including a slot's very last cell and runs across 8-cell boundaries."""
     spikes = (rng.random((5, 4, 24)) < activity).astype(np.uint8)
     spikes[0, 0] = 0
     spikes[0, 1, -1] = 1  # only the very last cell

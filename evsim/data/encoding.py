@@ -72,6 +72,6 @@ def encode_batch(inputs: np.ndarray, encoding: str, time_steps: int, rng: np.ran
         _check_frame_steps(inputs.shape[1], time_steps)
         flat = inputs.reshape(batch, time_steps, -1)
         # Counts keep their stored integer type: a quarter of the bytes to move, and
-        # one-byte cells convert to events 8 at a time (dense_to_events).
+        # one-byte cells convert to events 64 at a time (dense_to_events).
         return np.ascontiguousarray(flat.transpose(1, 0, 2))
     raise ConfigError(f"unknown encoding {encoding!r}; choose rate, direct or frames")
