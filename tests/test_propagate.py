@@ -98,18 +98,19 @@ def test_dead_neurons_are_compacted(rng, path):
     assert not np.isin(out.idx, [2, 5, 6]).any()
 
 
-@pytest.mark.parametrize("tiles, n_groups", [([0, 16, 32, 48, 50], 1), ([0, 16, 32, 48, 50], 2), ([0, 16, 32, 48, 50], 4),
-                                             ([0, 32, 50], 2), ([0, 48, 50], 1), ([0, 50], 1)])
+@pytest.mark.parametrize("tiles, n_groups", [([0, 16, 32, 48, 100], 1), ([0, 16, 32, 48, 100], 2),
+                                             ([0, 16, 32, 48, 100], 4), ([0, 80, 100], 2), ([0, 75, 100], 1),
+                                             ([0, 3, 83, 100], 1)])
 @pytest.mark.parametrize("unit", [True, False])
 @pytest.mark.parametrize("n_threads, n_row_chunks", [(1, 1), (2, 1), (2, 2), (2, 3)])
 def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row_chunks):
-    """Column tiles with a remainder, in groups; 16-, 4- and 1-row passes; empty rows;
+    """Column tiles of 1-5 vectors, whole and partial; 8- and 1-row passes; empty rows;
     every split of the work into column groups times runs of rows."""
     import numba
 
     from evsim.kernels.propagate import _accumulate_rows
 
-    n_rows, n_matrix, n = 23, 40, 50
+    n_rows, n_matrix, n = 23, 40, 100
     counts = rng.integers(0, 40, n_rows)
     counts[[0, 5, 22]] = 0
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -132,15 +133,20 @@ def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row
 
 
 def test_tiles_fit_budget_in_whole_vectors():
-    from evsim.kernels.propagate import TILE_BYTES, tile_bounds
+    from evsim.kernels.propagate import TILE_BYTES, TILE_VECTORS, tile_bounds
 
-    for n_rows in (2312, 1280, 700):
-        bounds = tile_bounds(n_rows, 800)
+    widest = TILE_VECTORS * 16
+    for n_rows, n_columns in ((2312, 800), (1280, 800), (700, 800), (2312, 283), (10, 1000), (2312, 10), (3300, 800)):
+        bounds = tile_bounds(n_rows, n_columns)
         widths = np.diff(bounds)
-        assert bounds[0] == 0 and bounds[-1] == 800
-        assert np.all(widths % 16 == 0) and np.all(widths * n_rows * 4 <= TILE_BYTES)
-        assert widths.max() - widths.min() <= 16  # near-equal: no thin remainder tile
-    assert tile_bounds(10, 800).tolist() == [0, 800]  # small matrices: one tile
+        assert bounds[0] == 0 and bounds[-1] == n_columns
+        assert np.all(widths[:-1] % 16 == 0) and np.all(widths * n_rows * 4 <= TILE_BYTES)
+        assert np.all(widths <= widest)  # the sums fit in registers
+        if widest * n_rows * 4 <= TILE_BYTES:
+            assert np.all(widths[:-1] == widest)  # whole widest tiles, then the rest
+        else:
+            assert widths.max() - widths.min() <= 16  # near-equal: no thin remainder tile
+    assert np.diff(tile_bounds(3300, 800)).max() < widest  # a tall matrix: narrower tiles
     assert np.diff(tile_bounds(10**7, 800)).tolist() == [16] * 50  # never below one vector
     assert tile_bounds(100, 40).tolist() == [0, 40]
     assert tile_bounds(100, 0).tolist() == [0, 0]  # no columns: one empty tile
@@ -203,3 +209,13 @@ def test_row_sums_of_a_strided_matrix(rng):
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(ref[1], 0)
     np.testing.assert_array_equal(ref[0], wide[idx[:5], 10:50].sum(axis=0))
+
+
+def test_row_sums_need_a_contiguous_output(rng):
+    """Sums are stored by flat offsets: a strided output is refused, not written wrongly."""
+    from evsim.kernels.propagate import accumulate_rows
+
+    matrix = np.ones((4, 20), np.float32)
+    ptr, idx, val = np.array([0, 1], np.int64), np.array([2], np.int32), np.ones(1, np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        accumulate_rows(ptr, idx, val, matrix, np.empty((1, 40), np.float32)[:, ::2])

@@ -27,15 +27,23 @@ from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes
 # stays in the core's L2 while every event of every slot reads it (tiles of about this
 # size measured fastest; benchmarks/RESULTS.md, bench_train's table of changes).
 TILE_BYTES = 1 << 20
+# Vectors of a tile: a row's sums stay in registers through all of its events, and five
+# sums plus eight rows in flight fit AVX-512's 32 registers (ten spill: 0.8-0.9x).
+TILE_VECTORS = 5
 
 
 def tile_bounds(n_matrix_rows: int, n_columns: int) -> np.ndarray:
-    """Column boundaries of the fewest tiles within :data:`TILE_BYTES`, of near-equal
-    width in whole 16-float vectors (one 512-bit register), so no tile is a thin remainder."""
-    n_vectors = -(-n_columns // 16)
-    max_vectors = max(1, TILE_BYTES // (4 * 16 * max(n_matrix_rows, 1)))
+    """Column boundaries of tiles of whole 16-float vectors (one 512-bit register each)
+    within :data:`TILE_BYTES`. Where the budget allows :data:`TILE_VECTORS` vectors,
+    every tile but the last is that wide (the fast case of :func:`_tile_sums`); for
+    taller matrices, the fewest tiles of near-equal width, so none is a thin remainder."""
+    n_vectors = -(-n_columns // LANES)
+    max_vectors = min(TILE_VECTORS, max(1, TILE_BYTES // (4 * LANES * max(n_matrix_rows, 1))))
+    if max_vectors == TILE_VECTORS:
+        bounds = np.append(np.arange(0, n_columns, TILE_VECTORS * LANES, dtype=np.int64), n_columns)
+        return bounds if bounds.size > 1 else np.zeros(2, dtype=np.int64)
     n_tiles = max(1, -(-n_vectors // max_vectors))
-    bounds = np.arange(n_tiles + 1, dtype=np.int64) * n_vectors // n_tiles * 16
+    bounds = np.arange(n_tiles + 1, dtype=np.int64) * n_vectors // n_tiles * LANES
     bounds[-1] = n_columns
     return bounds
 
@@ -57,14 +65,14 @@ def _balanced_bounds(ptr, n_chunks):
     return bounds
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _offsets(idx, e, n_columns, c0):
     """Flat offsets of the tile rows of events ``e..e+3``."""
     return (idx[e] * n_columns + c0, idx[e + 1] * n_columns + c0,
             idx[e + 2] * n_columns + c0, idx[e + 3] * n_columns + c0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _row(flat, a, val, e, j, n):
     """Lanes ``j..j+n`` of the row at offset ``a``, times ``val[e]`` (1 if ``val`` is None:
     Numba compiles that case without the multiplication)."""
@@ -73,58 +81,80 @@ def _row(flat, a, val, e, j, n):
     return val[e] * load(flat, a + j, n)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sum4(flat, a, val, e, j, n):
     """Sum of the rows of events ``e..e+3`` at offsets ``a``, as a balanced tree."""
     return ((_row(flat, a[0], val, e, j, n) + _row(flat, a[1], val, e + 1, j, n))
             + (_row(flat, a[2], val, e + 2, j, n) + _row(flat, a[3], val, e + 3, j, n)))
 
 
-@njit(cache=True, inline="always")
-def _sum16(flat, a, val, e, j, n):
-    """Sum of the rows of events ``e..e+15`` at offsets ``a``, as a balanced tree."""
-    return ((_sum4(flat, a[0:4], val, e, j, n) + _sum4(flat, a[4:8], val, e + 4, j, n))
-            + (_sum4(flat, a[8:12], val, e + 8, j, n) + _sum4(flat, a[12:16], val, e + 12, j, n)))
+@njit(cache=True)
+def _sum8(flat, a, val, e, j, n):
+    """Sum of the rows of events ``e..e+7`` at offsets ``a``, as a balanced tree."""
+    return _sum4(flat, a[0:4], val, e, j, n) + _sum4(flat, a[4:8], val, e + 4, j, n)
 
 
-@njit(cache=True, inline="always")
-def _sum_rows(idx, val, start, stop, flat, n_columns, c0, acc, width):
-    """``acc[:width] += sum_e val[e] * matrix[idx[e], c0:c0 + width]`` over events
+@njit(cache=True)
+def _lanes(k, n_vectors, last):
+    """Lanes (0-16) of vector ``k`` of a tile of ``n_vectors`` vectors, the last with ``last`` lanes."""
+    if k < n_vectors - 1:
+        return LANES
+    return last if k == n_vectors - 1 else 0
+
+
+@njit(cache=True)
+def _tile_sums(idx, val, start, stop, flat, n_columns, c0, out, o, n_vectors, last):
+    """``out[o:o + width] = sum_e val[e] * matrix[idx[e], c0:c0 + width]`` over events
     ``start:stop``, ``flat`` being the C-contiguous ``matrix`` with ``n_columns``
-    columns, raveled; ``val`` None means every value is 1 (spikes).
+    columns, raveled, and ``out`` raveled; ``val`` None means every value is 1 (spikes).
+    The tile is ``n_vectors`` (1 to :data:`TILE_VECTORS`) 16-lane vectors wide, the last
+    one with ``last`` lanes.
 
-    Sixteen rows per pass, then four, then one, in 16-lane vectors
-    (:mod:`evsim.kernels.simd`): ``acc`` is loaded and stored once per pass. Whole
-    vectors are summed with the literal lane count, so their loads compile unmasked;
-    only a row's last, partial vector is masked. Rows are addressed by flat offsets
-    rather than slices: a slice costs a bounds normalisation per row, as much as
-    summing a 96-column tile row (benchmarks/RESULTS.md).
+    The tile's sums stay in registers through all of the events, eight rows per pass,
+    then one: kept in memory and loaded and stored per pass instead, each pass waited
+    on the last one's store (1.25-1.38x, benchmarks/RESULTS.md). Vectors past
+    ``n_vectors`` are skipped; with literal ``n_vectors`` and ``last`` (the widest whole
+    tile) the tests fold away and no load is masked, which masking costs 1.2-1.4x. Rows are addressed
+    by flat offsets rather than slices: a slice costs a bounds normalisation per row,
+    as much as summing a 96-column tile row.
     """
-    whole = width - width % LANES
-    n = width - whole
+    n0, n1, n2 = _lanes(0, n_vectors, last), _lanes(1, n_vectors, last), _lanes(2, n_vectors, last)
+    n3, n4 = _lanes(3, n_vectors, last), _lanes(4, n_vectors, last)
+    s0 = s1 = s2 = s3 = s4 = splat(np.float32(0.0))
     e = start
-    while e + 16 <= stop:
-        a = (_offsets(idx, e, n_columns, c0) + _offsets(idx, e + 4, n_columns, c0)
-             + _offsets(idx, e + 8, n_columns, c0) + _offsets(idx, e + 12, n_columns, c0))
-        for j in range(0, whole, LANES):
-            store(acc, j, load(acc, j, LANES) + _sum16(flat, a, val, e, j, LANES), LANES)
-        if n:
-            store(acc, whole, load(acc, whole, n) + _sum16(flat, a, val, e, whole, n), n)
-        e += 16
-    while e + 4 <= stop:
-        a = _offsets(idx, e, n_columns, c0)
-        for j in range(0, whole, LANES):
-            store(acc, j, load(acc, j, LANES) + _sum4(flat, a, val, e, j, LANES), LANES)
-        if n:
-            store(acc, whole, load(acc, whole, n) + _sum4(flat, a, val, e, whole, n), n)
-        e += 4
+    while e + 8 <= stop:
+        a = _offsets(idx, e, n_columns, c0) + _offsets(idx, e + 4, n_columns, c0)
+        s0 = s0 + _sum8(flat, a, val, e, 0, n0)
+        if n_vectors > 1:
+            s1 = s1 + _sum8(flat, a, val, e, LANES, n1)
+        if n_vectors > 2:
+            s2 = s2 + _sum8(flat, a, val, e, 2 * LANES, n2)
+        if n_vectors > 3:
+            s3 = s3 + _sum8(flat, a, val, e, 3 * LANES, n3)
+        if n_vectors > 4:
+            s4 = s4 + _sum8(flat, a, val, e, 4 * LANES, n4)
+        e += 8
     while e < stop:
         a = idx[e] * n_columns + c0
-        for j in range(0, whole, LANES):
-            store(acc, j, load(acc, j, LANES) + _row(flat, a, val, e, j, LANES), LANES)
-        if n:
-            store(acc, whole, load(acc, whole, n) + _row(flat, a, val, e, whole, n), n)
+        s0 = s0 + _row(flat, a, val, e, 0, n0)
+        if n_vectors > 1:
+            s1 = s1 + _row(flat, a, val, e, LANES, n1)
+        if n_vectors > 2:
+            s2 = s2 + _row(flat, a, val, e, 2 * LANES, n2)
+        if n_vectors > 3:
+            s3 = s3 + _row(flat, a, val, e, 3 * LANES, n3)
+        if n_vectors > 4:
+            s4 = s4 + _row(flat, a, val, e, 4 * LANES, n4)
         e += 1
+    store(out, o, s0, n0)
+    if n_vectors > 1:
+        store(out, o + LANES, s1, n1)
+    if n_vectors > 2:
+        store(out, o + 2 * LANES, s2, n2)
+    if n_vectors > 3:
+        store(out, o + 3 * LANES, s3, n3)
+    if n_vectors > 4:
+        store(out, o + 4 * LANES, s4, n4)
 
 
 @njit(parallel=True, cache=True)
@@ -135,26 +165,30 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_row_chunks, out):
     The sparse-times-dense product behind both the forward pass (rows = slots,
     ``matrix`` = weights) and the weight gradient (rows = presynaptic neurons,
     ``matrix`` = dL/du per slot). The work is a grid of ``n_groups`` column groups
-    (equal runs of the column tiles ``tiles``; ``n_groups`` divides their number)
-    times ``n_row_chunks`` runs of output rows of equal work, one task each. A task
-    walks its rows once per tile, so the tile of ``matrix`` stays in its core's L2
-    cache instead of streaming whole rows from memory; with one group per thread,
-    each tile is read from memory by one core only, not by every core.
-    ``matrix`` must be C-contiguous.
+    (equal runs of the column tiles ``tiles``, each at most :data:`TILE_VECTORS`
+    vectors wide; ``n_groups`` divides their number) times ``n_row_chunks`` runs of
+    output rows of equal work, one task each. A task walks its rows once per tile, so
+    the tile of ``matrix`` stays in its core's L2 cache instead of streaming whole rows
+    from memory; with one group per thread, each tile is read from memory by one core
+    only, not by every core. ``matrix`` and ``out`` must be C-contiguous.
     """
     n_columns = matrix.shape[1]
     flat = matrix.reshape(matrix.size)
+    out_flat = out.reshape(out.size)
     bounds = _balanced_bounds(ptr, n_row_chunks)
     per_group = (tiles.shape[0] - 1) // n_groups
     for task in prange(n_groups * n_row_chunks):
         group, chunk = task // n_row_chunks, task % n_row_chunks
-        acc = np.empty(out.shape[1], dtype=np.float32)
         for k in range(group * per_group, (group + 1) * per_group):
-            c0, c1 = tiles[k], tiles[k + 1]
+            c0 = tiles[k]
+            n_vectors = (tiles[k + 1] - c0 + LANES - 1) // LANES
+            last = tiles[k + 1] - c0 - (n_vectors - 1) * LANES
             for r in range(bounds[chunk], bounds[chunk + 1]):
-                acc[:c1 - c0] = 0.0
-                _sum_rows(idx, val, ptr[r], ptr[r + 1], flat, n_columns, c0, acc, c1 - c0)
-                out[r, c0:c1] = acc[:c1 - c0]
+                a, b, o = ptr[r], ptr[r + 1], r * out.shape[1] + c0
+                if n_vectors == TILE_VECTORS and last == LANES:  # literals: see _tile_sums
+                    _tile_sums(idx, val, a, b, flat, n_columns, c0, out_flat, o, TILE_VECTORS, LANES)
+                else:
+                    _tile_sums(idx, val, a, b, flat, n_columns, c0, out_flat, o, n_vectors, last)
 
 
 def accumulate_rows(ptr, idx, val, matrix, out) -> None:
@@ -165,6 +199,8 @@ def accumulate_rows(ptr, idx, val, matrix, out) -> None:
     tiles to make the split even would cost more per row than it saves in memory
     traffic (the weight gradient measured 0.8-0.97x that way).
     """
+    if not out.flags.c_contiguous:
+        raise ValueError("accumulate_rows: out must be C-contiguous (sums are stored by flat offsets)")
     if np.all(val == 1):
         val = None  # spikes: compiled without the multiplications
     matrix = np.ascontiguousarray(matrix)  # flat offsets need row-major rows (a no-op for every caller today)
