@@ -24,18 +24,20 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes
 
 # Bytes of the summed matrix a column tile may span: half of a 2 MB L2, so the tile
-# stays in the core's L2 while every event of every slot reads it (tiles of about this
-# size measured fastest; benchmarks/RESULTS.md, bench_train's table of changes).
+# stays in the core's L2 while every event of every slot reads it. It narrows the
+# tiles of matrices taller than 3,276 rows (an 80-column tile is 2312 x 320 B = 740 KB
+# for the default network's input layer).
 TILE_BYTES = 1 << 20
 # Vectors of a tile: a row's sums stay in registers through all of its events, and five
-# sums plus eight rows in flight fit AVX-512's 32 registers (ten spill: 0.8-0.9x).
+# sums plus eight rows in flight fit AVX-512's 32 registers (ten spill: 0.7-0.9x).
+# A layer n columns wide then takes ceil(n / 80) passes over its events.
 TILE_VECTORS = 5
 
 
 def tile_bounds(n_matrix_rows: int, n_columns: int) -> np.ndarray:
     """Column boundaries of tiles of whole 16-float vectors (one 512-bit register each)
     within :data:`TILE_BYTES`. Where the budget allows :data:`TILE_VECTORS` vectors,
-    every tile but the last is that wide (the fast case of :func:`_tile_sums`); for
+    every tile but the last is that wide (the unmasked case of :func:`_tile_sums`); for
     taller matrices, the fewest tiles of near-equal width, so none is a thin remainder."""
     n_vectors = -(-n_columns // LANES)
     max_vectors = min(TILE_VECTORS, max(1, TILE_BYTES // (4 * LANES * max(n_matrix_rows, 1))))
@@ -113,10 +115,12 @@ def _tile_sums(idx, val, start, stop, flat, n_columns, c0, out, o, n_vectors, la
     The tile's sums stay in registers through all of the events, eight rows per pass,
     then one: kept in memory and loaded and stored per pass instead, each pass waited
     on the last one's store (1.25-1.38x, benchmarks/RESULTS.md). Vectors past
-    ``n_vectors`` are skipped; with literal ``n_vectors`` and ``last`` (the widest whole
-    tile) the tests fold away and no load is masked, which masking costs 1.2-1.4x. Rows are addressed
-    by flat offsets rather than slices: a slice costs a bounds normalisation per row,
-    as much as summing a 96-column tile row.
+    ``n_vectors`` are skipped. Called with literal ``n_vectors`` and ``last`` (a whole
+    widest tile), LLVM inlines the call, the tests fold away and no load is masked;
+    masking every load cost 1.2x. Rows are addressed by flat offsets rather than
+    slices: a slice costs a bounds normalisation per row, as much as summing a
+    96-column tile row. Not inlined by Numba (``inline="always"``): as fast, but
+    compiling took 4x longer.
     """
     n0, n1, n2 = _lanes(0, n_vectors, last), _lanes(1, n_vectors, last), _lanes(2, n_vectors, last)
     n3, n4 = _lanes(3, n_vectors, last), _lanes(4, n_vectors, last)
