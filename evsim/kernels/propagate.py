@@ -114,7 +114,7 @@ def _tile_sums(idx, val, start, stop, flat, n_columns, c0, out, o, n_vectors, la
 
     The tile's sums stay in registers through all of the events, eight rows per pass,
     then one: kept in memory and loaded and stored per pass instead, each pass waited
-    on the last one's store (1.25-1.38x, benchmarks/RESULTS.md). Vectors past
+    on the last one's store (1.24-1.38x, benchmarks/RESULTS.md). Vectors past
     ``n_vectors`` are skipped. Called with literal ``n_vectors`` and ``last`` (a whole
     widest tile), LLVM inlines the call, the tests fold away and no load is masked;
     masking every load cost 1.2x. Rows are addressed by flat offsets rather than
