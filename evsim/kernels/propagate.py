@@ -42,8 +42,7 @@ def tile_bounds(n_matrix_rows: int, n_columns: int) -> np.ndarray:
     n_vectors = -(-n_columns // LANES)
     max_vectors = min(TILE_VECTORS, max(1, TILE_BYTES // (4 * LANES * max(n_matrix_rows, 1))))
     if max_vectors == TILE_VECTORS:
-        bounds = np.append(np.arange(0, n_columns, TILE_VECTORS * LANES, dtype=np.int64), n_columns)
-        return bounds if bounds.size > 1 else np.zeros(2, dtype=np.int64)
+        return np.append(np.arange(0, max(n_columns, 1), TILE_VECTORS * LANES, dtype=np.int64), n_columns)
     n_tiles = max(1, -(-n_vectors // max_vectors))
     bounds = np.arange(n_tiles + 1, dtype=np.int64) * n_vectors // n_tiles * LANES
     bounds[-1] = n_columns
