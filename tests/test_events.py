@@ -52,6 +52,25 @@ def test_group_by_row_is_a_transpose(rng, n_chunks):
         np.testing.assert_array_equal(by_row.val[sl], flat[flat[:, i] != 0, i])
 
 
+@pytest.mark.parametrize("n_chunks", [1, 2, 7])
+def test_group_by_row_of_unit_events_moves_no_values(rng, n_chunks):
+    """Spikes (every value 1): the same transpose, ``val`` None; any other value keeps them."""
+    spikes = (rng.random((3, 2, 7)) < 0.4).astype(np.uint8)
+    events = dense_to_events(spikes)
+    by_row = group_by_row(events, 7)
+    assert by_row.val is None
+    expected = EventsByRow(*_group_by_row(events.ptr, events.idx, events.val, 7, n_chunks))
+    np.testing.assert_array_equal(by_row.row_ptr, expected.row_ptr)
+    np.testing.assert_array_equal(by_row.slot, expected.slot)
+    row_ptr, slot, val = _group_by_row(events.ptr, events.idx, None, 7, n_chunks)
+    np.testing.assert_array_equal(slot, expected.slot)
+    assert val.size == 0
+    counts = events._replace(val=events.val * np.where(rng.random(events.count) < 0.5, 1, 2).astype(np.float32))
+    if np.any(counts.val != 1):
+        np.testing.assert_array_equal(group_by_row(counts, 7).val,
+                                      EventsByRow(*_group_by_row(counts.ptr, counts.idx, counts.val, 7, 1)).val)
+
+
 def test_group_by_row_runs_in_parallel_only_with_enough_events_per_row(rng, monkeypatch):
     """Few events per row: one run (parallel runs would share cache lines); many: one
     run per thread. Both give the same transpose."""

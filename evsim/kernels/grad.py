@@ -16,7 +16,8 @@ from evsim.kernels.propagate import accumulate_rows
 
 
 def weight_grad_rows(row_ptr, slot, val, grad_u, out) -> None:
-    """Dense gradient ``out[i, :] = sum over row i's events of val * grad_u[slot, :]``.
+    """Dense gradient ``out[i, :] = sum over row i's events of val * grad_u[slot, :]``
+    (``val`` None: every value is 1).
 
     ``out`` float32 ``[n_pre, N]``; rows with no events are zeroed. The dense rows
     include would-be gradients of synapses that do not exist (used by regeneration).
@@ -26,7 +27,8 @@ def weight_grad_rows(row_ptr, slot, val, grad_u, out) -> None:
 
 @njit(parallel=True, cache=True)
 def _weight_grad_csr(row_ptr, slot, val, indptr, columns, grad_u, out):
-    """Gradient on existing synapses only, aligned with CSR ``data`` (``out[k]`` for synapse k)."""
+    """Gradient on existing synapses only, aligned with CSR ``data`` (``out[k]`` for synapse k);
+    ``val`` None means every value is 1."""
     n_rows = indptr.shape[0] - 1
     for i in prange(n_rows):
         start, stop = indptr[i], indptr[i + 1]
@@ -34,7 +36,7 @@ def _weight_grad_csr(row_ptr, slot, val, indptr, columns, grad_u, out):
             out[k] = 0.0
         for e in range(row_ptr[i], row_ptr[i + 1]):
             g = grad_u[slot[e]]
-            v = val[e]
+            v = np.float32(1.0) if val is None else val[e]
             for k in range(start, stop):
                 out[k] += v * g[columns[k]]
 

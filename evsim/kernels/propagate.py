@@ -195,7 +195,8 @@ def _accumulate_rows(ptr, idx, val, matrix, tiles, n_groups, n_row_chunks, out):
 
 
 def accumulate_rows(ptr, idx, val, matrix, out) -> None:
-    """:func:`_accumulate_rows` with the tiles, the work split and the unit-value test chosen here.
+    """:func:`_accumulate_rows` with the tiles, the work split and the unit-value test
+    chosen here (``val`` None or all ones: no multiplications).
 
     Threads split the tiles where their number allows (each core then streams only
     its own tiles, and equal widths are equal work), and the rows otherwise: adding
@@ -204,7 +205,7 @@ def accumulate_rows(ptr, idx, val, matrix, out) -> None:
     """
     if not out.flags.c_contiguous:
         raise ValueError("accumulate_rows: out must be C-contiguous (sums are stored by flat offsets)")
-    if np.all(val == 1):
+    if val is not None and np.all(val == 1):
         val = None  # spikes: compiled without the multiplications
     matrix = np.ascontiguousarray(matrix)  # flat offsets need row-major rows (a no-op for every caller today)
     tiles = tile_bounds(matrix.shape[0], out.shape[1])
