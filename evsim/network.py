@@ -105,7 +105,8 @@ class Network:
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
             grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
                                      would_be_grad=would_be_grad and layer.develops, would_be_grad_u=would_be,
-                                     input_rows=None if all_alive or dead_need_error else below.alive_index)
+                                     input_rows=None if all_alive or dead_need_error else below.alive_index,
+                                     factors_ok=not dead_need_error)
             if k > 0:
                 grad_spikes = np.ascontiguousarray(grad_in[:, :, below.alive_index]) if dead_need_error else grad_in
                 would_be = grad_in if dead_need_error else None

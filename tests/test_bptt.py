@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evsim.layers import SparseLinear
+from evsim.layers import FACTORED_MAX_NEURONS, InputGradFactors, SparseLinear
 from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.neuron import LIFParameters, surrogate_grad
@@ -153,6 +153,40 @@ def test_input_gradient_of_selected_rows(rng, path):
     some = layer.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows)
     assert some.shape == (5, 3, 4) and some.flags.c_contiguous
     np.testing.assert_allclose(some, full[:, :, rows], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("rows", [None, np.array([0, 3, 4, 8, 11])])
+def test_input_gradient_as_factors(rng, rows):
+    """A narrow rows-path layer may return its input gradient as factors; their product is
+    the dense input gradient, and the layer below gets the same gradients from either."""
+    net, _, _ = build_network(rng, [12, 40, 9], 1.0, "rows", LIFParameters())
+    x = (rng.random((5, 3, 12)) < 0.5).astype(np.float32)
+    _, traces = net.forward(x)
+    grad_spikes = rng.standard_normal(traces[1].u.shape).astype(np.float32)
+    below, top = net.layers
+    dense = top.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows)
+    factors = top.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows, factors_ok=True)
+    assert isinstance(factors, InputGradFactors) and factors.weights.flags.c_contiguous
+    np.testing.assert_allclose((factors.grad_u @ factors.weights).reshape(dense.shape), dense, rtol=1e-5, atol=1e-6)
+    if rows is None:
+        below.backward(traces[0], dense, net.lif, need_input_grad=False)
+        expected = below.grad_data.copy(), below.grad_bias.copy()
+        below.backward(traces[0], factors, net.lif, need_input_grad=False)
+        np.testing.assert_allclose(below.grad_data, expected[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(below.grad_bias, expected[1], rtol=1e-5, atol=1e-6)
+        assert np.abs(expected[0]).max() > 0
+
+
+def test_wide_layers_and_csr_layers_return_a_dense_input_gradient(rng):
+    """Factors only pay for a few neurons above (each input cell costs one multiply-add per neuron)."""
+    wide, _, _ = build_network(rng, [12, FACTORED_MAX_NEURONS + 1], 1.0, "rows", LIFParameters())
+    sparse, _, _ = build_network(rng, [12, 4], 0.5, "csr", LIFParameters())
+    for net in (wide, sparse):
+        x = (rng.random((4, 2, 12)) < 0.5).astype(np.float32)
+        _, traces = net.forward(x)
+        grad_spikes = rng.standard_normal(traces[0].u.shape).astype(np.float32)
+        grad_in = net.layers[0].backward(traces[0], grad_spikes, net.lif, need_input_grad=True, factors_ok=True)
+        assert isinstance(grad_in, np.ndarray) and grad_in.shape == (4, 2, 12)
 
 
 @pytest.mark.parametrize("kind", ["triangle", "atan", "fast_sigmoid"])

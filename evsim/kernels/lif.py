@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from evsim.kernels.simd import LANES, load, splat, store
+
 
 @njit(cache=True, inline="always")
 def _surrogate(x, kind, width):
@@ -28,13 +30,46 @@ def _surrogate(x, kind, width):
     return one / (d * d)
 
 
+@njit(cache=True)
+def _formed_lanes(grad_above, s, weight_above, out, j, n_lanes):
+    """Lanes ``j..j+n_lanes`` of ``out = grad_above[s] @ weight_above``."""
+    n = out.shape[0]
+    total = splat(np.float32(0.0))
+    for k in range(grad_above.shape[1]):
+        total = total + grad_above[s, k] * load(weight_above, k * n + j, n_lanes)
+    store(out, j, total, n_lanes)
+
+
+@njit(cache=True)
+def _form_row(grad_above, s, weight_above, out):
+    """``out = grad_above[s] @ weight_above`` in 16-lane vectors; whole vectors pass the
+    literal lane count, so only the last one is masked. Summing k outermost instead, with
+    every vector masked, made the whole backward 1.8x slower at one thread (a masked store
+    read back by the next pass stalls)."""
+    n = out.shape[0]
+    whole = n - n % LANES
+    for j in range(0, whole, LANES):
+        _formed_lanes(grad_above, s, weight_above, out, j, LANES)
+    if whole < n:
+        _formed_lanes(grad_above, s, weight_above, out, whole, n - whole)
+
+
 @njit(parallel=True, cache=True)
-def _lif_backward(grad_spikes, u, o, kind, width, decay, v_th, hard, detach_reset, grad_u, grad_bias_per_sample):
+def _lif_backward(grad_spikes, grad_above, weight_above, u, o, kind, width, decay, v_th, hard, detach_reset, grad_u,
+                  grad_bias_per_sample):
     """BPTT through the LIF dynamics.
 
     Parameters (``[T, B, N]`` unless noted)
     ----------
-    grad_spikes : dL/do[t] arriving from above (next layer or loss).
+    grad_spikes : dL/do[t] arriving from above (next layer or loss), or None: then
+        ``dL/do[t, b] = grad_above[t * B + b] @ weight_above``, where ``grad_above``
+        ``[T*B, M]`` is dL/du of the M alive neurons above and ``weight_above``
+        ``[M, N]`` their weights from these neurons. That is the layer above's input
+        gradient, formed here one slot at a time in a row that stays in L1, instead of
+        written out as a ``[T*B, N]`` array by one BLAS thread and read back (for the
+        800-10 layer: 0.42 against 0.66 ms at 2 threads, benchmarks/RESULTS.md). With
+        ``grad_spikes`` given, the factors are unused (empty 2-D float32 arrays: Numba
+        drops a branch only for an argument that is None).
     u, o : recorded membrane and spikes.
     kind, width : the surrogate ``g(u - v_th)`` (index into ``SURROGATES``), evaluated here.
     grad_u : output, dL/du[t] (also dL/dI[t], since u[t] = ... + I[t]).
@@ -53,9 +88,15 @@ def _lif_backward(grad_spikes, u, o, kind, width, decay, v_th, hard, detach_rese
     n_steps, batch, n = u.shape
     for b in prange(batch):
         carry = np.zeros(n, dtype=np.float32)
+        formed = np.empty(n if grad_spikes is None else 0, dtype=np.float32)
         bias_sum = grad_bias_per_sample[b]
         bias_sum[:] = 0.0
         for t in range(n_steps - 1, -1, -1):
+            if grad_spikes is None:
+                _form_row(grad_above, t * batch + b, weight_above, formed)
+                from_above = formed
+            else:
+                from_above = grad_spikes[t, b]
             for j in range(n):
                 c = carry[j]
                 spiked = np.float32(o[t, b, j])
@@ -65,7 +106,7 @@ def _lif_backward(grad_spikes, u, o, kind, width, decay, v_th, hard, detach_rese
                 else:
                     reset_grad = -v_th * c
                     leak = decay
-                go = grad_spikes[t, b, j]
+                go = from_above[j]
                 if not detach_reset:
                     go += reset_grad
                 gu = go * _surrogate(u[t, b, j] - v_th, kind, width) + c * leak
