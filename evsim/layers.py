@@ -42,11 +42,11 @@ CSR_DENSITY_THRESHOLD = 0.05
 
 # Up to this many alive neurons, a layer hands the layer below its input gradient as
 # factors (its dL/du and weights) that the LIF backward below multiplies lane by lane,
-# in parallel and without writing the [T, B, n_in] product: for the 800-10 layer that
-# is 0.42 against 0.66 ms at 2 threads with one BLAS thread (benchmarks/RESULTS.md).
-# The product costs this many multiply-adds per input cell, where BLAS blocks wider
-# layers far better.
-FACTORED_MAX_NEURONS = 32
+# in parallel and without writing the [T, B, n_in] product. That costs one multiply-add
+# per input cell and neuron, where BLAS blocks wider layers far better: with 800 inputs
+# at 2 threads (BLAS at one), factors took 0.35-0.49 against 0.61-0.67 ms for 8-16
+# neurons and 0.80 against 0.69 ms for 20 (benchmarks/RESULTS.md).
+FACTORED_MAX_NEURONS = 16
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
 
 
