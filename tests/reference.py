@@ -96,3 +96,35 @@ def dyadic_weights(rng, shape, density=1.0, scale=64):
     so event-driven and dense results must agree bit for bit, whatever the summation order."""
     w = rng.integers(-12, 13, size=shape).astype(np.float32) / np.float32(scale)
     return w * (rng.random(shape) < density)
+
+
+def constrain(state, w, step, spine_steps, shrink):
+    """The dendritic-spine constraint in plain NumPy, array by array (the oracle of
+    ``evsim.kernels.spines._constrain``): replaces the arrays of ``state``, clips ``w`` in place."""
+    r_plus, r_minus = state["r_plus"], state["r_minus"]
+    above = w >= r_plus
+    state["above_n"] = np.where(above, state["above_n"] + 1, 0).astype(np.int32)
+    state["above_sum"] = np.where(above, state["above_sum"] + (w - r_plus), 0).astype(np.float32)
+    expand = state["above_n"] >= spine_steps
+    r_plus[expand] += state["above_sum"][expand] / state["above_n"][expand]
+    state["above_n"][expand] = 0
+    state["above_sum"][expand] = 0
+
+    below = w <= r_minus
+    state["below_n"] = np.where(below, state["below_n"] + 1, 0).astype(np.int32)
+    state["below_sum"] = np.where(below, state["below_sum"] + (r_minus - w), 0).astype(np.float32)
+    expand = state["below_n"] >= spine_steps
+    r_minus[expand] -= state["below_sum"][expand] / state["below_n"][expand]
+    state["below_n"][expand] = 0
+    state["below_sum"][expand] = 0
+
+    magnitude = np.abs(w)
+    state["fall_n"] = np.where(magnitude < state["prev_abs"], state["fall_n"] + 1, 0).astype(np.int32)
+    shrinking = state["fall_n"] >= spine_steps
+    r_plus[shrinking] *= shrink
+    r_minus[shrinking] *= shrink
+    state["fall_n"][shrinking] = 0
+
+    if step >= spine_steps:
+        np.clip(w, r_minus, r_plus, out=w)
+    state["prev_abs"] = np.abs(w).astype(np.float32)

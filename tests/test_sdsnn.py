@@ -11,6 +11,7 @@ from evsim.structure import SET, MagnitudePruning, SDSNN, SDSNNConfig, make_stru
 from evsim.structure.sdsnn import (alpha, constrain, init_ranges, neuron_importance, neurons_to_prune,
                                    regrowth_candidates, regrowth_percentile, update_rho)
 from evsim.synapses import SynapseStore
+from tests import reference
 
 CFG = SDSNNConfig(spine_steps=3, regrow_steps=2)
 
@@ -74,6 +75,29 @@ def test_clipping_only_from_step_k():
     store.data[0] = 0.8
     constrain(store, 3, SDSNNConfig(spine_steps=3))
     assert store.data[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("spine_steps", [1, 3])
+def test_constraint_kernel_equals_numpy_oracle(rng, spine_steps):
+    """Many steps of drifting weights (expansions, shrinks and clipping all happen), bit for bit."""
+    n = 5000
+    store = SynapseStore.from_dense(rng.normal(0, 0.5, (1, n)).astype(np.float32), np.ones((1, n), bool))
+    init_ranges(store)
+    cfg = SDSNNConfig(spine_steps=spine_steps)
+    state = {name: values.copy() for name, values in store.state.items()}
+    w = store.data.copy()
+    drift = rng.normal(0, 0.3, n).astype(np.float32)
+    for step in range(2, 40):
+        noise = (drift + rng.normal(0, 0.2, n)).astype(np.float32) * np.float32(0.1)
+        store.data[:] = store.data + noise
+        w[:] = w + noise
+        constrain(store, step, cfg)
+        reference.constrain(state, w, step, cfg.spine_steps, cfg.shrink)
+        np.testing.assert_array_equal(store.data, w)
+        for name in state:
+            np.testing.assert_array_equal(store.state[name], state[name], err_msg=name)
+    assert np.any(store.state["r_plus"] > store.state["r_plus"].min())  # some ranges expanded
+    assert np.any(store.state["r_plus"] < 0.5 * store.state["r_plus"].max())  # some shrank
 
 
 def test_importance_sums_normalised_widths_of_existing_synapses():

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.errors import ConfigError
+from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
 from evsim.network import Network
 
@@ -106,36 +107,12 @@ def init_ranges(store, max_abs: float | None = None) -> None:
 
 
 def constrain(store, step: int, cfg: SDSNNConfig) -> None:
-    """One development step of the dendritic-spine constraint (in place)."""
-    st, w, k = store.state, store.data, cfg.spine_steps
-    r_plus, r_minus = st["r_plus"], st["r_minus"]
-
-    above = w >= r_plus
-    st["above_n"] = np.where(above, st["above_n"] + 1, 0).astype(np.int32)
-    st["above_sum"] = np.where(above, st["above_sum"] + (w - r_plus), 0).astype(np.float32)
-    expand = st["above_n"] >= k
-    r_plus[expand] += st["above_sum"][expand] / st["above_n"][expand]
-    st["above_n"][expand] = 0
-    st["above_sum"][expand] = 0
-
-    below = w <= r_minus
-    st["below_n"] = np.where(below, st["below_n"] + 1, 0).astype(np.int32)
-    st["below_sum"] = np.where(below, st["below_sum"] + (r_minus - w), 0).astype(np.float32)
-    expand = st["below_n"] >= k
-    r_minus[expand] -= st["below_sum"][expand] / st["below_n"][expand]
-    st["below_n"][expand] = 0
-    st["below_sum"][expand] = 0
-
-    magnitude = np.abs(w)
-    st["fall_n"] = np.where(magnitude < st["prev_abs"], st["fall_n"] + 1, 0).astype(np.int32)
-    shrink = st["fall_n"] >= k
-    r_plus[shrink] *= cfg.shrink
-    r_minus[shrink] *= cfg.shrink
-    st["fall_n"][shrink] = 0
-
-    if step >= k:
-        np.clip(w, r_minus, r_plus, out=w)
-    st["prev_abs"] = np.abs(w).astype(np.float32)
+    """One development step of the dendritic-spine constraint (in place; see
+    :func:`evsim.kernels.spines._constrain`). Weights are clipped from step K on."""
+    st = store.state
+    _constrain(store.data, st["r_plus"], st["r_minus"], st["above_n"], st["above_sum"], st["below_n"],
+               st["below_sum"], st["fall_n"], st["prev_abs"], np.int32(cfg.spine_steps), np.float32(cfg.shrink),
+               step >= cfg.spine_steps)
 
 
 # --------------------------------------------------------- 2. neuronal pruning
