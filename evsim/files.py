@@ -23,6 +23,22 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
+def link_atomic(source: Path, path: Path, payload: bytes) -> None:
+    """Make ``path`` a hard link to ``source`` (a file holding ``payload``), replacing it
+    atomically: no second write of the same bytes. Where the file system has no hard
+    links, write ``payload`` instead. Safe because files here are only ever replaced by
+    rename, never rewritten in place, so the two names never change together."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        write_bytes_atomic(path, payload)
+        return
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

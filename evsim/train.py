@@ -20,6 +20,7 @@ the same run uninterrupted (timing fields apart).
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import signal
 import threading
@@ -148,6 +149,12 @@ def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(counts, axis=1) == labels))
 
 
+# training.png is redrawn at the end of an epoch only when this long has passed since the
+# last drawing, and always after the last epoch: drawing it took 0.3-0.7 s, a tenth of an
+# epoch of the default N-MNIST run (benchmarks/RESULTS.md). Long runs still see it every epoch.
+PLOT_EVERY_S = 30.0
+
+
 class TrainingInterrupted(Exception):
     """Training stopped at a batch boundary because of Ctrl-C (SIGINT).
 
@@ -198,6 +205,7 @@ class Trainer:
         self.batches_seen = 0
         self.in_epoch: EpochProgress | None = None
         self.stop_requested = False
+        self.plotted_at = -math.inf
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -350,16 +358,18 @@ class Trainer:
         self.batches_seen = state.batches_seen
         self.in_epoch = None if state.in_epoch is None else EpochProgress(**state.in_epoch)
 
-    def _save_epoch_end(self, run_dir: Path, best: bool) -> None:
-        """Checkpoint (latest; best too when ``best``), then the network, metrics and plot."""
+    def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
+        """Checkpoint (latest; best too when ``best``), then the network, metrics and, with ``plot``, the plot."""
         paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
         save_checkpoint(paths, self.training_state())
-        self._save_results(run_dir)
+        self._save_results(run_dir, plot)
 
-    def _save_results(self, run_dir: Path) -> None:
+    def _save_results(self, run_dir: Path, plot: bool = True) -> None:
         save_network(run_dir / NETWORK_FILE, self.network)
         write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
-        plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+        if plot:
+            plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+            self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
     def fit(self, run_dir: Path | None = None, progress: bool = True,
@@ -450,7 +460,8 @@ class Trainer:
             improved = best is None or row["test_acc"] > best
             best = row["test_acc"] if improved else best
             if run_dir is not None:
-                self._save_epoch_end(run_dir, improved)
+                last = self.epoch == self.config.epochs
+                self._save_epoch_end(run_dir, improved, last or time.perf_counter() - self.plotted_at >= PLOT_EVERY_S)
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
                  f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "

@@ -51,6 +51,28 @@ def trained_state(tmp_path) -> TrainingState:
     return load_checkpoint(tmp_path / CHECKPOINT_LATEST)
 
 
+def test_best_checkpoint_is_linked_not_rewritten_and_keeps_its_content(tmp_path, monkeypatch):
+    """The second path is a hard link to the first (one write); replacing the first later
+    leaves it as it was; without hard links it is written."""
+    state = trained_state(tmp_path)
+    latest, best = tmp_path / "latest.npz", tmp_path / "best.npz"
+    save_checkpoint([latest, best], state)
+    assert latest.stat().st_ino == best.stat().st_ino
+    before = best.read_bytes()
+    state.epoch += 1
+    save_checkpoint([latest], state)
+    assert best.read_bytes() == before and latest.read_bytes() != before
+    assert load_checkpoint(best).epoch == state.epoch - 1
+
+    def no_links(*args):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr("evsim.files.os.link", no_links)
+    save_checkpoint([latest, best], state)
+    assert best.read_bytes() == latest.read_bytes() and latest.stat().st_ino != best.stat().st_ino
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
 def test_checkpoint_round_trip_keeps_every_array_and_scalar_type(tmp_path):
     state = trained_state(tmp_path)
     state.structure.update({"0.f32": np.float32(0.1), "0.py": 0.1, "0.none": None})
@@ -111,3 +133,19 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint([path], state)
     assert path.read_bytes() == before and load_checkpoint(path).epoch == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_training_plot_is_redrawn_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
+    drawn = []
+
+    def plot(metrics, path, source):
+        drawn.append(sum(row.get("type") == "epoch" for row in metrics))
+
+    monkeypatch.setattr("evsim.train.plot_training", plot)
+    monkeypatch.setattr("evsim.train.PLOT_EVERY_S", 1e9)
+    Trainer(toy_config(epochs=3), toy_dataset()).fit(tmp_path / "slow", progress=False, echo=lambda line: None)
+    assert drawn == [1, 3]  # the first epoch (nothing drawn yet), then the last
+    drawn.clear()
+    monkeypatch.setattr("evsim.train.PLOT_EVERY_S", 0.0)
+    Trainer(toy_config(epochs=3), toy_dataset()).fit(tmp_path / "every", progress=False, echo=lambda line: None)
+    assert drawn == [1, 2, 3]
