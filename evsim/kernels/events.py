@@ -225,7 +225,7 @@ def group_by_row(events: Events, n_rows: int) -> EventsByRow:
     Lets weight-gradient kernels loop over presynaptic rows in parallel, each
     thread writing only its own rows (no shared scatter). When every value is 1
     (spikes, binary input) the values are not moved and ``val`` is None: the sort then
-    writes one array instead of two (1.6-1.7x faster, benchmarks/RESULTS.md).
+    writes one array instead of two (1.4-1.85x faster, benchmarks/RESULTS.md).
     """
     n_runs = events.count // (EVENTS_PER_ROW_PER_RUN * max(n_rows, 1))
     unit = bool(np.all(events.val == 1))
