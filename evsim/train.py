@@ -460,8 +460,9 @@ class Trainer:
             improved = best is None or row["test_acc"] > best
             best = row["test_acc"] if improved else best
             if run_dir is not None:
-                last = self.epoch == self.config.epochs
-                self._save_epoch_end(run_dir, improved, last or time.perf_counter() - self.plotted_at >= PLOT_EVERY_S)
+                final_epoch = self.epoch == self.config.epochs
+                self._save_epoch_end(run_dir, improved,
+                                     final_epoch or time.perf_counter() - self.plotted_at >= PLOT_EVERY_S)
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
                  f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
