@@ -54,10 +54,10 @@ class _Float32x16Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
-def _address(context, builder, array_type, array, offset):
-    """Pointer to ``array.ravel()[offset]`` (``array`` contiguous) as a vector pointer."""
+def _address(context, builder, array_type, array, offset, vector_type=_VECTOR):
+    """Pointer to ``array.ravel()[offset]`` (``array`` contiguous) as a ``vector_type`` pointer."""
     data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [offset]), _VECTOR.as_pointer())
+    return builder.bitcast(builder.gep(data, [offset]), vector_type.as_pointer())
 
 
 def _broadcast(builder, value, vector_type):
@@ -75,8 +75,8 @@ def _first_lanes(builder, n, lanes=LANES):
     return builder.icmp_signed("<", index, _broadcast(builder, n, ir.VectorType(_I32, lanes)))
 
 
-def _check_contiguous_float32(array) -> bool:
-    return isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"
+def _check_contiguous(array, dtype) -> bool:
+    return isinstance(array, types.Array) and array.dtype == dtype and array.layout == "C"
 
 
 @intrinsic
@@ -85,7 +85,7 @@ def load(typingctx, array, offset, n):
 
     ``array`` C-contiguous float32; no bounds check (the caller's offsets must be in range).
     """
-    if not (_check_contiguous_float32(array) and isinstance(offset, types.Integer)
+    if not (_check_contiguous(array, types.float32) and isinstance(offset, types.Integer)
             and isinstance(n, types.Integer)):
         return None
 
@@ -102,7 +102,7 @@ def load(typingctx, array, offset, n):
 @intrinsic
 def store(typingctx, array, offset, vector, n):
     """Write lanes ``0..n-1`` of ``vector`` to ``array.ravel()[offset:offset + n]``."""
-    if not (_check_contiguous_float32(array) and isinstance(offset, types.Integer) and vector is float32x16
+    if not (_check_contiguous(array, types.float32) and isinstance(offset, types.Integer) and vector is float32x16
             and isinstance(n, types.Integer)):
         return None
 
@@ -157,14 +157,13 @@ def greater(typingctx, vector, scalar):
 def store_bytes(typingctx, array, offset, vector, n):
     """Write lanes ``0..n-1`` of ``vector``, whole numbers 0-255, as bytes to
     ``array.ravel()[offset:offset + n]`` (``array`` C-contiguous uint8; no bounds check)."""
-    if not (isinstance(array, types.Array) and array.dtype == types.uint8 and array.layout == "C"
-            and isinstance(offset, types.Integer) and vector is float32x16 and isinstance(n, types.Integer)):
+    if not (_check_contiguous(array, types.uint8) and isinstance(offset, types.Integer) and vector is float32x16
+            and isinstance(n, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
         cells = ir.VectorType(ir.IntType(8), LANES)
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), cells.as_pointer())
+        address = _address(context, builder, signature.args[0], args[0], args[1], cells)
         store_type = ir.FunctionType(ir.VoidType(), [cells, cells.as_pointer(), _I32, _MASK])
         masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16i8.p0")
         builder.call(masked_store, [builder.fptoui(args[2], cells), address, ir.Constant(_I32, 1),
@@ -208,13 +207,12 @@ def nonzero_bits(typingctx, array, offset, n):
 
     ``array`` C-contiguous uint8; no bounds check.
     """
-    if not (isinstance(array, types.Array) and array.dtype == types.uint8 and array.layout == "C"
-            and isinstance(offset, types.Integer) and isinstance(n, types.Integer)):
+    if not (_check_contiguous(array, types.uint8) and isinstance(offset, types.Integer)
+            and isinstance(n, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), _BYTES.as_pointer())
+        address = _address(context, builder, signature.args[0], args[0], args[1], _BYTES)
         load_type = ir.FunctionType(_BYTES, [_BYTES.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), _BYTES])
         masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v64i8.p0")
         zeros = ir.Constant(_BYTES, [0] * 64)
