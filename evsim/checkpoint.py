@@ -42,7 +42,8 @@ from evsim.synapses import SynapseStore
 NETWORK_FILE = "network.npz"
 CHECKPOINT_LATEST = "checkpoint-latest.npz"
 CHECKPOINT_BEST = "checkpoint-best.npz"
-CHECKPOINT_FORMAT = 1
+# 2: SD-SNN's regeneration counters are kept over the incomplete columns only.
+CHECKPOINT_FORMAT = 2
 # What np.load and the checks below raise on a damaged file.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
 
@@ -237,7 +238,8 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
                 raise CheckpointError(f"{path}: not a training checkpoint (a network-only file?)")
             if meta["format"] != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
-                                      f"evsim (format {CHECKPOINT_FORMAT})")
+                                      f"evsim (format {CHECKPOINT_FORMAT}); resume it with the evsim that wrote "
+                                      f"it, or start the run again")
             return TrainingState(
                 network=_network_from(f, meta, path_option),
                 config=meta["config"], data_source=meta["data_source"], epoch=meta["epoch"],

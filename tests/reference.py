@@ -128,3 +128,16 @@ def constrain(state, w, step, spine_steps, shrink):
     if step >= spine_steps:
         np.clip(w, r_minus, r_plus, out=w)
     state["prev_abs"] = np.abs(w).astype(np.float32)
+
+
+def regrowth_candidates(counter, would_be, exists, weights_abs, q, regrow_steps):
+    """SD-SNN's regeneration count over the dense layer (the oracle of
+    ``evsim.structure.sdsnn.regrowth_candidates``): ``counter`` int16, ``would_be`` (zero in
+    complete columns) and ``exists`` are ``[n_in, n_out]``; updates ``counter`` in place and
+    returns (pre, post) to regrow."""
+    threshold = np.percentile(weights_abs, q) if weights_abs.size else 0.0
+    qualifies = (np.abs(would_be) > threshold) & ~exists
+    counter[:] = np.where(qualifies, counter + 1, 0)
+    pre, post = np.nonzero(counter >= regrow_steps)
+    counter[pre, post] = 0
+    return pre, post

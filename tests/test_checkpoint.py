@@ -113,6 +113,13 @@ def test_truncated_or_foreign_checkpoints_give_one_line_errors(tmp_path):
     # Checkpoints share the network layout: the network of a checkpoint loads on its own too.
     path.write_bytes(data)
     assert load_network(path).sizes == [30, 12, 4]
+    with np.load(path, allow_pickle=False) as f:
+        members = {key: f[key] for key in f.files}
+    meta = json.loads(str(members.pop("meta")))
+    older = tmp_path / "older.npz"
+    np.savez(older, meta=np.array(json.dumps({**meta, "format": meta["format"] - 1})), **members)
+    with pytest.raises(CheckpointError, match="checkpoint format .* not supported .* start the run again"):
+        load_checkpoint(older)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

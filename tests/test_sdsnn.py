@@ -139,17 +139,53 @@ def test_regrowth_percentile_schedule():
 
 
 def test_regeneration_needs_r_consecutive_qualifying_steps():
-    exists = np.array([[True, False, False]])
-    weights_abs = np.array([0.5])
+    store = SynapseStore.from_dense(np.full((1, 4), 0.5, np.float32), np.array([[True, True, False, False]]))
+    columns = np.array([0, 2, 3])  # column 1 is complete: no counter
     counter = np.zeros((1, 3), np.int16)
-    strong = np.array([[9.0, 1.0, 1.0]])
-    weak = np.array([[9.0, 1.0, 0.1]])
-    pre, post = regrowth_candidates(counter, strong, exists, weights_abs, 50, 3)
+    strong = np.array([[9.0, 1.0, 1.0]], np.float32)
+    weak = np.array([[9.0, 1.0, 0.1]], np.float32)
+    pre, slot = regrowth_candidates(counter, strong, columns, store, 50, 3)
     assert pre.size == 0 and counter.tolist() == [[0, 1, 1]]  # existing synapses never count
-    regrowth_candidates(counter, weak, exists, weights_abs, 50, 3)  # (0, 2) drops out: reset
+    regrowth_candidates(counter, weak, columns, store, 50, 3)  # (0, 3) drops out: reset
     assert counter.tolist() == [[0, 2, 0]]
-    pre, post = regrowth_candidates(counter, strong, exists, weights_abs, 50, 3)
-    assert list(zip(pre, post)) == [(0, 1)] and counter.tolist() == [[0, 0, 1]]
+    pre, slot = regrowth_candidates(counter, strong, columns, store, 50, 3)
+    assert list(zip(pre, columns[slot])) == [(0, 2)] and counter.tolist() == [[0, 0, 1]]
+
+
+def test_regeneration_count_equals_dense_numpy_oracle(rng):
+    """Steps of random would-be updates over changing incomplete columns (neurons killed,
+    synapses regrown, the counters carried from one set of columns to the next) give the
+    counters and candidates of the dense NumPy count over the whole layer."""
+    from evsim.structure.sdsnn import LayerDevelopment
+
+    n_in, n_out, regrow_steps = 40, 30, 3
+    layer = small_network(rng, (n_in, n_out, 2)).layers[0]
+    layer.store.prune(rng.random(layer.store.nnz) < 0.3)
+    layer.rebuild()
+    dev = LayerDevelopment(layer, CFG)
+    dense_counter = np.zeros((n_in, n_out), np.int16)
+    regrown = 0
+    for step in range(12):
+        if step == 4:
+            layer.kill(np.array([3, 17]))
+        dev.observe(layer.incomplete, rng.normal(0, 1, (n_in, layer.incomplete.size)).astype(np.float32))
+        would_be = dev.would_be_update(0.1, adaptive=False)
+        dense_would_be = np.zeros((n_in, n_out), np.float32)
+        dense_would_be[:, dev.columns] = would_be
+        dev.carry_counter(n_out)
+        store = layer.store
+        pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, 40, regrow_steps)
+        want_pre, want_post = reference.regrowth_candidates(dense_counter, dense_would_be, store.mask(),
+                                                            np.abs(store.data), 40, regrow_steps)
+        np.testing.assert_array_equal(pre, want_pre)
+        np.testing.assert_array_equal(dev.columns[slot], want_post)
+        carried = np.zeros((n_in, n_out), np.int16)
+        carried[:, dev.columns] = dev.counter
+        np.testing.assert_array_equal(carried, dense_counter)
+        if pre.size:
+            regrown += layer.regrow(pre, dev.columns[slot], -would_be[pre, slot])
+        dev.reset_interval()
+    assert regrown > 0 and dense_counter.any()
 
 
 def small_network(rng, sizes=(30, 20, 4)):
@@ -261,11 +297,12 @@ def test_would_be_update_over_the_interval_or_scaled_to_an_epoch(rng):
     g1, g2 = np.array([[1.0, -2.0]] * 3, np.float32), np.array([[3.0, -2.0]] * 3, np.float32)
     dev.observe(columns, g1)
     dev.observe(columns, g2)
-    sgd = dev.would_be_update(4, lr=0.1, adaptive=False)
-    np.testing.assert_allclose(sgd[:, [1, 3]], 0.1 * (g1 + g2))
-    assert np.all(sgd[:, [0, 2]] == 0)  # complete columns have no missing synapse
-    epoch = dev.would_be_update(4, lr=0.1, adaptive=False, epoch_batches=10)
+    sgd = dev.would_be_update(lr=0.1, adaptive=False)
+    np.testing.assert_allclose(sgd, 0.1 * (g1 + g2))  # over the interval's columns only
+    epoch = dev.would_be_update(lr=0.1, adaptive=False, epoch_batches=10)
     np.testing.assert_allclose(epoch, 5 * sgd)  # the interval's rate over 10 batches, not 2
-    adam = dev.would_be_update(4, lr=0.1, adaptive=True)
+    adam = dev.would_be_update(lr=0.1, adaptive=True)
     rms = np.sqrt((g1 ** 2 + g2 ** 2) / 2)
-    np.testing.assert_allclose(adam[:, [1, 3]], 0.1 * (g1 + g2) / rms, rtol=1e-6)
+    np.testing.assert_allclose(adam, 0.1 * (g1 + g2) / rms, rtol=1e-6)
+    dev.reset_interval()
+    assert dev.grad_sum.size == dev.grad_sq_sum.size == 0  # nothing stale left to checkpoint

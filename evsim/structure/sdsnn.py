@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.errors import ConfigError
+from evsim.kernels.regrowth import _count_regrowth
 from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
 from evsim.network import Network
@@ -141,33 +142,38 @@ def update_rho(rho: float, step: int, n_alive: int, n_next: int, cfg: SDSNNConfi
 
 
 # ----------------------------------------------------- 3. synaptic regeneration
-def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, exists: np.ndarray, weights_abs: np.ndarray,
-                        q: float, regrow_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Update the consecutive-qualification counter (in place) and return (pre, post) to regrow.
+def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.ndarray, store, q: float,
+                        regrow_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Update the consecutive-qualification counters of the missing synapses in ``columns``
+    (in place) and return those to regrow, as (pre, position in ``columns``).
 
     A missing synapse qualifies when |would-be update| exceeds the q-th percentile of
-    the layer's existing |w|; any non-qualifying step resets its counter.
+    the layer's existing |w|; any non-qualifying step resets its counter. ``counter``
+    int16 and ``would_be`` float32 are ``[n_in, len(columns)]``: no synapse is missing
+    in the other columns (see :func:`evsim.kernels.regrowth._count_regrowth`).
     """
-    threshold = np.percentile(weights_abs, q) if weights_abs.size else 0.0
-    qualifies = (np.abs(would_be) > threshold) & ~exists
-    counter[:] = np.where(qualifies, counter + 1, 0)
-    pre, post = np.nonzero(counter >= regrow_steps)
-    counter[pre, post] = 0
-    return pre, post
+    threshold = np.percentile(np.abs(store.data), q) if store.nnz else np.float64(0.0)
+    column_slot = np.full(store.shape[1], -1, dtype=np.int64)
+    column_slot[columns] = np.arange(columns.size)
+    ready = np.zeros(would_be.shape, dtype=bool)
+    _count_regrowth(would_be, np.float64(threshold), store.indptr, store.indices, column_slot, counter,
+                    regrow_steps, ready)
+    return np.nonzero(ready)
 
 
 class LayerDevelopment:
-    """Per-layer development state: rho, q, regeneration counters, and the would-be
-    gradient sums of the current interval over the layer's incomplete columns."""
+    """Per-layer development state: rho, q, and, over the layer's incomplete columns, the
+    regeneration counters and the would-be gradient sums of the current interval."""
 
     def __init__(self, layer: SparseLinear, cfg: SDSNNConfig):
         self.rho = cfg.rho_init
         self.q = cfg.q_base
-        self.counter = np.zeros(layer.store.shape, dtype=np.int16)
         self.columns = np.zeros(0, dtype=np.int64)
         self.grad_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
         self.grad_sq_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
         self.batches = 0
+        self.counter = np.zeros((layer.n_in, 0), dtype=np.int16)
+        self.counter_columns = np.zeros(0, dtype=np.int64)
 
     def observe(self, columns: np.ndarray, would_be_grad: np.ndarray) -> None:
         """Add one batch's would-be gradients ``[n_in, len(columns)]``."""
@@ -180,22 +186,35 @@ class LayerDevelopment:
         self.grad_sq_sum += would_be_grad * would_be_grad
         self.batches += 1
 
-    def would_be_update(self, n_out: int, lr: float, adaptive: bool, epoch_batches: int | None = None,
+    def would_be_update(self, lr: float, adaptive: bool, epoch_batches: int | None = None,
                         eps: float = 1e-8) -> np.ndarray:
-        """Dense ``[n_in, n_out]`` would-be update over the interval (zero in complete
-        columns); with ``epoch_batches``, at the interval's rate over that many batches."""
+        """The would-be update ``[n_in, len(columns)]`` over the interval; with
+        ``epoch_batches``, at the interval's rate over that many batches."""
         scale = lr if epoch_batches is None else lr * epoch_batches / max(self.batches, 1)
         if adaptive:
             rms = np.sqrt(self.grad_sq_sum / max(self.batches, 1))
-            step = scale * self.grad_sum / (rms + eps)
-        else:
-            step = scale * self.grad_sum
-        out = np.zeros((self.grad_sum.shape[0], n_out), dtype=np.float32)
-        out[:, self.columns] = step
-        return out
+            return scale * self.grad_sum / (rms + eps)
+        return scale * self.grad_sum
+
+    def carry_counter(self, n_out: int) -> None:
+        """Re-index the regeneration counters from the columns they were counted over to
+        this interval's. A column that left holds no missing synapse any more; one that
+        joined had none missing, or no would-be update, at the last count: both at 0."""
+        if np.array_equal(self.counter_columns, self.columns):
+            return
+        slot = np.full(n_out, -1, dtype=np.int64)
+        slot[self.counter_columns] = np.arange(self.counter_columns.size)
+        before = slot[self.columns]
+        kept = before >= 0
+        counter = np.zeros((self.counter.shape[0], self.columns.size), dtype=np.int16)
+        counter[:, kept] = self.counter[:, before[kept]]
+        self.counter, self.counter_columns = counter, self.columns.copy()
 
     def reset_interval(self) -> None:
+        """Start a new interval; the sums are dropped, not kept to be saved in checkpoints."""
         self.batches = 0
+        self.grad_sum = np.zeros((self.grad_sum.shape[0], 0), dtype=np.float32)
+        self.grad_sq_sum = np.zeros((self.grad_sq_sum.shape[0], 0), dtype=np.float32)
 
 
 class SDSNN:
@@ -249,14 +268,15 @@ class SDSNN:
                     pruned = layer.kill(kill)
                 dev.q = regrowth_percentile(s, cfg)
                 if dev.batches:
-                    would_be = dev.would_be_update(layer.n_out, lr, self.adaptive, self.epoch_batches)
-                    pre, post = regrowth_candidates(dev.counter, would_be, store.mask(), np.abs(store.data), dev.q,
+                    would_be = dev.would_be_update(lr, self.adaptive, self.epoch_batches)
+                    dev.carry_counter(layer.n_out)
+                    pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, dev.q,
                                                     cfg.regrow_steps)
                     if pre.size:
                         # A new synapse starts with the layer's current range, like every synapse did.
                         m = float(np.abs(store.data).max()) if store.nnz else 1.0
-                        weights = np.clip(-would_be[pre, post], -m, m)
-                        regrown = layer.regrow(pre, post, weights, {"r_plus": m, "r_minus": -m})
+                        weights = np.clip(-would_be[pre, slot], -m, m)
+                        regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
                         store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
             dev.reset_interval()
             layer.sync_weights()
