@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,16 +208,59 @@ def checkpoint_bytes(state: TrainingState) -> bytes:
         raise CheckpointError(f"cannot checkpoint the training state: {exc}") from None
 
 
-def save_checkpoint(paths: list[Path], state: TrainingState) -> None:
-    """Serialise ``state`` once and write it atomically to the first path in ``paths``;
-    the others become hard links to it (the default N-MNIST run's 45 MB checkpoint took
+def write_checkpoint(paths: list[Path], payload: bytes) -> None:
+    """Write the bytes of a checkpoint atomically to the first path in ``paths``; the
+    others become hard links to it (the default N-MNIST run's 45 MB checkpoint took
     0.05-0.65 s to write and fsync on the development machine, twice when the test
     accuracy improved)."""
-    payload = checkpoint_bytes(state)
     first, *others = [Path(path) for path in paths]
     write_bytes_atomic(first, payload)
     for path in others:
         link_atomic(first, path, payload)
+
+
+def save_checkpoint(paths: list[Path], state: TrainingState) -> None:
+    """Serialise ``state`` once and write it (see :func:`write_checkpoint`)."""
+    write_checkpoint(paths, checkpoint_bytes(state))
+
+
+class CheckpointWriter:
+    """Saves checkpoints, writing them on a background thread.
+
+    The state is serialised at once, so training can change it afterwards. The bytes
+    then reach the disk while training goes on: on the development machine, a 34 MB
+    checkpoint of the default N-MNIST run took 0.1-1.2 s to write and fsync, which was
+    8 s of a 72 s run. One write runs at a time, and a new save waits for the last one.
+    :meth:`wait` returns once the last write is on disk, and raises its error if it
+    failed. The thread is not a daemon, so the interpreter lets a write finish before it
+    exits.
+    """
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evsim-checkpoint")
+        self._pending: tuple[Path, Future] | None = None
+
+    def save(self, paths: list[Path], state: TrainingState) -> None:
+        payload = checkpoint_bytes(state)
+        self.wait()
+        self._pending = Path(paths[0]), self._pool.submit(write_checkpoint, paths, payload)
+
+    def wait(self) -> None:
+        """Block until the last checkpoint is written.
+
+        Raises
+        ------
+        CheckpointError
+            If writing it failed (the previous checkpoint at that path is intact).
+        """
+        if self._pending is None:
+            return
+        (path, future), self._pending = self._pending, None
+        try:
+            future.result()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: the checkpoint could not be written ({_reason(exc)}); the previous one "
+                                  f"is intact; check the free space and permissions of {path.parent}") from None
 
 
 def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:

@@ -40,9 +40,9 @@ from evsim.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
     NETWORK_FILE,
+    CheckpointWriter,
     TrainingState,
     load_checkpoint,
-    save_checkpoint,
     save_network,
 )
 from evsim.data.encoding import encode_events
@@ -206,6 +206,7 @@ class Trainer:
         self.in_epoch: EpochProgress | None = None
         self.stop_requested = False
         self.plotted_at = -math.inf
+        self.checkpoints = CheckpointWriter()
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -361,7 +362,7 @@ class Trainer:
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), then the network, metrics and, with ``plot``, the plot."""
         paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
-        save_checkpoint(paths, self.training_state())
+        self.checkpoints.save(paths, self.training_state())
         self._save_results(run_dir, plot)
 
     def _save_results(self, run_dir: Path, plot: bool = True) -> None:
@@ -379,13 +380,17 @@ class Trainer:
         BLAS is held to one thread meanwhile: its only use here is a small matmul, and
         OpenBLAS threads spinning after it starve Numba's parallel kernels (measured:
         a 784-800-10 training batch takes about 2.2x longer with multithreaded BLAS).
-        Numba's thread count is restored afterwards.
+        Numba's thread count is restored afterwards. Checkpoints are written on a
+        background thread (:class:`~evsim.checkpoint.CheckpointWriter`) while the next
+        epoch trains; fit returns once the last one is on disk.
 
         Raises
         ------
         TrainingInterrupted
             After Ctrl-C: the current batch is finished and, with ``run_dir``, the
             state is saved to ``checkpoint-latest.npz`` first.
+        CheckpointError
+            If a checkpoint could not be written (disk full, no permission).
         """
         threads = numba.get_num_threads()
         self.stop_requested = False  # a fit after an interrupted one continues
@@ -394,6 +399,7 @@ class Trainer:
                 return self._fit(run_dir, progress, echo)
         finally:
             numba.set_num_threads(threads)
+            self.checkpoints.wait()  # an interrupted run's checkpoint is on disk before fit returns
 
     @contextmanager
     def _stop_on_sigint(self):
@@ -433,7 +439,7 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
                 if run_dir is not None:
-                    save_checkpoint([run_dir / CHECKPOINT_LATEST], self.training_state())
+                    self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state())
                     write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
@@ -467,6 +473,7 @@ class Trainer:
                  f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
                  f"{row['epoch_s']:.1f}s")
+        self.checkpoints.wait()  # the summary is written once the last checkpoint is on disk
         last = [row for row in self.metrics if row.get("type") == "epoch"][-1]
         summary = {
             "dataset": self.dataset.name,

@@ -1,11 +1,12 @@
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
 
-from evsim.checkpoint import (CHECKPOINT_LATEST, NETWORK_FILE, TrainingState, load_checkpoint, load_network,
-                              save_checkpoint, save_network)
+from evsim.checkpoint import (CHECKPOINT_LATEST, NETWORK_FILE, CheckpointWriter, TrainingState, load_checkpoint,
+                              load_network, save_checkpoint, save_network)
 from evsim.errors import CheckpointError
 from evsim.network import Network
 from evsim.train import Trainer
@@ -139,6 +140,45 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="cannot checkpoint"):
         save_checkpoint([path], state)
     assert path.read_bytes() == before and load_checkpoint(path).epoch == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_checkpoint_writer_writes_in_the_background_and_reports_failures(tmp_path, monkeypatch):
+    """save() returns while the bytes are still being written, with the state already
+    serialised; wait() returns once they are on disk, or raises one line if the write
+    failed, leaving the previous checkpoint intact."""
+    state = trained_state(tmp_path)
+    path = tmp_path / CHECKPOINT_LATEST
+    before = path.read_bytes()
+    release, writing = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        writing.append(threading.current_thread().name)
+        assert release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = CheckpointWriter()
+    state.epoch = 7
+    writer.save([path], state)
+    state.epoch = 8  # changing the state after save() does not change what is written
+    assert path.read_bytes() == before  # not written yet: the writer thread waits in fsync
+    release.set()
+    writer.wait()
+    assert writing and writing[0] != threading.current_thread().name
+    assert load_checkpoint(path).epoch == 7
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    writer.save([path], state)
+    with pytest.raises(CheckpointError, match="could not be written .*No space left.* previous one is intact") as info:
+        writer.wait()
+    assert "\n" not in str(info.value)
+    writer.wait()  # the failure is reported once
+    assert load_checkpoint(path).epoch == 7
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
 
 
