@@ -38,7 +38,8 @@ every delivered event adds a whole dense row of the alive neurons (missing synap
 included, as zeros), for ``csr`` only the existing synapses (= SOPs).
 
 Fits: ``time = a + b * SOPs`` (``np.polyfit``) per sweep, mode and path, with slope
-(ns per SOP), intercept (us per sample) and R²; the same against ``visits``. If work
+(ns per SOP), intercept (us per sample) and R²; the same against ``visits``; and for
+the grid, the same per synapse density (one network, activity varied). If work
 scales with events, not matrix size, the grid's fit against SOPs is linear (R² near 1)
 whatever the density. The PNG shows log-log scatter (colour = synapse density, marker
 = path, black diamonds = pruning sweep) with the fitted lines, one panel per mode.
@@ -170,16 +171,20 @@ def run(sizes=SIZES, n_steps=20, batch=64, activities=(0.01, 0.02, 0.05, 0.10, 0
 
 
 def fit_all(points: list[dict]) -> list[dict]:
-    """Linear fits of time per sample against SOPs and against path visits, per sweep, mode and path."""
+    """Linear fits of time per sample against SOPs and against path visits, per sweep, mode
+    and path; for the grid also per synapse density (one network, activity varied)."""
     fits = []
-    groups = sorted({(p["sweep"], p["path"]) for p in points})
-    for sweep, path in groups:
-        group = [p for p in points if p["sweep"] == sweep and p["path"] == path]
+    groups = sorted({(p["sweep"], p["path"], None) for p in points}, key=str)
+    groups += sorted({("grid", p["path"], p["density"]) for p in points if p["sweep"] == "grid"},
+                     key=lambda group: (group[1], -group[2]))
+    for sweep, path, density in groups:
+        group = [p for p in points if p["sweep"] == sweep and p["path"] == path
+                 and (density is None or p["density"] == density)]
         for mode in MODES:
             y = [p[f"{mode}_us_per_sample"] for p in group]
             for against in ("sops", "visits"):
                 fit = linear_fit([p[f"{against}_per_sample"] for p in group], y)
-                fits.append({"sweep": sweep, "path": path, "mode": mode, "against": against,
+                fits.append({"sweep": sweep, "path": path, "density": density, "mode": mode, "against": against,
                              "ns_per_op": 1e3 * fit["slope"], "intercept_us": fit["intercept"],
                              "r2": fit["r2"], "points": fit["points"]})
     return fits
@@ -200,7 +205,8 @@ def markdown(points: list[dict], fits: list[dict]) -> str:
             "| sweep | path | mode | x | points | slope b (ns / op) | intercept a (us / sample) | R² |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for f in fits:
-        out.append(f"| {f['sweep']} | {f['path']} | {MODE_TITLES[f['mode']]} | {f['against']} | {f['points']} "
+        sweep = f["sweep"] if f["density"] is None else f"{f['sweep']}, density {f['density']:.0%}"
+        out.append(f"| {sweep} | {f['path']} | {MODE_TITLES[f['mode']]} | {f['against']} | {f['points']} "
                    f"| {f['ns_per_op']:.3f} | {f['intercept_us']:.1f} | {f['r2']:.3f} |")
     return "\n".join(out)
 
@@ -230,7 +236,7 @@ def plot(points: list[dict], fits: list[dict], path: str, title: str) -> None:
                 ax.annotate(f"{p['pruned']:.0%}", (p["sops_per_sample"], p[f"{mode}_us_per_sample"]),
                             textcoords="offset points", xytext=(5, -10), fontsize=7)
         for f in fits:
-            if f["mode"] != mode or f["against"] != "sops" or not np.isfinite(f["ns_per_op"]):
+            if f["mode"] != mode or f["against"] != "sops" or f["density"] is not None or not np.isfinite(f["ns_per_op"]):
                 continue
             xs = np.array([p["sops_per_sample"] for p in points
                            if p["sweep"] == f["sweep"] and p["path"] == f["path"] and p["sops_per_sample"] > 0])

@@ -26,6 +26,19 @@ def test_forward_equals_dense_reference(rng, path, reset, density):
     assert o_ref.sum() > 0, "test input should make neurons fire"
 
 
+def test_auto_path_scatters_only_below_the_density_threshold(rng):
+    """csr below CSR_DENSITY_THRESHOLD among the alive neurons, rows above; neuron-level
+    pruning keeps the alive neurons complete, so a layer pruned that way stays on rows."""
+    from evsim.layers import CSR_DENSITY_THRESHOLD
+
+    for density, path in ((0.5 * CSR_DENSITY_THRESHOLD, "csr"), (2 * CSR_DENSITY_THRESHOLD, "rows")):
+        layer, _, _ = make_layer(rng, 2000, 100, density, "auto")
+        assert layer.path == path, density
+    layer, _, _ = make_layer(rng, 200, 100, 1.0, "auto")
+    layer.kill(np.arange(99))
+    assert layer.store.density < CSR_DENSITY_THRESHOLD and layer.path == "rows"
+
+
 def test_paths_agree_on_count_inputs(rng):
     """Count frames: a value k acts as k events."""
     rows, weight, bias = make_layer(rng, 40, 30, 0.5, "rows")
