@@ -7,9 +7,10 @@ truth), a bias, and an *execution plan* rebuilt whenever the structure changes:
   after neuronal pruning is dead: it is compacted away, costs nothing and never
   fires; its bias is frozen);
 - the propagation path: ``rows`` (a dense ``[n_pre, N_alive]`` matrix: the CSR data
-  itself when every alive neuron has all its synapses, else an execution copy
-  refreshed from the CSR data after every optimizer step) or ``csr`` (the CSR
-  arrays themselves, with compacted column indices).
+  itself when every alive neuron has all its synapses and N_alive is a whole number of
+  cache lines, else an execution copy with rows padded to whole lines, refreshed from
+  the CSR data after every optimizer step) or ``csr`` (the CSR arrays themselves,
+  with compacted column indices).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evsim.aligned import aligned_empty, aligned_zeros
+from evsim.aligned import aligned_empty, aligned_zeros, line_width
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, dense_to_events, group_by_row
 from evsim.kernels.grad import (
@@ -153,19 +154,26 @@ class SparseLinear:
             "csr" if alive_density < CSR_DENSITY_THRESHOLD else "rows")
         # Every alive neuron has all its synapses (no pruning, or neuron-level pruning
         # only): the canonical CSR data *is* the row-major [n_in, N_alive] matrix, so the
-        # rows path uses it in place, with no copy to sync and no gradient to gather.
-        self.complete = self.store.nnz == self.n_in * self.alive_index.size
-        self.weight_rows = None
-        if self.path == "rows":
-            if self.complete:
-                self.weight_rows = self.store.data.reshape(self.n_in, self.alive_index.size)
-            else:
-                self.weight_rows = aligned_zeros((self.n_in, self.alive_index.size))
-                self.sync_weights()
+        # rows path uses it in place, with no gradient to gather, and with no copy to
+        # sync where its rows are whole cache lines (aligned.line_width).
+        n_alive = self.alive_index.size
+        self.complete = self.store.nnz == self.n_in * n_alive
+        self.weight_rows = None  # [n_in, line_width(N_alive)]; columns past N_alive are 0
+        self.rows_copied = self.path == "rows" and not (self.complete and line_width(n_alive) == n_alive)
+        if self.path == "rows" and not self.rows_copied:
+            self.weight_rows = self.store.data.reshape(self.n_in, n_alive)
+        elif self.path == "rows":
+            self.weight_rows = aligned_zeros((self.n_in, line_width(n_alive)))
+            self.sync_weights()
 
     def sync_weights(self) -> None:
         """Refresh the dense execution copy from the CSR data (call after every weight change)."""
-        if self.weight_rows is not None and not self.complete:
+        if not self.rows_copied:
+            return
+        n_alive = self.alive_index.size
+        if self.complete:
+            self.weight_rows[:, :n_alive] = self.store.data.reshape(self.n_in, n_alive)
+        else:
             _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
 
     # ---------------------------------------------------------------- forward
@@ -213,7 +221,11 @@ class SparseLinear:
         Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
         """
         n_steps, batch, n_alive = trace.u.shape
-        grad_u = aligned_empty(trace.u.shape)  # summed row by row for the weight gradient
+        factored = self.path == "rows" and need_input_grad and factors_ok and n_alive <= FACTORED_MAX_NEURONS
+        # Summed row by row for the weight gradient, so rows padded to whole cache lines
+        # (columns past N_alive are never read); factors are read whole, so not those.
+        grad_u = aligned_empty((n_steps, batch, n_alive if factored else line_width(n_alive)))
+        grad_u2 = grad_u.reshape(n_steps * batch, grad_u.shape[2])
         grad_bias_per_sample = np.empty((batch, n_alive), dtype=np.float32)
         if isinstance(grad_spikes, InputGradFactors):
             dense, above, weights_above = None, grad_spikes.grad_u, grad_spikes.weights
@@ -222,7 +234,6 @@ class SparseLinear:
         _lif_backward(dense, above, weights_above, trace.u, trace.spikes, SURROGATES.index(lif.surrogate),
                       np.float32(lif.width), np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard",
                       lif.detach_reset, grad_u, grad_bias_per_sample)
-        grad_u2 = grad_u.reshape(n_steps * batch, n_alive)
         self.grad_bias = np.zeros(self.n_out, dtype=np.float32)
         self.grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 
@@ -239,22 +250,23 @@ class SparseLinear:
                              self.grad_data)
         self.would_be_grad = None
         if would_be_grad:
-            error = aligned_zeros((n_steps * batch, self.incomplete.size))
+            error = aligned_zeros((n_steps * batch, line_width(self.incomplete.size)))  # padded like grad_u
+            columns = error[:, :self.incomplete.size]
             local = self.local_index[self.incomplete]
             alive = local >= 0
-            error[:, alive] = grad_u2[:, local[alive]]
+            columns[:, alive] = grad_u2[:, local[alive]]
             if would_be_grad_u is not None:
-                error[:, ~alive] = would_be_grad_u.reshape(n_steps * batch, self.n_out)[:, self.incomplete[~alive]]
+                columns[:, ~alive] = would_be_grad_u.reshape(n_steps * batch, self.n_out)[:, self.incomplete[~alive]]
             self.would_be_grad = np.empty((self.n_in, self.incomplete.size), dtype=np.float32)
             weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, self.would_be_grad)
 
         if not need_input_grad:
             return None
         if self.path == "rows":
-            weights = self.weight_rows if input_rows is None else self.weight_rows[input_rows]
-            if factors_ok and n_alive <= FACTORED_MAX_NEURONS:
+            weights = self.weight_rows[:, :n_alive] if input_rows is None else self.weight_rows[input_rows, :n_alive]
+            if factored:
                 return InputGradFactors(grad_u2, np.ascontiguousarray(weights.T))
-            grad_in = grad_u2 @ weights.T
+            grad_in = grad_u2[:, :n_alive] @ weights.T
         else:
             grad_in = np.empty((n_steps * batch, self.n_in), dtype=np.float32)
             _input_grad_csr(grad_u2, self.store.indptr, self.columns, self.store.data, grad_in)
