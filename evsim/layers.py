@@ -54,9 +54,10 @@ _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
 
 
 class InputGradFactors(NamedTuple):
-    """A layer's input gradient ``[T, B, n]`` as the product ``(grad_u @ weights)`` reshaped,
-    not formed: ``grad_u`` float32 ``[T*B, M]`` (dL/du of the M alive neurons),
-    ``weights`` float32 ``[M, n]`` C-contiguous (their weights from the n inputs)."""
+    """A layer's input gradient ``[T, B, n]`` as the product ``(grad_u[:, :M] @ weights)``
+    reshaped, not formed: ``grad_u`` float32 ``[T*B, >= M]`` C-contiguous (dL/du of the M
+    alive neurons, rows padded past them), ``weights`` float32 ``[M, n]`` C-contiguous
+    (their weights from the n inputs)."""
 
     grad_u: np.ndarray
     weights: np.ndarray
@@ -95,6 +96,7 @@ class SparseLinear:
         self.grad_data = np.zeros(0, dtype=np.float32)
         self.grad_bias = np.zeros(store.shape[1], dtype=np.float32)
         self.would_be_grad: np.ndarray | None = None
+        self.error_factors: InputGradFactors | None = None
         self.rebuild()
 
     @classmethod
@@ -194,9 +196,9 @@ class SparseLinear:
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray | InputGradFactors, lif: LIFParameters,
-                 need_input_grad: bool, would_be_grad: bool = False,
-                 would_be_grad_u: np.ndarray | None = None, input_rows: np.ndarray | None = None,
-                 factors_ok: bool = False) -> np.ndarray | InputGradFactors | None:
+                 need_input_grad: bool, would_be_grad: bool = False, dead_error: InputGradFactors | None = None,
+                 input_rows: np.ndarray | None = None, factors_ok: bool = False,
+                 error_rows: np.ndarray | None = None) -> np.ndarray | InputGradFactors | None:
         """BPTT through this layer.
 
         Parameters
@@ -213,18 +215,19 @@ class SparseLinear:
             *missing* synapse would have: ``self.would_be_grad`` ``[n_in, n_incomplete]``
             over the columns that miss synapses (``self.incomplete``), accumulated
             event by event like the weight gradient; complete columns cost nothing.
-        would_be_grad_u : ``[T, B, n_out]`` error each neuron would receive; used for
-            dead neurons (the input gradient of the next layer at their row, i.e. a
-            revived neuron's dL/dI with the surrogate at 1). Dead neurons get zero
-            error without it.
+        dead_error : the error the dead neurons would receive, as factors: the layer
+            above's ``error_factors`` for this layer's dead neurons in ascending order
+            (their row of the input gradient above, i.e. a revived neuron's dL/dI with
+            the surrogate at 1). Dead neurons get zero error without it.
+        error_rows : input neurons (the dead ones below, ascending) whose input gradient
+            is also wanted, as factors: sets ``self.error_factors``.
 
         Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
         """
         n_steps, batch, n_alive = trace.u.shape
-        factored = self.path == "rows" and need_input_grad and factors_ok and n_alive <= FACTORED_MAX_NEURONS
         # Summed row by row for the weight gradient, so rows padded to whole cache lines
-        # (columns past N_alive are never read); factors are read whole, so not those.
-        grad_u = aligned_empty((n_steps, batch, n_alive if factored else line_width(n_alive)))
+        # (columns past N_alive are never read).
+        grad_u = aligned_empty((n_steps, batch, line_width(n_alive)))
         grad_u2 = grad_u.reshape(n_steps * batch, grad_u.shape[2])
         grad_bias_per_sample = np.empty((batch, n_alive), dtype=np.float32)
         if isinstance(grad_spikes, InputGradFactors):
@@ -250,21 +253,16 @@ class SparseLinear:
                              self.grad_data)
         self.would_be_grad = None
         if would_be_grad:
-            error = aligned_zeros((n_steps * batch, line_width(self.incomplete.size)))  # padded like grad_u
-            columns = error[:, :self.incomplete.size]
-            local = self.local_index[self.incomplete]
-            alive = local >= 0
-            columns[:, alive] = grad_u2[:, local[alive]]
-            if would_be_grad_u is not None:
-                columns[:, ~alive] = would_be_grad_u.reshape(n_steps * batch, self.n_out)[:, self.incomplete[~alive]]
-            self.would_be_grad = np.empty((self.n_in, self.incomplete.size), dtype=np.float32)
-            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, self.would_be_grad)
+            self.would_be_grad = self._would_be_grad(by_row, grad_u2, dead_error)
+        self.error_factors = None
+        if error_rows is not None:
+            self.error_factors = InputGradFactors(grad_u2, np.ascontiguousarray(self._weights_from(error_rows).T))
 
         if not need_input_grad:
             return None
         if self.path == "rows":
             weights = self.weight_rows[:, :n_alive] if input_rows is None else self.weight_rows[input_rows, :n_alive]
-            if factored:
+            if factors_ok and n_alive <= FACTORED_MAX_NEURONS:
                 return InputGradFactors(grad_u2, np.ascontiguousarray(weights.T))
             grad_in = grad_u2[:, :n_alive] @ weights.T
         else:
@@ -273,3 +271,38 @@ class SparseLinear:
             if input_rows is not None:
                 grad_in = np.ascontiguousarray(grad_in[:, input_rows])
         return grad_in.reshape(n_steps, batch, grad_in.shape[1])
+
+    def _would_be_grad(self, by_row, grad_u2: np.ndarray, dead_error: InputGradFactors | None) -> np.ndarray:
+        """``[n_in, n_incomplete]``: sum over the events of each input of the error of every
+        neuron that misses synapses; an alive one's is its dL/du, a dead one's comes from
+        ``dead_error`` (zero without it)."""
+        local = self.local_index[self.incomplete]
+        alive = local >= 0
+        n_alive = int(alive.sum())
+        out = np.zeros((self.n_in, self.incomplete.size), dtype=np.float32)
+        if dead_error is not None and n_alive < alive.size:
+            # A dead neuron's error is its row of the input gradient above, dL/du_above @ W_dead.
+            # Summed over the events first, (sum_e x_e dL/du_above[slot_e]) @ W_dead costs
+            # events x M_above plus n_in x M_above x dead, instead of events x dead.
+            if dead_error.weights.shape[1] != alive.size - n_alive:
+                raise ShapeError(f"dead_error has {dead_error.weights.shape[1]} neurons, "
+                                 f"expected {alive.size - n_alive}")
+            summed = np.empty((self.n_in, dead_error.weights.shape[0]), dtype=np.float32)
+            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, dead_error.grad_u, summed)
+            if n_alive == 0:
+                np.matmul(summed, dead_error.weights, out=out)
+            else:
+                out[:, ~alive] = summed @ dead_error.weights
+        if n_alive:  # revived neurons, and alive ones missing some synapses
+            error = aligned_empty((grad_u2.shape[0], line_width(n_alive)))
+            error[:, :n_alive] = grad_u2[:, local[alive]]
+            part = np.empty((self.n_in, n_alive), dtype=np.float32)
+            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, part)
+            out[:, alive] = part
+        return out
+
+    def _weights_from(self, rows: np.ndarray) -> np.ndarray:
+        """Dense ``[len(rows), N_alive]`` weights from input neurons ``rows`` to the alive neurons."""
+        if self.path == "rows":
+            return self.weight_rows[rows, :self.alive_index.size]
+        return self.store.matrix[rows][:, self.alive_index].toarray().astype(np.float32, copy=False)

@@ -95,21 +95,19 @@ class Network:
         grad_spikes = np.ascontiguousarray(
             np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]
             .repeat(n_steps, axis=0))
-        would_be = None
+        dead_error = None
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
             below = self.layers[k - 1] if k > 0 else None
             all_alive = below is None or below.alive_index.size == below.n_out
-            # Dead neurons below need the error they would receive if revived (regeneration);
-            # otherwise only the alive ones get an input gradient.
+            # Dead neurons below need the error they would receive if revived (regeneration),
+            # as factors; the alive ones get the input gradient.
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
-            grad_in = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                     would_be_grad=would_be_grad and layer.develops, would_be_grad_u=would_be,
-                                     input_rows=None if all_alive or dead_need_error else below.alive_index,
-                                     factors_ok=not dead_need_error)
-            if k > 0:
-                grad_spikes = np.ascontiguousarray(grad_in[:, :, below.alive_index]) if dead_need_error else grad_in
-                would_be = grad_in if dead_need_error else None
+            grad_spikes = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
+                                         would_be_grad=would_be_grad and layer.develops, dead_error=dead_error,
+                                         input_rows=None if all_alive else below.alive_index, factors_ok=True,
+                                         error_rows=np.flatnonzero(~below.alive) if dead_need_error else None)
+            dead_error = layer.error_factors
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""

@@ -238,9 +238,13 @@ def test_development_keeps_structure_consistent_and_regrown_state_fresh(rng):
     assert total_pruned > 0 and total_regrown > 0
 
 
-def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng):
-    net = small_network(rng, (12, 8, 3))
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng, path):
+    """Computed as (events summed against the error above) @ (weights from the dead rows):
+    the same as summing, event by event, the error sent back to each dead neuron's row."""
+    net = Network.mlp([12, 8, 3], rng, path=path)
     net.layers[0].kill([2, 5])
+    assert [layer.path for layer in net.layers] == [path, path]
     x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
     counts, traces = net.forward(x)
     _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)

@@ -32,10 +32,11 @@ def _surrogate(x, kind, width):
 
 @njit(cache=True)
 def _formed_lanes(grad_above, s, weight_above, out, j, n_lanes):
-    """Lanes ``j..j+n_lanes`` of ``out = grad_above[s] @ weight_above``."""
+    """Lanes ``j..j+n_lanes`` of ``out = grad_above[s, :M] @ weight_above`` (``M`` rows;
+    ``grad_above`` may have padding columns past them)."""
     n = out.shape[0]
     total = splat(np.float32(0.0))
-    for k in range(grad_above.shape[1]):
+    for k in range(weight_above.shape[0]):
         total = total + grad_above[s, k] * load(weight_above, k * n + j, n_lanes)
     store(out, j, total, n_lanes)
 
