@@ -213,8 +213,9 @@ class SparseLinear:
             (the rows path with at most :data:`FACTORED_MAX_NEURONS` alive neurons).
         would_be_grad : also compute, for synaptic regeneration, the gradient every
             *missing* synapse would have: ``self.would_be_grad`` ``[n_in, n_incomplete]``
-            over the columns that miss synapses (``self.incomplete``), accumulated
-            event by event like the weight gradient; complete columns cost nothing.
+            over the columns that miss synapses (``self.incomplete``), summed from the
+            events like the weight gradient (for dead neurons through the factors of
+            ``dead_error``); complete columns cost nothing.
         dead_error : the error the dead neurons would receive, as factors: the layer
             above's ``error_factors`` for this layer's dead neurons in ascending order
             (their row of the input gradient above, i.e. a revived neuron's dL/dI with

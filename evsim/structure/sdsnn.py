@@ -18,9 +18,10 @@ the paper, or every N batches) on each developing layer:
    last interval exceeds the q(s) percentile of the layer's |w|,
    ``q(s) = min(60 + 1.1^(s - 2K - 1), 99)``, for R consecutive steps is created with
    that would-be weight (clipped into the layer's range). The would-be gradient is
-   accumulated event by event every batch (rows kernel over presynaptic events x
-   postsynaptic error), only over the columns that miss synapses; a dead neuron's
-   error is what the next layer sends back to its row, so regeneration can revive
+   accumulated every batch (rows kernel over presynaptic events x postsynaptic error),
+   only over the columns that miss synapses, and so are the counters; a dead neuron's
+   error is what the next layer sends back to its row (its events summed against the
+   next layer's dL/du, then times the row's weights), so regeneration can revive
    pruned neurons.
 
 The would-be *update* mirrors the optimizer: SGD ``lr * sum_b g_b``; Adam-family
