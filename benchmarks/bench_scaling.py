@@ -42,7 +42,8 @@ Fits: ``time = a + b * SOPs`` (``np.polyfit``) per sweep, mode and path, with sl
 the grid, the same per synapse density (one network, activity varied). If work
 scales with events, not matrix size, the grid's fit against SOPs is linear (R² near 1)
 whatever the density. The PNG shows log-log scatter (colour = synapse density, marker
-= path, black diamonds = pruning sweep) with the fitted lines, one panel per mode.
+= path, black diamonds = pruning sweep) with the fitted lines (dashed: the pooled grid;
+dotted: the pruning sweep; thin, coloured: each density), one panel per mode.
 """
 from __future__ import annotations
 
@@ -236,15 +237,20 @@ def plot(points: list[dict], fits: list[dict], path: str, title: str) -> None:
                 ax.annotate(f"{p['pruned']:.0%}", (p["sops_per_sample"], p[f"{mode}_us_per_sample"]),
                             textcoords="offset points", xytext=(5, -10), fontsize=7)
         for f in fits:
-            if f["mode"] != mode or f["against"] != "sops" or f["density"] is not None or not np.isfinite(f["ns_per_op"]):
+            if f["mode"] != mode or f["against"] != "sops" or not np.isfinite(f["ns_per_op"]):
                 continue
             xs = np.array([p["sops_per_sample"] for p in points
-                           if p["sweep"] == f["sweep"] and p["path"] == f["path"] and p["sops_per_sample"] > 0])
+                           if p["sweep"] == f["sweep"] and p["path"] == f["path"] and p["sops_per_sample"] > 0
+                           and (f["density"] is None or p["density"] == f["density"])])
             if xs.size < 2:
                 continue
             grid = np.geomspace(xs.min(), xs.max(), 100)
             line = f["intercept_us"] + 1e-3 * f["ns_per_op"] * grid
             keep = line > 0
+            if f["density"] is not None:  # one network as activity varies: thin, in its density's colour
+                ax.plot(grid[keep], line[keep], color=colours[f["density"]], linewidth=0.8, alpha=0.8,
+                        label=f"fit density {f['density']:.0%}: {f['ns_per_op']:.2f} ns/SOP, R² {f['r2']:.3f}")
+                continue
             ax.plot(grid[keep], line[keep], linestyle="--" if f["sweep"] == "grid" else ":",
                     color="grey" if f["sweep"] == "grid" else "black", linewidth=1.2,
                     label=f"fit {f['sweep']} {f['path']}: {f['ns_per_op']:.2f} ns/SOP + {f['intercept_us']:.0f} us, "
