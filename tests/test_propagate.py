@@ -111,17 +111,17 @@ def test_dead_neurons_are_compacted(rng, path):
     assert not np.isin(out.idx, [2, 5, 6]).any()
 
 
-@pytest.mark.parametrize("tiles, n_groups", [([0, 16, 32, 48, 100], 1), ([0, 16, 32, 48, 100], 2),
-                                             ([0, 16, 32, 48, 100], 4), ([0, 80, 100], 2), ([0, 75, 100], 1),
-                                             ([0, 3, 83, 100], 1)])
+@pytest.mark.parametrize("tiles", [[0, 16, 32, 48, 100], [0, 80, 100], [0, 75, 100], [0, 3, 83, 100],
+                                   [0, 16, 32, 48, 64, 100]])
 @pytest.mark.parametrize("unit", [True, False])
-@pytest.mark.parametrize("n_threads, n_row_chunks", [(1, 1), (2, 1), (2, 2), (2, 3)])
-def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row_chunks):
+@pytest.mark.parametrize("n_threads, n_tasks", [(1, 1), (2, 1), (2, 2), (2, 3), (1, 4)])
+def test_tiled_row_sums_equal_numpy(rng, tiles, unit, n_threads, n_tasks):
     """Column tiles of 1-5 vectors, whole and partial; 8- and 1-row passes; empty rows;
-    every split of the work into column groups times runs of rows."""
+    whole tiles per task with the rest split by rows (none, some or all of the tiles),
+    on one thread or two."""
     import numba
 
-    from evsim.kernels.propagate import _accumulate_rows
+    from evsim.kernels.propagate import _accumulate_rows, split_work
 
     n_rows, n_matrix, n = 23, 40, 100
     counts = rng.integers(0, 40, n_rows)
@@ -129,17 +129,22 @@ def test_tiled_row_sums_equal_numpy(rng, tiles, n_groups, unit, n_threads, n_row
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     idx = rng.integers(0, n_matrix, ptr[-1]).astype(np.int32)
     val = np.ones(ptr[-1], np.float32) if unit else rng.integers(1, 4, ptr[-1]).astype(np.float32)
-    matrix = (rng.integers(-64, 65, (n_matrix, n)) / 16).astype(np.float32)  # dyadic: sums are exact
+    matrix = (rng.integers(-64, 65, (n_matrix, n + 12)) / 16).astype(np.float32)  # dyadic: sums are exact
     expected = np.zeros((n_rows, n), np.float32)
     for r in range(n_rows):
         for e in range(ptr[r], ptr[r + 1]):
-            expected[r] += val[e] * matrix[idx[e]]
+            expected[r] += val[e] * matrix[idx[e], :n]  # padded rows: columns past n are not read
+    work = split_work(ptr, len(tiles) - 1, n_tasks)
+    covered = np.zeros((n_rows, len(tiles) - 1), int)
+    for task in work:
+        for k0, k1, r0, r1 in task:
+            covered[r0:r1, k0:k1] += 1
+    assert np.all(covered == 1)  # every tile of every row in exactly one piece
     out = np.full((n_rows, n), np.nan, np.float32)
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        _accumulate_rows(ptr, idx, None if unit else val, matrix, np.array(tiles, np.int64), n_groups, n_row_chunks,
-                         out)
+        _accumulate_rows(ptr, idx, None if unit else val, matrix, np.array(tiles, np.int64), work, out)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(out, expected)
