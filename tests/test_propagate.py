@@ -173,8 +173,8 @@ def test_tiles_fit_budget_in_whole_vectors():
 @pytest.mark.parametrize("n_columns", [48, 64])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_row_sums_split_by_tiles_or_rows(rng, n_columns, n_threads):
-    """Two threads split 4 tiles (64 columns) by tile and 3 tiles (48) by rows: every
-    split gives NumPy's sums."""
+    """Two threads split 4 tiles (64 columns) by tile, and 3 tiles (48) as one whole
+    tile each plus the third by rows: every split gives NumPy's sums."""
     import numba
 
     from evsim.kernels.propagate import accumulate_rows, tile_bounds
