@@ -71,22 +71,34 @@ def test_group_by_row_of_unit_events_moves_no_values(rng, n_chunks):
                                       EventsByRow(*_group_by_row(counts.ptr, counts.idx, counts.val, 7, 1)).val)
 
 
-def test_group_by_row_runs_in_parallel_only_with_enough_events_per_row(rng, monkeypatch):
-    """Few events per row: one run (parallel runs would share cache lines); many: one
-    run per thread. Both give the same transpose."""
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 5])
+def test_group_by_row_with_skewed_rows(rng, n_chunks):
+    """Runs of rows of equal events when the events crowd into a few rows: most of them
+    in row 3, the rest in rows 0 and 6 (runs with no rows at all, runs of one row)."""
+    dense = np.zeros((4, 5, 7), np.float32)
+    dense[:, :, 3] = 1
+    dense[rng.random((4, 5)) < 0.5, 0] = 2
+    dense[0, 1, 6] = 3
+    events = dense_to_events(dense)
+    row_ptr, slot, val = _group_by_row(events.ptr, events.idx, events.val, 7, n_chunks)
+    flat = dense.reshape(20, 7)
+    assert slot.dtype == np.int32
+    for i in range(7):
+        np.testing.assert_array_equal(slot[row_ptr[i]:row_ptr[i + 1]], np.flatnonzero(flat[:, i]))
+        np.testing.assert_array_equal(val[row_ptr[i]:row_ptr[i + 1]], flat[flat[:, i] != 0, i])
+
+
+def test_group_by_row_runs_one_run_per_thread(rng, monkeypatch):
     import evsim.kernels.events as ev
 
     calls = []
     real = ev._group_by_row
     monkeypatch.setattr(ev, "_group_by_row", lambda *args: calls.append(args[-1]) or real(*args))
     monkeypatch.setattr(ev.numba, "get_num_threads", lambda: 2)
-    n_rows = 10
-    sparse = dense_to_events((rng.random((4, 5, n_rows)) < 0.5).astype(np.float32))  # about 10 per row
-    dense = dense_to_events(np.ones((20, 5, n_rows), np.float32))  # 100 per row
-    one, two = ev.group_by_row(sparse, n_rows), ev.group_by_row(dense, n_rows)
-    assert calls == [1, 2]
-    assert np.array_equal(one.row_ptr, real(*sparse[:3], n_rows, 2)[0])
-    assert np.array_equal(two.slot, real(*dense[:3], n_rows, 1)[1])
+    events = dense_to_events((rng.random((4, 5, 10)) < 0.5).astype(np.float32))
+    by_row = ev.group_by_row(events, 10)
+    assert calls == [2]
+    assert np.array_equal(by_row.slot, real(*events[:3], 10, 1)[1])
 
 
 def test_no_events_at_all():

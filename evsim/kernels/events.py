@@ -31,8 +31,8 @@ class Events(NamedTuple):
 
 
 class EventsByRow(NamedTuple):
-    """The same events grouped by neuron: row i's events are ``slot[row_ptr[i]:row_ptr[i+1]]``,
-    with values ``val[...]``, or None when every value is 1 (spikes)."""
+    """The same events grouped by neuron: row i's events are ``slot[row_ptr[i]:row_ptr[i+1]]``
+    (int32, ascending), with values ``val[...]``, or None when every value is 1 (spikes)."""
 
     row_ptr: np.ndarray
     slot: np.ndarray
@@ -178,57 +178,71 @@ def gather_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, rows: np.nd
     return Events(*_gather_rows(ptr, idx, val, rows), n_steps, batch)
 
 
+@njit(cache=True)
+def _first_at_least(idx, a, b, row):
+    """First position in the ascending ``idx[a:b]`` whose index is at least ``row`` (``b`` if none)."""
+    while a < b:
+        m = (a + b) >> 1
+        if idx[m] < row:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
 @njit(parallel=True, cache=True)
 def _group_by_row(ptr, idx, val, n_rows, n_chunks):
-    """Counting sort by neuron, parallel over ``n_chunks`` runs of slots: each run counts
-    its events per row, a prefix sum gives every (run, row) its write offset, and each
-    run fills its own positions (so each row's events stay in slot order). ``val`` None
-    (every value 1): no values are moved, and the returned ``val`` is empty."""
+    """Counting sort by neuron in ``n_chunks`` parallel runs: each run counts the events
+    of its own run of slots, then fills the lists of its own run of rows (runs of equal
+    events), taking from every slot the events of its rows, which are one stretch since
+    a slot's indices ascend. Each run writes one stretch of ``slot``, so no two threads
+    share a cache line of it (runs by slots wrote neighbouring parts of every row's
+    list: with two of them, grouping was 1.2-1.6x slower than with one below 25 events
+    per row). Each row's events stay in slot order. ``val`` None (every value 1): no
+    values are moved, and the returned ``val`` is empty."""
     n_slots = ptr.shape[0] - 1
     counts = np.zeros((n_chunks, n_rows), dtype=np.int64)
     for c in prange(n_chunks):
         for e in range(ptr[n_slots * c // n_chunks], ptr[n_slots * (c + 1) // n_chunks]):
             counts[c, idx[e]] += 1
     row_ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    offsets = np.empty((n_chunks, n_rows), dtype=np.int64)
-    total = 0
     for i in range(n_rows):
-        row_ptr[i] = total
-        for c in range(n_chunks):
-            offsets[c, i] = total
-            total += counts[c, i]
-    row_ptr[n_rows] = total
-    slot = np.empty(idx.shape[0], dtype=np.int64)
+        row_ptr[i + 1] = row_ptr[i]
+        for c in range(n_chunks):  # not counts[:, i].sum(): parallel=True makes that a parallel loop per row
+            row_ptr[i + 1] += counts[c, i]
+    first_row = np.empty(n_chunks + 1, dtype=np.int64)  # runs of rows of about equal events
+    r = 0
+    for c in range(n_chunks):
+        while r < n_rows and row_ptr[r] < row_ptr[n_rows] * c // n_chunks:
+            r += 1
+        first_row[c] = r
+    first_row[n_chunks] = n_rows
+    slot = np.empty(idx.shape[0], dtype=np.int32)
     out_val = np.empty(0 if val is None else idx.shape[0], dtype=np.float32)
     for c in prange(n_chunks):
-        fill = offsets[c]
-        for s in range(n_slots * c // n_chunks, n_slots * (c + 1) // n_chunks):
-            for e in range(ptr[s], ptr[s + 1]):
-                k = fill[idx[e]]
+        r0, r1 = first_row[c], first_row[c + 1]
+        fill = row_ptr[r0:r1].copy()
+        for s in range(n_slots):
+            a = _first_at_least(idx, ptr[s], ptr[s + 1], r0)
+            for e in range(a, _first_at_least(idx, a, ptr[s + 1], r1)):
+                i = idx[e] - r0
+                k = fill[i]
                 slot[k] = s
                 if val is not None:
                     out_val[k] = val[e]
-                fill[idx[e]] = k + 1
+                fill[i] = k + 1
     return row_ptr, slot, out_val
 
 
-# Events per row each parallel run of group_by_row needs: runs write neighbouring parts
-# of every row's list, so with fewer the cache lines they share cost more than the
-# second thread gains. Two runs on 2312 rows (benchmarks/RESULTS.md): 1.6x slower than
-# one at 12 events per row, 1.2x slower at 25, 1.65x faster at 63.
-EVENTS_PER_ROW_PER_RUN = 20
-
-
 def group_by_row(events: Events, n_rows: int) -> EventsByRow:
-    """Transpose events to per-neuron lists (a counting sort, O(events + n_rows)).
+    """Transpose events to per-neuron lists (a counting sort, O(events + n_rows)), one run per thread.
 
     Lets weight-gradient kernels loop over presynaptic rows in parallel, each
     thread writing only its own rows (no shared scatter). When every value is 1
     (spikes, binary input) the values are not moved and ``val`` is None: the sort then
     writes one array instead of two (1.4-1.85x faster, benchmarks/RESULTS.md).
     """
-    n_runs = events.count // (EVENTS_PER_ROW_PER_RUN * max(n_rows, 1))
     unit = bool(np.all(events.val == 1))
     row_ptr, slot, val = _group_by_row(events.ptr, events.idx, None if unit else events.val, n_rows,
-                                       max(1, min(numba.get_num_threads(), n_runs)))
+                                       numba.get_num_threads())
     return EventsByRow(row_ptr, slot, None if unit else val)
