@@ -88,6 +88,20 @@ def test_group_by_row_with_skewed_rows(rng, n_chunks):
         np.testing.assert_array_equal(val[row_ptr[i]:row_ptr[i + 1]], flat[flat[:, i] != 0, i])
 
 
+@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+def test_group_by_row_of_unsorted_slots(rng, n_chunks):
+    """A slot's indices need not ascend: every run still takes exactly its rows' events."""
+    ptr = np.array([0, 6, 6, 11, 14], dtype=np.int64)
+    idx = np.array([5, 0, 3, 6, 1, 2, 6, 6, 0, 4, 2, 3, 0, 5], dtype=np.int32)
+    val = rng.integers(1, 5, idx.size).astype(np.float32)
+    row_ptr, slot, out_val = _group_by_row(ptr, idx, val, 7, n_chunks)
+    slot_of = np.repeat(np.arange(4), np.diff(ptr))
+    for i in range(7):
+        mine = np.flatnonzero(idx == i)  # in event order, hence in slot order
+        np.testing.assert_array_equal(slot[row_ptr[i]:row_ptr[i + 1]], slot_of[mine])
+        np.testing.assert_array_equal(out_val[row_ptr[i]:row_ptr[i + 1]], val[mine])
+
+
 def test_group_by_row_runs_one_run_per_thread(rng, monkeypatch):
     import evsim.kernels.events as ev
 
