@@ -73,7 +73,7 @@ class Network:
             else:
                 events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
         else:
-            events = drive
+            events = _checked_events(drive, self.layers[0].n_in)
         traces = []
         for layer in self.layers:
             events, trace = layer.forward(events, self.lif)
@@ -121,3 +121,22 @@ class Network:
         """Refresh execution copies after the optimizer changed the CSR data."""
         for layer in self.layers:
             layer.sync_weights()
+
+
+def _checked_events(events: Events, n_inputs: int) -> Events:
+    """``events`` if the kernels can run on them (they index memory unchecked), else ShapeError."""
+    ptr, idx, val = events.ptr, events.idx, events.val
+    if ptr.ndim != 1 or ptr.size != events.n_steps * events.batch + 1 or idx.shape != val.shape or idx.ndim != 1:
+        raise ShapeError(f"events must have T*B+1 = {events.n_steps * events.batch + 1} slot offsets and one value "
+                         f"per index; got {ptr.size} offsets, {idx.size} indices, {val.size} values")
+    if ptr.dtype != np.int64 or idx.dtype != np.int32 or val.dtype != np.float32:
+        raise ShapeError(f"events must be int64 offsets, int32 indices and float32 values; got {ptr.dtype}, "
+                         f"{idx.dtype}, {val.dtype} (build them with evsim.kernels.events.dense_to_events)")
+    if ptr[0] != 0 or ptr[-1] != idx.size or np.any(ptr[1:] < ptr[:-1]):
+        raise ShapeError("event slot offsets must start at 0, never decrease and end at the number of events")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_inputs):
+        raise ShapeError(f"events index inputs {idx.min()}..{idx.max()}, but the network has {n_inputs} inputs")
+    if not np.all(np.isfinite(val)):
+        raise ShapeError("event values contain NaN or infinite values")
+    return events
+

@@ -237,3 +237,29 @@ def test_row_sums_need_a_contiguous_output(rng):
     ptr, idx, val = np.array([0, 1], np.int64), np.array([2], np.int32), np.ones(1, np.float32)
     with pytest.raises(ValueError, match="C-contiguous"):
         accumulate_rows(ptr, idx, val, matrix, np.empty((1, 40), np.float32)[:, ::2])
+
+
+def test_network_refuses_bad_input_with_one_line_errors(rng):
+    """The kernels index memory unchecked, so bad input must stop at Network.forward:
+    events out of range, of the wrong types or inconsistent, NaN values, wrong shapes."""
+    from evsim.errors import ShapeError
+    from evsim.network import Network
+
+    net = Network.mlp([10, 5, 2], rng)
+    good = dense_to_events((rng.random((3, 2, 10)) < 0.5).astype(np.float32))
+    net.forward(good)
+    bad = {
+        "inputs 0..10, but the network has 10": good._replace(idx=np.where(good.idx == good.idx.max(), 10, good.idx).astype(np.int32)),
+        "inputs -1": good._replace(idx=np.where(good.idx == good.idx.min(), -1, good.idx).astype(np.int32)),
+        "int32 indices": good._replace(idx=good.idx.astype(np.int64)),
+        "T\\*B\\+1 = 7 slot offsets": good._replace(ptr=good.ptr[:-1]),
+        "never decrease": good._replace(ptr=np.array([0, 3, 1, 4, 5, 6, good.count], np.int64)),
+        "NaN": good._replace(val=np.where(np.arange(good.count) == 0, np.nan, good.val).astype(np.float32)),
+    }
+    for message, events in bad.items():
+        with pytest.raises(ShapeError, match=message):
+            net.forward(events)
+    with pytest.raises(ShapeError, match=r"must be \[T, B, 10\]"):
+        net.forward(np.zeros((3, 2, 9), np.float32))
+    with pytest.raises(ShapeError, match="NaN or infinite"):
+        net.forward(np.full((3, 2, 10), np.inf, np.float32))
