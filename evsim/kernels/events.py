@@ -185,11 +185,11 @@ def _group_by_row(ptr, idx, val, n_rows, n_chunks):
     events), reading every slot's events and keeping those of its rows: a branch taken
     in one stretch per slot where indices ascend, as evsim's do, and right in any order
     (a binary search for the stretch was 10-20 % faster but needs the order). Each run
-    writes one stretch of ``slot``, so no two threads share a cache
-    line of it (runs by slots wrote neighbouring parts of every row's list: with two of
-    them, grouping was 1.2-1.6x slower than with one below 25 events per row). Each
-    row's events stay in slot order. ``val`` None (every value 1): no values are moved,
-    and the returned ``val`` is empty."""
+    writes one stretch of ``slot``, so no two threads share a cache line of it (runs by
+    slots wrote neighbouring parts of every row's list: with two of them, grouping was
+    1.2-1.6x slower than with one below 25 events per row). Each row's events stay in
+    slot order. ``val`` None (every value 1): no values are moved, and the returned
+    ``val`` is empty."""
     n_slots = ptr.shape[0] - 1
     counts = np.zeros((n_chunks, n_rows), dtype=np.int64)
     for c in prange(n_chunks):
