@@ -280,7 +280,6 @@ class SparseLinear:
         local = self.local_index[self.incomplete]
         alive = local >= 0
         n_alive = int(alive.sum())
-        out = np.zeros((self.n_in, self.incomplete.size), dtype=np.float32)
         if dead_error is not None and n_alive < alive.size:
             # A dead neuron's error is its row of the input gradient above, dL/du_above @ W_dead.
             # Summed over the events first, (sum_e x_e dL/du_above[slot_e]) @ W_dead costs
@@ -290,10 +289,15 @@ class SparseLinear:
                                  f"expected {alive.size - n_alive}")
             summed = np.empty((self.n_in, dead_error.weights.shape[0]), dtype=np.float32)
             weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, dead_error.grad_u, summed)
-            if n_alive == 0:
-                np.matmul(summed, dead_error.weights, out=out)
-            else:
-                out[:, ~alive] = summed @ dead_error.weights
+            weights = dead_error.weights
+            if n_alive:
+                # Zero weights in the alive columns, so one product fills every column: assigning
+                # the dead columns through a boolean mask took 10x longer (7 against 0.7 ms).
+                weights = np.zeros((summed.shape[1], alive.size), dtype=np.float32)
+                weights[:, ~alive] = dead_error.weights
+            out = summed @ weights
+        else:
+            out = np.zeros((self.n_in, self.incomplete.size), dtype=np.float32)
         if n_alive:  # revived neurons, and alive ones missing some synapses
             error = aligned_empty((grad_u2.shape[0], line_width(n_alive)))
             error[:, :n_alive] = grad_u2[:, local[alive]]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from evsim.errors import ConfigError
+from evsim.errors import ConfigError, ShapeError
 from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.structure import SET, MagnitudePruning, SDSNN, SDSNNConfig, make_structure
@@ -263,6 +263,35 @@ def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng, pa
     np.testing.assert_allclose(layer.would_be_grad, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_would_be_gradient_of_dead_and_alive_incomplete_columns_together(rng, path):
+    """Dead neurons 2 and 5 next to alive neuron 6 that misses one synapse: the dead
+    columns get the error sent back to their rows, the alive one its own dL/du summed
+    against the events, which where its synapses exist is their weight gradient."""
+    net = Network.mlp([12, 8, 3], rng, path=path)
+    layer = net.layers[0]
+    layer.kill([2, 5])
+    layer.store.prune((layer.store.rows() == 0) & (layer.store.indices == 6))
+    layer.rebuild()
+    assert layer.incomplete.tolist() == [2, 5, 6]
+    x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
+    counts, traces = net.forward(x)
+    _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
+    net.backward(traces, grad, would_be_grad=True)
+    out = net.layers[1]
+    from evsim.neuron import surrogate_grad
+    from tests.reference import lif_backward
+    u, o = traces[1].u, traces[1].spikes.astype(np.float32)
+    grad_u = lif_backward(np.broadcast_to(grad, u.shape).astype(np.float32), u, o, surrogate_grad(u - np.float32(0.5)))
+    sent = grad_u @ out.store.to_dense().T  # [T, B, 8]
+    np.testing.assert_allclose(layer.would_be_grad[:, :2], np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]]),
+                               rtol=1e-4, atol=1e-6)
+    into_6 = layer.store.indices == 6
+    np.testing.assert_allclose(layer.would_be_grad[layer.store.rows()[into_6], 2], layer.grad_data[into_6],
+                               rtol=1e-5, atol=1e-7)
+    assert np.any(layer.would_be_grad[:, 2] != 0)
+
+
 def test_magnitude_pruning_reaches_its_target(rng):
     net = small_network(rng)
     mp = MagnitudePruning(net, target=0.6, steps=4)
@@ -312,3 +341,25 @@ def test_would_be_update_over_the_interval_or_scaled_to_an_epoch(rng):
     np.testing.assert_allclose(adam, 0.1 * (g1 + g2) / rms, rtol=1e-6)
     dev.reset_interval()
     assert dev.grad_sum.size == dev.grad_sq_sum.size == 0  # nothing stale left to checkpoint
+
+
+def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
+    """observe adds each batch's would-be gradients and their squares in one Numba pass;
+    NumPy's float32 sums are the oracle."""
+    from evsim.structure.sdsnn import LayerDevelopment
+
+    layer = small_network(rng).layers[0]
+    dev = LayerDevelopment(layer, SDSNNConfig())
+    columns = np.array([1, 4, 7])
+    grads = [rng.standard_normal((layer.n_in, 3)).astype(np.float32) for _ in range(4)]
+    for g in grads:
+        dev.observe(columns, g)
+    total, total_sq = np.zeros_like(grads[0]), np.zeros_like(grads[0])
+    for g in grads:
+        total += g
+        total_sq += g * g
+    np.testing.assert_array_equal(dev.grad_sum, total)
+    np.testing.assert_array_equal(dev.grad_sq_sum, total_sq)
+    assert dev.batches == 4 and dev.columns.tolist() == [1, 4, 7]
+    with pytest.raises(ShapeError, match="within an interval"):
+        dev.observe(columns, grads[0][:, :2])

@@ -1,5 +1,6 @@
-"""SD-SNN's synaptic regeneration count (:func:`evsim.structure.sdsnn.regrowth_candidates`),
-one pass over the columns that miss synapses.
+"""SD-SNN's synaptic regeneration: the interval's sums of would-be gradients and the
+count (:func:`evsim.structure.sdsnn.regrowth_candidates`), each one pass over the
+columns that miss synapses.
 
 Written with NumPy over the whole ``[n_in, n_out]`` layer (a dense existence mask, the
 would-be update scattered into a dense array, a dense counter), one development step
@@ -40,3 +41,17 @@ def _count_regrowth(would_be, threshold, indptr, indices, column_slot, counter, 
                     ready[i, c] = True
                     count = 0
             counter[i, c] = count
+
+
+@njit(parallel=True, cache=True)
+def _add_with_squares(grad, total, total_sq):
+    """``total += grad`` and ``total_sq += grad * grad`` (float32 ``[n_in, C]``, in place) in
+    one pass: NumPy's two in-place additions and the squares' temporary read and wrote
+    the layer's ``[2312, 520]`` arrays eight times, 1.0 against 0.25 ms per batch."""
+    n_rows, n_columns = grad.shape
+    for i in prange(n_rows):
+        for c in range(n_columns):
+            g = grad[i, c]
+            total[i, c] += g
+            total_sq[i, c] += g * g
+

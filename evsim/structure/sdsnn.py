@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evsim.errors import ConfigError
-from evsim.kernels.regrowth import _count_regrowth
+from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.regrowth import _add_with_squares, _count_regrowth
 from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
 from evsim.network import Network
@@ -183,8 +183,9 @@ class LayerDevelopment:
             self.columns = columns.copy()
             self.grad_sum = np.zeros_like(would_be_grad)
             self.grad_sq_sum = np.zeros_like(would_be_grad)
-        self.grad_sum += would_be_grad
-        self.grad_sq_sum += would_be_grad * would_be_grad
+        if would_be_grad.shape != self.grad_sum.shape:  # the kernel indexes unchecked
+            raise ShapeError(f"would-be gradients {would_be_grad.shape} within an interval over {self.grad_sum.shape}")
+        _add_with_squares(would_be_grad, self.grad_sum, self.grad_sq_sum)
         self.batches += 1
 
     def would_be_update(self, lr: float, adaptive: bool, epoch_batches: int | None = None,
