@@ -159,7 +159,7 @@ def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.n
     ready = np.zeros(would_be.shape, dtype=bool)
     _count_regrowth(would_be, np.float64(threshold), store.indptr, store.indices, column_slot, counter,
                     regrow_steps, ready)
-    return np.nonzero(ready)
+    return np.divmod(np.flatnonzero(ready), ready.shape[1])  # row-major, as np.nonzero; 0.1 against 2 ms
 
 
 class LayerDevelopment:
