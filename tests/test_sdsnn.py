@@ -238,6 +238,22 @@ def test_development_keeps_structure_consistent_and_regrown_state_fresh(rng):
     assert total_pruned > 0 and total_regrown > 0
 
 
+def backward_with_would_be(net, rng):
+    """Train-step a [12, 8, 3] network on random spikes with would-be gradients; return the
+    input and the error the output layer sends back to each hidden row, [T, B, 8], from
+    the NumPy reference."""
+    from evsim.neuron import surrogate_grad
+    from tests.reference import lif_backward
+
+    x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
+    counts, traces = net.forward(x)
+    _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
+    net.backward(traces, grad, would_be_grad=True)
+    u, o = traces[1].u, traces[1].spikes.astype(np.float32)
+    grad_u = lif_backward(np.broadcast_to(grad, u.shape).astype(np.float32), u, o, surrogate_grad(u - np.float32(0.5)))
+    return x, grad_u @ net.layers[1].store.to_dense().T
+
+
 @pytest.mark.parametrize("path", ["rows", "csr"])
 def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng, path):
     """Computed as (events summed against the error above) @ (weights from the dead rows):
@@ -245,22 +261,11 @@ def test_dead_neuron_would_be_gradient_is_the_error_sent_back_to_its_row(rng, pa
     net = Network.mlp([12, 8, 3], rng, path=path)
     net.layers[0].kill([2, 5])
     assert [layer.path for layer in net.layers] == [path, path]
-    x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
-    counts, traces = net.forward(x)
-    _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
-    net.backward(traces, grad, would_be_grad=True)
-    # Recompute the output layer's dL/du and what it sends back to the dead rows.
-    out = net.layers[1]
-    from evsim.neuron import surrogate_grad
-    from tests.reference import lif_backward
-    u, o = traces[1].u, traces[1].spikes.astype(np.float32)
-    grad_o = np.broadcast_to(grad, u.shape).astype(np.float32)
-    grad_u = lif_backward(grad_o, u, o, surrogate_grad(u - np.float32(0.5)))
-    sent = grad_u @ out.store.to_dense().T  # [T, B, 8]
-    expected = np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]])
+    x, sent = backward_with_would_be(net, rng)
     layer = net.layers[0]
     assert layer.incomplete.tolist() == [2, 5]  # complete columns need no would-be gradient
-    np.testing.assert_allclose(layer.would_be_grad, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(layer.would_be_grad, np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]]),
+                               rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", ["rows", "csr"])
@@ -274,16 +279,7 @@ def test_would_be_gradient_of_dead_and_alive_incomplete_columns_together(rng, pa
     layer.store.prune((layer.store.rows() == 0) & (layer.store.indices == 6))
     layer.rebuild()
     assert layer.incomplete.tolist() == [2, 5, 6]
-    x = (rng.random((4, 6, 12)) < 0.5).astype(np.float32)
-    counts, traces = net.forward(x)
-    _, grad = mse_rate(counts, rng.integers(0, 3, 6), 4)
-    net.backward(traces, grad, would_be_grad=True)
-    out = net.layers[1]
-    from evsim.neuron import surrogate_grad
-    from tests.reference import lif_backward
-    u, o = traces[1].u, traces[1].spikes.astype(np.float32)
-    grad_u = lif_backward(np.broadcast_to(grad, u.shape).astype(np.float32), u, o, surrogate_grad(u - np.float32(0.5)))
-    sent = grad_u @ out.store.to_dense().T  # [T, B, 8]
+    x, sent = backward_with_would_be(net, rng)
     np.testing.assert_allclose(layer.would_be_grad[:, :2], np.einsum("tbi,tbj->ij", x, sent[:, :, [2, 5]]),
                                rtol=1e-4, atol=1e-6)
     into_6 = layer.store.indices == 6
