@@ -139,4 +139,3 @@ def _checked_events(events: Events, n_inputs: int) -> Events:
     if not np.all(np.isfinite(val)):
         raise ShapeError("event values contain NaN or infinite values")
     return events
-

@@ -54,4 +54,3 @@ def _add_with_squares(grad, total, total_sq):
             g = grad[i, c]
             total[i, c] += g
             total_sq[i, c] += g * g
-

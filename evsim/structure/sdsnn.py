@@ -143,6 +143,13 @@ def update_rho(rho: float, step: int, n_alive: int, n_next: int, cfg: SDSNNConfi
 
 
 # ----------------------------------------------------- 3. synaptic regeneration
+def column_positions(columns: np.ndarray, n_out: int) -> np.ndarray:
+    """int64 ``[n_out]``: the position of each column in ``columns``, or -1."""
+    positions = np.full(n_out, -1, dtype=np.int64)
+    positions[columns] = np.arange(columns.size)
+    return positions
+
+
 def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.ndarray, store, q: float,
                         regrow_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Update the consecutive-qualification counters of the missing synapses in ``columns``
@@ -154,11 +161,9 @@ def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.n
     in the other columns (see :func:`evsim.kernels.regrowth._count_regrowth`).
     """
     threshold = np.percentile(np.abs(store.data), q) if store.nnz else np.float64(0.0)
-    column_slot = np.full(store.shape[1], -1, dtype=np.int64)
-    column_slot[columns] = np.arange(columns.size)
     ready = np.zeros(would_be.shape, dtype=bool)
-    _count_regrowth(would_be, np.float64(threshold), store.indptr, store.indices, column_slot, counter,
-                    regrow_steps, ready)
+    _count_regrowth(would_be, np.float64(threshold), store.indptr, store.indices,
+                    column_positions(columns, store.shape[1]), counter, regrow_steps, ready)
     return np.divmod(np.flatnonzero(ready), ready.shape[1])  # row-major, as np.nonzero; 0.1 against 2 ms
 
 
@@ -204,9 +209,7 @@ class LayerDevelopment:
         joined had none missing, or no would-be update, at the last count: both at 0."""
         if np.array_equal(self.counter_columns, self.columns):
             return
-        slot = np.full(n_out, -1, dtype=np.int64)
-        slot[self.counter_columns] = np.arange(self.counter_columns.size)
-        before = slot[self.columns]
+        before = column_positions(self.counter_columns, n_out)[self.columns]
         kept = before >= 0
         counter = np.zeros((self.counter.shape[0], self.columns.size), dtype=np.int16)
         counter[:, kept] = self.counter[:, before[kept]]
