@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from evsim.kernels.events import dense_to_events, group_by_row
+from evsim.kernels.grad import _gather_csr, _scatter_csr, _weight_grad_csr
 from evsim.layers import FACTORED_MAX_NEURONS, InputGradFactors, SparseLinear
 from evsim.loss import mse_rate
 from evsim.network import Network
@@ -187,6 +189,36 @@ def test_wide_layers_and_csr_layers_return_a_dense_input_gradient(rng):
         grad_spikes = rng.standard_normal(traces[0].u.shape).astype(np.float32)
         grad_in = net.layers[0].backward(traces[0], grad_spikes, net.lif, need_input_grad=True, factors_ok=True)
         assert isinstance(grad_in, np.ndarray) and grad_in.shape == (4, 2, 12)
+
+
+@pytest.mark.parametrize("counts", [False, True], ids=["spikes", "counts"])
+def test_csr_kernels_equal_numpy_on_rows_longer_than_a_vector(rng, counts):
+    """The csr weight gradient, and the moves between CSR data and a padded dense copy,
+    16 synapses per gather or scatter: rows of 0 to 45 synapses (whole and partial
+    vectors), 45 alive neurons in rows padded to 48."""
+    n_in, n_alive, width, n_slots = 30, 45, 48, 12
+    mask = rng.random((n_in, n_alive)) < rng.random((n_in, 1))
+    mask[3], mask[4] = False, True
+    store = SynapseStore.from_dense(rng.standard_normal((n_in, n_alive)).astype(np.float32), mask)
+    rows, columns = store.rows(), store.indices
+    x = (rng.random((n_slots, 1, n_in)) < 0.4) * (rng.integers(1, 4, (n_slots, 1, n_in)) if counts else 1)
+    by_row = group_by_row(dense_to_events(x.astype(np.float32)), n_in)
+    assert (by_row.val is None) == (not counts)
+    grad_u = rng.standard_normal((n_slots, width)).astype(np.float32)
+
+    grad_data = np.full(store.nnz, np.nan, np.float32)
+    _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, store.indptr, columns, grad_u, grad_data)
+    expected = x[:, 0, :].T.astype(np.float64) @ grad_u[:, :n_alive].astype(np.float64)
+    np.testing.assert_allclose(grad_data, expected[rows, columns], rtol=1e-5, atol=1e-5)
+
+    dense = np.full((n_in, width), -7.0, np.float32)
+    _scatter_csr(store.data, store.indptr, columns, dense)
+    expected_dense = np.full((n_in, width), -7.0, np.float32)
+    expected_dense[rows, columns] = store.data
+    np.testing.assert_array_equal(dense, expected_dense)  # missing synapses and padding untouched
+    gathered = np.empty(store.nnz, np.float32)
+    _gather_csr(dense, store.indptr, columns, gathered)
+    np.testing.assert_array_equal(gathered, store.data)
 
 
 @pytest.mark.parametrize("kind", ["triangle", "atan", "fast_sigmoid"])

@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 from numba import njit
 
-from evsim.kernels.simd import LANES, greater, load, lowest_bit, nonzero_bits, popcount, splat, store, store_bytes
+from evsim.kernels.simd import (
+    LANES,
+    gather,
+    greater,
+    load,
+    lowest_bit,
+    nonzero_bits,
+    popcount,
+    scatter,
+    splat,
+    store,
+    store_bytes,
+)
 
 
 @njit(cache=False)
@@ -70,6 +82,36 @@ def test_vector_arithmetic_is_float32_lane_by_lane(rng, n):
     _axpy(np.float32(0.3), x, y, out, n)
     np.testing.assert_array_equal(out[:n], np.float32(0.3) * x[:n] + y[:n])
     np.testing.assert_array_equal(out[n:], 0)
+
+
+@njit(cache=False)
+def _gather_add_scatter(array, offset, columns, k, n, gathered):
+    """``gathered[:] = array[offset + columns[k:k+n]]`` (zeros past n), then add 1 there."""
+    v = gather(array, offset, columns, k, n)
+    store(gathered, 0, v, LANES)
+    scatter(array, offset, columns, k, v + splat(np.float32(1.0)), n)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_gather_and_scatter_touch_exactly_the_n_indexed_entries(rng, n):
+    array = rng.standard_normal((3, 40)).astype(np.float32)
+    columns = np.full(24, 39, np.int32)  # lanes past n would all hit column 39 of row 1
+    columns[4:4 + n] = rng.choice(40, n, replace=False)
+    expected = array.copy()
+    expected[1, columns[4:4 + n]] += np.float32(1.0)
+    gathered = np.full(LANES, -1.0, np.float32)
+    before = array[1, columns[4:4 + n]]
+    _gather_add_scatter(array, 40, columns, 4, n, gathered)
+    np.testing.assert_array_equal(gathered[:n], before)
+    np.testing.assert_array_equal(gathered[n:], 0)  # lanes from n on read nothing
+    np.testing.assert_array_equal(array, expected)  # and write nothing
+
+
+def test_gather_refuses_other_index_arrays():
+    from numba.core.errors import TypingError
+
+    with pytest.raises(TypingError):
+        _gather_add_scatter(np.zeros(40, np.float32), 0, np.arange(16, dtype=np.int64), 0, 16, np.zeros(16, np.float32))
 
 
 @njit(cache=False)

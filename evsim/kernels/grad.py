@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from evsim.kernels.propagate import accumulate_rows
+from evsim.kernels.simd import LANES, gather, load, scatter, store
 
 
 def weight_grad_rows(row_ptr, slot, val, grad_u, out) -> None:
@@ -28,35 +29,49 @@ def weight_grad_rows(row_ptr, slot, val, grad_u, out) -> None:
 @njit(parallel=True, cache=True)
 def _weight_grad_csr(row_ptr, slot, val, indptr, columns, grad_u, out):
     """Gradient on existing synapses only, aligned with CSR ``data`` (``out[k]`` for synapse k);
-    ``val`` None means every value is 1."""
+    ``val`` None means every value is 1. ``grad_u`` C-contiguous, possibly wider than the
+    alive neurons (padded rows). Sixteen synapses per gather from an event's row of
+    ``grad_u``."""
     n_rows = indptr.shape[0] - 1
+    width = grad_u.shape[1]
+    flat = grad_u.reshape(grad_u.size)
     for i in prange(n_rows):
         start, stop = indptr[i], indptr[i + 1]
-        for k in range(start, stop):
-            out[k] = 0.0
+        out[start:stop] = 0.0
         for e in range(row_ptr[i], row_ptr[i + 1]):
-            g = grad_u[slot[e]]
-            v = np.float32(1.0) if val is None else val[e]
-            for k in range(start, stop):
-                out[k] += v * g[columns[k]]
+            o = slot[e] * width
+            for k in range(start, stop, LANES):
+                lanes = min(LANES, stop - k)
+                g = gather(flat, o, columns, k, lanes)
+                store(out, k, load(out, k, lanes) + (g if val is None else val[e] * g), lanes)
 
 
 @njit(parallel=True, cache=True)
 def _gather_csr(dense, indptr, columns, out):
-    """``out[k] = dense[row(k), columns[k]]``: a dense ``[n_pre, N]`` array in CSR data order."""
+    """``out[k] = dense[row(k), columns[k]]``: a C-contiguous ``[n_pre, >= N]`` array in CSR
+    data order."""
     n_rows = indptr.shape[0] - 1
+    width = dense.shape[1]
+    flat = dense.reshape(dense.size)
     for i in prange(n_rows):
-        for k in range(indptr[i], indptr[i + 1]):
-            out[k] = dense[i, columns[k]]
+        stop = indptr[i + 1]
+        for k in range(indptr[i], stop, LANES):
+            lanes = min(LANES, stop - k)
+            store(out, k, gather(flat, i * width, columns, k, lanes), lanes)
 
 
 @njit(parallel=True, cache=True)
 def _scatter_csr(data, indptr, columns, dense):
-    """Write CSR ``data`` into a dense ``[n_pre, N]`` execution copy (other entries untouched)."""
+    """Write CSR ``data`` into a C-contiguous ``[n_pre, >= N]`` execution copy (other entries
+    untouched); a row's columns are distinct."""
     n_rows = indptr.shape[0] - 1
+    width = dense.shape[1]
+    flat = dense.reshape(dense.size)
     for i in prange(n_rows):
-        for k in range(indptr[i], indptr[i + 1]):
-            dense[i, columns[k]] = data[k]
+        stop = indptr[i + 1]
+        for k in range(indptr[i], stop, LANES):
+            lanes = min(LANES, stop - k)
+            scatter(flat, i * width, columns, k, load(data, k, lanes), lanes)
 
 
 @njit(parallel=True, cache=True)

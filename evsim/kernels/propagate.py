@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes
+from evsim.kernels.simd import LANES, gather, greater, load, scatter, splat, store, store_bytes
 
 # Bytes of the summed matrix a column tile may span: half of a 2 MB L2, so the tile
 # stays in the core's L2 while every event of every slot reads it. It narrows the
@@ -270,15 +270,21 @@ def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out)
 @njit(parallel=True, cache=True)
 def _csr_currents(ptr, idx, val, indptr, columns, data, out):
     """``out[s, :] = sum_e val[e] * W[idx[e], :]`` by scattering each event's CSR row
-    (``columns`` are compacted alive-neuron indices); one slot per task."""
+    (``columns`` are compacted alive-neuron indices, distinct within a row); one slot per
+    task. Sixteen synapses per gather, add and scatter: 1.6-1.9x the scalar scatter
+    (benchmarks/RESULTS.md)."""
+    n = out.shape[1]
+    flat = out.reshape(out.size)
     for s in prange(out.shape[0]):
-        current = out[s]
-        current[:] = 0.0
+        o = s * n
+        flat[o:o + n] = 0.0
         for e in range(ptr[s], ptr[s + 1]):
             i = idx[e]
             v = val[e]
-            for k in range(indptr[i], indptr[i + 1]):
-                current[columns[k]] += v * data[k]
+            stop = indptr[i + 1]
+            for k in range(indptr[i], stop, LANES):
+                lanes = min(LANES, stop - k)
+                scatter(flat, o, columns, k, gather(flat, o, columns, k, lanes) + v * load(data, k, lanes), lanes)
 
 
 def propagate_csr(ptr, idx, val, indptr, columns, data, bias, decay, v_th, hard, u_out, o_out) -> None:

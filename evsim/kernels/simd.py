@@ -18,6 +18,10 @@ compares with one (1.0 or 0.0 per lane, as spikes are kept); lanes are independe
 results are those of the same float32 scalar operations in the same order.
 :func:`store_bytes` writes such 0/1 lanes as uint8 spikes.
 
+For sparse rows, :func:`gather` and :func:`scatter` read and write the 16 entries of
+an array that a run of 16 column indices points to (AVX-512 gathers and scatters): a
+CSR row's synapses, 16 per instruction instead of one.
+
 For finding spikes, :func:`nonzero_bits` turns up to 64 bytes into a 64-bit mask of
 the nonzero ones in one masked load and compare, and :func:`popcount` and
 :func:`lowest_bit` count and walk its set bits, so a scan of spike bytes costs one
@@ -36,6 +40,7 @@ LANES = 16
 _VECTOR = ir.VectorType(ir.FloatType(), LANES)
 _I32 = ir.IntType(32)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
+_I64 = ir.IntType(64)
 
 
 class Float32x16(types.Type):
@@ -132,6 +137,75 @@ def _lanewise(instruction):
 _add, _sub, _mul = _lanewise("fadd"), _lanewise("fsub"), _lanewise("fmul")
 
 
+_INDICES = ir.VectorType(_I32, LANES)
+_OFFSETS = ir.VectorType(_I64, LANES)
+
+
+def _lane_pointers(context, builder, signature, args):
+    """The 16 pointers to ``array.ravel()[offset + columns[k + l]]`` of a :func:`gather` or
+    :func:`scatter` call, and the mask of lanes ``0..n-1`` (the other lanes' columns are
+    not read, and their pointers go unused)."""
+    array_type, _, columns_type = signature.args[:3]
+    array, offset, columns, k, n = args[0], args[1], args[2], args[3], args[-1]
+    mask = _first_lanes(builder, n)
+    load_type = ir.FunctionType(_INDICES, [_INDICES.as_pointer(), _I32, _MASK, _INDICES])
+    masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16i32.p0")
+    index = builder.call(masked_load, [_address(context, builder, columns_type, columns, k, _INDICES),
+                                       ir.Constant(_I32, 4), mask, ir.Constant(_INDICES, [0] * LANES)])
+    first = builder.ptrtoint(_address(context, builder, array_type, array, offset, ir.FloatType()), _I64)
+    # LLVM's getelementptr takes a vector of indices, llvmlite's does not: add byte offsets.
+    byte_offsets = builder.shl(builder.sext(index, _OFFSETS), ir.Constant(_OFFSETS, [2] * LANES))
+    addresses = builder.add(_broadcast(builder, first, _OFFSETS), byte_offsets)
+    return builder.inttoptr(addresses, ir.VectorType(ir.FloatType().as_pointer(), LANES)), mask
+
+
+def _gather_scatter_args(array, offset, columns, k, n) -> bool:
+    return (_check_contiguous(array, types.float32) and isinstance(offset, types.Integer)
+            and _check_contiguous(columns, types.int32) and columns.ndim == 1 and isinstance(k, types.Integer)
+            and isinstance(n, types.Integer))
+
+
+@intrinsic
+def gather(typingctx, array, offset, columns, k, n):
+    """Lane ``l < n``: ``array.ravel()[offset + columns[k + l]]``; lanes from ``n`` on: 0.
+
+    ``array`` C-contiguous float32, ``columns`` C-contiguous int32; no bounds check. One
+    AVX-512 gather instead of 16 scalar loads: a sparse row's entries, by column.
+    """
+    if not _gather_scatter_args(array, offset, columns, k, n):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointers, mask = _lane_pointers(context, builder, signature, args)
+        gather_type = ir.FunctionType(_VECTOR, [pointers.type, _I32, _MASK, _VECTOR])
+        masked_gather = cgutils.get_or_insert_function(builder.module, gather_type, "llvm.masked.gather.v16f32.v16p0")
+        return builder.call(masked_gather, [pointers, ir.Constant(_I32, 4), mask, ir.Constant(_VECTOR, [0.0] * LANES)])
+
+    return float32x16(array, offset, columns, k, n), codegen
+
+
+@intrinsic
+def scatter(typingctx, array, offset, columns, k, vector, n):
+    """Write lane ``l < n`` of ``vector`` to ``array.ravel()[offset + columns[k + l]]``.
+
+    The ``n`` columns must be distinct (one sparse row's, in canonical CSR): where two
+    lanes hit one entry, only the higher lane's value is kept. ``array`` C-contiguous
+    float32, ``columns`` C-contiguous int32; no bounds check.
+    """
+    if not (_gather_scatter_args(array, offset, columns, k, n) and vector is float32x16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointers, mask = _lane_pointers(context, builder, signature, args)
+        scatter_type = ir.FunctionType(ir.VoidType(), [_VECTOR, pointers.type, _I32, _MASK])
+        masked_scatter = cgutils.get_or_insert_function(builder.module, scatter_type,
+                                                        "llvm.masked.scatter.v16f32.v16p0")
+        builder.call(masked_scatter, [args[4], pointers, ir.Constant(_I32, 4), mask])
+        return context.get_dummy_value()
+
+    return types.none(array, offset, columns, k, vector, n), codegen
+
+
 @intrinsic
 def splat(typingctx, scalar):
     """A float32 in all 16 lanes."""
@@ -197,7 +271,6 @@ def _vector_mul(a, b):
 
 
 _BYTES = ir.VectorType(ir.IntType(8), 64)
-_I64 = ir.IntType(64)
 
 
 @intrinsic
