@@ -1,12 +1,26 @@
 """Click options shared by several commands, and the option -> DataOptions bridge."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import click
 
 from evsim.data import DATASETS, DataOptions
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinities (which compare false with
+    every bound, so ``FloatRange`` lets NaN through)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def dataset_options(fn):

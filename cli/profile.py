@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from evsim.checkpoint import NETWORK_FILE, load_network
+from evsim.cli.options import FiniteFloatRange
 from evsim.cli.runs import read_config
 from evsim.data import DataOptions, load_dataset
 from evsim.energy import EnergyModel, profile as run_profile
@@ -22,9 +23,9 @@ from evsim.plots import plot_energy
               help="Write the report as JSON here [default: RUN_DIR/profile.json].")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figure here [default: RUN_DIR/profile.png].")
-@click.option("--e-ac", type=click.FloatRange(min=0), default=0.9, show_default=True, help="pJ per accumulate.")
-@click.option("--e-mac", type=click.FloatRange(min=0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
-@click.option("--e-neuron", type=click.FloatRange(min=0), default=0.0, show_default=True, help="pJ per neuron update.")
+@click.option("--e-ac", type=FiniteFloatRange(min=0), default=0.9, show_default=True, help="pJ per accumulate.")
+@click.option("--e-mac", type=FiniteFloatRange(min=0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
+@click.option("--e-neuron", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="pJ per neuron update.")
 def profile(run_dir, split, samples, batch_size, json_path, png_path, e_ac, e_mac, e_neuron):
     """Count the synaptic operations a trained network really performs, and estimate its energy."""
     config = read_config(run_dir)

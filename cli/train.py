@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from evsim.checkpoint import CHECKPOINT_LATEST
-from evsim.cli.options import dataset_options
+from evsim.cli.options import FiniteFloatRange, dataset_options
 from evsim.config import CONFIG_TOML, config_from_options, config_toml, read_config_file
 from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
@@ -42,9 +42,9 @@ def _hidden(ctx, param, value):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [preset: 15].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch [preset: 100].")
 @click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes, e.g. 800 or 800,400 [preset].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate [preset: 1e-3].")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate [preset: 1e-3].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [preset: adam].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.0, show_default=True)
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
               help="Learning-rate schedule: x0.1 every --step-epochs, or cosine with --warmup-epochs.")
 @click.option("--step-epochs", type=click.IntRange(min=1), default=30, show_default=True)
@@ -62,11 +62,11 @@ def _hidden(ctx, param, value):
               help="SD-SNN K: consecutive steps before a dendritic-spine range changes (a preset may set it).")
 @click.option("--regrow-steps", type=click.IntRange(min=1), default=12, show_default=True,
               help="SD-SNN R: consecutive qualifying steps before a synapse regrows (a preset may set it).")
-@click.option("--rho-init", type=click.FloatRange(0, 100, max_open=True), default=None,
+@click.option("--rho-init", type=FiniteFloatRange(0, 100, max_open=True), default=None,
               help="SD-SNN initial pruning percentage [preset: 35 MNIST, 45 N-MNIST, 60 DVS-Gesture].")
-@click.option("--rho-max", type=click.FloatRange(0, 100, max_open=True), default=65.0, show_default=True,
+@click.option("--rho-max", type=FiniteFloatRange(0, 100, max_open=True), default=65.0, show_default=True,
               help="SD-SNN cap on the pruning percentage (a preset may set it).")
-@click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+@click.option("--target-sparsity", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Sparsity for the magnitude and set baselines.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Numba threads (0 = all cores).")

@@ -18,6 +18,10 @@ def run(args):
     (["train", "--hidden", "800,-3"], "--hidden"),
     (["train", "--dataset", "nosuchset"], "--dataset"),
     (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--weight-decay", "nan"], "--weight-decay"),
+    (["profile", "run", "--e-ac", "nan"], "--e-ac"),
+    (["import-nir", "graph.nir", "out", "--dt", "nan"], "--dt"),
 ])
 def test_bad_options_give_one_line_and_exit_2(args, fragment):
     result = run(args)
