@@ -36,11 +36,12 @@ from evsim.synapses import SynapseStore
 PATHS = ("auto", "rows", "csr")
 # Below this density of synapses among the alive neurons, scattering the synapses
 # that exist beats adding whole rows of alive neurons in training. Measured on the
-# 2312-800-10 network at 2-20 % input activity (benchmarks/RESULTS.md, scaling):
-# forward + backward on csr took 0.6-0.75x the rows time at 0.5 % density, 0.8-1.0x
-# at 1 %, 1.3-1.4x at 2 % and 1.9-2.9x at 5 % (a scalar scatter and gather per synapse
-# against vectorised rows, whose time does not depend on density).
-CSR_DENSITY_THRESHOLD = 0.01
+# 2312-800-10 network at 2-10 % input activity, 2 threads (benchmarks/RESULTS.md, table
+# of changes, session 11): forward + backward on csr took 0.58-0.66x the rows time at
+# 1 % density, 0.81-0.85x at 2 %, 0.95-1.08x at 3 % and 1.17-1.56x at 5 % (16 synapses
+# per AVX-512 gather and scatter against vectorised rows, whose time does not depend
+# on density).
+CSR_DENSITY_THRESHOLD = 0.025
 
 
 # Up to this many alive neurons, a layer hands the layer below its input gradient as
