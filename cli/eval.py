@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.runs import CHECKPOINTS, load_run_dataset, load_run_network
+from evsim.cli.options import dataset_options
+from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
 from evsim.plots import plot_confusion
@@ -21,13 +22,19 @@ from evsim.plots import plot_confusion
               "[default: the run's eval batch size].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the result (accuracy, per-class accuracy, confusion, SOPs) as JSON here.")
-def eval_command(run_dir, checkpoint, split, batch_size, json_path):
-    """Evaluate a trained run: accuracy, confusion matrix (PNG in RUN_DIR), SOPs per sample."""
+@dataset_options
+@click.pass_context
+def eval_command(ctx, run_dir, checkpoint, split, batch_size, json_path, **data_options):
+    """Evaluate a trained run: accuracy, confusion matrix (PNG in RUN_DIR), SOPs per sample.
+
+    The dataset options are for a folder without config.json (evsim import-nir)."""
+    png = run_dir / f"confusion-{checkpoint}-{split}.png"
+    check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
+    config = run_config(ctx, run_dir, config, data_options)
     dataset = load_run_dataset(config)
     result = evaluate(network, dataset, config.time_steps, split, batch_size or config.eval_batch_size, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, **result.summary()}
-    png = run_dir / f"confusion-{checkpoint}-{split}.png"
     plot_confusion(result.confusion, png, f"{dataset.name} {split} ({dataset.source}), {loaded}: "
                                           f"{100 * result.accuracy:.2f}%")
     click.echo(f"{run_dir} ({loaded}), {split} split: {result.samples} samples, data {dataset.source}")

@@ -5,10 +5,8 @@ from pathlib import Path
 
 import click
 
-from evsim.checkpoint import NETWORK_FILE, load_network
-from evsim.cli.options import FiniteFloatRange
-from evsim.cli.runs import read_config
-from evsim.data import DataOptions, load_dataset
+from evsim.cli.options import FiniteFloatRange, dataset_options
+from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.energy import EnergyModel, profile as run_profile
 from evsim.files import write_json_atomic
 from evsim.plots import plot_energy
@@ -16,6 +14,8 @@ from evsim.plots import plot_energy
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
+              help="Which saved network of the run to profile.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Profile only the first N samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
@@ -26,19 +26,23 @@ from evsim.plots import plot_energy
 @click.option("--e-ac", type=FiniteFloatRange(min=0), default=0.9, show_default=True, help="pJ per accumulate.")
 @click.option("--e-mac", type=FiniteFloatRange(min=0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
 @click.option("--e-neuron", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="pJ per neuron update.")
-def profile(run_dir, split, samples, batch_size, json_path, png_path, e_ac, e_mac, e_neuron):
-    """Count the synaptic operations a trained network really performs, and estimate its energy."""
-    config = read_config(run_dir)
-    network = load_network(run_dir / NETWORK_FILE)
-    data = {k: (Path(v) if k in ("data_dir", "cache_dir") and v else v) for k, v in config["data"].items()}
-    dataset = load_dataset(config["dataset"], DataOptions(**data))
-    if dataset.meta.get("notice"):
-        click.echo(f"NOTE: {dataset.meta['notice']}")
+@dataset_options
+@click.pass_context
+def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png_path, e_ac, e_mac, e_neuron,
+            **data_options):
+    """Count the synaptic operations a trained network really performs, and estimate its energy.
+
+    The dataset options are for a folder without config.json (evsim import-nir)."""
+    json_path, png_path = json_path or run_dir / "profile.json", png_path or run_dir / "profile.png"
+    check_outputs(json_path, png_path)
+    network, config, loaded = load_run_network(run_dir, checkpoint)
+    config = run_config(ctx, run_dir, config, data_options)
+    dataset = load_run_dataset(config)
     report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
-                         time_steps=config["time_steps"], split=split, samples=samples, batch_size=batch_size,
-                         seed=config["seed"])
+                         time_steps=config.time_steps, split=split, samples=samples, batch_size=batch_size,
+                         seed=config.seed)
     click.echo(report.table())
     summary = report.summary()
-    write_json_atomic(json_path or run_dir / "profile.json", summary)
-    plot_energy(summary, png_path or run_dir / "profile.png")
-    click.echo(f"wrote {json_path or run_dir / 'profile.json'} and {png_path or run_dir / 'profile.png'}")
+    write_json_atomic(json_path, summary)
+    plot_energy(summary, png_path)
+    click.echo(f"wrote {json_path} and {png_path} ({loaded})")

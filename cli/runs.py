@@ -2,28 +2,38 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
+from evsim.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network,
+                              stored_config)
+from evsim.cli.options import data_options_from
 from evsim.data import Dataset, load_dataset
+from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
 from evsim.train import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
+# The options of evsim.cli.options.dataset_options, as click names them.
+DATA_OPTIONS = ("dataset", "data_dir", "source", "time_steps", "encoding", "slicing", "crop", "denoise_us",
+                "downsample", "cache_dir")
 
 
-def read_config(run_dir: Path) -> dict:
-    """The run's ``config.json``."""
+def read_config(run_dir: Path) -> TrainConfig | None:
+    """The run's validated ``config.json``, or None when the folder has none (a network
+    made by ``evsim import-nir``)."""
     path = run_dir / "config.json"
     try:
-        return json.loads(path.read_text())
+        values = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; is {run_dir} a run folder written by evsim train?") from None
+        return None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    return stored_config(values, path)
 
 
 def load_run_dataset(config: TrainConfig) -> Dataset:
@@ -34,26 +44,76 @@ def load_run_dataset(config: TrainConfig) -> Dataset:
     return dataset
 
 
-def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConfig, str]:
-    """The network of checkpoint ``"latest"`` or ``"best"``, the run's configuration, and
-    what was loaded (``"checkpoint-best.npz, epoch 7/12"``).
+def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConfig | None, str]:
+    """The network of checkpoint ``"latest"`` or ``"best"``, the run's configuration (None
+    for a folder with only ``network.npz``), and what was loaded
+    (``"checkpoint-best.npz, epoch 7/12"``).
 
-    A run written before checkpoints existed has only ``network.npz``: it stands in
-    for ``latest``.
+    A run written before checkpoints existed, or by ``evsim import-nir``, has only
+    ``network.npz``: it stands in for ``latest``.
 
     Raises
     ------
     CheckpointError
-        If the folder has no such checkpoint, or it is corrupt.
+        If the folder has no such checkpoint, or it or the configuration is corrupt.
     """
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # validates the stored configuration
         config = TrainConfig.from_dict(state.config)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
     if checkpoint == "latest" and (run_dir / NETWORK_FILE).is_file():
-        return load_network(run_dir / NETWORK_FILE), TrainConfig.from_dict(read_config(run_dir)), NETWORK_FILE
+        return load_network(run_dir / NETWORK_FILE), read_config(run_dir), NETWORK_FILE
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
-                          "(it writes checkpoints at the end of every epoch)?")
+                          "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
+
+
+def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, options: dict) -> TrainConfig:
+    """The configuration to run a loaded network with: the run's own, or, for a folder
+    without ``config.json`` (``evsim import-nir``), one built from the dataset options given.
+
+    Raises
+    ------
+    ConfigError
+        If dataset options are given for a run that has its own, or none are given for
+        a folder without one.
+    """
+    given = [name for name in DATA_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if config is not None:
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{run_dir} has its own configuration, which fixes the dataset; leave out {option}")
+        return config
+    if "dataset" not in given:
+        raise ConfigError(f"{run_dir} has a network but no config.json; name the data to run it on: --dataset NAME "
+                          "and the options it was trained with (--time-steps T, --encoding, ...)")
+    time_steps = options["time_steps"] or DEFAULT_TIME_STEPS.get(options["dataset"], 20)
+    return TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
+                       time_steps=time_steps)
+
+
+def check_outputs(*paths: Path) -> None:
+    """Refuse, before any work, a path where a file cannot be written: a command either
+    writes all its outputs or none (not a JSON and then a crash on the PNG).
+
+    Raises
+    ------
+    ConfigError
+        If a path is a folder, or its folder (or the nearest existing one above it, as
+        missing folders are created) is not a writable folder.
+    """
+    for path in paths:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; give a file name")
+        folder = path.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(f"cannot write {path}: {folder} is not a folder; choose another path")
+        try:  # try it: os.access says yes to root in read-only places like /proc
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {folder} is not writable ({exc.strerror}); "
+                              "choose another path") from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from evsim.errors import CheckpointError
+from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import link_atomic, write_bytes_atomic
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
-from evsim.synapses import SynapseStore
+from evsim.synapses import SynapseStore, check_csr
 
 NETWORK_FILE = "network.npz"
 CHECKPOINT_LATEST = "checkpoint-latest.npz"
@@ -94,20 +95,44 @@ def _network_arrays(network: Network, with_state: bool) -> dict[str, np.ndarray]
 
 
 def _network_from(f, meta: dict, path_option: str) -> Network:
-    """Rebuild the network (with any saved state arrays) from an open npz file."""
+    """Rebuild the network (with any saved state arrays) from an open npz file.
+
+    Raises ValueError (ShapeError for the structure) unless the arrays are a consistent
+    network with finite weights, biases and neuron parameters.
+    """
     layers = []
     for k in range(meta["n_layers"]):
-        matrix = sp.csr_matrix((f[f"l{k}_data"], f[f"l{k}_indices"], f[f"l{k}_indptr"]),
-                               shape=tuple(int(n) for n in f[f"l{k}_shape"]))
+        indptr, indices, data = f[f"l{k}_indptr"], f[f"l{k}_indices"], f[f"l{k}_data"]
+        shape = tuple(int(n) for n in f[f"l{k}_shape"])
+        check_csr(indptr, indices, shape)
+        matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
         state = {key.split("__", 1)[1]: np.array(f[key]) for key in f.files if key.startswith(f"l{k}_state__")}
         layer = SparseLinear(SynapseStore(matrix, state), f[f"l{k}_bias"], path=path_option,
                              develops=bool(f[f"l{k}_develops"]))
         layer.bias_state = {key.split("__", 1)[1]: np.array(f[key])
                             for key in f.files if key.startswith(f"l{k}_bias_state__")}
-        layer.alive = f[f"l{k}_alive"].astype(bool)
+        alive = f[f"l{k}_alive"]
+        if alive.shape != (layer.n_out,):
+            raise ShapeError(f"l{k}_alive has shape {alive.shape}, expected ({layer.n_out},)")
+        layer.alive = alive.astype(bool)
         layer.rebuild()
         layers.append(layer)
-    return Network(layers, LIFParameters(**meta["lif"]))
+    network = Network(layers, LIFParameters(**meta["lif"]))
+    check_finite(network)
+    return network
+
+
+def check_finite(network: Network) -> None:
+    """Raise ValueError unless every weight, bias and LIF parameter is finite: one NaN
+    would spread silently through every spike count and gradient after it."""
+    lif = network.lif
+    if not all(math.isfinite(value) for value in (lif.decay, lif.v_th, lif.width)):
+        raise ValueError(f"LIF parameters are not finite numbers (decay {lif.decay}, v_th {lif.v_th}, "
+                         f"width {lif.width})")
+    for k, layer in enumerate(network.layers):
+        for name, values in (("weights", layer.store.data), ("biases", layer.bias)):
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"layer {k} holds NaN or infinite {name}")
 
 
 def _npz_bytes(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
@@ -145,6 +170,59 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
     except _READ_ERRORS as exc:
         raise CheckpointError(f"{path}: corrupt or truncated network file ({_reason(exc)}); "
                               "retrain or restore it") from None
+
+
+# --------------------------------------------------------- stored configurations
+# The JSON type of each value in a default TrainConfig.to_dict() -> (test, what it must be).
+_CONFIG_TYPES = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            "a finite number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    type(None): (lambda v: v is None or isinstance(v, str), "a string or null"),
+    list: (lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+           "a list of integers"),
+}
+
+
+def _config_type_problem(values, reference: dict, where: str = "") -> str | None:
+    """The first value in ``values`` whose type differs from the one in ``reference``, described."""
+    if not isinstance(values, dict):
+        return f"{where.rstrip('.') or 'the configuration'} must be an object, got {values!r}"
+    for key, default in reference.items():
+        if key not in values:
+            continue  # TrainConfig.from_dict reports a missing section
+        if isinstance(default, dict):
+            problem = _config_type_problem(values[key], default, f"{where}{key}.")
+        else:
+            test, kind = _CONFIG_TYPES[type(default)]
+            problem = None if test(values[key]) else f"{where}{key} must be {kind}, got {values[key]!r}"
+        if problem:
+            return problem
+    return None
+
+
+def stored_config(values, path: Path):
+    """The validated :class:`~evsim.train.TrainConfig` of a configuration read from ``path``
+    (a checkpoint's ``meta`` or a run's ``config.json``): a hand-edited or damaged value
+    must be refused here, not fail deep inside training or evaluation.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``path`` and the first invalid value.
+    """
+    from evsim.train import TrainConfig  # here, not at the top: evsim.train imports this module
+
+    try:
+        problem = _config_type_problem(values, TrainConfig().to_dict())
+        if problem is None:
+            return TrainConfig.from_dict(values).validate()
+    except ConfigError as exc:
+        problem = str(exc)
+    raise CheckpointError(f"{path}: invalid stored configuration ({problem}); restore the file, or start the run "
+                          "again")
 
 
 # ------------------------------------------------------- training checkpoints
@@ -284,6 +362,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
                 raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
                                       f"evsim (format {CHECKPOINT_FORMAT}); resume it with the evsim that wrote "
                                       f"it, or start the run again")
+            stored_config(meta["config"], path)
             return TrainingState(
                 network=_network_from(f, meta, path_option),
                 config=meta["config"], data_source=meta["data_source"], epoch=meta["epoch"],

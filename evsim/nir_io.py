@@ -47,12 +47,13 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
-from evsim.errors import CheckpointError, ConfigError
+from evsim.checkpoint import check_finite
+from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
-from evsim.synapses import SynapseStore
+from evsim.synapses import SynapseStore, check_csr
 
 NIR_FORMAT = 1
 
@@ -95,7 +96,7 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
     CheckpointError
         If the file is missing or is not a readable NIR graph.
     ConfigError
-        If the graph is not one evsim can represent.
+        If the graph is not one evsim can represent (the message names the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -105,7 +106,10 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable NIR graph ({first})") from None
-    return network_from_nir(graph, dt, path_option)
+    try:
+        return network_from_nir(graph, dt, path_option)
+    except (ConfigError, ShapeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
@@ -145,6 +149,8 @@ def _layer_pairs(graph: nir.NIRGraph) -> list[tuple[nir.NIRNode, nir.NIRNode]]:
 
 def _uniform(node: nir.LIF, name: str) -> float:
     values = np.asarray(getattr(node, name), dtype=np.float64).ravel()
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"LIF parameter {name} is not finite (NaN or infinite); evsim needs finite neuron parameters")
     if values.size == 0 or np.any(values != values[0]):
         raise ConfigError(f"LIF parameter {name} differs between neurons; evsim uses one value per network")
     return float(values[0])
@@ -175,6 +181,7 @@ def _store(affine: nir.NIRNode, gain: float) -> tuple[SynapseStore, np.ndarray]:
     if "evsim_indptr" not in meta:
         return SynapseStore.from_dense(weight), bias
     indptr, indices = np.asarray(meta["evsim_indptr"]), np.asarray(meta["evsim_indices"])
+    check_csr(indptr, indices, weight.shape)
     rows = np.repeat(np.arange(weight.shape[0]), np.diff(indptr))
     return SynapseStore(sp.csr_matrix((weight[rows, indices], indices, indptr), shape=weight.shape)), bias
 
@@ -192,7 +199,10 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     Raises
     ------
     ConfigError
-        If the graph is not such a chain or its neurons cannot be represented.
+        If the graph is not such a chain, its neurons cannot be represented, or a
+        weight, bias or neuron parameter is NaN or infinite.
+    ShapeError
+        If an array has the wrong shape, or the CSR structure in the metadata is invalid.
     """
     pairs = _layer_pairs(graph)
     if "evsim_lif" in graph.metadata:
@@ -209,4 +219,9 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
             layer.alive = np.asarray(node.metadata["evsim_alive"], dtype=bool)
             layer.rebuild()
         layers.append(layer)
-    return Network(layers, lif)
+    network = Network(layers, lif)
+    try:
+        check_finite(network)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; evsim cannot run a graph with NaN or infinite parameters") from None
+    return network

@@ -205,14 +205,36 @@ class SynapseStore:
 
     def is_canonical(self) -> bool:
         """True when indptr is monotone, indices are in range, sorted and unique per row."""
-        indptr, indices = self.indptr, self.indices
-        if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
+        try:
+            check_csr(self.indptr, self.indices, self.shape)
+        except ShapeError:
             return False
-        if indices.size == 0:
-            return True
-        if indices.min() < 0 or indices.max() >= self.shape[1]:
-            return False
-        step = np.diff(indices.astype(np.int64))
-        row_start = np.zeros(indices.size, dtype=bool)
-        row_start[indptr[:-1][np.diff(indptr) > 0]] = True
-        return bool(np.all((step > 0) | row_start[1:]))
+        return True
+
+
+def check_csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> None:
+    """Raise ShapeError unless ``indptr`` and ``indices`` are the structure of a canonical CSR
+    matrix of ``shape``: integer ``indptr`` of ``n_pre + 1`` entries rising from 0 to nnz,
+    integer ``indices`` in ``[0, n_post)``, sorted and unique within each row.
+
+    Arrays read from a file must pass this before they reach a kernel: kernels index
+    without bounds checks, and a duplicate would be summed away, misaligning the state.
+    """
+    n_pre, n_post = shape
+    if n_pre < 0 or n_post < 0:
+        raise ShapeError(f"shape must be two sizes >= 0, got {shape}")
+    if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indptr.size != n_pre + 1:
+        raise ShapeError(f"indptr must be {n_pre + 1} integers (rows + 1), got {indptr.dtype} {indptr.shape}")
+    if indices.ndim != 1 or indices.dtype.kind not in "iu":
+        raise ShapeError(f"indices must be a vector of integers, got {indices.dtype} {indices.shape}")
+    if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
+        raise ShapeError(f"indptr must rise from 0 to nnz = {indices.size}")
+    if indices.size == 0:
+        return
+    if indices.min() < 0 or indices.max() >= n_post:
+        raise ShapeError(f"column indices must lie in [0, {n_post}), found {indices.min()}..{indices.max()}")
+    step = np.diff(indices.astype(np.int64))
+    row_start = np.zeros(indices.size, dtype=bool)
+    row_start[indptr[:-1][np.diff(indptr) > 0]] = True
+    if not np.all((step > 0) | row_start[1:]):
+        raise ShapeError("column indices must be sorted and unique within each row")

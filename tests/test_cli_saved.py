@@ -1,0 +1,258 @@
+"""Saved networks, checkpoints and run folders that are damaged, forged or incomplete:
+each gives one line and exit code 2 (never a traceback, never half the outputs), and
+folders that hold only a network still export, evaluate and profile."""
+import json
+import math
+import shutil
+
+import nir
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
+from evsim.cli.main import main
+from evsim.errors import CheckpointError, ConfigError, ShapeError
+from evsim.nir_io import network_to_nir, read_nir
+from evsim.synapses import check_csr
+from evsim.train import Trainer
+from tests.runs import toy_config, toy_dataset
+from tests.test_nir import developed_network, foreign_graph
+
+MNIST_RUN = ["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4",
+             "--batch-size", "500", "--threads", "1", "--no-progress"]
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="evsim")
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    assert fragment in result.output, result.output
+
+
+@pytest.fixture(scope="module")
+def toy_template(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("evsim.train.plot_training", lambda *args: None)
+        out = tmp_path_factory.mktemp("toy") / "run"
+        Trainer(toy_config(epochs=1), toy_dataset()).fit(out, progress=False, echo=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist_template(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mnist") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVSIM_OFFLINE", "1")
+        result = run(MNIST_RUN + ["--out", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def toy_run(toy_template, tmp_path):
+    return shutil.copytree(toy_template, tmp_path / "run")
+
+
+@pytest.fixture
+def mnist_run(mnist_template, tmp_path):
+    return shutil.copytree(mnist_template, tmp_path / "run")
+
+
+def forge(path, meta_changes=None, **arrays):
+    """Rewrite the npz file ``path`` with some members replaced (``meta`` updated by ``meta_changes``)."""
+    with np.load(path, allow_pickle=False) as f:
+        members = {key: f[key] for key in f.files}
+    meta = json.loads(str(members.pop("meta")))
+    meta_changes = meta_changes or {}
+    for key, value in meta_changes.items():
+        meta[key] = value
+    path.unlink()  # the best checkpoint may be a hard link to the latest: leave it alone
+    np.savez(path, meta=np.array(json.dumps(meta)), **{**members, **arrays})
+
+
+def member(path, key):
+    with np.load(path, allow_pickle=False) as f:
+        return np.array(f[key])
+
+
+# ------------------------------------------------------------- 1. CSR structure
+@pytest.mark.parametrize("indptr, indices, shape, message", [
+    ([0, 1], [0], (-1, 3), "shape must be two sizes >= 0"),
+    ([0, 1], [0], (2, 3), "indptr must be 3 integers"),
+    ([0.0, 1.0, 1.0], [0], (2, 3), "indptr must be 3 integers"),
+    ([0, 1, 1], [[0]], (2, 3), "indices must be a vector of integers"),
+    ([0, 2, 1], [0], (2, 3), "indptr must rise from 0 to nnz = 1"),
+    ([0, 1, 2], [0], (2, 3), "indptr must rise from 0 to nnz = 1"),
+    ([0, 1, 2], [0, 3], (2, 3), "column indices must lie in [0, 3), found 0..3"),
+    ([0, 1, 2], [0, -1], (2, 3), "column indices must lie in [0, 3)"),
+    ([0, 2, 2], [2, 1], (2, 3), "sorted and unique within each row"),
+    ([0, 2, 2], [1, 1], (2, 3), "sorted and unique within each row"),
+])
+def test_check_csr_names_each_defect(indptr, indices, shape, message):
+    with pytest.raises(ShapeError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        check_csr(np.array(indptr), np.array(indices), shape)
+    check_csr(np.array([0, 2, 3]), np.array([0, 2, 1]), (2, 3))  # a new row may start lower
+
+
+@pytest.mark.parametrize("name", [NETWORK_FILE, CHECKPOINT_LATEST])
+@pytest.mark.parametrize("damage", ["out of range", "duplicate", "indptr"])
+def test_broken_csr_in_a_saved_file_is_refused_on_load(toy_run, name, damage):
+    path = toy_run / name
+    indptr, indices = member(path, "l0_indptr"), member(path, "l0_indices")
+    if damage == "out of range":
+        indices[0] = 99999
+    elif damage == "duplicate":
+        indices[1] = indices[0]
+    else:
+        indptr[1], indptr[2] = indptr[2], indptr[1]
+    forge(path, l0_indptr=indptr, l0_indices=indices)
+    with pytest.raises(CheckpointError, match="corrupt or truncated .*ShapeError"):
+        load_network(path)
+    if name == CHECKPOINT_LATEST:
+        one_line_error(run(["train", "--resume", toy_run]), f"{path}: corrupt or truncated checkpoint")
+    else:
+        (toy_run / CHECKPOINT_LATEST).unlink()
+    one_line_error(run(["export", toy_run, toy_run / "x.nir"]), "corrupt or truncated")
+    assert not (toy_run / "x.nir").exists()
+
+
+# --------------------------------------------------- 2. stored configuration
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": "abc"}, "epochs must be an integer, got 'abc'"),
+    ({"epochs": True}, "epochs must be an integer, got True"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"lr": math.nan}, "lr must be a finite number, got nan"),
+    ({"hidden": ["12"]}, "hidden must be a list of integers"),
+    ({"lif": {"decay": 0.2, "v_th": "high"}}, "lif.v_th must be a finite number, got 'high'"),
+    ({"data": [1]}, "data must be an object, got [1]"),
+    ({"sdsnn": {"rho_init": 90.0, "rho_max": 65.0}}, "need 0 <= rho_init <= rho_max < 100"),
+])
+def test_an_invalid_stored_configuration_is_refused_naming_the_file(toy_run, change, message):
+    path = toy_run / CHECKPOINT_LATEST
+    with np.load(path, allow_pickle=False) as f:
+        config = json.loads(str(f["meta"]))["config"]
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config[key], dict) else value
+    forge(path, {"config": config})
+    expected = f"{path}: invalid stored configuration ({message}"
+    with pytest.raises(CheckpointError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+        load_checkpoint(path)
+    one_line_error(run(["train", "--resume", toy_run]), expected)
+    one_line_error(run(["export", toy_run, toy_run / "x.nir"]), expected)
+    # A folder holding network.npz and config.json: the same check on config.json.
+    (toy_run / "config.json").write_text(json.dumps(config))
+    for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
+        (toy_run / name).unlink()
+    one_line_error(run(["eval", toy_run]), f"{toy_run / 'config.json'}: invalid stored configuration ({message}")
+
+
+# ----------------------------------------------------------- 3. non-finite values
+@pytest.mark.parametrize("name", [NETWORK_FILE, CHECKPOINT_LATEST])
+@pytest.mark.parametrize("key, value, message", [
+    ("l0_data", np.nan, "layer 0 holds NaN or infinite weights"),
+    ("l1_bias", np.inf, "layer 1 holds NaN or infinite biases"),
+    ("lif", np.inf, "LIF parameters are not finite numbers (decay 0.2, v_th inf"),
+])
+def test_non_finite_weights_biases_and_neuron_parameters_are_refused(toy_run, name, key, value, message):
+    path = toy_run / name
+    if key == "lif":
+        with np.load(path, allow_pickle=False) as f:
+            lif = json.loads(str(f["meta"]))["lif"]
+        forge(path, {"lif": {**lif, "v_th": value}})
+    else:
+        values = member(path, key)
+        values[3] = value
+        forge(path, **{key: values})
+    with pytest.raises(CheckpointError, match=f"{name}: corrupt or truncated .*{message.replace('(', r'.')}"):
+        load_network(path)
+    if name == NETWORK_FILE:
+        (toy_run / CHECKPOINT_LATEST).unlink()
+    one_line_error(run(["export", toy_run, toy_run / "x.nir"]), message)
+
+
+def test_nir_graphs_with_non_finite_values_are_refused_naming_the_file(rng, tmp_path):
+    graph = network_to_nir(developed_network(rng))
+    graph.nodes["fc1"].weight[0, 0] = np.nan
+    nir.write(tmp_path / "nanw.nir", graph)
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'nanw.nir'}: layer 1 holds NaN or infinite weights"):
+        read_nir(tmp_path / "nanw.nir")
+    graph = foreign_graph(rng)
+    graph.nodes["la"].v_threshold[:] = np.nan
+    nir.write(tmp_path / "vth.nir", graph)
+    with pytest.raises(ConfigError, match="vth.nir: LIF parameter v_threshold is not finite"):
+        read_nir(tmp_path / "vth.nir")
+    one_line_error(run(["import-nir", tmp_path / "nanw.nir", tmp_path / "imported"]), "NaN or infinite weights")
+    assert not (tmp_path / "imported").exists()
+
+
+def test_a_broken_csr_structure_in_nir_metadata_is_refused(rng, tmp_path):
+    graph = network_to_nir(developed_network(rng))
+    graph.nodes["fc0"].metadata["evsim_indices"][0] = 99999
+    nir.write(tmp_path / "bad.nir", graph)
+    with pytest.raises(ConfigError, match="bad.nir: column indices must lie in"):
+        read_nir(tmp_path / "bad.nir")
+
+
+# ------------------------------------------------------------ 4. output paths
+def test_an_unwritable_output_path_is_refused_before_anything_is_written(mnist_run, tmp_path):
+    (tmp_path / "afile").write_text("")
+    for name in ("profile.json", "profile.png", "confusion-latest-test.png"):
+        (mnist_run / name).unlink(missing_ok=True)
+    one_line_error(run(["profile", mnist_run, "--png", tmp_path / "afile" / "p.png", "--json", tmp_path / "p.json"]),
+                   f"cannot write {tmp_path / 'afile' / 'p.png'}: {tmp_path / 'afile'} is not a folder")
+    one_line_error(run(["eval", mnist_run, "--json", tmp_path / "afile" / "sub" / "e.json"]), "is not a folder")
+    assert not (tmp_path / "p.json").exists() and not (mnist_run / "confusion-latest-test.png").exists()
+
+
+def test_a_folder_that_refuses_new_files_is_reported(tmp_path, monkeypatch):
+    from evsim.cli.runs import check_outputs
+
+    def refuse(dir):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("evsim.cli.runs.tempfile.TemporaryFile", refuse)
+    with pytest.raises(ConfigError, match=f"cannot write .*: {tmp_path} is not writable .Permission denied"):
+        check_outputs(tmp_path / "new" / "deeper" / "x.json")
+    with pytest.raises(ConfigError, match="is a folder; give a file name"):
+        check_outputs(tmp_path)
+
+
+# ---------------------------------- 5. folders holding only a network (import-nir)
+def test_a_network_only_folder_exports_evaluates_and_profiles(mnist_run, tmp_path):
+    assert run(["export", mnist_run, tmp_path / "a.nir"]).exit_code == 0
+    assert run(["import-nir", tmp_path / "a.nir", tmp_path / "imp"]).exit_code == 0
+    result = run(["export", tmp_path / "imp", tmp_path / "b.nir"])  # NIR -> evsim -> NIR
+    assert result.exit_code == 0, result.output
+    assert run(["import-nir", tmp_path / "b.nir", tmp_path / "imp2"]).exit_code == 0
+    first, second = load_network(tmp_path / "imp" / NETWORK_FILE), load_network(tmp_path / "imp2" / NETWORK_FILE)
+    for a, b in zip(first.layers, second.layers):
+        assert np.array_equal(a.store.to_dense(), b.store.to_dense()) and np.array_equal(a.bias, b.bias)
+
+    for command in ("eval", "profile"):
+        one_line_error(run([command, tmp_path / "imp"]), "has a network but no config.json; name the data to run "
+                                                         "it on: --dataset NAME")
+    result = run(["eval", tmp_path / "imp", "--dataset", "mnist", "--time-steps", "4"])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'imp'} (network.npz), test split" in result.output
+    trained = run(["eval", mnist_run])
+    assert result.output.splitlines()[-5:-2] == trained.output.splitlines()[-5:-2]  # accuracy, classes, SOPs
+    result = run(["profile", tmp_path / "imp", "--dataset", "mnist", "--time-steps", "4", "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "imp" / "profile.json").read_text())["samples"] == 20
+    one_line_error(run(["eval", mnist_run, "--dataset", "mnist"]), "has its own configuration, which fixes the "
+                                                                  "dataset; leave out --dataset")
+
+
+# ------------------------------------------------- 6. a run stopped by Ctrl-C
+def test_profile_loads_a_run_without_network_npz_from_its_checkpoint(mnist_run):
+    (mnist_run / NETWORK_FILE).unlink()
+    result = run(["profile", mnist_run, "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert "checkpoint-latest.npz, epoch 1/1" in result.output
+    assert json.loads((mnist_run / "profile.json").read_text())["samples"] == 20
+    forge(mnist_run / CHECKPOINT_LATEST, l0_data=np.full_like(member(mnist_run / CHECKPOINT_LATEST, "l0_data"), np.nan))
+    one_line_error(run(["profile", mnist_run, "--checkpoint", "latest"]), "NaN or infinite weights")
