@@ -70,7 +70,7 @@ def test_profile_a_trained_run_and_bad_run_folders(tmp_path):
     for key in ("Effective_ACs", "Effective_MACs", "Dense", "ConnectionSparsity", "ActivationSparsity"):
         assert key in report["neurobench"]
 
-    (out / "network.npz").write_bytes(b"not a zip")
+    (out / "checkpoint-latest.npz").write_bytes(b"not a zip")
     result = run(["profile", str(out)])
     assert result.exit_code == 2 and "corrupt or truncated" in result.output
     result = run(["profile", str(tmp_path / "nowhere")])
