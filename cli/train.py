@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import click
+import numba
 from click.core import ParameterSource
 
-from evsim.checkpoint import CHECKPOINT_LATEST
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
 from evsim.cli.options import FiniteFloatRange, dataset_options
-from evsim.config import CONFIG_TOML, config_from_options, config_toml, read_config_file
+from evsim.config import CONFIG_TOML, config_from_options, read_config_file
 from evsim.errors import ConfigError
-from evsim.files import write_bytes_atomic
 from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
 from evsim.presets import preset
@@ -26,6 +26,17 @@ from evsim.train import TrainingInterrupted, parse_hidden, resume as resume_trai
 
 # Options that may accompany --resume: they change what is shown, not what is computed.
 RESUME_COMPATIBLE = ("progress",)
+# Files of a run that trained (a new run refuses a folder holding one). config.toml and
+# config.json alone are a run that stopped before its first epoch ended: it restarts there.
+RUN_RESULTS = ("metrics.jsonl", "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+# What the config file's values must be before click converts them (click would turn
+# 5 into the path "5" or raise a TypeError for a list): (option type, accepted, wording).
+FILE_VALUE_TYPES = (
+    (click.types.IntParamType, (int,), "an integer"),
+    (click.types.FloatParamType, (int, float), "a number"),
+    (click.types.BoolParamType, (bool,), "true or false"),
+    (click.Path, (str,), "a string path"),
+)
 
 
 def _hidden(ctx, param, value):
@@ -68,8 +79,9 @@ def _hidden(ctx, param, value):
               help="SD-SNN cap on the pruning percentage (a preset may set it).")
 @click.option("--target-sparsity", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Sparsity for the magnitude and set baselines.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Numba threads (0 = all cores).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(0, numba.config.NUMBA_NUM_THREADS), default=0, show_default=True,
+              help="Numba threads (0 = all cores).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<dataset>-<timestamp>].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
@@ -96,10 +108,9 @@ def train(ctx, config_file, resume_dir, **opts):
         options = _resolve(opts, given, _file_options(ctx, config_file) if config_file else {})
         config = config_from_options(options)
         out, progress = Path(config.out), options["progress"]
-        if (out / CHECKPOINT_LATEST).exists():
+        if any((out / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
-        write_bytes_atomic(out / CONFIG_TOML, config_toml(config).encode())
     try:
         summary = (resume_training(out, progress, click.echo) if config is None
                    else run_training(config, out, progress, click.echo))
@@ -129,17 +140,19 @@ def _file_options(ctx: click.Context, path: Path) -> dict:
     values = read_config_file(path, list(params))
     converted = {}
     for key, value in values.items():
-        param = params[key]
+        param, given = params[key], value
         if key == "hidden" and isinstance(value, (list, int)) and not isinstance(value, bool):
             value = ",".join(str(size) for size in (value if isinstance(value, list) else [value]))
-        if isinstance(param.type, click.types.IntParamType) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{path}: {key} = {value!r}: expected an integer")
+        for kind, accepted, wording in FILE_VALUE_TYPES:
+            # type(), not isinstance(): true is no integer (TOML values have exact types)
+            if isinstance(param.type, kind) and type(value) not in accepted:
+                raise ConfigError(f"{path}: {key} = {given!r}: expected {wording}")
         try:
             converted[key] = param.process_value(ctx, value)
             if key == "dev_interval":
                 converted[key] = _dev_interval(converted[key])
         except click.BadParameter as exc:
-            raise ConfigError(f"{path}: {key} = {value!r}: {exc.message}") from None
+            raise ConfigError(f"{path}: {key} = {given!r}: {exc.message}") from None
     return converted
 
 
@@ -156,6 +169,9 @@ def _resolve(opts: dict, given: set[str], from_file: dict) -> dict:
     options["hidden"] = tuple(options["hidden"])
     if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
         options["data_dir"] = Path(os.environ["EVSIM_DATA"])
+    for key in ("data_dir", "cache_dir"):  # absolute: the saved run means the same data from any folder
+        if options[key] is not None:
+            options[key] = Path(options[key]).expanduser().resolve()
     options["out"] = options["out"] or Path("runs") / f"{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
     return options
 

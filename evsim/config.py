@@ -126,6 +126,11 @@ def config_from_options(options: dict) -> TrainConfig:
     ``hidden`` is a tuple of sizes, ``dev_interval`` an integer (0 = once per
     epoch), ``data_dir``/``cache_dir`` paths or None. The data seed stays fixed at 0:
     the emulated dataset must not change (and be re-made) per training seed.
+
+    Raises
+    ------
+    ConfigError
+        If the options do not make a valid configuration (checked before any data is loaded).
     """
     data = DataOptions(data_dir=options["data_dir"], cache_dir=options["cache_dir"], source=options["source"],
                        time_steps=options["time_steps"], encoding=options["encoding"], slicing=options["slicing"],
@@ -140,7 +145,7 @@ def config_from_options(options: dict) -> TrainConfig:
         dev_interval=options["dev_interval"], target_sparsity=options["target_sparsity"], out=str(options["out"]),
         sdsnn=SDSNNConfig(spine_steps=options["spine_steps"], regrow_steps=options["regrow_steps"],
                           rho_init=options["rho_init"], rho_max=options["rho_max"]),
-    )
+    ).validate()
 
 
 def config_toml(config: TrainConfig) -> str:

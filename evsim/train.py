@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import signal
 import threading
@@ -48,7 +49,7 @@ from evsim.checkpoint import (
 from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import CheckpointError, ConfigError
-from evsim.files import write_json_atomic, write_jsonl_atomic
+from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.neuron import LIFParameters
@@ -95,8 +96,12 @@ class TrainConfig:
             raise ConfigError(f"unknown structure {self.structure!r}; choose one of {', '.join(STRUCTURES)}")
         if self.dev_interval < 0:
             raise ConfigError(f"dev_interval must be >= 0 (0 = once per epoch), got {self.dev_interval}")
-        if self.threads < 0:
-            raise ConfigError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
+        if not 0 <= self.threads <= numba.config.NUMBA_NUM_THREADS:
+            raise ConfigError(f"--threads must be 0 (all cores) to {numba.config.NUMBA_NUM_THREADS}, the cores Numba "
+                              f"can use, got {self.threads}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0 (NumPy's generators take no negative seed), got {self.seed}")
+        check_data_options(self.dataset, self.data)
         get_loss(self.loss)
         Optimizer(self.optimizer, self.lr, weight_decay=self.weight_decay)
         Schedule(self.schedule)
@@ -131,6 +136,72 @@ class TrainConfig:
             return cls(**top)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
+
+
+# The data options each dataset uses; any other keeps its DataOptions default (N-MNIST and
+# DVS-Gesture refuse each other's, so the static images must refuse all of them too).
+DATA_OPTIONS_USED = {
+    "mnist": (),
+    "cifar10": (),
+    "nmnist": ("slicing", "crop", "denoise_us"),
+    "dvsgesture": ("slicing", "denoise_us", "downsample"),
+}
+
+
+def check_data_options(dataset: str, data: DataOptions) -> None:
+    """Refuse a framing option set for a dataset it does not apply to (before any data is loaded).
+
+    Raises
+    ------
+    ConfigError
+        Naming the option and the datasets that take it.
+    """
+    used = DATA_OPTIONS_USED.get(dataset)
+    if used is None:  # a dataset registered elsewhere checks its own options
+        return
+    for name in ("slicing", "crop", "denoise_us", "downsample"):
+        if name not in used and getattr(data, name) != getattr(DataOptions, name):
+            takers = " and ".join(d for d, names in DATA_OPTIONS_USED.items() if name in names)
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to {takers} only, not {dataset}; leave {flag} unset")
+
+
+# Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
+# float32 gradient, Adam's two float32 moments, the rows path's float32 execution copy),
+# and per neuron, time step and sample of a batch: training keeps the BPTT trace (float32
+# potential, uint8 spike) with the float32 potential and spike gradients and the spike
+# events (about 16 B); evaluation (eval_batch_size samples) keeps only the trace (5 B).
+SYNAPSE_BYTES = 24
+TRAIN_STEP_BYTES = 16
+EVAL_STEP_BYTES = 5
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> None:
+    """Refuse a run whose network and BPTT traces alone would not fit in physical memory.
+
+    Without the dataset's sizes (before loading it) the input and output layers count
+    as empty: a lower bound that still catches impossible ``hidden``/``time_steps``.
+
+    Raises
+    ------
+    ConfigError
+        Saying about how much the run needs and what to reduce.
+    """
+    sizes = [n_inputs, *config.hidden, n_classes]
+    weights = SYNAPSE_BYTES * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    per_step = max(TRAIN_STEP_BYTES * config.batch_size, EVAL_STEP_BYTES * config.eval_batch_size)
+    traces = per_step * config.time_steps * sum(sizes[1:])
+    have = physical_memory()
+    if weights + traces > have:
+        gib = 2 ** 30
+        raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
+                          f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
+                          f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size")
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -189,6 +260,7 @@ class Trainer:
         if dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
         self.dataset = dataset
+        check_memory(config, dataset.n_inputs, dataset.n_classes)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], init_rng,
                                               config.lif, config.path)
@@ -423,6 +495,12 @@ class Trainer:
         if self.config.threads:
             numba.set_num_threads(self.config.threads)
         if run_dir is not None:
+            # Here, not at the top: evsim.config imports this module.
+            from evsim.config import CONFIG_TOML, config_toml
+
+            # The run folder's first files, written only now that the data has loaded and the
+            # network is built: a run that fails before leaves no folder behind.
+            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
@@ -510,7 +588,15 @@ def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset
 
 def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
           echo: Callable[[str], None] = print) -> dict:
-    """Load the dataset, announce its source, train, and return the summary."""
+    """Check the configuration, load the dataset and announce its source, train, and
+    return the summary. Nothing is written to ``run_dir`` before the data has loaded.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid configuration or one that cannot fit in memory, before the data is loaded.
+    """
+    check_memory(config.validate())
     return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from evsim.cli.main import main
-from evsim.config import options_from_config, to_toml
+from evsim.config import CONFIG_TOML, config_toml, options_from_config, to_toml
 from evsim.presets import preset
 from tests.runs import assert_same_npz
 
@@ -29,11 +29,14 @@ def one_line_error(result) -> str:
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Replace training by a recorder of the resolved TrainConfig."""
+    """Replace training by a recorder of the resolved TrainConfig that writes, like training
+    once the data has loaded, the run's config.toml."""
     configs = []
 
     def fake_training(config, out, progress, echo):
         configs.append(config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_TOML).write_text(config_toml(config))
         return {"test_acc": 0.5, "best_test_acc": 0.5, "synapses": 1, "compression": 0.0, "data_source": "x",
                 "wall_s": 0.0}
 
@@ -54,12 +57,12 @@ def test_file_values_sit_between_the_command_line_and_the_preset(tmp_path, captu
                                                                  "rho_max": 70.0})
     file = tmp_path / "run.toml"
     file.write_text('dataset = "mnist"\nhidden = [64, 32]\nspine_steps = 9\nlr = 0.002\ndev_interval = "epoch"\n'
-                    'epochs = 4\ncrop = true\n')
+                    'epochs = 4\nreset = "subtract"\n')
     assert run(["train", "--config", str(file), "--epochs", "2", "--out", str(tmp_path / "a")]).exit_code == 0
     config = captured[-1]
     assert (config.dataset, config.hidden, config.lr, config.dev_interval, config.epochs) == \
         ("mnist", (64, 32), 0.002, 0, 2)
-    assert config.data.crop is True
+    assert config.lif.reset == "subtract"
     assert (config.sdsnn.spine_steps, config.sdsnn.regrow_steps, config.sdsnn.rho_max) == (9, 5, 70.0)
     assert (config.sdsnn.rho_init, config.batch_size) == (preset("mnist")["rho_init"], preset("mnist")["batch_size"])
     assert tomllib.loads((tmp_path / "a" / "config.toml").read_text())["epochs"] == 2

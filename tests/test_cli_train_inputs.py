@@ -1,0 +1,197 @@
+"""``evsim train`` refuses bad input with one line, before it loads data or writes anything:
+seeds, threads, config-file value types, impossible sizes, options of another dataset,
+folders holding a run; and it records data folders as absolute paths."""
+import json
+
+import numba
+import pytest
+from click.testing import CliRunner
+
+import evsim.train
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
+from evsim.cli.main import main
+from evsim.config import CONFIG_TOML, config_toml
+from evsim.errors import ConfigError
+from evsim.train import TrainConfig
+
+TINY = ["--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4", "--no-progress"]
+
+
+def run(args):
+    return CliRunner().invoke(main, args, prog_name="evsim")
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace training by a recorder of the resolved TrainConfig that writes, like training
+    once the data has loaded, the run's config.toml."""
+    configs = []
+
+    def fake_training(config, out, progress, echo):
+        configs.append(config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_TOML).write_text(config_toml(config))
+        return {"test_acc": 0.5, "best_test_acc": 0.5, "synapses": 1, "compression": 0.0, "data_source": "x",
+                "wall_s": 0.0}
+
+    monkeypatch.setattr("evsim.cli.train.run_training", fake_training)
+    return configs
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail the test if a dataset is loaded."""
+    def load(*args):
+        raise AssertionError("data loaded before the options were checked")
+
+    monkeypatch.setattr(evsim.train, "load_dataset", load)
+
+
+# ---------------------------------------------------------------- failed runs write nothing
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--seed", "-1"], "'--seed': -1 is not in the range x>=0"),
+    (["--threads", "1000"], f"'--threads': 1000 is not in the range 0<=x<={numba.config.NUMBA_NUM_THREADS}"),
+    (["--structure", "set", "--target-sparsity", "nan"], "--target-sparsity"),
+    (["--crop"], "--crop applies to nmnist only, not mnist"),
+    (["--hidden", "100000000", "--time-steps", "2"], "reduce --hidden, --time-steps or --batch-size"),
+])
+def test_bad_options_are_refused_before_the_data_and_the_run_folder(tmp_path, no_data, args, fragment):
+    out = tmp_path / "run"
+    assert fragment in one_line_error(run(["train", *TINY, *args, "--out", str(out)]))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--dataset", "cifar10"], ["--source", "real"]])
+def test_missing_data_leaves_no_run_folder(tmp_path, args):
+    out = tmp_path / "run"
+    (tmp_path / "empty").mkdir()
+    one_line_error(run(["train", *TINY, *args, "--data-dir", str(tmp_path / "empty"), "--out", str(out)]))
+    assert not out.exists()
+
+
+# -------------------------------------------------------------------- seeds and threads
+
+def test_the_library_refuses_negative_seeds_and_too_many_threads():
+    with pytest.raises(ConfigError, match=r"--seed must be >= 0.*got -1"):
+        TrainConfig(seed=-1).validate()
+    with pytest.raises(ConfigError, match=rf"--threads must be 0 \(all cores\) to {numba.config.NUMBA_NUM_THREADS}"):
+        TrainConfig(threads=numba.config.NUMBA_NUM_THREADS + 1).validate()
+
+
+# -------------------------------------------------------------- config-file value types
+
+@pytest.mark.parametrize("text,fragment", [
+    ("data_dir = 5", "data_dir = 5: expected a string path"),
+    ("out = 5", "out = 5: expected a string path"),
+    ("cache_dir = [1]", "cache_dir = [1]: expected a string path"),
+    ("lr = [1]", "lr = [1]: expected a number"),
+    ("lr = 1979-05-27", "lr = datetime.date(1979, 5, 27): expected a number"),
+    ("weight_decay = true", "weight_decay = True: expected a number"),
+    ("crop = 5", "crop = 5: expected true or false"),
+    ("progress = 3", "progress = 3: expected true or false"),
+    ("hidden = [1.5]", "hidden = [1.5]: must be comma-separated integers"),
+    ("lr = nan", "lr = nan: nan is not a finite number"),
+    ("weight_decay = inf", "weight_decay = inf: inf is not a finite number"),
+    ("seed = -1", "seed = -1: -1 is not in the range x>=0"),
+    ("threads = 1000", "threads = 1000: 1000 is not in the range"),
+    ('dataset = "mnist"\ncrop = true', "--crop applies to nmnist only, not mnist"),
+])
+def test_config_file_values_of_the_wrong_kind_give_one_line(tmp_path, captured, no_data, text, fragment):
+    file = tmp_path / "bad.toml"
+    file.write_text(text + "\n")
+    line = one_line_error(run(["train", "--config", str(file), "--out", str(tmp_path / "run")]))
+    assert fragment in line
+    assert captured == [] and not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------- impossible sizes
+
+def test_a_run_too_big_for_memory_is_refused_with_its_size(tmp_path, monkeypatch, no_data):
+    monkeypatch.setattr(evsim.train, "physical_memory", lambda: 2 ** 30)
+    # 100 neurons x 10^6 steps x 500 evaluation samples x 5 B: 233 GiB of traces, 0 known weights.
+    line = one_line_error(run(["train", *TINY, "--hidden", "100", "--time-steps", "1000000",
+                               "--out", str(tmp_path / "run")]))
+    assert "needs at least 232.8 GiB of memory" in line and "the machine has 1.0 GiB" in line
+
+
+def test_the_input_layer_counts_once_the_data_has_loaded(tmp_path, monkeypatch):
+    # 784-20000-10 at T = 1: 0.05 GiB of traces before loading, then 0.35 GiB of weights.
+    monkeypatch.setattr(evsim.train, "physical_memory", lambda: 2 ** 28)
+    out = tmp_path / "run"
+    result = run(["train", *TINY, "--hidden", "20000", "--time-steps", "1", "--out", str(out)])
+    assert result.exit_code == 2 and result.output.startswith("data: mnist")
+    assert result.output.splitlines()[-1].startswith("Error: this run needs at least 0.4 GiB of memory (weights 0.4 GiB")
+    assert not out.exists()
+
+
+# ------------------------------------------------------- options of another dataset
+
+@pytest.mark.parametrize("dataset,args,fragment", [
+    ("mnist", ["--slicing", "time"], "--slicing applies to nmnist and dvsgesture only, not mnist"),
+    ("mnist", ["--denoise-us", "3"], "--denoise-us applies to nmnist and dvsgesture only, not mnist"),
+    ("mnist", ["--downsample", "16"], "--downsample applies to dvsgesture only, not mnist"),
+    ("cifar10", ["--crop"], "--crop applies to nmnist only, not cifar10"),
+    ("nmnist", ["--downsample", "32"], "--downsample applies to dvsgesture only, not nmnist"),
+    ("dvsgesture", ["--crop"], "--crop applies to nmnist only, not dvsgesture"),
+])
+def test_options_of_another_dataset_are_refused(tmp_path, no_data, dataset, args, fragment):
+    assert fragment in one_line_error(run(["train", "--dataset", dataset, *args, "--out", str(tmp_path / "r")]))
+
+
+def test_options_left_at_their_defaults_or_that_apply_are_accepted(tmp_path, captured):
+    assert run(["train", *TINY, "--no-crop", "--slicing", "events", "--out", str(tmp_path / "a")]).exit_code == 0
+    assert run(["train", "--dataset", "nmnist", "--crop", "--denoise-us", "5", "--slicing", "time",
+                "--out", str(tmp_path / "b")]).exit_code == 0
+    assert (captured[-1].data.crop, captured[-1].data.denoise_us, captured[-1].data.slicing) == (True, 5, "time")
+
+
+# ------------------------------------------------------------ folders holding a run
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "training.png", NETWORK_FILE,
+                                  CHECKPOINT_LATEST, CHECKPOINT_BEST])
+def test_a_new_run_refuses_a_folder_with_any_result(tmp_path, captured, name):
+    (tmp_path / name).write_bytes(b"a run")
+    line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
+    assert f"already holds a training run; continue it with --resume {tmp_path}, or choose another --out" in line
+    assert captured == [] and (tmp_path / name).read_bytes() == b"a run"
+
+
+def test_a_run_stopped_before_its_first_epoch_restarts_in_its_folder(tmp_path, captured):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / CONFIG_TOML).write_text("")
+    assert run(["train", *TINY, "--out", str(tmp_path)]).exit_code == 0 and len(captured) == 1
+
+
+# ----------------------------------------------------------------- absolute data paths
+
+def test_data_folders_are_recorded_as_absolute_paths(tmp_path, monkeypatch, captured):
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", *TINY, "--data-dir", "data", "--cache-dir", "cache", "--out", "a"]).exit_code == 0
+    assert (captured[-1].data.data_dir, captured[-1].data.cache_dir) == (tmp_path / "data", tmp_path / "cache")
+    assert f'data_dir = "{tmp_path / "data"}"' in (tmp_path / "a" / CONFIG_TOML).read_text()
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert run(["train", "--config", str(tmp_path / "a" / CONFIG_TOML), "--out", "b"]).exit_code == 0
+    assert captured[-1].data.data_dir == tmp_path / "data"
+    (tmp_path / "run.toml").write_text('data_dir = "data"\n')
+    monkeypatch.setenv("EVSIM_DATA", "env")
+    assert run(["train", *TINY, "--config", str(tmp_path / "run.toml"), "--out", "c"]).exit_code == 0
+    assert captured[-1].data.data_dir == tmp_path / "elsewhere" / "data"
+    assert run(["train", *TINY, "--out", "d"]).exit_code == 0
+    assert captured[-1].data.data_dir == tmp_path / "elsewhere" / "env"
+
+
+def test_a_finished_tiny_run_records_its_absolute_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "none").mkdir()
+    assert run(["train", *TINY, "--batch-size", "500", "--data-dir", "none", "--out", "r"]).exit_code == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["data_dir"] == str(tmp_path / "none")
