@@ -9,7 +9,8 @@ from evsim.errors import EvsimError
 
 
 class EvsimGroup(click.Group):
-    """Reports bad usage and every deliberate EvsimError as one line, exit code 2."""
+    """Reports bad usage, every deliberate EvsimError and every unusable path as one
+    line, exit code 2."""
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)  # errors are always handled here
@@ -23,11 +24,20 @@ class EvsimGroup(click.Group):
             sys.exit(1)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except EvsimError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            if exc.filename is None:  # not about a path the user chose: keep the traceback
+                raise
+            click.echo(f"Error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
+                       "(or fix its permissions)", err=True)
             sys.exit(2)
 
 

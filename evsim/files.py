@@ -1,26 +1,52 @@
 """Atomic file writes: a result file is either the old one or the complete new one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 
+def umasked(mode: int) -> int:
+    """``mode`` less the current umask: what ``open()`` (0o666) or ``mkdir`` (0o777) gives
+    a new file or folder. Needed because mkstemp and mkdtemp make theirs private."""
+    umask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    return mode & ~umask
+
+
+@contextlib.contextmanager
+def errors_about(path: Path):
+    """Report an ``OSError`` raised inside as one about ``path``, the name the user chose,
+    not about the temporary name beside it that was really being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, fsync, then rename over it."""
+    """Write ``payload`` to a temporary file beside ``path``, fsync, then rename over it.
+
+    The file gets the mode a plain new file would get, not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with errors_about(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), umasked(0o666))
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def link_atomic(source: Path, path: Path, payload: bytes) -> None:
@@ -36,7 +62,8 @@ def link_atomic(source: Path, path: Path, payload: bytes) -> None:
     except OSError:
         write_bytes_atomic(path, payload)
         return
-    os.replace(tmp, path)
+    with errors_about(path):
+        os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj) -> None:

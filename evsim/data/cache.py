@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evsim.files import errors_about, umasked
+
 
 def default_cache_dir() -> Path:
     """``$EVSIM_CACHE`` if set, else ``~/.cache/evsim``."""
@@ -63,14 +65,16 @@ def atomic_dir(final: Path):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    with errors_about(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp.chmod(umasked(0o777))  # a plain folder's mode, not mkdtemp's private 0700
     try:
         yield tmp
         try:
             os.replace(tmp, final)  # succeeds when final is absent or an empty folder
-        except OSError:
+        except OSError as exc:
             if not (final.is_dir() and any(final.iterdir())):
-                raise
+                raise OSError(exc.errno, exc.strerror, str(final)) from exc
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

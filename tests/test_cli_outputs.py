@@ -1,0 +1,109 @@
+"""What the CLI writes and where: unusable paths, pictures, file modes, the frame cache,
+bad DVS-Gesture recordings and impossible frame counts all end in one line, never a
+traceback or a half-written result."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evsim.cli.main import main
+from evsim.data import load_dataset
+from evsim.data.cache import atomic_dir
+from evsim.data.frames import SparseFrames
+from evsim.errors import ConfigError, DataError
+from evsim.files import write_bytes_atomic, write_json_atomic
+from tests.test_data_dvsgesture import make_gestures, opts as gesture_opts
+from tests.test_data_nmnist import make_plain, opts
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No network, no user data folder, no user cache."""
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    monkeypatch.delenv("EVSIM_DATA", raising=False)
+    monkeypatch.setenv("EVSIM_CACHE", str(tmp_path / "default-cache"))
+
+
+def cli(args, env=None):
+    return CliRunner().invoke(main, args, prog_name="evsim", env=env)
+
+
+def one_error_line(result, *fragments):
+    """Exit code 2 and, after any notices, a single last line ``Error: ...`` holding every fragment."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error:") and "Traceback" not in result.output, result.output
+    assert [line for line in lines if "Error" in line] == lines[-1:], result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], result.output
+
+
+@pytest.fixture
+def nmnist_args(tmp_path):
+    """Options that load a four-recording N-MNIST folder through a private cache."""
+    root = make_plain(tmp_path / "data", real_first=False)
+    return ["--dataset", "nmnist", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")]
+
+
+# ---------------------------------------------------------------- unusable output paths
+
+@pytest.mark.parametrize("command,rest,needs_data", [
+    (["train"], ["--dataset", "mnist", "--out", "{afile}/run"], False),
+    (["data", "emulate-nmnist"], ["--per-class", "1", "--out", "{afile}/emu"], False),
+    (["data", "info"], ["--cache-dir", "{afile}/cache"], True),
+    (["data", "show"], ["--out", "{afile}/s.png"], True),
+])
+def test_a_path_under_a_file_is_one_line_naming_it(tmp_path, nmnist_args, command, rest, needs_data):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    result = cli(command + (nmnist_args if needs_data else []) + [part.format(afile=afile) for part in rest])
+    one_error_line(result, f"cannot use {afile}", "choose another path (or fix its permissions)")
+
+
+def test_an_unusable_cache_from_the_environment_is_one_line(tmp_path, nmnist_args):
+    (tmp_path / "afile").write_text("")
+    result = cli(["data", "info", *nmnist_args[:4]], env={"EVSIM_CACHE": str(tmp_path / "afile" / "c")})
+    one_error_line(result, f"cannot use {tmp_path / 'afile'}")
+
+
+def test_a_failed_atomic_write_names_the_chosen_file_not_its_temporary(tmp_path):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_json_atomic(tmp_path / "adir", {"a": 1})
+    assert caught.value.filename == str(tmp_path / "adir")
+    assert os.listdir(tmp_path / "adir") == [] and os.listdir(tmp_path) == ["adir"]  # no temporary left
+
+
+def test_an_oserror_without_a_path_is_not_dressed_up(monkeypatch):
+    def broken(*args):
+        raise OSError("no path involved")
+    monkeypatch.setattr("evsim.cli.data.load_dataset", broken)
+    result = cli(["data", "info"])
+    assert isinstance(result.exception, OSError) and "cannot use" not in result.output
+
+
+# ---------------------------------------------------------------- file modes
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_results_get_the_mode_the_umask_gives_a_new_file(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "r.json", b"{}")
+        with atomic_dir(tmp_path / "entry") as tmp:
+            (tmp / "x").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+# ---------------------------------------------------------------- bare groups
+
+@pytest.mark.parametrize("args", [[], ["data"]])
+def test_a_bare_group_prints_its_help(args):
+    result = cli(args)
+    assert result.exit_code in (0, 2)
+    assert result.output.startswith("Usage: evsim") and "Commands:" in result.output
+    assert "Error" not in result.output
