@@ -11,6 +11,7 @@ from evsim.data import load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
+from evsim.files import write_bytes_atomic
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
 
@@ -65,11 +66,27 @@ def info(**kwargs):
         click.echo(f"cache        {meta['cache']}")
 
 
+def _picture_path(ctx, param, out: Path) -> Path:
+    """``--out`` checked before any data is loaded: its suffix names a format matplotlib
+    can write to memory (no suffix: PNG, and the path says so)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    # pgf cannot hold the frames' raster images when written to memory
+    formats = sorted(set(FigureCanvasAgg.get_supported_filetypes()) - {"pgf"})
+    if not out.suffix:
+        return out.with_suffix(".png")
+    if out.suffix[1:].lower() not in formats:
+        raise click.BadParameter(f"{out}: cannot write a {out.suffix} picture; end the name with one of: "
+                                 + ", ".join(f".{fmt}" for fmt in formats), ctx, param)
+    return out
+
+
 @data.command()
 @dataset_options
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Sample index.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=_picture_path,
+              help="Picture to write; its suffix picks the format (.png, .pdf, .svg, ...; none: .png).")
 def show(index, split, out, **kwargs):
     """Draw one sample: its frames (and, for event data, an x-y-t view of its events)."""
     dataset, options = _load(kwargs)
@@ -88,7 +105,9 @@ def show(index, split, out, **kwargs):
 
 
 def _draw(dataset, sample: np.ndarray, label: int, events, out: Path) -> None:
-    """Save a picture of one sample (frames grid plus optional x-y-t scatter)."""
+    """Save a picture of one sample (frames grid plus optional x-y-t scatter), atomically."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +140,10 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path) -> None:
         ax.legend(loc="upper left", fontsize=7)
     fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}"
                  + (" - frames: red ON, blue OFF" if dataset.encoding == "frames" else ""), fontsize=9)
-    fig.savefig(out, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=out.suffix[1:].lower(), dpi=110)
     plt.close(fig)
+    write_bytes_atomic(out, buffer.getvalue())
 
 
 def _frame_rgb(frame: np.ndarray, polar: bool) -> np.ndarray:

@@ -84,6 +84,34 @@ def test_an_oserror_without_a_path_is_not_dressed_up(monkeypatch):
     assert isinstance(result.exception, OSError) and "cannot use" not in result.output
 
 
+# ---------------------------------------------------------------- data show --out
+
+def test_show_creates_missing_folders_and_writes_atomically(tmp_path, nmnist_args):
+    out = tmp_path / "new" / "deeper" / "s.png"
+    result = cli(["data", "show", *nmnist_args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.listdir(out.parent) == ["s.png"]
+
+
+def test_show_without_a_suffix_writes_png_and_says_where(tmp_path, nmnist_args):
+    result = cli(["data", "show", *nmnist_args, "--out", str(tmp_path / "s7")])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 's7.png'} " in result.output
+    assert (tmp_path / "s7.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "s7").exists()
+
+
+def test_show_writes_the_format_its_suffix_names(tmp_path, nmnist_args):
+    result = cli(["data", "show", *nmnist_args, "--out", str(tmp_path / "s.PDF")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.PDF").read_bytes()[:5] == b"%PDF-"
+
+
+def test_show_refuses_an_unknown_format_before_loading_anything(tmp_path):
+    result = cli(["data", "show", "--out", str(tmp_path / "s6.txt")])  # no data: would fall back to emulation
+    one_error_line(result, "--out", "s6.txt", ".png", ".svg")
+    assert not (tmp_path / "default-cache").exists()
+
+
 # ---------------------------------------------------------------- file modes
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
