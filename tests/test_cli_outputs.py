@@ -135,3 +135,70 @@ def test_a_bare_group_prints_its_help(args):
     assert result.exit_code in (0, 2)
     assert result.output.startswith("Usage: evsim") and "Commands:" in result.output
     assert "Error" not in result.output
+
+
+# ---------------------------------------------------------------- corrupt frame cache
+
+def only_entry(tmp_path) -> Path:
+    (entry,) = (tmp_path / "cache" / "frames").iterdir()
+    return entry
+
+
+def corrupt(entry: Path, how: str) -> None:
+    if how == "truncated":
+        path = entry / "train_idx.npy"
+        path.write_bytes(path.read_bytes()[:100])
+    elif how == "index out of range":
+        idx = np.load(entry / "train_idx.npy", mmap_mode="r+")
+        idx[0] = 10**6
+        idx.flush()
+    elif how == "ptr not rising":
+        ptr = np.load(entry / "train_ptr.npy", mmap_mode="r+")
+        ptr[1] = ptr[-1] + 1
+        ptr.flush()
+    elif how == "label out of range":
+        np.save(entry / "test_labels.npy", np.array([0, 12]))
+    elif how == "meta unreadable":
+        (entry / "meta.json").write_text("{")
+
+
+@pytest.mark.parametrize("how", ["truncated", "index out of range", "ptr not rising", "label out of range",
+                                 "meta unreadable"])
+def test_a_corrupt_cache_entry_is_rebuilt(tmp_path, how):
+    root = make_plain(tmp_path / "data", real_first=False)
+    first = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    expected = first.train.inputs.to_dense(), first.test.labels.copy()
+    del first
+    corrupt(only_entry(tmp_path), how)
+    again = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    np.testing.assert_array_equal(again.train.inputs.to_dense(), expected[0])
+    np.testing.assert_array_equal(again.test.labels, expected[1])
+    assert only_entry(tmp_path).name == Path(again.meta["cache"]).name  # replaced, nothing left beside it
+
+
+def test_show_after_a_bad_cache_index_redraws_from_a_rebuilt_entry(tmp_path, nmnist_args):
+    assert cli(["data", "info", *nmnist_args]).exit_code == 0
+    corrupt(only_entry(tmp_path), "index out of range")
+    result = cli(["data", "show", *nmnist_args, "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_corrupt_entry_that_cannot_be_deleted_is_named(tmp_path, nmnist_args, monkeypatch):
+    assert cli(["data", "info", *nmnist_args]).exit_code == 0
+    entry = only_entry(tmp_path)
+    corrupt(entry, "truncated")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr("evsim.data.cache.shutil.rmtree", refuse)
+    result = cli(["data", "info", *nmnist_args])
+    one_error_line(result, str(entry), "corrupt", "delete that folder")
+
+
+def test_store_check_refuses_events_outside_their_frames():
+    frames = SparseFrames.from_dense(np.ones((2, 3, 1, 2, 2), dtype=np.uint8))
+    frames.check()
+    idx = frames.idx.copy()
+    idx[-1] = 4
+    with pytest.raises(DataError, match="outside their frames of 4 cells"):
+        SparseFrames(frames.ptr, idx, frames.val, 3, (1, 2, 2)).check()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evsim.errors import DataError
 from evsim.files import errors_about, umasked
 
 
@@ -81,15 +82,45 @@ def atomic_dir(final: Path):
         raise
 
 
-def load_entry(folder: Path) -> tuple[dict, dict] | None:
-    """Arrays (memory-mapped, read-only) and metadata of a complete cache entry, or ``None``."""
+def load_entry(folder: Path, check) -> tuple | None:
+    """``(check(arrays, meta), meta)`` of a complete cache entry, its arrays memory-mapped
+    read-only; ``None`` if there is none or it is corrupt: a file missing, truncated or
+    unreadable, or refused by ``check`` (a ``ValueError`` such as DataError)."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
-    except (OSError, ValueError, KeyError):
+        return check(arrays, meta), meta
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return arrays, meta
+
+
+def cached_entry(folder: Path, build, check) -> tuple:
+    """``(check(arrays, meta), meta)`` of the cache entry in ``folder``, built first by
+    ``build(tmp_folder)`` if it is absent or corrupt.
+
+    Raises
+    ------
+    DataError
+        If a corrupt entry cannot be deleted, or the new one cannot be read back; the
+        message names the folder to delete.
+    """
+    folder = Path(folder)
+    entry = load_entry(folder, check)
+    if entry is None:
+        if folder.exists():  # corrupt (truncated file, bad index): served, it would fail every time
+            try:
+                shutil.rmtree(folder)
+            except OSError as exc:
+                raise DataError(f"{folder}: cache entry is corrupt and cannot be deleted ({exc.strerror}); "
+                                "delete that folder and try again") from None
+        with atomic_dir(folder) as tmp:
+            build(tmp)
+        entry = load_entry(folder, check)
+        if entry is None:
+            raise DataError(f"{folder}: cache entry could not be read back after writing it; "
+                            "delete that folder and try again")
+    return entry
 
 
 def write_meta(folder: Path, meta: dict, arrays: list[str]) -> None:

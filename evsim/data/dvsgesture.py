@@ -17,7 +17,7 @@ import numpy as np
 
 from evsim.data import register
 from evsim.data.base import DataOptions, Dataset
-from evsim.data.events import check_framing, check_in_sensor, splits_from_entry
+from evsim.data.events import check_framing, check_in_sensor
 from evsim.data.nmnist import EventFiles, _pick, check_source, data_dir_of, frames_cached
 from evsim.errors import ConfigError, DataError
 
@@ -195,8 +195,8 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
     found = find_dvsgesture(options)
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(SENSOR), "frame_size": [sensor_out[1], sensor_out[0]], "classes": CLASSES}
-    arrays, meta = frames_cached("dvsgesture", found, options, read_gesture_npy, transform, sensor_out, extra)
-    train, test = splits_from_entry(arrays, meta)
+    (train, test), meta = frames_cached("dvsgesture", found, options, read_gesture_npy, transform, sensor_out,
+                                        extra)
     meta["notice"] = None
     return Dataset(name="dvsgesture", train=train, test=test, n_classes=len(CLASSES),
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source="real",

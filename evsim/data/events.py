@@ -185,16 +185,25 @@ def build_frames_entry(folder: Path, splits: dict, read, transform, sensor_out: 
 
 def splits_from_entry(arrays: dict, meta: dict) -> tuple[Split, Split]:
     """Train and test :class:`Split` objects (inputs as :class:`SparseFrames`) from a
-    loaded cache entry."""
+    loaded cache entry.
+
+    Raises
+    ------
+    DataError
+        If the entry is inconsistent: events outside their frames, or labels that do
+        not match the samples or the classes.
+    """
     n_steps, *sample_shape = meta["frame_shape"]
+    n_classes = len(meta["classes"])
 
     def split(name):
         frames = SparseFrames(arrays[f"{name}_ptr"], arrays[f"{name}_idx"], arrays[f"{name}_val"], n_steps,
                               sample_shape)
+        frames.check()
         labels = np.asarray(arrays[f"{name}_labels"])
-        if len(frames) != len(labels):
-            raise DataError(f"{meta.get('cache', 'frame cache')}: {len(frames)} samples but {len(labels)} labels; "
-                            "delete the cache folder to rebuild it")
+        if len(frames) != len(labels) or (len(labels) and not 0 <= labels.min() <= labels.max() < n_classes):
+            raise DataError(f"{name}: {len(frames)} samples but {len(labels)} labels, or a label outside "
+                            f"0..{n_classes - 1}")
         return Split(frames, labels)
 
     return split("train"), split("test")

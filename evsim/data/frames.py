@@ -70,6 +70,17 @@ class SparseFrames:
         np.cumsum(counts, out=ptr[1:])
         return cls(ptr, idx, val, n_steps, frames.shape[2:])
 
+    def check(self) -> None:
+        """Raise :class:`DataError` unless every event lies in its frame: ``ptr`` (int64)
+        rises from 0 and every index (int32) names a cell of ``sample_shape``. O(events):
+        for stores read from disk, not for each selection of samples.
+        """
+        n_cells = int(np.prod(self.sample_shape))
+        if (self.ptr.dtype != np.int64 or self.idx.dtype != np.int32 or self.ptr[0] != 0
+                or np.any(np.diff(self.ptr) < 0)
+                or (len(self.idx) and not 0 <= self.idx.min() <= self.idx.max() < n_cells)):
+            raise DataError(f"frame store holds events outside their frames of {n_cells} cells")
+
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import register
-from evsim.data.base import DataOptions, Dataset
-from evsim.data.cache import atomic_dir, cache_key, files_fingerprint, load_entry, resolve_cache_dir
+from evsim.data.base import DataOptions, Dataset, Split
+from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
@@ -254,8 +254,9 @@ def framing_meta(options: DataOptions) -> dict:
 
 
 def frames_cached(name: str, found: EventFiles, options: DataOptions, read, transform, sensor_out,
-                  extra_meta: dict, progress: bool | None = None) -> tuple[dict, dict]:
-    """Framed arrays and metadata of ``found`` from the cache, building the entry if needed."""
+                  extra_meta: dict, progress: bool | None = None) -> tuple[tuple[Split, Split], dict]:
+    """Framed train and test splits of ``found`` and their metadata, from the cache; the
+    entry is built first if it is absent or corrupt."""
     import tonic
 
     fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
@@ -263,18 +264,15 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
                      "files": fingerprint, "framing": framing_meta(options), "version": FRAMING_VERSION,
                      "tonic": tonic.__version__})
     folder = resolve_cache_dir(options.cache_dir) / "frames" / f"{name}-{key}"
-    entry = load_entry(folder)
-    if entry is None:
-        meta = dict(extra_meta, dataset=name, source=found.source, root=str(found.root),
-                    layout=found.layout, framing=framing_meta(options))
-        with atomic_dir(folder) as tmp:
-            build_frames_entry(tmp, found.splits, read, transform, sensor_out, options.time_steps,
-                               options.slicing, meta, progress)
-        entry = load_entry(folder)
-        if entry is None:
-            raise DataError(f"{folder}: frame cache could not be read back after writing it")
-    arrays, meta = entry
-    return arrays, dict(meta, cache=str(folder))
+    meta = dict(extra_meta, dataset=name, source=found.source, root=str(found.root),
+                layout=found.layout, framing=framing_meta(options))
+
+    def build(tmp: Path) -> None:
+        build_frames_entry(tmp, found.splits, read, transform, sensor_out, options.time_steps,
+                           options.slicing, meta, progress)
+
+    splits, meta = cached_entry(folder, build, splits_from_entry)
+    return splits, dict(meta, cache=str(folder))
 
 
 @register("nmnist")
@@ -294,8 +292,7 @@ def load_nmnist(options: DataOptions) -> Dataset:
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(NMNIST_SENSOR), "frame_size": [sensor_out[1], sensor_out[0]],
              "classes": CLASSES}
-    arrays, meta = frames_cached("nmnist", found, options, read_nmnist_bin, transform, sensor_out, extra)
-    train, test = splits_from_entry(arrays, meta)
+    (train, test), meta = frames_cached("nmnist", found, options, read_nmnist_bin, transform, sensor_out, extra)
     meta["notice"] = found.notice
     return Dataset(name="nmnist", train=train, test=test, n_classes=10,
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source=found.source,
