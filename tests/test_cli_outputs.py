@@ -202,3 +202,22 @@ def test_store_check_refuses_events_outside_their_frames():
     idx[-1] = 4
     with pytest.raises(DataError, match="outside their frames of 4 cells"):
         SparseFrames(frames.ptr, idx, frames.val, 3, (1, 2, 2)).check()
+
+
+# ---------------------------------------------------------------- bad DVS-Gesture recordings
+
+@pytest.mark.parametrize("row,match", [
+    ([5.0, np.nan, 1.0, 3.0], "has a NaN or infinite value"),
+    ([5.0, 6.0, 1.0, np.inf], "has a NaN or infinite value"),
+    ([5.0, 6.0, 7.0, 3.0], "has a polarity other than 0 or 1"),
+    ([5.5, 6.0, 1.0, 3.0], "has a fractional coordinate"),
+    ([65536.0 + 5, 6.0, 1.0, 3.0], "event at x=65541, y=6 lies outside the 128x128 sensor"),  # int16 would wrap
+])
+def test_bad_gesture_events_are_refused_naming_the_file(tmp_path, row, match):
+    root = make_gestures(tmp_path / "data")
+    path = root / "ibmGestureTest" / "user24_natural" / "7.npy"
+    rows = np.load(path)
+    rows[2] = row
+    np.save(path, rows)
+    with pytest.raises(DataError, match=f"7.npy: .*{match}"):
+        load_dataset("dvsgesture", gesture_opts(tmp_path))

@@ -120,7 +120,8 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     ------
     DataError
         If the file cannot be loaded, is not an ``[N, 4]`` array of events, is empty,
-        or has an event outside the 128 x 128 sensor.
+        or has an event with a NaN or infinite value, a fractional coordinate, a
+        polarity other than 0 or 1, or a place outside the 128 x 128 sensor.
     """
     import tonic
     from numpy.lib import recfunctions
@@ -133,11 +134,18 @@ def read_gesture_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected an [N, 4] numeric array of x, y, p, t(ms); got {raw.shape} {raw.dtype}")
     if len(raw) == 0:
         raise DataError(f"{path}: recording holds no events")
+    raw = raw.astype(np.float64)
+    # checked before the cast to integers, which would move such events silently
+    for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
+                      ((raw[:, :2] != np.floor(raw[:, :2])).any(axis=1), "a fractional coordinate"),
+                      (~np.isin(raw[:, 2], (0, 1)), "a polarity other than 0 or 1")):
+        if bad.any():
+            raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events); "
+                            "the file is corrupt or not from DVS-Gesture")
+    check_in_sensor(raw[:, 0], raw[:, 1], SENSOR, path)
     raw = raw.astype(np.int64)
     raw[:, 3] *= 1000  # ms -> us, as tonic's DVSGesture.__getitem__ does
-    events = recfunctions.unstructured_to_structured(raw, tonic.datasets.DVSGesture.dtype)
-    check_in_sensor(events, SENSOR, path)
-    return events
+    return recfunctions.unstructured_to_structured(raw, tonic.datasets.DVSGesture.dtype)
 
 
 def _check_options(options: DataOptions) -> None:

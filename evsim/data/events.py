@@ -53,17 +53,18 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     events = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
     if len(events) == 0:
         raise DataError(f"{path}: N-MNIST file holds no events (only timestamp-overflow records)")
-    check_in_sensor(events, sensor_size, path)
+    check_in_sensor(events["x"], events["y"], sensor_size, path)
     return events
 
 
-def check_in_sensor(events: np.ndarray, sensor_size: tuple, path: Path) -> None:
-    """Raise :class:`DataError` naming ``path`` if an event lies outside ``sensor_size``."""
+def check_in_sensor(x: np.ndarray, y: np.ndarray, sensor_size: tuple, path: Path) -> None:
+    """Raise :class:`DataError` naming ``path`` if an event at ``x``, ``y`` lies outside
+    ``sensor_size``."""
     width, height, _ = sensor_size
-    bad = (events["x"] < 0) | (events["x"] >= width) | (events["y"] < 0) | (events["y"] >= height)
+    bad = (x < 0) | (x >= width) | (y < 0) | (y >= height)
     if np.any(bad):
-        first = events[np.flatnonzero(bad)[0]]
-        raise DataError(f"{path}: event at x={int(first['x'])}, y={int(first['y'])} lies outside the "
+        first = np.flatnonzero(bad)[0]
+        raise DataError(f"{path}: event at x={x[first]:g}, y={y[first]:g} lies outside the "
                         f"{width}x{height} sensor ({int(bad.sum())} such events); the file is corrupt "
                         "or not from this dataset")
 
