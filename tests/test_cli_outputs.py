@@ -221,3 +221,20 @@ def test_bad_gesture_events_are_refused_naming_the_file(tmp_path, row, match):
     np.save(path, rows)
     with pytest.raises(DataError, match=f"7.npy: .*{match}"):
         load_dataset("dvsgesture", gesture_opts(tmp_path))
+
+
+# ---------------------------------------------------------------- impossible frame counts
+
+def test_too_many_time_steps_is_one_line_naming_the_option(tmp_path, nmnist_args):
+    result = cli(["data", "info", *nmnist_args, "--time-steps", str(10**17)])
+    one_error_line(result, "do not fit in memory", "reduce --time-steps")
+    assert list((tmp_path / "cache" / "frames").iterdir()) == []
+
+
+def test_memory_running_out_while_framing_names_the_option(tmp_path, monkeypatch):
+    def no_memory(*args):
+        raise MemoryError
+    monkeypatch.setattr("evsim.data.events.to_frames", no_memory)
+    root = make_plain(tmp_path / "data", real_first=False)
+    with pytest.raises(ConfigError, match="reduce --time-steps"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))

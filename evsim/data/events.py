@@ -9,6 +9,7 @@ time (``n_time_bins``). Frames are ``[T, C, H, W]`` with channel 0 = OFF, 1 = ON
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -151,25 +152,43 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     dict
         Event statistics of the split's raw recordings: mean events per sample, ON
         fraction, mean duration (ms), and the type of the stored counts.
+
+    Raises
+    ------
+    ConfigError
+        If the frames do not fit in memory (too many time steps).
     """
     from tqdm import tqdm
 
-    writer = SparseFrameWriter(folder, name, len(files), time_steps)
+    # the split's frame counts (int64) and each sample's dense frames (int16) grow with T;
+    # refused up front, as tonic would first spend minutes slicing into T empty frames
+    too_big = f"{len(files)} {name} samples of {time_steps} frames do not fit in memory; reduce --time-steps"
+    if time_steps * (8 * len(files) + 2 * int(np.prod(sensor_out))) > _physical_memory():
+        raise ConfigError(too_big)
     n_events = n_on = 0
     duration_us = 0.0
-    for path in tqdm(files, desc=desc, unit="sample", leave=False,
-                     disable=None if progress is None else not progress):
-        events = read(path)
-        n_events += len(events)
-        n_on += int(np.count_nonzero(events["p"]))
-        duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
-        writer.put(to_frames(transform(events), sensor_out, time_steps, slicing))
+    try:
+        writer = SparseFrameWriter(folder, name, len(files), time_steps)
+        for path in tqdm(files, desc=desc, unit="sample", leave=False,
+                         disable=None if progress is None else not progress):
+            events = read(path)
+            n_events += len(events)
+            n_on += int(np.count_nonzero(events["p"]))
+            duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
+            writer.put(to_frames(transform(events), sensor_out, time_steps, slicing))
+    except MemoryError:  # fits the machine, but not the memory free now
+        raise ConfigError(too_big) from None
     dtype = writer.close()
     np.save(folder / f"{name}_labels.npy", np.asarray(labels, dtype=np.int64))
     count = max(len(files), 1)
     return {"samples": len(files), "events_per_sample": n_events / count,
             "on_fraction": n_on / max(n_events, 1), "duration_ms": duration_us / count / 1000.0,
             "dtype": dtype}
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM in this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def build_frames_entry(folder: Path, splits: dict, read, transform, sensor_out: tuple, time_steps: int,
