@@ -165,7 +165,7 @@ def _frame_rgb(frame: np.ndarray, polar: bool) -> np.ndarray:
               help="Folder to write Train/<digit>/*.bin and Test/<digit>/*.bin into.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None,
               help="Only the first N digits of each class in each split (default: all 5,000).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sensor and noise seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sensor and noise seed.")
 def emulate_nmnist(out, per_class, seed):
     """Write emulated N-MNIST recordings (genuine 40-bit .bin files) from the 5,000 MNIST digits."""
     from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
