@@ -64,6 +64,14 @@ def test_tonic_layout_frames_with_downsampling(tmp_path):
     assert int(ds.train.inputs[index].sum()) == 3000 // 8 * 8
 
 
+def test_recordings_keep_sub_millisecond_times(tmp_path):
+    """The files hold ms as floats: converted to us before the cast to integers, as tonic does."""
+    rows = recording(np.random.default_rng(0), n=4)
+    rows[:, 3] = [0.0, 0.25, 1.5, 2.0625]
+    np.save(tmp_path / "r.npy", rows)
+    assert dvsgesture.read_gesture_npy(tmp_path / "r.npy")["t"].tolist() == [0, 250, 1500, 2062]
+
+
 def test_native_resolution_and_time_bins(tmp_path):
     make_gestures(tmp_path / "data")
     ds = load_dataset("dvsgesture", opts(tmp_path, time_steps=4, slicing="time"))

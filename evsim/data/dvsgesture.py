@@ -143,8 +143,8 @@ def read_gesture_npy(path: Path) -> np.ndarray:
             raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events); "
                             "the file is corrupt or not from DVS-Gesture")
     check_in_sensor(raw[:, 0], raw[:, 1], SENSOR, path)
+    raw[:, 3] *= 1000  # ms -> us before the cast to integers, as tonic's DVSGesture.__getitem__ does
     raw = raw.astype(np.int64)
-    raw[:, 3] *= 1000  # ms -> us, as tonic's DVSGesture.__getitem__ does
     return recfunctions.unstructured_to_structured(raw, tonic.datasets.DVSGesture.dtype)
 
 

@@ -34,7 +34,7 @@ from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
 
-FRAMING_VERSION = 2  # 2: frames stored as events (SparseFrames)
+FRAMING_VERSION = 3  # 2: frames stored as events (SparseFrames); 3: DVS-Gesture times keep their sub-ms part
 SOURCES = ("auto", "real", "emulated")
 CLASSES = [str(d) for d in range(10)]
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
