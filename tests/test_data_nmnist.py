@@ -197,6 +197,17 @@ def small_emulation(monkeypatch):
     monkeypatch.setattr(nmnist, "emulated_nmnist_dir", emulated_dir)
 
 
+def test_a_damaged_emulation_cache_is_made_again(tmp_path):
+    from evsim.data.emulate import MANIFEST, emulated_nmnist_dir
+
+    out = emulated_nmnist_dir(tmp_path, per_class=1, progress=False)
+    files = sorted(p.relative_to(out) for p in out.rglob("*.bin"))
+    (out / MANIFEST).write_text("{ truncated")
+    (out / "Train" / "0" / "stray.bin").write_bytes(b"x")
+    assert emulated_nmnist_dir(tmp_path, per_class=1, progress=False) == out
+    assert sorted(p.relative_to(out) for p in out.rglob("*.bin")) == files and len(files) == 20
+
+
 def test_auto_without_data_falls_back_to_emulated_with_a_notice(tmp_path, monkeypatch):
     small_emulation(monkeypatch)
     ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "nothing-here"))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,10 +289,17 @@ def read_manifest(out: Path) -> dict | None:
 
 
 def emulated_nmnist_dir(cache_dir: Path, seed: int = 0, params: EmulatorParams = EmulatorParams(),
-                        progress: bool | None = None) -> Path:
-    """The cached folder of the full emulated N-MNIST (4,000 / 1,000), made on first use."""
+                        progress: bool | None = None, per_class: int | None = None) -> Path:
+    """The cached folder of the emulated N-MNIST (all 4,000 / 1,000 digits, or the first
+    ``per_class`` of each class), made on first use, and made again when its manifest is
+    missing or unreadable (an interrupted copy, a damaged disk): the folder is evsim's
+    own cache, named by these settings, so nothing of the user's is lost."""
     out = Path(cache_dir) / f"nmnist-emulated-{params.key(seed)}"
-    write_emulated_nmnist(out, None, seed, params, progress=progress)
+    try:
+        write_emulated_nmnist(out, per_class, seed, params, progress=progress)
+    except DataError:  # out holds something that is not this emulation
+        shutil.rmtree(out)
+        write_emulated_nmnist(out, per_class, seed, params, progress=progress)
     return out
 
 
