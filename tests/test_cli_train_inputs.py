@@ -5,44 +5,15 @@ import json
 
 import numba
 import pytest
-from click.testing import CliRunner
 
 import evsim.train
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
-from evsim.cli.main import main
-from evsim.config import CONFIG_TOML, config_toml
+from evsim.config import CONFIG_TOML
 from evsim.errors import ConfigError
 from evsim.train import TrainConfig
+from tests.conftest import one_line_error, run
 
 TINY = ["--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4", "--no-progress"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, prog_name="evsim")
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.output, result.output
-    return lines[0]
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """Replace training by a recorder of the resolved TrainConfig that writes, like training
-    once the data has loaded, the run's config.toml."""
-    configs = []
-
-    def fake_training(config, out, progress, echo):
-        configs.append(config)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_TOML).write_text(config_toml(config))
-        return {"test_acc": 0.5, "best_test_acc": 0.5, "synapses": 1, "compression": 0.0, "data_source": "x",
-                "wall_s": 0.0}
-
-    monkeypatch.setattr("evsim.cli.train.run_training", fake_training)
-    return configs
 
 
 @pytest.fixture

@@ -6,42 +6,13 @@ import tomllib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from evsim.cli.main import main
-from evsim.config import CONFIG_TOML, config_toml, options_from_config, to_toml
+from evsim.config import options_from_config, to_toml
 from evsim.presets import preset
+from tests.conftest import one_line_error, run
 from tests.runs import assert_same_npz
 
 TINY = ["--dataset", "mnist", "--hidden", "16", "--time-steps", "4", "--batch-size", "500", "--no-progress"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, prog_name="evsim")
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.output, result.output
-    return lines[0]
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """Replace training by a recorder of the resolved TrainConfig that writes, like training
-    once the data has loaded, the run's config.toml."""
-    configs = []
-
-    def fake_training(config, out, progress, echo):
-        configs.append(config)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_TOML).write_text(config_toml(config))
-        return {"test_acc": 0.5, "best_test_acc": 0.5, "synapses": 1, "compression": 0.0, "data_source": "x",
-                "wall_s": 0.0}
-
-    monkeypatch.setattr("evsim.cli.train.run_training", fake_training)
-    return configs
 
 
 def test_toml_writer_round_trips_through_tomllib():
