@@ -36,7 +36,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from evsim.data import DataOptions, Dataset, load_dataset
+from evsim.data import DATASETS, DataOptions, Dataset, check_options, load_dataset
 from evsim.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
@@ -101,7 +101,8 @@ class TrainConfig:
                               f"can use, got {self.threads}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0 (NumPy's generators take no negative seed), got {self.seed}")
-        check_data_options(self.dataset, self.data)
+        if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name
+            check_options(self.dataset, self.data)
         get_loss(self.loss)
         Optimizer(self.optimizer, self.lr, weight_decay=self.weight_decay)
         Schedule(self.schedule)
@@ -136,34 +137,6 @@ class TrainConfig:
             return cls(**top)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
-
-
-# The data options each dataset uses; any other keeps its DataOptions default (N-MNIST and
-# DVS-Gesture refuse each other's, so the static images must refuse all of them too).
-DATA_OPTIONS_USED = {
-    "mnist": (),
-    "cifar10": (),
-    "nmnist": ("slicing", "crop", "denoise_us"),
-    "dvsgesture": ("slicing", "denoise_us", "downsample"),
-}
-
-
-def check_data_options(dataset: str, data: DataOptions) -> None:
-    """Refuse a framing option set for a dataset it does not apply to (before any data is loaded).
-
-    Raises
-    ------
-    ConfigError
-        Naming the option and the datasets that take it.
-    """
-    used = DATA_OPTIONS_USED.get(dataset)
-    if used is None:  # a dataset registered elsewhere checks its own options
-        return
-    for name in ("slicing", "crop", "denoise_us", "downsample"):
-        if name not in used and getattr(data, name) != getattr(DataOptions, name):
-            takers = " and ".join(d for d, names in DATA_OPTIONS_USED.items() if name in names)
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} applies to {takers} only, not {dataset}; leave {flag} unset")
 
 
 # Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,

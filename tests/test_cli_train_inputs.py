@@ -1,15 +1,19 @@
 """``evsim train`` refuses bad input with one line, before it loads data or writes anything:
-seeds, threads, config-file value types, impossible sizes, options of another dataset,
+seeds, threads, config-file value types, impossible sizes, options of another dataset
+(refused the same way by ``evsim.data.check_options`` and every command that loads data),
 folders holding a run; and it records data folders as absolute paths."""
 import json
 
 import numba
+import numpy as np
 import pytest
 
 import evsim.train
-from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, save_network
 from evsim.config import CONFIG_TOML
+from evsim.data import DATASETS, DataOptions, check_options, load_dataset
 from evsim.errors import ConfigError
+from evsim.network import Network
 from evsim.train import TrainConfig
 from tests.conftest import one_line_error, run
 
@@ -105,16 +109,94 @@ def test_the_input_layer_counts_once_the_data_has_loaded(tmp_path, monkeypatch):
 
 # ------------------------------------------------------- options of another dataset
 
-@pytest.mark.parametrize("dataset,args,fragment", [
-    ("mnist", ["--slicing", "time"], "--slicing applies to nmnist and dvsgesture only, not mnist"),
-    ("mnist", ["--denoise-us", "3"], "--denoise-us applies to nmnist and dvsgesture only, not mnist"),
-    ("mnist", ["--downsample", "16"], "--downsample applies to dvsgesture only, not mnist"),
-    ("cifar10", ["--crop"], "--crop applies to nmnist only, not cifar10"),
-    ("nmnist", ["--downsample", "32"], "--downsample applies to dvsgesture only, not nmnist"),
-    ("dvsgesture", ["--crop"], "--crop applies to nmnist only, not dvsgesture"),
-])
-def test_options_of_another_dataset_are_refused(tmp_path, no_data, dataset, args, fragment):
+def _static(dataset):
+    takers = {"slicing": "nmnist and dvsgesture", "crop": "nmnist", "denoise_us": "nmnist and dvsgesture",
+              "downsample": "dvsgesture"}
+    rows = [(dataset, {field: value}, args, f"{args[0]} applies to {takers[field]} only, not {dataset}; "
+                                            f"leave {args[0]} unset")
+            for field, value, args in (("slicing", "time", ["--slicing", "time"]), ("crop", True, ["--crop"]),
+                                       ("denoise_us", 3, ["--denoise-us", "3"]),
+                                       ("downsample", 16, ["--downsample", "16"]))]
+    return rows + [(dataset, {"encoding": "frames"}, ["--encoding", "frames"], "is static images: use encoding")]
+
+
+# Each dataset and each option it does not take: (dataset, DataOptions fields, CLI args, message).
+FOREIGN = _static("mnist") + _static("cifar10") + [
+    ("cifar10", {"source": "emulated"}, ["--source", "emulated"], "there is no emulated CIFAR-10"),
+    ("nmnist", {"downsample": 32}, ["--downsample", "32"],
+     "--downsample applies to dvsgesture only, not nmnist; leave --downsample unset (N-MNIST offers --crop"),
+    ("nmnist", {"encoding": "rate"}, ["--encoding", "rate"], "encoding 'rate' does not apply (leave --encoding unset)"),
+    ("dvsgesture", {"crop": True}, ["--crop"], "--crop applies to nmnist only, not dvsgesture; leave --crop unset"),
+    ("dvsgesture", {"encoding": "direct"}, ["--encoding", "direct"],
+     "encoding 'direct' does not apply (leave --encoding unset)"),
+    ("dvsgesture", {"source": "emulated"}, ["--source", "emulated"], "there is no emulated DVS-Gesture"),
+]
+FOREIGN_IDS = [f"{dataset}-{'-'.join(args).lstrip('-')}" for dataset, _, args, _ in FOREIGN]
+
+
+@pytest.fixture
+def no_loader(monkeypatch):
+    """Fail the test if any registered loader runs."""
+    for name in list(DATASETS):
+        monkeypatch.setitem(DATASETS, name, lambda options, name=name: pytest.fail(f"{name} loaded"))
+
+
+@pytest.mark.parametrize("dataset,fields,args,fragment", FOREIGN, ids=FOREIGN_IDS)
+def test_check_options_refuses_each_option_of_another_dataset_in_one_line(no_loader, dataset, fields, args,
+                                                                             fragment):
+    options = DataOptions(**fields)
+    for refuse in (check_options, load_dataset, lambda d, o: TrainConfig(dataset=d, data=o).validate()):
+        with pytest.raises(ConfigError) as info:
+            refuse(dataset, options)
+        assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_options_names_the_datasets_of_an_unknown_one():
+    for refuse in (check_options, load_dataset):
+        with pytest.raises(ConfigError, match="unknown dataset 'imagenet'; choose one of: cifar10, dvsgesture, "
+                                              "mnist, nmnist$"):
+            refuse("imagenet", DataOptions())
+
+
+def test_options_that_apply_pass_check_options():
+    check_options("nmnist", DataOptions(slicing="time", crop=True, denoise_us=5, encoding="frames"))
+    check_options("dvsgesture", DataOptions(slicing="time", denoise_us=5, downsample=32))
+    check_options("mnist", DataOptions(encoding="direct", crop=False, downsample=0))
+    check_options("cifar10", DataOptions(encoding="rate", source="real"))
+    # a dataset held in memory (Trainer(config, dataset)) is named by the caller, not the registry
+    TrainConfig(dataset="toy", data=DataOptions(crop=True)).validate()
+
+
+@pytest.mark.parametrize("dataset,fields,args,fragment", FOREIGN, ids=FOREIGN_IDS)
+def test_options_of_another_dataset_are_refused(tmp_path, no_data, dataset, fields, args, fragment):
     assert fragment in one_line_error(run(["train", "--dataset", dataset, *args, "--out", str(tmp_path / "r")]))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("dataset,fields,args,fragment", FOREIGN, ids=FOREIGN_IDS)
+def test_data_info_and_show_refuse_options_of_another_dataset(tmp_path, no_loader, dataset, fields, args,
+                                                             fragment):
+    picture = tmp_path / "x.png"
+    assert fragment in one_line_error(run(["data", "info", "--dataset", dataset, *args]))
+    assert fragment in one_line_error(run(["data", "show", "--dataset", dataset, *args, "--out", str(picture)]))
+    assert not picture.exists()
+
+
+@pytest.fixture(scope="module")
+def network_only(tmp_path_factory):
+    """A folder holding only network.npz (as ``evsim import-nir`` writes): eval and profile
+    take the dataset options there."""
+    folder = tmp_path_factory.mktemp("imported")
+    save_network(folder / NETWORK_FILE, Network.mlp([784, 8, 10], np.random.default_rng(0)))
+    return folder
+
+
+@pytest.mark.parametrize("dataset,fields,args,fragment", FOREIGN, ids=FOREIGN_IDS)
+def test_eval_and_profile_refuse_options_of_another_dataset(network_only, no_loader, dataset, fields, args,
+                                                            fragment):
+    for command in ("eval", "profile"):
+        assert fragment in one_line_error(run([command, str(network_only), "--dataset", dataset, *args]))
+    assert sorted(p.name for p in network_only.iterdir()) == [NETWORK_FILE]
 
 
 def test_options_left_at_their_defaults_or_that_apply_are_accepted(tmp_path, captured):

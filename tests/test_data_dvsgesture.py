@@ -98,7 +98,7 @@ def test_no_emulated_gestures(tmp_path):
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"crop": True}, "--crop is the N-MNIST 34 -> 32 crop"),
+    ({"crop": True}, r"--crop applies to nmnist only, not dvsgesture; leave --crop unset \(it is the N-MNIST 34 -> 32"),
     ({"downsample": 200}, "downsample must be 0 .native. or 1..128"),
     ({"encoding": "rate"}, "encoding 'rate' does not apply"),
     ({"denoise_us": -1}, "denoise_us must be >= 0"),

@@ -23,8 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data.frames import SparseFrames
+from evsim.errors import ConfigError
 
 ENCODINGS = ("rate", "direct", "frames")
+SOURCES = ("auto", "real", "emulated")
+# DataOptions fields that only some datasets take (each says which at registration,
+# see evsim.data.register); every other dataset needs them at their default.
+FRAMING_OPTIONS = ("slicing", "crop", "denoise_us", "downsample")
 
 # Frame count T per dataset when the user gives no --time-steps (SD-SNN paper values).
 DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20}
@@ -116,3 +121,9 @@ class DataOptions:
     downsample: int = 0
     seed: int = 0
     download: bool = True
+
+
+def check_source(source: str) -> None:
+    """Raise :class:`ConfigError` unless ``source`` is one of :data:`SOURCES`."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.data import register
-from evsim.data.base import DataOptions, Dataset, Split
-from evsim.data.nmnist import check_source, data_dir_of
+from evsim.data import refuse_framing_options, register
+from evsim.data.base import DataOptions, Dataset, Split, check_source
+from evsim.data.nmnist import data_dir_of
 from evsim.errors import ConfigError, DataError
 
 FOLDER = "cifar-10-batches-py"
@@ -72,19 +72,32 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-def find_cifar10(options: DataOptions) -> Path:
-    """The folder holding the CIFAR-10 batches.
+def check_cifar10_options(options: DataOptions) -> None:
+    """Refuse options that do not apply to CIFAR-10 (run before anything loads).
 
     Raises
     ------
     ConfigError
-        For ``source="emulated"`` (there is no substitute) or an unknown source.
-    DataError
-        If no folder with ``data_batch_1`` is found.
+        For an unknown source or ``source="emulated"`` (there is no substitute), a
+        frame encoding, or a framing option (``--slicing``, ``--crop``,
+        ``--denoise-us``, ``--downsample``) set away from its default.
     """
     check_source(options.source)
     if options.source == "emulated":
         raise ConfigError("there is no emulated CIFAR-10; use --source auto or real with the real batches")
+    if options.encoding not in (None, "direct", "rate"):
+        raise ConfigError(f"CIFAR-10 is static images: use encoding direct or rate, not {options.encoding!r}")
+    refuse_framing_options("cifar10", options)
+
+
+def find_cifar10(options: DataOptions) -> Path:
+    """The folder holding the CIFAR-10 batches (``options`` already checked).
+
+    Raises
+    ------
+    DataError
+        If no folder with ``data_batch_1`` is found.
+    """
     data_dir = data_dir_of(options)
     if data_dir is not None:
         for folder in (data_dir / FOLDER, data_dir):
@@ -105,9 +118,10 @@ def _load_split(folder: Path, names: list[str], encoding: str) -> Split:
     return Split(images, labels)
 
 
-@register("cifar10")
+@register("cifar10", check=check_cifar10_options)
 def load_cifar10(options: DataOptions) -> Dataset:
-    """CIFAR-10 as ``[N, 3072]`` float32 (channel-major 3 x 32 x 32).
+    """CIFAR-10 as ``[N, 3072]`` float32 (channel-major 3 x 32 x 32); ``options`` are
+    checked first by :func:`check_cifar10_options` (through :func:`evsim.data.load_dataset`).
 
     Returns
     -------
@@ -118,12 +132,10 @@ def load_cifar10(options: DataOptions) -> Dataset:
 
     Raises
     ------
-    ConfigError
-        For a frame encoding.
+    DataError
+        If the batches are absent or corrupt.
     """
     encoding = options.encoding or "direct"
-    if encoding not in ("direct", "rate"):
-        raise ConfigError(f"CIFAR-10 is static images: use encoding direct or rate, not {encoding!r}")
     folder = find_cifar10(options)
     train = _load_split(folder, TRAIN_BATCHES, encoding)
     test = _load_split(folder, TEST_BATCHES, encoding)

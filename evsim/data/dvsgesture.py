@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.data import register
-from evsim.data.base import DataOptions, Dataset
+from evsim.data import refuse_framing_options, register
+from evsim.data.base import DataOptions, Dataset, check_source
 from evsim.data.events import check_framing, check_in_sensor
-from evsim.data.nmnist import EventFiles, _pick, check_source, data_dir_of, frames_cached
+from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
 from evsim.errors import ConfigError, DataError
 
 SENSOR = (128, 128, 2)
 CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm cw", "right arm ccw",
            "left arm cw", "left arm ccw", "arm roll", "air drums", "air guitar", "other gestures"]
 SPLIT_FOLDERS = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
+TAKES = ("slicing", "denoise_us", "downsample")  # the framing options DVS-Gesture uses
 _USER_FOLDER = re.compile(r"^user\d+_\w+$")
 _LABEL_FILE = re.compile(r"^(\d+)\.npy$")
 
@@ -71,18 +72,14 @@ def _check_user_folder(user: Path) -> None:
 
 
 def find_dvsgesture(options: DataOptions) -> EventFiles:
-    """Locate DVS-Gesture on disk.
+    """Locate DVS-Gesture on disk (``options`` already checked by
+    :func:`check_dvsgesture_options`).
 
     Raises
     ------
-    ConfigError
-        If ``source`` is ``"emulated"`` (there is no emulated DVS-Gesture) or unknown.
     DataError
         If the data is absent or malformed; the message says where to put it.
     """
-    check_source(options.source)
-    if options.source == "emulated":
-        raise ConfigError("there is no emulated DVS-Gesture; use --source auto or real with the real data")
     data_dir = data_dir_of(options)
     where = data_dir if data_dir is not None else "--data-dir (or $EVSIM_DATA)"
     if data_dir is not None:
@@ -148,20 +145,26 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     return recfunctions.unstructured_to_structured(raw, tonic.datasets.DVSGesture.dtype)
 
 
-def _check_options(options: DataOptions) -> None:
-    """Reject options that do not apply to DVS-Gesture.
+def check_dvsgesture_options(options: DataOptions) -> None:
+    """Refuse options that do not apply to DVS-Gesture (run before anything loads).
 
     Raises
     ------
     ConfigError
-        For a non-frame encoding, the N-MNIST crop, a negative denoise time, or a
-        downsampling size outside 1..128.
+        For an unknown source or ``source="emulated"`` (there is no emulated
+        DVS-Gesture), bad framing, a non-frame encoding, a framing option of another
+        dataset (the N-MNIST ``--crop``), a negative denoise time, or a downsampling
+        size outside 1..128.
     """
+    check_source(options.source)
+    if options.source == "emulated":
+        raise ConfigError("there is no emulated DVS-Gesture; use --source auto or real with the real data")
     check_framing(options.time_steps, options.slicing)
     if options.encoding not in (None, "frames"):
-        raise ConfigError(f"DVS-Gesture is framed event data; encoding {options.encoding!r} does not apply")
-    if options.crop:
-        raise ConfigError("--crop is the N-MNIST 34 -> 32 crop; for DVS-Gesture use --downsample")
+        raise ConfigError(f"DVS-Gesture is framed event data; encoding {options.encoding!r} does not apply "
+                          "(leave --encoding unset)")
+    refuse_framing_options("dvsgesture", options,
+                           hints={"crop": "it is the N-MNIST 34 -> 32 crop; for DVS-Gesture use --downsample"})
     if options.denoise_us < 0:
         raise ConfigError(f"denoise_us must be >= 0, got {options.denoise_us}")
     if not 0 <= options.downsample <= SENSOR[0]:
@@ -189,9 +192,11 @@ def event_transform(options: DataOptions):
     return transform, sensor_out
 
 
-@register("dvsgesture")
+@register("dvsgesture", check=check_dvsgesture_options, takes=TAKES)
 def load_dvsgesture(options: DataOptions) -> Dataset:
-    """DVS-Gesture as ``[N, T, 2, S, S]`` count frames (S = 128 or the downsampled size).
+    """DVS-Gesture as ``[N, T, 2, S, S]`` count frames (S = 128 or the downsampled size);
+    ``options`` are checked first by :func:`check_dvsgesture_options` (through
+    :func:`evsim.data.load_dataset`).
 
     Returns
     -------
@@ -199,7 +204,6 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
         ``encoding="frames"``, ``source="real"``; ``meta`` as for N-MNIST
         (``sensor_size``, ``frame_size``, ``classes``, ``framing``, ``event_stats``).
     """
-    _check_options(options)
     found = find_dvsgesture(options)
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(SENSOR), "frame_size": [sensor_out[1], sensor_out[0]], "classes": CLASSES}
@@ -212,7 +216,9 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
 
 
 def sample_events(options: DataOptions, split: str, index: int) -> tuple[np.ndarray, int, tuple, str]:
-    """Raw events of one recording: ``(events, label, sensor_size, path)``."""
+    """Raw events of one recording: ``(events, label, sensor_size, path)``; ``options``
+    checked first by :func:`check_dvsgesture_options`."""
+    check_dvsgesture_options(options)
     found = find_dvsgesture(options)
     files, labels = _pick(found.splits, split, index)
     return read_gesture_npy(files[index]), int(labels[index]), SENSOR, str(files[index])

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.data import register
-from evsim.data.base import DataOptions, Dataset, Split
+from evsim.data import refuse_framing_options, register
+from evsim.data.base import DataOptions, Dataset, Split, check_source
 from evsim.errors import ConfigError, DataError
 
 SPLIT_SEED = 12345
@@ -147,26 +147,37 @@ def _static_split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(images.reshape(len(images), -1).astype(np.float32) * np.float32(1.0 / 255.0), labels)
 
 
-@register("mnist")
+def check_mnist_options(options: DataOptions) -> None:
+    """Refuse options that do not apply to MNIST (run before anything loads).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown source, a frame encoding, or a framing option (``--slicing``,
+        ``--crop``, ``--denoise-us``, ``--downsample``) set away from its default.
+    """
+    check_source(options.source)
+    if options.encoding not in (None, "rate", "direct"):
+        raise ConfigError(f"MNIST is static images: use encoding rate or direct, not {options.encoding!r}")
+    refuse_framing_options("mnist", options)
+
+
+@register("mnist", check=check_mnist_options)
 def load_mnist(options: DataOptions) -> Dataset:
     """MNIST digits as ``[N, 784]`` intensities in [0, 1] (rate-coded by default).
 
     ``source``: ``"auto"`` (IDX files if present, else the 5,000-digit sample with a
     notice), ``"real"`` (IDX files required) or ``"emulated"`` (the offline
-    substitute, i.e. the 5,000-digit sample).
+    substitute, i.e. the 5,000-digit sample). ``options`` are checked first by
+    :func:`check_mnist_options` (through :func:`evsim.data.load_dataset`).
 
     Raises
     ------
-    ConfigError
-        For an unknown source or a frame encoding.
     DataError
         If ``source="real"`` and the IDX files are absent, or they are corrupt.
     """
-    from evsim.data.nmnist import check_source, data_dir_of
+    from evsim.data.nmnist import data_dir_of
 
-    check_source(options.source)
-    if options.encoding not in (None, "rate", "direct"):
-        raise ConfigError(f"MNIST is static images: use encoding rate or direct, not {options.encoding!r}")
     data_dir = data_dir_of(options)
     paths = find_idx(data_dir) if options.source != "emulated" else None
     if paths is None and options.source == "real":

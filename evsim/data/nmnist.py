@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.data import register
-from evsim.data.base import DataOptions, Dataset, Split
+from evsim.data import refuse_framing_options, register
+from evsim.data.base import DataOptions, Dataset, Split, check_source
 from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
@@ -35,7 +35,7 @@ from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing,
 from evsim.errors import ConfigError, DataError
 
 FRAMING_VERSION = 3  # 2: frames stored as events (SparseFrames); 3: DVS-Gesture times keep their sub-ms part
-SOURCES = ("auto", "real", "emulated")
+TAKES = ("slicing", "crop", "denoise_us")  # the framing options N-MNIST uses
 CLASSES = [str(d) for d in range(10)]
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 _DOWNLOAD_HOST = ("data.mendeley.com", 443)
@@ -67,12 +67,6 @@ def data_dir_of(options: DataOptions) -> Path | None:
         return Path(options.data_dir).expanduser()
     env = os.environ.get("EVSIM_DATA")
     return Path(env).expanduser() if env else None
-
-
-def check_source(source: str) -> None:
-    """Raise :class:`ConfigError` unless ``source`` is one of :data:`SOURCES`."""
-    if source not in SOURCES:
-        raise ConfigError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
 
 
 def class_folders(split_dir: Path) -> list[Path]:
@@ -174,16 +168,14 @@ def _try_download(options: DataOptions, cache_dir: Path) -> tuple[EventFiles | N
 
 
 def find_nmnist(options: DataOptions) -> EventFiles:
-    """Locate the N-MNIST recordings to use, emulating them if needed.
+    """Locate the N-MNIST recordings to use, emulating them if needed (``options``
+    already checked by :func:`check_nmnist_options`).
 
     Raises
     ------
-    ConfigError
-        If ``options.source`` is not a known source.
     DataError
         If real data is required but absent, or a data folder is malformed.
     """
-    check_source(options.source)
     cache_dir = resolve_cache_dir(options.cache_dir)
     if options.source != "emulated":
         found = _find_real(options, cache_dir)
@@ -209,20 +201,21 @@ def find_nmnist(options: DataOptions) -> EventFiles:
     return EventFiles("emulated", root, "emulated", _plain_listing(root), notice)
 
 
-def _check_options(options: DataOptions) -> None:
-    """Reject options that do not apply to N-MNIST.
+def check_nmnist_options(options: DataOptions) -> None:
+    """Refuse options that do not apply to N-MNIST (run before anything loads).
 
     Raises
     ------
     ConfigError
-        For a non-frame encoding, a downsampling request or a negative denoise time.
+        For an unknown source, bad framing, a non-frame encoding, a framing option of
+        another dataset (``--downsample``) or a negative denoise time.
     """
+    check_source(options.source)
     check_framing(options.time_steps, options.slicing)
     if options.encoding not in (None, "frames"):
         raise ConfigError(f"N-MNIST is framed event data; encoding {options.encoding!r} does not apply "
                           "(leave --encoding unset)")
-    if options.downsample:
-        raise ConfigError("--downsample applies to dvsgesture only; N-MNIST offers --crop (34 -> 32)")
+    refuse_framing_options("nmnist", options, hints={"downsample": "N-MNIST offers --crop, 34 -> 32"})
     if options.denoise_us < 0:
         raise ConfigError(f"denoise_us must be >= 0, got {options.denoise_us}")
 
@@ -275,9 +268,11 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
     return splits, dict(meta, cache=str(folder))
 
 
-@register("nmnist")
+@register("nmnist", check=check_nmnist_options, takes=TAKES)
 def load_nmnist(options: DataOptions) -> Dataset:
-    """N-MNIST as ``[N, T, 2, H, W]`` count frames (real, or emulated with a notice).
+    """N-MNIST as ``[N, T, 2, H, W]`` count frames (real, or emulated with a notice);
+    ``options`` are checked first by :func:`check_nmnist_options` (through
+    :func:`evsim.data.load_dataset`).
 
     Returns
     -------
@@ -287,7 +282,6 @@ def load_nmnist(options: DataOptions) -> Dataset:
         ``framing``, ``event_stats`` (per split), ``root``, ``cache`` and ``notice``
         (a one-line message, or ``None``).
     """
-    _check_options(options)
     found = find_nmnist(options)
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(NMNIST_SENSOR), "frame_size": [sensor_out[1], sensor_out[0]],
@@ -305,8 +299,10 @@ def sample_events(options: DataOptions, split: str, index: int) -> tuple[np.ndar
     Raises
     ------
     ConfigError
-        If ``split`` is unknown or ``index`` is out of range.
+        If an option does not apply to N-MNIST, ``split`` is unknown or ``index`` is
+        out of range.
     """
+    check_nmnist_options(options)
     found = find_nmnist(options)
     files, labels = _pick(found.splits, split, index)
     return read_nmnist_bin(files[index]), int(labels[index]), NMNIST_SENSOR, str(files[index])
