@@ -52,6 +52,18 @@ def dataset_options(fn):
     return fn
 
 
+def option_names(decorator) -> tuple[str, ...]:
+    """The names click gives the parameters that ``decorator`` adds to a command, in order."""
+    def probe(**kwargs):
+        """Stands for a command."""
+
+    return tuple(param.name for param in click.command()(decorator(probe)).params)
+
+
+# The parameters of dataset_options, as click names them (e.g. "data_dir").
+DATASET_OPTION_NAMES = option_names(dataset_options)
+
+
 def data_options_from(kwargs: dict, time_steps: int, seed: int = 0) -> DataOptions:
     """Build :class:`DataOptions` from parsed click options (pops the data keys)."""
     data_dir = kwargs.pop("data_dir") or (Path(os.environ["EVSIM_DATA"]) if os.environ.get("EVSIM_DATA") else None)

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from evsim.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network,
                               stored_config)
-from evsim.cli.options import data_options_from
+from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
@@ -18,9 +18,6 @@ from evsim.network import Network
 from evsim.train import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
-# The options of evsim.cli.options.dataset_options, as click names them.
-DATA_OPTIONS = ("dataset", "data_dir", "source", "time_steps", "encoding", "slicing", "crop", "denoise_us",
-                "downsample", "cache_dir")
 
 
 def read_config(run_dir: Path) -> TrainConfig | None:
@@ -80,7 +77,7 @@ def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, op
         If dataset options are given for a run that has its own, or none are given for
         a folder without one.
     """
-    given = [name for name in DATA_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    given = [name for name in DATASET_OPTION_NAMES if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
     if config is not None:
         if given:
             option = "--" + given[0].replace("_", "-")

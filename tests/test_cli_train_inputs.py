@@ -4,11 +4,15 @@ seeds, threads, config-file value types, impossible sizes, options of another da
 folders holding a run; and it records data folders as absolute paths."""
 import json
 
+import click
 import numba
 import numpy as np
 import pytest
 
 import evsim.train
+from evsim.cli.eval import eval_command
+from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from, dataset_options, option_names
+from evsim.cli.profile import profile
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, save_network
 from evsim.config import CONFIG_TOML
 from evsim.data import DATASETS, DataOptions, check_options, load_dataset
@@ -204,6 +208,38 @@ def test_options_left_at_their_defaults_or_that_apply_are_accepted(tmp_path, cap
     assert run(["train", "--dataset", "nmnist", "--crop", "--denoise-us", "5", "--slicing", "time",
                 "--out", str(tmp_path / "b")]).exit_code == 0
     assert (captured[-1].data.crop, captured[-1].data.denoise_us, captured[-1].data.slicing) == (True, 5, "time")
+
+
+# ------------------------------------------------------- the dataset options, listed once
+
+def test_the_dataset_option_names_come_from_their_decorator():
+    names = option_names(dataset_options)
+    assert DATASET_OPTION_NAMES == names and names[0] == "dataset" and len(set(names)) == len(names)
+    for command in (eval_command, profile):
+        assert [p.name for p in command.params if p.name in names] == list(names)
+    rest = {name: None for name in names}
+    data_options_from(rest, time_steps=4)
+    assert rest == {"dataset": None}  # every other option becomes a DataOptions field
+
+
+def _command_line(param: click.Parameter) -> list[str]:
+    """``param`` given on the command line with some valid value."""
+    if param.is_flag:
+        return [param.opts[0]]
+    value = param.type.choices[0] if isinstance(param.type, click.Choice) else \
+        "1" if isinstance(param.type, click.IntRange) else "somewhere"
+    return [param.opts[0], value]
+
+
+def test_a_run_with_its_own_configuration_refuses_every_dataset_option(tmp_path, no_loader):
+    save_network(tmp_path / NETWORK_FILE, Network.mlp([784, 8, 10], np.random.default_rng(0)))
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
+    params = [p for p in eval_command.params if p.name in DATASET_OPTION_NAMES]
+    for command in ("eval", "profile"):
+        for param in params:
+            line = one_line_error(run([command, str(tmp_path), *_command_line(param)]))
+            flag = "--" + param.name.replace("_", "-")
+            assert f"has its own configuration, which fixes the dataset; leave out {flag}" in line
 
 
 # ------------------------------------------------------------ folders holding a run
