@@ -117,7 +117,9 @@ def _network_from(f, meta: dict, path_option: str) -> Network:
         layer.alive = alive.astype(bool)
         layer.rebuild()
         layers.append(layer)
-    network = Network(layers, LIFParameters(**meta["lif"]))
+    # Every field, checked: a default in place of a lost one, or a hard reset for a
+    # subtractive one, would change every spike.
+    network = Network(layers, LIFParameters.from_dict(meta["lif"]))
     check_finite(network)
     return network
 
@@ -187,12 +189,13 @@ _CONFIG_TYPES = {
 
 
 def _config_type_problem(values, reference: dict, where: str = "") -> str | None:
-    """The first value in ``values`` whose type differs from the one in ``reference``, described."""
+    """The first value in ``values`` whose type differs from the one in ``reference``, described
+    (a missing key is :func:`_missing_config_key`'s to report)."""
     if not isinstance(values, dict):
         return f"{where.rstrip('.') or 'the configuration'} must be an object, got {values!r}"
     for key, default in reference.items():
         if key not in values:
-            continue  # TrainConfig.from_dict reports a missing section
+            continue
         if isinstance(default, dict):
             problem = _config_type_problem(values[key], default, f"{where}{key}.")
         else:
@@ -203,21 +206,44 @@ def _config_type_problem(values, reference: dict, where: str = "") -> str | None
     return None
 
 
+def _missing_config_key(values: dict, reference: dict, where: str = "") -> str | None:
+    """The dotted name of the first key of ``reference`` (nested sections included) that
+    ``values`` lacks. Keys ``values`` has beyond ``reference`` are not looked at: the writer
+    adds some beside the configuration (``data_source``), and from_dict refuses unknown
+    ones inside a section."""
+    for key, default in reference.items():
+        if key not in values:
+            return f"{where}{key}"
+        if isinstance(default, dict) and isinstance(values[key], dict):
+            missing = _missing_config_key(values[key], default, f"{where}{key}.")
+            if missing:
+                return missing
+    return None
+
+
 def stored_config(values, path: Path):
     """The validated :class:`~evsim.train.TrainConfig` of a configuration read from ``path``
     (a checkpoint's ``meta`` or a run's ``config.json``): a hand-edited or damaged value
-    must be refused here, not fail deep inside training or evaluation.
+    must be refused here, not fail deep inside training or evaluation. So must a missing
+    key: evsim writes every one, and a default put in its place would silently change
+    the run.
 
     Raises
     ------
     CheckpointError
-        Naming ``path`` and the first invalid value.
+        Naming ``path`` and the first invalid value or missing key.
     """
     from evsim.train import TrainConfig  # here, not at the top: evsim.train imports this module
 
+    reference = TrainConfig().to_dict()
     try:
-        problem = _config_type_problem(values, TrainConfig().to_dict())
+        problem = _config_type_problem(values, reference)
         if problem is None:
+            missing = _missing_config_key(values, reference)
+            if missing is not None:
+                raise CheckpointError(f"{path}: stored configuration has no {missing!r} (the file is damaged or "
+                                      "was written by another evsim version); restore it, or re-run training to "
+                                      "write one with this evsim")
             return TrainConfig.from_dict(values).validate()
     except ConfigError as exc:
         problem = str(exc)

@@ -57,6 +57,41 @@ class LIFParameters(NamedTuple):
             raise ConfigError(f"tau_mem must be > 0, got {tau_mem}")
         return cls(decay=math.exp(-dt / tau_mem), **kwargs)
 
+    @classmethod
+    def from_dict(cls, values, where: str = "lif") -> "LIFParameters":
+        """Inverse of ``_asdict()`` for parameters read back from a file: every field must
+        be there (a default in place of a lost field would change every spike), with its
+        type, finite, and accepted by :meth:`validate`.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first missing, unknown or invalid field (as ``where.field``).
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} must be an object of {', '.join(cls._fields)}, got {values!r}")
+        missing = [name for name in cls._fields if name not in values]
+        if missing:
+            raise ConfigError(f"{where} has no {missing[0]!r}")
+        unknown = sorted(str(name) for name in values if name not in cls._fields)
+        if unknown:
+            raise ConfigError(f"{where} has an unknown field {unknown[0]!r}; its fields are {', '.join(cls._fields)}")
+        for name, default in cls._field_defaults.items():
+            value = values[name]
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                kind = "a finite number"
+            else:
+                ok, kind = isinstance(value, str), "a string"
+            if not ok:
+                raise ConfigError(f"{where}.{name} must be {kind}, got {value!r}")
+        try:
+            return cls(**values).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
     def validate(self) -> "LIFParameters":
         """Return self, or raise ConfigError naming the invalid field."""
         if not 0.0 <= self.decay < 1.0:

@@ -3,6 +3,7 @@ each gives one line and exit code 2 (never a traceback, never half the outputs),
 folders that hold only a network still export, evaluate and profile."""
 import json
 import math
+import re
 import shutil
 
 import nir
@@ -12,10 +13,11 @@ from click.testing import CliRunner
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.cli.main import main
+from evsim.cli.runs import read_config
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.nir_io import network_to_nir, read_nir
 from evsim.synapses import check_csr
-from evsim.train import Trainer
+from evsim.train import TrainConfig, Trainer
 from tests.runs import toy_config, toy_dataset
 from tests.test_nir import developed_network, foreign_graph
 
@@ -150,12 +152,103 @@ def test_an_invalid_stored_configuration_is_refused_naming_the_file(toy_run, cha
     one_line_error(run(["eval", toy_run]), f"{toy_run / 'config.json'}: invalid stored configuration ({message}")
 
 
+MISSING = ["epochs", "out", "data", "data.encoding", "lif.reset", "sdsnn.regrow_steps"]
+
+
+def without(config: dict, dotted: str) -> dict:
+    """``config`` with the key ``dotted`` (``section.key`` for a nested one) deleted."""
+    config = json.loads(json.dumps(config))
+    *sections, key = dotted.split(".")
+    inner = config
+    for section in sections:
+        inner = inner[section]
+    del inner[key]
+    return config
+
+
+@pytest.mark.parametrize("key", MISSING)
+def test_a_stored_configuration_missing_a_key_is_refused_at_every_entry_point(toy_run, key):
+    """A key evsim writes, missing: no default stands in for it; resume, eval, profile and
+    export each say so in one line naming the file and the key."""
+    path = toy_run / CHECKPOINT_LATEST
+    with np.load(path, allow_pickle=False) as f:
+        config = json.loads(str(f["meta"]))["config"]
+    forge(path, {"config": without(config, key)})
+    expected = f"{path}: stored configuration has no {key!r} (the file is damaged or was written by another evsim"
+    fix = "restore it, or re-run training to write one with this evsim"
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        load_checkpoint(path)
+    for args in (["train", "--resume", toy_run], ["eval", toy_run], ["profile", toy_run],
+                 ["export", toy_run, toy_run / "x.nir"]):
+        one_line_error(run(args), expected)
+        one_line_error(run(args), fix)
+    assert not (toy_run / "x.nir").exists() and not (toy_run / "profile.json").exists()
+    # A folder holding network.npz and config.json (with data_source beside the configuration).
+    stored = json.loads((toy_run / "config.json").read_text())
+    assert "data_source" in stored
+    (toy_run / "config.json").write_text(json.dumps(without(stored, key)))
+    for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
+        (toy_run / name).unlink()
+    expected = f"{toy_run / 'config.json'}: stored configuration has no {key!r}"
+    for args in (["eval", toy_run], ["profile", toy_run], ["export", toy_run, toy_run / "x.nir"]):
+        one_line_error(run(args), expected)
+
+
+def test_an_intact_stored_configuration_with_extra_keys_still_loads(toy_run):
+    path = toy_run / CHECKPOINT_LATEST
+    with np.load(path, allow_pickle=False) as f:
+        config = json.loads(str(f["meta"]))["config"]
+    forge(path, {"config": {**config, "written_by": "a later evsim"}})  # beside the configuration: ignored
+    assert load_checkpoint(path).config["epochs"] == 1
+    assert read_config(toy_run) == TrainConfig.from_dict(config)  # its config.json holds data_source too
+
+
+def test_an_intact_run_evaluates_from_its_checkpoint_and_from_config_json(mnist_run):
+    assert "data_source" in json.loads((mnist_run / "config.json").read_text())
+    result = run(["eval", mnist_run])
+    assert result.exit_code == 0, result.output
+    for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
+        (mnist_run / name).unlink()
+    result = run(["eval", mnist_run])
+    assert result.exit_code == 0 and f"{mnist_run} (network.npz), test split" in result.output, result.output
+
+
+@pytest.mark.parametrize("name", [NETWORK_FILE, CHECKPOINT_LATEST])
+@pytest.mark.parametrize("change, message", [
+    ("drop reset", "lif has no 'reset'"),
+    ("drop detach_reset", "lif has no 'detach_reset'"),
+    ("add tau", "lif has an unknown field 'tau'"),
+    ("reset 5", "lif.reset must be a string, got 5"),
+    ("reset sideways", "lif: unknown reset 'sideways'"),
+    ("decay 1.5", "lif: decay must be in [0, 1), got 1.5"),
+])
+def test_a_saved_networks_neuron_parameters_must_be_complete_and_valid(toy_run, name, change, message):
+    """The network's own ``lif`` in ``meta`` (network.npz and checkpoints): a lost field no
+    longer becomes its default (a subtractive reset read back as a hard one)."""
+    path = toy_run / name
+    with np.load(path, allow_pickle=False) as f:
+        lif = json.loads(str(f["meta"]))["lif"]
+    verb, field = change.split()
+    if verb == "drop":
+        del lif[field]
+    elif verb == "add":
+        lif[field] = 1.0
+    else:
+        lif[verb] = json.loads(field) if field[0].isdigit() else field
+    forge(path, {"lif": lif})
+    with pytest.raises(CheckpointError, match=f"{name}: corrupt or truncated .*{re.escape(message)}"):
+        load_network(path)
+    if name == NETWORK_FILE:
+        (toy_run / CHECKPOINT_LATEST).unlink()
+    one_line_error(run(["export", toy_run, toy_run / "x.nir"]), message)
+
+
 # ----------------------------------------------------------- 3. non-finite values
 @pytest.mark.parametrize("name", [NETWORK_FILE, CHECKPOINT_LATEST])
 @pytest.mark.parametrize("key, value, message", [
     ("l0_data", np.nan, "layer 0 holds NaN or infinite weights"),
     ("l1_bias", np.inf, "layer 1 holds NaN or infinite biases"),
-    ("lif", np.inf, "LIF parameters are not finite numbers (decay 0.2, v_th inf"),
+    ("lif", np.inf, "lif.v_th must be a finite number, got inf"),
 ])
 def test_non_finite_weights_biases_and_neuron_parameters_are_refused(toy_run, name, key, value, message):
     path = toy_run / name
