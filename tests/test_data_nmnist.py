@@ -3,6 +3,8 @@
 Every data folder here is written by the tests in the real 40-bit format (plus the
 real recording ``../shared/data/sample_nmnist.bin``); nothing touches the network.
 """
+import errno
+import functools
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 
 from evsim.cli.main import main
 from evsim.data import DataOptions, load_dataset
-from evsim.data import nmnist
+from evsim.data import emulate, nmnist
 from evsim.data.emulate import write_emulated_nmnist
 from evsim.data.events import encode_nmnist_bin, read_nmnist_bin, to_frames
 from evsim.data.frames import SparseFrameWriter, SparseFrames
@@ -206,6 +208,107 @@ def test_a_damaged_emulation_cache_is_made_again(tmp_path):
     (out / "Train" / "0" / "stray.bin").write_bytes(b"x")
     assert emulated_nmnist_dir(tmp_path, per_class=1, progress=False) == out
     assert sorted(p.relative_to(out) for p in out.rglob("*.bin")) == files and len(files) == 20
+
+
+def own_emulation(monkeypatch):
+    """evsim's own emulated cache (emulated_nmnist_dir) at 1 digit per class: 10 + 10 recordings."""
+    monkeypatch.setattr(nmnist, "emulated_nmnist_dir",
+                        functools.partial(emulate.emulated_nmnist_dir, per_class=1, progress=False))
+
+
+def damage_recording(path: Path, how: str) -> None:
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[:-2])
+    elif how == "outside":
+        path.write_bytes(bytes([40]) + raw[1:])  # first event at x = 40 on a 34-pixel sensor
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "outside", "empty", "missing"])
+def test_a_damaged_recording_in_the_emulated_cache_is_made_again(tmp_path, monkeypatch, how):
+    own_emulation(monkeypatch)
+    first = load_dataset("nmnist", opts(tmp_path, source="emulated"))
+    root = Path(first.meta["root"])
+    assert root.parent == tmp_path / "cache" and first.meta["notice"] == nmnist.find_nmnist(
+        opts(tmp_path, source="emulated")).notice
+    recording = sorted((root / "Test" / "1").glob("*.bin"))[0]
+    original = recording.read_bytes()
+    damage_recording(recording, how)
+
+    again = load_dataset("nmnist", opts(tmp_path, source="emulated"))
+    notice = again.meta["notice"]
+    assert f"evsim's emulated N-MNIST cache {root} was damaged" in notice and "made it again from its seed" in notice
+    assert "\n" not in notice and notice.startswith("using EMULATED N-MNIST")
+    assert recording.read_bytes() == original and len(list(root.rglob("*.bin"))) == 20
+    for split in ("train", "test"):
+        a, b = getattr(first, split), getattr(again, split)
+        np.testing.assert_array_equal(a.inputs.to_dense(), b.inputs.to_dense())
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert "damaged" not in load_dataset("nmnist", opts(tmp_path, source="emulated")).meta["notice"]
+
+
+def test_data_show_heals_the_emulated_cache_with_a_one_line_notice(tmp_path, monkeypatch):
+    own_emulation(monkeypatch)
+    common = ["--dataset", "nmnist", "--source", "emulated", "--cache-dir", str(tmp_path / "cache"),
+              "--time-steps", "4"]
+    assert cli(["data", "info", *common]).exit_code == 0
+    recording = sorted((tmp_path / "cache").glob("nmnist-emulated-*/Train/3/*.bin"))[0]
+    damage_recording(recording, "truncated")
+    result = cli(["data", "show", *common, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("NOTICE:")]
+    assert len(notes) == 1 and f"{recording}: truncated N-MNIST file" in notes[0] and "made it again" in notes[0]
+    assert recording.stat().st_size % 5 == 0 and (tmp_path / "x.png").is_file()
+
+
+def test_the_emulated_cache_is_made_again_only_once(tmp_path, monkeypatch):
+    own_emulation(monkeypatch)
+    load_dataset("nmnist", opts(tmp_path, source="emulated"))
+    made = []
+    real_dir = nmnist.emulated_nmnist_dir
+    monkeypatch.setattr(nmnist, "emulated_nmnist_dir", lambda *a, **kw: made.append(1) or real_dir(*a, **kw))
+
+    def always_bad(path):
+        raise DataError(f"{path}: truncated N-MNIST file (7 bytes); replace it with a complete copy")
+
+    monkeypatch.setattr(nmnist, "read_nmnist_bin", always_bad)
+    with pytest.raises(DataError, match=r"nmnist-emulated-\w+: evsim's emulated N-MNIST cache is damaged \(.*\.bin: "
+                                        r"truncated N-MNIST file \(7 bytes\)\) and making it again did not help; "
+                                        r"delete that folder and try again$"):
+        load_dataset("nmnist", opts(tmp_path, source="emulated", time_steps=3))
+    assert len(made) == 2
+
+
+def test_an_emulated_cache_that_cannot_be_deleted_is_named(tmp_path, monkeypatch):
+    own_emulation(monkeypatch)
+    first = load_dataset("nmnist", opts(tmp_path, source="emulated"))
+    damage_recording(sorted(Path(first.meta["root"]).rglob("*.bin"))[0], "truncated")
+
+    rmtree = shutil.rmtree
+
+    def refuse(path, *args, **kwargs):  # only the emulated folder (not the frame cache's temporary one)
+        if Path(path) != Path(first.meta["root"]):
+            return rmtree(path, *args, **kwargs)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(nmnist.shutil, "rmtree", refuse)
+    with pytest.raises(DataError, match=r"cache is damaged \(.*truncated N-MNIST file.*\) and cannot be deleted "
+                                        r"\(Permission denied\); delete that folder and try again$"):
+        load_dataset("nmnist", opts(tmp_path, source="emulated"))
+
+
+def test_a_damaged_file_in_a_users_emulated_folder_is_an_error(tmp_path):
+    root = tmp_path / "emu"  # written by `evsim data emulate-nmnist --out`: the user's folder, never deleted
+    write_emulated_nmnist(root, per_class=1, progress=False)
+    recording = sorted((root / "Test" / "1").glob("*.bin"))[0]
+    damage_recording(recording, "truncated")
+    with pytest.raises(DataError, match=r"\.bin: truncated N-MNIST file .*replace it with a complete copy$"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert recording.stat().st_size % 5 == 3 and cache_entries(tmp_path) == []
 
 
 def test_auto_without_data_falls_back_to_emulated_with_a_notice(tmp_path, monkeypatch):

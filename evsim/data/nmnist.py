@@ -12,14 +12,21 @@ downloads there when the network allows. Every file is read with
 
 When no real data can be had and ``source`` is ``"auto"``, the loader falls back to
 the emulated N-MNIST (:mod:`evsim.data.emulate`) and says so in ``meta["notice"]``;
-``Dataset.source`` is ``"real"`` or ``"emulated"``. Framing follows the SD-SNN paper:
-T frames (20 by default) of per-polarity counts sliced by equal event number (or
-equal time), optional 34 -> 32 centre crop, optional ``tonic.transforms.Denoise``.
-Framed data is cached (:mod:`evsim.data.cache`) and returned memory-mapped.
+``Dataset.source`` is ``"real"`` or ``"emulated"``. That emulation is evsim's own
+cache folder: when a recording in it fails the checks or one is missing, the folder
+is made again once (the emulator is deterministic from its seed) and the notice says
+so; a bad file the user owns (real data, or a folder written by ``evsim data
+emulate-nmnist``) stays a one-line :class:`DataError` naming it.
+
+Framing follows the SD-SNN paper: T frames (20 by default) of per-polarity counts
+sliced by equal event number (or equal time), optional 34 -> 32 centre crop, optional
+``tonic.transforms.Denoise``. Framed data is cached (:mod:`evsim.data.cache`) and
+returned memory-mapped.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +205,84 @@ def find_nmnist(options: DataOptions) -> EventFiles:
     else:
         notice = "using EMULATED N-MNIST (--source emulated; data_source=emulated)"
     root = emulated_nmnist_dir(cache_dir, seed=options.seed)
-    return EventFiles("emulated", root, "emulated", _plain_listing(root), notice)
+    return EventFiles("emulated", root, "emulated", _emulated_listing(root), notice)
+
+
+class _DamagedEmulation(DataError):
+    """Something in evsim's own emulated N-MNIST cache folder ``root`` failed its checks.
+
+    Caught once by :func:`_healed`, which makes the folder again; a second time it is a
+    one-line DataError.
+    """
+
+    def __init__(self, root: Path, reason: str):
+        super().__init__(f"{root}: evsim's emulated N-MNIST cache is damaged ({reason}) and making it again "
+                         "did not help; delete that folder and try again")
+        self.root = root
+        self.reason = reason
+
+
+def _emulated_listing(root: Path) -> dict:
+    """The listing of the emulated cache ``root``, with as many recordings as its manifest says.
+
+    Raises
+    ------
+    _DamagedEmulation
+        If a split lacks its class folders or holds another number of recordings.
+    """
+    try:
+        splits = _plain_listing(root)
+    except DataError as exc:
+        raise _DamagedEmulation(root, str(exc)) from None
+    counts = (read_manifest(root) or {}).get("splits", {})
+    for name, folder in SPLIT_FOLDERS.items():
+        have, want = len(splits[name][0]), counts.get(folder, {}).get("samples")
+        if have != want:
+            raise _DamagedEmulation(root, f"{folder} holds {have} recordings, its manifest says {want}")
+    return splits
+
+
+def _reader(found: EventFiles):
+    """``path -> events`` for ``found``: in evsim's own emulated cache a recording that
+    fails the checks of :func:`read_nmnist_bin` is a :class:`_DamagedEmulation` (the user
+    never made that file); real files keep their DataError naming the file to replace."""
+    if found.layout != "emulated":
+        return read_nmnist_bin
+
+    def read(path: Path) -> np.ndarray:
+        try:
+            return read_nmnist_bin(path)
+        except DataError as exc:
+            raise _DamagedEmulation(found.root, str(exc).split("; ")[0]) from None
+
+    return read
+
+
+def _healed(options: DataOptions, use):
+    """``(found, use(found), notice)`` for the N-MNIST files of ``options``.
+
+    When they are evsim's own emulated cache and something in it is damaged, the folder
+    is deleted and made again (the emulator is deterministic from its seed), ``use``
+    runs once more, and ``notice`` says so in one line; else ``notice`` is ``None``.
+
+    Raises
+    ------
+    DataError
+        If the damaged folder cannot be deleted, or the new one is damaged too.
+    """
+    try:
+        found = find_nmnist(options)
+        return found, use(found), None
+    except _DamagedEmulation as damage:
+        try:
+            shutil.rmtree(damage.root)
+        except OSError as exc:
+            raise DataError(f"{damage.root}: evsim's emulated N-MNIST cache is damaged ({damage.reason}) and "
+                            f"cannot be deleted ({exc.strerror}); delete that folder and try again") from None
+        found = find_nmnist(options)
+        notice = (f"evsim's emulated N-MNIST cache {damage.root} was damaged ({damage.reason}); "
+                  "made it again from its seed")
+        return found, use(found), notice
 
 
 def check_nmnist_options(options: DataOptions) -> None:
@@ -282,12 +366,15 @@ def load_nmnist(options: DataOptions) -> Dataset:
         ``framing``, ``event_stats`` (per split), ``root``, ``cache`` and ``notice``
         (a one-line message, or ``None``).
     """
-    found = find_nmnist(options)
     transform, sensor_out = event_transform(options)
     extra = {"sensor_size": list(NMNIST_SENSOR), "frame_size": [sensor_out[1], sensor_out[0]],
              "classes": CLASSES}
-    (train, test), meta = frames_cached("nmnist", found, options, read_nmnist_bin, transform, sensor_out, extra)
-    meta["notice"] = found.notice
+
+    def frames(found: EventFiles):
+        return frames_cached("nmnist", found, options, _reader(found), transform, sensor_out, extra)
+
+    found, ((train, test), meta), repaired = _healed(options, frames)
+    meta["notice"] = "; ".join(n for n in (found.notice, repaired) if n) or None
     return Dataset(name="nmnist", train=train, test=test, n_classes=10,
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source=found.source,
                    time_steps=int(options.time_steps), meta=meta)
@@ -303,9 +390,13 @@ def sample_events(options: DataOptions, split: str, index: int) -> tuple[np.ndar
         out of range.
     """
     check_nmnist_options(options)
-    found = find_nmnist(options)
-    files, labels = _pick(found.splits, split, index)
-    return read_nmnist_bin(files[index]), int(labels[index]), NMNIST_SENSOR, str(files[index])
+
+    def read(found: EventFiles):
+        files, labels = _pick(found.splits, split, index)
+        return _reader(found)(files[index]), int(labels[index]), str(files[index])
+
+    _, (events, label, path), _ = _healed(options, read)
+    return events, label, NMNIST_SENSOR, path
 
 
 def _pick(splits: dict, split: str, index: int):
