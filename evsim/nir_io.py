@@ -36,11 +36,17 @@ A graph without this metadata (from another tool) can be imported when it is a c
 of Affine/Linear -> LIF nodes whose LIF parameters are the same for every neuron,
 with ``v_leak = v_reset = 0``: ``decay = 1 - dt/tau`` and the input gain
 ``dt r / tau`` is folded into the weights; synapses are the nonzero weights.
+
+A graph whose evsim metadata is malformed (``evsim_lif`` not a JSON object of every
+:class:`LIFParameters` field with valid values, another ``evsim_format``, a broken CSR
+structure or alive mask), or disagrees with its nodes (a graph edited after the export:
+the metadata would silently win), is refused with one line naming the node and the fix.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import nir
@@ -96,20 +102,34 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
     CheckpointError
         If the file is missing or is not a readable NIR graph.
     ConfigError
-        If the graph is not one evsim can represent (the message names the file).
+        If the graph is not one evsim can represent, or its evsim metadata is malformed
+        (the message names the file).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such NIR file")
     try:
         graph = nir.read(path)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable NIR graph ({first})") from None
+    except Exception as exc:  # nir.read raises whatever a malformed file trips: AttributeError, AssertionError...
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable NIR graph ({reason}); write it again with nir.write, from "
+                              "a graph whose connected nodes agree in size") from None
     try:
         return network_from_nir(graph, dt, path_option)
     except (ConfigError, ShapeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _show(value) -> str:
+    """A short repr of a metadata or parameter value (NumPy values shown as plain Python)."""
+    text = repr(value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# What to do about evsim metadata that is malformed or disagrees with the graph.
+_REEXPORT = "export the network again with evsim export"
+_FIX_LIF = f"{_REEXPORT}, or delete the graph's evsim_lif metadata to import the LIF nodes' own parameters"
 
 
 def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
@@ -119,7 +139,8 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
         successors.setdefault(source, []).append(target)
     inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
     if len(inputs) != 1:
-        raise ConfigError(f"NIR graph has {len(inputs)} Input nodes; evsim imports feed-forward chains with one")
+        raise ConfigError(f"NIR graph has {len(inputs)} Input nodes; evsim imports one feed-forward chain "
+                          "Input -> ... -> Output: check that an edge links each node to the next")
     chain, name = [], inputs[0]
     while True:
         chain.append((name, graph.nodes[name]))
@@ -132,58 +153,199 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
             raise ConfigError(f"NIR edge {name!r} -> {nexts[0]!r} leads to a node the graph does not have")
         name = nexts[0]
     if not isinstance(chain[-1][1], nir.Output):
-        raise ConfigError(f"NIR chain ends at {chain[-1][0]!r}, not at an Output node")
+        raise ConfigError(f"NIR chain ends at {chain[-1][0]!r}, not at an Output node: check that an edge links "
+                          "each node to the next")
     return chain
 
 
-def _layer_pairs(graph: nir.NIRGraph) -> list[tuple[nir.NIRNode, nir.NIRNode]]:
-    """(Affine or Linear, LIF) pairs along the chain."""
-    inner = [node for _, node in _chain(graph)[1:-1]]
+def _layer_pairs(graph: nir.NIRGraph) -> list[tuple[tuple[str, nir.NIRNode], tuple[str, nir.NIRNode]]]:
+    """((name, Affine or Linear), (name, LIF)) pairs along the chain."""
+    inner = _chain(graph)[1:-1]
     pairs = list(zip(inner[0::2], inner[1::2]))
     if not pairs or len(inner) % 2 or not all(isinstance(a, (nir.Affine, nir.Linear)) and isinstance(b, nir.LIF)
-                                              for a, b in pairs):
-        found = " -> ".join(type(node).__name__ for node in inner)
+                                              for (_, a), (_, b) in pairs):
+        found = " -> ".join(type(node).__name__ for _, node in inner)
         raise ConfigError(f"evsim imports chains of Affine/Linear -> LIF layers; this graph has {found or 'none'}")
     return pairs
 
 
-def _uniform(node: nir.LIF, name: str) -> float:
-    values = np.asarray(getattr(node, name), dtype=np.float64).ravel()
+def _real(name: str, field: str, value) -> np.ndarray:
+    """``value`` as an array, or ConfigError unless it holds real numbers."""
+    values = np.asarray(value)
+    if values.dtype.kind not in "biuf":
+        raise ConfigError(f"{name}.{field} must hold real numbers, got {values.dtype} values {_show(value)}: fix it "
+                          "where the graph was made")
+    return values
+
+
+def _uniform(name: str, node: nir.LIF, field: str) -> float:
+    """The one value of LIF parameter ``field`` that every neuron of ``node`` (named ``name``) shares."""
+    values = _real(name, field, getattr(node, field)).astype(np.float64).ravel()
     if not np.all(np.isfinite(values)):
-        raise ConfigError(f"LIF parameter {name} is not finite (NaN or infinite); evsim needs finite neuron parameters")
+        raise ConfigError(f"{name}: LIF parameter {field} is not finite (NaN or infinite); evsim needs finite neuron "
+                          "parameters: fix them where the graph was made")
     if values.size == 0 or np.any(values != values[0]):
-        raise ConfigError(f"LIF parameter {name} differs between neurons; evsim uses one value per network")
+        raise ConfigError(f"{name}: LIF parameter {field} differs between neurons; evsim uses one value per network")
     return float(values[0])
 
 
-def _lif_from_nodes(lifs: list[nir.LIF], dt: float) -> tuple[LIFParameters, float]:
+_LIF_FIELDS = ("tau", "r", "v_leak", "v_threshold", "v_reset")
+
+
+def _check_sizes(affine: tuple[str, nir.NIRNode], lif: tuple[str, nir.LIF]) -> None:
+    """ConfigError unless the weight is a [n_out, n_in] matrix and the bias and every LIF
+    parameter hold n_out values (nir.read checks this for files; a graph built in memory
+    is not checked)."""
+    (a_name, node), (l_name, neurons) = affine, lif
+    shape = _real(a_name, "weight", node.weight).shape
+    if len(shape) != 2 or 0 in shape:
+        raise ConfigError(f"{a_name}.weight must be a matrix [n_out, n_in] with at least one of each, got shape "
+                          f"{shape}; evsim imports fully connected layers of 1-D neuron populations")
+    if isinstance(node, nir.Affine) and np.shape(node.bias) != shape[:1]:
+        raise ConfigError(f"{a_name}.bias has shape {np.shape(node.bias)} but its weight {shape} has {shape[0]} "
+                          "outputs: they must agree")
+    for field in _LIF_FIELDS:
+        if np.shape(getattr(neurons, field)) != shape[:1]:
+            raise ConfigError(f"{l_name}.{field} has shape {np.shape(getattr(neurons, field))} but {a_name} feeding "
+                              f"it has {shape[0]} outputs: one value per neuron, and the sizes must agree")
+
+
+def _time_step(dt, metadata: dict) -> float:
+    """The time step the graph's time constants refer to: ``dt``, else the graph's ``dt`` metadata, else 1."""
+    if dt is not None:
+        source, value = "dt", dt
+    elif "dt" in metadata:
+        source, value = "the graph's dt metadata", metadata["dt"]
+    else:
+        return 1.0
+    values = np.asarray(value)
+    if values.shape != () or values.dtype.kind not in "iuf" or not (math.isfinite(values) and values > 0):
+        raise ConfigError(f"{source} must be one positive finite number (the time step of the LIF time constants), "
+                          f"got {_show(value)}; give the time step: evsim import-nir --dt DT")
+    return float(values)
+
+
+def _lif_from_nodes(lifs: list[tuple[str, nir.LIF]], dt: float) -> tuple[LIFParameters, float]:
     """Neuron parameters shared by ``lifs`` and the input gain to fold into the weights."""
-    params = [{name: _uniform(node, name) for name in ("tau", "r", "v_leak", "v_threshold", "v_reset")}
-              for node in lifs]
+    params = [{field: _uniform(name, node, field) for field in _LIF_FIELDS} for name, node in lifs]
     if any(p != params[0] for p in params):
         raise ConfigError("LIF parameters differ between layers; evsim uses one set per network")
     p = params[0]
     if p["v_leak"] != 0 or p["v_reset"] != 0:
         raise ConfigError(f"evsim's LIF has v_leak = v_reset = 0; this graph has v_leak = {p['v_leak']}, "
                           f"v_reset = {p['v_reset']}")
+    if not p["tau"] > 0:
+        raise ConfigError(f"LIF tau must be > 0 (a membrane time constant), got {p['tau']}: fix it where the graph "
+                          "was made")
     if not p["tau"] >= dt:
         raise ConfigError(f"tau = {p['tau']} is shorter than the time step dt = {dt}: no discrete leak in [0, 1); "
                           "give the graph's dt (evsim import-nir --dt)")
+    if not p["v_threshold"] > 0:
+        raise ConfigError(f"LIF v_threshold must be > 0 (evsim's neurons fire above a positive threshold), got "
+                          f"{p['v_threshold']}: fix it where the graph was made")
     return LIFParameters(decay=1.0 - dt / p["tau"], v_th=p["v_threshold"]), dt * p["r"] / p["tau"]
 
 
-def _store(affine: nir.NIRNode, gain: float) -> tuple[SynapseStore, np.ndarray]:
-    """Synapses and bias of one layer: the exported CSR structure if present, else the nonzero weights."""
-    weight = np.asarray(affine.weight, dtype=np.float32).T * np.float32(gain)
-    bias = (np.asarray(affine.bias, dtype=np.float32) * np.float32(gain) if isinstance(affine, nir.Affine)
-            else np.zeros(weight.shape[1], dtype=np.float32))
+def _evsim_lif(metadata: dict) -> LIFParameters:
+    """The exact neuron parameters an evsim export stored in the graph's metadata.
+
+    Raises ConfigError if the format is not this evsim's, or ``evsim_lif`` is not a JSON
+    object of every :class:`LIFParameters` field with valid values.
+    """
+    if "evsim_format" not in metadata:
+        raise ConfigError(f"graph metadata has evsim_lif but no evsim_format (damaged); {_FIX_LIF}")
+    fmt = np.asarray(metadata["evsim_format"])
+    if fmt.shape != () or fmt.dtype.kind not in "iu" or int(fmt) != NIR_FORMAT:
+        raise ConfigError(f"graph metadata evsim_format is {_show(metadata['evsim_format'])}, but this evsim reads "
+                          f"format {NIR_FORMAT} (a graph from another evsim version, or damaged); {_FIX_LIF}")
+    text = metadata["evsim_lif"]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str):
+        raise ConfigError(f"graph metadata evsim_lif must be a JSON string, got {_show(text)}; {_FIX_LIF}")
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"graph metadata evsim_lif is not JSON ({exc.msg} at character {exc.pos}); "
+                          f"{_FIX_LIF}") from None
+    try:
+        return LIFParameters.from_dict(values, "graph metadata evsim_lif")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {_FIX_LIF}") from None
+
+
+def _check_exported_nodes(lifs: list[tuple[str, nir.LIF]], lif: LIFParameters) -> None:
+    """ConfigError unless the LIF nodes hold what evsim exports for ``lif``: the exact
+    parameters come from the metadata, so nodes changed after the export would be ignored."""
+    tau = 1.0 / (1.0 - lif.decay)
+    expected = {"tau": tau, "r": tau, "v_leak": 0.0, "v_threshold": lif.v_th, "v_reset": 0.0}
+    for name, node in lifs:
+        found = {field: _uniform(name, node, field) for field in _LIF_FIELDS}
+        if not all(np.isclose(found[f], expected[f], rtol=1e-6, atol=0) for f in _LIF_FIELDS):
+            shown = ", ".join(f"{field} {value:.6g}" for field, value in found.items())
+            raise ConfigError(f"{name} ({shown}) disagrees with the graph's evsim_lif metadata (tau = r = {tau:.6g}, "
+                              f"v_threshold {lif.v_th:.6g}, v_leak = v_reset = 0): the graph was changed after evsim "
+                              f"exported it; {_FIX_LIF}")
+
+
+def _store(name: str, affine: nir.NIRNode, gain: float) -> tuple[SynapseStore, np.ndarray]:
+    """Synapses and bias of layer ``name``: the exported CSR structure if present, else the nonzero weights."""
+    weight = _real(name, "weight", affine.weight)
+    if not np.all(np.isfinite(weight)):
+        raise ConfigError(f"{name} holds NaN or infinite weights; evsim cannot run a graph with NaN or infinite "
+                          "parameters: fix them where the graph was made")
+    weight = weight.astype(np.float32).T * np.float32(gain)
+    if isinstance(affine, nir.Affine):
+        bias = _real(name, "bias", affine.bias)
+        if not np.all(np.isfinite(bias)):
+            raise ConfigError(f"{name} holds NaN or infinite biases; evsim cannot run a graph with NaN or infinite "
+                              "parameters: fix them where the graph was made")
+        bias = bias.astype(np.float32) * np.float32(gain)
+    else:
+        bias = np.zeros(weight.shape[1], dtype=np.float32)
     meta = affine.metadata
-    if "evsim_indptr" not in meta:
+    if "evsim_indptr" not in meta and "evsim_indices" not in meta:
         return SynapseStore.from_dense(weight), bias
+    fix = f"{_REEXPORT}, or delete {name}'s evsim_indptr and evsim_indices to import its nonzero weights"
+    if "evsim_indptr" not in meta or "evsim_indices" not in meta:
+        has, lacks = ("evsim_indptr", "evsim_indices") if "evsim_indptr" in meta else ("evsim_indices", "evsim_indptr")
+        raise ConfigError(f"{name} has {has} but no {lacks} metadata; {fix}")
     indptr, indices = np.asarray(meta["evsim_indptr"]), np.asarray(meta["evsim_indices"])
-    check_csr(indptr, indices, weight.shape)
+    try:
+        check_csr(indptr, indices, weight.shape)
+    except ShapeError as exc:
+        raise ConfigError(f"{name}: evsim_indptr/evsim_indices are not a valid CSR structure ({exc}); {fix}") from None
     rows = np.repeat(np.arange(weight.shape[0]), np.diff(indptr))
+    outside = weight.copy()
+    outside[rows, indices] = 0
+    if np.any(outside):
+        raise ConfigError(f"{name} has nonzero weights where its evsim_indptr/evsim_indices metadata has no synapse: "
+                          f"the graph was changed after evsim exported it; {fix}")
     return SynapseStore(sp.csr_matrix((weight[rows, indices], indices, indptr), shape=weight.shape)), bias
+
+
+def _develops(name: str, metadata: dict, default: bool) -> bool:
+    """Layer ``name``'s ``evsim_develops`` metadata (``default`` without it)."""
+    if "evsim_develops" not in metadata:
+        return default
+    value = np.asarray(metadata["evsim_develops"])
+    if value.shape != () or value.dtype.kind != "b":
+        raise ConfigError(f"{name}.evsim_develops metadata must be true or false, got "
+                          f"{_show(metadata['evsim_develops'])}; {_REEXPORT}, or delete it")
+    return bool(value)
+
+
+def _alive(name: str, value, layer_name: str, store: SynapseStore) -> np.ndarray:
+    """LIF node ``name``'s ``evsim_alive`` metadata: one boolean per neuron; a dead neuron has no synapses."""
+    alive = np.asarray(value)
+    fix = f"{_REEXPORT}, or delete {name}'s evsim_alive to keep every neuron"
+    if alive.shape != (store.shape[1],) or alive.dtype.kind != "b":
+        raise ConfigError(f"{name}.evsim_alive metadata must be {store.shape[1]} booleans (one per neuron), got "
+                          f"{alive.dtype} values of shape {alive.shape}; {fix}")
+    if store.nnz and not np.all(alive[store.indices]):
+        raise ConfigError(f"{name}.evsim_alive marks neurons dead that still have synapses in {layer_name}: the "
+                          f"graph was changed after evsim exported it; {fix}")
+    return alive
 
 
 def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: str = "auto") -> Network:
@@ -199,24 +361,29 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     Raises
     ------
     ConfigError
-        If the graph is not such a chain, its neurons cannot be represented, or a
-        weight, bias or neuron parameter is NaN or infinite.
+        If the graph is not such a chain, its sizes disagree, its neurons cannot be
+        represented, a weight, bias or neuron parameter is NaN or infinite, or its evsim
+        metadata (``evsim_format``, ``evsim_lif``, ``evsim_indptr``/``evsim_indices``,
+        ``evsim_develops``, ``evsim_alive``) is malformed or disagrees with the nodes.
     ShapeError
-        If an array has the wrong shape, or the CSR structure in the metadata is invalid.
+        If the layers do not chain (a graph built in memory; nir.read checks files).
     """
     pairs = _layer_pairs(graph)
+    for affine, lif_node in pairs:
+        _check_sizes(affine, lif_node)
+    lifs = [lif_node for _, lif_node in pairs]
     if "evsim_lif" in graph.metadata:
-        lif, gain = LIFParameters(**json.loads(str(graph.metadata["evsim_lif"]))), 1.0
+        lif, gain = _evsim_lif(graph.metadata), 1.0
+        _check_exported_nodes(lifs, lif)
     else:
-        lif, gain = _lif_from_nodes([node for _, node in pairs],
-                                    float(dt if dt is not None else graph.metadata.get("dt", 1.0)))
+        lif, gain = _lif_from_nodes(lifs, _time_step(dt, graph.metadata))
     layers = []
-    for k, (affine, node) in enumerate(pairs):
-        store, bias = _store(affine, gain)
-        develops = bool(affine.metadata.get("evsim_develops", k < len(pairs) - 1))
-        layer = SparseLinear(store, bias, path=path_option, develops=develops)
+    for k, ((a_name, affine), (l_name, node)) in enumerate(pairs):
+        store, bias = _store(a_name, affine, gain)
+        layer = SparseLinear(store, bias, path=path_option,
+                             develops=_develops(a_name, affine.metadata, k < len(pairs) - 1))
         if "evsim_alive" in node.metadata:
-            layer.alive = np.asarray(node.metadata["evsim_alive"], dtype=bool)
+            layer.alive = _alive(l_name, node.metadata["evsim_alive"], a_name, store)
             layer.rebuild()
         layers.append(layer)
     network = Network(layers, lif)

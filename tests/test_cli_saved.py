@@ -271,12 +271,12 @@ def test_nir_graphs_with_non_finite_values_are_refused_naming_the_file(rng, tmp_
     graph = network_to_nir(developed_network(rng))
     graph.nodes["fc1"].weight[0, 0] = np.nan
     nir.write(tmp_path / "nanw.nir", graph)
-    with pytest.raises(ConfigError, match=f"{tmp_path / 'nanw.nir'}: layer 1 holds NaN or infinite weights"):
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'nanw.nir'}: fc1 holds NaN or infinite weights"):
         read_nir(tmp_path / "nanw.nir")
     graph = foreign_graph(rng)
     graph.nodes["la"].v_threshold[:] = np.nan
     nir.write(tmp_path / "vth.nir", graph)
-    with pytest.raises(ConfigError, match="vth.nir: LIF parameter v_threshold is not finite"):
+    with pytest.raises(ConfigError, match="vth.nir: la: LIF parameter v_threshold is not finite"):
         read_nir(tmp_path / "vth.nir")
     one_line_error(run(["import-nir", tmp_path / "nanw.nir", tmp_path / "imported"]), "NaN or infinite weights")
     assert not (tmp_path / "imported").exists()
@@ -286,7 +286,8 @@ def test_a_broken_csr_structure_in_nir_metadata_is_refused(rng, tmp_path):
     graph = network_to_nir(developed_network(rng))
     graph.nodes["fc0"].metadata["evsim_indices"][0] = 99999
     nir.write(tmp_path / "bad.nir", graph)
-    with pytest.raises(ConfigError, match="bad.nir: column indices must lie in"):
+    with pytest.raises(ConfigError, match="bad.nir: fc0: evsim_indptr/evsim_indices are not a valid CSR structure "
+                                          r"\(column indices must lie in"):
         read_nir(tmp_path / "bad.nir")
 
 

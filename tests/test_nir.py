@@ -1,6 +1,11 @@
 """NIR export/import: evsim's own round trip gives identical spikes and structure; the
 exported graph, simulated by a plain NumPy reading of NIR's LIF, spikes like evsim;
-graphs from other tools import when evsim can represent them."""
+graphs from other tools import when evsim can represent them; malformed graphs and
+metadata are refused in one line naming the file."""
+import json
+import re
+
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -8,13 +13,14 @@ from click.testing import CliRunner
 import nir
 from evsim.checkpoint import load_network
 from evsim.cli.main import main
-from evsim.errors import CheckpointError, ConfigError
+from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.nir_io import network_from_nir, network_to_nir, read_nir, write_nir
 from evsim.synapses import SynapseStore
 from evsim.train import Trainer
+from tests.conftest import one_line_error, run
 from tests.reference import dyadic_weights
 from tests.runs import toy_config, toy_dataset
 
@@ -165,3 +171,213 @@ def test_export_and_import_commands(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a, b)
     result = runner.invoke(main, ["export", str(tmp_path / "nowhere"), str(tmp_path / "x.nir")])
     assert result.exit_code == 2 and "no checkpoint here" in result.output
+
+
+# ------------------------------------------------- malformed graphs: one line each
+def exported(rng=None) -> nir.NIRGraph:
+    return network_to_nir(developed_network(rng or np.random.default_rng(3)))
+
+
+def lif_metadata(**changes) -> str:
+    """evsim_lif as an evsim export writes it, with ``changes`` (None deletes a field)."""
+    values = {**LIFParameters()._asdict(), **changes}
+    return json.dumps({name: value for name, value in values.items() if value is not None})
+
+
+def refused(graph: nir.NIRGraph, tmp_path, fragment: str) -> str:
+    """Written to a file, ``graph`` is refused by read_nir and by evsim import-nir, in one
+    line naming the file (returned), and nothing is written."""
+    path = tmp_path / "graph.nir"
+    nir.write(path, graph)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {fragment}")):
+        read_nir(path)
+    line = one_line_error(run(["import-nir", str(path), str(tmp_path / "out")]))
+    assert f"{path}: {fragment}" in line
+    assert not (tmp_path / "out").exists()
+    return line
+
+
+FIX_LIF = ("export the network again with evsim export, or delete the graph's evsim_lif metadata to import the LIF "
+           "nodes' own parameters")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("decay: 0.2", "graph metadata evsim_lif is not JSON (Expecting value at character 0)"),
+    ("[0.2, 0.5]", "graph metadata evsim_lif must be an object of decay, v_th, reset, surrogate, width, detach_reset, "
+                   "got [0.2, 0.5]"),
+    (0.2, "graph metadata evsim_lif must be a JSON string, got 0.2"),
+    (lif_metadata(reset=None), "graph metadata evsim_lif has no 'reset'"),
+    (lif_metadata(tau=1.25), "graph metadata evsim_lif has an unknown field 'tau'"),
+    (lif_metadata(decay="0.2"), "graph metadata evsim_lif.decay must be a finite number, got '0.2'"),
+    (lif_metadata(v_th=True), "graph metadata evsim_lif.v_th must be a finite number, got True"),
+    (lif_metadata(reset=1), "graph metadata evsim_lif.reset must be a string, got 1"),
+    (lif_metadata(detach_reset="no"), "graph metadata evsim_lif.detach_reset must be true or false, got 'no'"),
+    (lif_metadata(decay=float("nan")), "graph metadata evsim_lif.decay must be a finite number, got nan"),
+    (lif_metadata(v_th=float("inf")), "graph metadata evsim_lif.v_th must be a finite number, got inf"),
+    (lif_metadata(decay=1.5), "graph metadata evsim_lif: decay must be in [0, 1), got 1.5"),
+    (lif_metadata(v_th=-0.5), "graph metadata evsim_lif: v_th must be > 0, got -0.5"),
+    (lif_metadata(reset="soft"), "graph metadata evsim_lif: unknown reset 'soft'; choose one of hard, subtract"),
+    (lif_metadata(surrogate="relu"), "graph metadata evsim_lif: unknown surrogate 'relu'"),
+    (lif_metadata(width=0.0), "graph metadata evsim_lif: surrogate width must be > 0, got 0.0"),
+])
+def test_malformed_evsim_lif_metadata_is_refused_in_one_line(tmp_path, text, fragment):
+    graph = exported()
+    graph.metadata["evsim_lif"] = text
+    assert refused(graph, tmp_path, fragment).endswith(FIX_LIF)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (2, "graph metadata evsim_format is 2, but this evsim reads format 1 (a graph from another evsim version"),
+    ("1", "graph metadata evsim_format is '1', but this evsim reads format 1"),
+    (None, "graph metadata has evsim_lif but no evsim_format (damaged)"),
+])
+def test_a_graph_from_another_evsim_format_is_refused(tmp_path, value, fragment):
+    graph = exported()
+    if value is None:
+        del graph.metadata["evsim_format"]
+    else:
+        graph.metadata["evsim_format"] = value
+    assert refused(graph, tmp_path, fragment).endswith(FIX_LIF)
+
+
+def _set(node: str, field: str, value):
+    """A change to ``graph.nodes[node]``: attribute ``field`` (``metadata.KEY``: a metadata entry,
+    deleted when ``value`` is None) set to ``value``."""
+    def change(graph):
+        target = graph.nodes[node]
+        if field.startswith("metadata."):
+            key = field.split(".", 1)[1]
+            if value is None:
+                del target.metadata[key]
+            else:
+                target.metadata[key] = value
+        else:
+            setattr(target, field, value)
+    return change
+
+
+def _each_lif(field: str, value: float):
+    def change(graph):
+        for node in graph.nodes.values():
+            if isinstance(node, nir.LIF):
+                getattr(node, field)[:] = value
+    return change
+
+
+def _drop_edge(source: str, target: str):
+    return lambda graph: graph.edges.remove((source, target))
+
+
+def _graph_dt(value):
+    return lambda graph: graph.metadata.__setitem__("dt", value)
+
+
+def _weight_at(node: str, index, value):
+    return lambda graph: graph.nodes[node].weight.__setitem__(index, value)
+
+
+MALFORMED = {
+    # graphs from other tools
+    "dt text": ("foreign", _graph_dt("one"), "the graph's dt metadata must be one positive finite number (the time "
+                                             "step of the LIF time constants), got 'one'; give the time step: evsim "
+                                             "import-nir --dt DT"),
+    "dt nan": ("foreign", _graph_dt(np.nan), "the graph's dt metadata must be one positive finite number"),
+    "dt 0": ("foreign", _graph_dt(0.0), "the graph's dt metadata must be one positive finite number"),
+    "dt -1": ("foreign", _graph_dt(-1.0), "the graph's dt metadata must be one positive finite number"),
+    "dt array": ("foreign", _graph_dt(np.array([1.0, 2.0])), "the graph's dt metadata must be one positive finite "
+                                                             "number (the time step of the LIF time constants), got "
+                                                             "[1.0, 2.0]"),
+    "tau 0": ("foreign", _each_lif("tau", 0.0), "LIF tau must be > 0 (a membrane time constant), got 0.0"),
+    "tau < 0": ("foreign", _each_lif("tau", -4.0), "LIF tau must be > 0 (a membrane time constant), got -4.0"),
+    "v_threshold < 0": ("foreign", _each_lif("v_threshold", -0.5), "LIF v_threshold must be > 0"),
+    "r nan": ("foreign", _each_lif("r", np.nan), "la: LIF parameter r is not finite (NaN or infinite)"),
+    "tau text": ("foreign", _set("la", "tau", np.array([b"4"] * 6)), "la.tau must hold real numbers, got |S1 values"),
+    "weight nan": ("foreign", _weight_at("a", (0, 0), np.nan), "a holds NaN or infinite weights"),
+    "weight inf": ("foreign", _weight_at("b", (2, 1), -np.inf), "b holds NaN or infinite weights"),
+    "bias nan": ("foreign", lambda graph: graph.nodes["a"].bias.__setitem__(1, np.nan),
+                 "a holds NaN or infinite biases"),
+    "bias size": ("foreign", _set("a", "bias", np.zeros(4, np.float32)),
+                  "a.bias has shape (4,) but its weight (6, 10) has 6 outputs: they must agree"),
+    "edge missing": ("foreign", _drop_edge("la", "b"), "NIR graph has 2 Input nodes; evsim imports one feed-forward "
+                                                       "chain Input -> ... -> Output: check that an edge links each "
+                                                       "node to the next"),
+    "no edge to output": ("foreign", _drop_edge("lb", "output"), "NIR graph has 2 Input nodes"),
+    # evsim's own exports, with damaged or edited metadata
+    "indptr without indices": ("exported", _set("fc0", "metadata.evsim_indices", None),
+                               "fc0 has evsim_indptr but no evsim_indices metadata; export the network again with "
+                               "evsim export, or delete fc0's evsim_indptr and evsim_indices to import its nonzero "
+                               "weights"),
+    "indices without indptr": ("exported", _set("fc1", "metadata.evsim_indptr", None),
+                               "fc1 has evsim_indices but no evsim_indptr metadata"),
+    "indptr floats": ("exported", _set("fc0", "metadata.evsim_indptr", np.arange(21) * 1.0),
+                      "fc0: evsim_indptr/evsim_indices are not a valid CSR structure (indptr must be 21 integers"),
+    "weights outside the structure": ("exported", _weight_at("fc0", (3, 0), 0.5),  # neuron 3 is dead: no synapses
+                                      "fc0 has nonzero weights where its evsim_indptr/evsim_indices metadata has no "
+                                      "synapse: the graph was changed after evsim exported it"),
+    "alive too short": ("exported", _set("lif0", "metadata.evsim_alive", np.ones(3, bool)),
+                        "lif0.evsim_alive metadata must be 12 booleans (one per neuron), got bool values of shape "
+                        "(3,); export the network again with evsim export, or delete lif0's evsim_alive"),
+    "alive text": ("exported", _set("lif1", "metadata.evsim_alive", "all"),
+                   "lif1.evsim_alive metadata must be 6 booleans (one per neuron)"),
+    "alive kills a connected neuron": ("exported", _set("lif0", "metadata.evsim_alive", np.zeros(12, bool)),
+                                       "lif0.evsim_alive marks neurons dead that still have synapses in fc0"),
+    "develops array": ("exported", _set("fc0", "metadata.evsim_develops", np.ones(3, bool)),
+                       "fc0.evsim_develops metadata must be true or false, got [True, True, True]"),
+    "develops text": ("exported", _set("fc1", "metadata.evsim_develops", "no"),
+                      "fc1.evsim_develops metadata must be true or false, got 'no'"),
+    "LIF nodes edited after export": ("exported", _each_lif("tau", 4.0),
+                                      "lif0 (tau 4, r 1.25, v_leak 0, v_threshold 0.5, v_reset 0) disagrees with the "
+                                      "graph's evsim_lif metadata (tau = r = 1.25, v_threshold 0.5, v_leak = v_reset "
+                                      "= 0): the graph was changed after evsim exported it; " + FIX_LIF),
+    "exported weight nan": ("exported", _weight_at("fc1", (0, 0), np.nan), "fc1 holds NaN or infinite weights"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_graphs_are_refused_in_one_line_naming_the_node(rng, tmp_path, name):
+    kind, change, fragment = MALFORMED[name]
+    graph = foreign_graph(rng) if kind == "foreign" else exported(rng)
+    change(graph)
+    refused(graph, tmp_path, fragment)
+
+
+def test_graphs_built_in_memory_are_checked_like_files(rng):
+    """nir.read type-checks a file's sizes; a graph handed to network_from_nir is checked here."""
+    graph = foreign_graph(rng)
+    graph.nodes["la"] = nir.LIF(tau=np.full(5, 4.0), r=np.full(5, 2.0), v_leak=np.zeros(5), v_threshold=np.ones(5))
+    with pytest.raises(ConfigError, match=re.escape("la.tau has shape (5,) but a feeding it has 6 outputs")):
+        network_from_nir(graph)
+    graph = foreign_graph(rng)
+    graph.nodes["b"] = nir.Linear(weight=np.ones((2, 3, 6), np.float32))
+    with pytest.raises(ConfigError, match=re.escape("b.weight must be a matrix [n_out, n_in] with at least one of "
+                                                    "each, got shape (2, 3, 6)")):
+        network_from_nir(graph)
+    graph = foreign_graph(rng)
+    graph.nodes["b"] = nir.Linear(weight=np.ones((3, 5), np.float32))
+    with pytest.raises(ShapeError, match="layer sizes do not chain: 6 outputs feed 5 inputs"):
+        network_from_nir(graph)
+    with pytest.raises(ConfigError, match="dt must be one positive finite number"):
+        network_from_nir(foreign_graph(rng), dt=0.0)
+
+
+def test_files_nir_cannot_read_are_refused_in_one_line(rng, tmp_path):
+    """nir.read fails on malformed files with assorted exceptions (here AttributeError, an
+    assertion, a type-inference ValueError): each is one line naming the file."""
+    cases = {
+        "weight text": ("nodes/a/weight", b"heavy", "not a readable NIR graph (AttributeError: 'str' object has no "
+                                                    "attribute 'shape'); write it again with nir.write"),
+        "unknown node type": ("nodes/a/type", b"Dendrite", "not a readable NIR graph (AssertionError)"),
+        "LIF size": ("nodes/la/tau", np.full(5, 4.0), "not a readable NIR graph (AssertionError: All parameters "
+                                                      "must have the same shape)"),
+        "input size": ("nodes/input/shape", np.array([7]), "not a readable NIR graph (ValueError: Type inference "
+                                                           "error: type mismatch: input.output: [[7]] -> a.input"),
+    }
+    for name, (key, value, fragment) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.nir"
+        nir.write(path, foreign_graph(rng))
+        with h5py.File(path, "r+") as f:
+            del f["node"][key]
+            f["node"][key] = value
+        with pytest.raises(CheckpointError, match=re.escape(f"{path}: {fragment}")):
+            read_nir(path)
+        assert f"{path}: {fragment}" in one_line_error(run(["import-nir", str(path), str(tmp_path / "out")]))
