@@ -20,9 +20,14 @@ Two kinds of file share the network layout (``l<k>_indptr``, ``l<k>_indices``,
                            interrupted epoch (``epoch__order``), and in ``meta``: the
                            config, epoch, batches seen, metrics, optimizer steps and
                            the bit-generator states of every random generator.
+
+:func:`load_checkpoint` checks every value of a training checkpoint against the
+checkpoint's own network and configuration before a run continues from it (a damaged
+one is refused in one line naming the file and the field).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -39,6 +44,8 @@ from evsim.files import link_atomic, write_bytes_atomic
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
+from evsim.optim import MOMENTS
+from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
 from evsim.synapses import SynapseStore, check_csr
 
 NETWORK_FILE = "network.npz"
@@ -94,8 +101,10 @@ def _network_arrays(network: Network, with_state: bool) -> dict[str, np.ndarray]
     return arrays
 
 
-def _network_from(f, meta: dict, path_option: str) -> Network:
-    """Rebuild the network (with any saved state arrays) from an open npz file.
+def _network_from(f, meta: dict, path_option: str, with_state: bool = False) -> Network:
+    """Rebuild the network from an open npz file; with ``with_state``, with its saved
+    per-synapse and bias state arrays, attached as read (:func:`_check_training_state`
+    checks them, naming the member; inference needs none of them).
 
     Raises ValueError (ShapeError for the structure) unless the arrays are a consistent
     network with finite weights, biases and neuron parameters.
@@ -106,11 +115,13 @@ def _network_from(f, meta: dict, path_option: str) -> Network:
         shape = tuple(int(n) for n in f[f"l{k}_shape"])
         check_csr(indptr, indices, shape)
         matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
-        state = {key.split("__", 1)[1]: np.array(f[key]) for key in f.files if key.startswith(f"l{k}_state__")}
-        layer = SparseLinear(SynapseStore(matrix, state), f[f"l{k}_bias"], path=path_option,
+        layer = SparseLinear(SynapseStore(matrix), f[f"l{k}_bias"], path=path_option,
                              develops=bool(f[f"l{k}_develops"]))
-        layer.bias_state = {key.split("__", 1)[1]: np.array(f[key])
-                            for key in f.files if key.startswith(f"l{k}_bias_state__")}
+        if with_state:
+            layer.store.state = {key.split("__", 1)[1]: np.array(f[key])
+                                 for key in f.files if key.startswith(f"l{k}_state__")}
+            layer.bias_state = {key.split("__", 1)[1]: np.array(f[key])
+                                for key in f.files if key.startswith(f"l{k}_bias_state__")}
         alive = f[f"l{k}_alive"]
         if alive.shape != (layer.n_out,):
             raise ShapeError(f"l{k}_alive has shape {alive.shape}, expected ({layer.n_out},)")
@@ -270,15 +281,28 @@ def _pack(prefix: str, values: dict, arrays: dict[str, np.ndarray]) -> dict:
     return spec
 
 
-def _unpack(spec: dict, f) -> dict:
+def _unpack(spec, f, field: str) -> dict:
+    """Inverse of :func:`_pack` on the open npz file ``f``; ``field`` names ``spec`` in errors.
+
+    Raises
+    ------
+    _Damaged
+        If ``spec`` is not what :func:`_pack` writes, or names a member the file lacks.
+    """
+    if not isinstance(spec, dict):
+        raise _Damaged(f"{field} must be an object, got {_short(spec)}")
     out = {}
     for name, where in spec.items():
-        if "array" in where:
-            out[name] = np.array(f[where["array"]])
-        elif "scalar" in where:
-            out[name] = f[where["scalar"]][()]
+        kind, value = next(iter(where.items())) if isinstance(where, dict) and len(where) == 1 else (None, None)
+        if kind == "json":
+            out[name] = value
+        elif kind in ("array", "scalar") and isinstance(value, str) and value in f.files:
+            out[name] = np.array(f[value]) if kind == "array" else f[value][()]
+        elif kind in ("array", "scalar"):
+            raise _Damaged(f"{field}.{name} refers to a member {_short(value)} the file does not hold")
         else:
-            out[name] = where["json"]
+            raise _Damaged(f"{field}.{name} must be {{\"array\" or \"scalar\": member}} or {{\"json\": value}}, "
+                           f"got {_short(where)}")
     return out
 
 
@@ -367,14 +391,307 @@ class CheckpointWriter:
                                   f"is intact; check the free space and permissions of {path.parent}") from None
 
 
+# ---------------------------------------------- checks of a training checkpoint
+# A resumed run takes everything in a checkpoint as given: a moment of the wrong dtype
+# goes into a kernel, a bad order or position indexes the data, a NaN accuracy decides
+# the best epoch. So everything is checked once, here, as it is read, against the
+# checkpoint's own network and configuration (Trainer.restore checks what depends on
+# the data found now: the order's length and the batches per epoch).
+
+
+class _Damaged(Exception):
+    """A value in a checkpoint that no run of this evsim writes (the message names the field)."""
+
+
+def _short(value) -> str:
+    """``repr(value)`` in at most 60 characters; an array as its dtype and shape."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    """A finite float or an integer (JSON's numbers; math.isfinite overflows on huge integers)."""
+    return isinstance(value, float) and math.isfinite(value) or isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_bit_generator(field: str, value) -> None:
+    """``value`` must be a ``bit_generator.state`` of evsim's generators (``default_rng``:
+    PCG64); NumPy takes floats, booleans, extra keys and an even increment without a word."""
+    reference = np.random.default_rng(0).bit_generator.state
+    if not isinstance(value, dict) or set(value) != set(reference):
+        raise _Damaged(f"{field} must be a bit-generator state with the keys {', '.join(reference)}, "
+                       f"got {_short(value)}")
+    if value["bit_generator"] != reference["bit_generator"]:
+        raise _Damaged(f"{field}.bit_generator must be {reference['bit_generator']!r}, "
+                       f"got {_short(value['bit_generator'])}")
+    inner = value["state"]
+    if not isinstance(inner, dict) or set(inner) != set(reference["state"]):
+        raise _Damaged(f"{field}.state must have the keys {', '.join(reference['state'])}, got {_short(inner)}")
+    for name, number in inner.items():
+        if not (_is_count(number) and number < 2 ** 128):
+            raise _Damaged(f"{field}.state.{name} must be an integer in [0, 2**128), got {_short(number)}")
+    if inner["inc"] % 2 == 0:
+        raise _Damaged(f"{field}.state.inc must be odd (PCG64's increment always is), got {inner['inc']}")
+    if not (_is_count(value["has_uint32"]) and value["has_uint32"] <= 1):
+        raise _Damaged(f"{field}.has_uint32 must be 0 or 1, got {_short(value['has_uint32'])}")
+    if not (_is_count(value["uinteger"]) and value["uinteger"] < 2 ** 32):
+        raise _Damaged(f"{field}.uinteger must be an integer in [0, 2**32), got {_short(value['uinteger'])}")
+
+
+def _check_like(field: str, value, reference) -> None:
+    """``value`` must be of the kind of ``reference``, a fresh controller's value: an array
+    of its dtype, dimensions and leading sizes (the last size varies) with finite floats;
+    a count; a finite number; or a bit-generator state."""
+    if isinstance(reference, np.ndarray):
+        if not isinstance(value, np.ndarray) or value.dtype != reference.dtype or value.ndim != reference.ndim:
+            raise _Damaged(f"{field} must be a {reference.ndim}-d {reference.dtype} array, got {_short(value)}")
+        if value.shape[:-1] != reference.shape[:-1]:
+            raise _Damaged(f"{field} has shape {value.shape}, expected {reference.shape[:-1]} before the last size")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise _Damaged(f"{field} holds NaN or infinite values")
+    elif isinstance(reference, dict) and "bit_generator" in reference:
+        _check_bit_generator(field, value)
+    elif isinstance(reference, int) and not isinstance(reference, bool):
+        if not _is_count(value):
+            raise _Damaged(f"{field} must be an integer >= 0, got {_short(value)}")
+    elif isinstance(reference, float):
+        if not _is_number(value):
+            raise _Damaged(f"{field} must be a finite number, got {_short(value)}")
+    elif type(value) is not type(reference):
+        raise _Damaged(f"{field} must be a {type(reference).__name__}, got {_short(value)}")
+
+
+def _structure_reference(config: dict, network: Network) -> dict:
+    """A fresh ``state_dict()`` of the run's structure controller for ``network``: the keys
+    and the kinds of value a saved one must have. SD-SNN's is built (its constructor only
+    reads the layers' sizes; with the default constants, whose floats are floats, since
+    only kinds matter here); SET's constructor prunes the network it is given, so its
+    state (step and generator) and gradual magnitude pruning's (step) are written out."""
+    if config["structure"] == "sdsnn":
+        return SDSNN(network, SDSNNConfig()).state_dict()
+    reference = {"step": 0}
+    if config["structure"] == "set":
+        reference["rng"] = np.random.default_rng(0).bit_generator.state
+    return reference
+
+
+def _check_structure(state: TrainingState) -> int:
+    """Check the structure controller's state; return its development step (0 without one)."""
+    name, saved = state.config["structure"], state.structure
+    if name == "none":
+        if saved is not None:
+            raise _Damaged("structure must be null: the run has no structure controller (structure 'none')")
+        return 0
+    if saved is None:
+        raise _Damaged(f"structure is null, but the run's {name} controller has a state")
+    reference = _structure_reference(state.config, state.network)
+    missing, unexpected = sorted(set(reference) - set(saved)), sorted(set(saved) - set(reference))
+    if missing:
+        raise _Damaged(f"structure has no {missing[0]!r} (the {name} controller's state is incomplete)")
+    if unexpected:
+        raise _Damaged(f"structure has an unexpected {unexpected[0]!r} (not part of the {name} controller's state)")
+    for key, value in reference.items():
+        _check_like(f"structure.{key}", saved[key], value)
+    if name == "sdsnn":
+        _check_sdsnn(state)
+    interval = state.config["dev_interval"]
+    expected = state.batches_seen // interval if interval else state.epoch
+    if saved["step"] != expected:
+        counted = f"batches_seen {state.batches_seen} // dev_interval {interval}" if interval else \
+            f"one per finished epoch, epoch {state.epoch}"
+        raise _Damaged(f"structure.step is {saved['step']}, but {counted} makes {expected}")
+    return saved["step"]
+
+
+def _check_sdsnn(state: TrainingState) -> None:
+    """What SD-SNN's kernels index unchecked: per developing layer, the column lists
+    (increasing, inside the layer) and the sums and counters sized by them; rho and q
+    in range (q is a percentile)."""
+    saved, rho_max = state.structure, state.config["sdsnn"]["rho_max"]
+    for k, layer in enumerate(state.network.layers):
+        if not layer.develops:
+            continue
+        field = f"structure.{k}."
+        for name in ("columns", "counter_columns"):
+            columns = saved[f"{k}.{name}"]
+            if columns.size and (columns[0] < 0 or columns[-1] >= layer.n_out or np.any(np.diff(columns) <= 0)):
+                raise _Damaged(f"{field}{name} must be increasing column indices in [0, {layer.n_out})")
+        width = saved[f"{k}.columns"].size if saved[f"{k}.batches"] else 0
+        for name in ("grad_sum", "grad_sq_sum"):
+            if saved[f"{k}.{name}"].shape != (layer.n_in, width):
+                raise _Damaged(f"{field}{name} has shape {saved[f'{k}.{name}'].shape}, expected {(layer.n_in, width)} "
+                               f"(inputs x columns of an interval of {saved[f'{k}.batches']} batches)")
+        counter = saved[f"{k}.counter"]
+        if counter.shape != (layer.n_in, saved[f"{k}.counter_columns"].size) or np.any(counter < 0):
+            raise _Damaged(f"{field}counter must be counts >= 0 of shape "
+                           f"{(layer.n_in, saved[f'{k}.counter_columns'].size)} (inputs x counter_columns), "
+                           f"got {_short(counter)}")
+        if not 0 <= saved[f"{k}.rho"] <= rho_max:
+            raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
+        if not 0 <= saved[f"{k}.q"] <= 100:
+            raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
+
+
+def _spine_dtypes() -> dict[str, np.dtype]:
+    """SD-SNN's per-synapse arrays (ranges, counters, last magnitudes) and their dtypes."""
+    store = SynapseStore(sp.csr_matrix(np.ones((1, 1), np.float32)))
+    init_ranges(store)
+    return {name: values.dtype for name, values in store.state.items()}
+
+
+def _check_arrays(prefix: str, arrays: dict, dtypes: dict, required: set, length: int, what: str) -> None:
+    """State arrays of one layer (members ``prefix + name``): the ``required`` ones there,
+    only names in ``dtypes``, each of its dtype and ``length`` (``what``), finite."""
+    missing = sorted(required - set(arrays))
+    if missing:
+        raise _Damaged(f"{prefix}{missing[0]} is missing ({what})")
+    for name, values in arrays.items():
+        if name not in dtypes:
+            raise _Damaged(f"{prefix}{name} is not a state array of this run (it keeps "
+                           f"{', '.join(sorted(dtypes)) or 'none'})")
+        if values.dtype != dtypes[name] or values.shape != (length,):
+            raise _Damaged(f"{prefix}{name} must be {dtypes[name]} of shape ({length},) ({what}), got {_short(values)}")
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise _Damaged(f"{prefix}{name} holds NaN or infinite values")
+        if name == "adam_v" and np.any(values < 0):  # a mean of squares: its square root would be NaN
+            raise _Damaged(f"{prefix}{name} holds negative values")
+
+
+def _check_state_arrays(state: TrainingState, development_step: int) -> None:
+    """Optimizer moments (once a step was taken, for every layer with synapses and every
+    bias) and, once SD-SNN has developed, its per-synapse arrays in developing layers."""
+    moments = dict.fromkeys(MOMENTS[state.optimizer["name"]], np.dtype(np.float32))
+    stepped = state.optimizer["steps"] > 0
+    spines = _spine_dtypes() if state.config["structure"] == "sdsnn" else {}
+    for k, layer in enumerate(state.network.layers):
+        own_spines = spines if layer.develops else {}
+        required = set(own_spines) if development_step >= 1 else set()
+        required |= set(moments) if stepped and layer.store.nnz else set()
+        _check_arrays(f"l{k}_state__", layer.store.state, {**moments, **own_spines}, required, layer.store.nnz,
+                      f"one per synapse of layer {k}")
+        _check_arrays(f"l{k}_bias_state__", layer.bias_state, moments, set(moments) if stepped else set(),
+                      layer.n_out, f"one per neuron of layer {k}")
+
+
+def _check_in_epoch(state: TrainingState) -> None:
+    """The position in an interrupted epoch: a permutation of the training samples, a
+    batch boundary inside it, running totals that fit, and the batches it implies."""
+    from evsim.train import EpochProgress  # here, not at the top: evsim.train imports this module
+
+    done, batch_size, epochs = state.in_epoch, state.config["batch_size"], state.config["epochs"]
+    if done is None:
+        return
+    fields = [f.name for f in dataclasses.fields(EpochProgress)]
+    missing, unexpected = sorted(set(fields) - set(done)), sorted(set(done) - set(fields))
+    if missing or unexpected:
+        raise _Damaged(f"in_epoch must have the keys {', '.join(fields)} "
+                       f"({f'no {missing[0]!r}' if missing else f'an unexpected {unexpected[0]!r}'})")
+    if state.epoch >= epochs:
+        raise _Damaged(f"in_epoch is set, but epoch {state.epoch} says all {epochs} epochs are finished")
+    order = done["order"]
+    if not (isinstance(order, np.ndarray) and order.ndim == 1 and order.dtype.kind in "iu"
+            and np.array_equal(np.sort(order), np.arange(order.size))):
+        raise _Damaged(f"in_epoch.order must be a permutation of the training samples 0..N-1, got {_short(order)}")
+    position = done["position"]
+    if not (_is_count(position) and position < order.size and position % batch_size == 0):
+        raise _Damaged(f"in_epoch.position must be a multiple of batch_size {batch_size} in [0, {order.size}) "
+                       f"(samples of the epoch done), got {_short(position)}")
+    if not (_is_number(done["total_loss"]) and done["total_loss"] >= 0):
+        raise _Damaged(f"in_epoch.total_loss must be a finite number >= 0, got {_short(done['total_loss'])}")
+    if not (_is_count(done["correct"]) and done["correct"] <= position):
+        raise _Damaged(f"in_epoch.correct must be an integer in [0, position = {position}], "
+                       f"got {_short(done['correct'])}")
+    per_epoch = -(-order.size // batch_size)
+    expected = state.epoch * per_epoch + position // batch_size
+    if state.batches_seen != expected:
+        raise _Damaged(f"batches_seen is {state.batches_seen}, but {state.epoch} epochs of {per_epoch} batches and "
+                       f"{position // batch_size} of this one make {expected}")
+
+
+# What a resumed run reads back from the metric rows (the best accuracy, the wall clock,
+# the summary of a finished run, the plot): each must be a finite number.
+_EPOCH_ROW_READ = ("train_acc", "test_acc", "compression", "wall_s", "sops_per_sample", "energy_uj_per_sample")
+_DEVELOPMENT_ROW_READ = ("compression", "neurons_pruned")
+
+
+def _check_metrics(state: TrainingState, development_step: int) -> None:
+    """One epoch row per finished epoch and one development row per step, numbered from 1."""
+    if not isinstance(state.metrics, list):
+        raise _Damaged(f"metrics must be a list of rows, got {_short(state.metrics)}")
+    counts = {"epoch": 0, "development": 0}
+    for i, row in enumerate(state.metrics):
+        kind = row.get("type") if isinstance(row, dict) else None
+        if kind not in counts:
+            raise _Damaged(f"metrics[{i}] must be an epoch or development row, got {_short(row)}")
+        counts[kind] += 1
+        number = "epoch" if kind == "epoch" else "step"
+        if not (_is_count(row.get(number)) and row[number] == counts[kind]):
+            raise _Damaged(f"metrics[{i}].{number} must be {counts[kind]} (the {kind} rows count from 1), "
+                           f"got {_short(row.get(number))}")
+        for key in _EPOCH_ROW_READ if kind == "epoch" else _DEVELOPMENT_ROW_READ:
+            if not _is_number(row.get(key)):
+                raise _Damaged(f"metrics[{i}].{key} must be a finite number, got {_short(row.get(key))}")
+        if kind == "epoch" and not all(0 <= row[key] <= 1 for key in ("train_acc", "test_acc")):
+            raise _Damaged(f"metrics[{i}] has an accuracy outside [0, 1] "
+                           f"(train_acc {row['train_acc']}, test_acc {row['test_acc']})")
+    if counts["epoch"] != state.epoch:
+        raise _Damaged(f"metrics hold {counts['epoch']} epoch rows, but epoch is {state.epoch}")
+    if counts["development"] != development_step:
+        raise _Damaged(f"metrics hold {counts['development']} development rows, but the structure controller "
+                       f"took {development_step} steps")
+
+
+def _check_training_state(state: TrainingState) -> None:
+    """Raise _Damaged naming the first value of ``state`` (just read from a file, its
+    configuration already checked) that a run of this evsim could not have written."""
+    epochs = state.config["epochs"]
+    if not isinstance(state.data_source, str):
+        raise _Damaged(f"data_source must be a string, got {_short(state.data_source)}")
+    if not (_is_count(state.epoch) and state.epoch <= epochs):
+        raise _Damaged(f"epoch must be an integer in [0, {epochs}] (finished epochs), got {_short(state.epoch)}")
+    if not _is_count(state.batches_seen):
+        raise _Damaged(f"batches_seen must be an integer >= 0, got {_short(state.batches_seen)}")
+    optimizer = state.optimizer
+    if not isinstance(optimizer, dict) or set(optimizer) != {"name", "steps"}:
+        raise _Damaged(f"optimizer must be {{\"name\": ..., \"steps\": ...}}, got {_short(optimizer)}")
+    if optimizer["name"] != state.config["optimizer"]:
+        raise _Damaged(f"optimizer.name is {_short(optimizer['name'])}, but the run's configuration says "
+                       f"{state.config['optimizer']!r}")
+    if not _is_count(optimizer["steps"]) or optimizer["steps"] != state.batches_seen:
+        raise _Damaged(f"optimizer.steps must equal batches_seen {state.batches_seen} (one step per batch), "
+                       f"got {_short(optimizer['steps'])}")
+    if not isinstance(state.rng, dict) or set(state.rng) != {"trainer"}:
+        raise _Damaged(f"rng must hold the state of the trainer's generator ('trainer') only, got {_short(state.rng)}")
+    _check_bit_generator("rng.trainer", state.rng["trainer"])
+    step = _check_structure(state)
+    _check_state_arrays(state, step)
+    _check_in_epoch(state)
+    _check_metrics(state, step)
+
+
+def _fix(path: Path) -> str:
+    """How to go on from the damaged checkpoint ``path``."""
+    if path.name == CHECKPOINT_LATEST:
+        return (f"restore the file, or resume from {CHECKPOINT_BEST} by copying it to {CHECKPOINT_LATEST}, or "
+                "re-run training")
+    return "restore the file, or re-run training"
+
+
 def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, and check it: every value a
+    run continues from must be one a run of this evsim could have written.
 
     Raises
     ------
     CheckpointError
         If the file is missing, is not a training checkpoint, or is truncated,
-        corrupt or inconsistent.
+        corrupt or inconsistent (naming the file and the first bad field).
     """
     path = Path(path)
     if not path.is_file():
@@ -382,23 +699,30 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-            if meta.get("kind") != "training-checkpoint":
+            if not isinstance(meta, dict) or meta.get("kind") != "training-checkpoint":
                 raise CheckpointError(f"{path}: not a training checkpoint (a network-only file?)")
             if meta["format"] != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
                                       f"evsim (format {CHECKPOINT_FORMAT}); resume it with the evsim that wrote "
                                       f"it, or start the run again")
+            fields = [field.name for field in dataclasses.fields(TrainingState) if field.name != "network"]
+            for name in fields:
+                if name not in meta:
+                    raise _Damaged(f"no {name!r} in meta")
             stored_config(meta["config"], path)
-            return TrainingState(
-                network=_network_from(f, meta, path_option),
+            state = TrainingState(
+                network=_network_from(f, meta, path_option, with_state=True),
                 config=meta["config"], data_source=meta["data_source"], epoch=meta["epoch"],
                 batches_seen=meta["batches_seen"], metrics=meta["metrics"], optimizer=meta["optimizer"],
                 rng=meta["rng"],
-                structure=None if meta["structure"] is None else _unpack(meta["structure"], f),
-                in_epoch=None if meta["in_epoch"] is None else _unpack(meta["in_epoch"], f),
+                structure=None if meta["structure"] is None else _unpack(meta["structure"], f, "structure"),
+                in_epoch=None if meta["in_epoch"] is None else _unpack(meta["in_epoch"], f, "in_epoch"),
             )
+            _check_training_state(state)
+            return state
     except CheckpointError:
         raise
+    except _Damaged as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint ({exc}); {_fix(path)}") from None
     except _READ_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)}); restore the file, or "
-                              f"resume from {CHECKPOINT_BEST} by copying it to {CHECKPOINT_LATEST}") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)}); {_fix(path)}") from None

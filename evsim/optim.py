@@ -16,6 +16,9 @@ from evsim.kernels.optim import _adam, _sgd
 f32 = np.float32
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# The moments each optimizer keeps in a parameter's state dict (float32, aligned with the
+# parameter array); checkpoints are checked against these names.
+MOMENTS = {"adam": ("adam_m", "adam_v"), "adamw": ("adam_m", "adam_v"), "sgd": ("momentum",)}
 SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -61,11 +64,13 @@ class Optimizer:
             if values.size == 0:
                 continue
             if self.name == "sgd":
-                _sgd(values, grads, _moment(state, "momentum", values), f32(lr), f32(self.momentum),
+                (buf,) = MOMENTS["sgd"]
+                _sgd(values, grads, _moment(state, buf, values), f32(lr), f32(self.momentum),
                      f32(self.weight_decay), self.nesterov)
             else:
                 beta1, beta2 = self.betas
-                _adam(values, grads, _moment(state, "adam_m", values), _moment(state, "adam_v", values), f32(lr),
+                m, v = MOMENTS[self.name]
+                _adam(values, grads, _moment(state, m, values), _moment(state, v, values), f32(lr),
                       f32(beta1), f32(beta2), f32(self.eps), f32(self.weight_decay), self.name == "adamw",
                       f32(lr / (1.0 - beta1 ** self.steps)), f32(1.0 / math.sqrt(1.0 - beta2 ** self.steps)))
 

@@ -368,11 +368,15 @@ class Trainer:
     def restore(self, state: TrainingState) -> None:
         """Continue from ``state``, a checkpoint of a run with this trainer's configuration and data.
 
+        ``state`` is taken as checked by :func:`~evsim.checkpoint.load_checkpoint`; what
+        depends on the data found now is checked here, before anything changes.
+
         Raises
         ------
         CheckpointError
             If the checkpoint belongs to another configuration, data source, network
-            shape, optimizer or structure controller.
+            shape, optimizer or structure controller, or its position (in-epoch order,
+            batches seen) does not fit the training split.
         """
         mine = {k: v for k, v in self.config.to_dict().items() if k != "out"}
         theirs = {k: v for k, v in state.config.items() if k != "out"}
@@ -385,6 +389,11 @@ class Trainer:
         if state.network.sizes != self.network.sizes or state.optimizer["name"] != self.optimizer.name:
             raise CheckpointError(f"checkpoint network {state.network.sizes} ({state.optimizer['name']}) does not match "
                                   f"the configuration: {self.network.sizes} ({self.optimizer.name})")
+        develops = [layer.develops for layer in self.network.layers]
+        if [layer.develops for layer in state.network.layers] != develops:
+            raise CheckpointError(f"checkpoint's developing layers (l<k>_develops) do not match the configuration's "
+                                  f"{develops}; restore the file, or re-run training")
+        self._check_position(state)
         if self.structure is not None:
             expected, saved = set(self.structure.state_dict()), set(state.structure or {})
             if expected != saved:
@@ -403,6 +412,23 @@ class Trainer:
         self.epoch = state.epoch
         self.batches_seen = state.batches_seen
         self.in_epoch = None if state.in_epoch is None else EpochProgress(**state.in_epoch)
+
+    def _check_position(self, state: TrainingState) -> None:
+        """The checkpoint's place in training must fit the training split: an interrupted
+        epoch's order covers it, and the batches seen are those of its finished epochs
+        and of the part of this one that is done."""
+        samples, per_epoch = len(self.dataset.train), self.batches_per_epoch()
+        expected = state.epoch * per_epoch
+        if state.in_epoch is not None:
+            if len(state.in_epoch["order"]) != samples:
+                raise CheckpointError(f"checkpoint's in-epoch order (in_epoch.order) covers "
+                                      f"{len(state.in_epoch['order'])} samples but the training split has {samples}; "
+                                      "make the run's data available (see --source, --data-dir), or re-run training")
+            expected += state.in_epoch["position"] // self.config.batch_size
+        if state.batches_seen != expected:
+            part = "" if state.in_epoch is None else " and the part of this one done"
+            raise CheckpointError(f"checkpoint's batches_seen is {state.batches_seen}, but {state.epoch} epochs of "
+                                  f"{per_epoch} batches{part} make {expected}; restore the file, or re-run training")
 
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), then the network, metrics and, with ``plot``, the plot."""
@@ -585,10 +611,14 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If there is no usable checkpoint, or the data found now differs from the run's.
     """
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT_LATEST)
+    path = run_dir / CHECKPOINT_LATEST
+    state = load_checkpoint(path)
     config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
     trainer = Trainer(config, _load_announced(config, echo))
-    trainer.restore(state)
+    try:
+        trainer.restore(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
          else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
     return trainer.fit(run_dir, progress, echo)

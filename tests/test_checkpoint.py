@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from evsim.checkpoint import (CHECKPOINT_LATEST, NETWORK_FILE, CheckpointWriter, TrainingState, load_checkpoint,
-                              load_network, save_checkpoint, save_network)
+from evsim.checkpoint import (CHECKPOINT_LATEST, NETWORK_FILE, CheckpointWriter, TrainingState, _pack, _unpack,
+                              load_checkpoint, load_network, save_checkpoint, save_network)
 from evsim.errors import CheckpointError
 from evsim.network import Network
 from evsim.train import Trainer
@@ -76,14 +76,11 @@ def test_best_checkpoint_is_linked_not_rewritten_and_keeps_its_content(tmp_path,
 
 def test_checkpoint_round_trip_keeps_every_array_and_scalar_type(tmp_path):
     state = trained_state(tmp_path)
-    state.structure.update({"0.f32": np.float32(0.1), "0.py": 0.1, "0.none": None})
-    state.in_epoch = {"order": np.arange(5)[::-1], "position": 2, "total_loss": 1.5, "correct": 1}
     save_checkpoint([tmp_path / "a.npz", tmp_path / "b.npz"], state)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     back = load_checkpoint(tmp_path / "a.npz")
-    assert type(back.structure["0.f32"]) is np.float32 and back.structure["0.f32"] == np.float32(0.1)
-    assert type(back.structure["0.py"]) is float and back.structure["0.none"] is None
-    assert back.in_epoch["order"].tolist() == [4, 3, 2, 1, 0] and back.in_epoch["position"] == 2
+    for key, value in state.structure.items():
+        assert type(back.structure[key]) is type(value) and np.array_equal(back.structure[key], value), key
     for mine, theirs in zip(state.network.layers, back.network.layers):
         assert sorted(theirs.store.state) == sorted(mine.store.state)
         for name, values in mine.store.state.items():
@@ -96,6 +93,19 @@ def test_checkpoint_round_trip_keeps_every_array_and_scalar_type(tmp_path):
     assert back.metrics == json.loads(json.dumps(state.metrics))
     with np.load(tmp_path / "a.npz", allow_pickle=False) as f:  # plain arrays only: nothing needs pickle
         assert all(f[key].dtype != object for key in f.files)
+
+
+def test_packed_values_keep_their_type(tmp_path):
+    """A NumPy scalar comes back as one (a float32 must not come back as a Python float,
+    which NumPy would promote differently); JSON values as JSON."""
+    arrays = {}
+    values = {"f32": np.float32(0.1), "py": 0.1, "none": None, "order": np.arange(5)[::-1]}
+    spec = _pack("structure__", values, arrays)
+    np.savez(tmp_path / "packed.npz", **arrays)
+    with np.load(tmp_path / "packed.npz", allow_pickle=False) as f:
+        back = _unpack(json.loads(json.dumps(spec)), f, "structure")
+    assert type(back["f32"]) is np.float32 and back["f32"] == np.float32(0.1)
+    assert type(back["py"]) is float and back["none"] is None and back["order"].tolist() == [4, 3, 2, 1, 0]
 
 
 def test_truncated_or_foreign_checkpoints_give_one_line_errors(tmp_path):
@@ -160,14 +170,14 @@ def test_checkpoint_writer_writes_in_the_background_and_reports_failures(tmp_pat
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     writer = CheckpointWriter()
-    state.epoch = 7
+    state.data_source = "saved"
     writer.save([path], state)
-    state.epoch = 8  # changing the state after save() does not change what is written
+    state.data_source = "changed after save"  # changing the state after save() does not change what is written
     assert path.read_bytes() == before  # not written yet: the writer thread waits in fsync
     release.set()
     writer.wait()
     assert writing and writing[0] != threading.current_thread().name
-    assert load_checkpoint(path).epoch == 7
+    assert load_checkpoint(path).data_source == "saved"
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
@@ -178,7 +188,7 @@ def test_checkpoint_writer_writes_in_the_background_and_reports_failures(tmp_pat
         writer.wait()
     assert "\n" not in str(info.value)
     writer.wait()  # the failure is reported once
-    assert load_checkpoint(path).epoch == 7
+    assert load_checkpoint(path).data_source == "saved"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
 
 

@@ -1,8 +1,11 @@
 """Exact resume: a run stopped by Ctrl-C or killed with SIGKILL, then resumed, ends
 bit-identical to the same run uninterrupted (weights, structure, every state array,
-metrics; wall-clock fields apart)."""
+metrics; wall-clock fields apart). A damaged checkpoint is refused in one line naming
+the file and the field, before anything trains or is written."""
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from evsim.checkpoint import CHECKPOINT_LATEST, load_checkpoint
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint
 from evsim.cli.main import main
 from evsim.errors import CheckpointError
 from evsim.train import Trainer, TrainingInterrupted
+from tests.conftest import one_line_error, run
 from tests.runs import TINY_MNIST, assert_same_run, toy_config, toy_dataset
 
 EVSIM = [sys.executable, "-c", "from evsim.cli.main import main; main()"]
@@ -154,3 +158,310 @@ def test_sigint_checkpoints_mid_epoch_says_how_to_resume_and_resumes_exactly(tmp
     assert_same_run(uninterrupted, out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["type"] == "epoch"] == [1, 2]
+
+
+# ------------------------------------------------------------ damaged checkpoints
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    """Toy run folders: ``sdsnn`` stopped inside epoch 2 (position in the epoch, development
+    rows, regeneration columns and sums in use), and ``set`` after its one epoch (the
+    controller's own generator)."""
+    root = tmp_path_factory.mktemp("templates")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("evsim.train.plot_training", lambda *args: None)
+        stopped = Trainer(toy_config(epochs=2), toy_dataset())
+        interrupt_at(stopped, batch=11)  # 8 batches per epoch, development every 2
+        with pytest.raises(TrainingInterrupted):
+            stopped.fit(root / "sdsnn", progress=False, echo=lambda line: None)
+        Trainer(toy_config(epochs=1, structure="set"), toy_dataset()).fit(root / "set", progress=False,
+                                                                           echo=lambda line: None)
+    state = load_checkpoint(root / "sdsnn" / CHECKPOINT_LATEST)
+    assert state.in_epoch["position"] == 150 and state.structure["0.batches"] and state.structure["0.columns"].size
+    return root
+
+
+@pytest.fixture
+def toy_data(monkeypatch):
+    """``evsim train --resume`` on a toy run: the toy data stands in for a dataset on disk."""
+    monkeypatch.setattr("evsim.train._load_announced", lambda config, echo: toy_dataset())
+
+
+def rewrite(path, damage) -> None:
+    """Rewrite the npz file ``path`` after ``damage(meta, arrays)`` changed its members in place."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: np.array(f[key]) for key in f.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    damage(meta, arrays)
+    path.unlink()  # checkpoint-best.npz may be a hard link to it: leave that alone
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+
+# Damages: each changes the checkpoint's ``meta`` (JSON) and ``arrays`` (members) in place.
+def drop(name):
+    return lambda values: values.pop(name)
+
+
+def put(name, value):
+    return lambda values: values.__setitem__(name, value)
+
+
+def in_meta(key, change):
+    return lambda meta, arrays: change(meta[key])
+
+
+def in_array(key, change):
+    return lambda meta, arrays: arrays.__setitem__(key, change(arrays[key]))
+
+
+def negative(values):
+    values[3] = -1.0
+    return values
+
+
+def nan(values):
+    values[3] = np.nan
+    return values
+
+
+def duplicate(values):
+    values[1] = values[0]
+    return values
+
+
+def shift_columns(values):
+    values[-1] = 12  # the hidden layer has 12 neurons: columns 0..11
+    return values
+
+
+def even_inc(state):
+    state["state"]["inc"] -= 1
+
+
+def drop_row(kind):
+    def change(meta, arrays):
+        rows = meta["metrics"]
+        rows.pop(max(i for i, row in enumerate(rows) if row["type"] == kind))
+    return change
+
+
+def in_row(kind, key, value):
+    def change(meta, arrays):
+        next(row for row in meta["metrics"] if row["type"] == kind)[key] = value
+    return change
+
+
+def meta_with(**values):
+    return lambda meta, arrays: meta.update(values)
+
+
+# (template, damage, what the one-line error says after "damaged checkpoint (")
+DAMAGES = {
+    # optimizer
+    "optimizer without steps": ("sdsnn", in_meta("optimizer", drop("steps")),
+                                'optimizer must be {"name": ..., "steps": ...}, got {\'name\': \'adam\'}'),
+    "optimizer steps negative": ("sdsnn", in_meta("optimizer", put("steps", -1)),
+                                 "optimizer.steps must equal batches_seen 11 (one step per batch), got -1"),
+    "optimizer steps a string": ("sdsnn", in_meta("optimizer", put("steps", "11")),
+                                 "optimizer.steps must equal batches_seen 11 (one step per batch), got '11'"),
+    "optimizer steps off by one": ("sdsnn", in_meta("optimizer", put("steps", 10)),
+                                   "optimizer.steps must equal batches_seen 11"),
+    "optimizer name": ("sdsnn", in_meta("optimizer", put("name", "sgd")),
+                       "optimizer.name is 'sgd', but the run's configuration says 'adam'"),
+    "moment too short": ("sdsnn", in_array("l0_state__adam_m", lambda v: v[:-1]),
+                         "l0_state__adam_m must be float32 of shape (300,) (one per synapse of layer 0), "
+                         "got a float32 array of shape (299,)"),
+    "moment float64": ("sdsnn", in_array("l1_state__adam_v", lambda v: v.astype(np.float64)),
+                       "l1_state__adam_v must be float32 of shape (48,) (one per synapse of layer 1), "
+                       "got a float64 array of shape (48,)"),
+    "moment two-dimensional": ("sdsnn", in_array("l0_state__adam_m", lambda v: v[:, None]),
+                               "l0_state__adam_m must be float32 of shape (300,)"),
+    "moment NaN": ("sdsnn", in_array("l0_state__adam_m", nan), "l0_state__adam_m holds NaN or infinite values"),
+    "second moment negative": ("sdsnn", in_array("l0_state__adam_v", negative),
+                               "l0_state__adam_v holds negative values"),
+    "bias moment missing": ("sdsnn", lambda meta, arrays: arrays.pop("l1_bias_state__adam_m"),
+                            "l1_bias_state__adam_m is missing (one per neuron of layer 1)"),
+    "bias moment wrong length": ("sdsnn", in_array("l0_bias_state__adam_v", lambda v: v[:4]),
+                                 "l0_bias_state__adam_v must be float32 of shape (12,) (one per neuron of layer 0)"),
+    "moment of another optimizer": ("sdsnn", lambda meta, arrays: arrays.update(
+        l0_state__momentum=np.zeros(300, np.float32)), "l0_state__momentum is not a state array of this run"),
+    "spine range missing": ("sdsnn", lambda meta, arrays: arrays.pop("l0_state__r_plus"),
+                            "l0_state__r_plus is missing (one per synapse of layer 0)"),
+    "spine counter float": ("sdsnn", in_array("l0_state__above_n", lambda v: v.astype(np.float32)),
+                            "l0_state__above_n must be int32 of shape (300,)"),
+    # random generators
+    "rng missing": ("sdsnn", lambda meta, arrays: meta.pop("rng"), "no 'rng' in meta"),
+    "rng without the trainer's": ("sdsnn", in_meta("rng", drop("trainer")),
+                                  "rng must hold the state of the trainer's generator ('trainer') only, got {}"),
+    "rng without state": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"].pop("state")),
+                          "rng.trainer must be a bit-generator state with the keys bit_generator, state, "
+                          "has_uint32, uinteger"),
+    "rng of another generator": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"].update(bit_generator="MT19937")),
+                                 "rng.trainer.bit_generator must be 'PCG64', got 'MT19937'"),
+    "rng state a float": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"]["state"].update(state=1.5)),
+                          "rng.trainer.state.state must be an integer in [0, 2**128), got 1.5"),
+    "rng state not an object": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"].update(state=5)),
+                                "rng.trainer.state must have the keys state, inc, got 5"),
+    "rng has_uint32": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"].update(has_uint32=2)),
+                       "rng.trainer.has_uint32 must be 0 or 1, got 2"),
+    "rng increment even": ("sdsnn", in_meta("rng", lambda rng: even_inc(rng["trainer"])),
+                           "rng.trainer.state.inc must be odd"),
+    "rng uinteger too big": ("sdsnn", in_meta("rng", lambda rng: rng["trainer"].update(uinteger=2 ** 40)),
+                             "rng.trainer.uinteger must be an integer in [0, 2**32), got 1099511627776"),
+    # the position inside the interrupted epoch
+    "order not a permutation": ("sdsnn", in_array("epoch__order", duplicate),
+                                "in_epoch.order must be a permutation of the training samples 0..N-1"),
+    "order short": ("sdsnn", in_array("epoch__order", lambda v: v[v != 0]),
+                    "in_epoch.order must be a permutation of the training samples 0..N-1"),
+    "order float": ("sdsnn", in_array("epoch__order", lambda v: v.astype(np.float64)),
+                    "in_epoch.order must be a permutation of the training samples 0..N-1, got a float64 array"),
+    "order member gone": ("sdsnn", lambda meta, arrays: arrays.pop("epoch__order"),
+                          "in_epoch.order refers to a member 'epoch__order' the file does not hold"),
+    "position negative": ("sdsnn", in_meta("in_epoch", lambda d: d.update(position={"json": -50})),
+                          "in_epoch.position must be a multiple of batch_size 50 in [0, 400) (samples of the epoch "
+                          "done), got -50"),
+    "position past the end": ("sdsnn", in_meta("in_epoch", lambda d: d.update(position={"json": 400})),
+                              "in_epoch.position must be a multiple of batch_size 50 in [0, 400)"),
+    "position inside a batch": ("sdsnn", in_meta("in_epoch", lambda d: d.update(position={"json": 175})),
+                                "in_epoch.position must be a multiple of batch_size 50 in [0, 400)"),
+    "position missing": ("sdsnn", in_meta("in_epoch", drop("position")),
+                         "in_epoch must have the keys order, position, total_loss, correct (no 'position')"),
+    "position not packed": ("sdsnn", in_meta("in_epoch", put("position", 150)),
+                            'in_epoch.position must be {"array" or "scalar": member} or {"json": value}, got 150'),
+    "in_epoch key unexpected": ("sdsnn", in_meta("in_epoch", put("batch", {"json": 3})),
+                                "in_epoch must have the keys order, position, total_loss, correct (an unexpected "
+                                "'batch')"),
+    "running loss NaN": ("sdsnn", in_meta("in_epoch", lambda d: d.update(total_loss={"json": math.nan})),
+                         "in_epoch.total_loss must be a finite number >= 0, got nan"),
+    "more correct than seen": ("sdsnn", in_meta("in_epoch", lambda d: d.update(correct={"json": 151})),
+                               "in_epoch.correct must be an integer in [0, position = 150], got 151"),
+    "batches seen off": ("sdsnn", meta_with(batches_seen=10, optimizer={"name": "adam", "steps": 10}),
+                         "batches_seen is 10, but 1 epochs of 8 batches and 3 of this one make 11"),
+    # counters
+    "epoch a string": ("sdsnn", meta_with(epoch="1"), "epoch must be an integer in [0, 2] (finished epochs), got '1'"),
+    "epoch NaN": ("sdsnn", meta_with(epoch=math.nan), "epoch must be an integer in [0, 2] (finished epochs), got nan"),
+    "epoch past the last": ("sdsnn", meta_with(epoch=3), "epoch must be an integer in [0, 2]"),
+    "epoch finished but inside one": ("sdsnn", meta_with(epoch=2),
+                                      "in_epoch is set, but epoch 2 says all 2 epochs are finished"),
+    "epoch missing": ("sdsnn", lambda meta, arrays: meta.pop("epoch"), "no 'epoch' in meta"),
+    "batches seen negative": ("sdsnn", meta_with(batches_seen=-1), "batches_seen must be an integer >= 0, got -1"),
+    "data source": ("sdsnn", meta_with(data_source=None), "data_source must be a string, got None"),
+    # metrics (the best accuracy is read from them)
+    "metrics not a list": ("sdsnn", meta_with(metrics={}), "metrics must be a list of rows, got {}"),
+    "test accuracy NaN": ("sdsnn", in_row("epoch", "test_acc", math.nan),
+                          "metrics[4].test_acc must be a finite number, got nan"),
+    "test accuracy above 1": ("sdsnn", in_row("epoch", "test_acc", 1.5),
+                              "metrics[4] has an accuracy outside [0, 1] (train_acc"),
+    "wall clock a string": ("sdsnn", in_row("epoch", "wall_s", "1.0"),
+                            "metrics[4].wall_s must be a finite number, got '1.0'"),
+    "epoch row gone": ("sdsnn", drop_row("epoch"), "metrics hold 0 epoch rows, but epoch is 1"),
+    "development row gone": ("sdsnn", drop_row("development"),
+                             "metrics hold 4 development rows, but the structure controller took 5 steps"),
+    "development rows renumbered": ("sdsnn", in_row("development", "step", 7),
+                                    "metrics[0].step must be 1 (the development rows count from 1), got 7"),
+    "row of no kind": ("sdsnn", in_row("epoch", "type", "epochs"), "metrics[4] must be an epoch or development row"),
+    # the structure controller (SD-SNN)
+    "structure for a run without one": ("sdsnn", lambda meta, arrays: meta["config"].update(structure="none"),
+                                        "structure must be null: the run has no structure controller"),
+    "structure not an object": ("sdsnn", meta_with(structure=[1]), "structure must be an object, got [1]"),
+    "structure null": ("sdsnn", meta_with(structure=None),
+                       "structure is null, but the run's sdsnn controller has a state"),
+    "structure key missing": ("sdsnn", in_meta("structure", drop("0.counter")),
+                              "structure has no '0.counter' (the sdsnn controller's state is incomplete)"),
+    "structure key unexpected": ("sdsnn", in_meta("structure", put("1.rho", {"json": 20.0})),
+                                 "structure has an unexpected '1.rho'"),
+    "structure step": ("sdsnn", in_meta("structure", put("step", {"json": 4})),
+                       "structure.step is 4, but batches_seen 11 // dev_interval 2 makes 5"),
+    "structure step a float": ("sdsnn", in_meta("structure", put("step", {"json": 5.0})),
+                               "structure.step must be an integer >= 0, got 5.0"),
+    "rho NaN": ("sdsnn", in_meta("structure", put("0.rho", {"json": math.nan})),
+                "structure.0.rho must be a finite number, got nan"),
+    "rho above its cap": ("sdsnn", in_meta("structure", put("0.rho", {"json": 99.0})),
+                          "structure.0.rho must be in [0, rho_max = 40.0], got 99.0"),
+    "q not a percentile": ("sdsnn", in_meta("structure", put("0.q", {"json": 150.0})),
+                           "structure.0.q must be a percentile in [0, 100], got 150.0"),
+    "interval batches negative": ("sdsnn", in_meta("structure", put("0.batches", {"json": -1})),
+                                  "structure.0.batches must be an integer >= 0, got -1"),
+    "gradient sums of other inputs": ("sdsnn", in_array("structure__0.grad_sum", lambda v: v[:-1]),
+                                      "structure.0.grad_sum has shape (29, 2), expected (30,) before the last size"),
+    "gradient sums of other columns": ("sdsnn", in_array("structure__0.grad_sq_sum", lambda v: v[:, :1]),
+                                       "structure.0.grad_sq_sum has shape (30, 1), expected (30, 2)"),
+    "gradient sums NaN": ("sdsnn", in_array("structure__0.grad_sum", lambda v: v * np.nan),
+                          "structure.0.grad_sum holds NaN or infinite values"),
+    "counter dtype": ("sdsnn", in_array("structure__0.counter", lambda v: v.astype(np.int32)),
+                      "structure.0.counter must be a 2-d int16 array, got a int32 array of shape (30, 2)"),
+    "counter of other columns": ("sdsnn", in_array("structure__0.counter_columns", lambda v: v[:1]),
+                                 "structure.0.counter must be counts >= 0 of shape (30, 1)"),
+    "columns outside the layer": ("sdsnn", in_array("structure__0.columns", shift_columns),
+                                  "structure.0.columns must be increasing column indices in [0, 12)"),
+    "columns repeated": ("sdsnn", in_array("structure__0.counter_columns", duplicate),
+                         "structure.0.counter_columns must be increasing column indices in [0, 12)"),
+    # the structure controller (SET): its generator
+    "SET generator missing": ("set", in_meta("structure", drop("rng")),
+                              "structure has no 'rng' (the set controller's state is incomplete)"),
+    "SET generator increment even": ("set", in_meta("structure", lambda s: even_inc(s["rng"]["json"])),
+                                     "structure.rng.state.inc must be odd"),
+}
+
+
+@pytest.mark.parametrize("template, damage, message", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file_and_field(templates, tmp_path, toy_data,
+                                                                               template, damage, message):
+    """Every reader (train --resume, eval) refuses it before anything trains or is written."""
+    run_dir = shutil.copytree(templates / template, tmp_path / "run")
+    path = run_dir / CHECKPOINT_LATEST
+    rewrite(path, damage)
+    before = {file.name: file.read_bytes() for file in run_dir.iterdir()}
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert f"{path}: damaged checkpoint ({message}" in str(info.value)
+    for args in (["train", "--resume", str(run_dir)], ["eval", str(run_dir)]):
+        line = one_line_error(run(args))
+        assert f"Error: {path}: damaged checkpoint ({message}" in line, line
+        assert line.endswith("; restore the file, or resume from checkpoint-best.npz by copying it to "
+                             "checkpoint-latest.npz, or re-run training"), line
+    assert {file.name: file.read_bytes() for file in run_dir.iterdir()} == before
+
+
+def test_a_damaged_best_checkpoint_does_not_suggest_itself(templates, tmp_path):
+    path = shutil.copytree(templates / "sdsnn", tmp_path / "run") / CHECKPOINT_BEST
+    rewrite(path, meta_with(epoch=-1))
+    with pytest.raises(CheckpointError, match=r"got -1\); restore the file, or re-run training$"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_that_does_not_fit_the_training_data_is_refused_on_resume(templates, tmp_path, toy_data):
+    """What only the data found now can tell: a consistent file whose epoch order covers
+    other samples, or whose batches seen are not its epochs' batches."""
+    run_dir = shutil.copytree(templates / "sdsnn", tmp_path / "run")
+    path = run_dir / CHECKPOINT_LATEST
+    rewrite(path, in_array("epoch__order", lambda v: v[v != 399]))  # a permutation of 399 samples
+    before = {file.name: file.read_bytes() for file in run_dir.iterdir()}
+    one_line = one_line_error(run(["train", "--resume", str(run_dir)]))
+    assert f"{path}: checkpoint's in-epoch order (in_epoch.order) covers 399 samples but the training split has " \
+           f"400; make the run's data available" in one_line
+    assert {file.name: file.read_bytes() for file in run_dir.iterdir()} == before  # nothing trained or written
+    # At an epoch's end (the best checkpoint: epoch 1), 9 batches where 8 were trained.
+    shutil.copyfile(run_dir / CHECKPOINT_BEST, path)
+    rewrite(path, meta_with(batches_seen=9, optimizer={"name": "adam", "steps": 9}))
+    one_line = one_line_error(run(["train", "--resume", str(run_dir)]))
+    assert f"{path}: checkpoint's batches_seen is 9, but 1 epochs of 8 batches make 8; restore the file" in one_line
+    with pytest.raises(CheckpointError, match="batches_seen is 9"):
+        Trainer(toy_config(epochs=2), toy_dataset()).restore(load_checkpoint(path))
+    # Which layers develop (l<k>_develops): SD-SNN's state says so already, SET's does not.
+    path = shutil.copytree(templates / "set", tmp_path / "set") / CHECKPOINT_LATEST
+    rewrite(path, lambda meta, arrays: arrays.update(l1_develops=np.array(True)))
+    with pytest.raises(CheckpointError, match=r"developing layers \(l<k>_develops\) do not match the configuration's "
+                                              r"\[True, False\]"):
+        Trainer(toy_config(epochs=1, structure="set"), toy_dataset()).restore(load_checkpoint(path))
+
+
+def test_an_intact_checkpoint_resumes_and_so_does_the_fix_the_error_gives(templates, tmp_path, toy_data, no_plots):
+    intact = shutil.copytree(templates / "sdsnn", tmp_path / "intact")
+    result = run(["train", "--resume", str(intact), "--no-progress"])
+    assert result.exit_code == 0 and f"resuming {intact} at epoch 2/2, batch 4 of 8" in result.output, result.output
+    damaged = shutil.copytree(templates / "sdsnn", tmp_path / "damaged")
+    rewrite(damaged / CHECKPOINT_LATEST, meta_with(epoch="1"))
+    one_line_error(run(["train", "--resume", str(damaged)]))
+    shutil.copyfile(damaged / CHECKPOINT_BEST, damaged / CHECKPOINT_LATEST)
+    result = run(["train", "--resume", str(damaged), "--no-progress"])
+    assert result.exit_code == 0 and f"resuming {damaged} at epoch 2/2\n" in result.output, result.output
