@@ -35,12 +35,13 @@ import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from evsim.errors import CheckpointError, ConfigError, ShapeError
-from evsim.files import link_atomic, write_bytes_atomic
+from evsim.files import jsonl_bytes, link_atomic, write_bytes_atomic
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
@@ -148,9 +149,10 @@ def check_finite(network: Network) -> None:
                 raise ValueError(f"layer {k} holds NaN or infinite {name}")
 
 
-def _npz_bytes(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+def _npz_bytes(meta: dict | str, arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes of an ``.npz`` of ``arrays`` and ``meta`` (a dict, or its JSON text)."""
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    np.savez(buffer, meta=np.array(meta if isinstance(meta, str) else json.dumps(meta)), **arrays)
     return buffer.getvalue()
 
 
@@ -160,10 +162,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _network_meta(network: Network) -> dict:
+    return {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
+
+
 def save_network(path: Path, network: Network) -> None:
     """Write the network's synapses (CSR), biases, alive masks and neuron parameters."""
-    meta = {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
-    write_bytes_atomic(Path(path), _npz_bytes(meta, _network_arrays(network, with_state=False)))
+    write_bytes_atomic(Path(path), _npz_bytes(_network_meta(network), _network_arrays(network, with_state=False)))
 
 
 def load_network(path: Path, path_option: str = "auto") -> Network:
@@ -306,8 +311,9 @@ def _unpack(spec, f, field: str) -> dict:
     return out
 
 
-def checkpoint_bytes(state: TrainingState) -> bytes:
-    """Serialise ``state`` (the bytes of a ``checkpoint-*.npz`` file).
+def _checkpoint_contents(state: TrainingState) -> tuple[str, dict[str, np.ndarray]]:
+    """The ``meta`` JSON text of a checkpoint of ``state`` and its arrays (the state's own,
+    not copies).
 
     Raises
     ------
@@ -331,9 +337,15 @@ def checkpoint_bytes(state: TrainingState) -> bytes:
         "metrics": state.metrics,
     }
     try:
-        return _npz_bytes(meta, arrays)
+        return json.dumps(meta), arrays
     except TypeError as exc:
         raise CheckpointError(f"cannot checkpoint the training state: {exc}") from None
+
+
+def checkpoint_bytes(state: TrainingState) -> bytes:
+    """Serialise ``state`` (the bytes of a ``checkpoint-*.npz`` file; errors as
+    :func:`_checkpoint_contents`)."""
+    return _npz_bytes(*_checkpoint_contents(state))
 
 
 def write_checkpoint(paths: list[Path], payload: bytes) -> None:
@@ -352,43 +364,84 @@ def save_checkpoint(paths: list[Path], state: TrainingState) -> None:
     write_checkpoint(paths, checkpoint_bytes(state))
 
 
-class CheckpointWriter:
-    """Saves checkpoints, writing them on a background thread.
+class _WriteFailed(Exception):
+    """A file of a save could not be written (raised on the writer thread, reported by wait)."""
 
-    The state is serialised at once, so training can change it afterwards. The bytes
-    then reach the disk while training goes on: on the development machine, a 34 MB
-    checkpoint of the default N-MNIST run took 0.1-1.2 s to write and fsync, which was
-    8 s of a 72 s run. One write runs at a time, and a new save waits for the last one.
-    :meth:`wait` returns once the last write is on disk, and raises its error if it
-    failed. The thread is not a daemon, so the interpreter lets a write finish before it
-    exits.
+    def __init__(self, path: Path, what: str, error: OSError):
+        super().__init__(path, what, error)
+        self.path, self.what, self.error = path, what, error
+
+
+def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]]) -> None:
+    for path, what, write in files:
+        try:
+            write()
+        except OSError as exc:
+            raise _WriteFailed(path, what, exc) from exc
+
+
+class CheckpointWriter:
+    """Saves checkpoints, and with them the run's network and metrics files, writing
+    them on a background thread.
+
+    What a save holds is taken at once: its arrays are copied (34 MB for the default
+    N-MNIST run), so training can change them afterwards. Serialising, writing and
+    fsyncing then happen while training goes on. On the development machine these took
+    the main thread 0.3-0.4 s per epoch for the checkpoint and another 0.2-0.4 s for
+    the network and metrics files (benchmarks/RESULTS.md). Saves are written one at a
+    time, in order: the checkpoint, then the network, then the metrics; a new save
+    waits for the last. :meth:`wait` returns once the last save is on disk, and raises
+    its error if a file could not be written. The thread is not a daemon, so the
+    interpreter lets a write finish before it exits.
     """
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evsim-checkpoint")
-        self._pending: tuple[Path, Future] | None = None
+        self._pending: Future | None = None
 
-    def save(self, paths: list[Path], state: TrainingState) -> None:
-        payload = checkpoint_bytes(state)
-        self.wait()
-        self._pending = Path(paths[0]), self._pool.submit(write_checkpoint, paths, payload)
-
-    def wait(self) -> None:
-        """Block until the last checkpoint is written.
+    def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
+             metrics_path: Path | None = None) -> None:
+        """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first)
+        and, where their paths are given, the network alone (as :func:`save_network`
+        writes it) and the metrics (JSON lines).
 
         Raises
         ------
         CheckpointError
-            If writing it failed (the previous checkpoint at that path is intact).
+            If the state cannot be serialised, or the last save failed (see :meth:`wait`).
+        """
+        meta, arrays = _checkpoint_contents(state)
+        arrays = {name: np.array(values) for name, values in arrays.items()}
+        files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, _npz_bytes(meta, arrays)))]
+        if network_path is not None:
+            network_meta = _network_meta(state.network)
+            network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}
+            files.append((Path(network_path), "network",
+                          lambda: write_bytes_atomic(network_path, _npz_bytes(network_meta, network))))
+        if metrics_path is not None:
+            metrics = jsonl_bytes(state.metrics)
+            files.append((Path(metrics_path), "metrics file", lambda: write_bytes_atomic(metrics_path, metrics)))
+        self.wait()
+        self._pending = self._pool.submit(_write_in_order, files)
+
+    def wait(self) -> None:
+        """Block until the last save is written.
+
+        Raises
+        ------
+        CheckpointError
+            If writing one of its files failed (the previous one at that path is intact).
         """
         if self._pending is None:
             return
-        (path, future), self._pending = self._pending, None
+        future, self._pending = self._pending, None
         try:
             future.result()
-        except OSError as exc:
-            raise CheckpointError(f"{path}: the checkpoint could not be written ({_reason(exc)}); the previous one "
-                                  f"is intact; check the free space and permissions of {path.parent}") from None
+        except _WriteFailed as failed:
+            path = failed.path
+            raise CheckpointError(f"{path}: the {failed.what} could not be written ({_reason(failed.error)}); the "
+                                  f"previous one is intact; check the free space and permissions of {path.parent}"
+                                  ) from None
 
 
 # ---------------------------------------------- checks of a training checkpoint

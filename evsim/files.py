@@ -70,5 +70,10 @@ def write_json_atomic(path: Path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    """``rows`` as JSON lines, one object per line."""
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    write_bytes_atomic(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    write_bytes_atomic(path, jsonl_bytes(rows))

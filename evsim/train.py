@@ -197,6 +197,7 @@ def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
 # last drawing, and always after the last epoch: drawing it took 0.3-0.7 s, a tenth of an
 # epoch of the default N-MNIST run (benchmarks/RESULTS.md). Long runs still see it every epoch.
 PLOT_EVERY_S = 30.0
+METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingInterrupted(Exception):
@@ -431,17 +432,21 @@ class Trainer:
                                   f"{per_epoch} batches{part} make {expected}; restore the file, or re-run training")
 
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
-        """Checkpoint (latest; best too when ``best``), then the network, metrics and, with ``plot``, the plot."""
+        """Checkpoint (latest; best too when ``best``), the network and the metrics, written
+        on the writer's thread, and, with ``plot``, the plot."""
         paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
-        self.checkpoints.save(paths, self.training_state())
-        self._save_results(run_dir, plot)
-
-    def _save_results(self, run_dir: Path, plot: bool = True) -> None:
-        save_network(run_dir / NETWORK_FILE, self.network)
-        write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
+        self.checkpoints.save(paths, self.training_state(), run_dir / NETWORK_FILE, run_dir / METRICS_FILE)
         if plot:
-            plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
-            self.plotted_at = time.perf_counter()
+            self._plot(run_dir)
+
+    def _save_results(self, run_dir: Path) -> None:
+        save_network(run_dir / NETWORK_FILE, self.network)
+        write_jsonl_atomic(run_dir / METRICS_FILE, self.metrics)
+        self._plot(run_dir)
+
+    def _plot(self, run_dir: Path) -> None:
+        plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+        self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
     def fit(self, run_dir: Path | None = None, progress: bool = True,
@@ -451,9 +456,10 @@ class Trainer:
         BLAS is held to one thread meanwhile: its only use here is a small matmul, and
         OpenBLAS threads spinning after it starve Numba's parallel kernels (measured:
         a 784-800-10 training batch takes about 2.2x longer with multithreaded BLAS).
-        Numba's thread count is restored afterwards. Checkpoints are written on a
-        background thread (:class:`~evsim.checkpoint.CheckpointWriter`) while the next
-        epoch trains; fit returns once the last one is on disk.
+        Numba's thread count is restored afterwards. Checkpoints, with the network and
+        metrics files, are written on a background thread
+        (:class:`~evsim.checkpoint.CheckpointWriter`) while the next epoch trains; fit
+        returns once the last one is on disk.
 
         Raises
         ------
@@ -516,8 +522,8 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
                 if run_dir is not None:
-                    self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state())
-                    write_jsonl_atomic(run_dir / "metrics.jsonl", self.metrics)
+                    self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
+                                          metrics_path=run_dir / METRICS_FILE)
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))

@@ -1,6 +1,7 @@
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,6 +191,45 @@ def test_checkpoint_writer_writes_in_the_background_and_reports_failures(tmp_pat
     writer.wait()  # the failure is reported once
     assert load_checkpoint(path).data_source == "saved"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_checkpoint_writer_writes_network_and_metrics_as_they_were_at_save(tmp_path, monkeypatch):
+    """The network and metrics files are written on the writer's thread after the
+    checkpoint, from copies: weights changed and rows added after save() are not in
+    them. A file that cannot be written is reported by wait() in one line naming it."""
+    state = trained_state(tmp_path)
+    network_path, metrics_path = tmp_path / "out" / NETWORK_FILE, tmp_path / "out" / "metrics.jsonl"
+    weights = state.network.layers[0].store.data.copy()
+    rows = list(state.metrics)
+    release, written = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        written.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = CheckpointWriter()
+    writer.save([tmp_path / "out" / CHECKPOINT_LATEST], state, network_path, metrics_path)
+    state.network.layers[0].store.data[:] += 1.0  # training goes on
+    state.metrics.append({"type": "epoch", "epoch": 99})
+    release.set()
+    writer.wait()
+    assert [Path(name).name.split(".")[1] for name in written] == ["checkpoint-latest", "network", "metrics"]
+    np.testing.assert_array_equal(load_network(network_path).layers[0].store.data, weights)
+    assert [json.loads(line) for line in metrics_path.read_text().splitlines()] == rows
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "out" / CHECKPOINT_LATEST).network.layers[0].store.data,
+                                  weights)
+
+    metrics_path.unlink()
+    metrics_path.mkdir()  # a folder in the way of the metrics file
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    writer.save([tmp_path / "out" / CHECKPOINT_LATEST], state, network_path, metrics_path)
+    with pytest.raises(CheckpointError, match=f"^{metrics_path}: the metrics file could not be written") as info:
+        writer.wait()
+    assert "\n" not in str(info.value)
+    np.testing.assert_array_equal(load_network(network_path).layers[0].store.data, weights + 1.0)
 
 
 def test_training_plot_is_redrawn_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
