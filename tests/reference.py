@@ -91,6 +91,16 @@ def adam(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, wei
     return param - update, m, v
 
 
+def sgd(param, grad, buf, lr, momentum=0.9, weight_decay=0.0, nesterov=False):
+    """One SGD step with momentum, L2 weight decay and optional Nesterov (PyTorch's
+    ``torch.optim.SGD`` without dampening; a zero buffer makes the first step ``buf = g``);
+    returns (param, buf)."""
+    g = grad + weight_decay * param
+    buf = momentum * buf + g
+    direction = g + momentum * buf if nesterov else buf
+    return param - lr * direction, buf
+
+
 def dyadic_weights(rng, shape, density=1.0, scale=64):
     """Weights that are small multiples of 1/scale: every sum of them is exact in float32,
     so event-driven and dense results must agree bit for bit, whatever the summation order."""

@@ -85,11 +85,22 @@ def build_network(rng, sizes, density, path, lif):
     LIFParameters(surrogate="fast_sigmoid", reset="subtract"),
 ], ids=lambda p: f"{p.reset}-{p.surrogate}-{'detach' if p.detach_reset else 'attached'}")
 def test_kernel_gradients_equal_dense_reference(rng, path, lif):
-    sizes = [50, 30, 20, 4]
-    net, weights, biases = build_network(rng, sizes, 0.4, path, lif)
+    assert_gradients_equal_dense_reference(rng, [50, 30, 20, 4], 0.4, path, lif)
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+@pytest.mark.parametrize("hidden", [1, 17, 33])
+def test_kernel_gradients_when_the_last_vector_has_one_lane(rng, path, hidden):
+    """Hidden layers of 16k + 1 neurons: the forward scan, the backward and the rows of
+    dL/do formed from the layer above each end in a vector of one lane."""
+    assert_gradients_equal_dense_reference(rng, [24, hidden, 3], 0.8, path, LIFParameters(), activity=0.5)
+
+
+def assert_gradients_equal_dense_reference(rng, sizes, density, path, lif, activity=0.3):
+    net, weights, biases = build_network(rng, sizes, density, path, lif)
     n_steps, batch = 8, 6
-    x = (rng.random((n_steps, batch, sizes[0])) < 0.3).astype(np.float32) * rng.integers(1, 3, (n_steps, batch, sizes[0]))
-    labels = rng.integers(0, 4, batch)
+    x = (rng.random((n_steps, batch, sizes[0])) < activity).astype(np.float32) * rng.integers(1, 3, (n_steps, batch, sizes[0]))
+    labels = rng.integers(0, sizes[-1], batch)
 
     counts, traces = net.forward(x.astype(np.float32))
     _, grad_counts = mse_rate(counts.copy(), labels, n_steps)

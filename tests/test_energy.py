@@ -126,3 +126,81 @@ def test_profile_accepts_a_dataset_and_rejects_nothing(rng):
         profile(net, ds)
     with pytest.raises(ConfigError, match="nothing to profile"):
         profile(net, [])
+
+
+def test_every_report_figure_by_brute_force_over_batches_with_dead_neurons(rng):
+    """Per-step counts, unpruned counts, neuron updates, spikes, the three energy rows, the
+    ratios and the NeuroBench figures of two accumulated batches of three samples, each
+    recounted slot by slot from the recorded inputs, with a priced neuron update and a
+    hidden layer that has dead neurons and pruned synapses."""
+    net = Network.mlp([10, 8, 3], rng)
+    net.layers[0].store.prune(rng.random(net.layers[0].store.nnz) < 0.3)
+    net.layers[0].rebuild()
+    net.layers[0].kill([1, 5])
+    model = EnergyModel(e_ac_pj=0.9, e_mac_pj=4.6, e_neuron_pj=0.25)
+    n_steps, batch = 4, 3
+    batches = [((rng.random((n_steps, batch, 10)) < 0.5) * rng.integers(1, 4, (n_steps, batch, 10))).astype(np.float32)
+               for _ in range(2)]
+    report = profile(net, batches, model=model)
+
+    n_layers = len(net.layers)
+    events = np.zeros((n_layers, n_steps))
+    ops = np.zeros((n_layers, n_steps))
+    spikes = [np.zeros(layer.n_out) for layer in net.layers]
+    updates = np.zeros(n_layers)
+    for drive in batches:
+        _, traces = net.forward(drive)
+        x = drive
+        for k, (layer, trace) in enumerate(zip(net.layers, traces)):
+            row_len = [layer.store.indptr[i + 1] - layer.store.indptr[i] for i in range(layer.n_in)]
+            for t in range(n_steps):
+                for b in range(batch):
+                    for i in range(layer.n_in):
+                        events[k, t] += x[t, b, i]
+                        ops[k, t] += x[t, b, i] * row_len[i]
+                    for j in range(layer.n_out):
+                        updates[k] += bool(layer.alive[j])  # one update per alive neuron per slot
+            out = np.zeros((n_steps, batch, layer.n_out), np.float32)
+            out[:, :, layer.alive_index] = trace.spikes
+            spikes[k] += out.sum(axis=(0, 1))
+            x = out
+    samples = 2 * batch
+    for k, (layer, counts) in enumerate(zip(net.layers, report.layers)):
+        np.testing.assert_array_equal(counts.events, events[k])
+        np.testing.assert_array_equal(counts.ops, ops[k])
+        np.testing.assert_array_equal(counts.ops_unpruned, events[k] * layer.n_out)  # the dense layer: every neuron
+        assert counts.neuron_updates == updates[k]
+        np.testing.assert_array_equal(counts.spikes, spikes[k])
+    assert updates[0] == 2 * n_steps * batch * 6 and spikes[0].sum() > 0  # 6 alive neurons, and they fire
+
+    acs, updates_per_sample = ops.sum() / samples, updates.sum() / samples
+    unpruned = sum(events[k].sum() * layer.n_out for k, layer in enumerate(net.layers)) / samples
+    dense_updates = (8 + 3) * n_steps
+    ann_macs = 10 * 8 + 8 * 3
+    energy = [(acs * 0.9 + updates_per_sample * 0.25) * 1e-6, (unpruned * 0.9 + dense_updates * 0.25) * 1e-6,
+              ann_macs * 4.6e-6]
+    rows = report.rows()
+    assert [(r["acs"], r["macs"]) for r in rows] == [(acs, 0.0), (unpruned, 0.0), (0.0, ann_macs)]
+    np.testing.assert_allclose([r["energy_uj"] for r in rows], energy, rtol=1e-12)
+    summary = report.summary()
+    assert summary["ratios"]["unpruned_over_this"] == pytest.approx(energy[1] / energy[0])
+    assert summary["ratios"]["ann_over_this"] == pytest.approx(energy[2] / energy[0])
+    for k, layer in enumerate(summary["layers"]):
+        np.testing.assert_allclose(layer["ops_per_step"], ops[k] / samples, rtol=1e-12)
+        assert layer["firing_rate"] == pytest.approx(spikes[k].sum() / (net.layers[k].n_out * n_steps * samples))
+    nb = summary["neurobench"]
+    assert nb["Effective_ACs"] == acs and nb["Effective_MACs"] == 0
+    assert nb["ConnectionSparsity"] == pytest.approx(1 - net.synapses / ann_macs)
+    assert nb["ActivationSparsity"] == pytest.approx(1 - (spikes[0].sum() + spikes[1].sum()) / ((8 + 3) * n_steps * samples))
+
+
+def test_analog_input_energy_prices_macs(rng):
+    """A direct-encoded first layer: its MACs at e_mac, the spiking layer's ACs at e_ac."""
+    net = Network.mlp([6, 4, 2], rng)
+    drive = rng.random((3, 2, 6)).astype(np.float32)
+    drive[drive < 0.4] = 0
+    report = profile(net, [drive], analog_input=True, model=EnergyModel(e_ac_pj=1.0, e_mac_pj=7.0))
+    macs = np.count_nonzero(drive) * 4 / 2
+    acs = report.layers[1].sops / 2
+    assert report.rows()[0]["energy_uj"] == pytest.approx((acs * 1.0 + macs * 7.0) * 1e-6)
+    assert report.rows()[0]["macs"] == macs

@@ -26,6 +26,19 @@ def test_forward_equals_dense_reference(rng, path, reset, density):
     assert o_ref.sum() > 0, "test input should make neurons fire"
 
 
+@pytest.mark.parametrize("path", ["rows", "csr"])
+@pytest.mark.parametrize("n_out", [1, 15, 16, 17, 33])
+def test_forward_equals_dense_reference_for_every_last_vector_width(rng, path, n_out):
+    """The LIF scan runs 16 neurons per vector; the last vector holds 1, 15, 16, 1 or 1 of them."""
+    layer, weight, bias = make_layer(rng, 40, n_out, 0.7, path, scale=16)
+    x = spikes_input(rng, (6, 3, 40), 0.4)
+    _, trace = layer.forward(dense_to_events(x), LIFParameters())
+    u_ref, o_ref = lif_forward(x, weight, bias)
+    np.testing.assert_array_equal(trace.u, u_ref)
+    np.testing.assert_array_equal(trace.spikes, o_ref.astype(np.uint8))
+    assert o_ref[:, :, -1].sum() > 0, "the last neuron should fire"
+
+
 def test_auto_path_scatters_only_below_the_density_threshold(rng):
     """csr below CSR_DENSITY_THRESHOLD among the alive neurons, rows above; neuron-level
     pruning keeps the alive neurons complete, so a layer pruned that way stays on rows."""

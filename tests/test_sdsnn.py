@@ -359,3 +359,103 @@ def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
     assert dev.batches == 4 and dev.columns.tolist() == [1, 4, 7]
     with pytest.raises(ShapeError, match="within an interval"):
         dev.observe(columns, grads[0][:, :2])
+
+
+def test_pruning_target_rounds_down():
+    """floor(N rho / 100) dead: 10 neurons at 25 % is 2 (not 3)."""
+    importance = np.arange(10, dtype=np.float64)[::-1].copy()
+    assert sorted(neurons_to_prune(importance, np.ones(10, bool), 25.0)) == [8, 9]
+
+
+def test_a_weight_exactly_at_a_bound_counts_towards_expanding_it():
+    """'At or above' r+ (and at or below r-): excesses 0, 0.3, 0.3 over K = 3 steps move the bound by 0.2."""
+    for sign in (1.0, -1.0):
+        store = single([0.0])
+        for step, w in enumerate([1.0, 1.3, 1.3], start=2):
+            store.data[0] = sign * w
+            constrain(store, step, CFG)
+        bound = store.state["r_plus" if sign > 0 else "r_minus"][0]
+        assert bound == pytest.approx(sign * 1.2)
+
+
+def test_an_unchanged_weight_keeps_its_range():
+    """A magnitude that stays the same has not fallen: no shrink, no clipping (a synapse
+    whose input never fires gets no gradient and keeps its weight exactly)."""
+    store = single([0.6])
+    for step in range(2, 12):
+        constrain(store, step, CFG)
+    assert (store.state["r_plus"][0], store.state["r_minus"][0], store.data[0]) == (1.0, -1.0, np.float32(0.6))
+    assert store.state["fall_n"][0] == 0
+
+
+def test_a_would_be_update_equal_to_the_percentile_does_not_qualify():
+    """'Exceeds' the q-th percentile, strictly; an empty layer's threshold is 0, and a zero update does not exceed it."""
+    store = SynapseStore.from_dense(np.full((1, 3), 0.5, np.float32), np.array([[True, False, False]]))
+    counter = np.zeros((1, 2), np.int16)
+    would_be = np.array([[0.5, np.nextafter(np.float32(0.5), np.float32(1))]], np.float32)
+    pre, _ = regrowth_candidates(counter, would_be, np.array([1, 2]), store, 50, 2)
+    assert pre.size == 0 and counter.tolist() == [[0, 1]]
+    empty = SynapseStore.from_dense(np.zeros((2, 2), np.float32), np.zeros((2, 2), bool))
+    counter = np.zeros((2, 2), np.int16)
+    pre, slot = regrowth_candidates(counter, np.array([[0.0, 0.1], [0.0, 0.0]], np.float32), np.array([0, 1]),
+                                    empty, 50, 1)
+    assert (pre.tolist(), slot.tolist()) == ([0], [1]) and not counter.any()
+
+
+def test_would_be_gradients_are_collected_over_the_interval_before_the_first_regeneration(rng):
+    """Regeneration starts at step 2K = 6, so the batches between steps 5 and 6 must be observed."""
+    net = small_network(rng)
+    sd = SDSNN(net, CFG)
+    needs = []
+    for _ in range(8):
+        needs.append(sd.needs_would_be_grad)
+        sd.develop(net, lr=1e-3)
+    assert needs == [False] * 5 + [True] * 3
+
+
+def test_development_steps_worked_by_hand():
+    """K = 1 (pruning and regeneration from step 2), R = 1, q = 0 (threshold: the smallest |w|),
+    rho 25 % of 10 neurons, a next layer of 4 neurons, SGD-style would-be updates."""
+    from evsim.layers import SparseLinear
+
+    w = np.full((6, 10), 0.5, np.float32)
+    w[:, [0, 9]] = 0.25  # the smallest |w|: the regeneration threshold
+    mask = np.ones((6, 10), bool)
+    mask[:2, 3] = False  # neuron 3 has 4 synapses, neuron 7 has 5: the least important
+    mask[5, 7] = False
+    hidden = SparseLinear(SynapseStore.from_dense(w, mask), np.zeros(10, np.float32))
+    out = SparseLinear(SynapseStore.from_dense(np.full((10, 4), 0.5, np.float32)), np.zeros(4, np.float32),
+                       develops=False)
+    net = Network([hidden, out])
+    cfg = SDSNNConfig(spine_steps=1, regrow_steps=1, rho_init=25.0, rho_max=60.0, q_base=0.0, q_max=0.0)
+    sd = SDSNN(net, cfg, adaptive_optimizer=False)
+
+    (s1,) = sd.develop(net, lr=1.0)
+    assert (s1["rho"], s1["pruned"], s1["regrown"], s1["synapses"]) == (25.0, 0, 0, 57)
+    (s2,) = sd.develop(net, lr=1.0)  # step 2K: prune floor(10 * 25 / 100) = 2, rho not yet updated
+    assert (s2["rho"], s2["pruned"], s2["alive_neurons"]) == (25.0, 4 + 5, 8)
+    assert np.flatnonzero(~hidden.alive).tolist() == [3, 7]
+    assert hidden.incomplete.tolist() == [3, 7]
+
+    grad = np.zeros((6, 2), np.float32)  # would-be gradients of the missing synapses into neurons 3 and 7
+    grad[0, 0] = 0.3   # |update| 0.3 > 0.25: regrows with weight -0.3
+    grad[1, 0] = -0.1  # too small
+    grad[5, 0] = 0.25  # equal to the threshold: does not exceed it
+    grad[2, 1] = -0.4  # regrows with weight 0.4
+    grad[4, 1] = -0.9  # regrows, clipped into the layer's range [-0.5, 0.5]
+    sd.state[0].observe(hidden.incomplete, grad)
+    (s3,) = sd.develop(net, lr=1.0)
+    # rho += alpha(3) * N_alive / N_next = exp(0) * 8 / 4; floor(10 * 27 / 100) = 2 dead already
+    assert (s3["rho"], s3["pruned"], s3["regrown"], s3["alive_neurons"]) == (27.0, 0, 3, 10)
+    store = hidden.store
+    grown = {(0, 3): -0.3, (2, 7): 0.4, (4, 7): 0.5}
+    expected = np.where(mask, w, 0)
+    expected[:, [3, 7]] = 0
+    for (i, j), value in grown.items():
+        expected[i, j] = value
+    np.testing.assert_array_equal(store.to_dense(), expected)
+    np.testing.assert_array_equal(store.mask(), expected != 0)
+    new = np.isin(store.rows() * 10 + store.indices, [i * 10 + j for i, j in grown])
+    np.testing.assert_array_equal(store.state["r_plus"][new], 0.5)
+    np.testing.assert_array_equal(store.state["r_minus"][new], -0.5)
+    np.testing.assert_array_equal(store.state["prev_abs"][new], np.abs(store.data[new]))
