@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 def umasked(mode: int) -> int:
@@ -28,8 +30,9 @@ def errors_about(path: Path):
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, fsync, then rename over it.
+def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Let ``fill(handle)`` write a temporary file beside ``path``, fsync, then rename it
+    over ``path``.
 
     The file gets the mode a plain new file would get, not mkstemp's 0600.
     """
@@ -40,7 +43,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), umasked(0o666))
-                handle.write(payload)
+                fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -49,18 +52,24 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
             raise
 
 
-def link_atomic(source: Path, path: Path, payload: bytes) -> None:
-    """Make ``path`` a hard link to ``source`` (a file holding ``payload``), replacing it
-    atomically: no second write of the same bytes. Where the file system has no hard
-    links, write ``payload`` instead. Safe because files here are only ever replaced by
-    rename, never rewritten in place, so the two names never change together."""
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda handle: handle.write(payload))
+
+
+def link_atomic(source: Path, path: Path) -> None:
+    """Make ``path`` a hard link to ``source``, replacing it atomically: no second write of
+    the same bytes. Where the file system has no hard links, copy ``source`` instead.
+    Safe because files here are only ever replaced by rename, never rewritten in place,
+    so the two names never change together."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.link"
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
     except OSError:
-        write_bytes_atomic(path, payload)
+        with open(source, "rb") as original:
+            write_atomic(path, lambda handle: shutil.copyfileobj(original, handle))
         return
     with errors_about(path):
         os.replace(tmp, path)
