@@ -22,7 +22,7 @@ from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
 from evsim.presets import preset
 from evsim.structure import STRUCTURES
-from evsim.train import TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
+from evsim.train import AUTO, TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
 
 # Options that may accompany --resume: they change what is shown, not what is computed.
 RESUME_COMPATIBLE = ("progress",)
@@ -68,7 +68,7 @@ def _hidden(ctx, param, value):
 @click.option("--structure", type=click.Choice(STRUCTURES), default=None,
               help="Structural development: SD-SNN, none, or a baseline [preset: sdsnn].")
 @click.option("--dev-interval", default=None,
-              help="Development step every N batches, or 'epoch' (the paper) [preset].")
+              help="Development step every N batches, 'epoch' (the paper) or 'auto' (10 per epoch) [preset: auto].")
 @click.option("--spine-steps", type=click.IntRange(min=1), default=18, show_default=True,
               help="SD-SNN K: consecutive steps before a dendritic-spine range changes (a preset may set it).")
 @click.option("--regrow-steps", type=click.IntRange(min=1), default=12, show_default=True,
@@ -176,13 +176,14 @@ def _resolve(opts: dict, given: set[str], from_file: dict) -> dict:
     return options
 
 
-def _dev_interval(value: str | int) -> int:
-    """'epoch' -> 0 (once per epoch); a positive integer -> every N batches (a preset's 0 means per epoch)."""
-    if isinstance(value, int):
+def _dev_interval(value: str | int) -> int | str:
+    """'epoch' -> 0 (once per epoch); 'auto' stays (the trainer makes it 10 per epoch); a
+    positive integer -> every N batches (a preset's 0 means per epoch)."""
+    if isinstance(value, int) or value == AUTO:
         return value
     if value == "epoch":
         return 0
     if value.isdigit() and int(value) > 0:
         return int(value)
-    raise click.BadParameter(f"must be 'epoch' or a positive number of batches, got {value!r}",
+    raise click.BadParameter(f"must be 'epoch', 'auto' or a positive number of batches, got {value!r}",
                              param_hint="'--dev-interval'")

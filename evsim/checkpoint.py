@@ -538,10 +538,12 @@ def _check_structure(state: TrainingState) -> int:
         raise _Damaged(f"structure is null, but the run's {name} controller has a state")
     reference = _structure_reference(state.config, state.network)
     missing, unexpected = sorted(set(reference) - set(saved)), sorted(set(saved) - set(reference))
+    why = "a damaged file, or one written by another evsim version"
     if missing:
-        raise _Damaged(f"structure has no {missing[0]!r} (the {name} controller's state is incomplete)")
+        raise _Damaged(f"structure has no {missing[0]!r} (the {name} controller's state is incomplete: {why})")
     if unexpected:
-        raise _Damaged(f"structure has an unexpected {unexpected[0]!r} (not part of the {name} controller's state)")
+        raise _Damaged(f"structure has an unexpected {unexpected[0]!r} (not part of the {name} controller's state: "
+                       f"{why})")
     for key, value in reference.items():
         _check_like(f"structure.{key}", saved[key], value)
     if name == "sdsnn":
@@ -568,11 +570,13 @@ def _check_sdsnn(state: TrainingState) -> None:
             columns = saved[f"{k}.{name}"]
             if columns.size and (columns[0] < 0 or columns[-1] >= layer.n_out or np.any(np.diff(columns) <= 0)):
                 raise _Damaged(f"{field}{name} must be increasing column indices in [0, {layer.n_out})")
-        width = saved[f"{k}.columns"].size if saved[f"{k}.batches"] else 0
         for name in ("grad_sum", "grad_sq_sum"):
+            width = saved[f"{k}.columns"].size
             if saved[f"{k}.{name}"].shape != (layer.n_in, width):
                 raise _Damaged(f"{field}{name} has shape {saved[f'{k}.{name}'].shape}, expected {(layer.n_in, width)} "
-                               f"(inputs x columns of an interval of {saved[f'{k}.batches']} batches)")
+                               f"(inputs x columns)")
+        if saved[f"{k}.window_batches"] < 0:
+            raise _Damaged(f"{field}window_batches must be >= 0, got {saved[f'{k}.window_batches']}")
         counter = saved[f"{k}.counter"]
         if counter.shape != (layer.n_in, saved[f"{k}.counter_columns"].size) or np.any(counter < 0):
             raise _Damaged(f"{field}counter must be counts >= 0 of shape "

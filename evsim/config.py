@@ -6,7 +6,7 @@ written with underscores, and whose values are what the option takes::
     dataset = "nmnist"
     epochs = 12
     hidden = [800]          # or "800,400"
-    dev_interval = 4        # or "epoch"
+    dev_interval = 4        # batches; or "epoch", or "auto" (10 per epoch, the default)
     lr = 1e-3
 
 Precedence, per option: the command line, then the file, then the dataset's preset
@@ -124,7 +124,7 @@ def config_from_options(options: dict) -> TrainConfig:
     """The :class:`TrainConfig` of fully resolved, already converted options.
 
     ``hidden`` is a tuple of sizes, ``dev_interval`` an integer (0 = once per
-    epoch), ``data_dir``/``cache_dir`` paths or None. The data seed stays fixed at 0:
+    epoch) or ``"auto"``, ``data_dir``/``cache_dir`` paths or None. The data seed stays fixed at 0:
     the emulated dataset must not change (and be re-made) per training seed.
 
     Raises

@@ -58,6 +58,19 @@ from evsim.plots import plot_training
 from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
 
 
+AUTO = "auto"
+AUTO_STEPS_PER_EPOCH = 10
+
+
+def auto_dev_interval(batches_per_epoch: int) -> int:
+    """Batches between development steps for ``dev_interval = "auto"``: 10 steps per
+    epoch (every 4 batches over the 4,000 emulated N-MNIST digits, every 60 over the
+    60,000 real ones), so that SD-SNN's schedule (pruning from step 2K = 36, the
+    regeneration percentile at its cap by step 76) runs in the first 8 epochs of any
+    dataset, and the structure then trains for the rest of the run."""
+    return max(1, batches_per_epoch // AUTO_STEPS_PER_EPOCH)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (saved as ``config.json``)."""
@@ -81,7 +94,7 @@ class TrainConfig:
     threads: int = 0
     eval_batch_size: int = 500
     structure: str = "none"
-    dev_interval: int = 0
+    dev_interval: int | str = 0
     sdsnn: SDSNNConfig = SDSNNConfig()
     target_sparsity: float = 0.5
     out: str = ""
@@ -94,8 +107,8 @@ class TrainConfig:
             raise ConfigError(f"hidden layer sizes must be positive integers, got {self.hidden}")
         if self.structure not in STRUCTURES:
             raise ConfigError(f"unknown structure {self.structure!r}; choose one of {', '.join(STRUCTURES)}")
-        if self.dev_interval < 0:
-            raise ConfigError(f"dev_interval must be >= 0 (0 = once per epoch), got {self.dev_interval}")
+        if self.dev_interval != AUTO and not (isinstance(self.dev_interval, int) and self.dev_interval >= 0):
+            raise ConfigError(f"dev_interval must be >= 0 (0 = once per epoch) or {AUTO!r}, got {self.dev_interval!r}")
         if not 0 <= self.threads <= numba.config.NUMBA_NUM_THREADS:
             raise ConfigError(f"--threads must be 0 (all cores) to {numba.config.NUMBA_NUM_THREADS}, the cores Numba "
                               f"can use, got {self.threads}")
@@ -230,10 +243,13 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset, network: Network | None = None):
-        self.config = config.validate()
+        config.validate()
         if dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
         self.dataset = dataset
+        self.config = config
+        if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
+            self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
         check_memory(config, dataset.n_inputs, dataset.n_classes)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], init_rng,
@@ -245,7 +261,8 @@ class Trainer:
         self.rng = np.random.default_rng([config.seed, 1])
         self.structure = make_structure(config.structure, self.network, config.sdsnn, config.target_sparsity,
                                         self.development_steps() // 2, config.optimizer != "sgd", config.seed,
-                                        self.batches_per_epoch() if config.dev_interval else None)
+                                        self.batches_per_epoch() if config.dev_interval else None,
+                                        config.dev_interval or None)
         self.metrics: list[dict] = []
         self.epoch = 0
         self.batches_seen = 0
@@ -516,6 +533,11 @@ class Trainer:
         if self.structure is not None:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
                  f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
+            prune_start = self.config.sdsnn.prune_start
+            if self.config.structure == "sdsnn" and self.development_steps() < prune_start:
+                echo(f"NOTE: SD-SNN prunes and regrows from development step {prune_start} (2 x --spine-steps), but "
+                     f"this run takes {self.development_steps()}: only the dendritic-spine constraint will run; train "
+                     "more epochs, develop more often (--dev-interval), or lower --spine-steps")
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
             try:

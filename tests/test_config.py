@@ -7,10 +7,12 @@ import tomllib
 import numpy as np
 import pytest
 
-from evsim.config import options_from_config, to_toml
+from evsim.config import config_toml, options_from_config, to_toml
 from evsim.presets import preset
+from evsim.structure import SDSNNConfig
+from evsim.train import Trainer, auto_dev_interval
 from tests.conftest import one_line_error, run
-from tests.runs import assert_same_npz
+from tests.runs import assert_same_npz, toy_config, toy_dataset
 
 TINY = ["--dataset", "mnist", "--hidden", "16", "--time-steps", "4", "--batch-size", "500", "--no-progress"]
 
@@ -77,7 +79,7 @@ def test_saved_options_rebuild_the_same_config(tmp_path, captured):
     ("epochs = true", "epochs = True: expected an integer"),
     ("lr = 0", "lr = 0: 0.0 is not in the range x>0"),
     ('optimizer = "rmsprop"', "optimizer = 'rmsprop': 'rmsprop' is not one of"),
-    ("dev_interval = 0", "must be 'epoch' or a positive number of batches"),
+    ("dev_interval = 0", "must be 'epoch', 'auto' or a positive number of batches"),
     ('hidden = "8,-1"', "hidden = '8,-1'"),
     ("epochs = ", "not valid TOML"),
 ])
@@ -108,3 +110,26 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, captured):
     line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
     assert "already holds a training run" in line and f"--resume {tmp_path}" in line
     assert captured == [] and np.frombuffer((tmp_path / "checkpoint-latest.npz").read_bytes(), np.uint8).size == 5
+
+
+def test_auto_dev_interval_is_ten_steps_per_epoch_saved_resolved():
+    """'auto' (every preset's default): 10 development steps per epoch, whatever the
+    dataset's size, and the resolved number of batches is what the run saves."""
+    assert [auto_dev_interval(n) for n in (1, 9, 10, 40, 600)] == [1, 1, 1, 4, 60]
+    trainer = Trainer(toy_config(dev_interval="auto"), toy_dataset(train=1000))  # 20 batches of 50
+    assert trainer.config.dev_interval == 2 and trainer.development_steps() == 30
+    assert "dev_interval = 2\n" in config_toml(trainer.config)
+    assert all(preset(name)["dev_interval"] == "auto" for name in ("mnist", "nmnist", "cifar10", "dvsgesture"))
+
+
+@pytest.mark.parametrize("epochs,noted", [(1, True), (2, False)])
+def test_a_run_too_short_for_pruning_says_so(epochs, noted):
+    """SD-SNN prunes from step 2K; a run with fewer development steps says that only the
+    constraint will run (K = 9 here: pruning from step 18; 10 steps per epoch)."""
+    lines = []
+    config = toy_config(dev_interval="auto", epochs=epochs, sdsnn=SDSNNConfig(spine_steps=9))
+    Trainer(config, toy_dataset(train=1000)).fit(None, progress=False, echo=lines.append)
+    note = [line for line in lines if line.startswith("NOTE: SD-SNN prunes")]
+    assert bool(note) == noted
+    if noted:
+        assert "from development step 18 (2 x --spine-steps), but this run takes 10" in note[0]

@@ -22,7 +22,8 @@ def test_dvsgesture_trains_with_its_preset(tmp_path, monkeypatch):
     assert config["structure"] == "sdsnn" and config["data_source"] == "real"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "dvsgesture" and summary["epochs"] == 2
-    assert summary["structure"]["development_steps"] == 2  # one per epoch: the preset's interval
+    assert summary["structure"]["development_steps"] == 2  # 'auto': 10 per epoch, but one batch per epoch here
+    assert config["dev_interval"] == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["layers"][0]["rho"] for r in rows if r["type"] == "development"] == [60.0, 60.0]
 

@@ -176,7 +176,7 @@ def templates(tmp_path_factory):
         Trainer(toy_config(epochs=1, structure="set"), toy_dataset()).fit(root / "set", progress=False,
                                                                            echo=lambda line: None)
     state = load_checkpoint(root / "sdsnn" / CHECKPOINT_LATEST)
-    assert state.in_epoch["position"] == 150 and state.structure["0.batches"] and state.structure["0.columns"].size
+    assert state.in_epoch["position"] == 150 and state.structure["0.window_batches"] and state.structure["0.columns"].size
     return root
 
 
@@ -366,7 +366,8 @@ DAMAGES = {
     "structure null": ("sdsnn", meta_with(structure=None),
                        "structure is null, but the run's sdsnn controller has a state"),
     "structure key missing": ("sdsnn", in_meta("structure", drop("0.counter")),
-                              "structure has no '0.counter' (the sdsnn controller's state is incomplete)"),
+                              "structure has no '0.counter' (the sdsnn controller's state is incomplete: a damaged file, or one "
+                              "written by another evsim version)"),
     "structure key unexpected": ("sdsnn", in_meta("structure", put("1.rho", {"json": 20.0})),
                                  "structure has an unexpected '1.rho'"),
     "structure step": ("sdsnn", in_meta("structure", put("step", {"json": 4})),
@@ -379,8 +380,10 @@ DAMAGES = {
                           "structure.0.rho must be in [0, rho_max = 40.0], got 99.0"),
     "q not a percentile": ("sdsnn", in_meta("structure", put("0.q", {"json": 150.0})),
                            "structure.0.q must be a percentile in [0, 100], got 150.0"),
-    "interval batches negative": ("sdsnn", in_meta("structure", put("0.batches", {"json": -1})),
-                                  "structure.0.batches must be an integer >= 0, got -1"),
+    "window batches negative": ("sdsnn", in_meta("structure", put("0.window_batches", {"json": -1.5})),
+                                "structure.0.window_batches must be >= 0, got -1.5"),
+    "window batches NaN": ("sdsnn", in_meta("structure", put("0.window_batches", {"json": math.nan})),
+                           "structure.0.window_batches must be a finite number, got nan"),
     "gradient sums of other inputs": ("sdsnn", in_array("structure__0.grad_sum", lambda v: v[:-1]),
                                       "structure.0.grad_sum has shape (29, 2), expected (30,) before the last size"),
     "gradient sums of other columns": ("sdsnn", in_array("structure__0.grad_sq_sum", lambda v: v[:, :1]),
@@ -397,7 +400,8 @@ DAMAGES = {
                          "structure.0.counter_columns must be increasing column indices in [0, 12)"),
     # the structure controller (SET): its generator
     "SET generator missing": ("set", in_meta("structure", drop("rng")),
-                              "structure has no 'rng' (the set controller's state is incomplete)"),
+                              "structure has no 'rng' (the set controller's state is incomplete: a damaged file, or one "
+                              "written by another evsim version)"),
     "SET generator increment even": ("set", in_meta("structure", lambda s: even_inc(s["rng"]["json"])),
                                      "structure.rng.state.inc must be odd"),
 }

@@ -172,7 +172,7 @@ def test_regeneration_count_equals_dense_numpy_oracle(rng):
         would_be = dev.would_be_update(0.1, adaptive=False)
         dense_would_be = np.zeros((n_in, n_out), np.float32)
         dense_would_be[:, dev.columns] = would_be
-        dev.carry_counter(n_out)
+        dev.carry_counter()
         store = layer.store
         pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, 40, regrow_steps)
         want_pre, want_post = reference.regrowth_candidates(dense_counter, dense_would_be, store.mask(),
@@ -184,7 +184,7 @@ def test_regeneration_count_equals_dense_numpy_oracle(rng):
         np.testing.assert_array_equal(carried, dense_counter)
         if pre.size:
             regrown += layer.regrow(pre, dev.columns[slot], -would_be[pre, slot])
-        dev.reset_interval()
+        dev.end_interval(0.0)
     assert regrown > 0 and dense_counter.any()
 
 
@@ -319,7 +319,7 @@ def test_structure_config_errors(rng):
         make_structure("random", small_network(rng), SDSNNConfig(), 0.5, 10, True, 0)
 
 
-def test_would_be_update_over_the_interval_or_scaled_to_an_epoch(rng):
+def test_would_be_update_over_the_window_or_scaled_down_to_an_epoch(rng):
     from evsim.structure.sdsnn import LayerDevelopment
 
     layer = small_network(rng, (3, 4, 2)).layers[0]
@@ -329,14 +329,78 @@ def test_would_be_update_over_the_interval_or_scaled_to_an_epoch(rng):
     dev.observe(columns, g1)
     dev.observe(columns, g2)
     sgd = dev.would_be_update(lr=0.1, adaptive=False)
-    np.testing.assert_allclose(sgd, 0.1 * (g1 + g2))  # over the interval's columns only
-    epoch = dev.would_be_update(lr=0.1, adaptive=False, epoch_batches=10)
-    np.testing.assert_allclose(epoch, 5 * sgd)  # the interval's rate over 10 batches, not 2
+    np.testing.assert_allclose(sgd, 0.1 * (g1 + g2))  # over the window's columns only
+    np.testing.assert_array_equal(dev.would_be_update(lr=0.1, adaptive=False, epoch_batches=10), sgd)
+    longer = dev.would_be_update(lr=0.1, adaptive=False, epoch_batches=1)
+    np.testing.assert_allclose(longer, sgd / 2)  # two batches' sum at the rate of a one-batch epoch
     adam = dev.would_be_update(lr=0.1, adaptive=True)
     rms = np.sqrt((g1 ** 2 + g2 ** 2) / 2)
     np.testing.assert_allclose(adam, 0.1 * (g1 + g2) / rms, rtol=1e-6)
-    dev.reset_interval()
-    assert dev.grad_sum.size == dev.grad_sq_sum.size == 0  # nothing stale left to checkpoint
+    dev.end_interval(0.0)
+    assert dev.grad_sum.size == dev.grad_sq_sum.size == dev.window_batches == 0  # nothing stale left to checkpoint
+
+
+def test_would_be_window_decays_and_follows_the_columns(rng):
+    """The rolling window against a dense NumPy oracle over the whole layer: sums decay
+    by ``keep`` at every interval's end, a column that leaves is dropped, one that joins
+    (or comes back) starts at 0, and the adaptive update divides by the window's rms."""
+    from evsim.structure.sdsnn import LayerDevelopment
+
+    n_in, n_out, keep = 6, 9, 0.75
+    dev = LayerDevelopment(small_network(rng, (n_in, n_out, 2)).layers[0], CFG)
+    dense_sum, dense_sq, batches = np.zeros((n_in, n_out), np.float32), np.zeros((n_in, n_out), np.float32), 0.0
+    for columns in ([1, 4], [1, 4], [0, 1, 4, 7], [0, 7], [0, 4, 7]):
+        columns = np.array(columns)
+        gone = np.setdiff1d(np.arange(n_out), columns)
+        dense_sum[:, gone], dense_sq[:, gone] = 0, 0
+        for _ in range(3):
+            g = rng.standard_normal((n_in, columns.size)).astype(np.float32)
+            dev.observe(columns, g)
+            dense_sum[:, columns] += g
+            dense_sq[:, columns] += g * g
+            batches += 1
+        np.testing.assert_array_equal(dev.columns, columns)
+        np.testing.assert_allclose(dev.grad_sum, dense_sum[:, columns], rtol=1e-6)
+        np.testing.assert_allclose(dev.grad_sq_sum, dense_sq[:, columns], rtol=1e-6)
+        want = 0.1 * dense_sum[:, columns] / (np.sqrt(dense_sq[:, columns] / batches) + 1e-8)
+        np.testing.assert_allclose(dev.would_be_update(0.1, adaptive=True, epoch_batches=12), want, rtol=1e-5)
+        dev.end_interval(keep)
+        dense_sum *= np.float32(keep)
+        dense_sq *= np.float32(keep)
+        batches *= keep
+        assert dev.window_batches == pytest.approx(batches)
+
+
+def test_a_steady_gradient_sums_to_an_epoch_whatever_the_interval(rng):
+    """With development every N of an epoch's E batches, a gradient that keeps its value
+    sums to about E times itself once the window has filled, for every N (the paper's
+    per-epoch update); scaling the last interval by E / N would give that for a steady
+    gradient too, but would multiply a noisy one's sum by E / N instead of sqrt(E / N)."""
+    from evsim.structure.sdsnn import LayerDevelopment
+
+    epoch, columns, g = 60, np.array([0, 2]), np.full((3, 2), 0.5, np.float32)
+    for interval in (1, 4, 15, 60):
+        dev = LayerDevelopment(small_network(rng, (3, 4, 2)).layers[0], CFG)
+        for _ in range(20 * epoch // interval):
+            for _ in range(interval):
+                dev.observe(columns, g)
+            update = dev.would_be_update(1.0, adaptive=False, epoch_batches=epoch)
+            dev.end_interval(max(0.0, 1 - interval / epoch))
+        np.testing.assert_allclose(update, epoch * g, rtol=0.01)
+
+
+def test_sdsnn_decays_the_window_at_every_step_by_one_interval_of_an_epoch(rng):
+    """Every 2 of 8 batches: keep 0.75; once per epoch, or every interval longer than an
+    epoch: the sums start afresh at every step."""
+    net = small_network(rng)
+    assert [SDSNN(net, CFG, True, epoch, interval).keep for epoch, interval in ((8, 2), (8, 8), (4, 8), (None, None))] \
+        == [0.75, 0.0, 0.0, 0.0]
+    structure = SDSNN(net, CFG, True, 8, 2)
+    dev, g = structure.state[0], rng.standard_normal((net.layers[0].n_in, 2)).astype(np.float32)
+    dev.observe(np.array([3, 5]), g)
+    structure.develop(net, lr=1e-3)
+    np.testing.assert_array_equal(dev.grad_sum, g * np.float32(0.75))
+    assert dev.window_batches == 0.75
 
 
 def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
@@ -356,8 +420,8 @@ def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
         total_sq += g * g
     np.testing.assert_array_equal(dev.grad_sum, total)
     np.testing.assert_array_equal(dev.grad_sq_sum, total_sq)
-    assert dev.batches == 4 and dev.columns.tolist() == [1, 4, 7]
-    with pytest.raises(ShapeError, match="within an interval"):
+    assert dev.window_batches == 4 and dev.columns.tolist() == [1, 4, 7]
+    with pytest.raises(ShapeError, match="over sums of"):
         dev.observe(columns, grads[0][:, :2])
 
 

@@ -14,14 +14,16 @@ STRUCTURES = ("sdsnn", "none", "magnitude", "set")
 
 
 def make_structure(name: str, network, sdsnn: SDSNNConfig, target_sparsity: float, schedule_steps: int,
-                   adaptive_optimizer: bool, seed: int, epoch_batches: int | None = None):
-    """The controller called ``name``, or None for ``"none"``. ``epoch_batches``: batches
-    per epoch when development runs every few batches (SD-SNN's would-be updates are
-    taken over an epoch, see :mod:`evsim.structure.sdsnn`)."""
+                   adaptive_optimizer: bool, seed: int, epoch_batches: int | None = None,
+                   interval: int | None = None):
+    """The controller called ``name``, or None for ``"none"``. ``epoch_batches`` and
+    ``interval``: batches per epoch and between development steps, when development runs
+    every few batches (SD-SNN's would-be updates are taken over about an epoch, see
+    :mod:`evsim.structure.sdsnn`)."""
     if name == "none":
         return None
     if name == "sdsnn":
-        return SDSNN(network, sdsnn, adaptive_optimizer, epoch_batches)
+        return SDSNN(network, sdsnn, adaptive_optimizer, epoch_batches, interval)
     if not 0 < target_sparsity < 1:
         raise ConfigError(f"--target-sparsity must be in (0, 1) for {name}, got {target_sparsity}")
     if name == "magnitude":

@@ -25,10 +25,15 @@ the paper, or every N batches) on each developing layer:
    pruned neurons.
 
 The would-be *update* mirrors the optimizer: SGD ``lr * sum_b g_b``; Adam-family
-``lr * sum_b g_b / (sqrt(mean_b g_b^2) + eps)`` (Adam's normalisation without momentum).
-With development every N batches it is taken at the interval's rate over one epoch
-(x epoch_batches / N): in the paper a development step *is* an epoch, and comparing
-a few batches' update with the weights' percentiles would never let a synapse regrow.
+``lr * sum_b g_b / (sqrt(mean_b g_b^2) + eps)`` (Adam's normalisation without momentum),
+over the batches of the last epoch, as in the paper, where a development step *is* an
+epoch. With development every N of an epoch's E batches the sums are a rolling window:
+at every step they decay by ``1 - N / E``, so they weigh about the last E batches (a
+gradient that keeps its sign sums to E times itself, as over an epoch) whatever N is.
+Scaling the last interval's sum by E / N instead (evsim before this) multiplied its
+noise by E / N where an epoch's sum grows it by sqrt(E / N): with N = 4 and the 600
+batches of the real N-MNIST almost every missing synapse qualified, 595,317 regrew at
+one step with weights at the range's bound, and the network fell to chance.
 """
 from __future__ import annotations
 
@@ -167,9 +172,20 @@ def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.n
     return np.divmod(np.flatnonzero(ready), ready.shape[1])  # row-major, as np.nonzero; 0.1 against 2 ms
 
 
+def carry_columns(values: np.ndarray, old_columns: np.ndarray, new_columns: np.ndarray) -> np.ndarray:
+    """Re-index ``values`` ``[n_in, len(old_columns)]`` to ``new_columns`` (both increasing):
+    a column in both keeps its values, one that joined starts at 0."""
+    carried = np.zeros((values.shape[0], new_columns.size), dtype=values.dtype)
+    before = np.searchsorted(old_columns, new_columns)
+    kept = before < old_columns.size
+    kept[kept] = old_columns[before[kept]] == new_columns[kept]
+    carried[:, kept] = values[:, before[kept]]
+    return carried
+
+
 class LayerDevelopment:
     """Per-layer development state: rho, q, and, over the layer's incomplete columns, the
-    regeneration counters and the would-be gradient sums of the current interval."""
+    regeneration counters and the would-be gradient sums of the last epoch's window."""
 
     def __init__(self, layer: SparseLinear, cfg: SDSNNConfig):
         self.rho = cfg.rho_init
@@ -177,47 +193,51 @@ class LayerDevelopment:
         self.columns = np.zeros(0, dtype=np.int64)
         self.grad_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
         self.grad_sq_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
-        self.batches = 0
+        self.window_batches = 0.0
         self.counter = np.zeros((layer.n_in, 0), dtype=np.int16)
         self.counter_columns = np.zeros(0, dtype=np.int64)
 
     def observe(self, columns: np.ndarray, would_be_grad: np.ndarray) -> None:
         """Add one batch's would-be gradients ``[n_in, len(columns)]``."""
-        if self.batches == 0:
-            # Structure changes only between intervals, so the columns are fixed within one.
+        if not np.array_equal(columns, self.columns):  # the structure changed since the last batch
+            self.grad_sum = carry_columns(self.grad_sum, self.columns, columns)
+            self.grad_sq_sum = carry_columns(self.grad_sq_sum, self.columns, columns)
             self.columns = columns.copy()
-            self.grad_sum = np.zeros_like(would_be_grad)
-            self.grad_sq_sum = np.zeros_like(would_be_grad)
         if would_be_grad.shape != self.grad_sum.shape:  # the kernel indexes unchecked
-            raise ShapeError(f"would-be gradients {would_be_grad.shape} within an interval over {self.grad_sum.shape}")
+            raise ShapeError(f"would-be gradients {would_be_grad.shape} over sums of {self.grad_sum.shape}")
         _add_with_squares(would_be_grad, self.grad_sum, self.grad_sq_sum)
-        self.batches += 1
+        self.window_batches += 1.0
 
     def would_be_update(self, lr: float, adaptive: bool, epoch_batches: int | None = None,
                         eps: float = 1e-8) -> np.ndarray:
-        """The would-be update ``[n_in, len(columns)]`` over the interval; with
-        ``epoch_batches``, at the interval's rate over that many batches."""
-        scale = lr if epoch_batches is None else lr * epoch_batches / max(self.batches, 1)
+        """The would-be update ``[n_in, len(columns)]`` over the window; a window longer
+        than ``epoch_batches`` is scaled down to one epoch's rate."""
+        batches = max(self.window_batches, 1.0)
+        scale = lr if epoch_batches is None else lr * min(1.0, epoch_batches / batches)
         if adaptive:
-            rms = np.sqrt(self.grad_sq_sum / max(self.batches, 1))
+            rms = np.sqrt(self.grad_sq_sum / np.float32(batches))
             return scale * self.grad_sum / (rms + eps)
         return scale * self.grad_sum
 
-    def carry_counter(self, n_out: int) -> None:
+    def carry_counter(self) -> None:
         """Re-index the regeneration counters from the columns they were counted over to
-        this interval's. A column that left holds no missing synapse any more; one that
+        the window's. A column that left holds no missing synapse any more; one that
         joined had none missing, or no would-be update, at the last count: both at 0."""
-        if np.array_equal(self.counter_columns, self.columns):
-            return
-        before = column_positions(self.counter_columns, n_out)[self.columns]
-        kept = before >= 0
-        counter = np.zeros((self.counter.shape[0], self.columns.size), dtype=np.int16)
-        counter[:, kept] = self.counter[:, before[kept]]
-        self.counter, self.counter_columns = counter, self.columns.copy()
+        if not np.array_equal(self.counter_columns, self.columns):
+            self.counter = carry_columns(self.counter, self.counter_columns, self.columns)
+            self.counter_columns = self.columns.copy()
 
-    def reset_interval(self) -> None:
-        """Start a new interval; the sums are dropped, not kept to be saved in checkpoints."""
-        self.batches = 0
+    def end_interval(self, keep: float) -> None:
+        """Decay the window's sums by ``keep`` (``1 - interval / epoch``), so that they
+        weigh about the last epoch's batches; with ``keep`` 0 they are dropped, so that
+        nothing stale is saved in checkpoints."""
+        if keep > 0:
+            self.grad_sum *= np.float32(keep)
+            self.grad_sq_sum *= np.float32(keep)
+            self.window_batches *= keep
+            return
+        self.window_batches = 0.0
+        self.columns = np.zeros(0, dtype=np.int64)
         self.grad_sum = np.zeros((self.grad_sum.shape[0], 0), dtype=np.float32)
         self.grad_sq_sum = np.zeros((self.grad_sq_sum.shape[0], 0), dtype=np.float32)
 
@@ -232,10 +252,13 @@ class SDSNN:
     name = "sdsnn"
 
     def __init__(self, network: Network, cfg: SDSNNConfig, adaptive_optimizer: bool = True,
-                 epoch_batches: int | None = None):
+                 epoch_batches: int | None = None, interval: int | None = None):
         self.cfg = cfg
         self.adaptive = adaptive_optimizer
         self.epoch_batches = epoch_batches
+        # Development every `interval` batches: the would-be sums decay by this at every
+        # step, a window of about one epoch; once per epoch they start afresh.
+        self.keep = max(0.0, 1.0 - interval / epoch_batches) if epoch_batches and interval else 0.0
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
         self.state = {k: LayerDevelopment(network.layers[k], cfg) for k in self.layers}
@@ -272,9 +295,9 @@ class SDSNN:
                 if kill.size:
                     pruned = layer.kill(kill)
                 dev.q = regrowth_percentile(s, cfg)
-                if dev.batches:
+                if dev.window_batches:
                     would_be = dev.would_be_update(lr, self.adaptive, self.epoch_batches)
-                    dev.carry_counter(layer.n_out)
+                    dev.carry_counter()
                     pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, dev.q,
                                                     cfg.regrow_steps)
                     if pre.size:
@@ -283,7 +306,7 @@ class SDSNN:
                         weights = np.clip(-would_be[pre, slot], -m, m)
                         regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
                         store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
-            dev.reset_interval()
+            dev.end_interval(self.keep)
             layer.sync_weights()
             stats.append({
                 "layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
