@@ -163,3 +163,67 @@ def test_sample_events(tmp_path):
     events, label, sensor, path = dvsgesture.sample_events(opts(tmp_path), "test", 0)
     assert sensor == (128, 128, 2) and label in (1, 7) and len(events) == 3000
     assert events["t"].max() >= 100_000  # the files hold ms; tonic's reader gives us
+
+
+# ---------------------------------------------------------------- mutation audit
+
+@pytest.mark.parametrize("row,match", [
+    ([3.0, 4.0, 2.0, 10.0], r"event 1 has a polarity other than 0 or 1 \(1 such events\)"),
+    ([3.0, 4.0, -1.0, 10.0], "event 1 has a polarity other than 0 or 1"),
+    ([3.5, 4.0, 1.0, 10.0], "event 1 has a fractional coordinate"),
+    ([3.0, 127.25, 1.0, 10.0], "event 1 has a fractional coordinate"),
+    ([np.nan, 4.0, 1.0, 10.0], "event 1 has a NaN or infinite value"),
+    ([3.0, 4.0, 1.0, np.inf], "event 1 has a NaN or infinite value"),
+    ([128.0, 4.0, 1.0, 10.0], "event at x=128, y=4 lies outside the 128x128 sensor"),
+    ([3.0, 128.0, 1.0, 10.0], "event at x=3, y=128 lies outside the 128x128 sensor"),
+])
+def test_each_bad_event_is_named(tmp_path, row, match):
+    rows = np.array([[127.0, 127.0, 0.0, 5.0], row, [0.0, 0.0, 1.0, 20.0]])
+    np.save(tmp_path / "r.npy", rows)
+    with pytest.raises(DataError, match=r"r\.npy: " + match):
+        dvsgesture.read_gesture_npy(tmp_path / "r.npy")
+
+
+def test_a_good_recording_reads_field_by_field(tmp_path):
+    rows = np.array([[127.0, 0.0, 0.0, 5.0], [3.0, 4.0, 1.0, 10.5]])
+    np.save(tmp_path / "r.npy", rows)
+    events = dvsgesture.read_gesture_npy(tmp_path / "r.npy")
+    assert events["x"].tolist() == [127, 3] and events["y"].tolist() == [0, 4]
+    assert events["p"].tolist() == [0, 1] and events["t"].tolist() == [5000, 10500]
+
+
+@pytest.mark.parametrize("size", [1, 128])
+def test_downsample_limits_are_accepted(tmp_path, size):
+    make_gestures(tmp_path / "data")
+    ds = load_dataset("dvsgesture", opts(tmp_path, time_steps=1, downsample=size))
+    assert ds.sample_shape == (2, size, size) and ds.train.inputs.shape == (3, 1, 2, size, size)
+    assert int(ds.train.inputs[0].sum()) == 3000
+
+
+def test_negative_downsample_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="downsample must be 0 .native. or 1..128, got -1"):
+        load_dataset("dvsgesture", opts(tmp_path, downsample=-1))
+
+
+def test_cache_is_keyed_by_downsampling(tmp_path):
+    make_gestures(tmp_path / "data")
+    native = load_dataset("dvsgesture", opts(tmp_path, time_steps=2))
+    small = load_dataset("dvsgesture", opts(tmp_path, time_steps=2, downsample=16))
+    assert native.meta["cache"] != small.meta["cache"]
+    assert native.train.inputs.shape == (3, 2, 2, 128, 128) and small.train.inputs.shape == (3, 2, 2, 16, 16)
+    assert small.train.inputs.to_dense().shape == (3, 2, 2, 16, 16)
+
+
+def test_duration_is_last_minus_first_timestamp(tmp_path):
+    make_gestures(tmp_path / "data")
+    for f in (tmp_path / "data" / "DVSGesture").glob("*/*/*.npy"):
+        rows = np.load(f)
+        rows[:, 3] += 1000.0  # every recording starts 1 s late
+        np.save(f, rows)
+    ds = load_dataset("dvsgesture", opts(tmp_path, time_steps=2))
+    files = sorted((tmp_path / "data" / "DVSGesture" / "ibmGestureTrain").glob("*/*.npy"))
+    spans = [np.load(f)[:, 3].max() - np.load(f)[:, 3].min() for f in files]
+    ons = sum(int(np.load(f)[:, 2].sum()) for f in files)
+    stats = ds.meta["event_stats"]["train"]
+    assert stats["duration_ms"] == pytest.approx(np.mean(spans))
+    assert stats["on_fraction"] == pytest.approx(ons / 9000)

@@ -456,3 +456,211 @@ def test_emulated_folder_given_as_data_dir_is_still_recorded_as_emulated(tmp_pat
     assert ds.source == "emulated" and "EMULATED" in ds.meta["notice"]
     with pytest.raises(DataError, match="holds emulated N-MNIST .*not real recordings"):
         load_dataset("nmnist", opts(tmp_path, data_dir=root, source="real"))
+
+
+# ---------------------------------------------------------------- mutation audit: hand-worked oracles
+
+def nmnist_events(rows):
+    """Structured N-MNIST events from ``(x, y, t, p)`` rows (sorted by t)."""
+    events = np.zeros(len(rows), dtype=tonic.datasets.NMNIST.dtype)
+    for k, (x, y, t, p) in enumerate(rows):
+        events[k] = (x, y, t, p)
+    return events
+
+
+def make_files(root: Path, train: list, test: list) -> Path:
+    """``root/Train/<label>/<k>.bin`` and ``root/Test/...`` from lists of ``(label, events)``."""
+    for folder, recordings in (("Train", train), ("Test", test)):
+        for k, (label, events) in enumerate(recordings):
+            (root / folder / str(label)).mkdir(parents=True, exist_ok=True)
+            (root / folder / str(label) / f"{k:05d}.bin").write_bytes(encode_nmnist_bin(events))
+    return root
+
+
+def test_sensor_bounds_are_exclusive_and_width_is_x():
+    from evsim.data.events import check_in_sensor
+
+    check_in_sensor(np.array([0, 33]), np.array([33, 0]), (34, 34, 2), "f")  # the last pixel is inside
+    for x, y in ((34, 0), (0, 34), (-1, 0), (0, -1)):
+        with pytest.raises(DataError, match=f"f: event at x={x}, y={y} lies outside the 34x34 sensor"):
+            check_in_sensor(np.array([5, x]), np.array([5, y]), (34, 34, 2), "f")
+    # a 5 (wide) x 3 (high) sensor, tonic order (W, H, P): x up to 4, y up to 2
+    check_in_sensor(np.array([4, 0]), np.array([2, 2]), (5, 3, 2), "f")
+    with pytest.raises(DataError, match=r"x=0, y=3 lies outside the 5x3 sensor \(1 such events\)"):
+        check_in_sensor(np.array([4, 0]), np.array([2, 3]), (5, 3, 2), "f")
+    with pytest.raises(DataError, match=r"x=5, y=0 lies outside the 5x3 sensor"):
+        check_in_sensor(np.array([5]), np.array([0]), (5, 3, 2), "f")
+
+
+def test_an_event_on_the_pixel_past_the_sensor_edge_is_refused(tmp_path):
+    path = tmp_path / "edge.bin"
+    path.write_bytes(encode_nmnist_bin(nmnist_events([(33, 33, 10, 1), (34, 2, 20, 0)])))
+    with pytest.raises(DataError, match=r"edge\.bin: event at x=34, y=2 lies outside the 34x34 sensor"):
+        read_nmnist_bin(path)
+
+
+def test_empty_and_full_frames_of_a_non_square_sensor_are_t_c_h_w():
+    empty = to_frames(np.zeros(0, dtype=tonic.datasets.NMNIST.dtype), (5, 3, 2), 4, "events")
+    assert empty.shape == (4, 2, 3, 5) and not empty.any()
+    events = nmnist_events([(4, 0, 0, 1), (0, 2, 10, 0), (4, 2, 20, 1), (1, 1, 30, 1)])
+    frames = to_frames(events, (5, 3, 2), 2, "events")
+    expected = np.zeros((2, 2, 3, 5), dtype=frames.dtype)  # [t, p, y, x]; 2 events per bin
+    expected[0, 1, 0, 4] = expected[0, 0, 2, 0] = expected[1, 1, 2, 4] = expected[1, 1, 1, 1] = 1
+    np.testing.assert_array_equal(frames, expected)
+
+
+def test_event_stats_are_the_raw_recordings_statistics(tmp_path):
+    a = nmnist_events([(1, 1, 1000, 1), (2, 2, 3000, 0), (3, 3, 9000, 1), (4, 4, 9500, 1)])
+    b = nmnist_events([(5, 5, 20_000, 0), (6, 6, 26_000, 0)])
+    root = make_files(tmp_path / "data", train=[(0, a), (1, b)], test=[(0, b)])
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2))
+    train = ds.meta["event_stats"]["train"]
+    assert train["samples"] == 2 and train["events_per_sample"] == 3.0
+    assert train["on_fraction"] == pytest.approx(3 / 6)  # 3 ON (p = 1) of 6 events
+    assert train["duration_ms"] == pytest.approx((8.5 + 6.0) / 2)  # last minus first timestamp
+    test = ds.meta["event_stats"]["test"]
+    assert test["on_fraction"] == 0.0 and test["duration_ms"] == pytest.approx(6.0)
+
+
+def test_frames_that_cannot_fit_in_memory_are_refused_before_framing(tmp_path, monkeypatch):
+    from evsim.data import events as event_module
+
+    root = make_plain(tmp_path / "data", real_first=False)
+    # 2 train samples of 20 frames: 20 * (8 * 2 + 2 * 2312) bytes = 92,800 bytes
+    monkeypatch.setattr(event_module, "_physical_memory", lambda: 92_799)
+    with pytest.raises(ConfigError, match="2 train samples of 20 frames do not fit in memory; reduce --time-steps"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert cache_entries(tmp_path) == []
+    monkeypatch.setattr(event_module, "_physical_memory", lambda: 92_800)
+    assert len(load_dataset("nmnist", opts(tmp_path, data_dir=root)).train) == 2
+
+
+@pytest.mark.parametrize("damage", ["label 10", "label -1", "one label too many", "index past the frame",
+                                    "ptr falls", "ptr starts at 1"])
+def test_an_inconsistent_cache_entry_is_built_again(tmp_path, damage):
+    root = make_plain(tmp_path / "data", real_first=False)
+    first = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=4))
+    folder = Path(first.meta["cache"])
+    expected = first.train.inputs.to_dense(), first.train.labels.copy()
+    labels = np.load(folder / "train_labels.npy")
+    ptr = np.load(folder / "train_ptr.npy")
+    idx = np.load(folder / "train_idx.npy")
+    del first
+    if damage == "label 10":
+        np.save(folder / "train_labels.npy", np.array([0, 10]))
+    elif damage == "label -1":
+        np.save(folder / "train_labels.npy", np.array([-1, 1]))
+    elif damage == "one label too many":
+        np.save(folder / "train_labels.npy", np.append(labels, 1))
+    elif damage == "index past the frame":
+        idx[-1] = 2 * 34 * 34  # one past the last cell
+        np.save(folder / "train_idx.npy", idx)
+    elif damage == "ptr falls":
+        ptr[2], ptr[3] = ptr[3], ptr[2]  # rows 1 and 2 overlap, ptr[-1] still the event count
+        assert ptr[2] > ptr[3]
+        np.save(folder / "train_ptr.npy", ptr)
+    elif damage == "ptr starts at 1":
+        ptr[0] = 1
+        np.save(folder / "train_ptr.npy", ptr)
+    again = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=4))
+    assert again.meta["cache"] == str(folder)
+    np.testing.assert_array_equal(np.load(folder / "train_labels.npy"), expected[1])
+    np.testing.assert_array_equal(again.train.labels, expected[1])
+    np.testing.assert_array_equal(again.train.inputs.to_dense(), expected[0])
+
+
+def test_cache_is_keyed_by_crop_and_denoise(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    full = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2))
+    cropped = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2, crop=True))
+    denoised = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2, denoise_us=500))
+    assert full.train.inputs.shape[-2:] == (34, 34) and cropped.train.inputs.shape[-2:] == (32, 32)
+    assert cropped.train.inputs.to_dense().shape == (2, 2, 2, 32, 32)
+    assert len({full.meta["cache"], cropped.meta["cache"], denoised.meta["cache"]}) == 3
+    assert int(denoised.train.inputs.val.sum()) < int(full.train.inputs.val.sum())
+
+
+def test_a_rewritten_file_of_the_same_mtime_or_size_is_framed_again(tmp_path):
+    import os
+
+    root = make_plain(tmp_path / "data", real_first=False)
+    path = root / "Train" / "1" / "00000.bin"
+    a = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2))
+    stamp = path.stat()
+    # another recording, longer, with the old mtime (as `cp -p` or an archive would leave it)
+    path.write_bytes(encode_nmnist_bin(synthetic_events(np.random.default_rng(5), 700)))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    b = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2))
+    assert b.meta["cache"] != a.meta["cache"] and int(b.train.inputs[1].sum()) == 700
+    # another recording of the same size, written later
+    path.write_bytes(encode_nmnist_bin(synthetic_events(np.random.default_rng(6), 700)))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    c = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=2))
+    assert c.meta["cache"] not in (a.meta["cache"], b.meta["cache"])
+    expected = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_event_bins=2)(read_nmnist_bin(path))
+    np.testing.assert_array_equal(c.train.inputs[1], expected)
+
+
+def test_files_fingerprint_changes_with_the_labels(tmp_path):
+    from evsim.data.cache import files_fingerprint
+
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    for f in files:
+        f.write_bytes(b"12345")
+    same = files_fingerprint(files, [0, 1])
+    assert same == files_fingerprint(files, np.array([0, 1]))
+    assert same["files"] == 2 and same["bytes"] == 10
+    assert files_fingerprint(files, [1, 0])["names"] != same["names"]
+
+
+def test_denoise_runs_before_the_crop(tmp_path):
+    """An event whose only neighbour lies in the cropped-off border survives (denoise, then
+    crop, as documented); an isolated event does not."""
+    # (tonic keeps every event of the first filter_time us: these come later)
+    events = nmnist_events([(0, 5, 5000, 1),      # B: on the border column, dropped by crop (and by denoise)
+                            (10, 10, 5050, 0),   # C: first of a pair: no earlier neighbour, denoised away
+                            (1, 5, 5100, 1),     # A: neighbour B 100 us before: kept, becomes x = 0
+                            (11, 10, 5150, 0),   # D: neighbour C 100 us before: kept, becomes x = 10
+                            (20, 20, 5200, 1)])  # isolated: denoised away
+    root = make_files(tmp_path / "data", train=[(0, events)], test=[(0, events)])
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=1, crop=True, denoise_us=1000))
+    expected = np.zeros((1, 2, 32, 32), dtype=np.uint8)  # [t, p, y, x], crop offset 1
+    expected[0, 1, 4, 0] = 1  # A
+    expected[0, 0, 9, 10] = 1  # D
+    np.testing.assert_array_equal(ds.train.inputs[0], expected)
+
+
+def test_sample_index_equal_to_the_count_is_out_of_range(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    with pytest.raises(ConfigError, match="index 2 out of range: the test split has 2 samples"):
+        nmnist.sample_events(opts(tmp_path, data_dir=root), "test", 2)
+    with pytest.raises(ConfigError, match="index -1 out of range"):
+        nmnist.sample_events(opts(tmp_path, data_dir=root), "test", -1)
+
+
+def test_an_extra_recording_in_the_emulated_cache_is_damage(tmp_path, monkeypatch):
+    own_emulation(monkeypatch)
+    first = load_dataset("nmnist", opts(tmp_path, source="emulated", time_steps=2))
+    root = Path(first.meta["root"])
+    stray = root / "Train" / "0" / "99999.bin"
+    stray.write_bytes(encode_nmnist_bin(synthetic_events(np.random.default_rng(1), 50)))
+    again = load_dataset("nmnist", opts(tmp_path, source="emulated", time_steps=2))
+    assert "Train holds 11 recordings, its manifest says 10" in again.meta["notice"]
+    assert not stray.exists() and len(again.train) == 10
+    np.testing.assert_array_equal(again.train.inputs.to_dense(), first.train.inputs.to_dense())
+
+
+def test_a_frame_entry_of_a_non_square_sensor_keeps_h_and_w(tmp_path):
+    from evsim.data.cache import load_entry
+    from evsim.data.events import build_frames_entry, splits_from_entry
+
+    events = nmnist_events([(4, 0, 0, 1), (0, 2, 10, 0), (4, 2, 20, 1), (1, 1, 30, 1)])
+    path = tmp_path / "a.bin"
+    path.write_bytes(encode_nmnist_bin(events))
+    splits = {"train": ([path], np.array([1])), "test": ([path, path], np.array([0, 1]))}
+    build_frames_entry(tmp_path, splits, read_nmnist_bin, lambda e: e, (5, 3, 2), 2, "events",
+                       {"classes": ["a", "b"]}, progress=False)
+    (train, test), meta = load_entry(tmp_path, splits_from_entry)
+    assert meta["frame_shape"] == [2, 2, 3, 5] and train.inputs.shape == (1, 2, 2, 3, 5) and len(test) == 2
+    np.testing.assert_array_equal(train.inputs[0], to_frames(events, (5, 3, 2), 2, "events"))
+    assert train.inputs.to_dense()[0, 0, 1, 0, 4] == 1 and test.labels.tolist() == [0, 1]

@@ -215,3 +215,72 @@ def test_cli_info_mnist_prints_the_notice(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("NOTICE: full MNIST (IDX files) not found")
     assert "data_source  mnist-5k" in result.output
+
+
+# ---------------------------------------------------------------- mutation audit
+
+def test_idx_file_with_trailing_bytes_is_corrupt(tmp_path):
+    make_idx(tmp_path / "d", gz=False)
+    path = tmp_path / "d" / IDX_NAMES["test"][1]
+    path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: holds 5 data bytes but its header says \(4,\)"):
+        load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
+
+
+def test_read_idx_images_big_endian_dims(tmp_path):
+    images = np.arange(2 * 3 * 300, dtype=np.int64).reshape(2, 3, 300) % 251
+    path = tmp_path / "images"
+    path.write_bytes(idx_bytes(images))  # 300 > 255: a dimension that needs two bytes
+    np.testing.assert_array_equal(read_idx(path, 3), images.astype(np.uint8))
+
+
+def test_mnist_label_10_and_non_square_images_are_refused(tmp_path):
+    make_idx(tmp_path / "d", gz=False)
+    labels = tmp_path / "d" / IDX_NAMES["train"][1]
+    labels.write_bytes(idx_bytes(np.array([1, 2, 3, 4, 5, 10], np.uint8)))
+    with pytest.raises(DataError, match="label 10 is not a digit 0..9"):
+        load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
+    make_idx(tmp_path / "e", gz=False)
+    (tmp_path / "e" / IDX_NAMES["train"][0]).write_bytes(idx_bytes(np.zeros((6, 28, 20), np.uint8)))
+    with pytest.raises(DataError, match="images are 28x20, MNIST needs 28x28"):
+        load_dataset("mnist", DataOptions(data_dir=tmp_path / "e"))
+
+
+def test_mnist_intensities_are_bytes_over_255(tmp_path):
+    make_idx(tmp_path / "d", n_train=1, n_test=1, gz=False)
+    images = np.zeros((1, 28, 28), np.uint8)
+    images[0, 0, :4] = [0, 51, 128, 255]
+    (tmp_path / "d" / IDX_NAMES["train"][0]).write_bytes(idx_bytes(images))
+    ds = load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
+    np.testing.assert_allclose(ds.train.inputs[0, :4], [0.0, 0.2, 128 / 255, 1.0], rtol=1e-6)
+
+
+def test_emulated_source_uses_the_5k_sample_even_with_idx_files(tmp_path):
+    make_idx(tmp_path / "d", gz=False)
+    ds = load_dataset("mnist", DataOptions(data_dir=tmp_path / "d", source="emulated"))
+    assert ds.source == "mnist-5k" and len(ds.train) == 4000 and "--source emulated" in ds.meta["notice"]
+
+
+def test_cifar10_normalisation_uses_the_standard_constants(tmp_path):
+    """Per-channel mean and std of the CIFAR-10 training set (R, G, B), written out here."""
+    folder = make_cifar(tmp_path, per_batch=1)
+    direct = load_dataset("cifar10", DataOptions(data_dir=tmp_path))
+    with open(folder / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="bytes")[b"data"][0].astype(np.float64)
+    mean = np.repeat([0.4914, 0.4822, 0.4465], 1024)
+    std = np.repeat([0.2470, 0.2435, 0.2616], 1024)
+    np.testing.assert_allclose(direct.train.inputs[0], (first / 255 - mean) / std, rtol=1e-5, atol=1e-5)
+    assert direct.meta["normalization"] == {"mean": pytest.approx([0.4914, 0.4822, 0.4465]),
+                                            "std": pytest.approx([0.2470, 0.2435, 0.2616])}
+
+
+@pytest.mark.parametrize("batch,match", [
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, -1]}, "label .* is not a class 0..9"),
+    ({b"data": np.zeros((2, 3072), np.float64), b"labels": [0, 1]}, r"expected uint8 data .* float64"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]}, "and 3 labels"),
+])
+def test_more_bad_cifar_batches(tmp_path, batch, match):
+    folder = make_cifar(tmp_path)
+    (folder / "data_batch_5").write_bytes(pickle.dumps(batch))
+    with pytest.raises(DataError, match=f"data_batch_5: .*{match}"):
+        load_dataset("cifar10", DataOptions(data_dir=tmp_path))
