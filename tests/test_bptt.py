@@ -251,3 +251,94 @@ def test_smooth_surrogates_are_derivatives_of_their_primitive(kind):
 def test_rectangular_surrogate_is_the_paper_window():
     x = np.array([-0.6, -0.5, -0.49, 0.0, 0.49, 0.5, 0.6], dtype=np.float32)
     np.testing.assert_array_equal(surrogate_grad(x), [0, 0, 1, 1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_counts_and_gradients_with_pruned_output_neurons(rng, path):
+    """Dead output neurons count 0 and their dL/dcount is dropped; the alive ones keep
+    their own columns of the counts and of dL/dcount (the dense twin: dead columns have no
+    weights and a bias far below threshold)."""
+    net, weights, biases = build_network(rng, [30, 20, 6], 0.7, path, LIFParameters())
+    net.layers[1].kill([1, 3])
+    weights[1][:, [1, 3]] = 0
+    ref_biases = [biases[0], biases[1].copy()]
+    ref_biases[1][[1, 3]] = -100.0
+    x = (rng.random((8, 6, 30)) < 0.4).astype(np.float32)
+    labels = np.array([1, 0, 3, 2, 4, 5])
+    counts, traces = net.forward(x)
+    ref_counts, ref_trace = network_forward(x, weights, ref_biases)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert np.all(counts[:, [1, 3]] == 0) and counts[:, [0, 2, 4, 5]].any()
+    _, grad_counts = mse_rate(counts.copy(), labels, 8)
+    net.backward(traces, grad_counts)
+    grads_w, _ = network_backward(ref_trace, weights, grad_counts, lambda u: surrogate_grad(u - np.float32(0.5)))
+    for layer, gw in zip(net.layers, grads_w):
+        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+                                   atol=1e-6)
+        assert np.abs(layer.grad_data).max() > 0
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
+    """Dead neurons in two stacked layers: each layer's dead columns get, summed against
+    its input events, the error the layer above sends back to their rows. The middle
+    layer's weights from the dead neurons below go to its *alive* neurons only (and in a
+    padded rows copy, to no padding column). Oracle: the NumPy LIF backward of the
+    recorded traces. The layers' uninitialised buffers are filled with NaN, so a read of
+    the padding past the alive neurons shows."""
+    import evsim.layers
+    from tests.reference import lif_backward
+
+    def poisoned(shape, dtype=np.float32):
+        out = aligned_empty(shape, dtype)
+        out[...] = np.nan
+        return out
+
+    aligned_empty = evsim.layers.aligned_empty
+    monkeypatch.setattr(evsim.layers, "aligned_empty", poisoned)
+
+    net, weights, _ = build_network(rng, [12, 10, 8, 3], 1.0, path, LIFParameters())
+    first, middle, top = net.layers
+    first.kill([2, 5])
+    middle.kill([1, 4])
+    assert middle.rows_copied == (path == "rows")  # 6 alive neurons: rows padded to 16
+    x = (rng.random((6, 5, 12)) < 0.6).astype(np.float32)
+    counts, traces = net.forward(x)
+    _, grad_counts = mse_rate(counts.copy(), rng.integers(0, 3, 5), 6)
+    net.backward(traces, grad_counts, would_be_grad=True)
+
+    def grad_u_of(k, grad_o):
+        u, o = traces[k].u, traces[k].spikes.astype(np.float32)
+        return lif_backward(grad_o.astype(np.float32), u, o, surrogate_grad(u - np.float32(0.5)))
+
+    w1, w2 = middle.store.to_dense(), top.store.to_dense()
+    grad_u2 = grad_u_of(2, np.broadcast_to(grad_counts, traces[2].u.shape))
+    sent2 = grad_u2 @ w2.T  # [T, B, 10]: the error of every middle neuron's row, dead ones too
+    grad_u1 = grad_u_of(1, sent2[:, :, middle.alive_index])
+    sent1 = grad_u1 @ w1[:, middle.alive_index].T  # [T, B, 12]
+    into_middle = np.zeros(x.shape[:2] + (10,), np.float32)
+    into_middle[:, :, first.alive_index] = traces[0].spikes
+    assert first.incomplete.tolist() == [2, 5] and middle.incomplete.tolist() == [1, 4]
+    want_first = np.einsum("tbi,tbj->ij", x, sent1[:, :, [2, 5]])
+    want_middle = np.einsum("tbi,tbj->ij", into_middle, sent2[:, :, [1, 4]])
+    np.testing.assert_allclose(first.would_be_grad, want_first, rtol=1e-4, atol=1e-5 * np.abs(want_first).max())
+    np.testing.assert_allclose(middle.would_be_grad, want_middle, rtol=1e-4, atol=1e-5 * np.abs(want_middle).max())
+    assert np.abs(want_first).min(axis=0).max() > 0 and np.abs(want_middle).max() > 0
+    want_grad = np.einsum("tbi,tbj->ij", into_middle, grad_u1)
+    np.testing.assert_allclose(middle.grad_data, want_grad[middle.store.rows(), middle.local_index[middle.store.indices]],
+                               rtol=1e-4, atol=1e-5 * np.abs(want_grad).max())
+
+
+def test_a_layer_of_exactly_the_factored_maximum_returns_factors(rng):
+    """FACTORED_MAX_NEURONS alive neurons is still narrow enough for factors (the bound is
+    inclusive); their product is the dense input gradient."""
+    net, _, _ = build_network(rng, [12, FACTORED_MAX_NEURONS], 1.0, "rows", LIFParameters())
+    x = (rng.random((4, 2, 12)) < 0.5).astype(np.float32)
+    _, traces = net.forward(x)
+    grad_spikes = rng.standard_normal(traces[0].u.shape).astype(np.float32)
+    layer = net.layers[0]
+    dense = layer.backward(traces[0], grad_spikes, net.lif, need_input_grad=True)
+    factors = layer.backward(traces[0], grad_spikes, net.lif, need_input_grad=True, factors_ok=True)
+    assert isinstance(factors, InputGradFactors)
+    product = factors.grad_u[:, :FACTORED_MAX_NEURONS] @ factors.weights
+    np.testing.assert_allclose(product.reshape(dense.shape), dense, rtol=1e-5, atol=1e-6)

@@ -276,3 +276,85 @@ def test_network_refuses_bad_input_with_one_line_errors(rng):
         net.forward(np.zeros((3, 2, 9), np.float32))
     with pytest.raises(ShapeError, match="NaN or infinite"):
         net.forward(np.full((3, 2, 10), np.inf, np.float32))
+
+
+def test_auto_path_at_exactly_the_threshold_adds_rows(rng):
+    """Scattering is chosen strictly below CSR_DENSITY_THRESHOLD: 100 synapses among
+    40 x 100 alive pairs (exactly the threshold) stay on rows, 99 scatter."""
+    from evsim.layers import CSR_DENSITY_THRESHOLD, SparseLinear
+    from evsim.synapses import SynapseStore
+
+    mask = np.zeros((40, 100), bool)
+    mask[np.arange(100) % 40, np.arange(100)] = True
+    assert mask.sum() / mask.size == CSR_DENSITY_THRESHOLD
+    weights = np.full(mask.shape, 0.5, np.float32)
+    assert SparseLinear(SynapseStore.from_dense(weights, mask)).path == "rows"
+    mask[0, 0] = False
+    assert SparseLinear(SynapseStore.from_dense(weights, mask)).path == "csr"
+
+
+def test_kill_zeroes_the_bias_and_its_moments_of_the_dead_neurons_only(rng):
+    """A revived neuron starts from a zero bias with fresh optimizer moments."""
+    layer, _, bias = make_layer(rng, 20, 10)
+    layer.bias_state["adam_m"] = np.arange(1, 11, dtype=np.float32)
+    layer.bias_state["adam_v"] = np.arange(11, 21, dtype=np.float32)
+    assert layer.kill([2, 7]) == 40
+    dead = np.isin(np.arange(10), [2, 7])
+    np.testing.assert_array_equal(layer.bias, np.where(dead, 0, bias))
+    np.testing.assert_array_equal(layer.bias_state["adam_m"], np.where(dead, 0, np.arange(1, 11)))
+    np.testing.assert_array_equal(layer.bias_state["adam_v"], np.where(dead, 0, np.arange(11, 21)))
+    layer.regrow([0], [7], [0.25])
+    assert layer.alive[7] and not layer.alive[2] and layer.alive_index.tolist() == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("path", ["rows", "csr"])
+def test_network_sync_weights_refreshes_every_layer(rng, path):
+    """After the optimizer changes the CSR data, Network.sync_weights refreshes each
+    layer's padded execution copy (20 and 4 alive neurons: both copied), so the next
+    forward pass runs the new weights: the dense twin's counts and membranes."""
+    from evsim.network import Network
+    from tests.reference import network_forward
+
+    layers, weights, biases = [], [], []
+    for n_in, n_out in ((40, 20), (20, 4)):
+        layer, weight, bias = make_layer(rng, n_in, n_out, 1.0, path, scale=16)
+        layers.append(layer)
+        weights.append(weight)
+        biases.append(bias)
+    net = Network(layers, LIFParameters())
+    assert all(layer.rows_copied == (path == "rows") for layer in net.layers)
+    x = spikes_input(rng, (6, 4, 40), 0.5)
+    for k, layer in enumerate(net.layers):
+        layer.store.data[:] = -layer.store.data  # what an optimizer step may do, in place
+        weights[k] = -weights[k]
+    net.sync_weights()
+    counts, traces = net.forward(x)
+    ref_counts, ref_trace = network_forward(x, weights, biases)
+    np.testing.assert_array_equal(counts, ref_counts)
+    for trace, (_, u_ref, _) in zip(traces, ref_trace):
+        np.testing.assert_array_equal(trace.u, u_ref)
+    assert ref_counts.any()
+
+
+@pytest.mark.parametrize("n_columns", [65, 75, 79, 17])
+def test_row_sums_write_nothing_past_the_output(rng, n_columns):
+    """A row's last tile of 2-5 vectors with a partial last vector: its masked lanes are
+    neither summed into the row nor stored past it. The output is the head of a larger
+    buffer whose tail must stay untouched (a store of whole vectors would write the
+    last row's sums there; inside the array, into the next row's first columns)."""
+    from evsim.kernels.propagate import accumulate_rows, tile_bounds
+
+    assert tile_bounds(20, n_columns).tolist() == [0, n_columns]
+    n_rows = 9
+    matrix = (rng.integers(-64, 65, (20, n_columns)) / 16).astype(np.float32)
+    counts = rng.integers(0, 20, n_rows)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    idx = rng.integers(0, 20, ptr[-1]).astype(np.int32)
+    for val in (np.ones(ptr[-1], np.float32), rng.integers(1, 4, ptr[-1]).astype(np.float32)):
+        buffer = np.full(n_rows * n_columns + 32, 7.5, np.float32)
+        out = buffer[:n_rows * n_columns].reshape(n_rows, n_columns)
+        accumulate_rows(ptr, idx, val, matrix, out)
+        expected = np.stack([(val[ptr[r]:ptr[r + 1], None] * matrix[idx[ptr[r]:ptr[r + 1]]]).sum(axis=0)
+                             for r in range(n_rows)])
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(buffer[n_rows * n_columns:], 7.5)

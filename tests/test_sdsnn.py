@@ -523,3 +523,95 @@ def test_development_steps_worked_by_hand():
     np.testing.assert_array_equal(store.state["r_plus"][new], 0.5)
     np.testing.assert_array_equal(store.state["r_minus"][new], -0.5)
     np.testing.assert_array_equal(store.state["prev_abs"][new], np.abs(store.data[new]))
+
+
+def assert_layer_runs_its_store(layer, rng):
+    """The layer's execution plan follows its store: a forward pass equals the dense NumPy
+    twin of the store's weights (a plan left from before a structural edit does not)."""
+    from evsim.kernels.events import dense_to_events
+    from evsim.neuron import LIFParameters
+
+    x = (rng.random((4, 3, layer.n_in)) < 0.5).astype(np.float32)
+    _, trace = layer.forward(dense_to_events(x), LIFParameters())
+    alive = layer.alive_index
+    u_ref, _ = reference.lif_forward(x, layer.store.to_dense()[:, alive], layer.bias[alive])
+    np.testing.assert_allclose(trace.u, u_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_magnitude_pruning_follows_the_cubic_schedule_and_removes_the_smallest_magnitudes(rng):
+    """Zhu & Gupta's s_f (1 - (1 - p)^3), p = (step - start + 1) / steps clipped to [0, 1],
+    worked by hand; each step removes exactly the smallest |w| (signs do not matter, ties
+    at the lowest position first) down to round(dense * (1 - s)), and the layer then runs
+    on the pruned store."""
+    net = small_network(rng)
+    layer = net.layers[0]
+    mp = MagnitudePruning(net, target=0.6, start=2, steps=4)
+    expected = {0: 0.0, 1: 0.0, 2: 0.6 * (1 - 0.75 ** 3), 3: 0.6 * (1 - 0.5 ** 3), 4: 0.6 * (1 - 0.25 ** 3),
+                5: 0.6, 6: 0.6}
+    for step, sparsity in expected.items():
+        assert mp.sparsity_at(step) == pytest.approx(sparsity, abs=1e-12), step
+    for step in range(1, 7):
+        before = layer.store.to_dense()
+        mask = layer.store.mask()
+        (stats,) = mp.develop(net, 1e-3)
+        keep = int(round(600 * (1 - expected[step])))
+        assert layer.store.nnz == keep and stats["synapses"] == keep
+        assert stats["pruned"] == mask.sum() - keep
+        order = np.argsort(np.abs(before[mask]), kind="stable")  # positions in row-major (CSR) order
+        want = mask.copy()
+        want[tuple(np.argwhere(mask)[order[:mask.sum() - keep]].T)] = False
+        np.testing.assert_array_equal(layer.store.mask(), want)
+        np.testing.assert_array_equal(layer.store.to_dense(), before * want)
+        assert_layer_runs_its_store(layer, rng)
+    assert mp.step == 6 and layer.store.nnz == 240
+
+
+def test_set_starts_at_its_sparsity_and_rewires_the_smallest_fraction(rng):
+    """SET keeps round(dense * (1 - sparsity)) synapses; each step removes the
+    int(zeta * nnz) smallest |w| and regrows as many at positions that were missing, with
+    fresh state and weights within PyTorch's +-1/sqrt(n_in); the layer runs on the store."""
+    net = small_network(rng)  # 30 -> 20 -> 4: 1/sqrt(n_in) differs from 1/sqrt(n_out)
+    layer = net.layers[0]
+    set_ = SET(net, sparsity=0.7, zeta=0.3, seed=3)
+    assert layer.store.nnz == 180 and net.layers[1].store.nnz == 80  # the output layer stays dense
+    assert_layer_runs_its_store(layer, rng)
+    layer.store.set_state("adam_m", np.arange(1, layer.store.nnz + 1, dtype=np.float32))
+    for _ in range(3):
+        before, mask = layer.store.to_dense(), layer.store.mask()
+        old_m = np.zeros(mask.shape, np.float32)
+        old_m[mask] = layer.store.state["adam_m"]
+        (stats,) = set_.develop(net, 1e-3)
+        n = int(0.3 * 180)
+        assert stats["pruned"] == stats["regrown"] == n and layer.store.nnz == 180
+        order = np.argsort(np.abs(before[mask]), kind="stable")
+        survivors = mask.copy()
+        survivors[tuple(np.argwhere(mask)[order[:n]].T)] = False
+        after = layer.store.mask()
+        new = after & ~survivors
+        assert np.all(after[survivors]) and new.sum() == n
+        dense = layer.store.to_dense()
+        np.testing.assert_array_equal(dense[survivors], before[survivors])
+        assert np.all(np.abs(dense[new]) <= 1 / np.sqrt(30)) and np.abs(dense[new]).max() > 1 / np.sqrt(40)
+        m_dense = np.zeros(mask.shape, np.float32)
+        m_dense[after] = layer.store.state["adam_m"]
+        np.testing.assert_array_equal(m_dense[survivors], old_m[survivors])
+        assert np.all(m_dense[new] == 0)
+        assert_store_consistent(layer.store)
+        assert_layer_runs_its_store(layer, rng)
+
+
+def test_set_resumes_from_its_state_dict(rng):
+    """The saved step and random state give the same rewiring as the uninterrupted run."""
+    sizes = (30, 20, 4)
+    nets = [small_network(np.random.default_rng(5), sizes) for _ in range(2)]
+    first, second = SET(nets[0], sparsity=0.5, seed=2), SET(nets[1], sparsity=0.5, seed=2)
+    first.develop(nets[0], 1e-3)
+    second.develop(nets[1], 1e-3)
+    resumed = SET(small_network(np.random.default_rng(5), sizes), sparsity=0.5, seed=99)
+    resumed.load_state_dict(first.state_dict())
+    net = nets[0]
+    first.develop(net, 1e-3)
+    resumed.develop(nets[1], 1e-3)
+    assert resumed.step == first.step == 2
+    np.testing.assert_array_equal(nets[1].layers[0].store.mask(), net.layers[0].store.mask())
+    np.testing.assert_array_equal(nets[1].layers[0].store.to_dense(), net.layers[0].store.to_dense())

@@ -165,3 +165,20 @@ def test_loads_refuse_other_arrays():
         _copy(np.arange(40, dtype=np.float64), 0, 16, np.zeros(16, np.float64), 0)
     with pytest.raises(TypingError):
         _copy(np.arange(80, dtype=np.float32)[::2], 0, 16, np.zeros(16, np.float32), 0)
+
+
+@njit(cache=False)
+def _load_all_lanes(source, offset, n, out):
+    """All 16 lanes of ``load(source, offset, n)`` into ``out``."""
+    store(out, 0, load(source, offset, n), LANES)
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 15, 16])
+def test_load_gives_zeros_in_the_lanes_from_n_on(n):
+    """The documented contract: lanes ``n..15`` of a load are 0 (never the memory after
+    the ``n`` values, nor anything else), so they add nothing to a sum of vectors."""
+    source = np.arange(1, 41, dtype=np.float32)
+    out = np.full(LANES, -1.0, np.float32)
+    _load_all_lanes(source, 5, n, out)
+    np.testing.assert_array_equal(out[:n], source[5:5 + n])
+    np.testing.assert_array_equal(out[n:], 0)

@@ -106,3 +106,57 @@ def test_bad_shapes_are_rejected():
         store.prune(np.zeros(2, bool))
     with pytest.raises(ShapeError, match="2-D"):
         SynapseStore.from_dense(np.zeros(3))
+
+
+def test_regrow_takes_pairs_in_any_order_with_their_weights_and_initial_state():
+    """Pairs given out of CSR order keep their own weights; state arrays named in
+    ``initial_state`` start at that value, the others at 0, and existing entries keep theirs."""
+    weights = np.array([[0.5, 0, 0.25], [0, 0, 0], [0, 0.75, 0]], np.float32)
+    store = SynapseStore.from_dense(weights)
+    store.set_state("r_plus", np.array([1.0, 2.0, 3.0], np.float32))
+    store.set_state("adam_m", np.array([4.0, 5.0, 6.0], np.float32))
+    assert store.regrow([2, 0, 1, 1], [2, 1, 2, 0], [-1.0, -2.0, -3.0, -4.0], {"r_plus": 9.0}) == 4
+    expected = weights.copy()
+    expected[[2, 0, 1, 1], [2, 1, 2, 0]] = [-1.0, -2.0, -3.0, -4.0]
+    np.testing.assert_array_equal(store.to_dense(), expected)
+    assert store.is_canonical()
+    # CSR order: (0,0) (0,1)new (0,2) (1,0)new (1,2)new (2,1) (2,2)new
+    np.testing.assert_array_equal(store.state["r_plus"], [1.0, 9.0, 2.0, 9.0, 9.0, 3.0, 9.0])
+    np.testing.assert_array_equal(store.state["adam_m"], [4.0, 0.0, 5.0, 0.0, 0.0, 6.0, 0.0])
+
+
+def test_store_canonicalises_duplicate_and_unsorted_entries():
+    """A CSR matrix with a row's columns out of order and one (pre, post) pair twice becomes
+    canonical: sorted, unique, the duplicate summed, int32/float32."""
+    import scipy.sparse as sp
+
+    matrix = sp.csr_matrix((np.array([1.0, 2.0, 3.0, 4.0]), np.array([2, 0, 2, 1]), np.array([0, 3, 3, 4])),
+                           shape=(3, 3))
+    store = SynapseStore(matrix)
+    assert store.is_canonical() and store.nnz == 3
+    np.testing.assert_array_equal(store.indices, [0, 2, 1])
+    np.testing.assert_array_equal(store.to_dense(), [[2.0, 0, 4.0], [0, 0, 0], [0, 4.0, 0]])
+    assert store.indptr.dtype == np.int32 and store.indices.dtype == np.int32 and store.data.dtype == np.float32
+
+
+@pytest.mark.parametrize("indptr, indices, message", [
+    ([0, 2, 3], [1, 1, 0], "sorted and unique"),      # a duplicate column in row 0
+    ([0, 2, 3], [2, 1, 0], "sorted and unique"),      # row 0 out of order
+    ([0, 2, 3], [0, 3, 1], r"must lie in \[0, 3\)"),  # column n_post
+    ([0, 2, 3], [0, -1, 1], r"must lie in \[0, 3\)"),
+    ([0, 2, 2], [0, 1, 2], "rise from 0 to nnz"),     # indptr ends before the last index
+    ([1, 2, 3], [0, 1, 2], "rise from 0 to nnz"),
+    ([0, 2, 1, 3], [0, 1, 2], "3 integers"),
+])
+def test_check_csr_refuses_each_broken_invariant(indptr, indices, message):
+    from evsim.synapses import check_csr
+
+    with pytest.raises(ShapeError, match=message):
+        check_csr(np.array(indptr, np.int32), np.array(indices, np.int32), (2, 3))
+
+
+def test_check_csr_accepts_empty_rows_and_equal_columns_in_different_rows():
+    from evsim.synapses import check_csr
+
+    check_csr(np.array([0, 2, 2, 4, 4], np.int32), np.array([1, 2, 0, 2], np.int32), (4, 3))
+    check_csr(np.array([0, 0], np.int32), np.array([], np.int32), (1, 3))
