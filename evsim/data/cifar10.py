@@ -67,8 +67,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or len(labels) != len(data):
         raise DataError(f"{path}: expected uint8 data [N, 3072] and N labels, got data {data.shape} "
                         f"{data.dtype} and {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path}: label {int(labels.max())} is not a class 0..9")
+    outside = labels[(labels < 0) | (labels > 9)]
+    if outside.size:
+        raise DataError(f"{path}: label {int(outside[0])} is not a class 0..9")
     return data, labels.astype(np.int64)
 
 
