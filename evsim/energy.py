@@ -24,7 +24,7 @@ import numpy as np
 
 from evsim.errors import ConfigError
 from evsim.kernels.energy import _count_ops
-from evsim.kernels.events import Events
+from evsim.kernels.events import Events, StaticDrive
 from evsim.layers import LayerTrace, SparseLinear
 
 
@@ -71,13 +71,21 @@ def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool,
     ``output_events`` (the next layer's input events) are this layer's spikes as a
     list: counting them is O(spikes) instead of a pass over the ``[T, B, N]`` array.
     """
-    events: Events = trace.events_in
+    events: Events | StaticDrive = trace.events_in
     fan_out = np.diff(layer.store.indptr).astype(np.float64)
     per_step_events = np.zeros(events.n_steps)
     per_step_ops = np.zeros(events.n_steps)
-    # An analog value costs one multiply-accumulate per synapse whatever its size; a count k is k events.
-    weights = np.ones_like(events.val) if analog_input else events.val
-    _count_ops(events.ptr, events.idx, weights, fan_out, events.n_steps, events.batch, per_step_events, per_step_ops)
+    if isinstance(events, StaticDrive):
+        # The same input at every step: every step does the work of one.
+        values = events.values.astype(np.float64)
+        weights = (values != 0) if analog_input else values
+        per_step_events[:] = weights.sum()
+        per_step_ops[:] = weights.sum(axis=0) @ fan_out
+    else:
+        # An analog value costs one multiply-accumulate per synapse whatever its size; a count k is k events.
+        weights = np.ones_like(events.val) if analog_input else events.val
+        _count_ops(events.ptr, events.idx, weights, fan_out, events.n_steps, events.batch, per_step_events,
+                   per_step_ops)
     if output_events is not None:
         spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
     else:

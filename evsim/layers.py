@@ -20,7 +20,7 @@ import numpy as np
 
 from evsim.aligned import aligned_empty, aligned_zeros, line_width
 from evsim.errors import ConfigError, ShapeError
-from evsim.kernels.events import Events, dense_to_events, group_by_row
+from evsim.kernels.events import Events, EventsByRow, StaticDrive, dense_to_events, group_by_row
 from evsim.kernels.grad import (
     _gather_csr,
     _input_grad_csr,
@@ -29,7 +29,7 @@ from evsim.kernels.grad import (
     weight_grad_rows,
 )
 from evsim.kernels.lif import _lif_backward
-from evsim.kernels.propagate import propagate_csr, propagate_rows
+from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
 from evsim.neuron import SURROGATES, LIFParameters
 from evsim.synapses import SynapseStore
 
@@ -180,7 +180,7 @@ class SparseLinear:
             _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, events: Events, lif: LIFParameters) -> tuple[Events, LayerTrace]:
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, LayerTrace]:
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
         n_alive = self.alive_index.size
         u = aligned_empty((events.n_steps, events.batch, n_alive))
@@ -188,12 +188,21 @@ class SparseLinear:
         bias = self.bias[self.alive_index]
         hard = lif.reset == "hard"
         decay, v_th = np.float32(lif.decay), np.float32(lif.v_th)
-        if self.path == "rows":
+        if isinstance(events, StaticDrive):
+            propagate_static(self._static_current(events.values), bias, decay, v_th, hard, u, spikes)
+        elif self.path == "rows":
             propagate_rows(events.ptr, events.idx, events.val, self.weight_rows, bias, decay, v_th, hard, u, spikes)
         else:
             propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                           bias, decay, v_th, hard, u, spikes)
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
+
+    def _static_current(self, values: np.ndarray) -> np.ndarray:
+        """``[B, N_alive]``: the current of the same input at every step, one BLAS product
+        (against the padded rows, contiguous, rather than a strided view of them)."""
+        if self.path == "rows":
+            return (values @ self.weight_rows)[:, :self.alive_index.size]
+        return np.asarray(values @ self.store.matrix, dtype=np.float32)[:, self.alive_index]
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray | InputGradFactors, lif: LIFParameters,
@@ -242,20 +251,21 @@ class SparseLinear:
         self.grad_bias = np.zeros(self.n_out, dtype=np.float32)
         self.grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 
-        by_row = group_by_row(trace.events_in, self.n_in)
+        drive = trace.events_in
+        by_row = None if isinstance(drive, StaticDrive) else group_by_row(drive, self.n_in)
         self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
         if self.path == "rows" and self.complete:
-            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
-        elif self.path == "rows":
+            _input_times(drive, by_row, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
+        elif self.path == "rows" or by_row is None:
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
-            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, grad_u2, dense)
+            _input_times(drive, by_row, grad_u2, dense)
             _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
                              self.grad_data)
         self.would_be_grad = None
         if would_be_grad:
-            self.would_be_grad = self._would_be_grad(by_row, grad_u2, dead_error)
+            self.would_be_grad = self._would_be_grad(drive, by_row, grad_u2, dead_error)
         self.error_factors = None
         if error_rows is not None:
             self.error_factors = InputGradFactors(grad_u2, np.ascontiguousarray(self._weights_from(error_rows).T))
@@ -274,7 +284,8 @@ class SparseLinear:
                 grad_in = np.ascontiguousarray(grad_in[:, input_rows])
         return grad_in.reshape(n_steps, batch, grad_in.shape[1])
 
-    def _would_be_grad(self, by_row, grad_u2: np.ndarray, dead_error: InputGradFactors | None) -> np.ndarray:
+    def _would_be_grad(self, drive: Events | StaticDrive, by_row: EventsByRow | None, grad_u2: np.ndarray,
+                       dead_error: InputGradFactors | None) -> np.ndarray:
         """``[n_in, n_incomplete]``: sum over the events of each input of the error of every
         neuron that misses synapses; an alive one's is its dL/du, a dead one's comes from
         ``dead_error`` (zero without it)."""
@@ -289,7 +300,7 @@ class SparseLinear:
                 raise ShapeError(f"dead_error has {dead_error.weights.shape[1]} neurons, "
                                  f"expected {alive.size - n_alive}")
             summed = np.empty((self.n_in, dead_error.weights.shape[0]), dtype=np.float32)
-            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, dead_error.grad_u, summed)
+            _input_times(drive, by_row, dead_error.grad_u, summed)
             weights = dead_error.weights
             if n_alive:
                 # Zero weights in the alive columns, so one product fills every column: assigning
@@ -303,7 +314,7 @@ class SparseLinear:
             error = aligned_empty((grad_u2.shape[0], line_width(n_alive)))
             error[:, :n_alive] = grad_u2[:, local[alive]]
             part = np.empty((self.n_in, n_alive), dtype=np.float32)
-            weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, error, part)
+            _input_times(drive, by_row, error, part)
             out[:, alive] = part
         return out
 
@@ -312,3 +323,15 @@ class SparseLinear:
         if self.path == "rows":
             return self.weight_rows[rows, :self.alive_index.size]
         return self.store.matrix[rows][:, self.alive_index].toarray().astype(np.float32, copy=False)
+
+
+def _input_times(drive: Events | StaticDrive, by_row: EventsByRow | None, matrix: np.ndarray, out: np.ndarray) -> None:
+    """``out`` ``[n_in, K]`` = (the input as ``[T*B, n_in]``)^T @ ``matrix[:, :K]``
+    (``matrix`` ``[T*B, >= K]``): summed event by event from ``by_row``, or, for a static
+    drive (``by_row`` None), its values^T times ``matrix`` summed over the steps, one
+    BLAS product instead of T."""
+    if by_row is None:
+        summed = matrix.reshape(drive.n_steps, drive.batch, matrix.shape[1]).sum(axis=0)
+        np.matmul(drive.values.T, summed[:, :out.shape[1]], out=out)
+    else:
+        weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, matrix, out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from evsim.errors import ShapeError
-from evsim.kernels.events import Events, dense_to_events
+from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.layers import LayerTrace, SparseLinear
 from evsim.neuron import LIFParameters
 
@@ -56,7 +56,8 @@ class Network:
         Parameters
         ----------
         drive : ``[T, B, n_in]`` input (float32 spikes, counts or analog values, or
-            integer counts), or the same already as :class:`Events`.
+            integer counts), or the same already as :class:`Events`, or analog values
+            that are the same at every step as a :class:`StaticDrive`.
 
         Returns
         -------
@@ -72,6 +73,8 @@ class Network:
                 raise ShapeError("input contains NaN or infinite values")
             else:
                 events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
+        elif isinstance(drive, StaticDrive):
+            events = _checked_static(drive, self.layers[0].n_in)
         else:
             events = _checked_events(drive, self.layers[0].n_in)
         traces = []
@@ -121,6 +124,17 @@ class Network:
         """Refresh execution copies after the optimizer changed the CSR data."""
         for layer in self.layers:
             layer.sync_weights()
+
+
+def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:
+    """``drive`` if the first layer can run on it, else ShapeError."""
+    values = drive.values
+    if values.ndim != 2 or values.shape[1] != n_inputs or values.dtype != np.float32 or drive.n_steps < 1:
+        raise ShapeError(f"a static drive must be float32 [B, {n_inputs}] values for T >= 1 steps; got "
+                         f"{values.dtype} {values.shape} for T = {drive.n_steps}")
+    if not np.all(np.isfinite(values)):
+        raise ShapeError("input contains NaN or infinite values")
+    return StaticDrive(np.ascontiguousarray(values), drive.n_steps)
 
 
 def _checked_events(events: Events, n_inputs: int) -> Events:

@@ -11,11 +11,12 @@ import numpy as np
 
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
-from evsim.kernels.events import Events, dense_to_events
+from evsim.kernels.events import Events, StaticDrive, dense_to_events
 
 
-def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generator) -> Events:
-    """The events of a batch for ``time_steps`` simulation steps.
+def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generator) -> Events | StaticDrive:
+    """The events of a batch for ``time_steps`` simulation steps (for direct encoding, the
+    batch's values once, as a :class:`StaticDrive`).
 
     Parameters
     ----------
@@ -32,6 +33,8 @@ def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generat
             raise ConfigError(f"stored frames need the frames encoding, not {encoding!r}")
         _check_frame_steps(inputs.n_steps, time_steps)
         return inputs.events()
+    if encoding == "direct":
+        return StaticDrive(np.ascontiguousarray(inputs.reshape(inputs.shape[0], -1), dtype=np.float32), time_steps)
     return dense_to_events(encode_batch(inputs, encoding, time_steps, rng))
 
 

@@ -3,7 +3,8 @@
 A batch of events for T steps and B samples is a CSR-like triple over *slots*
 ``s = t * B + b``: events of slot s are ``idx[ptr[s]:ptr[s+1]]`` (flat neuron
 indices, int32, ascending) with values ``val[...]`` (float32; 1.0 for spikes, a
-count k for count frames, an analog value for direct input).
+count k for count frames, an analog value for direct input). Direct input, the same
+analog values at every step, can instead travel as a :class:`StaticDrive`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ class Events(NamedTuple):
     @property
     def count(self) -> int:
         return int(self.ptr[-1])
+
+
+class StaticDrive(NamedTuple):
+    """The same analog input at every one of ``n_steps`` steps (direct encoding):
+    ``values`` float32 ``[B, n_in]``, C-contiguous. The first layer's current is then one
+    product per sample instead of one per step, and its weight gradient one product of
+    the values with dL/du summed over the steps."""
+
+    values: np.ndarray
+    n_steps: int
+
+    @property
+    def batch(self) -> int:
+        return self.values.shape[0]
 
 
 class EventsByRow(NamedTuple):

@@ -267,6 +267,12 @@ def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out)
     _lif_scan(u_out, o_out, bias, decay, v_th, hard)
 
 
+def propagate_static(current, bias, decay, v_th, hard, u_out, o_out) -> None:
+    """Static drive: ``u_out``/``o_out`` ``[T, B, N]`` from the same current ``[B, N]`` at every step."""
+    u_out[:] = current
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
+
+
 @njit(parallel=True, cache=True)
 def _csr_currents(ptr, idx, val, indptr, columns, data, out):
     """``out[s, :] = sum_e val[e] * W[idx[e], :]`` by scattering each event's CSR row
