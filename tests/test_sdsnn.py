@@ -425,6 +425,25 @@ def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
         dev.observe(columns, grads[0][:, :2])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, 70001])
+def test_abs_percentile_equals_numpy_bit_for_bit(rng, n):
+    """The regeneration threshold by selection: NumPy's linear percentile of |w| exactly,
+    on spread magnitudes, ties and zeros, one value repeated, and tiny and huge weights."""
+    from evsim.kernels.regrowth import _abs_order_stats
+    from evsim.structure.sdsnn import abs_percentile
+
+    cases = [rng.standard_normal(n) * 0.03, rng.integers(-5, 6, n) / 8,
+             np.where(rng.random(n) < 0.5, 0.047, rng.standard_normal(n) * 0.02),
+             rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)]
+    for values in (v.astype(np.float32) for v in cases):
+        ordered = np.sort(np.abs(values))
+        for k in range(0, n - 1, max(1, n // 7)):
+            assert _abs_order_stats(values, k) == (ordered[k], ordered[k + 1])
+        for q in [0, 1e-9, 12.5, 60.0, 61.1, 75.3, 99, 99.999, 100.0, *map(float, rng.uniform(0, 100, 10))]:
+            want, got = np.percentile(np.abs(values), q), abs_percentile(values, q)
+            assert got == want and np.asarray(got).dtype == np.asarray(want).dtype, (q, want, got)
+
+
 def test_pruning_target_rounds_down():
     """floor(N rho / 100) dead: 10 neurons at 25 % is 2 (not 3)."""
     importance = np.arange(10, dtype=np.float64)[::-1].copy()

@@ -54,3 +54,34 @@ def _add_with_squares(grad, total, total_sq):
             g = grad[i, c]
             total[i, c] += g
             total_sq[i, c] += g * g
+
+
+@njit(cache=True)
+def _abs_order_stats(values, k):
+    """The ``k``-th and ``(k + 1)``-th smallest ``|values|`` (0-based ranks; float32, at
+    least ``k + 2`` values). The bit pattern of a float32 magnitude orders like the
+    magnitude, so one pass counts the values per top 16 bits, and only the values in
+    the one or two buckets that hold both ranks are sorted: about 1 against 8 ms for
+    np.percentile's partition of the 650,000 magnitudes of the default N-MNIST network."""
+    bits = values.view(np.uint32)
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    for i in range(bits.size):
+        counts[(bits[i] & 0x7FFFFFFF) >> 16] += 1
+    below, first = 0, 0
+    while below + counts[first] <= k:
+        below += counts[first]
+        first += 1
+    last, through = first, below + counts[first]
+    while through <= k + 1:
+        last += 1
+        through += counts[last]
+    picked = np.empty(through - below, dtype=np.uint32)
+    n = 0
+    for i in range(bits.size):
+        b = bits[i] & 0x7FFFFFFF
+        if first <= b >> 16 <= last:
+            picked[n] = b
+            n += 1
+    picked.sort()
+    pair = picked[k - below:k - below + 2].view(np.float32)
+    return pair[0], pair[1]

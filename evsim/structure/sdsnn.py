@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
-from evsim.kernels.regrowth import _add_with_squares, _count_regrowth
+from evsim.kernels.regrowth import _abs_order_stats, _add_with_squares, _count_regrowth
 from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
 from evsim.network import Network
@@ -155,6 +155,22 @@ def column_positions(columns: np.ndarray, n_out: int) -> np.ndarray:
     return positions
 
 
+def abs_percentile(values: np.ndarray, q: float) -> np.float32:
+    """``np.percentile(np.abs(values), q)`` (linear interpolation) of float32 ``values`` for a
+    Python number ``q``, bit for bit, from the two order statistics it interpolates between
+    (:func:`evsim.kernels.regrowth._abs_order_stats`) instead of a partition of them all."""
+    n = values.size
+    position = (n - 1) * (q / 100)  # NumPy's virtual index for "linear"
+    if position >= n - 1:
+        return np.abs(values).max()
+    below = math.floor(position)
+    a, b = (np.float32(x) for x in _abs_order_stats(values, below))
+    gamma = position - below
+    # NumPy's _lerp, with the fraction a Python float as NumPy has it for a scalar q.
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
 def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.ndarray, store, q: float,
                         regrow_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Update the consecutive-qualification counters of the missing synapses in ``columns``
@@ -165,7 +181,7 @@ def regrowth_candidates(counter: np.ndarray, would_be: np.ndarray, columns: np.n
     int16 and ``would_be`` float32 are ``[n_in, len(columns)]``: no synapse is missing
     in the other columns (see :func:`evsim.kernels.regrowth._count_regrowth`).
     """
-    threshold = np.percentile(np.abs(store.data), q) if store.nnz else np.float64(0.0)
+    threshold = abs_percentile(store.data, q) if store.nnz else np.float64(0.0)
     ready = np.zeros(would_be.shape, dtype=bool)
     _count_regrowth(would_be, np.float64(threshold), store.indptr, store.indices,
                     column_positions(columns, store.shape[1]), counter, regrow_steps, ready)
