@@ -331,7 +331,8 @@ def _input_times(drive: Events | StaticDrive, by_row: EventsByRow | None, matrix
     drive (``by_row`` None), its values^T times ``matrix`` summed over the steps, one
     BLAS product instead of T."""
     if by_row is None:
-        summed = matrix.reshape(drive.n_steps, drive.batch, matrix.shape[1]).sum(axis=0)
-        np.matmul(drive.values.T, summed[:, :out.shape[1]], out=out)
+        # Only the K columns wanted: rows padded to whole cache lines hold garbage past them.
+        summed = matrix.reshape(drive.n_steps, drive.batch, matrix.shape[1])[:, :, :out.shape[1]].sum(axis=0)
+        np.matmul(drive.values.T, summed, out=out)
     else:
         weight_grad_rows(by_row.row_ptr, by_row.slot, by_row.val, matrix, out)

@@ -111,3 +111,36 @@ def test_direct_encoding_is_a_static_drive_and_bad_ones_are_refused(rng):
                        (StaticDrive(good * np.float32(np.nan), T), "NaN")]:
         with pytest.raises(ShapeError, match=match):
             net.forward(bad)
+
+
+def test_static_drive_never_reads_the_padding_of_its_rows(rng, monkeypatch):
+    """dL/du rows are padded to whole cache lines and the padding is never written: with
+    +inf and -inf there (summed over the steps: inf - inf, a warning), the gradients must
+    be the same as before, without a warning."""
+    import warnings
+
+    import evsim.layers
+
+    aligned_empty = evsim.layers.aligned_empty
+    net = network(rng, "rows", 1.0, True)  # 18 alive neurons: rows padded to 32
+    static, _ = both_drives(dyadic_input(rng, 7, 37))
+    counts, traces = net.forward(static)
+    _, grad_counts = mse_rate(counts.copy(), rng.integers(0, 5, 7), T)
+    net.backward(traces, grad_counts, would_be_grad=True)
+    clean = [(layer.grad_data.copy(), layer.would_be_grad) for layer in net.layers]
+
+    def poisoned(shape, dtype=np.float32):
+        out = aligned_empty(shape, dtype)
+        out[...] = np.inf
+        out[1::2] = -np.inf
+        return out
+
+    monkeypatch.setattr(evsim.layers, "aligned_empty", poisoned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts, traces = net.forward(static)
+        net.backward(traces, grad_counts, would_be_grad=True)
+    for layer, (data, would_be) in zip(net.layers, clean):
+        np.testing.assert_array_equal(layer.grad_data, data)
+        if would_be is not None:
+            np.testing.assert_array_equal(layer.would_be_grad, would_be)

@@ -1,9 +1,10 @@
 """Turn a batch of stored inputs into the first layer's events.
 
 :func:`encode_events` is what training and evaluation call. Frames stored as events
-(:class:`~evsim.data.frames.SparseFrames`) become a batch by copying their rows; every
-other input is first encoded as a dense ``[T, B, D]`` drive (:func:`encode_batch`)
-whose nonzero cells become events.
+(:class:`~evsim.data.frames.SparseFrames`) become a batch by copying their rows;
+direct (analog) input, the same at every step, stays one ``[B, D]`` array
+(:class:`~evsim.kernels.events.StaticDrive`); rate-coded input is first encoded as a
+dense ``[T, B, D]`` drive (:func:`encode_batch`) whose nonzero cells become events.
 """
 from __future__ import annotations
 
