@@ -273,8 +273,10 @@ class Trainer:
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
-        per_epoch = 1 if self.config.dev_interval == 0 else self.batches_per_epoch() // self.config.dev_interval
-        return per_epoch * self.config.epochs
+        if self.config.dev_interval == 0:
+            return self.config.epochs
+        # Steps fire on batches_seen % dev_interval, counted across epochs.
+        return self.batches_per_epoch() * self.config.epochs // self.config.dev_interval
 
     def batches_per_epoch(self) -> int:
         return -(-len(self.dataset.train) // self.config.batch_size)

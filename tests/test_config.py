@@ -133,3 +133,13 @@ def test_a_run_too_short_for_pruning_says_so(epochs, noted):
     assert bool(note) == noted
     if noted:
         assert "from development step 18 (2 x --spine-steps), but this run takes 10" in note[0]
+
+
+def test_development_steps_count_across_epochs():
+    """Steps fire on batches_seen % dev_interval across epochs: 25 batches per epoch every 2
+    make 25 steps in 2 epochs (not 2 x 12), and an interval longer than an epoch still fires."""
+    for interval, epochs, expected in ((2, 2, 25), (30, 2, 1)):
+        trainer = Trainer(toy_config(dev_interval=interval, epochs=epochs), toy_dataset(train=1250))
+        assert trainer.development_steps() == expected
+        trainer.fit(None, progress=False, echo=lambda line: None)
+        assert sum(row["type"] == "development" for row in trainer.metrics) == expected
