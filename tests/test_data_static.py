@@ -276,6 +276,10 @@ def test_cifar10_normalisation_uses_the_standard_constants(tmp_path):
 
 @pytest.mark.parametrize("batch,match", [
     ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, -1]}, "label -1 is not a class 0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 9.5]}, r"label 9\.5 is not a class 0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3.7, 3]}, r"label 3\.7 is not a class 0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [float("nan"), 3]}, "label nan is not a class 0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": ["cat", "dog"]}, "labels must be whole numbers 0..9"),
     ({b"data": np.zeros((2, 3072), np.float64), b"labels": [0, 1]}, r"expected uint8 data .* float64"),
     ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]}, "and 3 labels"),
 ])

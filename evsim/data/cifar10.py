@@ -67,9 +67,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or len(labels) != len(data):
         raise DataError(f"{path}: expected uint8 data [N, 3072] and N labels, got data {data.shape} "
                         f"{data.dtype} and {len(labels)} labels")
-    outside = labels[(labels < 0) | (labels > 9)]
-    if outside.size:
-        raise DataError(f"{path}: label {int(outside[0])} is not a class 0..9")
+    if labels.dtype.kind not in "iuf":
+        raise DataError(f"{path}: labels must be whole numbers 0..9, got {labels.dtype} values")
+    bad = labels[(labels < 0) | (labels > 9) | (labels != np.floor(labels))]  # NaN is != itself
+    if bad.size:
+        raise DataError(f"{path}: label {bad[0].item()!r} is not a class 0..9")
     return data, labels.astype(np.int64)
 
 
