@@ -52,7 +52,9 @@ NETWORK_FILE = "network.npz"
 CHECKPOINT_LATEST = "checkpoint-latest.npz"
 CHECKPOINT_BEST = "checkpoint-best.npz"
 # 2: SD-SNN's regeneration counters are kept over the incomplete columns only.
-CHECKPOINT_FORMAT = 2
+# 3: SD-SNN's would-be sums are a window of about an epoch, with a batch count per column
+#    (format 2's interval sums and their one count are read as such a window).
+CHECKPOINT_FORMAT = 3
 # What np.load and the checks below raise on a damaged file.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
 
@@ -557,6 +559,24 @@ def _check_structure(state: TrainingState) -> int:
     return saved["step"]
 
 
+def _sdsnn_from_format_2(structure: dict) -> dict:
+    """Format 2's SD-SNN state as format 3's: the sums of the interval in progress, over
+    ``<layer>.batches`` batches, become the window, every column holding that many; with
+    none, the window is empty. Values that are not what format 2 wrote are left for the
+    checks to name."""
+    upgraded = dict(structure)
+    for key in [k for k in structure if k.endswith(".batches")]:
+        layer, batches = key[:-len(".batches")], structure[key]
+        columns = structure.get(f"{layer}.columns")
+        if not _is_count(batches) or not isinstance(columns, np.ndarray):
+            continue
+        del upgraded[key]
+        if not batches:
+            upgraded[f"{layer}.columns"] = columns = np.zeros(0, dtype=np.int64)
+        upgraded[f"{layer}.window_batches"] = np.full(columns.size, float(batches))
+    return upgraded
+
+
 def _check_sdsnn(state: TrainingState) -> None:
     """What SD-SNN's kernels index unchecked: per developing layer, the column lists
     (increasing, inside the layer) and the sums and counters sized by them; rho and q
@@ -575,8 +595,10 @@ def _check_sdsnn(state: TrainingState) -> None:
             if saved[f"{k}.{name}"].shape != (layer.n_in, width):
                 raise _Damaged(f"{field}{name} has shape {saved[f'{k}.{name}'].shape}, expected {(layer.n_in, width)} "
                                f"(inputs x columns)")
-        if saved[f"{k}.window_batches"] < 0:
-            raise _Damaged(f"{field}window_batches must be >= 0, got {saved[f'{k}.window_batches']}")
+        window = saved[f"{k}.window_batches"]
+        if window.shape != (saved[f"{k}.columns"].size,) or np.any(window < 0):
+            raise _Damaged(f"{field}window_batches must be counts >= 0, one per column of columns, got "
+                           f"{_short(window)}")
         counter = saved[f"{k}.counter"]
         if counter.shape != (layer.n_in, saved[f"{k}.counter_columns"].size) or np.any(counter < 0):
             raise _Damaged(f"{field}counter must be counts >= 0 of shape "
@@ -751,7 +773,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
             meta = json.loads(str(f["meta"]))
             if not isinstance(meta, dict) or meta.get("kind") != "training-checkpoint":
                 raise CheckpointError(f"{path}: not a training checkpoint (a network-only file?)")
-            if meta["format"] != CHECKPOINT_FORMAT:
+            if meta["format"] not in (2, CHECKPOINT_FORMAT):
                 raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
                                       f"evsim (format {CHECKPOINT_FORMAT}); resume it with the evsim that wrote "
                                       f"it, or start the run again")
@@ -760,12 +782,15 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
                 if name not in meta:
                     raise _Damaged(f"no {name!r} in meta")
             stored_config(meta["config"], path)
+            structure = None if meta["structure"] is None else _unpack(meta["structure"], f, "structure")
+            if meta["format"] == 2 and structure is not None and meta["config"]["structure"] == "sdsnn":
+                structure = _sdsnn_from_format_2(structure)
             state = TrainingState(
                 network=_network_from(f, meta, path_option, with_state=True),
                 config=meta["config"], data_source=meta["data_source"], epoch=meta["epoch"],
                 batches_seen=meta["batches_seen"], metrics=meta["metrics"], optimizer=meta["optimizer"],
                 rng=meta["rng"],
-                structure=None if meta["structure"] is None else _unpack(meta["structure"], f, "structure"),
+                structure=structure,
                 in_epoch=None if meta["in_epoch"] is None else _unpack(meta["in_epoch"], f, "in_epoch"),
             )
             _check_training_state(state)

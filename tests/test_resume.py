@@ -176,7 +176,7 @@ def templates(tmp_path_factory):
         Trainer(toy_config(epochs=1, structure="set"), toy_dataset()).fit(root / "set", progress=False,
                                                                            echo=lambda line: None)
     state = load_checkpoint(root / "sdsnn" / CHECKPOINT_LATEST)
-    assert state.in_epoch["position"] == 150 and state.structure["0.window_batches"] and state.structure["0.columns"].size
+    assert state.in_epoch["position"] == 150 and state.structure["0.window_batches"].any() and state.structure["0.columns"].size
     return root
 
 
@@ -380,10 +380,14 @@ DAMAGES = {
                           "structure.0.rho must be in [0, rho_max = 40.0], got 99.0"),
     "q not a percentile": ("sdsnn", in_meta("structure", put("0.q", {"json": 150.0})),
                            "structure.0.q must be a percentile in [0, 100], got 150.0"),
-    "window batches negative": ("sdsnn", in_meta("structure", put("0.window_batches", {"json": -1.5})),
-                                "structure.0.window_batches must be >= 0, got -1.5"),
-    "window batches NaN": ("sdsnn", in_meta("structure", put("0.window_batches", {"json": math.nan})),
-                           "structure.0.window_batches must be a finite number, got nan"),
+    "window batches negative": ("sdsnn", in_array("structure__0.window_batches", lambda v: v - 100),
+                                "structure.0.window_batches must be counts >= 0, one per column of columns, got "
+                                "a float64 array of shape (2,)"),
+    "window batches of other columns": ("sdsnn", in_array("structure__0.window_batches", lambda v: v[:1]),
+                                        "structure.0.window_batches must be counts >= 0, one per column of "
+                                        "columns, got a float64 array of shape (1,)"),
+    "window batches NaN": ("sdsnn", in_array("structure__0.window_batches", lambda v: v * np.nan),
+                           "structure.0.window_batches holds NaN or infinite values"),
     "gradient sums of other inputs": ("sdsnn", in_array("structure__0.grad_sum", lambda v: v[:-1]),
                                       "structure.0.grad_sum has shape (29, 2), expected (30,) before the last size"),
     "gradient sums of other columns": ("sdsnn", in_array("structure__0.grad_sq_sum", lambda v: v[:, :1]),
@@ -424,6 +428,32 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file_and_field(t
         assert line.endswith("; restore the file, or resume from checkpoint-best.npz by copying it to "
                              "checkpoint-latest.npz, or re-run training"), line
     assert {file.name: file.read_bytes() for file in run_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("interval_batches", [3, 0])
+def test_a_format_2_checkpoint_is_read_as_a_window(templates, tmp_path, toy_data, interval_batches):
+    """Before format 3, SD-SNN kept the sums of the interval in progress and one batch count:
+    they are read as a window whose every column holds that many batches (none: an empty
+    window), and the run resumes to its end."""
+    run_dir = shutil.copytree(templates / "sdsnn", tmp_path / "run")
+    path = run_dir / CHECKPOINT_LATEST
+    columns = load_checkpoint(path).structure["0.columns"]
+
+    def as_format_2(meta, arrays):
+        meta["format"] = 2
+        del meta["structure"]["0.window_batches"], arrays["structure__0.window_batches"]
+        meta["structure"]["0.batches"] = {"json": interval_batches}
+        if not interval_batches:
+            for name in ("grad_sum", "grad_sq_sum"):
+                arrays[f"structure__0.{name}"] = arrays[f"structure__0.{name}"][:, :0]
+
+    rewrite(path, as_format_2)
+    state = load_checkpoint(path)
+    want = columns if interval_batches else columns[:0]
+    np.testing.assert_array_equal(state.structure["0.columns"], want)
+    np.testing.assert_array_equal(state.structure["0.window_batches"], np.full(want.size, float(interval_batches)))
+    assert run(["train", "--resume", str(run_dir)]).exit_code == 0
+    assert load_checkpoint(path).epoch == 2
 
 
 def test_a_damaged_best_checkpoint_does_not_suggest_itself(templates, tmp_path):

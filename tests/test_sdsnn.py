@@ -337,38 +337,40 @@ def test_would_be_update_over_the_window_or_scaled_down_to_an_epoch(rng):
     rms = np.sqrt((g1 ** 2 + g2 ** 2) / 2)
     np.testing.assert_allclose(adam, 0.1 * (g1 + g2) / rms, rtol=1e-6)
     dev.end_interval(0.0)
-    assert dev.grad_sum.size == dev.grad_sq_sum.size == dev.window_batches == 0  # nothing stale left to checkpoint
+    assert dev.grad_sum.size == dev.grad_sq_sum.size == dev.window_batches.size == 0  # nothing stale to checkpoint
 
 
 def test_would_be_window_decays_and_follows_the_columns(rng):
-    """The rolling window against a dense NumPy oracle over the whole layer: sums decay
-    by ``keep`` at every interval's end, a column that leaves is dropped, one that joins
-    (or comes back) starts at 0, and the adaptive update divides by the window's rms."""
+    """The rolling window against a dense NumPy oracle over the whole layer: sums and
+    each column's batch count decay by ``keep`` at every interval's end, a column that
+    leaves is dropped, one that joins (or comes back) starts at 0, and the adaptive update
+    divides by the rms over the batches of the column's own window."""
     from evsim.structure.sdsnn import LayerDevelopment
 
     n_in, n_out, keep = 6, 9, 0.75
     dev = LayerDevelopment(small_network(rng, (n_in, n_out, 2)).layers[0], CFG)
-    dense_sum, dense_sq, batches = np.zeros((n_in, n_out), np.float32), np.zeros((n_in, n_out), np.float32), 0.0
+    dense_sum, dense_sq = np.zeros((n_in, n_out), np.float32), np.zeros((n_in, n_out), np.float32)
+    batches = np.zeros(n_out)
     for columns in ([1, 4], [1, 4], [0, 1, 4, 7], [0, 7], [0, 4, 7]):
         columns = np.array(columns)
         gone = np.setdiff1d(np.arange(n_out), columns)
-        dense_sum[:, gone], dense_sq[:, gone] = 0, 0
+        dense_sum[:, gone], dense_sq[:, gone], batches[gone] = 0, 0, 0
         for _ in range(3):
             g = rng.standard_normal((n_in, columns.size)).astype(np.float32)
             dev.observe(columns, g)
             dense_sum[:, columns] += g
             dense_sq[:, columns] += g * g
-            batches += 1
+            batches[columns] += 1
         np.testing.assert_array_equal(dev.columns, columns)
         np.testing.assert_allclose(dev.grad_sum, dense_sum[:, columns], rtol=1e-6)
         np.testing.assert_allclose(dev.grad_sq_sum, dense_sq[:, columns], rtol=1e-6)
-        want = 0.1 * dense_sum[:, columns] / (np.sqrt(dense_sq[:, columns] / batches) + 1e-8)
+        want = 0.1 * dense_sum[:, columns] / (np.sqrt(dense_sq[:, columns] / batches[columns]) + 1e-8)
         np.testing.assert_allclose(dev.would_be_update(0.1, adaptive=True, epoch_batches=12), want, rtol=1e-5)
         dev.end_interval(keep)
         dense_sum *= np.float32(keep)
         dense_sq *= np.float32(keep)
         batches *= keep
-        assert dev.window_batches == pytest.approx(batches)
+        np.testing.assert_allclose(dev.window_batches, batches[columns])
 
 
 def test_a_steady_gradient_sums_to_an_epoch_whatever_the_interval(rng):
@@ -400,7 +402,7 @@ def test_sdsnn_decays_the_window_at_every_step_by_one_interval_of_an_epoch(rng):
     dev.observe(np.array([3, 5]), g)
     structure.develop(net, lr=1e-3)
     np.testing.assert_array_equal(dev.grad_sum, g * np.float32(0.75))
-    assert dev.window_batches == 0.75
+    np.testing.assert_array_equal(dev.window_batches, [0.75, 0.75])
 
 
 def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
@@ -420,7 +422,7 @@ def test_interval_sums_of_would_be_gradients_equal_numpy(rng):
         total_sq += g * g
     np.testing.assert_array_equal(dev.grad_sum, total)
     np.testing.assert_array_equal(dev.grad_sq_sum, total_sq)
-    assert dev.window_batches == 4 and dev.columns.tolist() == [1, 4, 7]
+    assert dev.window_batches.tolist() == [4, 4, 4] and dev.columns.tolist() == [1, 4, 7]
     with pytest.raises(ShapeError, match="over sums of"):
         dev.observe(columns, grads[0][:, :2])
 

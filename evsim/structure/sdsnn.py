@@ -14,8 +14,8 @@ the paper, or every N batches) on each developing layer:
    removed). rho adapts by a neurotrophic rule:
    ``rho += alpha(s) * N_alive / N_next``, ``alpha(s) = exp(-(s - 2K - 1))`` while
    ``s <= 2K + 24``, then 0.00075; rho is capped at ``rho_max``.
-3. Synaptic regeneration (s >= 2K). A missing synapse whose would-be update over the
-   last interval exceeds the q(s) percentile of the layer's |w|,
+3. Synaptic regeneration (s >= 2K). A missing synapse whose would-be update over about
+   the last epoch exceeds the q(s) percentile of the layer's |w|,
    ``q(s) = min(60 + 1.1^(s - 2K - 1), 99)``, for R consecutive steps is created with
    that would-be weight (clipped into the layer's range). The would-be gradient is
    accumulated every batch (rows kernel over presynaptic events x postsynaptic error),
@@ -30,6 +30,8 @@ over the batches of the last epoch, as in the paper, where a development step *i
 epoch. With development every N of an epoch's E batches the sums are a rolling window:
 at every step they decay by ``1 - N / E``, so they weigh about the last E batches (a
 gradient that keeps its sign sums to E times itself, as over an epoch) whatever N is.
+Each column counts the batches its window holds: one that joins when its neuron dies
+starts empty, and its first epoch's sums are not scaled up.
 Scaling the last interval's sum by E / N instead (evsim before this) multiplied its
 noise by E / N where an epoch's sum grows it by sqrt(E / N): with N = 4 and the 600
 batches of the real N-MNIST almost every missing synapse qualified, 595,317 regrew at
@@ -201,7 +203,9 @@ def carry_columns(values: np.ndarray, old_columns: np.ndarray, new_columns: np.n
 
 class LayerDevelopment:
     """Per-layer development state: rho, q, and, over the layer's incomplete columns, the
-    regeneration counters and the would-be gradient sums of the last epoch's window."""
+    regeneration counters, the would-be gradient sums of the last epoch's window and the
+    number of batches each column's window holds (a column joins, at 0, when its neuron
+    dies or loses a synapse)."""
 
     def __init__(self, layer: SparseLinear, cfg: SDSNNConfig):
         self.rho = cfg.rho_init
@@ -209,7 +213,7 @@ class LayerDevelopment:
         self.columns = np.zeros(0, dtype=np.int64)
         self.grad_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
         self.grad_sq_sum = np.zeros((layer.n_in, 0), dtype=np.float32)
-        self.window_batches = 0.0
+        self.window_batches = np.zeros(0, dtype=np.float64)
         self.counter = np.zeros((layer.n_in, 0), dtype=np.int16)
         self.counter_columns = np.zeros(0, dtype=np.int64)
 
@@ -218,6 +222,7 @@ class LayerDevelopment:
         if not np.array_equal(columns, self.columns):  # the structure changed since the last batch
             self.grad_sum = carry_columns(self.grad_sum, self.columns, columns)
             self.grad_sq_sum = carry_columns(self.grad_sq_sum, self.columns, columns)
+            self.window_batches = carry_columns(self.window_batches[None], self.columns, columns)[0]
             self.columns = columns.copy()
         if would_be_grad.shape != self.grad_sum.shape:  # the kernel indexes unchecked
             raise ShapeError(f"would-be gradients {would_be_grad.shape} over sums of {self.grad_sum.shape}")
@@ -226,12 +231,16 @@ class LayerDevelopment:
 
     def would_be_update(self, lr: float, adaptive: bool, epoch_batches: int | None = None,
                         eps: float = 1e-8) -> np.ndarray:
-        """The would-be update ``[n_in, len(columns)]`` over the window; a window longer
-        than ``epoch_batches`` is scaled down to one epoch's rate."""
-        batches = max(self.window_batches, 1.0)
-        scale = lr if epoch_batches is None else lr * min(1.0, epoch_batches / batches)
+        """The would-be update ``[n_in, len(columns)]`` over each column's window; a window
+        longer than ``epoch_batches`` is scaled down to one epoch's rate. A window that
+        holds fewer batches (the first epoch after a neuron dies) is not scaled up: that
+        multiplies its noise by epoch / batches where a whole epoch's sum grows noise by
+        the square root of that."""
+        batches = np.maximum(self.window_batches, 1.0).astype(np.float32)
+        scale = np.float32(lr) if epoch_batches is None else \
+            np.float32(lr) * np.minimum(np.float32(1.0), np.float32(epoch_batches) / batches)
         if adaptive:
-            rms = np.sqrt(self.grad_sq_sum / np.float32(batches))
+            rms = np.sqrt(self.grad_sq_sum / batches)
             return scale * self.grad_sum / (rms + eps)
         return scale * self.grad_sum
 
@@ -252,7 +261,7 @@ class LayerDevelopment:
             self.grad_sq_sum *= np.float32(keep)
             self.window_batches *= keep
             return
-        self.window_batches = 0.0
+        self.window_batches = np.zeros(0, dtype=np.float64)
         self.columns = np.zeros(0, dtype=np.int64)
         self.grad_sum = np.zeros((self.grad_sum.shape[0], 0), dtype=np.float32)
         self.grad_sq_sum = np.zeros((self.grad_sq_sum.shape[0], 0), dtype=np.float32)
@@ -273,7 +282,8 @@ class SDSNN:
         self.adaptive = adaptive_optimizer
         self.epoch_batches = epoch_batches
         # Development every `interval` batches: the would-be sums decay by this at every
-        # step, a window of about one epoch; once per epoch they start afresh.
+        # step, a window of about one epoch; with an interval of an epoch or more, every
+        # step starts them afresh.
         self.keep = max(0.0, 1.0 - interval / epoch_batches) if epoch_batches and interval else 0.0
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
@@ -311,7 +321,7 @@ class SDSNN:
                 if kill.size:
                     pruned = layer.kill(kill)
                 dev.q = regrowth_percentile(s, cfg)
-                if dev.window_batches:
+                if dev.window_batches.any():
                     would_be = dev.would_be_update(lr, self.adaptive, self.epoch_batches)
                     dev.carry_counter()
                     pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, dev.q,
