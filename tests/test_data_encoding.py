@@ -4,7 +4,7 @@ import pytest
 
 from evsim.data.encoding import encode_batch, encode_events
 from evsim.errors import ConfigError
-from evsim.kernels.events import StaticDrive
+from evsim.kernels.events import StaticDrive, dense_to_events
 
 
 def test_rate_coding_spikes_with_the_intensity_as_probability(rng):
@@ -19,6 +19,30 @@ def test_rate_coding_spikes_with_the_intensity_as_probability(rng):
     # independent steps: a p = 0.5 cell agrees with its previous step half of the time
     half = spikes[:, p == 0.5]
     assert np.mean(half[1:] == half[:-1]) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rate_events_are_the_spikes_of_their_draws(rng, dtype):
+    """encode_events draws one number per step for the nonzero cells only, in sample then
+    cell order: the same draws thresholded into a dense array give the same events, in
+    slot and index order (zeros, negatives and p >= 1 included; one sample all zeros)."""
+    import copy
+
+    x = (rng.random((5, 3, 7)) * (rng.random((5, 3, 7)) < 0.4)).astype(dtype)
+    x[2] = 0
+    x[0, 0, :2] = (-0.5, 1.0)
+    draws_rng = copy.deepcopy(rng)
+    events = encode_events(x, "rate", 6, rng)
+    flat = x.reshape(5, 21)
+    cells = np.flatnonzero(flat)
+    draws = draws_rng.random((6, cells.size), dtype=np.float32)
+    dense = np.zeros((6, 5, 21), np.float32)
+    dense.reshape(6, -1)[:, cells] = draws < flat.ravel()[cells]
+    oracle = dense_to_events(dense)
+    for mine, want in zip(events[:3], oracle[:3]):
+        np.testing.assert_array_equal(mine, want)
+        assert mine.dtype == want.dtype
+    assert (events.n_steps, events.batch) == (6, 5) and events.count > 0
 
 
 def test_rate_coding_flattens_images(rng):

