@@ -1,24 +1,30 @@
 """Figures for run folders (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from evsim.files import write_bytes_atomic
 
-from evsim.files import write_bytes_atomic  # noqa: E402
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported at the first figure: importing it
+    took a quarter of a second, a third of every evsim command's start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, path: Path) -> None:
     """Save ``fig`` as PNG atomically and close it."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     write_bytes_atomic(Path(path), buffer.getvalue())
 
 
@@ -26,7 +32,7 @@ def plot_training(metrics: list[dict], path: Path, data_source: str) -> None:
     """Test/train accuracy, compression and pruned-neuron fraction over training."""
     epochs = [row for row in metrics if row.get("type") == "epoch"]
     dev = [row for row in metrics if row.get("type") == "development"]
-    fig, (ax_acc, ax_struct) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_acc, ax_struct) = _pyplot().subplots(1, 2, figsize=(11, 4))
     ax_acc.plot([r["epoch"] for r in epochs], [100 * r["test_acc"] for r in epochs], "o-", label="test")
     ax_acc.plot([r["epoch"] for r in epochs], [100 * r["train_acc"] for r in epochs], "s--", label="train")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"accuracy (data: {data_source})")
@@ -49,7 +55,7 @@ def plot_training(metrics: list[dict], path: Path, data_source: str) -> None:
 def plot_energy(summary: dict, path: Path) -> None:
     """Per-layer SOPs (this network vs unpruned) and energy per sample of the three rows."""
     layers = summary["layers"]
-    fig, (ax_ops, ax_energy) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_ops, ax_energy) = _pyplot().subplots(1, 2, figsize=(11, 4))
     x = range(len(layers))
     this = [layer["sops_per_sample"] + layer["macs_per_sample"] for layer in layers]
     unpruned = [layer["sops_unpruned_per_sample"] for layer in layers]
@@ -75,7 +81,7 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
     totals = confusion.sum(axis=1, keepdims=True)
     fraction = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
     size = min(3 + 0.45 * n, 14)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig, ax = _pyplot().subplots(figsize=(size + 1.2, size))
     image = ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if n <= 20:
