@@ -32,3 +32,20 @@ def test_mnist_and_nmnist_presets_hold_the_papers_pruning_rates():
     assert preset("mnist")["rho_init"] == 35.0
     assert preset("nmnist")["rho_init"] == 45.0
     assert preset("dvsgesture")["rho_init"] == 60.0
+
+
+def test_every_preset_runs_the_whole_sdsnn_schedule():
+    """With 'auto' (10 development steps per epoch) each preset's default epochs reach the
+    step where the regeneration percentile is capped, past pruning (step 2K) and the fast
+    neurotrophic phase: once per epoch, 15 epochs never even reached pruning."""
+    from evsim.structure import SDSNNConfig
+    from evsim.structure.sdsnn import regrowth_percentile
+    from evsim.train import AUTO, AUTO_STEPS_PER_EPOCH
+
+    cfg = SDSNNConfig()
+    capped = next(s for s in range(cfg.prune_start, 1000) if regrowth_percentile(s, cfg) == cfg.q_max)
+    assert capped > cfg.prune_start + cfg.alpha_fast_steps
+    for name in ("mnist", "nmnist", "cifar10", "dvsgesture"):
+        values = preset(name)
+        assert values["dev_interval"] == AUTO and values["structure"] == "sdsnn"
+        assert values["epochs"] * AUTO_STEPS_PER_EPOCH >= capped, name
