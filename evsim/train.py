@@ -537,9 +537,9 @@ class Trainer:
                  f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
             prune_start = self.config.sdsnn.prune_start
             if self.config.structure == "sdsnn" and self.development_steps() < prune_start:
-                echo(f"NOTE: SD-SNN prunes and regrows from development step {prune_start} (2 x --spine-steps), but "
-                     f"this run takes {self.development_steps()}: only the dendritic-spine constraint will run; train "
-                     "more epochs, develop more often (--dev-interval), or lower --spine-steps")
+                echo(f"NOTE: SD-SNN prunes from development step {prune_start} (2 x --spine-steps) but this run has "
+                     f"{self.development_steps()}: only the spine constraint will run; add epochs or lower "
+                     "--dev-interval or --spine-steps")
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
             try:

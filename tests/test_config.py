@@ -132,7 +132,7 @@ def test_a_run_too_short_for_pruning_says_so(epochs, noted):
     note = [line for line in lines if line.startswith("NOTE: SD-SNN prunes")]
     assert bool(note) == noted
     if noted:
-        assert "from development step 18 (2 x --spine-steps), but this run takes 10" in note[0]
+        assert "from development step 18 (2 x --spine-steps) but this run has 10:" in note[0]
 
 
 def test_development_steps_count_across_epochs():
