@@ -590,13 +590,13 @@ def _check_sdsnn(state: TrainingState) -> None:
             columns = saved[f"{k}.{name}"]
             if columns.size and (columns[0] < 0 or columns[-1] >= layer.n_out or np.any(np.diff(columns) <= 0)):
                 raise _Damaged(f"{field}{name} must be increasing column indices in [0, {layer.n_out})")
+        width = saved[f"{k}.columns"].size
         for name in ("grad_sum", "grad_sq_sum"):
-            width = saved[f"{k}.columns"].size
             if saved[f"{k}.{name}"].shape != (layer.n_in, width):
                 raise _Damaged(f"{field}{name} has shape {saved[f'{k}.{name}'].shape}, expected {(layer.n_in, width)} "
                                f"(inputs x columns)")
         window = saved[f"{k}.window_batches"]
-        if window.shape != (saved[f"{k}.columns"].size,) or np.any(window < 0):
+        if window.shape != (width,) or np.any(window < 0):
             raise _Damaged(f"{field}window_batches must be counts >= 0, one per column of columns, got "
                            f"{_short(window)}")
         counter = saved[f"{k}.counter"]

@@ -77,8 +77,7 @@ def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool,
     per_step_ops = np.zeros(events.n_steps)
     if isinstance(events, StaticDrive):
         # The same input at every step: every step does the work of one.
-        values = events.values.astype(np.float64)
-        weights = (values != 0) if analog_input else values
+        weights = (events.values != 0) if analog_input else events.values.astype(np.float64)
         per_step_events[:] = weights.sum()
         per_step_ops[:] = weights.sum(axis=0) @ fan_out
     else:
