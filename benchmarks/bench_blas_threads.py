@@ -26,9 +26,8 @@ def batch_seconds(trainer: Trainer, inputs, labels, n: int) -> float:
         start = time.perf_counter()
         counts, traces = net.forward(trainer._events(inputs))
         _, grad = trainer.loss_fn(counts, labels, trainer.config.time_steps)
-        net.backward(traces, grad)
-        trainer.optimizer.step(net.parameters())
-        net.sync_weights()
+        grads = net.backward(traces, grad)
+        trainer.optimizer.step(net.parameters(grads))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -340,11 +340,10 @@ class Trainer:
             if not np.isfinite(loss):
                 raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
             would_be = self.structure is not None and self.structure.needs_would_be_grad
-            self.network.backward(traces, grad_counts, would_be_grad=would_be)
+            grads = self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
-                self.structure.observe(self.network)
-            self.optimizer.step(self.network.parameters(), lr)
-            self.network.sync_weights()
+                self.structure.observe(self.network, grads)
+            self.optimizer.step(self.network.parameters(grads), lr)
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
