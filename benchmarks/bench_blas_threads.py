@@ -16,7 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import machine, save_json
 from evsim.data import load_dataset
-from evsim.train import TrainConfig, Trainer
+from evsim.config import TrainConfig
+from evsim.train import Trainer
 
 
 def batch_seconds(trainer: Trainer, inputs, labels, n: int) -> float:

@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from evsim.config import TrainConfig
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
 from evsim.layers import LAYER_KINDS, SparseLinear
@@ -60,6 +61,16 @@ CHECKPOINT_BEST = "checkpoint-best.npz"
 CHECKPOINT_FORMAT = 3
 # What np.load and the checks below raise on a damaged file.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
+
+
+@dataclass
+class EpochProgress:
+    """Where an unfinished epoch stands: its sample order, samples done, running totals."""
+
+    order: np.ndarray
+    position: int = 0
+    total_loss: float = 0.0
+    correct: int = 0
 
 
 @dataclass
@@ -243,7 +254,7 @@ def _missing_config_key(values: dict, reference: dict, where: str = "") -> str |
 
 
 def stored_config(values, path: Path):
-    """The validated :class:`~evsim.train.TrainConfig` of a configuration read from ``path``
+    """The validated :class:`~evsim.config.TrainConfig` of a configuration read from ``path``
     (a checkpoint's ``meta`` or a run's ``config.json``): a hand-edited or damaged value
     must be refused here, not fail deep inside training or evaluation. So must a missing
     key: evsim writes every one, and a default put in its place would silently change
@@ -254,9 +265,9 @@ def stored_config(values, path: Path):
     CheckpointError
         Naming ``path`` and the first invalid value or missing key.
     """
-    from evsim.train import TrainConfig  # here, not at the top: evsim.train imports this module
 
-    reference = TrainConfig().to_dict()
+    # A saved configuration holds dev_interval resolved to a number of batches ("auto" never is).
+    reference = dataclasses.replace(TrainConfig(), dev_interval=0).to_dict()
     try:
         problem = _config_type_problem(values, reference)
         if problem is None:
@@ -658,7 +669,6 @@ def _check_state_arrays(state: TrainingState, development_step: int) -> None:
 def _check_in_epoch(state: TrainingState) -> None:
     """The position in an interrupted epoch: a permutation of the training samples, a
     batch boundary inside it, running totals that fit, and the batches it implies."""
-    from evsim.train import EpochProgress  # here, not at the top: evsim.train imports this module
 
     done, batch_size, epochs = state.in_epoch, state.config["batch_size"], state.config["epochs"]
     if done is None:
