@@ -15,9 +15,11 @@ themselves.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from evsim.errors import ShapeError
+from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, SparseLinear
 from evsim.neuron import LIFParameters
@@ -46,6 +48,24 @@ class Network:
         layers = [SparseLinear.uniform(n_in, n_out, rng, path=path, develops=k < len(sizes) - 2)
                   for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
         return cls(layers, lif)
+
+    @classmethod
+    def from_spec(cls, spec: str, rng: np.random.Generator | int = 0, lif: LIFParameters = LIFParameters(),
+                  path: str = "auto") -> "Network":
+        """The network an architecture string in the paper's notation describes.
+
+        ``"2312-800-10"``: 2312 inputs, a fully connected layer of 800 neurons, 10 outputs.
+        The input may be written as a shape, ``"2x34x34-800-10"`` (its flat size is used).
+        Every hidden layer develops; the output layer does not.
+
+        Raises
+        ------
+        ConfigError
+            If the string is not in that notation, naming the part that is not, or it
+            asks for layer kinds this evsim does not have (``15C3``, ``AP2``, ``MP2``).
+        """
+        sizes = parse_spec(spec)
+        return cls.mlp(sizes, rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng), lif, path)
 
     @property
     def sizes(self) -> list[int]:
@@ -144,6 +164,29 @@ class Network:
             for j, (values, state) in enumerate(layer.parameters()):
                 params.append((values, None if grads is None else grads[k].params[j], state))
         return params
+
+
+def parse_spec(spec: str) -> list[int]:
+    """Layer sizes (input first) of an architecture string such as ``"2312-800-10"`` or
+    ``"2x34x34-800-10"``; see :meth:`Network.from_spec`."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"an architecture is a string like '2312-800-10', got {spec!r}")
+    parts = spec.strip().split("-")
+    if len(parts) < 2:
+        raise ConfigError(f"architecture {spec!r} needs an input and at least one layer, like '2312-800-10'")
+    shape = parts[0].lower().split("x")
+    if not all(re.fullmatch(r"[1-9][0-9]*", n) for n in shape):
+        raise ConfigError(f"architecture {spec!r}: the input {parts[0]!r} must be a size (2312) or a shape (2x34x34)")
+    sizes = [int(np.prod([int(n) for n in shape]))]
+    for k, part in enumerate(parts[1:], start=1):
+        if re.fullmatch(r"[1-9][0-9]*", part):
+            sizes.append(int(part))
+        elif re.fullmatch(r"[1-9][0-9]*C[1-9][0-9]*|[AM]P[1-9][0-9]*", part, flags=re.IGNORECASE):
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is a convolution or pooling layer, which "
+                              "this evsim cannot build; use fully connected sizes like 2312-800-10")
+        else:
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is not a layer size like 800")
+    return sizes
 
 
 def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:

@@ -49,7 +49,8 @@ from evsim.checkpoint import (
 from evsim.config import AUTO, CONFIG_TOML, TrainConfig, auto_dev_interval, config_toml
 from evsim.data import Dataset, load_dataset
 from evsim.data.encoding import encode_events
-from evsim.energy import EnergyReport, count_network
+from evsim.energy import EnergyReport
+from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
@@ -130,7 +131,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset, network: Network | None = None):
         config.validate()
-        if dataset.time_steps is not None and dataset.time_steps != config.time_steps:
+        if dataset.encoding == "frames" and dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
         self.dataset = dataset
         self.config = config
@@ -241,16 +242,10 @@ class Trainer:
         return done.total_loss / done.position, done.correct / done.position
 
     def predict(self, inputs) -> tuple[np.ndarray, EnergyReport | None]:
-        """Output spike counts ``[N, n_classes]`` for ``inputs``, and the exact operation
-        counts of those forward passes (counting is O(events), cheap enough to stay on)."""
-        out, report = [], None
-        analog = self.dataset.encoding == "direct"
-        for start in range(0, len(inputs), self.config.eval_batch_size):
-            counts, traces = self.network.forward(self._events(inputs[start:start + self.config.eval_batch_size]))
-            out.append(counts)
-            batch = count_network(self.network, traces, analog, counts.shape[0], data_source=self.dataset.source)
-            report = batch if report is None else report.add(batch)
-        return (np.concatenate(out) if out else np.zeros((0, self.dataset.n_classes), np.float32)), report
+        """Output spike counts ``[N, n_classes]`` for ``inputs`` (rate coding draws from the
+        trainer's generator, so a resumed run draws the same), and their operation counts."""
+        return run_batches(self.network, inputs, self.dataset.encoding, self.config.time_steps, self.rng,
+                           self.config.eval_batch_size, data_source=self.dataset.source)
 
     def evaluate(self, split: str = "test") -> tuple[float, EnergyReport | None]:
         """Accuracy on ``split`` and its energy report."""
