@@ -48,12 +48,12 @@ def sweep(path: Path, out: Path | None = None, scheduler: str | None = None, sch
     plan = read_sweep(path)
     configs = resolve_points(plan, out)
     n_workers, threads = local_workers(configs, workers)
-    if scheduler is None and scheduler_file is None:
-        echo(f"sweep: {len(plan.points)} points -> {out}; local cluster of {n_workers} worker processes x "
-             f"{threads} threads")
-    else:
-        echo(f"sweep: {len(plan.points)} points -> {out}; cluster at {scheduler or scheduler_file}")
     with dask_client(scheduler, scheduler_file, n_workers) as client:
+        if scheduler is None and scheduler_file is None:
+            echo(f"sweep: {len(plan.points)} points -> {out}; local cluster of {n_workers} worker processes x "
+                 f"{threads} threads")
+        else:
+            echo(f"sweep: {len(plan.points)} points -> {out}; cluster at {scheduler or scheduler_file}")
         return run_sweep(plan, configs, out, client, progress, echo)
 
 

@@ -25,6 +25,7 @@ STATE_FILE = "sweep.json"
 LOG_DIR = "logs"
 METRICS = "metrics.jsonl"
 POLL_S = 1.0
+CONNECT_TIMEOUT = "30s"  # Dask retries a refused connection until then
 
 
 def machine_cores() -> int:
@@ -75,8 +76,8 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
         return
     where = scheduler or scheduler_file
     try:
-        client = Client(scheduler, timeout="20s") if scheduler else Client(scheduler_file=str(scheduler_file),
-                                                                            timeout="20s")
+        client = (Client(scheduler, timeout=CONNECT_TIMEOUT) if scheduler
+                  else Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT))
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
     with client:

@@ -203,7 +203,7 @@ def _table(path: Path, values: dict, name: str) -> dict:
 
 def _check_option(path: Path, where: str, key: str, valid: list[str]) -> None:
     if key not in valid:
-        raise ConfigError(f"{path}: {where}: unknown option{_hint(key, valid)}; valid options: "
+        raise ConfigError(f"{path}: {where}: unknown option {key!r}{_hint(key, valid)}; valid options: "
                           f"{', '.join(sorted(valid))}")
 
 
@@ -223,7 +223,7 @@ def _check_axis(path: Path, where: str, value) -> None:
 
 def _hint(key: str, valid) -> str:
     close = difflib.get_close_matches(key.replace("-", "_"), list(valid), n=1)
-    return f" {key!r} (did you mean {close[0]!r}?)" if close else f" {key!r}"
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _describe(p: Point) -> str:
