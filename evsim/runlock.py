@@ -5,7 +5,9 @@ A process that trains or resumes a run holds an exclusive ``fcntl.flock`` on
 ``evsim train --out`` of the same folder, a sweep's worker) is refused at once with
 one line, never queued behind it. The kernel releases a flock when its process dies,
 so a lock left by a killed run never blocks the next one: the lock file is only a
-name to lock, its presence means nothing.
+name to lock, its presence means nothing. It is removed when the lock is released
+(so a folder only read, or refused, is left as it was); a process that locked the
+file just removed checks, and opens and locks the current one.
 
 The lock is reentrant within the thread that holds it, so that a caller may hold it
 across a decision and the training it leads to (a sweep point checks what its folder
@@ -42,7 +44,7 @@ def run_lock(run_dir: Path | None):
 
     The folder is made if missing; if it was made here and holds nothing but the lock
     file when the block ends (the run failed before writing anything), it is removed
-    again, so a failed start leaves no folder behind.
+    again, so a failed start leaves no folder behind. The lock file is removed on release.
 
     Raises
     ------
@@ -78,9 +80,7 @@ def run_lock(run_dir: Path | None):
     finally:
         with _held_guard:
             del _held[run_dir]
-        if created:
-            _remove_if_empty(run_dir)  # while still locked: nobody can be starting there
-        os.close(fd)  # releases the flock
+        _release(run_dir, fd, created)
 
 
 def _acquire(run_dir: Path) -> int:
@@ -99,7 +99,7 @@ def _acquire(run_dir: Path) -> int:
         except BaseException:
             os.close(fd)
             raise
-        # A folder removed (by _remove_if_empty) between our open and our flock leaves us
+        # A lock file removed (by _release) between our open and our flock leaves us
         # holding the lock of a file no longer there: open the current one again.
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
@@ -121,11 +121,14 @@ def _holder(path: Path) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """Remove ``run_dir`` if it holds only its lock file."""
+def _release(run_dir: Path, fd: int, created: bool) -> None:
+    """Remove the lock file (and ``run_dir`` if it was made for this lock and holds
+    nothing else), then release the flock: a run leaves no trace of its lock."""
     try:
-        if [entry.name for entry in run_dir.iterdir()] == [LOCK_FILE]:
-            (run_dir / LOCK_FILE).unlink()
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        if created and not any(run_dir.iterdir()):
             run_dir.rmdir()
     except OSError:
         pass  # something appeared meanwhile, or the folder is not ours to tidy
+    finally:
+        os.close(fd)

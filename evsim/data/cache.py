@@ -134,16 +134,28 @@ def cached_entry(folder: Path, build, check) -> tuple:
 def _building(folder: Path):
     """Hold the exclusive flock of cache entry ``folder`` (waiting for it): processes that
     need the same entry at once (sweep workers on one machine) build it once, the
-    others wait and then read it. The lock file stays beside the entry (unlinking it
-    would let a waiting process lock a file no longer there); the kernel releases the
-    flock when its holder exits, even killed."""
+    others wait and then read it. The kernel releases a flock when its holder exits,
+    even killed. The lock file is removed on release, so a waiter that locked the
+    removed file opens the current one and locks again."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with errors_about(folder):
-        fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    path = folder.parent / f".{folder.name}.lock"
+    while True:
+        with errors_about(folder):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        path.unlink(missing_ok=True)
         os.close(fd)
 
 
