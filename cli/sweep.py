@@ -47,11 +47,16 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     points run on an embedded Dask LocalCluster of worker processes, workers x
     threads per run within this machine's cores. Exit code 1 if any point failed.
     """
-    states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
+    folder = out if out is not None else default_out(sweep_file)
+    try:
+        states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "
+                   "(interrupted points resume from their last checkpoint)", err=True)
+        ctx.exit(130)
     failed = [s for s in states if s["status"] != "done"]
     skipped = sum(s["action"] == "skipped" for s in states)
     resumed = sum(s["action"] == "resumed" for s in states)
-    folder = out if out is not None else default_out(sweep_file)
     click.echo(f"done: {len(states) - len(failed)} of {len(states)} points finished ({skipped} already before, "
                f"{resumed} resumed), {len(failed)} failed -> {folder}; report: evsim sweep report {folder}")
     for state in failed:

@@ -131,9 +131,9 @@ def test_report_has_a_row_per_point_groups_over_seeds_and_the_figure(finished):
 def test_a_killed_sweep_reruns_only_the_rest_and_ends_as_if_never_killed(finished, tmp_path):
     out = tmp_path / "out"
     path = sweep_file(tmp_path, SWEEP)
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
     sweep = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()",
-         "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
+        [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "EVSIM_OFFLINE": "1"})
     try:
@@ -299,3 +299,31 @@ def _wait_until_gone(pgid: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"processes of group {pgid} outlived SIGKILL")
+
+
+def test_a_folder_holding_a_run_of_another_configuration_is_not_taken_as_this_points(finished):
+    from evsim.errors import ConfigError
+    from evsim.sweep.point import folder_action
+
+    run_dir = finished / NAMES[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert folder_action(run_dir, {**config, "out": "elsewhere"}) == "skipped"
+    with pytest.raises(ConfigError, match="holds a run of another configuration"):
+        folder_action(run_dir, {**config, "epochs": 3})
+
+
+def test_the_live_status_names_each_running_points_epoch(finished):
+    from evsim.sweep.execute import live_status
+    from evsim.sweep.plan import read_sweep, resolve_points
+
+    class Future:
+        def __init__(self, key):
+            self.key = key
+
+    class Client:
+        def processing(self):
+            return {"worker-a": ["key-0"], "worker-b": ["key-4"]}
+
+    configs = resolve_points(read_sweep(sweep_file(finished.parent, SWEEP)), finished)
+    pending = {Future("key-0"): NAMES[0], Future("key-1"): NAMES[1], Future("key-4"): "not-started"}
+    assert live_status(Client(), pending, finished, configs) == f"{NAMES[0]} epoch 2/2"

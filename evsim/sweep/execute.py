@@ -117,7 +117,8 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
                 continue
             state[child.name]["options"] = {**child.options, **taken}
             try:
-                submit(child, resolve(state[child.name]["options"], out / child.name, f"{sweep.path}: point {child.name}"))
+                where = f"{sweep.path}: point {child.name}"
+                submit(child, resolve(state[child.name]["options"], out / child.name, where))
             except ConfigError as exc:
                 finish({"name": child.name, "status": "failed", "error": one_line(str(exc))})
         _save(out, sweep, state)

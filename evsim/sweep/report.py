@@ -118,7 +118,8 @@ def report_markdown(groups: list[dict], rows: list[dict], out: Path) -> str:
             if mean is None:
                 cells.append("—")
             else:
-                cells.append(f"{mean * scale:.{decimals}f}" + ("" if std is None else f" ± {std * scale:.{decimals}f}"))
+                spread = "" if std is None else f" ± {std * scale:.{decimals}f}"
+                cells.append(f"{mean * scale:.{decimals}f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] != "done"]
     if failed:
