@@ -214,7 +214,8 @@ def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypa
         assert result.exit_code == 0, result.output
         assert f"cluster at {address}" in result.output
         assert [p["action"] for p in states(out).values()] == ["trained", "trained"]
-        result = run(["sweep", str(path), "--out", str(out), "--scheduler-file", str(scheduler_file), "--no-progress"])
+        result = run(["sweep", "run", str(path), "--out", str(out), "--scheduler-file", str(scheduler_file),
+                      "--no-progress"])
         assert result.exit_code == 0, result.output
         assert [p["action"] for p in states(out).values()] == ["skipped", "skipped"]
     finally:
@@ -327,3 +328,11 @@ def test_the_live_status_names_each_running_points_epoch(finished):
     configs = resolve_points(read_sweep(sweep_file(finished.parent, SWEEP)), finished)
     pending = {Future("key-0"): NAMES[0], Future("key-1"): NAMES[1], Future("key-4"): "not-started"}
     assert live_status(Client(), pending, finished, configs) == f"{NAMES[0]} epoch 2/2"
+
+
+def test_point_folders_are_named_by_their_axis_values():
+    from evsim.sweep.plan import point_name
+
+    assert point_name({"structure": "sdsnn", "seed": 0}) == "structure=sdsnn,seed=0"
+    assert point_name({"hidden": [800, 400], "lr": 0.001, "data_dir": "/a b"}) == "hidden=800-400,lr=0.001,data_dir=_a_b"
+    assert point_name({}) == "run"
