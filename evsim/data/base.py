@@ -17,6 +17,8 @@ sees these arrays.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,14 @@ class DataOptions:
     downsample: int = 0
     seed: int = 0
     download: bool = True
+
+
+def data_dir_of(options: DataOptions) -> Path | None:
+    """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
+    if options.data_dir is not None:
+        return Path(options.data_dir).expanduser()
+    env = os.environ.get("EVSIM_DATA")
+    return Path(env).expanduser() if env else None
 
 
 def check_source(source: str) -> None:

@@ -2,10 +2,10 @@
 its option resolution, so that a point means exactly what ``evsim train --config``
 would make of the same table.
 
-A point's options are resolved by ``evsim train``'s own code path (the config-file
-conversion and checks, then command line > file > preset > default), run on a
-temporary file that holds the point's table: no second copy of the option rules
-exists to drift from the first.
+A point's options go through ``evsim train --config``'s own path
+(:func:`evsim.config.options_from_file`, then :func:`evsim.config.resolve_options`:
+file > preset > default), run on a temporary file that holds the point's table: no
+second copy of the option rules exists to drift from the first.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from evsim.config import TrainConfig, to_toml
+from evsim.config import DEFAULTS, TrainConfig, config_from_options, options_from_file, resolve_options, to_toml
 from evsim.errors import ConfigError
 from evsim.train import resume, train
 
@@ -24,10 +24,7 @@ SWEEP_OWNED = ("out", "progress")
 
 def option_names() -> list[str]:
     """The keys a sweep's ``[base]``, ``[axes]`` and ``[[tied]]`` tables may set."""
-    from evsim.cli.train import train as command
-
-    return [param.name for param in command.params
-            if param.name not in ("config_file", "resume_dir", *SWEEP_OWNED)]
+    return [name for name in DEFAULTS if name not in SWEEP_OWNED]
 
 
 def resolve(values: dict, out: Path, where: str) -> TrainConfig:
@@ -40,19 +37,11 @@ def resolve(values: dict, out: Path, where: str) -> TrainConfig:
         If a value is of the wrong type or out of range, or the options together are
         no valid configuration; the message starts with ``where`` instead of F.
     """
-    from click.core import ParameterSource
-
-    from evsim.cli.train import _file_options, _resolve, train as command
-    from evsim.config import config_from_options
-
     with tempfile.TemporaryDirectory(prefix="evsim-point-") as tmp:
         path = Path(tmp) / "point.toml"
         path.write_text(to_toml(values))
         try:
-            with command.make_context("train", ["--config", str(path), "--out", str(out), "--no-progress"]) as ctx:
-                opts = {k: v for k, v in ctx.params.items() if k not in ("config_file", "resume_dir")}
-                given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
-                return config_from_options(_resolve(opts, given, _file_options(ctx, path)))
+            return config_from_options(resolve_options({}, options_from_file(path)), out)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {str(exc).replace(f'{path}: ', '')}") from None
 
