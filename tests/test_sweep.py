@@ -280,10 +280,12 @@ def test_cluster_options_that_cannot_work_are_one_line(tmp_path):
     assert "no sweep folder" in one_line_error(run(["sweep", "report", str(tmp_path)]))
 
 
-def test_the_sweeps_in_the_repository_are_valid():
+def test_the_sweeps_in_the_repository_are_valid(tmp_path):
+    from evsim.sweep.plan import resolve_points
+
     for path in sorted((REPO / "sweeps").glob("*.toml")):
         sweep = read_sweep(path)
-        assert sweep.points, path
+        assert sweep.points and len(resolve_points(sweep, tmp_path)) == len(sweep.points), path
     paper = read_sweep(REPO / "sweeps" / "paper-comparison.toml")
     structures = sorted({p.options["structure"] for p in paper.points})
     assert structures == ["magnitude", "none", "sdsnn", "set"]
