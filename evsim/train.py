@@ -57,6 +57,7 @@ from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
+from evsim.runlock import run_lock
 from evsim.structure import make_structure
 
 
@@ -503,7 +504,8 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
         For an invalid configuration or one that cannot fit in memory, before the data is loaded.
     """
     check_memory(config.validate())
-    return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
+    with run_lock(run_dir):
+        return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
 
 
 def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
@@ -518,14 +520,15 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If there is no usable checkpoint, or the data found now differs from the run's.
     """
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT_LATEST
-    state = load_checkpoint(path)
-    config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
-    trainer = Trainer(config, _load_announced(config, echo))
-    try:
-        trainer.restore(state)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
-         else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
-    return trainer.fit(run_dir, progress, echo)
+    with run_lock(run_dir):
+        path = run_dir / CHECKPOINT_LATEST
+        state = load_checkpoint(path)
+        config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+        trainer = Trainer(config, _load_announced(config, echo))
+        try:
+            trainer.restore(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
+             else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
+        return trainer.fit(run_dir, progress, echo)
