@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from evsim.config import TrainConfig
-from evsim.errors import CheckpointError, ConfigError, ShapeError
+from evsim.errors import CheckpointError, ConfigError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
 from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from evsim.errors import ConfigError
+
 from evsim.kernels.energy import _count_ops
 from evsim.kernels.events import Events, StaticDrive
 from evsim.layers import Layer

@@ -27,7 +27,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -109,6 +108,9 @@ def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
 # epoch of the default N-MNIST run (benchmarks/RESULTS.md). Long runs still see it every epoch.
 PLOT_EVERY_S = 30.0
 METRICS_FILE = "metrics.jsonl"
+# Files of a run that trained (a new run refuses a folder holding one). config.toml and
+# config.json alone are a run that stopped before its first epoch ended: it restarts there.
+RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 class TrainingInterrupted(Exception):
@@ -505,6 +507,10 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     """
     check_memory(config.validate())
     with run_lock(run_dir):
+        # Checked again under the lock: a run that finished while this one waited to start.
+        if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
+            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+                              "or choose another --out")
         return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
 
 
