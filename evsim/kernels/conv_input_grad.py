@@ -1,0 +1,190 @@
+"""Error a spiking 2-D convolution sends down: dL/dx, the transposed convolution of dL/du.
+
+``dL/dx[s, c, y, x] = sum_{f, valid taps} w[c -> f, ky, kx] * dL/du[s, f, oy, ox]``
+(``y = oy*S - P + ky``, likewise in x; :mod:`evsim.kernels.conv_geometry`). Float32
+``[T*B, C_in*H*W]``, C-contiguous. Three variants, the same result (exactly, for sums
+float32 holds exactly):
+
+``scatter``  from the nonzero entries of ``grad_u`` only: with the rectangular surrogate
+             dL/du is zero for most units at most steps (Perez-Nieves & Goodman 2021),
+             so each nonzero entry scatters its taps into the kernels of its filter,
+             sixteen input channels per gather-add-scatter.
+``gather``   only at the input cells a mask marks (those where the layer below has a
+             nonzero surrogate derivative, so its error is used): each marked cell sums
+             its valid taps over its channel's kernels; unmarked cells get 0.
+``dense``    ``[C*K*K, F] @ [F, n*Ho*Wo]`` (one BLAS GEMM per chunk of slots), then
+             col2im.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES, _check_out
+from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _slots_to_blocks, block_offsets, by_filter,
+                                         check_block_csr, chunk_slots, dense_filter_matrix, tap_major,
+                                         valid_tap_range)
+from evsim.kernels.events import _row_bits
+from evsim.kernels.simd import LANES, gather, load, lowest_bit, scatter
+from evsim.kernels.conv_weight_grad import _check_grad
+
+
+@njit(parallel=True, cache=True)
+def _conv_input_grad_scatter(grad_u, filter_ptr, in_offsets, taps, height, width, kernel, stride, pad, out_height,
+                             out_width, out):
+    """One slot per task. ``filter_ptr`` int64 ``[F+1]``: filter f's kernels are
+    ``filter_ptr[f]:filter_ptr[f+1]`` of ``in_offsets`` (int32, their channels times
+    ``H*W``, ascending) and of the tap-major weights ``taps`` ``[K*K, nnz]`` (in the
+    same filter order)."""
+    n_in = out.shape[1]
+    nnz = in_offsets.shape[0]
+    out_cells = out_height * out_width
+    flat = out.reshape(out.size)
+    weights = taps.reshape(taps.size)
+    for s in prange(out.shape[0]):
+        o = s * n_in
+        flat[o:o + n_in] = 0.0
+        for f in range(filter_ptr.shape[0] - 1):
+            j0, j1 = filter_ptr[f], filter_ptr[f + 1]
+            if j0 == j1:
+                continue
+            for p in range(out_cells):
+                gv = grad_u[s, f * out_cells + p]
+                if gv == 0:
+                    continue
+                oy = p // out_width
+                ox = p - oy * out_width
+                for ky in range(kernel):
+                    iy = oy * stride - pad + ky
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(kernel):
+                        ix = ox * stride - pad + kx
+                        if ix < 0 or ix >= width:
+                            continue
+                        base = o + iy * width + ix
+                        w0 = (ky * kernel + kx) * nnz
+                        for j in range(j0, j1, LANES):
+                            lanes = min(LANES, j1 - j)
+                            scatter(flat, base, in_offsets, j,
+                                    gather(flat, base, in_offsets, j, lanes) + gv * load(weights, w0 + j, lanes),
+                                    lanes)
+
+
+@njit(parallel=True, cache=True)
+def _conv_input_grad_gather(grad_u, mask, indptr, offsets, weights, height, width, kernel, stride, pad, out_height,
+                            out_width, out):
+    """One slot per task; the marked cells of a slot's ``mask`` row (uint8) are found 64
+    bytes at a time. ``offsets`` = ``columns * Ho*Wo``; ``weights`` the tap-major
+    ``[K*K, nnz]`` weights, raveled."""
+    n_in = out.shape[1]
+    nnz = offsets.shape[0]
+    hw = height * width
+    one = np.uint64(1)
+    for s in prange(out.shape[0]):
+        row = mask[s]
+        out[s, :] = 0.0
+        g = grad_u[s]
+        for i0 in range(0, n_in, 64):
+            bits = _row_bits(row, i0, n_in)
+            while bits:
+                i = i0 + lowest_bit(bits)
+                bits &= bits - one
+                c = i // hw
+                k0, k1 = indptr[c], indptr[c + 1]
+                if k0 == k1:
+                    continue
+                rest = i - c * hw
+                y = rest // width
+                x = rest - y * width
+                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                acc = np.float32(0.0)
+                oy = oy0
+                for ky in range(ky0, ky1, stride):
+                    ox = ox0
+                    for kx in range(kx0, kx1, stride):
+                        p = oy * out_width + ox
+                        w0 = (ky * kernel + kx) * nnz
+                        for k in range(k0, k1):
+                            acc += weights[w0 + k] * g[offsets[k] + p]
+                        ox -= 1
+                    oy -= 1
+                out[s, i] = acc
+
+
+def _prepare(grad_u, indptr, columns, data, geometry, out):
+    g = geometry
+    n_slots = grad_u.shape[0]
+    n_filters = _check_grad(grad_u, n_slots, g.out_cells)
+    _check_out(out, n_slots, g.n_in)
+    check_block_csr(indptr, columns, data, g, n_filters)
+    return n_filters
+
+
+def conv_input_grad_scatter(grad_u: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
+                            geometry: ConvGeometry, out: np.ndarray) -> None:
+    """dL/dx from the nonzero entries of dL/du.
+
+    Parameters
+    ----------
+    grad_u : float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous: dL/du of the layer.
+    indptr, columns, data : the block CSR (int32, int32, float32 ``[nnz, K, K]``).
+    geometry : the convolution.
+    out : float32 ``[T*B, C_in*H*W]``, C-contiguous, overwritten with dL/dx.
+
+    Cost: a scan of ``grad_u`` plus, per nonzero entry, (its valid taps) x (kernels of
+    its filter) accumulates.
+    """
+    n_filters = _prepare(grad_u, indptr, columns, data, geometry, out)
+    g = geometry
+    filter_ptr, order = by_filter(indptr, columns, n_filters)
+    rows = np.repeat(np.arange(g.in_channels, dtype=np.int64), np.diff(indptr))
+    in_offsets = (rows[order] * (g.height * g.width)).astype(np.int32)
+    _conv_input_grad_scatter(grad_u, filter_ptr, in_offsets, tap_major(data[order]), g.height, g.width, g.kernel,
+                             g.stride, g.pad, g.out_height, g.out_width, out)
+
+
+def conv_input_grad_gather(grad_u: np.ndarray, mask: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                           data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+    """dL/dx at the input cells ``mask`` marks, 0 elsewhere.
+
+    Parameters
+    ----------
+    grad_u, indptr, columns, data, geometry, out : as :func:`conv_input_grad_scatter`.
+    mask : uint8 or bool ``[T*B, C_in*H*W]``, C-contiguous: nonzero where dL/dx is
+        wanted (the layer below's surrogate derivative is nonzero there).
+
+    Cost: per marked cell, (its valid taps) x (kernels of its channel) multiply-adds,
+    plus a scan of the mask (64 cells per step).
+    """
+    _prepare(grad_u, indptr, columns, data, geometry, out)
+    g = geometry
+    if mask.dtype == np.bool_:
+        mask = mask.view(np.uint8)
+    if mask.dtype != np.uint8 or mask.shape != out.shape or not mask.flags.c_contiguous:
+        raise ValueError(f"mask must be C-contiguous uint8 or bool {out.shape}, got {mask.dtype} {mask.shape}")
+    _conv_input_grad_gather(grad_u, mask, indptr, block_offsets(columns, g.out_cells), tap_major(data).ravel(), g.height, g.width,
+                            g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
+
+
+def conv_input_grad_dense(grad_u: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
+                          geometry: ConvGeometry, out: np.ndarray, max_bytes: int = DENSE_CHUNK_BYTES) -> None:
+    """dL/dx by one GEMM per chunk of slots, ``[C*K*K, F] @ [F, n*Ho*Wo]``, then col2im.
+    Same arguments as :func:`conv_input_grad_scatter`."""
+    n_filters = _prepare(grad_u, indptr, columns, data, geometry, out)
+    g = geometry
+    matrix_t = np.ascontiguousarray(dense_filter_matrix(indptr, columns, data, n_filters).T)
+    n_slots = grad_u.shape[0]
+    n_rows = g.in_channels * g.taps
+    chunk = chunk_slots(n_slots, 4 * g.out_cells * (n_rows + n_filters), max_bytes)
+    blocks = np.empty((n_filters, chunk * g.out_cells), dtype=np.float32)
+    col = np.empty((n_rows, chunk * g.out_cells), dtype=np.float32)
+    for s0 in range(0, n_slots, chunk):
+        width = (min(n_slots, s0 + chunk) - s0) * g.out_cells
+        if width < col.shape[1]:  # the last, shorter chunk: contiguous buffers of its own width
+            blocks = np.empty((n_filters, width), dtype=np.float32)
+            col = np.empty((n_rows, width), dtype=np.float32)
+        _slots_to_blocks(grad_u, g.out_cells, s0, blocks)
+        np.matmul(matrix_t, blocks, out=col)
+        _col2im(col, s0, g.height, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
