@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evsim.kernels.conv_forward import conv_currents_dense, conv_currents_events, conv_currents_static
+from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_events,
+                                        conv_currents_static)
 from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
 from evsim.kernels.conv_input_grad import conv_input_grad_dense, conv_input_grad_gather, conv_input_grad_scatter
 from evsim.kernels.conv_weight_grad import conv_weight_grad_dense, conv_weight_grad_events
@@ -14,6 +15,7 @@ from tests.reference import (conv2d_forward, conv2d_input_grad, conv2d_weight_gr
                              dyadic_weights)
 
 FORWARD = {"events": conv_currents_events,
+           "csr": conv_currents_csr,
            "dense": conv_currents_dense,
            "dense-chunked": lambda *a: conv_currents_dense(*a, max_bytes=1)}
 WEIGHT_GRAD = {"events": conv_weight_grad_events,

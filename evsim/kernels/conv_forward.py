@@ -1,8 +1,15 @@
 """Currents of a spiking 2-D convolution: ``I[s] = conv(x[s])`` for every slot ``s = t*B + b``.
 
-Three variants with the same result (exactly, for sums that float32 holds exactly):
+Four variants with the same result (exactly, for sums that float32 holds exactly):
 
-``events``  each input event scatters its valid taps of the kernels stored in its
+``events``  each input event adds, for each valid tap, its channel's row of weights
+            (one ``F_pad``-lane vector row over the alive filters, zeros for missing
+            kernels) to the output cell's row of a cell-major ``[Ho*Wo, F_pad]``
+            scratch; the scratch is then transposed into the slot's filter-major row.
+            Cost: (events) x (valid taps) x ``F_pad / 16`` vector adds, plus the
+            transpose (``F*Ho*Wo`` per slot); dead filters and channels without kernels
+            cost nothing.
+``csr``     each input event scatters its valid taps of the kernels stored in its
             channel's row: ``I[s, f, oy, ox] += v * w[c -> f, ky, kx]``, sixteen kernels
             per gather-add-scatter. Cost: (events) x (valid taps) x (stored kernels);
             pruned kernels and dead filters cost nothing.
@@ -19,12 +26,13 @@ Currents are float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, filter-major per sl
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _im2col_dense, _im2col_events,
-                                         block_offsets, check_block_csr, chunk_slots, dense_filter_matrix,
-                                         tap_major, valid_tap_range)
-from evsim.kernels.simd import LANES, gather, load, scatter
+from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
+                                         _im2col_events, block_offsets, check_block_csr, chunk_slots,
+                                         dense_filter_matrix, row_weights, tap_major, valid_tap_range)
+from evsim.kernels.propagate import _balanced_bounds
+from evsim.kernels.simd import LANES, gather, load, scatter, store
 
 # Bytes of im2col and GEMM result a dense chunk may hold: large enough that the GEMM
 # runs at full speed, small enough to stay a fraction of the currents themselves.
@@ -32,7 +40,7 @@ DENSE_CHUNK_BYTES = 1 << 25
 
 
 @njit(parallel=True, cache=True)
-def _conv_currents_events(ptr, idx, val, indptr, offsets, taps, channels_hw, width, kernel, stride, pad, out_height,
+def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width, kernel, stride, pad, out_height,
                           out_width, out):
     """``out[s] = conv(events of slot s)``, one slot per task (no shared writes).
 
@@ -75,6 +83,83 @@ def _conv_currents_events(ptr, idx, val, indptr, offsets, taps, channels_hw, wid
                 oy -= 1
 
 
+@njit(parallel=True, cache=True)
+def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel, stride, pad, out_height,
+                        out_width, out):
+    """``out[s] = conv(events of slot s)``; each task takes the slots ``bounds[task]:bounds[task+1]``.
+
+    ``rows`` float32 ``[C, K*K, F_pad]`` (:func:`evsim.kernels.conv_geometry.row_weights`).
+    A task sums a slot into its cell-major scratch ``[Ho*Wo, F_pad]`` (the tap's whole
+    row of weights into the output cell's row: plain vector loads, adds and stores, no
+    gathers), then transposes it into ``out[s]``. Channels whose row is all zero (no
+    kernel stored) are skipped.
+    """
+    n_channels, n_taps, lanes = rows.shape
+    n_filters = out.shape[1] // (out_height * out_width)
+    cells = out_height * out_width
+    weights = rows.reshape(rows.size)
+    has_kernels = np.zeros(n_channels, dtype=np.bool_)
+    for c in range(n_channels):
+        has_kernels[c] = np.any(rows[c] != 0)
+    for task in prange(bounds.shape[0] - 1):
+        scratch = np.empty(cells * lanes, dtype=np.float32)
+        for s in range(bounds[task], bounds[task + 1]):
+            scratch[:] = 0.0
+            for e in range(ptr[s], ptr[s + 1]):
+                i = idx[e]
+                c = i // channels_hw
+                if not has_kernels[c]:
+                    continue
+                rest = i - c * channels_hw
+                y = rest // width
+                x = rest - y * width
+                v = val[e]
+                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                oy = oy0
+                for ky in range(ky0, ky1, stride):
+                    ox = ox0
+                    for kx in range(kx0, kx1, stride):
+                        a = (oy * out_width + ox) * lanes
+                        w = ((c * kernel + ky) * kernel + kx) * lanes
+                        for j in range(0, lanes, LANES):
+                            store(scratch, a + j, load(scratch, a + j, LANES) + v * load(weights, w + j, LANES),
+                                  LANES)
+                        ox -= 1
+                    oy -= 1
+            _from_cell_major(scratch, n_filters, cells, lanes, out, s)
+
+
+def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
+                         columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+    """Event-driven currents of a convolution (row layout; see the module docstring).
+
+    Parameters
+    ----------
+    ptr, idx, val : the input events (:class:`evsim.kernels.events.Events`): int64
+        ``[T*B + 1]``, int32 unit indices ``c*H*W + y*W + x``, float32 values.
+    indptr, columns, data : the block CSR (int32 ``[C_in + 1]``, int32 ``[nnz]``
+        compacted alive filters ascending per row, float32 ``[nnz, K, K]``).
+    geometry : the convolution (:func:`evsim.kernels.conv_geometry.conv_geometry`).
+    out : float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, overwritten; ``F_alive`` is
+        ``out.shape[1] // (Ho*Wo)``.
+
+    The synaptic operations an event performs are counted by
+    :func:`evsim.kernels.conv_geometry.conv_fan_out` (stored kernels x valid taps); this
+    variant computes them 16 filters per vector add, zeros in the lanes of missing
+    kernels of a row that holds others.
+    """
+    g = geometry
+    n_slots = out.shape[0]
+    _check_events(ptr, idx, val, n_slots)
+    n_filters = out.shape[1] // g.out_cells
+    _check_out(out, n_slots, n_filters * g.out_cells)
+    check_block_csr(indptr, columns, data, g, n_filters)
+    _conv_currents_rows(ptr, idx, val, row_weights(indptr, columns, data, n_filters),
+                        _balanced_bounds(ptr, get_num_threads()), g.height * g.width, g.width, g.kernel, g.stride,
+                        g.pad, g.out_height, g.out_width, out)
+
+
 def _check_events(ptr, idx, val, n_slots):
     if ptr.shape != (n_slots + 1,) or idx.dtype != np.int32 or val.dtype != np.float32:
         raise ValueError(f"events: ptr must have {n_slots + 1} entries, idx int32 and val float32; got ptr "
@@ -87,9 +172,9 @@ def _check_out(out, n_slots, n_columns, name="out"):
                          f"{out.shape}")
 
 
-def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
+def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
                          columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
-    """Event-driven currents of a convolution.
+    """Event-driven currents of a convolution, by gather-add-scatter over each row's stored kernels.
 
     Parameters
     ----------
@@ -102,7 +187,10 @@ def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
         ``out.shape[1] // (Ho*Wo)``.
 
     Each event costs (valid taps) x (stored kernels of its channel) accumulates, the
-    count of :func:`evsim.kernels.conv_geometry.conv_fan_out`.
+    count of :func:`evsim.kernels.conv_geometry.conv_fan_out`, sixteen per AVX-512
+    gather and scatter; those cost about 40 cycles each here, so this variant is slower
+    than :func:`conv_currents_events` unless rows keep under a tenth of the filters
+    (``benchmarks/RESULTS.md``).
     """
     g = geometry
     n_slots = out.shape[0]
@@ -110,8 +198,8 @@ def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
     n_filters = out.shape[1] // g.out_cells
     _check_out(out, n_slots, n_filters * g.out_cells)
     check_block_csr(indptr, columns, data, g, n_filters)
-    _conv_currents_events(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), tap_major(data),
-                          g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
+    _conv_currents_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), tap_major(data),
+                       g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
 
 
 def conv_currents_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,

@@ -343,3 +343,49 @@ def _compact_events(ptr, counts, idx, val, out_ptr, out_idx, out_val):
         n = counts[s]
         out_idx[out_ptr[s]:out_ptr[s] + n] = idx[ptr[s]:ptr[s] + n]
         out_val[out_ptr[s]:out_ptr[s] + n] = val[ptr[s]:ptr[s] + n]
+
+
+def padded_lanes(n: int) -> int:
+    """``n`` rounded up to whole 16-lane vectors (at least one)."""
+    return max(1, -(-n // 16)) * 16
+
+
+def row_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_blocks: int) -> np.ndarray:
+    """The *row* layout of the event paths: float32 ``[C, K*K, F_pad]``, entry ``(c, ky*K + kx, f)``
+    = ``w[c -> f, ky, kx]``, zeros where no kernel is stored and in the padding lanes
+    ``F..F_pad-1`` (``F_pad`` = :func:`padded_lanes` of ``n_blocks``). One tap of one
+    channel is then ``F_pad / 16`` whole vectors, contiguous."""
+    n_channels = indptr.shape[0] - 1
+    taps = data.shape[1] * data.shape[2]
+    rows = np.zeros((n_channels, taps, padded_lanes(n_blocks)), dtype=np.float32)
+    rows[kernel_rows(indptr), :, columns] = data.reshape(-1, taps)
+    return rows
+
+
+def filter_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_filters: int) -> np.ndarray:
+    """The transposed row layout: float32 ``[F, K*K, C_pad]``, entry ``(f, tap, c)`` =
+    ``w[c -> f, tap]``, zeros where no kernel is stored and in the padding lanes."""
+    n_channels = indptr.shape[0] - 1
+    taps = data.shape[1] * data.shape[2]
+    rows = np.zeros((n_filters, taps, padded_lanes(n_channels)), dtype=np.float32)
+    rows[columns, :, kernel_rows(indptr)] = data.reshape(-1, taps)
+    return rows
+
+
+@njit(cache=True, inline="always")
+def _to_cell_major(rows, s, n_blocks, cells, lanes, scratch):
+    """``scratch[p*lanes + f] = rows[s, f*cells + p]``: slot s's block-major row as one
+    ``lanes``-wide vector row per cell (lanes past ``n_blocks`` untouched)."""
+    for f in range(n_blocks):
+        o = f * cells
+        for p in range(cells):
+            scratch[p * lanes + f] = rows[s, o + p]
+
+
+@njit(cache=True, inline="always")
+def _from_cell_major(scratch, n_blocks, cells, lanes, out, s):
+    """``out[s, f*cells + p] = scratch[p*lanes + f]``, the inverse of :func:`_to_cell_major`."""
+    for f in range(n_blocks):
+        o = f * cells
+        for p in range(cells):
+            out[s, o + p] = scratch[p * lanes + f]
