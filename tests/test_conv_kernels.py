@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_events,
                                         conv_currents_static)
 from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
-from evsim.kernels.conv_input_grad import conv_input_grad_dense, conv_input_grad_gather, conv_input_grad_scatter
-from evsim.kernels.conv_weight_grad import conv_weight_grad_dense, conv_weight_grad_events
+from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather, conv_input_grad_gather_csr,
+                                           conv_input_grad_scatter, conv_input_grad_scatter_csr)
+from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
 from evsim.kernels.events import dense_to_events
 from tests.reference import (conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_out_size,
                              dyadic_weights)
@@ -19,11 +20,15 @@ FORWARD = {"events": conv_currents_events,
            "dense": conv_currents_dense,
            "dense-chunked": lambda *a: conv_currents_dense(*a, max_bytes=1)}
 WEIGHT_GRAD = {"events": conv_weight_grad_events,
+               "csr": conv_weight_grad_csr,
                "dense": conv_weight_grad_dense,
                "dense-chunked": lambda *a: conv_weight_grad_dense(*a, max_bytes=1)}
 INPUT_GRAD = {"scatter": conv_input_grad_scatter,
+              "scatter_csr": conv_input_grad_scatter_csr,
               "gather": lambda g, i, c, d, geo, out: conv_input_grad_gather(g, np.ones(out.shape, np.uint8), i, c,
                                                                              d, geo, out),
+              "gather_csr": lambda g, i, c, d, geo, out: conv_input_grad_gather_csr(g, np.ones(out.shape, np.uint8),
+                                                                                     i, c, d, geo, out),
               "dense": conv_input_grad_dense,
               "dense-chunked": lambda *a: conv_input_grad_dense(*a, max_bytes=1)}
 
@@ -130,7 +135,7 @@ def test_weight_grad_equals_twin(rng, variant, kernel, stride, pad):
     np.testing.assert_array_equal(got, ref[cols, rows])
 
 
-@pytest.mark.parametrize("variant", ["events", "dense"])
+@pytest.mark.parametrize("variant", list(WEIGHT_GRAD))
 def test_would_be_gradients_of_missing_kernels_into_dead_filters(rng, variant):
     """The pair set is any block CSR over the blocks of the grad array the caller passes:
     here the missing kernels of 3 alive filters and 2 dead ones, whose errors the caller
@@ -161,14 +166,15 @@ def test_input_grad_equals_twin(rng, variant, kernel, stride, pad):
     np.testing.assert_array_equal(out, ref.reshape(out.shape))
 
 
-def test_input_grad_gather_only_where_masked(rng):
+@pytest.mark.parametrize("gather", [conv_input_grad_gather, conv_input_grad_gather_csr])
+def test_input_grad_gather_only_where_masked(rng, gather):
     channels, height, width, kernel, n_slots = 2, 7, 7, 3, 4
     weight, (indptr, columns, data), _ = make_conv(rng, channels, 4, kernel)
     geo = conv_geometry(channels, height, width, kernel, 1, 1)
     grad_u = sparse_grad(rng, (n_slots, weight.shape[0], height, width))
     mask = rng.random((n_slots, geo.n_in)) < 0.2
     out = np.full((n_slots, geo.n_in), np.nan, dtype=np.float32)
-    conv_input_grad_gather(grad_u.reshape(n_slots, -1), mask, indptr, columns, data, geo, out)
+    gather(grad_u.reshape(n_slots, -1), mask, indptr, columns, data, geo, out)
     ref = conv2d_input_grad(grad_u, weight, (channels, height, width), 1, 1).reshape(out.shape)
     np.testing.assert_array_equal(out, np.where(mask, ref, 0))
 
