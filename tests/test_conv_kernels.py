@@ -306,3 +306,19 @@ def test_block_csr_checks(rng):
     ev = dense_to_events(np.zeros((1, 3, geo.n_in), np.float32))
     with pytest.raises(ValueError, match="C-contiguous float32"):
         conv_currents_events(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, out)
+
+
+def test_path_choice_follows_the_measured_crossovers():
+    from evsim.kernels import conv_paths as paths
+
+    assert paths.forward_path(0.06) == "events" and paths.forward_path(0.5) == "dense"
+    assert paths.weight_grad_path(0.06, 15) == "csr" and paths.weight_grad_path(0.06, 40) == "events"
+    assert paths.weight_grad_path(0.6, 40) == "dense"
+    assert paths.input_grad_path(0.05, 0.1) == "gather" and paths.input_grad_path(0.05) == "scatter"
+    assert paths.input_grad_path(0.5, 0.5) == "dense"
+    for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",
+                                                                                                   "dense")),
+                           (paths.INPUT_GRAD_PATHS, ("gather", "scatter", "dense"))):
+        assert set(choices) <= set(table)
+    ptr = np.array([0, 3, 3, 5], dtype=np.int64)
+    assert paths.event_density(ptr, 10) == pytest.approx(5 / 30)
