@@ -188,8 +188,7 @@ def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
 
     Each event costs (valid taps) x (stored kernels of its channel) accumulates, the
     count of :func:`evsim.kernels.conv_geometry.conv_fan_out`, sixteen per AVX-512
-    gather and scatter. A gather after a scatter to nearby currents waits for the
-    stores, so this variant ran 3-4x slower than :func:`conv_currents_events` at 5-10 %
+    gather and scatter. It ran 3-4x slower than :func:`conv_currents_events` at 5-10 %
     activity with every kernel stored (``benchmarks/RESULTS.md``); it touches no lane of
     a missing kernel, so it is the one to try for rows that keep few of their kernels.
     """
