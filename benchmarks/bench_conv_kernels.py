@@ -14,12 +14,18 @@ each kernel is timed in the same round, best of ``--repeat`` after a warm-up cal
   ``gather_csr`` (mask with that fraction marked), ``dense``.
 
 For each kernel it prints the activity at which the fastest event variant stops
-beating the dense one (the ratio interpolated linearly between measured activities;
-"> max" if it still wins at the highest). The machine is shared: run it more than once
-and report ranges.
+beating the dense one, two ways: ``first`` interpolates the time ratio between the
+last measured activity where events win and the first where they lose (one slow
+measurement moves it), ``fit`` intersects least-squares lines of time against
+activity (the event paths' cost grows with the events, the GEMM's barely), which one
+outlier moves less. ``inf``: the event path won at every activity measured, or the
+lines do not cross below 100 %. The machine is shared: run it more than once and
+report ranges.
 
 Run: python -m benchmarks.bench_conv_kernels [--threads 1,2] [--activities 1,2,5,10,20,30]
-[--repeat 3] [--json out.json]
+[--repeat 3] [--json out.json]; ``--summarize a.json b.json ...`` prints, per thread
+count, layer and kernel, the range over runs of each variant's time at each activity
+and of the crossovers.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import machine, save_json
+from benchmarks.common import linear_fit, machine, save_json
 
 N_STEPS, BATCH = 20, 100
 LAYERS = {"conv1": dict(channels=2, size=32, filters=15, values=(1.0, 2.0, 3.0)),
@@ -113,6 +119,39 @@ def crossover(activities, event_ms, dense_ms) -> float:
     return float("inf")
 
 
+def fitted_crossover(activities, event_ms, dense_ms) -> float:
+    """Activity where the least-squares lines of event and dense time cross (inf if the
+    event line stays below the dense one up to 100 %, 0 if it is above from 0)."""
+    ev, de = linear_fit(activities, event_ms), linear_fit(activities, dense_ms)
+    below_at = [ev["intercept"] + ev["slope"] * a < de["intercept"] + de["slope"] * a for a in (0.0, 100.0)]
+    if below_at[0] and below_at[1]:
+        return float("inf")
+    if not below_at[0]:
+        return 0.0
+    return (de["intercept"] - ev["intercept"]) / (ev["slope"] - de["slope"])
+
+
+def summarize(paths) -> None:
+    """Ranges over the runs saved by ``--json`` of every time and crossover."""
+    import json
+
+    runs = [json.loads(open(p).read())["runs"] for p in paths]
+    keys = sorted({(r["threads"], r["layer"], r["kernel"]) for run in runs for r in run})
+    for key in keys:
+        entries = [r for run in runs for r in run if (r["threads"], r["layer"], r["kernel"]) == key]
+        activities = entries[0]["activities"]
+        print(f"threads {key[0]} {key[1]} {key[2]} ({len(entries)} runs), ms min-max:")
+        for name in entries[0]["ms"][0]:
+            cells = "  ".join(f"{a:g}%: {min(e['ms'][k][name] for e in entries):.0f}-"
+                              f"{max(e['ms'][k][name] for e in entries):.0f}" for k, a in enumerate(activities))
+            print(f"  {name:12s} {cells}")
+        for name in entries[0]["crossover_by_variant"]:
+            first = [e["crossover_by_variant"][name] for e in entries]
+            fit = [fitted_crossover(activities, [row[name] for row in e["ms"]], [row["dense"] for row in e["ms"]])
+                   for e in entries]
+            print(f"  crossover {name}: first {min(first):.1f}-{max(first):.1f}%, fit {min(fit):.1f}-{max(fit):.1f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -120,7 +159,11 @@ def main() -> None:
     parser.add_argument("--layers", default="conv1,conv2")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="write results as JSON to this file")
+    parser.add_argument("--summarize", nargs="+", metavar="JSON", help="print ranges over saved runs and exit")
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
     activities = [float(a) for a in args.activities.split(",")]
     results = {"machine": machine(), "runs": []}
     for n_threads in (int(t) for t in args.threads.split(",")):
@@ -138,15 +181,18 @@ def main() -> None:
                 for kernel, rows in table.items():
                     names = [n for n in rows[0] if n != "dense"]
                     fastest = [min(r[n] for n in names) for r in rows]
-                    cross = crossover(activities, fastest, [r["dense"] for r in rows])
+                    dense = [r["dense"] for r in rows]
+                    cross = crossover(activities, fastest, dense)
+                    fitted = {n: fitted_crossover(activities, [r[n] for r in rows], dense) for n in names}
                     per_variant = {n: crossover(activities, [r[n] for r in rows], [r["dense"] for r in rows])
                                    for n in names}
-                    text = ", ".join(f"{n} {c:.1f}%" for n, c in per_variant.items())
+                    text = ", ".join(f"{n} first {c:.1f}% fit {fitted[n]:.1f}%" for n, c in per_variant.items())
                     print(f"CROSSOVER threads {n_threads} {layer} {kernel}: event paths win below {cross:.1f}% "
                           f"({text})", flush=True)
                     results["runs"].append({"threads": n_threads, "layer": layer, "kernel": kernel,
                                             "activities": activities, "ms": rows, "crossover": cross,
-                                            "crossover_by_variant": per_variant})
+                                            "crossover_by_variant": per_variant,
+                                            "fitted_crossover_by_variant": fitted})
     save_json(args.json, results)
 
 
