@@ -6,7 +6,9 @@ values 0.25-1). At each input activity (fraction of nonzero cells) every variant
 each kernel is timed in the same round, best of ``--repeat`` after a warm-up call:
 
 - forward currents: ``events`` (row layout), ``csr`` (gather/scatter), ``dense``
-  (im2col + GEMM);
+  (im2col + GEMM), and each dense variant again as ``dense_blas1`` with BLAS held to
+  one thread (OpenBLAS threads that spin-wait starve Numba's on this shared machine);
+  crossovers are against the faster of the two;
 - weight gradient: ``events``, ``csr``, ``dense`` (dL/du dense, as the LIF backward
   leaves it);
 - input gradient (conv2 only; conv1's input is the data): ``scatter`` and
@@ -86,6 +88,8 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
                         "csr": lambda: conv_weight_grad_csr(*ev, grad_u, indptr, columns, geo),
                         "dense": lambda: conv_weight_grad_dense(*ev, grad_u, indptr, columns, geo)},
     }
+    for fns in kernels.values():  # the GEMM with BLAS on one thread while Numba's kernels use the others
+        fns["dense_blas1"] = _one_blas_thread(fns["dense"])
     if layer == "conv2":
         kernels["input_grad"] = {
             "scatter": lambda: conv_input_grad_scatter(grad_u, *csr, geo, grad_in),
@@ -93,7 +97,15 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
             "gather": lambda: conv_input_grad_gather(grad_u, mask, *csr, geo, grad_in),
             "gather_csr": lambda: conv_input_grad_gather_csr(grad_u, mask, *csr, geo, grad_in),
             "dense": lambda: conv_input_grad_dense(grad_u, *csr, geo, grad_in)}
+        kernels["input_grad"]["dense_blas1"] = _one_blas_thread(kernels["input_grad"]["dense"])
     return kernels
+
+
+def _one_blas_thread(fn):
+    def run():
+        with threadpool_limits(1, user_api="blas"):
+            fn()
+    return run
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -147,7 +159,8 @@ def summarize(paths) -> None:
             print(f"  {name:12s} {cells}")
         for name in entries[0]["crossover_by_variant"]:
             first = [e["crossover_by_variant"][name] for e in entries]
-            fit = [fitted_crossover(activities, [row[name] for row in e["ms"]], [row["dense"] for row in e["ms"]])
+            fit = [fitted_crossover(activities, [row[name] for row in e["ms"]],
+                                    [min(row["dense"], row.get("dense_blas1", np.inf)) for row in e["ms"]])
                    for e in entries]
             print(f"  crossover {name}: first {min(first):.1f}-{max(first):.1f}%, fit {min(fit):.1f}-{max(fit):.1f}%")
 
@@ -179,12 +192,12 @@ def main() -> None:
                         cells = "  ".join(f"{name} {ms:7.1f}" for name, ms in row.items())
                         print(f"threads {n_threads} {layer} {activity:4.0f}% {kernel:12s} {cells}  ms", flush=True)
                 for kernel, rows in table.items():
-                    names = [n for n in rows[0] if n != "dense"]
+                    names = [n for n in rows[0] if not n.startswith("dense")]
                     fastest = [min(r[n] for n in names) for r in rows]
-                    dense = [r["dense"] for r in rows]
+                    dense = [min(r["dense"], r["dense_blas1"]) for r in rows]
                     cross = crossover(activities, fastest, dense)
                     fitted = {n: fitted_crossover(activities, [r[n] for r in rows], dense) for n in names}
-                    per_variant = {n: crossover(activities, [r[n] for r in rows], [r["dense"] for r in rows])
+                    per_variant = {n: crossover(activities, [r[n] for r in rows], dense)
                                    for n in names}
                     text = ", ".join(f"{n} first {c:.1f}% fit {fitted[n]:.1f}%" for n, c in per_variant.items())
                     print(f"CROSSOVER threads {n_threads} {layer} {kernel}: event paths win below {cross:.1f}% "
