@@ -168,7 +168,8 @@ def summarize(paths) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--activities", default="1,2,5,10,20,30", help="input activities in %% (default 1,2,5,10,20,30)")
+    parser.add_argument("--activities", default="1,2,5,10,20,30",
+                        help="input activities in %% (default 1,2,5,10,20,30)")
     parser.add_argument("--layers", default="conv1,conv2")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="write results as JSON to this file")

@@ -29,7 +29,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
-                                         _im2col_events, block_offsets, check_block_csr, chunk_slots,
+                                         _im2col_events, block_offsets, check_block_csr, check_events, check_out,
+                                         chunk_slots,
                                          dense_filter_matrix, row_weights, tap_major, valid_tap_range)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, gather, load, scatter, store
@@ -151,25 +152,13 @@ def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
     """
     g = geometry
     n_slots = out.shape[0]
-    _check_events(ptr, idx, val, n_slots)
+    check_events(ptr, idx, val, n_slots)
     n_filters = out.shape[1] // g.out_cells
-    _check_out(out, n_slots, n_filters * g.out_cells)
+    check_out(out, n_slots, n_filters * g.out_cells)
     check_block_csr(indptr, columns, data, g, n_filters)
     _conv_currents_rows(ptr, idx, val, row_weights(indptr, columns, data, n_filters),
                         _balanced_bounds(ptr, get_num_threads()), g.height * g.width, g.width, g.kernel, g.stride,
                         g.pad, g.out_height, g.out_width, out)
-
-
-def _check_events(ptr, idx, val, n_slots):
-    if ptr.shape != (n_slots + 1,) or idx.dtype != np.int32 or val.dtype != np.float32:
-        raise ValueError(f"events: ptr must have {n_slots + 1} entries, idx int32 and val float32; got ptr "
-                         f"{ptr.shape}, {idx.dtype}, {val.dtype}")
-
-
-def _check_out(out, n_slots, n_columns, name="out"):
-    if out.dtype != np.float32 or out.shape != (n_slots, n_columns) or not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous float32 [{n_slots}, {n_columns}], got {out.dtype} "
-                         f"{out.shape}")
 
 
 def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
@@ -194,9 +183,9 @@ def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
     """
     g = geometry
     n_slots = out.shape[0]
-    _check_events(ptr, idx, val, n_slots)
+    check_events(ptr, idx, val, n_slots)
     n_filters = out.shape[1] // g.out_cells
-    _check_out(out, n_slots, n_filters * g.out_cells)
+    check_out(out, n_slots, n_filters * g.out_cells)
     check_block_csr(indptr, columns, data, g, n_filters)
     _conv_currents_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), tap_major(data),
                        g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
@@ -215,9 +204,9 @@ def conv_currents_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indpt
     """
     g = geometry
     n_slots = out.shape[0]
-    _check_events(ptr, idx, val, n_slots)
+    check_events(ptr, idx, val, n_slots)
     n_filters = out.shape[1] // g.out_cells
-    _check_out(out, n_slots, n_filters * g.out_cells)
+    check_out(out, n_slots, n_filters * g.out_cells)
     check_block_csr(indptr, columns, data, g, n_filters)
     matrix = dense_filter_matrix(indptr, columns, data, n_filters)
     n_rows = g.in_channels * g.taps

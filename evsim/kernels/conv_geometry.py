@@ -115,6 +115,29 @@ def check_block_csr(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, g
         raise ValueError("block CSR: columns must ascend within each row (one kernel per channel and filter)")
 
 
+def check_events(ptr, idx, val, n_slots):
+    """Refuse events that are not ``n_slots`` slots of int32 indices and float32 values."""
+    if ptr.shape != (n_slots + 1,) or idx.dtype != np.int32 or val.dtype != np.float32:
+        raise ValueError(f"events: ptr must have {n_slots + 1} entries, idx int32 and val float32; got ptr "
+                         f"{ptr.shape}, {idx.dtype}, {val.dtype}")
+
+
+def check_out(out, n_slots, n_columns, name="out"):
+    """Refuse an output array the kernels cannot write by flat offsets."""
+    if out.dtype != np.float32 or out.shape != (n_slots, n_columns) or not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous float32 [{n_slots}, {n_columns}], got {out.dtype} "
+                         f"{out.shape}")
+
+
+def check_grad(grad_u, n_slots, out_cells):
+    """Refuse a dL/du that is not C-contiguous float32 ``[n_slots, G*out_cells]``; returns G."""
+    if (grad_u.dtype != np.float32 or grad_u.ndim != 2 or grad_u.shape[0] != n_slots
+            or grad_u.shape[1] % out_cells or not grad_u.flags.c_contiguous):
+        raise ValueError(f"grad_u must be C-contiguous float32 [{n_slots}, G*{out_cells}], got {grad_u.dtype} "
+                         f"{grad_u.shape}")
+    return grad_u.shape[1] // out_cells
+
+
 def tap_major(data: np.ndarray) -> np.ndarray:
     """Kernels ``[nnz, K, K]`` as C-contiguous float32 ``[K*K, nnz]`` (tap ``ky*K + kx`` first)."""
     return np.ascontiguousarray(data.reshape(data.shape[0], data.shape[1] * data.shape[2]).T, dtype=np.float32)

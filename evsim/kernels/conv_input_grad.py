@@ -26,14 +26,14 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES, _check_out
+from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
-                                         _to_cell_major, block_offsets, by_filter, check_block_csr, chunk_slots,
+                                         _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
+                                         check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
                                          valid_tap_range)
 from evsim.kernels.events import _row_bits
 from evsim.kernels.simd import LANES, gather, load, lowest_bit, scatter, splat, store
-from evsim.kernels.conv_weight_grad import _check_grad
 
 
 @njit(parallel=True, cache=True)
@@ -278,8 +278,8 @@ def conv_input_grad_gather(grad_u: np.ndarray, mask: np.ndarray, indptr: np.ndar
 def _prepare(grad_u, indptr, columns, data, geometry, out):
     g = geometry
     n_slots = grad_u.shape[0]
-    n_filters = _check_grad(grad_u, n_slots, g.out_cells)
-    _check_out(out, n_slots, g.n_in)
+    n_filters = check_grad(grad_u, n_slots, g.out_cells)
+    check_out(out, n_slots, g.n_in)
     check_block_csr(indptr, columns, data, g, n_filters)
     return n_filters
 
@@ -325,8 +325,8 @@ def conv_input_grad_gather_csr(grad_u: np.ndarray, mask: np.ndarray, indptr: np.
     _prepare(grad_u, indptr, columns, data, geometry, out)
     g = geometry
     mask = _check_mask(mask, out.shape)
-    _conv_input_grad_gather_csr(grad_u, mask, indptr, block_offsets(columns, g.out_cells), tap_major(data).ravel(), g.height, g.width,
-                            g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
+    _conv_input_grad_gather_csr(grad_u, mask, indptr, block_offsets(columns, g.out_cells), tap_major(data).ravel(),
+                                g.height, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
 
 
 def conv_input_grad_dense(grad_u: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,

@@ -32,10 +32,10 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES, _check_events
+from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
-                                         block_offsets, check_block_csr, chunk_slots, kernel_rows, padded_lanes,
-                                         valid_tap_range)
+                                         block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
+                                         kernel_rows, padded_lanes, valid_tap_range)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, gather, load, store
 
@@ -137,8 +137,8 @@ def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
     """
     g = geometry
     n_slots = grad_u.shape[0]
-    _check_events(ptr, idx, val, n_slots)
-    n_blocks = _check_grad(grad_u, n_slots, g.out_cells)
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
     nnz = columns.shape[0]
     check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
     bounds = _balanced_bounds(ptr, get_num_threads())
@@ -151,14 +151,6 @@ def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
         total += partial[task]
     total = total.reshape(g.in_channels, g.taps, lanes)
     return np.ascontiguousarray(total[kernel_rows(indptr), :, columns]).reshape(nnz, g.kernel, g.kernel)
-
-
-def _check_grad(grad_u, n_slots, out_cells):
-    if (grad_u.dtype != np.float32 or grad_u.ndim != 2 or grad_u.shape[0] != n_slots
-            or grad_u.shape[1] % out_cells or not grad_u.flags.c_contiguous):
-        raise ValueError(f"grad_u must be C-contiguous float32 [{n_slots}, G*{out_cells}], got {grad_u.dtype} "
-                         f"{grad_u.shape}")
-    return grad_u.shape[1] // out_cells
 
 
 def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
@@ -180,8 +172,8 @@ def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad
     """
     g = geometry
     n_slots = grad_u.shape[0]
-    _check_events(ptr, idx, val, n_slots)
-    n_blocks = _check_grad(grad_u, n_slots, g.out_cells)
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
     nnz = columns.shape[0]
     check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
     bounds = _balanced_bounds(ptr, get_num_threads())
@@ -203,8 +195,8 @@ def conv_weight_grad_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, gr
     out. Same arguments and result."""
     g = geometry
     n_slots = grad_u.shape[0]
-    _check_events(ptr, idx, val, n_slots)
-    n_blocks = _check_grad(grad_u, n_slots, g.out_cells)
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
     nnz = columns.shape[0]
     check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
     n_rows = g.in_channels * g.taps
