@@ -7,7 +7,8 @@ import click
 import numpy as np
 
 from evsim.cli.options import data_options_from, dataset_options
-from evsim.data import load_dataset
+from evsim.data import dvsgesture, load_dataset, nmnist
+from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
@@ -95,7 +96,6 @@ def show(index, split, out, **kwargs):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(chosen)} samples")
     events = None
     if dataset.name in EVENT_DATASETS:
-        from evsim.data import dvsgesture, nmnist
 
         module = nmnist if dataset.name == "nmnist" else dvsgesture
         events = module.sample_events(options, split, index)[0]
@@ -168,7 +168,6 @@ def _frame_rgb(frame: np.ndarray, polar: bool) -> np.ndarray:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sensor and noise seed.")
 def emulate_nmnist(out, per_class, seed):
     """Write emulated N-MNIST recordings (genuine 40-bit .bin files) from the 5,000 MNIST digits."""
-    from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 
     before = read_manifest(out)
     manifest = write_emulated_nmnist(out, per_class=per_class, seed=seed, params=EmulatorParams())

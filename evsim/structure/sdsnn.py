@@ -294,11 +294,11 @@ class SDSNN:
         """Would-be gradients are needed from the interval before regeneration starts."""
         return self.step + 1 >= self.cfg.prune_start
 
-    def observe(self, network: Network) -> None:
+    def observe(self, network: Network, grads: list) -> None:
+        """Take in one batch's would-be gradients (``grads``: :meth:`Network.backward`'s)."""
         for k in self.layers:
-            layer = network.layers[k]
-            if layer.would_be_grad is not None:
-                self.state[k].observe(layer.incomplete, layer.would_be_grad)
+            if grads[k].would_be is not None:
+                self.state[k].observe(network.layers[k].incomplete, grads[k].would_be)
 
     def develop(self, network: Network, lr: float) -> list[dict]:
         """One development step on every developing layer; returns one stats dict per layer."""
@@ -333,7 +333,6 @@ class SDSNN:
                         regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
                         store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
             dev.end_interval(self.keep)
-            layer.sync_weights()
             stats.append({
                 "layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
                 "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,
