@@ -248,6 +248,28 @@ def parse_spec(spec: str) -> list:
     return parts
 
 
+def spec_footprint(spec: str) -> tuple[list[int], int]:
+    """The units of each layer (input first) and the weights of the network ``spec``
+    describes, without building it (for memory estimates)."""
+    parts = parse_spec(spec)
+    shape = parts[0]
+    units, weights = [int(np.prod(shape))], 0
+    for part in parts[1:]:
+        if isinstance(part, int):
+            weights += int(np.prod(shape)) * part
+            shape = (part,)
+        elif len(shape) == 3 and part[0] == "conv":
+            _, filters, kernel, stride, pad = part
+            channels, height, width = shape
+            weights += channels * filters * kernel * kernel
+            shape = (filters, max(0, (height + 2 * pad - kernel) // stride + 1),
+                     max(0, (width + 2 * pad - kernel) // stride + 1))
+        elif len(shape) == 3:
+            shape = (shape[0], shape[1] // part[2], shape[2] // part[2])
+        units.append(int(np.prod(shape)))
+    return units, weights
+
+
 def _token(spec: str, k: int) -> str:
     return repr(spec.strip().split("-")[k])
 
