@@ -1,7 +1,7 @@
 """Reading run folders written by ``evsim train`` (shared by profile, eval and export)."""
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
+from evsim.readers import read_json
 from evsim.train import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -24,13 +25,9 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     """The run's validated ``config.json``, or None when the folder has none (a network
     made by ``evsim import-nir``)."""
     path = run_dir / "config.json"
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
-    return stored_config(values, path)
+    return stored_config(read_json(path, "run configuration (config.json)", ConfigError), path)
 
 
 def load_run_dataset(config: TrainConfig) -> Dataset:

@@ -45,6 +45,7 @@ from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
+from evsim.readers import check_npz, reads
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
 from evsim.synapses import SynapseStore, check_csr
 
@@ -172,6 +173,7 @@ def save_network(path: Path, network: Network) -> None:
     _write_npz_atomic(path, _network_meta(network), _network_arrays(network, with_state=False))
 
 
+@reads("evsim network file", CheckpointError, "retrain or restore it")
 def load_network(path: Path, path_option: str = "auto") -> Network:
     """Read a network written by :func:`save_network` or :func:`save_checkpoint`.
 
@@ -184,6 +186,7 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
     if not path.is_file():
         raise CheckpointError(f"{path}: no trained network here; train a run first (evsim train --out RUN_DIR)")
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             return _network_from(f, json.loads(str(f["meta"])), path_option)
     except _READ_ERRORS as exc:
@@ -755,6 +758,7 @@ def _fix(path: Path) -> str:
     return "restore the file, or re-run training"
 
 
+@reads("evsim checkpoint", CheckpointError, _fix)
 def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     """Read a checkpoint written by :func:`save_checkpoint`, and check it: every value a
     run continues from must be one a run of this evsim could have written.
@@ -769,6 +773,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; is {path.parent} a run folder written by evsim train?")
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             if not isinstance(meta, dict) or meta.get("kind") != "training-checkpoint":

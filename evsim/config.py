@@ -25,6 +25,7 @@ from pathlib import Path
 from evsim.data import DataOptions
 from evsim.errors import ConfigError
 from evsim.neuron import LIFParameters
+from evsim.readers import read_small_file
 from evsim.structure import SDSNNConfig
 from evsim.train import TrainConfig
 
@@ -37,18 +38,21 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
     Raises
     ------
     ConfigError
-        If the file is missing or not TOML, holds a nested table, or holds a key
+        If the file is missing, is not a regular file of at most 1 MiB (a FIFO, a device),
+        is not TOML, holds a nested table, or holds a key
         outside ``valid_keys`` (the message names the key and lists the valid ones).
     """
     path = Path(path)
+    text = read_small_file(path, "TOML config", ConfigError)
     try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        values = tomllib.loads(text.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML for evsim (values nested too deeply); config files are one "
+                          "flat table of option values") from None
     for key, value in values.items():
         if key not in valid_keys:
             close = difflib.get_close_matches(key.replace("-", "_"), valid_keys, n=1)
@@ -56,6 +60,9 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
             raise ConfigError(f"{path}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid_keys))}")
         if isinstance(value, dict):
             raise ConfigError(f"{path}: {key!r} is a table; config files are one flat table of option values")
+        if isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
+            raise ConfigError(f"{path}: {key!r} holds nested arrays or tables; an option's value is a number, a "
+                              "string, true/false or a flat list")
     return values
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.errors import DataError
+from evsim.errors import DataError, EvsimError
 from evsim.files import errors_about, umasked
+from evsim.readers import read_json, reading
 
 
 def default_cache_dir() -> Path:
@@ -87,11 +88,15 @@ def load_entry(folder: Path, check) -> tuple | None:
     read-only; ``None`` if there is none or it is corrupt: a file missing, truncated or
     unreadable, or refused by ``check`` (a ``ValueError`` such as DataError)."""
     folder = Path(folder)
+    if not (folder / "meta.json").exists():
+        return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
-        return check(arrays, meta), meta
-    except (OSError, ValueError, KeyError, TypeError):
+        with reading(folder, "frame cache entry"):
+            meta = read_json(folder / "meta.json", "frame cache entry's meta.json")
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                      for name in meta["arrays"]}
+            return check(arrays, meta), meta
+    except EvsimError:  # a ValueError such as DataError from check, or whatever a damaged file raised
         return None
 
 

@@ -20,6 +20,7 @@ from evsim.data.base import DataOptions, Dataset, check_source
 from evsim.data.events import check_framing, check_in_sensor
 from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
 from evsim.errors import ConfigError, DataError
+from evsim.readers import check_npy_file, reads
 
 SENSOR = (128, 128, 2)
 CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm cw", "right arm ccw",
@@ -110,6 +111,7 @@ def _listing(save_to: Path, root: Path) -> dict:
     return splits
 
 
+@reads(".npy file")
 def read_gesture_npy(path: Path) -> np.ndarray:
     """One DVS-Gesture recording as tonic's structured events (``t`` in us).
 
@@ -123,8 +125,9 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     import tonic
     from numpy.lib import recfunctions
 
+    check_npy_file(path, ".npy file")
     try:
-        raw = np.load(path)
+        raw = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
     if raw.ndim != 2 or raw.shape[1] != 4 or raw.dtype.kind not in "iuf":

@@ -10,6 +10,7 @@ time (``n_time_bins``). Frames are ``[T, C, H, W]`` with channel 0 = OFF, 1 = ON
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from evsim.data.base import Split
 from evsim.data.cache import write_meta
 from evsim.data.frames import SparseFrames, SparseFrameWriter
 from evsim.errors import ConfigError, DataError
+from evsim.readers import reads
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
 SLICINGS = ("events", "time")
@@ -26,6 +28,7 @@ _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
 
 
+@reads("N-MNIST recording")
 def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarray:
     """Read one N-MNIST 40-bit ``.bin`` recording with tonic's reader, after checks.
 
@@ -36,16 +39,20 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     Raises
     ------
     DataError
-        If the file cannot be read, is empty, is truncated (size not a multiple of
+        If the file cannot be read, is not a regular file, is empty, is truncated (size not a multiple of
         5 bytes), holds no events, or has an event outside the sensor.
     """
     import tonic
 
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise DataError(f"{path}: cannot read N-MNIST file ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: is {'a folder' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}, not an "
+                        "N-MNIST recording; move it out of the class folder")
+    size = info.st_size
     if size == 0:
         raise DataError(f"{path}: empty N-MNIST file (0 bytes); delete it or replace it with a good copy")
     if size % _RECORD_BYTES:
