@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from evsim.parse import NonEmptyPath
 from evsim.checkpoint import NETWORK_FILE, save_network
 from evsim.cli.options import FiniteFloatRange
 from evsim.cli.runs import CHECKPOINTS, load_run_network
@@ -13,8 +14,8 @@ from evsim.nir_io import read_nir, write_nir
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@click.argument("out", type=NonEmptyPath(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True,
               help="Output format: NIR (HDF5, readable with nir.read).")
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
@@ -33,8 +34,8 @@ def export(run_dir, out, fmt, checkpoint):
 
 
 @click.command("import-nir")
-@click.argument("nir_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("nir_file", type=NonEmptyPath(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--dt", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Time step the graph's time constants refer to, for graphs from other tools "
                    "[default: the graph's dt metadata, else 1].")

@@ -1,26 +1,17 @@
 """Click options shared by several commands, and the option -> DataOptions bridge."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import click
 
 from evsim.data import DATASETS, DataOptions
+from evsim.parse import Float32, NonEmptyPath, StrictInt
 
 
-class FiniteFloatRange(click.FloatRange):
-    """``click.FloatRange`` that also refuses NaN and infinities (which compare false with
-    every bound, so ``FloatRange`` lets NaN through)."""
-
-    name = "finite float range"
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+# Every float option is read as a float32 (the numbers training computes with).
+FiniteFloatRange = Float32
 
 
 def dataset_options(fn):
@@ -28,11 +19,11 @@ def dataset_options(fn):
     decorators = [
         click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="nmnist"
                      if "nmnist" in DATASETS else "mnist", show_default=True, help="Dataset name."),
-        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--data-dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
                      help="Folder with real data files (default: $EVSIM_DATA)."),
         click.option("--source", type=click.Choice(["auto", "real", "emulated"]), default="auto",
                      show_default=True, help="Force real data or the offline emulation."),
-        click.option("--time-steps", type=click.IntRange(min=1), default=None,
+        click.option("--time-steps", type=StrictInt(min=1), default=None,
                      help="Simulation steps / frames T (default: the dataset preset)."),
         click.option("--encoding", type=click.Choice(["rate", "direct", "frames"]), default=None,
                      help="Input encoding for static images (default: the dataset's)."),
@@ -40,11 +31,11 @@ def dataset_options(fn):
                      show_default=True, help="Event framing: equal event number or equal time bins."),
         click.option("--crop/--no-crop", default=False, show_default=True,
                      help="Crop N-MNIST 34x34 to 32x32."),
-        click.option("--denoise-us", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--denoise-us", type=StrictInt(min=0), default=0, show_default=True,
                      help="tonic Denoise filter time in microseconds (0 = off)."),
-        click.option("--downsample", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--downsample", type=StrictInt(min=0), default=0, show_default=True,
                      help="DVS-Gesture spatial size after downsampling (0 = native 128)."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--cache-dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
                      help="Cache for framed and emulated data (default: $EVSIM_CACHE or ~/.cache/evsim)."),
     ]
     for decorator in reversed(decorators):

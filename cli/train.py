@@ -14,6 +14,7 @@ import click
 import numba
 from click.core import ParameterSource
 
+from evsim.parse import INT32_MAX, NonEmptyPath, StrictInt, parse_count
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
 from evsim.cli.options import FiniteFloatRange, dataset_options
 from evsim.config import CONFIG_TOML, config_from_options, read_config_file
@@ -50,16 +51,16 @@ def _hidden(ctx, param, value):
 
 @click.command()
 @dataset_options
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [preset: 15].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch [preset: 100].")
+@click.option("--epochs", type=StrictInt(min=1), default=None, help="Training epochs [preset: 15].")
+@click.option("--batch-size", type=StrictInt(min=1), default=None, help="Samples per batch [preset: 100].")
 @click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes, e.g. 800 or 800,400 [preset].")
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate [preset: 1e-3].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [preset: adam].")
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.0, show_default=True)
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
               help="Learning-rate schedule: x0.1 every --step-epochs, or cosine with --warmup-epochs.")
-@click.option("--step-epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--step-epochs", type=StrictInt(min=1), default=30, show_default=True)
+@click.option("--warmup-epochs", type=StrictInt(min=0), default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "ce"]), default=None, help="mse on rates (paper) or ce [preset: mse].")
 @click.option("--reset", type=click.Choice(RESETS), default="hard", show_default=True, help="Membrane reset.")
 @click.option("--surrogate", type=click.Choice(SURROGATES), default="rectangular", show_default=True)
@@ -69,9 +70,9 @@ def _hidden(ctx, param, value):
               help="Structural development: SD-SNN, none, or a baseline [preset: sdsnn].")
 @click.option("--dev-interval", default=None,
               help="Development step every N batches, 'epoch' (the paper) or 'auto' (10 per epoch) [preset: auto].")
-@click.option("--spine-steps", type=click.IntRange(min=1), default=18, show_default=True,
+@click.option("--spine-steps", type=StrictInt(min=1), default=18, show_default=True,
               help="SD-SNN K: consecutive steps before a dendritic-spine range changes (a preset may set it).")
-@click.option("--regrow-steps", type=click.IntRange(min=1), default=12, show_default=True,
+@click.option("--regrow-steps", type=StrictInt(min=1), default=12, show_default=True,
               help="SD-SNN R: consecutive qualifying steps before a synapse regrows (a preset may set it).")
 @click.option("--rho-init", type=FiniteFloatRange(0, 100, max_open=True), default=None,
               help="SD-SNN initial pruning percentage [preset: 35 MNIST, 45 N-MNIST, 60 DVS-Gesture].")
@@ -79,16 +80,16 @@ def _hidden(ctx, param, value):
               help="SD-SNN cap on the pruning percentage (a preset may set it).")
 @click.option("--target-sparsity", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Sparsity for the magnitude and set baselines.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(0, numba.config.NUMBA_NUM_THREADS), default=0, show_default=True,
+@click.option("--seed", type=StrictInt(min=0), default=0, show_default=True)
+@click.option("--threads", type=StrictInt(0, numba.config.NUMBA_NUM_THREADS), default=0, show_default=True,
               help="Numba threads (0 = all cores).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<dataset>-<timestamp>].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_file", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="TOML file of options (keys: option names with underscores, e.g. batch_size = 100); "
                    "command-line options override it.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--resume", "resume_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder exactly, from its checkpoint-latest.npz, with its own "
                    "configuration (only --progress/--no-progress may be given with it).")
 @click.pass_context
@@ -183,7 +184,8 @@ def _dev_interval(value: str | int) -> int | str:
         return value
     if value == "epoch":
         return 0
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise click.BadParameter(f"must be 'epoch', 'auto' or a positive number of batches, got {value!r}",
-                             param_hint="'--dev-interval'")
+    try:
+        return parse_count(value, "--dev-interval")
+    except ConfigError:
+        raise click.BadParameter(f"must be 'epoch', 'auto' or a positive number of batches (1 to {INT32_MAX}, "
+                                 f"digits 0-9), got {value!r}", param_hint="'--dev-interval'") from None

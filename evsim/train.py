@@ -47,6 +47,7 @@ from evsim.checkpoint import (
     save_network,
 )
 from evsim.data.encoding import encode_events
+from evsim.divergence import check_finite_training
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
@@ -54,6 +55,7 @@ from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import Optimizer, Schedule
+from evsim.parse import parse_count
 from evsim.plots import plot_training
 from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
 
@@ -193,8 +195,8 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"800"`` or ``"800,400"`` -> ``(800,)`` / ``(800, 400)``."""
     try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
+        sizes = tuple(parse_count(part, "--hidden", minimum=0) for part in text.split(","))
+    except ConfigError:
         raise ConfigError(f"--hidden must be comma-separated integers like 800 or 800,400, got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
         raise ConfigError(f"--hidden sizes must be positive, got {text!r}")
@@ -338,7 +340,7 @@ class Trainer:
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
             if not np.isfinite(loss):
-                raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
+                check_finite_training(self.network, loss, self.position(), self.config.lr)
             would_be = self.structure is not None and self.structure.needs_would_be_grad
             self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
@@ -348,6 +350,7 @@ class Trainer:
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
+            check_finite_training(self.network, loss, self.position(), self.config.lr)
             done.position = start + len(batch)
             done.total_loss += loss * len(batch)
             done.correct += int(np.sum(np.argmax(counts, axis=1) == labels))
@@ -551,6 +554,7 @@ class Trainer:
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
+                check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
             test_acc, energy = self.evaluate("test")
             energy_summary = energy.summary()
             row = {

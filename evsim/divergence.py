@@ -1,0 +1,55 @@
+"""Stopping a run whose numbers left float32's range, before a save writes them.
+
+A NaN or infinite weight does not make the loss NaN: its neuron's potential is NaN,
+which never crosses the threshold, so the layer falls silent, the loss stays finite
+and training would go on to save a network that cannot run. So the loss and every
+weight and bias are checked after every batch (:func:`check_finite_training`), and
+the run stops with one line saying what to change; the checkpoints on disk hold the
+last finished epoch, which was checked the same way.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from evsim.errors import ConfigError
+
+
+class TrainingDiverged(ConfigError):
+    """The loss, a weight or a bias became NaN or infinite during training."""
+
+
+def first_non_finite(network) -> str | None:
+    """What in ``network`` is not finite (``"layer 0's weights"``), or None.
+
+    A float32 sum is NaN or infinite when one value is, and also when the values are
+    so large (about 1e32 each) that training has diverged anyway: one pass, about
+    0.3 ms for N-MNIST's 1.85 million synapses.
+    """
+    for k, layer in enumerate(network.layers):
+        for name, values in (("weights", layer.store.data), ("biases", layer.bias)):
+            if not np.isfinite(np.sum(values)):
+                return f"layer {k}'s {name}"
+    return None
+
+
+def check_finite_training(network, loss: float, where: str, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` unless ``loss`` and every weight and bias are finite.
+
+    Parameters
+    ----------
+    where : the place in training, for the message (``"epoch 3/12, batch 8 of 40"``).
+    lr : the learning rate the run was given, for the message.
+
+    Raises
+    ------
+    TrainingDiverged
+        One line: what became non-finite, where, and what to change.
+    """
+    what = None if math.isfinite(loss) else f"the loss ({loss})"
+    what = what or first_non_finite(network)
+    if what is not None:
+        raise TrainingDiverged(f"training diverged at {where}: {what} became NaN or infinite; nothing of this state "
+                               f"is saved (the run folder keeps its last finished epoch); start a new run with a "
+                               f"lower --lr (it is {lr:g}), e.g. {lr / 10:g}")
