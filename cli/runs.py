@@ -16,6 +16,7 @@ from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
 from evsim.readers import read_json
+from evsim.runfiles import check_belongs, stored_run_id
 from evsim.train import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -54,12 +55,15 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
         state = load_checkpoint(path)  # validates the stored configuration
+        check_belongs(run_dir, path, state.run_id)
         config = TrainConfig.from_dict(state.config)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
     if checkpoint == "latest" and (run_dir / NETWORK_FILE).is_file():
-        return load_network(run_dir / NETWORK_FILE), read_config(run_dir), NETWORK_FILE
+        network = load_network(run_dir / NETWORK_FILE)
+        check_belongs(run_dir, run_dir / NETWORK_FILE, stored_run_id(run_dir / NETWORK_FILE))
+        return network, read_config(run_dir), NETWORK_FILE
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
 

@@ -57,6 +57,7 @@ from evsim.neuron import LIFParameters
 from evsim.optim import Optimizer, Schedule
 from evsim.parse import parse_count
 from evsim.plots import plot_training
+from evsim.runfiles import check_belongs, new_run_id, repair_best
 from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
 
 
@@ -272,6 +273,7 @@ class Trainer:
         self.stop_requested = False
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
+        self.run_id = new_run_id()
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -386,6 +388,7 @@ class Trainer:
             rng={"trainer": self.rng.bit_generator.state},
             structure=None if self.structure is None else self.structure.state_dict(),
             in_epoch=None if self.in_epoch is None else dict(vars(self.in_epoch)),
+            run_id=self.run_id,
         )
 
     def restore(self, state: TrainingState) -> None:
@@ -435,6 +438,7 @@ class Trainer:
         self.epoch = state.epoch
         self.batches_seen = state.batches_seen
         self.in_epoch = None if state.in_epoch is None else EpochProgress(**state.in_epoch)
+        self.run_id = state.run_id or self.run_id
 
     def _check_position(self, state: TrainingState) -> None:
         """The checkpoint's place in training must fit the training split: an interrupted
@@ -462,7 +466,7 @@ class Trainer:
             self._plot(run_dir)
 
     def _save_results(self, run_dir: Path) -> None:
-        save_network(run_dir / NETWORK_FILE, self.network)
+        save_network(run_dir / NETWORK_FILE, self.network, self.run_id)
         write_jsonl_atomic(run_dir / METRICS_FILE, self.metrics)
         self._plot(run_dir)
 
@@ -528,9 +532,12 @@ class Trainer:
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
-            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
+            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
+                                                        "run_id": self.run_id})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
+                if repair_best(run_dir, self.metrics, self.epoch, CHECKPOINT_LATEST, CHECKPOINT_BEST):
+                    echo(f"repaired {run_dir / CHECKPOINT_BEST}: the run was stopped before it was linked")
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
         best = max((row["test_acc"] for row in finished), default=None)
         # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
@@ -647,6 +654,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_LATEST
     state = load_checkpoint(path)
+    check_belongs(run_dir, path, state.run_id)
     config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
     trainer = Trainer(config, _load_announced(config, echo))
     try:
