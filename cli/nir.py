@@ -9,8 +9,10 @@ from evsim.parse import NonEmptyPath
 from evsim.checkpoint import NETWORK_FILE, save_network
 from evsim.cli.options import FiniteFloatRange
 from evsim.cli.runs import CHECKPOINTS, load_run_network
+from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.nir_io import read_nir, write_nir
+from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 
 
 @click.command()
@@ -23,6 +25,7 @@ from evsim.nir_io import read_nir, write_nir
 def export(run_dir, out, fmt, checkpoint):
     """Export a trained run's network as a NIR graph: Affine (pruned synapses as zeros, CSR
     structure in metadata) -> LIF per layer."""
+    refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
     write_nir(out, network)
     click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), layers {'-'.join(map(str, network.sizes))}, "
@@ -43,6 +46,9 @@ def export(run_dir, out, fmt, checkpoint):
               help="Propagation path of the imported layers.")
 def import_nir(nir_file, out_dir, dt, path_option):
     """Read a NIR graph into an evsim network, saved as OUT_DIR/network.npz."""
+    refuse_overwriting_run_files(out_dir / NETWORK_FILE, "import into a new folder, or delete that file first")
+    if (out_dir / CONFIG_JSON).exists():  # the imported network would pass for the run's own
+        raise CheckpointError(f"{out_dir}: holds a training run ({CONFIG_JSON}); import into a new folder")
     network = read_nir(nir_file, dt, path_option)
     save_network(out_dir / NETWORK_FILE, network)
     click.echo(f"wrote {out_dir / NETWORK_FILE}: layers {'-'.join(map(str, network.sizes))}, "

@@ -28,6 +28,9 @@ from evsim.files import link_atomic
 from evsim.readers import read_json, reading
 
 CONFIG_JSON = "config.json"
+# Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
+RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
+             "checkpoint-latest.npz", "checkpoint-best.npz")
 
 
 def new_run_id() -> str:
@@ -124,3 +127,17 @@ def repair_best(run_dir: Path, metrics: list[dict], epoch: int, latest: str, bes
         return False
     link_atomic(latest_path, best_path)
     return True
+
+
+def refuse_overwriting_run_files(path: Path, fix: str) -> None:
+    """Refuse to write ``path`` where a run's file is (a name :data:`RUN_FILES` lists,
+    existing): an export or import over a trained ``network.npz`` would lose it.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and ``fix``.
+    """
+    path = Path(path)
+    if path.name in RUN_FILES and os.path.lexists(path):
+        raise CheckpointError(f"{path}: is a run's {path.name}, which this would overwrite; {fix}")

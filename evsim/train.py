@@ -50,7 +50,7 @@ from evsim.data.encoding import encode_events
 from evsim.divergence import check_finite_training
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import CheckpointError, ConfigError
-from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
+from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.network import Network
 from evsim.neuron import LIFParameters
@@ -529,6 +529,9 @@ class Trainer:
             # Here, not at the top: evsim.config imports this module.
             from evsim.config import CONFIG_TOML, config_toml
 
+            removed = clean_stale_temporaries(run_dir)
+            if removed:
+                echo(f"removed {len(removed)} temporary files that killed runs left in {run_dir}")
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())

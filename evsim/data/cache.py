@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.errors import DataError, EvsimError
-from evsim.files import errors_about, umasked
+from evsim.files import clean_stale_temporaries, errors_about, temporary_prefix, umasked
 from evsim.readers import read_json, reading
 
 
@@ -67,8 +67,9 @@ def atomic_dir(final: Path):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(final.parent)  # what killed builds left beside it (often several MB)
     with errors_about(final):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{temporary_prefix(final)}tmp-", dir=final.parent))
         tmp.chmod(umasked(0o777))  # a plain folder's mode, not mkdtemp's private 0700
     try:
         yield tmp
@@ -120,7 +121,13 @@ def cached_entry(folder: Path, build, check) -> tuple:
                 raise DataError(f"{folder}: cache entry is corrupt and cannot be deleted ({exc.strerror}); "
                                 "delete that folder and try again") from None
         with atomic_dir(folder) as tmp:
-            build(tmp)
+            try:
+                build(tmp)
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                # a full disk names no file: name the entry, which atomic_dir deletes
+                raise OSError(exc.errno, exc.strerror or str(exc), str(folder)) from exc
         entry = load_entry(folder, check)
         if entry is None:
             raise DataError(f"{folder}: cache entry could not be read back after writing it; "
