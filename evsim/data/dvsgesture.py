@@ -17,7 +17,7 @@ import numpy as np
 
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source
-from evsim.data.events import check_framing, check_in_sensor
+from evsim.data.events import blank_notice, check_framing, check_in_sensor
 from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.readers import check_npy_file, reads
@@ -212,7 +212,7 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
     extra = {"sensor_size": list(SENSOR), "frame_size": [sensor_out[1], sensor_out[0]], "classes": CLASSES}
     (train, test), meta = frames_cached("dvsgesture", found, options, read_gesture_npy, transform, sensor_out,
                                         extra)
-    meta["notice"] = None
+    meta["notice"] = blank_notice(meta)
     return Dataset(name="dvsgesture", train=train, test=test, n_classes=len(CLASSES),
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source="real",
                    time_steps=int(options.time_steps), meta=meta)

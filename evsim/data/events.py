@@ -172,7 +172,7 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     too_big = f"{len(files)} {name} samples of {time_steps} frames do not fit in memory; reduce --time-steps"
     if time_steps * (8 * len(files) + 2 * int(np.prod(sensor_out))) > _physical_memory():
         raise ConfigError(too_big)
-    n_events = n_on = 0
+    n_events = n_on = blank = 0
     duration_us = 0.0
     try:
         writer = SparseFrameWriter(folder, name, len(files), time_steps)
@@ -182,15 +182,44 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
             n_events += len(events)
             n_on += int(np.count_nonzero(events["p"]))
             duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
-            writer.put(to_frames(transform(events), sensor_out, time_steps, slicing))
+            frames = to_frames(transform(events), sensor_out, time_steps, slicing)
+            blank += not frames.any()
+            writer.put(frames)
     except MemoryError:  # fits the machine, but not the memory free now
         raise ConfigError(too_big) from None
+    if files and blank == len(files):
+        raise DataError(f"all {blank} {name} recordings became blank frames: {_BLANK_WHY[slicing](time_steps)}; "
+                        f"{_BLANK_FIX[slicing]}")
     dtype = writer.close()
     np.save(folder / f"{name}_labels.npy", np.asarray(labels, dtype=np.int64))
     count = max(len(files), 1)
     return {"samples": len(files), "events_per_sample": n_events / count,
             "on_fraction": n_on / max(n_events, 1), "duration_ms": duration_us / count / 1000.0,
-            "dtype": dtype}
+            "dtype": dtype, "blank": blank}
+
+
+# Why slicing leaves a recording no event (tonic's ToFrame drops the remainder that fills no
+# whole bin), and what to change.
+_BLANK_WHY = {
+    "events": lambda t: f"slicing by event count needs at least --time-steps = {t} events per recording (after "
+                        "denoising and cropping), and fewer give no frame at all",
+    "time": lambda t: "slicing by time needs recordings that last longer than 0 us (after denoising and cropping)",
+}
+_BLANK_FIX = {"events": "lower --time-steps, or use --slicing time",
+              "time": "use --slicing events, or check the recordings' timestamps"}
+
+
+def blank_notice(meta: dict) -> str | None:
+    """One line saying how many recordings of each split became blank frames (every
+    event dropped by the slicing), from a frame cache entry's ``meta``; None if none did."""
+    stats, framing = meta.get("event_stats", {}), meta.get("framing", {})
+    counts = [f"{stats[name].get('blank', 0)} of {stats[name]['samples']} {name}" for name in stats
+              if stats[name].get("blank", 0)]
+    if not counts:
+        return None
+    slicing, time_steps = framing.get("slicing", "events"), framing.get("time_steps", 0)
+    return (f"{' and '.join(counts)} recordings became blank frames, which train on nothing: "
+            f"{_BLANK_WHY[slicing](time_steps)}; {_BLANK_FIX[slicing]}")
 
 
 def _physical_memory() -> int:
