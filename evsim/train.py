@@ -47,7 +47,7 @@ from evsim.checkpoint import (
     save_network,
 )
 from evsim.data.encoding import encode_events
-from evsim.divergence import check_finite_training
+from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
@@ -352,7 +352,8 @@ class Trainer:
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
-            check_finite_training(self.network, loss, self.position(), self.config.lr)
+            check_finite_training(self.network, loss, self.position(), self.config.lr,
+                                  weights=self.batches_seen % WEIGHT_CHECK_EVERY == 0)
             done.position = start + len(batch)
             done.total_loss += loss * len(batch)
             done.correct += int(np.sum(np.argmax(counts, axis=1) == labels))
@@ -558,13 +559,14 @@ class Trainer:
             try:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
+                check_finite_training(self.network, 0.0, self.position(), self.config.lr)
                 if run_dir is not None:
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
                                           metrics_path=run_dir / METRICS_FILE)
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
-                check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
+            check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
             test_acc, energy = self.evaluate("test")
             energy_summary = energy.summary()
             row = {
