@@ -130,9 +130,17 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
         raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
                           f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
-    if not (run_dir / CHECKPOINT_LATEST).exists() and (run_dir / CONFIG_TOML).exists():
-        raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
-                          f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+    if (run_dir / CHECKPOINT_LATEST).exists() or not (run_dir / CONFIG_TOML).exists():
+        return
+    results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    if results:  # a new run there would be refused: the folder holds a trained run's files
+        best = (f"copy {CHECKPOINT_BEST} to {CHECKPOINT_LATEST} to resume from the best epoch, or "
+                if CHECKPOINT_BEST in results else "")
+        raise ConfigError(f"{run_dir} has no {CHECKPOINT_LATEST} but holds a trained run ({', '.join(results)}); "
+                          f"restore {CHECKPOINT_LATEST}, {best}or repeat the run in a new folder: evsim train "
+                          f"--config {run_dir / CONFIG_TOML} --out NEW_DIR")
+    raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
+                      f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
 
 
 def _file_options(ctx: click.Context, path: Path) -> dict:

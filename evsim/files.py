@@ -93,6 +93,13 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+def commit(tmp: Path, path: Path) -> None:
+    """Rename the complete temporary ``tmp`` over ``path``: the one step at which a file
+    written here changes (a kill before it leaves the old file, after it the new one;
+    the fault-injection tests stop runs here)."""
+    os.replace(tmp, path)
+
+
 def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Let ``fill(handle)`` write a temporary file beside ``path``, fsync, then rename it
     over ``path``.
@@ -109,7 +116,7 @@ def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            commit(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -135,7 +142,7 @@ def link_atomic(source: Path, path: Path) -> None:
             write_atomic(path, lambda handle: shutil.copyfileobj(original, handle))
         return
     with errors_about(path):
-        os.replace(tmp, path)
+        commit(tmp, path)
 
 
 def write_json_atomic(path: Path, obj) -> None:
