@@ -33,11 +33,12 @@ def first_non_finite(network, weights: bool = True) -> str | None:
     A float32 sum is NaN or infinite when one value is, and also when the values are
     so large (about 1e32 each) that training has diverged anyway.
     """
-    for k, layer in enumerate(network.layers):
-        arrays = (("weights", layer.store.data),) if weights else ()
-        for name, values in (*arrays, ("biases", layer.bias)):
-            if not np.isfinite(np.sum(values)):
-                return f"layer {k}'s {name}"
+    with np.errstate(all="ignore"):  # inf + -inf is the NaN looked for, not a problem to warn of
+        for k, layer in enumerate(network.layers):
+            arrays = (("weights", layer.store.data),) if weights else ()
+            for name, values in (*arrays, ("biases", layer.bias)):
+                if not np.isfinite(np.sum(values)):
+                    return f"layer {k}'s {name}"
     return None
 
 

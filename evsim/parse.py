@@ -26,7 +26,7 @@ import numpy as np
 from evsim.errors import ConfigError
 
 INT32_MAX = 2**31 - 1
-_FLOAT32 = np.finfo(np.float32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
@@ -59,8 +59,8 @@ def check_float32(value: float, name: str) -> float:
     """
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if abs(value) > _FLOAT32.max:
-        raise ConfigError(f"{name} = {value:g} is beyond float32's range (+-{float(_FLOAT32.max):.3g}), in which "
+    if abs(value) > _FLOAT32_MAX:
+        raise ConfigError(f"{name} = {value:g} is beyond float32's range (+-{float(_FLOAT32_MAX):.3g}), in which "
                           "training computes; give a smaller value")
     if value != 0 and np.float32(value) == 0:
         raise ConfigError(f"{name} = {value:g} is 0 in float32, in which training computes; give a larger value "
