@@ -91,11 +91,14 @@ def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
         raise error(f"{path}: no such {what} file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        mode = info.st_mode
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(f"{path}: is {kind}, not a {what} file; give the path of a regular file")
     with os.fdopen(fd, "rb") as handle:
-        mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise error(f"{path}: is {kind}, not a {what} file; give the path of a regular file")
+        size = info.st_size
         if size > max_bytes:
             raise error(f"{path}: {size:,} bytes is too large for a {what} (at most {max_bytes:,}); "
                         "give the right file")

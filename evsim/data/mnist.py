@@ -66,6 +66,7 @@ NOTICE_5K = "full MNIST (IDX files) not found: using the 5,000-digit sample ship
 
 # Largest IDX file evsim reads: full MNIST's training images are 47 MB.
 MAX_IDX_BYTES = 1 << 31
+_MAX_TRAILING = 1 << 20  # trailing bytes read to say how many there are
 
 
 @reads("MNIST IDX file", DataError, "replace it with a good copy (or delete it to use the 5,000-digit sample)")
@@ -89,11 +90,12 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             dims = _idx_dims(path, f.read(4 + 4 * ndim), ndim)
             size = math.prod(dims)
             raw = f.read(size)
-            extra = sum(len(chunk) for chunk in iter(lambda: f.read(1 << 20), b""))
+            extra = len(f.read(_MAX_TRAILING + 1))  # bounded: a gzip bomb is not inflated to the end
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read IDX file ({exc})") from None
     if len(raw) + extra != size:
-        raise DataError(f"{path}: holds {len(raw) + extra} data bytes but its header says {dims}; "
+        held = f"more than {size + _MAX_TRAILING}" if extra > _MAX_TRAILING else len(raw) + extra
+        raise DataError(f"{path}: holds {held} data bytes but its header says {dims}; "
                         "the file is truncated or corrupt")
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
