@@ -109,7 +109,7 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
         (the message names the file).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such NIR file")
     if not h5py.is_hdf5(path):
         raise CheckpointError(f"{path}: not a readable NIR graph (not an HDF5 file); give a file written by nir.write")

@@ -62,14 +62,38 @@ def reading(path: Path, what: str, error: type[EvsimError] = DataError, fix: str
 
 def reads(what: str, error: type[EvsimError] = DataError, fix="replace it with a good copy"):
     """Decorator: run ``reader(path, ...)`` inside :func:`reading` for its ``path``
-    (``fix`` is a text, or a function of the path giving one)."""
+    (``fix`` is a text, or a function of the path giving one), after refusing a path
+    that exists but is no regular file (opening a FIFO would wait for a writer forever,
+    a device such as ``/dev/zero`` never ends)."""
     def wrap(reader):
         @functools.wraps(reader)
         def read(path, *args, **kwargs):
+            check_regular(path, what, error)
             with reading(path, what, error, fix(Path(path)) if callable(fix) else fix):
                 return reader(path, *args, **kwargs)
         return read
     return wrap
+
+
+def _kind(mode: int) -> str:
+    return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+
+
+def check_regular(path: Path, what: str, error: type[EvsimError] = DataError) -> None:
+    """Refuse ``path`` if it exists and is not a regular file (a missing one is left to
+    the reader, which says what should be there).
+
+    Raises
+    ------
+    EvsimError
+        ``error``: "PATH: is a FIFO, not a file (WHAT expected); give the path of a regular file".
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: is {_kind(mode)}, not a file ({what} expected); give the path of a regular file")
 
 
 def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
@@ -94,9 +118,7 @@ def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        mode = info.st_mode
-        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise error(f"{path}: is {kind}, not a {what} file; give the path of a regular file")
+        raise error(f"{path}: is {_kind(info.st_mode)}, not a {what} file; give the path of a regular file")
     with os.fdopen(fd, "rb") as handle:
         size = info.st_size
         if size > max_bytes:

@@ -16,6 +16,8 @@ import pytest
 from evsim.checkpoint import CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.config import read_config_file
 from evsim.data import DataOptions, load_dataset
+from evsim.data.cifar10 import read_batch
+from evsim.data.dvsgesture import read_gesture_npy
 from evsim.data.events import encode_nmnist_bin, read_nmnist_bin
 from evsim.data.mnist import IDX_NAMES, read_idx
 from evsim.errors import CheckpointError, ConfigError, DataError
@@ -173,8 +175,6 @@ def test_check_npz_accepts_what_numpy_writes(tmp_path):
 
 
 def test_an_npy_recording_declaring_more_than_it_holds_is_refused(tmp_path):
-    from evsim.data.dvsgesture import read_gesture_npy
-
     path = tmp_path / "3.npy"
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**36, 4)})
@@ -186,8 +186,22 @@ def test_an_npy_recording_declaring_more_than_it_holds_is_refused(tmp_path):
 # ------------------------------------------------------------- 15. messages
 def test_a_bin_path_that_is_a_folder_is_called_a_folder(tmp_path):
     (tmp_path / "x.bin").mkdir()
-    with pytest.raises(DataError, match=r"x.bin: is a folder, not an N-MNIST recording"):
+    with pytest.raises(DataError, match=r"x.bin: is a folder, not a file \(N-MNIST recording expected\)"):
         read_nmnist_bin(tmp_path / "x.bin")
+
+
+@pytest.mark.parametrize("reader,name", [
+    (lambda path: read_idx(path, 1), "train-labels-idx1-ubyte"),
+    (read_batch, "data_batch_2"),
+    (read_gesture_npy, "3.npy"),
+    (read_nmnist_bin, "00001.bin"),
+    (read_nir, "g.nir"),
+    (load_checkpoint, CHECKPOINT_LATEST),
+])
+def test_a_fifo_where_a_data_file_should_be_is_refused_without_waiting(tmp_path, reader, name):
+    os.mkfifo(tmp_path / name)
+    with pytest.raises((DataError, CheckpointError), match=f"{name}: is a FIFO, not a file"):
+        reader(tmp_path / name)
 
 
 def test_a_file_that_is_not_hdf5_is_not_blamed_on_node_sizes(tmp_path):
