@@ -258,6 +258,21 @@ def test_a_run_start_and_a_cache_build_clean_what_killed_processes_left(tmp_path
     assert sorted(p.name for p in frames.iterdir()) == ["nmnist-def"]
 
 
+def test_loading_a_cached_dataset_cleans_what_killed_framings_left(tmp_path):
+    from tests.test_data_nmnist import make_plain
+
+    root = make_plain(tmp_path / "data", real_first=False)
+    args = ["data", "info", "--dataset", "nmnist", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"),
+            "--time-steps", "2"]
+    assert run(args).exit_code == 0
+    frames = tmp_path / "cache" / "frames"
+    stale = frames / f".nmnist-0123456789abcdef.{dead_pid()}.tmp-abcd1234"
+    (stale / "train_idx.raw").parent.mkdir()
+    (stale / "train_idx.raw").write_bytes(bytes(10_000))
+    assert run(args).exit_code == 0  # a cache hit
+    assert not stale.exists()
+
+
 def test_temporaries_carry_the_writers_pid(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr("evsim.files.commit", lambda tmp, path: seen.append(os.path.basename(tmp)))

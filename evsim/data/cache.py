@@ -136,6 +136,7 @@ def cached_entry(folder: Path, build, check) -> tuple:
         message names the folder to delete.
     """
     folder = Path(folder)
+    clean_stale_temporaries(folder.parent)  # builds killed before: on every load, not only on a miss
     entry = load_entry(folder, check)
     if entry is None:
         if folder.exists():  # corrupt (truncated file, bad index): served, it would fail every time
