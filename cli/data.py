@@ -6,13 +6,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evsim.parse import NonEmptyPath, StrictInt
 from evsim.cli.options import data_options_from, dataset_options
 from evsim.data import load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
+from evsim.parse import NonEmptyPath, StrictInt
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from evsim.parse import NonEmptyPath, StrictInt
 from evsim.cli.options import dataset_options
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
+from evsim.parse import NonEmptyPath, StrictInt
 from evsim.plots import plot_confusion
 
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from evsim.parse import NonEmptyPath
 from evsim.checkpoint import NETWORK_FILE, save_network
 from evsim.cli.options import FiniteFloatRange
 from evsim.cli.runs import CHECKPOINTS, load_run_network
 from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.nir_io import read_nir, write_nir
+from evsim.parse import NonEmptyPath
 from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 
 

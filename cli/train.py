@@ -14,13 +14,13 @@ import click
 import numba
 from click.core import ParameterSource
 
-from evsim.parse import INT32_MAX, NonEmptyPath, StrictInt, parse_count
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
 from evsim.cli.options import FiniteFloatRange, dataset_options
 from evsim.config import CONFIG_TOML, config_from_options, read_config_file
 from evsim.errors import ConfigError
 from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
+from evsim.parse import INT32_MAX, NonEmptyPath, StrictInt, parse_count
 from evsim.presets import preset
 from evsim.structure import STRUCTURES
 from evsim.train import AUTO, TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
