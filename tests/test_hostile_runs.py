@@ -353,3 +353,11 @@ def test_resuming_a_finished_run_without_its_checkpoint_says_what_works(cli_run,
     assert f"has no {CHECKPOINT_LATEST} but holds a trained run" in line
     assert f"copy {CHECKPOINT_BEST} to {CHECKPOINT_LATEST}" in line and "--out NEW_DIR" in line
     assert f"--out {run_dir}" not in line  # that command would be refused: the folder holds a run
+
+
+def test_a_full_disk_while_emulating_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.data.emulate.write_nmnist_bin", full_disk)
+    out = tmp_path / "emulated"
+    line = one_line_error(run(["data", "emulate-nmnist", "--out", str(out), "--per-class", "1"]))
+    assert f"cannot write {out}: No space left on device" in line
+    assert list(tmp_path.iterdir()) == []

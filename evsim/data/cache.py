@@ -86,7 +86,8 @@ def atomic_dir(final: Path):
     """Build a folder in a temporary sibling and rename it to ``final`` on success.
 
     Yields the temporary folder. On an exception the temporary folder is deleted and
-    ``final`` is left untouched. If ``final`` already exists and is not empty (a
+    ``final`` is left untouched; an ``OSError`` that names no file (a full disk) is
+    reported as one about ``final``. If ``final`` already exists and is not empty (a
     concurrent build finished first), the new build is discarded.
     """
     final = Path(final)
@@ -96,7 +97,13 @@ def atomic_dir(final: Path):
         tmp = Path(tempfile.mkdtemp(prefix=f"{temporary_prefix(final)}tmp-", dir=final.parent))
         tmp.chmod(umasked(0o777))  # a plain folder's mode, not mkdtemp's private 0700
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            # a full disk names no file: name the folder being built (deleted below)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from exc
         try:
             os.replace(tmp, final)  # succeeds when final is absent or an empty folder
         except OSError as exc:
@@ -146,13 +153,7 @@ def cached_entry(folder: Path, build, check) -> tuple:
                 raise DataError(f"{folder}: cache entry is corrupt and cannot be deleted ({exc.strerror}); "
                                 "delete that folder and try again") from None
         with atomic_dir(folder) as tmp:
-            try:
-                build(tmp)
-            except OSError as exc:
-                if exc.filename is not None:
-                    raise
-                # a full disk names no file: name the entry, which atomic_dir deletes
-                raise OSError(exc.errno, exc.strerror or str(exc), str(folder)) from exc
+            build(tmp)
         entry = load_entry(folder, check)
         if entry is None:
             raise DataError(f"{folder}: cache entry could not be read back after writing it; "
