@@ -260,3 +260,39 @@ def test_a_split_sliced_into_nothing_is_refused(tmp_path, slicing, events, fragm
 def _at_one_time(events):
     events["t"] = 1000
     return events
+
+
+def test_a_zip_member_claiming_more_than_the_archive_holds_is_refused(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, x=np.arange(4))
+    raw = bytearray(path.read_bytes())
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 24:central + 28] = (2**32 - 1).to_bytes(4, "little")  # the member's uncompressed size
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="member x.npy claims 4,294,967,295 bytes, more than the archive can hold"):
+        check_npz(path)
+    with pytest.raises(CheckpointError, match="a.npz: corrupt or truncated network file"):
+        load_network(path)
+
+
+def test_a_split_without_samples_is_refused_before_training(monkeypatch):
+    import evsim.data
+    from evsim.data.base import Dataset, Split
+
+    empty = Split(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    full = Split(np.zeros((3, 4), np.float32), np.zeros(3, np.int64))
+    monkeypatch.setitem(evsim.data.DATASETS, "hollow",
+                        lambda options: Dataset("hollow", full, empty, 2, (4,), "rate", "real"))
+    monkeypatch.setitem(evsim.data._CHECKS, "hollow", None)
+    with pytest.raises(DataError, match="hollow: the test split holds no samples"):
+        load_dataset("hollow")
+
+
+def test_a_run_id_that_is_not_a_string_is_refused(tmp_path):
+    from evsim.runfiles import folder_run_id
+
+    (tmp_path / "config.json").write_text('{"run_id": 7}')
+    with pytest.raises(CheckpointError, match="config.json: run_id must be a string, got 7"):
+        folder_run_id(tmp_path)
+    (tmp_path / "config.json").write_text('{"run_id": "abc"}')
+    assert folder_run_id(tmp_path) == "abc" and folder_run_id(tmp_path / "none") is None
