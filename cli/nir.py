@@ -6,12 +6,11 @@ from pathlib import Path
 import click
 
 from evsim.checkpoint import NETWORK_FILE, save_network
-from evsim.cli.options import FiniteFloatRange
+from evsim.cli.options import NonEmptyPath, number
 from evsim.cli.runs import CHECKPOINTS, load_run_network
 from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.nir_io import read_nir, write_nir
-from evsim.parse import NonEmptyPath
 from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 
 
@@ -39,7 +38,7 @@ def export(run_dir, out, fmt, checkpoint):
 @click.command("import-nir")
 @click.argument("nir_file", type=NonEmptyPath(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--dt", type=FiniteFloatRange(min=0, min_open=True), default=None,
+@click.option("--dt", type=number(0, low_open=True), default=None,
               help="Time step the graph's time constants refer to, for graphs from other tools "
                    "[default: the graph's dt metadata, else 1].")
 @click.option("--path", "path_option", type=click.Choice(PATHS), default="auto", show_default=True,

@@ -11,13 +11,13 @@ from click.core import ParameterSource
 from evsim.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network,
                               stored_config)
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
+from evsim.config import TrainConfig
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
 from evsim.readers import read_json
 from evsim.runfiles import check_belongs, stored_run_id
-from evsim.train import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 

@@ -6,86 +6,25 @@ file (keys are option names with underscores), the dataset's preset
 """
 from __future__ import annotations
 
-import os
-import time
+import functools
 from pathlib import Path
 
 import click
-import numba
 from click.core import ParameterSource
 
-from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
-from evsim.cli.options import FiniteFloatRange, dataset_options
-from evsim.config import CONFIG_TOML, config_from_options, read_config_file
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
+from evsim.cli.options import NonEmptyPath, declared_options
+from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
+                          resolve_options)
 from evsim.errors import ConfigError
-from evsim.neuron import RESETS, SURROGATES
-from evsim.optim import OPTIMIZERS, SCHEDULES
-from evsim.parse import INT32_MAX, NonEmptyPath, StrictInt, parse_count
-from evsim.presets import preset
-from evsim.structure import STRUCTURES
-from evsim.train import AUTO, TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
+from evsim.train import RUN_RESULTS, TrainingInterrupted, resume as resume_training, train as run_training
 
 # Options that may accompany --resume: they change what is shown, not what is computed.
 RESUME_COMPATIBLE = ("progress",)
-# Files of a run that trained (a new run refuses a folder holding one). config.toml and
-# config.json alone are a run that stopped before its first epoch ended: it restarts there.
-RUN_RESULTS = ("metrics.jsonl", "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
-# What the config file's values must be before click converts them (click would turn
-# 5 into the path "5" or raise a TypeError for a list): (option type, accepted, wording).
-FILE_VALUE_TYPES = (
-    (click.types.IntParamType, (int,), "an integer"),
-    (click.types.FloatParamType, (int, float), "a number"),
-    (click.types.BoolParamType, (bool,), "true or false"),
-    (click.Path, (str,), "a string path"),
-)
-
-
-def _hidden(ctx, param, value):
-    if value is None:
-        return value
-    try:
-        return parse_hidden(str(value))
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc).split("; ")[0].replace("--hidden ", "")) from None
 
 
 @click.command()
-@dataset_options
-@click.option("--epochs", type=StrictInt(min=1), default=None, help="Training epochs [preset: 15].")
-@click.option("--batch-size", type=StrictInt(min=1), default=None, help="Samples per batch [preset: 100].")
-@click.option("--hidden", callback=_hidden, default=None, help="Hidden layer sizes, e.g. 800 or 800,400 [preset].")
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate [preset: 1e-3].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [preset: adam].")
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.0, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
-              help="Learning-rate schedule: x0.1 every --step-epochs, or cosine with --warmup-epochs.")
-@click.option("--step-epochs", type=StrictInt(min=1), default=30, show_default=True)
-@click.option("--warmup-epochs", type=StrictInt(min=0), default=0, show_default=True)
-@click.option("--loss", type=click.Choice(["mse", "ce"]), default=None, help="mse on rates (paper) or ce [preset: mse].")
-@click.option("--reset", type=click.Choice(RESETS), default="hard", show_default=True, help="Membrane reset.")
-@click.option("--surrogate", type=click.Choice(SURROGATES), default="rectangular", show_default=True)
-@click.option("--path", type=click.Choice(["auto", "rows", "csr"]), default="auto", show_default=True,
-              help="Propagation path (auto chooses per layer by synapse density).")
-@click.option("--structure", type=click.Choice(STRUCTURES), default=None,
-              help="Structural development: SD-SNN, none, or a baseline [preset: sdsnn].")
-@click.option("--dev-interval", default=None,
-              help="Development step every N batches, 'epoch' (the paper) or 'auto' (10 per epoch) [preset: auto].")
-@click.option("--spine-steps", type=StrictInt(min=1), default=18, show_default=True,
-              help="SD-SNN K: consecutive steps before a dendritic-spine range changes (a preset may set it).")
-@click.option("--regrow-steps", type=StrictInt(min=1), default=12, show_default=True,
-              help="SD-SNN R: consecutive qualifying steps before a synapse regrows (a preset may set it).")
-@click.option("--rho-init", type=FiniteFloatRange(0, 100, max_open=True), default=None,
-              help="SD-SNN initial pruning percentage [preset: 35 MNIST, 45 N-MNIST, 60 DVS-Gesture].")
-@click.option("--rho-max", type=FiniteFloatRange(0, 100, max_open=True), default=65.0, show_default=True,
-              help="SD-SNN cap on the pruning percentage (a preset may set it).")
-@click.option("--target-sparsity", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-              show_default=True, help="Sparsity for the magnitude and set baselines.")
-@click.option("--seed", type=StrictInt(min=0), default=0, show_default=True)
-@click.option("--threads", type=StrictInt(0, numba.config.NUMBA_NUM_THREADS), default=0, show_default=True,
-              help="Numba threads (0 = all cores).")
-@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
-              help="Run folder [default: runs/<dataset>-<timestamp>].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@functools.partial(declared_options, default_from_declaration=False)
 @click.option("--config", "config_file", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="TOML file of options (keys: option names with underscores, e.g. batch_size = 100); "
                    "command-line options override it.")
@@ -104,11 +43,12 @@ def train(ctx, config_file, resume_dir, **opts):
     config = None
     if resume_dir is not None:
         _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
-        out, progress = resume_dir, opts["progress"]
+        out, progress = resume_dir, opts["progress"] is not False
     else:
-        options = _resolve(opts, given, _file_options(ctx, config_file) if config_file else {})
-        config = config_from_options(options)
-        out, progress = Path(config.out), options["progress"]
+        options = resolve_options({name: opts[name] for name in given if name in DEFAULTS},
+                                  options_from_file(config_file) if config_file else {})
+        out, progress = options["out"] or default_run_dir(options["dataset"]), options["progress"]
+        config = config_from_options(options, out)
         if any((out / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
@@ -142,58 +82,3 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
     raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
                       f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
 
-
-def _file_options(ctx: click.Context, path: Path) -> dict:
-    """The config file's values, converted and checked exactly like the same options on the command line."""
-    params = {param.name: param for param in ctx.command.params if param.name not in ("config_file", "resume_dir")}
-    values = read_config_file(path, list(params))
-    converted = {}
-    for key, value in values.items():
-        param, given = params[key], value
-        if key == "hidden" and isinstance(value, (list, int)) and not isinstance(value, bool):
-            value = ",".join(str(size) for size in (value if isinstance(value, list) else [value]))
-        for kind, accepted, wording in FILE_VALUE_TYPES:
-            # type(), not isinstance(): true is no integer (TOML values have exact types)
-            if isinstance(param.type, kind) and type(value) not in accepted:
-                raise ConfigError(f"{path}: {key} = {given!r}: expected {wording}")
-        try:
-            converted[key] = param.process_value(ctx, value)
-            if key == "dev_interval":
-                converted[key] = _dev_interval(converted[key])
-        except click.BadParameter as exc:
-            raise ConfigError(f"{path}: {key} = {given!r}: {exc.message}") from None
-    return converted
-
-
-def _resolve(opts: dict, given: set[str], from_file: dict) -> dict:
-    """Every option's value: command line > config file > dataset preset > option default."""
-    def pick(name: str, defaults: dict):
-        if name in given:
-            return opts[name]
-        return from_file[name] if name in from_file else defaults.get(name, opts[name])
-
-    defaults = preset(pick("dataset", {}))
-    options = {name: pick(name, defaults) for name in opts}
-    options["dev_interval"] = _dev_interval(options["dev_interval"])
-    options["hidden"] = tuple(options["hidden"])
-    if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
-        options["data_dir"] = Path(os.environ["EVSIM_DATA"])
-    for key in ("data_dir", "cache_dir"):  # absolute: the saved run means the same data from any folder
-        if options[key] is not None:
-            options[key] = Path(options[key]).expanduser().resolve()
-    options["out"] = options["out"] or Path("runs") / f"{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return options
-
-
-def _dev_interval(value: str | int) -> int | str:
-    """'epoch' -> 0 (once per epoch); 'auto' stays (the trainer makes it 10 per epoch); a
-    positive integer -> every N batches (a preset's 0 means per epoch)."""
-    if isinstance(value, int) or value == AUTO:
-        return value
-    if value == "epoch":
-        return 0
-    try:
-        return parse_count(value, "--dev-interval")
-    except ConfigError:
-        raise click.BadParameter(f"must be 'epoch', 'auto' or a positive number of batches (1 to {INT32_MAX}, "
-                                 f"digits 0-9), got {value!r}", param_hint="'--dev-interval'") from None

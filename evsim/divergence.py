@@ -30,16 +30,24 @@ def first_non_finite(network, weights: bool = True) -> str | None:
     """What in ``network`` is not finite (``"layer 0's weights"``), or None; with
     ``weights`` False, the biases only.
 
-    A float32 sum is NaN or infinite when one value is, and also when the values are
-    so large (about 1e32 each) that training has diverged anyway.
+    Every layer's trainable arrays are its :meth:`~evsim.layers.base.Layer.parameters`:
+    the weights (CSR data, or ``[nnz, K, K]`` kernels of a convolution) first, then the
+    biases; a pooling layer has none. A float32 sum is NaN or infinite when one value
+    is, and also when the values are so large (about 1e32 each) that training has
+    diverged anyway.
     """
     with np.errstate(all="ignore"):  # inf + -inf is the NaN looked for, not a problem to warn of
         for k, layer in enumerate(network.layers):
-            arrays = (("weights", layer.store.data),) if weights else ()
-            for name, values in (*arrays, ("biases", layer.bias)):
+            for index, (values, _) in enumerate(layer.parameters()):
+                name = _PARAMETER_NAMES[index] if index < len(_PARAMETER_NAMES) else f"parameter {index}"
+                if index == 0 and not weights:
+                    continue
                 if not np.isfinite(np.sum(values)):
                     return f"layer {k}'s {name}"
     return None
+
+
+_PARAMETER_NAMES = ("weights", "biases")
 
 
 def check_finite_training(network, loss: float, where: str, lr: float, weights: bool = True) -> None:

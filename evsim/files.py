@@ -58,6 +58,8 @@ def _process_alive(pid: int) -> bool:
 def _stale(name: str, mtime: float) -> bool:
     """Whether ``name`` is an evsim temporary whose writer is gone: its pid is no live
     process, or, without a pid, it is older than ``STALE_WITHOUT_PID_S``."""
+    if name.endswith(".lock"):  # a run folder's or cache entry's flock file: never a temporary
+        return False
     match = _TEMPORARY.fullmatch(name)
     if match is None:
         return False

@@ -1,19 +1,32 @@
 """Network: a stack of spiking layers run for T steps, with BPTT.
 
 The output is the spike count of the last layer over the T steps (rate = count / T).
+The network talks to its layers only through :class:`~evsim.layers.base.Layer`.
+
+A training step, written by hand::
+
+    counts, traces = network.forward(drive)
+    loss, grad_counts = loss_fn(counts, labels, T)
+    grads = network.backward(traces, grad_counts)
+    optimizer.step(network.parameters(grads), lr)
+
+The next forward runs on the updated weights: layers refresh their execution copies
+themselves.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from evsim.errors import ShapeError
+from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
-from evsim.layers import LayerTrace, SparseLinear
+from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
 from evsim.neuron import LIFParameters
 
 
 class Network:
-    """Feed-forward spiking network of :class:`SparseLinear` layers.
+    """Feed-forward spiking network of :class:`~evsim.layers.base.Layer` layers.
 
     Parameters
     ----------
@@ -21,7 +34,7 @@ class Network:
     lif : neuron parameters shared by all layers.
     """
 
-    def __init__(self, layers: list[SparseLinear], lif: LIFParameters = LIFParameters()):
+    def __init__(self, layers: list[Layer], lif: LIFParameters = LIFParameters()):
         for a, b in zip(layers, layers[1:]):
             if a.n_out != b.n_in:
                 raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
@@ -36,6 +49,61 @@ class Network:
                   for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
         return cls(layers, lif)
 
+    @classmethod
+    def from_spec(cls, spec: str, rng: np.random.Generator | int = 0, lif: LIFParameters = LIFParameters(),
+                  path: str = "auto") -> "Network":
+        """The network an architecture string in the paper's notation describes.
+
+        ``"2312-800-10"``: 2312 inputs, a fully connected layer of 800 neurons, 10 outputs.
+        ``"2x32x32-15C3-AP2-40C3-AP2-300-10"``: a 2-channel 32x32 input map; ``15C3`` a
+        spiking convolution of 15 filters of 3x3 (stride 1, zero padding ``K // 2``; a suffix
+        ``s2`` sets the stride, ``p0`` the padding: ``15C3s2p0``); ``AP2`` / ``MP2`` average /
+        max pooling over 2x2 windows; integers are fully connected layers (the map is
+        flattened in channel-major order). Hidden fully connected layers develop; the
+        output layer, convolutions and poolings do not.
+
+        Raises
+        ------
+        ConfigError
+            If the string is not in that notation or its layers do not chain (a pooling
+            larger than its map, a convolution after a fully connected layer), naming the
+            layer.
+        """
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        parts = parse_spec(spec)
+        shape: tuple[int, ...] = parts[0]
+        n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
+        layers, fc_seen = [], 0
+        for k, part in enumerate(parts[1:], start=1):
+            where = f"architecture {spec!r}: layer {k} ({_token(spec, k)})"
+            if isinstance(part, int):
+                fc_seen += 1
+                layers.append(SparseLinear.uniform(int(np.prod(shape)), part, rng, path=path, develops=fc_seen < n_fc))
+                shape = (part,)
+                continue
+            if len(shape) != 3:
+                raise ConfigError(f"{where} needs a map of channels x height x width, but follows a fully connected "
+                                  "layer; put convolutions and poolings before the fully connected layers")
+            try:
+                if part[0] == "conv":
+                    _, filters, kernel, stride, pad = part
+                    layer = SpikingConv2d.uniform(shape, filters, kernel, rng, stride=stride, pad=pad)
+                else:
+                    layer = Pool2d(shape, part[2], part[1])
+            except ShapeError as exc:
+                raise ConfigError(f"{where} does not fit its {'x'.join(map(str, shape))} input: {exc}") from None
+            layers.append(layer)
+            shape = layer.out_shape
+        if len(shape) != 1:
+            raise ConfigError(f"architecture {spec!r} must end with a fully connected layer (the classes)")
+        return cls(layers, lif)
+
+    def describe(self) -> str:
+        """The architecture string of this network (see :meth:`from_spec`)."""
+        first = self.layers[0]
+        head = "x".join(map(str, first.in_shape)) if hasattr(first, "in_shape") else str(first.n_in)
+        return "-".join([head] + [layer.describe() for layer in self.layers])
+
     @property
     def sizes(self) -> list[int]:
         return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
@@ -43,12 +111,22 @@ class Network:
     @property
     def synapses(self) -> int:
         """Number of existing synapses."""
-        return sum(layer.store.nnz for layer in self.layers)
+        return sum(layer.store.nnz for layer in self.layers if hasattr(layer, "store"))
 
     @property
     def dense_synapses(self) -> int:
         """Synapses of the same architecture fully connected."""
-        return sum(layer.n_in * layer.n_out for layer in self.layers)
+        return sum(layer.store.shape[0] * layer.store.shape[1] for layer in self.layers if hasattr(layer, "store"))
+
+    @property
+    def weights(self) -> int:
+        """Existing weights (a kernel synapse holds K x K), biases excluded."""
+        return sum(layer.store.nnz * layer.store.block_size for layer in self.layers if hasattr(layer, "store"))
+
+    @property
+    def dense_weights(self) -> int:
+        """Weights of the same architecture with every synapse present."""
+        return sum(layer.dense_weights for layer in self.layers if hasattr(layer, "store"))
 
     def forward(self, drive: np.ndarray | Events) -> tuple[np.ndarray, list[LayerTrace]]:
         """Run the network.
@@ -86,8 +164,8 @@ class Network:
         counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
         return counts, traces
 
-    def backward(self, traces: list[LayerTrace], grad_counts: np.ndarray, would_be_grad: bool = False) -> None:
-        """Backpropagate dL/d(counts) ``[B, n_out]`` through time; fills every layer's gradients.
+    def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
+        """Backpropagate dL/d(counts) ``[B, n_out]`` through time; one :class:`LayerGrads` per layer.
 
         ``would_be_grad`` also computes, in developing layers, the gradients missing
         synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
@@ -95,35 +173,91 @@ class Network:
         last = self.layers[-1]
         n_steps = traces[-1].u.shape[0]
         # count = sum_t o[t], so every step receives the same gradient.
-        grad_spikes = np.ascontiguousarray(
+        grad_out = np.ascontiguousarray(
             np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]
             .repeat(n_steps, axis=0))
+        grads: list[LayerGrads] = [None] * len(self.layers)
         dead_error = None
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
             below = self.layers[k - 1] if k > 0 else None
             all_alive = below is None or below.alive_index.size == below.n_out
-            # Dead neurons below need the error they would receive if revived (regeneration),
+            # Dead units below need the error they would receive if revived (regeneration),
             # as factors; the alive ones get the input gradient.
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
-            grad_spikes = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                         would_be_grad=would_be_grad and layer.develops, dead_error=dead_error,
-                                         input_rows=None if all_alive else below.alive_index, factors_ok=True,
-                                         error_rows=np.flatnonzero(~below.alive) if dead_need_error else None)
-            dead_error = layer.error_factors
+            request = BackwardRequest(
+                input_grad=k > 0, input_units=None if all_alive else below.alive_index,
+                factors_ok=below is not None and below.accepts_factors,
+                would_be=would_be_grad and layer.develops, dead_error=dead_error,
+                dead_units_below=_dead_units(below) if dead_need_error else None)
+            grads[k] = layer.backward(traces[k], grad_out, self.lif, request)
+            grad_out, dead_error = grads[k].input, grads[k].dead_error_below
+        return grads
 
-    def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
-        """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""
+    def parameters(self, grads: list[LayerGrads] | None = None) -> list[tuple[np.ndarray, np.ndarray | None, dict]]:
+        """``(values, grads, state)`` triples for the optimizer, every layer's parameters in
+        order, with the gradients of :meth:`backward` (None without them)."""
         params = []
-        for layer in self.layers:
-            params.append((layer.store.data, layer.grad_data, layer.store.state))
-            params.append((layer.bias, layer.grad_bias, layer.bias_state))
+        for k, layer in enumerate(self.layers):
+            for j, (values, state) in enumerate(layer.parameters()):
+                params.append((values, None if grads is None else grads[k].params[j], state))
         return params
 
-    def sync_weights(self) -> None:
-        """Refresh execution copies after the optimizer changed the CSR data."""
-        for layer in self.layers:
-            layer.sync_weights()
+
+def _dead_units(layer: Layer) -> np.ndarray:
+    """The output units of ``layer`` that are not alive, ascending."""
+    dead = np.ones(layer.n_out, dtype=bool)
+    dead[layer.alive_index] = False
+    return np.flatnonzero(dead)
+
+
+def parse_spec(spec: str) -> list:
+    """The parts of an architecture string (see :meth:`Network.from_spec`): the input shape
+    (a tuple), then per layer an int (fully connected), ``("conv", filters, kernel,
+    stride, pad)`` or ``("pool", "avg"|"max", kernel)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the part that is not in the notation.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"an architecture is a string like '2312-800-10', got {spec!r}")
+    tokens = spec.strip().split("-")
+    if len(tokens) < 2:
+        raise ConfigError(f"architecture {spec!r} needs an input and at least one layer, like '2312-800-10'")
+    shape = tokens[0].lower().split("x")
+    if len(shape) not in (1, 3) or not all(re.fullmatch(r"[1-9][0-9]*", n) for n in shape):
+        raise ConfigError(f"architecture {spec!r}: the input {tokens[0]!r} must be a size (2312) or a map "
+                          "channels x height x width (2x32x32)")
+    parts: list = [tuple(int(n) for n in shape)]
+    for k, token in enumerate(tokens[1:], start=1):
+        conv = re.fullmatch(r"([1-9][0-9]*)C([1-9][0-9]*)(?:s([1-9][0-9]*))?(?:p([0-9]+))?", token, re.IGNORECASE)
+        pool = re.fullmatch(r"([AM])P([1-9][0-9]*)", token, re.IGNORECASE)
+        if re.fullmatch(r"[1-9][0-9]*", token):
+            parts.append(int(token))
+        elif conv:
+            kernel = int(conv[2])
+            parts.append(("conv", int(conv[1]), kernel, int(conv[3] or 1),
+                          kernel // 2 if conv[4] is None else int(conv[4])))
+        elif pool:
+            parts.append(("pool", "avg" if pool[1].upper() == "A" else "max", int(pool[2])))
+        else:
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({token!r}) is not a layer: write a size (800), a "
+                              "convolution (15C3, 15C3s2p0) or a pooling (AP2, MP2)")
+    return parts
+
+
+def _token(spec: str, k: int) -> str:
+    return repr(spec.strip().split("-")[k])
+
+
+def parse_sizes(spec: str) -> list[int]:
+    """Layer sizes (input first) of a fully connected architecture string."""
+    parts = parse_spec(spec)
+    if any(not isinstance(part, int) for part in parts[1:]):
+        raise ConfigError(f"architecture {spec!r} is not fully connected")
+    return [int(np.prod(parts[0]))] + parts[1:]
 
 
 def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, check_source
+from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of
 from evsim.data.events import blank_notice, check_framing, check_in_sensor
-from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
+from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.readers import check_npy_file, reads
 

@@ -39,10 +39,10 @@ from scipy.ndimage import gaussian_filter
 
 from evsim.data.cache import atomic_dir
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
-from evsim.errors import EvsimError
-from evsim.readers import read_json
-from evsim.errors import ConfigError, DataError
+from evsim.data.mnist import mnist_5k_split
+from evsim.errors import ConfigError, DataError, EvsimError
 from evsim.kernels.emulate import emulate_events
+from evsim.readers import read_json
 
 EMULATOR_VERSION = 1
 MANIFEST = "emulator.json"
@@ -240,8 +240,6 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
         If ``out`` exists, is not empty and is not an emulator output with the same
         settings.
     """
-    from evsim.data.mnist import mnist_5k_split
-
     out = Path(out)
     wanted = {"version": EMULATOR_VERSION, "key": params.key(seed), "per_class": per_class}
     existing = read_manifest(out)
