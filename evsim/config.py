@@ -100,7 +100,8 @@ class Option:
         try:
             return _CONVERTERS[self.kind](self, value)
         except ConfigError as exc:
-            raise ConfigError(f"{self.flag} {exc}, got {value if isinstance(value, str) else repr(value)}") from None
+            shown = value if isinstance(value, str) and value.strip() else repr(value)  # '' shows as such
+            raise ConfigError(f"{self.flag} {exc}, got {shown}") from None
 
 
 # Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣'; float() takes

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,11 +17,13 @@ import evsim.data.frames
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint
 from evsim.cli.runs import load_run_network
 from evsim.data.cache import atomic_dir
-from evsim.divergence import TrainingDiverged
+from evsim.divergence import TrainingDiverged, first_non_finite
 from evsim.errors import CheckpointError
 from evsim.files import clean_stale_temporaries, write_bytes_atomic
+from evsim.network import Network
+from evsim.runlock import LOCK_FILE, RunLockedError, run_lock
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, alpha, regrowth_percentile, saturating_power
-from evsim.train import Trainer, resume
+from evsim.train import Trainer, resume, train
 from tests.conftest import one_line_error, run
 from tests.runs import FAST_SDSNN, toy_config, toy_dataset
 
@@ -361,3 +364,76 @@ def test_a_full_disk_while_emulating_is_one_line_and_leaves_no_folder(tmp_path, 
     line = one_line_error(run(["data", "emulate-nmnist", "--out", str(out), "--per-class", "1"]))
     assert f"cannot write {out}: No space left on device" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------- 12. the protections on main's layers, locks and commands
+@pytest.mark.parametrize("layer,index,name", [(0, 0, "weights"), (0, 1, "biases"), (2, 0, "weights"),
+                                              (2, 1, "biases")])
+def test_divergence_checks_the_parameters_of_every_layer_kind(layer, index, name):
+    """Conv kernels ([nnz, K, K]) and linear CSR data are weights; a pooling layer (1) has none."""
+    network = Network.from_spec("2x8x8-3C3-AP2-5", rng=np.random.default_rng(0))
+    assert first_non_finite(network) is None and network.layers[1].parameters() == []
+    network.layers[layer].parameters()[index].values.flat[0] = np.nan
+    assert first_non_finite(network) == f"layer {layer}'s {name}"
+    assert first_non_finite(network, weights=False) == (None if name == "weights" else f"layer {layer}'s biases")
+
+
+def test_cleaning_never_takes_a_lock_file(tmp_path):
+    dead = dead_pid()
+    names = [LOCK_FILE, ".nmnist-0123abcd.lock", f".network.npz.{dead}.link.lock",
+             f".network.npz.{dead}.abcd1234.tmp.lock"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    os.utime(tmp_path / LOCK_FILE, (time.time() - 7200, time.time() - 7200))
+    assert clean_stale_temporaries(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def locked_elsewhere(folder) -> bool:
+    """Whether another thread is refused the run lock of ``folder`` (someone holds it)."""
+    def attempt():
+        try:
+            with run_lock(folder):
+                return False
+        except RunLockedError:
+            return True
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(attempt).result()
+
+
+@pytest.mark.parametrize("how", ["fit", "train", "resume"])
+def test_a_run_cleans_its_folder_only_under_its_lock(tmp_path, monkeypatch, no_plots, how):
+    held = []
+    monkeypatch.setattr("evsim.train.clean_stale_temporaries",
+                        lambda folder: held.append(locked_elsewhere(folder)) or [])
+    run_dir = tmp_path / "run"
+    if how == "fit":
+        Trainer(toy_config(epochs=1), toy_dataset()).fit(run_dir, **QUIET)
+    else:
+        config = toy_config(epochs=1, dataset="mnist")
+        monkeypatch.setattr("evsim.train.load_dataset", lambda name, options: toy_dataset())
+        train(config, run_dir, **QUIET)
+        if how == "resume":
+            held.clear()
+            resume(run_dir, **QUIET)
+    assert held == [True] and not (run_dir / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["eval", "RUN", "--batch-size", "٣"], "digits 0-9"),
+    (["eval", "RUN", "--batch-size", "99999999999"], "2147483647"),
+    (["profile", "RUN", "--e-ac", "1e-50"], "is 0 in float32"),
+    (["profile", "RUN", "--e-mac", "1e39"], "beyond float32's range"),
+    (["profile", "RUN", "--e-neuron", "1_0"], "digits 0-9"),
+    (["import-nir", "G.nir", "OUT", "--dt", "nan"], "finite number"),
+    (["data", "emulate-nmnist", "--out", "OUT", "--per-class", "²"], "digits 0-9"),
+    (["eval", ""], "empty path"),
+    (["export", "RUN", ""], "empty path"),
+    (["data", "emulate-nmnist", "--out", ""], "empty path"),
+    (["sweep", "run", "S.toml", "--out", ""], "empty path"),
+])
+def test_options_outside_training_follow_the_same_rules(tmp_path, args, fragment):
+    names = {"RUN": tmp_path / "run", "G.nir": tmp_path / "g.nir", "OUT": tmp_path / "out", "S.toml": tmp_path / "s"}
+    line = one_line_error(run([str(names.get(arg, arg)) for arg in args]))
+    assert fragment in line and not (tmp_path / "out").exists()
