@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evsim.cli.options import data_options_from, dataset_options
+from evsim.cli.options import NonEmptyPath, data_options_from, dataset_options, integer
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
@@ -84,9 +84,9 @@ def _picture_path(ctx, param, out: Path) -> Path:
 
 @data.command()
 @dataset_options
-@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Sample index.")
+@click.option("--index", type=integer(0), default=0, show_default=True, help="Sample index.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=_picture_path,
+@click.option("--out", type=NonEmptyPath(dir_okay=False, path_type=Path), required=True, callback=_picture_path,
               help="Picture to write; its suffix picks the format (.png, .pdf, .svg, ...; none: .png).")
 def show(index, split, out, **kwargs):
     """Draw one sample: its frames (and, for event data, an x-y-t view of its events)."""
@@ -161,11 +161,11 @@ def _frame_rgb(frame: np.ndarray, polar: bool) -> np.ndarray:
 
 
 @data.command("emulate-nmnist")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path), required=True,
               help="Folder to write Train/<digit>/*.bin and Test/<digit>/*.bin into.")
-@click.option("--per-class", type=click.IntRange(min=1), default=None,
+@click.option("--per-class", type=integer(1), default=None,
               help="Only the first N digits of each class in each split (default: all 5,000).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sensor and noise seed.")
+@click.option("--seed", type=integer(0), default=0, show_default=True, help="Sensor and noise seed.")
 def emulate_nmnist(out, per_class, seed):
     """Write emulated N-MNIST recordings (genuine 40-bit .bin files) from the 5,000 MNIST digits."""
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.options import dataset_options
+from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
@@ -13,14 +13,14 @@ from evsim.plots import plot_confusion
 
 
 @click.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="latest: the network after the last epoch; best: at the best test accuracy (chosen on the "
                    "test split, so its test accuracy is an optimistic estimate).")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per forward pass "
+@click.option("--batch-size", type=integer(1), default=None, help="Samples per forward pass "
               "[default: the run's eval batch size].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Also write the result (accuracy, per-class accuracy, confusion, SOPs) as JSON here.")
 @dataset_options
 @click.pass_context

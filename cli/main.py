@@ -1,6 +1,7 @@
 """The ``evsim`` command: a click group; each subcommand lives in its own module."""
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -36,8 +37,12 @@ class EvsimGroup(click.Group):
         except OSError as exc:
             if exc.filename is None:  # not about a path the user chose: keep the traceback
                 raise
-            click.echo(f"Error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
-                       "(or fix its permissions)", err=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk is full: no other path will help
+                click.echo(f"Error: cannot write {exc.filename}: {exc.strerror or exc}; free some space there, "
+                           "or choose a path on another disk", err=True)
+            else:
+                click.echo(f"Error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
+                           "(or fix its permissions)", err=True)
             sys.exit(2)
 
 

@@ -6,15 +6,17 @@ from pathlib import Path
 import click
 
 from evsim.checkpoint import NETWORK_FILE, save_network
-from evsim.cli.options import FiniteFloatRange
+from evsim.cli.options import NonEmptyPath, number
 from evsim.cli.runs import CHECKPOINTS, load_run_network
+from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.nir_io import read_nir, write_nir
+from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@click.argument("out", type=NonEmptyPath(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True,
               help="Output format: NIR (HDF5, readable with nir.read).")
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
@@ -22,6 +24,7 @@ from evsim.nir_io import read_nir, write_nir
 def export(run_dir, out, fmt, checkpoint):
     """Export a trained run's network as a NIR graph: Affine (pruned synapses as zeros, CSR
     structure in metadata) -> LIF per layer."""
+    refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
     write_nir(out, network)
     click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), layers {'-'.join(map(str, network.sizes))}, "
@@ -33,15 +36,18 @@ def export(run_dir, out, fmt, checkpoint):
 
 
 @click.command("import-nir")
-@click.argument("nir_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dt", type=FiniteFloatRange(min=0, min_open=True), default=None,
+@click.argument("nir_file", type=NonEmptyPath(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@click.option("--dt", type=number(0, low_open=True), default=None,
               help="Time step the graph's time constants refer to, for graphs from other tools "
                    "[default: the graph's dt metadata, else 1].")
 @click.option("--path", "path_option", type=click.Choice(PATHS), default="auto", show_default=True,
               help="Propagation path of the imported layers.")
 def import_nir(nir_file, out_dir, dt, path_option):
     """Read a NIR graph into an evsim network, saved as OUT_DIR/network.npz."""
+    refuse_overwriting_run_files(out_dir / NETWORK_FILE, "import into a new folder, or delete that file first")
+    if (out_dir / CONFIG_JSON).exists():  # the imported network would pass for the run's own
+        raise CheckpointError(f"{out_dir}: holds a training run ({CONFIG_JSON}); import into a new folder")
     network = read_nir(nir_file, dt, path_option)
     save_network(out_dir / NETWORK_FILE, network)
     click.echo(f"wrote {out_dir / NETWORK_FILE}: layers {'-'.join(map(str, network.sizes))}, "

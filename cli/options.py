@@ -1,7 +1,6 @@
 """Click options made from the one declaration of every option (:data:`evsim.config.OPTIONS`)."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -11,19 +10,6 @@ from evsim.config import OPTIONS, Option
 from evsim.data import DataOptions
 from evsim.errors import ConfigError
 from evsim.presets import PRESETS
-
-
-class FiniteFloatRange(click.FloatRange):
-    """``click.FloatRange`` that also refuses NaN and infinities (which compare false with
-    every bound, so ``FloatRange`` lets NaN through)."""
-
-    name = "finite float range"
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
 
 
 class DeclaredType(click.ParamType):
@@ -41,6 +27,36 @@ class DeclaredType(click.ParamType):
             return self.option.convert(value)
         except ConfigError as exc:
             self.fail(str(exc).removeprefix(self.option.flag + " "), param, ctx)
+
+
+def integer(low: int | None = None, high: int | None = None) -> DeclaredType:
+    """The click type of a whole-number option outside :data:`~evsim.config.OPTIONS`
+    (``evsim eval --batch-size``, ...), read by the same rule: ASCII digits, within
+    [low, high] and int32."""
+    return DeclaredType(Option("value", "int", None, "", "", low=low, high=high))
+
+
+def number(low: float | None = None, low_open: bool = False, high: float | None = None) -> DeclaredType:
+    """The click type of a number option outside :data:`~evsim.config.OPTIONS` (``evsim
+    profile --e-ac``, ...), read by the same rule: a finite number float32 holds, >= low
+    (> low with ``low_open``), < high."""
+    return DeclaredType(Option("value", "float", None, "", "", low=low, high=high, low_open=low_open))
+
+
+_ANY_PATH = Option("path", "path", None, "", "")
+
+
+class NonEmptyPath(click.Path):
+    """``click.Path`` that refuses the empty string (which ``Path`` reads as the current
+    folder), by the same rule as the declared path options."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                _ANY_PATH.convert(value)
+            except ConfigError as exc:
+                self.fail(str(exc).removeprefix(_ANY_PATH.flag + " "), param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def _defaults_text(option: Option) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.options import FiniteFloatRange, dataset_options
+from evsim.cli.options import NonEmptyPath, dataset_options, integer, number
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
@@ -14,19 +14,19 @@ from evsim.plots import plot_energy
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="Which saved network of the run to profile.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--samples", type=click.IntRange(min=1), default=None, help="Profile only the first N samples.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--samples", type=integer(1), default=None, help="Profile only the first N samples.")
+@click.option("--batch-size", type=integer(1), default=250, show_default=True)
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Write the report as JSON here [default: RUN_DIR/profile.json].")
-@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--png", "png_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Write the figure here [default: RUN_DIR/profile.png].")
-@click.option("--e-ac", type=FiniteFloatRange(min=0), default=0.9, show_default=True, help="pJ per accumulate.")
-@click.option("--e-mac", type=FiniteFloatRange(min=0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
-@click.option("--e-neuron", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="pJ per neuron update.")
+@click.option("--e-ac", type=number(0), default=0.9, show_default=True, help="pJ per accumulate.")
+@click.option("--e-mac", type=number(0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
+@click.option("--e-neuron", type=number(0), default=0.0, show_default=True, help="pJ per neuron update.")
 @dataset_options
 @click.pass_context
 def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png_path, e_ac, e_mac, e_neuron,

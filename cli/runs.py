@@ -1,7 +1,7 @@
 """Reading run folders written by ``evsim train`` (shared by profile, eval and export)."""
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,11 +11,13 @@ from click.core import ParameterSource
 from evsim.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network,
                               stored_config)
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
+from evsim.config import TrainConfig
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
-from evsim.config import TrainConfig
+from evsim.readers import read_json
+from evsim.runfiles import check_belongs, stored_run_id
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 
@@ -24,13 +26,9 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     """The run's validated ``config.json``, or None when the folder has none (a network
     made by ``evsim import-nir``)."""
     path = run_dir / "config.json"
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
-    return stored_config(values, path)
+    return stored_config(read_json(path, "run configuration (config.json)", ConfigError), path)
 
 
 def load_run_dataset(config: TrainConfig) -> Dataset:
@@ -57,12 +55,15 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
         state = load_checkpoint(path)  # validates the stored configuration
+        check_belongs(run_dir, path, state.run_id)
         config = TrainConfig.from_dict(state.config)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
     if checkpoint == "latest" and (run_dir / NETWORK_FILE).is_file():
-        return load_network(run_dir / NETWORK_FILE), read_config(run_dir), NETWORK_FILE
+        network = load_network(run_dir / NETWORK_FILE)
+        check_belongs(run_dir, run_dir / NETWORK_FILE, stored_run_id(run_dir / NETWORK_FILE))
+        return network, read_config(run_dir), NETWORK_FILE
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
 

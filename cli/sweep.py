@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from evsim.cli.options import NonEmptyPath, integer
 from evsim.sweep import default_out, sweep as run_sweep_file, write_report
 
 
@@ -30,13 +31,13 @@ def sweep():
 
 
 @sweep.command("run")
-@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.argument("sweep_file", type=NonEmptyPath(dir_okay=False, path_type=Path))
+@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Sweep folder [default: runs/<file stem>]; running again continues it.")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:PORT).")
-@click.option("--scheduler-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--scheduler-file", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Scheduler file of a running Dask cluster (dask scheduler --scheduler-file FILE).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=integer(1), default=None,
               help="Worker processes of the embedded cluster [default: cores // threads per run].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
 @click.pass_context
@@ -66,7 +67,7 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
 
 
 @sweep.command("report")
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 def report(sweep_dir):
     """Write results.csv, report.md and report.png into the sweep folder SWEEP_DIR."""
     paths = write_report(sweep_dir)

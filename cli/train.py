@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from evsim.checkpoint import CHECKPOINT_LATEST
-from evsim.cli.options import declared_options
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
+from evsim.cli.options import NonEmptyPath, declared_options
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
                           resolve_options)
 from evsim.errors import ConfigError
@@ -25,10 +25,10 @@ RESUME_COMPATIBLE = ("progress",)
 
 @click.command()
 @functools.partial(declared_options, default_from_declaration=False)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_file", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="TOML file of options (keys: option names with underscores, e.g. batch_size = 100); "
                    "command-line options override it.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--resume", "resume_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder exactly, from its checkpoint-latest.npz, with its own "
                    "configuration (only --progress/--no-progress may be given with it).")
 @click.pass_context
@@ -70,6 +70,15 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
         raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
                           f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
-    if not (run_dir / CHECKPOINT_LATEST).exists() and (run_dir / CONFIG_TOML).exists():
-        raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
-                          f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+    if (run_dir / CHECKPOINT_LATEST).exists() or not (run_dir / CONFIG_TOML).exists():
+        return
+    results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    if results:  # a new run there would be refused: the folder holds a trained run's files
+        best = (f"copy {CHECKPOINT_BEST} to {CHECKPOINT_LATEST} to resume from the best epoch, or "
+                if CHECKPOINT_BEST in results else "")
+        raise ConfigError(f"{run_dir} has no {CHECKPOINT_LATEST} but holds a trained run ({', '.join(results)}); "
+                          f"restore {CHECKPOINT_LATEST}, {best}or repeat the run in a new folder: evsim train "
+                          f"--config {run_dir / CONFIG_TOML} --out NEW_DIR")
+    raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
+                      f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+

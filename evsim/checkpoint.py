@@ -49,6 +49,7 @@ from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
+from evsim.readers import check_npz, reads
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
 from evsim.synapses import SynapseStore
 
@@ -89,6 +90,8 @@ class TrainingState:
     structure : the structure controller's ``state_dict()``, or None.
     in_epoch : for a run stopped inside an epoch, that epoch's ``order`` (array),
         ``position`` (samples done) and running totals; None at an epoch boundary.
+    run_id : the id of the run the checkpoint belongs to (:mod:`evsim.runfiles`); None
+        in checkpoints written before run ids existed.
     """
 
     network: Network
@@ -101,6 +104,7 @@ class TrainingState:
     rng: dict
     structure: dict | None = None
     in_epoch: dict | None = None
+    run_id: str | None = None
 
 
 # ------------------------------------------------------------------ networks
@@ -178,15 +182,18 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _network_meta(network: Network) -> dict:
-    return {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
+def _network_meta(network: Network, run_id: str | None = None) -> dict:
+    meta = {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
+    return meta if run_id is None else {**meta, "run_id": run_id}
 
 
-def save_network(path: Path, network: Network) -> None:
-    """Write the network's synapses (CSR), biases, alive masks and neuron parameters."""
-    _write_npz_atomic(path, _network_meta(network), _network_arrays(network, with_state=False))
+def save_network(path: Path, network: Network, run_id: str | None = None) -> None:
+    """Write the network's synapses (CSR), biases, alive masks and neuron parameters (and
+    the id of the run it belongs to, if any)."""
+    _write_npz_atomic(path, _network_meta(network, run_id), _network_arrays(network, with_state=False))
 
 
+@reads("evsim network file", CheckpointError, "retrain or restore it")
 def load_network(path: Path, path_option: str = "auto") -> Network:
     """Read a network written by :func:`save_network` or :func:`save_checkpoint`.
 
@@ -199,6 +206,7 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
     if not path.is_file():
         raise CheckpointError(f"{path}: no trained network here; train a run first (evsim train --out RUN_DIR)")
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             return _network_from(f, json.loads(str(f["meta"])), path_option)
     except _READ_ERRORS as exc:
@@ -354,6 +362,8 @@ def _checkpoint_contents(state: TrainingState) -> tuple[str, dict[str, np.ndarra
         "in_epoch": None if state.in_epoch is None else _pack("epoch__", state.in_epoch, arrays),
         "metrics": state.metrics,
     }
+    if state.run_id is not None:
+        meta["run_id"] = state.run_id
     try:
         return json.dumps(meta), arrays
     except TypeError as exc:
@@ -426,7 +436,7 @@ class CheckpointWriter:
         arrays = {name: np.array(values) for name, values in arrays.items()}
         files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))]
         if network_path is not None:
-            network_meta = _network_meta(state.network)
+            network_meta = _network_meta(state.network, state.run_id)
             network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}
             files.append((Path(network_path), "network",
                           lambda: _write_npz_atomic(network_path, network_meta, network)))
@@ -750,6 +760,8 @@ def _check_training_state(state: TrainingState) -> None:
     """Raise _Damaged naming the first value of ``state`` (just read from a file, its
     configuration already checked) that a run of this evsim could not have written."""
     epochs = state.config["epochs"]
+    if state.run_id is not None and not isinstance(state.run_id, str):
+        raise _Damaged(f"run_id must be a string, got {_short(state.run_id)}")
     if not isinstance(state.data_source, str):
         raise _Damaged(f"data_source must be a string, got {_short(state.data_source)}")
     if not (_is_count(state.epoch) and state.epoch <= epochs):
@@ -782,6 +794,7 @@ def _fix(path: Path) -> str:
     return "restore the file, or re-run training"
 
 
+@reads("evsim checkpoint", CheckpointError, _fix)
 def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     """Read a checkpoint written by :func:`save_checkpoint`, and check it: every value a
     run continues from must be one a run of this evsim could have written.
@@ -796,6 +809,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; is {path.parent} a run folder written by evsim train?")
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             if not isinstance(meta, dict) or meta.get("kind") != "training-checkpoint":
@@ -804,7 +818,8 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
                 raise CheckpointError(f"{path}: checkpoint format {meta['format']} is not supported by this "
                                       f"evsim (format {CHECKPOINT_FORMAT}); resume it with the evsim that wrote "
                                       f"it, or start the run again")
-            fields = [field.name for field in dataclasses.fields(TrainingState) if field.name != "network"]
+            optional = ("network", "run_id")  # run_id: absent from checkpoints older than run ids
+            fields = [field.name for field in dataclasses.fields(TrainingState) if field.name not in optional]
             for name in fields:
                 if name not in meta:
                     raise _Damaged(f"no {name!r} in meta")
@@ -819,6 +834,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
                 rng=meta["rng"],
                 structure=structure,
                 in_epoch=None if meta["in_epoch"] is None else _unpack(meta["in_epoch"], f, "in_epoch"),
+                run_id=meta.get("run_id"),
             )
             _check_training_state(state)
             return state

@@ -45,6 +45,7 @@ from evsim.neuron import RESETS, SURROGATES, LIFParameters
 from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from evsim.network import parse_spec
 from evsim.presets import PAPER_ARCHS, PRESETS
+from evsim.readers import read_small_file
 from evsim.structure import STRUCTURES, SDSNNConfig
 
 CONFIG_TOML = "config.toml"
@@ -101,16 +102,26 @@ class Option:
         try:
             return _CONVERTERS[self.kind](self, value)
         except ConfigError as exc:
-            raise ConfigError(f"{self.flag} {exc}, got {value if isinstance(value, str) else repr(value)}") from None
+            shown = value if isinstance(value, str) and value.strip() else repr(value)  # '' shows as such
+            raise ConfigError(f"{self.flag} {exc}, got {shown}") from None
+
+
+# Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣'; float() takes
+# '1_000', 'infinity' and non-ASCII digits). 'nan' and 'inf' pass, to be refused as not finite.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE)
 
 
 def _integer(option: Option, value) -> int:
-    # Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣').
-    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
-        value = int(value)
+    if isinstance(value, str):
+        if not _INTEGER_TEXT.fullmatch(value.strip()):
+            raise ConfigError("must be a whole number written with the digits 0-9")
+        value = int(value.strip())
     if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
         raise ConfigError("must be a whole number")
     value = int(value)
+    if abs(value) > INT32_MAX:
+        raise ConfigError(f"must be at most {INT32_MAX} in size, the largest count evsim's int32 counters hold")
     low = -INT32_MAX if option.low is None else option.low
     high = INT32_MAX if option.high is None else option.high
     if value < low:
@@ -122,15 +133,20 @@ def _integer(option: Option, value) -> int:
 
 def _number(option: Option, value) -> float:
     if isinstance(value, str):
-        try:
-            value = float(value) if value.isascii() else None
-        except ValueError:
-            value = None
+        if not _NUMBER_TEXT.fullmatch(value.strip()):
+            raise ConfigError("must be a number written with the digits 0-9 (such as 0.001 or 1e-3)")
+        value = float(value.strip())
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ConfigError("must be a number")
     value = float(value)
-    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-        raise ConfigError("must be a finite number that float32 can hold (|x| < 3.4e38)")
+    if not math.isfinite(value):
+        raise ConfigError("must be a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"must be a finite number that float32 holds; it is beyond float32's range "
+                          f"(+-{FLOAT32_MAX:.3g}), in which training computes")
+    if value != 0 and np.float32(value) == 0:
+        raise ConfigError("must be 0 or a number float32 holds; it is 0 in float32, in which training computes "
+                          "(give a larger value)")
     if option.low is not None and (value < option.low or (option.low_open and value == option.low)):
         raise ConfigError(f"must be {'>' if option.low_open else '>='} {option.low:g}")
     if option.high is not None and value >= option.high:
@@ -157,8 +173,11 @@ def _boolean(option: Option, value) -> bool:
 def _path(option: Option, value) -> Path | None:
     if value is None:
         return None
-    if not isinstance(value, (str, Path)) or str(value).strip() == "":
-        raise ConfigError("must be a folder path (an empty one would silently mean the current folder)")
+    if not isinstance(value, (str, Path)):
+        raise ConfigError("must be a path")
+    if str(value).strip() == "":
+        raise ConfigError("must not be an empty path, which would silently mean the current folder (give . for "
+                          "that)")
     return Path(value)
 
 
@@ -189,7 +208,7 @@ def parse_dev_interval(value) -> int | str:
         value = int(value)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 1 <= value <= INT32_MAX:
         return int(value)
-    raise ConfigError("must be 'epoch', 'auto' or a positive number of batches")
+    raise ConfigError(f"must be 'epoch', 'auto' or a positive number of batches (1 to {INT32_MAX}, digits 0-9)")
 
 
 def parse_arch(value) -> str:
@@ -506,18 +525,21 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
     Raises
     ------
     ConfigError
-        If the file is missing or not TOML, holds a nested table, or holds a key
+        If the file is missing, is not a regular file of at most 1 MiB (a FIFO, a device),
+        is not TOML, holds a nested table, or holds a key
         outside ``valid_keys`` (the message names the key and lists the valid ones).
     """
     path = Path(path)
+    text = read_small_file(path, "TOML config", ConfigError)
     try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        values = tomllib.loads(text.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML for evsim (values nested too deeply); config files are one "
+                          "flat table of option values") from None
     for key, value in values.items():
         if key not in valid_keys:
             close = difflib.get_close_matches(key.replace("-", "_"), valid_keys, n=1)
@@ -525,6 +547,9 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
             raise ConfigError(f"{path}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid_keys))}")
         if isinstance(value, dict):
             raise ConfigError(f"{path}: {key!r} is a table; config files are one flat table of option values")
+        if isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
+            raise ConfigError(f"{path}: {key!r} holds nested arrays or tables; an option's value is a number, a "
+                              "string, true/false or a flat list")
     return values
 
 

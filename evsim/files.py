@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -20,14 +22,84 @@ def umasked(mode: int) -> int:
 
 @contextlib.contextmanager
 def errors_about(path: Path):
-    """Report an ``OSError`` raised inside as one about ``path``, the name the user chose,
-    not about the temporary name beside it that was really being written."""
+    """Report an ``OSError`` raised inside as one about ``path``, the name the user chose:
+    not about the temporary name beside it that was really being written, and not about
+    no file at all (a write that finds the disk full names none)."""
     try:
         yield
     except OSError as exc:
-        if exc.filename is None:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+# The temporary names evsim writes beside a file or folder NAME, with the writer's pid:
+# .NAME.PID.XXXXXXXX.tmp (write_atomic), .NAME.PID.link (link_atomic) and the folder
+# .NAME.PID.tmp-XXXXXXXX (evsim.data.cache.atomic_dir); older evsim wrote them without
+# the pid. XXXXXXXX is tempfile's 8 random characters.
+_TEMPORARY = re.compile(r"\.(?P<name>.+?)\.(?:(?P<pid>[0-9]+)\.)?(?:[a-z0-9_]{8}\.tmp|link|tmp-[a-z0-9_]{8})")
+# A temporary without a pid (older evsim) is stale once this old: no write takes an hour.
+STALE_WITHOUT_PID_S = 3600.0
+
+
+def temporary_prefix(path: Path) -> str:
+    """The start of the name of a temporary written beside ``path`` by this process."""
+    return f".{Path(path).name}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or a pid no process has)
+        return True
+    return True
+
+
+def _stale(name: str, mtime: float) -> bool:
+    """Whether ``name`` is an evsim temporary whose writer is gone: its pid is no live
+    process, or, without a pid, it is older than ``STALE_WITHOUT_PID_S``."""
+    if name.endswith(".lock"):  # a run folder's or cache entry's flock file: never a temporary
+        return False
+    match = _TEMPORARY.fullmatch(name)
+    if match is None:
+        return False
+    if match["pid"] is None:
+        return time.time() - mtime > STALE_WITHOUT_PID_S
+    pid = int(match["pid"])
+    return pid != os.getpid() and not _process_alive(pid)
+
+
+def clean_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries that killed evsim processes left in ``folder`` (files and
+    cache folders named as this module and :func:`evsim.data.cache.atomic_dir` name
+    them, whose writer is gone); returns what was deleted. Anything else, symbolic links
+    included, is left alone, and so is a temporary that cannot be deleted.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet, or not readable: nothing of ours to clean
+        return removed
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if entry.is_symlink() or not _stale(entry.name, info.st_mtime):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename the complete temporary ``tmp`` over ``path``: the one step at which a file
+    written here changes (a kill before it leaves the old file, after it the new one;
+    the fault-injection tests stop runs here)."""
+    os.replace(tmp, path)
 
 
 def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
@@ -39,14 +111,14 @@ def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with errors_about(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), umasked(0o666))
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            commit(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -63,7 +135,7 @@ def link_atomic(source: Path, path: Path) -> None:
     Safe because files here are only ever replaced by rename, never rewritten in place,
     so the two names never change together."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    tmp = path.parent / f"{temporary_prefix(path)}link"
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
@@ -72,7 +144,7 @@ def link_atomic(source: Path, path: Path) -> None:
             write_atomic(path, lambda handle: shutil.copyfileobj(original, handle))
         return
     with errors_about(path):
-        os.replace(tmp, path)
+        commit(tmp, path)
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -49,6 +49,7 @@ import json
 import math
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
 import scipy.sparse as sp
@@ -58,6 +59,7 @@ from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
 from evsim.layers import SparseLinear
 from evsim.network import Network
+from evsim.readers import reads, reason
 from evsim.neuron import LIFParameters
 from evsim.synapses import SynapseStore, check_csr
 
@@ -94,6 +96,7 @@ def write_nir(path: Path, network: Network) -> None:
     write_bytes_atomic(Path(path), buffer.getvalue())
 
 
+@reads("NIR graph", CheckpointError, "write it again with nir.write")
 def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> Network:
     """Read a NIR file into a :class:`Network` (see :func:`network_from_nir`).
 
@@ -106,15 +109,15 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
         (the message names the file).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such NIR file")
+    if not h5py.is_hdf5(path):
+        raise CheckpointError(f"{path}: not a readable NIR graph (not an HDF5 file); give a file written by nir.write")
     try:
         graph = nir.read(path)
     except Exception as exc:  # nir.read raises whatever a malformed file trips: AttributeError, AssertionError...
-        text = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable NIR graph ({reason}); write it again with nir.write, from "
-                              "a graph whose connected nodes agree in size") from None
+        raise CheckpointError(f"{path}: not a readable NIR graph ({reason(exc)}); write it again with "
+                              "nir.write") from None
     try:
         return network_from_nir(graph, dt, path_option)
     except (ConfigError, ShapeError) as exc:

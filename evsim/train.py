@@ -48,15 +48,17 @@ from evsim.checkpoint import (
 from evsim.config import AUTO, CONFIG_TOML, TrainConfig, auto_dev_interval, config_toml
 from evsim.data import Dataset, load_dataset
 from evsim.data.encoding import encode_events
+from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
-from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
+from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.layers import SparseLinear
 from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
+from evsim.runfiles import check_belongs, new_run_id, repair_best
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
 
@@ -190,6 +192,7 @@ class Trainer:
         self.stop_requested = False
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
+        self.run_id = new_run_id()
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -260,7 +263,7 @@ class Trainer:
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
             if not np.isfinite(loss):
-                raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
+                check_finite_training(self.network, loss, self.position(), self.config.lr)
             would_be = self.structure is not None and self.structure.needs_would_be_grad
             grads = self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
@@ -269,6 +272,8 @@ class Trainer:
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
+            check_finite_training(self.network, loss, self.position(), self.config.lr,
+                                  weights=self.batches_seen % WEIGHT_CHECK_EVERY == 0)
             done.position = start + len(batch)
             done.total_loss += loss * len(batch)
             done.correct += int(np.sum(np.argmax(counts, axis=1) == labels))
@@ -298,6 +303,7 @@ class Trainer:
             rng={"trainer": self.rng.bit_generator.state},
             structure=None if self.structure is None else self.structure.state_dict(),
             in_epoch=None if self.in_epoch is None else dict(vars(self.in_epoch)),
+            run_id=self.run_id,
         )
 
     def restore(self, state: TrainingState) -> None:
@@ -348,6 +354,7 @@ class Trainer:
         self.epoch = state.epoch
         self.batches_seen = state.batches_seen
         self.in_epoch = None if state.in_epoch is None else EpochProgress(**state.in_epoch)
+        self.run_id = state.run_id or self.run_id
 
     def _check_position(self, state: TrainingState) -> None:
         """The checkpoint's place in training must fit the training split: an interrupted
@@ -375,7 +382,7 @@ class Trainer:
             self._plot(run_dir)
 
     def _save_results(self, run_dir: Path) -> None:
-        save_network(run_dir / NETWORK_FILE, self.network)
+        save_network(run_dir / NETWORK_FILE, self.network, self.run_id)
         write_jsonl_atomic(run_dir / METRICS_FILE, self.metrics)
         self._plot(run_dir)
 
@@ -407,7 +414,9 @@ class Trainer:
         threads = numba.get_num_threads()
         self.stop_requested = False  # a fit after an interrupted one continues
         try:
-            with threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
+            # The run lock (reentrant: train() and resume() hold it already) covers the
+            # whole run, the cleaning of stale temporaries at its start included.
+            with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
                 return self._fit(run_dir, progress, echo)
         finally:
             numba.set_num_threads(threads)
@@ -435,12 +444,19 @@ class Trainer:
         if self.config.threads:
             numba.set_num_threads(self.config.threads)
         if run_dir is not None:
+            # Under the run lock (fit holds it): no live writer of this folder leaves them.
+            removed = clean_stale_temporaries(run_dir)
+            if removed:
+                echo(f"removed {len(removed)} temporary files that killed runs left in {run_dir}")
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
-            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
+            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
+                                                        "run_id": self.run_id})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
+                if repair_best(run_dir, self.metrics, self.epoch, CHECKPOINT_LATEST, CHECKPOINT_BEST):
+                    echo(f"repaired {run_dir / CHECKPOINT_BEST}: the run was stopped before it was linked")
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
         best = max((row["test_acc"] for row in finished), default=None)
         # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
@@ -458,12 +474,14 @@ class Trainer:
             try:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
+                check_finite_training(self.network, 0.0, self.position(), self.config.lr)
                 if run_dir is not None:
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
                                           metrics_path=run_dir / METRICS_FILE)
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
+            check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
             test_acc, energy = self.evaluate("test")
             energy_summary = energy.summary()
             row = {
@@ -562,6 +580,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     with run_lock(run_dir):
         path = run_dir / CHECKPOINT_LATEST
         state = load_checkpoint(path)
+        check_belongs(run_dir, path, state.run_id)
         config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
         trainer = Trainer(config, _load_announced(config, echo))
         try:

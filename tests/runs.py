@@ -43,7 +43,8 @@ def _without_timing(rows: list[dict]) -> list[dict]:
 
 
 def assert_same_npz(a: Path, b: Path) -> None:
-    """Same members, arrays equal in value and dtype; in ``meta``, equal apart from timing and ``out``."""
+    """Same members, arrays equal in value and dtype; in ``meta``, equal apart from timing, ``out`` and
+    the run id."""
     with np.load(a, allow_pickle=False) as fa, np.load(b, allow_pickle=False) as fb:
         assert sorted(fa.files) == sorted(fb.files)
         for key in fa.files:
@@ -52,6 +53,7 @@ def assert_same_npz(a: Path, b: Path) -> None:
         ma, mb = json.loads(str(fa["meta"])), json.loads(str(fb["meta"]))
     for meta in (ma, mb):
         meta.get("config", {}).pop("out", None)
+        meta.pop("run_id", None)  # drawn afresh by every run
         if "metrics" in meta:
             meta["metrics"] = _without_timing(meta["metrics"])
     assert ma == mb

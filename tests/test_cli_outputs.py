@@ -226,7 +226,7 @@ def test_bad_gesture_events_are_refused_naming_the_file(tmp_path, row, match):
 # ---------------------------------------------------------------- impossible frame counts
 
 def test_too_many_time_steps_is_one_line_naming_the_option(tmp_path, nmnist_args):
-    result = cli(["data", "info", *nmnist_args, "--time-steps", str(10**17)])
+    result = cli(["data", "info", *nmnist_args, "--time-steps", str(2**31 - 1)])
     one_error_line(result, "do not fit in memory", "reduce --time-steps")
     assert list((tmp_path / "cache" / "frames").iterdir()) == []
 

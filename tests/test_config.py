@@ -58,7 +58,8 @@ def test_run_folder_config_toml_reproduces_the_run(tmp_path):
     result = run(["train", "--config", str(first / "config.toml"), "--no-progress", "--out", str(second)])
     assert result.exit_code == 0, result.output
     configs = [json.loads((d / "config.json").read_text()) for d in (first, second)]
-    assert configs[0].pop("out") != configs[1].pop("out") and configs[0] == configs[1]
+    assert configs[0].pop("out") != configs[1].pop("out") and configs[0].pop("run_id") != configs[1].pop("run_id")
+    assert configs[0] == configs[1]
     assert_same_npz(first / "network.npz", second / "network.npz")
     assert_same_npz(first / "checkpoint-latest.npz", second / "checkpoint-latest.npz")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from evsim.data.base import ENCODINGS, FRAMING_OPTIONS, DataOptions, Dataset, Split
-from evsim.errors import ConfigError
+from evsim.errors import ConfigError, DataError
 
 DATASETS: dict[str, Callable[[DataOptions], Dataset]] = {}
 _CHECKS: dict[str, Callable[[DataOptions], None] | None] = {}
@@ -91,10 +91,17 @@ def load_dataset(name: str, options: DataOptions | None = None) -> Dataset:
     ------
     ConfigError
         If ``name`` is not registered or an option does not apply to it.
+    DataError
+        If the loader's data is unreadable, or a split holds no samples.
     """
     options = options or DataOptions()
     check_options(name, options)
-    return DATASETS[name](options)
+    dataset = DATASETS[name](options)
+    for split in ("train", "test"):  # before anything trains on it or a run folder is written
+        if len(getattr(dataset, split)) == 0:
+            raise DataError(f"{name}: the {split} split holds no samples ({dataset.meta.get('root') or 'no folder'}); "
+                            "check the data files")
+    return dataset
 
 
 # Loader modules register themselves on import (in this order, which the messages use).

@@ -21,6 +21,7 @@ from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source
 from evsim.data.base import data_dir_of
 from evsim.errors import ConfigError, DataError
+from evsim.readers import reads
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{k}" for k in range(1, 6)]
@@ -42,6 +43,7 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+@reads("CIFAR-10 pickle batch")
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 3072]`` uint8 and labels ``[N]`` int64 of one pickle batch.
 
@@ -49,7 +51,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ------
     DataError
         If the file is missing or not a valid pickle, or lacks ``data``/``labels`` of
-        consistent shapes with labels 0..9.
+        consistent shapes (at least one image) with labels 0..9.
     """
     path = Path(path)
     try:
@@ -62,17 +64,30 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"{path}: CIFAR-10 batch must be a dict with b'data' and b'labels'")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or len(labels) != len(data):
-        raise DataError(f"{path}: expected uint8 data [N, 3072] and N labels, got data {data.shape} "
-                        f"{data.dtype} and {len(labels)} labels")
+    data, labels = _array(path, batch[b"data"], "data"), _array(path, batch[b"labels"], "labels")
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or labels.shape != (len(data),):
+        got = f"{len(labels)} labels" if labels.ndim == 1 else f"labels of shape {labels.shape}"
+        raise DataError(f"{path}: expected uint8 data [N, 3072] and a list of N labels, got data {data.shape} "
+                        f"{data.dtype} and {got}")
+    if len(data) == 0:
+        raise DataError(f"{path}: CIFAR-10 batch holds no images; replace it with a good copy")
     if labels.dtype.kind not in "iuf":
         raise DataError(f"{path}: labels must be whole numbers 0..9, got {labels.dtype} values")
     bad = labels[(labels < 0) | (labels > 9) | (labels != np.floor(labels))]  # NaN is != itself
     if bad.size:
         raise DataError(f"{path}: label {bad[0].item()!r} is not a class 0..9")
     return data, labels.astype(np.int64)
+
+
+def _array(path: Path, value, name: str) -> np.ndarray:
+    """``value`` as a NumPy array (a ragged list or an object that is no array is refused)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: b'{name}' is not an array ({str(exc).splitlines()[0]})") from None
+    if array.dtype.hasobject:
+        raise DataError(f"{path}: b'{name}' must hold numbers, got {type(value).__name__} of Python objects")
+    return array
 
 
 def check_cifar10_options(options: DataOptions) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, check_source
-from evsim.data.events import check_framing, check_in_sensor
-from evsim.data.base import data_dir_of
+from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of
+from evsim.data.events import blank_notice, check_framing, check_in_sensor
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
+from evsim.readers import check_npy_file, reads
 
 SENSOR = (128, 128, 2)
 CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm cw", "right arm ccw",
@@ -111,6 +111,7 @@ def _listing(save_to: Path, root: Path) -> dict:
     return splits
 
 
+@reads(".npy file")
 def read_gesture_npy(path: Path) -> np.ndarray:
     """One DVS-Gesture recording as tonic's structured events (``t`` in us).
 
@@ -124,8 +125,9 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     import tonic
     from numpy.lib import recfunctions
 
+    check_npy_file(path, ".npy file")
     try:
-        raw = np.load(path)
+        raw = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
     if raw.ndim != 2 or raw.shape[1] != 4 or raw.dtype.kind not in "iuf":
@@ -210,7 +212,7 @@ def load_dvsgesture(options: DataOptions) -> Dataset:
     extra = {"sensor_size": list(SENSOR), "frame_size": [sensor_out[1], sensor_out[0]], "classes": CLASSES}
     (train, test), meta = frames_cached("dvsgesture", found, options, read_gesture_npy, transform, sensor_out,
                                         extra)
-    meta["notice"] = None
+    meta["notice"] = blank_notice(meta)
     return Dataset(name="dvsgesture", train=train, test=test, n_classes=len(CLASSES),
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source="real",
                    time_steps=int(options.time_steps), meta=meta)

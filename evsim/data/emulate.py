@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ from scipy.ndimage import gaussian_filter
 from evsim.data.cache import atomic_dir
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
 from evsim.data.mnist import mnist_5k_split
-from evsim.errors import ConfigError, DataError
+from evsim.errors import ConfigError, DataError, EvsimError
 from evsim.kernels.emulate import emulate_events
+from evsim.readers import read_json
 
 EMULATOR_VERSION = 1
 MANIFEST = "emulator.json"
@@ -280,11 +282,19 @@ def _write_split(folder: Path, images, labels, ids, seed, params, chunk, progres
 
 
 def read_manifest(out: Path) -> dict | None:
-    """The emulator manifest in ``out``, or ``None`` if there is none or it is unreadable."""
-    try:
-        return json.loads((Path(out) / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """The emulator manifest in ``out``, or ``None`` if there is none or it is unreadable
+    (not a small regular file of JSON, or not an object whose ``splits`` map folders to objects)."""
+    path = Path(out) / MANIFEST
+    if not os.path.lexists(path):
         return None
+    try:
+        manifest = read_json(path, "emulator manifest")
+    except EvsimError:
+        return None
+    splits = manifest.get("splits", {}) if isinstance(manifest, dict) else None
+    if not (isinstance(splits, dict) and all(isinstance(v, dict) for v in splits.values())):
+        return None
+    return manifest
 
 
 def emulated_nmnist_dir(cache_dir: Path, seed: int = 0, params: EmulatorParams = EmulatorParams(),

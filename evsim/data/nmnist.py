@@ -37,7 +37,7 @@ from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
 from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
-from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
+from evsim.data.events import (NMNIST_SENSOR, blank_notice, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
 
@@ -366,7 +366,7 @@ def load_nmnist(options: DataOptions) -> Dataset:
         return frames_cached("nmnist", found, options, _reader(found), transform, sensor_out, extra)
 
     found, ((train, test), meta), repaired = _healed(options, frames)
-    meta["notice"] = "; ".join(n for n in (found.notice, repaired) if n) or None
+    meta["notice"] = "; ".join(n for n in (found.notice, repaired, blank_notice(meta)) if n) or None
     return Dataset(name="nmnist", train=train, test=test, n_classes=10,
                    sample_shape=(2, sensor_out[1], sensor_out[0]), encoding="frames", source=found.source,
                    time_steps=int(options.time_steps), meta=meta)

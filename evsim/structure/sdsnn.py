@@ -89,17 +89,33 @@ class SDSNNConfig:
         return 2 * self.spine_steps
 
 
+# |exponent| x ln(base) at which a power saturates: e^700 ~ 1e304, still a float64 and
+# beyond every cap the schedules compare it with.
+_SATURATED_LOG = 700.0
+
+
+def saturating_power(base: float, exponent: float) -> float:
+    """``base ** exponent`` for ``base > 0``, with the exponent clamped where the result
+    passes 1e304 (or falls under 1e-304): total over every step, where a plain power
+    raises OverflowError (1.1 ** 7449 does)."""
+    log_base = abs(math.log(base))
+    if log_base > 0:
+        limit = _SATURATED_LOG / log_base
+        exponent = min(max(exponent, -limit), limit)
+    return base ** exponent
+
+
 def alpha(step: int, cfg: SDSNNConfig) -> float:
     """Neurotrophic rate alpha(s): exp(-(s - 2K - 1)) early, then a small constant."""
     k2 = cfg.prune_start
     if step <= k2 + cfg.alpha_fast_steps:
-        return math.exp(-(step - k2 - 1))
+        return saturating_power(math.e, -(step - k2 - 1))
     return cfg.alpha_late
 
 
 def regrowth_percentile(step: int, cfg: SDSNNConfig) -> float:
     """q(s) = min(60 + 1.1^(s - 2K - 1), 99)."""
-    return min(cfg.q_base + cfg.q_growth ** (step - cfg.prune_start - 1), cfg.q_max)
+    return min(cfg.q_base + saturating_power(cfg.q_growth, step - cfg.prune_start - 1), cfg.q_max)
 
 
 # ------------------------------------------------------------- 1. constraint

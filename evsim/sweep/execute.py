@@ -17,6 +17,7 @@ from typing import Callable
 
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_json_atomic
+from evsim.readers import read_json
 from evsim.sweep.plan import Point, Sweep
 from evsim.sweep.point import one_line, run_point
 from evsim.sweep.training import TrainConfig, config_dict, resolve
@@ -199,16 +200,10 @@ def read_state(out: Path) -> dict:
     ConfigError
         If ``out`` holds no readable sweep state.
     """
-    import json
-
     path = Path(out) / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{out} is no sweep folder (no {STATE_FILE}); run evsim sweep SWEEP.toml --out {out}") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    if not os.path.lexists(path):
+        raise ConfigError(f"{out} is no sweep folder (no {STATE_FILE}); run evsim sweep SWEEP.toml --out {out}")
+    state = read_json(path, "sweep state", ConfigError)
     if not isinstance(state, dict) or not isinstance(state.get("points"), list):
         raise ConfigError(f"{path}: not a sweep state file")
     return state

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evsim.errors import ConfigError
+from evsim.readers import read_small_file
 from evsim.sweep.training import TrainConfig, option_names, resolve
 
 SECTIONS = ("base", "axes", "tied")
@@ -180,14 +181,11 @@ def _tied_points(path, where, table, base, axes, combos, valid) -> list[Point]:
 
 
 def _read_toml(path: Path) -> dict:
+    text = read_small_file(path, "sweep", ConfigError, MAX_FILE_BYTES)  # a regular file, not too big
     try:
-        if not path.is_file():
-            raise ConfigError(f"sweep file {path} not found (or not a regular file)")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too big for a sweep file")
-        return tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc}") from None
+        return tomllib.loads(text.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason}); a sweep file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     except RecursionError:

@@ -15,13 +15,14 @@ import traceback
 from pathlib import Path
 
 from evsim.errors import ConfigError, EvsimError
+from evsim.readers import read_json
 from evsim.runlock import run_lock
 from evsim.sweep.training import resume_point, train_point
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint-latest.npz"
 # config.json fields that may differ between the same run's folders.
-NOT_CONFIG = ("out", "data_source")
+NOT_CONFIG = ("out", "data_source", "run_id")  # run_id: each run's own (evsim.runfiles)
 # One run at a time per worker process: Numba's thread count and parallel kernels are
 # process-wide resources, and the run sizes its threads to the machine as if alone.
 _one_run = threading.Lock()
@@ -52,7 +53,7 @@ def run_point(name: str, config: dict, run_dir: str, log_path: str) -> dict:
                 action = folder_action(run_dir, config)
                 outcome["action"] = action
                 if action == "skipped":
-                    summary = json.loads((run_dir / SUMMARY).read_text())
+                    summary = read_json(run_dir / SUMMARY, "run summary (summary.json)", ConfigError)
                 elif action == "resumed":
                     summary = resume_point(run_dir, echo)
                 else:
@@ -79,9 +80,9 @@ def folder_action(run_dir: Path, config: dict) -> str:
     saved = run_dir / "config.json"
     if saved.exists():
         try:
-            theirs = json.loads(saved.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{saved}: unreadable ({exc}); move the folder away to run this point again") from None
+            theirs = read_json(saved, "run configuration (config.json)", ConfigError)
+        except EvsimError as exc:
+            raise ConfigError(f"{exc}; move the folder away to run this point again") from None
         if _comparable(theirs) != _comparable(config):
             raise ConfigError(f"{run_dir} holds a run of another configuration (the sweep file changed?); move it "
                               "away or use another --out")

@@ -16,8 +16,10 @@ import json
 import math
 from pathlib import Path
 
+from evsim.errors import EvsimError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
+from evsim.readers import read_json
 from evsim.sweep.execute import read_state
 
 SEED = "seed"
@@ -158,7 +160,7 @@ def _cell(value) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = read_json(path, "run file")
+    except EvsimError:
         return {}
     return value if isinstance(value, dict) else {}

@@ -1,0 +1,143 @@
+"""A run folder's files belong together: ownership by run id, and repair after a kill.
+
+**Run id.** A new run draws a random id, writes it in ``config.json`` and in every
+checkpoint (and ``network.npz``) it saves. A checkpoint copied in from another run
+folder carries that run's id, so resuming or evaluating it here is refused
+(:func:`check_belongs`) instead of rewriting this folder's configuration, metrics and
+network with another run's. Folders and files written before run ids existed have
+none, and are taken as they are.
+
+**Repair.** An epoch end writes, in order, ``checkpoint-latest.npz``, the hard link
+``checkpoint-best.npz`` (when the epoch improved), ``network.npz`` and
+``metrics.jsonl``; the last epoch then ``summary.json``. Each write is atomic, but a
+kill between two leaves the later ones stale. Resuming rewrites the network, metrics
+and summary from the checkpoint; :func:`repair_best` makes ``checkpoint-best.npz``
+the state the metrics name as best again, when that state is the latest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from evsim.errors import CheckpointError
+from evsim.files import link_atomic
+from evsim.readers import read_json, reading
+
+CONFIG_JSON = "config.json"
+# Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
+RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
+             "checkpoint-latest.npz", "checkpoint-best.npz")
+
+
+def new_run_id() -> str:
+    """A random 16-hex-digit id for a new run."""
+    return secrets.token_hex(8)
+
+
+def folder_run_id(run_dir: Path) -> str | None:
+    """The run id in ``run_dir``'s ``config.json``; None without one (no file, or a
+    folder written before run ids existed).
+
+    Raises
+    ------
+    CheckpointError
+        If ``config.json`` is unreadable, or its ``run_id`` is not a string.
+    """
+    path = Path(run_dir) / CONFIG_JSON
+    if not os.path.lexists(path):
+        return None
+    values = read_json(path, "run configuration (config.json)", CheckpointError)
+    run_id = values.get("run_id") if isinstance(values, dict) else None
+    if run_id is not None and not isinstance(run_id, str):
+        raise CheckpointError(f"{path}: run_id must be a string, got {run_id!r}; restore the file")
+    return run_id
+
+
+def stored_run_id(path: Path) -> str | None:
+    """The run id in the ``meta`` of an evsim ``.npz`` (checkpoint or network), or None.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be read.
+    """
+    with reading(path, "evsim .npz file", CheckpointError, "restore it"):
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+    run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def check_belongs(run_dir: Path, path: Path, run_id: str | None) -> None:
+    """Refuse ``path`` (a checkpoint or network of run ``run_id``) unless it belongs to
+    the run in ``run_dir``: same id as its ``config.json``, or a folder without one.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file, both ids and the fix.
+    """
+    mine = folder_run_id(run_dir)
+    if mine is not None and run_id != mine:
+        theirs = f"run {run_id}" if run_id else "a run without a run id"
+        raise CheckpointError(f"{path}: belongs to {theirs}, not to the run in {run_dir} (run {mine} in its "
+                              f"{CONFIG_JSON}): it was copied from another run folder; put this run's own file "
+                              "back, or use it in the folder it came from")
+
+
+def best_epoch(metrics: list[dict]) -> int | None:
+    """The epoch (1-based) whose test accuracy first reached the best: the one training
+    wrote ``checkpoint-best.npz`` for (it links on a strict improvement)."""
+    best, which = None, None
+    for row in metrics:
+        if row.get("type") == "epoch" and (best is None or row["test_acc"] > best):
+            best, which = row["test_acc"], row["epoch"]
+    return which
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The finished epochs of the checkpoint at ``path`` (None inside an epoch, or unreadable)."""
+    try:
+        with reading(path, "evsim checkpoint", CheckpointError):
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta"]))
+    except CheckpointError:
+        return None
+    if not isinstance(meta, dict) or meta.get("in_epoch") is not None:
+        return None
+    return meta.get("epoch")
+
+
+def repair_best(run_dir: Path, metrics: list[dict], epoch: int, latest: str, best: str) -> bool:
+    """Make ``best`` a link to ``latest`` when the metrics say the latest epoch is the
+    best and ``best`` is another file (a kill came between writing the one and linking
+    the other); returns whether it did.
+
+    ``latest`` must hold the state after finished epoch ``epoch``; it is read to make sure.
+    """
+    run_dir = Path(run_dir)
+    latest_path, best_path = run_dir / latest, run_dir / best
+    if best_epoch(metrics) != epoch or _checkpoint_epoch(latest_path) != epoch:
+        return False
+    if best_path.exists() and (os.path.samefile(latest_path, best_path) or _checkpoint_epoch(best_path) == epoch):
+        return False
+    link_atomic(latest_path, best_path)
+    return True
+
+
+def refuse_overwriting_run_files(path: Path, fix: str) -> None:
+    """Refuse to write ``path`` where a run's file is (a name :data:`RUN_FILES` lists,
+    existing): an export or import over a trained ``network.npz`` would lose it.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and ``fix``.
+    """
+    path = Path(path)
+    if path.name in RUN_FILES and os.path.lexists(path):
+        raise CheckpointError(f"{path}: is a run's {path.name}, which this would overwrite; {fix}")
