@@ -4,8 +4,9 @@ The crossovers are measured by ``benchmarks/bench_conv_kernels.py`` on the paper
 shapes (2x32x32 -> 15C3 and 15x16x16 -> 40C3, pad 1; T = 20, batch 100) at 1 and 2
 threads, recorded in ``benchmarks/RESULTS.md`` ("Convolution kernels: event against
 dense paths"). On the shared 2-core machine the dense GEMM paths degraded far more under
-load than the event paths, so the constants below are the *lower* ends of the measured
-ranges (where a quiet machine makes dense most competitive).
+load than the event paths (OpenBLAS threads spin-waiting), so the constants below sit
+at or below the *lower* ends of the measured ranges at 1 thread, where the GEMM was
+most competitive.
 """
 from __future__ import annotations
 
@@ -23,20 +24,26 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
                     "dense": conv_input_grad_dense}
 
-# Forward currents: the row-layout event path beat im2col + GEMM up to 28.0 % (conv1) and
-# 27.7 % (conv2) input activity at 1 thread; at 2 threads under load, at every activity
-# measured (<= 30 %).
+# Three runs of ``python -m benchmarks.bench_conv_kernels`` (1 and 2 threads; ranges over
+# the runs). "fit": where least-squares lines of time against activity cross.
+#
+# Forward currents: the row-layout event path against im2col + GEMM crossed at 28.5 % or
+# above (conv2, 1 thread, fit) and never below 30 % on conv1 (fit); at 2 threads it won
+# at every activity measured (1-30 %) on both.
 FORWARD_EVENTS_BELOW = 0.25
-# Weight gradient: an event path beat the GEMM at every activity measured (1-30 %) on both
-# shapes, at 1 and 2 threads (conv2, 30 %, 1 thread: 258 against 350 ms).
-WEIGHT_GRAD_EVENTS_BELOW = 0.30
+# Weight gradient: the event paths against the GEMM crossed at 22.9 % or above (conv2,
+# 1 thread, fit), 38 % or above on conv1 (csr variant); at 2 threads they won at every
+# activity measured.
+WEIGHT_GRAD_EVENTS_BELOW = 0.20
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
-# every slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
-# filters, 7-33 against 37-53 ms at 1-10 % (1 thread); conv2's 40 filters lost
-# (100-254 against 62-139 ms at 2-10 %).
+# each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
+# filters, 7-21 against 37-97 ms at 1 % and 18-38 against 43-86 ms at 5 % (1 thread).
+# With conv2's 40 filters the row layout won from 2-5 % on (at 10 %: 59-198 against
+# 117-254 ms).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
-# Input gradient (conv2): gather at the marked cells beat the GEMM + col2im up to 23.8 %
-# of cells marked (1 thread); scatter from dL/du's nonzeros up to 17.1 %.
+# Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM +
+# col2im crossed at 22.8 % or above (fit); scatter from dL/du's nonzeros at 18.2-25.6 %.
+# At 2 threads: gather from 49.9 %, scatter from 50.7 %.
 INPUT_GRAD_GATHER_BELOW = 0.20
 INPUT_GRAD_SCATTER_BELOW = 0.15
 
