@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_geometry import PoolGeometry, _compact_events
+from evsim.kernels.conv_geometry import PoolGeometry, _compact_events, pool_bands
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import lowest_bit
 
@@ -33,6 +33,7 @@ def _avg_pool_events(ptr, idx, val, bounds, channels_hw, width, kernel, out_heig
     n_words = (out_width + 63) // 64
     divisor = np.float32(kernel * kernel)
     one = np.uint64(1)
+    bands = pool_bands(n_out // (out_height * out_width), channels_hw // width, width, kernel, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         sums = np.zeros(out_width, dtype=np.float32)
         touched = np.zeros(n_words, dtype=np.uint64)
@@ -43,13 +44,10 @@ def _avg_pool_events(ptr, idx, val, bounds, channels_hw, width, kernel, out_heig
                 ox = 0
                 if e < ptr[s + 1]:
                     i = idx[e]
-                    c = i // channels_hw
-                    rest = i - c * channels_hw
-                    oy = rest // width // kernel
-                    ox = rest % width // kernel
-                    if oy >= out_height or ox >= out_width:
+                    next_band = bands[i, 0]
+                    if next_band < 0:
                         continue
-                    next_band = c * out_height + oy
+                    ox = bands[i, 1]
                 else:
                     next_band = -2  # past the last event: flush
                 if next_band != band:

@@ -436,3 +436,19 @@ def unit_taps(n_channels, height, width, kernel, stride, pad, out_height, out_wi
                 out[i, 5] = kx1
                 out[i, 6] = ox0
     return out
+
+
+@njit(cache=True)
+def pool_bands(channels, height, width, kernel, out_height, out_width):
+    """Per input unit of a pooling, int32 ``[C*H*W, 2]``: its output row ``c*Ho + y // k``
+    (-1 for cells past the last whole window) and output column ``x // k``, looked up
+    by the pooling kernels instead of four integer divisions per event."""
+    hw = height * width
+    out = np.full((channels * hw, 2), -1, dtype=np.int32)
+    for c in range(channels):
+        for y in range(height):
+            for x in range(width):
+                if y // kernel < out_height and x // kernel < out_width:
+                    out[c * hw + y * width + x, 0] = c * out_height + y // kernel
+                    out[c * hw + y * width + x, 1] = x // kernel
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_geometry import PoolGeometry, _compact_events
+from evsim.kernels.conv_geometry import PoolGeometry, _compact_events, pool_bands
 from evsim.kernels.propagate import _balanced_bounds
 
 
@@ -28,9 +28,10 @@ def _max_pool_events(ptr, idx, val, bounds, channels_hw, width, kernel, out_heig
     a row of maxima, argmaxima and touched flags, written out in column order when the
     band ends (a scan of ``out_width`` flags per band with events; written with the bit
     walk of :func:`evsim.kernels.avg_pool._avg_pool_events`, this kernel gave wrong
-    results under ``parallel=True`` with Numba 0.68, right ones without). Keeping the first of equal maxima (strict ``>``) keeps the lowest
-    index.
+    results under ``parallel=True`` with Numba 0.68, right ones without). Keeping the
+    first of equal maxima (strict ``>``) keeps the lowest index.
     """
+    bands = pool_bands(n_out // (out_height * out_width), channels_hw // width, width, kernel, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         best = np.zeros(out_width, dtype=np.float32)
         arg = np.zeros(out_width, dtype=np.int32)
@@ -44,13 +45,10 @@ def _max_pool_events(ptr, idx, val, bounds, channels_hw, width, kernel, out_heig
                 i = 0
                 if e < ptr[s + 1]:
                     i = idx[e]
-                    c = i // channels_hw
-                    rest = i - c * channels_hw
-                    oy = rest // width // kernel
-                    ox = rest % width // kernel
-                    if oy >= out_height or ox >= out_width:
+                    next_band = bands[i, 0]
+                    if next_band < 0:
                         continue
-                    next_band = c * out_height + oy
+                    ox = bands[i, 1]
                 if next_band != band:
                     if band >= 0:
                         row = band * out_width
