@@ -134,7 +134,7 @@ def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.nda
     geometry : the pooling.
     mask : optional uint8 or bool ``[T*B, C*H*W]``: dL/dx only where nonzero (0 elsewhere).
         It saves no time here: on conv1's output (15x32x32, 2,000 slots) the masked
-        variant took 106-200 ms against 31-34 ms unmasked (1 thread, benchmarks/RESULTS.md),
+        variant took 106-260 ms against 31-71 ms unmasked (1 thread, benchmarks/RESULTS.md),
         reading the mask and branching per cell; the masking pays where the kernel below
         uses it to skip work.
 
