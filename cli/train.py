@@ -12,18 +12,15 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
+from evsim.checkpoint import CHECKPOINT_LATEST
 from evsim.cli.options import declared_options
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
                           resolve_options)
 from evsim.errors import ConfigError
-from evsim.train import TrainingInterrupted, resume as resume_training, train as run_training
+from evsim.train import RUN_RESULTS, TrainingInterrupted, resume as resume_training, train as run_training
 
 # Options that may accompany --resume: they change what is shown, not what is computed.
 RESUME_COMPATIBLE = ("progress",)
-# Files of a run that trained (a new run refuses a folder holding one). config.toml and
-# config.json alone are a run that stopped before its first epoch ended: it restarts there.
-RUN_RESULTS = ("metrics.jsonl", "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 @click.command()

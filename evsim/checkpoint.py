@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from evsim.config import TrainConfig
-from evsim.errors import CheckpointError, ConfigError, ShapeError
+from evsim.errors import CheckpointError, ConfigError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
 from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network
@@ -268,6 +268,8 @@ def stored_config(values, path: Path):
 
     # A saved configuration holds dev_interval resolved to a number of batches ("auto" never is).
     reference = dataclasses.replace(TrainConfig(), dev_interval=0).to_dict()
+    if isinstance(values, dict) and "arch" not in values:
+        values = {**values, "arch": ""}  # saved before --arch existed: the network of --hidden, as it was
     try:
         problem = _config_type_problem(values, reference)
         if problem is None:

@@ -12,3 +12,11 @@ PRESETS: dict[str, dict] = {
     "nmnist": {"epochs": 12, "rho_init": 45.0},
     "dvsgesture": {"time_steps": 64, "batch_size": 16, "hidden": (512,), "rho_init": 60.0, "rho_max": 75.0},
 }
+
+# The networks of the SD-SNN paper (the authors' code), for --arch paper. N-MNIST's 34x34
+# frames are cropped by one pixel on each side.
+PAPER_ARCHS: dict[str, str] = {
+    "mnist": "1x28x28-15C3-AP2-40C3-AP2-300-10",
+    "nmnist": "2x32x32-15C3-AP2-40C3-AP2-300-10",
+    "dvsgesture": "2x128x128-15C3-AP2-40C3-AP2-300-11",
+}

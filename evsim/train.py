@@ -27,7 +27,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -54,7 +53,7 @@ from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
-from evsim.network import Network
+from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
 from evsim.runlock import run_lock
@@ -87,8 +86,12 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
     ConfigError
         Saying about how much the run needs and what to reduce.
     """
-    sizes = [n_inputs, *config.hidden, n_classes]
-    weights = SYNAPSE_BYTES * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if config.arch:
+        sizes, n_weights = spec_footprint(config.arch)
+    else:
+        sizes = [n_inputs, *config.hidden, n_classes]
+        n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    weights = SYNAPSE_BYTES * n_weights
     per_step = max(TRAIN_STEP_BYTES * config.batch_size, EVAL_STEP_BYTES * config.eval_batch_size)
     traces = per_step * config.time_steps * sum(sizes[1:])
     have = physical_memory()
@@ -97,6 +100,32 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
         raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
                           f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
                           f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size")
+
+
+def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generator) -> Network:
+    """The run's network: ``config.arch`` (checked against the data's shape and classes),
+    else fully connected ``<inputs>-<hidden>-<classes>``.
+
+    Raises
+    ------
+    ConfigError
+        If the architecture does not fit the dataset, saying what the data gives.
+    """
+    if not config.arch:
+        return Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
+    network = Network.from_spec(config.arch, rng, config.lif, config.path)
+    first = network.layers[0]
+    takes = getattr(first, "in_shape", (first.n_in,))
+    gives = tuple(dataset.sample_shape)
+    fits = first.n_in == dataset.n_inputs and (len(takes) == 1 or len(gives) == 1 or takes == gives)
+    if not fits:
+        hint = " (add --crop for N-MNIST's 32x32 frames)" if dataset.name == "nmnist" and gives[-1] == 34 else ""
+        raise ConfigError(f"--arch {config.arch} takes input {'x'.join(map(str, takes))} but {dataset.name} gives "
+                          f"{'x'.join(map(str, gives))}{hint}")
+    if network.sizes[-1] != dataset.n_classes:
+        raise ConfigError(f"--arch {config.arch} ends with {network.sizes[-1]} outputs but {dataset.name} has "
+                          f"{dataset.n_classes} classes")
+    return network
 
 
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
@@ -109,6 +138,9 @@ def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
 # epoch of the default N-MNIST run (benchmarks/RESULTS.md). Long runs still see it every epoch.
 PLOT_EVERY_S = 30.0
 METRICS_FILE = "metrics.jsonl"
+# Files of a run that trained (a new run refuses a folder holding one). config.toml and
+# config.json alone are a run that stopped before its first epoch ended: it restarts there.
+RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 class TrainingInterrupted(Exception):
@@ -140,8 +172,7 @@ class Trainer:
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
         check_memory(config, dataset.n_inputs, dataset.n_classes)
         init_rng = np.random.default_rng(config.seed)
-        self.network = network or Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], init_rng,
-                                              config.lif, config.path)
+        self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
         self.schedule = Schedule(config.schedule, config.step_epochs, warmup_epochs=config.warmup_epochs,
                                  total_epochs=config.epochs)
@@ -170,12 +201,14 @@ class Trainer:
         return -(-len(self.dataset.train) // self.config.batch_size)
 
     def compression(self) -> float:
-        """1 - synapses / synapses of the same architecture fully connected (whole network)."""
-        return 1.0 - self.network.synapses / self.network.dense_synapses
+        """1 - weights / weights of the same architecture with every synapse present (the
+        whole network, biases excluded; a kernel counts its K x K weights, as the SD-SNN
+        authors count them)."""
+        return 1.0 - self.network.weights / self.network.dense_weights
 
     def neurons_pruned(self) -> float:
-        """Fraction of hidden neurons that are dead."""
-        hidden = self.network.layers[:-1]
+        """Fraction of hidden units (neurons; a convolution's filters) that are dead."""
+        hidden = [layer for layer in self.network.layers[:-1] if hasattr(layer, "store")]
         total = sum(layer.n_out for layer in hidden)
         return sum(int((~layer.alive).sum()) for layer in hidden) / total if total else 0.0
 
@@ -505,6 +538,10 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     """
     check_memory(config.validate())
     with run_lock(run_dir):
+        # Checked again under the lock: a run that finished while this one waited to start.
+        if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
+            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+                              "or choose another --out")
         return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
 
 

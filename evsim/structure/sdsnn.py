@@ -32,10 +32,11 @@ at every step they decay by ``1 - N / E``, so they weigh about the last E batche
 gradient that keeps its sign sums to E times itself, as over an epoch) whatever N is.
 Each column counts the batches its window holds: one that joins when its neuron dies
 starts empty, and its first epoch's sums are not scaled up.
-Scaling the last interval's sum by E / N instead (evsim before this) multiplied its
+Scaling the last interval's sum by E / N instead would multiply its
 noise by E / N where an epoch's sum grows it by sqrt(E / N): with N = 4 and the 600
-batches of the real N-MNIST almost every missing synapse qualified, 595,317 regrew at
-one step with weights at the range's bound, and the network fell to chance.
+batches of the real N-MNIST almost every missing synapse qualifies, hundreds of
+thousands regrow at one step with weights at the range's bound, and the network falls
+to chance (measured: benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
