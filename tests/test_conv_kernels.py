@@ -322,3 +322,20 @@ def test_path_choice_follows_the_measured_crossovers():
         assert set(choices) <= set(table)
     ptr = np.array([0, 3, 3, 5], dtype=np.int64)
     assert paths.event_density(ptr, 10) == pytest.approx(5 / 30)
+
+
+@pytest.mark.parametrize("variant", ["events", "csr"])
+def test_weight_grad_is_deterministic_for_a_thread_count(rng, variant):
+    """Private sums per thread, reduced in a fixed order: the same bits on every call,
+    with values whose float32 sums depend on the order."""
+    channels, size, kernel = 3, 8, 3
+    _, (indptr, columns, _), _ = make_conv(rng, channels, 5, kernel, kernel_density=1.0)
+    x = rng.random((4, 6, channels * size * size), dtype=np.float32) * (rng.random((4, 6, channels * size * size)) < 0.3)
+    ev = dense_to_events(x.astype(np.float32))
+    geo = conv_geometry(channels, size, size, kernel, 1, 1)
+    grad_u = rng.standard_normal((24, 5 * geo.out_cells)).astype(np.float32)
+    first = WEIGHT_GRAD[variant](ev.ptr, ev.idx, ev.val, grad_u, indptr, columns, geo)
+    for _ in range(3):
+        np.testing.assert_array_equal(WEIGHT_GRAD[variant](ev.ptr, ev.idx, ev.val, grad_u, indptr, columns, geo), first)
+    np.testing.assert_allclose(first, conv_weight_grad_dense(ev.ptr, ev.idx, ev.val, grad_u, indptr, columns, geo),
+                               rtol=1e-4, atol=1e-4)

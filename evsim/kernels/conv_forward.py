@@ -31,7 +31,7 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, check_block_csr, check_events, check_out,
                                          chunk_slots,
-                                         dense_filter_matrix, row_weights, tap_major, valid_tap_range)
+                                         dense_filter_matrix, row_weights, tap_major, unit_taps)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, gather, load, scatter, store
 
@@ -55,21 +55,19 @@ def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width,
     nnz = offsets.shape[0]
     flat = out.reshape(out.size)
     weights = taps.reshape(taps.size)
+    units = unit_taps(indptr.shape[0] - 1, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for s in prange(out.shape[0]):
         o = s * n
         flat[o:o + n] = 0.0
         for e in range(ptr[s], ptr[s + 1]):
             i = idx[e]
-            c = i // channels_hw
+            c = units[i, 0]
             k0, k1 = indptr[c], indptr[c + 1]
             if k0 == k1:
                 continue
-            rest = i - c * channels_hw
-            y = rest // width
-            x = rest - y * width
             v = val[e]
-            ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-            kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+            ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+            kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
             oy = oy0
             for ky in range(ky0, ky1, stride):
                 ox = ox0
@@ -102,21 +100,19 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
     has_kernels = np.zeros(n_channels, dtype=np.bool_)
     for c in range(n_channels):
         has_kernels[c] = np.any(rows[c] != 0)
+    units = unit_taps(rows.shape[0], channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.empty(cells * lanes, dtype=np.float32)
         for s in range(bounds[task], bounds[task + 1]):
             scratch[:] = 0.0
             for e in range(ptr[s], ptr[s + 1]):
                 i = idx[e]
-                c = i // channels_hw
+                c = units[i, 0]
                 if not has_kernels[c]:
                     continue
-                rest = i - c * channels_hw
-                y = rest // width
-                x = rest - y * width
                 v = val[e]
-                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
                 oy = oy0
                 for ky in range(ky0, ky1, stride):
                     ox = ox0

@@ -412,3 +412,43 @@ def _from_cell_major(scratch, n_blocks, cells, lanes, out, s):
         o = f * cells
         for p in range(cells):
             out[s, o + p] = scratch[p * lanes + f]
+
+
+@njit(cache=True)
+def unit_taps(n_channels, height, width, kernel, stride, pad, out_height, out_width):
+    """Per input unit ``c*H*W + y*W + x``, int32 ``[C*H*W, 8]``: ``(c, ky0, ky1, oy0, kx0,
+    kx1, ox0, 0)``, its channel and :func:`valid_tap_range` in y and x. Event kernels
+    look these up instead of dividing: six integer divisions by runtime values per
+    event cost as much as its vector adds."""
+    hw = height * width
+    out = np.zeros((n_channels * hw, 8), dtype=np.int32)
+    for y in range(height):
+        ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+        for x in range(width):
+            kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+            for c in range(n_channels):
+                i = c * hw + y * width + x
+                out[i, 0] = c
+                out[i, 1] = ky0
+                out[i, 2] = ky1
+                out[i, 3] = oy0
+                out[i, 4] = kx0
+                out[i, 5] = kx1
+                out[i, 6] = ox0
+    return out
+
+
+@njit(cache=True)
+def pool_bands(channels, height, width, kernel, out_height, out_width):
+    """Per input unit of a pooling, int32 ``[C*H*W, 2]``: its output row ``c*Ho + y // k``
+    (-1 for cells past the last whole window) and output column ``x // k``, looked up
+    by the pooling kernels instead of four integer divisions per event."""
+    hw = height * width
+    out = np.full((channels * hw, 2), -1, dtype=np.int32)
+    for c in range(channels):
+        for y in range(height):
+            for x in range(width):
+                if y // kernel < out_height and x // kernel < out_width:
+                    out[c * hw + y * width + x, 0] = c * out_height + y // kernel
+                    out[c * hw + y * width + x, 1] = x // kernel
+    return out

@@ -31,7 +31,7 @@ from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major
                                          _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
                                          check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
-                                         valid_tap_range)
+                                         unit_taps)
 from evsim.kernels.events import _row_bits
 from evsim.kernels.simd import LANES, gather, load, lowest_bit, scatter, splat, store
 
@@ -88,6 +88,7 @@ def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, 
     nnz = offsets.shape[0]
     hw = height * width
     one = np.uint64(1)
+    units = unit_taps(indptr.shape[0] - 1, height, width, kernel, stride, pad, out_height, out_width)
     for s in prange(out.shape[0]):
         row = mask[s]
         out[s, :] = 0.0
@@ -97,15 +98,12 @@ def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, 
             while bits:
                 i = i0 + lowest_bit(bits)
                 bits &= bits - one
-                c = i // hw
+                c = units[i, 0]
                 k0, k1 = indptr[c], indptr[c + 1]
                 if k0 == k1:
                     continue
-                rest = i - c * hw
-                y = rest // width
-                x = rest - y * width
-                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
                 acc = np.float32(0.0)
                 oy = oy0
                 for ky in range(ky0, ky1, stride):
@@ -183,6 +181,7 @@ def _conv_input_grad_gather_rows(grad_u, mask, rows, bounds, height, width, kern
     for c in range(n_channels):
         has_kernels[c] = np.any(rows[c] != 0)
     one = np.uint64(1)
+    units = unit_taps(rows.shape[0], height, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.zeros(cells * lanes, dtype=np.float32)  # padding lanes stay 0
         lane_sums = np.empty(LANES, dtype=np.float32)
@@ -195,17 +194,14 @@ def _conv_input_grad_gather_rows(grad_u, mask, rows, bounds, height, width, kern
                 while bits:
                     i = i0 + lowest_bit(bits)
                     bits &= bits - one
-                    c = i // hw
+                    c = units[i, 0]
                     if not has_kernels[c]:
                         continue
                     if not ready:
                         _to_cell_major(grad_u, s, n_filters, cells, lanes, scratch)
                         ready = True
-                    rest = i - c * hw
-                    y = rest // width
-                    x = rest - y * width
-                    ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-                    kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                    ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+                    kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
                     total = splat(np.float32(0.0))
                     oy = oy0
                     for ky in range(ky0, ky1, stride):

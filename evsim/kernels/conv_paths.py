@@ -4,8 +4,8 @@ The crossovers are measured by ``benchmarks/bench_conv_kernels.py`` on the paper
 shapes (2x32x32 -> 15C3 and 15x16x16 -> 40C3, pad 1; T = 20, batch 100) at 1 and 2
 threads, recorded in ``benchmarks/RESULTS.md`` ("Convolution kernels: event against
 dense paths"). On the shared 2-core machine the dense GEMM paths degraded far more under
-load than the event paths, so the constants below are the *lower* ends of the measured
-ranges (where a quiet machine makes dense most competitive).
+load than the event paths (OpenBLAS threads spin-waiting), so the constants below are
+taken at 1 thread, where the GEMM was most competitive, below the measured crossovers.
 """
 from __future__ import annotations
 
@@ -23,21 +23,32 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
                     "dense": conv_input_grad_dense}
 
-# Forward currents: the row-layout event path beat im2col + GEMM up to 28.0 % (conv1) and
-# 27.7 % (conv2) input activity at 1 thread; at 2 threads under load, at every activity
-# measured (<= 30 %).
-FORWARD_EVENTS_BELOW = 0.25
-# Weight gradient: an event path beat the GEMM at every activity measured (1-30 %) on both
-# shapes, at 1 and 2 threads (conv2, 30 %, 1 thread: 258 against 350 ms).
-WEIGHT_GRAD_EVENTS_BELOW = 0.30
+# Runs of ``python -m benchmarks.bench_conv_kernels`` (ranges over the runs; 1-4 at 1-30 %,
+# 1 and 2 threads; run 5 at 30-65 %, conv2, 1 thread, ``--layers conv2 --threads 1
+# --activities 30,40,50,65``). "fit": where least-squares lines of time against
+# activity cross. In the paper's N-MNIST network conv2's input (conv1's spikes after
+# AP2) is denser than the spikes: 37 % at initialisation, where a window of four cells
+# holds one spike.
+#
+# Forward currents: the row-layout event path beat im2col + GEMM at every activity
+# measured with the final kernels: to 30 % in run 4 on both layers and thread counts,
+# to 65 % in run 5 (186 against 230 ms at 50 %, 305 against 390 ms at 65 %; fit 99.8 %).
+# Runs 1-3, before the per-unit tables, crossed at 28.5 % or above (conv2, 1 thread).
+FORWARD_EVENTS_BELOW = 0.5
+# Weight gradient: the event paths beat the GEMM at every activity measured with the final
+# kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
+# at 22.9 % or above (conv2, 1 thread, fit).
+WEIGHT_GRAD_EVENTS_BELOW = 0.5
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
-# every slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
-# filters, 7-33 against 37-53 ms at 1-10 % (1 thread); conv2's 40 filters lost
-# (100-254 against 62-139 ms at 2-10 %).
+# each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
+# filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
+# the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
-# Input gradient (conv2): gather at the marked cells beat the GEMM + col2im up to 23.8 %
-# of cells marked (1 thread); scatter from dL/du's nonzeros up to 17.1 %.
-INPUT_GRAD_GATHER_BELOW = 0.20
+# Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM + col2im
+# crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
+# above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
+# run 5. At 2 threads: gather from 49.9 %, scatter from 24.3 % (fit).
+INPUT_GRAD_GATHER_BELOW = 0.3
 INPUT_GRAD_SCATTER_BELOW = 0.15
 
 

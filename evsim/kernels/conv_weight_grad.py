@@ -35,7 +35,7 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
-                                         kernel_rows, padded_lanes, valid_tap_range)
+                                         kernel_rows, padded_lanes, unit_taps)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, gather, load, store
 
@@ -48,6 +48,7 @@ def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channe
     n = grad_u.shape[1]
     nnz = offsets.shape[0]
     grads = grad_u.reshape(grad_u.size)
+    units = unit_taps(indptr.shape[0] - 1, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         acc = partial[task]
         acc[:] = 0.0
@@ -55,16 +56,13 @@ def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channe
             o = s * n
             for e in range(ptr[s], ptr[s + 1]):
                 i = idx[e]
-                c = i // channels_hw
+                c = units[i, 0]
                 k0, k1 = indptr[c], indptr[c + 1]
                 if k0 == k1:
                     continue
-                rest = i - c * channels_hw
-                y = rest // width
-                x = rest - y * width
                 v = val[e]
-                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
                 oy = oy0
                 for ky in range(ky0, ky1, stride):
                     ox = ox0
@@ -88,6 +86,7 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
     cells = out_height * out_width
     n_blocks = grad_u.shape[1] // cells
     lanes = partial.shape[1] // (wanted.shape[0] * kernel * kernel)
+    units = unit_taps(wanted.shape[0], channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         acc = partial[task]
         acc[:] = 0.0
@@ -98,15 +97,12 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
             _to_cell_major(grad_u, s, n_blocks, cells, lanes, scratch)
             for e in range(ptr[s], ptr[s + 1]):
                 i = idx[e]
-                c = i // channels_hw
+                c = units[i, 0]
                 if not wanted[c]:
                     continue
-                rest = i - c * channels_hw
-                y = rest // width
-                x = rest - y * width
                 v = val[e]
-                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
-                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
                 oy = oy0
                 for ky in range(ky0, ky1, stride):
                     ox = ox0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_geometry import PoolGeometry, _compact_events
+from evsim.kernels.conv_geometry import PoolGeometry, _compact_events, pool_bands
 from evsim.kernels.propagate import _balanced_bounds
 
 
@@ -23,44 +23,53 @@ from evsim.kernels.propagate import _balanced_bounds
 def _max_pool_events(ptr, idx, val, bounds, channels_hw, width, kernel, out_height, out_width, n_out, tmp_idx,
                      tmp_val, tmp_arg, counts):
     """Slot s's output events into ``tmp_*[ptr[s]:]``, their number into ``counts[s]``.
-    Events ascend, so keeping the first of equal maxima (strict ``>``) keeps the lowest
-    index."""
-    out_cells = out_height * out_width
+
+    Band by band of ``kernel`` input rows (events ascend, so a band's are consecutive):
+    a row of maxima, argmaxima and touched flags, written out in column order when the
+    band ends (a scan of ``out_width`` flags per band with events; written with the bit
+    walk of :func:`evsim.kernels.avg_pool._avg_pool_events`, this kernel gave wrong
+    results under ``parallel=True`` with Numba 0.68, right ones without). Keeping the
+    first of equal maxima (strict ``>``) keeps the lowest index.
+    """
+    bands = pool_bands(n_out // (out_height * out_width), channels_hw // width, width, kernel, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
-        best = np.zeros(n_out, dtype=np.float32)
-        arg = np.empty(n_out, dtype=np.int32)
-        seen = np.zeros(n_out, dtype=np.uint8)
-        touched = np.empty(n_out, dtype=np.int32)
+        best = np.zeros(out_width, dtype=np.float32)
+        arg = np.zeros(out_width, dtype=np.int32)
+        seen = np.zeros(out_width, dtype=np.uint8)
         for s in range(bounds[task], bounds[task + 1]):
-            n = 0
-            for e in range(ptr[s], ptr[s + 1]):
-                i = idx[e]
-                c = i // channels_hw
-                rest = i - c * channels_hw
-                oy = rest // width // kernel
-                ox = rest % width // kernel
-                if oy >= out_height or ox >= out_width:
-                    continue
-                u = c * out_cells + oy * out_width + ox
-                v = val[e]
-                if not seen[u]:
-                    seen[u] = 1
-                    touched[n] = u
-                    n += 1
-                    best[u] = v
-                    arg[u] = i
-                elif v > best[u]:
-                    best[u] = v
-                    arg[u] = i
-            order = np.sort(touched[:n])
             m = ptr[s]
-            for u in order:
-                seen[u] = 0
-                if best[u] > 0:
-                    tmp_idx[m] = u
-                    tmp_val[m] = best[u]
-                    tmp_arg[m] = arg[u]
-                    m += 1
+            band = -1
+            for e in range(ptr[s], ptr[s + 1] + 1):
+                next_band = -2  # past the last event: flush
+                ox = 0
+                i = 0
+                if e < ptr[s + 1]:
+                    i = idx[e]
+                    next_band = bands[i, 0]
+                    if next_band < 0:
+                        continue
+                    ox = bands[i, 1]
+                if next_band != band:
+                    if band >= 0:
+                        row = band * out_width
+                        for col in range(out_width):
+                            if seen[col]:
+                                seen[col] = 0
+                                if best[col] > 0:
+                                    tmp_idx[m] = row + col
+                                    tmp_val[m] = best[col]
+                                    tmp_arg[m] = arg[col]
+                                    m += 1
+                    band = next_band
+                if e < ptr[s + 1]:
+                    v = val[e]
+                    if not seen[ox]:
+                        seen[ox] = 1
+                        best[ox] = v
+                        arg[ox] = i
+                    elif v > best[ox]:
+                        best[ox] = v
+                        arg[ox] = i
             counts[s] = m - ptr[s]
 
 
@@ -107,23 +116,24 @@ def max_pool_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, geometry:
 
 @njit(parallel=True, cache=True)
 def _max_pool_backward(grad_out, ptr, idx, argmax, height, width, kernel, out_height, out_width, grad_in):
-    """One slot per task: walk every output unit and the slot's output events together."""
+    """One slot per task: walk every output unit in order and the slot's output events together."""
     hw = height * width
-    out_cells = out_height * out_width
-    n_out = grad_out.shape[1]
+    channels = grad_in.shape[1] // hw
     for s in prange(grad_in.shape[0]):
         grad_in[s, :] = 0.0
         e = ptr[s]
-        for u in range(n_out):
-            if e < ptr[s + 1] and idx[e] == u:
-                target = argmax[e]
-                e += 1
-            else:
-                c = u // out_cells
-                p = u - c * out_cells
-                oy = p // out_width
-                target = c * hw + oy * kernel * width + (p - oy * out_width) * kernel
-            grad_in[s, target] = grad_out[s, u]
+        u = 0
+        for c in range(channels):
+            for oy in range(out_height):
+                first = c * hw + oy * kernel * width
+                for ox in range(out_width):
+                    if e < ptr[s + 1] and idx[e] == u:
+                        target = argmax[e]
+                        e += 1
+                    else:
+                        target = first + ox * kernel
+                    grad_in[s, target] = grad_out[s, u]
+                    u += 1
 
 
 def max_pool_backward(grad_out: np.ndarray, ptr: np.ndarray, idx: np.ndarray, argmax: np.ndarray,
