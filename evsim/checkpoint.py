@@ -250,8 +250,10 @@ def stored_config(values, path: Path):
     CheckpointError
         Naming ``path`` and the first invalid value or missing key.
     """
-    from evsim.train import TrainConfig  # here, not at the top: evsim.train imports this module
+    from evsim.train import TrainConfig, with_added_keys  # here, not at the top: evsim.train imports this module
 
+    if isinstance(values, dict):  # options added since the file was written take the value it meant
+        values = with_added_keys(values)
     reference = TrainConfig().to_dict()
     try:
         problem = _config_type_problem(values, reference)

@@ -115,6 +115,7 @@ def options_from_config(config: TrainConfig) -> dict:
         "rho_init": config.sdsnn.rho_init,
         "rho_max": config.sdsnn.rho_max,
         "target_sparsity": config.target_sparsity,
+        "val_fraction": config.val_fraction,
         "seed": config.seed,
         "threads": config.threads,
     }
@@ -143,6 +144,7 @@ def config_from_options(options: dict) -> TrainConfig:
         lif=LIFParameters(reset=options["reset"], surrogate=options["surrogate"]), path=options["path"],
         seed=options["seed"], threads=options["threads"], structure=options["structure"],
         dev_interval=options["dev_interval"], target_sparsity=options["target_sparsity"], out=str(options["out"]),
+        val_fraction=options["val_fraction"],
         sdsnn=SDSNNConfig(spine_steps=options["spine_steps"], regrow_steps=options["regrow_steps"],
                           rho_init=options["rho_init"], rho_max=options["rho_max"]),
     ).validate()

@@ -20,6 +20,8 @@ COMMON = {
     # paper's one step per epoch would not reach step 36 in 15 epochs.
     "dev_interval": "auto",
     "rho_init": 45.0,
+    # Stratified hold-out of the training split that chooses checkpoint-best (0 = none).
+    "val_fraction": 0.1,
 }
 
 PRESETS: dict[str, dict] = {

@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evsim.data import DATASETS, DataOptions, Dataset, check_options, load_dataset
+from evsim.data.base import hold_out
 from evsim.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
@@ -97,6 +98,7 @@ class TrainConfig:
     dev_interval: int | str = 0
     sdsnn: SDSNNConfig = SDSNNConfig()
     target_sparsity: float = 0.5
+    val_fraction: float = 0.1
     out: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -112,6 +114,8 @@ class TrainConfig:
         if not 0 <= self.threads <= numba.config.NUMBA_NUM_THREADS:
             raise ConfigError(f"--threads must be 0 (all cores) to {numba.config.NUMBA_NUM_THREADS}, the cores Numba "
                               f"can use, got {self.threads}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in [0, 1) (0 = no validation split), got {self.val_fraction}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0 (NumPy's generators take no negative seed), got {self.seed}")
         if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name
@@ -140,7 +144,7 @@ class TrainConfig:
             If a nested section has an unknown or missing field.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
-        top = {k: v for k, v in values.items() if k in fields}
+        top = {k: v for k, v in with_added_keys(values).items() if k in fields}
         try:
             top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
                                          for k, v in values["data"].items()})
@@ -150,6 +154,16 @@ class TrainConfig:
             return cls(**top)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
+
+
+# Options added after runs were saved without them, with the value that means what those
+# runs did: a run saved before validation splits existed trained on the whole training split.
+ADDED_KEYS = {"val_fraction": 0.0}
+
+
+def with_added_keys(values: dict) -> dict:
+    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` it lacks."""
+    return {**ADDED_KEYS, **values}
 
 
 # Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
@@ -246,6 +260,13 @@ class Trainer:
         config.validate()
         if dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
+        if config.val_fraction and dataset.val is None:
+            # A pure function of the seed and the data, so a resumed run holds out the same samples.
+            train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
+            if not len(val_part):
+                raise ConfigError(f"--val-fraction {config.val_fraction} holds out no sample of the {len(dataset.train)} "
+                                  "training samples; raise it, or give 0 to train without a validation split")
+            dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
         self.dataset = dataset
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
@@ -399,7 +420,7 @@ class Trainer:
             batches seen) does not fit the training split.
         """
         mine = {k: v for k, v in self.config.to_dict().items() if k != "out"}
-        theirs = {k: v for k, v in state.config.items() if k != "out"}
+        theirs = {k: v for k, v in with_added_keys(state.config).items() if k != "out"}
         if mine != theirs:
             changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise CheckpointError(f"checkpoint belongs to a run with a different configuration ({', '.join(changed)})")
@@ -529,7 +550,9 @@ class Trainer:
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
-        best = max((row["test_acc"] for row in finished), default=None)
+        # checkpoint-best is chosen on the validation split; without one, on the test split as before.
+        chosen = "val_acc" if self.dataset.val is not None else "test_acc"
+        best = max((row[chosen] for row in finished), default=None)
         # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
         start = time.perf_counter() - (finished[-1]["wall_s"] if finished else 0.0)
         if self.structure is not None:
@@ -552,12 +575,14 @@ class Trainer:
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
             test_acc, energy = self.evaluate("test")
+            val_acc = self.evaluate("val")[0] if self.dataset.val is not None else None
             energy_summary = energy.summary()
             row = {
                 "type": "epoch",
                 "epoch": self.epoch + 1,
                 "train_loss": round(train_loss, 6),
                 "train_acc": round(train_acc, 5),
+                **({} if val_acc is None else {"val_acc": round(val_acc, 5)}),
                 "test_acc": round(test_acc, 5),
                 "synapses": self.network.synapses,
                 "compression": round(self.compression(), 6),
@@ -570,23 +595,33 @@ class Trainer:
             }
             self.metrics.append(row)
             self.epoch += 1
-            improved = best is None or row["test_acc"] > best
-            best = row["test_acc"] if improved else best
+            improved = best is None or row[chosen] > best
+            best = row[chosen] if improved else best
             if run_dir is not None:
                 final_epoch = self.epoch == self.config.epochs
                 self._save_epoch_end(run_dir, improved,
                                      final_epoch or time.perf_counter() - self.plotted_at >= PLOT_EVERY_S)
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
-                 f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
+                 + ("" if val_acc is None else f"val {100 * val_acc:6.2f}%  ")
+                 + f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
                  f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
                  f"{row['epoch_s']:.1f}s")
         self.checkpoints.wait()  # the summary is written once the last checkpoint is on disk
-        last = [row for row in self.metrics if row.get("type") == "epoch"][-1]
+        finished = [row for row in self.metrics if row.get("type") == "epoch"]
+        last = finished[-1]
+        at_best = max(finished, key=lambda row: row[chosen])  # the first epoch of the best, as checkpoint-best
         summary = {
             "dataset": self.dataset.name,
             "data_source": self.dataset.source,
             "test_acc": last["test_acc"],
-            "best_test_acc": best,
+            # Model selection on the validation split: the honest estimate of the chosen network.
+            "val_acc_best": at_best.get("val_acc"),
+            "test_acc_at_best_val": at_best["test_acc"] if self.dataset.val is not None else None,
+            "best_epoch": at_best["epoch"],
+            # The highest test accuracy over epochs, as papers (SD-SNN's too) report it: optimistic,
+            # since the test split chose the epoch.
+            "best_test_acc": max(row["test_acc"] for row in finished),
+            "val_samples": 0 if self.dataset.val is None else len(self.dataset.val),
             "epochs": self.epoch,
             "synapses": self.network.synapses,
             "dense_synapses": self.network.dense_synapses,

@@ -64,6 +64,8 @@ class Dataset:
     ----------
     name : registry name, e.g. ``"mnist"``.
     train, test : the two splits.
+    val : the validation split held out of the training data (:func:`hold_out`), or
+        ``None``; loaders leave it ``None`` and the trainer sets it.
     n_classes : number of classes.
     sample_shape : shape of one sample without the time axis, ``(D,)`` or ``(C, H, W)``.
     encoding : one of :data:`ENCODINGS`.
@@ -82,6 +84,7 @@ class Dataset:
     source: str
     time_steps: int | None = None
     meta: dict = field(default_factory=dict)
+    val: Split | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -121,6 +124,50 @@ class DataOptions:
     downsample: int = 0
     seed: int = 0
     download: bool = True
+
+
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified hold-out: ``(kept, held)``, each ascending.
+
+    ``round(fraction * N)`` samples are held out, shared between the classes in
+    proportion to their sizes (largest remainders get the rounding), never a whole
+    class (a class of one sample keeps it for training). The result is a pure
+    function of ``labels``, ``fraction`` and ``seed``.
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not in [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1) (0 = no validation split), got {fraction}")
+    labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    quota = fraction * sizes
+    take = np.floor(quota).astype(np.int64)
+    extra = int(round(fraction * labels.size)) - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
+    take = np.minimum(take, sizes - 1)
+    held = np.zeros(labels.shape[0], dtype=bool)
+    rng = np.random.default_rng([seed, 4])  # its own stream: the trainer's draws stay unchanged
+    for label, n in zip(classes, take):
+        if n > 0:
+            held[rng.choice(np.flatnonzero(labels == label), n, replace=False)] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split ``split`` into ``(train, val)`` stratified by label (:func:`stratified_indices`).
+
+    Selecting from a :class:`~evsim.data.frames.SparseFrames` copies no events.
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not in [0, 1).
+    """
+    kept, held = stratified_indices(split.labels, fraction, seed)
+    return (Split(split.inputs[kept], split.labels[kept]), Split(split.inputs[held], split.labels[held]))
 
 
 def check_source(source: str) -> None:
