@@ -263,10 +263,8 @@ class Trainer:
         if config.val_fraction and dataset.val is None:
             # A pure function of the seed and the data, so a resumed run holds out the same samples.
             train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
-            if not len(val_part):
-                raise ConfigError(f"--val-fraction {config.val_fraction} holds out no sample of the {len(dataset.train)} "
-                                  "training samples; raise it, or give 0 to train without a validation split")
-            dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
+            if len(val_part):  # else too few samples to hold one out: _fit says so
+                dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
         self.dataset = dataset
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
@@ -555,6 +553,9 @@ class Trainer:
         best = max((row[chosen] for row in finished), default=None)
         # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
         start = time.perf_counter() - (finished[-1]["wall_s"] if finished else 0.0)
+        if self.config.val_fraction and self.dataset.val is None:
+            echo(f"NOTE: --val-fraction {self.config.val_fraction} holds out no sample of the {len(self.dataset.train)} "
+                 "training samples: no validation split; checkpoint-best is chosen on the test split")
         if self.structure is not None:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
                  f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")

@@ -76,9 +76,12 @@ def test_the_trainer_trains_on_the_rest_of_the_training_split():
     assert trainer.batches_per_epoch() == 8
 
 
-def test_a_fraction_that_holds_out_nothing_is_refused():
-    with pytest.raises(ConfigError, match="holds out no sample"):
-        Trainer(toy_config(val_fraction=0.01), toy_dataset(train=40))
+def test_a_fraction_that_holds_out_nothing_trains_without_validation_and_says_so():
+    lines = []
+    trainer = Trainer(toy_config(val_fraction=0.01, epochs=1), toy_dataset(train=40))
+    summary = trainer.fit(None, progress=False, echo=lines.append)
+    assert trainer.dataset.val is None and len(trainer.dataset.train) == 40 and summary["val_samples"] == 0
+    assert any(line.startswith("NOTE: --val-fraction 0.01 holds out no sample of the 40") for line in lines)
 
 
 def test_ctrl_c_and_resume_with_validation_is_exact(tmp_path, monkeypatch):
