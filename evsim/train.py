@@ -483,7 +483,9 @@ class Trainer:
         self._plot(run_dir)
 
     def _plot(self, run_dir: Path) -> None:
-        plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+        run = {**self.config.to_dict(), "name": Path(run_dir).resolve().name,
+               "batches_per_epoch": self.batches_per_epoch()}
+        plot_training(self.metrics, run_dir / "training.png", self.dataset.source, run)
         self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
