@@ -52,6 +52,7 @@ from evsim.cli.eval import eval_command  # noqa: E402
 from evsim.cli.inspect import inspect_command  # noqa: E402
 from evsim.cli.nir import export, import_nir  # noqa: E402
 from evsim.cli.profile import profile  # noqa: E402
+from evsim.cli.runs_cmd import runs  # noqa: E402
 from evsim.cli.train import train  # noqa: E402
 
 main.add_command(data)
@@ -60,4 +61,5 @@ main.add_command(export)
 main.add_command(inspect_command)
 main.add_command(import_nir)
 main.add_command(profile)
+main.add_command(runs)
 main.add_command(train)

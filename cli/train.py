@@ -22,10 +22,12 @@ from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
 from evsim.presets import preset
 from evsim.structure import STRUCTURES
-from evsim.train import AUTO, TrainingInterrupted, parse_hidden, resume as resume_training, train as run_training
+from evsim.train import (AUTO, CHECKPOINT_POLICIES, TrainingInterrupted, parse_hidden, resume as resume_training,
+                         train as run_training)
 
-# Options that may accompany --resume: they change what is shown, not what is computed.
-RESUME_COMPATIBLE = ("progress",)
+# Options that may accompany --resume: they change what is shown or kept, not what is
+# computed, or (--epochs) extend the run.
+RESUME_COMPATIBLE = ("progress", "epochs", "checkpoints")
 # Files of a run that trained (a new run refuses a folder holding one). config.toml and
 # config.json alone are a run that stopped before its first epoch ended: it restarts there.
 RUN_RESULTS = ("metrics.jsonl", "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
@@ -88,6 +90,10 @@ def _hidden(ctx, param, value):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<dataset>-<timestamp>].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--checkpoints", type=click.Choice(CHECKPOINT_POLICIES), default="all", show_default=True,
+              help="Checkpoints to keep (89 MB each for the default N-MNIST run): all = checkpoint-latest.npz and "
+                   "checkpoint-best.npz; latest = only the one --resume needs; none = only network.npz and the "
+                   "metrics (the run cannot be resumed). With --resume: the run's own unless given.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file of options (keys: option names with underscores, e.g. batch_size = 100); "
                    "command-line options override it.")
@@ -106,20 +112,27 @@ def train(ctx, config_file, resume_dir, **opts):
     config = None
     if resume_dir is not None:
         _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
-        out, progress = resume_dir, opts["progress"]
+        out, progress, checkpoints = resume_dir, opts["progress"], opts["checkpoints"]
     else:
         options = _resolve(opts, given, _file_options(ctx, config_file) if config_file else {})
         config = config_from_options(options)
-        out, progress = Path(config.out), options["progress"]
+        out, progress, checkpoints = Path(config.out), options["progress"], options["checkpoints"]
         if any((out / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
     try:
-        summary = (resume_training(out, progress, click.echo) if config is None
-                   else run_training(config, out, progress, click.echo))
+        if config is None:
+            summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
+                                      checkpoints if "checkpoints" in given else None)
+        else:
+            summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
-        click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
-                   f"Resume with: evsim train --resume {out}", err=True)
+        if (out / CHECKPOINT_LATEST).exists():
+            click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
+                       f"Resume with: evsim train --resume {out}", err=True)
+        else:
+            click.echo(f"Interrupted: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
+                       err=True)
         ctx.exit(130)
     if summary.get("test_acc_at_best_val") is not None:
         chosen = (f"at the best validation epoch {summary['best_epoch']} ({100 * summary['val_acc_best']:.2f}% val): "
@@ -138,9 +151,19 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
         raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
                           f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
+    if not (run_dir / CHECKPOINT_LATEST).exists() and '"checkpoints": "none"' in _read(run_dir / "config.json"):
+        raise ConfigError(f"{run_dir} was trained with --checkpoints none: it has no checkpoint to resume from; "
+                          f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR")
     if not (run_dir / CHECKPOINT_LATEST).exists() and (run_dir / CONFIG_TOML).exists():
         raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
                           f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _file_options(ctx: click.Context, path: Path) -> dict:

@@ -398,8 +398,8 @@ class CheckpointWriter:
 
     def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
              metrics_path: Path | None = None) -> None:
-        """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first)
-        and, where their paths are given, the network alone (as :func:`save_network`
+        """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first;
+        none when empty) and, where their paths are given, the network alone (as :func:`save_network`
         writes it) and the metrics (JSON lines).
 
         Raises
@@ -409,7 +409,7 @@ class CheckpointWriter:
         """
         meta, arrays = _checkpoint_contents(state)
         arrays = {name: np.array(values) for name, values in arrays.items()}
-        files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))]
+        files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))] if paths else []
         if network_path is not None:
             network_meta = _network_meta(state.network)
             network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}

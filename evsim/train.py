@@ -61,6 +61,11 @@ from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
 
 AUTO = "auto"
 AUTO_STEPS_PER_EPOCH = 10
+# Which checkpoints a run folder keeps (``--checkpoints``): they do not change the result,
+# so they are not part of TrainConfig. "all": checkpoint-latest.npz and checkpoint-best.npz
+# (a hard link when the same epoch); "latest": only the file --resume needs; "none": no
+# checkpoint at all, only network.npz and the metrics (the run cannot be resumed).
+CHECKPOINT_POLICIES = ("all", "latest", "none")
 
 
 def auto_dev_interval(batches_per_epoch: int) -> int:
@@ -289,6 +294,7 @@ class Trainer:
         self.stop_requested = False
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
+        self.keep_checkpoints = "all"  # one of CHECKPOINT_POLICIES
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -472,7 +478,9 @@ class Trainer:
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
-        paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
+        keep = self.keep_checkpoints
+        paths = ([run_dir / CHECKPOINT_LATEST] if keep != "none" else []) + (
+            [run_dir / CHECKPOINT_BEST] if best and keep == "all" else [])
         self.checkpoints.save(paths, self.training_state(), run_dir / NETWORK_FILE, run_dir / METRICS_FILE)
         if plot:
             self._plot(run_dir)
@@ -546,7 +554,8 @@ class Trainer:
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
-            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source})
+            write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
+                                                        "checkpoints": self.keep_checkpoints})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
@@ -571,7 +580,7 @@ class Trainer:
             try:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
-                if run_dir is not None:
+                if run_dir is not None and self.keep_checkpoints != "none":
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
                                           metrics_path=run_dir / METRICS_FILE)
                 raise
@@ -654,7 +663,7 @@ def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset
 
 
 def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> dict:
+          echo: Callable[[str], None] = print, checkpoints: str = "all") -> dict:
     """Check the configuration, load the dataset and announce its source, train, and
     return the summary. Nothing is written to ``run_dir`` before the data has loaded.
 
@@ -664,14 +673,31 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
         For an invalid configuration or one that cannot fit in memory, before the data is loaded.
     """
     check_memory(config.validate())
-    return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
+    _check_policy(checkpoints)
+    trainer = Trainer(config, _load_announced(config, echo))
+    trainer.keep_checkpoints = checkpoints
+    return trainer.fit(run_dir, progress, echo)
 
 
-def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+def _check_policy(checkpoints: str) -> None:
+    if checkpoints not in CHECKPOINT_POLICIES:
+        raise ConfigError(f"unknown checkpoint policy {checkpoints!r}; choose one of {', '.join(CHECKPOINT_POLICIES)}")
+
+
+def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print, epochs: int | None = None,
+           checkpoints: str | None = None) -> dict:
     """Continue the run in ``run_dir`` exactly from its ``checkpoint-latest.npz``.
 
     The configuration is the checkpoint's own; the result is bit-identical to the
     same run uninterrupted (same seed and thread count; timing fields apart).
+
+    Parameters
+    ----------
+    epochs : train until this many epochs instead of the run's own number: extends a
+        finished run. The extended run is the run it would have been with ``epochs``
+        from the start wherever nothing depends on the total: the cosine schedule and
+        the magnitude baseline's pruning ramp are laid out over the total, so they change.
+    checkpoints : one of :data:`CHECKPOINT_POLICIES`; default: the run's own (``config.json``).
 
     Raises
     ------
@@ -680,9 +706,20 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     """
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_LATEST
+    if checkpoints is None:
+        checkpoints = _saved_policy(run_dir)
+    _check_policy(checkpoints)
     state = load_checkpoint(path)
     config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+    if epochs is not None and epochs != config.epochs:
+        if epochs <= state.epoch:
+            raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
+                              f"got {epochs}")
+        echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
+        config = dataclasses.replace(config, epochs=epochs)
+        state.config = {**state.config, "epochs": epochs}
     trainer = Trainer(config, _load_announced(config, echo))
+    trainer.keep_checkpoints = checkpoints
     try:
         trainer.restore(state)
     except CheckpointError as exc:
@@ -690,3 +727,13 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
          else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
     return trainer.fit(run_dir, progress, echo)
+
+
+def _saved_policy(run_dir: Path) -> str:
+    """The ``checkpoints`` policy a run folder's ``config.json`` records ("all" if none)."""
+    import json
+
+    try:
+        return str(json.loads((run_dir / "config.json").read_text()).get("checkpoints", "all"))
+    except (OSError, ValueError):
+        return "all"
