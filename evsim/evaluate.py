@@ -28,11 +28,21 @@ class Evaluation:
     split : ``"test"`` or ``"train"``.
     confusion : int64 ``[n_classes, n_classes]``, rows = true class, columns = predicted.
     energy : exact operation counts of the forward passes (with energy estimates).
+    counts : float32 ``[N, n_classes]`` output spike counts of each sample, in split order.
+    labels : int64 ``[N]`` the samples' labels.
     """
 
     split: str
     confusion: np.ndarray
     energy: EnergyReport
+    counts: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def predictions(self) -> list[dict]:
+        """Per sample: index in the split, label, predicted class, output spike counts."""
+        predicted = np.argmax(self.counts, axis=1)
+        return [{"index": i, "label": int(label), "predicted": int(guess), "counts": row.tolist()}
+                for i, (label, guess, row) in enumerate(zip(self.labels, predicted, self.counts))]
 
     @property
     def samples(self) -> int:
@@ -73,9 +83,11 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     ConfigError
         If ``split`` is unknown or empty, or the network does not fit the dataset.
     """
-    if split not in ("test", "train"):
-        raise ConfigError(f"unknown split {split!r}; choose test or train")
+    if split not in ("test", "train", "val"):
+        raise ConfigError(f"unknown split {split!r}; choose test, train or val")
     data = getattr(dataset, split)
+    if data is None:
+        raise ConfigError(f"{dataset.name} has no validation split (the run trained with --val-fraction 0)")
     if len(data) == 0:
         raise ConfigError(f"the {split} split of {dataset.name} is empty")
     if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
@@ -83,12 +95,13 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
                           f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
     rng = np.random.default_rng([seed, 3])
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
-    report = None
+    report, all_counts = None, []
     for start in range(0, len(data), batch_size):
         events = encode_events(data.inputs[start:start + batch_size], dataset.encoding, time_steps, rng)
         counts, traces = network.forward(events)
         np.add.at(confusion, (data.labels[start:start + batch_size], np.argmax(counts, axis=1)), 1)
+        all_counts.append(counts)
         batch = count_network(network, traces, dataset.encoding == "direct", counts.shape[0],
                               data_source=dataset.source)
         report = batch if report is None else report.add(batch)
-    return Evaluation(split, confusion, report)
+    return Evaluation(split, confusion, report, np.concatenate(all_counts), np.asarray(data.labels))

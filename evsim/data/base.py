@@ -170,6 +170,33 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     return (Split(split.inputs[kept], split.labels[kept]), Split(split.inputs[held], split.labels[held]))
 
 
+def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
+    """``dataset`` as a network sees it in only ``time_steps`` steps: for frames, the
+    first ``time_steps`` of each sample's frames (the same recording, answered sooner);
+    static images are encoded per step anyway and stay as they are.
+
+    Raises
+    ------
+    ConfigError
+        If the frames hold fewer than ``time_steps`` steps.
+    """
+    if dataset.encoding != "frames" or dataset.time_steps == time_steps:
+        return dataset
+    if dataset.time_steps is not None and time_steps > dataset.time_steps:
+        raise ConfigError(f"--time-steps {time_steps}: {dataset.name}'s frames hold {dataset.time_steps} steps; give "
+                          f"at most {dataset.time_steps} (the first T frames of each recording)")
+
+    def cut(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        inputs = split.inputs
+        inputs = inputs.first_steps(time_steps) if isinstance(inputs, SparseFrames) else inputs[:, :time_steps]
+        return Split(inputs, split.labels)
+
+    return Dataset(dataset.name, cut(dataset.train), cut(dataset.test), dataset.n_classes, dataset.sample_shape,
+                   dataset.encoding, dataset.source, time_steps, dataset.meta, cut(dataset.val))
+
+
 def check_source(source: str) -> None:
     """Raise :class:`ConfigError` unless ``source`` is one of :data:`SOURCES`."""
     if source not in SOURCES:
