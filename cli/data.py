@@ -90,12 +90,16 @@ def show(index, split, out, **kwargs):
     chosen = dataset.train if split == "train" else dataset.test
     if index >= len(chosen):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(chosen)} samples")
+    from evsim.data.tonic_sets import SAMPLE_EVENTS
+
     events = None
     if dataset.name in EVENT_DATASETS:
         from evsim.data import dvsgesture, nmnist
 
         module = nmnist if dataset.name == "nmnist" else dvsgesture
         events = module.sample_events(options, split, index)[0]
+    elif dataset.name in SAMPLE_EVENTS:
+        events = SAMPLE_EVENTS[dataset.name](options, split, index)[0]
     _draw(dataset, chosen.inputs[index], int(chosen.labels[index]), events, out, options.time_steps,
           options.slicing)
     click.echo(f"wrote {out} ({dataset.name} {split}[{index}], label {int(chosen.labels[index])}, "

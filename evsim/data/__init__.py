@@ -98,7 +98,7 @@ def load_dataset(name: str, options: DataOptions | None = None) -> Dataset:
 
 
 # Loader modules register themselves on import (in this order, which the messages use).
-from evsim.data import mnist, nmnist, cifar10, dvsgesture  # noqa: E402,F401,I001
+from evsim.data import mnist, nmnist, cifar10, dvsgesture, tonic_sets  # noqa: E402,F401,I001
 
 __all__ = ["DATASETS", "DataOptions", "Dataset", "Split", "ENCODINGS", "register", "check_options",
            "refuse_framing_options", "load_dataset"]
