@@ -1,11 +1,26 @@
 """The ``evsim`` command: a click group; each subcommand lives in its own module."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
-import click
 
-from evsim.errors import EvsimError
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while the subcommands import NumPy, Numba and matplotlib (about half a second):
+    one line and exit code 130, not a traceback from deep inside an import."""
+    sys.stderr.write("Interrupted.\n")
+    sys.stderr.flush()
+    # Not SystemExit: an import that guards itself with a bare except would swallow it and
+    # go on. Nothing has been written yet, so there is nothing to clean up.
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import click  # noqa: E402
+
+from evsim.errors import EvsimError  # noqa: E402
 
 
 class EvsimGroup(click.Group):
@@ -22,6 +37,9 @@ class EvsimGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:  # a Ctrl-C no command handles (training handles its first one itself)
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click prints it
@@ -63,3 +81,6 @@ main.add_command(import_nir)
 main.add_command(profile)
 main.add_command(runs)
 main.add_command(train)
+
+# Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports.
+signal.signal(signal.SIGINT, signal.default_int_handler)

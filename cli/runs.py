@@ -89,8 +89,9 @@ def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, op
             raise ConfigError(f"{run_dir} has its own configuration, which fixes the dataset; leave out {option}")
         return config
     if "dataset" not in given:
-        raise ConfigError(f"{run_dir} has a network but no config.json; name the data to run it on: --dataset NAME "
-                          "and the options it was trained with (--time-steps T, --encoding, ...)")
+        raise ConfigError(f"{run_dir} has a network but no config.json, so no dataset is assumed (not even "
+                          "--dataset's default): name the data to run it on with --dataset NAME and the options it "
+                          "was trained with (--time-steps T, --encoding, ...)")
     time_steps = options["time_steps"] or DEFAULT_TIME_STEPS.get(options["dataset"], 20)
     return TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
                        time_steps=time_steps)

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE
 from evsim.cli.options import FiniteFloatRange, dataset_options
 from evsim.config import CONFIG_TOML, config_from_options, read_config_file
+from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
 from evsim.neuron import RESETS, SURROGATES
 from evsim.optim import OPTIMIZERS, SCHEDULES
@@ -201,9 +202,13 @@ def _resolve(opts: dict, given: set[str], from_file: dict) -> dict:
     options["hidden"] = tuple(options["hidden"])
     if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
         options["data_dir"] = Path(os.environ["EVSIM_DATA"])
+    if options["cache_dir"] is None:  # recorded as found ($EVSIM_CACHE or the default), so config.toml says it
+        options["cache_dir"] = resolve_cache_dir(None)
     for key in ("data_dir", "cache_dir"):  # absolute: the saved run means the same data from any folder
         if options[key] is not None:
             options[key] = Path(options[key]).expanduser().resolve()
+    if options["threads"] == 0:  # "all cores", recorded as the count: a repeat needs the same one to be exact
+        options["threads"] = numba.config.NUMBA_NUM_THREADS
     options["out"] = options["out"] or Path("runs") / f"{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
     return options
 

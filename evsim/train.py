@@ -209,6 +209,24 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
                           f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size")
 
 
+# Inputs and classes of the registered datasets as framed by default, for check_memory
+# before the data loads (--crop and --downsample change the inputs, see expected_sizes).
+KNOWN_SIZES = {"mnist": (784, 10), "cifar10": (3072, 10), "nmnist": (2 * 34 * 34, 10),
+               "dvsgesture": (2 * 128 * 128, 11), "cifar10dvs": (2 * 128 * 128, 10), "pokerdvs": (2 * 35 * 35, 4),
+               "shd": (700, 20)}
+
+
+def expected_sizes(config: TrainConfig) -> tuple[int, int]:
+    """``(n_inputs, n_classes)`` of the run's dataset before it loads; ``(0, 0)`` (a lower
+    bound) where unknown (a folder of one's own recordings)."""
+    n_in, n_classes = KNOWN_SIZES.get(config.dataset, (0, 0))
+    if config.data.crop:
+        n_in = 2 * 32 * 32
+    if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
+        n_in = 2 * config.data.downsample ** 2
+    return n_in, n_classes
+
+
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"800"`` or ``"800,400"`` -> ``(800,)`` / ``(800, 400)``."""
     try:
@@ -310,11 +328,33 @@ class Trainer:
         """1 - synapses / synapses of the same architecture fully connected (whole network)."""
         return 1.0 - self.network.synapses / self.network.dense_synapses
 
-    def neurons_pruned(self) -> float:
-        """Fraction of hidden neurons that are dead."""
-        hidden = self.network.layers[:-1]
-        total = sum(layer.n_out for layer in hidden)
-        return sum(int((~layer.alive).sum()) for layer in hidden) / total if total else 0.0
+    def removed_neurons(self, rows: list[dict] = ()) -> list[np.ndarray]:
+        """Per hidden layer, bool ``[n_out]``: the neurons that have lost every synapse of the
+        original structure, i.e. that have been without any incoming synapse at some point
+        (now, or at a development step: the ``neurons_removed`` of the metrics rows, and of
+        ``rows`` not yet appended). Synapses regrown onto such a neuron later are new ones:
+        it stays removed from the original structure, and counts as revived while alive."""
+        masks = [~layer.alive for layer in self.network.layers[:-1]]
+        for row in [*self.metrics, *rows]:
+            for k, neurons in row.get("neurons_removed", {}).items():
+                masks[int(k)][neurons] = True
+        return masks
+
+    def neurons_pruned(self, rows: list[dict] = ()) -> float:
+        """Fraction of hidden neurons pruned from the original structure (:meth:`removed_neurons`),
+        whether or not regrowth revived them since: the number users mean by "neurons pruned",
+        which regrowth does not lower."""
+        masks = self.removed_neurons(rows)
+        total = sum(mask.size for mask in masks)
+        return sum(int(mask.sum()) for mask in masks) / total if total else 0.0
+
+    def neurons_revived(self, rows: list[dict] = ()) -> float:
+        """Fraction of hidden neurons pruned from the original structure that regrown synapses
+        made alive again (they fire, with only regrown incoming synapses)."""
+        masks = self.removed_neurons(rows)
+        total = sum(mask.size for mask in masks)
+        alive = [layer.alive for layer in self.network.layers[:-1]]
+        return sum(int((mask & live).sum()) for mask, live in zip(masks, alive)) / total if total else 0.0
 
     def position(self) -> str:
         """Where training stands, e.g. ``"epoch 3/12, batch 8 of 40"``."""
@@ -325,11 +365,17 @@ class Trainer:
 
     def develop(self, lr: float) -> dict:
         """One structural development step; returns its metrics row."""
+        before = [layer.alive.copy() for layer in self.network.layers[:-1]]
         layers = self.structure.develop(self.network, lr)
-        return {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
-                "batch": self.batches_seen, "synapses": self.network.synapses,
-                "compression": round(self.compression(), 6), "neurons_pruned": round(self.neurons_pruned(), 6),
-                "layers": layers}
+        # Recorded so that "neurons pruned" counts them after regrowth revives them, and a
+        # resumed run (which restores the metrics) counts them too.
+        removed = {str(k): np.flatnonzero(was & ~layer.alive).tolist()
+                   for k, (was, layer) in enumerate(zip(before, self.network.layers[:-1])) if (was & ~layer.alive).any()}
+        row = {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
+               "batch": self.batches_seen, "synapses": self.network.synapses,
+               "compression": round(self.compression(), 6), **({"neurons_removed": removed} if removed else {})}
+        return {**row, "neurons_pruned": round(self.neurons_pruned([row]), 6),
+                "neurons_revived": round(self.neurons_revived([row]), 6), "layers": layers}
 
     def _events(self, inputs):
         return encode_events(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
@@ -350,8 +396,9 @@ class Trainer:
         done = self.in_epoch
         lr = self.config.lr * self.schedule.factor(self.epoch)
         batch_size = self.config.batch_size
+        # disable=None: no bar where stderr is not a terminal (a SLURM log), which gets the epoch lines only
         bar = tqdm(range(done.position, len(done.order), batch_size),
-                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=not progress,
+                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=None if progress else True,
                    unit="batch")
         for start in bar:
             if self.stop_requested:
@@ -599,6 +646,7 @@ class Trainer:
                 "synapses": self.network.synapses,
                 "compression": round(self.compression(), 6),
                 "neurons_pruned": round(self.neurons_pruned(), 6),
+                "neurons_revived": round(self.neurons_revived(), 6),
                 "sops_per_sample": round(energy_summary["sops_per_sample"], 1),
                 "energy_uj_per_sample": round(energy_summary["energy_uj_per_sample"], 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
@@ -616,7 +664,8 @@ class Trainer:
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
                  + ("" if val_acc is None else f"val {100 * val_acc:6.2f}%  ")
                  + f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
-                 f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
+                 f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%"
+                 + (f", {100 * row['neurons_revived']:.1f}% revived" if row["neurons_revived"] else "") + ")  "
                  f"{row['epoch_s']:.1f}s")
         self.checkpoints.wait()  # the summary is written once the last checkpoint is on disk
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
@@ -639,6 +688,7 @@ class Trainer:
             "dense_synapses": self.network.dense_synapses,
             "compression": round(self.compression(), 6),
             "neurons_pruned": round(self.neurons_pruned(), 6),
+            "neurons_revived": round(self.neurons_revived(), 6),
             "sops_per_sample": last["sops_per_sample"],
             "energy_uj_per_sample": last["energy_uj_per_sample"],
             "structure": {"name": self.config.structure,
@@ -672,7 +722,7 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     ConfigError
         For an invalid configuration or one that cannot fit in memory, before the data is loaded.
     """
-    check_memory(config.validate())
+    check_memory(config.validate(), *expected_sizes(config))
     _check_policy(checkpoints)
     trainer = Trainer(config, _load_announced(config, echo))
     trainer.keep_checkpoints = checkpoints
