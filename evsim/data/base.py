@@ -32,7 +32,7 @@ SOURCES = ("auto", "real", "emulated")
 FRAMING_OPTIONS = ("slicing", "crop", "denoise_us", "downsample")
 
 # Frame count T per dataset when the user gives no --time-steps (SD-SNN paper values).
-DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20}
+DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20, "shd": 50}
 
 
 @dataclass(frozen=True)
