@@ -12,7 +12,7 @@ from evsim.data.base import first_steps, hold_out
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
-from evsim.plots import plot_confusion
+from evsim.plots import figure_format, plot_confusion
 
 
 @click.command("eval")
@@ -24,12 +24,15 @@ from evsim.plots import plot_confusion
               help="val: the run's validation split (held out of train as in training).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per forward pass "
               "[default: the run's eval batch size].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The confusion matrix; its suffix picks the format: .png, .pdf or .svg "
+                   "[default: RUN_DIR/confusion-<checkpoint>-<split>.png].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the result (accuracy, per-class accuracy, confusion, SOPs, and each sample's "
                    "label, prediction and output spike counts) as JSON here.")
 @dataset_options
 @click.pass_context
-def eval_command(ctx, run_dir, checkpoint, split, batch_size, json_path, **data_options):
+def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_path, **data_options):
     """Evaluate a trained run: accuracy, confusion matrix (PNG in RUN_DIR), SOPs per sample.
 
     The dataset options are for a folder without config.json (evsim import-nir); of
@@ -38,7 +41,8 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, json_path, **data_
     """
     own = (run_dir / "config.json").is_file()
     steps = data_options["time_steps"] if own else None
-    png = run_dir / (f"confusion-{checkpoint}-{split}" + (f"-T{steps}" if steps else "") + ".png")
+    png = plot_path or run_dir / (f"confusion-{checkpoint}-{split}" + (f"-T{steps}" if steps else "") + ".png")
+    figure_format(png)
     check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, config, data_options, allowed=("time_steps",))

@@ -152,3 +152,11 @@ def test_eval_on_the_validation_split(tiny_run):
     result = run(["eval", str(tiny_run), "--split", "val"])
     assert result.exit_code == 0, result.output
     assert "val split: 400 samples" in result.output
+
+
+def test_eval_plot_option_writes_the_suffix_format(tiny_run, tmp_path):
+    result = run(["eval", str(tiny_run), "--plot", str(tmp_path / "c.svg")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.svg").read_bytes().startswith(b"<?xml")
+    assert "cannot write a figure as .gif" in one_line_error(run(["eval", str(tiny_run), "--plot",
+                                                                  str(tmp_path / "c.gif")]))
