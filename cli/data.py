@@ -122,6 +122,9 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
 
     plt = _pyplot()
     image, panels, titles, norm, cmap, scale_label = None, [], [], None, None, ""
+    if dataset.encoding == "frames" and np.asarray(sample).shape[2] == 1:
+        _draw_channels(dataset, np.asarray(sample, dtype=np.float32), label, events, out, slicing)
+        return
     if dataset.encoding == "frames":
         frames = np.asarray(sample, dtype=np.float32)  # [T, C, H, W], channel 0 OFF, 1 ON
         polar = frames.shape[1] == 2
@@ -191,6 +194,23 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
     what = {"frames": f"{n_frames} count frames", "rate": f"the spikes the network receives in T = {n_frames} steps",
             "direct": "direct (analog) input"}.get(dataset.encoding, dataset.encoding)
     fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}: {what}", fontsize=10)
+    save_figure(fig, out)
+
+
+def _draw_channels(dataset, frames: np.ndarray, label: int, events, out: Path, slicing: str) -> None:
+    """A one-row sensor (SHD's 700 cochlea channels): counts as channel x frame, one image."""
+    from evsim.plots import _pyplot
+
+    plt = _pyplot()
+    counts = frames.sum(axis=(1, 2)).T  # [W, T]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    times = _frame_times_ms(events, frames.shape[0], slicing) if events is not None else None
+    extent = (0.5, frames.shape[0] + 0.5, -0.5, counts.shape[0] - 0.5)
+    drawn = ax.imshow(counts, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest", extent=extent)
+    fig.colorbar(drawn, ax=ax, label="events per channel and frame")
+    ax.set(xlabel="frame" + (f" (frame {frames.shape[0]} ends at {times[-1][1]:.0f} ms)" if times else ""),
+           ylabel="channel")
+    fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}: {frames.shape[0]} count frames", fontsize=10)
     save_figure(fig, out)
 
 

@@ -214,3 +214,15 @@ def test_read_recording_sorts_by_time(tmp_path):
     events["x"] = [3, 1, 2]
     np.save(tmp_path / "r.npy", events)
     assert read_recording(tmp_path / "r.npy")["x"].tolist() == [1, 2, 3]
+
+
+def test_data_show_draws_shd_as_channels_by_frames(tmp_path, rng):
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    _write_shd(root / "shd_train.h5", rng, 2)
+    _write_shd(root / "shd_test.h5", rng, 1)
+    out = tmp_path / "shd.png"
+    result = run(["data", "show", "--dataset", "shd", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG")
