@@ -24,7 +24,7 @@ from evsim.optim import OPTIMIZERS, SCHEDULES
 from evsim.presets import preset
 from evsim.structure import STRUCTURES
 from evsim.train import (AUTO, CHECKPOINT_POLICIES, TrainingInterrupted, parse_hidden, resume as resume_training,
-                         train as run_training)
+                         saved_checkpoint_policy, train as run_training)
 
 # Options that may accompany --resume: they change what is shown or kept, not what is
 # computed, or (--epochs) extend the run.
@@ -152,19 +152,12 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
         raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
                           f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
-    if not (run_dir / CHECKPOINT_LATEST).exists() and '"checkpoints": "none"' in _read(run_dir / "config.json"):
+    if not (run_dir / CHECKPOINT_LATEST).exists() and saved_checkpoint_policy(run_dir) == "none":
         raise ConfigError(f"{run_dir} was trained with --checkpoints none: it has no checkpoint to resume from; "
                           f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR")
     if not (run_dir / CHECKPOINT_LATEST).exists() and (run_dir / CONFIG_TOML).exists():
         raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
                           f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def _file_options(ctx: click.Context, path: Path) -> dict:

@@ -9,7 +9,8 @@ batch's time loop. A run folder holds::
     network.npz             the trained network after the last finished epoch
     checkpoint-latest.npz   the full training state after the last finished epoch
                             (or after the last batch, when stopped with Ctrl-C)
-    checkpoint-best.npz     the full training state at the best test accuracy
+    checkpoint-best.npz     the full training state at the best validation accuracy (test
+                            accuracy when there is no validation split, --val-fraction 0)
 
 Exact resume: everything that changes during training (network and per-synapse
 state, optimizer steps, structure controller, the trainer's random generator, the
@@ -20,6 +21,7 @@ the same run uninterrupted (timing fields apart).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -757,7 +759,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_LATEST
     if checkpoints is None:
-        checkpoints = _saved_policy(run_dir)
+        checkpoints = saved_checkpoint_policy(run_dir)
     _check_policy(checkpoints)
     state = load_checkpoint(path)
     config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
@@ -779,10 +781,8 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     return trainer.fit(run_dir, progress, echo)
 
 
-def _saved_policy(run_dir: Path) -> str:
+def saved_checkpoint_policy(run_dir: Path) -> str:
     """The ``checkpoints`` policy a run folder's ``config.json`` records ("all" if none)."""
-    import json
-
     try:
         return str(json.loads((run_dir / "config.json").read_text()).get("checkpoints", "all"))
     except (OSError, ValueError):
