@@ -33,7 +33,7 @@ from evsim.plots import figure_format, plot_confusion
 @dataset_options
 @click.pass_context
 def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_path, **data_options):
-    """Evaluate a trained run: accuracy, confusion matrix (PNG in RUN_DIR), SOPs per sample.
+    """Evaluate a trained run: accuracy, confusion matrix (a figure in RUN_DIR, or --plot), SOPs per sample.
 
     The dataset options are for a folder without config.json (evsim import-nir); of
     them, a trained run takes --time-steps T: its accuracy when it answers after T
