@@ -16,7 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import machine, save_json
 from evsim.data import load_dataset
-from evsim.train import TrainConfig, Trainer
+from evsim.config import TrainConfig
+from evsim.train import Trainer
 
 
 def batch_seconds(trainer: Trainer, inputs, labels, n: int) -> float:
@@ -26,9 +27,8 @@ def batch_seconds(trainer: Trainer, inputs, labels, n: int) -> float:
         start = time.perf_counter()
         counts, traces = net.forward(trainer._events(inputs))
         _, grad = trainer.loss_fn(counts, labels, trainer.config.time_steps)
-        net.backward(traces, grad)
-        trainer.optimizer.step(net.parameters())
-        net.sync_weights()
+        grads = net.backward(traces, grad)
+        trainer.optimizer.step(net.parameters(grads))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -65,9 +65,8 @@ def evsim_engine(sizes, n_steps: int, seed: int, static: bool):
     def train_step(x, labels):
         counts, traces = network.forward(drive(x))
         _, grad_counts = mse_rate(counts, labels, n_steps)
-        network.backward(traces, grad_counts)
-        optimizer.step(network.parameters(), LR)
-        network.sync_weights()
+        grads = network.backward(traces, grad_counts)
+        optimizer.step(network.parameters(grads), LR)
 
     def infer(x):
         return network.forward(drive(x))[0]

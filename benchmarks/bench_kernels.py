@@ -38,7 +38,7 @@ N_IN, N_OUT, N_STEPS, BATCH = 2312, 800, 20, 64
 def build(activity: float, seed: int = 0):
     """The layer, its input events, a forward trace and the callables to time."""
     from evsim.kernels.events import Events, dense_to_events, group_by_row
-    from evsim.layers import SparseLinear
+    from evsim.layers import BackwardRequest, SparseLinear
     from evsim.neuron import LIFParameters
     from evsim.optim import Optimizer
 
@@ -50,7 +50,7 @@ def build(activity: float, seed: int = 0):
     folded = Events(events.ptr, (events.idx % 16).astype(np.int32), events.val, N_STEPS, BATCH)
     _, trace = layer.forward(events, lif)
     grad_spikes = rng.standard_normal(trace.u.shape).astype(np.float32)
-    layer.backward(trace, grad_spikes, lif, need_input_grad=False)
+    layer.backward(trace, grad_spikes, lif, BackwardRequest(input_grad=False))
     params = [(layer.store.data, np.full_like(layer.store.data, 1e-3), layer.store.state)]
     optimizer = Optimizer("adam", 1e-3)
     frames = stored_frames(x)
@@ -58,7 +58,7 @@ def build(activity: float, seed: int = 0):
         "events": lambda: dense_to_events(x),
         "frame_events": None if frames is None else frames.events,
         "forward": lambda: layer.forward(events, lif),
-        "weight_grad": lambda: layer.backward(trace, grad_spikes, lif, need_input_grad=False),
+        "weight_grad": lambda: layer.backward(trace, grad_spikes, lif, BackwardRequest(input_grad=False)),
         "group_by_row": lambda: group_by_row(events, N_IN),
         "adam": lambda: optimizer.step(params),
         "ceiling": lambda: layer.forward(folded, lif),

@@ -118,13 +118,12 @@ def measure(network: Network, events, labels: np.ndarray, repeat: int, warmup: i
     }
 
 
-def adam_us_per_sample(network: Network, batch: int, repeat: int, warmup: int) -> float:
-    """One Adam step + ``sync_weights`` on the network's (current) gradients, per sample."""
+def adam_us_per_sample(network: Network, grads, batch: int, repeat: int, warmup: int) -> float:
+    """One Adam step on the network's gradients ``grads``, per sample."""
     optimizer = Optimizer("adam", 1e-3)
 
     def step():
-        optimizer.step(network.parameters())
-        network.sync_weights()
+        optimizer.step(network.parameters(grads))
     return 1e6 * best_time(step, repeat, warmup) / batch
 
 
@@ -159,7 +158,10 @@ def run(sizes=SIZES, n_steps=20, batch=64, activities=(0.01, 0.02, 0.05, 0.10, 0
                     events, labels = batch_of(activity)
                     record({"sweep": "grid", "path_option": path, "density": density, "pruned": 0.0,
                             "activity": activity, **measure(network, events, labels, repeat, warmup)})
-                adam = adam_us_per_sample(network, batch, repeat, warmup)
+                events, labels = batch_of(activities[-1])
+                counts, traces = network.forward(events)
+                grads = network.backward(traces, mse_rate(counts, labels, n_steps)[1])
+                adam = adam_us_per_sample(network, grads, batch, repeat, warmup)
                 for point in points:
                     if point["sweep"] == "grid" and point["path_option"] == path and point["density"] == density:
                         point["adam_us_per_sample"] = adam

@@ -48,7 +48,7 @@ Engines
                  frames as evsim's event loaders keep them (:class:`SparseFrames`, built
                  once from the binary input, as the dataset cache is) ->
                  ``encode_events`` (timed) -> ``Network.forward`` -> ``mse_rate`` ->
-                 ``Network.backward`` -> ``Optimizer("adam").step`` -> ``sync_weights``;
+                 ``Network.backward`` -> ``Optimizer("adam").step``;
                  Numba threads = ``--threads``, BLAS held to one thread
                  (``threadpool_limits(1, "blas")``, as ``Trainer.fit`` does).
 ``evsim, dense input``  the same network fed the dense float32 ``[T, B, n_in]`` input
@@ -206,9 +206,8 @@ class Evsim:
         loss, grad_counts = mse_rate(counts, labels, self.n_steps)
         if not np.isfinite(loss):
             raise RuntimeError(f"evsim training diverged (loss {loss})")
-        self.network.backward(traces, grad_counts)
-        self.optimizer.step(self.network.parameters(), LR)
-        self.network.sync_weights()
+        grads = self.network.backward(traces, grad_counts)
+        self.optimizer.step(self.network.parameters(grads), LR)
         return loss
 
     def infer(self, x: SparseFrames | np.ndarray) -> np.ndarray:
@@ -229,7 +228,6 @@ def initial_network(sizes, lif: LIFParameters, seed: int, weight_scale: float = 
         for layer in network.layers:
             layer.store.data[:] *= np.float32(weight_scale)
             layer.bias *= np.float32(weight_scale)
-        network.sync_weights()
     return network
 
 

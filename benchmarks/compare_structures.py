@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import DataOptions, load_dataset
-from evsim.presets import preset
+from evsim.config import preset
 from evsim.structure import SDSNNConfig
-from evsim.train import TrainConfig, Trainer
+from evsim.config import TrainConfig
+from evsim.train import Trainer
 
 STRUCTURES = ("sdsnn", "none", "magnitude", "set")
 

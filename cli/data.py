@@ -7,11 +7,14 @@ import click
 import numpy as np
 
 from evsim.cli.options import data_options_from, dataset_options
-from evsim.data import load_dataset
+from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
+from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
+from evsim.data.encoding import encode_batch
 from evsim.data.frames import SparseFrames
+from evsim.data.tonic_sets import SAMPLE_EVENTS
 from evsim.errors import ConfigError
-from evsim.plots import figure_format, save_figure
+from evsim.plots import _pyplot, figure_format, save_figure
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
 
@@ -90,11 +93,8 @@ def show(index, split, out, **kwargs):
     chosen = dataset.train if split == "train" else dataset.test
     if index >= len(chosen):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(chosen)} samples")
-    from evsim.data.tonic_sets import SAMPLE_EVENTS
-
     events = None
     if dataset.name in EVENT_DATASETS:
-        from evsim.data import dvsgesture, nmnist
 
         module = nmnist if dataset.name == "nmnist" else dvsgesture
         events = module.sample_events(options, split, index)[0]
@@ -118,8 +118,6 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
     """
     from matplotlib import colors
 
-    from evsim.plots import _pyplot
-
     plt = _pyplot()
     image, panels, titles, norm, cmap, scale_label = None, [], [], None, None, ""
     if dataset.encoding == "frames" and np.asarray(sample).shape[2] == 1:
@@ -137,8 +135,6 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
     else:
         image = np.asarray(sample, dtype=np.float32).reshape(tuple(dataset.sample_shape))
         if dataset.encoding == "rate":
-            from evsim.data.encoding import encode_batch
-
             spikes = encode_batch(image.reshape(1, -1), "rate", time_steps, np.random.default_rng([0, 3]))[:, 0]
             spikes = spikes.reshape((time_steps,) + tuple(dataset.sample_shape))
             channels = spikes.shape[1] if spikes.ndim == 4 else 1
@@ -199,8 +195,6 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
 
 def _draw_channels(dataset, frames: np.ndarray, label: int, events, out: Path, slicing: str) -> None:
     """A one-row sensor (SHD's 700 cochlea channels): counts as channel x frame, one image."""
-    from evsim.plots import _pyplot
-
     plt = _pyplot()
     counts = frames.sum(axis=(1, 2)).T  # [W, T]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -237,7 +231,6 @@ def _frame_times_ms(events, n_frames: int, slicing: str) -> list[tuple[float, fl
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sensor and noise seed.")
 def emulate_nmnist(out, per_class, seed):
     """Write emulated N-MNIST recordings (genuine 40-bit .bin files) from the 5,000 MNIST digits."""
-    from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 
     before = read_manifest(out)
     manifest = write_emulated_nmnist(out, per_class=per_class, seed=seed, params=EmulatorParams())

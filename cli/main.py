@@ -71,6 +71,7 @@ from evsim.cli.inspect import inspect_command  # noqa: E402
 from evsim.cli.nir import export, import_nir  # noqa: E402
 from evsim.cli.profile import profile  # noqa: E402
 from evsim.cli.runs_cmd import runs  # noqa: E402
+from evsim.cli.sweep import sweep  # noqa: E402
 from evsim.cli.train import train  # noqa: E402
 
 main.add_command(data)
@@ -80,6 +81,7 @@ main.add_command(inspect_command)
 main.add_command(import_nir)
 main.add_command(profile)
 main.add_command(runs)
+main.add_command(sweep)
 main.add_command(train)
 
 # Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports.

@@ -1,4 +1,4 @@
-"""Click options shared by several commands, and the option -> DataOptions bridge."""
+"""Click options made from the one declaration of every option (:data:`evsim.config.OPTIONS`)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from evsim.data import DATASETS, DataOptions
+from evsim.config import OPTIONS, Option
+from evsim.data import DataOptions
+from evsim.errors import ConfigError
+from evsim.presets import PRESETS
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -23,33 +26,63 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-def dataset_options(fn):
-    """Options that choose and shape a dataset (``--dataset``, ``--data-dir``, ...)."""
-    decorators = [
-        click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="nmnist"
-                     if "nmnist" in DATASETS else "mnist", show_default=True, help="Dataset name."),
-        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Folder with real data files (default: $EVSIM_DATA)."),
-        click.option("--source", type=click.Choice(["auto", "real", "emulated"]), default="auto",
-                     show_default=True, help="Force real data or the offline emulation."),
-        click.option("--time-steps", type=click.IntRange(min=1), default=None,
-                     help="Simulation steps / frames T (default: the dataset preset)."),
-        click.option("--encoding", type=click.Choice(["rate", "direct", "frames"]), default=None,
-                     help="Input encoding for static images (default: the dataset's)."),
-        click.option("--slicing", type=click.Choice(["events", "time"]), default="events",
-                     show_default=True, help="Event framing: equal event number or equal time bins."),
-        click.option("--crop/--no-crop", default=False, show_default=True,
-                     help="Crop N-MNIST 34x34 to 32x32."),
-        click.option("--denoise-us", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="tonic Denoise filter time in microseconds (0 = off)."),
-        click.option("--downsample", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="DVS-Gesture spatial size after downsampling (0 = native 128)."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Cache for framed and emulated data (default: $EVSIM_CACHE or ~/.cache/evsim)."),
-    ]
-    for decorator in reversed(decorators):
-        fn = decorator(fn)
+class DeclaredType(click.ParamType):
+    """Reads a value with its :class:`~evsim.config.Option`'s own conversion and check."""
+
+    def __init__(self, option: Option):
+        self.option = option
+        self.name = {"int": "integer", "float": "number", "path": "folder", "hidden": "sizes",
+                     "dev_interval": "N|epoch|auto"}.get(option.kind, option.kind)
+
+    def convert(self, value, param, ctx):
+        if value is None or (not isinstance(value, str) and self.option.kind not in ("int", "float")):
+            return value  # a preset's or file's value, already converted
+        try:
+            return self.option.convert(value)
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(self.option.flag + " "), param, ctx)
+
+
+def _defaults_text(option: Option) -> str:
+    """``[default: 15; nmnist 12]``: the declared default and the presets that change it."""
+    def show(value):
+        if isinstance(value, (tuple, list)):
+            return ",".join(str(v) for v in value)
+        return "off" if value is False else "on" if value is True else str(value)
+
+    if option.default is None and option.name in ("data_dir", "cache_dir", "encoding"):
+        return ""  # their help says what None means
+    by_dataset = [f"{name} {show(values[option.name])}" for name, values in PRESETS.items()
+                  if option.name in values and values[option.name] != option.default]
+    return f" [default: {show(option.default)}" + (f"; {', '.join(by_dataset)}" if by_dataset else "") + "]"
+
+
+def click_option(option: Option, default_from_declaration: bool):
+    """The click option of ``option``. With ``default_from_declaration`` False the option
+    defaults to None, so that a config file or preset can fill what the command line left
+    unset (``evsim train``); its help still shows the defaults."""
+    default = option.default if default_from_declaration else None
+    help_text = option.help + _defaults_text(option)
+    if option.kind == "bool":
+        return click.option(f"{option.flag}/--no-{option.flag[2:]}", default=default, help=help_text)
+    if option.kind == "choice":
+        return click.option(option.flag, type=click.Choice(option.choices), default=default, help=help_text)
+    return click.option(option.flag, type=DeclaredType(option), default=default, help=help_text)
+
+
+def declared_options(fn, data_only: bool = False, default_from_declaration: bool = True):
+    """Decorate a command with the declared options (only the data ones with ``data_only``)."""
+    for option in reversed([o for o in OPTIONS if o.data or not data_only]):
+        # Commands that read a run or a dataset take T from it unless told.
+        declared = default_from_declaration and not (data_only and option.name == "time_steps")
+        fn = click_option(option, declared)(fn)
     return fn
+
+
+def dataset_options(fn):
+    """Options that choose and shape a dataset (``--dataset``, ``--data-dir``, ...); T
+    defaults to None (the run's or the dataset's)."""
+    return declared_options(fn, data_only=True)
 
 
 def option_names(decorator) -> tuple[str, ...]:

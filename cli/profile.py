@@ -7,7 +7,8 @@ import click
 
 from evsim.cli.options import FiniteFloatRange, dataset_options
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
-from evsim.energy import EnergyModel, profile as run_profile
+from evsim.energy import EnergyModel
+from evsim.evaluate import profile as run_profile
 from evsim.files import write_json_atomic
 from evsim.plots import figure_format, plot_energy
 

@@ -15,7 +15,7 @@ from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
-from evsim.train import TrainConfig
+from evsim.config import TrainConfig
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 

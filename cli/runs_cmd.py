@@ -19,6 +19,7 @@ import numpy as np
 from evsim.cli.runs import check_outputs
 from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
+from evsim.plots import _pyplot, figure_format, save_figure
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
 # data section's other options are compared), which checkpoints were kept.
@@ -206,8 +207,6 @@ def differing_options(configs: list[dict]) -> list[str]:
 def compare(run_dirs, plot_path, csv_path):
     """A table of the runs (the options in which they differ, and their results) and their
     accuracy, loss and compression curves on common axes."""
-    from evsim.plots import figure_format
-
     figure_format(plot_path)
     check_outputs(plot_path, *([] if csv_path is None else [csv_path]))
     missing = [str(d) for d in run_dirs if not ((d / "config.json").is_file() or (d / "metrics.jsonl").is_file())]
@@ -240,8 +239,6 @@ def compare(run_dirs, plot_path, csv_path):
 def _plot_compare(found: list[dict], path: Path) -> None:
     """Test (solid) and validation (dashed) accuracy, training loss and compression per epoch, one colour per run."""
     from matplotlib.ticker import MaxNLocator
-
-    from evsim.plots import _pyplot, save_figure
 
     plt = _pyplot()
     fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))

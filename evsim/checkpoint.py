@@ -6,9 +6,11 @@ Files are written atomically (temporary file beside the target, fsync, rename), 
 reader sees either the previous complete file or the new complete one: a write that
 fails or is killed half-way leaves the previous checkpoint in place.
 
-Two kinds of file share the network layout (``l<k>_indptr``, ``l<k>_indices``,
-``l<k>_data``, ``l<k>_shape``, ``l<k>_bias``, ``l<k>_alive``, ``l<k>_develops``), so
-:func:`load_network` reads either:
+Two kinds of file share the network layout: each layer's own arrays
+(:meth:`~evsim.layers.base.Layer.to_arrays`; for a linear layer ``indptr``,
+``indices``, ``data``, ``shape``, ``bias``, ``alive``, ``develops``) as members
+``l<k>_<name>``, and ``l<k>_kind`` naming the layer kind (a file without it holds
+linear layers), so :func:`load_network` reads either:
 
 ``network.npz``            the trained network only (inference, profiling, export).
 ``checkpoint-*.npz``       everything a run needs to continue bit for bit
@@ -32,6 +34,7 @@ import json
 import math
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,14 +42,15 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from evsim.errors import CheckpointError, ConfigError, ShapeError
+from evsim.config import TrainConfig, with_added_keys
+from evsim.errors import CheckpointError, ConfigError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
-from evsim.layers import SparseLinear
+from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
-from evsim.synapses import SynapseStore, check_csr
+from evsim.synapses import SynapseStore
 
 NETWORK_FILE = "network.npz"
 CHECKPOINT_LATEST = "checkpoint-latest.npz"
@@ -57,6 +61,16 @@ CHECKPOINT_BEST = "checkpoint-best.npz"
 CHECKPOINT_FORMAT = 3
 # What np.load and the checks below raise on a damaged file.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
+
+
+@dataclass
+class EpochProgress:
+    """Where an unfinished epoch stands: its sample order, samples done, running totals."""
+
+    order: np.ndarray
+    position: int = 0
+    total_loss: float = 0.0
+    correct: int = 0
 
 
 @dataclass
@@ -91,45 +105,46 @@ class TrainingState:
 
 # ------------------------------------------------------------------ networks
 def _network_arrays(network: Network, with_state: bool) -> dict[str, np.ndarray]:
+    """Every layer's own arrays (:meth:`~evsim.layers.base.Layer.to_arrays`) as members
+    ``l<k>_<name>``, with ``l<k>_kind`` naming the layer kind."""
     arrays = {}
     for k, layer in enumerate(network.layers):
-        arrays.update({f"l{k}_indptr": layer.store.indptr, f"l{k}_indices": layer.store.indices,
-                       f"l{k}_data": layer.store.data, f"l{k}_shape": np.array(layer.store.shape),
-                       f"l{k}_bias": layer.bias, f"l{k}_alive": layer.alive,
-                       f"l{k}_develops": np.array(layer.develops)})
-        if with_state:
-            arrays.update({f"l{k}_state__{name}": values for name, values in layer.store.state.items()})
-            arrays.update({f"l{k}_bias_state__{name}": values for name, values in layer.bias_state.items()})
+        arrays[f"l{k}_kind"] = np.array(layer.kind)
+        arrays.update({f"l{k}_{name}": values for name, values in layer.to_arrays(with_state).items()})
     return arrays
 
 
+class _Members(Mapping):
+    """The members ``<prefix><name>`` of an open npz file, as a mapping by ``<name>``."""
+
+    def __init__(self, f, prefix: str):
+        self.f, self.prefix = f, prefix
+        self.names = [key[len(prefix):] for key in f.files if key.startswith(prefix)]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.f[self.prefix + name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 def _network_from(f, meta: dict, path_option: str, with_state: bool = False) -> Network:
-    """Rebuild the network from an open npz file; with ``with_state``, with its saved
-    per-synapse and bias state arrays, attached as read (:func:`_check_training_state`
-    checks them, naming the member; inference needs none of them).
+    """Rebuild the network from an open npz file, each layer by its kind's ``from_arrays``;
+    with ``with_state``, with its saved per-synapse and bias state arrays, attached as read
+    (:func:`_check_training_state` checks them, naming the member; inference needs none).
 
     Raises ValueError (ShapeError for the structure) unless the arrays are a consistent
     network with finite weights, biases and neuron parameters.
     """
     layers = []
     for k in range(meta["n_layers"]):
-        indptr, indices, data = f[f"l{k}_indptr"], f[f"l{k}_indices"], f[f"l{k}_data"]
-        shape = tuple(int(n) for n in f[f"l{k}_shape"])
-        check_csr(indptr, indices, shape)
-        matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
-        layer = SparseLinear(SynapseStore(matrix), f[f"l{k}_bias"], path=path_option,
-                             develops=bool(f[f"l{k}_develops"]))
-        if with_state:
-            layer.store.state = {key.split("__", 1)[1]: np.array(f[key])
-                                 for key in f.files if key.startswith(f"l{k}_state__")}
-            layer.bias_state = {key.split("__", 1)[1]: np.array(f[key])
-                                for key in f.files if key.startswith(f"l{k}_bias_state__")}
-        alive = f[f"l{k}_alive"]
-        if alive.shape != (layer.n_out,):
-            raise ShapeError(f"l{k}_alive has shape {alive.shape}, expected ({layer.n_out},)")
-        layer.alive = alive.astype(bool)
-        layer.rebuild()
-        layers.append(layer)
+        kind = str(f[f"l{k}_kind"]) if f"l{k}_kind" in f.files else SparseLinear.kind
+        if kind not in LAYER_KINDS:
+            raise ValueError(f"l{k}_kind is {kind!r}, not a layer kind of this evsim ({', '.join(LAYER_KINDS)})")
+        layers.append(LAYER_KINDS[kind].from_arrays(_Members(f, f"l{k}_"), path=path_option, with_state=with_state))
     # Every field, checked: a default in place of a lost one, or a hard reset for a
     # subtractive one, would change every spike.
     network = Network(layers, LIFParameters.from_dict(meta["lif"]))
@@ -145,7 +160,7 @@ def check_finite(network: Network) -> None:
         raise ValueError(f"LIF parameters are not finite numbers (decay {lif.decay}, v_th {lif.v_th}, "
                          f"width {lif.width})")
     for k, layer in enumerate(network.layers):
-        for name, values in (("weights", layer.store.data), ("biases", layer.bias)):
+        for (values, _), name in zip(layer.parameters(), ("weights", "biases")):
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"layer {k} holds NaN or infinite {name}")
 
@@ -239,7 +254,7 @@ def _missing_config_key(values: dict, reference: dict, where: str = "") -> str |
 
 
 def stored_config(values, path: Path):
-    """The validated :class:`~evsim.train.TrainConfig` of a configuration read from ``path``
+    """The validated :class:`~evsim.config.TrainConfig` of a configuration read from ``path``
     (a checkpoint's ``meta`` or a run's ``config.json``): a hand-edited or damaged value
     must be refused here, not fail deep inside training or evaluation. So must a missing
     key: evsim writes every one, and a default put in its place would silently change
@@ -250,11 +265,11 @@ def stored_config(values, path: Path):
     CheckpointError
         Naming ``path`` and the first invalid value or missing key.
     """
-    from evsim.train import TrainConfig, with_added_keys  # here, not at the top: evsim.train imports this module
 
     if isinstance(values, dict):  # options added since the file was written take the value it meant
         values = with_added_keys(values)
-    reference = TrainConfig().to_dict()
+    # A saved configuration holds dev_interval resolved to a number of batches ("auto" never is).
+    reference = dataclasses.replace(TrainConfig(), dev_interval=0).to_dict()
     try:
         problem = _config_type_problem(values, reference)
         if problem is None:
@@ -656,7 +671,6 @@ def _check_state_arrays(state: TrainingState, development_step: int) -> None:
 def _check_in_epoch(state: TrainingState) -> None:
     """The position in an interrupted epoch: a permutation of the training samples, a
     batch boundary inside it, running totals that fit, and the batches it implies."""
-    from evsim.train import EpochProgress  # here, not at the top: evsim.train imports this module
 
     done, batch_size, epochs = state.in_epoch, state.config["batch_size"], state.config["epochs"]
     if done is None:

@@ -1,7 +1,14 @@
-"""Training configuration files (TOML) and the flat option view of a :class:`TrainConfig`.
+"""Training configuration: the one declaration of every option, :class:`TrainConfig`,
+and TOML config files.
 
-A config file is one flat TOML table whose keys are ``evsim train``'s option names
-written with underscores, and whose values are what the option takes::
+Every option of ``evsim train`` is declared once, in :data:`OPTIONS`: its name (the
+TOML key; ``--name-with-dashes`` on the command line), how its value is read and
+checked, its default, its help, and where it lives in :class:`TrainConfig`. The click
+options, the TOML keys, the presets (:mod:`evsim.presets`, which override defaults per
+dataset), :class:`TrainConfig`'s defaults and its validation all derive from it, so a
+value is refused with the same message from the command line, a config file or Python.
+
+A config file is one flat TOML table whose keys are option names::
 
     dataset = "nmnist"
     epochs = 12
@@ -9,26 +16,482 @@ written with underscores, and whose values are what the option takes::
     dev_interval = 4        # batches; or "epoch", or "auto" (10 per epoch, the default)
     lr = 1e-3
 
-Precedence, per option: the command line, then the file, then the dataset's preset
-(:mod:`evsim.presets`), then the option's default. A run folder's ``config.toml``
-holds every option resolved this way (all but ``out`` and ``progress``), so
-``evsim train --config RUN_DIR/config.toml`` repeats the run.
+Precedence, per option: the command line, then the file, then the dataset's preset,
+then the option's default. A run folder's ``config.toml`` holds every option resolved
+this way, so ``evsim train --config RUN_DIR/config.toml`` repeats the run.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
+import os
+import re
+import time
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from evsim.data import DataOptions
+import numba
+import numpy as np
+
+from evsim.data import DATASETS, DataOptions, check_options
+from evsim.data.base import ENCODINGS, SOURCES
 from evsim.errors import ConfigError
-from evsim.neuron import LIFParameters
-from evsim.structure import SDSNNConfig
-from evsim.train import TrainConfig
+from evsim.loss import LOSSES, get_loss
+from evsim.neuron import RESETS, SURROGATES, LIFParameters
+from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from evsim.presets import PRESETS
+from evsim.structure import STRUCTURES, SDSNNConfig
 
 CONFIG_TOML = "config.toml"
+AUTO = "auto"
+AUTO_STEPS_PER_EPOCH = 10
+# Counts the kernels index with int32; larger values could only overflow there.
+INT32_MAX = 2 ** 31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Which checkpoints a run folder keeps (``--checkpoints``): they do not change the result,
+# so they are not part of TrainConfig. "all": checkpoint-latest.npz and checkpoint-best.npz
+# (a hard link when the same epoch); "latest": only the file --resume needs; "none": no
+# checkpoint at all, only network.npz and the metrics (the run cannot be resumed).
+CHECKPOINT_POLICIES = ("all", "latest", "none")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of ``evsim train``.
+
+    Attributes
+    ----------
+    name : the TOML key (``--name-with-dashes`` on the command line).
+    kind : how a value is read: ``int``, ``float``, ``choice``, ``bool``, ``path``,
+        ``hidden`` (layer sizes) or ``dev_interval``.
+    default : the value when neither the command line, a file nor a preset sets it.
+    help : one sentence for ``--help``.
+    target : where the value lives in :class:`TrainConfig` (``"epochs"``,
+        ``"data.slicing"``, ``"lif.reset"``, ``"sdsnn.rho_init"``).
+    low, high, low_open : the range of a number.
+    choices : the values of a ``choice``.
+    data : also an option of every command that loads a dataset.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    target: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple = ()
+    data: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any) -> Any:
+        """``value`` (from the command line as text, from TOML or Python typed) as this
+        option's value.
+
+        Raises
+        ------
+        ConfigError
+            Naming the option, the value and what it must be.
+        """
+        try:
+            return _CONVERTERS[self.kind](self, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.flag} {exc}, got {value if isinstance(value, str) else repr(value)}") from None
+
+
+def _integer(option: Option, value) -> int:
+    # Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣').
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        value = int(value)
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError("must be a whole number")
+    value = int(value)
+    low = -INT32_MAX if option.low is None else option.low
+    high = INT32_MAX if option.high is None else option.high
+    if value < low:
+        raise ConfigError(f"must be >= {low}" if option.high is None else f"must be in {low}..{high}")
+    if value > high:
+        raise ConfigError(f"must be <= {high}" if option.low is None else f"must be in {low}..{high}")
+    return value
+
+
+def _number(option: Option, value) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value) if value.isascii() else None
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError("must be a number")
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ConfigError("must be a finite number that float32 can hold (|x| < 3.4e38)")
+    if option.low is not None and (value < option.low or (option.low_open and value == option.low)):
+        raise ConfigError(f"must be {'>' if option.low_open else '>='} {option.low:g}")
+    if option.high is not None and value >= option.high:
+        raise ConfigError(f"must be < {option.high:g}")
+    return value
+
+
+def _choice(option: Option, value):
+    if value is None and option.default is None:  # the dataset's own (encoding)
+        return None
+    if value not in option.choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in option.choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"must be one of {', '.join(map(str, option.choices))}{hint}")
+    return value
+
+
+def _boolean(option: Option, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError("must be true or false")
+    return bool(value)
+
+
+def _path(option: Option, value) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or str(value).strip() == "":
+        raise ConfigError("must be a folder path (an empty one would silently mean the current folder)")
+    return Path(value)
+
+
+def parse_hidden(value) -> tuple[int, ...]:
+    """``"800"``, ``"800,400"``, ``800``, ``[800, 400]`` or ``(800,)`` -> ``(800,)`` / ``(800, 400)``."""
+    if isinstance(value, str):
+        parts = value.split(",")
+        if not all(re.fullmatch(r"\s*[0-9]+\s*", part) for part in parts):
+            raise ConfigError("must be comma-separated positive integers like 800 or 800,400")
+        value = [int(part) for part in parts]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or \
+            not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= INT32_MAX
+                    for v in value):
+        raise ConfigError("must be positive layer sizes like 800 or 800,400")
+    return tuple(int(v) for v in value)
+
+
+def parse_dev_interval(value) -> int | str:
+    """``"epoch"`` -> 0 (once per epoch); ``"auto"`` stays (the trainer makes it 10 per
+    epoch); a positive number of batches (text of ASCII digits, or an integer) stays."""
+    if value == "epoch":
+        return 0
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 1 <= value <= INT32_MAX:
+        return int(value)
+    raise ConfigError("must be 'epoch', 'auto' or a positive number of batches")
+
+
+_CONVERTERS = {
+    "int": _integer, "float": _number, "choice": _choice, "bool": _boolean, "path": _path,
+    "hidden": lambda option, value: parse_hidden(value),
+    "dev_interval": lambda option, value: parse_dev_interval(value),
+}
+
+OPTIONS: tuple[Option, ...] = (
+    # What data, and how it becomes input (also options of eval, profile and data).
+    Option("dataset", "choice", "nmnist", "Dataset name.", "dataset", choices=tuple(DATASETS), data=True),
+    Option("data_dir", "path", None, "Folder with the real data files (default: $EVSIM_DATA).", "data.data_dir",
+           data=True),
+    Option("source", "choice", "auto", "auto: real data if found, else the offline emulation; real or emulated "
+           "force one.", "data.source", choices=SOURCES, data=True),
+    Option("time_steps", "int", 20, "Simulation steps T (frames, for event data).", "time_steps", low=1,
+           high=math.inf, data=True),
+    Option("encoding", "choice", None, "How samples become input spikes: rate (Bernoulli spikes of static "
+           "images), direct (analog values at every step) or frames (event recordings) [default: the dataset's].",
+           "data.encoding", choices=ENCODINGS, data=True),
+    Option("slicing", "choice", "events", "Event framing: equal event number or equal time bins.", "data.slicing",
+           choices=("events", "time"), data=True),
+    Option("crop", "bool", False, "Crop N-MNIST's 34x34 sensor to 32x32.", "data.crop", data=True),
+    Option("denoise_us", "int", 0, "tonic Denoise filter time in microseconds (0 = off).", "data.denoise_us", low=0,
+           data=True),
+    Option("downsample", "int", 0, "DVS-Gesture spatial size after downsampling (0 = native 128).",
+           "data.downsample", low=0, high=128, data=True),
+    Option("cache_dir", "path", None, "Cache for framed and emulated data (default: $EVSIM_CACHE or "
+           "~/.cache/evsim).", "data.cache_dir", data=True),
+    # The network and its training.
+    Option("epochs", "int", 15, "Training epochs.", "epochs", low=1),
+    Option("batch_size", "int", 100, "Samples per batch.", "batch_size", low=1),
+    Option("hidden", "hidden", (800,), "Hidden layer sizes, e.g. 800 or 800,400.", "hidden"),
+    Option("lr", "float", 1e-3, "Learning rate.", "lr", low=0.0, low_open=True),
+    Option("optimizer", "choice", "adam", "Optimizer.", "optimizer", choices=OPTIMIZERS),
+    Option("weight_decay", "float", 0.0, "L2 weight decay (decoupled for adamw).", "weight_decay", low=0.0),
+    Option("schedule", "choice", "constant", "Learning-rate schedule: x0.1 every --step-epochs (step), or cosine "
+           "decay after --warmup-epochs (cosine).", "schedule", choices=SCHEDULES),
+    Option("step_epochs", "int", 30, "Epochs between x0.1 steps of the step schedule.", "step_epochs", low=1),
+    Option("warmup_epochs", "int", 0, "Epochs of linear warm-up before the cosine schedule.", "warmup_epochs",
+           low=0),
+    Option("loss", "choice", "mse", "mse on output rates (the paper) or ce (cross-entropy).", "loss",
+           choices=LOSSES),
+    Option("reset", "choice", "hard", "Membrane reset after a spike.", "lif.reset", choices=RESETS),
+    Option("surrogate", "choice", "rectangular", "Surrogate of the spike's derivative in BPTT.", "lif.surrogate",
+           choices=SURROGATES),
+    Option("path", "choice", "auto", "Propagation path (auto chooses per layer by synapse density).", "path",
+           choices=("auto", "rows", "csr")),
+    # Structural development.
+    Option("structure", "choice", "sdsnn", "Structural development: SD-SNN, none, or a baseline (magnitude "
+           "pruning, SET).", "structure", choices=STRUCTURES),
+    Option("dev_interval", "dev_interval", AUTO, "Development step every N batches, once per epoch ('epoch', "
+           "the paper) or 10 per epoch ('auto').", "dev_interval"),
+    Option("spine_steps", "int", 18, "SD-SNN K: consecutive steps before a dendritic-spine range changes.",
+           "sdsnn.spine_steps", low=1, high=1_000_000),
+    Option("regrow_steps", "int", 12, "SD-SNN R: consecutive qualifying steps before a synapse regrows.",
+           "sdsnn.regrow_steps", low=1, high=1_000_000),
+    Option("rho_init", "float", 45.0, "SD-SNN initial pruning percentage.", "sdsnn.rho_init", low=0.0, high=100.0),
+    Option("rho_max", "float", 65.0, "SD-SNN cap on the pruning percentage.", "sdsnn.rho_max", low=0.0,
+           high=100.0),
+    Option("target_sparsity", "float", 0.5, "Sparsity the magnitude and set baselines prune to.", "target_sparsity",
+           low=0.0, low_open=True, high=1.0),
+    Option("val_fraction", "float", 0.1, "Fraction of the training split held out (stratified, seeded) to choose "
+           "checkpoint-best; 0 = none, best then chosen on the test split.", "val_fraction", low=0.0, high=1.0),
+    Option("seed", "int", 0, "Seed of the initial weights, the sample order and rate coding.", "seed", low=0),
+    Option("threads", "int", 0, "Numba threads (0 = all cores).", "threads", low=0,
+           high=numba.config.NUMBA_NUM_THREADS),
+    # Where the run goes and what it shows: not part of the configuration.
+    Option("out", "path", None, "Run folder [default: runs/<dataset>-<timestamp>].", ""),
+    Option("progress", "bool", True, "Show progress bars.", ""),
+    Option("checkpoints", "choice", "all", "Checkpoints to keep (89 MB each for the default N-MNIST run): all = "
+           "checkpoint-latest.npz and checkpoint-best.npz; latest = only the one --resume needs; none = only "
+           "network.npz and the metrics (the run cannot be resumed). With --resume: the run's own unless given.", "",
+           choices=CHECKPOINT_POLICIES),
+)
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+# The options a TrainConfig holds (all but out, progress and checkpoints).
+CONFIG_OPTIONS = tuple(option for option in OPTIONS if option.target)
+DEFAULTS = {option.name: option.default for option in OPTIONS}
+for _dataset, _values in PRESETS.items():
+    _unknown = sorted(set(_values) - set(DEFAULTS))
+    if _unknown:
+        raise ConfigError(f"preset {_dataset!r} sets {_unknown[0]!r}, which is not an option")
+
+
+def preset(dataset: str) -> dict:
+    """Every option's default for ``dataset``: the declared defaults with its preset over them."""
+    values = {**DEFAULTS, **PRESETS.get(dataset, {})}
+    return {name: OPTION_BY_NAME[name].convert(value) for name, value in values.items()}
+
+
+def auto_dev_interval(batches_per_epoch: int) -> int:
+    """Batches between development steps for ``dev_interval = "auto"``: 10 steps per
+    epoch (every 4 batches over the 4,000 emulated N-MNIST digits, every 60 over the
+    60,000 real ones), so that SD-SNN's schedule (pruning from step 2K = 36, the
+    regeneration percentile at its cap by step 76) runs in the first 8 epochs of any
+    dataset, and the structure then trains for the rest of the run."""
+    return max(1, batches_per_epoch // AUTO_STEPS_PER_EPOCH)
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved as ``config.json``)."""
+
+    dataset: str = DEFAULTS["dataset"]
+    data: DataOptions = field(default_factory=lambda: DataOptions(
+        source=DEFAULTS["source"], time_steps=DEFAULTS["time_steps"], encoding=DEFAULTS["encoding"],
+        slicing=DEFAULTS["slicing"], crop=DEFAULTS["crop"], denoise_us=DEFAULTS["denoise_us"],
+        downsample=DEFAULTS["downsample"]))
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]
+    time_steps: int = DEFAULTS["time_steps"]
+    hidden: tuple[int, ...] = DEFAULTS["hidden"]
+    lr: float = DEFAULTS["lr"]
+    optimizer: str = DEFAULTS["optimizer"]
+    weight_decay: float = DEFAULTS["weight_decay"]
+    schedule: str = DEFAULTS["schedule"]
+    step_epochs: int = DEFAULTS["step_epochs"]
+    warmup_epochs: int = DEFAULTS["warmup_epochs"]
+    loss: str = DEFAULTS["loss"]
+    lif: LIFParameters = LIFParameters(reset=DEFAULTS["reset"], surrogate=DEFAULTS["surrogate"])
+    path: str = DEFAULTS["path"]
+    seed: int = DEFAULTS["seed"]
+    threads: int = DEFAULTS["threads"]
+    eval_batch_size: int = 500
+    structure: str = DEFAULTS["structure"]
+    dev_interval: int | str = DEFAULTS["dev_interval"]
+    sdsnn: SDSNNConfig = SDSNNConfig(spine_steps=DEFAULTS["spine_steps"], regrow_steps=DEFAULTS["regrow_steps"],
+                                     rho_init=DEFAULTS["rho_init"], rho_max=DEFAULTS["rho_max"])
+    target_sparsity: float = DEFAULTS["target_sparsity"]
+    val_fraction: float = DEFAULTS["val_fraction"]
+    out: str = ""
+
+    def validate(self) -> "TrainConfig":
+        """``self``, once every option's value passes its declaration's check (the same
+        message as on the command line) and the options fit together.
+
+        Raises
+        ------
+        ConfigError
+            Naming the option and the fix.
+        """
+        for option in OPTIONS:
+            # A dataset held in memory (Trainer(config, dataset)) has its own name; 0 stands for
+            # 'epoch' once resolved; out, progress and checkpoints are not part of the configuration.
+            if option.target and option.name != "dataset":
+                _converted(option, _get(self, option.target))
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name
+            check_options(self.dataset, self.data)
+        get_loss(self.loss)
+        Optimizer(self.optimizer, self.lr, weight_decay=self.weight_decay)
+        Schedule(self.schedule)
+        self.lif.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["data"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in out["data"].items()}
+        out["lif"] = self.lif._asdict()
+        out["sdsnn"] = dataclasses.asdict(self.sdsnn)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (extra keys written beside it, like ``data_source``, are ignored).
+
+        Raises
+        ------
+        ConfigError
+            If a nested section has an unknown or missing field.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        top = {k: v for k, v in with_added_keys(values).items() if k in fields}
+        try:
+            top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
+                                         for k, v in values["data"].items()})
+            top["lif"] = LIFParameters(**values["lif"])
+            top["sdsnn"] = SDSNNConfig(**values["sdsnn"])
+            top["hidden"] = tuple(values["hidden"])
+            return cls(**top)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
+
+
+
+# Options added after runs were saved without them, with the value that means what those
+# runs did: a run saved before validation splits existed trained on the whole training split.
+ADDED_KEYS = {"val_fraction": 0.0}
+
+
+def with_added_keys(values: dict) -> dict:
+    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` it lacks."""
+    return {**ADDED_KEYS, **values}
+
+
+def _converted(option: Option, value):
+    """``option.convert(value)``, for a value that may already be converted: a
+    dev_interval of 0 is 'epoch' resolved (as a user's value, 0 is refused)."""
+    return 0 if option.kind == "dev_interval" and value == 0 else option.convert(value)
+
+
+def _get(config: TrainConfig, target: str):
+    """The value at ``target`` (``"epochs"``, ``"data.slicing"``, ...) of ``config``."""
+    value = config
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def options_from_config(config: TrainConfig) -> dict:
+    """The ``evsim train`` options (underscore names) that give ``config``."""
+    options = {}
+    for option in CONFIG_OPTIONS:
+        value = _get(config, option.target)
+        if option.kind == "path":
+            value = None if value is None else str(value)
+        elif option.kind == "hidden":
+            value = list(value)
+        elif option.kind == "dev_interval" and value == 0:
+            value = "epoch"
+        options[option.name] = value
+    return options
+
+
+def config_from_options(options: dict, out: str | Path = "") -> TrainConfig:
+    """The :class:`TrainConfig` of ``options`` (every option, converted), checked before any
+    data is loaded. The data seed stays fixed at 0: the emulated dataset must not change
+    (and be re-made) per training seed.
+
+    Raises
+    ------
+    ConfigError
+        If an option is missing or the options do not make a valid configuration.
+    """
+    missing = sorted({option.name for option in CONFIG_OPTIONS} - set(options))
+    if missing:
+        raise ConfigError(f"option {missing[0]!r} has no value")
+    values = {option.name: _converted(option, options[option.name]) for option in CONFIG_OPTIONS}
+    sections: dict[str, dict] = {"data": {"time_steps": values["time_steps"]}, "lif": {}, "sdsnn": {}}
+    top = {}
+    for option in CONFIG_OPTIONS:
+        section, _, key = option.target.rpartition(".")
+        (sections[section] if section else top)[key] = values[option.name]
+    return TrainConfig(**top, data=DataOptions(**sections["data"]), lif=LIFParameters(**sections["lif"]),
+                       sdsnn=SDSNNConfig(**sections["sdsnn"]), out=str(out)).validate()
+
+
+# What a TOML value must be for each kind of option (TOML values have exact types:
+# true is no integer, 5 is no path).
+_TOML_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+               "path": ((str,), "a string path"), "choice": ((str,), "a string"),
+               "hidden": ((int, list, str), "a list of sizes like [800, 400]"),
+               "dev_interval": ((int, str), "a number of batches, \"epoch\" or \"auto\"")}
+
+
+def options_from_file(path: Path) -> dict:
+    """The options a TOML config file sets, converted and checked exactly like the same
+    options on the command line.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and what its value must be.
+    """
+    values = read_config_file(path, list(DEFAULTS))
+    converted = {}
+    for key, value in values.items():
+        option = OPTION_BY_NAME[key]
+        accepted, wording = _TOML_TYPES[option.kind]
+        if type(value) not in accepted:
+            raise ConfigError(f"{path}: {key} = {value!r}: expected {wording}")
+        try:
+            converted[key] = option.convert(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {key} = {value!r}: {str(exc).removeprefix(option.flag + ' ')}") from None
+    return converted
+
+
+def resolve_options(given: dict, from_file: dict) -> dict:
+    """Every option's value: ``given`` (the command line) > ``from_file`` > the dataset's
+    preset > the declared default; data folders made absolute (the saved run means the
+    same data from any folder), ``$EVSIM_DATA`` and ``$EVSIM_CACHE`` taken in."""
+    dataset = given.get("dataset", from_file.get("dataset", DEFAULTS["dataset"]))
+    options = {**preset(dataset), **from_file, **given}
+    if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
+        options["data_dir"] = Path(os.environ["EVSIM_DATA"])
+    if options["cache_dir"] is None and os.environ.get("EVSIM_CACHE"):
+        options["cache_dir"] = Path(os.environ["EVSIM_CACHE"])
+    for key in ("data_dir", "cache_dir"):
+        if options[key] is not None:
+            options[key] = Path(options[key]).expanduser().resolve()
+    return options
+
+
+def default_run_dir(dataset: str) -> Path:
+    """``runs/<dataset>-<timestamp>``."""
+    return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_config_file(path: Path, valid_keys: list[str]) -> dict:
@@ -79,75 +542,6 @@ def to_toml(values: dict, header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
     return "\n".join(lines) + "\n"
-
-
-def options_from_config(config: TrainConfig) -> dict:
-    """The ``evsim train`` options (underscore names) that give ``config``, without ``out``."""
-    data = config.data
-    return {
-        "dataset": config.dataset,
-        "data_dir": None if data.data_dir is None else str(data.data_dir),
-        "cache_dir": None if data.cache_dir is None else str(data.cache_dir),
-        "source": data.source,
-        "time_steps": config.time_steps,
-        "encoding": data.encoding,
-        "slicing": data.slicing,
-        "crop": data.crop,
-        "denoise_us": data.denoise_us,
-        "downsample": data.downsample,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "hidden": list(config.hidden),
-        "lr": config.lr,
-        "optimizer": config.optimizer,
-        "weight_decay": config.weight_decay,
-        "schedule": config.schedule,
-        "step_epochs": config.step_epochs,
-        "warmup_epochs": config.warmup_epochs,
-        "loss": config.loss,
-        "reset": config.lif.reset,
-        "surrogate": config.lif.surrogate,
-        "path": config.path,
-        "structure": config.structure,
-        "dev_interval": "epoch" if config.dev_interval == 0 else config.dev_interval,
-        "spine_steps": config.sdsnn.spine_steps,
-        "regrow_steps": config.sdsnn.regrow_steps,
-        "rho_init": config.sdsnn.rho_init,
-        "rho_max": config.sdsnn.rho_max,
-        "target_sparsity": config.target_sparsity,
-        "val_fraction": config.val_fraction,
-        "seed": config.seed,
-        "threads": config.threads,
-    }
-
-
-def config_from_options(options: dict) -> TrainConfig:
-    """The :class:`TrainConfig` of fully resolved, already converted options.
-
-    ``hidden`` is a tuple of sizes, ``dev_interval`` an integer (0 = once per
-    epoch) or ``"auto"``, ``data_dir``/``cache_dir`` paths or None. The data seed stays fixed at 0:
-    the emulated dataset must not change (and be re-made) per training seed.
-
-    Raises
-    ------
-    ConfigError
-        If the options do not make a valid configuration (checked before any data is loaded).
-    """
-    data = DataOptions(data_dir=options["data_dir"], cache_dir=options["cache_dir"], source=options["source"],
-                       time_steps=options["time_steps"], encoding=options["encoding"], slicing=options["slicing"],
-                       crop=options["crop"], denoise_us=options["denoise_us"], downsample=options["downsample"])
-    return TrainConfig(
-        dataset=options["dataset"], data=data, epochs=options["epochs"], batch_size=options["batch_size"],
-        time_steps=options["time_steps"], hidden=tuple(options["hidden"]), lr=options["lr"],
-        optimizer=options["optimizer"], weight_decay=options["weight_decay"], schedule=options["schedule"],
-        step_epochs=options["step_epochs"], warmup_epochs=options["warmup_epochs"], loss=options["loss"],
-        lif=LIFParameters(reset=options["reset"], surrogate=options["surrogate"]), path=options["path"],
-        seed=options["seed"], threads=options["threads"], structure=options["structure"],
-        dev_interval=options["dev_interval"], target_sparsity=options["target_sparsity"], out=str(options["out"]),
-        val_fraction=options["val_fraction"],
-        sdsnn=SDSNNConfig(spine_steps=options["spine_steps"], regrow_steps=options["regrow_steps"],
-                          rho_init=options["rho_init"], rho_max=options["rho_max"]),
-    ).validate()
 
 
 def config_toml(config: TrainConfig) -> str:

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from evsim.errors import ConfigError
+
 from evsim.kernels.energy import _count_ops
 from evsim.kernels.events import Events, StaticDrive
-from evsim.layers import LayerTrace, SparseLinear
+from evsim.layers import Layer
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class LayerCounts:
     n_in: int
     n_out: int
     synapses: int
+    dense_synapses: int
+    ann_macs: int
     analog_input: bool
     events: np.ndarray
     ops: np.ndarray
@@ -64,15 +66,28 @@ class LayerCounts:
         return float(self.ops.sum()) if self.analog_input else 0.0
 
 
-def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool,
-                output_events: Events | None = None) -> LayerCounts:
+def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events | None = None) -> LayerCounts:
     """Counts of one forward pass of ``layer`` from its recorded trace.
 
     ``output_events`` (the next layer's input events) are this layer's spikes as a
     list: counting them is O(spikes) instead of a pass over the ``[T, B, N]`` array.
     """
     events: Events | StaticDrive = trace.events_in
-    fan_out = np.diff(layer.store.indptr).astype(np.float64)
+    per_step_events, per_step_ops = _ops(events, layer.fan_out().astype(np.float64), analog_input)
+    _, per_step_unpruned = _ops(events, layer.fan_out_unpruned().astype(np.float64), analog_input)
+    if output_events is not None:
+        spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
+    else:
+        spikes = np.zeros(layer.n_out)
+        spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)
+    return LayerCounts(layer.n_in, layer.n_out, layer.store.nnz, layer.dense_synapses, layer.ann_macs(), analog_input,
+                       per_step_events, per_step_ops, per_step_unpruned,
+                       events.n_steps * events.batch * layer.alive_index.size, spikes)
+
+
+def _ops(events: Events | StaticDrive, fan_out: np.ndarray, analog_input: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per time step: the events delivered (a count k is k events; an analog value one) and
+    the operations they cost with ``fan_out`` per input unit."""
     per_step_events = np.zeros(events.n_steps)
     per_step_ops = np.zeros(events.n_steps)
     if isinstance(events, StaticDrive):
@@ -85,13 +100,7 @@ def count_layer(layer: SparseLinear, trace: LayerTrace, analog_input: bool,
         weights = np.ones_like(events.val) if analog_input else events.val
         _count_ops(events.ptr, events.idx, weights, fan_out, events.n_steps, events.batch, per_step_events,
                    per_step_ops)
-    if output_events is not None:
-        spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
-    else:
-        spikes = np.zeros(layer.n_out)
-        spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)
-    return LayerCounts(layer.n_in, layer.n_out, layer.store.nnz, analog_input, per_step_events, per_step_ops,
-                       per_step_events * layer.n_out, events.n_steps * events.batch * layer.alive_index.size, spikes)
+    return per_step_events, per_step_ops
 
 
 @dataclass
@@ -126,7 +135,7 @@ class EnergyReport:
         macs = sum(layer.macs for layer in self.layers) / n
         acs_dense = sum(0 if l.analog_input else float(l.ops_unpruned.sum()) for l in self.layers) / n
         macs_dense = sum(float(l.ops_unpruned.sum()) if l.analog_input else 0 for l in self.layers) / n
-        ann_macs = float(sum(layer.n_in * layer.n_out for layer in self.layers))
+        ann_macs = float(sum(layer.ann_macs for layer in self.layers))
         all_updates = sum(layer.n_out for layer in self.layers) * self.time_steps
         return [
             {"network": "this network", "acs": acs, "macs": macs,
@@ -141,7 +150,7 @@ class EnergyReport:
         """NeuroBench-style metrics (per sample)."""
         n = max(self.samples, 1)
         synapses = sum(layer.synapses for layer in self.layers)
-        dense = sum(layer.n_in * layer.n_out for layer in self.layers)
+        dense = sum(layer.dense_synapses for layer in self.layers)
         spikes = sum(float(layer.spikes.sum()) for layer in self.layers)
         slots = sum(layer.n_out for layer in self.layers) * self.time_steps * n
         return {
@@ -195,54 +204,10 @@ class EnergyReport:
         return "\n".join(lines)
 
 
-def count_network(network, traces: list[LayerTrace], analog_input: bool, batch: int,
+def count_network(network, traces: list, analog_input: bool, batch: int,
                   model: EnergyModel = EnergyModel(), data_source: str = "") -> EnergyReport:
     """Report for one forward pass (``traces`` from :meth:`Network.forward`)."""
     outputs = [trace.events_in for trace in traces[1:]] + [None]
     layers = [count_layer(layer, trace, analog_input and k == 0, out)
               for k, (layer, trace, out) in enumerate(zip(network.layers, traces, outputs))]
     return EnergyReport(batch, traces[0].u.shape[0], layers, model, data_source)
-
-
-def profile(network, data, analog_input: bool = False, model: EnergyModel = EnergyModel(),
-            data_source: str = "", time_steps: int | None = None, split: str = "test", samples: int | None = None,
-            batch_size: int = 250, seed: int = 0) -> EnergyReport:
-    """Run ``network`` and count every operation it performs.
-
-    Parameters
-    ----------
-    data : a :class:`~evsim.data.Dataset` (its ``split`` is encoded for ``time_steps``
-        steps, rate coding seeded by ``seed``), or one ``[T, B, n_in]`` array, or an
-        iterable of such arrays / :class:`Events`.
-    analog_input : count the first layer's work as MACs (direct-encoded input); taken
-        from the dataset's encoding when ``data`` is a Dataset.
-
-    Returns
-    -------
-    EnergyReport accumulated over all batches.
-    """
-    from evsim.data import Dataset
-    from evsim.data.encoding import encode_events
-
-    if isinstance(data, Dataset):
-        steps = time_steps or data.time_steps
-        if steps is None:
-            raise ConfigError("time_steps is required to encode a static-image dataset")
-        inputs = getattr(data, split).inputs[:samples]
-        rng = np.random.default_rng([seed, 2])
-        analog_input = data.encoding == "direct"
-        data_source = data_source or data.source
-        batches = (encode_events(inputs[s:s + batch_size], data.encoding, steps, rng)
-                   for s in range(0, len(inputs), batch_size))
-    elif isinstance(data, np.ndarray):
-        batches = [data]
-    else:
-        batches = data
-    report = None
-    for drive in batches:
-        counts, traces = network.forward(drive)
-        batch_report = count_network(network, traces, analog_input, counts.shape[0], model, data_source)
-        report = batch_report if report is None else report.add(batch_report)
-    if report is None:
-        raise ConfigError("nothing to profile: no input batches")
-    return report

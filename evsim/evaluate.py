@@ -1,4 +1,6 @@
-"""Evaluating a trained network on a dataset split: accuracy, confusion matrix, operations.
+"""Evaluating a network: the one loop (:func:`run_batches`) that training's test
+evaluation, ``evsim eval`` and ``evsim profile`` share; accuracy, confusion matrix,
+operations.
 
 The predicted class is the output neuron with the most spikes (ties: the lowest
 index), as in training. Rate-coded inputs are drawn from a generator seeded by
@@ -14,9 +16,25 @@ import numpy as np
 
 from evsim.data import Dataset
 from evsim.data.encoding import encode_events
-from evsim.energy import EnergyReport, count_network
+from evsim.energy import EnergyModel, EnergyReport, count_network
+from evsim.kernels.events import Events, StaticDrive
 from evsim.errors import ConfigError
 from evsim.network import Network
+
+
+def run_batches(network: Network, inputs, encoding: str, time_steps: int, rng: np.random.Generator,
+                batch_size: int, model: EnergyModel = EnergyModel(),
+                data_source: str = "") -> tuple[np.ndarray, EnergyReport | None]:
+    """Output spike counts ``[N, n_out]`` of ``network`` on ``inputs`` (samples of a split,
+    encoded batch by batch with ``rng``), and the exact operation counts of those forward
+    passes (counting is O(events), cheap enough to stay on); the report is None for no input."""
+    out, report = [], None
+    for start in range(0, len(inputs), batch_size):
+        counts, traces = network.forward(encode_events(inputs[start:start + batch_size], encoding, time_steps, rng))
+        out.append(counts)
+        batch = count_network(network, traces, encoding == "direct", counts.shape[0], model, data_source)
+        report = batch if report is None else report.add(batch)
+    return (np.concatenate(out) if out else np.zeros((0, network.sizes[-1]), np.float32)), report
 
 
 @dataclass
@@ -25,7 +43,7 @@ class Evaluation:
 
     Attributes
     ----------
-    split : ``"test"`` or ``"train"``.
+    split : ``"test"``, ``"train"`` or ``"val"``.
     confusion : int64 ``[n_classes, n_classes]``, rows = true class, columns = predicted.
     energy : exact operation counts of the forward passes (with energy estimates).
     counts : float32 ``[N, n_classes]`` output spike counts of each sample, in split order.
@@ -93,15 +111,48 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
         raise ConfigError(f"network {network.sizes} does not fit {dataset.name} "
                           f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
-    rng = np.random.default_rng([seed, 3])
+    counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, np.random.default_rng([seed, 3]),
+                                 batch_size, data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
-    report, all_counts = None, []
-    for start in range(0, len(data), batch_size):
-        events = encode_events(data.inputs[start:start + batch_size], dataset.encoding, time_steps, rng)
-        counts, traces = network.forward(events)
-        np.add.at(confusion, (data.labels[start:start + batch_size], np.argmax(counts, axis=1)), 1)
-        all_counts.append(counts)
-        batch = count_network(network, traces, dataset.encoding == "direct", counts.shape[0],
-                              data_source=dataset.source)
-        report = batch if report is None else report.add(batch)
-    return Evaluation(split, confusion, report, np.concatenate(all_counts), np.asarray(data.labels))
+    np.add.at(confusion, (data.labels, np.argmax(counts, axis=1)), 1)
+    return Evaluation(split, confusion, report, counts, np.asarray(data.labels))
+
+
+def profile(network, data, analog_input: bool = False, model: EnergyModel = EnergyModel(),
+            data_source: str = "", time_steps: int | None = None, split: str = "test", samples: int | None = None,
+            batch_size: int = 250, seed: int = 0) -> EnergyReport:
+    """Run ``network`` and count every operation it performs.
+
+    Parameters
+    ----------
+    data : a :class:`~evsim.data.Dataset` (its ``split`` is encoded for ``time_steps``
+        steps, rate coding seeded by ``seed``), or one ``[T, B, n_in]`` array, or an
+        iterable of such arrays / :class:`Events`.
+    analog_input : count the first layer's work as MACs (direct-encoded input); taken
+        from the dataset's encoding when ``data`` is a Dataset.
+
+    Returns
+    -------
+    EnergyReport accumulated over all batches.
+    """
+    if isinstance(data, Dataset):
+        steps = time_steps or data.time_steps
+        if steps is None:
+            raise ConfigError("time_steps is required to encode a static-image dataset")
+        _, report = run_batches(network, getattr(data, split).inputs[:samples], data.encoding, steps,
+                                np.random.default_rng([seed, 2]), batch_size, model, data_source or data.source)
+        if report is None:
+            raise ConfigError("nothing to profile: no input batches")
+        return report
+    if isinstance(data, (np.ndarray, Events, StaticDrive)):  # one batch
+        batches = [data]
+    else:
+        batches = data
+    report = None
+    for drive in batches:
+        counts, traces = network.forward(drive)
+        batch_report = count_network(network, traces, analog_input, counts.shape[0], model, data_source)
+        report = batch_report if report is None else report.add(batch_report)
+    if report is None:
+        raise ConfigError("nothing to profile: no input batches")
+    return report

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
 from evsim.kernels.events import StaticDrive
 from evsim.network import Network
+from evsim.plots import _pyplot, save_figure
 
 
 @dataclass
@@ -125,8 +127,6 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     ConfigError
         If the split is unknown or empty, or the network does not fit the dataset.
     """
-    from evsim.data.encoding import encode_events
-
     data = getattr(dataset, split, None) if split in ("train", "test", "val") else None
     if data is None:
         raise ConfigError(f"unknown split {split!r}; choose test or train")
@@ -150,8 +150,6 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
     the operations per time step; the format follows ``path``'s suffix.
     """
     from matplotlib.ticker import MaxNLocator
-
-    from evsim.plots import _pyplot, save_figure
 
     plt = _pyplot()
     n_layers, shown = len(rec.spikes), min(rasters, rec.samples)

@@ -1,19 +1,32 @@
 """Network: a stack of spiking layers run for T steps, with BPTT.
 
 The output is the spike count of the last layer over the T steps (rate = count / T).
+The network talks to its layers only through :class:`~evsim.layers.base.Layer`.
+
+A training step, written by hand::
+
+    counts, traces = network.forward(drive)
+    loss, grad_counts = loss_fn(counts, labels, T)
+    grads = network.backward(traces, grad_counts)
+    optimizer.step(network.parameters(grads), lr)
+
+The next forward runs on the updated weights: layers refresh their execution copies
+themselves.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from evsim.errors import ShapeError
+from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
-from evsim.layers import LayerTrace, SparseLinear
+from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, SparseLinear
 from evsim.neuron import LIFParameters
 
 
 class Network:
-    """Feed-forward spiking network of :class:`SparseLinear` layers.
+    """Feed-forward spiking network of :class:`~evsim.layers.base.Layer` layers.
 
     Parameters
     ----------
@@ -21,7 +34,7 @@ class Network:
     lif : neuron parameters shared by all layers.
     """
 
-    def __init__(self, layers: list[SparseLinear], lif: LIFParameters = LIFParameters()):
+    def __init__(self, layers: list[Layer], lif: LIFParameters = LIFParameters()):
         for a, b in zip(layers, layers[1:]):
             if a.n_out != b.n_in:
                 raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
@@ -36,6 +49,24 @@ class Network:
                   for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
         return cls(layers, lif)
 
+    @classmethod
+    def from_spec(cls, spec: str, rng: np.random.Generator | int = 0, lif: LIFParameters = LIFParameters(),
+                  path: str = "auto") -> "Network":
+        """The network an architecture string in the paper's notation describes.
+
+        ``"2312-800-10"``: 2312 inputs, a fully connected layer of 800 neurons, 10 outputs.
+        The input may be written as a shape, ``"2x34x34-800-10"`` (its flat size is used).
+        Every hidden layer develops; the output layer does not.
+
+        Raises
+        ------
+        ConfigError
+            If the string is not in that notation, naming the part that is not, or it
+            asks for layer kinds this evsim does not have (``15C3``, ``AP2``, ``MP2``).
+        """
+        sizes = parse_spec(spec)
+        return cls.mlp(sizes, rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng), lif, path)
+
     @property
     def sizes(self) -> list[int]:
         return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
@@ -43,12 +74,22 @@ class Network:
     @property
     def synapses(self) -> int:
         """Number of existing synapses."""
-        return sum(layer.store.nnz for layer in self.layers)
+        return sum(layer.store.nnz for layer in self.layers if hasattr(layer, "store"))
 
     @property
     def dense_synapses(self) -> int:
         """Synapses of the same architecture fully connected."""
-        return sum(layer.n_in * layer.n_out for layer in self.layers)
+        return sum(layer.store.shape[0] * layer.store.shape[1] for layer in self.layers if hasattr(layer, "store"))
+
+    @property
+    def weights(self) -> int:
+        """Existing weights (a kernel synapse holds K x K), biases excluded."""
+        return sum(layer.store.nnz * layer.store.block_size for layer in self.layers if hasattr(layer, "store"))
+
+    @property
+    def dense_weights(self) -> int:
+        """Weights of the same architecture with every synapse present."""
+        return sum(layer.dense_weights for layer in self.layers if hasattr(layer, "store"))
 
     def forward(self, drive: np.ndarray | Events) -> tuple[np.ndarray, list[LayerTrace]]:
         """Run the network.
@@ -86,8 +127,8 @@ class Network:
         counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
         return counts, traces
 
-    def backward(self, traces: list[LayerTrace], grad_counts: np.ndarray, would_be_grad: bool = False) -> None:
-        """Backpropagate dL/d(counts) ``[B, n_out]`` through time; fills every layer's gradients.
+    def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
+        """Backpropagate dL/d(counts) ``[B, n_out]`` through time; one :class:`LayerGrads` per layer.
 
         ``would_be_grad`` also computes, in developing layers, the gradients missing
         synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
@@ -95,35 +136,57 @@ class Network:
         last = self.layers[-1]
         n_steps = traces[-1].u.shape[0]
         # count = sum_t o[t], so every step receives the same gradient.
-        grad_spikes = np.ascontiguousarray(
+        grad_out = np.ascontiguousarray(
             np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]
             .repeat(n_steps, axis=0))
+        grads: list[LayerGrads] = [None] * len(self.layers)
         dead_error = None
         for k in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[k]
             below = self.layers[k - 1] if k > 0 else None
             all_alive = below is None or below.alive_index.size == below.n_out
-            # Dead neurons below need the error they would receive if revived (regeneration),
+            # Dead units below need the error they would receive if revived (regeneration),
             # as factors; the alive ones get the input gradient.
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
-            grad_spikes = layer.backward(traces[k], grad_spikes, self.lif, need_input_grad=k > 0,
-                                         would_be_grad=would_be_grad and layer.develops, dead_error=dead_error,
-                                         input_rows=None if all_alive else below.alive_index, factors_ok=True,
-                                         error_rows=np.flatnonzero(~below.alive) if dead_need_error else None)
-            dead_error = layer.error_factors
+            request = BackwardRequest(
+                input_grad=k > 0, input_units=None if all_alive else below.alive_index, factors_ok=True,
+                would_be=would_be_grad and layer.develops, dead_error=dead_error,
+                dead_units_below=np.flatnonzero(~below.alive) if dead_need_error else None)
+            grads[k] = layer.backward(traces[k], grad_out, self.lif, request)
+            grad_out, dead_error = grads[k].input, grads[k].dead_error_below
+        return grads
 
-    def parameters(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
-        """``(values, grads, state)`` triples for the optimizer: CSR data and biases."""
+    def parameters(self, grads: list[LayerGrads] | None = None) -> list[tuple[np.ndarray, np.ndarray | None, dict]]:
+        """``(values, grads, state)`` triples for the optimizer, every layer's parameters in
+        order, with the gradients of :meth:`backward` (None without them)."""
         params = []
-        for layer in self.layers:
-            params.append((layer.store.data, layer.grad_data, layer.store.state))
-            params.append((layer.bias, layer.grad_bias, layer.bias_state))
+        for k, layer in enumerate(self.layers):
+            for j, (values, state) in enumerate(layer.parameters()):
+                params.append((values, None if grads is None else grads[k].params[j], state))
         return params
 
-    def sync_weights(self) -> None:
-        """Refresh execution copies after the optimizer changed the CSR data."""
-        for layer in self.layers:
-            layer.sync_weights()
+
+def parse_spec(spec: str) -> list[int]:
+    """Layer sizes (input first) of an architecture string such as ``"2312-800-10"`` or
+    ``"2x34x34-800-10"``; see :meth:`Network.from_spec`."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"an architecture is a string like '2312-800-10', got {spec!r}")
+    parts = spec.strip().split("-")
+    if len(parts) < 2:
+        raise ConfigError(f"architecture {spec!r} needs an input and at least one layer, like '2312-800-10'")
+    shape = parts[0].lower().split("x")
+    if not all(re.fullmatch(r"[1-9][0-9]*", n) for n in shape):
+        raise ConfigError(f"architecture {spec!r}: the input {parts[0]!r} must be a size (2312) or a shape (2x34x34)")
+    sizes = [int(np.prod([int(n) for n in shape]))]
+    for k, part in enumerate(parts[1:], start=1):
+        if re.fullmatch(r"[1-9][0-9]*", part):
+            sizes.append(int(part))
+        elif re.fullmatch(r"[1-9][0-9]*C[1-9][0-9]*|[AM]P[1-9][0-9]*", part, flags=re.IGNORECASE):
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is a convolution or pooling layer, which "
+                              "this evsim cannot build; use fully connected sizes like 2312-800-10")
+        else:
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is not a layer size like 800")
+    return sizes
 
 
 def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:

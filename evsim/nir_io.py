@@ -67,20 +67,13 @@ NIR_FORMAT = 1
 def network_to_nir(network: Network) -> nir.NIRGraph:
     """The NIR graph of ``network`` (see the module docstring for the mapping)."""
     lif = network.lif
-    tau = 1.0 / (1.0 - lif.decay)
     nodes = {"input": nir.Input(input_type={"input": np.array([network.sizes[0]])})}
     edges, previous = [], "input"
     for k, layer in enumerate(network.layers):
-        n = layer.n_out
-        nodes[f"fc{k}"] = nir.Affine(
-            weight=np.ascontiguousarray(layer.store.to_dense().T), bias=layer.bias.copy(),
-            metadata={"evsim_indptr": layer.store.indptr.copy(), "evsim_indices": layer.store.indices.copy(),
-                      "evsim_develops": bool(layer.develops)})
-        nodes[f"lif{k}"] = nir.LIF(tau=np.full(n, tau), r=np.full(n, tau), v_leak=np.zeros(n),
-                                   v_threshold=np.full(n, lif.v_th), v_reset=np.zeros(n),
-                                   metadata={"evsim_alive": layer.alive.copy()})
-        edges += [(previous, f"fc{k}"), (f"fc{k}", f"lif{k}")]
-        previous = f"lif{k}"
+        layer_nodes, layer_edges, entry, exit_ = layer.nir_nodes(str(k), lif)
+        nodes.update(layer_nodes)
+        edges += [(previous, entry), *layer_edges]
+        previous = exit_
     nodes["output"] = nir.Output(output_type={"output": np.array([network.sizes[-1]])})
     edges.append((previous, "output"))
     metadata = {"evsim_format": NIR_FORMAT, "evsim_lif": json.dumps(lif._asdict()), "dt": 1.0}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evsim.errors import ConfigError
+from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.optim import _adam, _sgd
 
 f32 = np.float32
@@ -59,18 +59,26 @@ class Optimizer:
     def step(self, params: list[tuple[np.ndarray, np.ndarray, dict]], lr: float | None = None) -> None:
         """Update every parameter array in place with learning rate ``lr`` (default ``self.lr``)."""
         lr = self.lr if lr is None else lr
+        if any(grads is None for _, grads, _ in params):
+            raise ConfigError("optimizer step without gradients: pass network.parameters(grads), with the grads "
+                              "network.backward returned")
         self.steps += 1
         for values, grads, state in params:
             if values.size == 0:
                 continue
+            if grads.shape != values.shape:
+                raise ShapeError(f"gradients of shape {grads.shape} for parameters of shape {values.shape}")
+            # Blocks (convolution kernels) update weight by weight: the kernels see flat views.
+            moments = {name: _moment(state, name, values).reshape(-1) for name in MOMENTS[self.name]}
+            values, grads = values.reshape(-1), grads.reshape(-1)
             if self.name == "sgd":
                 (buf,) = MOMENTS["sgd"]
-                _sgd(values, grads, _moment(state, buf, values), f32(lr), f32(self.momentum),
+                _sgd(values, grads, moments[buf], f32(lr), f32(self.momentum),
                      f32(self.weight_decay), self.nesterov)
             else:
                 beta1, beta2 = self.betas
                 m, v = MOMENTS[self.name]
-                _adam(values, grads, _moment(state, m, values), _moment(state, v, values), f32(lr),
+                _adam(values, grads, moments[m], moments[v], f32(lr),
                       f32(beta1), f32(beta2), f32(self.eps), f32(self.weight_decay), self.name == "adamw",
                       f32(lr / (1.0 - beta1 ** self.steps)), f32(1.0 / math.sqrt(1.0 - beta2 ** self.steps)))
 

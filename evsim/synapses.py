@@ -1,10 +1,19 @@
-"""SynapseStore: the single source of truth for a layer's synapses.
+"""SynapseStore: the single source of truth for a layer's synapses, for every layer kind.
 
-Weights live in a canonical ``scipy.sparse.csr_matrix`` of shape ``(n_pre, n_post)``:
-row i holds presynaptic neuron i's outgoing synapses, so an input event indexes a
-row. Per-synapse state (optimizer moments, dendritic-spine ranges, counters) lives
-in arrays aligned with the CSR ``data`` array; pruning and regrowth move every state
-array together with the weights, so no state is left behind or misattributed.
+Synapses are a CSR structure over *units*: row i holds presynaptic unit i's outgoing
+synapses, column j is postsynaptic unit j, so an input event indexes a row. Each
+synapse carries a *block* of weights: a scalar for a linear layer (``block_shape``
+``()``; the store is then a canonical ``scipy.sparse.csr_matrix``, :attr:`matrix`), a
+K x K kernel for a convolution's (input channel, output channel) pair (``block_shape``
+``(K, K)``; blocks are not matrix blocks, so scipy cannot hold them and the canonical
+checks of :func:`check_csr` guard the boundary instead). ``data`` is float32
+``[nnz, *block_shape]``.
+
+Per-synapse state (optimizer moments, dendritic-spine ranges, counters) lives in
+arrays aligned with ``data`` along their first axis; pruning and regrowth move every
+state array together with the weights, so no state is left behind or misattributed.
+Every structural edit bumps :attr:`version`, so a layer can tell that its execution
+plan is out of date.
 
 Canonical form: int32 ``indptr``/``indices``, float32 ``data``, column indices
 sorted and unique within each row. A weight that trains to exactly 0.0 is still an
@@ -20,34 +29,70 @@ from evsim.errors import ShapeError
 
 
 class SynapseStore:
-    """CSR weights plus aligned per-synapse state.
+    """Block CSR weights plus aligned per-synapse state.
 
     Parameters
     ----------
-    matrix : csr_matrix ``(n_pre, n_post)``; converted to canonical form.
-    state : optional mapping name -> array of length ``matrix.nnz``.
+    matrix : csr_matrix ``(n_pre, n_post)`` of scalar synapses; converted to canonical form.
+    state : optional mapping name -> array with ``matrix.nnz`` entries along its first axis.
+
+    Use :meth:`from_blocks` for synapses that carry blocks (convolution kernels).
     """
 
     def __init__(self, matrix: sp.csr_matrix, state: dict[str, np.ndarray] | None = None):
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         matrix.sum_duplicates()  # also sorts indices
-        self.matrix = sp.csr_matrix(
-            (matrix.data.astype(np.float32), matrix.indices.astype(np.int32), matrix.indptr.astype(np.int32)),
-            shape=matrix.shape,
-        )
+        self.version = 0
+        self._set(matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32), matrix.data.astype(np.float32),
+                  matrix.shape)
         self.state: dict[str, np.ndarray] = {}
         for name, values in (state or {}).items():
             self.set_state(name, values)
 
+    @classmethod
+    def from_blocks(cls, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int],
+                    state: dict[str, np.ndarray] | None = None) -> "SynapseStore":
+        """Store of synapses ``data[k]`` (a block each, float32 ``[nnz, *block_shape]``) at the
+        CSR positions ``indptr``/``indices`` over units ``shape = (n_pre, n_post)``.
+
+        Raises
+        ------
+        ShapeError
+            If the structure is not canonical (:func:`check_csr`) or ``data`` has not one
+            block per synapse.
+        """
+        indptr, indices = np.asarray(indptr), np.asarray(indices)
+        data = np.asarray(data, dtype=np.float32)
+        check_csr(indptr, indices, shape)
+        if data.ndim < 1 or data.shape[0] != indices.size:
+            raise ShapeError(f"data must hold one block per synapse ({indices.size}), got shape {data.shape}")
+        store = cls.__new__(cls)
+        store.version = 0
+        store._set(indptr.astype(np.int32), indices.astype(np.int32), np.ascontiguousarray(data), tuple(shape))
+        store.state = {}
+        for name, values in (state or {}).items():
+            store.set_state(name, values)
+        return store
+
+    def _set(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> None:
+        """Replace the structure (a structural edit: bumps :attr:`version`)."""
+        self._indptr, self._indices = indptr, indices
+        # The weights are summed row by row in place (rows path): keep them on a cache line.
+        self._data = aligned(data.reshape(-1)).reshape(data.shape)
+        self._shape = (int(shape[0]), int(shape[1]))
+        self._matrix = None
+        self.version += 1
+
     @property
     def matrix(self) -> sp.csr_matrix:
+        """The scalar synapses as a ``csr_matrix`` sharing :attr:`data` (scalar blocks only)."""
+        if self.block_shape != ():
+            raise ShapeError(f"a store of {self.block_shape} blocks is not a scipy matrix; use indptr/indices/data")
+        if self._matrix is None:
+            self._matrix = sp.csr_matrix((self._data, self._indices, self._indptr), shape=self._shape)
+            # scipy copies an array that views another buffer (as aligned arrays do): share it.
+            self._matrix.data = self._data
         return self._matrix
-
-    @matrix.setter
-    def matrix(self, matrix: sp.csr_matrix) -> None:
-        # The weights are summed row by row in place (rows path): keep them on a cache line.
-        matrix.data = aligned(matrix.data)
-        self._matrix = matrix
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -81,23 +126,34 @@ class SynapseStore:
     # ---------------------------------------------------------------- accessors
     @property
     def shape(self) -> tuple[int, int]:
-        return self.matrix.shape
+        """``(n_pre, n_post)`` units."""
+        return self._shape
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """The shape of one synapse's weights: ``()`` for scalars, ``(K, K)`` for kernels."""
+        return self._data.shape[1:]
+
+    @property
+    def block_size(self) -> int:
+        """Weights per synapse."""
+        return int(np.prod(self.block_shape, dtype=np.int64))
 
     @property
     def indptr(self) -> np.ndarray:
-        return self.matrix.indptr
+        return self._indptr
 
     @property
     def indices(self) -> np.ndarray:
-        return self.matrix.indices
+        return self._indices
 
     @property
     def data(self) -> np.ndarray:
-        return self.matrix.data
+        return self._data
 
     @property
     def nnz(self) -> int:
-        return int(self.matrix.indptr[-1])
+        return int(self._indptr[-1])
 
     @property
     def density(self) -> float:
@@ -113,8 +169,12 @@ class SynapseStore:
         return np.bincount(self.indices, minlength=self.shape[1])
 
     def to_dense(self) -> np.ndarray:
-        """Dense ``(n_pre, n_post)`` float32 weights, zeros where no synapse exists."""
-        return self.matrix.toarray()
+        """Dense ``(n_pre, n_post, *block_shape)`` float32 weights, zeros where no synapse exists."""
+        if self.block_shape == ():
+            return self.matrix.toarray()
+        out = np.zeros(self.shape + self.block_shape, dtype=np.float32)
+        out[self.rows(), self.indices] = self.data
+        return out
 
     def mask(self) -> np.ndarray:
         """Dense boolean existence mask ``(n_pre, n_post)``."""
@@ -125,7 +185,7 @@ class SynapseStore:
     def set_state(self, name: str, values: np.ndarray) -> None:
         """Attach a per-synapse state array (must have one entry per synapse)."""
         values = np.asarray(values)
-        if values.shape[:1] != (self.nnz,):
+        if values.ndim == 0 or values.shape[0] != self.nnz:
             raise ShapeError(f"state {name!r} has {values.shape[:1]} entries, expected ({self.nnz},) aligned with data")
         self.state[name] = values
 
@@ -144,7 +204,7 @@ class SynapseStore:
         keep = ~remove
         indptr = np.zeros(self.shape[0] + 1, dtype=np.int32)
         np.cumsum(np.bincount(self.rows()[keep], minlength=self.shape[0]), out=indptr[1:])
-        self.matrix = sp.csr_matrix((self.data[keep], self.indices[keep], indptr), shape=self.shape)
+        self._set(indptr, self.indices[keep], self.data[keep], self.shape)
         self.state = {name: values[keep] for name, values in self.state.items()}
         return n_removed
 
@@ -156,7 +216,7 @@ class SynapseStore:
 
     def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
                initial_state: dict[str, float] | None = None) -> int:
-        """Create synapses ``(pre[k], post[k])`` with ``weights[k]``.
+        """Create synapses ``(pre[k], post[k])`` with ``weights[k]`` (a block each).
 
         New entries get zero in every state array (fresh optimizer moments, counters),
         or the value given for that array in ``initial_state``.
@@ -171,8 +231,8 @@ class SynapseStore:
         """
         pre = np.asarray(pre, dtype=np.int64).ravel()
         post = np.asarray(post, dtype=np.int64).ravel()
-        weights = np.asarray(weights, dtype=np.float32).ravel()
-        if not (pre.shape == post.shape == weights.shape):
+        weights = np.asarray(weights, dtype=np.float32).reshape((-1,) + self.block_shape)
+        if not (pre.shape == post.shape == weights.shape[:1]):
             raise ShapeError(f"regrow needs equal-length pre/post/weights, got {pre.shape}, {post.shape}, {weights.shape}")
         if pre.size == 0:
             return 0
@@ -192,13 +252,11 @@ class SynapseStore:
             k = int(np.argmax(exists))
             raise ValueError(f"regrow: synapse ({pre[k]}, {post[k]}) already exists")
         indptr = self.indptr + np.searchsorted(pre, np.arange(n_pre + 1), side="left").astype(np.int32)
-        self.matrix = sp.csr_matrix(
-            (np.insert(self.data, at, weights), np.insert(self.indices, at, post.astype(np.int32)), indptr),
-            shape=self.shape,
-        )
+        self._set(indptr, np.insert(self.indices, at, post.astype(np.int32)), np.insert(self.data, at, weights, axis=0),
+                  self.shape)
         initial_state = initial_state or {}
         self.state = {
-            name: np.insert(values, at, np.asarray(initial_state.get(name, 0), dtype=values.dtype))
+            name: np.insert(values, at, np.asarray(initial_state.get(name, 0), dtype=values.dtype), axis=0)
             for name, values in self.state.items()
         }
         return int(pre.size)

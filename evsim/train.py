@@ -29,7 +29,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,139 +37,39 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from evsim.data import DATASETS, DataOptions, Dataset, check_options, load_dataset
-from evsim.data.base import hold_out
 from evsim.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
     NETWORK_FILE,
     CheckpointWriter,
+    EpochProgress,
     TrainingState,
     load_checkpoint,
     save_network,
 )
+from evsim.config import (
+    AUTO,
+    CHECKPOINT_POLICIES,
+    CONFIG_TOML,
+    TrainConfig,
+    auto_dev_interval,
+    config_toml,
+    with_added_keys,
+)
+from evsim.data import Dataset, load_dataset
+from evsim.data.base import hold_out
 from evsim.data.encoding import encode_events
-from evsim.energy import EnergyReport, count_network
+from evsim.energy import EnergyReport
+from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.network import Network
-from evsim.neuron import LIFParameters
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
-from evsim.structure import STRUCTURES, SDSNNConfig, make_structure
+from evsim.runlock import run_lock
+from evsim.structure import make_structure
 
-
-AUTO = "auto"
-AUTO_STEPS_PER_EPOCH = 10
-# Which checkpoints a run folder keeps (``--checkpoints``): they do not change the result,
-# so they are not part of TrainConfig. "all": checkpoint-latest.npz and checkpoint-best.npz
-# (a hard link when the same epoch); "latest": only the file --resume needs; "none": no
-# checkpoint at all, only network.npz and the metrics (the run cannot be resumed).
-CHECKPOINT_POLICIES = ("all", "latest", "none")
-
-
-def auto_dev_interval(batches_per_epoch: int) -> int:
-    """Batches between development steps for ``dev_interval = "auto"``: 10 steps per
-    epoch (every 4 batches over the 4,000 emulated N-MNIST digits, every 60 over the
-    60,000 real ones), so that SD-SNN's schedule (pruning from step 2K = 36, the
-    regeneration percentile at its cap by step 76) runs in the first 8 epochs of any
-    dataset, and the structure then trains for the rest of the run."""
-    return max(1, batches_per_epoch // AUTO_STEPS_PER_EPOCH)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (saved as ``config.json``)."""
-
-    dataset: str = "mnist"
-    data: DataOptions = field(default_factory=DataOptions)
-    epochs: int = 15
-    batch_size: int = 100
-    time_steps: int = 20
-    hidden: tuple[int, ...] = (800,)
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    step_epochs: int = 30
-    warmup_epochs: int = 0
-    loss: str = "mse"
-    lif: LIFParameters = LIFParameters()
-    path: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    eval_batch_size: int = 500
-    structure: str = "none"
-    dev_interval: int | str = 0
-    sdsnn: SDSNNConfig = SDSNNConfig()
-    target_sparsity: float = 0.5
-    val_fraction: float = 0.1
-    out: str = ""
-
-    def validate(self) -> "TrainConfig":
-        for name in ("epochs", "batch_size", "time_steps", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden layer sizes must be positive integers, got {self.hidden}")
-        if self.structure not in STRUCTURES:
-            raise ConfigError(f"unknown structure {self.structure!r}; choose one of {', '.join(STRUCTURES)}")
-        if self.dev_interval != AUTO and not (isinstance(self.dev_interval, int) and self.dev_interval >= 0):
-            raise ConfigError(f"dev_interval must be >= 0 (0 = once per epoch) or {AUTO!r}, got {self.dev_interval!r}")
-        if not 0 <= self.threads <= numba.config.NUMBA_NUM_THREADS:
-            raise ConfigError(f"--threads must be 0 (all cores) to {numba.config.NUMBA_NUM_THREADS}, the cores Numba "
-                              f"can use, got {self.threads}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"--val-fraction must be in [0, 1) (0 = no validation split), got {self.val_fraction}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0 (NumPy's generators take no negative seed), got {self.seed}")
-        if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name
-            check_options(self.dataset, self.data)
-        get_loss(self.loss)
-        Optimizer(self.optimizer, self.lr, weight_decay=self.weight_decay)
-        Schedule(self.schedule)
-        self.lif.validate()
-        return self
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["data"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in out["data"].items()}
-        out["lif"] = self.lif._asdict()
-        out["sdsnn"] = dataclasses.asdict(self.sdsnn)
-        out["hidden"] = list(self.hidden)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Inverse of :meth:`to_dict` (extra keys written beside it, like ``data_source``, are ignored).
-
-        Raises
-        ------
-        ConfigError
-            If a nested section has an unknown or missing field.
-        """
-        fields = {f.name for f in dataclasses.fields(cls)}
-        top = {k: v for k, v in with_added_keys(values).items() if k in fields}
-        try:
-            top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
-                                         for k, v in values["data"].items()})
-            top["lif"] = LIFParameters(**values["lif"])
-            top["sdsnn"] = SDSNNConfig(**values["sdsnn"])
-            top["hidden"] = tuple(values["hidden"])
-            return cls(**top)
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
-
-
-# Options added after runs were saved without them, with the value that means what those
-# runs did: a run saved before validation splits existed trained on the whole training split.
-ADDED_KEYS = {"val_fraction": 0.0}
-
-
-def with_added_keys(values: dict) -> dict:
-    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` it lacks."""
-    return {**ADDED_KEYS, **values}
 
 
 # Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
@@ -229,17 +128,6 @@ def expected_sizes(config: TrainConfig) -> tuple[int, int]:
     return n_in, n_classes
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"800"`` or ``"800,400"`` -> ``(800,)`` / ``(800, 400)``."""
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--hidden must be comma-separated integers like 800 or 800,400, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise ConfigError(f"--hidden sizes must be positive, got {text!r}")
-    return sizes
-
-
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose most active output neuron is the label (ties: lowest index)."""
     return float(np.mean(np.argmax(counts, axis=1) == labels))
@@ -250,6 +138,9 @@ def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
 # epoch of the default N-MNIST run (benchmarks/RESULTS.md). Long runs still see it every epoch.
 PLOT_EVERY_S = 30.0
 METRICS_FILE = "metrics.jsonl"
+# Files of a run that trained (a new run refuses a folder holding one). config.toml and
+# config.json alone are a run that stopped before its first epoch ended: it restarts there.
+RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 class TrainingInterrupted(Exception):
@@ -258,16 +149,6 @@ class TrainingInterrupted(Exception):
     The message says where. With a run folder, ``checkpoint-latest.npz`` holds the
     state at that point, and :func:`resume` continues from it exactly.
     """
-
-
-@dataclass
-class EpochProgress:
-    """Where an unfinished epoch stands: its sample order, samples done, running totals."""
-
-    order: np.ndarray
-    position: int = 0
-    total_loss: float = 0.0
-    correct: int = 0
 
 
 class Trainer:
@@ -283,7 +164,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset, network: Network | None = None):
         config.validate()
-        if dataset.time_steps is not None and dataset.time_steps != config.time_steps:
+        if dataset.encoding == "frames" and dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
         if config.val_fraction and dataset.val is None:
             # A pure function of the seed and the data, so a resumed run holds out the same samples.
@@ -414,11 +295,10 @@ class Trainer:
             if not np.isfinite(loss):
                 raise ConfigError(f"training diverged (loss {loss}) at epoch {self.epoch + 1}; lower --lr")
             would_be = self.structure is not None and self.structure.needs_would_be_grad
-            self.network.backward(traces, grad_counts, would_be_grad=would_be)
+            grads = self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
-                self.structure.observe(self.network)
-            self.optimizer.step(self.network.parameters(), lr)
-            self.network.sync_weights()
+                self.structure.observe(self.network, grads)
+            self.optimizer.step(self.network.parameters(grads), lr)
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
@@ -430,16 +310,10 @@ class Trainer:
         return done.total_loss / done.position, done.correct / done.position
 
     def predict(self, inputs) -> tuple[np.ndarray, EnergyReport | None]:
-        """Output spike counts ``[N, n_classes]`` for ``inputs``, and the exact operation
-        counts of those forward passes (counting is O(events), cheap enough to stay on)."""
-        out, report = [], None
-        analog = self.dataset.encoding == "direct"
-        for start in range(0, len(inputs), self.config.eval_batch_size):
-            counts, traces = self.network.forward(self._events(inputs[start:start + self.config.eval_batch_size]))
-            out.append(counts)
-            batch = count_network(self.network, traces, analog, counts.shape[0], data_source=self.dataset.source)
-            report = batch if report is None else report.add(batch)
-        return (np.concatenate(out) if out else np.zeros((0, self.dataset.n_classes), np.float32)), report
+        """Output spike counts ``[N, n_classes]`` for ``inputs`` (rate coding draws from the
+        trainer's generator, so a resumed run draws the same), and their operation counts."""
+        return run_batches(self.network, inputs, self.dataset.encoding, self.config.time_steps, self.rng,
+                           self.config.eval_batch_size, data_source=self.dataset.source)
 
     def evaluate(self, split: str = "test") -> tuple[float, EnergyReport | None]:
         """Accuracy on ``split`` and its energy report."""
@@ -597,9 +471,6 @@ class Trainer:
         if self.config.threads:
             numba.set_num_threads(self.config.threads)
         if run_dir is not None:
-            # Here, not at the top: evsim.config imports this module.
-            from evsim.config import CONFIG_TOML, config_toml
-
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
@@ -726,9 +597,14 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     """
     check_memory(config.validate(), *expected_sizes(config))
     _check_policy(checkpoints)
-    trainer = Trainer(config, _load_announced(config, echo))
-    trainer.keep_checkpoints = checkpoints
-    return trainer.fit(run_dir, progress, echo)
+    with run_lock(run_dir):
+        # Checked again under the lock: a run that finished while this one waited to start.
+        if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
+            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+                              "or choose another --out")
+        trainer = Trainer(config, _load_announced(config, echo))
+        trainer.keep_checkpoints = checkpoints
+        return trainer.fit(run_dir, progress, echo)
 
 
 def _check_policy(checkpoints: str) -> None:
@@ -757,28 +633,29 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If there is no usable checkpoint, or the data found now differs from the run's.
     """
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT_LATEST
     if checkpoints is None:
         checkpoints = saved_checkpoint_policy(run_dir)
     _check_policy(checkpoints)
-    state = load_checkpoint(path)
-    config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
-    if epochs is not None and epochs != config.epochs:
-        if epochs <= state.epoch:
-            raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
-                              f"got {epochs}")
-        echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
-        config = dataclasses.replace(config, epochs=epochs)
-        state.config = {**state.config, "epochs": epochs}
-    trainer = Trainer(config, _load_announced(config, echo))
-    trainer.keep_checkpoints = checkpoints
-    try:
-        trainer.restore(state)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
-         else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
-    return trainer.fit(run_dir, progress, echo)
+    with run_lock(run_dir):
+        path = run_dir / CHECKPOINT_LATEST
+        state = load_checkpoint(path)
+        config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+        if epochs is not None and epochs != config.epochs:
+            if epochs <= state.epoch:
+                raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
+                                  f"got {epochs}")
+            echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
+            config = dataclasses.replace(config, epochs=epochs)
+            state.config = {**state.config, "epochs": epochs}
+        trainer = Trainer(config, _load_announced(config, echo))
+        trainer.keep_checkpoints = checkpoints
+        try:
+            trainer.restore(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
+             else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
+        return trainer.fit(run_dir, progress, echo)
 
 
 def saved_checkpoint_policy(run_dir: Path) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from evsim.data.base import Dataset, Split
 from evsim.structure import SDSNNConfig
-from evsim.train import TrainConfig
+from evsim.config import TrainConfig
 
 TIMING = ("epoch_s", "wall_s")
 # Short SD-SNN schedule (K = R = 1): ranges from step 1, pruning and regeneration from step 2.

@@ -4,7 +4,7 @@ import pytest
 
 from evsim.kernels.events import dense_to_events, group_by_row
 from evsim.kernels.grad import _gather_csr, _scatter_csr, _weight_grad_csr
-from evsim.layers import FACTORED_MAX_NEURONS, InputGradFactors, SparseLinear
+from evsim.layers import FACTORED_MAX_NEURONS, BackwardRequest, InputGradFactors, SparseLinear
 from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.neuron import LIFParameters, surrogate_grad
@@ -104,7 +104,7 @@ def assert_gradients_equal_dense_reference(rng, sizes, density, path, lif, activ
 
     counts, traces = net.forward(x.astype(np.float32))
     _, grad_counts = mse_rate(counts.copy(), labels, n_steps)
-    net.backward(traces, grad_counts, would_be_grad=True)
+    grads = net.backward(traces, grad_counts, would_be_grad=True)
 
     lif_kw = dict(decay=lif.decay, v_th=lif.v_th, reset=lif.reset)
     ref_counts, ref_trace = network_forward(x.astype(np.float32), weights, biases, **lif_kw)
@@ -114,15 +114,16 @@ def assert_gradients_equal_dense_reference(rng, sizes, density, path, lif, activ
         ref_trace, weights, grad_counts,
         lambda u: surrogate_grad(u - np.float32(lif.v_th), lif.surrogate, lif.width),
         detach_reset=lif.detach_reset, **lif_kw)
-    for layer, gw, gb in zip(net.layers, grads_w, grads_b):
+    for layer, grad, gw, gb in zip(net.layers, grads, grads_w, grads_b):
         scale = np.abs(gw).max() + 1e-12
-        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+        grad_data, grad_bias = grad.params
+        np.testing.assert_allclose(grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
                                    atol=1e-5 * scale)
-        np.testing.assert_allclose(layer.grad_bias, gb, rtol=1e-4, atol=1e-5 * (np.abs(gb).max() + 1e-12))
+        np.testing.assert_allclose(grad_bias, gb, rtol=1e-4, atol=1e-5 * (np.abs(gb).max() + 1e-12))
         if layer.develops:  # would-be gradients of the columns that miss synapses
             assert layer.incomplete.size > 0
-            np.testing.assert_allclose(layer.would_be_grad, gw[:, layer.incomplete], rtol=1e-4, atol=1e-5 * scale)
-        assert np.abs(layer.grad_data).max() > 0
+            np.testing.assert_allclose(grad.would_be, gw[:, layer.incomplete], rtol=1e-4, atol=1e-5 * scale)
+        assert np.abs(grad_data).max() > 0
 
 
 @pytest.mark.parametrize("density", [0.6, 1.0])
@@ -136,7 +137,7 @@ def test_gradients_with_pruned_hidden_neurons(rng, density):
     labels = rng.integers(0, 3, 5)
     counts, traces = net.forward(x)
     _, grad_counts = mse_rate(counts.copy(), labels, 6)
-    net.backward(traces, grad_counts)
+    grads = net.backward(traces, grad_counts)
 
     # Reference: dead neurons have no synapses and a frozen bias that must not matter,
     # so give them a bias far below threshold (they never fire) in the dense twin.
@@ -146,10 +147,10 @@ def test_gradients_with_pruned_hidden_neurons(rng, density):
     np.testing.assert_array_equal(counts, ref_counts)
     grads_w, grads_b = network_backward(ref_trace, weights, grad_counts,
                                         lambda u: surrogate_grad(u - np.float32(0.5)))
-    for layer, gw in zip(net.layers, grads_w):
-        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+    for layer, grad, gw in zip(net.layers, grads, grads_w):
+        np.testing.assert_allclose(grad.params[0], gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
                                    atol=1e-6)
-    assert np.all(net.layers[0].grad_bias[[1, 4, 9]] == 0)
+    assert np.all(grads[0].params[1][[1, 4, 9]] == 0)
 
 
 @pytest.mark.parametrize("path", ["rows", "csr"])
@@ -162,8 +163,8 @@ def test_input_gradient_of_selected_rows(rng, path):
     _, traces = net.forward(x)
     grad_spikes = rng.standard_normal(traces[1].u.shape).astype(np.float32)
     rows = np.array([0, 3, 4, 8])
-    full = layer.backward(traces[1], grad_spikes, net.lif, need_input_grad=True)
-    some = layer.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows)
+    full = layer.backward(traces[1], grad_spikes, net.lif).input
+    some = layer.backward(traces[1], grad_spikes, net.lif, BackwardRequest(input_units=rows)).input
     assert some.shape == (5, 3, 4) and some.flags.c_contiguous
     np.testing.assert_allclose(some, full[:, :, rows], rtol=1e-6, atol=1e-7)
 
@@ -177,16 +178,15 @@ def test_input_gradient_as_factors(rng, rows):
     _, traces = net.forward(x)
     grad_spikes = rng.standard_normal(traces[1].u.shape).astype(np.float32)
     below, top = net.layers
-    dense = top.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows)
-    factors = top.backward(traces[1], grad_spikes, net.lif, need_input_grad=True, input_rows=rows, factors_ok=True)
+    dense = top.backward(traces[1], grad_spikes, net.lif, BackwardRequest(input_units=rows)).input
+    factors = top.backward(traces[1], grad_spikes, net.lif, BackwardRequest(input_units=rows, factors_ok=True)).input
     assert isinstance(factors, InputGradFactors) and factors.weights.flags.c_contiguous
     np.testing.assert_allclose((factors.grad_u[:, :factors.weights.shape[0]] @ factors.weights).reshape(dense.shape), dense, rtol=1e-5, atol=1e-6)
     if rows is None:
-        below.backward(traces[0], dense, net.lif, need_input_grad=False)
-        expected = below.grad_data.copy(), below.grad_bias.copy()
-        below.backward(traces[0], factors, net.lif, need_input_grad=False)
-        np.testing.assert_allclose(below.grad_data, expected[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(below.grad_bias, expected[1], rtol=1e-5, atol=1e-6)
+        expected = below.backward(traces[0], dense, net.lif, BackwardRequest(input_grad=False)).params
+        got = below.backward(traces[0], factors, net.lif, BackwardRequest(input_grad=False)).params
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-5, atol=1e-6)
         assert np.abs(expected[0]).max() > 0
 
 
@@ -198,7 +198,7 @@ def test_wide_layers_and_csr_layers_return_a_dense_input_gradient(rng):
         x = (rng.random((4, 2, 12)) < 0.5).astype(np.float32)
         _, traces = net.forward(x)
         grad_spikes = rng.standard_normal(traces[0].u.shape).astype(np.float32)
-        grad_in = net.layers[0].backward(traces[0], grad_spikes, net.lif, need_input_grad=True, factors_ok=True)
+        grad_in = net.layers[0].backward(traces[0], grad_spikes, net.lif, BackwardRequest(factors_ok=True)).input
         assert isinstance(grad_in, np.ndarray) and grad_in.shape == (4, 2, 12)
 
 
@@ -270,12 +270,12 @@ def test_counts_and_gradients_with_pruned_output_neurons(rng, path):
     np.testing.assert_array_equal(counts, ref_counts)
     assert np.all(counts[:, [1, 3]] == 0) and counts[:, [0, 2, 4, 5]].any()
     _, grad_counts = mse_rate(counts.copy(), labels, 8)
-    net.backward(traces, grad_counts)
+    grads = net.backward(traces, grad_counts)
     grads_w, _ = network_backward(ref_trace, weights, grad_counts, lambda u: surrogate_grad(u - np.float32(0.5)))
-    for layer, gw in zip(net.layers, grads_w):
-        np.testing.assert_allclose(layer.grad_data, gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
+    for layer, grad, gw in zip(net.layers, grads, grads_w):
+        np.testing.assert_allclose(grad.params[0], gw[layer.store.rows(), layer.store.indices], rtol=1e-4,
                                    atol=1e-6)
-        assert np.abs(layer.grad_data).max() > 0
+        assert np.abs(grad.params[0]).max() > 0
 
 
 @pytest.mark.parametrize("path", ["rows", "csr"])
@@ -286,7 +286,7 @@ def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
     padded rows copy, to no padding column). Oracle: the NumPy LIF backward of the
     recorded traces. The layers' uninitialised buffers are filled with NaN, so a read of
     the padding past the alive neurons shows."""
-    import evsim.layers
+    import evsim.layers.linear
     from tests.reference import lif_backward
 
     def poisoned(shape, dtype=np.float32):
@@ -294,8 +294,8 @@ def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
         out[...] = np.nan
         return out
 
-    aligned_empty = evsim.layers.aligned_empty
-    monkeypatch.setattr(evsim.layers, "aligned_empty", poisoned)
+    aligned_empty = evsim.layers.linear.aligned_empty
+    monkeypatch.setattr(evsim.layers.linear, "aligned_empty", poisoned)
 
     net, weights, _ = build_network(rng, [12, 10, 8, 3], 1.0, path, LIFParameters())
     first, middle, top = net.layers
@@ -305,7 +305,7 @@ def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
     x = (rng.random((6, 5, 12)) < 0.6).astype(np.float32)
     counts, traces = net.forward(x)
     _, grad_counts = mse_rate(counts.copy(), rng.integers(0, 3, 5), 6)
-    net.backward(traces, grad_counts, would_be_grad=True)
+    grads = net.backward(traces, grad_counts, would_be_grad=True)
 
     def grad_u_of(k, grad_o):
         u, o = traces[k].u, traces[k].spikes.astype(np.float32)
@@ -321,11 +321,11 @@ def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
     assert first.incomplete.tolist() == [2, 5] and middle.incomplete.tolist() == [1, 4]
     want_first = np.einsum("tbi,tbj->ij", x, sent1[:, :, [2, 5]])
     want_middle = np.einsum("tbi,tbj->ij", into_middle, sent2[:, :, [1, 4]])
-    np.testing.assert_allclose(first.would_be_grad, want_first, rtol=1e-4, atol=1e-5 * np.abs(want_first).max())
-    np.testing.assert_allclose(middle.would_be_grad, want_middle, rtol=1e-4, atol=1e-5 * np.abs(want_middle).max())
+    np.testing.assert_allclose(grads[0].would_be, want_first, rtol=1e-4, atol=1e-5 * np.abs(want_first).max())
+    np.testing.assert_allclose(grads[1].would_be, want_middle, rtol=1e-4, atol=1e-5 * np.abs(want_middle).max())
     assert np.abs(want_first).min(axis=0).max() > 0 and np.abs(want_middle).max() > 0
     want_grad = np.einsum("tbi,tbj->ij", into_middle, grad_u1)
-    np.testing.assert_allclose(middle.grad_data, want_grad[middle.store.rows(), middle.local_index[middle.store.indices]],
+    np.testing.assert_allclose(grads[1].params[0], want_grad[middle.store.rows(), middle.local_index[middle.store.indices]],
                                rtol=1e-4, atol=1e-5 * np.abs(want_grad).max())
 
 
@@ -337,8 +337,8 @@ def test_a_layer_of_exactly_the_factored_maximum_returns_factors(rng):
     _, traces = net.forward(x)
     grad_spikes = rng.standard_normal(traces[0].u.shape).astype(np.float32)
     layer = net.layers[0]
-    dense = layer.backward(traces[0], grad_spikes, net.lif, need_input_grad=True)
-    factors = layer.backward(traces[0], grad_spikes, net.lif, need_input_grad=True, factors_ok=True)
+    dense = layer.backward(traces[0], grad_spikes, net.lif).input
+    factors = layer.backward(traces[0], grad_spikes, net.lif, BackwardRequest(factors_ok=True)).input
     assert isinstance(factors, InputGradFactors)
     product = factors.grad_u[:, :FACTORED_MAX_NEURONS] @ factors.weights
     np.testing.assert_allclose(product.reshape(dense.shape), dense, rtol=1e-5, atol=1e-6)

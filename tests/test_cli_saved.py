@@ -17,7 +17,8 @@ from evsim.cli.runs import read_config
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.nir_io import network_to_nir, read_nir
 from evsim.synapses import check_csr
-from evsim.train import TrainConfig, Trainer
+from evsim.config import TrainConfig
+from evsim.train import Trainer
 from tests.runs import toy_config, toy_dataset
 from tests.test_nir import developed_network, foreign_graph
 
@@ -126,7 +127,7 @@ def test_broken_csr_in_a_saved_file_is_refused_on_load(toy_run, name, damage):
 @pytest.mark.parametrize("change, message", [
     ({"epochs": "abc"}, "epochs must be an integer, got 'abc'"),
     ({"epochs": True}, "epochs must be an integer, got True"),
-    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"epochs": 0}, "--epochs must be >= 1, got 0"),
     ({"lr": math.nan}, "lr must be a finite number, got nan"),
     ({"hidden": ["12"]}, "hidden must be a list of integers"),
     ({"lif": {"decay": 0.2, "v_th": "high"}}, "lif.v_th must be a finite number, got 'high'"),

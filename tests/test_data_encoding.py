@@ -25,12 +25,13 @@ def test_rate_coding_spikes_with_the_intensity_as_probability(rng):
 def test_rate_events_are_the_spikes_of_their_draws(rng, dtype):
     """encode_events draws one number per step for the nonzero cells only, in sample then
     cell order: the same draws thresholded into a dense array give the same events, in
-    slot and index order (zeros, negatives and p >= 1 included; one sample all zeros)."""
+    slot and index order (zeros and p = 1 included; one sample all zeros; values outside
+    [0, 1] are refused, see tests/test_api.py)."""
     import copy
 
     x = (rng.random((5, 3, 7)) * (rng.random((5, 3, 7)) < 0.4)).astype(dtype)
     x[2] = 0
-    x[0, 0, :2] = (-0.5, 1.0)
+    x[0, 0, :2] = (0.0, 1.0)
     draws_rng = copy.deepcopy(rng)
     events = encode_events(x, "rate", 6, rng)
     flat = x.reshape(5, 21)

@@ -60,15 +60,14 @@ def test_dense_baseline_matches_evsim(path, density, lif):
     assert 0 < d_traces[0].o.mean() < 1 and 0 < d_traces[1].o.mean() < 1
 
     loss, grad_counts = mse_rate(counts, labels, T)
-    net.backward(traces, grad_counts)
+    grads = net.backward(traces, grad_counts)
     grads_w, grads_b = dense.backward(d_traces, grad_counts)
-    for layer, gw, gb in zip(net.layers, grads_w, grads_b):
+    for layer, grad, gw, gb in zip(net.layers, grads, grads_w, grads_b):
         assert np.abs(gw).max() > 0
-        np.testing.assert_allclose(gw, csr_to_dense(layer, layer.grad_data), rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(gb, layer.grad_bias, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(gw, csr_to_dense(layer, grad.params[0]), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(gb, grad.params[1], rtol=RTOL, atol=ATOL)
 
-    Optimizer("adam", 1e-2).step(net.parameters())
-    net.sync_weights()
+    Optimizer("adam", 1e-2).step(net.parameters(grads))
     dense.adam_step(grads_w, grads_b, lr=1e-2)
     for layer, w, b in zip(net.layers, dense.weights, dense.biases):
         np.testing.assert_allclose(w, layer.store.to_dense(), rtol=RTOL, atol=ATOL)
@@ -106,15 +105,16 @@ def test_snntorch_model_of_the_benchmark_is_evsim_with_detached_reset(detach_res
     counts, traces = net.forward(x)
     np.testing.assert_array_equal(infer(x), counts)
     _, grad_counts = mse_rate(counts, labels, T)
-    net.backward(traces, grad_counts)
+    grads = net.backward(traces, grad_counts)
     out = model(torch.from_numpy(x))
     target = torch.nn.functional.one_hot(torch.from_numpy(labels), SIZES[-1]).float()
     torch.nn.functional.mse_loss(out / T, target).backward()
     first = net.layers[0]
-    same = np.allclose(model.fcs[0].weight.grad.numpy().T, csr_to_dense(first, first.grad_data), rtol=RTOL, atol=ATOL)
+    same = np.allclose(model.fcs[0].weight.grad.numpy().T, csr_to_dense(first, grads[0].params[0]), rtol=RTOL,
+                       atol=ATOL)
     assert same == detach_reset
     if detach_reset:
-        for layer, fc in zip(net.layers, model.fcs):
-            np.testing.assert_allclose(fc.weight.grad.numpy().T, csr_to_dense(layer, layer.grad_data),
+        for layer, grad, fc in zip(net.layers, grads, model.fcs):
+            np.testing.assert_allclose(fc.weight.grad.numpy().T, csr_to_dense(layer, grad.params[0]),
                                        rtol=RTOL, atol=ATOL)
-            np.testing.assert_allclose(fc.bias.grad.numpy(), layer.grad_bias, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(fc.bias.grad.numpy(), grad.params[1], rtol=RTOL, atol=ATOL)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from evsim.energy import EnergyModel, count_network, profile
+from evsim.energy import EnergyModel, count_network
+from evsim.evaluate import profile
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.synapses import SynapseStore

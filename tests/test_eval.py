@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from evsim.cli.main import main
 from evsim.data.base import Dataset
-from evsim.energy import profile
+from evsim.evaluate import profile
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
 from evsim.network import Network

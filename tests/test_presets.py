@@ -4,7 +4,7 @@ import json
 from click.testing import CliRunner
 
 from evsim.cli.main import main
-from evsim.presets import preset
+from evsim.config import preset
 from tests.test_data_dvsgesture import make_gestures
 
 
@@ -40,7 +40,7 @@ def test_every_preset_runs_the_whole_sdsnn_schedule():
     neurotrophic phase: once per epoch, 15 epochs never even reached pruning."""
     from evsim.structure import SDSNNConfig
     from evsim.structure.sdsnn import regrowth_percentile
-    from evsim.train import AUTO, AUTO_STEPS_PER_EPOCH
+    from evsim.config import AUTO, AUTO_STEPS_PER_EPOCH
 
     cfg = SDSNNConfig()
     capped = next(s for s in range(cfg.prune_start, 1000) if regrowth_percentile(s, cfg) == cfg.q_max)

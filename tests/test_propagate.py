@@ -42,7 +42,7 @@ def test_forward_equals_dense_reference_for_every_last_vector_width(rng, path, n
 def test_auto_path_scatters_only_below_the_density_threshold(rng):
     """csr below CSR_DENSITY_THRESHOLD among the alive neurons, rows above; neuron-level
     pruning keeps the alive neurons complete, so a layer pruned that way stays on rows."""
-    from evsim.layers import CSR_DENSITY_THRESHOLD
+    from evsim.layers.linear import CSR_DENSITY_THRESHOLD
 
     for density, path in ((0.5 * CSR_DENSITY_THRESHOLD, "csr"), (2 * CSR_DENSITY_THRESHOLD, "rows")):
         layer, _, _ = make_layer(rng, 2000, 100, density, "auto")
@@ -281,7 +281,7 @@ def test_network_refuses_bad_input_with_one_line_errors(rng):
 def test_auto_path_at_exactly_the_threshold_adds_rows(rng):
     """Scattering is chosen strictly below CSR_DENSITY_THRESHOLD: 100 synapses among
     40 x 100 alive pairs (exactly the threshold) stay on rows, 99 scatter."""
-    from evsim.layers import CSR_DENSITY_THRESHOLD, SparseLinear
+    from evsim.layers.linear import CSR_DENSITY_THRESHOLD, SparseLinear
     from evsim.synapses import SynapseStore
 
     mask = np.zeros((40, 100), bool)
@@ -308,10 +308,10 @@ def test_kill_zeroes_the_bias_and_its_moments_of_the_dead_neurons_only(rng):
 
 
 @pytest.mark.parametrize("path", ["rows", "csr"])
-def test_network_sync_weights_refreshes_every_layer(rng, path):
-    """After the optimizer changes the CSR data, Network.sync_weights refreshes each
-    layer's padded execution copy (20 and 4 alive neurons: both copied), so the next
-    forward pass runs the new weights: the dense twin's counts and membranes."""
+def test_forward_runs_weights_changed_in_place(rng, path):
+    """After the CSR data changes in place (as an optimizer step changes it), the next
+    forward pass refreshes each layer's padded execution copy (20 and 4 alive neurons:
+    both copied) and runs the new weights: the dense twin's counts and membranes."""
     from evsim.network import Network
     from tests.reference import network_forward
 
@@ -327,7 +327,6 @@ def test_network_sync_weights_refreshes_every_layer(rng, path):
     for k, layer in enumerate(net.layers):
         layer.store.data[:] = -layer.store.data  # what an optimizer step may do, in place
         weights[k] = -weights[k]
-    net.sync_weights()
     counts, traces = net.forward(x)
     ref_counts, ref_trace = network_forward(x, weights, biases)
     np.testing.assert_array_equal(counts, ref_counts)

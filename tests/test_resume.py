@@ -45,14 +45,14 @@ def no_plots(monkeypatch):
 
 def interrupt_at(trainer: Trainer, batch: int) -> None:
     """Send this process SIGINT while overall batch number ``batch`` (1-based) is being trained."""
-    sync = trainer.network.sync_weights
+    step = trainer.optimizer.step
 
-    def sync_then_signal():
-        sync()
+    def step_then_signal(*args, **kwargs):
+        step(*args, **kwargs)
         if trainer.batches_seen + 1 == batch:
             os.kill(os.getpid(), signal.SIGINT)
 
-    trainer.network.sync_weights = sync_then_signal
+    trainer.optimizer.step = step_then_signal
 
 
 @pytest.mark.parametrize("structure", ["sdsnn", "set", "magnitude", "none"])

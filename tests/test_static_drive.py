@@ -61,9 +61,8 @@ def test_static_drive_gradients_equal_the_event_path(rng, path, density, killed)
     for drive in (static, repeated):
         counts, traces = net.forward(drive)
         _, grad_counts = mse_rate(counts.copy(), labels, T)
-        net.backward(traces, grad_counts, would_be_grad=True)
-        grads.append([(layer.grad_data.copy(), layer.grad_bias.copy(), layer.would_be_grad)
-                      for layer in net.layers])
+        grads.append([(grad.params[0], grad.params[1], grad.would_be)
+                      for grad in net.backward(traces, grad_counts, would_be_grad=True)])
     for (data_s, bias_s, would_s), (data_e, bias_e, would_e) in zip(*grads):
         np.testing.assert_allclose(data_s, data_e, rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(bias_s, bias_e)
@@ -119,15 +118,14 @@ def test_static_drive_never_reads_the_padding_of_its_rows(rng, monkeypatch):
     be the same as before, without a warning."""
     import warnings
 
-    import evsim.layers
+    import evsim.layers.linear
 
-    aligned_empty = evsim.layers.aligned_empty
+    aligned_empty = evsim.layers.linear.aligned_empty
     net = network(rng, "rows", 1.0, True)  # 18 alive neurons: rows padded to 32
     static, _ = both_drives(dyadic_input(rng, 7, 37))
     counts, traces = net.forward(static)
     _, grad_counts = mse_rate(counts.copy(), rng.integers(0, 5, 7), T)
-    net.backward(traces, grad_counts, would_be_grad=True)
-    clean = [(layer.grad_data.copy(), layer.would_be_grad) for layer in net.layers]
+    clean = [(grad.params[0], grad.would_be) for grad in net.backward(traces, grad_counts, would_be_grad=True)]
 
     def poisoned(shape, dtype=np.float32):
         out = aligned_empty(shape, dtype)
@@ -135,12 +133,12 @@ def test_static_drive_never_reads_the_padding_of_its_rows(rng, monkeypatch):
         out[1::2] = -np.inf
         return out
 
-    monkeypatch.setattr(evsim.layers, "aligned_empty", poisoned)
+    monkeypatch.setattr(evsim.layers.linear, "aligned_empty", poisoned)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         counts, traces = net.forward(static)
-        net.backward(traces, grad_counts, would_be_grad=True)
-    for layer, (data, would_be) in zip(net.layers, clean):
-        np.testing.assert_array_equal(layer.grad_data, data)
+        grads = net.backward(traces, grad_counts, would_be_grad=True)
+    for grad, (data, would_be) in zip(grads, clean):
+        np.testing.assert_array_equal(grad.params[0], data)
         if would_be is not None:
-            np.testing.assert_array_equal(layer.would_be_grad, would_be)
+            np.testing.assert_array_equal(grad.would_be, would_be)

@@ -17,13 +17,15 @@ sees these arrays.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from evsim.data.frames import SparseFrames
-from evsim.errors import ConfigError
+from evsim.errors import ConfigError, ShapeError
 
 ENCODINGS = ("rate", "direct", "frames")
 SOURCES = ("auto", "real", "emulated")
@@ -51,6 +53,13 @@ class Split:
 
     inputs: np.ndarray | SparseFrames
     labels: np.ndarray
+
+    def __post_init__(self):
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ShapeError(f"labels must be a vector of integer class indices, got {labels.dtype} {labels.shape}")
+        if len(self.inputs) != labels.shape[0]:
+            raise ShapeError(f"a split has {len(self.inputs)} inputs but {labels.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -85,6 +94,20 @@ class Dataset:
     time_steps: int | None = None
     meta: dict = field(default_factory=dict)
     val: Split | None = None
+
+    def __post_init__(self):
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"dataset {self.name!r}: encoding must be one of {', '.join(ENCODINGS)}, got "
+                              f"{self.encoding!r}")
+        splits = (("train", self.train), ("test", self.test)) + (() if self.val is None else (("val", self.val),))
+        for name, split in splits:
+            if not isinstance(split, Split):
+                raise ShapeError(f"dataset {self.name!r}: {name} must be a Split(inputs, labels), got "
+                                 f"{type(split).__name__}")
+            labels = np.asarray(split.labels)
+            if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
+                raise ShapeError(f"dataset {self.name!r}: {name} labels run {labels.min()}..{labels.max()}, "
+                                 f"outside the {self.n_classes} classes 0..{self.n_classes - 1}")
 
     @property
     def n_inputs(self) -> int:
@@ -195,6 +218,12 @@ def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
 
     return Dataset(dataset.name, cut(dataset.train), cut(dataset.test), dataset.n_classes, dataset.sample_shape,
                    dataset.encoding, dataset.source, time_steps, dataset.meta, cut(dataset.val))
+def data_dir_of(options: DataOptions) -> Path | None:
+    """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
+    if options.data_dir is not None:
+        return Path(options.data_dir).expanduser()
+    env = os.environ.get("EVSIM_DATA")
+    return Path(env).expanduser() if env else None
 
 
 def check_source(source: str) -> None:

@@ -4,11 +4,13 @@ Every cache entry is a folder named by a hash of everything that shapes its cont
 (dataset, source files, frame count, slicing, crop, denoise, downsampling, code
 version), so a changed option can never be served a stale entry. Entries are built in
 a temporary sibling folder and renamed into place only when complete: an interrupted
-or failed build leaves nothing half-written behind.
+or failed build leaves nothing half-written behind. Processes that need the same entry
+at once build it once: the others wait on its lock, then read it.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -107,7 +109,12 @@ def cached_entry(folder: Path, build, check) -> tuple:
     """
     folder = Path(folder)
     entry = load_entry(folder, check)
-    if entry is None:
+    if entry is not None:
+        return entry
+    with _building(folder):
+        entry = load_entry(folder, check)  # another process may have built it while we waited
+        if entry is not None:
+            return entry
         if folder.exists():  # corrupt (truncated file, bad index): served, it would fail every time
             try:
                 shutil.rmtree(folder)
@@ -120,7 +127,36 @@ def cached_entry(folder: Path, build, check) -> tuple:
         if entry is None:
             raise DataError(f"{folder}: cache entry could not be read back after writing it; "
                             "delete that folder and try again")
-    return entry
+        return entry
+
+
+@contextlib.contextmanager
+def _building(folder: Path):
+    """Hold the exclusive flock of cache entry ``folder`` (waiting for it): processes that
+    need the same entry at once (sweep workers on one machine) build it once, the
+    others wait and then read it. The kernel releases a flock when its holder exits,
+    even killed. The lock file is removed on release, so a waiter that locked the
+    removed file opens the current one and locks again."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    while True:
+        with errors_about(folder):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def write_meta(folder: Path, meta: dict, arrays: list[str]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source
-from evsim.data.nmnist import data_dir_of
+from evsim.data.base import data_dir_of
 from evsim.errors import ConfigError, DataError
 
 FOLDER = "cifar-10-batches-py"

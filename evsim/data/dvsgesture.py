@@ -18,7 +18,8 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source
 from evsim.data.events import check_framing, check_in_sensor
-from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
+from evsim.data.base import data_dir_of
+from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 
 SENSOR = (128, 128, 2)

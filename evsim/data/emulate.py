@@ -38,6 +38,7 @@ from scipy.ndimage import gaussian_filter
 
 from evsim.data.cache import atomic_dir
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
+from evsim.data.mnist import mnist_5k_split
 from evsim.errors import ConfigError, DataError
 from evsim.kernels.emulate import emulate_events
 
@@ -237,8 +238,6 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
         If ``out`` exists, is not empty and is not an emulator output with the same
         settings.
     """
-    from evsim.data.mnist import mnist_5k_split
-
     out = Path(out)
     wanted = {"version": EMULATOR_VERSION, "key": params.key(seed), "per_class": per_class}
     existing = read_manifest(out)

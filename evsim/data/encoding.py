@@ -48,6 +48,9 @@ def _rate_events(intensities: np.ndarray, time_steps: int, rng: np.random.Genera
     dense ``[T, B, D]`` array and turning that into events took 9.1 ms per batch of 100
     digits, T = 20, longer than the forward and backward passes together; this, 2.3-2.9 ms."""
     batch, width = intensities.shape
+    if intensities.size and not (intensities.min() >= 0 and intensities.max() <= 1):  # NaN fails both
+        raise ConfigError(f"rate coding needs intensities in [0, 1] (the chance of a spike per step), got values "
+                          f"from {intensities.min()} to {intensities.max()}; scale the inputs to [0, 1] first")
     sample, cell = np.divmod(np.flatnonzero(intensities), width)  # by sample, then cell
     draws = rng.random((time_steps, sample.size), dtype=np.float32)
     starts = np.searchsorted(sample, np.arange(batch + 1))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, Split, check_source
+from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
 from evsim.errors import ConfigError, DataError
 
 SPLIT_SEED = 12345
@@ -176,8 +176,6 @@ def load_mnist(options: DataOptions) -> Dataset:
     DataError
         If ``source="real"`` and the IDX files are absent, or they are corrupt.
     """
-    from evsim.data.nmnist import data_dir_of
-
     data_dir = data_dir_of(options)
     paths = find_idx(data_dir) if options.source != "emulated" else None
     if paths is None and options.source == "real":

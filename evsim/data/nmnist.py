@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, Split, check_source
+from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
 from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, build_frames_entry, check_framing, read_nmnist_bin,
@@ -66,14 +66,6 @@ class EventFiles:
     layout: str
     splits: dict
     notice: str | None = None
-
-
-def data_dir_of(options: DataOptions) -> Path | None:
-    """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
-    if options.data_dir is not None:
-        return Path(options.data_dir).expanduser()
-    env = os.environ.get("EVSIM_DATA")
-    return Path(env).expanduser() if env else None
 
 
 def class_folders(split_dir: Path) -> list[Path]:

@@ -39,11 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, check_source, stratified_indices
+from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of, stratified_indices
 from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
-from evsim.data.events import check_framing, check_in_sensor
-from evsim.data.nmnist import EventFiles, _pick, data_dir_of, frames_cached
+from evsim.data.events import check_framing, check_in_sensor, read_nmnist_bin
+from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
+from evsim.files import write_json_atomic
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -405,8 +406,6 @@ def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
     DataError
         If the file is unreadable, not one of the formats, or holds a bad event.
     """
-    from evsim.data.events import read_nmnist_bin
-
     path = Path(path)
     if path.suffix == ".bin":
         events = read_nmnist_bin(path, sensor or (256, 256, 2))
@@ -512,8 +511,6 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
             events = read_recording(path)
             width, height = max(width, int(events["x"].max()) + 1), max(height, int(events["y"].max()) + 1)
     remembered.parent.mkdir(parents=True, exist_ok=True)
-    from evsim.files import write_json_atomic
-
     write_json_atomic(remembered, {"sensor": [width, height, 2]})
     return width, height, 2
 

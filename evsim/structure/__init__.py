@@ -1,7 +1,8 @@
 """Structural development: SD-SNN and baselines behind one small interface.
 
 A structure controller has ``needs_would_be_grad`` (whether backward must compute
-would-be gradients of missing synapses), ``observe(network)`` after each backward,
+would-be gradients of missing synapses), ``observe(network, grads)`` after each backward (``grads``: what
+:meth:`~evsim.network.Network.backward` returned),
 and ``develop(network, lr) -> list[dict]`` at the end of each development interval.
 """
 from __future__ import annotations

@@ -28,8 +28,7 @@ def prune_smallest(layer, n_remove: int) -> int:
     order = np.argsort(np.abs(layer.store.data), kind="stable")[:n_remove]
     remove = np.zeros(layer.store.nnz, dtype=bool)
     remove[order] = True
-    removed = layer.store.prune(remove)
-    layer.rebuild()
+    removed = layer.prune(remove)
     return removed
 
 
@@ -48,7 +47,7 @@ class MagnitudePruning:
         progress = min(max((step - self.start + 1) / self.steps, 0.0), 1.0)
         return self.target * (1 - (1 - progress) ** 3)
 
-    def observe(self, network: Network) -> None:
+    def observe(self, network: Network, grads: list) -> None:
         pass
 
     def develop(self, network: Network, lr: float) -> list[dict]:
@@ -86,10 +85,9 @@ class SET:
             keep = int(round(layer.n_in * layer.n_out * (1 - sparsity)))
             remove = np.ones(layer.store.nnz, dtype=bool)
             remove[self.rng.choice(layer.store.nnz, size=keep, replace=False)] = False
-            layer.store.prune(remove)
-            layer.rebuild()
+            layer.prune(remove)
 
-    def observe(self, network: Network) -> None:
+    def observe(self, network: Network, grads: list) -> None:
         pass
 
     def develop(self, network: Network, lr: float) -> list[dict]:
@@ -104,7 +102,6 @@ class SET:
             bound = 1.0 / np.sqrt(layer.n_in)
             weights = self.rng.uniform(-bound, bound, pick.size).astype(np.float32)
             regrown = layer.regrow(pick // layer.n_out, pick % layer.n_out, weights)
-            layer.sync_weights()
             stats.append(_stats(k, layer, pruned, regrown))
         return stats
 

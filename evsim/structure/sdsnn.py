@@ -32,10 +32,11 @@ at every step they decay by ``1 - N / E``, so they weigh about the last E batche
 gradient that keeps its sign sums to E times itself, as over an epoch) whatever N is.
 Each column counts the batches its window holds: one that joins when its neuron dies
 starts empty, and its first epoch's sums are not scaled up.
-Scaling the last interval's sum by E / N instead (evsim before this) multiplied its
+Scaling the last interval's sum by E / N instead would multiply its
 noise by E / N where an epoch's sum grows it by sqrt(E / N): with N = 4 and the 600
-batches of the real N-MNIST almost every missing synapse qualified, 595,317 regrew at
-one step with weights at the range's bound, and the network fell to chance.
+batches of the real N-MNIST almost every missing synapse qualifies, hundreds of
+thousands regrow at one step with weights at the range's bound, and the network falls
+to chance (measured: benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -294,11 +295,11 @@ class SDSNN:
         """Would-be gradients are needed from the interval before regeneration starts."""
         return self.step + 1 >= self.cfg.prune_start
 
-    def observe(self, network: Network) -> None:
+    def observe(self, network: Network, grads: list) -> None:
+        """Take in one batch's would-be gradients (``grads``: :meth:`Network.backward`'s)."""
         for k in self.layers:
-            layer = network.layers[k]
-            if layer.would_be_grad is not None:
-                self.state[k].observe(layer.incomplete, layer.would_be_grad)
+            if grads[k].would_be is not None:
+                self.state[k].observe(network.layers[k].incomplete, grads[k].would_be)
 
     def develop(self, network: Network, lr: float) -> list[dict]:
         """One development step on every developing layer; returns one stats dict per layer."""
@@ -333,7 +334,6 @@ class SDSNN:
                         regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
                         store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
             dev.end_interval(self.keep)
-            layer.sync_weights()
             stats.append({
                 "layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
                 "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,

@@ -1,4 +1,5 @@
-"""Layers: own parameters and pick kernels; no I/O, no datasets.
+"""Fully connected spiking layer (the :class:`~evsim.layers.base.Layer` and
+:class:`~evsim.layers.base.Developing` protocols); no I/O, no datasets.
 
 A :class:`SparseLinear` layer holds a :class:`~evsim.synapses.SynapseStore` (the
 truth), a bias, and an *execution plan* rebuilt whenever the structure changes:
@@ -11,12 +12,19 @@ truth), a bias, and an *execution plan* rebuilt whenever the structure changes:
   cache lines, else an execution copy with rows padded to whole lines, refreshed from
   the CSR data after every optimizer step) or ``csr`` (the CSR arrays themselves,
   with compacted column indices).
+
+The plan is rebuilt whenever the store's :attr:`~evsim.synapses.SynapseStore.version`
+changes and the execution copy is refreshed at the start of every forward pass, so no
+public operation (an optimizer step, a structural edit, weights written into
+``store.data``) can leave the layer running stale weights.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import nir
 import numpy as np
+import scipy.sparse as sp
 
 from evsim.aligned import aligned_empty, aligned_zeros, line_width
 from evsim.errors import ConfigError, ShapeError
@@ -30,14 +38,15 @@ from evsim.kernels.grad import (
 )
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
+from evsim.layers.base import BackwardRequest, InputGradFactors, LayerGrads, Parameter
 from evsim.neuron import SURROGATES, LIFParameters
-from evsim.synapses import SynapseStore
+from evsim.synapses import SynapseStore, check_csr
 
 PATHS = ("auto", "rows", "csr")
 # Below this density of synapses among the alive neurons, scattering the synapses
 # that exist beats adding whole rows of alive neurons in training. Measured on the
 # 2312-800-10 network at 2-10 % input activity, 2 threads (benchmarks/RESULTS.md, table
-# of changes, session 11): forward + backward on csr took 0.58-0.66x the rows time at
+# of changes): forward + backward on csr took 0.58-0.66x the rows time at
 # 1 % density, 0.81-0.85x at 2 %, 0.95-1.08x at 3 % and 1.17-1.56x at 5 % (16 synapses
 # per AVX-512 gather and scatter against vectorised rows, whose time does not depend
 # on density).
@@ -52,16 +61,6 @@ CSR_DENSITY_THRESHOLD = 0.025
 # neurons and 0.80 against 0.69 ms for 20 (benchmarks/RESULTS.md).
 FACTORED_MAX_NEURONS = 16
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
-
-
-class InputGradFactors(NamedTuple):
-    """A layer's input gradient ``[T, B, n]`` as the product ``(grad_u[:, :M] @ weights)``
-    reshaped, not formed: ``grad_u`` float32 ``[T*B, >= M]`` C-contiguous (dL/du of the M
-    alive neurons, rows padded past them), ``weights`` float32 ``[M, n]`` C-contiguous
-    (their weights from the n inputs)."""
-
-    grad_u: np.ndarray
-    weights: np.ndarray
 
 
 class LayerTrace(NamedTuple):
@@ -83,6 +82,8 @@ class SparseLinear:
     develops : whether structural development may prune/regrow this layer.
     """
 
+    kind = "linear"
+
     def __init__(self, store: SynapseStore, bias: np.ndarray | None = None, path: str = "auto", develops: bool = True):
         if path not in PATHS:
             raise ConfigError(f"unknown propagation path {path!r}; choose one of {', '.join(PATHS)}")
@@ -94,10 +95,6 @@ class SparseLinear:
         self.path_option = path
         self.develops = develops
         self.alive = np.ones(store.shape[1], dtype=bool)
-        self.grad_data = np.zeros(0, dtype=np.float32)
-        self.grad_bias = np.zeros(store.shape[1], dtype=np.float32)
-        self.would_be_grad: np.ndarray | None = None
-        self.error_factors: InputGradFactors | None = None
         self.rebuild()
 
     @classmethod
@@ -140,8 +137,24 @@ class SparseLinear:
         self.rebuild()
         return grown
 
+    def prune(self, remove: np.ndarray) -> int:
+        """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
+        removed = self.store.prune(remove)
+        self.rebuild()
+        return removed
+
+    def set_alive(self, alive: np.ndarray) -> None:
+        """Mark which neurons are alive (a dead one must have no incoming synapse)."""
+        alive = np.asarray(alive)
+        if alive.shape != (self.n_out,):
+            raise ShapeError(f"alive has shape {alive.shape}, expected ({self.n_out},)")
+        self.alive = alive.astype(bool)
+        self.rebuild()
+
     def rebuild(self) -> None:
-        """Recompute the execution plan after any change of structure."""
+        """Recompute the execution plan after any change of structure (done by every
+        structural edit, and by forward and backward when the store changed under it)."""
+        self.built_version = self.store.version
         self.alive_index = np.flatnonzero(self.alive).astype(np.int32)
         local = np.full(self.n_out, -1, dtype=np.int32)
         local[self.alive_index] = np.arange(self.alive_index.size, dtype=np.int32)
@@ -167,10 +180,17 @@ class SparseLinear:
             self.weight_rows = self.store.data.reshape(self.n_in, n_alive)
         elif self.path == "rows":
             self.weight_rows = aligned_zeros((self.n_in, line_width(n_alive)))
-            self.sync_weights()
+            self._sync_weights()
 
-    def sync_weights(self) -> None:
-        """Refresh the dense execution copy from the CSR data (call after every weight change)."""
+    def _current_plan(self) -> None:
+        """Bring the execution plan and copy up to date with the store (see the module docstring)."""
+        if self.built_version != self.store.version:
+            self.rebuild()
+        else:
+            self._sync_weights()
+
+    def _sync_weights(self) -> None:
+        """Refresh the dense execution copy from the CSR data (a copy only where rows are padded)."""
         if not self.rows_copied:
             return
         n_alive = self.alive_index.size
@@ -182,6 +202,7 @@ class SparseLinear:
     # ---------------------------------------------------------------- forward
     def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, LayerTrace]:
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
+        self._current_plan()
         n_alive = self.alive_index.size
         u = aligned_empty((events.n_steps, events.batch, n_alive))
         spikes = np.empty((events.n_steps, events.batch, n_alive), dtype=np.uint8)
@@ -206,9 +227,7 @@ class SparseLinear:
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray | InputGradFactors, lif: LIFParameters,
-                 need_input_grad: bool, would_be_grad: bool = False, dead_error: InputGradFactors | None = None,
-                 input_rows: np.ndarray | None = None, factors_ok: bool = False,
-                 error_rows: np.ndarray | None = None) -> np.ndarray | InputGradFactors | None:
+                 request: BackwardRequest = BackwardRequest()) -> LayerGrads:
         """BPTT through this layer.
 
         Parameters
@@ -216,25 +235,26 @@ class SparseLinear:
         trace : from :meth:`forward`.
         grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes), or the same as
             :class:`InputGradFactors` from the layer above.
-        need_input_grad : return dL/d(input) ``[T, B, n_in]`` (False for the first layer).
-        input_rows : return the input gradient of these input neurons only,
-            ``[T, B, len(input_rows)]`` (the alive neurons below, when no dead one needs it).
-        factors_ok : the input gradient may come back as :class:`InputGradFactors`
-            (the rows path with at most :data:`FACTORED_MAX_NEURONS` alive neurons).
-        would_be_grad : also compute, for synaptic regeneration, the gradient every
-            *missing* synapse would have: ``self.would_be_grad`` ``[n_in, n_incomplete]``
-            over the columns that miss synapses (``self.incomplete``), summed from the
-            events like the weight gradient (for dead neurons through the factors of
-            ``dead_error``); complete columns cost nothing.
-        dead_error : the error the dead neurons would receive, as factors: the layer
-            above's ``error_factors`` for this layer's dead neurons in ascending order
-            (their row of the input gradient above, i.e. a revived neuron's dL/dI with
-            the surrogate at 1). Dead neurons get zero error without it.
-        error_rows : input neurons (the dead ones below, ascending) whose input gradient
-            is also wanted, as factors: sets ``self.error_factors``.
+        request : what to compute besides the weight and bias gradients:
 
-        Sets ``grad_data`` (aligned with the CSR data) and ``grad_bias``.
+            - ``input_grad``: dL/d(input) ``[T, B, n_in]`` (or of ``input_units`` only);
+              as :class:`InputGradFactors` when ``factors_ok`` and the rows path has at
+              most :data:`FACTORED_MAX_NEURONS` alive neurons.
+            - ``would_be``: the gradient every *missing* synapse would have,
+              ``[n_in, n_incomplete]`` over the columns that miss synapses
+              (``self.incomplete``), summed from the events like the weight gradient (for
+              dead neurons through the factors of ``dead_error``: the layer above's
+              ``dead_error_below``, i.e. a revived neuron's dL/dI with the surrogate at 1;
+              dead neurons get zero error without it). Complete columns cost nothing.
+            - ``dead_units_below``: input neurons (the dead ones below, ascending) whose
+              input gradient is also wanted, as factors.
+
+        Returns
+        -------
+        LayerGrads with ``params = [weights (aligned with the CSR data), bias]``.
         """
+        if self.built_version != self.store.version:
+            raise ShapeError("the layer's synapses changed between forward and backward; run forward again")
         n_steps, batch, n_alive = trace.u.shape
         # Summed row by row for the weight gradient, so rows padded to whole cache lines
         # (columns past N_alive are never read).
@@ -248,40 +268,46 @@ class SparseLinear:
         _lif_backward(dense, above, weights_above, trace.u, trace.spikes, SURROGATES.index(lif.surrogate),
                       np.float32(lif.width), np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard",
                       lif.detach_reset, grad_u, grad_bias_per_sample)
-        self.grad_bias = np.zeros(self.n_out, dtype=np.float32)
-        self.grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
+        grad_bias = np.zeros(self.n_out, dtype=np.float32)
+        grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 
         drive = trace.events_in
         by_row = None if isinstance(drive, StaticDrive) else group_by_row(drive, self.n_in)
-        self.grad_data = np.empty(self.store.nnz, dtype=np.float32)
+        grad_data = np.empty(self.store.nnz, dtype=np.float32)
         if self.path == "rows" and self.complete:
-            _input_times(drive, by_row, grad_u2, self.grad_data.reshape(self.n_in, n_alive))
+            _input_times(drive, by_row, grad_u2, grad_data.reshape(self.n_in, n_alive))
         elif self.path == "rows" or by_row is None:
             dense = np.empty((self.n_in, n_alive), dtype=np.float32)
             _input_times(drive, by_row, grad_u2, dense)
-            _gather_csr(dense, self.store.indptr, self.columns, self.grad_data)
+            _gather_csr(dense, self.store.indptr, self.columns, grad_data)
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
-                             self.grad_data)
-        self.would_be_grad = None
-        if would_be_grad:
-            self.would_be_grad = self._would_be_grad(drive, by_row, grad_u2, dead_error)
-        self.error_factors = None
-        if error_rows is not None:
-            self.error_factors = InputGradFactors(grad_u2, np.ascontiguousarray(self._weights_from(error_rows).T))
+                             grad_data)
+        grads = LayerGrads([grad_data, grad_bias])
+        if request.would_be:
+            grads.would_be = self._would_be_grad(drive, by_row, grad_u2, request.dead_error)
+        if request.dead_units_below is not None:
+            grads.dead_error_below = InputGradFactors(
+                grad_u2, np.ascontiguousarray(self._weights_from(request.dead_units_below).T))
+        if request.input_grad:
+            grads.input = self._input_grad(grad_u2, request, n_steps, batch)
+        return grads
 
-        if not need_input_grad:
-            return None
+    def _input_grad(self, grad_u2: np.ndarray, request: BackwardRequest, n_steps: int,
+                    batch: int) -> np.ndarray | InputGradFactors:
+        """dL/d(input) ``[T, B, n_in or len(input_units)]`` from ``grad_u2`` ``[T*B, >= N_alive]``."""
+        n_alive = self.alive_index.size
+        units = request.input_units
         if self.path == "rows":
-            weights = self.weight_rows[:, :n_alive] if input_rows is None else self.weight_rows[input_rows, :n_alive]
-            if factors_ok and n_alive <= FACTORED_MAX_NEURONS:
+            weights = self.weight_rows[:, :n_alive] if units is None else self.weight_rows[units, :n_alive]
+            if request.factors_ok and n_alive <= FACTORED_MAX_NEURONS:
                 return InputGradFactors(grad_u2, np.ascontiguousarray(weights.T))
             grad_in = grad_u2[:, :n_alive] @ weights.T
         else:
-            grad_in = np.empty((n_steps * batch, self.n_in), dtype=np.float32)
+            grad_in = np.empty((grad_u2.shape[0], self.n_in), dtype=np.float32)
             _input_grad_csr(grad_u2, self.store.indptr, self.columns, self.store.data, grad_in)
-            if input_rows is not None:
-                grad_in = np.ascontiguousarray(grad_in[:, input_rows])
+            if units is not None:
+                grad_in = np.ascontiguousarray(grad_in[:, units])
         return grad_in.reshape(n_steps, batch, grad_in.shape[1])
 
     def _would_be_grad(self, drive: Events | StaticDrive, by_row: EventsByRow | None, grad_u2: np.ndarray,
@@ -323,6 +349,88 @@ class SparseLinear:
         if self.path == "rows":
             return self.weight_rows[rows, :self.alive_index.size]
         return self.store.matrix[rows][:, self.alive_index].toarray().astype(np.float32, copy=False)
+
+
+    # ------------------------------------------------------- the protocol's rest
+    def parameters(self) -> list[Parameter]:
+        """The CSR data (with the store's per-synapse state) and the bias."""
+        return [Parameter(self.store.data, self.store.state), Parameter(self.bias, self.bias_state)]
+
+    @property
+    def dense_synapses(self) -> int:
+        """Synapses of the same layer fully connected."""
+        return self.n_in * self.n_out
+
+    @property
+    def dense_weights(self) -> int:
+        """Weights of the same layer fully connected (one per synapse)."""
+        return self.n_in * self.n_out
+
+    def fan_out(self) -> np.ndarray:
+        """int64 ``[n_in]``: the synapses each input neuron has (one accumulate each per event)."""
+        return np.diff(self.store.indptr).astype(np.int64)
+
+    def fan_out_unpruned(self) -> np.ndarray:
+        """int64 ``[n_in]``: the same, fully connected."""
+        return np.full(self.n_in, self.n_out, dtype=np.int64)
+
+    def ann_macs(self) -> int:
+        """Multiply-accumulates of the same layer as a dense non-spiking layer, per sample."""
+        return self.n_in * self.n_out
+
+    def to_arrays(self, with_state: bool) -> dict[str, np.ndarray]:
+        """The layer as named arrays (see :meth:`from_arrays`)."""
+        arrays = {"indptr": self.store.indptr, "indices": self.store.indices, "data": self.store.data,
+                  "shape": np.array(self.store.shape), "bias": self.bias, "alive": self.alive,
+                  "develops": np.array(self.develops)}
+        if with_state:
+            arrays.update({f"state__{name}": values for name, values in self.store.state.items()})
+            arrays.update({f"bias_state__{name}": values for name, values in self.bias_state.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, path: str = "auto", with_state: bool = False) -> "SparseLinear":
+        """The layer written by :meth:`to_arrays` (``arrays``: a mapping, e.g. an open npz
+        viewed through a prefix). With ``with_state``, the saved state arrays are attached
+        as read; the checkpoint checks them, naming the member.
+
+        Raises
+        ------
+        ShapeError
+            If the arrays are not a consistent layer.
+        """
+        shape = tuple(int(n) for n in arrays["shape"])
+        indptr, indices = arrays["indptr"], arrays["indices"]
+        check_csr(indptr, indices, shape)
+        data = np.asarray(arrays["data"])
+        if data.shape != indices.shape:
+            raise ShapeError(f"data has shape {data.shape}, expected {indices.shape} (one weight per synapse)")
+        store = SynapseStore(sp.csr_matrix((data, indices, indptr), shape=shape))
+        layer = cls(store, arrays["bias"], path=path, develops=bool(arrays["develops"]))
+        if with_state:
+            layer.store.state = {key.split("__", 1)[1]: np.array(arrays[key])
+                                 for key in arrays if key.startswith("state__")}
+            layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
+                                for key in arrays if key.startswith("bias_state__")}
+        layer.set_alive(arrays["alive"])
+        return layer
+
+    def nir_nodes(self, name: str, lif: LIFParameters) -> tuple[dict, list[tuple[str, str]], str, str]:
+        """An ``Affine`` node (dense weights, with the CSR structure in its metadata so that
+        pruning survives a round trip) followed by a ``LIF`` node."""
+        n = self.n_out
+        tau = 1.0 / (1.0 - lif.decay)
+        affine, neurons = f"fc{name}", f"lif{name}"
+        nodes = {
+            affine: nir.Affine(
+                weight=np.ascontiguousarray(self.store.to_dense().T), bias=self.bias.copy(),
+                metadata={"evsim_indptr": self.store.indptr.copy(), "evsim_indices": self.store.indices.copy(),
+                          "evsim_develops": bool(self.develops)}),
+            neurons: nir.LIF(tau=np.full(n, tau), r=np.full(n, tau), v_leak=np.zeros(n),
+                             v_threshold=np.full(n, lif.v_th), v_reset=np.zeros(n),
+                             metadata={"evsim_alive": self.alive.copy()}),
+        }
+        return nodes, [(affine, neurons)], affine, neurons
 
 
 def _input_times(drive: Events | StaticDrive, by_row: EventsByRow | None, matrix: np.ndarray, out: np.ndarray) -> None:

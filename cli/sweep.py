@@ -1,0 +1,73 @@
+"""``evsim sweep``: run a sweep file on Dask (``evsim sweep [run] SWEEP.toml``) and report
+on its folder (``evsim sweep report DIR``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evsim.sweep import default_out, sweep as run_sweep_file, write_report
+
+
+class SweepGroup(click.Group):
+    """A group whose default subcommand is ``run``: ``evsim sweep FILE.toml`` means
+    ``evsim sweep run FILE.toml``."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=SweepGroup)
+def sweep():
+    """Sweeps of training runs on Dask.
+
+    \b
+    evsim sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS | --scheduler-file FILE]
+    evsim sweep report DIR
+    """
+
+
+@sweep.command("run")
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Sweep folder [default: runs/<file stem>]; running again continues it.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:PORT).")
+@click.option("--scheduler-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Scheduler file of a running Dask cluster (dask scheduler --scheduler-file FILE).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the embedded cluster [default: cores // threads per run].")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
+@click.pass_context
+def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
+    """Run every point of SWEEP_FILE (skipping finished ones, resuming interrupted ones).
+
+    The file is checked whole first. Without --scheduler or --scheduler-file the
+    points run on an embedded Dask LocalCluster of worker processes, workers x
+    threads per run within this machine's cores. Exit code 1 if any point failed.
+    """
+    folder = out if out is not None else default_out(sweep_file)
+    try:
+        states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "
+                   "(interrupted points resume from their last checkpoint)", err=True)
+        ctx.exit(130)
+    failed = [s for s in states if s["status"] != "done"]
+    skipped = sum(s["action"] == "skipped" for s in states)
+    resumed = sum(s["action"] == "resumed" for s in states)
+    click.echo(f"done: {len(states) - len(failed)} of {len(states)} points finished ({skipped} already before, "
+               f"{resumed} resumed), {len(failed)} failed -> {folder}; report: evsim sweep report {folder}")
+    for state in failed:
+        click.echo(f"failed: {state['name']}: {state['error']}", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+@sweep.command("report")
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+def report(sweep_dir):
+    """Write results.csv, report.md and report.png into the sweep folder SWEEP_DIR."""
+    paths = write_report(sweep_dir)
+    click.echo(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")

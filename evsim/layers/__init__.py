@@ -1,0 +1,9 @@
+"""Layers of a spiking network: the protocols (:mod:`evsim.layers.base`) and each kind."""
+from evsim.layers.base import BackwardRequest, Developing, InputGradFactors, Layer, LayerGrads, Parameter
+from evsim.layers.linear import FACTORED_MAX_NEURONS, PATHS, LayerTrace, SparseLinear
+
+# Layer kinds by the name checkpoints store (``l<k>_kind``); a file without it holds linear layers.
+LAYER_KINDS = {SparseLinear.kind: SparseLinear}
+
+__all__ = ["BackwardRequest", "Developing", "FACTORED_MAX_NEURONS", "InputGradFactors", "LAYER_KINDS", "Layer",
+           "LayerGrads", "LayerTrace", "PATHS", "Parameter", "SparseLinear"]

@@ -1,0 +1,132 @@
+"""The two protocols every layer kind implements, and what passes between layers.
+
+:class:`Layer` is all that the network, optimizer, trainer, energy counter,
+checkpoints and NIR export know of a layer; :class:`Developing` is all that a
+structure controller (SD-SNN and the baselines) knows of a layer it may edit.
+
+Backward is a function: it takes the trace of its forward pass, what the layer above
+sent down, and one :class:`BackwardRequest`, and *returns* a :class:`LayerGrads`. No
+gradient is left on a layer for another object to pull.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from evsim.kernels.events import Events, StaticDrive
+from evsim.neuron import LIFParameters
+from evsim.synapses import SynapseStore
+
+
+class InputGradFactors(NamedTuple):
+    """A layer's input gradient ``[T, B, n]`` as the product ``(grad_u[:, :M] @ weights)``
+    reshaped, not formed: ``grad_u`` float32 ``[T*B, >= M]`` C-contiguous (dL/du of the M
+    alive neurons, rows padded past them), ``weights`` float32 ``[M, n]`` C-contiguous
+    (their weights from the n inputs)."""
+
+    grad_u: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class BackwardRequest:
+    """What the network asks of one layer's backward pass.
+
+    Attributes
+    ----------
+    input_grad : send dL/d(input) down (False for the first layer).
+    input_units : send it for these input units only (the alive units below, ascending),
+        ``[T, B, len(input_units)]``; None: every input unit.
+    factors_ok : the input gradient may come back as :class:`InputGradFactors`.
+    would_be : also return, for synaptic regeneration, the gradients missing synapses
+        would have.
+    dead_error : the error the dead units of *this* layer would receive if revived, as
+        the layer above returned it (:attr:`LayerGrads.dead_error_below`).
+    dead_units_below : input units (the dead ones below, ascending) whose error is wanted
+        as factors, returned in :attr:`LayerGrads.dead_error_below`.
+    """
+
+    input_grad: bool = True
+    input_units: np.ndarray | None = None
+    factors_ok: bool = False
+    would_be: bool = False
+    dead_error: InputGradFactors | None = None
+    dead_units_below: np.ndarray | None = None
+
+
+@dataclass
+class LayerGrads:
+    """What one layer's backward pass returns.
+
+    Attributes
+    ----------
+    params : one gradient per array of :meth:`Layer.parameters`, in its order and shape.
+    input : dL/d(input) (dense ``[T, B, n]`` or :class:`InputGradFactors`), or None.
+    would_be : the would-be gradients of missing synapses, when requested (layout is the
+        layer kind's; see its ``backward``), else None.
+    dead_error_below : the error of the dead units below, when requested, else None.
+    """
+
+    params: list[np.ndarray]
+    input: Any = None
+    would_be: np.ndarray | None = None
+    dead_error_below: InputGradFactors | None = None
+
+
+class Parameter(NamedTuple):
+    """A trainable array and its optimizer state (moments aligned with it on axis 0)."""
+
+    values: np.ndarray
+    state: dict
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """A spiking layer: events (or a static drive) in, spike events out."""
+
+    n_in: int
+    n_out: int
+    develops: bool
+    alive: np.ndarray          # bool [n_out]: units that can fire
+    alive_index: np.ndarray    # int32: the alive units, ascending
+
+    def forward(self, drive: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, Any]:
+        """Output spike events (flat unit indices) and the trace backward needs."""
+
+    def backward(self, trace: Any, grad_out: Any, lif: LIFParameters, request: BackwardRequest) -> LayerGrads:
+        """Gradients of the loss, given dL/d(output spikes) of the alive units."""
+
+    def parameters(self) -> list[Parameter]:
+        """The trainable arrays, in the order :attr:`LayerGrads.params` follows."""
+
+    def fan_out(self) -> np.ndarray:
+        """int64 ``[n_in]``: accumulates one event of value 1 at each input unit performs."""
+
+    def to_arrays(self, with_state: bool) -> dict[str, np.ndarray]:
+        """Everything that defines the layer, as named arrays (with optimizer and
+        development state when ``with_state``)."""
+
+    def nir_nodes(self, name: str, lif: LIFParameters) -> tuple[dict, list[tuple[str, str]], str, str]:
+        """``(nodes, internal edges, entry node, exit node)`` of this layer in a NIR graph."""
+
+
+@runtime_checkable
+class Developing(Protocol):
+    """A layer whose synapses and units structural development may edit."""
+
+    store: SynapseStore
+    develops: bool
+    alive: np.ndarray
+    incomplete: np.ndarray     # int64: postsynaptic units that miss synapses, ascending
+
+    def kill(self, units: np.ndarray) -> int:
+        """Remove every incoming synapse and the bias of ``units``; returns synapses removed."""
+
+    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
+               initial_state: dict[str, float] | None = None) -> int:
+        """Create synapses; a dead target unit is revived."""
+
+    def prune(self, remove: np.ndarray) -> int:
+        """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""

@@ -1,0 +1,214 @@
+"""Running a sweep's points on Dask, and the sweep folder's state file.
+
+The client submits every point as one task of :func:`evsim.sweep.point.run_point`;
+a tied point is submitted when the point it is tied to has finished, with the taken
+option filled in and checked here. The state file ``sweep.json`` in the sweep folder
+records every point's options, status and one-line error; it is rewritten after each
+point, so the report reads it whatever happened to the client.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from evsim.errors import ConfigError, EvsimError
+from evsim.files import write_json_atomic
+from evsim.sweep.plan import Point, Sweep
+from evsim.sweep.point import one_line, run_point
+from evsim.sweep.training import TrainConfig, config_dict, resolve
+
+STATE_FILE = "sweep.json"
+LOG_DIR = "logs"
+METRICS = "metrics.jsonl"
+POLL_S = 1.0
+CONNECT_TIMEOUT = "30s"  # Dask retries a refused connection until then
+
+
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_workers(configs: dict[str, TrainConfig], workers: int | None) -> tuple[int, int]:
+    """``(worker processes, Numba threads per run)`` of the embedded cluster: workers x
+    threads never exceed this machine's cores (a run with ``threads = 0`` takes them all).
+
+    Raises
+    ------
+    ConfigError
+        If ``workers`` asks for more than the cores allow.
+    """
+    cores = machine_cores()
+    threads = max((c.threads or cores for c in configs.values()), default=1)
+    if workers is None:
+        return max(1, cores // threads), threads
+    if workers * threads > cores:
+        raise ConfigError(f"--workers {workers} x {threads} threads per run exceeds this machine's {cores} cores; "
+                          f"use at most {max(1, cores // threads)} workers or fewer threads (threads = N)")
+    return workers, threads
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int):
+    """A ``distributed.Client``: of the cluster at ``scheduler`` (an address) or described
+    by ``scheduler_file``, else of an embedded LocalCluster of ``workers`` processes.
+
+    Raises
+    ------
+    ConfigError
+        If the scheduler cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler is None and scheduler_file is None:
+        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
+        # kill a run that the machine holds. One thread per worker: one run per process.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
+    where = scheduler or scheduler_file
+    try:
+        client = (Client(scheduler, timeout=CONNECT_TIMEOUT) if scheduler
+                  else Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT))
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
+    with client:
+        yield client
+
+
+def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
+              progress: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
+    """Run every point of ``sweep`` on ``client``; the outcomes (see ``run_point``), in the sweep's order."""
+    from distributed import wait
+    from tqdm import tqdm
+
+    out = Path(out).absolute()
+    state = {p.name: _initial_state(p) for p in sweep.points}
+    children: dict[str, list[Point]] = {}
+    for p in sweep.points:
+        if p.tied_to is not None:
+            children.setdefault(p.tied_to, []).append(p)
+    pending = {}  # future -> point name
+
+    def submit(p: Point, config: TrainConfig) -> None:
+        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}.log"))
+        state[p.name]["status"] = "submitted"
+        pending[client.submit(run_point, *args, key=f"evsim-sweep-{p.name}-{os.getpid()}-{time.time_ns()}",
+                              pure=False)] = p.name
+
+    def finish(outcome: dict) -> None:
+        name = outcome["name"]
+        state[name].update({k: outcome.get(k) for k in ("status", "action", "error", "seconds")})
+        bar.update(1)
+        if outcome["status"] == "failed":
+            tqdm.write(f"failed: {name}: {outcome['error']}")
+        for child in children.get(name, []):
+            taken = _taken(child, outcome)
+            if isinstance(taken, str):
+                finish({"name": child.name, "status": "failed", "error": taken})
+                continue
+            state[child.name]["options"] = {**child.options, **taken}
+            try:
+                where = f"{sweep.path}: point {child.name}"
+                submit(child, resolve(state[child.name]["options"], out / child.name, where))
+            except ConfigError as exc:
+                finish({"name": child.name, "status": "failed", "error": one_line(str(exc))})
+        _save(out, sweep, state)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _save(out, sweep, state)
+    with tqdm(total=len(sweep.points), unit="run", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
+        for p in sweep.points:
+            if p.tied_to is None:
+                submit(p, configs[p.name])
+        while pending:
+            try:
+                wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                pass
+            for future in [f for f in pending if f.done()]:
+                name = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the worker died (KilledWorker), or the task was cancelled
+                    outcome = {"name": name, "status": "failed", "error": one_line(f"{type(exc).__name__}: {exc}")}
+                finish(outcome)
+            bar.set_postfix_str(live_status(client, pending, out, configs), refresh=True)
+    return [state[p.name] for p in sweep.points]
+
+
+def live_status(client, pending: dict, out: Path, configs: dict[str, TrainConfig]) -> str:
+    """``name epoch e/E`` of each point a worker is running now (from its metrics.jsonl)."""
+    try:
+        running = {key for keys in client.processing().values() for key in keys}
+    except (OSError, EvsimError, TimeoutError):
+        return ""
+    parts = []
+    for future, name in pending.items():
+        if future.key in running and (out / name).exists():  # assigned to a worker, and started there
+            total = configs[name].epochs if name in configs else None
+            done = _epochs_done(out / name / METRICS)
+            now = done + 1 if total is None else min(done + 1, total)
+            parts.append(f"{name} epoch {now}" + (f"/{total}" if total else ""))
+    return "; ".join(parts)
+
+
+def _epochs_done(path: Path) -> int:
+    try:
+        return path.read_text().count('"type": "epoch"')
+    except OSError:
+        return 0
+
+
+def _taken(child: Point, parent: dict) -> dict | str:
+    """The options ``child`` takes from its parent's outcome, or the reason it cannot."""
+    if parent["status"] != "done":
+        return f"tied to {parent['name']}, which failed"
+    summary = parent.get("summary") or {}
+    taken = {}
+    for option, source in child.take.items():
+        if not isinstance(summary.get(source), (int, float)):
+            return f"tied to {parent['name']}, whose summary.json has no {source}"
+        taken[option] = summary[source]
+    return taken
+
+
+def _initial_state(p: Point) -> dict:
+    return {"name": p.name, "axes": p.axes, "options": p.options, "tied_to": p.tied_to, "take": p.take,
+            "status": "pending", "action": None, "error": None, "seconds": None}
+
+
+def _save(out: Path, sweep: Sweep, state: dict) -> None:
+    write_json_atomic(out / STATE_FILE, {"sweep_file": str(Path(sweep.path).absolute()), "axes": list(sweep.axes),
+                                         "points": [state[p.name] for p in sweep.points]})
+
+
+def read_state(out: Path) -> dict:
+    """The sweep folder's state file.
+
+    Raises
+    ------
+    ConfigError
+        If ``out`` holds no readable sweep state.
+    """
+    import json
+
+    path = Path(out) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{out} is no sweep folder (no {STATE_FILE}); run evsim sweep SWEEP.toml --out {out}") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("points"), list):
+        raise ConfigError(f"{path}: not a sweep state file")
+    return state

@@ -1,0 +1,101 @@
+"""One sweep point, run on a worker: a plain function of plain data, safe to run twice.
+
+Under the run folder's lock it looks at what the folder holds and does only what is
+missing: a finished run (``summary.json``) of the same configuration is taken as it
+is, an interrupted one (``checkpoint-latest.npz``) is resumed, anything else is
+trained from the start. Whatever goes wrong becomes the point's one-line error, so
+one point's failure never stops the others.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from evsim.errors import ConfigError, EvsimError
+from evsim.runlock import run_lock
+from evsim.sweep.training import resume_point, train_point
+
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint-latest.npz"
+# config.json fields that may differ between the same run's folders.
+NOT_CONFIG = ("out", "data_source")
+# One run at a time per worker process: Numba's thread count and parallel kernels are
+# process-wide resources, and the run sizes its threads to the machine as if alone.
+_one_run = threading.Lock()
+
+
+def run_point(name: str, config: dict, run_dir: str, log_path: str) -> dict:
+    """Run (or skip, or resume) the point ``name`` of configuration ``config`` in ``run_dir``.
+
+    Returns
+    -------
+    dict
+        ``name``, ``status`` ("done" or "failed"), ``action`` ("skipped", "resumed" or
+        "trained"), ``error`` (one line, or None), ``summary`` (the run's summary.json,
+        or None) and ``seconds`` spent here. Never raises for a failed run.
+    """
+    run_dir, log_path = Path(run_dir), Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    outcome = {"name": name, "status": "failed", "action": None, "error": None, "summary": None}
+    with _one_run, open(log_path, "a", buffering=1) as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {name} -> {run_dir}\n")
+
+        def echo(line: str) -> None:
+            log.write(f"{line}\n")
+
+        try:
+            with run_lock(run_dir):
+                action = folder_action(run_dir, config)
+                outcome["action"] = action
+                if action == "skipped":
+                    summary = json.loads((run_dir / SUMMARY).read_text())
+                elif action == "resumed":
+                    summary = resume_point(run_dir, echo)
+                else:
+                    summary = train_point(config, run_dir, echo)
+            outcome.update(status="done", summary=summary)
+        except EvsimError as exc:
+            outcome["error"] = one_line(str(exc))
+        except Exception as exc:  # a bug or a system fault in one point must not stop the others
+            log.write(traceback.format_exc())
+            outcome["error"] = one_line(f"{type(exc).__name__}: {exc} (traceback in {log_path})")
+        log.write(f"--- {outcome['status']}" + (f": {outcome['error']}" if outcome["error"] else "") + "\n")
+    outcome["seconds"] = round(time.perf_counter() - start, 3)
+    return outcome
+
+
+def folder_action(run_dir: Path, config: dict) -> str:
+    """What a point must do in ``run_dir``: "skipped", "resumed" or "trained".
+
+    Raises
+    ------
+    ConfigError
+        If the folder holds a run (started or finished) of another configuration.
+    """
+    saved = run_dir / "config.json"
+    if saved.exists():
+        try:
+            theirs = json.loads(saved.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{saved}: unreadable ({exc}); move the folder away to run this point again") from None
+        if _comparable(theirs) != _comparable(config):
+            raise ConfigError(f"{run_dir} holds a run of another configuration (the sweep file changed?); move it "
+                              "away or use another --out")
+    if (run_dir / SUMMARY).exists():
+        return "skipped"
+    if (run_dir / CHECKPOINT).exists():
+        return "resumed"
+    return "trained"
+
+
+def _comparable(config: dict) -> dict:
+    # Through JSON, as saved: tuples become lists, paths strings.
+    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in NOT_CONFIG}
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,164 @@
+"""The report of a sweep folder: ``results.csv``, ``report.md`` and ``report.png``.
+
+``results.csv`` has one row per point: its axis values and options, its data source,
+final and best test accuracy, compression by both measures (the authors': zero or
+absent weights over all weights; and synapse sparsity, 1 - synapses / dense
+synapses), neurons pruned, SOPs and energy per sample, wall time, status and error.
+``report.md`` groups the points by their values on every axis but ``seed`` and gives
+mean ± std (sample standard deviation) over the seeds; ``report.png`` plots test
+accuracy against compression for each structure, with those error bars.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from evsim.files import write_bytes_atomic
+from evsim.plots import _pyplot, save_figure
+from evsim.sweep.execute import read_state
+
+SEED = "seed"
+RESULT_COLUMNS = ("data_source", "test_acc", "best_test_acc", "compression", "synapse_sparsity", "neurons_pruned",
+                  "sops_per_sample", "energy_uj_per_sample", "wall_s")
+# Columns of report.md: (results.csv column, heading, scale, decimals).
+TABLE = (("test_acc", "test acc %", 100, 2), ("best_test_acc", "best test acc %", 100, 2),
+         ("compression", "compression %", 100, 1), ("synapse_sparsity", "synapse sparsity %", 100, 1),
+         ("neurons_pruned", "neurons pruned %", 100, 1), ("sops_per_sample", "SOPs / sample", 1, 0),
+         ("energy_uj_per_sample", "energy µJ / sample", 1, 3), ("wall_s", "wall s", 1, 1))
+
+
+def write_report(out: Path) -> dict[str, Path]:
+    """Write the three report files into the sweep folder ``out``; their paths.
+
+    Raises
+    ------
+    ConfigError
+        If ``out`` is no sweep folder.
+    """
+    out = Path(out)
+    state = read_state(out)
+    rows = results(out, state)
+    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "report.png"}
+    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
+    groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
+    write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
+    plot_report(groups, paths["png"])
+    return paths
+
+
+def results(out: Path, state: dict) -> list[dict]:
+    """One row per point: axes, options, results read from its run folder, status and error."""
+    rows = []
+    for point in state["points"]:
+        summary = _read_json(out / point["name"] / "summary.json")
+        row = {"point": point["name"], **{f"axis.{k}": v for k, v in point["axes"].items()},
+               **{f"option.{k}": v for k, v in point["options"].items()}}
+        row["structure"] = (summary.get("structure") or {}).get("name")
+        for column in RESULT_COLUMNS:
+            row[column] = summary.get(column)
+        if summary.get("synapses") is not None and summary.get("dense_synapses"):
+            row["synapse_sparsity"] = round(1 - summary["synapses"] / summary["dense_synapses"], 6)
+        finished = bool(summary) and point["status"] != "failed"
+        row["status"] = "done" if finished else point["status"]
+        row["error"] = point.get("error") or ""
+        rows.append(row)
+    return rows
+
+
+def results_csv(rows: list[dict]) -> str:
+    columns = []
+    for prefix in ("point", "axis.", "option."):  # then the results, in their order
+        for row in rows:
+            columns += [c for c in row if c.startswith(prefix) and c not in columns]
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def group_rows(rows: list[dict], axes: list[str]) -> list[dict]:
+    """The rows grouped by their values on ``axes`` (plus a tied point's own keys):
+    ``{"key": {axis: value}, "rows": [...], "mean": {...}, "std": {...}, "n": finished rows}``."""
+    groups: dict[str, dict] = {}
+    for row in rows:
+        key = {k[5:]: v for k, v in row.items() if k.startswith("axis.") and k[5:] != SEED}
+        key = {**{a: key[a] for a in axes if a in key}, **{k: v for k, v in key.items() if k not in axes}}
+        groups.setdefault(json.dumps(key), {"key": key, "rows": []})["rows"].append(row)
+    for group in groups.values():
+        done = [r for r in group["rows"] if r["status"] == "done"]
+        group["n"] = len(done)
+        group["mean"], group["std"] = {}, {}
+        for column, *_ in TABLE:
+            values = [r[column] for r in done if isinstance(r.get(column), (int, float))]
+            group["mean"][column] = sum(values) / len(values) if values else None
+            group["std"][column] = (math.sqrt(sum((v - group["mean"][column]) ** 2 for v in values) / (len(values) - 1))
+                                    if len(values) > 1 else None)
+    return list(groups.values())
+
+
+def report_markdown(groups: list[dict], rows: list[dict], out: Path) -> str:
+    axes = list(dict.fromkeys(a for g in groups for a in g["key"]))
+    sources = sorted({str(r["data_source"]) for r in rows if r.get("data_source")})
+    lines = [f"# Sweep report: {out.name}", "",
+             f"{len(rows)} points, {sum(r['status'] == 'done' for r in rows)} finished; data: "
+             f"{', '.join(sources) or 'none yet'}. Mean ± std over seeds (n: finished seeds).", ""]
+    header = axes + ["n"] + [heading for _, heading, _, _ in TABLE]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        cells = [_cell(g["key"].get(a, "")) for a in axes] + [f"{g['n']}/{len(g['rows'])}"]
+        for column, _, scale, decimals in TABLE:
+            mean, std = g["mean"][column], g["std"][column]
+            if mean is None:
+                cells.append("—")
+            else:
+                spread = "" if std is None else f" ± {std * scale:.{decimals}f}"
+                cells.append(f"{mean * scale:.{decimals}f}{spread}")
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        lines += ["", "## Points not finished", ""]
+        lines += [f"- `{r['point']}`: {r['status']}" + (f": {r['error']}" if r["error"] else "") for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(groups: list[dict], path: Path) -> None:
+    """Test accuracy against compression, one series per structure, error bars over seeds."""
+    plt = _pyplot()
+    series: dict[str, list[dict]] = {}
+    for g in groups:
+        if g["mean"]["test_acc"] is not None and g["mean"]["compression"] is not None:
+            structure = str(next(r["structure"] for r in g["rows"] if r["status"] == "done"))
+            series.setdefault(structure, []).append(g)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for structure, members in sorted(series.items()):
+        members.sort(key=lambda g: g["mean"]["compression"])
+        ax.errorbar([100 * g["mean"]["compression"] for g in members], [100 * g["mean"]["test_acc"] for g in members],
+                    xerr=[100 * (g["std"]["compression"] or 0) for g in members],
+                    yerr=[100 * (g["std"]["test_acc"] or 0) for g in members],
+                    marker="o", capsize=3, linestyle="-" if len(members) > 1 else "none", label=structure)
+    ax.set_xlabel("compression (% of weights zero or absent)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("mean ± std over seeds")
+    if series:
+        ax.legend(title="structure")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def _cell(value) -> str:
+    return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

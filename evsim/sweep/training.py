@@ -1,0 +1,61 @@
+"""Where a sweep meets ``evsim train``: the one module that imports the trainer and
+its option resolution, so that a point means exactly what ``evsim train --config``
+would make of the same table.
+
+A point's options go through ``evsim train --config``'s own path
+(:func:`evsim.config.options_from_file`, then :func:`evsim.config.resolve_options`:
+file > preset > default), run on a temporary file that holds the point's table: no
+second copy of the option rules exists to drift from the first.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from evsim.config import DEFAULTS, TrainConfig, config_from_options, options_from_file, resolve_options, to_toml
+from evsim.errors import ConfigError
+from evsim.train import resume, train
+
+# Options of `evsim train` a sweep file may not set: the sweep chooses each point's
+# folder, and runs show no progress bars on workers.
+SWEEP_OWNED = ("out", "progress")
+
+
+def option_names() -> list[str]:
+    """The keys a sweep's ``[base]``, ``[axes]`` and ``[[tied]]`` tables may set."""
+    return [name for name in DEFAULTS if name not in SWEEP_OWNED]
+
+
+def resolve(values: dict, out: Path, where: str) -> TrainConfig:
+    """The :class:`TrainConfig` that ``evsim train --config F --out OUT`` makes of a
+    config file F holding ``values``.
+
+    Raises
+    ------
+    ConfigError
+        If a value is of the wrong type or out of range, or the options together are
+        no valid configuration; the message starts with ``where`` instead of F.
+    """
+    with tempfile.TemporaryDirectory(prefix="evsim-point-") as tmp:
+        path = Path(tmp) / "point.toml"
+        path.write_text(to_toml(values))
+        try:
+            return config_from_options(resolve_options({}, options_from_file(path)), out)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {str(exc).replace(f'{path}: ', '')}") from None
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """``config`` as plain data (what is sent to a worker and compared with a folder's ``config.json``)."""
+    return config.to_dict()
+
+
+def train_point(config: dict, run_dir: Path, echo: Callable[[str], None]) -> dict:
+    """Train the run of ``config`` (see :func:`config_dict`) into ``run_dir``; its summary."""
+    return train(TrainConfig.from_dict(config), run_dir, progress=False, echo=echo)
+
+
+def resume_point(run_dir: Path, echo: Callable[[str], None]) -> dict:
+    """Continue the run in ``run_dir`` from its latest checkpoint; its summary."""
+    return resume(run_dir, progress=False, echo=echo)

@@ -1,0 +1,340 @@
+"""``evsim sweep`` on real Dask clusters (an embedded LocalCluster of 2 processes, and a
+scheduler and worker started as separate processes): every point an ordinary run
+folder, tied points, failures that stay alone, kill-and-rerun, the report."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evsim.sweep.plan import read_sweep
+from tests.conftest import one_line_error, run
+from tests.runs import assert_same_run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """
+[base]
+dataset = "mnist"
+epochs = 2
+hidden = [24]
+time_steps = 4
+batch_size = 100
+dev_interval = 4
+spine_steps = 1
+regrow_steps = 1
+threads = 1
+"""
+# 2 x 2 points, and magnitude pruning tied to each SD-SNN point's compression.
+SWEEP = TINY + """
+[axes]
+structure = ["sdsnn", "none"]
+seed = [0, 1]
+
+[[tied]]
+structure = ["magnitude"]
+to = { structure = "sdsnn" }
+take = { target_sparsity = "compression" }
+"""
+NAMES = ["structure=sdsnn,seed=0", "structure=sdsnn,seed=1", "structure=none,seed=0", "structure=none,seed=1",
+         "structure=magnitude,seed=0", "structure=magnitude,seed=1"]
+
+
+def sweep_file(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def states(out: Path) -> dict:
+    return {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The sweep run once, uninterrupted, on a 2-process LocalCluster."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVSIM_OFFLINE", "1")
+        result = run(["sweep", str(sweep_file(tmp, SWEEP)), "--out", str(out), "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "local cluster of 2 worker processes x 1 threads" in result.output
+    return out
+
+
+def test_every_point_is_an_ordinary_run_folder(finished):
+    points = states(finished)
+    assert list(points) == NAMES
+    assert all(p["status"] == "done" and p["action"] == "trained" and p["error"] is None for p in points.values())
+    for name in NAMES:
+        config = json.loads((finished / name / "config.json").read_text())
+        structure, seed = (part.split("=")[1] for part in name.split(","))
+        assert (config["structure"], config["seed"], config["epochs"], config["hidden"]) == (structure, int(seed), 2,
+                                                                                          [24])
+        assert json.loads((finished / name / "summary.json").read_text())["epochs"] == 2
+    result = run(["eval", str(finished / NAMES[0])])
+    assert result.exit_code == 0 and "accuracy" in result.output, result.output
+
+
+def test_tied_points_take_the_compression_their_sdsnn_run_reached(finished):
+    for seed in (0, 1):
+        reached = json.loads((finished / f"structure=sdsnn,seed={seed}" / "summary.json").read_text())["compression"]
+        assert 0 < reached < 1
+        tied = finished / f"structure=magnitude,seed={seed}"
+        assert json.loads((tied / "config.json").read_text())["target_sparsity"] == reached
+        assert states(finished)[tied.name]["options"]["target_sparsity"] == reached
+        assert states(finished)[tied.name]["tied_to"] == f"structure=sdsnn,seed={seed}"
+
+
+def test_a_rerun_of_a_finished_sweep_trains_nothing(finished, tmp_path):
+    before = {name: (finished / name / "metrics.jsonl").read_bytes() for name in NAMES}
+    result = run(["sweep", str(sweep_file(tmp_path, SWEEP)), "--out", str(finished), "--workers", "1",
+                  "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "6 of 6 points finished (6 already before, 0 resumed)" in result.output
+    assert all(p["action"] == "skipped" for p in states(finished).values())
+    assert {name: (finished / name / "metrics.jsonl").read_bytes() for name in NAMES} == before
+
+
+def test_report_has_a_row_per_point_groups_over_seeds_and_the_figure(finished):
+    result = run(["sweep", "report", str(finished)])
+    assert result.exit_code == 0, result.output
+    with open(finished / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["point"] for row in rows] == NAMES
+    for row in rows:
+        summary = json.loads((finished / row["point"] / "summary.json").read_text())
+        assert float(row["test_acc"]) == summary["test_acc"] and float(row["compression"]) == summary["compression"]
+        assert row["status"] == "done" and row["data_source"] == "mnist-5k" and row["error"] == ""
+        for column in ("best_test_acc", "synapse_sparsity", "neurons_pruned", "sops_per_sample",
+                       "energy_uj_per_sample", "wall_s", "option.seed", "axis.structure"):
+            assert row[column] != "", column
+    table = (finished / "report.md").read_text()
+    accs = [json.loads((finished / f"structure=none,seed={s}" / "summary.json").read_text())["test_acc"]
+            for s in (0, 1)]
+    mean, std = 100 * sum(accs) / 2, 100 * abs(accs[0] - accs[1]) / 2 ** 0.5
+    none_row = next(line for line in table.splitlines() if line.startswith("| none |"))
+    assert f"| 2/2 | {mean:.2f} ± {std:.2f} |" in none_row
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 4  # header + sdsnn, none, magnitude
+    assert (finished / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_killed_sweep_reruns_only_the_rest_and_ends_as_if_never_killed(finished, tmp_path):
+    out = tmp_path / "out"
+    path = sweep_file(tmp_path, SWEEP)
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "EVSIM_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not any((out / name / "summary.json").exists() for name in NAMES):
+            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)  # the client and its cluster's processes, at once
+        sweep.wait()
+    _wait_until_gone(sweep.pid)
+    finished_before = [n for n in NAMES if (out / n / "summary.json").exists()]
+    started = {n: metrics(out / n) for n in NAMES if n not in finished_before and (out / n / "metrics.jsonl").exists()}
+    files_before = {n: (out / n / "metrics.jsonl").read_bytes() for n in finished_before}
+    assert 0 < len(finished_before) < len(NAMES)
+
+    result = run(["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    points = states(out)
+    for name in NAMES:
+        expected = "skipped" if name in finished_before else "resumed" if name in started else "trained"
+        assert points[name]["action"] == expected, (name, points[name])
+    # Nothing trained twice: finished runs untouched, epochs done before the kill kept as they were.
+    assert {n: (out / n / "metrics.jsonl").read_bytes() for n in finished_before} == files_before
+    for name, rows in started.items():
+        assert metrics(out / name)[:len(rows)] == rows
+    for name in NAMES:
+        assert_same_run(out / name, finished / name)
+
+
+def test_a_point_that_fails_fails_alone_and_is_named_in_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    text = TINY.replace("epochs = 2", "epochs = 1") + f"""data_dir = "{tmp_path / 'empty'}"
+
+[axes]
+source = ["auto", "real"]
+"""
+    result = run(["sweep", str(sweep_file(tmp_path, text)), "--out", str(out), "--workers", "2", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 points finished" in result.output and "failed: source=real: full MNIST not found" in result.output
+    points = states(out)
+    assert points["source=auto"]["status"] == "done" and (out / "source=auto" / "summary.json").exists()
+    assert points["source=real"]["status"] == "failed" and "full MNIST not found" in points["source=real"]["error"]
+    assert not (out / "source=real").exists()  # it failed before writing anything
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows["source=real"]["status"] == "failed" and "full MNIST not found" in rows["source=real"]["error"]
+    assert rows["source=auto"]["status"] == "done"
+    assert "- `source=real`: failed: full MNIST not found" in (out / "report.md").read_text()
+
+
+def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    env = {**os.environ, "EVSIM_OFFLINE": "1"}
+    procs = []
+    try:
+        procs.append(subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                              "--scheduler-file", str(scheduler_file)],
+                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(dask + ["worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                                              "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        text = TINY.replace("epochs = 2", "epochs = 1") + "\n[axes]\nseed = [0, 1]\n"
+        path = sweep_file(tmp_path, text)
+        out = tmp_path / "out"
+        result = run(["sweep", str(path), "--out", str(out), "--scheduler", address, "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert f"cluster at {address}" in result.output
+        assert [p["action"] for p in states(out).values()] == ["trained", "trained"]
+        result = run(["sweep", "run", str(path), "--out", str(out), "--scheduler-file", str(scheduler_file),
+                      "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert [p["action"] for p in states(out).values()] == ["skipped", "skipped"]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.sweep.execute.CONNECT_TIMEOUT", "1s")
+    path = sweep_file(tmp_path, TINY)
+    line = one_line_error(run(["sweep", str(path), "--out", str(tmp_path / "out"), "--scheduler",
+                               "tcp://127.0.0.1:9", "--no-progress"]))
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in line
+
+
+BAD_FILES = [
+    ("[bsae]\nx = 1\n", "unknown section 'bsae' (did you mean 'base'?)"),
+    ("[base]\nlrr = 0.1\n", "[base] lrr: unknown option 'lrr' (did you mean 'lr'?)"),
+    ("[base]\nout = \"x\"\n", "[base] out: unknown option"),
+    ("[axes]\nseed = []\n", "[axes] seed is an empty list"),
+    ("[axes]\nseed = 3\n", "[axes] seed must be a list of values"),
+    ("[axes]\nseed = [1, 1]\n", "[axes] seed = [1, 1] repeats a value"),
+    ("[base]\nseed = 1\n[axes]\nseed = [1, 2]\n", "seed is both in [base] and in [axes]"),
+    ("[axes]\nlr = [0.1, -1.0]\n", "point lr=-1.0: lr = -1.0: "),
+    ("[axes]\nepochs = [1, \"two\"]\n", "point epochs=two: epochs = 'two': expected an integer"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { seed = 0 }\n"
+     "take = { target_sparsity = \"compression\" }\n", "[[tied]] #1 to.seed: not an axis"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"none\" }\n"
+     "take = { target_sparsity = \"compression\" }\n", "to.structure = 'none' is not among [axes] structure"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { target_sparsity = \"accuracy\" }\n", "take.target_sparsity = 'accuracy': not a summary field"),
+    ("[axes]\nstructure = [\"sdsnn\", \"set\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { target_sparsity = \"compression\" }\n", "two points are both named 'structure=set'"),
+    ("[base]\ndataset = \"mnist\"\ncrop = 28\n", "point run: "),
+    ("[axes\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, fragment", BAD_FILES)
+def test_a_bad_sweep_file_is_one_line_naming_the_key_and_nothing_runs(tmp_path, text, fragment):
+    path = sweep_file(tmp_path, text)
+    line = one_line_error(run(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"]))
+    assert line.startswith(f"Error: {path}: ") and fragment in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cluster_options_that_cannot_work_are_one_line(tmp_path):
+    path = sweep_file(tmp_path, TINY)
+    out = ["--out", str(tmp_path / "out"), "--no-progress"]
+    line = one_line_error(run(["sweep", str(path), *out, "--workers", str(os.cpu_count() * 64)]))
+    assert "threads per run exceeds this machine's" in line
+    line = one_line_error(run(["sweep", str(path), *out, "--workers", "1", "--scheduler", "tcp://127.0.0.1:9"]))
+    assert "--workers sizes the embedded cluster" in line
+    line = one_line_error(run(["sweep", str(path), *out, "--scheduler", "tcp://127.0.0.1:9", "--scheduler-file", "f"]))
+    assert "not both" in line
+    assert "no sweep folder" in one_line_error(run(["sweep", "report", str(tmp_path)]))
+
+
+def test_the_sweeps_in_the_repository_are_valid(tmp_path):
+    from evsim.sweep.plan import resolve_points
+
+    for path in sorted((REPO / "sweeps").glob("*.toml")):
+        sweep = read_sweep(path)
+        assert sweep.points and len(resolve_points(sweep, tmp_path)) == len(sweep.points), path
+    paper = read_sweep(REPO / "sweeps" / "paper-comparison.toml")
+    structures = sorted({p.options["structure"] for p in paper.points})
+    assert structures == ["magnitude", "none", "sdsnn", "set"]
+    assert sorted({p.options["seed"] for p in paper.points}) == [0, 1, 2]
+    assert all(p.take == {"target_sparsity": "compression"} for p in paper.points if p.tied_to)
+
+
+def _wait_until_gone(pgid: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of group {pgid} outlived SIGKILL")
+
+
+def test_a_folder_holding_a_run_of_another_configuration_is_not_taken_as_this_points(finished):
+    from evsim.errors import ConfigError
+    from evsim.sweep.point import folder_action
+
+    run_dir = finished / NAMES[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert folder_action(run_dir, {**config, "out": "elsewhere"}) == "skipped"
+    with pytest.raises(ConfigError, match="holds a run of another configuration"):
+        folder_action(run_dir, {**config, "epochs": 3})
+
+
+def test_the_live_status_names_each_running_points_epoch(finished):
+    from evsim.sweep.execute import live_status
+    from evsim.sweep.plan import read_sweep, resolve_points
+
+    class Future:
+        def __init__(self, key):
+            self.key = key
+
+    class Client:
+        def processing(self):
+            return {"worker-a": ["key-0"], "worker-b": ["key-4"]}
+
+    configs = resolve_points(read_sweep(sweep_file(finished.parent, SWEEP)), finished)
+    pending = {Future("key-0"): NAMES[0], Future("key-1"): NAMES[1], Future("key-4"): "not-started"}
+    assert live_status(Client(), pending, finished, configs) == f"{NAMES[0]} epoch 2/2"
+
+
+def test_point_folders_are_named_by_their_axis_values():
+    from evsim.sweep.plan import point_name
+
+    assert point_name({"structure": "sdsnn", "seed": 0}) == "structure=sdsnn,seed=0"
+    assert point_name({"hidden": [800, 400], "lr": 0.001, "data_dir": "/a b"}) == "hidden=800-400,lr=0.001,data_dir=_a_b"
+    assert point_name({}) == "run"
