@@ -34,7 +34,10 @@ class EvsimGroup(click.Group):
             if isinstance(result, int) and result:  # ctx.exit(code) returns its code when not standalone
                 sys.exit(result)
             return result
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns a Ctrl-C inside a command into Abort
+                click.echo("Interrupted.", err=True)
+                sys.exit(130)
             click.echo("Aborted.", err=True)
             sys.exit(1)
         except KeyboardInterrupt:  # a Ctrl-C no command handles (training handles its first one itself)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from evsim.checkpoint import load_checkpoint, stored_config
+from evsim.config import TrainConfig
 from evsim.data.base import Split, hold_out, stratified_indices
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
-from evsim.train import Trainer, TrainConfig, TrainingInterrupted
+from evsim.train import Trainer, TrainingInterrupted
 from tests.conftest import one_line_error, run
 from tests.runs import TINY_MNIST, assert_same_run, toy_config, toy_dataset
 
@@ -92,14 +93,14 @@ def test_ctrl_c_and_resume_with_validation_is_exact(tmp_path, monkeypatch):
         config, dataset = toy_config(val_fraction=0.2), toy_dataset()
         Trainer(config, dataset).fit(tmp_path / "whole", progress=False, echo=lambda line: None)
         stopped = Trainer(config, dataset)
-        sync = stopped.network.sync_weights
+        step = stopped.optimizer.step
 
-        def sync_then_signal():
-            sync()
+        def step_then_signal(*args, **kwargs):
+            step(*args, **kwargs)
             if stopped.batches_seen + 1 == 10:
                 os.kill(os.getpid(), signal.SIGINT)
 
-        stopped.network.sync_weights = sync_then_signal
+        stopped.optimizer.step = step_then_signal
         with pytest.raises(TrainingInterrupted):
             stopped.fit(tmp_path / "split", progress=False, echo=lambda line: None)
     finally:
@@ -126,7 +127,8 @@ def test_cli_option_config_file_and_preset(tmp_path, captured):
     (tmp_path / "c.toml").write_text("val_fraction = 0.25\n")
     assert run(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "c")]).exit_code == 0
     assert captured[-1].val_fraction == 0.25
-    assert "0<=x<1" in one_line_error(run(["train", "--val-fraction", "1", "--out", str(tmp_path / "d")]))
+    assert "--val-fraction': must be < 1, got 1" in one_line_error(run(["train", "--val-fraction", "1",
+                                                                       "--out", str(tmp_path / "d")]))
 
 
 def test_cli_run_reports_test_at_best_validation(tmp_path):
