@@ -50,8 +50,8 @@ def _defaults_text(option: Option) -> str:
             return ",".join(str(v) for v in value)
         return "off" if value is False else "on" if value is True else str(value)
 
-    if option.default is None and option.name in ("data_dir", "cache_dir", "encoding"):
-        return ""  # their help says what None means
+    if "[default" in option.help:
+        return ""  # the help says what the default means
     by_dataset = [f"{name} {show(values[option.name])}" for name, values in PRESETS.items()
                   if option.name in values and values[option.name] != option.default]
     return f" [default: {show(option.default)}" + (f"; {', '.join(by_dataset)}" if by_dataset else "") + "]"

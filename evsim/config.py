@@ -43,10 +43,12 @@ from evsim.errors import ConfigError
 from evsim.loss import LOSSES, get_loss
 from evsim.neuron import RESETS, SURROGATES, LIFParameters
 from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
-from evsim.presets import PRESETS
+from evsim.network import parse_spec
+from evsim.presets import PAPER_ARCHS, PRESETS
 from evsim.structure import STRUCTURES, SDSNNConfig
 
 CONFIG_TOML = "config.toml"
+PAPER = "paper"
 AUTO = "auto"
 AUTO_STEPS_PER_EPOCH = 10
 # Counts the kernels index with int32; larger values could only overflow there.
@@ -195,16 +197,28 @@ def parse_dev_interval(value) -> int | str:
     raise ConfigError("must be 'epoch', 'auto' or a positive number of batches")
 
 
+def parse_arch(value) -> str:
+    """An architecture string (checked for its notation; whether it fits the data is
+    checked when the network is built), ``"paper"``, or ``""`` (the network of --hidden)."""
+    if not isinstance(value, str):
+        raise ConfigError("must be an architecture string like 2x32x32-15C3-AP2-300-10")
+    value = value.strip()
+    if value not in ("", PAPER):
+        parse_spec(value)
+    return value
+
+
 _CONVERTERS = {
     "int": _integer, "float": _number, "choice": _choice, "bool": _boolean, "path": _path,
     "hidden": lambda option, value: parse_hidden(value),
     "dev_interval": lambda option, value: parse_dev_interval(value),
+    "arch": lambda option, value: parse_arch(value),
 }
 
 OPTIONS: tuple[Option, ...] = (
     # What data, and how it becomes input (also options of eval, profile and data).
     Option("dataset", "choice", "nmnist", "Dataset name.", "dataset", choices=tuple(DATASETS), data=True),
-    Option("data_dir", "path", None, "Folder with the real data files (default: $EVSIM_DATA).", "data.data_dir",
+    Option("data_dir", "path", None, "Folder with the real data files [default: $EVSIM_DATA].", "data.data_dir",
            data=True),
     Option("source", "choice", "auto", "auto: real data if found, else the offline emulation; real or emulated "
            "force one.", "data.source", choices=SOURCES, data=True),
@@ -220,12 +234,16 @@ OPTIONS: tuple[Option, ...] = (
            data=True),
     Option("downsample", "int", 0, "DVS-Gesture spatial size after downsampling (0 = native 128).",
            "data.downsample", low=0, high=128, data=True),
-    Option("cache_dir", "path", None, "Cache for framed and emulated data (default: $EVSIM_CACHE or "
-           "~/.cache/evsim).", "data.cache_dir", data=True),
+    Option("cache_dir", "path", None, "Cache for framed and emulated data [default: $EVSIM_CACHE or "
+           "~/.cache/evsim].", "data.cache_dir", data=True),
     # The network and its training.
     Option("epochs", "int", 15, "Training epochs.", "epochs", low=1),
     Option("batch_size", "int", 100, "Samples per batch.", "batch_size", low=1),
-    Option("hidden", "hidden", (800,), "Hidden layer sizes, e.g. 800 or 800,400.", "hidden"),
+    Option("hidden", "hidden", (800,), "Hidden layer sizes, e.g. 800 or 800,400 (a network of fully connected "
+           "layers <inputs>-<hidden>-<classes>, when --arch is not given).", "hidden"),
+    Option("arch", "arch", "", "Network in the paper's notation, e.g. 2x32x32-15C3-AP2-40C3-AP2-300-10 "
+           "(<channels>C<kernel> spiking convolution, AP<k>/MP<k> pooling, integers fully connected), or 'paper' "
+           "for the dataset's network in the SD-SNN paper [default: <inputs>-<hidden>-<classes>].", "arch"),
     Option("lr", "float", 1e-3, "Learning rate.", "lr", low=0.0, low_open=True),
     Option("optimizer", "choice", "adam", "Optimizer.", "optimizer", choices=OPTIMIZERS),
     Option("weight_decay", "float", 0.0, "L2 weight decay (decoupled for adamw).", "weight_decay", low=0.0),
@@ -305,6 +323,7 @@ class TrainConfig:
     batch_size: int = DEFAULTS["batch_size"]
     time_steps: int = DEFAULTS["time_steps"]
     hidden: tuple[int, ...] = DEFAULTS["hidden"]
+    arch: str = DEFAULTS["arch"]
     lr: float = DEFAULTS["lr"]
     optimizer: str = DEFAULTS["optimizer"]
     weight_decay: float = DEFAULTS["weight_decay"]
@@ -381,8 +400,9 @@ class TrainConfig:
 
 
 # Options added after runs were saved without them, with the value that means what those
-# runs did: a run saved before validation splits existed trained on the whole training split.
-ADDED_KEYS = {"val_fraction": 0.0}
+# runs did: a run saved before validation splits existed trained on the whole training split;
+# one saved before --arch existed is the network of --hidden.
+ADDED_KEYS = {"val_fraction": 0.0, "arch": ""}
 
 
 def with_added_keys(values: dict) -> dict:
@@ -486,6 +506,13 @@ def resolve_options(given: dict, from_file: dict) -> dict:
     for key in ("data_dir", "cache_dir"):
         if options[key] is not None:
             options[key] = Path(options[key]).expanduser().resolve()
+    if options["arch"] == PAPER:
+        if dataset not in PAPER_ARCHS:
+            raise ConfigError(f"--arch paper: the SD-SNN paper has no network for {dataset}; give an architecture "
+                              f"(e.g. --arch {next(iter(PAPER_ARCHS.values()))}) or --hidden")
+        options["arch"] = PAPER_ARCHS[dataset]
+        if dataset == "nmnist" and "crop" not in given and "crop" not in from_file:
+            options["crop"] = True  # the paper's network takes the 34x34 frames cropped to 32x32
     return options
 
 

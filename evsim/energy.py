@@ -56,6 +56,7 @@ class LayerCounts:
     ops_unpruned: np.ndarray
     neuron_updates: int = 0
     spikes: np.ndarray | None = None  # per neuron, summed over T and samples
+    spiking: bool = True  # False for pooling: no neurons, its outputs are not spikes
 
     @property
     def sops(self) -> float:
@@ -80,9 +81,11 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
     else:
         spikes = np.zeros(layer.n_out)
         spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)
-    return LayerCounts(layer.n_in, layer.n_out, layer.store.nnz, layer.dense_synapses, layer.ann_macs(), analog_input,
-                       per_step_events, per_step_ops, per_step_unpruned,
-                       events.n_steps * events.batch * layer.alive_index.size, spikes)
+    store = getattr(layer, "store", None)  # pooling has no synapses and no neurons
+    neurons = layer.alive_index.size if getattr(layer, "spiking", True) else 0
+    return LayerCounts(layer.n_in, layer.n_out, 0 if store is None else store.nnz, layer.dense_synapses,
+                       layer.ann_macs(), analog_input, per_step_events, per_step_ops, per_step_unpruned,
+                       events.n_steps * events.batch * neurons, spikes, bool(neurons) or store is not None)
 
 
 def _ops(events: Events | StaticDrive, fan_out: np.ndarray, analog_input: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +139,7 @@ class EnergyReport:
         acs_dense = sum(0 if l.analog_input else float(l.ops_unpruned.sum()) for l in self.layers) / n
         macs_dense = sum(float(l.ops_unpruned.sum()) if l.analog_input else 0 for l in self.layers) / n
         ann_macs = float(sum(layer.ann_macs for layer in self.layers))
-        all_updates = sum(layer.n_out for layer in self.layers) * self.time_steps
+        all_updates = sum(layer.n_out for layer in self.layers if layer.spiking) * self.time_steps
         return [
             {"network": "this network", "acs": acs, "macs": macs,
              "energy_uj": self._energy_pj(acs, macs, updates) * 1e-6},
@@ -151,8 +154,8 @@ class EnergyReport:
         n = max(self.samples, 1)
         synapses = sum(layer.synapses for layer in self.layers)
         dense = sum(layer.dense_synapses for layer in self.layers)
-        spikes = sum(float(layer.spikes.sum()) for layer in self.layers)
-        slots = sum(layer.n_out for layer in self.layers) * self.time_steps * n
+        spikes = sum(float(layer.spikes.sum()) for layer in self.layers if layer.spiking)
+        slots = sum(layer.n_out for layer in self.layers if layer.spiking) * self.time_steps * n
         return {
             "Effective_ACs": sum(layer.sops for layer in self.layers) / n,
             "Effective_MACs": sum(layer.macs for layer in self.layers) / n,
@@ -210,4 +213,4 @@ def count_network(network, traces: list, analog_input: bool, batch: int,
     outputs = [trace.events_in for trace in traces[1:]] + [None]
     layers = [count_layer(layer, trace, analog_input and k == 0, out)
               for k, (layer, trace, out) in enumerate(zip(network.layers, traces, outputs))]
-    return EnergyReport(batch, traces[0].u.shape[0], layers, model, data_source)
+    return EnergyReport(batch, traces[0].events_in.n_steps, layers, model, data_source)

@@ -22,7 +22,7 @@ import numpy as np
 from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
-from evsim.kernels.events import StaticDrive
+from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _pyplot, save_figure
 
@@ -34,10 +34,12 @@ class Recording:
     Attributes
     ----------
     spikes : per layer, uint8 ``[T, B, n_out]`` (1 = spike); pruned (dead) neurons are
-        all zeros: they are not simulated and never fire.
+        all zeros: they are not simulated and never fire. A pooling layer holds its pooled
+        output (float32 for average pooling), and NaN potentials.
     u : per layer, float32 ``[T, B, n_out]`` membrane potentials after each step's
         input and before its reset (NaN for dead neurons), or None unless asked for.
-    alive : per layer, bool ``[n_out]``: the neurons that have incoming synapses.
+    alive : per layer, bool ``[n_out]``: the neurons that have incoming synapses (of a
+        convolution: the cells of its alive filters).
     counts : float32 ``[B, n_classes]`` output spike counts (the prediction is the argmax).
     energy : the operation counts of this pass, per layer and time step.
     """
@@ -103,6 +105,12 @@ def record(network: Network, drive, membrane: bool = False) -> Recording:
     counts, traces = network.forward(drive)
     spikes, potentials, alive = [], [] if membrane else None, []
     for layer, trace in zip(network.layers, traces):
+        if not hasattr(trace, "spikes"):  # a pooling layer: its pooled events, no neurons of its own
+            spikes.append(_dense(trace.events_out, layer.n_out))
+            if membrane:
+                potentials.append(np.full(spikes[-1].shape, np.nan, dtype=np.float32))
+            alive.append(_alive_units(layer))
+            continue
         n_steps, batch = trace.spikes.shape[:2]
         full = np.zeros((n_steps, batch, layer.n_out), dtype=np.uint8)
         full[:, :, layer.alive_index] = trace.spikes
@@ -111,9 +119,27 @@ def record(network: Network, drive, membrane: bool = False) -> Recording:
             u = np.full((n_steps, batch, layer.n_out), np.nan, dtype=np.float32)
             u[:, :, layer.alive_index] = trace.u[:, :, :layer.alive_index.size]
             potentials.append(u)
-        alive.append(layer.alive.copy())
+        alive.append(_alive_units(layer))
     energy = count_network(network, traces, isinstance(drive, StaticDrive), counts.shape[0])
     return Recording(spikes, potentials, alive, counts, energy)
+
+
+def _alive_units(layer) -> np.ndarray:
+    """bool ``[n_out]``: the layer's simulated units (a convolution's ``alive`` is per filter,
+    its units are the filter's cells)."""
+    units = np.zeros(layer.n_out, dtype=bool)
+    units[layer.alive_index] = True
+    return units
+
+
+def _dense(events: Events, n: int) -> np.ndarray:
+    """``[T, B, n]`` of ``events`` (slots step-major, as :func:`dense_to_events` makes them):
+    uint8 where the values are spikes (max pooling), float32 otherwise (average pooling)."""
+    slots = np.repeat(np.arange(events.n_steps * events.batch), np.diff(events.ptr))
+    spikes = bool(np.all(events.val == np.round(events.val)) and (events.val <= 255).all())
+    out = np.zeros((events.n_steps * events.batch, n), dtype=np.uint8 if spikes else np.float32)
+    out[slots, events.idx] = events.val
+    return out.reshape(events.n_steps, events.batch, n)
 
 
 def record_dataset(network: Network, dataset, split: str = "test", samples: int = 256, time_steps: int | None = None,

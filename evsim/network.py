@@ -21,7 +21,7 @@ import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
-from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, SparseLinear
+from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
 from evsim.neuron import LIFParameters
 
 
@@ -55,17 +55,54 @@ class Network:
         """The network an architecture string in the paper's notation describes.
 
         ``"2312-800-10"``: 2312 inputs, a fully connected layer of 800 neurons, 10 outputs.
-        The input may be written as a shape, ``"2x34x34-800-10"`` (its flat size is used).
-        Every hidden layer develops; the output layer does not.
+        ``"2x32x32-15C3-AP2-40C3-AP2-300-10"``: a 2-channel 32x32 input map; ``15C3`` a
+        spiking convolution of 15 filters of 3x3 (stride 1, zero padding ``K // 2``; a suffix
+        ``s2`` sets the stride, ``p0`` the padding: ``15C3s2p0``); ``AP2`` / ``MP2`` average /
+        max pooling over 2x2 windows; integers are fully connected layers (the map is
+        flattened in channel-major order). Hidden fully connected layers develop; the
+        output layer, convolutions and poolings do not.
 
         Raises
         ------
         ConfigError
-            If the string is not in that notation, naming the part that is not, or it
-            asks for layer kinds this evsim does not have (``15C3``, ``AP2``, ``MP2``).
+            If the string is not in that notation or its layers do not chain (a pooling
+            larger than its map, a convolution after a fully connected layer), naming the
+            layer.
         """
-        sizes = parse_spec(spec)
-        return cls.mlp(sizes, rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng), lif, path)
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        parts = parse_spec(spec)
+        shape: tuple[int, ...] = parts[0]
+        n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
+        layers, fc_seen = [], 0
+        for k, part in enumerate(parts[1:], start=1):
+            where = f"architecture {spec!r}: layer {k} ({_token(spec, k)})"
+            if isinstance(part, int):
+                fc_seen += 1
+                layers.append(SparseLinear.uniform(int(np.prod(shape)), part, rng, path=path, develops=fc_seen < n_fc))
+                shape = (part,)
+                continue
+            if len(shape) != 3:
+                raise ConfigError(f"{where} needs a map of channels x height x width, but follows a fully connected "
+                                  "layer; put convolutions and poolings before the fully connected layers")
+            try:
+                if part[0] == "conv":
+                    _, filters, kernel, stride, pad = part
+                    layer = SpikingConv2d.uniform(shape, filters, kernel, rng, stride=stride, pad=pad)
+                else:
+                    layer = Pool2d(shape, part[2], part[1])
+            except ShapeError as exc:
+                raise ConfigError(f"{where} does not fit its {'x'.join(map(str, shape))} input: {exc}") from None
+            layers.append(layer)
+            shape = layer.out_shape
+        if len(shape) != 1:
+            raise ConfigError(f"architecture {spec!r} must end with a fully connected layer (the classes)")
+        return cls(layers, lif)
+
+    def describe(self) -> str:
+        """The architecture string of this network (see :meth:`from_spec`)."""
+        first = self.layers[0]
+        head = "x".join(map(str, first.in_shape)) if hasattr(first, "in_shape") else str(first.n_in)
+        return "-".join([head] + [layer.describe() for layer in self.layers])
 
     @property
     def sizes(self) -> list[int]:
@@ -149,9 +186,10 @@ class Network:
             # as factors; the alive ones get the input gradient.
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
             request = BackwardRequest(
-                input_grad=k > 0, input_units=None if all_alive else below.alive_index, factors_ok=True,
+                input_grad=k > 0, input_units=None if all_alive else below.alive_index,
+                factors_ok=below is not None and below.accepts_factors,
                 would_be=would_be_grad and layer.develops, dead_error=dead_error,
-                dead_units_below=np.flatnonzero(~below.alive) if dead_need_error else None)
+                dead_units_below=_dead_units(below) if dead_need_error else None)
             grads[k] = layer.backward(traces[k], grad_out, self.lif, request)
             grad_out, dead_error = grads[k].input, grads[k].dead_error_below
         return grads
@@ -166,27 +204,82 @@ class Network:
         return params
 
 
-def parse_spec(spec: str) -> list[int]:
-    """Layer sizes (input first) of an architecture string such as ``"2312-800-10"`` or
-    ``"2x34x34-800-10"``; see :meth:`Network.from_spec`."""
+def _dead_units(layer: Layer) -> np.ndarray:
+    """The output units of ``layer`` that are not alive, ascending."""
+    dead = np.ones(layer.n_out, dtype=bool)
+    dead[layer.alive_index] = False
+    return np.flatnonzero(dead)
+
+
+def parse_spec(spec: str) -> list:
+    """The parts of an architecture string (see :meth:`Network.from_spec`): the input shape
+    (a tuple), then per layer an int (fully connected), ``("conv", filters, kernel,
+    stride, pad)`` or ``("pool", "avg"|"max", kernel)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the part that is not in the notation.
+    """
     if not isinstance(spec, str):
         raise ConfigError(f"an architecture is a string like '2312-800-10', got {spec!r}")
-    parts = spec.strip().split("-")
-    if len(parts) < 2:
+    tokens = spec.strip().split("-")
+    if len(tokens) < 2:
         raise ConfigError(f"architecture {spec!r} needs an input and at least one layer, like '2312-800-10'")
-    shape = parts[0].lower().split("x")
-    if not all(re.fullmatch(r"[1-9][0-9]*", n) for n in shape):
-        raise ConfigError(f"architecture {spec!r}: the input {parts[0]!r} must be a size (2312) or a shape (2x34x34)")
-    sizes = [int(np.prod([int(n) for n in shape]))]
-    for k, part in enumerate(parts[1:], start=1):
-        if re.fullmatch(r"[1-9][0-9]*", part):
-            sizes.append(int(part))
-        elif re.fullmatch(r"[1-9][0-9]*C[1-9][0-9]*|[AM]P[1-9][0-9]*", part, flags=re.IGNORECASE):
-            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is a convolution or pooling layer, which "
-                              "this evsim cannot build; use fully connected sizes like 2312-800-10")
+    shape = tokens[0].lower().split("x")
+    if len(shape) not in (1, 3) or not all(re.fullmatch(r"[1-9][0-9]*", n) for n in shape):
+        raise ConfigError(f"architecture {spec!r}: the input {tokens[0]!r} must be a size (2312) or a map "
+                          "channels x height x width (2x32x32)")
+    parts: list = [tuple(int(n) for n in shape)]
+    for k, token in enumerate(tokens[1:], start=1):
+        conv = re.fullmatch(r"([1-9][0-9]*)C([1-9][0-9]*)(?:s([1-9][0-9]*))?(?:p([0-9]+))?", token, re.IGNORECASE)
+        pool = re.fullmatch(r"([AM])P([1-9][0-9]*)", token, re.IGNORECASE)
+        if re.fullmatch(r"[1-9][0-9]*", token):
+            parts.append(int(token))
+        elif conv:
+            kernel = int(conv[2])
+            parts.append(("conv", int(conv[1]), kernel, int(conv[3] or 1),
+                          kernel // 2 if conv[4] is None else int(conv[4])))
+        elif pool:
+            parts.append(("pool", "avg" if pool[1].upper() == "A" else "max", int(pool[2])))
         else:
-            raise ConfigError(f"architecture {spec!r}: layer {k} ({part!r}) is not a layer size like 800")
-    return sizes
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({token!r}) is not a layer: write a size (800), a "
+                              "convolution (15C3, 15C3s2p0) or a pooling (AP2, MP2)")
+    return parts
+
+
+def spec_footprint(spec: str) -> tuple[list[int], int]:
+    """The units of each layer (input first) and the weights of the network ``spec``
+    describes, without building it (for memory estimates)."""
+    parts = parse_spec(spec)
+    shape = parts[0]
+    units, weights = [int(np.prod(shape))], 0
+    for part in parts[1:]:
+        if isinstance(part, int):
+            weights += int(np.prod(shape)) * part
+            shape = (part,)
+        elif len(shape) == 3 and part[0] == "conv":
+            _, filters, kernel, stride, pad = part
+            channels, height, width = shape
+            weights += channels * filters * kernel * kernel
+            shape = (filters, max(0, (height + 2 * pad - kernel) // stride + 1),
+                     max(0, (width + 2 * pad - kernel) // stride + 1))
+        elif len(shape) == 3:
+            shape = (shape[0], shape[1] // part[2], shape[2] // part[2])
+        units.append(int(np.prod(shape)))
+    return units, weights
+
+
+def _token(spec: str, k: int) -> str:
+    return repr(spec.strip().split("-")[k])
+
+
+def parse_sizes(spec: str) -> list[int]:
+    """Layer sizes (input first) of a fully connected architecture string."""
+    parts = parse_spec(spec)
+    if any(not isinstance(part, int) for part in parts[1:]):
+        raise ConfigError(f"architecture {spec!r} is not fully connected")
+    return [int(np.prod(parts[0]))] + parts[1:]
 
 
 def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:

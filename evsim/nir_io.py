@@ -67,9 +67,16 @@ NIR_FORMAT = 1
 def network_to_nir(network: Network) -> nir.NIRGraph:
     """The NIR graph of ``network`` (see the module docstring for the mapping)."""
     lif = network.lif
-    nodes = {"input": nir.Input(input_type={"input": np.array([network.sizes[0]])})}
+    shape = getattr(network.layers[0], "in_shape", (network.sizes[0],))
+    nodes = {"input": nir.Input(input_type={"input": np.array(shape)})}
     edges, previous = [], "input"
     for k, layer in enumerate(network.layers):
+        if len(shape) == 3 and not hasattr(layer, "in_shape"):
+            # Events carry flat indices; a NIR graph says where the map becomes a vector.
+            nodes[f"flatten{k}"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
+            edges.append((previous, f"flatten{k}"))
+            previous = f"flatten{k}"
+        shape = getattr(layer, "out_shape", (layer.n_out,))
         layer_nodes, layer_edges, entry, exit_ = layer.nir_nodes(str(k), lif)
         nodes.update(layer_nodes)
         edges += [(previous, entry), *layer_edges]

@@ -16,3 +16,11 @@ PRESETS: dict[str, dict] = {
     "cifar10dvs": {"batch_size": 32, "hidden": (512,)},
     "pokerdvs": {"batch_size": 8, "hidden": (128,)},
 }
+
+# The networks of the SD-SNN paper (the authors' code), for --arch paper. N-MNIST's 34x34
+# frames are cropped by one pixel on each side.
+PAPER_ARCHS: dict[str, str] = {
+    "mnist": "1x28x28-15C3-AP2-40C3-AP2-300-10",
+    "nmnist": "2x32x32-15C3-AP2-40C3-AP2-300-10",
+    "dvsgesture": "2x128x128-15C3-AP2-40C3-AP2-300-11",
+}

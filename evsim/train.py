@@ -64,7 +64,7 @@ from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
-from evsim.network import Network
+from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
 from evsim.runlock import run_lock
@@ -98,8 +98,12 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
     ConfigError
         Saying about how much the run needs and what to reduce.
     """
-    sizes = [n_inputs, *config.hidden, n_classes]
-    weights = SYNAPSE_BYTES * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if config.arch:
+        sizes, n_weights = spec_footprint(config.arch)
+    else:
+        sizes = [n_inputs, *config.hidden, n_classes]
+        n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    weights = SYNAPSE_BYTES * n_weights
     per_step = max(TRAIN_STEP_BYTES * config.batch_size, EVAL_STEP_BYTES * config.eval_batch_size)
     traces = per_step * config.time_steps * sum(sizes[1:])
     have = physical_memory()
@@ -126,6 +130,32 @@ def expected_sizes(config: TrainConfig) -> tuple[int, int]:
     if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
         n_in = 2 * config.data.downsample ** 2
     return n_in, n_classes
+
+
+def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generator) -> Network:
+    """The run's network: ``config.arch`` (checked against the data's shape and classes),
+    else fully connected ``<inputs>-<hidden>-<classes>``.
+
+    Raises
+    ------
+    ConfigError
+        If the architecture does not fit the dataset, saying what the data gives.
+    """
+    if not config.arch:
+        return Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
+    network = Network.from_spec(config.arch, rng, config.lif, config.path)
+    first = network.layers[0]
+    takes = getattr(first, "in_shape", (first.n_in,))
+    gives = tuple(dataset.sample_shape)
+    fits = first.n_in == dataset.n_inputs and (len(takes) == 1 or len(gives) == 1 or takes == gives)
+    if not fits:
+        hint = " (add --crop for N-MNIST's 32x32 frames)" if dataset.name == "nmnist" and gives[-1] == 34 else ""
+        raise ConfigError(f"--arch {config.arch} takes input {'x'.join(map(str, takes))} but {dataset.name} gives "
+                          f"{'x'.join(map(str, gives))}{hint}")
+    if network.sizes[-1] != dataset.n_classes:
+        raise ConfigError(f"--arch {config.arch} ends with {network.sizes[-1]} outputs but {dataset.name} has "
+                          f"{dataset.n_classes} classes")
+    return network
 
 
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
@@ -177,8 +207,7 @@ class Trainer:
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
         check_memory(config, dataset.n_inputs, dataset.n_classes)
         init_rng = np.random.default_rng(config.seed)
-        self.network = network or Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], init_rng,
-                                              config.lif, config.path)
+        self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
         self.schedule = Schedule(config.schedule, config.step_epochs, warmup_epochs=config.warmup_epochs,
                                  total_epochs=config.epochs)
@@ -208,36 +237,44 @@ class Trainer:
         return -(-len(self.dataset.train) // self.config.batch_size)
 
     def compression(self) -> float:
-        """1 - synapses / synapses of the same architecture fully connected (whole network)."""
-        return 1.0 - self.network.synapses / self.network.dense_synapses
+        """1 - weights / weights of the same architecture with every synapse present (the
+        whole network, biases excluded; a kernel counts its K x K weights, as the SD-SNN
+        authors count them)."""
+        return 1.0 - self.network.weights / self.network.dense_weights
 
-    def removed_neurons(self, rows: list[dict] = ()) -> list[np.ndarray]:
-        """Per hidden layer, bool ``[n_out]``: the neurons that have lost every synapse of the
-        original structure, i.e. that have been without any incoming synapse at some point
-        (now, or at a development step: the ``neurons_removed`` of the metrics rows, and of
-        ``rows`` not yet appended). Synapses regrown onto such a neuron later are new ones:
-        it stays removed from the original structure, and counts as revived while alive."""
-        masks = [~layer.alive for layer in self.network.layers[:-1]]
+    def developing_hidden(self) -> list[tuple[int, object]]:
+        """``(index, layer)`` of the hidden layers with synapses of their own (pooling has none):
+        their units (neurons; a convolution's filters) are what pruning removes."""
+        return [(k, layer) for k, layer in enumerate(self.network.layers[:-1]) if hasattr(layer, "store")]
+
+    def removed_neurons(self, rows: list[dict] = ()) -> dict[int, np.ndarray]:
+        """Per hidden layer with synapses (by layer index), bool ``[n_out]``: the units that
+        have lost every synapse of the original structure, i.e. that have been without any
+        incoming synapse at some point (now, or at a development step: the ``neurons_removed``
+        of the metrics rows, and of ``rows`` not yet appended). Synapses regrown onto such a
+        unit later are new ones: it stays removed from the original structure, and counts as
+        revived while alive."""
+        masks = {k: ~layer.alive for k, layer in self.developing_hidden()}
         for row in [*self.metrics, *rows]:
             for k, neurons in row.get("neurons_removed", {}).items():
                 masks[int(k)][neurons] = True
         return masks
 
     def neurons_pruned(self, rows: list[dict] = ()) -> float:
-        """Fraction of hidden neurons pruned from the original structure (:meth:`removed_neurons`),
-        whether or not regrowth revived them since: the number users mean by "neurons pruned",
-        which regrowth does not lower."""
+        """Fraction of hidden units (neurons; a convolution's filters) pruned from the original
+        structure (:meth:`removed_neurons`), whether or not regrowth revived them since: the
+        number users mean by "neurons pruned", which regrowth does not lower."""
         masks = self.removed_neurons(rows)
-        total = sum(mask.size for mask in masks)
-        return sum(int(mask.sum()) for mask in masks) / total if total else 0.0
+        total = sum(mask.size for mask in masks.values())
+        return sum(int(mask.sum()) for mask in masks.values()) / total if total else 0.0
 
     def neurons_revived(self, rows: list[dict] = ()) -> float:
-        """Fraction of hidden neurons pruned from the original structure that regrown synapses
+        """Fraction of hidden units pruned from the original structure that regrown synapses
         made alive again (they fire, with only regrown incoming synapses)."""
         masks = self.removed_neurons(rows)
-        total = sum(mask.size for mask in masks)
-        alive = [layer.alive for layer in self.network.layers[:-1]]
-        return sum(int((mask & live).sum()) for mask, live in zip(masks, alive)) / total if total else 0.0
+        total = sum(mask.size for mask in masks.values())
+        alive = dict(self.developing_hidden())
+        return sum(int((mask & alive[k].alive).sum()) for k, mask in masks.items()) / total if total else 0.0
 
     def position(self) -> str:
         """Where training stands, e.g. ``"epoch 3/12, batch 8 of 40"``."""
@@ -248,12 +285,12 @@ class Trainer:
 
     def develop(self, lr: float) -> dict:
         """One structural development step; returns its metrics row."""
-        before = [layer.alive.copy() for layer in self.network.layers[:-1]]
+        before = {k: layer.alive.copy() for k, layer in self.developing_hidden()}
         layers = self.structure.develop(self.network, lr)
         # Recorded so that "neurons pruned" counts them after regrowth revives them, and a
         # resumed run (which restores the metrics) counts them too.
-        removed = {str(k): np.flatnonzero(was & ~layer.alive).tolist()
-                   for k, (was, layer) in enumerate(zip(before, self.network.layers[:-1])) if (was & ~layer.alive).any()}
+        removed = {str(k): np.flatnonzero(before[k] & ~layer.alive).tolist()
+                   for k, layer in self.developing_hidden() if (before[k] & ~layer.alive).any()}
         row = {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
                "batch": self.batches_seen, "synapses": self.network.synapses,
                "compression": round(self.compression(), 6), **({"neurons_removed": removed} if removed else {})}

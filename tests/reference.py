@@ -151,3 +151,94 @@ def regrowth_candidates(counter, would_be, exists, weights_abs, q, regrow_steps)
     pre, post = np.nonzero(counter >= regrow_steps)
     counter[pre, post] = 0
     return pre, post
+
+
+# --- 2-D convolution and pooling (maps [S, C, H, W], S = T*B slots; weights [F, C, K, K]) ---
+
+def _padded(x, pad):
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def conv_out_size(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def conv2d_forward(x, weight, stride=1, pad=0):
+    """PyTorch's ``Conv2d`` (cross-correlation, no bias): ``out[s, f, oy, ox] = sum_{c,ky,kx}
+    weight[f, c, ky, kx] * x_padded[s, c, oy*stride + ky, ox*stride + kx]``, one tap at a time."""
+    n_filters, _, kernel, _ = weight.shape
+    height = conv_out_size(x.shape[2], kernel, stride, pad)
+    width = conv_out_size(x.shape[3], kernel, stride, pad)
+    xp = _padded(x, pad)
+    out = np.zeros((x.shape[0], n_filters, height, width), dtype=x.dtype)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = xp[:, :, ky:ky + stride * (height - 1) + 1:stride, kx:kx + stride * (width - 1) + 1:stride]
+            out += np.einsum("scyx,fc->sfyx", window, weight[:, :, ky, kx])
+    return out
+
+
+def conv2d_input_grad(grad_out, weight, in_shape, stride=1, pad=0):
+    """dL/dx ``[S, C, H, W]`` of :func:`conv2d_forward` given dL/dout ``[S, F, Ho, Wo]``."""
+    _, _, kernel, _ = weight.shape
+    _, height, width = in_shape
+    out_h, out_w = grad_out.shape[2:]
+    grad = np.zeros((grad_out.shape[0], in_shape[0], height + 2 * pad, width + 2 * pad), dtype=grad_out.dtype)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            grad[:, :, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride] += \
+                np.einsum("sfyx,fc->scyx", grad_out, weight[:, :, ky, kx])
+    return grad[:, :, pad:pad + height, pad:pad + width]
+
+
+def conv2d_weight_grad(x, grad_out, kernel, stride=1, pad=0):
+    """dL/dweight ``[F, C, K, K]`` of :func:`conv2d_forward` given dL/dout ``[S, F, Ho, Wo]``."""
+    out_h, out_w = grad_out.shape[2:]
+    xp = _padded(x, pad)
+    grad = np.zeros((grad_out.shape[1], x.shape[1], kernel, kernel), dtype=grad_out.dtype)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = xp[:, :, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
+            grad[:, :, ky, kx] = np.einsum("scyx,sfyx->fc", window, grad_out)
+    return grad
+
+
+def avg_pool2d(x, kernel):
+    """PyTorch's ``AvgPool2d(kernel)``: window sums / kernel**2, trailing rows/columns dropped."""
+    s, c, h, w = x.shape
+    oh, ow = h // kernel, w // kernel
+    windows = x[:, :, :oh * kernel, :ow * kernel].reshape(s, c, oh, kernel, ow, kernel)
+    return windows.sum(axis=(3, 5)) / x.dtype.type(kernel * kernel)
+
+
+def avg_pool2d_backward(grad_out, in_shape, kernel):
+    """dL/dx ``[S, C, H, W]`` of :func:`avg_pool2d`."""
+    s, c, oh, ow = grad_out.shape
+    grad = np.zeros((s,) + tuple(in_shape), dtype=grad_out.dtype)
+    share = grad_out / grad_out.dtype.type(kernel * kernel)
+    grad[:, :, :oh * kernel, :ow * kernel] = np.repeat(np.repeat(share, kernel, axis=2), kernel, axis=3)
+    return grad
+
+
+def max_pool2d(x, kernel):
+    """PyTorch's ``MaxPool2d(kernel)``: window maxima and, per output, the flat index
+    ``c*H*W + y*W + x`` of the first maximum in the window's row-major scan."""
+    s, c, h, w = x.shape
+    oh, ow = h // kernel, w // kernel
+    windows = x[:, :, :oh * kernel, :ow * kernel].reshape(s, c, oh, kernel, ow, kernel)
+    windows = windows.transpose(0, 1, 2, 4, 3, 5).reshape(s, c, oh, ow, kernel * kernel)
+    first = windows.argmax(axis=-1)
+    ky, kx = first // kernel, first % kernel
+    y = np.arange(oh)[None, None, :, None] * kernel + ky
+    xx = np.arange(ow)[None, None, None, :] * kernel + kx
+    argmax = np.arange(c)[None, :, None, None] * h * w + y * w + xx
+    return windows.max(axis=-1), argmax
+
+
+def max_pool2d_backward(grad_out, argmax, in_shape):
+    """dL/dx ``[S, C, H, W]`` of :func:`max_pool2d`: each output's gradient to its argmax."""
+    s = grad_out.shape[0]
+    grad = np.zeros((s, int(np.prod(in_shape))), dtype=grad_out.dtype)
+    rows = np.repeat(np.arange(s), grad_out[0].size)
+    np.add.at(grad, (rows, argmax.reshape(-1)), grad_out.reshape(-1))
+    return grad.reshape((s,) + tuple(in_shape))

@@ -59,8 +59,8 @@ def test_python_callers_get_the_same_clear_errors_as_the_cli(tmp_path):
         evsim.encode_events(np.full((2, 5), 255.0, np.float32), "rate", 4, rng)
     with pytest.raises(EvsimError, match=r"intensities in \[0, 1\]"):
         evsim.encode_events(np.full((2, 5), np.nan, np.float32), "rate", 4, rng)
-    with pytest.raises(EvsimError, match="architecture '2x32x32-15C3-300-10'"):
-        evsim.Network.from_spec("2x32x32-15C3-300-10")
+    with pytest.raises(EvsimError, match=r"architecture '2x32x32-15C3' must end with a fully connected"):
+        evsim.Network.from_spec("2x32x32-15C3")
     with pytest.raises(EvsimError, match="labels run 0..7, outside the 4 classes"):
         split = evsim.Split(np.zeros((3, 2), np.float32), np.array([0, 7, 1]))
         evsim.Dataset("mine", split, split, 4, (2,), "rate", "mine")

@@ -83,6 +83,7 @@ class SparseLinear:
     """
 
     kind = "linear"
+    accepts_factors = True
 
     def __init__(self, store: SynapseStore, bias: np.ndarray | None = None, path: str = "auto", develops: bool = True):
         if path not in PATHS:
@@ -360,6 +361,10 @@ class SparseLinear:
     def dense_synapses(self) -> int:
         """Synapses of the same layer fully connected."""
         return self.n_in * self.n_out
+
+    def describe(self) -> str:
+        """The layer in the architecture notation: its size."""
+        return str(self.n_out)
 
     @property
     def dense_weights(self) -> int:

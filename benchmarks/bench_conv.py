@@ -1,0 +1,114 @@
+"""The paper's N-MNIST convolutional SNN: evsim against the PyTorch step-loop version, in one run.
+
+2x32x32-15C3-AP2-40C3-AP2-300-10, T = 20, batch 100, input with the activity of real
+N-MNIST frames (``--activity``, 6 % of cells nonzero, counts 1-3). Training (forward +
+BPTT + Adam) and inference samples/s at each thread count, for
+
+- evsim with every synapse,
+- evsim with the structure SD-SNN typically leaves (65 % of the FC-300 neurons and 10 %
+  of the 40 second-layer filters dead),
+- the PyTorch network of ``benchmarks/torch_conv.py`` (the authors' code: a Python loop
+  over time steps), when torch is installed.
+
+BLAS is held to one thread for evsim, as training does (``evsim.train``). The first
+evsim batch's time is reported as the JIT compile cost (kernels are cached on disk
+after the first run, so the cost shows in a fresh checkout).
+Machines are shared and noisy: compare ratios within one run.
+
+Run: python -m benchmarks.bench_conv [--threads 1,2] [--batches 3] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import evsim
+
+SPEC = "2x32x32-15C3-AP2-40C3-AP2-300-10"
+N_STEPS, BATCH = 20, 100
+
+
+def frames(rng: np.random.Generator, activity: float) -> np.ndarray:
+    """Input ``[T, B, 2048]`` with ``activity`` of cells nonzero, counts 1-3."""
+    shape = (N_STEPS, BATCH, 2048)
+    return ((rng.random(shape) < activity) * rng.integers(1, 4, shape)).astype(np.float32)
+
+
+def pruned(network: evsim.Network, rng: np.random.Generator) -> evsim.Network:
+    """The structure SD-SNN typically leaves: 65 % of FC-300 and 10 % of conv2's filters dead."""
+    conv2, fc1 = network.layers[2], network.layers[4]
+    conv2.kill(rng.choice(conv2.filters, 4, replace=False))
+    fc1.kill(rng.choice(fc1.n_out, 195, replace=False))
+    return network
+
+
+def measure_evsim(network: evsim.Network, batches: list[np.ndarray], rng) -> dict:
+    optimizer = evsim.Optimizer("adam", 1e-3)
+    events = [evsim.dense_to_events(x) for x in batches]
+    labels = rng.integers(0, 10, BATCH)
+
+    def train(drive):
+        counts, traces = network.forward(drive)
+        grads = network.backward(traces, evsim.mse_rate(counts, labels, N_STEPS)[1])
+        optimizer.step(network.parameters(grads))
+
+    out = {}
+    start = time.perf_counter()
+    train(events[0])
+    out["first_batch_s"] = time.perf_counter() - start
+    for name, step in (("train", train), ("inference", network.forward)):
+        times = []
+        for drive in events[1:]:
+            start = time.perf_counter()
+            step(drive)
+            times.append(time.perf_counter() - start)
+        out[f"{name}_samples_s_best"] = BATCH / min(times)
+        out[f"{name}_samples_s_median"] = BATCH / float(np.median(times))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", type=int, default=3, help="timed batches after the first (default 3)")
+    parser.add_argument("--activity", type=float, default=0.06)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    batches = [frames(rng, args.activity) for _ in range(args.batches + 1)]
+    have_torch = importlib.util.find_spec("torch") is not None
+    rows = []
+    for n_threads in (int(t) for t in args.threads.split(",")):
+        numba.set_num_threads(n_threads)
+        with threadpool_limits(limits=1, user_api="blas"):
+            full = measure_evsim(evsim.Network.from_spec(SPEC, rng=1), batches, rng)
+            sparse = measure_evsim(pruned(evsim.Network.from_spec(SPEC, rng=1), rng), batches, rng)
+        row = {"threads": n_threads, "evsim": full, "evsim_pruned": sparse}
+        if have_torch:
+            from benchmarks.torch_conv import measure as measure_torch
+            row["torch"] = measure_torch(n_threads, args.batches, args.activity)
+        rows.append(row)
+        line = (f"threads {n_threads}: evsim training {full['train_samples_s_best']:.0f} / inference "
+                f"{full['inference_samples_s_best']:.0f} samples/s (first batch {full['first_batch_s']:.1f} s); "
+                f"pruned {sparse['train_samples_s_best']:.0f} / {sparse['inference_samples_s_best']:.0f} "
+                f"({sparse['train_samples_s_best'] / full['train_samples_s_best']:.2f}x / "
+                f"{sparse['inference_samples_s_best'] / full['inference_samples_s_best']:.2f}x)")
+        if have_torch:
+            t = row["torch"]
+            line += (f"; PyTorch {t['train_samples_s_best']:.0f} / {t['inference_samples_s_best']:.0f} -> evsim "
+                     f"{full['train_samples_s_best'] / t['train_samples_s_best']:.2f}x / "
+                     f"{full['inference_samples_s_best'] / t['inference_samples_s_best']:.2f}x")
+        print(line, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"spec": SPEC, "activity": args.activity, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Currents of a spiking 2-D convolution: ``I[s] = conv(x[s])`` for every slot ``s = t*B + b``.
+
+Four variants with the same result (exactly, for sums that float32 holds exactly):
+
+``events``  each input event adds, for each valid tap, its channel's row of weights
+            (one ``F_pad``-lane vector row over the alive filters, zeros for missing
+            kernels) to the output cell's row of a cell-major ``[Ho*Wo, F_pad]``
+            scratch; the scratch is then transposed into the slot's filter-major row.
+            Cost: (events) x (valid taps) x ``F_pad / 16`` vector adds, plus the
+            transpose (``F*Ho*Wo`` per slot); dead filters and channels without kernels
+            cost nothing.
+``csr``     each input event scatters its valid taps of the kernels stored in its
+            channel's row: ``I[s, f, oy, ox] += v * w[c -> f, ky, kx]``, sixteen kernels
+            per gather-add-scatter. Cost: (events) x (valid taps) x (stored kernels);
+            pruned kernels and dead filters cost nothing.
+``dense``   im2col of a chunk of slots and one BLAS GEMM ``[F, C*K*K] @ [C*K*K, n*Ho*Wo]``
+            for all of them: the currents of a feed-forward layer do not depend on its
+            own state, so all T steps go into one product (PyTorch's step loop runs T).
+``static``  analog input that is the same at every step (direct encoding): one product
+            per sample, ``[B, F*Ho*Wo]``, broadcast over the steps by the caller.
+
+Currents are float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, filter-major per slot
+(``f*Ho*Wo + oy*Wo + ox``), ready for :func:`evsim.kernels.propagate._lif_scan` as
+``[T, B, N]``. See :mod:`evsim.kernels.conv_geometry` for the index conventions.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
+                                         _im2col_events, block_offsets, check_block_csr, check_events, check_out,
+                                         chunk_slots,
+                                         dense_filter_matrix, row_weights, tap_major, valid_tap_range)
+from evsim.kernels.propagate import _balanced_bounds
+from evsim.kernels.simd import LANES, gather, load, scatter, store
+
+# Bytes of im2col and GEMM result a dense chunk may hold: large enough that the GEMM
+# runs at full speed, small enough to stay a fraction of the currents themselves.
+DENSE_CHUNK_BYTES = 1 << 25
+
+
+@njit(parallel=True, cache=True)
+def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width, kernel, stride, pad, out_height,
+                          out_width, out):
+    """``out[s] = conv(events of slot s)``, one slot per task (no shared writes).
+
+    ``offsets`` int32 ``[nnz]``: each kernel's filter block (``columns * Ho*Wo``);
+    ``taps`` float32 ``[K*K, nnz]``: tap-major weights. For each valid tap of an
+    event, the row's kernels go sixteen at a time: gather the sixteen currents at
+    ``offset + oy*Wo + ox``, add ``v * w``, scatter back (distinct filters within a row,
+    so no two lanes hit one current).
+    """
+    n = out.shape[1]
+    nnz = offsets.shape[0]
+    flat = out.reshape(out.size)
+    weights = taps.reshape(taps.size)
+    for s in prange(out.shape[0]):
+        o = s * n
+        flat[o:o + n] = 0.0
+        for e in range(ptr[s], ptr[s + 1]):
+            i = idx[e]
+            c = i // channels_hw
+            k0, k1 = indptr[c], indptr[c + 1]
+            if k0 == k1:
+                continue
+            rest = i - c * channels_hw
+            y = rest // width
+            x = rest - y * width
+            v = val[e]
+            ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+            kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+            oy = oy0
+            for ky in range(ky0, ky1, stride):
+                ox = ox0
+                for kx in range(kx0, kx1, stride):
+                    base = o + oy * out_width + ox
+                    w0 = (ky * kernel + kx) * nnz
+                    for k in range(k0, k1, LANES):
+                        lanes = min(LANES, k1 - k)
+                        scatter(flat, base, offsets, k,
+                                gather(flat, base, offsets, k, lanes) + v * load(weights, w0 + k, lanes), lanes)
+                    ox -= 1
+                oy -= 1
+
+
+@njit(parallel=True, cache=True)
+def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel, stride, pad, out_height,
+                        out_width, out):
+    """``out[s] = conv(events of slot s)``; each task takes the slots ``bounds[task]:bounds[task+1]``.
+
+    ``rows`` float32 ``[C, K*K, F_pad]`` (:func:`evsim.kernels.conv_geometry.row_weights`).
+    A task sums a slot into its cell-major scratch ``[Ho*Wo, F_pad]`` (the tap's whole
+    row of weights into the output cell's row: plain vector loads, adds and stores, no
+    gathers), then transposes it into ``out[s]``. Channels whose row is all zero (no
+    kernel stored) are skipped.
+    """
+    n_channels, n_taps, lanes = rows.shape
+    n_filters = out.shape[1] // (out_height * out_width)
+    cells = out_height * out_width
+    weights = rows.reshape(rows.size)
+    has_kernels = np.zeros(n_channels, dtype=np.bool_)
+    for c in range(n_channels):
+        has_kernels[c] = np.any(rows[c] != 0)
+    for task in prange(bounds.shape[0] - 1):
+        scratch = np.empty(cells * lanes, dtype=np.float32)
+        for s in range(bounds[task], bounds[task + 1]):
+            scratch[:] = 0.0
+            for e in range(ptr[s], ptr[s + 1]):
+                i = idx[e]
+                c = i // channels_hw
+                if not has_kernels[c]:
+                    continue
+                rest = i - c * channels_hw
+                y = rest // width
+                x = rest - y * width
+                v = val[e]
+                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                oy = oy0
+                for ky in range(ky0, ky1, stride):
+                    ox = ox0
+                    for kx in range(kx0, kx1, stride):
+                        a = (oy * out_width + ox) * lanes
+                        w = ((c * kernel + ky) * kernel + kx) * lanes
+                        for j in range(0, lanes, LANES):
+                            store(scratch, a + j, load(scratch, a + j, LANES) + v * load(weights, w + j, LANES),
+                                  LANES)
+                        ox -= 1
+                    oy -= 1
+            _from_cell_major(scratch, n_filters, cells, lanes, out, s)
+
+
+def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
+                         columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+    """Event-driven currents of a convolution (row layout; see the module docstring).
+
+    Parameters
+    ----------
+    ptr, idx, val : the input events (:class:`evsim.kernels.events.Events`): int64
+        ``[T*B + 1]``, int32 unit indices ``c*H*W + y*W + x``, float32 values.
+    indptr, columns, data : the block CSR (int32 ``[C_in + 1]``, int32 ``[nnz]``
+        compacted alive filters ascending per row, float32 ``[nnz, K, K]``).
+    geometry : the convolution (:func:`evsim.kernels.conv_geometry.conv_geometry`).
+    out : float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, overwritten; ``F_alive`` is
+        ``out.shape[1] // (Ho*Wo)``.
+
+    The synaptic operations an event performs are counted by
+    :func:`evsim.kernels.conv_geometry.conv_fan_out` (stored kernels x valid taps); this
+    variant computes them 16 filters per vector add, zeros in the lanes of missing
+    kernels of a row that holds others.
+    """
+    g = geometry
+    n_slots = out.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_filters = out.shape[1] // g.out_cells
+    check_out(out, n_slots, n_filters * g.out_cells)
+    check_block_csr(indptr, columns, data, g, n_filters)
+    _conv_currents_rows(ptr, idx, val, row_weights(indptr, columns, data, n_filters),
+                        _balanced_bounds(ptr, get_num_threads()), g.height * g.width, g.width, g.kernel, g.stride,
+                        g.pad, g.out_height, g.out_width, out)
+
+
+def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
+                         columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+    """Event-driven currents of a convolution, by gather-add-scatter over each row's stored kernels.
+
+    Parameters
+    ----------
+    ptr, idx, val : the input events (:class:`evsim.kernels.events.Events`): int64
+        ``[T*B + 1]``, int32 unit indices ``c*H*W + y*W + x``, float32 values.
+    indptr, columns, data : the block CSR (int32 ``[C_in + 1]``, int32 ``[nnz]``
+        compacted alive filters ascending per row, float32 ``[nnz, K, K]``).
+    geometry : the convolution (:func:`evsim.kernels.conv_geometry.conv_geometry`).
+    out : float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, overwritten; ``F_alive`` is
+        ``out.shape[1] // (Ho*Wo)``.
+
+    Each event costs (valid taps) x (stored kernels of its channel) accumulates, the
+    count of :func:`evsim.kernels.conv_geometry.conv_fan_out`, sixteen per AVX-512
+    gather and scatter. It ran 3-4x slower than :func:`conv_currents_events` at 5-10 %
+    activity with every kernel stored (``benchmarks/RESULTS.md``); it touches no lane of
+    a missing kernel, so it is the one to try for rows that keep few of their kernels.
+    """
+    g = geometry
+    n_slots = out.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_filters = out.shape[1] // g.out_cells
+    check_out(out, n_slots, n_filters * g.out_cells)
+    check_block_csr(indptr, columns, data, g, n_filters)
+    _conv_currents_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), tap_major(data),
+                       g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
+
+
+def conv_currents_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                        data: np.ndarray, geometry: ConvGeometry, out: np.ndarray,
+                        max_bytes: int = DENSE_CHUNK_BYTES) -> None:
+    """:func:`conv_currents_events` by im2col and one GEMM per chunk of slots.
+
+    Chunks of ``n`` slots (``max_bytes`` of buffers): the chunk's events go into an
+    im2col matrix ``[C*K*K, n*Ho*Wo]``, BLAS multiplies it by the dense ``[F, C*K*K]``
+    filter matrix (zeros for missing kernels), and the ``[F, n*Ho*Wo]`` product is
+    copied into the chunk's rows of ``out``. Same arguments as
+    :func:`conv_currents_events`.
+    """
+    g = geometry
+    n_slots = out.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_filters = out.shape[1] // g.out_cells
+    check_out(out, n_slots, n_filters * g.out_cells)
+    check_block_csr(indptr, columns, data, g, n_filters)
+    matrix = dense_filter_matrix(indptr, columns, data, n_filters)
+    n_rows = g.in_channels * g.taps
+    chunk = chunk_slots(n_slots, 4 * g.out_cells * (n_rows + n_filters), max_bytes)
+    col = np.empty((n_rows, chunk * g.out_cells), dtype=np.float32)
+    product = np.empty((n_filters, chunk * g.out_cells), dtype=np.float32)
+    for s0 in range(0, n_slots, chunk):
+        s1 = min(n_slots, s0 + chunk)
+        width = (s1 - s0) * g.out_cells
+        if width < col.shape[1]:  # the last, shorter chunk: contiguous buffers of its own width
+            col, product = (np.empty((n_rows, width), dtype=np.float32),
+                            np.empty((n_filters, width), dtype=np.float32))
+        _im2col_events(ptr, idx, val, s0, s1, g.height * g.width, g.width, g.kernel, g.stride, g.pad,
+                       g.out_height, g.out_width, col)
+        np.matmul(matrix, col, out=product)
+        _blocks_to_slots(product, g.out_cells, s0, out)
+
+
+def conv_currents_static(values: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
+                         geometry: ConvGeometry, n_filters: int, max_bytes: int = DENSE_CHUNK_BYTES) -> np.ndarray:
+    """Currents of analog input that is the same at every step (a static drive).
+
+    Parameters
+    ----------
+    values : float32 ``[B, C_in*H*W]``, the input of each sample.
+    indptr, columns, data, geometry : as :func:`conv_currents_events`.
+    n_filters : ``F_alive``, the output blocks.
+
+    Returns
+    -------
+    float32 ``[B, F_alive*Ho*Wo]``: the current of every step (the caller broadcasts it
+    over the T steps, as :func:`evsim.kernels.propagate.propagate_static` does).
+    """
+    g = geometry
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.ndim != 2 or values.shape[1] != g.n_in:
+        raise ValueError(f"static drive must be [B, {g.n_in}], got {values.shape}")
+    check_block_csr(indptr, columns, data, g, n_filters)
+    matrix = dense_filter_matrix(indptr, columns, data, n_filters)
+    batch = values.shape[0]
+    out = np.empty((batch, n_filters * g.out_cells), dtype=np.float32)
+    n_rows = g.in_channels * g.taps
+    chunk = chunk_slots(batch, 4 * g.out_cells * (n_rows + n_filters), max_bytes)
+    for b0 in range(0, batch, chunk):
+        b1 = min(batch, b0 + chunk)
+        col = np.empty((n_rows, (b1 - b0) * g.out_cells), dtype=np.float32)
+        _im2col_dense(values[b0:b1], g.height, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, col)
+        _blocks_to_slots(matrix @ col, g.out_cells, b0, out)
+    return out

@@ -1,0 +1,217 @@
+"""Weight gradient of a spiking 2-D convolution, for a given set of (channel, filter) kernels.
+
+``dW[c -> f, ky, kx] = sum_s sum_{events (c, y, x, v) of slot s} v * dL/du[s, f, oy, ox]``
+over the events' valid taps (``y + P - ky = oy*S``, likewise in x; see
+:mod:`evsim.kernels.conv_geometry`). The kernels asked for come as a block CSR
+``(indptr, columns)`` whose ``columns`` index *blocks of* ``grad_u``: block f is
+``grad_u[:, f*Ho*Wo:(f+1)*Ho*Wo]``. For the kernels that exist, ``grad_u`` is the
+layer's dL/du and ``columns`` the store's (compacted alive filters). For would-be
+gradients of missing kernels (regeneration), including kernels into dead filters, the
+caller passes a ``grad_u`` whose blocks are the filters it asks about (for instance the
+alive filters' dL/du followed by the dead filters' errors sent back from above,
+``[T*B, G*Ho*Wo]``), and ``columns`` indexing those blocks: one kernel serves both.
+
+``events``  a slot's dL/du is transposed to a cell-major scratch ``[Ho*Wo, G_pad]``
+            (only for slots with events); then per input event and valid tap, the
+            output cell's row (all blocks) times ``v`` is added to the sums of the
+            (channel, tap) row ``[G_pad]``: plain vector adds. The sums hold every
+            (channel, block) pair; the pairs asked for are picked at the end.
+``csr``     per input event and valid tap, sixteen kernels at a time: gather sixteen
+            entries of ``grad_u``, add ``v`` times them to the tap's sixteen sums.
+
+In both event variants each thread sums its own run of slots into private sums,
+reduced at the end in a fixed order (deterministic for a given thread count).
+``dense``   im2col of a chunk of slots, then ``[G, n*Ho*Wo] @ [n*Ho*Wo, C*K*K]``
+            (one BLAS GEMM per chunk), summed over chunks; the asked-for kernels are
+            then picked out of the ``[G, C*K*K]`` result.
+
+Every variant returns float32 ``[nnz, K, K]``, aligned with ``columns``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
+from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
+                                         block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
+                                         kernel_rows, padded_lanes, valid_tap_range)
+from evsim.kernels.propagate import _balanced_bounds
+from evsim.kernels.simd import LANES, gather, load, store
+
+
+@njit(parallel=True, cache=True)
+def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channels_hw, width, kernel, stride,
+                             pad, out_height, out_width, partial):
+    """``partial[task]`` float32 ``[K*K*nnz]`` (tap-major) = the gradient summed over slots
+    ``bounds[task]:bounds[task + 1]``; ``offsets`` = ``columns * Ho*Wo`` (int32)."""
+    n = grad_u.shape[1]
+    nnz = offsets.shape[0]
+    grads = grad_u.reshape(grad_u.size)
+    for task in prange(bounds.shape[0] - 1):
+        acc = partial[task]
+        acc[:] = 0.0
+        for s in range(bounds[task], bounds[task + 1]):
+            o = s * n
+            for e in range(ptr[s], ptr[s + 1]):
+                i = idx[e]
+                c = i // channels_hw
+                k0, k1 = indptr[c], indptr[c + 1]
+                if k0 == k1:
+                    continue
+                rest = i - c * channels_hw
+                y = rest // width
+                x = rest - y * width
+                v = val[e]
+                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                oy = oy0
+                for ky in range(ky0, ky1, stride):
+                    ox = ox0
+                    for kx in range(kx0, kx1, stride):
+                        base = o + oy * out_width + ox
+                        a0 = (ky * kernel + kx) * nnz
+                        for k in range(k0, k1, LANES):
+                            lanes = min(LANES, k1 - k)
+                            store(acc, a0 + k, load(acc, a0 + k, lanes) + v * gather(grads, base, offsets, k, lanes),
+                                  lanes)
+                        ox -= 1
+                    oy -= 1
+
+
+@njit(parallel=True, cache=True)
+def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, width, kernel, stride, pad,
+                           out_height, out_width, partial):
+    """``partial[task]`` float32 ``[C*K*K*G_pad]`` (row layout: ``(c, tap, block)``) = the
+    gradient of every pair summed over slots ``bounds[task]:bounds[task + 1]``; events of
+    channels with ``wanted[c]`` False are skipped."""
+    cells = out_height * out_width
+    n_blocks = grad_u.shape[1] // cells
+    lanes = partial.shape[1] // (wanted.shape[0] * kernel * kernel)
+    for task in prange(bounds.shape[0] - 1):
+        acc = partial[task]
+        acc[:] = 0.0
+        scratch = np.zeros(cells * lanes, dtype=np.float32)  # padding lanes stay 0
+        for s in range(bounds[task], bounds[task + 1]):
+            if ptr[s] == ptr[s + 1]:
+                continue
+            _to_cell_major(grad_u, s, n_blocks, cells, lanes, scratch)
+            for e in range(ptr[s], ptr[s + 1]):
+                i = idx[e]
+                c = i // channels_hw
+                if not wanted[c]:
+                    continue
+                rest = i - c * channels_hw
+                y = rest // width
+                x = rest - y * width
+                v = val[e]
+                ky0, ky1, oy0 = valid_tap_range(y, pad, kernel, stride, out_height)
+                kx0, kx1, ox0 = valid_tap_range(x, pad, kernel, stride, out_width)
+                oy = oy0
+                for ky in range(ky0, ky1, stride):
+                    ox = ox0
+                    for kx in range(kx0, kx1, stride):
+                        a = ((c * kernel + ky) * kernel + kx) * lanes
+                        b = (oy * out_width + ox) * lanes
+                        for j in range(0, lanes, LANES):
+                            store(acc, a + j, load(acc, a + j, LANES) + v * load(scratch, b + j, LANES), LANES)
+                        ox -= 1
+                    oy -= 1
+
+
+def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
+                            indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+    """Event-driven weight gradient of the kernels ``(indptr, columns)`` (row layout).
+
+    Parameters
+    ----------
+    ptr, idx, val : the layer's input events (int64 ``[T*B + 1]``, int32, float32).
+    grad_u : float32 ``[T*B, G*Ho*Wo]``, C-contiguous: dL/du per block (filter).
+    indptr, columns : int32 ``[C_in + 1]``, int32 ``[nnz]``: the kernels asked for,
+        ``columns`` indexing the blocks of ``grad_u`` (ascending within a row).
+    geometry : the convolution.
+
+    Returns
+    -------
+    float32 ``[nnz, K, K]``, aligned with ``columns``.
+    """
+    g = geometry
+    n_slots = grad_u.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
+    nnz = columns.shape[0]
+    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    bounds = _balanced_bounds(ptr, get_num_threads())
+    lanes = padded_lanes(n_blocks)
+    partial = np.empty((bounds.size - 1, g.in_channels * g.taps * lanes), dtype=np.float32)
+    _conv_weight_grad_rows(ptr, idx, val, grad_u, np.diff(indptr) > 0, bounds, g.height * g.width, g.width,
+                           g.kernel, g.stride, g.pad, g.out_height, g.out_width, partial)
+    total = partial[0].copy()
+    for task in range(1, partial.shape[0]):  # a fixed order: the same sums for the same thread count
+        total += partial[task]
+    total = total.reshape(g.in_channels, g.taps, lanes)
+    return np.ascontiguousarray(total[kernel_rows(indptr), :, columns]).reshape(nnz, g.kernel, g.kernel)
+
+
+def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
+                            indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+    """Event-driven weight gradient of the kernels ``(indptr, columns)``, by 16-lane gathers
+    from ``grad_u`` (the ``csr`` variant).
+
+    Parameters
+    ----------
+    ptr, idx, val : the layer's input events (int64 ``[T*B + 1]``, int32, float32).
+    grad_u : float32 ``[T*B, G*Ho*Wo]``, C-contiguous: dL/du per block (filter).
+    indptr, columns : int32 ``[C_in + 1]``, int32 ``[nnz]``: the kernels asked for,
+        ``columns`` indexing the blocks of ``grad_u`` (ascending within a row).
+    geometry : the convolution.
+
+    Returns
+    -------
+    float32 ``[nnz, K, K]``, aligned with ``columns``.
+    """
+    g = geometry
+    n_slots = grad_u.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
+    nnz = columns.shape[0]
+    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    bounds = _balanced_bounds(ptr, get_num_threads())
+    partial = np.empty((bounds.size - 1, g.taps * nnz), dtype=np.float32)
+    _conv_weight_grad_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), grad_u, bounds,
+                             g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width,
+                             partial)
+    total = partial[0].copy()
+    for task in range(1, partial.shape[0]):  # a fixed order: the same sums for the same thread count
+        total += partial[task]
+    return np.ascontiguousarray(total.reshape(g.taps, nnz).T).reshape(nnz, g.kernel, g.kernel)
+
+
+def conv_weight_grad_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
+                           indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry,
+                           max_bytes: int = DENSE_CHUNK_BYTES) -> np.ndarray:
+    """:func:`conv_weight_grad_events` by im2col and GEMM: the gradient of every (channel,
+    block) pair, ``[G, C*K*K]``, summed chunk by chunk, then the kernels asked for picked
+    out. Same arguments and result."""
+    g = geometry
+    n_slots = grad_u.shape[0]
+    check_events(ptr, idx, val, n_slots)
+    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
+    nnz = columns.shape[0]
+    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    n_rows = g.in_channels * g.taps
+    chunk = chunk_slots(n_slots, 4 * g.out_cells * (n_rows + n_blocks), max_bytes)
+    total = np.zeros((n_blocks, n_rows), dtype=np.float32)
+    col = np.empty((n_rows, chunk * g.out_cells), dtype=np.float32)
+    blocks = np.empty((n_blocks, chunk * g.out_cells), dtype=np.float32)
+    for s0 in range(0, n_slots, chunk):
+        s1 = min(n_slots, s0 + chunk)
+        width = (s1 - s0) * g.out_cells
+        if width < col.shape[1]:  # the last, shorter chunk: contiguous buffers of its own width
+            col = np.empty((n_rows, width), dtype=np.float32)
+            blocks = np.empty((n_blocks, width), dtype=np.float32)
+        _im2col_events(ptr, idx, val, s0, s1, g.height * g.width, g.width, g.kernel, g.stride, g.pad,
+                       g.out_height, g.out_width, col)
+        _slots_to_blocks(grad_u, g.out_cells, s0, blocks)
+        total += blocks @ col.T
+    return total.reshape(n_blocks, g.in_channels, g.kernel, g.kernel)[columns, kernel_rows(indptr)]

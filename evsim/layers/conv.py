@@ -1,0 +1,335 @@
+"""Spiking 2-D convolution on events (the :class:`~evsim.layers.base.Layer` protocol).
+
+A synapse is an (input channel, output channel) pair carrying a K x K kernel: the
+layer's :class:`~evsim.synapses.SynapseStore` is a block CSR over channels (rows = input
+channels, columns = filters). A pruned kernel is absent and costs nothing; a dead filter
+has no kernel left, is compacted out of the output map, never fires and costs nothing.
+
+Units are flat in channel-major order (PyTorch's flatten of ``[C, H, W]``), so a fully
+connected layer can follow without an explicit flatten. The LIF dynamics, surrogate and
+BPTT are the linear layer's (:mod:`evsim.kernels.propagate`, :mod:`evsim.kernels.lif`),
+run on the ``[T, B, F_alive*Ho*Wo]`` map. Which kernel computes the currents and the
+gradients (events or im2col + GEMM) is chosen per call from the activity, at the
+crossovers measured by ``benchmarks/bench_conv_kernels.py`` (:mod:`evsim.kernels.conv_paths`).
+
+Structural development (SD-SNN's filter pruning and kernel regeneration) does not edit
+convolutions yet: a convolution is built with ``develops=False``.
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from evsim.aligned import aligned_empty, line_width
+from evsim.errors import ShapeError
+from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
+from evsim.kernels.conv_forward import conv_currents_static
+from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
+                                      input_grad_path, weight_grad_path)
+from evsim.kernels.events import Events, StaticDrive, dense_to_events
+from evsim.kernels.lif import _lif_backward
+from evsim.kernels.propagate import _lif_scan, propagate_static
+from evsim.layers.base import BackwardRequest, LayerGrads, Parameter
+from evsim.layers.linear import LayerTrace
+from evsim.neuron import SURROGATES, LIFParameters
+from evsim.synapses import SynapseStore, check_csr
+
+_NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
+
+
+class SpikingConv2d:
+    """Spiking convolution with block-sparse kernels.
+
+    Parameters
+    ----------
+    store : the kernels, a block store of shape ``(C_in, F)`` with ``(K, K)`` blocks.
+    in_shape : ``(C_in, H, W)`` of the input map.
+    stride, pad : PyTorch's ``Conv2d`` stride and zero padding.
+    bias : float32 ``[F]``; zeros by default.
+    develops : must be False (structural development of convolutions is not built yet).
+    """
+
+    kind = "conv2d"
+    accepts_factors = False
+
+    def __init__(self, store: SynapseStore, in_shape: tuple[int, int, int], stride: int = 1, pad: int = 0,
+                 bias: np.ndarray | None = None, develops: bool = False):
+        if len(store.block_shape) != 2 or store.block_shape[0] != store.block_shape[1]:
+            raise ShapeError(f"a convolution's synapses are square kernels, got blocks of {store.block_shape}")
+        channels, height, width = (int(n) for n in in_shape)
+        if store.shape[0] != channels:
+            raise ShapeError(f"the kernels come from {store.shape[0]} channels but the input has {channels}")
+        if develops:
+            raise ShapeError("structural development of convolutions is not available; build it with develops=False")
+        try:
+            self.geometry: ConvGeometry = conv_geometry(channels, height, width, store.block_shape[0], stride, pad)
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        self.store = store
+        self.filters = store.shape[1]
+        self.bias = np.zeros(self.filters, np.float32) if bias is None else np.asarray(bias, np.float32).copy()
+        if self.bias.shape != (self.filters,):
+            raise ShapeError(f"bias has shape {self.bias.shape}, expected ({self.filters},)")
+        self.bias_state: dict[str, np.ndarray] = {}
+        self.develops = develops
+        self.alive = np.ones(self.filters, dtype=bool)  # per filter
+        self.rebuild()
+
+    @classmethod
+    def uniform(cls, in_shape: tuple[int, int, int], filters: int, kernel: int, rng: np.random.Generator,
+                stride: int = 1, pad: int = 0, **kwargs) -> "SpikingConv2d":
+        """Every kernel present, weights and biases uniform in ±1/sqrt(C*K*K) (PyTorch's Conv2d init)."""
+        channels = int(in_shape[0])
+        bound = 1.0 / np.sqrt(channels * kernel * kernel)
+        data = rng.uniform(-bound, bound, (channels * filters, kernel, kernel)).astype(np.float32)
+        indptr = np.arange(0, channels * filters + 1, filters, dtype=np.int32)
+        indices = np.tile(np.arange(filters, dtype=np.int32), channels)
+        store = SynapseStore.from_blocks(indptr, indices, data, (channels, filters))
+        return cls(store, in_shape, stride, pad, rng.uniform(-bound, bound, filters).astype(np.float32), **kwargs)
+
+    # --------------------------------------------------------------- shape
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        g = self.geometry
+        return (g.in_channels, g.height, g.width)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        g = self.geometry
+        return (self.filters, g.out_height, g.out_width)
+
+    @property
+    def n_in(self) -> int:
+        return self.geometry.n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.filters * self.geometry.out_cells
+
+    def describe(self) -> str:
+        """The layer in the architecture notation, e.g. ``15C3`` (``s2``/``p0`` when not the default)."""
+        g = self.geometry
+        text = f"{self.filters}C{g.kernel}"
+        text += f"s{g.stride}" if g.stride != 1 else ""
+        return text + (f"p{g.pad}" if g.pad != g.kernel // 2 else "")
+
+    # --------------------------------------------------------------- structure
+    def rebuild(self) -> None:
+        """Recompute the compacted filter indices and the alive units after a structural edit."""
+        self.built_version = self.store.version
+        alive_filters = np.flatnonzero(self.alive).astype(np.int32)
+        local = np.full(self.filters, -1, dtype=np.int32)
+        local[alive_filters] = np.arange(alive_filters.size, dtype=np.int32)
+        if self.store.nnz and np.any(local[self.store.indices] < 0):
+            raise ShapeError("a dead filter still has kernels; kill() must prune them")
+        self.alive_filters = alive_filters
+        self.columns = local[self.store.indices]
+        cells = self.geometry.out_cells
+        self.alive_index = (alive_filters[:, None] * cells + np.arange(cells)[None, :]).ravel().astype(np.int32)
+        self.incomplete = np.flatnonzero(self.store.fan_in() < self.geometry.in_channels).astype(np.int64)
+
+    def set_alive(self, alive: np.ndarray) -> None:
+        """Mark which filters are alive (a dead one must have no kernel)."""
+        alive = np.asarray(alive)
+        if alive.shape != (self.filters,):
+            raise ShapeError(f"alive has shape {alive.shape}, expected ({self.filters},) (one per filter)")
+        self.alive = alive.astype(bool)
+        self.rebuild()
+
+    def kill(self, filters: np.ndarray) -> int:
+        """Remove every kernel and the bias of ``filters``; returns the kernels removed."""
+        filters = np.asarray(filters, dtype=np.int64)
+        self.alive[filters] = False
+        self.bias[filters] = 0.0
+        for moments in self.bias_state.values():
+            moments[filters] = 0.0
+        removed = self.store.prune_columns(filters)
+        self.rebuild()
+        return removed
+
+    def prune(self, remove: np.ndarray) -> int:
+        """Remove the kernels where ``remove`` (bool, one per stored kernel) is True."""
+        removed = self.store.prune(remove)
+        self.rebuild()
+        return removed
+
+    def _current_plan(self) -> None:
+        if self.built_version != self.store.version:
+            self.rebuild()
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, LayerTrace]:
+        """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
+        self._current_plan()
+        n_units = self.alive_index.size
+        steps, batch = events.n_steps, events.batch
+        u = aligned_empty((steps, batch, n_units))
+        spikes = np.empty((steps, batch, n_units), dtype=np.uint8)
+        bias = np.repeat(self.bias[self.alive_filters], self.geometry.out_cells)
+        decay, v_th, hard = np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard"
+        if isinstance(events, StaticDrive):
+            current = conv_currents_static(events.values, self.store.indptr, self.columns, self.store.data,
+                                           self.geometry, self.alive_filters.size)
+            propagate_static(current, bias, decay, v_th, hard, u, spikes)
+        else:
+            path = forward_path(event_density(events.ptr, self.n_in))
+            FORWARD_PATHS[path](events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
+                                self.geometry, u.reshape(steps * batch, n_units))
+            _lif_scan(u, spikes, bias, decay, v_th, hard)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
+
+    # --------------------------------------------------------------- backward
+    def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,
+                 request: BackwardRequest = BackwardRequest()) -> LayerGrads:
+        """BPTT through this layer.
+
+        Parameters
+        ----------
+        trace : from :meth:`forward`.
+        grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes) of the alive units
+            (:attr:`alive_index`).
+        request : ``input_grad`` / ``input_units`` as for the linear layer; would-be
+            gradients are not available for convolutions (they do not develop).
+
+        Returns
+        -------
+        LayerGrads with ``params = [kernels (aligned with the store's data), bias]``.
+        """
+        if self.built_version != self.store.version:
+            raise ShapeError("the layer's kernels changed between forward and backward; run forward again")
+        if not isinstance(grad_spikes, np.ndarray):
+            raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array")
+        steps, batch, n_units = trace.u.shape
+        grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
+        grad_bias_per_sample = np.empty((batch, n_units), dtype=np.float32)
+        _lif_backward(np.ascontiguousarray(grad_spikes, dtype=np.float32), _NO_FACTORS, _NO_FACTORS, trace.u,
+                      trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
+                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample)
+        grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
+        cells = self.geometry.out_cells
+        grad_bias = np.zeros(self.filters, dtype=np.float32)
+        grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
+        grads = LayerGrads([self._weight_grad(trace.events_in, grad_u, steps), grad_bias])
+        if request.input_grad:
+            grads.input = self._input_grad(grad_u, request, steps, batch)
+        return grads
+
+    def _weight_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, steps: int) -> np.ndarray:
+        """``[nnz, K, K]``: the gradient of every stored kernel."""
+        if self.store.nnz == 0:
+            return np.zeros(self.store.data.shape, dtype=np.float32)
+        if isinstance(drive, StaticDrive):
+            # The same input at every step: sum dL/du over the steps, then one pass.
+            once = dense_to_events(drive.values[None])
+            summed = np.ascontiguousarray(grad_u.reshape(steps, drive.batch, -1).sum(axis=0))
+            return WEIGHT_GRAD_PATHS["dense"](once.ptr, once.idx, once.val, summed, self.store.indptr, self.columns,
+                                              self.geometry)
+        path = weight_grad_path(event_density(drive.ptr, self.n_in), self.alive_filters.size)
+        return WEIGHT_GRAD_PATHS[path](drive.ptr, drive.idx, drive.val, grad_u, self.store.indptr, self.columns,
+                                       self.geometry)
+
+    def _input_grad(self, grad_u: np.ndarray, request: BackwardRequest, steps: int, batch: int) -> np.ndarray:
+        """dL/d(input) ``[T, B, n_in or len(input_units)]``: scattered from the nonzero entries
+        of dL/du (the surrogate is zero for most units most of the time) or by GEMM where
+        dL/du is dense enough that scattering loses."""
+        grad_in = np.empty((steps * batch, self.n_in), dtype=np.float32)
+        density = np.count_nonzero(grad_u) / max(grad_u.size, 1)
+        INPUT_GRAD_PATHS[input_grad_path(density)](grad_u, self.store.indptr, self.columns, self.store.data,
+                                                   self.geometry, grad_in)
+        if request.input_units is not None:
+            grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
+        return grad_in.reshape(steps, batch, grad_in.shape[1])
+
+    # ------------------------------------------------------- the protocol's rest
+    def parameters(self) -> list[Parameter]:
+        """The kernels (with the store's per-kernel state) and the bias."""
+        return [Parameter(self.store.data, self.store.state), Parameter(self.bias, self.bias_state)]
+
+    @property
+    def dense_synapses(self) -> int:
+        """Kernels of the same layer with every (channel, filter) pair present."""
+        return self.geometry.in_channels * self.filters
+
+    @property
+    def dense_weights(self) -> int:
+        """Weights of the same layer with every kernel present."""
+        return self.dense_synapses * self.geometry.taps
+
+    def fan_out(self) -> np.ndarray:
+        """int64 ``[n_in]``: accumulates an event at each input cell performs (its stored
+        kernels' taps that land inside the output map)."""
+        g = self.geometry
+        return conv_fan_out(self.store.indptr, g.kernel, g.height, g.width, g.out_height, g.out_width, g.stride,
+                            g.pad).astype(np.int64)
+
+    def fan_out_unpruned(self) -> np.ndarray:
+        """The same with every kernel present."""
+        g = self.geometry
+        full = np.arange(0, (g.in_channels + 1) * self.filters, self.filters, dtype=np.int32)
+        return conv_fan_out(full, g.kernel, g.height, g.width, g.out_height, g.out_width, g.stride,
+                            g.pad).astype(np.int64)
+
+    def ann_macs(self) -> int:
+        """Multiply-accumulates of the same convolution, dense and non-spiking, per sample
+        (border taps included, as a dense implementation computes them)."""
+        return self.filters * self.geometry.out_cells * self.geometry.in_channels * self.geometry.taps
+
+    def to_arrays(self, with_state: bool) -> dict[str, np.ndarray]:
+        """The layer as named arrays (see :meth:`from_arrays`)."""
+        g = self.geometry
+        arrays = {"indptr": self.store.indptr, "indices": self.store.indices, "data": self.store.data,
+                  "shape": np.array(self.store.shape), "bias": self.bias, "alive": self.alive,
+                  "develops": np.array(self.develops),
+                  "geometry": np.array([g.in_channels, g.height, g.width, g.stride, g.pad])}
+        if with_state:
+            arrays.update({f"state__{name}": values for name, values in self.store.state.items()})
+            arrays.update({f"bias_state__{name}": values for name, values in self.bias_state.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, path: str = "auto", with_state: bool = False) -> "SpikingConv2d":
+        """The layer written by :meth:`to_arrays` (``path`` is the linear layers' option; unused).
+
+        Raises
+        ------
+        ShapeError
+            If the arrays are not a consistent convolution.
+        """
+        shape = tuple(int(n) for n in arrays["shape"])
+        geometry = np.asarray(arrays["geometry"])
+        if geometry.shape != (5,) or geometry.dtype.kind not in "iu":
+            raise ShapeError(f"geometry must be 5 integers (channels, height, width, stride, pad), got {geometry!r}")
+        channels, height, width, stride, pad = (int(n) for n in geometry)
+        data = np.asarray(arrays["data"])
+        if data.ndim != 3 or data.shape[1] != data.shape[2]:
+            raise ShapeError(f"data must be [nnz, K, K] kernels, got shape {data.shape}")
+        check_csr(arrays["indptr"], arrays["indices"], shape)
+        store = SynapseStore.from_blocks(arrays["indptr"], arrays["indices"], data, shape)
+        layer = cls(store, (channels, height, width), stride, pad, arrays["bias"], develops=bool(arrays["develops"]))
+        if with_state:
+            layer.store.state = {key.split("__", 1)[1]: np.array(arrays[key])
+                                 for key in arrays if key.startswith("state__")}
+            layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
+                                for key in arrays if key.startswith("bias_state__")}
+        layer.set_alive(arrays["alive"])
+        return layer
+
+    def nir_nodes(self, name: str, lif: LIFParameters) -> tuple[dict, list[tuple[str, str]], str, str]:
+        """A ``Conv2d`` node (dense ``[F, C, K, K]`` weights, missing kernels as zeros, the
+        block CSR structure in its metadata) followed by a ``LIF`` node over the output map."""
+        g = self.geometry
+        tau = 1.0 / (1.0 - lif.decay)
+        shape = self.out_shape
+        weight = np.ascontiguousarray(self.store.to_dense().transpose(1, 0, 2, 3))  # [F, C, K, K]
+        conv, neurons = f"conv{name}", f"lif{name}"
+        nodes = {
+            conv: nir.Conv2d(input_shape=(g.height, g.width), weight=weight, stride=g.stride, padding=g.pad,
+                             dilation=1, groups=1, bias=self.bias.copy(),
+                             metadata={"evsim_indptr": self.store.indptr.copy(),
+                                       "evsim_indices": self.store.indices.copy(),
+                                       "evsim_develops": bool(self.develops)}),
+            neurons: nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau), v_leak=np.zeros(shape),
+                             v_threshold=np.full(shape, lif.v_th), v_reset=np.zeros(shape),
+                             metadata={"evsim_alive": self.alive.copy()}),
+        }
+        return nodes, [(conv, neurons)], conv, neurons

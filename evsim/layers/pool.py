@@ -1,0 +1,157 @@
+"""Average and max pooling of spike maps on events (the :class:`~evsim.layers.base.Layer` protocol).
+
+As in the SD-SNN authors' networks, pooling has no neurons: average pooling of a spike
+map hands the next layer values in {0, 1/k², ..., 1} (0.25 steps for k = 2), max pooling
+a 1 where any cell of the window spiked. A window with no input event sends nothing, so
+pooling is as sparse as the spikes it pools. It has no synapses and no parameters, and
+counts no synaptic operation (the next layer's accumulates are counted there).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import nir
+import numpy as np
+
+from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.avg_pool import avg_pool_backward, avg_pool_events
+from evsim.kernels.conv_geometry import PoolGeometry, pool_geometry
+from evsim.kernels.events import Events, StaticDrive
+from evsim.kernels.max_pool import max_pool_backward, max_pool_events
+from evsim.layers.base import BackwardRequest, LayerGrads, Parameter
+from evsim.neuron import LIFParameters
+
+POOLS = ("avg", "max")
+
+
+class PoolTrace(NamedTuple):
+    """What a pooling's forward pass keeps: its input events, and for max pooling its
+    output events with the input unit of each maximum."""
+
+    events_in: Events
+    events_out: Events
+    argmax: np.ndarray | None
+
+
+class Pool2d:
+    """``k x k`` pooling with stride ``k`` (PyTorch's floor rule for maps not divisible by ``k``).
+
+    Parameters
+    ----------
+    in_shape : ``(C, H, W)`` of the input map.
+    kernel : the window's side ``k``.
+    mode : ``"avg"`` or ``"max"``.
+    """
+
+    kind = "pool2d"
+    develops = False
+    accepts_factors = False
+    spiking = False
+
+    def __init__(self, in_shape: tuple[int, int, int], kernel: int, mode: str = "avg"):
+        if mode not in POOLS:
+            raise ShapeError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLS)}")
+        try:
+            self.geometry: PoolGeometry = pool_geometry(*(int(n) for n in in_shape), int(kernel))
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        self.mode = mode
+        self.alive = np.ones(self.n_out, dtype=bool)
+        self.alive_index = np.arange(self.n_out, dtype=np.int32)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        g = self.geometry
+        return (g.channels, g.height, g.width)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        g = self.geometry
+        return (g.channels, g.out_height, g.out_width)
+
+    @property
+    def n_in(self) -> int:
+        return self.geometry.n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.geometry.n_out
+
+    def describe(self) -> str:
+        """``AP2`` or ``MP2``."""
+        return f"{'A' if self.mode == 'avg' else 'M'}P{self.geometry.kernel}"
+
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, PoolTrace]:
+        """The pooled events of ``events``."""
+        if isinstance(events, StaticDrive):
+            raise ShapeError("pooling takes spike events; put a spiking layer before it")
+        if self.mode == "avg":
+            ptr, idx, val = avg_pool_events(events.ptr, events.idx, events.val, self.geometry)
+            argmax = None
+        else:
+            ptr, idx, val, argmax = max_pool_events(events.ptr, events.idx, events.val, self.geometry)
+        out = Events(ptr, idx, val, events.n_steps, events.batch)
+        return out, PoolTrace(events, out, argmax)
+
+    def backward(self, trace: PoolTrace, grad_out: np.ndarray, lif: LIFParameters,
+                 request: BackwardRequest = BackwardRequest()) -> LayerGrads:
+        """dL/d(input) from dL/d(pooled output) ``[T, B, n_out]``."""
+        if not isinstance(grad_out, np.ndarray):
+            raise ShapeError("pooling takes dL/d(output) as a dense [T, B, N] array")
+        grads = LayerGrads([])
+        if not request.input_grad:
+            return grads
+        steps, batch = grad_out.shape[:2]
+        flat = np.ascontiguousarray(grad_out.reshape(steps * batch, -1), dtype=np.float32)
+        if self.mode == "avg":
+            grad_in = avg_pool_backward(flat, self.geometry)
+        else:
+            out = trace.events_out
+            grad_in = max_pool_backward(flat, out.ptr, out.idx, trace.argmax, self.geometry)
+        if request.input_units is not None:
+            grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
+        grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
+        return grads
+
+    def parameters(self) -> list[Parameter]:
+        return []
+
+    dense_synapses = 0
+    dense_weights = 0
+
+    def fan_out(self) -> np.ndarray:
+        """No synaptic operations: zeros."""
+        return np.zeros(self.n_in, dtype=np.int64)
+
+    fan_out_unpruned = fan_out
+
+    def ann_macs(self) -> int:
+        return 0
+
+    def to_arrays(self, with_state: bool) -> dict[str, np.ndarray]:
+        g = self.geometry
+        return {"geometry": np.array([g.channels, g.height, g.width, g.kernel]), "mode": np.array(self.mode)}
+
+    @classmethod
+    def from_arrays(cls, arrays, path: str = "auto", with_state: bool = False) -> "Pool2d":
+        """The pooling written by :meth:`to_arrays`."""
+        geometry = np.asarray(arrays["geometry"])
+        if geometry.shape != (4,) or geometry.dtype.kind not in "iu":
+            raise ShapeError(f"geometry must be 4 integers (channels, height, width, kernel), got {geometry!r}")
+        channels, height, width, kernel = (int(n) for n in geometry)
+        return cls((channels, height, width), kernel, str(arrays["mode"]))
+
+    def nir_nodes(self, name: str, lif: LIFParameters) -> tuple[dict, list[tuple[str, str]], str, str]:
+        """An ``AvgPool2d`` node (no padding, stride = window). NIR has no max pooling node.
+
+        Raises
+        ------
+        ConfigError
+            For max pooling.
+        """
+        if self.mode != "avg":
+            raise ConfigError("NIR has no max-pooling node: only networks with average pooling (AP) export to NIR")
+        k = self.geometry.kernel
+        node = f"avgpool{name}"
+        return {node: nir.AvgPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]),
+                                    padding=np.array([0, 0]))}, [], node, node

@@ -1,0 +1,206 @@
+"""Spiking convolution and pooling layers in networks, against the dense NumPy twin."""
+import numpy as np
+import pytest
+
+import evsim
+from evsim.checkpoint import load_network, save_network
+from evsim.errors import ConfigError
+from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
+from evsim.neuron import surrogate_grad
+from tests.reference import (avg_pool2d, avg_pool2d_backward, conv2d_forward, conv2d_input_grad, conv2d_weight_grad,
+                             dyadic_weights, lif_backward, max_pool2d, max_pool2d_backward)
+
+DECAY, V_TH = np.float32(0.2), np.float32(0.5)
+
+
+def lif_scan(current):
+    """Hard-reset LIF over ``current`` ``[T, B, N]``: membrane and spikes."""
+    u = np.zeros_like(current)
+    o = np.zeros_like(current)
+    u_prev = np.zeros_like(current[0])
+    o_prev = np.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        u[t] = DECAY * u_prev * (1 - o_prev) + current[t]
+        o[t] = (u[t] > V_TH).astype(np.float32)
+        u_prev, o_prev = u[t], o[t]
+    return u, o
+
+
+def dense_params(layer):
+    """The twin's view of a layer: dense weights (zeros for missing synapses) and biases
+    (far below threshold for dead units, which never fire)."""
+    if isinstance(layer, SpikingConv2d):
+        weight = np.ascontiguousarray(layer.store.to_dense().transpose(1, 0, 2, 3))  # [F, C, K, K]
+        bias = np.where(layer.alive, layer.bias, np.float32(-100.0)).astype(np.float32)
+        return weight, bias
+    if isinstance(layer, SparseLinear):
+        return layer.store.to_dense(), np.where(layer.alive, layer.bias, np.float32(-100.0)).astype(np.float32)
+    return None, None
+
+
+def twin_forward(network, x):
+    """Dense forward: per layer (input, u, o) or, for pooling, (input, output, argmax)."""
+    steps, batch = x.shape[:2]
+    trace = []
+    for layer in network.layers:
+        weight, bias = dense_params(layer)
+        if isinstance(layer, SpikingConv2d):
+            maps = x.reshape((steps * batch,) + layer.in_shape)
+            g = layer.geometry
+            current = conv2d_forward(maps, weight, g.stride, g.pad) + bias[None, :, None, None]
+            u, o = lif_scan(current.reshape(steps, batch, -1))
+            trace.append((x, u, o))
+            x = o
+        elif isinstance(layer, Pool2d):
+            maps = x.reshape((steps * batch,) + layer.in_shape)
+            if layer.mode == "avg":
+                out, argmax = avg_pool2d(maps, layer.geometry.kernel), None
+            else:
+                out, argmax = max_pool2d(maps, layer.geometry.kernel)
+            trace.append((x, out, argmax))
+            x = out.reshape(steps, batch, -1)
+        else:
+            u, o = lif_scan(x @ weight + bias)
+            trace.append((x, u, o))
+            x = o
+    return x.sum(axis=0), trace
+
+
+def twin_backward(network, trace, grad_counts):
+    """Dense BPTT: the weight and bias gradients of every layer with parameters."""
+    steps, batch = trace[-1][1].shape[:2]
+    grad = np.broadcast_to(grad_counts, trace[-1][1].shape).astype(np.float32)
+    grads = [None] * len(network.layers)
+    for k in range(len(network.layers) - 1, -1, -1):
+        layer, (x, a, b) = network.layers[k], trace[k]
+        weight, _ = dense_params(layer)
+        if isinstance(layer, Pool2d):
+            flat = grad.reshape((steps * batch,) + layer.out_shape)
+            back = avg_pool2d_backward(flat, layer.in_shape, layer.geometry.kernel) if layer.mode == "avg" \
+                else max_pool2d_backward(flat, b, layer.in_shape)
+            grad = back.reshape(steps, batch, -1)
+            continue
+        u, o = a, b
+        grad_u = lif_backward(grad, u, o, surrogate_grad(u - V_TH))
+        if isinstance(layer, SpikingConv2d):
+            g = layer.geometry
+            maps_u = grad_u.reshape((steps * batch,) + layer.out_shape)
+            maps_x = x.reshape((steps * batch,) + layer.in_shape)
+            grads[k] = (conv2d_weight_grad(maps_x, maps_u, g.kernel, g.stride, g.pad), maps_u.sum(axis=(0, 2, 3)))
+            grad = conv2d_input_grad(maps_u, weight, layer.in_shape, g.stride, g.pad).reshape(steps, batch, -1)
+        else:
+            grads[k] = (np.einsum("tbi,tbj->ij", x, grad_u), grad_u.sum(axis=(0, 1)))
+            grad = grad_u @ weight.T
+    return grads
+
+
+def dyadic_network(spec, rng):
+    """``spec`` with weights that are multiples of 1/64 (exact sums in any order) and
+    biases that make every layer spike."""
+    network = evsim.Network.from_spec(spec, rng=rng)
+    for layer in network.layers:
+        for values, _ in layer.parameters():
+            values[...] = dyadic_weights(rng, values.shape, 1.0, 64) * 4
+        if layer.parameters():
+            layer.bias[:] = np.float32(0.25)
+    return network
+
+
+SPECS = ["1x9x9-4C3-AP2-3C3s2p1-5", "2x8x8-3C3p0-MP2-6-4", "2x10x10-4C5-AP2-5C1-AP2-6-3"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("pruned", [False, True], ids=["full", "pruned"])
+def test_conv_network_forward_and_gradients_match_the_dense_twin(spec, pruned):
+    """Forward bit-identical (dyadic weights, borders, strides, paddings, both poolings),
+    including pruned kernels and a dead filter; BPTT gradients against the twin."""
+    rng = np.random.default_rng(7)
+    network = dyadic_network(spec, rng)
+    conv = network.layers[0]
+    if pruned:
+        conv.prune(rng.random(conv.store.nnz) < 0.3)
+        conv.kill([1])
+    x = (rng.random((5, 3, network.sizes[0])) < 0.4).astype(np.float32) * rng.integers(1, 3, (5, 3, network.sizes[0]))
+    counts, traces = network.forward(x.astype(np.float32))
+    want, twin = twin_forward(network, x.astype(np.float32))
+    np.testing.assert_array_equal(counts, want)
+    for layer, trace, (_, u, _) in zip(network.layers, traces, twin):
+        if not isinstance(layer, Pool2d):
+            np.testing.assert_array_equal(trace.u, u[:, :, layer.alive_index])
+    assert all(t[2].any() for t, layer in zip(twin, network.layers) if not isinstance(layer, Pool2d))
+
+    labels = rng.integers(0, network.sizes[-1], 3)
+    _, grad_counts = evsim.mse_rate(counts, labels, 5)
+    grads = network.backward(traces, grad_counts)
+    want_grads = twin_backward(network, twin, grad_counts)
+    for layer, grad, expected in zip(network.layers, grads, want_grads):
+        if expected is None:
+            assert grad.params == []
+            continue
+        weight_grad, bias_grad = expected
+        scale = np.abs(weight_grad).max() + 1e-12
+        if isinstance(layer, SpikingConv2d):
+            weight_grad = weight_grad[layer.store.indices, layer.store.rows()]
+        else:
+            weight_grad = weight_grad[layer.store.rows(), layer.store.indices]
+        np.testing.assert_allclose(grad.params[0], weight_grad, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(grad.params[1], np.where(layer.alive, bias_grad, 0), rtol=1e-4,
+                                   atol=1e-5 * (np.abs(bias_grad).max() + 1e-12))
+    assert np.abs(grads[0].params[0]).max() > 0
+
+
+def test_a_dead_filter_costs_nothing_and_a_pruned_kernel_no_operation():
+    """SOPs counted by profile equal a brute-force recount over the input events: per
+    event, the stored kernels of its channel times the taps that land inside the map."""
+    rng = np.random.default_rng(3)
+    network = dyadic_network("2x7x7-3C3-AP2-4", rng)
+    conv = network.layers[0]
+    conv.prune(np.array([True, False, False, False, True, False]))  # (0 -> 0) and (1 -> 1)
+    conv.kill([2])
+    x = (rng.random((4, 2, 98)) < 0.3).astype(np.float32)
+    report = evsim.profile(network, [x])
+    kernels = {(c, f) for c, f in zip(conv.store.rows(), conv.store.indices)}
+    expected = 0
+    for t, b, i in zip(*np.nonzero(x)):
+        c, y, xx = i // 49, (i % 49) // 7, i % 7
+        for f in range(3):
+            if (c, f) in kernels:
+                expected += sum(1 for ky in range(3) for kx in range(3)
+                                if 0 <= y + 1 - ky < 7 and 0 <= xx + 1 - kx < 7)
+    assert report.layers[0].sops == expected > 0
+    assert report.layers[1].sops == 0  # pooling does no synaptic work
+    assert conv.alive_index.size == 2 * 49  # the dead filter is compacted away
+
+
+def test_conv_networks_save_load_and_export():
+    rng = np.random.default_rng(5)
+    network = dyadic_network("2x8x8-3C3-AP2-5", rng)
+    network.layers[0].prune(rng.random(6) < 0.3)
+    x = (rng.random((3, 2, 128)) < 0.3).astype(np.float32)
+    import tempfile
+    from pathlib import Path
+
+    import nir
+
+    from evsim.nir_io import network_to_nir, write_nir
+    folder = Path(tempfile.mkdtemp())
+    save_network(folder / "n.npz", network)
+    again = load_network(folder / "n.npz")
+    assert again.describe() == network.describe() == "2x8x8-3C3-AP2-5"
+    np.testing.assert_array_equal(again.forward(x)[0], network.forward(x)[0])
+    write_nir(folder / "n.nir", network)
+    graph = nir.read(folder / "n.nir")
+    kinds = [type(node).__name__ for node in graph.nodes.values()]
+    assert {"Conv2d", "AvgPool2d", "Flatten", "Affine", "LIF"} <= set(kinds)
+    assert network_to_nir(network).edges
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("2x8x8-3C3-AP16-4", "layer 2 ('AP16') does not fit its 3x8x8 input"),
+    ("2x8x8-4-3C3-4", "layer 2 ('3C3') needs a map"),
+    ("2x8x8-3C9p0-4", "layer 1 ('3C9p0') does not fit"),
+    ("2x8x8-3Q3-4", "layer 1 ('3Q3') is not a layer"),
+])
+def test_architectures_that_do_not_chain_name_the_layer(spec, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        evsim.Network.from_spec(spec)
