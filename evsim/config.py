@@ -467,7 +467,8 @@ def config_from_options(options: dict, out: str | Path = "") -> TrainConfig:
 _TOML_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
                "path": ((str,), "a string path"), "choice": ((str,), "a string"),
                "hidden": ((int, list, str), "a list of sizes like [800, 400]"),
-               "dev_interval": ((int, str), "a number of batches, \"epoch\" or \"auto\"")}
+               "dev_interval": ((int, str), "a number of batches, \"epoch\" or \"auto\""),
+               "arch": ((str,), "a string like \"2x32x32-15C3-AP2-300-10\"")}
 
 
 def options_from_file(path: Path) -> dict:

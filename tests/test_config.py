@@ -73,7 +73,7 @@ def test_saved_options_rebuild_the_same_config(tmp_path, captured):
 
 
 @pytest.mark.parametrize("text,fragment", [
-    ("lrr = 0.1", "unknown key 'lrr' (did you mean 'lr'?); valid keys: batch_size, cache_dir, checkpoints, crop"),
+    ("lrr = 0.1", "unknown key 'lrr' (did you mean 'lr'?); valid keys: arch, batch_size, cache_dir, checkpoints, crop"),
     ("batch-size = 10", "unknown key 'batch-size' (did you mean 'batch_size'?)"),
     ("[train]\nlr = 0.1", "unknown key 'train'"),
     ("epochs = 2.5", "epochs = 2.5: expected an integer"),
@@ -144,3 +144,20 @@ def test_development_steps_count_across_epochs():
         assert trainer.development_steps() == expected
         trainer.fit(None, progress=False, echo=lambda line: None)
         assert sum(row["type"] == "development" for row in trainer.metrics) == expected
+
+
+def test_every_option_is_declared_once_and_everything_derives_from_it():
+    """The click options of evsim train, the TOML keys, the presets and TrainConfig's
+    defaults all come from evsim.config.OPTIONS."""
+    from evsim.cli.train import train as train_command
+    from evsim.config import CONFIG_OPTIONS, DEFAULTS, OPTIONS, TrainConfig, options_from_config
+    from evsim.presets import PRESETS
+
+    click_names = {param.name for param in train_command.params} - {"config_file", "resume_dir"}
+    assert click_names == set(DEFAULTS) == {option.name for option in OPTIONS}
+    assert all(set(values) <= set(DEFAULTS) for values in PRESETS.values())
+    from_config = options_from_config(TrainConfig())
+    assert set(from_config) == {option.name for option in CONFIG_OPTIONS}
+    for option in CONFIG_OPTIONS:
+        default = list(option.default) if isinstance(option.default, tuple) else option.default
+        assert from_config[option.name] == default, option.name
