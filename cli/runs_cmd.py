@@ -67,9 +67,12 @@ def read_run(run_dir: Path) -> dict:
     metrics = _read_metrics(run_dir / "metrics.jsonl")
     epochs = [row for row in metrics if row.get("type") == "epoch"]
     last = epochs[-1] if epochs else {}
-    sizes = _sizes(run_dir)
     hidden = config.get("hidden", [])
-    arch = "-".join(str(s) for s in sizes) if sizes else "?-" + "-".join(str(h) for h in hidden) + "-?"
+    if config.get("arch"):  # a network in the paper's notation (--arch): as given
+        arch = str(config["arch"])
+    else:
+        sizes = _sizes(run_dir)
+        arch = "-".join(str(s) for s in sizes) if sizes else "?-" + "-".join(str(h) for h in hidden) + "-?"
     total = config.get("epochs")
     finished = bool(summary) and len(epochs) == total
     stamp = (run_dir / "config.json") if (run_dir / "config.json").exists() else run_dir

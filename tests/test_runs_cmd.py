@@ -9,6 +9,7 @@ import pytest
 
 import evsim.train as train_module
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
+from evsim.cli.runs_cmd import read_run
 from evsim.data.base import first_steps
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError, DataError
@@ -160,3 +161,13 @@ def test_eval_plot_option_writes_the_suffix_format(tiny_run, tmp_path):
     assert (tmp_path / "c.svg").read_bytes().startswith(b"<?xml")
     assert "cannot write a figure as .gif" in one_line_error(run(["eval", str(tiny_run), "--plot",
                                                                   str(tmp_path / "c.gif")]))
+
+
+def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
+    (tmp_path / "conv").mkdir()
+    (tmp_path / "conv" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1,
+                                                               "arch": "1x28x28-4C5-AP4-3-10"}))
+    assert read_run(tmp_path / "conv")["arch"] == "1x28x28-4C5-AP4-3-10"
+    (tmp_path / "mlp").mkdir()
+    (tmp_path / "mlp" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1}))
+    assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # no network.npz yet
