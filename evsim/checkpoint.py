@@ -634,18 +634,20 @@ def _spine_dtypes() -> dict[str, np.dtype]:
     return {name: values.dtype for name, values in store.state.items()}
 
 
-def _check_arrays(prefix: str, arrays: dict, dtypes: dict, required: set, length: int, what: str) -> None:
+def _check_arrays(prefix: str, arrays: dict, dtypes: dict, required: set, shape: tuple, what: str) -> None:
     """State arrays of one layer (members ``prefix + name``): the ``required`` ones there,
-    only names in ``dtypes``, each of its dtype and ``length`` (``what``), finite."""
+    only names in ``dtypes``, each of its dtype and ``shape`` (``what``), finite."""
     missing = sorted(required - set(arrays))
     if missing:
         raise _Damaged(f"{prefix}{missing[0]} is missing ({what})")
+    if shape is None:  # presence only
+        return
     for name, values in arrays.items():
         if name not in dtypes:
             raise _Damaged(f"{prefix}{name} is not a state array of this run (it keeps "
                            f"{', '.join(sorted(dtypes)) or 'none'})")
-        if values.dtype != dtypes[name] or values.shape != (length,):
-            raise _Damaged(f"{prefix}{name} must be {dtypes[name]} of shape ({length},) ({what}), got {_short(values)}")
+        if values.dtype != dtypes[name] or values.shape != shape:
+            raise _Damaged(f"{prefix}{name} must be {dtypes[name]} of shape {shape} ({what}), got {_short(values)}")
         if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
             raise _Damaged(f"{prefix}{name} holds NaN or infinite values")
         if name == "adam_v" and np.any(values < 0):  # a mean of squares: its square root would be NaN
@@ -659,13 +661,22 @@ def _check_state_arrays(state: TrainingState, development_step: int) -> None:
     stepped = state.optimizer["steps"] > 0
     spines = _spine_dtypes() if state.config["structure"] == "sdsnn" else {}
     for k, layer in enumerate(state.network.layers):
+        if not hasattr(layer, "store"):
+            continue  # pooling: nothing trains
         own_spines = spines if layer.develops else {}
         required = set(own_spines) if development_step >= 1 else set()
         required |= set(moments) if stepped and layer.store.nnz else set()
-        _check_arrays(f"l{k}_state__", layer.store.state, {**moments, **own_spines}, required, layer.store.nnz,
+        store = layer.store
+        # Moments are per weight (a kernel's K x K); SD-SNN's arrays are per synapse of linear layers.
+        for name in store.state:
+            shape = store.data.shape if name in moments else (store.nnz,)
+            _check_arrays(f"l{k}_state__", {name: store.state[name]}, {**moments, **own_spines},
+                          set(), shape, f"one per {'weight' if shape != (store.nnz,) else 'synapse'} of layer {k}")
+        _check_arrays(f"l{k}_state__", store.state, {**moments, **own_spines}, required, None,
                       f"one per synapse of layer {k}")
         _check_arrays(f"l{k}_bias_state__", layer.bias_state, moments, set(moments) if stepped else set(),
-                      layer.n_out, f"one per neuron of layer {k}")
+                      layer.bias.shape,
+                      f"one per {'neuron' if isinstance(layer, SparseLinear) else 'filter'} of layer {k}")
 
 
 def _check_in_epoch(state: TrainingState) -> None:

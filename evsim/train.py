@@ -64,6 +64,7 @@ from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
+from evsim.layers import SparseLinear
 from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
@@ -407,9 +408,10 @@ class Trainer:
                                       f"unexpected: {sorted(saved - expected)})")
             self.structure.load_state_dict(state.structure)
         for layer in state.network.layers:
-            # The execution path changes summation order in backward; keep the run's.
-            layer.path_option = self.config.path
-            layer.rebuild()
+            if isinstance(layer, SparseLinear):
+                # The execution path changes summation order in backward; keep the run's.
+                layer.path_option = self.config.path
+                layer.rebuild()
         self.network = state.network
         self.optimizer.steps = state.optimizer["steps"]
         self.rng.bit_generator.state = state.rng["trainer"]

@@ -204,3 +204,37 @@ def test_conv_networks_save_load_and_export():
 def test_architectures_that_do_not_chain_name_the_layer(spec, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         evsim.Network.from_spec(spec)
+
+
+def test_a_conv_run_stopped_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
+    """A convolutional network trains through the Trainer with SD-SNN developing its fully
+    connected layer, checkpoints, and resumes exactly."""
+    from evsim.checkpoint import CHECKPOINT_LATEST, load_checkpoint
+    from evsim.data.base import Dataset, Split
+    from evsim.train import Trainer, TrainingInterrupted
+    from tests.runs import assert_same_run, toy_config
+    from tests.test_resume import interrupt_at
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, 3, n)
+        maps = rng.random((n, 1, 6, 6)) * 0.3
+        for k in range(3):
+            maps[labels == k, 0, 2 * k:2 * k + 2, :] += 0.6
+        return Split(maps.reshape(n, 36).astype(np.float32), labels)
+
+    dataset = Dataset("maps", split(200), split(60), 3, (1, 6, 6), "rate", "toy")
+    config = toy_config(dataset="maps", arch="1x6x6-3C3-AP2-8-3", epochs=3, batch_size=40, lr=1e-2, time_steps=8)
+    Trainer(config, dataset).fit(tmp_path / "whole", progress=False, echo=lambda line: None)
+    stopped = Trainer(config, dataset)
+    interrupt_at(stopped, batch=7)  # 5 batches per epoch: inside epoch 2
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit(tmp_path / "resumed", progress=False, echo=lambda line: None)
+    state = load_checkpoint(tmp_path / "resumed" / CHECKPOINT_LATEST)
+    assert state.network.describe() == "1x6x6-3C3-AP2-8-3"
+    second = Trainer(config, dataset)
+    second.restore(state)
+    summary = second.fit(tmp_path / "resumed", progress=False, echo=lambda line: None)
+    assert summary["test_acc"] > 0.5
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed")
