@@ -8,11 +8,13 @@ import numpy as np
 
 from evsim.cli.options import NonEmptyPath, data_options_from, dataset_options, integer
 from evsim.data import dvsgesture, load_dataset, nmnist
-from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
+from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
+from evsim.data.encoding import encode_batch
 from evsim.data.frames import SparseFrames
+from evsim.data.tonic_sets import SAMPLE_EVENTS
 from evsim.errors import ConfigError
-from evsim.files import write_bytes_atomic
+from evsim.plots import _pyplot, figure_format, save_figure
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
 
@@ -68,17 +70,14 @@ def info(**kwargs):
 
 
 def _picture_path(ctx, param, out: Path) -> Path:
-    """``--out`` checked before any data is loaded: its suffix names a format matplotlib
-    can write to memory (no suffix: PNG, and the path says so)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    # pgf cannot hold the frames' raster images when written to memory
-    formats = sorted(set(FigureCanvasAgg.get_supported_filetypes()) - {"pgf"})
+    """``--out`` checked before any data is loaded: its suffix names a figure format
+    (no suffix: PNG, and the path says so)."""
     if not out.suffix:
         return out.with_suffix(".png")
-    if out.suffix[1:].lower() not in formats:
-        raise click.BadParameter(f"{out}: cannot write a {out.suffix} picture; end the name with one of: "
-                                 + ", ".join(f".{fmt}" for fmt in formats), ctx, param)
+    try:
+        figure_format(out)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
     return out
 
 
@@ -99,37 +98,87 @@ def show(index, split, out, **kwargs):
 
         module = nmnist if dataset.name == "nmnist" else dvsgesture
         events = module.sample_events(options, split, index)[0]
-    _draw(dataset, chosen.inputs[index], int(chosen.labels[index]), events, out)
+    elif dataset.name in SAMPLE_EVENTS:
+        events = SAMPLE_EVENTS[dataset.name](options, split, index)[0]
+    _draw(dataset, chosen.inputs[index], int(chosen.labels[index]), events, out, options.time_steps,
+          options.slicing)
     click.echo(f"wrote {out} ({dataset.name} {split}[{index}], label {int(chosen.labels[index])}, "
                f"data_source {dataset.source})")
 
 
-def _draw(dataset, sample: np.ndarray, label: int, events, out: Path) -> None:
-    """Save a picture of one sample (frames grid plus optional x-y-t scatter), atomically."""
-    import io
+def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps: int = 20,
+          slicing: str = "events") -> None:
+    """Save a picture of one sample, atomically, in the format of ``out``'s suffix.
 
-    import matplotlib
+    Event frames are drawn as ON minus OFF counts on one shared colour scale, each
+    titled with the time it spans (from the recording's ``events``, when given, which
+    also get an x-y-t view). A rate-coded image is drawn with the spikes the network
+    receives at each of the ``time_steps`` steps (one seeded draw); a direct-coded one
+    as the analog values fed at every step.
+    """
+    from matplotlib import colors
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    image, panels, titles, norm, cmap, scale_label = None, [], [], None, None, ""
+    if dataset.encoding == "frames" and np.asarray(sample).shape[2] == 1:
+        _draw_channels(dataset, np.asarray(sample, dtype=np.float32), label, events, out, slicing)
+        return
     if dataset.encoding == "frames":
-        frames = np.asarray(sample, dtype=np.float32)  # [T, C, H, W]
+        frames = np.asarray(sample, dtype=np.float32)  # [T, C, H, W], channel 0 OFF, 1 ON
+        polar = frames.shape[1] == 2
+        panels = list(frames[:, 1] - frames[:, 0] if polar else frames.sum(axis=1))
+        span = max(float(np.abs(np.asarray(panels)).max()), 1.0)
+        norm, cmap = (colors.TwoSlopeNorm(0, -span, span), "RdBu_r") if polar else (colors.Normalize(0, span), "Greys")
+        scale_label = "events per pixel: ON (+), OFF (\u2212)" if polar else "events per pixel"
+        times = _frame_times_ms(events, len(panels), slicing) if events is not None else None
+        titles = [f"{a:.0f}\u2013{b:.0f} ms" for a, b in times] if times else [f"frame {t + 1}" for t in range(len(panels))]
     else:
-        frames = np.asarray(sample, dtype=np.float32).reshape((1,) + tuple(dataset.sample_shape))
-    n_frames = frames.shape[0]
-    cols = min(n_frames, 10)
-    rows = -(-n_frames // cols)
+        image = np.asarray(sample, dtype=np.float32).reshape(tuple(dataset.sample_shape))
+        if dataset.encoding == "rate":
+            spikes = encode_batch(image.reshape(1, -1), "rate", time_steps, np.random.default_rng([0, 3]))[:, 0]
+            spikes = spikes.reshape((time_steps,) + tuple(dataset.sample_shape))
+            channels = spikes.shape[1] if spikes.ndim == 4 else 1
+            panels = [frame.sum(axis=0) if frame.ndim == 3 else frame for frame in spikes]
+            norm, cmap = colors.Normalize(0, channels), "Greys"
+            scale_label = "spikes per pixel" + (f" (of {channels} channels)" if channels > 1 else "")
+            titles = [f"step {t + 1}" for t in range(time_steps)]
+    n_frames = len(panels)
+    cols = min(max(n_frames, 1), 10)
+    rows = -(-n_frames // cols) if n_frames else 0
+    lead = 1 if image is not None else 0
     extra = 1 if events is not None else 0
-    fig = plt.figure(figsize=(1.6 * cols, 1.7 * rows + 3.5 * extra))
-    grid = fig.add_gridspec(rows + 2 * extra, cols)
-    for t in range(n_frames):
-        ax = fig.add_subplot(grid[t // cols, t % cols])
-        ax.imshow(_frame_rgb(frames[t], dataset.encoding == "frames"), interpolation="nearest")
-        ax.set_title(f"t={t}" if n_frames > 1 else f"label {label}", fontsize=7)
+    heights = [3.0] * lead + [1.7] * rows + [3.6] * extra
+    fig = plt.figure(figsize=(max(1.5 * cols + 1.0, 6.5), sum(heights) + 0.7))
+    grid = fig.add_gridspec(len(heights), cols + 1, height_ratios=heights, width_ratios=[1] * cols + [0.08])
+    if image is not None:
+        ax = fig.add_subplot(grid[0, :max(cols // 2, 1)])
+        colour = image.ndim == 3 and image.shape[0] in (3, 4)
+        shown = np.moveaxis(image, 0, -1) if colour else image.reshape(image.shape[-2:]) if image.ndim == 3 else image
+        if shown.ndim == 1:  # a flat vector: a square-ish picture of it is still readable
+            side = int(np.ceil(np.sqrt(shown.size)))
+            shown = np.pad(shown, (0, side * side - shown.size)).reshape(side, side)
+        if colour:  # no single scale for a colour picture
+            lo, hi = float(shown.min()), float(shown.max())
+            ax.imshow((shown - lo) / (hi - lo) if hi > lo else shown * 0, interpolation="nearest")
+        else:
+            drawn = ax.imshow(shown, cmap="gray", interpolation="nearest")
+            fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.04,
+                         label="spike probability per step" if dataset.encoding == "rate" else "input value")
+        ax.set_title("the image" + (", fed as these values at every step" if dataset.encoding == "direct" else ""),
+                     fontsize=8)
         ax.axis("off")
+    drawn = None
+    for t, panel in enumerate(panels):
+        ax = fig.add_subplot(grid[lead + t // cols, t % cols])
+        drawn = ax.imshow(panel, cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(titles[t], fontsize=7)
+        ax.axis("off")
+    if drawn is not None:
+        bar = fig.colorbar(drawn, cax=fig.add_subplot(grid[lead:lead + rows, cols]), label=scale_label)
+        if dataset.encoding == "rate":  # whole spikes
+            bar.set_ticks(range(int(norm.vmax) + 1))
     if events is not None:
-        ax = fig.add_subplot(grid[rows:, :], projection="3d")
+        ax = fig.add_subplot(grid[lead + rows, :cols], projection="3d")
         on = events["p"].astype(bool)
         for mask, color, name in ((on, "tab:red", "ON"), (~on, "tab:blue", "OFF")):
             ax.scatter(events["x"][mask], events["t"][mask] / 1000.0, events["y"][mask], s=0.3, c=color, label=name)
@@ -138,26 +187,40 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path) -> None:
         ax.set_zlabel("y")
         ax.invert_zaxis()
         ax.legend(loc="upper left", fontsize=7)
-    fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}"
-                 + (" - frames: red ON, blue OFF" if dataset.encoding == "frames" else ""), fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=out.suffix[1:].lower(), dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(out, buffer.getvalue())
+    what = {"frames": f"{n_frames} count frames", "rate": f"the spikes the network receives in T = {n_frames} steps",
+            "direct": "direct (analog) input"}.get(dataset.encoding, dataset.encoding)
+    fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}: {what}", fontsize=10)
+    save_figure(fig, out)
 
 
-def _frame_rgb(frame: np.ndarray, polar: bool) -> np.ndarray:
-    """An ``[H, W, 3]`` image in [0, 1]: ON red / OFF blue for event frames, else the image."""
-    if polar:
-        scale = max(float(frame.max()), 1.0)
-        rgb = np.zeros(frame.shape[1:] + (3,), dtype=np.float32)
-        rgb[..., 0] = frame[1] / scale
-        rgb[..., 2] = frame[0] / scale
-        return rgb
-    image = np.moveaxis(frame, 0, -1)
-    lo, hi = float(image.min()), float(image.max())
-    image = (image - lo) / (hi - lo) if hi > lo else image * 0
-    return image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+def _draw_channels(dataset, frames: np.ndarray, label: int, events, out: Path, slicing: str) -> None:
+    """A one-row sensor (SHD's 700 cochlea channels): counts as channel x frame, one image."""
+    plt = _pyplot()
+    counts = frames.sum(axis=(1, 2)).T  # [W, T]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    times = _frame_times_ms(events, frames.shape[0], slicing) if events is not None else None
+    extent = (0.5, frames.shape[0] + 0.5, -0.5, counts.shape[0] - 0.5)
+    drawn = ax.imshow(counts, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest", extent=extent)
+    fig.colorbar(drawn, ax=ax, label="events per channel and frame")
+    ax.set(xlabel="frame" + (f" (frame {frames.shape[0]} ends at {times[-1][1]:.0f} ms)" if times else ""),
+           ylabel="channel")
+    fig.suptitle(f"{dataset.name} ({dataset.source}), label {label}: {frames.shape[0]} count frames", fontsize=10)
+    save_figure(fig, out)
+
+
+def _frame_times_ms(events, n_frames: int, slicing: str) -> list[tuple[float, float]] | None:
+    """The time each frame spans (ms from the recording's first event), as the framing cut
+    it: equal event numbers (the remainder dropped, as tonic does) or equal durations."""
+    t = np.sort(np.asarray(events["t"], dtype=np.float64)) / 1000.0
+    if t.size == 0 or n_frames < 1:
+        return None
+    if slicing == "time":
+        edges = np.linspace(t[0], t[-1], n_frames + 1)
+        return [(a - t[0], b - t[0]) for a, b in zip(edges, edges[1:])]
+    per = t.size // n_frames
+    if per == 0:
+        return None
+    return [(t[k * per] - t[0], t[(k + 1) * per - 1] - t[0]) for k in range(n_frames)]
 
 
 @data.command("emulate-nmnist")

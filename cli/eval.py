@@ -1,43 +1,64 @@
 """``evsim eval RUN_DIR``: accuracy, confusion matrix and operations of a trained run."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
+from evsim.data.base import first_steps, hold_out
+from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
-from evsim.plots import plot_confusion
+from evsim.plots import figure_format, plot_confusion
 
 
 @click.command("eval")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
-              help="latest: the network after the last epoch; best: at the best test accuracy (chosen on the "
-                   "test split, so its test accuracy is an optimistic estimate).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+              help="latest: the network after the last epoch; best: at the best validation accuracy (for a run "
+                   "trained with --val-fraction 0, the best test accuracy: then an optimistic estimate).")
+@click.option("--split", type=click.Choice(["test", "train", "val"]), default="test", show_default=True,
+              help="val: the run's validation split (held out of train as in training).")
 @click.option("--batch-size", type=integer(1), default=None, help="Samples per forward pass "
               "[default: the run's eval batch size].")
+@click.option("--plot", "plot_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
+              help="The confusion matrix; its suffix picks the format: .png, .pdf or .svg "
+                   "[default: RUN_DIR/confusion-<checkpoint>-<split>.png].")
 @click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
-              help="Also write the result (accuracy, per-class accuracy, confusion, SOPs) as JSON here.")
+              help="Also write the result (accuracy, per-class accuracy, confusion, SOPs, and each sample's "
+                   "label, prediction and output spike counts) as JSON here.")
 @dataset_options
 @click.pass_context
-def eval_command(ctx, run_dir, checkpoint, split, batch_size, json_path, **data_options):
-    """Evaluate a trained run: accuracy, confusion matrix (PNG in RUN_DIR), SOPs per sample.
+def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_path, **data_options):
+    """Evaluate a trained run: accuracy, confusion matrix (a figure in RUN_DIR, or --plot), SOPs per sample.
 
-    The dataset options are for a folder without config.json (evsim import-nir)."""
-    png = run_dir / f"confusion-{checkpoint}-{split}.png"
+    The dataset options are for a folder without config.json (evsim import-nir); of
+    them, a trained run takes --time-steps T: its accuracy when it answers after T
+    steps (for event data, the first T frames of each recording; T at most the run's).
+    """
+    own = (run_dir / "config.json").is_file()
+    steps = data_options["time_steps"] if own else None
+    png = plot_path or run_dir / (f"confusion-{checkpoint}-{split}" + (f"-T{steps}" if steps else "") + ".png")
+    figure_format(png)
     check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options)
+    config = run_config(ctx, run_dir, config, data_options, allowed=("time_steps",))
     dataset = load_run_dataset(config)
-    result = evaluate(network, dataset, config.time_steps, split, batch_size or config.eval_batch_size, config.seed)
-    summary = {"run_dir": str(run_dir), "checkpoint": loaded, **result.summary()}
+    if split == "val":
+        if not config.val_fraction:
+            raise ConfigError(f"{run_dir} trained without a validation split (--val-fraction 0); choose test or train")
+        train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
+        dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
+    steps = steps or config.time_steps
+    dataset = first_steps(dataset, steps)
+    result = evaluate(network, dataset, steps, split, batch_size or config.eval_batch_size, config.seed)
+    summary = {"run_dir": str(run_dir), "checkpoint": loaded, "time_steps": steps, **result.summary()}
     plot_confusion(result.confusion, png, f"{dataset.name} {split} ({dataset.source}), {loaded}: "
                                           f"{100 * result.accuracy:.2f}%")
-    click.echo(f"{run_dir} ({loaded}), {split} split: {result.samples} samples, data {dataset.source}")
+    click.echo(f"{run_dir} ({loaded}), {split} split: {result.samples} samples, T = {steps}, data {dataset.source}")
     click.echo(f"accuracy        {100 * result.accuracy:.2f}%")
     click.echo("per class       " + "  ".join(f"{k}: {'-' if acc is None else f'{100 * acc:.1f}%'}"
                                               for k, acc in enumerate(summary["per_class_accuracy"])))
@@ -46,5 +67,5 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, json_path, **data_
                + f"; energy {summary['energy_uj_per_sample']:.4f} uJ per sample")
     click.echo(summary["energy_note"])
     if json_path is not None:
-        write_json_atomic(json_path, summary)
+        write_json_atomic(json_path, {**summary, "predictions": result.predictions()})
     click.echo(f"wrote {png}" + (f" and {json_path}" if json_path is not None else ""))

@@ -2,11 +2,26 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
 import sys
 
-import click
 
-from evsim.errors import EvsimError
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while the subcommands import NumPy, Numba and matplotlib (about half a second):
+    one line and exit code 130, not a traceback from deep inside an import."""
+    sys.stderr.write("Interrupted.\n")
+    sys.stderr.flush()
+    # Not SystemExit: an import that guards itself with a bare except would swallow it and
+    # go on. Nothing has been written yet, so there is nothing to clean up.
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import click  # noqa: E402
+
+from evsim.errors import EvsimError  # noqa: E402
 
 
 class EvsimGroup(click.Group):
@@ -20,9 +35,15 @@ class EvsimGroup(click.Group):
             if isinstance(result, int) and result:  # ctx.exit(code) returns its code when not standalone
                 sys.exit(result)
             return result
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns a Ctrl-C inside a command into Abort
+                click.echo("Interrupted.", err=True)
+                sys.exit(130)
             click.echo("Aborted.", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:  # a Ctrl-C no command handles (training handles its first one itself)
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click prints it
@@ -54,15 +75,22 @@ def main():
 
 from evsim.cli.data import data  # noqa: E402
 from evsim.cli.eval import eval_command  # noqa: E402
+from evsim.cli.inspect import inspect_command  # noqa: E402
 from evsim.cli.nir import export, import_nir  # noqa: E402
 from evsim.cli.profile import profile  # noqa: E402
+from evsim.cli.runs_cmd import runs  # noqa: E402
 from evsim.cli.sweep import sweep  # noqa: E402
 from evsim.cli.train import train  # noqa: E402
 
 main.add_command(data)
 main.add_command(eval_command)
 main.add_command(export)
+main.add_command(inspect_command)
 main.add_command(import_nir)
 main.add_command(profile)
+main.add_command(runs)
 main.add_command(sweep)
 main.add_command(train)
+
+# Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports.
+signal.signal(signal.SIGINT, signal.default_int_handler)

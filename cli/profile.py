@@ -10,7 +10,7 @@ from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_ru
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
 from evsim.files import write_json_atomic
-from evsim.plots import plot_energy
+from evsim.plots import figure_format, plot_energy
 
 
 @click.command()
@@ -22,8 +22,9 @@ from evsim.plots import plot_energy
 @click.option("--batch-size", type=integer(1), default=250, show_default=True)
 @click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Write the report as JSON here [default: RUN_DIR/profile.json].")
-@click.option("--png", "png_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
-              help="Write the figure here [default: RUN_DIR/profile.png].")
+@click.option("--plot", "--png", "png_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
+              help="Write the figure here; its suffix picks the format: .png, .pdf or .svg "
+                   "[default: RUN_DIR/profile.png]. --png is the same option.")
 @click.option("--e-ac", type=number(0), default=0.9, show_default=True, help="pJ per accumulate.")
 @click.option("--e-mac", type=number(0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
 @click.option("--e-neuron", type=number(0), default=0.0, show_default=True, help="pJ per neuron update.")
@@ -35,6 +36,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
 
     The dataset options are for a folder without config.json (evsim import-nir)."""
     json_path, png_path = json_path or run_dir / "profile.json", png_path or run_dir / "profile.png"
+    figure_format(png_path)
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, config, data_options)

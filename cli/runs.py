@@ -68,9 +68,13 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
 
 
-def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, options: dict) -> TrainConfig:
+def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, options: dict,
+               allowed: tuple[str, ...] = ()) -> TrainConfig:
     """The configuration to run a loaded network with: the run's own, or, for a folder
     without ``config.json`` (``evsim import-nir``), one built from the dataset options given.
+
+    ``allowed``: dataset options the command may take for a run that has its own
+    configuration (the caller applies them).
 
     Raises
     ------
@@ -80,13 +84,15 @@ def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, op
     """
     given = [name for name in DATASET_OPTION_NAMES if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
     if config is not None:
+        given = [name for name in given if name not in allowed]
         if given:
             option = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{run_dir} has its own configuration, which fixes the dataset; leave out {option}")
         return config
     if "dataset" not in given:
-        raise ConfigError(f"{run_dir} has a network but no config.json; name the data to run it on: --dataset NAME "
-                          "and the options it was trained with (--time-steps T, --encoding, ...)")
+        raise ConfigError(f"{run_dir} has a network but no config.json, so no dataset is assumed (not even "
+                          "--dataset's default): name the data to run it on with --dataset NAME and the options it "
+                          "was trained with (--time-steps T, --encoding, ...)")
     time_steps = options["time_steps"] or DEFAULT_TIME_STEPS.get(options["dataset"], 20)
     return TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
                        time_steps=time_steps)

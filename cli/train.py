@@ -10,17 +10,21 @@ import functools
 from pathlib import Path
 
 import click
+import numba
 from click.core import ParameterSource
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
 from evsim.cli.options import NonEmptyPath, declared_options
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
                           resolve_options)
+from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
-from evsim.train import RUN_RESULTS, TrainingInterrupted, resume as resume_training, train as run_training
+from evsim.train import (RUN_RESULTS, TrainingInterrupted, resume as resume_training, saved_checkpoint_policy,
+                         train as run_training)
 
-# Options that may accompany --resume: they change what is shown, not what is computed.
-RESUME_COMPATIBLE = ("progress",)
+# Options that may accompany --resume: they change what is shown or kept, not what is
+# computed, or (--epochs) extend the run.
+RESUME_COMPATIBLE = ("progress", "epochs", "checkpoints")
 
 
 @click.command()
@@ -30,36 +34,56 @@ RESUME_COMPATIBLE = ("progress",)
                    "command-line options override it.")
 @click.option("--resume", "resume_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder exactly, from its checkpoint-latest.npz, with its own "
-                   "configuration (only --progress/--no-progress may be given with it).")
+                   "configuration (only --progress/--no-progress, --checkpoints and, to extend a run, --epochs "
+                   "may be given with it).")
 @click.pass_context
 def train(ctx, config_file, resume_dir, **opts):
     """Train a spiking network with BPTT on the event-driven engine.
 
     Unset options take the value from --config FILE, else the dataset's preset, else
     the default shown. Ctrl-C stops after the current batch and writes a checkpoint;
-    continue with --resume RUN_DIR.
+    continue with --resume RUN_DIR (with --epochs N to extend a finished run).
     """
     given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
     config = None
     if resume_dir is not None:
         _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
         out, progress = resume_dir, opts["progress"] is not False
+        checkpoints = opts["checkpoints"] if "checkpoints" in given else None  # None: the run's own
     else:
         options = resolve_options({name: opts[name] for name in given if name in DEFAULTS},
                                   options_from_file(config_file) if config_file else {})
+        if options["cache_dir"] is None:  # recorded as found (the default), so config.toml says it
+            options["cache_dir"] = resolve_cache_dir(None).resolve()
+        if options["threads"] == 0:  # "all cores", recorded as the count: a repeat needs the same one to be exact
+            options["threads"] = numba.config.NUMBA_NUM_THREADS
         out, progress = options["out"] or default_run_dir(options["dataset"]), options["progress"]
+        checkpoints = options["checkpoints"]
         config = config_from_options(options, out)
         if any((out / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
     try:
-        summary = (resume_training(out, progress, click.echo) if config is None
-                   else run_training(config, out, progress, click.echo))
+        if config is None:
+            summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
+                                      checkpoints)
+        else:
+            summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
-        click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
-                   f"Resume with: evsim train --resume {out}", err=True)
+        if (out / CHECKPOINT_LATEST).exists():
+            click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
+                       f"Resume with: evsim train --resume {out}", err=True)
+        else:
+            click.echo(f"Interrupted: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
+                       err=True)
         ctx.exit(130)
-    click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%), "
+    if summary.get("test_acc_at_best_val") is not None:
+        chosen = (f"at the best validation epoch {summary['best_epoch']} ({100 * summary['val_acc_best']:.2f}% val): "
+                  f"{100 * summary['test_acc_at_best_val']:.2f}%; best over epochs, paper-style: "
+                  f"{100 * summary['best_test_acc']:.2f}%")
+    else:
+        chosen = f"best over epochs, paper-style: {100 * summary['best_test_acc']:.2f}%"
+    click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
                f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
 
@@ -70,6 +94,9 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in conflicting)
         raise ConfigError(f"--resume continues {run_dir} with its saved configuration; drop {flags} "
                           f"(to change it, start a new run: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR)")
+    if not (run_dir / CHECKPOINT_LATEST).exists() and saved_checkpoint_policy(run_dir) == "none":
+        raise ConfigError(f"{run_dir} was trained with --checkpoints none: it has no checkpoint to resume from; "
+                          f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR")
     if (run_dir / CHECKPOINT_LATEST).exists() or not (run_dir / CONFIG_TOML).exists():
         return
     results = [name for name in RUN_RESULTS if (run_dir / name).exists()]

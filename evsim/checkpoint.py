@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from evsim.config import TrainConfig
+from evsim.config import TrainConfig, with_added_keys
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
 from evsim.layers import LAYER_KINDS, SparseLinear
@@ -274,10 +274,10 @@ def stored_config(values, path: Path):
         Naming ``path`` and the first invalid value or missing key.
     """
 
+    if isinstance(values, dict):  # options added since the file was written take the value it meant
+        values = with_added_keys(values)
     # A saved configuration holds dev_interval resolved to a number of batches ("auto" never is).
     reference = dataclasses.replace(TrainConfig(), dev_interval=0).to_dict()
-    if isinstance(values, dict) and "arch" not in values:
-        values = {**values, "arch": ""}  # saved before --arch existed: the network of --hidden, as it was
     try:
         problem = _config_type_problem(values, reference)
         if problem is None:
@@ -423,8 +423,8 @@ class CheckpointWriter:
 
     def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
              metrics_path: Path | None = None) -> None:
-        """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first)
-        and, where their paths are given, the network alone (as :func:`save_network`
+        """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first;
+        none when empty) and, where their paths are given, the network alone (as :func:`save_network`
         writes it) and the metrics (JSON lines).
 
         Raises
@@ -434,7 +434,7 @@ class CheckpointWriter:
         """
         meta, arrays = _checkpoint_contents(state)
         arrays = {name: np.array(values) for name, values in arrays.items()}
-        files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))]
+        files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))] if paths else []
         if network_path is not None:
             network_meta = _network_meta(state.network, state.run_id)
             network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}

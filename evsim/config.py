@@ -55,6 +55,11 @@ AUTO_STEPS_PER_EPOCH = 10
 # Counts the kernels index with int32; larger values could only overflow there.
 INT32_MAX = 2 ** 31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Which checkpoints a run folder keeps (``--checkpoints``): they do not change the result,
+# so they are not part of TrainConfig. "all": checkpoint-latest.npz and checkpoint-best.npz
+# (a hard link when the same epoch); "latest": only the file --resume needs; "none": no
+# checkpoint at all, only network.npz and the metrics (the run cannot be resumed).
+CHECKPOINT_POLICIES = ("all", "latest", "none")
 
 
 @dataclass(frozen=True)
@@ -287,15 +292,21 @@ OPTIONS: tuple[Option, ...] = (
            high=100.0),
     Option("target_sparsity", "float", 0.5, "Sparsity the magnitude and set baselines prune to.", "target_sparsity",
            low=0.0, low_open=True, high=1.0),
+    Option("val_fraction", "float", 0.1, "Fraction of the training split held out (stratified, seeded) to choose "
+           "checkpoint-best; 0 = none, best then chosen on the test split.", "val_fraction", low=0.0, high=1.0),
     Option("seed", "int", 0, "Seed of the initial weights, the sample order and rate coding.", "seed", low=0),
     Option("threads", "int", 0, "Numba threads (0 = all cores).", "threads", low=0,
            high=numba.config.NUMBA_NUM_THREADS),
     # Where the run goes and what it shows: not part of the configuration.
     Option("out", "path", None, "Run folder [default: runs/<dataset>-<timestamp>].", ""),
     Option("progress", "bool", True, "Show progress bars.", ""),
+    Option("checkpoints", "choice", "all", "Checkpoints to keep (89 MB each for the default N-MNIST run): all = "
+           "checkpoint-latest.npz and checkpoint-best.npz; latest = only the one --resume needs; none = only "
+           "network.npz and the metrics (the run cannot be resumed). With --resume: the run's own unless given.", "",
+           choices=CHECKPOINT_POLICIES),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
-# The options a TrainConfig holds (all but out and progress).
+# The options a TrainConfig holds (all but out, progress and checkpoints).
 CONFIG_OPTIONS = tuple(option for option in OPTIONS if option.target)
 DEFAULTS = {option.name: option.default for option in OPTIONS}
 for _dataset, _values in PRESETS.items():
@@ -349,6 +360,7 @@ class TrainConfig:
     sdsnn: SDSNNConfig = SDSNNConfig(spine_steps=DEFAULTS["spine_steps"], regrow_steps=DEFAULTS["regrow_steps"],
                                      rho_init=DEFAULTS["rho_init"], rho_max=DEFAULTS["rho_max"])
     target_sparsity: float = DEFAULTS["target_sparsity"]
+    val_fraction: float = DEFAULTS["val_fraction"]
     out: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -362,7 +374,7 @@ class TrainConfig:
         """
         for option in OPTIONS:
             # A dataset held in memory (Trainer(config, dataset)) has its own name; 0 stands for
-            # 'epoch' once resolved; out and progress are not part of the configuration.
+            # 'epoch' once resolved; out, progress and checkpoints are not part of the configuration.
             if option.target and option.name != "dataset":
                 _converted(option, _get(self, option.target))
         if self.eval_batch_size < 1:
@@ -393,7 +405,7 @@ class TrainConfig:
             If a nested section has an unknown or missing field.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
-        top = {k: v for k, v in values.items() if k in fields}
+        top = {k: v for k, v in with_added_keys(values).items() if k in fields}
         try:
             top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
                                          for k, v in values["data"].items()})
@@ -405,6 +417,16 @@ class TrainConfig:
             raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
 
 
+
+# Options added after runs were saved without them, with the value that means what those
+# runs did: a run saved before validation splits existed trained on the whole training split;
+# one saved before --arch existed is the network of --hidden.
+ADDED_KEYS = {"val_fraction": 0.0, "arch": ""}
+
+
+def with_added_keys(values: dict) -> dict:
+    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` it lacks."""
+    return {**ADDED_KEYS, **values}
 
 
 def _converted(option: Option, value):

@@ -43,14 +43,24 @@ class Evaluation:
 
     Attributes
     ----------
-    split : ``"test"`` or ``"train"``.
+    split : ``"test"``, ``"train"`` or ``"val"``.
     confusion : int64 ``[n_classes, n_classes]``, rows = true class, columns = predicted.
     energy : exact operation counts of the forward passes (with energy estimates).
+    counts : float32 ``[N, n_classes]`` output spike counts of each sample, in split order.
+    labels : int64 ``[N]`` the samples' labels.
     """
 
     split: str
     confusion: np.ndarray
     energy: EnergyReport
+    counts: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def predictions(self) -> list[dict]:
+        """Per sample: index in the split, label, predicted class, output spike counts."""
+        predicted = np.argmax(self.counts, axis=1)
+        return [{"index": i, "label": int(label), "predicted": int(guess), "counts": row.tolist()}
+                for i, (label, guess, row) in enumerate(zip(self.labels, predicted, self.counts))]
 
     @property
     def samples(self) -> int:
@@ -91,9 +101,11 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     ConfigError
         If ``split`` is unknown or empty, or the network does not fit the dataset.
     """
-    if split not in ("test", "train"):
-        raise ConfigError(f"unknown split {split!r}; choose test or train")
+    if split not in ("test", "train", "val"):
+        raise ConfigError(f"unknown split {split!r}; choose test, train or val")
     data = getattr(dataset, split)
+    if data is None:
+        raise ConfigError(f"{dataset.name} has no validation split (the run trained with --val-fraction 0)")
     if len(data) == 0:
         raise ConfigError(f"the {split} split of {dataset.name} is empty")
     if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
@@ -103,7 +115,7 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
                                  batch_size, data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
     np.add.at(confusion, (data.labels, np.argmax(counts, axis=1)), 1)
-    return Evaluation(split, confusion, report)
+    return Evaluation(split, confusion, report, counts, np.asarray(data.labels))
 
 
 def profile(network, data, analog_input: bool = False, model: EnergyModel = EnergyModel(),

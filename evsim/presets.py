@@ -11,6 +11,10 @@ PRESETS: dict[str, dict] = {
     "cifar10": {"hidden": (1024, 512), "rho_init": 35.0},
     "nmnist": {"epochs": 12, "rho_init": 45.0},
     "dvsgesture": {"time_steps": 64, "batch_size": 16, "hidden": (512,), "rho_init": 60.0, "rho_max": 75.0},
+    # Not in the SD-SNN paper: sizes that suit these datasets (evsim/data/tonic_sets.py).
+    "shd": {"time_steps": 50, "batch_size": 64, "hidden": (256,)},
+    "cifar10dvs": {"batch_size": 32, "hidden": (512,)},
+    "pokerdvs": {"batch_size": 8, "hidden": (128,)},
 }
 
 # The networks of the SD-SNN paper (the authors' code), for --arch paper. N-MNIST's 34x34

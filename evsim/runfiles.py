@@ -90,12 +90,15 @@ def check_belongs(run_dir: Path, path: Path, run_id: str | None) -> None:
 
 
 def best_epoch(metrics: list[dict]) -> int | None:
-    """The epoch (1-based) whose test accuracy first reached the best: the one training
-    wrote ``checkpoint-best.npz`` for (it links on a strict improvement)."""
+    """The epoch (1-based) whose validation accuracy (test accuracy, for a run without a
+    validation split) first reached the best: the one training wrote
+    ``checkpoint-best.npz`` for (it links on a strict improvement)."""
+    rows = [row for row in metrics if row.get("type") == "epoch"]
+    chosen = "val_acc" if any("val_acc" in row for row in rows) else "test_acc"
     best, which = None, None
-    for row in metrics:
-        if row.get("type") == "epoch" and (best is None or row["test_acc"] > best):
-            best, which = row["test_acc"], row["epoch"]
+    for row in rows:
+        if best is None or row[chosen] > best:
+            best, which = row[chosen], row["epoch"]
     return which
 
 

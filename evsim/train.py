@@ -9,7 +9,8 @@ batch's time loop. A run folder holds::
     network.npz             the trained network after the last finished epoch
     checkpoint-latest.npz   the full training state after the last finished epoch
                             (or after the last batch, when stopped with Ctrl-C)
-    checkpoint-best.npz     the full training state at the best test accuracy
+    checkpoint-best.npz     the full training state at the best validation accuracy (test
+                            accuracy when there is no validation split, --val-fraction 0)
 
 Exact resume: everything that changes during training (network and per-synapse
 state, optimizer steps, structure controller, the trainer's random generator, the
@@ -20,6 +21,7 @@ the same run uninterrupted (timing fields apart).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -45,8 +47,17 @@ from evsim.checkpoint import (
     load_checkpoint,
     save_network,
 )
-from evsim.config import AUTO, CONFIG_TOML, TrainConfig, auto_dev_interval, config_toml
+from evsim.config import (
+    AUTO,
+    CHECKPOINT_POLICIES,
+    CONFIG_TOML,
+    TrainConfig,
+    auto_dev_interval,
+    config_toml,
+    with_added_keys,
+)
 from evsim.data import Dataset, load_dataset
+from evsim.data.base import hold_out
 from evsim.data.encoding import encode_events
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
 from evsim.energy import EnergyReport
@@ -61,6 +72,7 @@ from evsim.plots import plot_training
 from evsim.runfiles import check_belongs, new_run_id, repair_best
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
+
 
 
 # Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
@@ -103,6 +115,24 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
         raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
                           f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
                           f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size")
+
+
+# Inputs and classes of the registered datasets as framed by default, for check_memory
+# before the data loads (--crop and --downsample change the inputs, see expected_sizes).
+KNOWN_SIZES = {"mnist": (784, 10), "cifar10": (3072, 10), "nmnist": (2 * 34 * 34, 10),
+               "dvsgesture": (2 * 128 * 128, 11), "cifar10dvs": (2 * 128 * 128, 10), "pokerdvs": (2 * 35 * 35, 4),
+               "shd": (700, 20)}
+
+
+def expected_sizes(config: TrainConfig) -> tuple[int, int]:
+    """``(n_inputs, n_classes)`` of the run's dataset before it loads; ``(0, 0)`` (a lower
+    bound) where unknown (a folder of one's own recordings)."""
+    n_in, n_classes = KNOWN_SIZES.get(config.dataset, (0, 0))
+    if config.data.crop:
+        n_in = 2 * 32 * 32
+    if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
+        n_in = 2 * config.data.downsample ** 2
+    return n_in, n_classes
 
 
 def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generator) -> Network:
@@ -169,6 +199,11 @@ class Trainer:
         config.validate()
         if dataset.encoding == "frames" and dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
+        if config.val_fraction and dataset.val is None:
+            # A pure function of the seed and the data, so a resumed run holds out the same samples.
+            train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
+            if len(val_part):  # else too few samples to hold one out: _fit says so
+                dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
         self.dataset = dataset
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
@@ -193,6 +228,7 @@ class Trainer:
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
         self.run_id = new_run_id()
+        self.keep_checkpoints = "all"  # one of CHECKPOINT_POLICIES
 
     def development_steps(self) -> int:
         """Development steps the whole run will take."""
@@ -210,11 +246,39 @@ class Trainer:
         authors count them)."""
         return 1.0 - self.network.weights / self.network.dense_weights
 
-    def neurons_pruned(self) -> float:
-        """Fraction of hidden units (neurons; a convolution's filters) that are dead."""
-        hidden = [layer for layer in self.network.layers[:-1] if hasattr(layer, "store")]
-        total = sum(layer.n_out for layer in hidden)
-        return sum(int((~layer.alive).sum()) for layer in hidden) / total if total else 0.0
+    def developing_hidden(self) -> list[tuple[int, object]]:
+        """``(index, layer)`` of the hidden layers with synapses of their own (pooling has none):
+        their units (neurons; a convolution's filters) are what pruning removes."""
+        return [(k, layer) for k, layer in enumerate(self.network.layers[:-1]) if hasattr(layer, "store")]
+
+    def removed_neurons(self, rows: list[dict] = ()) -> dict[int, np.ndarray]:
+        """Per hidden layer with synapses (by layer index), bool ``[n_out]``: the units that
+        have lost every synapse of the original structure, i.e. that have been without any
+        incoming synapse at some point (now, or at a development step: the ``neurons_removed``
+        of the metrics rows, and of ``rows`` not yet appended). Synapses regrown onto such a
+        unit later are new ones: it stays removed from the original structure, and counts as
+        revived while alive."""
+        masks = {k: ~layer.alive for k, layer in self.developing_hidden()}
+        for row in [*self.metrics, *rows]:
+            for k, neurons in row.get("neurons_removed", {}).items():
+                masks[int(k)][neurons] = True
+        return masks
+
+    def neurons_pruned(self, rows: list[dict] = ()) -> float:
+        """Fraction of hidden units (neurons; a convolution's filters) pruned from the original
+        structure (:meth:`removed_neurons`), whether or not regrowth revived them since: the
+        number users mean by "neurons pruned", which regrowth does not lower."""
+        masks = self.removed_neurons(rows)
+        total = sum(mask.size for mask in masks.values())
+        return sum(int(mask.sum()) for mask in masks.values()) / total if total else 0.0
+
+    def neurons_revived(self, rows: list[dict] = ()) -> float:
+        """Fraction of hidden units pruned from the original structure that regrown synapses
+        made alive again (they fire, with only regrown incoming synapses)."""
+        masks = self.removed_neurons(rows)
+        total = sum(mask.size for mask in masks.values())
+        alive = dict(self.developing_hidden())
+        return sum(int((mask & alive[k].alive).sum()) for k, mask in masks.items()) / total if total else 0.0
 
     def position(self) -> str:
         """Where training stands, e.g. ``"epoch 3/12, batch 8 of 40"``."""
@@ -225,11 +289,17 @@ class Trainer:
 
     def develop(self, lr: float) -> dict:
         """One structural development step; returns its metrics row."""
+        before = {k: layer.alive.copy() for k, layer in self.developing_hidden()}
         layers = self.structure.develop(self.network, lr)
-        return {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
-                "batch": self.batches_seen, "synapses": self.network.synapses,
-                "compression": round(self.compression(), 6), "neurons_pruned": round(self.neurons_pruned(), 6),
-                "layers": layers}
+        # Recorded so that "neurons pruned" counts them after regrowth revives them, and a
+        # resumed run (which restores the metrics) counts them too.
+        removed = {str(k): np.flatnonzero(before[k] & ~layer.alive).tolist()
+                   for k, layer in self.developing_hidden() if (before[k] & ~layer.alive).any()}
+        row = {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
+               "batch": self.batches_seen, "synapses": self.network.synapses,
+               "compression": round(self.compression(), 6), **({"neurons_removed": removed} if removed else {})}
+        return {**row, "neurons_pruned": round(self.neurons_pruned([row]), 6),
+                "neurons_revived": round(self.neurons_revived([row]), 6), "layers": layers}
 
     def _events(self, inputs):
         return encode_events(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
@@ -250,8 +320,9 @@ class Trainer:
         done = self.in_epoch
         lr = self.config.lr * self.schedule.factor(self.epoch)
         batch_size = self.config.batch_size
+        # disable=None: no bar where stderr is not a terminal (a SLURM log), which gets the epoch lines only
         bar = tqdm(range(done.position, len(done.order), batch_size),
-                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=not progress,
+                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=None if progress else True,
                    unit="batch")
         for start in bar:
             if self.stop_requested:
@@ -320,7 +391,7 @@ class Trainer:
             batches seen) does not fit the training split.
         """
         mine = {k: v for k, v in self.config.to_dict().items() if k != "out"}
-        theirs = {k: v for k, v in state.config.items() if k != "out"}
+        theirs = {k: v for k, v in with_added_keys(state.config).items() if k != "out"}
         if mine != theirs:
             changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise CheckpointError(f"checkpoint belongs to a run with a different configuration ({', '.join(changed)})")
@@ -376,7 +447,9 @@ class Trainer:
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
-        paths = [run_dir / CHECKPOINT_LATEST] + ([run_dir / CHECKPOINT_BEST] if best else [])
+        keep = self.keep_checkpoints
+        paths = ([run_dir / CHECKPOINT_LATEST] if keep != "none" else []) + (
+            [run_dir / CHECKPOINT_BEST] if best and keep == "all" else [])
         self.checkpoints.save(paths, self.training_state(), run_dir / NETWORK_FILE, run_dir / METRICS_FILE)
         if plot:
             self._plot(run_dir)
@@ -387,7 +460,9 @@ class Trainer:
         self._plot(run_dir)
 
     def _plot(self, run_dir: Path) -> None:
-        plot_training(self.metrics, run_dir / "training.png", self.dataset.source)
+        run = {**self.config.to_dict(), "name": Path(run_dir).resolve().name,
+               "batches_per_epoch": self.batches_per_epoch()}
+        plot_training(self.metrics, run_dir / "training.png", self.dataset.source, run)
         self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
@@ -452,15 +527,21 @@ class Trainer:
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
-                                                        "run_id": self.run_id})
+                                                        "run_id": self.run_id, "checkpoints": self.keep_checkpoints})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
-                if repair_best(run_dir, self.metrics, self.epoch, CHECKPOINT_LATEST, CHECKPOINT_BEST):
+                if self.keep_checkpoints == "all" and repair_best(run_dir, self.metrics, self.epoch,
+                                                                  CHECKPOINT_LATEST, CHECKPOINT_BEST):
                     echo(f"repaired {run_dir / CHECKPOINT_BEST}: the run was stopped before it was linked")
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
-        best = max((row["test_acc"] for row in finished), default=None)
+        # checkpoint-best is chosen on the validation split; without one, on the test split as before.
+        chosen = "val_acc" if self.dataset.val is not None else "test_acc"
+        best = max((row[chosen] for row in finished), default=None)
         # wall_s stays cumulative over resumed sessions (time while stopped is not counted).
         start = time.perf_counter() - (finished[-1]["wall_s"] if finished else 0.0)
+        if self.config.val_fraction and self.dataset.val is None:
+            echo(f"NOTE: --val-fraction {self.config.val_fraction} holds out no sample of the {len(self.dataset.train)} "
+                 "training samples: no validation split; checkpoint-best is chosen on the test split")
         if self.structure is not None:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
                  f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
@@ -475,7 +556,7 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
                 check_finite_training(self.network, 0.0, self.position(), self.config.lr)
-                if run_dir is not None:
+                if run_dir is not None and self.keep_checkpoints != "none":
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
                                           metrics_path=run_dir / METRICS_FILE)
                 raise
@@ -483,16 +564,19 @@ class Trainer:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
             check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
             test_acc, energy = self.evaluate("test")
+            val_acc = self.evaluate("val")[0] if self.dataset.val is not None else None
             energy_summary = energy.summary()
             row = {
                 "type": "epoch",
                 "epoch": self.epoch + 1,
                 "train_loss": round(train_loss, 6),
                 "train_acc": round(train_acc, 5),
+                **({} if val_acc is None else {"val_acc": round(val_acc, 5)}),
                 "test_acc": round(test_acc, 5),
                 "synapses": self.network.synapses,
                 "compression": round(self.compression(), 6),
                 "neurons_pruned": round(self.neurons_pruned(), 6),
+                "neurons_revived": round(self.neurons_revived(), 6),
                 "sops_per_sample": round(energy_summary["sops_per_sample"], 1),
                 "energy_uj_per_sample": round(energy_summary["energy_uj_per_sample"], 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
@@ -501,28 +585,40 @@ class Trainer:
             }
             self.metrics.append(row)
             self.epoch += 1
-            improved = best is None or row["test_acc"] > best
-            best = row["test_acc"] if improved else best
+            improved = best is None or row[chosen] > best
+            best = row[chosen] if improved else best
             if run_dir is not None:
                 final_epoch = self.epoch == self.config.epochs
                 self._save_epoch_end(run_dir, improved,
                                      final_epoch or time.perf_counter() - self.plotted_at >= PLOT_EVERY_S)
             echo(f"epoch {row['epoch']:3d}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
-                 f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
-                 f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%)  "
+                 + ("" if val_acc is None else f"val {100 * val_acc:6.2f}%  ")
+                 + f"test {100 * test_acc:6.2f}%  synapses {row['synapses']} "
+                 f"(compression {100 * row['compression']:.1f}%, neurons pruned {100 * row['neurons_pruned']:.1f}%"
+                 + (f", {100 * row['neurons_revived']:.1f}% revived" if row["neurons_revived"] else "") + ")  "
                  f"{row['epoch_s']:.1f}s")
         self.checkpoints.wait()  # the summary is written once the last checkpoint is on disk
-        last = [row for row in self.metrics if row.get("type") == "epoch"][-1]
+        finished = [row for row in self.metrics if row.get("type") == "epoch"]
+        last = finished[-1]
+        at_best = max(finished, key=lambda row: row[chosen])  # the first epoch of the best, as checkpoint-best
         summary = {
             "dataset": self.dataset.name,
             "data_source": self.dataset.source,
             "test_acc": last["test_acc"],
-            "best_test_acc": best,
+            # Model selection on the validation split: the honest estimate of the chosen network.
+            "val_acc_best": at_best.get("val_acc"),
+            "test_acc_at_best_val": at_best["test_acc"] if self.dataset.val is not None else None,
+            "best_epoch": at_best["epoch"],
+            # The highest test accuracy over epochs, as papers (SD-SNN's too) report it: optimistic,
+            # since the test split chose the epoch.
+            "best_test_acc": max(row["test_acc"] for row in finished),
+            "val_samples": 0 if self.dataset.val is None else len(self.dataset.val),
             "epochs": self.epoch,
             "synapses": self.network.synapses,
             "dense_synapses": self.network.dense_synapses,
             "compression": round(self.compression(), 6),
             "neurons_pruned": round(self.neurons_pruned(), 6),
+            "neurons_revived": round(self.neurons_revived(), 6),
             "sops_per_sample": last["sops_per_sample"],
             "energy_uj_per_sample": last["energy_uj_per_sample"],
             "structure": {"name": self.config.structure,
@@ -547,7 +643,7 @@ def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset
 
 
 def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> dict:
+          echo: Callable[[str], None] = print, checkpoints: str = "all") -> dict:
     """Check the configuration, load the dataset and announce its source, train, and
     return the summary. Nothing is written to ``run_dir`` before the data has loaded.
 
@@ -556,20 +652,37 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     ConfigError
         For an invalid configuration or one that cannot fit in memory, before the data is loaded.
     """
-    check_memory(config.validate())
+    check_memory(config.validate(), *expected_sizes(config))
+    _check_policy(checkpoints)
     with run_lock(run_dir):
         # Checked again under the lock: a run that finished while this one waited to start.
         if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
                               "or choose another --out")
-        return Trainer(config, _load_announced(config, echo)).fit(run_dir, progress, echo)
+        trainer = Trainer(config, _load_announced(config, echo))
+        trainer.keep_checkpoints = checkpoints
+        return trainer.fit(run_dir, progress, echo)
 
 
-def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+def _check_policy(checkpoints: str) -> None:
+    if checkpoints not in CHECKPOINT_POLICIES:
+        raise ConfigError(f"unknown checkpoint policy {checkpoints!r}; choose one of {', '.join(CHECKPOINT_POLICIES)}")
+
+
+def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print, epochs: int | None = None,
+           checkpoints: str | None = None) -> dict:
     """Continue the run in ``run_dir`` exactly from its ``checkpoint-latest.npz``.
 
     The configuration is the checkpoint's own; the result is bit-identical to the
     same run uninterrupted (same seed and thread count; timing fields apart).
+
+    Parameters
+    ----------
+    epochs : train until this many epochs instead of the run's own number: extends a
+        finished run. The extended run is the run it would have been with ``epochs``
+        from the start wherever nothing depends on the total: the cosine schedule and
+        the magnitude baseline's pruning ramp are laid out over the total, so they change.
+    checkpoints : one of :data:`CHECKPOINT_POLICIES`; default: the run's own (``config.json``).
 
     Raises
     ------
@@ -577,12 +690,23 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If there is no usable checkpoint, or the data found now differs from the run's.
     """
     run_dir = Path(run_dir)
+    if checkpoints is None:
+        checkpoints = saved_checkpoint_policy(run_dir)
+    _check_policy(checkpoints)
     with run_lock(run_dir):
         path = run_dir / CHECKPOINT_LATEST
         state = load_checkpoint(path)
         check_belongs(run_dir, path, state.run_id)
         config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+        if epochs is not None and epochs != config.epochs:
+            if epochs <= state.epoch:
+                raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
+                                  f"got {epochs}")
+            echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
+            config = dataclasses.replace(config, epochs=epochs)
+            state.config = {**state.config, "epochs": epochs}
         trainer = Trainer(config, _load_announced(config, echo))
+        trainer.keep_checkpoints = checkpoints
         try:
             trainer.restore(state)
         except CheckpointError as exc:
@@ -590,3 +714,11 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
              else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
         return trainer.fit(run_dir, progress, echo)
+
+
+def saved_checkpoint_policy(run_dir: Path) -> str:
+    """The ``checkpoints`` policy a run folder's ``config.json`` records ("all" if none)."""
+    try:
+        return str(json.loads((run_dir / "config.json").read_text()).get("checkpoints", "all"))
+    except (OSError, ValueError):
+        return "all"

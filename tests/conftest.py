@@ -46,7 +46,7 @@ def captured(monkeypatch):
     once the data has loaded, the run's config.toml."""
     configs = []
 
-    def fake_training(config, out, progress, echo):
+    def fake_training(config, out, progress, echo, *args):
         configs.append(config)
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_TOML).write_text(config_toml(config))

@@ -34,7 +34,7 @@ def toy_dataset(seed: int = 0, train: int = 400, test: int = 100, source: str = 
 
 def toy_config(**changes) -> TrainConfig:
     values = dict(dataset="toy", epochs=3, batch_size=50, time_steps=4, hidden=(12,), structure="sdsnn",
-                  dev_interval=2, sdsnn=FAST_SDSNN, threads=1)
+                  dev_interval=2, sdsnn=FAST_SDSNN, threads=1, val_fraction=0.0)
     return TrainConfig(**{**values, **changes})
 
 

@@ -235,7 +235,7 @@ def test_checkpoint_writer_writes_network_and_metrics_as_they_were_at_save(tmp_p
 def test_training_plot_is_redrawn_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
     drawn = []
 
-    def plot(metrics, path, source):
+    def plot(metrics, path, *args):
         drawn.append(sum(row.get("type") == "epoch" for row in metrics))
 
     monkeypatch.setattr("evsim.train.plot_training", plot)

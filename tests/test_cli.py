@@ -34,7 +34,7 @@ def test_bad_options_give_one_line_and_exit_2(args, fragment):
 def test_tiny_training_run_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
     result = run(["train", "--dataset", "mnist", "--epochs", "2", "--hidden", "24", "--time-steps", "4",
-                  "--batch-size", "200", "--out", str(out), "--no-progress"])
+                  "--batch-size", "200", "--val-fraction", "0", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["hidden"] == [24] and config["time_steps"] == 4 and config["data_source"] == "mnist-5k"

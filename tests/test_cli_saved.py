@@ -328,8 +328,9 @@ def test_a_network_only_folder_exports_evaluates_and_profiles(mnist_run, tmp_pat
         assert np.array_equal(a.store.to_dense(), b.store.to_dense()) and np.array_equal(a.bias, b.bias)
 
     for command in ("eval", "profile"):
-        one_line_error(run([command, tmp_path / "imp"]), "has a network but no config.json; name the data to run "
-                                                         "it on: --dataset NAME")
+        one_line_error(run([command, tmp_path / "imp"]), "has a network but no config.json, so no dataset is "
+                                                         "assumed (not even --dataset's default): name the data to "
+                                                         "run it on with --dataset NAME")
     result = run(["eval", tmp_path / "imp", "--dataset", "mnist", "--time-steps", "4"])
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'imp'} (network.npz), test split" in result.output

@@ -338,7 +338,7 @@ def test_unknown_source_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [
     ({"encoding": "rate"}, "encoding 'rate' does not apply"),
-    ({"downsample": 32}, "--downsample applies to dvsgesture only"),
+    ({"downsample": 32}, "--downsample applies to dvsgesture, cifar10dvs and folder only"),
     ({"denoise_us": -5}, "denoise_us must be >= 0"),
     ({"time_steps": 0}, "time_steps must be at least 1"),
     ({"slicing": "random"}, "unknown slicing 'random'"),

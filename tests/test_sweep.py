@@ -115,6 +115,8 @@ def test_report_has_a_row_per_point_groups_over_seeds_and_the_figure(finished):
         summary = json.loads((finished / row["point"] / "summary.json").read_text())
         assert float(row["test_acc"]) == summary["test_acc"] and float(row["compression"]) == summary["compression"]
         assert row["status"] == "done" and row["data_source"] == "mnist-5k" and row["error"] == ""
+        assert row["test_acc_at_best_val"] == ("" if summary["test_acc_at_best_val"] is None
+                                               else str(summary["test_acc_at_best_val"]))
         for column in ("best_test_acc", "synapse_sparsity", "neurons_pruned", "sops_per_sample",
                        "energy_uj_per_sample", "wall_s", "option.seed", "axis.structure"):
             assert row[column] != "", column

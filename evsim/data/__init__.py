@@ -78,7 +78,8 @@ def refuse_framing_options(name: str, options: DataOptions, hints: dict[str, str
         if option in _TAKES.get(name, ()) or getattr(options, option) == getattr(DataOptions, option):
             continue
         flag = "--" + option.replace("_", "-")
-        takers = " and ".join(d for d, takes in _TAKES.items() if option in takes) or "no dataset"
+        names = [d for d, takes in _TAKES.items() if option in takes]
+        takers = (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)) or "no dataset"
         hint = (hints or {}).get(option)
         raise ConfigError(f"{flag} applies to {takers} only, not {name}; leave {flag} unset"
                           + (f" ({hint})" if hint else ""))
@@ -105,7 +106,7 @@ def load_dataset(name: str, options: DataOptions | None = None) -> Dataset:
 
 
 # Loader modules register themselves on import (in this order, which the messages use).
-from evsim.data import mnist, nmnist, cifar10, dvsgesture  # noqa: E402,F401,I001
+from evsim.data import mnist, nmnist, cifar10, dvsgesture, tonic_sets  # noqa: E402,F401,I001
 
 __all__ = ["DATASETS", "DataOptions", "Dataset", "Split", "ENCODINGS", "register", "check_options",
            "refuse_framing_options", "load_dataset"]

@@ -34,7 +34,7 @@ SOURCES = ("auto", "real", "emulated")
 FRAMING_OPTIONS = ("slicing", "crop", "denoise_us", "downsample")
 
 # Frame count T per dataset when the user gives no --time-steps (SD-SNN paper values).
-DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20}
+DEFAULT_TIME_STEPS = {"nmnist": 20, "dvsgesture": 64, "mnist": 20, "cifar10": 20, "shd": 50}
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class Dataset:
     ----------
     name : registry name, e.g. ``"mnist"``.
     train, test : the two splits.
+    val : the validation split held out of the training data (:func:`hold_out`), or
+        ``None``; loaders leave it ``None`` and the trainer sets it.
     n_classes : number of classes.
     sample_shape : shape of one sample without the time axis, ``(D,)`` or ``(C, H, W)``.
     encoding : one of :data:`ENCODINGS`.
@@ -91,12 +93,14 @@ class Dataset:
     source: str
     time_steps: int | None = None
     meta: dict = field(default_factory=dict)
+    val: Split | None = None
 
     def __post_init__(self):
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"dataset {self.name!r}: encoding must be one of {', '.join(ENCODINGS)}, got "
                               f"{self.encoding!r}")
-        for name, split in (("train", self.train), ("test", self.test)):
+        splits = (("train", self.train), ("test", self.test)) + (() if self.val is None else (("val", self.val),))
+        for name, split in splits:
             if not isinstance(split, Split):
                 raise ShapeError(f"dataset {self.name!r}: {name} must be a Split(inputs, labels), got "
                                  f"{type(split).__name__}")
@@ -145,6 +149,75 @@ class DataOptions:
     download: bool = True
 
 
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified hold-out: ``(kept, held)``, each ascending.
+
+    ``round(fraction * N)`` samples are held out, shared between the classes in
+    proportion to their sizes (largest remainders get the rounding), never a whole
+    class (a class of one sample keeps it for training). The result is a pure
+    function of ``labels``, ``fraction`` and ``seed``.
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not in [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1) (0 = no validation split), got {fraction}")
+    labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    quota = fraction * sizes
+    take = np.floor(quota).astype(np.int64)
+    extra = int(round(fraction * labels.size)) - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
+    take = np.minimum(take, sizes - 1)
+    held = np.zeros(labels.shape[0], dtype=bool)
+    rng = np.random.default_rng([seed, 4])  # its own stream: the trainer's draws stay unchanged
+    for label, n in zip(classes, take):
+        if n > 0:
+            held[rng.choice(np.flatnonzero(labels == label), n, replace=False)] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split ``split`` into ``(train, val)`` stratified by label (:func:`stratified_indices`).
+
+    Selecting from a :class:`~evsim.data.frames.SparseFrames` copies no events.
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not in [0, 1).
+    """
+    kept, held = stratified_indices(split.labels, fraction, seed)
+    return (Split(split.inputs[kept], split.labels[kept]), Split(split.inputs[held], split.labels[held]))
+
+
+def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
+    """``dataset`` as a network sees it in only ``time_steps`` steps: for frames, the
+    first ``time_steps`` of each sample's frames (the same recording, answered sooner);
+    static images are encoded per step anyway and stay as they are.
+
+    Raises
+    ------
+    ConfigError
+        If the frames hold fewer than ``time_steps`` steps.
+    """
+    if dataset.encoding != "frames" or dataset.time_steps == time_steps:
+        return dataset
+    if dataset.time_steps is not None and time_steps > dataset.time_steps:
+        raise ConfigError(f"--time-steps {time_steps}: {dataset.name}'s frames hold {dataset.time_steps} steps; give "
+                          f"at most {dataset.time_steps} (the first T frames of each recording)")
+
+    def cut(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        inputs = split.inputs
+        inputs = inputs.first_steps(time_steps) if isinstance(inputs, SparseFrames) else inputs[:, :time_steps]
+        return Split(inputs, split.labels)
+
+    return Dataset(dataset.name, cut(dataset.train), cut(dataset.test), dataset.n_classes, dataset.sample_shape,
+                   dataset.encoding, dataset.source, time_steps, dataset.meta, cut(dataset.val))
 def data_dir_of(options: DataOptions) -> Path | None:
     """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
     if options.data_dir is not None:

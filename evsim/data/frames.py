@@ -105,6 +105,24 @@ class SparseFrames:
         rows = (self.samples[None, :] * self.n_steps + steps[:, None]).ravel()
         return gather_events(self.ptr, self.idx, self.val, rows, self.n_steps, len(self))
 
+    def first_steps(self, n_steps: int) -> "SparseFrames":
+        """The first ``n_steps`` frames of these samples, as a new store (copies their
+        events, O(events)): what a network sees when it answers after fewer steps.
+
+        Raises
+        ------
+        DataError
+            If ``n_steps`` is not in 1..T.
+        """
+        if not 1 <= n_steps <= self.n_steps:
+            raise DataError(f"the frames hold {self.n_steps} time steps; cannot take the first {n_steps}")
+        rows = (self.samples[:, None] * self.n_steps + np.arange(n_steps)[None, :]).ravel()
+        counts = self.ptr[rows + 1] - self.ptr[rows]
+        ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        take = np.repeat(self.ptr[rows] - ptr[:-1], counts) + np.arange(ptr[-1])
+        return SparseFrames(ptr, self.idx[take], self.val[take], n_steps, self.sample_shape)
+
     def to_dense(self) -> np.ndarray:
         """Dense frames ``[N, T, *sample_shape]`` in the counts' type."""
         events = self.events()

@@ -186,16 +186,24 @@ def find_nmnist(options: DataOptions) -> EventFiles:
                             "point --data-dir at the real Train/ and Test/ folders")
         if found is not None:
             return found
-        where = data_dir_of(options) or f"{cache_dir / 'tonic'} (no --data-dir or $EVSIM_DATA given)"
+        where = data_dir_of(options) or (f"--data-dir (none given, nor $EVSIM_DATA; {cache_dir / 'tonic'} holds "
+                                         "none either)")
         if options.source == "real":
             raise DataError(f"real N-MNIST not found in {where}, {why}; put it there as "
                             "Train/<digit>/*.bin and Test/<digit>/*.bin (or tonic's NMNIST/ layout), "
                             "or use --source emulated")
+        # Point at --data-dir, not at the cache folder searched last: that is where users keep data.
+        put = ("put the real files there as Train/<digit>/*.bin, Test/<digit>/*.bin to use them"
+               if data_dir_of(options) is not None else
+               "to use the real files, give --data-dir DIR (or $EVSIM_DATA) with Train/<digit>/*.bin and "
+               "Test/<digit>/*.bin (or tonic's NMNIST/ layout)")
         notice = (f"N-MNIST not found in {where}, {why}: using EMULATED N-MNIST (5,000 MNIST digits "
-                  "through an event-camera model, data_source=emulated); put the real files there as "
-                  "Train/<digit>/*.bin, Test/<digit>/*.bin to use them")
+                  f"through an event-camera model, data_source=emulated); {put}")
     else:
-        notice = "using EMULATED N-MNIST (--source emulated; data_source=emulated)"
+        ignored = data_dir_of(options)
+        notice = ("using EMULATED N-MNIST (--source emulated; data_source=emulated)"
+                  + (f"; {ignored} (--data-dir or $EVSIM_DATA) is not read: use --source auto or real to train "
+                     "on the files there" if ignored is not None else ""))
     root = emulated_nmnist_dir(cache_dir, seed=options.seed)
     return EventFiles("emulated", root, "emulated", _emulated_listing(root), notice)
 

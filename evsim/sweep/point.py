@@ -22,7 +22,7 @@ from evsim.sweep.training import resume_point, train_point
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint-latest.npz"
 # config.json fields that may differ between the same run's folders.
-NOT_CONFIG = ("out", "data_source", "run_id")  # run_id: each run's own (evsim.runfiles)
+NOT_CONFIG = ("out", "data_source", "run_id", "checkpoints")  # run_id: each run's own (evsim.runfiles)
 # One run at a time per worker process: Numba's thread count and parallel kernels are
 # process-wide resources, and the run sizes its threads to the machine as if alone.
 _one_run = threading.Lock()

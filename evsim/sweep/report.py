@@ -23,10 +23,11 @@ from evsim.readers import read_json
 from evsim.sweep.execute import read_state
 
 SEED = "seed"
-RESULT_COLUMNS = ("data_source", "test_acc", "best_test_acc", "compression", "synapse_sparsity", "neurons_pruned",
-                  "sops_per_sample", "energy_uj_per_sample", "wall_s")
+RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
+                  "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
 # Columns of report.md: (results.csv column, heading, scale, decimals).
-TABLE = (("test_acc", "test acc %", 100, 2), ("best_test_acc", "best test acc %", 100, 2),
+TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc at best val %", 100, 2),
+         ("best_test_acc", "best test acc %", 100, 2),
          ("compression", "compression %", 100, 1), ("synapse_sparsity", "synapse sparsity %", 100, 1),
          ("neurons_pruned", "neurons pruned %", 100, 1), ("sops_per_sample", "SOPs / sample", 1, 0),
          ("energy_uj_per_sample", "energy µJ / sample", 1, 3), ("wall_s", "wall s", 1, 1))

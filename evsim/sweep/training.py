@@ -18,8 +18,9 @@ from evsim.errors import ConfigError
 from evsim.train import resume, train
 
 # Options of `evsim train` a sweep file may not set: the sweep chooses each point's
-# folder, and runs show no progress bars on workers.
-SWEEP_OWNED = ("out", "progress")
+# folder, runs show no progress bars on workers, and keep every checkpoint (a point must
+# be resumable, and its best checkpoint is part of its results).
+SWEEP_OWNED = ("out", "progress", "checkpoints")
 
 
 def option_names() -> list[str]:

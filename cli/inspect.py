@@ -1,0 +1,55 @@
+"""``evsim inspect RUN_DIR``: spike rasters, firing rates and operations per time step of a trained run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evsim.cli.options import dataset_options
+from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
+from evsim.files import write_json_atomic
+from evsim.inspect import plot_inspection, record_dataset
+from evsim.plots import figure_format, run_title
+
+
+@click.command("inspect")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
+              help="Which saved network of the run to inspect.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Samples (the split's first) the rates and operation counts are taken over.")
+@click.option("--rasters", type=click.IntRange(min=0, max=10), default=3, show_default=True,
+              help="Samples whose spike rasters are drawn.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The figure; its suffix picks the format: .png, .pdf or .svg [default: RUN_DIR/inspect.png].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the statistics (rates per layer and step, operations per step) as JSON here.")
+@dataset_options
+@click.pass_context
+def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path, json_path, **data_options):
+    """See what a trained network does: spike rasters per layer for a few samples, the
+    firing rates of its neurons, the firing rate and synaptic operations per time step.
+
+    The dataset options are for a folder without config.json (evsim import-nir).
+    From Python: evsim.record(network, drive) returns the same recordings."""
+    plot_path = plot_path or run_dir / "inspect.png"
+    figure_format(plot_path)
+    check_outputs(plot_path, *([] if json_path is None else [json_path]))
+    network, config, loaded = load_run_network(run_dir, checkpoint)
+    config = run_config(ctx, run_dir, config, data_options)
+    dataset = load_run_dataset(config)
+    rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed)
+    summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
+               **rec.summary()}
+    plot_inspection(rec, plot_path, labels, rasters,
+                    f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
+                    f"data {dataset.source})")
+    for layer in summary["layers"]:
+        click.echo(f"L{layer['layer']}: {layer['alive']}/{layer['neurons']} neurons alive, mean firing rate "
+                   f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} alive but silent; "
+                   f"{sum(layer['ops_per_step']):,.0f} operations per sample")
+    if json_path is not None:
+        write_json_atomic(json_path, summary)
+    click.echo(f"wrote {plot_path}" + (f" and {json_path}" if json_path is not None else "")
+               + f" ({loaded}, {rec.samples} {split} samples, data {dataset.source})")

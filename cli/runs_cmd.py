@@ -1,0 +1,270 @@
+"""``evsim runs list|compare``: run folders as a collection.
+
+A run folder is one that holds ``config.json`` or ``metrics.jsonl`` (what ``evsim
+train`` writes first). ``list`` prints one line per run found under a folder;
+``compare`` prints a table of several runs (the options in which they differ and
+their results) and draws their curves on common axes. Both export CSV for spreadsheets.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from evsim.cli.runs import check_outputs
+from evsim.errors import ConfigError
+from evsim.files import write_bytes_atomic
+from evsim.plots import _pyplot, figure_format, save_figure
+
+# What does not tell runs apart in a comparison: the run folder, the data paths (the
+# data section's other options are compared), which checkpoints were kept.
+NOT_COMPARED = {"out", "data", "checkpoints"}
+# Searching for runs goes this deep below the folder given (runs/<group>/<run> is common).
+MAX_DEPTH = 3
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``; a torn last line (a run killed while writing) is skipped."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _sizes(run_dir: Path) -> list[int] | None:
+    """The layer sizes of the run's ``network.npz`` (read from its shape arrays only)."""
+    try:
+        with np.load(run_dir / "network.npz", allow_pickle=False) as f:
+            shapes = [f[f"l{k}_shape"] for k in range(sum(name.endswith("_shape") for name in f.files))]
+    except (OSError, ValueError, KeyError):
+        return None
+    return [int(shapes[0][0])] + [int(shape[1]) for shape in shapes] if shapes else None
+
+
+def read_run(run_dir: Path) -> dict:
+    """What ``runs list`` and ``runs compare`` show of one run folder, as a flat dict."""
+    config = _read_json(run_dir / "config.json")
+    summary = _read_json(run_dir / "summary.json")
+    metrics = _read_metrics(run_dir / "metrics.jsonl")
+    epochs = [row for row in metrics if row.get("type") == "epoch"]
+    last = epochs[-1] if epochs else {}
+    hidden = config.get("hidden", [])
+    if config.get("arch"):  # a network in the paper's notation (--arch): as given
+        arch = str(config["arch"])
+    else:
+        sizes = _sizes(run_dir)
+        arch = "-".join(str(s) for s in sizes) if sizes else "?-" + "-".join(str(h) for h in hidden) + "-?"
+    total = config.get("epochs")
+    finished = bool(summary) and len(epochs) == total
+    stamp = (run_dir / "config.json") if (run_dir / "config.json").exists() else run_dir
+    with_val = [row for row in epochs if "val_acc" in row]
+    at_best = max(with_val, key=lambda row: row["val_acc"]) if with_val else None
+    return {
+        "run": str(run_dir),
+        "dataset": config.get("dataset", "?"),
+        "data_source": config.get("data_source", summary.get("data_source", "?")),
+        "arch": arch,
+        "structure": config.get("structure", "?"),
+        "epochs": len(epochs),
+        "epochs_planned": total,
+        "status": "done" if finished else ("running or stopped" if epochs else "no epoch yet"),
+        "test_acc": last.get("test_acc"),
+        "val_acc_best": at_best["val_acc"] if at_best else None,
+        "test_acc_at_best_val": at_best["test_acc"] if at_best else None,
+        "best_test_acc": max((row["test_acc"] for row in epochs), default=None),
+        "compression": last.get("compression"),
+        "neurons_pruned": last.get("neurons_pruned"),
+        "wall_s": last.get("wall_s"),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp.stat().st_mtime)),
+        "config": config,
+        "metrics": epochs,
+    }
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run folders at or below ``folder`` (at most :data:`MAX_DEPTH` levels), sorted by name.
+
+    Raises
+    ------
+    ConfigError
+        If ``folder`` does not exist or is not a folder.
+    """
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; give the folder that holds your runs (default: runs)")
+    found = []
+
+    def walk(path: Path, depth: int) -> None:
+        if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
+            found.append(path)
+            return
+        if depth < MAX_DEPTH:
+            for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                walk(child, depth + 1)
+
+    walk(folder, 0)
+    return found
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+TABLE = (("run", "run"), ("dataset", "dataset"), ("data_source", "data"), ("arch", "arch"),
+         ("structure", "structure"), ("epochs", "epochs"), ("test_acc", "test %"),
+         ("test_acc_at_best_val", "test@val %"), ("compression", "compr. %"), ("date", "date"))
+
+
+def _cell(run: dict, key: str) -> str:
+    if key == "epochs":
+        return f"{run['epochs']}/{run['epochs_planned'] or '?'}" + ("" if run["status"] == "done" else "*")
+    if key in ("test_acc", "test_acc_at_best_val", "compression", "val_acc_best", "best_test_acc"):
+        return _pct(run[key]) if key != "compression" else ("-" if run[key] is None else f"{100 * run[key]:.1f}")
+    value = run.get(key)
+    return "-" if value is None else str(value)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+LIST_CSV = ("run", "dataset", "data_source", "arch", "structure", "epochs", "epochs_planned", "status", "test_acc",
+            "val_acc_best", "test_acc_at_best_val", "best_test_acc", "compression", "neurons_pruned", "wall_s", "date")
+
+
+@click.group()
+def runs():
+    """List and compare run folders."""
+
+
+@runs.command("list")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the list as CSV here (accuracies and compression as fractions).")
+def list_runs(folder, csv_path):
+    """One line per run under FOLDER [default: runs]: dataset, data source, architecture,
+    structure, epochs (* = not finished), final test accuracy, test accuracy at the best
+    validation epoch, compression, date."""
+    if csv_path is not None:
+        check_outputs(csv_path)
+    found = [read_run(path) for path in find_runs(folder)]
+    if not found:
+        click.echo(f"no runs under {folder} (a run folder holds config.json or metrics.jsonl)")
+    else:
+        for run in found:
+            run["run"] = str(Path(run["run"]).relative_to(folder)) if Path(run["run"]) != folder else run["run"]
+        click.echo(_table([[label for _, label in TABLE]] + [[_cell(run, key) for key, _ in TABLE] for run in found]))
+    if csv_path is not None:
+        write_bytes_atomic(csv_path, _csv_bytes(list(LIST_CSV), [[run[key] for key in LIST_CSV] for run in found]))
+        click.echo(f"wrote {csv_path}")
+
+
+def _flat_options(config: dict) -> dict:
+    flat = {k: v for k, v in config.items() if k not in NOT_COMPARED and not isinstance(v, dict)}
+    for section in ("lif", "sdsnn"):
+        flat.update({f"{section}.{k}": v for k, v in config.get(section, {}).items()})
+    flat.update({k: v for k, v in config.get("data", {}).items() if k not in ("data_dir", "cache_dir", "time_steps")})
+    return flat
+
+
+def differing_options(configs: list[dict]) -> list[str]:
+    """The option names whose values are not the same in every configuration."""
+    flats = [_flat_options(config) for config in configs]
+    keys = sorted(set().union(*flats)) if flats else []
+    return [key for key in keys if len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1]
+
+
+@runs.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs-compare.png"),
+              show_default=True, help="The overlaid curves; the suffix picks the format: .png, .pdf or .svg.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every epoch's metrics of every run as CSV here (one row per run and epoch).")
+def compare(run_dirs, plot_path, csv_path):
+    """A table of the runs (the options in which they differ, and their results) and their
+    accuracy, loss and compression curves on common axes."""
+    figure_format(plot_path)
+    check_outputs(plot_path, *([] if csv_path is None else [csv_path]))
+    missing = [str(d) for d in run_dirs if not ((d / "config.json").is_file() or (d / "metrics.jsonl").is_file())]
+    if missing:
+        raise ConfigError(f"{missing[0]} is not a run folder (no config.json or metrics.jsonl)")
+    found = [read_run(d) for d in run_dirs]
+    differ = differing_options([run["config"] for run in found])
+    header = ["run", *differ, "epochs done", "test %", "val best %", "test@val %", "best test %", "compr. %"]
+    rows = [header]
+    for run in found:
+        options = _flat_options(run["config"])
+        rows.append([run["run"], *[str(options.get(key, "-")) for key in differ], _cell(run, "epochs"),
+                     _pct(run["test_acc"]), _pct(run["val_acc_best"]), _pct(run["test_acc_at_best_val"]),
+                     _pct(run["best_test_acc"]), _cell(run, "compression")])
+    click.echo(_table(rows))
+    if not differ:
+        click.echo("(the runs have the same options)")
+    _plot_compare(found, plot_path)
+    written = [str(plot_path)]
+    if csv_path is not None:
+        keys = []
+        for row in (row for run in found for row in run["metrics"]):
+            keys += [key for key in row if key not in keys and key != "type"]
+        body = [[run["run"], *[row.get(key, "") for key in keys]] for run in found for row in run["metrics"]]
+        write_bytes_atomic(csv_path, _csv_bytes(["run", *keys], body))
+        written.append(str(csv_path))
+    click.echo("wrote " + " and ".join(written))
+
+
+def _plot_compare(found: list[dict], path: Path) -> None:
+    """Test (solid) and validation (dashed) accuracy, training loss and compression per epoch, one colour per run."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for k, run in enumerate(found):
+        rows, color = run["metrics"], f"C{k % 10}"
+        x = [row["epoch"] for row in rows]
+        name = Path(run["run"]).name
+        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=f"{name} test")
+        if any("val_acc" in row for row in rows):
+            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", color=color,
+                        label=f"{name} validation")
+        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color, label=name)
+        ax_comp.plot(x, [100 * row.get("compression", 0.0) for row in rows], "o-", ms=3, color=color, label=name)
+    for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed) accuracy"),
+                              (ax_loss, "training loss (running mean)", "training loss"),
+                              (ax_comp, "synapses removed (%)", "compression")):
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_comp.set_ylim(0, 100)
+    ax_acc.legend(fontsize=7, loc="lower right")
+    ax_loss.legend(fontsize=7, loc="upper right")
+    sources = sorted({run["data_source"] for run in found})
+    fig.suptitle(f"{len(found)} runs (data: {', '.join(sources)})", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

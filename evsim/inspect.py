@@ -1,0 +1,233 @@
+"""What a network does on its inputs: spikes per layer, membrane potentials, firing rates
+and operation counts, recorded from one forward pass.
+
+:func:`record` runs :meth:`Network.forward` and keeps what its layer traces hold,
+mapped back from the alive (compacted) neurons to every neuron of the layer:
+
+>>> rec = evsim.record(network, drive, membrane=True)   # drive: float32 [T, B, n_in]
+>>> rec.spikes[0].shape                                 # layer 0: uint8 [T, B, n_out]
+>>> rec.firing_rates()[0]                               # spikes per neuron and step
+
+:func:`plot_inspection` draws spike rasters of a few samples, histograms of the firing
+rates over neurons, the firing rate per time step and the operations per time step
+(counted as :mod:`evsim.energy` counts them); ``evsim inspect RUN`` is its command.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evsim.data.encoding import encode_events
+from evsim.energy import EnergyReport, count_network
+from evsim.errors import ConfigError
+from evsim.kernels.events import Events, StaticDrive
+from evsim.network import Network
+from evsim.plots import _pyplot, save_figure
+
+
+@dataclass
+class Recording:
+    """One forward pass of a network over a batch of ``B`` samples for ``T`` steps.
+
+    Attributes
+    ----------
+    spikes : per layer, uint8 ``[T, B, n_out]`` (1 = spike); pruned (dead) neurons are
+        all zeros: they are not simulated and never fire. A pooling layer holds its pooled
+        output (float32 for average pooling), and NaN potentials.
+    u : per layer, float32 ``[T, B, n_out]`` membrane potentials after each step's
+        input and before its reset (NaN for dead neurons), or None unless asked for.
+    alive : per layer, bool ``[n_out]``: the neurons that have incoming synapses (of a
+        convolution: the cells of its alive filters).
+    counts : float32 ``[B, n_classes]`` output spike counts (the prediction is the argmax).
+    energy : the operation counts of this pass, per layer and time step.
+    """
+
+    spikes: list[np.ndarray]
+    u: list[np.ndarray] | None
+    alive: list[np.ndarray]
+    counts: np.ndarray
+    energy: EnergyReport
+
+    @property
+    def time_steps(self) -> int:
+        return self.spikes[0].shape[0]
+
+    @property
+    def samples(self) -> int:
+        return self.spikes[0].shape[1]
+
+    def firing_rates(self) -> list[np.ndarray]:
+        """Per layer, float64 ``[n_out]``: each neuron's spikes per step, over all samples."""
+        return [s.mean(axis=(0, 1), dtype=np.float64) for s in self.spikes]
+
+    def rate_per_step(self) -> list[np.ndarray]:
+        """Per layer, float64 ``[T]``: the fraction of the layer's alive neurons that fire at each step."""
+        return [s[:, :, alive].mean(axis=(1, 2), dtype=np.float64) if alive.any() else np.zeros(s.shape[0])
+                for s, alive in zip(self.spikes, self.alive)]
+
+    def summary(self) -> dict:
+        """JSON-ready statistics per layer: firing rates, rate per step, operations per step."""
+        energy = self.energy.summary()
+        layers = []
+        for k, (rates, per_step, alive) in enumerate(zip(self.firing_rates(), self.rate_per_step(), self.alive)):
+            layers.append({"layer": k, "neurons": int(alive.size), "alive": int(alive.sum()),
+                           "firing_rate_alive": float(rates[alive].mean()) if alive.any() else 0.0,
+                           "silent_alive": int(np.sum(rates[alive] == 0)),
+                           "firing_rate_per_step": per_step.tolist(),
+                           "ops_per_step": energy["layers"][k]["ops_per_step"]})
+        return {"samples": self.samples, "time_steps": self.time_steps, "layers": layers}
+
+
+def record(network: Network, drive, membrane: bool = False) -> Recording:
+    """Run ``network`` on ``drive`` and record every layer's spikes (and potentials).
+
+    Parameters
+    ----------
+    network : the network.
+    drive : what :meth:`Network.forward` takes: float32 ``[T, B, n_in]`` spikes, counts
+        or analog values, :class:`~evsim.kernels.events.Events`, or a
+        :class:`~evsim.kernels.events.StaticDrive` (analog input, counted as MACs).
+    membrane : also keep the membrane potentials (4 bytes per neuron, step and sample).
+
+    Returns
+    -------
+    Recording
+        Arrays over every neuron of each layer (alive neurons mapped back through
+        ``layer.alive_index``).
+
+    Raises
+    ------
+    ShapeError
+        If ``drive`` does not fit the network's input (from :meth:`Network.forward`).
+    """
+    counts, traces = network.forward(drive)
+    spikes, potentials, alive = [], [] if membrane else None, []
+    for layer, trace in zip(network.layers, traces):
+        if not hasattr(trace, "spikes"):  # a pooling layer: its pooled events, no neurons of its own
+            spikes.append(_dense(trace.events_out, layer.n_out))
+            if membrane:
+                potentials.append(np.full(spikes[-1].shape, np.nan, dtype=np.float32))
+            alive.append(_alive_units(layer))
+            continue
+        n_steps, batch = trace.spikes.shape[:2]
+        full = np.zeros((n_steps, batch, layer.n_out), dtype=np.uint8)
+        full[:, :, layer.alive_index] = trace.spikes
+        spikes.append(full)
+        if membrane:
+            u = np.full((n_steps, batch, layer.n_out), np.nan, dtype=np.float32)
+            u[:, :, layer.alive_index] = trace.u[:, :, :layer.alive_index.size]
+            potentials.append(u)
+        alive.append(_alive_units(layer))
+    energy = count_network(network, traces, isinstance(drive, StaticDrive), counts.shape[0])
+    return Recording(spikes, potentials, alive, counts, energy)
+
+
+def _alive_units(layer) -> np.ndarray:
+    """bool ``[n_out]``: the layer's simulated units (a convolution's ``alive`` is per filter,
+    its units are the filter's cells)."""
+    units = np.zeros(layer.n_out, dtype=bool)
+    units[layer.alive_index] = True
+    return units
+
+
+def _dense(events: Events, n: int) -> np.ndarray:
+    """``[T, B, n]`` of ``events`` (slots step-major, as :func:`dense_to_events` makes them):
+    uint8 where the values are spikes (max pooling), float32 otherwise (average pooling)."""
+    slots = np.repeat(np.arange(events.n_steps * events.batch), np.diff(events.ptr))
+    spikes = bool(np.all(events.val == np.round(events.val)) and (events.val <= 255).all())
+    out = np.zeros((events.n_steps * events.batch, n), dtype=np.uint8 if spikes else np.float32)
+    out[slots, events.idx] = events.val
+    return out.reshape(events.n_steps, events.batch, n)
+
+
+def record_dataset(network: Network, dataset, split: str = "test", samples: int = 256, time_steps: int | None = None,
+                   seed: int = 0) -> tuple[Recording, np.ndarray]:
+    """:func:`record` on the first ``samples`` samples of ``dataset``'s ``split``, encoded
+    as training does (rate coding drawn with a generator seeded by ``seed``, as
+    ``evsim eval`` draws it). Returns the recording and the samples' labels.
+
+    Raises
+    ------
+    ConfigError
+        If the split is unknown or empty, or the network does not fit the dataset.
+    """
+    data = getattr(dataset, split, None) if split in ("train", "test", "val") else None
+    if data is None:
+        raise ConfigError(f"unknown split {split!r}; choose test or train")
+    if len(data) == 0:
+        raise ConfigError(f"the {split} split of {dataset.name} is empty")
+    if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
+        raise ConfigError(f"network {network.sizes} does not fit {dataset.name} "
+                          f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
+    steps = time_steps or dataset.time_steps
+    if steps is None:
+        raise ConfigError("time_steps is required to encode a static-image dataset")
+    n = min(samples, len(data))
+    drive = encode_events(data.inputs[:n], dataset.encoding, steps, np.random.default_rng([seed, 3]))
+    return record(network, drive), np.asarray(data.labels[:n])
+
+
+def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None, rasters: int = 3,
+                    title: str = "") -> None:
+    """Spike rasters of the first ``rasters`` samples per layer, the histogram of firing
+    rates over each layer's alive neurons, each layer's firing rate per time step, and
+    the operations per time step; the format follows ``path``'s suffix.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    n_layers, shown = len(rec.spikes), min(rasters, rec.samples)
+    cols = shown + 2
+    fig = plt.figure(figsize=(3.0 * cols, 2.4 * (n_layers + 1) + 0.6))
+    grid = fig.add_gridspec(n_layers + 1, cols)
+    rates, per_step = rec.firing_rates(), rec.rate_per_step()
+    steps = np.arange(1, rec.time_steps + 1)
+    predicted = np.argmax(rec.counts, axis=1)
+    for k in range(n_layers):
+        name = f"L{k} ({'output' if k == n_layers - 1 else 'hidden'}, {rec.alive[k].sum()}/{rec.alive[k].size} alive)"
+        for b in range(shown):
+            ax = fig.add_subplot(grid[k, b])
+            # Spikes black; pruned neurons' rows pale grey (they are not simulated).
+            image = np.where(rec.alive[k][None, :], 0.0, 0.12) + rec.spikes[k][:, b, :]
+            ax.imshow(image.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, origin="lower", interpolation="nearest",
+                      extent=(0.5, rec.time_steps + 0.5, -0.5, rec.alive[k].size - 0.5))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            if k == 0:
+                label = "" if labels is None else f"label {int(labels[b])}, "
+                ax.set_title(f"sample {b}: {label}predicted {int(predicted[b])}", fontsize=9)
+            if b == 0:
+                ax.set_ylabel(f"{name}\nneuron", fontsize=8)
+            if k == n_layers - 1:
+                ax.set_xlabel("time step")
+        ax = fig.add_subplot(grid[k, shown])
+        alive_rates = 100 * rates[k][rec.alive[k]]
+        ax.hist(alive_rates, bins=min(30, max(5, alive_rates.size // 5)), color="tab:red")
+        ax.set(xlabel="firing rate (% of steps)", ylabel="alive neurons")
+        silent = int(np.sum(alive_rates == 0))
+        ax.set_title(f"L{k}: mean {alive_rates.mean() if alive_rates.size else 0:.1f}%, {silent} silent",
+                     fontsize=9)
+        ax = fig.add_subplot(grid[k, shown + 1])
+        ax.plot(steps, 100 * per_step[k], "o-", ms=3, color="tab:red")
+        ax.set(xlabel="time step", ylabel="% of alive neurons firing", ylim=(0, None))
+        ax.set_title(f"L{k}: firing rate per step", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax = fig.add_subplot(grid[n_layers, :])
+    n = max(rec.energy.samples, 1)
+    for k, layer in enumerate(rec.energy.layers):
+        kind = "MACs" if layer.analog_input else "SOPs"
+        ax.plot(steps, layer.ops / n, "o-", ms=3, label=f"L{k} {layer.n_in}\u2192{layer.n_out} ({kind})")
+    ops = np.concatenate([layer.ops for layer in rec.energy.layers]) / n
+    positive = ops[ops > 0]
+    if positive.size and positive.max() / positive.min() > 30:
+        ax.set_yscale("log")
+    ax.set(xlabel="time step", ylabel="operations per sample", title="synaptic operations per time step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle((title + ": " if title else "") + f"rates and operations over {rec.samples} samples", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

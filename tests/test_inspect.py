@@ -1,0 +1,90 @@
+"""evsim.record and evsim inspect: the recordings are the forward pass's own spikes and
+potentials, mapped back to every neuron; the command draws and writes them."""
+import json
+
+import numpy as np
+import pytest
+
+import evsim
+from evsim.energy import count_network
+from evsim.errors import ConfigError, ShapeError
+from evsim.inspect import record_dataset
+from evsim.network import Network
+from tests.conftest import make_layer, one_line_error, run
+from tests.runs import TINY_MNIST, toy_dataset
+
+
+@pytest.fixture
+def pruned_network(rng):
+    first, _, _ = make_layer(rng, 20, 12, density=0.8)
+    second, _, _ = make_layer(rng, 12, 4)
+    first.kill(np.array([2, 7]))
+    return Network([first, second])
+
+
+def test_record_maps_alive_columns_back_to_neurons(pruned_network, rng):
+    drive = (rng.random((6, 5, 20)) < 0.4).astype(np.float32)
+    rec = evsim.record(pruned_network, drive, membrane=True)
+    counts, traces = pruned_network.forward(drive)
+    np.testing.assert_array_equal(rec.counts, counts)
+    assert [s.shape for s in rec.spikes] == [(6, 5, 12), (6, 5, 4)] and rec.spikes[0].dtype == np.uint8
+    alive = pruned_network.layers[0].alive_index
+    np.testing.assert_array_equal(rec.spikes[0][:, :, alive], traces[0].spikes)
+    assert not rec.spikes[0][:, :, [2, 7]].any()
+    assert np.isnan(rec.u[0][:, :, [2, 7]]).all()
+    np.testing.assert_array_equal(rec.u[0][:, :, alive], traces[0].u[:, :, :alive.size])
+    np.testing.assert_array_equal(rec.spikes[1].sum(axis=0), counts)  # the output counts are its spikes
+    assert rec.alive[0].sum() == 10 and rec.time_steps == 6 and rec.samples == 5
+
+
+def test_recording_statistics(pruned_network, rng):
+    drive = (rng.random((6, 5, 20)) < 0.4).astype(np.float32)
+    rec = evsim.record(pruned_network, drive)
+    assert rec.u is None
+    rates = rec.firing_rates()
+    np.testing.assert_allclose(rates[0], rec.spikes[0].mean(axis=(0, 1)))
+    alive = rec.alive[0]
+    np.testing.assert_allclose(rec.rate_per_step()[0], rec.spikes[0][:, :, alive].mean(axis=(1, 2)))
+    reference = count_network(pruned_network, pruned_network.forward(drive)[1], False, 5).summary()
+    summary = rec.summary()
+    assert [layer["ops_per_step"] for layer in summary["layers"]] == [l["ops_per_step"] for l in reference["layers"]]
+    assert summary["layers"][0]["alive"] == 10 and summary["layers"][0]["neurons"] == 12
+
+
+def test_record_refuses_a_drive_that_does_not_fit(pruned_network):
+    with pytest.raises(ShapeError, match="input must be"):
+        evsim.record(pruned_network, np.zeros((3, 2, 7), np.float32))
+
+
+def test_record_dataset_checks_the_split_and_the_network(pruned_network):
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+        record_dataset(pruned_network, toy_dataset(), "dev")
+    with pytest.raises(ConfigError, match=r"does not fit toy \(30 inputs, 4 classes\)"):
+        record_dataset(pruned_network, toy_dataset(), "test", time_steps=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run(["train", *TINY_MNIST, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_inspect_command_writes_the_figure_in_its_format_and_json(tiny_run, tmp_path):
+    result = run(["inspect", str(tiny_run), "--samples", "40", "--rasters", "2", "--plot", str(tmp_path / "i.svg"),
+                  "--json", str(tmp_path / "i.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "i.svg").read_bytes().startswith(b"<?xml")
+    summary = json.loads((tmp_path / "i.json").read_text())
+    assert summary["samples"] == 40 and summary["time_steps"] == 4 and len(summary["layers"]) == 2
+    assert len(summary["layers"][0]["firing_rate_per_step"]) == 4
+    assert "L0: " in result.output and "neurons alive, mean firing rate" in result.output
+
+
+def test_inspect_default_figure_and_bad_suffix(tiny_run, tmp_path):
+    result = run(["inspect", str(tiny_run), "--samples", "10"])
+    assert result.exit_code == 0, result.output
+    assert (tiny_run / "inspect.png").read_bytes().startswith(b"\x89PNG")
+    assert "cannot write a figure as .txt" in one_line_error(run(["inspect", str(tiny_run), "--plot",
+                                                                  str(tmp_path / "i.txt")]))

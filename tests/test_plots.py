@@ -1,0 +1,131 @@
+"""Figures: the format follows the file's suffix; training.png, profile.png and data show
+hold what a talk needs (checked on the matplotlib figures themselves)."""
+import json
+
+import pytest
+
+import evsim.plots as plots
+from evsim.errors import ConfigError
+from tests.conftest import one_line_error, run
+from tests.runs import TINY_MNIST
+
+MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
+
+
+def _epoch(epoch, **extra):
+    return {"type": "epoch", "epoch": epoch, "train_loss": 0.1 / epoch, "train_acc": 0.5 + 0.05 * epoch,
+            "test_acc": 0.6 + 0.04 * epoch, "compression": 0.0, "neurons_pruned": 0.0, "lr": 1e-3, **extra}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plotting functions would save, kept open for inspection."""
+    kept = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: kept.append(fig))
+    yield kept
+    for fig in kept:
+        plots._pyplot().close(fig)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_save_figure_writes_the_format_its_suffix_names(tmp_path, suffix):
+    fig = plots._pyplot().figure()
+    plots.save_figure(fig, tmp_path / f"f{suffix.upper()}")
+    assert (tmp_path / f"f{suffix.upper()}").read_bytes().startswith(MAGIC[suffix])
+
+
+@pytest.mark.parametrize("name", ["f.txt", "f"])
+def test_save_figure_refuses_other_suffixes(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"cannot write a figure as .*end the name with .png, .pdf or .svg"):
+        plots.save_figure(plots._pyplot().figure(), tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+def test_training_figure_without_structure_has_no_structure_panel(figures):
+    rows = [_epoch(e, val_acc=0.55 + 0.03 * e) for e in (1, 2, 3)]
+    plots.plot_training(rows, "x.png", "mnist-5k", {"name": "my-run", "dataset": "mnist", "hidden": [24],
+                                                    "structure": "none", "lr": 1e-3, "optimizer": "adam"})
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "structure" not in titles and "accuracy" in titles and "loss and learning rate" in titles
+    suptitle = fig._suptitle.get_text()
+    assert suptitle.startswith("my-run: mnist, hidden 24, structure none, adam lr 0.001") and "mnist-5k" in suptitle
+    accuracy = fig.axes[0]
+    labels = [line.get_label() for line in accuracy.get_lines()]
+    assert "train (running mean)" in labels and "validation" in labels and "test" in labels
+    assert any(label.startswith("test at best val.") for label in labels)
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
+def test_training_figure_with_development_places_steps_on_the_epoch_axis(figures):
+    rows = [_epoch(1, compression=0.2), {"type": "development", "step": 1, "epoch": 1, "batch": 5,
+                                         "compression": 0.2, "neurons_pruned": 0.1}, _epoch(2, compression=0.2)]
+    plots.plot_training(rows, "x.png", "emulated", {"name": "r", "batches_per_epoch": 10})
+    structure = [ax for ax in figures[0].axes if ax.get_title() == "structure"][0]
+    assert structure.get_xlabel() == "epoch" and list(structure.get_lines()[0].get_xdata()) == [0.5]
+
+
+def test_profile_figure_uses_log_scales_micro_joules_and_shows_steps_and_rates(figures):
+    layer = {"n_in": 784, "n_out": 800, "sops_per_sample": 2e6, "macs_per_sample": 0.0,
+             "sops_unpruned_per_sample": 5e6, "ops_per_step": [1e5] * 4, "firing_rate": 0.05}
+    small = {**layer, "n_in": 800, "n_out": 10, "sops_per_sample": 400.0, "sops_unpruned_per_sample": 500.0,
+             "ops_per_step": [100.0] * 4, "firing_rate": 0.1}
+    summary = {"layers": [layer, small], "samples": 10, "time_steps": 4, "data_source": "emulated",
+               "energy_model": {"e_ac_pj": 0.9, "e_mac_pj": 4.6},
+               "rows": [{"energy_uj": 1.8}, {"energy_uj": 4.5}, {"energy_uj": 2.9}]}
+    plots.plot_energy(summary, "p.png")
+    axes = {ax.get_title(): ax for ax in figures[0].axes}
+    assert axes["synaptic operations per layer"].get_yscale() == "log"
+    assert axes["operations per time step"].get_yscale() == "log"
+    assert "\u00b5J" in axes["energy estimate: 0.9 pJ/AC, 4.6 pJ/MAC"].get_xlabel()
+    assert "firing rate per layer (all neurons)" in axes
+    # The legend sits above the bars, outside the axes.
+    legend = axes["synaptic operations per layer"].get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().y0 > axes["synaptic operations per layer"].bbox.y1 - 1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run(["train", *TINY_MNIST, "--structure", "none", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_profile_plot_option_writes_the_suffix_format_and_png_is_an_alias(tiny_run, tmp_path):
+    for option, name in (("--plot", "p.pdf"), ("--png", "p.svg")):
+        result = run(["profile", str(tiny_run), "--samples", "50", option, str(tmp_path / name),
+                      "--json", str(tmp_path / "p.json")])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name).read_bytes().startswith(MAGIC[name[-4:]])
+    line = one_line_error(run(["profile", str(tiny_run), "--plot", str(tmp_path / "p.txt")]))
+    assert "cannot write a figure as .txt" in line and not (tmp_path / "p.json").with_name("q.json").exists()
+
+
+def test_training_png_of_a_run_without_structure(tiny_run):
+    assert (tiny_run / "training.png").read_bytes().startswith(MAGIC[".png"])
+    assert json.loads((tiny_run / "summary.json").read_text())["structure"]["name"] == "none"
+
+
+def test_data_show_titles_frames_in_ms_with_one_title_and_a_count_scale(tmp_path, monkeypatch, figures):
+    monkeypatch.setattr("evsim.cli.data.save_figure", lambda fig, path: figures.append(fig))
+    result = run(["data", "show", "--dataset", "mnist", "--time-steps", "4", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t for t in titles if t.startswith("step")] == ["step 1", "step 2", "step 3", "step 4"]
+    assert "the spikes the network receives in T = 4 steps" in fig._suptitle.get_text()
+    assert not any("label" in t for t in titles)  # the label is in the figure's title only
+    assert any(ax.get_ylabel() == "spikes per pixel" for ax in fig.axes)
+
+
+def test_frame_times_follow_the_slicing():
+    import numpy as np
+
+    from evsim.cli.data import _frame_times_ms
+
+    events = {"t": np.arange(0, 10_000, 1000)}  # 10 events, 1 ms apart
+    assert _frame_times_ms(events, 2, "events") == [(0.0, 4.0), (5.0, 9.0)]
+    assert _frame_times_ms(events, 3, "time") == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0)]

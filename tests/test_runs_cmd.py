@@ -1,0 +1,173 @@
+"""Runs as a collection: list, compare and CSV; extending a finished run; which
+checkpoints a run keeps; eval at fewer time steps, on the validation split, with
+per-sample predictions."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import evsim.train as train_module
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
+from evsim.cli.runs_cmd import read_run
+from evsim.data.base import first_steps
+from evsim.data.frames import SparseFrames
+from evsim.errors import ConfigError, DataError
+from evsim.train import Trainer, resume
+from tests.conftest import one_line_error, run
+from tests.runs import TINY_MNIST, _without_timing, assert_same_npz, toy_config, toy_dataset
+
+QUIET = dict(progress=False, echo=lambda line: None)
+
+
+@pytest.fixture
+def toy_runs(monkeypatch):
+    """resume() loads the toy dataset; training.png is not under test."""
+    monkeypatch.setattr(train_module, "_load_announced", lambda config, echo: toy_dataset())
+    monkeypatch.setattr("evsim.train.plot_training", lambda *args: None)
+
+
+def _rows(run_dir):
+    return _without_timing([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()])
+
+
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path, toy_runs):
+    Trainer(toy_config(epochs=3), toy_dataset()).fit(tmp_path / "long", **QUIET)
+    Trainer(toy_config(epochs=2), toy_dataset()).fit(tmp_path / "short", **QUIET)
+    summary = resume(tmp_path / "short", epochs=3, **QUIET)
+    assert summary["epochs"] == 3
+    for name in (CHECKPOINT_LATEST, "network.npz"):
+        assert_same_npz(tmp_path / "long" / name, tmp_path / "short" / name)
+    assert _rows(tmp_path / "long") == _rows(tmp_path / "short")
+    assert "epochs = 3" in (tmp_path / "short" / "config.toml").read_text()
+
+
+def test_extending_needs_more_epochs_than_done(tmp_path, toy_runs):
+    Trainer(toy_config(epochs=2), toy_dataset()).fit(tmp_path, **QUIET)
+    with pytest.raises(ConfigError, match="has trained 2 epochs; --epochs must be more to extend it, got 1"):
+        resume(tmp_path, epochs=1, **QUIET)
+
+
+def test_cli_resume_takes_epochs_and_checkpoints_but_no_other_option(tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", *TINY_MNIST, "--epochs", "1", "--checkpoints", "latest", "--out", str(out)]).exit_code == 0
+    assert not (out / CHECKPOINT_BEST).exists() and (out / CHECKPOINT_LATEST).exists()
+    result = run(["train", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"extending {out} from 1 to 2 epochs" in result.output and "epoch   2" in result.output
+    assert not (out / CHECKPOINT_BEST).exists()  # the run's own policy is kept
+    assert "drop --lr" in one_line_error(run(["train", "--resume", str(out), "--epochs", "3", "--lr", "0.1"]))
+
+
+def test_no_checkpoints_keeps_the_network_and_metrics_only(tmp_path, toy_runs):
+    trainer = Trainer(toy_config(epochs=2), toy_dataset())
+    trainer.keep_checkpoints = "none"
+    trainer.fit(tmp_path, **QUIET)
+    assert not (tmp_path / CHECKPOINT_LATEST).exists() and not (tmp_path / CHECKPOINT_BEST).exists()
+    assert (tmp_path / "network.npz").exists() and len(_rows(tmp_path)) > 2
+    assert json.loads((tmp_path / "config.json").read_text())["checkpoints"] == "none"
+    line = one_line_error(run(["train", "--resume", str(tmp_path)]))
+    assert "was trained with --checkpoints none: it has no checkpoint to resume from" in line
+
+
+def test_runs_list_one_line_per_run_and_csv(tmp_path, toy_runs):
+    Trainer(toy_config(epochs=2, structure="none"), toy_dataset()).fit(tmp_path / "group" / "a", **QUIET)
+    Trainer(toy_config(epochs=1, val_fraction=0.2), toy_dataset()).fit(tmp_path / "b", **QUIET)
+    (tmp_path / "b" / "summary.json").unlink()  # b as a run still going
+    (tmp_path / "notes").mkdir()
+    result = run(["runs", "list", str(tmp_path), "--csv", str(tmp_path / "list.csv")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["run", "dataset", "data", "arch", "structure", "epochs", "test", "%", "test@val", "%",
+                                "compr.", "%", "date"]
+    by_run = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert set(by_run) == {"b", "group/a"}
+    assert by_run["group/a"][1:6] == ["toy", "toy", "30-12-4", "none", "2/2"]
+    assert by_run["b"][5] == "1/1*"
+    rows = list(csv.DictReader((tmp_path / "list.csv").open()))
+    assert [row["run"] for row in rows] == ["b", "group/a"] and rows[1]["status"] == "done"
+    assert rows[0]["test_acc_at_best_val"] != "" and rows[1]["test_acc_at_best_val"] == ""
+
+
+def test_runs_list_of_a_missing_folder_or_no_runs(tmp_path):
+    assert "is not a folder" in one_line_error(run(["runs", "list", str(tmp_path / "nope")]))
+    result = run(["runs", "list", str(tmp_path)])
+    assert result.exit_code == 0 and "no runs under" in result.output
+
+
+def test_runs_compare_table_curves_and_metrics_csv(tmp_path, toy_runs):
+    Trainer(toy_config(epochs=2, lr=1e-3), toy_dataset()).fit(tmp_path / "a", **QUIET)
+    Trainer(toy_config(epochs=3, lr=2e-3), toy_dataset()).fit(tmp_path / "b", **QUIET)
+    result = run(["runs", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(tmp_path / "c.pdf"),
+                  "--csv", str(tmp_path / "m.csv")])
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0].split()
+    assert header[:3] == ["run", "epochs", "lr"]  # only the options that differ
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert [(r["run"][-1], r["epoch"]) for r in rows] == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("b", "3")]
+    assert "is not a run folder" in one_line_error(run(["runs", "compare", str(tmp_path / "a"), str(tmp_path)]))
+
+
+def test_first_steps_of_frames_are_the_first_frames():
+    frames = np.random.default_rng(0).integers(0, 3, (5, 4, 2, 3, 3)).astype(np.uint8)
+    store = SparseFrames.from_dense(frames)[np.array([3, 1, 4])]
+    np.testing.assert_array_equal(store.first_steps(2).to_dense(), frames[[3, 1, 4], :2])
+    with pytest.raises(DataError, match="hold 4 time steps; cannot take the first 5"):
+        store.first_steps(5)
+
+
+def test_first_steps_refuses_more_steps_than_the_frames_hold():
+    from evsim.data.base import Dataset, Split
+
+    frames = SparseFrames.from_dense(np.ones((2, 4, 1, 2, 2), np.uint8))
+    split = Split(frames, np.array([0, 1]))
+    dataset = Dataset("x", split, split, 2, (1, 2, 2), "frames", "real", 4)
+    assert first_steps(dataset, 3).test.inputs.n_steps == 3 and first_steps(dataset, 3).time_steps == 3
+    with pytest.raises(ConfigError, match="frames hold 4 steps; give at most 4"):
+        first_steps(dataset, 6)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run(["train", *TINY_MNIST, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_eval_at_fewer_time_steps_with_per_sample_predictions(tiny_run, tmp_path):
+    result = run(["eval", str(tiny_run), "--time-steps", "2", "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "T = 2" in result.output and (tiny_run / "confusion-latest-test-T2.png").exists()
+    summary = json.loads((tmp_path / "e.json").read_text())
+    predictions = summary["predictions"]
+    assert summary["time_steps"] == 2 and len(predictions) == summary["samples"] == 1000
+    assert all(max(p["counts"]) <= 2 for p in predictions)  # at most one spike per step
+    correct = sum(p["label"] == p["predicted"] for p in predictions)
+    assert correct / len(predictions) == pytest.approx(summary["accuracy"])
+    assert "leave out --slicing" in one_line_error(run(["eval", str(tiny_run), "--slicing", "time"]))
+
+
+def test_eval_on_the_validation_split(tiny_run):
+    result = run(["eval", str(tiny_run), "--split", "val"])
+    assert result.exit_code == 0, result.output
+    assert "val split: 400 samples" in result.output
+
+
+def test_eval_plot_option_writes_the_suffix_format(tiny_run, tmp_path):
+    result = run(["eval", str(tiny_run), "--plot", str(tmp_path / "c.svg")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.svg").read_bytes().startswith(b"<?xml")
+    assert "cannot write a figure as .gif" in one_line_error(run(["eval", str(tiny_run), "--plot",
+                                                                  str(tmp_path / "c.gif")]))
+
+
+def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
+    (tmp_path / "conv").mkdir()
+    (tmp_path / "conv" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1,
+                                                               "arch": "1x28x28-4C5-AP4-3-10"}))
+    assert read_run(tmp_path / "conv")["arch"] == "1x28x28-4C5-AP4-3-10"
+    (tmp_path / "mlp").mkdir()
+    (tmp_path / "mlp" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1}))
+    assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # no network.npz yet

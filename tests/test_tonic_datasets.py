@@ -1,0 +1,228 @@
+"""SHD, POKER-DVS, CIFAR10-DVS and a folder of one's own recordings, from small files
+written here in the real formats (HDF5, tonic's .npy, AEDAT 2.0, N-MNIST .bin); the
+frames must equal tonic's ToFrame of the events written, and missing files give one
+line that says where to put them."""
+import numpy as np
+import pytest
+
+from evsim.data import load_dataset
+from evsim.data.base import DataOptions
+from evsim.data.events import encode_nmnist_bin, to_frames
+from evsim.data.tonic_sets import (CIFAR10DVS_CLASSES, EVENTS_DTYPE, POKERDVS_CLASSES, encode_aedat2, read_aedat2,
+                                   read_recording)
+from evsim.errors import DataError
+from tests.conftest import one_line_error, run
+
+
+def _events(rng, n, width, height, duration_us=50_000, polarities=2):
+    events = np.zeros(n, dtype=EVENTS_DTYPE)
+    events["x"] = rng.integers(0, width, n)
+    events["y"] = rng.integers(0, height, n)
+    events["t"] = np.sort(rng.choice(duration_us, n, replace=False))
+    events["p"] = rng.integers(0, polarities, n)
+    return events
+
+
+def _options(tmp_path, **kw):
+    return DataOptions(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", time_steps=kw.pop("time_steps", 4),
+                       **kw)
+
+
+def _assert_frames(split, recordings, sensor, time_steps, slicing="events"):
+    dense = split.inputs.to_dense()
+    for k, events in enumerate(recordings):
+        np.testing.assert_array_equal(dense[k], to_frames(events, sensor, time_steps, slicing))
+
+
+# ------------------------------------------------------------------ SHD
+def _write_shd(path, rng, n, classes=20):
+    import h5py
+
+    recordings, labels = [], rng.integers(0, classes, n)
+    with h5py.File(path, "w") as f:
+        times = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float32))
+        units = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.uint16))
+        for k in range(n):
+            m = int(rng.integers(30, 60))
+            t = np.sort(rng.choice(100_000, m, replace=False)) / 1e6  # seconds, whole microseconds
+            u = rng.integers(0, 700, m)
+            times[k], units[k] = t.astype(np.float32), u.astype(np.uint16)
+            events = np.zeros(m, dtype=EVENTS_DTYPE)
+            events["x"], events["t"] = u, np.round(t.astype(np.float32).astype(np.float64) * 1e6)
+            recordings.append(events)
+        f.create_dataset("labels", data=labels.astype(np.uint16))
+    return recordings, labels
+
+
+def test_shd_from_tonic_layout(tmp_path, rng):
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    train, train_labels = _write_shd(root / "shd_train.h5", rng, 6)
+    _write_shd(root / "shd_test.h5", rng, 3)
+    dataset = load_dataset("shd", _options(tmp_path, slicing="time"))
+    assert dataset.sample_shape == (1, 1, 700) and dataset.n_classes == 20 and len(dataset.test) == 3
+    np.testing.assert_array_equal(dataset.train.labels, train_labels)
+    _assert_frames(dataset.train, train, (700, 1, 1), 4, "time")
+
+
+def test_shd_missing_or_zipped_files_are_one_line_errors(tmp_path, rng):
+    (tmp_path / "data" / "SHD").mkdir(parents=True)
+    line = one_line_error(run(["data", "info", "--dataset", "shd", "--data-dir", str(tmp_path / "data")]))
+    assert "SHD not found in" in line and "shd_train.h5" in line
+    _write_shd(tmp_path / "data" / "SHD" / "shd_train.h5", rng, 2)
+    (tmp_path / "data" / "SHD" / "shd_test.h5.gz").write_bytes(b"")
+    line = one_line_error(run(["data", "info", "--dataset", "shd", "--data-dir", str(tmp_path / "data")]))
+    assert "shd_test.h5 not found (shd_test.h5.gz is there: unzip it)" in line
+    line = one_line_error(run(["data", "info", "--dataset", "shd"]))
+    assert "SHD needs its files in --data-dir DIR (no --data-dir (or $EVSIM_DATA) given)" in line
+
+
+# -------------------------------------------------------------- POKER-DVS
+def test_pokerdvs_from_tonic_layout_trains(tmp_path, rng):
+    recordings = {}
+    for split in ("train", "test"):
+        for suit in POKERDVS_CLASSES:
+            folder = tmp_path / "data" / "POKERDVS" / f"pips_{split}" / suit
+            folder.mkdir(parents=True)
+            for k in range(3 if split == "train" else 1):
+                events = _events(rng, 80, 35, 35)
+                # tonic's files: unstructured [N, 4] rows t, x, y, p
+                np.save(folder / f"{suit}{k}.npy", np.stack([events[c] for c in ("t", "x", "y", "p")], axis=1))
+                recordings.setdefault(split, []).append(events)
+    dataset = load_dataset("pokerdvs", _options(tmp_path))
+    assert dataset.sample_shape == (2, 35, 35) and len(dataset.train) == 12 and dataset.n_classes == 4
+    assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    _assert_frames(dataset.train, recordings["train"], (35, 35, 2), 4)
+    result = run(["train", "--dataset", "pokerdvs", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "4", "--epochs", "1", "--hidden", "8", "--val-fraction",
+                  "0", "--no-progress", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "data: pokerdvs (real), 12 train / 4 test samples" in result.output
+
+
+def test_pokerdvs_bad_file_names_the_file(tmp_path, rng):
+    for split in ("train", "test"):
+        folder = tmp_path / "data" / f"pips_{split}" / "cl"
+        folder.mkdir(parents=True)
+        np.save(folder / "a.npy", np.zeros((5, 3)))
+    with pytest.raises(DataError, match=r"a\.npy: expected an \[N, 4\] numeric array of t, x, y, p"):
+        load_dataset("pokerdvs", _options(tmp_path))
+
+
+# ------------------------------------------------------------ CIFAR10-DVS
+def test_aedat2_round_trip_and_cifar10dvs_split(tmp_path, rng):
+    recordings = {}
+    for name in CIFAR10DVS_CLASSES:
+        folder = tmp_path / "data" / "CIFAR10DVS" / name
+        folder.mkdir(parents=True)
+        for k in range(10):
+            events = _events(rng, 60, 128, 128)
+            (folder / f"cifar10_{name}_{k}.aedat").write_bytes(encode_aedat2(events))
+            recordings[(name, k)] = events
+    events = recordings[("cat", 3)]
+    np.testing.assert_array_equal(read_aedat2(tmp_path / "data" / "CIFAR10DVS" / "cat" / "cifar10_cat_3.aedat"), events)
+    dataset = load_dataset("cifar10dvs", _options(tmp_path, downsample=32))
+    assert dataset.sample_shape == (2, 32, 32) and len(dataset.train) == 90 and len(dataset.test) == 10
+    assert dataset.test.labels.tolist() == list(range(10))  # recording 9 of each class tests
+
+
+def test_aedat_errors(tmp_path):
+    (tmp_path / "x.aedat").write_bytes(b"not aedat")
+    with pytest.raises(DataError, match="not an AEDAT file"):
+        read_aedat2(tmp_path / "x.aedat")
+    (tmp_path / "y.aedat").write_bytes(b"#!AER-DAT2.0\r\n" + b"\0" * 12)
+    with pytest.raises(DataError, match="truncated AEDAT body"):
+        read_aedat2(tmp_path / "y.aedat")
+    (tmp_path / "data" / "CIFAR10DVS" / "airplane").mkdir(parents=True)
+    with pytest.raises(DataError, match="airplane: no .aedat4 or .aedat recordings"):
+        load_dataset("cifar10dvs", _options(tmp_path))
+
+
+# ------------------------------------------------------------- a folder
+def _write_recording(path, events):
+    if path.suffix == ".npz":
+        np.savez(path, **{k: events[k] for k in ("x", "y", "t", "p")})
+    elif path.suffix == ".bin":
+        path.write_bytes(encode_nmnist_bin(events))
+    else:
+        np.save(path, events)
+
+
+def test_folder_of_recordings_in_three_formats(tmp_path, rng):
+    recordings = []
+    for label, name in enumerate(["left", "right"]):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for k, suffix in enumerate([".npy", ".npz", ".bin", ".npy", ".npz"]):
+            events = _events(rng, 50, 20, 12)
+            _write_recording(folder / f"r{k}{suffix}", events)
+            recordings.append((label, events))
+    dataset = load_dataset("folder", _options(tmp_path))
+    assert dataset.meta["classes"] == ["left", "right"] and dataset.sample_shape[0] == 2
+    assert len(dataset.train) == 8 and len(dataset.test) == 2 and sorted(dataset.test.labels) == [0, 1]
+    width = max(int(e["x"].max()) for _, e in recordings) + 1
+    height = max(int(e["y"].max()) for _, e in recordings) + 1
+    assert dataset.sample_shape == (2, height, width)
+    (tmp_path / "data" / "sensor.txt").write_text("24 16\n")
+    assert load_dataset("folder", _options(tmp_path)).sample_shape == (2, 16, 24)
+
+
+def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
+    written = {}
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            events = _events(rng, 40, 8, 8)
+            np.save(folder / "r.npy", np.stack([events[c] for c in ("x", "y", "t", "p")], axis=1))  # [N, 4]
+            written.setdefault(split, []).append(events)
+    (tmp_path / "data" / "sensor.txt").write_text("8 8")
+    dataset = load_dataset("folder", _options(tmp_path, slicing="time"))
+    _assert_frames(dataset.train, written["train"], (8, 8, 2), 4, "time")
+    result = run(["data", "show", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "4", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (lambda d: None, "no class subfolders"),
+    (lambda d: (d / "a").mkdir(), "a: no recordings (.npy, .npz, .bin)"),
+    (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.zeros((3, 5)))),
+     "expected a structured array with fields x, y, t, p or an [N, 4] array"),
+    (lambda d: ((d / "a").mkdir(), np.savez(d / "a" / "r.npz", x=[1], y=[1], t=[1])), "no array 'p'"),
+    (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 2]]))),
+     "a polarity other than 0 or 1"),
+])
+def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
+    (tmp_path / "data").mkdir()
+    make(tmp_path / "data")
+    line = one_line_error(run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+                               "--cache-dir", str(tmp_path / "cache")]))
+    assert fragment in line
+
+
+def test_folder_without_data_dir_and_emulated_source(tmp_path):
+    assert "--dataset folder needs its files in --data-dir DIR" in one_line_error(
+        run(["data", "info", "--dataset", "folder"]))
+    assert "there is no emulated folder" in one_line_error(
+        run(["data", "info", "--dataset", "folder", "--source", "emulated", "--data-dir", str(tmp_path)]))
+
+
+def test_read_recording_sorts_by_time(tmp_path):
+    events = np.zeros(3, dtype=EVENTS_DTYPE)
+    events["t"] = [30, 10, 20]
+    events["x"] = [3, 1, 2]
+    np.save(tmp_path / "r.npy", events)
+    assert read_recording(tmp_path / "r.npy")["x"].tolist() == [1, 2, 3]
+
+
+def test_data_show_draws_shd_as_channels_by_frames(tmp_path, rng):
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    _write_shd(root / "shd_train.h5", rng, 2)
+    _write_shd(root / "shd_test.h5", rng, 1)
+    out = tmp_path / "shd.png"
+    result = run(["data", "show", "--dataset", "shd", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG")
