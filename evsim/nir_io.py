@@ -57,7 +57,7 @@ import scipy.sparse as sp
 from evsim.checkpoint import check_finite
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
-from evsim.layers import SparseLinear
+from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
 from evsim.network import Network
 from evsim.readers import reads, reason
 from evsim.neuron import LIFParameters
@@ -161,15 +161,86 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
     return chain
 
 
-def _layer_pairs(graph: nir.NIRGraph) -> list[tuple[tuple[str, nir.NIRNode], tuple[str, nir.NIRNode]]]:
-    """((name, Affine or Linear), (name, LIF)) pairs along the chain."""
-    inner = _chain(graph)[1:-1]
-    pairs = list(zip(inner[0::2], inner[1::2]))
-    if not pairs or len(inner) % 2 or not all(isinstance(a, (nir.Affine, nir.Linear)) and isinstance(b, nir.LIF)
-                                              for (_, a), (_, b) in pairs):
-        found = " -> ".join(type(node).__name__ for _, node in inner)
-        raise ConfigError(f"evsim imports chains of Affine/Linear -> LIF layers; this graph has {found or 'none'}")
-    return pairs
+def _layer_groups(graph: nir.NIRGraph) -> list[tuple]:
+    """The chain's layers in order: ``(synapses, LIF)`` pairs of ``(name, node)`` for
+    Affine/Linear/Conv2d nodes followed by a LIF node, ``(pool,)`` for an AvgPool2d node;
+    Flatten nodes are dropped (evsim's events carry flat indices)."""
+    inner = [(name, node) for name, node in _chain(graph)[1:-1] if not isinstance(node, nir.Flatten)]
+    groups, k = [], 0
+    while k < len(inner):
+        node = inner[k][1]
+        if isinstance(node, nir.AvgPool2d):
+            groups.append((inner[k],))
+            k += 1
+        elif isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)) and k + 1 < len(inner) and \
+                isinstance(inner[k + 1][1], nir.LIF):
+            groups.append((inner[k], inner[k + 1]))
+            k += 2
+        else:
+            groups = []
+            break
+    if not groups or len(groups[-1]) != 2 or isinstance(groups[-1][0][1], nir.Conv2d):
+        found = " -> ".join(type(node).__name__ for _, node in _chain(graph)[1:-1])
+        raise ConfigError(f"evsim imports chains of Affine/Linear -> LIF layers, with Conv2d -> LIF and AvgPool2d "
+                          f"(and Flatten) before them; this graph has {found or 'none'}")
+    return groups
+
+
+def _pair(value, name: str, field: str) -> int:
+    """One integer for both dimensions of a Conv2d or pooling parameter."""
+    values = np.atleast_1d(np.asarray(value)).ravel()
+    if values.size not in (1, 2) or values.dtype.kind not in "iu" or values.min() != values.max():
+        raise ConfigError(f"{name}.{field} must be one integer for both dimensions, got {_show(value)}; evsim "
+                          "supports square kernels, strides and paddings")
+    return int(values[0])
+
+
+def _conv_layer(name: str, conv: nir.Conv2d, l_name: str, neurons: nir.LIF, in_shape: tuple, gain: float):
+    """The spiking convolution of ``conv`` (dense ``[F, C, K, K]`` weights; the evsim block
+    CSR metadata, if present, says which kernels exist) over ``in_shape``."""
+    weight = _real(name, "weight", conv.weight)
+    if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or not np.all(np.isfinite(weight)):
+        raise ConfigError(f"{name}.weight must be finite [F, C, K, K] kernels, got shape {weight.shape}")
+    if _pair(conv.dilation, name, "dilation") != 1 or int(conv.groups) != 1:
+        raise ConfigError(f"{name}: evsim supports dilation 1 and groups 1")
+    if isinstance(conv.padding, str):
+        raise ConfigError(f"{name}.padding {conv.padding!r}: give the padding as a number of cells")
+    filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    if len(in_shape) != 3 or in_shape[0] != channels:
+        raise ConfigError(f"{name} takes {channels} channels but its input is {'x'.join(map(str, in_shape))}")
+    bias = _real(name, "bias", conv.bias).astype(np.float32) * np.float32(gain)
+    blocks = np.ascontiguousarray(weight.transpose(1, 0, 2, 3).astype(np.float32)) * np.float32(gain)  # [C, F, K, K]
+    meta = conv.metadata
+    if "evsim_indptr" in meta and "evsim_indices" in meta:
+        indptr, indices = np.asarray(meta["evsim_indptr"]), np.asarray(meta["evsim_indices"])
+        try:
+            check_csr(indptr, indices, (channels, filters))
+        except ShapeError as exc:
+            raise ConfigError(f"{name}: evsim_indptr/evsim_indices are not a valid CSR structure ({exc}); "
+                              f"{_REEXPORT}") from None
+    else:
+        exists = np.any(blocks != 0, axis=(2, 3))
+        rows, cols = np.nonzero(exists)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=channels))]).astype(np.int32)
+        indices = cols.astype(np.int32)
+    rows = np.repeat(np.arange(channels), np.diff(indptr))
+    store = SynapseStore.from_blocks(indptr, indices, blocks[rows, indices], (channels, filters))
+    try:
+        layer = SpikingConv2d(store, in_shape, _pair(conv.stride, name, "stride"), _pair(conv.padding, name, "padding"),
+                              bias)
+    except ShapeError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    for field in _LIF_FIELDS:
+        if np.size(getattr(neurons, field)) != layer.n_out:
+            raise ConfigError(f"{l_name}.{field} has {np.size(getattr(neurons, field))} values but {name} feeding it "
+                              f"has {layer.n_out} outputs ({'x'.join(map(str, layer.out_shape))})")
+    if "evsim_alive" in neurons.metadata:
+        alive = np.asarray(neurons.metadata["evsim_alive"])
+        if alive.shape != (filters,) or alive.dtype.kind != "b" or (store.nnz and not np.all(alive[store.indices])):
+            raise ConfigError(f"{l_name}.evsim_alive must be {filters} booleans, one per filter, none dead with "
+                              f"kernels; {_REEXPORT}, or delete it")
+        layer.set_alive(alive)
+    return layer
 
 
 def _real(name: str, field: str, value) -> np.ndarray:
@@ -371,24 +442,42 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     ShapeError
         If the layers do not chain (a graph built in memory; nir.read checks files).
     """
-    pairs = _layer_pairs(graph)
-    for affine, lif_node in pairs:
-        _check_sizes(affine, lif_node)
-    lifs = [lif_node for _, lif_node in pairs]
+    groups = _layer_groups(graph)
+    for group in groups:
+        if len(group) == 2 and not isinstance(group[0][1], nir.Conv2d):
+            _check_sizes(*group)
+    lifs = [group[1] for group in groups if len(group) == 2]
     if "evsim_lif" in graph.metadata:
         lif, gain = _evsim_lif(graph.metadata), 1.0
         _check_exported_nodes(lifs, lif)
     else:
         lif, gain = _lif_from_nodes(lifs, _time_step(dt, graph.metadata))
-    layers = []
-    for k, ((a_name, affine), (l_name, node)) in enumerate(pairs):
-        store, bias = _store(a_name, affine, gain)
-        layer = SparseLinear(store, bias, path=path_option,
-                             develops=_develops(a_name, affine.metadata, k < len(pairs) - 1))
-        if "evsim_alive" in node.metadata:
-            layer.alive = _alive(l_name, node.metadata["evsim_alive"], a_name, store)
-            layer.rebuild()
+    input_node = _chain(graph)[0][1]
+    declared = input_node.output_type.get("output", input_node.input_type.get("input", []))
+    shape = tuple(int(n) for n in np.atleast_1d(np.asarray(declared)))
+    n_fc = sum(1 for group in groups if len(group) == 2 and not isinstance(group[0][1], nir.Conv2d))
+    layers, fc_seen = [], 0
+    for group in groups:
+        if len(group) == 1:
+            (p_name, pool), = group
+            kernel, stride = _pair(pool.kernel_size, p_name, "kernel_size"), _pair(pool.stride, p_name, "stride")
+            if kernel != stride or _pair(pool.padding, p_name, "padding") != 0 or len(shape) != 3:
+                raise ConfigError(f"{p_name}: evsim pools k x k windows with stride k and no padding, on a map")
+            layer = Pool2d(shape, kernel)
+        elif isinstance(group[0][1], nir.Conv2d):
+            (c_name, conv), (l_name, node) = group
+            layer = _conv_layer(c_name, conv, l_name, node, shape, gain)
+        else:
+            (a_name, affine), (l_name, node) = group
+            fc_seen += 1
+            store, bias = _store(a_name, affine, gain)
+            layer = SparseLinear(store, bias, path=path_option,
+                                 develops=_develops(a_name, affine.metadata, fc_seen < n_fc))
+            if "evsim_alive" in node.metadata:
+                layer.alive = _alive(l_name, node.metadata["evsim_alive"], a_name, store)
+                layer.rebuild()
         layers.append(layer)
+        shape = getattr(layer, "out_shape", (layer.n_out,))
     network = Network(layers, lif)
     try:
         check_finite(network)

@@ -135,6 +135,11 @@ def expected_sizes(config: TrainConfig) -> tuple[int, int]:
     return n_in, n_classes
 
 
+def _interval_words(interval: int) -> str:
+    """``one per epoch``, ``every batch`` or ``every N batches``."""
+    return "one per epoch" if interval == 0 else "every batch" if interval == 1 else f"every {interval} batches"
+
+
 def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generator) -> Network:
     """The run's network: ``config.arch`` (checked against the data's shape and classes),
     else fully connected ``<inputs>-<hidden>-<classes>``.
@@ -544,7 +549,7 @@ class Trainer:
                  "training samples: no validation split; checkpoint-best is chosen on the test split")
         if self.structure is not None:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
-                 f"({'one per epoch' if self.config.dev_interval == 0 else f'every {self.config.dev_interval} batches'})")
+                 f"({_interval_words(self.config.dev_interval)})")
             prune_start = self.config.sdsnn.prune_start
             if self.config.structure == "sdsnn" and self.development_steps() < prune_start:
                 echo(f"NOTE: SD-SNN prunes from development step {prune_start} (2 x --spine-steps) but this run has "

@@ -238,3 +238,21 @@ def test_a_conv_run_stopped_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
     summary = second.fit(tmp_path / "resumed", progress=False, echo=lambda line: None)
     assert summary["test_acc"] > 0.5
     assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+
+
+def test_a_conv_network_exported_to_nir_imports_as_the_same_network(tmp_path):
+    """Export, nir.read, import: the same layers, structure (pruned kernels, a dead
+    filter) and spikes."""
+    from evsim.nir_io import read_nir, write_nir
+
+    rng = np.random.default_rng(11)
+    network = dyadic_network("2x8x8-4C3-AP2-3C3s2p1-6-3", rng)
+    network.layers[0].prune(rng.random(network.layers[0].store.nnz) < 0.25)
+    network.layers[2].kill([1])
+    write_nir(tmp_path / "net.nir", network)
+    again = read_nir(tmp_path / "net.nir")
+    assert again.describe() == network.describe()
+    assert [layer.store.nnz for layer in again.layers if hasattr(layer, "store")] == \
+        [layer.store.nnz for layer in network.layers if hasattr(layer, "store")]
+    x = (rng.random((4, 3, 128)) < 0.4).astype(np.float32)
+    np.testing.assert_array_equal(again.forward(x)[0], network.forward(x)[0])
