@@ -32,11 +32,11 @@ def errors_about(path: Path):
 
 
 # The temporary names evsim writes beside a file or folder NAME, with the writer's pid:
-# .NAME.PID.XXXXXXXX.tmp (write_atomic), .NAME.PID.link (link_atomic) and the folder
-# .NAME.PID.tmp-XXXXXXXX (evsim.data.cache.atomic_dir); older evsim wrote them without
-# the pid. XXXXXXXX is tempfile's 8 random characters.
+# .NAME.PID.RANDOM.tmp (write_atomic), .NAME.PID.link (link_atomic) and the folder
+# .NAME.PID.tmp-RANDOM (evsim.data.cache.atomic_dir), RANDOM being tempfile's 8
+# characters; names without the pid are recognised too (cleaned by age, below).
 _TEMPORARY = re.compile(r"\.(?P<name>.+?)\.(?:(?P<pid>[0-9]+)\.)?(?:[a-z0-9_]{8}\.tmp|link|tmp-[a-z0-9_]{8})")
-# A temporary without a pid (older evsim) is stale once this old: no write takes an hour.
+# A temporary without a pid is stale once this old: no write takes an hour.
 STALE_WITHOUT_PID_S = 3600.0
 
 

@@ -205,7 +205,7 @@ def _conv_layer(name: str, conv: nir.Conv2d, l_name: str, neurons: nir.LIF, in_s
         raise ConfigError(f"{name}: evsim supports dilation 1 and groups 1")
     if isinstance(conv.padding, str):
         raise ConfigError(f"{name}.padding {conv.padding!r}: give the padding as a number of cells")
-    filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    filters, channels = weight.shape[0], weight.shape[1]
     if len(in_shape) != 3 or in_shape[0] != channels:
         raise ConfigError(f"{name} takes {channels} channels but its input is {'x'.join(map(str, in_shape))}")
     bias = _real(name, "bias", conv.bias).astype(np.float32) * np.float32(gain)

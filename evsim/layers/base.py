@@ -130,3 +130,20 @@ class Developing(Protocol):
 
     def prune(self, remove: np.ndarray) -> int:
         """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
+
+
+def state_arrays(store: SynapseStore, bias_state: dict) -> dict[str, np.ndarray]:
+    """A layer's optimizer and development state as named arrays (``state__<name>`` per
+    synapse, ``bias_state__<name>`` per unit), for ``to_arrays``."""
+    arrays = {f"state__{name}": values for name, values in store.state.items()}
+    arrays.update({f"bias_state__{name}": values for name, values in bias_state.items()})
+    return arrays
+
+
+def attach_state(layer, arrays) -> None:
+    """Put the state arrays :func:`state_arrays` wrote back on ``layer`` (its store and
+    bias), as read: the checkpoint checks them, naming the member."""
+    layer.store.state = {key.split("__", 1)[1]: np.array(arrays[key]) for key in arrays if key.startswith("state__")}
+    layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
+                        for key in arrays if key.startswith("bias_state__")}
+

@@ -29,7 +29,7 @@ from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GR
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
-from evsim.layers.base import BackwardRequest, LayerGrads, Parameter
+from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, attach_state, state_arrays
 from evsim.layers.linear import LayerTrace
 from evsim.neuron import SURROGATES, LIFParameters
 from evsim.synapses import SynapseStore, check_csr
@@ -282,8 +282,7 @@ class SpikingConv2d:
                   "develops": np.array(self.develops),
                   "geometry": np.array([g.in_channels, g.height, g.width, g.stride, g.pad])}
         if with_state:
-            arrays.update({f"state__{name}": values for name, values in self.store.state.items()})
-            arrays.update({f"bias_state__{name}": values for name, values in self.bias_state.items()})
+            arrays.update(state_arrays(self.store, self.bias_state))
         return arrays
 
     @classmethod
@@ -307,10 +306,7 @@ class SpikingConv2d:
         store = SynapseStore.from_blocks(arrays["indptr"], arrays["indices"], data, shape)
         layer = cls(store, (channels, height, width), stride, pad, arrays["bias"], develops=bool(arrays["develops"]))
         if with_state:
-            layer.store.state = {key.split("__", 1)[1]: np.array(arrays[key])
-                                 for key in arrays if key.startswith("state__")}
-            layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
-                                for key in arrays if key.startswith("bias_state__")}
+            attach_state(layer, arrays)
         layer.set_alive(arrays["alive"])
         return layer
 

@@ -38,7 +38,8 @@ from evsim.kernels.grad import (
 )
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
-from evsim.layers.base import BackwardRequest, InputGradFactors, LayerGrads, Parameter
+from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, attach_state,
+                               state_arrays)
 from evsim.neuron import SURROGATES, LIFParameters
 from evsim.synapses import SynapseStore, check_csr
 
@@ -389,8 +390,7 @@ class SparseLinear:
                   "shape": np.array(self.store.shape), "bias": self.bias, "alive": self.alive,
                   "develops": np.array(self.develops)}
         if with_state:
-            arrays.update({f"state__{name}": values for name, values in self.store.state.items()})
-            arrays.update({f"bias_state__{name}": values for name, values in self.bias_state.items()})
+            arrays.update(state_arrays(self.store, self.bias_state))
         return arrays
 
     @classmethod
@@ -413,10 +413,7 @@ class SparseLinear:
         store = SynapseStore(sp.csr_matrix((data, indices, indptr), shape=shape))
         layer = cls(store, arrays["bias"], path=path, develops=bool(arrays["develops"]))
         if with_state:
-            layer.store.state = {key.split("__", 1)[1]: np.array(arrays[key])
-                                 for key in arrays if key.startswith("state__")}
-            layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
-                                for key in arrays if key.startswith("bias_state__")}
+            attach_state(layer, arrays)
         layer.set_alive(arrays["alive"])
         return layer
 
