@@ -330,3 +330,37 @@ def test_an_output_of_other_settings_is_not_reused(tmp_path):
     write_emulated_nmnist(out, per_class=1, progress=False)
     with pytest.raises(DataError, match="exists and is not emulated N-MNIST with these settings"):
         write_emulated_nmnist(out, per_class=2, progress=False)
+
+
+def test_two_emulations_of_the_same_folder_at_once_make_it_once(tmp_path, monkeypatch):
+    """Sweep workers that need the emulated N-MNIST at the same moment: one emulates, the
+    other waits for the folder's lock and reads its result."""
+    import threading
+
+    import evsim.data.emulate as emulate
+
+    calls = []
+    original = emulate._write_split
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(emulate, "_write_split", counted)
+    results, errors = [], []
+
+    def make():
+        try:
+            results.append(emulate.write_emulated_nmnist(tmp_path / "emu", per_class=1, progress=False))
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    import json
+    assert errors == [] and len(results) == 2
+    assert json.loads(json.dumps(results[0])) == json.loads(json.dumps(results[1]))  # the one written, and as read
+    assert sorted(calls) == ["Test", "Train"]  # one emulation: each split written once

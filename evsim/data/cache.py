@@ -149,7 +149,7 @@ def cached_entry(folder: Path, build, check) -> tuple:
     entry = load_entry(folder, check)
     if entry is not None:
         return entry
-    with _building(folder):
+    with building_lock(folder):
         entry = load_entry(folder, check)  # another process may have built it while we waited
         if entry is not None:
             return entry
@@ -169,7 +169,7 @@ def cached_entry(folder: Path, build, check) -> tuple:
 
 
 @contextlib.contextmanager
-def _building(folder: Path):
+def building_lock(folder: Path):
     """Hold the exclusive flock of cache entry ``folder`` (waiting for it): processes that
     need the same entry at once (sweep workers on one machine) build it once, the
     others wait and then read it. The kernel releases a flock when its holder exits,

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from evsim.data.cache import atomic_dir
+from evsim.data.cache import atomic_dir, building_lock
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
 from evsim.data.mnist import mnist_5k_split
 from evsim.errors import ConfigError, DataError, EvsimError
@@ -243,6 +243,15 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
     out = Path(out)
     wanted = {"version": EMULATOR_VERSION, "key": params.key(seed), "per_class": per_class}
     existing = read_manifest(out)
+    if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
+        return existing
+    with building_lock(out):  # processes that need the same emulation at once make it once
+        return _write_emulation(out, wanted, per_class, seed, params, chunk, progress)
+
+
+def _write_emulation(out: Path, wanted: dict, per_class, seed, params, chunk, progress) -> dict:
+    """:func:`write_emulated_nmnist` under the folder's lock."""
+    existing = read_manifest(out)  # another process may have made it while this one waited
     if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
         return existing
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
