@@ -33,6 +33,19 @@ class PoolTrace(NamedTuple):
     argmax: np.ndarray | None
 
 
+def _select_units(grad_in: np.ndarray, units: np.ndarray, cells: int) -> np.ndarray:
+    """``grad_in[:, units]``, contiguous. The units below a pooling are a convolution's
+    alive filters, whole channels of ``cells`` units: taken channel by channel, a copy of
+    contiguous runs, where a column gather over the ``[T*B, C*H*W]`` map took 20x longer
+    (263 against 12 ms for the paper's conv2 with 4 of 40 filters dead)."""
+    channels = units[::cells] // cells
+    if units.size == channels.size * cells and np.array_equal(
+            units, (channels[:, None] * cells + np.arange(cells)[None, :]).ravel()):
+        slots = grad_in.shape[0]
+        return np.ascontiguousarray(grad_in.reshape(slots, -1, cells)[:, channels]).reshape(slots, -1)
+    return np.ascontiguousarray(grad_in[:, units])
+
+
 class Pool2d:
     """``k x k`` pooling with stride ``k`` (PyTorch's floor rule for maps not divisible by ``k``).
 
@@ -109,7 +122,7 @@ class Pool2d:
             out = trace.events_out
             grad_in = max_pool_backward(flat, out.ptr, out.idx, trace.argmax, self.geometry)
         if request.input_units is not None:
-            grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
+            grad_in = _select_units(grad_in, request.input_units, self.geometry.height * self.geometry.width)
         grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
         return grads
 
