@@ -10,6 +10,7 @@ from evsim.cli.options import NonEmptyPath, number
 from evsim.cli.runs import CHECKPOINTS, load_run_network
 from evsim.errors import CheckpointError
 from evsim.layers import PATHS
+from evsim.neuron import NIR_DT, lif_constants
 from evsim.nir_io import read_nir, write_nir
 from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 
@@ -27,9 +28,10 @@ def export(run_dir, out, fmt, checkpoint):
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
     write_nir(out, network)
+    tau, r = lif_constants(network.lif)
     click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), layers {'-'.join(map(str, network.sizes))}, "
-               f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = r = "
-               f"{1 / (1 - network.lif.decay):.6g} steps, v_threshold {network.lif.v_th}, dt = 1 step")
+               f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = {tau * 1e3:.6g} ms, r = {r:.6g}, "
+               f"v_threshold {network.lif.v_th}, dt = {NIR_DT * 1e3:g} ms per step")
     if network.lif.reset == "subtract":
         click.echo("NOTE: subtractive reset has no NIR equivalent; other NIR tools will simulate a hard reset "
                    "to v_reset = 0 (evsim import-nir restores it from the metadata)")

@@ -141,3 +141,13 @@ def surrogate_grad(x: np.ndarray, kind: str = "rectangular", width: float = 0.5)
         a = np.float32(1.0) / w
         return np.float32(1) / (np.float32(1) + a * np.abs(x)) ** 2
     raise ConfigError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
+
+
+# Seconds per time step in exported NIR graphs: snnTorch's NIR import assumes 0.1 ms.
+NIR_DT = 1e-4
+
+
+def lif_constants(lif: LIFParameters, dt: float = NIR_DT) -> tuple[float, float]:
+    """``(tau, r)`` of NIR's continuous LIF (``tau dv/dt = -v + r I``) that forward Euler
+    with step ``dt`` turns into ``lif``'s ``decay`` with unit input gain."""
+    return dt / (1.0 - lif.decay), 1.0 / (1.0 - lif.decay)

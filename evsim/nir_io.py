@@ -14,11 +14,13 @@ stores the transpose, rows = presynaptic), with pruned synapses as zeros, and ``
 
     u[t] = decay * u[t-1] * (1 - o[t-1]) + I[t],   o[t] = [u[t] > v_th]   (hard reset)
 
-so with ``dt = 1`` (one time step, recorded as graph metadata ``dt``) the exported
-parameters are ``tau = 1 / (1 - decay)``, ``r = tau`` (unit input gain), ``v_leak = 0``,
-``v_threshold = v_th``, ``v_reset = 0``: a neuron that spiked starts the next step
-from 0, which is what evsim's factor ``(1 - o[t-1])`` does. The default decay 0.2
-gives ``tau = r = 1.25`` steps. evsim's *subtractive* reset
+so with a step of ``dt`` seconds (:data:`NIR_DT`, recorded as graph metadata ``dt``)
+the exported parameters are ``tau = dt / (1 - decay)``, ``r = tau / dt`` (unit input
+gain), ``v_leak = 0``, ``v_threshold = v_th``, ``v_reset = 0``: a neuron that spiked
+starts the next step from 0, which is what evsim's factor ``(1 - o[t-1])`` does. The
+default decay 0.2 gives ``tau = 0.125 ms``, ``r = 1.25``. The step is 0.1 ms because
+that is what snnTorch's NIR import assumes for every graph (it ignores ``dt``); evsim
+reads ``dt``, and graphs it wrote with ``dt = 1`` (one step) import as before. evsim's *subtractive* reset
 (``u[t] = decay u[t-1] - v_th o[t-1] + I[t]``) has no NIR equivalent: it is exported
 with ``v_reset = 0`` and flagged in the metadata, so other NIR tools simulate it as a
 hard reset; evsim's own import restores it.
@@ -60,7 +62,7 @@ from evsim.files import write_bytes_atomic
 from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
 from evsim.network import Network
 from evsim.readers import reads, reason
-from evsim.neuron import LIFParameters
+from evsim.neuron import NIR_DT, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
 NIR_FORMAT = 1
@@ -85,7 +87,7 @@ def network_to_nir(network: Network) -> nir.NIRGraph:
         previous = exit_
     nodes["output"] = nir.Output(output_type={"output": np.array([network.sizes[-1]])})
     edges.append((previous, "output"))
-    metadata = {"evsim_format": NIR_FORMAT, "evsim_lif": json.dumps(lif._asdict()), "dt": 1.0}
+    metadata = {"evsim_format": NIR_FORMAT, "evsim_lif": json.dumps(lif._asdict()), "dt": NIR_DT}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
@@ -348,16 +350,17 @@ def _evsim_lif(metadata: dict) -> LIFParameters:
         raise ConfigError(f"{exc}; {_FIX_LIF}") from None
 
 
-def _check_exported_nodes(lifs: list[tuple[str, nir.LIF]], lif: LIFParameters) -> None:
-    """ConfigError unless the LIF nodes hold what evsim exports for ``lif``: the exact
-    parameters come from the metadata, so nodes changed after the export would be ignored."""
-    tau = 1.0 / (1.0 - lif.decay)
-    expected = {"tau": tau, "r": tau, "v_leak": 0.0, "v_threshold": lif.v_th, "v_reset": 0.0}
+def _check_exported_nodes(lifs: list[tuple[str, nir.LIF]], lif: LIFParameters, dt: float) -> None:
+    """ConfigError unless the LIF nodes hold what evsim exports for ``lif`` at step ``dt``:
+    the exact parameters come from the metadata, so nodes changed after the export would
+    be ignored."""
+    tau, r = lif_constants(lif, dt)
+    expected = {"tau": tau, "r": r, "v_leak": 0.0, "v_threshold": lif.v_th, "v_reset": 0.0}
     for name, node in lifs:
         found = {field: _uniform(name, node, field) for field in _LIF_FIELDS}
         if not all(np.isclose(found[f], expected[f], rtol=1e-6, atol=0) for f in _LIF_FIELDS):
             shown = ", ".join(f"{field} {value:.6g}" for field, value in found.items())
-            raise ConfigError(f"{name} ({shown}) disagrees with the graph's evsim_lif metadata (tau = r = {tau:.6g}, "
+            raise ConfigError(f"{name} ({shown}) disagrees with the graph's evsim_lif metadata (tau = {tau:.6g}, r = {r:.6g}, "
                               f"v_threshold {lif.v_th:.6g}, v_leak = v_reset = 0): the graph was changed after evsim "
                               f"exported it; {_FIX_LIF}")
 
@@ -449,7 +452,7 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     lifs = [group[1] for group in groups if len(group) == 2]
     if "evsim_lif" in graph.metadata:
         lif, gain = _evsim_lif(graph.metadata), 1.0
-        _check_exported_nodes(lifs, lif)
+        _check_exported_nodes(lifs, lif, _time_step(None, graph.metadata))
     else:
         lif, gain = _lif_from_nodes(lifs, _time_step(dt, graph.metadata))
     input_node = _chain(graph)[0][1]

@@ -93,13 +93,15 @@ def test_round_trip_gives_identical_spikes_and_structure(rng, tmp_path, reset):
 
 
 def test_exported_parameters_follow_nirs_lif_equations(rng):
-    """decay 0.5 (tau = r = 2) keeps every float32 sum exact, so spikes must agree bit for bit."""
+    """decay 0.5 (tau = 2 steps of 0.1 ms, r = 2) keeps every float32 sum exact, so spikes
+    must agree bit for bit."""
     net = developed_network(rng, LIFParameters(decay=0.5))
     graph = network_to_nir(net)
     lif = graph.nodes["lif0"]
-    assert (lif.tau[0], lif.r[0], lif.v_leak[0], lif.v_threshold[0], lif.v_reset[0]) == (2.0, 2.0, 0.0, 0.5, 0.0)
+    assert (lif.tau[0], lif.r[0], lif.v_leak[0], lif.v_threshold[0], lif.v_reset[0]) == (2e-4, 2.0, 0.0, 0.5, 0.0)
+    assert graph.metadata["dt"] == 1e-4
     drive = (rng.random((15, 6, 20)) < 0.5).astype(np.float32)
-    evsim_spikes, nir_spikes = spikes(net, drive), simulate_nir(graph, drive)
+    evsim_spikes, nir_spikes = spikes(net, drive), simulate_nir(graph, drive, dt=graph.metadata["dt"])
     assert sum(int(s.sum()) for s in evsim_spikes) > 0
     for a, b in zip(evsim_spikes, nir_spikes):
         np.testing.assert_array_equal(a, b)
@@ -162,7 +164,7 @@ def test_export_and_import_commands(tmp_path, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(main, ["export", str(tmp_path / "run"), "--format", "nir", str(tmp_path / "net.nir")])
     assert result.exit_code == 0, result.output
-    assert "checkpoint-latest.npz, epoch 2/2" in result.output and "tau = r = 1.25 steps" in result.output
+    assert "checkpoint-latest.npz, epoch 2/2" in result.output and "tau = 0.125 ms, r = 1.25" in result.output
     result = runner.invoke(main, ["import-nir", str(tmp_path / "net.nir"), str(tmp_path / "imported")])
     assert result.exit_code == 0, result.output
     trained, imported = load_network(tmp_path / "run" / "network.npz"), load_network(tmp_path / "imported" / "network.npz")
@@ -327,7 +329,7 @@ MALFORMED = {
                       "fc1.evsim_develops metadata must be true or false, got 'no'"),
     "LIF nodes edited after export": ("exported", _each_lif("tau", 4.0),
                                       "lif0 (tau 4, r 1.25, v_leak 0, v_threshold 0.5, v_reset 0) disagrees with the "
-                                      "graph's evsim_lif metadata (tau = r = 1.25, v_threshold 0.5, v_leak = v_reset "
+                                      "graph's evsim_lif metadata (tau = 0.000125, r = 1.25, v_threshold 0.5, v_leak = v_reset "
                                       "= 0): the graph was changed after evsim exported it; " + FIX_LIF),
     "exported weight nan": ("exported", _weight_at("fc1", (0, 0), np.nan), "fc1 holds NaN or infinite weights"),
 }
@@ -381,3 +383,17 @@ def test_files_nir_cannot_read_are_refused_in_one_line(rng, tmp_path):
         with pytest.raises(CheckpointError, match=re.escape(f"{path}: {fragment}")):
             read_nir(path)
         assert f"{path}: {fragment}" in one_line_error(run(["import-nir", str(path), str(tmp_path / "out")]))
+
+
+def test_graphs_evsim_wrote_with_a_step_of_one_still_import(rng, tmp_path):
+    """Graphs exported with dt = 1 (tau in steps) import to the same network."""
+    net = developed_network(rng, LIFParameters())
+    graph = network_to_nir(net)
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            node.tau = np.full_like(node.tau, 1.25)
+    graph.metadata["dt"] = 1.0
+    back = network_from_nir(graph)
+    drive = (rng.random((12, 5, 20)) < 0.4).astype(np.float32)
+    for a, b in zip(spikes(net, drive), spikes(back, drive)):
+        np.testing.assert_array_equal(a, b)

@@ -31,7 +31,7 @@ from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, attach_state, state_arrays
 from evsim.layers.linear import LayerTrace
-from evsim.neuron import SURROGATES, LIFParameters
+from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
@@ -314,7 +314,7 @@ class SpikingConv2d:
         """A ``Conv2d`` node (dense ``[F, C, K, K]`` weights, missing kernels as zeros, the
         block CSR structure in its metadata) followed by a ``LIF`` node over the output map."""
         g = self.geometry
-        tau = 1.0 / (1.0 - lif.decay)
+        tau, r = lif_constants(lif)
         shape = self.out_shape
         weight = np.ascontiguousarray(self.store.to_dense().transpose(1, 0, 2, 3))  # [F, C, K, K]
         conv, neurons = f"conv{name}", f"lif{name}"
@@ -324,7 +324,7 @@ class SpikingConv2d:
                              metadata={"evsim_indptr": self.store.indptr.copy(),
                                        "evsim_indices": self.store.indices.copy(),
                                        "evsim_develops": bool(self.develops)}),
-            neurons: nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau), v_leak=np.zeros(shape),
+            neurons: nir.LIF(tau=np.full(shape, tau), r=np.full(shape, r), v_leak=np.zeros(shape),
                              v_threshold=np.full(shape, lif.v_th), v_reset=np.zeros(shape),
                              metadata={"evsim_alive": self.alive.copy()}),
         }

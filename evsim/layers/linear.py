@@ -40,7 +40,7 @@ from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, attach_state,
                                state_arrays)
-from evsim.neuron import SURROGATES, LIFParameters
+from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
 PATHS = ("auto", "rows", "csr")
@@ -421,14 +421,14 @@ class SparseLinear:
         """An ``Affine`` node (dense weights, with the CSR structure in its metadata so that
         pruning survives a round trip) followed by a ``LIF`` node."""
         n = self.n_out
-        tau = 1.0 / (1.0 - lif.decay)
+        tau, r = lif_constants(lif)
         affine, neurons = f"fc{name}", f"lif{name}"
         nodes = {
             affine: nir.Affine(
                 weight=np.ascontiguousarray(self.store.to_dense().T), bias=self.bias.copy(),
                 metadata={"evsim_indptr": self.store.indptr.copy(), "evsim_indices": self.store.indices.copy(),
                           "evsim_develops": bool(self.develops)}),
-            neurons: nir.LIF(tau=np.full(n, tau), r=np.full(n, tau), v_leak=np.zeros(n),
+            neurons: nir.LIF(tau=np.full(n, tau), r=np.full(n, r), v_leak=np.zeros(n),
                              v_threshold=np.full(n, lif.v_th), v_reset=np.zeros(n),
                              metadata={"evsim_alive": self.alive.copy()}),
         }
