@@ -86,7 +86,6 @@ def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, 
     ``[K*K, nnz]`` weights, raveled."""
     n_in = out.shape[1]
     nnz = offsets.shape[0]
-    hw = height * width
     one = np.uint64(1)
     units = unit_taps(indptr.shape[0] - 1, height, width, kernel, stride, pad, out_height, out_width)
     for s in prange(out.shape[0]):
@@ -173,7 +172,6 @@ def _conv_input_grad_gather_rows(grad_u, mask, rows, bounds, height, width, kern
     cell-major at its first marked cell."""
     n_channels, n_taps, lanes = rows.shape
     n_in = out.shape[1]
-    hw = height * width
     cells = out_height * out_width
     n_filters = grad_u.shape[1] // cells
     weights = rows.reshape(rows.size)
