@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.cli.runs import check_outputs
-from evsim.errors import ConfigError
+from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, figure_format, save_figure
 
@@ -51,13 +52,12 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def _sizes(run_dir: Path) -> list[int] | None:
-    """The layer sizes of the run's ``network.npz`` (read from its shape arrays only)."""
+    """The layer sizes of the run's ``network.npz``, or None when it has none that reads
+    (a listing shows what it can of every folder)."""
     try:
-        with np.load(run_dir / "network.npz", allow_pickle=False) as f:
-            shapes = [f[f"l{k}_shape"] for k in range(sum(name.endswith("_shape") for name in f.files))]
-    except (OSError, ValueError, KeyError):
+        return load_network(run_dir / NETWORK_FILE).sizes
+    except EvsimError:
         return None
-    return [int(shapes[0][0])] + [int(shape[1]) for shape in shapes] if shapes else None
 
 
 def read_run(run_dir: Path) -> dict:

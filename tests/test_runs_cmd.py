@@ -171,3 +171,17 @@ def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
     (tmp_path / "mlp").mkdir()
     (tmp_path / "mlp" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1}))
     assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # no network.npz yet
+
+
+def test_runs_list_shows_a_folder_whose_network_file_is_damaged(tmp_path):
+    """A listing reads what it can of every run folder: a network.npz that is not a zip
+    archive leaves the architecture unknown, not a traceback."""
+    from evsim.config import TrainConfig
+
+    run_dir = tmp_path / "broken"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({**TrainConfig(dev_interval=4).to_dict(), "data_source": "x"}))
+    (run_dir / "network.npz").write_bytes(b"not a zip archive")
+    assert read_run(run_dir)["arch"] == "?-800-?"
+    result = run(["runs", "list", str(tmp_path)])
+    assert result.exit_code == 0 and "broken" in result.output and "Traceback" not in result.output
