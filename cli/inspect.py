@@ -8,7 +8,7 @@ import click
 from evsim.cli.options import dataset_options
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.files import write_json_atomic
-from evsim.inspect import plot_inspection, record_dataset
+from evsim.inspect import layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
 
 
@@ -44,7 +44,7 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
                **rec.summary()}
     plot_inspection(rec, plot_path, labels, rasters,
                     f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
-                    f"data {dataset.source})")
+                    f"data {dataset.source})", layer_names(network))
     for layer in summary["layers"]:
         click.echo(f"L{layer['layer']}: {layer['alive']}/{layer['neurons']} neurons alive, mean firing rate "
                    f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} alive but silent; "

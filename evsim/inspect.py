@@ -169,11 +169,26 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     return record(network, drive), np.asarray(data.labels[:n])
 
 
+def layer_names(network: Network) -> list[str]:
+    """What each layer of ``network`` is, for figure labels: ``15C3 conv``, ``AP2 pool,
+    values`` (pooled values, no neurons), ``300 hidden``, ``10 output``."""
+    names = []
+    for k, layer in enumerate(network.layers):
+        if not getattr(layer, "spiking", True):
+            names.append(f"{layer.describe()} pool, values")
+        elif hasattr(layer, "filters"):
+            names.append(f"{layer.describe()} conv")
+        else:
+            names.append(f"{layer.describe()} {'output' if k == len(network.layers) - 1 else 'hidden'}")
+    return names
+
+
 def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None, rasters: int = 3,
-                    title: str = "") -> None:
+                    title: str = "", layer_names: list[str] | None = None) -> None:
     """Spike rasters of the first ``rasters`` samples per layer, the histogram of firing
     rates over each layer's alive neurons, each layer's firing rate per time step, and
-    the operations per time step; the format follows ``path``'s suffix.
+    the operations per time step; the format follows ``path``'s suffix. ``layer_names``
+    (e.g. from :func:`layer_names`) says what each layer is.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -186,7 +201,8 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
     steps = np.arange(1, rec.time_steps + 1)
     predicted = np.argmax(rec.counts, axis=1)
     for k in range(n_layers):
-        name = f"L{k} ({'output' if k == n_layers - 1 else 'hidden'}, {rec.alive[k].sum()}/{rec.alive[k].size} alive)"
+        kind = layer_names[k] if layer_names else ("output" if k == n_layers - 1 else "hidden")
+        name = f"L{k} ({kind}, {rec.alive[k].sum()}/{rec.alive[k].size} alive)"
         for b in range(shown):
             ax = fig.add_subplot(grid[k, b])
             # Spikes black; pruned neurons' rows pale grey (they are not simulated).

@@ -65,7 +65,8 @@ def run_title(config: dict, name: str = "") -> str:
     ``"my-run: nmnist, hidden 800, structure sdsnn, adam lr 0.001, batch 100, T = 20, seed 0"``."""
     hidden = "-".join(str(h) for h in config.get("hidden", []))
     lr = config.get("lr")
-    parts = [config.get("dataset", "?"), f"hidden {hidden}", f"structure {config.get('structure', '?')}",
+    network = f"arch {config['arch']}" if config.get("arch") else f"hidden {hidden}"
+    parts = [config.get("dataset", "?"), network, f"structure {config.get('structure', '?')}",
              f"{config.get('optimizer', '?')} lr {lr:g}" if isinstance(lr, (int, float)) else "",
              f"batch {config.get('batch_size', '?')}", f"T = {config.get('time_steps', '?')}",
              f"seed {config.get('seed', '?')}"]

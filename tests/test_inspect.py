@@ -88,3 +88,11 @@ def test_inspect_default_figure_and_bad_suffix(tiny_run, tmp_path):
     assert (tiny_run / "inspect.png").read_bytes().startswith(b"\x89PNG")
     assert "cannot write a figure as .txt" in one_line_error(run(["inspect", str(tiny_run), "--plot",
                                                                   str(tmp_path / "i.txt")]))
+
+
+def test_layer_names_say_what_each_layer_of_a_conv_network_is():
+    import evsim
+    from evsim.inspect import layer_names
+
+    network = evsim.Network.from_spec("2x8x8-3C3-AP2-6-4")
+    assert layer_names(network) == ["3C3 conv", "AP2 pool, values", "6 hidden", "4 output"]
