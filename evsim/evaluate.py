@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evsim.data import Dataset
+from evsim.data import Dataset, Split
 from evsim.data.encoding import encode_events
 from evsim.energy import EnergyModel, EnergyReport, count_network
 from evsim.kernels.events import Events, StaticDrive
@@ -92,14 +92,14 @@ class Evaluation:
         }
 
 
-def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "test", batch_size: int = 500,
-             seed: int = 0) -> Evaluation:
-    """Run ``network`` over ``dataset``'s ``split`` and tally predictions and operations.
+def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
+    """``dataset``'s ``split`` ("test", "train" or "val"), once it exists, holds samples
+    and fits ``network``.
 
     Raises
     ------
     ConfigError
-        If ``split`` is unknown or empty, or the network does not fit the dataset.
+        Naming what is missing or does not fit.
     """
     if split not in ("test", "train", "val"):
         raise ConfigError(f"unknown split {split!r}; choose test, train or val")
@@ -111,6 +111,19 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
         raise ConfigError(f"network {network.sizes} does not fit {dataset.name} "
                           f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
+    return data
+
+
+def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "test", batch_size: int = 500,
+             seed: int = 0) -> Evaluation:
+    """Run ``network`` over ``dataset``'s ``split`` and tally predictions and operations.
+
+    Raises
+    ------
+    ConfigError
+        If ``split`` is unknown or empty, or the network does not fit the dataset.
+    """
+    data = checked_split(network, dataset, split)
     counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, np.random.default_rng([seed, 3]),
                                  batch_size, data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)

@@ -22,6 +22,7 @@ import numpy as np
 from evsim.data.encoding import encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
+from evsim.evaluate import checked_split
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _pyplot, save_figure
@@ -153,14 +154,7 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     ConfigError
         If the split is unknown or empty, or the network does not fit the dataset.
     """
-    data = getattr(dataset, split, None) if split in ("train", "test", "val") else None
-    if data is None:
-        raise ConfigError(f"unknown split {split!r}; choose test or train")
-    if len(data) == 0:
-        raise ConfigError(f"the {split} split of {dataset.name} is empty")
-    if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
-        raise ConfigError(f"network {network.sizes} does not fit {dataset.name} "
-                          f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
+    data = checked_split(network, dataset, split)
     steps = time_steps or dataset.time_steps
     if steps is None:
         raise ConfigError("time_steps is required to encode a static-image dataset")
