@@ -127,6 +127,16 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
             _from_cell_major(scratch, n_filters, cells, lanes, out, s)
 
 
+def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, out) -> int:
+    """The filters (blocks) of ``out`` once every argument of a forward kernel fits: the
+    kernels index without bounds checks."""
+    n_filters = out.shape[1] // geometry.out_cells
+    check_events(ptr, idx, val, out.shape[0])
+    check_out(out, out.shape[0], n_filters * geometry.out_cells)
+    check_block_csr(indptr, columns, data, geometry, n_filters)
+    return n_filters
+
+
 def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
                          columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
     """Event-driven currents of a convolution (row layout; see the module docstring).
@@ -147,11 +157,7 @@ def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
     kernels of a row that holds others.
     """
     g = geometry
-    n_slots = out.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_filters = out.shape[1] // g.out_cells
-    check_out(out, n_slots, n_filters * g.out_cells)
-    check_block_csr(indptr, columns, data, g, n_filters)
+    n_filters = _checked(ptr, idx, val, indptr, columns, data, g, out)
     _conv_currents_rows(ptr, idx, val, row_weights(indptr, columns, data, n_filters),
                         _balanced_bounds(ptr, get_num_threads()), g.height * g.width, g.width, g.kernel, g.stride,
                         g.pad, g.out_height, g.out_width, out)
@@ -178,11 +184,7 @@ def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
     a missing kernel, so it is the one to try for rows that keep few of their kernels.
     """
     g = geometry
-    n_slots = out.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_filters = out.shape[1] // g.out_cells
-    check_out(out, n_slots, n_filters * g.out_cells)
-    check_block_csr(indptr, columns, data, g, n_filters)
+    _checked(ptr, idx, val, indptr, columns, data, g, out)
     _conv_currents_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), tap_major(data),
                        g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width, out)
 
@@ -200,10 +202,7 @@ def conv_currents_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indpt
     """
     g = geometry
     n_slots = out.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_filters = out.shape[1] // g.out_cells
-    check_out(out, n_slots, n_filters * g.out_cells)
-    check_block_csr(indptr, columns, data, g, n_filters)
+    n_filters = _checked(ptr, idx, val, indptr, columns, data, g, out)
     matrix = dense_filter_matrix(indptr, columns, data, n_filters)
     n_rows = g.in_channels * g.taps
     chunk = chunk_slots(n_slots, 4 * g.out_cells * (n_rows + n_filters), max_bytes)

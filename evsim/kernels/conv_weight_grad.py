@@ -115,6 +115,25 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
                     oy -= 1
 
 
+def _checked(ptr, idx, val, grad_u, indptr, columns, geometry: ConvGeometry) -> tuple[int, int]:
+    """``(blocks of grad_u, kernels asked for)`` once every argument of a weight-gradient
+    kernel fits: the kernels index without bounds checks."""
+    n_blocks = check_grad(grad_u, grad_u.shape[0], geometry.out_cells)
+    check_events(ptr, idx, val, grad_u.shape[0])
+    nnz = columns.shape[0]
+    check_block_csr(indptr, columns, np.empty((nnz, geometry.kernel, geometry.kernel), dtype=np.float32), geometry,
+                    n_blocks)
+    return n_blocks, nnz
+
+
+def _sum_tasks(partial: np.ndarray) -> np.ndarray:
+    """The per-task partial sums added in a fixed order: the same sums for the same thread count."""
+    total = partial[0].copy()
+    for task in range(1, partial.shape[0]):
+        total += partial[task]
+    return total
+
+
 def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
                             indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
     """Event-driven weight gradient of the kernels ``(indptr, columns)`` (row layout).
@@ -132,19 +151,13 @@ def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
     float32 ``[nnz, K, K]``, aligned with ``columns``.
     """
     g = geometry
-    n_slots = grad_u.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
-    nnz = columns.shape[0]
-    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
     bounds = _balanced_bounds(ptr, get_num_threads())
     lanes = padded_lanes(n_blocks)
     partial = np.empty((bounds.size - 1, g.in_channels * g.taps * lanes), dtype=np.float32)
     _conv_weight_grad_rows(ptr, idx, val, grad_u, np.diff(indptr) > 0, bounds, g.height * g.width, g.width,
                            g.kernel, g.stride, g.pad, g.out_height, g.out_width, partial)
-    total = partial[0].copy()
-    for task in range(1, partial.shape[0]):  # a fixed order: the same sums for the same thread count
-        total += partial[task]
+    total = _sum_tasks(partial)
     total = total.reshape(g.in_channels, g.taps, lanes)
     return np.ascontiguousarray(total[kernel_rows(indptr), :, columns]).reshape(nnz, g.kernel, g.kernel)
 
@@ -167,19 +180,13 @@ def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad
     float32 ``[nnz, K, K]``, aligned with ``columns``.
     """
     g = geometry
-    n_slots = grad_u.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
-    nnz = columns.shape[0]
-    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
     bounds = _balanced_bounds(ptr, get_num_threads())
     partial = np.empty((bounds.size - 1, g.taps * nnz), dtype=np.float32)
     _conv_weight_grad_csr(ptr, idx, val, indptr, block_offsets(columns, g.out_cells), grad_u, bounds,
                              g.height * g.width, g.width, g.kernel, g.stride, g.pad, g.out_height, g.out_width,
                              partial)
-    total = partial[0].copy()
-    for task in range(1, partial.shape[0]):  # a fixed order: the same sums for the same thread count
-        total += partial[task]
+    total = _sum_tasks(partial)
     return np.ascontiguousarray(total.reshape(g.taps, nnz).T).reshape(nnz, g.kernel, g.kernel)
 
 
@@ -191,10 +198,7 @@ def conv_weight_grad_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, gr
     out. Same arguments and result."""
     g = geometry
     n_slots = grad_u.shape[0]
-    check_events(ptr, idx, val, n_slots)
-    n_blocks = check_grad(grad_u, n_slots, g.out_cells)
-    nnz = columns.shape[0]
-    check_block_csr(indptr, columns, np.empty((nnz, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
     n_rows = g.in_channels * g.taps
     chunk = chunk_slots(n_slots, 4 * g.out_cells * (n_rows + n_blocks), max_bytes)
     total = np.zeros((n_blocks, n_rows), dtype=np.float32)
