@@ -613,6 +613,9 @@ def _check_sdsnn(state: TrainingState) -> None:
         if not layer.develops:
             continue
         field = f"structure.{k}."
+        if layer.store.block_shape:
+            _check_kernel_development(saved, k, layer, rho_max)
+            continue
         for name in ("columns", "counter_columns"):
             columns = saved[f"{k}.{name}"]
             if columns.size and (columns[0] < 0 or columns[-1] >= layer.n_out or np.any(np.diff(columns) <= 0)):
@@ -635,6 +638,22 @@ def _check_sdsnn(state: TrainingState) -> None:
             raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
         if not 0 <= saved[f"{k}.q"] <= 100:
             raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
+
+
+def _check_kernel_development(saved: dict, k: int, layer, rho_max: float) -> None:
+    """A convolution's SD-SNN state: sums, windows and counters per (channel, filter)."""
+    field, pairs = f"structure.{k}.", layer.store.shape
+    for name, shape in (("grad_sum", pairs + layer.store.block_shape), ("grad_sq_sum", pairs + layer.store.block_shape),
+                        ("window_batches", pairs), ("counter", pairs)):
+        values = saved[f"{k}.{name}"]
+        if values.shape != shape:
+            raise _Damaged(f"{field}{name} has shape {values.shape}, expected {shape} (channels x filters)")
+        if name in ("window_batches", "counter", "grad_sq_sum") and np.any(values < 0):
+            raise _Damaged(f"{field}{name} must be >= 0, got {_short(values)}")
+    if not 0 <= saved[f"{k}.rho"] <= rho_max:
+        raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
+    if not 0 <= saved[f"{k}.q"] <= 100:
+        raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
 
 
 def _spine_dtypes() -> dict[str, np.dtype]:
@@ -670,18 +689,19 @@ def _check_state_arrays(state: TrainingState, development_step: int) -> None:
     moments = dict.fromkeys(MOMENTS[state.optimizer["name"]], np.dtype(np.float32))
     stepped = state.optimizer["steps"] > 0
     spines = _spine_dtypes() if state.config["structure"] == "sdsnn" else {}
+    last = len(state.network.layers) - 1
+    constrained = state.config["sdsnn"].get("constrain_output", False)
     for k, layer in enumerate(state.network.layers):
         if not hasattr(layer, "store"):
             continue  # pooling: nothing trains
-        own_spines = spines if layer.develops else {}
+        own_spines = spines if layer.develops or (k == last and constrained) else {}
         required = set(own_spines) if development_step >= 1 else set()
         required |= set(moments) if stepped and layer.store.nnz else set()
         store = layer.store
-        # Moments are per weight (a kernel's K x K); SD-SNN's arrays are per synapse of linear layers.
+        # Moments and SD-SNN's arrays are per weight (a kernel's K x K).
         for name in store.state:
-            shape = store.data.shape if name in moments else (store.nnz,)
             _check_arrays(f"l{k}_state__", {name: store.state[name]}, {**moments, **own_spines},
-                          set(), shape, f"one per {'weight' if shape != (store.nnz,) else 'synapse'} of layer {k}")
+                          set(), store.data.shape, f"one per weight of layer {k}")
         _check_arrays(f"l{k}_state__", store.state, {**moments, **own_spines}, required, None,
                       f"one per synapse of layer {k}")
         _check_arrays(f"l{k}_bias_state__", layer.bias_state, moments, set(moments) if stepped else set(),

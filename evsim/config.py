@@ -43,7 +43,7 @@ from evsim.errors import ConfigError
 from evsim.loss import LOSSES, get_loss
 from evsim.neuron import RESETS, SURROGATES, LIFParameters
 from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
-from evsim.network import parse_spec
+from evsim.network import parse_develop, parse_spec
 from evsim.presets import PAPER_ARCHS, PRESETS
 from evsim.readers import read_small_file
 from evsim.structure import STRUCTURES, SDSNNConfig
@@ -232,6 +232,7 @@ _CONVERTERS = {
     "hidden": lambda option, value: parse_hidden(value),
     "dev_interval": lambda option, value: parse_dev_interval(value),
     "arch": lambda option, value: parse_arch(value),
+    "develop": lambda option, value: parse_develop(value),
 }
 
 OPTIONS: tuple[Option, ...] = (
@@ -283,6 +284,10 @@ OPTIONS: tuple[Option, ...] = (
            "pruning, SET).", "structure", choices=STRUCTURES),
     Option("dev_interval", "dev_interval", AUTO, "Development step every N batches, once per epoch ('epoch', "
            "the paper) or 10 per epoch ('auto').", "dev_interval"),
+    Option("develop", "develop", "auto", "Layers structural development edits: auto (the authors' choice: every "
+           "convolution but the first, and the hidden fully connected layers), fc (the hidden fully connected "
+           "layers), or names like conv2,fc1 (conv<n>, fc<n>: the n-th convolution, fully connected layer).",
+           "develop"),
     Option("spine_steps", "int", 18, "SD-SNN K: consecutive steps before a dendritic-spine range changes.",
            "sdsnn.spine_steps", low=1, high=1_000_000),
     Option("regrow_steps", "int", 12, "SD-SNN R: consecutive qualifying steps before a synapse regrows.",
@@ -290,6 +295,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("rho_init", "float", 45.0, "SD-SNN initial pruning percentage.", "sdsnn.rho_init", low=0.0, high=100.0),
     Option("rho_max", "float", 65.0, "SD-SNN cap on the pruning percentage.", "sdsnn.rho_max", low=0.0,
            high=100.0),
+    Option("filter_rho_init", "float", 5.0, "SD-SNN initial filter-pruning percentage of convolutions.",
+           "sdsnn.filter_rho_init", low=0.0, high=100.0),
+    Option("kernel_regrow_steps", "int", 18, "SD-SNN: a convolution's kernel regrows after more than this many "
+           "consecutive qualifying steps.", "sdsnn.kernel_regrow_steps", low=0, high=1_000_000),
+    Option("constrain_output", "bool", True, "SD-SNN holds the output layer's weights in their dendritic-spine "
+           "ranges (it is never pruned).", "sdsnn.constrain_output"),
     Option("target_sparsity", "float", 0.5, "Sparsity the magnitude and set baselines prune to.", "target_sparsity",
            low=0.0, low_open=True, high=1.0),
     Option("val_fraction", "float", 0.1, "Fraction of the training split held out (stratified, seeded) to choose "
@@ -357,8 +368,12 @@ class TrainConfig:
     eval_batch_size: int = 500
     structure: str = DEFAULTS["structure"]
     dev_interval: int | str = DEFAULTS["dev_interval"]
+    develop: str = DEFAULTS["develop"]
     sdsnn: SDSNNConfig = SDSNNConfig(spine_steps=DEFAULTS["spine_steps"], regrow_steps=DEFAULTS["regrow_steps"],
-                                     rho_init=DEFAULTS["rho_init"], rho_max=DEFAULTS["rho_max"])
+                                     rho_init=DEFAULTS["rho_init"], rho_max=DEFAULTS["rho_max"],
+                                     filter_rho_init=DEFAULTS["filter_rho_init"],
+                                     kernel_regrow_steps=DEFAULTS["kernel_regrow_steps"],
+                                     constrain_output=DEFAULTS["constrain_output"])
     target_sparsity: float = DEFAULTS["target_sparsity"]
     val_fraction: float = DEFAULTS["val_fraction"]
     out: str = ""
@@ -421,7 +436,7 @@ class TrainConfig:
 # Options added after runs were saved without them, with the value that means what those
 # runs did: a run saved before validation splits existed trained on the whole training split;
 # one saved before --arch existed is the network of --hidden.
-ADDED_KEYS = {"val_fraction": 0.0, "arch": ""}
+ADDED_KEYS = {"val_fraction": 0.0, "arch": "", "develop": "fc"}
 
 
 def with_added_keys(values: dict) -> dict:
@@ -487,7 +502,8 @@ _TOML_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"
                "path": ((str,), "a string path"), "choice": ((str,), "a string"),
                "hidden": ((int, list, str), "a list of sizes like [800, 400]"),
                "dev_interval": ((int, str), "a number of batches, \"epoch\" or \"auto\""),
-               "arch": ((str,), "a string like \"2x32x32-15C3-AP2-300-10\"")}
+               "arch": ((str,), "a string like \"2x32x32-15C3-AP2-300-10\""),
+               "develop": ((str,), "a string like \"auto\" or \"conv2,fc1\"")}
 
 
 def options_from_file(path: Path) -> dict:
@@ -526,11 +542,17 @@ def resolve_options(given: dict, from_file: dict) -> dict:
     for key in ("data_dir", "cache_dir"):
         if options[key] is not None:
             options[key] = Path(options[key]).expanduser().resolve()
+    chosen = {**from_file, **given}
+    if "hidden" in chosen and "arch" not in chosen:
+        options["arch"] = ""  # --hidden alone means the fully connected network, whatever the preset's --arch
     if options["arch"] == PAPER:
         if dataset not in PAPER_ARCHS:
             raise ConfigError(f"--arch paper: the SD-SNN paper has no network for {dataset}; give an architecture "
                               f"(e.g. --arch {next(iter(PAPER_ARCHS.values()))}) or --hidden")
         options["arch"] = PAPER_ARCHS[dataset]
+        if dataset == "dvsgesture" and options["downsample"]:  # the paper's network over the smaller frames
+            size = int(options["downsample"])
+            options["arch"] = options["arch"].replace("2x128x128", f"2x{size}x{size}", 1)
         if dataset == "nmnist" and "crop" not in given and "crop" not in from_file:
             options["crop"] = True  # the paper's network takes the 34x34 frames cropped to 32x32
     return options

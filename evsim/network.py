@@ -59,8 +59,9 @@ class Network:
         spiking convolution of 15 filters of 3x3 (stride 1, zero padding ``K // 2``; a suffix
         ``s2`` sets the stride, ``p0`` the padding: ``15C3s2p0``); ``AP2`` / ``MP2`` average /
         max pooling over 2x2 windows; integers are fully connected layers (the map is
-        flattened in channel-major order). Hidden fully connected layers develop; the
-        output layer, convolutions and poolings do not.
+        flattened in channel-major order). Which layers develop is the authors' choice
+        (:func:`developing_layers` ``"auto"``): every convolution but the first and every
+        hidden fully connected layer; :meth:`set_developing` changes it.
 
         Raises
         ------
@@ -96,7 +97,25 @@ class Network:
             shape = layer.out_shape
         if len(shape) != 1:
             raise ConfigError(f"architecture {spec!r} must end with a fully connected layer (the classes)")
-        return cls(layers, lif)
+        network = cls(layers, lif)
+        network.set_developing(AUTO_DEVELOP)
+        return network
+
+    def set_developing(self, develop: str) -> None:
+        """Mark the layers structural development may edit (see :func:`developing_layers`)."""
+        for layer, flag in zip(self.layers, developing_layers(self, develop)):
+            if hasattr(layer, "store"):
+                layer.develops = flag
+
+    def layer_labels(self) -> list[str]:
+        """``conv1``, ``pool1``, ``fc1``, ...: each layer's kind and its rank among its kind."""
+        seen: dict[str, int] = {}
+        labels = []
+        for layer in self.layers:
+            kind = {"conv2d": "conv", "pool2d": "pool"}.get(layer.kind, "fc")
+            seen[kind] = seen.get(kind, 0) + 1
+            labels.append(f"{kind}{seen[kind]}")
+        return labels
 
     def describe(self) -> str:
         """The architecture string of this network (see :meth:`from_spec`)."""
@@ -202,6 +221,58 @@ class Network:
             for j, (values, state) in enumerate(layer.parameters()):
                 params.append((values, None if grads is None else grads[k].params[j], state))
         return params
+
+
+AUTO_DEVELOP = "auto"
+FC_DEVELOP = "fc"
+
+
+def parse_develop(value) -> str:
+    """``"auto"``, ``"fc"`` or comma-separated layer labels like ``"conv2,fc1"``, normalised.
+
+    Raises
+    ------
+    ConfigError
+        If the value is none of these.
+    """
+    text = value.strip().lower().replace(" ", "") if isinstance(value, str) else None
+    if text in (AUTO_DEVELOP, FC_DEVELOP):
+        return text
+    if text is None or not re.fullmatch(r"(conv|fc)[1-9][0-9]*(,(conv|fc)[1-9][0-9]*)*", text):
+        raise ConfigError("must be 'auto' (the authors' choice: every convolution but the first, and the hidden fully "
+                          "connected layers), 'fc' (the hidden fully connected layers) or layer names like conv2,fc1")
+    return text
+
+
+def developing_layers(network: "Network", develop: str) -> list[bool]:
+    """Per layer, whether it develops under ``develop`` (:func:`parse_develop`'s forms):
+    ``"auto"`` every convolution but the first and every hidden fully connected layer;
+    ``"fc"`` the hidden fully connected layers; else the layers named (``conv2,fc1``;
+    the output layer never develops: pruning it would remove classes).
+
+    Raises
+    ------
+    ConfigError
+        If a name is not a layer of ``network`` that can develop.
+    """
+    develop = parse_develop(develop)
+    labels = network.layer_labels()
+    output = labels[-1]
+    if develop == AUTO_DEVELOP:
+        return [(label.startswith("conv") and label != "conv1") or (label.startswith("fc") and label != output)
+                for label in labels]
+    if develop == FC_DEVELOP:
+        return [label.startswith("fc") and label != output for label in labels]
+    names = develop.split(",")
+    for name in names:
+        if name == output:
+            raise ConfigError(f"--develop {develop}: {name} is the output layer, which never develops (pruning it "
+                              "would remove classes)")
+        if name not in labels:
+            choices = [label for label in labels if not label.startswith("pool") and label != output]
+            raise ConfigError(f"--develop {develop}: this network has no layer {name}; it has "
+                              f"{', '.join(choices)}")
+    return [label in names for label in labels]
 
 
 def _dead_units(layer: Layer) -> np.ndarray:

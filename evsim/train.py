@@ -114,7 +114,8 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
         gib = 2 ** 30
         raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
                           f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
-                          f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size")
+                          f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size"
+                          f"{' (or --downsample the frames)' if config.dataset == 'dvsgesture' else ''}")
 
 
 # Inputs and classes of the registered datasets as framed by default, for check_memory
@@ -150,8 +151,11 @@ def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generato
         If the architecture does not fit the dataset, saying what the data gives.
     """
     if not config.arch:
-        return Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
+        network = Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
+        network.set_developing(config.develop)
+        return network
     network = Network.from_spec(config.arch, rng, config.lif, config.path)
+    network.set_developing(config.develop)
     first = network.layers[0]
     takes = getattr(first, "in_shape", (first.n_in,))
     gives = tuple(dataset.sample_shape)

@@ -74,7 +74,7 @@ def test_saved_options_rebuild_the_same_config(tmp_path, captured):
 
 
 @pytest.mark.parametrize("text,fragment", [
-    ("lrr = 0.1", "unknown key 'lrr' (did you mean 'lr'?); valid keys: arch, batch_size, cache_dir, checkpoints, crop"),
+    ("lrr = 0.1", "unknown key 'lrr' (did you mean 'lr'?); valid keys: arch, batch_size, cache_dir, checkpoints, constrain_output, crop"),
     ("batch-size = 10", "unknown key 'batch-size' (did you mean 'batch_size'?)"),
     ("[train]\nlr = 0.1", "unknown key 'train'"),
     ("epochs = 2.5", "epochs = 2.5: expected an integer"),

@@ -25,7 +25,10 @@ def test_dvsgesture_trains_with_its_preset(tmp_path, monkeypatch):
     assert summary["structure"]["development_steps"] == 2  # 'auto': 10 per epoch, but one batch per epoch here
     assert config["dev_interval"] == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["layers"][0]["rho"] for r in rows if r["type"] == "development"] == [60.0, 60.0]
+    # The paper's network over the downsampled frames; conv2 (layer 2) and fc1 (layer 4) develop.
+    assert config["arch"] == "2x16x16-15C3-AP2-40C3-AP2-300-11"
+    assert [[(layer["layer"], layer["rho"]) for layer in r["layers"]] for r in rows if r["type"] == "development"] \
+        == [[(2, 5.0), (4, 60.0)]] * 2
 
 
 def test_mnist_and_nmnist_presets_hold_the_papers_pruning_rates():

@@ -43,7 +43,8 @@ class BackwardRequest:
     would_be : also return, for synaptic regeneration, the gradients missing synapses
         would have.
     dead_error : the error the dead units of *this* layer would receive if revived, as
-        the layer above returned it (:attr:`LayerGrads.dead_error_below`).
+        the layer above returned it (:attr:`LayerGrads.dead_error_below`): factors from a
+        linear layer, a dense ``[T*B, n_dead]`` array from a pooling.
     dead_units_below : input units (the dead ones below, ascending) whose error is wanted
         as factors, returned in :attr:`LayerGrads.dead_error_below`.
     """
@@ -52,7 +53,7 @@ class BackwardRequest:
     input_units: np.ndarray | None = None
     factors_ok: bool = False
     would_be: bool = False
-    dead_error: InputGradFactors | None = None
+    dead_error: InputGradFactors | np.ndarray | None = None
     dead_units_below: np.ndarray | None = None
 
 
@@ -72,7 +73,7 @@ class LayerGrads:
     params: list[np.ndarray]
     input: Any = None
     would_be: np.ndarray | None = None
-    dead_error_below: InputGradFactors | None = None
+    dead_error_below: InputGradFactors | np.ndarray | None = None
 
 
 class Parameter(NamedTuple):

@@ -12,8 +12,10 @@ run on the ``[T, B, F_alive*Ho*Wo]`` map. Which kernel computes the currents and
 gradients (events or im2col + GEMM) is chosen per call from the activity, at the
 crossovers measured by ``benchmarks/bench_conv_kernels.py`` (:mod:`evsim.kernels.conv_paths`).
 
-Structural development (SD-SNN's filter pruning and kernel regeneration) does not edit
-convolutions yet: a convolution is built with ``develops=False``.
+Structural development edits a convolution through the
+:class:`~evsim.layers.base.Developing` protocol: a unit is a filter (``kill`` removes all
+its kernels), a synapse a kernel (``regrow`` restores whole kernels and revives their
+filters), and backward returns the would-be gradients of missing kernels.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GR
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
-from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, attach_state, state_arrays
+from evsim.layers.base import BackwardRequest, InputGradFactors, LayerGrads, Parameter, attach_state, state_arrays
 from evsim.layers.linear import LayerTrace
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
@@ -46,7 +48,7 @@ class SpikingConv2d:
     in_shape : ``(C_in, H, W)`` of the input map.
     stride, pad : PyTorch's ``Conv2d`` stride and zero padding.
     bias : float32 ``[F]``; zeros by default.
-    develops : must be False (structural development of convolutions is not built yet).
+    develops : whether structural development may prune filters and regrow kernels.
     """
 
     kind = "conv2d"
@@ -59,8 +61,6 @@ class SpikingConv2d:
         channels, height, width = (int(n) for n in in_shape)
         if store.shape[0] != channels:
             raise ShapeError(f"the kernels come from {store.shape[0]} channels but the input has {channels}")
-        if develops:
-            raise ShapeError("structural development of convolutions is not available; build it with develops=False")
         try:
             self.geometry: ConvGeometry = conv_geometry(channels, height, width, store.block_shape[0], stride, pad)
         except ValueError as exc:
@@ -123,6 +123,7 @@ class SpikingConv2d:
         if self.store.nnz and np.any(local[self.store.indices] < 0):
             raise ShapeError("a dead filter still has kernels; kill() must prune them")
         self.alive_filters = alive_filters
+        self.local_index = local
         self.columns = local[self.store.indices]
         cells = self.geometry.out_cells
         self.alive_index = (alive_filters[:, None] * cells + np.arange(cells)[None, :]).ravel().astype(np.int32)
@@ -146,6 +147,15 @@ class SpikingConv2d:
         removed = self.store.prune_columns(filters)
         self.rebuild()
         return removed
+
+    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
+               initial_state: dict[str, float] | None = None) -> int:
+        """Create the kernels (input channel ``pre[k]``, filter ``post[k]``) with ``weights``
+        ``[n, K, K]``; a dead filter is revived (its bias starts at 0)."""
+        grown = self.store.regrow(pre, post, weights, initial_state)
+        self.alive[np.asarray(post, dtype=np.int64)] = True
+        self.rebuild()
+        return grown
 
     def prune(self, remove: np.ndarray) -> int:
         """Remove the kernels where ``remove`` (bool, one per stored kernel) is True."""
@@ -188,8 +198,16 @@ class SpikingConv2d:
         trace : from :meth:`forward`.
         grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes) of the alive units
             (:attr:`alive_index`).
-        request : ``input_grad`` / ``input_units`` as for the linear layer; would-be
-            gradients are not available for convolutions (they do not develop).
+        request : ``input_grad`` / ``input_units`` as for the linear layer, and:
+
+            - ``would_be``: the gradient every *missing* kernel would have, float32
+              ``[C_in, F, K, K]``, zeros where a kernel exists (a convolution has few
+              kernels: 600 in the paper's conv2). An alive filter's error is its dL/du; a
+              dead filter's is ``dead_error`` (zero without it).
+            - ``dead_error``: float32 ``[T*B, n_dead_units]``, the error the dead filters'
+              units would receive if revived (dL/d(spike) from above, the surrogate taken
+              as 1, as for linear layers), units ascending, as the pooling or layer above
+              returned it in :attr:`LayerGrads.dead_error_below`.
 
         Returns
         -------
@@ -209,24 +227,61 @@ class SpikingConv2d:
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
         grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
-        grads = LayerGrads([self._weight_grad(trace.events_in, grad_u, steps), grad_bias])
+        kernels = self._kernel_grads(trace.events_in, grad_u, self.store.indptr, self.columns, steps)
+        grads = LayerGrads([kernels, grad_bias])
+        if request.would_be:
+            grads.would_be = self._would_be_grad(trace.events_in, grad_u, request.dead_error, steps)
         if request.input_grad:
             grads.input = self._input_grad(grad_u, request, steps, batch)
         return grads
 
-    def _weight_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, steps: int) -> np.ndarray:
-        """``[nnz, K, K]``: the gradient of every stored kernel."""
-        if self.store.nnz == 0:
-            return np.zeros(self.store.data.shape, dtype=np.float32)
+    def _kernel_grads(self, drive: Events | StaticDrive, grad_u: np.ndarray, indptr: np.ndarray,
+                      columns: np.ndarray, steps: int) -> np.ndarray:
+        """``[nnz, K, K]``: the gradient of the kernels ``(indptr, columns)`` (``columns``
+        indexing the filter blocks of ``grad_u`` ``[T*B, G*Ho*Wo]``)."""
+        if columns.size == 0:
+            return np.zeros((0,) + self.store.block_shape, dtype=np.float32)
         if isinstance(drive, StaticDrive):
             # The same input at every step: sum dL/du over the steps, then one pass.
             once = dense_to_events(drive.values[None])
             summed = np.ascontiguousarray(grad_u.reshape(steps, drive.batch, -1).sum(axis=0))
-            return WEIGHT_GRAD_PATHS["dense"](once.ptr, once.idx, once.val, summed, self.store.indptr, self.columns,
-                                              self.geometry)
-        path = weight_grad_path(event_density(drive.ptr, self.n_in), self.alive_filters.size)
-        return WEIGHT_GRAD_PATHS[path](drive.ptr, drive.idx, drive.val, grad_u, self.store.indptr, self.columns,
-                                       self.geometry)
+            return WEIGHT_GRAD_PATHS["dense"](once.ptr, once.idx, once.val, summed, indptr, columns, self.geometry)
+        n_blocks = grad_u.shape[1] // self.geometry.out_cells
+        path = weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks)
+        return WEIGHT_GRAD_PATHS[path](drive.ptr, drive.idx, drive.val, grad_u, indptr, columns, self.geometry)
+
+    def _would_be_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, dead_error: np.ndarray | None,
+                       steps: int) -> np.ndarray:
+        """``[C_in, F, K, K]``: the gradients of the missing kernels (zeros elsewhere),
+        computed only over the filters that miss kernels (:attr:`incomplete`)."""
+        g = self.geometry
+        out = np.zeros((g.in_channels, self.filters, g.kernel, g.kernel), dtype=np.float32)
+        filters = self.incomplete
+        dead = ~self.alive[filters]
+        if isinstance(dead_error, InputGradFactors):  # from a linear layer right above
+            dead_error = dead_error.grad_u[:, :dead_error.weights.shape[0]] @ dead_error.weights
+        if dead.any() and dead_error is not None:
+            n_dead = int(np.sum(~self.alive))
+            if dead_error.shape != (grad_u.shape[0], n_dead * g.out_cells):
+                raise ShapeError(f"dead_error has shape {dead_error.shape}, expected "
+                                 f"{(grad_u.shape[0], n_dead * g.out_cells)} (the dead filters' units)")
+        else:
+            filters = filters[~dead]
+            dead = dead[~dead]
+        if filters.size == 0:
+            return out
+        cells, slots = g.out_cells, grad_u.shape[0]
+        error = np.empty((slots, filters.size, cells), dtype=np.float32)
+        error[:, ~dead] = grad_u.reshape(slots, -1, cells)[:, self.local_index[filters[~dead]]]
+        if dead.any():  # every dead filter misses kernels: they are the incomplete dead ones, in order
+            error[:, dead] = dead_error.reshape(slots, -1, cells)
+        missing = ~self.store.mask()[:, filters]  # [C_in, len(filters)]
+        channels, slot = np.nonzero(missing)
+        indptr = np.zeros(g.in_channels + 1, dtype=np.int32)
+        np.cumsum(missing.sum(axis=1), out=indptr[1:])
+        grads = self._kernel_grads(drive, error.reshape(slots, -1), indptr, slot.astype(np.int32), steps)
+        out[channels, filters[slot]] = grads
+        return out
 
     def _input_grad(self, grad_u: np.ndarray, request: BackwardRequest, steps: int, batch: int) -> np.ndarray:
         """dL/d(input) ``[T, B, n_in or len(input_units)]``: scattered from the nonzero entries

@@ -108,7 +108,9 @@ class Pool2d:
 
     def backward(self, trace: PoolTrace, grad_out: np.ndarray, lif: LIFParameters,
                  request: BackwardRequest = BackwardRequest()) -> LayerGrads:
-        """dL/d(input) from dL/d(pooled output) ``[T, B, n_out]``."""
+        """dL/d(input) from dL/d(pooled output) ``[T, B, n_out]``; with
+        ``request.dead_units_below``, also the part of it that goes to those (dead) units,
+        float32 ``[T*B, len(dead_units_below)]``, in :attr:`LayerGrads.dead_error_below`."""
         if not isinstance(grad_out, np.ndarray):
             raise ShapeError("pooling takes dL/d(output) as a dense [T, B, N] array")
         grads = LayerGrads([])
@@ -121,8 +123,13 @@ class Pool2d:
         else:
             out = trace.events_out
             grad_in = max_pool_backward(flat, out.ptr, out.idx, trace.argmax, self.geometry)
+        cells = self.geometry.height * self.geometry.width
+        if request.dead_units_below is not None:
+            # What the dead units below (a developing convolution's dead filters) would
+            # receive if revived, for their would-be gradients.
+            grads.dead_error_below = _select_units(grad_in, request.dead_units_below, cells)
         if request.input_units is not None:
-            grad_in = _select_units(grad_in, request.input_units, self.geometry.height * self.geometry.width)
+            grad_in = _select_units(grad_in, request.input_units, cells)
         grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
         return grads
 

@@ -24,6 +24,17 @@ the paper, or every N batches) on each developing layer:
    next layer's dL/du, then times the row's weights), so regeneration can revive
    pruned neurons.
 
+On a convolution (the authors' code) the unit is a filter and the synapse a kernel: the
+constraint runs per weight; a filter's importance sums its kernels' normalised widths;
+its rate starts at ``filter_rho_init`` (5 %) and adapts as
+``rho += e^(-(s - 2K - 1) / filter_rho_decay) * F_alive / N_next_alive``, over the alive
+units of the next developing layer (a pooling between is no layer of units); a missing
+kernel scores the signed sum of its K x K would-be weights and qualifies above the
+``q(s) = min(65 + 1.1^(s - 2K - 1), 99)`` percentile of every kernel's signed sum (the
+existing kernels' weights, the missing ones' scores), regrowing after *more than*
+``kernel_regrow_steps`` (18) consecutive qualifying steps. With ``constrain_output``
+the output layer, which never develops, is held in its dendritic-spine ranges too.
+
 The would-be *update* mirrors the optimizer: SGD ``lr * sum_b g_b``; Adam-family
 ``lr * sum_b g_b / (sqrt(mean_b g_b^2) + eps)`` (Adam's normalisation without momentum),
 over the batches of the last epoch, as in the paper, where a development step *is* an
@@ -65,6 +76,14 @@ class SDSNNConfig:
     alpha_fast_steps : steps of exponentially decaying alpha after 2K (24).
     alpha_late : alpha afterwards (0.00075).
     q_base, q_growth, q_max : regeneration percentile 60 + 1.1^(...) capped at 99.
+    filter_rho_init : a convolution's initial filter-pruning percentage (5; 0.5 in the
+        authors' CIFAR-10 code).
+    filter_rho_decay : the divisor of the filter rate's exponent (5).
+    kernel_q_base : a convolution's regeneration percentile base (65).
+    kernel_regrow_steps : a kernel regrows after *more than* this many consecutive
+        qualifying steps (18).
+    constrain_output : hold the output layer's weights in their dendritic-spine ranges
+        (never pruned); False in configurations saved before it existed.
     """
 
     spine_steps: int = 18
@@ -77,12 +96,21 @@ class SDSNNConfig:
     q_base: float = 60.0
     q_growth: float = 1.1
     q_max: float = 99.0
+    filter_rho_init: float = 5.0
+    filter_rho_decay: float = 5.0
+    kernel_q_base: float = 65.0
+    kernel_regrow_steps: int = 18
+    constrain_output: bool = False
 
     def __post_init__(self):
-        if self.spine_steps < 1 or self.regrow_steps < 1:
-            raise ConfigError("spine_steps (K) and regrow_steps (R) must be >= 1")
+        if self.spine_steps < 1 or self.regrow_steps < 1 or self.kernel_regrow_steps < 0:
+            raise ConfigError("spine_steps (K) and regrow_steps (R) must be >= 1, kernel_regrow_steps >= 0")
         if not 0 <= self.rho_init <= self.rho_max < 100:
             raise ConfigError(f"need 0 <= rho_init <= rho_max < 100, got {self.rho_init}, {self.rho_max}")
+        if not 0 <= self.filter_rho_init <= self.rho_max:
+            raise ConfigError(f"need 0 <= filter_rho_init <= rho_max, got {self.filter_rho_init}, {self.rho_max}")
+        if not self.filter_rho_decay > 0:
+            raise ConfigError(f"filter_rho_decay must be > 0, got {self.filter_rho_decay}")
 
     @property
     def prune_start(self) -> int:
@@ -113,16 +141,18 @@ def alpha(step: int, cfg: SDSNNConfig) -> float:
     return cfg.alpha_late
 
 
-def regrowth_percentile(step: int, cfg: SDSNNConfig) -> float:
-    """q(s) = min(60 + 1.1^(s - 2K - 1), 99)."""
-    return min(cfg.q_base + saturating_power(cfg.q_growth, step - cfg.prune_start - 1), cfg.q_max)
+def regrowth_percentile(step: int, cfg: SDSNNConfig, base: float | None = None) -> float:
+    """q(s) = min(base + 1.1^(s - 2K - 1), 99); ``base`` 60 (``q_base``) unless given."""
+    base = cfg.q_base if base is None else base
+    return min(base + saturating_power(cfg.q_growth, step - cfg.prune_start - 1), cfg.q_max)
 
 
 # ------------------------------------------------------------- 1. constraint
 def init_ranges(store, max_abs: float | None = None) -> None:
-    """Ranges [-m, m] (m = the layer's largest |w|) and zeroed spine counters."""
+    """Ranges [-m, m] (m = the layer's largest |w|) and zeroed spine counters, per weight
+    (``[nnz, *block_shape]``)."""
     m = float(np.abs(store.data).max()) if max_abs is None else max_abs
-    n = store.nnz
+    n = store.data.shape
     store.set_state("r_plus", np.full(n, m, np.float32))
     store.set_state("r_minus", np.full(n, -m, np.float32))
     for name in ("above_n", "below_n", "fall_n"):
@@ -135,19 +165,21 @@ def init_ranges(store, max_abs: float | None = None) -> None:
 def constrain(store, step: int, cfg: SDSNNConfig) -> None:
     """One development step of the dendritic-spine constraint (in place; see
     :func:`evsim.kernels.spines._constrain`). Weights are clipped from step K on."""
-    st = store.state
-    _constrain(store.data, st["r_plus"], st["r_minus"], st["above_n"], st["above_sum"], st["below_n"],
-               st["below_sum"], st["fall_n"], st["prev_abs"], np.int32(cfg.spine_steps), np.float32(cfg.shrink),
-               step >= cfg.spine_steps)
+    flat = {name: values.reshape(-1) for name, values in store.state.items()}  # views: per weight
+    _constrain(store.data.reshape(-1), flat["r_plus"], flat["r_minus"], flat["above_n"], flat["above_sum"],
+               flat["below_n"], flat["below_sum"], flat["fall_n"], flat["prev_abs"], np.int32(cfg.spine_steps),
+               np.float32(cfg.shrink), step >= cfg.spine_steps)
 
 
 # --------------------------------------------------------- 2. neuronal pruning
 def neuron_importance(store) -> np.ndarray:
-    """Sum over each neuron's existing incoming synapses of the min-max normalised range width."""
+    """Sum over each unit's existing incoming weights (a filter's: its kernels' weights) of
+    the min-max normalised range width, normalised over the layer's weights."""
     width = store.state["r_plus"] + np.abs(store.state["r_minus"])
     span = float(width.max() - width.min()) if width.size else 0.0
     normalised = (width - width.min()) / span if span > 0 else np.ones_like(width)
-    return np.bincount(store.indices, weights=normalised, minlength=store.shape[1])
+    per_synapse = normalised.reshape(store.nnz, -1).sum(axis=1) if store.block_shape else normalised
+    return np.bincount(store.indices, weights=per_synapse, minlength=store.shape[1])
 
 
 def neurons_to_prune(importance: np.ndarray, alive: np.ndarray, rho: float) -> np.ndarray:
@@ -164,6 +196,13 @@ def neurons_to_prune(importance: np.ndarray, alive: np.ndarray, rho: float) -> n
 def update_rho(rho: float, step: int, n_alive: int, n_next: int, cfg: SDSNNConfig) -> float:
     """Neurotrophic rule rho += alpha(s) * N_alive / N_next, capped at rho_max."""
     return min(rho + alpha(step, cfg) * n_alive / n_next, cfg.rho_max)
+
+
+def update_filter_rho(rho: float, step: int, filters_alive: int, next_alive: int, cfg: SDSNNConfig) -> float:
+    """A convolution's rule rho += e^(-(s - 2K - 1) / filter_rho_decay) * F_alive / N_next_alive,
+    capped at rho_max (the authors' code: their rate over the next developing layer's)."""
+    rate = saturating_power(math.e, -(step - cfg.prune_start - 1) / cfg.filter_rho_decay)
+    return min(rho + rate * filters_alive / max(next_alive, 1), cfg.rho_max)
 
 
 # ----------------------------------------------------- 3. synaptic regeneration
@@ -284,6 +323,73 @@ class LayerDevelopment:
         self.grad_sq_sum = np.zeros((self.grad_sq_sum.shape[0], 0), dtype=np.float32)
 
 
+def kernel_regrowth_candidates(counter: np.ndarray, would_be_weight: np.ndarray, store, q: float,
+                               regrow_steps: int, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Update a convolution's consecutive-qualification counters ``counter`` int16
+    ``[C_in, F]`` (in place) and return the kernels to regrow, as (channels, filters).
+
+    A missing kernel in ``eligible`` (bool ``[C_in, F]``: missing, with a would-be
+    window) qualifies when the signed sum of its would-be weights ``would_be_weight``
+    ``[C_in, F, K, K]`` exceeds the q-th percentile of every kernel's signed sum (an
+    existing kernel's weights, a missing one's would-be weights); any other step resets
+    its counter. It regrows once the counter passes ``regrow_steps``.
+    """
+    score = would_be_weight.sum(axis=(2, 3), dtype=np.float64)
+    sums = score.copy()
+    sums[store.rows(), store.indices] = store.data.sum(axis=(1, 2), dtype=np.float64)
+    qualifies = eligible & (score > np.percentile(sums, q))
+    counter[qualifies] += 1
+    counter[~qualifies] = 0
+    ready = counter > regrow_steps
+    counter[ready] = 0
+    return np.nonzero(ready)
+
+
+class KernelDevelopment:
+    """A convolution's development state: rho, q, and per (input channel, filter) pair the
+    regeneration counter and the would-be gradient sums of the last epoch's window, with
+    the batches it holds. A convolution has few kernels (600 in the paper's conv2), so
+    these are dense ``[C_in, F(, K, K)]``; a pair's window holds only batches in which
+    its kernel was missing."""
+
+    def __init__(self, layer, cfg: SDSNNConfig):
+        channels, filters = layer.store.shape
+        self.rho = cfg.filter_rho_init
+        self.q = cfg.kernel_q_base
+        self.grad_sum = np.zeros((channels, filters) + layer.store.block_shape, dtype=np.float32)
+        self.grad_sq_sum = np.zeros_like(self.grad_sum)
+        self.window_batches = np.zeros((channels, filters), dtype=np.float64)
+        self.counter = np.zeros((channels, filters), dtype=np.int16)
+
+    def observe(self, missing: np.ndarray, would_be_grad: np.ndarray) -> None:
+        """Add one batch's would-be gradients ``[C_in, F, K, K]`` of the ``missing`` kernels."""
+        if would_be_grad.shape != self.grad_sum.shape:
+            raise ShapeError(f"would-be gradients {would_be_grad.shape} over sums of {self.grad_sum.shape}")
+        self.grad_sum[~missing] = 0.0  # an existing kernel keeps no window
+        self.grad_sq_sum[~missing] = 0.0
+        self.window_batches[~missing] = 0.0
+        self.grad_sum[missing] += would_be_grad[missing]
+        self.grad_sq_sum[missing] += np.square(would_be_grad[missing])
+        self.window_batches[missing] += 1.0
+
+    def would_be_update(self, lr: float, adaptive: bool, epoch_batches: int | None = None,
+                        eps: float = 1e-8) -> np.ndarray:
+        """The would-be update ``[C_in, F, K, K]`` of each pair's window, as
+        :meth:`LayerDevelopment.would_be_update` computes it per synapse."""
+        batches = np.maximum(self.window_batches, 1.0).astype(np.float32)[:, :, None, None]
+        scale = np.float32(lr) if epoch_batches is None else \
+            np.float32(lr) * np.minimum(np.float32(1.0), np.float32(epoch_batches) / batches)
+        if adaptive:
+            return scale * self.grad_sum / (np.sqrt(self.grad_sq_sum / batches) + eps)
+        return scale * self.grad_sum
+
+    def end_interval(self, keep: float) -> None:
+        """Decay the window's sums by ``keep``, or drop them with ``keep`` 0."""
+        self.grad_sum *= np.float32(keep)
+        self.grad_sq_sum *= np.float32(keep)
+        self.window_batches *= keep
+
+
 class SDSNN:
     """The SD-SNN structure controller for a network's developing layers.
 
@@ -304,7 +410,11 @@ class SDSNN:
         self.keep = max(0.0, 1.0 - interval / epoch_batches) if epoch_batches and interval else 0.0
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
-        self.state = {k: LayerDevelopment(network.layers[k], cfg) for k in self.layers}
+        self.state = {k: KernelDevelopment(network.layers[k], cfg) if _is_conv(network.layers[k])
+                      else LayerDevelopment(network.layers[k], cfg) for k in self.layers}
+        last = len(network.layers) - 1
+        # The output layer never develops; it may be held in its ranges (its state is per synapse, in its store).
+        self.constrained = [last] if cfg.constrain_output and last not in self.layers else []
 
     @property
     def needs_would_be_grad(self) -> bool:
@@ -314,49 +424,96 @@ class SDSNN:
     def observe(self, network: Network, grads: list) -> None:
         """Take in one batch's would-be gradients (``grads``: :meth:`Network.backward`'s)."""
         for k in self.layers:
-            if grads[k].would_be is not None:
-                self.state[k].observe(network.layers[k].incomplete, grads[k].would_be)
+            if grads[k].would_be is None:
+                continue
+            layer = network.layers[k]
+            if _is_conv(layer):
+                self.state[k].observe(~layer.store.mask(), grads[k].would_be)
+            else:
+                self.state[k].observe(layer.incomplete, grads[k].would_be)
 
     def develop(self, network: Network, lr: float) -> list[dict]:
-        """One development step on every developing layer; returns one stats dict per layer."""
+        """One development step on every developing layer (and the constraint on a
+        constrained output layer); returns one stats dict per developing layer."""
         self.step += 1
         s, cfg = self.step, self.cfg
         stats = []
-        for k in self.layers:
-            layer, dev = network.layers[k], self.state[k]
-            store = layer.store
-            pruned = regrown = 0
+        for k in self.constrained:
+            store = network.layers[k].store
             if s == 1:
                 init_ranges(store)
             else:
                 constrain(store, s, cfg)
+        for k in self.layers:
+            layer, dev = network.layers[k], self.state[k]
+            store = layer.store
+            if s == 1:
+                init_ranges(store)
+            else:
+                constrain(store, s, cfg)
+            pruned = regrown = 0
             if s >= cfg.prune_start:
-                if s > cfg.prune_start:
-                    n_next = network.layers[k + 1].n_out if k + 1 < len(network.layers) else layer.n_out
-                    dev.rho = update_rho(dev.rho, s, int(layer.alive.sum()), n_next, cfg)
-                kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
-                if kill.size:
-                    pruned = layer.kill(kill)
-                dev.q = regrowth_percentile(s, cfg)
-                if dev.window_batches.any():
-                    would_be = dev.would_be_update(lr, self.adaptive, self.epoch_batches)
-                    dev.carry_counter()
-                    pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, dev.q,
-                                                    cfg.regrow_steps)
-                    if pre.size:
-                        # A new synapse starts with the layer's current range, like every synapse did.
-                        m = float(np.abs(store.data).max()) if store.nnz else 1.0
-                        weights = np.clip(-would_be[pre, slot], -m, m)
-                        regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
-                        store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
+                develop_units = self._develop_filters if _is_conv(layer) else self._develop_neurons
+                pruned, regrown = develop_units(network, k, lr)
             dev.end_interval(self.keep)
+            weights = store.nnz * store.block_size
             stats.append({
-                "layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
-                "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,
+                "layer": k, "synapses": store.nnz, "dense_synapses": layer.dense_synapses,
+                "alive_neurons": int(layer.alive.sum()), "neurons": layer.alive.size,
                 "rho": round(dev.rho, 4), "q": round(dev.q, 3), "pruned": int(pruned), "regrown": int(regrown),
-                "compression": round(1 - store.nnz / (layer.n_in * layer.n_out), 6),
+                "compression": round(1 - weights / layer.dense_weights, 6),
             })
         return stats
+
+    def _develop_neurons(self, network: Network, k: int, lr: float) -> tuple[int, int]:
+        """Neuronal pruning and synaptic regeneration of linear layer ``k``; (synapses pruned, regrown)."""
+        s, cfg = self.step, self.cfg
+        layer, dev = network.layers[k], self.state[k]
+        store = layer.store
+        pruned = regrown = 0
+        if s > cfg.prune_start:
+            n_next = network.layers[k + 1].n_out if k + 1 < len(network.layers) else layer.n_out
+            dev.rho = update_rho(dev.rho, s, int(layer.alive.sum()), n_next, cfg)
+        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
+        if kill.size:
+            pruned = layer.kill(kill)
+        dev.q = regrowth_percentile(s, cfg)
+        if dev.window_batches.any():
+            would_be = dev.would_be_update(lr, self.adaptive, self.epoch_batches)
+            dev.carry_counter()
+            pre, slot = regrowth_candidates(dev.counter, would_be, dev.columns, store, dev.q, cfg.regrow_steps)
+            if pre.size:
+                # A new synapse starts with the layer's current range, like every synapse did.
+                m = float(np.abs(store.data).max()) if store.nnz else 1.0
+                weights = np.clip(-would_be[pre, slot], -m, m)
+                regrown = layer.regrow(pre, dev.columns[slot], weights, {"r_plus": m, "r_minus": -m})
+                store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
+        return pruned, regrown
+
+    def _develop_filters(self, network: Network, k: int, lr: float) -> tuple[int, int]:
+        """Filter pruning and kernel regeneration of convolution ``k``; (kernels pruned, regrown)."""
+        s, cfg = self.step, self.cfg
+        layer, dev = network.layers[k], self.state[k]
+        store = layer.store
+        pruned = regrown = 0
+        if s > cfg.prune_start:
+            dev.rho = update_filter_rho(dev.rho, s, int(layer.alive.sum()), _next_alive_units(network, k), cfg)
+        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
+        if kill.size:
+            pruned = layer.kill(kill)
+        dev.q = regrowth_percentile(s, cfg, cfg.kernel_q_base)
+        missing = ~store.mask()
+        if dev.window_batches[missing].any():
+            would_be_weight = -dev.would_be_update(lr, self.adaptive, self.epoch_batches)
+            channels, filters = kernel_regrowth_candidates(dev.counter, would_be_weight, store, dev.q,
+                                                           cfg.kernel_regrow_steps,
+                                                           missing & (dev.window_batches > 0))
+            if channels.size:
+                m = float(np.abs(store.data).max()) if store.nnz else 1.0
+                weights = np.clip(would_be_weight[channels, filters], -m, m)
+                regrown = layer.regrow(channels, filters, weights, {"r_plus": m, "r_minus": -m})
+                store.state["prev_abs"] = np.abs(store.data).astype(np.float32)
+        return pruned, regrown
 
     def state_dict(self) -> dict:
         """Everything :meth:`develop` depends on besides the network, for checkpoints.
@@ -376,3 +533,18 @@ class SDSNN:
         for k, dev in self.state.items():
             for name in vars(dev):
                 setattr(dev, name, state[f"{k}.{name}"])
+
+
+def _is_conv(layer) -> bool:
+    """Whether ``layer``'s synapses are kernels (a convolution's filters are its units)."""
+    return layer.store.block_shape != ()
+
+
+def _next_alive_units(network: Network, k: int) -> int:
+    """The alive units of the next developing layer above ``k`` (a pooling between is no
+    layer of units), or, with none, of the next layer with units."""
+    above = network.layers[k + 1:]
+    for layer in above:
+        if layer.develops:
+            return int(layer.alive.sum())
+    return next(int(layer.alive_index.size) for layer in above if getattr(layer, "spiking", True))
