@@ -17,6 +17,7 @@ from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
 from evsim.cli.options import NonEmptyPath, declared_options
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
                           resolve_options)
+from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
 from evsim.train import (RUN_RESULTS, TrainingInterrupted, resume as resume_training, saved_checkpoint_policy,
@@ -83,6 +84,11 @@ def train(ctx, config_file, resume_dir, **opts):
                   f"{100 * summary['best_test_acc']:.2f}%")
     else:
         chosen = f"best over epochs, paper-style: {100 * summary['best_test_acc']:.2f}%"
+    if summary.get("layers"):
+        click.echo(format_report(summary["layers"], summary["compression"]))
+    if summary.get("sop_reduction") is not None:
+        click.echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
+                   f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
                f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")

@@ -60,6 +60,7 @@ from evsim.data import Dataset, load_dataset
 from evsim.data.base import hold_out
 from evsim.data.encoding import encode_events
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
+from evsim.compression import layer_report, zero_or_absent
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError
@@ -250,10 +251,10 @@ class Trainer:
         return -(-len(self.dataset.train) // self.config.batch_size)
 
     def compression(self) -> float:
-        """1 - weights / weights of the same architecture with every synapse present (the
-        whole network, biases excluded; a kernel counts its K x K weights, as the SD-SNN
-        authors count them)."""
-        return 1.0 - self.network.weights / self.network.dense_weights
+        """The weights zero or absent over the weights of the same architecture with every
+        synapse present (the whole network, biases excluded; a kernel counts its K x K
+        weights), as the SD-SNN authors' code computes it."""
+        return zero_or_absent(self.network)
 
     def developing_hidden(self) -> list[tuple[int, object]]:
         """``(index, layer)`` of the hidden layers with synapses of their own (pooling has none):
@@ -588,6 +589,9 @@ class Trainer:
                 "neurons_revived": round(self.neurons_revived(), 6),
                 "sops_per_sample": round(energy_summary["sops_per_sample"], 1),
                 "energy_uj_per_sample": round(energy_summary["energy_uj_per_sample"], 6),
+                # The same activity through every synapse of the architecture: what pruning saved.
+                "sops_unpruned_per_sample": round(energy_summary["rows"][1]["acs"], 1),
+                "energy_uj_unpruned_per_sample": round(energy_summary["rows"][1]["energy_uj"], 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
                 "epoch_s": round(time.perf_counter() - t0, 3),
                 "wall_s": round(time.perf_counter() - start, 3),
@@ -630,6 +634,9 @@ class Trainer:
             "neurons_revived": round(self.neurons_revived(), 6),
             "sops_per_sample": last["sops_per_sample"],
             "energy_uj_per_sample": last["energy_uj_per_sample"],
+            "sop_reduction": _reduction(last["sops_per_sample"], last.get("sops_unpruned_per_sample")),
+            "energy_reduction": _reduction(last["energy_uj_per_sample"], last.get("energy_uj_unpruned_per_sample")),
+            "layers": layer_report(self.network),
             "structure": {"name": self.config.structure,
                           "development_steps": self.structure.step if self.structure is not None else 0},
             "wall_s": round(time.perf_counter() - start, 3),
@@ -640,6 +647,11 @@ class Trainer:
         if run_dir is not None:
             write_json_atomic(run_dir / "summary.json", summary)
         return summary
+
+
+def _reduction(this: float, unpruned: float | None) -> float | None:
+    """1 - this / unpruned (None without the unpruned count, in metrics written before it was)."""
+    return round(1.0 - this / unpruned, 6) if unpruned else None
 
 
 def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset:

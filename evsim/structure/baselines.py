@@ -15,17 +15,22 @@ from evsim.network import Network
 
 def _stats(k, layer, pruned=0, regrown=0, **extra) -> dict:
     store = layer.store
-    return {"layer": k, "synapses": store.nnz, "dense_synapses": layer.n_in * layer.n_out,
-            "alive_neurons": int(layer.alive.sum()), "neurons": layer.n_out,
+    return {"layer": k, "synapses": store.nnz, "dense_synapses": layer.dense_synapses,
+            "alive_neurons": int(layer.alive.sum()), "neurons": layer.alive.size,
             "pruned": int(pruned), "regrown": int(regrown),
-            "compression": round(1 - store.nnz / (layer.n_in * layer.n_out), 6), **extra}
+            "compression": round(1 - store.nnz / layer.dense_synapses, 6), **extra}
+
+
+def magnitude(store) -> np.ndarray:
+    """|w| of each synapse; a kernel's mean |w| (its L1 norm over K x K)."""
+    return np.abs(store.data).reshape(store.nnz, -1).mean(axis=1)
 
 
 def prune_smallest(layer, n_remove: int) -> int:
-    """Remove the ``n_remove`` existing synapses of smallest |w| (ties: lowest position)."""
+    """Remove the ``n_remove`` existing synapses (kernels) of smallest magnitude (ties: lowest position)."""
     if n_remove <= 0:
         return 0
-    order = np.argsort(np.abs(layer.store.data), kind="stable")[:n_remove]
+    order = np.argsort(magnitude(layer.store), kind="stable")[:n_remove]
     remove = np.zeros(layer.store.nnz, dtype=bool)
     remove[order] = True
     removed = layer.prune(remove)
@@ -56,7 +61,7 @@ class MagnitudePruning:
         stats = []
         for k in self.layers:
             layer = network.layers[k]
-            dense = layer.n_in * layer.n_out
+            dense = layer.dense_synapses
             pruned = prune_smallest(layer, layer.store.nnz - int(round(dense * (1 - sparsity))))
             stats.append(_stats(k, layer, pruned, target_sparsity=round(sparsity, 6)))
         return stats
@@ -82,7 +87,7 @@ class SET:
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
         for k in self.layers:
             layer = network.layers[k]
-            keep = int(round(layer.n_in * layer.n_out * (1 - sparsity)))
+            keep = int(round(layer.dense_synapses * (1 - sparsity)))
             remove = np.ones(layer.store.nnz, dtype=bool)
             remove[self.rng.choice(layer.store.nnz, size=keep, replace=False)] = False
             layer.prune(remove)
@@ -97,11 +102,12 @@ class SET:
             layer = network.layers[k]
             n = int(self.zeta * layer.store.nnz)
             pruned = prune_smallest(layer, n)
-            missing = np.flatnonzero(~layer.store.mask().ravel())
+            store = layer.store
+            missing = np.flatnonzero(~store.mask().ravel())
             pick = self.rng.choice(missing, size=min(n, missing.size), replace=False)
-            bound = 1.0 / np.sqrt(layer.n_in)
-            weights = self.rng.uniform(-bound, bound, pick.size).astype(np.float32)
-            regrown = layer.regrow(pick // layer.n_out, pick % layer.n_out, weights)
+            bound = 1.0 / np.sqrt(store.shape[0] * store.block_size)  # PyTorch's init: 1/sqrt(fan-in)
+            weights = self.rng.uniform(-bound, bound, (pick.size,) + store.block_shape).astype(np.float32)
+            regrown = layer.regrow(pick // store.shape[1], pick % store.shape[1], weights)
             stats.append(_stats(k, layer, pruned, regrown))
         return stats
 
