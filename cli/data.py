@@ -5,15 +5,18 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
-from evsim.cli.options import NonEmptyPath, data_options_from, dataset_options, integer
+from evsim.cli.options import DATASET_OPTION_NAMES, NonEmptyPath, data_options_from, dataset_options, integer
+from evsim.cli.runs import check_outputs, load_run_network
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
-from evsim.data.encoding import encode_batch
 from evsim.data.frames import SparseFrames
 from evsim.data.tonic_sets import SAMPLE_EVENTS
 from evsim.errors import ConfigError
+from evsim.feature_maps import plot_feature_maps
+from evsim.inspect import dense_drive, record_sample, sample_drive
 from evsim.plots import _pyplot, figure_format, save_figure
 
 EVENT_DATASETS = ("nmnist", "dvsgesture")
@@ -24,11 +27,15 @@ def data():
     """Inspect, show and emulate datasets."""
 
 
-def _load(kwargs: dict):
-    """Load the dataset chosen by the shared options; print its notice, if any."""
+def _load(kwargs: dict, time_steps: int | None = None):
+    """Load the dataset chosen by the shared options (T: ``--time-steps``, else
+    ``time_steps``, else the dataset's default); print its notice, if any."""
     name = kwargs.pop("dataset")
-    time_steps = kwargs.get("time_steps") or DEFAULT_TIME_STEPS.get(name, 20)
-    options = data_options_from(kwargs, time_steps)
+    steps = kwargs.get("time_steps") or time_steps or DEFAULT_TIME_STEPS.get(name, 20)
+    return _load_named(name, data_options_from(kwargs, steps))
+
+
+def _load_named(name: str, options):
     dataset = load_dataset(name, options)
     if dataset.meta.get("notice"):
         click.echo(f"NOTICE: {dataset.meta['notice']}")
@@ -87,34 +94,80 @@ def _picture_path(ctx, param, out: Path) -> Path:
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--out", type=NonEmptyPath(dir_okay=False, path_type=Path), required=True, callback=_picture_path,
               help="Picture to write; its suffix picks the format (.png, .pdf, .svg, ...; none: .png).")
-def show(index, split, out, **kwargs):
-    """Draw one sample: its frames (and, for event data, an x-y-t view of its events)."""
-    dataset, options = _load(kwargs)
+@click.option("--run", "run_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
+              help="A trained run folder: also draw what its network (latest checkpoint) makes of the sample in "
+                   "its first layers, into <stem>-layers<suffix> next to --out: each convolution filter's spike "
+                   "counts and the pooled maps, up to the first fully connected layer (a fully connected network: "
+                   "its first layer's spikes per step). The data is the run's own unless dataset options are given.")
+@click.pass_context
+def show(ctx, index, split, out, run_dir, **kwargs):
+    """Draw one sample: its frames (and, for event data, an x-y-t view of its events);
+    with --run, also what a trained network's first layers make of it."""
+    network = config = loaded = layers_out = None
+    if run_dir is not None:
+        layers_out = out.with_name(f"{out.stem}-layers{out.suffix}")
+        check_outputs(out, layers_out)
+        network, config, loaded = load_run_network(run_dir, "latest")
+    if config is not None and not _data_options_given(ctx):
+        dataset, options = _load_named(config.dataset, config.data)  # what the run trained and is evaluated on
+        steps = config.time_steps
+    else:
+        dataset, options = _load(kwargs, config.time_steps if config is not None else None)
+        steps = options.time_steps
     chosen = dataset.train if split == "train" else dataset.test
     if index >= len(chosen):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(chosen)} samples")
-    events = None
+    label = int(chosen.labels[index])
+    seed = config.seed if config is not None else 0
+    what = f"{dataset.name} {split}[{index}], label {label}"
+    drive = None
+    if network is not None:
+        rec, drive = record_sample(network, dataset, split, index, steps, seed)
+        plot_feature_maps(rec, network, layers_out, label, 0,
+                          f"{dataset.name} {split}[{index}] ({dataset.source} data) through {network.describe()}, "
+                          f"run {run_dir.resolve().name} ({loaded})", drive, *_input_names(dataset))
+        what += f", predicted {int(np.argmax(rec.counts[0]))} by {run_dir} ({loaded})"
+    elif dataset.encoding == "rate":
+        drive = sample_drive(chosen.inputs, index, dataset.encoding, steps, seed)
+    # The spikes drawn are the drive the network was fed (without --run: would be fed, seed 0).
+    spikes = dense_drive(drive, dataset.n_inputs)[:, 0] if dataset.encoding == "rate" else None
+    _draw(dataset, chosen.inputs[index], label, _recording_events(dataset, options, split, index), out,
+          steps, options.slicing, spikes)
+    click.echo(f"wrote {out}" + (f" and {layers_out}" if layers_out is not None else "")
+               + f" ({what}, data_source {dataset.source})")
+
+
+def _data_options_given(ctx: click.Context) -> bool:
+    return any(ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE for name in DATASET_OPTION_NAMES)
+
+
+def _input_names(dataset) -> tuple[tuple[str, ...] | None, str]:
+    """The input channels' names (event frames: channel 0 OFF, 1 ON) and what the input's events are."""
+    shape = tuple(dataset.sample_shape)
+    polar = dataset.encoding == "frames" and len(shape) == 3 and shape[0] == 2
+    return ("OFF", "ON") if polar else None, "spikes" if dataset.encoding == "rate" else "events"
+
+
+def _recording_events(dataset, options, split: str, index: int):
+    """The raw events of an event dataset's sample (for the frames' times and the x-y-t
+    view), or None."""
     if dataset.name in EVENT_DATASETS:
-
         module = nmnist if dataset.name == "nmnist" else dvsgesture
-        events = module.sample_events(options, split, index)[0]
-    elif dataset.name in SAMPLE_EVENTS:
-        events = SAMPLE_EVENTS[dataset.name](options, split, index)[0]
-    _draw(dataset, chosen.inputs[index], int(chosen.labels[index]), events, out, options.time_steps,
-          options.slicing)
-    click.echo(f"wrote {out} ({dataset.name} {split}[{index}], label {int(chosen.labels[index])}, "
-               f"data_source {dataset.source})")
+        return module.sample_events(options, split, index)[0]
+    if dataset.name in SAMPLE_EVENTS:
+        return SAMPLE_EVENTS[dataset.name](options, split, index)[0]
+    return None
 
 
-def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps: int = 20,
-          slicing: str = "events") -> None:
+def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps: int, slicing: str,
+          spikes: np.ndarray | None) -> None:
     """Save a picture of one sample, atomically, in the format of ``out``'s suffix.
 
     Event frames are drawn as ON minus OFF counts on one shared colour scale, each
     titled with the time it spans (from the recording's ``events``, when given, which
-    also get an x-y-t view). A rate-coded image is drawn with the spikes the network
-    receives at each of the ``time_steps`` steps (one seeded draw); a direct-coded one
-    as the analog values fed at every step.
+    also get an x-y-t view). A rate-coded image is drawn with ``spikes``, the spikes
+    ``[T, n_inputs]`` the network receives at each of the ``time_steps`` steps (None
+    for other encodings); a direct-coded one as the analog values fed at every step.
     """
     from matplotlib import colors
 
@@ -135,8 +188,7 @@ def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps
     else:
         image = np.asarray(sample, dtype=np.float32).reshape(tuple(dataset.sample_shape))
         if dataset.encoding == "rate":
-            spikes = encode_batch(image.reshape(1, -1), "rate", time_steps, np.random.default_rng([0, 3]))[:, 0]
-            spikes = spikes.reshape((time_steps,) + tuple(dataset.sample_shape))
+            spikes = np.asarray(spikes).reshape((time_steps,) + tuple(dataset.sample_shape))
             channels = spikes.shape[1] if spikes.ndim == 4 else 1
             panels = [frame.sum(axis=0) if frame.ndim == 3 else frame for frame in spikes]
             norm, cmap = colors.Normalize(0, channels), "Greys"

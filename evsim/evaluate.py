@@ -94,7 +94,8 @@ class Evaluation:
 
 def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
     """``dataset``'s ``split`` ("test", "train" or "val"), once it exists, holds samples
-    and fits ``network``.
+    and fits ``network``: as many inputs, of the shape a convolution takes (a flat
+    sample fits any shape of its size), and as many classes.
 
     Raises
     ------
@@ -108,9 +109,14 @@ def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
         raise ConfigError(f"{dataset.name} has no validation split (the run trained with --val-fraction 0)")
     if len(data) == 0:
         raise ConfigError(f"the {split} split of {dataset.name} is empty")
-    if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes:
-        raise ConfigError(f"network {network.sizes} does not fit {dataset.name} "
-                          f"({dataset.n_inputs} inputs, {dataset.n_classes} classes)")
+    takes = getattr(network.layers[0], "in_shape", None)
+    gives = tuple(int(n) for n in dataset.sample_shape)
+    # A map of the same size but another shape would run, on scrambled pixels.
+    same_shape = takes is None or len(gives) == 1 or tuple(takes) == gives
+    if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes or not same_shape:
+        network_text = network.describe() if takes is not None else str(network.sizes)
+        inputs = (f"{'x'.join(map(str, gives))} = " if len(gives) > 1 else "") + f"{dataset.n_inputs} inputs"
+        raise ConfigError(f"network {network_text} does not fit {dataset.name} ({inputs}, {dataset.n_classes} classes)")
     return data
 
 

@@ -163,6 +163,42 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     return record(network, drive), np.asarray(data.labels[:n])
 
 
+def sample_drive(inputs, index: int, encoding: str, time_steps: int, seed: int = 0) -> Events | StaticDrive:
+    """The drive of sample ``index`` of ``inputs`` (a split's inputs) alone, encoded as
+    evaluation encodes its batches: :func:`~evsim.data.encoding.encode_events`, rate
+    coding drawn from a generator seeded by ``[seed, 3]``."""
+    return encode_events(inputs[index:index + 1], encoding, time_steps, np.random.default_rng([seed, 3]))
+
+
+def record_sample(network: Network, dataset, split: str, index: int, time_steps: int | None = None,
+                  seed: int = 0) -> tuple[Recording, Events | StaticDrive]:
+    """:func:`record` on sample ``index`` of ``dataset``'s ``split`` alone (a batch of one,
+    encoded by :func:`sample_drive`). Returns the recording and the drive it was fed.
+
+    Raises
+    ------
+    ConfigError
+        If the split is unknown or empty, ``index`` is out of it, or the network does not
+        fit the dataset (inputs, their shape, classes).
+    """
+    data = checked_split(network, dataset, split)
+    if not 0 <= index < len(data):
+        raise ConfigError(f"index {index} out of range: the {split} split has {len(data)} samples")
+    steps = time_steps or dataset.time_steps
+    if steps is None:
+        raise ConfigError("time_steps is required to encode a static-image dataset")
+    drive = sample_drive(data.inputs, index, dataset.encoding, steps, seed)
+    return record(network, drive), drive
+
+
+def dense_drive(drive: Events | StaticDrive, n_in: int) -> np.ndarray:
+    """float32 ``[T, B, n_in]``: what ``drive`` feeds each of the ``n_in`` inputs at each
+    step (the same analog values at every step for a :class:`StaticDrive`)."""
+    if isinstance(drive, StaticDrive):
+        return np.broadcast_to(drive.values[None], (drive.n_steps,) + drive.values.shape).astype(np.float32)
+    return _dense(drive, n_in).astype(np.float32)
+
+
 def layer_names(network: Network) -> list[str]:
     """What each layer of ``network`` is, for figure labels: ``15C3 conv``, ``AP2 pool,
     values`` (pooled values, no neurons), ``300 hidden``, ``10 output``."""
