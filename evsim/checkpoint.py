@@ -701,7 +701,7 @@ def _check_state_arrays(state: TrainingState, development_step: int) -> None:
         # Moments and SD-SNN's arrays are per weight (a kernel's K x K).
         for name in store.state:
             _check_arrays(f"l{k}_state__", {name: store.state[name]}, {**moments, **own_spines},
-                          set(), store.data.shape, f"one per weight of layer {k}")
+                          set(), store.data.shape, f"one per {'weight' if store.block_shape else 'synapse'} of layer {k}")
         _check_arrays(f"l{k}_state__", store.state, {**moments, **own_spines}, required, None,
                       f"one per synapse of layer {k}")
         _check_arrays(f"l{k}_bias_state__", layer.bias_state, moments, set(moments) if stepped else set(),

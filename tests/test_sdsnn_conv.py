@@ -256,3 +256,28 @@ def test_develop_names_layers_and_refuses_the_output_and_unknown_ones():
         developing_layers(network, "conv3")
     with pytest.raises(ConfigError, match="must be 'auto'"):
         developing_layers(network, "pool1")
+
+
+def test_paper_networks_are_the_defaults_and_hidden_alone_means_the_mlp():
+    from evsim.config import config_from_options, resolve_options
+
+    config = config_from_options(resolve_options({"dataset": "nmnist"}, {}))
+    assert config.arch == "2x32x32-15C3-AP2-40C3-AP2-300-10" and config.data.crop
+    assert config.develop == "auto" and config.sdsnn.constrain_output
+    mlp = config_from_options(resolve_options({"dataset": "nmnist", "hidden": (800,)}, {}))
+    assert mlp.arch == "" and not mlp.data.crop
+    assert config_from_options(resolve_options({"dataset": "mnist"}, {})).arch == "1x28x28-15C3-AP2-40C3-AP2-300-10"
+    # A configuration saved before these options resumes as it ran: the MLP, fc layers, no output constraint.
+    old = config.to_dict()
+    del old["arch"], old["develop"], old["sdsnn"]["constrain_output"]
+    restored = type(config).from_dict(old)
+    assert (restored.arch, restored.develop, restored.sdsnn.constrain_output) == ("", "fc", False)
+
+
+def test_bad_develop_values_are_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+    from evsim.cli.main import main
+
+    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--develop", "pool1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "must be 'auto'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
