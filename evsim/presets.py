@@ -7,9 +7,9 @@ An option set on the command line or in a config file wins over its preset.
 from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
-    "mnist": {"arch": "paper", "rho_init": 35.0},
+    "mnist": {"arch": "paper", "rho_init": 35.0, "rho_max": 55.0},
     "cifar10": {"hidden": (1024, 512), "rho_init": 35.0},
-    "nmnist": {"arch": "paper", "epochs": 12, "rho_init": 45.0},
+    "nmnist": {"arch": "paper", "epochs": 20, "rho_init": 45.0, "rho_max": 55.0},
     "dvsgesture": {"arch": "paper", "time_steps": 64, "batch_size": 16, "hidden": (512,), "rho_init": 60.0,
                    "rho_max": 75.0},
     # Not in the SD-SNN paper: sizes that suit these datasets (evsim/data/tonic_sets.py).

@@ -3,7 +3,8 @@
 Three mechanisms run once per *development step* ``s`` (1-based; once per epoch in
 the paper, or every N batches) on each developing layer:
 
-1. Dendritic-spine synaptic constraint. After step 1 every synapse gets a range
+1. Dendritic-spine synaptic constraint. After the first epoch (step 1 in the paper;
+   each step of the first epoch with several per epoch) every synapse gets a range
    ``[r-, r+] = [-m, m]``, m = the layer's largest |w|. A weight at or above r+ for K
    consecutive steps moves r+ up by its mean excess over those steps (likewise r-
    downward); a weight whose magnitude fell for K consecutive steps shrinks both
@@ -408,6 +409,11 @@ class SDSNN:
         # step, a window of about one epoch; with an interval of an epoch or more, every
         # step starts them afresh.
         self.keep = max(0.0, 1.0 - interval / epoch_batches) if epoch_batches and interval else 0.0
+        # The ranges come from the weights after the first epoch, as in the paper, where step 1
+        # closes the first epoch: with several steps per epoch they are set again at each of
+        # the first epoch's steps (from weights 3 batches old at the first, the ranges of the
+        # untrained weights would pin a convolution near its initial scale).
+        self.range_steps = max(1, epoch_batches // interval) if epoch_batches and interval else 1
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
         self.state = {k: KernelDevelopment(network.layers[k], cfg) if _is_conv(network.layers[k])
@@ -440,14 +446,14 @@ class SDSNN:
         stats = []
         for k in self.constrained:
             store = network.layers[k].store
-            if s == 1:
+            if s <= self.range_steps:
                 init_ranges(store)
             else:
                 constrain(store, s, cfg)
         for k in self.layers:
             layer, dev = network.layers[k], self.state[k]
             store = layer.store
-            if s == 1:
+            if s <= self.range_steps:
                 init_ranges(store)
             else:
                 constrain(store, s, cfg)
