@@ -14,7 +14,7 @@ from evsim.compression import layer_report, zero_or_absent
 from evsim.layers import SpikingConv2d
 from evsim.network import Network, developing_layers
 from evsim.structure import SDSNN, SDSNNConfig, make_structure
-from evsim.structure.sdsnn import (KernelDevelopment, init_ranges, kernel_regrowth_candidates, neuron_importance,
+from evsim.structure.sdsnn import (init_ranges, kernel_regrowth_candidates, neuron_importance,
                                    neurons_to_prune, update_filter_rho, _next_alive_units)
 from evsim.synapses import SynapseStore
 from tests import reference
