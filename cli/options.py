@@ -64,6 +64,8 @@ def _defaults_text(option: Option) -> str:
     def show(value):
         if isinstance(value, (tuple, list)):
             return ",".join(str(v) for v in value)
+        if option.kind == "arch" and value == "":
+            return "<inputs>-<hidden>-<classes>"
         return "off" if value is False else "on" if value is True else str(value)
 
     if "[default" in option.help:

@@ -263,7 +263,7 @@ OPTIONS: tuple[Option, ...] = (
            "layers <inputs>-<hidden>-<classes>, when --arch is not given).", "hidden"),
     Option("arch", "arch", "", "Network in the paper's notation, e.g. 2x32x32-15C3-AP2-40C3-AP2-300-10 "
            "(<channels>C<kernel> spiking convolution, AP<k>/MP<k> pooling, integers fully connected), or 'paper' "
-           "for the dataset's network in the SD-SNN paper [default: <inputs>-<hidden>-<classes>].", "arch"),
+           "for the dataset's network in the SD-SNN paper; --hidden alone means the fully connected network.", "arch"),
     Option("lr", "float", 1e-3, "Learning rate.", "lr", low=0.0, low_open=True),
     Option("optimizer", "choice", "adam", "Optimizer.", "optimizer", choices=OPTIMIZERS),
     Option("weight_decay", "float", 0.0, "L2 weight decay (decoupled for adamw).", "weight_decay", low=0.0),
