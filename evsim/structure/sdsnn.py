@@ -411,8 +411,8 @@ class SDSNN:
         self.keep = max(0.0, 1.0 - interval / epoch_batches) if epoch_batches and interval else 0.0
         # The ranges come from the weights after the first epoch, as in the paper, where step 1
         # closes the first epoch: with several steps per epoch they are set again at each of
-        # the first epoch's steps (from weights 3 batches old at the first, the ranges of the
-        # untrained weights would pin a convolution near its initial scale).
+        # the first epoch's steps. Ranges from the first step's barely trained weights pinned
+        # the paper's N-MNIST network near its initial scale (benchmarks/RESULTS.md).
         self.range_steps = max(1, epoch_batches // interval) if epoch_batches and interval else 1
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
