@@ -134,3 +134,14 @@ def test_pooling_property(kernel, height, width, activity, seed):
     ref, ref_arg = max_pool2d(x, kernel)
     np.testing.assert_array_equal(densify(ptr, idx, val, 4, geo.n_out), ref.reshape(4, -1))
     np.testing.assert_array_equal(argmax, ref_arg.reshape(4, -1)[np.repeat(np.arange(4), np.diff(ptr)), idx])
+
+
+def test_avg_pool_backward_of_chosen_channels_is_their_slice_of_the_whole(rng):
+    geo = pool_geometry(5, 6, 6, 2)
+    grad_out = rng.standard_normal((4, geo.n_out)).astype(np.float32)
+    whole = avg_pool_backward(grad_out, geo).reshape(4, 5, 36)
+    for channels in ([0, 2, 3], [4], [], [1, 0]):
+        np.testing.assert_array_equal(avg_pool_backward(grad_out, geo, channels=np.array(channels, int)),
+                                      whole[:, channels].reshape(4, -1))
+    with pytest.raises(ValueError, match="channels"):
+        avg_pool_backward(grad_out, geo, channels=np.array([5]))

@@ -104,28 +104,30 @@ def avg_pool_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, geometry:
 
 
 @njit(parallel=True, cache=True)
-def _avg_pool_backward(grad_out, mask, height, width, kernel, out_height, out_width, grad_in):
-    """``grad_in[s]`` from ``grad_out[s]``, one slot per task; ``mask`` None: every cell.
-    Each output's share is divided once and written to its window row by row."""
+def _avg_pool_backward(grad_out, mask, channels, height, width, kernel, out_height, out_width, grad_in):
+    """``grad_in[s]`` from ``grad_out[s]`` for the input ``channels`` (written in their
+    order), one slot per task; ``mask`` None: every cell. Each output's share is divided
+    once and written to its window row by row."""
     hw = height * width
     out_cells = out_height * out_width
     divisor = np.float32(kernel * kernel)
-    channels = grad_in.shape[1] // hw
     for s in prange(grad_in.shape[0]):
         grad_in[s, :] = 0.0
-        for c in range(channels):
+        for j in range(channels.shape[0]):
+            c = channels[j]
             for oy in range(out_height):
                 o = c * out_cells + oy * out_width
                 for ox in range(out_width):
                     share = grad_out[s, o + ox] / divisor
                     for dy in range(kernel):
-                        i0 = c * hw + (oy * kernel + dy) * width + ox * kernel
+                        i0 = (oy * kernel + dy) * width + ox * kernel
                         for dx in range(kernel):
-                            if mask is None or mask[s, i0 + dx]:
-                                grad_in[s, i0 + dx] = share
+                            if mask is None or mask[s, c * hw + i0 + dx]:
+                                grad_in[s, j * hw + i0 + dx] = share
 
 
-def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.ndarray | None = None) -> np.ndarray:
+def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.ndarray | None = None,
+                      channels: np.ndarray | None = None) -> np.ndarray:
     """dL/dx of the pooling.
 
     Parameters
@@ -137,10 +139,12 @@ def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.nda
         variant took 106-260 ms against 31-71 ms unmasked (1 thread, benchmarks/RESULTS.md),
         reading the mask and branching per cell; the masking pays where the kernel below
         uses it to skip work.
+    channels : optional ints: compute dL/dx of these input channels only, in this order
+        (a convolution's alive filters below: a dead filter's map is never written).
 
     Returns
     -------
-    float32 ``[T*B, C*H*W]``.
+    float32 ``[T*B, len(channels)*H*W]`` (every channel without ``channels``).
     """
     g = geometry
     grad_out = np.ascontiguousarray(grad_out, dtype=np.float32)
@@ -152,6 +156,9 @@ def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.nda
             mask = mask.view(np.uint8)
         if mask.dtype != np.uint8 or mask.shape != (n_slots, g.n_in):
             raise ValueError(f"mask must be uint8 or bool [{n_slots}, {g.n_in}], got {mask.dtype} {mask.shape}")
-    grad_in = np.empty((n_slots, g.n_in), dtype=np.float32)
-    _avg_pool_backward(grad_out, mask, g.height, g.width, g.kernel, g.out_height, g.out_width, grad_in)
+    channels = np.arange(g.channels, dtype=np.int64) if channels is None else np.asarray(channels, dtype=np.int64)
+    if channels.ndim != 1 or (channels.size and (channels.min() < 0 or channels.max() >= g.channels)):
+        raise ValueError(f"channels must be channel indices in [0, {g.channels}), got {channels!r}")
+    grad_in = np.empty((n_slots, channels.size * g.height * g.width), dtype=np.float32)
+    _avg_pool_backward(grad_out, mask, channels, g.height, g.width, g.kernel, g.out_height, g.out_width, grad_in)
     return grad_in

@@ -33,14 +33,23 @@ class PoolTrace(NamedTuple):
     argmax: np.ndarray | None
 
 
+def _whole_channels(units: np.ndarray, cells: int) -> np.ndarray | None:
+    """The channels of ``units`` when they are whole channels of ``cells`` units, in order
+    (a convolution's alive or dead filters), else None."""
+    channels = units[::cells] // cells
+    if units.size == channels.size * cells and np.array_equal(
+            units, (channels[:, None] * cells + np.arange(cells)[None, :]).ravel()):
+        return channels
+    return None
+
+
 def _select_units(grad_in: np.ndarray, units: np.ndarray, cells: int) -> np.ndarray:
     """``grad_in[:, units]``, contiguous. The units below a pooling are a convolution's
     alive filters, whole channels of ``cells`` units: taken channel by channel, a copy of
     contiguous runs, where a column gather over the ``[T*B, C*H*W]`` map took 20x longer
     (263 against 12 ms for the paper's conv2 with 4 of 40 filters dead)."""
-    channels = units[::cells] // cells
-    if units.size == channels.size * cells and np.array_equal(
-            units, (channels[:, None] * cells + np.arange(cells)[None, :]).ravel()):
+    channels = _whole_channels(units, cells)
+    if channels is not None:
         slots = grad_in.shape[0]
         return np.ascontiguousarray(grad_in.reshape(slots, -1, cells)[:, channels]).reshape(slots, -1)
     return np.ascontiguousarray(grad_in[:, units])
@@ -118,20 +127,29 @@ class Pool2d:
             return grads
         steps, batch = grad_out.shape[:2]
         flat = np.ascontiguousarray(grad_out.reshape(steps * batch, -1), dtype=np.float32)
+        cells = self.geometry.height * self.geometry.width
+        grad_in = self._input_grad(flat, trace, request.input_units, cells)
+        if request.dead_units_below is not None:
+            # What the dead units below (a developing convolution's dead filters) would
+            # receive if revived, for their would-be gradients.
+            grads.dead_error_below = self._input_grad(flat, trace, request.dead_units_below, cells)
+        grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
+        return grads
+
+    def _input_grad(self, flat: np.ndarray, trace: PoolTrace, units: np.ndarray | None, cells: int) -> np.ndarray:
+        """dL/d(input) ``[T*B, len(units)]`` (every unit for None). Whole channels of an
+        average pooling are computed alone: with a convolution's dead filters below, the
+        full map's gradient and a copy of the alive channels took 223 against 24 ms
+        (benchmarks/RESULTS.md)."""
         if self.mode == "avg":
+            channels = None if units is None else _whole_channels(units, cells)
+            if units is None or channels is not None:
+                return avg_pool_backward(flat, self.geometry, channels=channels)
             grad_in = avg_pool_backward(flat, self.geometry)
         else:
             out = trace.events_out
             grad_in = max_pool_backward(flat, out.ptr, out.idx, trace.argmax, self.geometry)
-        cells = self.geometry.height * self.geometry.width
-        if request.dead_units_below is not None:
-            # What the dead units below (a developing convolution's dead filters) would
-            # receive if revived, for their would-be gradients.
-            grads.dead_error_below = _select_units(grad_in, request.dead_units_below, cells)
-        if request.input_units is not None:
-            grad_in = _select_units(grad_in, request.input_units, cells)
-        grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
-        return grads
+        return grad_in if units is None else _select_units(grad_in, units, cells)
 
     def parameters(self) -> list[Parameter]:
         return []
