@@ -425,8 +425,11 @@ class TrainConfig:
             top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
                                          for k, v in values["data"].items()})
             top["lif"] = LIFParameters(**values["lif"])
-            top["sdsnn"] = SDSNNConfig(**values["sdsnn"])
+            top["sdsnn"] = SDSNNConfig(**with_added_keys(values)["sdsnn"])
             top["hidden"] = tuple(values["hidden"])
+            if isinstance(top.get("threads"), int) and not isinstance(top["threads"], bool):
+                # A run saved on a machine with more cores runs here on the cores there are.
+                top["threads"] = min(top["threads"], numba.config.NUMBA_NUM_THREADS)
             return cls(**top)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"saved configuration does not match this evsim ({exc})") from None
@@ -437,11 +440,19 @@ class TrainConfig:
 # runs did: a run saved before validation splits existed trained on the whole training split;
 # one saved before --arch existed is the network of --hidden.
 ADDED_KEYS = {"val_fraction": 0.0, "arch": "", "develop": "fc"}
+# The same for the sdsnn section: filter and kernel constants (no saved run developed a
+# convolution before them), and no output constraint.
+ADDED_SDSNN_KEYS = {"filter_rho_init": 5.0, "filter_rho_decay": 5.0, "kernel_q_base": 65.0, "kernel_regrow_steps": 18,
+                    "constrain_output": False}
 
 
 def with_added_keys(values: dict) -> dict:
-    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` it lacks."""
-    return {**ADDED_KEYS, **values}
+    """A saved configuration ``values`` with every key of :data:`ADDED_KEYS` (and of
+    :data:`ADDED_SDSNN_KEYS` in its sdsnn section) it lacks."""
+    values = {**ADDED_KEYS, **values}
+    if isinstance(values.get("sdsnn"), dict):
+        values["sdsnn"] = {**ADDED_SDSNN_KEYS, **values["sdsnn"]}
+    return values
 
 
 def _converted(option: Option, value):

@@ -162,3 +162,18 @@ def test_every_option_is_declared_once_and_everything_derives_from_it():
     for option in CONFIG_OPTIONS:
         default = list(option.default) if isinstance(option.default, tuple) else option.default
         assert from_config[option.name] == default, option.name
+
+
+def test_a_saved_configuration_from_a_bigger_machine_or_an_older_evsim_loads_here(tmp_path):
+    import numba
+
+    from evsim.checkpoint import stored_config
+    from evsim.config import TrainConfig
+
+    saved = TrainConfig(dev_interval=4).to_dict()  # saved runs hold the resolved interval
+    saved["threads"] = numba.config.NUMBA_NUM_THREADS + 62
+    for key in ("filter_rho_init", "filter_rho_decay", "kernel_q_base", "kernel_regrow_steps", "constrain_output"):
+        del saved["sdsnn"][key]
+    config = stored_config(saved, tmp_path / "config.json")
+    assert config.threads == numba.config.NUMBA_NUM_THREADS
+    assert config.sdsnn.constrain_output is False and config.sdsnn.filter_rho_init == 5.0
