@@ -1,6 +1,8 @@
 """``evsim data ...``: inspect, show and emulate datasets."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import click
@@ -108,9 +110,15 @@ def show(ctx, index, split, out, run_dir, **kwargs):
         layers_out = out.with_name(f"{out.stem}-layers{out.suffix}")
         check_outputs(out, layers_out)
         network, config, loaded = load_run_network(run_dir, "latest")
-    if config is not None and not _data_options_given(ctx):
-        dataset, options = _load_named(config.dataset, config.data)  # what the run trained and is evaluated on
-        steps = config.time_steps
+    same_dataset = ctx.get_parameter_source("dataset") is not ParameterSource.COMMANDLINE or \
+        config is not None and kwargs["dataset"] == config.dataset
+    if config is not None and same_dataset:
+        # What the run trained and is evaluated on, with the data options given here over it.
+        given = {name: kwargs[name] for name in DATASET_OPTION_NAMES
+                 if name != "dataset" and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+        data = dataclasses.replace(config.data, **given)
+        dataset, options = _load_named(config.dataset, data)
+        steps = data.time_steps
     else:
         dataset, options = _load(kwargs, config.time_steps if config is not None else None)
         steps = options.time_steps

@@ -203,6 +203,20 @@ def test_a_run_with_its_configuration_is_shown_its_own_data(tmp_path, drawn):
     assert "mnist train[1], label" in result.output and "data_source mnist-5k" in result.output
 
 
+def test_options_given_with_a_run_change_only_themselves(tmp_path, drawn):
+    """--dataset naming the run's dataset keeps the run's data; --time-steps replaces the
+    run's T only (the run's other data options, like N-MNIST's crop, stay)."""
+    folder = _run_folder(tmp_path / "run", MNIST_CONV,
+                         config=dict(dataset="mnist", data=DataOptions(time_steps=2), time_steps=2, arch=MNIST_CONV,
+                                     seed=5, epochs=1, dev_interval=1))
+    result = run(["data", "show", "--dataset", "mnist", "--run", str(folder), "--out", str(tmp_path / "a.png")])
+    assert result.exit_code == 0, result.output
+    assert drawn["rec"].time_steps == 2
+    result = run(["data", "show", "--time-steps", "4", "--run", str(folder), "--out", str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    assert drawn["rec"].time_steps == 4 and "mnist train[0]" in result.output
+
+
 def test_a_fully_connected_run_shows_a_raster(tmp_path, drawn):
     folder = _run_folder(tmp_path / "fc", "784-20-10", kill=[4])
     result = run(["data", "show", "--dataset", "mnist", "--time-steps", "3", "--run", str(folder),
