@@ -145,10 +145,6 @@ def show(ctx, index, split, out, run_dir, **kwargs):
                + f" ({what}, data_source {dataset.source})")
 
 
-def _data_options_given(ctx: click.Context) -> bool:
-    return any(ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE for name in DATASET_OPTION_NAMES)
-
-
 def _input_names(dataset) -> tuple[tuple[str, ...] | None, str]:
     """The input channels' names (event frames: channel 0 OFF, 1 ON) and what the input's events are."""
     shape = tuple(dataset.sample_shape)

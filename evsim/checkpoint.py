@@ -613,8 +613,12 @@ def _check_sdsnn(state: TrainingState) -> None:
         if not layer.develops:
             continue
         field = f"structure.{k}."
+        if not 0 <= saved[f"{k}.rho"] <= rho_max:
+            raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
+        if not 0 <= saved[f"{k}.q"] <= 100:
+            raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
         if layer.store.block_shape:
-            _check_kernel_development(saved, k, layer, rho_max)
+            _check_kernel_development(saved, k, layer)
             continue
         for name in ("columns", "counter_columns"):
             columns = saved[f"{k}.{name}"]
@@ -634,13 +638,9 @@ def _check_sdsnn(state: TrainingState) -> None:
             raise _Damaged(f"{field}counter must be counts >= 0 of shape "
                            f"{(layer.n_in, saved[f'{k}.counter_columns'].size)} (inputs x counter_columns), "
                            f"got {_short(counter)}")
-        if not 0 <= saved[f"{k}.rho"] <= rho_max:
-            raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
-        if not 0 <= saved[f"{k}.q"] <= 100:
-            raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
 
 
-def _check_kernel_development(saved: dict, k: int, layer, rho_max: float) -> None:
+def _check_kernel_development(saved: dict, k: int, layer) -> None:
     """A convolution's SD-SNN state: sums, windows and counters per (channel, filter)."""
     field, pairs = f"structure.{k}.", layer.store.shape
     for name, shape in (("grad_sum", pairs + layer.store.block_shape), ("grad_sq_sum", pairs + layer.store.block_shape),
@@ -650,10 +650,6 @@ def _check_kernel_development(saved: dict, k: int, layer, rho_max: float) -> Non
             raise _Damaged(f"{field}{name} has shape {values.shape}, expected {shape} (channels x filters)")
         if name in ("window_batches", "counter", "grad_sq_sum") and np.any(values < 0):
             raise _Damaged(f"{field}{name} must be >= 0, got {_short(values)}")
-    if not 0 <= saved[f"{k}.rho"] <= rho_max:
-        raise _Damaged(f"{field}rho must be in [0, rho_max = {rho_max}], got {saved[f'{k}.rho']}")
-    if not 0 <= saved[f"{k}.q"] <= 100:
-        raise _Damaged(f"{field}q must be a percentile in [0, 100], got {saved[f'{k}.q']}")
 
 
 def _spine_dtypes() -> dict[str, np.dtype]:

@@ -16,9 +16,8 @@ import numpy as np
 
 def zero_or_absent(network) -> float:
     """The authors' compression: weights zero or absent over all the architecture's weights."""
-    dense = sum(layer.dense_weights for layer in network.layers if hasattr(layer, "store"))
     present = sum(int(np.count_nonzero(layer.store.data)) for layer in network.layers if hasattr(layer, "store"))
-    return 1.0 - present / dense if dense else 0.0
+    return 1.0 - present / network.dense_weights if network.dense_weights else 0.0
 
 
 def layer_report(network) -> list[dict]:

@@ -420,12 +420,13 @@ class TrainConfig:
             If a nested section has an unknown or missing field.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
-        top = {k: v for k, v in with_added_keys(values).items() if k in fields}
+        values = with_added_keys(values)
+        top = {k: v for k, v in values.items() if k in fields}
         try:
             top["data"] = DataOptions(**{k: (Path(v) if k in ("data_dir", "cache_dir") and v is not None else v)
                                          for k, v in values["data"].items()})
             top["lif"] = LIFParameters(**values["lif"])
-            top["sdsnn"] = SDSNNConfig(**with_added_keys(values)["sdsnn"])
+            top["sdsnn"] = SDSNNConfig(**values["sdsnn"])
             top["hidden"] = tuple(values["hidden"])
             if isinstance(top.get("threads"), int) and not isinstance(top["threads"], bool):
                 # A run saved on a machine with more cores runs here on the cores there are.

@@ -133,6 +133,42 @@ class Developing(Protocol):
         """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
 
 
+class StructuralEdits:
+    """The :class:`Developing` edits shared by every layer kind with synapses: a unit is a
+    neuron (linear) or a filter (convolution), a synapse a weight or a kernel. The layer
+    has ``store``, ``alive``, ``bias``, ``bias_state`` and ``rebuild()`` (its plan after an edit)."""
+
+    def kill(self, units: np.ndarray) -> int:
+        """Remove every incoming synapse and the bias of ``units``; returns the synapses removed.
+
+        A dead unit never fires and is compacted away. Its outgoing synapses stay (they
+        receive no events, so they cost nothing) so that regeneration can revive it.
+        """
+        units = np.asarray(units, dtype=np.int64)
+        self.alive[units] = False
+        self.bias[units] = 0.0
+        for moments in self.bias_state.values():
+            moments[units] = 0.0
+        removed = self.store.prune_columns(units)
+        self.rebuild()
+        return removed
+
+    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
+               initial_state: dict[str, float] | None = None) -> int:
+        """Create synapses ``(pre[k], post[k])`` with ``weights[k]`` (a block each, see
+        :meth:`SynapseStore.regrow`); a dead target unit is revived (its bias starts at 0)."""
+        grown = self.store.regrow(pre, post, weights, initial_state)
+        self.alive[np.asarray(post, dtype=np.int64)] = True
+        self.rebuild()
+        return grown
+
+    def prune(self, remove: np.ndarray) -> int:
+        """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
+        removed = self.store.prune(remove)
+        self.rebuild()
+        return removed
+
+
 def state_arrays(store: SynapseStore, bias_state: dict) -> dict[str, np.ndarray]:
     """A layer's optimizer and development state as named arrays (``state__<name>`` per
     synapse, ``bias_state__<name>`` per unit), for ``to_arrays``."""

@@ -31,7 +31,8 @@ from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GR
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
-from evsim.layers.base import BackwardRequest, InputGradFactors, LayerGrads, Parameter, attach_state, state_arrays
+from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
+                               attach_state, state_arrays)
 from evsim.layers.linear import LayerTrace
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
@@ -39,7 +40,7 @@ from evsim.synapses import SynapseStore, check_csr
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
 
 
-class SpikingConv2d:
+class SpikingConv2d(StructuralEdits):
     """Spiking convolution with block-sparse kernels.
 
     Parameters
@@ -136,32 +137,6 @@ class SpikingConv2d:
             raise ShapeError(f"alive has shape {alive.shape}, expected ({self.filters},) (one per filter)")
         self.alive = alive.astype(bool)
         self.rebuild()
-
-    def kill(self, filters: np.ndarray) -> int:
-        """Remove every kernel and the bias of ``filters``; returns the kernels removed."""
-        filters = np.asarray(filters, dtype=np.int64)
-        self.alive[filters] = False
-        self.bias[filters] = 0.0
-        for moments in self.bias_state.values():
-            moments[filters] = 0.0
-        removed = self.store.prune_columns(filters)
-        self.rebuild()
-        return removed
-
-    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
-               initial_state: dict[str, float] | None = None) -> int:
-        """Create the kernels (input channel ``pre[k]``, filter ``post[k]``) with ``weights``
-        ``[n, K, K]``; a dead filter is revived (its bias starts at 0)."""
-        grown = self.store.regrow(pre, post, weights, initial_state)
-        self.alive[np.asarray(post, dtype=np.int64)] = True
-        self.rebuild()
-        return grown
-
-    def prune(self, remove: np.ndarray) -> int:
-        """Remove the kernels where ``remove`` (bool, one per stored kernel) is True."""
-        removed = self.store.prune(remove)
-        self.rebuild()
-        return removed
 
     def _current_plan(self) -> None:
         if self.built_version != self.store.version:

@@ -38,8 +38,8 @@ from evsim.kernels.grad import (
 )
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
-from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, attach_state,
-                               state_arrays)
+from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
+                               attach_state, state_arrays)
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
@@ -72,7 +72,7 @@ class LayerTrace(NamedTuple):
     spikes: np.ndarray
 
 
-class SparseLinear:
+class SparseLinear(StructuralEdits):
     """Fully connected spiking layer with sparse, developing synapses.
 
     Parameters
@@ -114,36 +114,6 @@ class SparseLinear:
     @property
     def n_out(self) -> int:
         return self.store.shape[1]
-
-    def kill(self, neurons: np.ndarray) -> int:
-        """Neuronal pruning: remove all incoming synapses and the bias of ``neurons``.
-
-        A dead neuron's membrane stays at 0, so it never fires and is compacted away.
-        Its outgoing synapses stay (they receive no events, so they cost nothing) so
-        that regeneration can revive it. Returns the number of synapses removed.
-        """
-        neurons = np.asarray(neurons, dtype=np.int64)
-        self.alive[neurons] = False
-        self.bias[neurons] = 0.0
-        for moments in self.bias_state.values():
-            moments[neurons] = 0.0
-        removed = self.store.prune_columns(neurons)
-        self.rebuild()
-        return removed
-
-    def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
-               initial_state: dict[str, float] | None = None) -> int:
-        """Create synapses (see :meth:`SynapseStore.regrow`); a dead target neuron is revived."""
-        grown = self.store.regrow(pre, post, weights, initial_state)
-        self.alive[np.asarray(post, dtype=np.int64)] = True
-        self.rebuild()
-        return grown
-
-    def prune(self, remove: np.ndarray) -> int:
-        """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
-        removed = self.store.prune(remove)
-        self.rebuild()
-        return removed
 
     def set_alive(self, alive: np.ndarray) -> None:
         """Mark which neurons are alive (a dead one must have no incoming synapse)."""

@@ -445,18 +445,11 @@ class SDSNN:
         s, cfg = self.step, self.cfg
         stats = []
         for k in self.constrained:
-            store = network.layers[k].store
-            if s <= self.range_steps:
-                init_ranges(store)
-            else:
-                constrain(store, s, cfg)
+            self._constrain(network.layers[k].store)
         for k in self.layers:
             layer, dev = network.layers[k], self.state[k]
             store = layer.store
-            if s <= self.range_steps:
-                init_ranges(store)
-            else:
-                constrain(store, s, cfg)
+            self._constrain(store)
             pruned = regrown = 0
             if s >= cfg.prune_start:
                 develop_units = self._develop_filters if _is_conv(layer) else self._develop_neurons
@@ -470,6 +463,13 @@ class SDSNN:
                 "compression": round(1 - weights / layer.dense_weights, 6),
             })
         return stats
+
+    def _constrain(self, store) -> None:
+        """The spine constraint's step: ranges set (again) during the first epoch, then constrained."""
+        if self.step <= self.range_steps:
+            init_ranges(store)
+        else:
+            constrain(store, self.step, self.cfg)
 
     def _develop_neurons(self, network: Network, k: int, lr: float) -> tuple[int, int]:
         """Neuronal pruning and synaptic regeneration of linear layer ``k``; (synapses pruned, regrown)."""
