@@ -13,7 +13,8 @@ each kernel is timed in the same round, best of ``--repeat`` after a warm-up cal
   leaves it);
 - input gradient (conv2 only; conv1's input is the data): ``scatter`` and
   ``scatter_csr`` (dL/du with the activity's fraction of nonzeros), ``gather`` and
-  ``gather_csr`` (mask with that fraction marked), ``dense``.
+  ``gather_csr`` (mask with that fraction marked), ``dense`` (GEMM + col2im) and
+  ``dense_direct`` (the transposed convolution vectorised along x, no im2col).
 
 For each kernel it prints the activity at which the fastest event variant stops
 beating the dense one, two ways: ``first`` interpolates the time ratio between the
@@ -72,8 +73,8 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
     """``{kernel: {variant: callable}}`` over preallocated outputs."""
     from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_events
     from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather,
-                                               conv_input_grad_gather_csr, conv_input_grad_scatter,
-                                               conv_input_grad_scatter_csr)
+                                               conv_input_grad_direct, conv_input_grad_gather_csr,
+                                               conv_input_grad_scatter, conv_input_grad_scatter_csr)
     from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
 
     ev = (events.ptr, events.idx, events.val)
@@ -96,7 +97,8 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
             "scatter_csr": lambda: conv_input_grad_scatter_csr(grad_u, *csr, geo, grad_in),
             "gather": lambda: conv_input_grad_gather(grad_u, mask, *csr, geo, grad_in),
             "gather_csr": lambda: conv_input_grad_gather_csr(grad_u, mask, *csr, geo, grad_in),
-            "dense": lambda: conv_input_grad_dense(grad_u, *csr, geo, grad_in)}
+            "dense": lambda: conv_input_grad_dense(grad_u, *csr, geo, grad_in),
+            "dense_direct": lambda: conv_input_grad_direct(grad_u, *csr, geo, grad_in)}
         kernels["input_grad"]["dense_blas1"] = _one_blas_thread(kernels["input_grad"]["dense"])
     return kernels
 
@@ -143,6 +145,11 @@ def fitted_crossover(activities, event_ms, dense_ms) -> float:
     return (de["intercept"] - ev["intercept"]) / (ev["slope"] - de["slope"])
 
 
+def _fastest_dense(row: dict) -> float:
+    """The fastest of a round's dense variants (names starting with ``dense``)."""
+    return min(ms for name, ms in row.items() if name.startswith("dense"))
+
+
 def summarize(paths) -> None:
     """Ranges over the runs saved by ``--json`` of every time and crossover."""
     import json
@@ -160,7 +167,7 @@ def summarize(paths) -> None:
         for name in entries[0]["crossover_by_variant"]:
             first = [e["crossover_by_variant"][name] for e in entries]
             fit = [fitted_crossover(activities, [row[name] for row in e["ms"]],
-                                    [min(row["dense"], row.get("dense_blas1", np.inf)) for row in e["ms"]])
+                                    [_fastest_dense(row) for row in e["ms"]])
                    for e in entries]
             print(f"  crossover {name}: first {min(first):.1f}-{max(first):.1f}%, fit {min(fit):.1f}-{max(fit):.1f}%")
 
@@ -195,7 +202,7 @@ def main() -> None:
                 for kernel, rows in table.items():
                     names = [n for n in rows[0] if not n.startswith("dense")]
                     fastest = [min(r[n] for n in names) for r in rows]
-                    dense = [min(r["dense"], r["dense_blas1"]) for r in rows]
+                    dense = [_fastest_dense(r) for r in rows]
                     cross = crossover(activities, fastest, dense)
                     fitted = {n: fitted_crossover(activities, [r[n] for r in rows], dense) for n in names}
                     per_variant = {n: crossover(activities, [r[n] for r in rows], dense)

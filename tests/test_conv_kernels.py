@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_events,
                                         conv_currents_static)
 from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
-from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather, conv_input_grad_gather_csr,
-                                           conv_input_grad_scatter, conv_input_grad_scatter_csr)
+from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
+                                           conv_input_grad_gather_csr, conv_input_grad_scatter,
+                                           conv_input_grad_scatter_csr)
 from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
 from evsim.kernels.events import dense_to_events
 from tests.reference import (conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_out_size,
@@ -29,6 +30,7 @@ INPUT_GRAD = {"scatter": conv_input_grad_scatter,
                                                                              d, geo, out),
               "gather_csr": lambda g, i, c, d, geo, out: conv_input_grad_gather_csr(g, np.ones(out.shape, np.uint8),
                                                                                      i, c, d, geo, out),
+              "direct": conv_input_grad_direct,
               "dense": conv_input_grad_dense,
               "dense-chunked": lambda *a: conv_input_grad_dense(*a, max_bytes=1)}
 
@@ -315,10 +317,10 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.weight_grad_path(0.06, 15) == "csr" and paths.weight_grad_path(0.06, 40) == "events"
     assert paths.weight_grad_path(0.6, 40) == "dense"
     assert paths.input_grad_path(0.05, 0.1) == "gather" and paths.input_grad_path(0.05) == "scatter"
-    assert paths.input_grad_path(0.5, 0.5) == "dense"
+    assert paths.input_grad_path(0.5, 0.5) == "direct" and paths.input_grad_path(0.5, stride=2) == "dense"
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",
                                                                                                    "dense")),
-                           (paths.INPUT_GRAD_PATHS, ("gather", "scatter", "dense"))):
+                           (paths.INPUT_GRAD_PATHS, ("gather", "scatter", "direct", "dense"))):
         assert set(choices) <= set(table)
     ptr = np.array([0, 3, 3, 5], dtype=np.int64)
     assert paths.event_density(ptr, 10) == pytest.approx(5 / 30)

@@ -11,6 +11,7 @@ from numba import njit
 
 from evsim.kernels.simd import (
     LANES,
+    fma,
     gather,
     greater,
     load,
@@ -82,6 +83,27 @@ def test_vector_arithmetic_is_float32_lane_by_lane(rng, n):
     _axpy(np.float32(0.3), x, y, out, n)
     np.testing.assert_array_equal(out[:n], np.float32(0.3) * x[:n] + y[:n])
     np.testing.assert_array_equal(out[n:], 0)
+
+
+@njit(cache=False)
+def _fused(scale, x, y, out):
+    """``out = scale * x + y`` by :func:`fma`, ``scale`` a scalar, and ``x * x + y`` by vectors."""
+    store(out, 0, fma(scale, load(x, 0, LANES), load(y, 0, LANES)), LANES)
+    store(out, LANES, fma(load(x, 0, LANES), load(x, 0, LANES), load(y, 0, LANES)), LANES)
+
+
+def test_fma_rounds_once():
+    """(1 + 2^-12)^2 - 1 = 2^-11 + 2^-24: one rounding keeps the 2^-24, a float32 product
+    rounded before the add loses it."""
+    x = np.full(LANES, 1 + 2.0 ** -12, np.float32)
+    y = np.full(LANES, -1.0, np.float32)
+    y[1] = 0.5
+    out = np.zeros(2 * LANES, np.float32)
+    _fused(np.float32(1 + 2.0 ** -12), x, y, out)
+    exact = (np.float64(x) * np.float64(x) + y).astype(np.float32)
+    np.testing.assert_array_equal(out[:LANES], exact)
+    np.testing.assert_array_equal(out[LANES:], exact)
+    assert out[0] == np.float32(2.0 ** -11 + 2.0 ** -24) != x[0] * x[0] + y[0]
 
 
 @njit(cache=False)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_events
-from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather, conv_input_grad_gather_csr,
-                                           conv_input_grad_scatter, conv_input_grad_scatter_csr)
+from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
+                                           conv_input_grad_gather_csr, conv_input_grad_scatter,
+                                           conv_input_grad_scatter_csr)
 from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
 
 # Path name -> kernel; every pair of a table gives the same result (tests/test_conv_kernels.py).
@@ -21,7 +22,7 @@ FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "dens
 WEIGHT_GRAD_PATHS = {"events": conv_weight_grad_events, "csr": conv_weight_grad_csr, "dense": conv_weight_grad_dense}
 INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_input_grad_scatter_csr,
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
-                    "dense": conv_input_grad_dense}
+                    "direct": conv_input_grad_direct, "dense": conv_input_grad_dense}
 
 # Runs of ``python -m benchmarks.bench_conv_kernels`` (ranges over the runs; 1-4 at 1-30 %,
 # 1 and 2 threads; run 5 at 30-65 %, conv2, 1 thread, ``--layers conv2 --threads 1
@@ -48,6 +49,10 @@ WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
 # crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
 # above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
 # run 5. At 2 threads: gather from 49.9 %, scatter from 24.3 % (fit).
+# Against the direct transposed convolution (stride 1), which took 115-119 ms at every
+# density (GEMM + col2im: 176-198 ms), scatter crossed at 14.7 % and gather at 31.3 %
+# (run 6, conv2, 1 thread, another run on the other core). Its time does not depend on
+# the density, and it runs on Numba's threads where the GEMM runs on one BLAS thread.
 INPUT_GRAD_GATHER_BELOW = 0.3
 INPUT_GRAD_SCATTER_BELOW = 0.15
 
@@ -74,12 +79,14 @@ def weight_grad_path(input_density: float, n_blocks: int) -> str:
     return "csr" if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS else "events"
 
 
-def input_grad_path(grad_density: float, mask_density: float | None = None) -> str:
-    """``"gather"``, ``"scatter"`` or ``"dense"`` (the ``conv_input_grad_*`` functions of
-    :mod:`evsim.kernels.conv_input_grad`): gather when the layer below gives a mask of
-    the cells that use the error (``mask_density``, the fraction marked) and few are
-    marked, else scatter when dL/du is sparse (``grad_density``, its fraction of
-    nonzeros), else dense."""
+def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1) -> str:
+    """``"gather"``, ``"scatter"``, ``"direct"`` or ``"dense"`` (the ``conv_input_grad_*``
+    functions of :mod:`evsim.kernels.conv_input_grad`): gather when the layer below gives
+    a mask of the cells that use the error (``mask_density``, the fraction marked) and
+    few are marked, else scatter when dL/du is sparse (``grad_density``, its fraction of
+    nonzeros), else the direct transposed convolution (stride 1) or the GEMM."""
     if mask_density is not None and mask_density < INPUT_GRAD_GATHER_BELOW:
         return "gather"
-    return "scatter" if grad_density < INPUT_GRAD_SCATTER_BELOW else "dense"
+    if grad_density < INPUT_GRAD_SCATTER_BELOW:
+        return "scatter"
+    return "direct" if stride == 1 else "dense"

@@ -264,8 +264,8 @@ class SpikingConv2d(StructuralEdits):
         dL/du is dense enough that scattering loses."""
         grad_in = np.empty((steps * batch, self.n_in), dtype=np.float32)
         density = np.count_nonzero(grad_u) / max(grad_u.size, 1)
-        INPUT_GRAD_PATHS[input_grad_path(density)](grad_u, self.store.indptr, self.columns, self.store.data,
-                                                   self.geometry, grad_in)
+        path = input_grad_path(density, stride=self.geometry.stride)
+        INPUT_GRAD_PATHS[path](grad_u, self.store.indptr, self.columns, self.store.data, self.geometry, grad_in)
         if request.input_units is not None:
             grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
         return grad_in.reshape(steps, batch, grad_in.shape[1])
