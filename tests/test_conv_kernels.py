@@ -324,6 +324,10 @@ def test_path_choice_follows_the_measured_crossovers():
         assert set(choices) <= set(table)
     ptr = np.array([0, 3, 3, 5], dtype=np.int64)
     assert paths.event_density(ptr, 10) == pytest.approx(5 / 30)
+    rows = np.zeros((40, 10), np.float32)
+    rows[::16, :3] = 1.0  # rows 0, 16, 32: the sampled ones
+    rows[1:16, :] = 1.0  # not sampled
+    assert paths.nonzero_density(rows) == pytest.approx(0.3) and paths.nonzero_density(rows, 1) > 0.3
 
 
 @pytest.mark.parametrize("variant", ["events", "csr"])

@@ -63,6 +63,14 @@ def event_density(ptr: np.ndarray, n_units: int) -> float:
     return float(ptr[-1] - ptr[0]) / max(1, n_slots * n_units)
 
 
+def nonzero_density(rows: np.ndarray, stride: int = 16) -> float:
+    """Fraction of nonzero entries of ``rows`` ``[n, m]``, counted in every ``stride``-th
+    row: a path choice needs about two digits, not a pass over the whole array (80 MB
+    for conv2's dL/du of a batch)."""
+    sample = rows[::stride]
+    return np.count_nonzero(sample) / max(sample.size, 1)
+
+
 def forward_path(input_density: float) -> str:
     """``"events"`` (:func:`evsim.kernels.conv_forward.conv_currents_events`) or ``"dense"``
     (:func:`evsim.kernels.conv_forward.conv_currents_dense`) for input events of this

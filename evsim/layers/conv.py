@@ -27,7 +27,7 @@ from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
 from evsim.kernels.conv_forward import conv_currents_static
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
-                                      input_grad_path, weight_grad_path)
+                                      input_grad_path, nonzero_density, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
@@ -260,11 +260,11 @@ class SpikingConv2d(StructuralEdits):
 
     def _input_grad(self, grad_u: np.ndarray, request: BackwardRequest, steps: int, batch: int) -> np.ndarray:
         """dL/d(input) ``[T, B, n_in or len(input_units)]``: scattered from the nonzero entries
-        of dL/du (the surrogate is zero for most units most of the time) or by GEMM where
-        dL/du is dense enough that scattering loses."""
+        of dL/du (the surrogate is zero for most units most of the time) or, where dL/du is
+        dense enough that scattering loses, by the direct transposed convolution (GEMM for
+        strided ones)."""
         grad_in = np.empty((steps * batch, self.n_in), dtype=np.float32)
-        density = np.count_nonzero(grad_u) / max(grad_u.size, 1)
-        path = input_grad_path(density, stride=self.geometry.stride)
+        path = input_grad_path(nonzero_density(grad_u), stride=self.geometry.stride)
         INPUT_GRAD_PATHS[path](grad_u, self.store.indptr, self.columns, self.store.data, self.geometry, grad_in)
         if request.input_units is not None:
             grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
