@@ -6,12 +6,81 @@ straddle two cache lines: aligning the summed matrices measured 1.2x on the row 
 (benchmarks/RESULTS.md). Likewise a matrix whose rows are not whole cache lines long
 (280 float32 columns: 17.5 lines) starts every other row mid-line; its rows are padded
 (:func:`line_width`): 1.35x on the row sums for 280 columns, 1.2x for 600.
+
+Large arrays are recycled (:class:`BufferPool`): a batch of the paper's N-MNIST
+convolutional network allocates about a gigabyte of traces and gradients, and memory
+fresh from the operating system is zeroed page by page by the kernel at first touch.
 """
 from __future__ import annotations
+
+import sys
+import threading
 
 import numpy as np
 
 CACHE_LINE = 64
+
+
+class BufferPool:
+    """Byte buffers of at least ``min_bytes`` handed out again once no array uses them.
+
+    A buffer is free when nothing but the pool refers to it: every array made from it
+    is a view whose ``base`` is the buffer, so CPython's reference count says when the
+    last one is gone. A request takes the smallest free buffer that holds it and is at
+    most twice its size, else a new one. Free buffers beyond the most bytes ever in use
+    at once are released, least recently used first, so a change of shapes (an
+    evaluation batch after training ones) cannot grow the pool without bound. Without
+    it, every batch's traces and gradients came from ``mmap`` and the kernel zeroed them
+    page by page: 81-133 ms of system time per training batch of the N-MNIST
+    convolutional network at one thread, 15-20 % of the CPU time (benchmarks/RESULTS.md).
+    """
+
+    def __init__(self, min_bytes: int = 1 << 20):
+        self.min_bytes = min_bytes
+        self._buffers: list[np.ndarray] = []  # least recently handed out first
+        self._peak_in_use = 0
+        self._lock = threading.Lock()
+        # References a buffer no array uses has while counted (the list's, the loop's,
+        # the call's), measured on a buffer of our own rather than assumed.
+        self._free_count = self._refcounts([np.empty(1, dtype=np.uint8)])[0]
+
+    @staticmethod
+    def _refcounts(buffers: list) -> list[int]:
+        return [sys.getrefcount(b) for b in buffers]
+
+    def _free(self) -> list[np.ndarray]:
+        """The buffers no array uses, least recently handed out first."""
+        return [b for b, n in zip(self._buffers, self._refcounts(self._buffers)) if n <= self._free_count]
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of at least ``nbytes + CACHE_LINE`` bytes, uninitialised."""
+        want = nbytes + CACHE_LINE
+        with self._lock:
+            free = self._free()
+            fitting = [b for b in free if want <= b.size <= 2 * want]
+            if fitting:
+                buffer = min(fitting, key=lambda b: b.size)
+                free = [b for b in free if b is not buffer]
+            else:
+                buffer = np.empty(want, dtype=np.uint8)
+            self._buffers = [b for b in self._buffers if b is not buffer] + [buffer]
+            free_bytes = sum(b.size for b in free)
+            self._peak_in_use = max(self._peak_in_use, sum(b.size for b in self._buffers) - free_bytes)
+            for b in free:  # least recently used first
+                if free_bytes <= self._peak_in_use:
+                    break
+                self._buffers = [kept for kept in self._buffers if kept is not b]
+                free_bytes -= b.size
+            return buffer
+
+    def clear(self) -> None:
+        """Release every free buffer."""
+        with self._lock:
+            free = {id(b) for b in self._free()}
+            self._buffers = [b for b in self._buffers if id(b) not in free]
+
+
+POOL = BufferPool()
 
 
 def line_width(n_columns: int, dtype=np.float32) -> int:
@@ -25,7 +94,7 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     """Uninitialised C-contiguous array of ``shape`` starting on a cache line."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buffer = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
+    buffer = POOL.take(nbytes) if nbytes >= POOL.min_bytes else np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
     start = -buffer.ctypes.data % CACHE_LINE
     return buffer[start:start + nbytes].view(dtype).reshape(shape)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evsim.aligned import CACHE_LINE, aligned, aligned_empty, line_width
+from evsim.aligned import CACHE_LINE, BufferPool, aligned, aligned_empty, line_width
 from evsim.layers import SparseLinear
 from evsim.synapses import SynapseStore
 
@@ -66,3 +66,35 @@ def test_rows_path_pads_rows_to_cache_lines_and_follows_the_weights(rng):
     np.testing.assert_allclose(grads.params[0], want_grads.params[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(grads.input, want_grads.input, rtol=1e-6, atol=1e-6)
     assert trace.spikes.any() and np.abs(grads.params[0]).max() > 0
+
+
+def test_pool_hands_a_buffer_out_again_only_when_no_array_uses_it():
+    pool = BufferPool(min_bytes=1)
+    first = pool.take(1000)
+    view = first[10:20]
+    del first
+    second = pool.take(1000)
+    assert second.ctypes.data != view.base.ctypes.data  # a slice still uses the first buffer
+    address = second.ctypes.data
+    del second
+    third = pool.take(900)
+    assert third.ctypes.data == address and third.size >= 900 + CACHE_LINE
+    assert pool.take(100).ctypes.data not in (address, view.base.ctypes.data)  # far smaller: a buffer of its own
+
+
+def test_pool_holds_no_more_free_bytes_than_were_ever_in_use():
+    pool = BufferPool(min_bytes=1)
+    for size in range(1000, 60000, 1000):  # a new shape every time, each freed at once
+        buffer = pool.take(size)
+        del buffer
+    assert sum(b.size for b in pool._buffers) <= 2 * (59000 + CACHE_LINE)
+
+
+def test_large_aligned_arrays_are_recycled_and_aligned():
+    a = aligned_empty((600, 1000))
+    address = a.ctypes.data
+    assert address % CACHE_LINE == 0
+    del a
+    b = aligned_empty((600, 1000), np.uint8)  # a quarter of the bytes: not handed the same buffer
+    c = aligned_empty((1000, 600))
+    assert c.ctypes.data == address and c.ctypes.data % CACHE_LINE == 0 and b.ctypes.data % CACHE_LINE == 0

@@ -284,14 +284,14 @@ def test_would_be_gradients_through_two_pruned_layers(rng, path, monkeypatch):
     its input events, the error the layer above sends back to their rows. The middle
     layer's weights from the dead neurons below go to its *alive* neurons only (and in a
     padded rows copy, to no padding column). Oracle: the NumPy LIF backward of the
-    recorded traces. The layers' uninitialised buffers are filled with NaN, so a read of
-    the padding past the alive neurons shows."""
+    recorded traces. The layers' uninitialised float buffers are filled with NaN, so a
+    read of the padding past the alive neurons shows."""
     import evsim.layers.linear
     from tests.reference import lif_backward
 
     def poisoned(shape, dtype=np.float32):
         out = aligned_empty(shape, dtype)
-        out[...] = np.nan
+        out[...] = np.nan if np.dtype(dtype).kind == "f" else 255
         return out
 
     aligned_empty = evsim.layers.linear.aligned_empty

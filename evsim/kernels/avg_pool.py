@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.aligned import aligned_empty
 from evsim.kernels.conv_geometry import PoolGeometry, _compact_events, pool_bands
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import lowest_bit
@@ -159,6 +160,6 @@ def avg_pool_backward(grad_out: np.ndarray, geometry: PoolGeometry, mask: np.nda
     channels = np.arange(g.channels, dtype=np.int64) if channels is None else np.asarray(channels, dtype=np.int64)
     if channels.ndim != 1 or (channels.size and (channels.min() < 0 or channels.max() >= g.channels)):
         raise ValueError(f"channels must be channel indices in [0, {g.channels}), got {channels!r}")
-    grad_in = np.empty((n_slots, channels.size * g.height * g.width), dtype=np.float32)
+    grad_in = aligned_empty((n_slots, channels.size * g.height * g.width))
     _avg_pool_backward(grad_out, mask, channels, g.height, g.width, g.kernel, g.out_height, g.out_width, grad_in)
     return grad_in

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.aligned import aligned_empty
 from evsim.kernels.conv_geometry import PoolGeometry, _compact_events, pool_bands
 from evsim.kernels.propagate import _balanced_bounds
 
@@ -155,6 +156,6 @@ def max_pool_backward(grad_out: np.ndarray, ptr: np.ndarray, idx: np.ndarray, ar
     n_slots = ptr.shape[0] - 1
     if grad_out.shape != (n_slots, g.n_out):
         raise ValueError(f"grad_out must be [{n_slots}, {g.n_out}], got {grad_out.shape}")
-    grad_in = np.empty((n_slots, g.n_in), dtype=np.float32)
+    grad_in = aligned_empty((n_slots, g.n_in))
     _max_pool_backward(grad_out, ptr, idx, argmax, g.height, g.width, g.kernel, g.out_height, g.out_width, grad_in)
     return grad_in

@@ -149,7 +149,7 @@ class SpikingConv2d(StructuralEdits):
         n_units = self.alive_index.size
         steps, batch = events.n_steps, events.batch
         u = aligned_empty((steps, batch, n_units))
-        spikes = np.empty((steps, batch, n_units), dtype=np.uint8)
+        spikes = aligned_empty((steps, batch, n_units), np.uint8)
         bias = np.repeat(self.bias[self.alive_filters], self.geometry.out_cells)
         decay, v_th, hard = np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard"
         if isinstance(events, StaticDrive):
@@ -263,7 +263,7 @@ class SpikingConv2d(StructuralEdits):
         of dL/du (the surrogate is zero for most units most of the time) or, where dL/du is
         dense enough that scattering loses, by the direct transposed convolution (GEMM for
         strided ones)."""
-        grad_in = np.empty((steps * batch, self.n_in), dtype=np.float32)
+        grad_in = aligned_empty((steps * batch, self.n_in))
         path = input_grad_path(nonzero_density(grad_u), stride=self.geometry.stride)
         INPUT_GRAD_PATHS[path](grad_u, self.store.indptr, self.columns, self.store.data, self.geometry, grad_in)
         if request.input_units is not None:

@@ -177,7 +177,7 @@ class SparseLinear(StructuralEdits):
         self._current_plan()
         n_alive = self.alive_index.size
         u = aligned_empty((events.n_steps, events.batch, n_alive))
-        spikes = np.empty((events.n_steps, events.batch, n_alive), dtype=np.uint8)
+        spikes = aligned_empty((events.n_steps, events.batch, n_alive), np.uint8)
         bias = self.bias[self.alive_index]
         hard = lif.reset == "hard"
         decay, v_th = np.float32(lif.decay), np.float32(lif.v_th)
