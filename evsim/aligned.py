@@ -27,18 +27,19 @@ class BufferPool:
     A buffer is free when nothing but the pool refers to it: every array made from it
     is a view whose ``base`` is the buffer, so CPython's reference count says when the
     last one is gone. A request takes the smallest free buffer that holds it and is at
-    most twice its size, else a new one. Free buffers beyond the most bytes ever in use
-    at once are released, least recently used first, so a change of shapes (an
-    evaluation batch after training ones) cannot grow the pool without bound. Without
-    it, every batch's traces and gradients came from ``mmap`` and the kernel zeroed them
-    page by page: 81-133 ms of system time per training batch of the N-MNIST
-    convolutional network at one thread, 15-20 % of the CPU time (benchmarks/RESULTS.md).
+    most twice its size. A request no free buffer fits (the first batch, a new shape)
+    releases every free buffer before it allocates, so the pool never adds to the peak
+    memory: a training batch repeats the last one's shapes and takes its buffers back,
+    and a new shape costs one batch of fresh allocations. (Keeping free buffers for
+    later shapes instead raised the default N-MNIST run's peak from 3.1 to 3.8-4.9 GB.)
+    Without the pool every batch's traces and gradients came from ``mmap`` and the
+    kernel zeroed them page by page: 61-290 ms of system time per training batch of the
+    N-MNIST convolutional network (benchmarks/RESULTS.md).
     """
 
     def __init__(self, min_bytes: int = 1 << 20):
         self.min_bytes = min_bytes
-        self._buffers: list[np.ndarray] = []  # least recently handed out first
-        self._peak_in_use = 0
+        self._buffers: list[np.ndarray] = []
         self._lock = threading.Lock()
         # References a buffer no array uses has while counted (the list's, the loop's,
         # the call's), measured on a buffer of our own rather than assumed.
@@ -49,7 +50,7 @@ class BufferPool:
         return [sys.getrefcount(b) for b in buffers]
 
     def _free(self) -> list[np.ndarray]:
-        """The buffers no array uses, least recently handed out first."""
+        """The buffers no array uses."""
         return [b for b, n in zip(self._buffers, self._refcounts(self._buffers)) if n <= self._free_count]
 
     def take(self, nbytes: int) -> np.ndarray:
@@ -59,25 +60,18 @@ class BufferPool:
             free = self._free()
             fitting = [b for b in free if want <= b.size <= 2 * want]
             if fitting:
-                buffer = min(fitting, key=lambda b: b.size)
-                free = [b for b in free if b is not buffer]
-            else:
-                buffer = np.empty(want, dtype=np.uint8)
-            self._buffers = [b for b in self._buffers if b is not buffer] + [buffer]
-            free_bytes = sum(b.size for b in free)
-            self._peak_in_use = max(self._peak_in_use, sum(b.size for b in self._buffers) - free_bytes)
-            for b in free:  # least recently used first
-                if free_bytes <= self._peak_in_use:
-                    break
-                self._buffers = [kept for kept in self._buffers if kept is not b]
-                free_bytes -= b.size
+                return min(fitting, key=lambda b: b.size)
+            released = {id(b) for b in free}
+            self._buffers = [b for b in self._buffers if id(b) not in released]
+            buffer = np.empty(want, dtype=np.uint8)
+            self._buffers.append(buffer)
             return buffer
 
     def clear(self) -> None:
         """Release every free buffer."""
         with self._lock:
-            free = {id(b) for b in self._free()}
-            self._buffers = [b for b in self._buffers if id(b) not in free]
+            released = {id(b) for b in self._free()}
+            self._buffers = [b for b in self._buffers if id(b) not in released]
 
 
 POOL = BufferPool()
