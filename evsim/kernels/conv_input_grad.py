@@ -122,47 +122,40 @@ def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, 
                 out[s, i] = acc
 
 
+@njit(cache=True, inline="always")
+def _row_fma(acc, r, rows, w, padded, p, wp, lanes):
+    """Row ``r``'s sum plus ``w`` times its shifted dL/du, or the sum as it is past ``rows``."""
+    return fma(w, load(padded, p + r * wp, lanes), acc) if r < rows else acc
+
+
+@njit(cache=True, inline="always")
+def _row_store(out, o, r, rows, width, acc, lanes):
+    if r < rows:
+        store(out, o + r * width, acc, lanes)
+
+
 @njit(cache=True)
 def _direct_rows(padded, tap_weights, tap_offsets, j0, j1, at, wp, rows, lanes, out, o, width):
     """``rows`` (1-8) consecutive input rows' cells ``x..x+lanes`` of one channel into
     ``out[o + r*width:]``, from the channel's taps ``j0:j1`` (weight and offset into
     ``padded``, relative to ``at``). A tap's weight is read once for all the rows, whose
-    sums stay in registers: nine loads per eight multiply-adds instead of two per one."""
+    sums stay in registers (eight named values: Numba keeps an array of vectors in
+    memory): nine loads per eight multiply-adds instead of two per one."""
     zero = splat(np.float32(0.0))
     a0, a1, a2, a3, a4, a5, a6, a7 = zero, zero, zero, zero, zero, zero, zero, zero
     for j in range(j0, j1):
         w = tap_weights[j]
         p = at + tap_offsets[j]
-        a0 = fma(w, load(padded, p, lanes), a0)
-        if rows > 1:
-            a1 = fma(w, load(padded, p + wp, lanes), a1)
-        if rows > 2:
-            a2 = fma(w, load(padded, p + 2 * wp, lanes), a2)
-        if rows > 3:
-            a3 = fma(w, load(padded, p + 3 * wp, lanes), a3)
-        if rows > 4:
-            a4 = fma(w, load(padded, p + 4 * wp, lanes), a4)
-        if rows > 5:
-            a5 = fma(w, load(padded, p + 5 * wp, lanes), a5)
-        if rows > 6:
-            a6 = fma(w, load(padded, p + 6 * wp, lanes), a6)
-        if rows > 7:
-            a7 = fma(w, load(padded, p + 7 * wp, lanes), a7)
-    store(out, o, a0, lanes)
-    if rows > 1:
-        store(out, o + width, a1, lanes)
-    if rows > 2:
-        store(out, o + 2 * width, a2, lanes)
-    if rows > 3:
-        store(out, o + 3 * width, a3, lanes)
-    if rows > 4:
-        store(out, o + 4 * width, a4, lanes)
-    if rows > 5:
-        store(out, o + 5 * width, a5, lanes)
-    if rows > 6:
-        store(out, o + 6 * width, a6, lanes)
-    if rows > 7:
-        store(out, o + 7 * width, a7, lanes)
+        a0 = _row_fma(a0, 0, rows, w, padded, p, wp, lanes)
+        a1 = _row_fma(a1, 1, rows, w, padded, p, wp, lanes)
+        a2 = _row_fma(a2, 2, rows, w, padded, p, wp, lanes)
+        a3 = _row_fma(a3, 3, rows, w, padded, p, wp, lanes)
+        a4 = _row_fma(a4, 4, rows, w, padded, p, wp, lanes)
+        a5 = _row_fma(a5, 5, rows, w, padded, p, wp, lanes)
+        a6 = _row_fma(a6, 6, rows, w, padded, p, wp, lanes)
+        a7 = _row_fma(a7, 7, rows, w, padded, p, wp, lanes)
+    for r, acc in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
+        _row_store(out, o, r, rows, width, acc, lanes)
 
 
 @njit(parallel=True, cache=True)
