@@ -301,6 +301,9 @@ OPTIONS: tuple[Option, ...] = (
            "consecutive qualifying steps.", "sdsnn.kernel_regrow_steps", low=0, high=1_000_000),
     Option("constrain_output", "bool", True, "SD-SNN holds the output layer's weights in their dendritic-spine "
            "ranges (it is never pruned).", "sdsnn.constrain_output"),
+    Option("excess_per_epoch", "bool", True, "SD-SNN widens a dendritic-spine range by its weight's mean "
+           "excess per epoch (as with the paper's one step per epoch), not per development interval.",
+           "sdsnn.excess_per_epoch"),
     Option("target_sparsity", "float", 0.5, "Sparsity the magnitude and set baselines prune to.", "target_sparsity",
            low=0.0, low_open=True, high=1.0),
     Option("val_fraction", "float", 0.1, "Fraction of the training split held out (stratified, seeded) to choose "
@@ -373,7 +376,8 @@ class TrainConfig:
                                      rho_init=DEFAULTS["rho_init"], rho_max=DEFAULTS["rho_max"],
                                      filter_rho_init=DEFAULTS["filter_rho_init"],
                                      kernel_regrow_steps=DEFAULTS["kernel_regrow_steps"],
-                                     constrain_output=DEFAULTS["constrain_output"])
+                                     constrain_output=DEFAULTS["constrain_output"],
+                                     excess_per_epoch=DEFAULTS["excess_per_epoch"])
     target_sparsity: float = DEFAULTS["target_sparsity"]
     val_fraction: float = DEFAULTS["val_fraction"]
     out: str = ""
@@ -442,9 +446,9 @@ class TrainConfig:
 # one saved before --arch existed is the network of --hidden.
 ADDED_KEYS = {"val_fraction": 0.0, "arch": "", "develop": "fc"}
 # The same for the sdsnn section: filter and kernel constants (no saved run developed a
-# convolution before them), and no output constraint.
+# convolution before them), no output constraint, ranges widened per interval.
 ADDED_SDSNN_KEYS = {"filter_rho_init": 5.0, "filter_rho_decay": 5.0, "kernel_q_base": 65.0, "kernel_regrow_steps": 18,
-                    "constrain_output": False}
+                    "constrain_output": False, "excess_per_epoch": False}
 
 
 def with_added_keys(values: dict) -> dict:

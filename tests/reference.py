@@ -108,7 +108,7 @@ def dyadic_weights(rng, shape, density=1.0, scale=64):
     return w * (rng.random(shape) < density)
 
 
-def constrain(state, w, step, spine_steps, shrink):
+def constrain(state, w, step, spine_steps, shrink, excess_scale=1.0):
     """The dendritic-spine constraint in plain NumPy, array by array (the oracle of
     ``evsim.kernels.spines._constrain``): replaces the arrays of ``state``, clips ``w`` in place."""
     r_plus, r_minus = state["r_plus"], state["r_minus"]
@@ -116,7 +116,7 @@ def constrain(state, w, step, spine_steps, shrink):
     state["above_n"] = np.where(above, state["above_n"] + 1, 0).astype(np.int32)
     state["above_sum"] = np.where(above, state["above_sum"] + (w - r_plus), 0).astype(np.float32)
     expand = state["above_n"] >= spine_steps
-    r_plus[expand] += state["above_sum"][expand] / state["above_n"][expand]
+    r_plus[expand] += excess_scale * (state["above_sum"][expand] / state["above_n"][expand])
     state["above_n"][expand] = 0
     state["above_sum"][expand] = 0
 
@@ -124,7 +124,7 @@ def constrain(state, w, step, spine_steps, shrink):
     state["below_n"] = np.where(below, state["below_n"] + 1, 0).astype(np.int32)
     state["below_sum"] = np.where(below, state["below_sum"] + (r_minus - w), 0).astype(np.float32)
     expand = state["below_n"] >= spine_steps
-    r_minus[expand] -= state["below_sum"][expand] / state["below_n"][expand]
+    r_minus[expand] -= excess_scale * (state["below_sum"][expand] / state["below_n"][expand])
     state["below_n"][expand] = 0
     state["below_sum"][expand] = 0
 

@@ -172,8 +172,10 @@ def test_a_saved_configuration_from_a_bigger_machine_or_an_older_evsim_loads_her
 
     saved = TrainConfig(dev_interval=4).to_dict()  # saved runs hold the resolved interval
     saved["threads"] = numba.config.NUMBA_NUM_THREADS + 62
-    for key in ("filter_rho_init", "filter_rho_decay", "kernel_q_base", "kernel_regrow_steps", "constrain_output"):
+    for key in ("filter_rho_init", "filter_rho_decay", "kernel_q_base", "kernel_regrow_steps", "constrain_output",
+                "excess_per_epoch"):
         del saved["sdsnn"][key]
     config = stored_config(saved, tmp_path / "config.json")
     assert config.threads == numba.config.NUMBA_NUM_THREADS
     assert config.sdsnn.constrain_output is False and config.sdsnn.filter_rho_init == 5.0
+    assert config.sdsnn.excess_per_epoch is False  # those runs widened ranges per interval

@@ -41,6 +41,26 @@ def test_range_expands_by_mean_excess_exactly_at_step_k():
     assert store.state["above_n"][0] == 0
 
 
+def test_range_expands_by_the_scaled_mean_excess():
+    """With development every N of an epoch's E batches a range widens by E / N times the
+    mean excess: the drift of an epoch, which the paper's once-an-epoch clip lets a weight make."""
+    store = single([0.0])
+    for step, w in enumerate([1.25, 1.5, 1.75], start=2):
+        store.data[0] = w
+        constrain(store, step, CFG, excess_scale=4.0)
+    assert store.state["r_plus"][0] == 1.0 + 4.0 * 0.5  # dyadic: exact
+    for step, w in enumerate([-3.5, -3.5, -3.5], start=5):
+        store.data[0] = w
+        constrain(store, step, CFG, excess_scale=4.0)
+    assert store.state["r_minus"][0] == -1.0 - 4.0 * 2.5
+
+
+@pytest.mark.parametrize("per_epoch, interval, scale", [(True, 3, 12.0), (True, 72, 0.5), (False, 3, 1.0)])
+def test_sdsnn_widens_ranges_by_an_epochs_excess(rng, per_epoch, interval, scale):
+    sdsnn = SDSNN(small_network(rng), SDSNNConfig(excess_per_epoch=per_epoch), epoch_batches=36, interval=interval)
+    assert sdsnn.excess_scale == scale
+
+
 def test_lower_bound_expands_downward():
     store = single([0.0])
     for step, w in enumerate([-1.5, -1.1, -1.4], start=2):
@@ -77,8 +97,8 @@ def test_clipping_only_from_step_k():
     assert store.data[0] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("spine_steps", [1, 3])
-def test_constraint_kernel_equals_numpy_oracle(rng, spine_steps):
+@pytest.mark.parametrize("spine_steps, excess_scale", [(1, 1.0), (3, 1.0), (3, 12.0)])
+def test_constraint_kernel_equals_numpy_oracle(rng, spine_steps, excess_scale):
     """Many steps of drifting weights (expansions, shrinks and clipping all happen), bit for bit."""
     n = 5000
     store = SynapseStore.from_dense(rng.normal(0, 0.5, (1, n)).astype(np.float32), np.ones((1, n), bool))
@@ -91,8 +111,8 @@ def test_constraint_kernel_equals_numpy_oracle(rng, spine_steps):
         noise = (drift + rng.normal(0, 0.2, n)).astype(np.float32) * np.float32(0.1)
         store.data[:] = store.data + noise
         w[:] = w + noise
-        constrain(store, step, cfg)
-        reference.constrain(state, w, step, cfg.spine_steps, cfg.shrink)
+        constrain(store, step, cfg, excess_scale)
+        reference.constrain(state, w, step, cfg.spine_steps, cfg.shrink, excess_scale)
         np.testing.assert_array_equal(store.data, w)
         for name in state:
             np.testing.assert_array_equal(store.state[name], state[name], err_msg=name)

@@ -16,16 +16,18 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _constrain(w, r_plus, r_minus, above_n, above_sum, below_n, below_sum, fall_n, prev_abs, k, shrink, clip):
+def _constrain(w, r_plus, r_minus, above_n, above_sum, below_n, below_sum, fall_n, prev_abs, k, shrink, clip,
+               excess_scale):
     """One constraint step per synapse (arrays aligned with the CSR data, all in place).
 
     - A weight at or above ``r_plus`` for ``k`` consecutive steps moves ``r_plus`` up by
-      the mean excess over those steps; likewise below ``r_minus``, downward.
+      ``excess_scale`` times the mean excess over those steps; likewise below
+      ``r_minus``, downward.
     - A magnitude that fell for ``k`` consecutive steps shrinks both bounds by ``shrink``.
     - With ``clip``, the weight is clipped into ``[r_minus, r_plus]``; ``prev_abs``
       becomes its magnitude.
 
-    ``k`` int32, ``shrink`` float32. The mean excess is float32 sum / int32 count, which
+    ``k`` int32, ``shrink`` float32, ``excess_scale`` float64. The mean excess is float32 sum / int32 count, which
     NumPy computes in float64 before storing the bound as float32; so is it here.
     """
     for i in prange(w.shape[0]):
@@ -35,7 +37,7 @@ def _constrain(w, r_plus, r_minus, above_n, above_sum, below_n, below_sum, fall_
         else:
             n, total = np.int32(0), np.float32(0.0)
         if n >= k:
-            r_plus[i] = np.float32(np.float64(r_plus[i]) + np.float64(total) / np.float64(n))
+            r_plus[i] = np.float32(np.float64(r_plus[i]) + excess_scale * (np.float64(total) / np.float64(n)))
             n, total = np.int32(0), np.float32(0.0)
         above_n[i], above_sum[i] = n, total
 
@@ -44,7 +46,7 @@ def _constrain(w, r_plus, r_minus, above_n, above_sum, below_n, below_sum, fall_
         else:
             n, total = np.int32(0), np.float32(0.0)
         if n >= k:
-            r_minus[i] = np.float32(np.float64(r_minus[i]) - np.float64(total) / np.float64(n))
+            r_minus[i] = np.float32(np.float64(r_minus[i]) - excess_scale * (np.float64(total) / np.float64(n)))
             n, total = np.int32(0), np.float32(0.0)
         below_n[i], below_sum[i] = n, total
 
