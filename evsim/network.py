@@ -207,6 +207,7 @@ class Network:
             request = BackwardRequest(
                 input_grad=k > 0, input_units=None if all_alive else below.alive_index,
                 factors_ok=below is not None and below.accepts_factors,
+                pooled_ok=below is not None and below.accepts_pooled,
                 would_be=would_be_grad and layer.develops, dead_error=dead_error,
                 dead_units_below=_dead_units(below) if dead_need_error else None)
             grads[k] = layer.backward(traces[k], grad_out, self.lif, request)

@@ -256,3 +256,52 @@ def test_a_conv_network_exported_to_nir_imports_as_the_same_network(tmp_path):
         [layer.store.nnz for layer in network.layers if hasattr(layer, "store")]
     x = (rng.random((4, 3, 128)) < 0.4).astype(np.float32)
     np.testing.assert_array_equal(again.forward(x)[0], network.forward(x)[0])
+
+
+@pytest.mark.parametrize("spec, dead", [("2x9x9-4C3-AP2-5", []), ("2x9x9-4C3-AP2-5", [0, 2]),
+                                        ("1x10x10-3C5p0-AP2-4", [1])])
+def test_a_pooled_gradient_gives_the_convolution_below_what_the_formed_one_gives(spec, dead):
+    """An average pooling hands the convolution below its dL/d(pooled output)
+    (:class:`PooledGrad`), formed slot by slot in the LIF backward: the same dL/du, kernel,
+    bias and input gradients, bit for bit, as from the pooling's formed dL/d(spikes) (dead
+    filters, and a 6x6 map whose pooling drops no cell as well as a 9x9 one whose last row
+    and column fall outside every window)."""
+    from evsim.errors import ShapeError
+    from evsim.layers.base import BackwardRequest, PooledGrad
+
+    rng = np.random.default_rng(5)
+    network = dyadic_network(spec, rng)
+    conv, pool = network.layers[0], network.layers[1]
+    if dead:
+        conv.kill(dead)
+    x = ((rng.random((6, 3, network.sizes[0])) < 0.4) * rng.integers(1, 3, (6, 3, network.sizes[0])))
+    _, traces = network.forward(x.astype(np.float32))
+    grad_pooled = rng.normal(0, 1, (6, 3, pool.n_out)).astype(np.float32)
+    below = BackwardRequest(input_units=conv.alive_index if dead else None, pooled_ok=True)
+    pooled = pool.backward(traces[1], grad_pooled, network.lif, below).input
+    formed = pool.backward(traces[1], grad_pooled, network.lif,
+                           BackwardRequest(input_units=below.input_units)).input
+    assert isinstance(pooled, PooledGrad) and isinstance(formed, np.ndarray)
+    request = BackwardRequest(input_grad=False)
+    from_pooled = conv.backward(traces[0], pooled, network.lif, request)
+    from_formed = conv.backward(traces[0], formed, network.lif, request)
+    for got, want in zip(from_pooled.params, from_formed.params):
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(from_pooled.params[0]).max() > 0
+    with pytest.raises(ShapeError, match="does not fit"):
+        conv.backward(traces[0], pooled._replace(channels=pooled.channels[:-1]), network.lif, request)
+
+
+def test_max_pooling_and_a_layer_that_takes_no_pooled_gradient_get_it_formed():
+    from evsim.layers.base import BackwardRequest
+
+    rng = np.random.default_rng(2)
+    network = dyadic_network("2x8x8-3C3-MP2-4", rng)
+    x = (rng.random((4, 2, network.sizes[0])) < 0.4).astype(np.float32)
+    _, traces = network.forward(x)
+    grad = rng.normal(0, 1, (4, 2, network.layers[1].n_out)).astype(np.float32)
+    assert isinstance(network.layers[1].backward(traces[1], grad, network.lif,
+                                                 BackwardRequest(pooled_ok=True)).input, np.ndarray)
+    average = dyadic_network("2x8x8-3C3-AP2-4", rng)
+    _, traces = average.forward(x)
+    assert isinstance(average.layers[1].backward(traces[1], grad, average.lif, BackwardRequest()).input, np.ndarray)

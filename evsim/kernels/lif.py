@@ -55,9 +55,32 @@ def _form_row(grad_above, s, weight_above, out):
         _formed_lanes(grad_above, s, weight_above, out, whole, n - whole)
 
 
+@njit(cache=True)
+def _pooled_row(pooled, s, channels, pool_shape, out):
+    """``out`` = dL/d(spikes) of slot ``s`` of the map under an average pooling, from
+    dL/d(pooled output) ``pooled[s]`` ``[C*Ho*Wo]``: each window's share (its gradient /
+    k², as :func:`evsim.kernels.avg_pool._avg_pool_backward` divides it) on every cell of
+    the window, zero on the cells past the last whole window; map channel ``channels[j]``
+    into ``out``'s j-th block of ``H*W`` cells. ``pool_shape`` is ``(H, W, k, Ho, Wo)``."""
+    height, width, kernel, out_height, out_width = pool_shape
+    cells = height * width
+    out_cells = out_height * out_width
+    divisor = np.float32(kernel * kernel)
+    zero = np.float32(0.0)
+    for j in range(channels.shape[0]):
+        source = channels[j] * out_cells
+        for y in range(height):
+            row = j * cells + y * width
+            oy = y // kernel
+            for x in range(width):
+                ox = x // kernel
+                out[row + x] = pooled[s, source + oy * out_width + ox] / divisor \
+                    if oy < out_height and ox < out_width else zero
+
+
 @njit(parallel=True, cache=True)
-def _lif_backward(grad_spikes, grad_above, weight_above, u, o, kind, width, decay, v_th, hard, detach_reset, grad_u,
-                  grad_bias_per_sample):
+def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind, width, decay,
+                  v_th, hard, detach_reset, grad_u, grad_bias_per_sample):
     """BPTT through the LIF dynamics.
 
     Parameters (``[T, B, N]`` unless noted)
@@ -71,6 +94,13 @@ def _lif_backward(grad_spikes, grad_above, weight_above, u, o, kind, width, deca
         800-10 layer: 0.42 against 0.66 ms at 2 threads, benchmarks/RESULTS.md). With
         ``grad_spikes`` given, the factors are unused (empty 2-D float32 arrays: Numba
         drops a branch only for an argument that is None).
+    pooled, pool_channels, pool_shape : with ``grad_spikes`` None and ``pooled``
+        non-empty, ``dL/do[t, b]`` comes from an average pooling above instead:
+        ``pooled`` float32 ``[T*B, C*Ho*Wo]`` is dL/d(pooled output), ``pool_channels``
+        int64 ``[F]`` the pooled map's channel of each of this layer's ``F`` alive
+        filters, ``pool_shape`` ``(H, W, k, Ho, Wo)``; the row is formed per slot
+        (:func:`_pooled_row`), so the map-sized dL/do is never written out and read
+        back. Unused: ``pooled`` ``[0, 0]``.
     u, o : recorded membrane and spikes.
     kind, width : the surrogate ``g(u - v_th)`` (index into ``SURROGATES``), evaluated here.
     grad_u : output, dL/du[t] (also dL/dI[t], since u[t] = ... + I[t]).
@@ -94,7 +124,10 @@ def _lif_backward(grad_spikes, grad_above, weight_above, u, o, kind, width, deca
         bias_sum[:] = 0.0
         for t in range(n_steps - 1, -1, -1):
             if grad_spikes is None:
-                _form_row(grad_above, t * batch + b, weight_above, formed)
+                if pooled.shape[0] > 0:
+                    _pooled_row(pooled, t * batch + b, pool_channels, pool_shape, formed)
+                else:
+                    _form_row(grad_above, t * batch + b, weight_above, formed)
                 from_above = formed
             else:
                 from_above = grad_spikes[t, b]

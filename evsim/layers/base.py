@@ -30,6 +30,19 @@ class InputGradFactors(NamedTuple):
     weights: np.ndarray
 
 
+class PooledGrad(NamedTuple):
+    """dL/d(spikes) ``[T, B, len(channels)*H*W]`` of a spike map under an average pooling,
+    as the pooled gradient, not formed: ``grad_out`` float32 ``[T*B, C*Ho*Wo]``
+    C-contiguous (dL/d(pooled output)), ``channels`` int64 (the map's channels the units
+    below are, in order: a convolution's alive filters), ``geometry`` the pooling. The
+    layer below forms each slot's row where it uses it: for conv1 of the paper's N-MNIST
+    network the formed gradient is 123 MB a batch, written by the pooling and read back."""
+
+    grad_out: np.ndarray
+    channels: np.ndarray
+    geometry: Any
+
+
 @dataclass(frozen=True)
 class BackwardRequest:
     """What the network asks of one layer's backward pass.
@@ -40,6 +53,7 @@ class BackwardRequest:
     input_units : send it for these input units only (the alive units below, ascending),
         ``[T, B, len(input_units)]``; None: every input unit.
     factors_ok : the input gradient may come back as :class:`InputGradFactors`.
+    pooled_ok : the input gradient may come back as :class:`PooledGrad`.
     would_be : also return, for synaptic regeneration, the gradients missing synapses
         would have.
     dead_error : the error the dead units of *this* layer would receive if revived, as
@@ -52,6 +66,7 @@ class BackwardRequest:
     input_grad: bool = True
     input_units: np.ndarray | None = None
     factors_ok: bool = False
+    pooled_ok: bool = False
     would_be: bool = False
     dead_error: InputGradFactors | np.ndarray | None = None
     dead_units_below: np.ndarray | None = None
@@ -64,7 +79,8 @@ class LayerGrads:
     Attributes
     ----------
     params : one gradient per array of :meth:`Layer.parameters`, in its order and shape.
-    input : dL/d(input) (dense ``[T, B, n]`` or :class:`InputGradFactors`), or None.
+    input : dL/d(input) (dense ``[T, B, n]``, :class:`InputGradFactors` or
+        :class:`PooledGrad`), or None.
     would_be : the would-be gradients of missing synapses, when requested (layout is the
         layer kind's; see its ``backward``), else None.
     dead_error_below : the error of the dead units below, when requested, else None.

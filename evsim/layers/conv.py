@@ -31,13 +31,15 @@ from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GR
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
-from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
-                               attach_state, state_arrays)
+from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
+                               StructuralEdits, attach_state, state_arrays)
 from evsim.layers.linear import LayerTrace
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
+_NO_CHANNELS = np.zeros(0, dtype=np.int64)
+_NO_POOL = (0, 0, 0, 0, 0)
 
 
 class SpikingConv2d(StructuralEdits):
@@ -54,6 +56,7 @@ class SpikingConv2d(StructuralEdits):
 
     kind = "conv2d"
     accepts_factors = False
+    accepts_pooled = True
 
     def __init__(self, store: SynapseStore, in_shape: tuple[int, int, int], stride: int = 1, pad: int = 0,
                  bias: np.ndarray | None = None, develops: bool = False):
@@ -172,7 +175,8 @@ class SpikingConv2d(StructuralEdits):
         ----------
         trace : from :meth:`forward`.
         grad_spikes : float32 ``[T, B, N_alive]``, dL/d(output spikes) of the alive units
-            (:attr:`alive_index`).
+            (:attr:`alive_index`), or the same as a :class:`PooledGrad` from an average
+            pooling above (its channels the alive filters), formed slot by slot.
         request : ``input_grad`` / ``input_units`` as for the linear layer, and:
 
             - ``would_be``: the gradient every *missing* kernel would have, float32
@@ -190,13 +194,18 @@ class SpikingConv2d(StructuralEdits):
         """
         if self.built_version != self.store.version:
             raise ShapeError("the layer's kernels changed between forward and backward; run forward again")
-        if not isinstance(grad_spikes, np.ndarray):
-            raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array")
         steps, batch, n_units = trace.u.shape
+        if isinstance(grad_spikes, PooledGrad):
+            dense, pooled, channels, pool_shape = None, *self._pooled_source(grad_spikes, steps * batch, n_units)
+        elif isinstance(grad_spikes, np.ndarray):
+            dense, pooled, channels, pool_shape = (np.ascontiguousarray(grad_spikes, dtype=np.float32), _NO_FACTORS,
+                                                   _NO_CHANNELS, _NO_POOL)
+        else:
+            raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array or a PooledGrad")
         grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
         grad_bias_per_sample = np.empty((batch, n_units), dtype=np.float32)
-        _lif_backward(np.ascontiguousarray(grad_spikes, dtype=np.float32), _NO_FACTORS, _NO_FACTORS, trace.u,
-                      trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
+        _lif_backward(dense, _NO_FACTORS, _NO_FACTORS, pooled, channels, pool_shape, trace.u, trace.spikes,
+                      SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
                       np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample)
         grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
         cells = self.geometry.out_cells
@@ -209,6 +218,20 @@ class SpikingConv2d(StructuralEdits):
         if request.input_grad:
             grads.input = self._input_grad(grad_u, request, steps, batch)
         return grads
+
+    def _pooled_source(self, grad: PooledGrad, slots: int, n_units: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """``(pooled, channels, pool_shape)`` for :func:`~evsim.kernels.lif._lif_backward`,
+        checked against this layer's output map (the kernel indexes unchecked)."""
+        g = grad.geometry
+        pooled = grad.grad_out
+        channels = np.asarray(grad.channels, dtype=np.int64)
+        if (g.channels, g.height, g.width) != self.out_shape \
+                or channels.size * g.height * g.width != n_units \
+                or pooled.dtype != np.float32 or not pooled.flags.c_contiguous or pooled.shape != (slots, g.n_out) \
+                or (channels.size and (channels.min() < 0 or channels.max() >= g.channels)):
+            raise ShapeError(f"a pooled gradient over {g} with {channels.size} channels and dL/d(pooled) "
+                             f"{pooled.shape} does not fit this convolution's {n_units} alive units of {slots} slots")
+        return pooled, channels, (g.height, g.width, g.kernel, g.out_height, g.out_width)
 
     def _kernel_grads(self, drive: Events | StaticDrive, grad_u: np.ndarray, indptr: np.ndarray,
                       columns: np.ndarray, steps: int) -> np.ndarray:

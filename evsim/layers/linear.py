@@ -62,6 +62,8 @@ CSR_DENSITY_THRESHOLD = 0.025
 # neurons and 0.80 against 0.69 ms for 20 (benchmarks/RESULTS.md).
 FACTORED_MAX_NEURONS = 16
 _NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
+_NO_CHANNELS = np.zeros(0, dtype=np.int64)
+_NO_POOL = (0, 0, 0, 0, 0)
 
 
 class LayerTrace(NamedTuple):
@@ -85,6 +87,7 @@ class SparseLinear(StructuralEdits):
 
     kind = "linear"
     accepts_factors = True
+    accepts_pooled = False
 
     def __init__(self, store: SynapseStore, bias: np.ndarray | None = None, path: str = "auto", develops: bool = True):
         if path not in PATHS:
@@ -237,7 +240,8 @@ class SparseLinear(StructuralEdits):
             dense, above, weights_above = None, grad_spikes.grad_u, grad_spikes.weights
         else:
             dense, above, weights_above = grad_spikes, _NO_FACTORS, _NO_FACTORS
-        _lif_backward(dense, above, weights_above, trace.u, trace.spikes, SURROGATES.index(lif.surrogate),
+        _lif_backward(dense, above, weights_above, _NO_FACTORS, _NO_CHANNELS, _NO_POOL, trace.u, trace.spikes,
+                      SURROGATES.index(lif.surrogate),
                       np.float32(lif.width), np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard",
                       lif.detach_reset, grad_u, grad_bias_per_sample)
         grad_bias = np.zeros(self.n_out, dtype=np.float32)

@@ -18,7 +18,7 @@ from evsim.kernels.avg_pool import avg_pool_backward, avg_pool_events
 from evsim.kernels.conv_geometry import PoolGeometry, pool_geometry
 from evsim.kernels.events import Events, StaticDrive
 from evsim.kernels.max_pool import max_pool_backward, max_pool_events
-from evsim.layers.base import BackwardRequest, LayerGrads, Parameter
+from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, PooledGrad
 from evsim.neuron import LIFParameters
 
 POOLS = ("avg", "max")
@@ -68,6 +68,7 @@ class Pool2d:
     kind = "pool2d"
     develops = False
     accepts_factors = False
+    accepts_pooled = False
     spiking = False
 
     def __init__(self, in_shape: tuple[int, int, int], kernel: int, mode: str = "avg"):
@@ -119,7 +120,9 @@ class Pool2d:
                  request: BackwardRequest = BackwardRequest()) -> LayerGrads:
         """dL/d(input) from dL/d(pooled output) ``[T, B, n_out]``; with
         ``request.dead_units_below``, also the part of it that goes to those (dead) units,
-        float32 ``[T*B, len(dead_units_below)]``, in :attr:`LayerGrads.dead_error_below`."""
+        float32 ``[T*B, len(dead_units_below)]``, in :attr:`LayerGrads.dead_error_below`.
+        An average pooling over whole channels hands a layer that takes it
+        (``request.pooled_ok``) a :class:`PooledGrad` instead of forming dL/d(input)."""
         if not isinstance(grad_out, np.ndarray):
             raise ShapeError("pooling takes dL/d(output) as a dense [T, B, N] array")
         grads = LayerGrads([])
@@ -128,11 +131,16 @@ class Pool2d:
         steps, batch = grad_out.shape[:2]
         flat = np.ascontiguousarray(grad_out.reshape(steps * batch, -1), dtype=np.float32)
         cells = self.geometry.height * self.geometry.width
-        grad_in = self._input_grad(flat, trace, request.input_units, cells)
         if request.dead_units_below is not None:
             # What the dead units below (a developing convolution's dead filters) would
             # receive if revived, for their would-be gradients.
             grads.dead_error_below = self._input_grad(flat, trace, request.dead_units_below, cells)
+        units = request.input_units
+        channels = np.arange(self.geometry.channels) if units is None else _whole_channels(units, cells)
+        if request.pooled_ok and self.mode == "avg" and channels is not None:
+            grads.input = PooledGrad(flat, channels.astype(np.int64), self.geometry)
+            return grads
+        grad_in = self._input_grad(flat, trace, units, cells)
         grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
         return grads
 
