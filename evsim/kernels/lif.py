@@ -66,16 +66,17 @@ def _pooled_row(pooled, s, channels, pool_shape, out):
     cells = height * width
     out_cells = out_height * out_width
     divisor = np.float32(kernel * kernel)
-    zero = np.float32(0.0)
+    if out_height * kernel < height or out_width * kernel < width:
+        out[:] = 0.0  # cells past the last whole window get no gradient
     for j in range(channels.shape[0]):
         source = channels[j] * out_cells
-        for y in range(height):
-            row = j * cells + y * width
-            oy = y // kernel
-            for x in range(width):
-                ox = x // kernel
-                out[row + x] = pooled[s, source + oy * out_width + ox] / divisor \
-                    if oy < out_height and ox < out_width else zero
+        for oy in range(out_height):
+            for ox in range(out_width):
+                share = pooled[s, source + oy * out_width + ox] / divisor
+                for dy in range(kernel):
+                    first = j * cells + (oy * kernel + dy) * width + ox * kernel
+                    for dx in range(kernel):
+                        out[first + dx] = share
 
 
 @njit(parallel=True, cache=True)
