@@ -55,6 +55,13 @@ def _form_row(grad_above, s, weight_above, out):
         _formed_lanes(grad_above, s, weight_above, out, whole, n - whole)
 
 
+# What _lif_backward takes for a source of dL/do that a caller does not use: no factors
+# (grad_above, weight_above, or pooled), no pooled channels, no pooling shape.
+NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
+NO_POOL_CHANNELS = np.zeros(0, dtype=np.int64)
+NO_POOL_SHAPE = (0, 0, 0, 0, 0)
+
+
 @njit(cache=True)
 def _pooled_row(pooled, s, channels, pool_shape, out):
     """``out`` = dL/d(spikes) of slot ``s`` of the map under an average pooling, from

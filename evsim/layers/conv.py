@@ -29,7 +29,7 @@ from evsim.kernels.conv_forward import conv_currents_static
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
                                       input_grad_path, nonzero_density, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
-from evsim.kernels.lif import _lif_backward
+from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
                                StructuralEdits, attach_state, state_arrays)
@@ -37,9 +37,6 @@ from evsim.layers.linear import LayerTrace
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
-_NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
-_NO_CHANNELS = np.zeros(0, dtype=np.int64)
-_NO_POOL = (0, 0, 0, 0, 0)
 
 
 class SpikingConv2d(StructuralEdits):
@@ -198,13 +195,13 @@ class SpikingConv2d(StructuralEdits):
         if isinstance(grad_spikes, PooledGrad):
             dense, pooled, channels, pool_shape = None, *self._pooled_source(grad_spikes, steps * batch, n_units)
         elif isinstance(grad_spikes, np.ndarray):
-            dense, pooled, channels, pool_shape = (np.ascontiguousarray(grad_spikes, dtype=np.float32), _NO_FACTORS,
-                                                   _NO_CHANNELS, _NO_POOL)
+            dense, pooled, channels, pool_shape = (np.ascontiguousarray(grad_spikes, dtype=np.float32), NO_FACTORS,
+                                                   NO_POOL_CHANNELS, NO_POOL_SHAPE)
         else:
             raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array or a PooledGrad")
         grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
         grad_bias_per_sample = np.empty((batch, n_units), dtype=np.float32)
-        _lif_backward(dense, _NO_FACTORS, _NO_FACTORS, pooled, channels, pool_shape, trace.u, trace.spikes,
+        _lif_backward(dense, NO_FACTORS, NO_FACTORS, pooled, channels, pool_shape, trace.u, trace.spikes,
                       SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
                       np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample)
         grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])

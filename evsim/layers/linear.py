@@ -36,7 +36,7 @@ from evsim.kernels.grad import (
     _weight_grad_csr,
     weight_grad_rows,
 )
-from evsim.kernels.lif import _lif_backward
+from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
                                attach_state, state_arrays)
@@ -61,9 +61,6 @@ CSR_DENSITY_THRESHOLD = 0.025
 # at 2 threads (BLAS at one), factors took 0.35-0.49 against 0.61-0.67 ms for 8-16
 # neurons and 0.80 against 0.69 ms for 20 (benchmarks/RESULTS.md).
 FACTORED_MAX_NEURONS = 16
-_NO_FACTORS = np.zeros((0, 0), dtype=np.float32)
-_NO_CHANNELS = np.zeros(0, dtype=np.int64)
-_NO_POOL = (0, 0, 0, 0, 0)
 
 
 class LayerTrace(NamedTuple):
@@ -239,11 +236,10 @@ class SparseLinear(StructuralEdits):
         if isinstance(grad_spikes, InputGradFactors):
             dense, above, weights_above = None, grad_spikes.grad_u, grad_spikes.weights
         else:
-            dense, above, weights_above = grad_spikes, _NO_FACTORS, _NO_FACTORS
-        _lif_backward(dense, above, weights_above, _NO_FACTORS, _NO_CHANNELS, _NO_POOL, trace.u, trace.spikes,
-                      SURROGATES.index(lif.surrogate),
-                      np.float32(lif.width), np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard",
-                      lif.detach_reset, grad_u, grad_bias_per_sample)
+            dense, above, weights_above = grad_spikes, NO_FACTORS, NO_FACTORS
+        _lif_backward(dense, above, weights_above, NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, trace.u,
+                      trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
+                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u, grad_bias_per_sample)
         grad_bias = np.zeros(self.n_out, dtype=np.float32)
         grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 

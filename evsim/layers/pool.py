@@ -136,10 +136,11 @@ class Pool2d:
             # receive if revived, for their would-be gradients.
             grads.dead_error_below = self._input_grad(flat, trace, request.dead_units_below, cells)
         units = request.input_units
-        channels = np.arange(self.geometry.channels) if units is None else _whole_channels(units, cells)
-        if request.pooled_ok and self.mode == "avg" and channels is not None:
-            grads.input = PooledGrad(flat, channels.astype(np.int64), self.geometry)
-            return grads
+        if request.pooled_ok and self.mode == "avg":
+            channels = np.arange(self.geometry.channels) if units is None else _whole_channels(units, cells)
+            if channels is not None:
+                grads.input = PooledGrad(flat, channels.astype(np.int64), self.geometry)
+                return grads
         grad_in = self._input_grad(flat, trace, units, cells)
         grads.input = grad_in.reshape(steps, batch, grad_in.shape[1])
         return grads
