@@ -64,7 +64,7 @@ def measure_evsim(network: evsim.Network, batches: list[np.ndarray], rng) -> dic
     start = time.perf_counter()
     train(events[0])
     out["first_batch_s"] = time.perf_counter() - start
-    for name, step in (("train", train), ("inference", network.forward)):
+    for name, step in (("train", train), ("inference", lambda drive: network.forward(drive, record=False))):
         times = []
         before = resource.getrusage(resource.RUSAGE_SELF)
         for drive in events[1:]:

@@ -6,7 +6,7 @@ values 0.25-1). At each input activity (fraction of nonzero cells) every variant
 each kernel is timed in the same round, best of ``--repeat`` after a warm-up call:
 
 - forward currents: ``events`` (row layout), ``csr`` (gather/scatter), ``dense``
-  (im2col + GEMM), and each dense variant again as ``dense_blas1`` with BLAS held to
+  (im2col + GEMM), ``dense_direct`` (the register-blocked direct convolution), and each dense variant again as ``dense_blas1`` with BLAS held to
   one thread (OpenBLAS threads that spin-wait starve Numba's on this shared machine);
   crossovers are against the faster of the two;
 - weight gradient: ``events``, ``csr``, ``dense`` (dL/du dense, as the LIF backward
@@ -14,7 +14,8 @@ each kernel is timed in the same round, best of ``--repeat`` after a warm-up cal
 - input gradient (conv2 only; conv1's input is the data): ``scatter`` and
   ``scatter_csr`` (dL/du with the activity's fraction of nonzeros), ``gather`` and
   ``gather_csr`` (mask with that fraction marked), ``dense`` (GEMM + col2im) and
-  ``dense_direct`` (the transposed convolution vectorised along x, no im2col).
+  ``dense_direct`` (the transposed convolution by the register-blocked direct
+  convolution, no im2col).
 
 For each kernel it prints the activity at which the fastest event variant stops
 beating the dense one, two ways: ``first`` interpolates the time ratio between the
@@ -71,7 +72,8 @@ def build(layer: str, activity: float, seed: int = 0):
 
 def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
     """``{kernel: {variant: callable}}`` over preallocated outputs."""
-    from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_events
+    from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
+                                            conv_currents_events)
     from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather,
                                                conv_input_grad_direct, conv_input_grad_gather_csr,
                                                conv_input_grad_scatter, conv_input_grad_scatter_csr)
@@ -91,6 +93,7 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
     }
     for fns in kernels.values():  # the GEMM with BLAS on one thread while Numba's kernels use the others
         fns["dense_blas1"] = _one_blas_thread(fns["dense"])
+    kernels["forward"]["dense_direct"] = lambda: conv_currents_direct(*ev, *csr, geo, currents)
     if layer == "conv2":
         kernels["input_grad"] = {
             "scatter": lambda: conv_input_grad_scatter(grad_u, *csr, geo, grad_in),

@@ -30,7 +30,8 @@ def run_batches(network: Network, inputs, encoding: str, time_steps: int, rng: n
     passes (counting is O(events), cheap enough to stay on); the report is None for no input."""
     out, report = [], None
     for start in range(0, len(inputs), batch_size):
-        counts, traces = network.forward(encode_events(inputs[start:start + batch_size], encoding, time_steps, rng))
+        counts, traces = network.forward(encode_events(inputs[start:start + batch_size], encoding, time_steps, rng),
+                                         record=False)
         out.append(counts)
         batch = count_network(network, traces, encoding == "direct", counts.shape[0], model, data_source)
         report = batch if report is None else report.add(batch)
@@ -169,7 +170,7 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
         batches = data
     report = None
     for drive in batches:
-        counts, traces = network.forward(drive)
+        counts, traces = network.forward(drive, record=False)
         batch_report = count_network(network, traces, analog_input, counts.shape[0], model, data_source)
         report = batch_report if report is None else report.add(batch_report)
     if report is None:

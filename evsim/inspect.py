@@ -103,7 +103,7 @@ def record(network: Network, drive, membrane: bool = False) -> Recording:
     ShapeError
         If ``drive`` does not fit the network's input (from :meth:`Network.forward`).
     """
-    counts, traces = network.forward(drive)
+    counts, traces = network.forward(drive, record=membrane)
     spikes, potentials, alive = [], [] if membrane else None, []
     for layer, trace in zip(network.layers, traces):
         if not hasattr(trace, "spikes"):  # a pooling layer: its pooled events, no neurons of its own

@@ -147,7 +147,7 @@ class Network:
         """Weights of the same architecture with every synapse present."""
         return sum(layer.dense_weights for layer in self.layers if hasattr(layer, "store"))
 
-    def forward(self, drive: np.ndarray | Events) -> tuple[np.ndarray, list[LayerTrace]]:
+    def forward(self, drive: np.ndarray | Events, record: bool = True) -> tuple[np.ndarray, list[LayerTrace]]:
         """Run the network.
 
         Parameters
@@ -155,6 +155,9 @@ class Network:
         drive : ``[T, B, n_in]`` input (float32 spikes, counts or analog values, or
             integer counts), or the same already as :class:`Events`, or analog values
             that are the same at every step as a :class:`StaticDrive`.
+        record : record the membrane potentials :meth:`backward` needs. False for
+            inference: the traces then hold events and spikes (enough for counting
+            operations) but no membrane, and convolutions run a faster one-pass kernel.
 
         Returns
         -------
@@ -176,7 +179,7 @@ class Network:
             events = _checked_events(drive, self.layers[0].n_in)
         traces = []
         for layer in self.layers:
-            events, trace = layer.forward(events, self.lif)
+            events, trace = layer.forward(events, self.lif, record)
             traces.append(trace)
         last = self.layers[-1]
         counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
@@ -189,6 +192,9 @@ class Network:
         ``would_be_grad`` also computes, in developing layers, the gradients missing
         synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
         """
+        if any(getattr(trace, "u", True) is None for trace in traces):
+            raise ShapeError("these traces come from forward(record=False), which keeps no membrane; run "
+                             "forward(drive) to backpropagate")
         last = self.layers[-1]
         n_steps = traces[-1].u.shape[0]
         # count = sum_t o[t], so every step receives the same gradient.

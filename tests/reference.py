@@ -242,3 +242,25 @@ def max_pool2d_backward(grad_out, argmax, in_shape):
     rows = np.repeat(np.arange(s), grad_out[0].size)
     np.add.at(grad, (rows, argmax.reshape(-1)), grad_out.reshape(-1))
     return grad.reshape((s,) + tuple(in_shape))
+
+
+def conv_lif_forward(x, weight, bias, stride=1, pad=0, decay=0.2, v_th=0.5, reset="hard"):
+    """Membrane and spikes ``[T, B, F*Ho*Wo]`` of a spiking convolution: :func:`conv2d_forward`
+    of each step's map ``x[t]`` ``[B, C, H, W]`` plus the filter's bias, then the LIF update of
+    :func:`lif_forward`."""
+    n_steps, batch = x.shape[:2]
+    decay, v_th = np.float32(decay), np.float32(v_th)
+    u, o = [], []
+    u_prev = o_prev = np.float32(0.0)
+    for t in range(n_steps):
+        current = conv2d_forward(x[t], weight, stride, pad) + bias[None, :, None, None].astype(np.float32)
+        current = current.reshape(batch, -1)
+        if reset == "hard":
+            u_t = decay * u_prev * (1 - o_prev) + current
+        else:
+            u_t = decay * u_prev - v_th * o_prev + current
+        o_t = heaviside(u_t, v_th)
+        u.append(u_t)
+        o.append(o_t)
+        u_prev, o_prev = u_t, o_t
+    return np.stack(u).astype(np.float32), np.stack(o).astype(np.float32)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_events,
-                                        conv_currents_static)
+from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
+                                        conv_currents_events, conv_currents_static)
 from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
@@ -18,6 +18,7 @@ from tests.reference import (conv2d_forward, conv2d_input_grad, conv2d_weight_gr
 
 FORWARD = {"events": conv_currents_events,
            "csr": conv_currents_csr,
+           "direct": conv_currents_direct,
            "dense": conv_currents_dense,
            "dense-chunked": lambda *a: conv_currents_dense(*a, max_bytes=1)}
 WEIGHT_GRAD = {"events": conv_weight_grad_events,
@@ -314,6 +315,10 @@ def test_path_choice_follows_the_measured_crossovers():
     from evsim.kernels import conv_paths as paths
 
     assert paths.forward_path(0.06) == "events" and paths.forward_path(0.5) == "dense"
+    conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
+    assert paths.forward_path(0.02, conv1, 15) == "direct"  # measured: direct at every activity
+    assert paths.forward_path(0.05, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "direct"
+    assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
     assert paths.weight_grad_path(0.06, 15) == "csr" and paths.weight_grad_path(0.06, 40) == "events"
     assert paths.weight_grad_path(0.6, 40) == "dense"
     assert paths.input_grad_path(0.05, 0.1) == "gather" and paths.input_grad_path(0.05) == "scatter"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, check_block_csr, check_events, check_out,
                                          chunk_slots,
@@ -82,6 +83,40 @@ def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width,
                 oy -= 1
 
 
+@njit(cache=True)
+def _channels_with_kernels(rows):
+    """bool ``[C]``: whether channel c's row of weights (:func:`row_weights`) holds a kernel."""
+    has_kernels = np.zeros(rows.shape[0], dtype=np.bool_)
+    for c in range(rows.shape[0]):
+        has_kernels[c] = np.any(rows[c] != 0)
+    return has_kernels
+
+
+@njit(cache=True, inline="always")
+def _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, scratch):
+    """Add slot ``s``'s events to the cell-major ``scratch`` ``[Ho*Wo, lanes]``: each valid
+    tap adds its channel's row of weights (``weights``, the flat row layout) times the
+    event's value to the output cell's row."""
+    for e in range(ptr[s], ptr[s + 1]):
+        i = idx[e]
+        c = units[i, 0]
+        if not has_kernels[c]:
+            continue
+        v = val[e]
+        ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+        kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
+        oy = oy0
+        for ky in range(ky0, ky1, stride):
+            ox = ox0
+            for kx in range(kx0, kx1, stride):
+                a = (oy * out_width + ox) * lanes
+                w = ((c * kernel + ky) * kernel + kx) * lanes
+                for j in range(0, lanes, LANES):
+                    store(scratch, a + j, load(scratch, a + j, LANES) + v * load(weights, w + j, LANES), LANES)
+                ox -= 1
+            oy -= 1
+
+
 @njit(parallel=True, cache=True)
 def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel, stride, pad, out_height,
                         out_width, out):
@@ -97,35 +132,55 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
     n_filters = out.shape[1] // (out_height * out_width)
     cells = out_height * out_width
     weights = rows.reshape(rows.size)
-    has_kernels = np.zeros(n_channels, dtype=np.bool_)
-    for c in range(n_channels):
-        has_kernels[c] = np.any(rows[c] != 0)
+    has_kernels = _channels_with_kernels(rows)
     units = unit_taps(rows.shape[0], channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.empty(cells * lanes, dtype=np.float32)
         for s in range(bounds[task], bounds[task + 1]):
             scratch[:] = 0.0
-            for e in range(ptr[s], ptr[s + 1]):
-                i = idx[e]
-                c = units[i, 0]
-                if not has_kernels[c]:
-                    continue
-                v = val[e]
-                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
-                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-                oy = oy0
-                for ky in range(ky0, ky1, stride):
-                    ox = ox0
-                    for kx in range(kx0, kx1, stride):
-                        a = (oy * out_width + ox) * lanes
-                        w = ((c * kernel + ky) * kernel + kx) * lanes
-                        for j in range(0, lanes, LANES):
-                            store(scratch, a + j, load(scratch, a + j, LANES) + v * load(weights, w + j, LANES),
-                                  LANES)
-                        ox -= 1
-                    oy -= 1
+            _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, scratch)
             _from_cell_major(scratch, n_filters, cells, lanes, out, s)
 
+
+@njit(parallel=True, cache=True)
+def _conv_currents_direct(ptr, idx, val, offsets, weights, bounds, n_channels, height, width, pad, kernel, rows,
+                          width_pad, out_height, out_width, out):
+    """Stride 1. Each task takes the slots ``bounds[task]:bounds[task+1]``: a slot's events
+    are written into the task's input map, the map into its shifted copies
+    (:func:`evsim.kernels.conv_direct.fill_rows`, whole vectors), the currents computed
+    from them, and the events' cells of the map zeroed again for the next slot."""
+    n_filters = out.shape[1] // (out_height * out_width)
+    for task in prange(bounds.shape[0] - 1):
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
+        for s in range(bounds[task], bounds[task + 1]):
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = val[e]
+            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+            direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, out, s * out.shape[1])
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = 0.0
+
+
+def conv_currents_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
+                         columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+    """Currents of a stride-1 convolution by the register-blocked direct convolution of
+    each slot's map (:mod:`evsim.kernels.conv_direct`): dense arithmetic, independent of
+    the activity, at most of the machine's multiply-add rate; it wins over
+    :func:`conv_currents_events` where the input is dense (conv2 of the paper's
+    networks: pooled spikes, about a third of the cells nonzero). Strided convolutions go
+    to :func:`conv_currents_dense`. Same arguments as :func:`conv_currents_events`."""
+    g = geometry
+    if g.stride != 1:
+        conv_currents_dense(ptr, idx, val, indptr, columns, data, geometry, out)
+        return
+    n_filters = _checked(ptr, idx, val, indptr, columns, data, g, out)
+    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
+    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
+    offsets, weights = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)),
+                                   np.flatnonzero(np.diff(indptr)), shape)
+    _conv_currents_direct(ptr, idx, val, offsets, weights, _balanced_bounds(ptr, get_num_threads()), g.in_channels,
+                          g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, out)
 
 def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, out) -> int:
     """The filters (blocks) of ``out`` once every argument of a forward kernel fits: the

@@ -37,6 +37,7 @@ from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major
                                          check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
                                          unit_taps)
+from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.events import _row_bits
 from evsim.kernels.simd import LANES, fma, gather, load, lowest_bit, scatter, splat, store
 
@@ -122,98 +123,23 @@ def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, 
                 out[s, i] = acc
 
 
-@njit(cache=True, inline="always")
-def _row_fma(acc, r, rows, w, padded, p, wp, lanes):
-    """Row ``r``'s sum plus ``w`` times its shifted dL/du, or the sum as it is past ``rows``."""
-    return fma(w, load(padded, p + r * wp, lanes), acc) if r < rows else acc
-
-
-@njit(cache=True, inline="always")
-def _row_store(out, o, r, rows, width, acc, lanes):
-    if r < rows:
-        store(out, o + r * width, acc, lanes)
-
-
-@njit(cache=True)
-def _direct_rows(padded, tap_weights, tap_offsets, j0, j1, at, wp, rows, lanes, out, o, width):
-    """``rows`` (1-8) consecutive input rows' cells ``x..x+lanes`` of one channel into
-    ``out[o + r*width:]``, from the channel's taps ``j0:j1`` (weight and offset into
-    ``padded``, relative to ``at``). A tap's weight is read once for all the rows, whose
-    sums stay in registers (eight named values: Numba keeps an array of vectors in
-    memory): nine loads per eight multiply-adds instead of two per one."""
-    zero = splat(np.float32(0.0))
-    a0, a1, a2, a3, a4, a5, a6, a7 = zero, zero, zero, zero, zero, zero, zero, zero
-    for j in range(j0, j1):
-        w = tap_weights[j]
-        p = at + tap_offsets[j]
-        a0 = _row_fma(a0, 0, rows, w, padded, p, wp, lanes)
-        a1 = _row_fma(a1, 1, rows, w, padded, p, wp, lanes)
-        a2 = _row_fma(a2, 2, rows, w, padded, p, wp, lanes)
-        a3 = _row_fma(a3, 3, rows, w, padded, p, wp, lanes)
-        a4 = _row_fma(a4, 4, rows, w, padded, p, wp, lanes)
-        a5 = _row_fma(a5, 5, rows, w, padded, p, wp, lanes)
-        a6 = _row_fma(a6, 6, rows, w, padded, p, wp, lanes)
-        a7 = _row_fma(a7, 7, rows, w, padded, p, wp, lanes)
-    for r, acc in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
-        _row_store(out, o, r, rows, width, acc, lanes)
-
-
 @njit(parallel=True, cache=True)
-def _conv_input_grad_direct(grad_u, indptr, tap_weights, tap_offsets, bounds, height, width, kernel, pad, out_height,
-                            out_width, out):
-    """Stride 1. Each task takes the slots ``bounds[task]:bounds[task+1]`` with its own
-    zero-bordered copy of a slot's dL/du, ``[F, H+K-1, W+K-1]``: output cell ``(oy, ox)``
-    at ``(oy + K-1-P, ox + K-1-P)``, so input cell ``(y, x)`` reads tap ``(ky, kx)`` at
-    ``(y + K-1-ky, x + K-1-kx)`` with no bounds test (the border holds zeros). Channel
-    ``c``'s taps are ``indptr[c]*K*K:indptr[c+1]*K*K`` of ``tap_weights`` and
-    ``tap_offsets`` (:func:`_direct_taps`)."""
-    n_channels = indptr.shape[0] - 1
-    cells = out_height * out_width
-    n_filters = grad_u.shape[1] // cells
-    taps = kernel * kernel
-    hp, wp = height + kernel - 1, width + kernel - 1
-    shift = kernel - 1 - pad
-    hw = height * width
+def _conv_input_grad_direct(grad_u, offsets, weights, bounds, n_filters, out_height, out_width, kernel, pad, height,
+                            width, rows, width_pad, out):
+    """Stride 1: the transposed convolution is the convolution of dL/du (``n_filters``
+    channels of ``Ho x Wo``) with the flipped kernels and padding ``K-1-P``
+    (:func:`evsim.kernels.conv_direct.direct_slot`). Each task takes the slots
+    ``bounds[task]:bounds[task+1]`` with its own shifted copies."""
     n_in = out.shape[1]
-    flat = out.reshape(out.size)
+    n_channels = n_in // (height * width)
+    cells = out_height * out_width
+    flip = kernel - 1 - pad
     for task in prange(bounds.shape[0] - 1):
-        padded = np.zeros(n_filters * hp * wp, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_filters * rows * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
-            for f in range(n_filters):
-                for oy in range(out_height):
-                    a = (f * hp + oy + shift) * wp + shift
-                    g = f * cells + oy * out_width
-                    for ox in range(out_width):
-                        padded[a + ox] = grad_u[s, g + ox]
-            for c in range(n_channels):
-                j0, j1 = indptr[c] * taps, indptr[c + 1] * taps
-                o = s * n_in + c * hw
-                if j0 == j1:
-                    flat[o:o + hw] = 0.0
-                    continue
-                for y0 in range(0, height, 8):
-                    rows = min(8, height - y0)
-                    for x0 in range(0, width, LANES):
-                        lanes = min(LANES, width - x0)
-                        at = y0 * wp + x0
-                        if rows == 8 and lanes == LANES:  # literal counts: unmasked, unrolled
-                            _direct_rows(padded, tap_weights, tap_offsets, j0, j1, at, wp, 8, LANES, flat,
-                                         o + y0 * width + x0, width)
-                        else:
-                            _direct_rows(padded, tap_weights, tap_offsets, j0, j1, at, wp, rows, lanes, flat,
-                                         o + y0 * width + x0, width)
-
-
-def _direct_taps(columns: np.ndarray, data: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every stored kernel's taps in storage order: float32 weights and int64 offsets
-    ``(f*(H+K-1) + K-1-ky)*(W+K-1) + K-1-kx`` into :func:`_conv_input_grad_direct`'s
-    zero-bordered dL/du."""
-    kernel = data.shape[1]
-    hp, wp = height + kernel - 1, width + kernel - 1
-    k = np.arange(kernel)
-    within = ((kernel - 1 - k)[:, None] * wp + (kernel - 1 - k)[None, :]).ravel()
-    offsets = (columns.astype(np.int64)[:, None] * hp * wp + within[None, :]).ravel()
-    return np.ascontiguousarray(data, dtype=np.float32).reshape(-1), offsets
+            fill_rows(grad_u, s * n_filters * cells, n_filters, out_height, out_width, flip, kernel, rows, width_pad,
+                      shifted)
+            direct_slot(shifted, width_pad, offsets, weights, n_channels, height, width, out, s * n_in)
 
 
 def _even_bounds(n_slots, n_tasks):
@@ -438,10 +364,13 @@ def conv_input_grad_direct(grad_u: np.ndarray, indptr: np.ndarray, columns: np.n
     if g.stride != 1:
         conv_input_grad_dense(grad_u, indptr, columns, data, geometry, out)
         return
-    _prepare(grad_u, indptr, columns, data, geometry, out)
-    tap_weights, tap_offsets = _direct_taps(columns, data, g.height, g.width)
-    _conv_input_grad_direct(grad_u, indptr, tap_weights, tap_offsets, _even_bounds(grad_u.shape[0], get_num_threads()), g.height, g.width, g.kernel, g.pad,
-                            g.out_height, g.out_width, out)
+    n_filters = _prepare(grad_u, indptr, columns, data, geometry, out)
+    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
+    shape = shifted_shape(n_filters, g.kernel, g.height, g.width)
+    offsets, weights = direct_taps(np.ascontiguousarray(dense[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)),
+                                   np.flatnonzero(np.bincount(columns, minlength=n_filters)), shape)
+    _conv_input_grad_direct(grad_u, offsets, weights, _even_bounds(grad_u.shape[0], get_num_threads()), n_filters,
+                            g.out_height, g.out_width, g.kernel, g.pad, g.height, g.width, shape[2], shape[3], out)
 
 
 def conv_input_grad_dense(grad_u: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_events
+from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
+from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_direct, conv_currents_events
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr)
 from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
 
 # Path name -> kernel; every pair of a table gives the same result (tests/test_conv_kernels.py).
-FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "dense": conv_currents_dense}
+FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "direct": conv_currents_direct,
+                 "dense": conv_currents_dense}
 WEIGHT_GRAD_PATHS = {"events": conv_weight_grad_events, "csr": conv_weight_grad_csr, "dense": conv_weight_grad_dense}
 INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_input_grad_scatter_csr,
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
@@ -35,7 +37,19 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
 # measured with the final kernels: to 30 % in run 4 on both layers and thread counts,
 # to 65 % in run 5 (186 against 230 ms at 50 %, 305 against 390 ms at 65 %; fit 99.8 %).
 # Runs 1-3, before the per-unit tables, crossed at 28.5 % or above (conv2, 1 thread).
+# That crossover stands for strided convolutions; stride 1 chooses between the event path
+# and the direct convolution by the cost model below.
 FORWARD_EVENTS_BELOW = 0.5
+# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 7 (1 thread,
+# conv1 and conv2 at 2-45 %): the event path pays per output unit (zeroing its cell-major
+# scratch, transposing it out) and per 16-lane add of a tap's weight row; the direct
+# convolution per output unit and per 16-lane multiply-add of its register blocks, which
+# do not depend on the activity. Measured crossovers: conv2 (15 channels in) 8 %, conv1
+# (2 channels) below 2 %: the direct path won there at every activity.
+EVENTS_NS_PER_UNIT = 0.65
+EVENTS_NS_PER_ADD = 2.05
+DIRECT_NS_PER_UNIT = 0.17
+DIRECT_NS_PER_FMA = 0.25
 # Weight gradient: the event paths beat the GEMM at every activity measured with the final
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
@@ -71,11 +85,21 @@ def nonzero_density(rows: np.ndarray, stride: int = 16) -> float:
     return np.count_nonzero(sample) / max(sample.size, 1)
 
 
-def forward_path(input_density: float) -> str:
-    """``"events"`` (:func:`evsim.kernels.conv_forward.conv_currents_events`) or ``"dense"``
-    (:func:`evsim.kernels.conv_forward.conv_currents_dense`) for input events of this
-    density."""
-    return "events" if input_density < FORWARD_EVENTS_BELOW else "dense"
+def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
+    """``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_currents_*`` functions of
+    :mod:`evsim.kernels.conv_forward`) for input events of this density: for a stride-1
+    ``geometry`` with ``n_filters`` alive filters, the cheaper of the event path and the
+    direct convolution by the measured cost model; otherwise events below
+    :data:`FORWARD_EVENTS_BELOW`, else the GEMM."""
+    if geometry is None or geometry.stride != 1:
+        return "events" if input_density < FORWARD_EVENTS_BELOW else "dense"
+    units = n_filters * geometry.out_cells
+    taps = input_density * geometry.n_in * geometry.taps  # (event, tap) pairs, borders included
+    events_ns = EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16
+    direct_fmas = (geometry.in_channels * geometry.taps * -(-n_filters // 4) * 4 * geometry.out_height
+                   * -(-geometry.out_width // 16))
+    direct_ns = DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_fmas
+    return "events" if events_ns < direct_ns else "direct"
 
 
 def weight_grad_path(input_density: float, n_blocks: int) -> str:

@@ -109,8 +109,10 @@ class Layer(Protocol):
     alive: np.ndarray          # bool [n_out]: units that can fire
     alive_index: np.ndarray    # int32: the alive units, ascending
 
-    def forward(self, drive: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, Any]:
-        """Output spike events (flat unit indices) and the trace backward needs."""
+    def forward(self, drive: Events | StaticDrive, lif: LIFParameters, record: bool = True) -> tuple[Events, Any]:
+        """Output spike events (flat unit indices) and the trace backward needs; with
+        ``record`` False (inference) the trace need only serve counting and inspection,
+        and a layer may skip recording what only backward reads (the membrane)."""
 
     def backward(self, trace: Any, grad_out: Any, lif: LIFParameters, request: BackwardRequest) -> LayerGrads:
         """Gradients of the loss, given dL/d(output spikes) of the alive units."""

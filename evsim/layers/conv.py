@@ -26,6 +26,7 @@ from evsim.aligned import aligned_empty, line_width
 from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
 from evsim.kernels.conv_forward import conv_currents_static
+from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
                                       input_grad_path, nonzero_density, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
@@ -143,25 +144,40 @@ class SpikingConv2d(StructuralEdits):
             self.rebuild()
 
     # ---------------------------------------------------------------- forward
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, LayerTrace]:
-        """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
+                record: bool = True) -> tuple[Events, LayerTrace]:
+        """Propagate ``events`` for ``T`` steps; return output spike events and the trace.
+
+        The currents come from the event path or, where the input is dense enough, the
+        direct convolution (:func:`evsim.kernels.conv_paths.forward_path`), fused with the
+        LIF dynamics where a one-pass kernel exists (:mod:`evsim.kernels.conv_lif`). With
+        ``record`` False (inference) the trace holds no membrane (``u`` None) and cannot
+        be backpropagated.
+        """
         self._current_plan()
         n_units = self.alive_index.size
         steps, batch = events.n_steps, events.batch
-        u = aligned_empty((steps, batch, n_units))
         spikes = aligned_empty((steps, batch, n_units), np.uint8)
-        bias = np.repeat(self.bias[self.alive_filters], self.geometry.out_cells)
+        u = aligned_empty((steps, batch, n_units)) if record else None
         decay, v_th, hard = np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard"
+        bias = self.bias[self.alive_filters]
+        kernels = (self.store.indptr, self.columns, self.store.data, self.geometry)
         if isinstance(events, StaticDrive):
-            current = conv_currents_static(events.values, self.store.indptr, self.columns, self.store.data,
-                                           self.geometry, self.alive_filters.size)
-            propagate_static(current, bias, decay, v_th, hard, u, spikes)
+            current = conv_currents_static(events.values, *kernels, self.alive_filters.size)
+            u = u if record else aligned_empty((steps, batch, n_units))
+            propagate_static(current, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, u, spikes)
+            return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
+        path = forward_path(event_density(events.ptr, self.n_in), self.geometry, self.alive_filters.size)
+        drive = (events.ptr, events.idx, events.val)
+        if path == "direct":
+            conv_lif_direct(*drive, *kernels, bias, decay, v_th, hard, u, spikes)
+        elif path == "events" and not record:
+            conv_lif_events(*drive, *kernels, bias, decay, v_th, hard, spikes)
         else:
-            path = forward_path(event_density(events.ptr, self.n_in))
-            FORWARD_PATHS[path](events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
-                                self.geometry, u.reshape(steps * batch, n_units))
-            _lif_scan(u, spikes, bias, decay, v_th, hard)
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
+            u = u if record else aligned_empty((steps, batch, n_units))
+            FORWARD_PATHS[path](*drive, *kernels, u.reshape(steps * batch, n_units))
+            _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,

@@ -64,10 +64,11 @@ FACTORED_MAX_NEURONS = 16
 
 
 class LayerTrace(NamedTuple):
-    """What a forward pass records for the backward pass (``[T, B, N_alive]``)."""
+    """What a forward pass records for the backward pass (``[T, B, N_alive]``); ``u`` is
+    None after a forward that recorded no membrane (inference)."""
 
     events_in: Events
-    u: np.ndarray
+    u: np.ndarray | None
     spikes: np.ndarray
 
 
@@ -172,8 +173,12 @@ class SparseLinear(StructuralEdits):
             _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, LayerTrace]:
-        """Propagate ``events`` for ``T`` steps; return output spike events and the trace."""
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
+                record: bool = True) -> tuple[Events, LayerTrace]:
+        """Propagate ``events`` for ``T`` steps; return output spike events and the trace
+        (without the membrane when ``record`` is False: the currents become the membrane
+        in place, so skipping it saves no work here, but the trace says it cannot be
+        backpropagated)."""
         self._current_plan()
         n_alive = self.alive_index.size
         u = aligned_empty((events.n_steps, events.batch, n_alive))
@@ -188,7 +193,7 @@ class SparseLinear(StructuralEdits):
         else:
             propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                           bias, decay, v_th, hard, u, spikes)
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u, spikes)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
 
     def _static_current(self, values: np.ndarray) -> np.ndarray:
         """``[B, N_alive]``: the current of the same input at every step, one BLAS product

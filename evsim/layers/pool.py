@@ -104,8 +104,9 @@ class Pool2d:
         """``AP2`` or ``MP2``."""
         return f"{'A' if self.mode == 'avg' else 'M'}P{self.geometry.kernel}"
 
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters) -> tuple[Events, PoolTrace]:
-        """The pooled events of ``events``."""
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
+                record: bool = True) -> tuple[Events, PoolTrace]:
+        """The pooled events of ``events`` (``record`` changes nothing: a pooling keeps no state)."""
         if isinstance(events, StaticDrive):
             raise ShapeError("pooling takes spike events; put a spiking layer before it")
         if self.mode == "avg":

@@ -1,0 +1,127 @@
+"""Stride-1 convolution of a dense map, register-blocked: the core of the dense paths of a
+convolution's currents and of the error it sends down.
+
+``out[o, y, x] = sum_{i, ky, kx} w[i, ky, kx, o] * src[i, y + ky - P, x + kx - P]``
+(zero outside ``src``). A slot's map is first copied into ``shifted``, one copy per
+``kx`` with the row already moved by ``kx - P`` and zero borders, float32
+``[K, C_src, H_out + K + 2, W_pad]`` (``W_pad`` = the output width in whole 16-lane
+vectors), so every load below is a whole, aligned vector; the copy is made once per slot
+and its borders stay zero from slot to slot. Then each block of 4 output rows x 4
+output channels x 16 cells keeps its 16 sums in registers through all the taps
+``(i, ky, kx)``: per tap, 4 row loads and 4 weights feed 16 fused multiply-adds. The
+earlier kernel, one weight against 8 unaligned row loads, ran at a third of this
+machine's multiply-add rate (split loads; benchmarks/RESULTS.md).
+
+``taps`` lists the ``(i, ky, kx)`` to sum (channels without any kernel left out) as
+offsets into ``shifted`` and rows of ``weights`` ``[n_taps, O_pad]`` (``O_pad`` a multiple
+of 4, zeros for missing kernels and padding channels).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from evsim.kernels.simd import LANES, fma, load, splat, store
+
+# Output rows and channels of a register block: 16 sums, 4 rows and 4 weights in flight
+# fit AVX-512's 32 vector registers.
+BLOCK_ROWS = 4
+BLOCK_CHANNELS = 4
+
+
+def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -> tuple[int, int, int, int]:
+    """Shape of the shifted copies of a ``channels``-channel map feeding an
+    ``out_height x out_width`` output: rows for every block of :data:`BLOCK_ROWS`."""
+    rows = -(-out_height // BLOCK_ROWS) * BLOCK_ROWS + kernel - 1
+    return kernel, channels, rows, -(-out_width // LANES) * LANES
+
+
+def direct_taps(weights: np.ndarray, used_channels: np.ndarray, shape: tuple[int, int, int, int]):
+    """``(offsets, rows)`` of the taps to sum: ``weights`` float32 ``[C_src, K, K, O]``,
+    ``used_channels`` the source channels with a kernel; ``offsets`` int64 into the
+    shifted copies of ``shape``, ``rows`` float32 ``[n_taps, O_pad]`` (4-aligned)."""
+    kernel, channels, rows_, width = shape
+    n_out = weights.shape[3]
+    o_pad = -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS
+    c, ky, kx = np.meshgrid(np.asarray(used_channels, dtype=np.int64), np.arange(kernel), np.arange(kernel),
+                            indexing="ij")
+    c, ky, kx = c.ravel(), ky.ravel(), kx.ravel()
+    offsets = ((kx * channels + c) * rows_ + ky) * width
+    table = np.zeros((c.size, o_pad), dtype=np.float32)
+    table[:, :n_out] = weights[c, ky, kx]
+    return np.ascontiguousarray(offsets), table
+
+
+@njit(cache=True, inline="always")
+def _rows_out(out, o, stride, lanes, n_rows, a0, a1, a2, a3):
+    """Store a channel's block rows (the first ``n_rows``) at ``out[o + r*stride]``."""
+    store(out, o, a0, lanes)
+    if n_rows > 1:
+        store(out, o + stride, a1, lanes)
+    if n_rows > 2:
+        store(out, o + 2 * stride, a2, lanes)
+    if n_rows > 3:
+        store(out, o + 3 * stride, a3, lanes)
+
+
+@njit(cache=True)
+def zeros_on_lines(n):
+    """float32 zeros ``[n]`` starting on a cache line: the row loads of
+    :func:`direct_slot` are then whole lines (split ones made it 1.3x slower)."""
+    buffer = np.zeros(n + LANES, dtype=np.float32)
+    skip = (-(buffer.ctypes.data // 4)) % LANES
+    return buffer[skip:skip + n]
+
+
+@njit(cache=True)
+def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_pad, shifted):
+    """The shifted copies of a dense map ``source[first + c*H*W + y*W + x]``: row ``y`` of
+    channel ``c`` into row ``y + pad`` of copy ``kx``, moved by ``kx - pad`` (16 lanes at a
+    time). Cells outside the map are left as they are (zeros)."""
+    for kx in range(kernel):
+        lo, hi = max(0, pad - kx), min(width_pad, width + pad - kx)
+        for c in range(channels):
+            for y in range(max(0, -pad), min(height, rows - pad)):
+                dst = ((kx * channels + c) * rows + y + pad) * width_pad
+                src = first + (c * height + y) * width + kx - pad
+                for x in range(lo, hi, LANES):
+                    n = min(LANES, hi - x)
+                    store(shifted, dst + x, load(source, src + x, n), n)
+
+
+@njit(cache=True)
+def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_width, out, o):
+    """One slot: ``out[o + c*Ho*Wo + y*Wo + x]`` for the ``n_out`` output channels, from
+    the shifted copies (flat) and the taps. See the module docstring."""
+    cells = out_height * out_width
+    zero = splat(np.float32(0.0))
+    for c0 in range(0, n_out, BLOCK_CHANNELS):
+        n_channels = min(BLOCK_CHANNELS, n_out - c0)
+        for y0 in range(0, out_height, BLOCK_ROWS):
+            n_rows = min(BLOCK_ROWS, out_height - y0)
+            for x0 in range(0, out_width, LANES):
+                lanes = min(LANES, out_width - x0)
+                a00, a01, a02, a03 = zero, zero, zero, zero
+                a10, a11, a12, a13 = zero, zero, zero, zero
+                a20, a21, a22, a23 = zero, zero, zero, zero
+                a30, a31, a32, a33 = zero, zero, zero, zero
+                base = y0 * width_pad + x0
+                for j in range(offsets.shape[0]):
+                    p = offsets[j] + base
+                    r0 = load(shifted, p, LANES)
+                    r1 = load(shifted, p + width_pad, LANES)
+                    r2 = load(shifted, p + 2 * width_pad, LANES)
+                    r3 = load(shifted, p + 3 * width_pad, LANES)
+                    w0, w1, w2, w3 = weights[j, c0], weights[j, c0 + 1], weights[j, c0 + 2], weights[j, c0 + 3]
+                    a00, a01, a02, a03 = fma(w0, r0, a00), fma(w0, r1, a01), fma(w0, r2, a02), fma(w0, r3, a03)
+                    a10, a11, a12, a13 = fma(w1, r0, a10), fma(w1, r1, a11), fma(w1, r2, a12), fma(w1, r3, a13)
+                    a20, a21, a22, a23 = fma(w2, r0, a20), fma(w2, r1, a21), fma(w2, r2, a22), fma(w2, r3, a23)
+                    a30, a31, a32, a33 = fma(w3, r0, a30), fma(w3, r1, a31), fma(w3, r2, a32), fma(w3, r3, a33)
+                first = o + c0 * cells + y0 * out_width + x0
+                _rows_out(out, first, out_width, lanes, n_rows, a00, a01, a02, a03)
+                if n_channels > 1:
+                    _rows_out(out, first + cells, out_width, lanes, n_rows, a10, a11, a12, a13)
+                if n_channels > 2:
+                    _rows_out(out, first + 2 * cells, out_width, lanes, n_rows, a20, a21, a22, a23)
+                if n_channels > 3:
+                    _rows_out(out, first + 3 * cells, out_width, lanes, n_rows, a30, a31, a32, a33)

@@ -1,0 +1,189 @@
+"""A convolution's forward on events in one pass: currents and LIF dynamics together.
+
+Run as two passes, the currents (:mod:`evsim.kernels.conv_forward`) are written out as a
+``[T, B, N]`` array and read back by the LIF scan (:func:`evsim.kernels.propagate._lif_scan`):
+123 MB each way per batch for conv1 of the paper's N-MNIST network. Here each task takes
+one sample through its T steps, with the neuron state in the core's cache, and writes
+only the spikes and, when training records it, the membrane. Two variants:
+
+``conv_lif_direct``  the currents of the register-blocked direct convolution
+                     (:mod:`evsim.kernels.conv_direct`), filter-major like the trace;
+                     membrane recorded or not.
+``conv_lif_events``  the currents of the event path, in its cell-major scratch, the
+                     spikes transposed in registers; inference only (recording the
+                     membrane through the transposes was slower than two passes).
+
+Both give the spikes (and membrane) of the two passes exactly: the same float32
+operations in the same order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
+from evsim.kernels.conv_geometry import (ConvGeometry, check_block_csr, check_events, check_out, dense_filter_matrix,
+                                         row_weights, unit_taps)
+from evsim.kernels.propagate import _lif_lanes
+from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
+
+
+@njit(parallel=True, cache=True)
+def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, kernel, stride, pad, out_height,
+                   out_width, decay, v_th, hard, spikes_out):
+    """Currents and LIF dynamics of a convolution in one pass, one sample per task, no
+    membrane recorded (inference).
+
+    A task runs its sample through the T steps with the state in cell-major scratch
+    ``[Ho*Wo (padded to 16), F_pad]``, which stays in the core's cache: the slot's events
+    summed as in :func:`_conv_currents_rows`, then the LIF update of
+    :func:`evsim.kernels.propagate._lif_lanes` (the same float32 operations in the same
+    order, so the spikes are those of the two passes), 16 cells x 16 filters at a time,
+    that block's spikes transposed in registers into the filter-major ``spikes_out``
+    (uint8 ``[T*B, F*Ho*Wo]``). ``bias_row`` float32 ``[F_pad]``: each alive filter's
+    bias, zeros in the padding lanes.
+    """
+    n_channels, n_taps, lanes = rows.shape
+    n_slots, n = spikes_out.shape
+    cells = out_height * out_width
+    n_filters = n // cells
+    padded = cells + (-cells) % LANES
+    weights = rows.reshape(rows.size)
+    has_kernels = _channels_with_kernels(rows)
+    units = unit_taps(n_channels, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
+    one = splat(np.float32(1.0))
+    for b in prange(batch):
+        current = np.empty(padded * lanes, dtype=np.float32)
+        u = np.zeros(padded * lanes, dtype=np.float32)
+        o = np.zeros(padded * lanes, dtype=np.float32)
+        block = np.empty(LANES * LANES, dtype=np.float32)
+        for s in range(b, n_slots, batch):
+            current[:] = 0.0
+            _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, current)
+            for p0 in range(0, cells, LANES):
+                n_cells = min(LANES, cells - p0)
+                for f0 in range(0, n_filters, LANES):
+                    bias = load(bias_row, f0, LANES)
+                    for i in range(LANES):
+                        a = (p0 + i) * lanes + f0
+                        ui, oi = load(u, a, LANES), load(o, a, LANES)
+                        drive = load(current, a, LANES) + bias
+                        if hard:
+                            uj = decay * ui * (one - oi) + drive
+                        else:
+                            uj = decay * ui - v_th * oi + drive
+                        store(u, a, uj, LANES)
+                        store(o, a, greater(uj, v_th), LANES)
+                    transpose16(o, p0 * lanes + f0, lanes, block, 0, LANES)
+                    offset = s * n + f0 * cells + p0
+                    for j in range(min(LANES, n_filters - f0)):
+                        store_bytes(spikes_out, offset + j * cells, load(block, j * LANES, LANES), n_cells)
+
+
+def conv_lif_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                    data: np.ndarray, geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float,
+                    hard: bool, spikes_out: np.ndarray) -> None:
+    """A convolution's inference forward on events in one pass: the spikes of
+    :func:`conv_currents_events` followed by :func:`evsim.kernels.propagate._lif_scan`,
+    identical to them, without writing the currents and the membrane out and reading
+    them back (conv1 of the paper's N-MNIST network: 123 MB each per batch).
+
+    Parameters
+    ----------
+    ptr, idx, val, indptr, columns, data, geometry : as :func:`conv_currents_events`.
+    bias : float32 ``[F_alive]``, each alive filter's bias.
+    decay, v_th, hard : the LIF constants (:func:`evsim.kernels.propagate._lif_lanes`).
+    spikes_out : uint8 ``[T, B, F_alive*Ho*Wo]``, C-contiguous, overwritten with the spikes.
+    """
+    g = geometry
+    n_steps, batch, n_units = spikes_out.shape
+    n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
+    rows = row_weights(indptr, columns, data, n_filters)
+    bias_row = np.zeros(rows.shape[2], dtype=np.float32)
+    bias_row[:n_filters] = bias
+    _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, g.height * g.width, g.width, g.kernel, g.stride, g.pad,
+                   g.out_height, g.out_width, np.float32(decay), np.float32(v_th), bool(hard),
+                   spikes_out.reshape(n_steps * batch, n_units))
+
+
+def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias, spikes_out):
+    """``(F_alive, bias as float32)`` once the arguments fit: the kernels index unchecked."""
+    n_steps, batch, n_units = spikes_out.shape
+    n_filters = n_units // geometry.out_cells
+    if spikes_out.dtype != np.uint8 or not spikes_out.flags.c_contiguous or n_units != n_filters * geometry.out_cells:
+        raise ValueError(f"spikes_out must be C-contiguous uint8 [T, B, F*{geometry.out_cells}], got "
+                         f"{spikes_out.dtype} {spikes_out.shape}")
+    check_events(ptr, idx, val, n_steps * batch)
+    check_block_csr(indptr, columns, data, geometry, n_filters)
+    bias = np.asarray(bias, dtype=np.float32)
+    if bias.shape != (n_filters,):
+        raise ValueError(f"bias must be [{n_filters}] (one per alive filter), got {bias.shape}")
+    return n_filters, bias
+
+
+@njit(parallel=True, cache=True)
+def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channels, height, width, pad, kernel, rows,
+                     width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out):
+    """Stride 1, one sample per task: per step, the slot's events into the task's input
+    map, the map into its shifted copies, the currents by
+    :func:`evsim.kernels.conv_direct.direct_slot` into the slot's row of ``u_out``
+    (or a scratch row when ``u_out`` is ``[0, 0]``), and the LIF update of
+    :func:`evsim.kernels.propagate._lif_lanes` on that row while it is in cache."""
+    n_slots, n = spikes_out.shape
+    n_filters = n // (out_height * out_width)
+    whole = n - n % LANES
+    record = u_out.shape[0] > 0
+    for b in prange(batch):
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
+        scratch = np.empty(0 if record else n, dtype=np.float32)
+        u = np.zeros(n, dtype=np.float32)
+        o = np.zeros(n, dtype=np.float32)
+        for s in range(b, n_slots, batch):
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = val[e]
+            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+            current = u_out[s] if record else scratch
+            direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
+            spikes = spikes_out[s]
+            for j in range(0, whole, LANES):
+                _lif_lanes(current, unit_bias, u, o, spikes, j, LANES, decay, v_th, hard)
+            if whole < n:
+                _lif_lanes(current, unit_bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = 0.0
+
+
+def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                    data: np.ndarray, geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float,
+                    hard: bool, u_out: np.ndarray | None, spikes_out: np.ndarray) -> None:
+    """A stride-1 convolution's forward in one pass: the currents of
+    :func:`evsim.kernels.conv_forward.conv_currents_direct` and the LIF scan, identical
+    to the two passes.
+
+    Parameters
+    ----------
+    ptr, idx, val, indptr, columns, data, geometry, bias, decay, v_th, hard : as
+        :func:`conv_lif_events`.
+    u_out : float32 ``[T, B, F_alive*Ho*Wo]``, C-contiguous, overwritten with the
+        membrane; None to record none (inference).
+    spikes_out : uint8, the same shape, overwritten with the spikes.
+    """
+    g = geometry
+    if g.stride != 1:
+        raise ValueError("the direct convolution is for stride 1; use the event or dense currents")
+    n_steps, batch, n_units = spikes_out.shape
+    n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
+    if u_out is None:
+        flat_u = np.zeros((0, 0), dtype=np.float32)
+    else:
+        flat_u = u_out.reshape(n_steps * batch, -1)
+        check_out(flat_u, n_steps * batch, n_units, "u_out")
+    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
+    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
+    offsets, weights = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)),
+                                   np.flatnonzero(np.diff(indptr)), shape)
+    _conv_lif_direct(ptr, idx, val, offsets, weights, np.repeat(bias, g.out_cells), batch, g.in_channels, g.height,
+                     g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
+                     np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units))
