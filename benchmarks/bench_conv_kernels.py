@@ -9,8 +9,8 @@ each kernel is timed in the same round, best of ``--repeat`` after a warm-up cal
   (im2col + GEMM), ``dense_direct`` (the register-blocked direct convolution), and each dense variant again as ``dense_blas1`` with BLAS held to
   one thread (OpenBLAS threads that spin-wait starve Numba's on this shared machine);
   crossovers are against the faster of the two;
-- weight gradient: ``events``, ``csr``, ``dense`` (dL/du dense, as the LIF backward
-  leaves it);
+- weight gradient: ``events``, ``csr``, ``dense``, ``dense_direct`` (register-blocked
+  products of the shifted input and dL/du; dL/du dense, as the LIF backward leaves it);
 - input gradient (conv2 only; conv1's input is the data): ``scatter`` and
   ``scatter_csr`` (dL/du with the activity's fraction of nonzeros), ``gather`` and
   ``gather_csr`` (mask with that fraction marked), ``dense`` (GEMM + col2im) and
@@ -77,7 +77,8 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
     from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_gather,
                                                conv_input_grad_direct, conv_input_grad_gather_csr,
                                                conv_input_grad_scatter, conv_input_grad_scatter_csr)
-    from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
+    from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
+                                                conv_weight_grad_events)
 
     ev = (events.ptr, events.idx, events.val)
     indptr, columns, data = csr
@@ -94,6 +95,7 @@ def variants(layer: str, geo, events, csr, grad_u, mask) -> dict:
     for fns in kernels.values():  # the GEMM with BLAS on one thread while Numba's kernels use the others
         fns["dense_blas1"] = _one_blas_thread(fns["dense"])
     kernels["forward"]["dense_direct"] = lambda: conv_currents_direct(*ev, *csr, geo, currents)
+    kernels["weight_grad"]["dense_direct"] = lambda: conv_weight_grad_direct(*ev, grad_u, indptr, columns, geo)
     if layer == "conv2":
         kernels["input_grad"] = {
             "scatter": lambda: conv_input_grad_scatter(grad_u, *csr, geo, grad_in),

@@ -28,19 +28,26 @@ class BufferPool:
     is a view whose ``base`` is the buffer, so CPython's reference count says when the
     last one is gone. A request takes the smallest free buffer that holds it and is at
     most twice its size. A request no free buffer fits (the first batch, a new shape)
-    releases every free buffer before it allocates, so the pool adds little to the peak
-    memory (3,254 against 3,146 MiB over four epochs of the default N-MNIST run): a
-    training batch repeats the last one's shapes and takes its buffers back, and a new
-    shape costs one batch of fresh allocations. (Keeping free buffers for later shapes
-    instead raised that peak to 3.8-4.9 GB.)
+    allocates, after releasing the free buffers no request has taken in the last
+    :attr:`stale_requests` requests (a training batch of the paper's convolutional
+    network makes 11): a training batch repeats the last one's shapes and takes its
+    buffers back, while shapes no longer asked for (the last evaluation's batches) go at
+    the next new shape. Releasing every free buffer on a miss instead fed on itself: the
+    first batch's backward missed at every request and released the gradients freed
+    earlier in the same pass, so every later batch missed them again (944 page faults and
+    30-90 ms of system time a training batch of the N-MNIST convolutional network).
     Without the pool every batch's traces and gradients came from ``mmap`` and the
     kernel zeroed them page by page: 61-290 ms of system time per training batch of the
     N-MNIST convolutional network (benchmarks/RESULTS.md).
     """
 
+    stale_requests = 64
+
     def __init__(self, min_bytes: int = 1 << 20):
         self.min_bytes = min_bytes
         self._buffers: list[np.ndarray] = []
+        self._taken_at: dict[int, int] = {}  # id of a buffer -> request count when last taken
+        self._requests = 0
         self._lock = threading.Lock()
         # References a buffer no array uses has while counted (the list's, the loop's,
         # the call's), measured on a buffer of our own rather than assumed.
@@ -54,25 +61,32 @@ class BufferPool:
         """The buffers no array uses."""
         return [b for b, n in zip(self._buffers, self._refcounts(self._buffers)) if n <= self._free_count]
 
+    def _release(self, buffers: list[np.ndarray]) -> None:
+        released = {id(b) for b in buffers}
+        self._buffers = [b for b in self._buffers if id(b) not in released]
+        for key in released:
+            del self._taken_at[key]
+
     def take(self, nbytes: int) -> np.ndarray:
         """A uint8 buffer of at least ``nbytes + CACHE_LINE`` bytes, uninitialised."""
         want = nbytes + CACHE_LINE
         with self._lock:
+            self._requests += 1
             free = self._free()
             fitting = [b for b in free if want <= b.size <= 2 * want]
             if fitting:
-                return min(fitting, key=lambda b: b.size)
-            released = {id(b) for b in free}
-            self._buffers = [b for b in self._buffers if id(b) not in released]
-            buffer = np.empty(want, dtype=np.uint8)
-            self._buffers.append(buffer)
+                buffer = min(fitting, key=lambda b: b.size)
+            else:
+                self._release([b for b in free if self._requests - self._taken_at[id(b)] > self.stale_requests])
+                buffer = np.empty(want, dtype=np.uint8)
+                self._buffers.append(buffer)
+            self._taken_at[id(buffer)] = self._requests
             return buffer
 
     def clear(self) -> None:
         """Release every free buffer."""
         with self._lock:
-            released = {id(b) for b in self._free()}
-            self._buffers = [b for b in self._buffers if id(b) not in released]
+            self._release(self._free())
 
 
 POOL = BufferPool()

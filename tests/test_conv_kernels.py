@@ -11,7 +11,8 @@ from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geom
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr)
-from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
+from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
+                                            conv_weight_grad_events)
 from evsim.kernels.events import dense_to_events
 from tests.reference import (conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_out_size,
                              dyadic_weights)
@@ -23,6 +24,7 @@ FORWARD = {"events": conv_currents_events,
            "dense-chunked": lambda *a: conv_currents_dense(*a, max_bytes=1)}
 WEIGHT_GRAD = {"events": conv_weight_grad_events,
                "csr": conv_weight_grad_csr,
+               "direct": conv_weight_grad_direct,
                "dense": conv_weight_grad_dense,
                "dense-chunked": lambda *a: conv_weight_grad_dense(*a, max_bytes=1)}
 INPUT_GRAD = {"scatter": conv_input_grad_scatter,
@@ -320,7 +322,8 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.forward_path(0.05, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "direct"
     assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
     assert paths.weight_grad_path(0.06, 15) == "csr" and paths.weight_grad_path(0.06, 40) == "events"
-    assert paths.weight_grad_path(0.6, 40) == "dense"
+    assert paths.weight_grad_path(0.6, 40, stride=2) == "dense"
+    assert paths.weight_grad_path(0.2, 40) == "direct" and paths.weight_grad_path(0.2, 40, stride=2) == "events"
     assert paths.input_grad_path(0.05, 0.1) == "gather" and paths.input_grad_path(0.05) == "scatter"
     assert paths.input_grad_path(0.5, 0.5) == "direct" and paths.input_grad_path(0.5, stride=2) == "dense"
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",

@@ -125,3 +125,65 @@ def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_wid
                     _rows_out(out, first + 2 * cells, out_width, lanes, n_rows, a20, a21, a22, a23)
                 if n_channels > 3:
                     _rows_out(out, first + 3 * cells, out_width, lanes, n_rows, a30, a31, a32, a33)
+
+
+@njit(cache=True)
+def direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums):
+    """The weight gradient's sums of one slot: for every tap ``j`` (``offsets``, a multiple
+    of 4 long) and block ``f`` of ``grad`` (dL/du with its rows padded to ``width_pad``
+    with zeros, ``grad[(f*Ho + y)*W_pad + x]``),
+    ``sums[(j*G4 + f)*16 + lane] += sum_y shifted[offsets[j] + y*W_pad + x] * grad[f, y, x]``
+    lane by lane (``x = x0 + lane``; ``G4`` = ``n_blocks`` rounded up to 4). A block of 4
+    taps x 4 blocks keeps its 16 sums in registers through the rows; the zero padding of
+    dL/du cancels the lanes past the map's width."""
+    plane = out_height * width_pad
+    blocks4 = -(-n_blocks // BLOCK_CHANNELS) * BLOCK_CHANNELS
+    zero = splat(np.float32(0.0))
+    last = n_blocks - 1
+    for j0 in range(0, offsets.shape[0], 4):
+        t0, t1, t2, t3 = offsets[j0], offsets[j0 + 1], offsets[j0 + 2], offsets[j0 + 3]
+        for f0 in range(0, n_blocks, BLOCK_CHANNELS):
+            g0, g1 = f0 * plane, min(f0 + 1, last) * plane
+            g2, g3 = min(f0 + 2, last) * plane, min(f0 + 3, last) * plane
+            a00, a01, a02, a03 = zero, zero, zero, zero
+            a10, a11, a12, a13 = zero, zero, zero, zero
+            a20, a21, a22, a23 = zero, zero, zero, zero
+            a30, a31, a32, a33 = zero, zero, zero, zero
+            for p in range(0, plane, LANES):
+                e0, e1 = load(grad, g0 + p, LANES), load(grad, g1 + p, LANES)
+                e2, e3 = load(grad, g2 + p, LANES), load(grad, g3 + p, LANES)
+                r = load(shifted, t0 + p, LANES)
+                a00, a01, a02, a03 = fma(r, e0, a00), fma(r, e1, a01), fma(r, e2, a02), fma(r, e3, a03)
+                r = load(shifted, t1 + p, LANES)
+                a10, a11, a12, a13 = fma(r, e0, a10), fma(r, e1, a11), fma(r, e2, a12), fma(r, e3, a13)
+                r = load(shifted, t2 + p, LANES)
+                a20, a21, a22, a23 = fma(r, e0, a20), fma(r, e1, a21), fma(r, e2, a22), fma(r, e3, a23)
+                r = load(shifted, t3 + p, LANES)
+                a30, a31, a32, a33 = fma(r, e0, a30), fma(r, e1, a31), fma(r, e2, a32), fma(r, e3, a33)
+            s = (j0 * blocks4 + f0) * LANES
+            _add_sums(sums, s, blocks4 * LANES, a00, a01, a02, a03, a10, a11, a12, a13)
+            _add_sums(sums, s + 2 * blocks4 * LANES, blocks4 * LANES, a20, a21, a22, a23, a30, a31, a32, a33)
+
+
+@njit(cache=True)
+def pad_rows(source, first, n_blocks, out_height, out_width, width_pad, padded):
+    """``padded[(f*Ho + y)*W_pad + x] = source[first + (f*Ho + y)*Wo + x]`` for ``x < Wo``
+    (the lanes past it keep their zeros)."""
+    for r in range(n_blocks * out_height):
+        for x in range(0, out_width, LANES):
+            n = min(LANES, out_width - x)
+            store(padded, r * width_pad + x, load(source, first + r * out_width + x, n), n)
+
+
+@njit(cache=True, inline="always")
+def _add_sums(sums, s, tap_stride, a0, a1, a2, a3, b0, b1, b2, b3):
+    """Add two taps' sums over 4 blocks (``a`` at ``s``, ``b`` one tap on) into ``sums``."""
+    store(sums, s, load(sums, s, LANES) + a0, LANES)
+    store(sums, s + LANES, load(sums, s + LANES, LANES) + a1, LANES)
+    store(sums, s + 2 * LANES, load(sums, s + 2 * LANES, LANES) + a2, LANES)
+    store(sums, s + 3 * LANES, load(sums, s + 3 * LANES, LANES) + a3, LANES)
+    t = s + tap_stride
+    store(sums, t, load(sums, t, LANES) + b0, LANES)
+    store(sums, t + LANES, load(sums, t + LANES, LANES) + b1, LANES)
+    store(sums, t + 2 * LANES, load(sums, t + 2 * LANES, LANES) + b2, LANES)
+    store(sums, t + 3 * LANES, load(sums, t + 3 * LANES, LANES) + b3, LANES)

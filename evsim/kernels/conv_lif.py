@@ -19,7 +19,7 @@ operations in the same order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
@@ -31,7 +31,7 @@ from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, 
 
 @njit(parallel=True, cache=True)
 def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, kernel, stride, pad, out_height,
-                   out_width, decay, v_th, hard, spikes_out):
+                   out_width, decay, v_th, hard, spikes_out, n_tasks):
     """Currents and LIF dynamics of a convolution in one pass, one sample per task, no
     membrane recorded (inference).
 
@@ -53,32 +53,36 @@ def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, ker
     has_kernels = _channels_with_kernels(rows)
     units = unit_taps(n_channels, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     one = splat(np.float32(1.0))
-    for b in prange(batch):
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         current = np.empty(padded * lanes, dtype=np.float32)
         u = np.zeros(padded * lanes, dtype=np.float32)
         o = np.zeros(padded * lanes, dtype=np.float32)
         block = np.empty(LANES * LANES, dtype=np.float32)
-        for s in range(b, n_slots, batch):
-            current[:] = 0.0
-            _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, current)
-            for p0 in range(0, cells, LANES):
-                n_cells = min(LANES, cells - p0)
-                for f0 in range(0, n_filters, LANES):
-                    bias = load(bias_row, f0, LANES)
-                    for i in range(LANES):
-                        a = (p0 + i) * lanes + f0
-                        ui, oi = load(u, a, LANES), load(o, a, LANES)
-                        drive = load(current, a, LANES) + bias
-                        if hard:
-                            uj = decay * ui * (one - oi) + drive
-                        else:
-                            uj = decay * ui - v_th * oi + drive
-                        store(u, a, uj, LANES)
-                        store(o, a, greater(uj, v_th), LANES)
-                    transpose16(o, p0 * lanes + f0, lanes, block, 0, LANES)
-                    offset = s * n + f0 * cells + p0
-                    for j in range(min(LANES, n_filters - f0)):
-                        store_bytes(spikes_out, offset + j * cells, load(block, j * LANES, LANES), n_cells)
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            u[:] = 0.0
+            o[:] = 0.0
+            for s in range(b, n_slots, batch):
+                current[:] = 0.0
+                _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, current)
+                for p0 in range(0, cells, LANES):
+                    n_cells = min(LANES, cells - p0)
+                    for f0 in range(0, n_filters, LANES):
+                        bias = load(bias_row, f0, LANES)
+                        for i in range(LANES):
+                            a = (p0 + i) * lanes + f0
+                            ui, oi = load(u, a, LANES), load(o, a, LANES)
+                            drive = load(current, a, LANES) + bias
+                            if hard:
+                                uj = decay * ui * (one - oi) + drive
+                            else:
+                                uj = decay * ui - v_th * oi + drive
+                            store(u, a, uj, LANES)
+                            store(o, a, greater(uj, v_th), LANES)
+                        transpose16(o, p0 * lanes + f0, lanes, block, 0, LANES)
+                        offset = s * n + f0 * cells + p0
+                        for j in range(min(LANES, n_filters - f0)):
+                            store_bytes(spikes_out, offset + j * cells, load(block, j * LANES, LANES), n_cells)
 
 
 def conv_lif_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
@@ -104,7 +108,7 @@ def conv_lif_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
     bias_row[:n_filters] = bias
     _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, g.height * g.width, g.width, g.kernel, g.stride, g.pad,
                    g.out_height, g.out_width, np.float32(decay), np.float32(v_th), bool(hard),
-                   spikes_out.reshape(n_steps * batch, n_units))
+                   spikes_out.reshape(n_steps * batch, n_units), get_num_threads())
 
 
 def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias, spikes_out):
@@ -124,7 +128,7 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
 
 @njit(parallel=True, cache=True)
 def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channels, height, width, pad, kernel, rows,
-                     width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out):
+                     width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
     """Stride 1, one sample per task: per step, the slot's events into the task's input
     map, the map into its shifted copies, the currents by
     :func:`evsim.kernels.conv_direct.direct_slot` into the slot's row of ``u_out``
@@ -134,25 +138,29 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channe
     n_filters = n // (out_height * out_width)
     whole = n - n % LANES
     record = u_out.shape[0] > 0
-    for b in prange(batch):
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
         scratch = np.empty(0 if record else n, dtype=np.float32)
         u = np.zeros(n, dtype=np.float32)
         o = np.zeros(n, dtype=np.float32)
-        for s in range(b, n_slots, batch):
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = val[e]
-            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
-            current = u_out[s] if record else scratch
-            direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
-            spikes = spikes_out[s]
-            for j in range(0, whole, LANES):
-                _lif_lanes(current, unit_bias, u, o, spikes, j, LANES, decay, v_th, hard)
-            if whole < n:
-                _lif_lanes(current, unit_bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = 0.0
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            u[:] = 0.0
+            o[:] = 0.0
+            for s in range(b, n_slots, batch):
+                for e in range(ptr[s], ptr[s + 1]):
+                    image[idx[e]] = val[e]
+                fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+                current = u_out[s] if record else scratch
+                direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
+                spikes = spikes_out[s]
+                for j in range(0, whole, LANES):
+                    _lif_lanes(current, unit_bias, u, o, spikes, j, LANES, decay, v_th, hard)
+                if whole < n:
+                    _lif_lanes(current, unit_bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
+                for e in range(ptr[s], ptr[s + 1]):
+                    image[idx[e]] = 0.0
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
@@ -186,4 +194,5 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
                                    np.flatnonzero(np.diff(indptr)), shape)
     _conv_lif_direct(ptr, idx, val, offsets, weights, np.repeat(bias, g.out_cells), batch, g.in_channels, g.height,
                      g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
-                     np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units))
+                     np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
+                     get_num_threads())

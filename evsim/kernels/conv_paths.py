@@ -16,12 +16,14 @@ from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, c
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr)
-from evsim.kernels.conv_weight_grad import conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_events
+from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
+                                            conv_weight_grad_events)
 
 # Path name -> kernel; every pair of a table gives the same result (tests/test_conv_kernels.py).
 FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "direct": conv_currents_direct,
                  "dense": conv_currents_dense}
-WEIGHT_GRAD_PATHS = {"events": conv_weight_grad_events, "csr": conv_weight_grad_csr, "dense": conv_weight_grad_dense}
+WEIGHT_GRAD_PATHS = {"events": conv_weight_grad_events, "csr": conv_weight_grad_csr, "direct": conv_weight_grad_direct,
+                     "dense": conv_weight_grad_dense}
 INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_input_grad_scatter_csr,
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
                     "direct": conv_input_grad_direct, "dense": conv_input_grad_dense}
@@ -54,6 +56,9 @@ DIRECT_NS_PER_FMA = 0.25
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
+# Stride 1: the direct products (conv_weight_grad_direct) against the faster event
+# variant crossed at 10.9 % (conv1) and 11.2 % (conv2) in run 7 (1 thread, 2-45 %).
+WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
 # filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
@@ -102,10 +107,12 @@ def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_f
     return "events" if events_ns < direct_ns else "direct"
 
 
-def weight_grad_path(input_density: float, n_blocks: int) -> str:
-    """``"csr"``, ``"events"`` or ``"dense"`` (the ``conv_weight_grad_*`` functions of
-    :mod:`evsim.kernels.conv_weight_grad`) for input events of this density and a
-    ``grad_u`` of ``n_blocks`` blocks."""
+def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> str:
+    """``"csr"``, ``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_weight_grad_*``
+    functions of :mod:`evsim.kernels.conv_weight_grad`) for input events of this density,
+    a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride``."""
+    if stride == 1 and input_density >= WEIGHT_GRAD_DIRECT_ABOVE:
+        return "direct"
     if input_density >= WEIGHT_GRAD_EVENTS_BELOW:
         return "dense"
     return "csr" if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS else "events"

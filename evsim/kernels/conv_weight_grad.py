@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.kernels.conv_direct import direct_products, direct_taps, fill_rows, pad_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
@@ -115,6 +116,37 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
                     oy -= 1
 
 
+@njit(parallel=True, cache=True)
+def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels, height, width, pad, kernel, rows,
+                             width_pad, out_height, out_width, partial):
+    """Stride 1. Each task takes the slots ``bounds[task]:bounds[task+1]``: a slot's events
+    into the task's input map and shifted copies (as the direct forward), then
+    :func:`evsim.kernels.conv_direct.direct_products` into the task's lane sums, reduced
+    over the lanes into ``partial[task]`` ``[n_taps, G4]`` at the end."""
+    n_blocks = grad_u.shape[1] // (out_height * out_width)
+    n = grad_u.shape[1]
+    n_taps, blocks4 = partial.shape[1], partial.shape[2]
+    for task in prange(bounds.shape[0] - 1):
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
+        sums = zeros_on_lines(offsets.shape[0] * blocks4 * LANES)
+        grad = zeros_on_lines(n_blocks * out_height * width_pad)
+        for s in range(bounds[task], bounds[task + 1]):
+            if ptr[s] == ptr[s + 1]:
+                continue
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = val[e]
+            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+            pad_rows(grad_u, s * n, n_blocks, out_height, out_width, width_pad, grad)
+            direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums)
+            for e in range(ptr[s], ptr[s + 1]):
+                image[idx[e]] = 0.0
+        for j in range(n_taps):
+            for f in range(blocks4):
+                a = (j * blocks4 + f) * LANES
+                partial[task, j, f] = np.sum(sums[a:a + LANES])
+
+
 def _checked(ptr, idx, val, grad_u, indptr, columns, geometry: ConvGeometry) -> tuple[int, int]:
     """``(blocks of grad_u, kernels asked for)`` once every argument of a weight-gradient
     kernel fits: the kernels index without bounds checks."""
@@ -188,6 +220,33 @@ def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad
                              partial)
     total = _sum_tasks(partial)
     return np.ascontiguousarray(total.reshape(g.taps, nnz).T).reshape(nnz, g.kernel, g.kernel)
+
+
+def conv_weight_grad_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
+                            indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+    """Weight gradient of a stride-1 convolution by register-blocked products of each
+    slot's shifted input map and dL/du (:func:`evsim.kernels.conv_direct.direct_products`):
+    the gradient of every (channel with a kernel asked for, block) pair, dense arithmetic
+    independent of the activity, then the kernels asked for picked out. Strided
+    convolutions go to :func:`conv_weight_grad_dense`. Same arguments and result as
+    :func:`conv_weight_grad_events`."""
+    g = geometry
+    if g.stride != 1:
+        return conv_weight_grad_dense(ptr, idx, val, grad_u, indptr, columns, geometry)
+    n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
+    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
+    channels = np.flatnonzero(np.diff(indptr))
+    offsets, _ = direct_taps(np.zeros((g.in_channels, g.kernel, g.kernel, 1), np.float32), channels, shape)
+    n_taps = offsets.size
+    offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % 4)])  # whole blocks of 4 taps
+    bounds = _balanced_bounds(ptr, get_num_threads())
+    blocks4 = -(-n_blocks // 4) * 4
+    partial = np.empty((bounds.size - 1, offsets.size, blocks4), dtype=np.float32)
+    _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, g.in_channels, g.height, g.width, g.pad,
+                             g.kernel, shape[2], shape[3], g.out_height, g.out_width, partial)
+    total = np.zeros((g.in_channels, g.kernel, g.kernel, blocks4), dtype=np.float32)
+    total[channels] = _sum_tasks(partial)[:n_taps].reshape(channels.size, g.kernel, g.kernel, blocks4)
+    return np.ascontiguousarray(total[kernel_rows(indptr), :, :, columns])
 
 
 def conv_weight_grad_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,

@@ -242,35 +242,39 @@ def _lif_lanes(current, bias, u, o, spikes, j, n, decay, v_th, hard):
 
 
 @njit(parallel=True, cache=True)
-def _lif_scan(current_u, o_out, bias, decay, v_th, hard):
+def _lif_scan(current_u, o_out, bias, decay, v_th, hard, n_tasks):
     """LIF over time from summed currents; ``current_u`` ``[T, B, N]`` becomes the membrane
     trace. In explicit 16-lane vectors: LLVM's own vectorisation of the scalar update
     used 8 lanes and checked for aliasing on every step (1.3-1.5x slower for 400 and 800
     neurons; benchmarks/RESULTS.md)."""
     n_steps, batch, n = current_u.shape
     whole = n - n % LANES
-    for b in prange(batch):
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         u = np.zeros(n, dtype=np.float32)
         o = np.zeros(n, dtype=np.float32)
-        for t in range(n_steps):
-            current, spikes = current_u[t, b], o_out[t, b]
-            for j in range(0, whole, LANES):
-                _lif_lanes(current, bias, u, o, spikes, j, LANES, decay, v_th, hard)
-            if whole < n:
-                _lif_lanes(current, bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            u[:] = 0.0
+            o[:] = 0.0
+            for t in range(n_steps):
+                current, spikes = current_u[t, b], o_out[t, b]
+                for j in range(0, whole, LANES):
+                    _lif_lanes(current, bias, u, o, spikes, j, LANES, decay, v_th, hard)
+                if whole < n:
+                    _lif_lanes(current, bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
 
 
 def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out) -> None:
     """Rows path: ``u_out``/``o_out`` ``[T, B, N]`` from events and the ``[n_pre, N]`` weights."""
     n_steps, batch, n = u_out.shape
     accumulate_rows(ptr, idx, val, weight, u_out.reshape(n_steps * batch, n))
-    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard, get_num_threads())
 
 
 def propagate_static(current, bias, decay, v_th, hard, u_out, o_out) -> None:
     """Static drive: ``u_out``/``o_out`` ``[T, B, N]`` from the same current ``[B, N]`` at every step."""
     u_out[:] = current
-    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard, get_num_threads())
 
 
 @njit(parallel=True, cache=True)
@@ -297,4 +301,4 @@ def propagate_csr(ptr, idx, val, indptr, columns, data, bias, decay, v_th, hard,
     """CSR path: ``u_out``/``o_out`` ``[T, B, N]`` from events and the CSR synapses."""
     n_steps, batch, n = u_out.shape
     _csr_currents(ptr, idx, val, indptr, columns, data, u_out.reshape(n_steps * batch, n))
-    _lif_scan(u_out, o_out, bias, decay, v_th, hard)
+    _lif_scan(u_out, o_out, bias, decay, v_th, hard, get_num_threads())

@@ -380,3 +380,4 @@ def transpose16(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_str
         return context.get_dummy_value()
 
     return types.none(src, src_offset, src_stride, dst, dst_offset, dst_stride), codegen
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import nir
 import numpy as np
+from numba import get_num_threads
 
 from evsim.aligned import aligned_empty, line_width
 from evsim.errors import ShapeError
@@ -176,7 +177,7 @@ class SpikingConv2d(StructuralEdits):
         else:
             u = u if record else aligned_empty((steps, batch, n_units))
             FORWARD_PATHS[path](*drive, *kernels, u.reshape(steps * batch, n_units))
-            _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard)
+            _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
 
     # --------------------------------------------------------------- backward
@@ -216,10 +217,11 @@ class SpikingConv2d(StructuralEdits):
         else:
             raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array or a PooledGrad")
         grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
-        grad_bias_per_sample = np.empty((batch, n_units), dtype=np.float32)
+        grad_bias_per_sample = aligned_empty((batch, n_units))
         _lif_backward(dense, NO_FACTORS, NO_FACTORS, pooled, channels, pool_shape, trace.u, trace.spikes,
                       SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
-                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample)
+                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample,
+                      get_num_threads())
         grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
@@ -258,7 +260,7 @@ class SpikingConv2d(StructuralEdits):
             summed = np.ascontiguousarray(grad_u.reshape(steps, drive.batch, -1).sum(axis=0))
             return WEIGHT_GRAD_PATHS["dense"](once.ptr, once.idx, once.val, summed, indptr, columns, self.geometry)
         n_blocks = grad_u.shape[1] // self.geometry.out_cells
-        path = weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks)
+        path = weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks, self.geometry.stride)
         return WEIGHT_GRAD_PATHS[path](drive.ptr, drive.idx, drive.val, grad_u, indptr, columns, self.geometry)
 
     def _would_be_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, dead_error: np.ndarray | None,

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import nir
 import numpy as np
 import scipy.sparse as sp
+from numba import get_num_threads
 
 from evsim.aligned import aligned_empty, aligned_zeros, line_width
 from evsim.errors import ConfigError, ShapeError
@@ -237,14 +238,15 @@ class SparseLinear(StructuralEdits):
         # (columns past N_alive are never read).
         grad_u = aligned_empty((n_steps, batch, line_width(n_alive)))
         grad_u2 = grad_u.reshape(n_steps * batch, grad_u.shape[2])
-        grad_bias_per_sample = np.empty((batch, n_alive), dtype=np.float32)
+        grad_bias_per_sample = aligned_empty((batch, n_alive))
         if isinstance(grad_spikes, InputGradFactors):
             dense, above, weights_above = None, grad_spikes.grad_u, grad_spikes.weights
         else:
             dense, above, weights_above = grad_spikes, NO_FACTORS, NO_FACTORS
         _lif_backward(dense, above, weights_above, NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, trace.u,
                       trace.spikes, SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
-                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u, grad_bias_per_sample)
+                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u, grad_bias_per_sample,
+                      get_num_threads())
         grad_bias = np.zeros(self.n_out, dtype=np.float32)
         grad_bias[self.alive_index] = grad_bias_per_sample.sum(axis=0)
 
