@@ -33,6 +33,7 @@ from evsim.kernels.events import Events, EventsByRow, StaticDrive, dense_to_even
 from evsim.kernels.grad import (
     _gather_csr,
     _input_grad_csr,
+    _input_grad_rows,
     _scatter_csr,
     _weight_grad_csr,
     weight_grad_rows,
@@ -62,6 +63,21 @@ CSR_DENSITY_THRESHOLD = 0.025
 # at 2 threads (BLAS at one), factors took 0.35-0.49 against 0.61-0.67 ms for 8-16
 # neurons and 0.80 against 0.69 ms for 20 (benchmarks/RESULTS.md).
 FACTORED_MAX_NEURONS = 16
+
+
+def _input_grad_dense(grad_u2: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``grad_u2[:, :N] @ weights.T`` (``weights`` ``[n_in, N]``) on Numba's threads,
+    skipping the slots whose dL/du is all zero (:func:`evsim.kernels.grad._input_grad_rows`;
+    for the FC-300 layer of the paper's N-MNIST network 11-15 against 20 ms by BLAS on
+    training's one BLAS thread, benchmarks/RESULTS.md)."""
+    n_in, n_alive = weights.shape
+    width = -(-n_in // 64) * 64
+    weights_t = np.zeros((n_alive, width), dtype=np.float32)
+    weights_t[:, :n_in] = weights.T
+    rows = np.flatnonzero(grad_u2[:, :n_alive].any(axis=1))
+    out = aligned_empty((grad_u2.shape[0], width))
+    _input_grad_rows(grad_u2, n_alive, weights_t, rows, out)
+    return out if width == n_in else np.ascontiguousarray(out[:, :n_in])
 
 
 class LayerTrace(NamedTuple):
@@ -281,7 +297,7 @@ class SparseLinear(StructuralEdits):
             weights = self.weight_rows[:, :n_alive] if units is None else self.weight_rows[units, :n_alive]
             if request.factors_ok and n_alive <= FACTORED_MAX_NEURONS:
                 return InputGradFactors(grad_u2, np.ascontiguousarray(weights.T))
-            grad_in = grad_u2[:, :n_alive] @ weights.T
+            grad_in = _input_grad_dense(grad_u2, weights)
         else:
             grad_in = np.empty((grad_u2.shape[0], self.n_in), dtype=np.float32)
             _input_grad_csr(grad_u2, self.store.indptr, self.columns, self.store.data, grad_in)
