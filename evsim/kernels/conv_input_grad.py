@@ -39,7 +39,7 @@ from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major
                                          unit_taps)
 from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.events import _row_bits
-from evsim.kernels.simd import LANES, fma, gather, load, lowest_bit, scatter, splat, store
+from evsim.kernels.simd import LANES, all_zero, fma, gather, load, lowest_bit, scatter, splat, store
 
 
 @njit(parallel=True, cache=True)
@@ -137,6 +137,9 @@ def _conv_input_grad_direct(grad_u, offsets, weights, bounds, n_filters, out_hei
     for task in prange(bounds.shape[0] - 1):
         shifted = zeros_on_lines(kernel * n_filters * rows * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
+            if all_zero(grad_u[s], 0, grad_u.shape[1]):
+                out[s, :] = 0.0
+                continue
             fill_rows(grad_u, s * n_filters * cells, n_filters, out_height, out_width, flip, kernel, rows, width_pad,
                       shifted)
             direct_slot(shifted, width_pad, offsets, weights, n_channels, height, width, out, s * n_in)

@@ -38,7 +38,7 @@ from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
                                          kernel_rows, padded_lanes, unit_taps)
 from evsim.kernels.propagate import _balanced_bounds
-from evsim.kernels.simd import LANES, gather, load, store
+from evsim.kernels.simd import LANES, all_zero, gather, load, store
 
 
 @njit(parallel=True, cache=True)
@@ -55,6 +55,8 @@ def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channe
         acc[:] = 0.0
         for s in range(bounds[task], bounds[task + 1]):
             o = s * n
+            if all_zero(grad_u[s], 0, n):
+                continue
             for e in range(ptr[s], ptr[s + 1]):
                 i = idx[e]
                 c = units[i, 0]
@@ -93,7 +95,7 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
         acc[:] = 0.0
         scratch = np.zeros(cells * lanes, dtype=np.float32)  # padding lanes stay 0
         for s in range(bounds[task], bounds[task + 1]):
-            if ptr[s] == ptr[s + 1]:
+            if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, grad_u.shape[1]):
                 continue
             _to_cell_major(grad_u, s, n_blocks, cells, lanes, scratch)
             for e in range(ptr[s], ptr[s + 1]):
@@ -132,7 +134,7 @@ def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels,
         sums = zeros_on_lines(offsets.shape[0] * blocks4 * LANES)
         grad = zeros_on_lines(n_blocks * out_height * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
-            if ptr[s] == ptr[s + 1]:
+            if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, n):
                 continue
             for e in range(ptr[s], ptr[s + 1]):
                 image[idx[e]] = val[e]

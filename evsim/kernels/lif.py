@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from evsim.kernels.simd import LANES, load, splat, store
+from evsim.kernels.simd import LANES, all_zero, load, splat, store
 
 
 @njit(cache=True, inline="always")
@@ -86,6 +86,18 @@ def _pooled_row(pooled, s, channels, pool_shape, out):
                         out[first + dx] = share
 
 
+@njit(cache=True)
+def _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+    """Whether dL/do of sample ``b`` at step ``t`` is zero, read from its source (the dense
+    array, the pooled gradient or the factors) without forming it."""
+    s = t * batch + b
+    if grad_spikes is not None:
+        return all_zero(grad_spikes[t, b], 0, grad_spikes.shape[2])
+    if pooled.shape[0] > 0:
+        return all_zero(pooled[s], 0, pooled.shape[1])
+    return all_zero(grad_above[s], 0, weight_above.shape[0])
+
+
 @njit(parallel=True, cache=True)
 def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind, width, decay,
                   v_th, hard, detach_reset, grad_u, grad_bias_per_sample, n_tasks):
@@ -124,7 +136,9 @@ def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, 
         dL/do[t] = grad_spikes[t] + c * (-decay * u[t])   (hard)   or  c * (-v_th)  (subtract)
         dL/du[t] = dL/do[t] * g[t] + c * decay * (1 - o[t])  (hard)  or  c * decay  (subtract)
 
-    the reset terms vanish with ``detach_reset``.
+    the reset terms vanish with ``detach_reset``. Until the first step (from the end) at
+    which some dL/do is nonzero, ``c`` and dL/do are zero and so is dL/du: those steps
+    write zeros without reading the membrane and spikes.
     """
     n_steps, batch, n = u.shape
     n_tasks = max(1, min(batch, n_tasks))
@@ -138,7 +152,12 @@ def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, 
             carry[:] = 0.0
             bias_sum = grad_bias_per_sample[b]
             bias_sum[:] = 0.0
+            quiet = True  # no error carried back from later steps yet
             for t in range(n_steps - 1, -1, -1):
+                if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+                    grad_u[t, b, :n] = 0.0  # what the update below gives with dL/do and the carry zero
+                    continue
+                quiet = False
                 if grad_spikes is None:
                     if pooled.shape[0] > 0:
                         _pooled_row(pooled, t * batch + b, pool_channels, pool_shape, formed)

@@ -34,6 +34,7 @@ import operator
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba import njit
 from numba.extending import intrinsic, models, overload, register_model
 
 LANES = 16
@@ -381,3 +382,36 @@ def transpose16(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_str
 
     return types.none(src, src_offset, src_stride, dst, dst_offset, dst_stride), codegen
 
+
+
+@intrinsic
+def any_nonzero(typingctx, array, offset, n):
+    """Whether any of ``array.ravel()[offset:offset + n]`` (``n`` at most 16) is nonzero
+    (NaN counts as nonzero); ``array`` C-contiguous float32, no bounds check."""
+    if not (_check_contiguous(array, types.float32) and isinstance(offset, types.Integer)
+            and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
+        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
+        values = builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, args[2]),
+                                            ir.Constant(_VECTOR, [0.0] * LANES)])
+        nonzero = builder.fcmp_unordered("!=", values, ir.Constant(_VECTOR, [0.0] * LANES))
+        bits = builder.bitcast(nonzero, ir.IntType(LANES))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(LANES), 0))
+
+    return types.boolean(array, offset, n), codegen
+
+
+@njit(cache=True)
+def all_zero(flat, first, n):
+    """Whether ``flat[first:first + n]`` (C-contiguous float32) is all zero, 16 lanes per
+    test: a slot whose dL/du is (no error reached the sample, as for about half the
+    samples of a batch at the paper's initialisation) adds nothing to a weight gradient
+    and sends nothing down."""
+    for j in range(first, first + n, LANES):
+        if any_nonzero(flat, j, min(LANES, first + n - j)):
+            return False
+    return True
