@@ -1,6 +1,6 @@
 """Currents of a spiking 2-D convolution: ``I[s] = conv(x[s])`` for every slot ``s = t*B + b``.
 
-Four variants with the same result (exactly, for sums that float32 holds exactly):
+Five variants with the same result (exactly, for sums that float32 holds exactly):
 
 ``events``  each input event adds, for each valid tap, its channel's row of weights
             (one ``F_pad``-lane vector row over the alive filters, zeros for missing
@@ -13,6 +13,10 @@ Four variants with the same result (exactly, for sums that float32 holds exactly
             channel's row: ``I[s, f, oy, ox] += v * w[c -> f, ky, kx]``, sixteen kernels
             per gather-add-scatter. Cost: (events) x (valid taps) x (stored kernels);
             pruned kernels and dead filters cost nothing.
+``direct``  (stride 1) the slot's events written into a dense map, the currents by the
+            register-blocked direct convolution (:mod:`evsim.kernels.conv_direct`):
+            cost independent of the activity, cheaper than ``events`` on dense input
+            (pooled spikes) and on maps with few input channels.
 ``dense``   im2col of a chunk of slots and one BLAS GEMM ``[F, C*K*K] @ [C*K*K, n*Ho*Wo]``
             for all of them: the currents of a feed-forward layer do not depend on its
             own state, so all T steps go into one product (PyTorch's step loop runs T).

@@ -18,11 +18,11 @@ float32 holds exactly):
              row times its channel's weight row; unmarked cells get 0.
 ``scatter_csr``, ``gather_csr``  the same by 16-lane gathers and scatters over the
              stored kernels (scatter) or one kernel at a time (gather).
-``direct``   (stride 1) the transposed convolution itself, vectorised along x: each
-             16-cell run of an input row sums ``w * (dL/du row, shifted)`` over the
-             stored kernels of its channel and their taps, from a zero-bordered copy
-             of the slot's dL/du, so no im2col matrix is written or read. Strided
-             convolutions go to ``dense``.
+``direct``   (stride 1) the transposed convolution itself: the convolution of the
+             slot's dL/du with the flipped kernels, register-blocked
+             (:mod:`evsim.kernels.conv_direct`), so no im2col matrix is written or read;
+             slots whose dL/du is all zero cost a test. Strided convolutions go to
+             ``dense``.
 ``dense``    ``[C*K*K, F] @ [F, n*Ho*Wo]`` (one BLAS GEMM per chunk of slots), then
              col2im.
 """

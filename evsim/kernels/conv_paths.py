@@ -43,21 +43,23 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
 # and the direct convolution by the cost model below.
 FORWARD_EVENTS_BELOW = 0.5
 # Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 7 (1 thread,
-# conv1 and conv2 at 2-45 %): the event path pays per output unit (zeroing its cell-major
-# scratch, transposing it out) and per 16-lane add of a tap's weight row; the direct
-# convolution per output unit and per 16-lane multiply-add of its register blocks, which
-# do not depend on the activity. Measured crossovers: conv2 (15 channels in) 8 %, conv1
-# (2 channels) below 2 %: the direct path won there at every activity.
-EVENTS_NS_PER_UNIT = 0.65
-EVENTS_NS_PER_ADD = 2.05
-DIRECT_NS_PER_UNIT = 0.17
-DIRECT_NS_PER_FMA = 0.25
+# conv1 and conv2 at 2-45 %; the model picks the measured winner at all 12 points): the
+# event path pays per output unit (zeroing its cell-major scratch, transposing it out)
+# and per 16-lane add of a tap's weight row; the direct convolution per output unit and
+# per 16-lane multiply-add of its register blocks, which do not depend on the activity.
+# Measured crossovers: conv2 (15 channels in) 8.2-8.8 %; conv1 (2 channels) below 2 %:
+# the direct path won there at every activity.
+EVENTS_NS_PER_UNIT = 0.87
+EVENTS_NS_PER_ADD = 1.83
+DIRECT_NS_PER_UNIT = 0.20
+DIRECT_NS_PER_FMA = 0.27
 # Weight gradient: the event paths beat the GEMM at every activity measured with the final
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
 # Stride 1: the direct products (conv_weight_grad_direct) against the faster event
-# variant crossed at 10.9 % (conv1) and 11.2 % (conv2) in run 7 (1 thread, 2-45 %).
+# variant crossed at 11.4-11.8 % (conv1) and 10.8-12.1 % (conv2) in run 7 (1 thread,
+# 2-45 %; first and fitted).
 WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
@@ -68,12 +70,13 @@ WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
 # crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
 # above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
 # run 5. At 2 threads: gather from 49.9 %, scatter from 24.3 % (fit).
-# Against the direct transposed convolution (stride 1), which took 115-119 ms at every
-# density (GEMM + col2im: 176-198 ms), scatter crossed at 14.7 % and gather at 31.3 %
-# (run 6, conv2, 1 thread, another run on the other core). Its time does not depend on
-# the density, and it runs on Numba's threads where the GEMM runs on one BLAS thread.
-INPUT_GRAD_GATHER_BELOW = 0.3
-INPUT_GRAD_SCATTER_BELOW = 0.15
+# Against the direct transposed convolution (stride 1), register-blocked since run 7
+# (53-56 ms at every density; the earlier one, one weight against 8 unaligned row
+# loads, took 115-119 ms), scatter crossed at 4.9-5.3 % and gather at 12.4-13.0 %
+# (run 7, conv2, 1 thread). The direct path's time does not depend on the density, and
+# it runs on Numba's threads where the GEMM runs on one BLAS thread.
+INPUT_GRAD_GATHER_BELOW = 0.12
+INPUT_GRAD_SCATTER_BELOW = 0.05
 
 
 def event_density(ptr: np.ndarray, n_units: int) -> float:

@@ -21,6 +21,10 @@ alive filters' dL/du followed by the dead filters' errors sent back from above,
 
 In both event variants each thread sums its own run of slots into private sums,
 reduced at the end in a fixed order (deterministic for a given thread count).
+``direct``  (stride 1) each slot's events written into a dense map, then register-blocked
+            products of its shifted rows and dL/du (:mod:`evsim.kernels.conv_direct`)
+            give every (channel, block) pair; slots without events or whose dL/du is
+            all zero are skipped.
 ``dense``   im2col of a chunk of slots, then ``[G, n*Ho*Wo] @ [n*Ho*Wo, C*K*K]``
             (one BLAS GEMM per chunk), summed over chunks; the asked-for kernels are
             then picked out of the ``[G, C*K*K]`` result.
