@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.simd import LANES, fma, load, splat, store
 
 # Output rows and channels of a register block: 16 sums, 4 rows and 4 weights in flight
@@ -50,6 +51,17 @@ def direct_taps(weights: np.ndarray, used_channels: np.ndarray, shape: tuple[int
     table = np.zeros((c.size, o_pad), dtype=np.float32)
     table[:, :n_out] = weights[c, ky, kx]
     return np.ascontiguousarray(offsets), table
+
+
+def forward_taps(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, n_filters: int):
+    """``(shape, offsets, rows)`` of a convolution's forward (source: its input map; output
+    channels: its ``n_filters`` alive filters) from its block CSR."""
+    g = geometry
+    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
+    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
+    offsets, rows = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)), np.flatnonzero(np.diff(indptr)),
+                                shape)
+    return shape, offsets, rows
 
 
 @njit(cache=True, inline="always")

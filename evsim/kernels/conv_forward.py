@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot, fill_rows, forward_taps, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, check_block_csr, check_events, check_out,
                                          chunk_slots,
@@ -179,10 +179,7 @@ def conv_currents_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
         conv_currents_dense(ptr, idx, val, indptr, columns, data, geometry, out)
         return
     n_filters = _checked(ptr, idx, val, indptr, columns, data, g, out)
-    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
-    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
-    offsets, weights = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)),
-                                   np.flatnonzero(np.diff(indptr)), shape)
+    shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
     _conv_currents_direct(ptr, idx, val, offsets, weights, _balanced_bounds(ptr, get_num_threads()), g.in_channels,
                           g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, out)
 

@@ -32,14 +32,14 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
+from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
                                          _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
                                          check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
                                          unit_taps)
-from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
 from evsim.kernels.events import _row_bits
-from evsim.kernels.simd import LANES, all_zero, fma, gather, load, lowest_bit, scatter, splat, store
+from evsim.kernels.simd import LANES, all_zero, gather, load, lowest_bit, scatter, splat, store
 
 
 @njit(parallel=True, cache=True)

@@ -21,10 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot, fill_rows, forward_taps, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
-from evsim.kernels.conv_geometry import (ConvGeometry, check_block_csr, check_events, check_out, dense_filter_matrix,
-                                         row_weights, unit_taps)
+from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
 from evsim.kernels.propagate import _lif_lanes
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
 
@@ -32,10 +31,10 @@ from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, 
 @njit(parallel=True, cache=True)
 def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, kernel, stride, pad, out_height,
                    out_width, decay, v_th, hard, spikes_out, n_tasks):
-    """Currents and LIF dynamics of a convolution in one pass, one sample per task, no
-    membrane recorded (inference).
+    """Currents and LIF dynamics of a convolution in one pass, no membrane recorded
+    (inference).
 
-    A task runs its sample through the T steps with the state in cell-major scratch
+    A task takes a run of samples, each through its T steps with the state in cell-major scratch
     ``[Ho*Wo (padded to 16), F_pad]``, which stays in the core's cache: the slot's events
     summed as in :func:`_conv_currents_rows`, then the LIF update of
     :func:`evsim.kernels.propagate._lif_lanes` (the same float32 operations in the same
@@ -129,7 +128,8 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
 @njit(parallel=True, cache=True)
 def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channels, height, width, pad, kernel, rows,
                      width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
-    """Stride 1, one sample per task: per step, the slot's events into the task's input
+    """Stride 1, each task a run of samples, each sample through its T steps: per step,
+    the slot's events into the task's input
     map, the map into its shifted copies, the currents by
     :func:`evsim.kernels.conv_direct.direct_slot` into the slot's row of ``u_out``
     (or a scratch row when ``u_out`` is ``[0, 0]``), and the LIF update of
@@ -188,10 +188,7 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
     else:
         flat_u = u_out.reshape(n_steps * batch, -1)
         check_out(flat_u, n_steps * batch, n_units, "u_out")
-    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
-    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
-    offsets, weights = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)),
-                                   np.flatnonzero(np.diff(indptr)), shape)
+    shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
     _conv_lif_direct(ptr, idx, val, offsets, weights, np.repeat(bias, g.out_cells), batch, g.in_channels, g.height,
                      g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
                      np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
