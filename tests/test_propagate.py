@@ -5,7 +5,7 @@ import pytest
 from evsim.kernels.events import dense_to_events
 from evsim.neuron import LIFParameters
 from tests.conftest import make_layer
-from tests.reference import lif_forward
+from tests.reference import dyadic_weights, lif_forward
 
 
 def spikes_input(rng, shape, activity):
@@ -357,3 +357,19 @@ def test_row_sums_write_nothing_past_the_output(rng, n_columns):
                              for r in range(n_rows)])
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(buffer[n_rows * n_columns:], 7.5)
+
+
+@pytest.mark.parametrize("n_in, n_alive", [(64, 5), (128, 300), (100, 33), (2560, 300)])
+def test_input_grad_of_a_layer_above_a_map_equals_numpy(rng, n_in, n_alive):
+    """The FC layer's input gradient on Numba's threads (register blocks, slots whose dL/du
+    is all zero skipped), against NumPy, widths in and out of whole 64-column strips."""
+    from evsim.layers.linear import _input_grad_dense
+
+    grad_u = dyadic_weights(rng, (37, n_alive + 7), 0.3, scale=16).astype(np.float32)
+    grad_u[::3] = 0.0
+    grad_u[5, :n_alive] = 0.0
+    grad_u[5, n_alive:] = 1.0  # padding columns past the alive neurons are never read
+    weights = dyadic_weights(rng, (n_in, n_alive), scale=16).astype(np.float32)
+    got = _input_grad_dense(grad_u, weights)
+    assert got.shape == (37, n_in) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, grad_u[:, :n_alive] @ weights.T)

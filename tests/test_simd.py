@@ -11,6 +11,7 @@ from numba import njit
 
 from evsim.kernels.simd import (
     LANES,
+    all_zero,
     fma,
     gather,
     greater,
@@ -22,6 +23,7 @@ from evsim.kernels.simd import (
     splat,
     store,
     store_bytes,
+    transpose16,
 )
 
 
@@ -204,3 +206,35 @@ def test_load_gives_zeros_in_the_lanes_from_n_on(n):
     _load_all_lanes(source, 5, n, out)
     np.testing.assert_array_equal(out[:n], source[5:5 + n])
     np.testing.assert_array_equal(out[n:], 0)
+
+
+@njit(cache=False)
+def _transpose(source, offset, stride, target, target_offset, target_stride):
+    transpose16(source, offset, stride, target, target_offset, target_stride)
+
+
+def test_transpose16_moves_exactly_one_block(rng):
+    source = rng.random(40 * 20).astype(np.float32)
+    target = np.full(37 * 18, -1.0, dtype=np.float32)
+    _transpose(source, 3, 40, target, 5, 37)
+    block = source[3:3 + 16 * 40].reshape(16, 40)[:, :16]
+    written = np.full(target.shape, False)
+    for j in range(16):
+        np.testing.assert_array_equal(target[5 + j * 37:5 + j * 37 + 16], block[:, j])
+        written[5 + j * 37:5 + j * 37 + 16] = True
+    assert np.all(target[~written] == -1.0)  # nothing outside the block
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 64])
+def test_all_zero_sees_any_nonzero_entry_and_only_within_range(n):
+    values = np.zeros(n + 40, dtype=np.float32)
+    assert all_zero(values, 20, n)
+    for position in (20, 20 + n // 2, 20 + n - 1):
+        for value in (1e-38, -0.5, np.nan):
+            values[:] = 0.0
+            values[position] = value
+            assert not all_zero(values, 20, n)
+    values[:] = 0.0
+    values[19] = values[20 + n] = 1.0  # just outside
+    values[21 % (n + 40)] = -0.0 if n > 1 else 0.0
+    assert all_zero(values, 20, n)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
+                                        conv_currents_events)
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
-from evsim.kernels.conv_forward import conv_currents_csr, conv_currents_dense, conv_currents_direct, conv_currents_events
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr)
@@ -65,7 +66,11 @@ WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
 # filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
 # the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
+# In run 7 (row layout tables, events skipped for slots with no error) the row layout
+# beat the gathers on conv1 too from 5 % on (16.9 against 18.8 ms; 12.4 against 13.6 ms
+# for the gathers at 2 %): they keep only sparser input.
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
+WEIGHT_GRAD_CSR_BELOW = 0.035
 # Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM + col2im
 # crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
 # above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
@@ -118,7 +123,9 @@ def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> st
         return "direct"
     if input_density >= WEIGHT_GRAD_EVENTS_BELOW:
         return "dense"
-    return "csr" if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS else "events"
+    if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS and input_density < WEIGHT_GRAD_CSR_BELOW:
+        return "csr"
+    return "events"
 
 
 def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1) -> str:
