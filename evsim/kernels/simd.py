@@ -85,6 +85,15 @@ def _check_contiguous(array, dtype) -> bool:
     return isinstance(array, types.Array) and array.dtype == dtype and array.layout == "C"
 
 
+def _masked_load(context, builder, array_type, array, offset, n):
+    """Lanes ``0..n-1`` of ``array.ravel()[offset:]`` as a vector, zeros after them."""
+    address = _address(context, builder, array_type, array, offset)
+    load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
+    masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
+    return builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, n),
+                                      ir.Constant(_VECTOR, [0.0] * LANES)])
+
+
 @intrinsic
 def load(typingctx, array, offset, n):
     """Lanes ``0..n-1`` from ``array.ravel()[offset:offset + n]``, zeros after them.
@@ -96,11 +105,7 @@ def load(typingctx, array, offset, n):
         return None
 
     def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1])
-        load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
-        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
-        return builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, args[2]),
-                                          ir.Constant(_VECTOR, [0.0] * LANES)])
+        return _masked_load(context, builder, signature.args[0], args[0], args[1], args[2])
 
     return float32x16(array, offset, n), codegen
 
@@ -393,11 +398,7 @@ def any_nonzero(typingctx, array, offset, n):
         return None
 
     def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1])
-        load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
-        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
-        values = builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, args[2]),
-                                            ir.Constant(_VECTOR, [0.0] * LANES)])
+        values = _masked_load(context, builder, signature.args[0], args[0], args[1], args[2])
         nonzero = builder.fcmp_unordered("!=", values, ir.Constant(_VECTOR, [0.0] * LANES))
         bits = builder.bitcast(nonzero, ir.IntType(LANES))
         return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(LANES), 0))
