@@ -37,30 +37,59 @@ def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -
     return kernel, channels, rows, -(-out_width // LANES) * LANES
 
 
-def direct_taps(weights: np.ndarray, used_channels: np.ndarray, shape: tuple[int, int, int, int]):
-    """``(offsets, rows)`` of the taps to sum: ``weights`` float32 ``[C_src, K, K, O]``,
-    ``used_channels`` the source channels with a kernel; ``offsets`` int64 into the
-    shifted copies of ``shape``, ``rows`` float32 ``[n_taps, O_pad]`` (4-aligned)."""
-    kernel, channels, rows_, width = shape
-    n_out = weights.shape[3]
-    o_pad = -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS
+def _tap_grid(used_channels: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(c, ky, kx)`` int64 of every tap of the used source channels, channel-major."""
     c, ky, kx = np.meshgrid(np.asarray(used_channels, dtype=np.int64), np.arange(kernel), np.arange(kernel),
                             indexing="ij")
-    c, ky, kx = c.ravel(), ky.ravel(), kx.ravel()
-    offsets = ((kx * channels + c) * rows_ + ky) * width
-    table = np.zeros((c.size, o_pad), dtype=np.float32)
+    return c.ravel(), ky.ravel(), kx.ravel()
+
+
+def tap_offsets(used_channels: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """int64 offsets into the shifted copies of ``shape`` of every tap ``(c, ky, kx)`` of the
+    source channels ``used_channels`` (those with a kernel), channel-major."""
+    kernel, channels, rows, width = shape
+    c, ky, kx = _tap_grid(used_channels, kernel)
+    return np.ascontiguousarray(((kx * channels + c) * rows + ky) * width)
+
+
+def direct_taps(weights: np.ndarray, used_channels: np.ndarray, shape: tuple[int, int, int, int]):
+    """``(offsets, rows)`` of the taps to sum: ``weights`` float32 ``[C_src, K, K, O]``,
+    ``used_channels`` the source channels with a kernel; ``offsets`` from
+    :func:`tap_offsets`, ``rows`` float32 ``[n_taps, O_pad]`` (4-aligned)."""
+    n_out = weights.shape[3]
+    c, ky, kx = _tap_grid(used_channels, shape[0])
+    table = np.zeros((c.size, -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
     table[:, :n_out] = weights[c, ky, kx]
-    return np.ascontiguousarray(offsets), table
+    return tap_offsets(used_channels, shape), table
+
+
+def _kernels(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
+             n_filters: int) -> np.ndarray:
+    """float32 ``[F_alive, C, K, K]``, zeros for missing kernels."""
+    g = geometry
+    return dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
 
 
 def forward_taps(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, n_filters: int):
     """``(shape, offsets, rows)`` of a convolution's forward (source: its input map; output
     channels: its ``n_filters`` alive filters) from its block CSR."""
     g = geometry
-    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
     shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
-    offsets, rows = direct_taps(np.ascontiguousarray(dense.transpose(1, 2, 3, 0)), np.flatnonzero(np.diff(indptr)),
-                                shape)
+    weights = np.ascontiguousarray(_kernels(indptr, columns, data, g, n_filters).transpose(1, 2, 3, 0))
+    offsets, rows = direct_taps(weights, np.flatnonzero(np.diff(indptr)), shape)
+    return shape, offsets, rows
+
+
+def backward_taps(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
+                  n_filters: int):
+    """``(shape, offsets, rows)`` of a stride-1 convolution's transposed convolution: the
+    convolution of dL/du (source: the ``n_filters`` alive filters) with the flipped
+    kernels into the input channels."""
+    g = geometry
+    shape = shifted_shape(n_filters, g.kernel, g.height, g.width)
+    flipped = _kernels(indptr, columns, data, g, n_filters)[:, :, ::-1, ::-1]
+    offsets, rows = direct_taps(np.ascontiguousarray(flipped.transpose(0, 2, 3, 1)),
+                                np.flatnonzero(np.bincount(columns, minlength=n_filters)), shape)
     return shape, offsets, rows
 
 
@@ -99,6 +128,17 @@ def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_p
                 for x in range(lo, hi, LANES):
                     n = min(LANES, hi - x)
                     store(shifted, dst + x, load(source, src + x, n), n)
+
+
+@njit(cache=True)
+def shift_events(ptr, idx, val, s, image, channels, height, width, pad, kernel, rows, width_pad, shifted):
+    """The shifted copies of slot ``s``'s events: written into the zero map ``image``
+    ``[C*H*W]``, copied by :func:`fill_rows`, and zeroed in ``image`` again."""
+    for e in range(ptr[s], ptr[s + 1]):
+        image[idx[e]] = val[e]
+    fill_rows(image, 0, channels, height, width, pad, kernel, rows, width_pad, shifted)
+    for e in range(ptr[s], ptr[s + 1]):
+        image[idx[e]] = 0.0
 
 
 @njit(cache=True)

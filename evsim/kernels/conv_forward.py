@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, fill_rows, forward_taps, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, check_block_csr, check_events, check_out,
                                          chunk_slots,
@@ -150,20 +150,15 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
 def _conv_currents_direct(ptr, idx, val, offsets, weights, bounds, n_channels, height, width, pad, kernel, rows,
                           width_pad, out_height, out_width, out):
     """Stride 1. Each task takes the slots ``bounds[task]:bounds[task+1]``: a slot's events
-    are written into the task's input map, the map into its shifted copies
-    (:func:`evsim.kernels.conv_direct.fill_rows`, whole vectors), the currents computed
-    from them, and the events' cells of the map zeroed again for the next slot."""
+    go into the task's shifted copies (:func:`evsim.kernels.conv_direct.shift_events`),
+    the currents are computed from them."""
     n_filters = out.shape[1] // (out_height * out_width)
     for task in prange(bounds.shape[0] - 1):
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = val[e]
-            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+            shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
             direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, out, s * out.shape[1])
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = 0.0
 
 
 def conv_currents_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,

@@ -32,7 +32,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
-from evsim.kernels.conv_direct import direct_slot, direct_taps, fill_rows, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_direct import backward_taps, direct_slot, fill_rows, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
                                          _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
                                          check_out, chunk_slots,
@@ -368,10 +368,7 @@ def conv_input_grad_direct(grad_u: np.ndarray, indptr: np.ndarray, columns: np.n
         conv_input_grad_dense(grad_u, indptr, columns, data, geometry, out)
         return
     n_filters = _prepare(grad_u, indptr, columns, data, geometry, out)
-    dense = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, g.kernel, g.kernel)
-    shape = shifted_shape(n_filters, g.kernel, g.height, g.width)
-    offsets, weights = direct_taps(np.ascontiguousarray(dense[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)),
-                                   np.flatnonzero(np.bincount(columns, minlength=n_filters)), shape)
+    shape, offsets, weights = backward_taps(indptr, columns, data, g, n_filters)
     _conv_input_grad_direct(grad_u, offsets, weights, _even_bounds(grad_u.shape[0], get_num_threads()), n_filters,
                             g.out_height, g.out_width, g.kernel, g.pad, g.height, g.width, shape[2], shape[3], out)
 

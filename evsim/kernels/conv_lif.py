@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, fill_rows, forward_taps, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
 from evsim.kernels.propagate import _lif_lanes
@@ -129,8 +129,7 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
 def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channels, height, width, pad, kernel, rows,
                      width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
     """Stride 1, each task a run of samples, each sample through its T steps: per step,
-    the slot's events into the task's input
-    map, the map into its shifted copies, the currents by
+    the slot's events into the task's shifted copies, the currents by
     :func:`evsim.kernels.conv_direct.direct_slot` into the slot's row of ``u_out``
     (or a scratch row when ``u_out`` is ``[0, 0]``), and the LIF update of
     :func:`evsim.kernels.propagate._lif_lanes` on that row while it is in cache."""
@@ -149,9 +148,8 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channe
             u[:] = 0.0
             o[:] = 0.0
             for s in range(b, n_slots, batch):
-                for e in range(ptr[s], ptr[s + 1]):
-                    image[idx[e]] = val[e]
-                fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+                shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
+                             shifted)
                 current = u_out[s] if record else scratch
                 direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
                 spikes = spikes_out[s]
@@ -159,8 +157,6 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channe
                     _lif_lanes(current, unit_bias, u, o, spikes, j, LANES, decay, v_th, hard)
                 if whole < n:
                     _lif_lanes(current, unit_bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
-                for e in range(ptr[s], ptr[s + 1]):
-                    image[idx[e]] = 0.0
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,

@@ -36,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_products, direct_taps, fill_rows, pad_rows, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_direct import (direct_products, pad_rows, shift_events, shifted_shape, tap_offsets,
+                                       zeros_on_lines)
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
@@ -140,13 +141,9 @@ def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels,
         for s in range(bounds[task], bounds[task + 1]):
             if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, n):
                 continue
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = val[e]
-            fill_rows(image, 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+            shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
             pad_rows(grad_u, s * n, n_blocks, out_height, out_width, width_pad, grad)
             direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums)
-            for e in range(ptr[s], ptr[s + 1]):
-                image[idx[e]] = 0.0
         for j in range(n_taps):
             for f in range(blocks4):
                 a = (j * blocks4 + f) * LANES
@@ -242,7 +239,7 @@ def conv_weight_grad_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
     n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
     shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
     channels = np.flatnonzero(np.diff(indptr))
-    offsets, _ = direct_taps(np.zeros((g.in_channels, g.kernel, g.kernel, 1), np.float32), channels, shape)
+    offsets = tap_offsets(channels, shape)
     n_taps = offsets.size
     offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % 4)])  # whole blocks of 4 taps
     bounds = _balanced_bounds(ptr, get_num_threads())

@@ -88,14 +88,12 @@ def _input_grad_csr(grad_u, indptr, columns, data, out):
             out[s, i] = acc
 
 
-
 @njit(parallel=True, cache=True)
 def _input_grad_rows(grad_u, n_alive, weights_t, rows, out):
     """``out[s] = grad_u[s, :n_alive] @ weights_t`` (``weights_t`` float32 ``[n_alive, n_in]``,
     C-contiguous, ``n_in`` a multiple of 64) for the slots ``rows`` (int64, ascending),
     zero for the others: the slots whose dL/du is all zero (half of them in the FC-300
-    layer of the paper's N-MNIST network, early steps before any input arrived) cost
-    nothing. Blocks of 4 slots x 64 columns keep their 16 sums in registers through the
+    layer of the paper's N-MNIST network: samples no error reaches) cost nothing. Blocks of 4 slots x 64 columns keep their 16 sums in registers through the
     ``n_alive`` terms: 4 weight vectors and 4 scalars per 16 multiply-adds. On Numba's
     threads, where a BLAS product would run on the single thread training gives BLAS."""
     n_slots, n_in = out.shape

@@ -40,7 +40,6 @@ from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
 
-
 class SpikingConv2d(StructuralEdits):
     """Spiking convolution with block-sparse kernels.
 
@@ -158,25 +157,27 @@ class SpikingConv2d(StructuralEdits):
         self._current_plan()
         n_units = self.alive_index.size
         steps, batch = events.n_steps, events.batch
+        if isinstance(events, StaticDrive):
+            path = "static"
+        else:
+            path = forward_path(event_density(events.ptr, self.n_in), self.geometry, self.alive_filters.size)
+        # The one-pass kernels write the membrane only when it is recorded; the two passes
+        # need it as the currents' buffer either way.
+        one_pass = path == "direct" or (path == "events" and not record)
         spikes = aligned_empty((steps, batch, n_units), np.uint8)
-        u = aligned_empty((steps, batch, n_units)) if record else None
+        u = aligned_empty((steps, batch, n_units)) if record or not one_pass else None
         decay, v_th, hard = np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard"
         bias = self.bias[self.alive_filters]
         kernels = (self.store.indptr, self.columns, self.store.data, self.geometry)
-        if isinstance(events, StaticDrive):
+        if path == "static":
             current = conv_currents_static(events.values, *kernels, self.alive_filters.size)
-            u = u if record else aligned_empty((steps, batch, n_units))
             propagate_static(current, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, u, spikes)
-            return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
-        path = forward_path(event_density(events.ptr, self.n_in), self.geometry, self.alive_filters.size)
-        drive = (events.ptr, events.idx, events.val)
-        if path == "direct":
-            conv_lif_direct(*drive, *kernels, bias, decay, v_th, hard, u, spikes)
-        elif path == "events" and not record:
-            conv_lif_events(*drive, *kernels, bias, decay, v_th, hard, spikes)
+        elif path == "direct":
+            conv_lif_direct(events.ptr, events.idx, events.val, *kernels, bias, decay, v_th, hard, u, spikes)
+        elif one_pass:
+            conv_lif_events(events.ptr, events.idx, events.val, *kernels, bias, decay, v_th, hard, spikes)
         else:
-            u = u if record else aligned_empty((steps, batch, n_units))
-            FORWARD_PATHS[path](*drive, *kernels, u.reshape(steps * batch, n_units))
+            FORWARD_PATHS[path](events.ptr, events.idx, events.val, *kernels, u.reshape(steps * batch, n_units))
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
 
