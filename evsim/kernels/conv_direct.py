@@ -6,15 +6,15 @@ convolution's currents and of the error it sends down.
 ``kx`` with the row already moved by ``kx - P`` and zero borders, float32
 ``[K, C_src, H_out + K + 2, W_pad]`` (``W_pad`` = the output width in whole 16-lane
 vectors), so every load below is a whole, aligned vector; the copy is made once per slot
-and its borders stay zero from slot to slot. Then each block of 4 output rows x 4
-output channels x 16 cells keeps its 16 sums in registers through all the taps
-``(i, ky, kx)``: per tap, 4 row loads and 4 weights feed 16 fused multiply-adds. The
+and its borders stay zero from slot to slot. Then each block of 4 output rows x 6
+output channels x 16 cells keeps its 24 sums in registers through all the taps
+``(i, ky, kx)``: per tap, 4 row loads and 6 weights feed 24 fused multiply-adds. The
 earlier kernel, one weight against 8 unaligned row loads, ran at a third of this
 machine's multiply-add rate (split loads; benchmarks/RESULTS.md).
 
 ``taps`` lists the ``(i, ky, kx)`` to sum (channels without any kernel left out) as
 offsets into ``shifted`` and rows of ``weights`` ``[n_taps, O_pad]`` (``O_pad`` a multiple
-of 4, zeros for missing kernels and padding channels).
+of :data:`BLOCK_CHANNELS`, zeros for missing kernels and padding channels).
 """
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ import numpy as np
 from numba import njit
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
+from evsim.kernels.propagate import lif_leak_vector
 from evsim.kernels.simd import LANES, fma, load, splat, store
 
-# Output rows and channels of a register block: 16 sums, 4 rows and 4 weights in flight
-# fit AVX-512's 32 vector registers.
+# Output rows and channels of a register block: 24 sums, 4 rows and a weight in flight
+# fit AVX-512's 32 vector registers. 4 x 6 ran 4.7-5.6 G multiply-adds/s per core on the
+# paper's conv1 and conv2 against 3.5-4.7 G for 4 x 4 (benchmarks/RESULTS.md): fewer
+# loads and less loop overhead per multiply-add, worth the padding of 15 or 40 channels
+# to multiples of 6.
 BLOCK_ROWS = 4
-BLOCK_CHANNELS = 4
+BLOCK_CHANNELS = 6
+# The weight gradient's register block: 4 taps x 4 blocks of dL/du.
+PRODUCT_BLOCKS = 4
 
 
 def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -> tuple[int, int, int, int]:
@@ -55,7 +61,7 @@ def tap_offsets(used_channels: np.ndarray, shape: tuple[int, int, int, int]) -> 
 def direct_taps(weights: np.ndarray, used_channels: np.ndarray, shape: tuple[int, int, int, int]):
     """``(offsets, rows)`` of the taps to sum: ``weights`` float32 ``[C_src, K, K, O]``,
     ``used_channels`` the source channels with a kernel; ``offsets`` from
-    :func:`tap_offsets`, ``rows`` float32 ``[n_taps, O_pad]`` (4-aligned)."""
+    :func:`tap_offsets`, ``rows`` float32 ``[n_taps, O_pad]`` (a multiple of :data:`BLOCK_CHANNELS`)."""
     n_out = weights.shape[3]
     c, ky, kx = _tap_grid(used_channels, shape[0])
     table = np.zeros((c.size, -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
@@ -91,18 +97,6 @@ def backward_taps(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geo
     offsets, rows = direct_taps(np.ascontiguousarray(flipped.transpose(0, 2, 3, 1)),
                                 np.flatnonzero(np.bincount(columns, minlength=n_filters)), shape)
     return shape, offsets, rows
-
-
-@njit(cache=True, inline="always")
-def _rows_out(out, o, stride, lanes, n_rows, a0, a1, a2, a3):
-    """Store a channel's block rows (the first ``n_rows``) at ``out[o + r*stride]``."""
-    store(out, o, a0, lanes)
-    if n_rows > 1:
-        store(out, o + stride, a1, lanes)
-    if n_rows > 2:
-        store(out, o + 2 * stride, a2, lanes)
-    if n_rows > 3:
-        store(out, o + 3 * stride, a3, lanes)
 
 
 @njit(cache=True)
@@ -141,42 +135,109 @@ def shift_events(ptr, idx, val, s, image, channels, height, width, pad, kernel, 
         image[idx[e]] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
+    """The 24 sums of the register block at output channel ``c0`` and flat position
+    ``base`` (``y0*W_pad + x0``) of the shifted copies, into ``block``
+    ``[BLOCK_CHANNELS * BLOCK_ROWS * 16]`` (channel-major, then row)."""
+    zero = splat(np.float32(0.0))
+    a00, a01, a02, a03 = zero, zero, zero, zero
+    a10, a11, a12, a13 = zero, zero, zero, zero
+    a20, a21, a22, a23 = zero, zero, zero, zero
+    a30, a31, a32, a33 = zero, zero, zero, zero
+    a40, a41, a42, a43 = zero, zero, zero, zero
+    a50, a51, a52, a53 = zero, zero, zero, zero
+    for j in range(offsets.shape[0]):
+        p = offsets[j] + base
+        r0 = load(shifted, p, LANES)
+        r1 = load(shifted, p + width_pad, LANES)
+        r2 = load(shifted, p + 2 * width_pad, LANES)
+        r3 = load(shifted, p + 3 * width_pad, LANES)
+        w = weights[j, c0]
+        a00, a01, a02, a03 = fma(w, r0, a00), fma(w, r1, a01), fma(w, r2, a02), fma(w, r3, a03)
+        w = weights[j, c0 + 1]
+        a10, a11, a12, a13 = fma(w, r0, a10), fma(w, r1, a11), fma(w, r2, a12), fma(w, r3, a13)
+        w = weights[j, c0 + 2]
+        a20, a21, a22, a23 = fma(w, r0, a20), fma(w, r1, a21), fma(w, r2, a22), fma(w, r3, a23)
+        w = weights[j, c0 + 3]
+        a30, a31, a32, a33 = fma(w, r0, a30), fma(w, r1, a31), fma(w, r2, a32), fma(w, r3, a33)
+        w = weights[j, c0 + 4]
+        a40, a41, a42, a43 = fma(w, r0, a40), fma(w, r1, a41), fma(w, r2, a42), fma(w, r3, a43)
+        w = weights[j, c0 + 5]
+        a50, a51, a52, a53 = fma(w, r0, a50), fma(w, r1, a51), fma(w, r2, a52), fma(w, r3, a53)
+    store(block, 0, a00, LANES)
+    store(block, 16, a01, LANES)
+    store(block, 32, a02, LANES)
+    store(block, 48, a03, LANES)
+    store(block, 64, a10, LANES)
+    store(block, 80, a11, LANES)
+    store(block, 96, a12, LANES)
+    store(block, 112, a13, LANES)
+    store(block, 128, a20, LANES)
+    store(block, 144, a21, LANES)
+    store(block, 160, a22, LANES)
+    store(block, 176, a23, LANES)
+    store(block, 192, a30, LANES)
+    store(block, 208, a31, LANES)
+    store(block, 224, a32, LANES)
+    store(block, 240, a33, LANES)
+    store(block, 256, a40, LANES)
+    store(block, 272, a41, LANES)
+    store(block, 288, a42, LANES)
+    store(block, 304, a43, LANES)
+    store(block, 320, a50, LANES)
+    store(block, 336, a51, LANES)
+    store(block, 352, a52, LANES)
+    store(block, 368, a53, LANES)
+
+
 @njit(cache=True)
 def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_width, out, o):
     """One slot: ``out[o + c*Ho*Wo + y*Wo + x]`` for the ``n_out`` output channels, from
     the shifted copies (flat) and the taps. See the module docstring."""
     cells = out_height * out_width
-    zero = splat(np.float32(0.0))
+    block = zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
         for y0 in range(0, out_height, BLOCK_ROWS):
             n_rows = min(BLOCK_ROWS, out_height - y0)
             for x0 in range(0, out_width, LANES):
                 lanes = min(LANES, out_width - x0)
-                a00, a01, a02, a03 = zero, zero, zero, zero
-                a10, a11, a12, a13 = zero, zero, zero, zero
-                a20, a21, a22, a23 = zero, zero, zero, zero
-                a30, a31, a32, a33 = zero, zero, zero, zero
-                base = y0 * width_pad + x0
-                for j in range(offsets.shape[0]):
-                    p = offsets[j] + base
-                    r0 = load(shifted, p, LANES)
-                    r1 = load(shifted, p + width_pad, LANES)
-                    r2 = load(shifted, p + 2 * width_pad, LANES)
-                    r3 = load(shifted, p + 3 * width_pad, LANES)
-                    w0, w1, w2, w3 = weights[j, c0], weights[j, c0 + 1], weights[j, c0 + 2], weights[j, c0 + 3]
-                    a00, a01, a02, a03 = fma(w0, r0, a00), fma(w0, r1, a01), fma(w0, r2, a02), fma(w0, r3, a03)
-                    a10, a11, a12, a13 = fma(w1, r0, a10), fma(w1, r1, a11), fma(w1, r2, a12), fma(w1, r3, a13)
-                    a20, a21, a22, a23 = fma(w2, r0, a20), fma(w2, r1, a21), fma(w2, r2, a22), fma(w2, r3, a23)
-                    a30, a31, a32, a33 = fma(w3, r0, a30), fma(w3, r1, a31), fma(w3, r2, a32), fma(w3, r3, a33)
-                first = o + c0 * cells + y0 * out_width + x0
-                _rows_out(out, first, out_width, lanes, n_rows, a00, a01, a02, a03)
-                if n_channels > 1:
-                    _rows_out(out, first + cells, out_width, lanes, n_rows, a10, a11, a12, a13)
-                if n_channels > 2:
-                    _rows_out(out, first + 2 * cells, out_width, lanes, n_rows, a20, a21, a22, a23)
-                if n_channels > 3:
-                    _rows_out(out, first + 3 * cells, out_width, lanes, n_rows, a30, a31, a32, a33)
+                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                for c in range(n_channels):
+                    for r in range(n_rows):
+                        store(out, o + (c0 + c) * cells + (y0 + r) * out_width + x0,
+                              load(block, (c * BLOCK_ROWS + r) * LANES, LANES), lanes)
+
+
+@njit(cache=True)
+def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
+                    hard, spikes):
+    """One slot of a stride-1 convolution and its LIF step, no membrane recorded: the sums
+    of :func:`direct_slot` go through :func:`evsim.kernels.propagate.lif_leak_vector`
+    while in the core's cache and are never written out. ``bias`` float32 per output
+    channel (padded to :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the
+    state; ``spikes`` uint8, the slot's row."""
+    cells = out_height * out_width
+    block = zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
+    for c0 in range(0, n_out, BLOCK_CHANNELS):
+        n_channels = min(BLOCK_CHANNELS, n_out - c0)
+        for y0 in range(0, out_height, BLOCK_ROWS):
+            n_rows = min(BLOCK_ROWS, out_height - y0)
+            for x0 in range(0, out_width, LANES):
+                lanes = min(LANES, out_width - x0)
+                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                for c in range(n_channels):
+                    b = splat(bias[c0 + c])
+                    for r in range(n_rows):
+                        unit = (c0 + c) * cells + (y0 + r) * out_width + x0
+                        drive = load(block, (c * BLOCK_ROWS + r) * LANES, LANES) + b
+                        # Whole vectors compile to plain loads and stores (masked ones ran
+                        # 10-20 % slower here).
+                        if lanes == LANES:
+                            lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                        else:
+                            lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
 
 
 @njit(cache=True)
@@ -189,12 +250,12 @@ def direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sum
     taps x 4 blocks keeps its 16 sums in registers through the rows; the zero padding of
     dL/du cancels the lanes past the map's width."""
     plane = out_height * width_pad
-    blocks4 = -(-n_blocks // BLOCK_CHANNELS) * BLOCK_CHANNELS
+    blocks4 = -(-n_blocks // PRODUCT_BLOCKS) * PRODUCT_BLOCKS
     zero = splat(np.float32(0.0))
     last = n_blocks - 1
     for j0 in range(0, offsets.shape[0], 4):
         t0, t1, t2, t3 = offsets[j0], offsets[j0 + 1], offsets[j0 + 2], offsets[j0 + 3]
-        for f0 in range(0, n_blocks, BLOCK_CHANNELS):
+        for f0 in range(0, n_blocks, PRODUCT_BLOCKS):
             g0, g1 = f0 * plane, min(f0 + 1, last) * plane
             g2, g3 = min(f0 + 2, last) * plane, min(f0 + 3, last) * plane
             a00, a01, a02, a03 = zero, zero, zero, zero

@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, forward_taps, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
-from evsim.kernels.propagate import _lif_lanes
+from evsim.kernels.propagate import lif_leak_vector
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
 
 
@@ -126,37 +126,48 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
 
 
 @njit(parallel=True, cache=True)
-def _conv_lif_direct(ptr, idx, val, offsets, weights, unit_bias, batch, n_channels, height, width, pad, kernel, rows,
+def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, height, width, pad, kernel, rows,
                      width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
     """Stride 1, each task a run of samples, each sample through its T steps: per step,
-    the slot's events into the task's shifted copies, the currents by
-    :func:`evsim.kernels.conv_direct.direct_slot` into the slot's row of ``u_out``
-    (or a scratch row when ``u_out`` is ``[0, 0]``), and the LIF update of
-    :func:`evsim.kernels.propagate._lif_lanes` on that row while it is in cache."""
+    the slot's events into the task's shifted copies, then the currents and the LIF step.
+    Without a membrane to record (``u_out`` ``[0, 0]``) the LIF step takes the currents
+    from the registers (:func:`evsim.kernels.conv_direct.direct_slot_lif`); recording,
+    the currents go to the slot's row of ``u_out`` and the LIF step runs along it,
+    overwriting them with the membrane (the same step in block order there was 10-25 %
+    slower: benchmarks/RESULTS.md). The state is :func:`lif_leak_vector`'s."""
     n_slots, n = spikes_out.shape
-    n_filters = n // (out_height * out_width)
-    whole = n - n % LANES
+    cells = out_height * out_width
+    n_filters = n // cells
     record = u_out.shape[0] > 0
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
-        scratch = np.empty(0 if record else n, dtype=np.float32)
-        u = np.zeros(n, dtype=np.float32)
-        o = np.zeros(n, dtype=np.float32)
+        leak = np.zeros(n, dtype=np.float32)
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
-            u[:] = 0.0
-            o[:] = 0.0
+            leak[:] = 0.0
             for s in range(b, n_slots, batch):
                 shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                              shifted)
-                current = u_out[s] if record else scratch
-                direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
                 spikes = spikes_out[s]
-                for j in range(0, whole, LANES):
-                    _lif_lanes(current, unit_bias, u, o, spikes, j, LANES, decay, v_th, hard)
-                if whole < n:
-                    _lif_lanes(current, unit_bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
+                if not record:
+                    direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
+                                    leak, decay, v_th, hard, spikes)
+                    continue
+                current = u_out[s]
+                direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
+                for f in range(n_filters):
+                    bf = splat(bias[f])
+                    end = (f + 1) * cells
+                    for j in range(f * cells, end, LANES):
+                        if j + LANES <= end:
+                            u = lif_leak_vector(load(current, j, LANES) + bf, leak, j, LANES, decay, v_th, hard,
+                                                spikes)
+                            store(current, j, u, LANES)
+                        else:
+                            u = lif_leak_vector(load(current, j, end - j) + bf, leak, j, end - j, decay, v_th, hard,
+                                                spikes)
+                            store(current, j, u, end - j)
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
@@ -185,7 +196,9 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
         flat_u = u_out.reshape(n_steps * batch, -1)
         check_out(flat_u, n_steps * batch, n_units, "u_out")
     shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
-    _conv_lif_direct(ptr, idx, val, offsets, weights, np.repeat(bias, g.out_cells), batch, g.in_channels, g.height,
+    padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
+    padded_bias[:n_filters] = bias
+    _conv_lif_direct(ptr, idx, val, offsets, weights, padded_bias, batch, g.in_channels, g.height,
                      g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
                      np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
                      get_num_threads())
