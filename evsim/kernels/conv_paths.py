@@ -13,6 +13,7 @@ import numpy as np
 
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
                                         conv_currents_events)
+from evsim.kernels.conv_direct import BLOCK_CHANNELS
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
@@ -43,24 +44,26 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
 # That crossover stands for strided convolutions; stride 1 chooses between the event path
 # and the direct convolution by the cost model below.
 FORWARD_EVENTS_BELOW = 0.5
-# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 7 (1 thread,
-# conv1 and conv2 at 2-45 %; the model picks the measured winner at all 12 points): the
+# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 8 (1 thread,
+# conv1 and conv2 at 2-45 %, the direct convolution in 4 x 6 register blocks; the model
+# picks the measured winner at all 12 points, as the run-7 fit did for its kernels): the
 # event path pays per output unit (zeroing its cell-major scratch, transposing it out)
 # and per 16-lane add of a tap's weight row; the direct convolution per output unit and
-# per 16-lane multiply-add of its register blocks, which do not depend on the activity.
-# Measured crossovers: conv2 (15 channels in) 8.2-8.8 %; conv1 (2 channels) below 2 %:
-# the direct path won there at every activity.
-EVENTS_NS_PER_UNIT = 0.87
-EVENTS_NS_PER_ADD = 1.83
-DIRECT_NS_PER_UNIT = 0.20
-DIRECT_NS_PER_FMA = 0.27
+# per 16-lane multiply-add of its register blocks (output channels padded to a whole
+# block), which do not depend on the activity. Measured crossovers: conv2 (15 channels
+# in) 8.2-8.8 % (run 7), 9.3 % (run 8); conv1 (2 channels) below 2 %: the direct path
+# won there at every activity.
+EVENTS_NS_PER_UNIT = 1.21
+EVENTS_NS_PER_ADD = 1.60
+DIRECT_NS_PER_UNIT = 0.27
+DIRECT_NS_PER_FMA = 0.25
 # Weight gradient: the event paths beat the GEMM at every activity measured with the final
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
 # Stride 1: the direct products (conv_weight_grad_direct) against the faster event
 # variant crossed at 11.4-11.8 % (conv1) and 10.8-12.1 % (conv2) in run 7 (1 thread,
-# 2-45 %; first and fitted).
+# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8.
 WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
@@ -78,8 +81,9 @@ WEIGHT_GRAD_CSR_BELOW = 0.035
 # Against the direct transposed convolution (stride 1), register-blocked since run 7
 # (53-56 ms at every density; the earlier one, one weight against 8 unaligned row
 # loads, took 115-119 ms), scatter crossed at 4.9-5.3 % and gather at 12.4-13.0 %
-# (run 7, conv2, 1 thread). The direct path's time does not depend on the density, and
-# it runs on Numba's threads where the GEMM runs on one BLAS thread.
+# (run 7, conv2, 1 thread; run 8: 4.6-4.9 % and 11.2-11.8 %). The direct path's time
+# does not depend on the density, and it runs on Numba's threads where the GEMM runs on
+# one BLAS thread.
 INPUT_GRAD_GATHER_BELOW = 0.12
 INPUT_GRAD_SCATTER_BELOW = 0.05
 
@@ -109,8 +113,8 @@ def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_f
     units = n_filters * geometry.out_cells
     taps = input_density * geometry.n_in * geometry.taps  # (event, tap) pairs, borders included
     events_ns = EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16
-    direct_fmas = (geometry.in_channels * geometry.taps * -(-n_filters // 4) * 4 * geometry.out_height
-                   * -(-geometry.out_width // 16))
+    direct_fmas = (geometry.in_channels * geometry.taps * -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS
+                   * geometry.out_height * -(-geometry.out_width // 16))
     direct_ns = DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_fmas
     return "events" if events_ns < direct_ns else "direct"
 
