@@ -206,19 +206,25 @@ def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_wid
                 _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
                 for c in range(n_channels):
                     for r in range(n_rows):
-                        store(out, o + (c0 + c) * cells + (y0 + r) * out_width + x0,
-                              load(block, (c * BLOCK_ROWS + r) * LANES, LANES), lanes)
+                        at = o + (c0 + c) * cells + (y0 + r) * out_width + x0
+                        sums = load(block, (c * BLOCK_ROWS + r) * LANES, LANES)
+                        if lanes == LANES:  # a plain store (see direct_slot_lif)
+                            store(out, at, sums, LANES)
+                        else:
+                            store(out, at, sums, lanes)
 
 
 @njit(cache=True)
 def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
-                    hard, spikes):
-    """One slot of a stride-1 convolution and its LIF step, no membrane recorded: the sums
-    of :func:`direct_slot` go through :func:`evsim.kernels.propagate.lif_leak_vector`
-    while in the core's cache and are never written out. ``bias`` float32 per output
-    channel (padded to :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the
-    state; ``spikes`` uint8, the slot's row."""
+                    hard, spikes, u_out):
+    """One slot of a stride-1 convolution and its LIF step: the sums of
+    :func:`direct_slot` go through :func:`evsim.kernels.propagate.lif_leak_vector` while
+    in the core's cache and are never written out. ``bias`` float32 per output channel
+    (padded to :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the state;
+    ``spikes`` uint8 and ``u_out`` float32 the slot's rows, ``u_out`` of length 0 to
+    record no membrane."""
     cells = out_height * out_width
+    record = u_out.shape[0] > 0
     block = zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
@@ -235,9 +241,13 @@ def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out
                         # Whole vectors compile to plain loads and stores (masked ones ran
                         # 10-20 % slower here).
                         if lanes == LANES:
-                            lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                            u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                            if record:
+                                store(u_out, unit, u, LANES)
                         else:
-                            lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
+                            u = lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
+                            if record:
+                                store(u_out, unit, u, lanes)
 
 
 @njit(cache=True)

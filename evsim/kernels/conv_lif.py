@@ -21,10 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
-from evsim.kernels.propagate import lif_leak_vector
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
 
 
@@ -129,16 +128,14 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
 def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, height, width, pad, kernel, rows,
                      width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
     """Stride 1, each task a run of samples, each sample through its T steps: per step,
-    the slot's events into the task's shifted copies, then the currents and the LIF step.
-    Without a membrane to record (``u_out`` ``[0, 0]``) the LIF step takes the currents
-    from the registers (:func:`evsim.kernels.conv_direct.direct_slot_lif`); recording,
-    the currents go to the slot's row of ``u_out`` and the LIF step runs along it,
-    overwriting them with the membrane (the same step in block order there was 10-25 %
-    slower: benchmarks/RESULTS.md). The state is :func:`lif_leak_vector`'s."""
+    the slot's events into the task's shifted copies, then
+    :func:`evsim.kernels.conv_direct.direct_slot_lif`: the currents in registers, the LIF
+    step on them, the spikes and (when ``u_out`` is not ``[0, 0]``) the membrane written.
+    The state is :func:`evsim.kernels.propagate.lif_leak_vector`'s."""
     n_slots, n = spikes_out.shape
-    cells = out_height * out_width
-    n_filters = n // cells
+    n_filters = n // (out_height * out_width)
     record = u_out.shape[0] > 0
+    no_membrane = np.empty(0, dtype=np.float32)
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
@@ -149,25 +146,8 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, h
             for s in range(b, n_slots, batch):
                 shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                              shifted)
-                spikes = spikes_out[s]
-                if not record:
-                    direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
-                                    leak, decay, v_th, hard, spikes)
-                    continue
-                current = u_out[s]
-                direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, current, 0)
-                for f in range(n_filters):
-                    bf = splat(bias[f])
-                    end = (f + 1) * cells
-                    for j in range(f * cells, end, LANES):
-                        if j + LANES <= end:
-                            u = lif_leak_vector(load(current, j, LANES) + bf, leak, j, LANES, decay, v_th, hard,
-                                                spikes)
-                            store(current, j, u, LANES)
-                        else:
-                            u = lif_leak_vector(load(current, j, end - j) + bf, leak, j, end - j, decay, v_th, hard,
-                                                spikes)
-                            store(current, j, u, end - j)
+                direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias, leak,
+                                decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane)
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
