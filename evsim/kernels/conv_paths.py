@@ -69,11 +69,13 @@ WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
 # filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
 # the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
-# In run 7 (row layout tables, events skipped for slots with no error) the row layout
-# beat the gathers on conv1 too from 5 % on (16.9 against 18.8 ms; 12.4 against 13.6 ms
-# for the gathers at 2 %): they keep only sparser input.
+# Run 8 (the transposes into the row layout plain loops again since run 7) put the
+# gathers first on conv1 up to the direct products (14.1, 19.5, 32.3 ms at 2, 5, 10 %
+# against 23.8-25.6 direct and 45-56 for the row layout; crossover 6.6-7.3 %); in a
+# training step of bench_conv's network (6 % input) conv1's backward took 49 ms with
+# them against 54 direct and 66 by the row layout (1 thread).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
-WEIGHT_GRAD_CSR_BELOW = 0.035
+WEIGHT_GRAD_CSR_BELOW = 0.07
 # Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM + col2im
 # crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
 # above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
@@ -123,12 +125,13 @@ def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> st
     """``"csr"``, ``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_weight_grad_*``
     functions of :mod:`evsim.kernels.conv_weight_grad`) for input events of this density,
     a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride``."""
-    if stride == 1 and input_density >= WEIGHT_GRAD_DIRECT_ABOVE:
+    few_blocks = n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS
+    if few_blocks and input_density < WEIGHT_GRAD_CSR_BELOW:
+        return "csr"
+    if stride == 1 and (few_blocks or input_density >= WEIGHT_GRAD_DIRECT_ABOVE):
         return "direct"
     if input_density >= WEIGHT_GRAD_EVENTS_BELOW:
         return "dense"
-    if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS and input_density < WEIGHT_GRAD_CSR_BELOW:
-        return "csr"
     return "events"
 
 
