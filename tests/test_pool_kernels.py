@@ -53,6 +53,21 @@ def test_avg_pool_spikes_give_quarters(rng):
     assert set(np.unique(val)) <= {0.25, 0.5, 0.75, 1.0}
 
 
+def test_avg_pool_windows_that_cancel_give_no_event_and_leave_no_state(rng):
+    # A window whose values sum to zero gives no event, and the kernel's per-task sums
+    # start the next slot clean: slot 1 repeats slot 0's cells without the cancelling one.
+    x = np.zeros((2, 2, 4, 4), dtype=np.float32)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 1.0, -1.0  # window (0, 0, 0) cancels
+    x[0, 1, 2, 3] = 0.5
+    x[1, 0, 0, 0] = 1.0
+    ev = dense_to_events(x.reshape(2, 1, -1))
+    geo = pool_geometry(2, 4, 4, 2)
+    ptr, idx, val = avg_pool_events(ev.ptr, ev.idx, ev.val, geo)
+    check_structure(ptr, idx, val)
+    np.testing.assert_array_equal(densify(ptr, idx, val, 2, geo.n_out), avg_pool2d(x, 2).reshape(2, -1))
+    assert list(idx[ptr[0]:ptr[1]]) == [1 * 4 + 1 * 2 + 1] and list(idx[ptr[1]:ptr[2]]) == [0]
+
+
 @pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("channels, height, width", SIZES)
 def test_avg_pool_backward_equals_twin(rng, kernel, channels, height, width):

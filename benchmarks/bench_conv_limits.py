@@ -1,0 +1,197 @@
+"""What bounds the paper's N-MNIST network on this machine: the floors under bench_conv's targets.
+
+bench_conv asks for inference 8x the PyTorch step loop and the SD-SNN-like structure 1.5x
+the unpruned network. This measures, at 1 thread (the per-layer times; 2 threads split
+the same work), the quantities those targets run into:
+
+- the core's 16-lane fused multiply-add peak (12 independent chains, registers only),
+  and the direct convolution's rate on conv2's shapes, alone (one slot's kernel
+  repeated, its data in cache);
+- per layer, the inference forward (no membrane) and the training forward and backward
+  of one batch of bench_conv's input, for every synapse and for the SD-SNN-like structure;
+- from them: the **inference floor** with both cores at the multiply-add peak for the
+  convolutions' dense arithmetic (the direct path, which conv2's third-nonzero input
+  needs: see bench_conv_kernels) plus the other layers' measured time halved, against
+  the PyTorch inference time when torch is installed; and the **pruned structure's
+  Amdahl bound**: every layer's time with exactly its dead units' share removed (conv2's
+  dead filters, fc1's dead neurons, the pooling above conv2) against the full network.
+
+Run: python -m benchmarks.bench_conv_limits [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+
+import numba
+import numpy as np
+from numba import njit
+from threadpoolctl import threadpool_limits
+
+import evsim
+from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames, pruned
+from benchmarks.common import machine, save_json
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, direct_slot, direct_taps, shifted_shape, zeros_on_lines
+from evsim.kernels.simd import LANES, fma, splat, store
+
+
+@njit(cache=True)
+def _fma_chains(n, out):
+    """12 independent multiply-add chains in registers, ``n`` rounds."""
+    w, x = splat(np.float32(1.0000001)), splat(np.float32(0.5))
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = splat(np.float32(0.0))
+    for _ in range(n):
+        a0, a1, a2, a3 = fma(w, a0, x), fma(w, a1, x), fma(w, a2, x), fma(w, a3, x)
+        a4, a5, a6, a7 = fma(w, a4, x), fma(w, a5, x), fma(w, a6, x), fma(w, a7, x)
+        a8, a9, a10, a11 = fma(w, a8, x), fma(w, a9, x), fma(w, a10, x), fma(w, a11, x)
+    store(out, 0, a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11, LANES)
+
+
+def fma_peak() -> float:
+    """16-lane multiply-adds per second of one core, best of 3."""
+    out = np.zeros(LANES, dtype=np.float32)
+    _fma_chains(10, out)
+    n, best = 10_000_000, np.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        _fma_chains(n, out)
+        best = min(best, time.perf_counter() - start)
+    return 12 * n / best
+
+
+@njit(cache=True)
+def _repeat_slot(n, shifted, width_pad, offsets, weights, n_out, height, width, out):
+    for _ in range(n):
+        direct_slot(shifted, width_pad, offsets, weights, n_out, height, width, out, 0)
+
+
+def conv_fmas(in_channels: int, n_filters: int, kernel: int, height: int, width: int) -> int:
+    """16-lane multiply-adds of one slot of the direct convolution (stride 1, same size)."""
+    blocks = -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS
+    return in_channels * kernel * kernel * blocks * height * -(-width // LANES)
+
+
+def direct_rate() -> float:
+    """The direct convolution's 16-lane multiply-adds per second on conv2 (15 -> 40
+    channels, 3x3, 16x16), one slot repeated in cache."""
+    channels, filters, kernel, size = 15, 40, 3, 16
+    shape = shifted_shape(channels, kernel, size, size)
+    rng = np.random.default_rng(0)
+    weights = rng.random((channels, kernel, kernel, filters), dtype=np.float32)
+    offsets, table = direct_taps(weights, np.arange(channels), shape)
+    shifted = zeros_on_lines(int(np.prod(shape)))  # on cache lines, as the kernels keep them
+    shifted[:] = rng.random(shifted.size, dtype=np.float32)
+    out = np.zeros(filters * size * size, dtype=np.float32)
+    _repeat_slot(1, shifted, shape[3], offsets, table, filters, size, size, out)
+    n, best = 2000, np.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        _repeat_slot(n, shifted, shape[3], offsets, table, filters, size, size, out)
+        best = min(best, time.perf_counter() - start)
+    return n * conv_fmas(channels, filters, kernel, size, size) / best
+
+
+def layer_times(network: evsim.Network, drive, labels, repeat: int = 3) -> dict:
+    """Best-of-``repeat`` seconds per layer: inference forward, training forward, backward."""
+    n = len(network.layers)
+    infer, forward, backward = np.full(n, np.inf), np.full(n, np.inf), np.full(n, np.inf)
+    for _ in range(repeat):
+        events = drive
+        for k, layer in enumerate(network.layers):
+            start = time.perf_counter()
+            out, _ = layer.forward(events, network.lif, False)
+            infer[k] = min(infer[k], time.perf_counter() - start)
+            start = time.perf_counter()
+            layer.forward(events, network.lif)
+            forward[k] = min(forward[k], time.perf_counter() - start)
+            events = out
+        counts, traces = network.forward(drive)
+        spent = {}
+        originals = [layer.backward for layer in network.layers]
+        for k, layer in enumerate(network.layers):
+            def timed(*args, _backward=originals[k], _k=k, **kwargs):
+                start = time.perf_counter()
+                result = _backward(*args, **kwargs)
+                spent[_k] = time.perf_counter() - start
+                return result
+            layer.backward = timed
+        try:
+            network.backward(traces, evsim.mse_rate(counts, labels, N_STEPS)[1])
+        finally:
+            for layer, original in zip(network.layers, originals):
+                layer.backward = original
+        for k in range(n):
+            backward[k] = min(backward[k], spent.get(k, 0.0))
+    return {"inference": infer.tolist(), "forward": forward.tolist(), "backward": backward.tolist()}
+
+
+def dead_shares(network: evsim.Network) -> list[float]:
+    """Per layer, the share of its work a structure's dead units remove exactly: a
+    convolution's dead filters, a linear layer's dead neurons, and for a pooling the
+    dead filters of the convolution below it (it never touches their maps)."""
+    shares, below = [], 0.0
+    for layer in network.layers:
+        if hasattr(layer, "alive_filters"):
+            below = 1 - layer.alive_filters.size / layer.filters
+            shares.append(below)
+        elif hasattr(layer, "alive_index") and not hasattr(layer, "geometry"):
+            shares.append(1 - layer.alive_index.size / layer.n_out)
+        else:
+            shares.append(below)
+            below = 0.0
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activity", type=float, default=0.06)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    numba.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    drive = evsim.dense_to_events(frames(rng, args.activity))
+    labels = rng.integers(0, 10, BATCH)
+    peak, rate = fma_peak(), direct_rate()
+    print(f"one core: multiply-add peak {peak / 1e9:.2f} G/s (16 lanes); direct convolution on conv2 "
+          f"{rate / 1e9:.2f} G/s ({rate / peak:.0%} of peak)")
+    with threadpool_limits(limits=1, user_api="blas"):
+        full = evsim.Network.from_spec(SPEC, rng=1)
+        sparse = pruned(evsim.Network.from_spec(SPEC, rng=1), np.random.default_rng(0))
+        times = {"full": layer_times(full, drive, labels), "pruned": layer_times(sparse, drive, labels)}
+    names = [type(layer).__name__ for layer in full.layers]
+    for structure, t in times.items():
+        for kind in ("inference", "forward", "backward"):
+            print(f"{structure:6s} {kind:9s} ms per layer: "
+                  + ", ".join(f"{name} {ms * 1e3:.1f}" for name, ms in zip(names, t[kind])))
+    slots = N_STEPS * BATCH
+    conv_work = slots * (conv_fmas(2, 15, 3, 32, 32) + conv_fmas(15, 40, 3, 16, 16))
+    conv_floor = conv_work / (2 * peak)
+    is_conv = [hasattr(layer, "geometry") and hasattr(layer, "store") for layer in full.layers]
+    rest = sum(ms for ms, conv in zip(times["full"]["inference"], is_conv) if not conv) / 2
+    floor = conv_floor + rest
+    result = {"machine": machine(), "fma_peak_per_core": peak, "direct_rate_conv2": rate, "layer_s": times,
+              "layers": names, "inference_floor_s_2_cores": floor, "conv_floor_s_2_cores": conv_floor}
+    print(f"inference floor at 2 cores: convolutions {conv_work / 1e6:.0f} M multiply-adds at peak = "
+          f"{conv_floor * 1e3:.1f} ms, other layers {rest * 1e3:.1f} ms (measured, halved) -> "
+          f"{floor * 1e3:.1f} ms a batch, {BATCH / floor:.0f} samples/s")
+    if importlib.util.find_spec("torch") is not None:
+        from benchmarks.torch_conv import measure as measure_torch
+        torch_rate = measure_torch(2, 3, args.activity)["inference_samples_s_best"]
+        result["torch_inference_samples_s_2_threads"] = torch_rate
+        print(f"PyTorch inference at 2 threads {torch_rate:.0f} samples/s: the floor is "
+              f"{BATCH / floor / torch_rate:.1f}x it (target 8x)")
+    shares = dead_shares(sparse)
+    total = sum(times["full"]["forward"]) + sum(times["full"]["backward"])
+    ideal = sum((f + b) * (1 - s) for f, b, s in zip(times["full"]["forward"], times["full"]["backward"], shares))
+    measured = sum(times["pruned"]["forward"]) + sum(times["pruned"]["backward"])
+    result.update({"dead_shares": shares, "pruned_bound": total / ideal, "pruned_measured": total / measured})
+    print("dead share per layer: " + ", ".join(f"{name} {s:.0%}" for name, s in zip(names, shares)))
+    print(f"training step: full {total * 1e3:.0f} ms; pruned structure, every dead unit's work removed exactly "
+          f"(Amdahl) {ideal * 1e3:.0f} ms = {total / ideal:.2f}x; measured {measured * 1e3:.0f} ms = "
+          f"{total / measured:.2f}x (target 1.5x)")
+    save_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
