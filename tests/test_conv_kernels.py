@@ -336,9 +336,10 @@ def test_path_choice_follows_the_measured_crossovers():
         assert set(choices) <= set(table)
     ptr = np.array([0, 3, 3, 5], dtype=np.int64)
     assert paths.event_density(ptr, 10) == pytest.approx(5 / 30)
-    rows = np.zeros((40, 10), np.float32)
-    rows[::16, :3] = 1.0  # rows 0, 16, 32: the sampled ones
-    rows[1:16, :] = 1.0  # not sampled
+    every = paths.DENSITY_SAMPLE_STRIDE
+    rows = np.zeros((3 * every - 8, 10), np.float32)
+    rows[::every, :3] = 1.0  # rows 0, every, 2 * every: the sampled ones
+    rows[1:every, :] = 1.0  # not sampled
     assert paths.nonzero_density(rows) == pytest.approx(0.3) and paths.nonzero_density(rows, 1) > 0.3
 
 
