@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 import evsim
 from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames, pruned
 from benchmarks.common import machine, save_json
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, direct_slot, direct_taps, shifted_shape, zeros_on_lines
+from evsim.kernels.conv_direct import (BLOCK_CHANNELS, block_scratch, direct_slot, direct_taps, shifted_shape,
+                                       zeros_on_lines)
 from evsim.kernels.simd import LANES, fma, splat, store
 
 
@@ -62,8 +63,9 @@ def fma_peak() -> float:
 
 @njit(cache=True)
 def _repeat_slot(n, shifted, width_pad, offsets, weights, n_out, height, width, out):
+    block = block_scratch()
     for _ in range(n):
-        direct_slot(shifted, width_pad, offsets, weights, n_out, height, width, out, 0)
+        direct_slot(shifted, width_pad, offsets, weights, n_out, height, width, out, 0, block)
 
 
 def conv_fmas(in_channels: int, n_filters: int, kernel: int, height: int, width: int) -> int:

@@ -135,6 +135,13 @@ def shift_events(ptr, idx, val, s, image, channels, height, width, pad, kernel, 
         image[idx[e]] = 0.0
 
 
+@njit(cache=True)
+def block_scratch():
+    """The scratch a task passes to :func:`direct_slot` and :func:`direct_slot_lif`: one
+    register block's sums, on a cache line."""
+    return zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
+
+
 @njit(cache=True, inline="always")
 def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
     """The 24 sums of the register block at output channel ``c0`` and flat position
@@ -192,11 +199,11 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
 
 
 @njit(cache=True)
-def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_width, out, o):
+def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_width, out, o, block):
     """One slot: ``out[o + c*Ho*Wo + y*Wo + x]`` for the ``n_out`` output channels, from
-    the shifted copies (flat) and the taps. See the module docstring."""
+    the shifted copies (flat) and the taps (``block``: :func:`block_scratch`). See the
+    module docstring."""
     cells = out_height * out_width
-    block = zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
         for y0 in range(0, out_height, BLOCK_ROWS):
@@ -216,16 +223,15 @@ def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_wid
 
 @njit(cache=True)
 def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
-                    hard, spikes, u_out):
+                    hard, spikes, u_out, block):
     """One slot of a stride-1 convolution and its LIF step: the sums of
     :func:`direct_slot` go through :func:`evsim.kernels.propagate.lif_leak_vector` while
     in the core's cache and are never written out. ``bias`` float32 per output channel
     (padded to :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the state;
     ``spikes`` uint8 and ``u_out`` float32 the slot's rows, ``u_out`` of length 0 to
-    record no membrane."""
+    record no membrane; ``block``: :func:`block_scratch`."""
     cells = out_height * out_width
     record = u_out.shape[0] > 0
-    block = zeros_on_lines(BLOCK_CHANNELS * BLOCK_ROWS * LANES)
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
         for y0 in range(0, out_height, BLOCK_ROWS):

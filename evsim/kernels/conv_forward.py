@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot, forward_taps, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import block_scratch, direct_slot, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, check_block_csr, check_events, check_out,
                                          chunk_slots,
@@ -156,9 +156,11 @@ def _conv_currents_direct(ptr, idx, val, offsets, weights, bounds, n_channels, h
     for task in prange(bounds.shape[0] - 1):
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
+        block = block_scratch()
         for s in range(bounds[task], bounds[task + 1]):
             shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
-            direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, out, s * out.shape[1])
+            direct_slot(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, out, s * out.shape[1],
+                        block)
 
 
 def conv_currents_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,

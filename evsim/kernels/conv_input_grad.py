@@ -32,7 +32,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
-from evsim.kernels.conv_direct import backward_taps, direct_slot, fill_rows, zeros_on_lines
+from evsim.kernels.conv_direct import backward_taps, block_scratch, direct_slot, fill_rows, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
                                          _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
                                          check_out, chunk_slots,
@@ -136,13 +136,14 @@ def _conv_input_grad_direct(grad_u, offsets, weights, bounds, n_filters, out_hei
     flip = kernel - 1 - pad
     for task in prange(bounds.shape[0] - 1):
         shifted = zeros_on_lines(kernel * n_filters * rows * width_pad)
+        block = block_scratch()
         for s in range(bounds[task], bounds[task + 1]):
             if all_zero(grad_u[s], 0, grad_u.shape[1]):
                 out[s, :] = 0.0
                 continue
             fill_rows(grad_u, s * n_filters * cells, n_filters, out_height, out_width, flip, kernel, rows, width_pad,
                       shifted)
-            direct_slot(shifted, width_pad, offsets, weights, n_channels, height, width, out, s * n_in)
+            direct_slot(shifted, width_pad, offsets, weights, n_channels, height, width, out, s * n_in, block)
 
 
 def _even_bounds(n_slots, n_tasks):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import direct_slot_lif, forward_taps, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
@@ -141,13 +141,14 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, h
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
         leak = np.zeros(n, dtype=np.float32)
+        block = block_scratch()
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
                 shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                              shifted)
                 direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias, leak,
-                                decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane)
+                                decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane, block)
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
