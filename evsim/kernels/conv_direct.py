@@ -6,9 +6,9 @@ convolution's currents and of the error it sends down.
 ``kx`` with the row already moved by ``kx - P`` and zero borders, float32
 ``[K, C_src, H_out + K + 2, W_pad]`` (``W_pad`` = the output width in whole 16-lane
 vectors), so every load below is a whole, aligned vector; the copy is made once per slot
-and its borders stay zero from slot to slot. Then each block of 4 output rows x 6
-output channels x 16 cells keeps its 24 sums in registers through all the taps
-``(i, ky, kx)``: per tap, 4 row loads and 6 weights feed 24 fused multiply-adds. The
+and its borders stay zero from slot to slot. Then each block of 4 output rows x 5
+output channels x 16 cells keeps its 20 sums in registers through all the taps
+``(i, ky, kx)``: per tap, 4 row loads and 5 weights feed 20 fused multiply-adds. The
 earlier kernel, one weight against 8 unaligned row loads, ran at a third of this
 machine's multiply-add rate (split loads; benchmarks/RESULTS.md).
 
@@ -25,13 +25,13 @@ from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_vector
 from evsim.kernels.simd import LANES, fma, load, splat, store
 
-# Output rows and channels of a register block: 24 sums, 4 rows and a weight in flight
-# fit AVX-512's 32 vector registers. 4 x 6 ran 4.7-5.6 G multiply-adds/s per core on the
-# paper's conv1 and conv2 against 3.5-4.7 G for 4 x 4 (benchmarks/RESULTS.md): fewer
-# loads and less loop overhead per multiply-add, worth the padding of 15 or 40 channels
-# to multiples of 6.
+# Output rows and channels of a register block: 20 sums, 4 rows and a weight in flight
+# fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
+# 1.2-1.3x as fast as 4 x 4 per multiply-add, 4 x 5 as fast as 4 x 6 on conv2's forward
+# and 1.12x faster on conv1's forward and conv2's input gradient, whose 15 channels it
+# does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md).
 BLOCK_ROWS = 4
-BLOCK_CHANNELS = 6
+BLOCK_CHANNELS = 5
 # The weight gradient's register block: 4 taps x 4 blocks of dL/du.
 PRODUCT_BLOCKS = 4
 
@@ -144,7 +144,7 @@ def block_scratch():
 
 @njit(cache=True, inline="always")
 def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
-    """The 24 sums of the register block at output channel ``c0`` and flat position
+    """The 20 sums of the register block at output channel ``c0`` and flat position
     ``base`` (``y0*W_pad + x0``) of the shifted copies, into ``block``
     ``[BLOCK_CHANNELS * BLOCK_ROWS * 16]`` (channel-major, then row)."""
     zero = splat(np.float32(0.0))
@@ -153,7 +153,6 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
     a20, a21, a22, a23 = zero, zero, zero, zero
     a30, a31, a32, a33 = zero, zero, zero, zero
     a40, a41, a42, a43 = zero, zero, zero, zero
-    a50, a51, a52, a53 = zero, zero, zero, zero
     for j in range(offsets.shape[0]):
         p = offsets[j] + base
         r0 = load(shifted, p, LANES)
@@ -170,8 +169,6 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
         a30, a31, a32, a33 = fma(w, r0, a30), fma(w, r1, a31), fma(w, r2, a32), fma(w, r3, a33)
         w = weights[j, c0 + 4]
         a40, a41, a42, a43 = fma(w, r0, a40), fma(w, r1, a41), fma(w, r2, a42), fma(w, r3, a43)
-        w = weights[j, c0 + 5]
-        a50, a51, a52, a53 = fma(w, r0, a50), fma(w, r1, a51), fma(w, r2, a52), fma(w, r3, a53)
     store(block, 0, a00, LANES)
     store(block, 16, a01, LANES)
     store(block, 32, a02, LANES)
@@ -192,10 +189,6 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
     store(block, 272, a41, LANES)
     store(block, 288, a42, LANES)
     store(block, 304, a43, LANES)
-    store(block, 320, a50, LANES)
-    store(block, 336, a51, LANES)
-    store(block, 352, a52, LANES)
-    store(block, 368, a53, LANES)
 
 
 @njit(cache=True)
