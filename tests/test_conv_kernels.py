@@ -327,7 +327,8 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.weight_grad_path(0.02, 40) == "events"
     assert paths.weight_grad_path(0.6, 40, stride=2) == "dense"
     assert paths.weight_grad_path(0.2, 40) == "direct" and paths.weight_grad_path(0.2, 40, stride=2) == "events"
-    assert paths.input_grad_path(0.05, 0.1) == "gather" and paths.input_grad_path(0.03) == "scatter"
+    assert paths.input_grad_path(0.05, 0.09) == "gather" and paths.input_grad_path(0.05, 0.1) == "direct"
+    assert paths.input_grad_path(0.03) == "scatter"
     assert paths.input_grad_path(0.08) == "direct"
     assert paths.input_grad_path(0.5, 0.5) == "direct" and paths.input_grad_path(0.5, stride=2) == "dense"
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",

@@ -44,26 +44,26 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
 # That crossover stands for strided convolutions; stride 1 chooses between the event path
 # and the direct convolution by the cost model below.
 FORWARD_EVENTS_BELOW = 0.5
-# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 8 (1 thread,
-# conv1 and conv2 at 2-45 %, the direct convolution in 4 x 6 register blocks; the model
-# picks the measured winner at all 12 points, as the run-7 fit did for its kernels): the
+# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 9 (1 thread,
+# conv1 and conv2 at 2-45 %, the direct convolution in 4 x 5 register blocks; the model
+# picks the measured winner at all 12 points, as the fits to runs 7 and 8 did): the
 # event path pays per output unit (zeroing its cell-major scratch, transposing it out)
 # and per 16-lane add of a tap's weight row; the direct convolution per output unit and
 # per 16-lane multiply-add of its register blocks (output channels padded to a whole
 # block), which do not depend on the activity. Measured crossovers: conv2 (15 channels
-# in) 8.2-8.8 % (run 7), 9.3 % (run 8); conv1 (2 channels) below 2 %: the direct path
-# won there at every activity.
-EVENTS_NS_PER_UNIT = 1.21
-EVENTS_NS_PER_ADD = 1.60
-DIRECT_NS_PER_UNIT = 0.27
-DIRECT_NS_PER_FMA = 0.25
+# in) 8.2-8.8 % (run 7), 9.3 % (run 8), 7.7-8.0 % (run 9); conv1 (2 channels) below 2 %:
+# the direct path won there at every activity.
+EVENTS_NS_PER_UNIT = 1.13
+EVENTS_NS_PER_ADD = 1.70
+DIRECT_NS_PER_UNIT = 0.35
+DIRECT_NS_PER_FMA = 0.23
 # Weight gradient: the event paths beat the GEMM at every activity measured with the final
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
 # Stride 1: the direct products (conv_weight_grad_direct) against the faster event
 # variant crossed at 11.4-11.8 % (conv1) and 10.8-12.1 % (conv2) in run 7 (1 thread,
-# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8.
+# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8, 10.0-10.4 % in run 9.
 WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
@@ -71,7 +71,8 @@ WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
 # Run 8 (the transposes into the row layout plain loops again since run 7) put the
 # gathers first on conv1 up to the direct products (14.1, 19.5, 32.3 ms at 2, 5, 10 %
-# against 23.8-25.6 direct and 45-56 for the row layout; crossover 6.6-7.3 %); in a
+# against 23.8-25.6 direct and 45-56 for the row layout; crossover 6.6-7.3 %; run 9:
+# 14.1, 19.4, 33.2 against 24.3-24.7 direct); in a
 # training step of bench_conv's network (6 % input) conv1's backward took 49 ms with
 # them against 54 direct and 66 by the row layout (1 thread).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
@@ -83,11 +84,11 @@ WEIGHT_GRAD_CSR_BELOW = 0.07
 # Against the direct transposed convolution (stride 1), register-blocked since run 7
 # (53-56 ms at every density; the earlier one, one weight against 8 unaligned row
 # loads, took 115-119 ms), scatter crossed at 4.9-5.3 % and gather at 12.4-13.0 %
-# (run 7, conv2, 1 thread; run 8: 4.6-4.9 % and 11.2-11.8 %). The direct path's time
-# does not depend on the density, and it runs on Numba's threads where the GEMM runs on
-# one BLAS thread.
-INPUT_GRAD_GATHER_BELOW = 0.12
-INPUT_GRAD_SCATTER_BELOW = 0.05
+# (run 7, conv2, 1 thread; run 8: 4.6-4.9 % and 11.2-11.8 %); in 4 x 5 register blocks
+# (run 9, 51-53 ms) at 3.7-4.0 % and 9.2-9.4 %. The direct path's time does not depend on
+# the density, and it runs on Numba's threads where the GEMM runs on one BLAS thread.
+INPUT_GRAD_GATHER_BELOW = 0.095
+INPUT_GRAD_SCATTER_BELOW = 0.04
 
 
 def event_density(ptr: np.ndarray, n_units: int) -> float:
