@@ -95,10 +95,10 @@ def test_config_file_values_of_the_wrong_kind_give_one_line(tmp_path, captured, 
 
 def test_a_run_too_big_for_memory_is_refused_with_its_size(tmp_path, monkeypatch, no_data):
     monkeypatch.setattr(evsim.train, "physical_memory", lambda: 2 ** 30)
-    # 110 neurons (100 hidden, 10 output) x 10^6 steps x 500 evaluation samples x 5 B: 256 GiB of traces.
+    # 110 neurons (100 hidden, 10 output) x 10^6 steps x 100 training samples x 16 B: 163.9 GiB of traces.
     line = one_line_error(run(["train", *TINY, "--hidden", "100", "--time-steps", "1000000",
                                "--out", str(tmp_path / "run")]))
-    assert "needs at least 256.1 GiB of memory" in line and "the machine has 1.0 GiB" in line
+    assert "needs at least 163.9 GiB of memory" in line and "the machine has 1.0 GiB" in line
 
 
 def test_the_input_layer_counts_before_the_data_loads(tmp_path, monkeypatch):
