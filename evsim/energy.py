@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
-from evsim.kernels.energy import _count_ops
+from evsim.kernels.energy import _count_slots
 from evsim.kernels.events import Events, StaticDrive
 from evsim.layers import Layer
 
@@ -74,8 +74,9 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
     list: counting them is O(spikes) instead of a pass over the ``[T, B, N]`` array.
     """
     events: Events | StaticDrive = trace.events_in
-    per_step_events, per_step_ops = _ops(events, layer.fan_out().astype(np.float64), analog_input)
-    _, per_step_unpruned = _ops(events, layer.fan_out_unpruned().astype(np.float64), analog_input)
+    per_step_events, per_step_ops, per_step_unpruned = _ops(events, layer.fan_out().astype(np.float64),
+                                                             layer.fan_out_unpruned().astype(np.float64),
+                                                             analog_input)
     if output_events is not None:
         spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
     else:
@@ -88,22 +89,22 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
                        events.n_steps * events.batch * neurons, spikes, bool(neurons) or store is not None)
 
 
-def _ops(events: Events | StaticDrive, fan_out: np.ndarray, analog_input: bool) -> tuple[np.ndarray, np.ndarray]:
+def _ops(events: Events | StaticDrive, fan_out: np.ndarray, fan_out_unpruned: np.ndarray,
+         analog_input: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per time step: the events delivered (a count k is k events; an analog value one) and
-    the operations they cost with ``fan_out`` per input unit."""
-    per_step_events = np.zeros(events.n_steps)
-    per_step_ops = np.zeros(events.n_steps)
+    the operations they cost with ``fan_out`` and with ``fan_out_unpruned`` per input unit."""
     if isinstance(events, StaticDrive):
         # The same input at every step: every step does the work of one.
         weights = (events.values != 0) if analog_input else events.values.astype(np.float64)
-        per_step_events[:] = weights.sum()
-        per_step_ops[:] = weights.sum(axis=0) @ fan_out
-    else:
-        # An analog value costs one multiply-accumulate per synapse whatever its size; a count k is k events.
-        weights = np.ones_like(events.val) if analog_input else events.val
-        _count_ops(events.ptr, events.idx, weights, fan_out, events.n_steps, events.batch, per_step_events,
-                   per_step_ops)
-    return per_step_events, per_step_ops
+        per_sample = weights.sum(axis=0)
+        return tuple(np.full(events.n_steps, value) for value in
+                     (weights.sum(), per_sample @ fan_out, per_sample @ fan_out_unpruned))
+    # An analog value costs one multiply-accumulate per synapse whatever its size; a count k is k events.
+    weights = np.ones_like(events.val) if analog_input else events.val
+    per_slot = np.empty((3, events.n_steps * events.batch))
+    _count_slots(events.ptr, events.idx, weights, fan_out, fan_out_unpruned, *per_slot)
+    per_step = per_slot.reshape(3, events.n_steps, events.batch).sum(axis=2)
+    return per_step[0], per_step[1], per_step[2]
 
 
 @dataclass

@@ -6,20 +6,28 @@ synapses cost nothing; an event on a row with no synapses costs nothing).
 """
 from __future__ import annotations
 
-from numba import njit
+import numpy as np
+from numba import njit, prange
 
 
-@njit(cache=True)
-def _count_ops(ptr, idx, val, fan_out, n_steps, batch, events_out, ops_out):
-    """Per time step: ``events_out[t] += sum of event values``, ``ops_out[t] += sum val * fan_out[row]``.
+@njit(parallel=True, cache=True)
+def _count_slots(ptr, idx, val, fan_out, fan_out_unpruned, events_out, ops_out, unpruned_out):
+    """Per slot ``s``: ``events_out[s]`` = the sum of its event values, ``ops_out[s]`` and
+    ``unpruned_out[s]`` = the sum of ``val * fan_out[row]`` with each fan-out, in one pass
+    over the events, slots in parallel.
 
-    ``events_out`` and ``ops_out`` are float64 ``[T]`` accumulators (float64 keeps the
-    integer counts exact up to 2**53).
+    The outputs are float64 ``[T*B]``. Every term is a whole number (counts, fan-outs) or,
+    for a pooled map, a multiple of 1/k^2, so the float64 sums are exact up to 2**53 and
+    do not depend on the order they are taken in.
     """
-    for t in range(n_steps):
-        for b in range(batch):
-            s = t * batch + b
-            for e in range(ptr[s], ptr[s + 1]):
-                v = val[e]
-                events_out[t] += v
-                ops_out[t] += v * fan_out[idx[e]]
+    for s in prange(ptr.shape[0] - 1):
+        events, ops, unpruned = 0.0, 0.0, 0.0
+        for e in range(ptr[s], ptr[s + 1]):
+            v = np.float64(val[e])
+            i = idx[e]
+            events += v
+            ops += v * fan_out[i]
+            unpruned += v * fan_out_unpruned[i]
+        events_out[s] = events
+        ops_out[s] = ops
+        unpruned_out[s] = unpruned
