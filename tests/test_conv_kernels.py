@@ -321,9 +321,8 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.forward_path(0.02, conv1, 15) == "direct"  # measured: direct at every activity
     assert paths.forward_path(0.05, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "direct"
     assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
-    # few blocks (conv1's 15): gathers, then the direct products; the row layout never won there in run 8
-    assert paths.weight_grad_path(0.02, 15) == "csr" and paths.weight_grad_path(0.06, 15) == "csr"
-    assert paths.weight_grad_path(0.1, 15) == "direct" and paths.weight_grad_path(0.1, 15, stride=2) == "events"
+    assert paths.weight_grad_path(0.02, 15) == "csr" and paths.weight_grad_path(0.06, 15) == "events"
+    assert paths.weight_grad_path(0.12, 15) == "direct" and paths.weight_grad_path(0.12, 15, stride=2) == "events"
     assert paths.weight_grad_path(0.02, 40) == "events"
     assert paths.weight_grad_path(0.6, 40, stride=2) == "dense"
     assert paths.weight_grad_path(0.2, 40) == "direct" and paths.weight_grad_path(0.2, 40, stride=2) == "events"

@@ -32,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from evsim.kernels.simd import LANES, load, store, transpose16
+
 
 class ConvGeometry(NamedTuple):
     """Shape of one convolution: ``in_channels`` x ``height`` x ``width`` input cells,
@@ -398,10 +400,26 @@ def filter_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_
 @njit(cache=True, inline="always")
 def _to_cell_major(rows, s, n_blocks, cells, lanes, scratch):
     """``scratch[p*lanes + f] = rows[s, f*cells + p]``: slot s's block-major row as one
-    ``lanes``-wide vector row per cell (lanes past ``n_blocks`` untouched)."""
+    ``lanes``-wide vector row per cell (lanes past ``n_blocks`` untouched). Whole 16 x 16
+    blocks go through registers (:func:`~evsim.kernels.simd.transpose16`): a scalar copy
+    of conv1's 15,360 units per slot took longer than the slot's events."""
+    base = s * rows.shape[1]
+    whole = cells - cells % LANES
+    block = np.empty(LANES * LANES, dtype=np.float32)
+    for f0 in range(0, n_blocks, LANES):
+        n_rows = min(LANES, n_blocks - f0)
+        for p0 in range(0, whole, LANES):
+            if n_rows == LANES:
+                transpose16(rows, base + f0 * cells + p0, cells, scratch, p0 * lanes + f0, lanes)
+            else:
+                for j in range(n_rows):
+                    store(block, j * LANES, load(rows, base + (f0 + j) * cells + p0, LANES), LANES)
+                transpose16(block, 0, LANES, block, 0, LANES)
+                for i in range(LANES):
+                    store(scratch, (p0 + i) * lanes + f0, load(block, i * LANES, LANES), n_rows)
     for f in range(n_blocks):
         o = f * cells
-        for p in range(cells):
+        for p in range(whole, cells):
             scratch[p * lanes + f] = rows[s, o + p]
 
 

@@ -63,20 +63,23 @@ DIRECT_NS_PER_FMA = 0.23
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
 # Stride 1: the direct products (conv_weight_grad_direct) against the faster event
 # variant crossed at 11.4-11.8 % (conv1) and 10.8-12.1 % (conv2) in run 7 (1 thread,
-# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8, 10.0-10.4 % in run 9.
+# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8, 10.0-10.4 % in run 9,
+# 11.1-11.2 % (conv1) in run 10.
 WEIGHT_GRAD_DIRECT_ABOVE = 0.11
 # A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
 # each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
 # filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
 # the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
-# Run 8 (the transposes into the row layout plain loops again since run 7) put the
-# gathers first on conv1 up to the direct products (14.1, 19.5, 32.3 ms at 2, 5, 10 %
-# against 23.8-25.6 direct and 45-56 for the row layout; crossover 6.6-7.3 %; run 9:
-# 14.1, 19.4, 33.2 against 24.3-24.7 direct); in a
-# training step of bench_conv's network (6 % input) conv1's backward took 49 ms with
-# them against 54 direct and 66 by the row layout (1 thread).
+# In run 7 (row layout tables, the transpose into them in 16 x 16 register blocks) the
+# row layout beat the gathers on conv1 too from 5 % on (16.9 against 18.8 ms; 12.4
+# against 13.6 ms for the gathers at 2 %): they keep only sparser input. Runs 8 and 9
+# measured the row layout at 45-56 ms on conv1 after its transpose had become a scalar
+# loop; with the register transpose back, run 10 (conv1, 1 thread): row layout 16.8,
+# 18.5, 25.8, 36.8 ms at 2, 5, 10, 20 %, gathers 14.5, 19.7, 33.8, 60.5, direct 25.7-27.2
+# (crossovers: gathers below 7.0-7.5 % against the direct products, row layout below
+# 11.1-11.2 %).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
-WEIGHT_GRAD_CSR_BELOW = 0.07
+WEIGHT_GRAD_CSR_BELOW = 0.035
 # Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM + col2im
 # crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
 # above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
@@ -133,13 +136,12 @@ def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> st
     """``"csr"``, ``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_weight_grad_*``
     functions of :mod:`evsim.kernels.conv_weight_grad`) for input events of this density,
     a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride``."""
-    few_blocks = n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS
-    if few_blocks and input_density < WEIGHT_GRAD_CSR_BELOW:
-        return "csr"
-    if stride == 1 and (few_blocks or input_density >= WEIGHT_GRAD_DIRECT_ABOVE):
+    if stride == 1 and input_density >= WEIGHT_GRAD_DIRECT_ABOVE:
         return "direct"
     if input_density >= WEIGHT_GRAD_EVENTS_BELOW:
         return "dense"
+    if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS and input_density < WEIGHT_GRAD_CSR_BELOW:
+        return "csr"
     return "events"
 
 
