@@ -368,10 +368,10 @@ class TrainConfig:
     path: str = DEFAULTS["path"]
     seed: int = DEFAULTS["seed"]
     threads: int = DEFAULTS["threads"]
-    # Evaluation in batches of the default training batch (100): their buffers are the
-    # ones the pool (evsim.aligned) keeps for training; batches of 500 made it fetch fresh
-    # maps at every evaluation (conv1's spikes alone 154 MB), 0.7 s of page faults a
-    # default-run epoch of 9 s (benchmarks/RESULTS.md).
+    # Evaluation in batches of the default training batch (100), so that it reuses the
+    # maps the buffer pool (evsim.aligned) keeps for training; larger batches need maps
+    # the pool does not hold (conv1's spikes for 500 samples: 154 MB), faulted in afresh
+    # at every evaluation (0.7 s of a default-run epoch's 9 s; benchmarks/RESULTS.md).
     eval_batch_size: int = DEFAULTS["batch_size"]
     structure: str = DEFAULTS["structure"]
     dev_interval: int | str = DEFAULTS["dev_interval"]
