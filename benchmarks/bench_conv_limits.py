@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 import evsim
 from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames, pruned
 from benchmarks.common import machine, save_json
-from evsim.kernels.conv_direct import (BLOCK_CHANNELS, block_scratch, direct_slot, direct_taps, shifted_shape,
+from evsim.kernels.conv_direct import (block_scratch, direct_multiply_adds, direct_slot, direct_taps, shifted_shape,
                                        zeros_on_lines)
 from evsim.kernels.simd import LANES, fma, splat, store
 
@@ -68,12 +68,6 @@ def _repeat_slot(n, shifted, width_pad, offsets, weights, n_out, height, width, 
         direct_slot(shifted, width_pad, offsets, weights, n_out, height, width, out, 0, block)
 
 
-def conv_fmas(in_channels: int, n_filters: int, kernel: int, height: int, width: int) -> int:
-    """16-lane multiply-adds of one slot of the direct convolution (stride 1, same size)."""
-    blocks = -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS
-    return in_channels * kernel * kernel * blocks * height * -(-width // LANES)
-
-
 def direct_rate() -> float:
     """The direct convolution's 16-lane multiply-adds per second on conv2 (15 -> 40
     channels, 3x3, 16x16), one slot repeated in cache."""
@@ -91,7 +85,7 @@ def direct_rate() -> float:
         start = time.perf_counter()
         _repeat_slot(n, shifted, shape[3], offsets, table, filters, size, size, out)
         best = min(best, time.perf_counter() - start)
-    return n * conv_fmas(channels, filters, kernel, size, size) / best
+    return n * direct_multiply_adds(channels, kernel, filters, size, size) / best
 
 
 def layer_times(network: evsim.Network, drive, labels, repeat: int = 3) -> dict:
@@ -167,7 +161,7 @@ def main() -> None:
             print(f"{structure:6s} {kind:9s} ms per layer: "
                   + ", ".join(f"{name} {ms * 1e3:.1f}" for name, ms in zip(names, t[kind])))
     slots = N_STEPS * BATCH
-    conv_work = slots * (conv_fmas(2, 15, 3, 32, 32) + conv_fmas(15, 40, 3, 16, 16))
+    conv_work = slots * (direct_multiply_adds(2, 3, 15, 32, 32) + direct_multiply_adds(15, 3, 40, 16, 16))
     conv_floor = conv_work / (2 * peak)
     is_conv = [hasattr(layer, "geometry") and hasattr(layer, "store") for layer in full.layers]
     rest = sum(ms for ms, conv in zip(times["full"]["inference"], is_conv) if not conv) / 2

@@ -43,6 +43,14 @@ def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -
     return kernel, channels, rows, -(-out_width // LANES) * LANES
 
 
+def direct_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int) -> int:
+    """16-lane multiply-adds :func:`direct_slot` does for one slot: every tap of every
+    source channel, for the output channels padded to whole register blocks and each
+    output row in whole vectors."""
+    blocks = -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS
+    return in_channels * kernel * kernel * blocks * out_height * -(-out_width // LANES)
+
+
 def _tap_grid(used_channels: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(c, ky, kx)`` int64 of every tap of the used source channels, channel-major."""
     c, ky, kx = np.meshgrid(np.asarray(used_channels, dtype=np.int64), np.arange(kernel), np.arange(kernel),

@@ -34,9 +34,9 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
-                                         _im2col_events, block_offsets, check_block_csr, check_events, check_out,
-                                         chunk_slots,
-                                         dense_filter_matrix, row_weights, tap_major, unit_taps)
+                                         _im2col_events, block_offsets, channels_with_kernels, check_block_csr,
+                                         check_events, check_out, chunk_slots, dense_filter_matrix, row_weights,
+                                         tap_major, unit_taps)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, gather, load, scatter, store
 
@@ -87,15 +87,6 @@ def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width,
                 oy -= 1
 
 
-@njit(cache=True)
-def _channels_with_kernels(rows):
-    """bool ``[C]``: whether channel c's row of weights (:func:`row_weights`) holds a kernel."""
-    has_kernels = np.zeros(rows.shape[0], dtype=np.bool_)
-    for c in range(rows.shape[0]):
-        has_kernels[c] = np.any(rows[c] != 0)
-    return has_kernels
-
-
 @njit(cache=True, inline="always")
 def _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, scratch):
     """Add slot ``s``'s events to the cell-major ``scratch`` ``[Ho*Wo, lanes]``: each valid
@@ -136,7 +127,7 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
     n_filters = out.shape[1] // (out_height * out_width)
     cells = out_height * out_width
     weights = rows.reshape(rows.size)
-    has_kernels = _channels_with_kernels(rows)
+    has_kernels = channels_with_kernels(rows)
     units = unit_taps(rows.shape[0], channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.empty(cells * lanes, dtype=np.float32)

@@ -387,6 +387,15 @@ def row_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_blo
     return rows
 
 
+@njit(cache=True)
+def channels_with_kernels(rows):
+    """bool ``[C]``: whether channel c's row of weights (:func:`row_weights`) holds a kernel."""
+    has_kernels = np.zeros(rows.shape[0], dtype=np.bool_)
+    for c in range(rows.shape[0]):
+        has_kernels[c] = np.any(rows[c] != 0)
+    return has_kernels
+
+
 def filter_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_filters: int) -> np.ndarray:
     """The transposed row layout: float32 ``[F, K*K, C_pad]``, entry ``(f, tap, c)`` =
     ``w[c -> f, tap]``, zeros where no kernel is stored and in the padding lanes."""

@@ -34,7 +34,8 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_direct import backward_taps, block_scratch, direct_slot, fill_rows, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
-                                         _to_cell_major, block_offsets, by_filter, check_block_csr, check_grad,
+                                         _to_cell_major, block_offsets, by_filter, channels_with_kernels,
+                                         check_block_csr, check_grad,
                                          check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
                                          unit_taps)
@@ -204,9 +205,7 @@ def _conv_input_grad_gather_rows(grad_u, mask, rows, bounds, height, width, kern
     cells = out_height * out_width
     n_filters = grad_u.shape[1] // cells
     weights = rows.reshape(rows.size)
-    has_kernels = np.zeros(n_channels, dtype=np.bool_)
-    for c in range(n_channels):
-        has_kernels[c] = np.any(rows[c] != 0)
+    has_kernels = channels_with_kernels(rows)
     one = np.uint64(1)
     units = unit_taps(rows.shape[0], height, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):

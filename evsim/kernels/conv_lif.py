@@ -22,8 +22,9 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
-from evsim.kernels.conv_forward import _add_slot, _channels_with_kernels
-from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out, row_weights, unit_taps
+from evsim.kernels.conv_forward import _add_slot
+from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
+                                         row_weights, unit_taps)
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
 
 
@@ -36,7 +37,7 @@ def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, ker
     A task takes a run of samples, each through its T steps with the state in cell-major scratch
     ``[Ho*Wo (padded to 16), F_pad]``, which stays in the core's cache: the slot's events
     summed as in :func:`_conv_currents_rows`, then the LIF update of
-    :func:`evsim.kernels.propagate._lif_lanes` (the same float32 operations in the same
+    :func:`evsim.kernels.propagate.lif_leak_vector` (the same float32 operations in the same
     order, so the spikes are those of the two passes), 16 cells x 16 filters at a time,
     that block's spikes transposed in registers into the filter-major ``spikes_out``
     (uint8 ``[T*B, F*Ho*Wo]``). ``bias_row`` float32 ``[F_pad]``: each alive filter's
@@ -48,7 +49,7 @@ def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, ker
     n_filters = n // cells
     padded = cells + (-cells) % LANES
     weights = rows.reshape(rows.size)
-    has_kernels = _channels_with_kernels(rows)
+    has_kernels = channels_with_kernels(rows)
     units = unit_taps(n_channels, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     one = splat(np.float32(1.0))
     n_tasks = max(1, min(batch, n_tasks))
@@ -95,7 +96,7 @@ def conv_lif_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
     ----------
     ptr, idx, val, indptr, columns, data, geometry : as :func:`conv_currents_events`.
     bias : float32 ``[F_alive]``, each alive filter's bias.
-    decay, v_th, hard : the LIF constants (:func:`evsim.kernels.propagate._lif_lanes`).
+    decay, v_th, hard : the LIF constants (:func:`evsim.kernels.propagate.lif_leak_vector`).
     spikes_out : uint8 ``[T, B, F_alive*Ho*Wo]``, C-contiguous, overwritten with the spikes.
     """
     g = geometry

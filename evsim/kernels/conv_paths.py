@@ -13,7 +13,7 @@ import numpy as np
 
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
                                         conv_currents_events)
-from evsim.kernels.conv_direct import BLOCK_CHANNELS
+from evsim.kernels.conv_direct import direct_multiply_adds
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
@@ -126,8 +126,8 @@ def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_f
     units = n_filters * geometry.out_cells
     taps = input_density * geometry.n_in * geometry.taps  # (event, tap) pairs, borders included
     events_ns = EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16
-    direct_fmas = (geometry.in_channels * geometry.taps * -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS
-                   * geometry.out_height * -(-geometry.out_width // 16))
+    direct_fmas = direct_multiply_adds(geometry.in_channels, geometry.kernel, n_filters, geometry.out_height,
+                                       geometry.out_width)
     direct_ns = DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_fmas
     return "events" if events_ns < direct_ns else "direct"
 

@@ -222,32 +222,16 @@ def accumulate_rows(ptr, idx, val, matrix, out) -> None:
 
 
 @njit(cache=True, inline="always")
-def _lif_lanes(current, bias, u, o, spikes, j, n, decay, v_th, hard):
-    """One LIF step (:mod:`evsim.neuron`) of neurons ``j..j+n`` in one 16-lane vector:
-    ``u = decay * u * (1 - o) + I`` (hard reset) or ``decay * u - v_th * o + I``
-    (subtraction), ``I = current + bias``, spike where ``u > v_th`` (strict, as in the
-    reference code). The membrane goes back into ``current``, the state into ``u``/``o``
-    (spikes as 0.0/1.0), the spikes into ``spikes`` as bytes."""
-    ui, oi = load(u, j, n), load(o, j, n)
-    drive = load(current, j, n) + load(bias, j, n)
-    if hard:
-        uj = decay * ui * (splat(np.float32(1.0)) - oi) + drive
-    else:
-        uj = decay * ui - v_th * oi + drive
-    fired = greater(uj, v_th)
-    store(u, j, uj, n)
-    store(o, j, fired, n)
-    store(current, j, uj, n)
-    store_bytes(spikes, j, fired, n)
-
-
-@njit(cache=True, inline="always")
 def lif_leak_vector(drive, leak, j, n, decay, v_th, hard, spikes):
-    """:func:`_lif_lanes` with the state as one array: ``leak[j:j+n]`` holds what the next
-    step adds its drive to, ``decay * u * (1 - o)`` (hard reset) or ``decay * u - v_th * o``
-    (zeros before the first step), so the same float32 operations run in the same order
-    with one state load and store instead of two each. ``drive`` is the summed current
-    plus bias; returns the membrane ``u``."""
+    """One LIF step (:mod:`evsim.neuron`) of neurons ``j..j+n`` in one 16-lane vector:
+    ``u = decay * u' * (1 - o') + I`` (hard reset) or ``decay * u' - v_th * o' + I``
+    (subtraction), ``u'``, ``o'`` the previous step's membrane and spikes, ``I`` =
+    ``drive`` (the summed current plus bias); spike where ``u > v_th`` (strict, as in
+    the reference code). The state is one array: ``leak[j:j+n]`` holds what the next step
+    adds its drive to, ``decay * u * (1 - o)`` or ``decay * u - v_th * o`` (zeros before
+    the first step), computed here for the next step: the same float32 operations in the
+    same order as keeping ``u`` and ``o``, with one state load and store instead of two
+    each. The spikes go into ``spikes`` as bytes; returns the membrane ``u``."""
     u = load(leak, j, n) + drive
     fired = greater(u, v_th)
     if hard:
@@ -256,6 +240,14 @@ def lif_leak_vector(drive, leak, j, n, decay, v_th, hard, spikes):
         store(leak, j, decay * u - v_th * fired, n)
     store_bytes(spikes, j, fired, n)
     return u
+
+
+@njit(cache=True, inline="always")
+def _lif_lanes(current, bias, leak, spikes, j, n, decay, v_th, hard):
+    """:func:`lif_leak_vector` on lanes ``j..j+n`` of a row of summed currents, which
+    becomes the membrane."""
+    store(current, j, lif_leak_vector(load(current, j, n) + load(bias, j, n), leak, j, n, decay, v_th, hard, spikes),
+          n)
 
 
 @njit(parallel=True, cache=True)
@@ -268,17 +260,15 @@ def _lif_scan(current_u, o_out, bias, decay, v_th, hard, n_tasks):
     whole = n - n % LANES
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
-        u = np.zeros(n, dtype=np.float32)
-        o = np.zeros(n, dtype=np.float32)
+        leak = np.zeros(n, dtype=np.float32)
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
-            u[:] = 0.0
-            o[:] = 0.0
+            leak[:] = 0.0
             for t in range(n_steps):
                 current, spikes = current_u[t, b], o_out[t, b]
                 for j in range(0, whole, LANES):
-                    _lif_lanes(current, bias, u, o, spikes, j, LANES, decay, v_th, hard)
+                    _lif_lanes(current, bias, leak, spikes, j, LANES, decay, v_th, hard)
                 if whole < n:
-                    _lif_lanes(current, bias, u, o, spikes, whole, n - whole, decay, v_th, hard)
+                    _lif_lanes(current, bias, leak, spikes, whole, n - whole, decay, v_th, hard)
 
 
 def propagate_rows(ptr, idx, val, weight, bias, decay, v_th, hard, u_out, o_out) -> None:
