@@ -319,7 +319,9 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.forward_path(0.06) == "events" and paths.forward_path(0.5) == "dense"
     conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
     assert paths.forward_path(0.02, conv1, 15) == "direct"  # measured: direct at every activity
-    assert paths.forward_path(0.05, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "direct"
+    assert paths.forward_path(0.03, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "winograd"
+    assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 5, 1, 2), 40) == "direct"  # Winograd: 3 x 3 only
+    assert paths.forward_path(0.3, conv_geometry(15, 8, 8, 3, 1, 1), 40) == "direct"  # measured faster on 8 x 8
     assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
     assert paths.weight_grad_path(0.02, 15) == "csr" and paths.weight_grad_path(0.06, 15) == "events"
     assert paths.weight_grad_path(0.12, 15) == "direct" and paths.weight_grad_path(0.12, 15, stride=2) == "events"

@@ -6,9 +6,9 @@ import pytest
 import evsim
 from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import conv_geometry
-from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events
+from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_winograd
 from tests.reference import conv_lif_forward, dyadic_weights
-from tests.test_conv_kernels import event_maps, make_conv
+from tests.test_conv_kernels import block_csr, event_maps, make_conv
 
 
 @pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (21, (0, 17)), (16, ()), (40, (3, 9, 30, 31))])
@@ -49,6 +49,56 @@ def test_direct_membrane_and_spikes_equal_twin(rng, n_filters, dead, kernel, pad
     np.testing.assert_array_equal(u, ref_u)
     np.testing.assert_array_equal(spikes, ref)
     np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (21, (0, 17)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("height, width, pad", [(7, 19, 1), (16, 16, 1), (9, 8, 0), (5, 40, 2), (33, 34, 1), (3, 3, 0)])
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+def test_winograd_membrane_and_spikes_equal_twin(rng, n_filters, dead, height, width, pad, reset):
+    """Winograd's F(2x2, 3x3) gives the twin's membrane and spikes exactly with dyadic
+    weights and inputs (its transforms only add, subtract and halve): output maps with odd
+    and even sides, tile rows of 8 and of 16 and 32 tiles, a single tile, borders of 0-2
+    cells, dead filters and a channel without kernels."""
+    channels, n_steps, batch = 3, 5, 3
+    weight, (indptr, columns, data), _ = make_conv(rng, channels, n_filters, 3, dead=dead)
+    bias = dyadic_weights(rng, (weight.shape[0],), scale=4).astype(np.float32)
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3, values=(1.0, 2.0, 0.25, 0.75))
+    geo = conv_geometry(channels, height, width, 3, 1, pad)
+    shape = (n_steps, batch, weight.shape[0] * geo.out_cells)
+    u, spikes, fast = np.full(shape, np.nan, np.float32), np.full(shape, 7, np.uint8), np.full(shape, 7, np.uint8)
+    conv_lif_winograd(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", u, spikes)
+    conv_lif_winograd(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", None, fast)
+    ref_u, ref = conv_lif_forward(x, weight, bias, 1, pad, reset=reset)
+    assert 0 < ref.mean() < 1
+    np.testing.assert_array_equal(u, ref_u)
+    np.testing.assert_array_equal(spikes, ref)
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_winograd_close_to_twin_with_any_weights(rng):
+    """With weights that are not dyadic the currents differ from the twin's by float32
+    rounding only."""
+    channels, n_filters, height, width, n_steps, batch = 15, 12, 16, 16, 4, 2
+    weight = rng.normal(0, 0.3, (n_filters, channels, 3, 3)).astype(np.float32)
+    (indptr, columns, data) = block_csr(weight, np.ones((channels, n_filters), bool))
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3, values=(0.25, 0.5, 1.0))
+    geo = conv_geometry(channels, height, width, 3, 1, 1)
+    u = np.zeros((n_steps, batch, n_filters * geo.out_cells), np.float32)
+    spikes = np.zeros(u.shape, np.uint8)
+    bias = np.zeros(n_filters, np.float32)
+    conv_lif_winograd(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, bias, 0.2, 1e9, True, u, spikes)
+    ref_u, _ = conv_lif_forward(x, weight, bias, 1, 1, v_th=1e9)
+    np.testing.assert_allclose(u, ref_u, rtol=0, atol=2e-5 * np.abs(ref_u).max())
+    assert np.abs(u - ref_u).max() > 0  # not the same summation: the check is of rounding
+
+
+def test_winograd_refuses_other_kernels(rng):
+    weight, (indptr, columns, data), _ = make_conv(rng, 2, 4, 5)
+    _, ev = event_maps(rng, (2, 3, 2, 6, 6), 0.3)
+    geo = conv_geometry(2, 6, 6, 5, 1, 2)
+    with pytest.raises(ValueError, match="3 x 3 kernels at stride 1"):
+        conv_lif_winograd(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, np.zeros(weight.shape[0], np.float32),
+                          0.2, 0.5, True, None, np.zeros((2, 3, weight.shape[0] * geo.out_cells), np.uint8))
 
 
 def test_direct_refuses_strides(rng):

@@ -23,6 +23,8 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot
+from evsim.kernels.conv_winograd import applies as winograd_applies
+from evsim.kernels.conv_winograd import sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif, winograd_weights
 from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
                                          row_weights, unit_taps)
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
@@ -184,3 +186,57 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
                      g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
                      np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
                      get_num_threads())
+
+
+@njit(parallel=True, cache=True)
+def _conv_lif_winograd(ptr, idx, val, used, weights, bias, batch, n_channels, height, width, pad, tile_cols, n_vec,
+                       rows, width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
+    """As :func:`_conv_lif_direct`, the currents by
+    :func:`evsim.kernels.conv_winograd.winograd_slot_lif`."""
+    n_slots, n = spikes_out.shape
+    n_filters = n // (out_height * out_width)
+    n_used = used.shape[0]
+    record = u_out.shape[0] > 0
+    no_membrane = np.empty(0, dtype=np.float32)
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        padded = zeros_on_lines(n_channels * rows * width_pad)
+        transformed = zeros_on_lines(16 * n_used * n_vec * LANES)
+        leak = np.zeros(n, dtype=np.float32)
+        sums = sums_scratch()
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            leak[:] = 0.0
+            for s in range(b, n_slots, batch):
+                winograd_slot_inputs(ptr, idx, val, s, image, n_channels, height, width, pad, rows, width_pad,
+                                     padded, used, tile_cols, n_vec, transformed)
+                winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_filters, out_height, out_width,
+                                  bias, leak, decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane,
+                                  sums)
+
+
+def conv_lif_winograd(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                      data: np.ndarray, geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float,
+                      hard: bool, u_out: np.ndarray | None, spikes_out: np.ndarray) -> None:
+    """A stride-1 3 x 3 convolution's forward in one pass by Winograd's F(2x2, 3x3)
+    (:mod:`evsim.kernels.conv_winograd`): arguments as :func:`conv_lif_direct`. The
+    currents equal the direct convolution's up to float32 rounding (exactly, with dyadic
+    weights and inputs)."""
+    g = geometry
+    if not winograd_applies(g):
+        raise ValueError("the Winograd convolution is for 3 x 3 kernels at stride 1; use the direct or event path")
+    n_steps, batch, n_units = spikes_out.shape
+    n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
+    if u_out is None:
+        flat_u = np.zeros((0, 0), dtype=np.float32)
+    else:
+        flat_u = u_out.reshape(n_steps * batch, -1)
+        check_out(flat_u, n_steps * batch, n_units, "u_out")
+    used, weights = winograd_weights(indptr, columns, data, g, n_filters)
+    tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
+    padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
+    padded_bias[:n_filters] = bias
+    _conv_lif_winograd(ptr, idx, val, used, weights, padded_bias, batch, g.in_channels, g.height, g.width, g.pad,
+                       tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width, np.float32(decay),
+                       np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
+                       get_num_threads())

@@ -14,6 +14,8 @@ import numpy as np
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
                                         conv_currents_events)
 from evsim.kernels.conv_direct import direct_multiply_adds
+from evsim.kernels.conv_winograd import applies as winograd_applies
+from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
@@ -57,6 +59,15 @@ EVENTS_NS_PER_UNIT = 1.13
 EVENTS_NS_PER_ADD = 1.70
 DIRECT_NS_PER_UNIT = 0.35
 DIRECT_NS_PER_FMA = 0.23
+# Winograd's F(2x2, 3x3) (3 x 3 kernels): fitted with the direct convolution's one-pass
+# forward over ten layer shapes (``benchmarks/bench_winograd.py``, 1 thread, inference),
+# which gave the direct path 0.41 ns per unit and 0.24 per multiply-add, close to the
+# constants above. Its transforms cost per unit; its multiply-adds are 16 per tile and
+# channel pair against 36 (but padded to whole blocks of 4 x 16 tiles): it wins on conv2
+# of the paper's network (17.2 against 24.0 us a slot) and loses on conv1 (2 channels in)
+# and on 8 x 8 maps.
+WINOGRAD_NS_PER_UNIT = 0.82
+WINOGRAD_NS_PER_FMA = 0.30
 # Weight gradient: the event paths beat the GEMM at every activity measured with the final
 # kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
 # at 22.9 % or above (conv2, 1 thread, fit).
@@ -116,20 +127,25 @@ def nonzero_density(rows: np.ndarray, stride: int = DENSITY_SAMPLE_STRIDE) -> fl
 
 
 def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
-    """``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_currents_*`` functions of
-    :mod:`evsim.kernels.conv_forward`) for input events of this density: for a stride-1
-    ``geometry`` with ``n_filters`` alive filters, the cheaper of the event path and the
-    direct convolution by the measured cost model; otherwise events below
-    :data:`FORWARD_EVENTS_BELOW`, else the GEMM."""
+    """``"events"``, ``"direct"``, ``"winograd"`` or ``"dense"`` for input events of this
+    density: for a stride-1 ``geometry`` with ``n_filters`` alive filters, the cheapest
+    of the event path, the direct convolution and (3 x 3 kernels) Winograd's by the
+    measured cost model; otherwise events below :data:`FORWARD_EVENTS_BELOW`, else the
+    GEMM. ``"events"``, ``"direct"`` and ``"dense"`` name the ``conv_currents_*``
+    functions of :mod:`evsim.kernels.conv_forward`; ``"winograd"`` runs only fused with
+    the LIF step (:func:`evsim.kernels.conv_lif.conv_lif_winograd`)."""
     if geometry is None or geometry.stride != 1:
         return "events" if input_density < FORWARD_EVENTS_BELOW else "dense"
-    units = n_filters * geometry.out_cells
-    taps = input_density * geometry.n_in * geometry.taps  # (event, tap) pairs, borders included
-    events_ns = EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16
-    direct_fmas = direct_multiply_adds(geometry.in_channels, geometry.kernel, n_filters, geometry.out_height,
-                                       geometry.out_width)
-    direct_ns = DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_fmas
-    return "events" if events_ns < direct_ns else "direct"
+    g = geometry
+    units = n_filters * g.out_cells
+    taps = input_density * g.n_in * g.taps  # (event, tap) pairs, borders included
+    costs = {"events": EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16,
+             "direct": DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_multiply_adds(
+                 g.in_channels, g.kernel, n_filters, g.out_height, g.out_width)}
+    if winograd_applies(g):
+        costs["winograd"] = WINOGRAD_NS_PER_UNIT * units + WINOGRAD_NS_PER_FMA * winograd_multiply_adds(
+            g.in_channels, n_filters, g.out_height, g.out_width)
+    return min(costs, key=costs.get)
 
 
 def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> str:

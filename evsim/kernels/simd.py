@@ -293,6 +293,32 @@ def _vector_mul(a, b):
     return None
 
 
+def _two_vector_shuffle(name, lanes):
+    """An intrinsic picking lanes ``lanes`` of the 32 of two vectors (``b``'s are 16-31):
+    one or two AVX-512 permutes, where the same moves in NumPy would go through memory."""
+
+    def typer(typingctx, a, b):
+        if a is not float32x16 or b is not float32x16:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(_I32, LANES), lanes))
+
+        return float32x16(a, b), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+even_lanes = _two_vector_shuffle("even_lanes", [2 * l for l in range(LANES)])
+even_lanes.__doc__ = "Lanes 0, 2, ..., 14 of ``a`` then of ``b``: every other cell of 32."
+interleave_low = _two_vector_shuffle("interleave_low", [l // 2 + (l % 2) * LANES for l in range(LANES)])
+interleave_low.__doc__ = "``a[0], b[0], a[1], b[1], ..., a[7], b[7]``: the inverse of :func:`even_lanes`' first half."
+interleave_high = _two_vector_shuffle("interleave_high",
+                                      [LANES // 2 + l // 2 + (l % 2) * LANES for l in range(LANES)])
+interleave_high.__doc__ = "``a[8], b[8], ..., a[15], b[15]``."
+
+
 _BYTES = ir.VectorType(ir.IntType(8), 64)
 
 

@@ -27,7 +27,7 @@ from evsim.aligned import aligned_empty, line_width
 from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
 from evsim.kernels.conv_forward import conv_currents_static
-from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events
+from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_winograd
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
                                       input_grad_path, nonzero_density, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
@@ -149,8 +149,9 @@ class SpikingConv2d(StructuralEdits):
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace.
 
         The currents come from the event path or, where the input is dense enough, the
-        direct convolution (:func:`evsim.kernels.conv_paths.forward_path`), fused with the
-        LIF dynamics where a one-pass kernel exists (:mod:`evsim.kernels.conv_lif`). With
+        direct convolution or Winograd's (:func:`evsim.kernels.conv_paths.forward_path`),
+        fused with the LIF dynamics where a one-pass kernel exists
+        (:mod:`evsim.kernels.conv_lif`). With
         ``record`` False (inference) the trace holds no membrane (``u`` None) and cannot
         be backpropagated.
         """
@@ -163,7 +164,7 @@ class SpikingConv2d(StructuralEdits):
             path = forward_path(event_density(events.ptr, self.n_in), self.geometry, self.alive_filters.size)
         # The one-pass kernels write the membrane only when it is recorded; the two passes
         # need it as the currents' buffer either way.
-        one_pass = path == "direct" or (path == "events" and not record)
+        one_pass = path in ("direct", "winograd") or (path == "events" and not record)
         spikes = aligned_empty((steps, batch, n_units), np.uint8)
         u = aligned_empty((steps, batch, n_units)) if record or not one_pass else None
         decay, v_th, hard = np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard"
@@ -174,6 +175,8 @@ class SpikingConv2d(StructuralEdits):
             propagate_static(current, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, u, spikes)
         elif path == "direct":
             conv_lif_direct(events.ptr, events.idx, events.val, *kernels, bias, decay, v_th, hard, u, spikes)
+        elif path == "winograd":
+            conv_lif_winograd(events.ptr, events.idx, events.val, *kernels, bias, decay, v_th, hard, u, spikes)
         elif one_pass:
             conv_lif_events(events.ptr, events.idx, events.val, *kernels, bias, decay, v_th, hard, spikes)
         else:

@@ -1,0 +1,288 @@
+"""Stride-1 3 x 3 convolution with its LIF step by Winograd's minimal filtering F(2x2, 3x3)
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+
+Each 2 x 2 block of outputs (a tile) is ``A^T [sum_c (G g_c G^T) * (B^T d_c B)] A``, ``d_c``
+the tile's 4 x 4 input window in channel ``c``, ``g_c`` the 3 x 3 kernel: 16 multiply-adds
+per tile, channel and filter instead of the direct convolution's 36. The transforms add
+and subtract only (and halve, in ``G``), so with dyadic weights and inputs the currents are
+exact, as the direct convolution's are; otherwise they differ from it by float32 rounding.
+On conv2 of the paper's N-MNIST network (15 -> 40 channels) the transforms cost a fifth of
+the multiply-adds they save (benchmarks/RESULTS.md).
+
+Layout, one slot (a sample at a step) at a time:
+
+- the slot's events go into a zero-padded map ``[C, Hp, Wp]`` (:func:`shift_events`);
+- tiles are numbered row by row with ``TX`` tiles a row (the tile columns padded to 8
+  or a multiple of 16), 16 to a vector: with ``TX = 8`` a vector holds two tile rows.
+  Its two halves of 8 tiles each come from one 16-cell row load each: the input
+  transform runs on whole rows and :func:`even_lanes` keeps every other cell (a tile's
+  left column); the output transform's two columns are woven back into rows by
+  :func:`interleave_low` and :func:`interleave_high`;
+- ``V [16, C_used, n_vec, 16]`` the transformed inputs, ``U [16, C_used, F_pad]`` the
+  transformed kernels; per transform position ``xi`` the products are a small GEMM done
+  in register blocks of 4 tile vectors x 5 filters (20 sums, as the direct
+  convolution's blocks), kept for the 16 positions in ``sums`` (20 KB, L1) until the
+  output transform and the LIF step (:func:`evsim.kernels.propagate.lif_leak_vector`)
+  take them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, shift_events, zeros_on_lines
+from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
+from evsim.kernels.propagate import lif_leak_vector
+from evsim.kernels.simd import LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store
+
+# Tile vectors a register block spans: 4 x BLOCK_CHANNELS sums.
+BLOCK_VECTORS = 4
+# G of F(2x2, 3x3): U = G g G^T.
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def applies(geometry: ConvGeometry) -> bool:
+    """Whether this path computes the convolution: 3 x 3 kernels at stride 1."""
+    return geometry.kernel == 3 and geometry.stride == 1
+
+
+def tile_layout(out_height: int, out_width: int) -> tuple[int, int, int, int]:
+    """``(TX, n_vec, Hp, Wp)``: tiles a row, tile vectors (a multiple of
+    :data:`BLOCK_VECTORS`), and the padded map's rows and width, for an
+    ``out_height x out_width`` output."""
+    tiles_x = -(-out_width // 2)
+    tile_cols = 8 if tiles_x <= 8 else -(-tiles_x // LANES) * LANES
+    tile_rows = -(-out_height // 2)
+    n_vec = -(-tile_rows * tile_cols // LANES)
+    n_vec = -(-n_vec // BLOCK_VECTORS) * BLOCK_VECTORS
+    rows = 2 * (n_vec * LANES // tile_cols) + 2
+    return tile_cols, n_vec, rows, 2 * tile_cols + LANES
+
+
+def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: int) -> int:
+    """16-lane multiply-adds of one slot: 16 positions x the used channels x the filters
+    padded to whole blocks x the tile vectors."""
+    n_vec = tile_layout(out_height, out_width)[1]
+    return 16 * used_channels * -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS * n_vec
+
+
+def winograd_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
+                     n_filters: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(used, U)``: the input channels with a kernel (int64) and their transformed
+    kernels, float32 ``[16, C_used, F_pad]`` (``F_pad`` a multiple of
+    :data:`BLOCK_CHANNELS`, zeros for missing kernels and padding filters), computed in
+    float64 and rounded once."""
+    g = geometry
+    used = np.flatnonzero(np.diff(indptr))
+    kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, 3, 3)
+    transformed = np.einsum("ia,fcab,jb->ijcf", _G, kernels[:, used].astype(np.float64), _G)
+    table = np.zeros((16, used.size, -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
+    table[:, :, :n_filters] = transformed.reshape(16, used.size, n_filters)
+    return used, table
+
+
+@njit(cache=True, inline="always")
+def _halves(v, tile_cols):
+    """``(row_lo, x_lo, row_hi, x_hi)``: where the windows (padded input) and the outputs of
+    tile vector ``v``'s two halves of 8 tiles start."""
+    if tile_cols == 8:
+        return 4 * v, 0, 4 * v + 2, 0
+    per_row = tile_cols // LANES
+    row, x = 2 * (v // per_row), 2 * LANES * (v % per_row)
+    return row, x, row, x + LANES
+
+
+@njit(cache=True, inline="always")
+def _row_transform(padded, lo, hi):
+    """``B^T`` along a window row, for the 16 tiles whose rows start at ``lo`` (tiles 0-7)
+    and ``hi`` (8-15) of the flat padded map: four vectors, one per column of ``d B``."""
+    a0, a1, a2, a3 = load(padded, lo, LANES), load(padded, lo + 1, LANES), load(padded, lo + 2, LANES), \
+        load(padded, lo + 3, LANES)
+    b0, b1, b2, b3 = load(padded, hi, LANES), load(padded, hi + 1, LANES), load(padded, hi + 2, LANES), \
+        load(padded, hi + 3, LANES)
+    return (even_lanes(a0 - a2, b0 - b2), even_lanes(a1 + a2, b1 + b2), even_lanes(a2 - a1, b2 - b1),
+            even_lanes(a1 - a3, b1 - b3))
+
+
+@njit(cache=True)
+def input_transform(padded, rows, width, used, tile_cols, n_vec, out):
+    """``out[(xi*C_used + i)*n_vec*16 + v*16 + l] = (B^T d B)[xi]`` of tile ``16v + l``'s
+    window in used channel ``used[i]`` of the padded map (flat ``[C, rows, width]``)."""
+    plane = rows * width
+    n_used = used.shape[0]
+    stride = n_used * n_vec * LANES
+    for i in range(n_used):
+        first = used[i] * plane
+        for v in range(n_vec):
+            row_lo, x_lo, row_hi, x_hi = _halves(v, tile_cols)
+            lo, hi = first + row_lo * width + x_lo, first + row_hi * width + x_hi
+            x00, x01, x02, x03 = _row_transform(padded, lo, hi)
+            x10, x11, x12, x13 = _row_transform(padded, lo + width, hi + width)
+            x20, x21, x22, x23 = _row_transform(padded, lo + 2 * width, hi + 2 * width)
+            x30, x31, x32, x33 = _row_transform(padded, lo + 3 * width, hi + 3 * width)
+            o = (i * n_vec + v) * LANES
+            store(out, o, x00 - x20, LANES)
+            store(out, o + stride, x01 - x21, LANES)
+            store(out, o + 2 * stride, x02 - x22, LANES)
+            store(out, o + 3 * stride, x03 - x23, LANES)
+            store(out, o + 4 * stride, x10 + x20, LANES)
+            store(out, o + 5 * stride, x11 + x21, LANES)
+            store(out, o + 6 * stride, x12 + x22, LANES)
+            store(out, o + 7 * stride, x13 + x23, LANES)
+            store(out, o + 8 * stride, x20 - x10, LANES)
+            store(out, o + 9 * stride, x21 - x11, LANES)
+            store(out, o + 10 * stride, x22 - x12, LANES)
+            store(out, o + 11 * stride, x23 - x13, LANES)
+            store(out, o + 12 * stride, x10 - x30, LANES)
+            store(out, o + 13 * stride, x11 - x31, LANES)
+            store(out, o + 14 * stride, x12 - x32, LANES)
+            store(out, o + 15 * stride, x13 - x33, LANES)
+
+
+@njit(cache=True, inline="always")
+def _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
+    """The 20 sums over the used channels of position ``xi`` for tile vectors
+    ``v0..v0+3`` x filters ``f0..f0+4``, into ``sums[((xi*5 + m)*4 + k)*16 + lane]``."""
+    zero = splat(np.float32(0.0))
+    a00, a01, a02, a03 = zero, zero, zero, zero
+    a10, a11, a12, a13 = zero, zero, zero, zero
+    a20, a21, a22, a23 = zero, zero, zero, zero
+    a30, a31, a32, a33 = zero, zero, zero, zero
+    a40, a41, a42, a43 = zero, zero, zero, zero
+    for i in range(n_used):
+        p = ((xi * n_used + i) * n_vec + v0) * LANES
+        r0 = load(transformed, p, LANES)
+        r1 = load(transformed, p + LANES, LANES)
+        r2 = load(transformed, p + 2 * LANES, LANES)
+        r3 = load(transformed, p + 3 * LANES, LANES)
+        w = weights[xi, i, f0]
+        a00, a01, a02, a03 = fma(w, r0, a00), fma(w, r1, a01), fma(w, r2, a02), fma(w, r3, a03)
+        w = weights[xi, i, f0 + 1]
+        a10, a11, a12, a13 = fma(w, r0, a10), fma(w, r1, a11), fma(w, r2, a12), fma(w, r3, a13)
+        w = weights[xi, i, f0 + 2]
+        a20, a21, a22, a23 = fma(w, r0, a20), fma(w, r1, a21), fma(w, r2, a22), fma(w, r3, a23)
+        w = weights[xi, i, f0 + 3]
+        a30, a31, a32, a33 = fma(w, r0, a30), fma(w, r1, a31), fma(w, r2, a32), fma(w, r3, a33)
+        w = weights[xi, i, f0 + 4]
+        a40, a41, a42, a43 = fma(w, r0, a40), fma(w, r1, a41), fma(w, r2, a42), fma(w, r3, a43)
+    s = xi * BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    store(sums, s, a00, LANES)
+    store(sums, s + 16, a01, LANES)
+    store(sums, s + 32, a02, LANES)
+    store(sums, s + 48, a03, LANES)
+    store(sums, s + 64, a10, LANES)
+    store(sums, s + 80, a11, LANES)
+    store(sums, s + 96, a12, LANES)
+    store(sums, s + 112, a13, LANES)
+    store(sums, s + 128, a20, LANES)
+    store(sums, s + 144, a21, LANES)
+    store(sums, s + 160, a22, LANES)
+    store(sums, s + 176, a23, LANES)
+    store(sums, s + 192, a30, LANES)
+    store(sums, s + 208, a31, LANES)
+    store(sums, s + 224, a32, LANES)
+    store(sums, s + 240, a33, LANES)
+    store(sums, s + 256, a40, LANES)
+    store(sums, s + 272, a41, LANES)
+    store(sums, s + 288, a42, LANES)
+    store(sums, s + 304, a43, LANES)
+
+
+@njit(cache=True, inline="always")
+def _column_sums(sums, s, step):
+    """``A^T`` down the 4 positions ``s, s + 4*step, ...`` of one column ``j``: rows 0 and 1."""
+    m0, m1 = load(sums, s, LANES), load(sums, s + 4 * step, LANES)
+    m2, m3 = load(sums, s + 8 * step, LANES), load(sums, s + 12 * step, LANES)
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@njit(cache=True, inline="always")
+def _row_unit(y, x, f, out_height, out_width):
+    """``(unit, n)``: the flat index of output ``(f, y, x)`` and how many of the 16 outputs
+    from it along the row lie inside the map (0 when it starts outside)."""
+    if y >= out_height or x >= out_width:
+        return 0, 0
+    return (f * out_height + y) * out_width + x, min(LANES, out_width - x)
+
+
+@njit(cache=True)
+def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out_height, out_width, bias, leak,
+                      decay, v_th, hard, spikes, u_out, sums):
+    """One slot's currents from its transformed input (:func:`input_transform`) and the
+    LIF step on them: ``spikes`` uint8 and ``u_out`` float32 (length 0: not recorded) the
+    slot's ``[F*Ho*Wo]``, ``leak`` the state (:func:`evsim.kernels.propagate.lif_leak_vector`),
+    ``bias`` float32 per filter (padded), ``sums`` the block scratch (:func:`sums_scratch`)."""
+    record = u_out.shape[0] > 0
+    step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    for f0 in range(0, n_out, BLOCK_CHANNELS):
+        for v0 in range(0, n_vec, BLOCK_VECTORS):
+            for xi in range(16):
+                _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+            for m in range(min(BLOCK_CHANNELS, n_out - f0)):
+                f = f0 + m
+                b = splat(bias[f])
+                for k in range(BLOCK_VECTORS):
+                    s = (m * BLOCK_VECTORS + k) * LANES
+                    s00, s10 = _column_sums(sums, s, step)
+                    s01, s11 = _column_sums(sums, s + step, step)
+                    s02, s12 = _column_sums(sums, s + 2 * step, step)
+                    s03, s13 = _column_sums(sums, s + 3 * step, step)
+                    o00, o01 = s00 + s01 + s02 + b, s01 - s02 - s03 + b
+                    o10, o11 = s10 + s11 + s12 + b, s11 - s12 - s13 + b
+                    row_lo, x_lo, row_hi, x_hi = _halves(v0 + k, tile_cols)
+                    # Four rows of 16 outputs, written out: a helper taking the state
+                    # arrays ran 4x slower (a reference count per call).
+                    drive = interleave_low(o00, o01)
+                    unit, n = _row_unit(row_lo, x_lo, f, out_height, out_width)
+                    if n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
+                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, LANES)
+                    elif n > 0:
+                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, n)
+                    drive = interleave_high(o00, o01)
+                    unit, n = _row_unit(row_hi, x_hi, f, out_height, out_width)
+                    if n == LANES:
+                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, LANES)
+                    elif n > 0:
+                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, n)
+                    drive = interleave_low(o10, o11)
+                    unit, n = _row_unit(row_lo + 1, x_lo, f, out_height, out_width)
+                    if n == LANES:
+                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, LANES)
+                    elif n > 0:
+                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, n)
+                    drive = interleave_high(o10, o11)
+                    unit, n = _row_unit(row_hi + 1, x_hi, f, out_height, out_width)
+                    if n == LANES:
+                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, LANES)
+                    elif n > 0:
+                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
+                        if record:
+                            store(u_out, unit, u, n)
+
+
+@njit(cache=True)
+def sums_scratch():
+    """The products of one register block at all 16 positions, on a cache line."""
+    return zeros_on_lines(16 * BLOCK_CHANNELS * BLOCK_VECTORS * LANES)
+
+
+@njit(cache=True)
+def winograd_slot_inputs(ptr, idx, val, s, image, channels, height, width, pad, rows, width_pad, padded, used,
+                         tile_cols, n_vec, transformed):
+    """Slot ``s``'s events into the padded map and through the input transform."""
+    shift_events(ptr, idx, val, s, image, channels, height, width, pad, 1, rows, width_pad, padded)
+    input_transform(padded, rows, width_pad, used, tile_cols, n_vec, transformed)
