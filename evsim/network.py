@@ -164,6 +164,46 @@ class Network:
         counts : float32 ``[B, n_out]`` output spike counts.
         traces : one :class:`LayerTrace` per layer, for :meth:`backward`.
         """
+        events = self._input_events(drive)
+        traces = []
+        for layer in self.layers:
+            events, trace = layer.forward(events, self.lif, record)
+            traces.append(trace)
+        last = self.layers[-1]
+        counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
+        counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
+        return counts, traces
+
+    def predict(self, drive: np.ndarray | Events) -> np.ndarray:
+        """Output spike counts float32 ``[B, n_out]``, as :meth:`forward` gives them, by the
+        fastest inference: a stride-1 convolution and the 2 x 2 average pooling after it
+        run as one pass (:meth:`SpikingConv2d.forward_pooled`) wherever the dense paths
+        are the cheaper, handing the next layer a dense map instead of events. No traces:
+        nothing to count operations from or to backpropagate (use :meth:`forward` for
+        those). The counts equal :meth:`forward`'s: the same kernels compute the currents.
+        """
+        x: Events | StaticDrive | np.ndarray = self._input_events(drive)
+        k, trace = 0, None
+        while k < len(self.layers):
+            layer = self.layers[k]
+            if (isinstance(layer, SpikingConv2d) and k + 2 < len(self.layers)
+                    and isinstance(self.layers[k + 1], Pool2d) and not isinstance(x, StaticDrive)):
+                pooled = layer.forward_pooled(x, self.lif, self.layers[k + 1])
+                if pooled is not None:
+                    x, k = pooled, k + 2
+                    continue
+            if isinstance(x, np.ndarray):
+                x = dense_to_events(x)
+            x, trace = layer.forward(x, self.lif, record=False)
+            k += 1
+        last = self.layers[-1]
+        counts = np.zeros((trace.spikes.shape[1], last.n_out), dtype=np.float32)
+        counts[:, last.alive_index] = trace.spikes.sum(axis=0, dtype=np.float32)
+        return counts
+
+    def _input_events(self, drive: np.ndarray | Events | StaticDrive) -> Events | StaticDrive:
+        """The network's input as events (or the static drive), checked: the kernels index
+        memory unchecked."""
         if isinstance(drive, np.ndarray):
             if drive.ndim != 3 or drive.shape[2] != self.layers[0].n_in:
                 raise ShapeError(f"input must be [T, B, {self.layers[0].n_in}], got shape {drive.shape}")
@@ -177,14 +217,7 @@ class Network:
             events = _checked_static(drive, self.layers[0].n_in)
         else:
             events = _checked_events(drive, self.layers[0].n_in)
-        traces = []
-        for layer in self.layers:
-            events, trace = layer.forward(events, self.lif, record)
-            traces.append(trace)
-        last = self.layers[-1]
-        counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
-        counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
-        return counts, traces
+        return events
 
     def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
         """Backpropagate dL/d(counts) ``[B, n_out]`` through time; one :class:`LayerGrads` per layer.

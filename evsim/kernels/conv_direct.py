@@ -22,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
-from evsim.kernels.propagate import lif_leak_vector
-from evsim.kernels.simd import LANES, fma, load, splat, store
+from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
+from evsim.kernels.simd import LANES, even_lanes, fma, load, odd_lanes, splat, store
 
 # Output rows and channels of a register block: 20 sums, 4 rows and a weight in flight
 # fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
@@ -255,6 +255,49 @@ def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out
                             u = lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
                             if record:
                                 store(u_out, unit, u, lanes)
+
+
+@njit(cache=True, inline="always")
+def pool_pairs(top, bottom):
+    """2 x 2 average pooling of two rows of 16 spikes (1.0 or 0.0): lanes 0-7 the 8
+    windows' means (exact: quarters of whole numbers)."""
+    rows = top + bottom
+    return (even_lanes(rows, rows) + odd_lanes(rows, rows)) * splat(np.float32(0.25))
+
+
+@njit(cache=True)
+def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
+                         hard, channel_of, pooled, block):
+    """One slot of :func:`direct_slot_lif` for inference, then 2 x 2 average pooling of
+    its spikes (PyTorch's floor rule) while the block's spikes are in the core's cache:
+    only the pooled map is written, output channel ``c`` to channel ``channel_of[c]`` of
+    ``pooled`` ``[C_pool, Ho // 2, Wo // 2]`` (flat). The spikes and the state are those
+    of :func:`direct_slot_lif`."""
+    cells = out_height * out_width
+    pooled_height, pooled_width = out_height // 2, out_width // 2
+    for c0 in range(0, n_out, BLOCK_CHANNELS):
+        n_channels = min(BLOCK_CHANNELS, n_out - c0)
+        for y0 in range(0, out_height, BLOCK_ROWS):
+            n_rows = min(BLOCK_ROWS, out_height - y0)
+            for x0 in range(0, out_width, LANES):
+                lanes = min(LANES, out_width - x0)
+                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                for c in range(n_channels):
+                    b = splat(bias[c0 + c])
+                    for r in range(n_rows):
+                        unit = (c0 + c) * cells + (y0 + r) * out_width + x0
+                        at = (c * BLOCK_ROWS + r) * LANES
+                        drive = load(block, at, LANES) + b
+                        if lanes == LANES:  # plain loads and stores (see direct_slot_lif)
+                            fired = lif_leak_update(drive, leak, unit, LANES, decay, v_th, hard)[1]
+                        else:
+                            fired = lif_leak_update(drive, leak, unit, lanes, decay, v_th, hard)[1]
+                        store(block, at, fired, LANES)
+                    first = channel_of[c0 + c] * pooled_height + y0 // 2
+                    for pair in range(n_rows // 2):
+                        at = (c * BLOCK_ROWS + 2 * pair) * LANES
+                        store(pooled, (first + pair) * pooled_width + x0 // 2,
+                              pool_pairs(load(block, at, LANES), load(block, at + LANES, LANES)), lanes // 2)
 
 
 @njit(cache=True)

@@ -30,10 +30,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
-from evsim.kernels.propagate import lif_leak_vector
-from evsim.kernels.simd import LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store
+from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
+from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
+                                upper_halves)
 
 # Tile vectors a register block spans: 4 x BLOCK_CHANNELS sums.
 BLOCK_VECTORS = 4
@@ -275,6 +276,54 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
 
 
 @njit(cache=True)
+def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out, out_height, out_width, bias, leak,
+                           decay, v_th, hard, channel_of, pooled, sums):
+    """One slot of :func:`winograd_slot_lif` for inference, then 2 x 2 average pooling of
+    its spikes (PyTorch's floor rule). A tile is a pooling window, so its four outputs
+    stay in their lanes: the LIF state is kept in tile order (``leak``
+    ``[n_out * n_vec * 4 * 16]``, position ``((f*n_vec + v)*4 + 2a + b)*16 + lane``), the
+    four spikes of a window are summed lane by lane, and only the pooled map is written,
+    filter ``f`` to channel ``channel_of[f]`` of ``pooled`` ``[C_pool, Ho // 2, Wo // 2]``."""
+    step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    pooled_height, pooled_width = out_height // 2, out_width // 2
+    quarter = splat(np.float32(0.25))
+    for f0 in range(0, n_out, BLOCK_CHANNELS):
+        for v0 in range(0, n_vec, BLOCK_VECTORS):
+            for xi in range(16):
+                _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+            for m in range(min(BLOCK_CHANNELS, n_out - f0)):
+                f = f0 + m
+                b = splat(bias[f])
+                first = channel_of[f] * pooled_height
+                for k in range(BLOCK_VECTORS):
+                    v = v0 + k
+                    s = (m * BLOCK_VECTORS + k) * LANES
+                    s00, s10 = _column_sums(sums, s, step)
+                    s01, s11 = _column_sums(sums, s + step, step)
+                    s02, s12 = _column_sums(sums, s + 2 * step, step)
+                    s03, s13 = _column_sums(sums, s + 3 * step, step)
+                    j = (f * n_vec + v) * 4 * LANES
+                    window = lif_leak_update(s00 + s01 + s02 + b, leak, j, LANES, decay, v_th, hard)[1]
+                    window = window + lif_leak_update(s01 - s02 - s03 + b, leak, j + LANES, LANES, decay, v_th,
+                                                      hard)[1]
+                    window = window + lif_leak_update(s10 + s11 + s12 + b, leak, j + 2 * LANES, LANES, decay, v_th,
+                                                      hard)[1]
+                    window = window + lif_leak_update(s11 - s12 - s13 + b, leak, j + 3 * LANES, LANES, decay, v_th,
+                                                      hard)[1]
+                    window = window * quarter
+                    row_lo, x_lo, row_hi, x_hi = _halves(v, tile_cols)
+                    if tile_cols == 8:  # two tile rows of at most 8 windows
+                        if row_lo // 2 < pooled_height:
+                            store(pooled, (first + row_lo // 2) * pooled_width, window, pooled_width)
+                        if row_hi // 2 < pooled_height:
+                            store(pooled, (first + row_hi // 2) * pooled_width, upper_halves(window, window),
+                                  pooled_width)
+                    elif row_lo // 2 < pooled_height and x_lo // 2 < pooled_width:
+                        store(pooled, (first + row_lo // 2) * pooled_width + x_lo // 2, window,
+                              min(LANES, pooled_width - x_lo // 2))
+
+
+@njit(cache=True)
 def sums_scratch():
     """The products of one register block at all 16 positions, on a cache line."""
     return zeros_on_lines(16 * BLOCK_CHANNELS * BLOCK_VECTORS * LANES)
@@ -285,4 +334,13 @@ def winograd_slot_inputs(ptr, idx, val, s, image, channels, height, width, pad, 
                          tile_cols, n_vec, transformed):
     """Slot ``s``'s events into the padded map and through the input transform."""
     shift_events(ptr, idx, val, s, image, channels, height, width, pad, 1, rows, width_pad, padded)
+    input_transform(padded, rows, width_pad, used, tile_cols, n_vec, transformed)
+
+
+@njit(cache=True)
+def winograd_map_inputs(source, channels, height, width, pad, rows, width_pad, padded, used, tile_cols, n_vec,
+                        transformed):
+    """A slot's dense map ``source`` ``[C*H*W]`` into the padded map and through the
+    input transform."""
+    fill_rows(source, 0, channels, height, width, pad, 1, rows, width_pad, padded)
     input_transform(padded, rows, width_pad, used, tile_cols, n_vec, transformed)

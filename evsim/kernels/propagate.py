@@ -222,7 +222,7 @@ def accumulate_rows(ptr, idx, val, matrix, out) -> None:
 
 
 @njit(cache=True, inline="always")
-def lif_leak_vector(drive, leak, j, n, decay, v_th, hard, spikes):
+def lif_leak_update(drive, leak, j, n, decay, v_th, hard):
     """One LIF step (:mod:`evsim.neuron`) of neurons ``j..j+n`` in one 16-lane vector:
     ``u = decay * u' * (1 - o') + I`` (hard reset) or ``decay * u' - v_th * o' + I``
     (subtraction), ``u'``, ``o'`` the previous step's membrane and spikes, ``I`` =
@@ -231,13 +231,21 @@ def lif_leak_vector(drive, leak, j, n, decay, v_th, hard, spikes):
     adds its drive to, ``decay * u * (1 - o)`` or ``decay * u - v_th * o`` (zeros before
     the first step), computed here for the next step: the same float32 operations in the
     same order as keeping ``u`` and ``o``, with one state load and store instead of two
-    each. The spikes go into ``spikes`` as bytes; returns the membrane ``u``."""
+    each. Returns the membrane ``u`` and the spikes (1.0 or 0.0 per lane)."""
     u = load(leak, j, n) + drive
     fired = greater(u, v_th)
     if hard:
         store(leak, j, decay * u * (splat(np.float32(1.0)) - fired), n)
     else:
         store(leak, j, decay * u - v_th * fired, n)
+    return u, fired
+
+
+@njit(cache=True, inline="always")
+def lif_leak_vector(drive, leak, j, n, decay, v_th, hard, spikes):
+    """:func:`lif_leak_update`, the spikes written into ``spikes[j:j+n]`` as bytes;
+    returns the membrane."""
+    u, fired = lif_leak_update(drive, leak, j, n, decay, v_th, hard)
     store_bytes(spikes, j, fired, n)
     return u
 

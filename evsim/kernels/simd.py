@@ -312,6 +312,11 @@ def _two_vector_shuffle(name, lanes):
 
 even_lanes = _two_vector_shuffle("even_lanes", [2 * l for l in range(LANES)])
 even_lanes.__doc__ = "Lanes 0, 2, ..., 14 of ``a`` then of ``b``: every other cell of 32."
+odd_lanes = _two_vector_shuffle("odd_lanes", [2 * l + 1 for l in range(LANES)])
+odd_lanes.__doc__ = "Lanes 1, 3, ..., 15 of ``a`` then of ``b``."
+upper_halves = _two_vector_shuffle("upper_halves", [LANES // 2 + l % (LANES // 2) + (l >= LANES // 2) * LANES
+                                                    for l in range(LANES)])
+upper_halves.__doc__ = "Lanes 8-15 of ``a`` then of ``b``."
 interleave_low = _two_vector_shuffle("interleave_low", [l // 2 + (l % 2) * LANES for l in range(LANES)])
 interleave_low.__doc__ = "``a[0], b[0], a[1], b[1], ..., a[7], b[7]``: the inverse of :func:`even_lanes`' first half."
 interleave_high = _two_vector_shuffle("interleave_high",

@@ -28,6 +28,8 @@ from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
 from evsim.kernels.conv_forward import conv_currents_static
 from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_winograd
+from evsim.kernels.conv_lif_pool import PATHS as POOLED_PATHS
+from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
                                       input_grad_path, nonzero_density, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
@@ -183,6 +185,36 @@ class SpikingConv2d(StructuralEdits):
             FORWARD_PATHS[path](events.ptr, events.idx, events.val, *kernels, u.reshape(steps * batch, n_units))
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
+
+    def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool) -> np.ndarray | None:
+        """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in
+        one pass (:mod:`evsim.kernels.conv_lif_pool`): the pooled spikes as a dense float32
+        ``[T, B, pool.n_out]`` map (what ``pool.forward`` hands on as events), or None
+        where that pass does not apply (a stride, another pooling, or input sparse enough
+        that the event path is cheaper: use :meth:`forward`). ``drive``: events or a dense
+        float32 ``[T, B, n_in]`` map (an earlier pair's output). No trace is kept."""
+        g = pool.geometry
+        if pool.mode != "avg" or g.kernel != 2 or tuple(pool.in_shape) != tuple(self.out_shape):
+            return None
+        self._current_plan()
+        if isinstance(drive, Events):
+            steps, batch, density = drive.n_steps, drive.batch, event_density(drive.ptr, self.n_in)
+        elif isinstance(drive, np.ndarray):
+            steps, batch = drive.shape[:2]
+            density = nonzero_density(drive.reshape(steps * batch, -1))
+        else:
+            return None
+        path = forward_path(density, self.geometry, self.alive_filters.size)
+        if path not in POOLED_PATHS:
+            return None
+        pooled = aligned_empty((steps, batch, pool.n_out))
+        dead = np.setdiff1d(np.arange(self.filters), self.alive_filters)
+        if dead.size:  # the kernel writes the alive filters' channels only
+            pooled.reshape(steps * batch, self.filters, -1)[:, dead] = 0.0
+        conv_lif_pool(drive, self.store.indptr, self.columns, self.store.data, self.geometry,
+                      self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
+                      lif.reset == "hard", path, self.alive_filters.astype(np.int64), pooled)
+        return pooled
 
     # --------------------------------------------------------------- backward
     def backward(self, trace: LayerTrace, grad_spikes: np.ndarray, lif: LIFParameters,

@@ -1,0 +1,146 @@
+"""Inference through a stride-1 convolution, its LIF step and the 2 x 2 average pooling
+after it, in one pass: only the pooled map is written.
+
+Run as layers, conv1 of the paper's N-MNIST network writes its spikes (31 MB a batch of
+100 samples x 20 steps), turns them into events (1.4 M) and the pooling reads those back
+into windows, which then become events again for conv2: 20 of the 43 ms of a batch's
+inference at 2 threads (benchmarks/RESULTS.md). Here each task takes one sample through
+its T steps: the slot's currents come from the direct convolution
+(:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`) or Winograd's
+(:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`), the spikes are pooled in
+the core's cache, and the pooled map, dense, is what the next layer reads. The input is
+events or such a dense map (the output of an earlier fused pair).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
+                                       zeros_on_lines)
+from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out
+from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
+                                         winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
+from evsim.kernels.events import Events
+from evsim.kernels.simd import LANES
+
+PATHS = ("direct", "winograd")
+
+
+@njit(parallel=True, cache=True)
+def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch, n_filters, n_channels, height,
+                 width, pad, kernel, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
+    """Each task a run of samples, each through its T steps: the slot's input (events, or
+    row ``s`` of ``dense`` when it has rows) into the shifted copies, then
+    :func:`direct_slot_lif_pool`."""
+    n_slots = pooled_out.shape[0]
+    from_map = dense.shape[0] > 0
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
+        leak = np.zeros(n_filters * out_height * out_width, dtype=np.float32)
+        block = block_scratch()
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            leak[:] = 0.0
+            for s in range(b, n_slots, batch):
+                if from_map:
+                    fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+                else:
+                    shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
+                                 shifted)
+                direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
+                                     leak, decay, v_th, hard, channel_of, pooled_out[s], block)
+
+
+@njit(parallel=True, cache=True)
+def _winograd_pool(ptr, idx, val, dense, used, weights, bias, channel_of, batch, n_filters, n_channels, height, width,
+                   pad, tile_cols, n_vec, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out,
+                   n_tasks):
+    """As :func:`_direct_pool`, the currents by Winograd's F(2x2, 3x3)."""
+    n_slots = pooled_out.shape[0]
+    from_map = dense.shape[0] > 0
+    n_used = used.shape[0]
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        padded = zeros_on_lines(n_channels * rows * width_pad)
+        transformed = zeros_on_lines(16 * n_used * n_vec * LANES)
+        leak = np.zeros(n_filters * n_vec * 4 * LANES, dtype=np.float32)
+        sums = sums_scratch()
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            leak[:] = 0.0
+            for s in range(b, n_slots, batch):
+                if from_map:
+                    winograd_map_inputs(dense[s], n_channels, height, width, pad, rows, width_pad, padded, used,
+                                        tile_cols, n_vec, transformed)
+                else:
+                    winograd_slot_inputs(ptr, idx, val, s, image, n_channels, height, width, pad, rows, width_pad,
+                                         padded, used, tile_cols, n_vec, transformed)
+                winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_filters, out_height,
+                                       out_width, bias, leak, decay, v_th, hard, channel_of, pooled_out[s], sums)
+
+
+def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
+                  geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float, hard: bool, path: str,
+                  channel_of: np.ndarray, pooled_out: np.ndarray) -> None:
+    """Spikes of a stride-1 convolution's alive filters, average-pooled 2 x 2.
+
+    Parameters
+    ----------
+    drive : the input, :class:`Events` or a dense float32 ``[T, B, C*H*W]`` map.
+    indptr, columns, data, geometry : the block CSR and shape (as
+        :func:`evsim.kernels.conv_lif.conv_lif_direct`).
+    bias : float32 ``[F_alive]``.
+    decay, v_th, hard : the LIF constants.
+    path : ``"direct"`` or ``"winograd"`` (3 x 3 kernels), the currents' kernel; the
+        spikes are those of :func:`evsim.kernels.conv_lif.conv_lif_direct` or
+        :func:`~evsim.kernels.conv_lif.conv_lif_winograd`.
+    channel_of : int64 ``[F_alive]``, the pooled channel of each alive filter (distinct,
+        below ``C_pool``).
+    pooled_out : float32 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous: the alive
+        filters' channels overwritten, the others left as they are.
+    """
+    g = geometry
+    if g.stride != 1 or path not in PATHS or (path == "winograd" and not applies(g)):
+        raise ValueError(f"conv_lif_pool runs stride-1 convolutions by {' or '.join(PATHS)} (Winograd: 3 x 3 "
+                         f"kernels); got stride {g.stride}, kernel {g.kernel}, path {path!r}")
+    n_filters = channel_of.shape[0]
+    n_steps, batch, n_pooled = pooled_out.shape
+    pooled_cells = (g.out_height // 2) * (g.out_width // 2)
+    if pooled_out.dtype != np.float32 or not pooled_out.flags.c_contiguous or n_pooled % max(pooled_cells, 1):
+        raise ValueError(f"pooled_out must be C-contiguous float32 [T, B, C*{pooled_cells}], got "
+                         f"{pooled_out.dtype} {pooled_out.shape}")
+    channel_of = np.ascontiguousarray(channel_of, dtype=np.int64)
+    if channel_of.size and (channel_of.min() < 0 or channel_of.max() >= n_pooled // max(pooled_cells, 1)
+                            or np.unique(channel_of).size != channel_of.size):
+        raise ValueError("channel_of must name distinct channels of pooled_out")
+    check_block_csr(indptr, columns, data, g, n_filters)
+    bias = np.asarray(bias, dtype=np.float32)
+    if bias.shape != (n_filters,):
+        raise ValueError(f"bias must be [{n_filters}] (one per alive filter), got {bias.shape}")
+    if isinstance(drive, Events):
+        check_events(drive.ptr, drive.idx, drive.val, n_steps * batch)
+        ptr, idx, val = drive.ptr, drive.idx, drive.val
+        dense = np.zeros((0, 0), dtype=np.float32)
+    else:
+        dense = drive.reshape(n_steps * batch, -1)
+        check_out(dense, n_steps * batch, g.n_in, "drive")
+        ptr, idx, val = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    flat_out = pooled_out.reshape(n_steps * batch, n_pooled)
+    constants = (np.float32(decay), np.float32(v_th), bool(hard))
+    if path == "direct":
+        shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
+        padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
+        padded_bias[:n_filters] = bias
+        _direct_pool(ptr, idx, val, dense, offsets, weights, padded_bias, channel_of, batch, n_filters,
+                     g.in_channels, g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height,
+                     g.out_width, *constants, flat_out, get_num_threads())
+    else:
+        used, weights = winograd_weights(indptr, columns, data, g, n_filters)
+        tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
+        padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
+        padded_bias[:n_filters] = bias
+        _winograd_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of, batch, n_filters, g.in_channels,
+                       g.height, g.width, g.pad, tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width,
+                       *constants, flat_out, get_num_threads())
