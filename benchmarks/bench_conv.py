@@ -2,7 +2,9 @@
 
 2x32x32-15C3-AP2-40C3-AP2-300-10, T = 20, batch 100, input with the activity of real
 N-MNIST frames (``--activity``, 6 % of cells nonzero, counts 1-3). Training (forward +
-BPTT + Adam) and inference samples/s at each thread count, for
+BPTT + Adam) and inference samples/s at each thread count (inference: the output counts
+by ``Network.predict``; also ``forward(record=False)``, which keeps the events and spikes
+of every layer for counting operations, as evaluation does), for
 
 - evsim with every synapse,
 - evsim with the structure SD-SNN typically leaves (65 % of the FC-300 neurons and 10 %
@@ -64,7 +66,15 @@ def measure_evsim(network: evsim.Network, batches: list[np.ndarray], rng) -> dic
     start = time.perf_counter()
     train(events[0])
     out["first_batch_s"] = time.perf_counter() - start
-    for name, step in (("train", train), ("inference", lambda drive: network.forward(drive, record=False))):
+    # Inference: output counts by Network.predict (fused convolution-LIF-pooling, what
+    # PyTorch's inference also gives); "traced": forward(record=False), which also keeps
+    # every layer's events and spikes for counting operations.
+    start = time.perf_counter()
+    network.predict(events[0])
+    out["first_predict_s"] = time.perf_counter() - start
+    network.forward(events[0], record=False)
+    for name, step in (("train", train), ("inference", network.predict),
+                       ("inference_traced", lambda drive: network.forward(drive, record=False))):
         times = []
         before = resource.getrusage(resource.RUSAGE_SELF)
         for drive in events[1:]:
@@ -102,9 +112,10 @@ def main() -> None:
             row["torch"] = measure_torch(n_threads, args.batches, args.activity)
         rows.append(row)
         line = (f"threads {n_threads}: evsim training {full['train_samples_s_best']:.0f} / inference "
-                f"{full['inference_samples_s_best']:.0f} samples/s (first batch {full['first_batch_s']:.1f} s; system "
+                f"{full['inference_samples_s_best']:.0f} samples/s (first batch {full['first_batch_s']:.1f} s, first predict {full['first_predict_s']:.1f} s; system "
                 f"time {full['train_system_ms_per_batch']:.0f} ms and {full['train_page_faults_per_batch']:.0f} page "
                 f"faults per training batch); "
+                f"with traces {full['inference_traced_samples_s_best']:.0f}; "
                 f"pruned {sparse['train_samples_s_best']:.0f} / {sparse['inference_samples_s_best']:.0f} "
                 f"({sparse['train_samples_s_best'] / full['train_samples_s_best']:.2f}x / "
                 f"{sparse['inference_samples_s_best'] / full['inference_samples_s_best']:.2f}x)")
