@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.conv_lif_pool import window_events
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
 from evsim.neuron import LIFParameters
@@ -178,7 +179,8 @@ class Network:
         """Output spike counts float32 ``[B, n_out]``, as :meth:`forward` gives them, by the
         fastest inference: a stride-1 convolution and the 2 x 2 average pooling after it
         run as one pass (:meth:`SpikingConv2d.forward_pooled`) wherever the dense paths
-        are the cheaper, handing the next layer a dense map instead of events. No traces:
+        are the cheaper, handing the next layer each window's spike count instead of
+        events. No traces:
         nothing to count operations from or to backpropagate (use :meth:`forward` for
         those). The counts equal :meth:`forward`'s: the same kernels compute the currents.
         """
@@ -193,7 +195,7 @@ class Network:
                     x, k = pooled, k + 2
                     continue
             if isinstance(x, np.ndarray):
-                x = dense_to_events(x)
+                x = window_events(x)
             x, trace = layer.forward(x, self.lif, record=False)
             k += 1
         last = self.layers[-1]

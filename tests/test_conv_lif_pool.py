@@ -12,15 +12,16 @@ from tests.test_conv_kernels import event_maps, make_conv
 
 
 def pooled_twin(x, weight, bias, pad, reset, n_pooled_channels, channel_of):
-    """The twin's spikes average-pooled, alive filters placed at ``channel_of``."""
+    """The twin's spikes average-pooled, as window counts (4 x the average, uint8), alive
+    filters placed at ``channel_of`` (the others 255)."""
     n_steps, batch = x.shape[:2]
     _, spikes = conv_lif_forward(x, weight, bias, 1, pad, reset=reset)
     height = x.shape[3] + 2 * pad - weight.shape[2] + 1
     width = x.shape[4] + 2 * pad - weight.shape[3] + 1
     maps = spikes.reshape(n_steps * batch, weight.shape[0], height, width).astype(np.float32)
     pooled = avg_pool2d(maps, 2)
-    out = np.full((n_steps * batch, n_pooled_channels) + pooled.shape[2:], -1.0, np.float32)
-    out[:, channel_of] = pooled
+    out = np.full((n_steps * batch, n_pooled_channels) + pooled.shape[2:], 255, np.uint8)
+    out[:, channel_of] = pooled * 4
     return out.reshape(n_steps, batch, -1), spikes.mean()
 
 
@@ -42,8 +43,12 @@ def test_pooled_spikes_equal_twin(rng, path, n_filters, dead, height, width, pad
     channel_of = np.setdiff1d(np.arange(n_filters), dead)
     ref, rate = pooled_twin(x, weight, bias, pad, reset, n_filters, channel_of)
     assert 0 < rate < 1
-    pooled = np.full(ref.shape, -1.0, np.float32)
-    drive = x.reshape(n_steps, batch, -1) if dense_input else ev
+    pooled = np.full(ref.shape, 255, np.uint8)
+    if dense_input:  # an earlier pair's window counts: values in quarters
+        x = np.round(x * 4) / 4
+        drive = (x * 4).astype(np.uint8).reshape(n_steps, batch, -1)
+    else:
+        drive = ev
     conv_lif_pool(drive, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", path, channel_of, pooled)
     np.testing.assert_array_equal(pooled, ref)
 
@@ -55,7 +60,7 @@ def test_direct_path_pools_five_by_five_kernels(rng):
     x, ev = event_maps(rng, (4, 2, 2, 12, 13), 0.3, values=(1.0, 2.0))
     geo = conv_geometry(2, 12, 13, 5, 1, 2)
     ref, _ = pooled_twin(x, weight, bias, 2, "hard", 7, np.arange(7))
-    pooled = np.empty(ref.shape, np.float32)
+    pooled = np.empty(ref.shape, np.uint8)
     conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, "direct", np.arange(7), pooled)
     np.testing.assert_array_equal(pooled, ref)
 
@@ -64,7 +69,7 @@ def test_refuses_what_it_cannot_run(rng):
     weight, (indptr, columns, data), _ = make_conv(rng, 2, 4, 5)
     _, ev = event_maps(rng, (2, 3, 2, 8, 8), 0.3)
     bias = np.zeros(4, np.float32)
-    out = np.zeros((2, 3, 4 * 16), np.float32)
+    out = np.zeros((2, 3, 4 * 16), np.uint8)
     with pytest.raises(ValueError, match="3 x 3"):
         conv_lif_pool(ev, indptr, columns, data, conv_geometry(2, 8, 8, 5, 1, 2), bias, 0.2, 0.5, True, "winograd",
                       np.arange(4), out)
@@ -76,7 +81,10 @@ def test_refuses_what_it_cannot_run(rng):
                       np.array([0, 1, 1, 2]), out)
     with pytest.raises(ValueError, match="pooled_out"):
         conv_lif_pool(ev, indptr, columns, data, conv_geometry(2, 8, 8, 5, 1, 2), bias, 0.2, 0.5, True, "direct",
-                      np.arange(4), out.astype(np.float64))
+                      np.arange(4), out.astype(np.float32))
+    with pytest.raises(ValueError, match="window counts"):
+        conv_lif_pool(np.zeros((2, 3, 128), np.float32), indptr, columns, data, conv_geometry(2, 8, 8, 5, 1, 2), bias,
+                      0.2, 0.5, True, "direct", np.arange(4), out)
 
 
 @pytest.mark.parametrize("spec", ["2x16x16-8C3-AP2-12C3-AP2-20-4", "2x12x12-6C3-AP2-5C3-MP2-12-4",
@@ -107,8 +115,8 @@ def test_forward_pooled_declines_what_it_does_not_fuse(rng):
     conv1, maxpool, conv2, pool3, conv3, avgpool = net.layers[:6]
     dense = np.ones((2, 3, conv1.n_in), np.float32)
     assert conv1.forward_pooled(evsim.dense_to_events(dense), net.lif, maxpool) is None
-    assert conv2.forward_pooled(np.ones((2, 3, conv2.n_in), np.float32), net.lif, pool3) is None
-    assert conv3.forward_pooled(np.ones((2, 3, conv3.n_in), np.float32), net.lif, avgpool) is None
+    assert conv2.forward_pooled(np.ones((2, 3, conv2.n_in), np.uint8), net.lif, pool3) is None
+    assert conv3.forward_pooled(np.ones((2, 3, conv3.n_in), np.uint8), net.lif, avgpool) is None
     fused = evsim.Network.from_spec("15x16x16-40C3-AP2-4", rng=0)
     sparse = np.zeros((2, 3, fused.layers[0].n_in), np.float32)
     sparse[0, 0, 5] = 1.0

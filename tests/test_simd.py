@@ -12,6 +12,12 @@ from numba import njit
 from evsim.kernels.simd import (
     LANES,
     all_zero,
+    even_lanes,
+    interleave_high,
+    interleave_low,
+    load_bytes,
+    odd_lanes,
+    upper_halves,
     fma,
     gather,
     greater,
@@ -238,3 +244,39 @@ def test_all_zero_sees_any_nonzero_entry_and_only_within_range(n):
     values[19] = values[20 + n] = 1.0  # just outside
     values[21 % (n + 40)] = -0.0 if n > 1 else 0.0
     assert all_zero(values, 20, n)
+
+
+@njit(cache=False)
+def _shuffles(a, b, out):
+    x, y = load(a, 0, LANES), load(b, 0, LANES)
+    for k, v in enumerate((even_lanes(x, y), odd_lanes(x, y), upper_halves(x, y), interleave_low(x, y),
+                           interleave_high(x, y))):
+        store(out, k * LANES, v, LANES)
+
+
+def test_two_vector_shuffles_pick_the_named_lanes():
+    a, b = np.arange(LANES, dtype=np.float32), np.arange(LANES, dtype=np.float32) + 100
+    out = np.zeros(5 * LANES, np.float32)
+    _shuffles(a, b, out)
+    both = np.concatenate([a, b])
+    half = LANES // 2
+    expected = [both[0::2], both[1::2], np.concatenate([a[half:], b[half:]]),
+                np.stack([a[:half], b[:half]], axis=1).ravel(), np.stack([a[half:], b[half:]], axis=1).ravel()]
+    np.testing.assert_array_equal(out.reshape(5, LANES), np.stack(expected))
+    # together, interleave_low and interleave_high weave a and b lane by lane
+    np.testing.assert_array_equal(np.concatenate([out[3 * LANES:4 * LANES], out[4 * LANES:]]),
+                                  np.stack([a, b], axis=1).ravel())
+
+
+@njit(cache=False)
+def _bytes_as_floats(cells, offset, n, out):
+    store(out, 0, load_bytes(cells, offset, n), LANES)
+
+
+@pytest.mark.parametrize("n", [1, 9, 16])
+def test_load_bytes_converts_n_cells_and_zeros_the_rest(rng, n):
+    cells = rng.integers(0, 256, 40).astype(np.uint8)
+    out = np.full(LANES, np.nan, np.float32)
+    _bytes_as_floats(cells, 7, n, out)
+    np.testing.assert_array_equal(out[:n], cells[7:7 + n].astype(np.float32))
+    np.testing.assert_array_equal(out[n:], 0.0)

@@ -23,7 +23,7 @@ from numba import njit
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
-from evsim.kernels.simd import LANES, even_lanes, fma, load, odd_lanes, splat, store
+from evsim.kernels.simd import LANES, even_lanes, fma, load, load_bytes, odd_lanes, splat, store, store_bytes
 
 # Output rows and channels of a register block: 20 sums, 4 rows and a weight in flight
 # fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
@@ -130,6 +130,22 @@ def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_p
                 for x in range(lo, hi, LANES):
                     n = min(LANES, hi - x)
                     store(shifted, dst + x, load(source, src + x, n), n)
+
+
+@njit(cache=True)
+def fill_rows_bytes(source, first, channels, height, width, pad, kernel, rows, width_pad, scale, shifted):
+    """:func:`fill_rows` from a map of byte counts, each times ``scale`` (exact for a power
+    of two): the 2 x 2 window counts a fused convolution and pooling hand on, a quarter
+    of the float32 map's memory."""
+    for kx in range(kernel):
+        lo, hi = max(0, pad - kx), min(width_pad, width + pad - kx)
+        for c in range(channels):
+            for y in range(max(0, -pad), min(height, rows - pad)):
+                dst = ((kx * channels + c) * rows + y + pad) * width_pad
+                src = first + (c * height + y) * width + kx - pad
+                for x in range(lo, hi, LANES):
+                    n = min(LANES, hi - x)
+                    store(shifted, dst + x, scale * load_bytes(source, src + x, n), n)
 
 
 @njit(cache=True)
@@ -258,11 +274,10 @@ def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out
 
 
 @njit(cache=True, inline="always")
-def pool_pairs(top, bottom):
-    """2 x 2 average pooling of two rows of 16 spikes (1.0 or 0.0): lanes 0-7 the 8
-    windows' means (exact: quarters of whole numbers)."""
+def window_counts(top, bottom):
+    """The spikes (1.0 or 0.0) in each 2 x 2 window of two rows of 16 cells: lanes 0-7."""
     rows = top + bottom
-    return (even_lanes(rows, rows) + odd_lanes(rows, rows)) * splat(np.float32(0.25))
+    return even_lanes(rows, rows) + odd_lanes(rows, rows)
 
 
 @njit(cache=True)
@@ -270,9 +285,10 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
                          hard, channel_of, pooled, block):
     """One slot of :func:`direct_slot_lif` for inference, then 2 x 2 average pooling of
     its spikes (PyTorch's floor rule) while the block's spikes are in the core's cache:
-    only the pooled map is written, output channel ``c`` to channel ``channel_of[c]`` of
-    ``pooled`` ``[C_pool, Ho // 2, Wo // 2]`` (flat). The spikes and the state are those
-    of :func:`direct_slot_lif`."""
+    only each window's spike count (0-4; the pooled value is a quarter of it) is
+    written, output channel ``c`` to channel ``channel_of[c]`` of ``pooled`` uint8
+    ``[C_pool, Ho // 2, Wo // 2]`` (flat). The spikes and the state are those of
+    :func:`direct_slot_lif`."""
     cells = out_height * out_width
     pooled_height, pooled_width = out_height // 2, out_width // 2
     for c0 in range(0, n_out, BLOCK_CHANNELS):
@@ -296,8 +312,8 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
                     first = channel_of[c0 + c] * pooled_height + y0 // 2
                     for pair in range(n_rows // 2):
                         at = (c * BLOCK_ROWS + 2 * pair) * LANES
-                        store(pooled, (first + pair) * pooled_width + x0 // 2,
-                              pool_pairs(load(block, at, LANES), load(block, at + LANES, LANES)), lanes // 2)
+                        store_bytes(pooled, (first + pair) * pooled_width + x0 // 2,
+                                    window_counts(load(block, at, LANES), load(block, at + LANES, LANES)), lanes // 2)
 
 
 @njit(cache=True)

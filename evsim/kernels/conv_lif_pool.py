@@ -8,30 +8,33 @@ inference at 2 threads (benchmarks/RESULTS.md). Here each task takes one sample 
 its T steps: the slot's currents come from the direct convolution
 (:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`) or Winograd's
 (:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`), the spikes are pooled in
-the core's cache, and the pooled map, dense, is what the next layer reads. The input is
-events or such a dense map (the output of an earlier fused pair).
+the core's cache, and the pooled map, dense, is what the next layer reads: each window's
+spike count as a byte (the pooled value is a quarter of it), a quarter of a float32 map's
+memory traffic. The input is events or such a map of counts (an earlier pair's output).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
-                                       zeros_on_lines)
-from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events, check_out
+from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows_bytes, forward_taps,
+                                       shift_events, zeros_on_lines)
+from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
 from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
-from evsim.kernels.events import Events
+from evsim.kernels.events import Events, dense_to_events
 from evsim.kernels.simd import LANES
 
 PATHS = ("direct", "winograd")
+# A count of spikes in a 2 x 2 window times this is the window's average.
+WINDOW_MEAN = np.float32(0.25)
 
 
 @njit(parallel=True, cache=True)
 def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch, n_filters, n_channels, height,
                  width, pad, kernel, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
     """Each task a run of samples, each through its T steps: the slot's input (events, or
-    row ``s`` of ``dense`` when it has rows) into the shifted copies, then
+    row ``s`` of ``dense``, window counts, when it has rows) into the shifted copies, then
     :func:`direct_slot_lif_pool`."""
     n_slots = pooled_out.shape[0]
     from_map = dense.shape[0] > 0
@@ -45,7 +48,8 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
                 if from_map:
-                    fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+                    fill_rows_bytes(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad,
+                                    WINDOW_MEAN, shifted)
                 else:
                     shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                                  shifted)
@@ -72,8 +76,8 @@ def _winograd_pool(ptr, idx, val, dense, used, weights, bias, channel_of, batch,
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
                 if from_map:
-                    winograd_map_inputs(dense[s], n_channels, height, width, pad, rows, width_pad, padded, used,
-                                        tile_cols, n_vec, transformed)
+                    winograd_map_inputs(dense[s], WINDOW_MEAN, n_channels, height, width, pad, rows, width_pad,
+                                        padded, used, tile_cols, n_vec, transformed)
                 else:
                     winograd_slot_inputs(ptr, idx, val, s, image, n_channels, height, width, pad, rows, width_pad,
                                          padded, used, tile_cols, n_vec, transformed)
@@ -88,7 +92,8 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
 
     Parameters
     ----------
-    drive : the input, :class:`Events` or a dense float32 ``[T, B, C*H*W]`` map.
+    drive : the input, :class:`Events` or a uint8 ``[T, B, C*H*W]`` map of 2 x 2 window
+        counts (an earlier pair's ``pooled_out``: the values are a quarter of them).
     indptr, columns, data, geometry : the block CSR and shape (as
         :func:`evsim.kernels.conv_lif.conv_lif_direct`).
     bias : float32 ``[F_alive]``.
@@ -98,8 +103,9 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         :func:`~evsim.kernels.conv_lif.conv_lif_winograd`.
     channel_of : int64 ``[F_alive]``, the pooled channel of each alive filter (distinct,
         below ``C_pool``).
-    pooled_out : float32 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous: the alive
-        filters' channels overwritten, the others left as they are.
+    pooled_out : uint8 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous, the spikes in each
+        window (0-4; times :data:`WINDOW_MEAN` the pooled value): the alive filters'
+        channels overwritten, the others left as they are.
     """
     g = geometry
     if g.stride != 1 or path not in PATHS or (path == "winograd" and not applies(g)):
@@ -108,8 +114,8 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     n_filters = channel_of.shape[0]
     n_steps, batch, n_pooled = pooled_out.shape
     pooled_cells = (g.out_height // 2) * (g.out_width // 2)
-    if pooled_out.dtype != np.float32 or not pooled_out.flags.c_contiguous or n_pooled % max(pooled_cells, 1):
-        raise ValueError(f"pooled_out must be C-contiguous float32 [T, B, C*{pooled_cells}], got "
+    if pooled_out.dtype != np.uint8 or not pooled_out.flags.c_contiguous or n_pooled % max(pooled_cells, 1):
+        raise ValueError(f"pooled_out must be C-contiguous uint8 [T, B, C*{pooled_cells}], got "
                          f"{pooled_out.dtype} {pooled_out.shape}")
     channel_of = np.ascontiguousarray(channel_of, dtype=np.int64)
     if channel_of.size and (channel_of.min() < 0 or channel_of.max() >= n_pooled // max(pooled_cells, 1)
@@ -122,10 +128,12 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     if isinstance(drive, Events):
         check_events(drive.ptr, drive.idx, drive.val, n_steps * batch)
         ptr, idx, val = drive.ptr, drive.idx, drive.val
-        dense = np.zeros((0, 0), dtype=np.float32)
+        dense = np.zeros((0, 0), dtype=np.uint8)
     else:
         dense = drive.reshape(n_steps * batch, -1)
-        check_out(dense, n_steps * batch, g.n_in, "drive")
+        if dense.dtype != np.uint8 or dense.shape != (n_steps * batch, g.n_in) or not dense.flags.c_contiguous:
+            raise ValueError(f"a dense drive must be C-contiguous uint8 window counts [{n_steps}, {batch}, {g.n_in}], "
+                             f"got {dense.dtype} {drive.shape}")
         ptr, idx, val = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
     flat_out = pooled_out.reshape(n_steps * batch, n_pooled)
     constants = (np.float32(decay), np.float32(v_th), bool(hard))
@@ -144,3 +152,11 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         _winograd_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of, batch, n_filters, g.in_channels,
                        g.height, g.width, g.pad, tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width,
                        *constants, flat_out, get_num_threads())
+
+
+def window_events(counts: np.ndarray) -> Events:
+    """The events the pooling hands on from the window counts ``[T, B, N]`` (uint8) of
+    :func:`conv_lif_pool`: a window's value is a quarter of its count."""
+    events = dense_to_events(counts)
+    events.val[:] *= WINDOW_MEAN
+    return events

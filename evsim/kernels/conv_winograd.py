@@ -30,11 +30,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows_bytes, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
-                                upper_halves)
+                                store_bytes, upper_halves)
 
 # Tile vectors a register block spans: 4 x BLOCK_CHANNELS sums.
 BLOCK_VECTORS = 4
@@ -282,11 +282,11 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
     its spikes (PyTorch's floor rule). A tile is a pooling window, so its four outputs
     stay in their lanes: the LIF state is kept in tile order (``leak``
     ``[n_out * n_vec * 4 * 16]``, position ``((f*n_vec + v)*4 + 2a + b)*16 + lane``), the
-    four spikes of a window are summed lane by lane, and only the pooled map is written,
-    filter ``f`` to channel ``channel_of[f]`` of ``pooled`` ``[C_pool, Ho // 2, Wo // 2]``."""
+    four spikes of a window are summed lane by lane, and only the counts are written (0-4;
+    the pooled value is a quarter of it), filter ``f`` to channel ``channel_of[f]`` of
+    ``pooled`` uint8 ``[C_pool, Ho // 2, Wo // 2]``."""
     step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
     pooled_height, pooled_width = out_height // 2, out_width // 2
-    quarter = splat(np.float32(0.25))
     for f0 in range(0, n_out, BLOCK_CHANNELS):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
             for xi in range(16):
@@ -310,17 +310,16 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
                                                       hard)[1]
                     window = window + lif_leak_update(s11 - s12 - s13 + b, leak, j + 3 * LANES, LANES, decay, v_th,
                                                       hard)[1]
-                    window = window * quarter
                     row_lo, x_lo, row_hi, x_hi = _halves(v, tile_cols)
                     if tile_cols == 8:  # two tile rows of at most 8 windows
                         if row_lo // 2 < pooled_height:
-                            store(pooled, (first + row_lo // 2) * pooled_width, window, pooled_width)
+                            store_bytes(pooled, (first + row_lo // 2) * pooled_width, window, pooled_width)
                         if row_hi // 2 < pooled_height:
-                            store(pooled, (first + row_hi // 2) * pooled_width, upper_halves(window, window),
-                                  pooled_width)
+                            store_bytes(pooled, (first + row_hi // 2) * pooled_width, upper_halves(window, window),
+                                        pooled_width)
                     elif row_lo // 2 < pooled_height and x_lo // 2 < pooled_width:
-                        store(pooled, (first + row_lo // 2) * pooled_width + x_lo // 2, window,
-                              min(LANES, pooled_width - x_lo // 2))
+                        store_bytes(pooled, (first + row_lo // 2) * pooled_width + x_lo // 2, window,
+                                    min(LANES, pooled_width - x_lo // 2))
 
 
 @njit(cache=True)
@@ -338,9 +337,9 @@ def winograd_slot_inputs(ptr, idx, val, s, image, channels, height, width, pad, 
 
 
 @njit(cache=True)
-def winograd_map_inputs(source, channels, height, width, pad, rows, width_pad, padded, used, tile_cols, n_vec,
+def winograd_map_inputs(source, scale, channels, height, width, pad, rows, width_pad, padded, used, tile_cols, n_vec,
                         transformed):
-    """A slot's dense map ``source`` ``[C*H*W]`` into the padded map and through the
-    input transform."""
-    fill_rows(source, 0, channels, height, width, pad, 1, rows, width_pad, padded)
+    """A slot's map of byte counts ``source`` ``[C*H*W]``, each times ``scale``, into the
+    padded map and through the input transform."""
+    fill_rows_bytes(source, 0, channels, height, width, pad, 1, rows, width_pad, scale, padded)
     input_transform(padded, rows, width_pad, used, tile_cols, n_vec, transformed)

@@ -270,6 +270,27 @@ def store_bytes(typingctx, array, offset, vector, n):
     return types.none(array, offset, vector, n), codegen
 
 
+@intrinsic
+def load_bytes(typingctx, array, offset, n):
+    """Bytes ``array.ravel()[offset:offset + n]`` (``n`` at most 16) as float32 lanes, zeros
+    after them: small counts kept a byte a cell (``array`` C-contiguous uint8; no bounds
+    check)."""
+    if not (_check_contiguous(array, types.uint8) and isinstance(offset, types.Integer)
+            and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        cells = ir.VectorType(ir.IntType(8), LANES)
+        address = _address(context, builder, signature.args[0], args[0], args[1], cells)
+        load_type = ir.FunctionType(cells, [cells.as_pointer(), _I32, _MASK, cells])
+        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16i8.p0")
+        values = builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2]),
+                                            ir.Constant(cells, [0] * LANES)])
+        return builder.uitofp(values, _VECTOR)
+
+    return float32x16(array, offset, n), codegen
+
+
 @overload(operator.add)
 def _vector_add(a, b):
     if a is float32x16 and b is float32x16:

@@ -188,11 +188,12 @@ class SpikingConv2d(StructuralEdits):
 
     def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool) -> np.ndarray | None:
         """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in
-        one pass (:mod:`evsim.kernels.conv_lif_pool`): the pooled spikes as a dense float32
-        ``[T, B, pool.n_out]`` map (what ``pool.forward`` hands on as events), or None
-        where that pass does not apply (a stride, another pooling, or input sparse enough
-        that the event path is cheaper: use :meth:`forward`). ``drive``: events or a dense
-        float32 ``[T, B, n_in]`` map (an earlier pair's output). No trace is kept."""
+        one pass (:mod:`evsim.kernels.conv_lif_pool`): the spikes in each pooling window,
+        uint8 ``[T, B, pool.n_out]`` (a quarter of each is what ``pool.forward`` hands on
+        as events: :func:`evsim.kernels.conv_lif_pool.window_events`), or None where that
+        pass does not apply (a stride, another pooling, or input sparse enough that the
+        event path is cheaper: use :meth:`forward`). ``drive``: events or an earlier
+        pair's window counts. No trace is kept."""
         g = pool.geometry
         if pool.mode != "avg" or g.kernel != 2 or tuple(pool.in_shape) != tuple(self.out_shape):
             return None
@@ -207,10 +208,10 @@ class SpikingConv2d(StructuralEdits):
         path = forward_path(density, self.geometry, self.alive_filters.size)
         if path not in POOLED_PATHS:
             return None
-        pooled = aligned_empty((steps, batch, pool.n_out))
+        pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
         dead = np.setdiff1d(np.arange(self.filters), self.alive_filters)
         if dead.size:  # the kernel writes the alive filters' channels only
-            pooled.reshape(steps * batch, self.filters, -1)[:, dead] = 0.0
+            pooled.reshape(steps * batch, self.filters, -1)[:, dead] = 0
         conv_lif_pool(drive, self.store.indptr, self.columns, self.store.data, self.geometry,
                       self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
                       lif.reset == "hard", path, self.alive_filters.astype(np.int64), pooled)
