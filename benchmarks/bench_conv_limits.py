@@ -10,9 +10,11 @@ the same work), the quantities those targets run into:
 - per layer, the inference forward (no membrane) and the training forward and backward
   of one batch of bench_conv's input, for every synapse and for the SD-SNN-like structure;
 - from them: the **inference floor** with both cores at the multiply-add peak for the
-  convolutions' dense arithmetic (the direct path, which conv2's third-nonzero input
-  needs: see bench_conv_kernels) plus the other layers' measured time halved, against
-  the PyTorch inference time when torch is installed; and the **pruned structure's
+  convolutions' dense arithmetic (the multiply-adds of the path each convolution takes
+  at its input's density: the direct convolution for conv1, Winograd's for conv2) plus
+  the fully connected layers' measured time halved (``Network.predict`` runs each
+  pooling inside the convolution below it), against the PyTorch inference time when
+  torch is installed; and the **pruned structure's
   Amdahl bound**: every layer's time with exactly its dead units' share removed (conv2's
   dead filters, fc1's dead neurons, the pooling above conv2) against the full network.
 
@@ -34,6 +36,8 @@ from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames, pruned
 from benchmarks.common import machine, save_json
 from evsim.kernels.conv_direct import (block_scratch, direct_multiply_adds, direct_slot, direct_taps, shifted_shape,
                                        zeros_on_lines)
+from evsim.kernels.conv_paths import event_density, forward_path
+from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
 from evsim.kernels.simd import LANES, fma, splat, store
 
 
@@ -122,6 +126,28 @@ def layer_times(network: evsim.Network, drive, labels, repeat: int = 3) -> dict:
     return {"inference": infer.tolist(), "forward": forward.tolist(), "backward": backward.tolist()}
 
 
+def conv_multiply_adds(network: evsim.Network, drive) -> int:
+    """16-lane multiply-adds a slot of the network's convolutions does on the dense path
+    each takes at its input's density (events taken as free)."""
+    total, events = 0, drive
+    for layer in network.layers:
+        if hasattr(layer, "geometry") and hasattr(layer, "store"):
+            g, filters = layer.geometry, layer.alive_filters.size
+            path = forward_path(event_density(events.ptr, layer.n_in), g, filters)
+            if path == "winograd":
+                total += winograd_multiply_adds(g.in_channels, filters, g.out_height, g.out_width)
+            elif path == "direct":
+                total += direct_multiply_adds(g.in_channels, g.kernel, filters, g.out_height, g.out_width)
+        events, _ = layer.forward(events, network.lif, False)
+    return total
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def dead_shares(network: evsim.Network) -> list[float]:
     """Per layer, the share of its work a structure's dead units remove exactly: a
     convolution's dead filters, a linear layer's dead neurons, and for a pooling the
@@ -161,16 +187,23 @@ def main() -> None:
             print(f"{structure:6s} {kind:9s} ms per layer: "
                   + ", ".join(f"{name} {ms * 1e3:.1f}" for name, ms in zip(names, t[kind])))
     slots = N_STEPS * BATCH
-    conv_work = slots * (direct_multiply_adds(2, 3, 15, 32, 32) + direct_multiply_adds(15, 3, 40, 16, 16))
+    conv_work = slots * conv_multiply_adds(full, drive)
     conv_floor = conv_work / (2 * peak)
-    is_conv = [hasattr(layer, "geometry") and hasattr(layer, "store") for layer in full.layers]
-    rest = sum(ms for ms, conv in zip(times["full"]["inference"], is_conv) if not conv) / 2
+    # Network.predict runs each pooling inside the convolution below it.
+    is_conv_or_pool = [hasattr(layer, "geometry") for layer in full.layers]
+    rest = sum(ms for ms, fused in zip(times["full"]["inference"], is_conv_or_pool) if not fused) / 2
     floor = conv_floor + rest
+    with threadpool_limits(limits=1, user_api="blas"):
+        full.predict(drive)
+        predict_s = min(_seconds(lambda: full.predict(drive)) for _ in range(3))
     result = {"machine": machine(), "fma_peak_per_core": peak, "direct_rate_conv2": rate, "layer_s": times,
-              "layers": names, "inference_floor_s_2_cores": floor, "conv_floor_s_2_cores": conv_floor}
+              "layers": names, "inference_floor_s_2_cores": floor, "conv_floor_s_2_cores": conv_floor,
+              "predict_s_1_thread": predict_s}
     print(f"inference floor at 2 cores: convolutions {conv_work / 1e6:.0f} M multiply-adds at peak = "
-          f"{conv_floor * 1e3:.1f} ms, other layers {rest * 1e3:.1f} ms (measured, halved) -> "
+          f"{conv_floor * 1e3:.1f} ms, fully connected layers {rest * 1e3:.1f} ms (measured, halved) -> "
           f"{floor * 1e3:.1f} ms a batch, {BATCH / floor:.0f} samples/s")
+    print(f"Network.predict at 1 thread: {predict_s * 1e3:.1f} ms a batch, {predict_s / (2 * floor):.2f}x the floor's "
+          f"time on one core")
     if importlib.util.find_spec("torch") is not None:
         from benchmarks.torch_conv import measure as measure_torch
         torch_rate = measure_torch(2, 3, args.activity)["inference_samples_s_best"]
