@@ -123,3 +123,17 @@ def test_forward_pooled_declines_what_it_does_not_fuse(rng):
     assert fused.layers[0].forward_pooled(evsim.dense_to_events(sparse), net.lif, fused.layers[1]) is None
     dense = np.ones((2, 3, fused.layers[0].n_in), np.float32)
     assert fused.layers[0].forward_pooled(evsim.dense_to_events(dense), net.lif, fused.layers[1]) is not None
+
+
+def test_predict_takes_a_static_drive():
+    """Direct (analog) input runs the first convolution by its static path; the pair above
+    it is fused as usual."""
+    network = evsim.Network.from_spec("1x12x12-6C3-AP2-8C3-AP2-5", rng=0)
+    for layer in network.layers:
+        if hasattr(layer, "store"):
+            layer.store.data[...] *= 2.0
+    values = np.random.default_rng(1).random((4, 144)).astype(np.float32)
+    drive = evsim.StaticDrive(values, 6)
+    counts, _ = network.forward(drive, record=False)
+    assert counts.any()
+    np.testing.assert_array_equal(network.predict(drive), counts)
