@@ -198,6 +198,17 @@ def _column_sums(sums, s, step):
 
 
 @njit(cache=True, inline="always")
+def _tile_outputs(sums, s, step, bias):
+    """``A^T M A`` of the tile vector at ``s`` of the block's products (positions ``step``
+    apart) plus ``bias``: the 16 tiles' outputs (0, 0), (0, 1), (1, 0) and (1, 1)."""
+    s00, s10 = _column_sums(sums, s, step)
+    s01, s11 = _column_sums(sums, s + step, step)
+    s02, s12 = _column_sums(sums, s + 2 * step, step)
+    s03, s13 = _column_sums(sums, s + 3 * step, step)
+    return s00 + s01 + s02 + bias, s01 - s02 - s03 + bias, s10 + s11 + s12 + bias, s11 - s12 - s13 + bias
+
+
+@njit(cache=True, inline="always")
 def _row_unit(y, x, f, out_height, out_width):
     """``(unit, n)``: the flat index of output ``(f, y, x)`` and how many of the 16 outputs
     from it along the row lie inside the map (0 when it starts outside)."""
@@ -215,6 +226,7 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
     ``bias`` float32 per filter (padded), ``sums`` the block scratch (:func:`sums_scratch`)."""
     record = u_out.shape[0] > 0
     step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    rows_at = 16 * step
     for f0 in range(0, n_out, BLOCK_CHANNELS):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
             for xi in range(16):
@@ -223,56 +235,28 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
                 f = f0 + m
                 b = splat(bias[f])
                 for k in range(BLOCK_VECTORS):
-                    s = (m * BLOCK_VECTORS + k) * LANES
-                    s00, s10 = _column_sums(sums, s, step)
-                    s01, s11 = _column_sums(sums, s + step, step)
-                    s02, s12 = _column_sums(sums, s + 2 * step, step)
-                    s03, s13 = _column_sums(sums, s + 3 * step, step)
-                    o00, o01 = s00 + s01 + s02 + b, s01 - s02 - s03 + b
-                    o10, o11 = s10 + s11 + s12 + b, s11 - s12 - s13 + b
+                    o00, o01, o10, o11 = _tile_outputs(sums, (m * BLOCK_VECTORS + k) * LANES, step, b)
+                    # The tiles' two columns woven into four rows of 16 outputs (kept after
+                    # the products; walking them as a tuple compiled to a jump table).
+                    store(sums, rows_at, interleave_low(o00, o01), LANES)
+                    store(sums, rows_at + LANES, interleave_high(o00, o01), LANES)
+                    store(sums, rows_at + 2 * LANES, interleave_low(o10, o11), LANES)
+                    store(sums, rows_at + 3 * LANES, interleave_high(o10, o11), LANES)
                     row_lo, x_lo, row_hi, x_hi = _halves(v0 + k, tile_cols)
-                    # Four rows of 16 outputs, written out: a helper taking the state
-                    # arrays ran 4x slower (a reference count per call).
-                    drive = interleave_low(o00, o01)
-                    unit, n = _row_unit(row_lo, x_lo, f, out_height, out_width)
-                    if n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
-                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, LANES)
-                    elif n > 0:
-                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, n)
-                    drive = interleave_high(o00, o01)
-                    unit, n = _row_unit(row_hi, x_hi, f, out_height, out_width)
-                    if n == LANES:
-                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, LANES)
-                    elif n > 0:
-                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, n)
-                    drive = interleave_low(o10, o11)
-                    unit, n = _row_unit(row_lo + 1, x_lo, f, out_height, out_width)
-                    if n == LANES:
-                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, LANES)
-                    elif n > 0:
-                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, n)
-                    drive = interleave_high(o10, o11)
-                    unit, n = _row_unit(row_hi + 1, x_hi, f, out_height, out_width)
-                    if n == LANES:
-                        u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, LANES)
-                    elif n > 0:
-                        u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
-                        if record:
-                            store(u_out, unit, u, n)
+                    for r in range(4):
+                        if r % 2 == 0:
+                            unit, n = _row_unit(row_lo + r // 2, x_lo, f, out_height, out_width)
+                        else:
+                            unit, n = _row_unit(row_hi + r // 2, x_hi, f, out_height, out_width)
+                        drive = load(sums, rows_at + r * LANES, LANES)
+                        if n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
+                            u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
+                            if record:
+                                store(u_out, unit, u, LANES)
+                        elif n > 0:
+                            u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
+                            if record:
+                                store(u_out, unit, u, n)
 
 
 @njit(cache=True)
@@ -297,19 +281,12 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
                 first = channel_of[f] * pooled_height
                 for k in range(BLOCK_VECTORS):
                     v = v0 + k
-                    s = (m * BLOCK_VECTORS + k) * LANES
-                    s00, s10 = _column_sums(sums, s, step)
-                    s01, s11 = _column_sums(sums, s + step, step)
-                    s02, s12 = _column_sums(sums, s + 2 * step, step)
-                    s03, s13 = _column_sums(sums, s + 3 * step, step)
+                    o00, o01, o10, o11 = _tile_outputs(sums, (m * BLOCK_VECTORS + k) * LANES, step, b)
                     j = (f * n_vec + v) * 4 * LANES
-                    window = lif_leak_update(s00 + s01 + s02 + b, leak, j, LANES, decay, v_th, hard)[1]
-                    window = window + lif_leak_update(s01 - s02 - s03 + b, leak, j + LANES, LANES, decay, v_th,
-                                                      hard)[1]
-                    window = window + lif_leak_update(s10 + s11 + s12 + b, leak, j + 2 * LANES, LANES, decay, v_th,
-                                                      hard)[1]
-                    window = window + lif_leak_update(s11 - s12 - s13 + b, leak, j + 3 * LANES, LANES, decay, v_th,
-                                                      hard)[1]
+                    window = lif_leak_update(o00, leak, j, LANES, decay, v_th, hard)[1]
+                    window = window + lif_leak_update(o01, leak, j + LANES, LANES, decay, v_th, hard)[1]
+                    window = window + lif_leak_update(o10, leak, j + 2 * LANES, LANES, decay, v_th, hard)[1]
+                    window = window + lif_leak_update(o11, leak, j + 3 * LANES, LANES, decay, v_th, hard)[1]
                     row_lo, x_lo, row_hi, x_hi = _halves(v, tile_cols)
                     if tile_cols == 8:  # two tile rows of at most 8 windows
                         if row_lo // 2 < pooled_height:
@@ -324,8 +301,9 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
 
 @njit(cache=True)
 def sums_scratch():
-    """The products of one register block at all 16 positions, on a cache line."""
-    return zeros_on_lines(16 * BLOCK_CHANNELS * BLOCK_VECTORS * LANES)
+    """The products of one register block at all 16 positions, and four rows of outputs,
+    on a cache line."""
+    return zeros_on_lines((16 * BLOCK_CHANNELS * BLOCK_VECTORS + 4) * LANES)
 
 
 @njit(cache=True)
