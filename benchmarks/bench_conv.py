@@ -10,7 +10,8 @@ of every layer for counting operations, as evaluation does), for
 - evsim with the structure SD-SNN typically leaves (65 % of the FC-300 neurons and 10 %
   of the 40 second-layer filters dead),
 - the PyTorch network of ``benchmarks/torch_conv.py`` (the authors' code: a Python loop
-  over time steps), when torch is installed.
+  over time steps), when torch is installed, and the same network in snnTorch, when
+  snnTorch is installed too.
 
 BLAS is held to one thread for evsim, as training does (``evsim.train``). The first
 evsim batch's time is reported as the JIT compile cost (kernels are cached on disk
@@ -109,7 +110,10 @@ def main() -> None:
         row = {"threads": n_threads, "evsim": full, "evsim_pruned": sparse}
         if have_torch:
             from benchmarks.torch_conv import measure as measure_torch
+            from benchmarks.torch_conv import snntorch_net
             row["torch"] = measure_torch(n_threads, args.batches, args.activity)
+            if importlib.util.find_spec("snntorch") is not None:
+                row["snntorch"] = measure_torch(n_threads, args.batches, args.activity, model=snntorch_net)
         rows.append(row)
         line = (f"threads {n_threads}: evsim training {full['train_samples_s_best']:.0f} / inference "
                 f"{full['inference_samples_s_best']:.0f} samples/s (first batch {full['first_batch_s']:.1f} s, first predict {full['first_predict_s']:.1f} s; system "
@@ -122,6 +126,11 @@ def main() -> None:
         if have_torch:
             t = row["torch"]
             line += (f"; PyTorch {t['train_samples_s_best']:.0f} / {t['inference_samples_s_best']:.0f} -> evsim "
+                     f"{full['train_samples_s_best'] / t['train_samples_s_best']:.2f}x / "
+                     f"{full['inference_samples_s_best'] / t['inference_samples_s_best']:.2f}x")
+        if "snntorch" in row:
+            t = row["snntorch"]
+            line += (f"; snnTorch {t['train_samples_s_best']:.0f} / {t['inference_samples_s_best']:.0f} -> evsim "
                      f"{full['train_samples_s_best'] / t['train_samples_s_best']:.2f}x / "
                      f"{full['inference_samples_s_best'] / t['inference_samples_s_best']:.2f}x")
         print(line, flush=True)

@@ -9,6 +9,9 @@ in a custom autograd Function; output = spike count / T; MSE against one-hot; Ad
 (lr 1e-3). Input: frames with the activity of real N-MNIST (``--activity``, 6 % of
 cells nonzero, counts 1-3).
 
+The same network with snnTorch's ``Leaky`` neurons (beta 0.2, threshold 0.5, reset to
+zero, the same rectangular surrogate), when snnTorch is installed: ``SnnTorchNet``.
+
 Reports training (forward + backward + Adam step) and inference (forward under
 ``no_grad``) samples/s at batch 100, for each thread count (``torch.set_num_threads``),
 best and median of ``--batches`` timed batches after two warm-up batches.
@@ -75,6 +78,49 @@ class NMNISTNet(nn.Module):
         return h2_sum / frames.shape[1]
 
 
+class RectangularSurrogate(torch.autograd.Function):
+    """snnTorch's ``spike_grad`` (called on ``mem - threshold``) with the rectangular
+    surrogate of :class:`SpikeFn`."""
+
+    @staticmethod
+    def forward(ctx, shifted):
+        ctx.save_for_backward(shifted)
+        return shifted.gt(0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (shifted,) = ctx.saved_tensors
+        return grad_output * (shifted.abs() < WIDTH).float()
+
+
+def snntorch_net() -> nn.Module:
+    """:class:`NMNISTNet` with snnTorch's ``Leaky`` neurons, stepped the way snnTorch's
+    tutorials step a convolutional SNN."""
+    import snntorch as snn
+
+    class SnnTorchNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 15, 3, 1, 1), nn.Conv2d(15, 40, 3, 1, 1)
+            self.fc1, self.fc2 = nn.Linear(40 * 8 * 8, 300), nn.Linear(300, 10)
+            self.lifs = nn.ModuleList(snn.Leaky(beta=DECAY, threshold=V_TH, reset_mechanism="zero",
+                                                spike_grad=RectangularSurrogate.apply) for _ in range(4))
+
+        def forward(self, frames):
+            batch = frames.shape[0]
+            mems = [lif.init_leaky() for lif in self.lifs]
+            total = 0
+            for t in range(frames.shape[1]):
+                spikes, mems[0] = self.lifs[0](self.conv1(frames[:, t]), mems[0])
+                spikes, mems[1] = self.lifs[1](self.conv2(F.avg_pool2d(spikes, 2)), mems[1])
+                spikes, mems[2] = self.lifs[2](self.fc1(F.avg_pool2d(spikes, 2).view(batch, -1)), mems[2])
+                spikes, mems[3] = self.lifs[3](self.fc2(spikes), mems[3])
+                total = total + spikes
+            return total / frames.shape[1]
+
+    return SnnTorchNet()
+
+
 def nmnist_like(rng, activity: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames [B, T, 2, 32, 32] with ``activity`` of cells nonzero (counts 1-3), and labels."""
     shape = (BATCH, N_STEPS, 2, 32, 32)
@@ -82,11 +128,13 @@ def nmnist_like(rng, activity: float) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(rng.integers(0, 10, BATCH))
 
 
-def measure(n_threads: int, n_batches: int, activity: float, seed: int = 0) -> dict:
+def measure(n_threads: int, n_batches: int, activity: float, seed: int = 0, model=NMNISTNet) -> dict:
+    """Samples/s of the network ``model()`` builds (:class:`NMNISTNet` or
+    :func:`snntorch_net`)."""
     torch.set_num_threads(n_threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = NMNISTNet()
+    net = model()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     batches = [nmnist_like(rng, activity) for _ in range(2 + n_batches)]
 
