@@ -10,7 +10,7 @@ from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, 
 from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
-                                           conv_input_grad_scatter_csr)
+                                           conv_input_grad_scatter_csr, conv_input_grad_winograd)
 from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
                                             conv_weight_grad_events)
 from evsim.kernels.events import dense_to_events
@@ -34,6 +34,7 @@ INPUT_GRAD = {"scatter": conv_input_grad_scatter,
               "gather_csr": lambda g, i, c, d, geo, out: conv_input_grad_gather_csr(g, np.ones(out.shape, np.uint8),
                                                                                      i, c, d, geo, out),
               "direct": conv_input_grad_direct,
+              "winograd": conv_input_grad_winograd,
               "dense": conv_input_grad_dense,
               "dense-chunked": lambda *a: conv_input_grad_dense(*a, max_bytes=1)}
 
@@ -332,6 +333,8 @@ def test_path_choice_follows_the_measured_crossovers():
     assert paths.input_grad_path(0.03) == "scatter"
     assert paths.input_grad_path(0.08) == "direct"
     assert paths.input_grad_path(0.5, 0.5) == "direct" and paths.input_grad_path(0.5, stride=2) == "dense"
+    assert paths.input_grad_path(0.5, geometry=conv2, n_filters=40) == "winograd"  # conv2's transposed convolution
+    assert paths.input_grad_path(0.5, geometry=conv_geometry(15, 16, 16, 5, 1, 2), n_filters=40) == "direct"
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",
                                                                                                    "dense")),
                            (paths.INPUT_GRAD_PATHS, ("gather", "scatter", "direct", "dense"))):

@@ -19,7 +19,7 @@ from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
-                                           conv_input_grad_scatter_csr)
+                                           conv_input_grad_scatter_csr, conv_input_grad_winograd)
 from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
                                             conv_weight_grad_events)
 
@@ -30,7 +30,8 @@ WEIGHT_GRAD_PATHS = {"events": conv_weight_grad_events, "csr": conv_weight_grad_
                      "dense": conv_weight_grad_dense}
 INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_input_grad_scatter_csr,
                     "gather": conv_input_grad_gather, "gather_csr": conv_input_grad_gather_csr,
-                    "direct": conv_input_grad_direct, "dense": conv_input_grad_dense}
+                    "direct": conv_input_grad_direct, "winograd": conv_input_grad_winograd,
+                    "dense": conv_input_grad_dense}
 
 # Runs of ``python -m benchmarks.bench_conv_kernels`` (ranges over the runs; 1-4 at 1-30 %,
 # 1 and 2 threads; run 5 at 30-65 %, conv2, 1 thread, ``--layers conv2 --threads 1
@@ -126,6 +127,19 @@ def nonzero_density(rows: np.ndarray, stride: int = DENSITY_SAMPLE_STRIDE) -> fl
     return np.count_nonzero(sample) / max(sample.size, 1)
 
 
+def _dense_costs(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int,
+                 winograd: bool) -> dict[str, float]:
+    """Modelled ns a slot of the direct convolution and (``winograd``) Winograd's, from
+    ``in_channels`` source channels to ``n_out`` output channels of ``out_height x out_width``."""
+    units = n_out * out_height * out_width
+    costs = {"direct": DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_multiply_adds(
+        in_channels, kernel, n_out, out_height, out_width)}
+    if winograd:
+        costs["winograd"] = WINOGRAD_NS_PER_UNIT * units + WINOGRAD_NS_PER_FMA * winograd_multiply_adds(
+            in_channels, n_out, out_height, out_width)
+    return costs
+
+
 def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
     """``"events"``, ``"direct"``, ``"winograd"`` or ``"dense"`` for input events of this
     density: for a stride-1 ``geometry`` with ``n_filters`` alive filters, the cheapest
@@ -137,14 +151,10 @@ def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_f
     if geometry is None or geometry.stride != 1:
         return "events" if input_density < FORWARD_EVENTS_BELOW else "dense"
     g = geometry
-    units = n_filters * g.out_cells
     taps = input_density * g.n_in * g.taps  # (event, tap) pairs, borders included
-    costs = {"events": EVENTS_NS_PER_UNIT * units + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16,
-             "direct": DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_multiply_adds(
-                 g.in_channels, g.kernel, n_filters, g.out_height, g.out_width)}
-    if winograd_applies(g):
-        costs["winograd"] = WINOGRAD_NS_PER_UNIT * units + WINOGRAD_NS_PER_FMA * winograd_multiply_adds(
-            g.in_channels, n_filters, g.out_height, g.out_width)
+    costs = _dense_costs(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, winograd_applies(g))
+    costs["events"] = (EVENTS_NS_PER_UNIT * n_filters * g.out_cells
+                       + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16)
     return min(costs, key=costs.get)
 
 
@@ -161,14 +171,23 @@ def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> st
     return "events"
 
 
-def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1) -> str:
-    """``"gather"``, ``"scatter"``, ``"direct"`` or ``"dense"`` (the ``conv_input_grad_*``
-    functions of :mod:`evsim.kernels.conv_input_grad`): gather when the layer below gives
-    a mask of the cells that use the error (``mask_density``, the fraction marked) and
-    few are marked, else scatter when dL/du is sparse (``grad_density``, its fraction of
-    nonzeros), else the direct transposed convolution (stride 1) or the GEMM."""
+def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1,
+                    geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
+    """``"gather"``, ``"scatter"``, ``"direct"``, ``"winograd"`` or ``"dense"`` (the
+    ``conv_input_grad_*`` functions of :mod:`evsim.kernels.conv_input_grad`): gather when
+    the layer below gives a mask of the cells that use the error (``mask_density``, the
+    fraction marked) and few are marked, else scatter when dL/du is sparse
+    (``grad_density``, its fraction of nonzeros), else the transposed convolution:
+    direct or, for a 3 x 3 stride-1 ``geometry`` with ``n_filters`` alive filters where
+    the forward's cost model says so, Winograd's (stride 1), or the GEMM."""
     if mask_density is not None and mask_density < INPUT_GRAD_GATHER_BELOW:
         return "gather"
     if grad_density < INPUT_GRAD_SCATTER_BELOW:
         return "scatter"
-    return "direct" if stride == 1 else "dense"
+    if stride != 1:
+        return "dense"
+    if geometry is not None and winograd_applies(geometry):
+        g = geometry
+        costs = _dense_costs(n_filters, g.kernel, g.in_channels, g.height, g.width, True)
+        return min(costs, key=costs.get)
+    return "direct"

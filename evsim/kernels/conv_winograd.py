@@ -67,19 +67,34 @@ def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: in
     return 16 * used_channels * -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS * n_vec
 
 
+def _transformed(kernels: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """``G g G^T`` of ``kernels`` float32 ``[O, I, 3, 3]`` for the inputs ``used``: float32
+    ``[16, I_used, O_pad]`` (``O_pad`` a multiple of :data:`BLOCK_CHANNELS`, zeros for
+    missing kernels and padding outputs), computed in float64 and rounded once."""
+    n_out = kernels.shape[0]
+    transformed = np.einsum("ia,fcab,jb->ijcf", _G, kernels[:, used].astype(np.float64), _G)
+    table = np.zeros((16, used.size, -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
+    table[:, :, :n_out] = transformed.reshape(16, used.size, n_out)
+    return table
+
+
 def winograd_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
                      n_filters: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(used, U)``: the input channels with a kernel (int64) and their transformed
-    kernels, float32 ``[16, C_used, F_pad]`` (``F_pad`` a multiple of
-    :data:`BLOCK_CHANNELS`, zeros for missing kernels and padding filters), computed in
-    float64 and rounded once."""
-    g = geometry
+    """``(used, U)`` of a convolution's forward: the input channels with a kernel (int64)
+    and the transformed kernels (:func:`_transformed`, ``[16, C_used, F_pad]``)."""
+    kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, geometry.in_channels, 3, 3)
     used = np.flatnonzero(np.diff(indptr))
-    kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, g.in_channels, 3, 3)
-    transformed = np.einsum("ia,fcab,jb->ijcf", _G, kernels[:, used].astype(np.float64), _G)
-    table = np.zeros((16, used.size, -(-n_filters // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
-    table[:, :, :n_filters] = transformed.reshape(16, used.size, n_filters)
-    return used, table
+    return used, _transformed(kernels, used)
+
+
+def transposed_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
+                       n_filters: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(used, U)`` of the transposed convolution (dL/du of the ``n_filters`` alive
+    filters into dL/dx): the filters with a kernel and the transformed flipped kernels,
+    ``[16, F_used, C_pad]``."""
+    kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, geometry.in_channels, 3, 3)
+    used = np.flatnonzero(np.bincount(columns, minlength=n_filters))
+    return used, _transformed(np.ascontiguousarray(kernels[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), used)
 
 
 @njit(cache=True, inline="always")
@@ -223,8 +238,11 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
     """One slot's currents from its transformed input (:func:`input_transform`) and the
     LIF step on them: ``spikes`` uint8 and ``u_out`` float32 (length 0: not recorded) the
     slot's ``[F*Ho*Wo]``, ``leak`` the state (:func:`evsim.kernels.propagate.lif_leak_vector`),
-    ``bias`` float32 per filter (padded), ``sums`` the block scratch (:func:`sums_scratch`)."""
+    ``bias`` float32 per filter (padded), ``sums`` the block scratch (:func:`sums_scratch`).
+    With ``leak`` empty there is no LIF step: the currents plus bias go into ``u_out``
+    (the transposed convolution of a backward pass)."""
     record = u_out.shape[0] > 0
+    neurons = leak.shape[0] > 0
     step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
     rows_at = 16 * step
     for f0 in range(0, n_out, BLOCK_CHANNELS):
@@ -249,7 +267,12 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
                         else:
                             unit, n = _row_unit(row_hi + r // 2, x_hi, f, out_height, out_width)
                         drive = load(sums, rows_at + r * LANES, LANES)
-                        if n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
+                        if not neurons:
+                            if n == LANES:
+                                store(u_out, unit, drive, LANES)
+                            elif n > 0:
+                                store(u_out, unit, drive, n)
+                        elif n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
                             u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
                             if record:
                                 store(u_out, unit, u, LANES)

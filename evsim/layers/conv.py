@@ -336,10 +336,11 @@ class SpikingConv2d(StructuralEdits):
     def _input_grad(self, grad_u: np.ndarray, request: BackwardRequest, steps: int, batch: int) -> np.ndarray:
         """dL/d(input) ``[T, B, n_in or len(input_units)]``: scattered from the nonzero entries
         of dL/du (the surrogate is zero for most units most of the time) or, where dL/du is
-        dense enough that scattering loses, by the direct transposed convolution (GEMM for
-        strided ones)."""
+        dense enough that scattering loses, by the transposed convolution (direct or
+        Winograd's; GEMM for strided ones)."""
         grad_in = aligned_empty((steps * batch, self.n_in))
-        path = input_grad_path(nonzero_density(grad_u), stride=self.geometry.stride)
+        path = input_grad_path(nonzero_density(grad_u), stride=self.geometry.stride, geometry=self.geometry,
+                               n_filters=self.alive_filters.size)
         INPUT_GRAD_PATHS[path](grad_u, self.store.indptr, self.columns, self.store.data, self.geometry, grad_in)
         if request.input_units is not None:
             grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
