@@ -180,9 +180,13 @@ class Network:
         fastest inference: a stride-1 convolution and the 2 x 2 average pooling after it
         run as one pass (:meth:`SpikingConv2d.forward_pooled`) wherever the dense paths
         are the cheaper, handing the next layer each window's spike count instead of
-        events. No traces:
-        nothing to count operations from or to backpropagate (use :meth:`forward` for
-        those). The counts equal :meth:`forward`'s: the same kernels compute the currents.
+        events. No traces: nothing to count operations from or to backpropagate (use
+        :meth:`forward` for those).
+
+        The counts equal :meth:`forward`'s: the same kernels compute the currents. (The
+        density that picks a kernel is read from every 61st row of a map handed on dense;
+        within a few tenths of a point of a crossover it may pick the other kernel, whose
+        currents differ by float32 rounding.)
         """
         x: Events | StaticDrive | np.ndarray = self._input_events(drive)
         k, trace = 0, None

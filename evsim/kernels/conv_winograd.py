@@ -6,12 +6,15 @@ the tile's 4 x 4 input window in channel ``c``, ``g_c`` the 3 x 3 kernel: 16 mul
 per tile, channel and filter instead of the direct convolution's 36. The transforms add
 and subtract only (and halve, in ``G``), so with dyadic weights and inputs the currents are
 exact, as the direct convolution's are; otherwise they differ from it by float32 rounding.
-On conv2 of the paper's N-MNIST network (15 -> 40 channels) the transforms cost a fifth of
-the multiply-adds they save (benchmarks/RESULTS.md).
+On conv2 of the paper's N-MNIST network (15 -> 40 channels) one slot takes 17 us against
+the direct convolution's 24 (1 thread), the transforms a quarter of the products' time
+(benchmarks/RESULTS.md). The same tiles serve the transposed convolution of the backward
+pass (:func:`evsim.kernels.conv_input_grad.conv_input_grad_winograd`).
 
 Layout, one slot (a sample at a step) at a time:
 
-- the slot's events go into a zero-padded map ``[C, Hp, Wp]`` (:func:`shift_events`);
+- the slot's input goes into a zero-padded map ``[C, Hp, Wp]`` (:func:`shift_events` for
+  events, :func:`fill_rows_bytes` for pooling-window counts, ``fill_rows`` for dL/du);
 - tiles are numbered row by row with ``TX`` tiles a row (the tile columns padded to 8
   or a multiple of 16), 16 to a vector: with ``TX = 8`` a vector holds two tile rows.
   Its two halves of 8 tiles each come from one 16-cell row load each: the input

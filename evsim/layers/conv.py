@@ -38,6 +38,7 @@ from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
                                StructuralEdits, attach_state, state_arrays)
 from evsim.layers.linear import LayerTrace
+from evsim.layers.pool import Pool2d
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
@@ -153,9 +154,8 @@ class SpikingConv2d(StructuralEdits):
         The currents come from the event path or, where the input is dense enough, the
         direct convolution or Winograd's (:func:`evsim.kernels.conv_paths.forward_path`),
         fused with the LIF dynamics where a one-pass kernel exists
-        (:mod:`evsim.kernels.conv_lif`). With
-        ``record`` False (inference) the trace holds no membrane (``u`` None) and cannot
-        be backpropagated.
+        (:mod:`evsim.kernels.conv_lif`). With ``record`` False (inference) the trace holds
+        no membrane (``u`` None) and cannot be backpropagated.
         """
         self._current_plan()
         n_units = self.alive_index.size
@@ -186,7 +186,7 @@ class SpikingConv2d(StructuralEdits):
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
         return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
 
-    def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool) -> np.ndarray | None:
+    def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d) -> np.ndarray | None:
         """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in
         one pass (:mod:`evsim.kernels.conv_lif_pool`): the spikes in each pooling window,
         uint8 ``[T, B, pool.n_out]`` (a quarter of each is what ``pool.forward`` hands on
