@@ -127,6 +127,15 @@ def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, bias,
     return n_filters, bias
 
 
+def _membrane_rows(u_out: np.ndarray | None, n_slots: int, n_units: int) -> np.ndarray:
+    """``u_out`` as checked ``[n_slots, n_units]`` rows, or ``[0, 0]`` to record none."""
+    if u_out is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat_u = u_out.reshape(n_slots, -1)
+    check_out(flat_u, n_slots, n_units, "u_out")
+    return flat_u
+
+
 @njit(parallel=True, cache=True)
 def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, height, width, pad, kernel, rows,
                      width_pad, out_height, out_width, decay, v_th, hard, u_out, spikes_out, n_tasks):
@@ -174,11 +183,7 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
         raise ValueError("the direct convolution is for stride 1; use the event or dense currents")
     n_steps, batch, n_units = spikes_out.shape
     n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
-    if u_out is None:
-        flat_u = np.zeros((0, 0), dtype=np.float32)
-    else:
-        flat_u = u_out.reshape(n_steps * batch, -1)
-        check_out(flat_u, n_steps * batch, n_units, "u_out")
+    flat_u = _membrane_rows(u_out, n_steps * batch, n_units)
     shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
     padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
     padded_bias[:n_filters] = bias
@@ -227,11 +232,7 @@ def conv_lif_winograd(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
         raise ValueError("the Winograd convolution is for 3 x 3 kernels at stride 1; use the direct or event path")
     n_steps, batch, n_units = spikes_out.shape
     n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
-    if u_out is None:
-        flat_u = np.zeros((0, 0), dtype=np.float32)
-    else:
-        flat_u = u_out.reshape(n_steps * batch, -1)
-        check_out(flat_u, n_steps * batch, n_units, "u_out")
+    flat_u = _membrane_rows(u_out, n_steps * batch, n_units)
     used, weights = winograd_weights(indptr, columns, data, g, n_filters)
     tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
     padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
