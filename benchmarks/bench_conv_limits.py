@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 import evsim
 from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames, pruned
-from benchmarks.common import machine, save_json
+from benchmarks.common import best_time, machine, save_json
 from evsim.kernels.conv_direct import (block_scratch, direct_multiply_adds, direct_slot, direct_taps, shifted_shape,
                                        zeros_on_lines)
 from evsim.kernels.conv_paths import event_density, forward_path
@@ -55,14 +55,8 @@ def _fma_chains(n, out):
 
 def fma_peak() -> float:
     """16-lane multiply-adds per second of one core, best of 3."""
-    out = np.zeros(LANES, dtype=np.float32)
-    _fma_chains(10, out)
-    n, best = 10_000_000, np.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        _fma_chains(n, out)
-        best = min(best, time.perf_counter() - start)
-    return 12 * n / best
+    out, n = np.zeros(LANES, dtype=np.float32), 10_000_000
+    return 12 * n / best_time(lambda: _fma_chains(n, out), repeat=3)
 
 
 @njit(cache=True)
@@ -83,12 +77,8 @@ def direct_rate() -> float:
     shifted = zeros_on_lines(int(np.prod(shape)))  # on cache lines, as the kernels keep them
     shifted[:] = rng.random(shifted.size, dtype=np.float32)
     out = np.zeros(filters * size * size, dtype=np.float32)
-    _repeat_slot(1, shifted, shape[3], offsets, table, filters, size, size, out)
-    n, best = 2000, np.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        _repeat_slot(n, shifted, shape[3], offsets, table, filters, size, size, out)
-        best = min(best, time.perf_counter() - start)
+    n = 2000
+    best = best_time(lambda: _repeat_slot(n, shifted, shape[3], offsets, table, filters, size, size, out), repeat=3)
     return n * direct_multiply_adds(channels, kernel, filters, size, size) / best
 
 
@@ -142,12 +132,6 @@ def conv_multiply_adds(network: evsim.Network, drive) -> int:
     return total
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def dead_shares(network: evsim.Network) -> list[float]:
     """Per layer, the share of its work a structure's dead units remove exactly: a
     convolution's dead filters, a linear layer's dead neurons, and for a pooling the
@@ -194,8 +178,7 @@ def main() -> None:
     rest = sum(ms for ms, fused in zip(times["full"]["inference"], is_conv_or_pool) if not fused) / 2
     floor = conv_floor + rest
     with threadpool_limits(limits=1, user_api="blas"):
-        full.predict(drive)
-        predict_s = min(_seconds(lambda: full.predict(drive)) for _ in range(3))
+        predict_s = best_time(lambda: full.predict(drive), repeat=3)
     result = {"machine": machine(), "fma_peak_per_core": peak, "direct_rate_conv2": rate, "layer_s": times,
               "layers": names, "inference_floor_s_2_cores": floor, "conv_floor_s_2_cores": conv_floor,
               "predict_s_1_thread": predict_s}

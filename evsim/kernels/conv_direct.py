@@ -19,7 +19,8 @@ of :data:`BLOCK_CHANNELS`, zeros for missing kernels and padding channels).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
@@ -116,11 +117,27 @@ def zeros_on_lines(n):
     return buffer[skip:skip + n]
 
 
+def _cells(source, offset, n, scale):
+    """Cells ``offset..offset+n`` of ``source`` as float32 lanes (compiled by the overload below)."""
+    raise NotImplementedError("njit only")
+
+
+@overload(_cells)
+def _cells_overload(source, offset, n, scale):
+    """float32 cells as they are; byte cells (the 2 x 2 window counts a fused convolution
+    and pooling hand on, a quarter of a float32 map's memory) times ``scale``, exact for a
+    power of two. Chosen at compile time: no test in the loop."""
+    if source.dtype == types.uint8:
+        return lambda source, offset, n, scale: scale * load_bytes(source, offset, n)
+    return lambda source, offset, n, scale: load(source, offset, n)
+
+
 @njit(cache=True)
-def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_pad, shifted):
-    """The shifted copies of a dense map ``source[first + c*H*W + y*W + x]``: row ``y`` of
-    channel ``c`` into row ``y + pad`` of copy ``kx``, moved by ``kx - pad`` (16 lanes at a
-    time). Cells outside the map are left as they are (zeros)."""
+def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_pad, shifted, scale=np.float32(1.0)):
+    """The shifted copies of a dense map ``source[first + c*H*W + y*W + x]`` (float32, or
+    byte counts read times ``scale``): row ``y`` of channel ``c`` into row ``y + pad`` of
+    copy ``kx``, moved by ``kx - pad`` (16 lanes at a time). Cells outside the map are
+    left as they are (zeros)."""
     for kx in range(kernel):
         lo, hi = max(0, pad - kx), min(width_pad, width + pad - kx)
         for c in range(channels):
@@ -129,23 +146,7 @@ def fill_rows(source, first, channels, height, width, pad, kernel, rows, width_p
                 src = first + (c * height + y) * width + kx - pad
                 for x in range(lo, hi, LANES):
                     n = min(LANES, hi - x)
-                    store(shifted, dst + x, load(source, src + x, n), n)
-
-
-@njit(cache=True)
-def fill_rows_bytes(source, first, channels, height, width, pad, kernel, rows, width_pad, scale, shifted):
-    """:func:`fill_rows` from a map of byte counts, each times ``scale`` (exact for a power
-    of two): the 2 x 2 window counts a fused convolution and pooling hand on, a quarter
-    of the float32 map's memory."""
-    for kx in range(kernel):
-        lo, hi = max(0, pad - kx), min(width_pad, width + pad - kx)
-        for c in range(channels):
-            for y in range(max(0, -pad), min(height, rows - pad)):
-                dst = ((kx * channels + c) * rows + y + pad) * width_pad
-                src = first + (c * height + y) * width + kx - pad
-                for x in range(lo, hi, LANES):
-                    n = min(LANES, hi - x)
-                    store(shifted, dst + x, scale * load_bytes(source, src + x, n), n)
+                    store(shifted, dst + x, _cells(source, src + x, n, scale), n)
 
 
 @njit(cache=True)

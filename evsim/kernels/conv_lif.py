@@ -23,10 +23,11 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_forward import _add_slot
-from evsim.kernels.conv_winograd import applies as winograd_applies
-from evsim.kernels.conv_winograd import sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif, winograd_weights
 from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
                                          row_weights, unit_taps)
+from evsim.kernels.conv_winograd import applies as winograd_applies
+from evsim.kernels.conv_winograd import (sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif,
+                                         winograd_weights)
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
 
 

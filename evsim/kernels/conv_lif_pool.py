@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows_bytes, forward_taps,
-                                       shift_events, zeros_on_lines)
+from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
+                                       zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
 from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
@@ -48,8 +48,8 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
                 if from_map:
-                    fill_rows_bytes(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad,
-                                    WINDOW_MEAN, shifted)
+                    fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted,
+                              WINDOW_MEAN)
                 else:
                     shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                                  shifted)
@@ -101,7 +101,7 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     path : ``"direct"`` or ``"winograd"`` (3 x 3 kernels), the currents' kernel; the
         spikes are those of :func:`evsim.kernels.conv_lif.conv_lif_direct` or
         :func:`~evsim.kernels.conv_lif.conv_lif_winograd`.
-    channel_of : int64 ``[F_alive]``, the pooled channel of each alive filter (distinct,
+    channel_of : integers ``[F_alive]``, the pooled channel of each alive filter (distinct,
         below ``C_pool``).
     pooled_out : uint8 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous, the spikes in each
         window (0-4; times :data:`WINDOW_MEAN` the pooled value): the alive filters'

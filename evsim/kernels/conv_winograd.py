@@ -14,7 +14,7 @@ pass (:func:`evsim.kernels.conv_input_grad.conv_input_grad_winograd`).
 Layout, one slot (a sample at a step) at a time:
 
 - the slot's input goes into a zero-padded map ``[C, Hp, Wp]`` (:func:`shift_events` for
-  events, :func:`fill_rows_bytes` for pooling-window counts, ``fill_rows`` for dL/du);
+  events, :func:`fill_rows` for pooling-window counts and for dL/du);
 - tiles are numbered row by row with ``TX`` tiles a row (the tile columns padded to 8
   or a multiple of 16), 16 to a vector: with ``TX = 8`` a vector holds two tile rows.
   Its two halves of 8 tiles each come from one 16-cell row load each: the input
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows_bytes, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
@@ -345,5 +345,5 @@ def winograd_map_inputs(source, scale, channels, height, width, pad, rows, width
                         transformed):
     """A slot's map of byte counts ``source`` ``[C*H*W]``, each times ``scale``, into the
     padded map and through the input transform."""
-    fill_rows_bytes(source, 0, channels, height, width, pad, 1, rows, width_pad, scale, padded)
+    fill_rows(source, 0, channels, height, width, pad, 1, rows, width_pad, padded, scale)
     input_transform(padded, rows, width_pad, used, tile_cols, n_vec, transformed)

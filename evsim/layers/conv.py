@@ -209,12 +209,11 @@ class SpikingConv2d(StructuralEdits):
         if path not in POOLED_PATHS:
             return None
         pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
-        dead = np.setdiff1d(np.arange(self.filters), self.alive_filters)
-        if dead.size:  # the kernel writes the alive filters' channels only
-            pooled.reshape(steps * batch, self.filters, -1)[:, dead] = 0
+        if not self.alive.all():  # the kernel writes the alive filters' channels only
+            pooled.reshape(steps * batch, self.filters, -1)[:, ~self.alive] = 0
         conv_lif_pool(drive, self.store.indptr, self.columns, self.store.data, self.geometry,
                       self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
-                      lif.reset == "hard", path, self.alive_filters.astype(np.int64), pooled)
+                      lif.reset == "hard", path, self.alive_filters, pooled)
         return pooled
 
     # --------------------------------------------------------------- backward
