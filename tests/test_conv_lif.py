@@ -30,7 +30,8 @@ def test_spikes_equal_twin(rng, n_filters, dead, kernel, stride, pad, reset):
     np.testing.assert_array_equal(spikes, ref)
 
 
-@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (21, (0, 17)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (19, (1,)), (21, (0, 17)),
+                                             (40, (3, 9, 30, 31))])
 @pytest.mark.parametrize("kernel, pad", [(3, 1), (5, 0), (1, 0), (3, 2), (5, 2)])
 @pytest.mark.parametrize("reset", ["hard", "subtract"])
 def test_direct_membrane_and_spikes_equal_twin(rng, n_filters, dead, kernel, pad, reset):
@@ -51,7 +52,8 @@ def test_direct_membrane_and_spikes_equal_twin(rng, n_filters, dead, kernel, pad
     np.testing.assert_array_equal(fast, ref)
 
 
-@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (21, (0, 17)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (19, (1,)), (21, (0, 17)),
+                                             (40, (3, 9, 30, 31))])
 @pytest.mark.parametrize("height, width, pad", [(7, 19, 1), (16, 16, 1), (9, 8, 0), (5, 40, 2), (33, 34, 1), (3, 3, 0)])
 @pytest.mark.parametrize("reset", ["hard", "subtract"])
 def test_winograd_membrane_and_spikes_equal_twin(rng, n_filters, dead, height, width, pad, reset):

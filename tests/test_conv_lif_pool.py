@@ -25,7 +25,8 @@ def pooled_twin(x, weight, bias, pad, reset, n_pooled_channels, channel_of):
 
 
 @pytest.mark.parametrize("path", ["direct", "winograd"])
-@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (21, (0, 17)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (19, (1,)), (21, (0, 17)),
+                                             (40, (3, 9, 30, 31))])
 @pytest.mark.parametrize("height, width, pad", [(7, 19, 1), (16, 16, 1), (9, 8, 0), (5, 40, 2), (33, 34, 1)])
 @pytest.mark.parametrize("reset", ["hard", "subtract"])
 @pytest.mark.parametrize("dense_input", [False, True])

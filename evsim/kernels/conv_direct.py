@@ -8,9 +8,9 @@ convolution's currents and of the error it sends down.
 vectors), so every load below is a whole, aligned vector; the copy is made once per slot
 and its borders stay zero from slot to slot. Then each block of 4 output rows x 5
 output channels x 16 cells keeps its 20 sums in registers through all the taps
-``(i, ky, kx)``: per tap, 4 row loads and 5 weights feed 20 fused multiply-adds. The
-earlier kernel, one weight against 8 unaligned row loads, ran at a third of this
-machine's multiply-add rate (split loads; benchmarks/RESULTS.md).
+``(i, ky, kx)``: per tap, 4 row loads and 5 weights feed 20 fused multiply-adds (a last
+block of one channel is summed alone rather than padded). Unaligned row
+loads instead split and ran at a third of the multiply-add rate (benchmarks/RESULTS.md).
 
 ``taps`` lists the ``(i, ky, kx)`` to sum (channels without any kernel left out) as
 offsets into ``shifted`` and rows of ``weights`` ``[n_taps, O_pad]`` (``O_pad`` a multiple
@@ -30,7 +30,9 @@ from evsim.kernels.simd import LANES, even_lanes, fma, load, load_bytes, odd_lan
 # fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
 # 1.2-1.3x as fast as 4 x 4 per multiply-add, 4 x 5 as fast as 4 x 6 on conv2's forward
 # and 1.12x faster on conv1's forward and conv2's input gradient, whose 15 channels it
-# does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md).
+# does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md). A last block
+# of one channel (36 filters of 40 alive, say) is summed alone, in about a third of a
+# block's time; two or more alone cost as much as the padded block.
 BLOCK_ROWS = 4
 BLOCK_CHANNELS = 5
 # The weight gradient's register block: 4 taps x 4 blocks of dL/du.
@@ -46,10 +48,15 @@ def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -
 
 def direct_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int) -> int:
     """16-lane multiply-adds :func:`direct_slot` does for one slot: every tap of every
-    source channel, for the output channels padded to whole register blocks and each
-    output row in whole vectors."""
-    blocks = -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS
-    return in_channels * kernel * kernel * blocks * out_height * -(-out_width // LANES)
+    source channel, for the :func:`summed_channels` and each output row in whole vectors."""
+    return in_channels * kernel * kernel * summed_channels(n_out) * out_height * -(-out_width // LANES)
+
+
+def summed_channels(n_out: int) -> int:
+    """Output channels a slot's sums are computed for: ``n_out`` padded to whole register
+    blocks, except a last block of one channel."""
+    tail = n_out % BLOCK_CHANNELS
+    return n_out - tail + (tail if tail <= 1 else BLOCK_CHANNELS)
 
 
 def _tap_grid(used_channels: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,6 +223,34 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
     store(block, 304, a43, LANES)
 
 
+@njit(cache=True, inline="always")
+def _channel_sums(shifted, width_pad, offsets, weights, c, base, block):
+    """:func:`_block_sums` for output channel ``c`` alone, into the block's first sums: a
+    last block of one channel."""
+    zero = splat(np.float32(0.0))
+    a0, a1, a2, a3 = zero, zero, zero, zero
+    for j in range(offsets.shape[0]):
+        p = offsets[j] + base
+        w = weights[j, c]
+        a0 = fma(w, load(shifted, p, LANES), a0)
+        a1 = fma(w, load(shifted, p + width_pad, LANES), a1)
+        a2 = fma(w, load(shifted, p + 2 * width_pad, LANES), a2)
+        a3 = fma(w, load(shifted, p + 3 * width_pad, LANES), a3)
+    store(block, 0, a0, LANES)
+    store(block, 16, a1, LANES)
+    store(block, 32, a2, LANES)
+    store(block, 48, a3, LANES)
+
+
+@njit(cache=True, inline="always")
+def _sums(shifted, width_pad, offsets, weights, c0, n_out, base, block):
+    """The sums of the block at output channel ``c0``."""
+    if n_out - c0 == 1:
+        _channel_sums(shifted, width_pad, offsets, weights, c0, base, block)
+    else:
+        _block_sums(shifted, width_pad, offsets, weights, c0, base, block)
+
+
 @njit(cache=True)
 def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_width, out, o, block):
     """One slot: ``out[o + c*Ho*Wo + y*Wo + x]`` for the ``n_out`` output channels, from
@@ -228,7 +263,7 @@ def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_wid
             n_rows = min(BLOCK_ROWS, out_height - y0)
             for x0 in range(0, out_width, LANES):
                 lanes = min(LANES, out_width - x0)
-                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                _sums(shifted, width_pad, offsets, weights, c0, n_out, y0 * width_pad + x0, block)
                 for c in range(n_channels):
                     for r in range(n_rows):
                         at = o + (c0 + c) * cells + (y0 + r) * out_width + x0
@@ -256,7 +291,7 @@ def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out
             n_rows = min(BLOCK_ROWS, out_height - y0)
             for x0 in range(0, out_width, LANES):
                 lanes = min(LANES, out_width - x0)
-                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                _sums(shifted, width_pad, offsets, weights, c0, n_out, y0 * width_pad + x0, block)
                 for c in range(n_channels):
                     b = splat(bias[c0 + c])
                     for r in range(n_rows):
@@ -298,7 +333,7 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
             n_rows = min(BLOCK_ROWS, out_height - y0)
             for x0 in range(0, out_width, LANES):
                 lanes = min(LANES, out_width - x0)
-                _block_sums(shifted, width_pad, offsets, weights, c0, y0 * width_pad + x0, block)
+                _sums(shifted, width_pad, offsets, weights, c0, n_out, y0 * width_pad + x0, block)
                 for c in range(n_channels):
                     b = splat(bias[c0 + c])
                     for r in range(n_rows):

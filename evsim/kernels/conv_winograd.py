@@ -24,7 +24,7 @@ Layout, one slot (a sample at a step) at a time:
 - ``V [16, C_used, n_vec, 16]`` the transformed inputs, ``U [16, C_used, F_pad]`` the
   transformed kernels; per transform position ``xi`` the products are a small GEMM done
   in register blocks of 4 tile vectors x 5 filters (20 sums, as the direct
-  convolution's blocks), kept for the 16 positions in ``sums`` (20 KB, L1) until the
+  convolution's blocks; a last block of one filter alone), kept for the 16 positions in ``sums`` (20 KB, L1) until the
   output transform and the LIF step (:func:`evsim.kernels.propagate.lif_leak_vector`)
   take them.
 """
@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, zeros_on_lines
+from evsim.kernels.conv_direct import (BLOCK_CHANNELS, fill_rows, shift_events, summed_channels,
+                                      zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
@@ -65,9 +66,9 @@ def tile_layout(out_height: int, out_width: int) -> tuple[int, int, int, int]:
 
 def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: int) -> int:
     """16-lane multiply-adds of one slot: 16 positions x the used channels x the filters
-    padded to whole blocks x the tile vectors."""
+    summed (:func:`evsim.kernels.conv_direct.summed_channels`) x the tile vectors."""
     n_vec = tile_layout(out_height, out_width)[1]
-    return 16 * used_channels * -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS * n_vec
+    return 16 * used_channels * summed_channels(n_out) * n_vec
 
 
 def _transformed(kernels: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -208,6 +209,37 @@ def _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
 
 
 @njit(cache=True, inline="always")
+def _filter_products(transformed, weights, xi, n_used, n_vec, v0, f, sums):
+    """:func:`_block_products` for filter ``f`` alone, into the block's first sums: a last
+    block of one filter (see :data:`evsim.kernels.conv_direct.BLOCK_CHANNELS`)."""
+    zero = splat(np.float32(0.0))
+    a0, a1, a2, a3 = zero, zero, zero, zero
+    for i in range(n_used):
+        p = ((xi * n_used + i) * n_vec + v0) * LANES
+        w = weights[xi, i, f]
+        a0 = fma(w, load(transformed, p, LANES), a0)
+        a1 = fma(w, load(transformed, p + LANES, LANES), a1)
+        a2 = fma(w, load(transformed, p + 2 * LANES, LANES), a2)
+        a3 = fma(w, load(transformed, p + 3 * LANES, LANES), a3)
+    s = xi * BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    store(sums, s, a0, LANES)
+    store(sums, s + 16, a1, LANES)
+    store(sums, s + 32, a2, LANES)
+    store(sums, s + 48, a3, LANES)
+
+
+@njit(cache=True, inline="always")
+def _products(transformed, weights, n_used, n_vec, v0, f0, n_out, sums):
+    """The products of the block at filter ``f0`` and tile vector ``v0``, all 16 positions."""
+    if n_out - f0 == 1:
+        for xi in range(16):
+            _filter_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+    else:
+        for xi in range(16):
+            _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+
+
+@njit(cache=True, inline="always")
 def _column_sums(sums, s, step):
     """``A^T`` down the 4 positions ``s, s + 4*step, ...`` of one column ``j``: rows 0 and 1."""
     m0, m1 = load(sums, s, LANES), load(sums, s + 4 * step, LANES)
@@ -250,8 +282,7 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
     rows_at = 16 * step
     for f0 in range(0, n_out, BLOCK_CHANNELS):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
-            for xi in range(16):
-                _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+            _products(transformed, weights, n_used, n_vec, v0, f0, n_out, sums)
             for m in range(min(BLOCK_CHANNELS, n_out - f0)):
                 f = f0 + m
                 b = splat(bias[f])
@@ -299,8 +330,7 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
     pooled_height, pooled_width = out_height // 2, out_width // 2
     for f0 in range(0, n_out, BLOCK_CHANNELS):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
-            for xi in range(16):
-                _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums)
+            _products(transformed, weights, n_used, n_vec, v0, f0, n_out, sums)
             for m in range(min(BLOCK_CHANNELS, n_out - f0)):
                 f = f0 + m
                 b = splat(bias[f])
