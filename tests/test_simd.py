@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import platform
 import sys
 
 import numpy as np
 import pytest
 from numba import njit
 
+from evsim.aligned import aligned_empty
 from evsim.kernels.simd import (
     LANES,
     all_zero,
@@ -29,6 +31,8 @@ from evsim.kernels.simd import (
     splat,
     store,
     store_bytes,
+    stream,
+    stream_fence,
     transpose16,
 )
 
@@ -91,6 +95,30 @@ def test_vector_arithmetic_is_float32_lane_by_lane(rng, n):
     _axpy(np.float32(0.3), x, y, out, n)
     np.testing.assert_array_equal(out[:n], np.float32(0.3) * x[:n] + y[:n])
     np.testing.assert_array_equal(out[n:], 0)
+
+
+@njit(cache=False)
+def _streamed_copy(source, target, target_offset, n):
+    """``target[target_offset:][:n] = source[:n]`` by :func:`stream`, a vector at a time."""
+    for j in range(0, n, LANES):
+        stream(target, target_offset + j, load(source, j, min(LANES, n - j)), min(LANES, n - j))
+    stream_fence()
+
+
+@pytest.mark.parametrize("target_offset", [0, 16, 3, 17])
+@pytest.mark.parametrize("n", [1, 16, 40, 64])
+def test_stream_writes_exactly_n_lanes_on_and_off_cache_lines(rng, target_offset, n):
+    """Whole vectors on a cache line go out as non-temporal stores, the rest as masked
+    stores: either way exactly the ``n`` lanes change."""
+    source = rng.standard_normal(64).astype(np.float32)
+    target = aligned_empty((100,))
+    target[:] = -7.0
+    _streamed_copy(source, target, target_offset, n)
+    expected = np.full(100, -7.0, np.float32)
+    expected[target_offset:target_offset + n] = source[:n]
+    np.testing.assert_array_equal(target, expected)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "movntps" in next(iter(_streamed_copy.inspect_asm().values()))
 
 
 @njit(cache=False)

@@ -24,7 +24,8 @@ from numba.extending import overload
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
-from evsim.kernels.simd import LANES, even_lanes, fma, load, load_bytes, odd_lanes, splat, store, store_bytes
+from evsim.kernels.simd import (LANES, even_lanes, fma, load, load_bytes, odd_lanes, splat, store, store_bytes,
+                                stream)
 
 # Output rows and channels of a register block: 20 sums, 4 rows and a weight in flight
 # fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
@@ -302,7 +303,7 @@ def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out
                         if lanes == LANES:
                             u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
                             if record:
-                                store(u_out, unit, u, LANES)
+                                stream(u_out, unit, u, LANES)
                         else:
                             u = lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
                             if record:

@@ -28,7 +28,7 @@ from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, ch
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import (sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif,
                                          winograd_weights)
-from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, transpose16
+from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, stream_fence, transpose16
 
 
 @njit(parallel=True, cache=True)
@@ -162,6 +162,7 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, h
                              shifted)
                 direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias, leak,
                                 decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane, block)
+        stream_fence()
 
 
 def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
@@ -219,6 +220,7 @@ def _conv_lif_winograd(ptr, idx, val, used, weights, bias, batch, n_channels, he
                 winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_filters, out_height, out_width,
                                   bias, leak, decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane,
                                   sums)
+        stream_fence()
 
 
 def conv_lif_winograd(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, columns: np.ndarray,

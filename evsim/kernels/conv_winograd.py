@@ -38,7 +38,7 @@ from evsim.kernels.conv_direct import (BLOCK_CHANNELS, fill_rows, shift_events, 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
-                                store_bytes, upper_halves)
+                                store_bytes, stream, upper_halves)
 
 # Tile vectors a register block spans: 4 x BLOCK_CHANNELS sums.
 BLOCK_VECTORS = 4
@@ -309,7 +309,7 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
                         elif n == LANES:  # a plain store (see evsim.kernels.conv_direct.direct_slot_lif)
                             u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
                             if record:
-                                store(u_out, unit, u, LANES)
+                                stream(u_out, unit, u, LANES)
                         elif n > 0:
                             u = lif_leak_vector(drive, leak, unit, n, decay, v_th, hard, spikes)
                             if record:

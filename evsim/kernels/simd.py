@@ -126,6 +126,53 @@ def store(typingctx, array, offset, vector, n):
     return types.none(array, offset, vector, n), codegen
 
 
+@intrinsic
+def stream(typingctx, array, offset, vector, n):
+    """:func:`store`, bypassing the caches (a non-temporal store) where the 16 lanes fill
+    a whole cache line: for outputs far larger than the caches and read only much later
+    (a layer's recorded membrane, its dL/du), whose lines a plain store must first read
+    from memory. Elsewhere (``n < 16``, or not on a 64-byte line) a plain store. Call
+    :func:`stream_fence` before other threads read what was streamed."""
+    if not (_check_contiguous(array, types.float32) and isinstance(offset, types.Integer) and vector is float32x16
+            and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        whole = builder.icmp_signed("==", args[3], ir.Constant(args[3].type, LANES))
+        on_line = builder.icmp_unsigned("==", builder.and_(builder.ptrtoint(address, _I64), ir.Constant(_I64, 63)),
+                                        ir.Constant(_I64, 0))
+        with builder.if_else(builder.and_(whole, on_line)) as (streamed, masked):
+            with streamed:
+                line = builder.store(args[2], address, align=64)
+                line.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
+            with masked:
+                store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
+                masked_store = cgutils.get_or_insert_function(builder.module, store_type,
+                                                              "llvm.masked.store.v16f32.p0")
+                builder.call(masked_store, [args[2], address, ir.Constant(_I32, 4), _first_lanes(builder, args[3])])
+        return context.get_dummy_value()
+
+    return types.none(array, offset, vector, n), codegen
+
+
+@intrinsic
+def stream_fence(typingctx):
+    """Order this thread's :func:`stream` stores before its later ones (non-temporal stores
+    are weakly ordered): call at the end of a parallel task that streamed."""
+    def codegen(context, builder, signature, args):
+        if builder.module.triple.startswith(("x86_64", "i686", "i386")):
+            # SFENCE: the lock-prefixed instruction LLVM emits for a fence is not
+            # documented to order non-temporal stores on every x86.
+            sfence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
 def _lanewise(instruction):
     """An intrinsic applying the IR builder's ``instruction`` to two vectors, lane by lane."""
 
