@@ -14,6 +14,15 @@ from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.optim import _adam, _sgd
 
 f32 = np.float32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: compared with a float32, 1e39 would be cast
+
+
+def _step_size(value: float) -> np.float32:
+    """``value`` in float32, infinite past its range without NumPy's overflow warning: a
+    learning rate near float32's limit grows past it in Adam's first, bias-corrected steps,
+    and the training's divergence check then says so in one line."""
+    return f32(math.copysign(math.inf, value)) if abs(float(value)) > _FLOAT32_MAX else f32(value)
+
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # The moments each optimizer keeps in a parameter's state dict (float32, aligned with the
@@ -80,7 +89,7 @@ class Optimizer:
                 m, v = MOMENTS[self.name]
                 _adam(values, grads, moments[m], moments[v], f32(lr),
                       f32(beta1), f32(beta2), f32(self.eps), f32(self.weight_decay), self.name == "adamw",
-                      f32(lr / (1.0 - beta1 ** self.steps)), f32(1.0 / math.sqrt(1.0 - beta2 ** self.steps)))
+                      _step_size(lr / (1.0 - beta1 ** self.steps)), f32(1.0 / math.sqrt(1.0 - beta2 ** self.steps)))
 
 
 @dataclass(frozen=True)
