@@ -146,10 +146,9 @@ def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, 
         # Scratch once per task (``n_tasks``: the caller's thread count), not per sample:
         # taken and freed 100 times a batch it cost 56 ms of system time a training batch
         # of the paper's N-MNIST network (the threads' malloc arenas trimming and growing).
-        carry = np.empty(n, dtype=np.float32)
+        no_carry = np.zeros(n, dtype=np.float32)
         formed = np.empty(n if grad_spikes is None else 0, dtype=np.float32)
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
-            carry[:] = 0.0
             bias_sum = grad_bias_per_sample[b]
             bias_sum[:] = 0.0
             quiet = True  # no error carried back from later steps yet
@@ -158,27 +157,45 @@ def _lif_backward(grad_spikes, grad_above, weight_above, pooled, pool_channels, 
                     grad_u[t, b, :n] = 0.0  # what the update below gives with dL/do and the carry zero
                     continue
                 quiet = False
-                if grad_spikes is None:
-                    if pooled.shape[0] > 0:
-                        _pooled_row(pooled, t * batch + b, pool_channels, pool_shape, formed)
-                    else:
-                        _form_row(grad_above, t * batch + b, weight_above, formed)
-                    from_above = formed
-                else:
-                    from_above = grad_spikes[t, b]
-                for j in range(n):
-                    c = carry[j]
-                    spiked = np.float32(o[t, b, j])
-                    if hard:
-                        reset_grad = -decay * u[t, b, j] * c
-                        leak = decay * (np.float32(1.0) - spiked)
-                    else:
-                        reset_grad = -v_th * c
-                        leak = decay
-                    go = from_above[j]
-                    if not detach_reset:
-                        go += reset_grad
-                    gu = go * _surrogate(u[t, b, j] - v_th, kind, width) + c * leak
-                    grad_u[t, b, j] = gu
-                    carry[j] = gu
-                    bias_sum[j] += gu
+                from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t,
+                                       b, batch, formed)
+                # The carry dL/du[t+1] is the row just written (zeros after quiet steps).
+                carry = grad_u[t + 1, b] if t + 1 < n_steps else no_carry
+                lif_backward_step(from_above, u[t, b], o[t, b], carry, grad_u[t, b], bias_sum, n, kind, width,
+                                  decay, v_th, hard, detach_reset)
+
+
+@njit(cache=True, inline="always")
+def error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t, b, batch, formed):
+    """dL/do of sample ``b`` at step ``t`` from its source (see :func:`_lif_backward`):
+    the row of ``grad_spikes``, or formed into ``formed``."""
+    if grad_spikes is None:
+        if pooled.shape[0] > 0:
+            _pooled_row(pooled, t * batch + b, pool_channels, pool_shape, formed)
+        else:
+            _form_row(grad_above, t * batch + b, weight_above, formed)
+        return formed
+    return grad_spikes[t, b]
+
+
+@njit(cache=True, inline="always")
+def lif_backward_step(from_above, u, o, carry, out, bias_sum, n, kind, width, decay, v_th, hard, detach_reset):
+    """One slot of :func:`_lif_backward`: ``out[:n]`` = dL/du[t] from dL/do[t]
+    ``from_above``, the membrane ``u`` and spikes ``o`` at ``t`` and ``carry`` = dL/du[t+1];
+    ``bias_sum`` += it. ``out`` and ``carry`` are distinct rows (LLVM vectorises the loop
+    after checking that they do not overlap)."""
+    for j in range(n):
+        c = carry[j]
+        spiked = np.float32(o[j])
+        if hard:
+            reset_grad = -decay * u[j] * c
+            leak = decay * (np.float32(1.0) - spiked)
+        else:
+            reset_grad = -v_th * c
+            leak = decay
+        go = from_above[j]
+        if not detach_reset:
+            go += reset_grad
+        gu = go * _surrogate(u[j] - v_th, kind, width) + c * leak
+        out[j] = gu
+        bias_sum[j] += gu

@@ -28,6 +28,7 @@ from evsim.errors import ShapeError
 from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometry
 from evsim.kernels.conv_forward import conv_currents_static
 from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_winograd
+from evsim.kernels.conv_lif_backward import lif_backward_weight_grad
 from evsim.kernels.conv_lif_pool import PATHS as POOLED_PATHS
 from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
@@ -252,15 +253,24 @@ class SpikingConv2d(StructuralEdits):
                                                    NO_POOL_CHANNELS, NO_POOL_SHAPE)
         else:
             raise ShapeError("a convolution takes dL/d(spikes) as a dense [T, B, N] array or a PooledGrad")
-        grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
-        grad_bias_per_sample = aligned_empty((batch, n_units))
-        _lif_backward(dense, NO_FACTORS, NO_FACTORS, pooled, channels, pool_shape, trace.u, trace.spikes,
-                      SURROGATES.index(lif.surrogate), np.float32(lif.width), np.float32(lif.decay),
-                      np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset, grad_u_lines, grad_bias_per_sample,
-                      get_num_threads())
-        grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
+        sources = (dense, NO_FACTORS, NO_FACTORS, pooled, channels, pool_shape)
+        surrogate = (SURROGATES.index(lif.surrogate), np.float32(lif.width))
+        constants = (np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset)
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
+        if (not request.input_grad and not request.would_be and self.columns.size
+                and self._weight_grad_path(trace.events_in, n_units // cells) == "events"):
+            # Nothing else reads dL/du: the weight gradient takes it slot by slot from the cache.
+            kernels, grad_bias_per_sample = lif_backward_weight_grad(
+                sources, trace.u, trace.spikes, surrogate, constants, trace.events_in, self.store.indptr,
+                self.columns, self.geometry)
+            grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
+            return LayerGrads([kernels, grad_bias])
+        grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
+        grad_bias_per_sample = aligned_empty((batch, n_units))
+        _lif_backward(*sources, trace.u, trace.spikes, *surrogate, *constants, grad_u_lines, grad_bias_per_sample,
+                      get_num_threads())
+        grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
         grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
         kernels = self._kernel_grads(trace.events_in, grad_u, self.store.indptr, self.columns, steps)
         grads = LayerGrads([kernels, grad_bias])
@@ -295,9 +305,14 @@ class SpikingConv2d(StructuralEdits):
             once = dense_to_events(drive.values[None])
             summed = np.ascontiguousarray(grad_u.reshape(steps, drive.batch, -1).sum(axis=0))
             return WEIGHT_GRAD_PATHS["dense"](once.ptr, once.idx, once.val, summed, indptr, columns, self.geometry)
-        n_blocks = grad_u.shape[1] // self.geometry.out_cells
-        path = weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks, self.geometry.stride)
+        path = self._weight_grad_path(drive, grad_u.shape[1] // self.geometry.out_cells)
         return WEIGHT_GRAD_PATHS[path](drive.ptr, drive.idx, drive.val, grad_u, indptr, columns, self.geometry)
+
+    def _weight_grad_path(self, drive: Events | StaticDrive, n_blocks: int) -> str | None:
+        """The weight gradient's kernel for this input (None for a static drive)."""
+        if isinstance(drive, StaticDrive):
+            return None
+        return weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks, self.geometry.stride)
 
     def _would_be_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, dead_error: np.ndarray | None,
                        steps: int) -> np.ndarray:

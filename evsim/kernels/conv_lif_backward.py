@@ -1,0 +1,107 @@
+"""BPTT through a convolution's LIF dynamics and its weight gradient in one pass, for a
+convolution whose dL/du nothing else reads: one that sends no error down (the network's
+first) and computes no would-be gradients.
+
+Apart, the LIF backward (:func:`evsim.kernels.lif._lif_backward`) writes dL/du, 123 MB a
+batch for conv1 of the paper's N-MNIST network, and the weight gradient's row layout
+(:func:`evsim.kernels.conv_weight_grad.conv_weight_grad_events`) reads it back. Here each
+task takes its samples back through time, and each slot's dL/du row, still in the core's
+cache, goes straight into the task's weight-gradient sums; dL/du is never written out.
+Per slot the sums are those of the two passes; the tasks split the samples rather than
+the slots, so the totals add in another order: equal up to float32 rounding (exactly
+with dyadic values), and the same for the same thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from evsim.kernels.conv_geometry import (ConvGeometry, _to_cell_major, check_block_csr, check_events, padded_lanes,
+                                         unit_taps)
+from evsim.kernels.conv_weight_grad import add_slot_rows, rows_to_kernels
+from evsim.kernels.lif import _no_error_arrives, error_row, lif_backward_step
+from evsim.kernels.simd import all_zero
+
+
+@njit(parallel=True, cache=True)
+def _lif_backward_weight_grad(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind,
+                              width, decay, v_th, hard, detach_reset, ptr, idx, val, wanted, in_height, in_width,
+                              kernel, stride, pad, out_height, out_width, grad_bias_per_sample, partial, n_tasks):
+    """The sources of dL/do, ``u``, ``o``, the LIF constants and ``grad_bias_per_sample``
+    as :func:`evsim.kernels.lif._lif_backward`; ``ptr, idx, val`` the layer's input events
+    and ``wanted`` its channels with a kernel asked for, as
+    :func:`evsim.kernels.conv_weight_grad._conv_weight_grad_rows`; ``partial[task]`` its
+    row-layout sums ``[C*K*K*G_pad]``."""
+    n_steps, batch, n = u.shape
+    cells = out_height * out_width
+    n_blocks = n // cells
+    lanes = partial.shape[1] // (wanted.shape[0] * kernel * kernel)
+    units = unit_taps(wanted.shape[0], in_height, in_width, kernel, stride, pad, out_height, out_width)
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        rows = np.zeros((2, n), dtype=np.float32)  # dL/du at t and at t + 1, taking turns
+        formed = np.empty(n if grad_spikes is None else 0, dtype=np.float32)
+        scratch = np.zeros(cells * lanes, dtype=np.float32)  # padding lanes stay 0
+        acc = partial[task]
+        acc[:] = 0.0
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            bias_sum = grad_bias_per_sample[b]
+            bias_sum[:] = 0.0
+            rows[1, :] = 0.0  # the carry into the last step with an error
+            now = 0
+            quiet = True  # no error carried back from later steps yet: dL/du is zero
+            for t in range(n_steps - 1, -1, -1):
+                if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+                    continue
+                quiet = False
+                from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t,
+                                       b, batch, formed)
+                lif_backward_step(from_above, u[t, b], o[t, b], rows[1 - now], rows[now], bias_sum, n, kind, width,
+                                  decay, v_th, hard, detach_reset)
+                s = t * batch + b
+                if ptr[s] < ptr[s + 1] and not all_zero(rows[now], 0, n):
+                    _to_cell_major(rows, now, n_blocks, cells, lanes, scratch)
+                    add_slot_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc)
+                now = 1 - now
+
+
+def lif_backward_weight_grad(sources: tuple, u: np.ndarray, o: np.ndarray, surrogate: tuple, lif_constants: tuple,
+                             events, indptr: np.ndarray, columns: np.ndarray,
+                             geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The LIF backward and the weight gradient of the kernels ``(indptr, columns)`` in one
+    pass, without dL/du.
+
+    Parameters
+    ----------
+    sources : ``(grad_spikes, grad_above, weight_above, pooled, pool_channels,
+        pool_shape)``, dL/do as :func:`evsim.kernels.lif._lif_backward` takes it (checked
+        by the caller).
+    u, o : float32 and uint8 ``[T, B, F*Ho*Wo]``, C-contiguous: the recorded membrane and
+        spikes of the ``F`` alive filters.
+    surrogate : ``(kind, width)``; lif_constants : ``(decay, v_th, hard, detach_reset)``.
+    events : the layer's input :class:`~evsim.kernels.events.Events`.
+    indptr, columns, geometry : the kernels asked for (``columns`` indexing the alive
+        filters) and the convolution, as :func:`conv_weight_grad_events`.
+
+    Returns
+    -------
+    kernels : float32 ``[nnz, K, K]``, aligned with ``columns``.
+    grad_bias_per_sample : float32 ``[B, F*Ho*Wo]``, ``sum_t dL/du[t]``.
+    """
+    g = geometry
+    n_steps, batch, n = u.shape
+    if (u.dtype != np.float32 or o.dtype != np.uint8 or o.shape != u.shape or not u.flags.c_contiguous
+            or not o.flags.c_contiguous or n % g.out_cells):
+        raise ValueError(f"u and o must be C-contiguous float32 and uint8 [T, B, F*{g.out_cells}], got "
+                         f"{u.dtype} {u.shape} and {o.dtype} {o.shape}")
+    n_blocks = n // g.out_cells
+    check_events(events.ptr, events.idx, events.val, n_steps * batch)
+    check_block_csr(indptr, columns, np.empty((columns.size, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
+    n_tasks = max(1, min(batch, get_num_threads()))
+    lanes = padded_lanes(n_blocks)
+    partial = np.empty((n_tasks, g.in_channels * g.taps * lanes), dtype=np.float32)
+    grad_bias_per_sample = np.empty((batch, n), dtype=np.float32)
+    _lif_backward_weight_grad(*sources, u, o, *surrogate, *lif_constants, events.ptr, events.idx, events.val,
+                              np.diff(indptr) > 0, g.height, g.width, g.kernel, g.stride, g.pad, g.out_height,
+                              g.out_width, grad_bias_per_sample, partial, n_tasks)
+    return rows_to_kernels(partial, indptr, columns, g), grad_bias_per_sample

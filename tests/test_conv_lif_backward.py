@@ -1,0 +1,100 @@
+"""The LIF backward and the weight gradient in one pass (evsim/kernels/conv_lif_backward.py)
+against the two passes and the dense twin."""
+import numpy as np
+import pytest
+
+import evsim
+from evsim.kernels.avg_pool import avg_pool_backward
+from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
+from evsim.kernels.conv_lif_backward import lif_backward_weight_grad
+from evsim.kernels.conv_weight_grad import conv_weight_grad_events
+from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
+from evsim.layers.base import BackwardRequest
+from evsim.neuron import SURROGATES, surrogate_grad
+from tests.reference import conv2d_weight_grad, conv_lif_forward, dyadic_weights, lif_backward
+from tests.test_conv_kernels import event_maps, make_conv
+
+
+def two_passes(sources, u, o, surrogate, constants, ev, indptr, columns, geo):
+    """dL/du written out by the LIF backward, then the row-layout weight gradient."""
+    n_steps, batch, n = u.shape
+    grad_u = np.empty((n_steps, batch, n), np.float32)
+    bias = np.empty((batch, n), np.float32)
+    _lif_backward(*sources, u, o, *surrogate, *constants, grad_u, bias, 2)
+    return conv_weight_grad_events(ev.ptr, ev.idx, ev.val, grad_u.reshape(n_steps * batch, n), indptr, columns,
+                                   geo), bias, grad_u
+
+
+@pytest.mark.parametrize("kernel, stride, pad", [(3, 1, 1), (3, 2, 1), (5, 1, 0), (1, 1, 0)])
+@pytest.mark.parametrize("reset, detach, kind", [("hard", False, "rectangular"), ("subtract", False, "triangle"),
+                                                 ("hard", True, "fast_sigmoid")])
+@pytest.mark.parametrize("source", ["dense", "pooled"])
+def test_one_pass_equals_the_two_passes_and_the_twin(rng, kernel, stride, pad, reset, detach, kind, source):
+    """Kernels and per-sample bias sums of the one pass equal the two passes' (the bias sums
+    bit for bit; the kernels up to the order the slots are summed in) and the twin's, with
+    dead filters, a channel without kernels, pooled or dense dL/do and quiet steps."""
+    channels, height, width, n_steps, batch = 3, 10, 10, 6, 5
+    weight, (indptr, columns, data), stored = make_conv(rng, channels, 7, kernel, dead=(2, 5))
+    bias = dyadic_weights(rng, (weight.shape[0],), scale=4).astype(np.float32)
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.2, values=(1.0, 2.0, 0.25))
+    geo = conv_geometry(channels, height, width, kernel, stride, pad)
+    u, o = conv_lif_forward(x, weight, bias, stride, pad, reset=reset)
+    u, o = np.ascontiguousarray(u, np.float32), np.ascontiguousarray(o, np.uint8)
+    n = u.shape[2]
+    if source == "pooled":  # dL/d(pooled) of a 2 x 2 average pooling above
+        pool = pool_geometry(weight.shape[0], geo.out_height, geo.out_width, 2)
+        pooled = dyadic_weights(rng, (n_steps * batch, pool.n_out), 0.5, 16).astype(np.float32)
+        pooled[: 2 * batch] = 0.0  # the first two steps quiet: no error from above
+        sources = (None, NO_FACTORS, NO_FACTORS, pooled, np.arange(weight.shape[0], dtype=np.int64),
+                   (geo.out_height, geo.out_width, 2, pool.out_height, pool.out_width))
+        grad_o = avg_pool_backward(pooled, pool).reshape(n_steps, batch, n)
+    else:
+        grad_o = dyadic_weights(rng, (n_steps, batch, n), 0.5, 16).astype(np.float32)
+        grad_o[-2:] = 0.0  # the last two steps quiet
+        sources = (grad_o, NO_FACTORS, NO_FACTORS, NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE)
+    surrogate = (SURROGATES.index(kind), np.float32(0.5))
+    constants = (np.float32(0.2), np.float32(0.5), reset == "hard", detach)
+    kernels, bias_sums = lif_backward_weight_grad(sources, u, o, surrogate, constants, ev, indptr, columns, geo)
+    want_kernels, want_bias, grad_u = two_passes(sources, u, o, surrogate, constants, ev, indptr, columns, geo)
+    np.testing.assert_array_equal(bias_sums, want_bias)
+    scale = np.abs(want_kernels).max()
+    assert scale > 0
+    np.testing.assert_allclose(kernels, want_kernels, rtol=1e-5, atol=1e-6 * scale)
+
+    twin_u = lif_backward(grad_o, u, o.astype(np.float32), surrogate_grad(u - np.float32(0.5), kind, 0.5),
+                          reset=reset, detach_reset=detach)
+    np.testing.assert_allclose(grad_u, twin_u, rtol=1e-5, atol=1e-6 * np.abs(twin_u).max())
+    maps_u = twin_u.reshape((n_steps * batch, weight.shape[0], geo.out_height, geo.out_width))
+    twin = conv2d_weight_grad(x.reshape(-1, channels, height, width), maps_u, kernel, stride, pad)
+    rows, cols = np.nonzero(stored)
+    np.testing.assert_allclose(kernels, twin[cols, rows], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_the_first_convolution_of_a_network_takes_the_one_pass(monkeypatch):
+    """A first convolution with sparse input (the row-layout weight gradient) runs the one
+    pass in training; its gradients are those of the two passes, which a request for its
+    input gradient still takes."""
+    import evsim.layers.conv as conv_module
+
+    calls, received = [], []
+    fused = conv_module.lif_backward_weight_grad
+    monkeypatch.setattr(conv_module, "lif_backward_weight_grad", lambda *a: calls.append(1) or fused(*a))
+    backward = conv_module.SpikingConv2d.backward
+    monkeypatch.setattr(conv_module.SpikingConv2d, "backward",
+                        lambda self, *a: received.append(a) or backward(self, *a))
+    rng = np.random.default_rng(3)
+    network = evsim.Network.from_spec("2x16x16-6C3-AP2-5", rng=1)
+    network.layers[0].bias[:] = np.float32(0.3)
+    x = (rng.random((8, 4, network.sizes[0])) < 0.06).astype(np.float32)
+    counts, traces = network.forward(x)
+    conv = network.layers[0]
+    assert conv._weight_grad_path(traces[0].events_in, conv.alive_filters.size) == "events"
+    _, grad_counts = evsim.mse_rate(counts, np.arange(4) % 5, 8)
+    grads = network.backward(traces, grad_counts)
+    assert calls == [1]
+    trace, grad_spikes, lif, _ = received[0]
+    two = backward(conv, trace, grad_spikes, lif, BackwardRequest(input_grad=True))
+    assert calls == [1] and two.input is not None
+    assert np.abs(two.params[0]).max() > 0
+    np.testing.assert_allclose(grads[0].params[0], two.params[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(grads[0].params[1], two.params[1])
