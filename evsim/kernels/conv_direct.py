@@ -9,8 +9,8 @@ vectors), so every load below is a whole, aligned vector; the copy is made once 
 and its borders stay zero from slot to slot. Then each block of 4 output rows x 5
 output channels x 16 cells keeps its 20 sums in registers through all the taps
 ``(i, ky, kx)``: per tap, 4 row loads and 5 weights feed 20 fused multiply-adds (a last
-block of one channel is summed alone rather than padded). Unaligned row
-loads instead split and ran at a third of the multiply-add rate (benchmarks/RESULTS.md).
+block of one channel is summed alone rather than padded). Unaligned row loads instead
+split and ran at a third of the multiply-add rate (benchmarks/RESULTS.md).
 
 ``taps`` lists the ``(i, ky, kx)`` to sum (channels without any kernel left out) as
 offsets into ``shifted`` and rows of ``weights`` ``[n_taps, O_pad]`` (``O_pad`` a multiple

@@ -24,17 +24,16 @@ Layout, one slot (a sample at a step) at a time:
 - ``V [16, C_used, n_vec, 16]`` the transformed inputs, ``U [16, C_used, F_pad]`` the
   transformed kernels; per transform position ``xi`` the products are a small GEMM done
   in register blocks of 4 tile vectors x 5 filters (20 sums, as the direct
-  convolution's blocks; a last block of one filter alone), kept for the 16 positions in ``sums`` (20 KB, L1) until the
-  output transform and the LIF step (:func:`evsim.kernels.propagate.lif_leak_vector`)
-  take them.
+  convolution's blocks; a last block of one filter alone), kept for the 16 positions in
+  ``sums`` (20 KB, L1) until the output transform and the LIF step
+  (:func:`evsim.kernels.propagate.lif_leak_vector`) take them.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import (BLOCK_CHANNELS, fill_rows, shift_events, summed_channels,
-                                      zeros_on_lines)
+from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, summed_channels, zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
