@@ -117,13 +117,17 @@ def store(typingctx, array, offset, vector, n):
         return None
 
     def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1])
-        store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
-        masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16f32.p0")
-        builder.call(masked_store, [args[2], address, ir.Constant(_I32, 4), _first_lanes(builder, args[3])])
+        _masked_store(builder, _address(context, builder, signature.args[0], args[0], args[1]), args[2], args[3])
         return context.get_dummy_value()
 
     return types.none(array, offset, vector, n), codegen
+
+
+def _masked_store(builder, address, vector, n):
+    """Lanes ``0..n-1`` of ``vector`` to ``address`` (a vector pointer), the others untouched."""
+    store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
+    masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16f32.p0")
+    builder.call(masked_store, [vector, address, ir.Constant(_I32, 4), _first_lanes(builder, n)])
 
 
 @intrinsic
@@ -147,10 +151,7 @@ def stream(typingctx, array, offset, vector, n):
                 line = builder.store(args[2], address, align=64)
                 line.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
             with masked:
-                store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
-                masked_store = cgutils.get_or_insert_function(builder.module, store_type,
-                                                              "llvm.masked.store.v16f32.p0")
-                builder.call(masked_store, [args[2], address, ir.Constant(_I32, 4), _first_lanes(builder, args[3])])
+                _masked_store(builder, address, args[2], args[3])
         return context.get_dummy_value()
 
     return types.none(array, offset, vector, n), codegen
