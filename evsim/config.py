@@ -249,7 +249,8 @@ OPTIONS: tuple[Option, ...] = (
            "data.encoding", choices=ENCODINGS, data=True),
     Option("slicing", "choice", "events", "Event framing: equal event number or equal time bins.", "data.slicing",
            choices=("events", "time"), data=True),
-    Option("crop", "bool", False, "Crop N-MNIST's 34x34 sensor to 32x32.", "data.crop", data=True),
+    Option("crop", "bool", False, "Crop N-MNIST's 34x34 sensor to 32x32 [default: on where the network "
+           "takes 32x32 maps, as the paper's does; off otherwise].", "data.crop", data=True),
     Option("denoise_us", "int", 0, "tonic Denoise filter time in microseconds (0 = off).", "data.denoise_us", low=0,
            data=True),
     Option("downsample", "int", 0, "DVS-Gesture spatial size after downsampling (0 = native 128).",
@@ -573,8 +574,9 @@ def resolve_options(given: dict, from_file: dict) -> dict:
         if dataset == "dvsgesture" and options["downsample"]:  # the paper's network over the smaller frames
             size = int(options["downsample"])
             options["arch"] = options["arch"].replace("2x128x128", f"2x{size}x{size}", 1)
-        if dataset == "nmnist" and "crop" not in given and "crop" not in from_file:
-            options["crop"] = True  # the paper's network takes the 34x34 frames cropped to 32x32
+    if dataset == "nmnist" and options["arch"] and "crop" not in chosen:
+        # The sensor is 34x34; a network that takes 32x32 maps (the paper's) takes the frames cropped.
+        options["crop"] = parse_spec(options["arch"])[0] in ((2, 32, 32), (2 * 32 * 32,))
     return options
 
 

@@ -277,6 +277,23 @@ def test_paper_networks_are_the_defaults_and_hidden_alone_means_the_mlp():
     assert (restored.arch, restored.develop, restored.sdsnn.constrain_output) == ("", "fc", False)
 
 
+@pytest.mark.parametrize("given, crop", [
+    ({"arch": "2x32x32-8C3-AP4-10"}, True),        # a network of 32x32 maps takes the cropped frames
+    ({"arch": "2048-100-10"}, True),
+    ({"arch": "2x34x34-8C3-AP2-10"}, False),
+    ({"arch": "2312-100-10"}, False),
+    ({"arch": "2x32x32-8C3-AP4-10", "crop": False}, False),  # an explicit choice stands
+    ({"arch": "2x34x34-8C3-AP2-10", "crop": True}, True),
+])
+def test_nmnist_crop_follows_the_networks_input_unless_given(given, crop):
+    from evsim.config import config_from_options, resolve_options
+
+    assert config_from_options(resolve_options({"dataset": "nmnist", **given}, {})).data.crop is crop
+    # A saved configuration keeps its crop whatever its network takes.
+    saved = {"arch": given["arch"], "crop": not crop}
+    assert config_from_options(resolve_options({"dataset": "nmnist"}, saved)).data.crop is (not crop)
+
+
 def test_bad_develop_values_are_one_line_errors(tmp_path):
     from click.testing import CliRunner
     from evsim.cli.main import main
