@@ -43,7 +43,7 @@ from evsim.errors import ConfigError
 from evsim.loss import LOSSES, get_loss
 from evsim.neuron import RESETS, SURROGATES, LIFParameters
 from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
-from evsim.network import parse_develop, parse_spec
+from evsim.network import parse_develop, parse_spec, spec_shapes
 from evsim.presets import PAPER_ARCHS, PRESETS
 from evsim.readers import read_small_file
 from evsim.structure import STRUCTURES, SDSNNConfig
@@ -108,7 +108,8 @@ class Option:
             return _CONVERTERS[self.kind](self, value)
         except ConfigError as exc:
             shown = value if isinstance(value, str) and value.strip() else repr(value)  # '' shows as such
-            raise ConfigError(f"{self.flag} {exc}, got {shown}") from None
+            said = isinstance(value, str) and value.strip() and value.strip() in str(exc)  # an arch error quotes it
+            raise ConfigError(f"{self.flag} {exc}" + ("" if said else f", got {shown}")) from None
 
 
 # Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣'; float() takes
@@ -217,13 +218,14 @@ def parse_dev_interval(value) -> int | str:
 
 
 def parse_arch(value) -> str:
-    """An architecture string (checked for its notation; whether it fits the data is
-    checked when the network is built), ``"paper"``, or ``""`` (the network of --hidden)."""
+    """An architecture string (checked for its notation and that its layers chain; whether
+    it fits the data is checked when the network is built), ``"paper"``, or ``""`` (the
+    network of --hidden)."""
     if not isinstance(value, str):
         raise ConfigError("must be an architecture string like 2x32x32-15C3-AP2-300-10")
     value = value.strip()
     if value not in ("", PAPER):
-        parse_spec(value)
+        spec_shapes(value)
     return value
 
 

@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
@@ -73,31 +74,18 @@ class Network:
         """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         parts = parse_spec(spec)
-        shape: tuple[int, ...] = parts[0]
+        shapes = spec_shapes(spec)
         n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
         layers, fc_seen = [], 0
-        for k, part in enumerate(parts[1:], start=1):
-            where = f"architecture {spec!r}: layer {k} ({_token(spec, k)})"
+        for part, shape in zip(parts[1:], shapes):
             if isinstance(part, int):
                 fc_seen += 1
                 layers.append(SparseLinear.uniform(int(np.prod(shape)), part, rng, path=path, develops=fc_seen < n_fc))
-                shape = (part,)
-                continue
-            if len(shape) != 3:
-                raise ConfigError(f"{where} needs a map of channels x height x width, but follows a fully connected "
-                                  "layer; put convolutions and poolings before the fully connected layers")
-            try:
-                if part[0] == "conv":
-                    _, filters, kernel, stride, pad = part
-                    layer = SpikingConv2d.uniform(shape, filters, kernel, rng, stride=stride, pad=pad)
-                else:
-                    layer = Pool2d(shape, part[2], part[1])
-            except ShapeError as exc:
-                raise ConfigError(f"{where} does not fit its {'x'.join(map(str, shape))} input: {exc}") from None
-            layers.append(layer)
-            shape = layer.out_shape
-        if len(shape) != 1:
-            raise ConfigError(f"architecture {spec!r} must end with a fully connected layer (the classes)")
+            elif part[0] == "conv":
+                _, filters, kernel, stride, pad = part
+                layers.append(SpikingConv2d.uniform(shape, filters, kernel, rng, stride=stride, pad=pad))
+            else:
+                layers.append(Pool2d(shape, part[2], part[1]))
         network = cls(layers, lif)
         network.set_developing(AUTO_DEVELOP)
         return network
@@ -365,26 +353,53 @@ def parse_spec(spec: str) -> list:
     return parts
 
 
+def spec_shapes(spec: str) -> list[tuple[int, ...]]:
+    """The input shape and every layer's output shape of the network ``spec`` describes,
+    without building it.
+
+    Raises
+    ------
+    ConfigError
+        If ``spec`` is not in the notation or its layers do not chain (a pooling larger
+        than its map, a convolution after a fully connected layer, no fully connected
+        layer at the end), naming the layer.
+    """
+    parts = parse_spec(spec)
+    shapes: list[tuple[int, ...]] = [parts[0]]
+    for k, part in enumerate(parts[1:], start=1):
+        shape = shapes[-1]
+        if isinstance(part, int):
+            shapes.append((part,))
+            continue
+        where = f"architecture {spec!r}: layer {k} ({_token(spec, k)})"
+        if len(shape) != 3:
+            raise ConfigError(f"{where} needs a map of channels x height x width, but follows a fully connected "
+                              "layer; put convolutions and poolings before the fully connected layers")
+        try:
+            if part[0] == "conv":
+                geometry = conv_geometry(*shape, part[2], part[3], part[4])
+                shapes.append((part[1], geometry.out_height, geometry.out_width))
+            else:
+                geometry = pool_geometry(*shape, part[2])
+                shapes.append((shape[0], geometry.out_height, geometry.out_width))
+        except ValueError as exc:
+            raise ConfigError(f"{where} does not fit its {'x'.join(map(str, shape))} input: {exc}") from None
+    if len(shapes[-1]) != 1:
+        raise ConfigError(f"architecture {spec!r} must end with a fully connected layer (the classes)")
+    return shapes
+
+
 def spec_footprint(spec: str) -> tuple[list[int], int]:
     """The units of each layer (input first) and the weights of the network ``spec``
     describes, without building it (for memory estimates)."""
-    parts = parse_spec(spec)
-    shape = parts[0]
-    units, weights = [int(np.prod(shape))], 0
-    for part in parts[1:]:
+    parts, shapes = parse_spec(spec), spec_shapes(spec)
+    weights = 0
+    for part, shape in zip(parts[1:], shapes):
         if isinstance(part, int):
             weights += int(np.prod(shape)) * part
-            shape = (part,)
-        elif len(shape) == 3 and part[0] == "conv":
-            _, filters, kernel, stride, pad = part
-            channels, height, width = shape
-            weights += channels * filters * kernel * kernel
-            shape = (filters, max(0, (height + 2 * pad - kernel) // stride + 1),
-                     max(0, (width + 2 * pad - kernel) // stride + 1))
-        elif len(shape) == 3:
-            shape = (shape[0], shape[1] // part[2], shape[2] // part[2])
-        units.append(int(np.prod(shape)))
-    return units, weights
+        elif part[0] == "conv":
+            weights += shape[0] * part[1] * part[2] * part[2]
+    return [int(np.prod(shape)) for shape in shapes], weights
 
 
 def _token(spec: str, k: int) -> str:

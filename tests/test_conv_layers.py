@@ -202,8 +202,38 @@ def test_conv_networks_save_load_and_export():
     ("2x8x8-3Q3-4", "layer 1 ('3Q3') is not a layer"),
 ])
 def test_architectures_that_do_not_chain_name_the_layer(spec, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    from evsim.network import spec_shapes
+
+    pattern = fragment.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ConfigError, match=pattern):
         evsim.Network.from_spec(spec)
+    with pytest.raises(ConfigError, match=pattern):
+        spec_shapes(spec)
+
+
+@pytest.mark.parametrize("spec", ["2x8x8-3C3-AP2-4", "2x9x7-3C3s2p0-MP2-5-4", "1x6x6-2C5p2-AP3-3", "30-5-4"])
+def test_spec_shapes_are_the_built_networks(spec):
+    from evsim.network import spec_footprint, spec_shapes
+
+    network = evsim.Network.from_spec(spec)
+    shapes = spec_shapes(spec)
+    assert [int(np.prod(shape)) for shape in shapes] == network.sizes
+    assert [shape for shape in shapes[1:] if len(shape) == 3] == [
+        layer.out_shape for layer in network.layers if hasattr(layer, "out_shape")]
+    assert spec_footprint(spec) == (network.sizes, sum(layer.store.data.size for layer in network.layers
+                                                       if hasattr(layer, "store")))
+
+
+def test_an_architecture_that_does_not_chain_is_refused_before_the_data_loads(tmp_path):
+    from click.testing import CliRunner
+    from evsim.cli.main import main
+
+    result = CliRunner().invoke(main, ["train", "--dataset", "nmnist", "--arch", "2x32x32-15C3-AP64-10",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert result.output.strip().splitlines() == [
+        "Error: Invalid value for '--arch': architecture '2x32x32-15C3-AP64-10': layer 2 ('AP64') does not fit its "
+        "15x32x32 input: pool geometry: a 64x64 window is larger than the 32x32 map"]
 
 
 def test_a_conv_run_stopped_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
