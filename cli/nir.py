@@ -23,13 +23,14 @@ from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="Which saved network of the run to export.")
 def export(run_dir, out, fmt, checkpoint):
-    """Export a trained run's network as a NIR graph: Affine (pruned synapses as zeros, CSR
-    structure in metadata) -> LIF per layer."""
+    """Export a trained run's network as a NIR graph: per layer Affine or Conv2d (pruned
+    synapses as zeros, the sparse structure in metadata) -> LIF, pooling nodes, and a
+    Flatten before the first fully connected layer."""
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
     write_nir(out, network)
     tau, r = lif_constants(network.lif)
-    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), layers {'-'.join(map(str, network.sizes))}, "
+    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), network {network.describe()}, "
                f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = {tau * 1e3:.6g} ms, r = {r:.6g}, "
                f"v_threshold {network.lif.v_th}, dt = {NIR_DT * 1e3:g} ms per step")
     if network.lif.reset == "subtract":
@@ -52,6 +53,6 @@ def import_nir(nir_file, out_dir, dt, path_option):
         raise CheckpointError(f"{out_dir}: holds a training run ({CONFIG_JSON}); import into a new folder")
     network = read_nir(nir_file, dt, path_option)
     save_network(out_dir / NETWORK_FILE, network)
-    click.echo(f"wrote {out_dir / NETWORK_FILE}: layers {'-'.join(map(str, network.sizes))}, "
+    click.echo(f"wrote {out_dir / NETWORK_FILE}: network {network.describe()}, "
                f"{network.synapses} synapses, LIF decay {network.lif.decay:.6g}, v_th {network.lif.v_th}, "
                f"{network.lif.reset} reset")
