@@ -108,7 +108,7 @@ class Option:
             return _CONVERTERS[self.kind](self, value)
         except ConfigError as exc:
             shown = value if isinstance(value, str) and value.strip() else repr(value)  # '' shows as such
-            said = isinstance(value, str) and value.strip() and value.strip() in str(exc)  # an arch error quotes it
+            said = self.kind == "arch" and isinstance(value, str) and repr(value.strip()) in str(exc)  # quoted there
             raise ConfigError(f"{self.flag} {exc}" + ("" if said else f", got {shown}")) from None
 
 
