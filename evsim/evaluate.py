@@ -16,6 +16,7 @@ import numpy as np
 
 from evsim.data import Dataset, Split
 from evsim.data.encoding import encode_events
+from evsim.data.nmnist import crop_hint
 from evsim.energy import EnergyModel, EnergyReport, count_network
 from evsim.kernels.events import Events, StaticDrive
 from evsim.errors import ConfigError
@@ -117,7 +118,8 @@ def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
     if network.sizes[0] != dataset.n_inputs or network.sizes[-1] != dataset.n_classes or not same_shape:
         network_text = network.describe() if takes is not None else str(network.sizes)
         inputs = (f"{'x'.join(map(str, gives))} = " if len(gives) > 1 else "") + f"{dataset.n_inputs} inputs"
-        raise ConfigError(f"network {network_text} does not fit {dataset.name} ({inputs}, {dataset.n_classes} classes)")
+        raise ConfigError(f"network {network_text} does not fit {dataset.name} ({inputs}, {dataset.n_classes} classes)"
+                          + crop_hint(dataset.name, gives, network.sizes[0]))
     return data
 
 

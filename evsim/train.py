@@ -59,6 +59,7 @@ from evsim.config import (
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import hold_out
 from evsim.data.encoding import encode_events
+from evsim.data.nmnist import crop_hint
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
 from evsim.compression import layer_report, zero_or_absent
 from evsim.energy import EnergyReport
@@ -162,7 +163,7 @@ def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generato
     gives = tuple(dataset.sample_shape)
     fits = first.n_in == dataset.n_inputs and (len(takes) == 1 or len(gives) == 1 or takes == gives)
     if not fits:
-        hint = " (add --crop for N-MNIST's 32x32 frames)" if dataset.name == "nmnist" and gives[-1] == 34 else ""
+        hint = crop_hint(dataset.name, gives, first.n_in)
         raise ConfigError(f"--arch {config.arch} takes input {'x'.join(map(str, takes))} but {dataset.name} gives "
                           f"{'x'.join(map(str, gives))}{hint}")
     if network.sizes[-1] != dataset.n_classes:

@@ -665,3 +665,24 @@ def test_a_frame_entry_of_a_non_square_sensor_keeps_h_and_w(tmp_path):
     assert meta["frame_shape"] == [2, 2, 3, 5] and train.inputs.shape == (1, 2, 2, 3, 5) and len(test) == 2
     np.testing.assert_array_equal(train.inputs[0], to_frames(events, (5, 3, 2), 2, "events"))
     assert train.inputs.to_dense()[0, 0, 1, 0, 4] == 1 and test.labels.tolist() == [0, 1]
+
+
+def test_crop_hint_only_where_cropping_makes_the_network_fit():
+    from evsim.data.nmnist import crop_hint
+
+    assert crop_hint("nmnist", (2, 34, 34), 2048) == " (add --crop for N-MNIST's 32x32 frames)"
+    assert crop_hint("nmnist", (2, 34, 34), 3 * 32 * 32) == ""    # cropping would not make it fit
+    assert crop_hint("nmnist", (2, 32, 32), 2048) == ""           # already cropped
+    assert crop_hint("pokerdvs", (2, 34, 34), 2048) == ""
+
+
+def test_a_network_of_32x32_maps_on_uncropped_nmnist_is_told_to_crop():
+    import evsim
+    from evsim.data.base import Dataset, Split
+    from evsim.errors import ConfigError
+    from evsim.evaluate import checked_split
+
+    frames = Split(np.zeros((2, 2 * 34 * 34), np.float32), np.array([0, 1]))
+    dataset = Dataset("nmnist", frames, frames, 10, (2, 34, 34), "frames", "emulated")
+    with pytest.raises(ConfigError, match=r"does not fit nmnist \(2x34x34 = 2312 inputs, 10 classes\) \(add --crop"):
+        checked_split(evsim.Network.from_spec("2x32x32-4C3-AP4-10"), dataset, "test")

@@ -285,6 +285,14 @@ def _healed(options: DataOptions, use):
         return found, use(found), notice
 
 
+def crop_hint(dataset_name: str, frame_shape: tuple, network_inputs: int) -> str:
+    """`` (add --crop ...)`` where a network of 32x32 maps meets N-MNIST's uncropped 34x34
+    frames, else ``""``: the end of a does-not-fit message."""
+    if dataset_name == "nmnist" and tuple(frame_shape)[-1] == 34 and network_inputs == 2 * 32 * 32:
+        return " (add --crop for N-MNIST's 32x32 frames)"
+    return ""
+
+
 def check_nmnist_options(options: DataOptions) -> None:
     """Refuse options that do not apply to N-MNIST (run before anything loads).
 
