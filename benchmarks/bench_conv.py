@@ -8,7 +8,8 @@ of every layer for counting operations, as evaluation does), for
 
 - evsim with every synapse,
 - evsim with the structure SD-SNN typically leaves (65 % of the FC-300 neurons and 10 %
-  of the 40 second-layer filters dead),
+  of the 40 second-layer filters dead; how much faster it can be at most, removing its
+  dead units' work exactly, is what ``benchmarks.bench_conv_limits`` measures),
 - the PyTorch network of ``benchmarks/torch_conv.py`` (the authors' code: a Python loop
   over time steps), when torch is installed, and the same network in snnTorch, when
   snnTorch is installed too.
@@ -134,6 +135,8 @@ def main() -> None:
                      f"{full['train_samples_s_best'] / t['train_samples_s_best']:.2f}x / "
                      f"{full['inference_samples_s_best'] / t['inference_samples_s_best']:.2f}x")
         print(line, flush=True)
+    print("pruned / full is bounded by the share of the step its dead units' work takes (conv1 and pool1 never "
+          "develop): python -m benchmarks.bench_conv_limits measures that bound", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"spec": SPEC, "activity": args.activity, "rows": rows}, indent=2) + "\n")
 
