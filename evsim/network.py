@@ -275,6 +275,10 @@ def parse_develop(value) -> str:
     if text is None or not re.fullmatch(r"(conv|fc)[1-9][0-9]*(,(conv|fc)[1-9][0-9]*)*", text):
         raise ConfigError("must be 'auto' (the authors' choice: every convolution but the first, and the hidden fully "
                           "connected layers), 'fc' (the hidden fully connected layers) or layer names like conv2,fc1")
+    names = text.split(",")
+    repeated = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if repeated:
+        raise ConfigError(f"names {repeated} twice; name each developing layer once, like conv2,fc1")
     return text
 
 

@@ -301,3 +301,7 @@ def test_bad_develop_values_are_one_line_errors(tmp_path):
     result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--develop", "pool1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "must be 'auto'" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--develop", "conv2,fc1,conv2",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "names conv2 twice" in result.output and not (tmp_path / "r").exists()
+    assert len(result.output.strip().splitlines()) == 1
