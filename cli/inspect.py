@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.options import dataset_options
+from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
 from evsim.files import write_json_atomic
 from evsim.inspect import layer_names, plot_inspection, record_dataset
@@ -17,9 +17,9 @@ from evsim.plots import figure_format, run_title
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="Which saved network of the run to inspect.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--samples", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--samples", type=integer(1), default=256, show_default=True,
               help="Samples (the split's first) the rates and operation counts are taken over.")
-@click.option("--rasters", type=click.IntRange(min=0, max=10), default=3, show_default=True,
+@click.option("--rasters", type=integer(0, 10), default=3, show_default=True,
               help="Samples whose spike rasters are drawn.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The figure; its suffix picks the format: .png, .pdf or .svg [default: RUN_DIR/inspect.png].")
