@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -156,12 +157,17 @@ def npy_header(handle) -> tuple[tuple[int, ...], np.dtype, int]:
         If the header is not a valid ``.npy`` header (or the dtype holds objects).
     """
     version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version in ((2, 0), (3, 0)):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
-        raise ValueError(f".npy format version {version} is not supported")
+    with warnings.catch_warnings():
+        # NumPy parses the header dict with ast.literal_eval: a damaged one ('\9') would
+        # print the compiler's warning before it fails; as an error it fails quietly.
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", SyntaxWarning)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f".npy format version {version} is not supported")
     if dtype.hasobject:
         raise ValueError("array of Python objects (needs pickle)")
     count = 1
@@ -186,6 +192,20 @@ def check_npy_file(path: Path, what: str, error: type[EvsimError] = DataError) -
     if nbytes > held:
         raise error(f"{path}: its header declares a {dtype} array of shape {shape} ({nbytes:,} bytes) but the "
                     f"file holds {held:,}; the file is truncated or corrupt, replace it")
+
+
+def load_npy(path: Path, what: str = ".npy file", error: type[EvsimError] = DataError) -> np.ndarray:
+    """The array in the ``.npy`` file ``path``, after :func:`check_npy_file`; never unpickled.
+
+    Raises
+    ------
+    EvsimError
+        ``error`` naming the file if it is not a ``.npy`` file, is truncated, or holds
+        Python objects (loading them would run the file's code).
+    """
+    check_npy_file(path, what, error)
+    with reading(path, what, error):
+        return np.load(path, allow_pickle=False)
 
 
 def check_npz(path: Path) -> None:

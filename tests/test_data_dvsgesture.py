@@ -227,3 +227,27 @@ def test_duration_is_last_minus_first_timestamp(tmp_path):
     stats = ds.meta["event_stats"]["train"]
     assert stats["duration_ms"] == pytest.approx(np.mean(spans))
     assert stats["on_fraction"] == pytest.approx(ons / 9000)
+
+
+def test_values_that_int64_cannot_hold_and_damaged_headers_are_one_error_without_warnings(tmp_path, recwarn):
+    """Found by tests/test_fuzz_readers.py: a finite time of 1e300 ms was cast to int64 as
+    -2^63 with NumPy's RuntimeWarning, and a header string holding '\\9' printed the
+    compiler's DeprecationWarning before the error."""
+    import io
+
+    from evsim.data.tonic_sets import read_recording
+
+    np.save(tmp_path / "big.npy", np.array([[1, 2, 0, 1e300]]))
+    with pytest.raises(DataError, match=r"event 0 has a time beyond int64 microseconds"):
+        dvsgesture.read_gesture_npy(tmp_path / "big.npy")
+    events = np.zeros(1, dtype=[("x", "f8"), ("y", "f8"), ("t", "f8"), ("p", "f8")])
+    events["t"] = 2.0 ** 64
+    np.save(tmp_path / "folder.npy", events)
+    with pytest.raises(DataError, match=r"event 0 has a coordinate or time beyond int64"):
+        read_recording(tmp_path / "folder.npy")
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 4), np.float32))
+    (tmp_path / "esc.npy").write_bytes(buffer.getvalue().replace(b"'<f4'", b"'\\9f4"))
+    with pytest.raises(DataError, match=r"esc.npy: not a readable .npy file"):
+        dvsgesture.read_gesture_npy(tmp_path / "esc.npy")
+    assert not [w for w in recwarn.list if issubclass(w.category, (DeprecationWarning, SyntaxWarning, RuntimeWarning))]

@@ -17,10 +17,10 @@ import numpy as np
 
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of
-from evsim.data.events import blank_notice, check_framing, check_in_sensor
+from evsim.data.events import INT64_LIMIT, blank_notice, check_framing, check_in_sensor
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
-from evsim.readers import check_npy_file, reads
+from evsim.readers import load_npy, reads
 
 SENSOR = (128, 128, 2)
 CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm cw", "right arm ccw",
@@ -125,11 +125,7 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     import tonic
     from numpy.lib import recfunctions
 
-    check_npy_file(path, ".npy file")
-    try:
-        raw = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
+    raw = load_npy(path)
     if raw.ndim != 2 or raw.shape[1] != 4 or raw.dtype.kind not in "iuf":
         raise DataError(f"{path}: expected an [N, 4] numeric array of x, y, p, t(ms); got {raw.shape} {raw.dtype}")
     if len(raw) == 0:
@@ -138,7 +134,8 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     # checked before the cast to integers, which would move such events silently
     for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
                       ((raw[:, :2] != np.floor(raw[:, :2])).any(axis=1), "a fractional coordinate"),
-                      (~np.isin(raw[:, 2], (0, 1)), "a polarity other than 0 or 1")):
+                      (~np.isin(raw[:, 2], (0, 1)), "a polarity other than 0 or 1"),
+                      (np.abs(raw[:, 3]) * 1000 >= INT64_LIMIT, "a time beyond int64 microseconds")):
         if bad.any():
             raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events); "
                             "the file is corrupt or not from DVS-Gesture")

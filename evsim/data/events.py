@@ -22,6 +22,8 @@ from evsim.readers import reads
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
 SLICINGS = ("events", "time")
+# Events are stored as int64: a float column must stay below this in magnitude to be cast.
+INT64_LIMIT = 2.0 ** 63
 _RECORD_BYTES = 5
 _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240

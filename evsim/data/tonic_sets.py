@@ -41,10 +41,11 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of, stratified_indices
 from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
-from evsim.data.events import check_framing, check_in_sensor, read_nmnist_bin
+from evsim.data.events import INT64_LIMIT, check_framing, check_in_sensor, read_nmnist_bin
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.files import write_json_atomic
+from evsim.readers import load_npy
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -67,7 +68,8 @@ def _checked(raw: np.ndarray, path, sensor: tuple | None) -> np.ndarray:
     for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
                       ((raw[:, :3] != np.floor(raw[:, :3])).any(axis=1), "a fractional coordinate or time"),
                       (~np.isin(raw[:, 3], (0, 1)), "a polarity other than 0 or 1"),
-                      ((raw[:, :2] < 0).any(axis=1), "a negative coordinate")):
+                      ((raw[:, :2] < 0).any(axis=1), "a negative coordinate"),
+                      ((np.abs(raw[:, :3]) >= INT64_LIMIT).any(axis=1), "a coordinate or time beyond int64")):
         if bad.any():
             raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events)")
     if sensor is not None:
@@ -243,18 +245,11 @@ def read_pokerdvs(path: Path) -> np.ndarray:
     DataError
         If the file is unreadable, not ``[N, 4]`` numbers, empty, or holds a bad event.
     """
-    raw = _load_npy(path)
+    raw = load_npy(path)
     if raw.ndim != 2 or raw.shape[1] != 4 or raw.dtype.kind not in "iuf":
         raise DataError(f"{path}: expected an [N, 4] numeric array of t, x, y, p; got {raw.shape} {raw.dtype}")
     raw = raw.astype(np.float64)[:, [1, 2, 0, 3]]  # t, x, y, p -> x, y, t, p
     return _checked(raw, path, POKERDVS_SENSOR)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
 
 
 def find_pokerdvs(options: DataOptions) -> EventFiles:
@@ -423,7 +418,7 @@ def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
             raise DataError(f"{path}: arrays x, y, t, p differ in length ({', '.join(str(c.size) for c in columns)})")
         raw = np.stack(columns, axis=1)
     else:
-        array = _load_npy(path)
+        array = load_npy(path)
         if array.dtype.names:
             missing = [k for k in ("x", "y", "t", "p") if k not in array.dtype.names]
             if missing:
