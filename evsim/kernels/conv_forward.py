@@ -36,9 +36,9 @@ from evsim.kernels.conv_direct import block_scratch, direct_slot, forward_taps, 
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, channels_with_kernels, check_block_csr,
                                          check_events, check_out, chunk_slots, dense_filter_matrix, row_weights,
-                                         tap_major, unit_taps)
+                                         tap_major, unit_taps, add_event_rows)
 from evsim.kernels.propagate import _balanced_bounds
-from evsim.kernels.simd import LANES, gather, load, scatter, store
+from evsim.kernels.simd import LANES, gather, load, scatter
 
 # Bytes of im2col and GEMM result a dense chunk may hold: large enough that the GEMM
 # runs at full speed, small enough to stay a fraction of the currents themselves.
@@ -87,31 +87,6 @@ def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width,
                 oy -= 1
 
 
-@njit(cache=True, inline="always")
-def _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, scratch):
-    """Add slot ``s``'s events to the cell-major ``scratch`` ``[Ho*Wo, lanes]``: each valid
-    tap adds its channel's row of weights (``weights``, the flat row layout) times the
-    event's value to the output cell's row."""
-    for e in range(ptr[s], ptr[s + 1]):
-        i = idx[e]
-        c = units[i, 0]
-        if not has_kernels[c]:
-            continue
-        v = val[e]
-        ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
-        kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-        oy = oy0
-        for ky in range(ky0, ky1, stride):
-            ox = ox0
-            for kx in range(kx0, kx1, stride):
-                a = (oy * out_width + ox) * lanes
-                w = ((c * kernel + ky) * kernel + kx) * lanes
-                for j in range(0, lanes, LANES):
-                    store(scratch, a + j, load(scratch, a + j, LANES) + v * load(weights, w + j, LANES), LANES)
-                ox -= 1
-            oy -= 1
-
-
 @njit(parallel=True, cache=True)
 def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel, stride, pad, out_height,
                         out_width, out):
@@ -133,7 +108,7 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
         scratch = np.empty(cells * lanes, dtype=np.float32)
         for s in range(bounds[task], bounds[task + 1]):
             scratch[:] = 0.0
-            _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, scratch)
+            add_event_rows(ptr, idx, val, s, units, has_kernels, kernel, stride, out_width, lanes, weights, scratch, False)
             _from_cell_major(scratch, n_filters, cells, lanes, out, s)
 
 

@@ -465,6 +465,35 @@ def unit_taps(n_channels, height, width, kernel, stride, pad, out_height, out_wi
     return out
 
 
+@njit(cache=True, inline="always")
+def add_event_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, src, dst, into_taps):
+    """Slot ``s``'s events over their valid taps, in the row layout (rows of ``lanes``):
+    per event of a ``wanted`` channel and tap, ``dst`` row += value x ``src`` row, where
+    one row is the output cell's (cell-major, :func:`_to_cell_major`) and the other the
+    (channel, tap) row of weights. ``into_taps`` False: the forward's currents (``dst``
+    by cell, ``src`` the weights); True: the weight gradient's sums (``dst`` by tap,
+    ``src`` dL/du by cell). A constant at each call, so the choice folds away."""
+    for e in range(ptr[s], ptr[s + 1]):
+        i = idx[e]
+        c = units[i, 0]
+        if not wanted[c]:
+            continue
+        v = val[e]
+        ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+        kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
+        oy = oy0
+        for ky in range(ky0, ky1, stride):
+            ox = ox0
+            for kx in range(kx0, kx1, stride):
+                cell = (oy * out_width + ox) * lanes
+                tap = ((c * kernel + ky) * kernel + kx) * lanes
+                a, b = (tap, cell) if into_taps else (cell, tap)
+                for j in range(0, lanes, LANES):
+                    store(dst, a + j, load(dst, a + j, LANES) + v * load(src, b + j, LANES), LANES)
+                ox -= 1
+            oy -= 1
+
+
 @njit(cache=True)
 def pool_bands(channels, height, width, kernel, out_height, out_width):
     """Per input unit of a pooling, int32 ``[C*H*W, 2]``: its output row ``c*Ho + y // k``

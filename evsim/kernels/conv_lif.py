@@ -22,9 +22,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
-from evsim.kernels.conv_forward import _add_slot
 from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
-                                         row_weights, unit_taps)
+                                         row_weights, unit_taps, add_event_rows)
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import (sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif,
                                          winograd_weights)
@@ -66,7 +65,8 @@ def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, ker
             o[:] = 0.0
             for s in range(b, n_slots, batch):
                 current[:] = 0.0
-                _add_slot(ptr, idx, val, s, units, has_kernels, weights, kernel, stride, out_width, lanes, current)
+                add_event_rows(ptr, idx, val, s, units, has_kernels, kernel, stride, out_width, lanes, weights, current,
+                               False)
                 for p0 in range(0, cells, LANES):
                     n_cells = min(LANES, cells - p0)
                     for f0 in range(0, n_filters, LANES):

@@ -17,8 +17,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_geometry import (ConvGeometry, _to_cell_major, check_block_csr, check_events, padded_lanes,
-                                         unit_taps)
-from evsim.kernels.conv_weight_grad import add_slot_rows, rows_to_kernels
+                                         unit_taps, add_event_rows)
+from evsim.kernels.conv_weight_grad import rows_to_kernels
 from evsim.kernels.lif import _no_error_arrives, error_row, lif_backward_step
 from evsim.kernels.simd import all_zero
 
@@ -61,7 +61,7 @@ def _lif_backward_weight_grad(grad_spikes, grad_above, weight_above, pooled, poo
                 s = t * batch + b
                 if ptr[s] < ptr[s + 1] and not all_zero(rows[now], 0, n):
                     _to_cell_major(rows, now, n_blocks, cells, lanes, scratch)
-                    add_slot_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc)
+                    add_event_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc, True)
                 now = 1 - now
 
 

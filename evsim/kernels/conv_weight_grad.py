@@ -41,7 +41,7 @@ from evsim.kernels.conv_direct import (direct_products, pad_rows, shift_events, 
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
-                                         kernel_rows, padded_lanes, unit_taps)
+                                         kernel_rows, padded_lanes, unit_taps, add_event_rows)
 from evsim.kernels.propagate import _balanced_bounds
 from evsim.kernels.simd import LANES, all_zero, gather, load, store
 
@@ -103,33 +103,7 @@ def _conv_weight_grad_rows(ptr, idx, val, grad_u, wanted, bounds, channels_hw, w
             if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, grad_u.shape[1]):
                 continue
             _to_cell_major(grad_u, s, n_blocks, cells, lanes, scratch)
-            add_slot_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc)
-
-
-@njit(cache=True, inline="always")
-def add_slot_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc):
-    """Slot ``s``'s share of the row-layout sums ``acc`` ``[C*K*K*G_pad]``: per input
-    event of a ``wanted`` channel and valid tap, ``v`` times the output cell's row of
-    dL/du (``scratch``, cell-major, :func:`~evsim.kernels.conv_geometry._to_cell_major`)
-    added to the (channel, tap) row."""
-    for e in range(ptr[s], ptr[s + 1]):
-        i = idx[e]
-        c = units[i, 0]
-        if not wanted[c]:
-            continue
-        v = val[e]
-        ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
-        kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-        oy = oy0
-        for ky in range(ky0, ky1, stride):
-            ox = ox0
-            for kx in range(kx0, kx1, stride):
-                a = ((c * kernel + ky) * kernel + kx) * lanes
-                b = (oy * out_width + ox) * lanes
-                for j in range(0, lanes, LANES):
-                    store(acc, a + j, load(acc, a + j, LANES) + v * load(scratch, b + j, LANES), LANES)
-                ox -= 1
-            oy -= 1
+            add_event_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, lanes, scratch, acc, True)
 
 
 @njit(parallel=True, cache=True)
@@ -207,7 +181,7 @@ def conv_weight_grad_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
 def rows_to_kernels(partial: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
                     geometry: ConvGeometry) -> np.ndarray:
     """The kernels ``(indptr, columns)`` asked for, float32 ``[nnz, K, K]``, out of the tasks'
-    row-layout sums ``partial`` ``[tasks, C*K*K*G_pad]`` (:func:`add_slot_rows`)."""
+    row-layout sums ``partial`` ``[tasks, C*K*K*G_pad]`` (:func:`~evsim.kernels.conv_geometry.add_event_rows`)."""
     g = geometry
     total = _sum_tasks(partial).reshape(g.in_channels, g.taps, -1)
     return np.ascontiguousarray(total[kernel_rows(indptr), :, columns]).reshape(columns.size, g.kernel, g.kernel)
