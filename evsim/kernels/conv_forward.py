@@ -36,9 +36,8 @@ from evsim.kernels.conv_direct import block_scratch, direct_slot, forward_taps, 
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
                                          _im2col_events, block_offsets, channels_with_kernels, check_block_csr,
                                          check_events, check_out, chunk_slots, dense_filter_matrix, row_weights,
-                                         tap_major, unit_taps, add_event_rows)
+                                         tap_major, unit_taps, add_event_kernels, add_event_rows)
 from evsim.kernels.propagate import _balanced_bounds
-from evsim.kernels.simd import LANES, gather, load, scatter
 
 # Bytes of im2col and GEMM result a dense chunk may hold: large enough that the GEMM
 # runs at full speed, small enough to stay a fraction of the currents themselves.
@@ -57,34 +56,13 @@ def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width,
     so no two lanes hit one current).
     """
     n = out.shape[1]
-    nnz = offsets.shape[0]
     flat = out.reshape(out.size)
     weights = taps.reshape(taps.size)
     units = unit_taps(indptr.shape[0] - 1, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for s in prange(out.shape[0]):
         o = s * n
         flat[o:o + n] = 0.0
-        for e in range(ptr[s], ptr[s + 1]):
-            i = idx[e]
-            c = units[i, 0]
-            k0, k1 = indptr[c], indptr[c + 1]
-            if k0 == k1:
-                continue
-            v = val[e]
-            ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
-            kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-            oy = oy0
-            for ky in range(ky0, ky1, stride):
-                ox = ox0
-                for kx in range(kx0, kx1, stride):
-                    base = o + oy * out_width + ox
-                    w0 = (ky * kernel + kx) * nnz
-                    for k in range(k0, k1, LANES):
-                        lanes = min(LANES, k1 - k)
-                        scatter(flat, base, offsets, k,
-                                gather(flat, base, offsets, k, lanes) + v * load(weights, w0 + k, lanes), lanes)
-                    ox -= 1
-                oy -= 1
+        add_event_kernels(ptr, idx, val, s, o, units, indptr, offsets, kernel, stride, out_width, flat, weights, False)
 
 
 @njit(parallel=True, cache=True)

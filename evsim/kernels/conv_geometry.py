@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from evsim.kernels.simd import LANES, load, store, transpose16
+from evsim.kernels.simd import LANES, gather, load, scatter, store, transpose16
 
 
 class ConvGeometry(NamedTuple):
@@ -490,6 +490,43 @@ def add_event_rows(ptr, idx, val, s, units, wanted, kernel, stride, out_width, l
                 a, b = (tap, cell) if into_taps else (cell, tap)
                 for j in range(0, lanes, LANES):
                     store(dst, a + j, load(dst, a + j, LANES) + v * load(src, b + j, LANES), LANES)
+                ox -= 1
+            oy -= 1
+
+
+@njit(cache=True, inline="always")
+def add_event_kernels(ptr, idx, val, s, o, units, indptr, offsets, kernel, stride, out_width, cells, taps, into_taps):
+    """Slot ``s``'s events over their valid taps, kernel by kernel (the block CSR's
+    ``indptr`` by channel, sixteen kernels a vector): per event and tap, the kernels'
+    entries of ``cells`` (gathered at ``o + offsets[k] + oy*Wo + ox``: one filter block
+    each) and their tap-major entries of ``taps`` (``(ky*K + kx)*nnz + k``) meet.
+    ``into_taps`` False: the forward's currents, ``cells += v * taps``; True: the weight
+    gradient's sums, ``taps += v * cells`` (``cells`` dL/du). A constant at each call,
+    so the choice folds away."""
+    nnz = offsets.shape[0]
+    for e in range(ptr[s], ptr[s + 1]):
+        i = idx[e]
+        c = units[i, 0]
+        k0, k1 = indptr[c], indptr[c + 1]
+        if k0 == k1:
+            continue
+        v = val[e]
+        ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
+        kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
+        oy = oy0
+        for ky in range(ky0, ky1, stride):
+            ox = ox0
+            for kx in range(kx0, kx1, stride):
+                base = o + oy * out_width + ox
+                tap = (ky * kernel + kx) * nnz
+                for k in range(k0, k1, LANES):
+                    lanes = min(LANES, k1 - k)
+                    if into_taps:
+                        store(taps, tap + k, load(taps, tap + k, lanes) + v * gather(cells, base, offsets, k, lanes),
+                              lanes)
+                    else:
+                        scatter(cells, base, offsets, k,
+                                gather(cells, base, offsets, k, lanes) + v * load(taps, tap + k, lanes), lanes)
                 ox -= 1
             oy -= 1
 

@@ -41,9 +41,9 @@ from evsim.kernels.conv_direct import (direct_products, pad_rows, shift_events, 
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
-                                         kernel_rows, padded_lanes, unit_taps, add_event_rows)
+                                         kernel_rows, padded_lanes, unit_taps, add_event_kernels, add_event_rows)
 from evsim.kernels.propagate import _balanced_bounds
-from evsim.kernels.simd import LANES, all_zero, gather, load, store
+from evsim.kernels.simd import LANES, all_zero
 
 
 @njit(parallel=True, cache=True)
@@ -52,37 +52,15 @@ def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channe
     """``partial[task]`` float32 ``[K*K*nnz]`` (tap-major) = the gradient summed over slots
     ``bounds[task]:bounds[task + 1]``; ``offsets`` = ``columns * Ho*Wo`` (int32)."""
     n = grad_u.shape[1]
-    nnz = offsets.shape[0]
     grads = grad_u.reshape(grad_u.size)
     units = unit_taps(indptr.shape[0] - 1, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         acc = partial[task]
         acc[:] = 0.0
         for s in range(bounds[task], bounds[task + 1]):
-            o = s * n
-            if all_zero(grad_u[s], 0, n):
-                continue
-            for e in range(ptr[s], ptr[s + 1]):
-                i = idx[e]
-                c = units[i, 0]
-                k0, k1 = indptr[c], indptr[c + 1]
-                if k0 == k1:
-                    continue
-                v = val[e]
-                ky0, ky1, oy0 = units[i, 1], units[i, 2], units[i, 3]
-                kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-                oy = oy0
-                for ky in range(ky0, ky1, stride):
-                    ox = ox0
-                    for kx in range(kx0, kx1, stride):
-                        base = o + oy * out_width + ox
-                        a0 = (ky * kernel + kx) * nnz
-                        for k in range(k0, k1, LANES):
-                            lanes = min(LANES, k1 - k)
-                            store(acc, a0 + k, load(acc, a0 + k, lanes) + v * gather(grads, base, offsets, k, lanes),
-                                  lanes)
-                        ox -= 1
-                    oy -= 1
+            if not all_zero(grad_u[s], 0, n):
+                add_event_kernels(ptr, idx, val, s, s * n, units, indptr, offsets, kernel, stride, out_width, grads,
+                                  acc, True)
 
 
 @njit(parallel=True, cache=True)
