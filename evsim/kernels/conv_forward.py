@@ -46,7 +46,7 @@ DENSE_CHUNK_BYTES = 1 << 25
 
 @njit(parallel=True, cache=True)
 def _conv_currents_csr(ptr, idx, val, indptr, offsets, taps, channels_hw, width, kernel, stride, pad, out_height,
-                          out_width, out):
+                       out_width, out):
     """``out[s] = conv(events of slot s)``, one slot per task (no shared writes).
 
     ``offsets`` int32 ``[nnz]``: each kernel's filter block (``columns * Ho*Wo``);
@@ -124,6 +124,7 @@ def conv_currents_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
     _conv_currents_direct(ptr, idx, val, offsets, weights, _balanced_bounds(ptr, get_num_threads()), g.in_channels,
                           g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, out)
 
+
 def _checked(ptr, idx, val, indptr, columns, data, geometry: ConvGeometry, out) -> int:
     """The filters (blocks) of ``out`` once every argument of a forward kernel fits: the
     kernels index without bounds checks."""
@@ -161,18 +162,9 @@ def conv_currents_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indp
 
 
 def conv_currents_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: np.ndarray,
-                         columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+                      columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
     """Event-driven currents of a convolution, by gather-add-scatter over each row's stored kernels.
-
-    Parameters
-    ----------
-    ptr, idx, val : the input events (:class:`evsim.kernels.events.Events`): int64
-        ``[T*B + 1]``, int32 unit indices ``c*H*W + y*W + x``, float32 values.
-    indptr, columns, data : the block CSR (int32 ``[C_in + 1]``, int32 ``[nnz]``
-        compacted alive filters ascending per row, float32 ``[nnz, K, K]``).
-    geometry : the convolution (:func:`evsim.kernels.conv_geometry.conv_geometry`).
-    out : float32 ``[T*B, F_alive*Ho*Wo]``, C-contiguous, overwritten; ``F_alive`` is
-        ``out.shape[1] // (Ho*Wo)``.
+    Same arguments as :func:`conv_currents_events`.
 
     Each event costs (valid taps) x (stored kernels of its channel) accumulates, the
     count of :func:`evsim.kernels.conv_geometry.conv_fan_out`, sixteen per AVX-512

@@ -51,7 +51,7 @@ from evsim.kernels.simd import LANES, all_zero, gather, load, lowest_bit, scatte
 
 @njit(parallel=True, cache=True)
 def _conv_input_grad_scatter_csr(grad_u, filter_ptr, in_offsets, taps, height, width, kernel, stride, pad, out_height,
-                             out_width, out):
+                                 out_width, out):
     """One slot per task. ``filter_ptr`` int64 ``[F+1]``: filter f's kernels are
     ``filter_ptr[f]:filter_ptr[f+1]`` of ``in_offsets`` (int32, their channels times
     ``H*W``, ascending) and of the tap-major weights ``taps`` ``[K*K, nnz]`` (in the
@@ -93,7 +93,7 @@ def _conv_input_grad_scatter_csr(grad_u, filter_ptr, in_offsets, taps, height, w
 
 @njit(parallel=True, cache=True)
 def _conv_input_grad_gather_csr(grad_u, mask, indptr, offsets, weights, height, width, kernel, stride, pad, out_height,
-                            out_width, out):
+                                out_width, out):
     """One slot per task; the marked cells of a slot's ``mask`` row (uint8) are found 64
     bytes at a time. ``offsets`` = ``columns * Ho*Wo``; ``weights`` the tap-major
     ``[K*K, nnz]`` weights, raveled."""
@@ -340,7 +340,7 @@ def _prepare(grad_u, indptr, columns, data, geometry, out):
 
 
 def conv_input_grad_scatter_csr(grad_u: np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
-                            geometry: ConvGeometry, out: np.ndarray) -> None:
+                                geometry: ConvGeometry, out: np.ndarray) -> None:
     """dL/dx from the nonzero entries of dL/du, sixteen channels per gather-add-scatter
     (the ``csr`` variant of :func:`conv_input_grad_scatter`).
 
@@ -364,7 +364,7 @@ def conv_input_grad_scatter_csr(grad_u: np.ndarray, indptr: np.ndarray, columns:
 
 
 def conv_input_grad_gather_csr(grad_u: np.ndarray, mask: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
-                           data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
+                               data: np.ndarray, geometry: ConvGeometry, out: np.ndarray) -> None:
     """dL/dx at the input cells ``mask`` marks, 0 elsewhere, one stored kernel at a time
     (the ``csr`` variant of :func:`conv_input_grad_gather`).
 

@@ -48,7 +48,7 @@ from evsim.kernels.simd import LANES, all_zero
 
 @njit(parallel=True, cache=True)
 def _conv_weight_grad_csr(ptr, idx, val, indptr, offsets, grad_u, bounds, channels_hw, width, kernel, stride,
-                             pad, out_height, out_width, partial):
+                          pad, out_height, out_width, partial):
     """``partial[task]`` float32 ``[K*K*nnz]`` (tap-major) = the gradient summed over slots
     ``bounds[task]:bounds[task + 1]``; ``offsets`` = ``columns * Ho*Wo`` (int32)."""
     n = grad_u.shape[1]
@@ -166,21 +166,10 @@ def rows_to_kernels(partial: np.ndarray, indptr: np.ndarray, columns: np.ndarray
 
 
 def conv_weight_grad_csr(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,
-                            indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+                         indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
     """Event-driven weight gradient of the kernels ``(indptr, columns)``, by 16-lane gathers
-    from ``grad_u`` (the ``csr`` variant).
-
-    Parameters
-    ----------
-    ptr, idx, val : the layer's input events (int64 ``[T*B + 1]``, int32, float32).
-    grad_u : float32 ``[T*B, G*Ho*Wo]``, C-contiguous: dL/du per block (filter).
-    indptr, columns : int32 ``[C_in + 1]``, int32 ``[nnz]``: the kernels asked for,
-        ``columns`` indexing the blocks of ``grad_u`` (ascending within a row).
-    geometry : the convolution.
-
-    Returns
-    -------
-    float32 ``[nnz, K, K]``, aligned with ``columns``.
+    from ``grad_u`` (the ``csr`` variant). Same arguments and result as
+    :func:`conv_weight_grad_events`.
     """
     g = geometry
     n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
