@@ -33,75 +33,47 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
                     "direct": conv_input_grad_direct, "winograd": conv_input_grad_winograd,
                     "dense": conv_input_grad_dense}
 
-# Runs of ``python -m benchmarks.bench_conv_kernels`` (ranges over the runs; 1-4 at 1-30 %,
-# 1 and 2 threads; run 5 at 30-65 %, conv2, 1 thread, ``--layers conv2 --threads 1
-# --activities 30,40,50,65``). "fit": where least-squares lines of time against
-# activity cross. In the paper's N-MNIST network conv2's input (conv1's spikes after
-# AP2) is denser than the spikes: 37 % at initialisation, where a window of four cells
-# holds one spike.
+# Each constant is the measured crossover, or a fit to the measured times, of the runs of
+# ``python -m benchmarks.bench_conv_kernels`` that RESULTS.md numbers (1 thread unless
+# said; "fit": where least-squares lines of time against activity cross). conv2's input
+# in the paper's N-MNIST network (conv1's spikes after AP2) is denser than spikes: 37 %
+# at initialisation.
 #
 # Forward currents: the row-layout event path beat im2col + GEMM at every activity
-# measured with the final kernels: to 30 % in run 4 on both layers and thread counts,
-# to 65 % in run 5 (186 against 230 ms at 50 %, 305 against 390 ms at 65 %; fit 99.8 %).
-# Runs 1-3, before the per-unit tables, crossed at 28.5 % or above (conv2, 1 thread).
-# That crossover stands for strided convolutions; stride 1 chooses between the event path
-# and the direct convolution by the cost model below.
+# measured, to 65 % (fit 99.8 %, run 5), so the GEMM is left to strided convolutions on
+# dense input; stride 1 chooses between events and the direct convolution by cost.
 FORWARD_EVENTS_BELOW = 0.5
-# Per-slot cost of the two stride-1 paths, ns, least-squares fit to run 9 (1 thread,
-# conv1 and conv2 at 2-45 %, the direct convolution in 4 x 5 register blocks; the model
-# picks the measured winner at all 12 points, as the fits to runs 7 and 8 did): the
-# event path pays per output unit (zeroing its cell-major scratch, transposing it out)
-# and per 16-lane add of a tap's weight row; the direct convolution per output unit and
-# per 16-lane multiply-add of its register blocks (output channels padded to a whole
-# block), which do not depend on the activity. Measured crossovers: conv2 (15 channels
-# in) 8.2-8.8 % (run 7), 9.3 % (run 8), 7.7-8.0 % (run 9); conv1 (2 channels) below 2 %:
-# the direct path won there at every activity.
+# Per-slot cost of the two stride-1 paths, ns (fit to run 9, conv1 and conv2 at 2-45 %;
+# it picks the measured winner at all 12 points): the event path pays per output unit
+# (zeroing and transposing its cell-major scratch) and per 16-lane add of a tap's weight
+# row; the direct convolution per output unit and per 16-lane multiply-add of its
+# register blocks, independent of the activity. Crossovers: conv2 7.7-9.3 %; on conv1
+# (2 channels in) the direct path wins from below 2 %.
 EVENTS_NS_PER_UNIT = 1.13
 EVENTS_NS_PER_ADD = 1.70
 DIRECT_NS_PER_UNIT = 0.35
 DIRECT_NS_PER_FMA = 0.23
-# Winograd's F(2x2, 3x3) (3 x 3 kernels): fitted with the direct convolution's one-pass
-# forward over ten layer shapes (``benchmarks/bench_winograd.py``, 1 thread, inference),
-# which gave the direct path 0.41 ns per unit and 0.24 per multiply-add, close to the
-# constants above. Its transforms cost per unit; its multiply-adds are 16 per tile and
-# channel pair against 36 (but padded to whole blocks of 4 x 16 tiles): it wins on conv2
-# of the paper's network (17.2 against 24.0 us a slot) and loses on conv1 (2 channels in)
-# and on 8 x 8 maps.
+# Winograd's F(2x2, 3x3), fitted against the direct convolution's one-pass forward over
+# ten layer shapes (``benchmarks/bench_winograd.py``): its transforms cost per unit, its
+# multiply-adds are 16 a tile and channel pair against 36 (padded to whole blocks of
+# 4 x 16 tiles). It wins on conv2 (17.2 against 24.0 us a slot), loses on conv1 (2
+# channels in) and on 8 x 8 maps.
 WINOGRAD_NS_PER_UNIT = 0.82
 WINOGRAD_NS_PER_FMA = 0.30
-# Weight gradient: the event paths beat the GEMM at every activity measured with the final
-# kernels (run 5: 161 against 421 ms at 50 %, 322 against 432 ms at 65 %); runs 1-3 crossed
-# at 22.9 % or above (conv2, 1 thread, fit).
+# Weight gradient: the event paths beat the GEMM at every activity measured, to 65 %.
 WEIGHT_GRAD_EVENTS_BELOW = 0.5
-# Stride 1: the direct products (conv_weight_grad_direct) against the faster event
-# variant crossed at 11.4-11.8 % (conv1) and 10.8-12.1 % (conv2) in run 7 (1 thread,
-# 2-45 %; first and fitted), 11.1-12.0 % (conv2) in run 8, 10.0-10.4 % in run 9,
-# 11.1-11.2 % (conv1) in run 10.
+# Stride 1: the direct products beat the faster event variant from 10.0-12.1 % (runs 7-10,
+# both layers).
 WEIGHT_GRAD_DIRECT_ABOVE = 0.11
-# A gather of one 16-lane vector per tap from dL/du (the csr variant) beat transposing
-# each slot's dL/du into the row layout when the blocks fit one vector: conv1's 15
-# filters, 10-31 against 38-59 ms at 1-10 % (run 4, 1 thread). With conv2's 40 filters
-# the row layout won from 2-5 % on (at 10 %: 59-198 against 117-254 ms, runs 1-4).
-# In run 7 (row layout tables, the transpose into them in 16 x 16 register blocks) the
-# row layout beat the gathers on conv1 too from 5 % on (16.9 against 18.8 ms; 12.4
-# against 13.6 ms for the gathers at 2 %): they keep only sparser input. Runs 8 and 9
-# measured the row layout at 45-56 ms on conv1 after its transpose had become a scalar
-# loop; with the register transpose back, run 10 (conv1, 1 thread): row layout 16.8,
-# 18.5, 25.8, 36.8 ms at 2, 5, 10, 20 %, gathers 14.5, 19.7, 33.8, 60.5, direct 25.7-27.2
-# (crossovers: gathers below 7.0-7.5 % against the direct products, row layout below
-# 11.1-11.2 %).
+# Gathering one 16-lane vector a tap from dL/du (csr) beats transposing each slot's dL/du
+# into the row layout only where the blocks fit one vector and the input is sparse:
+# conv1's 15 filters below 7.0-7.5 % against the direct products and about 3.5-5 % against
+# the row layout (run 10: 14.5 against 16.8 ms at 2 %, 19.7 against 18.5 ms at 5 %).
 WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
 WEIGHT_GRAD_CSR_BELOW = 0.035
-# Input gradient (conv2, 1 thread): gather at the marked cells against the GEMM + col2im
-# crossed at 42 % in run 5 and at 19.5 % or above in runs 1-4 (pointwise; fit 22.8 % or
-# above); scatter from dL/du's nonzeros at 17.1-26.7 % (runs 1-4) and below 30 % in
-# run 5. At 2 threads: gather from 49.9 %, scatter from 24.3 % (fit).
-# Against the direct transposed convolution (stride 1), register-blocked since run 7
-# (53-56 ms at every density; the earlier one, one weight against 8 unaligned row
-# loads, took 115-119 ms), scatter crossed at 4.9-5.3 % and gather at 12.4-13.0 %
-# (run 7, conv2, 1 thread; run 8: 4.6-4.9 % and 11.2-11.8 %); in 4 x 5 register blocks
-# (run 9, 51-53 ms) at 3.7-4.0 % and 9.2-9.4 %. The direct path's time does not depend on
-# the density, and it runs on Numba's threads where the GEMM runs on one BLAS thread.
+# Input gradient (conv2): against the direct transposed convolution (51-53 ms at every
+# density, run 9), scatter from dL/du's nonzeros wins below 3.7-4.0 % and gather at the
+# cells the layer below marks below 9.2-9.4 %; the GEMM + col2im lost to both.
 INPUT_GRAD_GATHER_BELOW = 0.095
 INPUT_GRAD_SCATTER_BELOW = 0.04
 
