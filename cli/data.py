@@ -108,7 +108,8 @@ def show(ctx, index, split, out, run_dir, **kwargs):
     network = config = loaded = layers_out = None
     if run_dir is not None:
         layers_out = out.with_name(f"{out.stem}-layers{out.suffix}")
-        check_outputs(out, layers_out)
+    check_outputs(out, *([] if layers_out is None else [layers_out]))
+    if run_dir is not None:
         network, config, loaded = load_run_network(run_dir, "latest")
     same_dataset = ctx.get_parameter_source("dataset") is not ParameterSource.COMMANDLINE or \
         config is not None and kwargs["dataset"] == config.dataset

@@ -17,7 +17,7 @@ from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
 from evsim.readers import read_json
-from evsim.runfiles import check_belongs, stored_run_id
+from evsim.runfiles import check_belongs, refuse_overwriting_run_files, stored_run_id
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 
@@ -107,8 +107,11 @@ def check_outputs(*paths: Path) -> None:
     ConfigError
         If a path is a folder, or its folder (or the nearest existing one above it, as
         missing folders are created) is not a writable folder.
+    CheckpointError
+        If a path is a run's own file (``summary.json``, ``training.png``, ...).
     """
     for path in paths:
+        refuse_overwriting_run_files(path, "choose another file name")
         if path.is_dir():
             raise ConfigError(f"{path} is a folder; give a file name")
         folder = path.parent

@@ -96,3 +96,19 @@ def test_layer_names_say_what_each_layer_of_a_conv_network_is():
 
     network = evsim.Network.from_spec("2x8x8-3C3-AP2-6-4")
     assert layer_names(network) == ["3C3 conv", "AP2 pool, values", "6 hidden", "4 output"]
+
+
+@pytest.mark.parametrize("command,option,name", [
+    (["eval"], "--json", "config.json"),
+    (["eval"], "--plot", "training.png"),
+    (["inspect"], "--json", "summary.json"),
+    (["profile"], "--png", "training.png"),
+    (["data", "show", "--dataset", "mnist"], "--out", "training.png"),
+])
+def test_no_command_writes_over_a_runs_own_files(tiny_run, command, option, name):
+    before = {path.name: path.read_bytes() for path in tiny_run.iterdir() if path.is_file()}
+    target = tiny_run / name
+    args = [*command, *([] if command[0] == "data" else [str(tiny_run)]), option, str(target)]
+    message = one_line_error(run(args))
+    assert str(target) in message and f"is a run's {name}" in message and "choose another file name" in message
+    assert {path.name: path.read_bytes() for path in tiny_run.iterdir() if path.is_file()} == before
