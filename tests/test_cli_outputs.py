@@ -49,17 +49,22 @@ def nmnist_args(tmp_path):
 
 # ---------------------------------------------------------------- unusable output paths
 
-@pytest.mark.parametrize("command,rest,needs_data", [
-    (["train"], ["--dataset", "mnist", "--out", "{afile}/run"], False),
-    (["data", "emulate-nmnist"], ["--per-class", "1", "--out", "{afile}/emu"], False),
-    (["data", "info"], ["--cache-dir", "{afile}/cache"], True),
-    (["data", "show"], ["--out", "{afile}/s.png"], True),
+CANNOT_USE = ("cannot use {afile}", "choose another path (or fix its permissions)")
+
+
+@pytest.mark.parametrize("command,rest,needs_data,fragments", [
+    (["train"], ["--dataset", "mnist", "--out", "{afile}/run"], False, CANNOT_USE),
+    (["data", "emulate-nmnist"], ["--per-class", "1", "--out", "{afile}/emu"], False, CANNOT_USE),
+    (["data", "info"], ["--cache-dir", "{afile}/cache"], True, CANNOT_USE),
+    # checked before any data is loaded
+    (["data", "show"], ["--out", "{afile}/s.png"], True, ("cannot write {afile}/s.png: {afile} is not a folder",
+                                                          "choose another path")),
 ])
-def test_a_path_under_a_file_is_one_line_naming_it(tmp_path, nmnist_args, command, rest, needs_data):
+def test_a_path_under_a_file_is_one_line_naming_it(tmp_path, nmnist_args, command, rest, needs_data, fragments):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     result = cli(command + (nmnist_args if needs_data else []) + [part.format(afile=afile) for part in rest])
-    one_error_line(result, f"cannot use {afile}", "choose another path (or fix its permissions)")
+    one_error_line(result, *(fragment.format(afile=afile) for fragment in fragments))
 
 
 def test_an_unusable_cache_from_the_environment_is_one_line(tmp_path, nmnist_args):
