@@ -402,7 +402,11 @@ class TrainConfig:
             # A dataset held in memory (Trainer(config, dataset)) has its own name; 0 stands for
             # 'epoch' once resolved; out, progress and checkpoints are not part of the configuration.
             if option.target and option.name != "dataset":
-                _converted(option, _get(self, option.target))
+                value = _get(self, option.target)
+                converted = _converted(option, value)
+                if option.kind in ("int", "float", "bool") and (isinstance(value, str) or converted != value):
+                    raise ConfigError(f"{option.target} must be given as {converted!r}, not {value!r}: "
+                                      "text is read only from the command line and config files")
         if self.eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name

@@ -209,8 +209,11 @@ class Network:
                 events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
         elif isinstance(drive, StaticDrive):
             events = _checked_static(drive, self.layers[0].n_in)
-        else:
+        elif isinstance(drive, Events):
             events = _checked_events(drive, self.layers[0].n_in)
+        else:
+            raise ShapeError(f"input must be a NumPy array [T, B, {self.layers[0].n_in}] or Events, got "
+                             f"{type(drive).__name__}")
         return events
 
     def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
@@ -223,7 +226,13 @@ class Network:
             raise ShapeError("these traces come from forward(record=False), which keeps no membrane; run "
                              "forward(drive) to backpropagate")
         last = self.layers[-1]
-        n_steps = traces[-1].u.shape[0]
+        n_steps, batch = traces[-1].u.shape[:2]
+        if not isinstance(grad_counts, np.ndarray) or grad_counts.shape != (batch, last.n_out):
+            raise ShapeError(f"grad_counts must be [batch, outputs] = [{batch}, {last.n_out}] (the counts' shape), got "
+                             + (str(grad_counts.shape) if isinstance(grad_counts, np.ndarray)
+                                else type(grad_counts).__name__))
+        if not np.all(np.isfinite(grad_counts)):
+            raise ShapeError("grad_counts holds NaN or infinite values: check the loss that gave them")
         # count = sum_t o[t], so every step receives the same gradient.
         grad_out = np.ascontiguousarray(
             np.broadcast_to(grad_counts[:, last.alive_index].astype(np.float32), traces[-1].u.shape[1:])[None]

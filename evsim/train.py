@@ -64,7 +64,7 @@ from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
 from evsim.compression import layer_report, zero_or_absent
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
-from evsim.errors import CheckpointError, ConfigError
+from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.layers import SparseLinear
@@ -208,6 +208,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset, network: Network | None = None):
         config.validate()
+        for name, split in (("train", dataset.train), ("test", dataset.test)):
+            if not len(split):
+                raise DataError(f"dataset {dataset.name!r}: the {name} split holds no samples; give it at least one")
         if dataset.encoding == "frames" and dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
         if config.val_fraction and dataset.val is None:

@@ -66,6 +66,53 @@ def test_python_callers_get_the_same_clear_errors_as_the_cli(tmp_path):
         evsim.Dataset("mine", split, split, 4, (2,), "rate", "mine")
 
 
+def test_a_dataset_refuses_splits_that_do_not_have_its_sample_shape():
+    wide, narrow = (evsim.Split(np.zeros((4, d), np.float32), np.arange(4) % 2) for d in (8, 6))
+    with pytest.raises(EvsimError, match=r"test samples hold 6 values \(shape \(6,\)\) but sample_shape \(8,\) holds 8"):
+        evsim.Dataset("mine", wide, narrow, 2, (8,), "rate", "mine")
+    with pytest.raises(EvsimError, match=r"train samples hold 8 values .* sample_shape \(9,\) holds 9"):
+        evsim.Dataset("mine", wide, wide, 2, (9,), "rate", "mine")
+    evsim.Dataset("mine", wide, wide, 2, (2, 2, 2), "rate", "mine")  # a map's values, flat
+    frames = evsim.Split(np.zeros((4, 3, 2, 4, 4), np.uint8), np.arange(4) % 2)
+    evsim.Dataset("mine", frames, frames, 2, (2, 4, 4), "frames", "mine")
+    with pytest.raises(EvsimError, match=r"train samples hold 32 values \(shape \(2, 4, 4\)\)"):
+        evsim.Dataset("mine", frames, frames, 2, (2, 5, 5), "frames", "mine")
+
+
+def test_a_trainer_refuses_an_empty_split_and_numbers_given_as_text():
+    split = evsim.Split(np.full((8, 6), 0.5, np.float32), np.arange(8) % 2)
+    empty = evsim.Split(np.zeros((0, 6), np.float32), np.zeros(0, np.int64))
+    config = evsim.TrainConfig(dataset="mine", epochs=1, batch_size=4, time_steps=3, hidden=(4,), structure="none")
+    with pytest.raises(EvsimError, match="the test split holds no samples; give it at least one"):
+        evsim.Trainer(config, evsim.Dataset("mine", split, empty, 2, (6,), "rate", "mine"))
+    for text in ({"lr": "0.1"}, {"epochs": "2"}):
+        with pytest.raises(EvsimError, match="text is read only from the command line and config files"):
+            evsim.TrainConfig(dataset="mine", **text).validate()
+
+
+def test_losses_and_backward_refuse_what_they_cannot_mean():
+    network = evsim.Network.from_spec("6-5-3", rng=0)
+    x = (np.random.default_rng(0).random((4, 2, 6)) < 0.5).astype(np.float32)
+    counts, traces = network.forward(x)
+    for loss in (evsim.mse_rate, evsim.cross_entropy):
+        with pytest.raises(EvsimError, match="labels run -1..0, outside the 3 classes 0..2"):  # not the last class
+            loss(counts, np.array([-1, 0]), 4)
+        with pytest.raises(EvsimError, match=r"labels must be 2 integer class indices .* got int64 \(3,\)"):
+            loss(counts, np.arange(3), 4)
+        with pytest.raises(EvsimError, match="labels must be 2 integer class indices"):
+            loss(counts, np.array([0.5, 1.0]), 4)
+        with pytest.raises(EvsimError, match="n_steps must be .* >= 1, got 0"):
+            loss(counts, np.arange(2), 0)
+        with pytest.raises(EvsimError, match="counts must be a finite array"):
+            loss(np.full((2, 3), np.nan, np.float32), np.arange(2), 4)
+    with pytest.raises(EvsimError, match=r"grad_counts must be \[batch, outputs\] = \[2, 3\] .* got \(2, 2\)"):
+        network.backward(traces, np.zeros((2, 2), np.float32))
+    with pytest.raises(EvsimError, match="grad_counts holds NaN or infinite values"):
+        network.backward(traces, np.full((2, 3), np.nan, np.float32))
+    with pytest.raises(EvsimError, match=r"input must be a NumPy array \[T, B, 6\] or Events, got list"):
+        network.forward(x.tolist())
+
+
 def test_a_bare_events_batch_profiles_as_one_batch():
     network = evsim.Network.from_spec("6-4-2")
     x = (np.random.default_rng(0).random((3, 2, 6)) < 0.5).astype(np.float32)

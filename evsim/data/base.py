@@ -108,10 +108,24 @@ class Dataset:
             if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
                 raise ShapeError(f"dataset {self.name!r}: {name} labels run {labels.min()}..{labels.max()}, "
                                  f"outside the {self.n_classes} classes 0..{self.n_classes - 1}")
+            sample = _sample_shape(split.inputs, self.encoding)
+            if int(np.prod(sample)) != self.n_inputs:
+                raise ShapeError(f"dataset {self.name!r}: {name} samples hold {int(np.prod(sample))} values "
+                                 f"(shape {tuple(sample)}) but sample_shape {tuple(self.sample_shape)} holds "
+                                 f"{self.n_inputs}; give every split samples of sample_shape")
 
     @property
     def n_inputs(self) -> int:
         return int(np.prod(self.sample_shape))
+
+
+def _sample_shape(inputs, encoding: str) -> tuple:
+    """The shape of one sample of a split's ``inputs`` without its time axis: ``[N, D]``
+    static inputs, ``[N, T, C, H, W]`` frames (dense or :class:`SparseFrames`)."""
+    if isinstance(inputs, SparseFrames):
+        return inputs.sample_shape
+    shape = np.shape(inputs)
+    return tuple(shape[2:] if encoding == "frames" else shape[1:])
 
 
 @dataclass(frozen=True)
