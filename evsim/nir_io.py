@@ -37,12 +37,16 @@ hard reset; evsim's own import restores it.
 A graph without this metadata (from another tool) can be imported when it is a chain
 of Affine/Linear -> LIF nodes whose LIF parameters are the same for every neuron,
 with ``v_leak = v_reset = 0``: ``decay = 1 - dt/tau`` and the input gain
-``dt r / tau`` is folded into the weights; synapses are the nonzero weights.
+``dt r / tau`` is folded into the weights; synapses are the nonzero weights. evsim
+computes in float32, so it refuses what float32 cannot hold or what makes no neuron:
+``tau < dt`` (or so long that the leak is 1), ``r <= 0``, a threshold, gain or weight
+beyond float32's range, and every NaN or infinity, naming the node.
 
 A graph whose evsim metadata is malformed (``evsim_lif`` not a JSON object of every
 :class:`LIFParameters` field with valid values, another ``evsim_format``, a broken CSR
 structure or alive mask), or disagrees with its nodes (a graph edited after the export:
-the metadata would silently win), is refused with one line naming the node and the fix.
+the metadata would silently win, or weights outside the CSR structure would vanish), is
+refused with one line naming the node and the fix.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
-from evsim.checkpoint import check_finite
+from evsim.config import FLOAT32_MAX
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
 from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
@@ -200,38 +204,28 @@ def _pair(value, name: str, field: str) -> int:
 def _conv_layer(name: str, conv: nir.Conv2d, l_name: str, neurons: nir.LIF, in_shape: tuple, gain: float):
     """The spiking convolution of ``conv`` (dense ``[F, C, K, K]`` weights; the evsim block
     CSR metadata, if present, says which kernels exist) over ``in_shape``."""
-    weight = _real(name, "weight", conv.weight)
-    if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or not np.all(np.isfinite(weight)):
-        raise ConfigError(f"{name}.weight must be finite [F, C, K, K] kernels, got shape {weight.shape}")
+    shape = _real(name, "weight", conv.weight).shape
+    if len(shape) != 4 or shape[2] != shape[3] or 0 in shape:
+        raise ConfigError(f"{name}.weight must be [F, C, K, K] square kernels, got shape {shape}: fix it where the "
+                          "graph was made")
     if _pair(conv.dilation, name, "dilation") != 1 or int(conv.groups) != 1:
         raise ConfigError(f"{name}: evsim supports dilation 1 and groups 1")
     if isinstance(conv.padding, str):
         raise ConfigError(f"{name}.padding {conv.padding!r}: give the padding as a number of cells")
-    filters, channels = weight.shape[0], weight.shape[1]
+    filters, channels = shape[0], shape[1]
     if len(in_shape) != 3 or in_shape[0] != channels:
         raise ConfigError(f"{name} takes {channels} channels but its input is {'x'.join(map(str, in_shape))}")
-    bias = _real(name, "bias", conv.bias).astype(np.float32) * np.float32(gain)
-    blocks = np.ascontiguousarray(weight.transpose(1, 0, 2, 3).astype(np.float32)) * np.float32(gain)  # [C, F, K, K]
-    meta = conv.metadata
-    if "evsim_indptr" in meta and "evsim_indices" in meta:
-        indptr, indices = np.asarray(meta["evsim_indptr"]), np.asarray(meta["evsim_indices"])
-        try:
-            check_csr(indptr, indices, (channels, filters))
-        except ShapeError as exc:
-            raise ConfigError(f"{name}: evsim_indptr/evsim_indices are not a valid CSR structure ({exc}); "
-                              f"{_REEXPORT}") from None
-    else:
-        exists = np.any(blocks != 0, axis=(2, 3))
-        rows, cols = np.nonzero(exists)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=channels))]).astype(np.int32)
-        indices = cols.astype(np.int32)
+    _check_bias(name, conv.bias, shape)
+    bias = _float32(name, "bias", conv.bias, gain)
+    blocks = np.ascontiguousarray(_float32(name, "weight", conv.weight, gain).transpose(1, 0, 2, 3))  # [C, F, K, K]
+    indptr, indices = _structure(name, conv.metadata, np.any(blocks != 0, axis=(2, 3)))
     rows = np.repeat(np.arange(channels), np.diff(indptr))
     store = SynapseStore.from_blocks(indptr, indices, blocks[rows, indices], (channels, filters))
     try:
         layer = SpikingConv2d(store, in_shape, _pair(conv.stride, name, "stride"), _pair(conv.padding, name, "padding"),
                               bias)
     except ShapeError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}; fix its stride or padding where the graph was made") from None
     for field in _LIF_FIELDS:
         if np.size(getattr(neurons, field)) != layer.n_out:
             raise ConfigError(f"{l_name}.{field} has {np.size(getattr(neurons, field))} values but {name} feeding it "
@@ -252,6 +246,32 @@ def _real(name: str, field: str, value) -> np.ndarray:
         raise ConfigError(f"{name}.{field} must hold real numbers, got {values.dtype} values {_show(value)}: fix it "
                           "where the graph was made")
     return values
+
+
+def _check_bias(name: str, bias, weight_shape: tuple) -> None:
+    """ConfigError unless ``bias`` holds one value per output (the weight's first dimension)."""
+    if np.shape(bias) != weight_shape[:1]:
+        raise ConfigError(f"{name}.bias has shape {np.shape(bias)} but its weight {weight_shape} has {weight_shape[0]} "
+                          "outputs: give one bias per output where the graph was made")
+
+
+def _float32(name: str, field: str, value, gain: float) -> np.ndarray:
+    """``value`` times the LIF input ``gain`` as float32, in which evsim computes; ConfigError
+    if a value is NaN or infinite, or float32 cannot hold it (checked before the cast, which
+    would print NumPy's overflow warning and give infinity, or round it to 0)."""
+    values = _real(name, field, value).astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{name}.{field} holds NaN or infinite values; evsim cannot run a graph with NaN or "
+                          "infinite parameters: fix them where the graph was made")
+    lost = np.abs(values) > FLOAT32_MAX / gain  # divided, not multiplied: no float64 overflow either
+    if not np.any(lost):
+        scaled = (values * gain).astype(np.float32)
+        lost = (scaled == 0) & (values != 0)
+    if np.any(lost):
+        times = f" (times the LIF input gain dt r / tau = {gain:.6g})" if gain != 1 else ""
+        raise ConfigError(f"{name}.{field} holds {values[lost][0]:.6g}{times}, which float32, evsim's arithmetic, "
+                          "turns into infinity or 0: fix it where the graph was made")
+    return scaled
 
 
 def _uniform(name: str, node: nir.LIF, field: str) -> float:
@@ -277,9 +297,8 @@ def _check_sizes(affine: tuple[str, nir.NIRNode], lif: tuple[str, nir.LIF]) -> N
     if len(shape) != 2 or 0 in shape:
         raise ConfigError(f"{a_name}.weight must be a matrix [n_out, n_in] with at least one of each, got shape "
                           f"{shape}; evsim imports fully connected layers of 1-D neuron populations")
-    if isinstance(node, nir.Affine) and np.shape(node.bias) != shape[:1]:
-        raise ConfigError(f"{a_name}.bias has shape {np.shape(node.bias)} but its weight {shape} has {shape[0]} "
-                          "outputs: they must agree")
+    if isinstance(node, nir.Affine):
+        _check_bias(a_name, node.bias, shape)
     for field in _LIF_FIELDS:
         if np.shape(getattr(neurons, field)) != shape[:1]:
             raise ConfigError(f"{l_name}.{field} has shape {np.shape(getattr(neurons, field))} but {a_name} feeding "
@@ -302,24 +321,51 @@ def _time_step(dt, metadata: dict) -> float:
 
 
 def _lif_from_nodes(lifs: list[tuple[str, nir.LIF]], dt: float) -> tuple[LIFParameters, float]:
-    """Neuron parameters shared by ``lifs`` and the input gain to fold into the weights."""
+    """Neuron parameters shared by ``lifs`` and the input gain to fold into the weights
+    (module docstring: ``decay = 1 - dt/tau``, ``v_th = v_threshold``, gain ``dt r / tau``)."""
     params = [{field: _uniform(name, node, field) for field in _LIF_FIELDS} for name, node in lifs]
-    if any(p != params[0] for p in params):
-        raise ConfigError("LIF parameters differ between layers; evsim uses one set per network")
-    p = params[0]
+    for (name, _), p in zip(lifs, params):
+        if p != params[0]:
+            raise ConfigError(f"{name}'s LIF parameters ({_shown(p)}) differ from {lifs[0][0]}'s "
+                              f"({_shown(params[0])}); evsim uses one set per network")
+    name, p = lifs[0][0], params[0]
+    fix = "fix it where the graph was made"
     if p["v_leak"] != 0 or p["v_reset"] != 0:
-        raise ConfigError(f"evsim's LIF has v_leak = v_reset = 0; this graph has v_leak = {p['v_leak']}, "
-                          f"v_reset = {p['v_reset']}")
+        raise ConfigError(f"{name}: evsim's LIF has v_leak = v_reset = 0; this graph has v_leak = {p['v_leak']}, "
+                          f"v_reset = {p['v_reset']}: evsim cannot import this neuron model")
     if not p["tau"] > 0:
-        raise ConfigError(f"LIF tau must be > 0 (a membrane time constant), got {p['tau']}: fix it where the graph "
-                          "was made")
+        raise ConfigError(f"{name}: LIF tau must be > 0 (a membrane time constant), got {p['tau']}: {fix}")
     if not p["tau"] >= dt:
-        raise ConfigError(f"tau = {p['tau']} is shorter than the time step dt = {dt}: no discrete leak in [0, 1); "
-                          "give the graph's dt (evsim import-nir --dt)")
-    if not p["v_threshold"] > 0:
-        raise ConfigError(f"LIF v_threshold must be > 0 (evsim's neurons fire above a positive threshold), got "
-                          f"{p['v_threshold']}: fix it where the graph was made")
-    return LIFParameters(decay=1.0 - dt / p["tau"], v_th=p["v_threshold"]), dt * p["r"] / p["tau"]
+        raise ConfigError(f"{name}: tau = {p['tau']} is shorter than the time step dt = {dt}: no discrete leak in "
+                          "[0, 1); give the graph's dt (evsim import-nir --dt)")
+    if 1.0 - dt / p["tau"] == 1.0:
+        raise ConfigError(f"{name}: tau = {p['tau']:g} is so much longer than the time step dt = {dt:g} that the "
+                          "leak 1 - dt/tau is 1 (no leak), but evsim's LIF leaks: give the graph's dt "
+                          "(evsim import-nir --dt), or fix tau where the graph was made")
+    if not _positive_float32(p["v_threshold"]):
+        raise ConfigError(f"{name}: LIF v_threshold must be a positive number float32 holds, at most "
+                          f"{FLOAT32_MAX:.3g} and not 0 in float32 (evsim's neurons fire above a positive float32 "
+                          f"threshold), got {p['v_threshold']:g}: {fix}")
+    if not p["r"] > 0:
+        raise ConfigError(f"{name}: LIF r must be > 0 (the input resistance; 0 would silence every synapse and a "
+                          f"negative r would flip every weight's sign), got {p['r']:g}: {fix}")
+    gain = dt * p["r"] / p["tau"]
+    if not _positive_float32(gain):
+        raise ConfigError(f"{name}: the input gain dt r / tau = {gain:g} (r = {p['r']:g}, tau = {p['tau']:g}, "
+                          f"dt = {dt:g}), which evsim folds into the weights, is beyond float32's range: fix r or tau "
+                          "where the graph was made")
+    return LIFParameters(decay=1.0 - dt / p["tau"], v_th=p["v_threshold"]), gain
+
+
+def _positive_float32(value: float) -> bool:
+    """Whether ``value`` is positive in float32 (the rule evsim's options follow), tested
+    without NumPy's overflow warning."""
+    return 0 < value <= FLOAT32_MAX and np.float32(value) > 0
+
+
+def _shown(params: dict) -> str:
+    """LIF parameters as ``tau 4, r 2, ...``."""
+    return ", ".join(f"{field} {value:.6g}" for field, value in params.items())
 
 
 def _evsim_lif(metadata: dict) -> LIFParameters:
@@ -359,46 +405,48 @@ def _check_exported_nodes(lifs: list[tuple[str, nir.LIF]], lif: LIFParameters, d
     for name, node in lifs:
         found = {field: _uniform(name, node, field) for field in _LIF_FIELDS}
         if not all(np.isclose(found[f], expected[f], rtol=1e-6, atol=0) for f in _LIF_FIELDS):
-            shown = ", ".join(f"{field} {value:.6g}" for field, value in found.items())
-            raise ConfigError(f"{name} ({shown}) disagrees with the graph's evsim_lif metadata (tau = {tau:.6g}, r = {r:.6g}, "
-                              f"v_threshold {lif.v_th:.6g}, v_leak = v_reset = 0): the graph was changed after evsim "
-                              f"exported it; {_FIX_LIF}")
+            raise ConfigError(f"{name} ({_shown(found)}) disagrees with the graph's evsim_lif metadata "
+                              f"(tau = {tau:.6g}, r = {r:.6g}, v_threshold {lif.v_th:.6g}, v_leak = v_reset = 0): "
+                              f"the graph was changed after evsim exported it; {_FIX_LIF}")
 
 
 def _store(name: str, affine: nir.NIRNode, gain: float) -> tuple[SynapseStore, np.ndarray]:
     """Synapses and bias of layer ``name``: the exported CSR structure if present, else the nonzero weights."""
-    weight = _real(name, "weight", affine.weight)
-    if not np.all(np.isfinite(weight)):
-        raise ConfigError(f"{name} holds NaN or infinite weights; evsim cannot run a graph with NaN or infinite "
-                          "parameters: fix them where the graph was made")
-    weight = weight.astype(np.float32).T * np.float32(gain)
+    weight = _float32(name, "weight", affine.weight, gain).T
     if isinstance(affine, nir.Affine):
-        bias = _real(name, "bias", affine.bias)
-        if not np.all(np.isfinite(bias)):
-            raise ConfigError(f"{name} holds NaN or infinite biases; evsim cannot run a graph with NaN or infinite "
-                              "parameters: fix them where the graph was made")
-        bias = bias.astype(np.float32) * np.float32(gain)
+        bias = _float32(name, "bias", affine.bias, gain)
     else:
         bias = np.zeros(weight.shape[1], dtype=np.float32)
-    meta = affine.metadata
+    indptr, indices = _structure(name, affine.metadata, weight != 0)
+    rows = np.repeat(np.arange(weight.shape[0]), np.diff(indptr))
+    return SynapseStore(sp.csr_matrix((weight[rows, indices], indices, indptr), shape=weight.shape)), bias
+
+
+def _structure(name: str, meta: dict, nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The synapses of node ``name`` as CSR ``(indptr, indices)`` over ``nonzero``'s
+    ``[presynaptic, postsynaptic]`` shape, True where a weight (Affine) or kernel (Conv2d)
+    is nonzero: its evsim_indptr/evsim_indices metadata (which keeps synapses of weight
+    exactly 0), else the nonzero entries. ConfigError if the metadata is malformed or
+    leaves out a nonzero entry: an edit after the export would silently lose weights."""
     if "evsim_indptr" not in meta and "evsim_indices" not in meta:
-        return SynapseStore.from_dense(weight), bias
+        rows, cols = np.nonzero(nonzero)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nonzero.shape[0]))])
+        return indptr.astype(np.int32), cols.astype(np.int32)
     fix = f"{_REEXPORT}, or delete {name}'s evsim_indptr and evsim_indices to import its nonzero weights"
     if "evsim_indptr" not in meta or "evsim_indices" not in meta:
         has, lacks = ("evsim_indptr", "evsim_indices") if "evsim_indptr" in meta else ("evsim_indices", "evsim_indptr")
         raise ConfigError(f"{name} has {has} but no {lacks} metadata; {fix}")
     indptr, indices = np.asarray(meta["evsim_indptr"]), np.asarray(meta["evsim_indices"])
     try:
-        check_csr(indptr, indices, weight.shape)
+        check_csr(indptr, indices, nonzero.shape)
     except ShapeError as exc:
         raise ConfigError(f"{name}: evsim_indptr/evsim_indices are not a valid CSR structure ({exc}); {fix}") from None
-    rows = np.repeat(np.arange(weight.shape[0]), np.diff(indptr))
-    outside = weight.copy()
-    outside[rows, indices] = 0
+    outside = nonzero.copy()
+    outside[np.repeat(np.arange(nonzero.shape[0]), np.diff(indptr)), indices] = False
     if np.any(outside):
         raise ConfigError(f"{name} has nonzero weights where its evsim_indptr/evsim_indices metadata has no synapse: "
                           f"the graph was changed after evsim exported it; {fix}")
-    return SynapseStore(sp.csr_matrix((weight[rows, indices], indices, indptr), shape=weight.shape)), bias
+    return indptr, indices
 
 
 def _develops(name: str, metadata: dict, default: bool) -> bool:
@@ -481,9 +529,4 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
                 layer.rebuild()
         layers.append(layer)
         shape = getattr(layer, "out_shape", (layer.n_out,))
-    network = Network(layers, lif)
-    try:
-        check_finite(network)
-    except ValueError as exc:
-        raise ConfigError(f"{exc}; evsim cannot run a graph with NaN or infinite parameters") from None
-    return network
+    return Network(layers, lif)

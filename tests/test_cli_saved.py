@@ -272,14 +272,15 @@ def test_nir_graphs_with_non_finite_values_are_refused_naming_the_file(rng, tmp_
     graph = network_to_nir(developed_network(rng))
     graph.nodes["fc1"].weight[0, 0] = np.nan
     nir.write(tmp_path / "nanw.nir", graph)
-    with pytest.raises(ConfigError, match=f"{tmp_path / 'nanw.nir'}: fc1 holds NaN or infinite weights"):
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'nanw.nir'}: fc1.weight holds NaN or infinite values"):
         read_nir(tmp_path / "nanw.nir")
     graph = foreign_graph(rng)
     graph.nodes["la"].v_threshold[:] = np.nan
     nir.write(tmp_path / "vth.nir", graph)
     with pytest.raises(ConfigError, match="vth.nir: la: LIF parameter v_threshold is not finite"):
         read_nir(tmp_path / "vth.nir")
-    one_line_error(run(["import-nir", tmp_path / "nanw.nir", tmp_path / "imported"]), "NaN or infinite weights")
+    one_line_error(run(["import-nir", tmp_path / "nanw.nir", tmp_path / "imported"]),
+                   "fc1.weight holds NaN or infinite values")
     assert not (tmp_path / "imported").exists()
 
 

@@ -4,6 +4,7 @@ graphs from other tools import when evsim can represent them; malformed graphs a
 metadata are refused in one line naming the file."""
 import json
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -147,9 +148,10 @@ def test_graphs_evsim_cannot_represent_are_refused(rng, tmp_path):
         network_from_nir(graph)
     graph = foreign_graph(rng)
     graph.nodes["lb"].v_leak[:] = 0.1
-    with pytest.raises(ConfigError, match="differ between layers"):
+    with pytest.raises(ConfigError, match=re.escape("lb's LIF parameters (tau 4, r 2, v_leak 0.1, v_threshold 0.5, "
+                                                    "v_reset 0) differ from la's (tau 4, r 2, v_leak 0,")):
         network_from_nir(graph)
-    with pytest.raises(ConfigError, match="shorter than the time step"):
+    with pytest.raises(ConfigError, match="la: tau = 0.5 is shorter than the time step"):
         network_from_nir(foreign_graph(rng, tau=0.5))
     with pytest.raises(CheckpointError, match="no such NIR file"):
         read_nir(tmp_path / "absent.nir")
@@ -180,6 +182,13 @@ def exported(rng=None) -> nir.NIRGraph:
     return network_to_nir(developed_network(rng or np.random.default_rng(3)))
 
 
+def exported_conv(rng) -> nir.NIRGraph:
+    """A 2x8x8-4C3-AP2-10 network's graph, with a kernel in each of its 8 places."""
+    graph = network_to_nir(Network.from_spec("2x8x8-4C3-AP2-10", rng=rng))
+    assert np.all(np.any(graph.nodes["conv0"].weight != 0, axis=(2, 3)))
+    return graph
+
+
 def lif_metadata(**changes) -> str:
     """evsim_lif as an evsim export writes it, with ``changes`` (None deletes a field)."""
     values = {**LIFParameters()._asdict(), **changes}
@@ -188,10 +197,11 @@ def lif_metadata(**changes) -> str:
 
 def refused(graph: nir.NIRGraph, tmp_path, fragment: str) -> str:
     """Written to a file, ``graph`` is refused by read_nir and by evsim import-nir, in one
-    line naming the file (returned), and nothing is written."""
+    line naming the file (returned), with no warning printed before it, and nothing is written."""
     path = tmp_path / "graph.nir"
     nir.write(path, graph)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: {fragment}")):
+    with warnings.catch_warnings(), pytest.raises(ConfigError, match=re.escape(f"{path}: {fragment}")):
+        warnings.simplefilter("error")  # pytest would collect a warning that the command line prints
         read_nir(path)
     line = one_line_error(run(["import-nir", str(path), str(tmp_path / "out")]))
     assert f"{path}: {fragment}" in line
@@ -266,6 +276,15 @@ def _each_lif(field: str, value: float):
     return change
 
 
+def _float64_weight_at(node: str, index, value):
+    """Node ``node``'s weight in float64 (as another tool may write it), ``value`` at ``index``."""
+    def change(graph):
+        weight = graph.nodes[node].weight.astype(np.float64)
+        weight[index] = value
+        graph.nodes[node].weight = weight
+    return change
+
+
 def _drop_edge(source: str, target: str):
     return lambda graph: graph.edges.remove((source, target))
 
@@ -289,17 +308,49 @@ MALFORMED = {
     "dt array": ("foreign", _graph_dt(np.array([1.0, 2.0])), "the graph's dt metadata must be one positive finite "
                                                              "number (the time step of the LIF time constants), got "
                                                              "[1.0, 2.0]"),
-    "tau 0": ("foreign", _each_lif("tau", 0.0), "LIF tau must be > 0 (a membrane time constant), got 0.0"),
-    "tau < 0": ("foreign", _each_lif("tau", -4.0), "LIF tau must be > 0 (a membrane time constant), got -4.0"),
-    "v_threshold < 0": ("foreign", _each_lif("v_threshold", -0.5), "LIF v_threshold must be > 0"),
+    "tau 0": ("foreign", _each_lif("tau", 0.0), "la: LIF tau must be > 0 (a membrane time constant), got 0.0"),
+    "tau < 0": ("foreign", _each_lif("tau", -4.0), "la: LIF tau must be > 0 (a membrane time constant), got -4.0"),
+    "tau so long the leak is 1": ("foreign", _each_lif("tau", 1e20), "la: tau = 1e+20 is so much longer than the time "
+                                                                    "step dt = 1 that the leak 1 - dt/tau is 1"),
+    "v_threshold < 0": ("foreign", _each_lif("v_threshold", -0.5), "la: LIF v_threshold must be a positive number "
+                                                                  "float32 holds"),
+    # float32 makes 1e300 infinite (never fires) and 1e-300 zero
+    "v_threshold beyond float32": ("foreign", _each_lif("v_threshold", 1e300), "la: LIF v_threshold must be a "
+                                   "positive number float32 holds, at most 3.4e+38 and not 0 in float32 (evsim's "
+                                   "neurons fire above a positive float32 threshold), got 1e+300: fix it where the "
+                                   "graph was made"),
+    "v_threshold 0 in float32": ("foreign", _each_lif("v_threshold", 1e-300), "la: LIF v_threshold must be a positive "
+                                                                             "number float32 holds"),
+    "r 0": ("foreign", _each_lif("r", 0.0), "la: LIF r must be > 0 (the input resistance; 0 would silence every "
+                                            "synapse and a negative r would flip every weight's sign), got 0: fix it "
+                                            "where the graph was made"),
+    "r < 0": ("foreign", _each_lif("r", -2.0), "la: LIF r must be > 0 (the input resistance"),
+    "gain beyond float32": ("foreign", _each_lif("r", 1e300), "la: the input gain dt r / tau = 2.5e+299 (r = 1e+300, "
+                                                             "tau = 4, dt = 1), which evsim folds into the weights, is "
+                                                             "beyond float32's range: fix r or tau where the graph was "
+                                                             "made"),
+    "gain 0 in float32": ("foreign", _each_lif("r", 1e-300), "la: the input gain dt r / tau = 2.5e-301"),
+    "v_leak": ("foreign", _each_lif("v_leak", 0.25), "la: evsim's LIF has v_leak = v_reset = 0; this graph has "
+                                                     "v_leak = 0.25"),
     "r nan": ("foreign", _each_lif("r", np.nan), "la: LIF parameter r is not finite (NaN or infinite)"),
     "tau text": ("foreign", _set("la", "tau", np.array([b"4"] * 6)), "la.tau must hold real numbers, got |S1 values"),
-    "weight nan": ("foreign", _weight_at("a", (0, 0), np.nan), "a holds NaN or infinite weights"),
-    "weight inf": ("foreign", _weight_at("b", (2, 1), -np.inf), "b holds NaN or infinite weights"),
+    "weight nan": ("foreign", _weight_at("a", (0, 0), np.nan), "a.weight holds NaN or infinite values; evsim cannot "
+                                                               "run a graph with NaN or infinite parameters: fix them "
+                                                               "where the graph was made"),
+    "weight inf": ("foreign", _weight_at("b", (2, 1), -np.inf), "b.weight holds NaN or infinite values"),
+    # checked before the cast to float32, which would print NumPy's overflow warning
+    "weight beyond float32": ("foreign", _set("a", "weight", np.full((6, 10), 1e200)),
+                              "a.weight holds 1e+200 (times the LIF input gain dt r / tau = 0.5), which float32, "
+                              "evsim's arithmetic, turns into infinity or 0: fix it where the graph was made"),
+    "weight 0 in float32": ("foreign", _set("a", "weight", np.full((6, 10), 1e-300)), "a.weight holds 1e-300"),
     "bias nan": ("foreign", lambda graph: graph.nodes["a"].bias.__setitem__(1, np.nan),
-                 "a holds NaN or infinite biases"),
+                 "a.bias holds NaN or infinite values"),
+    "bias beyond float32 with the gain": ("foreign", lambda graph: (_each_lif("r", 16.0)(graph),
+                                                                    _set("a", "bias", np.full(6, 3e38))(graph)),
+                                          "a.bias holds 3e+38 (times the LIF input gain dt r / tau = 4)"),
     "bias size": ("foreign", _set("a", "bias", np.zeros(4, np.float32)),
-                  "a.bias has shape (4,) but its weight (6, 10) has 6 outputs: they must agree"),
+                  "a.bias has shape (4,) but its weight (6, 10) has 6 outputs: give one bias per output where the "
+                  "graph was made"),
     "edge missing": ("foreign", _drop_edge("la", "b"), "NIR graph has 2 Input nodes; evsim imports one feed-forward "
                                                        "chain Input -> ... -> Output: check that an edge links each "
                                                        "node to the next"),
@@ -331,14 +382,34 @@ MALFORMED = {
                                       "lif0 (tau 4, r 1.25, v_leak 0, v_threshold 0.5, v_reset 0) disagrees with the "
                                       "graph's evsim_lif metadata (tau = 0.000125, r = 1.25, v_threshold 0.5, v_leak = v_reset "
                                       "= 0): the graph was changed after evsim exported it; " + FIX_LIF),
-    "exported weight nan": ("exported", _weight_at("fc1", (0, 0), np.nan), "fc1 holds NaN or infinite weights"),
+    "exported weight nan": ("exported", _weight_at("fc1", (0, 0), np.nan), "fc1.weight holds NaN or infinite values"),
+    # a convolution's kernels: the same checks as an Affine's weights
+    "kernels outside the structure": ("conv", lambda graph: graph.nodes["conv0"].metadata.update(
+                                          evsim_indptr=np.array([0, 1, 2], np.int32),
+                                          evsim_indices=np.array([0, 0], np.int32)),
+                                      "conv0 has nonzero weights where its evsim_indptr/evsim_indices metadata has no "
+                                      "synapse: the graph was changed after evsim exported it; export the network "
+                                      "again with evsim export, or delete conv0's evsim_indptr and evsim_indices"),
+    "conv indptr without indices": ("conv", _set("conv0", "metadata.evsim_indices", None),
+                                    "conv0 has evsim_indptr but no evsim_indices metadata"),
+    "conv weight nan": ("conv", _weight_at("conv0", (1, 0, 2, 2), np.nan), "conv0.weight holds NaN or infinite values"),
+    "conv weight beyond float32": ("conv", _float64_weight_at("conv0", (1, 0, 2, 2), 1e200),
+                                   "conv0.weight holds 1e+200, which float32, evsim's arithmetic, turns into infinity"),
+    "conv bias size": ("conv", _set("conv0", "bias", np.zeros(7, np.float32)),
+                       "conv0.bias has shape (7,) but its weight (4, 2, 3, 3) has 4 outputs: give one bias per output "
+                       "where the graph was made"),
+    "conv bias inf": ("conv", _set("conv0", "bias", np.full(4, np.inf, np.float32)),
+                      "conv0.bias holds NaN or infinite values"),
+    "exported weight beyond float32": ("exported", _set("fc0", "weight", np.full((12, 20), 1e200)),
+                                       "fc0.weight holds 1e+200, which float32, evsim's arithmetic, turns into "
+                                       "infinity or 0: fix it where the graph was made"),
 }
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_graphs_are_refused_in_one_line_naming_the_node(rng, tmp_path, name):
     kind, change, fragment = MALFORMED[name]
-    graph = foreign_graph(rng) if kind == "foreign" else exported(rng)
+    graph = {"foreign": foreign_graph, "exported": exported, "conv": exported_conv}[kind](rng)
     change(graph)
     refused(graph, tmp_path, fragment)
 
@@ -397,3 +468,17 @@ def test_graphs_evsim_wrote_with_a_step_of_one_still_import(rng, tmp_path):
     drive = (rng.random((12, 5, 20)) < 0.4).astype(np.float32)
     for a, b in zip(spikes(net, drive), spikes(back, drive)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("decay, v_th", [(0.0, 1e-40), (0.2, 0.5), (0.999, 3e38)])
+def test_what_evsim_exports_passes_the_checks_on_other_tools_graphs(rng, tmp_path, decay, v_th):
+    """Without its evsim_lif metadata (as the refusals advise) an export imports by the
+    rules for other tools' graphs, at the edges of evsim's own ranges too."""
+    graph = network_to_nir(developed_network(rng, LIFParameters(decay=decay, v_th=v_th)))
+    del graph.metadata["evsim_lif"], graph.metadata["evsim_format"]
+    path = tmp_path / "graph.nir"
+    nir.write(path, graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = read_nir(path)
+    assert back.lif.decay == pytest.approx(decay, abs=1e-12) and back.lif.v_th == v_th
