@@ -26,6 +26,8 @@ from evsim.errors import ConfigError
 
 RESETS = ("hard", "subtract")
 SURROGATES = ("rectangular", "triangle", "atan", "fast_sigmoid")
+# A threshold or width float32 holds as a positive finite number.
+_FLOAT32_TINY, _FLOAT32_MAX = float(np.finfo(np.float32).smallest_subnormal), float(np.finfo(np.float32).max)
 
 
 class LIFParameters(NamedTuple):
@@ -96,14 +98,14 @@ class LIFParameters(NamedTuple):
         """Return self, or raise ConfigError naming the invalid field."""
         if not 0.0 <= self.decay < 1.0:
             raise ConfigError(f"decay must be in [0, 1), got {self.decay}")
-        if not self.v_th > 0:
-            raise ConfigError(f"v_th must be > 0, got {self.v_th}")
+        if not _FLOAT32_TINY <= self.v_th <= _FLOAT32_MAX:  # the kernels compare in float32
+            raise ConfigError(f"v_th must be > 0 and finite in float32, got {self.v_th}")
         if self.reset not in RESETS:
             raise ConfigError(f"unknown reset {self.reset!r}; choose one of {', '.join(RESETS)}")
         if self.surrogate not in SURROGATES:
             raise ConfigError(f"unknown surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}")
-        if not self.width > 0:
-            raise ConfigError(f"surrogate width must be > 0, got {self.width}")
+        if not _FLOAT32_TINY <= self.width <= _FLOAT32_MAX:
+            raise ConfigError(f"surrogate width must be > 0 and finite in float32, got {self.width}")
         return self
 
 

@@ -507,7 +507,7 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     declared = input_node.output_type.get("output", input_node.input_type.get("input", []))
     shape = tuple(int(n) for n in np.atleast_1d(np.asarray(declared)))
     n_fc = sum(1 for group in groups if len(group) == 2 and not isinstance(group[0][1], nir.Conv2d))
-    layers, fc_seen = [], 0
+    layers, fc_seen, conv_seen = [], 0, 0
     for group in groups:
         if len(group) == 1:
             (p_name, pool), = group
@@ -517,7 +517,10 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
             layer = Pool2d(shape, kernel)
         elif isinstance(group[0][1], nir.Conv2d):
             (c_name, conv), (l_name, node) = group
+            conv_seen += 1
             layer = _conv_layer(c_name, conv, l_name, node, shape, gain)
+            # Without the metadata, as from_spec's "auto": every convolution but the first.
+            layer.develops = _develops(c_name, conv.metadata, conv_seen > 1)
         else:
             (a_name, affine), (l_name, node) = group
             fc_seen += 1

@@ -189,6 +189,19 @@ def exported_conv(rng) -> nir.NIRGraph:
     return graph
 
 
+@pytest.mark.parametrize("develop", ["auto", "conv1,fc1", "conv3", "fc"])
+def test_which_convolutions_develop_survives_the_round_trip(develop):
+    network = Network.from_spec("2x8x8-4C3-4C3-AP2-4C3-6-10", rng=0)
+    network.set_developing(develop)
+    graph = network_to_nir(network)
+    assert [layer.develops for layer in network_from_nir(graph).layers] == [getattr(layer, "develops", False)
+                                                                           for layer in network.layers]
+    for node in graph.nodes.values():  # another tool's graph: the from_spec default
+        getattr(node, "metadata", {}).pop("evsim_develops", None)
+    assert [layer.develops for layer in network_from_nir(graph).layers if hasattr(layer, "store")] == \
+        [False, True, True, True, False]
+
+
 def lif_metadata(**changes) -> str:
     """evsim_lif as an evsim export writes it, with ``changes`` (None deletes a field)."""
     values = {**LIFParameters()._asdict(), **changes}
@@ -227,10 +240,11 @@ FIX_LIF = ("export the network again with evsim export, or delete the graph's ev
     (lif_metadata(decay=float("nan")), "graph metadata evsim_lif.decay must be a finite number, got nan"),
     (lif_metadata(v_th=float("inf")), "graph metadata evsim_lif.v_th must be a finite number, got inf"),
     (lif_metadata(decay=1.5), "graph metadata evsim_lif: decay must be in [0, 1), got 1.5"),
-    (lif_metadata(v_th=-0.5), "graph metadata evsim_lif: v_th must be > 0, got -0.5"),
+    (lif_metadata(v_th=-0.5), "graph metadata evsim_lif: v_th must be > 0 and finite in float32, got -0.5"),
+    (lif_metadata(v_th=1e300), "graph metadata evsim_lif: v_th must be > 0 and finite in float32, got 1e+300"),
     (lif_metadata(reset="soft"), "graph metadata evsim_lif: unknown reset 'soft'; choose one of hard, subtract"),
     (lif_metadata(surrogate="relu"), "graph metadata evsim_lif: unknown surrogate 'relu'"),
-    (lif_metadata(width=0.0), "graph metadata evsim_lif: surrogate width must be > 0, got 0.0"),
+    (lif_metadata(width=0.0), "graph metadata evsim_lif: surrogate width must be > 0 and finite in float32, got 0.0"),
 ])
 def test_malformed_evsim_lif_metadata_is_refused_in_one_line(tmp_path, text, fragment):
     graph = exported()
