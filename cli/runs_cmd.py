@@ -20,7 +20,7 @@ from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.cli.runs import check_outputs
 from evsim.errors import CheckpointError, ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
-from evsim.plots import _pyplot, figure_format, save_figure
+from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
 from evsim.runfiles import read_metrics, read_run_config, read_summary
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
@@ -254,32 +254,44 @@ def compare(run_dirs, plot_path, csv_path):
     click.echo("wrote " + " and ".join(written))
 
 
-def _plot_compare(found: list[dict], path: Path) -> None:
-    """Test (solid) and validation (dashed) accuracy, training loss and compression per epoch, one colour per run."""
-    from matplotlib.ticker import MaxNLocator
+def run_labels(run_dirs: list[str]) -> list[str]:
+    """The shortest end of each run's path that no other run's path ends with
+    (``sweep-a/structure=none,seed=0``), for legends; a run given twice gets ``#2``."""
+    parts = [Path(run_dir).resolve().parts[1:] for run_dir in run_dirs]
 
+    def label(path: tuple) -> str:
+        others = [other for other in parts if other != path]
+        n = next((n for n in range(1, len(path)) if all(other[-n:] != path[-n:] for other in others)), len(path))
+        return "/".join(path[-n:]) or "/"
+
+    labels = [label(path) for path in parts]
+    return [f"{name} #{labels[:k].count(name) + 1}" if labels.count(name) > 1 else name
+            for k, name in enumerate(labels)]
+
+
+def _plot_compare(found: list[dict], path: Path) -> None:
+    """Test (solid) and validation (dashed) accuracy, training loss and compression per
+    epoch, one colour per run, named in one legend beside the axes (inside, it would hide
+    curves)."""
     plt = _pyplot()
     fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))
-    for k, run in enumerate(found):
+    for k, (run, name) in enumerate(zip(found, run_labels([run["run"] for run in found]))):
         rows, color = run["metrics"], f"C{k % 10}"
         x = [row["epoch"] for row in rows]
-        name = Path(run["run"]).name
-        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=f"{name} test")
+        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=name)
         if any("val_acc" in row for row in rows):
-            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", color=color,
-                        label=f"{name} validation")
-        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color, label=name)
-        ax_comp.plot(x, [100 * row.get("compression", 0.0) for row in rows], "o-", ms=3, color=color, label=name)
+            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "^--", ms=3, color=color)
+        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color)
+        ax_comp.plot(x, [100 * row["compression"] for row in rows], "o-", ms=3, color=color)
     for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed) accuracy"),
                               (ax_loss, "training loss (running mean)", "training loss"),
                               (ax_comp, "synapses removed (%)", "compression")):
-        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        ax.set(ylabel=ylabel, title=title)
+        _epoch_axis(ax)
     ax_comp.set_ylim(0, 100)
-    ax_acc.legend(fontsize=7, loc="lower right")
-    ax_loss.legend(fontsize=7, loc="upper right")
     sources = sorted({run["data_source"] for run in found})
     fig.suptitle(f"{len(found)} runs (data: {', '.join(sources)})", fontsize=10)
     fig.tight_layout()
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+               ncols=-(-len(found) // 30))
     save_figure(fig, path)

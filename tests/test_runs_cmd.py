@@ -103,6 +103,7 @@ def test_runs_compare_table_curves_and_metrics_csv(tmp_path, toy_runs):
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0].split()
     assert header[:3] == ["run", "epochs", "lr"]  # only the options that differ
+    assert "run_id" not in header  # different in every run, and no option
     assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert [(r["run"][-1], r["epoch"]) for r in rows] == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("b", "3")]
