@@ -18,37 +18,17 @@ import numpy as np
 
 from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.cli.runs import check_outputs
-from evsim.errors import ConfigError, EvsimError
+from evsim.errors import CheckpointError, ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
-from evsim.plots import _pyplot, figure_format, save_figure
+from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
+from evsim.runfiles import read_metrics, read_run_config, read_summary
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
-# data section's other options are compared), which checkpoints were kept.
-NOT_COMPARED = {"out", "data", "checkpoints"}
+# data section's other options are compared), which checkpoints were kept, and what
+# training writes beside the options (run_id differs in every run).
+NOT_COMPARED = {"out", "data", "checkpoints", "run_id", "data_source"}
 # Searching for runs goes this deep below the folder given (runs/<group>/<run> is common).
 MAX_DEPTH = 3
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    """The rows of ``metrics.jsonl``; a torn last line (a run killed while writing) is skipped."""
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 def _sizes(run_dir: Path) -> list[int] | None:
@@ -61,11 +41,16 @@ def _sizes(run_dir: Path) -> list[int] | None:
 
 
 def read_run(run_dir: Path) -> dict:
-    """What ``runs list`` and ``runs compare`` show of one run folder, as a flat dict."""
-    config = _read_json(run_dir / "config.json")
-    summary = _read_json(run_dir / "summary.json")
-    metrics = _read_metrics(run_dir / "metrics.jsonl")
-    epochs = [row for row in metrics if row.get("type") == "epoch"]
+    """What ``runs list`` and ``runs compare`` show of one run folder, as a flat dict.
+
+    Raises
+    ------
+    EvsimError
+        If its ``config.json``, ``metrics.jsonl`` or ``summary.json`` is damaged.
+    """
+    config = read_run_config(run_dir) or {}
+    summary = read_summary(run_dir)
+    epochs = [row for row in read_metrics(run_dir) if row["type"] == "epoch"]
     last = epochs[-1] if epochs else {}
     hidden = config.get("hidden", [])
     if config.get("arch"):  # a network in the paper's notation (--arch): as given
@@ -74,14 +59,14 @@ def read_run(run_dir: Path) -> dict:
         sizes = _sizes(run_dir)
         arch = "-".join(str(s) for s in sizes) if sizes else "?-" + "-".join(str(h) for h in hidden) + "-?"
     total = config.get("epochs")
-    finished = bool(summary) and len(epochs) == total
+    finished = summary is not None and len(epochs) == total
     stamp = (run_dir / "config.json") if (run_dir / "config.json").exists() else run_dir
     with_val = [row for row in epochs if "val_acc" in row]
     at_best = max(with_val, key=lambda row: row["val_acc"]) if with_val else None
     return {
         "run": str(run_dir),
         "dataset": config.get("dataset", "?"),
-        "data_source": config.get("data_source", summary.get("data_source", "?")),
+        "data_source": config.get("data_source", (summary or {}).get("data_source", "?")),
         "arch": arch,
         "structure": config.get("structure", "?"),
         "epochs": len(epochs),
@@ -95,9 +80,31 @@ def read_run(run_dir: Path) -> dict:
         "neurons_pruned": last.get("neurons_pruned"),
         "wall_s": last.get("wall_s"),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp.stat().st_mtime)),
+        "problem": None,
         "config": config,
         "metrics": epochs,
     }
+
+
+def _unreadable(run_dir: Path, problem: str) -> dict:
+    """A run shown as unreadable, for ``problem``."""
+    return {**dict.fromkeys(LIST_CSV), "run": str(run_dir), "status": "unreadable", "problem": problem,
+            "config": {}, "metrics": []}
+
+
+def read_or_mark(run_dir: Path) -> dict:
+    """:func:`read_run`, or for a run with a damaged file, one marked unreadable with the
+    reason: one bad run among many must not hide the others."""
+    try:
+        return read_run(run_dir)
+    except EvsimError as exc:
+        return _unreadable(run_dir, str(exc))
+
+
+def _report_unreadable(found: list[dict]) -> None:
+    for run in found:
+        if run["problem"]:
+            click.echo(f"unreadable: {run['problem']}")
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -134,6 +141,8 @@ TABLE = (("run", "run"), ("dataset", "dataset"), ("data_source", "data"), ("arch
 
 
 def _cell(run: dict, key: str) -> str:
+    if run["problem"]:
+        return {"run": run["run"], "epochs": "unreadable"}.get(key, "-")
     if key == "epochs":
         return f"{run['epochs']}/{run['epochs_planned'] or '?'}" + ("" if run["status"] == "done" else "*")
     if key in ("test_acc", "test_acc_at_best_val", "compression", "val_acc_best", "best_test_acc"):
@@ -156,7 +165,8 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
 
 
 LIST_CSV = ("run", "dataset", "data_source", "arch", "structure", "epochs", "epochs_planned", "status", "test_acc",
-            "val_acc_best", "test_acc_at_best_val", "best_test_acc", "compression", "neurons_pruned", "wall_s", "date")
+            "val_acc_best", "test_acc_at_best_val", "best_test_acc", "compression", "neurons_pruned", "wall_s", "date",
+            "problem")
 
 
 @click.group()
@@ -174,13 +184,14 @@ def list_runs(folder, csv_path):
     validation epoch, compression, date."""
     if csv_path is not None:
         check_outputs(csv_path)
-    found = [read_run(path) for path in find_runs(folder)]
+    found = [read_or_mark(path) for path in find_runs(folder)]
     if not found:
         click.echo(f"no runs under {folder} (a run folder holds config.json or metrics.jsonl)")
     else:
         for run in found:
             run["run"] = str(Path(run["run"]).relative_to(folder)) if Path(run["run"]) != folder else run["run"]
         click.echo(_table([[label for _, label in TABLE]] + [[_cell(run, key) for key, _ in TABLE] for run in found]))
+        _report_unreadable(found)
     if csv_path is not None:
         write_bytes_atomic(csv_path, _csv_bytes(list(LIST_CSV), [[run[key] for key in LIST_CSV] for run in found]))
         click.echo(f"wrote {csv_path}")
@@ -215,56 +226,72 @@ def compare(run_dirs, plot_path, csv_path):
     missing = [str(d) for d in run_dirs if not ((d / "config.json").is_file() or (d / "metrics.jsonl").is_file())]
     if missing:
         raise ConfigError(f"{missing[0]} is not a run folder (no config.json or metrics.jsonl)")
-    found = [read_run(d) for d in run_dirs]
-    differ = differing_options([run["config"] for run in found])
+    found = [read_or_mark(d) for d in run_dirs]
+    readable = [run for run in found if not run["problem"]]
+    if not readable:
+        raise CheckpointError(found[0]["problem"])
+    differ = differing_options([run["config"] for run in readable])
     header = ["run", *differ, "epochs done", "test %", "val best %", "test@val %", "best test %", "compr. %"]
     rows = [header]
     for run in found:
         options = _flat_options(run["config"])
-        rows.append([run["run"], *[str(options.get(key, "-")) for key in differ], _cell(run, "epochs"),
-                     _pct(run["test_acc"]), _pct(run["val_acc_best"]), _pct(run["test_acc_at_best_val"]),
-                     _pct(run["best_test_acc"]), _cell(run, "compression")])
+        results = [_cell(run, key) for key in ("epochs", "test_acc", "val_acc_best", "test_acc_at_best_val",
+                                               "best_test_acc", "compression")]
+        rows.append([run["run"], *[str(options.get(key, "-")) for key in differ], *results])
     click.echo(_table(rows))
     if not differ:
         click.echo("(the runs have the same options)")
-    _plot_compare(found, plot_path)
+    _report_unreadable(found)
+    _plot_compare(readable, plot_path)
     written = [str(plot_path)]
     if csv_path is not None:
         keys = []
-        for row in (row for run in found for row in run["metrics"]):
+        for row in (row for run in readable for row in run["metrics"]):
             keys += [key for key in row if key not in keys and key != "type"]
-        body = [[run["run"], *[row.get(key, "") for key in keys]] for run in found for row in run["metrics"]]
+        body = [[run["run"], *[row.get(key, "") for key in keys]] for run in readable for row in run["metrics"]]
         write_bytes_atomic(csv_path, _csv_bytes(["run", *keys], body))
         written.append(str(csv_path))
     click.echo("wrote " + " and ".join(written))
 
 
-def _plot_compare(found: list[dict], path: Path) -> None:
-    """Test (solid) and validation (dashed) accuracy, training loss and compression per epoch, one colour per run."""
-    from matplotlib.ticker import MaxNLocator
+def run_labels(run_dirs: list[str]) -> list[str]:
+    """The shortest end of each run's path that no other run's path ends with
+    (``sweep-a/structure=none,seed=0``), for legends; a run given twice gets ``#2``."""
+    parts = [Path(run_dir).resolve().parts[1:] for run_dir in run_dirs]
 
+    def label(path: tuple) -> str:
+        others = [other for other in parts if other != path]
+        n = next((n for n in range(1, len(path)) if all(other[-n:] != path[-n:] for other in others)), len(path))
+        return "/".join(path[-n:]) or "/"
+
+    labels = [label(path) for path in parts]
+    return [f"{name} #{labels[:k].count(name) + 1}" if labels.count(name) > 1 else name
+            for k, name in enumerate(labels)]
+
+
+def _plot_compare(found: list[dict], path: Path) -> None:
+    """Test (solid) and validation (dashed) accuracy, training loss and compression per
+    epoch, one colour per run, named in one legend beside the axes (inside, it would hide
+    curves)."""
     plt = _pyplot()
     fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))
-    for k, run in enumerate(found):
+    for k, (run, name) in enumerate(zip(found, run_labels([run["run"] for run in found]))):
         rows, color = run["metrics"], f"C{k % 10}"
         x = [row["epoch"] for row in rows]
-        name = Path(run["run"]).name
-        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=f"{name} test")
+        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=name)
         if any("val_acc" in row for row in rows):
-            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", color=color,
-                        label=f"{name} validation")
-        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color, label=name)
-        ax_comp.plot(x, [100 * row.get("compression", 0.0) for row in rows], "o-", ms=3, color=color, label=name)
+            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "^--", ms=3, color=color)
+        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color)
+        ax_comp.plot(x, [100 * row["compression"] for row in rows], "o-", ms=3, color=color)
     for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed) accuracy"),
                               (ax_loss, "training loss (running mean)", "training loss"),
                               (ax_comp, "synapses removed (%)", "compression")):
-        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        ax.set(ylabel=ylabel, title=title)
+        _epoch_axis(ax)
     ax_comp.set_ylim(0, 100)
-    ax_acc.legend(fontsize=7, loc="lower right")
-    ax_loss.legend(fontsize=7, loc="upper right")
     sources = sorted({run["data_source"] for run in found})
     fig.suptitle(f"{len(found)} runs (data: {', '.join(sources)})", fontsize=10)
     fig.tight_layout()
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+               ncols=-(-len(found) // 30))
     save_figure(fig, path)

@@ -739,32 +739,53 @@ def _check_in_epoch(state: TrainingState) -> None:
                        f"{position // batch_size} of this one make {expected}")
 
 
-# What a resumed run reads back from the metric rows (the best accuracy, the wall clock,
-# the summary of a finished run, the plot): each must be a finite number.
-_EPOCH_ROW_READ = ("train_acc", "test_acc", "compression", "wall_s", "sops_per_sample", "energy_uj_per_sample")
-_DEVELOPMENT_ROW_READ = ("compression", "neurons_pruned")
+# What is read back from the metric rows (a resumed run: the best accuracy, the wall clock,
+# the summary of a finished run, the plot; evsim runs: the tables and curves): each must be
+# a finite number.
+_EPOCH_ROW_READ = ("train_loss", "train_acc", "test_acc", "lr", "compression", "neurons_pruned", "wall_s",
+                   "sops_per_sample", "energy_uj_per_sample")
+_DEVELOPMENT_ROW_READ = ("batch", "compression", "neurons_pruned")
+
+
+def check_metric_rows(rows, label: Callable[[int], str] = lambda i: f"metrics[{i}]") -> dict[str, int]:
+    """The number of epoch and development rows in ``rows`` (a checkpoint's metrics or
+    the lines of ``metrics.jsonl``), each checked: an object of either kind, numbered
+    from 1, with the numbers that are read back; ``label(i)`` names row ``i`` in errors.
+
+    Raises
+    ------
+    ValueError
+        Naming the first row that no run of this evsim writes.
+    """
+    if not isinstance(rows, list):
+        raise ValueError(f"metrics must be a list of rows, got {_short(rows)}")
+    counts = {"epoch": 0, "development": 0}
+    for i, row in enumerate(rows):
+        kind = row.get("type") if isinstance(row, dict) else None
+        if kind not in counts:
+            raise ValueError(f"{label(i)} must be an epoch or development row, got {_short(row)}")
+        counts[kind] += 1
+        number = "epoch" if kind == "epoch" else "step"
+        if not (_is_count(row.get(number)) and row[number] == counts[kind]):
+            raise ValueError(f"{label(i)}.{number} must be {counts[kind]} (the {kind} rows count from 1), "
+                             f"got {_short(row.get(number))}")
+        optional = ("val_acc",) if kind == "epoch" and "val_acc" in row else ()  # runs without a validation split
+        for key in (_EPOCH_ROW_READ if kind == "epoch" else _DEVELOPMENT_ROW_READ) + optional:
+            if not _is_number(row.get(key)):
+                raise ValueError(f"{label(i)}.{key} must be a finite number, got {_short(row.get(key))}")
+        accuracies = [key for key in ("train_acc", "test_acc", "val_acc") if kind == "epoch" and key in row]
+        if not all(0 <= row[key] <= 1 for key in accuracies):
+            raise ValueError(f"{label(i)} has an accuracy outside [0, 1] "
+                             f"({', '.join(f'{key} {row[key]}' for key in accuracies)})")
+    return counts
 
 
 def _check_metrics(state: TrainingState, development_step: int) -> None:
     """One epoch row per finished epoch and one development row per step, numbered from 1."""
-    if not isinstance(state.metrics, list):
-        raise _Damaged(f"metrics must be a list of rows, got {_short(state.metrics)}")
-    counts = {"epoch": 0, "development": 0}
-    for i, row in enumerate(state.metrics):
-        kind = row.get("type") if isinstance(row, dict) else None
-        if kind not in counts:
-            raise _Damaged(f"metrics[{i}] must be an epoch or development row, got {_short(row)}")
-        counts[kind] += 1
-        number = "epoch" if kind == "epoch" else "step"
-        if not (_is_count(row.get(number)) and row[number] == counts[kind]):
-            raise _Damaged(f"metrics[{i}].{number} must be {counts[kind]} (the {kind} rows count from 1), "
-                           f"got {_short(row.get(number))}")
-        for key in _EPOCH_ROW_READ if kind == "epoch" else _DEVELOPMENT_ROW_READ:
-            if not _is_number(row.get(key)):
-                raise _Damaged(f"metrics[{i}].{key} must be a finite number, got {_short(row.get(key))}")
-        if kind == "epoch" and not all(0 <= row[key] <= 1 for key in ("train_acc", "test_acc")):
-            raise _Damaged(f"metrics[{i}] has an accuracy outside [0, 1] "
-                           f"(train_acc {row['train_acc']}, test_acc {row['test_acc']})")
+    try:
+        counts = check_metric_rows(state.metrics)
+    except ValueError as exc:
+        raise _Damaged(str(exc)) from None
     if counts["epoch"] != state.epoch:
         raise _Damaged(f"metrics hold {counts['epoch']} epoch rows, but epoch is {state.epoch}")
     if counts["development"] != development_step:

@@ -77,9 +77,21 @@ def run_title(config: dict, name: str = "") -> str:
 def _epoch_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, not 0.96, 0.98, ...
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
+
+
+def _legend_below(ax, lines=None) -> None:
+    """The legend under the axes: inside, wherever it goes, it can hide a curve."""
+    lines = lines or ax.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.15), ncols=2, frameon=False)
+
+
+def _dot_if_single(points: int) -> dict:
+    """A marker for a curve of one point: a line through one point draws nothing."""
+    return {"marker": "o"} if points == 1 else {}
 
 
 def _has_structure(epochs: list[dict], dev: list[dict]) -> bool:
@@ -117,13 +129,14 @@ def plot_training(metrics: list[dict], path: Path, data_source: str, run: dict |
     ax.plot(x, [100 * r["test_acc"] for r in epochs], "o-", color="tab:blue", label="test")
     ax.set(ylabel="accuracy (%)", title="accuracy")
     _epoch_axis(ax)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_below(ax)
     ax = axes[1]
     ax.plot(x, [r["train_loss"] for r in epochs], "o-", color="tab:purple", label="train loss")
     ax.set(ylabel="training loss (running mean)", title="loss and learning rate")
     _epoch_axis(ax)
     lr_ax = ax.twinx()
-    lr_ax.step(x, [r["lr"] for r in epochs], where="mid", color="tab:green", label="learning rate")
+    lr_ax.step(x, [r["lr"] for r in epochs], where="mid", color="tab:green", label="learning rate",
+               **_dot_if_single(len(x)))
     lr_ax.set_ylabel("learning rate", color="tab:green")
     lr_ax.tick_params(axis="y", colors="tab:green")
     lr_values = [r["lr"] for r in epochs if r["lr"] > 0]
@@ -131,8 +144,7 @@ def plot_training(metrics: list[dict], path: Path, data_source: str, run: dict |
         lr_ax.set_yscale("log")
     elif lr_values:
         lr_ax.set_ylim(0, 1.25 * max(lr_values))
-    lines = ax.get_lines() + lr_ax.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper right")
+    _legend_below(ax, ax.get_lines() + lr_ax.get_lines())
     if structure:
         ax = axes[2]
         per_epoch = run.get("batches_per_epoch")
@@ -144,10 +156,12 @@ def plot_training(metrics: list[dict], path: Path, data_source: str, run: dict |
             dx = [r["batch"] / per_epoch for r in dev] if dev else x
             _epoch_axis(ax)
         rows = dev or epochs
-        ax.plot(dx, [100 * r["compression"] for r in rows], color="tab:blue", label="synapses removed")
-        ax.plot(dx, [100 * r["neurons_pruned"] for r in rows], color="tab:red", label="hidden neurons pruned")
+        ax.plot(dx, [100 * r["compression"] for r in rows], color="tab:blue", label="synapses removed",
+                **_dot_if_single(len(rows)))
+        ax.plot(dx, [100 * r["neurons_pruned"] for r in rows], color="tab:red", label="hidden neurons pruned",
+                **_dot_if_single(len(rows)))
         ax.set(ylabel="% of the dense network", title="structure", ylim=(0, 100))
-        ax.legend(fontsize=8, loc="upper left")
+        _legend_below(ax)
     fig.suptitle((run_title(run, run.get("name", "")) if run else "training") + f" (data: {data_source})",
                  fontsize=10)
     fig.tight_layout()

@@ -23,11 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from evsim.checkpoint import check_metric_rows, stored_config
 from evsim.errors import CheckpointError
 from evsim.files import link_atomic
-from evsim.readers import read_json, reading
+from evsim.readers import read_json, read_small_file, reading, reason
 
 CONFIG_JSON = "config.json"
+METRICS_JSONL = "metrics.jsonl"
+SUMMARY_JSON = "summary.json"
+# One row per epoch and per development step; a long run with many steps is a few MiB.
+MAX_METRICS_BYTES = 256 << 20
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")
@@ -55,6 +60,76 @@ def folder_run_id(run_dir: Path) -> str | None:
     if run_id is not None and not isinstance(run_id, str):
         raise CheckpointError(f"{path}: run_id must be a string, got {run_id!r}; restore the file")
     return run_id
+
+
+def read_run_config(run_dir: Path) -> dict | None:
+    """The values of ``run_dir``'s ``config.json``, checked as every command checks a
+    stored configuration (:func:`~evsim.checkpoint.stored_config`), with the options added
+    since it was written filled in; beside the options, what training writes with them
+    (``data_source``, ``run_id``). None without the file.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is unreadable, not JSON, or not a configuration this evsim can run.
+    """
+    path = Path(run_dir) / CONFIG_JSON
+    if not os.path.lexists(path):
+        return None
+    values = read_json(path, "run configuration (config.json)", CheckpointError, "restore the file")
+    config = stored_config(values, path)  # refuses anything but an object of options
+    return {**values, **config.to_dict()}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir``'s ``metrics.jsonl`` (none without the file), checked as a
+    checkpoint's are (:func:`~evsim.checkpoint.check_metric_rows`): training rewrites the
+    file whole, so any bad line is damage, not a write in progress.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and its first bad line.
+    """
+    path = Path(run_dir) / METRICS_JSONL
+    if not os.path.lexists(path):
+        return []
+    raw = read_small_file(path, "metrics file (metrics.jsonl)", CheckpointError, MAX_METRICS_BYTES)
+    numbers, rows = [], []
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line.decode()))
+            except ValueError as exc:  # UnicodeDecodeError is one too
+                raise _damaged_metrics(path, f"line {number} is not JSON: {reason(exc)}") from None
+            numbers.append(number)
+    try:
+        check_metric_rows(rows, lambda i: f"line {numbers[i]}: row")
+    except ValueError as exc:
+        raise _damaged_metrics(path, str(exc)) from None
+    return rows
+
+
+def _damaged_metrics(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: damaged metrics ({problem}); restore the file, or train the run again")
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The values of ``run_dir``'s ``summary.json`` (written when the last epoch ends), or None without one.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is unreadable or not a JSON object.
+    """
+    path = Path(run_dir) / SUMMARY_JSON
+    if not os.path.lexists(path):
+        return None
+    values = read_json(path, "run summary (summary.json)", CheckpointError, "restore the file")
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: damaged run summary (a JSON object expected, got {type(values).__name__}); "
+                              "restore the file")
+    return values
 
 
 def stored_run_id(path: Path) -> str | None:

@@ -129,3 +129,62 @@ def test_frame_times_follow_the_slicing():
     events = {"t": np.arange(0, 10_000, 1000)}  # 10 events, 1 ms apart
     assert _frame_times_ms(events, 2, "events") == [(0.0, 4.0), (5.0, 9.0)]
     assert _frame_times_ms(events, 3, "time") == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0)]
+
+
+def _covered_points(fig) -> list[str]:
+    """The curves with a data point under a legend (inside the axes or beside them)."""
+    fig.canvas.draw()
+    boxes = [legend.get_window_extent() for legend in fig.legends + [ax.get_legend() for ax in fig.axes]
+             if legend is not None]
+    covered = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            points = line.get_transform().transform(line.get_xydata())
+            if any(box.contains(x, y) for box in boxes for x, y in points):
+                covered.append(line.get_label())
+    return covered
+
+
+def _invisible_curves(fig) -> list[str]:
+    """Labelled curves that draw nothing: one point, and no marker."""
+    return [line.get_label() for ax in fig.axes for line in ax.get_lines()
+            if len(line.get_xydata()) == 1 and line.get_marker() in (None, "", "None", " ")
+            and not line.get_label().startswith("_")]
+
+
+@pytest.mark.parametrize("epochs", [1, 5])
+def test_training_figure_legends_hide_no_data_and_a_single_epoch_is_drawn(figures, epochs):
+    """A run whose accuracy falls toward the lower right (where the legend was), with a
+    learning rate and compression of one point after one epoch."""
+    rows = [_epoch(e, train_acc=0.5 - 0.05 * e, test_acc=0.5 - 0.05 * e, val_acc=0.9 - 0.1 * e,
+                   compression=0.1 * e, lr=1e-3 * 0.5 ** e) for e in range(1, epochs + 1)]
+    plots.plot_training(rows, "x.png", "mnist-5k", {"name": "run", "structure": "sdsnn"})
+    fig = figures[0]
+    assert _covered_points(fig) == [] and _invisible_curves(fig) == []
+    assert [tick for tick in fig.axes[0].get_xticks() if 1 <= tick <= epochs] == list(range(1, epochs + 1))
+
+
+def test_compare_figure_names_runs_of_the_same_folder_name_apart_and_hides_no_data(monkeypatch, figures):
+    from evsim.cli import runs_cmd
+
+    monkeypatch.setattr(runs_cmd, "save_figure", lambda fig, path: figures.append(fig))
+    paths = ["/s/a/structure=none,seed=0", "/s/b/structure=none,seed=0", "/s/c/run", "/s/d/run"]
+    found = [{"run": path, "data_source": "toy",
+              "metrics": [_epoch(e, test_acc=0.9 - 0.2 * e + 0.02 * k, val_acc=0.2 + 0.01 * k, compression=0.1 * e)
+                          for e in (1, 2, 3)]} for k, path in enumerate(paths)]
+    runs_cmd._plot_compare(found, "c.png")
+    fig = figures[0]
+    labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    assert labels == ["a/structure=none,seed=0", "b/structure=none,seed=0", "c/run", "d/run"]
+    assert _covered_points(fig) == []
+    runs_cmd._plot_compare(found[:1], "c.png")  # one epoch of one run: still drawn
+    assert _invisible_curves(figures[1]) == []
+
+
+def test_run_labels_are_the_shortest_distinguishing_ends_of_the_paths():
+    from evsim.cli.runs_cmd import run_labels
+
+    assert run_labels(["/x/a/run", "/x/b/run", "/y/b/run"]) == ["a/run", "x/b/run", "y/b/run"]
+    assert run_labels(["/x/a", "/x/b"]) == ["a", "b"]
+    assert run_labels(["/x/a", "/x/a"]) == ["a #1", "a #2"]
+    assert run_labels(["/x/a", "/a"]) == ["x/a", "a"]

@@ -103,6 +103,7 @@ def test_runs_compare_table_curves_and_metrics_csv(tmp_path, toy_runs):
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0].split()
     assert header[:3] == ["run", "epochs", "lr"]  # only the options that differ
+    assert "run_id" not in header  # different in every run, and no option
     assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert [(r["run"][-1], r["epoch"]) for r in rows] == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("b", "3")]
@@ -163,24 +164,26 @@ def test_eval_plot_option_writes_the_suffix_format(tiny_run, tmp_path):
                                                                   str(tmp_path / "c.gif")]))
 
 
+def _config_json(run_dir, **changes):
+    from evsim.config import TrainConfig
+
+    run_dir.mkdir()
+    config = TrainConfig(dataset="mnist", hidden=(800,), epochs=1, dev_interval=4, **changes)
+    (run_dir / "config.json").write_text(json.dumps({**config.to_dict(), "data_source": "x"}))
+
+
 def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
-    (tmp_path / "conv").mkdir()
-    (tmp_path / "conv" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1,
-                                                               "arch": "1x28x28-4C5-AP4-3-10"}))
+    _config_json(tmp_path / "conv", arch="1x28x28-4C5-AP4-3-10")
     assert read_run(tmp_path / "conv")["arch"] == "1x28x28-4C5-AP4-3-10"
-    (tmp_path / "mlp").mkdir()
-    (tmp_path / "mlp" / "config.json").write_text(json.dumps({"dataset": "mnist", "hidden": [800], "epochs": 1}))
+    _config_json(tmp_path / "mlp")
     assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # no network.npz yet
 
 
 def test_runs_list_shows_a_folder_whose_network_file_is_damaged(tmp_path):
     """A listing reads what it can of every run folder: a network.npz that is not a zip
     archive leaves the architecture unknown, not a traceback."""
-    from evsim.config import TrainConfig
-
     run_dir = tmp_path / "broken"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({**TrainConfig(dev_interval=4).to_dict(), "data_source": "x"}))
+    _config_json(run_dir)
     (run_dir / "network.npz").write_bytes(b"not a zip archive")
     assert read_run(run_dir)["arch"] == "?-800-?"
     result = run(["runs", "list", str(tmp_path)])
