@@ -55,6 +55,8 @@ def read_run(run_dir: Path) -> dict:
     hidden = config.get("hidden", [])
     if config.get("arch"):  # a network in the paper's notation (--arch): as given
         arch = str(config["arch"])
+    elif config.get("network"):  # as built, written when the run started
+        arch = str(config["network"])
     else:
         sizes = _sizes(run_dir)
         arch = "-".join(str(s) for s in sizes) if sizes else "?-" + "-".join(str(h) for h in hidden) + "-?"

@@ -541,7 +541,8 @@ class Trainer:
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
-                                                        "run_id": self.run_id, "checkpoints": self.keep_checkpoints})
+                                                        "run_id": self.run_id, "checkpoints": self.keep_checkpoints,
+                                                        "network": self.network.describe()})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
                 if self.keep_checkpoints == "all" and repair_best(run_dir, self.metrics, self.epoch,

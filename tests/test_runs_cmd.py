@@ -176,7 +176,15 @@ def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
     _config_json(tmp_path / "conv", arch="1x28x28-4C5-AP4-3-10")
     assert read_run(tmp_path / "conv")["arch"] == "1x28x28-4C5-AP4-3-10"
     _config_json(tmp_path / "mlp")
-    assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # no network.npz yet
+    assert read_run(tmp_path / "mlp")["arch"] == "?-800-?"  # a run folder from before config.json held the network
+
+
+def test_a_run_without_its_network_file_yet_shows_the_network_training_built(tiny_run, tmp_path):
+    assert json.loads((tiny_run / "config.json").read_text())["network"] == "784-24-10"
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.json").write_bytes((tiny_run / "config.json").read_bytes())
+    assert read_run(started)["arch"] == "784-24-10" and read_run(started)["status"] == "no epoch yet"
 
 
 def test_runs_list_shows_a_folder_whose_network_file_is_damaged(tmp_path):
