@@ -20,6 +20,7 @@ from evsim.data.cifar10 import read_batch
 from evsim.data.dvsgesture import read_gesture_npy
 from evsim.data.events import encode_nmnist_bin, read_nmnist_bin
 from evsim.data.mnist import IDX_NAMES, read_idx
+from evsim.data.tonic_sets import read_aedat2, read_pokerdvs
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.nir_io import read_nir
 from evsim.readers import check_npz, read_small_file
@@ -188,6 +189,26 @@ def test_a_bin_path_that_is_a_folder_is_called_a_folder(tmp_path):
     (tmp_path / "x.bin").mkdir()
     with pytest.raises(DataError, match=r"x.bin: is a folder, not a file \(N-MNIST recording expected\)"):
         read_nmnist_bin(tmp_path / "x.bin")
+
+
+@pytest.mark.parametrize("reader,name", [(read_pokerdvs, "9.npy"), (read_aedat2, "x.aedat")])
+def test_a_recording_path_that_is_a_folder_is_called_a_folder(tmp_path, reader, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match=rf"{name}: is a folder, not a file"):
+        reader(tmp_path / name)
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_folder_named_like_a_recording_is_named_not_its_descriptor(tmp_path, link):
+    root = make_plain(tmp_path / "data", real_first=False)
+    target = root / "Train" / "1" / "c.bin"
+    if link:  # a symlink to a folder reads as the folder
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        target.mkdir()
+    line = one_line_error(run(["data", "info", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")]))
+    assert line == f"Error: {target}: is a folder, not a recording; remove or rename it"
 
 
 @pytest.mark.parametrize("reader,name", [

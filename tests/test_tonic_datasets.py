@@ -187,6 +187,7 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
 @pytest.mark.parametrize("make,fragment", [
     (lambda d: None, "no class subfolders"),
     (lambda d: (d / "a").mkdir(), "a: no recordings (.npy, .npz, .bin)"),
+    (lambda d: (d / "a" / "d.npy").mkdir(parents=True), "d.npy: is a folder, not a recording; remove or rename it"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.zeros((3, 5)))),
      "expected a structured array with fields x, y, t, p or an [N, 4] array"),
     (lambda d: ((d / "a").mkdir(), np.savez(d / "a" / "r.npz", x=[1], y=[1], t=[1])), "no array 'p'"),

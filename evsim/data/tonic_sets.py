@@ -45,7 +45,7 @@ from evsim.data.events import INT64_LIMIT, check_framing, check_in_sensor, read_
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.files import write_json_atomic
-from evsim.readers import load_npy
+from evsim.readers import check_regular, check_npz, load_npy, reading
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -307,6 +307,7 @@ def read_aedat2(path: Path) -> np.ndarray:
     DataError
         If the file is unreadable, has no ``#!AER-DAT`` header, a truncated body, or no events.
     """
+    check_regular(path, "AEDAT recording")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -437,7 +438,8 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _recordings(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in RECORDING_SUFFIXES)
+    # not only files: a folder named like a recording is refused, not silently left out
+    return sorted(f for f in folder.iterdir() if f.suffix in RECORDING_SUFFIXES)
 
 
 def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
