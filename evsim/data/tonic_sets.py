@@ -407,14 +407,7 @@ def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
         events = read_nmnist_bin(path, sensor or (256, 256, 2))
         raw = np.stack([events[k].astype(np.float64) for k in ("x", "y", "t", "p")], axis=1)
     elif path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = [k for k in ("x", "y", "t", "p") if k not in f.files]
-                if missing:
-                    raise DataError(f"{path}: no array {missing[0]!r}; a .npz recording holds arrays x, y, t, p")
-                columns = [np.asarray(f[k], dtype=np.float64).ravel() for k in ("x", "y", "t", "p")]
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from None
+        columns = _npz_columns(path)
         if len({c.size for c in columns}) != 1:
             raise DataError(f"{path}: arrays x, y, t, p differ in length ({', '.join(str(c.size) for c in columns)})")
         raw = np.stack(columns, axis=1)
@@ -431,6 +424,24 @@ def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
             raise DataError(f"{path}: expected a structured array with fields x, y, t, p or an [N, 4] array of "
                             f"columns x, y, t, p; got {array.shape} {array.dtype}")
     return _checked(raw, path, sensor)
+
+
+def _npz_columns(path: Path) -> list[np.ndarray]:
+    """Arrays x, y, t, p of a ``.npz`` recording as float64, each checked to be 1-D real numbers
+    (NumPy would cast complex numbers to their real part and flatten a 2-D array unasked)."""
+    check_regular(path, ".npz recording")
+    with reading(path, ".npz recording"):
+        check_npz(path)  # before NumPy allocates what a member's header declares
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in EVENTS_DTYPE.names if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: no array {missing[0]!r}; a .npz recording holds arrays x, y, t, p")
+            columns = [f[k] for k in EVENTS_DTYPE.names]
+    for name, column in zip(EVENTS_DTYPE.names, columns):
+        if column.ndim != 1 or column.dtype.kind not in "iufb":
+            raise DataError(f"{path}: array {name!r} is {column.dtype} of shape {column.shape}; save x, y, t, p "
+                            "as 1-D arrays of real numbers, one entry per event")
+    return [column.astype(np.float64) for column in columns]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
