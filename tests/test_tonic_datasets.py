@@ -202,6 +202,48 @@ def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
     assert fragment in line
 
 
+def _folder(tmp_path, outlier=None, sensor_txt=None):
+    """Two classes of two [N, 4] recordings on a 20 x 20 sensor; ``outlier`` (x, y) replaces
+    event 3 of a/r0.npy; ``sensor_txt`` (bytes) is written as DIR/sensor.txt."""
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(2):
+            events = _events(rng, 30, 20, 20)
+            rows = np.stack([events[c] for c in ("x", "y", "t", "p")], axis=1)
+            if outlier is not None and (name, k) == ("a", 0):
+                rows[3, :2] = outlier
+            np.save(tmp_path / "data" / name / f"r{k}.npy", rows)
+    if sensor_txt is not None:
+        (tmp_path / "data" / "sensor.txt").write_bytes(sensor_txt)
+    return run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                str(tmp_path / "cache"), "--time-steps", "4"])
+
+
+@pytest.mark.parametrize("outlier", [(30_000, 5), (10_000_000, 5), (30_000, 30_000), (5, 4096)])
+def test_an_event_beyond_any_camera_is_refused_before_framing(tmp_path, outlier):
+    line = one_line_error(_folder(tmp_path, outlier))
+    path = tmp_path / "data" / "a" / "r0.npy"
+    assert line == (f"Error: {path}: event 3 at x={outlier[0]}, y={outlier[1]} lies outside the 4096x4096 sensor "
+                    "(1 such events); no event camera is larger: fix that event, or declare the sensor as WIDTH "
+                    "HEIGHT in --data-dir's sensor.txt")
+    assert not (tmp_path / "cache" / "frames").exists()
+
+
+def test_an_event_outside_the_declared_sensor_is_refused(tmp_path):
+    line = one_line_error(_folder(tmp_path, (30, 2), b"24 20\n"))
+    assert line == (f"Error: {tmp_path / 'data' / 'a' / 'r0.npy'}: event 3 at x=30, y=2 lies outside the 24x20 sensor "
+                    "(1 such events); fix that event, or declare a sensor that holds it in sensor.txt")
+    assert _folder(tmp_path / "inside", (4095, 2), b"4096 20").exit_code == 0
+
+
+@pytest.mark.parametrize("text", [b"5000 16", b"0 16", b"20 20 2", b"\xc2\xb2 16", b"20 \xff"])
+def test_a_sensor_file_that_is_no_possible_sensor_is_refused(tmp_path, text):
+    line = one_line_error(_folder(tmp_path, sensor_txt=text))
+    assert line.startswith(f"Error: {tmp_path / 'data' / 'sensor.txt'}: "), line
+    assert "two integers 1..4096 (no event camera is larger)" in line or "write the sensor's WIDTH HEIGHT" in line
+
+
 def test_folder_without_data_dir_and_emulated_source(tmp_path):
     assert "--dataset folder needs its files in --data-dir DIR" in one_line_error(
         run(["data", "info", "--dataset", "folder"]))

@@ -26,7 +26,8 @@ like N-MNIST and DVS-Gesture (``--time-steps``, ``--slicing``, ``--denoise-us``,
                 ``y``, ``t``, ``p``; or ``.bin`` in N-MNIST's 40-bit format. ``t`` in
                 microseconds, ``p`` 0 (OFF) or 1 (ON), ``x``/``y`` pixel indices. The
                 sensor is the smallest that holds every event (``DIR/sensor.txt``,
-                ``WIDTH HEIGHT``, fixes it instead).
+                ``WIDTH HEIGHT``, fixes it instead), at most ``MAX_SENSOR_SIDE``
+                pixels a side.
 """
 from __future__ import annotations
 
@@ -41,11 +42,11 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of, stratified_indices
 from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
-from evsim.data.events import INT64_LIMIT, check_framing, check_in_sensor, read_nmnist_bin
+from evsim.data.events import INT64_LIMIT, OUTSIDE_SENSOR_FIX, check_framing, check_in_sensor, read_nmnist_bin
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.files import write_json_atomic
-from evsim.readers import check_regular, check_npz, load_npy, reading
+from evsim.readers import check_npz, check_regular, load_npy, read_small_file, reading
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -61,8 +62,9 @@ def _structured(x, y, t, p) -> np.ndarray:
     return events[np.argsort(events["t"], kind="stable")]
 
 
-def _checked(raw: np.ndarray, path, sensor: tuple | None) -> np.ndarray:
-    """``raw`` float64 ``[N, 4]`` columns x, y, t, p as events, after checks that name the file."""
+def _checked(raw: np.ndarray, path, sensor: tuple, outside_fix: str = OUTSIDE_SENSOR_FIX) -> np.ndarray:
+    """``raw`` float64 ``[N, 4]`` columns x, y, t, p as events, after checks that name the file
+    (and ``outside_fix`` for an event outside ``sensor``)."""
     if len(raw) == 0:
         raise DataError(f"{path}: recording holds no events")
     for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
@@ -72,8 +74,7 @@ def _checked(raw: np.ndarray, path, sensor: tuple | None) -> np.ndarray:
                       ((np.abs(raw[:, :3]) >= INT64_LIMIT).any(axis=1), "a coordinate or time beyond int64")):
         if bad.any():
             raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events)")
-    if sensor is not None:
-        check_in_sensor(raw[:, 0], raw[:, 1], sensor, path)
+    check_in_sensor(raw[:, 0], raw[:, 1], sensor, path, outside_fix)
     return _structured(*(raw[:, k].astype(np.int64) for k in range(4)))
 
 
@@ -392,38 +393,52 @@ SAMPLE_EVENTS["cifar10dvs"] = lambda options, split, index: _sample(find_cifar10
 FOLDER_LAYOUT = ("DIR/<class>/*.npy|.npz|.bin (or DIR/train/<class>/... and DIR/test/<class>/...), events x, y, "
                  "t (us), p; see evsim/data/tonic_sets.py")
 FOLDER_TEST_FRACTION = 0.2
+# Pixels a side of the largest sensor a folder may have (inferred or in sensor.txt): event
+# cameras have at most 1280 x 960, so a larger coordinate is a corrupt event, which would
+# otherwise make frames of millions of pixels.
+MAX_SENSOR_SIDE = 4096
+SENSOR_FILE = "sensor.txt"
 
 
 def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
-    """One recording of a user's folder (formats in the module docstring).
+    """One recording of a user's folder (formats in the module docstring); ``sensor`` None
+    while the sensor is being inferred from the events.
 
     Raises
     ------
     DataError
-        If the file is unreadable, not one of the formats, or holds a bad event.
+        If the file is unreadable, not one of the formats, or holds a bad event: one
+        outside ``sensor``, or beyond ``MAX_SENSOR_SIDE``.
     """
     path = Path(path)
+    raw = _recording_columns(path)
+    if sensor is None:
+        return _checked(raw, path, (MAX_SENSOR_SIDE, MAX_SENSOR_SIDE, 2),
+                        f"no event camera is larger: fix that event, or declare the sensor as WIDTH HEIGHT in "
+                        f"--data-dir's {SENSOR_FILE}")
+    return _checked(raw, path, sensor, f"fix that event, or declare a sensor that holds it in {SENSOR_FILE}")
+
+
+def _recording_columns(path: Path) -> np.ndarray:
+    """float64 ``[N, 4]`` columns x, y, t, p of a recording, unchecked."""
     if path.suffix == ".bin":
-        events = read_nmnist_bin(path, sensor or (256, 256, 2))
-        raw = np.stack([events[k].astype(np.float64) for k in ("x", "y", "t", "p")], axis=1)
-    elif path.suffix == ".npz":
+        events = read_nmnist_bin(path, (256, 256, 2))  # any byte coordinate: the sensor is checked after
+        return np.stack([events[k].astype(np.float64) for k in EVENTS_DTYPE.names], axis=1)
+    if path.suffix == ".npz":
         columns = _npz_columns(path)
         if len({c.size for c in columns}) != 1:
             raise DataError(f"{path}: arrays x, y, t, p differ in length ({', '.join(str(c.size) for c in columns)})")
-        raw = np.stack(columns, axis=1)
-    else:
-        array = load_npy(path)
-        if array.dtype.names:
-            missing = [k for k in ("x", "y", "t", "p") if k not in array.dtype.names]
-            if missing:
-                raise DataError(f"{path}: structured array without field {missing[0]!r}; it needs x, y, t, p")
-            raw = np.stack([array[k].astype(np.float64) for k in ("x", "y", "t", "p")], axis=1)
-        elif array.ndim == 2 and array.shape[1] == 4 and array.dtype.kind in "iufb":
-            raw = array.astype(np.float64)
-        else:
-            raise DataError(f"{path}: expected a structured array with fields x, y, t, p or an [N, 4] array of "
-                            f"columns x, y, t, p; got {array.shape} {array.dtype}")
-    return _checked(raw, path, sensor)
+        return np.stack(columns, axis=1)
+    array = load_npy(path)
+    if array.dtype.names:
+        missing = [k for k in EVENTS_DTYPE.names if k not in array.dtype.names]
+        if missing:
+            raise DataError(f"{path}: structured array without field {missing[0]!r}; it needs x, y, t, p")
+        return np.stack([array[k].astype(np.float64) for k in EVENTS_DTYPE.names], axis=1)
+    if array.ndim == 2 and array.shape[1] == 4 and array.dtype.kind in "iufb":
+        return array.astype(np.float64)
+    raise DataError(f"{path}: expected a structured array with fields x, y, t, p or an [N, 4] array of "
+                    f"columns x, y, t, p; got {array.shape} {array.dtype}")
 
 
 def _npz_columns(path: Path) -> list[np.ndarray]:
@@ -499,14 +514,12 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     Raises
     ------
     DataError
-        If ``sensor.txt`` is not two positive integers.
+        If ``sensor.txt`` is not two integers 1..``MAX_SENSOR_SIDE``, or, inferring, an
+        event lies beyond ``MAX_SENSOR_SIDE``.
     """
-    given = found.root / "sensor.txt"
-    if given.is_file():
-        parts = given.read_text().split()
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise DataError(f"{given}: expected two positive integers, WIDTH HEIGHT; got {given.read_text()[:40]!r}")
-        return int(parts[0]), int(parts[1]), 2
+    given = found.root / SENSOR_FILE
+    if given.exists():
+        return _declared_sensor(given)
     fingerprint = {s: files_fingerprint(*found.splits[s]) for s in found.splits}
     remembered = resolve_cache_dir(options.cache_dir) / "sensors" / f"folder-{cache_key(fingerprint)}.json"
     try:
@@ -521,6 +534,17 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     remembered.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(remembered, {"sensor": [width, height, 2]})
     return width, height, 2
+
+
+def _declared_sensor(path: Path) -> tuple[int, int, int]:
+    """``(W, H, 2)`` from ``sensor.txt``: ``WIDTH HEIGHT``, each 1..``MAX_SENSOR_SIDE``."""
+    with reading(path, "sensor file", fix="write the sensor's WIDTH HEIGHT in it"):
+        text = read_small_file(path, "sensor").decode()
+    parts = text.split()
+    if len(parts) != 2 or not all(re.fullmatch("[0-9]+", p) and 0 < int(p) <= MAX_SENSOR_SIDE for p in parts):
+        raise DataError(f"{path}: expected WIDTH HEIGHT, two integers 1..{MAX_SENSOR_SIDE} (no event camera is "
+                        f"larger); got {text[:40]!r}")
+    return int(parts[0]), int(parts[1]), 2
 
 
 _FOLDER_TAKES = ("slicing", "denoise_us", "downsample")
