@@ -8,8 +8,8 @@ import pytest
 from evsim.data import load_dataset
 from evsim.data.base import DataOptions
 from evsim.data.events import encode_nmnist_bin, to_frames
-from evsim.data.tonic_sets import (CIFAR10DVS_CLASSES, EVENTS_DTYPE, POKERDVS_CLASSES, encode_aedat2, read_aedat2,
-                                   read_recording)
+from evsim.data.tonic_sets import (CIFAR10DVS_CLASSES, EVENTS_DTYPE, POKERDVS_CLASSES, H5Sample, encode_aedat2,
+                                   read_aedat2, read_recording, read_shd)
 from evsim.errors import DataError
 from tests.conftest import one_line_error, run
 
@@ -75,6 +75,62 @@ def test_shd_missing_or_zipped_files_are_one_line_errors(tmp_path, rng):
     assert "shd_test.h5 not found (shd_test.h5.gz is there: unzip it)" in line
     line = one_line_error(run(["data", "info", "--dataset", "shd"]))
     assert "SHD needs its files in --data-dir DIR (no --data-dir (or $EVSIM_DATA) given)" in line
+
+
+def _replace(path, key, value):
+    """Replace dataset ``key`` of HDF5 file ``path`` by ``value`` (a dict: a group)."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if isinstance(value, dict):
+            f.create_group(key)
+        else:
+            f[key] = value
+
+
+_SHD_FIX = "the file is damaged: replace it from the original archive (tonic's SHD)"
+
+
+@pytest.mark.parametrize("key,value,problem", [
+    ("labels", np.arange(10), "10 labels for 6 recordings"),
+    ("labels", np.arange(3), "3 labels for 6 recordings"),
+    ("labels", np.array([b"a"] * 6), "labels are |S1 of shape (6,), not one integer per recording"),
+    ("labels", np.zeros((6, 2), np.int64), "labels are int64 of shape (6, 2), not one integer per recording"),
+    ("labels", np.array([0.5, 1, 2, 3, 4, 5]), "labels are float64 of shape (6,), not one integer per recording"),
+    ("labels", np.array([-1, 0, 1, 2, 3, 4]), "label -1 of recording 0 is not a class 0..19"),
+    ("labels", np.array([0, 1, 2, 3, 4, 20]), "label 20 of recording 5 is not a class 0..19"),
+    ("spikes/times", {}, "'spikes/times' is a group, not a dataset; an SHD file holds datasets spikes/times, "
+                         "spikes/units and labels"),
+    ("spikes/units", np.zeros((5, 3), np.uint16), "6 recordings of spike times but 5 of channels"),
+])
+def test_shd_files_with_impossible_labels_are_one_line(tmp_path, rng, key, value, problem):
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    _write_shd(root / "shd_train.h5", rng, 6)
+    _write_shd(root / "shd_test.h5", rng, 3)
+    _replace(root / "shd_train.h5", key, value)
+    line = one_line_error(run(["data", "info", "--dataset", "shd", "--data-dir", str(tmp_path / "data"),
+                               "--cache-dir", str(tmp_path / "cache")]))
+    assert line == f"Error: {root / 'shd_train.h5'}: {problem}; {_SHD_FIX}"
+
+
+@pytest.mark.parametrize("times,problem", [
+    ([0.1, np.nan], "a spike time is NaN, infinite or negative"),
+    ([-0.5, 0.1], "a spike time is NaN, infinite or negative"),
+    ([], "recording holds no events"),
+])
+def test_bad_shd_spike_times_say_to_replace_the_file(tmp_path, times, problem):
+    import h5py
+
+    path = tmp_path / "shd_train.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("spikes/times", (1,), dtype=h5py.vlen_dtype(np.float32))[0] = np.float32(times)
+        f.create_dataset("spikes/units", (1,), dtype=h5py.vlen_dtype(np.uint16))[0] = np.ones(len(times), np.uint16)
+        f["labels"] = np.zeros(1, np.uint16)
+    with pytest.raises(DataError) as info:
+        read_shd(H5Sample(path, 0))
+    assert str(info.value) == f"{path} sample 0: {problem}; {_SHD_FIX}"
 
 
 # -------------------------------------------------------------- POKER-DVS

@@ -138,6 +138,8 @@ def _require_dir(options: DataOptions, name: str, layout: str) -> Path:
 # ------------------------------------------------------------------- SHD
 SHD_SENSOR = (700, 1, 1)
 SHD_LAYOUT = "DIR/SHD/shd_train.h5 and DIR/SHD/shd_test.h5 (tonic's SHD, unzipped)"
+SHD_CLASSES = 20  # the digits 0-9 spoken in English and in German
+SHD_FIX = "the file is damaged: replace it from the original archive (tonic's SHD)"
 
 
 class H5Sample(os.PathLike):
@@ -164,15 +166,47 @@ def _h5(path: Path, mtime_ns: int):
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]}); {SHD_FIX}") from None
 
 
 def _shd_file(path: Path):
+    """The open HDF5 file ``path``, after checking it holds SHD's three datasets."""
+    import h5py
+
     handle = _h5(path, path.stat().st_mtime_ns)
     for key in ("spikes/times", "spikes/units", "labels"):
-        if key not in handle:
-            raise DataError(f"{path}: no {key!r} dataset; an SHD file holds spikes/times, spikes/units and labels")
+        if not isinstance(handle.get(key), h5py.Dataset):
+            what = f"no {key!r} dataset" if key not in handle else f"{key!r} is a group, not a dataset"
+            raise DataError(f"{path}: {what}; an SHD file holds datasets spikes/times, spikes/units and labels; "
+                            f"{SHD_FIX}")
     return handle
+
+
+def _shd_labels(path: Path) -> np.ndarray:
+    """The labels of SHD file ``path``: one class 0..``SHD_CLASSES - 1`` per recording.
+
+    Raises
+    ------
+    DataError
+        Naming the file, if the labels are not 1-D integers, their count differs from the
+        recordings' (or the spike times' from the channels'), or a label is no class.
+    """
+    handle = _shd_file(path)
+    with reading(path, "SHD file", fix=SHD_FIX):
+        labels = np.asarray(handle["labels"][()])
+        times, units = len(handle["spikes/times"]), len(handle["spikes/units"])
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels are {labels.dtype} of shape {labels.shape}, not one integer per recording; "
+                        f"{SHD_FIX}")
+    if times != units:
+        raise DataError(f"{path}: {times} recordings of spike times but {units} of channels; {SHD_FIX}")
+    if labels.size != times:
+        raise DataError(f"{path}: {labels.size} labels for {times} recordings; {SHD_FIX}")
+    bad = (labels < 0) | (labels >= SHD_CLASSES)
+    if bad.any():
+        k = np.flatnonzero(bad)[0]
+        raise DataError(f"{path}: label {labels[k]} of recording {k} is not a class 0..{SHD_CLASSES - 1}; {SHD_FIX}")
+    return labels.astype(np.int64)
 
 
 def read_shd(sample: H5Sample) -> np.ndarray:
@@ -181,19 +215,20 @@ def read_shd(sample: H5Sample) -> np.ndarray:
     Raises
     ------
     DataError
-        If the sample's times and channels differ in length, a time is not finite, or a
-        channel lies outside 0..699.
+        If the sample's times and channels differ in length, a time is not finite or is
+        negative, or a channel lies outside 0..699.
     """
     handle = _shd_file(sample.path)
-    times = np.asarray(handle["spikes/times"][sample.index], dtype=np.float64)
-    units = np.asarray(handle["spikes/units"][sample.index], dtype=np.int64)
+    with reading(sample.path, "SHD file", fix=SHD_FIX):
+        times = np.asarray(handle["spikes/times"][sample.index], dtype=np.float64)
+        units = np.asarray(handle["spikes/units"][sample.index], dtype=np.int64)
     where = f"{sample.path} sample {sample.index}"
     if times.shape != units.shape:
-        raise DataError(f"{where}: {times.size} spike times but {units.size} channels")
+        raise DataError(f"{where}: {times.size} spike times but {units.size} channels; {SHD_FIX}")
     if times.size == 0:
-        raise DataError(f"{where}: recording holds no events")
-    if not np.isfinite(times).all():
-        raise DataError(f"{where}: a spike time is NaN or infinite")
+        raise DataError(f"{where}: recording holds no events; {SHD_FIX}")
+    if not (np.isfinite(times) & (times >= 0)).all():
+        raise DataError(f"{where}: a spike time is NaN, infinite or negative; {SHD_FIX}")
     check_in_sensor(units, np.zeros_like(units), SHD_SENSOR, where)
     # seconds -> microseconds, as tonic's SHD reads them
     return _structured(units, np.zeros_like(units), np.round(times * 1e6).astype(np.int64), np.zeros_like(units))
@@ -211,7 +246,7 @@ def find_shd(options: DataOptions) -> EventFiles:
                 raise DataError(f"{missing[0]} not found{hint}; SHD needs both shd_train.h5 and shd_test.h5")
             splits = {}
             for split, path in files.items():
-                labels = np.asarray(_shd_file(path)["labels"][()], dtype=np.int64)
+                labels = _shd_labels(path)
                 splits[split] = ([H5Sample(path, k) for k in range(labels.size)], labels)
             return EventFiles("real", root, "tonic", splits)
     raise DataError(f"SHD not found in {data_dir}; put it there as {SHD_LAYOUT}")
@@ -220,9 +255,7 @@ def find_shd(options: DataOptions) -> EventFiles:
 @register("shd", check=_checker("shd", ("slicing",)), takes=("slicing",))
 def load_shd(options: DataOptions) -> Dataset:
     """The Spiking Heidelberg Digits as ``[N, T, 1, 1, 700]`` count frames, 20 classes."""
-    found = find_shd(options)
-    n_classes = int(max(labels.max() for _, labels in found.splits.values())) + 1
-    return _load("shd", found, options, read_shd, SHD_SENSOR, [str(k) for k in range(max(n_classes, 20))])
+    return _load("shd", find_shd(options), options, read_shd, SHD_SENSOR, [str(k) for k in range(SHD_CLASSES)])
 
 
 SAMPLE_EVENTS["shd"] = lambda options, split, index: _sample(find_shd(options), read_shd, SHD_SENSOR, split, index)
