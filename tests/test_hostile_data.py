@@ -207,7 +207,8 @@ def _declaring_a_terabyte(path):
 
 @pytest.mark.parametrize("make,fragment", [
     (_truncated, "not a readable .npz recording (BadZipFile: "),
-    (lambda path: path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4), "not a readable .npz recording (BadZipFile: "),
+    (lambda path: path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4),
+     "not a readable .npz recording (BadZipFile: "),
     (_declaring_a_terabyte, "not a readable .npz recording (ValueError: member x.npy declares a"),
     (lambda path: _npz_recording(path, x=np.arange(4) * 1j),
      "array 'x' is complex128 of shape (4,); save x, y, t, p as 1-D arrays of real numbers, one entry per event"),

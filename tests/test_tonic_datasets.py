@@ -182,6 +182,24 @@ def test_aedat2_round_trip_and_cifar10dvs_split(tmp_path, rng):
     assert dataset.test.labels.tolist() == list(range(10))  # recording 9 of each class tests
 
 
+@pytest.mark.parametrize("per_class,tested", [(4, 0), (5, 1)])
+def test_cifar10dvs_with_too_few_recordings_to_test_says_how_many_it_needs(tmp_path, rng, per_class, tested):
+    root = tmp_path / "data" / "CIFAR10DVS"
+    for name in CIFAR10DVS_CLASSES:
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            (root / name / f"cifar10_{name}_{k}.aedat").write_bytes(encode_aedat2(_events(rng, 30, 128, 128)))
+    result = run(["data", "info", "--dataset", "cifar10dvs", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "2"])
+    if tested:
+        assert result.exit_code == 0 and f"test         {tested * 10} samples" in result.output, result.output
+    else:
+        assert one_line_error(result) == (
+            f"Error: {root}: the test split holds no samples: the last 10% of each class's recordings (by number) "
+            "test, which leaves none to a class of fewer than 5, as every class here is; add recordings, at least 5 "
+            "per class")
+
+
 def test_aedat_errors(tmp_path):
     (tmp_path / "x.aedat").write_bytes(b"not aedat")
     with pytest.raises(DataError, match="not an AEDAT file"):
@@ -249,6 +267,9 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
     (lambda d: ((d / "a").mkdir(), np.savez(d / "a" / "r.npz", x=[1], y=[1], t=[1])), "no array 'p'"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 2]]))),
      "a polarity other than 0 or 1"),
+    (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 0], [1, -2, 6, 1]]))),
+     "r.npy: event 1 has a negative coordinate (1 such events); the recording is corrupt: fix that event, or "
+     "replace the file with a good copy"),
 ])
 def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
     (tmp_path / "data").mkdir()

@@ -32,6 +32,7 @@ like N-MNIST and DVS-Gesture (``--time-steps``, ``--slicing``, ``--denoise-us``,
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -66,14 +67,15 @@ def _checked(raw: np.ndarray, path, sensor: tuple, outside_fix: str = OUTSIDE_SE
     """``raw`` float64 ``[N, 4]`` columns x, y, t, p as events, after checks that name the file
     (and ``outside_fix`` for an event outside ``sensor``)."""
     if len(raw) == 0:
-        raise DataError(f"{path}: recording holds no events")
+        raise DataError(f"{path}: recording holds no events; remove the file or replace it with a good copy")
     for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
                       ((raw[:, :3] != np.floor(raw[:, :3])).any(axis=1), "a fractional coordinate or time"),
                       (~np.isin(raw[:, 3], (0, 1)), "a polarity other than 0 or 1"),
                       ((raw[:, :2] < 0).any(axis=1), "a negative coordinate"),
                       ((np.abs(raw[:, :3]) >= INT64_LIMIT).any(axis=1), "a coordinate or time beyond int64")):
         if bad.any():
-            raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events)")
+            raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events); "
+                            "the recording is corrupt: fix that event, or replace the file with a good copy")
     check_in_sensor(raw[:, 0], raw[:, 1], sensor, path, outside_fix)
     return _structured(*(raw[:, k].astype(np.int64) for k in range(4)))
 
@@ -387,6 +389,19 @@ def read_cifar10dvs(path: Path) -> np.ndarray:
     return events
 
 
+def _cifar10dvs_train_count(recordings: int) -> int:
+    """How many of a class's ``recordings`` train (the rest test)."""
+    return int(round(CIFAR10DVS_TRAIN_FRACTION * recordings))
+
+
+def _no_test_recordings(root: Path) -> str:
+    """Why CIFAR10-DVS in ``root`` leaves the test split empty, and what to do."""
+    least = next(n for n in itertools.count(1) if _cifar10dvs_train_count(n) < n)
+    return (f"{root}: the test split holds no samples: the last {1 - CIFAR10DVS_TRAIN_FRACTION:.0%} of each class's "
+            f"recordings (by number) test, which leaves none to a class of fewer than {least}, as every class here "
+            f"is; add recordings, at least {least} per class")
+
+
 def find_cifar10dvs(options: DataOptions) -> EventFiles:
     data_dir = _require_dir(options, "CIFAR10-DVS", CIFAR10DVS_LAYOUT)
     for root in (data_dir / "CIFAR10DVS", data_dir):
@@ -399,10 +414,12 @@ def find_cifar10dvs(options: DataOptions) -> EventFiles:
                                     f"{CIFAR10DVS_LAYOUT}")
                 # by recording number, as in cifar10_airplane_12.aedat
                 files.sort(key=lambda f: (int(m.group(1)) if (m := _AEDAT_NUMBER.search(f.name)) else -1, f.name))
-                cut = int(round(CIFAR10DVS_TRAIN_FRACTION * len(files)))
+                cut = _cifar10dvs_train_count(len(files))
                 for split, part in (("train", files[:cut]), ("test", files[cut:])):
                     splits[split][0].extend(part)
                     splits[split][1].extend([label] * len(part))
+            if not splits["test"][0]:
+                raise DataError(_no_test_recordings(root))
             return EventFiles("real", root, "plain", {s: (f, np.asarray(l, dtype=np.int64))
                                                       for s, (f, l) in splits.items()})
     raise DataError(f"CIFAR10-DVS not found in {data_dir}; put it there as {CIFAR10DVS_LAYOUT}")
