@@ -293,6 +293,10 @@ def _folder(tmp_path, outlier=None, sensor_txt=None):
             np.save(tmp_path / "data" / name / f"r{k}.npy", rows)
     if sensor_txt is not None:
         (tmp_path / "data" / "sensor.txt").write_bytes(sensor_txt)
+    return _folder_info(tmp_path)
+
+
+def _folder_info(tmp_path):
     return run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--cache-dir",
                 str(tmp_path / "cache"), "--time-steps", "4"])
 
@@ -305,6 +309,17 @@ def test_an_event_beyond_any_camera_is_refused_before_framing(tmp_path, outlier)
                     "(1 such events); no event camera is larger: fix that event, or declare the sensor as WIDTH "
                     "HEIGHT in --data-dir's sensor.txt")
     assert not (tmp_path / "cache" / "frames").exists()
+
+
+@pytest.mark.parametrize("remembered", ['{"sensor": [30001, 20, 2]}', '{"sensor": ["a", 3, 2]}', "[]"])
+def test_a_remembered_sensor_beyond_any_camera_is_inferred_again(tmp_path, remembered):
+    from evsim.data.tonic_sets import find_folder, remembered_sensor_path
+
+    _folder(tmp_path, (30_000, 5))
+    path = remembered_sensor_path(find_folder(_options(tmp_path))[0], _options(tmp_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(remembered)  # as an evsim without the limit, or a damaged cache, left it
+    assert "event 3 at x=30000, y=5 lies outside the 4096x4096 sensor" in one_line_error(_folder_info(tmp_path))
 
 
 def test_an_event_outside_the_declared_sensor_is_refused(tmp_path):

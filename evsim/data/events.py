@@ -27,7 +27,8 @@ INT64_LIMIT = 2.0 ** 63
 _RECORD_BYTES = 5
 _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
-OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset"  # an event of a fixed-size sensor outside it
+# What an event outside a dataset's fixed sensor means, and so what to do
+OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset"
 
 
 @reads("N-MNIST recording")

@@ -570,10 +570,11 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     given = found.root / SENSOR_FILE
     if given.exists():
         return _declared_sensor(given)
-    fingerprint = {s: files_fingerprint(*found.splits[s]) for s in found.splits}
-    remembered = resolve_cache_dir(options.cache_dir) / "sensors" / f"folder-{cache_key(fingerprint)}.json"
+    remembered = remembered_sensor_path(found, options)
     try:
-        return tuple(json.loads(remembered.read_text())["sensor"])
+        width, height, _ = json.loads(remembered.read_text())["sensor"]
+        if 0 < width <= MAX_SENSOR_SIDE and 0 < height <= MAX_SENSOR_SIDE:  # else damaged, or an older evsim's
+            return int(width), int(height), 2
     except (OSError, ValueError, KeyError, TypeError):
         pass
     width = height = 1
@@ -584,6 +585,12 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     remembered.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(remembered, {"sensor": [width, height, 2]})
     return width, height, 2
+
+
+def remembered_sensor_path(found: EventFiles, options: DataOptions) -> Path:
+    """The cache file that remembers the sensor inferred from ``found``'s recordings."""
+    fingerprint = {s: files_fingerprint(*found.splits[s]) for s in found.splits}
+    return resolve_cache_dir(options.cache_dir) / "sensors" / f"folder-{cache_key(fingerprint)}.json"
 
 
 def _declared_sensor(path: Path) -> tuple[int, int, int]:
