@@ -322,6 +322,15 @@ def test_a_remembered_sensor_beyond_any_camera_is_inferred_again(tmp_path, remem
     assert "event 3 at x=30000, y=5 lies outside the 4096x4096 sensor" in one_line_error(_folder_info(tmp_path))
 
 
+def test_a_sensor_file_written_after_framing_frames_again(tmp_path):
+    assert _folder(tmp_path).exit_code == 0  # framed with the inferred sensor, and cached
+    (tmp_path / "data" / "sensor.txt").write_text("24 20")
+    dataset = load_dataset("folder", _options(tmp_path))
+    assert dataset.sample_shape == (2, 20, 24) and dataset.train.inputs.to_dense().shape[-2:] == (20, 24)
+    (tmp_path / "data" / "sensor.txt").write_text("5 5")
+    assert "lies outside the 5x5 sensor" in one_line_error(_folder_info(tmp_path))
+
+
 def test_an_event_outside_the_declared_sensor_is_refused(tmp_path):
     line = one_line_error(_folder(tmp_path, (30, 2), b"24 20\n"))
     assert line == (f"Error: {tmp_path / 'data' / 'a' / 'r0.npy'}: event 3 at x=30, y=2 lies outside the 24x20 sensor "

@@ -118,10 +118,12 @@ def _checker(name: str, takes: tuple, max_downsample: int = 0):
     return check
 
 
-def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tuple, classes: list[str]) -> Dataset:
+def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tuple, classes: list[str],
+          key_parts: dict | None = None) -> Dataset:
     transform, sensor_out = _transform(options, sensor)
     extra = {"sensor_size": list(sensor), "frame_size": [sensor_out[1], sensor_out[0]], "classes": classes}
-    (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra)
+    (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra,
+                                        key_parts=key_parts)
     meta["notice"] = found.notice
     return Dataset(name=name, train=train, test=test, n_classes=len(classes),
                    sample_shape=(sensor_out[2], sensor_out[1], sensor_out[0]), encoding="frames", source="real",
@@ -615,7 +617,9 @@ def load_folder(options: DataOptions) -> Dataset:
     if options.downsample > max(sensor[:2]):
         raise ConfigError(f"downsample must be 0 (native) or 1..{max(sensor[:2])} for this {sensor[0]}x{sensor[1]} "
                           f"sensor, got {options.downsample}")
-    return _load("folder", found, options, functools.partial(read_recording, sensor=sensor), sensor, classes)
+    # the sensor in the key: a changed sensor.txt frames again, and its events are checked against it
+    return _load("folder", found, options, functools.partial(read_recording, sensor=sensor), sensor, classes,
+                 key_parts={"sensor": list(sensor)})
 
 
 def _folder_sample(options: DataOptions, split: str, index: int):
