@@ -76,7 +76,8 @@ def reads(what: str, error: type[EvsimError] = DataError, fix="replace it with a
     return wrap
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """'a folder', 'a FIFO' or 'a device or socket': what a path of ``st_mode`` ``mode`` is instead of a file."""
     return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
 
 
@@ -94,7 +95,7 @@ def check_regular(path: Path, what: str, error: type[EvsimError] = DataError) ->
     except (OSError, ValueError):
         return
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: is {_kind(mode)}, not a file ({what} expected); give the path of a regular file")
+        raise error(f"{path}: is {file_kind(mode)}, not a file ({what} expected); give the path of a regular file")
 
 
 def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
@@ -119,7 +120,7 @@ def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise error(f"{path}: is {_kind(info.st_mode)}, not a {what} file; give the path of a regular file")
+        raise error(f"{path}: is {file_kind(info.st_mode)}, not a {what} file; give the path of a regular file")
     with os.fdopen(fd, "rb") as handle:
         size = info.st_size
         if size > max_bytes:
@@ -200,9 +201,10 @@ def load_npy(path: Path, what: str = ".npy file", error: type[EvsimError] = Data
     Raises
     ------
     EvsimError
-        ``error`` naming the file if it is not a ``.npy`` file, is truncated, or holds
+        ``error`` naming the file if it is not a regular ``.npy`` file, is truncated, or holds
         Python objects (loading them would run the file's code).
     """
+    check_regular(path, what, error)
     check_npy_file(path, what, error)
     with reading(path, what, error):
         return np.load(path, allow_pickle=False)

@@ -216,7 +216,7 @@ def test_store_check_refuses_events_outside_their_frames():
     ([5.0, 6.0, 1.0, np.inf], "has a NaN or infinite value"),
     ([5.0, 6.0, 7.0, 3.0], "has a polarity other than 0 or 1"),
     ([5.5, 6.0, 1.0, 3.0], "has a fractional coordinate"),
-    ([65536.0 + 5, 6.0, 1.0, 3.0], "event at x=65541, y=6 lies outside the 128x128 sensor"),  # int16 would wrap
+    ([65536.0 + 5, 6.0, 1.0, 3.0], "event 2 at x=65541, y=6 lies outside the 128x128 sensor"),  # int16 would wrap
 ])
 def test_bad_gesture_events_are_refused_naming_the_file(tmp_path, row, match):
     root = make_gestures(tmp_path / "data")

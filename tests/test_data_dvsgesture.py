@@ -142,7 +142,7 @@ def test_badly_named_folder_and_file(tmp_path):
 @pytest.mark.parametrize("content,match", [
     (np.zeros((5, 3)), r"expected an \[N, 4\] numeric array"),
     (np.zeros((0, 4)), "recording holds no events"),
-    (np.array([[130.0, 5.0, 1.0, 3.0]]), "event at x=130, y=5 lies outside the 128x128 sensor"),
+    (np.array([[130.0, 5.0, 1.0, 3.0]]), "event 0 at x=130, y=5 lies outside the 128x128 sensor"),
     (None, "not a readable .npy file"),
 ])
 def test_bad_recordings_fail_clearly_and_leave_no_cache(tmp_path, content, match):
@@ -174,8 +174,8 @@ def test_sample_events(tmp_path):
     ([3.0, 127.25, 1.0, 10.0], "event 1 has a fractional coordinate"),
     ([np.nan, 4.0, 1.0, 10.0], "event 1 has a NaN or infinite value"),
     ([3.0, 4.0, 1.0, np.inf], "event 1 has a NaN or infinite value"),
-    ([128.0, 4.0, 1.0, 10.0], "event at x=128, y=4 lies outside the 128x128 sensor"),
-    ([3.0, 128.0, 1.0, 10.0], "event at x=3, y=128 lies outside the 128x128 sensor"),
+    ([128.0, 4.0, 1.0, 10.0], "event 1 at x=128, y=4 lies outside the 128x128 sensor"),
+    ([3.0, 128.0, 1.0, 10.0], "event 1 at x=3, y=128 lies outside the 128x128 sensor"),
 ])
 def test_each_bad_event_is_named(tmp_path, row, match):
     rows = np.array([[127.0, 127.0, 0.0, 5.0], row, [0.0, 0.0, 1.0, 20.0]])

@@ -379,7 +379,7 @@ def break_file(root: Path, how: str) -> Path:
 @pytest.mark.parametrize("how,match", [
     ("truncated", r"00000\.bin: truncated N-MNIST file"),
     ("empty", r"00000\.bin: empty N-MNIST file"),
-    ("outside", r"00000\.bin: event at x=40, y=\d+ lies outside the 34x34 sensor"),
+    ("outside", r"00000\.bin: event 3 at x=40, y=\d+ lies outside the 34x34 sensor"),
     ("overflow-only", r"00000\.bin: N-MNIST file holds no events"),
 ])
 def test_bad_bin_files_fail_clearly_and_leave_no_cache(tmp_path, how, match):
@@ -482,7 +482,7 @@ def test_sensor_bounds_are_exclusive_and_width_is_x():
 
     check_in_sensor(np.array([0, 33]), np.array([33, 0]), (34, 34, 2), "f")  # the last pixel is inside
     for x, y in ((34, 0), (0, 34), (-1, 0), (0, -1)):
-        with pytest.raises(DataError, match=f"f: event at x={x}, y={y} lies outside the 34x34 sensor"):
+        with pytest.raises(DataError, match=f"f: event 1 at x={x}, y={y} lies outside the 34x34 sensor"):
             check_in_sensor(np.array([5, x]), np.array([5, y]), (34, 34, 2), "f")
     # a 5 (wide) x 3 (high) sensor, tonic order (W, H, P): x up to 4, y up to 2
     check_in_sensor(np.array([4, 0]), np.array([2, 2]), (5, 3, 2), "f")
@@ -495,7 +495,7 @@ def test_sensor_bounds_are_exclusive_and_width_is_x():
 def test_an_event_on_the_pixel_past_the_sensor_edge_is_refused(tmp_path):
     path = tmp_path / "edge.bin"
     path.write_bytes(encode_nmnist_bin(nmnist_events([(33, 33, 10, 1), (34, 2, 20, 0)])))
-    with pytest.raises(DataError, match=r"edge\.bin: event at x=34, y=2 lies outside the 34x34 sensor"):
+    with pytest.raises(DataError, match=r"edge\.bin: event 1 at x=34, y=2 lies outside the 34x34 sensor"):
         read_nmnist_bin(path)
 
 

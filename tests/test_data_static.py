@@ -1,6 +1,7 @@
 """MNIST from tiny IDX files (plain and gzip) and CIFAR-10 from tiny pickle batches."""
 import gzip
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ from click.testing import CliRunner
 
 from evsim.cli.main import main
 from evsim.data import DataOptions, load_dataset
-from evsim.data.cifar10 import MEAN, STD, TEST_BATCHES, TRAIN_BATCHES
-from evsim.data.mnist import IDX_NAMES, read_idx
+from evsim.data.cifar10 import BATCH_FIX, MEAN, STD, TEST_BATCHES, TRAIN_BATCHES
+from evsim.data.mnist import IDX_FIX, IDX_NAMES, read_idx
 from evsim.errors import ConfigError, DataError
 
 
@@ -80,7 +81,7 @@ def test_mnist_refuses_frames(tmp_path):
 def test_incomplete_idx_set(tmp_path):
     make_idx(tmp_path / "d", gz=False)
     (tmp_path / "d" / IDX_NAMES["test"][1]).unlink()
-    with pytest.raises(DataError, match="incomplete, missing t10k-labels-idx1-ubyte"):
+    with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte \(.gz or not\); put all four there$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
 
 
@@ -93,14 +94,15 @@ def test_corrupt_idx_files(tmp_path, damage, match):
     make_idx(tmp_path / "d", gz=False)
     path = tmp_path / "d" / IDX_NAMES["train"][0]
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(DataError, match=f"train-images-idx3-ubyte: .*{match}"):
+    with pytest.raises(DataError, match=f"train-images-idx3-ubyte: .*{match}.*{re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
 
 
 def test_unreadable_gzip(tmp_path):
     make_idx(tmp_path / "d", gz=True)
     (tmp_path / "d" / f"{IDX_NAMES['test'][0]}.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: cannot read IDX file"):
+    with pytest.raises(DataError, match=rf"t10k-images-idx3-ubyte\.gz: cannot read IDX file \(.*\); "
+                                        rf"{re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
 
 
@@ -108,14 +110,15 @@ def test_idx_content_checks(tmp_path):
     make_idx(tmp_path / "d", gz=False)
     labels = tmp_path / "d" / IDX_NAMES["train"][1]
     labels.write_bytes(idx_bytes(np.array([1, 2, 3], np.uint8)))
-    with pytest.raises(DataError, match="3 labels for 6 images"):
+    with pytest.raises(DataError, match="3 labels for 6 images in train-images-idx3-ubyte; the two files are not one "
+                                        r"split's: replace both with the originals \(re-download them\)$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
     labels.write_bytes(idx_bytes(np.array([1, 2, 3, 4, 5, 12], np.uint8)))
-    with pytest.raises(DataError, match="label 12 is not a digit"):
+    with pytest.raises(DataError, match=f"label 12 is not a digit 0..9; {re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
     images = tmp_path / "d" / IDX_NAMES["train"][0]
     images.write_bytes(idx_bytes(np.zeros((6, 20, 20), np.uint8)))
-    with pytest.raises(DataError, match="images are 20x20, MNIST needs 28x28"):
+    with pytest.raises(DataError, match=f"images are 20x20, MNIST needs 28x28; {re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
 
 
@@ -188,7 +191,7 @@ class Evil:
 def test_bad_cifar_batches(tmp_path, content, match):
     folder = make_cifar(tmp_path)
     (folder / "data_batch_3").write_bytes(content)
-    with pytest.raises(DataError, match=f"data_batch_3: .*{match}"):
+    with pytest.raises(DataError, match=f"data_batch_3: .*{match}.*; {re.escape(BATCH_FIX)}$"):
         load_dataset("cifar10", DataOptions(data_dir=tmp_path))
 
 
@@ -238,11 +241,11 @@ def test_mnist_label_10_and_non_square_images_are_refused(tmp_path):
     make_idx(tmp_path / "d", gz=False)
     labels = tmp_path / "d" / IDX_NAMES["train"][1]
     labels.write_bytes(idx_bytes(np.array([1, 2, 3, 4, 5, 10], np.uint8)))
-    with pytest.raises(DataError, match="label 10 is not a digit 0..9"):
+    with pytest.raises(DataError, match=f"label 10 is not a digit 0..9; {re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "d"))
     make_idx(tmp_path / "e", gz=False)
     (tmp_path / "e" / IDX_NAMES["train"][0]).write_bytes(idx_bytes(np.zeros((6, 28, 20), np.uint8)))
-    with pytest.raises(DataError, match="images are 28x20, MNIST needs 28x28"):
+    with pytest.raises(DataError, match=f"images are 28x20, MNIST needs 28x28; {re.escape(IDX_FIX)}$"):
         load_dataset("mnist", DataOptions(data_dir=tmp_path / "e"))
 
 
@@ -286,5 +289,5 @@ def test_cifar10_normalisation_uses_the_standard_constants(tmp_path):
 def test_more_bad_cifar_batches(tmp_path, batch, match):
     folder = make_cifar(tmp_path)
     (folder / "data_batch_5").write_bytes(pickle.dumps(batch))
-    with pytest.raises(DataError, match=f"data_batch_5: .*{match}"):
+    with pytest.raises(DataError, match=f"data_batch_5: .*{match}.*; {re.escape(BATCH_FIX)}$"):
         load_dataset("cifar10", DataOptions(data_dir=tmp_path))

@@ -20,6 +20,7 @@ from evsim.data.cifar10 import read_batch
 from evsim.data.dvsgesture import read_gesture_npy
 from evsim.data.events import encode_nmnist_bin, read_nmnist_bin
 from evsim.data.mnist import IDX_NAMES, read_idx
+from evsim.data.tonic_sets import read_aedat2, read_pokerdvs
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.nir_io import read_nir
 from evsim.readers import check_npz, read_small_file
@@ -188,6 +189,59 @@ def test_a_bin_path_that_is_a_folder_is_called_a_folder(tmp_path):
     (tmp_path / "x.bin").mkdir()
     with pytest.raises(DataError, match=r"x.bin: is a folder, not a file \(N-MNIST recording expected\)"):
         read_nmnist_bin(tmp_path / "x.bin")
+
+
+def _npz_recording(path, x=np.arange(4)):
+    np.savez(path, x=x, y=np.arange(4), t=np.arange(4), p=np.zeros(4))
+
+
+def _truncated(path):
+    _npz_recording(path)
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _declaring_a_terabyte(path):
+    _npz_recording(path)
+    with_member_header(path, "x.npy", (2**40,))
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (_truncated, "not a readable .npz recording (BadZipFile: "),
+    (lambda path: path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4),
+     "not a readable .npz recording (BadZipFile: "),
+    (_declaring_a_terabyte, "not a readable .npz recording (ValueError: member x.npy declares a"),
+    (lambda path: _npz_recording(path, x=np.arange(4) * 1j),
+     "array 'x' is complex128 of shape (4,); save x, y, t, p as 1-D arrays of real numbers, one entry per event"),
+    (lambda path: _npz_recording(path, x=np.arange(8).reshape(4, 2)), "array 'x' is int64 of shape (4, 2); save"),
+])
+def test_a_bad_npz_recording_is_one_line_naming_it(tmp_path, make, fragment):
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        np.save(tmp_path / "data" / name / "r.npy", np.array([[1, 1, 5, 0], [2, 3, 9, 1]]))
+    make(tmp_path / "data" / "a" / "z.npz")
+    line = one_line_error(run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+                               "--cache-dir", str(tmp_path / "cache")]))
+    assert line.startswith(f"Error: {tmp_path / 'data' / 'a' / 'z.npz'}: ") and fragment in line, line
+
+
+@pytest.mark.parametrize("reader,name", [(read_pokerdvs, "9.npy"), (read_aedat2, "x.aedat")])
+def test_a_recording_path_that_is_a_folder_is_called_a_folder(tmp_path, reader, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match=rf"{name}: is a folder, not a file"):
+        reader(tmp_path / name)
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_folder_named_like_a_recording_is_named_not_its_descriptor(tmp_path, link):
+    root = make_plain(tmp_path / "data", real_first=False)
+    target = root / "Train" / "1" / "c.bin"
+    if link:  # a symlink to a folder reads as the folder
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        target.mkdir()
+    line = one_line_error(run(["data", "info", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")]))
+    assert line == f"Error: {target}: is a folder, not a recording; remove or rename it"
 
 
 @pytest.mark.parametrize("reader,name", [

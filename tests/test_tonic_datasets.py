@@ -8,8 +8,8 @@ import pytest
 from evsim.data import load_dataset
 from evsim.data.base import DataOptions
 from evsim.data.events import encode_nmnist_bin, to_frames
-from evsim.data.tonic_sets import (CIFAR10DVS_CLASSES, EVENTS_DTYPE, POKERDVS_CLASSES, encode_aedat2, read_aedat2,
-                                   read_recording)
+from evsim.data.tonic_sets import (CIFAR10DVS_CLASSES, EVENTS_DTYPE, POKERDVS_CLASSES, H5Sample, encode_aedat2,
+                                   read_aedat2, read_recording, read_shd)
 from evsim.errors import DataError
 from tests.conftest import one_line_error, run
 
@@ -77,6 +77,62 @@ def test_shd_missing_or_zipped_files_are_one_line_errors(tmp_path, rng):
     assert "SHD needs its files in --data-dir DIR (no --data-dir (or $EVSIM_DATA) given)" in line
 
 
+def _replace(path, key, value):
+    """Replace dataset ``key`` of HDF5 file ``path`` by ``value`` (a dict: a group)."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if isinstance(value, dict):
+            f.create_group(key)
+        else:
+            f[key] = value
+
+
+_SHD_FIX = "the file is damaged: replace it from the original archive (tonic's SHD)"
+
+
+@pytest.mark.parametrize("key,value,problem", [
+    ("labels", np.arange(10), "10 labels for 6 recordings"),
+    ("labels", np.arange(3), "3 labels for 6 recordings"),
+    ("labels", np.array([b"a"] * 6), "labels are |S1 of shape (6,), not one integer per recording"),
+    ("labels", np.zeros((6, 2), np.int64), "labels are int64 of shape (6, 2), not one integer per recording"),
+    ("labels", np.array([0.5, 1, 2, 3, 4, 5]), "labels are float64 of shape (6,), not one integer per recording"),
+    ("labels", np.array([-1, 0, 1, 2, 3, 4]), "label -1 of recording 0 is not a class 0..19"),
+    ("labels", np.array([0, 1, 2, 3, 4, 20]), "label 20 of recording 5 is not a class 0..19"),
+    ("spikes/times", {}, "'spikes/times' is a group, not a dataset; an SHD file holds datasets spikes/times, "
+                         "spikes/units and labels"),
+    ("spikes/units", np.zeros((5, 3), np.uint16), "6 recordings of spike times but 5 of channels"),
+])
+def test_shd_files_with_impossible_labels_are_one_line(tmp_path, rng, key, value, problem):
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    _write_shd(root / "shd_train.h5", rng, 6)
+    _write_shd(root / "shd_test.h5", rng, 3)
+    _replace(root / "shd_train.h5", key, value)
+    line = one_line_error(run(["data", "info", "--dataset", "shd", "--data-dir", str(tmp_path / "data"),
+                               "--cache-dir", str(tmp_path / "cache")]))
+    assert line == f"Error: {root / 'shd_train.h5'}: {problem}; {_SHD_FIX}"
+
+
+@pytest.mark.parametrize("times,problem", [
+    ([0.1, np.nan], "a spike time is NaN, infinite or negative"),
+    ([-0.5, 0.1], "a spike time is NaN, infinite or negative"),
+    ([], "recording holds no events"),
+])
+def test_bad_shd_spike_times_say_to_replace_the_file(tmp_path, times, problem):
+    import h5py
+
+    path = tmp_path / "shd_train.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("spikes/times", (1,), dtype=h5py.vlen_dtype(np.float32))[0] = np.float32(times)
+        f.create_dataset("spikes/units", (1,), dtype=h5py.vlen_dtype(np.uint16))[0] = np.ones(len(times), np.uint16)
+        f["labels"] = np.zeros(1, np.uint16)
+    with pytest.raises(DataError) as info:
+        read_shd(H5Sample(path, 0))
+    assert str(info.value) == f"{path} sample 0: {problem}; {_SHD_FIX}"
+
+
 # -------------------------------------------------------------- POKER-DVS
 def test_pokerdvs_from_tonic_layout_trains(tmp_path, rng):
     recordings = {}
@@ -124,6 +180,24 @@ def test_aedat2_round_trip_and_cifar10dvs_split(tmp_path, rng):
     dataset = load_dataset("cifar10dvs", _options(tmp_path, downsample=32))
     assert dataset.sample_shape == (2, 32, 32) and len(dataset.train) == 90 and len(dataset.test) == 10
     assert dataset.test.labels.tolist() == list(range(10))  # recording 9 of each class tests
+
+
+@pytest.mark.parametrize("per_class,tested", [(4, 0), (5, 1)])
+def test_cifar10dvs_with_too_few_recordings_to_test_says_how_many_it_needs(tmp_path, rng, per_class, tested):
+    root = tmp_path / "data" / "CIFAR10DVS"
+    for name in CIFAR10DVS_CLASSES:
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            (root / name / f"cifar10_{name}_{k}.aedat").write_bytes(encode_aedat2(_events(rng, 30, 128, 128)))
+    result = run(["data", "info", "--dataset", "cifar10dvs", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "2"])
+    if tested:
+        assert result.exit_code == 0 and f"test         {tested * 10} samples" in result.output, result.output
+    else:
+        assert one_line_error(result) == (
+            f"Error: {root}: the test split holds no samples: the last 10% of each class's recordings (by number) "
+            "test, which leaves none to a class of fewer than 5, as every class here is; add recordings, at least 5 "
+            "per class")
 
 
 def test_aedat_errors(tmp_path):
@@ -187,11 +261,15 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
 @pytest.mark.parametrize("make,fragment", [
     (lambda d: None, "no class subfolders"),
     (lambda d: (d / "a").mkdir(), "a: no recordings (.npy, .npz, .bin)"),
+    (lambda d: (d / "a" / "d.npy").mkdir(parents=True), "d.npy: is a folder, not a recording; remove or rename it"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.zeros((3, 5)))),
      "expected a structured array with fields x, y, t, p or an [N, 4] array"),
     (lambda d: ((d / "a").mkdir(), np.savez(d / "a" / "r.npz", x=[1], y=[1], t=[1])), "no array 'p'"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 2]]))),
      "a polarity other than 0 or 1"),
+    (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 0], [1, -2, 6, 1]]))),
+     "r.npy: event 1 has a negative coordinate (1 such events); the recording is corrupt: fix that event, or "
+     "replace the file with a good copy"),
 ])
 def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
     (tmp_path / "data").mkdir()
@@ -199,6 +277,72 @@ def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
     line = one_line_error(run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
                                "--cache-dir", str(tmp_path / "cache")]))
     assert fragment in line
+
+
+def _folder(tmp_path, outlier=None, sensor_txt=None):
+    """Two classes of two [N, 4] recordings on a 20 x 20 sensor; ``outlier`` (x, y) replaces
+    event 3 of a/r0.npy; ``sensor_txt`` (bytes) is written as DIR/sensor.txt."""
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(2):
+            events = _events(rng, 30, 20, 20)
+            rows = np.stack([events[c] for c in ("x", "y", "t", "p")], axis=1)
+            if outlier is not None and (name, k) == ("a", 0):
+                rows[3, :2] = outlier
+            np.save(tmp_path / "data" / name / f"r{k}.npy", rows)
+    if sensor_txt is not None:
+        (tmp_path / "data" / "sensor.txt").write_bytes(sensor_txt)
+    return _folder_info(tmp_path)
+
+
+def _folder_info(tmp_path):
+    return run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                str(tmp_path / "cache"), "--time-steps", "4"])
+
+
+@pytest.mark.parametrize("outlier", [(30_000, 5), (10_000_000, 5), (30_000, 30_000), (5, 4096)])
+def test_an_event_beyond_any_camera_is_refused_before_framing(tmp_path, outlier):
+    line = one_line_error(_folder(tmp_path, outlier))
+    path = tmp_path / "data" / "a" / "r0.npy"
+    assert line == (f"Error: {path}: event 3 at x={outlier[0]}, y={outlier[1]} lies outside the 4096x4096 sensor "
+                    "(1 such events); no event camera is larger: fix that event, or declare the sensor as WIDTH "
+                    "HEIGHT in --data-dir's sensor.txt")
+    assert not (tmp_path / "cache" / "frames").exists()
+
+
+@pytest.mark.parametrize("remembered", ['{"sensor": [30001, 20, 2]}', '{"sensor": ["a", 3, 2]}', "[]"])
+def test_a_remembered_sensor_beyond_any_camera_is_inferred_again(tmp_path, remembered):
+    from evsim.data.tonic_sets import find_folder, remembered_sensor_path
+
+    _folder(tmp_path, (30_000, 5))
+    path = remembered_sensor_path(find_folder(_options(tmp_path))[0], _options(tmp_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(remembered)  # as an evsim without the limit, or a damaged cache, left it
+    assert "event 3 at x=30000, y=5 lies outside the 4096x4096 sensor" in one_line_error(_folder_info(tmp_path))
+
+
+def test_a_sensor_file_written_after_framing_frames_again(tmp_path):
+    assert _folder(tmp_path).exit_code == 0  # framed with the inferred sensor, and cached
+    (tmp_path / "data" / "sensor.txt").write_text("24 20")
+    dataset = load_dataset("folder", _options(tmp_path))
+    assert dataset.sample_shape == (2, 20, 24) and dataset.train.inputs.to_dense().shape[-2:] == (20, 24)
+    (tmp_path / "data" / "sensor.txt").write_text("5 5")
+    assert "lies outside the 5x5 sensor" in one_line_error(_folder_info(tmp_path))
+
+
+def test_an_event_outside_the_declared_sensor_is_refused(tmp_path):
+    line = one_line_error(_folder(tmp_path, (30, 2), b"24 20\n"))
+    assert line == (f"Error: {tmp_path / 'data' / 'a' / 'r0.npy'}: event 3 at x=30, y=2 lies outside the 24x20 sensor "
+                    "(1 such events); fix that event, or declare a sensor that holds it in sensor.txt")
+    assert _folder(tmp_path / "inside", (4095, 2), b"4096 20").exit_code == 0
+
+
+@pytest.mark.parametrize("text", [b"5000 16", b"0 16", b"20 20 2", b"\xc2\xb2 16", b"20 \xff"])
+def test_a_sensor_file_that_is_no_possible_sensor_is_refused(tmp_path, text):
+    line = one_line_error(_folder(tmp_path, sensor_txt=text))
+    assert line.startswith(f"Error: {tmp_path / 'data' / 'sensor.txt'}: "), line
+    assert "two integers 1..4096 (no event camera is larger)" in line or "write the sensor's WIDTH HEIGHT" in line
 
 
 def test_folder_without_data_dir_and_emulated_source(tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 
 from evsim.errors import DataError, EvsimError
 from evsim.files import clean_stale_temporaries, errors_about, temporary_prefix, umasked
-from evsim.readers import read_json, reading
+from evsim.readers import file_kind, read_json, reading
 
 
 def default_cache_dir() -> Path:
@@ -65,18 +65,25 @@ def files_fingerprint(files: list, labels) -> dict:
 
 
 def _hash_file(digest, path, label: int) -> int:
-    """Add ``path``'s name, label, size and bytes to ``digest``; return its size. What is
-    not a regular file (a folder, a FIFO) adds its name only: its reader refuses it."""
+    """Add ``path``'s name, label, size and bytes to ``digest``; return its size. An
+    unreadable file adds its name only: its reader says why it cannot be read.
+
+    Raises
+    ------
+    DataError
+        If ``path`` is not a regular file (a folder named like a recording, a FIFO).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         digest.update(f"{path}\0{label}\0unreadable {exc.errno}\n".encode())
         return 0
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DataError(f"{path}: is {file_kind(mode)}, not a recording; remove or rename it")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            digest.update(f"{path}\0{label}\0not a file\n".encode())
-            return 0
         digest.update(f"{path}\0{label}\0{info.st_size}\n".encode())
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)

@@ -26,6 +26,7 @@ from evsim.readers import reads
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{k}" for k in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
+BATCH_FIX = "replace it with the original from cifar-10-python.tar.gz (re-download it)"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
@@ -61,21 +62,21 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: missing CIFAR-10 batch; the folder needs {', '.join(TRAIN_BATCHES + TEST_BATCHES)}") from None
     except Exception as exc:  # a corrupt pickle can raise almost anything
         raise DataError(f"{path}: not a readable CIFAR-10 pickle batch ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'}); {BATCH_FIX}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError(f"{path}: CIFAR-10 batch must be a dict with b'data' and b'labels'")
+        raise DataError(f"{path}: CIFAR-10 batch must be a dict with b'data' and b'labels'; {BATCH_FIX}")
     data, labels = _array(path, batch[b"data"], "data"), _array(path, batch[b"labels"], "labels")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or labels.shape != (len(data),):
         got = f"{len(labels)} labels" if labels.ndim == 1 else f"labels of shape {labels.shape}"
         raise DataError(f"{path}: expected uint8 data [N, 3072] and a list of N labels, got data {data.shape} "
-                        f"{data.dtype} and {got}")
+                        f"{data.dtype} and {got}; {BATCH_FIX}")
     if len(data) == 0:
-        raise DataError(f"{path}: CIFAR-10 batch holds no images; replace it with a good copy")
+        raise DataError(f"{path}: CIFAR-10 batch holds no images; {BATCH_FIX}")
     if labels.dtype.kind not in "iuf":
-        raise DataError(f"{path}: labels must be whole numbers 0..9, got {labels.dtype} values")
+        raise DataError(f"{path}: labels must be whole numbers 0..9, got {labels.dtype} values; {BATCH_FIX}")
     bad = labels[(labels < 0) | (labels > 9) | (labels != np.floor(labels))]  # NaN is != itself
     if bad.size:
-        raise DataError(f"{path}: label {bad[0].item()!r} is not a class 0..9")
+        raise DataError(f"{path}: label {bad[0].item()!r} is not a class 0..9; {BATCH_FIX}")
     return data, labels.astype(np.int64)
 
 
@@ -84,9 +85,10 @@ def _array(path: Path, value, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: b'{name}' is not an array ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: b'{name}' is not an array ({str(exc).splitlines()[0]}); {BATCH_FIX}") from None
     if array.dtype.hasobject:
-        raise DataError(f"{path}: b'{name}' must hold numbers, got {type(value).__name__} of Python objects")
+        raise DataError(f"{path}: b'{name}' must hold numbers, got {type(value).__name__} of Python objects; "
+                        f"{BATCH_FIX}")
     return array
 
 

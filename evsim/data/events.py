@@ -27,6 +27,8 @@ INT64_LIMIT = 2.0 ** 63
 _RECORD_BYTES = 5
 _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
+# What an event outside a dataset's fixed sensor means, and so what to do
+OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset"
 
 
 @reads("N-MNIST recording")
@@ -62,16 +64,21 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     return events
 
 
-def check_in_sensor(x: np.ndarray, y: np.ndarray, sensor_size: tuple, path: Path) -> None:
-    """Raise :class:`DataError` naming ``path`` if an event at ``x``, ``y`` lies outside
-    ``sensor_size``."""
+def check_in_sensor(x: np.ndarray, y: np.ndarray, sensor_size: tuple, path: Path,
+                    fix: str = OUTSIDE_SENSOR_FIX) -> None:
+    """Raise :class:`DataError` naming ``path``, the first event outside ``sensor_size``
+    (its index in ``x``, ``y``) and ``fix``."""
     width, height, _ = sensor_size
     bad = (x < 0) | (x >= width) | (y < 0) | (y >= height)
     if np.any(bad):
         first = np.flatnonzero(bad)[0]
-        raise DataError(f"{path}: event at x={x[first]:g}, y={y[first]:g} lies outside the "
-                        f"{width}x{height} sensor ({int(bad.sum())} such events); the file is corrupt "
-                        "or not from this dataset")
+        raise DataError(f"{path}: event {first} at x={_number(x[first])}, y={_number(y[first])} lies outside the "
+                        f"{width}x{height} sensor ({int(bad.sum())} such events); {fix}")
+
+
+def _number(value) -> str:
+    """``value`` as written: whole numbers in full (10000000, not 1e+07)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def encode_nmnist_bin(events: np.ndarray) -> bytes:

@@ -67,6 +67,7 @@ NOTICE_5K = "full MNIST (IDX files) not found: using the 5,000-digit sample ship
 # Largest IDX file evsim reads: full MNIST's training images are 47 MB.
 MAX_IDX_BYTES = 1 << 31
 _MAX_TRAILING = 1 << 20  # trailing bytes read to say how many there are
+IDX_FIX = "replace it with the original MNIST file (re-download it)"
 
 
 @reads("MNIST IDX file", DataError, "replace it with a good copy (or delete it to use the 5,000-digit sample)")
@@ -92,11 +93,11 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             raw = f.read(size)
             extra = len(f.read(_MAX_TRAILING + 1))  # bounded: a gzip bomb is not inflated to the end
     except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read IDX file ({exc})") from None
+        raise DataError(f"{path}: cannot read IDX file ({exc}); {IDX_FIX}") from None
     if len(raw) + extra != size:
         held = f"more than {size + _MAX_TRAILING}" if extra > _MAX_TRAILING else len(raw) + extra
-        raise DataError(f"{path}: holds {held} data bytes but its header says {dims}; "
-                        "the file is truncated or corrupt")
+        raise DataError(f"{path}: holds {held} data bytes but its header says {dims}; the file is truncated or "
+                        f"corrupt: {IDX_FIX}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
@@ -110,11 +111,11 @@ def _idx_dims(path: Path, header: bytes, ndim: int) -> tuple[int, ...]:
         more than ``MAX_IDX_BYTES``.
     """
     if len(header) < 4 + 4 * ndim:
-        raise DataError(f"{path}: too short for an IDX header ({len(header)} bytes)")
+        raise DataError(f"{path}: too short for an IDX header ({len(header)} bytes); {IDX_FIX}")
     magic = int.from_bytes(header[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
         raise DataError(f"{path}: IDX magic number {magic}, expected {_IDX_MAGIC[ndim]} "
-                        f"({'images' if ndim == 3 else 'labels'}); wrong or corrupt file")
+                        f"({'images' if ndim == 3 else 'labels'}); wrong or corrupt file: {IDX_FIX}")
     dims = tuple(int.from_bytes(header[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
     if not 0 < math.prod(dims) <= MAX_IDX_BYTES:
         raise DataError(f"{path}: its header declares {' x '.join(map(str, dims))} items, but an MNIST IDX file "
@@ -142,7 +143,8 @@ def find_idx(data_dir: Path | None) -> dict | None:
         if any(paths):
             missing = [n for pair, got in zip(IDX_NAMES.values(), found.values())
                        for n, p in zip(pair, got) if p is None]
-            raise DataError(f"{folder}: MNIST IDX files incomplete, missing {', '.join(missing)} (.gz or not)")
+            raise DataError(f"{folder}: MNIST IDX files incomplete, missing {', '.join(missing)} (.gz or not); put "
+                            "all four there")
     return None
 
 
@@ -164,11 +166,13 @@ def load_idx_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1)
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, MNIST needs 28x28")
+        raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, MNIST needs 28x28; "
+                        f"{IDX_FIX}")
     if len(images) != len(labels):
-        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
+        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}; the "
+                        "two files are not one split's: replace both with the originals (re-download them)")
     if len(labels) and labels.max() > 9:
-        raise DataError(f"{labels_path}: label {int(labels.max())} is not a digit 0..9")
+        raise DataError(f"{labels_path}: label {int(labels.max())} is not a digit 0..9; {IDX_FIX}")
     return images, labels.astype(np.int64)
 
 

@@ -339,15 +339,17 @@ def framing_meta(options: DataOptions) -> dict:
 
 
 def frames_cached(name: str, found: EventFiles, options: DataOptions, read, transform, sensor_out,
-                  extra_meta: dict, progress: bool | None = None) -> tuple[tuple[Split, Split], dict]:
+                  extra_meta: dict, progress: bool | None = None,
+                  key_parts: dict | None = None) -> tuple[tuple[Split, Split], dict]:
     """Framed train and test splits of ``found`` and their metadata, from the cache; the
-    entry is built first if it is absent or corrupt."""
+    entry is built first if it is absent or corrupt. ``key_parts``: what else shapes the
+    frames (a sensor that is not the dataset's constant)."""
     import tonic
 
     fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
     key = cache_key({"dataset": name, "source": found.source, "root": str(found.root.resolve()),
                      "files": fingerprint, "framing": framing_meta(options), "version": FRAMING_VERSION,
-                     "tonic": tonic.__version__})
+                     "tonic": tonic.__version__, **(key_parts or {})})
     folder = resolve_cache_dir(options.cache_dir) / "frames" / f"{name}-{key}"
     meta = dict(extra_meta, dataset=name, source=found.source, root=str(found.root),
                 layout=found.layout, framing=framing_meta(options))

@@ -26,11 +26,13 @@ like N-MNIST and DVS-Gesture (``--time-steps``, ``--slicing``, ``--denoise-us``,
                 ``y``, ``t``, ``p``; or ``.bin`` in N-MNIST's 40-bit format. ``t`` in
                 microseconds, ``p`` 0 (OFF) or 1 (ON), ``x``/``y`` pixel indices. The
                 sensor is the smallest that holds every event (``DIR/sensor.txt``,
-                ``WIDTH HEIGHT``, fixes it instead).
+                ``WIDTH HEIGHT``, fixes it instead), at most ``MAX_SENSOR_SIDE``
+                pixels a side.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -41,11 +43,11 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of, stratified_indices
 from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
-from evsim.data.events import INT64_LIMIT, check_framing, check_in_sensor, read_nmnist_bin
+from evsim.data.events import INT64_LIMIT, OUTSIDE_SENSOR_FIX, check_framing, check_in_sensor, read_nmnist_bin
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.files import write_json_atomic
-from evsim.readers import load_npy
+from evsim.readers import check_npz, check_regular, load_npy, read_small_file, reading
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -61,19 +63,20 @@ def _structured(x, y, t, p) -> np.ndarray:
     return events[np.argsort(events["t"], kind="stable")]
 
 
-def _checked(raw: np.ndarray, path, sensor: tuple | None) -> np.ndarray:
-    """``raw`` float64 ``[N, 4]`` columns x, y, t, p as events, after checks that name the file."""
+def _checked(raw: np.ndarray, path, sensor: tuple, outside_fix: str = OUTSIDE_SENSOR_FIX) -> np.ndarray:
+    """``raw`` float64 ``[N, 4]`` columns x, y, t, p as events, after checks that name the file
+    (and ``outside_fix`` for an event outside ``sensor``)."""
     if len(raw) == 0:
-        raise DataError(f"{path}: recording holds no events")
+        raise DataError(f"{path}: recording holds no events; remove the file or replace it with a good copy")
     for bad, what in ((~np.isfinite(raw).all(axis=1), "a NaN or infinite value"),
                       ((raw[:, :3] != np.floor(raw[:, :3])).any(axis=1), "a fractional coordinate or time"),
                       (~np.isin(raw[:, 3], (0, 1)), "a polarity other than 0 or 1"),
                       ((raw[:, :2] < 0).any(axis=1), "a negative coordinate"),
                       ((np.abs(raw[:, :3]) >= INT64_LIMIT).any(axis=1), "a coordinate or time beyond int64")):
         if bad.any():
-            raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events)")
-    if sensor is not None:
-        check_in_sensor(raw[:, 0], raw[:, 1], sensor, path)
+            raise DataError(f"{path}: event {np.flatnonzero(bad)[0]} has {what} ({int(bad.sum())} such events); "
+                            "the recording is corrupt: fix that event, or replace the file with a good copy")
+    check_in_sensor(raw[:, 0], raw[:, 1], sensor, path, outside_fix)
     return _structured(*(raw[:, k].astype(np.int64) for k in range(4)))
 
 
@@ -115,10 +118,12 @@ def _checker(name: str, takes: tuple, max_downsample: int = 0):
     return check
 
 
-def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tuple, classes: list[str]) -> Dataset:
+def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tuple, classes: list[str],
+          key_parts: dict | None = None) -> Dataset:
     transform, sensor_out = _transform(options, sensor)
     extra = {"sensor_size": list(sensor), "frame_size": [sensor_out[1], sensor_out[0]], "classes": classes}
-    (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra)
+    (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra,
+                                        key_parts=key_parts)
     meta["notice"] = found.notice
     return Dataset(name=name, train=train, test=test, n_classes=len(classes),
                    sample_shape=(sensor_out[2], sensor_out[1], sensor_out[0]), encoding="frames", source="real",
@@ -137,6 +142,8 @@ def _require_dir(options: DataOptions, name: str, layout: str) -> Path:
 # ------------------------------------------------------------------- SHD
 SHD_SENSOR = (700, 1, 1)
 SHD_LAYOUT = "DIR/SHD/shd_train.h5 and DIR/SHD/shd_test.h5 (tonic's SHD, unzipped)"
+SHD_CLASSES = 20  # the digits 0-9 spoken in English and in German
+SHD_FIX = "the file is damaged: replace it from the original archive (tonic's SHD)"
 
 
 class H5Sample(os.PathLike):
@@ -163,15 +170,47 @@ def _h5(path: Path, mtime_ns: int):
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]}); {SHD_FIX}") from None
 
 
 def _shd_file(path: Path):
+    """The open HDF5 file ``path``, after checking it holds SHD's three datasets."""
+    import h5py
+
     handle = _h5(path, path.stat().st_mtime_ns)
     for key in ("spikes/times", "spikes/units", "labels"):
-        if key not in handle:
-            raise DataError(f"{path}: no {key!r} dataset; an SHD file holds spikes/times, spikes/units and labels")
+        if not isinstance(handle.get(key), h5py.Dataset):
+            what = f"no {key!r} dataset" if key not in handle else f"{key!r} is a group, not a dataset"
+            raise DataError(f"{path}: {what}; an SHD file holds datasets spikes/times, spikes/units and labels; "
+                            f"{SHD_FIX}")
     return handle
+
+
+def _shd_labels(path: Path) -> np.ndarray:
+    """The labels of SHD file ``path``: one class 0..``SHD_CLASSES - 1`` per recording.
+
+    Raises
+    ------
+    DataError
+        Naming the file, if the labels are not 1-D integers, their count differs from the
+        recordings' (or the spike times' from the channels'), or a label is no class.
+    """
+    handle = _shd_file(path)
+    with reading(path, "SHD file", fix=SHD_FIX):
+        labels = np.asarray(handle["labels"][()])
+        times, units = len(handle["spikes/times"]), len(handle["spikes/units"])
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels are {labels.dtype} of shape {labels.shape}, not one integer per recording; "
+                        f"{SHD_FIX}")
+    if times != units:
+        raise DataError(f"{path}: {times} recordings of spike times but {units} of channels; {SHD_FIX}")
+    if labels.size != times:
+        raise DataError(f"{path}: {labels.size} labels for {times} recordings; {SHD_FIX}")
+    bad = (labels < 0) | (labels >= SHD_CLASSES)
+    if bad.any():
+        k = np.flatnonzero(bad)[0]
+        raise DataError(f"{path}: label {labels[k]} of recording {k} is not a class 0..{SHD_CLASSES - 1}; {SHD_FIX}")
+    return labels.astype(np.int64)
 
 
 def read_shd(sample: H5Sample) -> np.ndarray:
@@ -180,19 +219,20 @@ def read_shd(sample: H5Sample) -> np.ndarray:
     Raises
     ------
     DataError
-        If the sample's times and channels differ in length, a time is not finite, or a
-        channel lies outside 0..699.
+        If the sample's times and channels differ in length, a time is not finite or is
+        negative, or a channel lies outside 0..699.
     """
     handle = _shd_file(sample.path)
-    times = np.asarray(handle["spikes/times"][sample.index], dtype=np.float64)
-    units = np.asarray(handle["spikes/units"][sample.index], dtype=np.int64)
+    with reading(sample.path, "SHD file", fix=SHD_FIX):
+        times = np.asarray(handle["spikes/times"][sample.index], dtype=np.float64)
+        units = np.asarray(handle["spikes/units"][sample.index], dtype=np.int64)
     where = f"{sample.path} sample {sample.index}"
     if times.shape != units.shape:
-        raise DataError(f"{where}: {times.size} spike times but {units.size} channels")
+        raise DataError(f"{where}: {times.size} spike times but {units.size} channels; {SHD_FIX}")
     if times.size == 0:
-        raise DataError(f"{where}: recording holds no events")
-    if not np.isfinite(times).all():
-        raise DataError(f"{where}: a spike time is NaN or infinite")
+        raise DataError(f"{where}: recording holds no events; {SHD_FIX}")
+    if not (np.isfinite(times) & (times >= 0)).all():
+        raise DataError(f"{where}: a spike time is NaN, infinite or negative; {SHD_FIX}")
     check_in_sensor(units, np.zeros_like(units), SHD_SENSOR, where)
     # seconds -> microseconds, as tonic's SHD reads them
     return _structured(units, np.zeros_like(units), np.round(times * 1e6).astype(np.int64), np.zeros_like(units))
@@ -210,7 +250,7 @@ def find_shd(options: DataOptions) -> EventFiles:
                 raise DataError(f"{missing[0]} not found{hint}; SHD needs both shd_train.h5 and shd_test.h5")
             splits = {}
             for split, path in files.items():
-                labels = np.asarray(_shd_file(path)["labels"][()], dtype=np.int64)
+                labels = _shd_labels(path)
                 splits[split] = ([H5Sample(path, k) for k in range(labels.size)], labels)
             return EventFiles("real", root, "tonic", splits)
     raise DataError(f"SHD not found in {data_dir}; put it there as {SHD_LAYOUT}")
@@ -219,9 +259,7 @@ def find_shd(options: DataOptions) -> EventFiles:
 @register("shd", check=_checker("shd", ("slicing",)), takes=("slicing",))
 def load_shd(options: DataOptions) -> Dataset:
     """The Spiking Heidelberg Digits as ``[N, T, 1, 1, 700]`` count frames, 20 classes."""
-    found = find_shd(options)
-    n_classes = int(max(labels.max() for _, labels in found.splits.values())) + 1
-    return _load("shd", found, options, read_shd, SHD_SENSOR, [str(k) for k in range(max(n_classes, 20))])
+    return _load("shd", find_shd(options), options, read_shd, SHD_SENSOR, [str(k) for k in range(SHD_CLASSES)])
 
 
 SAMPLE_EVENTS["shd"] = lambda options, split, index: _sample(find_shd(options), read_shd, SHD_SENSOR, split, index)
@@ -307,6 +345,7 @@ def read_aedat2(path: Path) -> np.ndarray:
     DataError
         If the file is unreadable, has no ``#!AER-DAT`` header, a truncated body, or no events.
     """
+    check_regular(path, "AEDAT recording")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -352,6 +391,19 @@ def read_cifar10dvs(path: Path) -> np.ndarray:
     return events
 
 
+def _cifar10dvs_train_count(recordings: int) -> int:
+    """How many of a class's ``recordings`` train (the rest test)."""
+    return int(round(CIFAR10DVS_TRAIN_FRACTION * recordings))
+
+
+def _no_test_recordings(root: Path) -> str:
+    """Why CIFAR10-DVS in ``root`` leaves the test split empty, and what to do."""
+    least = next(n for n in itertools.count(1) if _cifar10dvs_train_count(n) < n)
+    return (f"{root}: the test split holds no samples: the last {1 - CIFAR10DVS_TRAIN_FRACTION:.0%} of each class's "
+            f"recordings (by number) test, which leaves none to a class of fewer than {least}, as every class here "
+            f"is; add recordings, at least {least} per class")
+
+
 def find_cifar10dvs(options: DataOptions) -> EventFiles:
     data_dir = _require_dir(options, "CIFAR10-DVS", CIFAR10DVS_LAYOUT)
     for root in (data_dir / "CIFAR10DVS", data_dir):
@@ -364,10 +416,12 @@ def find_cifar10dvs(options: DataOptions) -> EventFiles:
                                     f"{CIFAR10DVS_LAYOUT}")
                 # by recording number, as in cifar10_airplane_12.aedat
                 files.sort(key=lambda f: (int(m.group(1)) if (m := _AEDAT_NUMBER.search(f.name)) else -1, f.name))
-                cut = int(round(CIFAR10DVS_TRAIN_FRACTION * len(files)))
+                cut = _cifar10dvs_train_count(len(files))
                 for split, part in (("train", files[:cut]), ("test", files[cut:])):
                     splits[split][0].extend(part)
                     splits[split][1].extend([label] * len(part))
+            if not splits["test"][0]:
+                raise DataError(_no_test_recordings(root))
             return EventFiles("real", root, "plain", {s: (f, np.asarray(l, dtype=np.int64))
                                                       for s, (f, l) in splits.items()})
     raise DataError(f"CIFAR10-DVS not found in {data_dir}; put it there as {CIFAR10DVS_LAYOUT}")
@@ -391,45 +445,70 @@ SAMPLE_EVENTS["cifar10dvs"] = lambda options, split, index: _sample(find_cifar10
 FOLDER_LAYOUT = ("DIR/<class>/*.npy|.npz|.bin (or DIR/train/<class>/... and DIR/test/<class>/...), events x, y, "
                  "t (us), p; see evsim/data/tonic_sets.py")
 FOLDER_TEST_FRACTION = 0.2
+# Pixels a side of the largest sensor a folder may have (inferred or in sensor.txt): event
+# cameras have at most 1280 x 960, so a larger coordinate is a corrupt event, which would
+# otherwise make frames of millions of pixels.
+MAX_SENSOR_SIDE = 4096
+SENSOR_FILE = "sensor.txt"
 
 
 def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
-    """One recording of a user's folder (formats in the module docstring).
+    """One recording of a user's folder (formats in the module docstring); ``sensor`` None
+    while the sensor is being inferred from the events.
 
     Raises
     ------
     DataError
-        If the file is unreadable, not one of the formats, or holds a bad event.
+        If the file is unreadable, not one of the formats, or holds a bad event: one
+        outside ``sensor``, or beyond ``MAX_SENSOR_SIDE``.
     """
     path = Path(path)
+    raw = _recording_columns(path)
+    if sensor is None:
+        return _checked(raw, path, (MAX_SENSOR_SIDE, MAX_SENSOR_SIDE, 2),
+                        f"no event camera is larger: fix that event, or declare the sensor as WIDTH HEIGHT in "
+                        f"--data-dir's {SENSOR_FILE}")
+    return _checked(raw, path, sensor, f"fix that event, or declare a sensor that holds it in {SENSOR_FILE}")
+
+
+def _recording_columns(path: Path) -> np.ndarray:
+    """float64 ``[N, 4]`` columns x, y, t, p of a recording, unchecked."""
     if path.suffix == ".bin":
-        events = read_nmnist_bin(path, sensor or (256, 256, 2))
-        raw = np.stack([events[k].astype(np.float64) for k in ("x", "y", "t", "p")], axis=1)
-    elif path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = [k for k in ("x", "y", "t", "p") if k not in f.files]
-                if missing:
-                    raise DataError(f"{path}: no array {missing[0]!r}; a .npz recording holds arrays x, y, t, p")
-                columns = [np.asarray(f[k], dtype=np.float64).ravel() for k in ("x", "y", "t", "p")]
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from None
+        events = read_nmnist_bin(path, (256, 256, 2))  # any byte coordinate: the sensor is checked after
+        return np.stack([events[k].astype(np.float64) for k in EVENTS_DTYPE.names], axis=1)
+    if path.suffix == ".npz":
+        columns = _npz_columns(path)
         if len({c.size for c in columns}) != 1:
             raise DataError(f"{path}: arrays x, y, t, p differ in length ({', '.join(str(c.size) for c in columns)})")
-        raw = np.stack(columns, axis=1)
-    else:
-        array = load_npy(path)
-        if array.dtype.names:
-            missing = [k for k in ("x", "y", "t", "p") if k not in array.dtype.names]
+        return np.stack(columns, axis=1)
+    array = load_npy(path)
+    if array.dtype.names:
+        missing = [k for k in EVENTS_DTYPE.names if k not in array.dtype.names]
+        if missing:
+            raise DataError(f"{path}: structured array without field {missing[0]!r}; it needs x, y, t, p")
+        return np.stack([array[k].astype(np.float64) for k in EVENTS_DTYPE.names], axis=1)
+    if array.ndim == 2 and array.shape[1] == 4 and array.dtype.kind in "iufb":
+        return array.astype(np.float64)
+    raise DataError(f"{path}: expected a structured array with fields x, y, t, p or an [N, 4] array of "
+                    f"columns x, y, t, p; got {array.shape} {array.dtype}")
+
+
+def _npz_columns(path: Path) -> list[np.ndarray]:
+    """Arrays x, y, t, p of a ``.npz`` recording as float64, each checked to be 1-D real numbers
+    (NumPy would cast complex numbers to their real part and flatten a 2-D array unasked)."""
+    check_regular(path, ".npz recording")
+    with reading(path, ".npz recording"):
+        check_npz(path)  # before NumPy allocates what a member's header declares
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in EVENTS_DTYPE.names if k not in f.files]
             if missing:
-                raise DataError(f"{path}: structured array without field {missing[0]!r}; it needs x, y, t, p")
-            raw = np.stack([array[k].astype(np.float64) for k in ("x", "y", "t", "p")], axis=1)
-        elif array.ndim == 2 and array.shape[1] == 4 and array.dtype.kind in "iufb":
-            raw = array.astype(np.float64)
-        else:
-            raise DataError(f"{path}: expected a structured array with fields x, y, t, p or an [N, 4] array of "
-                            f"columns x, y, t, p; got {array.shape} {array.dtype}")
-    return _checked(raw, path, sensor)
+                raise DataError(f"{path}: no array {missing[0]!r}; a .npz recording holds arrays x, y, t, p")
+            columns = [f[k] for k in EVENTS_DTYPE.names]
+    for name, column in zip(EVENTS_DTYPE.names, columns):
+        if column.ndim != 1 or column.dtype.kind not in "iufb":
+            raise DataError(f"{path}: array {name!r} is {column.dtype} of shape {column.shape}; save x, y, t, p "
+                            "as 1-D arrays of real numbers, one entry per event")
+    return [column.astype(np.float64) for column in columns]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -437,7 +516,8 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _recordings(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in RECORDING_SUFFIXES)
+    # not only files: a folder named like a recording is refused, not silently left out
+    return sorted(f for f in folder.iterdir() if f.suffix in RECORDING_SUFFIXES)
 
 
 def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
@@ -486,18 +566,17 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     Raises
     ------
     DataError
-        If ``sensor.txt`` is not two positive integers.
+        If ``sensor.txt`` is not two integers 1..``MAX_SENSOR_SIDE``, or, inferring, an
+        event lies beyond ``MAX_SENSOR_SIDE``.
     """
-    given = found.root / "sensor.txt"
-    if given.is_file():
-        parts = given.read_text().split()
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise DataError(f"{given}: expected two positive integers, WIDTH HEIGHT; got {given.read_text()[:40]!r}")
-        return int(parts[0]), int(parts[1]), 2
-    fingerprint = {s: files_fingerprint(*found.splits[s]) for s in found.splits}
-    remembered = resolve_cache_dir(options.cache_dir) / "sensors" / f"folder-{cache_key(fingerprint)}.json"
+    given = found.root / SENSOR_FILE
+    if given.exists():
+        return _declared_sensor(given)
+    remembered = remembered_sensor_path(found, options)
     try:
-        return tuple(json.loads(remembered.read_text())["sensor"])
+        width, height, _ = json.loads(remembered.read_text())["sensor"]
+        if 0 < width <= MAX_SENSOR_SIDE and 0 < height <= MAX_SENSOR_SIDE:  # else damaged, or an older evsim's
+            return int(width), int(height), 2
     except (OSError, ValueError, KeyError, TypeError):
         pass
     width = height = 1
@@ -508,6 +587,23 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     remembered.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(remembered, {"sensor": [width, height, 2]})
     return width, height, 2
+
+
+def remembered_sensor_path(found: EventFiles, options: DataOptions) -> Path:
+    """The cache file that remembers the sensor inferred from ``found``'s recordings."""
+    fingerprint = {s: files_fingerprint(*found.splits[s]) for s in found.splits}
+    return resolve_cache_dir(options.cache_dir) / "sensors" / f"folder-{cache_key(fingerprint)}.json"
+
+
+def _declared_sensor(path: Path) -> tuple[int, int, int]:
+    """``(W, H, 2)`` from ``sensor.txt``: ``WIDTH HEIGHT``, each 1..``MAX_SENSOR_SIDE``."""
+    with reading(path, "sensor file", fix="write the sensor's WIDTH HEIGHT in it"):
+        text = read_small_file(path, "sensor").decode()
+    parts = text.split()
+    if len(parts) != 2 or not all(re.fullmatch("[0-9]+", p) and 0 < int(p) <= MAX_SENSOR_SIDE for p in parts):
+        raise DataError(f"{path}: expected WIDTH HEIGHT, two integers 1..{MAX_SENSOR_SIDE} (no event camera is "
+                        f"larger); got {text[:40]!r}")
+    return int(parts[0]), int(parts[1]), 2
 
 
 _FOLDER_TAKES = ("slicing", "denoise_us", "downsample")
@@ -521,7 +617,9 @@ def load_folder(options: DataOptions) -> Dataset:
     if options.downsample > max(sensor[:2]):
         raise ConfigError(f"downsample must be 0 (native) or 1..{max(sensor[:2])} for this {sensor[0]}x{sensor[1]} "
                           f"sensor, got {options.downsample}")
-    return _load("folder", found, options, functools.partial(read_recording, sensor=sensor), sensor, classes)
+    # the sensor in the key: a changed sensor.txt frames again, and its events are checked against it
+    return _load("folder", found, options, functools.partial(read_recording, sensor=sensor), sensor, classes,
+                 key_parts={"sensor": list(sensor)})
 
 
 def _folder_sample(options: DataOptions, split: str, index: int):
