@@ -682,7 +682,7 @@ def test_a_network_of_32x32_maps_on_uncropped_nmnist_is_told_to_crop():
     from evsim.errors import ConfigError
     from evsim.evaluate import checked_split
 
-    frames = Split(np.zeros((2, 2 * 34 * 34), np.float32), np.array([0, 1]))
+    frames = Split(np.zeros((2, 1, 2, 34, 34), np.float32), np.array([0, 1]))
     dataset = Dataset("nmnist", frames, frames, 10, (2, 34, 34), "frames", "emulated")
     with pytest.raises(ConfigError, match=r"does not fit nmnist \(2x34x34 = 2312 inputs, 10 classes\) \(add --crop"):
         checked_split(evsim.Network.from_spec("2x32x32-4C3-AP4-10"), dataset, "test")
