@@ -313,10 +313,23 @@ def test_a_damaged_file_in_a_users_emulated_folder_is_an_error(tmp_path):
 
 def test_auto_without_data_falls_back_to_emulated_with_a_notice(tmp_path, monkeypatch):
     small_emulation(monkeypatch)
+    (tmp_path / "nothing-here").mkdir()
     ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "nothing-here"))
     assert ds.source == "emulated"
     assert "EMULATED" in ds.meta["notice"] and "\n" not in ds.meta["notice"]
     assert ds.train.inputs.shape == (20, 20, 2, 34, 34) and len(ds.test) == 20
+
+
+@pytest.mark.parametrize("dataset,substitute", [("nmnist", "the emulated N-MNIST"),
+                                                ("mnist", "the 5,000-digit MNIST sample")])
+def test_a_data_folder_that_does_not_exist_is_a_typo_not_a_fall_back(tmp_path, monkeypatch, dataset, substitute):
+    missing = tmp_path / "typo"
+    with pytest.raises(DataError, match=f"{missing} \\(--data-dir\\) does not exist; give the folder that holds the "
+                                        f"data, or leave --data-dir out \\(or use --source emulated\\) to use {substitute}$"):
+        load_dataset(dataset, opts(tmp_path, data_dir=missing))
+    monkeypatch.setenv("EVSIM_DATA", str(missing))
+    with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) does not exist"):
+        load_dataset(dataset, opts(tmp_path))
 
 
 def test_forced_emulated_ignores_real_data(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data.frames import SparseFrames
-from evsim.errors import ConfigError, ShapeError
+from evsim.errors import ConfigError, DataError, ShapeError
 
 ENCODINGS = ("rate", "direct", "frames")
 SOURCES = ("auto", "real", "emulated")
@@ -232,12 +232,31 @@ def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
 
     return Dataset(dataset.name, cut(dataset.train), cut(dataset.test), dataset.n_classes, dataset.sample_shape,
                    dataset.encoding, dataset.source, time_steps, dataset.meta, cut(dataset.val))
+
+
 def data_dir_of(options: DataOptions) -> Path | None:
     """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
     if options.data_dir is not None:
         return Path(options.data_dir).expanduser()
     env = os.environ.get("EVSIM_DATA")
     return Path(env).expanduser() if env else None
+
+
+def refuse_missing_data_dir(options: DataOptions, substitute: str) -> None:
+    """Refuse a data folder given (``--data-dir`` or ``$EVSIM_DATA``) that does not exist,
+    where the loader would otherwise fall back to ``substitute``: a mistyped path must not
+    train on the substitute.
+
+    Raises
+    ------
+    DataError
+        Naming the folder and both fixes.
+    """
+    data_dir = data_dir_of(options)
+    if data_dir is not None and not data_dir.exists():
+        given = "--data-dir" if options.data_dir is not None else "$EVSIM_DATA"
+        raise DataError(f"{data_dir} ({given}) does not exist; give the folder that holds the data, or leave "
+                        f"{given} out (or use --source emulated) to use {substitute}")
 
 
 def check_source(source: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
+from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of, refuse_missing_data_dir
 from evsim.errors import ConfigError, DataError
 from evsim.readers import reads
 
@@ -212,6 +212,8 @@ def load_mnist(options: DataOptions) -> Dataset:
     """
     data_dir = data_dir_of(options)
     paths = find_idx(data_dir) if options.source != "emulated" else None
+    if paths is None and options.source == "auto":
+        refuse_missing_data_dir(options, "the 5,000-digit MNIST sample")
     if paths is None and options.source == "real":
         raise DataError(f"full MNIST not found in {data_dir or '--data-dir (or $EVSIM_DATA)'}; put "
                         "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.data import refuse_framing_options, register
-from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of
+from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of, refuse_missing_data_dir
 from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, blank_notice, build_frames_entry, check_framing, read_nmnist_bin,
@@ -186,6 +186,8 @@ def find_nmnist(options: DataOptions) -> EventFiles:
                             "point --data-dir at the real Train/ and Test/ folders")
         if found is not None:
             return found
+        if options.source == "auto":
+            refuse_missing_data_dir(options, "the emulated N-MNIST")
         where = data_dir_of(options) or (f"--data-dir (none given, nor $EVSIM_DATA; {cache_dir / 'tonic'} holds "
                                          "none either)")
         if options.source == "real":
