@@ -63,7 +63,7 @@ def test_torchvision_layout_is_found(tmp_path):
 
 
 def test_without_idx_the_5k_sample_with_a_notice(tmp_path):
-    ds = load_dataset("mnist", DataOptions(data_dir=tmp_path, encoding="direct")  # a folder without IDX files)
+    ds = load_dataset("mnist", DataOptions(data_dir=tmp_path, encoding="direct"))  # a folder without IDX files
     assert ds.source == "mnist-5k" and "5,000-digit sample" in ds.meta["notice"]
     assert len(ds.train) == 4000 and len(ds.test) == 1000 and ds.encoding == "direct"
 
