@@ -570,8 +570,11 @@ def resolve_options(given: dict, from_file: dict) -> dict:
         if options[key] is not None:
             options[key] = Path(options[key]).expanduser().resolve()
     chosen = {**from_file, **given}
-    if "hidden" in chosen and "arch" not in chosen:
-        options["arch"] = ""  # --hidden alone means the fully connected network, whatever the preset's --arch
+    if "hidden" in given and given.get("arch"):
+        raise ConfigError("--arch and --hidden both give the network; give one of them")
+    if "hidden" in given or ("hidden" in chosen and "arch" not in chosen):
+        # --hidden means the fully connected network, whatever the file's or the preset's --arch.
+        options["arch"] = ""
     if options["arch"] == PAPER:
         if dataset not in PAPER_ARCHS:
             raise ConfigError(f"--arch paper: the SD-SNN paper has no network for {dataset}; give an architecture "
@@ -583,7 +586,60 @@ def resolve_options(given: dict, from_file: dict) -> dict:
     if dataset == "nmnist" and options["arch"] and "crop" not in chosen:
         # The sensor is 34x34; a network that takes 32x32 maps (the paper's) takes the frames cropped.
         options["crop"] = parse_spec(options["arch"])[0] in ((2, 32, 32), (2 * 32 * 32,))
+    refuse_unused(given, options)
     return options
+
+
+# Options that only one structure, schedule or kind of network reads: given for another,
+# they would be recorded as if they had mattered. Each: the option -> (the setting it
+# needs, the test on the resolved options). The SD-SNN constants (targets sdsnn.*) need
+# --structure sdsnn.
+_DEVELOPING = "--structure sdsnn, magnitude or set"
+NEEDS = {
+    "target_sparsity": ("--structure magnitude or set", lambda o: o["structure"] in ("magnitude", "set")),
+    "develop": (_DEVELOPING, lambda o: o["structure"] != "none"),
+    "dev_interval": (_DEVELOPING, lambda o: o["structure"] != "none"),
+    "step_epochs": ("--schedule step", lambda o: o["schedule"] == "step"),
+    "warmup_epochs": ("--schedule cosine", lambda o: o["schedule"] == "cosine"),
+    "filter_rho_init": ("a network with convolutions", lambda o: _has_convolutions(o["arch"])),
+    "kernel_regrow_steps": ("a network with convolutions", lambda o: _has_convolutions(o["arch"])),
+}
+_SDSNN_ONLY = ("--structure sdsnn", lambda o: o["structure"] == "sdsnn")
+
+
+def _has_convolutions(arch: str) -> bool:
+    return bool(arch) and any(isinstance(part, tuple) and part[0] == "conv" for part in parse_spec(arch)[1:])
+
+
+def _setting(needs: str, options: dict) -> str:
+    """What the run has instead of ``needs``: ``--structure none``, ``--schedule constant``, the network."""
+    for name in ("structure", "schedule"):
+        if needs.startswith(f"--{name} "):
+            return f"--{name} {options[name]}"
+    return (f"--arch {options['arch']}" if options["arch"] else
+            f"--hidden {','.join(map(str, options['hidden']))}") + ", no convolution"
+
+
+def refuse_unused(given: dict, options: dict) -> None:
+    """Refuse an option given on the command line that the run it resolves to does not read
+    (``--rho-init`` with ``--structure none``, ``--step-epochs`` without the step schedule),
+    and a cosine warm-up as long as the run. Files and presets set every option, so only
+    what was typed is checked for use.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, what reads it, and what this run has.
+    """
+    for name in given:
+        option = OPTION_BY_NAME[name]
+        needs, test = NEEDS.get(name, _SDSNN_ONLY if option.target.startswith("sdsnn.") else (None, None))
+        if needs is not None and not test(options):
+            raise ConfigError(f"{option.flag} applies only with {needs}, and this run has "
+                              f"{_setting(needs, options)}; leave {option.flag} out")
+    if options["schedule"] == "cosine" and options["warmup_epochs"] >= options["epochs"]:
+        raise ConfigError(f"--warmup-epochs {options['warmup_epochs']} is not shorter than --epochs "
+                          f"{options['epochs']}: the learning rate would never reach --lr; give fewer warm-up epochs")
 
 
 def default_run_dir(dataset: str) -> Path:

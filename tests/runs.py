@@ -17,8 +17,9 @@ TIMING = ("epoch_s", "wall_s")
 # Short SD-SNN schedule (K = R = 1): ranges from step 1, pruning and regeneration from step 2.
 FAST_SDSNN = SDSNNConfig(spine_steps=1, regrow_steps=1, rho_init=20.0, rho_max=40.0)
 # The same run through the CLI on the 5,000-digit MNIST sample, a few seconds per run.
-TINY_MNIST = ["--dataset", "mnist", "--epochs", "2", "--hidden", "24", "--time-steps", "4", "--batch-size", "100",
-              "--dev-interval", "4", "--spine-steps", "1", "--regrow-steps", "1", "--threads", "1", "--no-progress"]
+TINY_MNIST_NETWORK = ["--dataset", "mnist", "--epochs", "2", "--hidden", "24", "--time-steps", "4", "--batch-size",
+                      "100", "--threads", "1", "--no-progress"]
+TINY_MNIST = TINY_MNIST_NETWORK + ["--dev-interval", "4", "--spine-steps", "1", "--regrow-steps", "1"]
 
 
 def toy_dataset(seed: int = 0, train: int = 400, test: int = 100, source: str = "toy") -> Dataset:

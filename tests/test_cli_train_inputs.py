@@ -33,6 +33,16 @@ def no_data(monkeypatch):
     monkeypatch.setattr(evsim.train, "load_dataset", load)
 
 
+def test_a_command_line_hidden_beats_the_files_arch(tmp_path):
+    from evsim.config import resolve_options
+    saved = {"arch": "1x28x28-4C3-AP4-10", "hidden": [800]}  # a run's config.toml holds both
+    assert resolve_options({"dataset": "mnist", "hidden": (64,)}, saved)["arch"] == ""
+    assert resolve_options({"dataset": "mnist"}, saved)["arch"] == "1x28x28-4C3-AP4-10"
+    assert resolve_options({"dataset": "mnist", "arch": "784-5-10"}, saved)["arch"] == "784-5-10"
+    # every option a saved run holds, structure none included, reads back without complaint
+    assert resolve_options({}, {"structure": "none", "rho_init": 10.0, "step_epochs": 3})["structure"] == "none"
+
+
 # ---------------------------------------------------------------- failed runs write nothing
 
 @pytest.mark.parametrize("args,fragment", [
@@ -41,6 +51,22 @@ def no_data(monkeypatch):
     (["--structure", "set", "--target-sparsity", "nan"], "--target-sparsity"),
     (["--crop"], "--crop applies to nmnist only, not mnist"),
     (["--hidden", "100000000", "--time-steps", "2"], "reduce --hidden, --time-steps or --batch-size"),
+    (["--arch", "784-32-10"], "--arch and --hidden both give the network; give one of them"),
+    (["--structure", "none", "--rho-init", "10"],
+     "--rho-init applies only with --structure sdsnn, and this run has --structure none; leave --rho-init out"),
+    (["--structure", "magnitude", "--rho-max", "20"], "--rho-max applies only with --structure sdsnn, and this run "
+                                                      "has --structure magnitude"),
+    (["--structure", "none", "--develop", "fc1"], "--develop applies only with --structure sdsnn, magnitude or set"),
+    (["--structure", "none", "--dev-interval", "3"], "--dev-interval applies only with --structure sdsnn"),
+    (["--target-sparsity", "0.9"], "--target-sparsity applies only with --structure magnitude or set, and this run "
+                                   "has --structure sdsnn"),
+    (["--step-epochs", "3"], "--step-epochs applies only with --schedule step, and this run has --schedule constant"),
+    (["--schedule", "step", "--warmup-epochs", "1"], "--warmup-epochs applies only with --schedule cosine"),
+    (["--schedule", "cosine", "--warmup-epochs", "1"], "--warmup-epochs 1 is not shorter than --epochs 1"),
+    (["--kernel-regrow-steps", "5"], "--kernel-regrow-steps applies only with a network with convolutions, and this "
+                                     "run has --hidden 16, no convolution"),
+    (["--filter-rho-init", "2"], "--filter-rho-init applies only with a network with convolutions"),
+    (["--rho-max", "20"], "got rho_init 35.0 (--rho-init) and rho_max 20.0 (--rho-max); a dataset's preset sets both"),
 ])
 def test_bad_options_are_refused_before_the_data_and_the_run_folder(tmp_path, no_data, args, fragment):
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ import pytest
 import evsim.plots as plots
 from evsim.errors import ConfigError
 from tests.conftest import one_line_error, run
-from tests.runs import TINY_MNIST
+from tests.runs import TINY_MNIST, TINY_MNIST_NETWORK
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 
@@ -89,7 +89,7 @@ def test_profile_figure_uses_log_scales_micro_joules_and_shows_steps_and_rates(f
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run(["train", *TINY_MNIST, "--structure", "none", "--out", str(out)])
+    result = run(["train", *TINY_MNIST_NETWORK, "--structure", "none", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 

@@ -114,9 +114,12 @@ class SDSNNConfig:
         if self.spine_steps < 1 or self.regrow_steps < 1 or self.kernel_regrow_steps < 0:
             raise ConfigError("spine_steps (K) and regrow_steps (R) must be >= 1, kernel_regrow_steps >= 0")
         if not 0 <= self.rho_init <= self.rho_max < 100:
-            raise ConfigError(f"need 0 <= rho_init <= rho_max < 100, got {self.rho_init}, {self.rho_max}")
+            raise ConfigError(f"need 0 <= rho_init <= rho_max < 100, got rho_init {self.rho_init} (--rho-init) and "
+                              f"rho_max {self.rho_max} (--rho-max); a dataset's preset sets both (evsim train "
+                              "--help shows each dataset's): give the two together")
         if not 0 <= self.filter_rho_init <= self.rho_max:
-            raise ConfigError(f"need 0 <= filter_rho_init <= rho_max, got {self.filter_rho_init}, {self.rho_max}")
+            raise ConfigError(f"need 0 <= filter_rho_init <= rho_max, got filter_rho_init {self.filter_rho_init} "
+                              f"(--filter-rho-init) and rho_max {self.rho_max} (--rho-max); give the two together")
         if not self.filter_rho_decay > 0:
             raise ConfigError(f"filter_rho_decay must be > 0, got {self.filter_rho_decay}")
 
