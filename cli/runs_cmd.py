@@ -21,12 +21,11 @@ from evsim.cli.runs import check_outputs
 from evsim.errors import CheckpointError, ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
-from evsim.runfiles import read_metrics, read_run_config, read_summary
+from evsim.runfiles import BESIDE_OPTIONS, read_metrics, read_run_config, read_summary
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
-# data section's other options are compared), which checkpoints were kept, and what
-# training writes beside the options (run_id differs in every run).
-NOT_COMPARED = {"out", "data", "checkpoints", "run_id", "data_source"}
+# data section's other options are compared), and what training writes beside the options.
+NOT_COMPARED = {"out", "data", *BESIDE_OPTIONS}
 # Searching for runs goes this deep below the folder given (runs/<group>/<run> is common).
 MAX_DEPTH = 3
 

@@ -33,6 +33,9 @@ METRICS_JSONL = "metrics.jsonl"
 SUMMARY_JSON = "summary.json"
 # One row per epoch and per development step; a long run with many steps is a few MiB.
 MAX_METRICS_BYTES = 256 << 20
+# What evsim train writes in config.json beside the options: facts of the run, not of its
+# configuration (run_id differs in every run; network follows from the options and the data).
+BESIDE_OPTIONS = ("data_source", "run_id", "checkpoints", "network")
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")

@@ -12,7 +12,9 @@ from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
 from evsim.cli.runs_cmd import read_run
 from evsim.data.base import first_steps
 from evsim.data.frames import SparseFrames
+from evsim.config import TrainConfig
 from evsim.errors import ConfigError, DataError
+from evsim.runfiles import BESIDE_OPTIONS
 from evsim.train import Trainer, resume
 from tests.conftest import one_line_error, run
 from tests.runs import TINY_MNIST, _without_timing, assert_same_npz, toy_config, toy_dataset
@@ -180,7 +182,9 @@ def test_runs_list_shows_an_arch_run_by_its_architecture_string(tmp_path):
 
 
 def test_a_run_without_its_network_file_yet_shows_the_network_training_built(tiny_run, tmp_path):
-    assert json.loads((tiny_run / "config.json").read_text())["network"] == "784-24-10"
+    saved = json.loads((tiny_run / "config.json").read_text())
+    assert saved["network"] == "784-24-10"
+    assert set(saved) - set(TrainConfig().to_dict()) == set(BESIDE_OPTIONS)  # what sweeps and compare leave out
     started = tmp_path / "started"
     started.mkdir()
     (started / "config.json").write_bytes((tiny_run / "config.json").read_bytes())

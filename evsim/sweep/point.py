@@ -16,13 +16,14 @@ from pathlib import Path
 
 from evsim.errors import ConfigError, EvsimError
 from evsim.readers import read_json
+from evsim.runfiles import BESIDE_OPTIONS
 from evsim.runlock import run_lock
 from evsim.sweep.training import resume_point, train_point
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint-latest.npz"
 # config.json fields that may differ between the same run's folders.
-NOT_CONFIG = ("out", "data_source", "run_id", "checkpoints")  # run_id: each run's own (evsim.runfiles)
+NOT_CONFIG = ("out", *BESIDE_OPTIONS)
 # One run at a time per worker process: Numba's thread count and parallel kernels are
 # process-wide resources, and the run sizes its threads to the machine as if alone.
 _one_run = threading.Lock()
