@@ -239,6 +239,37 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in line
 
 
+
+@pytest.mark.parametrize("text, fragment", [
+    (None, "no such file; start the cluster first, then give the file `dask scheduler --scheduler-file` wrote"),
+    ("not json", "is not a Dask scheduler file (JSONDecodeError: "),
+    ("[]", "is not a Dask scheduler file (no \"address\" in it)"),
+    ('{"address": 5}', "is not a Dask scheduler file (no \"address\" in it)"),
+])
+def test_a_scheduler_file_that_is_missing_or_no_scheduler_file_is_one_line(tmp_path, text, fragment):
+    scheduler_file = tmp_path / "scheduler.json"
+    if text is not None:
+        scheduler_file.write_text(text)
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler-file", str(scheduler_file), "--no-progress"]))
+    assert line.startswith(f"Error: {scheduler_file}") and fragment in line, line
+    assert "give the file `dask scheduler --scheduler-file` wrote" in line
+
+
+def test_a_scheduler_file_naming_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.sweep.execute.CONNECT_TIMEOUT", "1s")
+    scheduler_file = sweep_file(tmp_path, '{"address": "tcp://127.0.0.1:9"}', "scheduler.json")
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler-file", str(scheduler_file), "--no-progress"]))
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:9 (from {scheduler_file})" in line
+
+
+def test_an_empty_scheduler_address_is_one_line(tmp_path):
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler", "", "--no-progress"]))
+    assert "--scheduler is empty; give the address of a running Dask scheduler" in line
+
+
 BAD_FILES = [
     ("[bsae]\nx = 1\n", "unknown section 'bsae' (did you mean 'base'?)"),
     ("[base]\nlrr = 0.1\n", "[base] lrr: unknown option 'lrr' (did you mean 'lr'?)"),

@@ -42,6 +42,8 @@ def sweep(path: Path, out: Path | None = None, scheduler: str | None = None, sch
     """
     if scheduler is not None and scheduler_file is not None:
         raise ConfigError("give --scheduler or --scheduler-file, not both")
+    if scheduler is not None and not scheduler.strip():
+        raise ConfigError("--scheduler is empty; give the address of a running Dask scheduler (tcp://HOST:PORT)")
     if workers is not None and (scheduler is not None or scheduler_file is not None):
         raise ConfigError("--workers sizes the embedded cluster; an existing cluster runs on its own workers")
     out = Path(out if out is not None else default_out(path)).absolute()

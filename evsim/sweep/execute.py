@@ -9,6 +9,7 @@ point, so the report reads it whatever happened to the client.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from typing import Callable
 
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_json_atomic
-from evsim.readers import read_json
+from evsim.readers import read_json, read_small_file, reason
 from evsim.sweep.plan import Point, Sweep
 from evsim.sweep.point import one_line, run_point
 from evsim.sweep.training import TrainConfig, config_dict, resolve
@@ -64,7 +65,8 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
     Raises
     ------
     ConfigError
-        If the scheduler cannot be reached.
+        If the scheduler file is missing or no scheduler file, or the scheduler cannot
+        be reached within ``CONNECT_TIMEOUT``.
     """
     from distributed import Client, LocalCluster
 
@@ -75,14 +77,37 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
                           dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
         return
-    where = scheduler or scheduler_file
+    address = scheduler if scheduler is not None else scheduler_address(scheduler_file)
+    where = address if scheduler is not None else f"{address} (from {scheduler_file})"
     try:
-        client = (Client(scheduler, timeout=CONNECT_TIMEOUT) if scheduler
-                  else Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT))
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
     with client:
         yield client
+
+
+def scheduler_address(path: Path) -> str:
+    """The scheduler's address in a Dask scheduler file (``{"address": "tcp://...", ...}``).
+
+    Read here, not by ``Client(scheduler_file=...)``, which waits forever for a missing file.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is missing or holds no scheduler address.
+    """
+    fix = "give the file `dask scheduler --scheduler-file` wrote"
+    if not os.path.lexists(path):
+        raise ConfigError(f"{path}: no such file; start the cluster first, then {fix}")
+    try:
+        value = json.loads(read_small_file(path, "Dask scheduler file", ConfigError).decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"{path} is not a Dask scheduler file ({reason(exc)}); {fix}") from None
+    address = value.get("address") if isinstance(value, dict) else None
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(f"{path} is not a Dask scheduler file (no \"address\" in it); {fix}")
+    return address
 
 
 def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
