@@ -290,6 +290,8 @@ BAD_FILES = [
      "take = { target_sparsity = \"compression\" }\n", "two points are both named 'structure=set'"),
     ("[base]\ndataset = \"mnist\"\ncrop = 28\n", "point run: "),
     ("[axes\n", "not valid TOML"),
+    ("", "no [base] or [axes]; nothing to sweep"),
+    ("# only a comment\n[base]\n[axes]\n", "no [base] or [axes]; nothing to sweep"),
 ]
 
 

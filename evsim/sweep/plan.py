@@ -89,6 +89,8 @@ def read_sweep(path: Path) -> Sweep:
     valid = option_names()
     base = _table(path, values, "base")
     axes = _table(path, values, "axes")
+    if not base and not axes:  # else an empty file would train every default
+        raise ConfigError(f"{path}: no [base] or [axes]; nothing to sweep")
     for key, value in base.items():
         _check_option(path, f"[base] {key}", key, valid)
         if isinstance(value, dict):
