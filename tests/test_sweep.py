@@ -373,3 +373,67 @@ def test_point_folders_are_named_by_their_axis_values():
     assert point_name({"structure": "sdsnn", "seed": 0}) == "structure=sdsnn,seed=0"
     assert point_name({"hidden": [800, 400], "lr": 0.001, "data_dir": "/a b"}) == "hidden=800-400,lr=0.001,data_dir=_a_b"
     assert point_name({}) == "run"
+
+
+def test_another_sweep_file_into_a_sweep_folder_is_refused_and_its_state_kept(finished, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    state = (finished / "sweep.json").read_bytes()
+    (out / "sweep.json").write_bytes(state)
+    made_by = json.loads(state)["sweep_file"]
+    other = sweep_file(tmp_path, TINY + "\n[axes]\nseed = [0]\n", "other.toml")
+    line = one_line_error(run(["sweep", str(other), "--out", str(out), "--no-progress"]))
+    assert f"{out} holds the sweep of {made_by}, with other points than {other}" in line
+    assert f"give another --out, or run {made_by} to continue that sweep" in line
+    assert (out / "sweep.json").read_bytes() == state and sorted(os.listdir(out)) == ["sweep.json"]
+
+
+def test_a_second_sweep_of_a_folder_being_swept_is_refused_up_front(tmp_path):
+    import threading
+
+    from evsim.runlock import run_lock
+
+    out = tmp_path / "out"
+    locked, release = threading.Event(), threading.Event()
+
+    def first_sweep():  # another thread's lock excludes like another process's
+        with run_lock(out):
+            (out / "sweep.json").write_text("{}")
+            locked.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=first_sweep)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(out), "--no-progress"]))
+    finally:
+        release.set()
+        holder.join()
+    assert f"{out} is being written by another process" in line
+    assert (out / "sweep.json").read_text() == "{}"
+
+
+def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    state = json.loads((out / "sweep.json").read_text())
+    lost = state["points"][2]  # structure=none,seed=0, finished by another process than this sweep
+    lost.update(status="failed", action=None, error=f"{out / lost['name']} is being written by another process")
+    other = state["points"][3]  # structure=none,seed=1: a run of another configuration is not this point's
+    config = json.loads((out / other["name"] / "config.json").read_text())
+    (out / other["name"] / "config.json").write_text(json.dumps({**config, "epochs": 3}))
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[lost["name"]]["status"] == "done"
+    assert rows[other["name"]]["status"] == "done"  # sweep.json says so, and its folder holds another run
+    other["status"] = "failed"
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[lost["name"]]["status"] == "done" and rows[other["name"]]["status"] == "failed"

@@ -218,17 +218,72 @@ def _save(out: Path, sweep: Sweep, state: dict) -> None:
 
 
 def read_state(out: Path) -> dict:
-    """The sweep folder's state file.
+    """The sweep folder's state file, checked whole.
 
     Raises
     ------
     ConfigError
-        If ``out`` holds no readable sweep state.
+        If ``out`` holds no sweep state, or one not of the shape ``_save`` writes.
     """
     path = Path(out) / STATE_FILE
     if not os.path.lexists(path):
         raise ConfigError(f"{out} is no sweep folder (no {STATE_FILE}); run evsim sweep SWEEP.toml --out {out}")
     state = read_json(path, "sweep state", ConfigError)
-    if not isinstance(state, dict) or not isinstance(state.get("points"), list):
-        raise ConfigError(f"{path}: not a sweep state file")
+    problem = _state_problem(state)
+    if problem:
+        raise ConfigError(f"{path}: not a sweep state file ({problem}); move it away and run the sweep file again "
+                          "(finished points are kept and skipped)")
     return state
+
+
+def check_same_sweep(sweep: Sweep, out: Path) -> None:
+    """Refuse a sweep folder whose state records other points: running into it would
+    replace that record, and its report would lose the points not in ``sweep``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the folder, the file that made it, and the fix.
+    """
+    if not os.path.lexists(Path(out) / STATE_FILE):
+        return
+    state = read_state(out)
+    if _plan(state["points"]) != _plan([_initial_state(p) for p in sweep.points]):
+        made_by = state.get("sweep_file") or "another sweep file"
+        raise ConfigError(f"{out} holds the sweep of {made_by}, with other points than {sweep.path}; give another "
+                          f"--out, or run {made_by} to continue that sweep")
+
+
+def _plan(points: list[dict]) -> list:
+    """What the sweep file says of each point (a tied point's taken options left out), as JSON keeps it."""
+    plan = [{"name": p["name"], "axes": p["axes"], "tied_to": p["tied_to"], "take": p["take"],
+             "options": {k: v for k, v in p["options"].items() if k not in p["take"]}} for p in points]
+    return json.loads(json.dumps(plan))
+
+
+# The fields of a point in sweep.json (see _initial_state) and the types they may hold.
+POINT_FIELDS = {"name": str, "axes": dict, "options": dict, "tied_to": (str, type(None)), "take": dict,
+                "status": str, "action": (str, type(None)), "error": (str, type(None)),
+                "seconds": (int, float, type(None))}
+
+
+def _state_problem(state) -> str | None:
+    """What makes ``state`` no sweep state (None if nothing)."""
+    if not isinstance(state, dict) or not isinstance(state.get("points"), list):
+        return "no list of points"
+    if not isinstance(state.get("axes", []), list) or not all(isinstance(a, str) for a in state.get("axes", [])):
+        return "axes is not a list of names"
+    names = set()
+    for number, point in enumerate(state["points"], 1):
+        if not isinstance(point, dict):
+            return f"point #{number} is not a table"
+        for key, kinds in POINT_FIELDS.items():
+            if key not in point:
+                return f"point #{number} has no {key}"
+            if not isinstance(point[key], kinds):
+                return f"point #{number} {key} is {type(point[key]).__name__}"
+        name = point["name"]
+        if name in (".", "..") or Path(name).name != name or name in names:  # a folder of the sweep's own, once
+            return f"point #{number} name {name!r} is no folder name of its own"
+        names.add(name)
+    return None

@@ -16,11 +16,13 @@ import json
 import math
 from pathlib import Path
 
-from evsim.errors import EvsimError
+from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
-from evsim.sweep.execute import read_state
+from evsim.sweep.execute import STATE_FILE, read_state
+from evsim.sweep.point import folder_action
+from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
@@ -64,11 +66,22 @@ def results(out: Path, state: dict) -> list[dict]:
             row[column] = summary.get(column)
         if summary.get("synapses") is not None and summary.get("dense_synapses"):
             row["synapse_sparsity"] = round(1 - summary["synapses"] / summary["dense_synapses"], 6)
-        finished = bool(summary) and point["status"] != "failed"
-        row["status"] = "done" if finished else point["status"]
+        row["status"] = "done" if summary and _holds_its_run(out, point) else point["status"]
         row["error"] = point.get("error") or ""
         rows.append(row)
     return rows
+
+
+def _holds_its_run(out: Path, point: dict) -> bool:
+    """Whether the point's folder holds a finished run of its configuration, the test
+    by which a sweep skips it: whatever sweep.json says (another process may have
+    finished it), such a point is done."""
+    where = f"{out / STATE_FILE}: point {point['name']}"
+    config = config_dict(resolve(point["options"], out / point["name"], where))
+    try:
+        return folder_action(out / point["name"], config) == "skipped"
+    except ConfigError:  # a run of another configuration, or an unreadable config.json
+        return False
 
 
 def results_csv(rows: list[dict]) -> str:
