@@ -291,6 +291,20 @@ BAD_FILES = [
     ("[base]\ndataset = \"mnist\"\ncrop = 28\n", "point run: "),
     ("[axes\n", "not valid TOML"),
     ("", "no [base] or [axes]; nothing to sweep"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { seed = \"test_acc\" }\n", "take.seed = 'test_acc': the option takes an integer, and that field is a "
+     "fraction; take an integer field (synapses)"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { optimizer = \"compression\" }\n", "take.optimizer = 'compression': the option is no number"),
+    # What training would refuse, whatever the data: memory, architecture, developing layers, folder names.
+    ("[base]\ndataset = \"mnist\"\n[axes]\nbatch_size = [100, 2000000000]\n",
+     "point batch_size=2000000000: this run needs at least"),
+    ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"2x34x34-4C3-AP4-10\"]\n",
+     "point arch=2x34x34-4C3-AP4-10: --arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
+    ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"784-32-11\"]\n", "ends with 11 outputs but mnist has 10 classes"),
+    ("[base]\ndataset = \"mnist\"\nhidden = [32]\n[axes]\ndevelop = [\"fc1\", \"conv2\"]\n",
+     "point develop=conv2: --develop conv2: this network has no layer conv2; it has fc1"),
+    (f"[axes]\ndata_dir = [\"{'a' * 252}\"]\n", "a point's name is 261 bytes, more than a folder name may hold (251)"),
     ("# only a comment\n[base]\n[axes]\n", "no [base] or [axes]; nothing to sweep"),
 ]
 
@@ -437,3 +451,20 @@ def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(fi
     with open(out / "results.csv", newline="") as handle:
         rows = {row["point"]: row for row in csv.DictReader(handle)}
     assert rows[lost["name"]]["status"] == "done" and rows[other["name"]]["status"] == "failed"
+
+
+def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    parent = "structure=none,seed=0"  # finished, and pruned nothing: compression 0.0
+    shutil.copytree(finished / parent, out / parent)
+    text = SWEEP.replace('seed = [0, 1]', 'seed = [0]').replace('structure = ["sdsnn", "none"]', 'structure = ["none"]')
+    text = text.replace('to = { structure = "sdsnn" }', 'to = { structure = "none" }')
+    result = run(["sweep", str(sweep_file(tmp_path, text)), "--out", str(out), "--workers", "1", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    error = states(out)["structure=magnitude,seed=0"]["error"]
+    assert "target_sparsity = 0.0: must be > 0" in error, error
+    assert error.endswith(f"taken from point {parent} (target_sparsity = 0.0 is its compression): change that point, "
+                          "or give target_sparsity a value instead of taking it"), error
+    assert f"failed: structure=magnitude,seed=0: {error}" in result.output

@@ -19,9 +19,9 @@ from typing import Callable
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_json_atomic
 from evsim.readers import read_json, read_small_file, reason
-from evsim.sweep.plan import Point, Sweep
+from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
 from evsim.sweep.point import one_line, run_point
-from evsim.sweep.training import TrainConfig, config_dict, resolve
+from evsim.sweep.training import TrainConfig, config_dict, point_config
 
 STATE_FILE = "sweep.json"
 LOG_DIR = "logs"
@@ -125,7 +125,7 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     pending = {}  # future -> point name
 
     def submit(p: Point, config: TrainConfig) -> None:
-        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}.log"))
+        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}{LOG_SUFFIX}"))
         state[p.name]["status"] = "submitted"
         pending[client.submit(run_point, *args, key=f"evsim-sweep-{p.name}-{os.getpid()}-{time.time_ns()}",
                               pure=False)] = p.name
@@ -144,9 +144,9 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
             state[child.name]["options"] = {**child.options, **taken}
             try:
                 where = f"{sweep.path}: point {child.name}"
-                submit(child, resolve(state[child.name]["options"], out / child.name, where))
+                submit(child, point_config(state[child.name]["options"], out / child.name, where))
             except ConfigError as exc:
-                finish({"name": child.name, "status": "failed", "error": one_line(str(exc))})
+                finish({"name": child.name, "status": "failed", "error": one_line(f"{exc}; {_provenance(child, taken)}")})
         _save(out, sweep, state)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +205,13 @@ def _taken(child: Point, parent: dict) -> dict | str:
             return f"tied to {parent['name']}, whose summary.json has no {source}"
         taken[option] = summary[source]
     return taken
+
+
+def _provenance(child: Point, taken: dict) -> str:
+    """Where a tied point's taken options came from, and the fix, for its error."""
+    values = ", ".join(f"{option} = {taken[option]!r} is its {source}" for option, source in child.take.items())
+    return (f"taken from point {child.tied_to} ({values}): change that point, or give "
+            f"{', '.join(child.take)} a value instead of taking it")
 
 
 def _initial_state(p: Point) -> dict:
