@@ -1,6 +1,7 @@
 """``evsim sweep`` on real Dask clusters (an embedded LocalCluster of 2 processes, and a
 scheduler and worker started as separate processes): every point an ordinary run
 folder, tied points, failures that stay alone, kill-and-rerun, the report."""
+import contextlib
 import csv
 import json
 import os
@@ -468,3 +469,42 @@ def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finis
     assert error.endswith(f"taken from point {parent} (target_sparsity = 0.0 is its compression): change that point, "
                           "or give target_sparsity a value instead of taking it"), error
     assert f"failed: structure=magnitude,seed=0: {error}" in result.output
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
+    import socket
+
+    out = tmp_path / "out"
+    path = sweep_file(tmp_path, SWEEP)
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # taken already: as good (the embedded cluster must not warn of it)
+            port.bind(("", 8787))
+            port.listen()
+        sweep = subprocess.Popen(
+            [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "EVSIM_OFFLINE": "1"})
+        try:
+            deadline = time.monotonic() + 240
+            while not any('"epoch"' in (out / n / "metrics.jsonl").read_text() for n in NAMES
+                          if (out / n / "metrics.jsonl").exists()):
+                assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before Ctrl-C"
+                time.sleep(0.05)
+            os.killpg(sweep.pid, signal.SIGINT)  # as a terminal does: the client and its cluster's processes
+            output, _ = sweep.communicate(timeout=120)
+        finally:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.wait()
+    _wait_until_gone(sweep.pid)
+    lines = output.splitlines()
+    assert sweep.returncode == 130, output
+    assert len(lines) == 2 and lines[0].startswith("sweep: 6 points") and lines[1].startswith(
+        f"Interrupted: finished points are kept in {out}; run the same command again to continue"), output
+    interrupted = [n for n in NAMES if (out / n / "checkpoint-latest.npz").exists()
+                   and not (out / n / "summary.json").exists()]
+    result = run(["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert all(states(out)[n]["action"] == "resumed" for n in interrupted)

@@ -3,6 +3,7 @@
 - :mod:`evsim.sweep.plan`: the sweep file, checked whole and expanded into points;
 - :mod:`evsim.sweep.point`: one point on a worker (skip, resume or train, under the run lock);
 - :mod:`evsim.sweep.execute`: the Dask client, progress and the sweep's state file;
+- :mod:`evsim.sweep.worker`: the embedded cluster's worker setup (Ctrl-C is the client's);
 - :mod:`evsim.sweep.report`: ``results.csv``, ``report.md``, ``report.png``;
 - :mod:`evsim.sweep.training`: the one place the sweep meets ``evsim train``.
 """

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -68,13 +69,10 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
         If the scheduler file is missing or no scheduler file, or the scheduler cannot
         be reached within ``CONNECT_TIMEOUT``.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is None and scheduler_file is None:
-        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
-        # kill a run that the machine holds. One thread per worker: one run per process.
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with local_cluster(workers) as client:
             yield client
         return
     address = scheduler if scheduler is not None else scheduler_address(scheduler_file)
@@ -85,6 +83,36 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
         raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
     with client:
         yield client
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int):
+    """A client of an embedded LocalCluster of ``workers`` processes, shut down quietly
+    on Ctrl-C: the workers ignore it (see :mod:`evsim.sweep.worker`), and distributed's
+    logs of the tasks it cancels and a second Ctrl-C are silenced while it closes."""
+    from distributed import Client, LocalCluster
+
+    logs = logging.getLogger("distributed")
+    level, handler = logs.level, None
+    try:
+        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
+        # kill a run that the machine holds. One thread per worker: one run per process.
+        # No dashboard; the scheduler's HTTP server (which runs even so) on any free port,
+        # not 8787, which a second sweep would find taken and warn about.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                          dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                          silence_logs=logging.ERROR, preload=["evsim.sweep.worker"]) as cluster, \
+                Client(cluster) as client:
+            try:
+                yield client
+            except KeyboardInterrupt:
+                logs.setLevel(logging.CRITICAL + 1)
+                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                raise
+    finally:
+        logs.setLevel(level)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def scheduler_address(path: Path) -> str:
