@@ -508,3 +508,44 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
     result = run(["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert all(states(out)[n]["action"] == "resumed" for n in interrupted)
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns("results.csv", "report.md", "report.png"))
+    return out
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda state: {"points": [1, 2]}, "sweep.json: not a sweep state file (point #1 is not a table)"),
+    (lambda state: {"points": [{"status": "done"}]}, "sweep.json: not a sweep state file (point #1 has no name)"),
+    (lambda state: {**state, "points": [{**state["points"][0], "axes": None}]}, "(point #1 axes is NoneType)"),
+    (lambda state: {**state, "points": [{**state["points"][0], "name": "../x"}]}, "name '../x' is no folder name"),
+])
+def test_report_of_a_damaged_sweep_json_is_one_line_and_writes_nothing(finished, tmp_path, change, fragment):
+    out = _copy(finished, tmp_path)
+    (out / "sweep.json").write_text(json.dumps(change(json.loads((out / "sweep.json").read_text()))))
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert fragment in line and "move it away and run the sweep file again" in line, line
+    assert not (out / "results.csv").exists()
+
+
+@pytest.mark.parametrize("field, value", [("structure", "none"), ("test_acc", "high"), ("compression", True),
+                                          ("data_source", 5)])
+def test_report_of_a_damaged_summary_is_one_line_naming_it_and_writes_nothing(finished, tmp_path, field, value):
+    out = _copy(finished, tmp_path)
+    path = out / NAMES[3] / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert line.startswith(f"Error: {path}: {field} is {value!r}, not what training writes"), line
+    assert not (out / "results.csv").exists()
+
+
+def test_report_checks_every_output_path_before_writing_any(finished, tmp_path):
+    out = _copy(finished, tmp_path)
+    (out / "report.png").mkdir()
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert f"{out / 'report.png'} is a folder" in line, line
+    assert not (out / "results.csv").exists() and not (out / "report.md").exists()

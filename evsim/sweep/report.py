@@ -14,19 +14,23 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
+from typing import Callable
 
-from evsim.errors import ConfigError, EvsimError
+from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
 from evsim.sweep.execute import STATE_FILE, read_state
-from evsim.sweep.point import folder_action
+from evsim.sweep.point import SUMMARY, folder_action
 from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
+# summary.json fields the report reads as numbers.
+NUMBERS = tuple(c for c in RESULT_COLUMNS if c != "data_source") + ("synapses", "dense_synapses")
 # Columns of report.md: (results.csv column, heading, scale, decimals).
 TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc at best val %", 100, 2),
          ("best_test_acc", "best test acc %", 100, 2),
@@ -35,20 +39,30 @@ TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc 
          ("energy_uj_per_sample", "energy µJ / sample", 1, 3), ("wall_s", "wall s", 1, 1))
 
 
-def write_report(out: Path) -> dict[str, Path]:
+def report_paths(out: Path) -> dict[str, Path]:
+    """The report's files in the sweep folder ``out``."""
+    return {"csv": Path(out) / "results.csv", "md": Path(out) / "report.md", "png": Path(out) / "report.png"}
+
+
+def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: None) -> dict[str, Path]:
     """Write the three report files into the sweep folder ``out``; their paths.
+
+    ``check_paths(*paths)`` is called once everything is read, before anything is
+    written: it may refuse them, so that either every file is written or none.
 
     Raises
     ------
     ConfigError
-        If ``out`` is no sweep folder.
+        If ``out`` is no sweep folder, or its sweep.json or a point's summary.json is
+        not of the shape the sweep writes.
     """
     out = Path(out)
     state = read_state(out)
     rows = results(out, state)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "report.png"}
-    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
+    paths = report_paths(out)
+    check_paths(*paths.values())
+    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
     plot_report(groups, paths["png"])
     return paths
@@ -58,7 +72,7 @@ def results(out: Path, state: dict) -> list[dict]:
     """One row per point: axes, options, results read from its run folder, status and error."""
     rows = []
     for point in state["points"]:
-        summary = _read_json(out / point["name"] / "summary.json")
+        summary = _read_summary(out / point["name"] / SUMMARY)
         row = {"point": point["name"], **{f"axis.{k}": v for k, v in point["axes"].items()},
                **{f"option.{k}": v for k, v in point["options"].items()}}
         row["structure"] = (summary.get("structure") or {}).get("name")
@@ -172,9 +186,35 @@ def _cell(value) -> str:
     return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = read_json(path, "run file")
-    except EvsimError:
+def _read_summary(path: Path) -> dict:
+    """A point's summary.json (``{}`` while it has none), checked for the fields the report reads.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the field at fault.
+    """
+    if not os.path.lexists(path):
         return {}
-    return value if isinstance(value, dict) else {}
+    summary = read_json(path, "run summary (summary.json)", ConfigError)
+    problem = _summary_problem(summary)
+    if problem:
+        raise ConfigError(f"{path}: {problem}, not what training writes; restore it, or move the point's folder "
+                          "away and run the sweep again")
+    return summary
+
+
+def _summary_problem(summary) -> str | None:
+    if not isinstance(summary, dict):
+        return "not a table"
+    structure = summary.get("structure")
+    if structure is not None and not (isinstance(structure, dict) and isinstance(structure.get("name"), str)):
+        return f"structure is {structure!r}"
+    if not isinstance(summary.get("data_source"), (str, type(None))):
+        return f"data_source is {summary['data_source']!r}"
+    for key in NUMBERS:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            return f"{key} is {value!r}"
+    return None
