@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -430,8 +431,6 @@ def test_a_second_sweep_of_a_folder_being_swept_is_refused_up_front(tmp_path):
 
 
 def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(finished, tmp_path):
-    import shutil
-
     out = tmp_path / "out"
     shutil.copytree(finished, out)
     state = json.loads((out / "sweep.json").read_text())
@@ -455,8 +454,6 @@ def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(fi
 
 
 def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finished, tmp_path):
-    import shutil
-
     out = tmp_path / "out"
     parent = "structure=none,seed=0"  # finished, and pruned nothing: compression 0.0
     shutil.copytree(finished / parent, out / parent)
@@ -511,8 +508,6 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
 
 
 def _copy(finished: Path, tmp_path: Path) -> Path:
-    import shutil
-
     out = tmp_path / "out"
     shutil.copytree(finished, out, ignore=shutil.ignore_patterns("results.csv", "report.md", "report.png"))
     return out
@@ -549,3 +544,22 @@ def test_report_checks_every_output_path_before_writing_any(finished, tmp_path):
     line = one_line_error(run(["sweep", "report", str(out)]))
     assert f"{out / 'report.png'} is a folder" in line, line
     assert not (out / "results.csv").exists() and not (out / "report.md").exists()
+
+
+def test_report_names_an_interrupted_point_resumable_and_its_data_source(finished, tmp_path):
+    out = _copy(finished, tmp_path)
+    name = NAMES[3]
+    (out / name / "summary.json").unlink()  # as a point stopped after its first epoch: a checkpoint, no summary
+    state = json.loads((out / "sweep.json").read_text())
+    state["points"][3].update(status="submitted", action=None)
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        row = next(row for row in csv.DictReader(handle) if row["point"] == name)
+    assert row["status"] == "interrupted" and row["data_source"] == "mnist-5k" and row["test_acc"] == ""
+    report = (out / "report.md").read_text()
+    assert f"- `{name}`: interrupted (resumes from its last checkpoint when the sweep runs again)" in report
+    for point in state["points"]:
+        shutil.rmtree(out / point["name"])
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    assert "data: none yet" in (out / "report.md").read_text()

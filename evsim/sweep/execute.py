@@ -174,7 +174,8 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
                 where = f"{sweep.path}: point {child.name}"
                 submit(child, point_config(state[child.name]["options"], out / child.name, where))
             except ConfigError as exc:
-                finish({"name": child.name, "status": "failed", "error": one_line(f"{exc}; {_provenance(child, taken)}")})
+                error = one_line(f"{exc}; {_provenance(child, taken)}")
+                finish({"name": child.name, "status": "failed", "error": error})
         _save(out, sweep, state)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,11 @@ from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
 from evsim.sweep.execute import STATE_FILE, read_state
-from evsim.sweep.point import SUMMARY, folder_action
+from evsim.sweep.point import CHECKPOINT, SUMMARY, folder_action
 from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
+INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
 # summary.json fields the report reads as numbers.
@@ -80,10 +81,29 @@ def results(out: Path, state: dict) -> list[dict]:
             row[column] = summary.get(column)
         if summary.get("synapses") is not None and summary.get("dense_synapses"):
             row["synapse_sparsity"] = round(1 - summary["synapses"] / summary["dense_synapses"], 6)
-        row["status"] = "done" if summary and _holds_its_run(out, point) else point["status"]
+        row["status"] = "done" if summary and _holds_its_run(out, point) else _unfinished_status(out, point)
+        row["data_source"] = row["data_source"] or _started_on(out / point["name"])
         row["error"] = point.get("error") or ""
         rows.append(row)
     return rows
+
+
+def _unfinished_status(out: Path, point: dict) -> str:
+    """``interrupted`` for a point stopped with a checkpoint to resume from (sweep.json
+    says ``pending`` or ``submitted``: the sweep stopped before recording it), else its status."""
+    if point["status"] in ("pending", "submitted") and (out / point["name"] / CHECKPOINT).exists():
+        return INTERRUPTED
+    return point["status"]
+
+
+def _started_on(run_dir: Path) -> str | None:
+    """The data source a started run's config.json records (None if it has none to read)."""
+    try:
+        config = read_json(run_dir / "config.json", "run configuration (config.json)", ConfigError)
+    except ConfigError:
+        return None  # not started, or damaged: the column stays empty, the point's status says the rest
+    source = config.get("data_source") if isinstance(config, dict) else None
+    return source if isinstance(source, str) else None
 
 
 def _holds_its_run(out: Path, point: dict) -> bool:
@@ -152,9 +172,12 @@ def report_markdown(groups: list[dict], rows: list[dict], out: Path) -> str:
                 cells.append(f"{mean * scale:.{decimals}f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] != "done"]
+    resumes = " (resumes from its last checkpoint when the sweep runs again)"
     if failed:
         lines += ["", "## Points not finished", ""]
-        lines += [f"- `{r['point']}`: {r['status']}" + (f": {r['error']}" if r["error"] else "") for r in failed]
+        lines += [f"- `{r['point']}`: {r['status']}" + (f": {r['error']}" if r["error"] else "")
+                  + (resumes if r["status"] == INTERRUPTED else "")
+                  for r in failed]
     return "\n".join(lines) + "\n"
 
 

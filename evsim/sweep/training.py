@@ -14,7 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from evsim.config import DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_file, resolve_options, to_toml
+from evsim.config import (DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_file, resolve_options,
+                          to_toml)
 from evsim.errors import ConfigError
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.train import check_memory, expected_sizes, resume, train
@@ -31,7 +32,8 @@ def option_names() -> list[str]:
 
 
 def option_kind(name: str) -> str:
-    """How ``evsim train`` reads the option ``name``: ``int``, ``float``, ``choice``, ... (see :class:`evsim.config.Option`)."""
+    """How ``evsim train`` reads the option ``name``: ``int``, ``float``, ``choice``, ...
+    (see :class:`evsim.config.Option`)."""
     return next(option.kind for option in OPTIONS if option.name == name)
 
 
