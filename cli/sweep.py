@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from evsim.cli.options import NonEmptyPath, integer
+from evsim.cli.runs import check_outputs
 from evsim.sweep import default_out, sweep as run_sweep_file, write_report
 
 
@@ -70,5 +71,5 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
 @click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 def report(sweep_dir):
     """Write results.csv, report.md and report.png into the sweep folder SWEEP_DIR."""
-    paths = write_report(sweep_dir)
+    paths = write_report(sweep_dir, check_outputs)
     click.echo(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")

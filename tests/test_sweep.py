@@ -1,9 +1,11 @@
 """``evsim sweep`` on real Dask clusters (an embedded LocalCluster of 2 processes, and a
 scheduler and worker started as separate processes): every point an ordinary run
 folder, tied points, failures that stay alone, kill-and-rerun, the report."""
+import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,6 +241,37 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in line
 
 
+
+@pytest.mark.parametrize("text, fragment", [
+    (None, "no such file; start the cluster first, then give the file `dask scheduler --scheduler-file` wrote"),
+    ("not json", "is not a Dask scheduler file (JSONDecodeError: "),
+    ("[]", "is not a Dask scheduler file (no \"address\" in it)"),
+    ('{"address": 5}', "is not a Dask scheduler file (no \"address\" in it)"),
+])
+def test_a_scheduler_file_that_is_missing_or_no_scheduler_file_is_one_line(tmp_path, text, fragment):
+    scheduler_file = tmp_path / "scheduler.json"
+    if text is not None:
+        scheduler_file.write_text(text)
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler-file", str(scheduler_file), "--no-progress"]))
+    assert line.startswith(f"Error: {scheduler_file}") and fragment in line, line
+    assert "give the file `dask scheduler --scheduler-file` wrote" in line
+
+
+def test_a_scheduler_file_naming_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.sweep.execute.CONNECT_TIMEOUT", "1s")
+    scheduler_file = sweep_file(tmp_path, '{"address": "tcp://127.0.0.1:9"}', "scheduler.json")
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler-file", str(scheduler_file), "--no-progress"]))
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:9 (from {scheduler_file})" in line
+
+
+def test_an_empty_scheduler_address_is_one_line(tmp_path):
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler", "", "--no-progress"]))
+    assert "--scheduler is empty; give the address of a running Dask scheduler" in line
+
+
 BAD_FILES = [
     ("[bsae]\nx = 1\n", "unknown section 'bsae' (did you mean 'base'?)"),
     ("[base]\nlrr = 0.1\n", "[base] lrr: unknown option 'lrr' (did you mean 'lr'?)"),
@@ -259,6 +292,22 @@ BAD_FILES = [
      "take = { target_sparsity = \"compression\" }\n", "two points are both named 'structure=set'"),
     ("[base]\ndataset = \"mnist\"\ncrop = 28\n", "point run: "),
     ("[axes\n", "not valid TOML"),
+    ("", "no [base] or [axes]; nothing to sweep"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { seed = \"test_acc\" }\n", "take.seed = 'test_acc': the option takes an integer, and that field is a "
+     "fraction; take an integer field (synapses)"),
+    ("[axes]\nstructure = [\"sdsnn\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
+     "take = { optimizer = \"compression\" }\n", "take.optimizer = 'compression': the option is no number"),
+    # What training would refuse, whatever the data: memory, architecture, developing layers, folder names.
+    ("[base]\ndataset = \"mnist\"\n[axes]\nbatch_size = [100, 2000000000]\n",
+     "point batch_size=2000000000: this run needs at least"),
+    ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"2x34x34-4C3-AP4-10\"]\n",
+     "point arch=2x34x34-4C3-AP4-10: --arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
+    ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"784-32-11\"]\n", "ends with 11 outputs but mnist has 10 classes"),
+    ("[base]\ndataset = \"mnist\"\nhidden = [32]\n[axes]\ndevelop = [\"fc1\", \"conv2\"]\n",
+     "point develop=conv2: --develop conv2: this network has no layer conv2; it has fc1"),
+    (f"[axes]\ndata_dir = [\"{'a' * 252}\"]\n", "a point's name is 261 bytes, more than a folder name may hold (251)"),
+    ("# only a comment\n[base]\n[axes]\n", "no [base] or [axes]; nothing to sweep"),
 ]
 
 
@@ -340,3 +389,177 @@ def test_point_folders_are_named_by_their_axis_values():
     assert point_name({"structure": "sdsnn", "seed": 0}) == "structure=sdsnn,seed=0"
     assert point_name({"hidden": [800, 400], "lr": 0.001, "data_dir": "/a b"}) == "hidden=800-400,lr=0.001,data_dir=_a_b"
     assert point_name({}) == "run"
+
+
+def test_another_sweep_file_into_a_sweep_folder_is_refused_and_its_state_kept(finished, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    state = (finished / "sweep.json").read_bytes()
+    (out / "sweep.json").write_bytes(state)
+    made_by = json.loads(state)["sweep_file"]
+    other = sweep_file(tmp_path, TINY + "\n[axes]\nseed = [0]\n", "other.toml")
+    line = one_line_error(run(["sweep", str(other), "--out", str(out), "--no-progress"]))
+    assert f"{out} holds the sweep of {made_by}, with other points than {other}" in line
+    assert f"give another --out, or run {made_by} to continue that sweep" in line
+    assert (out / "sweep.json").read_bytes() == state and sorted(os.listdir(out)) == ["sweep.json"]
+
+
+def test_a_second_sweep_of_a_folder_being_swept_is_refused_up_front(tmp_path):
+    import threading
+
+    from evsim.runlock import run_lock
+
+    out = tmp_path / "out"
+    locked, release = threading.Event(), threading.Event()
+
+    def first_sweep():  # another thread's lock excludes like another process's
+        with run_lock(out):
+            (out / "sweep.json").write_text("{}")
+            locked.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=first_sweep)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(out), "--no-progress"]))
+    finally:
+        release.set()
+        holder.join()
+    assert f"{out} is being written by another process" in line
+    assert (out / "sweep.json").read_text() == "{}"
+
+
+def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(finished, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    state = json.loads((out / "sweep.json").read_text())
+    lost = state["points"][2]  # structure=none,seed=0, finished by another process than this sweep
+    lost.update(status="failed", action=None, error=f"{out / lost['name']} is being written by another process")
+    other = state["points"][3]  # structure=none,seed=1: a run of another configuration is not this point's
+    config = json.loads((out / other["name"] / "config.json").read_text())
+    (out / other["name"] / "config.json").write_text(json.dumps({**config, "epochs": 3}))
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[lost["name"]]["status"] == "done"
+    assert rows[other["name"]]["status"] == "done"  # sweep.json says so, and its folder holds another run
+    other["status"] = "failed"
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[lost["name"]]["status"] == "done" and rows[other["name"]]["status"] == "failed"
+
+
+def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finished, tmp_path):
+    out = tmp_path / "out"
+    parent = "structure=none,seed=0"  # finished, and pruned nothing: compression 0.0
+    shutil.copytree(finished / parent, out / parent)
+    text = SWEEP.replace('seed = [0, 1]', 'seed = [0]').replace('structure = ["sdsnn", "none"]', 'structure = ["none"]')
+    text = text.replace('to = { structure = "sdsnn" }', 'to = { structure = "none" }')
+    result = run(["sweep", str(sweep_file(tmp_path, text)), "--out", str(out), "--workers", "1", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    error = states(out)["structure=magnitude,seed=0"]["error"]
+    assert "target_sparsity = 0.0: must be > 0" in error, error
+    assert error.endswith(f"taken from point {parent} (target_sparsity = 0.0 is its compression): change that point, "
+                          "or give target_sparsity a value instead of taking it"), error
+    assert f"failed: structure=magnitude,seed=0: {error}" in result.output
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
+    import socket
+
+    out = tmp_path / "out"
+    path = sweep_file(tmp_path, SWEEP)
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # taken already: as good (the embedded cluster must not warn of it)
+            port.bind(("", 8787))
+            port.listen()
+        sweep = subprocess.Popen(
+            [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "EVSIM_OFFLINE": "1"})
+        try:
+            deadline = time.monotonic() + 240
+            while not any('"epoch"' in (out / n / "metrics.jsonl").read_text() for n in NAMES
+                          if (out / n / "metrics.jsonl").exists()):
+                assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before Ctrl-C"
+                time.sleep(0.05)
+            os.killpg(sweep.pid, signal.SIGINT)  # as a terminal does: the client and its cluster's processes
+            output, _ = sweep.communicate(timeout=120)
+        finally:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.wait()
+    _wait_until_gone(sweep.pid)
+    lines = output.splitlines()
+    assert sweep.returncode == 130, output
+    assert len(lines) == 2 and lines[0].startswith("sweep: 6 points") and lines[1].startswith(
+        f"Interrupted: finished points are kept in {out}; run the same command again to continue"), output
+    interrupted = [n for n in NAMES if (out / n / "checkpoint-latest.npz").exists()
+                   and not (out / n / "summary.json").exists()]
+    result = run(["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert all(states(out)[n]["action"] == "resumed" for n in interrupted)
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns("results.csv", "report.md", "report.png"))
+    return out
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda state: {"points": [1, 2]}, "sweep.json: not a sweep state file (point #1 is not a table)"),
+    (lambda state: {"points": [{"status": "done"}]}, "sweep.json: not a sweep state file (point #1 has no name)"),
+    (lambda state: {**state, "points": [{**state["points"][0], "axes": None}]}, "(point #1 axes is NoneType)"),
+    (lambda state: {**state, "points": [{**state["points"][0], "name": "../x"}]}, "name '../x' is no folder name"),
+])
+def test_report_of_a_damaged_sweep_json_is_one_line_and_writes_nothing(finished, tmp_path, change, fragment):
+    out = _copy(finished, tmp_path)
+    (out / "sweep.json").write_text(json.dumps(change(json.loads((out / "sweep.json").read_text()))))
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert fragment in line and "move it away and run the sweep file again" in line, line
+    assert not (out / "results.csv").exists()
+
+
+@pytest.mark.parametrize("field, value", [("structure", "none"), ("test_acc", "high"), ("compression", True),
+                                          ("data_source", 5)])
+def test_report_of_a_damaged_summary_is_one_line_naming_it_and_writes_nothing(finished, tmp_path, field, value):
+    out = _copy(finished, tmp_path)
+    path = out / NAMES[3] / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert line.startswith(f"Error: {path}: {field} is {value!r}, not what training writes"), line
+    assert not (out / "results.csv").exists()
+
+
+def test_report_checks_every_output_path_before_writing_any(finished, tmp_path):
+    out = _copy(finished, tmp_path)
+    (out / "report.png").mkdir()
+    line = one_line_error(run(["sweep", "report", str(out)]))
+    assert f"{out / 'report.png'} is a folder" in line, line
+    assert not (out / "results.csv").exists() and not (out / "report.md").exists()
+
+
+def test_report_names_an_interrupted_point_resumable_and_its_data_source(finished, tmp_path):
+    out = _copy(finished, tmp_path)
+    name = NAMES[3]
+    (out / name / "summary.json").unlink()  # as a point stopped after its first epoch: a checkpoint, no summary
+    state = json.loads((out / "sweep.json").read_text())
+    state["points"][3].update(status="submitted", action=None)
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        row = next(row for row in csv.DictReader(handle) if row["point"] == name)
+    assert row["status"] == "interrupted" and row["data_source"] == "mnist-5k" and row["test_acc"] == ""
+    report = (out / "report.md").read_text()
+    assert f"- `{name}`: interrupted (resumes from its last checkpoint when the sweep runs again)" in report
+    for point in state["points"]:
+        shutil.rmtree(out / point["name"])
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    assert "data: none yet" in (out / "report.md").read_text()

@@ -9,18 +9,20 @@ point, so the report reads it whatever happened to the client.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable
 
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_json_atomic
-from evsim.readers import read_json
-from evsim.sweep.plan import Point, Sweep
+from evsim.readers import read_json, read_small_file, reason
+from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
 from evsim.sweep.point import one_line, run_point
-from evsim.sweep.training import TrainConfig, config_dict, resolve
+from evsim.sweep.training import TrainConfig, config_dict, point_config
 
 STATE_FILE = "sweep.json"
 LOG_DIR = "logs"
@@ -64,25 +66,76 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
     Raises
     ------
     ConfigError
-        If the scheduler cannot be reached.
+        If the scheduler file is missing or no scheduler file, or the scheduler cannot
+        be reached within ``CONNECT_TIMEOUT``.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is None and scheduler_file is None:
-        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
-        # kill a run that the machine holds. One thread per worker: one run per process.
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with local_cluster(workers) as client:
             yield client
         return
-    where = scheduler or scheduler_file
+    address = scheduler if scheduler is not None else scheduler_address(scheduler_file)
+    where = address if scheduler is not None else f"{address} (from {scheduler_file})"
     try:
-        client = (Client(scheduler, timeout=CONNECT_TIMEOUT) if scheduler
-                  else Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT))
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
     with client:
         yield client
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int):
+    """A client of an embedded LocalCluster of ``workers`` processes, shut down quietly
+    on Ctrl-C: the workers ignore it (see :mod:`evsim.sweep.worker`), and distributed's
+    logs of the tasks it cancels and a second Ctrl-C are silenced while it closes."""
+    from distributed import Client, LocalCluster
+
+    logs = logging.getLogger("distributed")
+    level, handler = logs.level, None
+    try:
+        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
+        # kill a run that the machine holds. One thread per worker: one run per process.
+        # No dashboard; the scheduler's HTTP server (which runs even so) on any free port,
+        # not 8787, which a second sweep would find taken and warn about.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                          dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                          silence_logs=logging.ERROR, preload=["evsim.sweep.worker"]) as cluster, \
+                Client(cluster) as client:
+            try:
+                yield client
+            except KeyboardInterrupt:
+                logs.setLevel(logging.CRITICAL + 1)
+                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                raise
+    finally:
+        logs.setLevel(level)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def scheduler_address(path: Path) -> str:
+    """The scheduler's address in a Dask scheduler file (``{"address": "tcp://...", ...}``).
+
+    Read here, not by ``Client(scheduler_file=...)``, which waits forever for a missing file.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is missing or holds no scheduler address.
+    """
+    fix = "give the file `dask scheduler --scheduler-file` wrote"
+    if not os.path.lexists(path):
+        raise ConfigError(f"{path}: no such file; start the cluster first, then {fix}")
+    try:
+        value = json.loads(read_small_file(path, "Dask scheduler file", ConfigError).decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"{path} is not a Dask scheduler file ({reason(exc)}); {fix}") from None
+    address = value.get("address") if isinstance(value, dict) else None
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(f"{path} is not a Dask scheduler file (no \"address\" in it); {fix}")
+    return address
 
 
 def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
@@ -100,7 +153,7 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     pending = {}  # future -> point name
 
     def submit(p: Point, config: TrainConfig) -> None:
-        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}.log"))
+        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}{LOG_SUFFIX}"))
         state[p.name]["status"] = "submitted"
         pending[client.submit(run_point, *args, key=f"evsim-sweep-{p.name}-{os.getpid()}-{time.time_ns()}",
                               pure=False)] = p.name
@@ -119,9 +172,10 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
             state[child.name]["options"] = {**child.options, **taken}
             try:
                 where = f"{sweep.path}: point {child.name}"
-                submit(child, resolve(state[child.name]["options"], out / child.name, where))
+                submit(child, point_config(state[child.name]["options"], out / child.name, where))
             except ConfigError as exc:
-                finish({"name": child.name, "status": "failed", "error": one_line(str(exc))})
+                error = one_line(f"{exc}; {_provenance(child, taken)}")
+                finish({"name": child.name, "status": "failed", "error": error})
         _save(out, sweep, state)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +236,13 @@ def _taken(child: Point, parent: dict) -> dict | str:
     return taken
 
 
+def _provenance(child: Point, taken: dict) -> str:
+    """Where a tied point's taken options came from, and the fix, for its error."""
+    values = ", ".join(f"{option} = {taken[option]!r} is its {source}" for option, source in child.take.items())
+    return (f"taken from point {child.tied_to} ({values}): change that point, or give "
+            f"{', '.join(child.take)} a value instead of taking it")
+
+
 def _initial_state(p: Point) -> dict:
     return {"name": p.name, "axes": p.axes, "options": p.options, "tied_to": p.tied_to, "take": p.take,
             "status": "pending", "action": None, "error": None, "seconds": None}
@@ -193,17 +254,72 @@ def _save(out: Path, sweep: Sweep, state: dict) -> None:
 
 
 def read_state(out: Path) -> dict:
-    """The sweep folder's state file.
+    """The sweep folder's state file, checked whole.
 
     Raises
     ------
     ConfigError
-        If ``out`` holds no readable sweep state.
+        If ``out`` holds no sweep state, or one not of the shape ``_save`` writes.
     """
     path = Path(out) / STATE_FILE
     if not os.path.lexists(path):
         raise ConfigError(f"{out} is no sweep folder (no {STATE_FILE}); run evsim sweep SWEEP.toml --out {out}")
     state = read_json(path, "sweep state", ConfigError)
-    if not isinstance(state, dict) or not isinstance(state.get("points"), list):
-        raise ConfigError(f"{path}: not a sweep state file")
+    problem = _state_problem(state)
+    if problem:
+        raise ConfigError(f"{path}: not a sweep state file ({problem}); move it away and run the sweep file again "
+                          "(finished points are kept and skipped)")
     return state
+
+
+def check_same_sweep(sweep: Sweep, out: Path) -> None:
+    """Refuse a sweep folder whose state records other points: running into it would
+    replace that record, and its report would lose the points not in ``sweep``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the folder, the file that made it, and the fix.
+    """
+    if not os.path.lexists(Path(out) / STATE_FILE):
+        return
+    state = read_state(out)
+    if _plan(state["points"]) != _plan([_initial_state(p) for p in sweep.points]):
+        made_by = state.get("sweep_file") or "another sweep file"
+        raise ConfigError(f"{out} holds the sweep of {made_by}, with other points than {sweep.path}; give another "
+                          f"--out, or run {made_by} to continue that sweep")
+
+
+def _plan(points: list[dict]) -> list:
+    """What the sweep file says of each point (a tied point's taken options left out), as JSON keeps it."""
+    plan = [{"name": p["name"], "axes": p["axes"], "tied_to": p["tied_to"], "take": p["take"],
+             "options": {k: v for k, v in p["options"].items() if k not in p["take"]}} for p in points]
+    return json.loads(json.dumps(plan))
+
+
+# The fields of a point in sweep.json (see _initial_state) and the types they may hold.
+POINT_FIELDS = {"name": str, "axes": dict, "options": dict, "tied_to": (str, type(None)), "take": dict,
+                "status": str, "action": (str, type(None)), "error": (str, type(None)),
+                "seconds": (int, float, type(None))}
+
+
+def _state_problem(state) -> str | None:
+    """What makes ``state`` no sweep state (None if nothing)."""
+    if not isinstance(state, dict) or not isinstance(state.get("points"), list):
+        return "no list of points"
+    if not isinstance(state.get("axes", []), list) or not all(isinstance(a, str) for a in state.get("axes", [])):
+        return "axes is not a list of names"
+    names = set()
+    for number, point in enumerate(state["points"], 1):
+        if not isinstance(point, dict):
+            return f"point #{number} is not a table"
+        for key, kinds in POINT_FIELDS.items():
+            if key not in point:
+                return f"point #{number} has no {key}"
+            if not isinstance(point[key], kinds):
+                return f"point #{number} {key} is {type(point[key]).__name__}"
+        name = point["name"]
+        if name in (".", "..") or Path(name).name != name or name in names:  # a folder of the sweep's own, once
+            return f"point #{number} name {name!r} is no folder name of its own"
+        names.add(name)
+    return None

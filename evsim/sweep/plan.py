@@ -32,14 +32,17 @@ from pathlib import Path
 
 from evsim.errors import ConfigError
 from evsim.readers import read_small_file
-from evsim.sweep.training import TrainConfig, option_names, resolve
+from evsim.sweep.training import TrainConfig, option_kind, option_names, point_config
 
 SECTIONS = ("base", "axes", "tied")
 TIED_KEYS = ("to", "take")
-# summary.json fields a tied point may take: numbers that describe a finished run.
-TAKEABLE = ("compression", "neurons_pruned", "test_acc", "best_test_acc", "synapses", "sops_per_sample",
-            "energy_uj_per_sample")
+# summary.json fields a tied point may take (numbers that describe a finished run), and their kinds.
+TAKEABLE = {"compression": "float", "neurons_pruned": "float", "test_acc": "float", "best_test_acc": "float",
+            "synapses": "int", "sops_per_sample": "float", "energy_uj_per_sample": "float"}
 MAX_FILE_BYTES = 1 << 20
+LOG_SUFFIX = ".log"  # each point's output: logs/<point name>.log
+# A point's name is a file name (its folder's, its log's): NAME_MAX of common file systems.
+MAX_NAME_BYTES = 255 - len(LOG_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def read_sweep(path: Path) -> Sweep:
     valid = option_names()
     base = _table(path, values, "base")
     axes = _table(path, values, "axes")
+    if not base and not axes:  # else an empty file would train every default
+        raise ConfigError(f"{path}: no [base] or [axes]; nothing to sweep")
     for key, value in base.items():
         _check_option(path, f"[base] {key}", key, valid)
         if isinstance(value, dict):
@@ -111,6 +116,9 @@ def read_sweep(path: Path) -> Sweep:
         points += _tied_points(path, f"[[tied]] #{number}", table, base, axes, combos, valid)
     seen = {}
     for p in points:
+        if len(p.name.encode()) > MAX_NAME_BYTES:
+            raise ConfigError(f"{path}: a point's name is {len(p.name.encode())} bytes, more than a folder name may "
+                              f"hold ({MAX_NAME_BYTES}): {p.name[:60]}...; give shorter axis values")
         if p.name in seen:
             raise ConfigError(f"{path}: two points are both named {p.name!r} ({_describe(seen[p.name])} and "
                               f"{_describe(p)}); give them different axis values")
@@ -126,7 +134,8 @@ def resolve_points(sweep: Sweep, out: Path) -> dict[str, TrainConfig]:
     ConfigError
         Naming the file and the first point whose options are no valid run.
     """
-    return {p.name: resolve(p.options, Path(out) / p.name, f"{sweep.path}: point {p.name}") for p in sweep.points}
+    return {p.name: point_config(p.options, Path(out) / p.name, f"{sweep.path}: point {p.name}")
+            for p in sweep.points}
 
 
 def point_name(values: dict) -> str:
@@ -169,6 +178,7 @@ def _tied_points(path, where, table, base, axes, combos, valid) -> list[Point]:
         if source not in TAKEABLE:
             raise ConfigError(f"{path}: {where} take.{key} = {source!r}: not a summary field to take; "
                               f"choose from {', '.join(TAKEABLE)}")
+        _check_takes(path, f"{where} take.{key} = {source!r}", option_kind(key), TAKEABLE[source])
     points = []
     for parent in combos:
         if any(parent[key] != value for key, value in table["to"].items()):
@@ -178,6 +188,16 @@ def _tied_points(path, where, table, base, axes, combos, valid) -> list[Point]:
             points.append(Point(point_name(values), values, {**base, **values}, point_name(parent),
                                 dict(table["take"])))
     return points
+
+
+def _check_takes(path: Path, where: str, option: str, field: str) -> None:
+    """Refuse an option of kind ``option`` taking a summary field of kind ``field``."""
+    if option not in ("int", "float"):
+        raise ConfigError(f"{path}: {where}: the option is no number; take a result into a number option")
+    if option == "int" and field != "int":
+        integers = ", ".join(name for name, kind in TAKEABLE.items() if kind == "int")
+        raise ConfigError(f"{path}: {where}: the option takes an integer, and that field is a fraction; "
+                          f"take an integer field ({integers}) or into an option that takes fractions")
 
 
 def _read_toml(path: Path) -> dict:

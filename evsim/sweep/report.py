@@ -14,17 +14,24 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
+from typing import Callable
 
-from evsim.errors import EvsimError
+from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
-from evsim.sweep.execute import read_state
+from evsim.sweep.execute import STATE_FILE, read_state
+from evsim.sweep.point import CHECKPOINT, SUMMARY, folder_action
+from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
+INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
+# summary.json fields the report reads as numbers.
+NUMBERS = tuple(c for c in RESULT_COLUMNS if c != "data_source") + ("synapses", "dense_synapses")
 # Columns of report.md: (results.csv column, heading, scale, decimals).
 TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc at best val %", 100, 2),
          ("best_test_acc", "best test acc %", 100, 2),
@@ -33,20 +40,30 @@ TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc 
          ("energy_uj_per_sample", "energy µJ / sample", 1, 3), ("wall_s", "wall s", 1, 1))
 
 
-def write_report(out: Path) -> dict[str, Path]:
+def report_paths(out: Path) -> dict[str, Path]:
+    """The report's files in the sweep folder ``out``."""
+    return {"csv": Path(out) / "results.csv", "md": Path(out) / "report.md", "png": Path(out) / "report.png"}
+
+
+def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: None) -> dict[str, Path]:
     """Write the three report files into the sweep folder ``out``; their paths.
+
+    ``check_paths(*paths)`` is called once everything is read, before anything is
+    written: it may refuse them, so that either every file is written or none.
 
     Raises
     ------
     ConfigError
-        If ``out`` is no sweep folder.
+        If ``out`` is no sweep folder, or its sweep.json or a point's summary.json is
+        not of the shape the sweep writes.
     """
     out = Path(out)
     state = read_state(out)
     rows = results(out, state)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "report.png"}
-    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
+    paths = report_paths(out)
+    check_paths(*paths.values())
+    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
     plot_report(groups, paths["png"])
     return paths
@@ -56,7 +73,7 @@ def results(out: Path, state: dict) -> list[dict]:
     """One row per point: axes, options, results read from its run folder, status and error."""
     rows = []
     for point in state["points"]:
-        summary = _read_json(out / point["name"] / "summary.json")
+        summary = _read_summary(out / point["name"] / SUMMARY)
         row = {"point": point["name"], **{f"axis.{k}": v for k, v in point["axes"].items()},
                **{f"option.{k}": v for k, v in point["options"].items()}}
         row["structure"] = (summary.get("structure") or {}).get("name")
@@ -64,11 +81,41 @@ def results(out: Path, state: dict) -> list[dict]:
             row[column] = summary.get(column)
         if summary.get("synapses") is not None and summary.get("dense_synapses"):
             row["synapse_sparsity"] = round(1 - summary["synapses"] / summary["dense_synapses"], 6)
-        finished = bool(summary) and point["status"] != "failed"
-        row["status"] = "done" if finished else point["status"]
+        row["status"] = "done" if summary and _holds_its_run(out, point) else _unfinished_status(out, point)
+        row["data_source"] = row["data_source"] or _started_on(out / point["name"])
         row["error"] = point.get("error") or ""
         rows.append(row)
     return rows
+
+
+def _unfinished_status(out: Path, point: dict) -> str:
+    """``interrupted`` for a point stopped with a checkpoint to resume from (sweep.json
+    says ``pending`` or ``submitted``: the sweep stopped before recording it), else its status."""
+    if point["status"] in ("pending", "submitted") and (out / point["name"] / CHECKPOINT).exists():
+        return INTERRUPTED
+    return point["status"]
+
+
+def _started_on(run_dir: Path) -> str | None:
+    """The data source a started run's config.json records (None if it has none to read)."""
+    try:
+        config = read_json(run_dir / "config.json", "run configuration (config.json)", ConfigError)
+    except ConfigError:
+        return None  # not started, or damaged: the column stays empty, the point's status says the rest
+    source = config.get("data_source") if isinstance(config, dict) else None
+    return source if isinstance(source, str) else None
+
+
+def _holds_its_run(out: Path, point: dict) -> bool:
+    """Whether the point's folder holds a finished run of its configuration, the test
+    by which a sweep skips it: whatever sweep.json says (another process may have
+    finished it), such a point is done."""
+    where = f"{out / STATE_FILE}: point {point['name']}"
+    config = config_dict(resolve(point["options"], out / point["name"], where))
+    try:
+        return folder_action(out / point["name"], config) == "skipped"
+    except ConfigError:  # a run of another configuration, or an unreadable config.json
+        return False
 
 
 def results_csv(rows: list[dict]) -> str:
@@ -125,9 +172,12 @@ def report_markdown(groups: list[dict], rows: list[dict], out: Path) -> str:
                 cells.append(f"{mean * scale:.{decimals}f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] != "done"]
+    resumes = " (resumes from its last checkpoint when the sweep runs again)"
     if failed:
         lines += ["", "## Points not finished", ""]
-        lines += [f"- `{r['point']}`: {r['status']}" + (f": {r['error']}" if r["error"] else "") for r in failed]
+        lines += [f"- `{r['point']}`: {r['status']}" + (f": {r['error']}" if r["error"] else "")
+                  + (resumes if r["status"] == INTERRUPTED else "")
+                  for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -159,9 +209,35 @@ def _cell(value) -> str:
     return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = read_json(path, "run file")
-    except EvsimError:
+def _read_summary(path: Path) -> dict:
+    """A point's summary.json (``{}`` while it has none), checked for the fields the report reads.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the field at fault.
+    """
+    if not os.path.lexists(path):
         return {}
-    return value if isinstance(value, dict) else {}
+    summary = read_json(path, "run summary (summary.json)", ConfigError)
+    problem = _summary_problem(summary)
+    if problem:
+        raise ConfigError(f"{path}: {problem}, not what training writes; restore it, or move the point's folder "
+                          "away and run the sweep again")
+    return summary
+
+
+def _summary_problem(summary) -> str | None:
+    if not isinstance(summary, dict):
+        return "not a table"
+    structure = summary.get("structure")
+    if structure is not None and not (isinstance(structure, dict) and isinstance(structure.get("name"), str)):
+        return f"structure is {structure!r}"
+    if not isinstance(summary.get("data_source"), (str, type(None))):
+        return f"data_source is {summary['data_source']!r}"
+    for key in NUMBERS:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            return f"{key} is {value!r}"
+    return None
