@@ -71,7 +71,11 @@ def train(ctx, config_file, resume_dir, **opts):
         else:
             summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
-        if (out / CHECKPOINT_LATEST).exists():
+        if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
+            click.echo(f"Interrupted: {exc}; not saved (--checkpoints none), but {out / CHECKPOINT_LATEST} still "
+                       f"holds the state of an earlier session.\nResume from there with: evsim train --resume {out}",
+                       err=True)
+        elif (out / CHECKPOINT_LATEST).exists():
             click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
                        f"Resume with: evsim train --resume {out}", err=True)
         else:

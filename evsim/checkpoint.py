@@ -394,12 +394,22 @@ class _WriteFailed(Exception):
         self.path, self.what, self.error = path, what, error
 
 
-def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]]) -> None:
+def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]], remove: list[Path]) -> None:
+    """Write ``files`` in order, then delete ``remove``: only once the new state is on disk."""
     for path, what, write in files:
         try:
             write()
         except OSError as exc:
             raise _WriteFailed(path, what, exc) from exc
+    for path in remove:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _WriteFailed(path, _REMOVAL, exc) from exc
+
+
+# The "what" of a failed removal (of a checkpoint the run's policy does not keep).
+_REMOVAL = "removal"
 
 
 class CheckpointWriter:
@@ -422,10 +432,11 @@ class CheckpointWriter:
         self._pending: Future | None = None
 
     def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
-             metrics_path: Path | None = None) -> None:
+             metrics_path: Path | None = None, remove: list[Path] = ()) -> None:
         """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first;
         none when empty) and, where their paths are given, the network alone (as :func:`save_network`
-        writes it) and the metrics (JSON lines).
+        writes it) and the metrics (JSON lines); then delete the files ``remove`` (checkpoints
+        the run no longer keeps, which would be stale beside the new state).
 
         Raises
         ------
@@ -444,7 +455,7 @@ class CheckpointWriter:
             metrics = jsonl_bytes(state.metrics)
             files.append((Path(metrics_path), "metrics file", lambda: write_bytes_atomic(metrics_path, metrics)))
         self.wait()
-        self._pending = self._pool.submit(_write_in_order, files)
+        self._pending = self._pool.submit(_write_in_order, files, [Path(path) for path in remove])
 
     def wait(self) -> None:
         """Block until the last save is written.
@@ -461,6 +472,10 @@ class CheckpointWriter:
             future.result()
         except _WriteFailed as failed:
             path = failed.path
+            if failed.what == _REMOVAL:
+                raise CheckpointError(f"{path}: could not be removed ({_reason(failed.error)}), and is now stale "
+                                      f"(older than the run's network.npz); delete it, and check the permissions "
+                                      f"of {path.parent}") from None
             raise CheckpointError(f"{path}: the {failed.what} could not be written ({_reason(failed.error)}); the "
                                   f"previous one is intact; check the free space and permissions of {path.parent}"
                                   ) from None

@@ -187,6 +187,11 @@ METRICS_FILE = "metrics.jsonl"
 RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
+# The checkpoint files each --checkpoints policy keeps (CHECKPOINT_POLICIES); a save
+# deletes the others, which would be stale beside it.
+KEPT_CHECKPOINTS = {"all": (CHECKPOINT_LATEST, CHECKPOINT_BEST), "latest": (CHECKPOINT_LATEST,), "none": ()}
+
+
 class TrainingInterrupted(Exception):
     """Training stopped at a batch boundary because of Ctrl-C (SIGINT).
 
@@ -461,12 +466,19 @@ class Trainer:
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
-        keep = self.keep_checkpoints
-        paths = ([run_dir / CHECKPOINT_LATEST] if keep != "none" else []) + (
-            [run_dir / CHECKPOINT_BEST] if best and keep == "all" else [])
-        self.checkpoints.save(paths, self.training_state(), run_dir / NETWORK_FILE, run_dir / METRICS_FILE)
+        names = [name for name in self.kept() if name != CHECKPOINT_BEST or best]
+        self.checkpoints.save([run_dir / name for name in names], self.training_state(), run_dir / NETWORK_FILE,
+                              run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
         if plot:
             self._plot(run_dir)
+
+    def kept(self) -> tuple[str, ...]:
+        """The checkpoint files this run's policy keeps."""
+        return KEPT_CHECKPOINTS[self.keep_checkpoints]
+
+    def not_kept(self, run_dir: Path) -> list[Path]:
+        """The checkpoint files the policy does not keep (an earlier session's, under another one)."""
+        return [run_dir / name for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST) if name not in self.kept()]
 
     def _save_results(self, run_dir: Path) -> None:
         save_network(run_dir / NETWORK_FILE, self.network, self.run_id)
@@ -571,9 +583,9 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
                 check_finite_training(self.network, 0.0, self.position(), self.config.lr)
-                if run_dir is not None and self.keep_checkpoints != "none":
+                if run_dir is not None and CHECKPOINT_LATEST in self.kept():
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
-                                          metrics_path=run_dir / METRICS_FILE)
+                                          metrics_path=run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
