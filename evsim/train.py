@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import resource
 import signal
 import threading
@@ -67,6 +66,8 @@ from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
+from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
+                          refuse_beyond_memory)
 from evsim.layers import SparseLinear
 from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
@@ -77,26 +78,14 @@ from evsim.structure import make_structure
 
 
 
-# Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
-# float32 gradient, Adam's two float32 moments, the rows path's float32 execution copy),
-# and per neuron, time step and sample of a batch: training keeps the BPTT trace (float32
-# potential, uint8 spike) with the float32 potential and spike gradients and the spike
-# events (about 16 B); evaluation (eval_batch_size samples) keeps only the trace (5 B).
-SYNAPSE_BYTES = 24
-TRAIN_STEP_BYTES = 16
-EVAL_STEP_BYTES = 5
-
-
-def physical_memory() -> int:
-    """The machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> None:
-    """Refuse a run whose network and BPTT traces alone would not fit in physical memory.
+def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, events_per_sample: int = 0) -> None:
+    """Refuse a run whose network, BPTT traces and input events would not fit in physical
+    memory (the sizes per item: :mod:`evsim.memory`).
 
     Without the dataset's sizes (before loading it) the input and output layers count
-    as empty: a lower bound that still catches impossible ``hidden``/``time_steps``.
+    as empty, and the input events as none: a lower bound that still catches impossible
+    ``hidden``/``time_steps``. ``events_per_sample``: the most input events a sample gives
+    (:func:`~evsim.memory.input_events`).
 
     Raises
     ------
@@ -108,16 +97,14 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
     else:
         sizes = [n_inputs, *config.hidden, n_classes]
         n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    weights = SYNAPSE_BYTES * n_weights
-    per_step = max(TRAIN_STEP_BYTES * config.batch_size, EVAL_STEP_BYTES * config.eval_batch_size)
-    traces = per_step * config.time_steps * sum(sizes[1:])
-    have = physical_memory()
-    if weights + traces > have:
-        gib = 2 ** 30
-        raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
-                          f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
-                          f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size"
-                          f"{' (or --downsample the frames)' if config.dataset == 'dvsgesture' else ''}")
+    batches = [batch_bytes(sum(sizes[1:]), config.time_steps, batch, step_bytes, events_per_sample)
+               for batch, step_bytes in ((config.batch_size, TRAIN_STEP_BYTES),
+                                         (config.eval_batch_size, EVAL_STEP_BYTES))]
+    traces, events = max(batches, key=sum)
+    refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, "BPTT traces": traces,
+                                      "input events": events},
+                         "reduce --hidden, --time-steps or --batch-size"
+                         + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 
 
 # Inputs and classes of the registered datasets as framed by default, for check_memory
@@ -227,7 +214,9 @@ class Trainer:
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
-        check_memory(config, dataset.n_inputs, dataset.n_classes)
+        events = max(input_events(split.inputs, dataset.encoding, config.time_steps)
+                     for split in (dataset.train, dataset.test))
+        check_memory(config, dataset.n_inputs, dataset.n_classes, events)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
@@ -519,9 +508,21 @@ class Trainer:
             # whole run, the cleaning of stale temporaries at its start included.
             with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
                 return self._fit(run_dir, progress, echo)
+        except MemoryError:  # what check_memory could not foresee (other processes, fragmentation)
+            self.checkpoints.wait()  # the last epoch's checkpoint, which the message offers
+            raise ConfigError(self._out_of_memory(run_dir)) from None
         finally:
             numba.set_num_threads(threads)
             self.checkpoints.wait()  # an interrupted run's checkpoint is on disk before fit returns
+
+    def _out_of_memory(self, run_dir: Path | None) -> str:
+        """The one line for a MemoryError during training: what to reduce, and what still resumes."""
+        line = (f"out of memory at {self.position()}; reduce --batch-size or --time-steps"
+                + ("" if run_dir is None else f" in a new run (evsim train --config {Path(run_dir) / CONFIG_TOML} "
+                                              "--batch-size N --out NEW_DIR)"))
+        if run_dir is not None and (Path(run_dir) / CHECKPOINT_LATEST).exists():
+            line += f", or free memory and continue this one from its last checkpoint: evsim train --resume {run_dir}"
+        return line
 
     @contextmanager
     def _stop_on_sigint(self):

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint
+from evsim.errors import ConfigError
 from evsim.runfiles import best_epoch, read_metrics
 from evsim.train import Trainer, TrainingInterrupted
 from tests.conftest import one_line_error, run
@@ -107,3 +108,34 @@ def test_a_stop_under_none_says_the_earlier_checkpoint_is_what_resumes(cli_base,
     assert result.exit_code == 130, result.output
     assert "not saved (--checkpoints none)" in result.output and "state of an earlier session" in result.output
     assert f"Resume from there with: evsim train --resume {run_dir}" in result.output
+
+
+# ------------------------------------------------------------------- memory
+def test_the_input_events_of_a_batch_count_in_the_memory_estimate(tmp_path, monkeypatch):
+    # 16 + 10 neurons x 2000 steps x 500 samples x 16 B: 0.4 GiB of traces, which fit; the
+    # rate-coded digits' events (up to 2000 x ~300 cells x 500 samples x 12 B) do not.
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 31)
+    out = tmp_path / "run"
+    result = run(["train", *TINY, "--epochs", "1", "--time-steps", "2000", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith("Error: this run needs about") and "input events 3." in last and "--time-steps" in last
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_running_out_of_memory_while_training_is_one_line_and_the_last_epoch_resumes(tmp_path, no_plots):
+    from tests.runs import toy_config, toy_dataset
+
+    trainer = Trainer(toy_config(epochs=2), toy_dataset())
+    events = trainer._events
+
+    def allocate(inputs):
+        if trainer.epoch == 1:
+            raise MemoryError("Unable to allocate 3.98 GiB")
+        return events(inputs)
+
+    trainer._events = allocate
+    with pytest.raises(ConfigError, match=r"^out of memory at epoch 2/2, batch 1 of 8; reduce --batch-size or "
+                                          r"--time-steps in a new run .*evsim train --resume"):
+        trainer.fit(tmp_path, **QUIET)
+    assert load_checkpoint(tmp_path / CHECKPOINT_LATEST).epoch == 1
