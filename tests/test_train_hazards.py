@@ -11,6 +11,7 @@ from evsim.errors import ConfigError
 from evsim.runfiles import best_epoch, read_metrics
 from evsim.train import Trainer, TrainingInterrupted
 from tests.conftest import one_line_error, run
+from tests.test_hostile_runs import last_line_error
 
 QUIET = {"progress": False, "echo": lambda line: None}
 TINY = ["--dataset", "mnist", "--hidden", "16", "--time-steps", "4", "--batch-size", "500", "--structure", "none",
@@ -139,3 +140,18 @@ def test_running_out_of_memory_while_training_is_one_line_and_the_last_epoch_res
                                           r"--time-steps in a new run .*evsim train --resume"):
         trainer.fit(tmp_path, **QUIET)
     assert load_checkpoint(tmp_path / CHECKPOINT_LATEST).epoch == 1
+
+
+def test_eval_refuses_time_steps_it_has_no_memory_for(cli_base, tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 30)
+    line = last_line_error(run(["eval", str(cli_base), "--time-steps", "2000000", "--json", str(tmp_path / "e.json")]))
+    assert "over 2000000 steps needs about" in line and "reduce --time-steps or --batch-size" in line
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_profile_refuses_a_batch_it_has_no_memory_for(cli_base, tmp_path, monkeypatch):
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 20)
+    json_path = tmp_path / "p.json"
+    line = last_line_error(run(["profile", str(cli_base), "--json", str(json_path), "--png", str(tmp_path / "p.png")]))
+    assert "a batch of 250 samples over 4 steps needs about" in line and "input events" in line
+    assert not json_path.exists()
