@@ -6,7 +6,9 @@ file (keys are option names with underscores), the dataset's preset
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 from pathlib import Path
 
 import click
@@ -64,11 +66,15 @@ def train(ctx, config_file, resume_dir, **opts):
         if any((out / name).exists() for name in RUN_RESULTS):
             raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
                               "or choose another --out")
+    claimed = None
     try:
         if config is None:
             summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
                                       checkpoints)
         else:
+            if options["out"] is None:
+                out = claimed = claim_run_dir(out)
+                config = dataclasses.replace(config, out=str(out))
             summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
         if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
@@ -82,6 +88,9 @@ def train(ctx, config_file, resume_dir, **opts):
             click.echo(f"Interrupted: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
                        err=True)
         ctx.exit(130)
+    finally:
+        if claimed is not None:
+            _remove_if_empty(claimed)  # a run that failed before writing anything leaves no folder
     if summary.get("test_acc_at_best_val") is not None:
         chosen = (f"at the best validation epoch {summary['best_epoch']} ({100 * summary['val_acc_best']:.2f}% val): "
                   f"{100 * summary['test_acc_at_best_val']:.2f}%; best over epochs, paper-style: "
@@ -96,6 +105,26 @@ def train(ctx, config_file, resume_dir, **opts):
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
                f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
+
+
+def claim_run_dir(base: Path) -> Path:
+    """Make and return a new folder ``base``, or ``base-2``, ``base-3``, ... when taken: mkdir
+    is atomic, so runs started in the same second (same default --out) never share one."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # refuses a folder that holds anything
+    except OSError:
+        pass
 
 
 def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:

@@ -155,3 +155,22 @@ def test_profile_refuses_a_batch_it_has_no_memory_for(cli_base, tmp_path, monkey
     line = last_line_error(run(["profile", str(cli_base), "--json", str(json_path), "--png", str(tmp_path / "p.png")]))
     assert "a batch of 250 samples over 4 steps needs about" in line and "input events" in line
     assert not json_path.exists()
+
+
+# ------------------------------------------------------------- default folders
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch, captured):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("evsim.cli.train.default_run_dir", lambda dataset: Path("runs") / f"{dataset}-20250101-120000")
+    for _ in range(3):
+        result = run(["train", *TINY, "--epochs", "1"])
+        assert result.exit_code == 0, result.output
+    assert [config.out for config in captured] == [f"runs/mnist-20250101-120000{tail}" for tail in ("", "-2", "-3")]
+
+
+def test_a_default_folder_is_not_left_behind_by_a_refused_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 20)
+    one_line_error(run(["train", *TINY, "--epochs", "1"]))
+    assert list((tmp_path / "runs").iterdir()) == []
