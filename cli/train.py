@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import signal
 from pathlib import Path
 
 import click
@@ -44,7 +45,7 @@ def train(ctx, config_file, resume_dir, **opts):
     """Train a spiking network with BPTT on the event-driven engine.
 
     Unset options take the value from --config FILE, else the dataset's preset, else
-    the default shown. Ctrl-C stops after the current batch and writes a checkpoint;
+    the default shown. Ctrl-C (or SIGTERM) stops after the current batch and writes a checkpoint;
     continue with --resume RUN_DIR (with --epochs N to extend a finished run).
     """
     given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
@@ -77,17 +78,18 @@ def train(ctx, config_file, resume_dir, **opts):
                 config = dataclasses.replace(config, out=str(out))
             summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
+        stopped = "Interrupted" if exc.signum == signal.SIGINT else f"Stopped by {signal.Signals(exc.signum).name}"
         if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
-            click.echo(f"Interrupted: {exc}; not saved (--checkpoints none), but {out / CHECKPOINT_LATEST} still "
+            click.echo(f"{stopped}: {exc}; not saved (--checkpoints none), but {out / CHECKPOINT_LATEST} still "
                        f"holds the state of an earlier session.\nResume from there with: evsim train --resume {out}",
                        err=True)
         elif (out / CHECKPOINT_LATEST).exists():
-            click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
+            click.echo(f"{stopped}: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
                        f"Resume with: evsim train --resume {out}", err=True)
         else:
-            click.echo(f"Interrupted: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
+            click.echo(f"{stopped}: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
                        err=True)
-        ctx.exit(130)
+        ctx.exit(128 + exc.signum)  # the shell's code for death by that signal: 130, 143
     finally:
         if claimed is not None:
             _remove_if_empty(claimed)  # a run that failed before writing anything leaves no folder

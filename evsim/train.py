@@ -8,7 +8,7 @@ batch's time loop. A run folder holds::
     summary.json            the final result
     network.npz             the trained network after the last finished epoch
     checkpoint-latest.npz   the full training state after the last finished epoch
-                            (or after the last batch, when stopped with Ctrl-C)
+                            (or after the last batch, when stopped with Ctrl-C or SIGTERM)
     checkpoint-best.npz     the full training state at the best validation accuracy (test
                             accuracy when there is no validation split, --val-fraction 0)
 
@@ -179,12 +179,22 @@ RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECK
 KEPT_CHECKPOINTS = {"all": (CHECKPOINT_LATEST, CHECKPOINT_BEST), "latest": (CHECKPOINT_LATEST,), "none": ()}
 
 
+# Signals that stop training at the next batch boundary with a checkpoint (Ctrl-C, and what
+# SLURM, timeout and docker stop send), and what a second one of each does: abort at once.
+STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 class TrainingInterrupted(Exception):
-    """Training stopped at a batch boundary because of Ctrl-C (SIGINT).
+    """Training stopped at a batch boundary because of Ctrl-C (SIGINT) or SIGTERM
+    (``signum``).
 
     The message says where. With a run folder, ``checkpoint-latest.npz`` holds the
     state at that point, and :func:`resume` continues from it exactly.
     """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -232,7 +242,7 @@ class Trainer:
         self.epoch = 0
         self.batches_seen = 0
         self.in_epoch: EpochProgress | None = None
-        self.stop_requested = False
+        self.stop_signal: int | None = None  # the signal that asked training to stop
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
         self.run_id = new_run_id()
@@ -319,7 +329,7 @@ class Trainer:
         Raises
         ------
         TrainingInterrupted
-            Before a batch, when a stop was requested (Ctrl-C): ``self.in_epoch`` then
+            Before a batch, when a stop was requested (Ctrl-C, SIGTERM): ``self.in_epoch`` then
             says where the epoch stands, so that it can be checkpointed and finished later.
         """
         split = self.dataset.train
@@ -333,10 +343,10 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=None if progress else True,
                    unit="batch")
         for start in bar:
-            if self.stop_requested:
+            if self.stop_signal is not None:
                 bar.close()
                 raise TrainingInterrupted(f"stopped in epoch {self.epoch + 1}/{self.config.epochs} after batch "
-                                          f"{start // batch_size} of {self.batches_per_epoch()}")
+                                          f"{start // batch_size} of {self.batches_per_epoch()}", self.stop_signal)
             batch = done.order[start:start + batch_size]
             labels = split.labels[batch]
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
@@ -496,17 +506,17 @@ class Trainer:
         Raises
         ------
         TrainingInterrupted
-            After Ctrl-C: the current batch is finished and, with ``run_dir``, the
+            After Ctrl-C or SIGTERM: the current batch is finished and, with ``run_dir``, the
             state is saved to ``checkpoint-latest.npz`` first.
         CheckpointError
             If a checkpoint could not be written (disk full, no permission).
         """
         threads = numba.get_num_threads()
-        self.stop_requested = False  # a fit after an interrupted one continues
+        self.stop_signal = None  # a fit after an interrupted one continues
         try:
             # The run lock (reentrant: train() and resume() hold it already) covers the
             # whole run, the cleaning of stale temporaries at its start included.
-            with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
+            with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_signals():
                 return self._fit(run_dir, progress, echo)
         except MemoryError:  # what check_memory could not foresee (other processes, fragmentation)
             self.checkpoints.wait()  # the last epoch's checkpoint, which the message offers
@@ -525,22 +535,23 @@ class Trainer:
         return line
 
     @contextmanager
-    def _stop_on_sigint(self):
-        """First Ctrl-C: finish the current batch, then stop (see :meth:`train_epoch`);
-        a second one raises KeyboardInterrupt at once, without a checkpoint."""
+    def _stop_on_signals(self):
+        """First Ctrl-C or SIGTERM: finish the current batch, then stop (see :meth:`train_epoch`);
+        a second one aborts at once (KeyboardInterrupt; SIGTERM's default), without a checkpoint."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be installed from the main thread
             return
 
         def request_stop(signum, frame):
-            self.stop_requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.stop_signal = self.stop_signal or signum
+            signal.signal(signum, STOP_SIGNALS[signum])
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else STOP_SIGNALS[signum])
 
     def _fit(self, run_dir: Path | None, progress: bool, echo: Callable[[str], None]) -> dict:
         if self.config.threads:
