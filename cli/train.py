@@ -23,8 +23,8 @@ from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_ru
 from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
-from evsim.train import (RUN_RESULTS, TrainingInterrupted, resume as resume_training, saved_checkpoint_policy,
-                         train as run_training)
+from evsim.train import (RUN_RESULTS, TrainingInterrupted, check_new_run_dir, resume as resume_training,
+                         saved_checkpoint_policy, train as run_training)
 
 # Options that may accompany --resume: they change what is shown or kept, not what is
 # computed, or (--epochs) extend the run.
@@ -64,9 +64,7 @@ def train(ctx, config_file, resume_dir, **opts):
         out, progress = options["out"] or default_run_dir(options["dataset"]), options["progress"]
         checkpoints = options["checkpoints"]
         config = config_from_options(options, out)
-        if any((out / name).exists() for name in RUN_RESULTS):
-            raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
-                              "or choose another --out")
+        check_new_run_dir(out)
     claimed = None
     try:
         if config is None:

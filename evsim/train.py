@@ -705,13 +705,33 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     check_memory(config.validate(), *expected_sizes(config))
     _check_policy(checkpoints)
     with run_lock(run_dir):
-        # Checked again under the lock: a run that finished while this one waited to start.
-        if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
-            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
-                              "or choose another --out")
+        if run_dir is not None:  # checked again under the lock: a run that finished while this one waited to start
+            check_new_run_dir(Path(run_dir))
         trainer = Trainer(config, _load_announced(config, echo))
         trainer.keep_checkpoints = checkpoints
         return trainer.fit(run_dir, progress, echo)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a folder for a new run if it holds a run's results, saying what is there:
+    a run to continue, a run that cannot be, or only some files of one.
+
+    Raises
+    ------
+    ConfigError
+        Naming what the folder holds and what works.
+    """
+    found = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    if not found:
+        return
+    if (run_dir / CHECKPOINT_LATEST).exists():
+        raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+                          "or choose another --out")
+    if (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a training run ({', '.join(found)}) without {CHECKPOINT_LATEST} "
+                          "to continue from; choose another --out")
+    raise ConfigError(f"{run_dir} holds files of a training run ({', '.join(found)}) but no run configuration "
+                      f"(config.json) or {CHECKPOINT_LATEST}; choose another --out, or delete them")
 
 
 def _check_policy(checkpoints: str) -> None:

@@ -252,8 +252,20 @@ def test_a_run_with_its_own_configuration_refuses_every_dataset_option(tmp_path,
 def test_a_new_run_refuses_a_folder_with_any_result(tmp_path, captured, name):
     (tmp_path / name).write_bytes(b"a run")
     line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
-    assert f"already holds a training run; continue it with --resume {tmp_path}, or choose another --out" in line
+    if name == CHECKPOINT_LATEST:
+        assert f"already holds a training run; continue it with --resume {tmp_path}, or choose another --out" in line
+    else:  # --resume would find nothing to continue: the message must not send the user there
+        assert f"{tmp_path} holds files of a training run ({name}) but no run configuration (config.json) or " \
+               f"{CHECKPOINT_LATEST}; choose another --out, or delete them" in line
     assert captured == [] and (tmp_path / name).read_bytes() == b"a run"
+
+
+def test_a_new_run_refuses_a_run_without_a_checkpoint_without_offering_resume(tmp_path, captured):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("")
+    line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
+    assert f"already holds a training run (metrics.jsonl) without {CHECKPOINT_LATEST}" in line
+    assert "--resume" not in line and "choose another --out" in line
 
 
 def test_a_run_stopped_before_its_first_epoch_restarts_in_its_folder(tmp_path, captured):
