@@ -174,3 +174,25 @@ def test_a_default_folder_is_not_left_behind_by_a_refused_run(tmp_path, monkeypa
     monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 20)
     one_line_error(run(["train", *TINY, "--epochs", "1"]))
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+# ------------------------------------------------------------- reader bugs
+def test_a_bug_in_the_checkpoint_readers_shows_as_itself_not_as_a_damaged_file(tmp_path, no_plots, monkeypatch):
+    from tests.runs import toy_config, toy_dataset
+    from evsim.checkpoint import load_network
+    from evsim.runfiles import stored_run_id
+
+    Trainer(toy_config(epochs=1), toy_dataset()).fit(tmp_path, **QUIET)
+
+    def bug(*args, **kwargs):
+        raise NameError("name 'oops' is not defined")
+
+    monkeypatch.setattr("evsim.checkpoint._check_training_state", bug)
+    monkeypatch.setattr("evsim.checkpoint.check_finite", bug)
+    with pytest.raises(NameError, match="oops"):
+        load_checkpoint(tmp_path / CHECKPOINT_LATEST)
+    with pytest.raises(NameError, match="oops"):
+        load_network(tmp_path / NETWORK_FILE)
+    monkeypatch.setattr("json.loads", bug)  # what stored_run_id calls on the file's meta
+    with pytest.raises(NameError, match="oops"):
+        stored_run_id(tmp_path / NETWORK_FILE)
