@@ -64,7 +64,8 @@ def train(ctx, config_file, resume_dir, **opts):
         out, progress = options["out"] or default_run_dir(options["dataset"]), options["progress"]
         checkpoints = options["checkpoints"]
         config = config_from_options(options, out)
-        check_new_run_dir(out)
+        if options["out"] is not None:  # a default folder is claimed new (claim_run_dir)
+            check_new_run_dir(out)
     claimed = None
     try:
         if config is None:

@@ -124,7 +124,7 @@ def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
     return data
 
 
-def check_memory(network: Network, inputs, encoding: str, time_steps: int, batch_size: int) -> None:
+def check_batch_memory(network: Network, inputs, encoding: str, time_steps: int, batch_size: int) -> None:
     """Refuse, before the first batch, an evaluation whose batch of ``inputs`` would not fit
     in memory (the same estimate as training's, :mod:`evsim.memory`).
 
@@ -149,7 +149,7 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
         If ``split`` is unknown or empty, or the network does not fit the dataset.
     """
     data = checked_split(network, dataset, split)
-    check_memory(network, data.inputs, dataset.encoding, time_steps, batch_size)
+    check_batch_memory(network, data.inputs, dataset.encoding, time_steps, batch_size)
     counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, np.random.default_rng([seed, 3]),
                                  batch_size, data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
@@ -179,7 +179,7 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
         if steps is None:
             raise ConfigError("time_steps is required to encode a static-image dataset")
         inputs = getattr(data, split).inputs[:samples]
-        check_memory(network, inputs, data.encoding, steps, batch_size)
+        check_batch_memory(network, inputs, data.encoding, steps, batch_size)
         _, report = run_batches(network, inputs, data.encoding, steps,
                                 np.random.default_rng([seed, 2]), batch_size, model, data_source or data.source)
         if report is None:

@@ -163,10 +163,12 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("evsim.cli.train.default_run_dir", lambda dataset: Path("runs") / f"{dataset}-20250101-120000")
+    (tmp_path / "runs" / "mnist-20250101-120000").mkdir(parents=True)
+    (tmp_path / "runs" / "mnist-20250101-120000" / "summary.json").write_text("{}")  # a run that finished
     for _ in range(3):
         result = run(["train", *TINY, "--epochs", "1"])
         assert result.exit_code == 0, result.output
-    assert [config.out for config in captured] == [f"runs/mnist-20250101-120000{tail}" for tail in ("", "-2", "-3")]
+    assert [config.out for config in captured] == [f"runs/mnist-20250101-120000-{n}" for n in (2, 3, 4)]
 
 
 def test_a_default_folder_is_not_left_behind_by_a_refused_run(tmp_path, monkeypatch):
