@@ -17,7 +17,9 @@ from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError
 from evsim.network import Network
 from evsim.readers import read_json
-from evsim.runfiles import check_belongs, refuse_overwriting_run_files, stored_run_id
+from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
+from evsim.runfiles import (METRICS_JSONL, best_epoch, check_belongs, read_metrics, refuse_overwriting_run_files,
+                            stored_run_id)
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 
@@ -56,6 +58,7 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     if path.is_file():
         state = load_checkpoint(path)  # validates the stored configuration
         check_belongs(run_dir, path, state.run_id)
+        check_current(run_dir, path, state.epoch)
         config = TrainConfig.from_dict(state.config)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
@@ -64,8 +67,35 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         network = load_network(run_dir / NETWORK_FILE)
         check_belongs(run_dir, run_dir / NETWORK_FILE, stored_run_id(run_dir / NETWORK_FILE))
         return network, read_config(run_dir), NETWORK_FILE
+    policy = saved_checkpoint_policy(run_dir)
+    if checkpoint == "best" and CHECKPOINT_BEST not in KEPT_CHECKPOINTS[policy]:
+        raise CheckpointError(f"{path}: the run keeps no {CHECKPOINT_BEST} (--checkpoints {policy}); "
+                              "use --checkpoint latest")
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
+
+
+def check_current(run_dir: Path, path: Path, epoch: int) -> None:
+    """Refuse the checkpoint ``path`` (of finished epoch ``epoch``) if the run's metrics
+    went on past it: a checkpoint a later session's ``--checkpoints`` policy no longer
+    keeps (and a kill kept it from deleting). A checkpoint ahead of the metrics is the
+    newest state (a kill came before they were written).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the stale file and what to use instead.
+    """
+    metrics = read_metrics(run_dir)
+    epochs = sum(row["type"] == "epoch" for row in metrics)
+    if epoch >= epochs or (path.name == CHECKPOINT_BEST and epoch == best_epoch(metrics)):
+        return
+    if path.name == CHECKPOINT_LATEST:
+        raise CheckpointError(f"{path}: stale: it holds epoch {epoch} but {METRICS_JSONL} records {epochs} epochs; "
+                              f"delete it to evaluate {NETWORK_FILE} (epoch {epochs}), or rerun the training")
+    raise CheckpointError(f"{path}: stale: it holds epoch {epoch} but the best epoch in {METRICS_JSONL} is "
+                          f"{best_epoch(metrics)} (later epochs kept no {CHECKPOINT_BEST}); use --checkpoint latest, "
+                          f"or delete it, or rerun the training with --checkpoints all")
 
 
 def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, options: dict,

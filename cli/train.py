@@ -6,7 +6,10 @@ file (keys are option names with underscores), the dataset's preset
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
+import signal
 from pathlib import Path
 
 import click
@@ -20,8 +23,8 @@ from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_ru
 from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
-from evsim.train import (RUN_RESULTS, TrainingInterrupted, resume as resume_training, saved_checkpoint_policy,
-                         train as run_training)
+from evsim.train import (RUN_RESULTS, TrainingInterrupted, check_new_run_dir, resume as resume_training,
+                         saved_checkpoint_policy, train as run_training)
 
 # Options that may accompany --resume: they change what is shown or kept, not what is
 # computed, or (--epochs) extend the run.
@@ -42,7 +45,7 @@ def train(ctx, config_file, resume_dir, **opts):
     """Train a spiking network with BPTT on the event-driven engine.
 
     Unset options take the value from --config FILE, else the dataset's preset, else
-    the default shown. Ctrl-C stops after the current batch and writes a checkpoint;
+    the default shown. Ctrl-C (or SIGTERM) stops after the current batch and writes a checkpoint;
     continue with --resume RUN_DIR (with --epochs N to extend a finished run).
     """
     given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
@@ -61,23 +64,34 @@ def train(ctx, config_file, resume_dir, **opts):
         out, progress = options["out"] or default_run_dir(options["dataset"]), options["progress"]
         checkpoints = options["checkpoints"]
         config = config_from_options(options, out)
-        if any((out / name).exists() for name in RUN_RESULTS):
-            raise ConfigError(f"{out} already holds a training run; continue it with --resume {out}, "
-                              "or choose another --out")
+        if options["out"] is not None:  # a default folder is claimed new (claim_run_dir)
+            check_new_run_dir(out)
+    claimed = None
     try:
         if config is None:
             summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
                                       checkpoints)
         else:
+            if options["out"] is None:
+                out = claimed = claim_run_dir(out)
+                config = dataclasses.replace(config, out=str(out))
             summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
-        if (out / CHECKPOINT_LATEST).exists():
-            click.echo(f"Interrupted: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
+        stopped = "Interrupted" if exc.signum == signal.SIGINT else f"Stopped by {signal.Signals(exc.signum).name}"
+        if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
+            click.echo(f"{stopped}: {exc}; not saved (--checkpoints none), but {out / CHECKPOINT_LATEST} still "
+                       f"holds the state of an earlier session.\nResume from there with: evsim train --resume {out}",
+                       err=True)
+        elif (out / CHECKPOINT_LATEST).exists():
+            click.echo(f"{stopped}: {exc}; the state is saved in {out / CHECKPOINT_LATEST}.\n"
                        f"Resume with: evsim train --resume {out}", err=True)
         else:
-            click.echo(f"Interrupted: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
+            click.echo(f"{stopped}: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
                        err=True)
-        ctx.exit(130)
+        ctx.exit(128 + exc.signum)  # the shell's code for death by that signal: 130, 143
+    finally:
+        if claimed is not None:
+            _remove_if_empty(claimed)  # a run that failed before writing anything leaves no folder
     if summary.get("test_acc_at_best_val") is not None:
         chosen = (f"at the best validation epoch {summary['best_epoch']} ({100 * summary['val_acc_best']:.2f}% val): "
                   f"{100 * summary['test_acc_at_best_val']:.2f}%; best over epochs, paper-style: "
@@ -92,6 +106,26 @@ def train(ctx, config_file, resume_dir, **opts):
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
                f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
+
+
+def claim_run_dir(base: Path) -> Path:
+    """Make and return a new folder ``base``, or ``base-2``, ``base-3``, ... when taken: mkdir
+    is atomic, so runs started in the same second (same default --out) never share one."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # refuses a folder that holds anything
+    except OSError:
+        pass
 
 
 def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import zipfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
-from evsim.readers import check_npz, reads
+from evsim.readers import check_npz, check_regular, reason
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
 from evsim.synapses import SynapseStore
 
@@ -60,8 +61,11 @@ CHECKPOINT_BEST = "checkpoint-best.npz"
 # 3: SD-SNN's would-be sums are a window of about an epoch, with a batch count per column
 #    (format 2's interval sums and their one count are read as such a window).
 CHECKPOINT_FORMAT = 3
-# What np.load and the checks below raise on a damaged file.
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError)
+# What np.load, json and the checks below raise on a damaged file (JSON errors and
+# UnicodeDecodeError are ValueErrors; RecursionError: meta nested too deeply). Nothing
+# else is caught: a bug in a reader (a NameError, an AttributeError) must show as itself.
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError, zipfile.BadZipFile, zlib.error,
+               EOFError, RecursionError, MemoryError)
 
 
 @dataclass
@@ -176,12 +180,6 @@ def _write_npz_atomic(path: Path, meta: dict | str, arrays: dict[str, np.ndarray
     write_atomic(Path(path), lambda handle: np.savez(handle, meta=meta, **arrays))
 
 
-def _reason(exc: BaseException) -> str:
-    """A one-line description of a read error."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _network_meta(network: Network, run_id: str | None = None) -> dict:
     meta = {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
     return meta if run_id is None else {**meta, "run_id": run_id}
@@ -193,7 +191,6 @@ def save_network(path: Path, network: Network, run_id: str | None = None) -> Non
     _write_npz_atomic(path, _network_meta(network, run_id), _network_arrays(network, with_state=False))
 
 
-@reads("evsim network file", CheckpointError, "retrain or restore it")
 def load_network(path: Path, path_option: str = "auto") -> Network:
     """Read a network written by :func:`save_network` or :func:`save_checkpoint`.
 
@@ -203,14 +200,15 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
         If the file is missing, truncated, corrupt or inconsistent.
     """
     path = Path(path)
+    check_regular(path, "evsim network file", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"{path}: no trained network here; train a run first (evsim train --out RUN_DIR)")
     try:
         check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             return _network_from(f, json.loads(str(f["meta"])), path_option)
-    except _READ_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated network file ({_reason(exc)}); "
+    except READ_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated network file ({reason(exc)}); "
                               "retrain or restore it") from None
 
 
@@ -394,12 +392,22 @@ class _WriteFailed(Exception):
         self.path, self.what, self.error = path, what, error
 
 
-def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]]) -> None:
+def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]], remove: list[Path]) -> None:
+    """Write ``files`` in order, then delete ``remove``: only once the new state is on disk."""
     for path, what, write in files:
         try:
             write()
         except OSError as exc:
             raise _WriteFailed(path, what, exc) from exc
+    for path in remove:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _WriteFailed(path, _REMOVAL, exc) from exc
+
+
+# The "what" of a failed removal (of a checkpoint the run's policy does not keep).
+_REMOVAL = "removal"
 
 
 class CheckpointWriter:
@@ -422,10 +430,11 @@ class CheckpointWriter:
         self._pending: Future | None = None
 
     def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
-             metrics_path: Path | None = None) -> None:
+             metrics_path: Path | None = None, remove: list[Path] = ()) -> None:
         """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first;
         none when empty) and, where their paths are given, the network alone (as :func:`save_network`
-        writes it) and the metrics (JSON lines).
+        writes it) and the metrics (JSON lines); then delete the files ``remove`` (checkpoints
+        the run no longer keeps, which would be stale beside the new state).
 
         Raises
         ------
@@ -444,7 +453,7 @@ class CheckpointWriter:
             metrics = jsonl_bytes(state.metrics)
             files.append((Path(metrics_path), "metrics file", lambda: write_bytes_atomic(metrics_path, metrics)))
         self.wait()
-        self._pending = self._pool.submit(_write_in_order, files)
+        self._pending = self._pool.submit(_write_in_order, files, [Path(path) for path in remove])
 
     def wait(self) -> None:
         """Block until the last save is written.
@@ -461,7 +470,11 @@ class CheckpointWriter:
             future.result()
         except _WriteFailed as failed:
             path = failed.path
-            raise CheckpointError(f"{path}: the {failed.what} could not be written ({_reason(failed.error)}); the "
+            if failed.what == _REMOVAL:
+                raise CheckpointError(f"{path}: could not be removed ({reason(failed.error)}), and is now stale "
+                                      f"(older than the run's network.npz); delete it, and check the permissions "
+                                      f"of {path.parent}") from None
+            raise CheckpointError(f"{path}: the {failed.what} could not be written ({reason(failed.error)}); the "
                                   f"previous one is intact; check the free space and permissions of {path.parent}"
                                   ) from None
 
@@ -831,7 +844,6 @@ def _fix(path: Path) -> str:
     return "restore the file, or re-run training"
 
 
-@reads("evsim checkpoint", CheckpointError, _fix)
 def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     """Read a checkpoint written by :func:`save_checkpoint`, and check it: every value a
     run continues from must be one a run of this evsim could have written.
@@ -843,6 +855,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
         corrupt or inconsistent (naming the file and the first bad field).
     """
     path = Path(path)
+    check_regular(path, "evsim checkpoint", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; is {path.parent} a run folder written by evsim train?")
     try:
@@ -879,5 +892,5 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
         raise
     except _Damaged as exc:
         raise CheckpointError(f"{path}: damaged checkpoint ({exc}); {_fix(path)}") from None
-    except _READ_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)}); {_fix(path)}") from None
+    except READ_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason(exc)}); {_fix(path)}") from None

@@ -20,6 +20,7 @@ from evsim.data.nmnist import crop_hint
 from evsim.energy import EnergyModel, EnergyReport, count_network
 from evsim.kernels.events import Events, StaticDrive
 from evsim.errors import ConfigError
+from evsim.memory import EVAL_STEP_BYTES, batch_bytes, input_events, refuse_beyond_memory
 from evsim.network import Network
 
 
@@ -123,6 +124,21 @@ def checked_split(network: Network, dataset: Dataset, split: str) -> Split:
     return data
 
 
+def check_batch_memory(network: Network, inputs, encoding: str, time_steps: int, batch_size: int) -> None:
+    """Refuse, before the first batch, an evaluation whose batch of ``inputs`` would not fit
+    in memory (the same estimate as training's, :mod:`evsim.memory`).
+
+    Raises
+    ------
+    ConfigError
+        Saying about how much it needs and what to reduce.
+    """
+    traces, events = batch_bytes(sum(network.sizes[1:]), time_steps, min(batch_size, len(inputs)), EVAL_STEP_BYTES,
+                                 input_events(inputs, encoding, time_steps))
+    refuse_beyond_memory(f"a batch of {min(batch_size, len(inputs))} samples over {time_steps} steps",
+                         {"traces": traces, "input events": events}, "reduce --time-steps or --batch-size")
+
+
 def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "test", batch_size: int = 500,
              seed: int = 0) -> Evaluation:
     """Run ``network`` over ``dataset``'s ``split`` and tally predictions and operations.
@@ -133,6 +149,7 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
         If ``split`` is unknown or empty, or the network does not fit the dataset.
     """
     data = checked_split(network, dataset, split)
+    check_batch_memory(network, data.inputs, dataset.encoding, time_steps, batch_size)
     counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, np.random.default_rng([seed, 3]),
                                  batch_size, data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
@@ -161,7 +178,9 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
         steps = time_steps or data.time_steps
         if steps is None:
             raise ConfigError("time_steps is required to encode a static-image dataset")
-        _, report = run_batches(network, getattr(data, split).inputs[:samples], data.encoding, steps,
+        inputs = getattr(data, split).inputs[:samples]
+        check_batch_memory(network, inputs, data.encoding, steps, batch_size)
+        _, report = run_batches(network, inputs, data.encoding, steps,
                                 np.random.default_rng([seed, 2]), batch_size, model, data_source or data.source)
         if report is None:
             raise ConfigError("nothing to profile: no input batches")

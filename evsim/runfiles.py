@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.checkpoint import check_metric_rows, stored_config
+from evsim.checkpoint import READ_ERRORS, check_metric_rows, stored_config
 from evsim.errors import CheckpointError
 from evsim.files import link_atomic
-from evsim.readers import read_json, read_small_file, reading, reason
+from evsim.readers import read_json, read_small_file, reason
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -143,9 +143,11 @@ def stored_run_id(path: Path) -> str | None:
     CheckpointError
         If the file cannot be read.
     """
-    with reading(path, "evsim .npz file", CheckpointError, "restore it"):
+    try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
+    except READ_ERRORS as exc:
+        raise CheckpointError(f"{path}: not a readable evsim .npz file ({reason(exc)}); restore it") from None
     run_id = meta.get("run_id") if isinstance(meta, dict) else None
     return run_id if isinstance(run_id, str) else None
 
@@ -183,10 +185,9 @@ def best_epoch(metrics: list[dict]) -> int | None:
 def _checkpoint_epoch(path: Path) -> int | None:
     """The finished epochs of the checkpoint at ``path`` (None inside an epoch, or unreadable)."""
     try:
-        with reading(path, "evsim checkpoint", CheckpointError):
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-    except CheckpointError:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+    except READ_ERRORS:
         return None
     if not isinstance(meta, dict) or meta.get("in_epoch") is not None:
         return None

@@ -8,7 +8,7 @@ batch's time loop. A run folder holds::
     summary.json            the final result
     network.npz             the trained network after the last finished epoch
     checkpoint-latest.npz   the full training state after the last finished epoch
-                            (or after the last batch, when stopped with Ctrl-C)
+                            (or after the last batch, when stopped with Ctrl-C or SIGTERM)
     checkpoint-best.npz     the full training state at the best validation accuracy (test
                             accuracy when there is no validation split, --val-fraction 0)
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import resource
 import signal
 import threading
@@ -67,6 +66,8 @@ from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
+from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
+                          refuse_beyond_memory)
 from evsim.layers import SparseLinear
 from evsim.network import Network, spec_footprint
 from evsim.optim import Optimizer, Schedule
@@ -77,26 +78,14 @@ from evsim.structure import make_structure
 
 
 
-# Memory estimate (check_memory): bytes per synapse (float32 weight, int32 column index,
-# float32 gradient, Adam's two float32 moments, the rows path's float32 execution copy),
-# and per neuron, time step and sample of a batch: training keeps the BPTT trace (float32
-# potential, uint8 spike) with the float32 potential and spike gradients and the spike
-# events (about 16 B); evaluation (eval_batch_size samples) keeps only the trace (5 B).
-SYNAPSE_BYTES = 24
-TRAIN_STEP_BYTES = 16
-EVAL_STEP_BYTES = 5
-
-
-def physical_memory() -> int:
-    """The machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> None:
-    """Refuse a run whose network and BPTT traces alone would not fit in physical memory.
+def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, events_per_sample: int = 0) -> None:
+    """Refuse a run whose network, BPTT traces and input events would not fit in physical
+    memory (the sizes per item: :mod:`evsim.memory`).
 
     Without the dataset's sizes (before loading it) the input and output layers count
-    as empty: a lower bound that still catches impossible ``hidden``/``time_steps``.
+    as empty, and the input events as none: a lower bound that still catches impossible
+    ``hidden``/``time_steps``. ``events_per_sample``: the most input events a sample gives
+    (:func:`~evsim.memory.input_events`).
 
     Raises
     ------
@@ -108,16 +97,14 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0) -> 
     else:
         sizes = [n_inputs, *config.hidden, n_classes]
         n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    weights = SYNAPSE_BYTES * n_weights
-    per_step = max(TRAIN_STEP_BYTES * config.batch_size, EVAL_STEP_BYTES * config.eval_batch_size)
-    traces = per_step * config.time_steps * sum(sizes[1:])
-    have = physical_memory()
-    if weights + traces > have:
-        gib = 2 ** 30
-        raise ConfigError(f"this run needs at least {(weights + traces) / gib:,.1f} GiB of memory (weights "
-                          f"{weights / gib:,.1f} GiB, BPTT traces {traces / gib:,.1f} GiB) but the machine has "
-                          f"{have / gib:,.1f} GiB; reduce --hidden, --time-steps or --batch-size"
-                          f"{' (or --downsample the frames)' if config.dataset == 'dvsgesture' else ''}")
+    batches = [batch_bytes(sum(sizes[1:]), config.time_steps, batch, step_bytes, events_per_sample)
+               for batch, step_bytes in ((config.batch_size, TRAIN_STEP_BYTES),
+                                         (config.eval_batch_size, EVAL_STEP_BYTES))]
+    traces, events = max(batches, key=sum)
+    refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, "BPTT traces": traces,
+                                      "input events": events},
+                         "reduce --hidden, --time-steps or --batch-size"
+                         + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 
 
 # Inputs and classes of the registered datasets as framed by default, for check_memory
@@ -187,12 +174,27 @@ METRICS_FILE = "metrics.jsonl"
 RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
+# The checkpoint files each --checkpoints policy keeps (CHECKPOINT_POLICIES); a save
+# deletes the others, which would be stale beside it.
+KEPT_CHECKPOINTS = {"all": (CHECKPOINT_LATEST, CHECKPOINT_BEST), "latest": (CHECKPOINT_LATEST,), "none": ()}
+
+
+# Signals that stop training at the next batch boundary with a checkpoint (Ctrl-C, and what
+# SLURM, timeout and docker stop send), and what a second one of each does: abort at once.
+STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 class TrainingInterrupted(Exception):
-    """Training stopped at a batch boundary because of Ctrl-C (SIGINT).
+    """Training stopped at a batch boundary because of Ctrl-C (SIGINT) or SIGTERM
+    (``signum``).
 
     The message says where. With a run folder, ``checkpoint-latest.npz`` holds the
     state at that point, and :func:`resume` continues from it exactly.
     """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -222,7 +224,9 @@ class Trainer:
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
-        check_memory(config, dataset.n_inputs, dataset.n_classes)
+        events = max(input_events(split.inputs, dataset.encoding, config.time_steps)
+                     for split in (dataset.train, dataset.test))
+        check_memory(config, dataset.n_inputs, dataset.n_classes, events)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
@@ -238,7 +242,7 @@ class Trainer:
         self.epoch = 0
         self.batches_seen = 0
         self.in_epoch: EpochProgress | None = None
-        self.stop_requested = False
+        self.stop_signal: int | None = None  # the signal that asked training to stop
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
         self.run_id = new_run_id()
@@ -325,7 +329,7 @@ class Trainer:
         Raises
         ------
         TrainingInterrupted
-            Before a batch, when a stop was requested (Ctrl-C): ``self.in_epoch`` then
+            Before a batch, when a stop was requested (Ctrl-C, SIGTERM): ``self.in_epoch`` then
             says where the epoch stands, so that it can be checkpointed and finished later.
         """
         split = self.dataset.train
@@ -339,10 +343,10 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=None if progress else True,
                    unit="batch")
         for start in bar:
-            if self.stop_requested:
+            if self.stop_signal is not None:
                 bar.close()
                 raise TrainingInterrupted(f"stopped in epoch {self.epoch + 1}/{self.config.epochs} after batch "
-                                          f"{start // batch_size} of {self.batches_per_epoch()}")
+                                          f"{start // batch_size} of {self.batches_per_epoch()}", self.stop_signal)
             batch = done.order[start:start + batch_size]
             labels = split.labels[batch]
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
@@ -461,12 +465,19 @@ class Trainer:
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
-        keep = self.keep_checkpoints
-        paths = ([run_dir / CHECKPOINT_LATEST] if keep != "none" else []) + (
-            [run_dir / CHECKPOINT_BEST] if best and keep == "all" else [])
-        self.checkpoints.save(paths, self.training_state(), run_dir / NETWORK_FILE, run_dir / METRICS_FILE)
+        names = [name for name in self.kept() if name != CHECKPOINT_BEST or best]
+        self.checkpoints.save([run_dir / name for name in names], self.training_state(), run_dir / NETWORK_FILE,
+                              run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
         if plot:
             self._plot(run_dir)
+
+    def kept(self) -> tuple[str, ...]:
+        """The checkpoint files this run's policy keeps."""
+        return KEPT_CHECKPOINTS[self.keep_checkpoints]
+
+    def not_kept(self, run_dir: Path) -> list[Path]:
+        """The checkpoint files the policy does not keep (an earlier session's, under another one)."""
+        return [run_dir / name for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST) if name not in self.kept()]
 
     def _save_results(self, run_dir: Path) -> None:
         save_network(run_dir / NETWORK_FILE, self.network, self.run_id)
@@ -495,39 +506,52 @@ class Trainer:
         Raises
         ------
         TrainingInterrupted
-            After Ctrl-C: the current batch is finished and, with ``run_dir``, the
+            After Ctrl-C or SIGTERM: the current batch is finished and, with ``run_dir``, the
             state is saved to ``checkpoint-latest.npz`` first.
         CheckpointError
             If a checkpoint could not be written (disk full, no permission).
         """
         threads = numba.get_num_threads()
-        self.stop_requested = False  # a fit after an interrupted one continues
+        self.stop_signal = None  # a fit after an interrupted one continues
         try:
             # The run lock (reentrant: train() and resume() hold it already) covers the
             # whole run, the cleaning of stale temporaries at its start included.
-            with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_sigint():
+            with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_signals():
                 return self._fit(run_dir, progress, echo)
+        except MemoryError:  # what check_memory could not foresee (other processes, fragmentation)
+            self.checkpoints.wait()  # the last epoch's checkpoint, which the message offers
+            raise ConfigError(self._out_of_memory(run_dir)) from None
         finally:
             numba.set_num_threads(threads)
             self.checkpoints.wait()  # an interrupted run's checkpoint is on disk before fit returns
 
+    def _out_of_memory(self, run_dir: Path | None) -> str:
+        """The one line for a MemoryError during training: what to reduce, and what still resumes."""
+        line = (f"out of memory at {self.position()}; reduce --batch-size or --time-steps"
+                + ("" if run_dir is None else f" in a new run (evsim train --config {Path(run_dir) / CONFIG_TOML} "
+                                              "--batch-size N --out NEW_DIR)"))
+        if run_dir is not None and (Path(run_dir) / CHECKPOINT_LATEST).exists():
+            line += f", or free memory and continue this one from its last checkpoint: evsim train --resume {run_dir}"
+        return line
+
     @contextmanager
-    def _stop_on_sigint(self):
-        """First Ctrl-C: finish the current batch, then stop (see :meth:`train_epoch`);
-        a second one raises KeyboardInterrupt at once, without a checkpoint."""
+    def _stop_on_signals(self):
+        """First Ctrl-C or SIGTERM: finish the current batch, then stop (see :meth:`train_epoch`);
+        a second one aborts at once (KeyboardInterrupt; SIGTERM's default), without a checkpoint."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be installed from the main thread
             return
 
         def request_stop(signum, frame):
-            self.stop_requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.stop_signal = self.stop_signal or signum
+            signal.signal(signum, STOP_SIGNALS[signum])
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else STOP_SIGNALS[signum])
 
     def _fit(self, run_dir: Path | None, progress: bool, echo: Callable[[str], None]) -> dict:
         if self.config.threads:
@@ -571,9 +595,9 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
                 check_finite_training(self.network, 0.0, self.position(), self.config.lr)
-                if run_dir is not None and self.keep_checkpoints != "none":
+                if run_dir is not None and CHECKPOINT_LATEST in self.kept():
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
-                                          metrics_path=run_dir / METRICS_FILE)
+                                          metrics_path=run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
@@ -681,13 +705,33 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     check_memory(config.validate(), *expected_sizes(config))
     _check_policy(checkpoints)
     with run_lock(run_dir):
-        # Checked again under the lock: a run that finished while this one waited to start.
-        if run_dir is not None and any((Path(run_dir) / name).exists() for name in RUN_RESULTS):
-            raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
-                              "or choose another --out")
+        if run_dir is not None:  # checked again under the lock: a run that finished while this one waited to start
+            check_new_run_dir(Path(run_dir))
         trainer = Trainer(config, _load_announced(config, echo))
         trainer.keep_checkpoints = checkpoints
         return trainer.fit(run_dir, progress, echo)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a folder for a new run if it holds a run's results, saying what is there:
+    a run to continue, a run that cannot be, or only some files of one.
+
+    Raises
+    ------
+    ConfigError
+        Naming what the folder holds and what works.
+    """
+    found = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    if not found:
+        return
+    if (run_dir / CHECKPOINT_LATEST).exists():
+        raise ConfigError(f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+                          "or choose another --out")
+    if (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a training run ({', '.join(found)}) without {CHECKPOINT_LATEST} "
+                          "to continue from; choose another --out")
+    raise ConfigError(f"{run_dir} holds files of a training run ({', '.join(found)}) but no run configuration "
+                      f"(config.json) or {CHECKPOINT_LATEST}; choose another --out, or delete them")
 
 
 def _check_policy(checkpoints: str) -> None:

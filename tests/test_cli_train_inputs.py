@@ -120,20 +120,20 @@ def test_config_file_values_of_the_wrong_kind_give_one_line(tmp_path, captured, 
 # --------------------------------------------------------------------- impossible sizes
 
 def test_a_run_too_big_for_memory_is_refused_with_its_size(tmp_path, monkeypatch, no_data):
-    monkeypatch.setattr(evsim.train, "physical_memory", lambda: 2 ** 30)
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 30)
     # 110 neurons (100 hidden, 10 output) x 10^6 steps x 100 training samples x 16 B: 163.9 GiB of traces.
     line = one_line_error(run(["train", *TINY, "--hidden", "100", "--time-steps", "1000000",
                                "--out", str(tmp_path / "run")]))
-    assert "needs at least 163.9 GiB of memory" in line and "the machine has 1.0 GiB" in line
+    assert "needs about 163.9 GiB of memory" in line and "the machine has 1.0 GiB" in line
 
 
 def test_the_input_layer_counts_before_the_data_loads(tmp_path, monkeypatch):
     # 784-20000-10 at T = 1: 0.05 GiB of traces and 0.35 GiB of weights, the dataset's sizes known beforehand.
-    monkeypatch.setattr(evsim.train, "physical_memory", lambda: 2 ** 28)
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 28)
     out = tmp_path / "run"
     result = run(["train", *TINY, "--hidden", "20000", "--time-steps", "1", "--out", str(out)])
     assert result.exit_code == 2 and not result.output.startswith("data: mnist")
-    assert result.output.splitlines()[-1].startswith("Error: this run needs at least 0.4 GiB of memory (weights 0.4 GiB")
+    assert result.output.splitlines()[-1].startswith("Error: this run needs about 0.4 GiB of memory (weights 0.4 GiB")
     assert not out.exists()
 
 
@@ -278,8 +278,20 @@ def test_a_run_with_its_own_configuration_refuses_every_dataset_option(tmp_path,
 def test_a_new_run_refuses_a_folder_with_any_result(tmp_path, captured, name):
     (tmp_path / name).write_bytes(b"a run")
     line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
-    assert f"already holds a training run; continue it with --resume {tmp_path}, or choose another --out" in line
+    if name == CHECKPOINT_LATEST:
+        assert f"already holds a training run; continue it with --resume {tmp_path}, or choose another --out" in line
+    else:  # --resume would find nothing to continue: the message must not send the user there
+        assert f"{tmp_path} holds files of a training run ({name}) but no run configuration (config.json) or " \
+               f"{CHECKPOINT_LATEST}; choose another --out, or delete them" in line
     assert captured == [] and (tmp_path / name).read_bytes() == b"a run"
+
+
+def test_a_new_run_refuses_a_run_without_a_checkpoint_without_offering_resume(tmp_path, captured):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("")
+    line = one_line_error(run(["train", *TINY, "--out", str(tmp_path)]))
+    assert f"already holds a training run (metrics.jsonl) without {CHECKPOINT_LATEST}" in line
+    assert "--resume" not in line and "choose another --out" in line
 
 
 def test_a_run_stopped_before_its_first_epoch_restarts_in_its_folder(tmp_path, captured):

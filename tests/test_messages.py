@@ -54,7 +54,7 @@ def test_neurons_pruned_survives_resume_through_the_metrics(tmp_path, monkeypatc
 
 
 def test_memory_estimate_counts_the_input_layer_before_the_data_loads(monkeypatch):
-    monkeypatch.setattr(train_module, "physical_memory", lambda: 2 ** 30)
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 30)
     config = TrainConfig(dataset="mnist", hidden=(2_000_000,))
     assert expected_sizes(config) == (784, 10)
     with pytest.raises(ConfigError, match=r"weights 35\.5 GiB, BPTT traces 59\.6 GiB"):

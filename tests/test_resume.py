@@ -160,6 +160,22 @@ def test_sigint_checkpoints_mid_epoch_says_how_to_resume_and_resumes_exactly(tmp
     assert [r["epoch"] for r in rows if r["type"] == "epoch"] == [1, 2]
 
 
+def test_sigterm_checkpoints_mid_epoch_like_ctrl_c_and_exits_143(tmp_path, uninterrupted):
+    """What SLURM, timeout and docker stop send: the batch finishes, the state is saved."""
+    out = tmp_path / "run"
+    proc = start_and_signal_in_epoch_2(out, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Stopped by SIGTERM: stopped in epoch 2/2 after batch" in stderr
+    assert f"Resume with: evsim train --resume {out}" in stderr and "Traceback" not in stderr
+    state = load_checkpoint(out / CHECKPOINT_LATEST)
+    assert state.epoch == 1 and state.in_epoch is not None
+
+    result = CliRunner().invoke(main, ["train", "--resume", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert_same_run(uninterrupted, out)
+
+
 # ------------------------------------------------------------ damaged checkpoints
 @pytest.fixture(scope="module")
 def templates(tmp_path_factory):

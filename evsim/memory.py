@@ -1,0 +1,66 @@
+"""How much memory a batch takes, checked before training or evaluation starts: a run
+that cannot fit is refused in one line instead of being killed by the OS hours in, or
+failing with a traceback deep inside an allocation.
+
+Bytes per synapse (float32 weight, int32 column index, float32 gradient, Adam's two
+float32 moments, the rows path's float32 execution copy), and per neuron, time step and
+sample of a batch: training keeps the BPTT trace (float32 potential, uint8 spike) with
+the float32 potential and spike gradients and the spike events (about 16 B); evaluation
+keeps only the trace (5 B). Per input event a sample can give: rate coding's float32
+draw of the cell, then the event's int32 index and float32 value (12 B).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from evsim.data.frames import SparseFrames
+from evsim.errors import ConfigError
+
+SYNAPSE_BYTES = 24
+TRAIN_STEP_BYTES = 16
+EVAL_STEP_BYTES = 5
+INPUT_EVENT_BYTES = 12
+GIB = 2 ** 30
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def input_events(inputs, encoding: str, time_steps: int) -> int:
+    """The most input events one sample of ``inputs`` gives in ``time_steps`` steps (an upper
+    bound): stored frames, their own; rate coding, T x the sample's nonzero cells (zeros never
+    fire); direct input and dense frames, their cells (held once, not per step)."""
+    if len(inputs) == 0:
+        return 0
+    if isinstance(inputs, SparseFrames):
+        ptr, rows = inputs.ptr, inputs.samples * inputs.n_steps
+        return int((ptr[rows + inputs.n_steps] - ptr[rows]).max())
+    flat = np.asarray(inputs).reshape(len(inputs), -1)
+    if encoding == "rate":
+        return time_steps * int(np.count_nonzero(flat, axis=1).max())
+    return flat.shape[1]
+
+
+def batch_bytes(neurons: int, time_steps: int, batch: int, step_bytes: int, events_per_sample: int) -> tuple[int, int]:
+    """``(traces, input events)``: the bytes of one batch's per-step traces of ``neurons``
+    (every layer but the input) and of its input events."""
+    return step_bytes * time_steps * batch * neurons, INPUT_EVENT_BYTES * batch * events_per_sample
+
+
+def refuse_beyond_memory(what: str, parts: dict[str, int], fix: str) -> None:
+    """Raise ConfigError if ``parts`` (name -> bytes) add up to more than physical memory.
+
+    Raises
+    ------
+    ConfigError
+        "``what`` needs about X GiB of memory (name Y GiB, ...) but the machine has Z GiB; ``fix``".
+    """
+    need, have = sum(parts.values()), physical_memory()
+    if need > have:
+        detail = ", ".join(f"{name} {size / GIB:,.1f} GiB" for name, size in parts.items())
+        raise ConfigError(f"{what} needs about {need / GIB:,.1f} GiB of memory ({detail}) but the machine has "
+                          f"{have / GIB:,.1f} GiB; {fix}")
