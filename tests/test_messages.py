@@ -11,7 +11,6 @@ import tomllib
 import numpy as np
 import pytest
 
-import evsim.train as train_module
 from evsim.data import load_dataset, nmnist
 from evsim.data.base import DataOptions
 from evsim.errors import ConfigError

@@ -7,7 +7,7 @@ import pytest
 import evsim.plots as plots
 from evsim.errors import ConfigError
 from tests.conftest import one_line_error, run
-from tests.runs import TINY_MNIST, TINY_MNIST_NETWORK
+from tests.runs import TINY_MNIST_NETWORK
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 

@@ -1,7 +1,6 @@
 """Hazards of long-lived run folders: checkpoints a later session's policy no longer
 keeps, memory a run or an evaluation cannot have, default folders started in the
 same second, SIGTERM, folders that only look like runs, and code bugs in readers."""
-import json
 import shutil
 
 import pytest
