@@ -17,6 +17,7 @@ the state the metrics name as best again, when that state is the latest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -117,22 +118,41 @@ def _damaged_metrics(path: Path, problem: str) -> CheckpointError:
     return CheckpointError(f"{path}: damaged metrics ({problem}); restore the file, or train the run again")
 
 
-def read_summary(run_dir: Path) -> dict | None:
-    """The values of ``run_dir``'s ``summary.json`` (written when the last epoch ends), or None without one.
+def read_summary(run_dir: Path, numbers: tuple[str, ...] = ()) -> dict | None:
+    """The values of ``run_dir``'s ``summary.json`` (written when the last epoch ends), or
+    None without one, checked as training writes it: a JSON object, ``structure`` a table
+    naming it, ``data_source`` text, and each key of ``numbers`` present a finite number.
 
     Raises
     ------
     CheckpointError
-        If the file is unreadable or not a JSON object.
+        Naming the file and the field at fault.
     """
     path = Path(run_dir) / SUMMARY_JSON
     if not os.path.lexists(path):
         return None
     values = read_json(path, "run summary (summary.json)", CheckpointError, "restore the file")
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{path}: damaged run summary (a JSON object expected, got {type(values).__name__}); "
-                              "restore the file")
+    problem = _summary_problem(values, numbers)
+    if problem:
+        raise CheckpointError(f"{path}: damaged run summary ({problem}, not what training writes); restore the file, "
+                              "or move the run folder away and train it again")
     return values
+
+
+def _summary_problem(summary, numbers: tuple[str, ...]) -> str | None:
+    if not isinstance(summary, dict):
+        return f"a JSON object expected, got {type(summary).__name__}"
+    structure = summary.get("structure")
+    if structure is not None and not (isinstance(structure, dict) and isinstance(structure.get("name"), str)):
+        return f"structure is {structure!r}"
+    if not isinstance(summary.get("data_source"), (str, type(None))):
+        return f"data_source is {summary['data_source']!r}"
+    for key in numbers:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            return f"{key} is {value!r}"
+    return None
 
 
 def stored_run_id(path: Path) -> str | None:

@@ -46,7 +46,7 @@ DAMAGE = {  # name: (file, new content from the good file's path, what the messa
     "config a list": ("config.json", lambda p: "[1, 2]", "the configuration must be an object, got [1, 2]"),
     "config null": ("config.json", lambda p: "null", "the configuration must be an object, got None"),
     "config truncated": ("config.json", lambda p: p.read_text()[:200], "not a readable run configuration"),
-    "summary a list": ("summary.json", lambda p: "[]", "damaged run summary (a JSON object expected, got list)"),
+    "summary a list": ("summary.json", lambda p: "[]", "damaged run summary (a JSON object expected, got list, not what training writes)"),
 }
 
 

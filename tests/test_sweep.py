@@ -300,7 +300,7 @@ BAD_FILES = [
      "take = { optimizer = \"compression\" }\n", "take.optimizer = 'compression': the option is no number"),
     # What training would refuse, whatever the data: memory, architecture, developing layers, folder names.
     ("[base]\ndataset = \"mnist\"\n[axes]\nbatch_size = [100, 2000000000]\n",
-     "point batch_size=2000000000: this run needs at least"),
+     "point batch_size=2000000000: this run needs about"),
     ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"2x34x34-4C3-AP4-10\"]\n",
      "point arch=2x34x34-4C3-AP4-10: --arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
     ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"784-32-11\"]\n", "ends with 11 outputs but mnist has 10 classes"),
@@ -534,7 +534,7 @@ def test_report_of_a_damaged_summary_is_one_line_naming_it_and_writes_nothing(fi
     path = out / NAMES[3] / "summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
     line = one_line_error(run(["sweep", "report", str(out)]))
-    assert line.startswith(f"Error: {path}: {field} is {value!r}, not what training writes"), line
+    assert line.startswith(f"Error: {path}: damaged run summary ({field} is {value!r}, not what training writes)"), line
     assert not (out / "results.csv").exists()
 
 

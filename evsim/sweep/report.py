@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +21,9 @@ from evsim.errors import ConfigError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
+from evsim.runfiles import read_summary
 from evsim.sweep.execute import STATE_FILE, read_state
-from evsim.sweep.point import CHECKPOINT, SUMMARY, folder_action
+from evsim.sweep.point import CHECKPOINT, folder_action
 from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
@@ -73,7 +73,7 @@ def results(out: Path, state: dict) -> list[dict]:
     """One row per point: axes, options, results read from its run folder, status and error."""
     rows = []
     for point in state["points"]:
-        summary = _read_summary(out / point["name"] / SUMMARY)
+        summary = read_summary(out / point["name"], NUMBERS) or {}
         row = {"point": point["name"], **{f"axis.{k}": v for k, v in point["axes"].items()},
                **{f"option.{k}": v for k, v in point["options"].items()}}
         row["structure"] = (summary.get("structure") or {}).get("name")
@@ -209,35 +209,3 @@ def _cell(value) -> str:
     return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def _read_summary(path: Path) -> dict:
-    """A point's summary.json (``{}`` while it has none), checked for the fields the report reads.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file and the field at fault.
-    """
-    if not os.path.lexists(path):
-        return {}
-    summary = read_json(path, "run summary (summary.json)", ConfigError)
-    problem = _summary_problem(summary)
-    if problem:
-        raise ConfigError(f"{path}: {problem}, not what training writes; restore it, or move the point's folder "
-                          "away and run the sweep again")
-    return summary
-
-
-def _summary_problem(summary) -> str | None:
-    if not isinstance(summary, dict):
-        return "not a table"
-    structure = summary.get("structure")
-    if structure is not None and not (isinstance(structure, dict) and isinstance(structure.get("name"), str)):
-        return f"structure is {structure!r}"
-    if not isinstance(summary.get("data_source"), (str, type(None))):
-        return f"data_source is {summary['data_source']!r}"
-    for key in NUMBERS:
-        value = summary.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
-            return f"{key} is {value!r}"
-    return None
