@@ -28,7 +28,7 @@ _RECORD_BYTES = 5
 _MAX_T_US = 2**23  # 23-bit timestamps; longer recordings need overflow records
 _OVERFLOW_Y = 240  # N-MNIST marks timestamp-overflow records with y == 240
 # What an event outside a dataset's fixed sensor means, and so what to do
-OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset"
+OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset: replace it with the dataset's original"
 
 
 @reads("N-MNIST recording")
