@@ -335,3 +335,24 @@ def test_max_pooling_and_a_layer_that_takes_no_pooled_gradient_get_it_formed():
     average = dyadic_network("2x8x8-3C3-AP2-4", rng)
     _, traces = average.forward(x)
     assert isinstance(average.layers[1].backward(traces[1], grad, average.lif, BackwardRequest()).input, np.ndarray)
+
+
+def test_a_dead_filter_under_a_convolution_gets_the_error_it_would_receive():
+    """Regrowth into a dead filter of a developing convolution needs the error the layer
+    above would send it. An identity pooling (AP1) between the two convolutions hands it
+    on by the pooling's own path, checked against the dense twin: the same numbers must
+    come straight from the convolution above."""
+    x = (np.random.default_rng(0).random((4, 2, 64)) < 0.5).astype(np.float32)
+    would_be = {}
+    for spec in ("1x8x8-4C3-5C3-3", "1x8x8-4C3-AP1-5C3-3"):  # the same weights: the same draws
+        network = evsim.Network.from_spec(spec, rng=1)
+        network.set_developing("conv1")
+        for layer in network.layers:
+            if hasattr(layer, "store"):
+                layer.store.data[...] *= 3  # so that every layer fires
+        network.layers[0].kill([1])
+        counts, traces = network.forward(x)
+        grads = network.backward(traces, evsim.mse_rate(counts, np.array([0, 1]), 4)[1], would_be_grad=True)
+        would_be[spec] = grads[0].would_be[:, 1]
+    assert np.abs(would_be["1x8x8-4C3-AP1-5C3-3"]).max() > 0
+    np.testing.assert_allclose(would_be["1x8x8-4C3-5C3-3"], would_be["1x8x8-4C3-AP1-5C3-3"], rtol=1e-6, atol=1e-7)

@@ -258,7 +258,7 @@ class SpikingConv2d(StructuralEdits):
         constants = (np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset)
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
-        if (not request.input_grad and not request.would_be and self.columns.size
+        if (not request.input_grad and not request.would_be and request.dead_units_below is None and self.columns.size
                 and self._weight_grad_path(trace.events_in, n_units // cells) == "events"):
             # Nothing else reads dL/du: the weight gradient takes it slot by slot from the cache.
             kernels, grad_bias_per_sample = lif_backward_weight_grad(
@@ -276,8 +276,13 @@ class SpikingConv2d(StructuralEdits):
         grads = LayerGrads([kernels, grad_bias])
         if request.would_be:
             grads.would_be = self._would_be_grad(trace.events_in, grad_u, request.dead_error, steps)
-        if request.input_grad:
-            grads.input = self._input_grad(grad_u, request, steps, batch)
+        if request.input_grad or request.dead_units_below is not None:
+            grad_in = self._input_grad(grad_u)
+            if request.input_grad:
+                units = grad_in if request.input_units is None else grad_in[:, request.input_units]
+                grads.input = np.ascontiguousarray(units).reshape(steps, batch, -1)
+            if request.dead_units_below is not None:  # what the dead units below would receive if revived
+                grads.dead_error_below = np.ascontiguousarray(grad_in[:, request.dead_units_below])
         return grads
 
     def _pooled_source(self, grad: PooledGrad, slots: int, n_units: int) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -347,18 +352,16 @@ class SpikingConv2d(StructuralEdits):
         out[channels, filters[slot]] = grads
         return out
 
-    def _input_grad(self, grad_u: np.ndarray, request: BackwardRequest, steps: int, batch: int) -> np.ndarray:
-        """dL/d(input) ``[T, B, n_in or len(input_units)]``: scattered from the nonzero entries
-        of dL/du (the surrogate is zero for most units most of the time) or, where dL/du is
-        dense enough that scattering loses, by the transposed convolution (direct or
-        Winograd's; GEMM for strided ones)."""
-        grad_in = aligned_empty((steps * batch, self.n_in))
+    def _input_grad(self, grad_u: np.ndarray) -> np.ndarray:
+        """dL/d(input) ``[T*B, n_in]``: scattered from the nonzero entries of dL/du (the
+        surrogate is zero for most units most of the time) or, where dL/du is dense enough
+        that scattering loses, by the transposed convolution (direct or Winograd's; GEMM
+        for strided ones)."""
+        grad_in = aligned_empty((grad_u.shape[0], self.n_in))
         path = input_grad_path(nonzero_density(grad_u), stride=self.geometry.stride, geometry=self.geometry,
                                n_filters=self.alive_filters.size)
         INPUT_GRAD_PATHS[path](grad_u, self.store.indptr, self.columns, self.store.data, self.geometry, grad_in)
-        if request.input_units is not None:
-            grad_in = np.ascontiguousarray(grad_in[:, request.input_units])
-        return grad_in.reshape(steps, batch, grad_in.shape[1])
+        return grad_in
 
     # ------------------------------------------------------- the protocol's rest
     def parameters(self) -> list[Parameter]:
