@@ -22,7 +22,7 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
-from evsim.kernels.events import Events, StaticDrive, dense_to_events
+from evsim.kernels.events import Events, StaticDrive, dense_to_events, first_repeated_slot
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
 from evsim.neuron import LIFParameters
 
@@ -214,6 +214,9 @@ class Network:
         else:
             raise ShapeError(f"input must be a NumPy array [T, B, {self.layers[0].n_in}] or Events, got "
                              f"{type(drive).__name__}")
+        if events.n_steps < 1 or events.batch < 1:
+            raise ShapeError(f"input has {events.n_steps} time steps and {events.batch} samples; give at least one "
+                             "of each")
         return events
 
     def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
@@ -453,4 +456,8 @@ def _checked_events(events: Events, n_inputs: int) -> Events:
         raise ShapeError(f"events index inputs {idx.min()}..{idx.max()}, but the network has {n_inputs} inputs")
     if not np.all(np.isfinite(val)):
         raise ShapeError("event values contain NaN or infinite values")
+    repeated = first_repeated_slot(ptr, idx, n_inputs)
+    if repeated >= 0:
+        raise ShapeError(f"slot {repeated} of the events names one input twice; give each input once a slot, with "
+                         "the sum of its values")
     return events

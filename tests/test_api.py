@@ -150,3 +150,17 @@ def test_no_evsim_import_hides_inside_a_function():
                     if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("evsim"):
                         hidden.append(f"{path.relative_to(ROOT)}:{inner.lineno} {inner.module}")
     assert hidden == []
+
+
+def test_input_that_kernels_would_read_differently_is_refused():
+    network = evsim.Network.from_spec("1x8x8-3C3-AP2-4", rng=0)
+    for shape in ((0, 2, 64), (3, 0, 64)):
+        for run in (network.forward, network.predict):
+            with pytest.raises(EvsimError, match="give at least one of each"):
+                run(np.zeros(shape, np.float32))
+    events = evsim.dense_to_events((np.random.default_rng(0).random((2, 1, 64)) < 0.3).astype(np.float32))
+    doubled = evsim.Events(events.ptr * 2, np.repeat(events.idx, 2), np.repeat(events.val, 2), 2, 1)
+    with pytest.raises(EvsimError, match="slot 0 of the events names one input twice"):
+        network.forward(doubled)
+    with pytest.raises(EvsimError, match="max pooling MP2 takes nonnegative input"):
+        evsim.Network.from_spec("1x4x4-MP2-3C3-4", rng=0).forward(np.full((2, 1, 16), -1.0, np.float32))

@@ -54,6 +54,21 @@ class EventsByRow(NamedTuple):
     val: np.ndarray | None
 
 
+@njit(cache=True)
+def first_repeated_slot(ptr, idx, n_units):
+    """The first slot in which a unit index appears twice, or -1. Kernels that add an
+    event's value into the currents count both; those that write the slot into a dense
+    map first keep one: the same input must not depend on the path chosen."""
+    seen = np.full(n_units, -1, dtype=np.int64)
+    for s in range(ptr.shape[0] - 1):
+        for e in range(ptr[s], ptr[s + 1]):
+            i = idx[e]
+            if seen[i] == s:
+                return s
+            seen[i] = s
+    return -1
+
+
 @njit(parallel=True, cache=True)
 def _count_nonzero(dense):
     n_slots, n = dense.shape

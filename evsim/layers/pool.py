@@ -113,6 +113,9 @@ class Pool2d:
             ptr, idx, val = avg_pool_events(events.ptr, events.idx, events.val, self.geometry)
             argmax = None
         else:
+            if events.val.size and events.val.min() < 0:  # a window's maximum over absent (zero) cells
+                raise ShapeError(f"max pooling {self.describe()} takes nonnegative input (spikes or event counts), got "
+                                 f"{events.val.min():g}; feed it a spiking layer's output, or use average pooling")
             ptr, idx, val, argmax = max_pool_events(events.ptr, events.idx, events.val, self.geometry)
         out = Events(ptr, idx, val, events.n_steps, events.batch)
         return out, PoolTrace(events, out, argmax)
