@@ -308,7 +308,24 @@ BAD_FILES = [
      "point develop=conv2: --develop conv2: this network has no layer conv2; it has fc1"),
     (f"[axes]\ndata_dir = [\"{'a' * 252}\"]\n", "a point's name is 261 bytes, more than a folder name may hold (251)"),
     ("# only a comment\n[base]\n[axes]\n", "no [base] or [axes]; nothing to sweep"),
+    ("[base]\narch = \"784-8-10\"\n[axes]\nhidden = [[16], [32]]\n",
+     "[axes] hidden varies a fully connected network but [base] arch = '784-8-10' fixes the network"),
 ]
+
+
+def test_a_point_left_at_dev_interval_auto_matches_its_run_saved_resolved(tmp_path):
+    """Training saves dev_interval "auto" as the number it resolved to for the data: a
+    rerun of the same sweep must skip the finished point, not call it another run."""
+    from evsim.config import TrainConfig
+    from evsim.errors import ConfigError
+    from evsim.sweep.point import folder_action
+
+    config = TrainConfig(dataset="mnist", hidden=(16,), dev_interval="auto").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dev_interval": 3, "run_id": "ab", "network": "x"}))
+    (tmp_path / "summary.json").write_text("{}")
+    assert folder_action(tmp_path, config) == "skipped"
+    with pytest.raises(ConfigError, match="holds a run of another configuration"):
+        folder_action(tmp_path, {**config, "dev_interval": 5})
 
 
 @pytest.mark.parametrize("text, fragment", BAD_FILES)

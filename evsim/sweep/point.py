@@ -14,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from evsim.config import AUTO
 from evsim.errors import ConfigError, EvsimError
 from evsim.readers import read_json
 from evsim.runfiles import BESIDE_OPTIONS
@@ -84,7 +85,10 @@ def folder_action(run_dir: Path, config: dict) -> str:
             theirs = read_json(saved, "run configuration (config.json)", ConfigError)
         except EvsimError as exc:
             raise ConfigError(f"{exc}; move the folder away to run this point again") from None
-        if _comparable(theirs) != _comparable(config):
+        ours, theirs = _comparable(config), _comparable(theirs)
+        if ours.get("dev_interval") == AUTO and isinstance(theirs.get("dev_interval"), int):
+            theirs["dev_interval"] = AUTO  # training saves "auto" resolved for its data
+        if ours != theirs:
             raise ConfigError(f"{run_dir} holds a run of another configuration (the sweep file changed?); move it "
                               "away or use another --out")
     if (run_dir / SUMMARY).exists():
