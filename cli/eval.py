@@ -46,7 +46,7 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, config, data_options, allowed=("time_steps",))
-    dataset = load_run_dataset(config)
+    dataset = load_run_dataset(config, run_dir)
     if split == "val":
         if not config.val_fraction:
             raise ConfigError(f"{run_dir} trained without a validation split (--val-fraction 0); choose test or train")

@@ -38,7 +38,7 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     check_outputs(plot_path, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, config, data_options)
-    dataset = load_run_dataset(config)
+    dataset = load_run_dataset(config, run_dir)
     rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}

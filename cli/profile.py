@@ -40,7 +40,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, config, data_options)
-    dataset = load_run_dataset(config)
+    dataset = load_run_dataset(config, run_dir)
     report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
                          time_steps=config.time_steps, split=split, samples=samples, batch_size=batch_size,
                          seed=config.seed)

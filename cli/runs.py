@@ -1,6 +1,7 @@
 """Reading run folders written by ``evsim train`` (shared by profile, eval and export)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -14,14 +15,16 @@ from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
-from evsim.errors import CheckpointError, ConfigError
+from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.readers import read_json
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
-from evsim.runfiles import (METRICS_JSONL, best_epoch, check_belongs, read_metrics, refuse_overwriting_run_files,
-                            stored_run_id)
+from evsim.runfiles import (METRICS_JSONL, best_epoch, check_belongs, read_metrics, read_run_config,
+                            refuse_overwriting_run_files, stored_run_id)
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
+# The data sources of the offline substitutes: what --source emulated loads again.
+SUBSTITUTES = ("emulated", "mnist-5k")
 
 
 def read_config(run_dir: Path) -> TrainConfig | None:
@@ -33,9 +36,26 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     return stored_config(read_json(path, "run configuration (config.json)", ConfigError), path)
 
 
-def load_run_dataset(config: TrainConfig) -> Dataset:
-    """The run's dataset, announcing an emulated or substitute source."""
-    dataset = load_dataset(config.dataset, config.data)
+def load_run_dataset(config: TrainConfig, run_dir: Path) -> Dataset:
+    """The run's dataset, announcing an emulated or substitute source. A run that trained
+    on a substitute (the emulation, the 5,000-digit sample) from a data folder that has
+    since gone loads the same substitute again.
+
+    Raises
+    ------
+    DataError
+        If the run trained on real data from a folder that no longer exists.
+    """
+    data = config.data
+    if data.data_dir is not None and not Path(data.data_dir).exists():
+        source = (read_run_config(run_dir) or {}).get("data_source")
+        if source not in SUBSTITUTES:
+            raise DataError(f"{run_dir} trained on {source or 'the'} data in {data.data_dir}, which no longer exists; "
+                            "restore that folder to use this run's data")
+        click.echo(f"NOTE: {data.data_dir}, the folder this run was given, no longer exists; it trained on "
+                   f"{source} data, loaded again without it")
+        data = dataclasses.replace(data, data_dir=None, source="emulated")
+    dataset = load_dataset(config.dataset, data)
     if dataset.meta.get("notice"):
         click.echo(f"NOTE: {dataset.meta['notice']}")
     return dataset

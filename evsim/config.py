@@ -633,10 +633,11 @@ def refuse_unused(given: dict, options: dict) -> None:
     """
     for name in given:
         option = OPTION_BY_NAME[name]
-        needs, test = NEEDS.get(name, _SDSNN_ONLY if option.target.startswith("sdsnn.") else (None, None))
-        if needs is not None and not test(options):
-            raise ConfigError(f"{option.flag} applies only with {needs}, and this run has "
-                              f"{_setting(needs, options)}; leave {option.flag} out")
+        rules = ([_SDSNN_ONLY] if option.target.startswith("sdsnn.") else []) + ([NEEDS[name]] if name in NEEDS else [])
+        for needs, test in rules:
+            if not test(options):
+                raise ConfigError(f"{option.flag} applies only with {needs}, and this run has "
+                                  f"{_setting(needs, options)}; leave {option.flag} out")
     if options["schedule"] == "cosine" and options["warmup_epochs"] >= options["epochs"]:
         raise ConfigError(f"--warmup-epochs {options['warmup_epochs']} is not shorter than --epochs "
                           f"{options['epochs']}: the learning rate would never reach --lr; give fewer warm-up epochs")

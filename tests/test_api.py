@@ -73,6 +73,7 @@ def test_a_dataset_refuses_splits_that_do_not_have_its_sample_shape():
     with pytest.raises(EvsimError, match=r"train samples hold 8 values .* sample_shape \(9,\) holds 9"):
         evsim.Dataset("mine", wide, wide, 2, (9,), "rate", "mine")
     evsim.Dataset("mine", wide, wide, 2, (2, 2, 2), "rate", "mine")  # a map's values, flat
+    assert evsim.Split(np.zeros((4, 8), np.float32), [0, 1, 0, 1]).labels.shape == (4,)  # a list of labels
     frames = evsim.Split(np.zeros((4, 3, 2, 4, 4), np.uint8), np.arange(4) % 2)
     evsim.Dataset("mine", frames, frames, 2, (2, 4, 4), "frames", "mine")
     with pytest.raises(EvsimError, match=r"train samples hold 32 values \(shape \(2, 4, 4\)\)"):

@@ -66,6 +66,10 @@ def test_a_command_line_hidden_beats_the_files_arch(tmp_path):
     (["--kernel-regrow-steps", "5"], "--kernel-regrow-steps applies only with a network with convolutions, and this "
                                      "run has --hidden 16, no convolution"),
     (["--filter-rho-init", "2"], "--filter-rho-init applies only with a network with convolutions"),
+    (["--structure", "none", "--filter-rho-init", "2"],
+     "--filter-rho-init applies only with --structure sdsnn, and this run has --structure none"),
+    (["--structure", "magnitude", "--kernel-regrow-steps", "5"],
+     "--kernel-regrow-steps applies only with --structure sdsnn, and this run has --structure magnitude"),
     (["--rho-max", "20"], "got rho_init 35.0 (--rho-init) and rho_max 20.0 (--rho-max); a dataset's preset sets both"),
 ])
 def test_bad_options_are_refused_before_the_data_and_the_run_folder(tmp_path, no_data, args, fragment):

@@ -330,6 +330,9 @@ def test_a_data_folder_that_does_not_exist_is_a_typo_not_a_fall_back(tmp_path, m
     monkeypatch.setenv("EVSIM_DATA", str(missing))
     with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) does not exist"):
         load_dataset(dataset, opts(tmp_path))
+    missing.write_text("a file")
+    with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) is not a folder; give the folder that holds the data"):
+        load_dataset(dataset, opts(tmp_path))
 
 
 def test_forced_emulated_ignores_real_data(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from evsim.errors import ConfigError, DataError
 from evsim.runfiles import BESIDE_OPTIONS
 from evsim.train import Trainer, resume
 from tests.conftest import one_line_error, run
-from tests.runs import TINY_MNIST, _without_timing, assert_same_npz, toy_config, toy_dataset
+from tests.runs import TINY_MNIST, TINY_MNIST_NETWORK, _without_timing, assert_same_npz, toy_config, toy_dataset
 
 QUIET = dict(progress=False, echo=lambda line: None)
 
@@ -200,3 +200,20 @@ def test_runs_list_shows_a_folder_whose_network_file_is_damaged(tmp_path):
     assert read_run(run_dir)["arch"] == "?-800-?"
     result = run(["runs", "list", str(tmp_path)])
     assert result.exit_code == 0 and "broken" in result.output and "Traceback" not in result.output
+
+
+def test_a_run_on_the_substitute_evaluates_after_its_data_folder_is_gone(tmp_path):
+    folder = tmp_path / "mnist-files"
+    folder.mkdir()  # holds no IDX files: the run trains on the 5,000-digit sample
+    out = tmp_path / "run"
+    assert run(["train", *TINY_MNIST_NETWORK, "--epochs", "1", "--structure", "none", "--data-dir", str(folder),
+                "--out", str(out)]).exit_code == 0
+    folder.rmdir()
+    for command in (["eval"], ["profile"]):
+        result = run([*command, str(out)])
+        assert result.exit_code == 0, result.output
+        assert f"NOTE: {folder}, the folder this run was given, no longer exists" in result.output
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "data_source": "real"}))
+    assert f"trained on real data in {folder}, which no longer exists; restore that folder" in \
+        one_line_error(run(["eval", str(out)]))

@@ -60,6 +60,7 @@ class Split:
             raise ShapeError(f"labels must be a vector of integer class indices, got {labels.dtype} {labels.shape}")
         if len(self.inputs) != labels.shape[0]:
             raise ShapeError(f"a split has {len(self.inputs)} inputs but {labels.shape[0]} labels")
+        object.__setattr__(self, "labels", labels)  # a list of labels works as an array everywhere
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -243,9 +244,9 @@ def data_dir_of(options: DataOptions) -> Path | None:
 
 
 def refuse_missing_data_dir(options: DataOptions, substitute: str) -> None:
-    """Refuse a data folder given (``--data-dir`` or ``$EVSIM_DATA``) that does not exist,
-    where the loader would otherwise fall back to ``substitute``: a mistyped path must not
-    train on the substitute.
+    """Refuse a data folder given (``--data-dir`` or ``$EVSIM_DATA``) that does not exist or
+    is not a folder, where the loader would otherwise fall back to ``substitute``: a
+    mistyped path must not train on the substitute.
 
     Raises
     ------
@@ -253,9 +254,10 @@ def refuse_missing_data_dir(options: DataOptions, substitute: str) -> None:
         Naming the folder and both fixes.
     """
     data_dir = data_dir_of(options)
-    if data_dir is not None and not data_dir.exists():
+    if data_dir is not None and not data_dir.is_dir():
         given = "--data-dir" if options.data_dir is not None else "$EVSIM_DATA"
-        raise DataError(f"{data_dir} ({given}) does not exist; give the folder that holds the data, or leave "
+        what = "is not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"{data_dir} ({given}) {what}; give the folder that holds the data, or leave "
                         f"{given} out (or use --source emulated) to use {substitute}")
 
 
