@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import itertools
 import signal
+import threading
 from pathlib import Path
 
 import click
@@ -23,6 +24,7 @@ from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_ru
 from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
+from evsim.runlock import run_lock
 from evsim.train import (RUN_RESULTS, TrainingInterrupted, check_new_run_dir, resume as resume_training,
                          saved_checkpoint_policy, train as run_training)
 
@@ -51,7 +53,8 @@ def train(ctx, config_file, resume_dir, **opts):
     given = {name for name in opts if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
     config = None
     if resume_dir is not None:
-        _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
+        with run_lock(resume_dir):  # a run still writing the folder is named as such, whatever it holds yet
+            _check_resumable(resume_dir, sorted(given - set(RESUME_COMPATIBLE)) + (["config"] if config_file else []))
         out, progress = resume_dir, opts["progress"] is not False
         checkpoints = opts["checkpoints"] if "checkpoints" in given else None  # None: the run's own
     else:
@@ -67,6 +70,10 @@ def train(ctx, config_file, resume_dir, **opts):
         if options["out"] is not None:  # a default folder is claimed new (claim_run_dir)
             check_new_run_dir(out)
     claimed = None
+    # Until training installs its own handlers (and after it restores them), SIGTERM ends the
+    # command like Ctrl-C does: through the cleanup below, not with the folder it claimed left.
+    previous = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         if config is None:
             summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
@@ -89,7 +96,13 @@ def train(ctx, config_file, resume_dir, **opts):
             click.echo(f"{stopped}: {exc}; no checkpoint kept (--checkpoints none): the run cannot be resumed",
                        err=True)
         ctx.exit(128 + exc.signum)  # the shell's code for death by that signal: 130, 143
+    except Terminated:
+        click.echo("Stopped by SIGTERM outside an epoch" + (f"; resume with: evsim train --resume {out}" if
+                                                            (out / CHECKPOINT_LATEST).exists() else ""), err=True)
+        ctx.exit(128 + signal.SIGTERM)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if claimed is not None:
             _remove_if_empty(claimed)  # a run that failed before writing anything leaves no folder
     if summary.get("test_acc_at_best_val") is not None:
@@ -119,6 +132,14 @@ def claim_run_dir(base: Path) -> Path:
             return path
         except FileExistsError:
             continue
+
+
+class Terminated(Exception):
+    """SIGTERM arrived outside a training epoch."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
 
 
 def _remove_if_empty(folder: Path) -> None:

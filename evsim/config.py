@@ -634,10 +634,11 @@ def refuse_unused(given: dict, options: dict) -> None:
     for name in given:
         option = OPTION_BY_NAME[name]
         rules = ([_SDSNN_ONLY] if option.target.startswith("sdsnn.") else []) + ([NEEDS[name]] if name in NEEDS else [])
+        flag = option.flag if option.kind != "bool" else f"{option.flag}/--no-{option.flag[2:]}"
         for needs, test in rules:
             if not test(options):
-                raise ConfigError(f"{option.flag} applies only with {needs}, and this run has "
-                                  f"{_setting(needs, options)}; leave {option.flag} out")
+                raise ConfigError(f"{flag} applies only with {needs}, and this run has "
+                                  f"{_setting(needs, options)}; leave {flag} out")
     if options["schedule"] == "cosine" and options["warmup_epochs"] >= options["epochs"]:
         raise ConfigError(f"--warmup-epochs {options['warmup_epochs']} is not shorter than --epochs "
                           f"{options['epochs']}: the learning rate would never reach --lr; give fewer warm-up epochs")

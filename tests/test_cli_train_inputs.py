@@ -66,6 +66,8 @@ def test_a_command_line_hidden_beats_the_files_arch(tmp_path):
     (["--kernel-regrow-steps", "5"], "--kernel-regrow-steps applies only with a network with convolutions, and this "
                                      "run has --hidden 16, no convolution"),
     (["--filter-rho-init", "2"], "--filter-rho-init applies only with a network with convolutions"),
+    (["--structure", "none", "--no-constrain-output"], "--constrain-output/--no-constrain-output applies only with "
+                                                       "--structure sdsnn"),
     (["--structure", "none", "--filter-rho-init", "2"],
      "--filter-rho-init applies only with --structure sdsnn, and this run has --structure none"),
     (["--structure", "magnitude", "--kernel-regrow-steps", "5"],

@@ -128,3 +128,27 @@ def test_a_cache_entry_needed_by_two_processes_at_once_is_built_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert [out.strip() for out, _ in outputs] == ["10", "10"]
     assert (tmp_path / "builds").read_text() == "built\n"
+
+
+def test_resume_of_a_run_still_starting_names_the_lock_not_a_missing_checkpoint(tmp_path):
+    from evsim.config import CONFIG_TOML
+    from tests.conftest import one_line_error, run
+
+    run_dir = tmp_path / "starting"
+    run_dir.mkdir()
+    (run_dir / CONFIG_TOML).write_text('dataset = "mnist"\n')  # a run in its first epoch: no checkpoint yet
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run_lock(run_dir):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait(30)
+        assert "is being written by another process" in one_line_error(run(["train", "--resume", str(run_dir)]))
+    finally:
+        release.set()
+        holder.join()

@@ -177,6 +177,26 @@ def test_a_default_folder_is_not_left_behind_by_a_refused_run(tmp_path, monkeypa
     assert list((tmp_path / "runs").iterdir()) == []
 
 
+def test_sigterm_while_the_data_loads_leaves_no_default_folder(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import evsim.train
+
+    real_load = evsim.train.load_dataset
+
+    def load_then_terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)  # as SLURM or `timeout` would, before training starts
+        return real_load(*args)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evsim.train, "load_dataset", load_then_terminated)
+    result = run(["train", *TINY, "--epochs", "1"])
+    assert result.exit_code == 143 and "Stopped by SIGTERM outside an epoch" in result.output, result.output
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
 # ------------------------------------------------------------- reader bugs
 def test_a_bug_in_the_checkpoint_readers_shows_as_itself_not_as_a_damaged_file(tmp_path, no_plots, monkeypatch):
     from tests.runs import toy_config, toy_dataset
