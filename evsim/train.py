@@ -29,6 +29,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numba
@@ -69,7 +70,7 @@ from evsim.loss import get_loss
 from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
                           refuse_beyond_memory)
 from evsim.layers import SparseLinear
-from evsim.network import Network, spec_footprint
+from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
 from evsim.runfiles import check_belongs, new_run_id, repair_best
@@ -123,6 +124,45 @@ def expected_sizes(config: TrainConfig) -> tuple[int, int]:
     if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
         n_in = 2 * config.data.downsample ** 2
     return n_in, n_classes
+
+
+def check_before_loading(config: TrainConfig) -> None:
+    """Refuse, without loading the data, what training ``config`` would refuse: the
+    memory check, an architecture whose inputs or outputs differ from the dataset's
+    (where known before it loads), and ``develop`` naming layers the network lacks.
+
+    Raises
+    ------
+    ConfigError
+        The trainer's own message.
+    """
+    n_inputs, n_classes = expected_sizes(config)
+    check_memory(config, n_inputs, n_classes)
+    if config.arch:
+        sizes = spec_footprint(config.arch)[0]
+        if n_inputs and sizes[0] != n_inputs:
+            raise ConfigError(f"--arch {config.arch} takes {sizes[0]} inputs but {config.dataset} gives {n_inputs} "
+                              "with these options; give an architecture of its input")
+        if n_classes and sizes[-1] != n_classes:
+            raise ConfigError(f"--arch {config.arch} ends with {sizes[-1]} outputs but {config.dataset} has "
+                              f"{n_classes} classes")
+    developing_layers(_outline(config), config.develop)
+
+
+def _outline(config: TrainConfig) -> "_Outline":
+    parts = parse_spec(config.arch)[1:] if config.arch else [*config.hidden, 0]
+    return _Outline([{"conv": "conv2d", "pool": "pool2d"}[part[0]] if isinstance(part, tuple) else "linear"
+                     for part in parts])
+
+
+class _Outline:
+    """A network's layers as :func:`evsim.network.developing_layers` reads them (their
+    kinds), without building their weights."""
+
+    layer_labels = Network.layer_labels
+
+    def __init__(self, kinds: list[str]):
+        self.layers = [SimpleNamespace(kind=kind) for kind in kinds]
 
 
 def _interval_words(interval: int) -> str:
@@ -702,7 +742,7 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
     ConfigError
         For an invalid configuration or one that cannot fit in memory, before the data is loaded.
     """
-    check_memory(config.validate(), *expected_sizes(config))
+    check_before_loading(config.validate())
     _check_policy(checkpoints)
     with run_lock(run_dir):
         if run_dir is not None:  # checked again under the lock: a run that finished while this one waited to start

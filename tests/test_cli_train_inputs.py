@@ -33,6 +33,18 @@ def no_data(monkeypatch):
     monkeypatch.setattr(evsim.train, "load_dataset", load)
 
 
+@pytest.mark.parametrize("args,fragment", [
+    (["--arch", "2x34x34-4C3-AP4-10"], "--arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
+    (["--arch", "784-32-11"], "--arch 784-32-11 ends with 11 outputs but mnist has 10 classes"),
+    (["--arch", "784-32-10", "--develop", "conv2"], "--develop conv2: this network has no layer conv2; it has fc1"),
+])
+def test_a_network_that_cannot_fit_the_dataset_is_refused_before_the_data_loads(tmp_path, no_data, args, fragment):
+    out = tmp_path / "run"
+    assert fragment in one_line_error(run(["train", "--dataset", "mnist", "--epochs", "1", "--no-progress", *args,
+                                           "--out", str(out)]))
+    assert not out.exists()
+
+
 def test_a_command_line_hidden_beats_the_files_arch(tmp_path):
     from evsim.config import resolve_options
     saved = {"arch": "1x28x28-4C3-AP4-10", "hidden": [800]}  # a run's config.toml holds both

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 from evsim.config import (DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_file, resolve_options,
                           to_toml)
 from evsim.errors import ConfigError
-from evsim.network import Network, developing_layers, parse_spec, spec_footprint
-from evsim.train import check_memory, expected_sizes, resume, train
+from evsim.train import check_before_loading, resume, train
 
 # Options of `evsim train` a sweep file may not set: the sweep chooses each point's
 # folder, runs show no progress bars on workers, and keep every checkpoint (a point must
@@ -57,54 +55,14 @@ def resolve(values: dict, out: Path, where: str) -> TrainConfig:
 
 
 def point_config(values: dict, out: Path, where: str) -> TrainConfig:
-    """:func:`resolve`, then :func:`check_runnable`: a point's configuration, refused
+    """:func:`resolve`, then :func:`evsim.train.check_before_loading`: a point's configuration, refused
     up front for what its run would be refused for, whatever the data."""
     config = resolve(values, out, where)
     try:
-        check_runnable(config)
+        check_before_loading(config)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return config
-
-
-def check_runnable(config: TrainConfig) -> None:
-    """Refuse, without loading the data, what training ``config`` would refuse: the
-    memory check :func:`evsim.train.train` makes before the data loads, an architecture
-    whose inputs or outputs differ from the dataset's (where known before it loads),
-    and ``develop`` naming layers the network lacks.
-
-    Raises
-    ------
-    ConfigError
-        The trainer's own message.
-    """
-    n_inputs, n_classes = expected_sizes(config)
-    check_memory(config, n_inputs, n_classes)
-    if config.arch:
-        sizes = spec_footprint(config.arch)[0]
-        if n_inputs and sizes[0] != n_inputs:
-            raise ConfigError(f"--arch {config.arch} takes {sizes[0]} inputs but {config.dataset} gives {n_inputs} "
-                              "with these options; give an architecture of its input")
-        if n_classes and sizes[-1] != n_classes:
-            raise ConfigError(f"--arch {config.arch} ends with {sizes[-1]} outputs but {config.dataset} has "
-                              f"{n_classes} classes")
-    developing_layers(_outline(config), config.develop)
-
-
-def _outline(config: TrainConfig) -> "_Outline":
-    parts = parse_spec(config.arch)[1:] if config.arch else [*config.hidden, 0]
-    return _Outline([{"conv": "conv2d", "pool": "pool2d"}[part[0]] if isinstance(part, tuple) else "linear"
-                     for part in parts])
-
-
-class _Outline:
-    """A network's layers as :func:`evsim.network.developing_layers` reads them (their
-    kinds), without building their weights."""
-
-    layer_labels = Network.layer_labels
-
-    def __init__(self, kinds: list[str]):
-        self.layers = [SimpleNamespace(kind=kind) for kind in kinds]
 
 
 def config_dict(config: TrainConfig) -> dict:
