@@ -258,6 +258,10 @@ class Trainer:
         if config.val_fraction and dataset.val is None:
             # A pure function of the seed and the data, so a resumed run holds out the same samples.
             train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
+            if len(train_part) < min(config.batch_size, len(dataset.train)):
+                raise ConfigError(f"--val-fraction {config.val_fraction:g} leaves {len(train_part)} of the "
+                                  f"{len(dataset.train)} training samples to train on, less than one batch "
+                                  f"(--batch-size {config.batch_size}); hold out less")
             if len(val_part):  # else too few samples to hold one out: _fit says so
                 dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
         self.dataset = dataset

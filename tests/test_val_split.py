@@ -139,3 +139,10 @@ def test_cli_run_reports_test_at_best_validation(tmp_path):
     assert "paper-style" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_samples"] == 400 and summary["test_acc_at_best_val"] is not None
+
+
+def test_a_validation_split_that_leaves_less_than_a_batch_to_train_on_is_refused():
+    with pytest.raises(ConfigError, match=r"--val-fraction 0.9 leaves 40 of the 400 training samples to train on, "
+                                          r"less than one batch \(--batch-size 50\); hold out less"):
+        Trainer(toy_config(val_fraction=0.9), toy_dataset())
+    Trainer(toy_config(val_fraction=0.8), toy_dataset())  # 80 samples: more than a batch
