@@ -32,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import zipfile
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ from evsim.layers import LAYER_KINDS, SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
-from evsim.readers import check_npz, check_regular, reason
+from evsim.readers import CODE_ERRORS, check_npz, check_regular, reason
 from evsim.structure.sdsnn import SDSNN, SDSNNConfig, init_ranges
 from evsim.synapses import SynapseStore
 
@@ -61,11 +59,6 @@ CHECKPOINT_BEST = "checkpoint-best.npz"
 # 3: SD-SNN's would-be sums are a window of about an epoch, with a batch count per column
 #    (format 2's interval sums and their one count are read as such a window).
 CHECKPOINT_FORMAT = 3
-# What np.load, json and the checks below raise on a damaged file (JSON errors and
-# UnicodeDecodeError are ValueErrors; RecursionError: meta nested too deeply). Nothing
-# else is caught: a bug in a reader (a NameError, an AttributeError) must show as itself.
-READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError, zipfile.BadZipFile, zlib.error,
-               EOFError, RecursionError, MemoryError)
 
 
 @dataclass
@@ -207,7 +200,9 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
         check_npz(path)
         with np.load(path, allow_pickle=False) as f:
             return _network_from(f, json.loads(str(f["meta"])), path_option)
-    except READ_ERRORS as exc:
+    except CODE_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: corrupt or truncated network file ({reason(exc)}); "
                               "retrain or restore it") from None
 
@@ -892,5 +887,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
         raise
     except _Damaged as exc:
         raise CheckpointError(f"{path}: damaged checkpoint ({exc}); {_fix(path)}") from None
-    except READ_ERRORS as exc:
+    except CODE_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason(exc)}); {_fix(path)}") from None

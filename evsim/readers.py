@@ -43,6 +43,11 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+# Errors only code makes, never a file's bytes: a bug in a reader shows as itself, not as
+# a damaged file (whose parsers can raise anything else: struct.error, TokenError, ...).
+CODE_ERRORS = (NameError, ImportError)
+
+
 @contextlib.contextmanager
 def reading(path: Path, what: str, error: type[EvsimError] = DataError, fix: str = "replace it with a good copy"):
     """Turn any exception raised inside into ``error`` naming ``path`` and ``what`` it
@@ -55,7 +60,7 @@ def reading(path: Path, what: str, error: type[EvsimError] = DataError, fix: str
     """
     try:
         yield
-    except EvsimError:
+    except (EvsimError, *CODE_ERRORS):
         raise
     except Exception as exc:  # noqa: BLE001 -- the point: a damaged file can make a parser raise anything
         raise error(f"{path}: not a readable {what} ({reason(exc)}); {fix}") from None

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.checkpoint import READ_ERRORS, check_metric_rows, stored_config
+from evsim.checkpoint import check_metric_rows, stored_config
 from evsim.errors import CheckpointError
 from evsim.files import link_atomic
-from evsim.readers import read_json, read_small_file, reason
+from evsim.readers import CODE_ERRORS, read_json, read_small_file, reason
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -166,7 +166,9 @@ def stored_run_id(path: Path) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-    except READ_ERRORS as exc:
+    except CODE_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: not a readable evsim .npz file ({reason(exc)}); restore it") from None
     run_id = meta.get("run_id") if isinstance(meta, dict) else None
     return run_id if isinstance(run_id, str) else None
@@ -207,7 +209,9 @@ def _checkpoint_epoch(path: Path) -> int | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-    except READ_ERRORS:
+    except CODE_ERRORS:
+        raise
+    except Exception:  # noqa: BLE001 -- unreadable: no epoch to compare
         return None
     if not isinstance(meta, dict) or meta.get("in_epoch") is not None:
         return None
