@@ -2,22 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from evsim.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network,
-                              stored_config)
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
-from evsim.readers import read_json
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
 from evsim.runfiles import (METRICS_JSONL, best_epoch, check_belongs, read_metrics, read_run_config,
                             refuse_overwriting_run_files, stored_run_id)
@@ -28,12 +25,10 @@ SUBSTITUTES = ("emulated", "mnist-5k")
 
 
 def read_config(run_dir: Path) -> TrainConfig | None:
-    """The run's validated ``config.json``, or None when the folder has none (a network
-    made by ``evsim import-nir``)."""
-    path = run_dir / "config.json"
-    if not os.path.lexists(path):
-        return None
-    return stored_config(read_json(path, "run configuration (config.json)", ConfigError), path)
+    """The run's validated ``config.json`` (:func:`~evsim.runfiles.read_run_config`), or None
+    when the folder has none (a network made by ``evsim import-nir``)."""
+    values = read_run_config(run_dir)
+    return None if values is None else TrainConfig.from_dict(values)
 
 
 def load_run_dataset(config: TrainConfig, run_dir: Path) -> Dataset:
