@@ -64,6 +64,12 @@ class Optimizer:
             raise ConfigError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.weight_decay < 1 / self.lr:
+            # lr x weight_decay >= 1 shrinks every weight to zero or past it at each step (AdamW, SGD),
+            # and for Adam's L2 the decay then swamps every gradient: training stays at chance.
+            raise ConfigError(f"--weight-decay must be >= 0 and below 1/learning rate = {1 / self.lr:g} (each step "
+                              f"shrinks every weight by lr x weight decay), got {self.weight_decay:g}; typical "
+                              "values are 1e-4 to 1e-1")
 
     def step(self, params: list[tuple[np.ndarray, np.ndarray, dict]], lr: float | None = None) -> None:
         """Update every parameter array in place with learning rate ``lr`` (default ``self.lr``)."""

@@ -148,6 +148,8 @@ def test_a_huge_learning_rate_ends_in_one_line_not_done(tmp_path, recwarn):
     (["--lr", "1e308"], "beyond float32's range"),
     (["--lr", "1e-50"], "is 0 in float32"),
     (["--weight-decay", "1e39"], "beyond float32's range"),
+    (["--weight-decay", "1e30"], "below 1/learning rate = 1000"),
+    (["--weight-decay", "2", "--lr", "0.5"], "below 1/learning rate = 2"),
     (["--lr", "١"], "digits 0-9"),
 ])
 def test_float_options_float32_cannot_hold_are_refused_up_front(tmp_path, captured, args, fragment):

@@ -22,6 +22,17 @@ def test_adam_matches_reference_over_steps(rng, name):
     np.testing.assert_allclose(state["adam_m"], m, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_a_decay_that_takes_a_whole_weight_each_step_is_refused(name):
+    # lr x weight decay >= 1 zeroes or flips every weight at each step (decoupled, SGD) or
+    # swamps every gradient (Adam's L2): a run that can only stay at chance.
+    with pytest.raises(ConfigError, match="below 1/learning rate = 100"):
+        Optimizer(name, lr=1e-2, weight_decay=100.0)
+    with pytest.raises(ConfigError, match="weight-decay must be >= 0"):
+        Optimizer(name, lr=1e-2, weight_decay=-1.0)
+    Optimizer(name, lr=1e-2, weight_decay=99.0)
+
+
 def test_sgd_momentum(rng):
     param = np.ones(3, np.float32)
     state = {}
