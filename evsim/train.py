@@ -108,27 +108,54 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, eve
                          + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 
 
-# Inputs and classes of the registered datasets as framed by default, for check_memory
-# before the data loads (--crop and --downsample change the inputs, see expected_sizes).
-KNOWN_SIZES = {"mnist": (784, 10), "cifar10": (3072, 10), "nmnist": (2 * 34 * 34, 10),
-               "dvsgesture": (2 * 128 * 128, 11), "cifar10dvs": (2 * 128 * 128, 10), "pokerdvs": (2 * 35 * 35, 4),
-               "shd": (700, 20)}
+# Sample shapes and classes of the registered datasets as framed by default, for the checks
+# before the data loads (--crop and --downsample change the shape, see expected_shape).
+KNOWN_SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "nmnist": ((2, 34, 34), 10),
+                "dvsgesture": ((2, 128, 128), 11), "cifar10dvs": ((2, 128, 128), 10), "pokerdvs": ((2, 35, 35), 4),
+                "shd": ((700,), 20)}
+
+
+def expected_shape(config: TrainConfig) -> tuple[tuple, int]:
+    """``(sample_shape, n_classes)`` of the run's dataset before it loads; ``((), 0)``
+    where unknown (a folder of one's own recordings)."""
+    shape, n_classes = KNOWN_SHAPES.get(config.dataset, ((), 0))
+    if config.data.crop:
+        shape = (2, 32, 32)
+    if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
+        shape = (2, config.data.downsample, config.data.downsample)
+    return shape, n_classes
 
 
 def expected_sizes(config: TrainConfig) -> tuple[int, int]:
     """``(n_inputs, n_classes)`` of the run's dataset before it loads; ``(0, 0)`` (a lower
-    bound) where unknown (a folder of one's own recordings)."""
-    n_in, n_classes = KNOWN_SIZES.get(config.dataset, (0, 0))
-    if config.data.crop:
-        n_in = 2 * 32 * 32
-    if config.data.downsample and config.dataset in ("dvsgesture", "cifar10dvs"):
-        n_in = 2 * config.data.downsample ** 2
-    return n_in, n_classes
+    bound) where unknown."""
+    shape, n_classes = expected_shape(config)
+    return (int(np.prod(shape)) if shape else 0), n_classes
+
+
+def check_arch_fits(arch: str, dataset_name: str, gives: tuple, n_classes: int) -> None:
+    """Refuse ``arch`` when its input is not a sample of shape ``gives`` (a map of the same
+    size but another shape would run on scrambled pixels) or its outputs are not
+    ``n_classes``; ``gives = ()`` or ``n_classes = 0``: not known yet.
+
+    Raises
+    ------
+    ConfigError
+        Saying what the data gives, with --crop where that would make it fit.
+    """
+    parts = parse_spec(arch)
+    sizes = spec_footprint(arch)[0]
+    takes = parts[0] if isinstance(parts[1], tuple) and parts[1][0] == "conv" else (sizes[0],)
+    if gives and (sizes[0] != int(np.prod(gives)) or (len(takes) > 1 and len(gives) > 1 and takes != tuple(gives))):
+        raise ConfigError(f"--arch {arch} takes input {'x'.join(map(str, takes))} but {dataset_name} gives "
+                          f"{'x'.join(map(str, gives))}{crop_hint(dataset_name, gives, sizes[0])}")
+    if n_classes and sizes[-1] != n_classes:
+        raise ConfigError(f"--arch {arch} ends with {sizes[-1]} outputs but {dataset_name} has {n_classes} classes")
 
 
 def check_before_loading(config: TrainConfig) -> None:
     """Refuse, without loading the data, what training ``config`` would refuse: the
-    memory check, an architecture whose inputs or outputs differ from the dataset's
+    memory check, an architecture whose input or outputs differ from the dataset's
     (where known before it loads), and ``develop`` naming layers the network lacks.
 
     Raises
@@ -136,16 +163,10 @@ def check_before_loading(config: TrainConfig) -> None:
     ConfigError
         The trainer's own message.
     """
-    n_inputs, n_classes = expected_sizes(config)
-    check_memory(config, n_inputs, n_classes)
+    shape, n_classes = expected_shape(config)
+    check_memory(config, *expected_sizes(config))
     if config.arch:
-        sizes = spec_footprint(config.arch)[0]
-        if n_inputs and sizes[0] != n_inputs:
-            raise ConfigError(f"--arch {config.arch} takes {sizes[0]} inputs but {config.dataset} gives {n_inputs} "
-                              "with these options; give an architecture of its input")
-        if n_classes and sizes[-1] != n_classes:
-            raise ConfigError(f"--arch {config.arch} ends with {sizes[-1]} outputs but {config.dataset} has "
-                              f"{n_classes} classes")
+        check_arch_fits(config.arch, config.dataset, shape, n_classes)
     developing_layers(_outline(config), config.develop)
 
 
@@ -183,19 +204,9 @@ def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generato
         network = Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
         network.set_developing(config.develop)
         return network
+    check_arch_fits(config.arch, dataset.name, tuple(dataset.sample_shape), dataset.n_classes)
     network = Network.from_spec(config.arch, rng, config.lif, config.path)
     network.set_developing(config.develop)
-    first = network.layers[0]
-    takes = getattr(first, "in_shape", (first.n_in,))
-    gives = tuple(dataset.sample_shape)
-    fits = first.n_in == dataset.n_inputs and (len(takes) == 1 or len(gives) == 1 or takes == gives)
-    if not fits:
-        hint = crop_hint(dataset.name, gives, first.n_in)
-        raise ConfigError(f"--arch {config.arch} takes input {'x'.join(map(str, takes))} but {dataset.name} gives "
-                          f"{'x'.join(map(str, gives))}{hint}")
-    if network.sizes[-1] != dataset.n_classes:
-        raise ConfigError(f"--arch {config.arch} ends with {network.sizes[-1]} outputs but {dataset.name} has "
-                          f"{dataset.n_classes} classes")
     return network
 
 

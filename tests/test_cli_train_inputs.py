@@ -34,8 +34,12 @@ def no_data(monkeypatch):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--arch", "2x34x34-4C3-AP4-10"], "--arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
+    (["--arch", "2x34x34-4C3-AP4-10"], "--arch 2x34x34-4C3-AP4-10 takes input 2x34x34 but mnist gives 1x28x28"),
     (["--arch", "784-32-11"], "--arch 784-32-11 ends with 11 outputs but mnist has 10 classes"),
+    # as many inputs as mnist's, in a map of another shape: it would train on scrambled pixels
+    (["--arch", "1x14x56-4C3-AP2-10"], "--arch 1x14x56-4C3-AP2-10 takes input 1x14x56 but mnist gives 1x28x28"),
+    (["--dataset", "nmnist", "--arch", "2x32x32-4C3-AP4-10", "--no-crop"],
+     "takes input 2x32x32 but nmnist gives 2x34x34 (add --crop for N-MNIST's 32x32 frames)"),
     (["--arch", "784-32-10", "--develop", "conv2"], "--develop conv2: this network has no layer conv2; it has fc1"),
 ])
 def test_a_network_that_cannot_fit_the_dataset_is_refused_before_the_data_loads(tmp_path, no_data, args, fragment):

@@ -302,7 +302,7 @@ BAD_FILES = [
     ("[base]\ndataset = \"mnist\"\n[axes]\nbatch_size = [100, 2000000000]\n",
      "point batch_size=2000000000: this run needs about"),
     ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"2x34x34-4C3-AP4-10\"]\n",
-     "point arch=2x34x34-4C3-AP4-10: --arch 2x34x34-4C3-AP4-10 takes 2312 inputs but mnist gives 784"),
+     "point arch=2x34x34-4C3-AP4-10: --arch 2x34x34-4C3-AP4-10 takes input 2x34x34 but mnist gives 1x28x28"),
     ("[base]\ndataset = \"mnist\"\n[axes]\narch = [\"784-32-11\"]\n", "ends with 11 outputs but mnist has 10 classes"),
     ("[base]\ndataset = \"mnist\"\nhidden = [32]\n[axes]\ndevelop = [\"fc1\", \"conv2\"]\n",
      "point develop=conv2: --develop conv2: this network has no layer conv2; it has fc1"),
