@@ -17,7 +17,12 @@ def _interrupted_while_starting(signum, frame):
     os._exit(130)
 
 
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+# A process started with Ctrl-C ignored keeps ignoring it: the embedded sweep cluster's
+# workers, which import this module when they start (see evsim.sweep.execute.local_cluster),
+# and jobs a shell runs in the background.
+SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+if not SIGINT_IGNORED:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import click  # noqa: E402
 
@@ -93,4 +98,5 @@ main.add_command(sweep)
 main.add_command(train)
 
 # Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports.
-signal.signal(signal.SIGINT, signal.default_int_handler)
+if not SIGINT_IGNORED:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -524,6 +524,70 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
     assert all(states(out)[n]["action"] == "resumed" for n in interrupted)
 
 
+def _group_size(pgid: int) -> int:
+    """How many live processes are in process group ``pgid`` (Linux's /proc)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            count += fields[0] != "Z" and int(fields[2]) == pgid
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from Linux's /proc")
+def test_ctrl_c_while_the_cluster_starts_prints_no_worker_traceback(tmp_path):
+    """Ctrl-C every 0.05 s from when the first worker process exists, as an impatient
+    user's: the workers, started with Ctrl-C ignored, never print; the client stops in one
+    line once the cluster is up."""
+    import threading
+
+    path = sweep_file(tmp_path, SWEEP.replace("epochs = 2", "epochs = 50"))
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "2",
+         "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env={**os.environ, "EVSIM_OFFLINE": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+    reader.start()
+    sent_while_starting = 0
+    try:
+        deadline = time.monotonic() + 120
+        while _group_size(sweep.pid) < 2:
+            assert sweep.poll() is None and time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.01)
+        while sweep.poll() is None and time.monotonic() < deadline:
+            sent_while_starting += not lines
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sweep.pid, signal.SIGINT)
+            time.sleep(0.05)
+        sweep.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+    _wait_until_gone(sweep.pid)
+    output = "".join(lines)
+    assert sent_while_starting > 1, output  # the test reached the window it is about
+    # 130, or killed by a later Ctrl-C once Python's exit has put SIGINT back to its default
+    # (a shell shows both as 130)
+    assert sweep.returncode in (130, -signal.SIGINT), output
+    assert len(lines) == 2 and lines[0].startswith("sweep: 6 points") and lines[1].startswith(
+        "Interrupted: finished points are kept"), output
+
+
+def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it():
+    """How the embedded cluster's workers start (they import the CLI's module), and how a
+    shell starts a background job."""
+    code = "import signal, evsim.cli.main; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    for ignored in (True, False):
+        shown = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None).stdout
+        assert shown.strip() == str(ignored)
+
+
 def _copy(finished: Path, tmp_path: Path) -> Path:
     out = tmp_path / "out"
     shutil.copytree(finished, out, ignore=shutil.ignore_patterns("results.csv", "report.md", "report.png"))

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -89,20 +90,32 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
 def local_cluster(workers: int):
     """A client of an embedded LocalCluster of ``workers`` processes, shut down quietly
     on Ctrl-C: the workers ignore it (see :mod:`evsim.sweep.worker`), and distributed's
-    logs of the tasks it cancels and a second Ctrl-C are silenced while it closes."""
+    logs of the tasks it cancels and a second Ctrl-C are silenced while it closes.
+
+    Ctrl-C is ignored while the cluster starts (a few seconds): worker processes inherit
+    an ignored signal through their exec, so a Ctrl-C then cannot reach one before its
+    preload ignores it, nor stop the start half way (which left processes to Dask's exit
+    handler and its traceback). Pressed again once the cluster is up, it stops the sweep.
+    """
     from distributed import Client, LocalCluster
 
     logs = logging.getLogger("distributed")
     level, handler = logs.level, None
     try:
-        # memory_limit=0: each run checks its own memory; Dask's per-worker share would
-        # kill a run that the machine holds. One thread per worker: one run per process.
-        # No dashboard; the scheduler's HTTP server (which runs even so) on any free port,
-        # not 8787, which a second sweep would find taken and warn about.
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-                          dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                          silence_logs=logging.ERROR, preload=["evsim.sweep.worker"]) as cluster, \
-                Client(cluster) as client:
+        with contextlib.ExitStack() as started:
+            if threading.current_thread() is threading.main_thread():  # only it may set handlers
+                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # memory_limit=0: each run checks its own memory; Dask's per-worker share would
+            # kill a run that the machine holds. One thread per worker: one run per process.
+            # No dashboard; the scheduler's HTTP server (which runs even so) on any free port,
+            # not 8787, which a second sweep would find taken and warn about.
+            client = started.enter_context(Client(started.enter_context(LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0, dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR,
+                preload=["evsim.sweep.worker"]))))
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
+                handler = None
             try:
                 yield client
             except KeyboardInterrupt:
