@@ -40,6 +40,7 @@ import numpy as np
 from evsim.data import DATASETS, DataOptions, check_options
 from evsim.data.base import ENCODINGS, SOURCES
 from evsim.errors import ConfigError
+from evsim.kernels.events import INT32_MAX
 from evsim.loss import LOSSES, get_loss
 from evsim.neuron import RESETS, SURROGATES, LIFParameters
 from evsim.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
@@ -52,8 +53,6 @@ CONFIG_TOML = "config.toml"
 PAPER = "paper"
 AUTO = "auto"
 AUTO_STEPS_PER_EPOCH = 10
-# Counts the kernels index with int32; larger values could only overflow there.
-INT32_MAX = 2 ** 31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Which checkpoints a run folder keeps (``--checkpoints``): they do not change the result,
 # so they are not part of TrainConfig. "all": checkpoint-latest.npz and checkpoint-best.npz

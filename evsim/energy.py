@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
+from evsim.errors import ShapeError
 from evsim.kernels.energy import _count_slots
 from evsim.kernels.events import Events, StaticDrive
 from evsim.layers import Layer
@@ -118,7 +119,16 @@ class EnergyReport:
     data_source: str = ""
 
     def add(self, other: "EnergyReport") -> "EnergyReport":
-        """Accumulate another batch's report (same network)."""
+        """Accumulate another batch's report (same network, same T: the counts are per step).
+
+        Raises
+        ------
+        ShapeError
+            If the batches differ in T.
+        """
+        if other.time_steps != self.time_steps:
+            raise ShapeError(f"batches of T = {self.time_steps} and T = {other.time_steps}: the counts are per time "
+                             "step, so every batch profiled together needs the same T; profile each T on its own")
         for mine, theirs in zip(self.layers, other.layers):
             mine.events = mine.events + theirs.events
             mine.ops = mine.ops + theirs.ops

@@ -22,8 +22,9 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
-from evsim.kernels.events import Events, StaticDrive, dense_to_events, first_repeated_slot
+from evsim.kernels.events import INT32_MAX, Events, StaticDrive, dense_to_events, slot_order
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
+from evsim.memory import SYNAPSE_BYTES, refuse_beyond_memory
 from evsim.neuron import LIFParameters
 
 
@@ -37,9 +38,14 @@ class Network:
     """
 
     def __init__(self, layers: list[Layer], lif: LIFParameters = LIFParameters()):
-        for a, b in zip(layers, layers[1:]):
+        for k, (a, b) in enumerate(zip(layers, layers[1:]), start=1):
             if a.n_out != b.n_in:
                 raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
+            # A map of the same size but another shape would run, on scrambled cells.
+            gives, takes = getattr(a, "out_shape", None), getattr(b, "in_shape", None)
+            if gives is not None and takes is not None and tuple(gives) != tuple(takes):
+                raise ShapeError(f"layer {k + 1} takes {'x'.join(map(str, takes))} maps but layer {k} gives "
+                                 f"{'x'.join(map(str, gives))}")
         self.layers = layers
         self.lif = lif.validate()
 
@@ -76,6 +82,9 @@ class Network:
         parts = parse_spec(spec)
         shapes = spec_shapes(spec)
         n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
+        # Weights with their optimizer and development state, as the training run counts them.
+        refuse_beyond_memory(f"architecture {spec!r}", {"weights": SYNAPSE_BYTES * spec_footprint(spec)[1]},
+                             "give smaller layers")
         layers, fc_seen = [], 0
         for part, shape in zip(parts[1:], shapes):
             if isinstance(part, int):
@@ -201,12 +210,16 @@ class Network:
         if isinstance(drive, np.ndarray):
             if drive.ndim != 3 or drive.shape[2] != self.layers[0].n_in:
                 raise ShapeError(f"input must be [T, B, {self.layers[0].n_in}], got shape {drive.shape}")
-            if drive.dtype.kind in "ui":  # integer counts: nothing to check, no float copy
-                events = dense_to_events(np.ascontiguousarray(drive))
-            elif not np.all(np.isfinite(drive)):
-                raise ShapeError("input contains NaN or infinite values")
+            if drive.dtype.kind not in "biuf":
+                raise ShapeError(f"input must be real numbers (bool, integer or float), got dtype {drive.dtype}")
+            if drive.dtype.kind in "ui":  # integer counts: nothing to check, no float copy (native byte order)
+                events = dense_to_events(np.ascontiguousarray(drive, dtype=drive.dtype.newbyteorder("=")))
             else:
-                events = dense_to_events(np.ascontiguousarray(drive, dtype=np.float32))
+                with np.errstate(over="ignore"):  # a value past float32's range becomes inf: refused below
+                    values = np.ascontiguousarray(drive, dtype=np.float32)
+                if not np.all(np.isfinite(values)):
+                    raise ShapeError("input contains NaN or infinite values (in float32, the kernels' type)")
+                events = dense_to_events(values)
         elif isinstance(drive, StaticDrive):
             events = _checked_static(drive, self.layers[0].n_in)
         elif isinstance(drive, Events):
@@ -352,6 +365,8 @@ def parse_spec(spec: str) -> list:
         raise ConfigError(f"architecture {spec!r}: the input {tokens[0]!r} must be a size (2312) or a map "
                           "channels x height x width (2x32x32)")
     parts: list = [tuple(int(n) for n in shape)]
+    if max(parts[0]) > INT32_MAX:
+        raise ConfigError(f"architecture {spec!r}: the input {tokens[0]!r} has a number larger than {INT32_MAX}")
     for k, token in enumerate(tokens[1:], start=1):
         conv = re.fullmatch(r"([1-9][0-9]*)C([1-9][0-9]*)(?:s([1-9][0-9]*))?(?:p([0-9]+))?", token, re.IGNORECASE)
         pool = re.fullmatch(r"([AM])P([1-9][0-9]*)", token, re.IGNORECASE)
@@ -366,6 +381,8 @@ def parse_spec(spec: str) -> list:
         else:
             raise ConfigError(f"architecture {spec!r}: layer {k} ({token!r}) is not a layer: write a size (800), a "
                               "convolution (15C3, 15C3s2p0) or a pooling (AP2, MP2)")
+        if max(int(n) for n in re.findall(r"[0-9]+", token)) > INT32_MAX:  # indices are int32
+            raise ConfigError(f"architecture {spec!r}: layer {k} ({token!r}) has a number larger than {INT32_MAX}")
     return parts
 
 
@@ -430,8 +447,16 @@ def parse_sizes(spec: str) -> list[int]:
     return [int(np.prod(parts[0]))] + parts[1:]
 
 
+def _whole_numbers(**counts) -> None:
+    """ShapeError unless every one of ``counts`` (``n_steps``, ``batch``) is an integer."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ShapeError(f"{name} must be an integer, got {value!r}")
+
+
 def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:
     """``drive`` if the first layer can run on it, else ShapeError."""
+    _whole_numbers(n_steps=drive.n_steps)
     values = drive.values
     if values.ndim != 2 or values.shape[1] != n_inputs or values.dtype != np.float32 or drive.n_steps < 1:
         raise ShapeError(f"a static drive must be float32 [B, {n_inputs}] values for T >= 1 steps; got "
@@ -443,6 +468,7 @@ def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:
 
 def _checked_events(events: Events, n_inputs: int) -> Events:
     """``events`` if the kernels can run on them (they index memory unchecked), else ShapeError."""
+    _whole_numbers(n_steps=events.n_steps, batch=events.batch)
     ptr, idx, val = events.ptr, events.idx, events.val
     if ptr.ndim != 1 or ptr.size != events.n_steps * events.batch + 1 or idx.shape != val.shape or idx.ndim != 1:
         raise ShapeError(f"events must have T*B+1 = {events.n_steps * events.batch + 1} slot offsets and one value "
@@ -456,8 +482,11 @@ def _checked_events(events: Events, n_inputs: int) -> Events:
         raise ShapeError(f"events index inputs {idx.min()}..{idx.max()}, but the network has {n_inputs} inputs")
     if not np.all(np.isfinite(val)):
         raise ShapeError("event values contain NaN or infinite values")
-    repeated = first_repeated_slot(ptr, idx, n_inputs)
+    repeated, ascending = slot_order(ptr, idx, n_inputs)
     if repeated >= 0:
         raise ShapeError(f"slot {repeated} of the events names one input twice; give each input once a slot, with "
                          "the sum of its values")
+    if not ascending:  # the layers' kernels take each slot's events in ascending order
+        order = np.lexsort((idx, np.repeat(np.arange(ptr.size - 1), np.diff(ptr))))
+        return Events(ptr, idx[order], val[order], events.n_steps, events.batch)
     return events

@@ -165,3 +165,125 @@ def test_input_that_kernels_would_read_differently_is_refused():
         network.forward(doubled)
     with pytest.raises(EvsimError, match="max pooling MP2 takes nonnegative input"):
         evsim.Network.from_spec("1x4x4-MP2-3C3-4", rng=0).forward(np.full((2, 1, 16), -1.0, np.float32))
+
+
+def test_events_in_any_order_within_a_slot_give_the_ordered_result():
+    """The layers' kernels take a slot's events ascending (max pooling walks them in bands):
+    a user's Events in another order are put in order, not misread."""
+    rng = np.random.default_rng(0)
+    for spec in ("1x8x8-MP2-4", "1x9x9-MP3-3C3-4", "1x8x8-3C3-AP2-4"):
+        network = evsim.Network.from_spec(spec, rng=0)
+        n_in = network.layers[0].n_in
+        events = evsim.dense_to_events((rng.random((3, 2, n_in)) < 0.5).astype(np.float32))
+        shuffled = events.idx.copy(), events.val.copy()
+        for s in range(events.ptr.size - 1):
+            order = events.ptr[s] + rng.permutation(events.ptr[s + 1] - events.ptr[s])
+            shuffled[0][events.ptr[s]:events.ptr[s + 1]] = events.idx[order]
+            shuffled[1][events.ptr[s]:events.ptr[s + 1]] = events.val[order]
+        assert not np.array_equal(shuffled[0], events.idx)
+        given = evsim.Events(events.ptr, *shuffled, 3, 2)
+        counts, traces = network.forward(events)
+        counts_given, traces_given = network.forward(given)
+        np.testing.assert_array_equal(counts_given, counts)
+        for trace, trace_given in zip(traces, traces_given):
+            np.testing.assert_array_equal(trace_given.events_in.idx, trace.events_in.idx)
+        np.testing.assert_array_equal(network.predict(given), counts)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (np.full((3, 2, 64), 1e39), r"NaN or infinite values \(in float32"),   # finite in float64, inf in float32
+    (np.zeros((3, 2, 64), object), "real numbers .* got dtype object"),
+    (np.zeros((3, 2, 64), complex), "real numbers .* got dtype complex128"),
+    (np.zeros((3, 2, 64), "<U3"), "real numbers .* got dtype <U3"),
+])
+def test_input_the_kernels_cannot_hold_in_float32_is_refused(values, fragment):
+    network = evsim.Network.from_spec("1x8x8-4C3-AP2-5", rng=0)
+    for run in (network.forward, network.predict, lambda x: evsim.profile(network, x)):
+        with pytest.raises(EvsimError, match=fragment):
+            run(values)
+
+
+def test_big_endian_counts_give_the_native_result():
+    network = evsim.Network.from_spec("1x8x8-4C3-AP2-5", rng=0)
+    counts = (np.random.default_rng(0).random((3, 2, 64)) < 0.4).astype(np.int32)
+    np.testing.assert_array_equal(network.forward(counts.astype(">i4"))[0], network.forward(counts)[0])
+    np.testing.assert_array_equal(network.predict(counts.astype(">u2")), network.predict(counts))
+
+
+def test_step_and_batch_counts_must_be_integers():
+    network = evsim.Network.from_spec("1x8x8-4C3-AP2-5", rng=0)
+    events = evsim.dense_to_events(np.ones((3, 2, 64), np.float32))
+    with pytest.raises(EvsimError, match="n_steps must be an integer, got 3.0"):
+        network.forward(evsim.Events(events.ptr, events.idx, events.val, 3.0, 2))
+    with pytest.raises(EvsimError, match="n_steps must be an integer, got 3.5"):
+        network.forward(evsim.StaticDrive(np.ones((2, 64), np.float32), 3.5))
+
+
+def test_profiling_batches_of_different_t_together_is_refused():
+    network = evsim.Network.from_spec("1x8x8-4C3-AP2-5", rng=0)
+    rng = np.random.default_rng(0)
+    short, long = ((rng.random((t, 2, 64)) < 0.4).astype(np.float32) for t in (1, 4))
+    with pytest.raises(EvsimError, match="batches of T = 1 and T = 4"):
+        evsim.profile(network, [short, long])
+    alone = sum(layer.sops for layer in evsim.profile(network, long).layers)
+    together = sum(layer.sops for layer in evsim.profile(network, [long, long]).layers)
+    assert together == 2 * alone
+
+
+@pytest.mark.parametrize("edit", [
+    lambda net: net.layers[2].prune(np.arange(net.layers[2].store.nnz) % 2 == 0),
+    lambda net: net.layers[2].store.prune(np.arange(net.layers[2].store.nnz) % 2 == 0),
+    lambda net: net.layers[0].prune(np.arange(net.layers[0].store.nnz) % 2 == 0),
+    lambda net: net.layers[2].kill(np.array([1, 3])),
+    lambda net: net.layers[0].kill(np.array([0])),
+    lambda net: net.layers[2].set_alive(net.layers[2].alive),  # a rebuild alone: a new plan
+])
+def test_backward_refuses_traces_of_another_structure_however_it_was_edited(edit):
+    network = evsim.Network.from_spec("1x8x8-4C3-AP2-8-4", rng=0)
+    x = (np.random.default_rng(0).random((4, 3, 64)) < 0.5).astype(np.float32)
+    counts, traces = network.forward(x)
+    edit(network)
+    with pytest.raises(EvsimError, match="not of the layer's present structure"):
+        network.backward(traces, evsim.mse_rate(counts, np.array([0, 1, 2]), 4)[1])
+
+
+def test_backward_refuses_another_networks_traces():
+    network, other = (evsim.Network.from_spec("1x8x8-4C3-AP2-8-4", rng=seed) for seed in (0, 1))
+    x = (np.random.default_rng(0).random((4, 3, 64)) < 0.5).astype(np.float32)
+    counts, traces = other.forward(x)
+    with pytest.raises(EvsimError, match="or they come from another network"):
+        network.backward(traces, evsim.mse_rate(counts, np.array([0, 1, 2]), 4)[1])
+
+
+def test_layers_whose_maps_differ_in_shape_do_not_chain():
+    from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
+    rng = np.random.default_rng(0)
+    conv = SpikingConv2d.uniform((1, 8, 8), 4, 3, rng, pad=1)  # gives 4x8x8
+    pool = Pool2d((8, 4, 8), 2)                                 # as many cells, another map
+    with pytest.raises(EvsimError, match="layer 2 takes 8x4x8 maps but layer 1 gives 4x8x8"):
+        evsim.Network([conv, pool, SparseLinear.uniform(pool.n_out, 5, rng)])
+
+
+@pytest.mark.parametrize("units, fragment", [
+    (np.array([True, False, True, False]), r"got bool values \(a boolean mask: pass np.flatnonzero\(mask\)\)"),
+    ([2.7], "got float64 values"),
+    ([4], "units 0..3, got int64 values 4..4"),
+    ([-1], "got int64 values -1..-1"),
+])
+def test_kill_takes_unit_indices_only(units, fragment):
+    conv = evsim.Network.from_spec("2x9x9-5C3-AP2-4C3-6", rng=0).layers[2]
+    with pytest.raises(EvsimError, match=fragment):
+        conv.kill(units)
+    assert conv.alive.all()
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("1x8x8-3C99999999999999999999-4", "has a number larger than 2147483647"),
+    ("1x8x8-99999999999C3-4", "has a number larger than 2147483647"),
+    ("99999999999-4", "the input '99999999999' has a number larger than 2147483647"),
+    ("1x8x8-3C3-2000000000", r"architecture '1x8x8-3C3-2000000000' needs about 8,583.1 GiB of memory \(weights "
+                             r"8,583.1 GiB\) but the machine has .* GiB; give smaller layers"),
+])
+def test_architectures_no_machine_holds_are_one_clear_error(spec, fragment):
+    with pytest.raises(EvsimError, match=fragment):
+        evsim.Network.from_spec(spec)

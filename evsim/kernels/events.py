@@ -17,6 +17,10 @@ from numba import njit, prange
 from evsim.kernels.simd import lowest_bit, nonzero_bits, popcount
 
 
+# The largest index or count an int32 holds: event indices and evsim's counters are int32.
+INT32_MAX = 2 ** 31 - 1
+
+
 class Events(NamedTuple):
     """Events of ``n_steps`` x ``batch`` slots. ``ptr`` int64 ``[T*B+1]``, ``idx`` int32, ``val`` float32."""
 
@@ -55,18 +59,24 @@ class EventsByRow(NamedTuple):
 
 
 @njit(cache=True)
-def first_repeated_slot(ptr, idx, n_units):
-    """The first slot in which a unit index appears twice, or -1. Kernels that add an
-    event's value into the currents count both; those that write the slot into a dense
-    map first keep one: the same input must not depend on the path chosen."""
+def slot_order(ptr, idx, n_units):
+    """``(first slot naming a unit twice or -1, whether every slot's indices ascend)``.
+
+    A unit twice in a slot is ambiguous: kernels that add an event's value into the
+    currents count both, those that write the slot into a dense map first keep one, and
+    the same input must not depend on the path chosen. Order is not: the layers' own
+    events ascend, and kernels that walk a slot in bands (max pooling) rely on it."""
     seen = np.full(n_units, -1, dtype=np.int64)
+    ascending = True
     for s in range(ptr.shape[0] - 1):
         for e in range(ptr[s], ptr[s + 1]):
             i = idx[e]
             if seen[i] == s:
-                return s
+                return s, False
             seen[i] = s
-    return -1
+            if e > ptr[s] and idx[e - 1] > i:
+                ascending = False
+    return -1, ascending
 
 
 @njit(parallel=True, cache=True)

@@ -10,11 +10,13 @@ gradient is left on a layer for another object to pull.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from evsim.errors import ShapeError
 from evsim.kernels.events import Events, StaticDrive
 from evsim.neuron import LIFParameters
 from evsim.synapses import SynapseStore
@@ -151,18 +153,42 @@ class Developing(Protocol):
         """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
 
 
+_PLAN_IDS = itertools.count(1)
+
+
+def next_plan_id() -> int:
+    """A number no layer's plan has had in this process."""
+    return next(_PLAN_IDS)
+
+
 class StructuralEdits:
     """The :class:`Developing` edits shared by every layer kind with synapses: a unit is a
     neuron (linear) or a filter (convolution), a synapse a weight or a kernel. The layer
-    has ``store``, ``alive``, ``bias``, ``bias_state`` and ``rebuild()`` (its plan after an edit)."""
+    has ``store``, ``alive``, ``bias``, ``bias_state`` and ``rebuild()`` (its plan after an
+    edit), which gives each plan it builds a number no other plan of any layer has
+    (``plan_id``, from :func:`next_plan_id`): a forward pass's trace names its plan, and
+    backward refuses a trace of another, whether an edit or another network made it."""
+
+    plan_id: int = 0
 
     def kill(self, units: np.ndarray) -> int:
         """Remove every incoming synapse and the bias of ``units``; returns the synapses removed.
 
         A dead unit never fires and is compacted away. Its outgoing synapses stay (they
         receive no events, so they cost nothing) so that regeneration can revive it.
+
+        Raises
+        ------
+        ShapeError
+            If ``units`` are not indices of this layer's units (a boolean mask: pass
+            ``np.flatnonzero(mask)``).
         """
-        units = np.asarray(units, dtype=np.int64)
+        units = np.asarray(units)
+        if units.size and (units.dtype.kind not in "iu" or units.min() < 0 or units.max() >= self.alive.size):
+            raise ShapeError(f"kill takes indices of units 0..{self.alive.size - 1}, got {units.dtype} values"
+                             + (" (a boolean mask: pass np.flatnonzero(mask))" if units.dtype.kind == "b" else "")
+                             + (f" {units.min()}..{units.max()}" if units.dtype.kind in "iu" else ""))
+        units = units.astype(np.int64).ravel()
         self.alive[units] = False
         self.bias[units] = 0.0
         for moments in self.bias_state.values():

@@ -37,7 +37,7 @@ from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
-                               StructuralEdits, attach_state, state_arrays)
+                               StructuralEdits, attach_state, next_plan_id, state_arrays)
 from evsim.layers.linear import LayerTrace
 from evsim.layers.pool import Pool2d
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
@@ -123,6 +123,7 @@ class SpikingConv2d(StructuralEdits):
     def rebuild(self) -> None:
         """Recompute the compacted filter indices and the alive units after a structural edit."""
         self.built_version = self.store.version
+        self.plan_id = next_plan_id()
         alive_filters = np.flatnonzero(self.alive).astype(np.int32)
         local = np.full(self.filters, -1, dtype=np.int32)
         local[alive_filters] = np.arange(alive_filters.size, dtype=np.int32)
@@ -185,7 +186,7 @@ class SpikingConv2d(StructuralEdits):
         else:
             FORWARD_PATHS[path](events.ptr, events.idx, events.val, *kernels, u.reshape(steps * batch, n_units))
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes, self.plan_id)
 
     def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d) -> np.ndarray | None:
         """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in
@@ -243,8 +244,9 @@ class SpikingConv2d(StructuralEdits):
         -------
         LayerGrads with ``params = [kernels (aligned with the store's data), bias]``.
         """
-        if self.built_version != self.store.version:
-            raise ShapeError("the layer's kernels changed between forward and backward; run forward again")
+        if trace.plan != self.plan_id or self.built_version != self.store.version:
+            raise ShapeError("these traces are not of the layer's present structure (its kernels changed after the "
+                             "forward pass, or they come from another network); run forward again")
         steps, batch, n_units = trace.u.shape
         if isinstance(grad_spikes, PooledGrad):
             dense, pooled, channels, pool_shape = None, *self._pooled_source(grad_spikes, steps * batch, n_units)

@@ -41,7 +41,7 @@ from evsim.kernels.grad import (
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
-                               attach_state, state_arrays)
+                               attach_state, next_plan_id, state_arrays)
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
@@ -87,6 +87,7 @@ class LayerTrace(NamedTuple):
     events_in: Events
     u: np.ndarray | None
     spikes: np.ndarray
+    plan: int  # the layer's plan_id when it ran: its structure then
 
 
 class SparseLinear(StructuralEdits):
@@ -145,6 +146,7 @@ class SparseLinear(StructuralEdits):
         """Recompute the execution plan after any change of structure (done by every
         structural edit, and by forward and backward when the store changed under it)."""
         self.built_version = self.store.version
+        self.plan_id = next_plan_id()
         self.alive_index = np.flatnonzero(self.alive).astype(np.int32)
         local = np.full(self.n_out, -1, dtype=np.int32)
         local[self.alive_index] = np.arange(self.alive_index.size, dtype=np.int32)
@@ -210,7 +212,7 @@ class SparseLinear(StructuralEdits):
         else:
             propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                           bias, decay, v_th, hard, u, spikes)
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes)
+        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes, self.plan_id)
 
     def _static_current(self, values: np.ndarray) -> np.ndarray:
         """``[B, N_alive]``: the current of the same input at every step, one BLAS product
@@ -247,8 +249,9 @@ class SparseLinear(StructuralEdits):
         -------
         LayerGrads with ``params = [weights (aligned with the CSR data), bias]``.
         """
-        if self.built_version != self.store.version:
-            raise ShapeError("the layer's synapses changed between forward and backward; run forward again")
+        if trace.plan != self.plan_id or self.built_version != self.store.version:
+            raise ShapeError("these traces are not of the layer's present structure (its synapses changed after the "
+                             "forward pass, or they come from another network); run forward again")
         n_steps, batch, n_alive = trace.u.shape
         # Summed row by row for the weight gradient, so rows padded to whole cache lines
         # (columns past N_alive are never read).
