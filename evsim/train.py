@@ -269,10 +269,12 @@ class Trainer:
         if config.val_fraction and dataset.val is None:
             # A pure function of the seed and the data, so a resumed run holds out the same samples.
             train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
-            if len(train_part) < min(config.batch_size, len(dataset.train)):
+            # A data set smaller than one batch trains in one smaller batch either way; one the
+            # hold-out leaves below a batch was most likely a typo (0.9999 for 0.09999).
+            if len(train_part) < config.batch_size <= len(dataset.train):
                 raise ConfigError(f"--val-fraction {config.val_fraction:g} leaves {len(train_part)} of the "
                                   f"{len(dataset.train)} training samples to train on, less than one batch "
-                                  f"(--batch-size {config.batch_size}); hold out less")
+                                  f"(--batch-size {config.batch_size}); hold out less, or give a smaller --batch-size")
             if len(val_part):  # else too few samples to hold one out: _fit says so
                 dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
         self.dataset = dataset

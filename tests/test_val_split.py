@@ -143,6 +143,12 @@ def test_cli_run_reports_test_at_best_validation(tmp_path):
 
 def test_a_validation_split_that_leaves_less_than_a_batch_to_train_on_is_refused():
     with pytest.raises(ConfigError, match=r"--val-fraction 0.9 leaves 40 of the 400 training samples to train on, "
-                                          r"less than one batch \(--batch-size 50\); hold out less"):
+                                          r"less than one batch \(--batch-size 50\); hold out less, or give a smaller --batch-size"):
         Trainer(toy_config(val_fraction=0.9), toy_dataset())
     Trainer(toy_config(val_fraction=0.8), toy_dataset())  # 80 samples: more than a batch
+
+
+def test_a_data_set_smaller_than_a_batch_may_hold_out_samples():
+    """It trains in one batch of what is left, as it does without a hold-out."""
+    trainer = Trainer(toy_config(val_fraction=0.1, batch_size=500), toy_dataset())  # 400 training samples
+    assert len(trainer.dataset.train) == 360 and len(trainer.dataset.val) == 40 and trainer.batches_per_epoch() == 1
