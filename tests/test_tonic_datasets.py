@@ -370,3 +370,22 @@ def test_data_show_draws_shd_as_channels_by_frames(tmp_path, rng):
                   str(tmp_path / "cache"), "--time-steps", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_folder_says_which_recordings_became_blank_frames(tmp_path, rng):
+    """As N-MNIST and DVS-Gesture do: a recording of one instant frames to nothing under
+    time slicing."""
+    for label in ("a", "b"):
+        folder = tmp_path / "data" / label
+        folder.mkdir(parents=True)
+        for k in range(6):
+            events = _events(rng, 50, 8, 8)
+            if k == 0:
+                events["t"] = 5
+            _write_recording(folder / f"r{k}.npz", events)
+    dataset = load_dataset("folder", _options(tmp_path, slicing="time"))
+    blank = sum(int(np.all(split.inputs.to_dense() == 0, axis=(1, 2, 3, 4)).sum())
+                for split in (dataset.train, dataset.test))
+    assert blank == 2
+    assert "recordings became blank frames" in dataset.meta["notice"]
+    assert load_dataset("folder", _options(tmp_path)).meta["notice"] is None  # event slicing keeps them

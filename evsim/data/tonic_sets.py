@@ -43,7 +43,8 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, check_source, data_dir_of, stratified_indices
 from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
-from evsim.data.events import INT64_LIMIT, OUTSIDE_SENSOR_FIX, check_framing, check_in_sensor, read_nmnist_bin
+from evsim.data.events import (INT64_LIMIT, OUTSIDE_SENSOR_FIX, blank_notice, check_framing, check_in_sensor,
+                               read_nmnist_bin)
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError
 from evsim.files import write_json_atomic
@@ -124,7 +125,7 @@ def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tupl
     extra = {"sensor_size": list(sensor), "frame_size": [sensor_out[1], sensor_out[0]], "classes": classes}
     (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra,
                                         key_parts=key_parts)
-    meta["notice"] = found.notice
+    meta["notice"] = "; ".join(n for n in (found.notice, blank_notice(meta)) if n) or None
     return Dataset(name=name, train=train, test=test, n_classes=len(classes),
                    sample_shape=(sensor_out[2], sensor_out[1], sensor_out[0]), encoding="frames", source="real",
                    time_steps=int(options.time_steps), meta=meta)
