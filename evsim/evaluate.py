@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.data import Dataset, Split
-from evsim.data.encoding import encode_events
+from evsim.data.encoding import SampleSeeds, encode_events
 from evsim.data.nmnist import crop_hint
 from evsim.energy import EnergyModel, EnergyReport, count_network
 from evsim.kernels.events import Events, StaticDrive
@@ -24,15 +24,25 @@ from evsim.memory import EVAL_STEP_BYTES, batch_bytes, input_events, refuse_beyo
 from evsim.network import Network
 
 
-def run_batches(network: Network, inputs, encoding: str, time_steps: int, rng: np.random.Generator,
+def eval_seeds(seed: int) -> tuple[int, int]:
+    """The seed key of rate coding's draws in evaluation, profiling and inspection: the
+    same spikes for a sample in all three."""
+    return (seed, 3)
+
+
+def run_batches(network: Network, inputs, encoding: str, time_steps: int, rng: np.random.Generator | tuple,
                 batch_size: int, model: EnergyModel = EnergyModel(),
                 data_source: str = "") -> tuple[np.ndarray, EnergyReport | None]:
     """Output spike counts ``[N, n_out]`` of ``network`` on ``inputs`` (samples of a split,
-    encoded batch by batch with ``rng``), and the exact operation counts of those forward
-    passes (counting is O(events), cheap enough to stay on); the report is None for no input."""
+    encoded batch by batch: rate coding drawn from ``rng``, or, given a seed key, from
+    each sample's own generator, :class:`~evsim.data.encoding.SampleSeeds`, so that the
+    result does not depend on ``batch_size``), and the exact operation counts of those
+    forward passes (counting is O(events), cheap enough to stay on); the report is None
+    for no input."""
     out, report = [], None
     for start in range(0, len(inputs), batch_size):
-        counts, traces = network.forward(encode_events(inputs[start:start + batch_size], encoding, time_steps, rng),
+        draws = SampleSeeds(rng, start) if isinstance(rng, tuple) else rng
+        counts, traces = network.forward(encode_events(inputs[start:start + batch_size], encoding, time_steps, draws),
                                          record=False)
         out.append(counts)
         batch = count_network(network, traces, encoding == "direct", counts.shape[0], model, data_source)
@@ -150,8 +160,8 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     """
     data = checked_split(network, dataset, split)
     check_batch_memory(network, data.inputs, dataset.encoding, time_steps, batch_size)
-    counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, np.random.default_rng([seed, 3]),
-                                 batch_size, data_source=dataset.source)
+    counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, eval_seeds(seed), batch_size,
+                                 data_source=dataset.source)
     confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
     np.add.at(confusion, (data.labels, np.argmax(counts, axis=1)), 1)
     return Evaluation(split, confusion, report, counts, np.asarray(data.labels))
@@ -180,8 +190,8 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
             raise ConfigError("time_steps is required to encode a static-image dataset")
         inputs = getattr(data, split).inputs[:samples]
         check_batch_memory(network, inputs, data.encoding, steps, batch_size)
-        _, report = run_batches(network, inputs, data.encoding, steps,
-                                np.random.default_rng([seed, 2]), batch_size, model, data_source or data.source)
+        _, report = run_batches(network, inputs, data.encoding, steps, eval_seeds(seed), batch_size, model,
+                                data_source or data.source)
         if report is None:
             raise ConfigError("nothing to profile: no input batches")
         return report

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.data.encoding import encode_events
+from evsim.data.encoding import SampleSeeds, encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
-from evsim.evaluate import checked_split
+from evsim.evaluate import checked_split, eval_seeds
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _pyplot, save_figure
@@ -159,15 +159,14 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     if steps is None:
         raise ConfigError("time_steps is required to encode a static-image dataset")
     n = min(samples, len(data))
-    drive = encode_events(data.inputs[:n], dataset.encoding, steps, np.random.default_rng([seed, 3]))
+    drive = encode_events(data.inputs[:n], dataset.encoding, steps, SampleSeeds(eval_seeds(seed)))
     return record(network, drive), np.asarray(data.labels[:n])
 
 
 def sample_drive(inputs, index: int, encoding: str, time_steps: int, seed: int = 0) -> Events | StaticDrive:
     """The drive of sample ``index`` of ``inputs`` (a split's inputs) alone, encoded as
-    evaluation encodes its batches: :func:`~evsim.data.encoding.encode_events`, rate
-    coding drawn from a generator seeded by ``[seed, 3]``."""
-    return encode_events(inputs[index:index + 1], encoding, time_steps, np.random.default_rng([seed, 3]))
+    evaluation encodes it in any batch (:class:`~evsim.data.encoding.SampleSeeds`)."""
+    return encode_events(inputs[index:index + 1], encoding, time_steps, SampleSeeds(eval_seeds(seed), index))
 
 
 def record_sample(network: Network, dataset, split: str, index: int, time_steps: int | None = None,

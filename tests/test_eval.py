@@ -77,3 +77,19 @@ def test_eval_command_outputs_and_errors(tmp_path):
     result = run(["eval", str(out), "--checkpoint", "best"])
     assert result.exit_code == 2 and "checkpoint-best.npz: no checkpoint here" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_rate_coded_evaluation_does_not_depend_on_the_batch_size(rng):
+    """Each sample's spikes come from its own generator: eval, profile and inspect draw a
+    sample's spikes alike in any batch, and alone."""
+    from evsim.inspect import sample_drive
+
+    dataset = toy_dataset()  # rate coded
+    network = Network.mlp([30, 16, 4], rng)
+    results = [evaluate(network, dataset, time_steps=5, batch_size=size) for size in (7, 32, 100)]
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.counts, results[0].counts)
+        assert result.summary()["sops_per_sample"] == results[0].summary()["sops_per_sample"]
+    assert profile(network, dataset, time_steps=5, batch_size=13).summary() == results[0].energy.summary()
+    alone = network.forward(sample_drive(dataset.test.inputs, 42, "rate", 5))[0]
+    np.testing.assert_array_equal(alone[0], results[0].counts[42])
