@@ -347,3 +347,10 @@ def test_a_finished_tiny_run_records_its_absolute_data_dir(tmp_path, monkeypatch
     (tmp_path / "none").mkdir()
     assert run(["train", *TINY, "--batch-size", "500", "--data-dir", "none", "--out", "r"]).exit_code == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["data_dir"] == str(tmp_path / "none")
+
+
+def test_an_option_from_a_config_file_that_the_dataset_does_not_take_names_the_file_too(tmp_path):
+    (tmp_path / "run.toml").write_text('dataset = "nmnist"\ncrop = true\n')  # a run's config.toml, reused
+    line = one_line_error(run(["train", "--config", str(tmp_path / "run.toml"), "--dataset", "mnist",
+                               "--out", str(tmp_path / "run")]))
+    assert line.endswith("leave --crop unset, and crop out of a config file"), line

@@ -72,7 +72,7 @@ def refuse_framing_options(name: str, options: DataOptions, hints: dict[str, str
     Raises
     ------
     ConfigError
-        ``--crop applies to nmnist only, not mnist; leave --crop unset``.
+        ``--crop applies to nmnist only, not mnist; leave --crop unset, and crop out of a config file``.
     """
     for option in FRAMING_OPTIONS:
         if option in _TAKES.get(name, ()) or getattr(options, option) == getattr(DataOptions, option):
@@ -81,8 +81,9 @@ def refuse_framing_options(name: str, options: DataOptions, hints: dict[str, str
         names = [d for d, takes in _TAKES.items() if option in takes]
         takers = (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)) or "no dataset"
         hint = (hints or {}).get(option)
+        # Named both ways: the value may come from a config file (a run's config.toml).
         raise ConfigError(f"{flag} applies to {takers} only, not {name}; leave {flag} unset"
-                          + (f" ({hint})" if hint else ""))
+                          + (f" ({hint})" if hint else "") + f", and {option} out of a config file")
 
 
 def load_dataset(name: str, options: DataOptions | None = None) -> Dataset:
