@@ -267,6 +267,10 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
     (lambda d: ((d / "a").mkdir(), np.savez(d / "a" / "r.npz", x=[1], y=[1], t=[1])), "no array 'p'"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 2]]))),
      "a polarity other than 0 or 1"),
+    (lambda d: ((d / "train" / "a").mkdir(parents=True), np.save(d / "train" / "a" / "r.npy", np.zeros((3, 4)))),
+     "data: a train folder but no test folder; give both"),
+    (lambda d: [(d / f / "a").mkdir(parents=True) for f in ("train", "test", "extra")],
+     "data: folders extra beside train and test would be left out; move their recordings into train/<class>/"),
     (lambda d: ((d / "a").mkdir(), np.save(d / "a" / "r.npy", np.array([[1, 1, 5, 0], [1, -2, 6, 1]]))),
      "r.npy: event 1 has a negative coordinate (1 such events); the recording is corrupt: fix that event, or "
      "replace the file with a good copy"),

@@ -531,7 +531,16 @@ def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
     """
     data_dir = _require_dir(options, "--dataset folder", FOLDER_LAYOUT)
     split_dirs = {split: data_dir / split for split in ("train", "test")}
-    if all(d.is_dir() for d in split_dirs.values()):
+    present = [split for split, d in split_dirs.items() if d.is_dir()]
+    if len(present) == 1:  # else it would be read as a class named train or test
+        missing = "test" if present == ["train"] else "train"
+        raise DataError(f"{data_dir}: a {present[0]} folder but no {missing} folder; give both "
+                        f"{data_dir / 'train'}/<class>/ and {data_dir / 'test'}/<class>/, or only class folders")
+    beside = [d.name for d in _class_dirs(data_dir) if d.name not in split_dirs]
+    if present and beside:
+        raise DataError(f"{data_dir}: folders {', '.join(beside)} beside train and test would be left out; move "
+                        "their recordings into train/<class>/ or test/<class>/")
+    if present:
         classes = sorted({d.name for folder in split_dirs.values() for d in _class_dirs(folder)})
         splits = {}
         for split, folder in split_dirs.items():
