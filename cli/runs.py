@@ -16,7 +16,7 @@ from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
-from evsim.runfiles import (METRICS_JSONL, best_epoch, check_belongs, read_metrics, read_run_config,
+from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, read_metrics, read_run_config,
                             refuse_overwriting_run_files, stored_run_id)
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -86,8 +86,26 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     if checkpoint == "best" and CHECKPOINT_BEST not in KEPT_CHECKPOINTS[policy]:
         raise CheckpointError(f"{path}: the run keeps no {CHECKPOINT_BEST} (--checkpoints {policy}); "
                               "use --checkpoint latest")
+    if (run_dir / CONFIG_JSON).is_file() or (run_dir / METRICS_JSONL).is_file():
+        raise CheckpointError(_not_saved_yet(run_dir, path))
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
+
+
+def _not_saved_yet(run_dir: Path, path: Path) -> str:
+    """Why the run folder ``run_dir`` has no checkpoint ``path``, and what to use instead."""
+    best = best_epoch(read_metrics(run_dir))
+    if path.name == CHECKPOINT_LATEST:
+        if best is None:
+            return f"{path}: no checkpoint yet: {run_dir} stopped before it saved one (no finished epoch); train it again"
+        return (f"{path}: missing, and so is {NETWORK_FILE}, though {run_dir} finished epochs; restore them, "
+                "or train it again")
+    if best is None:
+        return (f"{path}: no best checkpoint yet: {run_dir} has no finished epoch; use --checkpoint latest "
+                f"(where it stopped), or finish it with evsim train --resume {run_dir}")
+    return (f"{path}: no best checkpoint saved: {run_dir}'s best epoch ({best}) kept none (trained under "
+            "--checkpoints latest, or before checkpoints existed), and no epoch since has been better; "
+            "use --checkpoint latest")
 
 
 def check_current(run_dir: Path, path: Path, epoch: int) -> None:

@@ -24,10 +24,12 @@ from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
 from evsim.runfiles import BESIDE_OPTIONS, read_metrics, read_run_config, read_summary
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
-# data section's other options are compared), and what training writes beside the options.
+# data section's other options are compared, see _flat_options), and what training
+# writes beside the options.
 NOT_COMPARED = {"out", "data", *BESIDE_OPTIONS}
-# Searching for runs goes this deep below the folder given (runs/<group>/<run> is common).
-MAX_DEPTH = 3
+# Searching for runs goes this deep below the folder given (runs/<group>/<sweep>/<run> is
+# common); a limit, so that a listing of a home folder does not walk every dataset in it.
+MAX_DEPTH = 5
 
 
 def _sizes(run_dir: Path) -> list[int] | None:
@@ -108,8 +110,9 @@ def _report_unreadable(found: list[dict]) -> None:
             click.echo(f"unreadable: {run['problem']}")
 
 
-def find_runs(folder: Path) -> list[Path]:
-    """Run folders at or below ``folder`` (at most :data:`MAX_DEPTH` levels), sorted by name.
+def find_runs(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Run folders at or below ``folder`` (at most :data:`MAX_DEPTH` levels), sorted by
+    name, and the folders at that depth whose subfolders were not searched.
 
     Raises
     ------
@@ -118,18 +121,22 @@ def find_runs(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; give the folder that holds your runs (default: runs)")
-    found = []
+    found, unsearched = [], []
 
     def walk(path: Path, depth: int) -> None:
         if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
             found.append(path)
             return
-        if depth < MAX_DEPTH:
-            for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                walk(child, depth + 1)
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if depth == MAX_DEPTH:
+            if children:
+                unsearched.append(path)
+            return
+        for child in children:
+            walk(child, depth + 1)
 
     walk(folder, 0)
-    return found
+    return found, unsearched
 
 
 def _pct(value) -> str:
@@ -185,7 +192,8 @@ def list_runs(folder, csv_path):
     validation epoch, compression, date."""
     if csv_path is not None:
         check_outputs(csv_path)
-    found = [read_or_mark(path) for path in find_runs(folder)]
+    paths, unsearched = find_runs(folder)
+    found = [read_or_mark(path) for path in paths]
     if not found:
         click.echo(f"no runs under {folder} (a run folder holds config.json or metrics.jsonl)")
     else:
@@ -193,6 +201,10 @@ def list_runs(folder, csv_path):
             run["run"] = str(Path(run["run"]).relative_to(folder)) if Path(run["run"]) != folder else run["run"]
         click.echo(_table([[label for _, label in TABLE]] + [[_cell(run, key) for key, _ in TABLE] for run in found]))
         _report_unreadable(found)
+    if unsearched:
+        more = f" (and {len(unsearched) - 1} more)" if len(unsearched) > 1 else ""
+        click.echo(f"NOTE: searched {MAX_DEPTH} levels below {folder}, not the folders inside {unsearched[0]}{more}; "
+                   f"for runs deeper down, give a folder nearer them: evsim runs list {unsearched[0]}")
     if csv_path is not None:
         write_bytes_atomic(csv_path, _csv_bytes(list(LIST_CSV), [[run[key] for key in LIST_CSV] for run in found]))
         click.echo(f"wrote {csv_path}")
@@ -200,9 +212,14 @@ def list_runs(folder, csv_path):
 
 def _flat_options(config: dict) -> dict:
     flat = {k: v for k, v in config.items() if k not in NOT_COMPARED and not isinstance(v, dict)}
+    if config.get("arch"):  # --arch gives the network; hidden is unused
+        flat.pop("hidden", None)
     for section in ("lif", "sdsnn"):
         flat.update({f"{section}.{k}": v for k, v in config.get(section, {}).items()})
-    flat.update({k: v for k, v in config.get("data", {}).items() if k not in ("data_dir", "cache_dir", "time_steps")})
+    # A data folder is a place (a moved dataset is the same data), except for --dataset
+    # folder, whose recordings are whatever the folder holds: there it is the dataset.
+    paths = ("cache_dir",) if config.get("dataset") == "folder" else ("data_dir", "cache_dir")
+    flat.update({k: v for k, v in config.get("data", {}).items() if k not in (*paths, "time_steps")})
     return flat
 
 
@@ -227,7 +244,16 @@ def compare(run_dirs, plot_path, csv_path):
     missing = [str(d) for d in run_dirs if not ((d / "config.json").is_file() or (d / "metrics.jsonl").is_file())]
     if missing:
         raise ConfigError(f"{missing[0]} is not a run folder (no config.json or metrics.jsonl)")
-    found = [read_or_mark(d) for d in run_dirs]
+    # A run given twice (overlapping shell globs, a path and a link to it) is compared once:
+    # a second copy of the same curves adds nothing, and refusing would stop a comparison
+    # the user did want.
+    first = {}
+    for run_dir in run_dirs:
+        first.setdefault(run_dir.resolve(), run_dir)
+    unique = list(first.values())
+    if len(unique) < len(run_dirs):
+        click.echo(f"NOTE: {len(run_dirs) - len(unique)} of the runs given repeat another; each run is compared once")
+    found = [read_or_mark(d) for d in unique]
     readable = [run for run in found if not run["problem"]]
     if not readable:
         raise CheckpointError(found[0]["problem"])
@@ -270,20 +296,35 @@ def run_labels(run_dirs: list[str]) -> list[str]:
             for k, name in enumerate(labels)]
 
 
+# One marker per ten runs (the ten default colours cycle within), so run 11 is not run 1.
+MARKERS = ("o", "s", "D", "v", "P", "X", "*", "<", ">", "h")
+
+
+def run_styles(n: int) -> list[tuple]:
+    """A (colour, marker) pair for each of ``n`` runs, no two alike: the ten default
+    colours, one marker per ten runs; past ``10 * len(MARKERS)`` runs, a colour of its own
+    for every run from a continuous colormap (markers cycling)."""
+    if n <= 10 * len(MARKERS):
+        return [(f"C{k % 10}", MARKERS[k // 10]) for k in range(n)]
+    colours = _pyplot().get_cmap("turbo")(np.linspace(0, 1, n))
+    return [(tuple(colours[k]), MARKERS[k % len(MARKERS)]) for k in range(n)]
+
+
 def _plot_compare(found: list[dict], path: Path) -> None:
     """Test (solid) and validation (dashed) accuracy, training loss and compression per
-    epoch, one colour per run, named in one legend beside the axes (inside, it would hide
-    curves)."""
+    epoch, one colour and marker per run, named in one legend beside the axes (inside, it
+    would hide curves)."""
     plt = _pyplot()
     fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))
-    for k, (run, name) in enumerate(zip(found, run_labels([run["run"] for run in found]))):
-        rows, color = run["metrics"], f"C{k % 10}"
+    names = run_labels([run["run"] for run in found])
+    for run, name, (color, marker) in zip(found, names, run_styles(len(found))):
+        rows, style = run["metrics"], dict(ms=3, color=color, marker=marker)
         x = [row["epoch"] for row in rows]
-        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "o-", ms=3, color=color, label=name)
+        ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "-", label=name, **style)
         if any("val_acc" in row for row in rows):
-            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "^--", ms=3, color=color)
-        ax_loss.plot(x, [row["train_loss"] for row in rows], "o-", ms=3, color=color)
-        ax_comp.plot(x, [100 * row["compression"] for row in rows], "o-", ms=3, color=color)
+            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", **style)
+        ax_loss.plot(x, [row["train_loss"] for row in rows], "-", **style)
+        ax_comp.plot(x, [100 * row["compression"] for row in rows], "-", **style)
     for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed) accuracy"),
                               (ax_loss, "training loss (running mean)", "training loss"),
                               (ax_comp, "synapses removed (%)", "compression")):

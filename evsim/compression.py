@@ -48,5 +48,5 @@ def format_report(rows: list[dict], total: float) -> str:
                      f"{row['dense_weights']:>10,}{100 * row['zero_or_absent']:>12.1f}%"
                      f"{100 * row['synapse_sparsity']:>16.1f}%{100 * row['units_dead']:>11.1f}%")
     lines.append(f"network compression (zero or absent weights, the authors' measure): {100 * total:.1f}%"
-                 "   (* develops)")
+                 + ("   (* develops)" if any(row["develops"] for row in rows) else ""))
     return "\n".join(lines)

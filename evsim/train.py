@@ -202,12 +202,20 @@ def build_network(config: TrainConfig, dataset: Dataset, rng: np.random.Generato
     """
     if not config.arch:
         network = Network.mlp([dataset.n_inputs, *config.hidden, dataset.n_classes], rng, config.lif, config.path)
-        network.set_developing(config.develop)
-        return network
-    check_arch_fits(config.arch, dataset.name, tuple(dataset.sample_shape), dataset.n_classes)
-    network = Network.from_spec(config.arch, rng, config.lif, config.path)
+    else:
+        check_arch_fits(config.arch, dataset.name, tuple(dataset.sample_shape), dataset.n_classes)
+        network = Network.from_spec(config.arch, rng, config.lif, config.path)
     network.set_developing(config.develop)
+    if config.structure == "none":
+        no_development(network)
     return network
+
+
+def no_development(network: Network) -> None:
+    """Mark no layer developing: under ``--structure none`` nothing edits the network, and
+    the layer table, summary.json, checkpoints and NIR export say so."""
+    for layer in network.layers:
+        layer.develops = False
 
 
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
@@ -476,6 +484,8 @@ class Trainer:
         if state.network.sizes != self.network.sizes or state.optimizer["name"] != self.optimizer.name:
             raise CheckpointError(f"checkpoint network {state.network.sizes} ({state.optimizer['name']}) does not match "
                                   f"the configuration: {self.network.sizes} ({self.optimizer.name})")
+        if self.config.structure == "none":  # an older evsim marked the layers --develop names even so
+            no_development(state.network)
         develops = [layer.develops for layer in self.network.layers]
         if [layer.develops for layer in state.network.layers] != develops:
             raise CheckpointError(f"checkpoint's developing layers (l<k>_develops) do not match the configuration's "

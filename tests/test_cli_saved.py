@@ -353,3 +353,19 @@ def test_profile_loads_a_run_without_network_npz_from_its_checkpoint(mnist_run):
     assert json.loads((mnist_run / "profile.json").read_text())["samples"] == 20
     forge(mnist_run / CHECKPOINT_LATEST, l0_data=np.full_like(member(mnist_run / CHECKPOINT_LATEST, "l0_data"), np.nan))
     one_line_error(run(["profile", mnist_run, "--checkpoint", "latest"]), "NaN or infinite weights")
+
+
+def test_a_run_without_the_checkpoint_asked_for_says_why_not_that_it_is_no_run(toy_run, tmp_path):
+    out = tmp_path / "net.nir"
+    (toy_run / CHECKPOINT_BEST).unlink()  # as after --checkpoints latest, resumed under all with no better epoch
+    one_line_error(run(["export", toy_run, out, "--checkpoint", "best"]),
+                   "no best checkpoint saved: " f"{toy_run}'s best epoch (1) kept none")
+    assert "use --checkpoint latest" in run(["export", toy_run, out, "--checkpoint", "best"]).output
+    (toy_run / "metrics.jsonl").write_text("")  # stopped inside its first epoch: only checkpoint-latest
+    one_line_error(run(["export", toy_run, out, "--checkpoint", "best"]),
+                   f"no best checkpoint yet: {toy_run} has no finished epoch; use --checkpoint latest")
+    (toy_run / CHECKPOINT_LATEST).unlink()
+    (toy_run / NETWORK_FILE).unlink()
+    one_line_error(run(["export", toy_run, out]), f"no checkpoint yet: {toy_run} stopped before it saved one")
+    one_line_error(run(["export", tmp_path / "elsewhere", out]), "no checkpoint here; is")
+    assert not out.exists()

@@ -75,7 +75,7 @@ def test_eval_command_outputs_and_errors(tmp_path):
     result = run(["eval", str(out)])  # a run from before checkpoints: its network.npz
     assert result.exit_code == 0 and f"{out} (network.npz)" in result.output
     result = run(["eval", str(out), "--checkpoint", "best"])
-    assert result.exit_code == 2 and "checkpoint-best.npz: no checkpoint here" in result.output
+    assert result.exit_code == 2 and "checkpoint-best.npz: no best checkpoint saved" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

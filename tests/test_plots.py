@@ -181,6 +181,27 @@ def test_compare_figure_names_runs_of_the_same_folder_name_apart_and_hides_no_da
     assert _invisible_curves(figures[1]) == []
 
 
+@pytest.mark.parametrize("n", [11, 25, 150])
+def test_compare_figure_draws_every_run_in_a_style_of_its_own(monkeypatch, figures, n):
+    from matplotlib.colors import to_rgba
+
+    from evsim.cli import runs_cmd
+
+    monkeypatch.setattr(runs_cmd, "save_figure", lambda fig, path: figures.append(fig))
+    found = [{"run": f"/s/run{k}", "data_source": "toy", "metrics": [_epoch(e, val_acc=0.5) for e in (1, 2)]}
+             for k in range(n)]
+    runs_cmd._plot_compare(found, "c.png")
+    fig = figures[0]
+    legend = fig.legends[0]
+    entries = [(text.get_text(), to_rgba(handle.get_color()), handle.get_marker())
+               for text, handle in zip(legend.get_texts(), legend.legend_handles)]
+    assert len(entries) == n and len({entry[0] for entry in entries}) == n
+    assert len({entry[1:] for entry in entries}) == n  # run 11 is not run 1
+    for ax in fig.axes:  # each panel draws each run as the legend names it
+        styles = [(to_rgba(line.get_color()), line.get_marker()) for line in ax.get_lines()]
+        assert {entry[1:] for entry in entries} == set(styles)
+
+
 def test_run_labels_are_the_shortest_distinguishing_ends_of_the_paths():
     from evsim.cli.runs_cmd import run_labels
 

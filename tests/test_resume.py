@@ -515,3 +515,30 @@ def test_an_intact_checkpoint_resumes_and_so_does_the_fix_the_error_gives(templa
     shutil.copyfile(damaged / CHECKPOINT_BEST, damaged / CHECKPOINT_LATEST)
     result = run(["train", "--resume", str(damaged), "--no-progress"])
     assert result.exit_code == 0 and f"resuming {damaged} at epoch 2/2\n" in result.output, result.output
+
+
+def test_with_structure_none_no_layer_develops_and_an_older_checkpoint_that_said_so_resumes(tmp_path, no_plots):
+    from evsim.checkpoint import NETWORK_FILE, save_checkpoint
+    from evsim.nir_io import network_to_nir
+    from evsim.checkpoint import load_network
+
+    config, dataset = toy_config(structure="none", hidden=(12, 8)), toy_dataset()
+    summary = Trainer(config, dataset).fit(tmp_path / "whole", progress=False, echo=lambda line: None)
+    assert [row["develops"] for row in summary["layers"]] == [False, False, False]
+    assert not any(layer.develops for layer in load_checkpoint(tmp_path / "whole" / CHECKPOINT_LATEST).network.layers)
+    graph = network_to_nir(load_network(tmp_path / "whole" / NETWORK_FILE))
+    assert not any(node.metadata.get("evsim_develops") for node in graph.nodes.values()
+                   if getattr(node, "metadata", None))
+
+    stopped = Trainer(config, dataset)
+    interrupt_at(stopped, batch=13)
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit(tmp_path / "old", progress=False, echo=lambda line: None)
+    state = load_checkpoint(tmp_path / "old" / CHECKPOINT_LATEST)
+    for layer in state.network.layers[:-1]:  # as an evsim that marked --develop's layers under none wrote it
+        layer.develops = True
+    save_checkpoint([tmp_path / "old" / CHECKPOINT_LATEST], state)
+    resumed = Trainer(config, dataset)
+    resumed.restore(load_checkpoint(tmp_path / "old" / CHECKPOINT_LATEST))
+    resumed.fit(tmp_path / "old", progress=False, echo=lambda line: None)
+    assert_same_run(tmp_path / "whole", tmp_path / "old")

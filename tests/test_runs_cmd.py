@@ -3,6 +3,7 @@ checkpoints a run keeps; eval at fewer time steps, on the validation split, with
 per-sample predictions."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -217,3 +218,63 @@ def test_a_run_on_the_substitute_evaluates_after_its_data_folder_is_gone(tmp_pat
     (out / "config.json").write_text(json.dumps({**config, "data_source": "real"}))
     assert f"trained on real data in {folder}, which no longer exists; restore that folder" in \
         one_line_error(run(["eval", str(out)]))
+
+
+@pytest.fixture
+def toy_run(tmp_path, toy_runs):
+    Trainer(toy_config(epochs=1, structure="none"), toy_dataset()).fit(tmp_path / "template", **QUIET)
+    return tmp_path / "template"
+
+
+def _copy_run(template, to, **changes):
+    """A copy of the run ``template`` whose config.json has ``changes`` (``data`` merged in)."""
+    shutil.copytree(template, to)
+    config = json.loads((to / "config.json").read_text())
+    config.update({k: v for k, v in changes.items() if k != "data"}, data={**config["data"], **changes.get("data", {})})
+    (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
+def run_args(args):
+    return run([str(arg) for arg in args])
+
+
+def _compare_rows(result):
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith(("NOTE", "wrote"))]
+    return [line.split() for line in lines]
+
+
+def test_runs_list_searches_five_levels_down_and_says_where_it_stopped(tmp_path, toy_run):
+    _copy_run(toy_run, tmp_path / "nest" / "a" / "b" / "c" / "run")  # four levels down
+    _copy_run(toy_run, tmp_path / "nest" / "d" / "1" / "2" / "3" / "4" / "run")  # six
+    result = run_args(["runs", "list", str(tmp_path / "nest")])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[1:-1]] == ["a/b/c/run"]
+    deepest = tmp_path / "nest" / "d" / "1" / "2" / "3" / "4"
+    assert result.output.splitlines()[-1] == (
+        f"NOTE: searched 5 levels below {tmp_path / 'nest'}, not the folders inside {deepest}; for runs deeper "
+        f"down, give a folder nearer them: evsim runs list {deepest}")
+    assert run_args(["runs", "list", deepest]).output.splitlines()[1].split()[0] == "run"  # the fix it gives
+
+
+def test_runs_compare_tells_folder_datasets_apart_by_their_folder(tmp_path, toy_run):
+    a = _copy_run(toy_run, tmp_path / "a", dataset="folder", data={"data_dir": "/data/one"})
+    b = _copy_run(toy_run, tmp_path / "b", dataset="folder", data={"data_dir": "/data/two"})
+    rows = _compare_rows(run_args(["runs", "compare", a, b, "--plot", tmp_path / "c.png"]))
+    assert rows[0][:2] == ["run", "data_dir"] and [row[1] for row in rows[1:]] == ["/data/one", "/data/two"]
+    # elsewhere a data folder is where the data lives, not which data: a moved dataset is the same
+    c = _copy_run(toy_run, tmp_path / "c", data={"data_dir": "/data/one"})
+    d = _copy_run(toy_run, tmp_path / "d", data={"data_dir": "/moved/one"})
+    result = run_args(["runs", "compare", c, d, "--plot", tmp_path / "c.png"])
+    assert "data_dir" not in result.output and "(the runs have the same options)" in result.output
+
+
+def test_runs_compare_leaves_out_hidden_for_an_arch_run_and_compares_a_run_given_twice_once(tmp_path, toy_run):
+    dense = _copy_run(toy_run, tmp_path / "dense", hidden=[12], arch="")
+    conv = _copy_run(toy_run, tmp_path / "conv", hidden=[800], arch="1x5x6-2C3-AP2-4")
+    result = run_args(["runs", "compare", dense, conv, tmp_path / "." / "dense", "--plot", tmp_path / "c.png"])
+    rows = _compare_rows(result)
+    assert rows[0][:3] == ["run", "arch", "hidden"] and "[800]" not in result.output  # --arch gives the network
+    assert rows[1][:2] == [str(dense), "[12]"] and rows[2][:3] == [str(conv), "1x5x6-2C3-AP2-4", "-"]
+    assert len(rows) == 3 and "NOTE: 1 of the runs given repeat another; each run is compared once" in result.output

@@ -217,3 +217,22 @@ def test_a_bug_in_the_checkpoint_readers_shows_as_itself_not_as_a_damaged_file(t
     monkeypatch.setattr("json.loads", bug)  # what stored_run_id calls on the file's meta
     with pytest.raises(NameError, match="oops"):
         stored_run_id(tmp_path / NETWORK_FILE)
+
+
+# ------------------------------------------------ a closed stdout
+def test_a_run_piped_to_head_goes_on_to_its_end_and_saves_everything(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", "from evsim.cli.main import main; main()", "train", *TINY,
+                             "--epochs", "3", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "EVSIM_OFFLINE": "1"})
+    assert proc.stdout.readline().startswith("data: ")
+    proc.stdout.close()  # as head -1 does
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and stderr == ""
+    assert [row["epoch"] for row in read_metrics(out) if row["type"] == "epoch"] == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["test_acc"] is not None
