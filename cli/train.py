@@ -117,10 +117,10 @@ def train(ctx, config_file, resume_dir, **opts):
         echo(format_report(summary["layers"], summary["compression"]))
     if summary.get("sop_reduction") is not None:
         echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
-                   f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
+             f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
     echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
-               f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
-               f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
+         f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
+         f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
 
 
 def echo(line: str) -> None:

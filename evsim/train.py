@@ -215,7 +215,8 @@ def no_development(network: Network) -> None:
     """Mark no layer developing: under ``--structure none`` nothing edits the network, and
     the layer table, summary.json, checkpoints and NIR export say so."""
     for layer in network.layers:
-        layer.develops = False
+        if hasattr(layer, "store"):  # layers with synapses; pooling has nothing to develop
+            layer.develops = False
 
 
 def accuracy(counts: np.ndarray, labels: np.ndarray) -> float:
