@@ -21,10 +21,10 @@ from evsim.plots import figure_format, plot_energy
 @click.option("--samples", type=integer(1), default=None, help="Profile only the first N samples.")
 @click.option("--batch-size", type=integer(1), default=250, show_default=True)
 @click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
-              help="Write the report as JSON here [default: RUN_DIR/profile.json].")
+              help="Write the report as JSON here [default: RUN_DIR/profile-<checkpoint>-<split>.json].")
 @click.option("--plot", "--png", "png_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Write the figure here; its suffix picks the format: .png, .pdf or .svg "
-                   "[default: RUN_DIR/profile.png]. --png is the same option.")
+                   "[default: RUN_DIR/profile-<checkpoint>-<split>.png]. --png is the same option.")
 @click.option("--e-ac", type=number(0), default=0.9, show_default=True, help="pJ per accumulate.")
 @click.option("--e-mac", type=number(0), default=4.6, show_default=True, help="pJ per multiply-accumulate.")
 @click.option("--e-neuron", type=number(0), default=0.0, show_default=True, help="pJ per neuron update.")
@@ -35,7 +35,9 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     """Count the synaptic operations a trained network really performs, and estimate its energy.
 
     The dataset options are for a folder without config.json (evsim import-nir)."""
-    json_path, png_path = json_path or run_dir / "profile.json", png_path or run_dir / "profile.png"
+    # Named like eval's confusion-<checkpoint>-<split>.png: profiles of other checkpoints and splits stay.
+    name = f"profile-{checkpoint}-{split}"
+    json_path, png_path = json_path or run_dir / f"{name}.json", png_path or run_dir / f"{name}.png"
     figure_format(png_path)
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
@@ -44,8 +46,10 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
                          time_steps=config.time_steps, split=split, samples=samples, batch_size=batch_size,
                          seed=config.seed)
+    click.echo(f"{run_dir} ({loaded}), {dataset.name} {split} split")
     click.echo(report.table())
-    summary = report.summary()
+    summary = {"run_dir": str(run_dir), "checkpoint": loaded, "dataset": dataset.name, "split": split,
+               **report.summary()}
     write_json_atomic(json_path, summary)
     plot_energy(summary, png_path)
     click.echo(f"wrote {json_path} and {png_path} ({loaded})")

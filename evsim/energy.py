@@ -56,7 +56,7 @@ class LayerCounts:
     ops: np.ndarray
     ops_unpruned: np.ndarray
     neuron_updates: int = 0
-    spikes: np.ndarray | None = None  # per neuron, summed over T and samples
+    spikes: np.ndarray | None = None  # per unit, summed over T and samples (a pooling's: its output values)
     spiking: bool = True  # False for pooling: no neurons, its outputs are not spikes
 
     @property
@@ -79,7 +79,9 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
                                                              layer.fan_out_unpruned().astype(np.float64),
                                                              analog_input)
     if output_events is not None:
-        spikes = np.bincount(output_events.idx, minlength=layer.n_out).astype(np.float64)
+        # Weighted by value: a pooled output counts as its value (the share of its window
+        # that spiked, for average pooling), so a pooling's rate is its mean output.
+        spikes = np.bincount(output_events.idx, weights=output_events.val, minlength=layer.n_out)
     else:
         spikes = np.zeros(layer.n_out)
         spikes[layer.alive_index] = trace.spikes.sum(axis=(0, 1), dtype=np.int64)

@@ -183,12 +183,18 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
     Returns
     -------
     EnergyReport accumulated over all batches.
+
+    Raises
+    ------
+    ConfigError
+        For a Dataset: if ``split`` is unknown or empty, or the network does not fit the
+        dataset (as :func:`evaluate` refuses it).
     """
     if isinstance(data, Dataset):
         steps = time_steps or data.time_steps
         if steps is None:
             raise ConfigError("time_steps is required to encode a static-image dataset")
-        inputs = getattr(data, split).inputs[:samples]
+        inputs = checked_split(network, data, split).inputs[:samples]
         check_batch_memory(network, inputs, data.encoding, steps, batch_size)
         _, report = run_batches(network, inputs, data.encoding, steps, eval_seeds(seed), batch_size, model,
                                 data_source or data.source)

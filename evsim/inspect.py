@@ -60,7 +60,8 @@ class Recording:
         return self.spikes[0].shape[1]
 
     def firing_rates(self) -> list[np.ndarray]:
-        """Per layer, float64 ``[n_out]``: each neuron's spikes per step, over all samples."""
+        """Per layer, float64 ``[n_out]``: each neuron's spikes per step, over all samples (a
+        pooling's: its mean output, as ``evsim profile``'s ``firing_rate`` counts it)."""
         return [s.mean(axis=(0, 1), dtype=np.float64) for s in self.spikes]
 
     def rate_per_step(self) -> list[np.ndarray]:

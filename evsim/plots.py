@@ -184,7 +184,8 @@ def plot_energy(summary: dict, path: Path) -> None:
 
     Parameters
     ----------
-    summary : :meth:`~evsim.energy.EnergyReport.summary`.
+    summary : :meth:`~evsim.energy.EnergyReport.summary`; with ``run_dir``, ``checkpoint``,
+        ``dataset`` and ``split`` (as ``evsim profile`` adds them) the title names them.
     path : the figure; its suffix picks the format (:func:`save_figure`).
     """
     layers = summary["layers"]
@@ -231,9 +232,12 @@ def plot_energy(summary: dict, path: Path) -> None:
     ax_rate.bar_label(bars, [f"{r:.2f}%" for r in rates], padding=2, fontsize=8)
     ax_rate.set_xticks(x, names)
     ax_rate.margins(y=0.15)
-    ax_rate.set(ylabel="spikes per neuron and step (%)", title="firing rate per layer (all neurons)")
+    ax_rate.set(ylabel="spikes per unit and step (%)",
+                title="firing rate per layer (all neurons; pooling: mean output)")
     ax_rate.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{summary['samples']} samples, T = {summary['time_steps']}"
+    run = (f"{summary['run_dir']} ({summary['checkpoint']}), {summary['dataset']} {summary['split']} split: "
+           if "run_dir" in summary else "")
+    fig.suptitle(run + f"{summary['samples']} samples, T = {summary['time_steps']}"
                  + (f", data: {summary['data_source']}" if summary.get("data_source") else ""), fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

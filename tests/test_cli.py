@@ -63,10 +63,10 @@ def test_profile_a_trained_run_and_bad_run_folders(tmp_path):
     result = run(["profile", str(out), "--samples", "50"])
     assert result.exit_code == 0, result.output
     assert "estimate" in result.output and "unpruned" in result.output
-    report = json.loads((out / "profile.json").read_text())
+    report = json.loads((out / "profile-latest-test.json").read_text())
     assert report["samples"] == 50 and report["data_source"] == "mnist-5k"
     assert report["sops_per_sample"] > 0 and len(report["rows"]) == 3
-    assert (out / "profile.png").stat().st_size > 0
+    assert (out / "profile-latest-test.png").stat().st_size > 0
     for key in ("Effective_ACs", "Effective_MACs", "Dense", "ConnectionSparsity", "ActivationSparsity"):
         assert key in report["neurobench"]
 

@@ -183,7 +183,7 @@ def test_a_stored_configuration_missing_a_key_is_refused_at_every_entry_point(to
                  ["export", toy_run, toy_run / "x.nir"]):
         one_line_error(run(args), expected)
         one_line_error(run(args), fix)
-    assert not (toy_run / "x.nir").exists() and not (toy_run / "profile.json").exists()
+    assert not (toy_run / "x.nir").exists() and not (toy_run / "profile-latest-test.json").exists()
     # A folder holding network.npz and config.json (with data_source beside the configuration).
     stored = json.loads((toy_run / "config.json").read_text())
     assert "data_source" in stored
@@ -296,7 +296,7 @@ def test_a_broken_csr_structure_in_nir_metadata_is_refused(rng, tmp_path):
 # ------------------------------------------------------------ 4. output paths
 def test_an_unwritable_output_path_is_refused_before_anything_is_written(mnist_run, tmp_path):
     (tmp_path / "afile").write_text("")
-    for name in ("profile.json", "profile.png", "confusion-latest-test.png"):
+    for name in ("profile-latest-test.json", "profile-latest-test.png", "confusion-latest-test.png"):
         (mnist_run / name).unlink(missing_ok=True)
     one_line_error(run(["profile", mnist_run, "--png", tmp_path / "afile" / "p.png", "--json", tmp_path / "p.json"]),
                    f"cannot write {tmp_path / 'afile' / 'p.png'}: {tmp_path / 'afile'} is not a folder")
@@ -339,9 +339,47 @@ def test_a_network_only_folder_exports_evaluates_and_profiles(mnist_run, tmp_pat
     assert result.output.splitlines()[-5:-2] == trained.output.splitlines()[-5:-2]  # accuracy, classes, SOPs
     result = run(["profile", tmp_path / "imp", "--dataset", "mnist", "--time-steps", "4", "--samples", "20"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "imp" / "profile.json").read_text())["samples"] == 20
+    assert json.loads((tmp_path / "imp" / "profile-latest-test.json").read_text())["samples"] == 20
     one_line_error(run(["eval", mnist_run, "--dataset", "mnist"]), "has its own configuration, which fixes the "
                                                                   "dataset; leave out --dataset")
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("512-16-3", "network [512, 16, 3] does not fit mnist (1x28x28 = 784 inputs, 10 classes)"),
+    ("2x32x32-4C3-AP4-10", "network 2x32x32-4C3-AP4-10 does not fit mnist (1x28x28 = 784 inputs, 10 classes)"),
+])
+def test_profile_refuses_a_network_only_folder_that_does_not_fit_the_data(tmp_path, spec, fragment):
+    from evsim.checkpoint import save_network
+    from evsim.network import Network
+
+    folder = tmp_path / "imp"
+    folder.mkdir()
+    save_network(folder / NETWORK_FILE, Network.from_spec(spec))
+    for command in ("eval", "profile"):
+        result = run([command, folder, "--dataset", "mnist", "--time-steps", "4"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert result.output.splitlines()[-1] == f"Error: {fragment}"  # after the data's NOTE line
+    assert sorted(path.name for path in folder.iterdir()) == [NETWORK_FILE]
+
+
+def test_profiles_of_other_checkpoints_and_splits_are_kept_apart_and_say_what_they_hold(mnist_run, monkeypatch):
+    import evsim.plots as plots
+
+    titles = []
+    draw = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: (titles.append(fig._suptitle.get_text()),
+                                                                 draw(fig, path)))
+    for checkpoint, split in (("latest", "test"), ("best", "test"), ("latest", "train")):
+        result = run(["profile", mnist_run, "--checkpoint", checkpoint, "--split", split, "--samples", "20"])
+        assert result.exit_code == 0, result.output
+    for checkpoint, split in (("latest", "test"), ("best", "test"), ("latest", "train")):
+        report = json.loads((mnist_run / f"profile-{checkpoint}-{split}.json").read_text())
+        loaded = f"checkpoint-{checkpoint}.npz, epoch 1/1"
+        assert (report["run_dir"], report["checkpoint"], report["dataset"], report["split"]) == \
+            (str(mnist_run), loaded, "mnist", split)
+        assert (mnist_run / f"profile-{checkpoint}-{split}.png").stat().st_size > 0
+        assert f"{mnist_run} ({loaded}), mnist {split} split: 20 samples, T = 4" in titles.pop(0)
+    assert not (mnist_run / "profile.json").exists() and not (mnist_run / "profile.png").exists()
 
 
 # ------------------------------------------------- 6. a run stopped by Ctrl-C
@@ -350,7 +388,7 @@ def test_profile_loads_a_run_without_network_npz_from_its_checkpoint(mnist_run):
     result = run(["profile", mnist_run, "--samples", "20"])
     assert result.exit_code == 0, result.output
     assert "checkpoint-latest.npz, epoch 1/1" in result.output
-    assert json.loads((mnist_run / "profile.json").read_text())["samples"] == 20
+    assert json.loads((mnist_run / "profile-latest-test.json").read_text())["samples"] == 20
     forge(mnist_run / CHECKPOINT_LATEST, l0_data=np.full_like(member(mnist_run / CHECKPOINT_LATEST, "l0_data"), np.nan))
     one_line_error(run(["profile", mnist_run, "--checkpoint", "latest"]), "NaN or infinite weights")
 

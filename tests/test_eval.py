@@ -50,6 +50,25 @@ def test_evaluate_refuses_a_network_that_does_not_fit(rng):
         evaluate(Network.mlp([30, 16, 4], rng), direct_toy(), time_steps=5, split="valid")
 
 
+@pytest.mark.parametrize("spec, shape, classes, name, message", [
+    ("30-16-5", (30,), 4, "toy", r"network \[30, 16, 5\] does not fit toy \(30 inputs, 4 classes\)$"),
+    ("2x32x32-4C3-AP4-10", (2, 34, 34), 10, "nmnist",
+     r"does not fit nmnist \(2x34x34 = 2312 inputs, 10 classes\) \(add --crop for N-MNIST's 32x32 frames\)"),
+    ("2x32x32-4C3-AP4-10", (1, 28, 28), 10, "mnist", r"does not fit mnist \(1x28x28 = 784 inputs, 10 classes\)"),
+    ("1x14x56-2C3-AP2-10", (1, 28, 28), 10, "mnist", r"network 1x14x56-2C3-AP2-10 does not fit mnist"),
+], ids=["classes", "uncropped", "inputs", "shape"])
+def test_profile_refuses_a_network_that_does_not_fit_as_evaluate_does(spec, shape, classes, name, message):
+    """Not a run on scrambled or missing inputs: the same check and message as evaluate's."""
+    from evsim.data.base import Split
+
+    frames = Split(np.zeros((2, 1, *shape), np.float32), np.array([0, 1]))
+    dataset = Dataset(name, frames, frames, classes, shape, "frames", "emulated")
+    network = Network.from_spec(spec)
+    for run_it in (lambda: evaluate(network, dataset, time_steps=1), lambda: profile(network, dataset, time_steps=1)):
+        with pytest.raises(ConfigError, match=message):
+            run_it()
+
+
 def test_eval_command_outputs_and_errors(tmp_path):
     out = tmp_path / "run"
     assert run(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "16", "--time-steps", "4",

@@ -98,6 +98,21 @@ def test_layer_names_say_what_each_layer_of_a_conv_network_is():
     assert layer_names(network) == ["3C3 conv", "AP2 pool, values", "6 hidden", "4 output"]
 
 
+@pytest.mark.parametrize("pool", ["AP2", "MP2"])
+def test_a_pooling_layers_firing_rate_is_its_mean_output_in_profile_and_inspect(pool, rng):
+    """One definition in both commands: a pooling's rate is its mean output per unit and
+    step (average pooling's outputs are shares of a window, not spikes to count)."""
+    network = evsim.Network.from_spec(f"2x8x8-3C3-{pool}-6-4", rng=rng)
+    drive = (rng.random((5, 4, 128)) < 0.4).astype(np.float32)
+    inspected = evsim.record(network, drive)
+    pooled = inspected.spikes[1]
+    profiled = [layer["firing_rate"] for layer in evsim.profile(network, [drive]).summary()["layers"]]
+    assert profiled == pytest.approx([layer["firing_rate_alive"] for layer in inspected.summary()["layers"]])
+    assert profiled[1] == pytest.approx(pooled.mean()) and profiled[1] > 0
+    if pool == "AP2":  # outputs below 1: the share of nonzero outputs is another, larger number
+        assert 0 < pooled[pooled > 0].min() < 1 and (pooled != 0).mean() > 1.5 * profiled[1]
+
+
 @pytest.mark.parametrize("command,option,name", [
     (["eval"], "--json", "config.json"),
     (["eval"], "--plot", "training.png"),

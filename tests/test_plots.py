@@ -80,7 +80,7 @@ def test_profile_figure_uses_log_scales_micro_joules_and_shows_steps_and_rates(f
     assert axes["synaptic operations per layer"].get_yscale() == "log"
     assert axes["operations per time step"].get_yscale() == "log"
     assert "\u00b5J" in axes["energy estimate: 0.9 pJ/AC, 4.6 pJ/MAC"].get_xlabel()
-    assert "firing rate per layer (all neurons)" in axes
+    assert "firing rate per layer (all neurons; pooling: mean output)" in axes
     # The legend sits above the bars, outside the axes.
     legend = axes["synaptic operations per layer"].get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().y0 > axes["synaptic operations per layer"].bbox.y1 - 1
