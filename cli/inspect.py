@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from evsim.cli.options import dataset_options, integer
-from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
+from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
+                            run_config, typed_source)
 from evsim.files import write_json_atomic
 from evsim.inspect import layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
@@ -31,14 +32,18 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     """See what a trained network does: spike rasters per layer for a few samples, the
     firing rates of its neurons, the firing rate and synaptic operations per time step.
 
-    The dataset options are for a folder without config.json (evsim import-nir).
+    The dataset options are for a folder without config.json (evsim import-nir); a
+    trained run takes --source: other data than its own, whose figure is named for it.
     From Python: evsim.record(network, drive) returns the same recordings."""
-    plot_path = plot_path or run_dir / "inspect.png"
+    given_plot, plot_path = plot_path, plot_path or run_dir / "inspect.png"
     figure_format(plot_path)
     check_outputs(plot_path, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options)
-    dataset = load_run_dataset(config, run_dir)
+    config = run_config(ctx, run_dir, config, data_options, allowed=("source",))
+    dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
+    if other and given_plot is None:
+        plot_path = other_data_path(plot_path, dataset)
+        check_outputs(plot_path)
     rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from evsim.cli.options import NonEmptyPath, dataset_options, integer, number
-from evsim.cli.runs import CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, run_config
+from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
+                            run_config, typed_source)
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
 from evsim.files import write_json_atomic
@@ -34,15 +35,21 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
             **data_options):
     """Count the synaptic operations a trained network really performs, and estimate its energy.
 
-    The dataset options are for a folder without config.json (evsim import-nir)."""
+    The dataset options are for a folder without config.json (evsim import-nir); a
+    trained run takes --source: other data than its own, whose files are named for it."""
+    given = json_path, png_path
     # Named like eval's confusion-<checkpoint>-<split>.png: profiles of other checkpoints and splits stay.
     name = f"profile-{checkpoint}-{split}"
     json_path, png_path = json_path or run_dir / f"{name}.json", png_path or run_dir / f"{name}.png"
     figure_format(png_path)
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options)
-    dataset = load_run_dataset(config, run_dir)
+    config = run_config(ctx, run_dir, config, data_options, allowed=("source",))
+    dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
+    if other:  # the run's own profile.json and .png hold its own data's
+        json_path, png_path = (mine or other_data_path(path, dataset)
+                               for mine, path in zip(given, (json_path, png_path)))
+        check_outputs(json_path, png_path)
     report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
                          time_steps=config.time_steps, split=split, samples=samples, batch_size=batch_size,
                          seed=config.seed)

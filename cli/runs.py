@@ -1,7 +1,9 @@
 """Reading run folders written by ``evsim train`` (shared by profile, eval and export)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
-from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, read_metrics, read_run_config,
-                            refuse_overwriting_run_files, stored_run_id)
+from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_run_data,
+                            folder_data_fingerprint, read_metrics, read_run_config, refuse_overwriting_run_files,
+                            stored_run_id)
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 # The data sources of the offline substitutes: what --source emulated loads again.
@@ -31,29 +34,82 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     return None if values is None else TrainConfig.from_dict(values)
 
 
-def load_run_dataset(config: TrainConfig, run_dir: Path) -> Dataset:
-    """The run's dataset, announcing an emulated or substitute source. A run that trained
-    on a substitute (the emulation, the 5,000-digit sample) from a data folder that has
-    since gone loads the same substitute again.
+def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = None) -> tuple[Dataset, bool]:
+    """The run's dataset, announcing an emulated or substitute source, and whether it is
+    other data than the run's (only where ``source`` asks for it).
+
+    A run's own data is what its options loaded when it trained: the source it recorded
+    (real stays real, an emulated or substitute source stays the substitute, whatever
+    ``$EVSIM_DATA`` holds now, which the run folded into its --data-dir then), and the
+    files it recorded the fingerprint of. A run that trained on a substitute from a
+    data folder that has since gone loads the same substitute again.
+
+    Parameters
+    ----------
+    source : ``--source`` as typed for this command (None if not): load that source
+        instead (with ``$EVSIM_DATA``); the caller labels what it writes as other data.
 
     Raises
     ------
     DataError
-        If the run trained on real data from a folder that no longer exists.
+        If the run trained on real data from a folder that no longer exists, or its data
+        options now load another source or files other than those it trained on.
     """
     data = config.data
+    recorded = read_run_config(run_dir) or {}
+    own = recorded.get("data_source")
     if data.data_dir is not None and not Path(data.data_dir).exists():
-        source = (read_run_config(run_dir) or {}).get("data_source")
-        if source not in SUBSTITUTES:
-            raise DataError(f"{run_dir} trained on {source or 'the'} data in {data.data_dir}, which no longer exists; "
+        if own not in SUBSTITUTES:
+            raise DataError(f"{run_dir} trained on {own or 'the'} data in {data.data_dir}, which no longer exists; "
                             "restore that folder to use this run's data")
         click.echo(f"NOTE: {data.data_dir}, the folder this run was given, no longer exists; it trained on "
-                   f"{source} data, loaded again without it")
+                   f"{own} data, loaded again without it")
         data = dataclasses.replace(data, data_dir=None, source="emulated")
-    dataset = load_dataset(config.dataset, data)
+    if source is not None:
+        data = dataclasses.replace(data, source=source)
+    elif own == "real" or (own in SUBSTITUTES and data.data_dir is None):
+        data = dataclasses.replace(data, source="real" if own == "real" else "emulated")
+    with _without_evsim_data(source is None and bool(recorded)):
+        dataset = load_dataset(config.dataset, data)
     if dataset.meta.get("notice"):
         click.echo(f"NOTE: {dataset.meta['notice']}")
-    return dataset
+    other = own is not None and dataset.source != own
+    if other and source is None:
+        raise DataError(f"{run_dir} trained on {own} data, but {dataset.meta.get('root') or 'its data folder'} now "
+                        f"holds {dataset.source} data; give --source emulated for the {own} data it trained on, or "
+                        f"--source {dataset.source} to run it on this data")
+    if other:
+        click.echo(f"NOTE: {run_dir} trained on {own} data; these results are on {dataset.source} data "
+                   f"(--source {source}), not on the run's; its files written by default take the suffix "
+                   f"-{dataset.source}")
+    else:
+        check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
+                       "its test split would hold other samples, possibly some it trained on")
+    return dataset, other
+
+
+@contextlib.contextmanager
+def _without_evsim_data(hide: bool):
+    """``$EVSIM_DATA`` unset meanwhile, with ``hide``: a run folded it into its own
+    --data-dir when it trained, so the value now is not the run's data."""
+    value = os.environ.pop("EVSIM_DATA", None) if hide else None
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["EVSIM_DATA"] = value
+
+
+def other_data_path(path: Path, dataset: Dataset) -> Path:
+    """A default output ``path`` in a run folder, named for ``dataset``'s source
+    (``confusion-latest-test-real.png``): results on other data than the run's never
+    take the name of the run's own."""
+    return path.with_name(f"{path.stem}-{dataset.source}{path.suffix}")
+
+
+def typed_source(ctx: click.Context) -> str | None:
+    """``--source`` as typed on the command line, else None."""
+    return ctx.params["source"] if ctx.get_parameter_source("source") is ParameterSource.COMMANDLINE else None
 
 
 def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConfig | None, str]:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from evsim.checkpoint import check_metric_rows, stored_config
-from evsim.errors import CheckpointError
+from evsim.data.cache import fingerprint_change
+from evsim.errors import CheckpointError, DataError
 from evsim.files import link_atomic
 from evsim.readers import CODE_ERRORS, read_json, read_small_file, reason
 
@@ -35,8 +36,9 @@ SUMMARY_JSON = "summary.json"
 # One row per epoch and per development step; a long run with many steps is a few MiB.
 MAX_METRICS_BYTES = 256 << 20
 # What evsim train writes in config.json beside the options: facts of the run, not of its
-# configuration (run_id differs in every run; network follows from the options and the data).
-BESIDE_OPTIONS = ("data_source", "run_id", "checkpoints", "network")
+# configuration (run_id differs in every run; network follows from the options and the data;
+# data_fingerprint is the identity of the data files, None where the dataset has none).
+BESIDE_OPTIONS = ("data_source", "data_fingerprint", "run_id", "checkpoints", "network")
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")
@@ -64,6 +66,48 @@ def folder_run_id(run_dir: Path) -> str | None:
     if run_id is not None and not isinstance(run_id, str):
         raise CheckpointError(f"{path}: run_id must be a string, got {run_id!r}; restore the file")
     return run_id
+
+
+def folder_data_fingerprint(run_dir: Path) -> dict | None:
+    """The fingerprint of the data the run in ``run_dir`` trained on
+    (``{split: files_fingerprint}``, as its ``config.json`` records it); None without one
+    (no file, a dataset without fingerprints, or a run saved before they were recorded).
+
+    Raises
+    ------
+    CheckpointError
+        If ``config.json`` is unreadable, or its ``data_fingerprint`` is not what training writes.
+    """
+    path = Path(run_dir) / CONFIG_JSON
+    if not os.path.lexists(path):
+        return None
+    values = read_json(path, "run configuration (config.json)", CheckpointError)
+    fingerprint = values.get("data_fingerprint") if isinstance(values, dict) else None
+    fields = {"files": int, "bytes": int, "contents": str}
+    if fingerprint is not None and not (
+            isinstance(fingerprint, dict)
+            and all(isinstance(split, dict) and split.keys() == fields.keys()
+                    and all(type(split[k]) is kind for k, kind in fields.items()) for split in fingerprint.values())):
+        raise CheckpointError(f"{path}: data_fingerprint is {str(fingerprint)[:60]!r}, not what training writes; "
+                              "restore the file")
+    return fingerprint
+
+
+def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence: str) -> None:
+    """Refuse ``dataset`` for the run in ``run_dir`` unless its files are those the run
+    trained on, by ``fingerprint`` (:func:`folder_data_fingerprint`). Nothing is compared
+    for a run saved without one, or a dataset that has none.
+
+    Raises
+    ------
+    DataError
+        Naming the data folder, what changed, ``consequence`` and the fixes.
+    """
+    now = dataset.meta.get("fingerprint")
+    change = None if fingerprint is None or now is None else fingerprint_change(fingerprint, now)
+    if change:
+        raise DataError(f"the data in {dataset.meta.get('root') or 'the data folder'} changed since {run_dir} "
+                        f"trained: {change}; {consequence}; restore the data or train a new run")
 
 
 def read_run_config(run_dir: Path) -> dict | None:

@@ -73,7 +73,7 @@ from evsim.layers import SparseLinear
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
-from evsim.runfiles import check_belongs, new_run_id, repair_best
+from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprint, new_run_id, repair_best
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
 
@@ -527,8 +527,11 @@ class Trainer:
             expected += state.in_epoch["position"] // self.config.batch_size
         if state.batches_seen != expected:
             part = "" if state.in_epoch is None else " and the part of this one done"
+            # a run saved without a data fingerprint gets here on changed data too
             raise CheckpointError(f"checkpoint's batches_seen is {state.batches_seen}, but {state.epoch} epochs of "
-                                  f"{per_epoch} batches{part} make {expected}; restore the file, or re-run training")
+                                  f"{per_epoch} batches{part} make {expected}; restore the file, or re-run training "
+                                  f"(or, if this training split of {samples} samples is not the run's, make the run's "
+                                  "data available)")
 
     def _save_epoch_end(self, run_dir: Path, best: bool, plot: bool) -> None:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
@@ -633,6 +636,7 @@ class Trainer:
             # network is built: a run that fails before leaves no folder behind.
             write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
+                                                        "data_fingerprint": self.dataset.meta.get("fingerprint"),
                                                         "run_id": self.run_id, "checkpoints": self.keep_checkpoints,
                                                         "network": self.network.describe()})
             if self.epoch and self.in_epoch is None:
@@ -825,7 +829,10 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     Raises
     ------
     CheckpointError
-        If there is no usable checkpoint, or the data found now differs from the run's.
+        If there is no usable checkpoint, or the data found now is of another source.
+    DataError
+        If the data files differ from those the run trained on (by the fingerprint its
+        ``config.json`` records).
     """
     run_dir = Path(run_dir)
     if checkpoints is None:
@@ -843,7 +850,13 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
             echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
             config = dataclasses.replace(config, epochs=epochs)
             state.config = {**state.config, "epochs": epochs}
-        trainer = Trainer(config, _load_announced(config, echo))
+        dataset = _load_announced(config, echo)
+        if state.data_source == dataset.source:  # else restore names the other source
+            # before anything that depends on the data (the network's size, the batches seen)
+            check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
+                           "resuming would go on with other training samples, and test on other samples, "
+                           "possibly some it trained on")
+        trainer = Trainer(config, dataset)
         trainer.keep_checkpoints = checkpoints
         try:
             trainer.restore(state)

@@ -82,7 +82,10 @@ class Dataset:
     source : where the data came from: ``"real"``, ``"emulated"``, ``"mnist-5k"``, ...
         Recorded in every saved result so nobody mistakes emulated data for real.
     time_steps : frame count fixed by framing (``"frames"`` only), else ``None``.
-    meta : free-form facts for reports (sensor size, framing parameters, notices).
+    meta : free-form facts for reports (sensor size, framing parameters, notices), and,
+        where the loader fingerprints its files (the event datasets), ``fingerprint``:
+        ``{split: files_fingerprint}``, which a run records so that it is never evaluated
+        or resumed on other data.
     """
 
     name: str

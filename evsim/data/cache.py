@@ -64,6 +64,27 @@ def files_fingerprint(files: list, labels) -> dict:
     return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32]}
 
 
+def fingerprint_change(then: dict, now: dict) -> str | None:
+    """What differs between two datasets' fingerprints (``{split: files_fingerprint}``), in
+    words (``"train 24 -> 26 recordings, test 6 -> 8 recordings"``), or None if nothing does."""
+    changes = []
+    for split in [*then, *(split for split in now if split not in then)]:
+        old, new = then.get(split), now.get(split)
+        if old == new:
+            continue
+        if old is None or new is None:
+            changes.append(f"{split} split {'added' if old is None else 'gone'}")
+        elif old.get("files") != new.get("files"):
+            changes.append(f"{split} {old.get('files')} -> {new.get('files')} recordings")
+        elif old.get("bytes") != new.get("bytes"):
+            changes.append(f"{split} {old.get('bytes'):,} -> {new.get('bytes'):,} bytes in {new.get('files')} "
+                           "recordings")
+        else:
+            changes.append(f"{split} {new.get('files')} recordings of the same size as before, other contents, "
+                           "names or labels")
+    return ", ".join(changes) or None
+
+
 def _hash_file(digest, path, label: int) -> int:
     """Add ``path``'s name, label, size and bytes to ``digest``; return its size. An
     unreadable file adds its name only: its reader says why it cannot be read.

@@ -345,7 +345,8 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
                   key_parts: dict | None = None) -> tuple[tuple[Split, Split], dict]:
     """Framed train and test splits of ``found`` and their metadata, from the cache; the
     entry is built first if it is absent or corrupt. ``key_parts``: what else shapes the
-    frames (a sensor that is not the dataset's constant)."""
+    frames (a sensor that is not the dataset's constant). ``meta["fingerprint"]`` is the
+    split files' :func:`~evsim.data.cache.files_fingerprint`, ``{split: ...}``."""
     import tonic
 
     fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
@@ -361,7 +362,8 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
                            options.slicing, meta, progress)
 
     splits, meta = cached_entry(folder, build, splits_from_entry)
-    return splits, dict(meta, cache=str(folder))
+    # the identity of the recordings, which a run records: its later uses refuse other data
+    return splits, dict(meta, cache=str(folder), fingerprint=fingerprint)
 
 
 @register("nmnist", check=check_nmnist_options, takes=TAKES)
@@ -375,7 +377,7 @@ def load_nmnist(options: DataOptions) -> Dataset:
     Dataset
         ``encoding="frames"``, ``source`` ``"real"`` or ``"emulated"``, ``meta`` with
         ``sensor_size`` (tonic order W, H, P), ``frame_size`` (H, W), ``classes``,
-        ``framing``, ``event_stats`` (per split), ``root``, ``cache`` and ``notice``
+        ``framing``, ``event_stats`` (per split), ``root``, ``cache``, ``fingerprint`` and ``notice``
         (a one-line message, or ``None``).
     """
     transform, sensor_out = event_transform(options)

@@ -1,0 +1,182 @@
+"""A run is used on its own data only: eval, profile, inspect and --resume refuse data
+files that changed since it trained (by the fingerprint config.json records), and load
+the data source it trained on unless --source asks for another."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from evsim.data.cache import fingerprint_change
+from tests.conftest import one_line_error, run
+from tests.runs import TINY_MNIST_NETWORK
+from tests.test_data_static import make_idx
+
+FOLDER_NETWORK = ["--hidden", "8", "--time-steps", "4", "--threads", "1", "--no-progress", "--batch-size", "8",
+                  "--val-fraction", "0"]
+CHANGED = "changed since"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.delenv("EVSIM_DATA", raising=False)
+    monkeypatch.setenv("EVSIM_CACHE", str(tmp_path / "cache"))
+
+
+def write_folder(root, per_class, start=0, seed=0):
+    """Recordings ``r<k>.npy`` of 3 classes on an 8x8 sensor (events of class c near x = 2c)."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("alpha", "beta", "gamma")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(start, start + per_class):
+            n = 60
+            x = np.clip(rng.normal(1 + 3 * c, 0.7, n).round(), 0, 7)
+            events = np.stack([x, rng.integers(0, 8, n), np.sort(rng.integers(0, 10_000, n)), rng.integers(0, 2, n)], 1)
+            np.save(root / name / f"r{k:02d}.npy", events.astype(np.int64))
+
+
+@pytest.fixture
+def folder_run(tmp_path):
+    """A finished run on a folder of 3 x 10 recordings: (the run folder, its data folder)."""
+    write_folder(tmp_path / "data", 10)
+    result = run(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), *FOLDER_NETWORK,
+                  "--epochs", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "run", tmp_path / "data"
+
+
+def files_of(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_fingerprint_change_names_what_changed():
+    then = {"train": {"files": 24, "bytes": 2400, "contents": "a"}, "test": {"files": 6, "bytes": 600, "contents": "b"}}
+    assert fingerprint_change(then, then) is None
+    now = {"train": {"files": 26, "bytes": 2600, "contents": "c"}, "test": {"files": 6, "bytes": 600, "contents": "b"}}
+    assert fingerprint_change(then, now) == "train 24 -> 26 recordings"
+    now = {"train": {"files": 24, "bytes": 2500, "contents": "c"}, "test": {"files": 6, "bytes": 600, "contents": "d"}}
+    assert fingerprint_change(then, now) == ("train 2,400 -> 2,500 bytes in 24 recordings, test 6 recordings of the "
+                                             "same size as before, other contents, names or labels")
+    assert fingerprint_change(then, {"train": then["train"]}) == "test split gone"
+
+
+def test_a_run_records_the_fingerprint_of_its_data(folder_run):
+    run_dir, data = folder_run
+    recorded = json.loads((run_dir / "config.json").read_text())["data_fingerprint"]
+    assert {split: f["files"] for split, f in recorded.items()} == {"train": 24, "test": 6}
+    assert sum(f["bytes"] for f in recorded.values()) == sum(p.stat().st_size for p in data.rglob("*.npy"))
+
+
+@pytest.mark.parametrize("command", ["eval", "profile", "inspect"])
+def test_eval_profile_and_inspect_refuse_a_data_folder_that_changed(folder_run, command):
+    run_dir, data = folder_run
+    assert run([command, str(run_dir)]).exit_code == 0
+    before = files_of(run_dir)
+    write_folder(data, 4, start=10, seed=1)  # 12 more recordings: a new drawn test split
+    line = one_line_error(run([command, str(run_dir)]))
+    assert line == (f"Error: the data in {data} {CHANGED} {run_dir} trained: train 24 -> 34 recordings, test 6 -> 8 "
+                    "recordings; its test split would hold other samples, possibly some it trained on; restore the "
+                    "data or train a new run")
+    assert files_of(run_dir) == before  # the run's confusion matrix, profile and figure untouched
+    for extra in data.glob("*/r1[0-3].npy"):
+        extra.unlink()
+    assert run([command, str(run_dir)]).exit_code == 0  # restored
+
+
+def test_a_recording_changed_in_place_is_refused(folder_run):
+    run_dir, data = folder_run
+    shutil.copyfile(data / "beta" / "r01.npy", data / "alpha" / "r03.npy")  # same size, other events
+    assert "same size as before, other contents" in one_line_error(run(["eval", str(run_dir)]))
+
+
+def test_a_run_saved_without_a_fingerprint_is_evaluated_as_before(folder_run):
+    run_dir, data = folder_run
+    values = json.loads((run_dir / "config.json").read_text())
+    del values["data_fingerprint"]
+    (run_dir / "config.json").write_text(json.dumps(values))
+    write_folder(data, 1, start=10, seed=1)
+    result = run(["eval", str(run_dir)])
+    assert result.exit_code == 0 and "test split: 7 samples" in result.output, result.output
+
+
+def test_a_damaged_fingerprint_is_one_line(folder_run):
+    run_dir, _ = folder_run
+    values = json.loads((run_dir / "config.json").read_text())
+    values["data_fingerprint"]["train"]["files"] = "24"
+    (run_dir / "config.json").write_text(json.dumps(values))
+    line = one_line_error(run(["eval", str(run_dir)]))
+    assert "config.json: data_fingerprint is" in line and "restore the file" in line
+
+
+@pytest.mark.parametrize("per_class", [1, 4])  # 4 more per class change the batches per epoch too
+def test_resume_refuses_changed_data_naming_the_change(folder_run, per_class):
+    run_dir, data = folder_run
+    before = files_of(run_dir)
+    write_folder(data, per_class, start=10, seed=1)
+    result = run(["train", "--resume", str(run_dir), "--epochs", "3"])
+    line = result.output.splitlines()[-1]  # after "data: folder (real), 34 train / 8 test samples"
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"the data in {data} {CHANGED} {run_dir} trained: train 24 -> " in line
+    assert "resuming would go on with other training samples" in line and "batches_seen" not in line
+    assert files_of(run_dir) == before
+    for extra in data.glob("*/r1*.npy"):
+        extra.unlink()
+    result = run(["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert result.exit_code == 0 and "epoch   3" in result.output, result.output
+
+
+# ------------------------------------------------------------------ the data source
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """A finished tiny run on the 5,000-digit MNIST sample (no data folder)."""
+    base = tmp_path_factory.mktemp("mnist-5k")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("EVSIM_DATA", raising=False)
+        result = run(["train", *TINY_MNIST_NETWORK, "--out", str(base / "run")])
+    assert result.exit_code == 0 and "data mnist-5k" in result.output, result.output
+    return base / "run"
+
+
+def test_a_substitute_run_is_evaluated_on_its_substitute_whatever_evsim_data_holds(sample_run, tmp_path,
+                                                                                   monkeypatch):
+    run_dir = shutil.copytree(sample_run, tmp_path / "run")
+    own = run(["eval", str(run_dir)])
+    assert own.exit_code == 0 and "data mnist-5k" in own.output
+    figure = (run_dir / "confusion-latest-test.png").read_bytes()
+    make_idx(tmp_path / "idx")
+    monkeypatch.setenv("EVSIM_DATA", str(tmp_path / "idx"))
+    again = run(["eval", str(run_dir)])
+    assert again.exit_code == 0 and again.output.splitlines()[1:3] == own.output.splitlines()[1:3], again.output
+    other = run(["eval", str(run_dir), "--source", "real"])
+    assert other.exit_code == 0, other.output
+    assert "NOTE: " in other.output and "trained on mnist-5k data; these results are on real data" in other.output
+    assert "test split: 4 samples" in other.output and "wrote " + str(run_dir / "confusion-latest-test-real.png") \
+        in other.output
+    assert (run_dir / "confusion-latest-test.png").read_bytes() == figure  # the run's own figure is its own data's
+    for command, written in (("profile", ("profile-latest-test-real.json", "profile-latest-test-real.png")),
+                             ("inspect", ("inspect-real.png",))):
+        result = run([command, str(run_dir), "--source", "real"])
+        assert result.exit_code == 0 and "trained on mnist-5k data" in result.output, result.output
+        assert all((run_dir / name).is_file() for name in written)
+    assert not (run_dir / "profile.json").exists() and not (run_dir / "inspect.png").exists()
+    summary = json.loads((run_dir / "profile-latest-test-real.json").read_text())
+    assert summary["data_source"] == "real"
+
+
+def test_a_substitute_run_whose_data_folder_now_holds_real_data_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run(["train", *TINY_MNIST_NETWORK, "--epochs", "1", "--data-dir", str(tmp_path / "empty"),
+                  "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "data mnist-5k" in result.output, result.output
+    make_idx(tmp_path / "empty")
+    line = one_line_error(run(["eval", str(tmp_path / "run")]))
+    assert "trained on mnist-5k data, but" in line and "now holds real data; give --source emulated" in line
+    result = run(["eval", str(tmp_path / "run"), "--source", "emulated"])
+    assert result.exit_code == 0 and "data mnist-5k" in result.output and "NOTE: using" in result.output
+
+
+def test_source_is_the_only_dataset_option_a_run_takes_besides_time_steps(sample_run):
+    line = one_line_error(run(["profile", str(sample_run), "--data-dir", "/tmp"]))
+    assert "leave out --data-dir" in line
