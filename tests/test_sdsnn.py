@@ -9,7 +9,7 @@ from evsim.loss import mse_rate
 from evsim.network import Network
 from evsim.structure import SET, MagnitudePruning, SDSNN, SDSNNConfig, make_structure
 from evsim.structure.sdsnn import (alpha, constrain, init_ranges, neuron_importance, neurons_to_prune,
-                                   regrowth_candidates, regrowth_percentile, update_rho)
+                                   regrowth_candidates, regrowth_percentile, unit_magnitude, update_rho)
 from evsim.synapses import SynapseStore
 from tests import reference
 
@@ -657,3 +657,34 @@ def test_set_resumes_from_its_state_dict(rng):
     assert resumed.step == first.step == 2
     np.testing.assert_array_equal(nets[1].layers[0].store.mask(), net.layers[0].store.mask())
     np.testing.assert_array_equal(nets[1].layers[0].store.to_dense(), net.layers[0].store.to_dense())
+
+
+def test_equally_important_neurons_are_pruned_by_their_weights_not_their_index():
+    """Ranges all alike (as through the first epoch) tie every unit's importance: the
+    weakest incoming weights die, not units 0, 1, 2."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(6, 10)).astype(np.float32)
+    dense[:, [7, 2, 9]] *= 0.01
+    store = SynapseStore.from_dense(dense, np.ones((6, 10), bool))
+    init_ranges(store)
+    importance = neuron_importance(store)
+    assert np.all(importance == importance[0])
+    assert sorted(neurons_to_prune(importance, np.ones(10, bool), 30.0, unit_magnitude(store))) == [2, 7, 9]
+
+
+def test_sdsnn_pruning_in_the_first_epoch_takes_the_weakest_units(tmp_path):
+    """Pruning from step 4 while the ranges are still set afresh at every step of the first
+    epoch: the units pruned are the ones with the weakest weights, and differ by seed."""
+    from tests.runs import toy_config, toy_dataset
+    from evsim.train import Trainer
+
+    removed = []
+    for seed in (1, 2):
+        trainer = Trainer(toy_config(epochs=1, hidden=(20,), dev_interval=1, seed=seed,
+                                     sdsnn=SDSNNConfig(spine_steps=2, rho_init=30, rho_max=30)), toy_dataset())
+        trainer.fit(progress=False)
+        dead = np.flatnonzero(~trainer.network.layers[0].alive)
+        assert dead.size == 6
+        removed.append(dead.tolist())
+        assert dead.tolist() != list(range(6))
+    assert removed[0] != removed[1]

@@ -305,3 +305,17 @@ def test_bad_develop_values_are_one_line_errors(tmp_path):
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "names conv2 twice" in result.output and not (tmp_path / "r").exists()
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_kernel_without_would_be_evidence_never_regrows():
+    """Every existing kernel's sum negative puts the percentile below 0: a missing kernel
+    whose would-be weights are all zero (no error reached its filter) must not pass it
+    and regrow as zeros."""
+    store = kernel_store([(0, 0), (0, 1), (1, 0), (1, 1)], values=np.full((4, 2, 2), -0.1))
+    missing = ~store.mask()  # (0, 2) and (1, 2)
+    would_be = np.zeros((2, 3, 2, 2), np.float32)
+    would_be[1, 2, 0, 0] = 1e-6  # the least evidence qualifies
+    counter = np.zeros((2, 3), np.int16)
+    for _ in range(3):
+        channels, filters = kernel_regrowth_candidates(counter, would_be, store, 50.0, 2, missing)
+    assert list(zip(channels, filters)) == [(1, 2)] and counter[0, 2] == 0

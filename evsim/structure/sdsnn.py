@@ -194,14 +194,25 @@ def neuron_importance(store) -> np.ndarray:
     return np.bincount(store.indices, weights=per_synapse, minlength=store.shape[1])
 
 
-def neurons_to_prune(importance: np.ndarray, alive: np.ndarray, rho: float) -> np.ndarray:
-    """Alive neurons to kill so that floor(N rho / 100) neurons are dead: the least important."""
+def unit_magnitude(store) -> np.ndarray:
+    """Sum of |w| over each unit's existing incoming weights (a filter's: its kernels')."""
+    per_synapse = np.abs(store.data).reshape(store.nnz, -1).sum(axis=1, dtype=np.float64)
+    return np.bincount(store.indices, weights=per_synapse, minlength=store.shape[1])
+
+
+def neurons_to_prune(importance: np.ndarray, alive: np.ndarray, rho: float,
+                     tie_break: np.ndarray | None = None) -> np.ndarray:
+    """Alive neurons to kill so that floor(N rho / 100) neurons are dead: the least
+    important, and among equally important ones those with the smaller ``tie_break``
+    (:func:`unit_magnitude`). Ranges all alike (set again at each step of the first
+    epoch, or none changed yet) tie every unit: without it the lowest indices died."""
     target_dead = int(math.floor(alive.size * rho / 100.0))
     extra = target_dead - int(np.sum(~alive))
     if extra <= 0:
         return np.zeros(0, dtype=np.int64)
     candidates = np.flatnonzero(alive)
-    order = np.argsort(importance[candidates], kind="stable")
+    second = np.zeros(candidates.size) if tie_break is None else tie_break[candidates]
+    order = np.lexsort((second, importance[candidates]))  # by importance, then tie_break; stable
     return candidates[order[:extra]]
 
 
@@ -344,12 +355,16 @@ def kernel_regrowth_candidates(counter: np.ndarray, would_be_weight: np.ndarray,
     window) qualifies when the signed sum of its would-be weights ``would_be_weight``
     ``[C_in, F, K, K]`` exceeds the q-th percentile of every kernel's signed sum (an
     existing kernel's weights, a missing one's would-be weights); any other step resets
-    its counter. It regrows once the counter passes ``regrow_steps``.
+    its counter. It regrows once the counter passes ``regrow_steps``. A kernel whose
+    would-be weights are all zero (no error reached its filter: every kernel that carried
+    it on is gone) has no evidence and never qualifies: where every existing kernel's sum
+    is negative, its 0 would pass the percentile, and it would regrow as zeros.
     """
     score = would_be_weight.sum(axis=(2, 3), dtype=np.float64)
     sums = score.copy()
     sums[store.rows(), store.indices] = store.data.sum(axis=(1, 2), dtype=np.float64)
-    qualifies = eligible & (score > np.percentile(sums, q))
+    evidence = np.any(would_be_weight != 0, axis=(2, 3))
+    qualifies = eligible & evidence & (score > np.percentile(sums, q))
     counter[qualifies] += 1
     counter[~qualifies] = 0
     ready = counter > regrow_steps
@@ -496,7 +511,7 @@ class SDSNN:
         if s > cfg.prune_start:
             n_next = network.layers[k + 1].n_out if k + 1 < len(network.layers) else layer.n_out
             dev.rho = update_rho(dev.rho, s, int(layer.alive.sum()), n_next, cfg)
-        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
+        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho, unit_magnitude(store))
         if kill.size:
             pruned = layer.kill(kill)
         dev.q = regrowth_percentile(s, cfg)
@@ -520,7 +535,7 @@ class SDSNN:
         pruned = regrown = 0
         if s > cfg.prune_start:
             dev.rho = update_filter_rho(dev.rho, s, int(layer.alive.sum()), _next_alive_units(network, k), cfg)
-        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho)
+        kill = neurons_to_prune(neuron_importance(store), layer.alive, dev.rho, unit_magnitude(store))
         if kill.size:
             pruned = layer.kill(kill)
         dev.q = regrowth_percentile(s, cfg, cfg.kernel_q_base)
