@@ -167,7 +167,27 @@ def check_before_loading(config: TrainConfig) -> None:
     check_memory(config, *expected_sizes(config))
     if config.arch:
         check_arch_fits(config.arch, config.dataset, shape, n_classes)
-    developing_layers(_outline(config), config.develop)
+    outline = _outline(config)
+    check_something_develops(config, outline.layer_labels(), developing_layers(outline, config.develop))
+
+
+def check_something_develops(config: TrainConfig, labels: list[str], develops: list[bool]) -> None:
+    """Refuse a structure whose network has no layer ``--develop`` selects: it would
+    report development steps that edit nothing.
+
+    Raises
+    ------
+    ConfigError
+        Naming the layers that can develop.
+    """
+    if config.structure == "none" or any(develops):
+        return
+    choices = [label for label in labels[:-1] if not label.startswith("pool")]
+    rule = " (auto: every convolution but the first, and the hidden fully connected layers)" \
+        if config.develop == "auto" else ""
+    raise ConfigError(f"--structure {config.structure} with --develop {config.develop}: no layer of this network "
+                      f"develops{rule}; " + (f"name the layers, e.g. --develop {','.join(choices)}, or "
+                                             if choices else "") + "give --structure none")
 
 
 def _outline(config: TrainConfig) -> "_Outline":
@@ -300,6 +320,8 @@ class Trainer:
                                  total_epochs=config.epochs)
         self.loss_fn = get_loss(config.loss)
         self.rng = np.random.default_rng([config.seed, 1])
+        check_something_develops(config, self.network.layer_labels(), [bool(getattr(layer, "develops", False))
+                                                                       for layer in self.network.layers])
         self.structure = make_structure(config.structure, self.network, config.sdsnn, config.target_sparsity,
                                         self.development_steps() // 2, config.optimizer != "sgd", config.seed,
                                         self.batches_per_epoch() if config.dev_interval else None,

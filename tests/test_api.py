@@ -287,3 +287,9 @@ def test_kill_takes_unit_indices_only(units, fragment):
 def test_architectures_no_machine_holds_are_one_clear_error(spec, fragment):
     with pytest.raises(EvsimError, match=fragment):
         evsim.Network.from_spec(spec)
+
+
+def test_a_trainer_refuses_a_structure_with_no_layer_to_develop():
+    from tests.runs import toy_config, toy_dataset
+    with pytest.raises(EvsimError, match="no layer of this network develops"):
+        evsim.Trainer(toy_config(develop="fc"), toy_dataset(), evsim.Network.mlp([30, 4], np.random.default_rng(0)))

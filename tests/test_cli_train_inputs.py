@@ -41,6 +41,12 @@ def no_data(monkeypatch):
     (["--dataset", "nmnist", "--arch", "2x32x32-4C3-AP4-10", "--no-crop"],
      "takes input 2x32x32 but nmnist gives 2x34x34 (add --crop for N-MNIST's 32x32 frames)"),
     (["--arch", "784-32-10", "--develop", "conv2"], "--develop conv2: this network has no layer conv2; it has fc1"),
+    # a structure with nothing to develop would report development steps that edit nothing
+    (["--arch", "1x28x28-4C3-AP4-10", "--structure", "magnitude", "--target-sparsity", "0.9"],
+     "--structure magnitude with --develop auto: no layer of this network develops (auto: every convolution but the "
+     "first, and the hidden fully connected layers); name the layers, e.g. --develop conv1, or give --structure none"),
+    (["--arch", "1x28x28-4C3-AP4-10", "--develop", "fc"], "--structure sdsnn with --develop fc: no layer of this "
+                                                           "network develops; name the layers, e.g. --develop conv1"),
 ])
 def test_a_network_that_cannot_fit_the_dataset_is_refused_before_the_data_loads(tmp_path, no_data, args, fragment):
     out = tmp_path / "run"
@@ -287,6 +293,8 @@ def test_a_run_with_its_own_configuration_refuses_every_dataset_option(tmp_path,
     for command in ("eval", "profile"):
         for param in params:
             if command == "eval" and param.name == "time_steps":  # eval --time-steps T: accuracy after T steps
+                continue
+            if param.name == "source":  # other data than the run's, on purpose (tests/test_run_data.py)
                 continue
             line = one_line_error(run([command, str(tmp_path), *_command_line(param)]))
             flag = "--" + param.name.replace("_", "-")
