@@ -433,8 +433,10 @@ class Trainer:
         for start in bar:
             if self.stop_signal is not None:
                 bar.close()
-                raise TrainingInterrupted(f"stopped in epoch {self.epoch + 1}/{self.config.epochs} after batch "
-                                          f"{start // batch_size} of {self.batches_per_epoch()}", self.stop_signal)
+                done_batches = start // batch_size
+                raise TrainingInterrupted(f"stopped in epoch {self.epoch + 1}/{self.config.epochs} "
+                                          + (f"after batch {done_batches} of {self.batches_per_epoch()}"
+                                             if done_batches else "before its first batch"), self.stop_signal)
             batch = done.order[start:start + batch_size]
             labels = split.labels[batch]
             counts, traces = self.network.forward(self._events(split.inputs[batch]))

@@ -5,6 +5,7 @@ the file and the field, before anything trains or is written."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -148,7 +149,7 @@ def test_sigint_checkpoints_mid_epoch_says_how_to_resume_and_resumes_exactly(tmp
     proc = start_and_signal_in_epoch_2(out, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert "Interrupted: stopped in epoch 2/2 after batch" in stderr
+    assert re.search(r"Interrupted: stopped in epoch 2/2 (after batch [1-9]|before its first batch)", stderr), stderr
     assert f"Resume with: evsim train --resume {out}" in stderr and "Traceback" not in stderr
     state = load_checkpoint(out / CHECKPOINT_LATEST)
     assert state.epoch == 1 and 0 <= state.in_epoch["position"] < 4000  # inside epoch 2 (its start included)
@@ -166,7 +167,7 @@ def test_sigterm_checkpoints_mid_epoch_like_ctrl_c_and_exits_143(tmp_path, unint
     proc = start_and_signal_in_epoch_2(out, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "Stopped by SIGTERM: stopped in epoch 2/2 after batch" in stderr
+    assert re.search(r"Stopped by SIGTERM: stopped in epoch 2/2 (after batch [1-9]|before its first batch)", stderr)
     assert f"Resume with: evsim train --resume {out}" in stderr and "Traceback" not in stderr
     state = load_checkpoint(out / CHECKPOINT_LATEST)
     assert state.epoch == 1 and state.in_epoch is not None
@@ -542,3 +543,11 @@ def test_with_structure_none_no_layer_develops_and_an_older_checkpoint_that_said
     resumed.restore(load_checkpoint(tmp_path / "old" / CHECKPOINT_LATEST))
     resumed.fit(tmp_path / "old", progress=False, echo=lambda line: None)
     assert_same_run(tmp_path / "whole", tmp_path / "old")
+
+
+def test_a_stop_before_an_epochs_first_batch_says_so(tmp_path):
+    from tests.runs import toy_config, toy_dataset
+    trainer = Trainer(toy_config(epochs=2), toy_dataset())
+    trainer.stop_signal = signal.SIGINT
+    with pytest.raises(TrainingInterrupted, match=r"stopped in epoch 1/2 before its first batch$"):
+        trainer.train_epoch(progress=False)
