@@ -1,7 +1,6 @@
 """``evsim eval RUN_DIR``: accuracy, confusion matrix and operations of a trained run."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -9,7 +8,7 @@ import click
 from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed_source)
-from evsim.data.base import first_steps, hold_out
+from evsim.data.base import first_steps
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
 from evsim.files import write_json_atomic
@@ -53,11 +52,8 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     if other and plot_path is None:
         png = other_data_path(png, dataset)
         check_outputs(png)
-    if split == "val":
-        if not config.val_fraction:
-            raise ConfigError(f"{run_dir} trained without a validation split (--val-fraction 0); choose test or train")
-        train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
-        dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
+    if split == "val" and not config.val_fraction:
+        raise ConfigError(f"{run_dir} trained without a validation split (--val-fraction 0); choose test or train")
     steps = steps or config.time_steps
     dataset = first_steps(dataset, steps)
     result = evaluate(network, dataset, steps, split, batch_size or config.eval_batch_size, config.seed)

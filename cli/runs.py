@@ -14,7 +14,7 @@ from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, l
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig
 from evsim.data import Dataset, load_dataset
-from evsim.data.base import DEFAULT_TIME_STEPS
+from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
@@ -85,7 +85,8 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     else:
         check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
                        "its test split would hold other samples, possibly some it trained on")
-    return dataset, other
+    # The splits as the run had them: its training split without the samples it held out.
+    return with_validation(dataset, config.val_fraction, config.seed), other
 
 
 @contextlib.contextmanager

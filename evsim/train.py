@@ -57,7 +57,7 @@ from evsim.config import (
     with_added_keys,
 )
 from evsim.data import Dataset, load_dataset
-from evsim.data.base import hold_out
+from evsim.data.base import with_validation
 from evsim.data.encoding import encode_events
 from evsim.data.nmnist import crop_hint
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
@@ -295,17 +295,14 @@ class Trainer:
                 raise DataError(f"dataset {dataset.name!r}: the {name} split holds no samples; give it at least one")
         if dataset.encoding == "frames" and dataset.time_steps is not None and dataset.time_steps != config.time_steps:
             raise ConfigError(f"dataset is framed with T={dataset.time_steps} but time_steps={config.time_steps}")
-        if config.val_fraction and dataset.val is None:
-            # A pure function of the seed and the data, so a resumed run holds out the same samples.
-            train_part, val_part = hold_out(dataset.train, config.val_fraction, config.seed)
-            # A data set smaller than one batch trains in one smaller batch either way; one the
-            # hold-out leaves below a batch was most likely a typo (0.9999 for 0.09999).
-            if len(train_part) < config.batch_size <= len(dataset.train):
-                raise ConfigError(f"--val-fraction {config.val_fraction:g} leaves {len(train_part)} of the "
-                                  f"{len(dataset.train)} training samples to train on, less than one batch "
-                                  f"(--batch-size {config.batch_size}); hold out less, or give a smaller --batch-size")
-            if len(val_part):  # else too few samples to hold one out: _fit says so
-                dataset = dataclasses.replace(dataset, train=train_part, val=val_part)
+        held = with_validation(dataset, config.val_fraction, config.seed)  # none held: _fit says so
+        # A data set smaller than one batch trains in one smaller batch either way; one the
+        # hold-out leaves below a batch was most likely a typo (0.9999 for 0.09999).
+        if len(held.train) < config.batch_size <= len(dataset.train):
+            raise ConfigError(f"--val-fraction {config.val_fraction:g} leaves {len(held.train)} of the "
+                              f"{len(dataset.train)} training samples to train on, less than one batch "
+                              f"(--batch-size {config.batch_size}); hold out less, or give a smaller --batch-size")
+        dataset = held
         self.dataset = dataset
         self.config = config
         if config.dev_interval == AUTO:  # saved resolved, so that the saved run repeats on any data

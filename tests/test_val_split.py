@@ -152,3 +152,19 @@ def test_a_data_set_smaller_than_a_batch_may_hold_out_samples():
     """It trains in one batch of what is left, as it does without a hold-out."""
     trainer = Trainer(toy_config(val_fraction=0.1, batch_size=500), toy_dataset())  # 400 training samples
     assert len(trainer.dataset.train) == 360 and len(trainer.dataset.val) == 40 and trainer.batches_per_epoch() == 1
+
+
+def test_eval_of_the_train_split_leaves_out_the_samples_the_run_held_out(tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", *TINY_MNIST, "--out", str(out)]).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    sizes = {}
+    for split in ("train", "val", "test"):
+        result = run(["eval", str(out), "--split", split, "--json", str(tmp_path / f"{split}.json")])
+        assert result.exit_code == 0, result.output
+        sizes[split] = json.loads((tmp_path / f"{split}.json").read_text())["samples"]
+    assert sizes["val"] == summary["val_samples"] == 400
+    assert sizes["train"] == 4000 - 400  # the 5,000-digit sample: 4,000 train, 1,000 test
+    profiled = run(["profile", str(out), "--split", "train", "--json", str(tmp_path / "p.json")])
+    assert profiled.exit_code == 0, profiled.output
+    assert json.loads((tmp_path / "p.json").read_text())["samples"] == 3600

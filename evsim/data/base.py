@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +209,23 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """
     kept, held = stratified_indices(split.labels, fraction, seed)
     return (Split(split.inputs[kept], split.labels[kept]), Split(split.inputs[held], split.labels[held]))
+
+
+def with_validation(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """``dataset`` with ``fraction`` of its training split held out as its validation split
+    (:func:`hold_out`), as a run trained on it: a pure function of the seed and the data,
+    so resumes and evaluations of the run hold out the same samples. Unchanged where it
+    has a validation split already, ``fraction`` is 0, or too few samples leave none.
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not in [0, 1).
+    """
+    if not fraction or dataset.val is not None:
+        return dataset
+    train, val = hold_out(dataset.train, fraction, seed)
+    return replace(dataset, train=train, val=val) if len(val) else dataset
 
 
 def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
