@@ -23,7 +23,8 @@ from evsim.plots import figure_format, run_title
 @click.option("--rasters", type=integer(0, 10), default=3, show_default=True,
               help="Samples whose spike rasters are drawn.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The figure; its suffix picks the format: .png, .pdf or .svg [default: RUN_DIR/inspect.png].")
+              help="The figure; its suffix picks the format: .png, .pdf or .svg "
+                   "[default: RUN_DIR/inspect-<checkpoint>-<split>.png].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the statistics (rates per layer and step, operations per step) as JSON here.")
 @dataset_options
@@ -35,7 +36,8 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     The dataset options are for a folder without config.json (evsim import-nir); a
     trained run takes --source: other data than its own, whose figure is named for it.
     From Python: evsim.record(network, drive) returns the same recordings."""
-    given_plot, plot_path = plot_path, plot_path or run_dir / "inspect.png"
+    # Named like eval's and profile's figures: inspections of other checkpoints and splits stay.
+    given_plot, plot_path = plot_path, plot_path or run_dir / f"inspect-{checkpoint}-{split}.png"
     figure_format(plot_path)
     check_outputs(plot_path, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)

@@ -85,7 +85,7 @@ def test_inspect_command_writes_the_figure_in_its_format_and_json(tiny_run, tmp_
 def test_inspect_default_figure_and_bad_suffix(tiny_run, tmp_path):
     result = run(["inspect", str(tiny_run), "--samples", "10"])
     assert result.exit_code == 0, result.output
-    assert (tiny_run / "inspect.png").read_bytes().startswith(b"\x89PNG")
+    assert (tiny_run / "inspect-latest-test.png").read_bytes().startswith(b"\x89PNG")
     assert "cannot write a figure as .txt" in one_line_error(run(["inspect", str(tiny_run), "--plot",
                                                                   str(tmp_path / "i.txt")]))
 

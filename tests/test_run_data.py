@@ -156,11 +156,11 @@ def test_a_substitute_run_is_evaluated_on_its_substitute_whatever_evsim_data_hol
         in other.output
     assert (run_dir / "confusion-latest-test.png").read_bytes() == figure  # the run's own figure is its own data's
     for command, written in (("profile", ("profile-latest-test-real.json", "profile-latest-test-real.png")),
-                             ("inspect", ("inspect-real.png",))):
+                             ("inspect", ("inspect-latest-test-real.png",))):
         result = run([command, str(run_dir), "--source", "real"])
         assert result.exit_code == 0 and "trained on mnist-5k data" in result.output, result.output
         assert all((run_dir / name).is_file() for name in written)
-    assert not (run_dir / "profile.json").exists() and not (run_dir / "inspect.png").exists()
+    assert not (run_dir / "profile-latest-test.json").exists() and not (run_dir / "inspect-latest-test.png").exists()
     summary = json.loads((run_dir / "profile-latest-test-real.json").read_text())
     assert summary["data_source"] == "real"
 
