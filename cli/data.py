@@ -10,7 +10,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from evsim.cli.options import DATASET_OPTION_NAMES, NonEmptyPath, data_options_from, dataset_options, integer
-from evsim.cli.runs import check_outputs, load_run_network
+from evsim.cli.runs import check_outputs, load_run_network, run_config
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
@@ -111,6 +111,8 @@ def show(ctx, index, split, out, run_dir, **kwargs):
     check_outputs(out, *([] if layers_out is None else [layers_out]))
     if run_dir is not None:
         network, config, loaded = load_run_network(run_dir, "latest")
+        if config is None:  # a network alone (evsim import-nir): no dataset is assumed, as eval assumes none
+            run_config(ctx, run_dir, None, kwargs)
     same_dataset = ctx.get_parameter_source("dataset") is not ParameterSource.COMMANDLINE or \
         config is not None and kwargs["dataset"] == config.dataset
     if config is not None and same_dataset:

@@ -280,3 +280,12 @@ def test_event_frames_are_drawn_as_the_network_receives_them(tmp_path, drawn):
     np.testing.assert_array_equal(first.values, np.asarray(dataset.test.inputs[1], np.float64).sum(axis=0))
     assert drawn["pictures"][1].pruned.tolist() == [False, False, True, False]
     assert (tmp_path / "x-layers.png").read_bytes().startswith(PNG)
+
+
+def test_a_network_without_a_configuration_needs_the_dataset_named(tmp_path):
+    """As eval and profile: a folder evsim import-nir wrote assumes no dataset, not even
+    --dataset's default."""
+    folder = _run_folder(tmp_path / "imported", MNIST_CONV)
+    line = one_line_error(run(["data", "show", "--run", str(folder), "--out", str(tmp_path / "s.png")]))
+    assert "has a network but no config.json, so no dataset is assumed" in line and "--dataset NAME" in line
+    assert not list(tmp_path.glob("*.png"))
