@@ -12,7 +12,7 @@ from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.neuron import NIR_DT, lif_constants
 from evsim.nir_io import read_nir, write_nir
-from evsim.runfiles import CONFIG_JSON, refuse_overwriting_run_files
+from evsim.runfiles import CONFIG_JSON, read_run_config, refuse_overwriting_run_files
 
 
 @click.command()
@@ -28,9 +28,13 @@ def export(run_dir, out, fmt, checkpoint):
     Flatten before the first fully connected layer."""
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
-    write_nir(out, network)
+    recorded = read_run_config(run_dir) or {}  # none for a folder of evsim import-nir
+    trained_on = {key: recorded[key] for key in ("dataset", "data_source", "run_id") if recorded.get(key) is not None}
+    write_nir(out, network, trained_on)
     tau, r = lif_constants(network.lif)
-    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}), network {network.describe()}, "
+    data = (f", trained on {trained_on['dataset']} ({trained_on['data_source']} data)"
+            if {"dataset", "data_source"} <= trained_on.keys() else "")
+    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}{data}), network {network.describe()}, "
                f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = {tau * 1e3:.6g} ms, r = {r:.6g}, "
                f"v_threshold {network.lif.v_th}, dt = {NIR_DT * 1e3:g} ms per step")
     if network.lif.reset == "subtract":

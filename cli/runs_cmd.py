@@ -258,16 +258,20 @@ def compare(run_dirs, plot_path, csv_path):
     if not readable:
         raise CheckpointError(found[0]["problem"])
     differ = differing_options([run["config"] for run in readable])
-    header = ["run", *differ, "epochs done", "test %", "val best %", "test@val %", "best test %", "compr. %"]
+    # The data each run trained on is always shown: results on the emulation or the 5,000-digit
+    # sample are never to be read as the real dataset's.
+    header = ["run", "data", *differ, "epochs done", "test %", "val best %", "test@val %", "best test %", "compr. %"]
     rows = [header]
     for run in found:
         options = _flat_options(run["config"])
         results = [_cell(run, key) for key in ("epochs", "test_acc", "val_acc_best", "test_acc_at_best_val",
                                                "best_test_acc", "compression")]
-        rows.append([run["run"], *[str(options.get(key, "-")) for key in differ], *results])
+        rows.append([run["run"], _cell(run, "data_source"), *[str(options.get(key, "-")) for key in differ],
+                     *results])
     click.echo(_table(rows))
+    same_data = len({run["data_source"] for run in readable}) == 1
     if not differ:
-        click.echo("(the runs have the same options)")
+        click.echo("(the runs have the same options" + (")" if same_data else "; their data differ)"))
     _report_unreadable(found)
     _plot_compare(readable, plot_path)
     written = [str(plot_path)]
@@ -275,8 +279,9 @@ def compare(run_dirs, plot_path, csv_path):
         keys = []
         for row in (row for run in readable for row in run["metrics"]):
             keys += [key for key in row if key not in keys and key != "type"]
-        body = [[run["run"], *[row.get(key, "") for key in keys]] for run in readable for row in run["metrics"]]
-        write_bytes_atomic(csv_path, _csv_bytes(["run", *keys], body))
+        body = [[run["run"], run["config"].get("dataset", ""), run["data_source"], *[row.get(key, "") for key in keys]]
+                for run in readable for row in run["metrics"]]
+        write_bytes_atomic(csv_path, _csv_bytes(["run", "dataset", "data_source", *keys], body))
         written.append(str(csv_path))
     click.echo("wrote " + " and ".join(written))
 
@@ -317,6 +322,8 @@ def _plot_compare(found: list[dict], path: Path) -> None:
     plt = _pyplot()
     fig, (ax_acc, ax_loss, ax_comp) = plt.subplots(1, 3, figsize=(15, 4.4))
     names = run_labels([run["run"] for run in found])
+    if len({run["data_source"] for run in found}) > 1:  # which curve is on which data
+        names = [f"{name} ({run['data_source']})" for name, run in zip(names, found)]
     for run, name, (color, marker) in zip(found, names, run_styles(len(found))):
         rows, style = run["metrics"], dict(ms=3, color=color, marker=marker)
         x = [row["epoch"] for row in rows]

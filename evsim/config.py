@@ -704,8 +704,11 @@ def to_toml(values: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_toml(config: TrainConfig) -> str:
-    """The text of a run folder's ``config.toml``."""
+def config_toml(config: TrainConfig, data_source: str | None = None) -> str:
+    """The text of a run folder's ``config.toml``; with ``data_source``, the header says
+    what data the run trained on (``source = "auto"`` alone does not)."""
     header = ("evsim train configuration, every option resolved (command line > --config file > preset > default).\n"
-              "Repeat this run: evsim train --config config.toml --out NEW_RUN_DIR")
+              + (f"This run trained on data_source = {data_source}"
+                 + ("" if data_source == "real" else " (not the real dataset)") + ".\n" if data_source else "")
+              + "Repeat this run: evsim train --config config.toml --out NEW_RUN_DIR")
     return to_toml(options_from_config(config), header)

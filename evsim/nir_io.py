@@ -72,8 +72,11 @@ from evsim.synapses import SynapseStore, check_csr
 NIR_FORMAT = 1
 
 
-def network_to_nir(network: Network) -> nir.NIRGraph:
-    """The NIR graph of ``network`` (see the module docstring for the mapping)."""
+def network_to_nir(network: Network, trained_on: dict | None = None) -> nir.NIRGraph:
+    """The NIR graph of ``network`` (see the module docstring for the mapping);
+    ``trained_on`` (``dataset``, ``data_source``, ``run_id``) is recorded as the graph's
+    ``evsim_trained_on`` metadata (JSON), so that a network trained on an emulation is
+    never taken for one trained on the real data."""
     lif = network.lif
     shape = getattr(network.layers[0], "in_shape", (network.sizes[0],))
     nodes = {"input": nir.Input(input_type={"input": np.array(shape)})}
@@ -92,13 +95,15 @@ def network_to_nir(network: Network) -> nir.NIRGraph:
     nodes["output"] = nir.Output(output_type={"output": np.array([network.sizes[-1]])})
     edges.append((previous, "output"))
     metadata = {"evsim_format": NIR_FORMAT, "evsim_lif": json.dumps(lif._asdict()), "dt": NIR_DT}
+    if trained_on:
+        metadata["evsim_trained_on"] = json.dumps(trained_on)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-def write_nir(path: Path, network: Network) -> None:
-    """Write ``network`` as a NIR file (HDF5), atomically."""
+def write_nir(path: Path, network: Network, trained_on: dict | None = None) -> None:
+    """Write ``network`` as a NIR file (HDF5), atomically (``trained_on``: see :func:`network_to_nir`)."""
     buffer = io.BytesIO()
-    nir.write(buffer, network_to_nir(network))
+    nir.write(buffer, network_to_nir(network, trained_on))
     write_bytes_atomic(Path(path), buffer.getvalue())
 
 

@@ -655,7 +655,7 @@ class Trainer:
                 echo(f"removed {len(removed)} temporary files that killed runs left in {run_dir}")
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
-            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config).encode())
+            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config, self.dataset.source).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
                                                         "data_fingerprint": self.dataset.meta.get("fingerprint"),
                                                         "run_id": self.run_id, "checkpoints": self.keep_checkpoints,

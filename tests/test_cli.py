@@ -51,6 +51,8 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
     assert "epoch   2" in result.output and "mnist-5k" in result.output
     for name in ("config.toml", "network.npz", "checkpoint-latest.npz", "checkpoint-best.npz", "training.png"):
         assert (out / name).stat().st_size > 0, name
+    # the file that repeats the run says what data it trained on (its source = "auto" does not)
+    assert "# This run trained on data_source = mnist-5k (not the real dataset)." in (out / "config.toml").read_text()
 
 
 def test_profile_a_trained_run_and_bad_run_folders(tmp_path):

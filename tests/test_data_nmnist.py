@@ -339,7 +339,7 @@ def test_forced_emulated_ignores_real_data(tmp_path, monkeypatch):
     small_emulation(monkeypatch)
     root = make_plain(tmp_path / "data", real_first=False)
     ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, source="emulated"))
-    assert ds.source == "emulated" and "--source emulated" in ds.meta["notice"]
+    assert ds.source == "emulated" and "(source emulated; data_source=emulated)" in ds.meta["notice"]
 
 
 def test_forced_real_without_data_says_where_to_put_it(tmp_path):

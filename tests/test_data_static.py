@@ -261,7 +261,7 @@ def test_mnist_intensities_are_bytes_over_255(tmp_path):
 def test_emulated_source_uses_the_5k_sample_even_with_idx_files(tmp_path):
     make_idx(tmp_path / "d", gz=False)
     ds = load_dataset("mnist", DataOptions(data_dir=tmp_path / "d", source="emulated"))
-    assert ds.source == "mnist-5k" and len(ds.train) == 4000 and "--source emulated" in ds.meta["notice"]
+    assert ds.source == "mnist-5k" and len(ds.train) == 4000 and "source emulated" in ds.meta["notice"]
 
 
 def test_cifar10_normalisation_uses_the_standard_constants(tmp_path):

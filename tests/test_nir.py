@@ -167,6 +167,11 @@ def test_export_and_import_commands(tmp_path, monkeypatch):
     result = runner.invoke(main, ["export", str(tmp_path / "run"), "--format", "nir", str(tmp_path / "net.nir")])
     assert result.exit_code == 0, result.output
     assert "checkpoint-latest.npz, epoch 2/2" in result.output and "tau = 0.125 ms, r = 1.25" in result.output
+    # the graph says what data trained it: an emulation's network is not to pass for a real one's
+    assert "trained on toy (toy data)" in result.output
+    trained_on = json.loads(str(nir.read(tmp_path / "net.nir").metadata["evsim_trained_on"]))
+    run_id = json.loads((tmp_path / "run" / "config.json").read_text())["run_id"]
+    assert trained_on == {"dataset": "toy", "data_source": "toy", "run_id": run_id}
     result = runner.invoke(main, ["import-nir", str(tmp_path / "net.nir"), str(tmp_path / "imported")])
     assert result.exit_code == 0, result.output
     trained, imported = load_network(tmp_path / "run" / "network.npz"), load_network(tmp_path / "imported" / "network.npz")

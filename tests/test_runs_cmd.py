@@ -105,11 +105,13 @@ def test_runs_compare_table_curves_and_metrics_csv(tmp_path, toy_runs):
                   "--csv", str(tmp_path / "m.csv")])
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0].split()
-    assert header[:3] == ["run", "epochs", "lr"]  # only the options that differ
+    assert header[:4] == ["run", "data", "epochs", "lr"]  # the data always, then only the options that differ
     assert "run_id" not in header  # different in every run, and no option
+    assert result.output.splitlines()[2].split()[1] == "toy"  # each run's data source
     assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert [(r["run"][-1], r["epoch"]) for r in rows] == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("b", "3")]
+    assert {(r["dataset"], r["data_source"]) for r in rows} == {("toy", "toy")}
     assert "is not a run folder" in one_line_error(run(["runs", "compare", str(tmp_path / "a"), str(tmp_path)]))
 
 
@@ -262,7 +264,7 @@ def test_runs_compare_tells_folder_datasets_apart_by_their_folder(tmp_path, toy_
     a = _copy_run(toy_run, tmp_path / "a", dataset="folder", data={"data_dir": "/data/one"})
     b = _copy_run(toy_run, tmp_path / "b", dataset="folder", data={"data_dir": "/data/two"})
     rows = _compare_rows(run_args(["runs", "compare", a, b, "--plot", tmp_path / "c.png"]))
-    assert rows[0][:2] == ["run", "data_dir"] and [row[1] for row in rows[1:]] == ["/data/one", "/data/two"]
+    assert rows[0][:3] == ["run", "data", "data_dir"] and [row[2] for row in rows[1:]] == ["/data/one", "/data/two"]
     # elsewhere a data folder is where the data lives, not which data: a moved dataset is the same
     c = _copy_run(toy_run, tmp_path / "c", data={"data_dir": "/data/one"})
     d = _copy_run(toy_run, tmp_path / "d", data={"data_dir": "/moved/one"})
@@ -275,6 +277,26 @@ def test_runs_compare_leaves_out_hidden_for_an_arch_run_and_compares_a_run_given
     conv = _copy_run(toy_run, tmp_path / "conv", hidden=[800], arch="1x5x6-2C3-AP2-4")
     result = run_args(["runs", "compare", dense, conv, tmp_path / "." / "dense", "--plot", tmp_path / "c.png"])
     rows = _compare_rows(result)
-    assert rows[0][:3] == ["run", "arch", "hidden"] and "[800]" not in result.output  # --arch gives the network
-    assert rows[1][:2] == [str(dense), "[12]"] and rows[2][:3] == [str(conv), "1x5x6-2C3-AP2-4", "-"]
+    assert rows[0][:4] == ["run", "data", "arch", "hidden"] and "[800]" not in result.output  # --arch gives it
+    assert rows[1][:3] == [str(dense), "toy", "[12]"] and rows[2][:4] == [str(conv), "toy", "1x5x6-2C3-AP2-4", "-"]
     assert len(rows) == 3 and "NOTE: 1 of the runs given repeat another; each run is compared once" in result.output
+
+
+def test_runs_compare_says_which_run_trained_on_which_data(tmp_path, toy_run, monkeypatch):
+    """Results on the emulation or the 5,000-digit sample are never to be read as the real
+    dataset's: the table, the CSV and the figure's legend name each run's data."""
+    from evsim import plots
+
+    a = _copy_run(toy_run, tmp_path / "a", data_source="mnist-5k")
+    b = _copy_run(toy_run, tmp_path / "b", data_source="real")
+    legends = []
+    draw = plots.save_figure
+    monkeypatch.setattr("evsim.cli.runs_cmd.save_figure", lambda fig, path: (
+        legends.extend(t.get_text() for legend in fig.legends for t in legend.get_texts()), draw(fig, path)))
+    result = run_args(["runs", "compare", a, b, "--plot", tmp_path / "c.png", "--csv", tmp_path / "m.csv"])
+    rows = _compare_rows(result)
+    assert [row[:2] for row in rows[1:3]] == [[str(a), "mnist-5k"], [str(b), "real"]]
+    assert "(the runs have the same options; their data differ)" in result.output
+    assert legends == ["a (mnist-5k)", "b (real)"]
+    assert {(r["run"], r["data_source"]) for r in csv.DictReader((tmp_path / "m.csv").open())} == \
+        {(str(a), "mnist-5k"), (str(b), "real")}

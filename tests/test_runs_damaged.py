@@ -81,7 +81,8 @@ def test_runs_compare_shows_the_readable_runs_and_names_the_damaged_one(good_run
                   "--csv", str(tmp_path / "m.csv")])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     lines = result.output.splitlines()
-    assert lines[1].split()[:2] == [str(bad), "unreadable"] and lines[2].split()[:2] == [str(tmp_path / "good"), "2/2"]
+    assert lines[1].split()[:3] == [str(bad), "-", "unreadable"]  # run, data, epochs done
+    assert lines[2].split()[0] == str(tmp_path / "good") and lines[2].split()[2] == "2/2"
     assert any(line.startswith(f"unreadable: {path}: ") and DAMAGE[name][2] in line for line in lines)
     assert (tmp_path / "c.png").exists() and str(bad) not in (tmp_path / "m.csv").read_text()
     # with nothing else to compare: one line, exit code 2

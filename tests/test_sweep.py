@@ -644,3 +644,25 @@ def test_report_names_an_interrupted_point_resumable_and_its_data_source(finishe
         shutil.rmtree(out / point["name"])
     assert run(["sweep", "report", str(out)]).exit_code == 0
     assert "data: none yet" in (out / "report.md").read_text()
+
+
+def test_report_figure_never_joins_points_on_other_data_and_names_the_data(tmp_path, monkeypatch):
+    from evsim.sweep import report
+
+    def group(structure, dataset, source, acc, compression):
+        row = {"status": "done", "structure": structure, "option.dataset": dataset, "data_source": source}
+        return {"rows": [row], "mean": {"test_acc": acc, "compression": compression},
+                "std": {"test_acc": None, "compression": None}}
+
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(fig))
+    report.plot_report([group("none", "mnist", "mnist-5k", 0.57, 0.0), group("none", "nmnist", "emulated", 0.44, 0.0)],
+                       tmp_path / "r.png")
+    ax = drawn[-1].axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["none (mnist, mnist-5k)",
+                                                                          "none (nmnist, emulated)"]
+    assert ax.get_title() == "mean ± std over seeds (data: emulated, mnist-5k)"
+    report.plot_report([group("none", "nmnist", "emulated", 0.44, 0.0)], tmp_path / "r.png")
+    ax = drawn[-1].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none"]
+    assert ax.get_title() == "mean ± std over seeds (data: emulated)"

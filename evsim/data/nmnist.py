@@ -203,7 +203,7 @@ def find_nmnist(options: DataOptions) -> EventFiles:
                   f"through an event-camera model, data_source=emulated); {put}")
     else:
         ignored = data_dir_of(options)
-        notice = ("using EMULATED N-MNIST (--source emulated; data_source=emulated)"
+        notice = ("using EMULATED N-MNIST (source emulated; data_source=emulated)"
                   + (f"; {ignored} (--data-dir or $EVSIM_DATA) is not read: use --source auto or real to train "
                      "on the files there" if ignored is not None else ""))
     root = emulated_nmnist_dir(cache_dir, seed=options.seed)

@@ -181,14 +181,24 @@ def report_markdown(groups: list[dict], rows: list[dict], out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _data_of(row: dict) -> str:
+    """``mnist, mnist-5k``: the dataset a point trained on and its data source."""
+    return ", ".join(str(v) for v in (row.get("option.dataset"), row.get("data_source")) if v)
+
+
 def plot_report(groups: list[dict], path: Path) -> None:
-    """Test accuracy against compression, one series per structure, error bars over seeds."""
+    """Test accuracy against compression, one series per structure (and per dataset and
+    data source, where the points differ in them: never one line through emulated and
+    real results), error bars over seeds; the title names the data."""
     plt = _pyplot()
+    done = [r for g in groups for r in g["rows"] if r["status"] == "done"]
+    several = len({_data_of(r) for r in done}) > 1
     series: dict[str, list[dict]] = {}
     for g in groups:
         if g["mean"]["test_acc"] is not None and g["mean"]["compression"] is not None:
-            structure = str(next(r["structure"] for r in g["rows"] if r["status"] == "done"))
-            series.setdefault(structure, []).append(g)
+            row = next(r for r in g["rows"] if r["status"] == "done")
+            name = str(row["structure"]) + (f" ({_data_of(row)})" if several else "")
+            series.setdefault(name, []).append(g)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for structure, members in sorted(series.items()):
         members.sort(key=lambda g: g["mean"]["compression"])
@@ -198,9 +208,10 @@ def plot_report(groups: list[dict], path: Path) -> None:
                     marker="o", capsize=3, linestyle="-" if len(members) > 1 else "none", label=structure)
     ax.set_xlabel("compression (% of weights zero or absent)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("mean ± std over seeds")
+    sources = sorted({str(r["data_source"]) for r in done if r.get("data_source")})
+    ax.set_title("mean ± std over seeds" + (f" (data: {', '.join(sources)})" if sources else ""))
     if series:
-        ax.legend(title="structure")
+        ax.legend(title="structure (dataset, data)" if several else "structure")
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 
