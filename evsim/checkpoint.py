@@ -173,15 +173,22 @@ def _write_npz_atomic(path: Path, meta: dict | str, arrays: dict[str, np.ndarray
     write_atomic(Path(path), lambda handle: np.savez(handle, meta=meta, **arrays))
 
 
-def _network_meta(network: Network, run_id: str | None = None) -> dict:
+def _network_meta(network: Network, run_id: str | None = None, trained_on: dict | None = None) -> dict:
     meta = {"format": 1, "n_layers": len(network.layers), "lif": network.lif._asdict()}
-    return meta if run_id is None else {**meta, "run_id": run_id}
+    meta = meta if run_id is None else {**meta, "run_id": run_id}
+    return meta if trained_on is None else {**meta, "trained_on": trained_on}
 
 
-def save_network(path: Path, network: Network, run_id: str | None = None) -> None:
+def trained_on(state: "TrainingState") -> dict:
+    """The dataset and data source a run's network was trained on, for its network file."""
+    return {"dataset": state.config.get("dataset"), "data_source": state.data_source}
+
+
+def save_network(path: Path, network: Network, run_id: str | None = None, trained_on: dict | None = None) -> None:
     """Write the network's synapses (CSR), biases, alive masks and neuron parameters (and
-    the id of the run it belongs to, if any)."""
-    _write_npz_atomic(path, _network_meta(network, run_id), _network_arrays(network, with_state=False))
+    the id of the run it belongs to, if any, and ``trained_on``: the ``dataset`` and
+    ``data_source`` it was trained on, so that the file alone says so)."""
+    _write_npz_atomic(path, _network_meta(network, run_id, trained_on), _network_arrays(network, with_state=False))
 
 
 def load_network(path: Path, path_option: str = "auto") -> Network:
@@ -440,7 +447,7 @@ class CheckpointWriter:
         arrays = {name: np.array(values) for name, values in arrays.items()}
         files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))] if paths else []
         if network_path is not None:
-            network_meta = _network_meta(state.network, state.run_id)
+            network_meta = _network_meta(state.network, state.run_id, trained_on(state))
             network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}
             files.append((Path(network_path), "network",
                           lambda: _write_npz_atomic(network_path, network_meta, network)))

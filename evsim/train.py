@@ -572,7 +572,8 @@ class Trainer:
         return [run_dir / name for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST) if name not in self.kept()]
 
     def _save_results(self, run_dir: Path) -> None:
-        save_network(run_dir / NETWORK_FILE, self.network, self.run_id)
+        save_network(run_dir / NETWORK_FILE, self.network, self.run_id,
+                     {"dataset": self.config.dataset, "data_source": self.dataset.source})
         write_jsonl_atomic(run_dir / METRICS_FILE, self.metrics)
         self._plot(run_dir)
 

@@ -1,6 +1,7 @@
 """The CLI: bad options give one line and exit code 2; a tiny run writes its folder."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -53,6 +54,8 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
         assert (out / name).stat().st_size > 0, name
     # the file that repeats the run says what data it trained on (its source = "auto" does not)
     assert "# This run trained on data_source = mnist-5k (not the real dataset)." in (out / "config.toml").read_text()
+    with np.load(out / "network.npz", allow_pickle=False) as saved:  # the network file alone says it too
+        assert json.loads(str(saved["meta"]))["trained_on"] == {"dataset": "mnist", "data_source": "mnist-5k"}
 
 
 def test_profile_a_trained_run_and_bad_run_folders(tmp_path):
