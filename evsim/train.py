@@ -865,19 +865,20 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         state = load_checkpoint(path)
         check_belongs(run_dir, path, state.run_id)
         config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
-        if epochs is not None and epochs != config.epochs:
-            if epochs <= state.epoch:
-                raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
-                                  f"got {epochs}")
-            echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
-            config = dataclasses.replace(config, epochs=epochs)
-            state.config = {**state.config, "epochs": epochs}
+        extends = epochs is not None and epochs != config.epochs
+        if extends and epochs <= state.epoch:
+            raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
+                              f"got {epochs}")
         dataset = _load_announced(config, echo)
         if state.data_source == dataset.source:  # else restore names the other source
             # before anything that depends on the data (the network's size, the batches seen)
             check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
                            "resuming would go on with other training samples, and test on other samples, "
                            "possibly some it trained on")
+        if extends:  # said once the data is known to be the run's
+            echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
+            config = dataclasses.replace(config, epochs=epochs)
+            state.config = {**state.config, "epochs": epochs}
         trainer = Trainer(config, dataset)
         trainer.keep_checkpoints = checkpoints
         try:

@@ -118,11 +118,13 @@ def test_resume_refuses_changed_data_naming_the_change(folder_run, per_class):
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert f"the data in {data} {CHANGED} {run_dir} trained: train 24 -> " in line
     assert "resuming would go on with other training samples" in line and "batches_seen" not in line
+    assert "extending" not in result.output  # nothing is extended on data that is not the run's
     assert files_of(run_dir) == before
     for extra in data.glob("*/r1*.npy"):
         extra.unlink()
     result = run(["train", "--resume", str(run_dir), "--epochs", "3"])
     assert result.exit_code == 0 and "epoch   3" in result.output, result.output
+    assert f"extending {run_dir} from 2 to 3 epochs" in result.output
 
 
 # ------------------------------------------------------------------ the data source
