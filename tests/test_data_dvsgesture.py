@@ -134,9 +134,17 @@ def test_badly_named_folder_and_file(tmp_path):
     with pytest.raises(DataError, match="someone: folder name must look like user01_fluorescent"):
         load_dataset("dvsgesture", opts(tmp_path))
     (root / "ibmGestureTrain" / "someone").rmdir()
-    np.save(root / "ibmGestureTrain" / "user02_led" / "11.npy", recording(np.random.default_rng(0)))
-    with pytest.raises(DataError, match=r"11\.npy: file name must be <label>\.npy with label 0..10"):
-        load_dataset("dvsgesture", opts(tmp_path))
+    user = root / "ibmGestureTrain" / "user02_led"
+    # what tonic would read (every name ending in npy, in subfolders too) with a label it cannot have
+    for bad in (user / "11.npy", user / "sub" / "9.npy", user / "5npy"):
+        bad.parent.mkdir(exist_ok=True)
+        np.save(bad, recording(np.random.default_rng(0)))
+        if bad.suffix != ".npy":  # np.save appended .npy
+            bad.with_name(bad.name + ".npy").rename(bad)
+        with pytest.raises(DataError, match=rf"{bad.name}: tonic reads every file ending in npy below .* DVS-Gesture's "
+                                            r"are <label>\.npy \(label 0..10\) directly in a user folder"):
+            load_dataset("dvsgesture", opts(tmp_path))
+        bad.unlink()
 
 
 @pytest.mark.parametrize("content,match", [

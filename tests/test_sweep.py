@@ -308,6 +308,8 @@ BAD_FILES = [
      "point develop=conv2: --develop conv2: this network has no layer conv2; it has fc1"),
     (f"[axes]\ndata_dir = [\"{'a' * 252}\"]\n", "a point's name is 261 bytes, more than a folder name may hold (251)"),
     ("# only a comment\n[base]\n[axes]\n", "no [base] or [axes]; nothing to sweep"),
+    ("[base]\ndataset = \"mnist\"\n[axes]\nhidden = [[16], [8, 8]]\narch = [\"784-16-10\"]\n",
+     "[axes] hidden and [axes] arch both give the network; vary one of them"),
     ("[base]\narch = \"784-8-10\"\n[axes]\nhidden = [[16], [32]]\n",
      "[axes] hidden varies a fully connected network but [base] arch = '784-8-10' fixes the network"),
 ]
@@ -666,3 +668,19 @@ def test_report_figure_never_joins_points_on_other_data_and_names_the_data(tmp_p
     ax = drawn[-1].axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none"]
     assert ax.get_title() == "mean ± std over seeds (data: emulated)"
+
+
+def test_the_same_sweep_file_edited_says_so_instead_of_to_run_itself(finished, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    state = json.loads((finished / "sweep.json").read_text())
+    edited = sweep_file(tmp_path, TINY + "\n[axes]\nseed = [0]\n", "edited.toml")
+    (out / "sweep.json").write_text(json.dumps({**state, "sweep_file": str(edited)}))
+    line = one_line_error(run(["sweep", str(edited), "--out", str(out), "--no-progress"]))
+    assert f"{out} holds the sweep {edited} made before it was edited: its points differ now" in line
+    assert "restore the file to continue that one" in line and f"run {edited}" not in line
+
+
+def test_a_bar_in_an_axis_value_does_not_split_the_report_table_cell():
+    from evsim.sweep.report import _cell
+    assert _cell("p|q") == "p\\|q" and _cell([8, 8]) == "8-8"

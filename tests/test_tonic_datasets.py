@@ -119,6 +119,7 @@ def test_shd_files_with_impossible_labels_are_one_line(tmp_path, rng, key, value
     ([0.1, np.nan], "a spike time is NaN, infinite or negative"),
     ([-0.5, 0.1], "a spike time is NaN, infinite or negative"),
     ([], "recording holds no events"),
+    ([0.1, 1e16], "a spike time of 1e+16 s is beyond what microseconds in int64 hold"),
 ])
 def test_bad_shd_spike_times_say_to_replace_the_file(tmp_path, times, problem):
     import h5py

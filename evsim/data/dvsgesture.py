@@ -60,16 +60,15 @@ def check_layout(root: Path) -> None:
         if not users:
             raise DataError(f"{split_dir}: no user<NN>_<lighting> subfolders with <label>.npy files")
         for user in users:
-            _check_user_folder(user)
-
-
-def _check_user_folder(user: Path) -> None:
-    if not _USER_FOLDER.match(user.name):
-        raise DataError(f"{user}: folder name must look like user01_fluorescent (tonic's DVS-Gesture layout)")
-    for f in user.glob("*.npy"):
-        match = _LABEL_FILE.match(f.name)
-        if not match or int(match.group(1)) >= len(CLASSES):
-            raise DataError(f"{f}: file name must be <label>.npy with label 0..{len(CLASSES) - 1}")
+            if not _USER_FOLDER.match(user.name):
+                raise DataError(f"{user}: folder name must look like user01_fluorescent (tonic's DVS-Gesture layout)")
+        # tonic reads every file whose name ends in "npy" anywhere below the split folder
+        # (os.walk) and takes its label from the name: each must be a recording it can read.
+        for f in sorted(split_dir.rglob("*npy")):
+            match = _LABEL_FILE.match(f.name)
+            if f.is_file() and (f.parent.parent != split_dir or not match or int(match.group(1)) >= len(CLASSES)):
+                raise DataError(f"{f}: tonic reads every file ending in npy below {split_dir}, and DVS-Gesture's are "
+                                f"<label>.npy (label 0..{len(CLASSES) - 1}) directly in a user folder; move or rename it")
 
 
 def find_dvsgesture(options: DataOptions) -> EventFiles:

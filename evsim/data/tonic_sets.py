@@ -234,6 +234,9 @@ def read_shd(sample: H5Sample) -> np.ndarray:
         raise DataError(f"{where}: recording holds no events; {SHD_FIX}")
     if not (np.isfinite(times) & (times >= 0)).all():
         raise DataError(f"{where}: a spike time is NaN, infinite or negative; {SHD_FIX}")
+    if times.max() * 1e6 >= INT64_LIMIT / 2:  # in microseconds, differences of times too must hold in int64
+        raise DataError(f"{where}: a spike time of {times.max():g} s is beyond what microseconds in int64 hold; "
+                        f"{SHD_FIX}")
     check_in_sensor(units, np.zeros_like(units), SHD_SENSOR, where)
     # seconds -> microseconds, as tonic's SHD reads them
     return _structured(units, np.zeros_like(units), np.round(times * 1e6).astype(np.int64), np.zeros_like(units))

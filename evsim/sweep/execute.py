@@ -299,6 +299,10 @@ def check_same_sweep(sweep: Sweep, out: Path) -> None:
     state = read_state(out)
     if _plan(state["points"]) != _plan([_initial_state(p) for p in sweep.points]):
         made_by = state.get("sweep_file") or "another sweep file"
+        if Path(made_by).resolve() == Path(sweep.path).resolve():  # the same file, edited since
+            raise ConfigError(f"{out} holds the sweep {sweep.path} made before it was edited: its points differ now "
+                              "(a finished point's results would not be the new options'); give another --out for the "
+                              "edited sweep, or restore the file to continue that one")
         raise ConfigError(f"{out} holds the sweep of {made_by}, with other points than {sweep.path}; give another "
                           f"--out, or run {made_by} to continue that sweep")
 

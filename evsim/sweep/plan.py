@@ -103,6 +103,9 @@ def read_sweep(path: Path) -> Sweep:
         if key in base:
             raise ConfigError(f"{path}: {key} is both in [base] and in [axes]; keep one")
         _check_axis(path, f"[axes] {key}", value)
+    if "hidden" in axes and "arch" in axes:  # an arch wins over hidden: points that differ only by name
+        raise ConfigError(f"{path}: [axes] hidden and [axes] arch both give the network; vary one of them (an arch "
+                          "string can be fully connected, e.g. \"784-16-10\")")
     if "hidden" in axes and base.get("arch"):  # the arch would win: every point the same network
         raise ConfigError(f"{path}: [axes] hidden varies a fully connected network but [base] arch = "
                           f"{base['arch']!r} fixes the network; vary arch in [axes] instead, or remove it from [base]")

@@ -217,6 +217,8 @@ def plot_report(groups: list[dict], path: Path) -> None:
 
 
 def _cell(value) -> str:
-    return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    """An axis value as a Markdown table cell (a ``|`` in it escaped, or it would split the cell)."""
+    text = "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return text.replace("|", "\\|")
 
 
