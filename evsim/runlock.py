@@ -83,6 +83,22 @@ def run_lock(run_dir: Path | None):
         _release(run_dir, fd, created)
 
 
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process holds the lock of ``run_dir`` now (it is being written). Looks
+    only: no file or folder is made, and no lock is kept."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the shared lock, if taken
+    return False
+
+
 def _acquire(run_dir: Path) -> int:
     """An open descriptor of the lock file of ``run_dir``, flocked exclusively."""
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -684,3 +684,21 @@ def test_the_same_sweep_file_edited_says_so_instead_of_to_run_itself(finished, t
 def test_a_bar_in_an_axis_value_does_not_split_the_report_table_cell():
     from evsim.sweep.report import _cell
     assert _cell("p|q") == "p\\|q" and _cell([8, 8]) == "8-8"
+
+
+def test_report_names_a_point_being_trained_running(finished, tmp_path):
+    from evsim.runlock import run_lock
+
+    out = _copy(finished, tmp_path)
+    name = NAMES[3]
+    (out / name / "summary.json").unlink()
+    state = json.loads((out / "sweep.json").read_text())
+    state["points"][3].update(status="submitted", action=None)
+    (out / "sweep.json").write_text(json.dumps(state))
+    with run_lock(out / name):  # as a worker training it holds it
+        assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        row = next(row for row in csv.DictReader(handle) if row["point"] == name)
+    assert row["status"] == "running"
+    assert f"- `{name}`: running" in (out / "report.md").read_text()
+    assert not (out / name / ".evsim.lock").exists()  # the report looked, and left nothing

@@ -22,12 +22,14 @@ from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
 from evsim.runfiles import read_summary
+from evsim.runlock import is_locked
 from evsim.sweep.execute import STATE_FILE, read_state
 from evsim.sweep.point import CHECKPOINT, folder_action
 from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
 INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
+RUNNING = "running"  # the status of a point a process is training while the report is made
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
 # summary.json fields the report reads as numbers.
@@ -89,8 +91,11 @@ def results(out: Path, state: dict) -> list[dict]:
 
 
 def _unfinished_status(out: Path, point: dict) -> str:
-    """``interrupted`` for a point stopped with a checkpoint to resume from (sweep.json
-    says ``pending`` or ``submitted``: the sweep stopped before recording it), else its status."""
+    """``running`` for a point a process is training now (its folder is locked);
+    ``interrupted`` for one stopped with a checkpoint to resume from (sweep.json says
+    ``pending`` or ``submitted``: the sweep stopped before recording it); else its status."""
+    if is_locked(out / point["name"]):
+        return RUNNING
     if point["status"] in ("pending", "submitted") and (out / point["name"] / CHECKPOINT).exists():
         return INTERRUPTED
     return point["status"]
