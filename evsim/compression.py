@@ -20,6 +20,19 @@ def zero_or_absent(network) -> float:
     return 1.0 - present / network.dense_weights if network.dense_weights else 0.0
 
 
+def developing_sparsity(network) -> float:
+    """The weights zero or absent in the developing layers over those layers' weights: the
+    ``target_sparsity`` at which magnitude pruning or SET (which prune exactly the
+    developing layers) leave as many weights as this network has, so that a baseline tied
+    to an SD-SNN run (``take = { target_sparsity = "developing_sparsity" }``) reaches its
+    compression. Taking ``compression`` instead falls short by the share of the layers
+    that never develop."""
+    layers = [layer for layer in network.layers if hasattr(layer, "store") and layer.develops]
+    dense = sum(layer.dense_weights for layer in layers)
+    present = sum(int(np.count_nonzero(layer.store.data)) for layer in layers)
+    return 1.0 - present / dense if dense else 0.0
+
+
 def layer_report(network) -> list[dict]:
     """Per layer with synapses: its label (``conv2``, ``fc1``), kind, whether it develops,
     weights present and of the full architecture, the authors' compression of the layer

@@ -61,7 +61,7 @@ from evsim.data.base import with_validation
 from evsim.data.encoding import encode_events
 from evsim.data.nmnist import crop_hint
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
-from evsim.compression import layer_report, zero_or_absent
+from evsim.compression import developing_sparsity, layer_report, zero_or_absent
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError, DataError
@@ -753,6 +753,7 @@ class Trainer:
             "synapses": self.network.synapses,
             "dense_synapses": self.network.dense_synapses,
             "compression": round(self.compression(), 6),
+            "developing_sparsity": round(developing_sparsity(self.network), 6),
             "neurons_pruned": round(self.neurons_pruned(), 6),
             "neurons_revived": round(self.neurons_revived(), 6),
             "sops_per_sample": last["sops_per_sample"],

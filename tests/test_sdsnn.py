@@ -688,3 +688,18 @@ def test_sdsnn_pruning_in_the_first_epoch_takes_the_weakest_units(tmp_path):
         removed.append(dead.tolist())
         assert dead.tolist() != list(range(6))
     assert removed[0] != removed[1]
+
+
+@pytest.mark.parametrize("baseline", ["magnitude", "set"])
+def test_a_baseline_at_sdsnns_developing_sparsity_reaches_its_compression(baseline):
+    """What a sweep's tied point takes: the layers that never develop (the output layer
+    here) are in the network's compression but not in the baselines' target."""
+    from tests.runs import toy_config, toy_dataset
+    from evsim.train import Trainer
+
+    sdsnn = Trainer(toy_config(epochs=3, hidden=(20,)), toy_dataset()).fit(progress=False)
+    assert 0 < sdsnn["developing_sparsity"] and sdsnn["compression"] < sdsnn["developing_sparsity"]
+    tied = Trainer(toy_config(epochs=3, hidden=(20,), structure=baseline, sdsnn=SDSNNConfig(),
+                              target_sparsity=sdsnn["developing_sparsity"]), toy_dataset()).fit(progress=False)
+    # whole synapses are removed: equal to within one of fc1's 30 x 20 weights
+    assert tied["compression"] == pytest.approx(sdsnn["compression"], abs=1.01 / (30 * 20 + 20 * 4))

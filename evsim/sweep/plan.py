@@ -13,7 +13,7 @@ A sweep file is TOML with three parts::
     [[tied]]                        # points whose option is another point's result
     structure = ["magnitude", "set"]            # their own values (lists, combined)
     to = { structure = "sdsnn" }                # tied to the point with these axis values, the others equal
-    take = { target_sparsity = "compression" }  # option = that run's summary.json field
+    take = { target_sparsity = "developing_sparsity" }  # option = that run's summary.json field
 
 Every point is an ordinary run folder under the sweep folder, named by its axis values
 in the file's order (``structure=sdsnn,seed=0``). Each point must resolve to a valid
@@ -37,7 +37,7 @@ from evsim.sweep.training import TrainConfig, option_kind, option_names, point_c
 SECTIONS = ("base", "axes", "tied")
 TIED_KEYS = ("to", "take")
 # summary.json fields a tied point may take (numbers that describe a finished run), and their kinds.
-TAKEABLE = {"compression": "float", "neurons_pruned": "float", "test_acc": "float", "best_test_acc": "float",
+TAKEABLE = {"compression": "float", "developing_sparsity": "float", "neurons_pruned": "float", "test_acc": "float", "best_test_acc": "float",
             "synapses": "int", "sops_per_sample": "float", "energy_uj_per_sample": "float"}
 MAX_FILE_BYTES = 1 << 20
 LOG_SUFFIX = ".log"  # each point's output: logs/<point name>.log
