@@ -360,7 +360,7 @@ def test_the_sweeps_in_the_repository_are_valid(tmp_path):
     structures = sorted({p.options["structure"] for p in paper.points})
     assert structures == ["magnitude", "none", "sdsnn", "set"]
     assert sorted({p.options["seed"] for p in paper.points}) == [0, 1, 2]
-    assert all(p.take == {"target_sparsity": "compression"} for p in paper.points if p.tied_to)
+    assert all(p.take == {"target_sparsity": "developing_sparsity"} for p in paper.points if p.tied_to)
 
 
 def _wait_until_gone(pgid: int) -> None:
