@@ -290,6 +290,8 @@ BAD_FILES = [
      "take = { target_sparsity = \"accuracy\" }\n", "take.target_sparsity = 'accuracy': not a summary field"),
     ("[axes]\nstructure = [\"sdsnn\", \"set\"]\n[[tied]]\nstructure = [\"set\"]\nto = { structure = \"sdsnn\" }\n"
      "take = { target_sparsity = \"compression\" }\n", "two points are both named 'structure=set'"),
+    ("[axes]\ndata_dir = [\"c d\", \"c_d\"]\n", "two points are both named 'data_dir=c_d' (an [axes] point and an "
+     "[axes] point); their axis values differ only in characters a folder name replaces with _"),
     ("[base]\ndataset = \"mnist\"\ncrop = 28\n", "point run: "),
     ("[axes\n", "not valid TOML"),
     ("", "no [base] or [axes]; nothing to sweep"),

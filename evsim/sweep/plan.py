@@ -126,8 +126,11 @@ def read_sweep(path: Path) -> Sweep:
             raise ConfigError(f"{path}: a point's name is {len(p.name.encode())} bytes, more than a folder name may "
                               f"hold ({MAX_NAME_BYTES}): {p.name[:60]}...; give shorter axis values")
         if p.name in seen:
+            fix = ("give them different axis values" if p.axes == seen[p.name].axes else
+                   "their axis values differ only in characters a folder name replaces with _; give values that "
+                   "differ in letters or digits")
             raise ConfigError(f"{path}: two points are both named {p.name!r} ({_describe(seen[p.name])} and "
-                              f"{_describe(p)}); give them different axis values")
+                              f"{_describe(p)}); {fix}")
         seen[p.name] = p
     return Sweep(path, tuple(points), tuple(names))
 
