@@ -154,7 +154,8 @@ def _not_saved_yet(run_dir: Path, path: Path) -> str:
     best = best_epoch(read_metrics(run_dir))
     if path.name == CHECKPOINT_LATEST:
         if best is None:
-            return f"{path}: no checkpoint yet: {run_dir} stopped before it saved one (no finished epoch); train it again"
+            return (f"{path}: no checkpoint yet: {run_dir} stopped before it saved one (no finished epoch); "
+                    "train it again")
         return (f"{path}: missing, and so is {NETWORK_FILE}, though {run_dir} finished epochs; restore them, "
                 "or train it again")
     if best is None:

@@ -179,9 +179,9 @@ def _network_meta(network: Network, run_id: str | None = None, trained_on: dict 
     return meta if trained_on is None else {**meta, "trained_on": trained_on}
 
 
-def trained_on(state: "TrainingState") -> dict:
-    """The dataset and data source a run's network was trained on, for its network file."""
-    return {"dataset": state.config.get("dataset"), "data_source": state.data_source}
+def trained_on(dataset: str | None, data_source: str) -> dict:
+    """What a run's network file records of the data it was trained on."""
+    return {"dataset": dataset, "data_source": data_source}
 
 
 def save_network(path: Path, network: Network, run_id: str | None = None, trained_on: dict | None = None) -> None:
@@ -447,7 +447,8 @@ class CheckpointWriter:
         arrays = {name: np.array(values) for name, values in arrays.items()}
         files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))] if paths else []
         if network_path is not None:
-            network_meta = _network_meta(state.network, state.run_id, trained_on(state))
+            network_meta = _network_meta(state.network, state.run_id,
+                                         trained_on(state.config.get("dataset"), state.data_source))
             network = {name: arrays[name] for name in _network_arrays(state.network, with_state=False)}
             files.append((Path(network_path), "network",
                           lambda: _write_npz_atomic(network_path, network_meta, network)))

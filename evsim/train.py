@@ -46,6 +46,7 @@ from evsim.checkpoint import (
     TrainingState,
     load_checkpoint,
     save_network,
+    trained_on,
 )
 from evsim.config import (
     AUTO,
@@ -573,7 +574,7 @@ class Trainer:
 
     def _save_results(self, run_dir: Path) -> None:
         save_network(run_dir / NETWORK_FILE, self.network, self.run_id,
-                     {"dataset": self.config.dataset, "data_source": self.dataset.source})
+                     trained_on(self.config.dataset, self.dataset.source))
         write_jsonl_atomic(run_dir / METRICS_FILE, self.metrics)
         self._plot(run_dir)
 

@@ -68,7 +68,8 @@ def check_layout(root: Path) -> None:
             match = _LABEL_FILE.match(f.name)
             if f.is_file() and (f.parent.parent != split_dir or not match or int(match.group(1)) >= len(CLASSES)):
                 raise DataError(f"{f}: tonic reads every file ending in npy below {split_dir}, and DVS-Gesture's are "
-                                f"<label>.npy (label 0..{len(CLASSES) - 1}) directly in a user folder; move or rename it")
+                                f"<label>.npy (label 0..{len(CLASSES) - 1}) directly in a user folder; "
+                                "move or rename it")
 
 
 def find_dvsgesture(options: DataOptions) -> EventFiles:

@@ -227,6 +227,7 @@ def load_mnist(options: DataOptions) -> Dataset:
         x_train, y_train, x_test, y_test = mnist_5k_split()
         train, test = _static_split(x_train, y_train), _static_split(x_test, y_test)
         source = "mnist-5k"
-        meta["notice"] = NOTICE_5K if options.source == "auto" else "using the 5,000-digit MNIST sample (source emulated; data_source=mnist-5k)"
+        meta["notice"] = NOTICE_5K if options.source == "auto" else \
+            "using the 5,000-digit MNIST sample (source emulated; data_source=mnist-5k)"
     return Dataset(name="mnist", train=train, test=test, n_classes=10, sample_shape=(1, 28, 28),
                    encoding=options.encoding or "rate", source=source, meta=meta)

@@ -186,7 +186,8 @@ class SpikingConv2d(StructuralEdits):
         else:
             FORWARD_PATHS[path](events.ptr, events.idx, events.val, *kernels, u.reshape(steps * batch, n_units))
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes, self.plan_id)
+        trace = LayerTrace(events, u if record else None, spikes, self.plan_id)
+        return dense_to_events(spikes, self.alive_index), trace
 
     def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d) -> np.ndarray | None:
         """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in

@@ -212,7 +212,8 @@ class SparseLinear(StructuralEdits):
         else:
             propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                           bias, decay, v_th, hard, u, spikes)
-        return dense_to_events(spikes, self.alive_index), LayerTrace(events, u if record else None, spikes, self.plan_id)
+        trace = LayerTrace(events, u if record else None, spikes, self.plan_id)
+        return dense_to_events(spikes, self.alive_index), trace
 
     def _static_current(self, values: np.ndarray) -> np.ndarray:
         """``[B, N_alive]``: the current of the same input at every step, one BLAS product

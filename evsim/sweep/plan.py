@@ -37,8 +37,8 @@ from evsim.sweep.training import TrainConfig, option_kind, option_names, point_c
 SECTIONS = ("base", "axes", "tied")
 TIED_KEYS = ("to", "take")
 # summary.json fields a tied point may take (numbers that describe a finished run), and their kinds.
-TAKEABLE = {"compression": "float", "developing_sparsity": "float", "neurons_pruned": "float", "test_acc": "float", "best_test_acc": "float",
-            "synapses": "int", "sops_per_sample": "float", "energy_uj_per_sample": "float"}
+TAKEABLE = {"compression": "float", "developing_sparsity": "float", "neurons_pruned": "float", "test_acc": "float",
+            "best_test_acc": "float", "synapses": "int", "sops_per_sample": "float", "energy_uj_per_sample": "float"}
 MAX_FILE_BYTES = 1 << 20
 LOG_SUFFIX = ".log"  # each point's output: logs/<point name>.log
 # A point's name is a file name (its folder's, its log's): NAME_MAX of common file systems.
