@@ -59,8 +59,11 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     failed = [s for s in states if s["status"] != "done"]
     skipped = sum(s["action"] == "skipped" for s in states)
     resumed = sum(s["action"] == "resumed" for s in states)
+    sources = sorted({s["data_source"] for s in states if s.get("data_source")})
     click.echo(f"done: {len(states) - len(failed)} of {len(states)} points finished ({skipped} already before, "
-               f"{resumed} resumed), {len(failed)} failed -> {folder}; report: evsim sweep report {folder}")
+               f"{resumed} resumed), {len(failed)} failed"
+               + (f", on {' and '.join(sources)} data" if sources else "")
+               + f" -> {folder}; report: evsim sweep report {folder}")
     for state in failed:
         click.echo(f"failed: {state['name']}: {state['error']}", err=True)
     if failed:

@@ -703,6 +703,7 @@ class Trainer:
             row = {
                 "type": "epoch",
                 "epoch": self.epoch + 1,
+                "data_source": self.dataset.source,
                 "train_loss": round(train_loss, 6),
                 "train_acc": round(train_acc, 5),
                 **({} if val_acc is None else {"val_acc": round(val_acc, 5)}),

@@ -42,6 +42,7 @@ def test_tiny_training_run_writes_the_run_folder(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["type"] == "epoch"]
     assert [r["epoch"] for r in rows] == [1, 2]
+    assert {r["data_source"] for r in rows} == {"mnist-5k"}  # each row's accuracy says what data it is on
     for key in ("train_loss", "train_acc", "test_acc", "synapses", "wall_s"):
         assert key in rows[0]
     summary = json.loads((out / "summary.json").read_text())

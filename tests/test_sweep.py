@@ -103,6 +103,8 @@ def test_a_rerun_of_a_finished_sweep_trains_nothing(finished, tmp_path):
                   "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "6 of 6 points finished (6 already before, 0 resumed)" in result.output
+    source = json.loads((finished / NAMES[0] / "summary.json").read_text())["data_source"]
+    assert f"0 failed, on {source} data -> " in result.output  # the terminal names the data, as every file does
     assert all(p["action"] == "skipped" for p in states(finished).values())
     assert {name: (finished / name / "metrics.jsonl").read_bytes() for name in NAMES} == before
 

@@ -174,6 +174,7 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     def finish(outcome: dict) -> None:
         name = outcome["name"]
         state[name].update({k: outcome.get(k) for k in ("status", "action", "error", "seconds")})
+        state[name]["data_source"] = (outcome.get("summary") or {}).get("data_source")  # the terminal says it
         bar.update(1)
         if outcome["status"] == "failed":
             tqdm.write(f"failed: {name}: {outcome['error']}")
