@@ -394,3 +394,17 @@ def test_folder_says_which_recordings_became_blank_frames(tmp_path, rng):
     assert blank == 2
     assert "recordings became blank frames" in dataset.meta["notice"]
     assert load_dataset("folder", _options(tmp_path)).meta["notice"] is None  # event slicing keeps them
+
+
+@pytest.mark.parametrize("time_steps", [1, 3, 4, 7])
+def test_framing_keeps_tonic_bin_edges_as_the_readme_says(time_steps):
+    """By event number the N mod T last events fill no bin; by time the bins end before
+    the last timestamp, so the events there (two here) are dropped."""
+    events = np.zeros(12, dtype=EVENTS_DTYPE)
+    events["t"] = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 100]
+    events["x"] = np.arange(12) % 4
+    by_count = to_frames(events, (4, 1, 2), time_steps, "events")
+    assert by_count.shape == (time_steps, 2, 1, 4) and by_count.sum() == 12 - 12 % time_steps
+    assert by_count.sum(axis=(1, 2, 3)).tolist() == [12 // time_steps] * time_steps
+    by_time = to_frames(events, (4, 1, 2), time_steps, "time")
+    assert by_time.sum() == 10

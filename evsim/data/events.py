@@ -133,7 +133,8 @@ def to_frames(events: np.ndarray, sensor_size: tuple, time_steps: int, slicing: 
 
     ``slicing="events"``: T bins of equal event number; ``"time"``: T bins of equal
     duration. As in tonic, the remainder events that do not fill a whole bin are
-    dropped. An empty recording gives all-zero frames.
+    dropped: the N mod T last ones by event number; by time, the bins are end-exclusive,
+    so the events at the last timestamp. An empty recording gives all-zero frames.
     """
     import tonic
 
