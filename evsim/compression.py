@@ -33,6 +33,13 @@ def developing_sparsity(network) -> float:
     return 1.0 - present / dense if dense else 0.0
 
 
+def units_with_input(layer) -> np.ndarray:
+    """bool ``[n_out]``: the units (neurons, filters) alive with at least one incoming
+    synapse. The others are pruned: dead, or left by synapse pruning (magnitude, SET)
+    with nothing to listen to (a bias alone does not carry the input)."""
+    return layer.alive & (layer.store.fan_in() > 0)
+
+
 def layer_report(network) -> list[dict]:
     """Per layer with synapses: its label (``conv2``, ``fc1``), kind, whether it develops,
     weights present and of the full architecture, the authors' compression of the layer
@@ -48,7 +55,7 @@ def layer_report(network) -> list[dict]:
             "weights": store.nnz * store.block_size, "dense_weights": layer.dense_weights,
             "zero_or_absent": round(1.0 - nonzero / layer.dense_weights, 6),
             "synapse_sparsity": round(1.0 - store.nnz / layer.dense_synapses, 6),
-            "units_dead": round(1.0 - float(layer.alive.mean()), 6),
+            "units_dead": round(1.0 - float(units_with_input(layer).mean()), 6),
         })
     return rows
 

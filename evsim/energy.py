@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
-from evsim.errors import ShapeError
+from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.energy import _count_slots
 from evsim.kernels.events import Events, StaticDrive
 from evsim.layers import Layer
@@ -96,6 +96,11 @@ def _ops(events: Events | StaticDrive, fan_out: np.ndarray, fan_out_unpruned: np
          analog_input: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per time step: the events delivered (a count k is k events; an analog value one) and
     the operations they cost with ``fan_out`` and with ``fan_out_unpruned`` per input unit."""
+    values = events.values if isinstance(events, StaticDrive) else events.val
+    if not analog_input and values.size and values.min() < 0:
+        # A count k costs k operations: a negative one would subtract work that was done.
+        raise ConfigError(f"the input holds negative values (down to {float(values.min()):g}), which are no event "
+                          "counts; profile signed analog input with analog_input=True (one MAC per value and synapse)")
     if isinstance(events, StaticDrive):
         # The same input at every step: every step does the work of one.
         weights = (events.values != 0) if analog_input else events.values.astype(np.float64)

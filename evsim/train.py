@@ -62,7 +62,7 @@ from evsim.data.base import with_validation
 from evsim.data.encoding import encode_events
 from evsim.data.nmnist import crop_hint
 from evsim.divergence import WEIGHT_CHECK_EVERY, check_finite_training
-from evsim.compression import developing_sparsity, layer_report, zero_or_absent
+from evsim.compression import developing_sparsity, layer_report, units_with_input, zero_or_absent
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError, DataError
@@ -77,6 +77,7 @@ from evsim.plots import plot_training
 from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprint, new_run_id, repair_best
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
+from evsim.structure.sdsnn import check_filter_rate
 
 
 
@@ -169,7 +170,10 @@ def check_before_loading(config: TrainConfig) -> None:
     if config.arch:
         check_arch_fits(config.arch, config.dataset, shape, n_classes)
     outline = _outline(config)
-    check_something_develops(config, outline.layer_labels(), developing_layers(outline, config.develop))
+    develops = developing_layers(outline, config.develop)
+    check_something_develops(config, outline.layer_labels(), develops)
+    if config.structure == "sdsnn":
+        check_filter_rate(config.sdsnn, any(d and layer.kind == "conv2d" for layer, d in zip(outline.layers, develops)))
 
 
 def check_something_develops(config: TrainConfig, labels: list[str], develops: list[bool]) -> None:
@@ -361,8 +365,8 @@ class Trainer:
         incoming synapse at some point (now, or at a development step: the ``neurons_removed``
         of the metrics rows, and of ``rows`` not yet appended). Synapses regrown onto such a
         unit later are new ones: it stays removed from the original structure, and counts as
-        revived while alive."""
-        masks = {k: ~layer.alive for k, layer in self.developing_hidden()}
+        revived while it has them (see :func:`~evsim.compression.units_with_input`)."""
+        masks = {k: ~units_with_input(layer) for k, layer in self.developing_hidden()}
         for row in [*self.metrics, *rows]:
             for k, neurons in row.get("neurons_removed", {}).items():
                 masks[int(k)][neurons] = True
@@ -378,11 +382,12 @@ class Trainer:
 
     def neurons_revived(self, rows: list[dict] = ()) -> float:
         """Fraction of hidden units pruned from the original structure that regrown synapses
-        made alive again (they fire, with only regrown incoming synapses)."""
+        made alive again (they listen, with only regrown incoming synapses)."""
         masks = self.removed_neurons(rows)
         total = sum(mask.size for mask in masks.values())
-        alive = dict(self.developing_hidden())
-        return sum(int((mask & alive[k].alive).sum()) for k, mask in masks.items()) / total if total else 0.0
+        layers = dict(self.developing_hidden())
+        revived = sum(int((mask & units_with_input(layers[k])).sum()) for k, mask in masks.items())
+        return revived / total if total else 0.0
 
     def position(self) -> str:
         """Where training stands, e.g. ``"epoch 3/12, batch 8 of 40"``."""
@@ -393,12 +398,12 @@ class Trainer:
 
     def develop(self, lr: float) -> dict:
         """One structural development step; returns its metrics row."""
-        before = {k: layer.alive.copy() for k, layer in self.developing_hidden()}
+        before = {k: units_with_input(layer) for k, layer in self.developing_hidden()}
         layers = self.structure.develop(self.network, lr)
         # Recorded so that "neurons pruned" counts them after regrowth revives them, and a
         # resumed run (which restores the metrics) counts them too.
-        removed = {str(k): np.flatnonzero(before[k] & ~layer.alive).tolist()
-                   for k, layer in self.developing_hidden() if (before[k] & ~layer.alive).any()}
+        lost = {k: before[k] & ~units_with_input(layer) for k, layer in self.developing_hidden()}
+        removed = {str(k): np.flatnonzero(mask).tolist() for k, mask in lost.items() if mask.any()}
         row = {"type": "development", "step": self.structure.step, "epoch": self.epoch + 1,
                "batch": self.batches_seen, "synapses": self.network.synapses,
                "compression": round(self.compression(), 6), **({"neurons_removed": removed} if removed else {})}

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from evsim.energy import EnergyModel, count_network
+from evsim.errors import ConfigError
 from evsim.evaluate import profile
 from evsim.layers import SparseLinear
 from evsim.network import Network
@@ -92,6 +93,15 @@ def test_analog_input_counts_macs_in_the_first_layer_only(rng):
     first, second = report.layers
     assert first.sops == 0 and first.macs == np.count_nonzero(drive) * 5  # one MAC per delivered value per synapse
     assert second.macs == 0 and second.sops == brute_force_sops(net, drive, profile_traces(net, drive))[1]
+
+
+@pytest.mark.parametrize("spec", ["8-5-2", "2x4x4-3C3-AP2-2"])
+def test_negative_input_is_no_count_but_analog_input_counts_it(rng, spec):
+    net = Network.from_spec(spec, rng=0)
+    drive = -(rng.random((3, 2, net.layers[0].n_in)) < 0.5).astype(np.float32)
+    with pytest.raises(ConfigError, match="negative values .* analog_input=True"):
+        profile(net, [drive])
+    assert profile(net, [drive], analog_input=True).layers[0].macs == profile(net, [-drive]).layers[0].sops
 
 
 def profile_traces(net, drive):

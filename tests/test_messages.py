@@ -39,6 +39,24 @@ def test_neurons_pruned_counts_revived_neurons_as_pruned_and_revived():
     assert trainer.removed_neurons()[0].tolist() == [False, True, True, True] + [False] * 8
 
 
+def test_a_neuron_whose_last_synapse_a_baseline_prunes_counts_as_pruned_and_dead():
+    """Magnitude pruning and SET remove synapses, not neurons: a neuron they leave with no
+    incoming synapse listens to nothing, and counts as pruned (and dead) as SD-SNN's would."""
+    from evsim.compression import layer_report
+
+    trainer = Trainer(toy_config(structure="magnitude"), toy_dataset())
+    layer = trainer.network.layers[0]  # 12 hidden neurons
+    columns = layer.store.indices
+    trainer.structure.develop = lambda network, lr: (layer.prune(np.isin(columns, [4, 7])), [])[1]
+    row = trainer.develop(1e-3)
+    assert layer.alive.all() and row["neurons_removed"] == {"0": [4, 7]}
+    assert row["neurons_pruned"] == round(2 / 12, 6) and row["neurons_revived"] == 0.0
+    assert layer_report(trainer.network)[0]["units_dead"] == round(2 / 12, 6)
+    trainer.metrics.append(row)
+    layer.regrow(np.array([0]), np.array([4]), np.array([0.1], np.float32))  # as SET's random regrowth may
+    assert trainer.neurons_pruned() == 2 / 12 and trainer.neurons_revived() == 1 / 12
+
+
 def test_neurons_pruned_survives_resume_through_the_metrics(tmp_path, monkeypatch):
     """The count is a function of the saved metrics and network: a resumed trainer gives the same."""
     from evsim.checkpoint import load_checkpoint

@@ -65,6 +65,28 @@ def test_filter_rate_adapts_over_the_next_developing_layer_across_a_pooling():
     assert sdsnn.state[2].rho == pytest.approx(5.0 + math.exp(-(s - 5) / 5) * 3 / 4)
 
 
+@pytest.mark.parametrize("develop", ["auto", "fc1"])
+def test_a_filter_rate_above_its_cap_is_refused_only_where_filters_develop(develop):
+    from evsim.train import TrainConfig, check_before_loading
+
+    cfg = SDSNNConfig(rho_init=2.0, rho_max=3.0)  # filter_rho_init keeps its default 5
+    SDSNN(Network.from_spec("128-6-5", 0), cfg)  # fully connected: any rho_max
+    config = TrainConfig(dataset="mnist", hidden=(20,), sdsnn=cfg)
+    check_before_loading(config)
+    conv = Network.from_spec("2x8x8-3C3-AP2-4C3-AP2-6-5", 0)
+    for layer, develops in zip(conv.layers, developing_layers(conv, develop)):
+        layer.develops = develops
+    config = TrainConfig(dataset="nmnist", arch="2x34x34-3C3-AP2-4C3-AP2-6-10", sdsnn=cfg, develop=develop)
+    if develop == "fc1":
+        SDSNN(conv, cfg)
+        check_before_loading(config)
+        return
+    with pytest.raises(ConfigError, match=r"filter_rho_init 5.0 \(--filter-rho-init\) and rho_max 3.0"):
+        SDSNN(conv, cfg)
+    with pytest.raises(ConfigError, match=r"filter_rho_init 5.0 \(--filter-rho-init\) and rho_max 3.0"):
+        check_before_loading(config)
+
+
 def test_kernel_regrows_after_more_than_r_consecutive_qualifying_steps():
     store = kernel_store([(0, 0), (0, 1), (1, 0), (1, 1)], values=np.full((4, 2, 2), 0.1))
     missing = ~store.mask()  # (0, 2) and (1, 2)

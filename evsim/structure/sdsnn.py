@@ -117,9 +117,8 @@ class SDSNNConfig:
             raise ConfigError(f"need 0 <= rho_init <= rho_max < 100, got rho_init {self.rho_init} (--rho-init) and "
                               f"rho_max {self.rho_max} (--rho-max); a dataset's preset sets both (evsim train "
                               "--help shows each dataset's): give the two together")
-        if not 0 <= self.filter_rho_init <= self.rho_max:
-            raise ConfigError(f"need 0 <= filter_rho_init <= rho_max, got filter_rho_init {self.filter_rho_init} "
-                              f"(--filter-rho-init) and rho_max {self.rho_max} (--rho-max); give the two together")
+        if not 0 <= self.filter_rho_init:
+            raise ConfigError(f"filter_rho_init must be >= 0, got {self.filter_rho_init} (--filter-rho-init)")
         if not self.filter_rho_decay > 0:
             raise ConfigError(f"filter_rho_decay must be > 0, got {self.filter_rho_decay}")
 
@@ -417,6 +416,20 @@ class KernelDevelopment:
         self.window_batches *= keep
 
 
+def check_filter_rate(cfg: SDSNNConfig, filters_develop: bool) -> None:
+    """Refuse a filter-pruning rate that starts above its cap, where filters develop (a
+    fully connected network takes any ``rho_max``).
+
+    Raises
+    ------
+    ConfigError
+        Naming both options.
+    """
+    if filters_develop and cfg.filter_rho_init > cfg.rho_max:
+        raise ConfigError(f"need filter_rho_init <= rho_max, got filter_rho_init {cfg.filter_rho_init} "
+                          f"(--filter-rho-init) and rho_max {cfg.rho_max} (--rho-max); give the two together")
+
+
 class SDSNN:
     """The SD-SNN structure controller for a network's developing layers.
 
@@ -447,6 +460,7 @@ class SDSNN:
         self.excess_scale = epoch_batches / interval if cfg.excess_per_epoch and epoch_batches and interval else 1.0
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+        check_filter_rate(cfg, any(_is_conv(network.layers[k]) for k in self.layers))
         self.state = {k: KernelDevelopment(network.layers[k], cfg) if _is_conv(network.layers[k])
                       else LayerDevelopment(network.layers[k], cfg) for k in self.layers}
         last = len(network.layers) - 1
