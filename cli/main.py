@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import sys
@@ -29,12 +30,50 @@ import click  # noqa: E402
 from evsim.errors import EvsimError  # noqa: E402
 
 
+class _StdoutOutlivingItsReader(io.TextIOWrapper):
+    """The process's stdout, which sends what is written after its reader has gone (``|
+    head``, a ``tee`` that died, a closed terminal) to nowhere instead of raising. A reader
+    leaving is no request to stop: every command goes on to its end and writes every file
+    it was asked for, as someone who piped it to ``head`` for the first lines wants."""
+
+    def write(self, text):
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            self._to_nowhere()
+            return len(text)
+
+    def flush(self):
+        try:
+            super().flush()
+        except BrokenPipeError:
+            self._to_nowhere()
+
+    def _to_nowhere(self):
+        # Onto the descriptor itself, so that the buffered rest and the flush at exit go there too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.fileno())
+        os.close(devnull)
+
+
+def _stdout_outliving_its_reader() -> None:
+    """Put :class:`_StdoutOutlivingItsReader` over the process's own stdout (not over one a
+    caller such as click's test runner put in its place)."""
+    out = sys.stdout
+    if out is None or out is not sys.__stdout__ or isinstance(out, _StdoutOutlivingItsReader):
+        return
+    out.flush()
+    sys.stdout = _StdoutOutlivingItsReader(out.buffer, encoding=out.encoding, errors=out.errors,
+                                           line_buffering=out.line_buffering, write_through=out.write_through)
+
+
 class EvsimGroup(click.Group):
     """Reports bad usage, every deliberate EvsimError and every unusable path as one
     line, exit code 2."""
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)  # errors are always handled here
+        _stdout_outliving_its_reader()
         try:
             result = super().main(args, prog_name, standalone_mode=False, **kwargs)
             if isinstance(result, int) and result:  # ctx.exit(code) returns its code when not standalone

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -78,13 +76,13 @@ def train(ctx, config_file, resume_dir, **opts):
         else None
     try:
         if config is None:
-            summary = resume_training(out, progress, echo, opts["epochs"] if "epochs" in given else None,
+            summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
                                       checkpoints)
         else:
             if options["out"] is None:
                 out = claimed = claim_run_dir(out)
                 config = dataclasses.replace(config, out=str(out))
-            summary = run_training(config, out, progress, echo, checkpoints)
+            summary = run_training(config, out, progress, click.echo, checkpoints)
     except TrainingInterrupted as exc:
         stopped = "Interrupted" if exc.signum == signal.SIGINT else f"Stopped by {signal.Signals(exc.signum).name}"
         if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
@@ -114,28 +112,13 @@ def train(ctx, config_file, resume_dir, **opts):
     else:
         chosen = f"best over epochs, paper-style: {100 * summary['best_test_acc']:.2f}%"
     if summary.get("layers"):
-        echo(format_report(summary["layers"], summary["compression"]))
+        click.echo(format_report(summary["layers"], summary["compression"]))
     if summary.get("sop_reduction") is not None:
-        echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
+        click.echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
              f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
-    echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
+    click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
          f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
          f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
-
-
-def echo(line: str) -> None:
-    """A line to stdout; once its reader is gone (``| head``, a ``tee`` that died, a closed
-    terminal), to nowhere. A reader leaving is no request to stop: the run goes on to its
-    end and saves all its results, as someone who piped it to ``head`` for the first lines
-    wants (Ctrl-C is how to stop it, with the state saved and the resume command given)."""
-    try:
-        click.echo(line)
-    except BrokenPipeError:
-        # Onto the descriptor itself, so that the rest of the output, and the flush at exit,
-        # go to /dev/null too instead of raising again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def claim_run_dir(base: Path) -> Path:

@@ -873,6 +873,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         state = load_checkpoint(path)
         check_belongs(run_dir, path, state.run_id)
         config = dataclasses.replace(TrainConfig.from_dict(state.config), out=str(run_dir))
+        check_same_threads(state.config.get("threads"), config.threads, path)
         extends = epochs is not None and epochs != config.epochs
         if extends and epochs <= state.epoch:
             raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
@@ -896,6 +897,21 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
              else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
         return trainer.fit(run_dir, progress, echo)
+
+
+def check_same_threads(saved, available: int, path: Path) -> None:
+    """Refuse to resume on fewer Numba threads than the run trained with: the parallel
+    kernels' sums would go another way, and the run would not be the one it was.
+
+    Raises
+    ------
+    ConfigError
+        Naming both counts and the fix.
+    """
+    if isinstance(saved, int) and saved != available:
+        raise ConfigError(f"{path} was trained with {saved} Numba threads and only {available} are available here "
+                          f"(NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}); an exact resume needs {saved}: "
+                          f"resume on a machine with {saved} cores, or with NUMBA_NUM_THREADS unset or {saved}")
 
 
 def saved_checkpoint_policy(run_dir: Path) -> str:

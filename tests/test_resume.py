@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint
 from evsim.cli.main import main
-from evsim.errors import CheckpointError
+from evsim.errors import CheckpointError, ConfigError
 from evsim.train import Trainer, TrainingInterrupted
 from tests.conftest import one_line_error, run
 from tests.runs import TINY_MNIST, assert_same_run, toy_config, toy_dataset
@@ -102,6 +102,19 @@ def test_restore_refuses_another_configuration_or_data(tmp_path, no_plots):
     del state.structure["0.grad_sum"]
     with pytest.raises(CheckpointError, match=r"missing: \['0.grad_sum'\]"):
         Trainer(toy_config(epochs=1), dataset).restore(state)
+
+
+def test_resuming_on_fewer_threads_than_the_run_trained_with_says_so(tmp_path, no_plots, monkeypatch):
+    """The parallel kernels sum in another order on fewer threads: the resume would not be exact."""
+    import numba
+
+    from evsim.train import resume
+
+    Trainer(toy_config(epochs=1, threads=2), toy_dataset()).fit(tmp_path, progress=False, echo=lambda line: None)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
+    with pytest.raises(ConfigError, match=r"trained with 2 Numba threads and only 1 are available here "
+                                          r"\(NUMBA_NUM_THREADS=1\); an exact resume needs 2"):
+        resume(tmp_path, progress=False, echo=lambda line: None, epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -341,3 +341,26 @@ def test_a_kernel_without_would_be_evidence_never_regrows():
     for _ in range(3):
         channels, filters = kernel_regrowth_candidates(counter, would_be, store, 50.0, 2, missing)
     assert list(zip(channels, filters)) == [(1, 2)] and counter[0, 2] == 0
+
+
+@pytest.mark.parametrize("spec, k, units", [("2x8x8-4C3-AP2-4C3-AP2-6-5", 4, 6), ("2x8x8-4C3-AP2-4C3-AP2-6-5", 2, 4),
+                                            ("128-6-5", 0, 6)])
+def test_development_steps_over_a_layer_left_with_no_synapse(spec, k, units):
+    """Every unit killed (``layer.kill``) leaves an empty store: its ranges are none, and
+    regrowth may give it synapses again (here the first layer's neurons and the filters)."""
+    network = Network.from_spec(spec, rng=0)
+    network.layers[k].kill(np.arange(units))
+    x = (np.random.default_rng(3).random((3, 2, 128)) < 0.5).astype(np.float32)
+    sdsnn = SDSNN(network, SDSNNConfig(spine_steps=1, regrow_steps=1, rho_init=30, rho_max=50, kernel_regrow_steps=0))
+    optimizer = evsim.Optimizer("adam", lr=1e-2)
+    for _ in range(8):
+        counts, traces = network.forward(x)
+        _, grad = evsim.mse_rate(counts, np.array([0, 1]), 3)
+        grads = network.backward(traces, grad, would_be_grad=sdsnn.needs_would_be_grad)
+        sdsnn.observe(network, grads)
+        optimizer.step(network.parameters(grads))
+        sdsnn.develop(network, lr=1e-2)
+    layer = network.layers[k]
+    assert np.array_equal(layer.alive, layer.store.fan_in() > 0)
+    if k != 4:  # fc1 of the conv net gets no evidence in 8 steps; the others regrow
+        assert layer.alive.any()

@@ -236,3 +236,15 @@ def test_a_run_piped_to_head_goes_on_to_its_end_and_saves_everything(tmp_path):
     assert proc.wait(timeout=300) == 0 and stderr == ""
     assert [row["epoch"] for row in read_metrics(out) if row["type"] == "epoch"] == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["test_acc"] is not None
+    # Every command: the files it was asked for are written after its reader has gone.
+    for command in (["eval", "--batch-size", "7"], ["profile", "--batch-size", "7"], ["inspect"]):
+        asked = tmp_path / f"{command[0]}.json"
+        extra = [] if command[0] == "inspect" else ["--json", str(asked)]
+        proc = subprocess.Popen([sys.executable, "-c", "from evsim.cli.main import main; main()", command[0], str(out),
+                                 *command[1:], *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "EVSIM_OFFLINE": "1"})
+        proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=300) == 0 and stderr == "", (command, stderr)
+        assert command[0] == "inspect" or json.loads(asked.read_text())["samples"] > 0

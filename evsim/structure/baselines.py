@@ -23,7 +23,7 @@ def _stats(k, layer, pruned=0, regrown=0, **extra) -> dict:
 
 def magnitude(store) -> np.ndarray:
     """|w| of each synapse; a kernel's mean |w| (its L1 norm over K x K)."""
-    return np.abs(store.data).reshape(store.nnz, -1).mean(axis=1)
+    return np.abs(store.data).reshape(store.nnz, store.block_size).mean(axis=1)
 
 
 def prune_smallest(layer, n_remove: int) -> int:

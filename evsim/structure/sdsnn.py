@@ -161,7 +161,9 @@ def regrowth_percentile(step: int, cfg: SDSNNConfig, base: float | None = None) 
 def init_ranges(store, max_abs: float | None = None) -> None:
     """Ranges [-m, m] (m = the layer's largest |w|) and zeroed spine counters, per weight
     (``[nnz, *block_shape]``)."""
-    m = float(np.abs(store.data).max()) if max_abs is None else max_abs
+    if max_abs is None:  # a layer pruned of every synapse has no range until regrowth gives it one
+        max_abs = float(np.abs(store.data).max()) if store.data.size else 0.0
+    m = max_abs
     n = store.data.shape
     store.set_state("r_plus", np.full(n, m, np.float32))
     store.set_state("r_minus", np.full(n, -m, np.float32))
@@ -189,13 +191,13 @@ def neuron_importance(store) -> np.ndarray:
     width = store.state["r_plus"] + np.abs(store.state["r_minus"])
     span = float(width.max() - width.min()) if width.size else 0.0
     normalised = (width - width.min()) / span if span > 0 else np.ones_like(width)
-    per_synapse = normalised.reshape(store.nnz, -1).sum(axis=1) if store.block_shape else normalised
+    per_synapse = normalised.reshape(store.nnz, store.block_size).sum(axis=1) if store.block_shape else normalised
     return np.bincount(store.indices, weights=per_synapse, minlength=store.shape[1])
 
 
 def unit_magnitude(store) -> np.ndarray:
     """Sum of |w| over each unit's existing incoming weights (a filter's: its kernels')."""
-    per_synapse = np.abs(store.data).reshape(store.nnz, -1).sum(axis=1, dtype=np.float64)
+    per_synapse = np.abs(store.data).reshape(store.nnz, store.block_size).sum(axis=1, dtype=np.float64)
     return np.bincount(store.indices, weights=per_synapse, minlength=store.shape[1])
 
 
