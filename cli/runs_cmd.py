@@ -278,7 +278,7 @@ def compare(run_dirs, plot_path, csv_path):
     if csv_path is not None:
         keys = []
         for row in (row for run in readable for row in run["metrics"]):
-            keys += [key for key in row if key not in keys and key != "type"]
+            keys += [key for key in row if key not in keys and key not in ("type", "data_source")]  # a column of its own
         body = [[run["run"], run["config"].get("dataset", ""), run["data_source"], *[row.get(key, "") for key in keys]]
                 for run in readable for row in run["metrics"]]
         write_bytes_atomic(csv_path, _csv_bytes(["run", "dataset", "data_source", *keys], body))

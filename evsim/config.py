@@ -403,9 +403,12 @@ class TrainConfig:
             if option.target and option.name != "dataset":
                 value = _get(self, option.target)
                 converted = _converted(option, value)
-                if option.kind in ("int", "float", "bool") and (isinstance(value, str) or converted != value):
-                    raise ConfigError(f"{option.target} must be given as {converted!r}, not {value!r}: "
-                                      "text is read only from the command line and config files")
+                scalar = option.kind in ("int", "float", "bool") and (isinstance(value, str) or converted != value)
+                sizes = option.kind == "hidden" and (not isinstance(value, (tuple, list)) or tuple(value) != converted)
+                if scalar or sizes:
+                    why = (": text is read only from the command line and config files" if isinstance(value, str)
+                           else " (a tuple of layer sizes)" if sizes else "")
+                    raise ConfigError(f"{option.target} must be given as {converted!r}, not {value!r}{why}")
         if self.eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.dataset in DATASETS:  # a dataset held in memory (Trainer(config, dataset)) has its own name

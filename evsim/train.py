@@ -46,6 +46,7 @@ from evsim.checkpoint import (
     TrainingState,
     load_checkpoint,
     save_network,
+    stored_config,
     trained_on,
 )
 from evsim.config import (
@@ -915,8 +916,24 @@ def check_same_threads(saved, available: int, path: Path) -> None:
 
 
 def saved_checkpoint_policy(run_dir: Path) -> str:
-    """The ``checkpoints`` policy a run folder's ``config.json`` records ("all" if none)."""
+    """The ``checkpoints`` policy a run folder's ``config.json`` records ("all" if none,
+    or if the file is unreadable: the reader of the whole file names that damage).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file, if it holds no object of options or no policy this evsim knows.
+    """
+    path = Path(run_dir) / "config.json"
     try:
-        return str(json.loads((run_dir / "config.json").read_text()).get("checkpoints", "all"))
+        values = json.loads(path.read_text())
     except (OSError, ValueError):
         return "all"
+    if not isinstance(values, dict):
+        stored_config(values, path)  # refuses it in the words every command uses
+    policy = values.get("checkpoints", "all")
+    if policy not in CHECKPOINT_POLICIES:
+        raise CheckpointError(f"{path}: invalid stored configuration (checkpoints must be one of "
+                              f"{', '.join(CHECKPOINT_POLICIES)}, got {policy!r}); restore the file, or give "
+                              "--checkpoints")
+    return policy

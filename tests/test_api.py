@@ -1,5 +1,6 @@
 """The public Python API: what a user writes, the errors they get, and the module graph."""
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +87,12 @@ def test_a_trainer_refuses_an_empty_split_and_numbers_given_as_text():
     config = evsim.TrainConfig(dataset="mine", epochs=1, batch_size=4, time_steps=3, hidden=(4,), structure="none")
     with pytest.raises(EvsimError, match="the test split holds no samples; give it at least one"):
         evsim.Trainer(config, evsim.Dataset("mine", split, empty, 2, (6,), "rate", "mine"))
-    for text in ({"lr": "0.1"}, {"epochs": "2"}):
+    for text in ({"lr": "0.1"}, {"epochs": "2"}, {"hidden": "32"}):
         with pytest.raises(EvsimError, match="text is read only from the command line and config files"):
             evsim.TrainConfig(dataset="mine", **text).validate()
+    with pytest.raises(EvsimError, match=r"hidden must be given as \(32,\), not 32 \(a tuple of layer sizes\)"):
+        evsim.Trainer(dataclasses.replace(config, hidden=32), evsim.Dataset("mine", split, split, 2, (6,), "rate", "x"))
+    evsim.TrainConfig(dataset="mine", hidden=[4, 3]).validate()  # a list of sizes is as good as a tuple
 
 
 def test_losses_and_backward_refuse_what_they_cannot_mean():

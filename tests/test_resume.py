@@ -128,6 +128,19 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.parametrize("text, says", [("[1, 2]", "the configuration must be an object, got [1, 2]"),
+                                         ("null", "the configuration must be an object, got None"),
+                                         (None, "checkpoints must be one of all, latest, none, got 'bogus'")])
+def test_resume_of_a_folder_whose_config_json_is_no_object_or_no_policy_is_one_line(uninterrupted, tmp_path,
+                                                                                    text, says):
+    copy = tmp_path / "run"
+    shutil.copytree(uninterrupted, copy)
+    config = copy / "config.json"
+    config.write_text(text or json.dumps({**json.loads(config.read_text()), "checkpoints": "bogus"}))
+    line = one_line_error(run(["train", "--resume", str(copy), "--epochs", "3"]))
+    assert f"{config}: invalid stored configuration ({says})" in line
+
+
 def start_and_signal_in_epoch_2(out, sig) -> subprocess.Popen:
     """Start the tiny run in a subprocess and send ``sig`` once epoch 2 is under way."""
     proc = subprocess.Popen([*EVSIM, "train", *TINY_MNIST, "--out", str(out)], stdout=subprocess.PIPE,
