@@ -11,8 +11,8 @@ from evsim.cli.runs import CHECKPOINTS, load_run_network
 from evsim.errors import CheckpointError
 from evsim.layers import PATHS
 from evsim.neuron import NIR_DT, lif_constants
-from evsim.nir_io import read_nir, write_nir
-from evsim.runfiles import CONFIG_JSON, read_run_config, refuse_overwriting_run_files
+from evsim.nir_io import TRAINED_ON_KEYS, read_nir, read_nir_trained_on, write_nir
+from evsim.runfiles import CONFIG_JSON, read_run_config, refuse_overwriting_run_files, stored_trained_on
 
 
 @click.command()
@@ -28,13 +28,14 @@ def export(run_dir, out, fmt, checkpoint):
     Flatten before the first fully connected layer."""
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     network, _, loaded = load_run_network(run_dir, checkpoint)
-    recorded = read_run_config(run_dir) or {}  # none for a folder of evsim import-nir
-    trained_on = {key: recorded[key] for key in ("dataset", "data_source", "run_id") if recorded.get(key) is not None}
+    recorded = read_run_config(run_dir)
+    if recorded is None:  # a folder of evsim import-nir: what the imported graph said, kept in network.npz
+        trained_on = stored_trained_on(run_dir / NETWORK_FILE) if loaded == NETWORK_FILE else {}
+    else:
+        trained_on = {key: recorded[key] for key in TRAINED_ON_KEYS if recorded.get(key) is not None}
     write_nir(out, network, trained_on)
     tau, r = lif_constants(network.lif)
-    data = (f", trained on {trained_on['dataset']} ({trained_on['data_source']} data)"
-            if {"dataset", "data_source"} <= trained_on.keys() else "")
-    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}{data}), network {network.describe()}, "
+    click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}{_data_words(trained_on)}), network {network.describe()}, "
                f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = {tau * 1e3:.6g} ms, r = {r:.6g}, "
                f"v_threshold {network.lif.v_th}, dt = {NIR_DT * 1e3:g} ms per step")
     if network.lif.reset == "subtract":
@@ -56,7 +57,14 @@ def import_nir(nir_file, out_dir, dt, path_option):
     if (out_dir / CONFIG_JSON).exists():  # the imported network would pass for the run's own
         raise CheckpointError(f"{out_dir}: holds a training run ({CONFIG_JSON}); import into a new folder")
     network = read_nir(nir_file, dt, path_option)
-    save_network(out_dir / NETWORK_FILE, network)
+    trained_on = read_nir_trained_on(nir_file)  # an emulation-trained network stays marked as one
+    save_network(out_dir / NETWORK_FILE, network, trained_on=trained_on)
     click.echo(f"wrote {out_dir / NETWORK_FILE}: network {network.describe()}, "
                f"{network.synapses} synapses, LIF decay {network.lif.decay:.6g}, v_th {network.lif.v_th}, "
-               f"{network.lif.reset} reset")
+               f"{network.lif.reset} reset" + _data_words(trained_on or {}))
+
+
+def _data_words(trained_on: dict) -> str:
+    """``, trained on nmnist (emulated data)``, or nothing where the data is not known."""
+    return (f", trained on {trained_on['dataset']} ({trained_on['data_source']} data)"
+            if {"dataset", "data_source"} <= trained_on.keys() else "")

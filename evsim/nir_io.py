@@ -119,20 +119,54 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
         If the graph is not one evsim can represent, or its evsim metadata is malformed
         (the message names the file).
     """
-    path = Path(path)
+    graph = _read_graph(Path(path))
+    try:
+        return network_from_nir(graph, dt, path_option)
+    except (ConfigError, ShapeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# What an exported graph's evsim_trained_on metadata may say of the data, each a string.
+TRAINED_ON_KEYS = ("dataset", "data_source", "run_id")
+
+
+@reads("NIR graph", CheckpointError, "write it again with nir.write")
+def read_nir_trained_on(path: Path) -> dict | None:
+    """The data a NIR file's network was trained on, as ``evsim export`` records it (its
+    ``evsim_trained_on`` metadata: ``dataset``, ``data_source``, ``run_id``), or None for a
+    graph that says nothing of it (one from another tool).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing or is not a readable NIR graph.
+    ConfigError
+        If the metadata is there but is not such a record.
+    """
+    text = _read_graph(Path(path)).metadata.get("evsim_trained_on")
+    if text is None:
+        return None
+    try:
+        record = json.loads(str(text.decode() if isinstance(text, bytes) else text))
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and record and set(record) <= set(TRAINED_ON_KEYS)
+            and all(isinstance(value, str) for value in record.values())):
+        raise ConfigError(f"{path}: metadata evsim_trained_on must be a JSON object of {', '.join(TRAINED_ON_KEYS)} "
+                          f"(strings), got {_show(text)}; export the network again with evsim export")
+    return record
+
+
+def _read_graph(path: Path) -> nir.NIRGraph:
     if not path.exists():
         raise CheckpointError(f"{path}: no such NIR file")
     if not h5py.is_hdf5(path):
         raise CheckpointError(f"{path}: not a readable NIR graph (not an HDF5 file); give a file written by nir.write")
     try:
-        graph = nir.read(path)
+        return nir.read(path)
     except Exception as exc:  # nir.read raises whatever a malformed file trips: AttributeError, AssertionError...
         raise CheckpointError(f"{path}: not a readable NIR graph ({reason(exc)}); write it again with "
                               "nir.write") from None
-    try:
-        return network_from_nir(graph, dt, path_option)
-    except (ConfigError, ShapeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _show(value) -> str:

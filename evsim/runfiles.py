@@ -207,6 +207,26 @@ def stored_run_id(path: Path) -> str | None:
     CheckpointError
         If the file cannot be read.
     """
+    run_id = _stored_meta(path).get("run_id")
+    return run_id if isinstance(run_id, str) else None
+
+
+def stored_trained_on(path: Path) -> dict:
+    """What the ``meta`` of an evsim network file says of the data it was trained on
+    (``dataset``, ``data_source``, ``run_id``: the strings among them; none if it says nothing).
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be read.
+    """
+    record = _stored_meta(path).get("trained_on")
+    record = record if isinstance(record, dict) else {}
+    return {key: value for key, value in record.items()
+            if key in ("dataset", "data_source", "run_id") and isinstance(value, str)}
+
+
+def _stored_meta(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
@@ -214,8 +234,7 @@ def stored_run_id(path: Path) -> str | None:
         raise
     except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: not a readable evsim .npz file ({reason(exc)}); restore it") from None
-    run_id = meta.get("run_id") if isinstance(meta, dict) else None
-    return run_id if isinstance(run_id, str) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def check_belongs(run_dir: Path, path: Path, run_id: str | None) -> None:

@@ -18,7 +18,7 @@ from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.layers import SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
-from evsim.nir_io import network_from_nir, network_to_nir, read_nir, write_nir
+from evsim.nir_io import network_from_nir, network_to_nir, read_nir, read_nir_trained_on, write_nir
 from evsim.synapses import SynapseStore
 from evsim.train import Trainer
 from tests.conftest import one_line_error, run
@@ -174,12 +174,29 @@ def test_export_and_import_commands(tmp_path, monkeypatch):
     assert trained_on == {"dataset": "toy", "data_source": "toy", "run_id": run_id}
     result = runner.invoke(main, ["import-nir", str(tmp_path / "net.nir"), str(tmp_path / "imported")])
     assert result.exit_code == 0, result.output
+    assert "trained on toy (toy data)" in result.output  # and the imported network keeps saying so:
+    result = runner.invoke(main, ["export", str(tmp_path / "imported"), str(tmp_path / "again.nir")])
+    assert result.exit_code == 0 and "(network.npz, trained on toy (toy data))" in result.output, result.output
+    assert json.loads(str(nir.read(tmp_path / "again.nir").metadata["evsim_trained_on"])) == trained_on
     trained, imported = load_network(tmp_path / "run" / "network.npz"), load_network(tmp_path / "imported" / "network.npz")
     drive = (np.random.default_rng(5).random((4, 8, 30)) < 0.5).astype(np.float32)
     for a, b in zip(spikes(trained, drive), spikes(imported, drive)):
         np.testing.assert_array_equal(a, b)
     result = runner.invoke(main, ["export", str(tmp_path / "nowhere"), str(tmp_path / "x.nir")])
     assert result.exit_code == 2 and "no checkpoint here" in result.output
+
+
+@pytest.mark.parametrize("metadata", ['[1]', '{"data_source": 3}', '{"seed": "0"}', '{}', 'not json'])
+def test_a_graph_whose_data_record_is_malformed_is_refused_naming_it(tmp_path, metadata):
+    graph = network_to_nir(Network.from_spec("6-4-2", rng=0), {"dataset": "toy", "data_source": "toy"})
+    graph.metadata["evsim_trained_on"] = metadata
+    nir.write(tmp_path / "bad.nir", graph)
+    with pytest.raises(ConfigError, match="metadata evsim_trained_on must be a JSON object of dataset, data_source, "
+                                          "run_id"):
+        read_nir_trained_on(tmp_path / "bad.nir")
+    graph.metadata.pop("evsim_trained_on")
+    nir.write(tmp_path / "other-tool.nir", graph)
+    assert read_nir_trained_on(tmp_path / "other-tool.nir") is None
 
 
 # ------------------------------------------------- malformed graphs: one line each
