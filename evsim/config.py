@@ -332,8 +332,15 @@ for _dataset, _values in PRESETS.items():
 
 
 def preset(dataset: str) -> dict:
-    """Every option's default for ``dataset``: the declared defaults with its preset over them."""
-    values = {**DEFAULTS, **PRESETS.get(dataset, {})}
+    """Every option's default for ``dataset``: the declared defaults with its preset over them.
+
+    Raises
+    ------
+    ConfigError
+        If ``dataset`` is no dataset evsim knows (naming the closest).
+    """
+    dataset = OPTION_BY_NAME["dataset"].convert(dataset)
+    values = {**DEFAULTS, **PRESETS.get(dataset, {}), "dataset": dataset}
     return {name: OPTION_BY_NAME[name].convert(value) for name, value in values.items()}
 
 

@@ -1,10 +1,12 @@
 """`evsim train` picks each dataset's preset; DVS-Gesture trains end to end on small generated files."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from evsim.cli.main import main
 from evsim.config import preset
+from evsim.errors import ConfigError
 from tests.test_data_dvsgesture import make_gestures
 
 
@@ -52,3 +54,9 @@ def test_every_preset_runs_the_whole_sdsnn_schedule():
         values = preset(name)
         assert values["dev_interval"] == AUTO and values["structure"] == "sdsnn"
         assert values["epochs"] * AUTO_STEPS_PER_EPOCH >= capped, name
+
+
+def test_the_preset_of_an_unknown_dataset_is_refused_naming_the_closest():
+    assert preset("shd")["dataset"] == "shd" and preset("nmnist")["epochs"] == 25
+    with pytest.raises(ConfigError, match=r"did you mean 'nmnist'\?\), got nmnsit"):
+        preset("nmnsit")
