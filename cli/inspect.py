@@ -52,10 +52,14 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     plot_inspection(rec, plot_path, labels, rasters,
                     f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
                     f"data {dataset.source})", layer_names(network))
-    for layer in summary["layers"]:
-        click.echo(f"L{layer['layer']}: {layer['alive']}/{layer['neurons']} neurons alive, mean firing rate "
-                   f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} alive but silent; "
-                   f"{sum(layer['ops_per_step']):,.0f} operations per sample")
+    for layer, name, kind in zip(summary["layers"], layer_names(network), network.layers):
+        ops = f"{sum(layer['ops_per_step']):,.0f} operations per sample"
+        if not getattr(kind, "spiking", True):  # a pooling: values, no neurons to be alive or silent
+            click.echo(f"L{layer['layer']} ({name}): {layer['neurons']} units, mean output "
+                       f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} always 0; {ops}")
+            continue
+        click.echo(f"L{layer['layer']} ({name}): {layer['alive']}/{layer['neurons']} neurons alive, mean firing rate "
+                   f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} alive but silent; {ops}")
     if json_path is not None:
         write_json_atomic(json_path, summary)
     click.echo(f"wrote {plot_path}" + (f" and {json_path}" if json_path is not None else "")

@@ -18,6 +18,7 @@ from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
+from evsim.runlock import is_locked
 from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_run_data,
                             folder_data_fingerprint, read_metrics, read_run_config, refuse_overwriting_run_files,
                             stored_run_id)
@@ -152,6 +153,9 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
 def _not_saved_yet(run_dir: Path, path: Path) -> str:
     """Why the run folder ``run_dir`` has no checkpoint ``path``, and what to use instead."""
     best = best_epoch(read_metrics(run_dir))
+    if best is None and is_locked(run_dir):
+        return (f"{path}: no checkpoint yet: {run_dir} is training its first epoch now; try again once "
+                "it has finished one")
     if path.name == CHECKPOINT_LATEST:
         if best is None:
             return (f"{path}: no checkpoint yet: {run_dir} stopped before it saved one (no finished epoch); "

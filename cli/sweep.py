@@ -26,7 +26,7 @@ def sweep():
     """Sweeps of training runs on Dask.
 
     \b
-    evsim sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS | --scheduler-file FILE]
+    evsim sweep SWEEP.toml [--out DIR] [--workers N | --scheduler ADDRESS | --scheduler-file FILE]
     evsim sweep report DIR
     """
 

@@ -16,6 +16,7 @@ from evsim.cli.main import main
 from evsim.cli.runs import read_config
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.nir_io import network_to_nir, read_nir
+from evsim.runlock import run_lock
 from evsim.synapses import check_csr
 from evsim.config import TrainConfig
 from evsim.train import Trainer
@@ -405,5 +406,9 @@ def test_a_run_without_the_checkpoint_asked_for_says_why_not_that_it_is_no_run(t
     (toy_run / CHECKPOINT_LATEST).unlink()
     (toy_run / NETWORK_FILE).unlink()
     one_line_error(run(["export", toy_run, out]), f"no checkpoint yet: {toy_run} stopped before it saved one")
+    with run_lock(toy_run):  # still training its first epoch: nothing stopped, nothing to train again
+        for command in (["export", toy_run, out], ["eval", toy_run], ["export", toy_run, out, "--checkpoint", "best"]):
+            one_line_error(run(command), f"no checkpoint yet: {toy_run} is training its first epoch now; try again "
+                                         "once it has finished one")
     one_line_error(run(["export", tmp_path / "elsewhere", out]), "no checkpoint here; is")
     assert not out.exists()

@@ -79,7 +79,20 @@ def test_inspect_command_writes_the_figure_in_its_format_and_json(tiny_run, tmp_
     summary = json.loads((tmp_path / "i.json").read_text())
     assert summary["samples"] == 40 and summary["time_steps"] == 4 and len(summary["layers"]) == 2
     assert len(summary["layers"][0]["firing_rate_per_step"]) == 4
-    assert "L0: " in result.output and "neurons alive, mean firing rate" in result.output
+    assert "L0 (24 hidden): " in result.output and "neurons alive, mean firing rate" in result.output
+
+
+def test_inspect_says_a_pooling_layer_has_units_not_neurons(tmp_path):
+    out = tmp_path / "conv"
+    result = run(["train", "--dataset", "mnist", "--arch", "1x28x28-2C3-AP4-10", "--epochs", "1", "--time-steps", "2",
+                  "--structure", "none", "--threads", "1", "--no-progress", "--checkpoints", "none", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = run(["inspect", str(out), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("L")]
+    assert lines[0].startswith("L0 (2C3 conv): 1568/1568 neurons alive, mean firing rate")
+    assert lines[1].startswith("L1 (AP4 pool, values): 98 units, mean output") and "neurons" not in lines[1]
+    assert lines[2].startswith("L2 (10 output): 10/10 neurons alive")
 
 
 def test_inspect_default_figure_and_bad_suffix(tiny_run, tmp_path):
