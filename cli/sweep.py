@@ -74,5 +74,7 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
 @click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 def report(sweep_dir):
     """Write results.csv, report.md and report.png into the sweep folder SWEEP_DIR."""
-    paths = write_report(sweep_dir, check_outputs)
+    paths, unreadable = write_report(sweep_dir, check_outputs)
     click.echo(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")
+    for row in unreadable:
+        click.echo(f"unreadable: {row['point']}: {row['error']}", err=True)

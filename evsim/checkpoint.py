@@ -477,9 +477,9 @@ class CheckpointWriter:
                 raise CheckpointError(f"{path}: could not be removed ({reason(failed.error)}), and is now stale "
                                       f"(older than the run's network.npz); delete it, and check the permissions "
                                       f"of {path.parent}") from None
-            raise CheckpointError(f"{path}: the {failed.what} could not be written ({reason(failed.error)}); the "
-                                  f"previous one is intact; check the free space and permissions of {path.parent}"
-                                  ) from None
+            before = "the previous one is intact" if path.exists() else "there is no earlier one"
+            raise CheckpointError(f"{path}: the {failed.what} could not be written ({reason(failed.error)}); "
+                                  f"{before}; check the free space and permissions of {path.parent}") from None
 
 
 # ---------------------------------------------- checks of a training checkpoint

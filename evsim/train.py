@@ -257,7 +257,9 @@ PLOT_EVERY_S = 30.0
 METRICS_FILE = "metrics.jsonl"
 # Files of a run that trained (a new run refuses a folder holding one). config.toml and
 # config.json alone are a run that stopped before its first epoch ended: it restarts there.
-RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+# So does one beside training.png alone, drawn from an epoch whose checkpoint could not be
+# written (a full disk): the figure holds nothing to continue from or to lose.
+RUN_RESULTS = (METRICS_FILE, "summary.json", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 # The checkpoint files each --checkpoints policy keeps (CHECKPOINT_POLICIES); a save

@@ -191,6 +191,11 @@ def test_checkpoint_writer_writes_in_the_background_and_reports_failures(tmp_pat
     writer.wait()  # the failure is reported once
     assert load_checkpoint(path).data_source == "saved"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    first = tmp_path / "first.npz"  # the run's first checkpoint: nothing earlier to keep
+    writer.save([first], state)
+    with pytest.raises(CheckpointError, match="could not be written .*No space left.*; there is no earlier one;"):
+        writer.wait()
+    assert not first.exists()
 
 
 def test_checkpoint_writer_writes_network_and_metrics_as_they_were_at_save(tmp_path, monkeypatch):

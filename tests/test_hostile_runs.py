@@ -332,6 +332,23 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(cli_run, tmp_pa
     only_originals(out, before_out)
 
 
+def test_a_run_whose_first_checkpoint_could_not_be_written_starts_again_in_its_folder(cli_run, tmp_path,
+                                                                                      monkeypatch):
+    """What a full disk at the first epoch's end leaves: the configuration and the epoch's
+    figure, no checkpoint. The figure is drawn from metrics; it holds nothing to keep."""
+    run_dir = copy_of(cli_run, tmp_path)
+    for path in run_dir.iterdir():
+        if path.name not in ("config.json", "config.toml", "training.png"):
+            path.unlink()
+    line = one_line_error(run(["train", "--resume", str(run_dir)]))
+    assert f"has no checkpoint yet (the run stopped before its first epoch ended); start it again: evsim train " \
+           f"--config {run_dir / 'config.toml'} --out {run_dir}" in line
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    result = run(["train", "--config", str(run_dir / "config.toml"), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "checkpoint-latest.npz").exists() and (run_dir / "summary.json").exists()
+
+
 def test_a_full_disk_in_import_nir_is_one_line(cli_run, tmp_path, monkeypatch):
     graph = tmp_path / "net.nir"
     assert run(["export", str(cli_run), str(graph)]).exit_code == 0

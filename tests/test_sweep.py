@@ -616,13 +616,22 @@ def test_report_of_a_damaged_sweep_json_is_one_line_and_writes_nothing(finished,
 
 @pytest.mark.parametrize("field, value", [("structure", "none"), ("test_acc", "high"), ("compression", True),
                                           ("data_source", 5)])
-def test_report_of_a_damaged_summary_is_one_line_naming_it_and_writes_nothing(finished, tmp_path, field, value):
+def test_report_of_a_damaged_summary_names_it_unreadable_and_reports_the_others(finished, tmp_path, field, value):
     out = _copy(finished, tmp_path)
     path = out / NAMES[3] / "summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
-    line = one_line_error(run(["sweep", "report", str(out)]))
-    assert line.startswith(f"Error: {path}: damaged run summary ({field} is {value!r}, not what training writes)"), line
-    assert not (out / "results.csv").exists()
+    result = run(["sweep", "report", str(out)])
+    assert result.exit_code == 0, result.output
+    said = f"{path}: damaged run summary ({field} is {value!r}, not what training writes)"
+    assert result.stderr.startswith(f"unreadable: {NAMES[3]}: {said}") and len(result.stderr.splitlines()) == 1
+    assert "delete it and run the sweep file again" in result.stderr
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[NAMES[3]]["status"] == "unreadable" and rows[NAMES[3]]["test_acc"] == ""
+    assert all(rows[name]["status"] == "done" for name in NAMES if name != NAMES[3])
+    assert f"- `{NAMES[3]}`: unreadable: {said}" in (out / "report.md").read_text()
+    path.write_text('{"test_acc": 0.9')  # not JSON at all: the same
+    assert run(["sweep", "report", str(out)]).exit_code == 0
 
 
 def test_report_checks_every_output_path_before_writing_any(finished, tmp_path):

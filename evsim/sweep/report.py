@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from evsim.errors import ConfigError
+from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _pyplot, save_figure
 from evsim.readers import read_json
@@ -30,6 +30,7 @@ from evsim.sweep.training import config_dict, resolve
 SEED = "seed"
 INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
 RUNNING = "running"  # the status of a point a process is training while the report is made
+UNREADABLE = "unreadable"  # the status of a point whose summary.json is damaged
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
 # summary.json fields the report reads as numbers.
@@ -47,8 +48,10 @@ def report_paths(out: Path) -> dict[str, Path]:
     return {"csv": Path(out) / "results.csv", "md": Path(out) / "report.md", "png": Path(out) / "report.png"}
 
 
-def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: None) -> dict[str, Path]:
-    """Write the three report files into the sweep folder ``out``; their paths.
+def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: None) -> tuple[dict[str, Path], list]:
+    """Write the three report files into the sweep folder ``out``; their paths, and the
+    rows of the points whose summary.json is damaged (reported as ``unreadable``, with
+    the error and its fix, beside the others).
 
     ``check_paths(*paths)`` is called once everything is read, before anything is
     written: it may refuse them, so that either every file is written or none.
@@ -56,8 +59,8 @@ def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: No
     Raises
     ------
     ConfigError
-        If ``out`` is no sweep folder, or its sweep.json or a point's summary.json is
-        not of the shape the sweep writes.
+        If ``out`` is no sweep folder, or its sweep.json is not of the shape the sweep
+        writes.
     """
     out = Path(out)
     state = read_state(out)
@@ -68,14 +71,18 @@ def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: No
     write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
     plot_report(groups, paths["png"])
-    return paths
+    return paths, [row for row in rows if row["status"] == UNREADABLE]
 
 
 def results(out: Path, state: dict) -> list[dict]:
     """One row per point: axes, options, results read from its run folder, status and error."""
     rows = []
     for point in state["points"]:
-        summary = read_summary(out / point["name"], NUMBERS) or {}
+        try:
+            summary, damaged = read_summary(out / point["name"], NUMBERS) or {}, ""
+        except CheckpointError as exc:  # one damaged point: the others are still reported
+            summary, damaged = {}, (f"{exc}; or delete it and run the sweep file again: the point then "
+                                    "resumes from its checkpoint and writes it anew")
         row = {"point": point["name"], **{f"axis.{k}": v for k, v in point["axes"].items()},
                **{f"option.{k}": v for k, v in point["options"].items()}}
         row["structure"] = (summary.get("structure") or {}).get("name")
@@ -83,9 +90,10 @@ def results(out: Path, state: dict) -> list[dict]:
             row[column] = summary.get(column)
         if summary.get("synapses") is not None and summary.get("dense_synapses"):
             row["synapse_sparsity"] = round(1 - summary["synapses"] / summary["dense_synapses"], 6)
-        row["status"] = "done" if summary and _holds_its_run(out, point) else _unfinished_status(out, point)
+        row["status"] = UNREADABLE if damaged else "done" if summary and _holds_its_run(out, point) \
+            else _unfinished_status(out, point)
         row["data_source"] = row["data_source"] or _started_on(out / point["name"])
-        row["error"] = point.get("error") or ""
+        row["error"] = damaged or point.get("error") or ""
         rows.append(row)
     return rows
 
