@@ -84,13 +84,39 @@ def _check_contiguous(array, dtype) -> bool:
     return isinstance(array, types.Array) and array.dtype == dtype and array.layout == "C"
 
 
+def _whole_or_masked(builder, n, lanes, whole, masked):
+    """``whole()`` where ``n`` covers all ``lanes``, else ``masked()``: each builds its IR
+    and returns its value (or None). Masked loads and stores are native on AVX-512 but not
+    elsewhere: AVX2 has none for bytes (LLVM splits them into a branch per lane), and its
+    masked float stores are slow on AMD cores; whole vectors, by far the most frequent,
+    take plain ones. A constant ``n`` folds the branch away. Results are the same."""
+    if isinstance(n, ir.Constant):
+        return whole() if n.constant >= lanes else masked()
+    is_whole = builder.icmp_signed(">=", n, ir.Constant(n.type, lanes))
+    with builder.if_else(is_whole, likely=True) as (then, otherwise):
+        with then:
+            whole_value = whole()
+            whole_block = builder.block
+        with otherwise:
+            masked_value = masked()
+            masked_block = builder.block
+    if whole_value is None:
+        return None
+    merged = builder.phi(whole_value.type)
+    merged.add_incoming(whole_value, whole_block)
+    merged.add_incoming(masked_value, masked_block)
+    return merged
+
+
 def _masked_load(context, builder, array_type, array, offset, n):
     """Lanes ``0..n-1`` of ``array.ravel()[offset:]`` as a vector, zeros after them."""
     address = _address(context, builder, array_type, array, offset)
     load_type = ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, _MASK, _VECTOR])
     masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16f32.p0")
-    return builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, n),
-                                      ir.Constant(_VECTOR, [0.0] * LANES)])
+    return _whole_or_masked(
+        builder, n, LANES, lambda: builder.load(address, align=4),
+        lambda: builder.call(masked_load, [address, ir.Constant(_I32, 4), _first_lanes(builder, n),
+                                           ir.Constant(_VECTOR, [0.0] * LANES)]))
 
 
 @intrinsic
@@ -127,7 +153,14 @@ def _masked_store(builder, address, vector, n):
     """Lanes ``0..n-1`` of ``vector`` to ``address`` (a vector pointer), the others untouched."""
     store_type = ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, _MASK])
     masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16f32.p0")
-    builder.call(masked_store, [vector, address, ir.Constant(_I32, 4), _first_lanes(builder, n)])
+
+    def whole():
+        builder.store(vector, address, align=4)
+
+    def masked():
+        builder.call(masked_store, [vector, address, ir.Constant(_I32, 4), _first_lanes(builder, n)])
+
+    _whole_or_masked(builder, n, LANES, whole, masked)
 
 
 @intrinsic
@@ -311,8 +344,15 @@ def store_bytes(typingctx, array, offset, vector, n):
         address = _address(context, builder, signature.args[0], args[0], args[1], cells)
         store_type = ir.FunctionType(ir.VoidType(), [cells, cells.as_pointer(), _I32, _MASK])
         masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v16i8.p0")
-        builder.call(masked_store, [builder.fptoui(args[2], cells), address, ir.Constant(_I32, 1),
-                                    _first_lanes(builder, args[3])])
+        values = builder.fptoui(args[2], cells)
+
+        def whole():
+            builder.store(values, address, align=1)
+
+        def masked():
+            builder.call(masked_store, [values, address, ir.Constant(_I32, 1), _first_lanes(builder, args[3])])
+
+        _whole_or_masked(builder, args[3], LANES, whole, masked)
         return context.get_dummy_value()
 
     return types.none(array, offset, vector, n), codegen
@@ -332,8 +372,10 @@ def load_bytes(typingctx, array, offset, n):
         address = _address(context, builder, signature.args[0], args[0], args[1], cells)
         load_type = ir.FunctionType(cells, [cells.as_pointer(), _I32, _MASK, cells])
         masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v16i8.p0")
-        values = builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2]),
-                                            ir.Constant(cells, [0] * LANES)])
+        values = _whole_or_masked(
+            builder, args[2], LANES, lambda: builder.load(address, align=1),
+            lambda: builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2]),
+                                               ir.Constant(cells, [0] * LANES)]))
         return builder.uitofp(values, _VECTOR)
 
     return float32x16(array, offset, n), codegen
@@ -412,7 +454,10 @@ def nonzero_bits(typingctx, array, offset, n):
         load_type = ir.FunctionType(_BYTES, [_BYTES.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), _BYTES])
         masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v64i8.p0")
         zeros = ir.Constant(_BYTES, [0] * 64)
-        cells = builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2], 64), zeros])
+        cells = _whole_or_masked(
+            builder, args[2], 64, lambda: builder.load(address, align=1),
+            lambda: builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2], 64),
+                                               zeros]))
         return builder.bitcast(builder.icmp_unsigned("!=", cells, zeros), _I64)
 
     return types.uint64(array, offset, n), codegen
