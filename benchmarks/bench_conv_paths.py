@@ -1,0 +1,66 @@
+"""The paper's N-MNIST network's training step and ``predict`` under the path cost model
+as fitted (:mod:`evsim.kernels.conv_paths`) and with the event paths forced, one layer
+kind after another: what the fitted constants cost on a machine other than the one they
+were measured on.
+
+Run: python -m benchmarks.bench_conv_paths [--threads 1] [--batches 3]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import evsim
+from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames
+from evsim.kernels import conv_paths
+
+# Each step forces one more kind of kernel onto its event path (the constants are read at
+# every call, so setting them takes effect at once).
+FORCED = (("forward events", {"DIRECT_NS_PER_FMA": 1e9, "WINOGRAD_NS_PER_FMA": 1e9}),
+          ("+ weight gradient events", {"WEIGHT_GRAD_DIRECT_ABOVE": 2.0}),
+          ("+ input gradient gather", {"INPUT_GRAD_GATHER_BELOW": 2.0}))
+
+
+def best_ms(batches: list, labels: np.ndarray) -> tuple[float, float]:
+    """Best training step and ``predict`` of a fresh network over ``batches[1:]`` (ms)."""
+    network = evsim.Network.from_spec(SPEC, rng=1)
+    optimizer = evsim.Optimizer("adam", 1e-3)
+
+    def train(drive):
+        counts, traces = network.forward(drive)
+        optimizer.step(network.parameters(network.backward(traces, evsim.mse_rate(counts, labels, N_STEPS)[1])))
+
+    train(batches[0])
+    network.predict(batches[0])
+    times = {"train": [], "predict": []}
+    for drive in batches[1:]:
+        for name, step in (("train", train), ("predict", network.predict)):
+            start = time.perf_counter()
+            step(drive)
+            times[name].append(time.perf_counter() - start)
+    return 1e3 * min(times["train"]), 1e3 * min(times["predict"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=3, help="timed batches after the first (default 3)")
+    args = parser.parse_args()
+    numba.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    batches = [evsim.dense_to_events(frames(rng, 0.06)) for _ in range(args.batches + 1)]
+    labels = rng.integers(0, 10, BATCH)
+    with threadpool_limits(limits=1, user_api="blas"):
+        print(f"{'fitted (as shipped)':28s} train {{:7.1f}} ms  predict {{:7.1f}} ms".format(*best_ms(batches, labels)))
+        for name, constants in FORCED:
+            for key, value in constants.items():
+                setattr(conv_paths, key, value)
+            print(f"{name:28s} train {{:7.1f}} ms  predict {{:7.1f}} ms".format(*best_ms(batches, labels)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
