@@ -1,13 +1,14 @@
-"""The paper's N-MNIST network's training step and ``predict`` under the path cost model
-as fitted (:mod:`evsim.kernels.conv_paths`) and with the event paths forced, one layer
-kind after another: what the fitted constants cost on a machine other than the one they
-were measured on.
+"""The paper's N-MNIST network's training step and ``predict`` under each machine kind's
+path table (:mod:`evsim.kernels.conv_paths`: AVX-512's, then AVX2's), and with the event
+paths forced on top of the second, one kernel kind after another: what a table costs on a
+machine other than the one it was measured on.
 
 Run: python -m benchmarks.bench_conv_paths [--threads 1] [--batches 3]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numba
@@ -18,11 +19,11 @@ import evsim
 from benchmarks.bench_conv import BATCH, N_STEPS, SPEC, frames
 from evsim.kernels import conv_paths
 
-# Each step forces one more kind of kernel onto its event path (the constants are read at
-# every call, so setting them takes effect at once).
-FORCED = (("forward events", {"DIRECT_NS_PER_FMA": 1e9, "WINOGRAD_NS_PER_FMA": 1e9}),
-          ("+ weight gradient events", {"WEIGHT_GRAD_DIRECT_ABOVE": 2.0}),
-          ("+ input gradient gather", {"INPUT_GRAD_GATHER_BELOW": 2.0}))
+# Each step forces one more kind of kernel onto its event path (the layers read the table
+# at every call, so replacing it takes effect at once).
+FORCED = (("forward events", {"direct_ns_per_fma": 1e9, "winograd_ns_per_fma": 1e9}),
+          ("+ weight gradient events", {"weight_grad_direct_above": 2.0}),
+          ("+ input gradient gather", {"input_grad_gather_below": 2.0}))
 
 
 def best_ms(batches: list, labels: np.ndarray) -> tuple[float, float]:
@@ -55,10 +56,11 @@ def main() -> None:
     batches = [evsim.dense_to_events(frames(rng, 0.06)) for _ in range(args.batches + 1)]
     labels = rng.integers(0, 10, BATCH)
     with threadpool_limits(limits=1, user_api="blas"):
-        print(f"{'fitted (as shipped)':28s} train {{:7.1f}} ms  predict {{:7.1f}} ms".format(*best_ms(batches, labels)))
+        for name, costs in (("AVX-512 table", conv_paths.AVX512), ("AVX2 table", conv_paths.AVX2)):
+            conv_paths.HOST = costs
+            print(f"{name:28s} train {{:7.1f}} ms  predict {{:7.1f}} ms".format(*best_ms(batches, labels)), flush=True)
         for name, constants in FORCED:
-            for key, value in constants.items():
-                setattr(conv_paths, key, value)
+            conv_paths.HOST = dataclasses.replace(conv_paths.HOST, **constants)
             print(f"{name:28s} train {{:7.1f}} ms  predict {{:7.1f}} ms".format(*best_ms(batches, labels)), flush=True)
 
 

@@ -1,5 +1,7 @@
 """Convolution kernels (forward, weight and input gradients, fan-out) against the dense
 NumPy twins of tests/reference.py: exact equality with dyadic weights and values."""
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -317,24 +319,38 @@ def test_block_csr_checks(rng):
 def test_path_choice_follows_the_measured_crossovers():
     from evsim.kernels import conv_paths as paths
 
-    assert paths.forward_path(0.06) == "events" and paths.forward_path(0.5) == "dense"
+    # The AVX-512 machine's table, whatever this machine is.
+    fwd = functools.partial(paths.forward_path, costs=paths.AVX512)
+    wgrad = functools.partial(paths.weight_grad_path, costs=paths.AVX512)
+    igrad = functools.partial(paths.input_grad_path, costs=paths.AVX512)
+    assert fwd(0.06) == "events" and fwd(0.5) == "dense"
     conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
-    assert paths.forward_path(0.02, conv1, 15) == "direct"  # measured: direct at every activity
-    assert paths.forward_path(0.03, conv2, 40) == "events" and paths.forward_path(0.1, conv2, 40) == "winograd"
-    assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 5, 1, 2), 40) == "direct"  # Winograd: 3 x 3 only
-    assert paths.forward_path(0.3, conv_geometry(15, 8, 8, 3, 1, 1), 40) == "direct"  # measured faster on 8 x 8
-    assert paths.forward_path(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
-    assert paths.weight_grad_path(0.02, 15) == "csr" and paths.weight_grad_path(0.06, 15) == "events"
-    assert paths.weight_grad_path(0.12, 15) == "direct" and paths.weight_grad_path(0.12, 15, stride=2) == "events"
-    assert paths.weight_grad_path(0.02, 40) == "events"
-    assert paths.weight_grad_path(0.6, 40, stride=2) == "dense"
-    assert paths.weight_grad_path(0.2, 40) == "direct" and paths.weight_grad_path(0.2, 40, stride=2) == "events"
-    assert paths.input_grad_path(0.05, 0.09) == "gather" and paths.input_grad_path(0.05, 0.1) == "direct"
-    assert paths.input_grad_path(0.03) == "scatter"
-    assert paths.input_grad_path(0.08) == "direct"
-    assert paths.input_grad_path(0.5, 0.5) == "direct" and paths.input_grad_path(0.5, stride=2) == "dense"
-    assert paths.input_grad_path(0.5, geometry=conv2, n_filters=40) == "winograd"  # conv2's transposed convolution
-    assert paths.input_grad_path(0.5, geometry=conv_geometry(15, 16, 16, 5, 1, 2), n_filters=40) == "direct"
+    assert fwd(0.02, conv1, 15) == "direct"  # measured: direct at every activity
+    assert fwd(0.03, conv2, 40) == "events" and fwd(0.1, conv2, 40) == "winograd"
+    assert fwd(0.1, conv_geometry(15, 16, 16, 5, 1, 2), 40) == "direct"  # Winograd: 3 x 3 only
+    assert fwd(0.3, conv_geometry(15, 8, 8, 3, 1, 1), 40) == "direct"  # measured faster on 8 x 8
+    assert fwd(0.1, conv_geometry(15, 16, 16, 3, 2, 1), 40) == "events"  # strided: no direct path
+    assert wgrad(0.02, 15) == "csr" and wgrad(0.06, 15) == "events"
+    assert wgrad(0.12, 15) == "direct" and wgrad(0.12, 15, stride=2) == "events"
+    assert wgrad(0.02, 40) == "events"
+    assert wgrad(0.6, 40, stride=2) == "dense"
+    assert wgrad(0.2, 40) == "direct" and wgrad(0.2, 40, stride=2) == "events"
+    assert igrad(0.05, 0.09) == "gather" and igrad(0.05, 0.1) == "direct"
+    assert igrad(0.03) == "scatter"
+    assert igrad(0.08) == "direct"
+    assert igrad(0.5, 0.5) == "direct" and igrad(0.5, stride=2) == "dense"
+    assert igrad(0.5, geometry=conv2, n_filters=40) == "winograd"  # conv2's transposed convolution
+    assert igrad(0.5, geometry=conv_geometry(15, 16, 16, 5, 1, 2), n_filters=40) == "direct"
+    # The AVX2 machine's: the event paths win further up, where AVX2 spills the dense paths'
+    # 16-lane register blocks (conv1 at N-MNIST's 6 %, conv2 at its 37 % for the weights).
+    avx2 = paths.AVX2
+    assert paths.forward_path(0.06, conv1, 15, costs=avx2) == "events"
+    assert paths.forward_path(0.06, conv2, 40, costs=avx2) == "events"
+    assert paths.forward_path(0.37, conv2, 40, costs=avx2) == "winograd"
+    assert paths.weight_grad_path(0.02, 15, costs=avx2) == "events"  # the csr gather never won there
+    assert paths.weight_grad_path(0.37, 40, costs=avx2) == "events" and paths.weight_grad_path(0.5, 40, costs=avx2) \
+        == "direct"
+    assert paths.HOST in (paths.AVX512, paths.AVX2)
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",
                                                                                                    "dense")),
                            (paths.INPUT_GRAD_PATHS, ("gather", "scatter", "direct", "dense"))):

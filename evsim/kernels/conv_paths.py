@@ -6,8 +6,14 @@ threads, recorded in ``benchmarks/RESULTS.md`` ("Convolution kernels: event agai
 dense paths"). On the shared 2-core machine the dense GEMM paths degraded far more under
 load than the event paths (OpenBLAS threads spin-waiting), so the constants below are
 taken at 1 thread, where the GEMM was most competitive, below the measured crossovers.
+The kernels are written for AVX-512 (16 float32 lanes a register); on an AVX2 machine the
+register-blocked dense paths cost 2-5x more and the event paths about the same, so each
+kind of machine has its table (:data:`AVX512`, :data:`AVX2`) and a machine takes its own
+(:data:`HOST`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,50 +39,97 @@ INPUT_GRAD_PATHS = {"scatter": conv_input_grad_scatter, "scatter_csr": conv_inpu
                     "direct": conv_input_grad_direct, "winograd": conv_input_grad_winograd,
                     "dense": conv_input_grad_dense}
 
-# Each constant is the measured crossover, or a fit to the measured times, of the runs of
-# ``python -m benchmarks.bench_conv_kernels`` that RESULTS.md numbers (1 thread unless
-# said; "fit": where least-squares lines of time against activity cross). conv2's input
-# in the paper's N-MNIST network (conv1's spikes after AP2) is denser than spikes: 37 %
-# at initialisation.
-#
-# Forward currents: the row-layout event path beat im2col + GEMM at every activity
-# measured, to 65 % (fit 99.8 %, run 5), so the GEMM is left to strided convolutions on
-# dense input; stride 1 chooses between events and the direct convolution by cost.
-FORWARD_EVENTS_BELOW = 0.5
-# Per-slot cost of the two stride-1 paths, ns (fit to run 9, conv1 and conv2 at 2-45 %;
-# it picks the measured winner at all 12 points): the event path pays per output unit
-# (zeroing and transposing its cell-major scratch) and per 16-lane add of a tap's weight
-# row; the direct convolution per output unit and per 16-lane multiply-add of its
-# register blocks, independent of the activity. Crossovers: conv2 7.7-9.3 %; on conv1
-# (2 channels in) the direct path wins from below 2 %.
-EVENTS_NS_PER_UNIT = 1.13
-EVENTS_NS_PER_ADD = 1.70
-DIRECT_NS_PER_UNIT = 0.35
-DIRECT_NS_PER_FMA = 0.23
-# Winograd's F(2x2, 3x3), fitted against the direct convolution's one-pass forward over
-# ten layer shapes (``benchmarks/bench_winograd.py``): its transforms cost per unit, its
-# multiply-adds are 16 a tile and channel pair against 36 (padded to whole blocks of
-# 4 x 16 tiles). It wins on conv2 (17.2 against 24.0 us a slot), loses on conv1 (2
-# channels in) and on 8 x 8 maps.
-WINOGRAD_NS_PER_UNIT = 0.82
-WINOGRAD_NS_PER_FMA = 0.30
-# Weight gradient: the event paths beat the GEMM at every activity measured, to 65 %.
-WEIGHT_GRAD_EVENTS_BELOW = 0.5
-# Stride 1: the direct products beat the faster event variant from 10.0-12.1 % (runs 7-10,
-# both layers).
-WEIGHT_GRAD_DIRECT_ABOVE = 0.11
-# Gathering one 16-lane vector a tap from dL/du (csr) beats transposing each slot's dL/du
-# into the row layout only where the blocks fit one vector and the input is sparse:
-# conv1's 15 filters below 7.0-7.5 % against the direct products and about 3.5-5 % against
-# the row layout (run 10: 14.5 against 16.8 ms at 2 %, 19.7 against 18.5 ms at 5 %).
-WEIGHT_GRAD_CSR_MAX_BLOCKS = 16
-WEIGHT_GRAD_CSR_BELOW = 0.035
-# Input gradient (conv2): against the direct transposed convolution (51-53 ms at every
-# density, run 9), scatter from dL/du's nonzeros wins below 3.7-4.0 % and gather at the
-# cells the layer below marks below 9.2-9.4 %; the GEMM + col2im lost to both.
-INPUT_GRAD_GATHER_BELOW = 0.095
-INPUT_GRAD_SCATTER_BELOW = 0.04
+@dataclass(frozen=True)
+class PathCosts:
+    """The measured crossovers and per-slot costs that choose a kernel's path, on one kind
+    of machine (:data:`AVX512`, :data:`AVX2`; :data:`HOST` is this machine's)."""
 
+    # Forward currents on dense input or strided convolutions: events below, GEMM above.
+    forward_events_below: float
+    # Per-slot cost of the stride-1 forward paths, ns: the event path pays per output unit
+    # and per 16-lane add of a tap's weight row; the direct convolution and Winograd's per
+    # output unit and per 16-lane multiply-add of their register blocks.
+    events_ns_per_unit: float
+    events_ns_per_add: float
+    direct_ns_per_unit: float
+    direct_ns_per_fma: float
+    winograd_ns_per_unit: float
+    winograd_ns_per_fma: float
+    # Weight gradient: events below the first, the GEMM above; stride 1 takes the direct
+    # products above the second; the csr gather where the blocks fit this many vectors and
+    # the input is sparser than the last.
+    weight_grad_events_below: float
+    weight_grad_direct_above: float
+    weight_grad_csr_max_blocks: int
+    weight_grad_csr_below: float
+    # Input gradient: gather at the cells the layer below marks below the first, scatter
+    # from dL/du's nonzeros below the second, else the transposed convolution.
+    input_grad_gather_below: float
+    input_grad_scatter_below: float
+
+
+# Each number is the measured crossover, or a fit to the measured times, of the runs of
+# ``python -m benchmarks.bench_conv_kernels`` (and ``bench_winograd``) that RESULTS.md
+# numbers (1 thread unless said; "fit": where least-squares lines of time against activity
+# cross). conv2's input in the paper's N-MNIST network (conv1's spikes after AP2) is denser
+# than spikes: 37 % at initialisation.
+AVX512 = PathCosts(
+    # The row-layout event path beat im2col + GEMM at every activity measured, to 65 %
+    # (fit 99.8 %, run 5), so the GEMM is left to strided convolutions on dense input.
+    forward_events_below=0.5,
+    # Fit to run 9, conv1 and conv2 at 2-45 % (it picks the measured winner at all 12
+    # points): crossovers conv2 7.7-9.3 %; on conv1 (2 channels in) direct from below 2 %.
+    events_ns_per_unit=1.13, events_ns_per_add=1.70, direct_ns_per_unit=0.35, direct_ns_per_fma=0.23,
+    # Winograd's F(2x2, 3x3) against the direct convolution's one-pass forward over ten
+    # layer shapes (bench_winograd): it wins on conv2 (17.2 against 24.0 us a slot), loses
+    # on conv1 (2 channels in) and on 8 x 8 maps.
+    winograd_ns_per_unit=0.82, winograd_ns_per_fma=0.30,
+    # Events beat the GEMM at every activity measured, to 65 %; the direct products beat
+    # the faster event variant from 10.0-12.1 % (runs 7-10, both layers); the csr gather
+    # beat the row layout on conv1's 15 filters below about 3.5-5 % (run 10).
+    weight_grad_events_below=0.5, weight_grad_direct_above=0.11, weight_grad_csr_max_blocks=16,
+    weight_grad_csr_below=0.035,
+    # Against the direct transposed convolution (51-53 ms at every density, run 9): gather
+    # wins below 9.2-9.4 %, scatter below 3.7-4.0 %; the GEMM + col2im lost to both.
+    input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
+)
+# An AMD EPYC with AVX2 (RESULTS.md, "An AVX2 machine"): the event paths cost about what they
+# cost with AVX-512, the register-blocked dense paths 2-5x more (their 16-lane blocks spill
+# AVX2's 16 registers).
+AVX2 = PathCosts(
+    forward_events_below=0.5,  # not measured there: strided layers as on AVX-512
+    # Events: least squares over conv1 and conv2 at 2-40 % (bench_conv_kernels run s39-2);
+    # direct and Winograd: bench_winograd's fit of the one-pass forward that records the
+    # membrane (what training runs), ten shapes, each picking the faster kernel for all ten.
+    events_ns_per_unit=1.00, events_ns_per_add=1.47, direct_ns_per_unit=0.47, direct_ns_per_fma=0.61,
+    winograd_ns_per_unit=0.80, winograd_ns_per_fma=0.65,
+    # Events beat the GEMM at every activity measured (to 40 %), and the direct products
+    # from 27-28 % on conv1 but not up to 40 % on conv2 (142.7 against 233.9 ms): conv2 of
+    # the paper's network (37 %) is the layer the threshold decides. The csr gather never
+    # beat the row layout (conv1 at 2 %: 36.6 against 30.9 ms).
+    weight_grad_events_below=0.5, weight_grad_direct_above=0.45, weight_grad_csr_max_blocks=16,
+    weight_grad_csr_below=0.0,
+    # Gather and scatter against the transposed convolution: forcing gather at every
+    # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
+    input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
+)
+
+
+def _host_has_avx512() -> bool:
+    """Whether Numba compiles for AVX-512 here (the host's CPU, or NUMBA_CPU_FEATURES)."""
+    import numba
+    from llvmlite import binding
+
+    features = numba.config.CPU_FEATURES
+    if features:
+        return "+avx512f" in features.split(",")
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+# The table this machine's layers choose by: the kernels hold 16 float32 lanes, one AVX-512
+# register, which AVX2 splits in two, so the register-blocked dense paths cost relatively
+# more there and the event paths win further up.
+HOST = AVX512 if _host_has_avx512() else AVX2
 
 def event_density(ptr: np.ndarray, n_units: int) -> float:
     """Events per (slot x unit) of an event batch (``ptr`` int64 ``[T*B + 1]``)."""
@@ -100,66 +153,73 @@ def nonzero_density(rows: np.ndarray, stride: int = DENSITY_SAMPLE_STRIDE) -> fl
 
 
 def _dense_costs(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int,
-                 winograd: bool) -> dict[str, float]:
+                 winograd: bool, c: PathCosts) -> dict[str, float]:
     """Modelled ns a slot of the direct convolution and (``winograd``) Winograd's, from
     ``in_channels`` source channels to ``n_out`` output channels of ``out_height x out_width``."""
     units = n_out * out_height * out_width
-    costs = {"direct": DIRECT_NS_PER_UNIT * units + DIRECT_NS_PER_FMA * direct_multiply_adds(
+    costs = {"direct": c.direct_ns_per_unit * units + c.direct_ns_per_fma * direct_multiply_adds(
         in_channels, kernel, n_out, out_height, out_width)}
     if winograd:
-        costs["winograd"] = WINOGRAD_NS_PER_UNIT * units + WINOGRAD_NS_PER_FMA * winograd_multiply_adds(
+        costs["winograd"] = c.winograd_ns_per_unit * units + c.winograd_ns_per_fma * winograd_multiply_adds(
             in_channels, n_out, out_height, out_width)
     return costs
 
 
-def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
+def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_filters: int = 0,
+                 costs: PathCosts | None = None) -> str:
     """``"events"``, ``"direct"``, ``"winograd"`` or ``"dense"`` for input events of this
     density: for a stride-1 ``geometry`` with ``n_filters`` alive filters, the cheapest
     of the event path, the direct convolution and (3 x 3 kernels) Winograd's by the
-    measured cost model; otherwise events below :data:`FORWARD_EVENTS_BELOW`, else the
-    GEMM. ``"events"``, ``"direct"`` and ``"dense"`` name the ``conv_currents_*``
-    functions of :mod:`evsim.kernels.conv_forward`; ``"winograd"`` runs only fused with
-    the LIF step (:func:`evsim.kernels.conv_lif.conv_lif_winograd`)."""
+    measured cost model (``costs``: this machine's, :data:`HOST`, unless given);
+    otherwise events below its ``forward_events_below``, else the GEMM. ``"events"``,
+    ``"direct"`` and ``"dense"`` name the ``conv_currents_*`` functions of
+    :mod:`evsim.kernels.conv_forward`; ``"winograd"`` runs only fused with the LIF step
+    (:func:`evsim.kernels.conv_lif.conv_lif_winograd`)."""
+    c = costs or HOST
     if geometry is None or geometry.stride != 1:
-        return "events" if input_density < FORWARD_EVENTS_BELOW else "dense"
+        return "events" if input_density < c.forward_events_below else "dense"
     g = geometry
     taps = input_density * g.n_in * g.taps  # (event, tap) pairs, borders included
-    costs = _dense_costs(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, winograd_applies(g))
-    costs["events"] = (EVENTS_NS_PER_UNIT * n_filters * g.out_cells
-                       + EVENTS_NS_PER_ADD * taps * padded_lanes(n_filters) / 16)
-    return min(costs, key=costs.get)
+    modelled = _dense_costs(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, winograd_applies(g), c)
+    modelled["events"] = (c.events_ns_per_unit * n_filters * g.out_cells
+                          + c.events_ns_per_add * taps * padded_lanes(n_filters) / 16)
+    return min(modelled, key=modelled.get)
 
 
-def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1) -> str:
+def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1, costs: PathCosts | None = None) -> str:
     """``"csr"``, ``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_weight_grad_*``
     functions of :mod:`evsim.kernels.conv_weight_grad`) for input events of this density,
-    a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride``."""
-    if stride == 1 and input_density >= WEIGHT_GRAD_DIRECT_ABOVE:
+    a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride`` (``costs``: as
+    for :func:`forward_path`)."""
+    c = costs or HOST
+    if stride == 1 and input_density >= c.weight_grad_direct_above:
         return "direct"
-    if input_density >= WEIGHT_GRAD_EVENTS_BELOW:
+    if input_density >= c.weight_grad_events_below:
         return "dense"
-    if n_blocks <= WEIGHT_GRAD_CSR_MAX_BLOCKS and input_density < WEIGHT_GRAD_CSR_BELOW:
+    if n_blocks <= c.weight_grad_csr_max_blocks and input_density < c.weight_grad_csr_below:
         return "csr"
     return "events"
 
 
 def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1,
-                    geometry: ConvGeometry | None = None, n_filters: int = 0) -> str:
+                    geometry: ConvGeometry | None = None, n_filters: int = 0, costs: PathCosts | None = None) -> str:
     """``"gather"``, ``"scatter"``, ``"direct"``, ``"winograd"`` or ``"dense"`` (the
     ``conv_input_grad_*`` functions of :mod:`evsim.kernels.conv_input_grad`): gather when
     the layer below gives a mask of the cells that use the error (``mask_density``, the
     fraction marked) and few are marked, else scatter when dL/du is sparse
     (``grad_density``, its fraction of nonzeros), else the transposed convolution:
     direct or, for a 3 x 3 stride-1 ``geometry`` with ``n_filters`` alive filters where
-    the forward's cost model says so, Winograd's (stride 1), or the GEMM."""
-    if mask_density is not None and mask_density < INPUT_GRAD_GATHER_BELOW:
+    the forward's cost model says so, Winograd's (stride 1), or the GEMM (``costs``: as
+    for :func:`forward_path`)."""
+    c = costs or HOST
+    if mask_density is not None and mask_density < c.input_grad_gather_below:
         return "gather"
-    if grad_density < INPUT_GRAD_SCATTER_BELOW:
+    if grad_density < c.input_grad_scatter_below:
         return "scatter"
     if stride != 1:
         return "dense"
     if geometry is not None and winograd_applies(geometry):
         g = geometry
-        costs = _dense_costs(n_filters, g.kernel, g.in_channels, g.height, g.width, True)
-        return min(costs, key=costs.get)
+        modelled = _dense_costs(n_filters, g.kernel, g.in_channels, g.height, g.width, True, c)
+        return min(modelled, key=modelled.get)
     return "direct"
