@@ -25,8 +25,8 @@ from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
 from evsim.runlock import run_lock
-from evsim.train import (RUN_RESULTS, TrainingInterrupted, check_new_run_dir, resume as resume_training,
-                         saved_checkpoint_policy, train as run_training)
+from evsim.train import (TrainingInterrupted, check_new_run_dir, resume as resume_training,
+                         saved_checkpoint_policy, train as run_training, trained_results)
 
 # Options that may accompany --resume: they change what is shown or kept, not what is
 # computed, or (--epochs) extend the run.
@@ -160,7 +160,7 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
                           f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out NEW_DIR")
     if (run_dir / CHECKPOINT_LATEST).exists() or not (run_dir / CONFIG_TOML).exists():
         return
-    results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    results = trained_results(run_dir)
     if results:  # a new run there would be refused: the folder holds a trained run's files
         best = (f"copy {CHECKPOINT_BEST} to {CHECKPOINT_LATEST} to resume from the best epoch, or "
                 if CHECKPOINT_BEST in results else "")

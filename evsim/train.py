@@ -257,9 +257,16 @@ PLOT_EVERY_S = 30.0
 METRICS_FILE = "metrics.jsonl"
 # Files of a run that trained (a new run refuses a folder holding one). config.toml and
 # config.json alone are a run that stopped before its first epoch ended: it restarts there.
-# So does one beside training.png alone, drawn from an epoch whose checkpoint could not be
-# written (a full disk): the figure holds nothing to continue from or to lose.
-RUN_RESULTS = (METRICS_FILE, "summary.json", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+RUN_RESULTS = (METRICS_FILE, "summary.json", "training.png", NETWORK_FILE, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+
+
+def trained_results(run_dir: Path) -> list[str]:
+    """The files of :data:`RUN_RESULTS` in ``run_dir``. training.png beside config.json
+    and nothing else of them is no result: the figure of an epoch whose checkpoint could
+    not be written (a full disk), drawn from metrics that never reached the disk; that run
+    restarts in its folder. Without config.json it may be anyone's figure, and counts."""
+    found = [name for name in RUN_RESULTS if (Path(run_dir) / name).exists()]
+    return [] if found == ["training.png"] and (Path(run_dir) / "config.json").exists() else found
 
 
 # The checkpoint files each --checkpoints policy keeps (CHECKPOINT_POLICIES); a save
@@ -826,7 +833,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     ConfigError
         Naming what the folder holds and what works.
     """
-    found = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+    found = trained_results(run_dir)
     if not found:
         return
     if (run_dir / CHECKPOINT_LATEST).exists():
