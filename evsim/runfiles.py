@@ -37,8 +37,9 @@ SUMMARY_JSON = "summary.json"
 MAX_METRICS_BYTES = 256 << 20
 # What evsim train writes in config.json beside the options: facts of the run, not of its
 # configuration (run_id differs in every run; network follows from the options and the data;
-# data_fingerprint is the identity of the data files, None where the dataset has none).
-BESIDE_OPTIONS = ("data_source", "data_fingerprint", "run_id", "checkpoints", "network")
+# data_fingerprint is the identity of the data files, None where the dataset has none;
+# path_table the kind of machine whose crossovers chose the convolutions' paths).
+BESIDE_OPTIONS = ("data_source", "data_fingerprint", "run_id", "checkpoints", "network", "path_table")
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")

@@ -79,6 +79,7 @@ from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprin
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
 from evsim.structure.sdsnn import check_filter_rate
+from evsim.kernels import conv_paths
 
 
 
@@ -676,7 +677,8 @@ class Trainer:
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
                                                         "data_fingerprint": self.dataset.meta.get("fingerprint"),
                                                         "run_id": self.run_id, "checkpoints": self.keep_checkpoints,
-                                                        "network": self.network.describe()})
+                                                        "network": self.network.describe(),
+                                                        "path_table": conv_paths.HOST.name})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
                 if self.keep_checkpoints == "all" and repair_best(run_dir, self.metrics, self.epoch,
@@ -904,9 +906,28 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
             trainer.restore(state)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
+        note = other_machine_note(run_dir, trainer.network)
+        if note:
+            echo(note)
         echo(f"resuming {run_dir} at {trainer.position()}" if trainer.epoch < config.epochs
              else f"{run_dir} has finished all {config.epochs} epochs: nothing left to train")
         return trainer.fit(run_dir, progress, echo)
+
+
+def other_machine_note(run_dir: Path, network: Network) -> str | None:
+    """A NOTE where a convolutional run goes on on another kind of machine than it trained
+    on (its config.json's ``path_table``): the convolutions then choose their paths by
+    another table and sum in another order, so the run goes on, but not bit for bit."""
+    try:
+        recorded = json.loads((Path(run_dir) / "config.json").read_text()).get("path_table")
+    except (OSError, ValueError, AttributeError):  # unreadable: the resume repairs the file
+        return None
+    here = conv_paths.HOST.name
+    if not isinstance(recorded, str) or recorded == here or not any(hasattr(layer, "filters")
+                                                                    for layer in network.layers):
+        return None
+    return (f"NOTE: {run_dir} trained on a machine with {recorded.upper()} and goes on here with {here.upper()}: "
+            "its convolutions sum in another order, so it continues, but not bit for bit as it would have there")
 
 
 def check_same_threads(saved, available: int, path: Path) -> None:

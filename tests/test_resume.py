@@ -577,3 +577,22 @@ def test_a_stop_before_an_epochs_first_batch_says_so(tmp_path):
     trainer.stop_signal = signal.SIGINT
     with pytest.raises(TrainingInterrupted, match=r"stopped in epoch 1/2 before its first batch$"):
         trainer.train_epoch(progress=False)
+
+
+def test_a_conv_run_resumed_on_another_kind_of_machine_says_it_is_not_bit_for_bit(tmp_path, no_plots):
+    from evsim.kernels import conv_paths
+
+    out = tmp_path / "conv"
+    args = ["--dataset", "mnist", "--arch", "1x28x28-2C3-AP4-10", "--time-steps", "2", "--structure", "none",
+            "--threads", "1", "--no-progress"]
+    assert run(["train", *args, "--epochs", "1", "--out", str(out)]).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["path_table"] == conv_paths.HOST.name
+    other = "avx2" if conv_paths.HOST.name == "avx512" else "avx512"
+    (out / "config.json").write_text(json.dumps({**config, "path_table": other}))
+    result = run(["train", "--resume", str(out), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert (f"NOTE: {out} trained on a machine with {other.upper()} and goes on here with "
+            f"{conv_paths.HOST.name.upper()}: its convolutions sum in another order") in result.output
+    assert json.loads((out / "config.json").read_text())["path_table"] == conv_paths.HOST.name
+    assert "trained on a machine with" not in run(["train", "--resume", str(out), "--epochs", "3"]).output

@@ -44,6 +44,7 @@ class PathCosts:
     """The measured crossovers and per-slot costs that choose a kernel's path, on one kind
     of machine (:data:`AVX512`, :data:`AVX2`; :data:`HOST` is this machine's)."""
 
+    name: str  # the kind of machine, as a run's config.json records it
     # Forward currents on dense input or strided convolutions: events below, GEMM above.
     forward_events_below: float
     # Per-slot cost of the stride-1 forward paths, ns: the event path pays per output unit
@@ -74,6 +75,7 @@ class PathCosts:
 # cross). conv2's input in the paper's N-MNIST network (conv1's spikes after AP2) is denser
 # than spikes: 37 % at initialisation.
 AVX512 = PathCosts(
+    name="avx512",
     # The row-layout event path beat im2col + GEMM at every activity measured, to 65 %
     # (fit 99.8 %, run 5), so the GEMM is left to strided convolutions on dense input.
     forward_events_below=0.5,
@@ -97,6 +99,7 @@ AVX512 = PathCosts(
 # cost with AVX-512, the register-blocked dense paths 2-5x more (their 16-lane blocks spill
 # AVX2's 16 registers).
 AVX2 = PathCosts(
+    name="avx2",
     forward_events_below=0.5,  # not measured there: strided layers as on AVX-512
     # Events: least squares over conv1 and conv2 at 2-40 % (bench_conv_kernels run s39-2);
     # direct and Winograd: bench_winograd's fit of the one-pass forward that records the
