@@ -6,30 +6,18 @@ Run: python -m benchmarks.bench_conv_layer_paths [--threads 1] [--batches 3]
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 
-import numba
-import numpy as np
 from threadpoolctl import threadpool_limits
 
-import evsim
 import evsim.layers.conv as conv_layers
-from benchmarks.bench_conv import BATCH, frames
-from benchmarks.bench_conv_paths import best_ms
+from benchmarks.bench_conv_paths import batches_from_arguments, best_ms
 
 STRIDE_1_PATHS = ("events", "direct", "winograd")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batches", type=int, default=3, help="timed batches after the first (default 3)")
-    args = parser.parse_args()
-    numba.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    batches = [evsim.dense_to_events(frames(rng, 0.06)) for _ in range(args.batches + 1)]
-    labels = rng.integers(0, 10, BATCH)
+    batches, labels = batches_from_arguments(__doc__.splitlines()[0])
     chosen = conv_layers.forward_path
     forced = {}  # input channels (2: conv1, 15: conv2) -> path
 

@@ -46,15 +46,21 @@ def best_ms(batches: list, labels: np.ndarray) -> tuple[float, float]:
     return 1e3 * min(times["train"]), 1e3 * min(times["predict"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def batches_from_arguments(description: str) -> tuple[list, np.ndarray]:
+    """``--threads`` and ``--batches`` read and the threads set; the event batches (6 % of
+    cells active, as real N-MNIST frames) and one batch's labels."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", type=int, default=3, help="timed batches after the first (default 3)")
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     batches = [evsim.dense_to_events(frames(rng, 0.06)) for _ in range(args.batches + 1)]
-    labels = rng.integers(0, 10, BATCH)
+    return batches, rng.integers(0, 10, BATCH)
+
+
+def main() -> None:
+    batches, labels = batches_from_arguments(__doc__.splitlines()[0])
     with threadpool_limits(limits=1, user_api="blas"):
         for name, costs in (("AVX-512 table", conv_paths.AVX512), ("AVX2 table", conv_paths.AVX2)):
             conv_paths.HOST = costs

@@ -18,10 +18,10 @@ from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
-from evsim.runlock import is_locked
 from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_run_data,
                             folder_data_fingerprint, read_metrics, read_run_config, refuse_overwriting_run_files,
                             stored_run_id)
+from evsim.runlock import is_locked
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
 # The data sources of the offline substitutes: what --source emulated loads again.

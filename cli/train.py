@@ -115,10 +115,10 @@ def train(ctx, config_file, resume_dir, **opts):
         click.echo(format_report(summary["layers"], summary["compression"]))
     if summary.get("sop_reduction") is not None:
         click.echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
-             f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
+                   f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
-         f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
-         f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
+               f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "
+               f"data {summary['data_source']}, {summary['wall_s']:.0f}s -> {out}")
 
 
 def claim_run_dir(base: Path) -> Path:

@@ -96,11 +96,6 @@ def _ops(events: Events | StaticDrive, fan_out: np.ndarray, fan_out_unpruned: np
          analog_input: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per time step: the events delivered (a count k is k events; an analog value one) and
     the operations they cost with ``fan_out`` and with ``fan_out_unpruned`` per input unit."""
-    values = events.values if isinstance(events, StaticDrive) else events.val
-    if not analog_input and values.size and values.min() < 0:
-        # A count k costs k operations: a negative one would subtract work that was done.
-        raise ConfigError(f"the input holds negative values (down to {float(values.min()):g}), which are no event "
-                          "counts; profile signed analog input with analog_input=True (one MAC per value and synapse)")
     if isinstance(events, StaticDrive):
         # The same input at every step: every step does the work of one.
         weights = (events.values != 0) if analog_input else events.values.astype(np.float64)
@@ -227,7 +222,20 @@ class EnergyReport:
 
 def count_network(network, traces: list, analog_input: bool, batch: int,
                   model: EnergyModel = EnergyModel(), data_source: str = "") -> EnergyReport:
-    """Report for one forward pass (``traces`` from :meth:`Network.forward`)."""
+    """Report for one forward pass (``traces`` from :meth:`Network.forward`).
+
+    Raises
+    ------
+    ConfigError
+        If the input, counted as events (not ``analog_input``), holds negative values.
+    """
+    first = traces[0].events_in
+    values = first.values if isinstance(first, StaticDrive) else first.val
+    if not analog_input and values.size and values.min() < 0:
+        # A count k costs k operations: a negative one would subtract work that was done. The
+        # layers above receive spikes and pooled spikes, never negative.
+        raise ConfigError(f"the input holds negative values (down to {float(values.min()):g}), which are no event "
+                          "counts; profile signed analog input with analog_input=True (one MAC per value and synapse)")
     outputs = [trace.events_in for trace in traces[1:]] + [None]
     layers = [count_layer(layer, trace, analog_input and k == 0, out)
               for k, (layer, trace, out) in enumerate(zip(network.layers, traces, outputs))]

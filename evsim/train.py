@@ -67,6 +67,7 @@ from evsim.compression import developing_sparsity, layer_report, units_with_inpu
 from evsim.energy import EnergyReport
 from evsim.evaluate import run_batches
 from evsim.errors import CheckpointError, ConfigError, DataError
+from evsim.kernels import conv_paths
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
@@ -79,7 +80,6 @@ from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprin
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
 from evsim.structure.sdsnn import check_filter_rate
-from evsim.kernels import conv_paths
 
 
 
