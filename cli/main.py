@@ -29,6 +29,12 @@ import click  # noqa: E402
 
 from evsim.errors import EvsimError  # noqa: E402
 
+try:  # the subcommands' imports compile for a kind of machine, which EVSIM_MACHINE_KIND can name
+    import evsim.kernels  # noqa: E402, F401
+except EvsimError as exc:
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(2)
+
 
 class _StdoutOutlivingItsReader(io.TextIOWrapper):
     """The process's stdout, which sends what is written after its reader has gone (``|

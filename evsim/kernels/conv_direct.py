@@ -6,11 +6,14 @@ convolution's currents and of the error it sends down.
 ``kx`` with the row already moved by ``kx - P`` and zero borders, float32
 ``[K, C_src, H_out + K + 2, W_pad]`` (``W_pad`` = the output width in whole 16-lane
 vectors), so every load below is a whole, aligned vector; the copy is made once per slot
-and its borders stay zero from slot to slot. Then each block of 4 output rows x 5
-output channels x 16 cells keeps its 20 sums in registers through all the taps
-``(i, ky, kx)``: per tap, 4 row loads and 5 weights feed 20 fused multiply-adds (a last
-block of one channel is summed alone rather than padded). Unaligned row loads instead
-split and ran at a third of the multiply-add rate (benchmarks/RESULTS.md).
+and its borders stay zero from slot to slot. Then each register block of output rows x
+output channels x 16 cells keeps its sums in registers through all the taps
+``(i, ky, kx)``: with AVX-512, 4 rows x 5 channels, per tap 4 row loads and 5 weights
+feeding 20 fused multiply-adds; with AVX2, 2 x 2 (:data:`BLOCK_ROWS`,
+:data:`BLOCK_CHANNELS`). A last block of one channel is summed alone rather than padded.
+Unaligned row loads instead split and ran at a third of the multiply-add rate
+(benchmarks/RESULTS.md). Each sum runs over the taps in order whatever the block, so the
+results do not depend on the machine's kind.
 
 ``taps`` lists the ``(i, ky, kx)`` to sum (channels without any kernel left out) as
 offsets into ``shifted`` and rows of ``weights`` ``[n_taps, O_pad]`` (``O_pad`` a multiple
@@ -23,21 +26,26 @@ from numba import njit, types
 from numba.extending import overload
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
+from evsim.kernels.machine import KIND
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, load, load_bytes, odd_lanes, splat, store, store_bytes,
                                 stream)
 
-# Output rows and channels of a register block: 20 sums, 4 rows and a weight in flight
-# fit AVX-512's 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
+# Output rows and channels of a register block. AVX-512: 20 sums, 4 rows and a weight in
+# flight fit its 32 vector registers. Wider blocks load less per multiply-add: 4 x 6 ran
 # 1.2-1.3x as fast as 4 x 4 per multiply-add, 4 x 5 as fast as 4 x 6 on conv2's forward
 # and 1.12x faster on conv1's forward and conv2's input gradient, whose 15 channels it
-# does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md). A last block
-# of one channel (36 filters of 40 alive, say) is summed alone, in about a third of a
-# block's time; two or more alone cost as much as the padded block.
-BLOCK_ROWS = 4
-BLOCK_CHANNELS = 5
-# The weight gradient's register block: 4 taps x 4 blocks of dL/du.
-PRODUCT_BLOCKS = 4
+# does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md). AVX2 holds a
+# 16-lane vector in two of its 16 registers: 4 x 5 spilled, and 2 x 2 (8 sums, 16
+# registers with its rows and weight) ran 1.7-2.4x as fast on the paper's layers
+# (RESULTS.md, "Register blocks for AVX2"). A last block of one channel (36 filters of 40
+# alive, say) is summed alone, in about a third of a 4 x 5 block's time; two or more alone
+# cost as much as the padded block.
+REGISTER_BLOCKS = {"avx512": (4, 5), "avx2": (2, 2)}
+BLOCK_ROWS, BLOCK_CHANNELS = REGISTER_BLOCKS[KIND]
+# The weight gradient's register block: taps x blocks of dL/du (AVX2: 2 x 2 ran 2.2x as
+# fast as 4 x 4 on conv2).
+PRODUCT_TAPS, PRODUCT_BLOCKS = (4, 4) if KIND == "avx512" else (2, 2)
 
 
 def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -> tuple[int, int, int, int]:
@@ -47,17 +55,20 @@ def shifted_shape(channels: int, kernel: int, out_height: int, out_width: int) -
     return kernel, channels, rows, -(-out_width // LANES) * LANES
 
 
-def direct_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int) -> int:
-    """16-lane multiply-adds :func:`direct_slot` does for one slot: every tap of every
-    source channel, for the :func:`summed_channels` and each output row in whole vectors."""
-    return in_channels * kernel * kernel * summed_channels(n_out) * out_height * -(-out_width // LANES)
+def direct_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int,
+                         kind: str = KIND) -> int:
+    """16-lane multiply-adds :func:`direct_slot` does for one slot on a ``kind`` machine:
+    every tap of every source channel, for the :func:`summed_channels` and each output row
+    in whole vectors."""
+    return in_channels * kernel * kernel * summed_channels(n_out, kind) * out_height * -(-out_width // LANES)
 
 
-def summed_channels(n_out: int) -> int:
-    """Output channels a slot's sums are computed for: ``n_out`` padded to whole register
-    blocks, except a last block of one channel."""
-    tail = n_out % BLOCK_CHANNELS
-    return n_out - tail + (tail if tail <= 1 else BLOCK_CHANNELS)
+def summed_channels(n_out: int, kind: str = KIND) -> int:
+    """Output channels a slot's sums are computed for on a ``kind`` machine: ``n_out``
+    padded to whole register blocks, except a last block of one channel."""
+    block = REGISTER_BLOCKS[kind][1]
+    tail = n_out % block
+    return n_out - tail + (tail if tail <= 1 else block)
 
 
 def _tap_grid(used_channels: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,10 +187,10 @@ def block_scratch():
 
 
 @njit(cache=True, inline="always")
-def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
-    """The 20 sums of the register block at output channel ``c0`` and flat position
+def _block_sums_4x5(shifted, width_pad, offsets, weights, c0, base, block):
+    """The 20 sums of the 4 x 5 register block at output channel ``c0`` and flat position
     ``base`` (``y0*W_pad + x0``) of the shifted copies, into ``block``
-    ``[BLOCK_CHANNELS * BLOCK_ROWS * 16]`` (channel-major, then row)."""
+    ``[5 * 4 * 16]`` (channel-major, then row)."""
     zero = splat(np.float32(0.0))
     a00, a01, a02, a03 = zero, zero, zero, zero
     a10, a11, a12, a13 = zero, zero, zero, zero
@@ -225,9 +236,9 @@ def _block_sums(shifted, width_pad, offsets, weights, c0, base, block):
 
 
 @njit(cache=True, inline="always")
-def _channel_sums(shifted, width_pad, offsets, weights, c, base, block):
-    """:func:`_block_sums` for output channel ``c`` alone, into the block's first sums: a
-    last block of one channel."""
+def _channel_sums_4(shifted, width_pad, offsets, weights, c, base, block):
+    """:func:`_block_sums_4x5` for output channel ``c`` alone, into the block's first sums:
+    a last block of one channel."""
     zero = splat(np.float32(0.0))
     a0, a1, a2, a3 = zero, zero, zero, zero
     for j in range(offsets.shape[0]):
@@ -241,6 +252,45 @@ def _channel_sums(shifted, width_pad, offsets, weights, c, base, block):
     store(block, 16, a1, LANES)
     store(block, 32, a2, LANES)
     store(block, 48, a3, LANES)
+
+
+@njit(cache=True, inline="always")
+def _block_sums_2x2(shifted, width_pad, offsets, weights, c0, base, block):
+    """The 4 sums of the 2 x 2 register block at output channel ``c0`` and flat position
+    ``base``, into ``block`` ``[2 * 2 * 16]`` (channel-major, then row)."""
+    zero = splat(np.float32(0.0))
+    a00, a01, a10, a11 = zero, zero, zero, zero
+    for j in range(offsets.shape[0]):
+        p = offsets[j] + base
+        r0 = load(shifted, p, LANES)
+        r1 = load(shifted, p + width_pad, LANES)
+        w = weights[j, c0]
+        a00, a01 = fma(w, r0, a00), fma(w, r1, a01)
+        w = weights[j, c0 + 1]
+        a10, a11 = fma(w, r0, a10), fma(w, r1, a11)
+    store(block, 0, a00, LANES)
+    store(block, 16, a01, LANES)
+    store(block, 32, a10, LANES)
+    store(block, 48, a11, LANES)
+
+
+@njit(cache=True, inline="always")
+def _channel_sums_2(shifted, width_pad, offsets, weights, c, base, block):
+    """:func:`_block_sums_2x2` for output channel ``c`` alone, into the block's first sums."""
+    zero = splat(np.float32(0.0))
+    a0, a1 = zero, zero
+    for j in range(offsets.shape[0]):
+        p = offsets[j] + base
+        w = weights[j, c]
+        a0 = fma(w, load(shifted, p, LANES), a0)
+        a1 = fma(w, load(shifted, p + width_pad, LANES), a1)
+    store(block, 0, a0, LANES)
+    store(block, 16, a1, LANES)
+
+
+# This machine's register block (see BLOCK_ROWS).
+_block_sums, _channel_sums = (_block_sums_4x5, _channel_sums_4) if KIND == "avx512" else (_block_sums_2x2,
+                                                                                           _channel_sums_2)
 
 
 @njit(cache=True, inline="always")
@@ -354,7 +404,7 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
 
 
 @njit(cache=True)
-def direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums):
+def direct_products_4x4(shifted, width_pad, offsets, grad, n_blocks, out_height, sums):
     """The weight gradient's sums of one slot: for every tap ``j`` (``offsets``, a multiple
     of 4 long) and block ``f`` of ``grad`` (dL/du with its rows padded to ``width_pad``
     with zeros, ``grad[(f*Ho + y)*W_pad + x]``),
@@ -363,12 +413,12 @@ def direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sum
     taps x 4 blocks keeps its 16 sums in registers through the rows; the zero padding of
     dL/du cancels the lanes past the map's width."""
     plane = out_height * width_pad
-    blocks4 = -(-n_blocks // PRODUCT_BLOCKS) * PRODUCT_BLOCKS
+    blocks4 = -(-n_blocks // 4) * 4
     zero = splat(np.float32(0.0))
     last = n_blocks - 1
     for j0 in range(0, offsets.shape[0], 4):
         t0, t1, t2, t3 = offsets[j0], offsets[j0 + 1], offsets[j0 + 2], offsets[j0 + 3]
-        for f0 in range(0, n_blocks, PRODUCT_BLOCKS):
+        for f0 in range(0, n_blocks, 4):
             g0, g1 = f0 * plane, min(f0 + 1, last) * plane
             g2, g3 = min(f0 + 2, last) * plane, min(f0 + 3, last) * plane
             a00, a01, a02, a03 = zero, zero, zero, zero
@@ -389,6 +439,37 @@ def direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sum
             s = (j0 * blocks4 + f0) * LANES
             _add_sums(sums, s, blocks4 * LANES, a00, a01, a02, a03, a10, a11, a12, a13)
             _add_sums(sums, s + 2 * blocks4 * LANES, blocks4 * LANES, a20, a21, a22, a23, a30, a31, a32, a33)
+
+
+@njit(cache=True)
+def direct_products_2x2(shifted, width_pad, offsets, grad, n_blocks, out_height, sums):
+    """:func:`direct_products_4x4` in blocks of 2 taps x 2 blocks of dL/du (``offsets`` a
+    multiple of 2 long, ``G2`` = ``n_blocks`` rounded up to 2 in place of ``G4``)."""
+    plane = out_height * width_pad
+    blocks2 = -(-n_blocks // 2) * 2
+    zero = splat(np.float32(0.0))
+    last = n_blocks - 1
+    for j0 in range(0, offsets.shape[0], 2):
+        t0, t1 = offsets[j0], offsets[j0 + 1]
+        for f0 in range(0, n_blocks, 2):
+            g0, g1 = f0 * plane, min(f0 + 1, last) * plane
+            a00, a01, a10, a11 = zero, zero, zero, zero
+            for p in range(0, plane, LANES):
+                e0, e1 = load(grad, g0 + p, LANES), load(grad, g1 + p, LANES)
+                r = load(shifted, t0 + p, LANES)
+                a00, a01 = fma(r, e0, a00), fma(r, e1, a01)
+                r = load(shifted, t1 + p, LANES)
+                a10, a11 = fma(r, e0, a10), fma(r, e1, a11)
+            s = (j0 * blocks2 + f0) * LANES
+            t = s + blocks2 * LANES
+            store(sums, s, load(sums, s, LANES) + a00, LANES)
+            store(sums, s + LANES, load(sums, s + LANES, LANES) + a01, LANES)
+            store(sums, t, load(sums, t, LANES) + a10, LANES)
+            store(sums, t + LANES, load(sums, t + LANES, LANES) + a11, LANES)
+
+
+# This machine's weight-gradient block (see PRODUCT_TAPS).
+direct_products = direct_products_4x4 if KIND == "avx512" else direct_products_2x2
 
 
 @njit(cache=True)

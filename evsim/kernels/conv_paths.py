@@ -23,6 +23,7 @@ from evsim.kernels.conv_direct import direct_multiply_adds
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
+from evsim.kernels.machine import KIND
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr, conv_input_grad_winograd)
@@ -118,21 +119,7 @@ AVX2 = PathCosts(
 )
 
 
-def _host_has_avx512() -> bool:
-    """Whether Numba compiles for AVX-512 here (the host's CPU, or NUMBA_CPU_FEATURES)."""
-    import numba
-    from llvmlite import binding
-
-    features = numba.config.CPU_FEATURES
-    if features:
-        return "+avx512f" in features.split(",")
-    return bool(binding.get_host_cpu_features().get("avx512f", False))
-
-
-# The table this machine's layers choose by: the kernels hold 16 float32 lanes, one AVX-512
-# register, which AVX2 splits in two, so the register-blocked dense paths cost relatively
-# more there and the event paths win further up.
-HOST = AVX512 if _host_has_avx512() else AVX2
+HOST = {table.name: table for table in (AVX512, AVX2)}[KIND]
 
 def event_density(ptr: np.ndarray, n_units: int) -> float:
     """Events per (slot x unit) of an event batch (``ptr`` int64 ``[T*B + 1]``)."""
@@ -161,10 +148,10 @@ def _dense_costs(in_channels: int, kernel: int, n_out: int, out_height: int, out
     ``in_channels`` source channels to ``n_out`` output channels of ``out_height x out_width``."""
     units = n_out * out_height * out_width
     costs = {"direct": c.direct_ns_per_unit * units + c.direct_ns_per_fma * direct_multiply_adds(
-        in_channels, kernel, n_out, out_height, out_width)}
+        in_channels, kernel, n_out, out_height, out_width, c.name)}
     if winograd:
         costs["winograd"] = c.winograd_ns_per_unit * units + c.winograd_ns_per_fma * winograd_multiply_adds(
-            in_channels, n_out, out_height, out_width)
+            in_channels, n_out, out_height, out_width, c.name)
     return costs
 
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from evsim.kernels.conv_direct import (direct_products, pad_rows, shift_events, shifted_shape, tap_offsets,
-                                       zeros_on_lines)
+from evsim.kernels.conv_direct import (PRODUCT_BLOCKS, PRODUCT_TAPS, direct_products, pad_rows, shift_events,
+                                       shifted_shape, tap_offsets, zeros_on_lines)
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_geometry import (ConvGeometry, _im2col_events, _slots_to_blocks, _to_cell_major,
                                          block_offsets, check_block_csr, check_events, check_grad, chunk_slots,
@@ -90,14 +90,14 @@ def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels,
     """Stride 1. Each task takes the slots ``bounds[task]:bounds[task+1]``: a slot's events
     into the task's input map and shifted copies (as the direct forward), then
     :func:`evsim.kernels.conv_direct.direct_products` into the task's lane sums, reduced
-    over the lanes into ``partial[task]`` ``[n_taps, G4]`` at the end."""
+    over the lanes into ``partial[task]`` ``[n_taps, G_pad]`` at the end."""
     n_blocks = grad_u.shape[1] // (out_height * out_width)
     n = grad_u.shape[1]
-    n_taps, blocks4 = partial.shape[1], partial.shape[2]
+    n_taps, blocks_padded = partial.shape[1], partial.shape[2]
     for task in prange(bounds.shape[0] - 1):
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
-        sums = zeros_on_lines(offsets.shape[0] * blocks4 * LANES)
+        sums = zeros_on_lines(offsets.shape[0] * blocks_padded * LANES)
         grad = zeros_on_lines(n_blocks * out_height * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
             if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, n):
@@ -106,8 +106,8 @@ def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels,
             pad_rows(grad_u, s * n, n_blocks, out_height, out_width, width_pad, grad)
             direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums)
         for j in range(n_taps):
-            for f in range(blocks4):
-                a = (j * blocks4 + f) * LANES
+            for f in range(blocks_padded):
+                a = (j * blocks_padded + f) * LANES
                 partial[task, j, f] = np.sum(sums[a:a + LANES])
 
 
@@ -198,14 +198,14 @@ def conv_weight_grad_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
     channels = np.flatnonzero(np.diff(indptr))
     offsets = tap_offsets(channels, shape)
     n_taps = offsets.size
-    offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % 4)])  # whole blocks of 4 taps
+    offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % PRODUCT_TAPS)])  # whole register blocks
     bounds = _balanced_bounds(ptr, get_num_threads())
-    blocks4 = -(-n_blocks // 4) * 4
-    partial = np.empty((bounds.size - 1, offsets.size, blocks4), dtype=np.float32)
+    blocks_padded = -(-n_blocks // PRODUCT_BLOCKS) * PRODUCT_BLOCKS
+    partial = np.empty((bounds.size - 1, offsets.size, blocks_padded), dtype=np.float32)
     _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, g.in_channels, g.height, g.width, g.pad,
                              g.kernel, shape[2], shape[3], g.out_height, g.out_width, partial)
-    total = np.zeros((g.in_channels, g.kernel, g.kernel, blocks4), dtype=np.float32)
-    total[channels] = _sum_tasks(partial)[:n_taps].reshape(channels.size, g.kernel, g.kernel, blocks4)
+    total = np.zeros((g.in_channels, g.kernel, g.kernel, blocks_padded), dtype=np.float32)
+    total[channels] = _sum_tasks(partial)[:n_taps].reshape(channels.size, g.kernel, g.kernel, blocks_padded)
     return np.ascontiguousarray(total[kernel_rows(indptr), :, :, columns])
 
 

@@ -23,9 +23,10 @@ Layout, one slot (a sample at a step) at a time:
   :func:`interleave_low` and :func:`interleave_high`;
 - ``V [16, C_used, n_vec, 16]`` the transformed inputs, ``U [16, C_used, F_pad]`` the
   transformed kernels; per transform position ``xi`` the products are a small GEMM done
-  in register blocks of 4 tile vectors x 5 filters (20 sums, as the direct
-  convolution's blocks; a last block of one filter alone), kept for the 16 positions in
-  ``sums`` (20 KB, L1) until the output transform and the LIF step
+  in register blocks of tile vectors x filters (AVX-512: 4 x 5, 20 sums; AVX2: 2 x 2;
+  the shapes of the direct convolution's blocks; a last block of one filter alone), kept
+  for the 16 positions in ``sums`` (20 KB with AVX-512, L1) until the output transform
+  and the LIF step
   (:func:`evsim.kernels.propagate.lif_leak_vector`) take them.
 """
 from __future__ import annotations
@@ -33,14 +34,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import BLOCK_CHANNELS, fill_rows, shift_events, summed_channels, zeros_on_lines
+from evsim.kernels.conv_direct import (BLOCK_CHANNELS, REGISTER_BLOCKS, fill_rows, shift_events, summed_channels,
+                                       zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
+from evsim.kernels.machine import KIND
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
                                 store_bytes, stream, upper_halves)
 
-# Tile vectors a register block spans: 4 x BLOCK_CHANNELS sums.
-BLOCK_VECTORS = 4
+# Tile vectors a register block spans (x BLOCK_CHANNELS filters), as the direct
+# convolution's rows (2 x 2 ran 1.6-2x as fast as 4 x 5 with AVX2; RESULTS.md).
+BLOCK_VECTORS = REGISTER_BLOCKS[KIND][0]
 # G of F(2x2, 3x3): U = G g G^T.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -50,24 +54,26 @@ def applies(geometry: ConvGeometry) -> bool:
     return geometry.kernel == 3 and geometry.stride == 1
 
 
-def tile_layout(out_height: int, out_width: int) -> tuple[int, int, int, int]:
-    """``(TX, n_vec, Hp, Wp)``: tiles a row, tile vectors (a multiple of
-    :data:`BLOCK_VECTORS`), and the padded map's rows and width, for an
+def tile_layout(out_height: int, out_width: int, kind: str = KIND) -> tuple[int, int, int, int]:
+    """``(TX, n_vec, Hp, Wp)``: tiles a row, tile vectors (a multiple of the ``kind``
+    machine's :data:`BLOCK_VECTORS`), and the padded map's rows and width, for an
     ``out_height x out_width`` output."""
     tiles_x = -(-out_width // 2)
     tile_cols = 8 if tiles_x <= 8 else -(-tiles_x // LANES) * LANES
     tile_rows = -(-out_height // 2)
     n_vec = -(-tile_rows * tile_cols // LANES)
-    n_vec = -(-n_vec // BLOCK_VECTORS) * BLOCK_VECTORS
+    block = REGISTER_BLOCKS[kind][0]
+    n_vec = -(-n_vec // block) * block
     rows = 2 * (n_vec * LANES // tile_cols) + 2
     return tile_cols, n_vec, rows, 2 * tile_cols + LANES
 
 
-def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: int) -> int:
-    """16-lane multiply-adds of one slot: 16 positions x the used channels x the filters
-    summed (:func:`evsim.kernels.conv_direct.summed_channels`) x the tile vectors."""
-    n_vec = tile_layout(out_height, out_width)[1]
-    return 16 * used_channels * summed_channels(n_out) * n_vec
+def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: int, kind: str = KIND) -> int:
+    """16-lane multiply-adds of one slot on a ``kind`` machine: 16 positions x the used
+    channels x the filters summed (:func:`evsim.kernels.conv_direct.summed_channels`) x
+    the tile vectors."""
+    n_vec = tile_layout(out_height, out_width, kind)[1]
+    return 16 * used_channels * summed_channels(n_out, kind) * n_vec
 
 
 def _transformed(kernels: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -159,7 +165,7 @@ def input_transform(padded, rows, width, used, tile_cols, n_vec, out):
 
 
 @njit(cache=True, inline="always")
-def _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
+def _block_products_4x5(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
     """The 20 sums over the used channels of position ``xi`` for tile vectors
     ``v0..v0+3`` x filters ``f0..f0+4``, into ``sums[((xi*5 + m)*4 + k)*16 + lane]``."""
     zero = splat(np.float32(0.0))
@@ -184,7 +190,7 @@ def _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
         a30, a31, a32, a33 = fma(w, r0, a30), fma(w, r1, a31), fma(w, r2, a32), fma(w, r3, a33)
         w = weights[xi, i, f0 + 4]
         a40, a41, a42, a43 = fma(w, r0, a40), fma(w, r1, a41), fma(w, r2, a42), fma(w, r3, a43)
-    s = xi * BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    s = xi * 20 * LANES
     store(sums, s, a00, LANES)
     store(sums, s + 16, a01, LANES)
     store(sums, s + 32, a02, LANES)
@@ -208,9 +214,9 @@ def _block_products(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
 
 
 @njit(cache=True, inline="always")
-def _filter_products(transformed, weights, xi, n_used, n_vec, v0, f, sums):
-    """:func:`_block_products` for filter ``f`` alone, into the block's first sums: a last
-    block of one filter (see :data:`evsim.kernels.conv_direct.BLOCK_CHANNELS`)."""
+def _filter_products_4(transformed, weights, xi, n_used, n_vec, v0, f, sums):
+    """:func:`_block_products_4x5` for filter ``f`` alone, into the block's first sums: a
+    last block of one filter (see :data:`evsim.kernels.conv_direct.BLOCK_CHANNELS`)."""
     zero = splat(np.float32(0.0))
     a0, a1, a2, a3 = zero, zero, zero, zero
     for i in range(n_used):
@@ -220,11 +226,52 @@ def _filter_products(transformed, weights, xi, n_used, n_vec, v0, f, sums):
         a1 = fma(w, load(transformed, p + LANES, LANES), a1)
         a2 = fma(w, load(transformed, p + 2 * LANES, LANES), a2)
         a3 = fma(w, load(transformed, p + 3 * LANES, LANES), a3)
-    s = xi * BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    s = xi * 20 * LANES
     store(sums, s, a0, LANES)
     store(sums, s + 16, a1, LANES)
     store(sums, s + 32, a2, LANES)
     store(sums, s + 48, a3, LANES)
+
+
+@njit(cache=True, inline="always")
+def _block_products_2x2(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
+    """The 4 sums of position ``xi`` for tile vectors ``v0, v0+1`` x filters ``f0, f0+1``,
+    into ``sums[((xi*2 + m)*2 + k)*16 + lane]``."""
+    zero = splat(np.float32(0.0))
+    a00, a01, a10, a11 = zero, zero, zero, zero
+    for i in range(n_used):
+        p = ((xi * n_used + i) * n_vec + v0) * LANES
+        r0 = load(transformed, p, LANES)
+        r1 = load(transformed, p + LANES, LANES)
+        w = weights[xi, i, f0]
+        a00, a01 = fma(w, r0, a00), fma(w, r1, a01)
+        w = weights[xi, i, f0 + 1]
+        a10, a11 = fma(w, r0, a10), fma(w, r1, a11)
+    s = xi * 4 * LANES
+    store(sums, s, a00, LANES)
+    store(sums, s + 16, a01, LANES)
+    store(sums, s + 32, a10, LANES)
+    store(sums, s + 48, a11, LANES)
+
+
+@njit(cache=True, inline="always")
+def _filter_products_2(transformed, weights, xi, n_used, n_vec, v0, f, sums):
+    """:func:`_block_products_2x2` for filter ``f`` alone, into the block's first sums."""
+    zero = splat(np.float32(0.0))
+    a0, a1 = zero, zero
+    for i in range(n_used):
+        p = ((xi * n_used + i) * n_vec + v0) * LANES
+        w = weights[xi, i, f]
+        a0 = fma(w, load(transformed, p, LANES), a0)
+        a1 = fma(w, load(transformed, p + LANES, LANES), a1)
+    s = xi * 4 * LANES
+    store(sums, s, a0, LANES)
+    store(sums, s + 16, a1, LANES)
+
+
+# This machine's register block (see BLOCK_VECTORS).
+_block_products, _filter_products = ((_block_products_4x5, _filter_products_4) if KIND == "avx512"
+                                     else (_block_products_2x2, _filter_products_2))
 
 
 @njit(cache=True, inline="always")
