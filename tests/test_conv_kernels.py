@@ -341,15 +341,17 @@ def test_path_choice_follows_the_measured_crossovers():
     assert igrad(0.5, 0.5) == "direct" and igrad(0.5, stride=2) == "dense"
     assert igrad(0.5, geometry=conv2, n_filters=40) == "winograd"  # conv2's transposed convolution
     assert igrad(0.5, geometry=conv_geometry(15, 16, 16, 5, 1, 2), n_filters=40) == "direct"
-    # The AVX2 machine's: the event paths win further up, where AVX2 spills the dense paths'
-    # 16-lane register blocks (conv1 at N-MNIST's 6 %, conv2 at its 37 % for the weights).
+    # The AVX2 machine's (its own 2 x 2 register blocks), as measured there: conv1's direct
+    # paths win at every activity, conv2's from about a fifth of its cells active.
     avx2 = paths.AVX2
-    assert paths.forward_path(0.06, conv1, 15, costs=avx2) == "events"
+    assert paths.forward_path(0.02, conv1, 15, costs=avx2) == "direct"
     assert paths.forward_path(0.06, conv2, 40, costs=avx2) == "events"
     assert paths.forward_path(0.37, conv2, 40, costs=avx2) == "winograd"
-    assert paths.weight_grad_path(0.02, 15, costs=avx2) == "events"  # the csr gather never won there
-    assert paths.weight_grad_path(0.37, 40, costs=avx2) == "events" and paths.weight_grad_path(0.5, 40, costs=avx2) \
-        == "direct"
+    avx2_wgrad = functools.partial(paths.weight_grad_path, costs=avx2)
+    assert avx2_wgrad(0.02, 15, geometry=conv1) == "direct" and avx2_wgrad(0.4, 15, geometry=conv1) == "direct"
+    assert avx2_wgrad(0.12, 40, geometry=conv2) == "events" and avx2_wgrad(0.3, 40, geometry=conv2) == "direct"
+    assert avx2_wgrad(0.3, 40, stride=2, geometry=conv_geometry(15, 16, 16, 3, 2, 1)) == "events"
+    assert avx2_wgrad(0.02, 15) == "events"  # no geometry, no model: the csr gather never won there
     assert paths.HOST in (paths.AVX512, paths.AVX2)
     for table, choices in ((paths.FORWARD_PATHS, ("events", "dense")), (paths.WEIGHT_GRAD_PATHS, ("csr", "events",
                                                                                                    "dense")),

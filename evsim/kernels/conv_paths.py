@@ -58,10 +58,11 @@ class PathCosts:
     winograd_ns_per_unit: float
     winograd_ns_per_fma: float
     # Weight gradient: events below the first, the GEMM above; stride 1 takes the direct
-    # products above the second; the csr gather where the blocks fit this many vectors and
-    # the input is sparser than the last.
+    # products above the second (None: where the forward's cost model, events against
+    # direct, picks direct for the layer); the csr gather where the blocks fit this many
+    # vectors and the input is sparser than the last.
     weight_grad_events_below: float
-    weight_grad_direct_above: float
+    weight_grad_direct_above: float | None
     weight_grad_csr_max_blocks: int
     weight_grad_csr_below: float
     # Input gradient: gather at the cells the layer below marks below the first, scatter
@@ -103,15 +104,18 @@ AVX2 = PathCosts(
     name="avx2",
     forward_events_below=0.5,  # not measured there: strided layers as on AVX-512
     # Events: least squares over conv1 and conv2 at 2-40 % (bench_conv_kernels run s39-2);
-    # direct and Winograd: bench_winograd's fit of the one-pass forward that records the
-    # membrane (what training runs), ten shapes, each picking the faster kernel for all ten.
-    events_ns_per_unit=1.00, events_ns_per_add=1.47, direct_ns_per_unit=0.47, direct_ns_per_fma=0.61,
-    winograd_ns_per_unit=0.80, winograd_ns_per_fma=0.65,
-    # Events beat the GEMM at every activity measured (to 40 %), and the direct products
-    # from 27-28 % on conv1 but not up to 40 % on conv2 (142.7 against 233.9 ms): conv2 of
-    # the paper's network (37 %) is the layer the threshold decides. The csr gather never
-    # beat the row layout (conv1 at 2 %: 36.6 against 30.9 ms).
-    weight_grad_events_below=0.5, weight_grad_direct_above=0.45, weight_grad_csr_max_blocks=16,
+    # direct and Winograd (AVX2's 2 x 2 register blocks): bench_winograd's fit of the
+    # one-pass forward that records the membrane (what training runs, run s40), ten shapes;
+    # it picks the faster kernel for 9 of them, and for 10 of 10 in inference.
+    events_ns_per_unit=1.00, events_ns_per_add=1.47, direct_ns_per_unit=0.31, direct_ns_per_fma=0.50,
+    winograd_ns_per_unit=1.07, winograd_ns_per_fma=0.51,
+    # Events beat the GEMM at every activity measured (to 40 %). The direct products beat
+    # the events on conv1 at every activity (26.8 against 37.9 ms at 2 %) and on conv2 from
+    # 20.7-21.9 % (bench_conv_kernels run s40): as the forward's do, where the event path's
+    # cost per output unit (conv1: 15 k units, few events) or per add outweighs them, so
+    # the forward's model decides (it puts conv2's crossover at 24 %). The csr gather never
+    # beat the row layout (conv1 at 2 %: 36.6 against 30.9 ms, run s39-2).
+    weight_grad_events_below=0.5, weight_grad_direct_above=None, weight_grad_csr_max_blocks=16,
     weight_grad_csr_below=0.0,
     # Gather and scatter against the transposed convolution: forcing gather at every
     # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
@@ -168,22 +172,37 @@ def forward_path(input_density: float, geometry: ConvGeometry | None = None, n_f
     c = costs or HOST
     if geometry is None or geometry.stride != 1:
         return "events" if input_density < c.forward_events_below else "dense"
-    g = geometry
-    taps = input_density * g.n_in * g.taps  # (event, tap) pairs, borders included
-    modelled = _dense_costs(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, winograd_applies(g), c)
-    modelled["events"] = (c.events_ns_per_unit * n_filters * g.out_cells
-                          + c.events_ns_per_add * taps * padded_lanes(n_filters) / 16)
+    modelled = _stride1_costs(input_density, geometry, n_filters, winograd_applies(geometry), c)
     return min(modelled, key=modelled.get)
 
 
-def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1, costs: PathCosts | None = None) -> str:
+def _stride1_costs(input_density: float, geometry: ConvGeometry, n_filters: int, winograd: bool,
+                   c: PathCosts) -> dict[str, float]:
+    """Modelled ns a slot of a stride-1 convolution's forward paths, at this input density."""
+    g = geometry
+    taps = input_density * g.n_in * g.taps  # (event, tap) pairs, borders included
+    modelled = _dense_costs(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, winograd, c)
+    modelled["events"] = (c.events_ns_per_unit * n_filters * g.out_cells
+                          + c.events_ns_per_add * taps * padded_lanes(n_filters) / 16)
+    return modelled
+
+
+def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1, costs: PathCosts | None = None,
+                     geometry: ConvGeometry | None = None) -> str:
     """``"csr"``, ``"events"``, ``"direct"`` or ``"dense"`` (the ``conv_weight_grad_*``
     functions of :mod:`evsim.kernels.conv_weight_grad`) for input events of this density,
     a ``grad_u`` of ``n_blocks`` blocks and the convolution's ``stride`` (``costs``: as
-    for :func:`forward_path`)."""
+    for :func:`forward_path`; a table without a direct threshold needs the ``geometry``
+    for its cost model)."""
     c = costs or HOST
-    if stride == 1 and input_density >= c.weight_grad_direct_above:
-        return "direct"
+    if stride == 1:
+        if c.weight_grad_direct_above is not None:
+            if input_density >= c.weight_grad_direct_above:
+                return "direct"
+        elif geometry is not None:
+            modelled = _stride1_costs(input_density, geometry, n_blocks, False, c)
+            if modelled["direct"] < modelled["events"]:
+                return "direct"
     if input_density >= c.weight_grad_events_below:
         return "dense"
     if n_blocks <= c.weight_grad_csr_max_blocks and input_density < c.weight_grad_csr_below:

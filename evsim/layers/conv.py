@@ -320,7 +320,8 @@ class SpikingConv2d(StructuralEdits):
         """The weight gradient's kernel for this input (None for a static drive)."""
         if isinstance(drive, StaticDrive):
             return None
-        return weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks, self.geometry.stride)
+        return weight_grad_path(event_density(drive.ptr, self.n_in), n_blocks, self.geometry.stride,
+                                geometry=self.geometry)
 
     def _would_be_grad(self, drive: Events | StaticDrive, grad_u: np.ndarray, dead_error: np.ndarray | None,
                        steps: int) -> np.ndarray:
