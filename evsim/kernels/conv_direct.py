@@ -37,14 +37,16 @@ from evsim.kernels.simd import (LANES, even_lanes, fma, load, load_bytes, odd_la
 # and 1.12x faster on conv1's forward and conv2's input gradient, whose 15 channels it
 # does not pad (the paper's networks have 15 and 40; benchmarks/RESULTS.md). AVX2 holds a
 # 16-lane vector in two of its 16 registers: 4 x 5 spilled, and 2 x 2 (8 sums, 16
-# registers with its rows and weight) ran 1.7-2.4x as fast on the paper's layers
-# (RESULTS.md, "Register blocks for AVX2"). A last block of one channel (36 filters of 40
+# registers with its rows and weight) ran 1.3-1.8x as fast on the paper's layers
+# (bench_register_blocks; RESULTS.md, "Register blocks for AVX2"). One-row blocks ran
+# faster still on conv2's input gradient, but the fused pooling takes rows in pairs.
+# A last block of one channel (36 filters of 40
 # alive, say) is summed alone, in about a third of a 4 x 5 block's time; two or more alone
 # cost as much as the padded block.
 REGISTER_BLOCKS = {"avx512": (4, 5), "avx2": (2, 2)}
 BLOCK_ROWS, BLOCK_CHANNELS = REGISTER_BLOCKS[KIND]
-# The weight gradient's register block: taps x blocks of dL/du (AVX2: 2 x 2 ran 2.2x as
-# fast as 4 x 4 on conv2).
+# The weight gradient's register block: taps x blocks of dL/du (AVX2: 2 x 2 ran 1.9-2.0x
+# as fast as 4 x 4 on the paper's layers).
 PRODUCT_TAPS, PRODUCT_BLOCKS = (4, 4) if KIND == "avx512" else (2, 2)
 
 

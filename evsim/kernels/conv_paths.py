@@ -6,10 +6,10 @@ threads, recorded in ``benchmarks/RESULTS.md`` ("Convolution kernels: event agai
 dense paths"). On the shared 2-core machine the dense GEMM paths degraded far more under
 load than the event paths (OpenBLAS threads spin-waiting), so the constants below are
 taken at 1 thread, where the GEMM was most competitive, below the measured crossovers.
-The kernels are written for AVX-512 (16 float32 lanes a register); on an AVX2 machine the
-register-blocked dense paths cost 2-5x more and the event paths about the same, so each
-kind of machine has its table (:data:`AVX512`, :data:`AVX2`) and a machine takes its own
-(:data:`HOST`).
+Each kind of machine (:mod:`evsim.kernels.machine`) has its register blocks for the dense
+paths and its table (:data:`AVX512`, :data:`AVX2`), and a machine takes its own
+(:data:`HOST`): the event paths cost about the same on both kinds measured, the dense
+paths' multiply-adds about twice as much on AVX2.
 """
 from __future__ import annotations
 
@@ -97,9 +97,9 @@ AVX512 = PathCosts(
     # wins below 9.2-9.4 %, scatter below 3.7-4.0 %; the GEMM + col2im lost to both.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
 )
-# An AMD EPYC with AVX2 (RESULTS.md, "An AVX2 machine"): the event paths cost about what they
-# cost with AVX-512, the register-blocked dense paths 2-5x more (their 16-lane blocks spill
-# AVX2's 16 registers).
+# An AMD EPYC with AVX2 (RESULTS.md, "An AVX2 machine" and "Register blocks for AVX2"): the
+# event paths cost about what they cost with AVX-512, the dense paths' multiply-adds about
+# twice as much, in their 2 x 2 blocks.
 AVX2 = PathCosts(
     name="avx2",
     forward_events_below=0.5,  # not measured there: strided layers as on AVX-512

@@ -42,8 +42,8 @@ from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
                                 store_bytes, stream, upper_halves)
 
-# Tile vectors a register block spans (x BLOCK_CHANNELS filters), as the direct
-# convolution's rows (2 x 2 ran 1.6-2x as fast as 4 x 5 with AVX2; RESULTS.md).
+# Tile vectors a register block spans (x BLOCK_CHANNELS filters): the products loop as the
+# direct convolution's sums do, over tile vectors instead of rows, so the same shapes.
 BLOCK_VECTORS = REGISTER_BLOCKS[KIND][0]
 # G of F(2x2, 3x3): U = G g G^T.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
