@@ -102,3 +102,24 @@ def test_the_first_convolution_of_a_network_takes_the_one_pass(monkeypatch):
     assert np.abs(two.params[0]).max() > 0
     np.testing.assert_allclose(grads[0].params[0], two.params[0], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(grads[0].params[1], two.params[1])
+
+
+@pytest.mark.parametrize("height, width, kernel", [(32, 32, 2), (7, 9, 2), (16, 34, 2), (5, 40, 2), (2, 2, 2),
+                                                    (9, 7, 3), (6, 6, 3)])
+def test_pooled_row_spreads_each_windows_share(rng, height, width, kernel):
+    """dL/d(spikes) under an average pooling, formed row by row (16 windows at a time for
+    2 x 2), equals each window's gradient / k² on its cells and zero past the last whole
+    window, bit for bit, channels mapped."""
+    from evsim.kernels.lif import _pooled_row
+
+    out_height, out_width, n_pooled = height // kernel, width // kernel, 5
+    channels = np.array([3, 0, 4], dtype=np.int64)
+    pooled = rng.normal(0.0, 1.0, (2, n_pooled * out_height * out_width)).astype(np.float32)
+    pooled[1, ::7] = np.float32(1e-45)  # subnormal: its quarter rounds as a division would
+    out = np.full(channels.size * height * width, np.nan, dtype=np.float32)
+    for s in range(2):
+        _pooled_row(pooled, s, channels, (height, width, kernel, out_height, out_width), out)
+        maps = pooled[s].reshape(n_pooled, out_height, out_width)[channels] / np.float32(kernel * kernel)
+        expected = np.zeros((channels.size, height, width), dtype=np.float32)
+        expected[:, :out_height * kernel, :out_width * kernel] = maps.repeat(kernel, axis=1).repeat(kernel, axis=2)
+        np.testing.assert_array_equal(out.reshape(expected.shape), expected)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from evsim.kernels.simd import LANES, all_zero, load, splat, store
+from evsim.kernels.simd import LANES, all_zero, interleave_high, interleave_low, load, splat, store
 
 
 @njit(cache=True, inline="always")
@@ -75,6 +75,9 @@ def _pooled_row(pooled, s, channels, pool_shape, out):
     divisor = np.float32(kernel * kernel)
     if out_height * kernel < height or out_width * kernel < width:
         out[:] = 0.0  # cells past the last whole window get no gradient
+    if kernel == 2:
+        _pooled_row_2x2(pooled[s], channels, pool_shape, out)
+        return
     for j in range(channels.shape[0]):
         source = channels[j] * out_cells
         for oy in range(out_height):
@@ -84,6 +87,31 @@ def _pooled_row(pooled, s, channels, pool_shape, out):
                     first = j * cells + (oy * kernel + dy) * width + ox * kernel
                     for dx in range(kernel):
                         out[first + dx] = share
+
+
+@njit(cache=True)
+def _pooled_row_2x2(row, channels, pool_shape, out):
+    """:func:`_pooled_row` for 2 x 2 windows, 16 windows at a time: each window's quarter
+    (exactly its gradient / 4) doubled along the row by interleaving, onto both rows of
+    the window. Cell by cell it cost more than the LIF backward it feeds."""
+    height, width, _, out_height, out_width = pool_shape
+    cells = height * width
+    out_cells = out_height * out_width
+    quarter = np.float32(0.25)
+    for j in range(channels.shape[0]):
+        source = channels[j] * out_cells
+        for oy in range(out_height):
+            first = j * cells + 2 * oy * width
+            for x0 in range(0, out_width, LANES):
+                m = min(LANES, out_width - x0)
+                shares = quarter * load(row, source + oy * out_width + x0, m)
+                low, high = interleave_low(shares, shares), interleave_high(shares, shares)
+                at = first + 2 * x0
+                store(out, at, low, min(LANES, 2 * m))
+                store(out, at + width, low, min(LANES, 2 * m))
+                if 2 * m > LANES:
+                    store(out, at + LANES, high, 2 * m - LANES)
+                    store(out, at + width + LANES, high, 2 * m - LANES)
 
 
 @njit(cache=True)
@@ -183,7 +211,22 @@ def lif_backward_step(from_above, u, o, carry, out, bias_sum, n, kind, width, de
     """One slot of :func:`_lif_backward`: ``out[:n]`` = dL/du[t] from dL/do[t]
     ``from_above``, the membrane ``u`` and spikes ``o`` at ``t`` and ``carry`` = dL/du[t+1];
     ``bias_sum`` += it. ``out`` and ``carry`` are distinct rows (LLVM vectorises the loop
-    after checking that they do not overlap)."""
+    after checking that they do not overlap). The surrogate's kind is chosen here, outside
+    the loop, each kind a copy of it with the kind a constant: with the test inside, LLVM
+    left the loop scalar, 6.2x slower on conv1's rows (benchmarks/RESULTS.md)."""
+    if kind == 0:
+        _backward_row(from_above, u, o, carry, out, bias_sum, n, 0, width, decay, v_th, hard, detach_reset)
+    elif kind == 1:
+        _backward_row(from_above, u, o, carry, out, bias_sum, n, 1, width, decay, v_th, hard, detach_reset)
+    elif kind == 2:
+        _backward_row(from_above, u, o, carry, out, bias_sum, n, 2, width, decay, v_th, hard, detach_reset)
+    else:
+        _backward_row(from_above, u, o, carry, out, bias_sum, n, 3, width, decay, v_th, hard, detach_reset)
+
+
+@njit(cache=True, inline="always")
+def _backward_row(from_above, u, o, carry, out, bias_sum, n, kind, width, decay, v_th, hard, detach_reset):
+    """The loop of :func:`lif_backward_step` for one surrogate ``kind``."""
     for j in range(n):
         c = carry[j]
         spiked = np.float32(o[j])
