@@ -1,4 +1,4 @@
-"""The outputs of every register-blocked convolution kernel on random, non-dyadic data:
+"""The outputs of every register-blocked kernel on random, non-dyadic data:
 ``python -m tests.kind_outputs FILE.npz`` writes them under this process's machine kind
 (``EVSIM_MACHINE_KIND``), so that tests/test_machine_kinds.py can compare two kinds bit
 for bit."""
@@ -14,6 +14,7 @@ from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_weight_grad import conv_weight_grad_direct
 from evsim.kernels.events import dense_to_events
 from evsim.kernels.machine import KIND
+from evsim.layers.linear import _input_grad_dense
 from tests.test_conv_kernels import block_csr
 
 # (channels, height, width, filters, pad): odd filter counts leave a last block of one,
@@ -53,6 +54,11 @@ def outputs() -> dict[str, np.ndarray]:
             out = np.empty((n_steps * batch, geo.n_in), np.float32)
             input_grad(grad_u, indptr, columns, data, geo, out)
             result[f"{n}_{name}_input_grad"] = out
+    # A fully connected layer's input gradient (evsim.kernels.grad.input_grad_rows), zero
+    # rows and an odd count of the others included.
+    grad_u = (rng.normal(0.0, 1.0, (37, 300)) * (rng.random((37, 300)) < 0.3)).astype(np.float32)
+    grad_u[::4] = 0.0
+    result["fc_input_grad"] = _input_grad_dense(grad_u, rng.normal(0.0, 0.1, (200, 300)).astype(np.float32))
     return result
 
 

@@ -22,9 +22,9 @@ def _other_kind_env(tmp_path: Path) -> dict[str, str]:
 
 def test_register_blocks_give_the_same_bits_on_either_kind(tmp_path):
     """Every register-blocked kernel (direct and Winograd forwards, with and without pooling,
-    weight and input gradients) on random non-dyadic data, under the other kind's blocks in
-    a subprocess, equals this process's bit for bit: the blocks group the sums, they do not
-    reorder them."""
+    weight and input gradients, a fully connected layer's input gradient) on random
+    non-dyadic data, under the other kind's blocks in a subprocess, equals this process's
+    bit for bit: the blocks group the sums, they do not reorder them."""
     from tests.kind_outputs import outputs
 
     path = tmp_path / "other.npz"

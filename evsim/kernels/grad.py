@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from evsim.kernels.machine import KIND
 from evsim.kernels.propagate import accumulate_rows
 from evsim.kernels.simd import LANES, fma, gather, load, scatter, splat, store
 
@@ -89,14 +90,14 @@ def _input_grad_csr(grad_u, indptr, columns, data, out):
 
 
 @njit(parallel=True, cache=True)
-def _input_grad_rows(grad_u, n_alive, weights_t, rows, out):
+def _input_grad_rows_4x4(grad_u, n_alive, weights_t, rows, out):
     """``out[s] = grad_u[s, :n_alive] @ weights_t`` (``weights_t`` float32 ``[n_alive, n_in]``,
     C-contiguous, ``n_in`` a multiple of 64) for the slots ``rows`` (int64, ascending),
     zero for the others: the slots whose dL/du is all zero (half of them in the FC-300
     layer of the paper's N-MNIST network: samples no error reaches) cost nothing. Blocks of 4 slots x 64 columns keep their 16 sums in registers through the
     ``n_alive`` terms: 4 weight vectors and 4 scalars per 16 multiply-adds. On Numba's
     threads, where a BLAS product would run on the single thread training gives BLAS."""
-    n_slots, n_in = out.shape
+    n_in = out.shape[1]
     n_rows = rows.shape[0]
     zero = splat(np.float32(0.0))
     # Columns outermost: a 64-column strip of the weights (n_alive x 256 B) stays in L2
@@ -127,9 +128,46 @@ def _input_grad_rows(grad_u, n_alive, weights_t, rows, out):
             _store4(out[s1], j, a10, a11, a12, a13)
             _store4(out[s2], j, a20, a21, a22, a23)
             _store4(out[s3], j, a30, a31, a32, a33)
-    zero_rows = np.ones(n_slots, dtype=np.bool_)
+    _zero_other_rows(rows, out)
+
+
+@njit(parallel=True, cache=True)
+def _input_grad_rows_2x2(grad_u, n_alive, weights_t, rows, out):
+    """:func:`_input_grad_rows_4x4` in register blocks of 2 slots x 2 vectors, each 64-column
+    strip in two halves: AVX2 holds a 16-lane vector in two of its 16 registers, so the
+    4 x 4 block's 16 sums spilled (RESULTS.md, "Register blocks for AVX2"). The same sums
+    in the same order."""
+    n_rows = rows.shape[0]
+    zero = splat(np.float32(0.0))
+    for strip in prange(out.shape[1] // (4 * LANES)):
+        for half in range(2):
+            j = (2 * strip + half) * 2 * LANES
+            for r0 in range(0, n_rows, 2):
+                s0, s1 = rows[r0], rows[min(r0 + 1, n_rows - 1)]
+                a00, a01, a10, a11 = zero, zero, zero, zero
+                for k in range(n_alive):
+                    w0 = load(weights_t[k], j, LANES)
+                    w1 = load(weights_t[k], j + LANES, LANES)
+                    g0, g1 = grad_u[s0, k], grad_u[s1, k]
+                    a00, a01 = fma(g0, w0, a00), fma(g0, w1, a01)
+                    a10, a11 = fma(g1, w0, a10), fma(g1, w1, a11)
+                store(out[s0], j, a00, LANES)
+                store(out[s0], j + LANES, a01, LANES)
+                store(out[s1], j, a10, LANES)
+                store(out[s1], j + LANES, a11, LANES)
+    _zero_other_rows(rows, out)
+
+
+# This machine's register block (evsim.kernels.machine).
+input_grad_rows = _input_grad_rows_4x4 if KIND == "avx512" else _input_grad_rows_2x2
+
+
+@njit(parallel=True, cache=True)
+def _zero_other_rows(rows, out):
+    """Zero the rows of ``out`` not in ``rows``."""
+    zero_rows = np.ones(out.shape[0], dtype=np.bool_)
     zero_rows[rows] = False
-    for s in prange(n_slots):
+    for s in prange(out.shape[0]):
         if zero_rows[s]:
             out[s, :] = 0.0
 

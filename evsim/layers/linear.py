@@ -33,7 +33,7 @@ from evsim.kernels.events import Events, EventsByRow, StaticDrive, dense_to_even
 from evsim.kernels.grad import (
     _gather_csr,
     _input_grad_csr,
-    _input_grad_rows,
+    input_grad_rows,
     _scatter_csr,
     _weight_grad_csr,
     weight_grad_rows,
@@ -67,7 +67,7 @@ FACTORED_MAX_NEURONS = 16
 
 def _input_grad_dense(grad_u2: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``grad_u2[:, :N] @ weights.T`` (``weights`` ``[n_in, N]``) on Numba's threads,
-    skipping the slots whose dL/du is all zero (:func:`evsim.kernels.grad._input_grad_rows`;
+    skipping the slots whose dL/du is all zero (:func:`evsim.kernels.grad.input_grad_rows`;
     for the FC-300 layer of the paper's N-MNIST network 11-15 against 20 ms by BLAS on
     training's one BLAS thread, benchmarks/RESULTS.md)."""
     n_in, n_alive = weights.shape
@@ -76,7 +76,7 @@ def _input_grad_dense(grad_u2: np.ndarray, weights: np.ndarray) -> np.ndarray:
     weights_t[:, :n_in] = weights.T
     rows = np.flatnonzero(grad_u2[:, :n_alive].any(axis=1))
     out = aligned_empty((grad_u2.shape[0], width))
-    _input_grad_rows(grad_u2, n_alive, weights_t, rows, out)
+    input_grad_rows(grad_u2, n_alive, weights_t, rows, out)
     return out if width == n_in else np.ascontiguousarray(out[:, :n_in])
 
 
