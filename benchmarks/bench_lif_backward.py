@@ -4,7 +4,8 @@ the whole kernel, 1 thread, best of ``--repeat``:
 
 - the step's loop with the surrogate's kind tested inside it (as it was: LLVM left it
   scalar) against :func:`evsim.kernels.lif.lif_backward_step` (one loop per kind);
-- dL/d(spikes) under the 2 x 2 average pooling formed cell by cell (as it was) against
+- dL/d(spikes) under the 2 x 2 average pooling formed cell by cell (as it was, and as
+  :func:`evsim.kernels.lif.pooled_row_cells` still does other windows) against
   :func:`evsim.kernels.lif._pooled_row` (16 windows at a time);
 - :func:`evsim.kernels.lif._lif_backward` from a dense dL/d(spikes) and from the pooled
   gradient (every slot receives error here; in training about half do).
@@ -19,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from benchmarks.common import best_time
-from evsim.kernels.lif import NO_FACTORS, _backward_row, _lif_backward, _pooled_row, lif_backward_step
+from evsim.kernels.lif import NO_FACTORS, _backward_row, _lif_backward, _pooled_row, lif_backward_step, pooled_row_cells
 
 STEPS, BATCH, FILTERS, SIDE = 20, 100, 15, 32
 CONSTANTS = (np.float32(0.5), np.float32(0.2), np.float32(0.5), True, False)  # width, decay, v_th, hard, detach
@@ -44,19 +45,8 @@ def _rows(step_in_loop, grad, u, o, grad_u, bias, kind, width, decay, v_th, hard
 @njit(cache=True)
 def _pooled_cell_by_cell(pooled, channels, pool_shape, out):
     """Every slot's dL/d(spikes) under the pooling, one cell at a time."""
-    height, width, kernel, out_height, out_width = pool_shape
-    cells, out_cells = height * width, out_height * out_width
-    divisor = np.float32(kernel * kernel)
     for s in range(pooled.shape[0]):
-        for j in range(channels.shape[0]):
-            source = channels[j] * out_cells
-            for oy in range(out_height):
-                for ox in range(out_width):
-                    share = pooled[s, source + oy * out_width + ox] / divisor
-                    for dy in range(kernel):
-                        first = j * cells + (oy * kernel + dy) * width + ox * kernel
-                        for dx in range(kernel):
-                            out[first + dx] = share
+        pooled_row_cells(pooled[s], channels, pool_shape, out)
 
 
 @njit(cache=True)

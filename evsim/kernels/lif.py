@@ -70,19 +70,26 @@ def _pooled_row(pooled, s, channels, pool_shape, out):
     the window, zero on the cells past the last whole window; map channel ``channels[j]``
     into ``out``'s j-th block of ``H*W`` cells. ``pool_shape`` is ``(H, W, k, Ho, Wo)``."""
     height, width, kernel, out_height, out_width = pool_shape
-    cells = height * width
-    out_cells = out_height * out_width
-    divisor = np.float32(kernel * kernel)
     if out_height * kernel < height or out_width * kernel < width:
         out[:] = 0.0  # cells past the last whole window get no gradient
     if kernel == 2:
         _pooled_row_2x2(pooled[s], channels, pool_shape, out)
-        return
+    else:
+        pooled_row_cells(pooled[s], channels, pool_shape, out)
+
+
+@njit(cache=True)
+def pooled_row_cells(row, channels, pool_shape, out):
+    """:func:`_pooled_row`'s windows, cell by cell: any window size."""
+    height, width, kernel, out_height, out_width = pool_shape
+    cells = height * width
+    out_cells = out_height * out_width
+    divisor = np.float32(kernel * kernel)
     for j in range(channels.shape[0]):
         source = channels[j] * out_cells
         for oy in range(out_height):
             for ox in range(out_width):
-                share = pooled[s, source + oy * out_width + ox] / divisor
+                share = row[source + oy * out_width + ox] / divisor
                 for dy in range(kernel):
                     first = j * cells + (oy * kernel + dy) * width + ox * kernel
                     for dx in range(kernel):
