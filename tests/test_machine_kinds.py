@@ -51,6 +51,14 @@ def test_each_kind_has_its_blocks_and_table():
     assert conv_winograd.tile_layout(6, 6, "avx512")[1] == 4
 
 
+def test_kind_is_read_in_any_case(tmp_path):
+    env = {**os.environ, "EVSIM_MACHINE_KIND": f" {OTHER.upper()} ", "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "from evsim.kernels import machine, conv_paths; "
+                             "print(machine.KIND, conv_paths.HOST.name)"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300, check=True)
+    assert result.stdout.split() == [OTHER, OTHER]
+
+
 def test_bad_kind_is_one_line(tmp_path):
     env = {**os.environ, "EVSIM_MACHINE_KIND": "avx1024", "NUMBA_CACHE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "evsim.cli.main", "eval", "--help"], cwd=tmp_path, env=env,

@@ -32,11 +32,12 @@ def host_kind() -> str:
 
 
 def _kind() -> str:
-    forced = os.environ.get("EVSIM_MACHINE_KIND", "")
+    given = os.environ.get("EVSIM_MACHINE_KIND", "")
+    forced = given.strip().lower()  # AVX2 as well as avx2
     if not forced:
         return host_kind()
     if forced not in KINDS:
-        raise ConfigError(f"EVSIM_MACHINE_KIND={forced!r} is not a kind of machine; set one of {', '.join(KINDS)}, "
+        raise ConfigError(f"EVSIM_MACHINE_KIND={given!r} is not a kind of machine; set one of {', '.join(KINDS)}, "
                           "or unset it to use this machine's")
     return forced
 
