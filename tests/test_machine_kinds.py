@@ -103,3 +103,11 @@ def test_kernels_outside_the_package_keep_numbas_stamp(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("elsewhere", None)
+
+
+def test_every_cached_kernel_is_under_the_stamp():
+    """Numba caches only what lives in evsim/kernels, the folder the stamp hashes: a cached
+    function elsewhere would escape it."""
+    package = ROOT / "evsim"
+    cached = [path.relative_to(ROOT) for path in package.rglob("*.py") if "cache=True" in path.read_text()]
+    assert cached and all(path.parent == Path("evsim/kernels") for path in cached), cached
