@@ -23,12 +23,12 @@ from evsim.kernels.conv_direct import direct_multiply_adds
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
-from evsim.kernels.machine import KIND
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr, conv_input_grad_winograd)
 from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
                                             conv_weight_grad_events)
+from evsim.kernels.machine import KIND
 
 # Path name -> kernel; every pair of a table gives the same result (tests/test_conv_kernels.py).
 FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "direct": conv_currents_direct,
