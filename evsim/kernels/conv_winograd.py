@@ -270,8 +270,8 @@ def _filter_products_2(transformed, weights, xi, n_used, n_vec, v0, f, sums):
 
 
 # This machine's register block (see BLOCK_VECTORS).
-_block_products, _filter_products = ((_block_products_4x5, _filter_products_4) if KIND == "avx512"
-                                     else (_block_products_2x2, _filter_products_2))
+_block_products, _filter_products = {"avx512": (_block_products_4x5, _filter_products_4),
+                                     "avx2": (_block_products_2x2, _filter_products_2)}[KIND]
 
 
 @njit(cache=True, inline="always")

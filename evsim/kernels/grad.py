@@ -159,7 +159,7 @@ def _input_grad_rows_2x2(grad_u, n_alive, weights_t, rows, out):
 
 
 # This machine's register block (evsim.kernels.machine).
-input_grad_rows = _input_grad_rows_4x4 if KIND == "avx512" else _input_grad_rows_2x2
+input_grad_rows = {"avx512": _input_grad_rows_4x4, "avx2": _input_grad_rows_2x2}[KIND]
 
 
 @njit(parallel=True, cache=True)
