@@ -180,10 +180,12 @@ class Network:
         events. No traces: nothing to count operations from or to backpropagate (use
         :meth:`forward` for those).
 
-        The counts equal :meth:`forward`'s: the same kernels compute the currents. (The
-        density that picks a kernel is read from every 61st row of a map handed on dense;
-        within a few tenths of a point of a crossover it may pick the other kernel, whose
-        currents differ by float32 rounding.)
+        The counts are :meth:`forward`'s up to float32 rounding of the currents: a fused
+        pass may run another kernel than :meth:`forward` would (Winograd's F(4x4, 3x3),
+        chosen by :func:`evsim.kernels.conv_paths.pooled_path`; or, within a few tenths of
+        a point of a crossover, the other side of it, as the density that picks a kernel is
+        read from every 61st row of a map handed on dense), so a unit whose membrane lands
+        within a rounding of the threshold may spike in one and not the other.
         """
         x: Events | StaticDrive | np.ndarray = self._input_events(drive)
         k, trace = 0, None

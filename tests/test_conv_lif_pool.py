@@ -91,7 +91,10 @@ def test_refuses_what_it_cannot_run(rng):
 def test_predict_gives_forward_counts(spec):
     """Network.predict's counts are forward's, with pairs fused where they apply (average
     pooling of 2 after a stride-1 convolution) and layers run one by one elsewhere (max
-    pooling, a stride), also with dead filters, pruned kernels and a dense map handed on."""
+    pooling, a stride), also with dead filters, pruned kernels and a dense map handed on.
+    (These layers are small enough that the fused pass runs the direct convolution or
+    F(2x2, 3x3), whose currents are forward's; F(4x4, 3x3) is held to a float64 twin in
+    tests/test_conv_winograd4.py.)"""
     network = evsim.Network.from_spec(spec, rng=0)
     for layer in network.layers:
         if hasattr(layer, "store"):

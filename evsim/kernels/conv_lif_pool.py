@@ -6,8 +6,9 @@ Run as layers, conv1 of the paper's N-MNIST network writes its spikes (31 MB a b
 into windows, which then become events again for conv2: 20 of the 43 ms of a batch's
 inference at 2 threads (benchmarks/RESULTS.md). Here each task takes one sample through
 its T steps: the slot's currents come from the direct convolution
-(:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`) or Winograd's
-(:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`), the spikes are pooled in
+(:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`), Winograd's F(2x2, 3x3)
+(:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`) or F(4x4, 3x3)
+(:func:`evsim.kernels.conv_winograd4.winograd4_slot_lif_pool`), the spikes are pooled in
 the core's cache, and the pooled map, dense, is what the next layer reads: each window's
 spike count as a byte (the pooled value is a quarter of it), a quarter of a float32 map's
 memory traffic. The input is events or such a map of counts (an earlier pair's output).
@@ -20,12 +21,15 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
+from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
+from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
+                                          winograd4_weights)
 from evsim.kernels.events import Events, dense_to_events
 from evsim.kernels.simd import LANES
 
-PATHS = ("direct", "winograd")
+PATHS = ("direct", "winograd", "winograd4")
 # A count of spikes in a 2 x 2 window times this is the window's average.
 WINDOW_MEAN = np.float32(0.25)
 
@@ -61,7 +65,8 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
 def _winograd_pool(ptr, idx, val, dense, used, weights, bias, channel_of, batch, n_filters, n_channels, height, width,
                    pad, tile_cols, n_vec, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out,
                    n_tasks):
-    """As :func:`_direct_pool`, the currents by Winograd's F(2x2, 3x3)."""
+    """As :func:`_direct_pool`, the currents by Winograd's F(2x2, 3x3)
+    (:mod:`evsim.kernels.conv_winograd`)."""
     n_slots = pooled_out.shape[0]
     from_map = dense.shape[0] > 0
     n_used = used.shape[0]
@@ -85,6 +90,35 @@ def _winograd_pool(ptr, idx, val, dense, used, weights, bias, channel_of, batch,
                                        out_width, bias, leak, decay, v_th, hard, channel_of, pooled_out[s], sums)
 
 
+@njit(parallel=True, cache=True)
+def _winograd4_pool(ptr, idx, val, dense, used, weights, bias, channel_of, group_base, runs, pooled_cells,
+                    batch, n_filters, n_channels, height, width, pad, n_vec, rows, width_pad, decay, v_th, hard,
+                    pooled_out, n_tasks):
+    """As :func:`_direct_pool`, the currents by Winograd's F(4x4, 3x3)
+    (:mod:`evsim.kernels.conv_winograd4`)."""
+    n_slots = pooled_out.shape[0]
+    from_map = dense.shape[0] > 0
+    n_used = used.shape[0]
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        image = np.zeros(n_channels * height * width, dtype=np.float32)
+        padded = zeros_on_lines(n_channels * rows * width_pad + LANES)  # the last row loads' overrun
+        transformed = zeros_on_lines(36 * n_used * n_vec * LANES)
+        leak = np.zeros(n_filters * n_vec * 16 * LANES, dtype=np.float32)
+        sums = conv_winograd4.sums_scratch()
+        half = zeros_on_lines(36 * LANES)
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            leak[:] = 0.0
+            for s in range(b, n_slots, batch):
+                if from_map:
+                    fill_rows(dense[s], 0, n_channels, height, width, pad, 1, rows, width_pad, padded, WINDOW_MEAN)
+                else:
+                    shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, 1, rows, width_pad, padded)
+                input_transform(padded, rows, width_pad, used, group_base, n_vec, half, transformed)
+                winograd4_slot_lif_pool(transformed, weights, n_used, n_vec, n_filters, bias, leak, decay, v_th,
+                                        hard, channel_of, runs, pooled_cells, pooled_out[s], sums, half)
+
+
 def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
                   geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float, hard: bool, path: str,
                   channel_of: np.ndarray, pooled_out: np.ndarray) -> None:
@@ -98,9 +132,11 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         :func:`evsim.kernels.conv_lif.conv_lif_direct`).
     bias : float32 ``[F_alive]``.
     decay, v_th, hard : the LIF constants.
-    path : ``"direct"`` or ``"winograd"`` (3 x 3 kernels), the currents' kernel; the
-        spikes are those of :func:`evsim.kernels.conv_lif.conv_lif_direct` or
-        :func:`~evsim.kernels.conv_lif.conv_lif_winograd`.
+    path : ``"direct"``, ``"winograd"`` or ``"winograd4"`` (3 x 3 kernels), the currents'
+        kernel; the spikes are those of :func:`evsim.kernels.conv_lif.conv_lif_direct` or
+        :func:`~evsim.kernels.conv_lif.conv_lif_winograd`, or (``"winograd4"``, Winograd's
+        F(4x4, 3x3): :mod:`evsim.kernels.conv_winograd4`) those of currents that differ
+        from theirs by float32 rounding.
     channel_of : integers ``[F_alive]``, the pooled channel of each alive filter (distinct,
         below ``C_pool``).
     pooled_out : uint8 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous, the spikes in each
@@ -108,8 +144,9 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         channels overwritten, the others left as they are.
     """
     g = geometry
-    if g.stride != 1 or path not in PATHS or (path == "winograd" and not applies(g)):
-        raise ValueError(f"conv_lif_pool runs stride-1 convolutions by {' or '.join(PATHS)} (Winograd: 3 x 3 "
+    if (g.stride != 1 or path not in PATHS or (path == "winograd" and not applies(g))
+            or (path == "winograd4" and not conv_winograd4.applies(g))):
+        raise ValueError(f"conv_lif_pool runs stride-1 convolutions by {', '.join(PATHS)} (Winograd: 3 x 3 "
                          f"kernels); got stride {g.stride}, kernel {g.kernel}, path {path!r}")
     n_filters = channel_of.shape[0]
     n_steps, batch, n_pooled = pooled_out.shape
@@ -144,6 +181,15 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         _direct_pool(ptr, idx, val, dense, offsets, weights, padded_bias, channel_of, batch, n_filters,
                      g.in_channels, g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height,
                      g.out_width, *constants, flat_out, get_num_threads())
+    elif path == "winograd4":
+        used, weights = winograd4_weights(indptr, columns, data, g, n_filters)
+        _, n_vec, rows, width_pad = conv_winograd4.tile_layout(g.out_height, g.out_width)
+        padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
+        padded_bias[:n_filters] = bias
+        _winograd4_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of,
+                        group_bases(g.out_height, g.out_width), window_runs(g.out_height, g.out_width), pooled_cells,
+                        batch, n_filters, g.in_channels, g.height, g.width, g.pad, n_vec, rows, width_pad, *constants,
+                        flat_out, get_num_threads())
     else:
         used, weights = winograd_weights(indptr, columns, data, g, n_filters)
         tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)

@@ -13,10 +13,11 @@ paths' multiply-adds about twice as much on AVX2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
                                         conv_currents_events)
 from evsim.kernels.conv_direct import direct_multiply_adds
@@ -69,6 +70,11 @@ class PathCosts:
     # from dL/du's nonzeros below the second, else the transposed convolution.
     input_grad_gather_below: float
     input_grad_scatter_below: float
+    # Inference through a convolution, its LIF step and 2 x 2 average pooling in one pass
+    # (evsim.kernels.conv_lif_pool), where the forward's model picks a dense kernel: per
+    # dense kernel (ns a unit, ns a 16-lane multiply-add), fitted to that pass; a kernel
+    # not named is not run.
+    pooled: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 # Each number is the measured crossover, or a fit to the measured times, of the runs of
@@ -96,6 +102,9 @@ AVX512 = PathCosts(
     # Against the direct transposed convolution (51-53 ms at every density, run 9): gather
     # wins below 9.2-9.4 %, scatter below 3.7-4.0 %; the GEMM + col2im lost to both.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
+    # The forward's own model: the fused pooling measured only as a whole network's
+    # inference there; Winograd's F(4x4, 3x3) not measured there.
+    pooled={"direct": (0.35, 0.23), "winograd": (0.82, 0.30)},
 )
 # An AMD EPYC with AVX2 (RESULTS.md, "An AVX2 machine" and "Register blocks for AVX2"): the
 # event paths cost about what they cost with AVX-512, the dense paths' multiply-adds about
@@ -120,6 +129,9 @@ AVX2 = PathCosts(
     # Gather and scatter against the transposed convolution: forcing gather at every
     # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
+    # bench_pooled_paths at 1 thread (run s41-a), ten shapes, the relative error fitted:
+    # it picks the fastest kernel for all ten (F(2x2) for conv1, F(4x4) for conv2).
+    pooled={"direct": (0.52, 0.58), "winograd": (0.56, 0.82), "winograd4": (0.89, 0.82)},
 )
 
 
@@ -146,16 +158,41 @@ def nonzero_density(rows: np.ndarray, stride: int = DENSITY_SAMPLE_STRIDE) -> fl
     return np.count_nonzero(sample) / max(sample.size, 1)
 
 
+def dense_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int,
+                        kind: str = KIND) -> dict[str, int]:
+    """16-lane multiply-adds a slot of each dense kernel that computes this convolution
+    (stride 1) on a ``kind`` machine: the direct convolution's, and for 3 x 3 kernels
+    Winograd's F(2x2, 3x3) and F(4x4, 3x3)."""
+    fmas = {"direct": direct_multiply_adds(in_channels, kernel, n_out, out_height, out_width, kind)}
+    if kernel == 3:
+        fmas["winograd"] = winograd_multiply_adds(in_channels, n_out, out_height, out_width, kind)
+        fmas["winograd4"] = conv_winograd4.multiply_adds(in_channels, n_out, out_height, out_width)
+    return fmas
+
+
+def pooled_path(geometry: ConvGeometry, n_filters: int, costs: PathCosts | None = None) -> str:
+    """``"direct"``, ``"winograd"`` or ``"winograd4"``: the dense kernel of
+    :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a stride-1 ``geometry``, ``n_filters``
+    alive filters) with the least modelled time (``costs``: as for :func:`forward_path`),
+    among those its table names and that compute this convolution."""
+    c = costs or HOST
+    g = geometry
+    fmas = dense_multiply_adds(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, c.name)
+    applies = {"direct": True, "winograd": winograd_applies(g), "winograd4": conv_winograd4.applies(g)}
+    modelled = {name: per_unit * n_filters * g.out_cells + per_fma * fmas[name]
+                for name, (per_unit, per_fma) in c.pooled.items() if applies[name]}
+    return min(modelled, key=modelled.get)
+
+
 def _dense_costs(in_channels: int, kernel: int, n_out: int, out_height: int, out_width: int,
                  winograd: bool, c: PathCosts) -> dict[str, float]:
     """Modelled ns a slot of the direct convolution and (``winograd``) Winograd's, from
     ``in_channels`` source channels to ``n_out`` output channels of ``out_height x out_width``."""
     units = n_out * out_height * out_width
-    costs = {"direct": c.direct_ns_per_unit * units + c.direct_ns_per_fma * direct_multiply_adds(
-        in_channels, kernel, n_out, out_height, out_width, c.name)}
+    fmas = dense_multiply_adds(in_channels, kernel, n_out, out_height, out_width, c.name)
+    costs = {"direct": c.direct_ns_per_unit * units + c.direct_ns_per_fma * fmas["direct"]}
     if winograd:
-        costs["winograd"] = c.winograd_ns_per_unit * units + c.winograd_ns_per_fma * winograd_multiply_adds(
-            in_channels, n_out, out_height, out_width, c.name)
+        costs["winograd"] = c.winograd_ns_per_unit * units + c.winograd_ns_per_fma * fmas["winograd"]
     return costs
 
 

@@ -29,10 +29,9 @@ from evsim.kernels.conv_geometry import ConvGeometry, conv_fan_out, conv_geometr
 from evsim.kernels.conv_forward import conv_currents_static
 from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_winograd
 from evsim.kernels.conv_lif_backward import lif_backward_weight_grad
-from evsim.kernels.conv_lif_pool import PATHS as POOLED_PATHS
 from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
-                                      input_grad_path, nonzero_density, weight_grad_path)
+                                      input_grad_path, nonzero_density, pooled_path, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
@@ -196,7 +195,9 @@ class SpikingConv2d(StructuralEdits):
         as events: :func:`evsim.kernels.conv_lif_pool.window_events`), or None where that
         pass does not apply (a stride, another pooling, or input sparse enough that the
         event path is cheaper: use :meth:`forward`). ``drive``: events or an earlier
-        pair's window counts. No trace is kept."""
+        pair's window counts. No trace is kept. The pass's kernel is the cheapest by
+        :func:`evsim.kernels.conv_paths.pooled_path`, which may be Winograd's F(4x4, 3x3),
+        whose currents differ from :meth:`forward`'s by float32 rounding."""
         g = pool.geometry
         if pool.mode != "avg" or g.kernel != 2 or tuple(pool.in_shape) != tuple(self.out_shape):
             return None
@@ -208,9 +209,9 @@ class SpikingConv2d(StructuralEdits):
             density = nonzero_density(drive.reshape(steps * batch, -1))
         else:
             return None
-        path = forward_path(density, self.geometry, self.alive_filters.size)
-        if path not in POOLED_PATHS:
-            return None
+        if forward_path(density, self.geometry, self.alive_filters.size) not in ("direct", "winograd"):
+            return None  # the event path is cheaper (or a GEMM's input): no fused pass
+        path = pooled_path(self.geometry, self.alive_filters.size)
         pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
         if not self.alive.all():  # the kernel writes the alive filters' channels only
             pooled.reshape(steps * batch, self.filters, -1)[:, ~self.alive] = 0

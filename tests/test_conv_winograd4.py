@@ -1,0 +1,132 @@
+"""Inference through a 3 x 3 convolution by Winograd's F(4x4, 3x3), its LIF step and 2 x 2
+average pooling (evsim/kernels/conv_winograd4.py) against a float64 twin, and the choice
+of the fused pass's kernel (evsim/kernels/conv_paths.pooled_path).
+
+G holds sixths, so the currents are never exact: the spikes are compared with the twin's
+wherever the twin's membrane stays clear of the threshold (a window is left out from the
+first step one of its units comes within 1e-4 of it: a spike there may go either way, and
+the unit's later steps with it)."""
+import numpy as np
+import pytest
+
+from evsim.kernels import conv_winograd4
+from evsim.kernels.conv_geometry import conv_geometry
+from evsim.kernels.conv_lif_pool import conv_lif_pool
+from evsim.kernels.conv_paths import AVX2, AVX512, pooled_path
+from tests.reference import avg_pool2d, conv2d_forward
+from tests.test_conv_kernels import block_csr, event_maps
+
+V_TH, DECAY = 0.5, 0.2
+
+
+def test_transforms_compute_the_correlation(rng):
+    """``A^T [(G g G^T) * (B^T d B)] A`` is the 4 x 4 cross-correlation of a 6 x 6 window
+    with a 3 x 3 kernel."""
+    for _ in range(20):
+        d, g = rng.normal(size=(6, 6)), rng.normal(size=(3, 3))
+        u = conv_winograd4.G @ g @ conv_winograd4.G.T
+        v = conv_winograd4.B_T @ d @ conv_winograd4.B_T.T
+        out = conv_winograd4.A_T @ (u * v) @ conv_winograd4.A_T.T
+        direct = np.array([[np.sum(d[y:y + 3, x:x + 3] * g) for x in range(4)] for y in range(4)])
+        np.testing.assert_allclose(out, direct, rtol=0, atol=1e-12)
+
+
+def twin(x, weight, bias, pad, reset):
+    """Spikes ``[T, B, F, Ho, Wo]`` and membrane of the spiking convolution in float64."""
+    n_steps, batch = x.shape[:2]
+    u_prev = o_prev = 0.0
+    us, os = [], []
+    for t in range(n_steps):
+        current = conv2d_forward(x[t].astype(np.float64), weight.astype(np.float64), 1, pad)
+        current += bias.astype(np.float64)[None, :, None, None]
+        u = DECAY * u_prev * (1 - o_prev) + current if reset == "hard" else DECAY * u_prev - V_TH * o_prev + current
+        o = (u > V_TH).astype(np.float64)
+        us.append(u)
+        os.append(o)
+        u_prev, o_prev = u, o
+    return np.stack(os), np.stack(us)
+
+
+@pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("height, width, pad", [(7, 19, 1), (16, 16, 1), (9, 8, 0), (5, 40, 2), (33, 34, 1),
+                                                (8, 8, 1), (30, 62, 0)])
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+@pytest.mark.parametrize("dense_input", [False, True])
+def test_pooled_spikes_match_float64_twin(rng, n_filters, dead, height, width, pad, reset, dense_input):
+    """Away from the threshold, the pooled spikes are the twin's, from events or a map of
+    window counts, over odd and even maps (the floor rule drops a last row or column),
+    rows of tiles that fill no vector or several (groups of four tiles on every row),
+    borders of 0-2 cells, pruned kernels (an input channel without any) and dead filters,
+    whose pooled channels are left untouched."""
+    channels, n_steps, batch = 3, 5, 3
+    alive = np.setdiff1d(np.arange(n_filters), dead)
+    weight = rng.normal(0.0, 0.4, (alive.size, channels, 3, 3)).astype(np.float32)
+    stored = rng.random((channels, alive.size)) < 0.7
+    stored[1, :] = False  # a channel whose kernels are all pruned
+    weight *= stored.T[:, :, None, None]
+    indptr, columns, data = block_csr(weight, stored)
+    bias = rng.normal(0.0, 0.1, alive.size).astype(np.float32)
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3, values=(1.0, 2.0, 0.25, 0.75))
+    geo = conv_geometry(channels, height, width, 3, 1, pad)
+    spikes, u = twin(x, weight, bias, pad, reset)
+    windows = avg_pool2d(spikes.reshape(n_steps * batch, alive.size, geo.out_height, geo.out_width), 2) * 4
+    # A unit near the threshold once: its window's count is left unchecked from then on.
+    near = np.logical_or.accumulate(np.abs(u - V_TH) < 1e-4, axis=0).reshape(windows.shape[:2] + u.shape[-2:])
+    unsure = avg_pool2d(near.astype(np.float64), 2) > 0
+    assert 0.05 < spikes.mean() < 0.95 and unsure.mean() < 0.05  # (discrete inputs repeat membranes)
+    pooled = np.full((n_steps, batch, n_filters * windows[0, 0].size), 255, np.uint8)
+    drive = (x * 4).astype(np.uint8).reshape(n_steps, batch, -1) if dense_input else ev
+    conv_lif_pool(drive, indptr, columns, data, geo, bias, DECAY, V_TH, reset == "hard", "winograd4", alive, pooled)
+    got = pooled.reshape(n_steps * batch, n_filters, *windows.shape[2:])
+    np.testing.assert_array_equal(np.where(unsure, 0, got[:, alive]), np.where(unsure, 0, windows))
+    assert (got[:, list(dead)] == 255).all()
+
+
+def test_refuses_what_it_cannot_run(rng):
+    weight = rng.normal(size=(4, 2, 5, 5)).astype(np.float32)
+    indptr, columns, data = block_csr(weight, np.ones((2, 4), bool))
+    _, ev = event_maps(rng, (2, 3, 2, 8, 8), 0.3)
+    out = np.zeros((2, 3, 4 * 16), np.uint8)
+    with pytest.raises(ValueError, match="3 x 3"):
+        conv_lif_pool(ev, indptr, columns, data, conv_geometry(2, 8, 8, 5, 1, 2), np.zeros(4, np.float32), 0.2, 0.5,
+                      True, "winograd4", np.arange(4), out)
+
+
+def test_pooled_path_follows_the_measured_costs():
+    """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network and
+    F(2x2, 3x3) for conv1 (bench_pooled_paths, run s41); AVX-512's table, where F(4x4)
+    was not measured, never takes it; other kernel sizes take the direct convolution."""
+    conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
+    assert pooled_path(conv2, 40, AVX2) == "winograd4"
+    assert pooled_path(conv1, 15, AVX2) == "winograd"
+    assert "winograd4" not in {pooled_path(g, f, AVX512) for g, f in ((conv1, 15), (conv2, 40))}
+    assert pooled_path(conv_geometry(15, 16, 16, 5, 1, 2), 40, AVX2) == "direct"
+
+
+def test_multiply_adds_count_padded_lanes_and_filters():
+    """36 positions x used channels x filters padded to the block x tile vectors: the
+    paper's conv2 (16 x 16 map, 4 x 4 tiles, one vector) and conv1 (32 x 32, four)."""
+    assert conv_winograd4.multiply_adds(15, 40, 16, 16) == 36 * 15 * 40 * 1
+    assert conv_winograd4.multiply_adds(2, 15, 32, 32) == 36 * 2 * 16 * 4
+    assert conv_winograd4.tile_layout(8, 8)[:2] == (4, 1)  # 2 x 2 tiles padded to rows of four
+
+
+def test_forward_pooled_runs_the_chosen_kernel(rng):
+    """A layer's fused inference runs the kernel :func:`pooled_path` picks for it (on AVX2,
+    F(4x4, 3x3) for the paper's conv2), dead filters' channels zero."""
+    import evsim
+    from evsim.kernels.conv_paths import HOST
+
+    net = evsim.Network.from_spec("15x16x16-40C3-AP2-4", rng=0)
+    conv, pool = net.layers[:2]
+    conv.kill(np.array([3, 17]))
+    drive = ((rng.random((3, 4, conv.n_in)) < 0.4) * rng.integers(1, 5, (3, 4, conv.n_in))).astype(np.uint8)
+    path = pooled_path(conv.geometry, conv.alive_filters.size)
+    assert path == ("winograd4" if HOST.name == "avx2" else "winograd")
+    expected = np.zeros((3, 4, pool.n_out), np.uint8)
+    conv_lif_pool(drive, conv.store.indptr, conv.columns, conv.store.data, conv.geometry,
+                  conv.bias[conv.alive_filters], np.float32(net.lif.decay), np.float32(net.lif.v_th),
+                  net.lif.reset == "hard", path, conv.alive_filters, expected)
+    got = conv.forward_pooled(drive, net.lif, pool)
+    assert got.any()
+    np.testing.assert_array_equal(got, expected)
