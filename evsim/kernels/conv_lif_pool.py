@@ -184,9 +184,7 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     elif path == "winograd4":
         used, weights = winograd4_weights(indptr, columns, data, g, n_filters)
         _, n_vec, rows, width_pad = conv_winograd4.tile_layout(g.out_height, g.out_width)
-        padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
-        padded_bias[:n_filters] = bias
-        _winograd4_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of,
+        _winograd4_pool(ptr, idx, val, dense, used, weights, bias, channel_of,
                         group_bases(g.out_height, g.out_width), window_runs(g.out_height, g.out_width), pooled_cells,
                         batch, n_filters, g.in_channels, g.height, g.width, g.pad, n_vec, rows, width_pad, *constants,
                         flat_out, get_num_threads())
