@@ -22,7 +22,7 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
-from evsim.kernels.events import INT32_MAX, Events, StaticDrive, dense_to_events, slot_order
+from evsim.kernels.events import INT32_MAX, Events, StaticDrive, all_finite, dense_to_events, slot_order
 from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
 from evsim.memory import SYNAPSE_BYTES, refuse_beyond_memory
 from evsim.neuron import LIFParameters
@@ -219,7 +219,7 @@ class Network:
             else:
                 with np.errstate(over="ignore"):  # a value past float32's range becomes inf: refused below
                     values = np.ascontiguousarray(drive, dtype=np.float32)
-                if not np.all(np.isfinite(values)):
+                if not all_finite(values):
                     raise ShapeError("input contains NaN or infinite values (in float32, the kernels' type)")
                 events = dense_to_events(values)
         elif isinstance(drive, StaticDrive):

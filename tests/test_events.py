@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evsim.kernels.events import EventsByRow, _group_by_row, dense_to_events, group_by_row
+from evsim.kernels.events import EventsByRow, _group_by_row, all_finite, dense_to_events, group_by_row
 
 
 def test_dense_to_events_roundtrip(rng):
@@ -19,17 +19,27 @@ def test_dense_to_events_roundtrip(rng):
 
 @pytest.mark.parametrize("n", [1, 8, 63, 64, 65, 130, 800])
 @pytest.mark.parametrize("activity", [0.0, 0.05, 0.5, 1.0])
-def test_byte_cells_give_the_same_events_as_float_cells(rng, n, activity):
-    """The 64-cells-per-step path for uint8 and bool cells (any width: the last block
-    of a row is partial) equals the scalar path on the same values as float32."""
+def test_bit_cells_give_the_same_events_as_the_scalar_path(rng, n, activity):
+    """The 64-cells-per-step path for uint8, bool and float32 cells (any width: the last
+    block of a row is partial) equals the scalar path (float64 cells) on the same values."""
     counts = ((rng.random((3, 4, n)) < activity) * rng.integers(1, 200, (3, 4, n))).astype(np.uint8)
     index_map = (3 * np.arange(n) + 1).astype(np.int32)
-    expected = dense_to_events(counts.astype(np.float32), index_map)
-    for cells in (counts, counts > 0):
+    expected = dense_to_events(counts.astype(np.float64), index_map)
+    for cells in (counts, counts > 0, counts.astype(np.float32) / 7):
         got = dense_to_events(cells, index_map)
         np.testing.assert_array_equal(got.ptr, expected.ptr)
         np.testing.assert_array_equal(got.idx, expected.idx)
-        np.testing.assert_array_equal(got.val, expected.val if cells.dtype == np.uint8 else expected.val > 0)
+        values = expected.val / 7 if cells.dtype == np.float32 else expected.val
+        np.testing.assert_array_equal(got.val, values if cells.dtype != np.bool_ else expected.val > 0)
+
+
+def test_float_cells_nonzero_as_not_equal_has_it():
+    """-0.0 is no event, NaN, infinities and the smallest subnormal are, on both paths."""
+    row = np.array([0.0, -0.0, np.nan, 1e-45, -np.inf, 0.0, 2.5] * 10, dtype=np.float32)
+    for cells in (row, row.astype(np.float64)):
+        events = dense_to_events(cells.reshape(1, 1, -1))
+        np.testing.assert_array_equal(events.idx, np.flatnonzero(row != 0))
+        np.testing.assert_array_equal(events.val, row[row != 0])
 
 
 def test_index_map_and_uint8_spikes(rng):
@@ -150,3 +160,16 @@ def test_byte_spikes_take_the_bit_mask_fill(rng, activity):
         sl = slice(events.ptr[s], events.ptr[s + 1])
         np.testing.assert_array_equal(events.idx[sl], index_map[np.flatnonzero(flat[s])])
     assert np.all(events.val == 1)
+
+
+def test_all_finite_finds_any_nan_or_infinity(rng):
+    """Every kind of non-finite float32 anywhere (first, last, a middle row), none in
+    finite values however large or small, and an empty array."""
+    values = rng.normal(size=(5, 3, 37)).astype(np.float32)
+    values[0, 0, 0], values[4, 2, 36] = np.float32(3.4e38), np.float32(1e-45)
+    assert all_finite(values) and all_finite(np.zeros((0, 3, 4), np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0, 0), (2, 1, 17), (4, 2, 36)):
+            broken = values.copy()
+            broken[where] = bad
+            assert not all_finite(broken)

@@ -71,6 +71,18 @@ def test_nonzero_bits_marks_exactly_the_nonzero_cells_among_n(rng, n):
         np.testing.assert_array_equal(found, expected)
 
 
+@pytest.mark.parametrize("n", [0, 1, 9, 63, 64])
+def test_nonzero_bits_of_float_cells(rng, n):
+    """float32 cells: -0.0 is zero, NaN is not (as ``!=`` has it)."""
+    cells = ((rng.random(200) < 0.4) * rng.normal(size=200)).astype(np.float32)
+    cells[[3, 5, 8 + 63]] = [-0.0, np.nan, 1e-45]
+    for offset in (0, 8, 13):
+        count, found = _bits(cells, offset, n)
+        expected = np.flatnonzero(cells[offset:offset + n] != 0)
+        assert count == expected.size
+        np.testing.assert_array_equal(found, expected)
+
+
 def test_lowest_bit_and_popcount_on_the_top_bit():
     cells = np.zeros(64, np.uint8)
     cells[63] = 1

@@ -438,27 +438,37 @@ interleave_high.__doc__ = "``a[8], b[8], ..., a[15], b[15]``."
 _BYTES = ir.VectorType(ir.IntType(8), 64)
 
 
+_FLOATS = ir.VectorType(ir.FloatType(), 64)
+
+
 @intrinsic
 def nonzero_bits(typingctx, array, offset, n):
     """uint64 whose bit k is set where ``array.ravel()[offset + k] != 0``, for ``k < n``
-    (``n`` at most 64; bytes from ``n`` on are not read and give 0 bits).
+    (``n`` at most 64; cells from ``n`` on are not read and give 0 bits). NaN counts as
+    nonzero, as ``!=`` has it; -0.0 does not.
 
-    ``array`` C-contiguous uint8; no bounds check.
+    ``array`` C-contiguous uint8 or float32; no bounds check.
     """
-    if not (_check_contiguous(array, types.uint8) and isinstance(offset, types.Integer)
-            and isinstance(n, types.Integer)):
+    if not ((_check_contiguous(array, types.uint8) or _check_contiguous(array, types.float32))
+            and isinstance(offset, types.Integer) and isinstance(n, types.Integer)):
         return None
+    cell_type = _BYTES if array.dtype == types.uint8 else _FLOATS
 
     def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1], _BYTES)
-        load_type = ir.FunctionType(_BYTES, [_BYTES.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), _BYTES])
-        masked_load = cgutils.get_or_insert_function(builder.module, load_type, "llvm.masked.load.v64i8.p0")
-        zeros = ir.Constant(_BYTES, [0] * 64)
+        size = 1 if cell_type is _BYTES else 4
+        address = _address(context, builder, signature.args[0], args[0], args[1], cell_type)
+        load_type = ir.FunctionType(cell_type, [cell_type.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64),
+                                                cell_type])
+        name = "llvm.masked.load.v64i8.p0" if cell_type is _BYTES else "llvm.masked.load.v64f32.p0"
+        masked_load = cgutils.get_or_insert_function(builder.module, load_type, name)
+        zeros = ir.Constant(cell_type, [0] * 64)
         cells = _whole_or_masked(
-            builder, args[2], 64, lambda: builder.load(address, align=1),
-            lambda: builder.call(masked_load, [address, ir.Constant(_I32, 1), _first_lanes(builder, args[2], 64),
+            builder, args[2], 64, lambda: builder.load(address, align=size),
+            lambda: builder.call(masked_load, [address, ir.Constant(_I32, size), _first_lanes(builder, args[2], 64),
                                                zeros]))
-        return builder.bitcast(builder.icmp_unsigned("!=", cells, zeros), _I64)
+        if cell_type is _BYTES:
+            return builder.bitcast(builder.icmp_unsigned("!=", cells, zeros), _I64)
+        return builder.bitcast(builder.fcmp_unordered("!=", cells, zeros), _I64)
 
     return types.uint64(array, offset, n), codegen
 
