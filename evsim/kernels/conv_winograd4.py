@@ -33,8 +33,8 @@ from numba import njit
 from evsim.kernels.conv_direct import zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.propagate import lif_leak_update
-from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
-                                store_bytes, upper_halves)
+from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, odd_lanes, splat,
+                                store, store_bytes, upper_halves)
 
 # B^T, G and A^T of F(4x4, 3x3) at the points 0, 1, -1, 2, -2 and infinity.
 B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
@@ -98,10 +98,19 @@ def winograd4_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
 
 @njit(cache=True, inline="always")
 def _window_row(padded, b0, b1, b2, b3, offset):
-    """Cell ``offset`` (window row x width + column) of the windows of the 16 tiles whose
-    groups of four start at ``b0..b3``: every fourth lane of four row loads."""
-    return even_lanes(even_lanes(load(padded, b0 + offset, LANES), load(padded, b1 + offset, LANES)),
-                      even_lanes(load(padded, b2 + offset, LANES), load(padded, b3 + offset, LANES)))
+    """The six cells of a window row (``offset``: the row times the map's width) of the 16
+    tiles whose groups of four start at ``b0..b3``: column ``q`` is every fourth lane from
+    ``q`` of the groups' 16-cell loads, columns 0-3 from one load each and 4-5 from one
+    more (8 loads and 14 shuffles for six columns, against 24 and 18 one column apiece)."""
+    l0, l1 = load(padded, b0 + offset, LANES), load(padded, b1 + offset, LANES)
+    l2, l3 = load(padded, b2 + offset, LANES), load(padded, b3 + offset, LANES)
+    even_01, odd_01 = even_lanes(l0, l1), odd_lanes(l0, l1)
+    even_23, odd_23 = even_lanes(l2, l3), odd_lanes(l2, l3)
+    m0, m1 = load(padded, b0 + offset + 4, LANES), load(padded, b1 + offset + 4, LANES)
+    m2, m3 = load(padded, b2 + offset + 4, LANES), load(padded, b3 + offset + 4, LANES)
+    return (even_lanes(even_01, even_23), even_lanes(odd_01, odd_23), odd_lanes(even_01, even_23),
+            odd_lanes(odd_01, odd_23), even_lanes(even_lanes(m0, m1), even_lanes(m2, m3)),
+            even_lanes(odd_lanes(m0, m1), odd_lanes(m2, m3)))
 
 
 @njit(cache=True, inline="always")
@@ -123,7 +132,7 @@ def input_transform(padded, rows, width, used, group_base, n_vec, half, transfor
     """``transformed[((xi*C_used + i)*n_vec + v)*16 + lane] = (B^T d B)[xi]`` of the window
     ``d`` of tile ``16v + lane`` in channel ``used[i]`` of the padded map (flat ``[C, rows,
     width]``, zeros around the input; :func:`group_bases`); ``half`` a 36 x 16 scratch
-    holding ``B^T d`` between the two passes."""
+    holding ``d B`` between the two passes."""
     n_used = used.shape[0]
     stride = n_used * n_vec * LANES
     for i in range(n_used):
@@ -131,32 +140,29 @@ def input_transform(padded, rows, width, used, group_base, n_vec, half, transfor
         for v in range(n_vec):
             b0, b1 = first + group_base[4 * v], first + group_base[4 * v + 1]
             b2, b3 = first + group_base[4 * v + 2], first + group_base[4 * v + 3]
-            for q in range(6):  # down each column of the windows
-                e0, e1, e2, e3, e4, e5 = _b_t(_window_row(padded, b0, b1, b2, b3, q),
-                                              _window_row(padded, b0, b1, b2, b3, width + q),
-                                              _window_row(padded, b0, b1, b2, b3, 2 * width + q),
-                                              _window_row(padded, b0, b1, b2, b3, 3 * width + q),
-                                              _window_row(padded, b0, b1, b2, b3, 4 * width + q),
-                                              _window_row(padded, b0, b1, b2, b3, 5 * width + q))
-                store(half, q * LANES, e0, LANES)
-                store(half, (6 + q) * LANES, e1, LANES)
-                store(half, (12 + q) * LANES, e2, LANES)
-                store(half, (18 + q) * LANES, e3, LANES)
-                store(half, (24 + q) * LANES, e4, LANES)
-                store(half, (30 + q) * LANES, e5, LANES)
-            o = (i * n_vec + v) * LANES
-            for r in range(6):  # along each row of B^T d
+            for r in range(6):  # along each row of the windows: d B
+                d0, d1, d2, d3, d4, d5 = _window_row(padded, b0, b1, b2, b3, r * width)
+                e0, e1, e2, e3, e4, e5 = _b_t(d0, d1, d2, d3, d4, d5)
                 h = 6 * r * LANES
-                e0, e1, e2, e3, e4, e5 = _b_t(load(half, h, LANES), load(half, h + LANES, LANES),
-                                              load(half, h + 2 * LANES, LANES), load(half, h + 3 * LANES, LANES),
-                                              load(half, h + 4 * LANES, LANES), load(half, h + 5 * LANES, LANES))
-                p = o + 6 * r * stride
+                store(half, h, e0, LANES)
+                store(half, h + LANES, e1, LANES)
+                store(half, h + 2 * LANES, e2, LANES)
+                store(half, h + 3 * LANES, e3, LANES)
+                store(half, h + 4 * LANES, e4, LANES)
+                store(half, h + 5 * LANES, e5, LANES)
+            o = (i * n_vec + v) * LANES
+            for q in range(6):  # down each column of d B: B^T d B
+                h = q * LANES
+                e0, e1, e2, e3, e4, e5 = _b_t(load(half, h, LANES), load(half, h + 6 * LANES, LANES),
+                                              load(half, h + 12 * LANES, LANES), load(half, h + 18 * LANES, LANES),
+                                              load(half, h + 24 * LANES, LANES), load(half, h + 30 * LANES, LANES))
+                p = o + q * stride
                 store(transformed, p, e0, LANES)
-                store(transformed, p + stride, e1, LANES)
-                store(transformed, p + 2 * stride, e2, LANES)
-                store(transformed, p + 3 * stride, e3, LANES)
-                store(transformed, p + 4 * stride, e4, LANES)
-                store(transformed, p + 5 * stride, e5, LANES)
+                store(transformed, p + 6 * stride, e1, LANES)
+                store(transformed, p + 12 * stride, e2, LANES)
+                store(transformed, p + 18 * stride, e3, LANES)
+                store(transformed, p + 24 * stride, e4, LANES)
+                store(transformed, p + 30 * stride, e5, LANES)
 
 
 @njit(cache=True, inline="always")
