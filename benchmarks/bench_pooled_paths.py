@@ -5,7 +5,8 @@ shapes.
 
 As ``bench_winograd`` (its shapes, 15 % of input cells nonzero), one kernel after the
 other in each round, best of ``--repeat``; per kernel the per-slot time is fitted by
-least squares to ``a * units + b * multiply_adds``, the model
+least squares to ``a * outputs + b * multiply_adds`` (the outputs each kernel computes,
+padding included, and its 16-lane multiply-adds: ``conv_paths.pooled_work``), the model
 :func:`evsim.kernels.conv_paths.pooled_path` uses to choose between them (``PathCosts.pooled``).
 The machine is shared: run it more than once.
 
@@ -26,7 +27,7 @@ KERNELS = ("direct", "winograd", "winograd4")
 def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng) -> dict:
     from evsim.kernels.conv_geometry import conv_geometry
     from evsim.kernels.conv_lif_pool import conv_lif_pool
-    from evsim.kernels.conv_paths import dense_multiply_adds
+    from evsim.kernels.conv_paths import pooled_work
     from evsim.kernels.events import dense_to_events
 
     geo = conv_geometry(channels, size, size, 3, 1, 1)
@@ -42,9 +43,9 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
     bias = np.zeros(filters, np.float32)
     pooled = np.empty((steps, batch, filters * (size // 2) ** 2), np.uint8)
     channel_of = np.arange(filters)
-    fmas = dense_multiply_adds(channels, 3, filters, geo.out_height, geo.out_width)
+    work = pooled_work(channels, filters, geo.out_height, geo.out_width)
     out = {"channels": channels, "filters": filters, "size": size, "slots": steps * batch,
-           "units": filters * geo.out_cells, **{f"{k}_fmas": fmas[k] for k in KERNELS}}
+           **{f"{k}_outputs": work[k][0] for k in KERNELS}, **{f"{k}_fmas": work[k][1] for k in KERNELS}}
     for name in KERNELS:
         seconds = best_time(lambda: conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, name,
                                                   channel_of, pooled), repeat=repeat)
@@ -53,11 +54,11 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
 
 
 def fit(rows: list[dict], kernel: str) -> tuple[float, float]:
-    """``(ns per unit, ns per multiply-add)`` of one kernel's per-slot time, least squares
-    of the relative error (plain least squares let the largest shapes set the line and
-    misjudged the paper's conv1 by 1.5x)."""
+    """``(ns per output computed, ns per multiply-add)`` of one kernel's per-slot time,
+    least squares of the relative error (plain least squares let the largest shapes set
+    the line and misjudged the paper's conv1 by 1.5x)."""
     times = np.array([r[f"{kernel}_ns_per_slot"] for r in rows])
-    a = np.array([[r["units"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64) / times[:, None]
+    a = np.array([[r[f"{kernel}_outputs"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64) / times[:, None]
     return tuple(float(x) for x in np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)[0])
 
 
@@ -76,10 +77,10 @@ def main() -> None:
               + ", ".join(f"{k} {row[f'{k}_ns_per_slot'] / 1e3:6.1f}" for k in KERNELS), flush=True)
     models = {k: fit(rows, k) for k in KERNELS}
     for name, (per_unit, per_fma) in models.items():
-        print(f"{name}: {per_unit:.3f} ns per unit, {per_fma:.3f} ns per multiply-add")
+        print(f"{name}: {per_unit:.3f} ns per output computed, {per_fma:.3f} ns per multiply-add")
     right = 0
     for r in rows:
-        modelled = {k: np.dot(models[k], (r["units"], r[f"{k}_fmas"])) for k in KERNELS}
+        modelled = {k: np.dot(models[k], (r[f"{k}_outputs"], r[f"{k}_fmas"])) for k in KERNELS}
         measured = {k: r[f"{k}_ns_per_slot"] for k in KERNELS}
         right += min(modelled, key=modelled.get) == min(measured, key=measured.get)
     print(f"the models pick the fastest kernel for {right} of {len(rows)} shapes")

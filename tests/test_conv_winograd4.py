@@ -12,7 +12,7 @@ import pytest
 from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_geometry import conv_geometry
 from evsim.kernels.conv_lif_pool import conv_lif_pool
-from evsim.kernels.conv_paths import AVX2, AVX512, pooled_path
+from evsim.kernels.conv_paths import AVX2, AVX512, pooled_path, pooled_work
 from tests.reference import avg_pool2d, conv2d_forward
 from tests.test_conv_kernels import block_csr, event_maps
 
@@ -93,14 +93,26 @@ def test_refuses_what_it_cannot_run(rng):
 
 
 def test_pooled_path_follows_the_measured_costs():
-    """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network and
-    F(2x2, 3x3) for conv1 (bench_pooled_paths, run s41); AVX-512's table, where F(4x4)
-    was not measured, never takes it; other kernel sizes take the direct convolution."""
+    """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network,
+    but F(2x2, 3x3) for an 8 x 8 map, which fills half of F(4x4)'s tile vector
+    (bench_pooled_paths, run s41-c: 17.6 against 18.9 us a slot for 15 -> 40 channels);
+    AVX-512's table, where F(4x4) was not measured, never takes it; other kernel sizes
+    take the direct convolution."""
     conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
     assert pooled_path(conv2, 40, AVX2) == "winograd4"
-    assert pooled_path(conv1, 15, AVX2) == "winograd"
+    assert pooled_path(conv_geometry(15, 8, 8, 3, 1, 1), 40, AVX2) == "winograd"
     assert "winograd4" not in {pooled_path(g, f, AVX512) for g, f in ((conv1, 15), (conv2, 40))}
     assert pooled_path(conv_geometry(15, 16, 16, 5, 1, 2), 40, AVX2) == "direct"
+
+
+def test_pooled_work_counts_the_lanes_each_kernel_computes():
+    """Outputs computed: the direct convolution the map's, F(2x2) and F(4x4) whole tile
+    vectors (conv2 of the paper: 16 x 16 outputs, 4 F(2x2) vectors of 16 tiles of 4, one
+    F(4x4) vector of 16 tiles of 16; an 8 x 8 map: still one F(4x4) vector)."""
+    work = pooled_work(15, 40, 16, 16, "avx2")
+    assert work["direct"][0] == work["winograd"][0] == work["winograd4"][0] == 40 * 256
+    assert pooled_work(15, 40, 8, 8, "avx2")["winograd4"] == (40 * 256, 36 * 15 * 40)
+    assert pooled_work(15, 40, 8, 8, "avx2")["winograd"][0] == 40 * 2 * 64  # two vectors: AVX2's block
 
 
 def test_multiply_adds_count_padded_lanes_and_filters():

@@ -23,6 +23,7 @@ from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, 
 from evsim.kernels.conv_direct import direct_multiply_adds
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import multiply_adds as winograd_multiply_adds
+from evsim.kernels.conv_winograd import tile_layout as winograd_tile_layout
 from evsim.kernels.conv_geometry import ConvGeometry, padded_lanes
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
@@ -30,6 +31,7 @@ from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_gra
 from evsim.kernels.conv_weight_grad import (conv_weight_grad_csr, conv_weight_grad_dense, conv_weight_grad_direct,
                                             conv_weight_grad_events)
 from evsim.kernels.machine import KIND
+from evsim.kernels.simd import LANES
 
 # Path name -> kernel; every pair of a table gives the same result (tests/test_conv_kernels.py).
 FORWARD_PATHS = {"events": conv_currents_events, "csr": conv_currents_csr, "direct": conv_currents_direct,
@@ -72,8 +74,8 @@ class PathCosts:
     input_grad_scatter_below: float
     # Inference through a convolution, its LIF step and 2 x 2 average pooling in one pass
     # (evsim.kernels.conv_lif_pool), where the forward's model picks a dense kernel: per
-    # dense kernel (ns a unit, ns a 16-lane multiply-add), fitted to that pass; a kernel
-    # not named is not run.
+    # dense kernel (ns an output computed, ns a 16-lane multiply-add; pooled_work), fitted
+    # to that pass; a kernel not named is not run.
     pooled: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -129,9 +131,10 @@ AVX2 = PathCosts(
     # Gather and scatter against the transposed convolution: forcing gather at every
     # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
-    # bench_pooled_paths at 1 thread (run s41-a), ten shapes, the relative error fitted:
-    # it picks the fastest kernel for all ten (F(2x2) for conv1, F(4x4) for conv2).
-    pooled={"direct": (0.52, 0.58), "winograd": (0.56, 0.82), "winograd4": (0.89, 0.82)},
+    # bench_pooled_paths at 1 thread (run s41-c), ten shapes, the relative error fitted: it
+    # picks the fastest kernel for all ten; conv1 of the paper's network is a near tie
+    # between F(2x2) and F(4x4) (15.8 and 15.5 us a slot; 12.7 and 14.4 in run s41-b).
+    pooled={"direct": (0.44, 0.62), "winograd": (0.72, 0.72), "winograd4": (0.90, 0.59)},
 )
 
 
@@ -170,17 +173,34 @@ def dense_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: i
     return fmas
 
 
+def pooled_work(in_channels: int, n_out: int, out_height: int, out_width: int,
+                kind: str = KIND) -> dict[str, tuple[int, int]]:
+    """Per dense kernel of the fused inference pass (3 x 3, stride 1), ``(outputs computed,
+    16-lane multiply-adds)`` a slot on a ``kind`` machine: Winograd's kernels compute
+    whole tile vectors, so a map that fills few of their lanes costs them more than its
+    units (an 8 x 8 map is half of F(4x4, 3x3)'s one vector)."""
+    fmas = dense_multiply_adds(in_channels, 3, n_out, out_height, out_width, kind)
+    return {"direct": (n_out * out_height * out_width, fmas["direct"]),
+            "winograd": (n_out * winograd_tile_layout(out_height, out_width, kind)[1] * 4 * LANES, fmas["winograd"]),
+            "winograd4": (n_out * conv_winograd4.tile_layout(out_height, out_width)[1] * 16 * LANES,
+                          fmas["winograd4"])}
+
+
 def pooled_path(geometry: ConvGeometry, n_filters: int, costs: PathCosts | None = None) -> str:
     """``"direct"``, ``"winograd"`` or ``"winograd4"``: the dense kernel of
     :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a stride-1 ``geometry``, ``n_filters``
-    alive filters) with the least modelled time (``costs``: as for :func:`forward_path`),
-    among those its table names and that compute this convolution."""
+    alive filters) with the least modelled time (``costs``: as for :func:`forward_path`;
+    its ``pooled`` costs per output computed and per multiply-add, :func:`pooled_work`),
+    among those its table names and that compute this convolution (only the direct one
+    for kernels other than 3 x 3)."""
     c = costs or HOST
     g = geometry
-    fmas = dense_multiply_adds(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, c.name)
-    applies = {"direct": True, "winograd": winograd_applies(g), "winograd4": conv_winograd4.applies(g)}
-    modelled = {name: per_unit * n_filters * g.out_cells + per_fma * fmas[name]
-                for name, (per_unit, per_fma) in c.pooled.items() if applies[name]}
+    if not winograd_applies(g):
+        return "direct"
+    work = pooled_work(g.in_channels, n_filters, g.out_height, g.out_width, c.name)
+    modelled = {name: per_output * work[name][0] + per_fma * work[name][1]
+                for name, (per_output, per_fma) in c.pooled.items() if name != "winograd4"
+                or conv_winograd4.applies(g)}
     return min(modelled, key=modelled.get)
 
 
