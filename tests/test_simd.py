@@ -30,6 +30,7 @@ from evsim.kernels.simd import (
     scatter,
     splat,
     store,
+    store_byte_pairs,
     store_bytes,
     stream,
     stream_fence,
@@ -192,7 +193,7 @@ def _membrane(x, y, out, fired, threshold, n):
     store_bytes(fired, 0, greater(v, threshold), n)
 
 
-@pytest.mark.parametrize("n", [5, 16])
+@pytest.mark.parametrize("n", [5, 8, 16])
 def test_lanewise_operations_and_spike_bytes_match_float32_numpy(rng, n):
     x, y = rng.standard_normal(LANES).astype(np.float32), (rng.random(LANES) < 0.5).astype(np.float32)
     x[0] = np.nan  # NaN never fires, as with ``>``
@@ -202,6 +203,30 @@ def test_lanewise_operations_and_spike_bytes_match_float32_numpy(rng, n):
     np.testing.assert_array_equal(out[:n], expected[:n])
     np.testing.assert_array_equal(fired[:n], (expected[:n] > np.float32(-0.1)).astype(np.uint8))
     np.testing.assert_array_equal(fired[n:], 7)  # lanes from n on are not written
+
+
+@njit(cache=False)
+def _byte_pairs(low, high, out, offset, n):
+    """Each group of four lanes of ``low + 256 * high`` as eight bytes at ``offset + 8*g``."""
+    pairs = load(low, 0, LANES) + np.float32(256.0) * load(high, 0, LANES)
+    store_byte_pairs(out, offset, pairs, 0, n)
+    store_byte_pairs(out, offset + 8, pairs, 1, n)
+    store_byte_pairs(out, offset + 16, pairs, 2, n)
+    store_byte_pairs(out, offset + 24, pairs, 3, n)
+
+
+@pytest.mark.parametrize("n", [0, 3, 7, 8])
+def test_byte_pairs_lay_two_counts_side_by_side(rng, n):
+    """Lane l's pair is bytes ``low[l], high[l]`` (low first), four lanes a group of eight
+    bytes, of which the first ``n`` are written; nothing else is touched."""
+    low, high = rng.integers(0, 256, LANES).astype(np.float32), rng.integers(0, 256, LANES).astype(np.float32)
+    out = np.full(40, 7, np.uint8)
+    _byte_pairs(low, high, out, 3, n)
+    woven = np.stack([low, high], axis=1).astype(np.uint8).reshape(4, 8)
+    expected = np.full(40, 7, np.uint8)
+    for g in range(4):
+        expected[3 + 8 * g:3 + 8 * g + n] = woven[g, :n]
+    np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc")

@@ -352,10 +352,61 @@ def store_bytes(typingctx, array, offset, vector, n):
         def masked():
             builder.call(masked_store, [values, address, ir.Constant(_I32, 1), _first_lanes(builder, args[3])])
 
-        _whole_or_masked(builder, args[3], LANES, whole, masked)
+        def half_or_masked():
+            # Eight bytes (a row of eight 2 x 2 pooling windows), as frequent as sixteen in
+            # the fused convolution-pooling passes: one plain 8-byte store, where AVX2
+            # would split a masked one into a branch per byte (1.6x a pass on conv1).
+            half = ir.VectorType(ir.IntType(8), LANES // 2)
+            is_half = builder.icmp_signed("==", args[3], ir.Constant(args[3].type, LANES // 2))
+            with builder.if_else(is_half, likely=True) as (then, otherwise):
+                with then:
+                    low = builder.shuffle_vector(values, values, ir.Constant(ir.VectorType(_I32, LANES // 2),
+                                                                             list(range(LANES // 2))))
+                    builder.store(low, builder.bitcast(address, half.as_pointer()), align=1)
+                with otherwise:
+                    masked()
+
+        if isinstance(args[3], ir.Constant):
+            _whole_or_masked(builder, args[3], LANES, whole, masked)
+        else:
+            _whole_or_masked(builder, args[3], LANES, whole, half_or_masked)
         return context.get_dummy_value()
 
     return types.none(array, offset, vector, n), codegen
+
+
+@intrinsic
+def store_byte_pairs(typingctx, array, offset, vector, group, n):
+    """Write lanes ``4*group .. 4*group + 3`` of ``vector``, whole numbers 0-65535, as
+    little-endian 16-bit words: ``lo + 256*hi`` lays down bytes ``lo, hi``, so two small
+    counts side by side (two 2 x 2 windows of a pooled row) go out with no shuffle of
+    bytes. Only the first ``n`` of the eight bytes are written (``n`` at most 8; eight is
+    one plain store). ``group`` a literal 0-3; ``array`` C-contiguous uint8; no bounds
+    check."""
+    if not (_check_contiguous(array, types.uint8) and isinstance(offset, types.Integer) and vector is float32x16
+            and isinstance(group, types.IntegerLiteral) and 0 <= group.literal_value < 4
+            and isinstance(n, types.Integer)):
+        return None
+    lanes = [4 * group.literal_value + k for k in range(4)]
+
+    def codegen(context, builder, signature, args):
+        words = builder.fptoui(args[2], ir.VectorType(ir.IntType(16), LANES))
+        four = builder.shuffle_vector(words, words, ir.Constant(ir.VectorType(_I32, 4), lanes))
+        cells = ir.VectorType(ir.IntType(8), 8)
+        values = builder.bitcast(four, cells)
+        address = _address(context, builder, signature.args[0], args[0], args[1], cells)
+        store_type = ir.FunctionType(ir.VoidType(), [cells, cells.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 8)])
+        masked_store = cgutils.get_or_insert_function(builder.module, store_type, "llvm.masked.store.v8i8.p0")
+        def whole():
+            builder.store(values, address, align=1)
+
+        def masked():
+            builder.call(masked_store, [values, address, ir.Constant(_I32, 1), _first_lanes(builder, args[4], 8)])
+
+        _whole_or_masked(builder, args[4], 8, whole, masked)
+        return context.get_dummy_value()
+
+    return types.none(array, offset, vector, group, n), codegen
 
 
 @intrinsic
