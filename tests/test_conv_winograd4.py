@@ -94,8 +94,9 @@ def test_refuses_what_it_cannot_run(rng):
 
 def test_pooled_path_follows_the_measured_costs():
     """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network,
-    but F(2x2, 3x3) for an 8 x 8 map, which fills half of F(4x4)'s tile vector
-    (bench_pooled_paths, run s41-c: 17.6 against 18.9 us a slot for 15 -> 40 channels);
+    but F(2x2, 3x3) for the same channels on an 8 x 8 map, which fills half of F(4x4)'s
+    tile vector (modelled 18.2 against 19.3 us a slot; measured by bench_pooled_paths
+    17.6 against 18.9 in run s41-c and a tie in s41-d);
     AVX-512's table, where F(4x4) was not measured, never takes it; other kernel sizes
     take the direct convolution."""
     conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
