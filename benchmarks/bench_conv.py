@@ -16,8 +16,9 @@ of every layer for counting operations, as evaluation does), for
 
 BLAS is held to one thread for evsim, as training does (``evsim.train``). The first
 evsim batch's time is reported as the JIT compile cost (kernels are cached on disk
-after the first run, so the cost shows in a fresh checkout).
-Machines are shared and noisy: compare ratios within one run.
+after the first run, so the cost shows in a fresh checkout). The contestants are timed
+in rounds, one batch of each in turn (:func:`interleaved`), best of ``--batches``:
+machines are shared and noisy, so compare ratios within one run.
 
 Run: python -m benchmarks.bench_conv [--threads 1,2] [--batches 3] [--json out.json]
 """
@@ -54,7 +55,10 @@ def pruned(network: evsim.Network, rng: np.random.Generator) -> evsim.Network:
     return network
 
 
-def measure_evsim(network: evsim.Network, batches: list[np.ndarray], rng) -> dict:
+def evsim_steps(network: evsim.Network, batches: list[np.ndarray], rng) -> tuple[dict, dict]:
+    """``(steps, first)``: ``{"train", "inference", "inference_traced"}`` -> ``step(k)`` on
+    timed batch ``k`` (``batches[k + 1]``), after the first batch of each has run, and
+    those first calls' seconds (the JIT compile cost on an empty cache)."""
     optimizer = evsim.Optimizer("adam", 1e-3)
     events = [evsim.dense_to_events(x) for x in batches]
     labels = rng.integers(0, 10, BATCH)
@@ -64,31 +68,51 @@ def measure_evsim(network: evsim.Network, batches: list[np.ndarray], rng) -> dic
         grads = network.backward(traces, evsim.mse_rate(counts, labels, N_STEPS)[1])
         optimizer.step(network.parameters(grads))
 
-    out = {}
+    first = {}
     start = time.perf_counter()
     train(events[0])
-    out["first_batch_s"] = time.perf_counter() - start
+    first["first_batch_s"] = time.perf_counter() - start
     # Inference: output counts by Network.predict (fused convolution-LIF-pooling, what
     # PyTorch's inference also gives); "traced": forward(record=False), which also keeps
     # every layer's events and spikes for counting operations.
     start = time.perf_counter()
     network.predict(events[0])
-    out["first_predict_s"] = time.perf_counter() - start
+    first["first_predict_s"] = time.perf_counter() - start
     network.forward(events[0], record=False)
-    for name, step in (("train", train), ("inference", network.predict),
-                       ("inference_traced", lambda drive: network.forward(drive, record=False))):
-        times = []
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        for drive in events[1:]:
-            start = time.perf_counter()
-            step(drive)
-            times.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        out[f"{name}_samples_s_best"] = BATCH / min(times)
-        out[f"{name}_samples_s_median"] = BATCH / float(np.median(times))
-        # System time is the kernel's work for the process: mostly zeroing fresh pages.
-        out[f"{name}_system_ms_per_batch"] = 1e3 * (after.ru_stime - before.ru_stime) / len(times)
-        out[f"{name}_page_faults_per_batch"] = (after.ru_minflt - before.ru_minflt) / len(times)
+    steps = {"train": lambda k: train(events[k + 1]), "inference": lambda k: network.predict(events[k + 1]),
+             "inference_traced": lambda k: network.forward(events[k + 1], record=False)}
+    return steps, first
+
+
+def interleaved(contestants: dict[str, dict], n_batches: int) -> dict[str, dict]:
+    """Best and median samples/s of every contestant's steps, timed in rounds: round ``k``
+    runs batch ``k`` of each contestant's training in turn, then of each one's inference
+    (and so on), so that every contestant meets the machine's slow and fast minutes
+    alike (one after the other, a neighbour's load moved one contestant's time by 1.5x
+    and not the other's). evsim's system time and page faults are counted per step."""
+    times = {name: {step: [] for step in steps} for name, steps in contestants.items()}
+    usage = {name: {step: [0.0, 0] for step in steps} for name, steps in contestants.items()}
+    step_names = list(dict.fromkeys(step for steps in contestants.values() for step in steps))
+    for k in range(n_batches):
+        for step in step_names:
+            for name, steps in contestants.items():
+                if step in steps:
+                    before = resource.getrusage(resource.RUSAGE_SELF)
+                    start = time.perf_counter()
+                    steps[step](k)
+                    times[name][step].append(time.perf_counter() - start)
+                    after = resource.getrusage(resource.RUSAGE_SELF)
+                    usage[name][step][0] += after.ru_stime - before.ru_stime
+                    usage[name][step][1] += after.ru_minflt - before.ru_minflt
+    out = {}
+    for name, by_step in times.items():
+        out[name] = {}
+        for step, seconds in by_step.items():
+            out[name][f"{step}_samples_s_best"] = BATCH / min(seconds)
+            out[name][f"{step}_samples_s_median"] = BATCH / float(np.median(seconds))
+            # System time is the kernel's work for the process: mostly zeroing fresh pages.
+            out[name][f"{step}_system_ms_per_batch"] = 1e3 * usage[name][step][0] / n_batches
+            out[name][f"{step}_page_faults_per_batch"] = usage[name][step][1] / n_batches
     return out
 
 
@@ -105,16 +129,24 @@ def main() -> None:
     rows = []
     for n_threads in (int(t) for t in args.threads.split(",")):
         numba.set_num_threads(n_threads)
-        with threadpool_limits(limits=1, user_api="blas"):
-            full = measure_evsim(evsim.Network.from_spec(SPEC, rng=1), batches, rng)
-            sparse = measure_evsim(pruned(evsim.Network.from_spec(SPEC, rng=1), rng), batches, rng)
-        row = {"threads": n_threads, "evsim": full, "evsim_pruned": sparse}
-        if have_torch:
-            from benchmarks.torch_conv import measure as measure_torch
-            from benchmarks.torch_conv import snntorch_net
-            row["torch"] = measure_torch(n_threads, args.batches, args.activity)
-            if importlib.util.find_spec("snntorch") is not None:
-                row["snntorch"] = measure_torch(n_threads, args.batches, args.activity, model=snntorch_net)
+        with threadpool_limits(limits=1, user_api="blas"):  # NumPy's OpenBLAS only; torch has its own
+            contestants, first = {}, {}
+            contestants["evsim"], first["evsim"] = evsim_steps(evsim.Network.from_spec(SPEC, rng=1), batches, rng)
+            contestants["evsim_pruned"], first["evsim_pruned"] = evsim_steps(
+                pruned(evsim.Network.from_spec(SPEC, rng=1), rng), batches, rng)
+            if have_torch:
+                from benchmarks.torch_conv import snntorch_net
+                from benchmarks.torch_conv import steps as torch_steps
+                contestants["torch"] = torch_steps(n_threads, args.batches, args.activity)
+                if importlib.util.find_spec("snntorch") is not None:
+                    contestants["snntorch"] = torch_steps(n_threads, args.batches, args.activity, model=snntorch_net)
+            measured = interleaved(contestants, args.batches)
+        full = {**measured["evsim"], **first["evsim"]}
+        sparse = {**measured["evsim_pruned"], **first["evsim_pruned"]}
+        row = {"threads": n_threads, "evsim": full, "evsim_pruned": sparse, "interleaved": True}
+        for name in ("torch", "snntorch"):
+            if name in measured:
+                row[name] = {"threads": n_threads, **measured[name]}
         rows.append(row)
         line = (f"threads {n_threads}: evsim training {full['train_samples_s_best']:.0f} / inference "
                 f"{full['inference_samples_s_best']:.0f} samples/s (first batch {full['first_batch_s']:.1f} s, first predict {full['first_predict_s']:.1f} s; system "

@@ -128,35 +128,46 @@ def nmnist_like(rng, activity: float) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(rng.integers(0, 10, BATCH))
 
 
-def measure(n_threads: int, n_batches: int, activity: float, seed: int = 0, model=NMNISTNet) -> dict:
-    """Samples/s of the network ``model()`` builds (:class:`NMNISTNet` or
-    :func:`snntorch_net`)."""
+def steps(n_threads: int, n_batches: int, activity: float, seed: int = 0, model=NMNISTNet) -> dict:
+    """``{"train": step, "inference": step}`` for the network ``model()`` builds
+    (:class:`NMNISTNet` or :func:`snntorch_net`): ``step(k)`` runs batch ``k`` of
+    ``n_batches`` (two warm-up batches already run), so that a caller can interleave its
+    timings with another contestant's."""
     torch.set_num_threads(n_threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = model()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batches = [nmnist_like(rng, activity) for _ in range(2 + n_batches)]
+    batches = [nmnist_like(rng, activity) for _ in range(n_batches)]
 
-    def train_step(frames, labels):
+    def train_step(k):
+        frames, labels = batches[k]
         optimizer.zero_grad()
         rates = net(frames)
         loss = F.mse_loss(rates, F.one_hot(labels, 10).float())
         loss.backward()
         optimizer.step()
 
-    def infer_step(frames, labels):
+    def infer_step(k):
         with torch.no_grad():
-            net(frames)
+            net(batches[k][0])
 
+    for warm_up in range(2):
+        train_step(warm_up % n_batches)
+        infer_step(warm_up % n_batches)
+    return {"train": train_step, "inference": infer_step}
+
+
+def measure(n_threads: int, n_batches: int, activity: float, seed: int = 0, model=NMNISTNet) -> dict:
+    """Samples/s of the network ``model()`` builds, best and median of ``n_batches``."""
+    run = steps(n_threads, n_batches, activity, seed, model)
     out = {"threads": n_threads}
-    for name, step in (("train", train_step), ("inference", infer_step)):
+    for name, step in run.items():
         times = []
-        for k, (frames, labels) in enumerate(batches):
+        for k in range(n_batches):
             start = time.perf_counter()
-            step(frames, labels)
-            if k >= 2:  # two warm-up batches
-                times.append(time.perf_counter() - start)
+            step(k)
+            times.append(time.perf_counter() - start)
         out[f"{name}_samples_s_best"] = BATCH / min(times)
         out[f"{name}_samples_s_median"] = BATCH / float(np.median(times))
     return out
