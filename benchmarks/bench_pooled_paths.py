@@ -18,28 +18,18 @@ import argparse
 
 import numpy as np
 
-from benchmarks.bench_winograd import SHAPES
+from benchmarks.bench_winograd import SHAPES, layer
 from benchmarks.common import best_time, machine, save_json
 
 KERNELS = ("direct", "winograd", "winograd4")
 
 
 def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng) -> dict:
-    from evsim.kernels.conv_geometry import conv_geometry
     from evsim.kernels.conv_lif_pool import conv_lif_pool
     from evsim.kernels.conv_paths import pooled_work
-    from evsim.kernels.events import dense_to_events
 
-    geo = conv_geometry(channels, size, size, 3, 1, 1)
+    geo, steps, ev, (indptr, columns, data) = layer(channels, filters, size, slots, rng)
     batch = 100
-    steps = max(1, slots // batch)
-    shape = (steps, batch, geo.n_in)
-    x = (rng.random(shape, dtype=np.float32) < 0.15) * rng.choice(np.float32([0.25, 0.5, 0.75, 1.0]), size=shape)
-    ev = dense_to_events(x.astype(np.float32))
-    weight = rng.normal(0, 0.5 / np.sqrt(9 * channels), (filters, channels * 9)).astype(np.float32)
-    indptr = (np.arange(channels + 1) * filters).astype(np.int32)  # every kernel stored
-    columns = np.tile(np.arange(filters, dtype=np.int32), channels)
-    data = np.ascontiguousarray(weight.reshape(filters, channels, 3, 3).transpose(1, 0, 2, 3)).reshape(-1, 3, 3)
     bias = np.zeros(filters, np.float32)
     pooled = np.empty((steps, batch, filters * (size // 2) ** 2), np.uint8)
     channel_of = np.arange(filters)

@@ -25,11 +25,11 @@ SHAPES = [(2, 15, 32), (15, 40, 16), (4, 16, 32), (8, 16, 16), (15, 40, 8), (32,
           (64, 64, 8), (3, 8, 34)]
 
 
-def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng) -> dict:
-    from evsim.kernels.conv_direct import direct_multiply_adds
+def layer(channels: int, filters: int, size: int, slots: int, rng):
+    """``(geometry, steps, events, (indptr, columns, data))``: a 3 x 3 convolution (pad 1)
+    of ``channels`` -> ``filters`` on ``size x size`` maps, every kernel stored, and input
+    events of about ``slots`` slots (batches of 100) with 15 % of cells nonzero."""
     from evsim.kernels.conv_geometry import conv_geometry
-    from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_winograd
-    from evsim.kernels.conv_winograd import multiply_adds
     from evsim.kernels.events import dense_to_events
 
     geo = conv_geometry(channels, size, size, 3, 1, 1)
@@ -42,6 +42,16 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
     indptr = (np.arange(channels + 1) * filters).astype(np.int32)  # every kernel stored
     columns = np.tile(np.arange(filters, dtype=np.int32), channels)
     data = np.ascontiguousarray(weight.reshape(filters, channels, 3, 3).transpose(1, 0, 2, 3)).reshape(-1, 3, 3)
+    return geo, steps, ev, (indptr, columns, data)
+
+
+def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng) -> dict:
+    from evsim.kernels.conv_direct import direct_multiply_adds
+    from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_winograd
+    from evsim.kernels.conv_winograd import multiply_adds
+
+    geo, steps, ev, (indptr, columns, data) = layer(channels, filters, size, slots, rng)
+    batch = 100
     bias = np.zeros(filters, np.float32)
     spikes = np.empty((steps, batch, filters * geo.out_cells), np.uint8)
     u = np.empty(spikes.shape, np.float32)
