@@ -13,7 +13,7 @@ paths' multiply-adds about twice as much on AVX2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class PathCosts:
     # (evsim.kernels.conv_lif_pool), where the forward's model picks a dense kernel: per
     # dense kernel (ns an output computed, ns a 16-lane multiply-add; pooled_work), fitted
     # to that pass; a kernel not named is not run.
-    pooled: dict[str, tuple[float, float]] = field(default_factory=dict)
+    pooled: dict[str, tuple[float, float]]
 
 
 # Each number is the measured crossover, or a fit to the measured times, of the runs of
