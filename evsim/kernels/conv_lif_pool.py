@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
-from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
 from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
