@@ -41,12 +41,16 @@ def test_register_blocks_give_the_same_bits_on_either_kind(tmp_path):
 def test_each_kind_has_its_blocks_and_table():
     assert KIND in KINDS and conv_paths.HOST.name == KIND
     assert (conv_direct.BLOCK_ROWS, conv_direct.BLOCK_CHANNELS) == conv_direct.REGISTER_BLOCKS[KIND]
-    assert conv_winograd.BLOCK_VECTORS == conv_direct.BLOCK_ROWS
+    assert (conv_winograd.BLOCK_VECTORS, conv_winograd.FILTER_BLOCK) == conv_winograd.WINOGRAD_BLOCKS[KIND]
     assert all(rows % 2 == 0 for rows, _ in conv_direct.REGISTER_BLOCKS.values())  # pooling takes rows in pairs
     # The cost model counts the multiply-adds of the table's own kind's blocks, whatever this machine is:
     # 13 filters: 4 x 5 pads to 15; 2 x 2 sums 12 and the last filter alone.
     assert conv_direct.summed_channels(13, "avx512") == 15 and conv_direct.summed_channels(13, "avx2") == 13
     assert conv_direct.summed_channels(11, "avx512") == 11  # a last block of one
+    # Winograd's AVX2 blocks are 1 x 4: 15 filters pad to 16, 13 sum 12 and the last alone.
+    assert conv_winograd.multiply_adds(2, 15, 16, 16, "avx2") == 16 * 2 * 16 * 4
+    assert conv_winograd.multiply_adds(2, 13, 16, 16, "avx2") == 16 * 2 * 13 * 4
+    assert conv_winograd.multiply_adds(2, 13, 16, 16, "avx512") == 16 * 2 * 15 * 4
     assert conv_winograd.tile_layout(16, 16, "avx512")[1] == 4 and conv_winograd.tile_layout(6, 6, "avx2")[1] == 2
     assert conv_winograd.tile_layout(6, 6, "avx512")[1] == 4
 

@@ -68,8 +68,13 @@ def direct_multiply_adds(in_channels: int, kernel: int, n_out: int, out_height: 
 
 def summed_channels(n_out: int, kind: str = KIND) -> int:
     """Output channels a slot's sums are computed for on a ``kind`` machine: ``n_out``
-    padded to whole register blocks, except a last block of one channel."""
-    block = REGISTER_BLOCKS[kind][1]
+    padded to whole register blocks (:func:`padded_to_blocks`)."""
+    return padded_to_blocks(n_out, REGISTER_BLOCKS[kind][1])
+
+
+def padded_to_blocks(n_out: int, block: int) -> int:
+    """``n_out`` outputs padded to whole register blocks of ``block``, except a last block
+    of one output, summed alone."""
     tail = n_out % block
     return n_out - tail + (tail if tail <= 1 else block)
 

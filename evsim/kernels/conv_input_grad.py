@@ -167,7 +167,7 @@ def _conv_input_grad_winograd(grad_u, used, weights, bounds, n_filters, out_heig
         padded = zeros_on_lines(n_filters * rows * width_pad)
         transformed = zeros_on_lines(16 * n_used * n_vec * LANES)
         sums = sums_scratch()
-        no_bias = np.zeros(weights.shape[2], dtype=np.float32)
+        no_bias = np.zeros(weights.shape[0] * weights.shape[3], dtype=np.float32)
         no_state = np.empty(0, dtype=np.float32)
         no_spikes = np.empty(0, dtype=np.uint8)
         for s in range(bounds[task], bounds[task + 1]):

@@ -25,8 +25,8 @@ from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_ta
 from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
                                          row_weights, unit_taps, add_event_rows)
 from evsim.kernels.conv_winograd import applies as winograd_applies
-from evsim.kernels.conv_winograd import (sums_scratch, tile_layout, winograd_slot_inputs, winograd_slot_lif,
-                                         winograd_weights)
+from evsim.kernels.conv_winograd import (padded_filters, sums_scratch, tile_layout, winograd_slot_inputs,
+                                         winograd_slot_lif, winograd_weights)
 from evsim.kernels.simd import LANES, greater, load, splat, store, store_bytes, stream_fence, transpose16
 
 
@@ -238,7 +238,7 @@ def conv_lif_winograd(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
     flat_u = _membrane_rows(u_out, n_steps * batch, n_units)
     used, weights = winograd_weights(indptr, columns, data, g, n_filters)
     tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
-    padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
+    padded_bias = np.zeros(padded_filters(weights), dtype=np.float32)
     padded_bias[:n_filters] = bias
     _conv_lif_winograd(ptr, idx, val, used, weights, padded_bias, batch, g.in_channels, g.height, g.width, g.pad,
                        tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width, np.float32(decay),

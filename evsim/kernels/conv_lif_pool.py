@@ -22,7 +22,7 @@ from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
 from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
-from evsim.kernels.conv_winograd import (applies, sums_scratch, tile_layout, winograd_map_inputs,
+from evsim.kernels.conv_winograd import (applies, padded_filters, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
 from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
                                           winograd4_weights)
@@ -191,7 +191,7 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     else:
         used, weights = winograd_weights(indptr, columns, data, g, n_filters)
         tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
-        padded_bias = np.zeros(weights.shape[2], dtype=np.float32)
+        padded_bias = np.zeros(padded_filters(weights), dtype=np.float32)
         padded_bias[:n_filters] = bias
         _winograd_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of, batch, n_filters, g.in_channels,
                        g.height, g.width, g.pad, tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width,

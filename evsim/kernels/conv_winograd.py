@@ -21,30 +21,33 @@ Layout, one slot (a sample at a step) at a time:
   transform runs on whole rows and :func:`even_lanes` keeps every other cell (a tile's
   left column); the output transform's two columns are woven back into rows by
   :func:`interleave_low` and :func:`interleave_high`;
-- ``V [16, C_used, n_vec, 16]`` the transformed inputs, ``U [16, C_used, F_pad]`` the
-  transformed kernels; per transform position ``xi`` the products are a small GEMM done
-  in register blocks of tile vectors x filters (AVX-512: 4 x 5, 20 sums; AVX2: 2 x 2;
-  the shapes of the direct convolution's blocks; a last block of one filter alone), kept
-  for the 16 positions in ``sums`` (20 KB with AVX-512, L1) until the output transform
-  and the LIF step
-  (:func:`evsim.kernels.propagate.lif_leak_vector`) take them.
+- ``V [16, n_vec / BV, C_used, BV, 16]`` the transformed inputs (``BV`` tile vectors a
+  register block spans, a block's vectors of each channel together and the channels in
+  order, so the products read one stream), ``U [F_pad / FB, 16, C_used, FB]`` the
+  transformed kernels, a register block's ``FB`` filters together; per transform position
+  ``xi`` the products are a small GEMM done in register blocks of ``BV`` tile vectors x
+  ``FB`` filters (:data:`WINOGRAD_BLOCKS`), kept for the 16 positions in ``sums`` until the
+  output transform and the LIF step (:func:`evsim.kernels.propagate.lif_leak_vector`)
+  take them.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from evsim.kernels.conv_direct import (BLOCK_CHANNELS, REGISTER_BLOCKS, fill_rows, shift_events, summed_channels,
-                                       zeros_on_lines)
+from evsim.kernels.conv_direct import fill_rows, padded_to_blocks, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.machine import KIND
 from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
 from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interleave_low, load, splat, store,
                                 store_bytes, stream, upper_halves)
 
-# Tile vectors a register block spans (x BLOCK_CHANNELS filters): the products loop as the
-# direct convolution's sums do, over tile vectors instead of rows, so the same shapes.
-BLOCK_VECTORS = REGISTER_BLOCKS[KIND][0]
+# The products' register blocks, tile vectors x filters, per kind of machine. AVX-512: 4 x 5,
+# the direct convolution's shape. AVX2: 1 x 4, eight of its sixteen registers summing (on
+# conv2 of the paper's network 1.6-1.9x the products' speed of its former 2 x 2 blocks with
+# the channels 256 bytes apart; benchmarks/RESULTS.md).
+WINOGRAD_BLOCKS = {"avx512": (4, 5), "avx2": (1, 4)}
+BLOCK_VECTORS, FILTER_BLOCK = WINOGRAD_BLOCKS[KIND]
 # G of F(2x2, 3x3): U = G g G^T.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -56,13 +59,13 @@ def applies(geometry: ConvGeometry) -> bool:
 
 def tile_layout(out_height: int, out_width: int, kind: str = KIND) -> tuple[int, int, int, int]:
     """``(TX, n_vec, Hp, Wp)``: tiles a row, tile vectors (a multiple of the ``kind``
-    machine's :data:`BLOCK_VECTORS`), and the padded map's rows and width, for an
+    machine's block, :data:`WINOGRAD_BLOCKS`), and the padded map's rows and width, for an
     ``out_height x out_width`` output."""
     tiles_x = -(-out_width // 2)
     tile_cols = 8 if tiles_x <= 8 else -(-tiles_x // LANES) * LANES
     tile_rows = -(-out_height // 2)
     n_vec = -(-tile_rows * tile_cols // LANES)
-    block = REGISTER_BLOCKS[kind][0]
+    block = WINOGRAD_BLOCKS[kind][0]
     n_vec = -(-n_vec // block) * block
     rows = 2 * (n_vec * LANES // tile_cols) + 2
     return tile_cols, n_vec, rows, 2 * tile_cols + LANES
@@ -70,27 +73,35 @@ def tile_layout(out_height: int, out_width: int, kind: str = KIND) -> tuple[int,
 
 def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: int, kind: str = KIND) -> int:
     """16-lane multiply-adds of one slot on a ``kind`` machine: 16 positions x the used
-    channels x the filters summed (:func:`evsim.kernels.conv_direct.summed_channels`) x
-    the tile vectors."""
+    channels x the filters summed (:func:`evsim.kernels.conv_direct.padded_to_blocks` of
+    the kind's filter block) x the tile vectors."""
     n_vec = tile_layout(out_height, out_width, kind)[1]
-    return 16 * used_channels * summed_channels(n_out, kind) * n_vec
+    return 16 * used_channels * padded_to_blocks(n_out, WINOGRAD_BLOCKS[kind][1]) * n_vec
 
 
 def _transformed(kernels: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """``G g G^T`` of ``kernels`` float32 ``[O, I, 3, 3]`` for the inputs ``used``: float32
-    ``[16, I_used, O_pad]`` (``O_pad`` a multiple of :data:`BLOCK_CHANNELS`, zeros for
-    missing kernels and padding outputs), computed in float64 and rounded once."""
+    """``G g G^T`` of ``kernels`` float32 ``[O, I, 3, 3]`` for the inputs ``used``, a
+    register block's outputs together: float32 ``[O_pad / FB, 16, I_used, FB]`` (``FB``
+    :data:`FILTER_BLOCK`; zeros for missing kernels and padding outputs), computed in
+    float64 and rounded once."""
     n_out = kernels.shape[0]
     transformed = np.einsum("ia,fcab,jb->ijcf", _G, kernels[:, used].astype(np.float64), _G)
-    table = np.zeros((16, used.size, -(-n_out // BLOCK_CHANNELS) * BLOCK_CHANNELS), dtype=np.float32)
+    n_blocks = -(-n_out // FILTER_BLOCK)
+    table = np.zeros((16, used.size, n_blocks * FILTER_BLOCK), dtype=np.float32)
     table[:, :, :n_out] = transformed.reshape(16, used.size, n_out)
-    return table
+    return np.ascontiguousarray(table.reshape(16, used.size, n_blocks, FILTER_BLOCK).transpose(2, 0, 1, 3))
+
+
+def padded_filters(weights: np.ndarray) -> int:
+    """The outputs (filters, or channels of a transposed convolution) of the transformed
+    kernels ``weights`` (:func:`_transformed`), padded to whole register blocks."""
+    return weights.shape[0] * weights.shape[3]
 
 
 def winograd_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
                      n_filters: int) -> tuple[np.ndarray, np.ndarray]:
     """``(used, U)`` of a convolution's forward: the input channels with a kernel (int64)
-    and the transformed kernels (:func:`_transformed`, ``[16, C_used, F_pad]``)."""
+    and the transformed kernels (:func:`_transformed`, ``[F_pad / FB, 16, C_used, FB]``)."""
     kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, geometry.in_channels, 3, 3)
     used = np.flatnonzero(np.diff(indptr))
     return used, _transformed(kernels, used)
@@ -131,8 +142,9 @@ def _row_transform(padded, lo, hi):
 
 @njit(cache=True)
 def input_transform(padded, rows, width, used, tile_cols, n_vec, out):
-    """``out[(xi*C_used + i)*n_vec*16 + v*16 + l] = (B^T d B)[xi]`` of tile ``16v + l``'s
-    window in used channel ``used[i]`` of the padded map (flat ``[C, rows, width]``)."""
+    """``(B^T d B)[xi]`` of tile ``16v + l``'s window in used channel ``used[i]`` of the
+    padded map (flat ``[C, rows, width]``) into ``out`` ``[16, n_vec / BV, C_used, BV, 16]``
+    (the layout of the module's docstring)."""
     plane = rows * width
     n_used = used.shape[0]
     stride = n_used * n_vec * LANES
@@ -145,7 +157,7 @@ def input_transform(padded, rows, width, used, tile_cols, n_vec, out):
             x10, x11, x12, x13 = _row_transform(padded, lo + width, hi + width)
             x20, x21, x22, x23 = _row_transform(padded, lo + 2 * width, hi + 2 * width)
             x30, x31, x32, x33 = _row_transform(padded, lo + 3 * width, hi + 3 * width)
-            o = (i * n_vec + v) * LANES
+            o = ((v // BLOCK_VECTORS * n_used + i) * BLOCK_VECTORS + v % BLOCK_VECTORS) * LANES
             store(out, o, x00 - x20, LANES)
             store(out, o + stride, x01 - x21, LANES)
             store(out, o + 2 * stride, x02 - x22, LANES)
@@ -174,21 +186,23 @@ def _block_products_4x5(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
     a20, a21, a22, a23 = zero, zero, zero, zero
     a30, a31, a32, a33 = zero, zero, zero, zero
     a40, a41, a42, a43 = zero, zero, zero, zero
+    p = (xi * n_vec + v0) * n_used * LANES
+    block = f0 // 5
     for i in range(n_used):
-        p = ((xi * n_used + i) * n_vec + v0) * LANES
         r0 = load(transformed, p, LANES)
         r1 = load(transformed, p + LANES, LANES)
         r2 = load(transformed, p + 2 * LANES, LANES)
         r3 = load(transformed, p + 3 * LANES, LANES)
-        w = weights[xi, i, f0]
+        p += 4 * LANES
+        w = weights[block, xi, i, 0]
         a00, a01, a02, a03 = fma(w, r0, a00), fma(w, r1, a01), fma(w, r2, a02), fma(w, r3, a03)
-        w = weights[xi, i, f0 + 1]
+        w = weights[block, xi, i, 1]
         a10, a11, a12, a13 = fma(w, r0, a10), fma(w, r1, a11), fma(w, r2, a12), fma(w, r3, a13)
-        w = weights[xi, i, f0 + 2]
+        w = weights[block, xi, i, 2]
         a20, a21, a22, a23 = fma(w, r0, a20), fma(w, r1, a21), fma(w, r2, a22), fma(w, r3, a23)
-        w = weights[xi, i, f0 + 3]
+        w = weights[block, xi, i, 3]
         a30, a31, a32, a33 = fma(w, r0, a30), fma(w, r1, a31), fma(w, r2, a32), fma(w, r3, a33)
-        w = weights[xi, i, f0 + 4]
+        w = weights[block, xi, i, 4]
         a40, a41, a42, a43 = fma(w, r0, a40), fma(w, r1, a41), fma(w, r2, a42), fma(w, r3, a43)
     s = xi * 20 * LANES
     store(sums, s, a00, LANES)
@@ -216,16 +230,17 @@ def _block_products_4x5(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
 @njit(cache=True, inline="always")
 def _filter_products_4(transformed, weights, xi, n_used, n_vec, v0, f, sums):
     """:func:`_block_products_4x5` for filter ``f`` alone, into the block's first sums: a
-    last block of one filter (see :data:`evsim.kernels.conv_direct.BLOCK_CHANNELS`)."""
+    last block of one filter (:func:`evsim.kernels.conv_direct.padded_to_blocks`)."""
     zero = splat(np.float32(0.0))
     a0, a1, a2, a3 = zero, zero, zero, zero
+    p = (xi * n_vec + v0) * n_used * LANES
     for i in range(n_used):
-        p = ((xi * n_used + i) * n_vec + v0) * LANES
-        w = weights[xi, i, f]
+        w = weights[f // 5, xi, i, f % 5]
         a0 = fma(w, load(transformed, p, LANES), a0)
         a1 = fma(w, load(transformed, p + LANES, LANES), a1)
         a2 = fma(w, load(transformed, p + 2 * LANES, LANES), a2)
         a3 = fma(w, load(transformed, p + 3 * LANES, LANES), a3)
+        p += 4 * LANES
     s = xi * 20 * LANES
     store(sums, s, a0, LANES)
     store(sums, s + 16, a1, LANES)
@@ -234,44 +249,41 @@ def _filter_products_4(transformed, weights, xi, n_used, n_vec, v0, f, sums):
 
 
 @njit(cache=True, inline="always")
-def _block_products_2x2(transformed, weights, xi, n_used, n_vec, v0, f0, sums):
-    """The 4 sums of position ``xi`` for tile vectors ``v0, v0+1`` x filters ``f0, f0+1``,
-    into ``sums[((xi*2 + m)*2 + k)*16 + lane]``."""
+def _block_products_1x4(transformed, weights, xi, n_used, n_vec, v, f0, sums):
+    """The 4 sums of position ``xi`` for tile vector ``v`` x filters ``f0..f0+3``, into
+    ``sums[(xi*4 + m)*16 + lane]``."""
     zero = splat(np.float32(0.0))
-    a00, a01, a10, a11 = zero, zero, zero, zero
+    a0, a1, a2, a3 = zero, zero, zero, zero
+    p = (xi * n_vec + v) * n_used * LANES
+    block = f0 // 4
     for i in range(n_used):
-        p = ((xi * n_used + i) * n_vec + v0) * LANES
-        r0 = load(transformed, p, LANES)
-        r1 = load(transformed, p + LANES, LANES)
-        w = weights[xi, i, f0]
-        a00, a01 = fma(w, r0, a00), fma(w, r1, a01)
-        w = weights[xi, i, f0 + 1]
-        a10, a11 = fma(w, r0, a10), fma(w, r1, a11)
+        r = load(transformed, p, LANES)
+        p += LANES
+        a0 = fma(weights[block, xi, i, 0], r, a0)
+        a1 = fma(weights[block, xi, i, 1], r, a1)
+        a2 = fma(weights[block, xi, i, 2], r, a2)
+        a3 = fma(weights[block, xi, i, 3], r, a3)
     s = xi * 4 * LANES
-    store(sums, s, a00, LANES)
-    store(sums, s + 16, a01, LANES)
-    store(sums, s + 32, a10, LANES)
-    store(sums, s + 48, a11, LANES)
+    store(sums, s, a0, LANES)
+    store(sums, s + LANES, a1, LANES)
+    store(sums, s + 2 * LANES, a2, LANES)
+    store(sums, s + 3 * LANES, a3, LANES)
 
 
 @njit(cache=True, inline="always")
-def _filter_products_2(transformed, weights, xi, n_used, n_vec, v0, f, sums):
-    """:func:`_block_products_2x2` for filter ``f`` alone, into the block's first sums."""
-    zero = splat(np.float32(0.0))
-    a0, a1 = zero, zero
+def _filter_products_1(transformed, weights, xi, n_used, n_vec, v, f, sums):
+    """:func:`_block_products_1x4` for filter ``f`` alone, into the block's first sums."""
+    a = splat(np.float32(0.0))
+    p = (xi * n_vec + v) * n_used * LANES
     for i in range(n_used):
-        p = ((xi * n_used + i) * n_vec + v0) * LANES
-        w = weights[xi, i, f]
-        a0 = fma(w, load(transformed, p, LANES), a0)
-        a1 = fma(w, load(transformed, p + LANES, LANES), a1)
-    s = xi * 4 * LANES
-    store(sums, s, a0, LANES)
-    store(sums, s + 16, a1, LANES)
+        a = fma(weights[f // 4, xi, i, f % 4], load(transformed, p, LANES), a)
+        p += LANES
+    store(sums, xi * 4 * LANES, a, LANES)
 
 
-# This machine's register block (see BLOCK_VECTORS).
+# This machine's register block (see WINOGRAD_BLOCKS).
 _block_products, _filter_products = {"avx512": (_block_products_4x5, _filter_products_4),
-                                     "avx2": (_block_products_2x2, _filter_products_2)}[KIND]
+                                     "avx2": (_block_products_1x4, _filter_products_1)}[KIND]
 
 
 @njit(cache=True, inline="always")
@@ -324,12 +336,12 @@ def winograd_slot_lif(transformed, weights, n_used, n_vec, tile_cols, n_out, out
     (the transposed convolution of a backward pass)."""
     record = u_out.shape[0] > 0
     neurons = leak.shape[0] > 0
-    step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    step = FILTER_BLOCK * BLOCK_VECTORS * LANES
     rows_at = 16 * step
-    for f0 in range(0, n_out, BLOCK_CHANNELS):
+    for f0 in range(0, n_out, FILTER_BLOCK):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
             _products(transformed, weights, n_used, n_vec, v0, f0, n_out, sums)
-            for m in range(min(BLOCK_CHANNELS, n_out - f0)):
+            for m in range(min(FILTER_BLOCK, n_out - f0)):
                 f = f0 + m
                 b = splat(bias[f])
                 for k in range(BLOCK_VECTORS):
@@ -372,12 +384,12 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
     four spikes of a window are summed lane by lane, and only the counts are written (0-4;
     the pooled value is a quarter of it), filter ``f`` to channel ``channel_of[f]`` of
     ``pooled`` uint8 ``[C_pool, Ho // 2, Wo // 2]``."""
-    step = BLOCK_CHANNELS * BLOCK_VECTORS * LANES
+    step = FILTER_BLOCK * BLOCK_VECTORS * LANES
     pooled_height, pooled_width = out_height // 2, out_width // 2
-    for f0 in range(0, n_out, BLOCK_CHANNELS):
+    for f0 in range(0, n_out, FILTER_BLOCK):
         for v0 in range(0, n_vec, BLOCK_VECTORS):
             _products(transformed, weights, n_used, n_vec, v0, f0, n_out, sums)
-            for m in range(min(BLOCK_CHANNELS, n_out - f0)):
+            for m in range(min(FILTER_BLOCK, n_out - f0)):
                 f = f0 + m
                 b = splat(bias[f])
                 first = channel_of[f] * pooled_height
@@ -405,7 +417,7 @@ def winograd_slot_lif_pool(transformed, weights, n_used, n_vec, tile_cols, n_out
 def sums_scratch():
     """The products of one register block at all 16 positions, and four rows of outputs,
     on a cache line."""
-    return zeros_on_lines((16 * BLOCK_CHANNELS * BLOCK_VECTORS + 4) * LANES)
+    return zeros_on_lines((16 * FILTER_BLOCK * BLOCK_VECTORS + 4) * LANES)
 
 
 @njit(cache=True)
