@@ -5,7 +5,7 @@ Each shape (input channels C, filters F, map side H, pad 1) gets input with 15 %
 nonzero (values 0.25-1, as conv2 of the paper's N-MNIST network receives), ``--slots``
 slots (samples x steps), and both kernels timed in the same round without the membrane
 (inference) and recording it (training), best of ``--repeat`` after a warm-up call.
-Per kernel, the per-slot time is fitted by least squares to ``a * units + b *
+Per kernel, the per-slot time is fitted by least squares of the relative error to ``a * units + b *
 multiply_adds`` (the 16-lane multiply-adds each kernel does a slot; units = F*Ho*Wo),
 the model :func:`evsim.kernels.conv_paths.forward_path` uses to choose between them.
 The machine is shared: run it more than once.
@@ -68,9 +68,12 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
 
 
 def fit(rows: list[dict], kernel: str, mode: str) -> tuple[float, float]:
-    """``(ns per unit, ns per multiply-add)`` of one kernel's per-slot time, least squares."""
-    a = np.array([[r["units"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64)
-    return tuple(np.linalg.lstsq(a, np.array([r[f"{kernel}_{mode}_ns_per_slot"] for r in rows]), rcond=None)[0])
+    """``(ns per unit, ns per multiply-add)`` of one kernel's per-slot time, least squares
+    of the relative error, as :func:`benchmarks.bench_pooled_paths.fit` (plain least squares
+    let the largest shapes set the line: a negative cost per unit for the direct kernel)."""
+    times = np.array([r[f"{kernel}_{mode}_ns_per_slot"] for r in rows])
+    a = np.array([[r["units"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64) / times[:, None]
+    return tuple(float(x) for x in np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)[0])
 
 
 def main() -> None:
@@ -98,7 +101,24 @@ def main() -> None:
             w = np.dot(models[f"winograd_{mode}"], (r["units"], r["winograd_fmas"]))
             right += (w < d) == (r[f"winograd_{mode}_ns_per_slot"] < r[f"direct_{mode}_ns_per_slot"])
         print(f"{mode}: the models pick the faster kernel for {right} of {len(rows)} shapes")
-    save_json(args.json, {"machine": machine(), "rows": rows, "models": models})
+    scale = table_scale(rows)
+    per_unit, per_fma = models["winograd_record"]
+    print(f"on this machine's table's scale (its direct model over this run's direct times, x{scale:.3f}): "
+          f"winograd_record {scale * per_unit:.3f} ns per unit, {scale * per_fma:.3f} ns per multiply-add")
+    save_json(args.json, {"machine": machine(), "rows": rows, "models": models, "table_scale": scale})
+
+
+def table_scale(rows: list[dict]) -> float:
+    """The geometric mean over the shapes of this machine's path table's direct model
+    (:data:`evsim.kernels.conv_paths.HOST`) over this run's recording direct times: a
+    kernel's fit times it is on the scale of the table's other constants, measured in
+    other runs and minutes. The direct kernel is the yardstick: when only Winograd's
+    changes, its constants are refitted against the direct one's, which stay."""
+    from evsim.kernels.conv_paths import HOST
+
+    ratios = [(HOST.direct_ns_per_unit * r["units"] + HOST.direct_ns_per_fma * r["direct_fmas"])
+              / r["direct_record_ns_per_slot"] for r in rows]
+    return float(np.exp(np.mean(np.log(ratios))))
 
 
 if __name__ == "__main__":

@@ -115,11 +115,13 @@ AVX2 = PathCosts(
     name="avx2",
     forward_events_below=0.5,  # not measured there: strided layers as on AVX-512
     # Events: least squares over conv1 and conv2 at 2-40 % (bench_conv_kernels run s39-2);
-    # direct and Winograd (AVX2's 2 x 2 register blocks): bench_winograd's fit of the
-    # one-pass forward that records the membrane (what training runs, run s40), ten shapes;
-    # it picks the faster kernel for 9 of them, and for 10 of 10 in inference.
+    # direct (AVX2's 2 x 2 register blocks): bench_winograd's fit of the one-pass forward
+    # that records the membrane (what training runs, run s40), ten shapes. Winograd's (1 x 4
+    # blocks): its fit in runs s42-a and s42-b on the direct kernel's scale
+    # (bench_winograd.table_scale), the mean of the two; conv2's crossover from the events
+    # moves from 13-14 % to 9 %.
     events_ns_per_unit=1.00, events_ns_per_add=1.47, direct_ns_per_unit=0.31, direct_ns_per_fma=0.50,
-    winograd_ns_per_unit=1.07, winograd_ns_per_fma=0.51,
+    winograd_ns_per_unit=0.71, winograd_ns_per_fma=0.42,
     # Events beat the GEMM at every activity measured (to 40 %). The direct products beat
     # the events on conv1 at every activity (26.8 against 37.9 ms at 2 %) and on conv2 from
     # 20.7-21.9 % (bench_conv_kernels run s40): as the forward's do, where the event path's
@@ -131,10 +133,10 @@ AVX2 = PathCosts(
     # Gather and scatter against the transposed convolution: forcing gather at every
     # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
-    # bench_pooled_paths at 1 thread (run s41-d), ten shapes, the relative error fitted: it
-    # picks the fastest kernel for all ten; conv1 of the paper's network is a tie between
-    # F(2x2) and F(4x4) (13.2 us a slot each), conv2 takes F(4x4) (17.9 against 34.3).
-    pooled={"direct": (0.40, 0.58), "winograd": (0.59, 0.79), "winograd4": (0.79, 0.52)},
+    # bench_pooled_paths at 1 thread (run s42-b), ten shapes, the relative error fitted: it
+    # picks the fastest kernel for all ten; conv1 of the paper's network takes F(4x4)
+    # (12.8 us a slot against F(2x2)'s 13.4), conv2 F(4x4) (18.5 against 23.6).
+    pooled={"direct": (0.37, 0.59), "winograd": (0.70, 0.49), "winograd4": (0.78, 0.56)},
 )
 
 
