@@ -30,10 +30,39 @@ def two_passes(sources, u, o, surrogate, constants, ev, indptr, columns, geo):
 @pytest.mark.parametrize("reset, detach, kind", [("hard", False, "rectangular"), ("subtract", False, "triangle"),
                                                  ("hard", True, "fast_sigmoid")])
 @pytest.mark.parametrize("source", ["dense", "pooled"])
-def test_one_pass_equals_the_two_passes_and_the_twin(rng, kernel, stride, pad, reset, detach, kind, source):
-    """Kernels and per-sample bias sums of the one pass equal the two passes' (the bias sums
-    bit for bit; the kernels up to the order the slots are summed in) and the twin's, with
-    dead filters, a channel without kernels, pooled or dense dL/do and quiet steps."""
+@pytest.mark.parametrize("path", ["events", "direct"])
+def test_one_pass_equals_the_two_passes_and_the_twin(rng, kernel, stride, pad, reset, detach, kind, source, path):
+    """Kernels and per-sample bias sums of the one pass, by either weight gradient's sums,
+    equal the two passes' (the bias sums bit for bit; the kernels up to the order the slots
+    are summed in) and the twin's, with dead filters, a channel without kernels, pooled or
+    dense dL/do and quiet steps."""
+    if path == "direct" and stride != 1:
+        with pytest.raises(ValueError, match="stride 1"):
+            lif_backward_weight_grad(*_one_pass_args(rng, kernel, stride, pad, reset, detach, kind, source)[0],
+                                     path)
+        return
+    args, (grad_o, x, weight, stored) = _one_pass_args(rng, kernel, stride, pad, reset, detach, kind, source)
+    sources, u, o, surrogate, constants, ev, indptr, columns, geo = args
+    kernels, bias_sums = lif_backward_weight_grad(*args, path)
+    want_kernels, want_bias, grad_u = two_passes(*args)
+    np.testing.assert_array_equal(bias_sums, want_bias)
+    scale = np.abs(want_kernels).max()
+    assert scale > 0
+    np.testing.assert_allclose(kernels, want_kernels, rtol=1e-5, atol=1e-6 * scale)
+
+    n_steps, batch, channels, height, width = x.shape
+    twin_u = lif_backward(grad_o, u, o.astype(np.float32), surrogate_grad(u - np.float32(0.5), kind, 0.5),
+                          reset=reset, detach_reset=detach)
+    np.testing.assert_allclose(grad_u, twin_u, rtol=1e-5, atol=1e-6 * np.abs(twin_u).max())
+    maps_u = twin_u.reshape((n_steps * batch, weight.shape[0], geo.out_height, geo.out_width))
+    twin = conv2d_weight_grad(x.reshape(-1, channels, height, width), maps_u, kernel, stride, pad)
+    rows, cols = np.nonzero(stored)
+    np.testing.assert_allclose(kernels, twin[cols, rows], rtol=1e-4, atol=1e-5 * scale)
+
+
+def _one_pass_args(rng, kernel, stride, pad, reset, detach, kind, source):
+    """``(arguments of lif_backward_weight_grad but the path, (dL/do, input maps, weights,
+    stored kernels))`` of a convolution with dead filters and a channel without kernels."""
     channels, height, width, n_steps, batch = 3, 10, 10, 6, 5
     weight, (indptr, columns, data), stored = make_conv(rng, channels, 7, kernel, dead=(2, 5))
     bias = dyadic_weights(rng, (weight.shape[0],), scale=4).astype(np.float32)
@@ -55,50 +84,37 @@ def test_one_pass_equals_the_two_passes_and_the_twin(rng, kernel, stride, pad, r
         sources = (grad_o, NO_FACTORS, NO_FACTORS, NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE)
     surrogate = (SURROGATES.index(kind), np.float32(0.5))
     constants = (np.float32(0.2), np.float32(0.5), reset == "hard", detach)
-    kernels, bias_sums = lif_backward_weight_grad(sources, u, o, surrogate, constants, ev, indptr, columns, geo)
-    want_kernels, want_bias, grad_u = two_passes(sources, u, o, surrogate, constants, ev, indptr, columns, geo)
-    np.testing.assert_array_equal(bias_sums, want_bias)
-    scale = np.abs(want_kernels).max()
-    assert scale > 0
-    np.testing.assert_allclose(kernels, want_kernels, rtol=1e-5, atol=1e-6 * scale)
-
-    twin_u = lif_backward(grad_o, u, o.astype(np.float32), surrogate_grad(u - np.float32(0.5), kind, 0.5),
-                          reset=reset, detach_reset=detach)
-    np.testing.assert_allclose(grad_u, twin_u, rtol=1e-5, atol=1e-6 * np.abs(twin_u).max())
-    maps_u = twin_u.reshape((n_steps * batch, weight.shape[0], geo.out_height, geo.out_width))
-    twin = conv2d_weight_grad(x.reshape(-1, channels, height, width), maps_u, kernel, stride, pad)
-    rows, cols = np.nonzero(stored)
-    np.testing.assert_allclose(kernels, twin[cols, rows], rtol=1e-4, atol=1e-5 * scale)
+    return (sources, u, o, surrogate, constants, ev, indptr, columns, geo), (grad_o, x, weight, stored)
 
 
-def test_the_first_convolution_of_a_network_takes_the_one_pass(monkeypatch):
-    """A first convolution with sparse input (the row-layout weight gradient) runs the one
-    pass in training; its gradients are those of the two passes, which a request for its
-    input gradient still takes."""
+@pytest.mark.parametrize("table, path", [("AVX512", "events"), ("AVX2", "direct")])
+def test_the_first_convolution_of_a_network_takes_the_one_pass(monkeypatch, table, path):
+    """A first convolution runs the one pass in training, with the weight gradient's sums its
+    path table chooses for its input (6 % active: the row layout on AVX-512's table, the
+    direct products on AVX2's, on any machine); its gradients are those of the two passes,
+    which a request for its input gradient still takes."""
     import evsim.layers.conv as conv_module
 
     calls, received = [], []
     fused = conv_module.lif_backward_weight_grad
-    monkeypatch.setattr(conv_module, "lif_backward_weight_grad", lambda *a: calls.append(1) or fused(*a))
+    monkeypatch.setattr(conv_module, "lif_backward_weight_grad", lambda *a: calls.append(a[-1]) or fused(*a))
     backward = conv_module.SpikingConv2d.backward
     monkeypatch.setattr(conv_module.SpikingConv2d, "backward",
                         lambda self, *a: received.append(a) or backward(self, *a))
-    # The AVX-512 table, where this input (6 % active) takes the event path on any machine
-    # (AVX2's puts a first layer's weight gradient on the direct products).
-    monkeypatch.setattr(conv_paths, "HOST", conv_paths.AVX512)
+    monkeypatch.setattr(conv_paths, "HOST", getattr(conv_paths, table))
     rng = np.random.default_rng(3)
     network = evsim.Network.from_spec("2x16x16-6C3-AP2-5", rng=1)
     network.layers[0].bias[:] = np.float32(0.3)
     x = (rng.random((8, 4, network.sizes[0])) < 0.06).astype(np.float32)
     counts, traces = network.forward(x)
     conv = network.layers[0]
-    assert conv._weight_grad_path(traces[0].events_in, conv.alive_filters.size) == "events"
+    assert conv._weight_grad_path(traces[0].events_in, conv.alive_filters.size) == path
     _, grad_counts = evsim.mse_rate(counts, np.arange(4) % 5, 8)
     grads = network.backward(traces, grad_counts)
-    assert calls == [1]
+    assert calls == [path]
     trace, grad_spikes, lif, _ = received[0]
     two = backward(conv, trace, grad_spikes, lif, BackwardRequest(input_grad=True))
-    assert calls == [1] and two.input is not None
+    assert calls == [path] and two.input is not None
     assert np.abs(two.params[0]).max() > 0
     np.testing.assert_allclose(grads[0].params[0], two.params[0], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(grads[0].params[1], two.params[1])

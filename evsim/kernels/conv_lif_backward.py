@@ -3,24 +3,69 @@ convolution whose dL/du nothing else reads: one that sends no error down (the ne
 first) and computes no would-be gradients.
 
 Apart, the LIF backward (:func:`evsim.kernels.lif._lif_backward`) writes dL/du, 123 MB a
-batch for conv1 of the paper's N-MNIST network, and the weight gradient's row layout
-(:func:`evsim.kernels.conv_weight_grad.conv_weight_grad_events`) reads it back. Here each
-task takes its samples back through time, and each slot's dL/du row, still in the core's
-cache, goes straight into the task's weight-gradient sums; dL/du is never written out.
-Per slot the sums are those of the two passes; the tasks split the samples rather than
-the slots, so the totals add in another order: equal up to float32 rounding (exactly
-with dyadic values), and the same for the same thread count.
+batch for conv1 of the paper's N-MNIST network, and the weight gradient reads it back.
+Here each task takes its samples back through time, and each slot's dL/du row, still in
+the core's cache, goes straight into the task's weight-gradient sums; dL/du is never
+written out. The sums are those of the weight gradient's row layout
+(:func:`evsim.kernels.conv_weight_grad.conv_weight_grad_events`, path ``"events"``) or of
+its direct products (:func:`evsim.kernels.conv_weight_grad.conv_weight_grad_direct`,
+``"direct"``, stride 1). Per slot they are those of the two passes; the tasks split the
+samples rather than the slots, so the totals add in another order: equal up to float32
+rounding (exactly with dyadic values), and the same for the same thread count.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from evsim.kernels.conv_direct import zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _to_cell_major, check_block_csr, check_events, padded_lanes,
                                          unit_taps, add_event_rows)
-from evsim.kernels.conv_weight_grad import rows_to_kernels
+from evsim.kernels.conv_weight_grad import DirectPlan, direct_slot_products, lane_totals, rows_to_kernels
 from evsim.kernels.lif import _no_error_arrives, error_row, lif_backward_step
-from evsim.kernels.simd import all_zero
+from evsim.kernels.simd import LANES, all_zero
+
+
+@njit(parallel=True, cache=True)
+def _lif_backward_direct_grad(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind,
+                              width, decay, v_th, hard, detach_reset, ptr, idx, val, offsets, n_channels, height,
+                              in_width, pad, kernel, rows_pad, width_pad, out_height, out_width, grad_bias_per_sample,
+                              partial, n_tasks):
+    """As :func:`_lif_backward_weight_grad`, each slot's dL/du into the direct products'
+    lane sums (:func:`evsim.kernels.conv_weight_grad.direct_slot_products`); ``offsets``,
+    ``rows_pad``, ``width_pad`` and ``partial[task]`` ``[taps padded, G_pad]`` as
+    :class:`evsim.kernels.conv_weight_grad.DirectPlan` gives them."""
+    n_steps, batch, n = u.shape
+    n_blocks = n // (out_height * out_width)
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        rows = np.zeros((2, n), dtype=np.float32)  # dL/du at t and at t + 1, taking turns
+        formed = np.empty(n if grad_spikes is None else 0, dtype=np.float32)
+        image = np.zeros(n_channels * height * in_width, dtype=np.float32)
+        shifted = zeros_on_lines(kernel * n_channels * rows_pad * width_pad)
+        sums = zeros_on_lines(offsets.shape[0] * partial.shape[2] * LANES)
+        grad = zeros_on_lines(n_blocks * out_height * width_pad)
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            bias_sum = grad_bias_per_sample[b]
+            bias_sum[:] = 0.0
+            rows[1, :] = 0.0
+            now = 0
+            quiet = True
+            for t in range(n_steps - 1, -1, -1):
+                if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+                    continue
+                quiet = False
+                from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t,
+                                       b, batch, formed)
+                lif_backward_step(from_above, u[t, b], o[t, b], rows[1 - now], rows[now], bias_sum, n, kind, width,
+                                  decay, v_th, hard, detach_reset)
+                s = t * batch + b
+                if ptr[s] < ptr[s + 1] and not all_zero(rows[now], 0, n):
+                    direct_slot_products(ptr, idx, val, s, rows[now], image, n_channels, height, in_width, pad,
+                                         kernel, rows_pad, width_pad, offsets, n_blocks, out_height, out_width,
+                                         shifted, grad, sums)
+                now = 1 - now
+        lane_totals(sums, partial[task])
 
 
 @njit(parallel=True, cache=True)
@@ -66,8 +111,8 @@ def _lif_backward_weight_grad(grad_spikes, grad_above, weight_above, pooled, poo
 
 
 def lif_backward_weight_grad(sources: tuple, u: np.ndarray, o: np.ndarray, surrogate: tuple, lif_constants: tuple,
-                             events, indptr: np.ndarray, columns: np.ndarray,
-                             geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+                             events, indptr: np.ndarray, columns: np.ndarray, geometry: ConvGeometry,
+                             path: str = "events") -> tuple[np.ndarray, np.ndarray]:
     """The LIF backward and the weight gradient of the kernels ``(indptr, columns)`` in one
     pass, without dL/du.
 
@@ -82,6 +127,8 @@ def lif_backward_weight_grad(sources: tuple, u: np.ndarray, o: np.ndarray, surro
     events : the layer's input :class:`~evsim.kernels.events.Events`.
     indptr, columns, geometry : the kernels asked for (``columns`` indexing the alive
         filters) and the convolution, as :func:`conv_weight_grad_events`.
+    path : the weight gradient's sums, ``"events"`` (the row layout) or ``"direct"``
+        (stride 1; :func:`evsim.kernels.conv_paths.weight_grad_path` chooses).
 
     Returns
     -------
@@ -98,9 +145,20 @@ def lif_backward_weight_grad(sources: tuple, u: np.ndarray, o: np.ndarray, surro
     check_events(events.ptr, events.idx, events.val, n_steps * batch)
     check_block_csr(indptr, columns, np.empty((columns.size, g.kernel, g.kernel), dtype=np.float32), g, n_blocks)
     n_tasks = max(1, min(batch, get_num_threads()))
+    grad_bias_per_sample = np.empty((batch, n), dtype=np.float32)
+    if path == "direct":
+        if g.stride != 1:
+            raise ValueError("the direct weight gradient is for stride 1; use the event path")
+        plan = DirectPlan.of(indptr, g, n_blocks)
+        partial = plan.partial(n_tasks)
+        _lif_backward_direct_grad(*sources, u, o, *surrogate, *lif_constants, events.ptr, events.idx, events.val,
+                                  plan.offsets, g.in_channels, g.height, g.width, g.pad, g.kernel, plan.rows,
+                                  plan.width_pad, g.out_height, g.out_width, grad_bias_per_sample, partial, n_tasks)
+        return plan.kernels(partial, indptr, columns, g), grad_bias_per_sample
+    if path != "events":
+        raise ValueError(f"path must be 'events' or 'direct', got {path!r}")
     lanes = padded_lanes(n_blocks)
     partial = np.empty((n_tasks, g.in_channels * g.taps * lanes), dtype=np.float32)
-    grad_bias_per_sample = np.empty((batch, n), dtype=np.float32)
     _lif_backward_weight_grad(*sources, u, o, *surrogate, *lif_constants, events.ptr, events.idx, events.val,
                               np.diff(indptr) > 0, g.height, g.width, g.kernel, g.stride, g.pad, g.out_height,
                               g.out_width, grad_bias_per_sample, partial, n_tasks)

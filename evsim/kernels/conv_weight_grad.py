@@ -33,6 +33,8 @@ Every variant returns float32 ``[nnz, K, K]``, aligned with ``columns``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import get_num_threads, njit, prange
 
@@ -93,22 +95,38 @@ def _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, n_channels,
     over the lanes into ``partial[task]`` ``[n_taps, G_pad]`` at the end."""
     n_blocks = grad_u.shape[1] // (out_height * out_width)
     n = grad_u.shape[1]
-    n_taps, blocks_padded = partial.shape[1], partial.shape[2]
     for task in prange(bounds.shape[0] - 1):
         image = np.zeros(n_channels * height * width, dtype=np.float32)
         shifted = zeros_on_lines(kernel * n_channels * rows * width_pad)
-        sums = zeros_on_lines(offsets.shape[0] * blocks_padded * LANES)
+        sums = zeros_on_lines(offsets.shape[0] * partial.shape[2] * LANES)
         grad = zeros_on_lines(n_blocks * out_height * width_pad)
         for s in range(bounds[task], bounds[task + 1]):
             if ptr[s] == ptr[s + 1] or all_zero(grad_u[s], 0, n):
                 continue
-            shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
-            pad_rows(grad_u, s * n, n_blocks, out_height, out_width, width_pad, grad)
-            direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums)
-        for j in range(n_taps):
-            for f in range(blocks_padded):
-                a = (j * blocks_padded + f) * LANES
-                partial[task, j, f] = np.sum(sums[a:a + LANES])
+            direct_slot_products(ptr, idx, val, s, grad_u[s], image, n_channels, height, width, pad, kernel, rows,
+                                 width_pad, offsets, n_blocks, out_height, out_width, shifted, grad, sums)
+        lane_totals(sums, partial[task])
+
+
+@njit(cache=True)
+def direct_slot_products(ptr, idx, val, s, grad_row, image, n_channels, height, width, pad, kernel, rows, width_pad,
+                         offsets, n_blocks, out_height, out_width, shifted, grad, sums):
+    """Slot ``s``'s events into the shifted maps and its dL/du ``grad_row`` ``[G*Ho*Wo]``
+    into padded rows, then their products added to the lane sums ``sums``
+    (:func:`evsim.kernels.conv_direct.direct_products`)."""
+    shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+    pad_rows(grad_row, 0, n_blocks, out_height, out_width, width_pad, grad)
+    direct_products(shifted, width_pad, offsets, grad, n_blocks, out_height, sums)
+
+
+@njit(cache=True)
+def lane_totals(sums, out):
+    """``out[j, f]`` ``[n_taps, G_pad]`` = the sum of the 16 lanes of tap ``j`` and block
+    ``f`` in the lane sums ``sums``."""
+    for j in range(out.shape[0]):
+        for f in range(out.shape[1]):
+            a = (j * out.shape[1] + f) * LANES
+            out[j, f] = np.sum(sums[a:a + LANES])
 
 
 def _checked(ptr, idx, val, grad_u, indptr, columns, geometry: ConvGeometry) -> tuple[int, int]:
@@ -194,19 +212,49 @@ def conv_weight_grad_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, g
     if g.stride != 1:
         return conv_weight_grad_dense(ptr, idx, val, grad_u, indptr, columns, geometry)
     n_blocks, nnz = _checked(ptr, idx, val, grad_u, indptr, columns, g)
-    shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
-    channels = np.flatnonzero(np.diff(indptr))
-    offsets = tap_offsets(channels, shape)
-    n_taps = offsets.size
-    offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % PRODUCT_TAPS)])  # whole register blocks
+    plan = DirectPlan.of(indptr, g, n_blocks)
     bounds = _balanced_bounds(ptr, get_num_threads())
-    blocks_padded = -(-n_blocks // PRODUCT_BLOCKS) * PRODUCT_BLOCKS
-    partial = np.empty((bounds.size - 1, offsets.size, blocks_padded), dtype=np.float32)
-    _conv_weight_grad_direct(ptr, idx, val, grad_u, offsets, bounds, g.in_channels, g.height, g.width, g.pad,
-                             g.kernel, shape[2], shape[3], g.out_height, g.out_width, partial)
-    total = np.zeros((g.in_channels, g.kernel, g.kernel, blocks_padded), dtype=np.float32)
-    total[channels] = _sum_tasks(partial)[:n_taps].reshape(channels.size, g.kernel, g.kernel, blocks_padded)
-    return np.ascontiguousarray(total[kernel_rows(indptr), :, :, columns])
+    partial = plan.partial(bounds.size - 1)
+    _conv_weight_grad_direct(ptr, idx, val, grad_u, plan.offsets, bounds, g.in_channels, g.height, g.width, g.pad,
+                             g.kernel, plan.rows, plan.width_pad, g.out_height, g.out_width, partial)
+    return plan.kernels(partial, indptr, columns, g)
+
+
+class DirectPlan(NamedTuple):
+    """The direct weight gradient's layout for a convolution: the shifted maps' ``rows``
+    and ``width_pad``, the source ``channels`` with a kernel asked for, their taps'
+    ``offsets`` into the shifted maps (``n_taps``, then padded to whole register blocks)
+    and the blocks of dL/du padded to whole register blocks."""
+    rows: int
+    width_pad: int
+    channels: np.ndarray
+    offsets: np.ndarray
+    n_taps: int
+    blocks_padded: int
+
+    @classmethod
+    def of(cls, indptr: np.ndarray, geometry: ConvGeometry, n_blocks: int) -> "DirectPlan":
+        g = geometry
+        shape = shifted_shape(g.in_channels, g.kernel, g.out_height, g.out_width)
+        channels = np.flatnonzero(np.diff(indptr))
+        offsets = tap_offsets(channels, shape)
+        n_taps = offsets.size
+        offsets = np.concatenate([offsets, np.repeat(offsets[:1], -n_taps % PRODUCT_TAPS)])  # whole register blocks
+        return cls(shape[2], shape[3], channels, offsets, n_taps, -(-n_blocks // PRODUCT_BLOCKS) * PRODUCT_BLOCKS)
+
+    def partial(self, n_tasks: int) -> np.ndarray:
+        """The tasks' totals, float32 ``[tasks, taps padded, G_pad]`` (:func:`lane_totals`)."""
+        return np.empty((n_tasks, self.offsets.size, self.blocks_padded), dtype=np.float32)
+
+    def kernels(self, partial: np.ndarray, indptr: np.ndarray, columns: np.ndarray,
+                geometry: ConvGeometry) -> np.ndarray:
+        """The kernels ``(indptr, columns)`` asked for, float32 ``[nnz, K, K]``, out of the
+        tasks' totals."""
+        g = geometry
+        total = np.zeros((g.in_channels, g.kernel, g.kernel, self.blocks_padded), dtype=np.float32)
+        total[self.channels] = _sum_tasks(partial)[:self.n_taps].reshape(self.channels.size, g.kernel, g.kernel,
+                                                                          self.blocks_padded)
+        return np.ascontiguousarray(total[kernel_rows(indptr), :, :, columns])
 
 
 def conv_weight_grad_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, grad_u: np.ndarray,

@@ -262,12 +262,13 @@ class SpikingConv2d(StructuralEdits):
         constants = (np.float32(lif.decay), np.float32(lif.v_th), lif.reset == "hard", lif.detach_reset)
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
+        weight_grad_path = self._weight_grad_path(trace.events_in, n_units // cells)
         if (not request.input_grad and not request.would_be and request.dead_units_below is None and self.columns.size
-                and self._weight_grad_path(trace.events_in, n_units // cells) == "events"):
+                and weight_grad_path in ("events", "direct")):
             # Nothing else reads dL/du: the weight gradient takes it slot by slot from the cache.
             kernels, grad_bias_per_sample = lif_backward_weight_grad(
                 sources, trace.u, trace.spikes, surrogate, constants, trace.events_in, self.store.indptr,
-                self.columns, self.geometry)
+                self.columns, self.geometry, weight_grad_path)
             grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
             return LayerGrads([kernels, grad_bias])
         grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
