@@ -7,7 +7,7 @@ per tile, channel and filter instead of the direct convolution's 36. The transfo
 and subtract only (and halve, in ``G``), so with dyadic weights and inputs the currents are
 exact, as the direct convolution's are; otherwise they differ from it by float32 rounding.
 On conv2 of the paper's N-MNIST network (15 -> 40 channels) one slot takes 17 us against
-the direct convolution's 24 (1 thread), the transforms a quarter of the products' time
+the direct convolution's 24 (1 thread, AVX-512), the transforms a quarter of the products' time
 (benchmarks/RESULTS.md). The same tiles serve the transposed convolution of the backward
 pass (:func:`evsim.kernels.conv_input_grad.conv_input_grad_winograd`).
 
@@ -44,7 +44,7 @@ from evsim.kernels.simd import (LANES, even_lanes, fma, interleave_high, interle
 
 # The products' register blocks, tile vectors x filters, per kind of machine. AVX-512: 4 x 5,
 # the direct convolution's shape. AVX2: 1 x 4, eight of its sixteen registers summing (on
-# conv2 of the paper's network 1.6-1.9x the products' speed of its former 2 x 2 blocks with
+# conv2 of the paper's network 1.6-2.1x the products' speed of its former 2 x 2 blocks with
 # the channels 256 bytes apart; benchmarks/RESULTS.md).
 WINOGRAD_BLOCKS = {"avx512": (4, 5), "avx2": (1, 4)}
 BLOCK_VECTORS, FILTER_BLOCK = WINOGRAD_BLOCKS[KIND]
