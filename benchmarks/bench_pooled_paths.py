@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 from benchmarks.bench_winograd import SHAPES, layer
-from benchmarks.common import best_time, machine, save_json
+from benchmarks.common import best_time, machine, relative_cost_fit, save_json
 
 KERNELS = ("direct", "winograd", "winograd4")
 
@@ -44,12 +44,10 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
 
 
 def fit(rows: list[dict], kernel: str) -> tuple[float, float]:
-    """``(ns per output computed, ns per multiply-add)`` of one kernel's per-slot time,
-    least squares of the relative error (plain least squares let the largest shapes set
-    the line and misjudged the paper's conv1 by 1.5x)."""
-    times = np.array([r[f"{kernel}_ns_per_slot"] for r in rows])
-    a = np.array([[r[f"{kernel}_outputs"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64) / times[:, None]
-    return tuple(float(x) for x in np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)[0])
+    """``(ns per output computed, ns per multiply-add)`` of one kernel's per-slot time
+    (:func:`benchmarks.common.relative_cost_fit`)."""
+    return relative_cost_fit([(r[f"{kernel}_outputs"], r[f"{kernel}_fmas"]) for r in rows],
+                             [r[f"{kernel}_ns_per_slot"] for r in rows])
 
 
 def main() -> None:

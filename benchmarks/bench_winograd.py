@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.common import best_time, machine, save_json
+from benchmarks.common import best_time, machine, relative_cost_fit, save_json
 
 # (C, F, H): the paper's two layers, then wider and narrower ones around them.
 SHAPES = [(2, 15, 32), (15, 40, 16), (4, 16, 32), (8, 16, 16), (15, 40, 8), (32, 32, 8), (40, 40, 16), (15, 20, 24),
@@ -68,12 +68,10 @@ def measure(channels: int, filters: int, size: int, slots: int, repeat: int, rng
 
 
 def fit(rows: list[dict], kernel: str, mode: str) -> tuple[float, float]:
-    """``(ns per unit, ns per multiply-add)`` of one kernel's per-slot time, least squares
-    of the relative error, as :func:`benchmarks.bench_pooled_paths.fit` (plain least squares
-    let the largest shapes set the line: a negative cost per unit for the direct kernel)."""
-    times = np.array([r[f"{kernel}_{mode}_ns_per_slot"] for r in rows])
-    a = np.array([[r["units"], r[f"{kernel}_fmas"]] for r in rows], dtype=np.float64) / times[:, None]
-    return tuple(float(x) for x in np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)[0])
+    """``(ns per unit, ns per multiply-add)`` of one kernel's per-slot time
+    (:func:`benchmarks.common.relative_cost_fit`)."""
+    return relative_cost_fit([(r["units"], r[f"{kernel}_fmas"]) for r in rows],
+                             [r[f"{kernel}_{mode}_ns_per_slot"] for r in rows])
 
 
 def main() -> None:
