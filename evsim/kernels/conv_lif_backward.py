@@ -26,6 +26,23 @@ from evsim.kernels.lif import _no_error_arrives, error_row, lif_backward_step
 from evsim.kernels.simd import LANES, all_zero
 
 
+@njit(cache=True, inline="always")
+def _step_back(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind, width, decay,
+               v_th, hard, detach_reset, t, b, rows, now, bias_sum, formed, quiet):
+    """Sample ``b``'s dL/du at step ``t`` into ``rows[now]``, from ``rows[1 - now]`` (step
+    t + 1) and the error from above (:func:`evsim.kernels.lif.lif_backward_step`); False,
+    with nothing done, while ``quiet`` (no error carried back from later steps yet: dL/du
+    is zero) and no error arrives at this step either."""
+    batch = u.shape[1]
+    if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+        return False
+    from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t, b, batch,
+                           formed)
+    lif_backward_step(from_above, u[t, b], o[t, b], rows[1 - now], rows[now], bias_sum, u.shape[2], kind, width,
+                      decay, v_th, hard, detach_reset)
+    return True
+
+
 @njit(parallel=True, cache=True)
 def _lif_backward_direct_grad(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o, kind,
                               width, decay, v_th, hard, detach_reset, ptr, idx, val, offsets, n_channels, height,
@@ -52,13 +69,11 @@ def _lif_backward_direct_grad(grad_spikes, grad_above, weight_above, pooled, poo
             now = 0
             quiet = True
             for t in range(n_steps - 1, -1, -1):
-                if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+                if not _step_back(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o,
+                                  kind, width, decay, v_th, hard, detach_reset, t, b, rows, now, bias_sum, formed,
+                                  quiet):
                     continue
                 quiet = False
-                from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t,
-                                       b, batch, formed)
-                lif_backward_step(from_above, u[t, b], o[t, b], rows[1 - now], rows[now], bias_sum, n, kind, width,
-                                  decay, v_th, hard, detach_reset)
                 s = t * batch + b
                 if ptr[s] < ptr[s + 1] and not all_zero(rows[now], 0, n):
                     direct_slot_products(ptr, idx, val, s, rows[now], image, n_channels, height, in_width, pad,
@@ -96,13 +111,11 @@ def _lif_backward_weight_grad(grad_spikes, grad_above, weight_above, pooled, poo
             now = 0
             quiet = True  # no error carried back from later steps yet: dL/du is zero
             for t in range(n_steps - 1, -1, -1):
-                if quiet and _no_error_arrives(grad_spikes, grad_above, weight_above, pooled, t, b, batch):
+                if not _step_back(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, u, o,
+                                  kind, width, decay, v_th, hard, detach_reset, t, b, rows, now, bias_sum, formed,
+                                  quiet):
                     continue
                 quiet = False
-                from_above = error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool_shape, t,
-                                       b, batch, formed)
-                lif_backward_step(from_above, u[t, b], o[t, b], rows[1 - now], rows[now], bias_sum, n, kind, width,
-                                  decay, v_th, hard, detach_reset)
                 s = t * batch + b
                 if ptr[s] < ptr[s + 1] and not all_zero(rows[now], 0, n):
                     _to_cell_major(rows, now, n_blocks, cells, lanes, scratch)
