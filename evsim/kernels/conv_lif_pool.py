@@ -34,6 +34,17 @@ PATHS = ("direct", "winograd", "winograd4")
 WINDOW_MEAN = np.float32(0.25)
 
 
+@njit(cache=True, inline="always")
+def _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted):
+    """Slot ``s``'s input into the zero-padded (``kernel`` > 1: shifted) copies of its map:
+    row ``s`` of ``dense``, window counts times :data:`WINDOW_MEAN`, when it has rows,
+    else the slot's events."""
+    if dense.shape[0] > 0:
+        fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted, WINDOW_MEAN)
+    else:
+        shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+
+
 @njit(parallel=True, cache=True)
 def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch, n_filters, n_channels, height,
                  width, pad, kernel, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
@@ -41,7 +52,6 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
     row ``s`` of ``dense``, window counts, when it has rows) into the shifted copies, then
     :func:`direct_slot_lif_pool`."""
     n_slots = pooled_out.shape[0]
-    from_map = dense.shape[0] > 0
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
@@ -51,12 +61,8 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
-                if from_map:
-                    fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted,
-                              WINDOW_MEAN)
-                else:
-                    shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
-                                 shifted)
+                _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
+                          shifted)
                 direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
                                      leak, decay, v_th, hard, channel_of, pooled_out[s], block)
 
@@ -97,7 +103,6 @@ def _winograd4_pool(ptr, idx, val, dense, used, weights, bias, channel_of, group
     """As :func:`_direct_pool`, the currents by Winograd's F(4x4, 3x3)
     (:mod:`evsim.kernels.conv_winograd4`)."""
     n_slots = pooled_out.shape[0]
-    from_map = dense.shape[0] > 0
     n_used = used.shape[0]
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
@@ -110,10 +115,7 @@ def _winograd4_pool(ptr, idx, val, dense, used, weights, bias, channel_of, group
         for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
             leak[:] = 0.0
             for s in range(b, n_slots, batch):
-                if from_map:
-                    fill_rows(dense[s], 0, n_channels, height, width, pad, 1, rows, width_pad, padded, WINDOW_MEAN)
-                else:
-                    shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, 1, rows, width_pad, padded)
+                _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, 1, rows, width_pad, padded)
                 input_transform(padded, rows, width_pad, used, group_base, n_vec, half, transformed)
                 winograd4_slot_lif_pool(transformed, weights, n_used, n_vec, n_filters, bias, leak, decay, v_th,
                                         hard, channel_of, runs, pooled_cells, pooled_out[s], sums, half)
