@@ -182,7 +182,7 @@ def main() -> None:
     labels = rng.integers(0, 10, BATCH)
     chains, rate = fma_peak(), direct_rate()
     # A real kernel's rate bounds the peak from below: on a shared host the register-only
-    # chains have measured a third below the direct convolution (a neighbour on the same
+    # chains have measured a quarter below the direct convolution (a neighbour on the same
     # multiply-add units), which would put the floors too low.
     peak = max(chains, rate)
     print(f"one core: multiply-add peak {peak / 1e9:.2f} G/s (16 lanes; register-only chains {chains / 1e9:.2f}, "
