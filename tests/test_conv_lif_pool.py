@@ -27,7 +27,7 @@ def pooled_twin(x, weight, bias, pad, reset, n_pooled_channels, channel_of):
     return out.reshape(n_steps, batch, -1), spikes.mean()
 
 
-@pytest.mark.parametrize("path", ["direct", "winograd"])
+@pytest.mark.parametrize("path", ["events", "direct", "winograd"])
 @pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (19, (1,)), (21, (0, 17)),
                                              (40, (3, 9, 30, 31))])
 @pytest.mark.parametrize("height, width, pad", [(7, 19, 1), (16, 16, 1), (9, 8, 0), (5, 40, 2), (33, 34, 1)])
@@ -55,15 +55,16 @@ def test_pooled_spikes_equal_twin(rng, path, n_filters, dead, height, width, pad
     np.testing.assert_array_equal(pooled, ref)
 
 
-def test_direct_path_pools_five_by_five_kernels(rng):
-    """The direct path takes any kernel size."""
+@pytest.mark.parametrize("path", ["events", "direct"])
+def test_pools_five_by_five_kernels(rng, path):
+    """The direct and event paths take any kernel size."""
     weight, (indptr, columns, data), _ = make_conv(rng, 2, 7, 5)
     bias = dyadic_weights(rng, (7,), scale=4).astype(np.float32)
     x, ev = event_maps(rng, (4, 2, 2, 12, 13), 0.3, values=(1.0, 2.0))
     geo = conv_geometry(2, 12, 13, 5, 1, 2)
     ref, _ = pooled_twin(x, weight, bias, 2, "hard", 7, np.arange(7))
     pooled = np.empty(ref.shape, np.uint8)
-    conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, "direct", np.arange(7), pooled)
+    conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, path, np.arange(7), pooled)
     np.testing.assert_array_equal(pooled, ref)
 
 

@@ -5,7 +5,9 @@ Run as layers, conv1 of the paper's N-MNIST network writes its spikes (31 MB a b
 100 samples x 20 steps), turns them into events (1.4 M) and the pooling reads those back
 into windows, which then become events again for conv2: 20 of the 43 ms of a batch's
 inference at 2 threads (benchmarks/RESULTS.md). Here each task takes one sample through
-its T steps: the slot's currents come from the direct convolution
+its T steps: the slot's currents come from its events, each adding its taps' weight rows
+(:func:`events_slot_lif_pool`: sparse input, whose cost is the events' taps and not a
+dense convolution's products), the direct convolution
 (:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`), Winograd's F(2x2, 3x3)
 (:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`) or F(4x4, 3x3)
 (:func:`evsim.kernels.conv_winograd4.winograd4_slot_lif_pool`), the spikes are pooled in
@@ -21,15 +23,17 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
-from evsim.kernels.conv_geometry import ConvGeometry, check_block_csr, check_events
+from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events,
+                                         row_weights, unit_taps)
 from evsim.kernels.conv_winograd import (applies, padded_filters, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
 from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
                                           winograd4_weights)
 from evsim.kernels.events import Events, dense_to_events
-from evsim.kernels.simd import LANES
+from evsim.kernels.propagate import lif_leak_update
+from evsim.kernels.simd import LANES, load, store, store_bytes, transpose16
 
-PATHS = ("direct", "winograd", "winograd4")
+PATHS = ("events", "direct", "winograd", "winograd4")
 # A count of spikes in a 2 x 2 window times this is the window's average.
 WINDOW_MEAN = np.float32(0.25)
 
@@ -43,6 +47,105 @@ def _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, ke
         fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted, WINDOW_MEAN)
     else:
         shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
+
+
+@njit(cache=True, inline="always")
+def _add_unit(i, v, units, wanted, kernel, out_width, lanes, weights, current):
+    """Input unit ``i``'s value ``v`` over its valid taps (stride 1), in the row layout:
+    per tap, the output cell's row of ``current`` += ``v`` x the (channel, tap) row of
+    ``weights`` (:func:`evsim.kernels.conv_geometry.add_event_rows`' operations, in its
+    order). A row of one vector (up to 16 filters) takes its own loop: the runtime lane
+    loop around a single vector cost a third of the scatter on conv1."""
+    c = units[i, 0]
+    if not wanted[c]:
+        return
+    ky0, ky1, oy = units[i, 1], units[i, 2], units[i, 3]
+    kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
+    for ky in range(ky0, ky1):
+        cell = (oy * out_width + ox0) * lanes
+        tap = ((c * kernel + ky) * kernel + kx0) * lanes
+        if lanes == LANES:
+            for _ in range(kx0, kx1):
+                store(current, cell, load(current, cell, LANES) + v * load(weights, tap, LANES), LANES)
+                cell -= LANES
+                tap += LANES
+        else:
+            for _ in range(kx0, kx1):
+                for j in range(0, lanes, LANES):
+                    store(current, cell + j, load(current, cell + j, LANES) + v * load(weights, tap + j, LANES),
+                          LANES)
+                cell -= lanes
+                tap += lanes
+        oy -= 1
+
+
+@njit(cache=True)
+def events_slot_lif_pool(current, lanes, bias_row, leak, decay, v_th, hard, n_filters, out_width, channel_of,
+                         pooled_height, pooled_width, pooled, block):
+    """One slot's LIF step and 2 x 2 average pooling from its summed currents in the row
+    layout (``current`` ``[Ho*Wo, lanes]``, cell-major; ``leak`` likewise, the state of
+    :func:`evsim.kernels.propagate.lif_leak_update`), window by window: each window's
+    spike count (0-4) per filter, 16 windows at a time transposed in registers into the
+    rows of ``pooled`` (uint8 ``[C_pool, Ho // 2, Wo // 2]``, flat; filter ``f`` to
+    channel ``channel_of[f]``). Cells the floor rule leaves out of every window (an odd
+    last row or column) are not stepped: nothing reads their spikes."""
+    pooled_cells = pooled_height * pooled_width
+    for wy in range(pooled_height):
+        for wx0 in range(0, pooled_width, LANES):
+            n_windows = min(LANES, pooled_width - wx0)
+            for f0 in range(0, lanes, LANES):
+                bias = load(bias_row, f0, LANES)
+                for k in range(n_windows):
+                    top = (2 * wy * out_width + 2 * (wx0 + k)) * lanes + f0
+                    bottom = top + out_width * lanes
+                    count = lif_leak_update(load(current, top, LANES) + bias, leak, top, LANES, decay, v_th, hard)[1]
+                    count = count + lif_leak_update(load(current, top + lanes, LANES) + bias, leak, top + lanes,
+                                                    LANES, decay, v_th, hard)[1]
+                    count = count + lif_leak_update(load(current, bottom, LANES) + bias, leak, bottom, LANES,
+                                                    decay, v_th, hard)[1]
+                    count = count + lif_leak_update(load(current, bottom + lanes, LANES) + bias, leak,
+                                                    bottom + lanes, LANES, decay, v_th, hard)[1]
+                    store(block, k * LANES, count, LANES)
+                transpose16(block, 0, LANES, block, LANES * LANES, LANES)
+                for j in range(min(LANES, n_filters - f0)):
+                    store_bytes(pooled, channel_of[f0 + j] * pooled_cells + wy * pooled_width + wx0,
+                                load(block, (LANES + j) * LANES, LANES), n_windows)
+
+
+@njit(parallel=True, cache=True)
+def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filters, height, width, kernel, pad,
+                 out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
+    """As :func:`_direct_pool`, the currents by the event path: each input event (or
+    nonzero window count of ``dense``, times :data:`WINDOW_MEAN`) adds its taps' weight
+    rows (:func:`_add_unit`), then :func:`events_slot_lif_pool`. The cost is the events'
+    taps and the LIF step of the pooled cells, not a dense convolution's products."""
+    n_channels, _, lanes = rows.shape
+    n_slots = pooled_out.shape[0]
+    n_in = n_channels * height * width
+    weights = rows.reshape(rows.size)
+    wanted = channels_with_kernels(rows)
+    units = unit_taps(n_channels, height, width, kernel, 1, pad, out_height, out_width)
+    pooled_height, pooled_width = out_height // 2, out_width // 2
+    from_map = dense.shape[0] > 0
+    n_tasks = max(1, min(batch, n_tasks))
+    for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
+        current = np.zeros(out_height * out_width * lanes, dtype=np.float32)
+        leak = np.zeros(out_height * out_width * lanes, dtype=np.float32)
+        block = np.zeros(2 * LANES * LANES, dtype=np.float32)
+        for b in range(task * batch // n_tasks, (task + 1) * batch // n_tasks):
+            leak[:] = 0.0
+            for s in range(b, n_slots, batch):
+                current[:] = 0.0
+                if from_map:
+                    for i in range(n_in):
+                        if dense[s, i]:
+                            _add_unit(i, np.float32(dense[s, i]) * WINDOW_MEAN, units, wanted, kernel, out_width,
+                                      lanes, weights, current)
+                else:
+                    for e in range(ptr[s], ptr[s + 1]):
+                        _add_unit(idx[e], val[e], units, wanted, kernel, out_width, lanes, weights, current)
+                events_slot_lif_pool(current, lanes, bias_row, leak, decay, v_th, hard, n_filters, out_width,
+                                     channel_of, pooled_height, pooled_width, pooled_out[s], block)
 
 
 @njit(parallel=True, cache=True)
@@ -134,8 +237,10 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         :func:`evsim.kernels.conv_lif.conv_lif_direct`).
     bias : float32 ``[F_alive]``.
     decay, v_th, hard : the LIF constants.
-    path : ``"direct"``, ``"winograd"`` or ``"winograd4"`` (3 x 3 kernels), the currents'
-        kernel; the spikes are those of :func:`evsim.kernels.conv_lif.conv_lif_direct` or
+    path : ``"events"``, ``"direct"``, ``"winograd"`` or ``"winograd4"`` (3 x 3 kernels),
+        the currents' kernel; the spikes are those of
+        :func:`evsim.kernels.conv_lif.conv_lif_events`,
+        :func:`~evsim.kernels.conv_lif.conv_lif_direct` or
         :func:`~evsim.kernels.conv_lif.conv_lif_winograd`, or (``"winograd4"``, Winograd's
         F(4x4, 3x3): :mod:`evsim.kernels.conv_winograd4`) those of currents that differ
         from theirs by float32 rounding.
@@ -176,7 +281,14 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         ptr, idx, val = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
     flat_out = pooled_out.reshape(n_steps * batch, n_pooled)
     constants = (np.float32(decay), np.float32(v_th), bool(hard))
-    if path == "direct":
+    if path == "events":
+        rows = row_weights(indptr, columns, data, n_filters)
+        bias_row = np.zeros(rows.shape[2], dtype=np.float32)
+        bias_row[:n_filters] = bias
+        _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filters, g.height, g.width, g.kernel,
+                     g.pad, g.out_height, g.out_width,
+                     *constants, flat_out, get_num_threads())
+    elif path == "direct":
         shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
         padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
         padded_bias[:n_filters] = bias
