@@ -124,17 +124,17 @@ def conv_multiply_adds(network: evsim.Network, drive) -> int:
     """16-lane multiply-adds a slot of the network's convolutions does in
     ``Network.predict`` on the dense kernel each takes at its input's density (events
     taken as free): the fused pass's (:func:`evsim.kernels.conv_paths.pooled_path`, which
-    may be Winograd's F(4x4, 3x3)) where a 2 x 2 average pooling follows, else the
-    forward's."""
+    may be Winograd's F(4x4, 3x3) or the events' taps) where a 2 x 2 average pooling
+    follows, else the forward's."""
     total, events = 0, drive
     for k, layer in enumerate(network.layers):
         if isinstance(layer, SpikingConv2d):
             g, filters = layer.geometry, layer.alive_filters.size
-            path = forward_path(event_density(events.ptr, layer.n_in), g, filters)
+            density = event_density(events.ptr, layer.n_in)
+            path = forward_path(density, g, filters)
             above = network.layers[k + 1] if k + 1 < len(network.layers) else None
-            if path in ("direct", "winograd") and isinstance(above, Pool2d) and above.mode == "avg" \
-                    and above.geometry.kernel == 2 and g.stride == 1:
-                path = pooled_path(g, filters)
+            if isinstance(above, Pool2d) and above.mode == "avg" and above.geometry.kernel == 2 and g.stride == 1:
+                path = pooled_path(g, filters, density) or path
             if path in ("direct", "winograd", "winograd4"):
                 total += dense_multiply_adds(g.in_channels, g.kernel, filters, g.out_height, g.out_width)[path]
         events, _ = layer.forward(events, network.lif, False)

@@ -25,10 +25,10 @@ SHAPES = [(2, 15, 32), (15, 40, 16), (4, 16, 32), (8, 16, 16), (15, 40, 8), (32,
           (64, 64, 8), (3, 8, 34)]
 
 
-def layer(channels: int, filters: int, size: int, slots: int, rng):
+def layer(channels: int, filters: int, size: int, slots: int, rng, density: float = 0.15):
     """``(geometry, steps, events, (indptr, columns, data))``: a 3 x 3 convolution (pad 1)
     of ``channels`` -> ``filters`` on ``size x size`` maps, every kernel stored, and input
-    events of about ``slots`` slots (batches of 100) with 15 % of cells nonzero."""
+    events of about ``slots`` slots (batches of 100) with ``density`` of cells nonzero."""
     from evsim.kernels.conv_geometry import conv_geometry
     from evsim.kernels.events import dense_to_events
 
@@ -36,7 +36,7 @@ def layer(channels: int, filters: int, size: int, slots: int, rng):
     batch = 100
     steps = max(1, slots // batch)
     shape = (steps, batch, geo.n_in)
-    x = (rng.random(shape, dtype=np.float32) < 0.15) * rng.choice(np.float32([0.25, 0.5, 0.75, 1.0]), size=shape)
+    x = (rng.random(shape, dtype=np.float32) < density) * rng.choice(np.float32([0.25, 0.5, 0.75, 1.0]), size=shape)
     ev = dense_to_events(x.astype(np.float32))
     weight = rng.normal(0, 0.5 / np.sqrt(9 * channels), (filters, channels * 9)).astype(np.float32)
     indptr = (np.arange(channels + 1) * filters).astype(np.int32)  # every kernel stored

@@ -12,7 +12,7 @@ import pytest
 from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_geometry import conv_geometry
 from evsim.kernels.conv_lif_pool import conv_lif_pool
-from evsim.kernels.conv_paths import AVX2, AVX512, pooled_path, pooled_work
+from evsim.kernels.conv_paths import AVX2, AVX512, pooled_events_work, pooled_path, pooled_work
 from tests.reference import avg_pool2d, conv2d_forward
 from tests.test_conv_kernels import block_csr, event_maps
 
@@ -93,17 +93,32 @@ def test_refuses_what_it_cannot_run(rng):
 
 
 def test_pooled_path_follows_the_measured_costs():
-    """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network,
-    but F(2x2, 3x3) for the same channels on an 8 x 8 map, which fills half of F(4x4)'s
-    tile vector (modelled 18.2 against 19.3 us a slot; measured by bench_pooled_paths
-    17.6 against 18.9 in run s41-c and a tie in s41-d);
-    AVX-512's table, where F(4x4) was not measured, never takes it; other kernel sizes
-    take the direct convolution."""
+    """On AVX2 the fused pass takes F(4x4, 3x3) for conv2 of the paper's N-MNIST network
+    on its input at initialisation (15-37 % nonzero), F(2x2, 3x3) for the same channels
+    on an 8 x 8 map, which fills half of F(4x4)'s tile vector, and the event path for
+    sparse input: conv1 on N-MNIST's 6 % (measured by bench_pooled_paths, runs s43-a/b:
+    7.6-7.8 against 12.0-14.4 us a slot), conv2 below about 7 %. AVX-512's table, where
+    neither F(4x4) nor the fused event path was measured, takes neither and leaves sparse
+    input to the layer's own event path (None). Other kernel sizes take the direct
+    convolution on dense input."""
     conv1, conv2 = conv_geometry(2, 32, 32, 3, 1, 1), conv_geometry(15, 16, 16, 3, 1, 1)
-    assert pooled_path(conv2, 40, AVX2) == "winograd4"
-    assert pooled_path(conv_geometry(15, 8, 8, 3, 1, 1), 40, AVX2) == "winograd"
-    assert "winograd4" not in {pooled_path(g, f, AVX512) for g, f in ((conv1, 15), (conv2, 40))}
-    assert pooled_path(conv_geometry(15, 16, 16, 5, 1, 2), 40, AVX2) == "direct"
+    assert pooled_path(conv2, 40, 0.15, AVX2) == pooled_path(conv2, 40, 0.37, AVX2) == "winograd4"
+    assert pooled_path(conv_geometry(15, 8, 8, 3, 1, 1), 40, 0.3, AVX2) == "winograd"
+    assert pooled_path(conv1, 15, 0.06, AVX2) == pooled_path(conv2, 40, 0.04, AVX2) == "events"
+    assert pooled_path(conv1, 15, 0.3, AVX2) != "events"
+    assert "winograd4" not in {pooled_path(g, f, 0.4, AVX512) for g, f in ((conv1, 15), (conv2, 40))}
+    assert pooled_path(conv2, 40, 0.02, AVX512) is None
+    assert pooled_path(conv_geometry(15, 16, 16, 5, 1, 2), 40, 0.4, AVX2) == "direct"
+    assert pooled_path(conv_geometry(15, 16, 16, 5, 1, 2), 40, 0.01, AVX2) == "events"
+
+
+def test_pooled_events_work_counts_stepped_lanes_and_taps():
+    """The event path steps the cells inside pooling windows (a 15 x 15 map: 14 x 14) on
+    the filters' padded lanes, and adds a weight row of those lanes per (event, tap)."""
+    geometry = conv_geometry(3, 15, 15, 3, 1, 1)
+    stepped, adds = pooled_events_work(geometry, 20, 0.1)
+    assert stepped == 14 * 14 * 32
+    assert adds == pytest.approx(0.1 * 3 * 225 * 9 * 2)
 
 
 def test_pooled_work_counts_the_lanes_each_kernel_computes():
@@ -134,7 +149,7 @@ def test_forward_pooled_runs_the_chosen_kernel(rng):
     conv, pool = net.layers[:2]
     conv.kill(np.array([3, 17]))
     drive = ((rng.random((3, 4, conv.n_in)) < 0.4) * rng.integers(1, 5, (3, 4, conv.n_in))).astype(np.uint8)
-    path = pooled_path(conv.geometry, conv.alive_filters.size)
+    path = pooled_path(conv.geometry, conv.alive_filters.size, np.count_nonzero(drive) / drive.size)
     assert path == ("winograd4" if HOST.name == "avx2" else "winograd")
     expected = np.zeros((3, 4, pool.n_out), np.uint8)
     conv_lif_pool(drive, conv.store.indptr, conv.columns, conv.store.data, conv.geometry,

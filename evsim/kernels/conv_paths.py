@@ -73,9 +73,10 @@ class PathCosts:
     input_grad_gather_below: float
     input_grad_scatter_below: float
     # Inference through a convolution, its LIF step and 2 x 2 average pooling in one pass
-    # (evsim.kernels.conv_lif_pool), where the forward's model picks a dense kernel: per
-    # dense kernel (ns an output computed, ns a 16-lane multiply-add; pooled_work), fitted
-    # to that pass; a kernel not named is not run.
+    # (evsim.kernels.conv_lif_pool): per dense kernel (ns an output computed, ns a 16-lane
+    # multiply-add; pooled_work), for the event path (ns an output stepped, ns a 16-lane
+    # add; pooled_events_work), fitted to that pass; a kernel not named is not run (without
+    # "events", the pass runs only where the forward's model picks a dense kernel).
     pooled: dict[str, tuple[float, float]]
 
 
@@ -133,10 +134,12 @@ AVX2 = PathCosts(
     # Gather and scatter against the transposed convolution: forcing gather at every
     # density changed a training step by 1 % (bench_conv_paths), so as on AVX-512.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
-    # bench_pooled_paths at 1 thread (run s42-b), ten shapes, the relative error fitted: it
-    # picks the fastest kernel for all ten; conv1 of the paper's network takes F(4x4)
-    # (12.8 us a slot against F(2x2)'s 13.4), conv2 F(4x4) (18.5 against 23.6).
-    pooled={"direct": (0.37, 0.59), "winograd": (0.70, 0.49), "winograd4": (0.78, 0.56)},
+    # bench_pooled_paths at 1 thread (runs s43-a and s43-b, the mean of the two fits), ten
+    # shapes, the event path at 2, 6 and 15 % input: it picks the fastest kernel for 27 of
+    # the 30 (shape, density) points of each run. conv1 of the paper's network takes the
+    # events below about 20 % input (7.6-7.8 us a slot at 6 % against 12.0-14.4 for the
+    # dense kernels), conv2 below about 7 %, F(4x4) above (17.7-19.1 us a slot).
+    pooled={"events": (0.39, 1.89), "direct": (0.31, 0.60), "winograd": (0.62, 0.48), "winograd4": (0.81, 0.51)},
 )
 
 
@@ -188,21 +191,48 @@ def pooled_work(in_channels: int, n_out: int, out_height: int, out_width: int,
                           fmas["winograd4"])}
 
 
-def pooled_path(geometry: ConvGeometry, n_filters: int, costs: PathCosts | None = None) -> str:
-    """``"direct"``, ``"winograd"`` or ``"winograd4"``: the dense kernel of
-    :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a stride-1 ``geometry``, ``n_filters``
-    alive filters) with the least modelled time (``costs``: as for :func:`forward_path`;
-    its ``pooled`` costs per output computed and per multiply-add, :func:`pooled_work`),
-    among those its table names and that compute this convolution (only the direct one
-    for kernels other than 3 x 3)."""
+def pooled_events_work(geometry: ConvGeometry, n_filters: int, input_density: float) -> tuple[float, float]:
+    """``(outputs stepped, 16-lane adds)`` a slot of the fused pass's event path
+    (:func:`evsim.kernels.conv_lif_pool.conv_lif_pool`, ``"events"``) with ``n_filters``
+    alive filters, at this input density: the cells inside a pooling window times the
+    filters' padded lanes, and each (event, tap) pair's weight row (borders counted as
+    whole kernels, as the forward's model counts them)."""
+    g = geometry
+    lanes = padded_lanes(n_filters)
+    stepped = 4 * (g.out_height // 2) * (g.out_width // 2) * lanes
+    return stepped, input_density * g.n_in * g.taps * lanes / LANES
+
+
+def pooled_path(geometry: ConvGeometry, n_filters: int, input_density: float,
+                costs: PathCosts | None = None) -> str | None:
+    """``"events"``, ``"direct"``, ``"winograd"`` or ``"winograd4"``: the kernel of
+    :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a ``geometry``,
+    ``n_filters`` alive filters, input of this density) with the least modelled time
+    (``costs``: as for :func:`forward_path`; its ``pooled`` costs, :func:`pooled_work`
+    and :func:`pooled_events_work`), among those its table names and that compute this
+    convolution (of the dense ones, only the direct convolution for kernels other than
+    3 x 3). None for a stride, and where the table names no fused event path and
+    :func:`forward_path` picks the layer's own event path: no fused pass."""
     c = costs or HOST
     g = geometry
+    if g.stride != 1:
+        return None
+    if "events" not in c.pooled and forward_path(input_density, g, n_filters, c) not in ("direct", "winograd"):
+        return None
+    modelled = {}
+    if "events" in c.pooled:
+        per_output, per_add = c.pooled["events"]
+        stepped, adds = pooled_events_work(g, n_filters, input_density)
+        modelled["events"] = per_output * stepped + per_add * adds
     if not winograd_applies(g):
-        return "direct"
-    work = pooled_work(g.in_channels, n_filters, g.out_height, g.out_width, c.name)
-    modelled = {name: per_output * work[name][0] + per_fma * work[name][1]
-                for name, (per_output, per_fma) in c.pooled.items() if name != "winograd4"
-                or conv_winograd4.applies(g)}
+        per_output, per_fma = c.pooled["direct"]
+        fmas = direct_multiply_adds(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, c.name)
+        modelled["direct"] = per_output * n_filters * g.out_cells + per_fma * fmas
+    else:
+        work = pooled_work(g.in_channels, n_filters, g.out_height, g.out_width, c.name)
+        modelled.update({name: per_output * work[name][0] + per_fma * work[name][1]
+                         for name, (per_output, per_fma) in c.pooled.items()
+                         if name in work and (name != "winograd4" or conv_winograd4.applies(g))})
     return min(modelled, key=modelled.get)
 
 

@@ -193,11 +193,13 @@ class SpikingConv2d(StructuralEdits):
         one pass (:mod:`evsim.kernels.conv_lif_pool`): the spikes in each pooling window,
         uint8 ``[T, B, pool.n_out]`` (a quarter of each is what ``pool.forward`` hands on
         as events: :func:`evsim.kernels.conv_lif_pool.window_events`), or None where that
-        pass does not apply (a stride, another pooling, or input sparse enough that the
-        event path is cheaper: use :meth:`forward`). ``drive``: events or an earlier
-        pair's window counts. No trace is kept. The pass's kernel is the cheapest by
-        :func:`evsim.kernels.conv_paths.pooled_path`, which may be Winograd's F(4x4, 3x3),
-        whose currents differ from :meth:`forward`'s by float32 rounding."""
+        pass does not apply (a stride, another pooling, or, on a machine whose table names
+        no fused event path, input sparse enough that the layer's event path is cheaper:
+        use :meth:`forward`). ``drive``: events or an earlier pair's window counts. No
+        trace is kept. The pass's kernel is the cheapest by
+        :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a dense kernel,
+        which may be Winograd's F(4x4, 3x3), whose currents differ from :meth:`forward`'s
+        by float32 rounding (as the direct convolution's do from the event path's)."""
         g = pool.geometry
         if pool.mode != "avg" or g.kernel != 2 or tuple(pool.in_shape) != tuple(self.out_shape):
             return None
@@ -209,9 +211,9 @@ class SpikingConv2d(StructuralEdits):
             density = nonzero_density(drive.reshape(steps * batch, -1))
         else:
             return None
-        if forward_path(density, self.geometry, self.alive_filters.size) not in ("direct", "winograd"):
-            return None  # the event path is cheaper (or a GEMM's input): no fused pass
-        path = pooled_path(self.geometry, self.alive_filters.size)
+        path = pooled_path(self.geometry, self.alive_filters.size, density)
+        if path is None:
+            return None
         pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
         if not self.alive.all():  # the kernel writes the alive filters' channels only
             pooled.reshape(steps * batch, self.filters, -1)[:, ~self.alive] = 0
