@@ -23,8 +23,8 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
-from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events,
-                                         row_weights, unit_taps)
+from evsim.kernels.conv_geometry import (ConvGeometry, add_unit_rows, channels_with_kernels, check_block_csr,
+                                         check_events, row_weights, unit_taps)
 from evsim.kernels.conv_winograd import (applies, padded_filters, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
 from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
@@ -47,36 +47,6 @@ def _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, ke
         fill_rows(dense[s], 0, n_channels, height, width, pad, kernel, rows, width_pad, shifted, WINDOW_MEAN)
     else:
         shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad, shifted)
-
-
-@njit(cache=True, inline="always")
-def _add_unit(i, v, units, wanted, kernel, out_width, lanes, weights, current):
-    """Input unit ``i``'s value ``v`` over its valid taps (stride 1), in the row layout:
-    per tap, the output cell's row of ``current`` += ``v`` x the (channel, tap) row of
-    ``weights`` (:func:`evsim.kernels.conv_geometry.add_event_rows`' operations, in its
-    order). A row of one vector (up to 16 filters) takes its own loop: the runtime lane
-    loop around a single vector cost a third of the scatter on conv1."""
-    c = units[i, 0]
-    if not wanted[c]:
-        return
-    ky0, ky1, oy = units[i, 1], units[i, 2], units[i, 3]
-    kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-    for ky in range(ky0, ky1):
-        cell = (oy * out_width + ox0) * lanes
-        tap = ((c * kernel + ky) * kernel + kx0) * lanes
-        if lanes == LANES:
-            for _ in range(kx0, kx1):
-                store(current, cell, load(current, cell, LANES) + v * load(weights, tap, LANES), LANES)
-                cell -= LANES
-                tap += LANES
-        else:
-            for _ in range(kx0, kx1):
-                for j in range(0, lanes, LANES):
-                    store(current, cell + j, load(current, cell + j, LANES) + v * load(weights, tap + j, LANES),
-                          LANES)
-                cell -= lanes
-                tap += lanes
-        oy -= 1
 
 
 @njit(cache=True, inline="always")
@@ -127,7 +97,7 @@ def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filt
                  out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
     """As :func:`_direct_pool`, the currents by the event path: each input event (or
     nonzero window count of ``dense``, times :data:`WINDOW_MEAN`) adds its taps' weight
-    rows (:func:`_add_unit`), then :func:`events_slot_lif_pool`. The cost is the events'
+    rows (:func:`evsim.kernels.conv_geometry.add_unit_rows`), then :func:`events_slot_lif_pool`. The cost is the events'
     taps and the LIF step of the pooled cells, not a dense convolution's products."""
     n_channels, _, lanes = rows.shape
     n_slots = pooled_out.shape[0]
@@ -148,11 +118,12 @@ def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filt
                 if from_map:
                     for i in range(n_in):
                         if dense[s, i]:
-                            _add_unit(i, np.float32(dense[s, i]) * WINDOW_MEAN, units, wanted, kernel, out_width,
-                                      lanes, weights, current)
+                            add_unit_rows(i, np.float32(dense[s, i]) * WINDOW_MEAN, units, wanted, kernel, 1,
+                                          out_width, lanes, weights, current, False)
                 else:
                     for e in range(ptr[s], ptr[s + 1]):
-                        _add_unit(idx[e], val[e], units, wanted, kernel, out_width, lanes, weights, current)
+                        add_unit_rows(idx[e], val[e], units, wanted, kernel, 1, out_width, lanes, weights, current,
+                                      False)
                 events_slot_lif_pool(current, lanes, bias_row, leak, decay, v_th, hard, n_filters, out_width,
                                      channel_of, pooled_height, pooled_width, pooled_out[s], block)
 
