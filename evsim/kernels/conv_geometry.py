@@ -466,10 +466,19 @@ def unit_taps(n_channels, height, width, kernel, stride, pad, out_height, out_wi
 
 
 @njit(cache=True, inline="always")
-def _add_row(dst, a, v, src, b, lanes):
-    """``dst[a:a+lanes] += v * src[b:b+lanes]``, 16 lanes at a time."""
-    for j in range(0, lanes, LANES):
-        store(dst, a + j, load(dst, a + j, LANES) + v * load(src, b + j, LANES), LANES)
+def _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, stride, out_width, lanes, src, dst, into_taps):
+    """:func:`add_unit_rows` once its unit is looked up."""
+    n_taps = (kx1 - kx0 + stride - 1) // stride
+    for ky in range(ky0, ky1, stride):
+        cell = (oy * out_width + ox0) * lanes
+        tap = ((c * kernel + ky) * kernel + kx0) * lanes
+        for _ in range(n_taps):
+            a, b = (tap, cell) if into_taps else (cell, tap)
+            for j in range(0, lanes, LANES):
+                store(dst, a + j, load(dst, a + j, LANES) + v * load(src, b + j, LANES), LANES)
+            cell -= lanes
+            tap += stride * lanes
+        oy -= 1
 
 
 @njit(cache=True, inline="always")
@@ -480,35 +489,19 @@ def add_unit_rows(i, v, units, wanted, kernel, stride, out_width, lanes, src, ds
     (channel, tap) row of weights. ``into_taps`` False: the forward's currents (``dst``
     by cell, ``src`` the weights); True: the weight gradient's sums (``dst`` by tap,
     ``src`` dL/du by cell). A constant at each call, so the choice folds away. The row
-    addresses step along a kernel row instead of being recomputed per tap, and a row of
-    one vector (up to 16 filters) takes a loop of its own: the scatter alone of conv1 of
-    the paper's network (15 filters) took a quarter to a third less time so
+    addresses step along a kernel row instead of being recomputed per tap, and stride 1
+    with rows of one vector (up to 16 filters) takes a copy with both constant: timing
+    the scatter alone of conv1 of the paper's network (15 filters), a loop with the
+    lane count constant took 7.1-8.2 ms against 8.4-10.9 with it known only at run time
     (benchmarks/RESULTS.md)."""
     c = units[i, 0]
     if not wanted[c]:
         return
-    ky0, ky1, oy = units[i, 1], units[i, 2], units[i, 3]
-    kx0, kx1, ox0 = units[i, 4], units[i, 5], units[i, 6]
-    for ky in range(ky0, ky1, stride):
-        cell = (oy * out_width + ox0) * lanes
-        tap = ((c * kernel + ky) * kernel + kx0) * lanes
-        if lanes == LANES:
-            for _ in range(kx0, kx1, stride):
-                if into_taps:
-                    _add_row(dst, tap, v, src, cell, LANES)
-                else:
-                    _add_row(dst, cell, v, src, tap, LANES)
-                cell -= LANES
-                tap += stride * LANES
-        else:
-            for _ in range(kx0, kx1, stride):
-                if into_taps:
-                    _add_row(dst, tap, v, src, cell, lanes)
-                else:
-                    _add_row(dst, cell, v, src, tap, lanes)
-                cell -= lanes
-                tap += stride * lanes
-        oy -= 1
+    ky0, ky1, oy, kx0, kx1, ox0 = units[i, 1], units[i, 2], units[i, 3], units[i, 4], units[i, 5], units[i, 6]
+    if stride == 1 and lanes == LANES:
+        _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, 1, out_width, LANES, src, dst, into_taps)
+    else:
+        _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, stride, out_width, lanes, src, dst, into_taps)
 
 
 @njit(cache=True, inline="always")
