@@ -68,7 +68,7 @@ def events_slot_lif_pool(current, lanes, bias_row, leak, decay, v_th, hard, n_fi
     spike count (0-4) per filter, 16 windows at a time transposed in registers into the
     rows of ``pooled`` (uint8 ``[C_pool, Ho // 2, Wo // 2]``, flat; filter ``f`` to
     channel ``channel_of[f]``). Each cell's current is zeroed as it is read, ready for the
-    next slot (a pass of its own over the map cost a fifth of this one on conv1). Cells
+    next slot (a pass of its own over the map cost about a sixth of this one on conv1). Cells
     the floor rule leaves out of every window (an odd last row or column) are neither
     stepped nor zeroed: nothing reads them."""
     pooled_cells = pooled_height * pooled_width
@@ -97,8 +97,9 @@ def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filt
                  out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
     """As :func:`_direct_pool`, the currents by the event path: each input event (or
     nonzero window count of ``dense``, times :data:`WINDOW_MEAN`) adds its taps' weight
-    rows (:func:`evsim.kernels.conv_geometry.add_unit_rows`), then :func:`events_slot_lif_pool`. The cost is the events'
-    taps and the LIF step of the pooled cells, not a dense convolution's products."""
+    rows (:func:`evsim.kernels.conv_geometry.add_unit_rows`), then
+    :func:`events_slot_lif_pool`. The cost is the events' taps and the LIF step of the
+    pooled cells, not a dense convolution's products."""
     n_channels, _, lanes = rows.shape
     n_slots = pooled_out.shape[0]
     n_in = n_channels * height * width
