@@ -175,17 +175,18 @@ class Network:
     def predict(self, drive: np.ndarray | Events) -> np.ndarray:
         """Output spike counts float32 ``[B, n_out]``, as :meth:`forward` gives them, by the
         fastest inference: a stride-1 convolution and the 2 x 2 average pooling after it
-        run as one pass (:meth:`SpikingConv2d.forward_pooled`) wherever the dense paths
-        are the cheaper, handing the next layer each window's spike count instead of
-        events. No traces: nothing to count operations from or to backpropagate (use
-        :meth:`forward` for those).
+        run as one pass (:meth:`SpikingConv2d.forward_pooled`), handing the next layer each
+        window's spike count instead of events. No traces: nothing to count operations
+        from or to backpropagate (use :meth:`forward` for those).
 
         The counts are :meth:`forward`'s up to float32 rounding of the currents: a fused
-        pass may run another kernel than :meth:`forward` would (Winograd's F(4x4, 3x3),
-        chosen by :func:`evsim.kernels.conv_paths.pooled_path`; or, within a few tenths of
-        a point of a crossover, the other side of it, as the density that picks a kernel is
-        read from every 61st row of a map handed on dense), so a unit whose membrane lands
-        within a rounding of the threshold may spike in one and not the other.
+        pass may run another kernel than :meth:`forward` would (the event path where
+        :meth:`forward` takes the direct convolution, or Winograd's F(4x4, 3x3): the fused
+        pass's own cost model, :func:`evsim.kernels.conv_paths.pooled_path`, chooses; or,
+        within a few tenths of a point of a crossover, the other side of it, as the density
+        that picks a kernel is read from every 61st row of a map handed on dense), so a unit
+        whose membrane lands within a rounding of the threshold may spike in one and not
+        the other.
         """
         x: Events | StaticDrive | np.ndarray = self._input_events(drive)
         k, trace = 0, None
