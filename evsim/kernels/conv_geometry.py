@@ -375,6 +375,14 @@ def padded_lanes(n: int) -> int:
     return max(1, -(-n // 16)) * 16
 
 
+def zero_padded(values: np.ndarray, n: int) -> np.ndarray:
+    """float32 ``[n]``: ``values`` (one per alive filter) followed by zeros, for the padding
+    lanes of a kernel's filter blocks."""
+    out = np.zeros(n, dtype=np.float32)
+    out[:values.shape[0]] = values
+    return out
+
+
 def row_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_blocks: int) -> np.ndarray:
     """The *row* layout of the event paths: float32 ``[C, K*K, F_pad]``, entry ``(c, ky*K + kx, f)``
     = ``w[c -> f, ky, kx]``, zeros where no kernel is stored and in the padding lanes

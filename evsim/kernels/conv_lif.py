@@ -23,7 +23,7 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
-                                         row_weights, unit_taps, add_event_rows)
+                                         row_weights, unit_taps, add_event_rows, zero_padded)
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import (padded_filters, sums_scratch, tile_layout, winograd_slot_inputs,
                                          winograd_slot_lif, winograd_weights)
@@ -106,8 +106,7 @@ def conv_lif_events(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
     n_steps, batch, n_units = spikes_out.shape
     n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
     rows = row_weights(indptr, columns, data, n_filters)
-    bias_row = np.zeros(rows.shape[2], dtype=np.float32)
-    bias_row[:n_filters] = bias
+    bias_row = zero_padded(bias, rows.shape[2])
     _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, g.height * g.width, g.width, g.kernel, g.stride, g.pad,
                    g.out_height, g.out_width, np.float32(decay), np.float32(v_th), bool(hard),
                    spikes_out.reshape(n_steps * batch, n_units), get_num_threads())
@@ -187,8 +186,7 @@ def conv_lif_direct(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr: n
     n_filters, bias = _checked(ptr, idx, val, indptr, columns, data, g, bias, spikes_out)
     flat_u = _membrane_rows(u_out, n_steps * batch, n_units)
     shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
-    padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
-    padded_bias[:n_filters] = bias
+    padded_bias = zero_padded(bias, weights.shape[1])
     _conv_lif_direct(ptr, idx, val, offsets, weights, padded_bias, batch, g.in_channels, g.height,
                      g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height, g.out_width, np.float32(decay),
                      np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),
@@ -238,8 +236,7 @@ def conv_lif_winograd(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, indptr:
     flat_u = _membrane_rows(u_out, n_steps * batch, n_units)
     used, weights = winograd_weights(indptr, columns, data, g, n_filters)
     tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
-    padded_bias = np.zeros(padded_filters(weights), dtype=np.float32)
-    padded_bias[:n_filters] = bias
+    padded_bias = zero_padded(bias, padded_filters(weights))
     _conv_lif_winograd(ptr, idx, val, used, weights, padded_bias, batch, g.in_channels, g.height, g.width, g.pad,
                        tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width, np.float32(decay),
                        np.float32(v_th), bool(hard), flat_u, spikes_out.reshape(n_steps * batch, n_units),

@@ -24,7 +24,7 @@ from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
 from evsim.kernels.conv_geometry import (ConvGeometry, add_unit_rows, channels_with_kernels, check_block_csr,
-                                         check_events, row_weights, unit_taps)
+                                         check_events, row_weights, unit_taps, zero_padded)
 from evsim.kernels.conv_winograd import (applies, padded_filters, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
 from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_runs, winograd4_slot_lif_pool,
@@ -264,15 +264,13 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     constants = (np.float32(decay), np.float32(v_th), bool(hard))
     if path == "events":
         rows = row_weights(indptr, columns, data, n_filters)
-        bias_row = np.zeros(rows.shape[2], dtype=np.float32)
-        bias_row[:n_filters] = bias
+        bias_row = zero_padded(bias, rows.shape[2])
         _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filters, g.height, g.width, g.kernel,
                      g.pad, g.out_height, g.out_width,
                      *constants, flat_out, get_num_threads())
     elif path == "direct":
         shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
-        padded_bias = np.zeros(weights.shape[1], dtype=np.float32)
-        padded_bias[:n_filters] = bias
+        padded_bias = zero_padded(bias, weights.shape[1])
         _direct_pool(ptr, idx, val, dense, offsets, weights, padded_bias, channel_of, batch, n_filters,
                      g.in_channels, g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height,
                      g.out_width, *constants, flat_out, get_num_threads())
@@ -286,8 +284,7 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     else:
         used, weights = winograd_weights(indptr, columns, data, g, n_filters)
         tile_cols, n_vec, rows, width_pad = tile_layout(g.out_height, g.out_width)
-        padded_bias = np.zeros(padded_filters(weights), dtype=np.float32)
-        padded_bias[:n_filters] = bias
+        padded_bias = zero_padded(bias, padded_filters(weights))
         _winograd_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of, batch, n_filters, g.in_channels,
                        g.height, g.width, g.pad, tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width,
                        *constants, flat_out, get_num_threads())
