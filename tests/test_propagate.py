@@ -359,6 +359,18 @@ def test_row_sums_write_nothing_past_the_output(rng, n_columns):
         np.testing.assert_array_equal(buffer[n_rows * n_columns:], 7.5)
 
 
+@pytest.mark.parametrize("width", [32, 64])
+def test_weight_strips_hold_each_strip_of_inputs_contiguous(rng, width):
+    from evsim.kernels.grad import weight_strips
+
+    weights = rng.normal(size=(100, 7)).astype(np.float32)
+    strips = weight_strips(weights, width)
+    assert strips.shape == (-(-100 // width), 7, width) and strips.flags.c_contiguous
+    for i in range(100):
+        np.testing.assert_array_equal(strips[i // width, :, i % width], weights[i])
+    assert not strips[-1, :, 100 - (strips.shape[0] - 1) * width:].any()
+
+
 @pytest.mark.parametrize("n_in, n_alive", [(64, 5), (128, 300), (100, 33), (2560, 300)])
 def test_input_grad_of_a_layer_above_a_map_equals_numpy(rng, n_in, n_alive):
     """The FC layer's input gradient on Numba's threads (register blocks, slots whose dL/du

@@ -90,20 +90,22 @@ def _input_grad_csr(grad_u, indptr, columns, data, out):
 
 
 @njit(parallel=True, cache=True)
-def _input_grad_rows_4x4(grad_u, n_alive, weights_t, rows, out):
-    """``out[s] = grad_u[s, :n_alive] @ weights_t`` (``weights_t`` float32 ``[n_alive, n_in]``,
-    C-contiguous, ``n_in`` a multiple of 64) for the slots ``rows`` (int64, ascending),
-    zero for the others: the slots whose dL/du is all zero (half of them in the FC-300
-    layer of the paper's N-MNIST network: samples no error reaches) cost nothing. Blocks of 4 slots x 64 columns keep their 16 sums in registers through the
-    ``n_alive`` terms: 4 weight vectors and 4 scalars per 16 multiply-adds. On Numba's
-    threads, where a BLAS product would run on the single thread training gives BLAS."""
-    n_in = out.shape[1]
+def _input_grad_rows_4x4(grad_u, n_alive, strips, rows, out):
+    """``out[s] = grad_u[s, :n_alive] @ weights.T`` for the slots ``rows`` (int64,
+    ascending), zero for the others: the slots whose dL/du is all zero (half of them in the
+    FC-300 layer of the paper's N-MNIST network: samples no error reaches) cost nothing.
+    ``strips`` is ``weights`` ``[n_in, n_alive]`` in 64-column strips
+    (:func:`weight_strips`). Blocks of 4 slots x 64 columns keep their 16 sums in
+    registers through the ``n_alive`` terms: 4 weight vectors and 4 scalars per 16
+    multiply-adds. On Numba's threads, where a BLAS product would run on the single thread
+    training gives BLAS."""
     n_rows = rows.shape[0]
     zero = splat(np.float32(0.0))
-    # Columns outermost: a 64-column strip of the weights (n_alive x 256 B) stays in L2
-    # while every block of slots passes it (slots outermost streamed the whole matrix
-    # from memory once per block: 1.6 G multiply-adds a second).
-    for strip in prange(n_in // (4 * LANES)):
+    # Strips outermost: one strip (n_alive x 256 B) stays in cache while every block of
+    # slots passes it (slots outermost streamed the whole matrix from memory once per
+    # block: 1.6 G multiply-adds a second).
+    for strip in prange(strips.shape[0]):
+        weights = strips[strip]
         j = strip * 4 * LANES
         for r0 in range(0, n_rows, 4):
             s0 = rows[r0]
@@ -115,10 +117,10 @@ def _input_grad_rows_4x4(grad_u, n_alive, weights_t, rows, out):
             a20, a21, a22, a23 = zero, zero, zero, zero
             a30, a31, a32, a33 = zero, zero, zero, zero
             for k in range(n_alive):
-                w0 = load(weights_t[k], j, LANES)
-                w1 = load(weights_t[k], j + LANES, LANES)
-                w2 = load(weights_t[k], j + 2 * LANES, LANES)
-                w3 = load(weights_t[k], j + 3 * LANES, LANES)
+                w0 = load(weights[k], 0, LANES)
+                w1 = load(weights[k], LANES, LANES)
+                w2 = load(weights[k], 2 * LANES, LANES)
+                w3 = load(weights[k], 3 * LANES, LANES)
                 g0, g1, g2, g3 = grad_u[s0, k], grad_u[s1, k], grad_u[s2, k], grad_u[s3, k]
                 a00, a01, a02, a03 = fma(g0, w0, a00), fma(g0, w1, a01), fma(g0, w2, a02), fma(g0, w3, a03)
                 a10, a11, a12, a13 = fma(g1, w0, a10), fma(g1, w1, a11), fma(g1, w2, a12), fma(g1, w3, a13)
@@ -132,34 +134,53 @@ def _input_grad_rows_4x4(grad_u, n_alive, weights_t, rows, out):
 
 
 @njit(parallel=True, cache=True)
-def _input_grad_rows_2x2(grad_u, n_alive, weights_t, rows, out):
-    """:func:`_input_grad_rows_4x4` in register blocks of 2 slots x 2 vectors, each 64-column
-    strip in two halves: AVX2 holds a 16-lane vector in two of its 16 registers, so the
+def _input_grad_rows_2x2(grad_u, n_alive, strips, rows, out):
+    """:func:`_input_grad_rows_4x4` in register blocks of 2 slots x 32 columns, on
+    32-column strips: AVX2 holds a 16-lane vector in two of its 16 registers, so the
     4 x 4 block's 16 sums spilled (RESULTS.md, "Register blocks for AVX2"). The same sums
     in the same order."""
     n_rows = rows.shape[0]
     zero = splat(np.float32(0.0))
-    for strip in prange(out.shape[1] // (4 * LANES)):
-        for half in range(2):
-            j = (2 * strip + half) * 2 * LANES
-            for r0 in range(0, n_rows, 2):
-                s0, s1 = rows[r0], rows[min(r0 + 1, n_rows - 1)]
-                a00, a01, a10, a11 = zero, zero, zero, zero
-                for k in range(n_alive):
-                    w0 = load(weights_t[k], j, LANES)
-                    w1 = load(weights_t[k], j + LANES, LANES)
-                    g0, g1 = grad_u[s0, k], grad_u[s1, k]
-                    a00, a01 = fma(g0, w0, a00), fma(g0, w1, a01)
-                    a10, a11 = fma(g1, w0, a10), fma(g1, w1, a11)
-                store(out[s0], j, a00, LANES)
-                store(out[s0], j + LANES, a01, LANES)
-                store(out[s1], j, a10, LANES)
-                store(out[s1], j + LANES, a11, LANES)
+    for strip in prange(strips.shape[0]):
+        weights = strips[strip]
+        j = strip * 2 * LANES
+        for r0 in range(0, n_rows, 2):
+            s0, s1 = rows[r0], rows[min(r0 + 1, n_rows - 1)]
+            a00, a01, a10, a11 = zero, zero, zero, zero
+            for k in range(n_alive):
+                w0 = load(weights[k], 0, LANES)
+                w1 = load(weights[k], LANES, LANES)
+                g0, g1 = grad_u[s0, k], grad_u[s1, k]
+                a00, a01 = fma(g0, w0, a00), fma(g0, w1, a01)
+                a10, a11 = fma(g1, w0, a10), fma(g1, w1, a11)
+            store(out[s0], j, a00, LANES)
+            store(out[s0], j + LANES, a01, LANES)
+            store(out[s1], j, a10, LANES)
+            store(out[s1], j + LANES, a11, LANES)
     _zero_other_rows(rows, out)
 
 
-# This machine's register block (evsim.kernels.machine).
-input_grad_rows = {"avx512": _input_grad_rows_4x4, "avx2": _input_grad_rows_2x2}[KIND]
+# This machine's register block (evsim.kernels.machine) and the strip width it reads.
+input_grad_rows, STRIP_WIDTH = {"avx512": (_input_grad_rows_4x4, 4 * LANES),
+                                "avx2": (_input_grad_rows_2x2, 2 * LANES)}[KIND]
+
+
+def weight_strips(weights: np.ndarray, width: int = STRIP_WIDTH) -> np.ndarray:
+    """``weights`` ``[n_in, N]`` as ``[ceil(n_in / width), N, width]``, each strip of
+    ``width`` inputs contiguous (zero past ``n_in``).
+
+    In a row-major ``[N, n_in]`` copy, a strip's rows lie ``n_in`` floats apart: for the
+    FC-300 layer of the paper's N-MNIST network 10 KB, a multiple of 4 KB's set stride, so
+    its 300 rows fell into 2-4 cache sets and were fetched again for every block of slots
+    (1.9x slower on AVX2, benchmarks/RESULTS.md)."""
+    n_in, n_alive = weights.shape
+    n_strips = -(-n_in // width)
+    strips = np.zeros((n_strips, n_alive, width), dtype=np.float32)
+    full = n_in // width
+    strips[:full] = weights[:full * width].reshape(full, width, n_alive).transpose(0, 2, 1)
+    if full < n_strips:
+        strips[full, :, :n_in - full * width] = weights[full * width:].T
+    return strips
 
 
 @njit(parallel=True, cache=True)

@@ -37,6 +37,7 @@ from evsim.kernels.grad import (
     _scatter_csr,
     _weight_grad_csr,
     weight_grad_rows,
+    weight_strips,
 )
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
@@ -71,12 +72,11 @@ def _input_grad_dense(grad_u2: np.ndarray, weights: np.ndarray) -> np.ndarray:
     for the FC-300 layer of the paper's N-MNIST network 11-15 against 20 ms by BLAS on
     training's one BLAS thread, benchmarks/RESULTS.md)."""
     n_in, n_alive = weights.shape
-    width = -(-n_in // 64) * 64
-    weights_t = np.zeros((n_alive, width), dtype=np.float32)
-    weights_t[:, :n_in] = weights.T
+    strips = weight_strips(weights)
+    width = strips.shape[0] * strips.shape[2]
     rows = np.flatnonzero(grad_u2[:, :n_alive].any(axis=1))
     out = aligned_empty((grad_u2.shape[0], width))
-    input_grad_rows(grad_u2, n_alive, weights_t, rows, out)
+    input_grad_rows(grad_u2, n_alive, strips, rows, out)
     return out if width == n_in else np.ascontiguousarray(out[:, :n_in])
 
 
