@@ -68,9 +68,10 @@ FACTORED_MAX_NEURONS = 16
 
 def _input_grad_dense(grad_u2: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``grad_u2[:, :N] @ weights.T`` (``weights`` ``[n_in, N]``) on Numba's threads,
-    skipping the slots whose dL/du is all zero (:func:`evsim.kernels.grad.input_grad_rows`;
-    for the FC-300 layer of the paper's N-MNIST network 11-15 against 20 ms by BLAS on
-    training's one BLAS thread, benchmarks/RESULTS.md)."""
+    skipping the slots whose dL/du is all zero (:func:`evsim.kernels.grad.input_grad_rows`,
+    on the weights in strips: :func:`evsim.kernels.grad.weight_strips`). For the FC-300
+    layer of the paper's N-MNIST network on AVX2, 20-21 ms at 1 thread and 10 at 2 against
+    33 by BLAS on training's one BLAS thread (benchmarks/bench_fc_input_grad.py)."""
     n_in, n_alive = weights.shape
     strips = weight_strips(weights)
     width = strips.shape[0] * strips.shape[2]
