@@ -217,23 +217,38 @@ def error_row(grad_spikes, grad_above, weight_above, pooled, pool_channels, pool
 def lif_backward_step(from_above, u, o, carry, out, bias_sum, n, kind, width, decay, v_th, hard, detach_reset):
     """One slot of :func:`_lif_backward`: ``out[:n]`` = dL/du[t] from dL/do[t]
     ``from_above``, the membrane ``u`` and spikes ``o`` at ``t`` and ``carry`` = dL/du[t+1];
-    ``bias_sum`` += it. ``out`` and ``carry`` are distinct rows (LLVM vectorises the loop
-    after checking that they do not overlap). The surrogate's kind is chosen here, outside
-    the loop, each kind a copy of it with the kind a constant: with the test inside, LLVM
-    left the loop scalar, 6.2x slower on conv1's rows (benchmarks/RESULTS.md)."""
+    ``bias_sum`` += it. ``out`` and ``carry`` are distinct rows.
+
+    Three loops, each simple enough for LLVM to vectorise: the surrogate's derivative
+    into ``out`` (one copy of the loop per kind, the kind a constant: with the test
+    inside, the loop stayed scalar), the step, which reads it back, and ``bias_sum``'s
+    sums. As one loop holding the four kinds' copies, LLVM left it scalar: 1.6-1.8
+    against 0.4 ns a unit on conv1's rows on AVX2 (benchmarks/RESULTS.md). The same float32
+    operations in the same order."""
     if kind == 0:
-        _backward_row(from_above, u, o, carry, out, bias_sum, n, 0, width, decay, v_th, hard, detach_reset)
+        _surrogate_row(u, out, n, 0, width, v_th)
     elif kind == 1:
-        _backward_row(from_above, u, o, carry, out, bias_sum, n, 1, width, decay, v_th, hard, detach_reset)
+        _surrogate_row(u, out, n, 1, width, v_th)
     elif kind == 2:
-        _backward_row(from_above, u, o, carry, out, bias_sum, n, 2, width, decay, v_th, hard, detach_reset)
+        _surrogate_row(u, out, n, 2, width, v_th)
     else:
-        _backward_row(from_above, u, o, carry, out, bias_sum, n, 3, width, decay, v_th, hard, detach_reset)
+        _surrogate_row(u, out, n, 3, width, v_th)
+    if hard and detach_reset:
+        _step_row(from_above, u, o, carry, out, n, decay, v_th, True, True)
+    elif hard:
+        _step_row(from_above, u, o, carry, out, n, decay, v_th, True, False)
+    elif detach_reset:
+        _step_row(from_above, u, o, carry, out, n, decay, v_th, False, True)
+    else:
+        _step_row(from_above, u, o, carry, out, n, decay, v_th, False, False)
+    for j in range(n):
+        bias_sum[j] += out[j]
 
 
 @njit(cache=True, inline="always")
-def _backward_row(from_above, u, o, carry, out, bias_sum, n, kind, width, decay, v_th, hard, detach_reset):
-    """The loop of :func:`lif_backward_step` for one surrogate ``kind``."""
+def _step_row(from_above, u, o, carry, out, n, decay, v_th, hard, detach_reset):
+    """``out[:n]`` = dL/du from the surrogate derivative in ``out`` (see
+    :func:`lif_backward_step`), for one reset (``hard``, ``detach_reset`` constants)."""
     for j in range(n):
         c = carry[j]
         spiked = np.float32(o[j])
@@ -246,6 +261,11 @@ def _backward_row(from_above, u, o, carry, out, bias_sum, n, kind, width, decay,
         go = from_above[j]
         if not detach_reset:
             go += reset_grad
-        gu = go * _surrogate(u[j] - v_th, kind, width) + c * leak
-        out[j] = gu
-        bias_sum[j] += gu
+        out[j] = go * out[j] + c * leak
+
+
+@njit(cache=True, inline="always")
+def _surrogate_row(u, out, n, kind, width, v_th):
+    """``out[:n]`` = the surrogate derivative of ``u[:n]`` for one ``kind``."""
+    for j in range(n):
+        out[j] = _surrogate(u[j] - v_th, kind, width)
