@@ -170,9 +170,9 @@ def weight_strips(weights: np.ndarray, width: int = STRIP_WIDTH) -> np.ndarray:
     ``width`` inputs contiguous (zero past ``n_in``).
 
     In a row-major ``[N, n_in]`` copy, a strip's rows lie ``n_in`` floats apart: for the
-    FC-300 layer of the paper's N-MNIST network 10 KB, a multiple of 4 KB's set stride, so
-    its 300 rows fell into 2-4 cache sets and were fetched again for every block of slots
-    (1.9x slower on AVX2, benchmarks/RESULTS.md)."""
+    FC-300 layer of the paper's N-MNIST network 10 KB, 160 cache lines, so in an L1 of 64
+    sets its 300 rows fell into 2-4 of them and were fetched again for every block of
+    slots (1.96-2.10x slower on AVX2, benchmarks/bench_fc_input_grad.py)."""
     n_in, n_alive = weights.shape
     n_strips = -(-n_in // width)
     strips = np.zeros((n_strips, n_alive, width), dtype=np.float32)

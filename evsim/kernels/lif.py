@@ -220,11 +220,11 @@ def lif_backward_step(from_above, u, o, carry, out, bias_sum, n, kind, width, de
     ``bias_sum`` += it. ``out`` and ``carry`` are distinct rows.
 
     Three loops, each simple enough for LLVM to vectorise: the surrogate's derivative
-    into ``out`` (one copy of the loop per kind, the kind a constant: with the test
-    inside, the loop stayed scalar), the step, which reads it back, and ``bias_sum``'s
-    sums. As one loop holding the four kinds' copies, LLVM left it scalar: 1.6-1.8
-    against 0.4 ns a unit on conv1's rows on AVX2 (benchmarks/RESULTS.md). The same float32
-    operations in the same order."""
+    into ``out`` (one copy per kind, the kind a constant), the step, which reads it back
+    (one copy per reset, ``hard`` and ``detach_reset`` constants), and ``bias_sum``'s
+    sums. As one loop holding the four kinds' copies, each testing the reset, LLVM left
+    it scalar: 1.6-1.8 against 0.5 ns a unit on conv1's rows on AVX2
+    (benchmarks/RESULTS.md). The same float32 operations in the same order."""
     if kind == 0:
         _surrogate_row(u, out, n, 0, width, v_th)
     elif kind == 1:
