@@ -23,7 +23,8 @@ from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
 from evsim.kernels.events import INT32_MAX, Events, StaticDrive, all_finite, dense_to_events, slot_order
-from evsim.layers import BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, SparseLinear, SpikingConv2d
+from evsim.layers import (BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, PoolTrace, SparseLinear,
+                          SpikingConv2d)
 from evsim.memory import SYNAPSE_BYTES, refuse_beyond_memory
 from evsim.neuron import LIFParameters
 
@@ -163,14 +164,33 @@ class Network:
         traces : one :class:`LayerTrace` per layer, for :meth:`backward`.
         """
         events = self._input_events(drive)
-        traces = []
-        for layer in self.layers:
-            events, trace = layer.forward(events, self.lif, record)
-            traces.append(trace)
+        traces: list = []
+        k = 0
+        while k < len(self.layers):
+            events, ran = self.forward_layer(k, events, record)
+            traces += ran
+            k += len(ran)
         last = self.layers[-1]
         counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
         counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
         return counts, traces
+
+    def forward_layer(self, k: int, events: Events | StaticDrive, record: bool = True) -> tuple[Events, list]:
+        """One step of :meth:`forward`: layer ``k`` on its input ``events``, or, where it is a
+        convolution whose forward takes the direct kernel and a 2 x 2 average pooling
+        follows, both in one pass (:meth:`SpikingConv2d.forward_and_pool`, the same
+        spikes, membrane and pooled events as one by one). Returns the next layer's
+        input and the traces of the layers run (one or two)."""
+        layer = self.layers[k]
+        above = self.layers[k + 1] if k + 1 < len(self.layers) else None
+        if isinstance(layer, SpikingConv2d) and isinstance(above, Pool2d):
+            fused = layer.forward_and_pool(events, self.lif, above, record)
+            if fused is not None:
+                counts, trace = fused
+                pooled = window_events(counts)
+                return pooled, [trace, PoolTrace(None, pooled, None, (trace.spikes, layer.alive_index))]
+        events, trace = layer.forward(events, self.lif, record)
+        return events, [trace]
 
     def predict(self, drive: np.ndarray | Events) -> np.ndarray:
         """Output spike counts float32 ``[B, n_out]``, as :meth:`forward` gives them, by the

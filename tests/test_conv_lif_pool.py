@@ -7,7 +7,10 @@ import pytest
 
 import evsim
 from evsim.kernels import conv_paths
+from evsim.layers import conv as conv_layer
 from evsim.kernels.conv_geometry import conv_geometry
+from evsim.energy import count_network
+from evsim.kernels.conv_lif import conv_lif_direct
 from evsim.kernels.conv_lif_pool import conv_lif_pool
 from tests.reference import avg_pool2d, conv_lif_forward, dyadic_weights
 from tests.test_conv_kernels import event_maps, make_conv
@@ -53,6 +56,121 @@ def test_pooled_spikes_equal_twin(rng, path, n_filters, dead, height, width, pad
         drive = ev
     conv_lif_pool(drive, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", path, channel_of, pooled)
     np.testing.assert_array_equal(pooled, ref)
+
+
+@pytest.mark.parametrize("n_filters, dead", [(7, ()), (13, (4,)), (40, (3, 9, 30, 31))])
+@pytest.mark.parametrize("height, width, pad, kernel", [(7, 19, 1, 3), (16, 16, 1, 3), (9, 8, 0, 3), (33, 34, 1, 3),
+                                                        (12, 13, 2, 5)])
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+def test_training_pass_writes_the_forward_trace(rng, n_filters, dead, height, width, pad, kernel, reset):
+    """With the spikes and membrane asked for (a training forward), the direct pass writes
+    them as the twin gives them and as the two-pass direct kernel writes them, bit for
+    bit, every cell (those the floor rule leaves out of every window too), with the window
+    counts as without them."""
+    channels, n_steps, batch = 3, 5, 3
+    weight, (indptr, columns, data), _ = make_conv(rng, channels, n_filters, kernel, dead=dead)
+    bias = dyadic_weights(rng, (weight.shape[0],), scale=4).astype(np.float32)
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3, values=(1.0, 2.0, 0.25, 0.75))
+    geo = conv_geometry(channels, height, width, kernel, 1, pad)
+    channel_of = np.setdiff1d(np.arange(n_filters), dead)
+    ref, rate = pooled_twin(x, weight, bias, pad, reset, n_filters, channel_of)
+    u_twin, spikes_twin = conv_lif_forward(x, weight, bias, 1, pad, reset=reset)
+    assert 0 < rate < 1
+    n_units = weight.shape[0] * geo.out_cells
+    pooled = np.full(ref.shape, 255, np.uint8)
+    spikes, u = np.full((n_steps, batch, n_units), 7, np.uint8), np.full((n_steps, batch, n_units), np.nan, np.float32)
+    conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", "direct", channel_of, pooled,
+                  spikes, u)
+    np.testing.assert_array_equal(pooled, ref)
+    np.testing.assert_array_equal(u, u_twin)
+    np.testing.assert_array_equal(spikes, spikes_twin)
+    spikes_two, u_two = np.empty_like(spikes), np.empty_like(u)
+    conv_lif_direct(ev.ptr, ev.idx, ev.val, indptr, columns, data, geo, bias, 0.2, 0.5, reset == "hard", u_two,
+                    spikes_two)
+    np.testing.assert_array_equal(u, u_two)
+    np.testing.assert_array_equal(spikes, spikes_two)
+
+
+def test_training_pass_refuses_what_it_cannot_write(rng):
+    """Only the direct path writes the spikes and membrane; arrays of another shape or type
+    are refused before the kernel indexes them."""
+    weight, (indptr, columns, data), _ = make_conv(rng, 2, 4, 3)
+    _, ev = event_maps(rng, (2, 3, 2, 8, 8), 0.3)
+    geo, bias = conv_geometry(2, 8, 8, 3, 1, 1), np.zeros(4, np.float32)
+    pooled = np.zeros((2, 3, 4 * 16), np.uint8)
+    spikes, u = np.zeros((2, 3, 4 * 64), np.uint8), np.zeros((2, 3, 4 * 64), np.float32)
+    with pytest.raises(ValueError, match="direct path only"):
+        conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, "winograd", np.arange(4), pooled, spikes, u)
+    with pytest.raises(ValueError, match="spikes_out must be"):
+        conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, "direct", np.arange(4), pooled,
+                      spikes[:, :2], u)
+    with pytest.raises(ValueError, match="u_out must be"):
+        conv_lif_pool(ev, indptr, columns, data, geo, bias, 0.2, 0.5, True, "direct", np.arange(4), pooled, spikes,
+                      u.astype(np.float64))
+
+
+@pytest.mark.parametrize("spec", ["2x16x16-8C3-AP2-12C3-AP2-20-4", "2x12x12-6C3-AP2-5C3-MP2-12-4",
+                                  "1x17x15-7C5-AP2-9C3-AP2-6", "2x10x10-6C3-AP2-5"])
+@pytest.mark.parametrize("record", [True, False])
+def test_forward_runs_pairs_in_one_pass_as_one_by_one(spec, record, monkeypatch):
+    """Network.forward runs a convolution on the direct kernel and the 2 x 2 average
+    pooling after it as one pass, and gives what the layers give one by one, bit for
+    bit: counts, every trace (the pooling's input events made from the spikes when read),
+    the operation counts and, from a recorded forward, the gradients. Also with a dead
+    filter and kernels of zeros."""
+    monkeypatch.setattr(conv_layer, "forward_path", lambda *args: "direct")  # the pass's kernel, at any density
+    passes = []
+    one_pass = conv_layer.SpikingConv2d.forward_and_pool
+    monkeypatch.setattr(conv_layer.SpikingConv2d, "forward_and_pool",
+                        lambda *args: passes.append(one_pass(*args)) or passes[-1])
+    network = evsim.Network.from_spec(spec, rng=0)
+    for layer in network.layers:
+        if hasattr(layer, "store"):
+            layer.store.data[...] *= 2.0  # every layer spikes
+    n_in = network.layers[0].n_in
+    x = ((np.random.default_rng(0).random((8, 5, n_in)) < 0.4) * 3).astype(np.float32)
+    grad_counts = np.random.default_rng(1).standard_normal((5, network.sizes[-1])).astype(np.float32)
+    for edit in range(2):
+        if edit:
+            network.layers[0].kill(np.array([1]))
+            network.layers[0].store.data[::3] = 0.0
+        passes.clear()
+        counts, traces = network.forward(x, record=record)
+        assert passes[0] is not None and traces[0].spikes.any()
+        events, alone = evsim.dense_to_events(x), []
+        for layer in network.layers:
+            events, trace = layer.forward(events, network.lif, record)
+            alone.append(trace)
+        np.testing.assert_array_equal(counts, network.forward(x, record=record)[0])
+        for k, (a, b) in enumerate(zip(traces, alone)):
+            for name in ("events_in", "events_out"):
+                if hasattr(b, name):
+                    for got, want in zip(getattr(a, name)[:3], getattr(b, name)[:3]):
+                        np.testing.assert_array_equal(got, want, err_msg=f"layer {k} {name}")
+            for name in ("u", "spikes"):
+                if getattr(b, name, None) is not None:
+                    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"layer {k} {name}")
+        assert count_network(network, traces, False, 5).summary() == count_network(network, alone, False, 5).summary()
+        if record:
+            for a, b in zip(network.backward(traces, grad_counts), network.backward(alone, grad_counts)):
+                for got, want in zip(a.params, b.params):
+                    np.testing.assert_array_equal(got, want)
+
+
+def test_forward_fuses_where_the_direct_kernel_runs(monkeypatch):
+    """The pass runs where the convolution's forward takes the direct kernel and an average
+    pooling of 2 follows: not on another kernel, after a max pooling or a pool of 3."""
+    network = evsim.Network.from_spec("2x24x24-6C3-AP2-5C3-MP2-5C3-AP3-4", rng=0)
+    conv1, pool1, conv2, maxpool, conv3, pool3 = network.layers[:6]
+    ones = [evsim.dense_to_events(np.ones((2, 3, conv.n_in), np.float32)) for conv in (conv1, conv2, conv3)]
+    with monkeypatch.context() as patch:
+        patch.setattr(conv_layer, "forward_path", lambda *args: "direct")
+        assert conv1.forward_and_pool(ones[0], network.lif, pool1) is not None
+        assert conv2.forward_and_pool(ones[1], network.lif, maxpool) is None
+        assert conv3.forward_and_pool(ones[2], network.lif, pool3) is None
+    with monkeypatch.context() as patch:
+        patch.setattr(conv_layer, "forward_path", lambda *args: "events")
+        assert conv1.forward_and_pool(ones[0], network.lif, pool1) is None
 
 
 @pytest.mark.parametrize("path", ["events", "direct"])

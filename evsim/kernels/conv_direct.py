@@ -377,15 +377,17 @@ def window_counts(top, bottom):
 
 @njit(cache=True)
 def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
-                         hard, channel_of, pooled, block):
-    """One slot of :func:`direct_slot_lif` for inference, then 2 x 2 average pooling of
-    its spikes (PyTorch's floor rule) while the block's spikes are in the core's cache:
-    only each window's spike count (0-4; the pooled value is a quarter of it) is
-    written, output channel ``c`` to channel ``channel_of[c]`` of ``pooled`` uint8
-    ``[C_pool, Ho // 2, Wo // 2]`` (flat). The spikes and the state are those of
-    :func:`direct_slot_lif`."""
+                         hard, channel_of, pooled, spikes, u_out, block):
+    """One slot of :func:`direct_slot_lif`, then 2 x 2 average pooling of its spikes
+    (PyTorch's floor rule) while the block's spikes are in the core's cache: each
+    window's spike count (0-4; the pooled value is a quarter of it) is written, output
+    channel ``c`` to channel ``channel_of[c]`` of ``pooled`` uint8
+    ``[C_pool, Ho // 2, Wo // 2]`` (flat). ``spikes`` and ``u_out`` are the slot's rows of
+    spikes and membrane as :func:`direct_slot_lif` writes them, each of length 0 to write
+    none (inference writes neither; a training forward both, for the backward)."""
     cells = out_height * out_width
     pooled_height, pooled_width = out_height // 2, out_width // 2
+    write_spikes, record = spikes.shape[0] > 0, u_out.shape[0] > 0
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
         for y0 in range(0, out_height, BLOCK_ROWS):
@@ -400,9 +402,17 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
                         at = (c * BLOCK_ROWS + r) * LANES
                         drive = load(block, at, LANES) + b
                         if lanes == LANES:  # plain loads and stores (see direct_slot_lif)
-                            fired = lif_leak_update(drive, leak, unit, LANES, decay, v_th, hard)[1]
+                            u, fired = lif_leak_update(drive, leak, unit, LANES, decay, v_th, hard)
+                            if write_spikes:
+                                store_bytes(spikes, unit, fired, LANES)
+                            if record:
+                                stream(u_out, unit, u, LANES)
                         else:
-                            fired = lif_leak_update(drive, leak, unit, lanes, decay, v_th, hard)[1]
+                            u, fired = lif_leak_update(drive, leak, unit, lanes, decay, v_th, hard)
+                            if write_spikes:
+                                store_bytes(spikes, unit, fired, lanes)
+                            if record:
+                                store(u_out, unit, u, lanes)
                         store(block, at, fired, LANES)
                     first = channel_of[c0 + c] * pooled_height + y0 // 2
                     for pair in range(n_rows // 2):

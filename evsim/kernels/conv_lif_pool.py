@@ -14,6 +14,13 @@ dense convolution's products), the direct convolution
 the core's cache, and the pooled map, dense, is what the next layer reads: each window's
 spike count as a byte (the pooled value is a quarter of it), a quarter of a float32 map's
 memory traffic. The input is events or such a map of counts (an earlier pair's output).
+
+A training forward runs the pair in one pass too, by the direct convolution (the kernel
+its forward takes on conv1): the spikes and membrane the backward reads are written as
+:func:`evsim.kernels.conv_lif.conv_lif_direct` writes them, and the window counts, made
+into events, are the pooling's output, so the spikes never become events nor go through
+the pooling's scatter (18 of conv1 and pool1's 64 ms a batch at 1 thread,
+benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ from evsim.kernels.conv_winograd4 import (group_bases, input_transform, window_r
                                           winograd4_weights)
 from evsim.kernels.events import Events, dense_to_events
 from evsim.kernels.propagate import lif_leak_update
-from evsim.kernels.simd import LANES, load, splat, store, store_bytes, transpose16
+from evsim.kernels.simd import LANES, load, splat, store, store_bytes, stream_fence, transpose16
 
 PATHS = ("events", "direct", "winograd", "winograd4")
 # A count of spikes in a 2 x 2 window times this is the window's average.
@@ -131,11 +138,15 @@ def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filt
 
 @njit(parallel=True, cache=True)
 def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch, n_filters, n_channels, height,
-                 width, pad, kernel, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out, n_tasks):
+                 width, pad, kernel, rows, width_pad, out_height, out_width, decay, v_th, hard, pooled_out, spikes_out,
+                 u_out, n_tasks):
     """Each task a run of samples, each through its T steps: the slot's input (events, or
     row ``s`` of ``dense``, window counts, when it has rows) into the shifted copies, then
-    :func:`direct_slot_lif_pool`."""
+    :func:`direct_slot_lif_pool`, which also writes the slot's rows of ``spikes_out`` and
+    ``u_out`` (``[T*B, F*Ho*Wo]``) where they have rows."""
     n_slots = pooled_out.shape[0]
+    write_spikes, record = spikes_out.shape[0] > 0, u_out.shape[0] > 0
+    no_spikes, no_membrane = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.float32)
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
@@ -148,7 +159,10 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
                 _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                           shifted)
                 direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
-                                     leak, decay, v_th, hard, channel_of, pooled_out[s], block)
+                                     leak, decay, v_th, hard, channel_of, pooled_out[s],
+                                     spikes_out[s] if write_spikes else no_spikes,
+                                     u_out[s] if record else no_membrane, block)
+        stream_fence()
 
 
 @njit(parallel=True, cache=True)
@@ -207,8 +221,10 @@ def _winograd4_pool(ptr, idx, val, dense, used, weights, bias, channel_of, group
 
 def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.ndarray, data: np.ndarray,
                   geometry: ConvGeometry, bias: np.ndarray, decay: float, v_th: float, hard: bool, path: str,
-                  channel_of: np.ndarray, pooled_out: np.ndarray) -> None:
-    """Spikes of a stride-1 convolution's alive filters, average-pooled 2 x 2.
+                  channel_of: np.ndarray, pooled_out: np.ndarray, spikes_out: np.ndarray | None = None,
+                  u_out: np.ndarray | None = None) -> None:
+    """Spikes of a stride-1 convolution's alive filters, average-pooled 2 x 2; by the
+    direct convolution, also the spikes and membrane themselves.
 
     Parameters
     ----------
@@ -230,8 +246,14 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     pooled_out : uint8 ``[T, B, C_pool*(Ho//2)*(Wo//2)]``, C-contiguous, the spikes in each
         window (0-4; times :data:`WINDOW_MEAN` the pooled value): the alive filters'
         channels overwritten, the others left as they are.
+    spikes_out, u_out : uint8 and float32 ``[T, B, F_alive*Ho*Wo]``, C-contiguous, or None:
+        overwritten with the spikes and membrane of
+        :func:`~evsim.kernels.conv_lif.conv_lif_direct` (the same bits), for a training
+        forward's trace. Only ``path`` ``"direct"`` writes them.
     """
     g = geometry
+    if (spikes_out is not None or u_out is not None) and path != "direct":
+        raise ValueError(f"conv_lif_pool writes the spikes and membrane on the direct path only, not {path!r}")
     if (g.stride != 1 or path not in PATHS or (path == "winograd" and not applies(g))
             or (path == "winograd4" and not conv_winograd4.applies(g))):
         raise ValueError(f"conv_lif_pool runs stride-1 convolutions by {', '.join(PATHS)} (Winograd: 3 x 3 "
@@ -271,9 +293,12 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
     elif path == "direct":
         shape, offsets, weights = forward_taps(indptr, columns, data, g, n_filters)
         padded_bias = zero_padded(bias, weights.shape[1])
+        n_units = n_filters * g.out_cells
         _direct_pool(ptr, idx, val, dense, offsets, weights, padded_bias, channel_of, batch, n_filters,
                      g.in_channels, g.height, g.width, g.pad, g.kernel, shape[2], shape[3], g.out_height,
-                     g.out_width, *constants, flat_out, get_num_threads())
+                     g.out_width, *constants, flat_out,
+                     _trace_rows(spikes_out, np.uint8, (n_steps, batch, n_units), "spikes_out"),
+                     _trace_rows(u_out, np.float32, (n_steps, batch, n_units), "u_out"), get_num_threads())
     elif path == "winograd4":
         used, weights = winograd4_weights(indptr, columns, data, g, n_filters)
         _, n_vec, rows, width_pad = conv_winograd4.tile_layout(g.out_height, g.out_width)
@@ -288,6 +313,15 @@ def conv_lif_pool(drive: Events | np.ndarray, indptr: np.ndarray, columns: np.nd
         _winograd_pool(ptr, idx, val, dense, used, weights, padded_bias, channel_of, batch, n_filters, g.in_channels,
                        g.height, g.width, g.pad, tile_cols, n_vec, rows, width_pad, g.out_height, g.out_width,
                        *constants, flat_out, get_num_threads())
+
+
+def _trace_rows(out: np.ndarray | None, dtype, shape: tuple[int, int, int], name: str) -> np.ndarray:
+    """``out`` (``shape``, ``[T, B, N]``) checked, as ``[T*B, N]`` rows; ``[0, 0]`` for None."""
+    if out is None:
+        return np.zeros((0, 0), dtype=dtype)
+    if out.dtype != dtype or out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)} {list(shape)}, got {out.dtype} {out.shape}")
+    return out.reshape(shape[0] * shape[1], shape[2])
 
 
 def window_events(counts: np.ndarray) -> Events:

@@ -200,8 +200,7 @@ class SpikingConv2d(StructuralEdits):
         :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a dense kernel,
         which may be Winograd's F(4x4, 3x3), whose currents differ from :meth:`forward`'s
         by float32 rounding (as the direct convolution's do from the event path's)."""
-        g = pool.geometry
-        if pool.mode != "avg" or g.kernel != 2 or tuple(pool.in_shape) != tuple(self.out_shape):
+        if not self._pools_2x2(pool):
             return None
         self._current_plan()
         if isinstance(drive, Events):
@@ -214,12 +213,46 @@ class SpikingConv2d(StructuralEdits):
         path = pooled_path(self.geometry, self.alive_filters.size, density)
         if path is None:
             return None
-        pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
-        if not self.alive.all():  # the kernel writes the alive filters' channels only
-            pooled.reshape(steps * batch, self.filters, -1)[:, ~self.alive] = 0
+        pooled = self._pooled_map(steps, batch, pool)
         conv_lif_pool(drive, self.store.indptr, self.columns, self.store.data, self.geometry,
                       self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
                       lif.reset == "hard", path, self.alive_filters, pooled)
+        return pooled
+
+    def forward_and_pool(self, events: Events | StaticDrive, lif: LIFParameters, pool: Pool2d,
+                         record: bool = True) -> tuple[np.ndarray, LayerTrace] | None:
+        """:meth:`forward` and the 2 x 2 average pooling ``pool`` after it in one pass,
+        where :meth:`forward` would take the direct convolution
+        (:func:`evsim.kernels.conv_lif_pool.conv_lif_pool`): the window counts, uint8
+        ``[T, B, pool.n_out]`` (:func:`evsim.kernels.conv_lif_pool.window_events` makes them
+        the events ``pool.forward`` hands on), and this layer's trace, both exactly what
+        the two layers give run one by one. None where the pass does not apply (another
+        kernel, pooling or stride): run the layers one by one."""
+        if not self._pools_2x2(pool) or isinstance(events, StaticDrive):
+            return None
+        self._current_plan()
+        n_filters = self.alive_filters.size
+        if forward_path(event_density(events.ptr, self.n_in), self.geometry, n_filters) != "direct":
+            return None
+        steps, batch, n_units = events.n_steps, events.batch, self.alive_index.size
+        spikes = aligned_empty((steps, batch, n_units), np.uint8)
+        u = aligned_empty((steps, batch, n_units)) if record else None
+        pooled = self._pooled_map(steps, batch, pool)
+        conv_lif_pool(events, self.store.indptr, self.columns, self.store.data, self.geometry,
+                      self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
+                      lif.reset == "hard", "direct", self.alive_filters, pooled, spikes, u)
+        return pooled, LayerTrace(events, u, spikes, self.plan_id)
+
+    def _pools_2x2(self, pool: Pool2d) -> bool:
+        """Whether ``pool`` is a 2 x 2 average pooling of this layer's whole output map."""
+        g = pool.geometry
+        return pool.mode == "avg" and g.kernel == 2 and tuple(pool.in_shape) == tuple(self.out_shape)
+
+    def _pooled_map(self, steps: int, batch: int, pool: Pool2d) -> np.ndarray:
+        """The window counts' array, dead filters' channels zero (the kernels write the alive ones')."""
+        pooled = aligned_empty((steps, batch, pool.n_out), np.uint8)
+        if not self.alive.all():
+            pooled.reshape(steps * batch, self.filters, -1)[:, ~self.alive] = 0
         return pooled
 
     # --------------------------------------------------------------- backward

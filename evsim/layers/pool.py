@@ -8,7 +8,6 @@ counts no synaptic operation (the next layer's accumulates are counted there).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import nir
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.avg_pool import avg_pool_backward, avg_pool_events
 from evsim.kernels.conv_geometry import PoolGeometry, pool_geometry
-from evsim.kernels.events import Events, StaticDrive
+from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.max_pool import max_pool_backward, max_pool_events
 from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, PooledGrad
 from evsim.neuron import LIFParameters
@@ -24,13 +23,29 @@ from evsim.neuron import LIFParameters
 POOLS = ("avg", "max")
 
 
-class PoolTrace(NamedTuple):
+class PoolTrace:
     """What a pooling's forward pass keeps: its input events, and for max pooling its
-    output events with the input unit of each maximum."""
+    output events with the input unit of each maximum.
 
-    events_in: Events
-    events_out: Events
-    argmax: np.ndarray | None
+    Run inside the convolution below it (:meth:`~evsim.network.Network.forward`), a
+    pooling never sees its input as events: it keeps that layer's spikes ``[T, B, N]``
+    and their units, ``spikes_below``, and makes them :attr:`events_in` when first read
+    (counting operations reads them; the backward never does)."""
+
+    def __init__(self, events_in: Events | None, events_out: Events, argmax: np.ndarray | None,
+                 spikes_below: tuple[np.ndarray, np.ndarray] | None = None):
+        if (events_in is None) == (spikes_below is None):
+            raise ValueError("a PoolTrace takes its input events or the spikes below, one of the two")
+        self._events_in = events_in
+        self.events_out = events_out
+        self.argmax = argmax
+        self._spikes_below = spikes_below
+
+    @property
+    def events_in(self) -> Events:
+        if self._events_in is None:
+            self._events_in = dense_to_events(*self._spikes_below)
+        return self._events_in
 
 
 def _whole_channels(units: np.ndarray, cells: int) -> np.ndarray | None:
