@@ -130,9 +130,13 @@ def test_static_drive_equals_twin(rng):
 
 @pytest.mark.parametrize("variant", list(WEIGHT_GRAD))
 @pytest.mark.parametrize("kernel, stride, pad", [(1, 1, 0), (3, 1, 1), (3, 2, 1), (5, 2, 2), (5, 1, 0)])
-def test_weight_grad_equals_twin(rng, variant, kernel, stride, pad):
+@pytest.mark.parametrize("n_filters, dead", [(5, (1,)), (21, (3,)), (41, (0, 7))])
+def test_weight_grad_equals_twin(rng, variant, kernel, stride, pad, n_filters, dead):
+    """Also with rows of two and three vectors (20 and 39 alive filters; the row layout's
+    last run of fewer than 16 goes through a block, and three vectors take a copy of
+    their own)."""
     channels, height, width, n_steps, batch = 3, 8, 7, 3, 2
-    weight, (indptr, columns, data), stored = make_conv(rng, channels, 5, kernel, dead=(1,))
+    weight, (indptr, columns, data), stored = make_conv(rng, channels, n_filters, kernel, dead=dead)
     x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3)
     geo = conv_geometry(channels, height, width, kernel, stride, pad)
     grad_u = sparse_grad(rng, (n_steps * batch, weight.shape[0], geo.out_height, geo.out_width))
@@ -163,9 +167,10 @@ def test_would_be_gradients_of_missing_kernels_into_dead_filters(rng, variant):
 
 @pytest.mark.parametrize("variant", list(INPUT_GRAD))
 @pytest.mark.parametrize("kernel, stride, pad", [(1, 1, 0), (3, 1, 1), (3, 2, 1), (5, 2, 2), (5, 1, 0), (3, 2, 0)])
-def test_input_grad_equals_twin(rng, variant, kernel, stride, pad):
+@pytest.mark.parametrize("n_filters", [6, 42])
+def test_input_grad_equals_twin(rng, variant, kernel, stride, pad, n_filters):
     channels, height, width, n_slots = 3, 9, 8, 5
-    weight, (indptr, columns, data), _ = make_conv(rng, channels, 6, kernel, dead=(0, 5))
+    weight, (indptr, columns, data), _ = make_conv(rng, channels, n_filters, kernel, dead=(0, 5))
     geo = conv_geometry(channels, height, width, kernel, stride, pad)
     grad_u = sparse_grad(rng, (n_slots, weight.shape[0], geo.out_height, geo.out_width))
     out = np.full((n_slots, geo.n_in), np.nan, dtype=np.float32)

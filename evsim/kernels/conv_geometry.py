@@ -417,12 +417,16 @@ def filter_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_
 @njit(cache=True, inline="always")
 def _to_cell_major(rows, s, n_blocks, cells, lanes, scratch):
     """``scratch[p*lanes + f] = rows[s, f*cells + p]``: slot s's block-major row as one
-    ``lanes``-wide vector row per cell (lanes past ``n_blocks`` untouched). Whole 16 x 16
+    ``lanes``-wide vector row per cell (the lanes past ``n_blocks`` written zero, except
+    in the last ``cells % 16`` cells, where they are left as they are). Whole 16 x 16
     blocks go through registers (:func:`~evsim.kernels.simd.transpose16`): a scalar copy
     of conv1's 15,360 units per slot took longer than the slot's events."""
     base = s * rows.shape[1]
     whole = cells - cells % LANES
-    block = np.empty(LANES * LANES, dtype=np.float32)
+    # A last run of fewer than 16 blocks goes through a 16 x 16 block whose rows past them
+    # stay zero, and is stored in whole vectors: zeros into the padding lanes (masked
+    # stores of its rows' lanes cost more than the rest of the transpose on AVX2).
+    block = np.zeros(2 * LANES * LANES, dtype=np.float32)
     for f0 in range(0, n_blocks, LANES):
         n_rows = min(LANES, n_blocks - f0)
         for p0 in range(0, whole, LANES):
@@ -431,9 +435,9 @@ def _to_cell_major(rows, s, n_blocks, cells, lanes, scratch):
             else:
                 for j in range(n_rows):
                     store(block, j * LANES, load(rows, base + (f0 + j) * cells + p0, LANES), LANES)
-                transpose16(block, 0, LANES, block, 0, LANES)
+                transpose16(block, 0, LANES, block, LANES * LANES, LANES)
                 for i in range(LANES):
-                    store(scratch, (p0 + i) * lanes + f0, load(block, i * LANES, LANES), n_rows)
+                    store(scratch, (p0 + i) * lanes + f0, load(block, (LANES + i) * LANES, LANES), LANES)
     for f in range(n_blocks):
         o = f * cells
         for p in range(whole, cells):
@@ -498,16 +502,19 @@ def add_unit_rows(i, v, units, wanted, kernel, stride, out_width, lanes, src, ds
     by cell, ``src`` the weights); True: the weight gradient's sums (``dst`` by tap,
     ``src`` dL/du by cell). A constant at each call, so the choice folds away. The row
     addresses step along a kernel row instead of being recomputed per tap, and stride 1
-    with rows of one vector (up to 16 filters) takes a copy with both constant: timing
-    the scatter alone of conv1 of the paper's network (15 filters), a loop with the
-    lane count constant took 7.1-8.2 ms against 8.4-10.9 with it known only at run time
-    (benchmarks/RESULTS.md)."""
+    with rows of one vector (up to 16 filters) or three (33-48: conv2 of the paper's
+    networks) takes a copy with both constant: timing the scatter alone of conv1 of the
+    paper's network (15 filters), a loop with the lane count constant took 7.1-8.2 ms
+    against 8.4-10.9 with it known only at run time; conv2's weight gradient, 32-33
+    against 38-46 ms (benchmarks/RESULTS.md)."""
     c = units[i, 0]
     if not wanted[c]:
         return
     ky0, ky1, oy, kx0, kx1, ox0 = units[i, 1], units[i, 2], units[i, 3], units[i, 4], units[i, 5], units[i, 6]
     if stride == 1 and lanes == LANES:
         _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, 1, out_width, LANES, src, dst, into_taps)
+    elif stride == 1 and lanes == 3 * LANES:
+        _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, 1, out_width, 3 * LANES, src, dst, into_taps)
     else:
         _add_taps(c, v, ky0, ky1, oy, kx0, kx1, ox0, kernel, stride, out_width, lanes, src, dst, into_taps)
 
