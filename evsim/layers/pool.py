@@ -8,7 +8,6 @@ counts no synaptic operation (the next layer's accumulates are counted there).
 """
 from __future__ import annotations
 
-
 import nir
 import numpy as np
 
