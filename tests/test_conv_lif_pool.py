@@ -30,6 +30,17 @@ def pooled_twin(x, weight, bias, pad, reset, n_pooled_channels, channel_of):
     return out.reshape(n_steps, batch, -1), spikes.mean()
 
 
+def spiking_network(spec):
+    """The network of ``spec`` with its weights doubled, so that every layer spikes, and
+    input ``[8, 5, n_in]`` of counts 3 at 40 % of the cells."""
+    network = evsim.Network.from_spec(spec, rng=0)
+    for layer in network.layers:
+        if hasattr(layer, "store"):
+            layer.store.data[...] *= 2.0
+    n_in = network.layers[0].n_in
+    return network, ((np.random.default_rng(0).random((8, 5, n_in)) < 0.4) * 3).astype(np.float32)
+
+
 @pytest.mark.parametrize("path", ["events", "direct", "winograd"])
 @pytest.mark.parametrize("n_filters, dead", [(6, (2,)), (7, ()), (13, (4,)), (19, (1,)), (21, (0, 17)),
                                              (40, (3, 9, 30, 31))])
@@ -123,12 +134,7 @@ def test_forward_runs_pairs_in_one_pass_as_one_by_one(spec, record, monkeypatch)
     one_pass = conv_layer.SpikingConv2d.forward_and_pool
     monkeypatch.setattr(conv_layer.SpikingConv2d, "forward_and_pool",
                         lambda *args: passes.append(one_pass(*args)) or passes[-1])
-    network = evsim.Network.from_spec(spec, rng=0)
-    for layer in network.layers:
-        if hasattr(layer, "store"):
-            layer.store.data[...] *= 2.0  # every layer spikes
-    n_in = network.layers[0].n_in
-    x = ((np.random.default_rng(0).random((8, 5, n_in)) < 0.4) * 3).astype(np.float32)
+    network, x = spiking_network(spec)
     grad_counts = np.random.default_rng(1).standard_normal((5, network.sizes[-1])).astype(np.float32)
     for edit in range(2):
         if edit:
@@ -219,12 +225,7 @@ def test_predict_gives_forward_counts(spec, monkeypatch):
     tests/test_conv_winograd4.py.)"""
     without_f4 = {name: cost for name, cost in conv_paths.HOST.pooled.items() if name != "winograd4"}
     monkeypatch.setattr(conv_paths, "HOST", dataclasses.replace(conv_paths.HOST, pooled=without_f4))
-    network = evsim.Network.from_spec(spec, rng=0)
-    for layer in network.layers:
-        if hasattr(layer, "store"):
-            layer.store.data[...] *= 2.0  # every layer spikes
-    n_in = network.layers[0].n_in
-    x = ((np.random.default_rng(0).random((8, 5, n_in)) < 0.4) * 3).astype(np.float32)
+    network, x = spiking_network(spec)
     counts, traces = network.forward(x, record=False)
     assert counts.any() and all(t.spikes.any() for t in traces if hasattr(t, "spikes"))
     np.testing.assert_array_equal(network.predict(x), counts)
