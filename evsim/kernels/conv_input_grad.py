@@ -190,41 +190,56 @@ def _conv_input_grad_scatter_rows(grad_u, weights_by_filter, bounds, height, wid
     """``weights_by_filter`` float32 ``[F, K*K, C_pad]``
     (:func:`evsim.kernels.conv_geometry.filter_weights`); each task takes the slots
     ``bounds[task]:bounds[task+1]`` with its own ``[H*W, C_pad]`` scratch."""
+    has_kernels = filters_with_kernels(weights_by_filter)
+    for task in prange(bounds.shape[0] - 1):
+        scratch = np.empty(height * width * weights_by_filter.shape[2], dtype=np.float32)
+        for s in range(bounds[task], bounds[task + 1]):
+            scatter_slot(grad_u[s], weights_by_filter, has_kernels, height, width, kernel, stride, pad, out_height,
+                         out_width, scratch, out, s)
+
+
+@njit(cache=True)
+def filters_with_kernels(weights_by_filter):
+    """Whether each filter of the transposed row layout ``[F, K*K, C_pad]`` has a nonzero weight."""
+    has_kernels = np.zeros(weights_by_filter.shape[0], dtype=np.bool_)
+    for f in range(weights_by_filter.shape[0]):
+        has_kernels[f] = np.any(weights_by_filter[f] != 0)
+    return has_kernels
+
+
+@njit(cache=True, inline="always")
+def scatter_slot(grad_row, weights_by_filter, has_kernels, height, width, kernel, stride, pad, out_height, out_width,
+                 scratch, out, s):
+    """Slot ``s`` of the ``scatter`` variant: each nonzero entry of its dL/du ``grad_row``
+    ``[F*Ho*Wo]`` adds, per valid tap, its filter's weight row to the input cell's row of
+    ``scratch`` (``[H*W, C_pad]``, cell-major), transposed into ``out[s]`` ``[C*H*W]``."""
     n_filters, n_taps, lanes = weights_by_filter.shape
     hw = height * width
-    n_channels = out.shape[1] // hw
     cells = out_height * out_width
     weights = weights_by_filter.reshape(weights_by_filter.size)
-    has_kernels = np.zeros(n_filters, dtype=np.bool_)
+    scratch[:] = 0.0
     for f in range(n_filters):
-        has_kernels[f] = np.any(weights_by_filter[f] != 0)
-    for task in prange(bounds.shape[0] - 1):
-        scratch = np.empty(hw * lanes, dtype=np.float32)
-        for s in range(bounds[task], bounds[task + 1]):
-            scratch[:] = 0.0
-            for f in range(n_filters):
-                if not has_kernels[f]:
+        if not has_kernels[f]:
+            continue
+        for p in range(cells):
+            gv = grad_row[f * cells + p]
+            if gv == 0:
+                continue
+            oy = p // out_width
+            ox = p - oy * out_width
+            for ky in range(kernel):
+                iy = oy * stride - pad + ky
+                if iy < 0 or iy >= height:
                     continue
-                for p in range(cells):
-                    gv = grad_u[s, f * cells + p]
-                    if gv == 0:
+                for kx in range(kernel):
+                    ix = ox * stride - pad + kx
+                    if ix < 0 or ix >= width:
                         continue
-                    oy = p // out_width
-                    ox = p - oy * out_width
-                    for ky in range(kernel):
-                        iy = oy * stride - pad + ky
-                        if iy < 0 or iy >= height:
-                            continue
-                        for kx in range(kernel):
-                            ix = ox * stride - pad + kx
-                            if ix < 0 or ix >= width:
-                                continue
-                            a = (iy * width + ix) * lanes
-                            w = (f * n_taps + ky * kernel + kx) * lanes
-                            for j in range(0, lanes, LANES):
-                                store(scratch, a + j, load(scratch, a + j, LANES) + gv * load(weights, w + j, LANES),
-                                      LANES)
-            _from_cell_major(scratch, n_channels, hw, lanes, out, s)
+                    a = (iy * width + ix) * lanes
+                    w = (f * n_taps + ky * kernel + kx) * lanes
+                    for j in range(0, lanes, LANES):
+                        store(scratch, a + j, load(scratch, a + j, LANES) + gv * load(weights, w + j, LANES), LANES)
+    _from_cell_major(scratch, out.shape[1] // hw, hw, lanes, out, s)
 
 
 @njit(parallel=True, cache=True)

@@ -299,6 +299,11 @@ def weight_grad_path(input_density: float, n_blocks: int, stride: int = 1, costs
     return "events"
 
 
+def scatter_below(costs: PathCosts | None = None) -> float:
+    """The share of nonzero entries of dL/du below which :func:`input_grad_path` scatters."""
+    return (costs or HOST).input_grad_scatter_below
+
+
 def input_grad_path(grad_density: float, mask_density: float | None = None, stride: int = 1,
                     geometry: ConvGeometry | None = None, n_filters: int = 0, costs: PathCosts | None = None) -> str:
     """``"gather"``, ``"scatter"``, ``"direct"``, ``"winograd"`` or ``"dense"`` (the

@@ -141,17 +141,23 @@ def _row_bits(row, i, n):
     return nonzero_bits(row, i, n - i)
 
 
+@njit(cache=True, inline="always")
+def nonzero_count(row):
+    """The nonzero cells of a byte or float32 row, 64 cells per step."""
+    n = row.shape[0]
+    c = 0
+    for i in range(0, n, 64):
+        c += popcount(_row_bits(row, i, n))
+    return c
+
+
 @njit(parallel=True, cache=True)
 def _count_nonzero_bits(dense):
     """:func:`_count_nonzero` for byte or float32 cells, 64 cells per step."""
-    n_slots, n = dense.shape
+    n_slots = dense.shape[0]
     counts = np.zeros(n_slots + 1, dtype=np.int64)
     for s in prange(n_slots):
-        row = dense[s]
-        c = 0
-        for i in range(0, n, 64):
-            c += popcount(_row_bits(row, i, n))
-        counts[s + 1] = c
+        counts[s + 1] = nonzero_count(dense[s])
     return counts
 
 

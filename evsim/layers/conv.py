@@ -31,7 +31,7 @@ from evsim.kernels.conv_lif import conv_lif_direct, conv_lif_events, conv_lif_wi
 from evsim.kernels.conv_lif_backward import lif_backward_weight_grad
 from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
-                                      input_grad_path, nonzero_density, pooled_path, weight_grad_path)
+                                      input_grad_path, nonzero_density, pooled_path, scatter_below, weight_grad_path)
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
@@ -298,14 +298,22 @@ class SpikingConv2d(StructuralEdits):
         cells = self.geometry.out_cells
         grad_bias = np.zeros(self.filters, dtype=np.float32)
         weight_grad_path = self._weight_grad_path(trace.events_in, n_units // cells)
-        if (not request.input_grad and not request.would_be and request.dead_units_below is None and self.columns.size
-                and weight_grad_path in ("events", "direct")):
-            # Nothing else reads dL/du: the weight gradient takes it slot by slot from the cache.
+        if (not request.would_be and request.dead_units_below is None and self.columns.size
+                and (weight_grad_path in ("events", "direct") if not request.input_grad
+                     else weight_grad_path == "events" and self._sends_down_in_one_pass())):
+            # Nothing else reads dL/du: the weight gradient and the error sent down take it
+            # slot by slot from the cache.
+            grad_in = aligned_empty((steps * batch, self.n_in)) if request.input_grad else None
             kernels, grad_bias_per_sample = lif_backward_weight_grad(
                 sources, trace.u, trace.spikes, surrogate, constants, trace.events_in, self.store.indptr,
-                self.columns, self.geometry, weight_grad_path)
+                self.columns, self.geometry, weight_grad_path,
+                None if grad_in is None else (self.store.data, scatter_below(), grad_in))
             grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
-            return LayerGrads([kernels, grad_bias])
+            grads = LayerGrads([kernels, grad_bias])
+            if grad_in is not None:
+                units = grad_in if request.input_units is None else grad_in[:, request.input_units]
+                grads.input = np.ascontiguousarray(units).reshape(steps, batch, -1)
+            return grads
         grad_u_lines = aligned_empty((steps, batch, line_width(n_units)))
         grad_bias_per_sample = aligned_empty((batch, n_units))
         _lif_backward(*sources, trace.u, trace.spikes, *surrogate, *constants, grad_u_lines, grad_bias_per_sample,
@@ -392,6 +400,13 @@ class SpikingConv2d(StructuralEdits):
         grads = self._kernel_grads(drive, error.reshape(slots, -1), indptr, slot.astype(np.int32), steps)
         out[channels, filters[slot]] = grads
         return out
+
+    def _sends_down_in_one_pass(self) -> bool:
+        """Whether the error sent down runs in the LIF backward's pass: where dL/du is dense
+        this layer's transposed convolution is Winograd's, which that pass runs slot by
+        slot (scattering slots whose dL/du is sparse, at the same crossover)."""
+        return input_grad_path(1.0, stride=self.geometry.stride, geometry=self.geometry,
+                               n_filters=self.alive_filters.size) == "winograd"
 
     def _input_grad(self, grad_u: np.ndarray) -> np.ndarray:
         """dL/d(input) ``[T*B, n_in]``: scattered from the nonzero entries of dL/du (the
