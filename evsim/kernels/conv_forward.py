@@ -34,7 +34,7 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot, forward_taps, shift_events, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _blocks_to_slots, _from_cell_major, _im2col_dense,
-                                         _im2col_events, block_offsets, channels_with_kernels, check_block_csr,
+                                         _im2col_events, block_offsets, with_kernels, check_block_csr,
                                          check_events, check_out, chunk_slots, dense_filter_matrix, row_weights,
                                          tap_major, unit_taps, add_event_kernels, add_event_rows)
 from evsim.kernels.propagate import _balanced_bounds
@@ -80,7 +80,7 @@ def _conv_currents_rows(ptr, idx, val, rows, bounds, channels_hw, width, kernel,
     n_filters = out.shape[1] // (out_height * out_width)
     cells = out_height * out_width
     weights = rows.reshape(rows.size)
-    has_kernels = channels_with_kernels(rows)
+    has_kernels = with_kernels(rows)
     units = unit_taps(rows.shape[0], channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.empty(cells * lanes, dtype=np.float32)

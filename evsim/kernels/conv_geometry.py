@@ -396,11 +396,13 @@ def row_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, n_blo
 
 
 @njit(cache=True)
-def channels_with_kernels(rows):
-    """bool ``[C]``: whether channel c's row of weights (:func:`row_weights`) holds a kernel."""
+def with_kernels(rows):
+    """bool ``[n]``: whether ``rows[i]`` holds a nonzero weight: a channel's weight rows in
+    the row layout (:func:`row_weights`), or a filter's in the transposed one
+    (:func:`filter_weights`)."""
     has_kernels = np.zeros(rows.shape[0], dtype=np.bool_)
-    for c in range(rows.shape[0]):
-        has_kernels[c] = np.any(rows[c] != 0)
+    for i in range(rows.shape[0]):
+        has_kernels[i] = np.any(rows[i] != 0)
     return has_kernels
 
 

@@ -37,7 +37,7 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels.conv_forward import DENSE_CHUNK_BYTES
 from evsim.kernels.conv_direct import backward_taps, block_scratch, direct_slot, fill_rows, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _col2im, _from_cell_major, _slots_to_blocks,
-                                         _to_cell_major, block_offsets, by_filter, channels_with_kernels,
+                                         _to_cell_major, block_offsets, by_filter, with_kernels,
                                          check_block_csr, check_grad,
                                          check_out, chunk_slots,
                                          dense_filter_matrix, filter_weights, row_weights, tap_major,
@@ -190,21 +190,12 @@ def _conv_input_grad_scatter_rows(grad_u, weights_by_filter, bounds, height, wid
     """``weights_by_filter`` float32 ``[F, K*K, C_pad]``
     (:func:`evsim.kernels.conv_geometry.filter_weights`); each task takes the slots
     ``bounds[task]:bounds[task+1]`` with its own ``[H*W, C_pad]`` scratch."""
-    has_kernels = filters_with_kernels(weights_by_filter)
+    has_kernels = with_kernels(weights_by_filter)
     for task in prange(bounds.shape[0] - 1):
         scratch = np.empty(height * width * weights_by_filter.shape[2], dtype=np.float32)
         for s in range(bounds[task], bounds[task + 1]):
             scatter_slot(grad_u[s], weights_by_filter, has_kernels, height, width, kernel, stride, pad, out_height,
                          out_width, scratch, out, s)
-
-
-@njit(cache=True)
-def filters_with_kernels(weights_by_filter):
-    """Whether each filter of the transposed row layout ``[F, K*K, C_pad]`` has a nonzero weight."""
-    has_kernels = np.zeros(weights_by_filter.shape[0], dtype=np.bool_)
-    for f in range(weights_by_filter.shape[0]):
-        has_kernels[f] = np.any(weights_by_filter[f] != 0)
-    return has_kernels
 
 
 @njit(cache=True, inline="always")
@@ -253,7 +244,7 @@ def _conv_input_grad_gather_rows(grad_u, mask, rows, bounds, height, width, kern
     cells = out_height * out_width
     n_filters = grad_u.shape[1] // cells
     weights = rows.reshape(rows.size)
-    has_kernels = channels_with_kernels(rows)
+    has_kernels = with_kernels(rows)
     one = np.uint64(1)
     units = unit_taps(rows.shape[0], height, width, kernel, stride, pad, out_height, out_width)
     for task in prange(bounds.shape[0] - 1):

@@ -22,7 +22,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import block_scratch, direct_slot_lif, forward_taps, shift_events, zeros_on_lines
-from evsim.kernels.conv_geometry import (ConvGeometry, channels_with_kernels, check_block_csr, check_events, check_out,
+from evsim.kernels.conv_geometry import (ConvGeometry, with_kernels, check_block_csr, check_events, check_out,
                                          row_weights, unit_taps, add_event_rows, zero_padded)
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import (padded_filters, sums_scratch, tile_layout, winograd_slot_inputs,
@@ -51,7 +51,7 @@ def _conv_lif_rows(ptr, idx, val, rows, bias_row, batch, channels_hw, width, ker
     n_filters = n // cells
     padded = cells + (-cells) % LANES
     weights = rows.reshape(rows.size)
-    has_kernels = channels_with_kernels(rows)
+    has_kernels = with_kernels(rows)
     units = unit_taps(n_channels, channels_hw // width, width, kernel, stride, pad, out_height, out_width)
     one = splat(np.float32(1.0))
     n_tasks = max(1, min(batch, n_tasks))

@@ -27,8 +27,8 @@ from numba import get_num_threads, njit, prange
 
 from evsim.kernels.conv_direct import fill_rows, zeros_on_lines
 from evsim.kernels.conv_geometry import (ConvGeometry, _to_cell_major, check_block_csr, check_events, check_out,
-                                         filter_weights, padded_lanes, unit_taps, add_event_rows)
-from evsim.kernels.conv_input_grad import filters_with_kernels, scatter_slot
+                                         filter_weights, padded_lanes, unit_taps, add_event_rows, with_kernels)
+from evsim.kernels.conv_input_grad import scatter_slot
 from evsim.kernels.conv_weight_grad import DirectPlan, direct_slot_products, lane_totals, rows_to_kernels
 from evsim.kernels.conv_winograd import applies as winograd_applies
 from evsim.kernels.conv_winograd import (input_transform, sums_scratch, tile_layout, transposed_weights,
@@ -267,5 +267,5 @@ def _down_arguments(send_down: tuple | None, indptr: np.ndarray, columns: np.nda
     check_out(grad_in, n_slots, g.n_in, "grad_in")
     by_filter = filter_weights(indptr, columns, data, n_blocks)
     used, transformed = transposed_weights(indptr, columns, data, g, n_blocks)
-    return (by_filter, filters_with_kernels(by_filter), float(scatter_below), used, transformed,
+    return (by_filter, with_kernels(by_filter), float(scatter_below), used, transformed,
             *tile_layout(g.height, g.width), grad_in)

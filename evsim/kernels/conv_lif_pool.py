@@ -30,7 +30,7 @@ from numba import get_num_threads, njit, prange
 from evsim.kernels import conv_winograd4
 from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
-from evsim.kernels.conv_geometry import (ConvGeometry, add_unit_rows, channels_with_kernels, check_block_csr,
+from evsim.kernels.conv_geometry import (ConvGeometry, add_unit_rows, with_kernels, check_block_csr,
                                          check_events, row_weights, unit_taps, zero_padded)
 from evsim.kernels.conv_winograd import (applies, padded_filters, sums_scratch, tile_layout, winograd_map_inputs,
                                          winograd_slot_inputs, winograd_slot_lif_pool, winograd_weights)
@@ -111,7 +111,7 @@ def _events_pool(ptr, idx, val, dense, rows, bias_row, channel_of, batch, n_filt
     n_slots = pooled_out.shape[0]
     n_in = n_channels * height * width
     weights = rows.reshape(rows.size)
-    wanted = channels_with_kernels(rows)
+    wanted = with_kernels(rows)
     units = unit_taps(n_channels, height, width, kernel, 1, pad, out_height, out_width)
     pooled_height, pooled_width = out_height // 2, out_width // 2
     from_map = dense.shape[0] > 0
