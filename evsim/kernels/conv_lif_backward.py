@@ -16,9 +16,9 @@ rounding (exactly with dyadic values), and the same for the same thread count.
 The error sent down (conv2 of the paper's networks) comes from the same rows: each slot's
 dL/du goes on from the cache into its input gradient, scattered from its nonzero
 entries where they are few or by Winograd's transposed convolution, so dL/du (82 MB a
-batch for conv2) is neither written nor read twice more. Timed on conv2's captured
-backward, the layer's backward went 41-42 -> 37.5-38.7 ms at 2 threads and 77-80 ->
-66-73 ms at 1 (benchmarks/RESULTS.md).
+batch for conv2) is neither written nor read twice more: conv2's backward in a training
+step of bench_conv's takes 3-4 ms less at 2 threads and 8-10 at 1 (benchmarks/RESULTS.md,
+"conv2 sends its error down from the LIF backward's pass").
 """
 from __future__ import annotations
 

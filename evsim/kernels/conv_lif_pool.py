@@ -19,8 +19,8 @@ A training forward runs the pair in one pass too, by the direct convolution (the
 its forward takes on conv1): the spikes and membrane the backward reads are written as
 :func:`evsim.kernels.conv_lif.conv_lif_direct` writes them, and the window counts, made
 into events, are the pooling's output, so the spikes never become events nor go through
-the pooling's scatter (18 of conv1 and pool1's 64 ms a batch at 1 thread,
-benchmarks/RESULTS.md).
+the pooling's scatter: about 18 ms a batch of bench_conv's at 1 thread, 10 at 2
+(benchmarks/RESULTS.md, "conv1 and its pooling in one training pass").
 """
 from __future__ import annotations
 
