@@ -27,7 +27,7 @@ from numba.extending import overload
 
 from evsim.kernels.conv_geometry import ConvGeometry, dense_filter_matrix
 from evsim.kernels.machine import KIND
-from evsim.kernels.propagate import lif_leak_update, lif_leak_vector
+from evsim.kernels.propagate import lif_leak_update
 from evsim.kernels.simd import (LANES, even_lanes, fma, load, load_bytes, odd_lanes, splat, store, store_bytes,
                                 stream)
 
@@ -333,41 +333,6 @@ def direct_slot(shifted, width_pad, offsets, weights, n_out, out_height, out_wid
                             store(out, at, sums, lanes)
 
 
-@njit(cache=True)
-def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
-                    hard, spikes, u_out, block):
-    """One slot of a stride-1 convolution and its LIF step: the sums of
-    :func:`direct_slot` go through :func:`evsim.kernels.propagate.lif_leak_vector` while
-    in the core's cache and are never written out. ``bias`` float32 per output channel
-    (padded to :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the state;
-    ``spikes`` uint8 and ``u_out`` float32 the slot's rows, ``u_out`` of length 0 to
-    record no membrane; ``block``: :func:`block_scratch`."""
-    cells = out_height * out_width
-    record = u_out.shape[0] > 0
-    for c0 in range(0, n_out, BLOCK_CHANNELS):
-        n_channels = min(BLOCK_CHANNELS, n_out - c0)
-        for y0 in range(0, out_height, BLOCK_ROWS):
-            n_rows = min(BLOCK_ROWS, out_height - y0)
-            for x0 in range(0, out_width, LANES):
-                lanes = min(LANES, out_width - x0)
-                _sums(shifted, width_pad, offsets, weights, c0, n_out, y0 * width_pad + x0, block)
-                for c in range(n_channels):
-                    b = splat(bias[c0 + c])
-                    for r in range(n_rows):
-                        unit = (c0 + c) * cells + (y0 + r) * out_width + x0
-                        drive = load(block, (c * BLOCK_ROWS + r) * LANES, LANES) + b
-                        # Whole vectors compile to plain loads and stores (masked ones ran
-                        # 10-20 % slower here).
-                        if lanes == LANES:
-                            u = lif_leak_vector(drive, leak, unit, LANES, decay, v_th, hard, spikes)
-                            if record:
-                                stream(u_out, unit, u, LANES)
-                        else:
-                            u = lif_leak_vector(drive, leak, unit, lanes, decay, v_th, hard, spikes)
-                            if record:
-                                store(u_out, unit, u, lanes)
-
-
 @njit(cache=True, inline="always")
 def window_counts(top, bottom):
     """The spikes (1.0 or 0.0) in each 2 x 2 window of two rows of 16 cells: lanes 0-7."""
@@ -376,18 +341,22 @@ def window_counts(top, bottom):
 
 
 @njit(cache=True)
-def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th,
-                         hard, channel_of, pooled, spikes, u_out, block):
-    """One slot of :func:`direct_slot_lif`, then 2 x 2 average pooling of its spikes
-    (PyTorch's floor rule) while the block's spikes are in the core's cache: each
-    window's spike count (0-4; the pooled value is a quarter of it) is written, output
-    channel ``c`` to channel ``channel_of[c]`` of ``pooled`` uint8
-    ``[C_pool, Ho // 2, Wo // 2]`` (flat). ``spikes`` and ``u_out`` are the slot's rows of
-    spikes and membrane as :func:`direct_slot_lif` writes them, each of length 0 to write
-    none (inference writes neither; a training forward both, for the backward)."""
+def direct_slot_lif(shifted, width_pad, offsets, weights, n_out, out_height, out_width, bias, leak, decay, v_th, hard,
+                    channel_of, pooled, spikes, u_out, block):
+    """One slot of a stride-1 convolution and its LIF step: the sums of :func:`direct_slot`
+    go through :func:`evsim.kernels.propagate.lif_leak_update` while in the core's cache
+    and are never written out. ``bias`` float32 per output channel (padded to
+    :data:`BLOCK_CHANNELS`); ``leak`` float32 ``[n_out*Ho*Wo]`` the state; ``block``:
+    :func:`block_scratch`. Written where given (each of length 0 to write none): the
+    slot's rows of ``spikes`` (uint8) and membrane ``u_out`` (float32), and the 2 x 2
+    average pooling of its spikes (PyTorch's floor rule), pooled while the block's spikes
+    are in the cache: each window's spike count (0-4; the pooled value is a quarter of
+    it), output channel ``c`` to channel ``channel_of[c]`` of ``pooled`` uint8
+    ``[C_pool, Ho // 2, Wo // 2]`` (flat). Inference without traces writes only the
+    counts; a training forward all three, or the first two where no pooling follows."""
     cells = out_height * out_width
     pooled_height, pooled_width = out_height // 2, out_width // 2
-    write_spikes, record = spikes.shape[0] > 0, u_out.shape[0] > 0
+    write_spikes, record, pools = spikes.shape[0] > 0, u_out.shape[0] > 0, pooled.shape[0] > 0
     for c0 in range(0, n_out, BLOCK_CHANNELS):
         n_channels = min(BLOCK_CHANNELS, n_out - c0)
         for y0 in range(0, out_height, BLOCK_ROWS):
@@ -401,7 +370,9 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
                         unit = (c0 + c) * cells + (y0 + r) * out_width + x0
                         at = (c * BLOCK_ROWS + r) * LANES
                         drive = load(block, at, LANES) + b
-                        if lanes == LANES:  # plain loads and stores (see direct_slot_lif)
+                        # Whole vectors compile to plain loads and stores (masked ones ran
+                        # 10-20 % slower here).
+                        if lanes == LANES:
                             u, fired = lif_leak_update(drive, leak, unit, LANES, decay, v_th, hard)
                             if write_spikes:
                                 store_bytes(spikes, unit, fired, LANES)
@@ -413,12 +384,15 @@ def direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_out, out_height
                                 store_bytes(spikes, unit, fired, lanes)
                             if record:
                                 store(u_out, unit, u, lanes)
-                        store(block, at, fired, LANES)
-                    first = channel_of[c0 + c] * pooled_height + y0 // 2
-                    for pair in range(n_rows // 2):
-                        at = (c * BLOCK_ROWS + 2 * pair) * LANES
-                        store_bytes(pooled, (first + pair) * pooled_width + x0 // 2,
-                                    window_counts(load(block, at, LANES), load(block, at + LANES, LANES)), lanes // 2)
+                        if pools:
+                            store(block, at, fired, LANES)
+                    if pools:
+                        first = channel_of[c0 + c] * pooled_height + y0 // 2
+                        for pair in range(n_rows // 2):
+                            at = (c * BLOCK_ROWS + 2 * pair) * LANES
+                            store_bytes(pooled, (first + pair) * pooled_width + x0 // 2,
+                                        window_counts(load(block, at, LANES), load(block, at + LANES, LANES)),
+                                        lanes // 2)
 
 
 @njit(cache=True)

@@ -148,6 +148,7 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, h
     n_filters = n // (out_height * out_width)
     record = u_out.shape[0] > 0
     no_membrane = np.empty(0, dtype=np.float32)
+    no_channels, no_pooling = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint8)
     n_tasks = max(1, min(batch, n_tasks))
     for task in prange(n_tasks):  # scratch once per task (see evsim.kernels.lif._lif_backward)
         image = np.zeros(n_channels * height * width, dtype=np.float32)
@@ -160,7 +161,8 @@ def _conv_lif_direct(ptr, idx, val, offsets, weights, bias, batch, n_channels, h
                 shift_events(ptr, idx, val, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                              shifted)
                 direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias, leak,
-                                decay, v_th, hard, spikes_out[s], u_out[s] if record else no_membrane, block)
+                                decay, v_th, hard, no_channels, no_pooling, spikes_out[s],
+                                u_out[s] if record else no_membrane, block)
         stream_fence()
 
 

@@ -8,7 +8,7 @@ inference at 2 threads (benchmarks/RESULTS.md). Here each task takes one sample 
 its T steps: the slot's currents come from its events, each adding its taps' weight rows
 (:func:`events_slot_lif_pool`: sparse input, whose cost is the events' taps and not a
 dense convolution's products), the direct convolution
-(:func:`evsim.kernels.conv_direct.direct_slot_lif_pool`), Winograd's F(2x2, 3x3)
+(:func:`evsim.kernels.conv_direct.direct_slot_lif`), Winograd's F(2x2, 3x3)
 (:func:`evsim.kernels.conv_winograd.winograd_slot_lif_pool`) or F(4x4, 3x3)
 (:func:`evsim.kernels.conv_winograd4.winograd4_slot_lif_pool`), the spikes are pooled in
 the core's cache, and the pooled map, dense, is what the next layer reads: each window's
@@ -28,7 +28,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from evsim.kernels import conv_winograd4
-from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif_pool, fill_rows, forward_taps, shift_events,
+from evsim.kernels.conv_direct import (block_scratch, direct_slot_lif, fill_rows, forward_taps, shift_events,
                                        zeros_on_lines)
 from evsim.kernels.conv_geometry import (ConvGeometry, add_unit_rows, with_kernels, check_block_csr,
                                          check_events, row_weights, unit_taps, zero_padded)
@@ -142,7 +142,7 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
                  u_out, n_tasks):
     """Each task a run of samples, each through its T steps: the slot's input (events, or
     row ``s`` of ``dense``, window counts, when it has rows) into the shifted copies, then
-    :func:`direct_slot_lif_pool`, which also writes the slot's rows of ``spikes_out`` and
+    :func:`evsim.kernels.conv_direct.direct_slot_lif`, which also writes the slot's rows of ``spikes_out`` and
     ``u_out`` (``[T*B, F*Ho*Wo]``) where they have rows."""
     n_slots = pooled_out.shape[0]
     write_spikes, record = spikes_out.shape[0] > 0, u_out.shape[0] > 0
@@ -158,10 +158,10 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
             for s in range(b, n_slots, batch):
                 _slot_map(ptr, idx, val, dense, s, image, n_channels, height, width, pad, kernel, rows, width_pad,
                           shifted)
-                direct_slot_lif_pool(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias,
-                                     leak, decay, v_th, hard, channel_of, pooled_out[s],
-                                     spikes_out[s] if write_spikes else no_spikes,
-                                     u_out[s] if record else no_membrane, block)
+                direct_slot_lif(shifted, width_pad, offsets, weights, n_filters, out_height, out_width, bias, leak,
+                                decay, v_th, hard, channel_of, pooled_out[s],
+                                spikes_out[s] if write_spikes else no_spikes, u_out[s] if record else no_membrane,
+                                block)
         stream_fence()
 
 
