@@ -179,7 +179,8 @@ def test_a_convolution_above_another_sends_its_error_down_in_the_pass(monkeypatc
 
     calls = []
     fused = conv_module.lif_backward_weight_grad
-    monkeypatch.setattr(conv_module, "lif_backward_weight_grad", lambda *a: calls.append(a[10] is not None) or fused(*a))
+    monkeypatch.setattr(conv_module, "lif_backward_weight_grad",
+                        lambda *a: calls.append(a[10] is not None) or fused(*a))
     monkeypatch.setattr(conv_module, "weight_grad_path", lambda *a, **k: "events")
     network = evsim.Network.from_spec("2x12x12-6C3-AP2-8C3-AP2-5", rng=1)
     for layer in network.layers:

@@ -142,8 +142,8 @@ def _direct_pool(ptr, idx, val, dense, offsets, weights, bias, channel_of, batch
                  u_out, n_tasks):
     """Each task a run of samples, each through its T steps: the slot's input (events, or
     row ``s`` of ``dense``, window counts, when it has rows) into the shifted copies, then
-    :func:`evsim.kernels.conv_direct.direct_slot_lif`, which also writes the slot's rows of ``spikes_out`` and
-    ``u_out`` (``[T*B, F*Ho*Wo]``) where they have rows."""
+    :func:`evsim.kernels.conv_direct.direct_slot_lif`, which also writes the slot's rows
+    of ``spikes_out`` and ``u_out`` (``[T*B, F*Ho*Wo]``) where they have rows."""
     n_slots = pooled_out.shape[0]
     write_spikes, record = spikes_out.shape[0] > 0, u_out.shape[0] > 0
     no_spikes, no_membrane = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.float32)
