@@ -78,7 +78,9 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
     per_step_events, per_step_ops, per_step_unpruned = _ops(events, layer.fan_out().astype(np.float64),
                                                              layer.fan_out_unpruned().astype(np.float64),
                                                              analog_input)
-    if output_events is not None:
+    if isinstance(output_events, StaticDrive):  # a pooling of the network's analog input
+        spikes = output_events.values.sum(axis=0, dtype=np.float64) * output_events.n_steps
+    elif output_events is not None:
         # Weighted by value: a pooled output counts as its value (the share of its window
         # that spiked, for average pooling), so a pooling's rate is its mean output.
         spikes = np.bincount(output_events.idx, weights=output_events.val, minlength=layer.n_out)
@@ -235,8 +237,11 @@ def count_network(network, traces: list, analog_input: bool, batch: int,
         # A count k costs k operations: a negative one would subtract work that was done. The
         # layers above receive spikes and pooled spikes, never negative.
         raise ConfigError(f"the input holds negative values (down to {float(values.min()):g}), which are no event "
-                          "counts; profile signed analog input with analog_input=True (one MAC per value and synapse)")
+                          "counts; count signed analog input with analog_input=True (one MAC per value and synapse)")
     outputs = [trace.events_in for trace in traces[1:]] + [None]
-    layers = [count_layer(layer, trace, analog_input and k == 0, out)
-              for k, (layer, trace, out) in enumerate(zip(network.layers, traces, outputs))]
+    layers = []
+    for layer, trace, out in zip(network.layers, traces, outputs):
+        layers.append(count_layer(layer, trace, analog_input, out))
+        # A pooling hands the analog input on as analog values; a spiking layer hands on spikes.
+        analog_input = analog_input and not getattr(layer, "spiking", True)
     return EnergyReport(batch, traces[0].events_in.n_steps, layers, model, data_source)

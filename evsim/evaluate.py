@@ -177,7 +177,7 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
     data : a :class:`~evsim.data.Dataset` (its ``split`` is encoded for ``time_steps``
         steps, rate coding seeded by ``seed``), or one ``[T, B, n_in]`` array, or an
         iterable of such arrays / :class:`Events`.
-    analog_input : count the first layer's work as MACs (direct-encoded input); taken
+    analog_input : count the first synaptic layer's work as MACs (direct-encoded input); taken
         from the dataset's encoding when ``data`` is a Dataset.
 
     Returns

@@ -82,7 +82,7 @@ class Recording:
         return {"samples": self.samples, "time_steps": self.time_steps, "layers": layers}
 
 
-def record(network: Network, drive, membrane: bool = False) -> Recording:
+def record(network: Network, drive, membrane: bool = False, analog_input: bool | None = None) -> Recording:
     """Run ``network`` on ``drive`` and record every layer's spikes (and potentials).
 
     Parameters
@@ -92,6 +92,9 @@ def record(network: Network, drive, membrane: bool = False) -> Recording:
         or analog values, :class:`~evsim.kernels.events.Events`, or a
         :class:`~evsim.kernels.events.StaticDrive` (analog input, counted as MACs).
     membrane : also keep the membrane potentials (4 bytes per neuron, step and sample).
+    analog_input : count the first layer's work as MACs (analog input, signed values
+        allowed), as :func:`evsim.profile` takes it; by default, for a
+        :class:`~evsim.kernels.events.StaticDrive` only.
 
     Returns
     -------
@@ -122,7 +125,8 @@ def record(network: Network, drive, membrane: bool = False) -> Recording:
             u[:, :, layer.alive_index] = trace.u[:, :, :layer.alive_index.size]
             potentials.append(u)
         alive.append(_alive_units(layer))
-    energy = count_network(network, traces, isinstance(drive, StaticDrive), counts.shape[0])
+    analog = isinstance(drive, StaticDrive) if analog_input is None else analog_input
+    energy = count_network(network, traces, analog, counts.shape[0])
     return Recording(spikes, potentials, alive, counts, energy)
 
 
@@ -134,9 +138,12 @@ def _alive_units(layer) -> np.ndarray:
     return units
 
 
-def _dense(events: Events, n: int) -> np.ndarray:
+def _dense(events: Events | StaticDrive, n: int) -> np.ndarray:
     """``[T, B, n]`` of ``events`` (slots step-major, as :func:`dense_to_events` makes them):
-    uint8 where the values are spikes (max pooling), float32 otherwise (average pooling)."""
+    uint8 where the values are spikes (max pooling), float32 otherwise (average pooling);
+    a static drive's values at every step."""
+    if isinstance(events, StaticDrive):
+        return np.repeat(events.values[None], events.n_steps, axis=0)
     slots = np.repeat(np.arange(events.n_steps * events.batch), np.diff(events.ptr))
     spikes = bool(np.all(events.val == np.round(events.val)) and (events.val <= 255).all())
     out = np.zeros((events.n_steps * events.batch, n), dtype=np.uint8 if spikes else np.float32)

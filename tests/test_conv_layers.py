@@ -356,3 +356,52 @@ def test_a_dead_filter_under_a_convolution_gets_the_error_it_would_receive():
         would_be[spec] = grads[0].would_be[:, 1]
     assert np.abs(would_be["1x8x8-4C3-AP1-5C3-3"]).max() > 0
     np.testing.assert_allclose(would_be["1x8x8-4C3-5C3-3"], would_be["1x8x8-4C3-AP1-5C3-3"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["AP2", "MP2"])
+def test_a_pooling_first_network_takes_a_static_drive(mode):
+    """Direct-encoded (analog, signed) input pooled before the first convolution: the pooled
+    static drive, the convolution's membrane and spikes bit for bit against the twin on
+    the input repeated at every step, its gradients against the twin's, and the
+    convolution's work counted as MACs (one per nonzero pooled value and stored tap,
+    every step), as profile and record count it, never negative."""
+    from evsim.energy import count_network
+    from evsim.kernels.events import StaticDrive
+
+    rng = np.random.default_rng(11)
+    network = dyadic_network(f"1x9x9-{mode}-3C3-5", rng)
+    conv = network.layers[1]
+    conv.prune(np.array([True, False, False]))
+    steps, batch = 4, 3
+    values = (rng.integers(-16, 17, (batch, 81)) / 16).astype(np.float32) * (rng.random((batch, 81)) < 0.7)
+    counts, traces = network.forward(StaticDrive(values, steps))
+    repeated = np.repeat(values[None], steps, axis=0)
+    want, twin = twin_forward(network, repeated)
+    np.testing.assert_array_equal(traces[0].events_out.values, twin[0][1].reshape(steps, batch, -1)[0])
+    np.testing.assert_array_equal(traces[1].u, twin[1][1][:, :, conv.alive_index])
+    np.testing.assert_array_equal(counts, want)
+    assert twin[1][2].any() and (values < 0).any()
+
+    _, grad_counts = evsim.mse_rate(counts, rng.integers(0, 5, batch), steps)
+    grads = network.backward(traces, grad_counts)
+    weight_grad, bias_grad = twin_backward(network, twin, grad_counts)[1]
+    assert grads[0].params == []
+    np.testing.assert_allclose(grads[1].params[0], weight_grad[conv.store.indices, conv.store.rows()], rtol=1e-4,
+                               atol=1e-5 * np.abs(weight_grad).max())
+    np.testing.assert_allclose(grads[1].params[1], bias_grad, rtol=1e-4, atol=1e-5 * np.abs(bias_grad).max())
+
+    pooled = twin[0][1].reshape(steps, batch, -1)[0]
+    kernels = set(zip(conv.store.rows(), conv.store.indices))
+    expected = steps * sum(sum(1 for f in range(3) if (0, f) in kernels
+                               for ky in range(3) for kx in range(3) if 0 <= i // 4 + 1 - ky < 4 and 0 <= i % 4 + 1 - kx < 4)
+                           for i in np.nonzero(pooled)[1])
+    reports = [count_network(network, traces, True, batch), evsim.record(network, StaticDrive(values, steps)).energy]
+    if mode == "AP2":  # signed values at every step, as events (max pooling refuses negative events)
+        reports += [count_network(network, network.forward(repeated)[1], True, batch),
+                    evsim.record(network, repeated, analog_input=True).energy]
+        with pytest.raises(ConfigError, match="analog_input=True"):
+            evsim.record(network, repeated)
+    for report in reports:
+        assert report.layers[1].macs == expected > 0 and report.layers[1].sops == 0
+        assert report.layers[2].sops > 0 and report.layers[2].macs == 0
+        assert min(layer.ops.min() for layer in report.layers) >= 0

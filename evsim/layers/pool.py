@@ -119,10 +119,13 @@ class Pool2d:
         return f"{'A' if self.mode == 'avg' else 'M'}P{self.geometry.kernel}"
 
     def forward(self, events: Events | StaticDrive, lif: LIFParameters,
-                record: bool = True) -> tuple[Events, PoolTrace]:
-        """The pooled events of ``events`` (``record`` changes nothing: a pooling keeps no state)."""
+                record: bool = True) -> tuple[Events | StaticDrive, PoolTrace]:
+        """The pooled events of ``events``, or, for a network's analog input that is the same
+        at every step, the pooled :class:`StaticDrive` (``record`` changes nothing: a
+        pooling keeps no state)."""
         if isinstance(events, StaticDrive):
-            raise ShapeError("pooling takes spike events; put a spiking layer before it")
+            pooled = StaticDrive(self._pool_static(events.values), events.n_steps)
+            return pooled, PoolTrace(events, pooled, None)
         if self.mode == "avg":
             ptr, idx, val = avg_pool_events(events.ptr, events.idx, events.val, self.geometry)
             argmax = None
@@ -133,6 +136,24 @@ class Pool2d:
             ptr, idx, val, argmax = max_pool_events(events.ptr, events.idx, events.val, self.geometry)
         out = Events(ptr, idx, val, events.n_steps, events.batch)
         return out, PoolTrace(events, out, argmax)
+
+    def _pool_static(self, values: np.ndarray) -> np.ndarray:
+        """float32 ``[B, n_out]``: the windows of ``values`` ``[B, n_in]``. Averages by the
+        event kernel, as one step of events, so a drive pools to the same values as the
+        same input given at every step; maxima over every cell of the window, which a
+        static drive has (signed values included)."""
+        g = self.geometry
+        batch = values.shape[0]
+        if self.mode == "avg":
+            events = dense_to_events(values[None])
+            ptr, idx, val = avg_pool_events(events.ptr, events.idx, events.val, g)
+            pooled = np.zeros((batch, g.n_out), dtype=np.float32)
+            pooled[np.repeat(np.arange(batch), np.diff(ptr)), idx] = val
+            return pooled
+        k = g.kernel
+        maps = values.reshape(batch, g.channels, g.height, g.width)[:, :, :g.out_height * k, :g.out_width * k]
+        windows = maps.reshape(batch, g.channels, g.out_height, k, g.out_width, k)
+        return np.ascontiguousarray(windows.max(axis=(3, 5)).reshape(batch, g.n_out), dtype=np.float32)
 
     def backward(self, trace: PoolTrace, grad_out: np.ndarray, lif: LIFParameters,
                  request: BackwardRequest = BackwardRequest()) -> LayerGrads:
@@ -175,6 +196,8 @@ class Pool2d:
             grad_in = avg_pool_backward(flat, self.geometry)
         else:
             out = trace.events_out
+            if isinstance(out, StaticDrive):  # the network's input: no layer below takes an error
+                raise ShapeError(f"max pooling {self.describe()} of a static drive sends no error down")
             grad_in = max_pool_backward(flat, out.ptr, out.idx, trace.argmax, self.geometry)
         return grad_in if units is None else _select_units(grad_in, units, cells)
 
