@@ -10,7 +10,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from evsim.cli.options import DATASET_OPTION_NAMES, NonEmptyPath, data_options_from, dataset_options, integer
-from evsim.cli.runs import check_outputs, load_run_network, run_config
+from evsim.cli.runs import check_outputs, load_run_network, run_config, with_crop_default
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
@@ -112,7 +112,7 @@ def show(ctx, index, split, out, run_dir, **kwargs):
     if run_dir is not None:
         network, config, loaded = load_run_network(run_dir, "latest")
         if config is None:  # a network alone (evsim import-nir): no dataset is assumed, as eval assumes none
-            run_config(ctx, run_dir, None, kwargs)
+            run_config(ctx, run_dir, network, None, kwargs)
     same_dataset = ctx.get_parameter_source("dataset") is not ParameterSource.COMMANDLINE or \
         config is not None and kwargs["dataset"] == config.dataset
     if config is not None and same_dataset:
@@ -123,6 +123,8 @@ def show(ctx, index, split, out, run_dir, **kwargs):
         dataset, options = _load_named(config.dataset, data)
         steps = data.time_steps
     else:
+        if network is not None:
+            kwargs = with_crop_default(ctx, kwargs, network)
         dataset, options = _load(kwargs, config.time_steps if config is not None else None)
         steps = options.time_steps
     chosen = dataset.train if split == "train" else dataset.test

@@ -47,7 +47,7 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     figure_format(png)
     check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options, allowed=("time_steps", "source"))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("time_steps", "source"))
     dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
     if other and plot_path is None:
         png = other_data_path(png, dataset)

@@ -41,7 +41,7 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     figure_format(plot_path)
     check_outputs(plot_path, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options, allowed=("source",))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source",))
     dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
     if other and given_plot is None:
         plot_path = other_data_path(plot_path, dataset)

@@ -44,7 +44,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     figure_format(png_path)
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, config, data_options, allowed=("source",))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source",))
     dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
     if other:  # the run's own profile.json and .png hold its own data's
         json_path, png_path = (mine or other_data_path(path, dataset)

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
-from evsim.config import TrainConfig
+from evsim.config import TrainConfig, crops_by_default
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
 from evsim.errors import CheckpointError, ConfigError, DataError
@@ -59,7 +59,9 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     data = config.data
     recorded = read_run_config(run_dir) or {}
     own = recorded.get("data_source")
-    if data.data_dir is not None and not Path(data.data_dir).exists():
+    # A folder without config.json (evsim import-nir) has only the options typed now: a
+    # --data-dir that does not exist is refused by the loader, as training refuses it.
+    if recorded and data.data_dir is not None and not Path(data.data_dir).exists():
         if own not in SUBSTITUTES:
             raise DataError(f"{run_dir} trained on {own or 'the'} data in {data.data_dir}, which no longer exists; "
                             "restore that folder to use this run's data")
@@ -127,6 +129,7 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     CheckpointError
         If the folder has no such checkpoint, or it or the configuration is corrupt.
     """
+    read_run_config(run_dir)  # a damaged config.json is refused, whatever the command reads next
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
         state = load_checkpoint(path)  # validates the stored configuration
@@ -136,10 +139,15 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
-    if checkpoint == "latest" and (run_dir / NETWORK_FILE).is_file():
-        network = load_network(run_dir / NETWORK_FILE)
-        check_belongs(run_dir, run_dir / NETWORK_FILE, stored_run_id(run_dir / NETWORK_FILE))
+    network_path = run_dir / NETWORK_FILE
+    if checkpoint == "latest" and network_path.is_file():
+        network = load_network(network_path)
+        check_belongs(run_dir, network_path, stored_run_id(network_path))
         return network, read_config(run_dir), NETWORK_FILE
+    if checkpoint == "latest" and os.path.lexists(network_path):
+        kind = "a folder" if network_path.is_dir() else "a broken link or no regular file"
+        raise CheckpointError(f"{network_path}: is {kind}, not the run's network file; restore it, or train the "
+                              "run again")
     policy = saved_checkpoint_policy(run_dir)
     if checkpoint == "best" and CHECKPOINT_BEST not in KEPT_CHECKPOINTS[policy]:
         raise CheckpointError(f"{path}: the run keeps no {CHECKPOINT_BEST} (--checkpoints {policy}); "
@@ -160,6 +168,9 @@ def _not_saved_yet(run_dir: Path, path: Path) -> str:
         if best is None:
             return (f"{path}: no checkpoint yet: {run_dir} stopped before it saved one (no finished epoch); "
                     "train it again")
+        if CHECKPOINT_LATEST not in KEPT_CHECKPOINTS[saved_checkpoint_policy(run_dir)]:
+            return (f"{run_dir / NETWORK_FILE}: missing, though {run_dir} finished epochs (it keeps no checkpoints, "
+                    "--checkpoints none); restore it, or train it again")
         return (f"{path}: missing, and so is {NETWORK_FILE}, though {run_dir} finished epochs; restore them, "
                 "or train it again")
     if best is None:
@@ -193,10 +204,11 @@ def check_current(run_dir: Path, path: Path, epoch: int) -> None:
                           f"or delete it, or rerun the training with --checkpoints all")
 
 
-def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, options: dict,
+def run_config(ctx: click.Context, run_dir: Path, network: Network, config: TrainConfig | None, options: dict,
                allowed: tuple[str, ...] = ()) -> TrainConfig:
-    """The configuration to run a loaded network with: the run's own, or, for a folder
-    without ``config.json`` (``evsim import-nir``), one built from the dataset options given.
+    """The configuration to run a loaded ``network`` with: the run's own, or, for a folder
+    without ``config.json`` (``evsim import-nir``), one built from the dataset options given
+    (``--crop`` defaulting as training defaults it for the network).
 
     ``allowed``: dataset options the command may take for a run that has its own
     configuration (the caller applies them).
@@ -219,8 +231,17 @@ def run_config(ctx: click.Context, run_dir: Path, config: TrainConfig | None, op
                           "--dataset's default): name the data to run it on with --dataset NAME and the options it "
                           "was trained with (--time-steps T, --encoding, ...)")
     time_steps = options["time_steps"] or DEFAULT_TIME_STEPS.get(options["dataset"], 20)
+    options = with_crop_default(ctx, options, network)
     return TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
                        time_steps=time_steps)
+
+
+def with_crop_default(ctx: click.Context, options: dict, network: Network) -> dict:
+    """The dataset ``options`` with ``--crop``, unless typed, as training defaults it for
+    ``network`` (:func:`~evsim.config.crops_by_default`)."""
+    if ctx.get_parameter_source("crop") is ParameterSource.COMMANDLINE:
+        return options
+    return {**options, "crop": crops_by_default(options["dataset"], network.describe())}
 
 
 def check_outputs(*paths: Path) -> None:

@@ -592,11 +592,16 @@ def resolve_options(given: dict, from_file: dict) -> dict:
         if dataset == "dvsgesture" and options["downsample"]:  # the paper's network over the smaller frames
             size = int(options["downsample"])
             options["arch"] = options["arch"].replace("2x128x128", f"2x{size}x{size}", 1)
-    if dataset == "nmnist" and options["arch"] and "crop" not in chosen:
-        # The sensor is 34x34; a network that takes 32x32 maps (the paper's) takes the frames cropped.
-        options["crop"] = parse_spec(options["arch"])[0] in ((2, 32, 32), (2 * 32 * 32,))
+    if options["arch"] and "crop" not in chosen:
+        options["crop"] = crops_by_default(dataset, options["arch"])
     refuse_unused(given, options)
     return options
+
+
+def crops_by_default(dataset: str, arch: str) -> bool:
+    """``--crop``'s default for the network ``arch`` on ``dataset``: N-MNIST's sensor is
+    34x34, and a network that takes 32x32 maps (the paper's) takes the frames cropped."""
+    return dataset == "nmnist" and parse_spec(arch)[0] in ((2, 32, 32), (2 * 32 * 32,))
 
 
 # Options that only one structure, schedule or kind of network reads: given for another,

@@ -270,6 +270,16 @@ class SynapseStore:
         return True
 
 
+def check_real(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` if they are floating point, else ShapeError: weights and biases read from a
+    file as integers or booleans are not what the file claims (evsim writes float32), and
+    converted they would run, truncated, without a word."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        raise ShapeError(f"{name} must be floating-point values, got {values.dtype}")
+    return values
+
+
 def check_csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> None:
     """Raise ShapeError unless ``indptr`` and ``indices`` are the structure of a canonical CSR
     matrix of ``shape``: integer ``indptr`` of ``n_pre + 1`` entries rising from 0 to nnz,

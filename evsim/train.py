@@ -108,7 +108,8 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, eve
     traces, events = max(batches, key=sum)
     refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, "BPTT traces": traces,
                                       "input events": events},
-                         "reduce --hidden, --time-steps or --batch-size"
+                         f"reduce {'the layer sizes of --arch' if config.arch else '--hidden'}, --time-steps or "
+                         "--batch-size"
                          + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 
 
@@ -168,9 +169,9 @@ def check_before_loading(config: TrainConfig) -> None:
         The trainer's own message.
     """
     shape, n_classes = expected_shape(config)
-    check_memory(config, *expected_sizes(config))
-    if config.arch:
+    if config.arch:  # before the memory: an input the data cannot give is the first thing to fix
         check_arch_fits(config.arch, config.dataset, shape, n_classes)
+    check_memory(config, *expected_sizes(config))
     outline = _outline(config)
     develops = developing_layers(outline, config.develop)
     check_something_develops(config, outline.layer_labels(), develops)

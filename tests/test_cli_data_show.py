@@ -289,3 +289,34 @@ def test_a_network_without_a_configuration_needs_the_dataset_named(tmp_path):
     line = one_line_error(run(["data", "show", "--run", str(folder), "--out", str(tmp_path / "s.png")]))
     assert "has a network but no config.json, so no dataset is assumed" in line and "--dataset NAME" in line
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_network_without_a_configuration_gets_the_crop_training_gives_it(tmp_path, drawn):
+    """--crop defaults, for a folder evsim import-nir wrote, as training defaults it: on for
+    a network that takes 32x32 maps. eval, profile, inspect and data show run it on the
+    cropped frames, as if --crop were typed; --no-crop typed is refused with the hint."""
+    data = ["--dataset", "nmnist", "--data-dir", str(make_plain(tmp_path / "data", real_first=False)),
+            "--cache-dir", str(tmp_path / "cache"), "--time-steps", "3"]
+    folder = _run_folder(tmp_path / "imported", "2x32x32-4C3-AP2-10")
+    results = {}
+    for crop in ([], ["--crop"]):
+        json_path = tmp_path / f"eval{len(crop)}.json"
+        result = run(["eval", str(folder), *data, *crop, "--json", str(json_path)])
+        assert result.exit_code == 0, result.output
+        results[len(crop)] = json.loads(json_path.read_text())
+    assert results[0]["predictions"] == results[1]["predictions"] and results[0]["samples"] == 2
+    assert results[0]["sops_per_sample"] == results[1]["sops_per_sample"] > 0
+    for command in (["profile", str(folder), *data], ["inspect", str(folder), *data],
+                    ["data", "show", "--run", str(folder), *data, "--out", str(tmp_path / "s.png")]):
+        result = run(command)
+        assert result.exit_code == 0, result.output
+    assert drawn["pictures"][0].title == "input 2x32x32: events per pixel over 3 steps"
+    line = one_line_error(run(["eval", str(folder), *data, "--no-crop"]))
+    assert "does not fit nmnist (2x34x34 = 2312 inputs" in line and "add --crop" in line
+
+
+def test_a_mistyped_data_dir_for_a_network_without_a_configuration_says_so(tmp_path):
+    """Not "trained on the data in ...": the folder was typed now, and does not exist."""
+    folder = _run_folder(tmp_path / "imported", MNIST_CONV)
+    line = one_line_error(run(["eval", str(folder), "--dataset", "nmnist", "--data-dir", str(tmp_path / "typo")]))
+    assert f"{tmp_path / 'typo'} (--data-dir) does not exist" in line and "trained on" not in line

@@ -102,6 +102,18 @@ def test_bad_options_are_refused_before_the_data_and_the_run_folder(tmp_path, no
     assert not out.exists()
 
 
+@pytest.mark.parametrize("arch,fragment", [
+    ("1x28x28-100000C3-10", "reduce the layer sizes of --arch, --time-steps or --batch-size"),
+    # an input the data cannot give is named before the memory it would need
+    ("2147483647x28x28-4C3-10", "--arch 2147483647x28x28-4C3-10 takes input 2147483647x28x28 but mnist gives 1x28x28"),
+])
+def test_an_architecture_is_refused_with_what_to_change_in_it(tmp_path, no_data, arch, fragment):
+    out = tmp_path / "run"
+    assert fragment in one_line_error(run(["train", "--dataset", "mnist", "--arch", arch, "--epochs", "1",
+                                           "--out", str(out)]))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("args", [["--dataset", "cifar10"], ["--source", "real"]])
 def test_missing_data_leaves_no_run_folder(tmp_path, args):
     out = tmp_path / "run"

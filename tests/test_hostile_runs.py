@@ -379,6 +379,45 @@ def test_resuming_a_finished_run_without_its_checkpoint_says_what_works(cli_run,
     assert f"--out {run_dir}" not in line  # that command would be refused: the folder holds a run
 
 
+def test_a_run_whose_network_file_is_gone_or_a_folder_says_which_file(cli_run, tmp_path):
+    """A run that keeps no checkpoints (--checkpoints none) has only network.npz: its
+    absence names that file, not a checkpoint the run never kept; a folder in its place
+    is named as one."""
+    run_dir = copy_of(cli_run, tmp_path)
+    for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST, NETWORK_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "checkpoints": "none"}))
+    line = one_line_error(run(["eval", str(run_dir)]))
+    assert f"{run_dir / NETWORK_FILE}: missing, though {run_dir} finished epochs" in line
+    assert "--checkpoints none" in line and CHECKPOINT_LATEST not in line
+    (run_dir / NETWORK_FILE).mkdir()
+    assert f"{run_dir / NETWORK_FILE}: is a folder" in one_line_error(run(["eval", str(run_dir)]))
+
+
+@pytest.mark.parametrize("member,dtype", [("l0_data", np.int64), ("l1_bias", np.bool_)])
+def test_weights_stored_as_integers_are_refused_not_truncated(cli_run, tmp_path, member, dtype):
+    run_dir = copy_of(cli_run, tmp_path)
+    path = run_dir / CHECKPOINT_LATEST
+    with np.load(path) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays[member] = arrays[member].astype(dtype)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    for command in (["eval", str(run_dir)], ["train", "--resume", str(run_dir), "--epochs", "2"]):
+        line = one_line_error(run(command))
+        assert f"{path}: corrupt or truncated checkpoint" in line and "must be floating-point values, got" in line
+
+
+def test_data_show_refuses_a_damaged_config_json_as_every_command_does(cli_run, tmp_path):
+    run_dir = copy_of(cli_run, tmp_path)
+    (run_dir / "config.json").write_text("[1, 2]")
+    for command in (["data", "show", "--run", str(run_dir), "--out", str(tmp_path / "s.png")],
+                    ["eval", str(run_dir)]):
+        assert "config.json: invalid stored configuration" in one_line_error(run(command))
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_a_full_disk_while_emulating_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setattr("evsim.data.emulate.write_nmnist_bin", full_disk)
     out = tmp_path / "emulated"

@@ -40,7 +40,7 @@ from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Pa
 from evsim.layers.linear import LayerTrace
 from evsim.layers.pool import Pool2d
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
-from evsim.synapses import SynapseStore, check_csr
+from evsim.synapses import SynapseStore, check_csr, check_real
 
 
 class SpikingConv2d(StructuralEdits):
@@ -478,12 +478,13 @@ class SpikingConv2d(StructuralEdits):
         if geometry.shape != (5,) or geometry.dtype.kind not in "iu":
             raise ShapeError(f"geometry must be 5 integers (channels, height, width, stride, pad), got {geometry!r}")
         channels, height, width, stride, pad = (int(n) for n in geometry)
-        data = np.asarray(arrays["data"])
+        data = check_real(arrays["data"], "data")
         if data.ndim != 3 or data.shape[1] != data.shape[2]:
             raise ShapeError(f"data must be [nnz, K, K] kernels, got shape {data.shape}")
         check_csr(arrays["indptr"], arrays["indices"], shape)
         store = SynapseStore.from_blocks(arrays["indptr"], arrays["indices"], data, shape)
-        layer = cls(store, (channels, height, width), stride, pad, arrays["bias"], develops=bool(arrays["develops"]))
+        layer = cls(store, (channels, height, width), stride, pad, check_real(arrays["bias"], "bias"),
+                    develops=bool(arrays["develops"]))
         if with_state:
             attach_state(layer, arrays)
         layer.set_alive(arrays["alive"])

@@ -44,7 +44,7 @@ from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_sta
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
                                attach_state, next_plan_id, state_arrays)
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
-from evsim.synapses import SynapseStore, check_csr
+from evsim.synapses import SynapseStore, check_csr, check_real
 
 PATHS = ("auto", "rows", "csr")
 # Below this density of synapses among the alive neurons, scattering the synapses
@@ -405,11 +405,11 @@ class SparseLinear(StructuralEdits):
         shape = tuple(int(n) for n in arrays["shape"])
         indptr, indices = arrays["indptr"], arrays["indices"]
         check_csr(indptr, indices, shape)
-        data = np.asarray(arrays["data"])
+        data = check_real(arrays["data"], "data")
         if data.shape != indices.shape:
             raise ShapeError(f"data has shape {data.shape}, expected {indices.shape} (one weight per synapse)")
         store = SynapseStore(sp.csr_matrix((data, indices, indptr), shape=shape))
-        layer = cls(store, arrays["bias"], path=path, develops=bool(arrays["develops"]))
+        layer = cls(store, check_real(arrays["bias"], "bias"), path=path, develops=bool(arrays["develops"]))
         if with_state:
             attach_state(layer, arrays)
         layer.set_alive(arrays["alive"])
