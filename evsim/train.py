@@ -698,10 +698,15 @@ class Trainer:
             echo(f"structure: {self.config.structure}, {self.development_steps()} development steps "
                  f"({_interval_words(self.config.dev_interval)})")
             prune_start = self.config.sdsnn.prune_start
-            if self.config.structure == "sdsnn" and self.development_steps() < prune_start:
+            steps = self.development_steps()
+            if steps == 0:
+                echo(f"NOTE: --dev-interval {self.config.dev_interval} is longer than the run's "
+                     f"{self.batches_per_epoch() * self.config.epochs} batches: no development step, so the structure "
+                     "never develops; add epochs or lower --dev-interval")
+            elif self.config.structure == "sdsnn" and steps < prune_start:
                 echo(f"NOTE: SD-SNN prunes from development step {prune_start} (2 x --spine-steps) but this run has "
-                     f"{self.development_steps()}: only the spine constraint will run; add epochs or lower "
-                     "--dev-interval or --spine-steps")
+                     f"{steps}: only the spine constraint will run; add epochs or lower --dev-interval or "
+                     "--spine-steps")
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
             try:

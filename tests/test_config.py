@@ -137,6 +137,19 @@ def test_a_run_too_short_for_pruning_says_so(epochs, noted):
         assert "from development step 18 (2 x --spine-steps) but this run has 10:" in note[0]
 
 
+@pytest.mark.parametrize("structure", ["sdsnn", "magnitude", "set"])
+def test_a_run_with_no_development_step_says_so_for_every_structure(structure):
+    """An interval longer than the whole run (8 batches here): not "only the constraint
+    will run" (nothing will), and the baselines say it too."""
+    lines = []
+    config = toy_config(structure=structure, dev_interval=1000, epochs=1,
+                        **({} if structure == "sdsnn" else {"sdsnn": SDSNNConfig(), "target_sparsity": 0.5}))
+    Trainer(config, toy_dataset()).fit(None, progress=False, echo=lines.append)
+    notes = [line for line in lines if line.startswith("NOTE:")]
+    assert notes == ["NOTE: --dev-interval 1000 is longer than the run's 8 batches: no development step, so the "
+                     "structure never develops; add epochs or lower --dev-interval"]
+
+
 def test_development_steps_count_across_epochs():
     """Steps fire on batches_seen % dev_interval across epochs: 25 batches per epoch every 2
     make 25 steps in 2 epochs (not 2 x 12), and an interval longer than an epoch still fires."""

@@ -318,6 +318,22 @@ def test_magnitude_pruning_reaches_its_target(rng):
     assert net.layers[1].store.density == 1.0  # the output layer does not develop
 
 
+@pytest.mark.parametrize("make", [lambda net: MagnitudePruning(net, target=0.95, steps=2),
+                                  lambda net: SET(net, sparsity=0.97, seed=1)], ids=["magnitude", "set"])
+def test_baselines_count_units_left_without_input_as_not_alive(rng, make):
+    """At high sparsity, synapse pruning leaves units with no incoming synapse: dead, as
+    the run's summary counts them (units_with_input), though nothing killed them."""
+    from evsim.compression import units_with_input
+
+    net = Network.from_spec("1x8x8-4C3-AP2-8C3-10", rng=rng)
+    structure = make(net)
+    for _ in range(3):
+        stats = structure.develop(net, 1e-3)
+    for row in stats:
+        layer = net.layers[row["layer"]]
+        assert row["alive_neurons"] == int(units_with_input(layer).sum()) < int(layer.alive.sum())
+
+
 def test_set_keeps_sparsity_constant_and_rewires(rng):
     net = small_network(rng)
     set_ = SET(net, sparsity=0.5, seed=1)

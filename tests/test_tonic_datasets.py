@@ -279,6 +279,8 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
 def test_folder_errors_are_one_line_naming_the_file(tmp_path, make, fragment):
     (tmp_path / "data").mkdir()
     make(tmp_path / "data")
+    if (tmp_path / "data" / "a").is_dir():  # a good second class: one class alone is refused for that first
+        _classes(tmp_path / "data", {"b": 3})
     line = one_line_error(run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
                                "--cache-dir", str(tmp_path / "cache")]))
     assert fragment in line
@@ -311,8 +313,8 @@ def test_an_event_beyond_any_camera_is_refused_before_framing(tmp_path, outlier)
     line = one_line_error(_folder(tmp_path, outlier))
     path = tmp_path / "data" / "a" / "r0.npy"
     assert line == (f"Error: {path}: event 3 at x={outlier[0]}, y={outlier[1]} lies outside the 4096x4096 sensor "
-                    "(1 such events); no event camera is larger: fix that event, or declare the sensor as WIDTH "
-                    "HEIGHT in --data-dir's sensor.txt")
+                    "(1 such events); no event camera is larger: the recording is corrupt; fix that event, or "
+                    "replace the file with a good copy")
     assert not (tmp_path / "cache" / "frames").exists()
 
 
@@ -408,3 +410,37 @@ def test_framing_keeps_tonic_bin_edges_as_the_readme_says(time_steps):
     assert by_count.sum(axis=(1, 2, 3)).tolist() == [12 // time_steps] * time_steps
     by_time = to_frames(events, (4, 1, 2), time_steps, "time")
     assert by_time.sum() == 10
+
+
+def _classes(root, counts: dict) -> None:
+    """``root/<class>/r<k>.npy`` recordings, ``counts[class]`` of them (eight events each)."""
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            np.save(root / name / f"r{k}.npy", np.array([[e % 3, e % 2, 5 + e + k, e % 2] for e in range(8)]))
+
+
+@pytest.mark.parametrize("layout,fragment", [
+    ({"only": 5}, "data: one class folder (only); a classifier needs at least 2 classes"),
+    ({"train/a": 3, "train/b": 3, "test/a": 1, "test/c": 1},
+     "data/train: no training recordings of class c, which "),
+    ({"a": 1, "b": 1}, "data: too few recordings for a test split (2; 20% of each class is held out"),
+])
+def test_a_folder_whose_classes_cannot_train_and_test_is_refused(tmp_path, layout, fragment):
+    """One class (every prediction right), a test class never trained on (a third of the
+    test set at chance), no test split at all: each one line, before framing."""
+    _classes(tmp_path / "data", layout)
+    line = one_line_error(_folder_info(tmp_path))
+    assert fragment in line
+    assert not (tmp_path / "cache" / "frames").exists()
+
+
+def test_a_class_without_test_recordings_is_named_in_a_notice(tmp_path):
+    _classes(tmp_path / "data", {"train/a": 2, "train/b": 2, "test/a": 1})
+    result = _folder_info(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "class b has no test recordings: test accuracy leaves it out" in result.output
+    _classes(tmp_path / "flat", {"a": 4, "b": 1})  # a class of one keeps it for training
+    result = run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "flat"), "--cache-dir",
+                  str(tmp_path / "cache"), "--time-steps", "4"])
+    assert result.exit_code == 0 and "class b has no test recordings" in result.output, result.output

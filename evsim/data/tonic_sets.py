@@ -468,11 +468,14 @@ def read_recording(path: Path, sensor: tuple | None = None) -> np.ndarray:
     """
     path = Path(path)
     raw = _recording_columns(path)
-    if sensor is None:
-        return _checked(raw, path, (MAX_SENSOR_SIDE, MAX_SENSOR_SIDE, 2),
-                        f"no event camera is larger: fix that event, or declare the sensor as WIDTH HEIGHT in "
-                        f"--data-dir's {SENSOR_FILE}")
-    return _checked(raw, path, sensor, f"fix that event, or declare a sensor that holds it in {SENSOR_FILE}")
+    # Beyond the largest sensor, no sensor.txt can hold the event: the recording is corrupt.
+    events = _checked(raw, path, (MAX_SENSOR_SIDE, MAX_SENSOR_SIDE, 2),
+                      "no event camera is larger: the recording is corrupt; fix that event, or replace the file "
+                      "with a good copy")
+    if sensor is not None:
+        check_in_sensor(events["x"], events["y"], sensor, path,
+                        f"fix that event, or declare a sensor that holds it in {SENSOR_FILE}")
+    return events
 
 
 def _recording_columns(path: Path) -> np.ndarray:
@@ -545,6 +548,7 @@ def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
                         "their recordings into train/<class>/ or test/<class>/")
     if present:
         classes = sorted({d.name for folder in split_dirs.values() for d in _class_dirs(folder)})
+        _check_classes(data_dir, classes)
         splits = {}
         for split, folder in split_dirs.items():
             files, labels = [], []
@@ -555,7 +559,11 @@ def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
             if not files:
                 raise DataError(f"{folder}: no recordings ({', '.join(RECORDING_SUFFIXES)}) in class subfolders")
             splits[split] = (files, np.asarray(labels, dtype=np.int64))
-        return EventFiles("real", data_dir, "plain", splits), classes
+        untrained = [name for label, name in enumerate(classes) if label not in splits["train"][1]]
+        if untrained:  # its test samples would count against a class the network never saw
+            raise DataError(f"{split_dirs['train']}: no training recordings of class {untrained[0]}, which "
+                            f"{split_dirs['test'] / untrained[0]} holds; add them, or remove that test folder")
+        return EventFiles("real", data_dir, "plain", splits, _untested_notice(classes, splits)), classes
     classes = [d.name for d in _class_dirs(data_dir)]
     if not classes:
         raise DataError(f"{data_dir}: no class subfolders; put recordings as {FOLDER_LAYOUT}")
@@ -566,10 +574,32 @@ def find_folder(options: DataOptions) -> tuple[EventFiles, list[str]]:
             raise DataError(f"{data_dir / name}: no recordings ({', '.join(RECORDING_SUFFIXES)})")
         files += found
         labels += [label] * len(found)
+    _check_classes(data_dir, classes)
     labels = np.asarray(labels, dtype=np.int64)
     train, test = stratified_indices(labels, FOLDER_TEST_FRACTION, options.seed)
+    if not test.size:
+        raise DataError(f"{data_dir}: too few recordings for a test split ({labels.size}; "
+                        f"{FOLDER_TEST_FRACTION:.0%} of each class is held out for testing, never a class's only "
+                        f"one); add recordings, or give {data_dir / 'train'}/<class>/ and {data_dir / 'test'}/<class>/")
     splits = {"train": ([files[i] for i in train], labels[train]), "test": ([files[i] for i in test], labels[test])}
-    return EventFiles("real", data_dir, "plain", splits), classes
+    return EventFiles("real", data_dir, "plain", splits, _untested_notice(classes, splits)), classes
+
+
+def _untested_notice(classes: list[str], splits: dict) -> str | None:
+    """A line for the classes with no test recording, which test accuracy leaves out."""
+    untested = [name for label, name in enumerate(classes) if label not in splits["test"][1]]
+    if not untested:
+        return None
+    many = len(untested) > 1
+    return (f"class{'es' if many else ''} {', '.join(untested)} ha{'ve' if many else 's'} no test recordings: "
+            f"test accuracy leaves {'them' if many else 'it'} out")
+
+
+def _check_classes(data_dir: Path, classes: list[str]) -> None:
+    """Refuse fewer than two classes: with one output, every prediction is right."""
+    if len(classes) < 2:
+        raise DataError(f"{data_dir}: one class folder ({classes[0]}); a classifier needs at least 2 classes, a "
+                        "folder of recordings each")
 
 
 def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, int]:

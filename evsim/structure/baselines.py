@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from evsim.compression import units_with_input
 from evsim.network import Network
 
 
 def _stats(k, layer, pruned=0, regrown=0, **extra) -> dict:
     store = layer.store
     return {"layer": k, "synapses": store.nnz, "dense_synapses": layer.dense_synapses,
-            "alive_neurons": int(layer.alive.sum()), "neurons": layer.alive.size,
+            "alive_neurons": int(units_with_input(layer).sum()), "neurons": layer.alive.size,
             "pruned": int(pruned), "regrown": int(regrown),
             "compression": round(1 - store.nnz / layer.dense_synapses, 6), **extra}
 

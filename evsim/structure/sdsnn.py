@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evsim.compression import units_with_input
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.regrowth import _abs_order_stats, _add_with_squares, _count_regrowth
 from evsim.kernels.spines import _constrain
@@ -505,7 +506,7 @@ class SDSNN:
             weights = store.nnz * store.block_size
             stats.append({
                 "layer": k, "synapses": store.nnz, "dense_synapses": layer.dense_synapses,
-                "alive_neurons": int(layer.alive.sum()), "neurons": layer.alive.size,
+                "alive_neurons": int(units_with_input(layer).sum()), "neurons": layer.alive.size,
                 "rho": round(dev.rho, 4), "q": round(dev.q, 3), "pruned": int(pruned), "regrown": int(regrown),
                 "compression": round(1 - weights / layer.dense_weights, 6),
             })
