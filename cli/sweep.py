@@ -2,6 +2,7 @@
 on its folder (``evsim sweep report DIR``)."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -52,13 +53,13 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     folder = out if out is not None else default_out(sweep_file)
     try:
         states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "
                    "(interrupted points resume from their last checkpoint)", err=True)
-        ctx.exit(130)
+        ctx.exit(128 + getattr(exc, "signum", signal.SIGINT))  # the shell's code for that signal: 130, 143
     failed = [s for s in states if s["status"] != "done"]
     skipped = sum(s["action"] == "skipped" for s in states)
-    resumed = sum(s["action"] == "resumed" for s in states)
+    resumed = sum(s["action"] == "resumed" and s["status"] == "done" for s in states)
     sources = sorted({s["data_source"] for s in states if s.get("data_source")})
     click.echo(f"done: {len(states) - len(failed)} of {len(states)} points finished ({skipped} already before, "
                f"{resumed} resumed), {len(failed)} failed"

@@ -192,6 +192,8 @@ def _summary_problem(summary, numbers: tuple[str, ...]) -> str | None:
         return f"structure is {structure!r}"
     if not isinstance(summary.get("data_source"), (str, type(None))):
         return f"data_source is {summary['data_source']!r}"
+    if "test_acc" not in summary:  # the one result every summary since the first holds
+        return "no test_acc"
     for key in numbers:
         value = summary.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

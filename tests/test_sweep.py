@@ -281,6 +281,9 @@ BAD_FILES = [
     ("[axes]\nseed = []\n", "[axes] seed is an empty list"),
     ("[axes]\nseed = 3\n", "[axes] seed must be a list of values"),
     ("[axes]\nseed = [1, 1]\n", "[axes] seed = [1, 1] repeats a value"),
+    ("[base]\nhidden = [8]\n[axes]\nrho_max = [50, 50.0]\n",
+     "points rho_max=50 and rho_max=50.0 are the same run (their axis values are two spellings of one value)"),
+    ("[axes]\nhidden = [\"8,8\", [8, 8]]\n", "points hidden=8_8 and hidden=8-8 are the same run"),
     ("[base]\nseed = 1\n[axes]\nseed = [1, 2]\n", "seed is both in [base] and in [axes]"),
     ("[axes]\nlr = [0.1, -1.0]\n", "point lr=-1.0: lr = -1.0: "),
     ("[axes]\nepochs = [1, \"two\"]\n", "point epochs=two: epochs = 'two': expected an integer"),
@@ -332,6 +335,26 @@ def test_a_point_left_at_dev_interval_auto_matches_its_run_saved_resolved(tmp_pa
     assert folder_action(tmp_path, config) == "skipped"
     with pytest.raises(ConfigError, match="holds a run of another configuration"):
         folder_action(tmp_path, {**config, "dev_interval": 5})
+
+
+def test_a_point_is_the_same_run_wherever_the_cache_is_and_names_what_differs(tmp_path):
+    """$EVSIM_CACHE moves the cache, not what a run computes: a finished point stays
+    finished. A data folder ($EVSIM_DATA) can change the data: refused, naming it."""
+    from evsim.config import TrainConfig
+    from evsim.data import DataOptions
+    from evsim.errors import ConfigError
+    from evsim.sweep.point import folder_action
+
+    config = TrainConfig(dataset="mnist", hidden=(16,), data=DataOptions(cache_dir=tmp_path / "a")).to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "run_id": "ab", "network": "x"}, default=str))
+    (tmp_path / "summary.json").write_text('{"test_acc": 0.5}')
+    moved = {**config, "data": {**config["data"], "cache_dir": tmp_path / "b"}}
+    assert folder_action(tmp_path, moved) == "skipped"
+    with pytest.raises(ConfigError, match=r"another configuration \(data.data_dir: None there, '/x' now \(\$EVSIM_DATA "
+                                          r"gives data_dir where the sweep file does not\)\); move it away"):
+        folder_action(tmp_path, {**config, "data": {**config["data"], "data_dir": "/x"}})
+    with pytest.raises(ConfigError, match=r"\(epochs: 15 there, 3 now\)"):
+        folder_action(tmp_path, {**config, "epochs": 3})
 
 
 @pytest.mark.parametrize("text, fragment", BAD_FILES)
@@ -467,7 +490,9 @@ def test_the_report_takes_a_point_whose_folder_holds_its_finished_run_as_done(fi
     with open(out / "results.csv", newline="") as handle:
         rows = {row["point"]: row for row in csv.DictReader(handle)}
     assert rows[lost["name"]]["status"] == "done"
-    assert rows[other["name"]]["status"] == "done"  # sweep.json says so, and its folder holds another run
+    # sweep.json says done, but its folder holds another run: not this point's result
+    assert rows[other["name"]]["status"] == "lost" and rows[other["name"]]["test_acc"] == ""
+    assert "holds no finished run of this point" in rows[other["name"]]["error"]
     other["status"] = "failed"
     (out / "sweep.json").write_text(json.dumps(state))
     assert run(["sweep", "report", str(out)]).exit_code == 0
@@ -491,7 +516,10 @@ def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finis
     assert f"failed: structure=magnitude,seed=0: {error}" in result.output
 
 
-def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
+@pytest.mark.parametrize("signum,group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, group):
+    """Ctrl-C (to the process group, as a terminal sends it) or SIGTERM (to the client, as
+    kill or a batch scheduler sends it): one line, the shell's code for the signal."""
     import socket
 
     out = tmp_path / "out"
@@ -512,7 +540,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
                           if (out / n / "metrics.jsonl").exists()):
                 assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before Ctrl-C"
                 time.sleep(0.05)
-            os.killpg(sweep.pid, signal.SIGINT)  # as a terminal does: the client and its cluster's processes
+            (os.killpg if group else os.kill)(sweep.pid, signum)
             output, _ = sweep.communicate(timeout=120)
         finally:
             if sweep.poll() is None:
@@ -520,7 +548,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path):
                 sweep.wait()
     _wait_until_gone(sweep.pid)
     lines = output.splitlines()
-    assert sweep.returncode == 130, output
+    assert sweep.returncode == 128 + signum, output
     assert len(lines) == 2 and lines[0].startswith("sweep: 6 points") and lines[1].startswith(
         f"Interrupted: finished points are kept in {out}; run the same command again to continue"), output
     interrupted = [n for n in NAMES if (out / n / "checkpoint-latest.npz").exists()
@@ -661,6 +689,27 @@ def test_report_names_an_interrupted_point_resumable_and_its_data_source(finishe
     assert "data: none yet" in (out / "report.md").read_text()
 
 
+def test_report_never_counts_a_lost_run_or_averages_other_data(finished, tmp_path):
+    """A point recorded done whose folder is gone, or holds a summary without results, is
+    not finished; seeds on other data sources are rows of their own, never one mean."""
+    out = _copy(finished, tmp_path)
+    shutil.rmtree(out / NAMES[3])  # structure=none,seed=1
+    (out / NAMES[1] / "summary.json").write_text('{"weird": true}')  # structure=sdsnn,seed=1
+    config_path = out / NAMES[2] / "config.json"  # structure=none,seed=0 ran on other data
+    summary_path = out / NAMES[2] / "summary.json"
+    for path in (config_path, summary_path):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "data_source": "real"}))
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    assert rows[NAMES[3]]["status"] == "lost" and rows[NAMES[1]]["status"] == "unreadable"
+    assert "no test_acc" in rows[NAMES[1]]["error"]
+    report = (out / "report.md").read_text()
+    assert "6 points, 4 finished; data: mnist-5k, real." in report
+    table = [line for line in report.splitlines() if line.startswith("| none")]
+    assert [line.split(" | ")[1:3] for line in table] == [["real", "1/1"], ["—", "0/1"]]  # the lost run: no data
+
+
 def test_report_figure_never_joins_points_on_other_data_and_names_the_data(tmp_path, monkeypatch):
     from evsim.sweep import report
 
@@ -715,3 +764,15 @@ def test_report_names_a_point_being_trained_running(finished, tmp_path):
     assert row["status"] == "running"
     assert f"- `{name}`: running" in (out / "report.md").read_text()
     assert not (out / name / ".evsim.lock").exists()  # the report looked, and left nothing
+
+
+def test_the_last_line_counts_only_resumes_that_finished(tmp_path, monkeypatch):
+    """A point whose resume failed is failed, not "resumed"."""
+    states = [{"name": "a", "status": "done", "action": "resumed", "error": None, "data_source": "mnist-5k"},
+              {"name": "b", "status": "failed", "action": "resumed", "error": "checkpoint damaged"},
+              {"name": "c", "status": "done", "action": "skipped", "error": None}]
+    monkeypatch.setattr("evsim.cli.sweep.run_sweep_file", lambda *args: states)
+    result = run(["sweep", str(sweep_file(tmp_path, SWEEP)), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "done: 2 of 3 points finished (1 already before, 1 resumed), 1 failed, on mnist-5k data" in result.output
+    assert "failed: b: checkpoint damaged" in result.output

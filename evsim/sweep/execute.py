@@ -100,11 +100,20 @@ def local_cluster(workers: int):
     from distributed import Client, LocalCluster
 
     logs = logging.getLogger("distributed")
-    level, handler = logs.level, None
+    level, handler, term_handler = logs.level, None, None
+    terminated = []
+
+    def stop(signum, frame):
+        """SIGTERM (a scheduler's or a container's stop) as Ctrl-C, once the cluster is up."""
+        terminated.append(signum)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            raise SweepTerminated()
+
     try:
         with contextlib.ExitStack() as started:
             if threading.current_thread() is threading.main_thread():  # only it may set handlers
                 handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                term_handler = signal.signal(signal.SIGTERM, stop)
             # memory_limit=0: each run checks its own memory; Dask's per-worker share would
             # kill a run that the machine holds. One thread per worker: one run per process.
             # No dashboard; the scheduler's HTTP server (which runs even so) on any free port,
@@ -117,6 +126,8 @@ def local_cluster(workers: int):
                 signal.signal(signal.SIGINT, handler)
                 handler = None
             try:
+                if terminated:  # while the cluster started
+                    raise SweepTerminated()
                 yield client
             except KeyboardInterrupt:
                 logs.setLevel(logging.CRITICAL + 1)
@@ -126,6 +137,14 @@ def local_cluster(workers: int):
         logs.setLevel(level)
         if handler is not None:
             signal.signal(signal.SIGINT, handler)
+        if term_handler is not None:
+            signal.signal(signal.SIGTERM, term_handler)
+
+
+class SweepTerminated(KeyboardInterrupt):
+    """SIGTERM stopped the sweep: handled as Ctrl-C, with the shell's exit code for it."""
+
+    signum = signal.SIGTERM
 
 
 def scheduler_address(path: Path) -> str:

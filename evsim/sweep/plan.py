@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
 import re
 import tomllib
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from evsim.errors import ConfigError
 from evsim.readers import read_small_file
-from evsim.sweep.training import TrainConfig, option_kind, option_names, point_config
+from evsim.sweep.point import comparable
+from evsim.sweep.training import TrainConfig, config_dict, option_kind, option_names, point_config
 
 SECTIONS = ("base", "axes", "tied")
 TIED_KEYS = ("to", "take")
@@ -143,8 +145,18 @@ def resolve_points(sweep: Sweep, out: Path) -> dict[str, TrainConfig]:
     ConfigError
         Naming the file and the first point whose options are no valid run.
     """
-    return {p.name: point_config(p.options, Path(out) / p.name, f"{sweep.path}: point {p.name}")
-            for p in sweep.points}
+    configs = {p.name: point_config(p.options, Path(out) / p.name, f"{sweep.path}: point {p.name}")
+               for p in sweep.points}
+    seen: dict[str, str] = {}
+    for p in sweep.points:
+        if p.tied_to:  # its taken option is not known yet
+            continue
+        run = json.dumps(comparable(config_dict(configs[p.name])), sort_keys=True)
+        if run in seen:  # 50 and 50.0, "8,8" and [8, 8]: one run, trained twice and counted twice
+            raise ConfigError(f"{sweep.path}: points {seen[run]} and {p.name} are the same run (their axis values are "
+                              "two spellings of one value); give each axis distinct values")
+        seen[run] = p.name
+    return configs
 
 
 def point_name(values: dict) -> str:

@@ -25,6 +25,8 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint-latest.npz"
 # config.json fields that may differ between the same run's folders.
 NOT_CONFIG = ("out", *BESIDE_OPTIONS)
+# Data options that say where files are kept, not what a run computes: the cache ($EVSIM_CACHE).
+NOT_DATA_CONFIG = ("cache_dir",)
 # One run at a time per worker process: Numba's thread count and parallel kernels are
 # process-wide resources, and the run sizes its threads to the machine as if alone.
 _one_run = threading.Lock()
@@ -85,12 +87,15 @@ def folder_action(run_dir: Path, config: dict) -> str:
             theirs = read_json(saved, "run configuration (config.json)", ConfigError)
         except EvsimError as exc:
             raise ConfigError(f"{exc}; move the folder away to run this point again") from None
-        ours, theirs = _comparable(config), _comparable(theirs)
+        ours, theirs = comparable(config), comparable(theirs)
         if ours.get("dev_interval") == AUTO and isinstance(theirs.get("dev_interval"), int):
             theirs["dev_interval"] = AUTO  # training saves "auto" resolved for its data
-        if ours != theirs:
-            raise ConfigError(f"{run_dir} holds a run of another configuration (the sweep file changed?); move it "
-                              "away or use another --out")
+        changed = _differences(ours, theirs)
+        if changed:
+            key, there, now = changed[0]
+            why = " ($EVSIM_DATA gives data_dir where the sweep file does not)" if key == "data.data_dir" else ""
+            raise ConfigError(f"{run_dir} holds a run of another configuration ({key}: {there!r} there, {now!r} "
+                              f"now{why}); move it away or use another --out")
     if (run_dir / SUMMARY).exists():
         return "skipped"
     if (run_dir / CHECKPOINT).exists():
@@ -98,9 +103,27 @@ def folder_action(run_dir: Path, config: dict) -> str:
     return "trained"
 
 
-def _comparable(config: dict) -> dict:
-    # Through JSON, as saved: tuples become lists, paths strings.
-    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in NOT_CONFIG}
+def comparable(config: dict) -> dict:
+    """``config`` as a run's identity: through JSON, as saved (tuples become lists, paths
+    strings), without what may differ between the same run's folders."""
+    values = {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in NOT_CONFIG}
+    if isinstance(values.get("data"), dict):
+        values["data"] = {k: v for k, v in values["data"].items() if k not in NOT_DATA_CONFIG}
+    return values
+
+
+def _differences(ours: dict, theirs: dict) -> list[tuple[str, object, object]]:
+    """``(option, value in the folder, value now)`` for each option that differs, a
+    section's (``data``, ``lif``, ``sdsnn``) named ``section.option``."""
+    changed = []
+    for key in sorted(set(ours) | set(theirs)):
+        now, there = ours.get(key), theirs.get(key)
+        if isinstance(now, dict) and isinstance(there, dict):
+            changed += [(f"{key}.{k}", there.get(k), now.get(k)) for k in sorted(set(now) | set(there))
+                        if now.get(k) != there.get(k)]
+        elif now != there:
+            changed.append((key, there, now))
+    return changed
 
 
 def one_line(text: str) -> str:

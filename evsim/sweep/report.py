@@ -31,6 +31,7 @@ SEED = "seed"
 INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
 RUNNING = "running"  # the status of a point a process is training while the report is made
 UNREADABLE = "unreadable"  # the status of a point whose summary.json is damaged
+LOST = "lost"  # the status of a point recorded done whose folder no longer holds its finished run
 RESULT_COLUMNS = ("data_source", "test_acc", "test_acc_at_best_val", "best_test_acc", "compression", "synapse_sparsity",
                   "neurons_pruned", "sops_per_sample", "energy_uj_per_sample", "wall_s")
 # summary.json fields the report reads as numbers.
@@ -94,6 +95,10 @@ def results(out: Path, state: dict) -> list[dict]:
             else _unfinished_status(out, point)
         row["data_source"] = row["data_source"] or _started_on(out / point["name"])
         row["error"] = damaged or point.get("error") or ""
+        if row["status"] == LOST:
+            row["error"] = (f"{out / point['name']} holds no finished run of this point (moved, deleted or replaced "
+                            "since it finished); restore it, or move it away and run the sweep file again")
+            row.update(dict.fromkeys(("structure", *RESULT_COLUMNS)))  # another run's results are not this point's
         rows.append(row)
     return rows
 
@@ -106,6 +111,8 @@ def _unfinished_status(out: Path, point: dict) -> str:
         return RUNNING
     if point["status"] in ("pending", "submitted") and (out / point["name"] / CHECKPOINT).exists():
         return INTERRUPTED
+    if point["status"] == "done":  # sweep.json says so, but its folder holds no finished run of it (any more)
+        return LOST
     return point["status"]
 
 
@@ -147,12 +154,17 @@ def results_csv(rows: list[dict]) -> str:
 
 
 def group_rows(rows: list[dict], axes: list[str]) -> list[dict]:
-    """The rows grouped by their values on ``axes`` (plus a tied point's own keys):
+    """The rows grouped by their values on ``axes`` (plus a tied point's own keys, and
+    ``data``, the data source, where finished points differ in it):
     ``{"key": {axis: value}, "rows": [...], "mean": {...}, "std": {...}, "n": finished rows}``."""
     groups: dict[str, dict] = {}
+    # Seeds on different data (emulated and real) are never averaged together.
+    mixed = len({r["data_source"] for r in rows if r["status"] == "done" and r.get("data_source")}) > 1
     for row in rows:
         key = {k[5:]: v for k, v in row.items() if k.startswith("axis.") and k[5:] != SEED}
         key = {**{a: key[a] for a in axes if a in key}, **{k: v for k, v in key.items() if k not in axes}}
+        if mixed:
+            key["data"] = row.get("data_source") or "—"
         groups.setdefault(json.dumps(key), {"key": key, "rows": []})["rows"].append(row)
     for group in groups.values():
         done = [r for r in group["rows"] if r["status"] == "done"]
