@@ -81,7 +81,8 @@ def read_run(run_dir: Path) -> dict:
         "best_test_acc": max((row["test_acc"] for row in epochs), default=None),
         "compression": last.get("compression"),
         "neurons_pruned": last.get("neurons_pruned"),
-        "wall_s": last.get("wall_s"),
+        # A finished run's whole time, as summary.json (and a sweep's results.csv) gives it.
+        "wall_s": summary.get("wall_s", last.get("wall_s")) if finished else last.get("wall_s"),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp.stat().st_mtime)),
         "problem": None,
         "config": config,

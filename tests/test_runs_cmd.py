@@ -90,6 +90,8 @@ def test_runs_list_one_line_per_run_and_csv(tmp_path, toy_runs):
     rows = list(csv.DictReader((tmp_path / "list.csv").open()))
     assert [row["run"] for row in rows] == ["b", "group/a"] and rows[1]["status"] == "done"
     assert rows[0]["test_acc_at_best_val"] != "" and rows[1]["test_acc_at_best_val"] == ""
+    # a finished run's whole time, as its summary (and a sweep's results.csv) gives it
+    assert float(rows[1]["wall_s"]) == json.loads((tmp_path / "group" / "a" / "summary.json").read_text())["wall_s"]
 
 
 def test_runs_list_of_a_missing_folder_or_no_runs(tmp_path):

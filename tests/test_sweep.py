@@ -776,3 +776,29 @@ def test_the_last_line_counts_only_resumes_that_finished(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "done: 2 of 3 points finished (1 already before, 1 resumed), 1 failed, on mnist-5k data" in result.output
     assert "failed: b: checkpoint damaged" in result.output
+
+
+def test_a_rerun_stopped_at_once_keeps_what_the_record_said(finished, tmp_path, monkeypatch):
+    """Run again and stopped before any point ends, a sweep's record still says which
+    points are finished and what its tied points took: the report counts them, with the
+    taken option, as before the rerun."""
+    import evsim.sweep.execute as execute
+
+    out = _copy(finished, tmp_path)
+    shutil.rmtree(out / NAMES[2])  # a point to train again
+    save = execute._save
+
+    def save_then_stop(*args):
+        save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "_save", save_then_stop)
+    result = run(["sweep", str(sweep_file(tmp_path, SWEEP)), "--out", str(out), "--workers", "1", "--no-progress"])
+    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(execute, "_save", save)
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["point"]: row for row in csv.DictReader(handle)}
+    for name in NAMES[4:]:  # the magnitude points, tied to the SD-SNN ones
+        assert rows[name]["status"] == "done" and rows[name]["option.target_sparsity"] != "", rows[name]
+    assert rows[NAMES[2]]["status"] == "lost"  # recorded finished; its folder is gone

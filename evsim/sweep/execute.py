@@ -177,7 +177,10 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     from tqdm import tqdm
 
     out = Path(out).absolute()
-    state = {p.name: _initial_state(p) for p in sweep.points}
+    # A sweep run again keeps each point's record (its status, a tied point's taken options)
+    # until it has a new one: stopped early, the record still says what the folders hold.
+    previous = {p["name"]: p for p in read_state(out)["points"]} if os.path.lexists(out / STATE_FILE) else {}
+    state = {p.name: {**_initial_state(p), **previous.get(p.name, {})} for p in sweep.points}
     children: dict[str, list[Point]] = {}
     for p in sweep.points:
         if p.tied_to is not None:
