@@ -58,6 +58,8 @@ class LayerCounts:
     neuron_updates: int = 0
     spikes: np.ndarray | None = None  # per unit, summed over T and samples (a pooling's: its output values)
     spiking: bool = True  # False for pooling: no neurons, its outputs are not spikes
+    weights: int = 0  # nonzero weights (a kernel's K x K each)
+    dense_weights: int = 0  # weights of the same layer with every synapse present
 
     @property
     def sops(self) -> float:
@@ -91,7 +93,8 @@ def count_layer(layer: Layer, trace, analog_input: bool, output_events: Events |
     neurons = layer.alive_index.size if getattr(layer, "spiking", True) else 0
     return LayerCounts(layer.n_in, layer.n_out, 0 if store is None else store.nnz, layer.dense_synapses,
                        layer.ann_macs(), analog_input, per_step_events, per_step_ops, per_step_unpruned,
-                       events.n_steps * events.batch * neurons, spikes, bool(neurons) or store is not None)
+                       events.n_steps * events.batch * neurons, spikes, bool(neurons) or store is not None,
+                       0 if store is None else int(np.count_nonzero(store.data)), layer.dense_weights)
 
 
 def _ops(events: Events | StaticDrive, fan_out: np.ndarray, fan_out_unpruned: np.ndarray,
@@ -165,17 +168,20 @@ class EnergyReport:
         ]
 
     def neurobench(self) -> dict:
-        """NeuroBench-style metrics (per sample)."""
+        """NeuroBench-style metrics (per sample): ``Dense``, the operations of every layer run
+        densely at every step (a convolution's at every output cell and tap, as
+        ``ann_macs`` counts them); ``ConnectionSparsity``, the weights zero or absent
+        (a kernel's K x K each)."""
         n = max(self.samples, 1)
-        synapses = sum(layer.synapses for layer in self.layers)
-        dense = sum(layer.dense_synapses for layer in self.layers)
+        weights = sum(layer.weights for layer in self.layers)
+        dense_weights = sum(layer.dense_weights for layer in self.layers)
         spikes = sum(float(layer.spikes.sum()) for layer in self.layers if layer.spiking)
         slots = sum(layer.n_out for layer in self.layers if layer.spiking) * self.time_steps * n
         return {
             "Effective_ACs": sum(layer.sops for layer in self.layers) / n,
             "Effective_MACs": sum(layer.macs for layer in self.layers) / n,
-            "Dense": float(dense * self.time_steps),
-            "ConnectionSparsity": 1 - synapses / dense,
+            "Dense": float(sum(layer.ann_macs for layer in self.layers) * self.time_steps),
+            "ConnectionSparsity": 1 - weights / dense_weights,
             "ActivationSparsity": 1 - spikes / slots if slots else 0.0,
         }
 

@@ -203,6 +203,36 @@ def test_every_report_figure_by_brute_force_over_batches_with_dead_neurons(rng):
     assert nb["Effective_ACs"] == acs and nb["Effective_MACs"] == 0
     assert nb["ConnectionSparsity"] == pytest.approx(1 - net.synapses / ann_macs)
     assert nb["ActivationSparsity"] == pytest.approx(1 - (spikes[0].sum() + spikes[1].sum()) / ((8 + 3) * n_steps * samples))
+    assert nb["Dense"] == ann_macs * n_steps
+
+
+def test_neurobench_figures_of_a_convolutional_network_count_every_tap(rng):
+    """Dense: each layer run densely at every step, a convolution at every output cell,
+    input channel and tap (never below the work the sparse network does); ConnectionSparsity:
+    the weights zero or absent, a kernel's K x K each. Recounted by brute force."""
+    from evsim.layers import SpikingConv2d
+
+    net = Network.from_spec("2x8x8-3C3-AP2-5C3p0-6", rng=rng)
+    conv = net.layers[2]
+    conv.prune(rng.random(conv.store.nnz) < 0.4)
+    conv.store.data[0, 1, 1] = 0.0  # a present weight that is zero
+    conv.kill([4])
+    drive = (rng.random((3, 4, 128)) < 0.5).astype(np.float32)
+    nb = profile(net, [drive]).neurobench()
+    dense_ops = weights = zero_or_absent = 0
+    for layer in net.layers:
+        if isinstance(layer, SpikingConv2d):
+            full = layer.store.to_dense()  # [C, F, K, K], zeros where absent
+            dense_ops += layer.out_shape[0] * layer.out_shape[1] * layer.out_shape[2] * full.shape[0] * 9
+        elif hasattr(layer, "store"):
+            full = layer.store.to_dense()
+            dense_ops += full.size
+        else:
+            continue
+        weights += full.size
+        zero_or_absent += int((full == 0).sum())
+    assert nb["Dense"] == dense_ops * 3 >= nb["Effective_ACs"]
+    assert nb["ConnectionSparsity"] == pytest.approx(zero_or_absent / weights)
 
 
 def test_analog_input_energy_prices_macs(rng):
