@@ -259,3 +259,14 @@ def test_values_that_int64_cannot_hold_and_damaged_headers_are_one_error_without
     with pytest.raises(DataError, match=r"esc.npy: not a readable .npy file"):
         dvsgesture.read_gesture_npy(tmp_path / "esc.npy")
     assert not [w for w in recwarn.list if issubclass(w.category, (DeprecationWarning, SyntaxWarning, RuntimeWarning))]
+
+
+def test_a_recording_out_of_time_order_is_read_in_time_order(tmp_path):
+    """As the other readers give events: tonic's framing assumes time order."""
+    rows = recording(np.random.default_rng(4), n=400)
+    np.save(tmp_path / "sorted.npy", rows)
+    np.save(tmp_path / "reversed.npy", rows[::-1])
+    ordered = dvsgesture.read_gesture_npy(tmp_path / "sorted.npy")
+    again = dvsgesture.read_gesture_npy(tmp_path / "reversed.npy")
+    np.testing.assert_array_equal(np.sort(again["t"]), again["t"])
+    np.testing.assert_array_equal(np.sort(again, order=["t", "x", "y", "p"]), np.sort(ordered, order=["t", "x", "y", "p"]))

@@ -525,6 +525,26 @@ def test_empty_and_full_frames_of_a_non_square_sensor_are_t_c_h_w():
     np.testing.assert_array_equal(frames, expected)
 
 
+@pytest.mark.parametrize("slicing", ["events", "time"])
+@pytest.mark.parametrize("sensor", [(7, 5, 2), (7, 5, 1)])
+def test_frames_are_tonics_counted_without_wrapping(slicing, sensor):
+    """The cells of tonic's ToFrame, bin for bin, for both slicings and one or two channels;
+    but a pixel's 32,768th event in a frame stays counted (tonic's int16 frames wrap it)."""
+    rng = np.random.default_rng(3)
+    n = 500
+    events = nmnist_events(list(zip(rng.integers(0, 7, n), rng.integers(0, 5, n), np.sort(rng.integers(0, 10**5, n)),
+                                    rng.integers(0, 2, n))))
+    if sensor[2] == 1:
+        events["p"] = 0
+    theirs = tonic.transforms.ToFrame(sensor_size=sensor, **{("n_event_bins" if slicing == "events" else
+                                                               "n_time_bins"): 4})(events.copy())
+    np.testing.assert_array_equal(to_frames(events, sensor, 4, slicing), theirs)
+    hot = np.zeros(40_000, dtype=events.dtype)
+    hot["x"], hot["y"], hot["t"], hot["p"] = 3, 4, np.arange(40_000), 0
+    frames = to_frames(hot, sensor, 1, slicing)
+    assert frames[0, 0, 4, 3] == (40_000 if slicing == "events" else 39_999)  # by time: the last stamp ends the bin
+
+
 def test_event_stats_are_the_raw_recordings_statistics(tmp_path):
     a = nmnist_events([(1, 1, 1000, 1), (2, 2, 3000, 0), (3, 3, 9000, 1), (4, 4, 9500, 1)])
     b = nmnist_events([(5, 5, 20_000, 0), (6, 6, 26_000, 0)])
@@ -542,12 +562,12 @@ def test_frames_that_cannot_fit_in_memory_are_refused_before_framing(tmp_path, m
     from evsim.data import events as event_module
 
     root = make_plain(tmp_path / "data", real_first=False)
-    # 2 train samples of 20 frames: 20 * (8 * 2 + 2 * 2312) bytes = 92,800 bytes
-    monkeypatch.setattr(event_module, "_physical_memory", lambda: 92_799)
+    # 2 train samples of 20 frames: 20 * (8 * 2 + 8 * 2312) bytes = 370,240 bytes
+    monkeypatch.setattr(event_module, "_physical_memory", lambda: 370_239)
     with pytest.raises(ConfigError, match="2 train samples of 20 frames do not fit in memory; reduce --time-steps"):
         load_dataset("nmnist", opts(tmp_path, data_dir=root))
     assert cache_entries(tmp_path) == []
-    monkeypatch.setattr(event_module, "_physical_memory", lambda: 92_800)
+    monkeypatch.setattr(event_module, "_physical_memory", lambda: 370_240)
     assert len(load_dataset("nmnist", opts(tmp_path, data_dir=root)).train) == 2
 
 

@@ -444,3 +444,36 @@ def test_a_class_without_test_recordings_is_named_in_a_notice(tmp_path):
     result = run(["data", "info", "--dataset", "folder", "--data-dir", str(tmp_path / "flat"), "--cache-dir",
                   str(tmp_path / "cache"), "--time-steps", "4"])
     assert result.exit_code == 0 and "class b has no test recordings" in result.output, result.output
+
+
+@pytest.mark.parametrize("header,fragment", [
+    (b"#!AER-DAT3.1\r\n", "an AEDAT 3.1 file, not AEDAT 2.0 (CIFAR10-DVS's format); replace it with the original"),
+    (b"#!AER-DAT4.0\r\n", "an AEDAT 4.0 file, not AEDAT 2.0 (CIFAR10-DVS's format); replace it with the original "
+                          "recording, or name an AEDAT 4 file .aedat4"),
+])
+def test_an_aedat_file_of_another_version_is_refused_not_decoded_as_2_0(tmp_path, rng, header, fragment):
+    """Its packets, 8 bytes a multiple, would read as 2.0 words: garbage events."""
+    body = encode_aedat2(_events(rng, 20, 128, 128)).split(b"\n", 2)[2]  # whole 8-byte words
+    path = tmp_path / "r.aedat"
+    path.write_bytes(header + body)
+    with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        read_aedat2(path)
+
+
+def test_shd_hashes_its_file_once_however_many_samples_it_holds(tmp_path, rng, monkeypatch):
+    """A fingerprint of SHD's samples read the whole HDF5 file once per sample."""
+    import evsim.data.cache as cache
+    from evsim.data.tonic_sets import find_shd
+
+    root = tmp_path / "data" / "SHD"
+    root.mkdir(parents=True)
+    _write_shd(root / "shd_train.h5", rng, 6)
+    _write_shd(root / "shd_test.h5", rng, 3)
+    reads = []
+    hash_file = cache._hash_file
+    monkeypatch.setattr(cache, "_hash_file", lambda *args, **kw: reads.append(kw.get("contents", True))
+                        or hash_file(*args, **kw))
+    found = find_shd(_options(tmp_path))
+    fingerprint = cache.files_fingerprint(*found.splits["train"])
+    assert reads.count(True) == 1 and len(reads) == 6
+    assert fingerprint["files"] == 6 and fingerprint["bytes"] == (root / "shd_train.h5").stat().st_size

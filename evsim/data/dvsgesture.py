@@ -142,6 +142,8 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     check_in_sensor(raw[:, 0], raw[:, 1], SENSOR, path)
     raw[:, 3] *= 1000  # ms -> us before the cast to integers, as tonic's DVSGesture.__getitem__ does
     raw = raw.astype(np.int64)
+    # in time order, as the other readers give them: tonic's framing assumes it
+    raw = raw[np.argsort(raw[:, 3], kind="stable")]
     return recfunctions.unstructured_to_structured(raw, tonic.datasets.DVSGesture.dtype)
 
 

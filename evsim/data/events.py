@@ -136,16 +136,20 @@ def to_frames(events: np.ndarray, sensor_size: tuple, time_steps: int, slicing: 
     dropped: the N mod T last ones by event number; by time, the bins are end-exclusive,
     so the events at the last timestamp. An empty recording gives all-zero frames.
     """
-    import tonic
+    from tonic.slicers import slice_events_by_event_bins, slice_events_by_time_bins
 
     width, height, channels = sensor_size
     if len(events) == 0:
-        return np.zeros((time_steps, channels, height, width), dtype=np.int16)
-    if slicing == "events":
-        framer = tonic.transforms.ToFrame(sensor_size=sensor_size, n_event_bins=time_steps)
-    else:
-        framer = tonic.transforms.ToFrame(sensor_size=sensor_size, n_time_bins=time_steps)
-    return framer(events)
+        return np.zeros((time_steps, channels, height, width), dtype=np.int64)
+    # tonic's slices, counted here: its ToFrame adds into int16, which wraps a pixel's
+    # 32,768th event in a frame to a negative count, silently.
+    slices = (slice_events_by_event_bins if slicing == "events" else slice_events_by_time_bins)(events, time_steps)
+    frames = np.zeros((len(slices), channels, height, width), dtype=np.int64)
+    for frame, piece in zip(frames, slices):
+        polarity = piece["p"].astype(np.int64) if channels > 1 else 0  # one channel: every event in it, as tonic
+        cells = (polarity * height + piece["y"].astype(np.int64)) * width + piece["x"].astype(np.int64)
+        frame.reshape(-1)[:] = np.bincount(cells, minlength=frame.size)
+    return frames
 
 
 def frame_split(folder: Path, name: str, files: list, labels, read, transform, sensor_out: tuple,
@@ -172,10 +176,10 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     """
     from tqdm import tqdm
 
-    # the split's frame counts (int64) and each sample's dense frames (int16) grow with T;
+    # the split's frame counts and each sample's dense frames (int64 both) grow with T;
     # refused up front, as tonic would first spend minutes slicing into T empty frames
     too_big = f"{len(files)} {name} samples of {time_steps} frames do not fit in memory; reduce --time-steps"
-    if time_steps * (8 * len(files) + 2 * int(np.prod(sensor_out))) > _physical_memory():
+    if time_steps * (8 * len(files) + 8 * int(np.prod(sensor_out))) > _physical_memory():
         raise ConfigError(too_big)
     n_events = n_on = blank = 0
     duration_us = 0.0

@@ -347,7 +347,8 @@ def read_aedat2(path: Path) -> np.ndarray:
     Raises
     ------
     DataError
-        If the file is unreadable, has no ``#!AER-DAT`` header, a truncated body, or no events.
+        If the file is unreadable, has no ``#!AER-DAT`` header or that of another version
+        than 2.0, a truncated body, or no events.
     """
     check_regular(path, "AEDAT recording")
     try:
@@ -356,6 +357,11 @@ def read_aedat2(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     if not data.startswith(b"#!AER-DAT"):
         raise DataError(f"{path}: not an AEDAT file (no #!AER-DAT header)")
+    version = data[len(b"#!AER-DAT"):].split(b"\n", 1)[0].strip().decode("ascii", "replace")
+    if version != "2.0":  # another version's packets read as 2.0 words are garbage events
+        raise DataError(f"{path}: an AEDAT {version[:10]} file, not AEDAT 2.0 (CIFAR10-DVS's format); replace it "
+                        "with the original recording" + (", or name an AEDAT 4 file .aedat4" if version.startswith("4")
+                                                         else ""))
     start = 0
     while start < len(data) and data[start:start + 1] == b"#":
         end = data.find(b"\n", start)
