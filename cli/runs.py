@@ -129,7 +129,7 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     CheckpointError
         If the folder has no such checkpoint, or it or the configuration is corrupt.
     """
-    read_run_config(run_dir)  # a damaged config.json is refused, whatever the command reads next
+    own = read_config(run_dir)  # a damaged config.json is refused, whatever the command reads next
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
         state = load_checkpoint(path)  # validates the stored configuration
@@ -143,7 +143,7 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     if checkpoint == "latest" and network_path.is_file():
         network = load_network(network_path)
         check_belongs(run_dir, network_path, stored_run_id(network_path))
-        return network, read_config(run_dir), NETWORK_FILE
+        return network, own, NETWORK_FILE
     if checkpoint == "latest" and os.path.lexists(network_path):
         kind = "a folder" if network_path.is_dir() else "a broken link or no regular file"
         raise CheckpointError(f"{network_path}: is {kind}, not the run's network file; restore it, or train the "

@@ -92,7 +92,7 @@ def record(network: Network, drive, membrane: bool = False, analog_input: bool |
         or analog values, :class:`~evsim.kernels.events.Events`, or a
         :class:`~evsim.kernels.events.StaticDrive` (analog input, counted as MACs).
     membrane : also keep the membrane potentials (4 bytes per neuron, step and sample).
-    analog_input : count the first layer's work as MACs (analog input, signed values
+    analog_input : count the first synaptic layer's work as MACs (analog input, signed values
         allowed), as :func:`evsim.profile` takes it; by default, for a
         :class:`~evsim.kernels.events.StaticDrive` only.
 

@@ -62,8 +62,9 @@ def files_fingerprint(files: list, labels) -> dict:
     for path, label in zip(files, labels):
         # Samples of one file (SHD's HDF5) add its bytes once: once per sample hashed the
         # whole file thousands of times. A file of one sample hashes as it always has.
-        first = os.fspath(path) not in hashed
-        hashed.add(os.fspath(path))
+        name = os.fspath(path)
+        first = name not in hashed
+        hashed.add(name)
         size = _hash_file(digest, path, int(label), contents=first)
         total += size if first else 0
     return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32]}
