@@ -122,6 +122,48 @@ def test_tonic_layout_is_listed_by_tonic(tmp_path):
     assert len(ds.train) == 2 and len(ds.test) == 2
 
 
+def test_stray_subfolders_in_tonic_layout_are_not_classes(tmp_path):
+    """tonic labels a file by its folder path's last character: a checkpoint folder
+    raised a traceback and ``Train/1/old2/`` became class 2. Both layouts list alike."""
+    for layout_root in (tmp_path / "tonic" / "NMNIST", tmp_path / "plain"):
+        make_plain(layout_root, real_first=False)
+        for stray in ("Train/0/.ipynb_checkpoints", "Train/1/old2"):
+            (layout_root / stray).mkdir()
+            shutil.copy(layout_root / "Train" / "1" / "00000.bin", layout_root / stray / "x.bin")
+    tonic_ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "tonic"))
+    plain_ds = load_dataset("nmnist", opts(tmp_path, data_dir=tmp_path / "plain"))
+    assert tonic_ds.meta["layout"] == "tonic" and plain_ds.meta["layout"] == "plain"
+    assert tonic_ds.train.labels.tolist() == plain_ds.train.labels.tolist() == [0, 1]
+    np.testing.assert_array_equal(tonic_ds.train.inputs, plain_ds.train.inputs)
+
+
+def test_recordings_out_of_time_order_are_read_and_framed_in_order(tmp_path):
+    events = synthetic_events(np.random.default_rng(3), 400)
+    (tmp_path / "sorted.bin").write_bytes(encode_nmnist_bin(events))
+    (tmp_path / "reversed.bin").write_bytes(encode_nmnist_bin(events[::-1]))
+    read = read_nmnist_bin(tmp_path / "reversed.bin")
+    assert np.all(np.diff(read["t"]) >= 0)
+    assert np.array_equal(np.sort(read, order=["t", "x", "y", "p"]), np.sort(events, order=["t", "x", "y", "p"]))
+    for slicing in ("events", "time"):
+        frames = [to_frames(read_nmnist_bin(tmp_path / name), (34, 34, 2), 5, slicing)
+                  for name in ("sorted.bin", "reversed.bin")]
+        assert frames[0].sum() > 0
+        np.testing.assert_array_equal(frames[0].sum(axis=0), frames[1].sum(axis=0))
+        if slicing == "time":  # equal time bins do not depend on the order within a timestamp
+            np.testing.assert_array_equal(frames[0], frames[1])
+
+
+def test_timestamp_overflow_records_add_the_23_bit_wrap(tmp_path):
+    """A y == 240 record marks the 23-bit counter's wrap; time keeps running forward."""
+    events = synthetic_events(np.random.default_rng(4), 4)
+    events["t"] = [8_388_000, 8_388_500, 100, 600]
+    head, tail = encode_nmnist_bin(events[:2]), encode_nmnist_bin(events[2:])
+    (tmp_path / "wrap.bin").write_bytes(head + bytes([0, 240, 0, 0, 0]) + tail)
+    read = read_nmnist_bin(tmp_path / "wrap.bin")
+    assert read["t"].tolist() == [8_388_000, 8_388_500, 2**23 + 100, 2**23 + 600]
+    assert read["x"].tolist() == events["x"].tolist()
+
+
 def test_time_slicing_and_crop(tmp_path):
     root = make_plain(tmp_path / "data", real_first=False)
     ds = load_dataset("nmnist", opts(tmp_path, data_dir=root, time_steps=5, slicing="time", crop=True))

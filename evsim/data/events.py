@@ -1,7 +1,8 @@
 """Event files and their framing, shared by the N-MNIST and DVS-Gesture loaders.
 
-Reading goes through tonic (``tonic.io.read_mnist_file``; DVS-Gesture ``.npy``
-files as tonic stores them) after checks that turn bad files into a one-line
+N-MNIST's 40-bit records are decoded here (:func:`decode_nmnist_bin`, the twin of
+:func:`encode_nmnist_bin`) into tonic's N-MNIST dtype; DVS-Gesture ``.npy`` files are
+read as tonic stores them. Checks turn bad files into a one-line
 :class:`~evsim.errors.DataError` naming the file. Framing uses tonic's transforms
 (``Denoise``, ``CenterCrop``, ``Downsample``, ``ToFrame``): ``T`` frames of
 per-polarity event counts, sliced by equal event number (``n_event_bins``) or equal
@@ -33,7 +34,7 @@ OUTSIDE_SENSOR_FIX = "the file is corrupt or not from this dataset: replace it w
 
 @reads("N-MNIST recording")
 def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarray:
-    """Read one N-MNIST 40-bit ``.bin`` recording with tonic's reader, after checks.
+    """Read one N-MNIST 40-bit ``.bin`` recording (events sorted by time), after checks.
 
     Returns
     -------
@@ -57,9 +58,10 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     if size % _RECORD_BYTES:
         raise DataError(f"{path}: truncated N-MNIST file ({size} bytes is not a multiple of 5-byte "
                         "events); replace it with a complete copy")
-    events = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
+    events = decode_nmnist_bin(np.fromfile(path, dtype=np.uint8), tonic.datasets.NMNIST.dtype)
     if len(events) == 0:
-        raise DataError(f"{path}: N-MNIST file holds no events (only timestamp-overflow records)")
+        raise DataError(f"{path}: N-MNIST file holds no events (only timestamp-overflow records); delete it "
+                        "or replace it with a good copy")
     check_in_sensor(events["x"], events["y"], sensor_size, path)
     return events
 
@@ -79,6 +81,27 @@ def check_in_sensor(x: np.ndarray, y: np.ndarray, sensor_size: tuple, path: Path
 def _number(value) -> str:
     """``value`` as written: whole numbers in full (10000000, not 1e+07)."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def decode_nmnist_bin(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Events of N-MNIST 40-bit records ``raw`` (uint8, a multiple of 5 bytes), sorted by ``t``.
+
+    Records with y == 240 mark a wrap of the 23-bit timestamp and add 2**23 us to the
+    events after them. tonic's ``read_mnist_file`` (after the authors' reader) adds 2**13
+    instead, which makes time run backwards at the wrap; real N-MNIST files hold no such
+    records, so the two agree on them. The sort is stable: framing by time and by event
+    number assumes events in time order, and files written out of order still frame right.
+    """
+    records = raw.reshape(-1, _RECORD_BYTES).astype(np.int64)
+    overflow = records[:, 1] == _OVERFLOW_Y
+    t = (((records[:, 2] & 0x7F) << 16) | (records[:, 3] << 8) | records[:, 4]) + _MAX_T_US * np.cumsum(overflow)
+    kept = ~overflow
+    events = np.empty(int(kept.sum()), dtype=dtype)
+    events["x"] = records[kept, 0]
+    events["y"] = records[kept, 1]
+    events["t"] = t[kept]
+    events["p"] = records[kept, 2] >> 7
+    return events[np.argsort(events["t"], kind="stable")]
 
 
 def encode_nmnist_bin(events: np.ndarray) -> bytes:

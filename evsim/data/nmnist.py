@@ -3,12 +3,13 @@
 Where real N-MNIST is looked for (``--data-dir`` or ``$EVSIM_DATA``, called DIR):
 
 - tonic's layout ``DIR/NMNIST/Train/<digit>/*.bin`` (what ``tonic.datasets.NMNIST``
-  downloads; listed by tonic itself), or
+  downloads), or
 - a plain folder ``DIR/Train/<digit>/*.bin`` and ``DIR/Test/<digit>/*.bin`` of any size.
 
 With no DIR, a previous tonic download in ``<cache>/tonic/NMNIST`` is used, or tonic
-downloads there when the network allows. Every file is read with
-``tonic.io.read_mnist_file`` after checks (:func:`evsim.data.events.read_nmnist_bin`).
+downloads there when the network allows. Both layouts are listed the same way
+(sorted, digit folders only). Every file is read by
+:func:`evsim.data.events.read_nmnist_bin`, after checks, in time order.
 
 When no real data can be had and ``source`` is ``"auto"``, the loader falls back to
 the emulated N-MNIST (:mod:`evsim.data.emulate`) and says so in ``meta["notice"]``;
@@ -97,23 +98,6 @@ def _plain_listing(root: Path) -> dict:
     return splits
 
 
-def _tonic_listing(save_to: Path) -> dict:
-    """The same listing made by ``tonic.datasets.NMNIST`` (tonic's layout, no download)."""
-    import tonic
-
-    class NMNIST(tonic.datasets.NMNIST):  # same class name: tonic derives the folder from it
-        """tonic's N-MNIST that trusts the files on disk and never downloads."""
-
-        def _check_exists(self) -> bool:
-            return True
-
-    splits = {}
-    for name in SPLIT_FOLDERS:
-        dataset = NMNIST(save_to=str(save_to), train=name == "train")
-        splits[name] = ([Path(p) for p in dataset.data], np.asarray(dataset.targets, dtype=np.int64))
-    return splits
-
-
 def _find_real(options: DataOptions, cache_dir: Path) -> EventFiles | None:
     """Real N-MNIST on disk, or ``None``. Malformed folders raise :class:`DataError`."""
     data_dir = data_dir_of(options)
@@ -127,9 +111,9 @@ def _find_real(options: DataOptions, cache_dir: Path) -> EventFiles | None:
             if missing:
                 raise DataError(f"{root}: has no {missing[0]} folder; N-MNIST needs both Train/<digit>/*.bin "
                                 "and Test/<digit>/*.bin")
-            splits = _plain_listing(root)  # validates the class folders
-            if layout == "tonic":
-                splits = _tonic_listing(save_to)
+            # tonic's layout is the plain one under NMNIST/; tonic's own listing labels a file
+            # by its folder path's last character, so stray subfolders became classes.
+            splits = _plain_listing(root)
             if read_manifest(root) is not None:  # written by `evsim data emulate-nmnist`
                 return EventFiles("emulated", root, layout, splits,
                                   f"{root} holds EMULATED N-MNIST (it has {MANIFEST}); data_source=emulated")
@@ -163,7 +147,7 @@ def _try_download(options: DataOptions, cache_dir: Path) -> tuple[EventFiles | N
             tonic.datasets.NMNIST(save_to=str(target), train=train)
     except Exception as exc:  # tonic raises many kinds; any failure means "not downloadable"
         return None, f"download failed ({type(exc).__name__}: {exc})".splitlines()[0]
-    return EventFiles("real", target / "NMNIST", "tonic", _tonic_listing(target)), ""
+    return EventFiles("real", target / "NMNIST", "tonic", _plain_listing(target / "NMNIST")), ""
 
 
 def find_nmnist(options: DataOptions) -> EventFiles:
