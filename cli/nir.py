@@ -1,17 +1,17 @@
 """``evsim export`` and ``evsim import-nir``: trained networks to and from NIR graphs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from evsim.checkpoint import NETWORK_FILE, save_network
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, save_network
 from evsim.cli.options import NonEmptyPath, number
 from evsim.cli.runs import CHECKPOINTS, load_run_network
 from evsim.errors import CheckpointError
-from evsim.layers import PATHS
 from evsim.neuron import NIR_DT, lif_constants
-from evsim.nir_io import TRAINED_ON_KEYS, read_nir, read_nir_trained_on, write_nir
+from evsim.nir_io import TRAINED_ON_KEYS, holds_evsim_lif, read_nir, read_nir_trained_on, write_nir
 from evsim.runfiles import CONFIG_JSON, read_run_config, refuse_overwriting_run_files, stored_trained_on
 
 
@@ -49,14 +49,18 @@ def export(run_dir, out, fmt, checkpoint):
 @click.option("--dt", type=number(0, low_open=True), default=None,
               help="Time step the graph's time constants refer to, for graphs from other tools "
                    "[default: the graph's dt metadata, else 1].")
-@click.option("--path", "path_option", type=click.Choice(PATHS), default="auto", show_default=True,
-              help="Propagation path of the imported layers.")
-def import_nir(nir_file, out_dir, dt, path_option):
+def import_nir(nir_file, out_dir, dt):
     """Read a NIR graph into an evsim network, saved as OUT_DIR/network.npz."""
     refuse_overwriting_run_files(out_dir / NETWORK_FILE, "import into a new folder, or delete that file first")
-    if (out_dir / CONFIG_JSON).exists():  # the imported network would pass for the run's own
-        raise CheckpointError(f"{out_dir}: holds a training run ({CONFIG_JSON}); import into a new folder")
-    network = read_nir(nir_file, dt, path_option)
+    # eval, export and the rest read a run's checkpoints before network.npz: the imported
+    # network would pass for the run's own, or be passed over for a stray checkpoint.
+    held = [name for name in (CONFIG_JSON, CHECKPOINT_LATEST, CHECKPOINT_BEST) if os.path.lexists(out_dir / name)]
+    if held:
+        raise CheckpointError(f"{out_dir}: holds a training run ({held[0]}); import into a new folder")
+    network = read_nir(nir_file, dt)
+    if dt is not None and holds_evsim_lif(nir_file):
+        click.echo(f"NOTE: --dt {dt:g} is not used: {nir_file} was written by evsim and holds its exact LIF "
+                   "parameters (evsim_lif metadata)")
     trained_on = read_nir_trained_on(nir_file)  # an emulation-trained network stays marked as one
     save_network(out_dir / NETWORK_FILE, network, trained_on=trained_on)
     click.echo(f"wrote {out_dir / NETWORK_FILE}: network {network.describe()}, "

@@ -136,12 +136,13 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         check_belongs(run_dir, path, state.run_id)
         check_current(run_dir, path, state.epoch)
         config = TrainConfig.from_dict(state.config)
+        state.network.set_path(config.path)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
     network_path = run_dir / NETWORK_FILE
     if checkpoint == "latest" and network_path.is_file():
-        network = load_network(network_path)
+        network = load_network(network_path, own.path if own is not None else "auto")
         check_belongs(run_dir, network_path, stored_run_id(network_path))
         return network, own, NETWORK_FILE
     if checkpoint == "latest" and os.path.lexists(network_path):

@@ -114,7 +114,9 @@ def train(ctx, config_file, resume_dir, **opts):
     if summary.get("layers"):
         click.echo(format_report(summary["layers"], summary["compression"]))
     if summary.get("sop_reduction") is not None:
-        click.echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs and "
+        macs = ("" if summary.get("mac_reduction") is None else
+                f", {100 * summary['mac_reduction']:.1f}% of the MACs (the first layer's, on analog input)")
+        click.echo(f"on the test set, pruning saves {100 * summary['sop_reduction']:.1f}% of the SOPs{macs} and "
                    f"{100 * summary['energy_reduction']:.1f}% of the energy of the same activity unpruned")
     click.echo(f"done: test accuracy {100 * summary['test_acc']:.2f}% ({chosen}), "
                f"{summary['synapses']} synapses (compression {100 * summary['compression']:.1f}%), "

@@ -198,7 +198,7 @@ def parse_hidden(value) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value or \
             not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= INT32_MAX
                     for v in value):
-        raise ConfigError("must be positive layer sizes like 800 or 800,400")
+        raise ConfigError(f"must be positive layer sizes up to {INT32_MAX} like 800 or 800,400")
     return tuple(int(v) for v in value)
 
 

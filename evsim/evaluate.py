@@ -167,7 +167,7 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
     return Evaluation(split, confusion, report, counts, np.asarray(data.labels))
 
 
-def profile(network, data, analog_input: bool = False, model: EnergyModel = EnergyModel(),
+def profile(network, data, analog_input: bool | None = None, model: EnergyModel = EnergyModel(),
             data_source: str = "", time_steps: int | None = None, split: str = "test", samples: int | None = None,
             batch_size: int = 250, seed: int = 0) -> EnergyReport:
     """Run ``network`` and count every operation it performs.
@@ -178,7 +178,8 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
         steps, rate coding seeded by ``seed``), or one ``[T, B, n_in]`` array, or an
         iterable of such arrays / :class:`Events`.
     analog_input : count the first synaptic layer's work as MACs (direct-encoded input); taken
-        from the dataset's encoding when ``data`` is a Dataset.
+        from the dataset's encoding when ``data`` is a Dataset; by default, true for a
+        :class:`StaticDrive` and false for spikes (as :func:`evsim.record` counts).
 
     Returns
     -------
@@ -208,7 +209,8 @@ def profile(network, data, analog_input: bool = False, model: EnergyModel = Ener
     report = None
     for drive in batches:
         counts, traces = network.forward(drive, record=False)
-        batch_report = count_network(network, traces, analog_input, counts.shape[0], model, data_source)
+        analog = isinstance(drive, StaticDrive) if analog_input is None else analog_input
+        batch_report = count_network(network, traces, analog, counts.shape[0], model, data_source)
         report = batch_report if report is None else report.add(batch_report)
     if report is None:
         raise ConfigError("nothing to profile: no input batches")

@@ -106,6 +106,14 @@ class Network:
             if hasattr(layer, "store"):
                 layer.develops = flag
 
+    def set_path(self, path: str) -> None:
+        """Run the fully connected layers on ``path`` (``auto``, ``rows``, ``csr``). The paths
+        sum in different orders, so a run is evaluated and resumed on the path it trained on."""
+        for layer in self.layers:
+            if isinstance(layer, SparseLinear):
+                layer.path_option = path
+                layer.rebuild()
+
     def layer_labels(self) -> list[str]:
         """``conv1``, ``pool1``, ``fc1``, ...: each layer's kind and its rank among its kind."""
         seen: dict[str, int] = {}

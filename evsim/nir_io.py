@@ -31,8 +31,9 @@ hard reset; evsim's own import restores it.
   ``tau`` only approximates ``decay`` in floating point), ``dt``;
 - ``fcK``: ``evsim_indptr``, ``evsim_indices`` (the CSR structure, so the sparsity,
   including synapses whose weight is exactly 0, is not lost) and ``evsim_develops``;
-- ``lifK``: ``evsim_alive`` (dead neurons; their weights and bias are 0, so they
-  never fire in any simulator).
+- ``lifK``: ``evsim_alive`` (dead neurons; their weights and bias are exported as 0,
+  so they never fire in any simulator, and a graph that gives one a synapse or a bias
+  is refused).
 
 A graph without this metadata (from another tool) can be imported when it is a chain
 of Affine/Linear -> LIF nodes whose LIF parameters are the same for every neuron,
@@ -126,6 +127,13 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
         raise ConfigError(f"{path}: {exc}") from None
 
 
+@reads("NIR graph", CheckpointError, "write it again with nir.write")
+def holds_evsim_lif(path: Path) -> bool:
+    """Whether a NIR file holds evsim's exact LIF parameters (``evsim_lif``), which the
+    import uses instead of the LIF nodes' time constants, so that no ``dt`` applies."""
+    return "evsim_lif" in _read_graph(Path(path)).metadata
+
+
 # What an exported graph's evsim_trained_on metadata may say of the data, each a string.
 TRAINED_ON_KEYS = ("dataset", "data_source", "run_id")
 
@@ -187,7 +195,8 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
         successors.setdefault(source, []).append(target)
     inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
     if len(inputs) != 1:
-        raise ConfigError(f"NIR graph has {len(inputs)} Input nodes; evsim imports one feed-forward chain "
+        names = f" ({', '.join(map(repr, inputs))}; nir.read adds one before each node no edge reaches)" if inputs else ""
+        raise ConfigError(f"NIR graph has {len(inputs)} Input nodes{names}; evsim imports one feed-forward chain "
                           "Input -> ... -> Output: check that an edge links each node to the next")
     chain, name = [], inputs[0]
     while True:
@@ -274,6 +283,7 @@ def _conv_layer(name: str, conv: nir.Conv2d, l_name: str, neurons: nir.LIF, in_s
         if alive.shape != (filters,) or alive.dtype.kind != "b" or (store.nnz and not np.all(alive[store.indices])):
             raise ConfigError(f"{l_name}.evsim_alive must be {filters} booleans, one per filter, none dead with "
                               f"kernels; {_REEXPORT}, or delete it")
+        _refuse_dead_bias(l_name, alive, bias, name)
         layer.set_alive(alive)
     return layer
 
@@ -499,7 +509,15 @@ def _develops(name: str, metadata: dict, default: bool) -> bool:
     return bool(value)
 
 
-def _alive(name: str, value, layer_name: str, store: SynapseStore) -> np.ndarray:
+def _refuse_dead_bias(name: str, alive: np.ndarray, bias: np.ndarray, layer_name: str) -> None:
+    """ConfigError if a unit ``evsim_alive`` marks dead has a bias: evsim would never fire it,
+    the graph's own semantics would."""
+    if np.any(bias[~alive] != 0):
+        raise ConfigError(f"{name}.evsim_alive marks units dead that have a nonzero bias in {layer_name}: the graph "
+                          f"was changed after evsim exported it; {_REEXPORT}, or delete {name}'s evsim_alive")
+
+
+def _alive(name: str, value, layer_name: str, store: SynapseStore, bias: np.ndarray) -> np.ndarray:
     """LIF node ``name``'s ``evsim_alive`` metadata: one boolean per neuron; a dead neuron has no synapses."""
     alive = np.asarray(value)
     fix = f"{_REEXPORT}, or delete {name}'s evsim_alive to keep every neuron"
@@ -509,6 +527,7 @@ def _alive(name: str, value, layer_name: str, store: SynapseStore) -> np.ndarray
     if store.nnz and not np.all(alive[store.indices]):
         raise ConfigError(f"{name}.evsim_alive marks neurons dead that still have synapses in {layer_name}: the "
                           f"graph was changed after evsim exported it; {fix}")
+    _refuse_dead_bias(name, alive, bias, layer_name)
     return alive
 
 
@@ -567,8 +586,20 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
             layer = SparseLinear(store, bias, path=path_option,
                                  develops=_develops(a_name, affine.metadata, fc_seen < n_fc))
             if "evsim_alive" in node.metadata:
-                layer.alive = _alive(l_name, node.metadata["evsim_alive"], a_name, store)
+                layer.alive = _alive(l_name, node.metadata["evsim_alive"], a_name, store, bias)
                 layer.rebuild()
         layers.append(layer)
         shape = getattr(layer, "out_shape", (layer.n_out,))
-    return Network(layers, lif)
+    network = Network(layers, lif)
+    _check_declared_sizes(_chain(graph), network)
+    return network
+
+
+def _check_declared_sizes(chain: list, network: Network) -> None:
+    """ConfigError unless the Input and Output nodes declare the sizes the layers have
+    (``nir.read`` checks files; a graph built in memory is not checked)."""
+    for (name, node), size in ((chain[0], network.sizes[0]), (chain[-1], network.sizes[-1])):
+        for declared in ((node.input_type or {}).get("input"), (node.output_type or {}).get("output")):
+            if declared is not None and np.size(declared) and int(np.prod(declared)) != size:
+                raise ConfigError(f"NIR node {name!r} declares {'x'.join(map(str, np.atleast_1d(declared)))} values "
+                                  f"but its layers have {size}: fix its shape where the graph was made")

@@ -72,7 +72,6 @@ from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_
 from evsim.loss import get_loss
 from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
                           refuse_beyond_memory)
-from evsim.layers import SparseLinear
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
@@ -538,11 +537,7 @@ class Trainer:
                                       f"controller (missing: {sorted(expected - saved)}, "
                                       f"unexpected: {sorted(saved - expected)})")
             self.structure.load_state_dict(state.structure)
-        for layer in state.network.layers:
-            if isinstance(layer, SparseLinear):
-                # The execution path changes summation order in backward; keep the run's.
-                layer.path_option = self.config.path
-                layer.rebuild()
+        state.network.set_path(self.config.path)
         self.network = state.network
         self.optimizer.steps = state.optimizer["steps"]
         self.rng.bit_generator.state = state.rng["trainer"]
@@ -739,6 +734,9 @@ class Trainer:
                 "energy_uj_per_sample": round(energy_summary["energy_uj_per_sample"], 6),
                 # The same activity through every synapse of the architecture: what pruning saved.
                 "sops_unpruned_per_sample": round(energy_summary["rows"][1]["acs"], 1),
+                # A first layer on analog input (direct encoding) does MACs, not SOPs.
+                "macs_per_sample": round(energy_summary["macs_per_sample"], 1),
+                "macs_unpruned_per_sample": round(energy_summary["rows"][1]["macs"], 1),
                 "energy_uj_unpruned_per_sample": round(energy_summary["rows"][1]["energy_uj"], 6),
                 "lr": self.config.lr * self.schedule.factor(self.epoch),
                 "epoch_s": round(time.perf_counter() - t0, 3),
@@ -784,6 +782,7 @@ class Trainer:
             "sops_per_sample": last["sops_per_sample"],
             "energy_uj_per_sample": last["energy_uj_per_sample"],
             "sop_reduction": _reduction(last["sops_per_sample"], last.get("sops_unpruned_per_sample")),
+            "mac_reduction": _reduction(last.get("macs_per_sample", 0.0), last.get("macs_unpruned_per_sample")),
             "energy_reduction": _reduction(last["energy_uj_per_sample"], last.get("energy_uj_unpruned_per_sample")),
             "layers": layer_report(self.network),
             "structure": {"name": self.config.structure,

@@ -142,7 +142,7 @@ def test_the_library_refuses_negative_seeds_and_too_many_threads():
     ("weight_decay = true", "weight_decay = True: expected a number"),
     ("crop = 5", "crop = 5: expected true or false"),
     ("progress = 3", "progress = 3: expected true or false"),
-    ("hidden = [1.5]", "hidden = [1.5]: must be positive layer sizes like 800 or 800,400"),
+    ("hidden = [1.5]", "hidden = [1.5]: must be positive layer sizes up to 2147483647 like 800 or 800,400"),
     ("lr = nan", "lr = nan: must be a finite number"),
     ("weight_decay = inf", "weight_decay = inf: must be a finite number"),
     ("seed = -1", "seed = -1: must be >= 0, got -1"),

@@ -245,3 +245,16 @@ def test_analog_input_energy_prices_macs(rng):
     acs = report.layers[1].sops / 2
     assert report.rows()[0]["energy_uj"] == pytest.approx((acs * 1.0 + macs * 7.0) * 1e-6)
     assert report.rows()[0]["macs"] == macs
+
+
+def test_profile_counts_a_static_drive_as_record_does():
+    """Analog input is multiply-accumulates by default in both, signed values included."""
+    import evsim
+    from evsim.kernels.events import StaticDrive
+
+    rng = np.random.default_rng(0)
+    network = evsim.Network.from_spec("64-16-4", rng=0)
+    for values in (rng.random((8, 64)), rng.random((8, 64)) - 0.5):
+        drive = StaticDrive(values.astype(np.float32), 5)
+        profiled, recorded = evsim.profile(network, drive).summary(), evsim.record(network, drive).energy.summary()
+        assert profiled == recorded and profiled["macs_per_sample"] == 64 * 16 * 5

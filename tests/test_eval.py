@@ -113,3 +113,33 @@ def test_rate_coded_evaluation_does_not_depend_on_the_batch_size(rng):
     assert profile(network, dataset, time_steps=5, batch_size=13).summary() == results[0].energy.summary()
     alone = network.forward(sample_drive(dataset.test.inputs, 42, "rate", 5))[0]
     np.testing.assert_array_equal(alone[0], results[0].counts[42])
+
+
+def test_a_run_is_evaluated_on_the_path_it_trained_on(tmp_path, monkeypatch):
+    """rows and csr sum in different orders, so eval, profile and inspect run a run's layers
+    on its own --path, from a checkpoint or from network.npz alone."""
+    from evsim.cli.runs import load_run_network
+    from evsim.train import Trainer
+    from tests.runs import toy_config
+
+    monkeypatch.setattr("evsim.train.plot_training", lambda *args: None)
+    run_dir = tmp_path / "run"
+    Trainer(toy_config(epochs=1, path="csr"), toy_dataset()).fit(run_dir, progress=False, echo=lambda line: None)
+    for checkpoint in ("checkpoint-latest.npz", "network.npz"):
+        network, _, loaded = load_run_network(run_dir, "latest")
+        assert loaded.startswith(checkpoint) and [layer.path for layer in network.layers] == ["csr", "csr"]
+        for path in run_dir.glob("checkpoint-*.npz"):
+            path.unlink()
+
+
+def test_what_pruning_saves_on_direct_input_counts_the_first_layers_macs(tmp_path, monkeypatch):
+    """On analog input the first layer does MACs, not SOPs: its pruning was reported as 0 % saved."""
+    from evsim.train import Trainer
+    from tests.runs import toy_config
+
+    monkeypatch.setattr("evsim.train.plot_training", lambda *args: None)
+    config = toy_config(epochs=2, structure="magnitude", target_sparsity=0.8)
+    summary = Trainer(config, direct_toy()).fit(tmp_path / "run", progress=False, echo=lambda line: None)
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert 0 < last["macs_per_sample"] < last["macs_unpruned_per_sample"]
+    assert summary["mac_reduction"] == round(1 - last["macs_per_sample"] / last["macs_unpruned_per_sample"], 6) > 0.5

@@ -301,7 +301,15 @@ def test_export_and_import_refuse_to_overwrite_a_runs_files(cli_run, tmp_path):
     (run_dir / NETWORK_FILE).unlink()
     assert "holds a training run (config.json)" in one_line_error(run(["import-nir", str(graph), str(run_dir)]))
     assert not (run_dir / NETWORK_FILE).exists()
-    assert run(["import-nir", str(graph), str(tmp_path / "imported")]).exit_code == 0
+    result = run(["import-nir", str(graph), str(tmp_path / "imported"), "--dt", "0.5"])
+    assert result.exit_code == 0 and "NOTE: --dt 0.5 is not used" in result.output
+    # a stray checkpoint would be read before the imported network.npz by every later command
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    shutil.copy(run_dir / "checkpoint-latest.npz", stray)
+    line = one_line_error(run(["import-nir", str(graph), str(stray)]))
+    assert f"{stray}: holds a training run (checkpoint-latest.npz); import into a new folder" in line
+    assert not (stray / NETWORK_FILE).exists()
 
 
 # ------------------------------------------------------------- 14. full disk

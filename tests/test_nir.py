@@ -387,10 +387,15 @@ MALFORMED = {
     "bias size": ("foreign", _set("a", "bias", np.zeros(4, np.float32)),
                   "a.bias has shape (4,) but its weight (6, 10) has 6 outputs: give one bias per output where the "
                   "graph was made"),
-    "edge missing": ("foreign", _drop_edge("la", "b"), "NIR graph has 2 Input nodes; evsim imports one feed-forward "
-                                                       "chain Input -> ... -> Output: check that an edge links each "
-                                                       "node to the next"),
-    "no edge to output": ("foreign", _drop_edge("lb", "output"), "NIR graph has 2 Input nodes"),
+    "edge missing": ("foreign", _drop_edge("la", "b"), "NIR graph has 2 Input nodes ('input', 'input_b'; nir.read adds "
+                                                       "one before each node no edge reaches); evsim imports one "
+                                                       "feed-forward chain Input -> ... -> Output: check that an edge "
+                                                       "links each node to the next"),
+    "no edge to output": ("foreign", _drop_edge("lb", "output"), "NIR graph has 2 Input nodes ('input', 'input_output'"),
+    "dead neuron given a bias": ("exported", lambda graph: graph.nodes["fc0"].bias.__setitem__(3, 5.0),
+                                 "lif0.evsim_alive marks units dead that have a nonzero bias in fc0: the graph was "
+                                 "changed after evsim exported it; export the network again with evsim export, or "
+                                 "delete lif0's evsim_alive"),
     # evsim's own exports, with damaged or edited metadata
     "indptr without indices": ("exported", _set("fc0", "metadata.evsim_indices", None),
                                "fc0 has evsim_indptr but no evsim_indices metadata; export the network again with "
@@ -450,8 +455,29 @@ def test_malformed_graphs_are_refused_in_one_line_naming_the_node(rng, tmp_path,
     refused(graph, tmp_path, fragment)
 
 
+def test_a_dead_filter_given_a_bias_is_exported_without_it_and_refused_with_it(tmp_path):
+    """A dead unit never fires in evsim whatever its bias: the export writes its bias as 0,
+    so other simulators do not fire it either, and an import that finds one refuses it."""
+    network = Network.from_spec("2x6x6-3C3-AP2-4C3-5-2", rng=0)
+    network.layers[2].kill([1])
+    network.layers[2].bias[1] = 0.75  # set after the kill, as the Python API allows
+    graph = network_to_nir(network)
+    assert graph.nodes["conv2"].bias[1] == 0 and graph.nodes["conv2"].bias[0] == network.layers[2].bias[0]
+    drive = (np.random.default_rng(1).random((3, 2, 72)) < 0.4).astype(np.float32)
+    for a, b in zip(network.forward(drive)[0], network_from_nir(graph).forward(drive)[0]):
+        np.testing.assert_array_equal(a, b)
+    graph.nodes["conv2"].bias[1] = 5.0
+    refused(graph, tmp_path, "lif2.evsim_alive marks units dead that have a nonzero bias in conv2")
+
+
 def test_graphs_built_in_memory_are_checked_like_files(rng):
     """nir.read type-checks a file's sizes; a graph handed to network_from_nir is checked here."""
+    for node, size in (("input", 11), ("output", 7)):
+        graph = foreign_graph(rng)
+        graph.nodes[node] = (nir.Input(input_type={"input": np.array([size])}) if node == "input" else
+                             nir.Output(output_type={"output": np.array([size])}))
+        with pytest.raises(ConfigError, match=f"NIR node '{node}' declares {size} values but its layers have "):
+            network_from_nir(graph)
     graph = foreign_graph(rng)
     graph.nodes["la"] = nir.LIF(tau=np.full(5, 4.0), r=np.full(5, 2.0), v_leak=np.zeros(5), v_threshold=np.ones(5))
     with pytest.raises(ConfigError, match=re.escape("la.tau has shape (5,) but a feeding it has 6 outputs")):

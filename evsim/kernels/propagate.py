@@ -1,6 +1,7 @@
 """Event-driven propagation through a layer.
 
-Two execution paths with identical results:
+Two execution paths with the same sums in different orders (equal to float32 rounding;
+bit for bit when every partial sum is exact, as with dyadic weights):
 
 ``rows``  (dense-ish layers) the layer keeps a dense ``[n_pre, N]`` matrix of its
           weights (pruned synapses are 0); each event adds a whole contiguous row.
