@@ -254,7 +254,8 @@ OPTIONS: tuple[Option, ...] = (
            "takes 32x32 maps, as the paper's does; off otherwise].", "data.crop", data=True),
     Option("denoise_us", "int", 0, "tonic Denoise filter time in microseconds (0 = off).", "data.denoise_us", low=0,
            data=True),
-    Option("downsample", "int", 0, "DVS-Gesture spatial size after downsampling (0 = native 128).",
+    Option("downsample", "int", 0, "Spatial size after downsampling, of the sensor's longer side (dvsgesture, "
+           "cifar10dvs, folder; both axes scaled by one factor; 0 = the sensor's own, 128 for the first two).",
            "data.downsample", low=0, high=128, data=True),
     Option("cache_dir", "path", None, "Cache for framed and emulated data [default: $EVSIM_CACHE or "
            "~/.cache/evsim].", "data.cache_dir", data=True),

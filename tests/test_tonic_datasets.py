@@ -259,6 +259,29 @@ def test_folder_with_train_and_test_folders_frames_like_tonic(tmp_path, rng):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("size,shape", [(20, (10, 20)), (39, (20, 39)), (40, (20, 40)), (10, (5, 10)), (7, (4, 7))])
+def test_downsampling_a_non_square_sensor_keeps_its_aspect(tmp_path, rng, size, shape):
+    """One factor for both axes, the longer side to --downsample (it squashed or stretched)."""
+    written = []
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            events = _events(rng, 300, 40, 20)
+            np.save(tmp_path / "data" / split / name / "r.npy", np.stack([events[c] for c in "xytp"], axis=1))
+            written.append(events)
+    (tmp_path / "data" / "sensor.txt").write_text("40 20")
+    dataset = load_dataset("folder", _options(tmp_path, downsample=size))
+    assert dataset.sample_shape == (2, *shape)
+    factor = size / 40
+    scaled = []
+    for events in written[:2]:
+        events = events.copy()
+        events["x"] = np.floor(events["x"] * factor)
+        events["y"] = np.floor(events["y"] * factor)
+        scaled.append(events)
+    _assert_frames(dataset.train, scaled, (shape[1], shape[0], 2), 4)
+
+
 @pytest.mark.parametrize("make,fragment", [
     (lambda d: None, "no class subfolders"),
     (lambda d: (d / "a").mkdir(), "a: no recordings (.npy, .npz, .bin)"),

@@ -34,6 +34,20 @@ def test_hold_out_never_takes_a_whole_class_and_zero_takes_nothing():
     assert stratified_indices(labels, 0.0, 0)[1].size == 0
 
 
+def test_the_rounding_goes_to_other_classes_with_other_seeds():
+    """20 classes of 3 at 0.1: 6 samples held, one each from 6 classes; they were always
+    classes 0-5, whatever the seed, so most classes were never validated."""
+    labels = np.repeat(np.arange(20), 3)
+    chosen = [set(labels[stratified_indices(labels, 0.1, seed)[1]].tolist()) for seed in range(20)]
+    assert all(len(classes) == 6 for classes in chosen) and set.union(*chosen) == set(range(20))
+    assert chosen[0] == set(range(6))  # seed 0 keeps the class order: runs made before are unchanged
+
+
+def test_a_class_too_small_to_give_passes_its_share_on():
+    labels = np.repeat(np.arange(5), [1, 1, 1, 1, 10])
+    assert np.bincount(labels[stratified_indices(labels, 0.3, 0)[1]], minlength=5).tolist() == [0, 0, 0, 0, 4]
+
+
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
 def test_hold_out_refuses_fractions_outside_0_1(fraction):
     with pytest.raises(ConfigError, match="--val-fraction must be in"):

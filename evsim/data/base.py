@@ -171,9 +171,12 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     """Indices of a stratified hold-out: ``(kept, held)``, each ascending.
 
     ``round(fraction * N)`` samples are held out, shared between the classes in
-    proportion to their sizes (largest remainders get the rounding), never a whole
-    class (a class of one sample keeps it for training). The result is a pure
-    function of ``labels``, ``fraction`` and ``seed``.
+    proportion to their sizes (largest remainders get the rounding; among equal
+    remainders, classes in order from the ``seed mod K``-th of the K, so that over seeds
+    no class is favoured by its number), never a whole
+    class (a class of one sample keeps it for training, and its share of the rounding
+    goes to the next class in line). The result is a pure function of ``labels``,
+    ``fraction`` and ``seed``.
 
     Raises
     ------
@@ -185,10 +188,12 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     labels = np.asarray(labels)
     classes, sizes = np.unique(labels, return_counts=True)
     quota = fraction * sizes
-    take = np.floor(quota).astype(np.int64)
+    take = np.floor(quota).astype(np.int64)  # below each size, as fraction < 1
     extra = int(round(fraction * labels.size)) - int(take.sum())
-    take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
-    take = np.minimum(take, sizes - 1)
+    open_classes = np.flatnonzero(take < sizes - 1)
+    ties = (open_classes - seed) % classes.size
+    in_line = open_classes[np.lexsort((ties, -(quota - take)[open_classes]))]
+    take[in_line[:max(extra, 0)]] += 1
     held = np.zeros(labels.shape[0], dtype=bool)
     rng = np.random.default_rng([seed, 4])  # its own stream: the trainer's draws stay unchanged
     for label, n in zip(classes, take):

@@ -89,10 +89,15 @@ def _transform(options: DataOptions, sensor: tuple):
     if options.denoise_us:
         steps.append(tonic.transforms.Denoise(filter_time=options.denoise_us))
     sensor_out = tuple(sensor)
-    if options.downsample and options.downsample != sensor[0]:
+    longer = max(sensor[:2])
+    if options.downsample and options.downsample != longer:
+        # One factor for both axes, the longer side to the size asked for: a non-square
+        # sensor keeps its aspect. Coordinates are floored (tonic), so a side of n cells
+        # becomes ceil(n * size / longer) cells.
         size = int(options.downsample)
-        steps.append(tonic.transforms.Downsample(sensor_size=sensor, target_size=(size, size)))
-        sensor_out = (size, size, sensor[2])
+        factor = size / longer
+        steps.append(tonic.transforms.Downsample(spatial_factor=(factor, factor)))
+        sensor_out = (-(-sensor[0] * size // longer), -(-sensor[1] * size // longer), sensor[2])
 
     def transform(events):
         for step in steps:
