@@ -15,7 +15,7 @@ from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
 from evsim.data.frames import SparseFrames
-from evsim.data.tonic_sets import SAMPLE_EVENTS
+from evsim.data.tonic_sets import SAMPLE_EVENTS, event_transform
 from evsim.errors import ConfigError
 from evsim.feature_maps import plot_feature_maps
 from evsim.inspect import dense_drive, record_sample, sample_drive
@@ -158,14 +158,17 @@ def _input_names(dataset) -> tuple[tuple[str, ...] | None, str]:
 
 
 def _recording_events(dataset, options, split: str, index: int):
-    """The raw events of an event dataset's sample (for the frames' times and the x-y-t
-    view), or None."""
+    """The events of an event dataset's sample as they are framed, after the dataset's
+    denoising, crop or downsampling (for the frames' times and the x-y-t view), or None."""
     if dataset.name in EVENT_DATASETS:
         module = nmnist if dataset.name == "nmnist" else dvsgesture
-        return module.sample_events(options, split, index)[0]
-    if dataset.name in SAMPLE_EVENTS:
-        return SAMPLE_EVENTS[dataset.name](options, split, index)[0]
-    return None
+        events, transform = module.sample_events(options, split, index)[0], module.event_transform(options)[0]
+    elif dataset.name in SAMPLE_EVENTS:
+        events, _, sensor, _ = SAMPLE_EVENTS[dataset.name](options, split, index)
+        transform = event_transform(options, sensor)[0]
+    else:
+        return None
+    return transform(events)
 
 
 def _draw(dataset, sample: np.ndarray, label: int, events, out: Path, time_steps: int, slicing: str,

@@ -252,11 +252,17 @@ def check_outputs(*paths: Path) -> None:
     Raises
     ------
     ConfigError
-        If a path is a folder, or its folder (or the nearest existing one above it, as
-        missing folders are created) is not a writable folder.
+        If two outputs are one file (the second would overwrite the first), a path is a
+        folder, or its folder (or the nearest existing one above it, as missing folders
+        are created) is not a writable folder.
     CheckpointError
         If a path is a run's own file (``summary.json``, ``training.png``, ...).
     """
+    seen = set()
+    for path in paths:
+        if path.resolve() in seen:
+            raise ConfigError(f"{path} is given for two outputs; give each output its own file name")
+        seen.add(path.resolve())
     for path in paths:
         refuse_overwriting_run_files(path, "choose another file name")
         if path.is_dir():

@@ -320,3 +320,26 @@ def test_a_mistyped_data_dir_for_a_network_without_a_configuration_says_so(tmp_p
     folder = _run_folder(tmp_path / "imported", MNIST_CONV)
     line = one_line_error(run(["eval", str(folder), "--dataset", "nmnist", "--data-dir", str(tmp_path / "typo")]))
     assert f"{tmp_path / 'typo'} (--data-dir) does not exist" in line and "trained on" not in line
+
+
+@pytest.mark.parametrize("options", [dict(crop=True), dict(denoise_us=2000), dict(crop=True, denoise_us=2000)])
+def test_the_frames_times_and_3d_view_use_the_events_as_framed(tmp_path, options):
+    """data show timed the frames (and drew the x-y-t view) from the raw recording, not
+    the cropped or denoised events the frames count."""
+    from evsim.cli.data import _frame_times_ms, _recording_events
+    from evsim.data import nmnist
+    from evsim.data.events import to_frames
+
+    root = make_plain(tmp_path / "data", real_first=False)
+    data = DataOptions(data_dir=root, cache_dir=tmp_path / "cache", time_steps=4, download=False, **options)
+    dataset = load_dataset("nmnist", data)
+    events = _recording_events(dataset, data, "train", 0)
+    raw = nmnist.sample_events(data, "train", 0)[0]
+    assert len(events) < len(raw)
+    if data.crop:
+        assert events["x"].max() < 32 and events["y"].max() < 32
+    sensor = (32, 32, 2) if data.crop else (34, 34, 2)
+    np.testing.assert_array_equal(to_frames(events, sensor, 4, "events"), dataset.train.inputs[0])
+    times = _frame_times_ms(events, 4, "events")
+    assert times[0][0] == 0
+    assert times[-1][1] == pytest.approx((events["t"][len(events) // 4 * 4 - 1] - events["t"][0]) / 1000)

@@ -305,6 +305,14 @@ def test_an_unwritable_output_path_is_refused_before_anything_is_written(mnist_r
     assert not (tmp_path / "p.json").exists() and not (mnist_run / "confusion-latest-test.png").exists()
 
 
+def test_one_file_given_for_two_outputs_is_refused_before_any_work(mnist_run, tmp_path):
+    for args in (["profile", mnist_run, "--png", tmp_path / "x.png", "--json", tmp_path / "." / "x.png"],
+                 ["runs", "compare", mnist_run, "--plot", tmp_path / "x.png", "--csv", tmp_path / "x.png"]):
+        one_line_error(run(args), f"{tmp_path / '.' / 'x.png' if args[0] == 'profile' else tmp_path / 'x.png'} is "
+                                  "given for two outputs; give each output its own file name")
+        assert not (tmp_path / "x.png").exists()
+
+
 def test_a_folder_that_refuses_new_files_is_reported(tmp_path, monkeypatch):
     from evsim.cli.runs import check_outputs
 

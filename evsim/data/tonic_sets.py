@@ -81,7 +81,7 @@ def _checked(raw: np.ndarray, path, sensor: tuple, outside_fix: str = OUTSIDE_SE
     return _structured(*(raw[:, k].astype(np.int64) for k in range(4)))
 
 
-def _transform(options: DataOptions, sensor: tuple):
+def event_transform(options: DataOptions, sensor: tuple):
     """``events -> events`` (denoise, then downsample) and the sensor size after it."""
     import tonic
 
@@ -126,7 +126,7 @@ def _checker(name: str, takes: tuple, max_downsample: int = 0):
 
 def _load(name: str, found: EventFiles, options: DataOptions, read, sensor: tuple, classes: list[str],
           key_parts: dict | None = None) -> Dataset:
-    transform, sensor_out = _transform(options, sensor)
+    transform, sensor_out = event_transform(options, sensor)
     extra = {"sensor_size": list(sensor), "frame_size": [sensor_out[1], sensor_out[0]], "classes": classes}
     (train, test), meta = frames_cached(name, found, options, read, transform, sensor_out, extra,
                                         key_parts=key_parts)
