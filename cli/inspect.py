@@ -9,7 +9,7 @@ from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed_source)
 from evsim.files import write_json_atomic
-from evsim.inspect import layer_names, plot_inspection, record_dataset
+from evsim.inspect import analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
 
 
@@ -51,9 +51,14 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
                **rec.summary()}
     plot_inspection(rec, plot_path, labels, rasters,
                     f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
-                    f"data {dataset.source})", layer_names(network))
-    for layer, name, kind in zip(summary["layers"], layer_names(network), network.layers):
+                    f"data {dataset.source})", layer_names(network), analog_outputs(rec, network))
+    for layer, name, kind, analog in zip(summary["layers"], layer_names(network), network.layers,
+                                         analog_outputs(rec, network)):
         ops = f"{sum(layer['ops_per_step']):,.0f} operations per sample"
+        if analog:  # a pooling of direct-encoded input: analog values, the same at every step
+            click.echo(f"L{layer['layer']} ({name}): {layer['neurons']} units, mean output value "
+                       f"{layer['firing_rate_alive']:.4g}, {layer['silent_alive']} always 0; {ops}")
+            continue
         if not getattr(kind, "spiking", True):  # a pooling: values, no neurons to be alive or silent
             click.echo(f"L{layer['layer']} ({name}): {layer['neurons']} units, mean output "
                        f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} always 0; {ops}")

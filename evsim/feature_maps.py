@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.inspect import Recording, dense_drive
+from evsim.inspect import Recording, analog_outputs, dense_drive
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _pyplot, save_figure
@@ -39,7 +39,8 @@ class LayerPicture:
     name : what the block shows: ``"input 2x32x32"``, ``"conv1 15C3"``, ``"pool1 AP2"``,
         ``"hidden1 300"``.
     layer : its index in ``network.layers`` (-1: the input).
-    values : float64 ``[C, H, W]``, each channel's map summed over the steps; or, for a
+    values : float64 ``[C, H, W]``, each channel's map summed over the steps (analog values:
+        their value at each step); or, for a
         fully connected layer, ``[n, T]``, each neuron's spike at each step (a raster).
     pruned : bool ``[C]`` (``[n]`` for a raster): channels (neurons) that are not
         simulated: a dead filter, or the pooling of one. Their values are all zero.
@@ -109,6 +110,9 @@ def _map_picture(rec: Recording, network: Network, k: int, sample: int, labels: 
     layer = network.layers[k]
     steps = rec.time_steps
     values = rec.spikes[k][:, sample, :].sum(axis=0, dtype=np.float64).reshape(layer.out_shape)
+    analog = analog_outputs(rec, network)[k]  # a pooling of direct-encoded input: one value per step
+    if analog:
+        values /= steps
     pruned = pruned_channels(network, k)
     # A pooled channel keeps the number of the filter it pools, to be found in the row above.
     unit = "filter" if any(hasattr(network.layers[j], "filters") for j in range(k + 1)) else "channel"
@@ -119,7 +123,11 @@ def _map_picture(rec: Recording, network: Network, k: int, sample: int, labels: 
     else:
         side = layer.geometry.kernel
         source = labels[k - 1].split()[0] if k > 0 else "the input"
-        if layer.mode == "avg":
+        if analog:
+            how = "averaged" if layer.mode == "avg" else "maximum"
+            title = f"{labels[k]}: {source}'s values, {how} over each {side}x{side} window (the same at every step)"
+            scale = f"input value, window {'mean' if layer.mode == 'avg' else 'maximum'}"
+        elif layer.mode == "avg":
             title = f"{labels[k]}: {source} averaged over each {side}x{side} window, summed over {steps} steps"
             scale = "spikes per cell, window mean"
         else:

@@ -220,12 +220,21 @@ def layer_names(network: Network) -> list[str]:
     return names
 
 
+def analog_outputs(rec: Recording, network: Network) -> list[bool]:
+    """Per layer: whether it outputs analog values, not spikes or pooled spikes (a pooling
+    of direct-encoded input: the same values at every step)."""
+    return [counts.analog_input and not getattr(layer, "spiking", True)
+            for counts, layer in zip(rec.energy.layers, network.layers)]
+
+
 def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None, rasters: int = 3,
-                    title: str = "", layer_names: list[str] | None = None) -> None:
+                    title: str = "", layer_names: list[str] | None = None,
+                    analog: list[bool] | None = None) -> None:
     """Spike rasters of the first ``rasters`` samples per layer, the histogram of firing
     rates over each layer's alive neurons, each layer's firing rate per time step, and
     the operations per time step; the format follows ``path``'s suffix. ``layer_names``
-    (e.g. from :func:`layer_names`) says what each layer is.
+    (e.g. from :func:`layer_names`) says what each layer is; ``analog`` (from
+    :func:`analog_outputs`) which layers output analog values, shown as values, not rates.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -255,17 +264,21 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
                 ax.set_ylabel(f"{name}\nneuron", fontsize=8)
             if k == n_layers - 1:
                 ax.set_xlabel("time step")
+        values = bool(analog and analog[k])
+        scale, unit = (1, "") if values else (100, "%")
         ax = fig.add_subplot(grid[k, shown])
-        alive_rates = 100 * rates[k][rec.alive[k]]
+        alive_rates = scale * rates[k][rec.alive[k]]
         ax.hist(alive_rates, bins=min(30, max(5, alive_rates.size // 5)), color="tab:red")
-        ax.set(xlabel="firing rate (% of steps)", ylabel="alive neurons")
+        ax.set(xlabel="mean output value" if values else "firing rate (% of steps)",
+               ylabel="units" if values else "alive neurons")
         silent = int(np.sum(alive_rates == 0))
-        ax.set_title(f"L{k}: mean {alive_rates.mean() if alive_rates.size else 0:.1f}%, {silent} silent",
-                     fontsize=9)
+        ax.set_title(f"L{k}: mean {alive_rates.mean() if alive_rates.size else 0:.{3 if values else 1}f}{unit}, "
+                     f"{silent} {'always 0' if values else 'silent'}", fontsize=9)
         ax = fig.add_subplot(grid[k, shown + 1])
-        ax.plot(steps, 100 * per_step[k], "o-", ms=3, color="tab:red")
-        ax.set(xlabel="time step", ylabel="% of alive neurons firing", ylim=(0, None))
-        ax.set_title(f"L{k}: firing rate per step", fontsize=9)
+        ax.plot(steps, scale * per_step[k], "o-", ms=3, color="tab:red")
+        ax.set(xlabel="time step", ylabel="mean output value" if values else "% of alive neurons firing",
+               ylim=(None if values else 0, None))
+        ax.set_title(f"L{k}: {'mean value' if values else 'firing rate'} per step", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax = fig.add_subplot(grid[n_layers, :])

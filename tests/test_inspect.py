@@ -95,6 +95,38 @@ def test_inspect_says_a_pooling_layer_has_units_not_neurons(tmp_path):
     assert lines[2].startswith("L2 (10 output): 10/10 neurons alive")
 
 
+def test_a_pooling_of_direct_input_is_shown_as_values_not_rates(tmp_path, monkeypatch):
+    """Pooled analog input was printed as "% of steps", drawn as rates and, in data show,
+    summed over the steps under a "spikes" colour bar."""
+    out = tmp_path / "direct"
+    result = run(["train", "--dataset", "mnist", "--encoding", "direct", "--arch", "1x28x28-AP2-2C3-AP2-10",
+                  "--epochs", "1", "--time-steps", "3", "--structure", "none", "--threads", "1", "--no-progress",
+                  "--checkpoints", "none", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = []
+    monkeypatch.setattr("evsim.inspect.save_figure", lambda fig, path: figures.append(fig))
+    result = run(["inspect", str(out), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("L")]
+    assert lines[0].startswith("L0 (AP2 pool, values): 196 units, mean output value 0.") and "%" not in lines[0]
+    assert lines[2].startswith("L2 (AP2 pool, values): 98 units, mean output") and "% of steps" in lines[2]
+    labels = [ax.get_xlabel() for ax in figures[0].axes]
+    assert "mean output value" in labels and labels.count("firing rate (% of steps)") == 3
+
+    from evsim.checkpoint import load_network
+    from evsim.data import DataOptions, load_dataset
+    from evsim.feature_maps import layer_pictures
+    from evsim.inspect import record_sample
+
+    network = load_network(out / "network.npz")
+    dataset = load_dataset("mnist", DataOptions(time_steps=3, encoding="direct"))
+    rec, drive = record_sample(network, dataset, "test", 0, 3, 0)
+    pooled = layer_pictures(rec, network)[0]
+    image = dataset.test.inputs[0].reshape(28, 28).astype(np.float64)
+    np.testing.assert_allclose(pooled.values[0], image.reshape(14, 2, 14, 2).mean(axis=(1, 3)), rtol=1e-6)
+    assert pooled.scale == "input value, window mean" and "the same at every step" in pooled.title
+
+
 def test_inspect_default_figure_and_bad_suffix(tiny_run, tmp_path):
     result = run(["inspect", str(tiny_run), "--samples", "10"])
     assert result.exit_code == 0, result.output
