@@ -15,6 +15,7 @@ from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig, crops_by_default
 from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
+from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
@@ -77,16 +78,28 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     if dataset.meta.get("notice"):
         click.echo(f"NOTE: {dataset.meta['notice']}")
     other = own is not None and dataset.source != own
-    if other and source is None:
+    fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")
+    # --source typed may load files of the same kind from elsewhere (the built-in emulation,
+    # not the emulated recordings in the run's --data-dir): other data, not changed data.
+    root, run_folder = dataset.meta.get("root"), config.data.data_dir
+    same_kind_elsewhere = (not other and source is not None and fingerprint is not None and now is not None
+                           and bool(fingerprint_change(fingerprint, now)) and root is not None
+                           and run_folder is not None and not Path(root).resolve().is_relative_to(
+                               Path(run_folder).resolve()))
+    if same_kind_elsewhere:
+        click.echo(f"NOTE: --source {source} loaded {root}, not the {own} data in {run_folder} "
+                   f"{run_dir} trained on; its files written by default take the suffix -{dataset.source}")
+        other = True
+    elif other and source is None:
         raise DataError(f"{run_dir} trained on {own} data, but {dataset.meta.get('root') or 'its data folder'} now "
                         f"holds {dataset.source} data; give --source emulated for the {own} data it trained on, or "
                         f"--source {dataset.source} to run it on this data")
-    if other:
+    elif other:
         click.echo(f"NOTE: {run_dir} trained on {own} data; these results are on {dataset.source} data "
                    f"(--source {source}), not on the run's; its files written by default take the suffix "
                    f"-{dataset.source}")
-    else:
-        check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
+    if not other:
+        check_run_data(run_dir, fingerprint, dataset,
                        "its test split would hold other samples, possibly some it trained on")
     # The splits as the run had them: its training split without the samples it held out.
     return with_validation(dataset, config.val_fraction, config.seed), other

@@ -597,7 +597,7 @@ class Trainer:
         self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
-    def fit(self, run_dir: Path | None = None, progress: bool = True,
+    def fit(self, run_dir: Path | str | None = None, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict:
         """Train until ``config.epochs`` epochs are done; write the run folder if ``run_dir`` is given.
 
@@ -617,6 +617,7 @@ class Trainer:
         CheckpointError
             If a checkpoint could not be written (disk full, no permission).
         """
+        run_dir = None if run_dir is None else Path(run_dir)
         threads = numba.get_num_threads()
         self.stop_signal = None  # a fit after an interrupted one continues
         try:

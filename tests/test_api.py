@@ -297,3 +297,12 @@ def test_a_trainer_refuses_a_structure_with_no_layer_to_develop():
     from tests.runs import toy_config, toy_dataset
     with pytest.raises(EvsimError, match="no layer of this network develops"):
         evsim.Trainer(toy_config(develop="fc"), toy_dataset(), evsim.Network.mlp([30, 4], np.random.default_rng(0)))
+
+
+def test_fit_takes_the_run_folder_as_text_too(tmp_path, monkeypatch):
+    from evsim.train import Trainer
+    from tests.runs import toy_config, toy_dataset
+
+    monkeypatch.setattr("evsim.train.plot_training", lambda *args: None)
+    Trainer(toy_config(epochs=1), toy_dataset()).fit(str(tmp_path / "run"), progress=False, echo=lambda line: None)
+    assert (tmp_path / "run" / "summary.json").is_file()

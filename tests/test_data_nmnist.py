@@ -764,3 +764,23 @@ def test_a_network_of_32x32_maps_on_uncropped_nmnist_is_told_to_crop():
     dataset = Dataset("nmnist", frames, frames, 10, (2, 34, 34), "frames", "emulated")
     with pytest.raises(ConfigError, match=r"does not fit nmnist \(2x34x34 = 2312 inputs, 10 classes\) \(add --crop"):
         checked_split(evsim.Network.from_spec("2x32x32-4C3-AP4-10"), dataset, "test")
+
+
+def test_source_emulated_on_a_run_of_emulated_recordings_is_other_data_not_changed_data(tmp_path, monkeypatch):
+    """--source emulated loads the built-in emulation, not the emulated recordings in the
+    run's --data-dir: it was refused as if the run's data had changed."""
+    small_emulation(monkeypatch)
+    root = tmp_path / "emu"
+    write_emulated_nmnist(root, per_class=3, seed=1, progress=False)
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--dataset", "nmnist", "--data-dir", str(root), "--hidden", "8",
+                                  "--time-steps", "2", "--epochs", "1", "--batch-size", "10", "--structure", "none",
+                                  "--val-fraction", "0", "--threads", "1", "--no-progress", "--out", str(run_dir),
+                                  "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["eval", str(run_dir), "--source", "emulated"])
+    assert result.exit_code == 0, result.output
+    assert f"NOTE: --source emulated loaded {tmp_path / 'cache' / 'nmnist-emulated-test'}, not the emulated data in " \
+           f"{root}" in result.output
+    assert (run_dir / "confusion-latest-test-emulated.png").is_file()
