@@ -67,6 +67,8 @@ def info(**kwargs):
         stored = sum(split.inputs.val.size for split in (dataset.train, dataset.test))
         click.echo(f"stored as    events: {stored} active frame cells ({100 * stored / max(cells, 1):.1f} % of all)")
     click.echo(f"classes      {dataset.n_classes}")
+    click.echo(f"arch input   {'x'.join(map(str, dataset.sample_shape))} (an --arch for this data begins with it and "
+               f"ends with {dataset.n_classes})")
     for name, split in (("train", dataset.train), ("test", dataset.test)):
         click.echo(f"{name:<12} {len(split)} samples; per class {_class_counts(split.labels, dataset.n_classes)}")
     for name, stats in meta.get("event_stats", {}).items():

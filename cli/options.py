@@ -1,9 +1,6 @@
 """Click options made from the one declaration of every option (:data:`evsim.config.OPTIONS`)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
 from evsim.config import OPTIONS, Option
@@ -75,12 +72,13 @@ def _defaults_text(option: Option) -> str:
     return f" [default: {show(option.default)}" + (f"; {', '.join(by_dataset)}" if by_dataset else "") + "]"
 
 
-def click_option(option: Option, default_from_declaration: bool):
+def click_option(option: Option, default_from_declaration: bool, defaults_text: str | None = None):
     """The click option of ``option``. With ``default_from_declaration`` False the option
     defaults to None, so that a config file or preset can fill what the command line left
-    unset (``evsim train``); its help still shows the defaults."""
+    unset (``evsim train``); its help still shows the defaults (``defaults_text``, else
+    the declared ones)."""
     default = option.default if default_from_declaration else None
-    help_text = option.help + _defaults_text(option)
+    help_text = option.help + (_defaults_text(option) if defaults_text is None else defaults_text)
     if option.kind == "bool":
         return click.option(f"{option.flag}/--no-{option.flag[2:]}", default=default, help=help_text)
     if option.kind == "choice":
@@ -92,8 +90,9 @@ def declared_options(fn, data_only: bool = False, default_from_declaration: bool
     """Decorate a command with the declared options (only the data ones with ``data_only``)."""
     for option in reversed([o for o in OPTIONS if o.data or not data_only]):
         # Commands that read a run or a dataset take T from it unless told.
-        declared = default_from_declaration and not (data_only and option.name == "time_steps")
-        fn = click_option(option, declared)(fn)
+        from_data = data_only and option.name == "time_steps"
+        text = f" [default: a run's own T; else{_defaults_text(option).removeprefix(' [default:')}" if from_data else None
+        fn = click_option(option, default_from_declaration and not from_data, text)(fn)
     return fn
 
 
@@ -117,7 +116,7 @@ DATASET_OPTION_NAMES = option_names(dataset_options)
 
 def data_options_from(kwargs: dict, time_steps: int, seed: int = 0) -> DataOptions:
     """Build :class:`DataOptions` from parsed click options (pops the data keys)."""
-    data_dir = kwargs.pop("data_dir") or (Path(os.environ["EVSIM_DATA"]) if os.environ.get("EVSIM_DATA") else None)
+    data_dir = kwargs.pop("data_dir")  # else the loader reads $EVSIM_DATA, and names it if it is no folder
     kwargs.pop("time_steps", None)
     return DataOptions(
         data_dir=data_dir,

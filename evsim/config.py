@@ -317,7 +317,7 @@ OPTIONS: tuple[Option, ...] = (
     # Where the run goes and what it shows: not part of the configuration.
     Option("out", "path", None, "Run folder [default: runs/<dataset>-<timestamp>].", ""),
     Option("progress", "bool", True, "Show progress bars.", ""),
-    Option("checkpoints", "choice", "all", "Checkpoints to keep (89 MB each for the default N-MNIST run): all = "
+    Option("checkpoints", "choice", "all", "Checkpoints to keep (22-37 MB each for the default N-MNIST run): all = "
            "checkpoint-latest.npz and checkpoint-best.npz; latest = only the one --resume needs; none = only "
            "network.npz and the metrics (the run cannot be resumed). With --resume: the run's own unless given.", "",
            choices=CHECKPOINT_POLICIES),
@@ -347,8 +347,9 @@ def preset(dataset: str) -> dict:
 
 def auto_dev_interval(batches_per_epoch: int) -> int:
     """Batches between development steps for ``dev_interval = "auto"``: 10 steps per
-    epoch (every 4 batches over the 4,000 emulated N-MNIST digits, every 60 over the
-    60,000 real ones), so that SD-SNN's schedule (pruning from step 2K = 36, the
+    epoch (at batch size 100 with the 10 % validation hold-out: every 3 of the 36 batches
+    of the emulated N-MNIST's 4,000 training recordings, every 54 of the real 60,000's
+    540), so that SD-SNN's schedule (pruning from step 2K = 36, the
     regeneration percentile at its cap by step 76) runs in the first 8 epochs of any
     dataset, and the structure then trains for the rest of the run."""
     return max(1, batches_per_epoch // AUTO_STEPS_PER_EPOCH)
@@ -424,6 +425,9 @@ class TrainConfig:
         get_loss(self.loss)
         Optimizer(self.optimizer, self.lr, weight_decay=self.weight_decay)
         Schedule(self.schedule)
+        if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is not shorter than --epochs {self.epochs}: the "
+                              "learning rate would never reach --lr; give fewer warm-up epochs")
         self.lif.validate()
         return self
 
@@ -572,7 +576,8 @@ def resolve_options(given: dict, from_file: dict) -> dict:
     same data from any folder), ``$EVSIM_DATA`` and ``$EVSIM_CACHE`` taken in."""
     dataset = given.get("dataset", from_file.get("dataset", DEFAULTS["dataset"]))
     options = {**preset(dataset), **from_file, **given}
-    if options["data_dir"] is None and os.environ.get("EVSIM_DATA"):
+    # A $EVSIM_DATA that is no folder stays with the loader, which names it in its refusal.
+    if options["data_dir"] is None and os.environ.get("EVSIM_DATA") and Path(os.environ["EVSIM_DATA"]).is_dir():
         options["data_dir"] = Path(os.environ["EVSIM_DATA"])
     if options["cache_dir"] is None and os.environ.get("EVSIM_CACHE"):
         options["cache_dir"] = Path(os.environ["EVSIM_CACHE"])
@@ -588,7 +593,8 @@ def resolve_options(given: dict, from_file: dict) -> dict:
     if options["arch"] == PAPER:
         if dataset not in PAPER_ARCHS:
             raise ConfigError(f"--arch paper: the SD-SNN paper has no network for {dataset}; give an architecture "
-                              f"(e.g. --arch {next(iter(PAPER_ARCHS.values()))}) or --hidden")
+                              "for its input (e.g. --arch CxHxW-15C3-AP2-40C3-AP2-300-CLASSES, with the 'arch input' "
+                              f"and classes that evsim data info --dataset {dataset} prints) or --hidden")
         options["arch"] = PAPER_ARCHS[dataset]
         if dataset == "dvsgesture" and options["downsample"]:  # the paper's network over the smaller frames
             size = int(options["downsample"])
@@ -637,9 +643,8 @@ def _setting(needs: str, options: dict) -> str:
 
 def refuse_unused(given: dict, options: dict) -> None:
     """Refuse an option given on the command line that the run it resolves to does not read
-    (``--rho-init`` with ``--structure none``, ``--step-epochs`` without the step schedule),
-    and a cosine warm-up as long as the run. Files and presets set every option, so only
-    what was typed is checked for use.
+    (``--rho-init`` with ``--structure none``, ``--step-epochs`` without the step schedule).
+    Files and presets set every option, so only what was typed is checked for use.
 
     Raises
     ------
@@ -654,9 +659,6 @@ def refuse_unused(given: dict, options: dict) -> None:
             if not test(options):
                 raise ConfigError(f"{flag} applies only with {needs}, and this run has "
                                   f"{_setting(needs, options)}; leave {flag} out")
-    if options["schedule"] == "cosine" and options["warmup_epochs"] >= options["epochs"]:
-        raise ConfigError(f"--warmup-epochs {options['warmup_epochs']} is not shorter than --epochs "
-                          f"{options['epochs']}: the learning rate would never reach --lr; give fewer warm-up epochs")
 
 
 def default_run_dir(dataset: str) -> Path:

@@ -192,3 +192,13 @@ def test_a_saved_configuration_from_a_bigger_machine_or_an_older_evsim_loads_her
     assert config.threads == numba.config.NUMBA_NUM_THREADS
     assert config.sdsnn.constrain_output is False and config.sdsnn.filter_rho_init == 5.0
     assert config.sdsnn.excess_per_epoch is False  # those runs widened ranges per interval
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_in_python_too():
+    from evsim.config import TrainConfig
+    from evsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--warmup-epochs 5 is not shorter than --epochs 2: the learning rate would "
+                                          "never reach --lr"):
+        TrainConfig(dataset="mnist", schedule="cosine", warmup_epochs=5, epochs=2).validate()
+    TrainConfig(dataset="mnist", schedule="cosine", warmup_epochs=1, epochs=2).validate()

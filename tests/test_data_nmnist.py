@@ -373,8 +373,14 @@ def test_a_data_folder_that_does_not_exist_is_a_typo_not_a_fall_back(tmp_path, m
     with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) does not exist"):
         load_dataset(dataset, opts(tmp_path))
     missing.write_text("a file")
-    with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) is not a folder; give the folder that holds the data"):
+    with pytest.raises(DataError, match=r"\(\$EVSIM_DATA\) is not a folder; give the folder that holds the data, or "
+                                        r"unset \$EVSIM_DATA"):
         load_dataset(dataset, opts(tmp_path))
+    # the command line names it too: $EVSIM_DATA was taken for --data-dir before the loader saw it
+    for args in (["train", "--dataset", dataset, "--hidden", "8", "--out", str(tmp_path / "r")],
+                 ["data", "info", "--dataset", dataset]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and f"{missing} ($EVSIM_DATA) is not a folder" in result.output, result.output
 
 
 def test_forced_emulated_ignores_real_data(tmp_path, monkeypatch):

@@ -282,8 +282,9 @@ def refuse_missing_data_dir(options: DataOptions, substitute: str) -> None:
     if data_dir is not None and not data_dir.is_dir():
         given = "--data-dir" if options.data_dir is not None else "$EVSIM_DATA"
         what = "is not a folder" if data_dir.exists() else "does not exist"
-        raise DataError(f"{data_dir} ({given}) {what}; give the folder that holds the data, or leave "
-                        f"{given} out (or use --source emulated) to use {substitute}")
+        leave = "leave --data-dir out" if given == "--data-dir" else "unset $EVSIM_DATA"
+        raise DataError(f"{data_dir} ({given}) {what}; give the folder that holds the data, or {leave} "
+                        f"(or use --source emulated) to use {substitute}")
 
 
 def check_source(source: str) -> None:
