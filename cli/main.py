@@ -18,12 +18,22 @@ def _interrupted_while_starting(signum, frame):
     os._exit(130)
 
 
+def _terminated_while_starting(signum, frame):
+    """SIGTERM in the same half second: one line and exit code 143, as Ctrl-C gives 130."""
+    sys.stderr.write("Stopped by SIGTERM.\n")
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)
+
+
 # A process started with Ctrl-C ignored keeps ignoring it: the embedded sweep cluster's
 # workers, which import this module when they start (see evsim.sweep.execute.local_cluster),
-# and jobs a shell runs in the background.
+# and jobs a shell runs in the background. Such a process keeps SIGTERM as it was too.
 SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+TERM_DEFAULT = not SIGINT_IGNORED and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 if not SIGINT_IGNORED:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
+if TERM_DEFAULT:
+    signal.signal(signal.SIGTERM, _terminated_while_starting)
 
 import click  # noqa: E402
 
@@ -142,6 +152,9 @@ main.add_command(runs)
 main.add_command(sweep)
 main.add_command(train)
 
-# Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports.
+# Imports are done: from here Ctrl-C is a KeyboardInterrupt, which EvsimGroup.main reports,
+# and SIGTERM is the commands' to handle (training and sweeps stop cleanly on it).
 if not SIGINT_IGNORED:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if TERM_DEFAULT:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

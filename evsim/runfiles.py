@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evsim.checkpoint import check_metric_rows, stored_config
+from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, check_metric_rows, stored_config
 from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, DataError
 from evsim.files import link_atomic
-from evsim.readers import CODE_ERRORS, read_json, read_small_file, reason
+from evsim.readers import CODE_ERRORS, check_regular, read_json, read_small_file, reason
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -230,6 +230,7 @@ def stored_trained_on(path: Path) -> dict:
 
 
 def _stored_meta(path: Path) -> dict:
+    check_regular(path, "evsim .npz file", CheckpointError)  # np.load would wait on a FIFO
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
@@ -249,12 +250,29 @@ def check_belongs(run_dir: Path, path: Path, run_id: str | None) -> None:
     CheckpointError
         One line naming the file, both ids and the fix.
     """
-    mine = folder_run_id(run_dir)
+    mine, where = folder_run_id(run_dir), CONFIG_JSON
+    if mine is None:  # no config.json to say: the run's other files do
+        mine, where = _files_run_id(run_dir, Path(path))
     if mine is not None and run_id != mine:
         theirs = f"run {run_id}" if run_id else "a run without a run id"
         raise CheckpointError(f"{path}: belongs to {theirs}, not to the run in {run_dir} (run {mine} in its "
-                              f"{CONFIG_JSON}): it was copied from another run folder; put this run's own file "
+                              f"{where}): it was copied from another run folder; put this run's own file "
                               "back, or use it in the folder it came from")
+
+
+def _files_run_id(run_dir: Path, besides: Path) -> tuple[str | None, str]:
+    """The run id the first of the folder's network and checkpoint files other than
+    ``besides`` records, and its name; ``(None, "")`` if none records one."""
+    for name in (NETWORK_FILE, CHECKPOINT_BEST, CHECKPOINT_LATEST):
+        other = Path(run_dir) / name
+        if other.is_file() and not (besides.exists() and os.path.samefile(other, besides)):
+            try:
+                run_id = stored_run_id(other)
+            except CheckpointError:  # unreadable: it says nothing of the run
+                continue
+            if run_id is not None:
+                return run_id, name
+    return None, ""
 
 
 def best_epoch(metrics: list[dict]) -> int | None:
@@ -271,7 +289,14 @@ def best_epoch(metrics: list[dict]) -> int | None:
 
 
 def _checkpoint_epoch(path: Path) -> int | None:
-    """The finished epochs of the checkpoint at ``path`` (None inside an epoch, or unreadable)."""
+    """The finished epochs of the checkpoint at ``path`` (None inside an epoch, or unreadable).
+
+    Raises
+    ------
+    CheckpointError
+        If ``path`` is not a regular file (np.load would wait on a FIFO).
+    """
+    check_regular(path, "evsim checkpoint", CheckpointError)
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
@@ -295,10 +320,18 @@ def repair_best(run_dir: Path, metrics: list[dict], epoch: int, latest: str, bes
     latest_path, best_path = run_dir / latest, run_dir / best
     if best_epoch(metrics) != epoch or _checkpoint_epoch(latest_path) != epoch:
         return False
-    if best_path.exists() and (os.path.samefile(latest_path, best_path) or _checkpoint_epoch(best_path) == epoch):
-        return False
+    if best_path.exists() and (os.path.samefile(latest_path, best_path) or _checkpoint_epoch(best_path) == epoch
+                               or _run_id_or_none(best_path) not in (None, _run_id_or_none(latest_path))):
+        return False  # never replace another run's best: it may exist nowhere else
     link_atomic(latest_path, best_path)
     return True
+
+
+def _run_id_or_none(path: Path) -> str | None:
+    try:
+        return stored_run_id(path)
+    except CheckpointError:
+        return None
 
 
 def refuse_overwriting_run_files(path: Path, fix: str) -> None:

@@ -71,7 +71,7 @@ def run_lock(run_dir: Path | None):
                 _held[run_dir][1] -= 1
         return
 
-    created = not run_dir.exists()
+    created = _missing_folders(run_dir)
     fd = _acquire(run_dir)
     with _held_guard:
         _held[run_dir] = [me, 1, fd]
@@ -137,13 +137,25 @@ def _holder(path: Path) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
-def _release(run_dir: Path, fd: int, created: bool) -> None:
-    """Remove the lock file (and ``run_dir`` if it was made for this lock and holds
-    nothing else), then release the flock: a run leaves no trace of its lock."""
+def _missing_folders(run_dir: Path) -> list[Path]:
+    """``run_dir`` and each of its parents that do not exist, ``run_dir`` first: the
+    folders taking its lock will make."""
+    missing, folder = [], run_dir
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _release(run_dir: Path, fd: int, created: list[Path]) -> None:
+    """Remove the lock file (and the folders made for this lock, ``run_dir`` first, each
+    while it holds nothing else), then release the flock: a run leaves no trace of its lock."""
     try:
         (run_dir / LOCK_FILE).unlink(missing_ok=True)
-        if created and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        for folder in created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
     except OSError:
         pass  # something appeared meanwhile, or the folder is not ours to tidy
     finally:

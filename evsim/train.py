@@ -76,6 +76,7 @@ from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
 from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprint, new_run_id, repair_best
+from evsim.readers import check_regular
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
 from evsim.structure.sdsnn import check_filter_rate
@@ -678,9 +679,13 @@ class Trainer:
                                                         "path_table": conv_paths.HOST.name})
             if self.epoch and self.in_epoch is None:
                 self._save_results(run_dir)  # a run killed between its checkpoint and these files
+                if self.epoch >= self.config.epochs:  # nothing left to train, so no save to tidy after
+                    for path in self.not_kept(run_dir):
+                        path.unlink(missing_ok=True)
                 if self.keep_checkpoints == "all" and repair_best(run_dir, self.metrics, self.epoch,
                                                                   CHECKPOINT_LATEST, CHECKPOINT_BEST):
-                    echo(f"repaired {run_dir / CHECKPOINT_BEST}: the run was stopped before it was linked")
+                    echo(f"linked {run_dir / CHECKPOINT_BEST} to the latest epoch, the best, which had none (a run "
+                         "stopped before linking it, or one that kept only the latest checkpoint)")
         finished = [row for row in self.metrics if row.get("type") == "epoch"]
         # checkpoint-best is chosen on the validation split; without one, on the test split as before.
         chosen = "val_acc" if self.dataset.val is not None else "test_acc"
@@ -795,6 +800,9 @@ class Trainer:
         }
         if run_dir is not None:
             write_json_atomic(run_dir / "summary.json", summary)
+        if self.stop_signal is not None:  # it came after the last batch: nothing was cut short
+            echo(f"NOTE: {'Ctrl-C' if self.stop_signal == signal.SIGINT else signal.Signals(self.stop_signal).name} "
+                 "came after the last batch; the run finished and everything is saved")
         return summary
 
 
@@ -883,6 +891,9 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         ``config.json`` records).
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: {'is no folder' if run_dir.exists() else 'no such folder'}; give the "
+                              "folder of the run to resume (the --out of evsim train)")
     if checkpoints is None:
         checkpoints = saved_checkpoint_policy(run_dir)
     _check_policy(checkpoints)
@@ -903,7 +914,8 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
                            "resuming would go on with other training samples, and test on other samples, "
                            "possibly some it trained on")
         if extends:  # said once the data is known to be the run's
-            echo(f"extending {run_dir} from {config.epochs} to {epochs} epochs")
+            echo(f"{'extending' if epochs > config.epochs else 'shortening'} {run_dir} from {config.epochs} to "
+                 f"{epochs} epochs")
             config = dataclasses.replace(config, epochs=epochs)
             state.config = {**state.config, "epochs": epochs}
         trainer = Trainer(config, dataset)
@@ -924,9 +936,11 @@ def other_machine_note(run_dir: Path, network: Network) -> str | None:
     """A NOTE where a convolutional run goes on on another kind of machine than it trained
     on (its config.json's ``path_table``): the convolutions then choose their paths by
     another table and sum in another order, so the run goes on, but not bit for bit."""
+    path = Path(run_dir) / "config.json"
     try:
-        recorded = json.loads((Path(run_dir) / "config.json").read_text()).get("path_table")
-    except (OSError, ValueError, AttributeError):  # unreadable: the resume repairs the file
+        check_regular(path, "run configuration (config.json)", CheckpointError)
+        recorded = json.loads(path.read_text()).get("path_table")
+    except (OSError, ValueError, AttributeError, CheckpointError):  # unreadable: the resume repairs the file
         return None
     here = conv_paths.HOST.name
     if not isinstance(recorded, str) or recorded == here or not any(hasattr(layer, "filters")
@@ -961,6 +975,7 @@ def saved_checkpoint_policy(run_dir: Path) -> str:
         Naming the file, if it holds no object of options or no policy this evsim knows.
     """
     path = Path(run_dir) / "config.json"
+    check_regular(path, "run configuration (config.json)", CheckpointError)  # a FIFO would block the read
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError):

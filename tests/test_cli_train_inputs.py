@@ -356,6 +356,7 @@ def test_data_folders_are_recorded_as_absolute_paths(tmp_path, monkeypatch, capt
     assert captured[-1].data.data_dir == tmp_path / "data"
     (tmp_path / "run.toml").write_text('data_dir = "data"\n')
     monkeypatch.setenv("EVSIM_DATA", "env")
+    (tmp_path / "elsewhere" / "env").mkdir()  # one that is no folder is left to the loader, which names it
     assert run(["train", *TINY, "--config", str(tmp_path / "run.toml"), "--out", "c"]).exit_code == 0
     assert captured[-1].data.data_dir == tmp_path / "elsewhere" / "data"
     assert run(["train", *TINY, "--out", "d"]).exit_code == 0

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -505,3 +506,21 @@ def test_options_outside_training_follow_the_same_rules(tmp_path, args, fragment
     names = {"RUN": tmp_path / "run", "G.nir": tmp_path / "g.nir", "OUT": tmp_path / "out", "S.toml": tmp_path / "s"}
     line = one_line_error(run([str(names.get(arg, arg)) for arg in args]))
     assert fragment in line and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("signum,code,line", [(signal.SIGTERM, 143, "Stopped by SIGTERM."),
+                                              (signal.SIGINT, 130, "Interrupted.")])
+def test_a_signal_while_the_command_imports_gives_one_line_and_the_shell_code(signum, code, line):
+    """The half second of imports: SIGTERM ended the process with no word (rc -15)."""
+    script = f"""
+import builtins, os, signal
+real = builtins.__import__
+def hook(name, *args, **kwargs):
+    if name == "click" and signal.getsignal({int(signum)}) not in (signal.SIG_DFL, signal.default_int_handler):
+        os.kill(os.getpid(), {int(signum)})
+    return real(name, *args, **kwargs)
+builtins.__import__ = hook
+import evsim.cli.main
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == code and result.stderr.strip() == line, (result.returncode, result.stderr)

@@ -596,3 +596,111 @@ def test_a_conv_run_resumed_on_another_kind_of_machine_says_it_is_not_bit_for_bi
             f"{conv_paths.HOST.name.upper()}: its convolutions sum in another order") in result.output
     assert json.loads((out / "config.json").read_text())["path_table"] == conv_paths.HOST.name
     assert "trained on a machine with" not in run(["train", "--resume", str(out), "--epochs", "3"]).output
+
+
+# ------------------------------------------------- the checkpoint and resume audit
+def test_another_runs_checkpoint_is_refused_where_config_json_is_gone(tmp_path, no_plots, toy_data):
+    """The folder's network.npz and checkpoint-best.npz still name its run: the copy was
+    resumed, and the folder's own results, checkpoint-best.npz included, overwritten."""
+    from evsim.train import resume
+
+    Trainer(toy_config(epochs=2), toy_dataset()).fit(tmp_path / "mine", progress=False, echo=lambda line: None)
+    Trainer(toy_config(epochs=1, hidden=(8,)), toy_dataset()).fit(tmp_path / "other", progress=False,
+                                                                 echo=lambda line: None)
+    mine = tmp_path / "mine"
+    best = (mine / CHECKPOINT_BEST).read_bytes()
+    (mine / "config.json").unlink()
+    (mine / CHECKPOINT_LATEST).unlink()  # a hard link to the best: the best stays
+    shutil.copy(tmp_path / "other" / CHECKPOINT_LATEST, mine / CHECKPOINT_LATEST)
+    other_id = load_checkpoint(mine / CHECKPOINT_LATEST).run_id
+    with pytest.raises(CheckpointError, match=f"belongs to run {other_id}, not to the run in {mine} \\(run \\w+ in "
+                                              "its network.npz\\): it was copied from another run folder"):
+        resume(mine, progress=False, echo=lambda line: None)
+    assert (mine / CHECKPOINT_BEST).read_bytes() == best
+
+
+def test_repair_never_replaces_another_runs_best(tmp_path, no_plots):
+    from evsim.runfiles import repair_best
+    from evsim.runfiles import read_metrics
+
+    for name in ("a", "b"):
+        Trainer(toy_config(epochs=1), toy_dataset()).fit(tmp_path / name, progress=False, echo=lambda line: None)
+    (tmp_path / "a" / CHECKPOINT_BEST).unlink()
+    shutil.copy(tmp_path / "b" / CHECKPOINT_BEST, tmp_path / "a" / CHECKPOINT_BEST)
+    metrics = read_metrics(tmp_path / "a")
+    assert not repair_best(tmp_path / "a", metrics, 1, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+    assert (tmp_path / "a" / CHECKPOINT_BEST).read_bytes() == (tmp_path / "b" / CHECKPOINT_BEST).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["config.json", CHECKPOINT_BEST])
+def test_a_fifo_in_a_run_folder_is_refused_not_waited_on(tmp_path, no_plots, toy_data, name):
+    import threading
+
+    from evsim.train import resume
+
+    Trainer(toy_config(epochs=1), toy_dataset()).fit(tmp_path / "run", progress=False, echo=lambda line: None)
+    fifo = tmp_path / "run" / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+    raised = []
+
+    def attempt():
+        try:
+            resume(tmp_path / "run", progress=False, echo=lambda line: None, epochs=2)
+        except CheckpointError as exc:
+            raised.append(str(exc))
+
+    worker = threading.Thread(target=attempt)
+    worker.start()
+    worker.join(120)
+    if worker.is_alive():  # it waits on the FIFO: a writer opening it lets it go
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+        pytest.fail(f"resume waited on the FIFO {name}")
+    assert raised and raised[0].startswith(f"{fifo}: is a FIFO"), raised
+
+
+def test_a_resume_of_no_folder_says_so_and_makes_none(tmp_path):
+    from evsim.runlock import run_lock
+    from evsim.train import resume
+
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'nx' / 'a' / 'b'}: no such folder; give the folder of "
+                                              "the run to resume"):
+        resume(tmp_path / "nx" / "a" / "b", progress=False)
+    with pytest.raises(ValueError), run_lock(tmp_path / "ny" / "a" / "b"):
+        assert (tmp_path / "ny" / "a" / "b").is_dir()
+        raise ValueError("a start that failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_signal_after_the_last_batch_is_acknowledged(tmp_path, no_plots):
+    trainer = Trainer(toy_config(epochs=2), toy_dataset())
+    evaluate = trainer.evaluate
+
+    def evaluate_then_signal(split):
+        if split == "test" and trainer.epoch == 1:  # the last epoch's evaluation
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(split)
+
+    trainer.evaluate = evaluate_then_signal
+    lines = []
+    summary = trainer.fit(tmp_path / "run", progress=False, echo=lines.append)
+    assert summary["epochs"] == 2
+    assert lines[-1] == "NOTE: SIGTERM came after the last batch; the run finished and everything is saved"
+
+
+def test_shortening_an_interrupted_run_says_so_and_policy_changes_tidy_a_finished_run(tmp_path, no_plots, toy_data):
+    from evsim.train import resume
+
+    stopped = Trainer(toy_config(epochs=3), toy_dataset())
+    interrupt_at(stopped, batch=3)
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit(tmp_path / "run", progress=False, echo=lambda line: None)
+    lines = []
+    resume(tmp_path / "run", progress=False, echo=lines.append, epochs=2)
+    assert f"shortening {tmp_path / 'run'} from 3 to 2 epochs" in lines
+    resume(tmp_path / "run", progress=False, echo=lambda line: None, checkpoints="latest")
+    assert (tmp_path / "run" / CHECKPOINT_LATEST).exists() and not (tmp_path / "run" / CHECKPOINT_BEST).exists()
+    resume(tmp_path / "run", progress=False, echo=lambda line: None, checkpoints="none")
+    assert not (tmp_path / "run" / CHECKPOINT_LATEST).exists() and (tmp_path / "run" / "network.npz").exists()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["checkpoints"] == "none"
