@@ -704,3 +704,19 @@ def test_shortening_an_interrupted_run_says_so_and_policy_changes_tidy_a_finishe
     resume(tmp_path / "run", progress=False, echo=lambda line: None, checkpoints="none")
     assert not (tmp_path / "run" / CHECKPOINT_LATEST).exists() and (tmp_path / "run" / "network.npz").exists()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["checkpoints"] == "none"
+
+
+def test_the_hint_after_an_extension_stopped_under_checkpoints_none_keeps_its_epochs(tmp_path, no_plots, toy_data,
+                                                                                    monkeypatch):
+    """The state on disk was saved before this session's --epochs: resuming it without
+    them said there was nothing left to train."""
+    Trainer(toy_config(epochs=1), toy_dataset()).fit(tmp_path / "ext", progress=False, echo=lambda line: None)
+
+    def stopped(self, progress):
+        raise TrainingInterrupted("stopped in epoch 2/3 after batch 1 of 8")
+
+    monkeypatch.setattr(Trainer, "train_epoch", stopped)
+    result = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "ext"), "--epochs", "3",
+                                       "--checkpoints", "none", "--no-progress"])
+    assert result.exit_code == 130
+    assert result.output.strip().endswith(f"Resume from there with: evsim train --resume {tmp_path / 'ext'} --epochs 3")
