@@ -101,7 +101,8 @@ def test_resume_refuses_changes_and_folders_without_a_checkpoint(tmp_path, captu
     line = one_line_error(run(["train", "--resume", str(tmp_path), "--lr", "0.1", "--seed", "3", "--no-progress"]))
     assert "drop --lr, --seed" in line and "--no-progress" not in line
     assert "drop --config" in one_line_error(run(["train", "--resume", str(tmp_path), "--config", "x.toml"]))
-    assert "no checkpoint here" in one_line_error(run(["train", "--resume", str(tmp_path / "nothing")]))
+    line = one_line_error(run(["train", "--resume", str(tmp_path / "nothing")]))
+    assert "nothing: no such folder; give the folder of the run to resume" in line
     assert run(["train", *TINY, "--out", str(tmp_path / "run")]).exit_code == 0  # (training faked)
     line = one_line_error(run(["train", "--resume", str(tmp_path / "run")]))
     assert "no checkpoint yet" in line and f"--config {tmp_path / 'run' / 'config.toml'}" in line
