@@ -87,8 +87,8 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
                            and run_folder is not None and not Path(root).resolve().is_relative_to(
                                Path(run_folder).resolve()))
     if same_kind_elsewhere:
-        click.echo(f"NOTE: --source {source} loaded {root}, not the {own} data in {run_folder} "
-                   f"{run_dir} trained on; its files written by default take the suffix -{dataset.source}")
+        click.echo(f"NOTE: --source {source} loaded {root}, not the {own} data in {run_folder} that {run_dir} "
+                   f"trained on; its files written by default take the suffix -{dataset.source}")
         other = True
     elif other and source is None:
         raise DataError(f"{run_dir} trained on {own} data, but {dataset.meta.get('root') or 'its data folder'} now "

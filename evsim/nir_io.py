@@ -195,7 +195,8 @@ def _chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
         successors.setdefault(source, []).append(target)
     inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
     if len(inputs) != 1:
-        names = f" ({', '.join(map(repr, inputs))}; nir.read adds one before each node no edge reaches)" if inputs else ""
+        names = (f" ({', '.join(map(repr, inputs))}; nir.read adds one before each node no edge reaches)"
+                 if inputs else "")
         raise ConfigError(f"NIR graph has {len(inputs)} Input nodes{names}; evsim imports one feed-forward chain "
                           "Input -> ... -> Output: check that an edge links each node to the next")
     chain, name = [], inputs[0]

@@ -171,6 +171,11 @@ class StructuralEdits:
 
     plan_id: int = 0
 
+    def exported_bias(self) -> np.ndarray:
+        """The bias with a dead unit's as 0: evsim never fires a dead unit, whatever its
+        bias (the Python API can set one), and a NIR simulator must not either."""
+        return np.where(self.alive, self.bias, 0).astype(self.bias.dtype)
+
     def kill(self, units: np.ndarray) -> int:
         """Remove every incoming synapse and the bias of ``units``; returns the synapses removed.
 

@@ -500,7 +500,7 @@ class SpikingConv2d(StructuralEdits):
         conv, neurons = f"conv{name}", f"lif{name}"
         nodes = {
             conv: nir.Conv2d(input_shape=(g.height, g.width), weight=weight, stride=g.stride, padding=g.pad,
-                             dilation=1, groups=1, bias=np.where(self.alive, self.bias, 0).astype(self.bias.dtype),
+                             dilation=1, groups=1, bias=self.exported_bias(),
                              metadata={"evsim_indptr": self.store.indptr.copy(),
                                        "evsim_indices": self.store.indices.copy(),
                                        "evsim_develops": bool(self.develops)}),

@@ -423,7 +423,7 @@ class SparseLinear(StructuralEdits):
         affine, neurons = f"fc{name}", f"lif{name}"
         nodes = {
             affine: nir.Affine(
-                weight=np.ascontiguousarray(self.store.to_dense().T), bias=np.where(self.alive, self.bias, 0).astype(self.bias.dtype),
+                weight=np.ascontiguousarray(self.store.to_dense().T), bias=self.exported_bias(),
                 metadata={"evsim_indptr": self.store.indptr.copy(), "evsim_indices": self.store.indices.copy(),
                           "evsim_develops": bool(self.develops)}),
             neurons: nir.LIF(tau=np.full(n, tau), r=np.full(n, r), v_leak=np.zeros(n),
