@@ -1,5 +1,6 @@
 """SD-SNN rules on hand-made cases, and structural invariants under development."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -719,3 +720,26 @@ def test_a_baseline_at_sdsnns_developing_sparsity_reaches_its_compression(baseli
                               target_sparsity=sdsnn["developing_sparsity"]), toy_dataset()).fit(progress=False)
     # whole synapses are removed: equal to within one of fc1's 30 x 20 weights
     assert tied["compression"] == pytest.approx(sdsnn["compression"], abs=1.01 / (30 * 20 + 20 * 4))
+
+
+def test_the_python_default_holds_the_output_layer_in_its_ranges_as_the_command_line_does():
+    from evsim.config import TrainConfig
+
+    assert SDSNNConfig().constrain_output and TrainConfig().sdsnn.constrain_output
+    assert TrainConfig(sdsnn=SDSNNConfig(rho_max=60.0)).sdsnn.constrain_output
+    # runs saved before the option existed keep what they did
+    saved = TrainConfig().to_dict()
+    del saved["sdsnn"]["constrain_output"]
+    assert TrainConfig.from_dict(saved).sdsnn.constrain_output is False
+
+
+@pytest.mark.parametrize("field,value,what", [
+    ("shrink", -1.0, "in (0, 1]"), ("shrink", 0.0, "in (0, 1]"), ("q_growth", 0.0, "> 0"),
+    ("q_growth", -1.1, "> 0"), ("alpha_late", -5.0, ">= 0 and finite"), ("alpha_late", math.inf, ">= 0 and finite"),
+    ("alpha_fast_steps", -1, ">= 0"), ("q_base", math.nan, "in [0, 100]"), ("q_max", 101.0, "in [0, 100]"),
+    ("kernel_q_base", -1.0, "in [0, 100]"),
+])
+def test_constants_no_option_sets_are_checked_too(field, value, what):
+    """They pushed rho below 0, flipped ranges, or failed in math.log at a development step."""
+    with pytest.raises(ConfigError, match=re.escape(f"SD-SNN's {field} must be {what}, got {value}")):
+        SDSNNConfig(**{field: value})

@@ -57,7 +57,7 @@ def test_filter_rate_adapts_over_the_next_developing_layer_across_a_pooling():
     assert update_filter_rho(5.0, s, 3, 4, cfg) == pytest.approx(want)
     # The SD-SNN step itself: conv2's rate after the step is this rule applied to its alive filters.
     sdsnn = SDSNN(network, cfg)
-    for k in sdsnn.layers:
+    for k in [*sdsnn.layers, *sdsnn.constrained]:  # the output layer is held in its ranges too
         init_ranges(network.layers[k].store)
     sdsnn.step = s - 1
     sdsnn.state[2].rho = 5.0

@@ -86,7 +86,8 @@ class SDSNNConfig:
     kernel_regrow_steps : a kernel regrows after *more than* this many consecutive
         qualifying steps (18).
     constrain_output : hold the output layer's weights in their dendritic-spine ranges
-        (never pruned); False in configurations saved before it existed.
+        (never pruned); configurations saved before it existed read False
+        (:data:`evsim.config.ADDED_SDSNN_KEYS`).
     excess_per_epoch : with several development steps per epoch, a range widens by its
         weight's mean excess per epoch (the excess over one interval times the intervals
         in an epoch), as in the paper, where the weights move for an epoch between two
@@ -108,7 +109,7 @@ class SDSNNConfig:
     filter_rho_decay: float = 5.0
     kernel_q_base: float = 65.0
     kernel_regrow_steps: int = 18
-    constrain_output: bool = False
+    constrain_output: bool = True
     excess_per_epoch: bool = True
 
     def __post_init__(self):
@@ -122,6 +123,17 @@ class SDSNNConfig:
             raise ConfigError(f"filter_rho_init must be >= 0, got {self.filter_rho_init} (--filter-rho-init)")
         if not self.filter_rho_decay > 0:
             raise ConfigError(f"filter_rho_decay must be > 0, got {self.filter_rho_decay}")
+        # The constants no option sets (the Python API and a hand-edited config.json do):
+        # each outside its range pushed rho below 0, flipped ranges or failed in math.log.
+        checks = (("shrink", 0 < self.shrink <= 1, "in (0, 1]"), ("q_growth", self.q_growth > 0, "> 0"),
+                  ("alpha_late", 0 <= self.alpha_late < math.inf, ">= 0 and finite"),
+                  ("alpha_fast_steps", self.alpha_fast_steps >= 0, ">= 0"),
+                  ("q_max", 0 <= self.q_max <= 100, "in [0, 100]"),
+                  ("q_base", 0 <= self.q_base <= 100, "in [0, 100]"),
+                  ("kernel_q_base", 0 <= self.kernel_q_base <= 100, "in [0, 100]"))
+        for name, ok, what in checks:
+            if not ok:  # NaN fails every comparison
+                raise ConfigError(f"SD-SNN's {name} must be {what}, got {getattr(self, name)}")
 
     @property
     def prune_start(self) -> int:
