@@ -52,7 +52,10 @@ class NonEmptyPath(click.Path):
             try:
                 _ANY_PATH.convert(value)
             except ConfigError as exc:
-                self.fail(str(exc).removeprefix(_ANY_PATH.flag + " "), param, ctx)
+                message = str(exc).removeprefix(_ANY_PATH.flag + " ")
+                if not self.dir_okay:  # "." is a folder: name what is wanted instead
+                    message = message.replace("(give . for that)", "(give the path of a file)")
+                self.fail(message, param, ctx)
         return super().convert(value, param, ctx)
 
 

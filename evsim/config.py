@@ -23,6 +23,7 @@ this way, so ``evsim train --config RUN_DIR/config.toml`` repeats the run.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import json
 import math
@@ -132,7 +133,9 @@ def _integer(option: Option, value) -> int:
     if value < low:
         raise ConfigError(f"must be >= {low}" if option.high is None else f"must be in {low}..{high}")
     if value > high:
-        raise ConfigError(f"must be <= {high}" if option.low is None else f"must be in {low}..{high}")
+        why = (f": this machine has {high} (NUMBA_NUM_THREADS); a run made with more cores needs as many to be "
+               "repeated bit for bit" if option.name == "threads" else "")
+        raise ConfigError((f"must be <= {high}" if option.low is None else f"must be in {low}..{high}") + why)
     return value
 
 
@@ -183,6 +186,10 @@ def _path(option: Option, value) -> Path | None:
     if str(value).strip() == "":
         raise ConfigError("must not be an empty path, which would silently mean the current folder (give . for "
                           "that)")
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are no UTF-8: config.toml could not hold it
+        raise ConfigError(f"must be a path of UTF-8 characters, got {str(value)!r}; rename it") from None
     return Path(value)
 
 
@@ -557,6 +564,9 @@ def options_from_file(path: Path) -> dict:
         Naming the file, the key and what its value must be.
     """
     values = read_config_file(path, list(DEFAULTS))
+    if not values:  # a wrong or truncated file, not a wish for every default (a sweep refuses it too)
+        raise ConfigError(f"{path}: sets no option (empty, or only comments); give the options to run in it, or "
+                          "leave --config out to train with the defaults")
     converted = {}
     for key, value in values.items():
         option = OPTION_BY_NAME[key]
@@ -679,7 +689,7 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
     path = Path(path)
     text = read_small_file(path, "TOML config", ConfigError)
     try:
-        values = tomllib.loads(text.decode())
+        values = tomllib.loads(text.decode("utf-8-sig"))  # a byte-order mark, invisible in editors, is dropped
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file ({exc.reason}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
@@ -711,8 +721,11 @@ def _toml_value(value) -> str:
         return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # A JSON string literal is a valid TOML basic string (same escapes).
-    return json.dumps(str(value))
+    if isinstance(value, (datetime.date, datetime.time)):  # a TOML date stays one: no path, no number
+        return value.isoformat()
+    # A JSON string literal is a valid TOML basic string (same escapes), written as UTF-8:
+    # JSON's \ud83d\ude00 escapes of characters beyond the BMP are no TOML.
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def to_toml(values: dict, header: str = "") -> str:
@@ -729,4 +742,9 @@ def config_toml(config: TrainConfig, data_source: str | None = None) -> str:
               + (f"This run trained on data_source = {data_source}"
                  + ("" if data_source == "real" else " (not the real dataset)") + ".\n" if data_source else "")
               + "Repeat this run: evsim train --config config.toml --out NEW_RUN_DIR")
-    return to_toml(options_from_config(config), header)
+    options = options_from_config(config)
+    if data_source is not None and options["source"] == "auto":
+        # "auto" would take whatever data a repeat finds ($EVSIM_DATA, a download): the data
+        # this run found is the source it names.
+        options["source"] = "real" if data_source == "real" else "emulated"
+    return to_toml(options, header)

@@ -203,3 +203,49 @@ def test_a_warm_up_as_long_as_the_run_is_refused_in_python_too():
                                           "never reach --lr"):
         TrainConfig(dataset="mnist", schedule="cosine", warmup_epochs=5, epochs=2).validate()
     TrainConfig(dataset="mnist", schedule="cosine", warmup_epochs=1, epochs=2).validate()
+
+
+# ---------------------------------------------------------------- the configuration audit
+def test_config_toml_holds_any_utf8_path_and_the_source_the_run_found(tmp_path):
+    import tomllib
+
+    from evsim.config import TrainConfig, _path, config_toml
+    from evsim.data.base import DataOptions
+    from evsim.errors import ConfigError
+
+    cache = tmp_path / "cache\U0001F600"
+    config = TrainConfig(dataset="mnist", data=DataOptions(cache_dir=cache))
+    values = tomllib.loads(config_toml(config, "mnist-5k"))  # JSON's surrogate escapes were no TOML
+    assert values["cache_dir"] == str(cache) and values["source"] == "emulated"
+    assert tomllib.loads(config_toml(config, "real"))["source"] == "real"
+    forced = TrainConfig(dataset="mnist", data=DataOptions(source="real"))
+    assert tomllib.loads(config_toml(forced, "real"))["source"] == "real"
+    with pytest.raises(ConfigError, match="must be a path of UTF-8 characters"):
+        _path(None, "data\udcff")
+
+
+def test_config_files_a_sweep_would_read_otherwise_are_refused_alike(tmp_path):
+    import datetime
+
+    from evsim.config import _toml_value, options_from_file
+    from evsim.errors import ConfigError
+
+    (tmp_path / "date.toml").write_text(f"cache_dir = {_toml_value(datetime.date(1979, 5, 27))}\n")
+    with pytest.raises(ConfigError, match="cache_dir = datetime.date\\(1979, 5, 27\\): expected"):
+        options_from_file(tmp_path / "date.toml")
+    (tmp_path / "bom.toml").write_bytes("\ufeffepochs = 3\n".encode())
+    assert options_from_file(tmp_path / "bom.toml") == {"epochs": 3}
+    (tmp_path / "empty.toml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty.toml: sets no option \\(empty, or only comments\\)"):
+        options_from_file(tmp_path / "empty.toml")
+    (tmp_path / "threads.toml").write_text("threads = 100000\n")
+    with pytest.raises(ConfigError, match="NUMBA_NUM_THREADS\\); a run made with more cores needs as many"):
+        options_from_file(tmp_path / "threads.toml")
+
+
+def test_an_empty_config_path_asks_for_a_file_and_a_34x34_network_on_cropped_frames_names_no_crop():
+    from evsim.data.nmnist import crop_hint
+
+    line = one_line_error(run(["train", "--config", ""]))
+    assert "(give the path of a file)" in line and "give . for that" not in line
+    assert "give --no-crop for N-MNIST's 34x34 frames" in crop_hint("nmnist", (2, 32, 32), 2 * 34 * 34)

@@ -273,9 +273,13 @@ def _healed(options: DataOptions, use):
 
 def crop_hint(dataset_name: str, frame_shape: tuple, network_inputs: int) -> str:
     """`` (add --crop ...)`` where a network of 32x32 maps meets N-MNIST's uncropped 34x34
-    frames, else ``""``: the end of a does-not-fit message."""
+    frames, `` (give --no-crop ...)`` the other way round, else ``""``: the end of a
+    does-not-fit message."""
     if dataset_name == "nmnist" and tuple(frame_shape)[-1] == 34 and network_inputs == 2 * 32 * 32:
         return " (add --crop for N-MNIST's 32x32 frames)"
+    if dataset_name == "nmnist" and tuple(frame_shape)[-1] == 32 and network_inputs == 2 * 34 * 34:
+        return " (the frames are cropped, by crop = true in a config file or the paper's network's default; give " \
+               "--no-crop for N-MNIST's 34x34 frames)"
     return ""
 
 

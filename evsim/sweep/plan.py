@@ -224,7 +224,7 @@ def _check_takes(path: Path, where: str, option: str, field: str) -> None:
 def _read_toml(path: Path) -> dict:
     text = read_small_file(path, "sweep", ConfigError, MAX_FILE_BYTES)  # a regular file, not too big
     try:
-        return tomllib.loads(text.decode())
+        return tomllib.loads(text.decode("utf-8-sig"))  # a byte-order mark, invisible in editors, is dropped
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file ({exc.reason}); a sweep file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
