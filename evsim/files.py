@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -69,6 +70,25 @@ def _stale(name: str, mtime: float) -> bool:
     return pid != os.getpid() and not _process_alive(pid)
 
 
+def _being_built(folder: Path, name: str) -> bool:
+    """Whether the flock of what temporary ``name`` is built for (``.NAME.lock``, as cache
+    entries are locked) is held: by a process of another machine or container sharing
+    the folder, whose pid says nothing here."""
+    try:
+        fd = os.open(Path(folder) / f".{_TEMPORARY.fullmatch(name)['name']}.lock", os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody builds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the lock, if taken
+    return False
+
+
 def clean_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporaries that killed evsim processes left in ``folder`` (files and
     cache folders named as this module and :func:`evsim.data.cache.atomic_dir` name
@@ -83,7 +103,7 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
     for entry in entries:
         try:
             info = entry.stat(follow_symlinks=False)
-            if entry.is_symlink() or not _stale(entry.name, info.st_mtime):
+            if entry.is_symlink() or not _stale(entry.name, info.st_mtime) or _being_built(folder, entry.name):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
@@ -93,6 +113,15 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
             continue
         removed.append(Path(entry.path))
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Delete ``path``: a folder with everything in it, or a file or link (where a folder
+    of evsim's own cache should be, a file is as damaged as a corrupt folder)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def commit(tmp: Path, path: Path) -> None:

@@ -5,6 +5,7 @@ real recording ``../shared/data/sample_nmnist.bin``); nothing touches the networ
 """
 import errno
 import functools
+import os
 import shutil
 from pathlib import Path
 
@@ -268,9 +269,12 @@ def damage_recording(path: Path, how: str) -> None:
         path.write_bytes(b"")
     elif how == "missing":
         path.unlink()
+    elif how in ("fifo", "folder"):
+        path.unlink()
+        os.mkfifo(path) if how == "fifo" else path.mkdir()
 
 
-@pytest.mark.parametrize("how", ["truncated", "outside", "empty", "missing"])
+@pytest.mark.parametrize("how", ["truncated", "outside", "empty", "missing", "fifo", "folder"])
 def test_a_damaged_recording_in_the_emulated_cache_is_made_again(tmp_path, monkeypatch, how):
     own_emulation(monkeypatch)
     first = load_dataset("nmnist", opts(tmp_path, source="emulated"))
@@ -790,3 +794,61 @@ def test_source_emulated_on_a_run_of_emulated_recordings_is_other_data_not_chang
     assert f"NOTE: --source emulated loaded {tmp_path / 'cache' / 'nmnist-emulated-test'}, not the emulated data in " \
            f"{root}" in result.output
     assert (run_dir / "confusion-latest-test-emulated.png").is_file()
+
+
+# ---------------------------------------------------------------- the frame cache audit
+def _entry(tmp_path):
+    root = make_plain(tmp_path / "data", real_first=False)
+    ds = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    return root, ds, Path(ds.meta["cache"])
+
+
+@pytest.mark.parametrize("damage", ["meta edited", "counts nan", "npy fifo", "entry a file"])
+def test_a_damaged_frame_cache_entry_is_framed_again(tmp_path, damage):
+    import json as json_module
+
+    root, first, entry = _entry(tmp_path)
+    expected = first.train.inputs.to_dense().copy()  # the entry's arrays are memory-mapped: damaged below
+    if damage == "meta edited":  # it was served, saying T = 7 beside frames of 20
+        meta = json_module.loads((entry / "meta.json").read_text())
+        meta["framing"]["time_steps"] = 7
+        (entry / "meta.json").write_text(json_module.dumps(meta))
+    elif damage == "counts nan":  # training then blamed "the input"
+        np.save(entry / "train_val.npy", np.full(np.load(entry / "train_val.npy").shape, np.nan, np.float32))
+    elif damage == "npy fifo":  # np.load waited on it forever
+        (entry / "train_val.npy").unlink()
+        os.mkfifo(entry / "train_val.npy")
+    else:  # a file where the folder goes was refused as "cannot be deleted"
+        shutil.rmtree(entry)
+        entry.write_text("not a folder")
+    again = load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert again.meta["cache"] == str(entry) and again.meta["framing"]["time_steps"] == 20
+    np.testing.assert_array_equal(again.train.inputs.to_dense(), expected)
+
+
+def test_a_sound_entry_this_process_cannot_open_is_kept_and_the_cause_named(tmp_path, monkeypatch):
+    import errno
+
+    root, _, entry = _entry(tmp_path)
+    built = (entry / "meta.json").stat().st_mtime_ns
+
+    def too_many(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr("evsim.data.cache.np.load", too_many)
+    with pytest.raises(DataError, match=r"cannot read the cache entry \(Too many open files\); raise the limit on "
+                                        r"open files \(ulimit -n\) and try again"):
+        load_dataset("nmnist", opts(tmp_path, data_dir=root))
+    assert (entry / "meta.json").stat().st_mtime_ns == built
+
+
+def test_frame_stores_are_written_not_memory_mapped(tmp_path, monkeypatch):
+    """A full disk under a mapped page killed the process with SIGBUS; a write says ENOSPC."""
+    frames = [np.array([[[[3, 0]]], [[[0, 4]]]]), np.array([[[[0, 1]]], [[[2, 0]]]])]
+    monkeypatch.setattr(np.lib.format, "open_memmap", None)
+    writer = SparseFrameWriter(tmp_path, "s", 2, 2)
+    for f in frames:
+        writer.put(f)
+    writer.close()
+    stored = SparseFrames(*(np.load(tmp_path / f"s_{part}.npy") for part in ("ptr", "idx", "val")), 2, (1, 1, 2))
+    np.testing.assert_array_equal(stored.to_dense(), np.stack(frames))

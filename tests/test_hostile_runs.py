@@ -524,3 +524,23 @@ import evsim.cli.main
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == code and result.stderr.strip() == line, (result.returncode, result.stderr)
+
+
+def test_a_temporary_another_machine_is_building_is_not_cleaned(tmp_path):
+    """Its pid means nothing here (another node or container sharing the cache): the
+    entry's held flock says it is being built."""
+    import fcntl
+
+    building = tmp_path / ".nmnist-0123.99999999.tmp-abcdefgh"  # a pid no process here has
+    building.mkdir()
+    lock = os.open(tmp_path / ".nmnist-0123.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    other = os.open(tmp_path / ".nmnist-0123.lock", os.O_RDONLY)  # the lock as another process would see it
+    try:
+        held = subprocess.run([sys.executable, "-c", "from evsim.files import clean_stale_temporaries as c; "
+                               f"print(len(c({str(tmp_path)!r})))"], capture_output=True, text=True, timeout=120)
+        assert held.stdout.strip() == "0" and building.is_dir(), held.stderr
+    finally:
+        os.close(other)
+        os.close(lock)
+    assert clean_stale_temporaries(tmp_path) == [building] and not building.exists()

@@ -10,6 +10,7 @@ at once build it once: the others wait on its lock, then read it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from evsim.errors import DataError, EvsimError
-from evsim.files import clean_stale_temporaries, errors_about, temporary_prefix, umasked
-from evsim.readers import file_kind, read_json, reading
+from evsim.files import clean_stale_temporaries, errors_about, remove_path, temporary_prefix, umasked
+from evsim.readers import check_regular, file_kind, read_json, reading
 
 
 def default_cache_dir() -> Path:
@@ -161,11 +162,31 @@ def load_entry(folder: Path, check) -> tuple | None:
     try:
         with reading(folder, "frame cache entry"):
             meta = read_json(folder / "meta.json", "frame cache entry's meta.json")
-            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-                      for name in meta["arrays"]}
+            arrays = {}
+            for name in meta["arrays"]:
+                check_regular(folder / f"{name}.npy", "frame cache array")  # np.load would wait on a FIFO
+                arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             return check(arrays, meta), meta
-    except EvsimError:  # a ValueError such as DataError from check, or whatever a damaged file raised
+    except EvsimError as exc:  # a ValueError such as DataError from check, or whatever a damaged file raised
+        _refuse_unreadable_here(folder, exc)
         return None
+
+
+# Reasons a sound entry cannot be opened by this process: no damage, so nothing to rebuild.
+_NOT_DAMAGE = {errno.EMFILE: "raise the limit on open files (ulimit -n)", errno.ENFILE: "close other programs",
+               errno.ENOMEM: "free some memory", errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
+
+
+def _refuse_unreadable_here(folder: Path, exc: BaseException) -> None:
+    """Raise DataError if ``exc`` came from an OSError of this process's limits or rights
+    (too many open files, no memory, no permission): deleting and framing the entry again
+    would not help, and would throw away a sound one on every run."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NOT_DAMAGE:
+            raise DataError(f"{folder}: cannot read the cache entry ({seen.strerror}); "
+                            f"{_NOT_DAMAGE[seen.errno]} and try again") from None
+        seen = seen.__cause__ or seen.__context__
 
 
 def cached_entry(folder: Path, build, check) -> tuple:
@@ -187,12 +208,12 @@ def cached_entry(folder: Path, build, check) -> tuple:
         entry = load_entry(folder, check)  # another process may have built it while we waited
         if entry is not None:
             return entry
-        if folder.exists():  # corrupt (truncated file, bad index): served, it would fail every time
+        if os.path.lexists(folder):  # corrupt (truncated file, bad index): served, it would fail every time
             try:
-                shutil.rmtree(folder)
+                remove_path(folder)
             except OSError as exc:
                 raise DataError(f"{folder}: cache entry is corrupt and cannot be deleted ({exc.strerror}); "
-                                "delete that folder and try again") from None
+                                "delete it and try again") from None
         with atomic_dir(folder) as tmp:
             build(tmp)
         entry = load_entry(folder, check)

@@ -41,6 +41,7 @@ from evsim.data.cache import atomic_dir, building_lock
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
 from evsim.data.mnist import mnist_5k_split
 from evsim.errors import ConfigError, DataError, EvsimError
+from evsim.files import remove_path
 from evsim.kernels.emulate import emulate_events
 from evsim.readers import read_json
 
@@ -313,6 +314,8 @@ def emulated_nmnist_dir(cache_dir: Path, seed: int = 0, params: EmulatorParams =
     missing or unreadable (an interrupted copy, a damaged disk): the folder is evsim's
     own cache, named by these settings, so nothing of the user's is lost."""
     out = Path(cache_dir) / f"nmnist-emulated-{params.key(seed)}"
+    if os.path.lexists(out) and not out.is_dir():  # a file where evsim's own folder goes: damaged
+        remove_path(out)
     try:
         write_emulated_nmnist(out, per_class, seed, params, progress=progress)
     except DataError:  # out holds something that is not this emulation

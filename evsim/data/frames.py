@@ -15,6 +15,8 @@ import numpy as np
 from evsim.errors import DataError
 from evsim.kernels.events import Events, gather_events
 
+_WRITE_CHUNK = 1 << 22  # values per write of a frame store: 4-16 MiB
+
 
 def frame_events(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nonzero cells of ``frames`` ``[R, ...]`` per row: ``(counts per row, idx, val)``."""
@@ -72,7 +74,8 @@ class SparseFrames:
 
     def check(self) -> None:
         """Raise :class:`DataError` unless every event lies in its frame: ``ptr`` (int64)
-        rises from 0 and every index (int32) names a cell of ``sample_shape``. O(events):
+        rises from 0, every index (int32) names a cell of ``sample_shape`` and every count
+        is finite and not negative. O(events):
         for stores read from disk, not for each selection of samples.
         """
         n_cells = int(np.prod(self.sample_shape))
@@ -80,6 +83,9 @@ class SparseFrames:
                 or np.any(np.diff(self.ptr) < 0)
                 or (len(self.idx) and not 0 <= self.idx.min() <= self.idx.max() < n_cells)):
             raise DataError(f"frame store holds events outside their frames of {n_cells} cells")
+        # Event counts: a float store (counts beyond uint16) must hold no NaN, infinity or negative.
+        if self.val.dtype.kind == "f" and len(self.val) and not (np.isfinite(self.val).all() and self.val.min() >= 0):
+            raise DataError("frame store holds counts that are negative, NaN or infinite")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -180,13 +186,17 @@ class SparseFrameWriter:
         if self.integral:
             dtype = np.uint8 if self.peak <= np.iinfo(np.uint8).max else (
                 np.uint16 if self.peak <= np.iinfo(np.uint16).max else np.float32)
+        n = int(ptr[-1])
         for part, kind in (("idx", np.int32), ("val", dtype)):
             raw_path = self.folder / f"{self.name}_{part}.raw"
-            out = np.lib.format.open_memmap(self.folder / f"{self.name}_{part}.npy", mode="w+", dtype=kind,
-                                            shape=(int(ptr[-1]),))
-            if len(out):
-                out[:] = np.memmap(raw_path, dtype=np.int32 if part == "idx" else np.float32, mode="r")
-            out.flush()
-            del out
+            raw = np.memmap(raw_path, dtype=np.int32 if part == "idx" else np.float32, mode="r") if n else None
+            # Written, not memory-mapped: a full disk under a mapped page is SIGBUS, under a
+            # write it is ENOSPC, which the cache reports in one line.
+            with open(self.folder / f"{self.name}_{part}.npy", "wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(kind)),
+                                                              "fortran_order": False, "shape": (n,)})
+                for start in range(0, n, _WRITE_CHUNK):
+                    handle.write(np.ascontiguousarray(raw[start:start + _WRITE_CHUNK], dtype=kind).tobytes())
+            del raw
             raw_path.unlink()
         return np.dtype(dtype).name

@@ -26,6 +26,7 @@ returned memory-mapped.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -41,6 +42,7 @@ from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, blank_notice, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
+from evsim.readers import check_regular
 
 FRAMING_VERSION = 3  # 2: frames stored as events (SparseFrames); 3: DVS-Gesture times keep their sub-ms part
 TAKES = ("slicing", "crop", "denoise_us")  # the framing options N-MNIST uses
@@ -244,6 +246,19 @@ def _reader(found: EventFiles):
     return read
 
 
+def _check_emulated_files(found: EventFiles) -> None:
+    """In evsim's own emulated cache, a recording that is no regular file (a FIFO, a
+    folder) is damage to heal, as a truncated one is, not a user's file to refuse."""
+    if found.layout != "emulated":
+        return
+    for files, _ in found.splits.values():
+        for path in files:
+            try:
+                check_regular(path, "N-MNIST recording")
+            except DataError as exc:
+                raise _DamagedEmulation(found.root, str(exc).split("; ")[0]) from None
+
+
 def _healed(options: DataOptions, use):
     """``(found, use(found), notice)`` for the N-MNIST files of ``options``.
 
@@ -349,7 +364,17 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
         build_frames_entry(tmp, found.splits, read, transform, sensor_out, options.time_steps,
                            options.slicing, meta, progress)
 
-    splits, meta = cached_entry(folder, build, splits_from_entry)
+    # What the entry's meta.json must say (after a JSON round trip): an edited one is damage.
+    width, height, channels = sensor_out
+    expected = json.loads(json.dumps(dict(meta, frame_shape=[int(options.time_steps), channels, height, width])))
+
+    def check(arrays: dict, stored: dict) -> tuple[Split, Split]:
+        changed = [key for key, value in expected.items() if stored.get(key) != value]
+        if changed:
+            raise DataError(f"the entry's meta.json says another {changed[0]} than its key")
+        return splits_from_entry(arrays, stored)
+
+    splits, meta = cached_entry(folder, build, check)
     # the identity of the recordings, which a run records: its later uses refuse other data
     return splits, dict(meta, cache=str(folder), fingerprint=fingerprint)
 
@@ -373,6 +398,7 @@ def load_nmnist(options: DataOptions) -> Dataset:
              "classes": CLASSES}
 
     def frames(found: EventFiles):
+        _check_emulated_files(found)
         return frames_cached("nmnist", found, options, _reader(found), transform, sensor_out, extra)
 
     found, ((train, test), meta), repaired = _healed(options, frames)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import os
 import re
 from pathlib import Path
@@ -46,9 +45,9 @@ from evsim.data.cache import cache_key, files_fingerprint, resolve_cache_dir
 from evsim.data.events import (INT64_LIMIT, OUTSIDE_SENSOR_FIX, blank_notice, check_framing, check_in_sensor,
                                read_nmnist_bin)
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
-from evsim.errors import ConfigError, DataError
+from evsim.errors import ConfigError, DataError, EvsimError
 from evsim.files import write_json_atomic
-from evsim.readers import check_npz, check_regular, load_npy, read_small_file, reading
+from evsim.readers import check_npz, check_regular, load_npy, read_json, read_small_file, reading
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -627,11 +626,11 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
     if given.exists():
         return _declared_sensor(given)
     remembered = remembered_sensor_path(found, options)
-    try:
-        width, height, _ = json.loads(remembered.read_text())["sensor"]
+    try:  # read_json refuses what is no small regular file (a FIFO would block the read)
+        width, height, _ = read_json(remembered, "remembered sensor size")["sensor"]
         if 0 < width <= MAX_SENSOR_SIDE and 0 < height <= MAX_SENSOR_SIDE:  # else damaged, or an older evsim's
             return int(width), int(height), 2
-    except (OSError, ValueError, KeyError, TypeError):
+    except (EvsimError, KeyError, TypeError, ValueError):  # missing or damaged: infer it again
         pass
     width = height = 1
     for files, _ in found.splits.values():
