@@ -109,7 +109,9 @@ class Option:
         except ConfigError as exc:
             shown = value if isinstance(value, str) and value.strip() else repr(value)  # '' shows as such
             said = self.kind == "arch" and isinstance(value, str) and repr(value.strip()) in str(exc)  # quoted there
-            raise ConfigError(f"{self.flag} {exc}" + ("" if said else f", got {shown}")) from None
+            message, _, why = str(exc).partition("; ")  # a reason after "; " comes after the value
+            raise ConfigError(f"{self.flag} {message}" + ("" if said else f", got {shown}")
+                              + (f"; {why}" if why else "")) from None
 
 
 # Text: ASCII digits only (str.isdigit also takes '²' and int() takes '٣'; float() takes
@@ -133,7 +135,7 @@ def _integer(option: Option, value) -> int:
     if value < low:
         raise ConfigError(f"must be >= {low}" if option.high is None else f"must be in {low}..{high}")
     if value > high:
-        why = (f": this machine has {high} (NUMBA_NUM_THREADS); a run made with more cores needs as many to be "
+        why = (f"; this machine has {high} (NUMBA_NUM_THREADS), and a run made with more cores needs as many to be "
                "repeated bit for bit" if option.name == "threads" else "")
         raise ConfigError((f"must be <= {high}" if option.low is None else f"must be in {low}..{high}") + why)
     return value
@@ -189,7 +191,7 @@ def _path(option: Option, value) -> Path | None:
     try:
         str(value).encode("utf-8")
     except UnicodeEncodeError:  # a name of bytes that are no UTF-8: config.toml could not hold it
-        raise ConfigError(f"must be a path of UTF-8 characters, got {str(value)!r}; rename it") from None
+        raise ConfigError("must be a path of UTF-8 characters; rename it") from None
     return Path(value)
 
 

@@ -43,9 +43,10 @@ def _without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
-def assert_same_npz(a: Path, b: Path) -> None:
+def assert_same_npz(a: Path, b: Path, source_pinned: bool = False) -> None:
     """Same members, arrays equal in value and dtype; in ``meta``, equal apart from timing, ``out`` and
-    the run id."""
+    the run id (and, with ``source_pinned``, the data source: a repeat from config.toml names
+    the source the first run's ``auto`` found)."""
     with np.load(a, allow_pickle=False) as fa, np.load(b, allow_pickle=False) as fb:
         assert sorted(fa.files) == sorted(fb.files)
         for key in fa.files:
@@ -55,6 +56,8 @@ def assert_same_npz(a: Path, b: Path) -> None:
     for meta in (ma, mb):
         meta.get("config", {}).pop("out", None)
         meta.pop("run_id", None)  # drawn afresh by every run
+        if source_pinned:
+            meta.get("config", {}).get("data", {}).pop("source", None)
         if "metrics" in meta:
             meta["metrics"] = _without_timing(meta["metrics"])
     assert ma == mb

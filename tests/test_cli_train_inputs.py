@@ -69,7 +69,8 @@ def test_a_command_line_hidden_beats_the_files_arch(tmp_path):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--seed", "-1"], "'--seed': must be >= 0, got -1"),
-    (["--threads", "1000"], f"'--threads': must be in 0..{numba.config.NUMBA_NUM_THREADS}, got 1000"),
+    (["--threads", "1000"], f"'--threads': must be in 0..{numba.config.NUMBA_NUM_THREADS}, got 1000; this machine "
+                            f"has {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)"),
     (["--structure", "set", "--target-sparsity", "nan"], "--target-sparsity"),
     (["--crop"], "--crop applies to nmnist only, not mnist"),
     (["--hidden", "100000000", "--time-steps", "2"], "reduce --hidden, --time-steps or --batch-size"),
