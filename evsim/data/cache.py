@@ -174,7 +174,8 @@ def load_entry(folder: Path, check) -> tuple | None:
 
 # Reasons a sound entry cannot be opened by this process: no damage, so nothing to rebuild.
 _NOT_DAMAGE = {errno.EMFILE: "raise the limit on open files (ulimit -n)", errno.ENFILE: "close other programs",
-               errno.ENOMEM: "free some memory", errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
+               errno.ENOMEM: "free some memory", errno.EACCES: "fix its permissions",
+               errno.EPERM: "fix its permissions"}
 
 
 def _refuse_unreadable_here(folder: Path, exc: BaseException) -> None:
