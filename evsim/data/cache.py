@@ -213,8 +213,9 @@ def cached_entry(folder: Path, build, check) -> tuple:
             try:
                 remove_path(folder)
             except OSError as exc:
+                what = "folder" if folder.is_dir() else "file"
                 raise DataError(f"{folder}: cache entry is corrupt and cannot be deleted ({exc.strerror}); "
-                                "delete it and try again") from None
+                                f"delete that {what} and try again") from None
         with atomic_dir(folder) as tmp:
             build(tmp)
         entry = load_entry(folder, check)
