@@ -522,3 +522,27 @@ def test_a_remembered_sensor_that_is_no_file_is_inferred_again(tmp_path, rng):
     shutil.rmtree(tmp_path / "cache" / "frames")
     again = load_dataset("folder", _options(tmp_path))
     assert again.sample_shape == first.sample_shape and remembered.is_file()
+
+
+@pytest.mark.parametrize("edited", [[100, 50, 2], [8, 8, 2]])
+def test_an_edited_remembered_sensor_is_inferred_again(tmp_path, rng, edited):
+    """A larger one framed a wrong sensor; a smaller one blamed a good recording."""
+    import json
+    import shutil
+
+    from evsim.data.tonic_sets import find_folder, remembered_sensor_path
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(3):
+            events = _events(rng, 40, 12, 10)
+            np.save(tmp_path / "data" / name / f"r{k}.npy", np.stack([events[c] for c in "xytp"], axis=1))
+    first = load_dataset("folder", _options(tmp_path))
+    found, _ = find_folder(_options(tmp_path))
+    remembered = remembered_sensor_path(found, _options(tmp_path))
+    stored = json.loads(remembered.read_text())
+    remembered.write_text(json.dumps(dict(stored, sensor=edited)))
+    shutil.rmtree(tmp_path / "cache" / "frames")
+    again = load_dataset("folder", _options(tmp_path))
+    assert again.sample_shape == first.sample_shape
+    assert json.loads(remembered.read_text()) == stored

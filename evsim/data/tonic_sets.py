@@ -627,8 +627,11 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
         return _declared_sensor(given)
     remembered = remembered_sensor_path(found, options)
     try:  # read_json refuses what is no small regular file (a FIFO would block the read)
-        width, height, _ = read_json(remembered, "remembered sensor size")["sensor"]
-        if 0 < width <= MAX_SENSOR_SIDE and 0 < height <= MAX_SENSOR_SIDE:  # else damaged, or an older evsim's
+        stored = read_json(remembered, "remembered sensor size")
+        width, height, _ = stored["sensor"]
+        # The check ties the size to these recordings: an edited size would frame a wrong
+        # sensor, or blame a good recording for an event outside a too-small one.
+        if stored.get("check") == _sensor_check(remembered, width, height):
             return int(width), int(height), 2
     except (EvsimError, KeyError, TypeError, ValueError):  # missing or damaged: infer it again
         pass
@@ -638,8 +641,13 @@ def folder_sensor(found: EventFiles, options: DataOptions) -> tuple[int, int, in
             events = read_recording(path)
             width, height = max(width, int(events["x"].max()) + 1), max(height, int(events["y"].max()) + 1)
     remembered.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(remembered, {"sensor": [width, height, 2]})
+    write_json_atomic(remembered, {"sensor": [width, height, 2], "check": _sensor_check(remembered, width, height)})
     return width, height, 2
+
+
+def _sensor_check(remembered: Path, width: int, height: int) -> str:
+    """A hash of a remembered sensor size and the recordings' fingerprint (the file's name)."""
+    return cache_key({"recordings": remembered.name, "sensor": [int(width), int(height)]})
 
 
 def remembered_sensor_path(found: EventFiles, options: DataOptions) -> Path:
