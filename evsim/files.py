@@ -70,23 +70,29 @@ def _stale(name: str, mtime: float) -> bool:
     return pid != os.getpid() and not _process_alive(pid)
 
 
-def _being_built(folder: Path, name: str) -> bool:
-    """Whether the flock of what temporary ``name`` is built for (``.NAME.lock``, as cache
-    entries are locked) is held: by a process of another machine or container sharing
-    the folder, whose pid says nothing here."""
+def flock_held(path: Path) -> bool:
+    """Whether a process holds a flock of the file ``path`` now. Looks only: no file is
+    made, and no lock is kept."""
     try:
-        fd = os.open(Path(folder) / f".{_TEMPORARY.fullmatch(name)['name']}.lock", os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False  # no lock file: nobody builds it
+        return False  # no lock file: nobody holds it
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
         return False
     finally:
-        os.close(fd)  # closing releases the lock, if taken
+        os.close(fd)  # closing releases the shared lock, if taken
     return False
+
+
+def _being_built(folder: Path, name: str) -> bool:
+    """Whether the flock of what temporary ``name`` is built for (``.NAME.lock``, as cache
+    entries are locked) is held: by a process of another machine or container sharing
+    the folder, whose pid says nothing here."""
+    return flock_held(Path(folder) / f".{_TEMPORARY.fullmatch(name)['name']}.lock")
 
 
 def clean_stale_temporaries(folder: Path) -> list[Path]:

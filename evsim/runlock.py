@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from evsim.errors import EvsimError
+from evsim.files import flock_held
 
 LOCK_FILE = ".evsim.lock"
 
@@ -86,17 +87,7 @@ def run_lock(run_dir: Path | None):
 def is_locked(run_dir: Path) -> bool:
     """Whether a process holds the lock of ``run_dir`` now (it is being written). Looks
     only: no file or folder is made, and no lock is kept."""
-    try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody holds it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases the shared lock, if taken
-    return False
+    return flock_held(Path(run_dir) / LOCK_FILE)
 
 
 def _acquire(run_dir: Path) -> int:

@@ -502,8 +502,11 @@ def test_shd_hashes_its_file_once_however_many_samples_it_holds(tmp_path, rng, m
     assert fingerprint["files"] == 6 and fingerprint["bytes"] == (root / "shd_train.h5").stat().st_size
 
 
-def test_a_remembered_sensor_that_is_no_file_is_inferred_again(tmp_path, rng):
-    """A FIFO there made every load wait forever."""
+@pytest.mark.parametrize("damage", ["fifo", [100, 50, 2], [8, 8, 2]])
+def test_a_damaged_remembered_sensor_is_inferred_again(tmp_path, rng, damage):
+    """A FIFO there made every load wait forever; an edited larger size framed a wrong
+    sensor, a smaller one blamed a good recording."""
+    import json
     import os
     import shutil
 
@@ -517,31 +520,12 @@ def test_a_remembered_sensor_that_is_no_file_is_inferred_again(tmp_path, rng):
     first = load_dataset("folder", _options(tmp_path))
     found, _ = find_folder(_options(tmp_path))
     remembered = remembered_sensor_path(found, _options(tmp_path))
-    remembered.unlink()
-    os.mkfifo(remembered)
-    shutil.rmtree(tmp_path / "cache" / "frames")
-    again = load_dataset("folder", _options(tmp_path))
-    assert again.sample_shape == first.sample_shape and remembered.is_file()
-
-
-@pytest.mark.parametrize("edited", [[100, 50, 2], [8, 8, 2]])
-def test_an_edited_remembered_sensor_is_inferred_again(tmp_path, rng, edited):
-    """A larger one framed a wrong sensor; a smaller one blamed a good recording."""
-    import json
-    import shutil
-
-    from evsim.data.tonic_sets import find_folder, remembered_sensor_path
-
-    for name in ("a", "b"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for k in range(3):
-            events = _events(rng, 40, 12, 10)
-            np.save(tmp_path / "data" / name / f"r{k}.npy", np.stack([events[c] for c in "xytp"], axis=1))
-    first = load_dataset("folder", _options(tmp_path))
-    found, _ = find_folder(_options(tmp_path))
-    remembered = remembered_sensor_path(found, _options(tmp_path))
     stored = json.loads(remembered.read_text())
-    remembered.write_text(json.dumps(dict(stored, sensor=edited)))
+    if damage == "fifo":
+        remembered.unlink()
+        os.mkfifo(remembered)
+    else:
+        remembered.write_text(json.dumps(dict(stored, sensor=damage)))
     shutil.rmtree(tmp_path / "cache" / "frames")
     again = load_dataset("folder", _options(tmp_path))
     assert again.sample_shape == first.sample_shape
