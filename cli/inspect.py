@@ -49,13 +49,13 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}
+    analog = analog_outputs(rec, network)
     plot_inspection(rec, plot_path, labels, rasters,
                     f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
-                    f"data {dataset.source})", layer_names(network), analog_outputs(rec, network))
-    for layer, name, kind, analog in zip(summary["layers"], layer_names(network), network.layers,
-                                         analog_outputs(rec, network)):
+                    f"data {dataset.source})", layer_names(network), analog)
+    for layer, name, kind, values in zip(summary["layers"], layer_names(network), network.layers, analog):
         ops = f"{sum(layer['ops_per_step']):,.0f} operations per sample"
-        if analog:  # a pooling of direct-encoded input: analog values, the same at every step
+        if values:  # a pooling of direct-encoded input: analog values, the same at every step
             click.echo(f"L{layer['layer']} ({name}): {layer['neurons']} units, mean output value "
                        f"{layer['firing_rate_alive']:.4g}, {layer['silent_alive']} always 0; {ops}")
             continue

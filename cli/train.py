@@ -86,7 +86,7 @@ def train(ctx, config_file, resume_dir, **opts):
     except TrainingInterrupted as exc:
         stopped = "Interrupted" if exc.signum == signal.SIGINT else f"Stopped by {signal.Signals(exc.signum).name}"
         if saved_checkpoint_policy(out) == "none" and (out / CHECKPOINT_LATEST).exists():
-            # That state was saved before this session's --epochs: say it again, or it is not extended.
+            # That checkpoint holds the run's own epoch count: the hint repeats --epochs to extend it.
             epochs = f" --epochs {opts['epochs']}" if config is None and "epochs" in given else ""
             click.echo(f"{stopped}: {exc}; not saved (--checkpoints none), but {out / CHECKPOINT_LATEST} still "
                        f"holds the state of an earlier session.\nResume from there with: evsim train --resume {out}"

@@ -562,7 +562,8 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
         _check_exported_nodes(lifs, lif, _time_step(None, graph.metadata))
     else:
         lif, gain = _lif_from_nodes(lifs, _time_step(dt, graph.metadata))
-    input_node = _chain(graph)[0][1]
+    chain = _chain(graph)
+    input_node = chain[0][1]
     declared = input_node.output_type.get("output", input_node.input_type.get("input", []))
     shape = tuple(int(n) for n in np.atleast_1d(np.asarray(declared)))
     n_fc = sum(1 for group in groups if len(group) == 2 and not isinstance(group[0][1], nir.Conv2d))
@@ -592,7 +593,7 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
         layers.append(layer)
         shape = getattr(layer, "out_shape", (layer.n_out,))
     network = Network(layers, lif)
-    _check_declared_sizes(_chain(graph), network)
+    _check_declared_sizes(chain, network)
     return network
 
 

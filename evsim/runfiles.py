@@ -266,10 +266,7 @@ def _files_run_id(run_dir: Path, besides: Path) -> tuple[str | None, str]:
     for name in (NETWORK_FILE, CHECKPOINT_BEST, CHECKPOINT_LATEST):
         other = Path(run_dir) / name
         if other.is_file() and not (besides.exists() and os.path.samefile(other, besides)):
-            try:
-                run_id = stored_run_id(other)
-            except CheckpointError:  # unreadable: it says nothing of the run
-                continue
+            run_id = _run_id_or_none(other)  # an unreadable file says nothing of the run
             if run_id is not None:
                 return run_id, name
     return None, ""

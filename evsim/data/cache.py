@@ -27,6 +27,10 @@ from evsim.files import clean_stale_temporaries, errors_about, remove_path, temp
 from evsim.readers import check_regular, file_kind, read_json, reading
 
 
+class NotARecording(DataError):
+    """A path listed as a recording that is no regular file (a folder, a FIFO)."""
+
+
 def default_cache_dir() -> Path:
     """``$EVSIM_CACHE`` if set, else ``~/.cache/evsim``."""
     env = os.environ.get("EVSIM_CACHE")
@@ -109,7 +113,7 @@ def _hash_file(digest, path, label: int, contents: bool = True) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise DataError(f"{path}: is {file_kind(mode)}, not a recording; remove or rename it")
+        raise NotARecording(f"{path}: is {file_kind(mode)}, not a recording; remove or rename it")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         digest.update(f"{path}\0{label}\0{info.st_size}\n".encode())

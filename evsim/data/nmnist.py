@@ -37,12 +37,11 @@ import numpy as np
 
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of, refuse_missing_data_dir
-from evsim.data.cache import cache_key, cached_entry, files_fingerprint, resolve_cache_dir
+from evsim.data.cache import NotARecording, cache_key, cached_entry, files_fingerprint, resolve_cache_dir
 from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, blank_notice, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
-from evsim.readers import check_regular
 
 FRAMING_VERSION = 3  # 2: frames stored as events (SparseFrames); 3: DVS-Gesture times keep their sub-ms part
 TAKES = ("slicing", "crop", "denoise_us")  # the framing options N-MNIST uses
@@ -246,19 +245,6 @@ def _reader(found: EventFiles):
     return read
 
 
-def _check_emulated_files(found: EventFiles) -> None:
-    """In evsim's own emulated cache, a recording that is no regular file (a FIFO, a
-    folder) is damage to heal, as a truncated one is, not a user's file to refuse."""
-    if found.layout != "emulated":
-        return
-    for files, _ in found.splits.values():
-        for path in files:
-            try:
-                check_regular(path, "N-MNIST recording")
-            except DataError as exc:
-                raise _DamagedEmulation(found.root, str(exc).split("; ")[0]) from None
-
-
 def _healed(options: DataOptions, use):
     """``(found, use(found), notice)`` for the N-MNIST files of ``options``.
 
@@ -398,8 +384,12 @@ def load_nmnist(options: DataOptions) -> Dataset:
              "classes": CLASSES}
 
     def frames(found: EventFiles):
-        _check_emulated_files(found)
-        return frames_cached("nmnist", found, options, _reader(found), transform, sensor_out, extra)
+        try:
+            return frames_cached("nmnist", found, options, _reader(found), transform, sensor_out, extra)
+        except NotARecording as exc:  # in evsim's own emulated cache: damage to heal, as a truncated file is
+            if found.layout != "emulated":
+                raise
+            raise _DamagedEmulation(found.root, str(exc).split("; ")[0]) from None
 
     found, ((train, test), meta), repaired = _healed(options, frames)
     meta["notice"] = "; ".join(n for n in (found.notice, repaired, blank_notice(meta)) if n) or None
