@@ -7,7 +7,7 @@ import click
 
 from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
-                            run_config, typed_source)
+                            run_config, typed)
 from evsim.data.base import first_steps
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
@@ -38,8 +38,9 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     The dataset options are for a folder without config.json (evsim import-nir); of
     them, a trained run takes --time-steps T: its accuracy when it answers after T
     steps (for event data, the first T frames of each recording; T at most the run's),
-    and --source: other data than its own (e.g. real where it trained on the emulation),
-    whose figure is named for that source.
+    --source: other data than its own (e.g. real where it trained on the emulation),
+    whose figure is named for that source, and --data-dir: where its data folder is
+    now, if it moved (the files must be the run's).
     """
     own = (run_dir / "config.json").is_file()
     steps = data_options["time_steps"] if own else None
@@ -47,8 +48,8 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     figure_format(png)
     check_outputs(png, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, network, config, data_options, allowed=("time_steps", "source"))
-    dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("time_steps", "source", "data_dir"))
+    dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other and plot_path is None:
         png = other_data_path(png, dataset)
         check_outputs(png)

@@ -7,7 +7,7 @@ import click
 
 from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
-                            run_config, typed_source)
+                            run_config, typed)
 from evsim.files import write_json_atomic
 from evsim.inspect import analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
@@ -34,15 +34,16 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     firing rates of its neurons, the firing rate and synaptic operations per time step.
 
     The dataset options are for a folder without config.json (evsim import-nir); a
-    trained run takes --source: other data than its own, whose figure is named for it.
+    trained run takes --source: other data than its own, whose figure is named for it, and
+    --data-dir: where its data folder is now, if it moved (the files must be the run's).
     From Python: evsim.record(network, drive) returns the same recordings."""
     # Named like eval's and profile's figures: inspections of other checkpoints and splits stay.
     given_plot, plot_path = plot_path, plot_path or run_dir / f"inspect-{checkpoint}-{split}.png"
     figure_format(plot_path)
     check_outputs(plot_path, *([] if json_path is None else [json_path]))
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source",))
-    dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source", "data_dir"))
+    dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other and given_plot is None:
         plot_path = other_data_path(plot_path, dataset)
         check_outputs(plot_path)

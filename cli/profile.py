@@ -7,7 +7,7 @@ import click
 
 from evsim.cli.options import NonEmptyPath, dataset_options, integer, number
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
-                            run_config, typed_source)
+                            run_config, typed)
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
 from evsim.files import write_json_atomic
@@ -36,7 +36,8 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     """Count the synaptic operations a trained network really performs, and estimate its energy.
 
     The dataset options are for a folder without config.json (evsim import-nir); a
-    trained run takes --source: other data than its own, whose files are named for it."""
+    trained run takes --source: other data than its own, whose files are named for it, and
+    --data-dir: where its data folder is now, if it moved (the files must be the run's)."""
     given = json_path, png_path
     # Named like eval's confusion-<checkpoint>-<split>.png: profiles of other checkpoints and splits stay.
     name = f"profile-{checkpoint}-{split}"
@@ -44,8 +45,8 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     figure_format(png_path)
     check_outputs(json_path, png_path)
     network, config, loaded = load_run_network(run_dir, checkpoint)
-    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source",))
-    dataset, other = load_run_dataset(config, run_dir, typed_source(ctx))
+    config = run_config(ctx, run_dir, network, config, data_options, allowed=("source", "data_dir"))
+    dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other:  # the run's own profile.json and .png hold its own data's
         json_path, png_path = (mine or other_data_path(path, dataset)
                                for mine, path in zip(given, (json_path, png_path)))

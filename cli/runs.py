@@ -19,9 +19,9 @@ from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
-from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_run_data,
-                            folder_data_fingerprint, read_metrics, read_run_config, refuse_overwriting_run_files,
-                            stored_run_id)
+from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_data_dir_exists,
+                            check_moved_data_dir, check_run_data, folder_data_fingerprint, read_metrics, read_run_config,
+                            refuse_overwriting_run_files, stored_run_id)
 from evsim.runlock import is_locked
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -36,7 +36,8 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     return None if values is None else TrainConfig.from_dict(values)
 
 
-def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = None) -> tuple[Dataset, bool]:
+def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = None,
+                     data_dir: Path | None = None) -> tuple[Dataset, bool]:
     """The run's dataset, announcing an emulated or substitute source, and whether it is
     other data than the run's (only where ``source`` asks for it).
 
@@ -50,6 +51,8 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     ----------
     source : ``--source`` as typed for this command (None if not): load that source
         instead (with ``$EVSIM_DATA``); the caller labels what it writes as other data.
+    data_dir : ``--data-dir`` as typed (None if not): where the run's data folder is now
+        (moved, or copied to another machine); its files must be those the run trained on.
 
     Raises
     ------
@@ -57,17 +60,23 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
         If the run trained on real data from a folder that no longer exists, or its data
         options now load another source or files other than those it trained on.
     """
-    data = config.data
     recorded = read_run_config(run_dir) or {}
+    if data_dir is not None and recorded:
+        check_moved_data_dir(run_dir, data_dir)
+    data = config.data if data_dir is None else dataclasses.replace(config.data, data_dir=data_dir)
     own = recorded.get("data_source")
+    gone = None
     # A folder without config.json (evsim import-nir) has only the options typed now: a
     # --data-dir that does not exist is refused by the loader, as training refuses it.
-    if recorded and data.data_dir is not None and not Path(data.data_dir).exists():
-        if own not in SUBSTITUTES:
-            raise DataError(f"{run_dir} trained on {own or 'the'} data in {data.data_dir}, which no longer exists; "
-                            "restore that folder to use this run's data")
-        click.echo(f"NOTE: {data.data_dir}, the folder this run was given, no longer exists; it trained on "
-                   f"{own} data, loaded again without it")
+    if recorded and data_dir is None and data.data_dir is not None and not Path(data.data_dir).exists():
+        # A substitute's run trained on the files in its folder (evsim data emulate-nmnist)
+        # where data_root (None in runs saved before it was recorded) is in that folder.
+        root = recorded.get("data_root")
+        if own not in SUBSTITUTES or (isinstance(root, str) and Path(root).is_relative_to(
+                Path(data.data_dir).resolve())):
+            check_data_dir_exists(run_dir, data.data_dir,
+                                  f"{click.get_current_context().command_path} {run_dir} --data-dir NEW_PLACE", own)
+        gone = data.data_dir
         data = dataclasses.replace(data, data_dir=None, source="emulated")
     if source is not None:
         data = dataclasses.replace(data, source=source)
@@ -75,13 +84,16 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
         data = dataclasses.replace(data, source="real" if own == "real" else "emulated")
     with _without_evsim_data(source is None and bool(recorded)):
         dataset = load_dataset(config.dataset, data)
+    fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")
+    if gone is not None:
+        click.echo(f"NOTE: {gone}, the folder this run was given, no longer exists; it trained on {own} data, "
+                   "loaded again without it")
     if dataset.meta.get("notice"):
         click.echo(f"NOTE: {dataset.meta['notice']}")
     other = own is not None and dataset.source != own
-    fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")
     # --source typed may load files of the same kind from elsewhere (the built-in emulation,
     # not the emulated recordings in the run's --data-dir): other data, not changed data.
-    root, run_folder = dataset.meta.get("root"), config.data.data_dir
+    root, run_folder = dataset.meta.get("root"), data_dir or config.data.data_dir
     same_kind_elsewhere = (not other and source is not None and fingerprint is not None and now is not None
                            and bool(fingerprint_change(fingerprint, now)) and root is not None
                            and run_folder is not None and not Path(root).resolve().is_relative_to(
@@ -124,9 +136,13 @@ def other_data_path(path: Path, dataset: Dataset) -> Path:
     return path.with_name(f"{path.stem}-{dataset.source}{path.suffix}")
 
 
-def typed_source(ctx: click.Context) -> str | None:
-    """``--source`` as typed on the command line, else None."""
-    return ctx.params["source"] if ctx.get_parameter_source("source") is ParameterSource.COMMANDLINE else None
+def typed(ctx: click.Context, name: str):
+    """The value of the option ``name`` as typed on the command line (a folder made
+    absolute), else None."""
+    if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+        return None
+    value = ctx.params[name]
+    return Path(value).expanduser().resolve() if isinstance(value, Path) else value
 
 
 def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConfig | None, str]:

@@ -19,6 +19,7 @@ from click.core import ParameterSource
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
 from evsim.cli.options import NonEmptyPath, declared_options
+from evsim.cli.runs import typed
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
                           resolve_options)
 from evsim.compression import format_report
@@ -29,8 +30,8 @@ from evsim.train import (TrainingInterrupted, check_new_run_dir, resume as resum
                          saved_checkpoint_policy, train as run_training, trained_results)
 
 # Options that may accompany --resume: they change what is shown or kept, not what is
-# computed, or (--epochs) extend the run.
-RESUME_COMPATIBLE = ("progress", "epochs", "checkpoints")
+# computed, (--epochs) extend the run, or (--data-dir) say where its data folder is now.
+RESUME_COMPATIBLE = ("progress", "epochs", "checkpoints", "data_dir")
 
 
 @click.command()
@@ -40,8 +41,8 @@ RESUME_COMPATIBLE = ("progress", "epochs", "checkpoints")
                    "command-line options override it.")
 @click.option("--resume", "resume_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder exactly, from its checkpoint-latest.npz, with its own "
-                   "configuration (only --progress/--no-progress, --checkpoints and, to extend a run, --epochs "
-                   "may be given with it).")
+                   "configuration (only --progress/--no-progress, --checkpoints, --epochs to extend a run, and "
+                   "--data-dir where its data folder moved, may be given with it).")
 @click.pass_context
 def train(ctx, config_file, resume_dir, **opts):
     """Train a spiking network with BPTT on the event-driven engine.
@@ -77,7 +78,7 @@ def train(ctx, config_file, resume_dir, **opts):
     try:
         if config is None:
             summary = resume_training(out, progress, click.echo, opts["epochs"] if "epochs" in given else None,
-                                      checkpoints)
+                                      checkpoints, typed(ctx, "data_dir"))
         else:
             if options["out"] is None:
                 out = claimed = claim_run_dir(out)

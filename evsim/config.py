@@ -737,16 +737,21 @@ def to_toml(values: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_toml(config: TrainConfig, data_source: str | None = None) -> str:
+def config_toml(config: TrainConfig, data_source: str | None = None, data_root: str | None = None) -> str:
     """The text of a run folder's ``config.toml``; with ``data_source``, the header says
-    what data the run trained on (``source = "auto"`` alone does not)."""
+    what data the run trained on (``source = "auto"`` alone does not). ``data_root``:
+    the folder its files came from, where the dataset has one."""
     header = ("evsim train configuration, every option resolved (command line > --config file > preset > default).\n"
               + (f"This run trained on data_source = {data_source}"
                  + ("" if data_source == "real" else " (not the real dataset)") + ".\n" if data_source else "")
               + "Repeat this run: evsim train --config config.toml --out NEW_RUN_DIR")
     options = options_from_config(config)
-    if data_source is not None and options["source"] == "auto":
+    data_dir = config.data.data_dir
+    from_data_dir = (data_root is not None and data_dir is not None
+                     and Path(data_root).resolve().is_relative_to(Path(data_dir).resolve()))
+    if data_source is not None and options["source"] == "auto" and not (data_source != "real" and from_data_dir):
         # "auto" would take whatever data a repeat finds ($EVSIM_DATA, a download): the data
-        # this run found is the source it names.
+        # this run found is the source it names. Emulated recordings in --data-dir (evsim
+        # data emulate-nmnist) stay "auto": "emulated" would be evsim's own, other data.
         options["source"] = "real" if data_source == "real" else "emulated"
     return to_toml(options, header)

@@ -38,8 +38,9 @@ MAX_METRICS_BYTES = 256 << 20
 # What evsim train writes in config.json beside the options: facts of the run, not of its
 # configuration (run_id differs in every run; network follows from the options and the data;
 # data_fingerprint is the identity of the data files, None where the dataset has none;
-# path_table the kind of machine whose crossovers chose the convolutions' paths).
-BESIDE_OPTIONS = ("data_source", "data_fingerprint", "run_id", "checkpoints", "network", "path_table")
+# data_root the folder they were read from, None where the dataset has none; path_table
+# the kind of machine whose crossovers chose the convolutions' paths).
+BESIDE_OPTIONS = ("data_source", "data_fingerprint", "data_root", "run_id", "checkpoints", "network", "path_table")
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")
@@ -84,14 +85,44 @@ def folder_data_fingerprint(run_dir: Path) -> dict | None:
         return None
     values = read_json(path, "run configuration (config.json)", CheckpointError)
     fingerprint = values.get("data_fingerprint") if isinstance(values, dict) else None
-    fields = {"files": int, "bytes": int, "contents": str}
+    fields = {"files": int, "bytes": int, "contents": str, "names": str}
     if fingerprint is not None and not (
             isinstance(fingerprint, dict)
-            and all(isinstance(split, dict) and split.keys() == fields.keys()
-                    and all(type(split[k]) is kind for k, kind in fields.items()) for split in fingerprint.values())):
+            and all(isinstance(split, dict) and split.keys() <= fields.keys() and split.keys() >= fields.keys() - {"names"}
+                    and all(type(split[k]) is fields[k] for k in split) for split in fingerprint.values())):
         raise CheckpointError(f"{path}: data_fingerprint is {str(fingerprint)[:60]!r}, not what training writes; "
                               "restore the file")
     return fingerprint
+
+
+def check_data_dir_exists(run_dir: Path, data_dir: Path | None, retry: str, source: str | None = None) -> None:
+    """Refuse to go on with the run in ``run_dir`` where its data folder ``data_dir`` is
+    gone: the loader would otherwise blame a --data-dir nobody typed, or fall back to
+    other data. ``retry``: the command that names the folder's new place.
+
+    Raises
+    ------
+    DataError
+        Naming the folder, the run, and both fixes.
+    """
+    if data_dir is None or Path(data_dir).is_dir():
+        return
+    state = "is no longer a folder" if Path(data_dir).exists() else "no longer exists"
+    raise DataError(f"{run_dir} trained on {source or 'the'} data in {data_dir}, which {state}; restore that folder, "
+                    f"or give its new place: {retry}")
+
+
+def check_moved_data_dir(run_dir: Path, data_dir: Path) -> None:
+    """Refuse ``data_dir``, given as the new place of ``run_dir``'s data, unless it is a folder.
+
+    Raises
+    ------
+    DataError
+        Naming the folder and what to give instead.
+    """
+    if not Path(data_dir).is_dir():
+        state = "is not a folder" if Path(data_dir).exists() else "does not exist"
+        raise DataError(f"{data_dir} (--data-dir) {state}; give the folder that holds the data {run_dir} trained on")
 
 
 def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence: str) -> None:
@@ -107,8 +138,9 @@ def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence
     now = dataset.meta.get("fingerprint")
     change = None if fingerprint is None or now is None else fingerprint_change(fingerprint, now)
     if change:
-        raise DataError(f"the data in {dataset.meta.get('root') or 'the data folder'} changed since {run_dir} "
-                        f"trained: {change}; {consequence}; restore the data or train a new run")
+        raise DataError(f"the data in {dataset.meta.get('root') or 'the data folder'} is not what {run_dir} "
+                        f"trained on ({change}); {consequence}; give the folder of the run's data (restored, or "
+                        "--data-dir where it is now), or train a new run")
 
 
 def read_run_config(run_dir: Path) -> dict | None:

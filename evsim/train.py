@@ -75,7 +75,8 @@ from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batc
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
-from evsim.runfiles import check_belongs, check_run_data, folder_data_fingerprint, new_run_id, repair_best
+from evsim.runfiles import (check_belongs, check_data_dir_exists, check_moved_data_dir, check_run_data,
+                            folder_data_fingerprint, new_run_id, repair_best)
 from evsim.readers import check_regular
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
@@ -671,9 +672,12 @@ class Trainer:
                 echo(f"removed {len(removed)} temporary files that killed runs left in {run_dir}")
             # The run folder's first files, written only now that the data has loaded and the
             # network is built: a run that fails before leaves no folder behind.
-            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config, self.dataset.source).encode())
+            root = self.dataset.meta.get("root")
+            root = None if root is None else str(Path(root).resolve())
+            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config, self.dataset.source, root).encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
                                                         "data_fingerprint": self.dataset.meta.get("fingerprint"),
+                                                        "data_root": root,
                                                         "run_id": self.run_id, "checkpoints": self.keep_checkpoints,
                                                         "network": self.network.describe(),
                                                         "path_table": conv_paths.HOST.name})
@@ -868,7 +872,7 @@ def _check_policy(checkpoints: str) -> None:
 
 
 def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print, epochs: int | None = None,
-           checkpoints: str | None = None) -> dict:
+           checkpoints: str | None = None, data_dir: Path | None = None) -> dict:
     """Continue the run in ``run_dir`` exactly from its ``checkpoint-latest.npz``.
 
     The configuration is the checkpoint's own; the result is bit-identical to the
@@ -881,6 +885,8 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         from the start wherever nothing depends on the total: the cosine schedule and
         the magnitude baseline's pruning ramp are laid out over the total, so they change.
     checkpoints : one of :data:`CHECKPOINT_POLICIES`; default: the run's own (``config.json``).
+    data_dir : where the run's data folder is now (moved, or copied to another machine):
+        its files must be those the run trained on; the run records the new folder.
 
     Raises
     ------
@@ -888,7 +894,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If there is no usable checkpoint, or the data found now is of another source.
     DataError
         If the data files differ from those the run trained on (by the fingerprint its
-        ``config.json`` records).
+        ``config.json`` records), or its data folder no longer exists.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -907,6 +913,13 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         if extends and epochs <= state.epoch:
             raise ConfigError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more to extend it, "
                               f"got {epochs}")
+        if data_dir is not None:
+            check_moved_data_dir(run_dir, data_dir)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=Path(data_dir)))
+            state.config = {**state.config, "data": {**state.config["data"], "data_dir": str(data_dir)}}
+        else:
+            check_data_dir_exists(run_dir, config.data.data_dir, f"evsim train --resume {run_dir} --data-dir NEW_PLACE",
+                                  state.data_source)
         dataset = _load_announced(config, echo)
         if state.data_source == dataset.source:  # else restore names the other source
             # before anything that depends on the data (the network's size, the batches seen)

@@ -526,6 +526,30 @@ def test_emulated_folder_given_as_data_dir_is_still_recorded_as_emulated(tmp_pat
         load_dataset("nmnist", opts(tmp_path, data_dir=root, source="real"))
 
 
+def test_a_run_on_a_users_emulated_folder_repeats_and_is_evaluated_on_that_folder(tmp_path):
+    """config.toml pinned source = "emulated" for it: evsim's own emulation, other data."""
+    import json
+    import tomllib
+
+    root = tmp_path / "emu"
+    write_emulated_nmnist(root, per_class=1, progress=False)
+    common = ["--dataset", "nmnist", "--arch", "2312-8-10", "--time-steps", "2", "--epochs", "1", "--no-progress",
+              "--batch-size", "5", "--val-fraction", "0", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert cli(["train", *common, "--data-dir", str(root), "--out", str(tmp_path / "first")]).exit_code == 0
+    saved = tomllib.loads((tmp_path / "first" / "config.toml").read_text())
+    assert saved["source"] == "auto" and saved["data_dir"] == str(root)
+    result = cli(["train", "--config", str(tmp_path / "first" / "config.toml"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    fingerprints = [json.loads((tmp_path / run / "config.json").read_text())["data_fingerprint"]
+                    for run in ("first", "again")]
+    assert fingerprints[0] == fingerprints[1] and fingerprints[0]["train"]["files"] == 10
+    shutil.rmtree(root)
+    result = cli(["eval", str(tmp_path / "first")])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == (
+        f"Error: {tmp_path / 'first'} trained on emulated data in {root}, which no longer exists; restore that "
+        f"folder, or give its new place: evsim eval {tmp_path / 'first'} --data-dir NEW_PLACE"), result.output
+
+
 # ---------------------------------------------------------------- mutation audit: hand-worked oracles
 
 def nmnist_events(rows):

@@ -1,6 +1,7 @@
 """A run is used on its own data only: eval, profile, inspect and --resume refuse data
 files that changed since it trained (by the fingerprint config.json records), and load
-the data source it trained on unless --source asks for another."""
+the data source it trained on unless --source asks for another. Its data folder may move
+(--data-dir says where): the fingerprint names files relative to their folder."""
 import json
 import shutil
 
@@ -14,7 +15,7 @@ from tests.test_data_static import make_idx
 
 FOLDER_NETWORK = ["--hidden", "8", "--time-steps", "4", "--threads", "1", "--no-progress", "--batch-size", "8",
                   "--val-fraction", "0"]
-CHANGED = "changed since"
+CHANGED = "is not what"
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +61,34 @@ def test_fingerprint_change_names_what_changed():
     assert fingerprint_change(then, {"train": then["train"]}) == "test split gone"
 
 
+def test_a_fingerprint_of_full_paths_is_compared_by_count_and_size():
+    """Runs saved before names were relative recorded hashes of full paths: their contents
+    cannot be compared, their counts and sizes can."""
+    then = {"train": {"files": 24, "bytes": 2400, "contents": "a"}}
+    now = {"train": {"files": 24, "bytes": 2400, "contents": "c", "names": "relative"}}
+    assert fingerprint_change(then, now) is None
+    assert fingerprint_change(then, {"train": {**now["train"], "bytes": 2401}}) == \
+        "train 2,400 -> 2,401 bytes in 24 recordings"
+    assert fingerprint_change(now, {"train": {**now["train"], "contents": "d"}}) == \
+        "train 24 recordings of the same size as before, other contents, names or labels"
+
+
+def test_the_same_recordings_elsewhere_have_one_fingerprint_and_one_cache_entry(tmp_path):
+    from evsim.config import DataOptions
+    from evsim.data import load_dataset
+
+    write_folder(tmp_path / "a" / "data", 4)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "x").mkdir()  # b/x/../data: another spelling of b/data
+    loaded = [load_dataset("folder", DataOptions(data_dir=folder, time_steps=4, cache_dir=tmp_path / "cache"))
+              for folder in (tmp_path / "a" / "data", tmp_path / "b" / "x" / ".." / "data")]
+    assert loaded[0].meta["fingerprint"] == loaded[1].meta["fingerprint"]
+    assert loaded[0].meta["cache"] == loaded[1].meta["cache"]
+    assert [d.meta["root"] for d in loaded] == [str(tmp_path / "a" / "data"), str(tmp_path / "b" / "x" / ".." / "data")]
+    assert len(list((tmp_path / "cache" / "frames").iterdir())) == 1
+    np.testing.assert_array_equal(loaded[0].train.inputs[:], loaded[1].train.inputs[:])
+
+
 def test_a_run_records_the_fingerprint_of_its_data(folder_run):
     run_dir, data = folder_run
     recorded = json.loads((run_dir / "config.json").read_text())["data_fingerprint"]
@@ -74,9 +103,9 @@ def test_eval_profile_and_inspect_refuse_a_data_folder_that_changed(folder_run, 
     before = files_of(run_dir)
     write_folder(data, 4, start=10, seed=1)  # 12 more recordings: a new drawn test split
     line = one_line_error(run([command, str(run_dir)]))
-    assert line == (f"Error: the data in {data} {CHANGED} {run_dir} trained: train 24 -> 34 recordings, test 6 -> 8 "
-                    "recordings; its test split would hold other samples, possibly some it trained on; restore the "
-                    "data or train a new run")
+    assert line == (f"Error: the data in {data} {CHANGED} {run_dir} trained on (train 24 -> 34 recordings, test 6 -> "
+                    "8 recordings); its test split would hold other samples, possibly some it trained on; give the "
+                    "folder of the run's data (restored, or --data-dir where it is now), or train a new run")
     assert files_of(run_dir) == before  # the run's confusion matrix, profile and figure untouched
     for extra in data.glob("*/r1[0-3].npy"):
         extra.unlink()
@@ -116,7 +145,7 @@ def test_resume_refuses_changed_data_naming_the_change(folder_run, per_class):
     result = run(["train", "--resume", str(run_dir), "--epochs", "3"])
     line = result.output.splitlines()[-1]  # after "data: folder (real), 34 train / 8 test samples"
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert f"the data in {data} {CHANGED} {run_dir} trained: train 24 -> " in line
+    assert f"the data in {data} {CHANGED} {run_dir} trained on (train 24 -> " in line
     assert "resuming would go on with other training samples" in line and "batches_seen" not in line
     assert "extending" not in result.output  # nothing is extended on data that is not the run's
     assert files_of(run_dir) == before
@@ -179,6 +208,68 @@ def test_a_substitute_run_whose_data_folder_now_holds_real_data_is_refused(tmp_p
     assert result.exit_code == 0 and "data mnist-5k" in result.output and "NOTE: using" in result.output
 
 
-def test_source_is_the_only_dataset_option_a_run_takes_besides_time_steps(sample_run):
-    line = one_line_error(run(["profile", str(sample_run), "--data-dir", "/tmp"]))
-    assert "leave out --data-dir" in line
+def test_a_run_takes_no_dataset_option_but_time_steps_source_and_data_dir(sample_run):
+    line = one_line_error(run(["profile", str(sample_run), "--crop"]))
+    assert "leave out --crop" in line
+
+
+# ------------------------------------------------------------------ a data folder that moved
+
+
+@pytest.mark.parametrize("command", ["eval", "profile", "inspect"])
+def test_a_run_whose_data_folder_moved_runs_with_its_new_place(folder_run, tmp_path, command):
+    run_dir, data = folder_run
+    own = run([command, str(run_dir)])
+    assert own.exit_code == 0, own.output
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    data.rename(moved)
+    line = one_line_error(run([command, str(run_dir)]))
+    assert line == (f"Error: {run_dir} trained on real data in {data}, which no longer exists; restore that folder, "
+                    f"or give its new place: evsim {command} {run_dir} --data-dir NEW_PLACE")
+    again = run([command, str(run_dir), "--data-dir", str(moved)])
+    assert again.exit_code == 0, again.output
+    if command == "eval":
+        assert again.output.splitlines()[:3] == own.output.splitlines()[:3]
+    assert "Error: " + f"{tmp_path / 'nowhere'} (--data-dir) does not exist; give the folder that holds the data " \
+        f"{run_dir} trained on" == one_line_error(run([command, str(run_dir), "--data-dir", str(tmp_path / "nowhere")]))
+
+
+def test_a_moved_copy_with_other_labels_is_refused(folder_run, tmp_path):
+    run_dir, data = folder_run
+    copy = shutil.copytree(data, tmp_path / "copy")
+    (copy / "alpha" / "r00.npy").rename(copy / "beta" / "r99.npy")
+    (copy / "beta" / "r00.npy").rename(copy / "alpha" / "r99.npy")
+    line = one_line_error(run(["eval", str(run_dir), "--data-dir", str(copy)]))
+    assert f"the data in {copy} {CHANGED} {run_dir} trained on (train" in line or \
+        f"the data in {copy} {CHANGED} {run_dir} trained on (test" in line
+
+
+def test_resume_takes_the_data_folder_where_it_moved_and_records_it(folder_run, tmp_path):
+    run_dir, data = folder_run
+    moved = data.rename(tmp_path / "moved")
+    result = run(["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == (
+        f"Error: {run_dir} trained on real data in {data}, which no longer exists; restore that folder, or give its "
+        f"new place: evsim train --resume {run_dir} --data-dir NEW_PLACE")
+    result = run(["train", "--resume", str(run_dir), "--epochs", "3", "--data-dir", str(moved)])
+    assert result.exit_code == 0 and "epoch   3" in result.output, result.output
+    assert json.loads((run_dir / "config.json").read_text())["data"]["data_dir"] == str(moved)
+    assert f'data_dir = "{moved}"' in (run_dir / "config.toml").read_text()
+    assert run(["eval", str(run_dir)]).exit_code == 0  # the run now names its new place
+
+
+def test_resume_on_the_moved_data_is_the_run_uninterrupted(tmp_path):
+    write_folder(tmp_path / "data", 10)
+    options = ["--dataset", "folder", *FOLDER_NETWORK, "--epochs", "2"]
+    assert run(["train", *options, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "whole")]).exit_code == 0
+    assert run(["train", *options, "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                "--out", str(tmp_path / "half")]).exit_code == 0
+    moved = (tmp_path / "data").rename(tmp_path / "moved")
+    assert run(["train", "--resume", str(tmp_path / "half"), "--epochs", "2", "--data-dir", str(moved)]).exit_code == 0
+
+    def rows(run_dir):
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows(tmp_path / "half") == rows(tmp_path / "whole")
+

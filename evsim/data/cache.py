@@ -55,6 +55,10 @@ def files_fingerprint(files: list, labels) -> dict:
     """Identity of a file set: count, total size, and one SHA-256 over every file's
     name, label, size and bytes.
 
+    Names are taken relative to the folder that holds them all (``3/00012.bin`` under
+    ``Train/``), marked ``"names": "relative"``: the same recordings moved, copied to a
+    cluster node's scratch or given as another spelling of their folder are the same data.
+
     The bytes are read, not only ``stat``-ed: a recording rewritten with the same size
     and modification time (a copy that keeps times, a restored backup) must not be
     served its old frames. Reading and hashing runs at about 950 MB/s from the page
@@ -64,20 +68,25 @@ def files_fingerprint(files: list, labels) -> dict:
     digest = hashlib.sha256()
     total = 0
     hashed = set()
-    for path, label in zip(files, labels):
+    paths = [os.path.abspath(os.fspath(path)) for path in files]
+    base = os.path.commonpath([os.path.dirname(path) for path in paths]) if paths else ""
+    for path, label in zip(paths, labels):
         # Samples of one file (SHD's HDF5) add its bytes once: once per sample hashed the
         # whole file thousands of times. A file of one sample hashes as it always has.
-        name = os.fspath(path)
-        first = name not in hashed
-        hashed.add(name)
-        size = _hash_file(digest, path, int(label), contents=first)
+        first = path not in hashed
+        hashed.add(path)
+        size = _hash_file(digest, path, os.path.relpath(path, base), int(label), contents=first)
         total += size if first else 0
-    return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32]}
+    return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32], "names": "relative"}
 
 
 def fingerprint_change(then: dict, now: dict) -> str | None:
     """What differs between two datasets' fingerprints (``{split: files_fingerprint}``), in
-    words (``"train 24 -> 26 recordings, test 6 -> 8 recordings"``), or None if nothing does."""
+    words (``"train 24 -> 26 recordings, test 6 -> 8 recordings"``), or None if nothing does.
+
+    A split fingerprinted with its files' full paths (no ``"names"``: runs saved before
+    names were relative) cannot be compared by contents with one of relative names; its
+    count and size are compared."""
     changes = []
     for split in [*then, *(split for split in now if split not in then)]:
         old, new = then.get(split), now.get(split)
@@ -90,15 +99,16 @@ def fingerprint_change(then: dict, now: dict) -> str | None:
         elif old.get("bytes") != new.get("bytes"):
             changes.append(f"{split} {old.get('bytes'):,} -> {new.get('bytes'):,} bytes in {new.get('files')} "
                            "recordings")
-        else:
+        elif old.get("names") == new.get("names"):
             changes.append(f"{split} {new.get('files')} recordings of the same size as before, other contents, "
                            "names or labels")
     return ", ".join(changes) or None
 
 
-def _hash_file(digest, path, label: int, contents: bool = True) -> int:
-    """Add ``path``'s name, label, size and (with ``contents``) bytes to ``digest``; return
-    its size. An unreadable file adds its name only: its reader says why it cannot be read.
+def _hash_file(digest, path, name: str, label: int, contents: bool = True) -> int:
+    """Add ``name`` (``path`` as the fingerprint names it), the label, and ``path``'s size
+    and (with ``contents``) bytes to ``digest``; return its size. An unreadable file adds
+    its name only: its reader says why it cannot be read.
 
     Raises
     ------
@@ -108,7 +118,7 @@ def _hash_file(digest, path, label: int, contents: bool = True) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        digest.update(f"{path}\0{label}\0unreadable {exc.errno}\n".encode())
+        digest.update(f"{name}\0{label}\0unreadable {exc.errno}\n".encode())
         return 0
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
@@ -116,7 +126,7 @@ def _hash_file(digest, path, label: int, contents: bool = True) -> int:
         raise NotARecording(f"{path}: is {file_kind(mode)}, not a recording; remove or rename it")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
-        digest.update(f"{path}\0{label}\0{info.st_size}\n".encode())
+        digest.update(f"{name}\0{label}\0{info.st_size}\n".encode())
         for chunk in iter(lambda: handle.read(_CHUNK), b"") if contents else ():
             digest.update(chunk)
     return info.st_size

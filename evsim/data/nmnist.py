@@ -339,12 +339,13 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
     import tonic
 
     fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
-    key = cache_key({"dataset": name, "source": found.source, "root": str(found.root.resolve()),
+    # The files' fingerprint, not their folder, names the entry: the same recordings
+    # elsewhere (moved, copied to a node's scratch, another spelling) share their frames.
+    key = cache_key({"dataset": name, "source": found.source,
                      "files": fingerprint, "framing": framing_meta(options), "version": FRAMING_VERSION,
                      "tonic": tonic.__version__, **(key_parts or {})})
     folder = resolve_cache_dir(options.cache_dir) / "frames" / f"{name}-{key}"
-    meta = dict(extra_meta, dataset=name, source=found.source, root=str(found.root),
-                layout=found.layout, framing=framing_meta(options))
+    meta = dict(extra_meta, dataset=name, source=found.source, framing=framing_meta(options))
 
     def build(tmp: Path) -> None:
         build_frames_entry(tmp, found.splits, read, transform, sensor_out, options.time_steps,
@@ -362,7 +363,7 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
 
     splits, meta = cached_entry(folder, build, check)
     # the identity of the recordings, which a run records: its later uses refuse other data
-    return splits, dict(meta, cache=str(folder), fingerprint=fingerprint)
+    return splits, dict(meta, root=str(found.root), layout=found.layout, cache=str(folder), fingerprint=fingerprint)
 
 
 @register("nmnist", check=check_nmnist_options, takes=TAKES)
