@@ -69,13 +69,15 @@ def files_fingerprint(files: list, labels) -> dict:
     total = 0
     hashed = set()
     paths = [os.path.abspath(os.fspath(path)) for path in files]
-    base = os.path.commonpath([os.path.dirname(path) for path in paths]) if paths else ""
+    # every path starts with the folder that holds them all (os.path.relpath took 20 us a file)
+    start = len(os.path.join(os.path.commonpath({path.rpartition(os.sep)[0] or os.sep for path in paths}), "")) \
+        if paths else 0
     for path, label in zip(paths, labels):
         # Samples of one file (SHD's HDF5) add its bytes once: once per sample hashed the
         # whole file thousands of times. A file of one sample hashes as it always has.
         first = path not in hashed
         hashed.add(path)
-        size = _hash_file(digest, path, os.path.relpath(path, base), int(label), contents=first)
+        size = _hash_file(digest, path, path[start:], int(label), contents=first)
         total += size if first else 0
     return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32], "names": "relative"}
 
