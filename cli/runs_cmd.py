@@ -18,6 +18,7 @@ import numpy as np
 
 from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.cli.runs import check_outputs
+from evsim.config import OPTION_NAME_BY_TARGET, option_read
 from evsim.errors import CheckpointError, ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
 from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
@@ -212,23 +213,31 @@ def list_runs(folder, csv_path):
 
 
 def _flat_options(config: dict) -> dict:
+    """A run's configuration as one level: options by their names (``seed``, ``rho_init``),
+    other fields by their path (``lif.decay``, ``data.seed``: the emulation's, not the run's
+    seed); ``None`` for an option the run does not read (``target_sparsity`` but for the
+    magnitude and SET baselines), which it records all the same."""
     flat = {k: v for k, v in config.items() if k not in NOT_COMPARED and not isinstance(v, dict)}
     if config.get("arch"):  # --arch gives the network; hidden is unused
         flat.pop("hidden", None)
-    for section in ("lif", "sdsnn"):
-        flat.update({f"{section}.{k}": v for k, v in config.get(section, {}).items()})
     # A data folder is a place (a moved dataset is the same data), except for --dataset
     # folder, whose recordings are whatever the folder holds: there it is the dataset.
     paths = ("cache_dir",) if config.get("dataset") == "folder" else ("data_dir", "cache_dir")
-    flat.update({k: v for k, v in config.get("data", {}).items() if k not in (*paths, "time_steps")})
-    return flat
+    for section in ("lif", "sdsnn", "data"):
+        flat.update({OPTION_NAME_BY_TARGET.get(f"{section}.{k}", f"{section}.{k}"): v
+                     for k, v in config.get(section, {}).items() if k not in (*paths, "time_steps")})
+    readable = {"structure", "schedule", "arch"} <= flat.keys()
+    return {k: v if not readable or option_read(k, flat) else None for k, v in flat.items()}
 
 
 def differing_options(configs: list[dict]) -> list[str]:
-    """The option names whose values are not the same in every configuration."""
+    """The option names whose values are not the same in every configuration that reads
+    them (SD-SNN's constants do not tell an SD-SNN run from one without structure); one
+    that a configuration lacks (``hidden`` beside ``--arch``) differs."""
     flats = [_flat_options(config) for config in configs]
     keys = sorted(set().union(*flats)) if flats else []
-    return [key for key in keys if len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1]
+    return [key for key in keys if len({json.dumps(flat.get(key, "-"), sort_keys=True) for flat in flats
+                                        if flat.get(key, "-") is not None}) > 1]
 
 
 @runs.command("compare")
@@ -267,7 +276,8 @@ def compare(run_dirs, plot_path, csv_path):
         options = _flat_options(run["config"])
         results = [_cell(run, key) for key in ("epochs", "test_acc", "val_acc_best", "test_acc_at_best_val",
                                                "best_test_acc", "compression")]
-        rows.append([run["run"], _cell(run, "data_source"), *[str(options.get(key, "-")) for key in differ],
+        rows.append([run["run"], _cell(run, "data_source"),
+                     *["-" if options.get(key) is None else str(options[key]) for key in differ],
                      *results])
     click.echo(_table(rows))
     same_data = len({run["data_source"] for run in readable}) == 1
@@ -317,7 +327,7 @@ def run_styles(n: int) -> list[tuple]:
 
 
 def _plot_compare(found: list[dict], path: Path) -> None:
-    """Test (solid) and validation (dashed) accuracy, training loss and compression per
+    """Test (solid) and validation (dashed, hollow markers) accuracy, training loss and compression per
     epoch, one colour and marker per run, named in one legend beside the axes (inside, it
     would hide curves)."""
     plt = _pyplot()
@@ -330,10 +340,11 @@ def _plot_compare(found: list[dict], path: Path) -> None:
         x = [row["epoch"] for row in rows]
         ax_acc.plot(x, [100 * row["test_acc"] for row in rows], "-", label=name, **style)
         if any("val_acc" in row for row in rows):
-            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", **style)
+            # hollow: a one-epoch run's validation point must not hide under its test point
+            ax_acc.plot(x, [100 * row.get("val_acc", np.nan) for row in rows], "--", mfc="none", **style)
         ax_loss.plot(x, [row["train_loss"] for row in rows], "-", **style)
         ax_comp.plot(x, [100 * row["compression"] for row in rows], "-", **style)
-    for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed) accuracy"),
+    for ax, ylabel, title in ((ax_acc, "accuracy (%)", "test (solid) and validation (dashed, hollow) accuracy"),
                               (ax_loss, "training loss (running mean)", "training loss"),
                               (ax_comp, "synapses removed (%)", "compression")):
         ax.set(ylabel=ylabel, title=title)

@@ -334,6 +334,7 @@ OPTIONS: tuple[Option, ...] = (
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 # The options a TrainConfig holds (all but out, progress and checkpoints).
 CONFIG_OPTIONS = tuple(option for option in OPTIONS if option.target)
+OPTION_NAME_BY_TARGET = {option.target: option.name for option in CONFIG_OPTIONS}
 DEFAULTS = {option.name: option.default for option in OPTIONS}
 for _dataset, _values in PRESETS.items():
     _unknown = sorted(set(_values) - set(DEFAULTS))
@@ -653,6 +654,20 @@ def _setting(needs: str, options: dict) -> str:
             f"--hidden {','.join(map(str, options['hidden']))}") + ", no convolution"
 
 
+def _rules(name: str) -> list[tuple]:
+    """The settings the option (or configuration field: ``"sdsnn.alpha"``) ``name`` needs to
+    be read, as ``(what, test on the resolved options)``."""
+    option = OPTION_BY_NAME.get(name)
+    target = option.target if option is not None else name
+    return ([_SDSNN_ONLY] if target.startswith("sdsnn.") else []) + ([NEEDS[name]] if name in NEEDS else [])
+
+
+def option_read(name: str, options: dict) -> bool:
+    """Whether a run with the resolved ``options`` reads the option (or configuration
+    field) ``name``: ``target_sparsity`` is read by the magnitude and SET baselines only."""
+    return all(test(options) for _, test in _rules(name))
+
+
 def refuse_unused(given: dict, options: dict) -> None:
     """Refuse an option given on the command line that the run it resolves to does not read
     (``--rho-init`` with ``--structure none``, ``--step-epochs`` without the step schedule).
@@ -665,9 +680,8 @@ def refuse_unused(given: dict, options: dict) -> None:
     """
     for name in given:
         option = OPTION_BY_NAME[name]
-        rules = ([_SDSNN_ONLY] if option.target.startswith("sdsnn.") else []) + ([NEEDS[name]] if name in NEEDS else [])
         flag = option.flag if option.kind != "bool" else f"{option.flag}/--no-{option.flag[2:]}"
-        for needs, test in rules:
+        for needs, test in _rules(name):
             if not test(options):
                 raise ConfigError(f"{flag} applies only with {needs}, and this run has "
                                   f"{_setting(needs, options)}; leave {flag} out")

@@ -284,6 +284,48 @@ def test_runs_compare_leaves_out_hidden_for_an_arch_run_and_compares_a_run_given
     assert len(rows) == 3 and "NOTE: 1 of the runs given repeat another; each run is compared once" in result.output
 
 
+def test_runs_compare_shows_the_seed_the_emulations_seed_apart(tmp_path, toy_run):
+    """The data section's seed (the emulation's, always 0) overwrote the run's seed."""
+    a = _copy_run(toy_run, tmp_path / "a", seed=0)
+    b = _copy_run(toy_run, tmp_path / "b", seed=1)
+    rows = _compare_rows(run_args(["runs", "compare", a, b, "--plot", tmp_path / "c.png"]))
+    assert rows[0][:3] == ["run", "data", "seed"] and [row[2] for row in rows[1:]] == ["0", "1"]
+    c = _copy_run(toy_run, tmp_path / "c", data={"seed": 3})
+    rows = _compare_rows(run_args(["runs", "compare", a, c, "--plot", tmp_path / "c.png"]))
+    assert rows[0][:3] == ["run", "data", "data.seed"] and [row[2] for row in rows[1:]] == ["0", "3"]
+
+
+def test_runs_compare_leaves_out_options_a_run_does_not_read(tmp_path, toy_run):
+    """SD-SNN's constants and target_sparsity, recorded by every run, told an SD-SNN run
+    from one without structure as if they mattered; where shown, a run that does not read
+    one has '-'."""
+    none = _copy_run(toy_run, tmp_path / "none", structure="none", target_sparsity=0.5)
+    magnitude = _copy_run(toy_run, tmp_path / "magnitude", structure="magnitude", target_sparsity=0.37)
+    sdsnn = _copy_run(toy_run, tmp_path / "sdsnn", structure="sdsnn",
+                      sdsnn={**json.loads((toy_run / "config.json").read_text())["sdsnn"], "rho_init": 30.0})
+    rows = _compare_rows(run_args(["runs", "compare", none, magnitude, sdsnn, "--plot", tmp_path / "c.png"]))
+    assert rows[0][:3] == ["run", "data", "structure"] and rows[0][3] == "epochs"
+    other = _copy_run(toy_run, tmp_path / "other", structure="sdsnn",
+                      sdsnn={**json.loads((toy_run / "config.json").read_text())["sdsnn"], "rho_init": 40.0})
+    rows = _compare_rows(run_args(["runs", "compare", none, sdsnn, other, "--plot", tmp_path / "c.png"]))
+    assert rows[0][:4] == ["run", "data", "rho_init", "structure"]
+    assert [row[2] for row in rows[1:]] == ["-", "30.0", "40.0"]
+
+
+def test_runs_compare_draws_validation_hollow(tmp_path, toy_run, monkeypatch):
+    """A one-epoch run's validation point lay under its test point, the same filled dot."""
+    faces = []
+    monkeypatch.setattr("evsim.cli.runs_cmd.save_figure", lambda fig, path: faces.extend(
+        (line.get_linestyle(), line.get_markerfacecolor()) for line in fig.axes[0].get_lines()))
+    b = _copy_run(toy_run, tmp_path / "b", seed=1)
+    rows = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
+    (b / "metrics.jsonl").write_text("".join(json.dumps({**row, "val_acc": 0.5} if row["type"] == "epoch" else row)
+                                             + "\n" for row in rows))
+    _compare_rows(run_args(["runs", "compare", toy_run, b, "--plot", tmp_path / "c.png"]))
+    assert {face for style, face in faces if style == "--"} == {"none"}
+    assert "none" not in {face for style, face in faces if style == "-"}
+
+
 def test_runs_compare_says_which_run_trained_on_which_data(tmp_path, toy_run, monkeypatch):
     """Results on the emulation or the 5,000-digit sample are never to be read as the real
     dataset's: the table, the CSV and the figure's legend name each run's data."""
