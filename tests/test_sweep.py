@@ -715,7 +715,7 @@ def test_report_figure_never_joins_points_on_other_data_and_names_the_data(tmp_p
 
     def group(structure, dataset, source, acc, compression):
         row = {"status": "done", "structure": structure, "option.dataset": dataset, "data_source": source}
-        return {"rows": [row], "mean": {"test_acc": acc, "compression": compression},
+        return {"key": {"structure": structure}, "rows": [row], "mean": {"test_acc": acc, "compression": compression},
                 "std": {"test_acc": None, "compression": None}}
 
     drawn = []
@@ -730,6 +730,24 @@ def test_report_figure_never_joins_points_on_other_data_and_names_the_data(tmp_p
     ax = drawn[-1].axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none"]
     assert ax.get_title() == "mean ± std over seeds (data: emulated)"
+
+
+def test_report_figure_names_each_point_by_its_other_axes_and_joins_none(tmp_path, monkeypatch):
+    """Points of two learning rates were one line per structure, read as an error bar."""
+    from evsim.sweep import report
+
+    def group(structure, lr, acc, compression):
+        row = {"status": "done", "structure": structure, "option.dataset": "mnist", "data_source": "mnist-5k"}
+        return {"key": {"structure": structure, "lr": lr}, "rows": [row],
+                "mean": {"test_acc": acc, "compression": compression}, "std": {"test_acc": None, "compression": None}}
+
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(fig))
+    report.plot_report([group("none", 0.001, 0.55, 0.0), group("none", 0.0001, 0.2, 0.0)], tmp_path / "r.png")
+    ax = drawn[-1].axes[0]
+    assert sorted(text.get_text() for text in ax.texts) == ["lr=0.0001", "lr=0.001"]
+    assert all(line.get_linestyle() == "None" for line in ax.get_lines() if len(line.get_xdata()) > 1)
+    assert ax.get_xlim() == (-1, 10)  # every point at 0 %: no negative compression drawn
 
 
 def test_the_same_sweep_file_edited_says_so_instead_of_to_run_itself(finished, tmp_path):

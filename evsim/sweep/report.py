@@ -214,7 +214,9 @@ def _data_of(row: dict) -> str:
 def plot_report(groups: list[dict], path: Path) -> None:
     """Test accuracy against compression, one series per structure (and per dataset and
     data source, where the points differ in them: never one line through emulated and
-    real results), error bars over seeds; the title names the data."""
+    real results), error bars over seeds; each point named by its other axes' values
+    (``lr=0.001``), where there are any, and no line between points: a line through
+    points of other learning rates read as one error bar. The title names the data."""
     plt = _pyplot()
     done = [r for g in groups for r in g["rows"] if r["status"] == "done"]
     several = len({_data_of(r) for r in done}) > 1
@@ -230,7 +232,15 @@ def plot_report(groups: list[dict], path: Path) -> None:
         ax.errorbar([100 * g["mean"]["compression"] for g in members], [100 * g["mean"]["test_acc"] for g in members],
                     xerr=[100 * (g["std"]["compression"] or 0) for g in members],
                     yerr=[100 * (g["std"]["test_acc"] or 0) for g in members],
-                    marker="o", capsize=3, linestyle="-" if len(members) > 1 else "none", label=structure)
+                    marker="o", capsize=3, linestyle="none", label=structure)
+        for g in members:
+            other = ", ".join(f"{axis}={_cell(value)}" for axis, value in g["key"].items()
+                              if axis not in ("structure", "data"))
+            if other:
+                ax.annotate(other, (100 * g["mean"]["compression"], 100 * g["mean"]["test_acc"]),
+                            textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if series and all(g["mean"]["compression"] == 0 for members in series.values() for g in members):
+        ax.set_xlim(-1, 10)  # compression is never negative: an all-zero axis is not drawn around 0
     ax.set_xlabel("compression (% of weights zero or absent)")
     ax.set_ylabel("test accuracy (%)")
     sources = sorted({str(r["data_source"]) for r in done if r.get("data_source")})
