@@ -60,7 +60,7 @@ def train(ctx, config_file, resume_dir, **opts):
         checkpoints = opts["checkpoints"] if "checkpoints" in given else None  # None: the run's own
     else:
         options = resolve_options({name: opts[name] for name in given if name in DEFAULTS},
-                                  options_from_file(config_file) if config_file else {})
+                                  options_from_file(config_file, given) if config_file else {})
         if options["cache_dir"] is None:  # recorded as found (the default), so config.toml says it
             options["cache_dir"] = resolve_cache_dir(None).resolve()
         if options["threads"] == 0:  # "all cores", recorded as the count: a repeat needs the same one to be exact
@@ -173,5 +173,6 @@ def _check_resumable(run_dir: Path, conflicting: list[str]) -> None:
                           f"restore {CHECKPOINT_LATEST}, {best}or repeat the run in a new folder: evsim train "
                           f"--config {run_dir / CONFIG_TOML} --out NEW_DIR")
     raise ConfigError(f"{run_dir} has no checkpoint yet (the run stopped before its first epoch ended); "
-                      f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir}")
+                      f"start it again: evsim train --config {run_dir / CONFIG_TOML} --out {run_dir} (with a lower "
+                      "--lr if its training diverged)")
 

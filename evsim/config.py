@@ -136,7 +136,8 @@ def _integer(option: Option, value) -> int:
         raise ConfigError(f"must be >= {low}" if option.high is None else f"must be in {low}..{high}")
     if value > high:
         why = (f"; this machine has {high} (NUMBA_NUM_THREADS), and a run made with more cores needs as many to be "
-               "repeated bit for bit" if option.name == "threads" else "")
+               f"repeated bit for bit (give --threads {high} to run it here, not bit for bit)"
+               if option.name == "threads" else "")
         raise ConfigError((f"must be <= {high}" if option.low is None else f"must be in {low}..{high}") + why)
     return value
 
@@ -557,9 +558,11 @@ _TOML_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"
                "develop": ((str,), "a string like \"auto\" or \"conv2,fc1\"")}
 
 
-def options_from_file(path: Path) -> dict:
+def options_from_file(path: Path, overridden=()) -> dict:
     """The options a TOML config file sets, converted and checked exactly like the same
-    options on the command line.
+    options on the command line; those ``overridden`` (given on the command line, which
+    beats the file) are left out unchecked: ``threads = 16`` from a bigger machine runs
+    here with ``--threads 2``.
 
     Raises
     ------
@@ -572,6 +575,8 @@ def options_from_file(path: Path) -> dict:
                           "leave --config out to train with the defaults")
     converted = {}
     for key, value in values.items():
+        if key in overridden:
+            continue
         option = OPTION_BY_NAME[key]
         accepted, wording = _TOML_TYPES[option.kind]
         if type(value) not in accepted:

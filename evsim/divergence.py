@@ -50,14 +50,17 @@ def first_non_finite(network, weights: bool = True) -> str | None:
 _PARAMETER_NAMES = ("weights", "biases")
 
 
-def check_finite_training(network, loss: float, where: str, lr: float, weights: bool = True) -> None:
+def check_finite_training(network, loss: float, where: str, lr: float, lr_given: float, epochs_kept: int,
+                          weights: bool = True) -> None:
     """Raise :class:`TrainingDiverged` unless ``loss`` and every bias (and, with
     ``weights``, every weight) are finite.
 
     Parameters
     ----------
     where : the place in training, for the message (``"epoch 3/12, batch 8 of 40"``).
-    lr : the learning rate the run was given, for the message.
+    lr : the learning rate in use there (the schedule's), for the message.
+    lr_given : the run's ``--lr``.
+    epochs_kept : the finished epochs the run folder keeps (0: none finished).
 
     Raises
     ------
@@ -66,7 +69,11 @@ def check_finite_training(network, loss: float, where: str, lr: float, weights: 
     """
     what = None if math.isfinite(loss) else f"the loss ({loss})"
     what = what or first_non_finite(network, weights)
-    if what is not None:
-        raise TrainingDiverged(f"training diverged at {where}: {what} became NaN or infinite; nothing of this state "
-                               f"is saved (the run folder keeps its last finished epoch); start a new run with a "
-                               f"lower --lr (it is {lr:g}), e.g. {lr / 10:g}")
+    if what is None:
+        return
+    kept = f"the run folder keeps epoch {epochs_kept}" if epochs_kept else "no epoch had finished, so none is kept"
+    # Below the rate that diverged, not below --lr: a warm-up had it lower than --lr.
+    in_use = f", {lr:g} in use there" if lr != lr_given else ""
+    raise TrainingDiverged(f"training diverged at {where}: {what} became NaN or infinite; nothing of this state "
+                           f"is saved ({kept}); start a new run with a lower --lr (it is {lr_given:g}{in_use}), "
+                           f"e.g. {min(lr, lr_given) / 10:g}")

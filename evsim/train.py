@@ -426,6 +426,12 @@ class Trainer:
     def _events(self, inputs):
         return encode_events(inputs, self.dataset.encoding, self.config.time_steps, self.rng)
 
+    def _check_finite(self, loss: float, where: str, lr: float | None = None, weights: bool = True) -> None:
+        """:func:`~evsim.divergence.check_finite_training` at ``where``, with ``lr`` in use
+        (default: this epoch's)."""
+        in_use = self.config.lr * self.schedule.factor(self.epoch) if lr is None else lr
+        check_finite_training(self.network, loss, where, in_use, self.config.lr, self.epoch, weights)
+
     def train_epoch(self, progress: bool = True) -> tuple[float, float]:
         """One pass over the shuffled training split, or what is left of an interrupted
         one (``self.in_epoch``); returns (mean loss, accuracy).
@@ -458,7 +464,7 @@ class Trainer:
             counts, traces = self.network.forward(self._events(split.inputs[batch]))
             loss, grad_counts = self.loss_fn(counts, labels, self.config.time_steps)
             if not np.isfinite(loss):
-                check_finite_training(self.network, loss, self.position(), self.config.lr)
+                self._check_finite(loss, self.position(), lr)
             would_be = self.structure is not None and self.structure.needs_would_be_grad
             grads = self.network.backward(traces, grad_counts, would_be_grad=would_be)
             if self.structure is not None:
@@ -467,8 +473,7 @@ class Trainer:
             self.batches_seen += 1
             if self.structure is not None and self.config.dev_interval and self.batches_seen % self.config.dev_interval == 0:
                 self.metrics.append(self.develop(lr))
-            check_finite_training(self.network, loss, self.position(), self.config.lr,
-                                  weights=self.batches_seen % WEIGHT_CHECK_EVERY == 0)
+            self._check_finite(loss, self.position(), lr, weights=self.batches_seen % WEIGHT_CHECK_EVERY == 0)
             done.position = start + len(batch)
             done.total_loss += loss * len(batch)
             done.correct += int(np.sum(np.argmax(counts, axis=1) == labels))
@@ -717,14 +722,14 @@ class Trainer:
             try:
                 train_loss, train_acc = self.train_epoch(progress)
             except TrainingInterrupted:
-                check_finite_training(self.network, 0.0, self.position(), self.config.lr)
+                self._check_finite(0.0, self.position())
                 if run_dir is not None and CHECKPOINT_LATEST in self.kept():
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
                                           metrics_path=run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
-            check_finite_training(self.network, 0.0, f"the end of epoch {self.epoch + 1}", self.config.lr)
+            self._check_finite(0.0, f"the end of epoch {self.epoch + 1}")
             test_acc, energy = self.evaluate("test")
             val_acc = self.evaluate("val")[0] if self.dataset.val is not None else None
             energy_summary = energy.summary()

@@ -252,3 +252,18 @@ def test_an_empty_config_path_asks_for_a_file_and_a_34x34_network_on_cropped_fra
     line = one_line_error(run(["train", "--config", ""]))
     assert "(give the path of a file)" in line and "give . for that" not in line
     assert "give --no-crop for N-MNIST's 34x34 frames" in crop_hint("nmnist", (2, 32, 32), 2 * 34 * 34)
+
+
+def test_a_file_from_a_machine_with_more_cores_runs_here_with_threads_given(tmp_path):
+    """The file's threads = 99 was checked before --threads on the command line beat it."""
+    import numba
+
+    file = tmp_path / "big.toml"
+    file.write_text('dataset = "mnist"\nthreads = 99\nepochs = 1\n')
+    line = one_line_error(run(["train", "--config", str(file), *TINY, "--out", str(tmp_path / "a")]))
+    high = numba.config.NUMBA_NUM_THREADS
+    assert f"threads = 99: must be in 0..{high}" in line and f"(give --threads {high} to run it here" in line
+    assert not (tmp_path / "a").exists()
+    result = run(["train", "--config", str(file), *TINY, "--threads", "1", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["threads"] == 1

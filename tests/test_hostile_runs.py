@@ -106,11 +106,29 @@ def test_a_run_whose_weights_turn_nan_stops_at_once_and_keeps_the_good_checkpoin
     trainer.optimizer.step = step_then_poison
     # the NaN weight is found at the next weight check, or its NaN gradient in the biases first
     with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 2/3.*layer 0's (weights|biases) became "
-                                               r"NaN or infinite.*lower --lr"):
+                                               r"NaN or infinite.*\(the run folder keeps epoch 1\).*lower --lr"):
         trainer.fit(tmp_path, **QUIET)
     assert trainer.batches_seen <= 16, "stopped within WEIGHT_CHECK_EVERY batches"
     state = load_checkpoint(tmp_path / CHECKPOINT_LATEST)  # finite, so it loads
     assert state.epoch == 1 and not (tmp_path / "summary.json").exists()
+
+
+def test_divergence_under_a_warm_up_names_the_rate_in_use_and_suggests_below_it(tmp_path, no_plots):
+    trainer = Trainer(toy_config(epochs=3, schedule="cosine", warmup_epochs=2, lr=1e-3), toy_dataset())
+    step = trainer.optimizer.step
+
+    def step_then_poison(params, lr):
+        step(params, lr)
+        if trainer.batches_seen == 2:
+            trainer.network.layers[1].bias[0] = np.inf
+
+    trainer.optimizer.step = step_then_poison
+    in_use = 1e-3 * trainer.schedule.factor(0)
+    assert in_use < 1e-3
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.fit(tmp_path, **QUIET)
+    assert str(caught.value).endswith(f"(no epoch had finished, so none is kept); start a new run with a lower --lr "
+                                      f"(it is 0.001, {in_use:g} in use there), e.g. {in_use / 10:g}")
 
 
 def test_a_nan_bias_stops_the_run_at_the_next_batch(tmp_path, no_plots):
@@ -139,7 +157,10 @@ def last_line_error(result) -> str:
 def test_a_huge_learning_rate_ends_in_one_line_not_done(tmp_path, recwarn):
     out = tmp_path / "run"
     line = last_line_error(run(["train", *TINY, "--lr", "1e38", "--out", str(out)]))
-    assert "training diverged" in line and "lower --lr" in line
+    assert "training diverged" in line and "(no epoch had finished, so none is kept)" in line
+    assert line.endswith("start a new run with a lower --lr (it is 1e+38), e.g. 1e+37")
+    resumed = one_line_error(run(["train", "--resume", str(out)]))
+    assert "has no checkpoint yet" in resumed and "(with a lower --lr if its training diverged)" in resumed
     assert not (out / CHECKPOINT_LATEST).exists() and not (out / "summary.json").exists()
     # Nothing printed besides that line: Adam's step size past float32's range is no warning.
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
