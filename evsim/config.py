@@ -133,7 +133,7 @@ def _integer(option: Option, value) -> int:
     low = -INT32_MAX if option.low is None else option.low
     high = INT32_MAX if option.high is None else option.high
     if value < low:
-        raise ConfigError(f"must be >= {low}" if option.high is None else f"must be in {low}..{high}")
+        raise ConfigError(f"must be >= {low}" if option.high in (None, math.inf) else f"must be in {low}..{high}")
     if value > high:
         why = (f"; this machine has {high} (NUMBA_NUM_THREADS), and a run made with more cores needs as many to be "
                f"repeated bit for bit (give --threads {high} to run it here, not bit for bit)"

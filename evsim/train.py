@@ -327,7 +327,9 @@ class Trainer:
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
         events = max(input_events(split.inputs, dataset.encoding, config.time_steps)
                      for split in (dataset.train, dataset.test))
-        check_memory(config, dataset.n_inputs, dataset.n_classes, events)
+        # a batch larger than the training split holds the split (more memory would never be used)
+        check_memory(dataclasses.replace(config, batch_size=min(config.batch_size, len(dataset.train))),
+                     dataset.n_inputs, dataset.n_classes, events)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)

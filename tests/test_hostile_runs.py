@@ -188,6 +188,7 @@ def test_float_options_float32_cannot_hold_are_refused_up_front(tmp_path, captur
     (["--epochs", "٣"], "digits 0-9"),
     (["--hidden", "٣"], "--hidden"),
     (["--threads", "¹"], "digits 0-9"),
+    (["--time-steps", "0"], "'--time-steps': must be >= 1, got 0"),  # it said 1..inf
 ])
 def test_integers_are_ascii_digits_within_int32(tmp_path, captured, args, fragment):
     assert fragment in one_line_error(run(["train", *TINY, *args, "--out", str(tmp_path / "run")]))
@@ -565,3 +566,22 @@ def test_a_temporary_another_machine_is_building_is_not_cleaned(tmp_path):
         os.close(other)
         os.close(lock)
     assert clean_stale_temporaries(tmp_path) == [building] and not building.exists()
+
+
+@pytest.mark.parametrize("structure", ["set", "magnitude"])
+def test_a_target_sparsity_that_keeps_no_synapse_of_a_layer_is_refused(tmp_path, structure):
+    """0.99999 of 784 x 16 synapses rounded to none: the run trained a cut network at chance."""
+    out = tmp_path / "run"
+    line = last_line_error(run(["train", *TINY, "--structure", structure, "--target-sparsity", "0.99999",
+                                "--out", str(out)]))
+    assert line == ("Error: --target-sparsity 0.99999 leaves fc1 (12,544 synapses) none, which cuts the network; "
+                    "give at most 0.99996")
+    assert not out.exists()
+    result = run(["train", *TINY, "--structure", structure, "--target-sparsity", "0.99996", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_batch_larger_than_the_training_split_needs_the_memory_of_the_split(tmp_path, no_plots):
+    """The memory check counted BPTT traces for 10^8 samples where the split holds 24."""
+    trainer = Trainer(toy_config(epochs=1, batch_size=10**8), toy_dataset())
+    assert trainer.batches_per_epoch() == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from evsim.compression import units_with_input
+from evsim.errors import ConfigError
 from evsim.network import Network
 
 
@@ -38,6 +39,23 @@ def prune_smallest(layer, n_remove: int) -> int:
     return removed
 
 
+def kept_synapses(network: Network, k: int, sparsity: float) -> int:
+    """The synapses (kernels) of layer ``k`` that ``sparsity`` keeps.
+
+    Raises
+    ------
+    ConfigError
+        If it keeps none: the layer would be cut, and the network would train at chance.
+    """
+    layer = network.layers[k]
+    keep = int(round(layer.dense_synapses * (1 - sparsity)))
+    if keep == 0:
+        raise ConfigError(f"--target-sparsity {sparsity:g} leaves {network.layer_labels()[k]} ({layer.dense_synapses:,} "
+                          f"synapses) none, which cuts the network; give at most "
+                          f"{1 - 0.5 / layer.dense_synapses:.6g}")
+    return keep
+
+
 class MagnitudePruning:
     """Gradual magnitude pruning of developing layers to ``target`` sparsity over ``steps`` steps."""
 
@@ -48,6 +66,8 @@ class MagnitudePruning:
         self.target, self.start, self.steps = target, start, max(steps, 1)
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+        for k in self.layers:
+            kept_synapses(network, k, target)
 
     def sparsity_at(self, step: int) -> float:
         progress = min(max((step - self.start + 1) / self.steps, 0.0), 1.0)
@@ -88,7 +108,7 @@ class SET:
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
         for k in self.layers:
             layer = network.layers[k]
-            keep = int(round(layer.dense_synapses * (1 - sparsity)))
+            keep = kept_synapses(network, k, sparsity)
             remove = np.ones(layer.store.nnz, dtype=bool)
             remove[self.rng.choice(layer.store.nnz, size=keep, replace=False)] = False
             layer.prune(remove)
