@@ -662,7 +662,9 @@ class Trainer:
             self.stop_signal = self.stop_signal or signum
             signal.signal(signum, STOP_SIGNALS[signum])
 
-        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+        # A signal the process was started ignoring stays ignored (Ctrl-C, for a background job).
+        previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
         try:
             yield
         finally:

@@ -75,6 +75,17 @@ def test_ctrl_c_stops_after_the_batch_and_resume_is_exact(tmp_path, structure, n
     assert_same_run(tmp_path / "whole", tmp_path / "split")
 
 
+def test_ctrl_c_ignored_since_the_start_stays_ignored_while_training(tmp_path, no_plots):
+    """A script's background job (``evsim train ... &``) starts with SIGINT ignored: a
+    Ctrl-C meant for the script's foreground job stopped the training."""
+    config, dataset = toy_config(epochs=2), toy_dataset()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    trainer = Trainer(config, dataset)
+    interrupt_at(trainer, batch=5)
+    trainer.fit(tmp_path, progress=False, echo=lambda line: None)
+    assert trainer.epoch == 2 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def test_a_restored_trainer_continues_like_the_original(tmp_path, no_plots):
     """Not only the saved files: the live generator, optimizer and development state match."""
     config, dataset = toy_config(epochs=2), toy_dataset()

@@ -516,10 +516,13 @@ def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finis
     assert f"failed: structure=magnitude,seed=0: {error}" in result.output
 
 
-@pytest.mark.parametrize("signum,group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, group):
+@pytest.mark.parametrize("signum,group,background", [(signal.SIGINT, True, False), (signal.SIGTERM, False, False),
+                                                     (signal.SIGTERM, False, True)],
+                         ids=["ctrl-c", "sigterm", "sigterm-to-a-background-job"])
+def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, group, background):
     """Ctrl-C (to the process group, as a terminal sends it) or SIGTERM (to the client, as
-    kill or a batch scheduler sends it): one line, the shell's code for the signal."""
+    kill or a batch scheduler sends it): one line, the shell's code for the signal. A
+    script's background job (``evsim sweep ... &``, Ctrl-C ignored) ignored SIGTERM too."""
     import socket
 
     out = tmp_path / "out"
@@ -533,7 +536,8 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, gro
         sweep = subprocess.Popen(
             [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env={**os.environ, "EVSIM_OFFLINE": "1"})
+            env={**os.environ, "EVSIM_OFFLINE": "1"},
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None)
         try:
             deadline = time.monotonic() + 240
             while not any('"epoch"' in (out / n / "metrics.jsonl").read_text() for n in NAMES

@@ -101,12 +101,13 @@ def local_cluster(workers: int):
 
     logs = logging.getLogger("distributed")
     level, handler, term_handler = logs.level, None, None
-    terminated = []
+    terminated, up = [], []
 
     def stop(signum, frame):
-        """SIGTERM (a scheduler's or a container's stop) as Ctrl-C, once the cluster is up."""
+        """SIGTERM (a scheduler's or a container's stop) as Ctrl-C, once the cluster is up
+        (whether or not Ctrl-C is ignored: a script's background job ignores it)."""
         terminated.append(signum)
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        if up:
             raise SweepTerminated()
 
     try:
@@ -125,6 +126,7 @@ def local_cluster(workers: int):
             if handler is not None:
                 signal.signal(signal.SIGINT, handler)
                 handler = None
+            up.append(True)
             try:
                 if terminated:  # while the cluster started
                     raise SweepTerminated()
