@@ -59,8 +59,8 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     dataset = first_steps(dataset, steps)
     result = evaluate(network, dataset, steps, split, batch_size or config.eval_batch_size, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "time_steps": steps, **result.summary()}
-    plot_confusion(result.confusion, png, f"{dataset.name} {split} ({dataset.source}), {loaded}: "
-                                          f"{100 * result.accuracy:.2f}%")
+    plot_confusion(result.confusion, png, f"{run_dir.resolve().name}, T = {steps}: {100 * result.accuracy:.2f}%\n"
+                                          f"{dataset.name} {split} ({dataset.source}), {loaded}")
     click.echo(f"{run_dir} ({loaded}), {split} split: {result.samples} samples, T = {steps}, data {dataset.source}")
     click.echo(f"accuracy        {100 * result.accuracy:.2f}%")
     click.echo("per class       " + "  ".join(f"{k}: {'-' if acc is None else f'{100 * acc:.1f}%'}"

@@ -11,6 +11,7 @@ from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_r
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
 from evsim.files import write_json_atomic
+from evsim.inspect import layer_names
 from evsim.plots import figure_format, plot_energy
 
 
@@ -59,5 +60,5 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "dataset": dataset.name, "split": split,
                **report.summary()}
     write_json_atomic(json_path, summary)
-    plot_energy(summary, png_path)
+    plot_energy(summary, png_path, layer_names(network))
     click.echo(f"wrote {json_path} and {png_path} ({loaded})")

@@ -25,7 +25,7 @@ from evsim.errors import ConfigError
 from evsim.evaluate import checked_split, eval_seeds
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
-from evsim.plots import _pyplot, save_figure
+from evsim.plots import _log_if_spread, _pyplot, floor_at_zero, save_figure, zero_noted
 
 
 @dataclass
@@ -241,7 +241,8 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
     plt = _pyplot()
     n_layers, shown = len(rec.spikes), min(rasters, rec.samples)
     cols = shown + 2
-    fig = plt.figure(figsize=(3.0 * cols, 2.4 * (n_layers + 1) + 0.6))
+    # Constrained layout keeps the suptitle above the top row's titles (tight_layout does not, on tall figures).
+    fig = plt.figure(figsize=(3.0 * cols, 2.4 * (n_layers + 1) + 0.6), layout="constrained")
     grid = fig.add_gridspec(n_layers + 1, cols)
     rates, per_step = rec.firing_rates(), rec.rate_per_step()
     steps = np.arange(1, rec.time_steps + 1)
@@ -265,35 +266,37 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
             if k == n_layers - 1:
                 ax.set_xlabel("time step")
         values = bool(analog and analog[k])
+        pooled = not rec.energy.layers[k].spiking  # a pooling has units, not neurons: its rate is its mean output
         scale, unit = (1, "") if values else (100, "%")
+        rate = "mean output value" if values else "mean output (% of steps)" if pooled else "firing rate (% of steps)"
         ax = fig.add_subplot(grid[k, shown])
         alive_rates = scale * rates[k][rec.alive[k]]
         ax.hist(alive_rates, bins=min(30, max(5, alive_rates.size // 5)), color="tab:red")
-        ax.set(xlabel="mean output value" if values else "firing rate (% of steps)",
-               ylabel="units" if values else "alive neurons")
+        ax.set(xlabel=rate, ylabel="units" if pooled else "alive neurons")
+        floor_at_zero(ax, alive_rates, "x")
         silent = int(np.sum(alive_rates == 0))
         ax.set_title(f"L{k}: mean {alive_rates.mean() if alive_rates.size else 0:.{3 if values else 1}f}{unit}, "
-                     f"{silent} {'always 0' if values else 'silent'}", fontsize=9)
+                     f"{silent} {'always 0' if pooled else 'silent'}", fontsize=9)
         ax = fig.add_subplot(grid[k, shown + 1])
         ax.plot(steps, scale * per_step[k], "o-", ms=3, color="tab:red")
-        ax.set(xlabel="time step", ylabel="mean output value" if values else "% of alive neurons firing",
-               ylim=(None if values else 0, None))
-        ax.set_title(f"L{k}: {'mean value' if values else 'firing rate'} per step", fontsize=9)
+        ax.set(xlabel="time step", ylabel=("mean output value" if values else "mean output (%)" if pooled
+                                           else "% of alive neurons firing"))
+        floor_at_zero(ax, per_step[k])
+        ax.set_title(f"L{k}: {'mean output' if pooled else 'firing rate'} per step", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax = fig.add_subplot(grid[n_layers, :])
     n = max(rec.energy.samples, 1)
     for k, layer in enumerate(rec.energy.layers):
         kind = "MACs" if layer.analog_input else "SOPs"
-        ax.plot(steps, layer.ops / n, "o-", ms=3, label=f"L{k} {layer.n_in}\u2192{layer.n_out} ({kind})")
+        ax.plot(steps, layer.ops / n, "o-", ms=3,
+                label=zero_noted(f"L{k} {layer.n_in}\u2192{layer.n_out} ({kind})", layer.ops))
     ops = np.concatenate([layer.ops for layer in rec.energy.layers]) / n
-    positive = ops[ops > 0]
-    if positive.size and positive.max() / positive.min() > 30:
-        ax.set_yscale("log")
+    _log_if_spread(ax, ops)
+    floor_at_zero(ax, ops)
     ax.set(xlabel="time step", ylabel="operations per sample", title="synaptic operations per time step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle((title + ": " if title else "") + f"rates and operations over {rec.samples} samples", fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path)

@@ -177,7 +177,21 @@ def _log_if_spread(ax, values, axis: str = "y", ratio: float = 30.0) -> bool:
     return False
 
 
-def plot_energy(summary: dict, path: Path) -> None:
+def floor_at_zero(ax, values, axis: str = "y") -> None:
+    """Start a linear axis at 0 when none of its ``values`` is negative (an axis of zeros
+    is otherwise padded to negative values, e.g. firing rates of -0.04); call it when the
+    axes are drawn in: it ends the axis' autoscaling."""
+    scale = ax.get_yscale() if axis == "y" else ax.get_xscale()
+    if scale == "linear" and (np.size(values) == 0 or np.min(values) >= 0):
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(0, None)
+
+
+def zero_noted(label: str, ops) -> str:
+    """A curve's legend ``label``, saying ": 0" when its ``ops`` are all 0: a log scale draws no zeros."""
+    return label if np.any(ops) else f"{label}: 0"
+
+
+def plot_energy(summary: dict, path: Path, layer_names: list[str] | None = None) -> None:
     """What ``evsim profile`` counted: operations per layer (this network against the same
     architecture unpruned), energy per sample of the three compared networks, operations
     per time step, and firing rates per layer.
@@ -187,18 +201,23 @@ def plot_energy(summary: dict, path: Path) -> None:
     summary : :meth:`~evsim.energy.EnergyReport.summary`; with ``run_dir``, ``checkpoint``,
         ``dataset`` and ``split`` (as ``evsim profile`` adds them) the title names them.
     path : the figure; its suffix picks the format (:func:`save_figure`).
+    layer_names : what each layer is (:func:`evsim.inspect.layer_names`), for the layer axes
+        [default: its inputs and outputs].
     """
     layers = summary["layers"]
     plt = _pyplot()
     fig, ((ax_ops, ax_energy), (ax_steps, ax_rate)) = plt.subplots(2, 2, figsize=(12, 8.5))
     x = np.arange(len(layers))
-    names = [f"L{i}\n{l['n_in']}\u2192{l['n_out']}" for i, l in enumerate(layers)]
+    kinds = layer_names or [f"{l['n_in']}\u2192 {l['n_out']}" for l in layers]
+    # A word a line: a conv network's layer labels on one line are wider than their place.
+    names = [f"L{i} {kind}".replace(" ", "\n") for i, kind in enumerate(kinds)]
     this = [layer["sops_per_sample"] + layer["macs_per_sample"] for layer in layers]
     unpruned = [layer["sops_unpruned_per_sample"] for layer in layers]
     ax_ops.bar(x - 0.2, unpruned, width=0.4, color="tab:gray", label="same architecture, unpruned (same spikes)")
     ax_ops.bar(x + 0.2, this, width=0.4, color="tab:blue", label="this network")
     ax_ops.set_xticks(x, names)
     log = _log_if_spread(ax_ops, this + unpruned)
+    floor_at_zero(ax_ops, this + unpruned)
     ax_ops.set(ylabel="operations per sample" + (" (log)" if log else ""), title="synaptic operations per layer")
     ax_ops.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
     ax_ops.grid(axis="y", alpha=0.3)
@@ -219,8 +238,10 @@ def plot_energy(summary: dict, path: Path) -> None:
 
     per_step = [np.asarray(layer.get("ops_per_step", []), dtype=float) for layer in layers]
     for name, ops in zip(names, per_step):
-        ax_steps.plot(np.arange(1, ops.size + 1), ops, "o-", ms=3, label=name.replace("\n", " "))
-    log = _log_if_spread(ax_steps, np.concatenate(per_step).tolist() if per_step else [])
+        ax_steps.plot(np.arange(1, ops.size + 1), ops, "o-", ms=3, label=zero_noted(name.replace("\n", " "), ops))
+    all_steps = np.concatenate(per_step) if per_step else np.zeros(0)
+    log = _log_if_spread(ax_steps, all_steps)
+    floor_at_zero(ax_steps, all_steps)
     ax_steps.set(xlabel="time step", ylabel="operations per sample" + (" (log)" if log else ""),
                  title="operations per time step")
     _integer_x(ax_steps)
@@ -232,6 +253,7 @@ def plot_energy(summary: dict, path: Path) -> None:
     ax_rate.bar_label(bars, [f"{r:.2f}%" for r in rates], padding=2, fontsize=8)
     ax_rate.set_xticks(x, names)
     ax_rate.margins(y=0.15)
+    floor_at_zero(ax_rate, rates)
     ax_rate.set(ylabel="spikes per unit and step (%)",
                 title="firing rate per layer (all neurons; pooling: mean output)")
     ax_rate.grid(axis="y", alpha=0.3)

@@ -99,6 +99,19 @@ def test_eval_command_outputs_and_errors(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_confusion_title_names_the_run_and_its_time_steps(tmp_path, monkeypatch):
+    """eval --time-steps 2 and 4 drew the same title: neither T nor the run."""
+    out = tmp_path / "my-run"
+    assert run(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "8", "--time-steps", "4",
+                "--threads", "1", "--out", str(out), "--no-progress"]).exit_code == 0
+    titles = []
+    monkeypatch.setattr("evsim.plots.save_figure", lambda fig, path: titles.append(fig.axes[0].get_title()))
+    for steps in ("2", "4"):
+        result = run(["eval", str(out), "--time-steps", steps])
+        assert result.exit_code == 0, result.output
+    assert [title.split("\n")[0].split(":")[0] for title in titles] == ["my-run, T = 2", "my-run, T = 4"]
+
+
 def test_rate_coded_evaluation_does_not_depend_on_the_batch_size(rng):
     """Each sample's spikes come from its own generator: eval, profile and inspect draw a
     sample's spikes alike in any batch, and alone."""

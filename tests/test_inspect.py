@@ -111,7 +111,8 @@ def test_a_pooling_of_direct_input_is_shown_as_values_not_rates(tmp_path, monkey
     assert lines[0].startswith("L0 (AP2 pool, values): 196 units, mean output value 0.") and "%" not in lines[0]
     assert lines[2].startswith("L2 (AP2 pool, values): 98 units, mean output") and "% of steps" in lines[2]
     labels = [ax.get_xlabel() for ax in figures[0].axes]
-    assert "mean output value" in labels and labels.count("firing rate (% of steps)") == 3
+    assert "mean output value" in labels and labels.count("firing rate (% of steps)") == 2
+    assert labels.count("mean output (% of steps)") == 1  # L2: a pooling of spikes
 
     from evsim.checkpoint import load_network
     from evsim.data import DataOptions, load_dataset
@@ -172,3 +173,55 @@ def test_no_command_writes_over_a_runs_own_files(tiny_run, command, option, name
     message = one_line_error(run(args))
     assert str(target) in message and f"is a run's {name}" in message and "choose another file name" in message
     assert {path.name: path.read_bytes() for path in tiny_run.iterdir() if path.is_file()} == before
+
+
+CONV6 = "2x12x12-4C3-AP2-8C3-AP2-16-10"  # six layers, two of them pooling: the tallest figure
+
+
+def _inspection_figure(monkeypatch, rng, density: float = 0.4):
+    from evsim.inspect import analog_outputs, layer_names, plot_inspection
+
+    figures = []
+    monkeypatch.setattr("evsim.inspect.save_figure", lambda fig, path: figures.append(fig))
+    network = evsim.Network.from_spec(CONV6, rng=rng)
+    rec = evsim.record(network, (rng.random((4, 3, 288)) < density).astype(np.float32))
+    plot_inspection(rec, "i.png", rasters=2, title="a run", layer_names=layer_names(network),
+                    analog=analog_outputs(rec, network))
+    fig = figures[0]
+    fig.canvas.draw()
+    return fig, {ax.get_title(): ax for ax in fig.axes}
+
+
+def test_inspection_figure_title_is_clear_of_the_panel_titles(monkeypatch, rng):
+    fig, axes = _inspection_figure(monkeypatch, rng)
+    suptitle = fig._suptitle.get_window_extent()
+    assert len(axes) > 6 and not [title for title, ax in axes.items()
+                                  if title and ax.title.get_window_extent().overlaps(suptitle)]
+
+
+def test_inspection_figure_labels_a_pooling_of_spikes_as_units(monkeypatch, rng):
+    """The README: a pooling layer has no neurons, its firing rate is its mean output."""
+    _, axes = _inspection_figure(monkeypatch, rng)
+    for k in (1, 3):
+        histogram = next(ax for title, ax in axes.items() if title.startswith(f"L{k}: mean "))
+        assert (histogram.get_xlabel(), histogram.get_ylabel()) == ("mean output (% of steps)", "units")
+        assert histogram.get_title().endswith("always 0")
+        assert axes[f"L{k}: mean output per step"].get_ylabel() == "mean output (%)"
+    assert axes["L0: firing rate per step"].get_ylabel() == "% of alive neurons firing"
+
+
+def test_inspection_figure_of_a_silent_network_has_no_negative_axes(monkeypatch, rng):
+    _, axes = _inspection_figure(monkeypatch, rng, density=0.0)
+    plots = [ax for title, ax in axes.items() if title.startswith("L") or title.startswith("synaptic")]
+    assert len(plots) == 12 + 1
+    for ax in plots:
+        assert min(ax.get_xlim()) >= 0 and min(ax.get_ylim()) >= 0, ax.get_title()
+
+
+def test_inspection_legend_says_which_layers_did_no_operations(monkeypatch, rng):
+    """Zeros draw nothing on a log scale: the pooling layers (no synapses) were listed, not drawn."""
+    _, axes = _inspection_figure(monkeypatch, rng)
+    ops = axes["synaptic operations per time step"]
+    legend = [text.get_text() for text in ops.get_legend().get_texts()]
+    assert legend[1].endswith("(SOPs): 0") and legend[3].endswith("(SOPs): 0")
+    assert legend[0].endswith("(SOPs)") and legend[2].endswith("(SOPs)")

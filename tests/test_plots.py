@@ -209,3 +209,40 @@ def test_run_labels_are_the_shortest_distinguishing_ends_of_the_paths():
     assert run_labels(["/x/a", "/x/b"]) == ["a", "b"]
     assert run_labels(["/x/a", "/x/a"]) == ["a #1", "a #2"]
     assert run_labels(["/x/a", "/a"]) == ["x/a", "a"]
+
+
+def _profile_figure(figures, density: float, names: bool):
+    import numpy as np
+
+    import evsim
+    from evsim.inspect import layer_names
+
+    rng = np.random.default_rng(0)
+    network = evsim.Network.from_spec("2x34x34-4C3-AP2-8C3-AP2-16-10", rng=rng)  # labels of 4 digits
+    summary = evsim.profile(network, [(rng.random((4, 3, 2312)) < density).astype(np.float32)]).summary()
+    plots.plot_energy(summary, "p.png", *([layer_names(network)] if names else []))
+    fig = figures[-1]
+    fig.canvas.draw()
+    return {ax.get_title(): ax for ax in fig.axes}
+
+
+@pytest.mark.parametrize("names", [True, False])
+def test_profile_layer_labels_of_a_conv_network_do_not_collide(figures, names):
+    axes = _profile_figure(figures, 0.4, names)
+    for title in ("synaptic operations per layer", "firing rate per layer (all neurons; pooling: mean output)"):
+        boxes = [label.get_window_extent() for label in axes[title].get_xticklabels()]
+        assert len(boxes) == 6 and not [(a, b) for a in range(6) for b in range(a + 1, 6)
+                                        if boxes[a].overlaps(boxes[b])], title
+    if names:
+        assert axes["synaptic operations per layer"].get_xticklabels()[1].get_text() == "L1\nAP2\npool,\nvalues"
+
+
+def test_profile_steps_legend_says_which_layers_did_no_operations(figures):
+    steps = _profile_figure(figures, 0.4, True)["operations per time step"]
+    legend = [text.get_text() for text in steps.get_legend().get_texts()]
+    assert legend[1] == "L1 AP2 pool, values: 0" and legend[0] == "L0 4C3 conv"
+
+
+def test_profile_of_a_silent_network_has_no_negative_axes(figures):
+    for title, ax in _profile_figure(figures, 0.0, False).items():
+        assert min(ax.get_xlim() if title.startswith("energy") else ax.get_ylim()) >= 0, title
