@@ -161,9 +161,12 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     own = read_config(run_dir)  # a damaged config.json is refused, whatever the command reads next
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
+        # Read before the checkpoint: a run training now writes its checkpoint, then its
+        # metrics, so the checkpoint loaded after is as new as these, or newer.
+        metrics = read_metrics(run_dir)
         state = load_checkpoint(path)  # validates the stored configuration
         check_belongs(run_dir, path, state.run_id)
-        check_current(run_dir, path, state.epoch)
+        check_current(path, state.epoch, metrics)
         config = TrainConfig.from_dict(state.config)
         state.network.set_path(config.path)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
@@ -211,18 +214,18 @@ def _not_saved_yet(run_dir: Path, path: Path) -> str:
             "use --checkpoint latest")
 
 
-def check_current(run_dir: Path, path: Path, epoch: int) -> None:
-    """Refuse the checkpoint ``path`` (of finished epoch ``epoch``) if the run's metrics
-    went on past it: a checkpoint a later session's ``--checkpoints`` policy no longer
-    keeps (and a kill kept it from deleting). A checkpoint ahead of the metrics is the
-    newest state (a kill came before they were written).
+def check_current(path: Path, epoch: int, metrics: list[dict]) -> None:
+    """Refuse the checkpoint ``path`` (of finished epoch ``epoch``) if the run's ``metrics``
+    (read before it) went on past it: a checkpoint a later session's ``--checkpoints``
+    policy no longer keeps (and a kill kept it from deleting). A checkpoint ahead of the
+    metrics is the newest state (a kill came before they were written, or the run is
+    training now).
 
     Raises
     ------
     CheckpointError
         Naming the stale file and what to use instead.
     """
-    metrics = read_metrics(run_dir)
     epochs = sum(row["type"] == "epoch" for row in metrics)
     if epoch >= epochs or (path.name == CHECKPOINT_BEST and epoch == best_epoch(metrics)):
         return

@@ -344,3 +344,24 @@ def test_runs_compare_says_which_run_trained_on_which_data(tmp_path, toy_run, mo
     assert legends == ["a (mnist-5k)", "b (real)"]
     assert {(r["run"], r["data_source"]) for r in csv.DictReader((tmp_path / "m.csv").open())} == \
         {(str(a), "mnist-5k"), (str(b), "real")}
+
+
+def test_a_run_training_now_is_not_called_stale_by_export_or_eval(tmp_path, toy_run, monkeypatch):
+    """A run training while it was read wrote its next epoch's metrics between the reader's
+    loading of checkpoint-latest.npz and of metrics.jsonl: the live checkpoint was called
+    stale, with the advice to delete it."""
+    import evsim.cli.runs as runs_module
+
+    load = runs_module.load_checkpoint
+
+    def load_then_train_an_epoch(path):
+        state = load(path)
+        rows = [json.loads(line) for line in (toy_run / "metrics.jsonl").read_text().splitlines()]
+        last = [row for row in rows if row["type"] == "epoch"][-1]
+        with (toy_run / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps({**last, "epoch": last["epoch"] + 1}) + "\n")
+        return state
+
+    monkeypatch.setattr(runs_module, "load_checkpoint", load_then_train_an_epoch)
+    result = run_args(["export", toy_run, "--format", "nir", tmp_path / "net.nir"])
+    assert result.exit_code == 0 and "stale" not in result.output, result.output
