@@ -585,3 +585,18 @@ def test_a_batch_larger_than_the_training_split_needs_the_memory_of_the_split(tm
     """The memory check counted BPTT traces for 10^8 samples where the split holds 24."""
     trainer = Trainer(toy_config(epochs=1, batch_size=10**8), toy_dataset())
     assert trainer.batches_per_epoch() == 1
+
+
+def test_a_killed_emulations_temporary_is_cleaned_by_the_next_emulation(tmp_path):
+    """Cleaned under the folder's own lock, which made the temporary look in progress: each
+    killed emulation left its folder (5-109 MB) for good."""
+    from evsim.data.emulate import write_emulated_nmnist
+
+    out = tmp_path / "em"
+    left = tmp_path / f".em.{dead_pid()}.tmp-ab_c1234"
+    (left / "Train").mkdir(parents=True)
+    write_emulated_nmnist(out, per_class=1, progress=False)
+    assert not left.exists() and (out / "emulator.json").is_file()
+    (left / "Train").mkdir(parents=True)  # a kill after the folder was made: the next call cleans it too
+    write_emulated_nmnist(out, per_class=1, progress=False)
+    assert not left.exists()

@@ -41,7 +41,7 @@ from evsim.data.cache import atomic_dir, building_lock
 from evsim.data.events import NMNIST_SENSOR, write_nmnist_bin
 from evsim.data.mnist import mnist_5k_split
 from evsim.errors import ConfigError, DataError, EvsimError
-from evsim.files import remove_path
+from evsim.files import clean_stale_temporaries, remove_path
 from evsim.kernels.emulate import emulate_events
 from evsim.readers import read_json
 
@@ -242,6 +242,9 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
         settings.
     """
     out = Path(out)
+    # On every call, and before the lock: under it, a killed build's temporary of this
+    # folder would look in progress.
+    clean_stale_temporaries(out.parent)
     wanted = {"version": EMULATOR_VERSION, "key": params.key(seed), "per_class": per_class}
     existing = read_manifest(out)
     if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
