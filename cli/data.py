@@ -13,7 +13,7 @@ from evsim.cli.options import DATASET_OPTION_NAMES, NonEmptyPath, data_options_f
 from evsim.cli.runs import check_outputs, load_run_network, run_config, with_crop_default
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
-from evsim.data.emulate import EmulatorParams, read_manifest, write_emulated_nmnist
+from evsim.data.emulate import EmulatorParams, write_emulated_nmnist
 from evsim.data.frames import SparseFrames
 from evsim.data.tonic_sets import SAMPLE_EVENTS, event_transform
 from evsim.errors import ConfigError
@@ -298,9 +298,7 @@ def _frame_times_ms(events, n_frames: int, slicing: str) -> list[tuple[float, fl
 def emulate_nmnist(out, per_class, seed):
     """Write emulated N-MNIST recordings (genuine 40-bit .bin files) from the 5,000 MNIST digits."""
 
-    before = read_manifest(out)
-    manifest = write_emulated_nmnist(out, per_class=per_class, seed=seed, params=EmulatorParams())
-    redone = before is None or before.get("key") != manifest["key"] or before.get("per_class") != per_class
+    manifest, redone = write_emulated_nmnist(out, per_class=per_class, seed=seed, params=EmulatorParams())
     for folder, split in manifest["splits"].items():
         click.echo(f"{folder:<6} {split['samples']} recordings, {split['events'] / max(split['samples'], 1):.0f} "
                    f"events per recording")

@@ -69,7 +69,8 @@ def train(ctx, config_file, resume_dir, **opts):
         checkpoints = options["checkpoints"]
         config = config_from_options(options, out)
         if options["out"] is not None:  # a default folder is claimed new (claim_run_dir)
-            check_new_run_dir(out)
+            with run_lock(out):  # a run training there now is named as such, not as one to --resume
+                check_new_run_dir(out)
     claimed = None
     # Until training installs its own handlers (and after it restores them), SIGTERM ends the
     # command like Ctrl-C does: through the cleanup below, not with the folder it claimed left.

@@ -130,7 +130,8 @@ def test_select_per_class():
 
 def test_written_files_are_read_back_by_tonic_and_cached(tmp_path):
     out = tmp_path / "emu"
-    manifest = write_emulated_nmnist(out, per_class=1, seed=0, progress=False)
+    manifest, written = write_emulated_nmnist(out, per_class=1, seed=0, progress=False)
+    assert written
     files = sorted(out.glob("*/*/*.bin"))
     assert len(files) == 20 and manifest["splits"]["Train"]["samples"] == 10
     first = sorted((out / "Train" / "0").glob("*.bin"))[0]
@@ -141,8 +142,8 @@ def test_written_files_are_read_back_by_tonic_and_cached(tmp_path):
     for field in ("x", "y", "t", "p"):
         np.testing.assert_array_equal(read[field], expected[field])
     stamp = first.stat().st_mtime_ns
-    again = write_emulated_nmnist(out, per_class=1, seed=0, progress=False)
-    assert again == read_manifest(out) and first.stat().st_mtime_ns == stamp  # nothing redone
+    again, written = write_emulated_nmnist(out, per_class=1, seed=0, progress=False)
+    assert again == read_manifest(out) and first.stat().st_mtime_ns == stamp and not written  # nothing redone
     assert not list(tmp_path.glob(".emu.tmp-*"))
 
 
@@ -362,5 +363,7 @@ def test_two_emulations_of_the_same_folder_at_once_make_it_once(tmp_path, monkey
         thread.join()
     import json
     assert errors == [] and len(results) == 2
-    assert json.loads(json.dumps(results[0])) == json.loads(json.dumps(results[1]))  # the one written, and as read
+    assert json.loads(json.dumps(results[0][0])) == json.loads(json.dumps(results[1][0]))  # the one written, and as read
+    assert sorted(written for _, written in results) == [False, True]  # what `evsim data emulate-nmnist` says
     assert sorted(calls) == ["Test", "Train"]  # one emulation: each split written once
+

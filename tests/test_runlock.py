@@ -152,3 +152,32 @@ def test_resume_of_a_run_still_starting_names_the_lock_not_a_missing_checkpoint(
     finally:
         release.set()
         holder.join()
+
+
+def test_a_new_run_into_a_folder_training_now_names_the_lock_not_resume(tmp_path):
+    """The folder of a run in training holds its checkpoint: the refusal said to continue
+    it with --resume, which then said it is being written."""
+    from evsim.checkpoint import CHECKPOINT_LATEST
+
+    run_dir = tmp_path / "training"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / CHECKPOINT_LATEST).write_bytes(b"")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run_lock(run_dir):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait(30)
+        line = one_line_error(run(TRAIN + ["--out", str(run_dir)]))
+        assert "is being written by another process" in line and "--resume" not in line
+    finally:
+        release.set()
+        holder.join()
+    assert "already holds a training run; continue it with --resume" in one_line_error(run(TRAIN + ["--out",
+                                                                                             str(run_dir)]))

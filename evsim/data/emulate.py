@@ -232,8 +232,9 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
 
     Returns
     -------
-    dict
-        The manifest: parameters, seed, counts per split, event totals.
+    (dict, bool)
+        The manifest (parameters, seed, counts per split, event totals), and whether this
+        call wrote the folder (not: it was there, or a process writing it at once did).
 
     Raises
     ------
@@ -248,7 +249,7 @@ def write_emulated_nmnist(out: Path, per_class: int | None = None, seed: int = 0
     wanted = {"version": EMULATOR_VERSION, "key": params.key(seed), "per_class": per_class}
     existing = read_manifest(out)
     if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
-        return existing
+        return existing, False
     with building_lock(out):  # processes that need the same emulation at once make it once
         return _write_emulation(out, wanted, per_class, seed, params, chunk, progress)
 
@@ -257,7 +258,7 @@ def _write_emulation(out: Path, wanted: dict, per_class, seed, params, chunk, pr
     """:func:`write_emulated_nmnist` under the folder's lock."""
     existing = read_manifest(out)  # another process may have made it while this one waited
     if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
-        return existing
+        return existing, False
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not emulated N-MNIST with these settings; "
                         "choose an empty or new folder")
@@ -271,7 +272,7 @@ def _write_emulation(out: Path, wanted: dict, per_class, seed, params, chunk, pr
                 tmp / folder, images[keep], labels[keep], keep + id_base, seed, params, chunk,
                 progress, f"emulating N-MNIST {folder.lower()}")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return manifest
+    return manifest, True
 
 
 def _write_split(folder: Path, images, labels, ids, seed, params, chunk, progress, desc) -> dict:
