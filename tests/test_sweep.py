@@ -752,6 +752,10 @@ def test_report_figure_names_each_point_by_its_other_axes_and_joins_none(tmp_pat
     assert sorted(text.get_text() for text in ax.texts) == ["lr=0.0001", "lr=0.001"]
     assert all(line.get_linestyle() == "None" for line in ax.get_lines() if len(line.get_xdata()) > 1)
     assert ax.get_xlim() == (-1, 10)  # every point at 0 %: no negative compression drawn
+    report.plot_report([group("none", 0.001, 0.55, 0.0), group("set", 0.001, 0.55, 0.0)], tmp_path / "r.png")
+    drawn_markers = [(line.get_marker(), line.get_markersize(), line.get_markerfacecolor())
+                     for line in drawn[-1].axes[0].get_lines() if line.get_marker() not in ("None", "_", "|")]
+    assert len({(m, size) for m, size, _ in drawn_markers}) == 2 and {face for *_, face in drawn_markers} == {"none"}
 
 
 def test_the_same_sweep_file_edited_says_so_instead_of_to_run_itself(finished, tmp_path):

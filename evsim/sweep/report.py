@@ -211,6 +211,16 @@ def _data_of(row: dict) -> str:
     return ", ".join(str(v) for v in (row.get("option.dataset"), row.get("data_source")) if v)
 
 
+SERIES_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+
+
+def _spread(members: list[dict], column: str) -> list[float] | None:
+    """Error bars of ``column`` in %, or None where no group has a spread (one seed each):
+    bars of length 0 are drawn as a cross through the marker."""
+    spread = [100 * (g["std"][column] or 0) for g in members]
+    return spread if any(spread) else None
+
+
 def plot_report(groups: list[dict], path: Path) -> None:
     """Test accuracy against compression, one series per structure (and per dataset and
     data source, where the points differ in them: never one line through emulated and
@@ -227,12 +237,13 @@ def plot_report(groups: list[dict], path: Path) -> None:
             name = str(row["structure"]) + (f" ({_data_of(row)})" if several else "")
             series.setdefault(name, []).append(g)
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for structure, members in sorted(series.items()):
+    for k, (structure, members) in enumerate(sorted(series.items())):
         members.sort(key=lambda g: g["mean"]["compression"])
+        # hollow, a shape each: series with the same results stay visible one inside another
         ax.errorbar([100 * g["mean"]["compression"] for g in members], [100 * g["mean"]["test_acc"] for g in members],
-                    xerr=[100 * (g["std"]["compression"] or 0) for g in members],
-                    yerr=[100 * (g["std"]["test_acc"] or 0) for g in members],
-                    marker="o", capsize=3, linestyle="none", label=structure)
+                    xerr=_spread(members, "compression"), yerr=_spread(members, "test_acc"),
+                    marker=SERIES_MARKERS[k % len(SERIES_MARKERS)], ms=max(10 - 2 * k, 4), mfc="none", mew=1.5,
+                    capsize=3, linestyle="none", label=structure)
         for g in members:
             other = ", ".join(f"{axis}={_cell(value)}" for axis, value in g["key"].items()
                               if axis not in ("structure", "data"))
