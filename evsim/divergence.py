@@ -72,7 +72,7 @@ def check_finite_training(network, loss: float, where: str, lr: float, lr_given:
     if what is None:
         return
     kept = f"the run folder keeps epoch {epochs_kept}" if epochs_kept else "no epoch had finished, so none is kept"
-    # Below the rate that diverged, not below --lr: a warm-up had it lower than --lr.
+    # Below the rate that diverged, not below --lr: a warm-up has it lower than --lr.
     in_use = f", {lr:g} in use there" if lr != lr_given else ""
     raise TrainingDiverged(f"training diverged at {where}: {what} became NaN or infinite; nothing of this state "
                            f"is saved ({kept}); start a new run with a lower --lr (it is {lr_given:g}{in_use}), "

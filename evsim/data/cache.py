@@ -69,7 +69,7 @@ def files_fingerprint(files: list, labels) -> dict:
     total = 0
     hashed = set()
     paths = [os.path.abspath(os.fspath(path)) for path in files]
-    # every path starts with the folder that holds them all (os.path.relpath took 20 us a file)
+    # every path starts with the folder that holds them all (os.path.relpath costs 20 us a file)
     start = len(os.path.join(os.path.commonpath({path.rpartition(os.sep)[0] or os.sep for path in paths}), "")) \
         if paths else 0
     for path, label in zip(paths, labels):
