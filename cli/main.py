@@ -84,8 +84,8 @@ def _stdout_outliving_its_reader() -> None:
 
 
 class EvsimGroup(click.Group):
-    """Reports bad usage, every deliberate EvsimError and every unusable path as one
-    line, exit code 2."""
+    """Reports bad usage, every deliberate EvsimError, running out of memory and every
+    unusable path as one line, exit code 2."""
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)  # errors are always handled here
@@ -114,6 +114,11 @@ class EvsimGroup(click.Group):
             sys.exit(exc.exit_code)
         except EvsimError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except MemoryError as exc:  # what no command's own check foresaw (other processes, a tight limit)
+            detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no allocation named"
+            click.echo(f"Error: out of memory ({detail}); free memory, or ask for less (a smaller --batch-size, "
+                       "--time-steps or network)", err=True)
             sys.exit(2)
         except OSError as exc:
             if exc.filename is None:  # not about a path the user chose: keep the traceback

@@ -389,7 +389,7 @@ def save_checkpoint(paths: list[Path], state: TrainingState) -> None:
 class _WriteFailed(Exception):
     """A file of a save could not be written (raised on the writer thread, reported by wait)."""
 
-    def __init__(self, path: Path, what: str, error: OSError):
+    def __init__(self, path: Path, what: str, error: OSError | MemoryError):
         super().__init__(path, what, error)
         self.path, self.what, self.error = path, what, error
 
@@ -399,7 +399,7 @@ def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]], remove: l
     for path, what, write in files:
         try:
             write()
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             raise _WriteFailed(path, what, exc) from exc
     for path in remove:
         try:
@@ -416,8 +416,8 @@ class CheckpointWriter:
     """Saves checkpoints, and with them the run's network and metrics files, writing
     them on a background thread.
 
-    What a save holds is taken at once: its arrays are copied (34 MB for the default
-    N-MNIST run), so training can change them afterwards. Serialising, writing and
+    What a save holds is taken at once, once the last save is written: its arrays are
+    copied (34 MB for the default N-MNIST run), so training can change them afterwards. Serialising, writing and
     fsyncing then happen while training goes on. On the development machine these took
     the main thread 0.3-0.4 s per epoch for the checkpoint and another 0.2-0.4 s for
     the network and metrics files (benchmarks/RESULTS.md). Saves are written one at a
@@ -443,6 +443,7 @@ class CheckpointWriter:
         CheckpointError
             If the state cannot be serialised, or the last save failed (see :meth:`wait`).
         """
+        self.wait()  # before the copy: one snapshot of the state in memory at a time, not two
         meta, arrays = _checkpoint_contents(state)
         arrays = {name: np.array(values) for name, values in arrays.items()}
         files = [(Path(paths[0]), "checkpoint", lambda: write_checkpoint(paths, meta, arrays))] if paths else []
@@ -455,7 +456,6 @@ class CheckpointWriter:
         if metrics_path is not None:
             metrics = jsonl_bytes(state.metrics)
             files.append((Path(metrics_path), "metrics file", lambda: write_bytes_atomic(metrics_path, metrics)))
-        self.wait()
         self._pending = self._pool.submit(_write_in_order, files, [Path(path) for path in remove])
 
     def wait(self) -> None:
@@ -478,6 +478,9 @@ class CheckpointWriter:
                                       f"(older than the run's network.npz); delete it, and check the permissions "
                                       f"of {path.parent}") from None
             before = "the previous one is intact" if path.exists() else "there is no earlier one"
+            if isinstance(failed.error, MemoryError):
+                raise CheckpointError(f"{path}: the {failed.what} could not be written: out of memory; {before}; "
+                                      "free memory (or give --checkpoints latest, or a smaller network)") from None
             raise CheckpointError(f"{path}: the {failed.what} could not be written ({reason(failed.error)}); "
                                   f"{before}; check the free space and permissions of {path.parent}") from None
 

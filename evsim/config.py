@@ -272,6 +272,9 @@ OPTIONS: tuple[Option, ...] = (
     # The network and its training.
     Option("epochs", "int", 15, "Training epochs.", "epochs", low=1),
     Option("batch_size", "int", 100, "Samples per batch.", "batch_size", low=1),
+    Option("eval_batch_size", "int", 100, "Samples per forward pass when the validation and test splits are "
+           "evaluated after each epoch: memory and speed (rate-coded inputs draw their spikes batch by batch, so "
+           "their logged accuracies change slightly with it).", "eval_batch_size", low=1),
     Option("hidden", "hidden", (800,), "Hidden layer sizes, e.g. 800 or 800,400 (a network of fully connected "
            "layers <inputs>-<hidden>-<classes>, when --arch is not given).", "hidden"),
     Option("arch", "arch", "", "Network in the paper's notation, e.g. 2x32x32-15C3-AP2-40C3-AP2-300-10 "
@@ -394,7 +397,7 @@ class TrainConfig:
     # maps the buffer pool (evsim.aligned) keeps for training; larger batches need maps
     # the pool does not hold (conv1's spikes for 500 samples: 154 MB), faulted in afresh
     # at every evaluation (0.7 s of a default-run epoch's 9 s; benchmarks/RESULTS.md).
-    eval_batch_size: int = DEFAULTS["batch_size"]
+    eval_batch_size: int = DEFAULTS["eval_batch_size"]
     structure: str = DEFAULTS["structure"]
     dev_interval: int | str = DEFAULTS["dev_interval"]
     develop: str = DEFAULTS["develop"]
@@ -561,8 +564,8 @@ _TOML_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"
 def options_from_file(path: Path, overridden=()) -> dict:
     """The options a TOML config file sets, converted and checked exactly like the same
     options on the command line; those ``overridden`` (given on the command line, which
-    beats the file) are left out unchecked: ``threads = 16`` from a bigger machine runs
-    here with ``--threads 2``.
+    beats the file) are left out once their TOML type is checked: ``threads = 16`` from a
+    bigger machine runs here with ``--threads 2``.
 
     Raises
     ------
@@ -575,12 +578,12 @@ def options_from_file(path: Path, overridden=()) -> dict:
                           "leave --config out to train with the defaults")
     converted = {}
     for key, value in values.items():
-        if key in overridden:
-            continue
         option = OPTION_BY_NAME[key]
         accepted, wording = _TOML_TYPES[option.kind]
-        if type(value) not in accepted:
+        if type(value) not in accepted:  # a broken file, whatever overrides it
             raise ConfigError(f"{path}: {key} = {value!r}: expected {wording}")
+        if key in overridden:
+            continue
         try:
             converted[key] = option.convert(value)
         except ConfigError as exc:

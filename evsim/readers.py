@@ -43,6 +43,13 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+def declares_beyond_memory(exc: MemoryError) -> bool:
+    """Whether ``exc`` is NumPy's refusal of an array larger than the machine's memory (a
+    damaged header's size), not a process out of memory."""
+    size = getattr(exc, "_total_size", None)
+    return isinstance(size, int) and size > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 # Errors only code makes, never a file's bytes: a bug in a reader shows as itself, not as
 # a damaged file (whose parsers can raise anything else: struct.error, TokenError, ...).
 CODE_ERRORS = (NameError, ImportError)
@@ -62,6 +69,10 @@ def reading(path: Path, what: str, error: type[EvsimError] = DataError, fix: str
         yield
     except (EvsimError, *CODE_ERRORS):
         raise
+    except MemoryError as exc:
+        if not declares_beyond_memory(exc):  # the process ran out, not the file wrong: said as such
+            raise
+        raise error(f"{path}: not a readable {what} ({reason(exc)}); {fix}") from None
     except Exception as exc:  # noqa: BLE001 -- the point: a damaged file can make a parser raise anything
         raise error(f"{path}: not a readable {what} ({reason(exc)}); {fix}") from None
 

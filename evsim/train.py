@@ -20,6 +20,7 @@ the same run uninterrupted (timing fields apart).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -103,15 +104,14 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, eve
     else:
         sizes = [n_inputs, *config.hidden, n_classes]
         n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    batches = [batch_bytes(sum(sizes[1:]), config.time_steps, batch, step_bytes, events_per_sample)
-               for batch, step_bytes in ((config.batch_size, TRAIN_STEP_BYTES),
-                                         (config.eval_batch_size, EVAL_STEP_BYTES))]
-    traces, events = max(batches, key=sum)
-    refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, "BPTT traces": traces,
-                                      "input events": events},
+    train = batch_bytes(sum(sizes[1:]), config.time_steps, config.batch_size, TRAIN_STEP_BYTES, events_per_sample)
+    evaluate = batch_bytes(sum(sizes[1:]), config.time_steps, config.eval_batch_size, EVAL_STEP_BYTES,
+                           events_per_sample)
+    (traces, events), batch, kind = max((train, "--batch-size", "BPTT traces"),
+                                        (evaluate, "--eval-batch-size", "evaluation traces"), key=lambda b: sum(b[0]))
+    refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, kind: traces, "input events": events},
                          f"reduce {'the layer sizes of --arch' if config.arch else '--hidden'}, --time-steps or "
-                         "--batch-size"
-                         + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
+                         f"{batch}" + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 
 
 # Sample shapes and classes of the registered datasets as framed by default, for the checks
@@ -327,8 +327,10 @@ class Trainer:
             self.config = config = dataclasses.replace(config, dev_interval=auto_dev_interval(self.batches_per_epoch()))
         events = max(input_events(split.inputs, dataset.encoding, config.time_steps)
                      for split in (dataset.train, dataset.test))
-        # a batch larger than the training split holds the split (more memory would never be used)
-        check_memory(dataclasses.replace(config, batch_size=min(config.batch_size, len(dataset.train))),
+        # a batch larger than its split holds the split (more memory would never be used)
+        largest = max(len(dataset.test), len(dataset.val) if dataset.val is not None else 0)
+        check_memory(dataclasses.replace(config, batch_size=min(config.batch_size, len(dataset.train)),
+                                         eval_batch_size=min(config.eval_batch_size, largest)),
                      dataset.n_inputs, dataset.n_classes, events)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or build_network(config, dataset, init_rng)
@@ -635,7 +637,8 @@ class Trainer:
             with run_lock(run_dir), threadpool_limits(limits=1, user_api="blas"), self._stop_on_signals():
                 return self._fit(run_dir, progress, echo)
         except MemoryError:  # what check_memory could not foresee (other processes, fragmentation)
-            self.checkpoints.wait()  # the last epoch's checkpoint, which the message offers
+            with contextlib.suppress(CheckpointError):  # the last epoch's checkpoint, which the message offers
+                self.checkpoints.wait()
             raise ConfigError(self._out_of_memory(run_dir)) from None
         finally:
             numba.set_num_threads(threads)
@@ -643,7 +646,7 @@ class Trainer:
 
     def _out_of_memory(self, run_dir: Path | None) -> str:
         """The one line for a MemoryError during training: what to reduce, and what still resumes."""
-        line = (f"out of memory at {self.position()}; reduce --batch-size or --time-steps"
+        line = (f"out of memory at {self.position()}; reduce --batch-size, --time-steps or the network's size"
                 + ("" if run_dir is None else f" in a new run (evsim train --config {Path(run_dir) / CONFIG_TOML} "
                                               "--batch-size N --out NEW_DIR)"))
         if run_dir is not None and (Path(run_dir) / CHECKPOINT_LATEST).exists():

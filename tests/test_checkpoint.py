@@ -251,3 +251,50 @@ def test_training_plot_is_redrawn_at_most_every_interval_and_after_the_last_epoc
     monkeypatch.setattr("evsim.train.PLOT_EVERY_S", 0.0)
     Trainer(toy_config(epochs=3), toy_dataset()).fit(tmp_path / "every", progress=False, echo=lambda line: None)
     assert drawn == [1, 2, 3]
+
+
+def test_checkpoint_writer_reports_running_out_of_memory_in_one_line(tmp_path, monkeypatch):
+    """A MemoryError on the writer's thread came out of the run as a traceback."""
+    import evsim.checkpoint as checkpoint_module
+
+    state = trained_state(tmp_path)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", no_memory)
+    writer = CheckpointWriter()
+    writer.save([tmp_path / "new" / CHECKPOINT_LATEST], state)
+    with pytest.raises(CheckpointError, match=r"could not be written: out of memory; there is no earlier one; free "
+                                              r"memory") as info:
+        writer.wait()
+    assert "\n" not in str(info.value)
+
+
+def test_checkpoint_writer_copies_a_new_state_only_once_the_last_is_written(tmp_path, monkeypatch):
+    """Copying before waiting held two snapshots of every array at once (a third of a
+    weight-heavy run's memory)."""
+    import evsim.checkpoint as checkpoint_module
+
+    state = trained_state(tmp_path)
+    release, pending_at_copy = threading.Event(), []
+    write = checkpoint_module.write_checkpoint
+
+    def slow_write(*args, **kwargs):
+        assert release.wait(10)
+        write(*args, **kwargs)
+
+    contents = checkpoint_module._checkpoint_contents
+
+    def contents_noting_pending(*args):
+        pending_at_copy.append(writer._pending is not None and not writer._pending.done())
+        return contents(*args)
+
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", slow_write)
+    monkeypatch.setattr(checkpoint_module, "_checkpoint_contents", contents_noting_pending)
+    writer = CheckpointWriter()
+    writer.save([tmp_path / "a.npz"], state)
+    threading.Timer(0.2, release.set).start()
+    writer.save([tmp_path / "b.npz"], state)
+    writer.wait()
+    assert pending_at_copy == [False, False]

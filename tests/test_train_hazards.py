@@ -3,6 +3,7 @@ keeps, memory a run or an evaluation cannot have, default folders started in the
 same second, SIGTERM, folders that only look like runs, and code bugs in readers."""
 import shutil
 
+import numpy as np
 import pytest
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint
@@ -135,8 +136,8 @@ def test_running_out_of_memory_while_training_is_one_line_and_the_last_epoch_res
         return events(inputs)
 
     trainer._events = allocate
-    with pytest.raises(ConfigError, match=r"^out of memory at epoch 2/2, batch 1 of 8; reduce --batch-size or "
-                                          r"--time-steps in a new run .*evsim train --resume"):
+    with pytest.raises(ConfigError, match=r"^out of memory at epoch 2/2, batch 1 of 8; reduce --batch-size, "
+                                          r"--time-steps or the network's size in a new run .*evsim train --resume"):
         trainer.fit(tmp_path, **QUIET)
     assert load_checkpoint(tmp_path / CHECKPOINT_LATEST).epoch == 1
 
@@ -248,3 +249,49 @@ def test_a_run_piped_to_head_goes_on_to_its_end_and_saves_everything(tmp_path):
         stderr = proc.stderr.read()
         assert proc.wait(timeout=300) == 0 and stderr == "", (command, stderr)
         assert command[0] == "inspect" or json.loads(asked.read_text())["samples"] > 0
+
+
+def test_running_out_of_memory_in_any_command_is_one_line(cli_base, tmp_path, monkeypatch):
+    """eval and profile (and emulate-nmnist) ran out with a traceback, exit 1."""
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 24.9 MiB for an array with shape (6517242,) and data type int32")
+
+    monkeypatch.setattr("evsim.cli.eval.evaluate", no_memory)
+    line = last_line_error(run(["eval", str(cli_base), "--json", str(tmp_path / "e.json")]))
+    assert line == ("Error: out of memory (Unable to allocate 24.9 MiB for an array with shape (6517242,) and data "
+                    "type int32); free memory, or ask for less (a smaller --batch-size, --time-steps or network)")
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_a_process_out_of_memory_is_not_blamed_on_the_file_it_reads(tmp_path):
+    """A 1.9 KB metrics.jsonl was called damaged ('declares more data than fits in memory')."""
+    from evsim.errors import DataError
+    from evsim.readers import reading
+
+    with pytest.raises(MemoryError):
+        with reading(tmp_path / "metrics.jsonl", "metrics file"):
+            raise MemoryError()
+    with pytest.raises(DataError, match="declares more data than fits in memory"):
+        with reading(tmp_path / "huge.npy", "array"):
+            np.empty(2 ** 62, dtype=np.uint8)  # what a damaged header's size makes NumPy try
+
+
+def test_the_evaluation_batch_has_an_option_and_is_named_when_it_is_what_does_not_fit(monkeypatch):
+    """Training evaluates at eval_batch_size, which no option set: a refusal for its memory
+    said to reduce --batch-size, which changed nothing."""
+    from evsim.config import TrainConfig
+    from evsim.train import check_memory
+
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 30)
+    config = TrainConfig(hidden=(4000,), time_steps=100, batch_size=1, eval_batch_size=1000)
+    with pytest.raises(ConfigError, match=r"evaluation traces .* reduce --hidden, --time-steps or --eval-batch-size$"):
+        check_memory(config, 784, 10)
+    check_memory(TrainConfig(hidden=(4000,), time_steps=100, batch_size=1, eval_batch_size=1), 784, 10)
+    assert "--eval-batch-size" in run(["train", "--help"]).output
+
+
+def test_an_evaluation_batch_larger_than_the_splits_needs_their_memory(tmp_path):
+    from tests.runs import toy_config, toy_dataset
+
+    trainer = Trainer(toy_config(epochs=1, eval_batch_size=10 ** 8), toy_dataset())
+    assert trainer.config.eval_batch_size == 10 ** 8  # kept: only the memory check counts the split
