@@ -1,7 +1,6 @@
 """Reading run folders written by ``evsim train`` (shared by profile, eval and export)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import tempfile
@@ -20,8 +19,9 @@ from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
 from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_data_dir_exists,
-                            check_moved_data_dir, check_run_data, folder_data_fingerprint, read_metrics, read_run_config,
-                            refuse_overwriting_run_files, stored_run_id)
+                            check_loaded_from, check_moved_data_dir, check_run_data, folder_data_fingerprint,
+                            read_metrics, read_run_config, refuse_overwriting_run_files, stored_run_id,
+                            without_evsim_data)
 from evsim.runlock import is_locked
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -68,22 +68,27 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     gone = None
     # A folder without config.json (evsim import-nir) has only the options typed now: a
     # --data-dir that does not exist is refused by the loader, as training refuses it.
+    root = recorded.get("data_root")  # None in runs saved before it was recorded
+    # A substitute's run trained on the files in its folder (evsim data emulate-nmnist)
+    # where data_root is in that folder.
+    from_folder = isinstance(root, str) and data.data_dir is not None and Path(root).is_relative_to(
+        Path(data.data_dir).resolve())
+    retry = f"{click.get_current_context().command_path} {run_dir} --data-dir NEW_PLACE"
+    if recorded and data_dir is None and from_folder:
+        check_data_dir_exists(run_dir, root, retry, own)  # the folder, or the NMNIST/ in it, moved away
     if recorded and data_dir is None and data.data_dir is not None and not Path(data.data_dir).exists():
-        # A substitute's run trained on the files in its folder (evsim data emulate-nmnist)
-        # where data_root (None in runs saved before it was recorded) is in that folder.
-        root = recorded.get("data_root")
-        if own not in SUBSTITUTES or (isinstance(root, str) and Path(root).is_relative_to(
-                Path(data.data_dir).resolve())):
-            check_data_dir_exists(run_dir, data.data_dir,
-                                  f"{click.get_current_context().command_path} {run_dir} --data-dir NEW_PLACE", own)
+        if own not in SUBSTITUTES or from_folder:
+            check_data_dir_exists(run_dir, data.data_dir, retry, own)
         gone = data.data_dir
         data = dataclasses.replace(data, data_dir=None, source="emulated")
     if source is not None:
         data = dataclasses.replace(data, source=source)
     elif own == "real" or (own in SUBSTITUTES and data.data_dir is None):
         data = dataclasses.replace(data, source="real" if own == "real" else "emulated")
-    with _without_evsim_data(source is None and bool(recorded)):
+    with without_evsim_data(source is None and bool(recorded)):
         dataset = load_dataset(config.dataset, data)
+    if data_dir is not None and recorded and source is None:
+        check_loaded_from(run_dir, data_dir, dataset)
     fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")
     if gone is not None:
         click.echo(f"NOTE: {gone}, the folder this run was given, no longer exists; it trained on {own} data, "
@@ -115,18 +120,6 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
                        "its test split would hold other samples, possibly some it trained on")
     # The splits as the run had them: its training split without the samples it held out.
     return with_validation(dataset, config.val_fraction, config.seed), other
-
-
-@contextlib.contextmanager
-def _without_evsim_data(hide: bool):
-    """``$EVSIM_DATA`` unset meanwhile, with ``hide``: a run folded it into its own
-    --data-dir when it trained, so the value now is not the run's data."""
-    value = os.environ.pop("EVSIM_DATA", None) if hide else None
-    try:
-        yield
-    finally:
-        if value is not None:
-            os.environ["EVSIM_DATA"] = value
 
 
 def other_data_path(path: Path, dataset: Dataset) -> Path:
@@ -168,6 +161,8 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         check_belongs(run_dir, path, state.run_id)
         check_current(path, state.epoch, metrics)
         config = TrainConfig.from_dict(state.config)
+        if own is not None:  # where --resume --data-dir last recorded the data (the checkpoint may be older)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=own.data.data_dir))
         state.network.set_path(config.path)
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"

@@ -16,6 +16,7 @@ the state the metrics name as best again, when that state is the latest.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -112,8 +113,21 @@ def check_data_dir_exists(run_dir: Path, data_dir: Path | None, retry: str, sour
                     f"or give its new place: {retry}")
 
 
+@contextlib.contextmanager
+def without_evsim_data(hide: bool = True):
+    """``$EVSIM_DATA`` unset meanwhile, with ``hide``: a run folded it into its own
+    --data-dir when it trained, so the value now is not the run's data."""
+    value = os.environ.pop("EVSIM_DATA", None) if hide else None
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["EVSIM_DATA"] = value
+
+
 def check_moved_data_dir(run_dir: Path, data_dir: Path) -> None:
-    """Refuse ``data_dir``, given as the new place of ``run_dir``'s data, unless it is a folder.
+    """Refuse ``data_dir``, given as the new place of ``run_dir``'s data, unless it is a
+    folder and the run recorded the fingerprint that tells its files.
 
     Raises
     ------
@@ -123,6 +137,39 @@ def check_moved_data_dir(run_dir: Path, data_dir: Path) -> None:
     if not Path(data_dir).is_dir():
         state = "is not a folder" if Path(data_dir).exists() else "does not exist"
         raise DataError(f"{data_dir} (--data-dir) {state}; give the folder that holds the data {run_dir} trained on")
+    if folder_data_fingerprint(run_dir) is None:
+        raise DataError(f"{run_dir} recorded no fingerprint of its data files (no config.json, a dataset without "
+                        f"files, or a run saved before they were recorded), so {data_dir} cannot be checked to hold "
+                        "them; give the folder it trained on, where it was")
+
+
+def check_loaded_from(run_dir: Path, data_dir: Path, dataset) -> None:
+    """Refuse ``dataset`` loaded for ``run_dir`` with ``--data-dir data_dir`` unless it was
+    read from there: a folder without the run's files makes a loader fall back to its
+    substitute (evsim's emulated N-MNIST), which is not what the folder was given for.
+
+    Raises
+    ------
+    DataError
+        Naming the folder.
+    """
+    root = dataset.meta.get("root")
+    if root is None or not Path(root).resolve().is_relative_to(Path(data_dir).resolve()):
+        raise DataError(f"{data_dir} (--data-dir) holds no {dataset.name} files; give the folder that holds the data "
+                        f"{run_dir} trained on")
+
+
+def recorded_data_dir(run_dir: Path) -> str | None:
+    """The data folder ``run_dir``'s ``config.json`` names (where ``--resume --data-dir``
+    last recorded it; the checkpoints' copies may be older), None without one.
+
+    Raises
+    ------
+    CheckpointError
+        If ``config.json`` is unreadable or not a configuration.
+    """
+    values = read_run_config(run_dir)
+    return None if values is None else values["data"]["data_dir"]
 
 
 def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence: str) -> None:

@@ -76,8 +76,9 @@ from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batc
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
-from evsim.runfiles import (check_belongs, check_data_dir_exists, check_moved_data_dir, check_run_data,
-                            folder_data_fingerprint, new_run_id, repair_best)
+from evsim.runfiles import (check_belongs, check_data_dir_exists, check_loaded_from, check_moved_data_dir,
+                            check_run_data, folder_data_fingerprint, new_run_id, recorded_data_dir, repair_best,
+                            without_evsim_data)
 from evsim.readers import check_regular
 from evsim.runlock import run_lock
 from evsim.structure import make_structure
@@ -927,12 +928,19 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
                               f"got {epochs}")
         if data_dir is not None:
             check_moved_data_dir(run_dir, data_dir)
-            config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=Path(data_dir)))
-            state.config = {**state.config, "data": {**state.config["data"], "data_dir": str(data_dir)}}
-        else:
+        # the place config.json records: a resume that moved the data and trained no epoch
+        # rewrote it, not the checkpoint
+        place = data_dir if data_dir is not None else recorded_data_dir(run_dir) or config.data.data_dir
+        if place is not None and str(place) != str(config.data.data_dir):
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=Path(place)))
+            state.config = {**state.config, "data": {**state.config["data"], "data_dir": str(place)}}
+        if data_dir is None:
             check_data_dir_exists(run_dir, config.data.data_dir, f"evsim train --resume {run_dir} --data-dir NEW_PLACE",
                                   state.data_source)
-        dataset = _load_announced(config, echo)
+        with without_evsim_data():  # the run folded it into its --data-dir when it trained
+            dataset = _load_announced(config, echo)
+        if data_dir is not None:
+            check_loaded_from(run_dir, data_dir, dataset)
         if state.data_source == dataset.source:  # else restore names the other source
             # before anything that depends on the data (the network's size, the batches seen)
             check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,

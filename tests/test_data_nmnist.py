@@ -550,6 +550,26 @@ def test_a_run_on_a_users_emulated_folder_repeats_and_is_evaluated_on_that_folde
         f"folder, or give its new place: evsim eval {tmp_path / 'first'} --data-dir NEW_PLACE"), result.output
 
 
+def test_a_folder_without_an_emulated_runs_recordings_is_refused_not_replaced_by_the_emulation(tmp_path,
+                                                                                                 monkeypatch):
+    """An empty folder given as the new place of a run's emulated recordings loaded evsim's
+    own emulation (65 s to make) and then blamed evsim's cache folder."""
+    emulated_dir = nmnist.emulated_nmnist_dir
+    monkeypatch.setattr(nmnist, "emulated_nmnist_dir", lambda cache_dir, seed=0: emulated_dir(cache_dir, seed,
+                                                                                              per_class=1))
+    root = tmp_path / "emu"
+    write_emulated_nmnist(root, per_class=1, progress=False)
+    common = ["--dataset", "nmnist", "--arch", "2312-8-10", "--time-steps", "2", "--epochs", "1", "--no-progress",
+              "--batch-size", "5", "--val-fraction", "0", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert cli(["train", *common, "--data-dir", str(root), "--out", str(tmp_path / "run")]).exit_code == 0
+    (tmp_path / "empty").mkdir()
+    for command in (["eval", str(tmp_path / "run")], ["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]):
+        result = cli([*command, "--data-dir", str(tmp_path / "empty")])
+        assert result.exit_code == 2 and result.output.splitlines()[-1] == (
+            f"Error: {tmp_path / 'empty'} (--data-dir) holds no nmnist files; give the folder that holds the data "
+            f"{tmp_path / 'run'} trained on"), result.output
+
+
 # ---------------------------------------------------------------- mutation audit: hand-worked oracles
 
 def nmnist_events(rows):

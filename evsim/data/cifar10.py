@@ -20,6 +20,7 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source
 from evsim.data.base import data_dir_of
+from evsim.data.cache import files_fingerprint
 from evsim.errors import ConfigError, DataError
 from evsim.readers import reads
 
@@ -163,4 +164,6 @@ def load_cifar10(options: DataOptions) -> Dataset:
     return Dataset(name="cifar10", train=train, test=test, n_classes=10, sample_shape=(3, 32, 32),
                    encoding=encoding, source="real",
                    meta={"classes": CLASSES, "sensor_size": [32, 32, 3], "root": str(folder),
-                         "normalization": norm, "notice": None})
+                         "normalization": norm, "notice": None,
+                         "fingerprint": {split: files_fingerprint([folder / name for name in names], [0] * len(names))
+                                         for split, names in (("train", TRAIN_BATCHES), ("test", TEST_BATCHES))}})

@@ -20,6 +20,7 @@ import numpy as np
 
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of, refuse_missing_data_dir
+from evsim.data.cache import files_fingerprint
 from evsim.errors import ConfigError, DataError
 from evsim.readers import reads
 
@@ -222,7 +223,9 @@ def load_mnist(options: DataOptions) -> Dataset:
     if paths is not None:
         train, test = (_static_split(*load_idx_split(*paths[s])) for s in ("train", "test"))
         source = "real"
-        meta.update(root=str(paths["train"][0].parent), notice=None)
+        # the identity of the files, which a run records: its later uses refuse other data
+        meta.update(root=str(paths["train"][0].parent), notice=None,
+                    fingerprint={split: files_fingerprint(list(pair), [0, 0]) for split, pair in paths.items()})
     else:
         x_train, y_train, x_test, y_test = mnist_5k_split()
         train, test = _static_split(x_train, y_train), _static_split(x_test, y_test)
