@@ -2,9 +2,12 @@
 that cannot fit is refused in one line instead of being killed by the OS hours in, or
 failing with a traceback deep inside an allocation.
 
-Bytes per synapse (float32 weight, int32 column index, float32 gradient, Adam's two
-float32 moments, the rows path's float32 execution copy), and per neuron, time step and
-sample of a batch: training keeps the BPTT trace (float32 potential, uint8 spike) with
+Bytes per synapse in training, measured (peak resident memory of 2312-7000-10, 16.3
+million synapses, less a small run's: benchmarks/RESULTS.md): 42-49 without SD-SNN
+(float32 weight, int32 column index, float32 gradient, Adam's two float32 moments, the
+rows path's float32 execution copy, a checkpoint's copy of them, temporaries), 117 with
+it (its eight per-synapse state arrays, their copy, its would-be gradients). Per
+neuron, time step and sample of a batch: training keeps the BPTT trace (float32 potential, uint8 spike) with
 the float32 potential and spike gradients and the spike events (about 16 B); evaluation
 keeps only the trace (5 B). Per input event a sample can give: rate coding's float32
 draw of the cell, then the event's int32 index and float32 value (12 B).
@@ -18,7 +21,8 @@ import numpy as np
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
 
-SYNAPSE_BYTES = 24
+SYNAPSE_BYTES = 50
+SDSNN_SYNAPSE_BYTES = 120
 TRAIN_STEP_BYTES = 16
 EVAL_STEP_BYTES = 5
 INPUT_EVENT_BYTES = 12

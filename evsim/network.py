@@ -83,7 +83,7 @@ class Network:
         parts = parse_spec(spec)
         shapes = spec_shapes(spec)
         n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
-        # Weights with their optimizer and development state, as the training run counts them.
+        # Weights with their optimizer state, as a training run without SD-SNN counts them.
         refuse_beyond_memory(f"architecture {spec!r}", {"weights": SYNAPSE_BYTES * spec_footprint(spec)[1]},
                              "give smaller layers")
         layers, fc_seen = [], 0

@@ -71,8 +71,8 @@ from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.kernels import conv_paths
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
-from evsim.memory import (EVAL_STEP_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes, input_events,
-                          refuse_beyond_memory)
+from evsim.memory import (EVAL_STEP_BYTES, SDSNN_SYNAPSE_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes,
+                          input_events, refuse_beyond_memory)
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
@@ -110,7 +110,8 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, eve
                            events_per_sample)
     (traces, events), batch, kind = max((train, "--batch-size", "BPTT traces"),
                                         (evaluate, "--eval-batch-size", "evaluation traces"), key=lambda b: sum(b[0]))
-    refuse_beyond_memory("this run", {"weights": SYNAPSE_BYTES * n_weights, kind: traces, "input events": events},
+    per_synapse = SDSNN_SYNAPSE_BYTES if config.structure == "sdsnn" else SYNAPSE_BYTES
+    refuse_beyond_memory("this run", {"weights": per_synapse * n_weights, kind: traces, "input events": events},
                          f"reduce {'the layer sizes of --arch' if config.arch else '--hidden'}, --time-steps or "
                          f"{batch}" + (" (or --downsample the frames)" if config.dataset == "dvsgesture" else ""))
 

@@ -285,8 +285,8 @@ def test_kill_takes_unit_indices_only(units, fragment):
     ("1x8x8-3C99999999999999999999-4", "has a number larger than 2147483647"),
     ("1x8x8-99999999999C3-4", "has a number larger than 2147483647"),
     ("99999999999-4", "the input '99999999999' has a number larger than 2147483647"),
-    ("1x8x8-3C3-2000000000", r"architecture '1x8x8-3C3-2000000000' needs about 8,583.1 GiB of memory \(weights "
-                             r"8,583.1 GiB\) but the machine has .* GiB; give smaller layers"),
+    ("1x8x8-3C3-2000000000", r"architecture '1x8x8-3C3-2000000000' needs about 17,881.4 GiB of memory \(weights "
+                             r"17,881.4 GiB\) but the machine has .* GiB; give smaller layers"),
 ])
 def test_architectures_no_machine_holds_are_one_clear_error(spec, fragment):
     with pytest.raises(EvsimError, match=fragment):

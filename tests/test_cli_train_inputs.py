@@ -169,12 +169,12 @@ def test_a_run_too_big_for_memory_is_refused_with_its_size(tmp_path, monkeypatch
 
 
 def test_the_input_layer_counts_before_the_data_loads(tmp_path, monkeypatch):
-    # 784-20000-10 at T = 1: 0.05 GiB of traces and 0.35 GiB of weights, the dataset's sizes known beforehand.
+    # 784-20000-10 at T = 1 under SD-SNN: 0.05 GiB of traces and 1.8 GiB of weights, the dataset's sizes known beforehand.
     monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 28)
     out = tmp_path / "run"
     result = run(["train", *TINY, "--hidden", "20000", "--time-steps", "1", "--out", str(out)])
     assert result.exit_code == 2 and not result.output.startswith("data: mnist")
-    assert result.output.splitlines()[-1].startswith("Error: this run needs about 0.4 GiB of memory (weights 0.4 GiB")
+    assert result.output.splitlines()[-1].startswith("Error: this run needs about 1.8 GiB of memory (weights 1.8 GiB")
     assert not out.exists()
 
 

@@ -74,7 +74,7 @@ def test_memory_estimate_counts_the_input_layer_before_the_data_loads(monkeypatc
     monkeypatch.setattr("evsim.memory.physical_memory", lambda: 2 ** 30)
     config = TrainConfig(dataset="mnist", hidden=(2_000_000,))
     assert expected_sizes(config) == (784, 10)
-    with pytest.raises(ConfigError, match=r"weights 35\.5 GiB, BPTT traces 59\.6 GiB"):
+    with pytest.raises(ConfigError, match=r"weights 177\.5 GiB, BPTT traces 59\.6 GiB"):
         check_memory(config, *expected_sizes(config))
     assert expected_sizes(TrainConfig(dataset="nmnist", data=DataOptions(crop=True)))[0] == 2 * 32 * 32
     assert expected_sizes(TrainConfig(dataset="dvsgesture", data=DataOptions(downsample=32)))[0] == 2 * 32 * 32

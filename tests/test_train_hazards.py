@@ -295,3 +295,17 @@ def test_an_evaluation_batch_larger_than_the_splits_needs_their_memory(tmp_path)
 
     trainer = Trainer(toy_config(epochs=1, eval_batch_size=10 ** 8), toy_dataset())
     assert trainer.config.eval_batch_size == 10 ** 8  # kept: only the memory check counts the split
+
+
+def test_weights_count_at_the_bytes_a_run_with_sd_snn_holds_per_synapse(monkeypatch):
+    """24 B a synapse let a 2312-100000-10 run pass at a fifth of the memory it needs
+    (117 B a synapse measured with SD-SNN, 42-49 without)."""
+    from evsim.config import TrainConfig
+    from evsim.memory import GIB
+    from evsim.train import check_memory
+
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: 20 * GIB)
+    with pytest.raises(ConfigError, match=r"weights 26\.0 GiB"):  # 232.2 million synapses x 120 B
+        check_memory(TrainConfig(hidden=(100_000,), time_steps=1, batch_size=1, eval_batch_size=1), 2312, 10)
+    check_memory(TrainConfig(hidden=(100_000,), time_steps=1, batch_size=1, eval_batch_size=1, structure="none"),
+                 2312, 10)  # 50 B each: 10.8 GiB
