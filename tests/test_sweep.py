@@ -828,3 +828,37 @@ def test_a_rerun_stopped_at_once_keeps_what_the_record_said(finished, tmp_path, 
     for name in NAMES[4:]:  # the magnitude points, tied to the SD-SNN ones
         assert rows[name]["status"] == "done" and rows[name]["option.target_sparsity"] != "", rows[name]
     assert rows[NAMES[2]]["status"] == "lost"  # recorded finished; its folder is gone
+
+
+def test_a_report_from_another_folder_keeps_points_of_a_relative_data_folder_done(tmp_path, monkeypatch):
+    """The report resolved a relative data_dir against its own folder (and took its own
+    $EVSIM_DATA): finished points became 'lost', their results blank."""
+    (tmp_path / "rel" / "mydata").mkdir(parents=True)  # no IDX files: the 5,000-digit sample
+    monkeypatch.chdir(tmp_path / "rel")
+    path = sweep_file(tmp_path / "rel", TINY.replace("epochs = 2", "epochs = 1") + 'data_dir = "mydata"\n'
+                      "[axes]\nseed = [0]\n")
+    result = run(["sweep", str(path), "--out", "out", "--workers", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EVSIM_DATA", str(tmp_path))
+    assert run(["sweep", "report", str(tmp_path / "rel" / "out")]).exit_code == 0
+    report = (tmp_path / "rel" / "out" / "report.md").read_text()
+    assert "1 points, 1 finished" in report, report
+
+
+def test_a_workers_own_evsim_data_gives_a_point_no_other_data(tmp_path, monkeypatch):
+    """A point the client resolved without a data folder trained on the real files of the
+    worker's $EVSIM_DATA, and recorded data_dir null."""
+    from evsim.sweep.point import run_point
+    from evsim.sweep.training import config_dict, resolve
+    from tests.test_data_static import make_idx
+
+    make_idx(tmp_path / "idx")
+    values = {"dataset": "mnist", "epochs": 1, "hidden": [8], "time_steps": 2, "batch_size": 500, "threads": 1,
+              "structure": "none"}
+    config = config_dict(resolve(values, tmp_path / "p", "test"))
+    assert config["data"]["data_dir"] is None
+    monkeypatch.setenv("EVSIM_DATA", str(tmp_path / "idx"))
+    outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"))
+    assert outcome["status"] == "done", outcome
+    assert outcome["summary"]["data_source"] == "mnist-5k"

@@ -192,6 +192,8 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     def submit(p: Point, config: TrainConfig) -> None:
         args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}{LOG_SUFFIX}"))
         state[p.name]["status"] = "submitted"
+        # the data folder as resolved here (relative to this folder, or $EVSIM_DATA), for the report
+        state[p.name]["data_dir"] = args[1]["data"]["data_dir"]
         pending[client.submit(run_point, *args, key=f"evsim-sweep-{p.name}-{os.getpid()}-{time.time_ns()}",
                               pure=False)] = p.name
 

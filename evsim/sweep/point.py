@@ -17,7 +17,7 @@ from pathlib import Path
 from evsim.config import AUTO
 from evsim.errors import ConfigError, EvsimError
 from evsim.readers import read_json
-from evsim.runfiles import BESIDE_OPTIONS
+from evsim.runfiles import BESIDE_OPTIONS, without_evsim_data
 from evsim.runlock import run_lock
 from evsim.sweep.training import resume_point, train_point
 
@@ -53,7 +53,9 @@ def run_point(name: str, config: dict, run_dir: str, log_path: str) -> dict:
             log.write(f"{line}\n")
 
         try:
-            with run_lock(run_dir):
+            # The client resolved the point's data folder (None: none): a worker's own
+            # $EVSIM_DATA would give it other data, unrecorded.
+            with run_lock(run_dir), without_evsim_data():
                 action = folder_action(run_dir, config)
                 outcome["action"] = action
                 if action == "skipped":

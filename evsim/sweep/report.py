@@ -132,6 +132,8 @@ def _holds_its_run(out: Path, point: dict) -> bool:
     finished it), such a point is done."""
     where = f"{out / STATE_FILE}: point {point['name']}"
     config = config_dict(resolve(point["options"], out / point["name"], where))
+    if "data_dir" in point and isinstance(point["data_dir"], (str, type(None))):  # as the sweep resolved it
+        config["data"]["data_dir"] = point["data_dir"]
     try:
         return folder_action(out / point["name"], config) == "skipped"
     except ConfigError:  # a run of another configuration, or an unreadable config.json
