@@ -54,8 +54,11 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     try:
         states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
     except KeyboardInterrupt as exc:
+        running = ("" if scheduler is None and scheduler_file is None else
+                   "; points running on the cluster's workers go on until they end (evsim stops no cluster it did "
+                   "not start): run the same command again once they have")
         click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "
-                   "(interrupted points resume from their last checkpoint)", err=True)
+                   f"(interrupted points resume from their last checkpoint){running}", err=True)
         ctx.exit(128 + getattr(exc, "signum", signal.SIGINT))  # the shell's code for that signal: 130, 143
     failed = [s for s in states if s["status"] != "done"]
     skipped = sum(s["action"] == "skipped" for s in states)

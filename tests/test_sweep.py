@@ -268,6 +268,62 @@ def test_a_scheduler_file_naming_an_unreachable_scheduler_is_one_line(tmp_path, 
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:9 (from {scheduler_file})" in line
 
 
+@pytest.mark.parametrize("address", ["tls://127.0.0.1:1", "ucx://127.0.0.1:1"])
+def test_a_scheduler_address_of_a_protocol_not_set_up_is_one_line(tmp_path, address):
+    """tls:// without Dask's TLS settings (and ucx:// without ucx-py) gave a TypeError's traceback."""
+    line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
+                               "--scheduler", address, "--no-progress"]))
+    assert line.startswith(f"Error: cannot connect to the Dask scheduler at {address}: ") and "tcp://" in line, line
+
+
+class _FakeClient:
+    """Stands for a distributed.Client of a cluster evsim did not start."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, *args, **kwargs):
+        return object()
+
+
+def test_sigterm_stops_a_sweep_on_a_cluster_evsim_did_not_start(monkeypatch):
+    """Only the embedded cluster had a SIGTERM handler: a client of another cluster was
+    killed silently, sweep.json left pending."""
+    from evsim.sweep.execute import SweepTerminated, dask_client
+
+    monkeypatch.setattr("distributed.Client", _FakeClient)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SweepTerminated):
+        with dask_client("tcp://127.0.0.1:1", None, 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_scheduler_lost_during_a_sweep_is_one_line(tmp_path, monkeypatch):
+    """A 60-line traceback (FuturesCancelledError), exit code 1."""
+    from distributed.client import CancelledFuturesGroup, FuturesCancelledError
+
+    from evsim.sweep.execute import SchedulerLost, run_sweep
+    from evsim.sweep.plan import read_sweep
+    from evsim.sweep.training import point_config
+
+    def lost(*args, **kwargs):
+        raise FuturesCancelledError([CancelledFuturesGroup([], "scheduler-connection-lost")])
+
+    monkeypatch.setattr("distributed.wait", lost)
+    sweep = read_sweep(sweep_file(tmp_path, TINY + "\n[axes]\nseed = [0]\n"))
+    configs = {p.name: point_config(p.options, tmp_path / "out" / p.name, "test") for p in sweep.points}
+    with pytest.raises(SchedulerLost, match=r"^lost the Dask scheduler .*restart the cluster and run the same command"):
+        run_sweep(sweep, configs, tmp_path / "out", _FakeClient(), progress=False)
+
+
 def test_an_empty_scheduler_address_is_one_line(tmp_path):
     line = one_line_error(run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"),
                                "--scheduler", "", "--no-progress"]))
@@ -862,3 +918,17 @@ def test_a_workers_own_evsim_data_gives_a_point_no_other_data(tmp_path, monkeypa
     outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"))
     assert outcome["status"] == "done", outcome
     assert outcome["summary"]["data_source"] == "mnist-5k"
+
+
+def test_ctrl_c_of_a_sweep_on_another_cluster_says_its_points_go_on(tmp_path, monkeypatch):
+    """The workers of a cluster evsim did not start go on with the points they run: a rerun
+    at once found their folders being written and marked them failed."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr("evsim.cli.sweep.run_sweep_file", interrupted)
+    result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--scheduler",
+                  "tcp://127.0.0.1:1", "--no-progress"])
+    assert result.exit_code == 130 and "points running on the cluster's workers go on until they end" in result.output
+    result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 130 and "cluster's workers" not in result.output

@@ -82,8 +82,24 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {where}: {one_line(str(exc))}") from None
-    with client:
-        yield client
+    except (TypeError, ImportError) as exc:  # tls:// without Dask's TLS configuration, ucx:// without ucx-py
+        raise ConfigError(f"cannot connect to the Dask scheduler at {where}: {one_line(str(exc))}; configure Dask's "
+                          "security (distributed.comm.tls) for tls://, install ucx-py for ucx://, or give a tcp:// "
+                          "address") from None
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+
+        def stop(signum, frame):
+            """SIGTERM (a scheduler's or a container's stop) as Ctrl-C."""
+            raise SweepTerminated()
+
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with client:
+            yield client
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -143,6 +159,10 @@ def local_cluster(workers: int):
             signal.signal(signal.SIGTERM, term_handler)
 
 
+class SchedulerLost(ConfigError):
+    """The Dask scheduler went away during a sweep."""
+
+
 class SweepTerminated(KeyboardInterrupt):
     """SIGTERM stopped the sweep: handled as Ctrl-C, with the shell's exit code for it."""
 
@@ -176,6 +196,8 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
               progress: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
     """Run every point of ``sweep`` on ``client``; the outcomes (see ``run_point``), in the sweep's order."""
     from distributed import wait
+    from distributed.client import FuturesCancelledError
+    from distributed.comm.core import CommClosedError
     from tqdm import tqdm
 
     out = Path(out).absolute()
@@ -229,6 +251,10 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
                 wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 pass
+            except (FuturesCancelledError, CommClosedError) as exc:  # the scheduler is gone
+                raise SchedulerLost(f"lost the Dask scheduler ({one_line(str(exc))[:120]}); points that were running "
+                                    "go on on their workers until they end; restart the cluster and run the same "
+                                    f"command again (finished points are kept in {out})") from None
             for future in [f for f in pending if f.done()]:
                 name = pending.pop(future)
                 try:
