@@ -107,6 +107,12 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
         click.echo(f"NOTE: --source {source} loaded {root}, not the {own} data in {run_folder} that {run_dir} "
                    f"trained on; its files written by default take the suffix -{dataset.source}")
         other = True
+    elif other and source is None and fingerprint is not None and now is not None and not fingerprint_change(
+            fingerprint, now):
+        # the run's own files, no longer marked as what they are
+        raise DataError(f"{dataset.meta.get('root')} holds the files {run_dir} trained on, but they now read as "
+                        f"{dataset.source} data where it trained on {own} data: restore what marked them (the "
+                        "emulator.json that evsim data emulate-nmnist wrote beside Train/ and Test/)")
     elif other and source is None:
         raise DataError(f"{run_dir} trained on {own} data, but {dataset.meta.get('root') or 'its data folder'} now "
                         f"holds {dataset.source} data; give --source emulated for the {own} data it trained on, or "
@@ -117,7 +123,7 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
                    f"-{dataset.source}")
     if not other:
         check_run_data(run_dir, fingerprint, dataset,
-                       "its test split would hold other samples, possibly some it trained on")
+                       "its test split would hold other samples, possibly some it trained on", data_dir is not None)
     # The splits as the run had them: its training split without the samples it held out.
     return with_validation(dataset, config.val_fraction, config.seed), other
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, check_metric_rows, stored_config
-from evsim.data.cache import fingerprint_change
+from evsim.data.cache import exact_fingerprint, fingerprint_change
 from evsim.errors import CheckpointError, DataError
 from evsim.files import link_atomic
 from evsim.readers import CODE_ERRORS, check_regular, read_json, read_small_file, reason
@@ -172,10 +172,12 @@ def recorded_data_dir(run_dir: Path) -> str | None:
     return None if values is None else values["data"]["data_dir"]
 
 
-def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence: str) -> None:
+def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence: str, moved: bool = False) -> None:
     """Refuse ``dataset`` for the run in ``run_dir`` unless its files are those the run
     trained on, by ``fingerprint`` (:func:`folder_data_fingerprint`). Nothing is compared
-    for a run saved without one, or a dataset that has none.
+    for a run saved without one, or a dataset that has none. A fingerprint of the older
+    kind (full paths) is compared exactly where the data has not ``moved``, else by the
+    files' count and size.
 
     Raises
     ------
@@ -183,6 +185,8 @@ def check_run_data(run_dir: Path, fingerprint: dict | None, dataset, consequence
         Naming the data folder, what changed, ``consequence`` and the fixes.
     """
     now = dataset.meta.get("fingerprint")
+    if fingerprint is not None and now is not None and not moved:
+        now = exact_fingerprint(fingerprint, now, dataset.meta.get("listing"))
     change = None if fingerprint is None or now is None else fingerprint_change(fingerprint, now)
     if change:
         raise DataError(f"the data in {dataset.meta.get('root') or 'the data folder'} is not what {run_dir} "

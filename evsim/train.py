@@ -946,7 +946,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
             # before anything that depends on the data (the network's size, the batches seen)
             check_run_data(run_dir, folder_data_fingerprint(run_dir), dataset,
                            "resuming would go on with other training samples, and test on other samples, "
-                           "possibly some it trained on")
+                           "possibly some it trained on", data_dir is not None)
         if extends:  # said once the data is known to be the run's
             echo(f"{'extending' if epochs > config.epochs else 'shortening'} {run_dir} from {config.epochs} to "
                  f"{epochs} epochs")

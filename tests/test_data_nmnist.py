@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from evsim.cli.main import main
 from evsim.data import DataOptions, load_dataset
 from evsim.data import emulate, nmnist
-from evsim.data.emulate import write_emulated_nmnist
+from evsim.data.emulate import MANIFEST, write_emulated_nmnist
 from evsim.data.events import encode_nmnist_bin, read_nmnist_bin, to_frames
 from evsim.data.frames import SparseFrameWriter, SparseFrames
 from evsim.errors import ConfigError, DataError
@@ -896,3 +896,19 @@ def test_frame_stores_are_written_not_memory_mapped(tmp_path, monkeypatch):
     writer.close()
     stored = SparseFrames(*(np.load(tmp_path / f"s_{part}.npy") for part in ("ptr", "idx", "val")), 2, (1, 1, 2))
     np.testing.assert_array_equal(stored.to_dense(), np.stack(frames))
+
+
+def test_a_runs_emulated_recordings_without_their_manifest_are_named_as_such(tmp_path):
+    """They read as real data, and the refusal said to give --source emulated, which ran the
+    network on evsim's own emulation instead."""
+    root = tmp_path / "emu"
+    write_emulated_nmnist(root, per_class=1, progress=False)
+    common = ["--dataset", "nmnist", "--arch", "2312-8-10", "--time-steps", "2", "--epochs", "1", "--no-progress",
+              "--batch-size", "5", "--val-fraction", "0", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert cli(["train", *common, "--data-dir", str(root), "--out", str(tmp_path / "run")]).exit_code == 0
+    (root / MANIFEST).unlink()
+    result = cli(["eval", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == (
+        f"Error: {root} holds the files {tmp_path / 'run'} trained on, but they now read as real data where it trained "
+        "on emulated data: restore what marked them (the emulator.json that evsim data emulate-nmnist wrote beside "
+        "Train/ and Test/)"), result.output

@@ -342,3 +342,38 @@ def test_resume_of_a_run_without_a_data_folder_ignores_evsim_data(tmp_path, monk
     monkeypatch.setenv("EVSIM_DATA", str(tmp_path / "idx"))
     result = run(["train", "--resume", str(out), "--epochs", "2"])
     assert result.exit_code == 0 and "epoch   2" in result.output, result.output
+
+
+def _as_saved_before_names_were_relative(run_dir, data, tmp_path):
+    """config.json as an evsim before relative names wrote it: full-path hashes, no data_root."""
+    from evsim.config import DataOptions
+    from evsim.data import load_dataset
+    from evsim.data.cache import files_fingerprint
+
+    values = json.loads((run_dir / "config.json").read_text())
+    listing = load_dataset("folder", DataOptions(data_dir=data, time_steps=4, cache_dir=tmp_path / "cache")).meta[
+        "listing"]
+    values["data_fingerprint"] = {split: files_fingerprint(*listing[split], relative=False) for split in listing}
+    del values["data_root"]
+    (run_dir / "config.json").write_text(json.dumps(values))
+
+
+def test_a_run_saved_before_names_were_relative_is_still_checked_exactly_where_its_data_is(folder_run, tmp_path):
+    """Such runs were compared by count and size only: a recording changed in place with
+    its size kept passed, and a resume then recorded the changed data as the run's."""
+    run_dir, data = folder_run
+    _as_saved_before_names_were_relative(run_dir, data, tmp_path)
+    assert run(["eval", str(run_dir)]).exit_code == 0
+    shutil.copyfile(data / "beta" / "r01.npy", data / "alpha" / "r03.npy")  # same size, other events
+    assert "same size as before, other contents" in one_line_error(run(["eval", str(run_dir)]))
+    assert "same size as before, other contents" in last_line_error(run(["train", "--resume", str(run_dir),
+                                                                          "--epochs", "3"]))
+
+
+def test_a_run_saved_before_names_were_relative_takes_its_moved_data_by_count_and_size(folder_run, tmp_path):
+    run_dir, data = folder_run
+    _as_saved_before_names_were_relative(run_dir, data, tmp_path)
+    moved = data.rename(tmp_path / "moved")
+    assert run(["eval", str(run_dir), "--data-dir", str(moved)]).exit_code == 0
+    (moved / "alpha" / "r00.npy").unlink()
+    assert "train 24 -> 23 recordings" in one_line_error(run(["eval", str(run_dir), "--data-dir", str(moved)]))

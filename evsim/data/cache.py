@@ -51,13 +51,14 @@ def cache_key(parts: dict) -> str:
 _CHUNK = 1 << 20
 
 
-def files_fingerprint(files: list, labels) -> dict:
+def files_fingerprint(files: list, labels, relative: bool = True) -> dict:
     """Identity of a file set: count, total size, and one SHA-256 over every file's
     name, label, size and bytes.
 
     Names are taken relative to the folder that holds them all (``3/00012.bin`` under
     ``Train/``), marked ``"names": "relative"``: the same recordings moved, copied to a
     cluster node's scratch or given as another spelling of their folder are the same data.
+    With ``relative`` False, the paths as given, as runs saved before recorded them.
 
     The bytes are read, not only ``stat``-ed: a recording rewritten with the same size
     and modification time (a copy that keeps times, a restored backup) must not be
@@ -68,10 +69,10 @@ def files_fingerprint(files: list, labels) -> dict:
     digest = hashlib.sha256()
     total = 0
     hashed = set()
-    paths = [os.path.abspath(os.fspath(path)) for path in files]
+    paths = [os.path.abspath(os.fspath(path)) if relative else os.fspath(path) for path in files]
     # every path starts with the folder that holds them all (os.path.relpath costs 20 us a file)
     start = len(os.path.join(os.path.commonpath({path.rpartition(os.sep)[0] or os.sep for path in paths}), "")) \
-        if paths else 0
+        if paths and relative else 0
     for path, label in zip(paths, labels):
         # Samples of one file (SHD's HDF5) add its bytes once: once per sample hashed the
         # whole file thousands of times. A file of one sample hashes as it always has.
@@ -79,7 +80,8 @@ def files_fingerprint(files: list, labels) -> dict:
         hashed.add(path)
         size = _hash_file(digest, path, path[start:], int(label), contents=first)
         total += size if first else 0
-    return {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32], "names": "relative"}
+    identity = {"files": len(files), "bytes": total, "contents": digest.hexdigest()[:32]}
+    return {**identity, "names": "relative"} if relative else identity
 
 
 def fingerprint_change(then: dict, now: dict) -> str | None:
@@ -88,7 +90,8 @@ def fingerprint_change(then: dict, now: dict) -> str | None:
 
     A split fingerprinted with its files' full paths (no ``"names"``: runs saved before
     names were relative) cannot be compared by contents with one of relative names; its
-    count and size are compared."""
+    count and size are compared (:func:`exact_fingerprint` computes the old kind, where
+    the files have not moved)."""
     changes = []
     for split in [*then, *(split for split in now if split not in then)]:
         old, new = then.get(split), now.get(split)
@@ -105,6 +108,17 @@ def fingerprint_change(then: dict, now: dict) -> str | None:
             changes.append(f"{split} {new.get('files')} recordings of the same size as before, other contents, "
                            "names or labels")
     return ", ".join(changes) or None
+
+
+def exact_fingerprint(then: dict, now: dict, listing: dict | None) -> dict:
+    """``now`` with each split ``then`` fingerprinted by full paths (a run saved before
+    names were relative) fingerprinted that way again from ``listing`` (``{split: (files,
+    labels)}``, as the data was found), so that the two compare exactly."""
+    if listing is None:
+        return now
+    return {split: files_fingerprint(*listing[split], relative=False)
+            if split in listing and isinstance(then.get(split), dict) and "names" not in then[split] else value
+            for split, value in now.items()}
 
 
 def _hash_file(digest, path, name: str, label: int, contents: bool = True) -> int:

@@ -363,7 +363,9 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
 
     splits, meta = cached_entry(folder, build, check)
     # the identity of the recordings, which a run records: its later uses refuse other data
-    return splits, dict(meta, root=str(found.root), layout=found.layout, cache=str(folder), fingerprint=fingerprint)
+    # listing: the files, for an exact check against a fingerprint of the older kind (exact_fingerprint)
+    return splits, dict(meta, root=str(found.root), layout=found.layout, cache=str(folder), fingerprint=fingerprint,
+                        listing=found.splits)
 
 
 @register("nmnist", check=check_nmnist_options, takes=TAKES)
