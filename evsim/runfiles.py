@@ -86,10 +86,11 @@ def folder_data_fingerprint(run_dir: Path) -> dict | None:
         return None
     values = read_json(path, "run configuration (config.json)", CheckpointError)
     fingerprint = values.get("data_fingerprint") if isinstance(values, dict) else None
-    fields = {"files": int, "bytes": int, "contents": str, "names": str}
+    fields = {"files": int, "bytes": int, "contents": str, "names": str, "sensor": list}
     if fingerprint is not None and not (
             isinstance(fingerprint, dict)
-            and all(isinstance(split, dict) and split.keys() <= fields.keys() and split.keys() >= fields.keys() - {"names"}
+            and all(isinstance(split, dict) and split.keys() <= fields.keys()
+                    and split.keys() >= fields.keys() - {"names", "sensor"}
                     and all(type(split[k]) is fields[k] for k in split) for split in fingerprint.values())):
         raise CheckpointError(f"{path}: data_fingerprint is {str(fingerprint)[:60]!r}, not what training writes; "
                               "restore the file")

@@ -377,3 +377,14 @@ def test_a_run_saved_before_names_were_relative_takes_its_moved_data_by_count_an
     assert run(["eval", str(run_dir), "--data-dir", str(moved)]).exit_code == 0
     (moved / "alpha" / "r00.npy").unlink()
     assert "train 24 -> 23 recordings" in one_line_error(run(["eval", str(run_dir), "--data-dir", str(moved)]))
+
+
+def test_a_sensor_txt_added_to_a_folder_dataset_is_other_data(folder_run):
+    """It changes the frames, but was not in the fingerprint: eval and resume went on,
+    on other frames, without a word."""
+    run_dir, data = folder_run
+    (data / "sensor.txt").write_text("16 16\n")
+    line = one_line_error(run(["eval", str(run_dir)]))
+    assert f"the data in {data} {CHANGED} {run_dir} trained on (train framed for sensor 8x8x2 -> 16x16x2" in line, line
+    (data / "sensor.txt").unlink()
+    assert run(["eval", str(run_dir)]).exit_code == 0

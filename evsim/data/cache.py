@@ -104,10 +104,16 @@ def fingerprint_change(then: dict, now: dict) -> str | None:
         elif old.get("bytes") != new.get("bytes"):
             changes.append(f"{split} {old.get('bytes'):,} -> {new.get('bytes'):,} bytes in {new.get('files')} "
                            "recordings")
-        elif old.get("names") == new.get("names"):
+        elif old.get("names") == new.get("names") and old.get("contents") != new.get("contents"):
             changes.append(f"{split} {new.get('files')} recordings of the same size as before, other contents, "
                            "names or labels")
+        elif "sensor" in old and old["sensor"] != new.get("sensor"):  # a run saved before it was recorded has none
+            changes.append(f"{split} framed for sensor {_size(old['sensor'])} -> {_size(new.get('sensor'))}")
     return ", ".join(changes) or None
+
+
+def _size(sensor) -> str:
+    return "x".join(map(str, sensor)) if isinstance(sensor, list) else str(sensor)
 
 
 def exact_fingerprint(then: dict, now: dict, listing: dict | None) -> dict:

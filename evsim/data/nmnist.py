@@ -338,7 +338,8 @@ def frames_cached(name: str, found: EventFiles, options: DataOptions, read, tran
     split files' :func:`~evsim.data.cache.files_fingerprint`, ``{split: ...}``."""
     import tonic
 
-    fingerprint = {split: files_fingerprint(*found.splits[split]) for split in found.splits}
+    # what else shapes the frames (a folder's sensor.txt) is part of the data's identity too
+    fingerprint = {split: {**files_fingerprint(*found.splits[split]), **(key_parts or {})} for split in found.splits}
     # The files' fingerprint, not their folder, names the entry: the same recordings
     # elsewhere (moved, copied to a node's scratch, another spelling) share their frames.
     key = cache_key({"dataset": name, "source": found.source,
