@@ -291,6 +291,14 @@ class _FakeClient:
     def submit(self, *args, **kwargs):
         return object()
 
+    workers: dict = {}
+
+    def run(self, function, on_error="raise"):
+        return dict(self.workers)
+
+    def close(self):
+        pass
+
 
 def test_sigterm_stops_a_sweep_on_a_cluster_evsim_did_not_start(monkeypatch):
     """Only the embedded cluster had a SIGTERM handler: a client of another cluster was
@@ -304,6 +312,27 @@ def test_sigterm_stops_a_sweep_on_a_cluster_evsim_did_not_start(monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("answer, fragment", [
+    (ImportError("No module named 'evsim'"), "cannot run evsim (ImportError(\"No module named 'evsim'\")); install "
+                                            "this evsim where the workers run"),
+    ("0" * 64, "runs another evsim (source stamp 000000000000, here "),
+])
+def test_a_cluster_whose_workers_run_no_evsim_or_another_is_refused(monkeypatch, answer, fragment):
+    """A worker that could not import evsim died on the first point, and the sweep waited
+    for it forever; one importing another evsim trained other code without a word."""
+    from evsim.errors import ConfigError
+    from evsim.sweep.execute import dask_client
+
+    class Cluster(_FakeClient):
+        workers = {"tcp://10.0.0.7:4321": answer}
+
+    monkeypatch.setattr("distributed.Client", Cluster)
+    with pytest.raises(ConfigError, match="^the Dask worker tcp://10.0.0.7:4321 of tcp://127.0.0.1:1 ") as caught:
+        with dask_client("tcp://127.0.0.1:1", None, 1):
+            pass
+    assert fragment in str(caught.value)
 
 
 def test_a_scheduler_lost_during_a_sweep_is_one_line(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from evsim.files import write_json_atomic
 from evsim.readers import read_json, read_small_file, reason
 from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
 from evsim.sweep.point import one_line, run_point
+from evsim.sweep.worker import source_stamp
 from evsim.sweep.training import TrainConfig, config_dict, point_config
 
 STATE_FILE = "sweep.json"
@@ -86,6 +87,11 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
         raise ConfigError(f"cannot connect to the Dask scheduler at {where}: {one_line(str(exc))}; configure Dask's "
                           "security (distributed.comm.tls) for tls://, install ucx-py for ucx://, or give a tcp:// "
                           "address") from None
+    try:
+        check_workers(client, where)
+    except BaseException:
+        client.close()
+        raise
     previous = None
     if threading.current_thread() is threading.main_thread():  # only it may set handlers
 
@@ -100,6 +106,26 @@ def dask_client(scheduler: str | None, scheduler_file: Path | None, workers: int
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_workers(client, where: str) -> None:
+    """Refuse a cluster whose workers (those connected now) cannot import evsim, or import
+    another evsim than this one (:func:`~evsim.sweep.worker.source_stamp`): a worker that
+    cannot load a point's task dies, and the sweep would wait for it forever.
+
+    Raises
+    ------
+    ConfigError
+        Naming the worker and the fix.
+    """
+    here = source_stamp()
+    for worker, stamp in client.run(source_stamp, on_error="return").items():
+        if isinstance(stamp, BaseException):
+            raise ConfigError(f"the Dask worker {worker} of {where} cannot run evsim ({one_line(repr(stamp))[:160]}); "
+                              "install this evsim where the workers run (pip install -e, or PYTHONPATH)")
+        if stamp != here:
+            raise ConfigError(f"the Dask worker {worker} of {where} runs another evsim (source stamp {stamp[:12]}, "
+                              f"here {here[:12]}); install the same evsim on every worker")
 
 
 @contextlib.contextmanager

@@ -5,9 +5,11 @@ client, which alone reports the interruption, shuts them down.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
+from pathlib import Path
 
 
 def dask_setup(worker) -> None:
@@ -23,3 +25,20 @@ def dask_setup(worker) -> None:
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
+
+
+def source_stamp() -> str:
+    """sha256 of evsim's Python sources as this process imports them (names relative to
+    the package, so an editable install and a wheel of the same code agree): workers of
+    another evsim would train other points, or fail on ones this evsim planned."""
+    import evsim
+    import evsim.cli
+
+    digest = hashlib.sha256()
+    cli = Path(evsim.cli.__file__).resolve().parent
+    for prefix, root in (("evsim", Path(evsim.__file__).resolve().parent), ("evsim/cli", cli)):
+        for path in sorted(root.rglob("*.py")):
+            if prefix == "evsim" and path.is_relative_to(cli):
+                continue  # inside the package in a wheel, beside it in an editable install: counted once
+            digest.update(f"{prefix}/{path.relative_to(root).as_posix()}".encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
