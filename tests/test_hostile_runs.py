@@ -113,16 +113,21 @@ def test_a_run_whose_weights_turn_nan_stops_at_once_and_keeps_the_good_checkpoin
     assert state.epoch == 1 and not (tmp_path / "summary.json").exists()
 
 
-def test_divergence_under_a_warm_up_names_the_rate_in_use_and_suggests_below_it(tmp_path, no_plots):
-    trainer = Trainer(toy_config(epochs=3, schedule="cosine", warmup_epochs=2, lr=1e-3), toy_dataset())
+def poison_a_bias_after_batch(trainer, batch: int) -> None:
+    """Make a bias infinite after overall batch ``batch``'s optimizer step."""
     step = trainer.optimizer.step
 
     def step_then_poison(params, lr):
         step(params, lr)
-        if trainer.batches_seen == 2:
+        if trainer.batches_seen == batch:
             trainer.network.layers[1].bias[0] = np.inf
 
     trainer.optimizer.step = step_then_poison
+
+
+def test_divergence_under_a_warm_up_names_the_rate_in_use_and_suggests_below_it(tmp_path, no_plots):
+    trainer = Trainer(toy_config(epochs=3, schedule="cosine", warmup_epochs=2, lr=1e-3), toy_dataset())
+    poison_a_bias_after_batch(trainer, 2)
     in_use = 1e-3 * trainer.schedule.factor(0)
     assert in_use < 1e-3
     with pytest.raises(TrainingDiverged) as caught:
@@ -133,14 +138,7 @@ def test_divergence_under_a_warm_up_names_the_rate_in_use_and_suggests_below_it(
 
 def test_a_nan_bias_stops_the_run_at_the_next_batch(tmp_path, no_plots):
     trainer = Trainer(toy_config(epochs=2), toy_dataset())
-    step = trainer.optimizer.step
-
-    def step_then_poison(params, lr):
-        step(params, lr)
-        if trainer.batches_seen == 2:
-            trainer.network.layers[1].bias[0] = np.inf
-
-    trainer.optimizer.step = step_then_poison
+    poison_a_bias_after_batch(trainer, 2)
     with pytest.raises(TrainingDiverged, match=r"epoch 1/2, batch 3 of 8: layer 1's biases"):
         trainer.fit(tmp_path, **QUIET)
     assert not (tmp_path / CHECKPOINT_LATEST).exists()

@@ -1,5 +1,6 @@
 """The run folder lock (one writer per run folder, a killed holder blocks nobody) and the
 frame cache's build lock (an entry needed by several processes at once is built once)."""
+import contextlib
 import json
 import os
 import signal
@@ -130,13 +131,9 @@ def test_a_cache_entry_needed_by_two_processes_at_once_is_built_once(tmp_path):
     assert (tmp_path / "builds").read_text() == "built\n"
 
 
-def test_resume_of_a_run_still_starting_names_the_lock_not_a_missing_checkpoint(tmp_path):
-    from evsim.config import CONFIG_TOML
-    from tests.conftest import one_line_error, run
-
-    run_dir = tmp_path / "starting"
-    run_dir.mkdir()
-    (run_dir / CONFIG_TOML).write_text('dataset = "mnist"\n')  # a run in its first epoch: no checkpoint yet
+@contextlib.contextmanager
+def locked_by_another_thread(run_dir):
+    """``run_dir``'s run lock held by another thread (refused like another process) meanwhile."""
     held, release = threading.Event(), threading.Event()
 
     def hold():
@@ -148,10 +145,21 @@ def test_resume_of_a_run_still_starting_names_the_lock_not_a_missing_checkpoint(
     holder.start()
     try:
         held.wait(30)
-        assert "is being written by another process" in one_line_error(run(["train", "--resume", str(run_dir)]))
+        yield
     finally:
         release.set()
         holder.join()
+
+
+def test_resume_of_a_run_still_starting_names_the_lock_not_a_missing_checkpoint(tmp_path):
+    from evsim.config import CONFIG_TOML
+    from tests.conftest import one_line_error, run
+
+    run_dir = tmp_path / "starting"
+    run_dir.mkdir()
+    (run_dir / CONFIG_TOML).write_text('dataset = "mnist"\n')  # a run in its first epoch: no checkpoint yet
+    with locked_by_another_thread(run_dir):
+        assert "is being written by another process" in one_line_error(run(["train", "--resume", str(run_dir)]))
 
 
 def test_a_new_run_into_a_folder_training_now_names_the_lock_not_resume(tmp_path):
@@ -163,21 +171,8 @@ def test_a_new_run_into_a_folder_training_now_names_the_lock_not_resume(tmp_path
     run_dir.mkdir()
     (run_dir / "config.json").write_text("{}")
     (run_dir / CHECKPOINT_LATEST).write_bytes(b"")
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with run_lock(run_dir):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        held.wait(30)
+    with locked_by_another_thread(run_dir):
         line = one_line_error(run(TRAIN + ["--out", str(run_dir)]))
         assert "is being written by another process" in line and "--resume" not in line
-    finally:
-        release.set()
-        holder.join()
     assert "already holds a training run; continue it with --resume" in one_line_error(run(TRAIN + ["--out",
                                                                                              str(run_dir)]))
