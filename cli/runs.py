@@ -68,14 +68,14 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     gone = None
     # A folder without config.json (evsim import-nir) has only the options typed now: a
     # --data-dir that does not exist is refused by the loader, as training refuses it.
-    root = recorded.get("data_root")  # None in runs saved before it was recorded
+    read_from = recorded.get("data_root")  # None in runs saved before it was recorded
     # A substitute's run trained on the files in its folder (evsim data emulate-nmnist)
     # where data_root is in that folder.
-    from_folder = isinstance(root, str) and data.data_dir is not None and Path(root).is_relative_to(
+    from_folder = isinstance(read_from, str) and data.data_dir is not None and Path(read_from).is_relative_to(
         Path(data.data_dir).resolve())
     retry = f"{click.get_current_context().command_path} {run_dir} --data-dir NEW_PLACE"
     if recorded and data_dir is None and from_folder:
-        check_data_dir_exists(run_dir, root, retry, own)  # the folder, or the NMNIST/ in it, moved away
+        check_data_dir_exists(run_dir, read_from, retry, own)  # the folder, or the NMNIST/ in it, moved away
     if recorded and data_dir is None and data.data_dir is not None and not Path(data.data_dir).exists():
         if own not in SUBSTITUTES or from_folder:
             check_data_dir_exists(run_dir, data.data_dir, retry, own)

@@ -351,6 +351,7 @@ def test_a_scheduler_lost_during_a_sweep_is_one_line(tmp_path, monkeypatch):
     configs = {p.name: point_config(p.options, tmp_path / "out" / p.name, "test") for p in sweep.points}
     with pytest.raises(SchedulerLost, match=r"^lost the Dask scheduler .*restart the cluster and run the same command"):
         run_sweep(sweep, configs, tmp_path / "out", _FakeClient(), progress=False)
+    assert [p["status"] for p in states(tmp_path / "out").values()] == ["submitted"]  # it said pending
 
 
 def test_an_empty_scheduler_address_is_one_line(tmp_path):

@@ -272,6 +272,7 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
         for p in sweep.points:
             if p.tied_to is None:
                 submit(p, configs[p.name])
+        _save(out, sweep, state)  # submitted, not pending, while the first points run
         while pending:
             try:
                 wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
