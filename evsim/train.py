@@ -354,6 +354,7 @@ class Trainer:
         self.stop_signal: int | None = None  # the signal that asked training to stop
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
+        self.saving: int | None = None  # the epoch whose files are being taken for the writer
         self.run_id = new_run_id()
         self.keep_checkpoints = "all"  # one of CHECKPOINT_POLICIES
 
@@ -584,8 +585,10 @@ class Trainer:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
         names = [name for name in self.kept() if name != CHECKPOINT_BEST or best]
+        self.saving = self.epoch
         self.checkpoints.save([run_dir / name for name in names], self.training_state(), run_dir / NETWORK_FILE,
                               run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
+        self.saving = None
         if plot:
             self._plot(run_dir)
 
@@ -648,7 +651,8 @@ class Trainer:
 
     def _out_of_memory(self, run_dir: Path | None) -> str:
         """The one line for a MemoryError during training: what to reduce, and what still resumes."""
-        line = (f"out of memory at {self.position()}; reduce --batch-size, --time-steps or the network's size"
+        where = f"while saving epoch {self.saving}" if self.saving is not None else f"at {self.position()}"
+        line = (f"out of memory {where}; reduce --batch-size, --time-steps or the network's size"
                 + ("" if run_dir is None else f" in a new run (evsim train --config {Path(run_dir) / CONFIG_TOML} "
                                               "--batch-size N --out NEW_DIR)"))
         if run_dir is not None and (Path(run_dir) / CHECKPOINT_LATEST).exists():

@@ -309,3 +309,17 @@ def test_weights_count_at_the_bytes_a_run_with_sd_snn_holds_per_synapse(monkeypa
         check_memory(TrainConfig(hidden=(100_000,), time_steps=1, batch_size=1, eval_batch_size=1), 2312, 10)
     check_memory(TrainConfig(hidden=(100_000,), time_steps=1, batch_size=1, eval_batch_size=1, structure="none"),
                  2312, 10)  # 50 B each: 10.8 GiB
+
+
+def test_running_out_of_memory_while_saving_an_epoch_says_so(tmp_path, no_plots):
+    """It said 'at epoch 2/2', the next epoch's position, when epoch 1's save ran out."""
+    from tests.runs import toy_config, toy_dataset
+
+    trainer = Trainer(toy_config(epochs=2), toy_dataset())
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    trainer.checkpoints.save = no_memory
+    with pytest.raises(ConfigError, match=r"^out of memory while saving epoch 1; reduce --batch-size"):
+        trainer.fit(tmp_path, **QUIET)
