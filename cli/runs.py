@@ -13,7 +13,7 @@ from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, l
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig, crops_by_default
 from evsim.data import Dataset, load_dataset
-from evsim.data.base import DEFAULT_TIME_STEPS, with_validation
+from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.network import Network
@@ -68,14 +68,13 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     gone = None
     # A folder without config.json (evsim import-nir) has only the options typed now: a
     # --data-dir that does not exist is refused by the loader, as training refuses it.
-    read_from = recorded.get("data_root")  # None in runs saved before it was recorded
+    recorded_root = recorded.get("data_root")  # None in runs saved before it was recorded
     # A substitute's run trained on the files in its folder (evsim data emulate-nmnist)
     # where data_root is in that folder.
-    from_folder = isinstance(read_from, str) and data.data_dir is not None and Path(read_from).is_relative_to(
-        Path(data.data_dir).resolve())
+    from_folder = isinstance(recorded_root, str) and read_from(recorded_root, data.data_dir)
     retry = f"{click.get_current_context().command_path} {run_dir} --data-dir NEW_PLACE"
     if recorded and data_dir is None and from_folder:
-        check_data_dir_exists(run_dir, read_from, retry, own)  # the folder, or the NMNIST/ in it, moved away
+        check_data_dir_exists(run_dir, recorded_root, retry, own)  # the folder, or the NMNIST/ in it, moved away
     if recorded and data_dir is None and data.data_dir is not None and not Path(data.data_dir).exists():
         if own not in SUBSTITUTES or from_folder:
             check_data_dir_exists(run_dir, data.data_dir, retry, own)
@@ -101,8 +100,7 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     root, run_folder = dataset.meta.get("root"), data_dir or config.data.data_dir
     same_kind_elsewhere = (not other and source is not None and fingerprint is not None and now is not None
                            and bool(fingerprint_change(fingerprint, now)) and root is not None
-                           and run_folder is not None and not Path(root).resolve().is_relative_to(
-                               Path(run_folder).resolve()))
+                           and run_folder is not None and not read_from(root, run_folder))
     if same_kind_elsewhere:
         click.echo(f"NOTE: --source {source} loaded {root}, not the {own} data in {run_folder} that {run_dir} "
                    f"trained on; its files written by default take the suffix -{dataset.source}")

@@ -21,7 +21,7 @@ from evsim.cli.runs import check_outputs
 from evsim.config import OPTION_NAME_BY_TARGET, option_read
 from evsim.errors import CheckpointError, ConfigError, EvsimError
 from evsim.files import write_bytes_atomic
-from evsim.plots import _epoch_axis, _pyplot, figure_format, save_figure
+from evsim.plots import MARKERS, _epoch_axis, _pyplot, figure_format, save_figure
 from evsim.runfiles import BESIDE_OPTIONS, read_metrics, read_run_config, read_summary
 
 # What does not tell runs apart in a comparison: the run folder, the data paths (the
@@ -312,14 +312,12 @@ def run_labels(run_dirs: list[str]) -> list[str]:
             for k, name in enumerate(labels)]
 
 
-# One marker per ten runs (the ten default colours cycle within), so run 11 is not run 1.
-MARKERS = ("o", "s", "D", "v", "P", "X", "*", "<", ">", "h")
-
 
 def run_styles(n: int) -> list[tuple]:
     """A (colour, marker) pair for each of ``n`` runs, no two alike: the ten default
-    colours, one marker per ten runs; past ``10 * len(MARKERS)`` runs, a colour of its own
-    for every run from a continuous colormap (markers cycling)."""
+    colours, one marker of :data:`~evsim.plots.MARKERS` per ten runs (so run 11 is not
+    run 1); past ``10 * len(MARKERS)`` runs, a colour of its own for every run from a
+    continuous colormap (markers cycling)."""
     if n <= 10 * len(MARKERS):
         return [(f"C{k % 10}", MARKERS[k // 10]) for k in range(n)]
     colours = _pyplot().get_cmap("turbo")(np.linspace(0, 1, n))

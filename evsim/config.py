@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from evsim.data import DATASETS, DataOptions, check_options
-from evsim.data.base import ENCODINGS, SOURCES
+from evsim.data.base import ENCODINGS, SOURCES, read_from
 from evsim.errors import ConfigError
 from evsim.kernels.events import INT32_MAX
 from evsim.loss import LOSSES, get_loss
@@ -768,9 +768,7 @@ def config_toml(config: TrainConfig, data_source: str | None = None, data_root: 
                  + ("" if data_source == "real" else " (not the real dataset)") + ".\n" if data_source else "")
               + "Repeat this run: evsim train --config config.toml --out NEW_RUN_DIR")
     options = options_from_config(config)
-    data_dir = config.data.data_dir
-    from_data_dir = (data_root is not None and data_dir is not None
-                     and Path(data_root).resolve().is_relative_to(Path(data_dir).resolve()))
+    from_data_dir = read_from(data_root, config.data.data_dir)
     if data_source is not None and options["source"] == "auto" and not (data_source != "real" and from_data_dir):
         # "auto" would take whatever data a repeat finds ($EVSIM_DATA, a download): the data
         # this run found is the source it names. Emulated recordings in --data-dir (evsim

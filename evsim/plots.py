@@ -31,6 +31,10 @@ FIGURE_FORMATS = ("png", "pdf", "svg", "eps", "ps", "svgz", "jpg", "jpeg", "tif"
 DPI = 150
 
 
+# Marker shapes that tell series apart where colours alone do not (more than ten, or one drawn on another).
+MARKERS = ("o", "s", "D", "v", "P", "X", "*", "<", ">", "h")
+
+
 def figure_format(path: Path) -> str:
     """The format ``path``'s suffix names (``"png"``, ``"pdf"``, ``"svg"``, ...: :data:`FIGURE_FORMATS`).
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, check_metric_rows, stored_config
+from evsim.data.base import read_from
 from evsim.data.cache import exact_fingerprint, fingerprint_change
 from evsim.errors import CheckpointError, DataError
 from evsim.files import link_atomic
@@ -154,8 +155,7 @@ def check_loaded_from(run_dir: Path, data_dir: Path, dataset) -> None:
     DataError
         Naming the folder.
     """
-    root = dataset.meta.get("root")
-    if root is None or not Path(root).resolve().is_relative_to(Path(data_dir).resolve()):
+    if not read_from(dataset.meta.get("root"), data_dir):
         raise DataError(f"{data_dir} (--data-dir) holds no {dataset.name} files; give the folder that holds the data "
                         f"{run_dir} trained on")
 

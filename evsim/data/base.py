@@ -260,6 +260,13 @@ def first_steps(dataset: Dataset, time_steps: int) -> Dataset:
                    dataset.encoding, dataset.source, time_steps, dataset.meta, cut(dataset.val))
 
 
+def read_from(root, folder) -> bool:
+    """Whether data read from ``root`` (a dataset's ``meta["root"]``) came from ``folder``:
+    ``root`` is ``folder`` or inside it (``DIR/NMNIST`` of tonic's layout), symbolic links
+    resolved. False where either is None."""
+    return root is not None and folder is not None and Path(root).resolve().is_relative_to(Path(folder).resolve())
+
+
 def data_dir_of(options: DataOptions) -> Path | None:
     """``options.data_dir``, else ``$EVSIM_DATA``, else ``None``."""
     if options.data_dir is not None:

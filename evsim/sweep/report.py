@@ -19,7 +19,7 @@ from typing import Callable
 
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import write_bytes_atomic
-from evsim.plots import _pyplot, save_figure
+from evsim.plots import MARKERS, _pyplot, save_figure
 from evsim.readers import read_json
 from evsim.runfiles import read_summary
 from evsim.runlock import is_locked
@@ -213,9 +213,6 @@ def _data_of(row: dict) -> str:
     return ", ".join(str(v) for v in (row.get("option.dataset"), row.get("data_source")) if v)
 
 
-SERIES_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
-
-
 def _spread(members: list[dict], column: str) -> list[float] | None:
     """Error bars of ``column`` in %, or None where no group has a spread (one seed each):
     bars of length 0 are drawn as a cross through the marker."""
@@ -244,7 +241,7 @@ def plot_report(groups: list[dict], path: Path) -> None:
         # hollow, a shape each: series with the same results stay visible one inside another
         ax.errorbar([100 * g["mean"]["compression"] for g in members], [100 * g["mean"]["test_acc"] for g in members],
                     xerr=_spread(members, "compression"), yerr=_spread(members, "test_acc"),
-                    marker=SERIES_MARKERS[k % len(SERIES_MARKERS)], ms=max(10 - 2 * k, 4), mfc="none", mew=1.5,
+                    marker=MARKERS[k % len(MARKERS)], ms=max(10 - 2 * k, 4), mfc="none", mew=1.5,
                     capsize=3, linestyle="none", label=structure)
         for g in members:
             other = ", ".join(f"{axis}={_cell(value)}" for axis, value in g["key"].items()
