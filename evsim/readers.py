@@ -46,10 +46,8 @@ def reason(exc: BaseException) -> str:
 def declares_beyond_memory(exc: MemoryError) -> bool:
     """Whether ``exc`` is NumPy's refusal of an array larger than the machine's memory (a
     damaged header's size), not a process out of memory."""
-    from evsim.memory import physical_memory  # here, not above: evsim.memory loads evsim.data, which loads this module
-
     size = getattr(exc, "_total_size", None)
-    return isinstance(size, int) and size > physical_memory()
+    return isinstance(size, int) and size > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 # Errors only code makes, never a file's bytes: a bug in a reader shows as itself, not as
