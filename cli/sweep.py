@@ -54,9 +54,16 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     try:
         states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
     except KeyboardInterrupt as exc:
-        running = ("" if scheduler is None and scheduler_file is None else
-                   "; points running on the cluster's workers go on until they end (evsim stops no cluster it did "
-                   "not start): run the same command again once they have")
+        left = getattr(exc, "still_running", None)
+        points = f"{len(left or ())} point{'' if left and len(left) == 1 else 's'}"
+        if not left:
+            running = ""
+        elif scheduler is None and scheduler_file is None:
+            running = f"; {points} that did not stop in time keep their last epoch's checkpoint"
+        else:
+            running = (f"; {points} still running on the cluster's workers go on until they end "
+                       f"({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}): run the same command again "
+                       "once they have")
         click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "
                    f"(interrupted points resume from their last checkpoint){running}", err=True)
         ctx.exit(128 + getattr(exc, "signum", signal.SIGINT))  # the shell's code for that signal: 130, 143

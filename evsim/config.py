@@ -759,10 +759,12 @@ def to_toml(values: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_toml(config: TrainConfig, data_source: str | None = None, data_root: str | None = None) -> str:
+def config_toml(config: TrainConfig, data_source: str | None = None, data_root: str | None = None,
+                data_encoding: str | None = None) -> str:
     """The text of a run folder's ``config.toml``; with ``data_source``, the header says
     what data the run trained on (``source = "auto"`` alone does not). ``data_root``:
-    the folder its files came from, where the dataset has one."""
+    the folder its files came from, where the dataset has one. ``data_encoding``: the
+    encoding the dataset chose where ``--encoding`` was left to it, said in a comment."""
     header = ("evsim train configuration, every option resolved (command line > --config file > preset > default).\n"
               + (f"This run trained on data_source = {data_source}"
                  + ("" if data_source == "real" else " (not the real dataset)") + ".\n" if data_source else "")
@@ -774,4 +776,9 @@ def config_toml(config: TrainConfig, data_source: str | None = None, data_root: 
         # this run found is the source it names. Emulated recordings in --data-dir (evsim
         # data emulate-nmnist) stay "auto": "emulated" would be evsim's own, other data.
         options["source"] = "real" if data_source == "real" else "emulated"
-    return to_toml(options, header)
+    text = to_toml(options, header)
+    if options["encoding"] is None and data_encoding is not None:
+        # a comment: set, it would make the repeat another run (config.json's encoding
+        # null, the dataset's own, is part of a run's identity in sweeps and comparisons)
+        text += f"# encoding = {_toml_value(data_encoding)}  (the dataset's own: --encoding was not given)\n"
+    return text

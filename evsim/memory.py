@@ -14,12 +14,11 @@ draw of the cell, then the event's int32 index and float32 value (12 B).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from evsim.data.frames import SparseFrames
 from evsim.errors import ConfigError
+from evsim.host import physical_memory
 
 SYNAPSE_BYTES = 50
 SDSNN_SYNAPSE_BYTES = 120
@@ -27,11 +26,6 @@ TRAIN_STEP_BYTES = 16
 EVAL_STEP_BYTES = 5
 INPUT_EVENT_BYTES = 12
 GIB = 2 ** 30
-
-
-def physical_memory() -> int:
-    """The machine's physical memory in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def input_events(inputs, encoding: str, time_steps: int) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from evsim.errors import DataError, EvsimError
+from evsim.host import physical_memory
 
 MAX_TEXT_BYTES = 1 << 20  # a config file, config.json or manifest is a few KiB
 # Deflate expands at most about 1032:1; a member that claims more is lying about its size.
@@ -47,7 +48,7 @@ def declares_beyond_memory(exc: MemoryError) -> bool:
     """Whether ``exc`` is NumPy's refusal of an array larger than the machine's memory (a
     damaged header's size), not a process out of memory."""
     size = getattr(exc, "_total_size", None)
-    return isinstance(size, int) and size > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return isinstance(size, int) and size > physical_memory()
 
 
 # Errors only code makes, never a file's bytes: a bug in a reader shows as itself, not as

@@ -352,6 +352,9 @@ class Trainer:
         self.batches_seen = 0
         self.in_epoch: EpochProgress | None = None
         self.stop_signal: int | None = None  # the signal that asked training to stop
+        # Polled before each batch where no signal can reach training (a Dask worker's
+        # thread): True stops it as Ctrl-C does. See evsim.sweep.point.
+        self.stop_when: Callable[[], bool] | None = None
         self.plotted_at = -math.inf
         self.checkpoints = CheckpointWriter()
         self.saving: int | None = None  # the epoch whose files are being taken for the writer
@@ -460,6 +463,8 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, disable=None if progress else True,
                    unit="batch")
         for start in bar:
+            if self.stop_signal is None and self.stop_when is not None and self.stop_when():
+                self.stop_signal = signal.SIGINT
             if self.stop_signal is not None:
                 bar.close()
                 done_batches = start // batch_size
@@ -692,7 +697,8 @@ class Trainer:
             # network is built: a run that fails before leaves no folder behind.
             root = self.dataset.meta.get("root")
             root = None if root is None else str(Path(root).resolve())
-            write_bytes_atomic(run_dir / CONFIG_TOML, config_toml(self.config, self.dataset.source, root).encode())
+            text = config_toml(self.config, self.dataset.source, root, self.dataset.encoding)
+            write_bytes_atomic(run_dir / CONFIG_TOML, text.encode())
             write_json_atomic(run_dir / "config.json", {**self.config.to_dict(), "data_source": self.dataset.source,
                                                         "data_fingerprint": self.dataset.meta.get("fingerprint"),
                                                         "data_root": root,
@@ -843,9 +849,12 @@ def _load_announced(config: TrainConfig, echo: Callable[[str], None]) -> Dataset
 
 
 def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print, checkpoints: str = "all") -> dict:
+          echo: Callable[[str], None] = print, checkpoints: str = "all",
+          stop_when: Callable[[], bool] | None = None) -> dict:
     """Check the configuration, load the dataset and announce its source, train, and
     return the summary. Nothing is written to ``run_dir`` before the data has loaded.
+    ``stop_when``, polled before each batch, stops training as Ctrl-C does when it
+    returns True (:class:`TrainingInterrupted`, with a checkpoint to resume from).
 
     Raises
     ------
@@ -859,6 +868,7 @@ def train(config: TrainConfig, run_dir: Path | None = None, progress: bool = Tru
             check_new_run_dir(Path(run_dir))
         trainer = Trainer(config, _load_announced(config, echo))
         trainer.keep_checkpoints = checkpoints
+        trainer.stop_when = stop_when
         return trainer.fit(run_dir, progress, echo)
 
 
@@ -890,7 +900,8 @@ def _check_policy(checkpoints: str) -> None:
 
 
 def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = print, epochs: int | None = None,
-           checkpoints: str | None = None, data_dir: Path | None = None) -> dict:
+           checkpoints: str | None = None, data_dir: Path | None = None,
+           stop_when: Callable[[], bool] | None = None) -> dict:
     """Continue the run in ``run_dir`` exactly from its ``checkpoint-latest.npz``.
 
     The configuration is the checkpoint's own; the result is bit-identical to the
@@ -905,6 +916,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
     checkpoints : one of :data:`CHECKPOINT_POLICIES`; default: the run's own (``config.json``).
     data_dir : where the run's data folder is now (moved, or copied to another machine):
         its files must be those the run trained on; the run records the new folder.
+    stop_when : as for :func:`train`.
 
     Raises
     ------
@@ -958,6 +970,7 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
             state.config = {**state.config, "epochs": epochs}
         trainer = Trainer(config, dataset)
         trainer.keep_checkpoints = checkpoints
+        trainer.stop_when = stop_when
         try:
             trainer.restore(state)
         except CheckpointError as exc:

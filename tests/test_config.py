@@ -127,6 +127,22 @@ def test_auto_dev_interval_is_ten_steps_per_epoch_saved_resolved():
     assert all(preset(name)["dev_interval"] == "auto" for name in ("mnist", "nmnist", "cifar10", "dvsgesture"))
 
 
+def test_config_toml_names_the_encoding_the_dataset_chose_in_a_comment(tmp_path):
+    """--encoding left to the dataset was missing from config.toml, which says it holds every
+    option resolved; as a key it would make the repeat another run (config.json's null)."""
+    from evsim.data.base import DataOptions
+
+    Trainer(toy_config(epochs=1, structure="none"), toy_dataset(train=100)).fit(tmp_path / "run", progress=False,
+                                                                                echo=lambda line: None)
+    text = (tmp_path / "run" / "config.toml").read_text()
+    assert "# encoding = \"rate\"  (the dataset's own: --encoding was not given)\n" in text
+    assert "encoding" not in tomllib.loads(text)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["encoding"] is None
+    given = toy_config(data=DataOptions(encoding="direct"))
+    text = config_toml(given, "toy", None, "direct")
+    assert tomllib.loads(text)["encoding"] == "direct" and "# encoding" not in text
+
+
 @pytest.mark.parametrize("epochs,noted", [(1, True), (2, False)])
 def test_a_run_too_short_for_pruning_says_so(epochs, noted):
     """SD-SNN prunes from step 2K; a run with fewer development steps says that only the

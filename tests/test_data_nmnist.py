@@ -659,11 +659,11 @@ def test_frames_that_cannot_fit_in_memory_are_refused_before_framing(tmp_path, m
 
     root = make_plain(tmp_path / "data", real_first=False)
     # 2 train samples of 20 frames: 20 * (8 * 2 + 8 * 2312) bytes = 370,240 bytes
-    monkeypatch.setattr(event_module, "_physical_memory", lambda: 370_239)
+    monkeypatch.setattr(event_module, "physical_memory", lambda: 370_239)
     with pytest.raises(ConfigError, match="2 train samples of 20 frames do not fit in memory; reduce --time-steps"):
         load_dataset("nmnist", opts(tmp_path, data_dir=root))
     assert cache_entries(tmp_path) == []
-    monkeypatch.setattr(event_module, "_physical_memory", lambda: 370_240)
+    monkeypatch.setattr(event_module, "physical_memory", lambda: 370_240)
     assert len(load_dataset("nmnist", opts(tmp_path, data_dir=root)).train) == 2
 
 

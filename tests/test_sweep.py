@@ -951,15 +951,127 @@ def test_a_workers_own_evsim_data_gives_a_point_no_other_data(tmp_path, monkeypa
     assert outcome["summary"]["data_source"] == "mnist-5k"
 
 
-def test_ctrl_c_of_a_sweep_on_another_cluster_says_its_points_go_on(tmp_path, monkeypatch):
-    """The workers of a cluster evsim did not start go on with the points they run: a rerun
-    at once found their folders being written and marked them failed."""
+def test_ctrl_c_of_a_sweep_on_another_cluster_says_which_points_go_on(tmp_path, monkeypatch):
+    """The workers of a cluster evsim did not start go on with the points that did not stop
+    in time: a rerun at once found their folders being written and marked them failed."""
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt()
+        exc = KeyboardInterrupt()
+        exc.still_running = ["seed=0"]
+        raise exc
 
     monkeypatch.setattr("evsim.cli.sweep.run_sweep_file", interrupted)
     result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--scheduler",
                   "tcp://127.0.0.1:1", "--no-progress"])
-    assert result.exit_code == 130 and "points running on the cluster's workers go on until they end" in result.output
+    assert result.exit_code == 130, result.output
+    assert "1 point still running on the cluster's workers go on until they end (seed=0)" in result.output
     result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 130 and "1 point that did not stop in time keep their last epoch's" in result.output
+    monkeypatch.setattr("evsim.cli.sweep.run_sweep_file", lambda *args, **kwargs: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--scheduler",
+                  "tcp://127.0.0.1:1", "--no-progress"])
     assert result.exit_code == 130 and "cluster's workers" not in result.output
+
+
+def test_a_stopped_sweeps_point_stops_at_a_batch_and_resumes_exactly(tmp_path):
+    """No signal reaches a point on a worker of a cluster evsim did not start: once the
+    sweep's stop file exists, the run stops before its next batch with a checkpoint (it went
+    on to its end), a point not yet started does not start, and the stopped run resumed
+    equals the run never stopped."""
+    import threading
+
+    from evsim.sweep.point import run_point
+    from evsim.sweep.training import config_dict, resolve
+
+    values = {"dataset": "mnist", "epochs": 30, "hidden": [8], "time_steps": 2, "batch_size": 250, "threads": 1,
+              "structure": "none"}
+    stop_file = tmp_path / "stop-requested"
+    stop_file.touch()
+    config = config_dict(resolve(values, tmp_path / "p", "test"))
+    outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "logs" / "p.log"), str(stop_file))
+    assert outcome["status"] == "stopped" and outcome["action"] is None, outcome
+    assert not (tmp_path / "p").exists() and not (tmp_path / "logs").exists()
+    stop_file.unlink()
+
+    def stop_after_the_first_epoch():
+        metrics_file = tmp_path / "p" / "metrics.jsonl"
+        while not (metrics_file.exists() and '"epoch"' in metrics_file.read_text()):
+            time.sleep(0.005)
+        stop_file.touch()
+
+    watcher = threading.Thread(target=stop_after_the_first_epoch, daemon=True)
+    watcher.start()
+    outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"), str(stop_file))
+    watcher.join(timeout=10)
+    assert outcome["status"] == "interrupted" and outcome["action"] == "trained", outcome
+    assert outcome["error"].startswith("stopped in epoch ") and "(the sweep was stopped)" in outcome["error"]
+    assert (tmp_path / "p" / "checkpoint-latest.npz").exists() and not (tmp_path / "p" / "summary.json").exists()
+    stop_file.unlink()
+    outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"), str(stop_file))
+    assert outcome["status"] == "done" and outcome["action"] == "resumed", outcome
+    outcome = run_point("q", config_dict(resolve(values, tmp_path / "q", "test")), str(tmp_path / "q"),
+                        str(tmp_path / "q.log"), str(stop_file))
+    assert outcome["status"] == "done", outcome
+    assert_same_run(tmp_path / "p", tmp_path / "q")
+
+
+def test_ctrl_c_of_a_sweep_on_another_cluster_stops_its_running_points(tmp_path):
+    """Ctrl-C of a sweep on a scheduler and worker it did not start: the point the worker
+    runs stops at its next batch with a checkpoint (it used to go on to its end), the
+    client says nothing goes on, and the same command resumes it."""
+    from evsim.runlock import is_locked
+
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    env = {**os.environ, "EVSIM_OFFLINE": "1"}
+    evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
+    text = TINY.replace("epochs = 2", "epochs = 30").replace("hidden = [24]", "hidden = [8]") + "\n[axes]\nseed = [0]\n"
+    path, out = sweep_file(tmp_path, text), tmp_path / "out"
+    command = [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--scheduler-file",
+               str(scheduler_file), "--no-progress"]
+    procs = []
+    try:
+        procs.append(subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                              "--scheduler-file", str(scheduler_file)],
+                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(dask + ["worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                                              "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        sweep = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, start_new_session=True)
+        point = out / "seed=0"
+        try:
+            deadline = time.monotonic() + 240
+            while not ((point / "metrics.jsonl").exists() and '"epoch"' in (point / "metrics.jsonl").read_text()):
+                assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before Ctrl-C"
+                time.sleep(0.02)
+            os.kill(sweep.pid, signal.SIGINT)
+            output, _ = sweep.communicate(timeout=120)
+        finally:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.wait()
+        assert sweep.returncode == 130, output
+        assert "Interrupted: finished points are kept" in output and "go on" not in output, output
+        assert not is_locked(point), "the worker still trains the point"
+        rows = (point / "metrics.jsonl").read_text().count('"epoch"')
+        assert rows < 30 and (point / "checkpoint-latest.npz").exists() and not (point / "summary.json").exists()
+        assert states(out)["seed=0"]["status"] == "interrupted"
+        time.sleep(1.0)
+        assert (point / "metrics.jsonl").read_text().count('"epoch"') == rows
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert states(out)["seed=0"]["action"] == "resumed" and (point / "summary.json").exists()
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -10,7 +10,6 @@ time (``n_time_bins``). Frames are ``[T, C, H, W]`` with channel 0 = OFF, 1 = ON
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from evsim.data.base import Split
 from evsim.data.cache import write_meta
 from evsim.data.frames import SparseFrames, SparseFrameWriter
 from evsim.errors import ConfigError, DataError
+from evsim.host import physical_memory
 from evsim.readers import reads
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
@@ -202,7 +202,7 @@ def frame_split(folder: Path, name: str, files: list, labels, read, transform, s
     # the split's frame counts and each sample's dense frames (int64 both) grow with T;
     # refused up front, as tonic would first spend minutes slicing into T empty frames
     too_big = f"{len(files)} {name} samples of {time_steps} frames do not fit in memory; reduce --time-steps"
-    if time_steps * (8 * len(files) + 8 * int(np.prod(sensor_out))) > _physical_memory():
+    if time_steps * (8 * len(files) + 8 * int(np.prod(sensor_out))) > physical_memory():
         raise ConfigError(too_big)
     n_events = n_on = blank = 0
     duration_us = 0.0
@@ -252,11 +252,6 @@ def blank_notice(meta: dict) -> str | None:
     slicing, time_steps = framing.get("slicing", "events"), framing.get("time_steps", 0)
     return (f"{' and '.join(counts)} recordings became blank frames, which train on nothing: "
             f"{_BLANK_WHY[slicing](time_steps)}; {_BLANK_FIX[slicing]}")
-
-
-def _physical_memory() -> int:
-    """Bytes of RAM in this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def build_frames_entry(folder: Path, splits: dict, read, transform, sensor_out: tuple, time_steps: int,

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Callable
 
 from evsim.errors import ConfigError, EvsimError
-from evsim.files import write_json_atomic
+from evsim.files import write_bytes_atomic, write_json_atomic
 from evsim.readers import read_json, read_small_file, reason
 from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
-from evsim.sweep.point import one_line, run_point
+from evsim.sweep.point import STOPPED, one_line, run_point
 from evsim.sweep.worker import source_stamp
 from evsim.sweep.training import TrainConfig, config_dict, point_config
 
 STATE_FILE = "sweep.json"
+STOP_FILE = "stop-requested"  # written when the sweep is stopped, read by its points (see run_point)
+STOP_WAIT_S = 300  # how long a stopped sweep waits for its running points to save and stop
+STOP_QUIET_S = 5  # ... and how long before it says it waits
 LOG_DIR = "logs"
 METRICS = "metrics.jsonl"
 POLL_S = 1.0
@@ -230,7 +233,8 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     # A sweep run again keeps each point's record (its status, a tied point's taken options)
     # until it has a new one: stopped early, the record still says what the folders hold.
     previous = {p["name"]: p for p in read_state(out)["points"]} if os.path.lexists(out / STATE_FILE) else {}
-    state = {p.name: {**_initial_state(p), **previous.get(p.name, {})} for p in sweep.points}
+    by_name = {p.name: p for p in sweep.points}
+    state = {name: {**_initial_state(p), **previous.get(name, {})} for name, p in by_name.items()}
     children: dict[str, list[Point]] = {}
     for p in sweep.points:
         if p.tied_to is not None:
@@ -238,17 +242,25 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
     pending = {}  # future -> point name
 
     def submit(p: Point, config: TrainConfig) -> None:
-        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}{LOG_SUFFIX}"))
+        args = (p.name, config_dict(config), str(out / p.name), str(out / LOG_DIR / f"{p.name}{LOG_SUFFIX}"),
+                str(stop_file))
         state[p.name]["status"] = "submitted"
         # the data folder as resolved here (relative to this folder, or $EVSIM_DATA), for the report
         state[p.name]["data_dir"] = args[1]["data"]["data_dir"]
         pending[client.submit(run_point, *args, key=f"evsim-sweep-{p.name}-{os.getpid()}-{time.time_ns()}",
                               pure=False)] = p.name
 
-    def finish(outcome: dict) -> None:
+    def record(outcome: dict) -> None:
         name = outcome["name"]
+        if outcome["status"] == STOPPED:  # never started: the last run's record stands
+            state[name] = {**_initial_state(by_name[name]), **previous.get(name, {})}
+            return
         state[name].update({k: outcome.get(k) for k in ("status", "action", "error", "seconds")})
         state[name]["data_source"] = (outcome.get("summary") or {}).get("data_source")  # the terminal says it
+
+    def finish(outcome: dict) -> None:
+        name = outcome["name"]
+        record(outcome)
         bar.update(1)
         if outcome["status"] == "failed":
             tqdm.write(f"failed: {name}: {outcome['error']}")
@@ -266,31 +278,72 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
                 finish({"name": child.name, "status": "failed", "error": error})
         _save(out, sweep, state)
 
+    def outcome_of(future) -> dict:
+        name = pending.pop(future)
+        try:
+            return future.result()
+        except Exception as exc:  # the worker died (KilledWorker), or the task was cancelled
+            return {"name": name, "status": "failed", "error": one_line(f"{type(exc).__name__}: {exc}")}
+
     out.mkdir(parents=True, exist_ok=True)
+    stop_file = out / STOP_FILE
+    stop_file.unlink(missing_ok=True)  # a stopped sweep's: this run's points must start
     _save(out, sweep, state)
     with tqdm(total=len(sweep.points), unit="run", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
-        for p in sweep.points:
-            if p.tied_to is None:
-                submit(p, configs[p.name])
-        _save(out, sweep, state)  # submitted, not pending, while the first points run
-        while pending:
-            try:
-                wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                pass
-            except (FuturesCancelledError, CommClosedError) as exc:  # the scheduler is gone
-                raise SchedulerLost(f"lost the Dask scheduler ({one_line(str(exc))[:120]}); points that were running "
-                                    "go on on their workers until they end; restart the cluster and run the same "
-                                    f"command again (finished points are kept in {out})") from None
-            for future in [f for f in pending if f.done()]:
-                name = pending.pop(future)
+        try:
+            for p in sweep.points:
+                if p.tied_to is None:
+                    submit(p, configs[p.name])
+            _save(out, sweep, state)  # submitted, not pending, while the first points run
+            while pending:
                 try:
-                    outcome = future.result()
-                except Exception as exc:  # the worker died (KilledWorker), or the task was cancelled
-                    outcome = {"name": name, "status": "failed", "error": one_line(f"{type(exc).__name__}: {exc}")}
-                finish(outcome)
-            bar.set_postfix_str(live_status(client, pending, out, configs), refresh=True)
+                    wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass
+                except (FuturesCancelledError, CommClosedError) as exc:  # the scheduler is gone
+                    raise SchedulerLost(f"lost the Dask scheduler ({one_line(str(exc))[:120]}); points that were "
+                                        "running go on on their workers until they end; restart the cluster and run "
+                                        f"the same command again (finished points are kept in {out})") from None
+                for future in [f for f in pending if f.done()]:
+                    finish(outcome_of(future))
+                bar.set_postfix_str(live_status(client, pending, out, configs), refresh=True)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (SweepTerminated)
+            bar.close()
+            exc.still_running = stop_points(client, pending, stop_file, outcome_of, record, echo)
+            _save(out, sweep, state)
+            raise
     return [state[p.name] for p in sweep.points]
+
+
+def stop_points(client, pending: dict, stop_file: Path, outcome_of: Callable, record: Callable,
+                echo: Callable[[str], None]) -> list[str]:
+    """Stop a sweep's points where they stand: write ``stop_file``, which each running
+    point polls before its batches (it saves a checkpoint and stops) and a point not yet
+    started reads before it starts; wait up to ``STOP_WAIT_S`` for their outcomes and
+    ``record`` them. A second Ctrl-C stops the wait. The names of the points still
+    running at the end (they go on until they end)."""
+    from distributed import wait
+
+    write_bytes_atomic(stop_file, b"evsim sweep: stopped; the next run of the sweep removes this file\n")
+    names = dict(pending)
+    try:
+        for timeout in (STOP_QUIET_S, STOP_WAIT_S - STOP_QUIET_S):  # said only if it takes a while
+            with contextlib.suppress(TimeoutError):
+                wait(list(pending), timeout=timeout)
+            if all(f.done() for f in pending) or timeout != STOP_QUIET_S:
+                break
+            echo(f"stopping: running points save a checkpoint after their current batch (up to {STOP_WAIT_S} s; "
+                 "Ctrl-C again to leave them running)")
+    except KeyboardInterrupt:
+        return sorted(names.values())
+    except Exception:  # the scheduler went away meanwhile: what finished is recorded below
+        pass
+    for future in [f for f in pending if f.done()]:
+        record(outcome_of(future))
+    left = sorted(pending.values())
+    with contextlib.suppress(Exception):  # queued tasks must not start after the next run removes stop_file
+        client.cancel(list(pending))
+    return left
 
 
 def live_status(client, pending: dict, out: Path, configs: dict[str, TrainConfig]) -> str:

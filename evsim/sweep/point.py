@@ -9,6 +9,7 @@ one point's failure never stops the others.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import traceback
@@ -19,9 +20,11 @@ from evsim.errors import ConfigError, EvsimError
 from evsim.readers import read_json
 from evsim.runfiles import BESIDE_OPTIONS, without_evsim_data
 from evsim.runlock import run_lock
-from evsim.sweep.training import resume_point, train_point
+from evsim.sweep.training import TrainingInterrupted, resume_point, train_point
 
 SUMMARY = "summary.json"
+INTERRUPTED = "interrupted"  # a point's status: stopped with a checkpoint to resume from
+STOPPED = "stopped"  # a run_point outcome: the sweep was stopped before the point started
 CHECKPOINT = "checkpoint-latest.npz"
 # config.json fields that may differ between the same run's folders.
 NOT_CONFIG = ("out", *BESIDE_OPTIONS)
@@ -32,26 +35,41 @@ NOT_DATA_CONFIG = ("cache_dir",)
 _one_run = threading.Lock()
 
 
-def run_point(name: str, config: dict, run_dir: str, log_path: str) -> dict:
+def run_point(name: str, config: dict, run_dir: str, log_path: str, stop_file: str | None = None) -> dict:
     """Run (or skip, or resume) the point ``name`` of configuration ``config`` in ``run_dir``.
+
+    ``stop_file``: once a file of that name exists (the sweep's client, stopped, wrote
+    it), the run stops before its next batch with a checkpoint, and a point not yet
+    started does not start. No signal reaches a task on a worker of a cluster the
+    sweep did not start: this is how its Ctrl-C gets there.
 
     Returns
     -------
     dict
-        ``name``, ``status`` ("done" or "failed"), ``action`` ("skipped", "resumed" or
-        "trained"), ``error`` (one line, or None), ``summary`` (the run's summary.json,
-        or None) and ``seconds`` spent here. Never raises for a failed run.
+        ``name``, ``status`` ("done", "failed", "interrupted" (stopped with a checkpoint)
+        or "stopped" (never started)), ``action`` ("skipped", "resumed" or "trained"),
+        ``error`` (one line, or None), ``summary`` (the run's summary.json, or None) and
+        ``seconds`` spent here. Never raises for a failed run.
     """
     run_dir, log_path = Path(run_dir), Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     outcome = {"name": name, "status": "failed", "action": None, "error": None, "summary": None}
+
+    def stop_requested() -> bool:
+        return stop_file is not None and os.path.lexists(stop_file)
+
+    if stop_requested():
+        return {**outcome, "status": STOPPED, "seconds": 0.0}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with _one_run, open(log_path, "a", buffering=1) as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {name} -> {run_dir}\n")
 
         def echo(line: str) -> None:
             log.write(f"{line}\n")
 
+        if stop_requested():  # while it waited for this worker's run before it
+            log.write("--- not started: the sweep was stopped\n")
+            return {**outcome, "status": STOPPED, "seconds": round(time.perf_counter() - start, 3)}
         try:
             # The client resolved the point's data folder (None: none): a worker's own
             # $EVSIM_DATA would give it other data, unrecorded.
@@ -61,10 +79,13 @@ def run_point(name: str, config: dict, run_dir: str, log_path: str) -> dict:
                 if action == "skipped":
                     summary = read_json(run_dir / SUMMARY, "run summary (summary.json)", ConfigError)
                 elif action == "resumed":
-                    summary = resume_point(run_dir, echo)
+                    summary = resume_point(run_dir, echo, stop_requested)
                 else:
-                    summary = train_point(config, run_dir, echo)
+                    summary = train_point(config, run_dir, echo, stop_requested)
             outcome.update(status="done", summary=summary)
+        except TrainingInterrupted as exc:
+            outcome.update(status=INTERRUPTED, error=one_line(f"{exc} (the sweep was stopped); run the sweep again to "
+                                                              "resume it from its checkpoint"))
         except EvsimError as exc:
             outcome["error"] = one_line(str(exc))
         except Exception as exc:  # a bug or a system fault in one point must not stop the others

@@ -24,11 +24,10 @@ from evsim.readers import read_json
 from evsim.runfiles import read_summary
 from evsim.runlock import is_locked
 from evsim.sweep.execute import STATE_FILE, read_state
-from evsim.sweep.point import CHECKPOINT, folder_action
+from evsim.sweep.point import CHECKPOINT, INTERRUPTED, folder_action
 from evsim.sweep.training import config_dict, resolve
 
 SEED = "seed"
-INTERRUPTED = "interrupted"  # the status of a point stopped with a checkpoint to resume from
 RUNNING = "running"  # the status of a point a process is training while the report is made
 UNREADABLE = "unreadable"  # the status of a point whose summary.json is damaged
 LOST = "lost"  # the status of a point recorded done whose folder no longer holds its finished run

@@ -16,7 +16,7 @@ from typing import Callable
 from evsim.config import (DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_file, resolve_options,
                           to_toml)
 from evsim.errors import ConfigError
-from evsim.train import check_before_loading, resume, train
+from evsim.train import TrainingInterrupted, check_before_loading, resume, train
 
 # Options of `evsim train` a sweep file may not set: the sweep chooses each point's
 # folder, runs show no progress bars on workers, and keep every checkpoint (a point must
@@ -70,11 +70,18 @@ def config_dict(config: TrainConfig) -> dict:
     return config.to_dict()
 
 
-def train_point(config: dict, run_dir: Path, echo: Callable[[str], None]) -> dict:
-    """Train the run of ``config`` (see :func:`config_dict`) into ``run_dir``; its summary."""
-    return train(TrainConfig.from_dict(config), run_dir, progress=False, echo=echo)
+def train_point(config: dict, run_dir: Path, echo: Callable[[str], None],
+                stop_when: Callable[[], bool] | None = None) -> dict:
+    """Train the run of ``config`` (see :func:`config_dict`) into ``run_dir``; its summary.
+    ``stop_when``: see :func:`evsim.train.train`."""
+    return train(TrainConfig.from_dict(config), run_dir, progress=False, echo=echo, stop_when=stop_when)
 
 
-def resume_point(run_dir: Path, echo: Callable[[str], None]) -> dict:
+def resume_point(run_dir: Path, echo: Callable[[str], None], stop_when: Callable[[], bool] | None = None) -> dict:
     """Continue the run in ``run_dir`` from its latest checkpoint; its summary."""
-    return resume(run_dir, progress=False, echo=echo)
+    return resume(run_dir, progress=False, echo=echo, stop_when=stop_when)
+
+
+# TrainConfig and TrainingInterrupted are the trainer's, for the sweep's other modules.
+__all__ = ["SWEEP_OWNED", "TrainConfig", "TrainingInterrupted", "config_dict", "option_kind", "option_names",
+           "point_config", "resolve", "resume_point", "train_point"]
