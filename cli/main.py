@@ -1,11 +1,13 @@
 """The ``evsim`` command: a click group; each subcommand lives in its own module."""
 from __future__ import annotations
 
+import ast
 import errno
 import io
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 def _interrupted_while_starting(signum, frame):
@@ -123,13 +125,74 @@ class EvsimGroup(click.Group):
         except OSError as exc:
             if exc.filename is None:  # not about a path the user chose: keep the traceback
                 raise
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk is full: no other path will help
-                click.echo(f"Error: cannot write {exc.filename}: {exc.strerror or exc}; free some space there, "
-                           "or choose a path on another disk", err=True)
-            else:
-                click.echo(f"Error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
-                           "(or fix its permissions)", err=True)
+            click.echo(f"Error: {_os_error_line(exc)}", err=True)
             sys.exit(2)
+        except RuntimeError as exc:
+            loop = _symlink_loop(exc)
+            if loop is None:
+                raise
+            click.echo(f"Error: cannot use {loop}: a loop of symbolic links; fix or remove the links, or choose "
+                       "another path", err=True)
+            sys.exit(2)
+
+
+def _symlink_loop(exc: RuntimeError) -> str | None:
+    """The path of Python 3.11's ``Path.resolve()`` error ``Symlink loop from '<path>'``
+    (a RuntimeError, not an OSError), or ``None`` for any other RuntimeError."""
+    prefix = "Symlink loop from "
+    text = str(exc)
+    if not text.startswith(prefix):
+        return None
+    try:
+        path = Path(ast.literal_eval(text[len(prefix):]))
+    except (ValueError, SyntaxError):
+        return text[len(prefix):]
+    for part in [*reversed(path.parents), path]:  # name the link that loops, not a file below it
+        if os.path.islink(part) and not os.path.exists(part):
+            return str(part)
+    return str(path)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError about the path the user chose: the problem and the fix."""
+    path, reason = exc.filename, exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk is full: no other path will help
+        return f"cannot write {path}: {reason}; free some space there, or choose a path on another disk"
+    if exc.errno == errno.EFBIG:
+        return (f"cannot write {path}: the file size limit (ulimit -f) was reached; raise the limit, or choose "
+                "smaller outputs")
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+        what = _what_is(path)
+        if what is not None:
+            fix = "remove or fix the link" if what.startswith("a broken link") else "move it away"
+            return f"cannot use {path}: it is {what}; {fix}, or choose another path"
+    if _in_default_cache(path):  # the user chose no path: name the options that choose one
+        return (f"cannot use {path}: {reason}; give a writable cache folder with --cache-dir or $EVSIM_CACHE "
+                "(or fix its permissions)")
+    return f"cannot use {path}: {reason}; choose another path (or fix its permissions)"
+
+
+def _in_default_cache(path) -> bool:
+    """Whether ``path`` is the default cache folder, in it, or a folder made for it
+    (``~/.cache``)."""
+    try:
+        default = default_cache_dir()
+    except EvsimError:
+        return False
+    path = Path(os.path.abspath(path))
+    return path.is_relative_to(default) or (default.is_relative_to(path) and path.is_relative_to(default.parent))
+
+
+def _what_is(path) -> str | None:
+    """'a file, not a folder', 'a folder, not a file', 'a broken link (...)' for a path that
+    is in the way of a folder or file to be made, or ``None`` if it is none of these."""
+    try:
+        os.stat(path)
+    except OSError:
+        return "a broken link (a missing target or a loop of links)" if os.path.islink(path) else None
+    if os.path.isdir(path):
+        return "a folder, not a file"
+    return "a file, not a folder"
 
 
 @click.group(cls=EvsimGroup)
@@ -146,6 +209,7 @@ from evsim.cli.profile import profile  # noqa: E402
 from evsim.cli.runs_cmd import runs  # noqa: E402
 from evsim.cli.sweep import sweep  # noqa: E402
 from evsim.cli.train import train  # noqa: E402
+from evsim.data.cache import default_cache_dir  # noqa: E402
 
 main.add_command(data)
 main.add_command(eval_command)

@@ -62,7 +62,16 @@ def import_nir(nir_file, out_dir, dt):
         click.echo(f"NOTE: --dt {dt:g} is not used: {nir_file} was written by evsim and holds its exact LIF "
                    "parameters (evsim_lif metadata)")
     trained_on = read_nir_trained_on(nir_file)  # an emulation-trained network stays marked as one
-    save_network(out_dir / NETWORK_FILE, network, trained_on=trained_on)
+    made = [folder for folder in (out_dir, *out_dir.parents) if not os.path.lexists(folder)]
+    try:
+        save_network(out_dir / NETWORK_FILE, network, trained_on=trained_on)
+    except BaseException:  # a failed import leaves no folders it made behind
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()  # refuses a folder that holds anything
+            except OSError:
+                break
+        raise
     click.echo(f"wrote {out_dir / NETWORK_FILE}: network {network.describe()}, "
                f"{network.synapses} synapses, LIF decay {network.lif.decay:.6g}, v_th {network.lif.v_th}, "
                f"{network.lif.reset} reset" + _data_words(trained_on or {}))

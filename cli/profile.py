@@ -59,6 +59,8 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     click.echo(report.table())
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "dataset": dataset.name, "split": split,
                **report.summary()}
-    write_json_atomic(json_path, summary)
+    # The larger file first: where it cannot be written (a full disk, ulimit -f) the other
+    # keeps its old contents too, not one new output beside one old.
     plot_energy(summary, png_path, layer_names(network))
+    write_json_atomic(json_path, summary)
     click.echo(f"wrote {json_path} and {png_path} ({loaded})")

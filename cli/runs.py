@@ -16,6 +16,7 @@ from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, ConfigError, DataError
+from evsim.readers import file_kind
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
 from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_data_dir_exists,
@@ -171,15 +172,17 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         where = f"epoch {state.epoch}/{config.epochs}" if state.in_epoch is None else \
             f"stopped inside epoch {state.epoch + 1}/{config.epochs}"
         return state.network, config, f"{path.name}, {where}"
+    if os.path.lexists(path):  # not the run's checkpoint: using network.npz instead would hide it
+        raise CheckpointError(f"{path}: is {_no_file_kind(path)}, not a checkpoint file; restore it, or move "
+                              "it away")
     network_path = run_dir / NETWORK_FILE
     if checkpoint == "latest" and network_path.is_file():
         network = load_network(network_path, own.path if own is not None else "auto")
         check_belongs(run_dir, network_path, stored_run_id(network_path))
         return network, own, NETWORK_FILE
     if checkpoint == "latest" and os.path.lexists(network_path):
-        kind = "a folder" if network_path.is_dir() else "a broken link or no regular file"
-        raise CheckpointError(f"{network_path}: is {kind}, not the run's network file; restore it, or train the "
-                              "run again")
+        raise CheckpointError(f"{network_path}: is {_no_file_kind(network_path)}, not the run's network file; "
+                              "restore it, or train the run again")
     policy = saved_checkpoint_policy(run_dir)
     if checkpoint == "best" and CHECKPOINT_BEST not in KEPT_CHECKPOINTS[policy]:
         raise CheckpointError(f"{path}: the run keeps no {CHECKPOINT_BEST} (--checkpoints {policy}); "
@@ -188,6 +191,15 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
         raise CheckpointError(_not_saved_yet(run_dir, path))
     raise CheckpointError(f"{path}: no checkpoint here; is {run_dir} a run folder written by evsim train "
                           "(config.json, checkpoint-*.npz after every epoch, network.npz)?")
+
+
+def _no_file_kind(path: Path) -> str:
+    """What ``path``, which exists but is no regular file, is: 'a folder', 'a FIFO', ...
+    or 'a broken link' (missing target, or a loop of links)."""
+    try:
+        return file_kind(path.stat().st_mode)
+    except OSError:
+        return "a broken link"
 
 
 def _not_saved_yet(run_dir: Path, path: Path) -> str:

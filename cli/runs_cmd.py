@@ -112,9 +112,10 @@ def _report_unreadable(found: list[dict]) -> None:
             click.echo(f"unreadable: {run['problem']}")
 
 
-def find_runs(folder: Path) -> tuple[list[Path], list[Path]]:
+def find_runs(folder: Path) -> tuple[list[Path], list[Path], dict[Path, str]]:
     """Run folders at or below ``folder`` (at most :data:`MAX_DEPTH` levels), sorted by
-    name, and the folders at that depth whose subfolders were not searched.
+    name, the folders at that depth whose subfolders were not searched, and the folders
+    that could not be read (among the first; by path, the problem and its fix).
 
     Raises
     ------
@@ -123,13 +124,18 @@ def find_runs(folder: Path) -> tuple[list[Path], list[Path]]:
     """
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; give the folder that holds your runs (default: runs)")
-    found, unsearched = [], []
+    found, unsearched, unreadable = [], [], {}
 
     def walk(path: Path, depth: int) -> None:
-        if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
+        try:
+            if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
+                found.append(path)
+                return
+            children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:  # one folder of another user's must not hide the other runs
             found.append(path)
+            unreadable[path] = f"{path}: cannot read the folder ({exc.strerror or exc}); fix its permissions"
             return
-        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if depth == MAX_DEPTH:
             if children:
                 unsearched.append(path)
@@ -138,7 +144,7 @@ def find_runs(folder: Path) -> tuple[list[Path], list[Path]]:
             walk(child, depth + 1)
 
     walk(folder, 0)
-    return found, unsearched
+    return found, unsearched, unreadable
 
 
 def _pct(value) -> str:
@@ -151,8 +157,10 @@ TABLE = (("run", "run"), ("dataset", "dataset"), ("data_source", "data"), ("arch
 
 
 def _cell(run: dict, key: str) -> str:
+    if key == "run":  # a name with a newline or tab must not break the table's rows and columns
+        return run["run"] if run["run"].isprintable() else repr(run["run"])[1:-1]
     if run["problem"]:
-        return {"run": run["run"], "epochs": "unreadable"}.get(key, "-")
+        return {"epochs": "unreadable"}.get(key, "-")
     if key == "epochs":
         return f"{run['epochs']}/{run['epochs_planned'] or '?'}" + ("" if run["status"] == "done" else "*")
     if key in ("test_acc", "test_acc_at_best_val", "compression", "val_acc_best", "best_test_acc"):
@@ -194,8 +202,8 @@ def list_runs(folder, csv_path):
     validation epoch, compression, date."""
     if csv_path is not None:
         check_outputs(csv_path)
-    paths, unsearched = find_runs(folder)
-    found = [read_or_mark(path) for path in paths]
+    paths, unsearched, unreadable = find_runs(folder)
+    found = [_unreadable(path, unreadable[path]) if path in unreadable else read_or_mark(path) for path in paths]
     if not found:
         click.echo(f"no runs under {folder} (a run folder holds config.json or metrics.jsonl)")
     else:

@@ -3,12 +3,14 @@ on its folder (``evsim sweep report DIR``)."""
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 
 import click
 
 from evsim.cli.options import NonEmptyPath, integer
 from evsim.cli.runs import check_outputs
+from evsim.errors import ConfigError
 from evsim.sweep import default_out, sweep as run_sweep_file, write_report
 
 
@@ -51,6 +53,8 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
     threads per run within this machine's cores. Exit code 1 if any point failed.
     """
     folder = out if out is not None else default_out(sweep_file)
+    if scheduler is None and scheduler_file is None:
+        _check_temporary_folder()
     try:
         states = run_sweep_file(sweep_file, out, scheduler, scheduler_file, workers, progress, click.echo)
     except KeyboardInterrupt as exc:
@@ -68,7 +72,7 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
                    f"(interrupted points resume from their last checkpoint){running}", err=True)
         ctx.exit(128 + getattr(exc, "signum", signal.SIGINT))  # the shell's code for that signal: 130, 143
     failed = [s for s in states if s["status"] != "done"]
-    skipped = sum(s["action"] == "skipped" for s in states)
+    skipped = sum(s["action"] == "skipped" and s["status"] == "done" for s in states)
     resumed = sum(s["action"] == "resumed" and s["status"] == "done" for s in states)
     sources = sorted({s["data_source"] for s in states if s.get("data_source")})
     click.echo(f"done: {len(states) - len(failed)} of {len(states)} points finished ({skipped} already before, "
@@ -79,6 +83,23 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
         click.echo(f"failed: {state['name']}: {state['error']}", err=True)
     if failed:
         ctx.exit(1)
+
+
+def _check_temporary_folder() -> None:
+    """Refuse, in one line, a machine where the embedded cluster's workers (which need a
+    temporary folder) cannot start.
+
+    Raises
+    ------
+    ConfigError
+        If no temporary folder is writable.
+    """
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        raise ConfigError("no writable temporary folder ($TMPDIR, /tmp, /var/tmp, the current folder) for the "
+                          "embedded Dask cluster's workers; set TMPDIR to a writable folder, or give --scheduler "
+                          "of a running cluster") from None
 
 
 @sweep.command("report")

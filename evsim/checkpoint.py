@@ -900,5 +900,7 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
         raise CheckpointError(f"{path}: damaged checkpoint ({exc}); {_fix(path)}") from None
     except CODE_ERRORS:
         raise
+    except PermissionError as exc:  # the file may be whole: replacing it would lose its epochs
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror}); fix its permissions") from None
     except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason(exc)}); {_fix(path)}") from None

@@ -604,7 +604,13 @@ def resolve_options(given: dict, from_file: dict) -> dict:
         options["cache_dir"] = Path(os.environ["EVSIM_CACHE"])
     for key in ("data_dir", "cache_dir"):
         if options[key] is not None:
-            options[key] = Path(options[key]).expanduser().resolve()
+            try:
+                options[key] = Path(options[key]).expanduser().resolve()
+            except RuntimeError:  # Python 3.11 raises this, not an OSError, for a loop of symbolic links
+                raise ConfigError(f"{key} {options[key]}: a loop of symbolic links; fix or remove the links, or "
+                                  "choose another folder") from None
+    if options["out"] is not None:  # ~ means the home folder in every path option, as in a shell
+        options["out"] = Path(options["out"]).expanduser()
     chosen = {**from_file, **given}
     if "hidden" in given and given.get("arch"):
         raise ConfigError("--arch and --hidden both give the network; give one of them")

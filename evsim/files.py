@@ -41,9 +41,28 @@ _TEMPORARY = re.compile(r"\.(?P<name>.+?)\.(?:(?P<pid>[0-9]+)\.)?(?:[a-z0-9_]{8}
 STALE_WITHOUT_PID_S = 3600.0
 
 
+# The longest file name most file systems take (NAME_MAX, in bytes), and the most that
+# a temporary's name adds after its prefix (tempfile's 8 characters and ".tmp").
+NAME_MAX = 255
+_LONGEST_SUFFIX = 12
+
+
 def temporary_prefix(path: Path) -> str:
-    """The start of the name of a temporary written beside ``path`` by this process."""
-    return f".{Path(path).name}.{os.getpid()}."
+    """The start of the name of a temporary written beside ``path`` by this process; NAME
+    is shortened where the temporary's name would be longer than ``NAME_MAX`` bytes, so
+    that any name a file can have can be written."""
+    pid = os.getpid()
+    name = Path(path).name
+    room = NAME_MAX - len(f"...{pid}") - _LONGEST_SUFFIX
+    encoded = os.fsencode(name)
+    if len(encoded) > room:  # UTF-8 is cut at a character boundary; other bytes anywhere
+        try:
+            name = encoded.decode("utf-8")[:room]
+            while len(name.encode("utf-8")) > room:
+                name = name[:-1]
+        except UnicodeDecodeError:
+            name = os.fsdecode(encoded[:room])
+    return f".{name}.{pid}."
 
 
 def _process_alive(pid: int) -> bool:

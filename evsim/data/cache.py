@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import stat
 import tempfile
@@ -32,9 +33,28 @@ class NotARecording(DataError):
 
 
 def default_cache_dir() -> Path:
-    """``$EVSIM_CACHE`` if set, else ``~/.cache/evsim``."""
+    """``$EVSIM_CACHE`` if set, else ``~/.cache/evsim``; an empty or relative ``$HOME``
+    (which would put the cache in ``/`` or wherever the command runs) stands for the
+    user's home folder in the password database.
+
+    Raises
+    ------
+    DataError
+        If neither names a home folder.
+    """
     env = os.environ.get("EVSIM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "evsim"
+    if env:
+        return Path(env)
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(home):
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            home = ""
+    if not os.path.isabs(home):
+        raise DataError("no home folder for the default cache ($HOME is empty or relative); give a cache folder "
+                        "with --cache-dir or $EVSIM_CACHE")
+    return Path(home) / ".cache" / "evsim"
 
 
 def resolve_cache_dir(cache_dir: Path | None) -> Path:

@@ -298,16 +298,33 @@ def _write_split(folder: Path, images, labels, ids, seed, params, chunk, progres
 def read_manifest(out: Path) -> dict | None:
     """The emulator manifest in ``out``, or ``None`` if there is none or it is unreadable
     (not a small regular file of JSON, or not an object whose ``splits`` map folders to objects)."""
+    try:
+        return checked_manifest(out)
+    except DataError:
+        return None
+
+
+def checked_manifest(out: Path) -> dict | None:
+    """The emulator manifest in ``out``, or ``None`` if there is none.
+
+    Raises
+    ------
+    DataError
+        If the manifest exists but cannot be read (permissions, damage): whether the
+        folder holds emulated data is then unknown, so it is not guessed.
+    """
     path = Path(out) / MANIFEST
     if not os.path.lexists(path):
         return None
+    fix = ("fix its permissions or restore it; if the folder is emulated N-MNIST, "
+           "make it again with `evsim data emulate-nmnist`")
     try:
-        manifest = read_json(path, "emulator manifest")
-    except EvsimError:
-        return None
+        manifest = read_json(path, "emulator manifest", fix=fix)
+    except EvsimError as exc:
+        raise DataError(f"{exc}; {fix}" if fix not in str(exc) else str(exc)) from None
     splits = manifest.get("splits", {}) if isinstance(manifest, dict) else None
     if not (isinstance(splits, dict) and all(isinstance(v, dict) for v in splits.values())):
-        return None
+        raise DataError(f"{path}: not an emulator manifest (no object 'splits' of objects); {fix}")
     return manifest
 
 
@@ -368,5 +385,5 @@ def burst_separation(hist: np.ndarray, bins_per_saccade: int) -> float:
 
 
 __all__ = ["EmulatorParams", "emulate_digits", "write_emulated_nmnist", "emulated_nmnist_dir",
-           "saccade_path", "recording_stats", "burst_separation", "read_manifest",
+           "saccade_path", "recording_stats", "burst_separation", "read_manifest", "checked_manifest",
            "select_per_class"]

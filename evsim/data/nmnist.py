@@ -38,7 +38,7 @@ import numpy as np
 from evsim.data import refuse_framing_options, register
 from evsim.data.base import DataOptions, Dataset, Split, check_source, data_dir_of, refuse_missing_data_dir
 from evsim.data.cache import NotARecording, cache_key, cached_entry, files_fingerprint, resolve_cache_dir
-from evsim.data.emulate import MANIFEST, emulated_nmnist_dir, read_manifest
+from evsim.data.emulate import MANIFEST, checked_manifest, emulated_nmnist_dir, read_manifest
 from evsim.data.events import (NMNIST_SENSOR, blank_notice, build_frames_entry, check_framing, read_nmnist_bin,
                                splits_from_entry)
 from evsim.errors import ConfigError, DataError
@@ -115,7 +115,9 @@ def _find_real(options: DataOptions, cache_dir: Path) -> EventFiles | None:
             # tonic's layout is the plain one under NMNIST/; tonic's own listing labels a file
             # by its folder path's last character, so stray subfolders became classes.
             splits = _plain_listing(root)
-            if read_manifest(root) is not None:  # written by `evsim data emulate-nmnist`
+            # Written by `evsim data emulate-nmnist`; one that cannot be read raises rather
+            # than have emulated recordings taken for real ones.
+            if checked_manifest(root) is not None:
                 return EventFiles("emulated", root, layout, splits,
                                   f"{root} holds EMULATED N-MNIST (it has {MANIFEST}); data_source=emulated")
             return EventFiles("real", root, layout, splits)

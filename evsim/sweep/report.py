@@ -68,9 +68,11 @@ def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: No
     groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
     paths = report_paths(out)
     check_paths(*paths.values())
+    # The larger file first: where it cannot be written (a full disk, ulimit -f) the others
+    # keep their old contents too, not new tables beside an old figure.
+    plot_report(groups, paths["png"])
     write_bytes_atomic(paths["csv"], results_csv(rows).encode())
     write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
-    plot_report(groups, paths["png"])
     return paths, [row for row in rows if row["status"] == UNREADABLE]
 
 
