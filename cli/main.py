@@ -162,6 +162,8 @@ def _os_error_line(exc: OSError) -> str:
         return (f"cannot write {path}: the file size limit (ulimit -f) was reached; raise the limit, or choose "
                 "smaller outputs")
     if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+        if exc.errno == errno.ENOTDIR:  # a folder above the path is a file: name that one
+            path = next((p for p in Path(path).parents if os.path.isfile(p)), path)
         what = _what_is(path)
         if what is not None:
             fix = "remove or fix the link" if what.startswith("a broken link") else "move it away"

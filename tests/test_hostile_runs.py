@@ -384,7 +384,7 @@ def test_a_full_disk_in_import_nir_is_one_line(cli_run, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", full_disk)
     line = one_line_error(run(["import-nir", str(graph), str(tmp_path / "imported")]))
     assert f"cannot write {tmp_path / 'imported' / NETWORK_FILE}: No space left on device" in line
-    assert list((tmp_path / "imported").iterdir()) == []
+    assert not (tmp_path / "imported").exists()  # the folder it made is removed again
 
 
 def test_a_full_disk_while_framing_is_one_line_and_leaves_no_cache_entry(tmp_path, monkeypatch):
