@@ -1075,3 +1075,19 @@ def test_ctrl_c_of_a_sweep_on_another_cluster_stops_its_running_points(tmp_path)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_finished_points_damaged_summary_fails_with_its_fix(tmp_path):
+    """A point whose folder holds a damaged summary.json failed with no fix in its line,
+    where the report gives one."""
+    from evsim.sweep.point import run_point
+    from evsim.sweep.training import config_dict, resolve
+
+    values = {"dataset": "mnist", "epochs": 1, "hidden": [8], "time_steps": 2, "batch_size": 500, "threads": 1,
+              "structure": "none"}
+    config = config_dict(resolve(values, tmp_path / "p", "test"))
+    assert run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"))["status"] == "done"
+    (tmp_path / "p" / "summary.json").write_text('{"test_acc": ')
+    outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"))
+    assert outcome["status"] == "failed" and outcome["action"] == "skipped", outcome
+    assert "summary.json" in outcome["error"] and outcome["error"].endswith("restore the file"), outcome

@@ -18,7 +18,7 @@ from pathlib import Path
 from evsim.config import AUTO
 from evsim.errors import ConfigError, EvsimError
 from evsim.readers import read_json
-from evsim.runfiles import BESIDE_OPTIONS, without_evsim_data
+from evsim.runfiles import BESIDE_OPTIONS, read_summary, without_evsim_data
 from evsim.runlock import run_lock
 from evsim.sweep.training import TrainingInterrupted, resume_point, train_point
 
@@ -77,7 +77,7 @@ def run_point(name: str, config: dict, run_dir: str, log_path: str, stop_file: s
                 action = folder_action(run_dir, config)
                 outcome["action"] = action
                 if action == "skipped":
-                    summary = read_json(run_dir / SUMMARY, "run summary (summary.json)", ConfigError)
+                    summary = read_summary(run_dir)  # checked as the report checks it, with its fix
                 elif action == "resumed":
                     summary = resume_point(run_dir, echo, stop_requested)
                 else:
