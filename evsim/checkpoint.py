@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from evsim.config import TrainConfig, with_added_keys
 from evsim.errors import CheckpointError, ConfigError
 from evsim.files import jsonl_bytes, link_atomic, write_atomic, write_bytes_atomic
-from evsim.layers import LAYER_KINDS, SparseLinear
+from evsim.layers import LAYER_KINDS, PATHS, SparseLinear
 from evsim.network import Network
 from evsim.neuron import LIFParameters
 from evsim.optim import MOMENTS
@@ -184,10 +184,48 @@ def trained_on(dataset: str | None, data_source: str) -> dict:
     return {"dataset": dataset, "data_source": data_source}
 
 
+def check_writable_network(path, network, what: str, example: str = "network.npz") -> None:
+    """Refuse, before anything is written, a ``network`` that is not a Network (the
+    arguments swapped: the path comes first), or a ``path`` that is not a file's.
+
+    Raises
+    ------
+    ConfigError
+        Saying which.
+    """
+    if not isinstance(network, Network):
+        raise ConfigError(f"{what} takes (path, network), got a {type(network).__name__} for the network"
+                          + (" (the arguments swapped?)" if isinstance(path, Network) else ""))
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"{what} takes a file path, got {type(path).__name__}")
+    if Path(path).is_dir():
+        raise ConfigError(f"{path} is a folder; {what} writes a file: give its path (e.g. {Path(path) / example})")
+
+
+def check_path_option(path_option) -> None:
+    """Refuse an unknown propagation path before a file is read (it is no fault of the file)."""
+    if path_option not in PATHS:
+        raise ConfigError(f"unknown propagation path {path_option!r}; choose one of {', '.join(PATHS)}")
+
+
 def save_network(path: Path, network: Network, run_id: str | None = None, trained_on: dict | None = None) -> None:
     """Write the network's synapses (CSR), biases, alive masks and neuron parameters (and
     the id of the run it belongs to, if any, and ``trained_on``: the ``dataset`` and
-    ``data_source`` it was trained on, so that the file alone says so)."""
+    ``data_source`` it was trained on, so that the file alone says so).
+
+    Raises
+    ------
+    ConfigError
+        If ``network`` is not a Network or ``path`` is a folder.
+    CheckpointError
+        If a weight, bias or LIF parameter is NaN or infinite: :func:`load_network` would
+        refuse the file, so none is written.
+    """
+    check_writable_network(path, network, "save_network")
+    try:
+        check_finite(network)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not saved: {exc} (a diverged network); a saved network must load") from None
     _write_npz_atomic(path, _network_meta(network, run_id, trained_on), _network_arrays(network, with_state=False))
 
 
@@ -198,7 +236,12 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
     ------
     CheckpointError
         If the file is missing, truncated, corrupt or inconsistent.
+    ConfigError
+        If ``path_option`` is not a propagation path.
     """
+    check_path_option(path_option)
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"load_network takes a file path, got {type(path).__name__}")
     path = Path(path)
     check_regular(path, "evsim network file", CheckpointError)
     if not path.is_file():
@@ -859,7 +902,10 @@ def load_checkpoint(path: Path, path_option: str = "auto") -> TrainingState:
     CheckpointError
         If the file is missing, is not a training checkpoint, or is truncated,
         corrupt or inconsistent (naming the file and the first bad field).
+    ConfigError
+        If ``path_option`` is not a propagation path.
     """
+    check_path_option(path_option)
     path = Path(path)
     check_regular(path, "evsim checkpoint", CheckpointError)
     if not path.is_file():

@@ -37,6 +37,12 @@ class EnergyModel:
     e_mac_pj: float = 4.6
     e_neuron_pj: float = 0.0
 
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+                    or not 0 <= value < np.inf):
+                raise ConfigError(f"EnergyModel's {name} must be a finite number >= 0 (picojoules), got {value!r}")
+
     def describe(self) -> str:
         return (f"energy model (an estimate, not a measurement): {self.e_ac_pj} pJ/accumulate, "
                 f"{self.e_mac_pj} pJ/multiply-accumulate, {self.e_neuron_pj} pJ/neuron update")

@@ -23,3 +23,7 @@ class DataError(EvsimError, ValueError):
 
 class CheckpointError(EvsimError, ValueError):
     """A checkpoint is missing, corrupt or does not match the run."""
+
+
+class StructureError(EvsimError, ValueError):
+    """A structural edit does not fit the synapses there are (e.g. regrowing one that exists)."""

@@ -10,6 +10,7 @@ rate-coded data the accuracy can differ slightly from the one logged during trai
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,34 @@ def eval_seeds(seed: int) -> tuple[int, int]:
     """The seed key of rate coding's draws in evaluation, profiling and inspection: the
     same spikes for a sample in all three."""
     return (seed, 3)
+
+
+def check_whole(name: str, value, minimum: int) -> int:
+    """``value`` as an int, if it is a whole number >= ``minimum``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the argument and what it must be.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def encoding_steps(dataset: Dataset, time_steps: int | None) -> int:
+    """The steps to encode ``dataset`` for: ``time_steps``, or, given None, the dataset's own.
+
+    Raises
+    ------
+    ConfigError
+        If ``time_steps`` is not a whole number >= 1, or is None for a static-image dataset.
+    """
+    if time_steps is None:
+        if dataset.time_steps is None:
+            raise ConfigError("time_steps is required to encode a static-image dataset")
+        return dataset.time_steps
+    return check_whole("time_steps", time_steps, 1)
 
 
 def run_batches(network: Network, inputs, encoding: str, time_steps: int, rng: np.random.Generator | tuple,
@@ -159,6 +188,8 @@ def evaluate(network: Network, dataset: Dataset, time_steps: int, split: str = "
         If ``split`` is unknown or empty, or the network does not fit the dataset.
     """
     data = checked_split(network, dataset, split)
+    time_steps = check_whole("time_steps", time_steps, 1)
+    batch_size, seed = check_whole("batch_size", batch_size, 1), check_whole("seed", seed, 0)
     check_batch_memory(network, data.inputs, dataset.encoding, time_steps, batch_size)
     counts, report = run_batches(network, data.inputs, dataset.encoding, time_steps, eval_seeds(seed), batch_size,
                                  data_source=dataset.source)
@@ -188,13 +219,17 @@ def profile(network, data, analog_input: bool | None = None, model: EnergyModel 
     Raises
     ------
     ConfigError
-        For a Dataset: if ``split`` is unknown or empty, or the network does not fit the
-        dataset (as :func:`evaluate` refuses it).
+        If ``model`` is not an :class:`EnergyModel` or ``data`` holds no batches. For a
+        Dataset: if ``split`` is unknown or empty, the network does not fit the dataset
+        (as :func:`evaluate` refuses it), or ``time_steps``, ``samples``, ``batch_size``
+        (>= 1) or ``seed`` (>= 0) is not a whole number in range.
     """
+    if not isinstance(model, EnergyModel):
+        raise ConfigError(f"model must be an EnergyModel, got {type(model).__name__}")
     if isinstance(data, Dataset):
-        steps = time_steps or data.time_steps
-        if steps is None:
-            raise ConfigError("time_steps is required to encode a static-image dataset")
+        steps = encoding_steps(data, time_steps)
+        batch_size, seed = check_whole("batch_size", batch_size, 1), check_whole("seed", seed, 0)
+        samples = None if samples is None else check_whole("samples", samples, 1)
         inputs = checked_split(network, data, split).inputs[:samples]
         check_batch_memory(network, inputs, data.encoding, steps, batch_size)
         _, report = run_batches(network, inputs, data.encoding, steps, eval_seeds(seed), batch_size, model,
@@ -204,8 +239,11 @@ def profile(network, data, analog_input: bool | None = None, model: EnergyModel 
         return report
     if isinstance(data, (np.ndarray, Events, StaticDrive)):  # one batch
         batches = [data]
-    else:
+    elif not isinstance(data, (str, bytes, Mapping)) and isinstance(data, Iterable):
         batches = data
+    else:  # a mapping or a string would iterate over its keys or characters
+        raise ConfigError(f"profile takes a Dataset, one [T, B, n_in] array or Events, or a list or iterator of "
+                          f"them, got {type(data).__name__}")
     report = None
     for drive in batches:
         counts, traces = network.forward(drive, record=False)

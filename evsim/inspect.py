@@ -22,7 +22,7 @@ import numpy as np
 from evsim.data.encoding import SampleSeeds, encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
-from evsim.evaluate import checked_split, eval_seeds
+from evsim.evaluate import check_whole, checked_split, encoding_steps, eval_seeds
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _log_if_spread, _pyplot, floor_at_zero, save_figure, zero_noted
@@ -160,13 +160,13 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     Raises
     ------
     ConfigError
-        If the split is unknown or empty, or the network does not fit the dataset.
+        If the split is unknown or empty, the network does not fit the dataset, or
+        ``samples``, ``time_steps`` (>= 1) or ``seed`` (>= 0) is not a whole number in range.
     """
     data = checked_split(network, dataset, split)
-    steps = time_steps or dataset.time_steps
-    if steps is None:
-        raise ConfigError("time_steps is required to encode a static-image dataset")
-    n = min(samples, len(data))
+    steps = encoding_steps(dataset, time_steps)
+    check_whole("seed", seed, 0)
+    n = min(check_whole("samples", samples, 1), len(data))
     drive = encode_events(data.inputs[:n], dataset.encoding, steps, SampleSeeds(eval_seeds(seed)))
     return record(network, drive), np.asarray(data.labels[:n])
 
@@ -191,9 +191,7 @@ def record_sample(network: Network, dataset, split: str, index: int, time_steps:
     data = checked_split(network, dataset, split)
     if not 0 <= index < len(data):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(data)} samples")
-    steps = time_steps or dataset.time_steps
-    if steps is None:
-        raise ConfigError("time_steps is required to encode a static-image dataset")
+    steps = encoding_steps(dataset, time_steps)
     drive = sample_drive(data.inputs, index, dataset.encoding, steps, seed)
     return record(network, drive), drive
 

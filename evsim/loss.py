@@ -13,16 +13,20 @@ LOSSES = ("mse", "ce")
 
 
 def check_loss_args(counts: np.ndarray, labels: np.ndarray, n_steps: int) -> None:
-    """Refuse what a loss cannot mean: ``counts`` not ``[B, classes]`` and finite, ``labels``
-    not ``B`` class indices (NumPy would read -1 as the last class), ``n_steps`` below 1.
+    """Refuse what a loss cannot mean: ``counts`` not real, finite ``[B, classes]`` with
+    B >= 1 (a mean over no samples), ``labels`` not ``B`` class indices (NumPy would read
+    -1 as the last class), ``n_steps`` below 1.
 
     Raises
     ------
     ShapeError
         Naming the argument and what it must be.
     """
-    if not isinstance(counts, np.ndarray) or counts.ndim != 2 or not np.all(np.isfinite(counts)):
-        raise ShapeError(f"counts must be a finite array [batch, classes], got {_described(counts)}")
+    if (not isinstance(counts, np.ndarray) or counts.ndim != 2 or counts.dtype.kind not in "fiub"
+            or not np.all(np.isfinite(counts))):
+        raise ShapeError(f"counts must be a finite array [batch, classes] of real numbers, got {_described(counts)}")
+    if counts.shape[0] == 0:
+        raise ShapeError("counts hold no samples (batch 0): a loss is a mean over at least one sample")
     labels = np.asarray(labels)
     if labels.shape != counts.shape[:1] or labels.dtype.kind not in "iu":
         raise ShapeError(f"labels must be {counts.shape[0]} integer class indices (one per row of counts), got "
@@ -37,7 +41,7 @@ def check_loss_args(counts: np.ndarray, labels: np.ndarray, n_steps: int) -> Non
 
 def _described(value) -> str:
     if isinstance(value, np.ndarray):
-        return f"{value.dtype} {value.shape}" + ("" if np.all(np.isfinite(value)) or value.dtype.kind not in "fc"
+        return f"{value.dtype} {value.shape}" + ("" if value.dtype.kind not in "fc" or np.all(np.isfinite(value))
                                                  else " holding NaN or infinite values")
     return type(value).__name__
 

@@ -96,6 +96,12 @@ class LIFParameters(NamedTuple):
 
     def validate(self) -> "LIFParameters":
         """Return self, or raise ConfigError naming the invalid field."""
+        for name in ("decay", "v_th", "width"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"LIF {name} must be a number, got {value!r}")
+        if not isinstance(self.detach_reset, (bool, np.bool_)):  # "no" would read as true
+            raise ConfigError(f"detach_reset must be True or False, got {self.detach_reset!r}")
         if not 0.0 <= self.decay < 1.0:
             raise ConfigError(f"decay must be in [0, 1), got {self.decay}")
         if not _FLOAT32_TINY <= self.v_th <= _FLOAT32_MAX:  # the kernels compare in float32

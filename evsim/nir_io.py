@@ -61,6 +61,7 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
+from evsim.checkpoint import check_writable_network
 from evsim.config import FLOAT32_MAX
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
@@ -77,7 +78,15 @@ def network_to_nir(network: Network, trained_on: dict | None = None) -> nir.NIRG
     """The NIR graph of ``network`` (see the module docstring for the mapping);
     ``trained_on`` (``dataset``, ``data_source``, ``run_id``) is recorded as the graph's
     ``evsim_trained_on`` metadata (JSON), so that a network trained on an emulation is
-    never taken for one trained on the real data."""
+    never taken for one trained on the real data.
+
+    Raises
+    ------
+    ConfigError
+        If ``network`` is not a Network.
+    """
+    if not isinstance(network, Network):
+        raise ConfigError(f"network_to_nir takes a Network, got {type(network).__name__}")
     lif = network.lif
     shape = getattr(network.layers[0], "in_shape", (network.sizes[0],))
     nodes = {"input": nir.Input(input_type={"input": np.array(shape)})}
@@ -102,7 +111,15 @@ def network_to_nir(network: Network, trained_on: dict | None = None) -> nir.NIRG
 
 
 def write_nir(path: Path, network: Network, trained_on: dict | None = None) -> None:
-    """Write ``network`` as a NIR file (HDF5), atomically (``trained_on``: see :func:`network_to_nir`)."""
+    """Write ``network`` as a NIR file (HDF5), atomically (``trained_on``: see :func:`network_to_nir`).
+
+    Raises
+    ------
+    ConfigError
+        If ``network`` is not a Network (the arguments swapped: the path comes first) or
+        ``path`` is a folder.
+    """
+    check_writable_network(path, network, "write_nir", "network.nir")
     buffer = io.BytesIO()
     nir.write(buffer, network_to_nir(network, trained_on))
     write_bytes_atomic(Path(path), buffer.getvalue())
@@ -552,6 +569,8 @@ def network_from_nir(graph: nir.NIRGraph, dt: float | None = None, path_option: 
     ShapeError
         If the layers do not chain (a graph built in memory; nir.read checks files).
     """
+    if not isinstance(graph, nir.NIRGraph):
+        raise ConfigError(f"network_from_nir takes a nir.NIRGraph, got {type(graph).__name__}")
     groups = _layer_groups(graph)
     for group in groups:
         if len(group) == 2 and not isinstance(group[0][1], nir.Conv2d):

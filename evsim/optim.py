@@ -31,6 +31,24 @@ MOMENTS = {"adam": ("adam_m", "adam_v"), "adamw": ("adam_m", "adam_v"), "sgd": (
 SCHEDULES = ("constant", "step", "cosine")
 
 
+def _real(value) -> bool:
+    """Whether ``value`` is one real number (NumPy's too; not a bool, a string or an array)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_lr(lr, zero_ok: bool = False) -> None:
+    """Refuse a learning rate that is not a finite number > 0 (>= 0 with ``zero_ok``: a
+    schedule's factor may reach 0); a negative one would ascend the loss.
+
+    Raises
+    ------
+    ConfigError
+        Naming the value.
+    """
+    if not (_real(lr) and (0 <= lr if zero_ok else 0 < lr) and lr < math.inf):
+        raise ConfigError(f"learning rate must be a finite number {'>=' if zero_ok else '>'} 0, got {lr!r}")
+
+
 def _moment(state: dict, name: str, like: np.ndarray) -> np.ndarray:
     if name not in state or state[name].shape != like.shape:
         state[name] = np.zeros_like(like, dtype=np.float32)
@@ -48,6 +66,11 @@ class Optimizer:
     betas, eps : Adam constants. momentum, nesterov : SGD constants.
     weight_decay : L2 (Adam, SGD) or decoupled (AdamW) decay.
     steps : number of steps taken (Adam bias correction); saved in checkpoints.
+
+    An optimizer holds the state of one network's training: its moments live in the
+    parameters' state dicts, but ``steps`` is its own, so one optimizer stepping two
+    networks counts the steps of both, and Adam's bias correction then differs from
+    what one optimizer per network gives. Make one per network.
     """
 
     name: str = "adam"
@@ -62,27 +85,55 @@ class Optimizer:
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
-        if not 0 <= self.weight_decay < 1 / self.lr:
+        check_lr(self.lr)
+        betas = self.betas
+        # beta 1 (or above) divides by zero in Adam's bias correction; NaN makes every weight NaN.
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_real(b) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"betas must be two numbers in [0, 1) (Adam's moment decays), got {betas!r}")
+        if not (_real(self.eps) and 0 < self.eps < math.inf):
+            raise ConfigError(f"eps must be a finite number > 0 (Adam divides by sqrt(v) + eps), got {self.eps!r}")
+        if not (_real(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be a number in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.steps, (int, np.integer)) or isinstance(self.steps, bool) or self.steps < 0:
+            raise ConfigError(f"steps must be a whole number >= 0 (the steps taken), got {self.steps!r}")
+        if not (_real(self.weight_decay) and 0 <= self.weight_decay < 1 / self.lr):
             # lr x weight_decay >= 1 shrinks every weight to zero or past it at each step (AdamW, SGD),
             # and for Adam's L2 the decay then swamps every gradient: training stays at chance.
             raise ConfigError(f"--weight-decay must be >= 0 and below 1/learning rate = {1 / self.lr:g} (each step "
-                              f"shrinks every weight by lr x weight decay), got {self.weight_decay:g}; typical "
+                              f"shrinks every weight by lr x weight decay), got {self.weight_decay!r}; typical "
                               "values are 1e-4 to 1e-1")
 
     def step(self, params: list[tuple[np.ndarray, np.ndarray, dict]], lr: float | None = None) -> None:
-        """Update every parameter array in place with learning rate ``lr`` (default ``self.lr``)."""
+        """Update every parameter array in place with learning rate ``lr`` (default ``self.lr``).
+
+        Raises
+        ------
+        ConfigError
+            If ``lr`` is not a finite number >= 0, or ``params`` are not the triples of
+            :meth:`Network.parameters` with gradients.
+        ShapeError
+            If gradients are not real arrays of their parameters' shapes.
+        """
         lr = self.lr if lr is None else lr
+        check_lr(lr, zero_ok=True)
+        if not all(isinstance(p, tuple) and len(p) == 3 for p in params):
+            raise ConfigError("optimizer step takes (values, grads, state) triples: pass network.parameters(grads)")
         if any(grads is None for _, grads, _ in params):
             raise ConfigError("optimizer step without gradients: pass network.parameters(grads), with the grads "
                               "network.backward returned")
+        for values, grads, _ in params:
+            # The kernels take real arrays: complex or object values cannot update a weight.
+            if not isinstance(grads, np.ndarray) or grads.dtype.kind not in "fiu":
+                raise ShapeError(f"gradients must be arrays of real numbers, got "
+                                 f"{getattr(grads, 'dtype', type(grads).__name__)}")
+            if values.size and grads.shape != values.shape:
+                raise ShapeError(f"gradients of shape {grads.shape} for parameters of shape {values.shape}")
         self.steps += 1
         for values, grads, state in params:
             if values.size == 0:
                 continue
-            if grads.shape != values.shape:
-                raise ShapeError(f"gradients of shape {grads.shape} for parameters of shape {values.shape}")
+            if grads.dtype == np.float16:  # numba has no float16
+                grads = grads.astype(np.float32)
             # Blocks (convolution kernels) update weight by weight: the kernels see flat views.
             moments = {name: _moment(state, name, values).reshape(-1) for name in MOMENTS[self.name]}
             values, grads = values.reshape(-1), grads.reshape(-1)

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from evsim.aligned import aligned
-from evsim.errors import ShapeError
+from evsim.errors import ShapeError, StructureError
 
 
 class SynapseStore:
@@ -194,8 +194,17 @@ class SynapseStore:
         """Remove the synapses at positions where ``remove`` (bool, aligned with data) is True.
 
         All state arrays drop the same entries. O(nnz). Returns the number removed.
+
+        Raises
+        ------
+        ShapeError
+            If ``remove`` is not a boolean mask of one entry per synapse (NaN in a float
+            mask would read as True and remove the synapse).
         """
-        remove = np.asarray(remove, dtype=bool)
+        remove = np.asarray(remove)
+        if remove.dtype.kind != "b" and remove.size:
+            raise ShapeError(f"prune takes a boolean mask (one entry per synapse), got {remove.dtype} values")
+        remove = remove.astype(bool)
         if remove.shape != (self.nnz,):
             raise ShapeError(f"prune mask has shape {remove.shape}, expected ({self.nnz},)")
         n_removed = int(remove.sum())
@@ -209,9 +218,20 @@ class SynapseStore:
         return n_removed
 
     def prune_columns(self, columns: np.ndarray) -> int:
-        """Remove every incoming synapse of the postsynaptic neurons ``columns``."""
+        """Remove every incoming synapse of the postsynaptic neurons ``columns``.
+
+        Raises
+        ------
+        ShapeError
+            If ``columns`` are not indices in ``[0, n_post)`` (NumPy would read -1 as the last).
+        """
+        columns = np.asarray(columns)
+        if columns.size and (columns.dtype.kind not in "iu" or columns.min() < 0 or columns.max() >= self.shape[1]):
+            raise ShapeError(f"prune_columns takes indices of postsynaptic units 0..{self.shape[1] - 1}, got "
+                             f"{columns.dtype} values" + (f" {columns.min()}..{columns.max()}"
+                                                          if columns.dtype.kind in "iu" else ""))
         dead = np.zeros(self.shape[1], dtype=bool)
-        dead[np.asarray(columns, dtype=np.int64)] = True
+        dead[columns.astype(np.int64)] = True
         return self.prune(dead[self.indices])
 
     def regrow(self, pre: np.ndarray, post: np.ndarray, weights: np.ndarray,
@@ -225,13 +245,19 @@ class SynapseStore:
         Raises
         ------
         ShapeError
-            If the three arrays differ in length or an index is out of range.
-        ValueError
-            If a pair already exists or appears twice.
+            If the three arrays differ in length, an index is not an integer in range or
+            a weight is NaN or infinite.
+        StructureError
+            (a ValueError) If a pair already exists or appears twice.
         """
-        pre = np.asarray(pre, dtype=np.int64).ravel()
-        post = np.asarray(post, dtype=np.int64).ravel()
+        pre, post = np.asarray(pre), np.asarray(post)
+        for name, index in (("pre", pre), ("post", post)):
+            if index.size and index.dtype.kind not in "iu":  # 0.9 would be truncated to 0
+                raise ShapeError(f"regrow takes integer unit indices, got {name} of {index.dtype}")
+        pre, post = pre.astype(np.int64).ravel(), post.astype(np.int64).ravel()
         weights = np.asarray(weights, dtype=np.float32).reshape((-1,) + self.block_shape)
+        if not np.all(np.isfinite(weights)):
+            raise ShapeError("regrow weights hold NaN or infinite values")
         if not (pre.shape == post.shape == weights.shape[:1]):
             raise ShapeError(f"regrow needs equal-length pre/post/weights, got {pre.shape}, {post.shape}, {weights.shape}")
         if pre.size == 0:
@@ -243,14 +269,14 @@ class SynapseStore:
         order = np.argsort(new_keys, kind="stable")
         new_keys, pre, post, weights = new_keys[order], pre[order], post[order], weights[order]
         if np.any(new_keys[1:] == new_keys[:-1]):
-            raise ValueError("regrow got the same (pre, post) pair twice")
+            raise StructureError("regrow got the same (pre, post) pair twice")
         keys = self.rows().astype(np.int64) * n_post + self.indices
         at = np.searchsorted(keys, new_keys)
         exists = at < keys.size
         exists[exists] = keys[at[exists]] == new_keys[exists]
         if exists.any():
             k = int(np.argmax(exists))
-            raise ValueError(f"regrow: synapse ({pre[k]}, {post[k]}) already exists")
+            raise StructureError(f"regrow: synapse ({pre[k]}, {post[k]}) already exists; regrow only missing ones")
         indptr = self.indptr + np.searchsorted(pre, np.arange(n_pre + 1), side="left").astype(np.int32)
         self._set(indptr, np.insert(self.indices, at, post.astype(np.int32)), np.insert(self.data, at, weights, axis=0),
                   self.shape)

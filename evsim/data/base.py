@@ -55,6 +55,13 @@ class Split:
     labels: np.ndarray
 
     def __post_init__(self):
+        inputs = self.inputs
+        # The encoders and kernels take real arrays: a list or object values fail deep inside them.
+        if not isinstance(inputs, SparseFrames) and not (isinstance(inputs, np.ndarray)
+                                                          and inputs.dtype.kind in "fiub"):
+            raise ShapeError("a split's inputs must be a NumPy array of real numbers (or SparseFrames), got "
+                             + (f"{inputs.dtype} values" if isinstance(inputs, np.ndarray) else type(inputs).__name__)
+                             + "; give np.asarray(inputs, dtype=np.float32)")
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise ShapeError(f"labels must be a vector of integer class indices, got {labels.dtype} {labels.shape}")
@@ -100,6 +107,9 @@ class Dataset:
     val: Split | None = None
 
     def __post_init__(self):
+        if isinstance(self.n_classes, (bool, np.bool_)) or not isinstance(self.n_classes, (int, np.integer)) \
+                or self.n_classes < 1:
+            raise ShapeError(f"dataset {self.name!r}: n_classes must be a whole number >= 1, got {self.n_classes!r}")
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"dataset {self.name!r}: encoding must be one of {', '.join(ENCODINGS)}, got "
                               f"{self.encoding!r}")

@@ -42,8 +42,11 @@ def encode_events(inputs, encoding: str, time_steps: int,
     Raises
     ------
     ConfigError
-        For an unknown encoding, or frames framed for another number of time steps.
+        For an unknown encoding, ``time_steps`` not a whole number >= 1, or frames framed
+        for another number of time steps.
     """
+    if isinstance(time_steps, (bool, np.bool_)) or not isinstance(time_steps, (int, np.integer)) or time_steps < 1:
+        raise ConfigError(f"time_steps must be a whole number >= 1, got {time_steps!r}")
     if isinstance(inputs, SparseFrames):
         if encoding != "frames":
             raise ConfigError(f"stored frames need the frames encoding, not {encoding!r}")

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from evsim.errors import ShapeError
 from evsim.kernels.simd import lowest_bit, nonzero_bits, popcount
 
 
@@ -204,6 +205,19 @@ def _bernoulli_events(draws, p, cell, starts):
     return ptr, idx[:e]
 
 
+def _checked_index_map(index_map, n: int) -> np.ndarray:
+    """``index_map`` as int32, if it is ``n`` increasing integers >= 0 and below 2^31
+    (O(N): well below the O(T B N) scan of the dense cells)."""
+    if not isinstance(index_map, np.ndarray) or index_map.shape != (n,) or index_map.dtype.kind not in "iu":
+        raise ShapeError(f"index_map must be an integer array of shape ({n},) (one event index per column), got "
+                         + (f"{index_map.dtype} {index_map.shape}" if isinstance(index_map, np.ndarray)
+                            else type(index_map).__name__))
+    if n and (index_map[0] < 0 or index_map[-1] > np.iinfo(np.int32).max
+              or np.any(index_map[1:] <= index_map[:-1])):
+        raise ShapeError("index_map must be increasing event indices >= 0 (below 2^31)")
+    return index_map if index_map.dtype == np.int32 else index_map.astype(np.int32)
+
+
 def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> Events:
     """Events of the nonzero cells of a dense ``[T, B, N]`` array.
 
@@ -218,11 +232,18 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     Returns
     -------
     Events
+
+    Raises
+    ------
+    ShapeError
+        If ``index_map`` is not N increasing integers >= 0 (the kernels read it unchecked).
     """
     n_steps, batch, n = dense.shape
     flat = dense.reshape(n_steps * batch, n)
     if index_map is None:
         index_map = np.arange(n, dtype=np.int32)
+    else:
+        index_map = _checked_index_map(index_map, n)
     if flat.dtype == np.bool_:
         flat = flat.view(np.uint8)
     bit_cells = flat.dtype in (np.uint8, np.float32) and flat.flags.c_contiguous

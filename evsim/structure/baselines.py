@@ -39,17 +39,27 @@ def prune_smallest(layer, n_remove: int) -> int:
     return removed
 
 
+def check_fraction(name: str, value, up_to: str = "1)") -> None:
+    """Refuse ``value`` unless it is a number in [0, 1] (NaN is not); the message says
+    ``[0, <up_to>`` (a sparsity of 1 is refused later, with what it would cut)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number in [0, {up_to}, got {value!r}")
+
+
 def kept_synapses(network: Network, k: int, sparsity: float) -> int:
     """The synapses (kernels) of layer ``k`` that ``sparsity`` keeps.
 
     Raises
     ------
     ConfigError
-        If it keeps none: the layer would be cut, and the network would train at chance.
+        If ``sparsity`` is not a number in [0, 1], or it keeps none: the layer would be
+        cut, and the network would train at chance.
     """
+    check_fraction("--target-sparsity", sparsity)
     layer = network.layers[k]
     keep = int(round(layer.dense_synapses * (1 - sparsity)))
-    if keep == 0:
+    if keep <= 0:
         raise ConfigError(f"--target-sparsity {sparsity:g} leaves {network.layer_labels()[k]} ({layer.dense_synapses:,} "
                           f"synapses) none, which cuts the network; give at most "
                           f"{1 - 0.5 / layer.dense_synapses:.6g}")
@@ -63,6 +73,7 @@ class MagnitudePruning:
     needs_would_be_grad = False
 
     def __init__(self, network: Network, target: float, start: int = 1, steps: int = 40):
+        check_fraction("--target-sparsity", target)
         self.target, self.start, self.steps = target, start, max(steps, 1)
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
@@ -102,6 +113,7 @@ class SET:
     needs_would_be_grad = False
 
     def __init__(self, network: Network, sparsity: float, zeta: float = 0.3, seed: int = 0):
+        check_fraction("SET's zeta (the fraction replaced at each step)", zeta, "1]")
         self.zeta = zeta
         self.rng = np.random.default_rng([seed, 7])
         self.step = 0

@@ -64,6 +64,7 @@ from evsim.kernels.regrowth import _abs_order_stats, _add_with_squares, _count_r
 from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
 from evsim.network import Network
+from evsim.optim import check_lr
 
 @dataclass(frozen=True)
 class SDSNNConfig:
@@ -113,6 +114,14 @@ class SDSNNConfig:
     excess_per_epoch: bool = True
 
     def __post_init__(self):
+        for name, kind in self.__annotations__.items():
+            value = getattr(self, name)
+            ok = (isinstance(value, (bool, np.bool_)) if kind == "bool" else
+                  not isinstance(value, (bool, np.bool_)) and
+                  isinstance(value, (int, np.integer) if kind == "int" else (int, float, np.integer, np.floating)))
+            if not ok:  # a string fails a comparison below with TypeError; 1.5 steps would count as 2
+                what = {"bool": "True or False", "int": "a whole number"}.get(kind, "a number")
+                raise ConfigError(f"SD-SNN's {name} must be {what}, got {value!r}")
         if self.spine_steps < 1 or self.regrow_steps < 1 or self.kernel_regrow_steps < 0:
             raise ConfigError("spine_steps (K) and regrow_steps (R) must be >= 1, kernel_regrow_steps >= 0")
         if not 0 <= self.rho_init <= self.rho_max < 100:
@@ -456,6 +465,9 @@ class SDSNN:
 
     def __init__(self, network: Network, cfg: SDSNNConfig, adaptive_optimizer: bool = True,
                  epoch_batches: int | None = None, interval: int | None = None):
+        if not isinstance(network, Network) or not isinstance(cfg, SDSNNConfig):
+            raise ConfigError(f"SDSNN takes a Network and an SDSNNConfig, got {type(network).__name__} and "
+                              f"{type(cfg).__name__}")
         self.cfg = cfg
         self.adaptive = adaptive_optimizer
         self.epoch_batches = epoch_batches
@@ -475,6 +487,7 @@ class SDSNN:
         self.excess_scale = epoch_batches / interval if cfg.excess_per_epoch and epoch_batches and interval else 1.0
         self.step = 0
         self.layers = [k for k, layer in enumerate(network.layers) if layer.develops]
+        self.sizes = list(network.sizes)
         check_filter_rate(cfg, any(_is_conv(network.layers[k]) for k in self.layers))
         self.state = {k: KernelDevelopment(network.layers[k], cfg) if _is_conv(network.layers[k])
                       else LayerDevelopment(network.layers[k], cfg) for k in self.layers}
@@ -487,8 +500,19 @@ class SDSNN:
         """Would-be gradients are needed from the interval before regeneration starts."""
         return self.step + 1 >= self.cfg.prune_start
 
+    def _check_network(self, network: Network) -> None:
+        """Refuse a network of other layers, or whose layers lack the ranges this controller set."""
+        same = (isinstance(network, Network) and network.sizes == self.sizes
+                and [k for k, layer in enumerate(network.layers) if layer.develops] == self.layers)
+        # From the first constraint step on, the ranges the first steps set must be there.
+        if not same or (self.step >= self.range_steps and not all(
+                "r_plus" in network.layers[k].store.state for k in self.layers + self.constrained)):
+            raise ConfigError("this SDSNN controller develops the network it was made for (its state is that "
+                              "network's); make one SDSNN per network")
+
     def observe(self, network: Network, grads: list) -> None:
         """Take in one batch's would-be gradients (``grads``: :meth:`Network.backward`'s)."""
+        self._check_network(network)
         for k in self.layers:
             if grads[k].would_be is None:
                 continue
@@ -500,7 +524,16 @@ class SDSNN:
 
     def develop(self, network: Network, lr: float) -> list[dict]:
         """One development step on every developing layer (and the constraint on a
-        constrained output layer); returns one stats dict per developing layer."""
+        constrained output layer); returns one stats dict per developing layer.
+
+        Raises
+        ------
+        ConfigError
+            If ``lr`` is not a finite number >= 0, or ``network`` is not the one this
+            controller was made for (its state is that network's).
+        """
+        check_lr(lr, zero_ok=True)
+        self._check_network(network)
         self.step += 1
         s, cfg = self.step, self.cfg
         stats = []
