@@ -252,6 +252,8 @@ def load_network(path: Path, path_option: str = "auto") -> Network:
             return _network_from(f, json.loads(str(f["meta"])), path_option)
     except CODE_ERRORS:
         raise
+    except PermissionError as exc:  # the file may be whole: retraining would be for nothing
+        raise CheckpointError(f"{path}: cannot read the network file ({exc.strerror}); fix its permissions") from None
     except Exception as exc:  # noqa: BLE001 -- np.load and zipfile raise many kinds on a damaged file
         raise CheckpointError(f"{path}: corrupt or truncated network file ({reason(exc)}); "
                               "retrain or restore it") from None

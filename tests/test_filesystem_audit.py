@@ -134,6 +134,10 @@ def test_a_checkpoint_without_read_permission_is_not_called_damaged(cli_run, tmp
     line = one_line_error(run(["eval", str(run_dir)]))
     assert line.endswith("checkpoint-latest.npz: cannot read the checkpoint (Permission denied); fix its permissions")
     assert "corrupt" not in line  # whose advice, to copy checkpoint-best over it, would lose epochs
+    (run_dir / "checkpoint-latest.npz").unlink()  # eval then reads network.npz
+    (run_dir / "checkpoint-best.npz").unlink(missing_ok=True)
+    line = one_line_error(run(["eval", str(run_dir)]))
+    assert line.endswith("network.npz: cannot read the network file (Permission denied); fix its permissions"), line
 
 
 @pytest.mark.parametrize("name", ["a" * 250 + ".nir", "é" * 127 + "x"])
