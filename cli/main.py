@@ -165,4 +165,4 @@ if TERM_DEFAULT:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 if __name__ == "__main__":  # python -m evsim.cli.main
-    main()
+    main(prog_name="evsim")

@@ -2,4 +2,4 @@
 from evsim.cli.main import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="evsim")
