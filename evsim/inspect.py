@@ -212,8 +212,9 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
         If the split is unknown or empty, the network does not fit the dataset, or a batch
         would not fit in memory (:mod:`evsim.memory`; the fix: a smaller ``batch_size``).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    for name, value, low in (("samples", samples, 1), ("batch_size", batch_size, 1), ("keep", keep, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
     data = checked_split(network, dataset, split)
     steps = time_steps or dataset.time_steps
     if steps is None:
@@ -223,15 +224,16 @@ def record_dataset(network: Network, dataset, split: str = "test", samples: int 
     batch = min(batch_size, n)
     traces, events = batch_bytes(sum(network.sizes[1:]), steps, batch, INSPECT_STEP_BYTES,
                                  input_events(inputs, dataset.encoding, steps))
+    raster_bytes = 4 * steps * min(keep, n) * sum(network.sizes[1:])  # the rasters' samples, float32 at most
     refuse_beyond_memory(f"inspecting a batch of {batch} samples over {steps} steps",
-                         {"traces and recordings": traces, "input events": events},
+                         {"traces and recordings": traces, "input events": events, "rasters": raster_bytes},
                          "reduce --batch-size (inspect records the samples batch by batch)")
-    sums = rate_sums = kept = None
+    sums = rate_sums = None
     counts, energy = [], None
     for start in range(0, n, batch):
         rec = record(network, encode_events(inputs[start:start + batch], dataset.encoding, steps,
                                             SampleSeeds(eval_seeds(seed), start)))
-        if sums is None:
+        if sums is None:  # the first batch
             sums = [np.zeros(s.shape[2]) for s in rec.spikes]
             rate_sums = [np.zeros(steps) for _ in rec.spikes]
             kept = [s[:, :keep].copy() for s in rec.spikes]
