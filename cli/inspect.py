@@ -9,7 +9,7 @@ from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed)
 from evsim.files import write_json_atomic
-from evsim.inspect import analog_outputs, layer_names, plot_inspection, record_dataset
+from evsim.inspect import INSPECT_BATCH_SIZE, analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
 
 
@@ -20,6 +20,8 @@ from evsim.plots import figure_format, run_title
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--samples", type=integer(1), default=256, show_default=True,
               help="Samples (the split's first) the rates and operation counts are taken over.")
+@click.option("--batch-size", type=integer(1), default=INSPECT_BATCH_SIZE, show_default=True,
+              help="Samples per forward pass (recorded batch by batch: memory grows with it, not with --samples).")
 @click.option("--rasters", type=integer(0, 10), default=3, show_default=True,
               help="Samples whose spike rasters are drawn.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -29,7 +31,8 @@ from evsim.plots import figure_format, run_title
               help="Also write the statistics (rates per layer and step, operations per step) as JSON here.")
 @dataset_options
 @click.pass_context
-def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path, json_path, **data_options):
+def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, rasters, plot_path, json_path,
+                    **data_options):
     """See what a trained network does: spike rasters per layer for a few samples, the
     firing rates of its neurons, the firing rate and synaptic operations per time step.
 
@@ -47,7 +50,8 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, rasters, plot_path
     if other and given_plot is None:
         plot_path = other_data_path(plot_path, dataset)
         check_outputs(plot_path)
-    rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed)
+    rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed, batch_size,
+                                 rasters)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}
     analog = analog_outputs(rec, network)

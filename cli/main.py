@@ -229,3 +229,6 @@ if not SIGINT_IGNORED:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 if TERM_DEFAULT:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+if __name__ == "__main__":  # python -m evsim.cli.main
+    main(prog_name="evsim")

@@ -20,6 +20,9 @@ class DeclaredType(click.ParamType):
     def convert(self, value, param, ctx):
         if value is None or (not isinstance(value, str) and self.option.kind not in ("int", "float")):
             return value  # a preset's or file's value, already converted
+        if self.option.kind == "arch" and not value.strip():  # an unset shell variable, not a wish for --hidden
+            self.fail("is empty; leave --arch out for the fully connected network of --hidden, or give an "
+                      "architecture like 2x32x32-15C3-AP2-300-10", param, ctx)
         try:
             return self.option.convert(value)
         except ConfigError as exc:

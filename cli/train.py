@@ -21,7 +21,8 @@ from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST
 from evsim.cli.options import NonEmptyPath, declared_options
 from evsim.cli.runs import typed
 from evsim.config import (CONFIG_TOML, DEFAULTS, config_from_options, default_run_dir, options_from_file,
-                          resolve_options)
+                          paper_arch, resolve_options)
+from evsim.presets import PAPER_ARCHS
 from evsim.compression import format_report
 from evsim.data.cache import resolve_cache_dir
 from evsim.errors import ConfigError
@@ -71,6 +72,10 @@ def train(ctx, config_file, resume_dir, **opts):
         if options["out"] is not None:  # a default folder is claimed new (claim_run_dir)
             with run_lock(out):  # a run training there now is named as such, not as one to --resume
                 check_new_run_dir(out)
+        if options["dataset"] == "dvsgesture" and config.arch == paper_arch("dvsgesture", options["downsample"]) \
+                and config.arch != PAPER_ARCHS["dvsgesture"]:
+            click.echo(f"NOTE: --arch paper with --downsample {options['downsample']} is {config.arch}, the paper's "
+                       f"layers on the smaller frames, not the paper's network ({PAPER_ARCHS['dvsgesture']})")
     claimed = None
     # Until training installs its own handlers (and after it restores them), SIGTERM ends the
     # command like Ctrl-C does: through the cleanup below, not with the folder it claimed left.

@@ -61,11 +61,15 @@ def layer_report(network) -> list[dict]:
 
 
 def format_report(rows: list[dict], total: float) -> str:
-    """The per-layer report as a table, with the network's total."""
-    lines = [f"{'layer':<7}{'weights':>10}{'of':>10}{'zero/absent':>13}{'synapses absent':>17}{'units dead':>12}"]
+    """The per-layer report as a table, with the network's total; the columns as wide as
+    their largest number (a layer of 12,288,000 weights)."""
+    name = max([len("layer")] + [len(row["layer"]) + 1 for row in rows]) + 1
+    count = max([len("weights")] + [len(f"{row[key]:,}") for row in rows for key in ("weights", "dense_weights")]) + 3
+    lines = [f"{'layer':<{name}}{'weights':>{count}}{'of':>{count}}{'zero/absent':>13}{'synapses absent':>17}"
+             f"{'units dead':>12}"]
     for row in rows:
-        lines.append(f"{row['layer'] + ('*' if row['develops'] else ''):<7}{row['weights']:>10,}"
-                     f"{row['dense_weights']:>10,}{100 * row['zero_or_absent']:>12.1f}%"
+        lines.append(f"{row['layer'] + ('*' if row['develops'] else ''):<{name}}{row['weights']:>{count},}"
+                     f"{row['dense_weights']:>{count},}{100 * row['zero_or_absent']:>12.1f}%"
                      f"{100 * row['synapse_sparsity']:>16.1f}%{100 * row['units_dead']:>11.1f}%")
     lines.append(f"network compression (zero or absent weights, the authors' measure): {100 * total:.1f}%"
                  + ("   (* develops)" if any(row["develops"] for row in rows) else ""))

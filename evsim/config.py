@@ -233,7 +233,12 @@ def parse_arch(value) -> str:
     if not isinstance(value, str):
         raise ConfigError("must be an architecture string like 2x32x32-15C3-AP2-300-10")
     value = value.strip()
-    if value not in ("", PAPER):
+    if value.lower() == PAPER:  # PAPER, Paper: no architecture string could mean anything else
+        return PAPER
+    if re.search(r"\s", value):  # the layers are one word: a space inside one is a typo, not a separator
+        raise ConfigError(f"architecture {value!r} has spaces in it; write it without them: "
+                          f"{''.join(value.split())}")
+    if value:
         spec_shapes(value)
     return value
 
@@ -277,9 +282,12 @@ OPTIONS: tuple[Option, ...] = (
            "their logged accuracies change slightly with it).", "eval_batch_size", low=1),
     Option("hidden", "hidden", (800,), "Hidden layer sizes, e.g. 800 or 800,400 (a network of fully connected "
            "layers <inputs>-<hidden>-<classes>, when --arch is not given).", "hidden"),
-    Option("arch", "arch", "", "Network in the paper's notation, e.g. 2x32x32-15C3-AP2-40C3-AP2-300-10 "
-           "(<channels>C<kernel> spiking convolution, AP<k>/MP<k> pooling, integers fully connected), or 'paper' "
-           "for the dataset's network in the SD-SNN paper; --hidden alone means the fully connected network.", "arch"),
+    Option("arch", "arch", "", "Network in the paper's notation, e.g. 2x32x32-15C3-AP2-40C3-AP2-300-10: the input "
+           "CxHxW (or a size), <filters>C<kernel> spiking convolutions (s<stride> and p<pad> may follow, as in "
+           "15C3s2p0; the padding defaults to K//2, so an even kernel grows the map by one: 1x28x28-6C4 gives "
+           "29x29), AP<k>/MP<k> pooling, integers fully connected; or 'paper' for the dataset's network in the "
+           "SD-SNN paper (dvsgesture with --downsample S: its layers on 2xSxS frames, a smaller network than the "
+           "paper's); --hidden alone means the fully connected network.", "arch"),
     Option("lr", "float", 1e-3, "Learning rate.", "lr", low=0.0, low_open=True),
     Option("optimizer", "choice", "adam", "Optimizer.", "optimizer", choices=OPTIMIZERS),
     Option("weight_decay", "float", 0.0, "L2 weight decay (decoupled for adamw).", "weight_decay", low=0.0),
@@ -619,17 +627,26 @@ def resolve_options(given: dict, from_file: dict) -> dict:
         options["arch"] = ""
     if options["arch"] == PAPER:
         if dataset not in PAPER_ARCHS:
+            example = ("INPUTS-256-CLASSES (its samples are one-dimensional: no convolution)"
+                       if dataset == "shd" else "CxHxW-15C3-AP2-40C3-AP2-300-CLASSES")  # shd: 700 channels
             raise ConfigError(f"--arch paper: the SD-SNN paper has no network for {dataset}; give an architecture "
-                              "for its input (e.g. --arch CxHxW-15C3-AP2-40C3-AP2-300-CLASSES, with the 'arch input' "
-                              f"and classes that evsim data info --dataset {dataset} prints) or --hidden")
-        options["arch"] = PAPER_ARCHS[dataset]
-        if dataset == "dvsgesture" and options["downsample"]:  # the paper's network over the smaller frames
-            size = int(options["downsample"])
-            options["arch"] = options["arch"].replace("2x128x128", f"2x{size}x{size}", 1)
+                              f"for its input (e.g. --arch {example}, with the 'arch input' and classes that evsim "
+                              f"data info --dataset {dataset} prints) or --hidden")
+        options["arch"] = paper_arch(dataset, options["downsample"])
     if options["arch"] and "crop" not in chosen:
         options["crop"] = crops_by_default(dataset, options["arch"])
     refuse_unused(given, options)
     return options
+
+
+def paper_arch(dataset: str, downsample: int = 0) -> str:
+    """``--arch paper`` on ``dataset``: the paper's network; on DVS-Gesture downsampled to
+    ``downsample``, its layers over the smaller frames (another network: its first fully
+    connected layer takes fewer inputs)."""
+    arch = PAPER_ARCHS[dataset]
+    if dataset == "dvsgesture" and downsample:
+        arch = arch.replace("2x128x128", f"2x{int(downsample)}x{int(downsample)}", 1)
+    return arch
 
 
 def crops_by_default(dataset: str, arch: str) -> bool:

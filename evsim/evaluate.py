@@ -21,7 +21,8 @@ from evsim.data.nmnist import crop_hint
 from evsim.energy import EnergyModel, EnergyReport, count_network
 from evsim.kernels.events import Events, StaticDrive
 from evsim.errors import ConfigError
-from evsim.memory import EVAL_STEP_BYTES, batch_bytes, input_events, refuse_beyond_memory
+from evsim.memory import (EVAL_STEP_BYTES, batch_bytes, direct_membrane_bytes, input_events,
+                          refuse_beyond_memory)
 from evsim.network import Network
 
 
@@ -172,9 +173,11 @@ def check_batch_memory(network: Network, inputs, encoding: str, time_steps: int,
     ConfigError
         Saying about how much it needs and what to reduce.
     """
-    traces, events = batch_bytes(sum(network.sizes[1:]), time_steps, min(batch_size, len(inputs)), EVAL_STEP_BYTES,
+    batch = min(batch_size, len(inputs))
+    traces, events = batch_bytes(sum(network.sizes[1:]), time_steps, batch, EVAL_STEP_BYTES,
                                  input_events(inputs, encoding, time_steps))
-    refuse_beyond_memory(f"a batch of {min(batch_size, len(inputs))} samples over {time_steps} steps",
+    traces += direct_membrane_bytes(network.sizes, time_steps, batch, encoding)
+    refuse_beyond_memory(f"a batch of {batch} samples over {time_steps} steps",
                          {"traces": traces, "input events": events}, "reduce --time-steps or --batch-size")
 
 

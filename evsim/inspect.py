@@ -23,13 +23,37 @@ from evsim.data.encoding import SampleSeeds, encode_events
 from evsim.energy import EnergyReport, count_network
 from evsim.errors import ConfigError
 from evsim.evaluate import check_whole, checked_split, encoding_steps, eval_seeds
+from evsim.memory import (INSPECT_STEP_BYTES, batch_bytes, direct_membrane_bytes, input_events,
+                          refuse_beyond_memory)
 from evsim.kernels.events import Events, StaticDrive
 from evsim.network import Network
 from evsim.plots import _log_if_spread, _pyplot, floor_at_zero, save_figure, zero_noted
 
+# Samples per forward pass of evsim inspect: its batch's dense recordings are T x n bytes a
+# sample (the DVS-Gesture paper network at T = 64: 33 MB), so a few GiB at most.
+INSPECT_BATCH_SIZE = 32
+
+
+class _Statistics:
+    """The statistics :func:`plot_inspection` and ``evsim inspect`` show, of a
+    :class:`Recording` or an :class:`Inspection` (``alive``, ``energy``,
+    ``firing_rates()``, ``rate_per_step()``, ``samples`` and ``time_steps`` are theirs)."""
+
+    def summary(self) -> dict:
+        """JSON-ready statistics per layer: firing rates, rate per step, operations per step."""
+        energy = self.energy.summary()
+        layers = []
+        for k, (rates, per_step, alive) in enumerate(zip(self.firing_rates(), self.rate_per_step(), self.alive)):
+            layers.append({"layer": k, "neurons": int(alive.size), "alive": int(alive.sum()),
+                           "firing_rate_alive": float(rates[alive].mean()) if alive.any() else 0.0,
+                           "silent_alive": int(np.sum(rates[alive] == 0)),
+                           "firing_rate_per_step": per_step.tolist(),
+                           "ops_per_step": energy["layers"][k]["ops_per_step"]})
+        return {"samples": self.samples, "time_steps": self.time_steps, "layers": layers}
+
 
 @dataclass
-class Recording:
+class Recording(_Statistics):
     """One forward pass of a network over a batch of ``B`` samples for ``T`` steps.
 
     Attributes
@@ -68,18 +92,6 @@ class Recording:
         """Per layer, float64 ``[T]``: the fraction of the layer's alive neurons that fire at each step."""
         return [s[:, :, alive].mean(axis=(1, 2), dtype=np.float64) if alive.any() else np.zeros(s.shape[0])
                 for s, alive in zip(self.spikes, self.alive)]
-
-    def summary(self) -> dict:
-        """JSON-ready statistics per layer: firing rates, rate per step, operations per step."""
-        energy = self.energy.summary()
-        layers = []
-        for k, (rates, per_step, alive) in enumerate(zip(self.firing_rates(), self.rate_per_step(), self.alive)):
-            layers.append({"layer": k, "neurons": int(alive.size), "alive": int(alive.sum()),
-                           "firing_rate_alive": float(rates[alive].mean()) if alive.any() else 0.0,
-                           "silent_alive": int(np.sum(rates[alive] == 0)),
-                           "firing_rate_per_step": per_step.tolist(),
-                           "ops_per_step": energy["layers"][k]["ops_per_step"]})
-        return {"samples": self.samples, "time_steps": self.time_steps, "layers": layers}
 
 
 def record(network: Network, drive, membrane: bool = False, analog_input: bool | None = None) -> Recording:
@@ -151,24 +163,93 @@ def _dense(events: Events | StaticDrive, n: int) -> np.ndarray:
     return out.reshape(events.n_steps, events.batch, n)
 
 
+@dataclass
+class Inspection(_Statistics):
+    """A network's passes over many samples, recorded batch by batch (:func:`record_dataset`):
+    the statistics over all of them, and the spikes of only the first few (their rasters),
+    so that its memory does not grow with the samples.
+
+    Attributes
+    ----------
+    spikes : per layer, ``[T, kept, n_out]`` as :attr:`Recording.spikes`, of the first
+        ``kept`` samples.
+    rates : per layer, float64 ``[n_out]``: :meth:`Recording.firing_rates` over all samples.
+    per_step : per layer, float64 ``[T]``: :meth:`Recording.rate_per_step` over all samples.
+    alive, counts, energy : as :class:`Recording`'s, over all samples.
+    """
+
+    spikes: list[np.ndarray]
+    rates: list[np.ndarray]
+    per_step: list[np.ndarray]
+    alive: list[np.ndarray]
+    counts: np.ndarray
+    energy: EnergyReport
+
+    @property
+    def time_steps(self) -> int:
+        return self.spikes[0].shape[0]
+
+    @property
+    def samples(self) -> int:
+        return self.counts.shape[0]
+
+    def firing_rates(self) -> list[np.ndarray]:
+        return self.rates
+
+    def rate_per_step(self) -> list[np.ndarray]:
+        return self.per_step
+
+
 def record_dataset(network: Network, dataset, split: str = "test", samples: int = 256, time_steps: int | None = None,
-                   seed: int = 0) -> tuple[Recording, np.ndarray]:
+                   seed: int = 0, batch_size: int = INSPECT_BATCH_SIZE, keep: int = 10) -> tuple[Inspection, np.ndarray]:
     """:func:`record` on the first ``samples`` samples of ``dataset``'s ``split``, encoded
     as training does (rate coding drawn with a generator seeded by ``seed``, as
-    ``evsim eval`` draws it). Returns the recording and the samples' labels.
+    ``evsim eval`` draws it), ``batch_size`` samples at a time; the spikes of the first
+    ``keep`` samples are kept whole. Returns the inspection and the samples' labels.
 
     Raises
     ------
     ConfigError
-        If the split is unknown or empty, the network does not fit the dataset, or
-        ``samples``, ``time_steps`` (>= 1) or ``seed`` (>= 0) is not a whole number in range.
+        If the split is unknown or empty, the network does not fit the dataset,
+        ``samples``, ``batch_size``, ``time_steps`` (>= 1), ``keep`` or ``seed`` (>= 0) is
+        not a whole number in range, or a batch would not fit in memory
+        (:mod:`evsim.memory`; the fix: a smaller ``batch_size``).
     """
+    batch_size, keep = check_whole("batch_size", batch_size, 1), check_whole("keep", keep, 0)
     data = checked_split(network, dataset, split)
     steps = encoding_steps(dataset, time_steps)
     check_whole("seed", seed, 0)
     n = min(check_whole("samples", samples, 1), len(data))
-    drive = encode_events(data.inputs[:n], dataset.encoding, steps, SampleSeeds(eval_seeds(seed)))
-    return record(network, drive), np.asarray(data.labels[:n])
+    inputs = data.inputs[:n]
+    batch = min(batch_size, n)
+    traces, events = batch_bytes(sum(network.sizes[1:]), steps, batch, INSPECT_STEP_BYTES,
+                                 input_events(inputs, dataset.encoding, steps))
+    traces += direct_membrane_bytes(network.sizes, steps, batch, dataset.encoding)
+    raster_bytes = 4 * steps * min(keep, n) * sum(network.sizes[1:])  # the rasters' samples, float32 at most
+    refuse_beyond_memory(f"inspecting a batch of {batch} samples over {steps} steps",
+                         {"traces and recordings": traces, "input events": events, "rasters": raster_bytes},
+                         "reduce --batch-size (inspect records the samples batch by batch)")
+    sums = rate_sums = None
+    counts, energy = [], None
+    for start in range(0, n, batch):
+        rec = record(network, encode_events(inputs[start:start + batch], dataset.encoding, steps,
+                                            SampleSeeds(eval_seeds(seed), start)))
+        if sums is None:  # the first batch
+            sums = [np.zeros(s.shape[2]) for s in rec.spikes]
+            rate_sums = [np.zeros(steps) for _ in rec.spikes]
+            kept = [s[:, :keep].copy() for s in rec.spikes]
+        elif kept[0].shape[1] < keep:
+            kept = [np.concatenate([k, s[:, :keep - k.shape[1]]], axis=1) for k, s in zip(kept, rec.spikes)]
+        for k, (s, alive) in enumerate(zip(rec.spikes, rec.alive)):
+            per_neuron = s.sum(axis=1, dtype=np.float64)  # [T, n]: no copy of the batch's spikes
+            sums[k] += per_neuron.sum(axis=0)
+            rate_sums[k] += per_neuron[:, alive].sum(axis=1)
+        counts.append(rec.counts)
+        energy = rec.energy if energy is None else energy.add(rec.energy)
+    alive = rec.alive
+    rates = [total / (steps * n) for total in sums]
+    per_step = [total / (n * a.sum()) if a.any() else np.zeros(steps) for total, a in zip(rate_sums, alive)]
+    return Inspection(kept, rates, per_step, alive, np.concatenate(counts), energy), np.asarray(data.labels[:n])
 
 
 def sample_drive(inputs, index: int, encoding: str, time_steps: int, seed: int = 0) -> Events | StaticDrive:
@@ -225,7 +306,7 @@ def analog_outputs(rec: Recording, network: Network) -> list[bool]:
             for counts, layer in zip(rec.energy.layers, network.layers)]
 
 
-def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None, rasters: int = 3,
+def plot_inspection(rec: Recording | Inspection, path: Path, labels: np.ndarray | None = None, rasters: int = 3,
                     title: str = "", layer_names: list[str] | None = None,
                     analog: list[bool] | None = None) -> None:
     """Spike rasters of the first ``rasters`` samples per layer, the histogram of firing
@@ -237,7 +318,7 @@ def plot_inspection(rec: Recording, path: Path, labels: np.ndarray | None = None
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    n_layers, shown = len(rec.spikes), min(rasters, rec.samples)
+    n_layers, shown = len(rec.spikes), min(rasters, rec.spikes[0].shape[1])  # an Inspection keeps a few
     cols = shown + 2
     # Constrained layout keeps the suptitle above the top row's titles (tight_layout does not, on tall figures).
     fig = plt.figure(figsize=(3.0 * cols, 2.4 * (n_layers + 1) + 0.6), layout="constrained")

@@ -8,9 +8,19 @@ million synapses, less a small run's: benchmarks/RESULTS.md): 42-49 without SD-S
 rows path's float32 execution copy, a checkpoint's copy of them, temporaries), 117 with
 it (its eight per-synapse state arrays, their copy, its would-be gradients). Per
 neuron, time step and sample of a batch: training keeps the BPTT trace (float32 potential, uint8 spike) with
-the float32 potential and spike gradients and the spike events (about 16 B); evaluation
-keeps only the trace (5 B). Per input event a sample can give: rate coding's float32
-draw of the cell, then the event's int32 index and float32 value (12 B).
+the float32 potential and spike gradients and the spike events (about 16 B). Evaluation
+(``forward(record=False)``) keeps each layer's uint8 spikes and their events, and a
+float32 membrane only for the layer it is computing where that layer's path needs one:
+measured (peak resident memory of evaluate() at two batch sizes, less the difference of
+samples x steps x neurons) 1.7-1.8 B on the DVS-Gesture paper network with frames
+(B 8-64, T 8-32), 2.0-2.1 B on the MNIST paper network with rate coding (B 100-400, T
+16 and 32); 2.5 B with a margin. Direct (analog) input is more: its first layer keeps a
+float32 membrane (3.9 B on the MNIST paper network, whose conv1 holds half its neurons),
+counted apart (:func:`direct_membrane_bytes`). Inspection (:mod:`evsim.inspect`) adds
+the recording's own copy over every neuron (uint8, float32 for average pooling) and its
+events' slots: measured 2.2-2.3 B more (3.9 B in all on the DVS-Gesture network, 4.4 B on
+MNIST's). Per input event a sample can give: rate coding's float32 draw of the cell,
+then the event's int32 index and float32 value (12 B).
 """
 from __future__ import annotations
 
@@ -23,8 +33,10 @@ from evsim.host import physical_memory
 SYNAPSE_BYTES = 50
 SDSNN_SYNAPSE_BYTES = 120
 TRAIN_STEP_BYTES = 16
-EVAL_STEP_BYTES = 5
+EVAL_STEP_BYTES = 2.5
+INSPECT_STEP_BYTES = EVAL_STEP_BYTES + 3
 INPUT_EVENT_BYTES = 12
+MEMBRANE_BYTES = 4  # float32
 GIB = 2 ** 30
 
 
@@ -43,10 +55,17 @@ def input_events(inputs, encoding: str, time_steps: int) -> int:
     return flat.shape[1]
 
 
-def batch_bytes(neurons: int, time_steps: int, batch: int, step_bytes: int, events_per_sample: int) -> tuple[int, int]:
+def batch_bytes(neurons: int, time_steps: int, batch: int, step_bytes: float,
+                events_per_sample: int) -> tuple[int, int]:
     """``(traces, input events)``: the bytes of one batch's per-step traces of ``neurons``
     (every layer but the input) and of its input events."""
-    return step_bytes * time_steps * batch * neurons, INPUT_EVENT_BYTES * batch * events_per_sample
+    return int(step_bytes * time_steps * batch * neurons), INPUT_EVENT_BYTES * batch * events_per_sample
+
+
+def direct_membrane_bytes(sizes: list[int], time_steps: int, batch: int, encoding: str | None) -> int:
+    """The first layer's float32 membrane over a batch's steps, which evaluation keeps for
+    direct (analog) input only (``sizes``: the network's, input first)."""
+    return MEMBRANE_BYTES * sizes[1] * time_steps * batch if encoding == "direct" and len(sizes) > 1 else 0
 
 
 def refuse_beyond_memory(what: str, parts: dict[str, int], fix: str) -> None:

@@ -72,7 +72,7 @@ from evsim.kernels import conv_paths
 from evsim.files import clean_stale_temporaries, write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from evsim.loss import get_loss
 from evsim.memory import (EVAL_STEP_BYTES, SDSNN_SYNAPSE_BYTES, SYNAPSE_BYTES, TRAIN_STEP_BYTES, batch_bytes,
-                          input_events, refuse_beyond_memory)
+                          direct_membrane_bytes, input_events, refuse_beyond_memory)
 from evsim.network import Network, developing_layers, parse_spec, spec_footprint
 from evsim.optim import Optimizer, Schedule
 from evsim.plots import plot_training
@@ -86,14 +86,15 @@ from evsim.structure.sdsnn import check_filter_rate
 
 
 
-def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, events_per_sample: int = 0) -> None:
+def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, events_per_sample: int = 0,
+                 encoding: str | None = None) -> None:
     """Refuse a run whose network, BPTT traces and input events would not fit in physical
     memory (the sizes per item: :mod:`evsim.memory`).
 
     Without the dataset's sizes (before loading it) the input and output layers count
     as empty, and the input events as none: a lower bound that still catches impossible
     ``hidden``/``time_steps``. ``events_per_sample``: the most input events a sample gives
-    (:func:`~evsim.memory.input_events`).
+    (:func:`~evsim.memory.input_events`); ``encoding``: the dataset's, once known.
 
     Raises
     ------
@@ -106,8 +107,10 @@ def check_memory(config: TrainConfig, n_inputs: int = 0, n_classes: int = 0, eve
         sizes = [n_inputs, *config.hidden, n_classes]
         n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
     train = batch_bytes(sum(sizes[1:]), config.time_steps, config.batch_size, TRAIN_STEP_BYTES, events_per_sample)
-    evaluate = batch_bytes(sum(sizes[1:]), config.time_steps, config.eval_batch_size, EVAL_STEP_BYTES,
-                           events_per_sample)
+    traces, events = batch_bytes(sum(sizes[1:]), config.time_steps, config.eval_batch_size, EVAL_STEP_BYTES,
+                                 events_per_sample)
+    evaluate = (traces + direct_membrane_bytes(sizes, config.time_steps, config.eval_batch_size,
+                                               encoding or config.data.encoding), events)
     (traces, events), batch, kind = max((train, "--batch-size", "BPTT traces"),
                                         (evaluate, "--eval-batch-size", "evaluation traces"), key=lambda b: sum(b[0]))
     per_synapse = SDSNN_SYNAPSE_BYTES if config.structure == "sdsnn" else SYNAPSE_BYTES
@@ -333,7 +336,7 @@ class Trainer:
         largest = max(len(dataset.test), len(dataset.val) if dataset.val is not None else 0)
         check_memory(dataclasses.replace(config, batch_size=min(config.batch_size, len(dataset.train)),
                                          eval_batch_size=min(config.eval_batch_size, largest)),
-                     dataset.n_inputs, dataset.n_classes, events)
+                     dataset.n_inputs, dataset.n_classes, events, dataset.encoding)
         init_rng = np.random.default_rng(config.seed)
         self.network = network or build_network(config, dataset, init_rng)
         self.optimizer = Optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evsim.errors import ConfigError
+from evsim.network import parse_spec
 from evsim.readers import read_small_file
 from evsim.sweep.point import comparable
 from evsim.sweep.training import TrainConfig, config_dict, option_kind, option_names, point_config
@@ -105,6 +106,10 @@ def read_sweep(path: Path) -> Sweep:
         if key in base:
             raise ConfigError(f"{path}: {key} is both in [base] and in [axes]; keep one")
         _check_axis(path, f"[axes] {key}", value)
+        if key == "arch" and any(isinstance(item, str) and not item.strip() for item in value):
+            # "" would silently mean the fully connected network of hidden
+            raise ConfigError(f"{path}: [axes] arch holds an empty architecture \"\"; give the fully connected "
+                              "network as a string like \"784-800-10\"")
     if "hidden" in axes and "arch" in axes:  # an arch wins over hidden: points that differ only by name
         raise ConfigError(f"{path}: [axes] hidden and [axes] arch both give the network; vary one of them (an arch "
                           "string can be fully connected, e.g. \"784-16-10\")")
@@ -151,7 +156,10 @@ def resolve_points(sweep: Sweep, out: Path) -> dict[str, TrainConfig]:
     for p in sweep.points:
         if p.tied_to:  # its taken option is not known yet
             continue
-        run = json.dumps(comparable(config_dict(configs[p.name])), sort_keys=True)
+        values = comparable(config_dict(configs[p.name]))
+        if values["arch"]:  # 15C3 and 15c3p1 are one network: compare its parts, not the string as written
+            values["arch"] = parse_spec(values["arch"])
+        run = json.dumps(values, sort_keys=True)
         if run in seen:  # 50 and 50.0, "8,8" and [8, 8]: one run, trained twice and counted twice
             raise ConfigError(f"{sweep.path}: points {seen[run]} and {p.name} are the same run (their axis values are "
                               "two spellings of one value); give each axis distinct values")
