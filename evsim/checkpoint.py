@@ -184,7 +184,7 @@ def trained_on(dataset: str | None, data_source: str) -> dict:
     return {"dataset": dataset, "data_source": data_source}
 
 
-def check_writable_network(path, network, what: str, example: str = "network.npz") -> None:
+def check_writable_network(path, network, what: str) -> None:
     """Refuse, before anything is written, a ``network`` that is not a Network (the
     arguments swapped: the path comes first), or a ``path`` that is not a file's.
 
@@ -199,7 +199,7 @@ def check_writable_network(path, network, what: str, example: str = "network.npz
     if not isinstance(path, (str, Path)):
         raise ConfigError(f"{what} takes a file path, got {type(path).__name__}")
     if Path(path).is_dir():
-        raise ConfigError(f"{path} is a folder; {what} writes a file: give its path (e.g. {Path(path) / example})")
+        raise ConfigError(f"{path}: it is a folder, not a file; move it away, or choose another path")
 
 
 def check_path_option(path_option) -> None:

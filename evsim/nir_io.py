@@ -119,7 +119,7 @@ def write_nir(path: Path, network: Network, trained_on: dict | None = None) -> N
         If ``network`` is not a Network (the arguments swapped: the path comes first) or
         ``path`` is a folder.
     """
-    check_writable_network(path, network, "write_nir", "network.nir")
+    check_writable_network(path, network, "write_nir")
     buffer = io.BytesIO()
     nir.write(buffer, network_to_nir(network, trained_on))
     write_bytes_atomic(Path(path), buffer.getvalue())

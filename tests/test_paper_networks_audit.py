@@ -184,3 +184,20 @@ def test_python_m_runs_the_command(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                             timeout=120)
     assert result.returncode == 0 and "Usage:" in result.stdout and "train" in result.stdout, result.stderr
+
+
+def test_evaluation_counts_direct_inputs_first_layer_membrane(monkeypatch):
+    """With direct (analog) input the first layer keeps a float32 membrane per step in
+    evaluation (3.9 B per neuron-step measured on the MNIST paper network), which the
+    per-neuron constant does not cover: such a batch was let through to the OS's killer."""
+    from evsim.memory import EVAL_STEP_BYTES, INPUT_EVENT_BYTES
+
+    network = evsim.Network.from_spec("1x8x8-4C3-10", rng=0)  # sizes [64, 256, 10]
+    inputs = np.zeros((100, 1, 8, 8), np.float32)
+    fits = int(EVAL_STEP_BYTES * 10 * 100 * 266) + INPUT_EVENT_BYTES * 100 * 64 + 1
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: fits)
+    check_batch_memory(network, inputs, "rate", 10, 100)  # rate: no membrane kept, zeros give no events
+    with pytest.raises(ConfigError, match="a batch of 100 samples over 10 steps needs about"):
+        check_batch_memory(network, inputs, "direct", 10, 100)
+    monkeypatch.setattr("evsim.memory.physical_memory", lambda: fits + 4 * 256 * 10 * 100)
+    check_batch_memory(network, inputs, "direct", 10, 100)
