@@ -249,7 +249,7 @@ def test_bias_assignment_is_checked_and_copied():
     train(net, x, labels, steps=1)
     assert not np.array_equal(hidden.bias, read_only)
     for bad, match in [(np.zeros(5), r"bias has shape \(5,\)"), (np.zeros(7), r"bias has shape \(7,\)"),
-                       (np.full(6, np.nan), "NaN"), (np.array(["a"] * 6), "real numbers")]:
+                       (np.array(["a"] * 6), "real numbers")]:
         with pytest.raises(ShapeError, match=match):
             hidden.bias = bad
     conv = evsim.Network.from_spec("1x6x6-2C3-3", rng=0).layers[0]

@@ -189,11 +189,7 @@ class StructuralEdits:
         if values.dtype.kind not in "biuf" or values.shape != (n,):
             raise ShapeError(f"bias has shape {values.shape} ({values.dtype}), expected ({n},) real numbers, one per "
                              "unit")
-        with np.errstate(over="ignore"):  # beyond float32's range becomes inf: refused below
-            bias = np.array(values, dtype=np.float32)
-        if not np.all(np.isfinite(bias)):
-            raise ShapeError("bias holds NaN or infinite values (in float32, the kernels' type)")
-        self._bias = bias
+        self._bias = np.array(values, dtype=np.float32)  # NaN is the loaders' and the trainer's to refuse, naming it
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
