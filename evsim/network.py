@@ -336,7 +336,7 @@ class Network:
         if not isinstance(last, LayerTrace):
             raise ShapeError(f"trace {n - 1} is not the output layer's; pass forward's traces as they came, in order")
         n_steps, batch = last.u.shape[:2]
-        for k, (layer, trace, label) in enumerate(zip(self.layers, traces, self.layer_labels())):
+        for k, (layer, trace) in enumerate(zip(self.layers, traces)):
             if isinstance(layer, Pool2d):
                 out = trace.events_out if isinstance(trace, PoolTrace) else None
                 fits = out is not None and (out.n_steps, out.batch) == (n_steps, batch)
@@ -347,7 +347,7 @@ class Network:
                         and trace.spikes.shape == trace.u.shape
                         and (trace.events_in.n_steps, trace.events_in.batch) == (n_steps, batch))
             if not fits:
-                raise ShapeError(f"trace {k} does not fit layer {k} ({label}) for a pass of {n_steps} steps x {batch} samples "
+                raise ShapeError(f"trace {k} does not fit layer {k} ({self.layer_labels()[k]}) for a pass of {n_steps} steps x {batch} samples "
                                  "(traces of different forward passes, or out of order); pass one forward's traces")
         return n_steps, batch
 
@@ -367,14 +367,15 @@ class Network:
             raise ShapeError(f"parameters takes the {n} LayerGrads backward returned (one per layer), got "
                              + (f"{len(grads)} items" if isinstance(grads, (list, tuple)) else type(grads).__name__))
         params = []
-        for k, (layer, label) in enumerate(zip(self.layers, self.layer_labels())):
+        for k, layer in enumerate(self.layers):
             arrays = layer.parameters()
-            if grads is not None:
-                if hasattr(layer, "check_grads"):
-                    layer.check_grads(grads[k], f"layer {k} ({label})")
-                if len(grads[k].params) != len(arrays):
-                    raise ShapeError(f"layer {k} ({label}) has {len(arrays)} parameter arrays but its gradients "
-                                     f"{len(grads[k].params)}; pass the grads backward returned")
+            if grads is not None and not getattr(layer, "grads_fit", lambda g: True)(grads[k]):
+                raise ShapeError(f"the gradients of layer {k} ({self.layer_labels()[k]}) were taken before a "
+                                 "structural edit of it (or on another network); run forward and backward again after "
+                                 "the edit")
+            if grads is not None and len(grads[k].params) != len(arrays):
+                raise ShapeError(f"layer {k} ({self.layer_labels()[k]}) has {len(arrays)} parameter arrays but its "
+                                 f"gradients {len(grads[k].params)}; pass the grads backward returned")
             for j, (values, state) in enumerate(arrays):
                 params.append((values, None if grads is None else grads[k].params[j], state))
         return params

@@ -208,12 +208,10 @@ class StructuralEdits:
                              "forward pass, or they come from another network, a copy or another layer: pass forward's traces "
                              "in order); run forward again")
 
-    def check_grads(self, grads: "LayerGrads", label: str) -> None:
-        """ShapeError if ``grads`` were taken on another structure of this layer (a
-        structural edit after backward): they would update other synapses."""
-        if grads.plan is not None and (grads.plan != self.plan_id or self.built_version != self.store.version):
-            raise ShapeError(f"the gradients of {label} were taken before a structural edit of it (or on another "
-                             "network); run forward and backward again after the edit")
+    def grads_fit(self, grads: "LayerGrads") -> bool:
+        """Whether ``grads`` were taken on this layer's present structure (not before a
+        structural edit, whose synapses they would update in another order)."""
+        return grads.plan is None or (grads.plan == self.plan_id and self.built_version == self.store.version)
 
     def exported_bias(self) -> np.ndarray:
         """The bias with a dead unit's as 0: evsim never fires a dead unit, whatever its
