@@ -22,9 +22,11 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
-from evsim.kernels.events import INT32_MAX, Events, StaticDrive, all_finite, dense_to_events, slot_order
+from evsim.kernels.events import INT32_MAX, Events, StaticDrive, all_finite, dense_to_events
 from evsim.layers import (BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, PoolTrace, SparseLinear,
                           SpikingConv2d)
+from evsim.layers.base import check_nonempty, check_recorded, checked_drive, checked_lif
+from evsim.layers.linear import check_path
 from evsim.memory import SYNAPSE_BYTES, refuse_beyond_memory
 from evsim.neuron import LIFParameters
 
@@ -34,21 +36,25 @@ class Network:
 
     Parameters
     ----------
-    layers : the layers, input to output; consecutive sizes must match.
+    layers : the layers, input to output; consecutive sizes must match, and the last
+        must have neurons (its spike counts are the output).
     lif : neuron parameters shared by all layers.
+
+    :attr:`layers` is a list that checks every change: replacing a layer by one that does
+    not chain (or removing the last spiking layer) raises ShapeError and leaves it as it was.
     """
 
     def __init__(self, layers: list[Layer], lif: LIFParameters = LIFParameters()):
-        for k, (a, b) in enumerate(zip(layers, layers[1:]), start=1):
-            if a.n_out != b.n_in:
-                raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
-            # A map of the same size but another shape would run, on scrambled cells.
-            gives, takes = getattr(a, "out_shape", None), getattr(b, "in_shape", None)
-            if gives is not None and takes is not None and tuple(gives) != tuple(takes):
-                raise ShapeError(f"layer {k + 1} takes {'x'.join(map(str, takes))} maps but layer {k} gives "
-                                 f"{'x'.join(map(str, gives))}")
         self.layers = layers
-        self.lif = lif.validate()
+        self.lif = checked_lif(lif)
+
+    @property
+    def layers(self) -> "LayerList":
+        return self._layers
+
+    @layers.setter
+    def layers(self, layers: list[Layer]) -> None:
+        self._layers = LayerList(check_chain(list(layers) if isinstance(layers, (list, tuple)) else layers))
 
     @classmethod
     def mlp(cls, sizes: list[int], rng: np.random.Generator, lif: LIFParameters = LIFParameters(),
@@ -79,7 +85,10 @@ class Network:
             larger than its map, a convolution after a fully connected layer), naming the
             layer.
         """
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        if not isinstance(rng, np.random.Generator) and (isinstance(rng, (bool, np.bool_))
+                                                         or not isinstance(rng, (int, np.integer)) or rng < 0):
+            raise ConfigError(f"rng must be a numpy Generator or a seed (an integer >= 0), got {rng!r}")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(int(rng))
         parts = parse_spec(spec)
         shapes = spec_shapes(spec)
         n_fc = sum(1 for part in parts[1:] if isinstance(part, int))
@@ -109,6 +118,7 @@ class Network:
     def set_path(self, path: str) -> None:
         """Run the fully connected layers on ``path`` (``auto``, ``rows``, ``csr``). The paths
         sum in different orders, so a run is evaluated and resumed on the path it trained on."""
+        check_path(path)
         for layer in self.layers:
             if isinstance(layer, SparseLinear):
                 layer.path_option = path
@@ -175,7 +185,7 @@ class Network:
         traces: list = []
         k = 0
         while k < len(self.layers):
-            events, ran = self.forward_layer(k, events, record)
+            events, ran = self._forward_layer(k, events, record)
             traces += ran
             k += len(ran)
         last = self.layers[-1]
@@ -188,16 +198,30 @@ class Network:
         convolution whose forward takes the direct kernel and a 2 x 2 average pooling
         follows, both in one pass (:meth:`SpikingConv2d.forward_and_pool`, the same
         spikes, membrane and pooled events as one by one). Returns the next layer's
-        input and the traces of the layers run (one or two)."""
+        input and the traces of the layers run (one or two).
+
+        Raises
+        ------
+        ShapeError
+            If ``k`` is not a layer's index, or ``events`` are not events (or a static
+            drive) that layer can read (checked as :meth:`forward` checks its input).
+        """
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.layers):
+            raise ShapeError(f"forward_layer takes a layer index 0..{len(self.layers) - 1}, got {k!r}")
+        return self._forward_layer(int(k), checked_drive(events, self.layers[k].n_in), record)
+
+    def _forward_layer(self, k: int, events: Events | StaticDrive, record: bool) -> tuple[Events, list]:
+        """:meth:`forward_layer` on events already checked (the network's input, or the
+        output of the layer below, which is valid by construction)."""
         layer = self.layers[k]
         above = self.layers[k + 1] if k + 1 < len(self.layers) else None
         if isinstance(layer, SpikingConv2d) and isinstance(above, Pool2d):
-            fused = layer.forward_and_pool(events, self.lif, above, record)
+            fused = layer.forward_and_pool(events, self.lif, above, record, True)  # checked
             if fused is not None:
                 counts, trace = fused
                 pooled = window_events(counts)
                 return pooled, [trace, PoolTrace(None, pooled, None, (trace.spikes, layer.alive_index))]
-        events, trace = layer.forward(events, self.lif, record)
+        events, trace = layer.forward(events, self.lif, record, True)  # checked
         return events, [trace]
 
     def predict(self, drive: np.ndarray | Events) -> np.ndarray:
@@ -222,13 +246,13 @@ class Network:
             layer = self.layers[k]
             if (isinstance(layer, SpikingConv2d) and k + 2 < len(self.layers)
                     and isinstance(self.layers[k + 1], Pool2d) and not isinstance(x, StaticDrive)):
-                pooled = layer.forward_pooled(x, self.lif, self.layers[k + 1])
+                pooled = layer.forward_pooled(x, self.lif, self.layers[k + 1], True)  # checked
                 if pooled is not None:
                     x, k = pooled, k + 2
                     continue
             if isinstance(x, np.ndarray):
                 x = window_events(x)
-            x, trace = layer.forward(x, self.lif, record=False)
+            x, trace = layer.forward(x, self.lif, False, True)  # not recorded, checked
             k += 1
         last = self.layers[-1]
         counts = np.zeros((trace.spikes.shape[1], last.n_out), dtype=np.float32)
@@ -251,16 +275,12 @@ class Network:
                 if not all_finite(values):
                     raise ShapeError("input contains NaN or infinite values (in float32, the kernels' type)")
                 events = dense_to_events(values)
-        elif isinstance(drive, StaticDrive):
-            events = _checked_static(drive, self.layers[0].n_in)
-        elif isinstance(drive, Events):
-            events = _checked_events(drive, self.layers[0].n_in)
+            check_nonempty(events.n_steps, events.batch)
+        elif isinstance(drive, (StaticDrive, Events)):
+            events = checked_drive(drive, self.layers[0].n_in, "network")
         else:
             raise ShapeError(f"input must be a NumPy array [T, B, {self.layers[0].n_in}] or Events, got "
                              f"{type(drive).__name__}")
-        if events.n_steps < 1 or events.batch < 1:
-            raise ShapeError(f"input has {events.n_steps} time steps and {events.batch} samples; give at least one "
-                             "of each")
         return events
 
     def backward(self, traces: list, grad_counts: np.ndarray, would_be_grad: bool = False) -> list[LayerGrads]:
@@ -269,15 +289,14 @@ class Network:
         ``would_be_grad`` also computes, in developing layers, the gradients missing
         synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
         """
-        if any(getattr(trace, "u", True) is None for trace in traces):
-            raise ShapeError("these traces come from forward(record=False), which keeps no membrane; run "
-                             "forward(drive) to backpropagate")
+        n_steps, batch = self._check_traces(traces)
         last = self.layers[-1]
-        n_steps, batch = traces[-1].u.shape[:2]
-        if not isinstance(grad_counts, np.ndarray) or grad_counts.shape != (batch, last.n_out):
-            raise ShapeError(f"grad_counts must be [batch, outputs] = [{batch}, {last.n_out}] (the counts' shape), got "
-                             + (str(grad_counts.shape) if isinstance(grad_counts, np.ndarray)
-                                else type(grad_counts).__name__))
+        if not isinstance(grad_counts, np.ndarray) or grad_counts.shape != (batch, last.n_out) \
+                or grad_counts.dtype.kind not in "biuf":
+            raise ShapeError(f"grad_counts must be [batch, outputs] = [{batch}, {last.n_out}] (the counts' shape) "
+                             "real numbers, got " + (f"{grad_counts.shape} of {grad_counts.dtype}"
+                                                     if isinstance(grad_counts, np.ndarray)
+                                                     else type(grad_counts).__name__))
         if not np.all(np.isfinite(grad_counts)):
             raise ShapeError("grad_counts holds NaN or infinite values: check the loss that gave them")
         # count = sum_t o[t], so every step receives the same gradient.
@@ -303,14 +322,112 @@ class Network:
             grad_out, dead_error = grads[k].input, grads[k].dead_error_below
         return grads
 
+    def _check_traces(self, traces) -> tuple[int, int]:
+        """``(T, B)`` of ``traces`` if they are one forward pass's of this network's present
+        structure (each layer's of its plan, all of the same T and B, of the alive units'
+        width), else ShapeError: the kernels read the traces unchecked. Shapes only: O(layers)."""
+        n = len(self.layers)
+        if not isinstance(traces, (list, tuple)) or len(traces) != n:
+            raise ShapeError(f"backward takes the {n} traces forward returned (one per layer), got "
+                             + (f"{len(traces)}" if isinstance(traces, (list, tuple)) else type(traces).__name__))
+        for trace in traces:
+            check_recorded(trace)
+        last = traces[-1]
+        if not isinstance(last, LayerTrace):
+            raise ShapeError(f"trace {n - 1} is not the output layer's; pass forward's traces as they came, in order")
+        n_steps, batch = last.u.shape[:2]
+        for k, (layer, trace) in enumerate(zip(self.layers, traces)):
+            if isinstance(layer, Pool2d):
+                out = trace.events_out if isinstance(trace, PoolTrace) else None
+                fits = out is not None and (out.n_steps, out.batch) == (n_steps, batch)
+            else:
+                if hasattr(layer, "check_trace"):
+                    layer.check_trace(trace)
+                fits = (isinstance(trace, LayerTrace) and trace.u.shape == (n_steps, batch, layer.alive_index.size)
+                        and trace.spikes.shape == trace.u.shape
+                        and (trace.events_in.n_steps, trace.events_in.batch) == (n_steps, batch))
+            if not fits:
+                raise ShapeError(f"trace {k} does not fit layer {k} ({self.layer_labels()[k]}) for a pass of {n_steps} steps x {batch} samples "
+                                 "(traces of different forward passes, or out of order); pass one forward's traces")
+        return n_steps, batch
+
     def parameters(self, grads: list[LayerGrads] | None = None) -> list[tuple[np.ndarray, np.ndarray | None, dict]]:
         """``(values, grads, state)`` triples for the optimizer, every layer's parameters in
-        order, with the gradients of :meth:`backward` (None without them)."""
+        order, with the gradients of :meth:`backward` (None without them).
+
+        Raises
+        ------
+        ShapeError
+            If ``grads`` are not one per layer, or a layer's were taken before a structural
+            edit of it (they would update other synapses): run forward and backward again.
+        """
+        n = len(self.layers)
+        if grads is not None and (not isinstance(grads, (list, tuple)) or len(grads) != n
+                                  or not all(isinstance(g, LayerGrads) for g in grads)):
+            raise ShapeError(f"parameters takes the {n} LayerGrads backward returned (one per layer), got "
+                             + (f"{len(grads)} items" if isinstance(grads, (list, tuple)) else type(grads).__name__))
         params = []
         for k, layer in enumerate(self.layers):
-            for j, (values, state) in enumerate(layer.parameters()):
+            arrays = layer.parameters()
+            if grads is not None and not getattr(layer, "grads_fit", lambda g: True)(grads[k]):
+                raise ShapeError(f"the gradients of layer {k} ({self.layer_labels()[k]}) were taken before a "
+                                 "structural edit of it (or on another network); run forward and backward again after "
+                                 "the edit")
+            if grads is not None and len(grads[k].params) != len(arrays):
+                raise ShapeError(f"layer {k} ({self.layer_labels()[k]}) has {len(arrays)} parameter arrays but its "
+                                 f"gradients {len(grads[k].params)}; pass the grads backward returned")
+            for j, (values, state) in enumerate(arrays):
                 params.append((values, None if grads is None else grads[k].params[j], state))
         return params
+
+
+class LayerList(list):
+    """:attr:`Network.layers`: a list whose every change is checked as ``Network(layers)``
+    checks its layers (:func:`check_chain`), before it is made."""
+
+    def __reduce__(self):  # a copy is built whole: appended one by one, a part would not chain
+        return LayerList, (list(self),)
+
+
+def _checked_change(name: str):
+    change = getattr(list, name)
+
+    def checked(self, *args):
+        trial = list(self)
+        change(trial, *args)
+        check_chain(trial)
+        return change(self, *args)
+    checked.__name__ = name
+    return checked
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop", "remove",
+              "clear", "sort", "reverse"):
+    setattr(LayerList, _name, _checked_change(_name))
+
+
+def check_chain(layers: list) -> list:
+    """``layers`` if they make a network, else ShapeError naming the layer: each a
+    :class:`~evsim.layers.base.Layer`, consecutive sizes (and map shapes) matching, the
+    last with neurons (its spike counts are the output)."""
+    if not isinstance(layers, list) or not layers:
+        raise ShapeError("a network needs a list of at least one layer, input to output")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ShapeError(f"layer {k} is a {type(layer).__name__}, not a layer (SparseLinear, SpikingConv2d, "
+                             "Pool2d)")
+    for k, (a, b) in enumerate(zip(layers, layers[1:]), start=1):
+        if a.n_out != b.n_in:
+            raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
+        # A map of the same size but another shape would run, on scrambled cells.
+        gives, takes = getattr(a, "out_shape", None), getattr(b, "in_shape", None)
+        if gives is not None and takes is not None and tuple(gives) != tuple(takes):
+            raise ShapeError(f"layer {k + 1} takes {'x'.join(map(str, takes))} maps but layer {k} gives "
+                             f"{'x'.join(map(str, gives))}")
+    if not getattr(layers[-1], "spiking", True):
+        raise ShapeError(f"the last layer is a pooling ({layers[-1].describe()}), which has no neurons to count; end "
+                         "the network with a spiking layer (a fully connected one for classes)")
+    return layers
 
 
 AUTO_DEVELOP = "auto"
@@ -476,48 +593,3 @@ def parse_sizes(spec: str) -> list[int]:
     if any(not isinstance(part, int) for part in parts[1:]):
         raise ConfigError(f"architecture {spec!r} is not fully connected")
     return [int(np.prod(parts[0]))] + parts[1:]
-
-
-def _whole_numbers(**counts) -> None:
-    """ShapeError unless every one of ``counts`` (``n_steps``, ``batch``) is an integer."""
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ShapeError(f"{name} must be an integer, got {value!r}")
-
-
-def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:
-    """``drive`` if the first layer can run on it, else ShapeError."""
-    _whole_numbers(n_steps=drive.n_steps)
-    values = drive.values
-    if values.ndim != 2 or values.shape[1] != n_inputs or values.dtype != np.float32 or drive.n_steps < 1:
-        raise ShapeError(f"a static drive must be float32 [B, {n_inputs}] values for T >= 1 steps; got "
-                         f"{values.dtype} {values.shape} for T = {drive.n_steps}")
-    if not np.all(np.isfinite(values)):
-        raise ShapeError("input contains NaN or infinite values")
-    return StaticDrive(np.ascontiguousarray(values), drive.n_steps)
-
-
-def _checked_events(events: Events, n_inputs: int) -> Events:
-    """``events`` if the kernels can run on them (they index memory unchecked), else ShapeError."""
-    _whole_numbers(n_steps=events.n_steps, batch=events.batch)
-    ptr, idx, val = events.ptr, events.idx, events.val
-    if ptr.ndim != 1 or ptr.size != events.n_steps * events.batch + 1 or idx.shape != val.shape or idx.ndim != 1:
-        raise ShapeError(f"events must have T*B+1 = {events.n_steps * events.batch + 1} slot offsets and one value "
-                         f"per index; got {ptr.size} offsets, {idx.size} indices, {val.size} values")
-    if ptr.dtype != np.int64 or idx.dtype != np.int32 or val.dtype != np.float32:
-        raise ShapeError(f"events must be int64 offsets, int32 indices and float32 values; got {ptr.dtype}, "
-                         f"{idx.dtype}, {val.dtype} (build them with evsim.kernels.events.dense_to_events)")
-    if ptr[0] != 0 or ptr[-1] != idx.size or np.any(ptr[1:] < ptr[:-1]):
-        raise ShapeError("event slot offsets must start at 0, never decrease and end at the number of events")
-    if idx.size and (idx.min() < 0 or idx.max() >= n_inputs):
-        raise ShapeError(f"events index inputs {idx.min()}..{idx.max()}, but the network has {n_inputs} inputs")
-    if not np.all(np.isfinite(val)):
-        raise ShapeError("event values contain NaN or infinite values")
-    repeated, ascending = slot_order(ptr, idx, n_inputs)
-    if repeated >= 0:
-        raise ShapeError(f"slot {repeated} of the events names one input twice; give each input once a slot, with "
-                         "the sum of its values")
-    if not ascending:  # the layers' kernels take each slot's events in ascending order
-        order = np.lexsort((idx, np.repeat(np.arange(ptr.size - 1), np.diff(ptr))))
-        return Events(ptr, idx[order], val[order], events.n_steps, events.batch)
-    return events

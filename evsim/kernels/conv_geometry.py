@@ -65,6 +65,16 @@ class ConvGeometry(NamedTuple):
         return self.kernel * self.kernel
 
 
+def _whole(what: str, name: str, value) -> int:
+    """``value`` as an int when it is a whole number (an integer, or a float such as 2.0),
+    else ValueError: ``int()`` would truncate 1.5 into a geometry that matches nothing."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{what} geometry: {name} must be a whole number, got {value!r}")
+
+
 def conv_geometry(in_channels: int, height: int, width: int, kernel: int, stride: int = 1,
                   pad: int = 0) -> ConvGeometry:
     """The :class:`ConvGeometry` of a convolution, output size by PyTorch's rule
@@ -73,12 +83,17 @@ def conv_geometry(in_channels: int, height: int, width: int, kernel: int, stride
     Raises
     ------
     ValueError
-        A size below 1, a negative padding, a padding of ``K`` or more (every output cell
+        A size that is not a whole number (``2.0`` is 2, ``1.5`` is refused: the kernels
+        index cells by integers), a size below 1, a negative padding, a padding of ``K`` or more (every output cell
         of the border would see padding only) or a kernel larger than the padded map.
     """
+    in_channels, height, width, kernel, stride, pad = (
+        _whole("conv", name, value) for name, value in (("in_channels", in_channels), ("height", height),
+                                                        ("width", width), ("kernel", kernel), ("stride", stride),
+                                                        ("pad", pad)))
     for name, value in (("in_channels", in_channels), ("height", height), ("width", width), ("kernel", kernel),
                         ("stride", stride)):
-        if int(value) < 1:
+        if value < 1:
             raise ValueError(f"conv geometry: {name} must be >= 1, got {value}")
     if pad < 0 or pad >= kernel:
         raise ValueError(f"conv geometry: pad must be in 0..kernel-1 = 0..{kernel - 1}, got {pad}")
@@ -87,8 +102,7 @@ def conv_geometry(in_channels: int, height: int, width: int, kernel: int, stride
     if out_height < 1 or out_width < 1:
         raise ValueError(f"conv geometry: a {kernel}x{kernel} kernel does not fit a {height}x{width} map "
                          f"padded by {pad}")
-    return ConvGeometry(int(in_channels), int(height), int(width), int(kernel), int(stride), int(pad),
-                        int(out_height), int(out_width))
+    return ConvGeometry(in_channels, height, width, kernel, stride, pad, out_height, out_width)
 
 
 def check_block_csr(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
@@ -349,15 +363,18 @@ def pool_geometry(channels: int, height: int, width: int, kernel: int) -> PoolGe
     Raises
     ------
     ValueError
-        A size below 1, or ``kernel`` larger than ``height`` or ``width``.
+        A size that is not a whole number, a size below 1, or ``kernel`` larger than
+        ``height`` or ``width``.
     """
+    channels, height, width, kernel = (
+        _whole("pool", name, value) for name, value in (("channels", channels), ("height", height), ("width", width),
+                                                        ("kernel", kernel)))
     for name, value in (("channels", channels), ("height", height), ("width", width), ("kernel", kernel)):
-        if int(value) < 1:
+        if value < 1:
             raise ValueError(f"pool geometry: {name} must be >= 1, got {value}")
     if kernel > height or kernel > width:
         raise ValueError(f"pool geometry: a {kernel}x{kernel} window is larger than the {height}x{width} map")
-    return PoolGeometry(int(channels), int(height), int(width), int(kernel), int(height) // int(kernel),
-                        int(width) // int(kernel))
+    return PoolGeometry(channels, height, width, kernel, height // kernel, width // kernel)
 
 
 @njit(parallel=True, cache=True)

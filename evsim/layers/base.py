@@ -10,14 +10,14 @@ gradient is left on a layer for another object to pull.
 """
 from __future__ import annotations
 
-import itertools
+import secrets
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from evsim.errors import ShapeError
-from evsim.kernels.events import Events, StaticDrive
+from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.events import Events, StaticDrive, slot_order
 from evsim.neuron import LIFParameters
 from evsim.synapses import SynapseStore
 
@@ -86,12 +86,15 @@ class LayerGrads:
     would_be : the would-be gradients of missing synapses, when requested (layout is the
         layer kind's; see its ``backward``), else None.
     dead_error_below : the error of the dead units below, when requested, else None.
+    plan : the layer's ``plan_id`` when backward ran (None for a layer without synapses):
+        :meth:`~evsim.network.Network.parameters` refuses gradients of another structure.
     """
 
     params: list[np.ndarray]
     input: Any = None
     would_be: np.ndarray | None = None
     dead_error_below: InputGradFactors | np.ndarray | None = None
+    plan: int | None = None
 
 
 class Parameter(NamedTuple):
@@ -111,10 +114,12 @@ class Layer(Protocol):
     alive: np.ndarray          # bool [n_out]: units that can fire
     alive_index: np.ndarray    # int32: the alive units, ascending
 
-    def forward(self, drive: Events | StaticDrive, lif: LIFParameters, record: bool = True) -> tuple[Events, Any]:
+    def forward(self, drive: Events | StaticDrive, lif: LIFParameters, record: bool = True,
+                checked: bool = False) -> tuple[Events, Any]:
         """Output spike events (flat unit indices) and the trace backward needs; with
         ``record`` False (inference) the trace need only serve counting and inspection,
-        and a layer may skip recording what only backward reads (the membrane)."""
+        and a layer may skip recording what only backward reads (the membrane). ``drive``
+        is checked (:func:`checked_drive`) unless ``checked``: the network's own events."""
 
     def backward(self, trace: Any, grad_out: Any, lif: LIFParameters, request: BackwardRequest) -> LayerGrads:
         """Gradients of the loss, given dL/d(output spikes) of the alive units."""
@@ -153,12 +158,10 @@ class Developing(Protocol):
         """Remove the synapses where ``remove`` (bool, aligned with the store's data) is True."""
 
 
-_PLAN_IDS = itertools.count(1)
-
-
 def next_plan_id() -> int:
-    """A number no layer's plan has had in this process."""
-    return next(_PLAN_IDS)
+    """A number no other plan has: random 64 bits from the OS, so that neither another
+    process (a pickled trace or network), a forked worker nor a copy draws the same."""
+    return secrets.randbits(64)
 
 
 class StructuralEdits:
@@ -167,9 +170,48 @@ class StructuralEdits:
     has ``store``, ``alive``, ``bias``, ``bias_state`` and ``rebuild()`` (its plan after an
     edit), which gives each plan it builds a number no other plan of any layer has
     (``plan_id``, from :func:`next_plan_id`): a forward pass's trace names its plan, and
-    backward refuses a trace of another, whether an edit or another network made it."""
+    backward refuses a trace of another, whether an edit or another network made it.
+    A copy or an unpickled layer rebuilds its plan (a new ``plan_id``; the rows path's view
+    of the weights is of the copy's store), so it runs its own weights and refuses the
+    original's traces."""
 
     plan_id: int = 0
+
+    @property
+    def bias(self) -> np.ndarray:
+        """float32 ``[units]``; an assigned array is checked and copied (float32, writable)."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, values) -> None:
+        n = self.store.shape[1]
+        values = np.asarray(values)
+        if values.dtype.kind not in "biuf" or values.shape != (n,):
+            raise ShapeError(f"bias has shape {values.shape} ({values.dtype}), expected ({n},) real numbers, one per "
+                             "unit")
+        self._bias = np.array(values, dtype=np.float32)  # NaN is the loaders' and the trainer's to refuse, naming it
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("weight_rows", None)  # derived from the store: rebuilt on the copy
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.rebuild()
+
+    def check_trace(self, trace) -> None:
+        """ShapeError unless ``trace`` is of this layer's present plan and recorded its membrane."""
+        check_recorded(trace)
+        if getattr(trace, "plan", None) != self.plan_id or self.built_version != self.store.version:
+            raise ShapeError("these traces are not of the layer's present structure (its synapses changed after the "
+                             "forward pass, or they come from another network, a copy or another layer: pass forward's traces "
+                             "in order); run forward again")
+
+    def grads_fit(self, grads: "LayerGrads") -> bool:
+        """Whether ``grads`` were taken on this layer's present structure (not before a
+        structural edit, whose synapses they would update in another order)."""
+        return grads.plan is None or (grads.plan == self.plan_id and self.built_version == self.store.version)
 
     def exported_bias(self) -> np.ndarray:
         """The bias with a dead unit's as 0: evsim never fires a dead unit, whatever its
@@ -233,3 +275,87 @@ def attach_state(layer, arrays) -> None:
     layer.bias_state = {key.split("__", 1)[1]: np.array(arrays[key])
                         for key in arrays if key.startswith("bias_state__")}
 
+
+
+def check_recorded(trace) -> None:
+    """ShapeError if ``trace`` kept no membrane (a forward pass with ``record`` False)."""
+    if getattr(trace, "u", True) is None:
+        raise ShapeError("these traces come from forward(record=False), which keeps no membrane; run "
+                         "forward(drive) to backpropagate")
+
+
+def checked_lif(lif) -> LIFParameters:
+    """``lif`` checked (:meth:`LIFParameters.validate`), or ConfigError if it is not one."""
+    if not isinstance(lif, LIFParameters):
+        raise ConfigError(f"neuron parameters must be evsim.LIFParameters, got {type(lif).__name__}")
+    return lif.validate()
+
+
+def checked_drive(drive, n_inputs: int, what: str = "layer") -> Events | StaticDrive:
+    """``drive`` (:class:`Events` or :class:`StaticDrive`) if a layer of ``n_inputs``
+    inputs can run on it, else ShapeError: the kernels index memory unchecked. Costs
+    a few passes over the events (ordered, in range, finite)."""
+    if isinstance(drive, StaticDrive):
+        return _checked_static(drive, n_inputs)
+    if isinstance(drive, Events):
+        return _checked_events(drive, n_inputs, what)
+    raise ShapeError(f"a {what} takes Events or a StaticDrive of {n_inputs} inputs, got {type(drive).__name__}")
+
+
+def _whole_numbers(**counts) -> list[int]:
+    """Every one of ``counts`` (``n_steps``, ``batch``) as a Python int (NumPy's int32 would
+    wrap their product), or ShapeError unless each is an integer of at least 1."""
+    numbers = []
+    for name, value in counts.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ShapeError(f"{name} must be an integer, got {value!r}")
+        numbers.append(int(value))
+    return numbers
+
+
+def check_nonempty(n_steps: int, batch: int) -> None:
+    """ShapeError unless the input has a time step and a sample."""
+    if n_steps < 1 or batch < 1:
+        raise ShapeError(f"input has {n_steps} time steps and {batch} samples; give at least one of each")
+
+
+def _checked_static(drive: StaticDrive, n_inputs: int) -> StaticDrive:
+    (n_steps,) = _whole_numbers(n_steps=drive.n_steps)
+    values = drive.values
+    if not isinstance(values, np.ndarray) or values.ndim != 2 or values.shape[1] != n_inputs \
+            or values.dtype != np.float32 or n_steps < 1:
+        raise ShapeError(f"a static drive must be float32 [B, {n_inputs}] values for T >= 1 steps; got "
+                         + (f"{values.dtype} {values.shape}" if isinstance(values, np.ndarray)
+                            else type(values).__name__) + f" for T = {n_steps}")
+    check_nonempty(n_steps, values.shape[0])
+    if not np.all(np.isfinite(values)):
+        raise ShapeError("input contains NaN or infinite values")
+    return StaticDrive(np.ascontiguousarray(values), n_steps)
+
+
+def _checked_events(events: Events, n_inputs: int, what: str) -> Events:
+    n_steps, batch = _whole_numbers(n_steps=events.n_steps, batch=events.batch)
+    check_nonempty(n_steps, batch)
+    ptr, idx, val = events.ptr, events.idx, events.val
+    if not all(isinstance(a, np.ndarray) for a in (ptr, idx, val)):
+        raise ShapeError("events must hold NumPy arrays (build them with evsim.kernels.events.dense_to_events)")
+    if ptr.ndim != 1 or ptr.size != n_steps * batch + 1 or idx.shape != val.shape or idx.ndim != 1:
+        raise ShapeError(f"events must have T*B+1 = {n_steps * batch + 1} slot offsets and one value "
+                         f"per index; got {ptr.size} offsets, {idx.size} indices, {val.size} values")
+    if ptr.dtype != np.int64 or idx.dtype != np.int32 or val.dtype != np.float32:
+        raise ShapeError(f"events must be int64 offsets, int32 indices and float32 values; got {ptr.dtype}, "
+                         f"{idx.dtype}, {val.dtype} (build them with evsim.kernels.events.dense_to_events)")
+    if ptr[0] != 0 or ptr[-1] != idx.size or np.any(ptr[1:] < ptr[:-1]):
+        raise ShapeError("event slot offsets must start at 0, never decrease and end at the number of events")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_inputs):
+        raise ShapeError(f"events index inputs {idx.min()}..{idx.max()}, but the {what} has {n_inputs} inputs")
+    if not np.all(np.isfinite(val)):
+        raise ShapeError("event values contain NaN or infinite values")
+    repeated, ascending = slot_order(ptr, idx, n_inputs)
+    if repeated >= 0:
+        raise ShapeError(f"slot {repeated} of the events names one input twice; give each input once a slot, with "
+                         "the sum of its values")
+    if not ascending:  # the layers' kernels take each slot's events in ascending order
+        order = np.lexsort((idx, np.repeat(np.arange(ptr.size - 1), np.diff(ptr))))
+        idx, val = idx[order], val[order]
+    return Events(ptr, idx, val, n_steps, batch)

@@ -36,7 +36,7 @@ from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
-                               StructuralEdits, attach_state, next_plan_id, state_arrays)
+                               StructuralEdits, attach_state, checked_drive, checked_lif, next_plan_id, state_arrays)
 from evsim.layers.linear import LayerTrace
 from evsim.layers.pool import Pool2d
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
@@ -63,18 +63,18 @@ class SpikingConv2d(StructuralEdits):
                  bias: np.ndarray | None = None, develops: bool = False):
         if len(store.block_shape) != 2 or store.block_shape[0] != store.block_shape[1]:
             raise ShapeError(f"a convolution's synapses are square kernels, got blocks of {store.block_shape}")
-        channels, height, width = (int(n) for n in in_shape)
-        if store.shape[0] != channels:
-            raise ShapeError(f"the kernels come from {store.shape[0]} channels but the input has {channels}")
+        if np.ndim(in_shape) != 1 or len(in_shape) != 3:
+            raise ShapeError(f"in_shape must be (channels, height, width) of the input map, got {in_shape!r}")
         try:
-            self.geometry: ConvGeometry = conv_geometry(channels, height, width, store.block_shape[0], stride, pad)
+            self.geometry: ConvGeometry = conv_geometry(*in_shape, store.block_shape[0], stride, pad)
         except ValueError as exc:
             raise ShapeError(str(exc)) from None
+        if store.shape[0] != self.geometry.in_channels:
+            raise ShapeError(f"the kernels come from {store.shape[0]} channels but the input has "
+                             f"{self.geometry.in_channels}")
         self.store = store
         self.filters = store.shape[1]
-        self.bias = np.zeros(self.filters, np.float32) if bias is None else np.asarray(bias, np.float32).copy()
-        if self.bias.shape != (self.filters,):
-            raise ShapeError(f"bias has shape {self.bias.shape}, expected ({self.filters},)")
+        self.bias = np.zeros(self.filters, np.float32) if bias is None else bias
         self.bias_state: dict[str, np.ndarray] = {}
         self.develops = develops
         self.alive = np.ones(self.filters, dtype=bool)  # per filter
@@ -148,9 +148,10 @@ class SpikingConv2d(StructuralEdits):
             self.rebuild()
 
     # ---------------------------------------------------------------- forward
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
-                record: bool = True) -> tuple[Events, LayerTrace]:
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters, record: bool = True,
+                checked: bool = False) -> tuple[Events, LayerTrace]:
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace.
+        ``events`` are checked unless ``checked`` (as :meth:`SparseLinear.forward`).
 
         The currents come from the event path or, where the input is dense enough, the
         direct convolution or Winograd's (:func:`evsim.kernels.conv_paths.forward_path`),
@@ -158,6 +159,8 @@ class SpikingConv2d(StructuralEdits):
         (:mod:`evsim.kernels.conv_lif`). With ``record`` False (inference) the trace holds
         no membrane (``u`` None) and cannot be backpropagated.
         """
+        if not checked:
+            events, lif = checked_drive(events, self.n_in), checked_lif(lif)
         self._current_plan()
         n_units = self.alive_index.size
         steps, batch = events.n_steps, events.batch
@@ -188,7 +191,8 @@ class SpikingConv2d(StructuralEdits):
         trace = LayerTrace(events, u if record else None, spikes, self.plan_id)
         return dense_to_events(spikes, self.alive_index), trace
 
-    def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d) -> np.ndarray | None:
+    def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d,
+                       checked: bool = False) -> np.ndarray | None:
         """Inference through this layer and the 2 x 2 average pooling ``pool`` after it in
         one pass (:mod:`evsim.kernels.conv_lif_pool`): the spikes in each pooling window,
         uint8 ``[T, B, pool.n_out]`` (a quarter of each is what ``pool.forward`` hands on
@@ -199,7 +203,11 @@ class SpikingConv2d(StructuralEdits):
         trace is kept. The pass's kernel is the cheapest by
         :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a dense kernel,
         which may be Winograd's F(4x4, 3x3), whose currents differ from :meth:`forward`'s
-        by float32 rounding (as the direct convolution's do from the event path's)."""
+        by float32 rounding (as the direct convolution's do from the event path's).
+        ``drive`` is checked unless ``checked`` (as :meth:`forward`)."""
+        if not checked:
+            drive, lif = self._checked_drive(drive), checked_lif(lif)
+            self._check_pool(pool)
         if not self._pools_2x2(pool):
             return None
         self._current_plan()
@@ -220,14 +228,18 @@ class SpikingConv2d(StructuralEdits):
         return pooled
 
     def forward_and_pool(self, events: Events | StaticDrive, lif: LIFParameters, pool: Pool2d,
-                         record: bool = True) -> tuple[np.ndarray, LayerTrace] | None:
+                         record: bool = True, checked: bool = False) -> tuple[np.ndarray, LayerTrace] | None:
         """:meth:`forward` and the 2 x 2 average pooling ``pool`` after it in one pass,
         where :meth:`forward` would take the direct convolution
         (:func:`evsim.kernels.conv_lif_pool.conv_lif_pool`): the window counts, uint8
         ``[T, B, pool.n_out]`` (:func:`evsim.kernels.conv_lif_pool.window_events` makes them
         the events ``pool.forward`` hands on), and this layer's trace, both exactly what
         the two layers give run one by one. None where the pass does not apply (another
-        kernel, pooling or stride): run the layers one by one."""
+        kernel, pooling or stride): run the layers one by one. ``events`` are checked
+        unless ``checked`` (as :meth:`forward`)."""
+        if not checked:
+            events, lif = checked_drive(events, self.n_in), checked_lif(lif)
+            self._check_pool(pool)
         if not self._pools_2x2(pool) or isinstance(events, StaticDrive):
             return None
         self._current_plan()
@@ -242,6 +254,22 @@ class SpikingConv2d(StructuralEdits):
                       self.bias[self.alive_filters], np.float32(lif.decay), np.float32(lif.v_th),
                       lif.reset == "hard", "direct", self.alive_filters, pooled, spikes, u)
         return pooled, LayerTrace(events, u, spikes, self.plan_id)
+
+    def _checked_drive(self, drive: Events | np.ndarray) -> Events | np.ndarray:
+        """:meth:`forward_pooled`'s input checked: events, or an earlier pair's window
+        counts, uint8 ``[T, B, n_in]`` C-contiguous (the fused kernel reads them by offset)."""
+        if not isinstance(drive, np.ndarray):
+            return checked_drive(drive, self.n_in)
+        if drive.dtype != np.uint8 or drive.ndim != 3 or drive.shape[2] != self.n_in or not drive.flags.c_contiguous \
+                or drive.shape[0] < 1 or drive.shape[1] < 1:
+            raise ShapeError(f"window counts must be C-contiguous uint8 [T, B, {self.n_in}], got {drive.dtype} "
+                             f"{drive.shape}")
+        return drive
+
+    @staticmethod
+    def _check_pool(pool) -> None:
+        if not isinstance(pool, Pool2d):
+            raise ShapeError(f"pool must be the Pool2d after this convolution, got {type(pool).__name__}")
 
     def _pools_2x2(self, pool: Pool2d) -> bool:
         """Whether ``pool`` is a 2 x 2 average pooling of this layer's whole output map."""
@@ -281,13 +309,14 @@ class SpikingConv2d(StructuralEdits):
         -------
         LayerGrads with ``params = [kernels (aligned with the store's data), bias]``.
         """
-        if trace.plan != self.plan_id or self.built_version != self.store.version:
-            raise ShapeError("these traces are not of the layer's present structure (its kernels changed after the "
-                             "forward pass, or they come from another network); run forward again")
+        self.check_trace(trace)
         steps, batch, n_units = trace.u.shape
         if isinstance(grad_spikes, PooledGrad):
             dense, pooled, channels, pool_shape = None, *self._pooled_source(grad_spikes, steps * batch, n_units)
         elif isinstance(grad_spikes, np.ndarray):
+            if grad_spikes.shape != trace.u.shape:
+                raise ShapeError(f"dL/d(spikes) must be [T, B, alive units] = {list(trace.u.shape)} (the trace's), "
+                                 f"got {list(grad_spikes.shape)}")
             dense, pooled, channels, pool_shape = (np.ascontiguousarray(grad_spikes, dtype=np.float32), NO_FACTORS,
                                                    NO_POOL_CHANNELS, NO_POOL_SHAPE)
         else:
@@ -309,7 +338,7 @@ class SpikingConv2d(StructuralEdits):
                 self.columns, self.geometry, weight_grad_path,
                 None if grad_in is None else (self.store.data, scatter_below(), grad_in))
             grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
-            grads = LayerGrads([kernels, grad_bias])
+            grads = LayerGrads([kernels, grad_bias], plan=self.plan_id)
             if grad_in is not None:
                 units = grad_in if request.input_units is None else grad_in[:, request.input_units]
                 grads.input = np.ascontiguousarray(units).reshape(steps, batch, -1)
@@ -321,7 +350,7 @@ class SpikingConv2d(StructuralEdits):
         grad_u = np.ascontiguousarray(grad_u_lines.reshape(steps * batch, -1)[:, :n_units])
         grad_bias[self.alive_filters] = grad_bias_per_sample.sum(axis=0).reshape(-1, cells).sum(axis=1)
         kernels = self._kernel_grads(trace.events_in, grad_u, self.store.indptr, self.columns, steps)
-        grads = LayerGrads([kernels, grad_bias])
+        grads = LayerGrads([kernels, grad_bias], plan=self.plan_id)
         if request.would_be:
             grads.would_be = self._would_be_grad(trace.events_in, grad_u, request.dead_error, steps)
         if request.input_grad or request.dead_units_below is not None:

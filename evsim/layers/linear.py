@@ -42,7 +42,7 @@ from evsim.kernels.grad import (
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import propagate_csr, propagate_rows, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, StructuralEdits,
-                               attach_state, next_plan_id, state_arrays)
+                               attach_state, checked_drive, checked_lif, next_plan_id, state_arrays)
 from evsim.neuron import SURROGATES, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr, check_real
 
@@ -55,6 +55,13 @@ PATHS = ("auto", "rows", "csr")
 # per AVX-512 gather and scatter against vectorised rows, whose time does not depend
 # on density).
 CSR_DENSITY_THRESHOLD = 0.025
+
+
+def check_path(path) -> str:
+    """``path`` if it is one of :data:`PATHS`, else ConfigError."""
+    if path not in PATHS:
+        raise ConfigError(f"unknown propagation path {path!r}; choose one of {', '.join(PATHS)}")
+    return path
 
 
 # Up to this many alive neurons, a layer hands the layer below its input gradient as
@@ -107,12 +114,12 @@ class SparseLinear(StructuralEdits):
     accepts_pooled = False
 
     def __init__(self, store: SynapseStore, bias: np.ndarray | None = None, path: str = "auto", develops: bool = True):
-        if path not in PATHS:
-            raise ConfigError(f"unknown propagation path {path!r}; choose one of {', '.join(PATHS)}")
+        check_path(path)
+        if store.block_shape != ():
+            raise ShapeError(f"a fully connected layer's synapses are single weights, got a store of "
+                             f"{'x'.join(map(str, store.block_shape))} kernels (a convolution's: SpikingConv2d)")
         self.store = store
-        self.bias = np.zeros(store.shape[1], dtype=np.float32) if bias is None else np.asarray(bias, np.float32).copy()
-        if self.bias.shape != (store.shape[1],):
-            raise ShapeError(f"bias has shape {self.bias.shape}, expected ({store.shape[1]},)")
+        self.bias = np.zeros(store.shape[1], dtype=np.float32) if bias is None else bias
         self.bias_state: dict[str, np.ndarray] = {}
         self.path_option = path
         self.develops = develops
@@ -193,12 +200,19 @@ class SparseLinear(StructuralEdits):
             _scatter_csr(self.store.data, self.store.indptr, self.columns, self.weight_rows)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
-                record: bool = True) -> tuple[Events, LayerTrace]:
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters, record: bool = True,
+                checked: bool = False) -> tuple[Events, LayerTrace]:
         """Propagate ``events`` for ``T`` steps; return output spike events and the trace
         (without the membrane when ``record`` is False: the currents become the membrane
         in place, so skipping it saves no work here, but the trace says it cannot be
-        backpropagated)."""
+        backpropagated).
+
+        ``events`` are checked (ShapeError for events the kernels cannot read: out of
+        range, inconsistent, NaN) unless ``checked``: the network passes True for the
+        events it made itself (its checked input, a layer's output spikes), which skips
+        a few passes over them."""
+        if not checked:
+            events, lif = checked_drive(events, self.n_in), checked_lif(lif)
         self._current_plan()
         n_alive = self.alive_index.size
         u = aligned_empty((events.n_steps, events.batch, n_alive))
@@ -251,10 +265,21 @@ class SparseLinear(StructuralEdits):
         -------
         LayerGrads with ``params = [weights (aligned with the CSR data), bias]``.
         """
-        if trace.plan != self.plan_id or self.built_version != self.store.version:
-            raise ShapeError("these traces are not of the layer's present structure (its synapses changed after the "
-                             "forward pass, or they come from another network); run forward again")
+        self.check_trace(trace)
         n_steps, batch, n_alive = trace.u.shape
+        if isinstance(grad_spikes, InputGradFactors):
+            g, w = grad_spikes
+            if (g.dtype != np.float32 or w.dtype != np.float32 or g.ndim != 2 or w.ndim != 2
+                    or not g.flags.c_contiguous or not w.flags.c_contiguous
+                    or g.shape[0] != n_steps * batch or w.shape[1] != n_alive or g.shape[1] < w.shape[0]):
+                raise ShapeError(f"the factors of dL/d(spikes) must be C-contiguous float32 grad_u [T*B = {n_steps * batch}, >= M] "
+                                 f"and weights [M, {n_alive}]; got {g.dtype} {g.shape} and {w.dtype} {w.shape}")
+        elif not isinstance(grad_spikes, np.ndarray) or grad_spikes.shape != trace.u.shape:
+            raise ShapeError(f"dL/d(spikes) must be [T, B, alive neurons] = {list(trace.u.shape)} (the trace's), got "
+                             + (str(list(grad_spikes.shape)) if isinstance(grad_spikes, np.ndarray)
+                                else type(grad_spikes).__name__))
+        else:
+            grad_spikes = np.ascontiguousarray(grad_spikes, dtype=np.float32)
         # Summed row by row for the weight gradient, so rows padded to whole cache lines
         # (columns past N_alive are never read).
         grad_u = aligned_empty((n_steps, batch, line_width(n_alive)))
@@ -283,7 +308,7 @@ class SparseLinear(StructuralEdits):
         else:
             _weight_grad_csr(by_row.row_ptr, by_row.slot, by_row.val, self.store.indptr, self.columns, grad_u2,
                              grad_data)
-        grads = LayerGrads([grad_data, grad_bias])
+        grads = LayerGrads([grad_data, grad_bias], plan=self.plan_id)
         if request.would_be:
             grads.would_be = self._would_be_grad(drive, by_row, grad_u2, request.dead_error)
         if request.dead_units_below is not None:

@@ -16,7 +16,7 @@ from evsim.kernels.avg_pool import avg_pool_backward, avg_pool_events
 from evsim.kernels.conv_geometry import PoolGeometry, pool_geometry
 from evsim.kernels.events import Events, StaticDrive, dense_to_events
 from evsim.kernels.max_pool import max_pool_backward, max_pool_events
-from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, PooledGrad
+from evsim.layers.base import BackwardRequest, LayerGrads, Parameter, PooledGrad, checked_drive
 from evsim.neuron import LIFParameters
 
 POOLS = ("avg", "max")
@@ -88,8 +88,10 @@ class Pool2d:
     def __init__(self, in_shape: tuple[int, int, int], kernel: int, mode: str = "avg"):
         if mode not in POOLS:
             raise ShapeError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLS)}")
+        if np.ndim(in_shape) != 1 or len(in_shape) != 3:
+            raise ShapeError(f"in_shape must be (channels, height, width) of the input map, got {in_shape!r}")
         try:
-            self.geometry: PoolGeometry = pool_geometry(*(int(n) for n in in_shape), int(kernel))
+            self.geometry: PoolGeometry = pool_geometry(*in_shape, kernel)
         except ValueError as exc:
             raise ShapeError(str(exc)) from None
         self.mode = mode
@@ -118,11 +120,14 @@ class Pool2d:
         """``AP2`` or ``MP2``."""
         return f"{'A' if self.mode == 'avg' else 'M'}P{self.geometry.kernel}"
 
-    def forward(self, events: Events | StaticDrive, lif: LIFParameters,
-                record: bool = True) -> tuple[Events | StaticDrive, PoolTrace]:
+    def forward(self, events: Events | StaticDrive, lif: LIFParameters, record: bool = True,
+                checked: bool = False) -> tuple[Events | StaticDrive, PoolTrace]:
         """The pooled events of ``events``, or, for a network's analog input that is the same
         at every step, the pooled :class:`StaticDrive` (``record`` changes nothing: a
-        pooling keeps no state)."""
+        pooling keeps no state). ``events`` are checked unless ``checked`` (as
+        :meth:`SparseLinear.forward`)."""
+        if not checked:
+            events = checked_drive(events, self.n_in)
         if isinstance(events, StaticDrive):
             pooled = StaticDrive(self._pool_static(events.values), events.n_steps)
             return pooled, PoolTrace(events, pooled, None)
@@ -162,8 +167,10 @@ class Pool2d:
         float32 ``[T*B, len(dead_units_below)]``, in :attr:`LayerGrads.dead_error_below`.
         An average pooling over whole channels hands a layer that takes it
         (``request.pooled_ok``) a :class:`PooledGrad` instead of forming dL/d(input)."""
-        if not isinstance(grad_out, np.ndarray):
-            raise ShapeError("pooling takes dL/d(output) as a dense [T, B, N] array")
+        out = trace.events_out
+        if not isinstance(grad_out, np.ndarray) or grad_out.shape != (out.n_steps, out.batch, self.n_out):
+            raise ShapeError(f"pooling takes dL/d(output) as a dense [T, B, N] = {[out.n_steps, out.batch, self.n_out]} "
+                             "array (the trace's T and B)")
         grads = LayerGrads([])
         if not request.input_grad:
             return grads
