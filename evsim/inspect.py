@@ -201,7 +201,8 @@ class Inspection(_Statistics):
 
 
 def record_dataset(network: Network, dataset, split: str = "test", samples: int = 256, time_steps: int | None = None,
-                   seed: int = 0, batch_size: int = INSPECT_BATCH_SIZE, keep: int = 10) -> tuple[Inspection, np.ndarray]:
+                   seed: int = 0, batch_size: int = INSPECT_BATCH_SIZE,
+                   keep: int = 10) -> tuple[Inspection, np.ndarray]:
     """:func:`record` on the first ``samples`` samples of ``dataset``'s ``split``, encoded
     as training does (rate coding drawn with a generator seeded by ``seed``, as
     ``evsim eval`` draws it), ``batch_size`` samples at a time; the spikes of the first

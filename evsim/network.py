@@ -347,8 +347,9 @@ class Network:
                         and trace.spikes.shape == trace.u.shape
                         and (trace.events_in.n_steps, trace.events_in.batch) == (n_steps, batch))
             if not fits:
-                raise ShapeError(f"trace {k} does not fit layer {k} ({self.layer_labels()[k]}) for a pass of {n_steps} steps x {batch} samples "
-                                 "(traces of different forward passes, or out of order); pass one forward's traces")
+                raise ShapeError(f"trace {k} does not fit layer {k} ({self.layer_labels()[k]}) for a pass of {n_steps} "
+                                 f"steps x {batch} samples (traces of different forward passes, or out of order); "
+                                 "pass one forward's traces")
         return n_steps, batch
 
     def parameters(self, grads: list[LayerGrads] | None = None) -> list[tuple[np.ndarray, np.ndarray | None, dict]]:

@@ -205,8 +205,8 @@ class StructuralEdits:
         check_recorded(trace)
         if getattr(trace, "plan", None) != self.plan_id or self.built_version != self.store.version:
             raise ShapeError("these traces are not of the layer's present structure (its synapses changed after the "
-                             "forward pass, or they come from another network, a copy or another layer: pass forward's traces "
-                             "in order); run forward again")
+                             "forward pass, or they come from another network, a copy or another layer: pass "
+                             "forward's traces in order); run forward again")
 
     def grads_fit(self, grads: "LayerGrads") -> bool:
         """Whether ``grads`` were taken on this layer's present structure (not before a

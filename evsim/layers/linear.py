@@ -272,8 +272,9 @@ class SparseLinear(StructuralEdits):
             if (g.dtype != np.float32 or w.dtype != np.float32 or g.ndim != 2 or w.ndim != 2
                     or not g.flags.c_contiguous or not w.flags.c_contiguous
                     or g.shape[0] != n_steps * batch or w.shape[1] != n_alive or g.shape[1] < w.shape[0]):
-                raise ShapeError(f"the factors of dL/d(spikes) must be C-contiguous float32 grad_u [T*B = {n_steps * batch}, >= M] "
-                                 f"and weights [M, {n_alive}]; got {g.dtype} {g.shape} and {w.dtype} {w.shape}")
+                raise ShapeError(f"the factors of dL/d(spikes) must be C-contiguous float32 grad_u "
+                                 f"[T*B = {n_steps * batch}, >= M] and weights [M, {n_alive}]; got {g.dtype} {g.shape} "
+                                 f"and {w.dtype} {w.shape}")
         elif not isinstance(grad_spikes, np.ndarray) or grad_spikes.shape != trace.u.shape:
             raise ShapeError(f"dL/d(spikes) must be [T, B, alive neurons] = {list(trace.u.shape)} (the trace's), got "
                              + (str(list(grad_spikes.shape)) if isinstance(grad_spikes, np.ndarray)

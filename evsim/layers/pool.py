@@ -169,8 +169,8 @@ class Pool2d:
         (``request.pooled_ok``) a :class:`PooledGrad` instead of forming dL/d(input)."""
         out = trace.events_out
         if not isinstance(grad_out, np.ndarray) or grad_out.shape != (out.n_steps, out.batch, self.n_out):
-            raise ShapeError(f"pooling takes dL/d(output) as a dense [T, B, N] = {[out.n_steps, out.batch, self.n_out]} "
-                             "array (the trace's T and B)")
+            raise ShapeError("pooling takes dL/d(output) as a dense [T, B, N] = "
+                             f"{[out.n_steps, out.batch, self.n_out]} array (the trace's T and B)")
         grads = LayerGrads([])
         if not request.input_grad:
             return grads
