@@ -12,11 +12,13 @@ the float32 potential and spike gradients and the spike events (about 16 B). Eva
 (``forward(record=False)``) keeps each layer's uint8 spikes and their events, and a
 float32 membrane only for the layer it is computing where that layer's path needs one:
 measured (peak resident memory of evaluate() at two batch sizes, less the difference of
-samples x steps x neurons) 1.7-1.8 B on the DVS-Gesture paper network with frames
+samples x steps x neurons) 1.7-1.8 B on a trained DVS-Gesture paper network with frames
 (B 8-64, T 8-32), 2.0-2.1 B on the MNIST paper network with rate coding (B 100-400, T
-16 and 32); 2.5 B with a margin. Direct (analog) input is more: its first layer keeps a
-float32 membrane (3.9 B on the MNIST paper network, whose conv1 holds half its neurons),
-counted apart (:func:`direct_membrane_bytes`). Inspection (:mod:`evsim.inspect`) adds
+16 and 32); 2.5 B with a margin. Spikes cost their events too, so a network that fires
+more needs more: 2.9 B for the DVS-Gesture network with its initial weights on frames of
+N-MNIST's activity (``benchmarks/bench_eval_memory.py``). Direct (analog) input is more:
+its first layer keeps a float32 membrane (3.6-3.9 B on the MNIST paper network, whose
+conv1 holds half its neurons), counted apart (:func:`direct_membrane_bytes`). Inspection (:mod:`evsim.inspect`) adds
 the recording's own copy over every neuron (uint8, float32 for average pooling) and its
 events' slots: measured 2.2-2.3 B more (3.9 B in all on the DVS-Gesture network, 4.4 B on
 MNIST's). Per input event a sample can give: rate coding's float32 draw of the cell,
