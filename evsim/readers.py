@@ -16,6 +16,7 @@ file can ask for a lot are checked before parsing:
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -93,6 +94,14 @@ def reads(what: str, error: type[EvsimError] = DataError, fix="replace it with a
     return wrap
 
 
+def cannot_read(path: Path, what: str, exc: OSError) -> str:
+    """"PATH: cannot read the WHAT (reason); fix", the fix by the reason."""
+    fix = {errno.ENOENT: "it is gone (a broken link?): restore it, or remove it",
+           errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions",
+           errno.ELOOP: "fix or remove the loop of symbolic links"}.get(exc.errno, "check the file and its disk")
+    return f"{path}: cannot read the {what} ({exc.strerror}); {fix}"
+
+
 def file_kind(mode: int) -> str:
     """'a folder', 'a FIFO' or 'a device or socket': what a path of ``st_mode`` ``mode`` is instead of a file."""
     return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
@@ -133,7 +142,7 @@ def read_small_file(path: Path, what: str, error: type[EvsimError] = DataError,
     except FileNotFoundError:
         raise error(f"{path}: no such {what} file") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        raise error(cannot_read(path, what, exc)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)

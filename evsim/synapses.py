@@ -104,6 +104,11 @@ class SynapseStore:
         density : fraction of the ``n_pre * n_post`` possible synapses that exist,
             chosen uniformly at random; 1.0 gives a full (dense) connectivity.
         """
+        for name, value in (("n_pre", n_pre), ("n_post", n_post)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ShapeError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not (isinstance(density, (int, float, np.number)) and 0.0 <= float(density) <= 1.0):
+            raise ShapeError(f"density must be a number in [0, 1], got {density!r}")
         bound = 1.0 / np.sqrt(n_pre)
         weights = rng.uniform(-bound, bound, size=(n_pre, n_post)).astype(np.float32)
         if density >= 1.0:
@@ -117,8 +122,12 @@ class SynapseStore:
         weights = np.asarray(weights, dtype=np.float32)
         if weights.ndim != 2:
             raise ShapeError(f"weights must be 2-D (n_pre, n_post), got shape {weights.shape}")
+        if not np.isfinite(weights).all():
+            raise ShapeError("weights hold NaN or infinite values")
         if mask is None:
             mask = weights != 0
+        elif np.shape(mask) != weights.shape:
+            raise ShapeError(f"mask has shape {np.shape(mask)}, the weights {weights.shape}; give one of the same shape")
         rows, cols = np.nonzero(mask)
         matrix = sp.csr_matrix((weights[rows, cols], (rows, cols)), shape=weights.shape)
         return cls(matrix)
@@ -277,14 +286,16 @@ class SynapseStore:
         if exists.any():
             k = int(np.argmax(exists))
             raise StructureError(f"regrow: synapse ({pre[k]}, {post[k]}) already exists; regrow only missing ones")
+        initial_state = initial_state or {}
+        try:  # before any change: a bad value leaves the store as it was
+            inserted = {name: np.asarray(initial_state.get(name, 0), dtype=values.dtype)
+                        for name, values in self.state.items()}
+        except (TypeError, ValueError) as exc:
+            raise StructureError(f"regrow: initial_state must map state names to numbers ({exc})") from None
         indptr = self.indptr + np.searchsorted(pre, np.arange(n_pre + 1), side="left").astype(np.int32)
         self._set(indptr, np.insert(self.indices, at, post.astype(np.int32)), np.insert(self.data, at, weights, axis=0),
                   self.shape)
-        initial_state = initial_state or {}
-        self.state = {
-            name: np.insert(values, at, np.asarray(initial_state.get(name, 0), dtype=values.dtype), axis=0)
-            for name, values in self.state.items()
-        }
+        self.state = {name: np.insert(values, at, inserted[name], axis=0) for name, values in self.state.items()}
         return int(pre.size)
 
     def is_canonical(self) -> bool:

@@ -929,6 +929,8 @@ def resume(run_dir: Path, progress: bool = True, echo: Callable[[str], None] = p
         If the data files differ from those the run trained on (by the fingerprint its
         ``config.json`` records), or its data folder no longer exists.
     """
+    if not isinstance(run_dir, (str, Path)):
+        raise CheckpointError(f"resume takes the run's folder, got {type(run_dir).__name__}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: {'is no folder' if run_dir.exists() else 'no such folder'}; give the "

@@ -243,3 +243,26 @@ def test_profile_refuses_a_model_that_is_not_an_energy_model():
 def test_a_split_refuses_inputs_that_are_not_a_real_array(inputs):
     with pytest.raises(ShapeError, match="a split's inputs must be a NumPy array of real numbers"):
         evsim.Split(inputs, np.arange(6) % 3)
+
+
+def test_store_construction_and_regrowth_state_are_checked():
+    """Raw OverflowError, IndexError and ValueError of the verification pass; NaN data and
+    a NaN density made stores silently."""
+    rng = np.random.default_rng(0)
+    for args in ((-1, 3), (2, 0), (2.5, 3), (True, 3)):
+        with pytest.raises(ShapeError, match="must be a whole number >= 1"):
+            SynapseStore.uniform(*args, rng)
+    with pytest.raises(ShapeError, match="density must be a number in"):
+        SynapseStore.uniform(2, 3, rng, density=float("nan"))
+    with pytest.raises(ShapeError, match=r"mask has shape \(3, 2\), the weights \(2, 3\)"):
+        SynapseStore.from_dense(np.ones((2, 3)), mask=np.ones((3, 2), bool))
+    with pytest.raises(ShapeError, match="NaN or infinite"):
+        SynapseStore.from_dense(np.full((2, 3), np.nan))
+    store = SynapseStore.from_dense(np.eye(3, dtype=np.float32))
+    store.state = {"adam_m": np.zeros(store.nnz, np.float32)}
+    before = (store.indptr.copy(), store.indices.copy(), store.data.copy())
+    with pytest.raises(StructureError, match="initial_state must map state names to numbers"):
+        store.regrow(np.array([0]), np.array([1]), np.array([0.5], np.float32), {"adam_m": "x"})
+    assert all(np.array_equal(a, b) for a, b in zip(before, (store.indptr, store.indices, store.data)))
+    with pytest.raises(CheckpointError, match="resume takes the run's folder, got NoneType"):
+        evsim.resume(None)

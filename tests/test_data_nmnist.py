@@ -458,8 +458,9 @@ def test_bad_bin_files_fail_clearly_and_leave_no_cache(tmp_path, how, match):
     assert cache_entries(tmp_path) == []  # no entry and no temporary folder left
 
 
-def test_unreadable_path_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="cannot read N-MNIST file"):
+def test_unreadable_path_is_a_data_error_with_its_fix(tmp_path):
+    with pytest.raises(DataError, match=r"missing.bin: cannot read the N-MNIST file \(No such file or directory\); it "
+                                        r"is gone \(a broken link\?\): restore it, or remove it$"):
         read_nmnist_bin(tmp_path / "missing.bin")
 
 

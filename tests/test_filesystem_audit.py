@@ -202,3 +202,33 @@ def test_a_failed_import_leaves_no_folders_it_made(cli_run, tmp_path, monkeypatc
     monkeypatch.setattr("evsim.cli.nir.save_network", too_large)
     line = one_line_error(run(["import-nir", str(tmp_path / "n.nir"), str(tmp_path / "imp" / "deep")]))
     assert "ulimit -f" in line and not (tmp_path / "imp").exists()
+
+
+def test_a_small_file_that_cannot_be_read_says_the_fix(tmp_path, monkeypatch):
+    """The sweep report's line for an unreadable summary.json read "(Permission denied); or
+    delete it ...": the reason came with no fix of its own."""
+    from evsim.errors import ConfigError
+    from evsim.readers import read_small_file
+
+    def denied(path, flags):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr("evsim.readers.os.open", denied)
+    with pytest.raises(ConfigError, match=r"s.json: cannot read the run summary \(Permission denied\); fix its "
+                                          "permissions$"):
+        read_small_file(tmp_path / "s.json", "run summary", ConfigError)
+
+
+def test_an_unreadable_manifest_says_to_fix_its_permissions_not_that_it_is_damaged(tmp_path, monkeypatch):
+    from evsim.data.emulate import MANIFEST, checked_manifest
+    from evsim.errors import DataError
+
+    (tmp_path / MANIFEST).write_text("{}")
+
+    def denied(path, flags):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr("evsim.readers.os.open", denied)
+    with pytest.raises(DataError, match=r"\(Permission denied\); fix its permissions; or, if the folder is emulated "
+                                        r"N-MNIST, make it again with `evsim data emulate-nmnist`$"):
+        checked_manifest(tmp_path)

@@ -316,12 +316,12 @@ def checked_manifest(out: Path) -> dict | None:
     path = Path(out) / MANIFEST
     if not os.path.lexists(path):
         return None
-    fix = ("fix its permissions or restore it; if the folder is emulated N-MNIST, "
-           "make it again with `evsim data emulate-nmnist`")
+    again = "if the folder is emulated N-MNIST, make it again with `evsim data emulate-nmnist`"
+    fix = f"restore it; {again}"
     try:
         manifest = read_json(path, "emulator manifest", fix=fix)
-    except EvsimError as exc:
-        raise DataError(f"{exc}; {fix}" if fix not in str(exc) else str(exc)) from None
+    except EvsimError as exc:  # damage says ``fix``; an unreadable file its own (permissions, ...)
+        raise DataError(str(exc) if again in str(exc) else f"{exc}; or, {again}") from None
     splits = manifest.get("splits", {}) if isinstance(manifest, dict) else None
     if not (isinstance(splits, dict) and all(isinstance(v, dict) for v in splits.values())):
         raise DataError(f"{path}: not an emulator manifest (no object 'splits' of objects); {fix}")

@@ -19,7 +19,7 @@ from evsim.data.cache import write_meta
 from evsim.data.frames import SparseFrames, SparseFrameWriter
 from evsim.errors import ConfigError, DataError
 from evsim.host import physical_memory
-from evsim.readers import reads
+from evsim.readers import cannot_read, reads
 
 NMNIST_SENSOR = (34, 34, 2)  # tonic order: width, height, polarities
 SLICINGS = ("events", "time")
@@ -52,7 +52,7 @@ def read_nmnist_bin(path: Path, sensor_size: tuple = NMNIST_SENSOR) -> np.ndarra
     try:
         size = path.stat().st_size  # a regular file: @reads refused anything else
     except OSError as exc:
-        raise DataError(f"{path}: cannot read N-MNIST file ({exc.strerror})") from None
+        raise DataError(cannot_read(path, "N-MNIST file", exc)) from None
     if size == 0:
         raise DataError(f"{path}: empty N-MNIST file (0 bytes); delete it or replace it with a good copy")
     if size % _RECORD_BYTES:

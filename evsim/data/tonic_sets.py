@@ -47,7 +47,7 @@ from evsim.data.events import (INT64_LIMIT, OUTSIDE_SENSOR_FIX, blank_notice, ch
 from evsim.data.nmnist import EventFiles, _pick, frames_cached
 from evsim.errors import ConfigError, DataError, EvsimError
 from evsim.files import write_json_atomic
-from evsim.readers import check_npz, check_regular, load_npy, read_json, read_small_file, reading
+from evsim.readers import cannot_read, check_npz, check_regular, load_npy, read_json, read_small_file, reading
 
 EVENTS_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 CIFAR10DVS_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -358,7 +358,7 @@ def read_aedat2(path: Path) -> np.ndarray:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DataError(cannot_read(path, "AEDAT recording", exc)) from None
     if not data.startswith(b"#!AER-DAT"):
         raise DataError(f"{path}: not an AEDAT file (no #!AER-DAT header)")
     version = data[len(b"#!AER-DAT"):].split(b"\n", 1)[0].strip().decode("ascii", "replace")
