@@ -349,7 +349,7 @@ def test_data_info_gives_the_start_and_end_of_an_arch_and_arch_paper_points_to_i
     result = run(["data", "info", "--dataset", "mnist"])
     assert result.exit_code == 0, result.output
     assert "arch input   1x28x28 (an --arch for this data begins with it and ends with 10)" in result.output
-    line = one_line_error(run(["train", "--dataset", "shd", "--arch", "paper", "--out", str(tmp_path / "r")]))
-    assert "the SD-SNN paper has no network for shd; give an architecture for its input (e.g. --arch " \
+    line = one_line_error(run(["train", "--dataset", "pokerdvs", "--arch", "paper", "--out", str(tmp_path / "r")]))
+    assert "the SD-SNN paper has no network for pokerdvs; give an architecture for its input (e.g. --arch " \
            "CxHxW-15C3-AP2-40C3-AP2-300-CLASSES, with the 'arch input' and classes that evsim data info --dataset " \
-           "shd prints) or --hidden" in line
+           "pokerdvs prints) or --hidden" in line
