@@ -65,7 +65,7 @@ def run(ctx, sweep_file, out, scheduler, scheduler_file, workers, progress):
         elif scheduler is None and scheduler_file is None:
             running = f"; {points} that did not stop in time keep their last epoch's checkpoint"
         else:
-            running = (f"; {points} still running on the cluster's workers go on until they end "
+            running = (f"; {points} still running on the cluster's workers stop after their current batch "
                        f"({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}): run the same command again "
                        "once they have")
         click.echo(f"Interrupted: finished points are kept in {folder}; run the same command again to continue "

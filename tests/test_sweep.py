@@ -604,12 +604,14 @@ def test_a_tied_points_error_names_the_point_and_field_its_value_came_from(finis
 
 
 @pytest.mark.parametrize("signum,group,background", [(signal.SIGINT, True, False), (signal.SIGTERM, False, False),
-                                                     (signal.SIGTERM, False, True)],
-                         ids=["ctrl-c", "sigterm", "sigterm-to-a-background-job"])
+                                                     (signal.SIGTERM, False, True), (signal.SIGTERM, True, False)],
+                         ids=["ctrl-c", "sigterm", "sigterm-to-a-background-job", "sigterm-to-the-group"])
 def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, group, background):
     """Ctrl-C (to the process group, as a terminal sends it) or SIGTERM (to the client, as
-    kill or a batch scheduler sends it): one line, the shell's code for the signal. A
-    script's background job (``evsim sweep ... &``, Ctrl-C ignored) ignored SIGTERM too."""
+    kill sends it, or to the whole group, as systemd and batch schedulers do): one line, the
+    shell's code for the signal, and every point that was training stopped at a batch with
+    a checkpoint (SIGTERM to the group killed the workers mid-epoch). A script's background
+    job (``evsim sweep ... &``, Ctrl-C ignored) ignored SIGTERM too."""
     import socket
 
     out = tmp_path / "out"
@@ -644,6 +646,9 @@ def test_ctrl_c_is_one_line_exit_130_and_the_sweep_resumes(tmp_path, signum, gro
         f"Interrupted: finished points are kept in {out}; run the same command again to continue"), output
     interrupted = [n for n in NAMES if (out / n / "checkpoint-latest.npz").exists()
                    and not (out / n / "summary.json").exists()]
+    for log in (out / "logs").glob("*.log"):
+        text = log.read_text()
+        assert "--- done" in text or "--- interrupted: stopped in epoch" in text or "not started" in text, text
     result = run(["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert all(states(out)[n]["action"] == "resumed" for n in interrupted)
@@ -952,8 +957,8 @@ def test_a_workers_own_evsim_data_gives_a_point_no_other_data(tmp_path, monkeypa
 
 
 def test_ctrl_c_of_a_sweep_on_another_cluster_says_which_points_go_on(tmp_path, monkeypatch):
-    """The workers of a cluster evsim did not start go on with the points that did not stop
-    in time: a rerun at once found their folders being written and marked them failed."""
+    """The points that did not stop in time are named (a rerun at once finds their folders
+    being written and marks them failed)."""
     def interrupted(*args, **kwargs):
         exc = KeyboardInterrupt()
         exc.still_running = ["seed=0"]
@@ -963,7 +968,7 @@ def test_ctrl_c_of_a_sweep_on_another_cluster_says_which_points_go_on(tmp_path, 
     result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--scheduler",
                   "tcp://127.0.0.1:1", "--no-progress"])
     assert result.exit_code == 130, result.output
-    assert "1 point still running on the cluster's workers go on until they end (seed=0)" in result.output
+    assert "1 point still running on the cluster's workers stop after their current batch (seed=0)" in result.output
     result = run(["sweep", str(sweep_file(tmp_path, TINY)), "--out", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 130 and "1 point that did not stop in time keep their last epoch's" in result.output
     monkeypatch.setattr("evsim.cli.sweep.run_sweep_file", lambda *args, **kwargs: (_ for _ in ()).throw(
@@ -1091,3 +1096,43 @@ def test_a_finished_points_damaged_summary_fails_with_its_fix(tmp_path):
     outcome = run_point("p", config, str(tmp_path / "p"), str(tmp_path / "p.log"))
     assert outcome["status"] == "failed" and outcome["action"] == "skipped", outcome
     assert "summary.json" in outcome["error"] and outcome["error"].endswith("restore the file"), outcome
+
+
+def test_stopping_cancels_points_that_are_not_running_at_once(tmp_path):
+    """A stopped sweep whose points were only queued (behind another sweep's runs on the
+    same cluster) waited until a worker freed, up to 5 minutes, saying that running points
+    were saving; queued points are cancelled at once, and keep the record they had."""
+    from evsim.runlock import run_lock
+    from evsim.sweep.execute import stop_points
+
+    class Queued:
+        key = "k"
+
+        def done(self):
+            return False
+
+    class Client:
+        cancelled = []
+
+        def cancel(self, futures):
+            self.cancelled += futures
+
+    futures = {Queued(): "seed=0", Queued(): "seed=1"}
+    client, records, said = Client(), [], []
+    start = time.monotonic()
+    with run_lock(tmp_path / "elsewhere"):  # another run's lock is no point of this sweep's
+        left = stop_points(client, dict(futures), tmp_path, tmp_path / "stop-requested", None, records.append,
+                           said.append)
+    assert time.monotonic() - start < 3 and left == [] and said == []
+    assert sorted(client.cancelled, key=id) == sorted(futures, key=id)
+    assert [r["status"] for r in records] == ["stopped", "stopped"] and (tmp_path / "stop-requested").exists()
+
+
+def test_a_point_sent_but_never_started_reports_pending(tmp_path):
+    """The report passed sweep.json's internal "submitted" through, a status no doc names."""
+    from evsim.sweep.report import _unfinished_status
+
+    assert _unfinished_status(tmp_path, {"name": "seed=2", "status": "submitted"}) == "pending"
+    (tmp_path / "seed=1").mkdir()
+    (tmp_path / "seed=1" / "checkpoint-latest.npz").write_bytes(b"")
+    assert _unfinished_status(tmp_path, {"name": "seed=1", "status": "submitted"}) == "interrupted"

@@ -21,6 +21,7 @@ from typing import Callable
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_bytes_atomic, write_json_atomic
 from evsim.readers import read_json, read_small_file, reason
+from evsim.runlock import is_locked
 from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
 from evsim.sweep.point import STOPPED, one_line, run_point
 from evsim.sweep.worker import source_stamp
@@ -309,41 +310,45 @@ def run_sweep(sweep: Sweep, configs: dict[str, TrainConfig], out: Path, client,
                 bar.set_postfix_str(live_status(client, pending, out, configs), refresh=True)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (SweepTerminated)
             bar.close()
-            exc.still_running = stop_points(client, pending, stop_file, outcome_of, record, echo)
+            exc.still_running = stop_points(client, pending, out, stop_file, outcome_of, record, echo)
             _save(out, sweep, state)
             raise
     return [state[p.name] for p in sweep.points]
 
 
-def stop_points(client, pending: dict, stop_file: Path, outcome_of: Callable, record: Callable,
+def stop_points(client, pending: dict, out: Path, stop_file: Path, outcome_of: Callable, record: Callable,
                 echo: Callable[[str], None]) -> list[str]:
-    """Stop a sweep's points where they stand: write ``stop_file``, which each running
-    point polls before its batches (it saves a checkpoint and stops) and a point not yet
-    started reads before it starts; wait up to ``STOP_WAIT_S`` for their outcomes and
-    ``record`` them. A second Ctrl-C stops the wait. The names of the points still
-    running at the end (they go on until they end)."""
+    """Stop a sweep's points where they stand: write ``stop_file``, which a running point
+    polls before its batches (it saves a checkpoint and stops) and a point reads before it
+    starts; cancel the points not running (their folder unlocked: queued, perhaps behind
+    another sweep's runs), which keep the record the last run made; wait up to
+    ``STOP_WAIT_S`` for the running ones and ``record`` their outcomes. A second Ctrl-C ends
+    the wait. The names of the points still running at the end."""
     from distributed import wait
 
     write_bytes_atomic(stop_file, b"evsim sweep: stopped; the next run of the sweep removes this file\n")
-    names = dict(pending)
+    queued = [f for f, name in pending.items() if not f.done() and not is_locked(out / name)]
+    with contextlib.suppress(Exception):  # the scheduler may be gone: the stop file still stops them
+        client.cancel(queued)
+    for future in queued:  # a point that starts even so stops before its first batch
+        record({"name": pending.pop(future), "status": STOPPED})
     try:
         for timeout in (STOP_QUIET_S, STOP_WAIT_S - STOP_QUIET_S):  # said only if it takes a while
             with contextlib.suppress(TimeoutError):
                 wait(list(pending), timeout=timeout)
             if all(f.done() for f in pending) or timeout != STOP_QUIET_S:
                 break
-            echo(f"stopping: running points save a checkpoint after their current batch (up to {STOP_WAIT_S} s; "
-                 "Ctrl-C again to leave them running)")
+            echo(f"stopping: {len(pending)} running points save a checkpoint after their current batch (up to "
+                 f"{STOP_WAIT_S} s; Ctrl-C again to stop waiting)")
     except KeyboardInterrupt:
-        return sorted(names.values())
+        pass
     except Exception:  # the scheduler went away meanwhile: what finished is recorded below
         pass
     for future in [f for f in pending if f.done()]:
         record(outcome_of(future))
-    left = sorted(pending.values())
-    with contextlib.suppress(Exception):  # queued tasks must not start after the next run removes stop_file
+    with contextlib.suppress(Exception):
         client.cancel(list(pending))
-    return left
+    return sorted(name for name in pending.values() if is_locked(out / name))
 
 
 def live_status(client, pending: dict, out: Path, configs: dict[str, TrainConfig]) -> str:

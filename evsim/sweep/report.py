@@ -107,13 +107,16 @@ def results(out: Path, state: dict) -> list[dict]:
 def _unfinished_status(out: Path, point: dict) -> str:
     """``running`` for a point a process is training now (its folder is locked);
     ``interrupted`` for one stopped with a checkpoint to resume from (sweep.json says
-    ``pending`` or ``submitted``: the sweep stopped before recording it); else its status."""
+    ``pending`` or ``submitted``: the sweep stopped before recording it); ``pending`` for one
+    sent to a worker that never started it; else its status."""
     if is_locked(out / point["name"]):
         return RUNNING
     if point["status"] in ("pending", "submitted") and (out / point["name"] / CHECKPOINT).exists():
         return INTERRUPTED
     if point["status"] == "done":  # sweep.json says so, but its folder holds no finished run of it (any more)
         return LOST
+    if point["status"] == "submitted":  # sent to a worker, never started (the sweep stopped first)
+        return "pending"
     return point["status"]
 
 

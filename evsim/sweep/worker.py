@@ -1,7 +1,9 @@
 """Preloaded by each worker of the embedded cluster (``LocalCluster(preload=...)``).
 
-Ctrl-C in a terminal signals the whole process group: the workers ignore it, and the
-client, which alone reports the interruption, shuts them down.
+Ctrl-C in a terminal signals the whole process group, and so does a SIGTERM to the group
+(systemd, a batch scheduler): the workers ignore both, and the client, which alone
+reports the interruption, stops their points at a batch (see
+:func:`evsim.sweep.execute.stop_points`) and shuts them down.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 def dask_setup(worker) -> None:
     """Called by Dask in the worker process's main thread, before it takes tasks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # killed mid-batch, a point would lose its epoch
     # A point's failure reaches the client as its outcome (run_point catches everything;
     # a dead worker as KilledWorker): the worker's own logs would only be the noise of a
     # shutdown (heartbeats to a scheduler already closed).
