@@ -200,6 +200,10 @@ def check_writable_network(path, network, what: str) -> None:
         raise ConfigError(f"{what} takes a file path, got {type(path).__name__}")
     if Path(path).is_dir():
         raise ConfigError(f"{path}: it is a folder, not a file; move it away, or choose another path")
+    for k, layer in enumerate(network.layers):
+        if not isinstance(layer, LAYER_KINDS.get(getattr(layer, "kind", None), ())):
+            raise ConfigError(f"{what} writes evsim's layers ({', '.join(LAYER_KINDS)}); layer {k} is a "
+                              f"{type(layer).__name__}, which a file could not load")
 
 
 def check_path_option(path_option) -> None:
@@ -216,7 +220,8 @@ def save_network(path: Path, network: Network, run_id: str | None = None, traine
     Raises
     ------
     ConfigError
-        If ``network`` is not a Network or ``path`` is a folder.
+        If ``network`` is not a Network, holds a layer not of evsim (which no file could
+        load), or ``path`` is a folder.
     CheckpointError
         If a weight, bias or LIF parameter is NaN or infinite: :func:`load_network` would
         refuse the file, so none is written.

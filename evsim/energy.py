@@ -26,7 +26,7 @@ import numpy as np
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.energy import _count_slots
 from evsim.kernels.events import Events, StaticDrive
-from evsim.layers import Layer
+from evsim.layers import LAYER_KINDS, Layer
 
 
 @dataclass(frozen=True)
@@ -241,8 +241,13 @@ def count_network(network, traces: list, analog_input: bool, batch: int,
     Raises
     ------
     ConfigError
-        If the input, counted as events (not ``analog_input``), holds negative values.
+        If the input, counted as events (not ``analog_input``), holds negative values, or a
+        layer is not one of evsim's (whose operations this counter knows).
     """
+    for k, layer in enumerate(network.layers):
+        if not isinstance(layer, tuple(LAYER_KINDS.values())):
+            raise ConfigError(f"counting operations covers evsim's layers ({', '.join(LAYER_KINDS)}); layer {k} is a "
+                              f"{type(layer).__name__}")
     first = traces[0].events_in
     values = first.values if isinstance(first, StaticDrive) else first.val
     if not analog_input and values.size and values.min() < 0:

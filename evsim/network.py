@@ -16,6 +16,7 @@ themselves.
 from __future__ import annotations
 
 import re
+import secrets
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class Network:
         seen: dict[str, int] = {}
         labels = []
         for layer in self.layers:
-            kind = {"conv2d": "conv", "pool2d": "pool"}.get(layer.kind, "fc")
+            kind = {"conv2d": "conv", "pool2d": "pool", "linear": "fc"}.get(getattr(layer, "kind", None), "layer")
             seen[kind] = seen.get(kind, 0) + 1
             labels.append(f"{kind}{seen[kind]}")
         return labels
@@ -138,7 +139,8 @@ class Network:
         """The architecture string of this network (see :meth:`from_spec`)."""
         first = self.layers[0]
         head = "x".join(map(str, first.in_shape)) if hasattr(first, "in_shape") else str(first.n_in)
-        return "-".join([head] + [layer.describe() for layer in self.layers])
+        return "-".join([head] + [layer.describe() if hasattr(layer, "describe") else type(layer).__name__
+                                  for layer in self.layers])
 
     @property
     def sizes(self) -> list[int]:
@@ -191,7 +193,7 @@ class Network:
         last = self.layers[-1]
         counts = np.zeros((events.batch, last.n_out), dtype=np.float32)
         counts[:, last.alive_index] = traces[-1].spikes.sum(axis=0, dtype=np.float32)
-        return counts, traces
+        return counts, _one_pass(traces)
 
     def forward_layer(self, k: int, events: Events | StaticDrive, record: bool = True) -> tuple[Events, list]:
         """One step of :meth:`forward`: layer ``k`` on its input ``events``, or, where it is a
@@ -216,12 +218,12 @@ class Network:
         layer = self.layers[k]
         above = self.layers[k + 1] if k + 1 < len(self.layers) else None
         if isinstance(layer, SpikingConv2d) and isinstance(above, Pool2d):
-            fused = layer.forward_and_pool(events, self.lif, above, record, True)  # checked
+            fused = layer.forward_and_pool(events, self.lif, above, record, checked=True)
             if fused is not None:
                 counts, trace = fused
                 pooled = window_events(counts)
                 return pooled, [trace, PoolTrace(None, pooled, None, (trace.spikes, layer.alive_index))]
-        events, trace = layer.forward(events, self.lif, record, True)  # checked
+        events, trace = _run(layer, events, self.lif, record)
         return events, [trace]
 
     def predict(self, drive: np.ndarray | Events) -> np.ndarray:
@@ -246,13 +248,13 @@ class Network:
             layer = self.layers[k]
             if (isinstance(layer, SpikingConv2d) and k + 2 < len(self.layers)
                     and isinstance(self.layers[k + 1], Pool2d) and not isinstance(x, StaticDrive)):
-                pooled = layer.forward_pooled(x, self.lif, self.layers[k + 1], True)  # checked
+                pooled = layer.forward_pooled(x, self.lif, self.layers[k + 1], checked=True)
                 if pooled is not None:
                     x, k = pooled, k + 2
                     continue
             if isinstance(x, np.ndarray):
                 x = window_events(x)
-            x, trace = layer.forward(x, self.lif, False, True)  # not recorded, checked
+            x, trace = _run(layer, x, self.lif, False)  # not recorded
             k += 1
         last = self.layers[-1]
         counts = np.zeros((trace.spikes.shape[1], last.n_out), dtype=np.float32)
@@ -314,8 +316,8 @@ class Network:
             dead_need_error = would_be_grad and below is not None and below.develops and not all_alive
             request = BackwardRequest(
                 input_grad=k > 0, input_units=None if all_alive else below.alive_index,
-                factors_ok=below is not None and below.accepts_factors,
-                pooled_ok=below is not None and below.accepts_pooled,
+                factors_ok=below is not None and getattr(below, "accepts_factors", False),
+                pooled_ok=below is not None and getattr(below, "accepts_pooled", False),
                 would_be=would_be_grad and layer.develops, dead_error=dead_error,
                 dead_units_below=_dead_units(below) if dead_need_error else None)
             grads[k] = layer.backward(traces[k], grad_out, self.lif, request)
@@ -332,17 +334,22 @@ class Network:
                              + (f"{len(traces)}" if isinstance(traces, (list, tuple)) else type(traces).__name__))
         for trace in traces:
             check_recorded(trace)
-        last = traces[-1]
-        if not isinstance(last, LayerTrace):
-            raise ShapeError(f"trace {n - 1} is not the output layer's; pass forward's traces as they came, in order")
-        n_steps, batch = last.u.shape[:2]
+        if len({trace.pass_id for trace in traces if isinstance(trace, (LayerTrace, PoolTrace))}) > 1:
+            raise ShapeError("these traces come from different forward passes; pass one forward's traces, in order")
+        # evsim's own layers' traces are checked here; a layer of one's own checks its trace itself
+        last = next((trace for layer, trace in zip(reversed(self.layers), reversed(traces))
+                     if isinstance(layer, OWN_LAYERS) and not isinstance(layer, Pool2d)), None)
+        if last is not None and not isinstance(last, LayerTrace):
+            raise ShapeError("the traces do not fit the network's layers; pass forward's traces as they came, in order")
+        n_steps, batch = last.u.shape[:2] if last is not None else (None, None)
         for k, (layer, trace) in enumerate(zip(self.layers, traces)):
+            if not isinstance(layer, OWN_LAYERS):
+                continue
             if isinstance(layer, Pool2d):
                 out = trace.events_out if isinstance(trace, PoolTrace) else None
                 fits = out is not None and (out.n_steps, out.batch) == (n_steps, batch)
             else:
-                if hasattr(layer, "check_trace"):
-                    layer.check_trace(trace)
+                layer.check_trace(trace)
                 fits = (isinstance(trace, LayerTrace) and trace.u.shape == (n_steps, batch, layer.alive_index.size)
                         and trace.spikes.shape == trace.u.shape
                         and (trace.events_in.n_steps, trace.events_in.batch) == (n_steps, batch))
@@ -393,11 +400,11 @@ class LayerList(list):
 def _checked_change(name: str):
     change = getattr(list, name)
 
-    def checked(self, *args):
+    def checked(self, *args, **kwargs):
         trial = list(self)
-        change(trial, *args)
+        change(trial, *args, **kwargs)
         check_chain(trial)
-        return change(self, *args)
+        return change(self, *args, **kwargs)
     checked.__name__ = name
     return checked
 
@@ -419,7 +426,8 @@ def check_chain(layers: list) -> list:
                              "Pool2d)")
     for k, (a, b) in enumerate(zip(layers, layers[1:]), start=1):
         if a.n_out != b.n_in:
-            raise ShapeError(f"layer sizes do not chain: {a.n_out} outputs feed {b.n_in} inputs")
+            raise ShapeError(f"layer sizes do not chain: layer {k - 1}'s {a.n_out} outputs feed layer {k}'s "
+                             f"{b.n_in} inputs")
         # A map of the same size but another shape would run, on scrambled cells.
         gives, takes = getattr(a, "out_shape", None), getattr(b, "in_shape", None)
         if gives is not None and takes is not None and tuple(gives) != tuple(takes):
@@ -594,3 +602,28 @@ def parse_sizes(spec: str) -> list[int]:
     if any(not isinstance(part, int) for part in parts[1:]):
         raise ConfigError(f"architecture {spec!r} is not fully connected")
     return [int(np.prod(parts[0]))] + parts[1:]
+
+
+# The layers of this package: they take ``checked`` (their input is the network's own,
+# valid, events), and the network checks their traces and fuses their passes.
+OWN_LAYERS = (SparseLinear, SpikingConv2d, Pool2d)
+
+
+def _run(layer, events, lif: LIFParameters, record: bool):
+    """``layer.forward`` on events the network made or checked: evsim's layers skip their
+    own check; a layer of one's own takes the protocol's three arguments."""
+    if isinstance(layer, OWN_LAYERS):
+        return layer.forward(events, lif, record, checked=True)
+    return layer.forward(events, lif, record)
+
+
+def _one_pass(traces: list) -> list:
+    """``traces`` numbered as one forward pass's (``pass_id``), so that backward can
+    refuse traces of two passes mixed."""
+    number = secrets.randbits(63) | 1
+    for k, trace in enumerate(traces):
+        if isinstance(trace, LayerTrace):
+            traces[k] = trace._replace(pass_id=number)
+        elif isinstance(trace, PoolTrace):
+            trace.pass_id = number
+    return traces

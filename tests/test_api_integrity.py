@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ import evsim
 import evsim.layers.base as layer_base
 from evsim import Events, StaticDrive
 from evsim.errors import ConfigError, EvsimError, ShapeError
+from evsim.kernels.events import dense_to_events
 from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
+from evsim.layers.base import LayerGrads, Parameter
 from evsim.synapses import SynapseStore
 
 
@@ -96,7 +99,7 @@ def test_backward_refuses_traces_of_different_passes_or_out_of_order():
     small_counts, small = net.forward(spikes(rng, (1, 1, 8)))
     _, big = net.forward(spikes(rng, (40, 9, 8)))
     _, grad_counts = evsim.mse_rate(small_counts, np.zeros(1, int), 1)
-    with pytest.raises(ShapeError, match="trace 0 does not fit layer 0"):
+    with pytest.raises(ShapeError, match="different forward passes"):
         net.backward([big[0], small[1]], grad_counts)
     for bad, match in [(small[::-1], "pass forward's traces in order"), (small[:1], "the 2 traces"),
                        ([], "the 2 traces"), ("traces", "got str")]:
@@ -111,8 +114,17 @@ def test_backward_refuses_traces_of_different_passes_or_out_of_order():
     c_small, conv_small = conv.forward(spikes(rng, (2, 1, 36)))
     _, conv_big = conv.forward(spikes(rng, (5, 3, 36)))
     _, g = evsim.mse_rate(c_small, np.zeros(1, int), 2)
-    with pytest.raises(ShapeError, match="does not fit layer"):
+    with pytest.raises(ShapeError, match="different forward passes"):
         conv.backward(conv_big[:2] + conv_small[2:], g)
+
+    def unnumbered(trace):  # as forward_layer gives them: no pass to compare, the shapes are
+        if hasattr(trace, "_replace"):
+            return trace._replace(pass_id=0)
+        trace.pass_id = 0
+        return trace
+
+    with pytest.raises(ShapeError, match="does not fit layer"):
+        conv.backward([unnumbered(trace) for trace in conv_big[:2] + conv_small[2:]], g)
 
 
 def test_forward_layer_and_the_layers_forward_check_their_events():
@@ -180,11 +192,11 @@ def test_the_layers_list_refuses_a_layer_that_does_not_chain():
     rng = np.random.default_rng(0)
     net = evsim.Network.from_spec("8-400-3", rng=0)
     head = net.layers[1]
-    with pytest.raises(ShapeError, match="400 outputs feed 2 inputs"):
+    with pytest.raises(ShapeError, match="layer 0's 400 outputs feed layer 1's 2 inputs"):
         net.layers[1] = SparseLinear.uniform(2, 3, rng)
     assert net.layers[1] is head and net.sizes == [8, 400, 3]
-    for change in (lambda: net.layers.append(SparseLinear.uniform(2, 3, rng)), lambda: net.layers.insert(1, SparseLinear.uniform(3, 3, rng)),
-                   lambda: net.layers.reverse()):
+    for change in (lambda: net.layers.append(SparseLinear.uniform(2, 3, rng)),
+                   lambda: net.layers.insert(1, SparseLinear.uniform(3, 3, rng)), lambda: net.layers.reverse()):
         with pytest.raises(ShapeError):
             change()
     assert net.sizes == [8, 400, 3]
@@ -276,3 +288,96 @@ def test_construction_mistakes_are_evsim_errors():
             run()
     assert all(layer.path_option == "auto" for layer in net.layers)  # the refused set_path changed nothing
     assert evsim.Network.from_spec("8-3", rng=np.int64(3)).sizes == [8, 3]
+
+
+class _DenseTrace(NamedTuple):
+    x: np.ndarray
+    u: np.ndarray | None
+    spikes: np.ndarray
+
+
+class _DenseLIF:
+    """A user's own layer, as evsim.Layer describes one: dense NumPy, its own trace type,
+    ``forward(drive, lif, record=True)`` (the protocol's three arguments)."""
+
+    def __init__(self, n_in, n_out, rng):
+        self.n_in, self.n_out, self.develops = n_in, n_out, False
+        self.alive, self.alive_index = np.ones(n_out, bool), np.arange(n_out, dtype=np.int32)
+        self.w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+
+    def forward(self, drive, lif, record=True):
+        x = np.zeros((drive.n_steps * drive.batch, self.n_in), np.float32)
+        for s in range(drive.n_steps * drive.batch):
+            x[s, drive.idx[drive.ptr[s]:drive.ptr[s + 1]]] = drive.val[drive.ptr[s]:drive.ptr[s + 1]]
+        x = x.reshape(drive.n_steps, drive.batch, self.n_in)
+        u, o = np.zeros((2, drive.n_steps, drive.batch, self.n_out), np.float32)
+        for t in range(drive.n_steps):
+            u[t] = (lif.decay * u[t - 1] * (1 - o[t - 1]) if t else 0) + x[t] @ self.w
+            o[t] = u[t] >= lif.v_th
+        return dense_to_events(o), _DenseTrace(x, u if record else None, o)
+
+    def backward(self, trace, grad_out, lif, request):
+        surrogate = (np.abs(trace.u - lif.v_th) < lif.width) / (2 * lif.width)
+        grad_u, carry = np.zeros_like(trace.u), 0
+        for t in range(trace.u.shape[0] - 1, -1, -1):
+            grad_u[t] = grad_out[t] * surrogate[t] + carry
+            carry = grad_u[t] * lif.decay * (1 - trace.spikes[t])
+        below = grad_u @ self.w.T if request.input_grad else None
+        if below is not None and request.input_units is not None:
+            below = below[:, :, request.input_units]
+        return LayerGrads([np.einsum("tbi,tbo->io", trace.x, grad_u).astype(np.float32)], input=below)
+
+    def parameters(self):
+        return [Parameter(self.w, {})]
+
+    def fan_out(self):
+        return np.full(self.n_in, self.n_out, np.int64)
+
+    def to_arrays(self, with_state):
+        return {"w": self.w}
+
+    def nir_nodes(self, name, lif):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("where", ["output", "hidden"])
+def test_a_layer_of_ones_own_trains_beside_evsims(where, tmp_path):
+    """The checks added to forward and backward passed a fourth argument to every layer and
+    took only evsim's trace types: a layer written to the protocol failed in forward,
+    backward and predict."""
+    rng = np.random.default_rng(0)
+    own = _DenseLIF(20, 10, rng) if where == "hidden" else _DenseLIF(10, 3, rng)
+    other = SparseLinear.uniform(10, 3, rng) if where == "hidden" else SparseLinear.uniform(20, 10, rng)
+    network = evsim.Network([own, other] if where == "hidden" else [other, own])
+    x = (rng.random((6, 4, 20)) < 0.3).astype(np.float32)
+    before = own.w.copy()
+    counts, traces = network.forward(x)
+    _, grad_counts = evsim.mse_rate(counts, rng.integers(0, 3, 4), 6)
+    evsim.Optimizer("adam", lr=1e-2).step(network.parameters(network.backward(traces, grad_counts)))
+    assert not np.array_equal(own.w, before)
+    np.testing.assert_array_equal(network.predict(x), network.forward(x)[0])
+    with pytest.raises(ConfigError, match=f"layer {0 if where == 'hidden' else 1} is a _DenseLIF"):
+        evsim.save_network(tmp_path / "n.npz", network)
+    assert not (tmp_path / "n.npz").exists()
+
+
+def test_backward_refuses_traces_of_two_passes_of_the_same_shape():
+    """Two passes of the same T and batch on the same structure share their plans: mixed,
+    their traces were taken as one pass's and gave wrong gradients."""
+    network = evsim.Network.from_spec("64-32-4", rng=0)
+    rng = np.random.default_rng(1)
+    x1, x2 = ((rng.random((5, 3, 64)) < 0.3).astype(np.float32) for _ in range(2))
+    counts, first = network.forward(x1)
+    _, second = network.forward(x2)
+    _, grad = evsim.mse_rate(counts, np.array([0, 1, 2]), 5)
+    with pytest.raises(ShapeError, match="these traces come from different forward passes"):
+        network.backward([first[0], second[1]], grad)
+    network.backward(first, grad)  # one pass's, in order
+
+
+def test_the_layer_list_takes_keywords_and_names_the_layers_that_do_not_chain():
+    network = evsim.Network.from_spec("64-32-4", rng=0)
+    network.layers.sort(key=lambda layer: -layer.n_in)  # already in that order: it chains
+    with pytest.raises(ShapeError, match="layer 0's 4 outputs feed layer 1's 64 inputs"):
+        network.layers.sort(key=lambda layer: layer.n_in)
+    assert [layer.n_in for layer in network.layers] == [64, 32]

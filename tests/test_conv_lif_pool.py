@@ -133,7 +133,7 @@ def test_forward_runs_pairs_in_one_pass_as_one_by_one(spec, record, monkeypatch)
     passes = []
     one_pass = conv_layer.SpikingConv2d.forward_and_pool
     monkeypatch.setattr(conv_layer.SpikingConv2d, "forward_and_pool",
-                        lambda *args: passes.append(one_pass(*args)) or passes[-1])
+                        lambda *args, **kwargs: passes.append(one_pass(*args, **kwargs)) or passes[-1])
     network, x = spiking_network(spec)
     grad_counts = np.random.default_rng(1).standard_normal((5, network.sizes[-1])).astype(np.float32)
     for edit in range(2):

@@ -489,7 +489,7 @@ def test_graphs_built_in_memory_are_checked_like_files(rng):
         network_from_nir(graph)
     graph = foreign_graph(rng)
     graph.nodes["b"] = nir.Linear(weight=np.ones((3, 5), np.float32))
-    with pytest.raises(ShapeError, match="layer sizes do not chain: 6 outputs feed 5 inputs"):
+    with pytest.raises(ShapeError, match="layer sizes do not chain: layer 0.s 6 outputs feed layer 1.s 5 inputs"):
         network_from_nir(graph)
     with pytest.raises(ConfigError, match="dt must be one positive finite number"):
         network_from_nir(foreign_graph(rng), dt=0.0)

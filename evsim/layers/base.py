@@ -1,7 +1,7 @@
 """The two protocols every layer kind implements, and what passes between layers.
 
-:class:`Layer` is all that the network, optimizer, trainer, energy counter,
-checkpoints and NIR export know of a layer; :class:`Developing` is all that a
+:class:`Layer` is what the network and the optimizer know of a layer (the trainer,
+energy counter, checkpoints and NIR export know evsim's layers); :class:`Developing` is all that a
 structure controller (SD-SNN and the baselines) knows of a layer it may edit.
 
 Backward is a function: it takes the trace of its forward pass, what the layer above
@@ -106,7 +106,13 @@ class Parameter(NamedTuple):
 
 @runtime_checkable
 class Layer(Protocol):
-    """A spiking layer: events (or a static drive) in, spike events out."""
+    """A spiking layer: events (or a static drive) in, spike events out.
+
+    A layer of one's own that implements these trains in a :class:`~evsim.network.Network`
+    (forward, backward, parameters, predict); it checks its own input and trace. Saving,
+    NIR export and counting operations know evsim's layers only, and refuse others; the
+    network reads ``kind``, ``describe()``, ``accepts_factors`` and ``accepts_pooled``
+    where a layer has them."""
 
     n_in: int
     n_out: int
@@ -114,12 +120,13 @@ class Layer(Protocol):
     alive: np.ndarray          # bool [n_out]: units that can fire
     alive_index: np.ndarray    # int32: the alive units, ascending
 
-    def forward(self, drive: Events | StaticDrive, lif: LIFParameters, record: bool = True,
-                checked: bool = False) -> tuple[Events, Any]:
-        """Output spike events (flat unit indices) and the trace backward needs; with
+    def forward(self, drive: Events | StaticDrive, lif: LIFParameters, record: bool = True) -> tuple[Events, Any]:
+        """Output spike events (flat unit indices) and the trace backward needs, whose
+        ``spikes`` are ``[T, B, alive units]`` (the network counts the output layer's); with
         ``record`` False (inference) the trace need only serve counting and inspection,
-        and a layer may skip recording what only backward reads (the membrane). ``drive``
-        is checked (:func:`checked_drive`) unless ``checked``: the network's own events."""
+        and a layer may skip recording what only backward reads (the membrane). evsim's
+        own layers also take ``checked=True``, which skips their check of ``drive``
+        (:func:`checked_drive`): the network passes it for the events it made itself."""
 
     def backward(self, trace: Any, grad_out: Any, lif: LIFParameters, request: BackwardRequest) -> LayerGrads:
         """Gradients of the loss, given dL/d(output spikes) of the alive units."""

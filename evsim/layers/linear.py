@@ -96,6 +96,7 @@ class LayerTrace(NamedTuple):
     u: np.ndarray | None
     spikes: np.ndarray
     plan: int  # the layer's plan_id when it ran: its structure then
+    pass_id: int = 0  # Network.forward's number for the pass (0: a layer run alone)
 
 
 class SparseLinear(StructuralEdits):

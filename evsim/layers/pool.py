@@ -37,6 +37,7 @@ class PoolTrace:
             raise ValueError("a PoolTrace takes its input events or the spikes below, one of the two")
         self._events_in = events_in
         self.events_out = events_out
+        self.pass_id = 0  # Network.forward's number for the pass (0: a layer run alone)
         self.argmax = argmax
         self._spikes_below = spikes_below
 
