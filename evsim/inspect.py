@@ -37,7 +37,12 @@ INSPECT_BATCH_SIZE = 32
 class _Statistics:
     """The statistics :func:`plot_inspection` and ``evsim inspect`` show, of a
     :class:`Recording` or an :class:`Inspection` (``alive``, ``energy``,
-    ``firing_rates()``, ``rate_per_step()``, ``samples`` and ``time_steps`` are theirs)."""
+    ``firing_rates()``, ``rate_per_step()`` and ``samples`` are theirs; ``spikes`` holds at
+    least one sample's)."""
+
+    @property
+    def time_steps(self) -> int:
+        return self.spikes[0].shape[0]
 
     def summary(self) -> dict:
         """JSON-ready statistics per layer: firing rates, rate per step, operations per step."""
@@ -74,10 +79,6 @@ class Recording(_Statistics):
     alive: list[np.ndarray]
     counts: np.ndarray
     energy: EnergyReport
-
-    @property
-    def time_steps(self) -> int:
-        return self.spikes[0].shape[0]
 
     @property
     def samples(self) -> int:
@@ -184,10 +185,6 @@ class Inspection(_Statistics):
     alive: list[np.ndarray]
     counts: np.ndarray
     energy: EnergyReport
-
-    @property
-    def time_steps(self) -> int:
-        return self.spikes[0].shape[0]
 
     @property
     def samples(self) -> int:

@@ -194,11 +194,12 @@ source = ["auto", "real"]
     assert "- `source=real`: failed: full MNIST not found" in (out / "report.md").read_text()
 
 
-def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+@contextlib.contextmanager
+def cluster_apart(tmp_path: Path, env: dict):
+    """A Dask scheduler and one worker of one thread, started as separate processes, as
+    on a cluster evsim did not start; yields the scheduler file."""
     scheduler_file = tmp_path / "scheduler.json"
     dask = [sys.executable, "-m", "dask"]
-    env = {**os.environ, "EVSIM_OFFLINE": "1"}
     procs = []
     try:
         procs.append(subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
@@ -211,6 +212,21 @@ def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypa
         while not scheduler_file.exists() or not scheduler_file.read_text().strip():
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
             time.sleep(0.1)
+        yield scheduler_file
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVSIM_OFFLINE", "1")
+    with cluster_apart(tmp_path, {**os.environ, "EVSIM_OFFLINE": "1"}) as scheduler_file:
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         text = TINY.replace("epochs = 2", "epochs = 1") + "\n[axes]\nseed = [0, 1]\n"
@@ -224,15 +240,6 @@ def test_a_sweep_runs_on_a_scheduler_and_worker_started_apart(tmp_path, monkeypa
                       "--no-progress"])
         assert result.exit_code == 0, result.output
         assert [p["action"] for p in states(out).values()] == ["skipped", "skipped"]
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
@@ -1026,26 +1033,13 @@ def test_ctrl_c_of_a_sweep_on_another_cluster_stops_its_running_points(tmp_path)
     client says nothing goes on, and the same command resumes it."""
     from evsim.runlock import is_locked
 
-    scheduler_file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
     env = {**os.environ, "EVSIM_OFFLINE": "1"}
     evsim = "import sys; from evsim.cli.main import main; sys.argv = ['evsim'] + sys.argv[1:]; main()"
     text = TINY.replace("epochs = 2", "epochs = 30").replace("hidden = [24]", "hidden = [8]") + "\n[axes]\nseed = [0]\n"
     path, out = sweep_file(tmp_path, text), tmp_path / "out"
-    command = [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--scheduler-file",
-               str(scheduler_file), "--no-progress"]
-    procs = []
-    try:
-        procs.append(subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                              "--scheduler-file", str(scheduler_file)],
-                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(dask + ["worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                                              "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
-                                      cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-            time.sleep(0.1)
+    with cluster_apart(tmp_path, env) as scheduler_file:
+        command = [sys.executable, "-c", evsim, "sweep", str(path), "--out", str(out), "--scheduler-file",
+                   str(scheduler_file), "--no-progress"]
         sweep = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, start_new_session=True)
         point = out / "seed=0"
@@ -1071,15 +1065,6 @@ def test_ctrl_c_of_a_sweep_on_another_cluster_stops_its_running_points(tmp_path)
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         assert states(out)["seed=0"]["action"] == "resumed" and (point / "summary.json").exists()
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_a_finished_points_damaged_summary_fails_with_its_fix(tmp_path):
