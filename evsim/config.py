@@ -580,22 +580,28 @@ def options_from_file(path: Path, overridden=()) -> dict:
     ConfigError
         Naming the file, the key and what its value must be.
     """
-    values = read_config_file(path, list(DEFAULTS))
+    return options_from_text(read_small_file(Path(path), "TOML config", ConfigError), path, overridden)
+
+
+def options_from_text(text: bytes, where, overridden=()) -> dict:
+    """:func:`options_from_file` of a config file's bytes ``text``; its messages start with
+    ``where`` (the file, or what holds the table: a sweep's point)."""
+    values = config_table(text, where, list(DEFAULTS))
     if not values:  # a wrong or truncated file, not a wish for every default (a sweep refuses it too)
-        raise ConfigError(f"{path}: sets no option (empty, or only comments); give the options to run in it, or "
+        raise ConfigError(f"{where}: sets no option (empty, or only comments); give the options to run in it, or "
                           "leave --config out to train with the defaults")
     converted = {}
     for key, value in values.items():
         option = OPTION_BY_NAME[key]
         accepted, wording = _TOML_TYPES[option.kind]
         if type(value) not in accepted:  # a broken file, whatever overrides it
-            raise ConfigError(f"{path}: {key} = {value!r}: expected {wording}")
+            raise ConfigError(f"{where}: {key} = {value!r}: expected {wording}")
         if key in overridden:
             continue
         try:
             converted[key] = option.convert(value)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {key} = {value!r}: {str(exc).removeprefix(option.flag + ' ')}") from None
+            raise ConfigError(f"{where}: {key} = {value!r}: {str(exc).removeprefix(option.flag + ' ')}") from None
     return converted
 
 
@@ -733,26 +739,29 @@ def read_config_file(path: Path, valid_keys: list[str]) -> dict:
         is not TOML, holds a nested table, or holds a key
         outside ``valid_keys`` (the message names the key and lists the valid ones).
     """
-    path = Path(path)
-    text = read_small_file(path, "TOML config", ConfigError)
+    return config_table(read_small_file(Path(path), "TOML config", ConfigError), path, valid_keys)
+
+
+def config_table(text: bytes, where, valid_keys: list[str]) -> dict:
+    """:func:`read_config_file` of a config file's bytes ``text``; its messages start with ``where``."""
     try:
         values = tomllib.loads(text.decode("utf-8-sig"))  # a byte-order mark, invisible in editors, is dropped
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file ({exc.reason}); a config file is UTF-8 TOML") from None
+        raise ConfigError(f"{where}: not a text file ({exc.reason}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
     except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML for evsim (values nested too deeply); config files are one "
+        raise ConfigError(f"{where}: not valid TOML for evsim (values nested too deeply); config files are one "
                           "flat table of option values") from None
     for key, value in values.items():
         if key not in valid_keys:
             close = difflib.get_close_matches(key.replace("-", "_"), valid_keys, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid_keys))}")
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid_keys))}")
         if isinstance(value, dict):
-            raise ConfigError(f"{path}: {key!r} is a table; config files are one flat table of option values")
+            raise ConfigError(f"{where}: {key!r} is a table; config files are one flat table of option values")
         if isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
-            raise ConfigError(f"{path}: {key!r} holds nested arrays or tables; an option's value is a number, a "
+            raise ConfigError(f"{where}: {key!r} holds nested arrays or tables; an option's value is a number, a "
                               "string, true/false or a flat list")
     return values
 

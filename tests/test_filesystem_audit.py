@@ -17,19 +17,11 @@ from evsim.data.emulate import MANIFEST, write_emulated_nmnist
 from evsim.errors import DataError
 from evsim.files import write_bytes_atomic
 from evsim.sweep import training
+from tests import test_hostile_runs
 from tests.conftest import one_line_error, run
 from tests.test_hostile_runs import TINY
 
-
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    """A finished tiny MNIST run made by ``evsim train`` (copy it before changing it)."""
-    out = tmp_path_factory.mktemp("fs") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EVSIM_OFFLINE", "1")
-        result = run(["train", *TINY, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+cli_run = test_hostile_runs.cli_run  # the same module fixture: a finished tiny run, made once here
 
 
 def copy_of(run_dir, tmp_path, name="copy"):

@@ -19,8 +19,11 @@ from evsim.inspect import record_dataset
 from evsim.memory import GIB
 from evsim.network import spec_footprint
 from evsim.presets import PAPER_ARCHS, PRESETS
+from tests import test_inspect
 from tests.conftest import one_line_error, run
-from tests.runs import TINY_MNIST, toy_dataset
+from tests.runs import toy_dataset
+
+tiny_run = test_inspect.tiny_run  # the same module fixture: a finished tiny run, made once here
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +49,6 @@ def test_record_dataset_in_batches_gives_the_one_pass_statistics(rng):
                                                             evsim.inspect.SampleSeeds(evsim.inspect.eval_seeds(0))))
     for a, b in zip(one.firing_rates(), whole.firing_rates()):
         np.testing.assert_allclose(a, b, rtol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run(["train", *TINY_MNIST, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def test_inspect_refuses_a_batch_beyond_memory_in_one_line(tiny_run, monkeypatch):

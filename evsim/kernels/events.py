@@ -238,12 +238,16 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     ShapeError
         If ``index_map`` is not N increasing integers >= 0 (the kernels read it unchecked).
     """
+    n = dense.shape[2]
+    return alive_events(dense, np.arange(n, dtype=np.int32) if index_map is None
+                        else _checked_index_map(index_map, n))
+
+
+def alive_events(dense: np.ndarray, index_map: np.ndarray) -> Events:
+    """:func:`dense_to_events` with an int32 ``index_map`` taken as valid: a layer's own
+    alive units (ascending by construction), at every forward pass."""
     n_steps, batch, n = dense.shape
     flat = dense.reshape(n_steps * batch, n)
-    if index_map is None:
-        index_map = np.arange(n, dtype=np.int32)
-    else:
-        index_map = _checked_index_map(index_map, n)
     if flat.dtype == np.bool_:
         flat = flat.view(np.uint8)
     bit_cells = flat.dtype in (np.uint8, np.float32) and flat.flags.c_contiguous

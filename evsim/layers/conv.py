@@ -32,7 +32,7 @@ from evsim.kernels.conv_lif_backward import lif_backward_weight_grad
 from evsim.kernels.conv_lif_pool import conv_lif_pool
 from evsim.kernels.conv_paths import (FORWARD_PATHS, INPUT_GRAD_PATHS, WEIGHT_GRAD_PATHS, event_density, forward_path,
                                       input_grad_path, nonzero_density, pooled_path, scatter_below, weight_grad_path)
-from evsim.kernels.events import Events, StaticDrive, dense_to_events
+from evsim.kernels.events import Events, StaticDrive, alive_events, dense_to_events
 from evsim.kernels.lif import NO_FACTORS, NO_POOL_CHANNELS, NO_POOL_SHAPE, _lif_backward
 from evsim.kernels.propagate import _lif_scan, propagate_static
 from evsim.layers.base import (BackwardRequest, InputGradFactors, LayerGrads, Parameter, PooledGrad,
@@ -189,7 +189,7 @@ class SpikingConv2d(StructuralEdits):
             FORWARD_PATHS[path](events.ptr, events.idx, events.val, *kernels, u.reshape(steps * batch, n_units))
             _lif_scan(u, spikes, np.repeat(bias, self.geometry.out_cells), decay, v_th, hard, get_num_threads())
         trace = LayerTrace(events, u if record else None, spikes, self.plan_id)
-        return dense_to_events(spikes, self.alive_index), trace
+        return alive_events(spikes, self.alive_index), trace
 
     def forward_pooled(self, drive: Events | np.ndarray, lif: LIFParameters, pool: Pool2d,
                        checked: bool = False) -> np.ndarray | None:

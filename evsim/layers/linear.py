@@ -29,7 +29,7 @@ from numba import get_num_threads
 
 from evsim.aligned import aligned_empty, aligned_zeros, line_width
 from evsim.errors import ConfigError, ShapeError
-from evsim.kernels.events import Events, EventsByRow, StaticDrive, dense_to_events, group_by_row
+from evsim.kernels.events import Events, EventsByRow, StaticDrive, alive_events, group_by_row
 from evsim.kernels.grad import (
     _gather_csr,
     _input_grad_csr,
@@ -229,7 +229,7 @@ class SparseLinear(StructuralEdits):
             propagate_csr(events.ptr, events.idx, events.val, self.store.indptr, self.columns, self.store.data,
                           bias, decay, v_th, hard, u, spikes)
         trace = LayerTrace(events, u if record else None, spikes, self.plan_id)
-        return dense_to_events(spikes, self.alive_index), trace
+        return alive_events(spikes, self.alive_index), trace
 
     def _static_current(self, values: np.ndarray) -> np.ndarray:
         """``[B, N_alive]``: the current of the same input at every step, one BLAS product

@@ -3,19 +3,16 @@ its option resolution, so that a point means exactly what ``evsim train --config
 would make of the same table.
 
 A point's options go through ``evsim train --config``'s own path
-(:func:`evsim.config.options_from_file`, then :func:`evsim.config.resolve_options`:
-file > preset > default), run on a file (in memory where possible) that holds the point's table: no
-second copy of the option rules exists to drift from the first.
+(:func:`evsim.config.options_from_text`, then :func:`evsim.config.resolve_options`:
+file > preset > default), run on the point's table written as TOML: no second copy of
+the option rules exists to drift from the first.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from evsim.config import (DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_file, resolve_options,
+from evsim.config import (DEFAULTS, OPTIONS, TrainConfig, config_from_options, options_from_text, resolve_options,
                           to_toml)
 from evsim.errors import ConfigError
 from evsim.train import TrainingInterrupted, check_before_loading, resume, train
@@ -47,30 +44,11 @@ def resolve(values: dict, out: Path, where: str) -> TrainConfig:
         If a value is of the wrong type or out of range, or the options together are
         no valid configuration; the message starts with ``where`` instead of F.
     """
-    with _toml_file(to_toml(values)) as path:
-        try:
-            return config_from_options(resolve_options({}, options_from_file(path)), out)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {str(exc).replace(f'{path}: ', '')}") from None
-
-
-@contextlib.contextmanager
-def _toml_file(text: str):
-    """A path to a file holding ``text``: on Linux a file in memory, so that a machine
-    without a writable temporary folder still runs sweeps; elsewhere a temporary file."""
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        fd = os.memfd_create("evsim-point.toml")
-        try:
-            with os.fdopen(os.dup(fd), "w", encoding="utf-8") as handle:
-                handle.write(text)
-            yield Path(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="evsim-point-") as tmp:
-        path = Path(tmp) / "point.toml"
-        path.write_text(text, encoding="utf-8")
-        yield path
+    options = options_from_text(to_toml(values).encode(), where)
+    try:
+        return config_from_options(resolve_options({}, options), out)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def point_config(values: dict, out: Path, where: str) -> TrainConfig:
