@@ -236,9 +236,8 @@ def test_predict_gives_forward_counts(spec, monkeypatch):
 
 
 def test_forward_pooled_declines_what_it_does_not_fuse(rng):
-    """Max pooling, pools of 3 and strides are left to forward; so is sparse input where the
-    machine's table names no fused event path (the layer's own event path is cheaper), and
-    where it names one, sparse input runs fused on it."""
+    """Max pooling, pools of 3 and strides are left to forward; sparse input and dense
+    input run fused on every machine's table (sparse on the fused event path)."""
     net = evsim.Network.from_spec("2x24x24-6C3-MP2-5C3-AP3-5C3s2-AP2-4", rng=0)
     conv1, maxpool, conv2, pool3, conv3, avgpool = net.layers[:6]
     dense = np.ones((2, 3, conv1.n_in), np.float32)
@@ -251,8 +250,8 @@ def test_forward_pooled_declines_what_it_does_not_fuse(rng):
     for table in (conv_paths.AVX512, conv_paths.AVX2):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(conv_paths, "HOST", table)
-            pooled = fused.layers[0].forward_pooled(evsim.dense_to_events(sparse), net.lif, fused.layers[1])
-            assert (pooled is None) == ("events" not in table.pooled)
+            assert conv_paths.pooled_path(fused.layers[0].geometry, 40, 1 / sparse.size) == "events"
+            assert fused.layers[0].forward_pooled(evsim.dense_to_events(sparse), net.lif, fused.layers[1]) is not None
             dense = np.ones((2, 3, fused.layers[0].n_in), np.float32)
             assert fused.layers[0].forward_pooled(evsim.dense_to_events(dense), net.lif, fused.layers[1]) is not None
 

@@ -75,8 +75,7 @@ class PathCosts:
     # Inference through a convolution, its LIF step and 2 x 2 average pooling in one pass
     # (evsim.kernels.conv_lif_pool): per dense kernel (ns an output computed, ns a 16-lane
     # multiply-add; pooled_work), for the event path (ns an output stepped, ns a 16-lane
-    # add; pooled_events_work), fitted to that pass; a kernel not named is not run (without
-    # "events", the pass runs only where the forward's model picks a dense kernel).
+    # add; pooled_events_work), fitted to that pass; a dense kernel not named is not run.
     pooled: dict[str, tuple[float, float]]
 
 
@@ -105,9 +104,13 @@ AVX512 = PathCosts(
     # Against the direct transposed convolution (51-53 ms at every density, run 9): gather
     # wins below 9.2-9.4 %, scatter below 3.7-4.0 %; the GEMM + col2im lost to both.
     input_grad_gather_below=0.095, input_grad_scatter_below=0.04,
-    # The forward's own model: the fused pooling measured only as a whole network's
-    # inference there; Winograd's F(4x4, 3x3) not measured there.
-    pooled={"direct": (0.35, 0.23), "winograd": (0.82, 0.30)},
+    # bench_pooled_paths at 1 thread on an AMD EPYC with AVX-512 (runs s50-a, b and c, the
+    # mean of the three fits), ten shapes, the event path at 2, 6 and 15 % input: it picks
+    # the fastest kernel for 26-27 of the 30 (shape, density) points of each run. conv1 of
+    # the paper's network takes the events at N-MNIST's 6 % (5.7-6.7 us a slot against
+    # 9.0-10.3 for the dense kernels), conv2 F(4x4) on its 37 % (13.4-14.0 against
+    # 17.6-18.0 for F(2x2)).
+    pooled={"events": (0.30, 1.58), "direct": (0.40, 0.33), "winograd": (0.59, 0.35), "winograd4": (0.59, 0.39)},
 )
 # An AMD EPYC with AVX2 (RESULTS.md, "An AVX2 machine" and "Register blocks for AVX2"): the
 # event paths cost about what they cost with AVX-512, the dense paths' multiply-adds about
@@ -209,21 +212,16 @@ def pooled_path(geometry: ConvGeometry, n_filters: int, input_density: float,
     :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a ``geometry``,
     ``n_filters`` alive filters, input of this density) with the least modelled time
     (``costs``: as for :func:`forward_path`; its ``pooled`` costs, :func:`pooled_work`
-    and :func:`pooled_events_work`), among those its table names and that compute this
-    convolution (of the dense ones, only the direct convolution for kernels other than
-    3 x 3). None for a stride, and where the table names no fused event path and
-    :func:`forward_path` picks the layer's own event path: no fused pass."""
+    and :func:`pooled_events_work`): the event path, or a dense kernel its table names that
+    computes this convolution (only the direct convolution for kernels other than 3 x 3).
+    None for a stride: no fused pass."""
     c = costs or HOST
     g = geometry
     if g.stride != 1:
         return None
-    if "events" not in c.pooled and forward_path(input_density, g, n_filters, c) not in ("direct", "winograd"):
-        return None
-    modelled = {}
-    if "events" in c.pooled:
-        per_output, per_add = c.pooled["events"]
-        stepped, adds = pooled_events_work(g, n_filters, input_density)
-        modelled["events"] = per_output * stepped + per_add * adds
+    per_output, per_add = c.pooled["events"]
+    stepped, adds = pooled_events_work(g, n_filters, input_density)
+    modelled = {"events": per_output * stepped + per_add * adds}
     if not winograd_applies(g):
         per_output, per_fma = c.pooled["direct"]
         fmas = direct_multiply_adds(g.in_channels, g.kernel, n_filters, g.out_height, g.out_width, c.name)

@@ -197,13 +197,12 @@ class SpikingConv2d(StructuralEdits):
         one pass (:mod:`evsim.kernels.conv_lif_pool`): the spikes in each pooling window,
         uint8 ``[T, B, pool.n_out]`` (a quarter of each is what ``pool.forward`` hands on
         as events: :func:`evsim.kernels.conv_lif_pool.window_events`), or None where that
-        pass does not apply (a stride, another pooling, or, on a machine whose table names
-        no fused event path, input sparse enough that the layer's event path is cheaper:
-        use :meth:`forward`). ``drive``: events or an earlier pair's window counts. No
-        trace is kept. The pass's kernel is the cheapest by
-        :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a dense kernel,
-        which may be Winograd's F(4x4, 3x3), whose currents differ from :meth:`forward`'s
-        by float32 rounding (as the direct convolution's do from the event path's).
+        pass does not apply (a stride, another pooling: use :meth:`forward`). ``drive``:
+        events or an earlier pair's window counts. No trace is kept. The pass's kernel is
+        the cheapest by :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a
+        dense kernel, which may be Winograd's F(4x4, 3x3), whose currents differ from
+        :meth:`forward`'s by float32 rounding (as the direct convolution's do from the event
+        path's).
         ``drive`` is checked unless ``checked`` (as :meth:`forward`)."""
         if not checked:
             drive, lif = self._checked_drive(drive), checked_lif(lif)
