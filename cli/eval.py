@@ -11,7 +11,7 @@ from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_r
 from evsim.data.base import first_steps
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
-from evsim.files import write_json_atomic
+from evsim.files import write_json_atomic, written_together
 from evsim.plots import figure_format, plot_confusion
 
 
@@ -59,8 +59,12 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     dataset = first_steps(dataset, steps)
     result = evaluate(network, dataset, steps, split, batch_size or config.eval_batch_size, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "time_steps": steps, **result.summary()}
-    plot_confusion(result.confusion, png, f"{run_dir.resolve().name}, T = {steps}: {100 * result.accuracy:.2f}%\n"
-                                          f"{dataset.name} {split} ({dataset.source}), {loaded}")
+    with written_together():  # the figure and the JSON both new or both old
+        plot_confusion(result.confusion, png, f"{run_dir.resolve().name}, T = {steps}: "
+                                              f"{100 * result.accuracy:.2f}%\n{dataset.name} {split} "
+                                              f"({dataset.source}), {loaded}")
+        if json_path is not None:
+            write_json_atomic(json_path, {**summary, "predictions": result.predictions()})
     click.echo(f"{run_dir} ({loaded}), {split} split: {result.samples} samples, T = {steps}, data {dataset.source}")
     click.echo(f"accuracy        {100 * result.accuracy:.2f}%")
     click.echo("per class       " + "  ".join(f"{k}: {'-' if acc is None else f'{100 * acc:.1f}%'}"
@@ -69,6 +73,4 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
                + (f" + {summary['macs_per_sample']:,.0f} MACs" if summary["macs_per_sample"] else "")
                + f"; energy {summary['energy_uj_per_sample']:.4f} uJ per sample")
     click.echo(summary["energy_note"])
-    if json_path is not None:
-        write_json_atomic(json_path, {**summary, "predictions": result.predictions()})
     click.echo(f"wrote {png}" + (f" and {json_path}" if json_path is not None else ""))

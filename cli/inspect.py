@@ -8,7 +8,7 @@ import click
 from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed)
-from evsim.files import write_json_atomic
+from evsim.files import write_json_atomic, written_together
 from evsim.inspect import INSPECT_BATCH_SIZE, analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
 
@@ -55,9 +55,12 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}
     analog = analog_outputs(rec, network)
-    plot_inspection(rec, plot_path, labels, rasters,
-                    f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
-                    f"data {dataset.source})", layer_names(network), analog)
+    with written_together():  # the figure and the JSON both new or both old
+        plot_inspection(rec, plot_path, labels, rasters,
+                        f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
+                        f"data {dataset.source})", layer_names(network), analog)
+        if json_path is not None:
+            write_json_atomic(json_path, summary)
     for layer, name, kind, values in zip(summary["layers"], layer_names(network), network.layers, analog):
         ops = f"{sum(layer['ops_per_step']):,.0f} operations per sample"
         if values:  # a pooling of direct-encoded input: analog values, the same at every step
@@ -70,7 +73,5 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
             continue
         click.echo(f"L{layer['layer']} ({name}): {layer['alive']}/{layer['neurons']} neurons alive, mean firing rate "
                    f"{100 * layer['firing_rate_alive']:.2f}% of steps, {layer['silent_alive']} alive but silent; {ops}")
-    if json_path is not None:
-        write_json_atomic(json_path, summary)
     click.echo(f"wrote {plot_path}" + (f" and {json_path}" if json_path is not None else "")
                + f" ({loaded}, {rec.samples} {split} samples, data {dataset.source})")

@@ -10,7 +10,7 @@ from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_r
                             run_config, typed)
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
-from evsim.files import write_json_atomic
+from evsim.files import write_json_atomic, written_together
 from evsim.inspect import layer_names
 from evsim.plots import figure_format, plot_energy
 
@@ -59,8 +59,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     click.echo(report.table())
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "dataset": dataset.name, "split": split,
                **report.summary()}
-    # The larger file first: where it cannot be written (a full disk, ulimit -f) the other
-    # keeps its old contents too, not one new output beside one old.
-    plot_energy(summary, png_path, layer_names(network))
-    write_json_atomic(json_path, summary)
+    with written_together():  # both new or both old
+        plot_energy(summary, png_path, layer_names(network))
+        write_json_atomic(json_path, summary)
     click.echo(f"wrote {json_path} and {png_path} ({loaded})")

@@ -20,7 +20,7 @@ from evsim.checkpoint import NETWORK_FILE, load_network
 from evsim.cli.runs import check_outputs
 from evsim.config import OPTION_NAME_BY_TARGET, option_read
 from evsim.errors import CheckpointError, ConfigError, EvsimError
-from evsim.files import write_bytes_atomic
+from evsim.files import write_bytes_atomic, written_together
 from evsim.plots import MARKERS, _epoch_axis, _pyplot, figure_format, save_figure
 from evsim.runfiles import BESIDE_OPTIONS, read_metrics, read_run_config, read_summary
 
@@ -292,16 +292,17 @@ def compare(run_dirs, plot_path, csv_path):
     if not differ:
         click.echo("(the runs have the same options" + (")" if same_data else "; their data differ)"))
     _report_unreadable(found)
-    _plot_compare(readable, plot_path)
     written = [str(plot_path)]
-    if csv_path is not None:
-        keys = []
-        for row in (row for run in readable for row in run["metrics"]):
-            keys += [key for key in row if key not in keys and key not in ("type", "data_source")]  # a column of its own
-        body = [[run["run"], run["config"].get("dataset", ""), run["data_source"], *[row.get(key, "") for key in keys]]
-                for run in readable for row in run["metrics"]]
-        write_bytes_atomic(csv_path, _csv_bytes(["run", "dataset", "data_source", *keys], body))
-        written.append(str(csv_path))
+    with written_together():  # the figure and the CSV both new or both old
+        _plot_compare(readable, plot_path)
+        if csv_path is not None:
+            keys = []
+            for row in (row for run in readable for row in run["metrics"]):
+                keys += [key for key in row if key not in keys and key not in ("type", "data_source")]  # own column
+            body = [[run["run"], run["config"].get("dataset", ""), run["data_source"],
+                     *[row.get(key, "") for key in keys]] for run in readable for row in run["metrics"]]
+            write_bytes_atomic(csv_path, _csv_bytes(["run", "dataset", "data_source", *keys], body))
+            written.append(str(csv_path))
     click.echo("wrote " + " and ".join(written))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -156,14 +157,50 @@ def commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# The complete temporaries of a `written_together` block, (temporary, path), renamed at its end.
+_held: contextvars.ContextVar[list | None] = contextvars.ContextVar("held", default=None)
+
+
+@contextlib.contextmanager
+def written_together():
+    """Files written atomically inside the block change together: each is written and
+    synced to a temporary beside it as usual, and all are renamed over their paths only
+    when the block ends without an error; otherwise none is, and the temporaries are
+    removed. A report and its figure are then both new or both old, never one new beside
+    one old (a full disk, ``ulimit -f``, a bug in the second, Ctrl-C between them).
+    Blocks nest: an inner block's files wait for the outer block's end."""
+    if _held.get() is not None:
+        yield
+        return
+    held: list[tuple[str, Path]] = []
+    token = _held.set(held)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in held:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _held.reset(token)
+    for k, (tmp, path) in enumerate(held):
+        try:
+            with errors_about(path):
+                commit(tmp, path)
+        except BaseException:
+            for left, _ in held[k:]:
+                Path(left).unlink(missing_ok=True)
+            raise
+
+
 def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Let ``fill(handle)`` write a temporary file beside ``path``, fsync, then rename it
-    over ``path``.
+    over ``path`` (inside :func:`written_together`, at the block's end).
 
     The file gets the mode a plain new file would get, not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    held = _held.get()
     with errors_about(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
         try:
@@ -172,7 +209,10 @@ def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            commit(tmp, path)
+            if held is None:
+                commit(tmp, path)
+            else:
+                held.append((tmp, path))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

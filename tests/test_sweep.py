@@ -773,6 +773,26 @@ def test_report_checks_every_output_path_before_writing_any(finished, tmp_path):
     assert not (out / "results.csv").exists() and not (out / "report.md").exists()
 
 
+def test_report_files_are_all_new_or_all_old(finished, tmp_path, monkeypatch):
+    """The figure, CSV and markdown change together (evsim.files.written_together): a
+    markdown that cannot be written (here a full disk) leaves the other two as they were."""
+    import evsim.sweep.report as report
+
+    out = _copy(finished, tmp_path)
+    assert run(["sweep", "report", str(out)]).exit_code == 0
+    names = ("report.png", "results.csv", "report.md")
+    before = {name: (out / name).read_bytes() for name in names}
+    (out / NAMES[3] / "summary.json").unlink()  # the new report would differ
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device", str(out / "report.md"))
+
+    monkeypatch.setattr(report, "report_markdown", no_space)
+    assert "No space left on device" in one_line_error(run(["sweep", "report", str(out)]))
+    assert {name: (out / name).read_bytes() for name in names} == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_report_names_an_interrupted_point_resumable_and_its_data_source(finished, tmp_path):
     out = _copy(finished, tmp_path)
     name = NAMES[3]

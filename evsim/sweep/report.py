@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from evsim.errors import CheckpointError, ConfigError
-from evsim.files import write_bytes_atomic
+from evsim.files import write_bytes_atomic, written_together
 from evsim.plots import MARKERS, _pyplot, save_figure
 from evsim.readers import read_json
 from evsim.runfiles import read_summary
@@ -68,11 +68,10 @@ def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: No
     groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
     paths = report_paths(out)
     check_paths(*paths.values())
-    # The larger file first: where it cannot be written (a full disk, ulimit -f) the others
-    # keep their old contents too, not new tables beside an old figure.
-    plot_report(groups, paths["png"])
-    write_bytes_atomic(paths["csv"], results_csv(rows).encode())
-    write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
+    with written_together():  # the figure and the tables all new or all old
+        plot_report(groups, paths["png"])
+        write_bytes_atomic(paths["csv"], results_csv(rows).encode())
+        write_bytes_atomic(paths["md"], report_markdown(groups, rows, out).encode())
     return paths, [row for row in rows if row["status"] == UNREADABLE]
 
 
