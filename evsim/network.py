@@ -24,6 +24,7 @@ from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.conv_geometry import conv_geometry, pool_geometry
 from evsim.kernels.conv_lif_pool import window_events
 from evsim.kernels.events import INT32_MAX, Events, StaticDrive, all_finite, dense_to_events
+from evsim.kernels.forks import check_not_forked
 from evsim.layers import (BackwardRequest, Layer, LayerGrads, LayerTrace, Pool2d, PoolTrace, SparseLinear,
                           SpikingConv2d)
 from evsim.layers.base import check_nonempty, check_recorded, checked_drive, checked_lif
@@ -263,7 +264,8 @@ class Network:
 
     def _input_events(self, drive: np.ndarray | Events | StaticDrive) -> Events | StaticDrive:
         """The network's input as events (or the static drive), checked: the kernels index
-        memory unchecked."""
+        memory unchecked (and would kill a process forked from one running them)."""
+        check_not_forked()
         if isinstance(drive, np.ndarray):
             if drive.ndim != 3 or drive.shape[2] != self.layers[0].n_in:
                 raise ShapeError(f"input must be [T, B, {self.layers[0].n_in}], got shape {drive.shape}")
@@ -291,6 +293,7 @@ class Network:
         ``would_be_grad`` also computes, in developing layers, the gradients missing
         synapses would have (for synaptic regeneration); see :meth:`SparseLinear.backward`.
         """
+        check_not_forked()
         n_steps, batch = self._check_traces(traces)
         last = self.layers[-1]
         if not isinstance(grad_counts, np.ndarray) or grad_counts.shape != (batch, last.n_out) \

@@ -18,6 +18,7 @@ import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
 from evsim.kernels.events import Events, StaticDrive, slot_order
+from evsim.kernels.forks import check_not_forked
 from evsim.neuron import LIFParameters
 from evsim.synapses import SynapseStore
 
@@ -301,7 +302,9 @@ def checked_lif(lif) -> LIFParameters:
 def checked_drive(drive, n_inputs: int, what: str = "layer") -> Events | StaticDrive:
     """``drive`` (:class:`Events` or :class:`StaticDrive`) if a layer of ``n_inputs``
     inputs can run on it, else ShapeError: the kernels index memory unchecked. Costs
-    a few passes over the events (ordered, in range, finite)."""
+    a few passes over the events (ordered, in range, finite). Refused in a process forked
+    from one running the kernels (:func:`evsim.kernels.forks.check_not_forked`)."""
+    check_not_forked()
     if isinstance(drive, StaticDrive):
         return _checked_static(drive, n_inputs)
     if isinstance(drive, Events):
