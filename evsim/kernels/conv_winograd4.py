@@ -5,12 +5,19 @@ section 4.2).
 Each 4 x 4 block of outputs (a tile) is ``A^T [sum_c (G g_c G^T) * (B^T d_c B)] A`` over
 its 6 x 6 input window ``d_c``: 36 multiply-adds per tile, channel and filter for 16
 outputs, 2.25 an output against F(2x2, 3x3)'s 4 (:mod:`evsim.kernels.conv_winograd`) and
-the direct convolution's 9. ``G`` holds sixths, so no choice of weights makes the
-currents exact: they differ from the direct convolution's by float32 rounding, and a
-membrane that lands within that of the threshold may spike on one path and not the
-other (``tests/test_conv_winograd4.py`` compares the spikes with a float64 twin away from
-the threshold). Inference only: training keeps the paths whose currents are exact with
-dyadic weights, which its tests hold it to.
+the direct convolution's 9. ``G`` holds sixths; the kernels take ``3 G``
+(:data:`G_SCALED`), whose entries are quarters, halves, eighths and 3, so a tile's sums
+are nine times its currents and are divided by 9 once, correctly rounded, after the
+output transform. Where weights and inputs are dyadic with few bits (quantised weights,
+spike counts) every step before that division is exact, so the currents are the direct
+convolution's exactly and a membrane exactly at the threshold does not spike here and
+spike there. Otherwise they differ from the direct convolution's by float32 rounding,
+which grows with the largest input of a tile's 6 x 6 window (the transforms add inputs
+with weights up to 8 x 5 x 5), so a membrane that lands within that of the threshold may
+spike on one path and not the other (``tests/test_conv_winograd4.py`` compares the spikes
+with a float64 twin away from the threshold; the fused pass leaves inputs above
+:data:`evsim.kernels.conv_paths.WINOGRAD4_INPUT_LIMIT` to the other kernels). Inference
+only: training keeps the paths whose currents are exact with dyadic weights.
 
 A tile's 16 outputs hold its four pooling windows whole, so the LIF state stays in tile
 order and only the windows' spike counts are written. Layout, one slot at a time:
@@ -42,6 +49,9 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], 
               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
 A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                dtype=np.float64)
+# The kernels' transform, dyadic, and what its tile sums are divided by: (3G) g (3G)^T = 9 G g G^T.
+G_SCALED = 3 * G
+SUMS_SCALE = np.float32(9.0)
 # Filters a register block sums (x one tile vector): four 16-lane sums, eight AVX2
 # registers, leaving the rest for the loaded windows and the broadcast weights.
 FILTER_BLOCK = 4
@@ -80,14 +90,14 @@ def multiply_adds(used_channels: int, n_out: int, out_height: int, out_width: in
 
 def winograd4_weights(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, geometry: ConvGeometry,
                       n_filters: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(used, U)``: the input channels with a kernel (int64) and ``G g G^T`` of their
-    kernels, computed in float64 and rounded once, a register block's weights together:
+    """``(used, U)``: the input channels with a kernel (int64) and ``(3G) g (3G)^T`` of their
+    kernels (:data:`G_SCALED`), computed in float64 and rounded once, a register block's weights together:
     float32 ``[F_pad / 4, 36, C_used, 4]`` (``F_pad`` a multiple of :data:`FILTER_BLOCK`;
     zeros for missing kernels and padding filters), flat. (Filter-minor over all filters,
     a block's weights lay 160 bytes apart and the products ran 1.3x slower.)"""
     kernels = dense_filter_matrix(indptr, columns, data, n_filters).reshape(n_filters, geometry.in_channels, 3, 3)
     used = np.flatnonzero(np.diff(indptr))
-    transformed = np.einsum("ia,fcab,jb->ijcf", G, kernels[:, used].astype(np.float64), G)
+    transformed = np.einsum("ia,fcab,jb->ijcf", G_SCALED, kernels[:, used].astype(np.float64), G_SCALED)
     n_blocks = -(-n_filters // FILTER_BLOCK)
     table = np.zeros((POSITIONS, used.size, n_blocks * FILTER_BLOCK), dtype=np.float32)
     table[:, :, :n_filters] = transformed.reshape(POSITIONS, used.size, n_filters)
@@ -197,18 +207,18 @@ def _a_t(m0, m1, m2, m3, m4, m5):
 
 @njit(cache=True, inline="always")
 def _window_rows(half, row, j, b, leak, decay, v_th, hard):
-    """``A^T`` along output row ``row`` of a tile vector (its column sums in ``half``), plus
-    ``b``, through the LIF step (state at ``j``): the spikes of its left pair of outputs
-    (0 and 1) summed, and of its right pair."""
+    """``A^T`` along output row ``row`` of a tile vector (its column sums in ``half``),
+    divided by :data:`SUMS_SCALE`, plus ``b``, through the LIF step (state at ``j``): the
+    spikes of its left pair of outputs (0 and 1) summed, and of its right pair."""
     h = 6 * row * LANES
     o0, o1, o2, o3 = _a_t(load(half, h, LANES), load(half, h + LANES, LANES), load(half, h + 2 * LANES, LANES),
                           load(half, h + 3 * LANES, LANES), load(half, h + 4 * LANES, LANES),
                           load(half, h + 5 * LANES, LANES))
     k = j + 4 * row * LANES
-    left = lif_leak_update(o0 + b, leak, k, LANES, decay, v_th, hard)[1]
-    left = left + lif_leak_update(o1 + b, leak, k + LANES, LANES, decay, v_th, hard)[1]
-    right = lif_leak_update(o2 + b, leak, k + 2 * LANES, LANES, decay, v_th, hard)[1]
-    right = right + lif_leak_update(o3 + b, leak, k + 3 * LANES, LANES, decay, v_th, hard)[1]
+    left = lif_leak_update(o0 / SUMS_SCALE + b, leak, k, LANES, decay, v_th, hard)[1]
+    left = left + lif_leak_update(o1 / SUMS_SCALE + b, leak, k + LANES, LANES, decay, v_th, hard)[1]
+    right = lif_leak_update(o2 / SUMS_SCALE + b, leak, k + 2 * LANES, LANES, decay, v_th, hard)[1]
+    right = right + lif_leak_update(o3 / SUMS_SCALE + b, leak, k + 3 * LANES, LANES, decay, v_th, hard)[1]
     return left, right
 
 

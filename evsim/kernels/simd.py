@@ -12,8 +12,8 @@ Every load and store takes a lane count ``n`` (1-16): lanes ``n..15`` are neithe
 read nor written (masked loads, which never fault), so a row's last, partial vector
 needs no scalar remainder loop. Loads give 0 in those lanes.
 
-``+``, ``-`` and ``*`` work lane by lane on two vectors, ``s * v`` scales a vector by
-a float32 scalar, :func:`splat` fills all lanes with a scalar and :func:`greater`
+``+``, ``-``, ``*`` and ``/`` work lane by lane on two vectors, ``s * v`` scales a vector
+by a float32 scalar and ``v / s`` divides it by one, :func:`splat` fills all lanes with a scalar and :func:`greater`
 compares with one (1.0 or 0.0 per lane, as spikes are kept); lanes are independent, so
 results are those of the same float32 scalar operations in the same order.
 :func:`store_bytes` writes such 0/1 lanes as uint8 spikes.
@@ -220,7 +220,7 @@ def _lanewise(instruction):
     return intrinsic(typer)
 
 
-_add, _sub, _mul = _lanewise("fadd"), _lanewise("fsub"), _lanewise("fmul")
+_add, _sub, _mul, _div = _lanewise("fadd"), _lanewise("fsub"), _lanewise("fmul"), _lanewise("fdiv")
 
 
 @intrinsic
@@ -452,6 +452,15 @@ def _vector_mul(a, b):
         return lambda a, b: _mul(a, b)
     if a == types.float32 and b is float32x16:
         return lambda a, b: _mul(splat(a), b)
+    return None
+
+
+@overload(operator.truediv)
+def _vector_div(a, b):
+    if a is float32x16 and b is float32x16:
+        return lambda a, b: _div(a, b)
+    if a is float32x16 and b == types.float32:
+        return lambda a, b: _div(a, splat(b))
     return None
 
 
