@@ -160,3 +160,66 @@ def test_forward_pooled_runs_the_chosen_kernel(rng):
     got = conv.forward_pooled(drive, net.lif, pool)
     assert got.any()
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("grid, reset", [(8, "hard"), (16, "hard"), (8, "subtract")])
+def test_dyadic_weights_and_inputs_give_the_direct_convolutions_spikes_exactly(rng, grid, reset):
+    """With weights on a grid of 1/8 or 1/16 (quantised networks) and spike or window-count
+    inputs, many membranes land exactly on the threshold; the kernels' 3G transform keeps
+    every step exact and one division by 9 rounds the sums once, so F(4x4)'s spikes are
+    the direct convolution's bit for bit, ties included (with G's sixths, 44 % of a quantised
+    paper network's output counts differed)."""
+    channels, n_filters, height, width, n_steps, batch = 15, 40, 16, 16, 6, 4
+    weight = np.round(rng.normal(0.0, 0.3, (n_filters, channels, 3, 3)) * grid).astype(np.float32) / grid
+    stored = np.ones((channels, n_filters), bool)
+    indptr, columns, data = block_csr(weight, stored)
+    bias = (np.round(rng.normal(0.0, 0.1, n_filters) * grid) / grid).astype(np.float32)
+    x, ev = event_maps(rng, (n_steps, batch, channels, height, width), 0.3, values=(1.0, 0.25, 0.5, 0.75))
+    geo = conv_geometry(channels, height, width, 3, 1, 1)
+    spikes, u = twin(x, weight, bias, 1, reset)
+    assert np.count_nonzero(u == V_TH) > 100  # ties the test is about
+    drive = (x * 4).astype(np.uint8).reshape(n_steps, batch, -1)
+    got = {}
+    for path in ("direct", "winograd4"):
+        got[path] = np.zeros((n_steps, batch, n_filters * 64), np.uint8)
+        conv_lif_pool(drive, indptr, columns, data, geo, bias, DECAY, V_TH, reset == "hard", path,
+                      np.arange(n_filters), got[path])
+    np.testing.assert_array_equal(got["winograd4"], got["direct"])
+    windows = avg_pool2d(spikes.reshape(n_steps * batch, n_filters, 16, 16), 2) * 4
+    np.testing.assert_array_equal(got["direct"].reshape(windows.shape), windows)
+
+
+def test_a_quantised_network_predicts_what_it_forwards():
+    """Network.predict on the paper's N-MNIST network with weights on a 1/8 grid, where
+    the fused pass takes F(4x4) for conv2: the output counts are forward's exactly."""
+    import evsim
+
+    network = evsim.Network.from_spec("2x32x32-15C3-AP2-40C3-AP2-300-10", rng=0)
+    for layer, gain in zip(network.layers, (2.0, 1.0, 2.0, 1.0, 6.0, 6.0)):  # spiking at every layer
+        if hasattr(layer, "store"):
+            layer.store.data[...] = np.round(layer.store.data * gain * 8) / 8
+            layer.bias[...] = np.round(layer.bias * 8) / 8
+    x = (np.random.default_rng(3).random((10, 16, 2048)) < 0.06).astype(np.float32)
+    counts, _ = network.forward(x, record=False)
+    assert counts.sum() > 100
+    np.testing.assert_array_equal(network.predict(x), counts)
+
+
+def test_inputs_beyond_the_limit_leave_winograd4_to_the_other_kernels():
+    """F(4x4)'s error follows the largest input of a tile, so events larger than
+    WINOGRAD4_INPUT_LIMIT take another kernel (values of 1e6 flipped units 0.35-0.78 from
+    the threshold); spike and frame counts keep it."""
+    import evsim
+    from evsim.kernels.conv_paths import WINOGRAD4_INPUT_LIMIT
+
+    conv1 = conv_geometry(2, 16, 16, 3, 1, 1)
+    assert pooled_path(conv1, 8, 0.3) == pooled_path(conv1, 8, 0.3, largest_input=WINOGRAD4_INPUT_LIMIT) == "winograd4"
+    assert pooled_path(conv1, 8, 0.3, largest_input=2 * WINOGRAD4_INPUT_LIMIT) not in ("winograd4", None)
+    network = evsim.Network.from_spec("2x16x16-8C3-AP2-12C3-AP2-20-4", rng=0)
+    for layer in network.layers:
+        if hasattr(layer, "store"):
+            layer.store.data[...] *= 4.0
+    mask = np.random.default_rng(1).random((6, 16, 512)) < 0.1
+    for value in (1e6, 1e9):
+        x = (mask * value).astype(np.float32)
+        np.testing.assert_array_equal(network.predict(x), network.forward(x, record=False)[0])

@@ -148,6 +148,12 @@ AVX2 = PathCosts(
 
 HOST = {table.name: table for table in (AVX512, AVX2)}[KIND]
 
+# The largest input F(4x4, 3x3) takes: its currents' error grows with the largest input in
+# a tile's window, not with the unit's own inputs (about 5e-7 x that input, measured by the
+# audit of 2026-12-08: units 0.35-0.78 from the threshold flipped at 1e6), so beyond spike
+# and frame counts the fused pass takes the kernels whose error follows the unit's own sums.
+WINOGRAD4_INPUT_LIMIT = 16.0
+
 def event_density(ptr: np.ndarray, n_units: int) -> float:
     """Events per (slot x unit) of an event batch (``ptr`` int64 ``[T*B + 1]``)."""
     n_slots = ptr.shape[0] - 1
@@ -207,14 +213,15 @@ def pooled_events_work(geometry: ConvGeometry, n_filters: int, input_density: fl
 
 
 def pooled_path(geometry: ConvGeometry, n_filters: int, input_density: float,
-                costs: PathCosts | None = None) -> str | None:
+                costs: PathCosts | None = None, largest_input: float = 1.0) -> str | None:
     """``"events"``, ``"direct"``, ``"winograd"`` or ``"winograd4"``: the kernel of
     :func:`evsim.kernels.conv_lif_pool.conv_lif_pool` (a ``geometry``,
     ``n_filters`` alive filters, input of this density) with the least modelled time
     (``costs``: as for :func:`forward_path`; its ``pooled`` costs, :func:`pooled_work`
     and :func:`pooled_events_work`): the event path, or a dense kernel its table names that
-    computes this convolution (only the direct convolution for kernels other than 3 x 3).
-    None for a stride: no fused pass."""
+    computes this convolution (only the direct convolution for kernels other than 3 x 3;
+    F(4x4, 3x3) only for inputs of magnitude up to :data:`WINOGRAD4_INPUT_LIMIT`, the
+    ``largest_input``). None for a stride: no fused pass."""
     c = costs or HOST
     g = geometry
     if g.stride != 1:
@@ -230,7 +237,8 @@ def pooled_path(geometry: ConvGeometry, n_filters: int, input_density: float,
         work = pooled_work(g.in_channels, n_filters, g.out_height, g.out_width, c.name)
         modelled.update({name: per_output * work[name][0] + per_fma * work[name][1]
                          for name, (per_output, per_fma) in c.pooled.items()
-                         if name in work and (name != "winograd4" or conv_winograd4.applies(g))})
+                         if name in work and (name != "winograd4" or (conv_winograd4.applies(g)
+                                                                      and largest_input <= WINOGRAD4_INPUT_LIMIT))})
     return min(modelled, key=modelled.get)
 
 

@@ -200,9 +200,10 @@ class SpikingConv2d(StructuralEdits):
         pass does not apply (a stride, another pooling: use :meth:`forward`). ``drive``:
         events or an earlier pair's window counts. No trace is kept. The pass's kernel is
         the cheapest by :func:`evsim.kernels.conv_paths.pooled_path`: the events' taps or a
-        dense kernel, which may be Winograd's F(4x4, 3x3), whose currents differ from
-        :meth:`forward`'s by float32 rounding (as the direct convolution's do from the event
-        path's).
+        dense kernel, which may be Winograd's F(4x4, 3x3) (for inputs up to
+        :data:`evsim.kernels.conv_paths.WINOGRAD4_INPUT_LIMIT`), whose currents differ from
+        :meth:`forward`'s by float32 rounding, exact with dyadic weights and inputs (as the
+        direct convolution's do from the event path's).
         ``drive`` is checked unless ``checked`` (as :meth:`forward`)."""
         if not checked:
             drive, lif = self._checked_drive(drive), checked_lif(lif)
@@ -218,6 +219,9 @@ class SpikingConv2d(StructuralEdits):
         else:
             return None
         path = pooled_path(self.geometry, self.alive_filters.size, density)
+        if path == "winograd4" and isinstance(drive, Events):  # window counts are at most 1
+            path = pooled_path(self.geometry, self.alive_filters.size, density,
+                               largest_input=float(np.abs(drive.val).max(initial=0.0)))
         if path is None:
             return None
         pooled = self._pooled_map(steps, batch, pool)
