@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from evsim.kernels.conv_forward import (conv_currents_csr, conv_currents_dense, conv_currents_direct,
                                         conv_currents_events, conv_currents_static)
-from evsim.kernels.conv_geometry import check_block_csr, conv_fan_out, conv_geometry
+from evsim.kernels.conv_geometry import check_block_csr, check_events, conv_fan_out, conv_geometry
 from evsim.kernels.conv_input_grad import (conv_input_grad_dense, conv_input_grad_direct, conv_input_grad_gather,
                                            conv_input_grad_gather_csr, conv_input_grad_scatter,
                                            conv_input_grad_scatter_csr, conv_input_grad_winograd)
@@ -295,6 +295,17 @@ def test_geometry_refuses_bad_shapes():
         conv_geometry(2, 2, 5, 5, 1, 1)
     assert conv_geometry(2, 32, 32, 3, 1, 1)[6:] == (32, 32)
     assert conv_geometry(2, 32, 32, 3, 2, 1)[6:] == (16, 16)
+
+
+def test_events_whose_offsets_leave_the_arrays_are_refused():
+    """The kernels read events by ptr's offsets: one past the events (a segfault when a
+    kernel was called with it) is refused; the indices' range is the layers' to check."""
+    ptr, idx, val = np.array([0, 2, 3]), np.zeros(3, np.int32), np.ones(3, np.float32)
+    check_events(ptr, idx, val, 2)
+    for bad_ptr, bad_idx, bad_val in ((np.array([0, 2, 4]), idx, val), (np.array([-1, 2, 3]), idx, val),
+                                      (ptr, idx, val[:2])):
+        with pytest.raises(ValueError, match="events: ptr must"):
+            check_events(bad_ptr, bad_idx, bad_val, 2)
 
 
 def test_block_csr_checks(rng):

@@ -132,10 +132,16 @@ def check_block_csr(indptr: np.ndarray, columns: np.ndarray, data: np.ndarray, g
 
 
 def check_events(ptr, idx, val, n_slots):
-    """Refuse events that are not ``n_slots`` slots of int32 indices and float32 values."""
-    if ptr.shape != (n_slots + 1,) or idx.dtype != np.int32 or val.dtype != np.float32:
-        raise ValueError(f"events: ptr must have {n_slots + 1} entries, idx int32 and val float32; got ptr "
-                         f"{ptr.shape}, {idx.dtype}, {val.dtype}")
+    """Refuse events that are not ``n_slots`` slots of int32 indices and float32 values
+    whose first and last offsets lie inside them. The order of ``ptr`` and the range of
+    ``idx`` are the caller's to check once (:func:`evsim.layers.base.checked_drive`, which
+    the layers run): a pass over a batch's events at every kernel call would cost a few
+    percent of a layer's time."""
+    if ptr.shape != (n_slots + 1,) or idx.dtype != np.int32 or val.dtype != np.float32 or idx.shape != val.shape:
+        raise ValueError(f"events: ptr must have {n_slots + 1} entries, idx int32 and val float32 of one length; "
+                         f"got ptr {ptr.shape}, {idx.dtype} {idx.shape}, {val.dtype} {val.shape}")
+    if ptr[0] < 0 or ptr[-1] > idx.size or ptr[0] > ptr[-1]:
+        raise ValueError(f"events: ptr must run from 0 to at most {idx.size}, got {ptr[0]}..{ptr[-1]}")
 
 
 def check_out(out, n_slots, n_columns, name="out"):
