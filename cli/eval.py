@@ -46,13 +46,13 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     steps = data_options["time_steps"] if own else None
     png = plot_path or run_dir / (f"confusion-{checkpoint}-{split}" + (f"-T{steps}" if steps else "") + ".png")
     figure_format(png)
-    check_outputs(png, *([] if json_path is None else [json_path]))
+    check_outputs(png, *([] if json_path is None else [json_path]), chosen=None if plot_path else {png: "--plot FILE"})
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, network, config, data_options, allowed=("time_steps", "source", "data_dir"))
     dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other and plot_path is None:
         png = other_data_path(png, dataset)
-        check_outputs(png)
+        check_outputs(png, chosen={png: "--plot FILE"})
     if split == "val" and not config.val_fraction:
         raise ConfigError(f"{run_dir} trained without a validation split (--val-fraction 0); choose test or train")
     steps = steps or config.time_steps

@@ -43,13 +43,14 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     # Named like eval's and profile's figures: inspections of other checkpoints and splits stay.
     given_plot, plot_path = plot_path, plot_path or run_dir / f"inspect-{checkpoint}-{split}.png"
     figure_format(plot_path)
-    check_outputs(plot_path, *([] if json_path is None else [json_path]))
+    check_outputs(plot_path, *([] if json_path is None else [json_path]),
+                  chosen=None if given_plot else {plot_path: "--plot FILE"})
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, network, config, data_options, allowed=("source", "data_dir"))
     dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other and given_plot is None:
         plot_path = other_data_path(plot_path, dataset)
-        check_outputs(plot_path)
+        check_outputs(plot_path, chosen={plot_path: "--plot FILE"})
     rec, labels = record_dataset(network, dataset, split, samples, config.time_steps, config.seed, batch_size,
                                  rasters)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,

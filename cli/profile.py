@@ -44,14 +44,16 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     name = f"profile-{checkpoint}-{split}"
     json_path, png_path = json_path or run_dir / f"{name}.json", png_path or run_dir / f"{name}.png"
     figure_format(png_path)
-    check_outputs(json_path, png_path)
+    check_outputs(json_path, png_path, chosen={path: option for path, option, mine in zip(
+        (json_path, png_path), ("--json FILE", "--plot FILE"), given) if mine is None})
     network, config, loaded = load_run_network(run_dir, checkpoint)
     config = run_config(ctx, run_dir, network, config, data_options, allowed=("source", "data_dir"))
     dataset, other = load_run_dataset(config, run_dir, typed(ctx, "source"), typed(ctx, "data_dir"))
     if other:  # the run's own profile.json and .png hold its own data's
         json_path, png_path = (mine or other_data_path(path, dataset)
                                for mine, path in zip(given, (json_path, png_path)))
-        check_outputs(json_path, png_path)
+        check_outputs(json_path, png_path, chosen={path: option for path, option, mine in zip(
+            (json_path, png_path), ("--json FILE", "--plot FILE"), given) if mine is None})
     report = run_profile(network, dataset, model=EnergyModel(e_ac, e_mac, e_neuron),
                          time_steps=config.time_steps, split=split, samples=samples, batch_size=batch_size,
                          seed=config.seed)

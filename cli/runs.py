@@ -16,6 +16,7 @@ from evsim.data import Dataset, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
 from evsim.errors import CheckpointError, ConfigError, DataError
+from evsim.files import clean_stale_temporaries
 from evsim.readers import file_kind
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
@@ -288,9 +289,15 @@ def with_crop_default(ctx: click.Context, options: dict, network: Network) -> di
     return {**options, "crop": crops_by_default(options["dataset"], network.describe())}
 
 
-def check_outputs(*paths: Path) -> None:
+def check_outputs(*paths: Path, chosen: dict[Path, str] | None = None, sweep_report: bool = False) -> None:
     """Refuse, before any work, a path where a file cannot be written: a command either
-    writes all its outputs or none (not a JSON and then a crash on the PNG).
+    writes all its outputs or none (not a JSON and then a crash on the PNG). Then remove
+    what killed evsim commands left in the outputs' folders (their temporaries).
+
+    ``chosen``: the paths the command chose itself (its defaults), each with the option
+    that names another (``"--plot FILE"``): a refusal of one names the options of the
+    defaults in its folder, since the user gave no path to change. ``sweep_report``:
+    the outputs are evsim sweep report's own files, which it may overwrite.
 
     Raises
     ------
@@ -299,24 +306,35 @@ def check_outputs(*paths: Path) -> None:
         folder, or its folder (or the nearest existing one above it, as missing folders
         are created) is not a writable folder.
     CheckpointError
-        If a path is a run's own file (``summary.json``, ``training.png``, ...).
+        If a path is a file a run or sweep keeps its state in (``summary.json``,
+        ``.evsim.lock``, ``sweep.json``, ...; see
+        :func:`~evsim.runfiles.refuse_overwriting_run_files`).
     """
+    chosen = chosen or {}
+
+    def fix(path: Path, typed: str) -> str:
+        if path not in chosen:
+            return typed
+        return "give " + " and ".join(option for other, option in chosen.items() if other.parent == path.parent)
+
     seen = set()
     for path in paths:
         if path.resolve() in seen:
             raise ConfigError(f"{path} is given for two outputs; give each output its own file name")
         seen.add(path.resolve())
     for path in paths:
-        refuse_overwriting_run_files(path, "choose another file name")
+        refuse_overwriting_run_files(path, fix(path, "choose another file name"), sweep_report)
         if path.is_dir():
-            raise ConfigError(f"{path} is a folder; give a file name")
+            raise ConfigError(f"{path} is a folder; {fix(path, 'give a file name')}")
         folder = path.parent
         while not folder.exists():
             folder = folder.parent
         if not folder.is_dir():
-            raise ConfigError(f"cannot write {path}: {folder} is not a folder; choose another path")
+            raise ConfigError(f"cannot write {path}: {folder} is not a folder; {fix(path, 'choose another path')}")
         try:  # try it: os.access says yes to root in read-only places like /proc
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {folder} is not writable ({exc.strerror}); "
-                              "choose another path") from None
+                              f"{fix(path, 'choose another path')}") from None
+    for folder in {path.parent for path in paths}:
+        clean_stale_temporaries(folder)

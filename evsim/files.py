@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -157,65 +160,172 @@ def commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# The complete temporaries of a `written_together` block, (temporary, path), renamed at its end.
-_held: contextvars.ContextVar[list | None] = contextvars.ContextVar("held", default=None)
+class _Block:
+    """What a :func:`written_together` block holds until its end: the complete
+    temporaries, (temporary, path), and the folders its writes created."""
+
+    def __init__(self):
+        self.files: list[tuple[str, Path]] = []
+        self.folders: list[Path] = []
+
+
+_held: contextvars.ContextVar[_Block | None] = contextvars.ContextVar("held", default=None)
+# The signals a block's renames finish before: Ctrl-C and a plain kill.
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and the missing folders above it; those made, outermost first
+    (for :func:`remove_folders` to take back)."""
+    folder, missing = Path(folder), []
+    while not os.path.isdir(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:  # made by another process meanwhile, or a file in the way
+                if not os.path.isdir(folder):
+                    raise
+                continue
+            made.append(folder)
+    except BaseException:
+        remove_folders(made)
+        raise
+    return made
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Remove the folders ``made`` (as :func:`make_folders` returns them), deepest first,
+    each only if empty: a failed write leaves no folder it created for nothing."""
+    for folder in reversed(made):
+        try:
+            os.rmdir(folder)
+        except OSError:  # something else was put there meanwhile: keep it
+            pass
+
+
+@contextlib.contextmanager
+def _folders_locked(paths: list[Path]):
+    """An exclusive flock of each folder holding one of ``paths``, meanwhile: two
+    processes renaming outputs in the same folders take turns, so that each keeps a pair
+    consistent. Taken in the order of the folders' device and inode numbers (the same
+    in every process, whatever names lead there), so two processes never wait for each
+    other; a folder that cannot be opened or locked (no read permission, a file system
+    without flock) is renamed in unlocked."""
+    with contextlib.ExitStack() as stack:
+        folders = {}
+        for folder in {Path(p).parent for p in paths}:
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            stack.callback(os.close, fd)
+            info = os.fstat(fd)
+            folders.setdefault((info.st_dev, info.st_ino), fd)  # one folder by two names: one lock
+        for key in sorted(folders):
+            try:
+                fcntl.flock(folders[key], fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        yield  # closing the descriptors releases the locks
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM arriving meanwhile take effect only at the end: the renames of
+    a block are not cut in two. Only the main thread can set handlers; elsewhere (and for
+    a signal whose handler Python did not set) nothing is deferred."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    try:
+        for sig in _DEFERRED_SIGNALS:
+            if signal.getsignal(sig) is not None:  # None: a handler not set from Python cannot be put back
+                previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)  # now handled as it would have been
 
 
 @contextlib.contextmanager
 def written_together():
     """Files written atomically inside the block change together: each is written and
     synced to a temporary beside it as usual, and all are renamed over their paths only
-    when the block ends without an error; otherwise none is, and the temporaries are
-    removed. A report and its figure are then both new or both old, never one new beside
-    one old (a full disk, ``ulimit -f``, a bug in the second, Ctrl-C between them).
+    when the block ends without an error; otherwise none is, and the temporaries and the
+    folders made for them are removed. A report and its figure are then both new or both
+    old, never one new beside one old (a full disk, ``ulimit -f``, a bug in the second,
+    Ctrl-C between them).
+
+    The renames hold a flock of their folders, so two processes writing the same
+    outputs rename one after the other (the last to rename wins every file), and defer
+    SIGINT and SIGTERM to their end (in the main thread). SIGKILL cannot be deferred:
+    a process killed with it between two renames leaves the first file new and the
+    others old (and their temporaries, which the next command writing there removes).
     Blocks nest: an inner block's files wait for the outer block's end."""
     if _held.get() is not None:
         yield
         return
-    held: list[tuple[str, Path]] = []
-    token = _held.set(held)
+    block = _Block()
+    renamed = 0
     try:
-        yield
-    except BaseException:
-        for tmp, _ in held:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        _held.reset(token)
-    for k, (tmp, path) in enumerate(held):
+        token = _held.set(block)
         try:
-            with errors_about(path):
-                commit(tmp, path)
-        except BaseException:
-            for left, _ in held[k:]:
-                Path(left).unlink(missing_ok=True)
-            raise
+            yield
+        finally:
+            _held.reset(token)
+        with _folders_locked([path for _, path in block.files]), _signals_deferred():
+            for tmp, path in block.files:
+                with errors_about(path):
+                    commit(tmp, path)
+                renamed += 1
+    except BaseException:
+        for tmp, _ in block.files[renamed:]:
+            Path(tmp).unlink(missing_ok=True)
+        remove_folders(block.folders)
+        raise
 
 
 def write_atomic(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Let ``fill(handle)`` write a temporary file beside ``path``, fsync, then rename it
-    over ``path`` (inside :func:`written_together`, at the block's end).
+    over ``path`` (inside :func:`written_together`, at the block's end). Missing folders
+    above ``path`` are created, and removed again if the write fails.
 
     The file gets the mode a plain new file would get, not mkstemp's 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     held = _held.get()
-    with errors_about(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), umasked(0o666))
-                fill(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if held is None:
-                commit(tmp, path)
-            else:
-                held.append((tmp, path))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    made = make_folders(path.parent)
+    if held is not None:
+        held.folders.extend(made)  # removed by the block if it fails
+    try:
+        with errors_about(path):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    os.fchmod(handle.fileno(), umasked(0o666))
+                    fill(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if held is None:
+                    commit(tmp, path)
+                else:
+                    held.files.append((tmp, path))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except BaseException:
+        if held is None:
+            remove_folders(made)
+        raise
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:

@@ -31,6 +31,7 @@ from evsim.data.cache import exact_fingerprint, fingerprint_change
 from evsim.errors import CheckpointError, DataError
 from evsim.files import link_atomic
 from evsim.readers import CODE_ERRORS, check_regular, read_json, read_small_file, reason
+from evsim.runlock import LOCK_FILE
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -46,6 +47,13 @@ BESIDE_OPTIONS = ("data_source", "data_fingerprint", "data_root", "run_id", "che
 # Every file evsim train writes in a run folder (evsim export and import-nir never overwrite one).
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl", "summary.json", "training.png", "network.npz",
              "checkpoint-latest.npz", "checkpoint-best.npz")
+# A sweep folder's own files (evsim sweep --out SWEEP_DIR): the state file that makes it
+# one (every point's options and status), the file a stop writes for its points to read,
+# the folder of the points' logs, and what evsim sweep report writes (by kind).
+STATE_FILE = "sweep.json"
+STOP_FILE = "stop-requested"
+LOG_DIR = "logs"
+REPORT_FILES = {"csv": "results.csv", "md": "report.md", "png": "report.png"}
 
 
 def new_run_id() -> str:
@@ -415,15 +423,35 @@ def _run_id_or_none(path: Path) -> str | None:
         return None
 
 
-def refuse_overwriting_run_files(path: Path, fix: str) -> None:
-    """Refuse to write ``path`` where a run's file is (a name :data:`RUN_FILES` lists,
-    existing): an export or import over a trained ``network.npz`` would lose it.
+def refuse_overwriting_run_files(path: Path, fix: str, sweep_report: bool = False) -> None:
+    """Refuse to write ``path`` where a file a run or sweep keeps its state in is: a run's
+    file (a name :data:`RUN_FILES` lists, existing: an export or import over a trained
+    ``network.npz`` would lose it), a run folder's lock file (:data:`~evsim.runlock.LOCK_FILE`:
+    replacing it lets a second trainer in), a sweep folder's state file, stop file or
+    any file in its logs folder, and, unless ``sweep_report`` (evsim sweep report writing
+    its own), the sweep report's files in a sweep folder.
 
     Raises
     ------
     CheckpointError
-        One line naming the file and ``fix``.
+        One line naming the file, what it is, and ``fix``.
     """
     path = Path(path)
+    folder = path.parent.resolve()  # not the file itself: a link there is replaced, not followed
+    sweep = os.path.lexists(folder / STATE_FILE)
+    logs = folder.name == LOG_DIR and os.path.lexists(folder.parent / STATE_FILE)
+    what = None
     if path.name in RUN_FILES and os.path.lexists(path):
-        raise CheckpointError(f"{path}: is a run's {path.name}, which this would overwrite; {fix}")
+        what = f"a run's {path.name}"
+    elif path.name == LOCK_FILE:
+        what = "a run folder's lock file (it keeps a second process from training the run)"
+    elif path.name == STATE_FILE and os.path.lexists(path):
+        what = "a sweep folder's state file (every point's options and status)"
+    elif sweep and path.name == STOP_FILE:
+        what = "a sweep folder's stop file (its points read it to stop)"
+    elif logs:
+        what = f"a file in a sweep folder's {LOG_DIR} folder (the points' logs)"
+    elif sweep and path.name in REPORT_FILES.values() and not sweep_report:
+        what = f"a sweep folder's {path.name} (evsim sweep report writes it)"
+    if what is not None:
+        raise CheckpointError(f"{path}: is {what}, which this would overwrite; {fix}")

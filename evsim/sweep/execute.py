@@ -21,17 +21,15 @@ from typing import Callable
 from evsim.errors import ConfigError, EvsimError
 from evsim.files import write_bytes_atomic, write_json_atomic
 from evsim.readers import read_json, read_small_file, reason
+from evsim.runfiles import LOG_DIR, STATE_FILE, STOP_FILE
 from evsim.runlock import is_locked
 from evsim.sweep.plan import LOG_SUFFIX, Point, Sweep
 from evsim.sweep.point import STOPPED, one_line, run_point
 from evsim.sweep.worker import source_stamp
 from evsim.sweep.training import TrainConfig, config_dict, point_config
 
-STATE_FILE = "sweep.json"
-STOP_FILE = "stop-requested"  # written when the sweep is stopped, read by its points (see run_point)
 STOP_WAIT_S = 300  # how long a stopped sweep waits for its running points to save and stop
 STOP_QUIET_S = 5  # ... and how long before it says it waits
-LOG_DIR = "logs"
 METRICS = "metrics.jsonl"
 POLL_S = 1.0
 CONNECT_TIMEOUT = "30s"  # Dask retries a refused connection until then

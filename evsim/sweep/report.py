@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 from evsim.errors import CheckpointError, ConfigError
-from evsim.files import write_bytes_atomic, written_together
+from evsim.files import clean_stale_temporaries, write_bytes_atomic, written_together
 from evsim.plots import MARKERS, _pyplot, save_figure
 from evsim.readers import read_json
-from evsim.runfiles import read_summary
+from evsim.runfiles import REPORT_FILES, STATE_FILE, read_summary
 from evsim.runlock import is_locked
-from evsim.sweep.execute import STATE_FILE, read_state
+from evsim.sweep.execute import read_state
 from evsim.sweep.point import CHECKPOINT, INTERRUPTED, folder_action
 from evsim.sweep.training import config_dict, resolve
 
@@ -45,16 +45,19 @@ TABLE = (("test_acc", "test acc %", 100, 2), ("test_acc_at_best_val", "test acc 
 
 def report_paths(out: Path) -> dict[str, Path]:
     """The report's files in the sweep folder ``out``."""
-    return {"csv": Path(out) / "results.csv", "md": Path(out) / "report.md", "png": Path(out) / "report.png"}
+    return {kind: Path(out) / name for kind, name in REPORT_FILES.items()}
 
 
-def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: None) -> tuple[dict[str, Path], list]:
+def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths, **options: None
+                 ) -> tuple[dict[str, Path], list]:
     """Write the three report files into the sweep folder ``out``; their paths, and the
     rows of the points whose summary.json is damaged (reported as ``unreadable``, with
     the error and its fix, beside the others).
 
-    ``check_paths(*paths)`` is called once everything is read, before anything is
-    written: it may refuse them, so that either every file is written or none.
+    ``check_paths(*paths, sweep_report=True)`` (as :func:`evsim.cli.runs.check_outputs`
+    takes them) is called once everything is read, before anything is written: it may
+    refuse them, so that either every file is written or none. What killed processes
+    left in ``out`` (their temporaries) is removed before writing.
 
     Raises
     ------
@@ -67,7 +70,8 @@ def write_report(out: Path, check_paths: Callable[..., None] = lambda *paths: No
     rows = results(out, state)
     groups = group_rows(rows, [a for a in state.get("axes", []) if a != SEED])
     paths = report_paths(out)
-    check_paths(*paths.values())
+    check_paths(*paths.values(), sweep_report=True)
+    clean_stale_temporaries(out)
     with written_together():  # the figure and the tables all new or all old
         plot_report(groups, paths["png"])
         write_bytes_atomic(paths["csv"], results_csv(rows).encode())
