@@ -8,9 +8,10 @@ import click
 from evsim.cli.options import dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed)
-from evsim.files import write_json_atomic, written_together
+from evsim.files import write_json_atomic
 from evsim.inspect import INSPECT_BATCH_SIZE, analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
+from evsim.runlock import folder_identity, written_into
 
 
 @click.command("inspect")
@@ -40,6 +41,7 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     trained run takes --source: other data than its own, whose figure is named for it, and
     --data-dir: where its data folder is now, if it moved (the files must be the run's).
     From Python: evsim.record(network, drive) returns the same recordings."""
+    found = folder_identity(run_dir)  # the folder loaded: results go to it or nowhere
     # Named like eval's and profile's figures: inspections of other checkpoints and splits stay.
     given_plot, plot_path = plot_path, plot_path or run_dir / f"inspect-{checkpoint}-{split}.png"
     figure_format(plot_path)
@@ -55,7 +57,8 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}
     analog = analog_outputs(rec, network)
-    with written_together():  # the figure and the JSON both new or both old
+    # the figure and the JSON both new or both old, and in the folder loaded
+    with written_into(run_dir, found, "evsim inspect", plot_path, json_path):
         plot_inspection(rec, plot_path, labels, rasters,
                         f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
                         f"data {dataset.source})", layer_names(network), analog)
