@@ -17,9 +17,9 @@ the same file through different open files exclude each other.
 
 A run folder may be moved or replaced (``mv RUN OTHER``) while a command uses it. Files
 are written by path, so a command would then write into whatever folder now has the
-name, or make a new one there: training checks before each epoch's writes that the lock
-file at the path is still the one it holds (:func:`check_lock_in_place`), and commands
-that read a run and write into it check the folder's identity before they write
+name, or make a new one there: training checks before each epoch's writes that the
+folder at the path is still the one it locked (:func:`check_lock_in_place`), and commands
+that read a run and write into it, that it is still the one they read
 (:func:`folder_identity`, :func:`written_into`).
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ from evsim.files import flock_held, written_together
 
 LOCK_FILE = ".evsim.lock"
 
-# The locks this process holds: resolved run folder -> [holding thread id, depth, fd].
+# The locks this process holds: resolved run folder -> [holding thread id, depth, fd,
+# the folder's identity (folder_identity) when locked].
 # Process state by nature (a flock belongs to an open file of this process), guarded
 # by a lock because sweep workers may run points on several threads.
 _held: dict[Path, list] = {}
@@ -87,7 +88,7 @@ def run_lock(run_dir: Path | None):
     created = _missing_folders(run_dir)
     fd = _acquire(run_dir)
     with _held_guard:
-        _held[run_dir] = [me, 1, fd]
+        _held[run_dir] = [me, 1, fd, folder_identity(run_dir)]
     try:
         yield
     finally:
@@ -196,7 +197,8 @@ def check_lock_in_place(run_dir: Path | None) -> None:
     """Refuse to write more into ``run_dir`` if the folder there is no longer the one this
     process locked (it was moved, deleted or replaced): what follows would go to another
     run's folder, or make a new one holding a part of this run. One stat; nothing is done
-    for a folder this process does not lock.
+    for a folder this process does not lock. Where the folder went is known by the lock
+    file it holds (open here).
 
     Raises
     ------
@@ -208,14 +210,15 @@ def check_lock_in_place(run_dir: Path | None) -> None:
     run_dir = Path(run_dir).absolute()
     with _held_guard:
         held = _held.get(run_dir)
-    if held is None or _locks_here(run_dir, held[2]):
+    if held is None or folder_identity(run_dir) == held[3]:
         return
     place = _current_place(held[2])
     if place is None:
         raise RunMovedError(f"{run_dir} was moved, deleted or replaced while training; nothing more is written "
-                            "there; if it was moved, resume it from where it is: evsim train --resume NEW_PLACE")
+                            "there; if it was moved, resume it from its last checkpoint where it is now: "
+                            "evsim train --resume NEW_PLACE")
     raise RunMovedError(f"{run_dir} was moved or replaced while training (now at {place}); nothing more is written "
-                        f"to {run_dir}; its last checkpoint is complete: resume it from where it is: "
+                        f"to {run_dir}; resume it from its last checkpoint where it is now: "
                         f"evsim train --resume {place}")
 
 

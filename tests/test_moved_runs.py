@@ -10,7 +10,7 @@ from evsim.checkpoint import CHECKPOINT_LATEST, load_checkpoint
 from evsim.cli.main import main
 from evsim.cli.runs_cmd import find_runs
 from evsim.files import write_bytes_atomic
-from evsim.runlock import LOCK_FILE, RunMovedError
+from evsim.runlock import LOCK_FILE, RunMovedError, check_lock_in_place, run_lock
 from evsim.train import Trainer, resume
 from tests.runs import toy_config, toy_dataset
 
@@ -164,3 +164,13 @@ def test_runs_list_lists_each_folder_once_and_follows_no_link_upwards(tmp_path):
     result = run(["runs", "list", top])
     assert result.exit_code == 0, result.output
     assert len(result.output.strip().splitlines()) == 4, result.output  # the header and the three runs
+
+
+def test_the_check_follows_the_folder_not_its_lock_file(tmp_path):
+    folder = tmp_path / "run"
+    with run_lock(folder):
+        (folder / LOCK_FILE).unlink()  # a lock file deleted by hand: the folder is still the run's
+        check_lock_in_place(folder)
+        folder.rename(tmp_path / "elsewhere")
+        with pytest.raises(RunMovedError, match="moved, deleted or replaced while training"):
+            check_lock_in_place(folder)
