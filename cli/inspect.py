@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.options import dataset_options, integer
+from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed)
 from evsim.files import write_json_atomic
@@ -15,7 +15,7 @@ from evsim.runlock import folder_identity, written_into
 
 
 @click.command("inspect")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="Which saved network of the run to inspect.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
@@ -25,10 +25,10 @@ from evsim.runlock import folder_identity, written_into
               help="Samples per forward pass (recorded batch by batch: memory grows with it, not with --samples).")
 @click.option("--rasters", type=integer(0, 10), default=3, show_default=True,
               help="Samples whose spike rasters are drawn.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="The figure; its suffix picks the format: .png, .pdf or .svg "
                    "[default: RUN_DIR/inspect-<checkpoint>-<split>.png].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Also write the statistics (rates per layer and step, operations per step) as JSON here.")
 @dataset_options
 @click.pass_context

@@ -174,3 +174,8 @@ def test_the_check_follows_the_folder_not_its_lock_file(tmp_path):
         folder.rename(tmp_path / "elsewhere")
         with pytest.raises(RunMovedError, match="moved, deleted or replaced while training"):
             check_lock_in_place(folder)
+
+
+@pytest.mark.parametrize("args", [[""], ["R", "--plot", ""], ["R", "--json", ""]])
+def test_inspect_refuses_an_empty_path_as_eval_does(args):
+    one_line_error(run(["inspect", *args]), "must not be an empty path")
