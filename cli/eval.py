@@ -11,8 +11,9 @@ from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_r
 from evsim.data.base import first_steps
 from evsim.errors import ConfigError
 from evsim.evaluate import evaluate
-from evsim.files import write_json_atomic, written_together
+from evsim.files import write_json_atomic
 from evsim.plots import figure_format, plot_confusion
+from evsim.runlock import folder_identity, written_into
 
 
 @click.command("eval")
@@ -42,6 +43,7 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     whose figure is named for that source, and --data-dir: where its data folder is
     now, if it moved (the files must be the run's).
     """
+    found = folder_identity(run_dir)  # the folder loaded: results go to it or nowhere
     own = (run_dir / "config.json").is_file()
     steps = data_options["time_steps"] if own else None
     png = plot_path or run_dir / (f"confusion-{checkpoint}-{split}" + (f"-T{steps}" if steps else "") + ".png")
@@ -59,7 +61,8 @@ def eval_command(ctx, run_dir, checkpoint, split, batch_size, plot_path, json_pa
     dataset = first_steps(dataset, steps)
     result = evaluate(network, dataset, steps, split, batch_size or config.eval_batch_size, config.seed)
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "time_steps": steps, **result.summary()}
-    with written_together():  # the figure and the JSON both new or both old
+    # the figure and the JSON both new or both old, and in the folder loaded
+    with written_into(run_dir, found, "evsim eval", png, json_path):
         plot_confusion(result.confusion, png, f"{run_dir.resolve().name}, T = {steps}: "
                                               f"{100 * result.accuracy:.2f}%\n{dataset.name} {split} "
                                               f"({dataset.source}), {loaded}")

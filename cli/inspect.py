@@ -5,16 +5,17 @@ from pathlib import Path
 
 import click
 
-from evsim.cli.options import dataset_options, integer
+from evsim.cli.options import NonEmptyPath, dataset_options, integer
 from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_run_network, other_data_path,
                             run_config, typed)
-from evsim.files import write_json_atomic, written_together
+from evsim.files import write_json_atomic
 from evsim.inspect import INSPECT_BATCH_SIZE, analog_outputs, layer_names, plot_inspection, record_dataset
 from evsim.plots import figure_format, run_title
+from evsim.runlock import folder_identity, written_into
 
 
 @click.command("inspect")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="latest", show_default=True,
               help="Which saved network of the run to inspect.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
@@ -24,10 +25,10 @@ from evsim.plots import figure_format, run_title
               help="Samples per forward pass (recorded batch by batch: memory grows with it, not with --samples).")
 @click.option("--rasters", type=integer(0, 10), default=3, show_default=True,
               help="Samples whose spike rasters are drawn.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="The figure; its suffix picks the format: .png, .pdf or .svg "
                    "[default: RUN_DIR/inspect-<checkpoint>-<split>.png].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Also write the statistics (rates per layer and step, operations per step) as JSON here.")
 @dataset_options
 @click.pass_context
@@ -40,6 +41,7 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     trained run takes --source: other data than its own, whose figure is named for it, and
     --data-dir: where its data folder is now, if it moved (the files must be the run's).
     From Python: evsim.record(network, drive) returns the same recordings."""
+    found = folder_identity(run_dir)  # the folder loaded: results go to it or nowhere
     # Named like eval's and profile's figures: inspections of other checkpoints and splits stay.
     given_plot, plot_path = plot_path, plot_path or run_dir / f"inspect-{checkpoint}-{split}.png"
     figure_format(plot_path)
@@ -56,7 +58,8 @@ def inspect_command(ctx, run_dir, checkpoint, split, samples, batch_size, raster
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "split": split, "data_source": dataset.source,
                **rec.summary()}
     analog = analog_outputs(rec, network)
-    with written_together():  # the figure and the JSON both new or both old
+    # the figure and the JSON both new or both old, and in the folder loaded
+    with written_into(run_dir, found, "evsim inspect", plot_path, json_path):
         plot_inspection(rec, plot_path, labels, rasters,
                         f"{run_title(config.to_dict(), run_dir.resolve().name)} ({loaded}; {split} split, "
                         f"data {dataset.source})", layer_names(network), analog)

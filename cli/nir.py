@@ -13,6 +13,7 @@ from evsim.errors import CheckpointError
 from evsim.neuron import NIR_DT, lif_constants
 from evsim.nir_io import TRAINED_ON_KEYS, holds_evsim_lif, read_nir, read_nir_trained_on, write_nir
 from evsim.runfiles import CONFIG_JSON, read_run_config, refuse_overwriting_run_files, stored_trained_on
+from evsim.runlock import folder_identity, written_into
 
 
 @click.command()
@@ -27,13 +28,15 @@ def export(run_dir, out, fmt, checkpoint):
     synapses as zeros, the sparse structure in metadata) -> LIF, pooling nodes, and a
     Flatten before the first fully connected layer."""
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
+    found = folder_identity(run_dir)  # the folder loaded: a NIR file given inside it goes to it or nowhere
     network, _, loaded = load_run_network(run_dir, checkpoint)
     recorded = read_run_config(run_dir)
     if recorded is None:  # a folder of evsim import-nir: what the imported graph said, kept in network.npz
         trained_on = stored_trained_on(run_dir / NETWORK_FILE) if loaded == NETWORK_FILE else {}
     else:
         trained_on = {key: recorded[key] for key in TRAINED_ON_KEYS if recorded.get(key) is not None}
-    write_nir(out, network, trained_on)
+    with written_into(run_dir, found, "evsim export", out):
+        write_nir(out, network, trained_on)
     tau, r = lif_constants(network.lif)
     click.echo(f"wrote {out}: NIR graph of {run_dir} ({loaded}{_data_words(trained_on)}), network {network.describe()}, "
                f"{network.synapses} of {network.dense_synapses} synapses, LIF tau = {tau * 1e3:.6g} ms, r = {r:.6g}, "

@@ -10,9 +10,10 @@ from evsim.cli.runs import (CHECKPOINTS, check_outputs, load_run_dataset, load_r
                             run_config, typed)
 from evsim.energy import EnergyModel
 from evsim.evaluate import profile as run_profile
-from evsim.files import write_json_atomic, written_together
+from evsim.files import write_json_atomic
 from evsim.inspect import layer_names
 from evsim.plots import figure_format, plot_energy
+from evsim.runlock import folder_identity, written_into
 
 
 @click.command()
@@ -39,6 +40,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     The dataset options are for a folder without config.json (evsim import-nir); a
     trained run takes --source: other data than its own, whose files are named for it, and
     --data-dir: where its data folder is now, if it moved (the files must be the run's)."""
+    found = folder_identity(run_dir)  # the folder loaded: results go to it or nowhere
     given = json_path, png_path
     # Named like eval's confusion-<checkpoint>-<split>.png: profiles of other checkpoints and splits stay.
     name = f"profile-{checkpoint}-{split}"
@@ -61,7 +63,7 @@ def profile(ctx, run_dir, checkpoint, split, samples, batch_size, json_path, png
     click.echo(report.table())
     summary = {"run_dir": str(run_dir), "checkpoint": loaded, "dataset": dataset.name, "split": split,
                **report.summary()}
-    with written_together():  # both new or both old
+    with written_into(run_dir, found, "evsim profile", json_path, png_path):  # both new or both old
         plot_energy(summary, png_path, layer_names(network))
         write_json_atomic(json_path, summary)
     click.echo(f"wrote {json_path} and {png_path} ({loaded})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -117,6 +118,10 @@ def find_runs(folder: Path) -> tuple[list[Path], list[Path], dict[Path, str]]:
     name, the folders at that depth whose subfolders were not searched, and the folders
     that could not be read (among the first; by path, the problem and its fix).
 
+    A folder reached twice (through a link to it) is searched and listed once, under the
+    first name met; a link to a folder above is not followed (it would list everything
+    again, down to the depth limit).
+
     Raises
     ------
     ConfigError
@@ -125,8 +130,14 @@ def find_runs(folder: Path) -> tuple[list[Path], list[Path], dict[Path, str]]:
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; give the folder that holds your runs (default: runs)")
     found, unsearched, unreadable = [], [], {}
+    seen = set()  # the real paths of the folders searched
 
     def walk(path: Path, depth: int) -> None:
+        real = os.path.realpath(path)
+        # a folder met before, or one above this path (its real path holds all the folders above)
+        if real in seen or (depth and os.path.realpath(path.parent).startswith(real.rstrip(os.sep) + os.sep)):
+            return
+        seen.add(real)
         try:
             if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
                 found.append(path)

@@ -444,13 +444,18 @@ class _WriteFailed(Exception):
         self.path, self.what, self.error = path, what, error
 
 
-def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]], remove: list[Path]) -> None:
-    """Write ``files`` in order, then delete ``remove``: only once the new state is on disk."""
+def _write_in_order(files: list[tuple[Path, str, Callable[[], None]]], remove: list[Path],
+                    check: Callable[[], None] = lambda: None) -> None:
+    """Write ``files`` in order, then delete ``remove``: only once the new state is on disk.
+    ``check()`` runs before each file (and before the removals) and may raise to stop there."""
     for path, what, write in files:
+        check()
         try:
             write()
         except (OSError, MemoryError) as exc:
             raise _WriteFailed(path, what, exc) from exc
+    if remove:
+        check()
     for path in remove:
         try:
             path.unlink(missing_ok=True)
@@ -482,11 +487,14 @@ class CheckpointWriter:
         self._pending: Future | None = None
 
     def save(self, paths: list[Path], state: TrainingState, network_path: Path | None = None,
-             metrics_path: Path | None = None, remove: list[Path] = ()) -> None:
+             metrics_path: Path | None = None, remove: list[Path] = (),
+             check: Callable[[], None] = lambda: None) -> None:
         """Write a checkpoint of ``state`` to ``paths`` (the others hard links to the first;
         none when empty) and, where their paths are given, the network alone (as :func:`save_network`
         writes it) and the metrics (JSON lines); then delete the files ``remove`` (checkpoints
-        the run no longer keeps, which would be stale beside the new state).
+        the run no longer keeps, which would be stale beside the new state). ``check()`` runs
+        on the writer's thread before each file; what it raises stops the save and is raised
+        by :meth:`wait` (training's: the run folder was moved meanwhile).
 
         Raises
         ------
@@ -506,7 +514,7 @@ class CheckpointWriter:
         if metrics_path is not None:
             metrics = jsonl_bytes(state.metrics)
             files.append((Path(metrics_path), "metrics file", lambda: write_bytes_atomic(metrics_path, metrics)))
-        self._pending = self._pool.submit(_write_in_order, files, [Path(path) for path in remove])
+        self._pending = self._pool.submit(_write_in_order, files, [Path(path) for path in remove], check)
 
     def wait(self) -> None:
         """Block until the last save is written.

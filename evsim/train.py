@@ -80,7 +80,7 @@ from evsim.runfiles import (check_belongs, check_data_dir_exists, check_loaded_f
                             check_run_data, folder_data_fingerprint, new_run_id, recorded_data_dir, repair_best,
                             without_evsim_data)
 from evsim.readers import check_regular
-from evsim.runlock import run_lock
+from evsim.runlock import check_lock_in_place, locked_writes, run_lock
 from evsim.structure import make_structure
 from evsim.structure.sdsnn import check_filter_rate
 
@@ -593,9 +593,11 @@ class Trainer:
         """Checkpoint (latest; best too when ``best``), the network and the metrics, written
         on the writer's thread, and, with ``plot``, the plot."""
         names = [name for name in self.kept() if name != CHECKPOINT_BEST or best]
+        check_lock_in_place(run_dir)
         self.saving = self.epoch
         self.checkpoints.save([run_dir / name for name in names], self.training_state(), run_dir / NETWORK_FILE,
-                              run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
+                              run_dir / METRICS_FILE, remove=self.not_kept(run_dir),
+                              check=lambda: check_lock_in_place(run_dir))
         self.saving = None
         if plot:
             self._plot(run_dir)
@@ -617,7 +619,8 @@ class Trainer:
     def _plot(self, run_dir: Path) -> None:
         run = {**self.config.to_dict(), "name": Path(run_dir).resolve().name,
                "batches_per_epoch": self.batches_per_epoch()}
-        plot_training(self.metrics, run_dir / "training.png", self.dataset.source, run)
+        with locked_writes(run_dir):
+            plot_training(self.metrics, run_dir / "training.png", self.dataset.source, run)
         self.plotted_at = time.perf_counter()
 
     # --------------------------------------------------------------- the loop
@@ -692,6 +695,7 @@ class Trainer:
         if self.config.threads:
             numba.set_num_threads(self.config.threads)
         if run_dir is not None:
+            check_lock_in_place(run_dir)  # still the folder locked, after the data loaded
             # Under the run lock (fit holds it): no live writer of this folder leaves them.
             removed = clean_stale_temporaries(run_dir)
             if removed:
@@ -746,8 +750,10 @@ class Trainer:
             except TrainingInterrupted:
                 self._check_finite(0.0, self.position())
                 if run_dir is not None and CHECKPOINT_LATEST in self.kept():
+                    check_lock_in_place(run_dir)
                     self.checkpoints.save([run_dir / CHECKPOINT_LATEST], self.training_state(),
-                                          metrics_path=run_dir / METRICS_FILE, remove=self.not_kept(run_dir))
+                                          metrics_path=run_dir / METRICS_FILE, remove=self.not_kept(run_dir),
+                                          check=lambda: check_lock_in_place(run_dir))
                 raise
             if self.structure is not None and self.config.dev_interval == 0:
                 self.metrics.append(self.develop(self.config.lr * self.schedule.factor(self.epoch)))
@@ -830,6 +836,7 @@ class Trainer:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if run_dir is not None:
+            check_lock_in_place(run_dir)
             write_json_atomic(run_dir / "summary.json", summary)
         if self.stop_signal is not None:  # it came after the last batch: nothing was cut short
             echo(f"NOTE: {'Ctrl-C' if self.stop_signal == signal.SIGINT else signal.Signals(self.stop_signal).name} "
