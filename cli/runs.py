@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig, crops_by_default
-from evsim.data import Dataset, load_dataset
+from evsim.data import Dataset, check_options, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
 from evsim.data.nmnist import crop_hint
@@ -299,6 +299,7 @@ def run_config(ctx: click.Context, run_dir: Path, network: Network, config: Trai
     options = with_crop_default(ctx, options, network)
     config = TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
                          time_steps=time_steps)
+    check_options(config.dataset, config.data)  # options the dataset does not take: the first thing to fix
     check_fits_known_shape(network, config)
     return config
 

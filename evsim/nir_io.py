@@ -135,10 +135,13 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
     Raises
     ------
     CheckpointError
-        If the file is missing or is not a readable NIR graph.
+        If the file is missing (or a broken link, or a loop of links) or is not a readable
+        NIR graph.
     ConfigError
-        If the graph is not one evsim can represent, or its evsim metadata is malformed
-        (the message names the file).
+        If a node has no type, a type NIR does not have, or lacks a field or holds text
+        where evsim needs numbers; the nodes disagree (nir's own checks); the arrays would
+        not fit in memory once imported; the graph is not one evsim can represent, or its
+        evsim metadata is malformed (the message names the file).
     """
     graph = _read_graph(Path(path))
     try:
