@@ -91,7 +91,14 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     elif own == "real" or (own in SUBSTITUTES and data.data_dir is None):
         data = dataclasses.replace(data, source="real" if own == "real" else "emulated")
     with without_evsim_data(source is None and bool(recorded)):
-        dataset = load_dataset(config.dataset, data)
+        try:
+            dataset = load_dataset(config.dataset, data)
+        except DataError as exc:
+            if not (imported and own == "real" and source is None):
+                raise
+            # The options typed now did not ask for real data: say what did.
+            raise DataError(f"{exc}; {run_dir}'s network was trained on real data (its NIR graph says so): give "
+                            "--source emulated to run it on other data") from None
     if data_dir is not None and recorded and source is None:
         check_loaded_from(run_dir, data_dir, dataset)
     fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")

@@ -53,6 +53,8 @@ def test_an_imported_network_trained_on_real_data_is_not_scored_on_the_substitut
     folder = imported_folder(tmp_path, "784-8-10", {"dataset": "mnist", "data_source": "real"})
     line = one_line_error(run(["eval", folder, "--dataset", "mnist", "--time-steps", "2"]))
     assert "full MNIST not found" in line  # the real data it needs, as for a run trained on it
+    assert line.endswith(f"{folder}'s network was trained on real data (its NIR graph says so): give --source "
+                         "emulated to run it on other data")
     result = run(["eval", folder, "--dataset", "mnist", "--time-steps", "2", "--source", "emulated"])
     assert result.exit_code == 0, result.output
     assert f"NOTE: {folder} trained on real data; these results are on mnist-5k data" in result.output
