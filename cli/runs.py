@@ -321,9 +321,10 @@ def check_fits_known_shape(network: Network, config: TrainConfig) -> None:
                                 and (takes is None or len(gives) == 1 or tuple(takes) == tuple(gives)))
     if not fits_inputs or (n_classes and network.sizes[-1] != n_classes):
         network_text = network.describe() if takes is not None else str(network.sizes)
-        inputs = (f"{'x'.join(map(str, gives))} = {int(np.prod(gives))} inputs, " if gives else "") + \
-            (f"{n_classes} classes" if n_classes else "")
-        raise ConfigError(f"network {network_text} does not fit {config.dataset} ({inputs.rstrip(', ')})"
+        shape = f"{'x'.join(map(str, gives))} = " if len(gives) > 1 else ""
+        known = ([f"{shape}{int(np.prod(gives))} inputs"] if gives else []) + \
+            ([f"{n_classes} classes"] if n_classes else [])
+        raise ConfigError(f"network {network_text} does not fit {config.dataset} ({', '.join(known)})"
                           + (crop_hint(config.dataset, gives, network.sizes[0])
                              or ": name the data it was trained on with --dataset and that data's options"))
 
