@@ -119,8 +119,7 @@ class EvsimGroup(click.Group):
             sys.exit(2)
         except MemoryError as exc:  # what no command's own check foresaw (other processes, a tight limit)
             detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no allocation named"
-            click.echo(f"Error: out of memory ({detail}); free memory, or ask for less (a smaller --batch-size, "
-                       "--time-steps or network)", err=True)
+            click.echo(f"Error: out of memory ({detail}); free memory, or {_less_memory(args)}", err=True)
             sys.exit(2)
         except OSError as exc:
             if exc.filename is None:  # not about a path the user chose: keep the traceback
@@ -134,6 +133,19 @@ class EvsimGroup(click.Group):
             click.echo(f"Error: cannot use {loop}: a loop of symbolic links; fix or remove the links, or choose "
                        "another path", err=True)
             sys.exit(2)
+
+
+# What each command can be asked to do with less memory (others: another machine).
+_MEMORY_FIXES = {"train": "ask for less (a smaller --batch-size, --time-steps or network)",
+                 "eval": "ask for less (a smaller --batch-size or --time-steps)",
+                 "profile": "ask for less (a smaller --batch-size)",
+                 "inspect": "ask for less (a smaller --batch-size)"}
+
+
+def _less_memory(args) -> str:
+    """How the command in ``args`` (default: the process's) can need less memory."""
+    words = [word for word in (sys.argv[1:] if args is None else args) if not word.startswith("-")]
+    return _MEMORY_FIXES.get(words[0] if words else "", "run it on a machine with more memory")
 
 
 def _symlink_loop(exc: RuntimeError) -> str | None:

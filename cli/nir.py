@@ -29,6 +29,7 @@ def export(run_dir, out, fmt, checkpoint):
     Flatten before the first fully connected layer."""
     refuse_overwriting_run_files(out, "give the NIR file another name, such as network.nir")
     found = folder_identity(run_dir)  # the folder loaded: a NIR file given inside it goes to it or nowhere
+    refuse_replacing_other_files(out)
     network, _, loaded = load_run_network(run_dir, checkpoint)
     recorded = read_run_config(run_dir)
     if recorded is None:  # a folder of evsim import-nir: what the imported graph said, kept in network.npz
@@ -61,9 +62,6 @@ def import_nir(nir_file, out_dir, dt):
     if held:
         raise CheckpointError(f"{out_dir}: holds a training run ({held[0]}); import into a new folder")
     network = read_nir(nir_file, dt)
-    if dt is not None and holds_evsim_lif(nir_file):
-        click.echo(f"NOTE: --dt {dt:g} is not used: {nir_file} was written by evsim and holds its exact LIF "
-                   "parameters (evsim_lif metadata)")
     trained_on = read_nir_trained_on(nir_file)  # an emulation-trained network stays marked as one
     made = [folder for folder in (out_dir, *out_dir.parents) if not os.path.lexists(folder)]
     try:
@@ -75,9 +73,38 @@ def import_nir(nir_file, out_dir, dt):
             except OSError:
                 break
         raise
+    if dt is not None and holds_evsim_lif(nir_file):  # after the import: a refused graph gets one Error line
+        click.echo(f"NOTE: --dt {dt:g} is not used: {nir_file} was written by evsim and holds its exact LIF "
+                   "parameters (evsim_lif metadata)")
     click.echo(f"wrote {out_dir / NETWORK_FILE}: network {network.describe()}, "
                f"{network.synapses} synapses, LIF decay {network.lif.decay:.6g}, v_th {network.lif.v_th}, "
                f"{network.lif.reset} reset" + _data_words(trained_on or {}))
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def refuse_replacing_other_files(out: Path) -> None:
+    """Refuse an existing ``out`` that is not a NIR (HDF5) file: an export replaces an
+    earlier export, never another file given by mistake (a run's results).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the fix.
+    """
+    if not os.path.lexists(out):
+        return
+    head = b""
+    if os.path.isfile(out):  # a FIFO or device is not opened: it could block or never end
+        try:
+            with open(out, "rb") as handle:
+                head = handle.read(len(HDF5_SIGNATURE))
+        except OSError:
+            pass
+    if head != HDF5_SIGNATURE:
+        raise CheckpointError(f"{out}: exists and is not a NIR (HDF5) file, which this would overwrite; choose "
+                              "another name, or remove it")
 
 
 def _data_words(trained_on: dict) -> str:

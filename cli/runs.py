@@ -7,23 +7,25 @@ import tempfile
 from pathlib import Path
 
 import click
+import numpy as np
 from click.core import ParameterSource
 
 from evsim.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, NETWORK_FILE, load_checkpoint, load_network
 from evsim.cli.options import DATASET_OPTION_NAMES, data_options_from
 from evsim.config import TrainConfig, crops_by_default
-from evsim.data import Dataset, load_dataset
+from evsim.data import Dataset, check_options, load_dataset
 from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
+from evsim.data.nmnist import crop_hint
 from evsim.errors import CheckpointError, ConfigError, DataError
 from evsim.files import clean_stale_temporaries
 from evsim.readers import file_kind
 from evsim.network import Network
-from evsim.train import KEPT_CHECKPOINTS, saved_checkpoint_policy
+from evsim.train import KEPT_CHECKPOINTS, expected_shape, saved_checkpoint_policy
 from evsim.runfiles import (CONFIG_JSON, METRICS_JSONL, best_epoch, check_belongs, check_data_dir_exists,
                             check_loaded_from, check_moved_data_dir, check_run_data, folder_data_fingerprint,
                             read_metrics, read_run_config, refuse_overwriting_run_files, stored_run_id,
-                            without_evsim_data)
+                            stored_trained_on, without_evsim_data)
 from evsim.runlock import is_locked
 
 CHECKPOINTS = {"latest": CHECKPOINT_LATEST, "best": CHECKPOINT_BEST}
@@ -63,10 +65,13 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
         options now load another source or files other than those it trained on.
     """
     recorded = read_run_config(run_dir) or {}
+    # A folder of evsim import-nir: what its network was trained on, as the graph said.
+    imported = {} if recorded else imported_trained_on(run_dir)
+    other_dataset = imported.get("dataset") not in (None, config.dataset)
     if data_dir is not None and recorded:
         check_moved_data_dir(run_dir, data_dir)
     data = config.data if data_dir is None else dataclasses.replace(config.data, data_dir=data_dir)
-    own = recorded.get("data_source")
+    own = recorded.get("data_source") or (None if other_dataset else imported.get("data_source"))
     gone = None
     # A folder without config.json (evsim import-nir) has only the options typed now: a
     # --data-dir that does not exist is refused by the loader, as training refuses it.
@@ -87,7 +92,14 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
     elif own == "real" or (own in SUBSTITUTES and data.data_dir is None):
         data = dataclasses.replace(data, source="real" if own == "real" else "emulated")
     with without_evsim_data(source is None and bool(recorded)):
-        dataset = load_dataset(config.dataset, data)
+        try:
+            dataset = load_dataset(config.dataset, data)
+        except DataError as exc:
+            if not (imported and own == "real" and source is None):
+                raise
+            # The options typed now did not ask for real data: say what did.
+            raise DataError(f"{exc}; {run_dir}'s network was trained on real data (its NIR graph says so): give "
+                            "--source emulated to run it on other data") from None
     if data_dir is not None and recorded and source is None:
         check_loaded_from(run_dir, data_dir, dataset)
     fingerprint, now = folder_data_fingerprint(run_dir), dataset.meta.get("fingerprint")
@@ -121,11 +133,24 @@ def load_run_dataset(config: TrainConfig, run_dir: Path, source: str | None = No
         click.echo(f"NOTE: {run_dir} trained on {own} data; these results are on {dataset.source} data "
                    f"(--source {source}), not on the run's; its files written by default take the suffix "
                    f"-{dataset.source}")
+    if other_dataset:
+        click.echo(f"NOTE: {run_dir}'s network was trained on {imported['dataset']}"
+                   + (f" ({imported['data_source']} data)" if "data_source" in imported else "")
+                   + f"; these results are on {config.dataset}, not on its own data; its files written by default "
+                   f"take the suffix -{dataset.source}")
+        other = True
     if not other:
         check_run_data(run_dir, fingerprint, dataset,
                        "its test split would hold other samples, possibly some it trained on", data_dir is not None)
     # The splits as the run had them: its training split without the samples it held out.
     return with_validation(dataset, config.val_fraction, config.seed), other
+
+
+def imported_trained_on(run_dir: Path) -> dict:
+    """What the ``network.npz`` of a folder without ``config.json`` (``evsim import-nir``)
+    records of the data it was trained on (``dataset``, ``data_source``; none if nothing)."""
+    path = run_dir / NETWORK_FILE
+    return stored_trained_on(path) if path.is_file() else {}
 
 
 def other_data_path(path: Path, dataset: Dataset) -> Path:
@@ -157,6 +182,9 @@ def load_run_network(run_dir: Path, checkpoint: str) -> tuple[Network, TrainConf
     CheckpointError
         If the folder has no such checkpoint, or it or the configuration is corrupt.
     """
+    if not os.path.isdir(run_dir):
+        what = f"is {_no_file_kind(run_dir)}" if os.path.lexists(run_dir) else "no such folder"
+        raise CheckpointError(f"{run_dir}: {what}; give a run folder written by evsim train or evsim import-nir")
     own = read_config(run_dir)  # a damaged config.json is refused, whatever the command reads next
     path = run_dir / CHECKPOINTS[checkpoint]
     if path.is_file():
@@ -277,8 +305,29 @@ def run_config(ctx: click.Context, run_dir: Path, network: Network, config: Trai
                           "was trained with (--time-steps T, --encoding, ...)")
     time_steps = options["time_steps"] or DEFAULT_TIME_STEPS.get(options["dataset"], 20)
     options = with_crop_default(ctx, options, network)
-    return TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
-                       time_steps=time_steps)
+    config = TrainConfig(dataset=options["dataset"], data=data_options_from(dict(options), time_steps),
+                         time_steps=time_steps)
+    check_options(config.dataset, config.data)  # options the dataset does not take: the first thing to fix
+    check_fits_known_shape(network, config)
+    return config
+
+
+def check_fits_known_shape(network: Network, config: TrainConfig) -> None:
+    """Refuse, before the data loads, a ``network`` whose inputs or outputs cannot be those
+    of ``config``'s dataset, where its shape is known before loading (evaluation's own
+    check, :func:`~evsim.evaluate.checked_split`, needs the data)."""
+    gives, n_classes = expected_shape(config)
+    takes = getattr(network.layers[0], "in_shape", None)
+    fits_inputs = not gives or (network.sizes[0] == int(np.prod(gives))
+                                and (takes is None or len(gives) == 1 or tuple(takes) == tuple(gives)))
+    if not fits_inputs or (n_classes and network.sizes[-1] != n_classes):
+        network_text = network.describe() if takes is not None else str(network.sizes)
+        shape = f"{'x'.join(map(str, gives))} = " if len(gives) > 1 else ""
+        known = ([f"{shape}{int(np.prod(gives))} inputs"] if gives else []) + \
+            ([f"{n_classes} classes"] if n_classes else [])
+        raise ConfigError(f"network {network_text} does not fit {config.dataset} ({', '.join(known)})"
+                          + (crop_hint(config.dataset, gives, network.sizes[0])
+                             or ": name the data it was trained on with --dataset and that data's options"))
 
 
 def with_crop_default(ctx: click.Context, options: dict, network: Network) -> dict:

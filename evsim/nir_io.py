@@ -51,23 +51,26 @@ refused with one line naming the node and the fix.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import h5py
 import nir
+from nir.serialization import hdf2dict
 import numpy as np
-import scipy.sparse as sp
 
 from evsim.checkpoint import check_writable_network
 from evsim.config import FLOAT32_MAX
 from evsim.errors import CheckpointError, ConfigError, ShapeError
 from evsim.files import write_bytes_atomic
 from evsim.layers import Pool2d, SparseLinear, SpikingConv2d
+from evsim.memory import refuse_beyond_memory
 from evsim.network import Network
-from evsim.readers import reads, reason
+from evsim.readers import cannot_read, reads, reason
 from evsim.neuron import NIR_DT, LIFParameters, lif_constants
 from evsim.synapses import SynapseStore, check_csr
 
@@ -132,10 +135,13 @@ def read_nir(path: Path, dt: float | None = None, path_option: str = "auto") -> 
     Raises
     ------
     CheckpointError
-        If the file is missing or is not a readable NIR graph.
+        If the file is missing (or a broken link, or a loop of links) or is not a readable
+        NIR graph.
     ConfigError
-        If the graph is not one evsim can represent, or its evsim metadata is malformed
-        (the message names the file).
+        If a node has no type, a type NIR does not have, or lacks a field or holds text
+        where evsim needs numbers; the nodes disagree (nir's own checks); the arrays would
+        not fit in memory once imported; the graph is not one evsim can represent, or its
+        evsim metadata is malformed (the message names the file).
     """
     graph = _read_graph(Path(path))
     try:
@@ -183,15 +189,82 @@ def read_nir_trained_on(path: Path) -> dict | None:
 
 
 def _read_graph(path: Path) -> nir.NIRGraph:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such NIR file")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and not os.path.islink(path):
+            raise CheckpointError(f"{path}: no such NIR file") from None
+        raise CheckpointError(cannot_read(path, "NIR graph", exc)) from None
     if not h5py.is_hdf5(path):
         raise CheckpointError(f"{path}: not a readable NIR graph (not an HDF5 file); give a file written by nir.write")
+    _check_nodes(path)
+    # nir.read's two steps apart: a damaged file is read again from its source, a graph
+    # whose nodes disagree (sizes, types) is fixed where it was made.
     try:
-        return nir.read(path)
-    except Exception as exc:  # nir.read raises whatever a malformed file trips: AttributeError, AssertionError...
+        with h5py.File(path, "r") as file:
+            values = hdf2dict(file["node"])
+    except Exception as exc:  # h5py raises whatever a damaged file trips: OSError, KeyError...
         raise CheckpointError(f"{path}: not a readable NIR graph ({reason(exc)}); write it again with "
                               "nir.write") from None
+    try:
+        return nir.dict2NIRNode({**values, "type_check": True})
+    except Exception as exc:  # nir's nodes check themselves with assert, ValueError, KeyError...
+        raise ConfigError(f"{path}: not a consistent NIR graph ({reason(exc)}); fix it where the graph was "
+                          "made") from None
+
+
+# The fields nir.read needs of each node type evsim imports, and those of them that hold numbers.
+_NODE_FIELDS = {"Input": ("shape",), "Output": ("shape",), "Affine": ("weight", "bias"), "Linear": ("weight",),
+                "LIF": ("tau", "r", "v_leak", "v_threshold"),
+                "Conv2d": ("weight", "stride", "padding", "dilation", "groups", "bias"),
+                "AvgPool2d": ("kernel_size", "stride", "padding"), "Flatten": ("start_dim", "end_dim")}
+_NUMERIC_FIELDS = {"shape", "weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset"}
+_NIR_TYPES = {name for name, value in vars(nir).items()
+              if isinstance(value, type) and issubclass(value, nir.NIRNode) and value is not nir.NIRNode}
+# Peak memory of an import per byte of the graph's float32 arrays (nir.read's copy, the
+# weights times the input gain, the CSR structure, the store's check and copy of it):
+# measured 7.0-7.3 on 3000x3000 Affine graphs, with and without evsim's metadata
+# (tests/test_nir_hostile.py checks it stays below).
+IMPORT_BYTES_PER_BYTE = 8
+
+
+def _check_nodes(path: Path) -> None:
+    """Refuse, before nir.read loads any array, a graph whose nodes nir.read would trip
+    on (no type, a type NIR does not have, a field evsim needs missing or not numbers),
+    naming the node, or whose arrays would not fit in memory once imported."""
+    def dataset_bytes(name, item):
+        if isinstance(item, h5py.Dataset):
+            sizes.append(item.size * item.dtype.itemsize)
+
+    sizes: list[int] = []
+    with h5py.File(path, "r") as file:
+        nodes = file.get("node/nodes")
+        if not isinstance(nodes, h5py.Group) or not isinstance(file.get("node/edges"), h5py.Dataset):
+            raise CheckpointError(f"{path}: not a NIR graph (an HDF5 file without NIR's node/nodes and node/edges); "
+                                  "give a file written by nir.write")
+        for name, node in nodes.items():
+            kind = node.get("type") if isinstance(node, h5py.Group) else None
+            if not isinstance(kind, h5py.Dataset) or kind.shape != () or kind.dtype.kind not in "OSU":
+                raise ConfigError(f"{path}: NIR node {name!r} has no type (a string such as 'Affine' or 'LIF'): "
+                                  "fix it where the graph was made")
+            kind = kind[()]
+            kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)
+            if kind not in _NIR_TYPES:
+                raise ConfigError(f"{path}: NIR node {name!r} has type {kind!r}, which NIR does not have; evsim "
+                                  f"imports {', '.join(_NODE_FIELDS)} nodes: fix it where the graph was made")
+            for field in _NODE_FIELDS.get(kind, ()):
+                value = node.get(field)
+                if not isinstance(value, h5py.Dataset):
+                    raise ConfigError(f"{path}: NIR {kind} node {name!r} has no {field}: fix it where the graph was "
+                                      "made")
+                if field in _NUMERIC_FIELDS and value.dtype.kind not in "biuf":
+                    raise ConfigError(f"{path}: {name}.{field} must hold real numbers, got {value.dtype} values (NIR "
+                                      f"{kind} node {name!r}): fix it where the graph was made")
+        file["node"].visititems(dataset_bytes)
+    refuse_beyond_memory(f"importing {path}", {"the graph's arrays, as evsim computes with them":
+                                               IMPORT_BYTES_PER_BYTE * sum(sizes)},
+                         "import it on a machine with more memory, or make the network smaller where the graph "
+                         "was made")
 
 
 def _show(value) -> str:
@@ -326,19 +399,40 @@ def _float32(name: str, field: str, value, gain: float) -> np.ndarray:
     """``value`` times the LIF input ``gain`` as float32, in which evsim computes; ConfigError
     if a value is NaN or infinite, or float32 cannot hold it (checked before the cast, which
     would print NumPy's overflow warning and give infinity, or round it to 0)."""
-    values = _real(name, field, value).astype(np.float64)
+    values = _real(name, field, value)
     if not np.all(np.isfinite(values)):
         raise ConfigError(f"{name}.{field} holds NaN or infinite values; evsim cannot run a graph with NaN or "
                           "infinite parameters: fix them where the graph was made")
-    lost = np.abs(values) > FLOAT32_MAX / gain  # divided, not multiplied: no float64 overflow either
-    if not np.any(lost):
-        scaled = (values * gain).astype(np.float32)
-        lost = (scaled == 0) & (values != 0)
-    if np.any(lost):
-        times = f" (times the LIF input gain dt r / tau = {gain:.6g})" if gain != 1 else ""
-        raise ConfigError(f"{name}.{field} holds {values[lost][0]:.6g}{times}, which float32, evsim's arithmetic, "
-                          "turns into infinity or 0: fix it where the graph was made")
+    scaled = np.empty(values.shape, dtype=np.float32)
+    flat, out = values.reshape(-1), scaled.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):  # in float64 a chunk at a time: no float64 copy of a whole matrix
+        part = flat[start:start + _CHUNK].astype(np.float64)
+        lost = np.abs(part) > FLOAT32_MAX / gain  # divided, not multiplied: no float64 overflow either
+        if not np.any(lost):
+            out[start:start + _CHUNK] = part * gain
+            lost = (out[start:start + _CHUNK] == 0) & (part != 0)
+        if np.any(lost):
+            times = f" (times the LIF input gain dt r / tau = {gain:.6g})" if gain != 1 else ""
+            raise ConfigError(f"{name}.{field} holds {part[lost][0]:.6g}{times}, which float32, evsim's arithmetic, "
+                              "turns into infinity or 0: fix it where the graph was made")
     return scaled
+
+
+# Elements a step of the import's loops over a weight matrix handles: their temporaries stay small.
+_CHUNK = 1 << 18
+
+
+def _gather(matrix: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``matrix``'s entries at the CSR structure ``(indptr, indices)``, in its order (a
+    few rows at a time: no int64 row index per synapse)."""
+    values = np.empty(len(indices), dtype=matrix.dtype)
+    step = max(1, _CHUNK // max(1, matrix.shape[1]))
+    for start in range(0, matrix.shape[0], step):
+        stop = min(start + step, matrix.shape[0])
+        lo, hi = indptr[start], indptr[stop]
+        rows = np.repeat(np.arange(stop - start), np.diff(indptr[start:stop + 1]))
+        values[lo:hi] = matrix[start:stop][rows, indices[lo:hi]]
+    return values
 
 
 def _uniform(name: str, node: nir.LIF, field: str) -> float:
@@ -485,8 +579,9 @@ def _store(name: str, affine: nir.NIRNode, gain: float) -> tuple[SynapseStore, n
     else:
         bias = np.zeros(weight.shape[1], dtype=np.float32)
     indptr, indices = _structure(name, affine.metadata, weight != 0)
-    rows = np.repeat(np.arange(weight.shape[0]), np.diff(indptr))
-    return SynapseStore(sp.csr_matrix((weight[rows, indices], indices, indptr), shape=weight.shape)), bias
+    data, shape = _gather(weight, indptr, indices), weight.shape
+    del weight  # before the store copies the structure: one float32 matrix fewer at the peak
+    return SynapseStore.from_blocks(indptr, indices, data, shape), bias
 
 
 def _structure(name: str, meta: dict, nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -496,9 +591,13 @@ def _structure(name: str, meta: dict, nonzero: np.ndarray) -> tuple[np.ndarray, 
     exactly 0), else the nonzero entries. ConfigError if the metadata is malformed or
     leaves out a nonzero entry: an edit after the export would silently lose weights."""
     if "evsim_indptr" not in meta and "evsim_indices" not in meta:
-        rows, cols = np.nonzero(nonzero)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nonzero.shape[0]))])
-        return indptr.astype(np.int32), cols.astype(np.int32)
+        indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(nonzero, axis=1))]).astype(np.int32)
+        indices = np.empty(indptr[-1], dtype=np.int32)
+        step = max(1, _CHUNK // max(1, nonzero.shape[1]))
+        for start in range(0, nonzero.shape[0], step):  # a few rows at a time: no int64 index per synapse
+            stop = min(start + step, nonzero.shape[0])
+            indices[indptr[start]:indptr[stop]] = np.nonzero(nonzero[start:stop])[1]
+        return indptr, indices
     fix = f"{_REEXPORT}, or delete {name}'s evsim_indptr and evsim_indices to import its nonzero weights"
     if "evsim_indptr" not in meta or "evsim_indices" not in meta:
         has, lacks = ("evsim_indptr", "evsim_indices") if "evsim_indptr" in meta else ("evsim_indices", "evsim_indptr")
@@ -508,9 +607,8 @@ def _structure(name: str, meta: dict, nonzero: np.ndarray) -> tuple[np.ndarray, 
         check_csr(indptr, indices, nonzero.shape)
     except ShapeError as exc:
         raise ConfigError(f"{name}: evsim_indptr/evsim_indices are not a valid CSR structure ({exc}); {fix}") from None
-    outside = nonzero.copy()
-    outside[np.repeat(np.arange(nonzero.shape[0]), np.diff(indptr)), indices] = False
-    if np.any(outside):
+    # The structure's entries are distinct: it holds every nonzero entry where it holds as many.
+    if np.count_nonzero(_gather(nonzero, indptr, indices)) != np.count_nonzero(nonzero):
         raise ConfigError(f"{name} has nonzero weights where its evsim_indptr/evsim_indices metadata has no synapse: "
                           f"the graph was changed after evsim exported it; {fix}")
     return indptr, indices

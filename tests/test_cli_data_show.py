@@ -252,7 +252,7 @@ def test_a_network_that_does_not_fit_the_data_is_one_line(tmp_path, spec, fragme
 def test_a_missing_or_corrupt_run_is_one_line(tmp_path):
     line = one_line_error(run(["data", "show", "--dataset", "mnist", "--run", str(tmp_path / "nowhere"),
                                "--out", str(tmp_path / "s.png")]))
-    assert "no checkpoint here" in line
+    assert "nowhere: no such folder" in line
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "network.npz").write_bytes(b"not a zip file")
@@ -317,7 +317,7 @@ def test_a_network_without_a_configuration_gets_the_crop_training_gives_it(tmp_p
 
 def test_a_mistyped_data_dir_for_a_network_without_a_configuration_says_so(tmp_path):
     """Not "trained on the data in ...": the folder was typed now, and does not exist."""
-    folder = _run_folder(tmp_path / "imported", MNIST_CONV)
+    folder = _run_folder(tmp_path / "imported", "2x34x34-4C3-AP2-10")  # fits N-MNIST: only the folder is wrong
     line = one_line_error(run(["eval", str(folder), "--dataset", "nmnist", "--data-dir", str(tmp_path / "typo")]))
     assert f"{tmp_path / 'typo'} (--data-dir) does not exist" in line and "trained on" not in line
 

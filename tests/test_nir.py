@@ -183,7 +183,7 @@ def test_export_and_import_commands(tmp_path, monkeypatch):
     for a, b in zip(spikes(trained, drive), spikes(imported, drive)):
         np.testing.assert_array_equal(a, b)
     result = runner.invoke(main, ["export", str(tmp_path / "nowhere"), str(tmp_path / "x.nir")])
-    assert result.exit_code == 2 and "no checkpoint here" in result.output
+    assert result.exit_code == 2 and "nowhere: no such folder" in result.output
 
 
 @pytest.mark.parametrize("metadata", ['[1]', '{"data_source": 3}', '{"seed": "0"}', '{}', 'not json'])
@@ -496,15 +496,17 @@ def test_graphs_built_in_memory_are_checked_like_files(rng):
 
 
 def test_files_nir_cannot_read_are_refused_in_one_line(rng, tmp_path):
-    """nir.read fails on malformed files with assorted exceptions (here AttributeError, an
-    assertion, a type-inference ValueError): each is one line naming the file."""
+    """nir.read fails on malformed files with assorted exceptions (AttributeError, an
+    assertion, a type-inference ValueError): evsim names the node and what is wrong, in
+    one line naming the file."""
     cases = {
-        "weight text": ("nodes/a/weight", b"heavy", "not a readable NIR graph (AttributeError: 'str' object has no "
-                                                    "attribute 'shape'); write it again with nir.write"),
-        "unknown node type": ("nodes/a/type", b"Dendrite", "not a readable NIR graph (AssertionError)"),
-        "LIF size": ("nodes/la/tau", np.full(5, 4.0), "not a readable NIR graph (AssertionError: All parameters "
+        "weight text": ("nodes/a/weight", b"heavy", "a.weight must hold real numbers, got object values (NIR Affine "
+                                                    "node 'a'): fix it where the graph was made"),
+        "unknown node type": ("nodes/a/type", b"Dendrite", "NIR node 'a' has type 'Dendrite', which NIR does not "
+                                                           "have; evsim imports Input, Output, Affine"),
+        "LIF size": ("nodes/la/tau", np.full(5, 4.0), "not a consistent NIR graph (AssertionError: All parameters "
                                                       "must have the same shape)"),
-        "input size": ("nodes/input/shape", np.array([7]), "not a readable NIR graph (ValueError: Type inference "
+        "input size": ("nodes/input/shape", np.array([7]), "not a consistent NIR graph (ValueError: Type inference "
                                                            "error: type mismatch: input.output: [[7]] -> a.input"),
     }
     for name, (key, value, fragment) in cases.items():
@@ -513,7 +515,7 @@ def test_files_nir_cannot_read_are_refused_in_one_line(rng, tmp_path):
         with h5py.File(path, "r+") as f:
             del f["node"][key]
             f["node"][key] = value
-        with pytest.raises(CheckpointError, match=re.escape(f"{path}: {fragment}")):
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: {fragment}")):
             read_nir(path)
         assert f"{path}: {fragment}" in one_line_error(run(["import-nir", str(path), str(tmp_path / "out")]))
 

@@ -259,7 +259,7 @@ def test_running_out_of_memory_in_any_command_is_one_line(cli_base, tmp_path, mo
     monkeypatch.setattr("evsim.cli.eval.evaluate", no_memory)
     line = last_line_error(run(["eval", str(cli_base), "--json", str(tmp_path / "e.json")]))
     assert line == ("Error: out of memory (Unable to allocate 24.9 MiB for an array with shape (6517242,) and data "
-                    "type int32); free memory, or ask for less (a smaller --batch-size, --time-steps or network)")
+                    "type int32); free memory, or ask for less (a smaller --batch-size or --time-steps)")
     assert not (tmp_path / "e.json").exists()
 
 
