@@ -10,7 +10,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from evsim.cli.options import DATASET_OPTION_NAMES, NonEmptyPath, data_options_from, dataset_options, integer
-from evsim.cli.runs import check_outputs, load_run_network, run_config, with_crop_default
+from evsim.cli.runs import check_outputs, imported_trained_on, load_run_network, run_config, with_crop_default
 from evsim.data import dvsgesture, load_dataset, nmnist
 from evsim.data.base import DEFAULT_TIME_STEPS
 from evsim.data.emulate import EmulatorParams, write_emulated_nmnist
@@ -129,6 +129,13 @@ def show(ctx, index, split, out, run_dir, **kwargs):
             kwargs = with_crop_default(ctx, kwargs, network)
         dataset, options = _load(kwargs, config.time_steps if config is not None else None)
         steps = options.time_steps
+    if network is not None and config is None:  # an imported network: what its graph says it trained on
+        recorded = imported_trained_on(run_dir)
+        if recorded and (recorded.get("dataset"), recorded.get("data_source", dataset.source)) != \
+                (dataset.name, dataset.source):
+            click.echo(f"NOTE: {run_dir}'s network was trained on {recorded.get('dataset')}"
+                       + (f" ({recorded['data_source']} data)" if "data_source" in recorded else "")
+                       + f"; this sample is from {dataset.name} ({dataset.source} data)")
     chosen = dataset.train if split == "train" else dataset.test
     if index >= len(chosen):
         raise ConfigError(f"index {index} out of range: the {split} split has {len(chosen)} samples")

@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from evsim.checkpoint import NETWORK_FILE, load_network
+from evsim.cli.options import NonEmptyPath
 from evsim.cli.runs import check_outputs
 from evsim.config import OPTION_NAME_BY_TARGET, option_read
 from evsim.errors import CheckpointError, ConfigError, EvsimError
@@ -204,8 +205,8 @@ def runs():
 
 
 @runs.command("list")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.argument("folder", type=NonEmptyPath(file_okay=False, path_type=Path), default=Path("runs"))
+@click.option("--csv", "csv_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Also write the list as CSV here (accuracies and compression as fractions).")
 def list_runs(folder, csv_path):
     """One line per run under FOLDER [default: runs]: dataset, data source, architecture,
@@ -260,10 +261,10 @@ def differing_options(configs: list[dict]) -> list[str]:
 
 
 @runs.command("compare")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs-compare.png"),
+@click.argument("run_dirs", nargs=-1, required=True, type=NonEmptyPath(file_okay=False, path_type=Path))
+@click.option("--plot", "plot_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=Path("runs-compare.png"),
               show_default=True, help="The overlaid curves; the suffix picks the format: .png, .pdf or .svg.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--csv", "csv_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="Also write every epoch's metrics of every run as CSV here (one row per run and epoch).")
 def compare(run_dirs, plot_path, csv_path):
     """A table of the runs (the options in which they differ, and their results) and their

@@ -76,6 +76,20 @@ def test_an_imported_network_of_another_dataset_is_said_to_be_so(tmp_path):
     assert (folder / "profile-latest-test-mnist-5k.json").is_file() and not (folder / "profile-latest-test.json").exists()
 
 
+def test_data_show_of_an_imported_network_names_the_data_it_was_trained_on(tmp_path):
+    """data show draws what the options typed load; a NOTE says where the network's graph
+    says it trained, as eval's does."""
+    folder = imported_folder(tmp_path, "784-8-10", {"dataset": "mnist", "data_source": "real"})
+    out = tmp_path / "sample.png"
+    result = run(["data", "show", "--dataset", "mnist", "--run", folder, "--out", out, "--time-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"NOTE: {folder}'s network was trained on mnist (real data); this sample is from mnist (mnist-5k" \
+        in result.output
+    mine = imported_folder(tmp_path, "784-8-10", {"dataset": "mnist", "data_source": "mnist-5k"}, name="own")
+    result = run(["data", "show", "--dataset", "mnist", "--run", mine, "--out", out, "--time-steps", "2"])
+    assert result.exit_code == 0 and "NOTE" not in result.output, result.output
+
+
 # D2: export replaces an earlier export, never another file.
 def test_export_refuses_to_overwrite_a_file_that_is_not_nir(tmp_path):
     folder = imported_folder(tmp_path, "6-4-3", None)

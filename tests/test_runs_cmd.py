@@ -100,6 +100,14 @@ def test_runs_list_of_a_missing_folder_or_no_runs(tmp_path):
     assert result.exit_code == 0 and "no runs under" in result.output
 
 
+@pytest.mark.parametrize("args", [["runs", "list", ""], ["runs", "compare", ""], ["runs", "list", "--csv", ""],
+                                  ["runs", "compare", ".", "--plot", ""]])
+def test_runs_commands_refuse_an_empty_path(tmp_path, monkeypatch, args):
+    """An empty path is not the current folder (as for eval and profile)."""
+    monkeypatch.chdir(tmp_path)
+    assert "empty" in one_line_error(run(args)).lower()
+
+
 def test_runs_compare_table_curves_and_metrics_csv(tmp_path, toy_runs):
     Trainer(toy_config(epochs=2, lr=1e-3), toy_dataset()).fit(tmp_path / "a", **QUIET)
     Trainer(toy_config(epochs=3, lr=2e-3), toy_dataset()).fit(tmp_path / "b", **QUIET)
