@@ -221,11 +221,12 @@ _NODE_FIELDS = {"Input": ("shape",), "Output": ("shape",), "Affine": ("weight", 
 _NUMERIC_FIELDS = {"shape", "weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset"}
 _NIR_TYPES = {name for name, value in vars(nir).items()
               if isinstance(value, type) and issubclass(value, nir.NIRNode) and value is not nir.NIRNode}
-# Peak memory of an import per byte of the graph's float32 arrays (nir.read's copy, the
-# weights times the input gain, the CSR structure, the store's check and copy of it):
-# measured 7.0-7.3 on 3000x3000 Affine graphs, with and without evsim's metadata
-# (tests/test_nir_hostile.py checks it stays below).
-IMPORT_BYTES_PER_BYTE = 8
+# Peak memory of an import per value of the graph's arrays (nir.read's copy, the weights
+# as float32 times the input gain, the CSR structure, the store's check and copy of it),
+# whatever the file stores them as: measured 26 B for float16, 28 for float32 and 32 for
+# float64 on 1000x1000 and 2000x2000 Affine graphs (tests/test_nir_hostile.py checks it
+# stays below).
+IMPORT_BYTES_PER_VALUE = 36
 
 
 def _check_nodes(path: Path) -> None:
@@ -234,7 +235,7 @@ def _check_nodes(path: Path) -> None:
     naming the node, or whose arrays would not fit in memory once imported."""
     def dataset_bytes(name, item):
         if isinstance(item, h5py.Dataset):
-            sizes.append(item.size * item.dtype.itemsize)
+            sizes.append(item.size)
 
     sizes: list[int] = []
     with h5py.File(path, "r") as file:
@@ -262,7 +263,7 @@ def _check_nodes(path: Path) -> None:
                                       f"{kind} node {name!r}): fix it where the graph was made")
         file["node"].visititems(dataset_bytes)
     refuse_beyond_memory(f"importing {path}", {"the graph's arrays, as evsim computes with them":
-                                               IMPORT_BYTES_PER_BYTE * sum(sizes)},
+                                               IMPORT_BYTES_PER_VALUE * sum(sizes)},
                          "import it on a machine with more memory, or make the network smaller where the graph "
                          "was made")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.forks import check_not_forked
 from evsim.kernels.optim import _adam, _sgd
 
 f32 = np.float32
@@ -114,6 +115,7 @@ class Optimizer:
         ShapeError
             If gradients are not real arrays of their parameters' shapes.
         """
+        check_not_forked()
         lr = self.lr if lr is None else lr
         check_lr(lr, zero_ok=True)
         if not all(isinstance(p, tuple) and len(p) == 3 for p in params):

@@ -245,8 +245,10 @@ def written_into(folder: Path, identity: tuple[int, int] | None, command: str, *
     RunMovedError
         Saying that nothing was written, and what to do.
     """
-    root = Path(os.path.abspath(folder))
-    inside = [path for path in outputs if path is not None and Path(os.path.abspath(path)).is_relative_to(root)]
+    # By real paths: an output named through a link to the folder (or the folder through
+    # one) is inside it all the same.
+    root = Path(os.path.realpath(folder))
+    inside = [path for path in outputs if path is not None and Path(os.path.realpath(path)).is_relative_to(root)]
 
     def check():
         if inside and folder_identity(folder) != identity:

@@ -121,6 +121,18 @@ def test_eval_of_a_moved_run_writes_nothing_and_makes_no_folder(toy_run, tmp_pat
     assert not list(moved.glob("confusion-*"))
 
 
+def test_an_output_named_through_a_link_to_the_moved_run_is_not_written(toy_run, tmp_path, monkeypatch):
+    """The folder given through a link, an output through the folder's own name: both are
+    in the run folder by their real paths (compared by text, the output was written into
+    a new folder at the old name)."""
+    link = tmp_path / "link"
+    link.symlink_to(toy_run)
+    moving(monkeypatch, "evsim.cli.eval.evaluate", toy_run, tmp_path / "R2moved")
+    one_line_error(run(["eval", link, "--json", toy_run / "e.json", "--plot", tmp_path / "e.png"]),
+                   "was moved or replaced while evsim eval ran; nothing was written")
+    assert not toy_run.exists() and not (tmp_path / "e.png").exists()
+
+
 def test_profile_of_a_run_replaced_by_another_writes_into_neither(toy_run, toy_template, tmp_path, monkeypatch):
     old = tmp_path / "R2old"
     moving(monkeypatch, "evsim.cli.profile.run_profile", toy_run, old, replace_with=toy_template)

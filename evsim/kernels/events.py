@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from evsim.errors import ShapeError
+from evsim.kernels.forks import check_not_forked
 from evsim.kernels.simd import lowest_bit, nonzero_bits, popcount
 
 
@@ -238,6 +239,7 @@ def dense_to_events(dense: np.ndarray, index_map: np.ndarray | None = None) -> E
     ShapeError
         If ``index_map`` is not N increasing integers >= 0 (the kernels read it unchecked).
     """
+    check_not_forked()
     n = dense.shape[2]
     return alive_events(dense, np.arange(n, dtype=np.int32) if index_map is None
                         else _checked_index_map(index_map, n))

@@ -4,8 +4,10 @@ Numba's OpenMP threading layer, built on GNU OpenMP, is not fork-safe: a forked 
 first parallel loop prints "Terminating: fork() called from a process already using GNU
 OpenMP" and the child kills itself with SIGTERM, so a ``multiprocessing`` pool (whose
 default start method on Linux before Python 3.14 is fork) waits for its result forever.
-Nothing in the child can reset that, so the network's entry points refuse to start
-instead, in one line that says what to do (:func:`check_not_forked`). Workers started by
+Nothing in the child can reset that, so the entry points of the API that run parallel
+kernels (a network's passes and input events, ``dense_to_events``, the optimizer's step,
+SD-SNN's observe and develop) refuse to start instead, in one line that says what to do
+(:func:`check_not_forked`). Workers started by
 spawn or forkserver load the library afresh and run, as do forks of a process that has
 run no kernel yet, and children of a fork-safe layer (TBB).
 """

@@ -60,6 +60,7 @@ import numpy as np
 
 from evsim.compression import units_with_input
 from evsim.errors import ConfigError, ShapeError
+from evsim.kernels.forks import check_not_forked
 from evsim.kernels.regrowth import _abs_order_stats, _add_with_squares, _count_regrowth
 from evsim.kernels.spines import _constrain
 from evsim.layers import SparseLinear
@@ -512,6 +513,7 @@ class SDSNN:
 
     def observe(self, network: Network, grads: list) -> None:
         """Take in one batch's would-be gradients (``grads``: :meth:`Network.backward`'s)."""
+        check_not_forked()
         self._check_network(network)
         for k in self.layers:
             if grads[k].would_be is None:
@@ -532,6 +534,7 @@ class SDSNN:
             If ``lr`` is not a finite number >= 0, or ``network`` is not the one this
             controller was made for (its state is that network's).
         """
+        check_not_forked()
         check_lr(lr, zero_ok=True)
         self._check_network(network)
         self.step += 1
