@@ -18,7 +18,7 @@ from evsim.data.base import DEFAULT_TIME_STEPS, read_from, with_validation
 from evsim.data.cache import fingerprint_change
 from evsim.data.nmnist import crop_hint
 from evsim.errors import CheckpointError, ConfigError, DataError
-from evsim.files import clean_stale_temporaries
+from evsim.files import clean_output_temporaries
 from evsim.readers import file_kind
 from evsim.network import Network
 from evsim.train import KEPT_CHECKPOINTS, expected_shape, saved_checkpoint_policy
@@ -341,7 +341,8 @@ def with_crop_default(ctx: click.Context, options: dict, network: Network) -> di
 def check_outputs(*paths: Path, chosen: dict[Path, str] | None = None, sweep_report: bool = False) -> None:
     """Refuse, before any work, a path where a file cannot be written: a command either
     writes all its outputs or none (not a JSON and then a crash on the PNG). Then remove
-    what killed evsim commands left in the outputs' folders (their temporaries).
+    the temporaries of these outputs that killed evsim commands left
+    (:func:`~evsim.files.clean_output_temporaries`; nothing else of their folders).
 
     ``chosen``: the paths the command chose itself (its defaults), each with the option
     that names another (``"--plot FILE"``): a refusal of one names the options of the
@@ -385,5 +386,6 @@ def check_outputs(*paths: Path, chosen: dict[Path, str] | None = None, sweep_rep
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {folder} is not writable ({exc.strerror}); "
                               f"{fix(path, 'choose another path')}") from None
-    for folder in {path.parent for path in paths}:
-        clean_stale_temporaries(folder)
+    for path in paths:  # not where a run trains, perhaps from another machine whose pids say nothing here
+        if not is_locked(path.parent):
+            clean_output_temporaries(path)

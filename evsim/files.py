@@ -118,6 +118,34 @@ def _being_built(folder: Path, name: str) -> bool:
     return flock_held(Path(folder) / f".{_TEMPORARY.fullmatch(name)['name']}.lock")
 
 
+def clean_output_temporaries(path: Path) -> list[Path]:
+    """Delete the temporaries of ``path`` that killed evsim processes left beside it:
+    only names :func:`write_atomic` gives ``path``'s temporaries (``.NAME.PID.XXXXXXXX.tmp``,
+    the pid required) whose writer is not alive here. Nothing else in the folder is looked
+    at: an output may go to any folder (a home folder, /tmp) where other hidden files are
+    the user's. Returns what was deleted."""
+    path = Path(path)
+    prefix = temporary_prefix(path)
+    name = prefix[1:-len(f".{os.getpid()}.")]
+    pattern = re.compile(re.escape(f".{name}.") + r"(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or _process_alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
 def clean_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporaries that killed evsim processes left in ``folder`` (files and
     cache folders named as this module and :func:`evsim.data.cache.atomic_dir` name

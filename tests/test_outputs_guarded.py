@@ -17,6 +17,7 @@ import evsim.files as files
 from evsim.cli.runs import check_outputs
 from evsim.errors import CheckpointError
 from evsim.files import write_bytes_atomic, written_together
+from evsim.runlock import run_lock
 from tests.conftest import one_line_error, run
 from tests.test_hostile_runs import dead_pid
 
@@ -120,6 +121,35 @@ def test_checking_outputs_removes_what_killed_writers_left_in_their_folders(tmp_
     mine.write_bytes(b"half")
     check_outputs(tmp_path / "out.json")
     assert not stale.exists() and mine.exists()
+
+
+def test_checking_outputs_never_touches_other_hidden_files_or_a_run_being_trained(tmp_path):
+    """Only the outputs' own temporaries go: a user's hidden files in the same folder that
+    look like evsim's, an hour old, stay (they were deleted, a folder of them with rmtree),
+    and so does everything in a folder whose run lock is held (a run trained from another
+    machine, whose pids say nothing here)."""
+    old = time.time() - 7200
+    theirs = [tmp_path / ".backup.tmp-20240101", tmp_path / ".desktop.link", tmp_path / ".vim.settings.tmp",
+              tmp_path / f".notes.txt.{dead_pid()}.abcd1234.tmp"]
+    theirs[0].mkdir()
+    (theirs[0] / "thesis.tex").write_text("years of work")
+    for path in theirs[1:]:
+        path.write_text("mine")
+    for path in theirs:
+        os.utime(path, (old, old))
+    check_outputs(tmp_path / "out.json", tmp_path / "out.png")
+    assert all(path.exists() for path in theirs) and (theirs[0] / "thesis.tex").exists()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    building = run_dir / f".checkpoint-latest.npz.{dead_pid()}.abcd1234.tmp"
+    building.write_bytes(b"half")
+    stale = run_dir / f".e.json.{dead_pid()}.abcd1234.tmp"
+    stale.write_bytes(b"half")
+    with run_lock(run_dir):
+        check_outputs(run_dir / "e.json")
+        assert building.exists() and stale.exists()
+    check_outputs(run_dir / "e.json")
+    assert building.exists() and not stale.exists()
 
 
 def _efbig(handle):
