@@ -86,14 +86,15 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 def refuse_replacing_other_files(out: Path) -> None:
     """Refuse an existing ``out`` that is not a NIR (HDF5) file: an export replaces an
-    earlier export, never another file given by mistake (a run's results).
+    earlier export, never another file given by mistake (a run's results). An empty file
+    (``touch``, ``mktemp``) holds nothing to lose.
 
     Raises
     ------
     CheckpointError
         Naming the file and the fix.
     """
-    if not os.path.lexists(out):
+    if not os.path.lexists(out) or (os.path.isfile(out) and os.path.getsize(out) == 0):
         return
     head = b""
     if os.path.isfile(out):  # a FIFO or device is not opened: it could block or never end

@@ -100,6 +100,8 @@ def test_export_refuses_to_overwrite_a_file_that_is_not_nir(tmp_path):
     assert results.read_text() == "{}"
     for _ in range(2):  # a NIR file is replaced: export again
         assert run(["export", folder, folder / "net.nir"]).exit_code == 0
+    (tmp_path / "empty.nir").touch()  # as mktemp makes it: nothing to lose
+    assert run(["export", folder, tmp_path / "empty.nir"]).exit_code == 0
 
 
 # D3: an import that cannot fit in memory is refused before the arrays are read.
