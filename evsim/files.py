@@ -120,7 +120,7 @@ def _being_built(folder: Path, name: str) -> bool:
 
 def clean_output_temporaries(path: Path) -> list[Path]:
     """Delete the temporaries of ``path`` that killed evsim processes left beside it:
-    only names :func:`write_atomic` gives ``path``'s temporaries (``.NAME.PID.XXXXXXXX.tmp``,
+    only names :func:`write_atomic` gives ``path``'s temporaries (``.NAME.PID.<8 characters>.tmp``,
     the pid required) whose writer is not alive here. Nothing else in the folder is looked
     at: an output may go to any folder (a home folder, /tmp) where other hidden files are
     the user's. Returns what was deleted."""
